@@ -1,0 +1,78 @@
+# market_pipeline developer entry points. `make` alone only prints this help.
+#
+# Needs only Python >= 3.11 (with the venv module) and GNU make; everything else is
+# installed into .venv by `make install`, which every other target depends on.
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+# Dagster keeps run history, event logs and schedule state in DAGSTER_HOME. If it is unset,
+# every CLI/webserver process uses a throwaway temp instance and runs silently vanish, so it
+# is pinned here to the project's instance directory (which holds dagster.yaml) and exported
+# to every recipe. Override only on the command line: `make test DAGSTER_HOME=/tmp/x`.
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+# Where the lake and the DuckDB warehouse live. An environment variable takes precedence over
+# `.env` in the pipeline settings, so this exported default also wins over a PIPELINE_DATA_DIR
+# in .env: to move the data, set it in the environment or on the make command line.
+export PIPELINE_DATA_DIR ?= $(CURDIR)/data
+
+WEBSERVER_HOST ?= 127.0.0.1
+WEBSERVER_PORT ?= 3000
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@echo "market_pipeline - make targets (DAGSTER_HOME=$(DAGSTER_HOME))"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-22s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install the project with dev and bench extras
+
+# Re-runs only when pyproject.toml changes (or the stamp is missing). The venv is created
+# only if it does not exist yet, so an existing .venv is upgraded in place, never replaced.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "market_pipeline needs Python >= 3.11, $(PYTHON) is " + sys.version.split()[0])'
+	@if [ ! -x "$(VENV)/bin/python" ]; then \
+		echo "creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv "$(VENV)" || { \
+			echo "error: '$(PYTHON) -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; \
+			rm -rf "$(VENV)"; exit 1; }; \
+	fi
+	$(VENV)/bin/python -m pip install --upgrade pip
+	$(VENV)/bin/python -m pip install -e '.[dev,bench]'
+	@touch "$@"
+
+.PHONY: demo
+demo: install ## Run the end-to-end demo on synthetic data
+	$(VENV)/bin/market-pipeline demo
+
+.PHONY: test
+test: install ## Run the test suite (testpaths come from pyproject.toml)
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+.PHONY: ui
+ui: install ## Run dagster-daemon (background) and the webserver on http://127.0.0.1:3000
+	@mkdir -p "$(DAGSTER_HOME)"
+	@echo "DAGSTER_HOME=$(DAGSTER_HOME)"
+	@trap 'kill $$daemon_pid 2>/dev/null; wait $$daemon_pid 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM HUP; \
+	$(VENV)/bin/dagster-daemon run -w workspace.yaml & daemon_pid=$$!; \
+	$(VENV)/bin/dagster-webserver -h $(WEBSERVER_HOST) -p $(WEBSERVER_PORT) -w workspace.yaml
+
+.PHONY: bench
+bench: install ## Run the benchmarks
+	$(VENV)/bin/python -m market_pipeline.bench
+
+.PHONY: definitions-validate
+definitions-validate: install ## Load the Dagster definitions and report errors
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+.PHONY: clean
+clean: ## Delete ./data and the local Dagster instance state (keeps dagster_home/dagster.yaml)
+	rm -rf data
+	@if [ -d dagster_home ]; then \
+		find dagster_home -mindepth 1 -maxdepth 1 ! -name dagster.yaml -exec rm -rf {} +; \
+	fi

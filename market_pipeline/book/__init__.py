@@ -1,0 +1,1 @@
+"""Order-book reconstruction: numba kernels over int64 ticks and lots, and their Python glue."""

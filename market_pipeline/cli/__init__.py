@@ -1,0 +1,16 @@
+"""The `market-pipeline` command line: validate-env, run, demo.
+
+`main(argv)` lives in market_pipeline.cli.main; Dagster and the definitions are imported
+only by the commands that need them, so `--version` and `validate-env` start quickly.
+"""
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    from market_pipeline.cli.main import main as _main
+
+    return _main(argv)
+
+
+__all__ = ["main"]

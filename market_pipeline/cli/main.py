@@ -1,0 +1,257 @@
+"""`market-pipeline`: validate the environment, run a date range, or run the demo.
+
+    market-pipeline validate-env
+    market-pipeline run --start-date 2024-03-01 --end-date 2024-03-03 [--select raw_trades+ ...]
+    market-pipeline demo [--days 3] [--start-date 2024-03-01] [--data-dir DIR]
+
+Exit codes: 0 ok, 1 invalid configuration or failed run, 2 bad arguments or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, eprint, parse_date
+
+DEMO_INSTRUMENTS = ("BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP")
+DEMO_START = "2024-03-01"
+DEMO_DAYS = 3
+
+# A Dagster instance for the demo when neither DAGSTER_HOME nor ./dagster_home/dagster.yaml exists.
+MINIMAL_DAGSTER_YAML = """\
+# Written by `market-pipeline demo`: a local Dagster instance kept next to the demo data.
+# Run history, event logs and compute logs live under this directory ($DAGSTER_HOME).
+storage:
+  sqlite:
+    base_dir:
+      env: DAGSTER_HOME
+telemetry:
+  enabled: false
+"""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        ours = version("market_pipeline")
+    except Exception:  # running from a source tree that is not pip-installed
+        ours = _source_tree_version()
+    try:
+        from importlib.metadata import version
+
+        return f"market-pipeline {ours} (dagster {version('dagster')})"
+    except Exception:
+        return f"market-pipeline {ours}"
+
+
+def _source_tree_version() -> str:
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+    except Exception:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS,
+        help="show Dagster's logs (-v: INFO, -vv: DEBUG and full tracebacks)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="market-pipeline",
+        description="Local-first market-data lake: validate the environment, materialize date "
+        "ranges through Dagster, or run the demo on synthetic data.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="show Dagster's logs (-v: INFO, -vv: DEBUG and full tracebacks)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser(
+        "validate-env", parents=[verbose],
+        help="check the settings and directories; print a summary (secrets: set/not set only)",
+        description="Load the settings (config.yaml, .env, PIPELINE_* variables) and check the "
+        "directories they name. Exit 1 if anything is wrong.",
+    )
+
+    run = sub.add_parser(
+        "run", parents=[verbose],
+        help="materialize a date range (inclusive) as one Dagster run",
+        description="Materialize the selected assets for every day from --start-date to "
+        "--end-date (inclusive) as ONE run in the Dagster instance of $DAGSTER_HOME.",
+    )
+    run.add_argument("--start-date", required=True, metavar="YYYY-MM-DD", help="first day (UTC)")
+    run.add_argument("--end-date", required=True, metavar="YYYY-MM-DD", help="last day (UTC), inclusive")
+    run.add_argument(
+        "--select", action="extend", nargs="+", metavar="SEL",
+        help="Dagster asset selection, e.g. raw_book_deltas, group:raw, raw_trades+ "
+        "(repeatable; default: every asset)",
+    )
+
+    demo = sub.add_parser(
+        "demo", parents=[verbose],
+        help="generate synthetic data and materialize the whole pipeline for a few days",
+        description="Materialize every asset for a few days of synthetic data for "
+        f"{' and '.join(DEMO_INSTRUMENTS)}, then show what was produced.",
+    )
+    demo.add_argument("--days", type=int, default=DEMO_DAYS, metavar="N", help=f"number of days (default {DEMO_DAYS})")
+    demo.add_argument("--start-date", default=DEMO_START, metavar="YYYY-MM-DD", help=f"first day (default {DEMO_START})")
+    demo.add_argument(
+        "--data-dir", type=Path, metavar="DIR",
+        help="where the lake and warehouse go (default: PIPELINE_DATA_DIR, else ./data)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse has printed already
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    verbosity = args.verbose or 0
+    from market_pipeline.settings import SettingsError
+
+    try:
+        if args.command == "validate-env":
+            from market_pipeline.cli.validate import validate_env
+
+            return validate_env()
+        if args.command == "run":
+            return run_command(args.start_date, args.end_date, args.select, verbosity)
+        if args.command == "demo":
+            return demo_command(args.days, args.start_date, args.data_dir, verbosity)
+    except SettingsError as exc:
+        eprint(*(f"error: {problem}" for problem in exc.problems))
+        return EXIT_FAILED
+    except CliError as exc:
+        eprint(f"error: {exc.message}")
+        if verbosity >= 2 and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        eprint("interrupted")
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return EXIT_USAGE
+
+
+def run_range(start: dt.date, end: dt.date, selections: list[str] | None, verbosity: int, launched_by: str) -> int:
+    """Load settings and definitions, execute the range as one run, print the summary."""
+    from market_pipeline.cli.execution import execute_range, load_defs, quiet_dagster, require_dagster_home
+    from market_pipeline.cli.execution import resolve_selection
+    from market_pipeline.cli.report import print_run_summary
+    from market_pipeline.settings import load_settings
+
+    if start > end:
+        raise CliError(f"--start-date {start} is after --end-date {end}", EXIT_USAGE)
+    settings = load_settings()
+    if start < settings.start_date:
+        raise CliError(
+            f"--start-date {start} is before the first partition {settings.start_date} "
+            "(PIPELINE_START_DATE)",
+            EXIT_USAGE,
+        )
+    require_dagster_home()
+    quiet_dagster(verbosity)
+    defs = load_defs()
+    keys = resolve_selection(defs, selections)
+    print(
+        f"materializing {len(keys)} asset(s) for {start}..{end} in one run "
+        f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']}) ...",
+        flush=True,
+    )
+    run = execute_range(defs, keys, start, end, verbosity=verbosity, launched_by=launched_by)
+    print_run_summary(run, settings, verbosity)
+    return EXIT_OK if run.success else EXIT_FAILED
+
+
+def run_command(start: str, end: str, selections: list[str] | None, verbosity: int) -> int:
+    return run_range(parse_date(start, "--start-date"), parse_date(end, "--end-date"), selections, verbosity, "cli-run")
+
+
+@contextmanager
+def _restored_environ(*names: str) -> Iterator[None]:
+    """Environment overrides that last for this command only (main() may run in-process)."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _demo_dagster_home(data_dir: Path) -> tuple[Path, str]:
+    """DAGSTER_HOME for the demo, and how it was chosen."""
+    current = os.environ.get("DAGSTER_HOME", "").strip()
+    if current:
+        home = Path(current).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return home, "from DAGSTER_HOME"
+    project = Path.cwd() / "dagster_home"
+    if (project / "dagster.yaml").is_file():
+        return project.resolve(), "the project instance ./dagster_home (DAGSTER_HOME was not set)"
+    home = data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.is_file():
+        config.write_text(MINIMAL_DAGSTER_YAML)
+    return home, "a demo instance under the data dir (DAGSTER_HOME was not set)"
+
+
+def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosity: int) -> int:
+    from market_pipeline.settings import load_settings
+
+    if days < 1:
+        raise CliError(f"--days must be at least 1, got {days}", EXIT_USAGE)
+    start = parse_date(start_text, "--start-date")
+    end = start + dt.timedelta(days=days - 1)
+    names = ("PIPELINE_SOURCE", "PIPELINE_INSTRUMENTS", "PIPELINE_DATA_DIR", "PIPELINE_START_DATE", "DAGSTER_HOME")
+    with _restored_environ(*names):
+        os.environ["PIPELINE_SOURCE"] = "synthetic"
+        os.environ["PIPELINE_INSTRUMENTS"] = ",".join(DEMO_INSTRUMENTS)
+        if data_dir_arg is not None:
+            os.environ["PIPELINE_DATA_DIR"] = str(data_dir_arg)
+        settings = load_settings()
+        if settings.start_date > start:
+            # The partitions start at PIPELINE_START_DATE: move it back so the demo days exist.
+            os.environ["PIPELINE_START_DATE"] = start.isoformat()
+            settings = load_settings()
+        data_dir = settings.data_dir.resolve()
+        os.environ["PIPELINE_DATA_DIR"] = str(data_dir)  # absolute, whatever the cwd of a step
+        data_dir.mkdir(parents=True, exist_ok=True)
+        home, how = _demo_dagster_home(data_dir)
+        os.environ["DAGSTER_HOME"] = str(home)
+
+        print(f"market-pipeline demo: synthetic data for {', '.join(DEMO_INSTRUMENTS)}")
+        print(f"  days          {start}..{end} ({days} day{'s' if days != 1 else ''})")
+        print(f"  data dir      {data_dir}")
+        print(f"  dagster home  {home} ({how})")
+        code = run_range(start, end, None, verbosity, "cli-demo")
+        warehouse = settings.warehouse_path.resolve()
+        if code == EXIT_OK:
+            print()
+            print("Next")
+            print(f"  query the lake:   duckdb -readonly {warehouse} \"SELECT * FROM raw.trades LIMIT 5\"")
+            print(f"  browse the run:   make ui DAGSTER_HOME={home}")
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

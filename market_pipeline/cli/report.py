@@ -1,0 +1,223 @@
+"""The summary printed after a range run (`run` and `demo`): assets, rows, checks, failures, outputs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from market_pipeline.cli.common import fmt_int, format_table, print_lines
+from market_pipeline.lake.paths import quarantine_dir
+from market_pipeline.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from market_pipeline.cli.execution import RangeRun
+
+# The vendor tables the raw stage exposes as DuckDB views raw.<table> (hive columns exchange,
+# symbol, dt). Views that do not exist yet are skipped.
+RAW_VIEWS = ("trades", "book", "book_delta_v2")
+
+
+def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int = 0) -> None:
+    """Everything a user wants to know after a range run, readable in 100 columns."""
+    result = run.result
+    status = "SUCCESS" if run.success else "FAILURE"
+    days = f"{run.days} day" + ("s" if run.days != 1 else "")
+    print()
+    print(f"run {result.run_id}: {status}")
+    print(f"  {run.start}..{run.end} ({days}), {len(run.asset_keys)} asset(s) in one run")
+    print()
+    print("Assets")
+    print_lines(_asset_rows(run))
+    print()
+    print(f"Rows per day and instrument in the warehouse ({run.start}..{run.end})")
+    print_lines(raw_row_counts(settings.warehouse_path, run.start, run.end))
+    checks = run.check_evaluations
+    if checks:
+        print()
+        print("Asset checks")
+        print_lines(_check_rows(checks))
+    print()
+    print("Outputs")
+    print_lines(output_locations(settings))
+    if not run.success:
+        print_failures(result, verbosity)
+
+
+def _node_name(run: RangeRun, key: dg.AssetKey) -> str | None:
+    try:
+        return run.asset_graph.get(key).assets_def.node_def.name
+    except Exception:  # an asset without an op of its own
+        return None
+
+
+def _asset_rows(run: RangeRun) -> list[str]:
+    result = run.result
+    materialized: dict[dg.AssetKey, set[str | None]] = defaultdict(set)
+    rows: dict[dg.AssetKey, float] = defaultdict(float)
+    has_rows: set[dg.AssetKey] = set()
+    for mat in run.materializations:
+        materialized[mat.asset_key].add(mat.partition)
+        value = mat.metadata.get("rows")
+        number = getattr(value, "value", None)
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            rows[mat.asset_key] += number
+            has_rows.add(mat.asset_key)
+    failed = result.get_failed_step_keys()
+    skipped = {e.step_key for e in result.get_step_skipped_events()}
+    succeeded = {e.step_key for e in result.get_step_success_events()}
+
+    def steps_of(name: str | None, steps: set[str]) -> bool:
+        return name is not None and any(s == name or s.startswith(name + ".") for s in steps)
+
+    table = []
+    for key in run.asset_keys:
+        name = _node_name(run, key)
+        if steps_of(name, failed):
+            status = "FAILED"
+        elif materialized.get(key) or steps_of(name, succeeded):
+            status = "ok"
+        elif steps_of(name, skipped):
+            status = "skipped"
+        else:
+            status = "not run"
+        partitioned = run.asset_graph.get(key).partitions_def is not None
+        count = len(materialized.get(key, ()))
+        done = f"{count}/{run.days}" if partitioned else ("yes" if count else "no")
+        table.append([key.to_user_string(), status, done, fmt_int(rows[key]) if key in has_rows else "-"])
+    return format_table(["asset", "status", "materialized", "rows"], table, right=[False, False, True, True])
+
+
+def raw_row_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
+    """Rows per (dt, instrument) in each raw.* view, read-only, as table lines."""
+    if not warehouse.is_file():
+        return [f"  (no warehouse yet at {warehouse})"]
+    import duckdb
+
+    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    present: list[str] = []
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            existing = {
+                name
+                for (name,) in con.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'"
+                ).fetchall()
+            }
+            for view in RAW_VIEWS:
+                if view not in existing:
+                    continue
+                present.append(view)
+                query = (
+                    f'SELECT CAST(dt AS VARCHAR) AS day, exchange || \':\' || symbol AS instrument, '
+                    f'count(*) FROM raw."{view}" '
+                    "WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? GROUP BY ALL"
+                )
+                for day, instrument, n in con.execute(query, [start.isoformat(), end.isoformat()]).fetchall():
+                    counts[(day, instrument)][view] = n
+    except duckdb.Error as exc:
+        return [f"  (cannot read {warehouse}: {exc})"]
+    if not present:
+        return [f"  (no raw views in {warehouse} yet)"]
+    if not counts:
+        return [f"  (no rows between {start} and {end} in raw.{', raw.'.join(present)})"]
+    table = []
+    totals = dict.fromkeys(present, 0)
+    for day, instrument in sorted(counts):
+        row = [day, instrument]
+        for view in present:
+            n = counts[(day, instrument)].get(view)
+            totals[view] += n or 0
+            row.append(fmt_int(n))
+        table.append(row)
+    table.append(["total", "", *(fmt_int(totals[v]) for v in present)])
+    headers = ["dt", "instrument", *(f"raw.{v}" for v in present)]
+    return format_table(headers, table, right=[False, False, *([True] * len(present))])
+
+
+def _check_rows(checks: list[dg.AssetCheckEvaluation]) -> list[str]:
+    with_partition = any(getattr(c, "partition", None) for c in checks)
+    table = []
+    for c in sorted(checks, key=lambda c: (c.asset_key.to_user_string(), c.check_name, str(c.partition))):
+        severity = getattr(c.severity, "value", str(c.severity))
+        row = [c.asset_key.to_user_string(), c.check_name]
+        if with_partition:
+            row.append(c.partition or "")
+        row += ["passed" if c.passed else "FAILED", severity, (c.description or "").replace("\n", " ")]
+        table.append(row)
+    headers = ["asset", "check", *(["partition"] if with_partition else []), "result", "severity", "description"]
+    return format_table(headers, table)
+
+
+def output_locations(settings: PipelineSettings) -> list[str]:
+    """Where the pipeline writes, with the optional outputs listed only when they exist."""
+    data_dir = settings.data_dir.resolve()
+    lake = settings.lake_dir.resolve()
+    quarantine = quarantine_dir(lake)
+    rows = [
+        ["data dir", str(data_dir)],
+        ["lake", str(lake)],
+        ["warehouse", f"{settings.warehouse_path.resolve()}" + ("" if settings.warehouse_path.exists() else " (not created)")],
+    ]
+    if quarantine.is_dir():
+        files = sum(1 for p in quarantine.rglob("*") if p.is_file())
+        rows.append(["quarantine", f"{quarantine} ({files} file{'s' if files != 1 else ''})"])
+    else:
+        rows.append(["quarantine", f"{quarantine} (empty)"])
+    if os.environ.get("DAGSTER_HOME"):
+        rows.append(["dagster", f"{os.environ['DAGSTER_HOME']} (run history)"])
+    for label, path in (
+        ("reports", data_dir / "reports"),
+        ("alerts", data_dir / "alerts" / "alerts.jsonl"),
+        ("metrics", data_dir / "metrics"),
+    ):
+        if path.exists():
+            rows.append([label, str(path)])
+    return [f"  {label:<11} {where}" for label, where in rows]
+
+
+def _error_lines(error, verbosity: int) -> list[str]:
+    """The messages of an error and its causes, without Dagster's framework stack traces."""
+    if verbosity >= 2:
+        return error.to_string().rstrip().splitlines()
+    lines: list[str] = []
+    seen = error
+    while seen is not None:
+        message = seen.message.strip()
+        if message and message not in lines:
+            lines.append(message)
+        seen = seen.cause
+    return "\n".join(lines).splitlines()
+
+
+def print_failures(result: dg.ExecuteInProcessResult, verbosity: int = 0) -> None:
+    """Each failed step's message on stderr (a dg.Failure's description lists quarantined files)."""
+    err = sys.stderr
+    print(file=err)
+    print("error: the run failed", file=err)
+    failures = result.get_step_failure_events()
+    for event in failures:
+        data = event.step_failure_data
+        user = data.user_failure_data
+        if user is not None and user.description:
+            lines = user.description.rstrip().splitlines()
+        elif data.error is not None:
+            lines = _error_lines(data.error, verbosity)
+        else:
+            lines = ["(no error message)"]
+        print(f"  step {event.step_key} failed:", file=err)
+        for line in lines:
+            print(textwrap.indent(line, "    "), file=err)
+    if not failures:
+        try:
+            event = result.get_run_failure_event()
+            message = event.message or ""
+        except Exception:
+            message = "the run did not succeed and Dagster reported no step failure"
+        print(textwrap.indent(message.rstrip(), "  "), file=err)

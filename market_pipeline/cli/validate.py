@@ -1,0 +1,134 @@
+"""`market-pipeline validate-env`: is this environment ready to run the pipeline?
+
+Secrets (webhook token, master key, AWS keys) are reported only as set / not set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, eprint, format_table
+from market_pipeline.settings import (
+    CONFIG_FILE_ENV,
+    DEFAULT_CONFIG_FILE,
+    PipelineSettings,
+    SettingsError,
+    load_settings,
+)
+
+
+def _writable_dir_problem(path: Path) -> str | None:
+    """Why `path` cannot be used as a directory we write into (None when it can)."""
+    path = path.resolve()
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} exists and is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable"
+        return None
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {path}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {parent} is not writable"
+    return None
+
+
+def _set(value: object) -> str:
+    return "set" if value else "not set"
+
+
+def _url_host(url: str | None) -> str:
+    # Webhook URLs often carry a secret in their path or query: show scheme and host only.
+    if not url:
+        return "not set"
+    parts = urlsplit(url)
+    return f"set ({parts.scheme}://{parts.hostname or '?'}/...)"
+
+
+def environment_problems(settings: PipelineSettings) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the environment around valid settings."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    problem = _writable_dir_problem(settings.data_dir)
+    if problem:
+        errors.append(f"PIPELINE_DATA_DIR: {problem}")
+    if settings.source == "local" and settings.local_dir is not None and not settings.local_dir.is_dir():
+        errors.append(f"PIPELINE_LOCAL_DIR: {settings.local_dir.resolve()} is not an existing directory")
+    if settings.source == "capture" and settings.capture_dir is not None and not settings.capture_dir.is_dir():
+        errors.append(f"PIPELINE_CAPTURE_DIR: {settings.capture_dir.resolve()} is not an existing directory")
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if not home:
+        warnings.append(
+            "DAGSTER_HOME is not set: `market-pipeline run` refuses to start and other Dagster "
+            "processes would use a throwaway instance (export DAGSTER_HOME=$PWD/dagster_home)"
+        )
+    elif not Path(home).is_absolute():
+        errors.append(f"DAGSTER_HOME: {home} is not an absolute path")
+    elif not Path(home).is_dir():
+        errors.append(f"DAGSTER_HOME: {home} is not an existing directory")
+    return errors, warnings
+
+
+def describe(settings: PipelineSettings) -> list[str]:
+    """A short, secret-free summary of the effective settings."""
+    config_file = Path(os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE)
+    dotenv = Path(".env")
+    data_dir = settings.data_dir.resolve()
+    lines = [f"  config file     {config_file}" + (f" + {dotenv.resolve()}" if dotenv.is_file() else "")]
+    source = settings.source
+    if settings.source == "local":
+        source += f" ({settings.local_dir.resolve() if settings.local_dir else '?'})"
+    elif settings.source == "capture":
+        source += f" ({settings.capture_dir.resolve() if settings.capture_dir else '?'})"
+    elif settings.source == "s3":
+        s3 = settings.s3_settings
+        endpoint = f", endpoint {s3.endpoint_url}" if s3.endpoint_url else ""
+        source += f" (s3://{s3.bucket}/{s3.prefix}, region {s3.region}{endpoint})"
+    elif settings.source == "synthetic":
+        syn = settings.synthetic
+        faults = {k: v for k, v in syn.faults.model_dump().items() if v and k != "days"}
+        fault_text = ", ".join(f"{k}={v}" for k, v in faults.items()) or "none"
+        source += f" (profile {syn.profile}, seed {syn.seed}, faults: {fault_text})"
+    lines.append(f"  source          {source}")
+    exists = "" if data_dir.exists() else " (will be created)"
+    lines.append(f"  data dir        {data_dir}{exists}")
+    lines.append(f"  start date      {settings.start_date}")
+    lines.append(f"  instruments     {len(settings.universe)}")
+    table = [
+        [i.key, str(i.tick_size), str(i.lot_size), i.spec.sequence] for i in settings.universe
+    ]
+    lines += format_table(["instrument", "tick", "lot", "sequence"], table, indent=4)
+    lines.append(f"  book            depth {settings.book.depth}, sample every {settings.book.sample_interval_ms} ms")
+    lines.append(f"  alert webhook   url {_url_host(settings.alert_webhook_url)}, token {_set(settings.alert_webhook_token)}")
+    lines.append(f"  master key      {_set(settings.master_key)}")
+    if settings.source == "s3":
+        keys = _set(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"))
+        profile = os.environ.get("AWS_PROFILE")
+        lines.append(f"  aws credentials access key {keys}" + (f", profile {profile}" if profile else ""))
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if home:
+        yaml_note = "with dagster.yaml" if (Path(home) / "dagster.yaml").is_file() else "no dagster.yaml: defaults"
+        lines.append(f"  DAGSTER_HOME    {home} ({yaml_note})")
+    else:
+        lines.append("  DAGSTER_HOME    not set")
+    return lines
+
+
+def validate_env() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        eprint(*(f"error: {problem}" for problem in exc.problems))
+        return EXIT_FAILED
+    errors, warnings = environment_problems(settings)
+    print("configuration: " + ("PROBLEMS FOUND" if errors else "ok"))
+    for line in describe(settings):
+        print(line)
+    eprint(*(f"warning: {w}" for w in warnings))
+    eprint(*(f"error: {e}" for e in errors))
+    return EXIT_FAILED if errors else EXIT_OK

@@ -1,0 +1,1 @@
+"""The local lake: hive-partitioned Parquet, atomic writes, quarantine, DuckDB catalog."""

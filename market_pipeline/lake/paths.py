@@ -1,0 +1,37 @@
+"""Where things live under PIPELINE_DATA_DIR (hive layout: exchange=X/symbol=Y/dt=YYYY-MM-DD)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+PARTITION_FILE = "data.parquet"
+
+
+def partition_dir(root: Path, table: str, exchange: str, symbol: str, day: dt.date) -> Path:
+    return root / table / f"exchange={exchange}" / f"symbol={symbol}" / f"dt={day.isoformat()}"
+
+
+def raw_partition_dir(lake_dir: Path, table: str, exchange: str, symbol: str, day: dt.date) -> Path:
+    return partition_dir(lake_dir / "raw", table, exchange, symbol, day)
+
+
+def quarantine_dir(lake_dir: Path) -> Path:
+    return lake_dir / "quarantine"
+
+
+def table_glob(root: Path, table: str) -> str:
+    """Glob over every partition file of a table, for DuckDB views."""
+    return str(root / table / "*" / "*" / "*" / "*.parquet")
+
+
+def books_partition_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
+    return partition_dir(lake_dir, "books", exchange, symbol, day)
+
+
+def book_agreement_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
+    return partition_dir(lake_dir, "book_agreement", exchange, symbol, day)
+
+
+def checkpoint_path(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
+    return partition_dir(lake_dir, "checkpoints", exchange, symbol, day) / "book.parquet"

@@ -1,0 +1,271 @@
+"""Pipeline settings: committed defaults in config.yaml, overridden by `.env`, then by the environment.
+
+Every setting has an environment name `PIPELINE_<FIELD>` (nested ones `PIPELINE_<GROUP>__<FIELD>`).
+The names are a contract with operators; docs/configuration.md lists them all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from decimal import Decimal, InvalidOperation
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("config.yaml")
+CONFIG_FILE_ENV = "PIPELINE_CONFIG_FILE"
+
+SourceName = Literal["synthetic", "local", "s3", "capture"]
+SequenceSemantics = Literal["contiguous", "monotonic"]
+
+
+class InstrumentSpec(BaseModel):
+    """Tick and lot size of one instrument, as exact decimals."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_size: Decimal
+    lot_size: Decimal
+    sequence: SequenceSemantics = "monotonic"
+
+    @field_validator("tick_size", "lot_size", mode="before")
+    @classmethod
+    def _decimal_from_text(cls, value: object) -> Decimal:
+        # A YAML float (0.1) would carry binary noise into the fixed-point scale; go through str.
+        try:
+            parsed = Decimal(str(value))
+        except InvalidOperation as exc:
+            raise ValueError(f"not a decimal number: {value!r}") from exc
+        if not parsed.is_finite() or parsed <= 0:
+            raise ValueError(f"must be a positive decimal, got {value!r}")
+        return parsed
+
+
+class Instrument(BaseModel):
+    """One member of the universe: Crypto Lake exchange and symbol plus its grid."""
+
+    model_config = ConfigDict(frozen=True)
+
+    exchange: str
+    symbol: str
+    spec: InstrumentSpec
+
+    @property
+    def key(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+    @property
+    def tick_size(self) -> Decimal:
+        return self.spec.tick_size
+
+    @property
+    def lot_size(self) -> Decimal:
+        return self.spec.lot_size
+
+
+class FaultSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dropped_messages: int = Field(0, ge=0)
+    clock_skew_episodes: int = Field(0, ge=0)
+    off_grid_prices: int = Field(0, ge=0)
+    float_noise_prices: int = Field(0, ge=0)
+    duplicated_rows: int = Field(0, ge=0)
+    out_of_order_rows: int = Field(0, ge=0)
+    truncated_file: bool = False
+    days: list[dt.date] = Field(default_factory=list)
+
+    def applies_to(self, day: dt.date) -> bool:
+        return not self.days or day in self.days
+
+
+class SyntheticSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Literal["small", "realistic"] = "small"
+    seed: int = 20240101
+    faults: FaultSettings = Field(default_factory=FaultSettings)
+
+
+class S3Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = "qnt.data"
+    prefix: str = "market-data/cryptofeed"
+    region: str = "eu-west-1"
+    endpoint_url: str | None = None
+
+
+class BookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    depth: int = Field(20, ge=1, le=1000)
+    sample_interval_ms: int = Field(100, ge=0)
+
+
+class PipelineSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./data")
+    source: SourceName = "synthetic"
+    start_date: dt.date = dt.date(2024, 1, 1)
+    instruments: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]
+    )
+    instrument_specs: dict[str, InstrumentSpec] = Field(default_factory=dict)
+    default_instrument: InstrumentSpec = InstrumentSpec(
+        tick_size=Decimal("0.01"), lot_size=Decimal("0.00001")
+    )
+    partition_tolerance_minutes: int = Field(60, ge=0)
+
+    local_dir: Path | None = None
+    capture_dir: Path | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+    alert_webhook_url: str | None = None
+    alert_webhook_token: SecretStr | None = None
+    master_key: SecretStr | None = None
+
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    book: BookSettings = Field(default_factory=BookSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE)
+        if not config_file.is_file():
+            raise SettingsError([f"{CONFIG_FILE_ENV}: config file not found: {config_file}"])
+        # Earlier sources win: explicit arguments, then the environment, then .env, then the YAML.
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            YamlConfigSettingsSource(settings_cls, yaml_file=config_file),
+        )
+
+    @field_validator("instruments", mode="before")
+    @classmethod
+    def _split_instruments(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("instruments")
+    @classmethod
+    def _check_instruments(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one instrument is required, e.g. BINANCE:BTC-USDT")
+        for item in value:
+            exchange, sep, symbol = item.partition(":")
+            if not sep or not exchange or not symbol or "/" in item or "=" in item:
+                raise ValueError(f"{item!r} is not EXCHANGE:SYMBOL (e.g. BINANCE:BTC-USDT)")
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate instruments in {value}")
+        return value
+
+    @field_validator("alert_webhook_url", "s3_endpoint_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_source_needs(self) -> PipelineSettings:
+        if self.source == "local" and self.local_dir is None:
+            raise ValueError("PIPELINE_SOURCE=local needs PIPELINE_LOCAL_DIR")
+        if self.source == "capture" and self.capture_dir is None:
+            raise ValueError("PIPELINE_SOURCE=capture needs PIPELINE_CAPTURE_DIR")
+        return self
+
+    @cached_property
+    def universe(self) -> tuple[Instrument, ...]:
+        """The configured instruments with their tick and lot sizes."""
+        result = []
+        for item in self.instruments:
+            exchange, _, symbol = item.partition(":")
+            spec = self.instrument_specs.get(item, self.default_instrument)
+            result.append(Instrument(exchange=exchange, symbol=symbol, spec=spec))
+        return tuple(result)
+
+    @property
+    def s3_settings(self) -> S3Settings:
+        """S3 settings with the flat PIPELINE_S3_* overrides applied."""
+        overrides = {
+            "bucket": self.s3_bucket,
+            "prefix": self.s3_prefix,
+            "region": self.s3_region,
+            "endpoint_url": self.s3_endpoint_url,
+        }
+        return self.s3.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+
+class SettingsError(Exception):
+    """Invalid configuration; `problems` names each bad setting by its environment variable."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _env_name(loc: tuple[object, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if not parts:
+        return "configuration"
+    head, *rest = parts
+    return "PIPELINE_" + "__".join([head.upper(), *[p.upper() for p in rest]])
+
+
+def load_settings(**overrides: object) -> PipelineSettings:
+    """Load and validate settings; raises SettingsError naming every bad setting."""
+    try:
+        return PipelineSettings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            name = _env_name(error["loc"])
+            # Never echo the rejected value: it may be a secret.
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError(problems) from None

@@ -1,0 +1,1 @@
+"""Vendor sources: where the raw stage gets vendor-lake files from."""

@@ -1,0 +1,493 @@
+"""Numba kernel of the synthetic market: one true order book evolved message by message.
+
+All state is integer ticks and lots in flat arrays (a dense size ladder per side indexed by
+``tick - base``, as in hftbacktest v1) so that the kernel holds no Python objects, can stop at
+any chunk boundary and resume where it left off, and is exact: the vendor files are a lossless
+rendering of these integers.
+
+The random generator is a xoshiro256** held in a uint64[4] array rather than numba's global
+``np.random``: its stream is defined here, so a seed gives the same day on every machine, and
+two simulations in one process cannot disturb each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+LEVELS = 20
+LADDER = 1 << 22  # ticks per side ladder; zero pages are never touched, so unused span is free
+
+# Integer state slots (istate).
+S_BASE = 0  # tick of ladder index 0
+S_BEST_BID = 1
+S_BEST_ASK = 2
+S_WORST_BID = 3
+S_WORST_ASK = 4
+S_N_BID = 5
+S_N_ASK = 6
+S_NEXT_SEQ = 7
+S_NEXT_TRADE_ID = 8
+S_NEXT_TIME = 9  # origin time of the next message; NO_MORE after the day's last one
+S_LAST_RECV = 10
+S_NEXT_SNAP = 11  # index of the next vendor snapshot
+S_LAST_SNAP_RECV = 12
+S_MESSAGES = 13
+N_ISTATE = 14
+
+# Integer parameters (iparams), all times in ns since the epoch.
+I_DAY_START = 0
+I_MSG_END = 1  # no message at or after this origin time, so received times stay in the day
+I_SNAP_INTERVAL = 2
+I_N_SNAPS = 3
+I_LAT_MAX = 4
+I_MIN_LEVELS = 5
+N_IPARAMS = 6
+
+# Float parameters (fparams).
+F_DT_MEAN = 0  # mean ns between messages
+F_LAT_MU = 1  # log of the median latency in ns
+F_LAT_SIGMA = 2
+F_TARGET_LEVELS = 3  # levels a side the add/cancel balance steers towards
+F_WINDOW = 4  # ticks from the touch where resting liquidity lives
+F_SIZE_MU = 5  # log of the median order size in lots
+F_SIZE_SIGMA = 6
+F_TRADE_PROB = 7  # per event
+F_TRADE_MU = 8  # log of the median taker quantity in lots
+F_TRADE_SIGMA = 9
+F_REF_SIGMA = 10  # ticks per message of the latent fair-price random walk
+F_EVENTS_MEAN = 11  # level events per message
+N_FPARAMS = 12
+
+NO_MORE = np.iinfo(np.int64).max
+MAX_ROWS_PER_MESSAGE = 10
+MAX_TRADES_PER_MESSAGE = 64
+_ROW_GUARD = MAX_ROWS_PER_MESSAGE - 2  # a trade event can add up to 3 rows to a message
+_TRADE_LEVELS = 3
+_INSIDE_PROB = 0.35  # chance, when the spread is open, that an event improves the touch
+_NEAR_PROB = 0.7  # share of adds/cancels placed near the touch rather than anywhere in the window
+_NEAR_MEAN_TICKS = 6.0
+_REF_LEASH = 40.0  # ticks the fair price may run ahead of the book
+_BIAS_TICKS = 4.0  # fair-price lead that makes buying e times likelier than selling
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rotl(x, k):
+    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
+
+
+@njit(cache=True, nogil=True)
+def _next_u64(s):
+    result = _rotl(s[1] * np.uint64(5), 7) * np.uint64(9)
+    t = s[1] << np.uint64(17)
+    s[2] ^= s[0]
+    s[3] ^= s[1]
+    s[1] ^= s[2]
+    s[0] ^= s[3]
+    s[2] ^= t
+    s[3] = _rotl(s[3], 45)
+    return result
+
+
+@njit(cache=True, nogil=True)
+def _uniform(s):
+    """Uniform on the open interval (0, 1), so that its log is finite."""
+    return (float(_next_u64(s) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True)
+def _normal(s):
+    return math.sqrt(-2.0 * math.log(_uniform(s))) * math.cos(2.0 * math.pi * _uniform(s))
+
+
+@njit(cache=True, nogil=True)
+def _geometric(s, mean):
+    """Non-negative integer with the given mean, decaying geometrically."""
+    return int(math.floor(math.log(_uniform(s)) / math.log(mean / (mean + 1.0))))
+
+
+@njit(cache=True, nogil=True)
+def _lognormal_lots(s, mu, sigma):
+    return max(1, int(round(math.exp(mu + sigma * _normal(s)))))
+
+
+@njit(cache=True, nogil=True)
+def _latency(s, fp, ip):
+    return min(ip[I_LAT_MAX], int(math.exp(fp[F_LAT_MU] + fp[F_LAT_SIGMA] * _normal(s))))
+
+
+@njit(cache=True, nogil=True)
+def _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, tick, size):
+    """Record a level's new absolute size; a level touched twice in a message keeps one row."""
+    for r in range(row_start, n_rows):
+        if d_tick[r] == tick and d_bid[r] == is_bid:
+            d_size[r] = size
+            return n_rows
+    d_bid[n_rows] = is_bid
+    d_tick[n_rows] = tick
+    d_size[n_rows] = size
+    return n_rows + 1
+
+
+@njit(cache=True, nogil=True)
+def _side_slots(is_bid):
+    """(best slot, worst slot, count slot, step from the touch towards depth)."""
+    if is_bid:
+        return S_BEST_BID, S_WORST_BID, S_N_BID, -1
+    return S_BEST_ASK, S_WORST_ASK, S_N_ASK, 1
+
+
+@njit(cache=True, nogil=True)
+def _scan(book, start, step):
+    j = start
+    while book[j] == 0:
+        j += step
+    return j
+
+
+@njit(cache=True, nogil=True)
+def _remove_level(book, st, is_bid, idx):
+    best_slot, worst_slot, n_slot, step = _side_slots(is_bid)
+    book[idx] = 0
+    st[n_slot] -= 1
+    if idx == st[best_slot]:
+        st[best_slot] = _scan(book, idx + step, step)
+    if idx == st[worst_slot]:
+        st[worst_slot] = _scan(book, idx - step, -step)
+
+
+@njit(cache=True, nogil=True)
+def _add_level(book, st, is_bid, idx, qty):
+    """Add qty lots at idx (never better than the side's best unless the caller checked)."""
+    best_slot, worst_slot, n_slot, step = _side_slots(is_bid)
+    if book[idx] == 0:
+        st[n_slot] += 1
+        if (idx - st[worst_slot]) * step > 0:
+            st[worst_slot] = idx
+        if (st[best_slot] - idx) * step > 0:
+            st[best_slot] = idx
+    book[idx] += qty
+    return book[idx]
+
+
+@njit(cache=True, nogil=True)
+def init_book(bid, ask, st, fp, rng, mid_idx):
+    """Lay out a resting book of about F_TARGET_LEVELS levels a side around mid_idx."""
+    n_levels = int(fp[F_TARGET_LEVELS])
+    gap_mean = fp[F_WINDOW] / fp[F_TARGET_LEVELS] - 1.0
+    idx = mid_idx
+    for _ in range(n_levels):
+        bid[idx] = _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA])
+        st[S_WORST_BID] = idx
+        idx -= 1 + _geometric(rng, gap_mean)
+    idx = mid_idx + 1
+    for _ in range(n_levels):
+        ask[idx] = _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA])
+        st[S_WORST_ASK] = idx
+        idx += 1 + _geometric(rng, gap_mean)
+    st[S_BEST_BID] = mid_idx
+    st[S_BEST_ASK] = mid_idx + 1
+    st[S_N_BID] = n_levels
+    st[S_N_ASK] = n_levels
+
+
+@njit(cache=True, nogil=True)
+def _snapshot(book, st, is_bid, k, out_tick, out_size):
+    best_slot, worst_slot, _, step = _side_slots(is_bid)
+    j = st[best_slot]
+    end = st[worst_slot] + step
+    level = 0
+    while level < LEVELS and j != end:
+        if book[j] != 0:
+            out_tick[level, k] = st[S_BASE] + j
+            out_size[level, k] = book[j]
+            level += 1
+        j += step
+    while level < LEVELS:
+        out_tick[level, k] = 0
+        out_size[level, k] = 0  # no level: rendered as null
+        level += 1
+
+
+@njit(cache=True, nogil=True)
+def run(bid, ask, st, fstate, rng, ip, fp, chunk_end,
+        d_origin, d_recv, d_seq, d_bid, d_tick, d_size,
+        t_origin, t_recv, t_buy, t_tick, t_qty, t_id,
+        s_origin, s_recv, s_seq, s_bid_tick, s_bid_size, s_ask_tick, s_ask_size):
+    """Advance the market until chunk_end (ns, exclusive) or until an output buffer is full.
+
+    Returns (delta rows, trades, snapshots, done); done is False when a buffer filled up and
+    the caller must drain the buffers and call again with the same chunk_end.
+    """
+    n_rows = 0
+    n_trades = 0
+    n_snaps = 0
+    min_levels = ip[I_MIN_LEVELS]
+    while True:
+        t = st[S_NEXT_TIME]
+        # A snapshot at time s shows every message with origin_time <= s.
+        while st[S_NEXT_SNAP] < ip[I_N_SNAPS]:
+            snap_t = ip[I_DAY_START] + st[S_NEXT_SNAP] * ip[I_SNAP_INTERVAL]
+            if snap_t >= t or snap_t >= chunk_end:
+                break
+            if n_snaps == len(s_origin):
+                return n_rows, n_trades, n_snaps, False
+            s_origin[n_snaps] = snap_t
+            recv = max(st[S_LAST_SNAP_RECV], snap_t + _latency(rng, fp, ip))
+            s_recv[n_snaps] = recv
+            st[S_LAST_SNAP_RECV] = recv
+            s_seq[n_snaps] = st[S_NEXT_SEQ] - 1
+            _snapshot(bid, st, True, n_snaps, s_bid_tick, s_bid_size)
+            _snapshot(ask, st, False, n_snaps, s_ask_tick, s_ask_size)
+            n_snaps += 1
+            st[S_NEXT_SNAP] += 1
+        if t >= chunk_end:
+            return n_rows, n_trades, n_snaps, True
+        first = st[S_MESSAGES] == 0
+        need = st[S_N_BID] + st[S_N_ASK] if first else MAX_ROWS_PER_MESSAGE
+        if n_rows + need > len(d_origin) or n_trades + MAX_TRADES_PER_MESSAGE > len(t_origin):
+            return n_rows, n_trades, n_snaps, False
+
+        recv = max(st[S_LAST_RECV], t + _latency(rng, fp, ip))
+        st[S_LAST_RECV] = recv
+        row_start = n_rows
+        if first:
+            # The day opens with the whole book as new levels, so a replay from empty is exact.
+            base = st[S_BASE]
+            j = st[S_BEST_BID]
+            while j >= st[S_WORST_BID]:
+                if bid[j] != 0:
+                    n_rows = _emit(d_bid, d_tick, d_size, n_rows, n_rows, True, base + j, bid[j])
+                j -= 1
+            j = st[S_BEST_ASK]
+            while j <= st[S_WORST_ASK]:
+                if ask[j] != 0:
+                    n_rows = _emit(d_bid, d_tick, d_size, n_rows, n_rows, False, base + j, ask[j])
+                j += 1
+        else:
+            n_rows, n_trades = _message(bid, ask, st, fstate, rng, ip, fp, min_levels, t, recv,
+                                        d_bid, d_tick, d_size, row_start, n_rows,
+                                        t_origin, t_recv, t_buy, t_tick, t_qty, t_id, n_trades)
+        seq = st[S_NEXT_SEQ]
+        for r in range(row_start, n_rows):
+            d_origin[r] = t
+            d_recv[r] = recv
+            d_seq[r] = seq
+        st[S_NEXT_SEQ] = seq + 1
+        st[S_MESSAGES] += 1
+
+        nxt = t + max(1, int(-math.log(_uniform(rng)) * fp[F_DT_MEAN]))
+        st[S_NEXT_TIME] = nxt if nxt < ip[I_MSG_END] else NO_MORE
+
+
+@njit(cache=True, nogil=True)
+def _message(bid, ask, st, fstate, rng, ip, fp, min_levels, t, recv,
+             d_bid, d_tick, d_size, row_start, n_rows,
+             t_origin, t_recv, t_buy, t_tick, t_qty, t_id, n_trades):
+    base = st[S_BASE]
+    # The latent fair price leads; the book follows it through biased trades and new touches.
+    mid = 0.5 * (st[S_BEST_BID] + st[S_BEST_ASK])
+    ref = fstate[0] + fp[F_REF_SIGMA] * _normal(rng)
+    margin = 4.0 * fp[F_WINDOW] + 16.0
+    ref = min(max(ref, mid - _REF_LEASH, margin), mid + _REF_LEASH, LADDER - margin)
+    fstate[0] = ref
+    p_up = 1.0 / (1.0 + math.exp(-(ref - mid) / _BIAS_TICKS))
+    window = int(fp[F_WINDOW])
+    target = fp[F_TARGET_LEVELS]
+
+    n_events = 1 + min(_geometric(rng, fp[F_EVENTS_MEAN] - 1.0), MAX_ROWS_PER_MESSAGE - 1)
+    event = 0
+    while (event < n_events or n_rows == row_start) and n_rows - row_start < _ROW_GUARD:
+        event += 1
+        bb = st[S_BEST_BID]
+        ba = st[S_BEST_ASK]
+        if ba - bb > 1 and _uniform(rng) < _INSIDE_PROB:
+            # A new best level strictly inside the spread: never locks or crosses.
+            is_bid = _uniform(rng) < p_up
+            gap = ba - bb - 1
+            d = min(_geometric(rng, 1.0), gap - 1)
+            idx = bb + 1 + d if is_bid else ba - 1 - d
+            book = bid if is_bid else ask
+            size = _add_level(book, st, is_bid, idx,
+                              _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
+            n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
+        elif _uniform(rng) < fp[F_TRADE_PROB]:
+            is_buy = _uniform(rng) < p_up
+            book = ask if is_buy else bid
+            maker_is_bid = not is_buy
+            best_slot, _, n_slot, _ = _side_slots(maker_is_bid)
+            remaining = _lognormal_lots(rng, fp[F_TRADE_MU], fp[F_TRADE_SIGMA])
+            for _ in range(_TRADE_LEVELS):
+                idx = st[best_slot]
+                available = book[idx]
+                if st[n_slot] <= min_levels:
+                    available -= 1  # a thin side is traded into but never emptied
+                fill = min(remaining, available)
+                if fill <= 0:
+                    break
+                # Several resting orders at one price print as several trades.
+                first_print = fill
+                if fill >= 2 and _uniform(rng) < 0.35:
+                    first_print = 1 + int(_uniform(rng) * (fill - 1))
+                for qty in (first_print, fill - first_print):
+                    if qty > 0:
+                        t_origin[n_trades] = t
+                        t_recv[n_trades] = recv
+                        t_buy[n_trades] = is_buy
+                        t_tick[n_trades] = base + idx
+                        t_qty[n_trades] = qty
+                        t_id[n_trades] = st[S_NEXT_TRADE_ID]
+                        st[S_NEXT_TRADE_ID] += 1
+                        n_trades += 1
+                if fill == book[idx]:
+                    _remove_level(book, st, maker_is_bid, idx)
+                    size = 0
+                else:
+                    book[idx] -= fill
+                    size = book[idx]
+                n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, maker_is_bid,
+                               base + idx, size)
+                remaining -= fill
+                if remaining == 0:
+                    break
+        else:
+            is_bid = _uniform(rng) < 0.5
+            book = bid if is_bid else ask
+            best_slot, worst_slot, n_slot, step = _side_slots(is_bid)
+            n = st[n_slot]
+            p_add = min(max(0.5 + 0.5 * (target - n) / target, 0.2), 0.8)
+            if _uniform(rng) < p_add:
+                if _uniform(rng) < _NEAR_PROB:
+                    d = _geometric(rng, _NEAR_MEAN_TICKS)
+                else:
+                    d = int(_uniform(rng) * window)
+                idx = min(max(st[best_slot] + step * d, 1), LADDER - 2)
+                size = _add_level(book, st, is_bid, idx,
+                                  _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
+            else:
+                worst = st[worst_slot]
+                if (worst - st[best_slot]) * step > (3 * window) // 2:
+                    idx = worst  # liquidity left far behind by the price is withdrawn
+                    remove = n > min_levels
+                else:
+                    if _uniform(rng) < _NEAR_PROB:
+                        d = _geometric(rng, _NEAR_MEAN_TICKS)
+                    else:
+                        d = int(_uniform(rng) * window)
+                    idx = st[best_slot] + step * d
+                    idx = worst if (idx - worst) * step > 0 else _scan(book, idx, step)
+                    remove = n > min_levels and _uniform(rng) < 0.5
+                if remove or book[idx] == 1:
+                    if n <= min_levels:
+                        continue
+                    _remove_level(book, st, is_bid, idx)
+                    size = 0
+                else:
+                    book[idx] -= 1 + int(_uniform(rng) * (book[idx] - 1))
+                    size = book[idx]
+            n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
+    return n_rows, n_trades
+
+
+@dataclass(frozen=True)
+class MarketParams:
+    mid_ticks: int
+    target_levels: int
+    window_ticks: int
+    size_median_lots: float
+    trade_median_lots: float
+    messages_per_day: float
+    first_sequence: int
+    first_trade_id: int
+
+
+@dataclass
+class Block:
+    """Outputs of one kernel call, copied out of the reusable buffers."""
+
+    d_origin: np.ndarray
+    d_recv: np.ndarray
+    d_seq: np.ndarray
+    d_bid: np.ndarray
+    d_tick: np.ndarray
+    d_size: np.ndarray
+    t_origin: np.ndarray
+    t_recv: np.ndarray
+    t_buy: np.ndarray
+    t_tick: np.ndarray
+    t_qty: np.ndarray
+    t_id: np.ndarray
+    s_origin: np.ndarray
+    s_recv: np.ndarray
+    s_seq: np.ndarray
+    s_bid_tick: np.ndarray  # (LEVELS, n): level-major so that each level is a contiguous column
+    s_bid_size: np.ndarray
+    s_ask_tick: np.ndarray
+    s_ask_size: np.ndarray
+
+
+def simulate(params: MarketParams, rng_state: np.ndarray, day_start_ns: int,
+             chunk_ns: int = 3_600_000_000_000) -> Iterator[Block]:
+    """Yield the day's market in blocks of at most chunk_ns of origin time, in order."""
+    day_ns = 86_400_000_000_000
+    snap_interval = 100_000_000
+    lat_max = 90_000_000  # < one snapshot interval: the last snapshot is received within the day
+    ip = np.zeros(N_IPARAMS, dtype=np.int64)
+    ip[I_DAY_START] = day_start_ns
+    ip[I_MSG_END] = day_start_ns + day_ns - lat_max
+    ip[I_SNAP_INTERVAL] = snap_interval
+    ip[I_N_SNAPS] = day_ns // snap_interval
+    ip[I_LAT_MAX] = lat_max
+    ip[I_MIN_LEVELS] = 2 * LEVELS
+
+    fp = np.zeros(N_FPARAMS, dtype=np.float64)
+    fp[F_DT_MEAN] = day_ns / params.messages_per_day
+    fp[F_LAT_MU] = math.log(15e6)
+    fp[F_LAT_SIGMA] = 0.25
+    fp[F_TARGET_LEVELS] = params.target_levels
+    fp[F_WINDOW] = params.window_ticks
+    fp[F_SIZE_MU] = math.log(params.size_median_lots)
+    fp[F_SIZE_SIGMA] = 1.0
+    fp[F_TRADE_PROB] = 0.0192
+    fp[F_TRADE_MU] = math.log(params.trade_median_lots)
+    fp[F_TRADE_SIGMA] = 1.3
+    fp[F_REF_SIGMA] = 0.6
+    fp[F_EVENTS_MEAN] = 3.0
+
+    rng = rng_state.astype(np.uint64).copy()
+    st = np.zeros(N_ISTATE, dtype=np.int64)
+    base = max(1, params.mid_ticks - LADDER // 2)
+    mid_idx = params.mid_ticks - base
+    st[S_BASE] = base
+    st[S_NEXT_SEQ] = params.first_sequence
+    st[S_NEXT_TRADE_ID] = params.first_trade_id
+    st[S_NEXT_TIME] = day_start_ns
+    bid = np.zeros(LADDER, dtype=np.int64)
+    ask = np.zeros(LADDER, dtype=np.int64)
+    fstate = np.array([mid_idx + 0.5], dtype=np.float64)
+    init_book(bid, ask, st, fp, rng, mid_idx)
+
+    per_chunk = params.messages_per_day * chunk_ns / day_ns
+    row_cap = int(per_chunk * 1.5 * fp[F_EVENTS_MEAN]) + 4 * params.target_levels + 4096
+    trade_cap = int(per_chunk * fp[F_EVENTS_MEAN] * fp[F_TRADE_PROB] * 4) + 4096
+    snap_cap = chunk_ns // snap_interval + 1
+    d = [np.empty(row_cap, dtype=t) for t in (np.int64, np.int64, np.int64, np.bool_, np.int64, np.int64)]
+    tr = [np.empty(trade_cap, dtype=t) for t in (np.int64, np.int64, np.bool_, np.int64, np.int64, np.int64)]
+    sn = [np.empty(snap_cap, dtype=np.int64) for _ in range(3)]
+    sn += [np.empty((LEVELS, snap_cap), dtype=np.int64) for _ in range(4)]
+
+    for chunk_end in range(day_start_ns + chunk_ns, day_start_ns + day_ns + 1, chunk_ns):
+        done = False
+        while not done:
+            n_rows, n_trades, n_snaps, done = run(bid, ask, st, fstate, rng, ip, fp, chunk_end,
+                                                  *d, *tr, *sn)
+            yield Block(
+                *(a[:n_rows].copy() for a in d),
+                *(a[:n_trades].copy() for a in tr),
+                *(a[:n_snaps].copy() for a in sn[:3]),
+                *(a[:, :n_snaps].copy() for a in sn[3:]),
+            )
