@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    SettingsError as SourceParseError,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -117,7 +118,7 @@ class S3Settings(BaseModel):
 class BookSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    depth: int = Field(20, ge=1, le=1000)
+    depth: int = Field(20, ge=1, le=20)  # vendor snapshots carry 20 levels
     sample_interval_ms: int = Field(100, ge=0)
 
 
@@ -201,7 +202,8 @@ class PipelineSettings(BaseSettings):
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
+            # No echo of the value: URLs can carry credentials.
+            raise ValueError("must be an http(s) URL")
         return value
 
     @model_validator(mode="after")
@@ -258,10 +260,22 @@ def _env_name(loc: tuple[object, ...]) -> str:
     return "PIPELINE_" + "__".join([head.upper(), *[p.upper() for p in rest]])
 
 
+def _describe_source_error(exc: Exception) -> str:
+    text = str(exc)
+    start = text.find('field "')
+    if start >= 0:
+        field_name = text[start + 7 : text.find('"', start + 7)]
+        return f"{_env_name((field_name,))}: cannot parse the value ({text})"
+    return f"configuration: {text}"
+
+
 def load_settings(**overrides: object) -> PipelineSettings:
     """Load and validate settings; raises SettingsError naming every bad setting."""
     try:
         return PipelineSettings(**overrides)
+    except SourceParseError as exc:
+        # pydantic-settings could not decode a value (e.g. malformed JSON in a nested variable).
+        raise SettingsError([_describe_source_error(exc)]) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):

@@ -317,13 +317,6 @@ def test_bad_book_level_price_is_a_problem(tmp_path: Path):
     assert "bid_3_price" in checked.bad["_reason"].item()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG lake/ingest.py _row_problems: a null `price` (trades, book_delta_v2) or null "
-    "`quantity`/`size` passes as a good row; the `elif name in (..., 'price', ...)` null check is "
-    "unreachable because price columns are handled by the first branch, whose NaN/<=0 test is null "
-    "for a null value and then filled as False",
-)
 @pytest.mark.parametrize(("table", "column"), [("trades", "price"), ("book_delta_v2", "price"), ("trades", "quantity"), ("book_delta_v2", "size")])
 def test_null_price_or_size_row_is_bad(tmp_path: Path, table: str, column: str):
     df = vendor_frame(table, DAY, 3).with_columns(

@@ -257,12 +257,6 @@ def test_unknown_instrument_spec_key_is_rejected(monkeypatch: pytest.MonkeyPatch
     assert any(p.startswith("PIPELINE_INSTRUMENT_SPECS") for p in err.problems), err.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG settings.load_settings: malformed JSON in a complex variable (PIPELINE_INSTRUMENT_SPECS) "
-    "escapes as pydantic_settings.SettingsError ('error parsing value for field \"instrument_specs\" "
-    "from source \"EnvSettingsSource\"') instead of market_pipeline SettingsError naming the variable",
-)
 def test_malformed_json_variable_is_named(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PIPELINE_INSTRUMENT_SPECS", "{not json")
     err = settings_error()

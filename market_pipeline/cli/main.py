@@ -18,7 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, eprint, parse_date
+from market_pipeline.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    eprint,
+    parse_date,
+    settings_problems,
+)
 
 DEMO_INSTRUMENTS = ("BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP")
 DEMO_START = "2024-03-01"
@@ -113,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, metavar="DIR",
         help="where the lake and warehouse go (default: PIPELINE_DATA_DIR, else ./data)",
     )
+    verify = sub.add_parser(
+        "verify-capture", parents=[verbose],
+        help="replay Binance captures of one instrument exactly; print one JSON object",
+        description="Replay the files (in time order) with Binance's sync rules and check every "
+        "bookTicker whose update id matches an applied diff. Exit 0 only with no mismatch.",
+    )
+    verify.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
 
 
@@ -123,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed already
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     verbosity = args.verbose or 0
+    from pydantic_settings import SettingsError as SourceError
+
     from market_pipeline.settings import SettingsError
 
     try:
@@ -134,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_command(args.start_date, args.end_date, args.select, verbosity)
         if args.command == "demo":
             return demo_command(args.days, args.start_date, args.data_dir, verbosity)
-    except SettingsError as exc:
-        eprint(*(f"error: {problem}" for problem in exc.problems))
+        if args.command == "verify-capture":
+            from market_pipeline.cli.verify_capture import verify_capture_command
+
+            return verify_capture_command(args.files)
+    except (SettingsError, SourceError) as exc:
+        eprint(*(f"error: {problem}" for problem in settings_problems(exc)))
         return EXIT_FAILED
     except CliError as exc:
         eprint(f"error: {exc.message}")
@@ -206,13 +227,13 @@ def _demo_dagster_home(data_dir: Path) -> tuple[Path, str]:
         return home, "from DAGSTER_HOME"
     project = Path.cwd() / "dagster_home"
     if (project / "dagster.yaml").is_file():
-        return project.resolve(), "the project instance ./dagster_home (DAGSTER_HOME was not set)"
+        return project.resolve(), "the project instance; DAGSTER_HOME was not set"
     home = data_dir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.is_file():
         config.write_text(MINIMAL_DAGSTER_YAML)
-    return home, "a demo instance under the data dir (DAGSTER_HOME was not set)"
+    return home, "a demo instance in the data dir; DAGSTER_HOME was not set"
 
 
 def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosity: int) -> int:
@@ -248,7 +269,11 @@ def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosit
         if code == EXIT_OK:
             print()
             print("Next")
-            print(f"  query the lake:   duckdb -readonly {warehouse} \"SELECT * FROM raw.trades LIMIT 5\"")
+            query = "SELECT * FROM raw.trades LIMIT 5"
+            print(
+                f"  query the lake:   {Path(sys.executable).name} -c \"import duckdb; "
+                f"duckdb.connect('{warehouse}', read_only=True).sql('{query}').show()\""
+            )
             print(f"  browse the run:   make ui DAGSTER_HOME={home}")
         return code
 

@@ -103,15 +103,17 @@ def _row_problems(df: pl.DataFrame, day: dt.date, tolerance_ns: int) -> pl.Expr:
         )
         checks.append((outside, f"received_time outside {day.isoformat()} (UTC)"))
     for name in df.columns:
-        base = name.rsplit("_", 1)[-1] if name.startswith(("bid_", "ask_")) else name
-        if name in PRICE_COLUMNS or base == "price":
+        is_level = name.startswith(("bid_", "ask_")) and name.count("_") == 2  # book level column
+        kind = name.rsplit("_", 1)[-1] if is_level else name
+        if not is_level and name not in TIME_COLUMNS:
+            # Only book levels may be absent (a side with fewer than 20 levels).
+            checks.append((pl.col(name).is_null(), f"{name} is null"))
+        if name in PRICE_COLUMNS or kind == "price":
             bad = pl.col(name).is_nan() | pl.col(name).is_infinite() | (pl.col(name) <= 0)
             checks.append((bad, f"{name} is NaN, infinite or not positive"))
-        elif name in SIZE_COLUMNS or base == "size":
+        elif name in SIZE_COLUMNS or kind == "size":
             bad = pl.col(name).is_nan() | pl.col(name).is_infinite() | (pl.col(name) < 0)
             checks.append((bad, f"{name} is NaN, infinite or negative"))
-        elif name in ("sequence_number", "side_is_bid", "price", "side"):
-            checks.append((pl.col(name).is_null(), f"{name} is null"))
     if "side" in df.columns:
         checks.append((~pl.col("side").is_in(["buy", "sell"]), "side is not buy/sell"))
     expr = pl.lit(None, dtype=pl.String)

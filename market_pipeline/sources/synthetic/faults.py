@@ -145,6 +145,10 @@ class FaultInjector:
         return None if held is None else self._apply(held)
 
     def skew_book(self, origin: np.ndarray, received: np.ndarray) -> np.ndarray:
+        """Book received times under the skew episodes.
+
+        May run beside push() in another thread: it only touches the episodes' book_rows.
+        """
         received = received.copy()
         for episode in self._episodes:
             hit = self._skew(episode, origin, received)

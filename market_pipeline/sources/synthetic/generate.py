@@ -70,7 +70,7 @@ class _Grid:
     """
 
     def __init__(self, step: Decimal):
-        sign, digits, exponent = step.normalize().as_tuple()
+        _, digits, exponent = step.normalize().as_tuple()
         p = int("".join(map(str, digits)))
         self.p = p * 10**exponent if exponent > 0 else p
         self.q = 10 ** -exponent if exponent < 0 else 1
@@ -133,8 +133,8 @@ def _trades_table(block: Block, price: _Grid, lot: _Grid) -> pa.Table:
     )
 
 
-def _book_table(block: Block, received: np.ndarray, price: _Grid, lot: _Grid) -> pa.Table:
-    arrays = [pa.array(block.s_origin), pa.array(received), pa.array(block.s_seq)]
+def _book_table(block: Block, price: _Grid, lot: _Grid) -> pa.Table:
+    arrays = [pa.array(block.s_origin), pa.array(block.s_recv), pa.array(block.s_seq)]
     for ticks, sizes in ((block.s_bid_tick, block.s_bid_size), (block.s_ask_tick, block.s_ask_size)):
         for level in range(LEVELS):
             missing = sizes[level] == 0
@@ -199,31 +199,29 @@ def generate_day(
     last_sequence = params.first_sequence
 
     with ExitStack() as stack:
-        def open_writer(final: Path, schema: dict[str, pl.DataType]) -> tuple[Path, pq.ParquetWriter]:
+        def open_writer(final: Path, schema: dict[str, pl.DataType], **options: object
+                        ) -> tuple[Path, pq.ParquetWriter]:
             tmp = stack.enter_context(atomic_path(final))
-            writer = pq.ParquetWriter(tmp, _arrow_schema(schema), compression="snappy")
+            writer = pq.ParquetWriter(tmp, _arrow_schema(schema), compression="snappy", **options)
             stack.callback(writer.close)  # on error; closing twice is harmless
             return tmp, writer
 
         _, trades_out = open_writer(files["trades"], TRADES_SCHEMA)
         _, book_out = open_writer(files["book"], BOOK_SCHEMA)
         _, truth_out = open_writer(truth_path, BOOK_SCHEMA)
-        delta_tmp, delta_out = open_writer(files["book_delta_v2"], BOOK_DELTA_SCHEMA)
+        # Delta values rarely repeat: dictionary pages would make the file slower and larger.
+        delta_tmp, delta_out = open_writer(files["book_delta_v2"], BOOK_DELTA_SCHEMA,
+                                           use_dictionary=False)
 
         def write_deltas(delta: DeltaRows | None) -> None:
             if delta is not None and len(delta):
                 delta_out.write_table(_delta_table(delta))
                 rows["book_delta_v2"] += len(delta)
 
-        def write_block(block: Block) -> None:
+        def write_trades_and_deltas(block: Block) -> None:
             if len(block.t_origin):
                 trades_out.write_table(_trades_table(block, price_grid, lot_grid))
                 rows["trades"] += len(block.t_origin)
-            if len(block.s_origin):
-                truth_out.write_table(_book_table(block, block.s_recv, price_grid, lot_grid))
-                received = injector.skew_book(block.s_origin, block.s_recv)
-                book_out.write_table(_book_table(block, received, price_grid, lot_grid))
-                rows["book"] += len(block.s_origin)
             write_deltas(injector.push(DeltaRows(
                 origin_time=block.d_origin,
                 received_time=block.d_recv,
@@ -234,18 +232,29 @@ def generate_day(
                 tick=block.d_tick,
             )))
 
-        # The kernel releases the GIL: it simulates the next block while this one is written.
-        # One block in flight keeps the file order and the memory bound.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthetic-writer") as pool:
-            pending: Future[None] | None = None
+        def write_books(block: Block) -> None:
+            if len(block.s_origin):
+                truth = _book_table(block, price_grid, lot_grid)
+                truth_out.write_table(truth)
+                received = injector.skew_book(block.s_origin, block.s_recv)
+                book_out.write_table(truth.set_column(1, "received_time", pa.array(received)))
+                rows["book"] += len(block.s_origin)
+
+        # The kernel releases the GIL: it simulates the next block while two writer lanes
+        # write this one. Each file has one lane, so its row order is fixed; one block in
+        # flight bounds memory.
+        with ThreadPoolExecutor(1, "synthetic-deltas") as deltas_lane, \
+                ThreadPoolExecutor(1, "synthetic-books") as books_lane:
+            pending: list[Future[None]] = []
             for block in simulate(params, rng_state, day_start):
                 if len(block.d_seq):
                     last_sequence = int(block.d_seq[-1])
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(write_block, block)
-            if pending is not None:
-                pending.result()
+                for future in pending:
+                    future.result()
+                pending = [deltas_lane.submit(write_trades_and_deltas, block),
+                           books_lane.submit(write_books, block)]
+            for future in pending:
+                future.result()
         write_deltas(injector.finish())
         for writer in (trades_out, book_out, truth_out, delta_out):
             writer.close()

@@ -18,7 +18,7 @@ from market_pipeline.lake.files import write_text_atomic
 from market_pipeline.lake.paths import partition_dir
 from market_pipeline.settings import Instrument, SyntheticSettings
 from market_pipeline.sources.local import LocalLakeSource
-from market_pipeline.sources.synthetic.generate import generate_day
+from market_pipeline.sources.synthetic.generate import GENERATOR_VERSION, generate_day
 
 
 def ground_truth_dir(root: Path, instrument: Instrument, day: dt.date) -> Path:
@@ -28,6 +28,7 @@ def ground_truth_dir(root: Path, instrument: Instrument, day: dt.date) -> Path:
 def _fingerprint(settings: SyntheticSettings, instrument: Instrument, day: dt.date) -> str:
     faults = settings.faults.model_dump(mode="json") if settings.faults.applies_to(day) else None
     payload = {
+        "generator_version": GENERATOR_VERSION,
         "seed": settings.seed,
         "profile": settings.profile,
         "faults": faults,

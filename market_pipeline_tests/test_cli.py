@@ -1,0 +1,293 @@
+"""The `market-pipeline` CLI, called in-process through main(argv) -> exit code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from market_pipeline.cli.main import main
+
+SECRET = "s3cr3t-webhook-token-value"
+NS = 1_000_000_000
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Path]:
+    """A tmp DAGSTER_HOME (with a quiet dagster.yaml) and a tmp PIPELINE_DATA_DIR."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    data = tmp_path / "data"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(data))
+    return {"home": home, "data": data}
+
+
+def _write_deltas(root: Path, day: dt.date, rows: int) -> Path:
+    """One vendor-like book_delta_v2 file for BINANCE:BTC-USDT, times inside `day`."""
+    start = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * NS
+    received = [start + (i + 1) * 60 * NS for i in range(rows)]
+    frame = pl.DataFrame(
+        {
+            "origin_time": [t - 1_000_000 for t in received],
+            "received_time": received,
+            "sequence_number": [1_000 + i for i in range(rows)],
+            "side_is_bid": [i % 2 == 0 for i in range(rows)],
+            "price": [60_000.0 + (-1 if i % 2 == 0 else 1) * (1 + i % 5) * 0.01 for i in range(rows)],
+            "size": [0.0 if i % 7 == 6 else 0.25 * (1 + i % 3) for i in range(rows)],
+        },
+        schema={
+            "origin_time": pl.Int64,
+            "received_time": pl.Int64,
+            "sequence_number": pl.Int64,
+            "side_is_bid": pl.Boolean,
+            "price": pl.Float64,
+            "size": pl.Float64,
+        },
+    )
+    path = root / "book_delta_v2" / "exchange=BINANCE" / "symbol=BTC-USDT" / f"dt={day.isoformat()}" / "x.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path)
+    return path
+
+
+@pytest.fixture
+def local_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, Path]) -> dict[str, object]:
+    """A local vendor lake with book deltas for 2024-03-01 (30 rows) and 2024-03-02 (45 rows)."""
+    root = tmp_path / "vendor"
+    rows = {dt.date(2024, 3, 1): 30, dt.date(2024, 3, 2): 45}
+    for day, n in rows.items():
+        _write_deltas(root, day, n)
+    monkeypatch.setenv("PIPELINE_SOURCE", "local")
+    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(root))
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", "BINANCE:BTC-USDT")
+    return {"root": root, "rows": rows, **env}
+
+
+def _runs(home: Path) -> list:
+    import dagster as dg
+
+    assert home.is_dir()
+    with dg.DagsterInstance.get() as instance:
+        return list(instance.get_runs())
+
+
+# ---------------------------------------------------------------------------------------
+# validate-env
+# ---------------------------------------------------------------------------------------
+
+
+def test_validate_env_ok_prints_instruments_and_hides_secrets(env, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_TOKEN", SECRET)
+
+    code = main(["validate-env"])
+
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "BINANCE:BTC-USDT" in out
+    assert "BINANCE_FUTURES:BTC-USDT-PERP" in out
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert lines["BINANCE_FUTURES:BTC-USDT-PERP"][:2] == ["0.1", "0.001"]  # tick, lot from config.yaml
+    assert "2024-01-01" in out  # start date
+    assert str(env["data"]) in out
+    assert "token set" in out
+    assert "master key      not set" in out
+    assert SECRET not in out + err
+    assert err == ""  # DAGSTER_HOME is set: no warning
+
+
+def test_validate_env_reports_every_bad_variable_and_never_a_secret(env, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_SOURCE", "bogus")
+    monkeypatch.setenv("PIPELINE_START_DATE", "2024-13-01")
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", "nocolon")
+    monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_TOKEN", SECRET)
+
+    code = main(["validate-env"])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    problems = [line for line in err.splitlines() if line.startswith("error: ")]
+    named = {line.removeprefix("error: ").split(":", 1)[0] for line in problems}
+    assert named == {"PIPELINE_SOURCE", "PIPELINE_START_DATE", "PIPELINE_INSTRUMENTS"}
+    assert len(problems) == 3  # one line per problem
+    assert SECRET not in out + err
+
+
+def test_validate_env_names_a_variable_that_is_not_valid_json(env, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_INSTRUMENT_SPECS", '{"BINANCE:BTC-USDT": {"tick_size": ' + SECRET)
+
+    code = main(["validate-env"])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err.startswith("error: PIPELINE_INSTRUMENT_SPECS: ")
+    assert SECRET not in out + err
+
+
+def test_validate_env_checks_the_local_source_dir(env, monkeypatch, tmp_path, capsys):
+    missing = tmp_path / "no-such-vendor-dir"
+    monkeypatch.setenv("PIPELINE_SOURCE", "local")
+    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(missing))
+
+    code = main(["validate-env"])
+
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert f"error: PIPELINE_LOCAL_DIR: {missing} is not an existing directory" in err.splitlines()
+
+
+def test_validate_env_rejects_an_unwritable_data_dir(env, monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(blocker / "data"))
+
+    code = main(["validate-env"])
+
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert any(line.startswith("error: PIPELINE_DATA_DIR: cannot create") for line in err.splitlines())
+
+
+def test_validate_env_warns_without_dagster_home(env, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME")
+
+    code = main(["validate-env"])
+
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err.startswith("warning: DAGSTER_HOME is not set")
+    assert "DAGSTER_HOME    not set" in out
+
+
+# ---------------------------------------------------------------------------------------
+# run: argument and environment errors (nothing runs)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2024-03-02", "2024-03-01", "--start-date 2024-03-02 is after --end-date 2024-03-01"),
+        ("2024-3-1", "2024-03-02", "--start-date '2024-3-1' is not a date in YYYY-MM-DD form"),
+        ("2024-03-01", "2024-02-30", "--end-date '2024-02-30' is not a valid date"),
+        ("2023-12-31", "2024-01-02", "--start-date 2023-12-31 is before the first partition 2024-01-01"),
+    ],
+)
+def test_run_rejects_a_bad_date_range(env, capsys, start, end, message):
+    code = main(["run", "--start-date", start, "--end-date", end])
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith(f"error: {message}")
+    assert _runs(env["home"]) == []
+    assert not env["data"].exists()
+
+
+def test_run_rejects_a_day_that_is_not_over_yet(env, capsys):
+    tomorrow = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).date().isoformat()
+
+    code = main(["run", "--start-date", "2024-03-01", "--end-date", tomorrow, "--select", "raw_trades"])
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith(f"error: --end-date {tomorrow} is not a partition of raw_trades")
+    assert _runs(env["home"]) == []
+
+
+def test_run_refuses_an_ephemeral_instance(env, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME")
+
+    code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-01"])
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith("error: DAGSTER_HOME is not set")
+    assert not env["data"].exists()
+
+
+@pytest.mark.parametrize("selection", ["no_such_asset", "group:no_such_group"])
+def test_run_rejects_an_unknown_selection(env, capsys, selection):
+    code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-01", "--select", selection])
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith(f"error: --select {selection!r}")
+    assert _runs(env["home"]) == []
+
+
+def test_run_with_invalid_settings_names_the_variable(env, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_SOURCE", "bogus")
+
+    code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-01"])
+
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.splitlines()[0].startswith("error: PIPELINE_SOURCE: ")
+
+
+# ---------------------------------------------------------------------------------------
+# run: materializing a range from a local vendor lake
+# ---------------------------------------------------------------------------------------
+
+
+def test_run_materializes_a_range_as_one_run(local_source, capsys):
+    data: Path = local_source["data"]  # type: ignore[assignment]
+    rows: dict[dt.date, int] = local_source["rows"]  # type: ignore[assignment]
+
+    code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-02", "--select", "raw_book_deltas"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    for day, n in rows.items():
+        written = data / "lake/raw/book_delta_v2/exchange=BINANCE/symbol=BTC-USDT" / f"dt={day}" / "data.parquet"
+        assert written.is_file()
+        assert pl.read_parquet(written).height == n
+    # Only the selected table was imported.
+    assert sorted(p.name for p in (data / "lake" / "raw").iterdir()) == ["book_delta_v2"]
+
+    runs = _runs(local_source["home"])  # type: ignore[arg-type]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.is_success
+    assert run.tags[RANGE_START_TAG] == "2024-03-01"
+    assert run.tags[RANGE_END_TAG] == "2024-03-02"
+    assert {k.to_user_string() for k in run.asset_selection} == {"raw_book_deltas"}
+
+    lines = out.splitlines()
+    assert f"run {run.run_id}: SUCCESS" in lines
+    asset_row = next(line.split() for line in lines if line.strip().startswith("raw_book_deltas"))
+    assert asset_row == ["raw_book_deltas", "ok", "2/2", str(sum(rows.values()))]
+    # Rows per day and instrument, read back from the warehouse view raw.book_delta_v2.
+    day_rows = [line.split() for line in lines if re.fullmatch(r"\s+2024-03-\d\d\s.*", line)]
+    assert day_rows == [["2024-03-01", "BINANCE:BTC-USDT", "30"], ["2024-03-02", "BINANCE:BTC-USDT", "45"]]
+    assert f"warehouse   {data / 'warehouse.duckdb'}" in out
+
+
+def test_run_failure_exits_non_zero_and_prints_the_reason(local_source, capsys):
+    data: Path = local_source["data"]  # type: ignore[assignment]
+
+    code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-03", "--select", "raw_book_deltas"])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "error: the run failed" in err
+    assert "book_delta_v2: 1 instrument-day(s) not imported; 2 of 3 day(s) written." in err
+    assert "no book_delta_v2 data for BINANCE:BTC-USDT on 2024-03-03" in err
+    assert "Stack Trace" not in out + err  # quiet by default
+    asset_row = next(line.split() for line in out.splitlines() if line.strip().startswith("raw_book_deltas"))
+    assert asset_row[:3] == ["raw_book_deltas", "FAILED", "2/3"]
+    base = data / "lake/raw/book_delta_v2/exchange=BINANCE/symbol=BTC-USDT"
+    assert sorted(p.name for p in base.iterdir()) == ["dt=2024-03-01", "dt=2024-03-02"]
+    runs = _runs(local_source["home"])  # type: ignore[arg-type]
+    assert [r.is_failure for r in runs] == [True]
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("market-pipeline ")
