@@ -3,6 +3,7 @@
     market-pipeline validate-env
     market-pipeline run --start-date 2024-03-01 --end-date 2024-03-03 [--select raw_trades+ ...]
     market-pipeline demo [--days 3] [--start-date 2024-03-01] [--data-dir DIR]
+    market-pipeline verify-capture FILE ...
 
 Exit codes: 0 ok, 1 invalid configuration or failed run, 2 bad arguments or environment.
 """
@@ -13,6 +14,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from market_pipeline.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    WIDTH,
     CliError,
     eprint,
     parse_date,
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         eprint("interrupted")
         return 130
-    parser.error(f"unknown command {args.command!r}")
+    eprint(f"error: unknown command {args.command!r}")
     return EXIT_USAGE
 
 
@@ -190,11 +193,9 @@ def run_range(start: dt.date, end: dt.date, selections: list[str] | None, verbos
     quiet_dagster(verbosity)
     defs = load_defs()
     keys = resolve_selection(defs, selections)
-    print(
-        f"materializing {len(keys)} asset(s) for {start}..{end} in one run "
-        f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']}) ...",
-        flush=True,
-    )
+    names = ", ".join(key.to_user_string() for key in keys)
+    print(f"materializing {len(keys)} asset(s) for {start}..{end} as one run in DAGSTER_HOME")
+    print(textwrap.fill(names, width=WIDTH, initial_indent="  ", subsequent_indent="  "), flush=True)
     run = execute_range(defs, keys, start, end, verbosity=verbosity, launched_by=launched_by)
     print_run_summary(run, settings, verbosity)
     return EXIT_OK if run.success else EXIT_FAILED

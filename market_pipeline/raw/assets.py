@@ -54,7 +54,7 @@ def materialize_raw_table(
     for day in days:
         for instrument in settings.universe:
             try:
-                stats = import_partition(source, settings, table, instrument, day, context.run_id)
+                stats = import_partition(source, settings, table, instrument, day, context.run.run_id)
             except PartitionRejected as exc:
                 failures.append(exc.failure)
                 context.log.error(f"quarantined: {exc.failure.message}")

@@ -57,9 +57,9 @@ class DeltaRows:
 
     @staticmethod
     def concat(first: DeltaRows, second: DeltaRows) -> DeltaRows:
-        return DeltaRows(
-            *(np.concatenate([getattr(first, f.name), getattr(second, f.name)]) for f in fields(first))
-        )
+        return DeltaRows(*(
+            np.concatenate([getattr(first, f.name), getattr(second, f.name)]) for f in fields(first)
+        ))
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,12 @@ class FaultInjector:
             "out_of_order_rows": faults.out_of_order_rows,
         }
         wanted = sum(counts.values())
-        slots = int(expected_messages * _TARGET_SPAN) // 2 - 1
+        slots = max(0, int(expected_messages * _TARGET_SPAN) // 2 - 1)
         if wanted > slots:
-            raise ValueError(f"a day of ~{expected_messages} messages cannot hold {wanted} faulty messages")
-        offsets = 2 * (1 + rng.choice(slots, size=wanted, replace=False)) if wanted else np.array([], int)
+            raise ValueError(
+                f"a day of ~{expected_messages} messages cannot hold {wanted} faulty messages"
+            )
+        offsets = 2 * (1 + rng.choice(slots, size=wanted, replace=False))
         picks = rng.random(wanted)
         ulps = rng.integers(1, 5, size=wanted) * rng.choice([-1, 1], size=wanted)
         self._targets: dict[str, dict[int, _Target]] = {}
@@ -195,7 +197,8 @@ class FaultInjector:
             return start + int(target.row_pick * (end - start))
 
         off_grid, noise = here("off_grid_prices"), here("float_noise_prices")
-        swaps, duplicated, dropped = here("out_of_order_rows"), here("duplicated_rows"), here("dropped_messages")
+        swaps, duplicated = here("out_of_order_rows"), here("duplicated_rows")
+        dropped = here("dropped_messages")
         origin = rows.origin_time
         episodes = [e for e in self._episodes
                     if e["start_origin_time"] <= origin[-1] and e["end_origin_time"] > origin[0]]

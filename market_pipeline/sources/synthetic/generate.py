@@ -28,7 +28,6 @@ from market_pipeline.lake.schemas import (
     BOOK_DELTA_SCHEMA,
     BOOK_SCHEMA,
     TRADES_SCHEMA,
-    book_level_columns,
 )
 from market_pipeline.settings import FaultSettings, Instrument, SyntheticSettings
 from market_pipeline.sources.synthetic.faults import DeltaRows, FaultInjector
@@ -47,7 +46,6 @@ _OTHER_PRICE = 100.0
 _MIN_MID_TICKS = 10_000  # the book spans ~2,000 ticks a side; a coarser grid would not hold it
 _LEVEL_NOTIONAL = 25_000.0  # median resting size, in quote currency
 _TRADE_NOTIONAL = 2_000.0  # median taker size, in quote currency
-_DAY_NS = 86_400 * 1_000_000_000
 
 _ARROW_TYPES = {pl.Int64(): pa.int64(), pl.Float64(): pa.float64(), pl.Boolean(): pa.bool_(),
                 pl.String(): pa.string()}
@@ -98,9 +96,9 @@ def _unit(digest: bytes, k: int) -> float:
 
 
 def _market_params(instrument: Instrument, digest: bytes, messages_per_day: float) -> MarketParams:
+    symbol = instrument.symbol.upper()
     nominal = next(
-        (price for prefix, price in _NOMINAL_PRICE.items() if instrument.symbol.upper().startswith(prefix)),
-        _OTHER_PRICE,
+        (price for prefix, price in _NOMINAL_PRICE.items() if symbol.startswith(prefix)), _OTHER_PRICE
     )
     price = Decimal(nominal * (0.9 + 0.2 * _unit(digest, 0)))
     mid_ticks = max(int(price / instrument.tick_size), _MIN_MID_TICKS)
@@ -135,7 +133,8 @@ def _trades_table(block: Block, price: _Grid, lot: _Grid) -> pa.Table:
 
 def _book_table(block: Block, price: _Grid, lot: _Grid) -> pa.Table:
     arrays = [pa.array(block.s_origin), pa.array(block.s_recv), pa.array(block.s_seq)]
-    for ticks, sizes in ((block.s_bid_tick, block.s_bid_size), (block.s_ask_tick, block.s_ask_size)):
+    sides = ((block.s_bid_tick, block.s_bid_size), (block.s_ask_tick, block.s_ask_size))
+    for ticks, sizes in sides:
         for level in range(LEVELS):
             missing = sizes[level] == 0
             mask = missing if missing.any() else None
@@ -165,7 +164,9 @@ def generate_day(
     every 100 ms whatever the scale. Same settings, instrument, day and scale give
     byte-identical files.
     """
-    market_key = (settings.seed, instrument.exchange, instrument.symbol, day.isoformat(), settings.profile)
+    market_key = (
+        settings.seed, instrument.exchange, instrument.symbol, day.isoformat(), settings.profile
+    )
     market_digest = _digest(*market_key, scale)
     faults = settings.faults if settings.faults.applies_to(day) else FaultSettings()
     fault_digest = _digest(*market_key, scale, faults.model_dump_json())
@@ -177,7 +178,8 @@ def generate_day(
     # Level sizes are lognormal around the median; a million times it is never reached.
     lot_grid.check(int(params.size_median_lots * 1e6), "sizes")
 
-    day_start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
+    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    day_start = int(midnight.timestamp()) * 1_000_000_000
     rng_state = np.frombuffer(_digest(market_digest.hex(), "rng"), dtype=np.uint64)
     injector = FaultInjector(
         faults,
@@ -188,10 +190,10 @@ def generate_day(
         instrument.tick_size,
     )
 
-    def vendor_file(table: str) -> Path:
-        return partition_dir(out_root, table, instrument.exchange, instrument.symbol, day) / PART_FILE
-
-    files = {table: vendor_file(table) for table in ("trades", "book", "book_delta_v2")}
+    files = {
+        table: partition_dir(out_root, table, instrument.exchange, instrument.symbol, day) / PART_FILE
+        for table in ("trades", "book", "book_delta_v2")
+    }
     truth_dir = partition_dir(out_root / GROUND_TRUTH_DIR, "synthetic", instrument.exchange,
                               instrument.symbol, day)
     truth_path = truth_dir / "truth_book.parquet"

@@ -220,6 +220,9 @@ def run(bid, ask, st, fstate, rng, ip, fp, chunk_end,
         s_origin, s_recv, s_seq, s_bid_tick, s_bid_size, s_ask_tick, s_ask_size):
     """Advance the market until chunk_end (ns, exclusive) or until an output buffer is full.
 
+    fstate[0] is the latent fair price in ladder-index units; it carries over between calls
+    like the integer state st and the generator state rng.
+
     Returns (delta rows, trades, snapshots, done); done is False when a buffer filled up and
     the caller must drain the buffers and call again with the same chunk_end.
     """
@@ -475,8 +478,9 @@ def simulate(params: MarketParams, rng_state: np.ndarray, day_start_ns: int,
     row_cap = int(per_chunk * 1.5 * fp[F_EVENTS_MEAN]) + 4 * params.target_levels + 4096
     trade_cap = int(per_chunk * fp[F_EVENTS_MEAN] * fp[F_TRADE_PROB] * 4) + 4096
     snap_cap = chunk_ns // snap_interval + 1
-    d = [np.empty(row_cap, dtype=t) for t in (np.int64, np.int64, np.int64, np.bool_, np.int64, np.int64)]
-    tr = [np.empty(trade_cap, dtype=t) for t in (np.int64, np.int64, np.bool_, np.int64, np.int64, np.int64)]
+    i8, b1 = np.int64, np.bool_
+    d = [np.empty(row_cap, dtype=t) for t in (i8, i8, i8, b1, i8, i8)]
+    tr = [np.empty(trade_cap, dtype=t) for t in (i8, i8, b1, i8, i8, i8)]
     sn = [np.empty(snap_cap, dtype=np.int64) for _ in range(3)]
     sn += [np.empty((LEVELS, snap_cap), dtype=np.int64) for _ in range(4)]
 
