@@ -70,6 +70,12 @@ def local_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str,
     return {"root": root, "rows": rows, **env}
 
 
+def _table_row(out: str, first_cell: str) -> list[str]:
+    """The cells of the summary-table row whose first cell is `first_cell`."""
+    rows = [line.split() for line in out.splitlines()]
+    return next(r for r in rows if len(r) >= 3 and r[0] == first_cell)
+
+
 def _runs(home: Path) -> list:
     import dagster as dg
 
@@ -261,8 +267,7 @@ def test_run_materializes_a_range_as_one_run(local_source, capsys):
 
     lines = out.splitlines()
     assert f"run {run.run_id}: SUCCESS" in lines
-    asset_row = next(line.split() for line in lines if line.strip().startswith("raw_book_deltas"))
-    assert asset_row == ["raw_book_deltas", "ok", "2/2", str(sum(rows.values()))]
+    assert _table_row(out, "raw_book_deltas") == ["raw_book_deltas", "ok", "2/2", str(sum(rows.values()))]
     # Rows per day and instrument, read back from the warehouse view raw.book_delta_v2.
     day_rows = [line.split() for line in lines if re.fullmatch(r"\s+2024-03-\d\d\s.*", line)]
     assert day_rows == [["2024-03-01", "BINANCE:BTC-USDT", "30"], ["2024-03-02", "BINANCE:BTC-USDT", "45"]]
@@ -280,8 +285,7 @@ def test_run_failure_exits_non_zero_and_prints_the_reason(local_source, capsys):
     assert "book_delta_v2: 1 instrument-day(s) not imported; 2 of 3 day(s) written." in err
     assert "no book_delta_v2 data for BINANCE:BTC-USDT on 2024-03-03" in err
     assert "Stack Trace" not in out + err  # quiet by default
-    asset_row = next(line.split() for line in out.splitlines() if line.strip().startswith("raw_book_deltas"))
-    assert asset_row[:3] == ["raw_book_deltas", "FAILED", "2/3"]
+    assert _table_row(out, "raw_book_deltas")[:3] == ["raw_book_deltas", "FAILED", "2/3"]
     base = data / "lake/raw/book_delta_v2/exchange=BINANCE/symbol=BTC-USDT"
     assert sorted(p.name for p in base.iterdir()) == ["dt=2024-03-01", "dt=2024-03-02"]
     runs = _runs(local_source["home"])  # type: ignore[arg-type]

@@ -270,12 +270,11 @@ def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosit
         if code == EXIT_OK:
             print()
             print("Next")
-            query = "SELECT * FROM raw.trades LIMIT 5"
-            print(
-                f"  query the lake:   {Path(sys.executable).name} -c \"import duckdb; "
-                f"duckdb.connect('{warehouse}', read_only=True).sql('{query}').show()\""
-            )
-            print(f"  browse the run:   make ui DAGSTER_HOME={home}")
+            print(f"  browse the run:  make ui DAGSTER_HOME={home}")
+            print("  query the lake from Python (read-only):")
+            print("    import duckdb")
+            print(f'    con = duckdb.connect("{warehouse}", read_only=True)')
+            print('    con.sql("SELECT exchange, symbol, dt, count(*) FROM raw.trades GROUP BY ALL").show()')
         return code
 
 
