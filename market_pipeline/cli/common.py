@@ -26,20 +26,6 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
-def settings_problems(exc: Exception) -> list[str]:
-    """`PIPELINE_X: message` lines for a settings failure.
-
-    market_pipeline's SettingsError carries them; pydantic_settings' own SettingsError (e.g. a
-    complex variable that is not valid JSON) only names the field, never the value.
-    """
-    problems = getattr(exc, "problems", None)
-    if problems:
-        return list(problems)
-    match = re.search(r'field "(\w+)"', str(exc))
-    name = f"PIPELINE_{match.group(1).upper()}" if match else "configuration"
-    return [f"{name}: {exc}"]
-
-
 def parse_date(value: str, option: str) -> dt.date:
     """A calendar date written YYYY-MM-DD (nothing else: no 20240301, no 2024-3-1)."""
     text = value.strip()

@@ -28,7 +28,6 @@ from market_pipeline.cli.common import (
     CliError,
     eprint,
     parse_date,
-    settings_problems,
 )
 
 DEMO_INSTRUMENTS = ("BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP")
@@ -141,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed already
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     verbosity = args.verbose or 0
-    from pydantic_settings import SettingsError as SourceError
-
     from market_pipeline.settings import SettingsError
 
     try:
@@ -158,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             from market_pipeline.cli.verify_capture import verify_capture_command
 
             return verify_capture_command(args.files)
-    except (SettingsError, SourceError) as exc:
-        eprint(*(f"error: {problem}" for problem in settings_problems(exc)))
+    except SettingsError as exc:
+        eprint(*(f"error: {problem}" for problem in exc.problems))
         return EXIT_FAILED
     except CliError as exc:
         eprint(f"error: {exc.message}")

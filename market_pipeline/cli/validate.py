@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, eprint, format_table, settings_problems
+from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, eprint, format_table
 from market_pipeline.settings import (
     CONFIG_FILE_ENV,
     DEFAULT_CONFIG_FILE,
@@ -120,12 +120,10 @@ def describe(settings: PipelineSettings) -> list[str]:
 
 
 def validate_env() -> int:
-    from pydantic_settings import SettingsError as SourceError
-
     try:
         settings = load_settings()
-    except (SettingsError, SourceError) as exc:
-        eprint(*(f"error: {problem}" for problem in settings_problems(exc)))
+    except SettingsError as exc:
+        eprint(*(f"error: {problem}" for problem in exc.problems))
         return EXIT_FAILED
     errors, warnings = environment_problems(settings)
     print("configuration: " + ("PROBLEMS FOUND" if errors else "ok"))
