@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import dagster as dg
 
+from market_pipeline.alerts.sensors import alert_sensors
 from market_pipeline.book.assets import book_assets
+from market_pipeline.book.checks import book_checks
+from market_pipeline.observability.assets import observability_assets
+from market_pipeline.quality.assets import quality_assets
 from market_pipeline.raw.assets import raw_assets
-from market_pipeline.resources import PipelineResource
+from market_pipeline.raw.checks import raw_checks
+from market_pipeline.raw.schedules import raw_jobs, raw_schedules
+from market_pipeline.raw.sensors import raw_sensors
+from market_pipeline.resources import build_resources
+from market_pipeline.settings import PipelineSettings
 
-defs = dg.Definitions(
-    assets=[*raw_assets, *book_assets],
-    resources={"pipeline": PipelineResource()},
-)
+
+def build_definitions(settings: PipelineSettings | None = None) -> dg.Definitions:
+    """The code location for the given settings (loaded from the environment when not given)."""
+    return dg.Definitions(
+        assets=[*raw_assets, *book_assets, *quality_assets, *observability_assets],
+        asset_checks=[*raw_checks, *book_checks],
+        jobs=raw_jobs,
+        schedules=raw_schedules,
+        sensors=[*raw_sensors, *alert_sensors],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

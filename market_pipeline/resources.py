@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from market_pipeline.settings import PipelineSettings, load_settings
+
+DUCKDB_POOL = "duckdb"  # one writer at a time: DuckDB allows one writer per database file
+WAREHOUSE_IO_MANAGER = "warehouse_io_manager"  # tables in $PIPELINE_DATA_DIR/warehouse.duckdb
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -20,4 +24,12 @@ class PipelineResource(dg.ConfigurableResource):
         return load_settings(**overrides)
 
 
-DUCKDB_POOL = "duckdb"  # one writer at a time: DuckDB allows one writer per database file
+def build_resources(settings: PipelineSettings | None = None) -> dict[str, object]:
+    """Every resource of the code location, from the settings (loaded now when not given)."""
+    settings = settings or load_settings()
+    return {
+        "pipeline": PipelineResource(data_dir=str(settings.data_dir.resolve())),
+        WAREHOUSE_IO_MANAGER: DuckDBPolarsIOManager(
+            database=str(settings.warehouse_path.resolve()), schema="main"
+        ),
+    }

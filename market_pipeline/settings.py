@@ -113,6 +113,45 @@ class S3Settings(BaseModel):
     prefix: str = "market-data/cryptofeed"
     region: str = "eu-west-1"
     endpoint_url: str | None = None
+    # Failover: tried when the primary endpoint or bucket fails; the one used is recorded in metadata.
+    fallback_endpoint_url: str | None = None
+    fallback_bucket: str | None = None
+    anonymous: bool = False  # unsigned requests, for the vendor's public sample bucket
+
+
+class CheckSettings(BaseModel):
+    """Asset-check thresholds (docs/configuration.md gives the reasoning for each default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clock_skew_p99_warn_ms: float = Field(500.0, gt=0)
+    clock_skew_max_error_ms: float = Field(5000.0, gt=0)
+    negative_skew_tolerance_ms: float = Field(1.0, ge=0)
+    vendor_match_min_share: float = Field(0.99, ge=0, le=1)
+    freshness_max_lag_hours: float = Field(30.0, gt=0)
+
+
+class ScheduleSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    daily_hour_utc: int = Field(2, ge=0, le=23)  # the daily schedule materializes yesterday at this hour
+    source_sensor_interval_seconds: int = Field(300, ge=30)
+
+
+class AlertSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_timeout_seconds: float = Field(5.0, gt=0)
+    webhook_retries: int = Field(3, ge=0)
+    webserver_url: str = "http://127.0.0.1:3000"  # base of the run links in alerts
+
+
+class MetricsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jsonl: bool = True  # OTLP-shaped JSON lines under $PIPELINE_DATA_DIR/metrics/
+    prometheus_port: int | None = Field(None, ge=1, le=65535)  # off unless set
+    pushgateway_url: str | None = None  # off unless set
 
 
 class BookSettings(BaseModel):
@@ -157,6 +196,10 @@ class PipelineSettings(BaseSettings):
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     book: BookSettings = Field(default_factory=BookSettings)
+    checks: CheckSettings = Field(default_factory=CheckSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -68,7 +68,10 @@ def load_defs() -> dg.Definitions:
     from market_pipeline.settings import SettingsError
 
     try:
-        from market_pipeline.definitions import defs
+        from market_pipeline.definitions import build_definitions
+
+        # Built anew: the settings (data dir, warehouse path) may differ from the import's.
+        defs = build_definitions()
     except SettingsError:
         raise
     except Exception as exc:  # a broken module in the code location: say so, not a traceback

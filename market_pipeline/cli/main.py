@@ -4,6 +4,10 @@
     market-pipeline run --start-date 2024-03-01 --end-date 2024-03-03 [--select raw_trades+ ...]
     market-pipeline demo [--days 3] [--start-date 2024-03-01] [--data-dir DIR]
     market-pipeline verify-capture FILE ...
+    market-pipeline health
+    market-pipeline capture --market spot --symbol btcusdt --duration 1h --out DIR
+    market-pipeline encrypt FILE -o OUT
+    market-pipeline decrypt FILE -o OUT
 
 Exit codes: 0 ok, 1 invalid configuration or failed run, 2 bad arguments or environment.
 """
@@ -130,6 +134,38 @@ def build_parser() -> argparse.ArgumentParser:
         "bookTicker whose update id matches an applied diff. Exit 0 only with no mismatch.",
     )
     verify.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    sub.add_parser(
+        "health", parents=[verbose],
+        help="print a JSON health report; exit 1 when something needs attention",
+        description="Report the last successful partition per asset, the latest check results, "
+        "lake size, free disk and whether the warehouse is reachable, as one JSON object.",
+    )
+
+    capture = sub.add_parser(
+        "capture", parents=[verbose],
+        help="record a golden sample from the Binance WebSocket streams",
+        description="Subscribe to depth diffs, bookTicker and trades, take the REST snapshot by "
+        "the sync rules and write `<receive ns> <json>` lines, rotated hourly, with a SHA-256 manifest.",
+    )
+    capture.add_argument("--market", required=True, choices=("spot", "usdm", "coinm"))
+    capture.add_argument("--symbol", required=True, help="exchange symbol, e.g. btcusdt")
+    capture.add_argument("--duration", required=True, help="how long to record, e.g. 90s, 15m, 1h")
+    capture.add_argument("--out", required=True, type=Path, metavar="DIR")
+    capture.add_argument("--ws-url", help=argparse.SUPPRESS)  # tests: a local WebSocket server
+    capture.add_argument("--rest-url", help=argparse.SUPPRESS)  # tests: a local REST server
+    capture.add_argument("--allow-plaintext", action="store_true", help=argparse.SUPPRESS)  # tests only: ws://
+    capture.add_argument("--encrypt", action="store_true", help="encrypt the files with PIPELINE_MASTER_KEY")
+
+    for name, verb in (("encrypt", "encrypt"), ("decrypt", "decrypt")):
+        crypt = sub.add_parser(
+            name, parents=[verbose],
+            help=f"{verb} a file with AES-256-GCM (key derived from PIPELINE_MASTER_KEY)",
+            description=f"{verb.capitalize()} FILE into OUT; OUT is written only when the whole file "
+            "authenticates.",
+        )
+        crypt.add_argument("file", type=Path, metavar="FILE")
+        crypt.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
     return parser
 
 
@@ -155,6 +191,18 @@ def main(argv: list[str] | None = None) -> int:
             from market_pipeline.cli.verify_capture import verify_capture_command
 
             return verify_capture_command(args.files)
+        if args.command == "health":
+            from market_pipeline.cli.health import health_command
+
+            return health_command()
+        if args.command == "capture":
+            from market_pipeline.cli.capture import capture_command
+
+            return capture_command(args)
+        if args.command in ("encrypt", "decrypt"):
+            from market_pipeline.cli.crypto import crypt_command
+
+            return crypt_command(args.command, args.file, args.output)
     except SettingsError as exc:
         eprint(*(f"error: {problem}" for problem in exc.problems))
         return EXIT_FAILED

@@ -1,0 +1,3 @@
+"""Asset checks on reconstructed books (filled in by the quality work)."""
+
+book_checks: list = []

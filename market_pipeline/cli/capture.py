@@ -1,0 +1,7 @@
+"""`market-pipeline capture` (not built yet)."""
+
+from market_pipeline.cli.common import EXIT_USAGE, CliError
+
+
+def capture_command(*args: object) -> int:
+    raise CliError("this command is not available yet", EXIT_USAGE)

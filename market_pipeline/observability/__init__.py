@@ -1,0 +1,1 @@
+"""Observability: pipeline_metrics, OpenTelemetry metrics, Prometheus, health."""

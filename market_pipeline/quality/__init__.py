@@ -1,0 +1,1 @@
+"""Data quality: validation reports and the human-readable daily report."""

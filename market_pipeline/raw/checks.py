@@ -1,0 +1,3 @@
+"""Asset checks on the raw lake (filled in by the quality work)."""
+
+raw_checks: list = []

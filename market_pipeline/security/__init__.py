@@ -1,0 +1,1 @@
+"""Security hygiene: secret scrubbing, file modes, the audit trail."""
