@@ -103,6 +103,8 @@ class SyntheticSettings(BaseModel):
 
     profile: Literal["small", "realistic"] = "small"
     seed: int = 20240101
+    # Multiplies the profile's message count; tests and quick looks use e.g. 0.02 (snapshots stay 100 ms).
+    scale: float = Field(1.0, gt=0, le=4)
     faults: FaultSettings = Field(default_factory=FaultSettings)
 
 

@@ -31,6 +31,7 @@ def _fingerprint(settings: SyntheticSettings, instrument: Instrument, day: dt.da
         "generator_version": GENERATOR_VERSION,
         "seed": settings.seed,
         "profile": settings.profile,
+        "scale": settings.scale,
         "faults": faults,
         "tick_size": str(instrument.tick_size),
         "lot_size": str(instrument.lot_size),
@@ -68,7 +69,7 @@ class SyntheticSource:
         wanted = _fingerprint(self.settings, instrument, day)
         with _day_lock(self.root, instrument, day):
             if not (stamp.is_file() and stamp.read_text() == wanted):
-                generate_day(instrument, day, self.settings, self.root)
+                generate_day(instrument, day, self.settings, self.root, scale=self.settings.scale)
                 write_text_atomic(stamp, wanted)
         return truth_dir
 
