@@ -14,11 +14,16 @@ from market_pipeline.raw.checks import raw_checks
 from market_pipeline.raw.schedules import raw_jobs, raw_schedules
 from market_pipeline.raw.sensors import raw_sensors
 from market_pipeline.resources import build_resources
-from market_pipeline.settings import PipelineSettings
+from market_pipeline.security.hardening import harden_process
+from market_pipeline.settings import PipelineSettings, load_settings
 
 
 def build_definitions(settings: PipelineSettings | None = None) -> dg.Definitions:
     """The code location for the given settings (loaded from the environment when not given)."""
+    settings = settings or load_settings()
+    # Every Dagster process running pipeline code (code server, run and step workers) loads this:
+    # umask 077 and secret scrubbing of every log record, Dagster's event log included.
+    harden_process(settings)
     return dg.Definitions(
         assets=[*raw_assets, *book_assets, *quality_assets, *observability_assets],
         asset_checks=[*raw_checks, *book_checks],

@@ -119,6 +119,19 @@ class S3Settings(BaseModel):
     fallback_endpoint_url: str | None = None
     fallback_bucket: str | None = None
     anonymous: bool = False  # unsigned requests, for the vendor's public sample bucket
+    # botocore's retry mode and attempts per request; a file failing verification is also
+    # downloaded at most max_attempts times.
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    max_attempts: int = Field(5, ge=1, le=20)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    read_timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("endpoint_url", "fallback_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")  # no echo: URLs can carry credentials
+        return value
 
 
 class CheckSettings(BaseModel):
@@ -131,6 +144,8 @@ class CheckSettings(BaseModel):
     negative_skew_tolerance_ms: float = Field(1.0, ge=0)
     vendor_match_min_share: float = Field(0.99, ge=0, le=1)
     freshness_max_lag_hours: float = Field(30.0, gt=0)
+    # Capture fidelity: both tops of book are sampled on this grid before the KS tests.
+    fidelity_sample_interval_ms: int = Field(1000, gt=0)
 
 
 class ScheduleSettings(BaseModel):
@@ -138,6 +153,9 @@ class ScheduleSettings(BaseModel):
 
     daily_hour_utc: int = Field(2, ge=0, le=23)  # the daily schedule materializes yesterday at this hour
     source_sensor_interval_seconds: int = Field(300, ge=30)
+    # Whether the daily schedule and the new-day sensor start running without a click in the UI
+    # (Dagster's default status; once toggled in the UI, the instance remembers the choice).
+    default_status: Literal["running", "stopped"] = "stopped"
 
 
 class AlertSettings(BaseModel):
@@ -145,15 +163,28 @@ class AlertSettings(BaseModel):
 
     webhook_timeout_seconds: float = Field(5.0, gt=0)
     webhook_retries: int = Field(3, ge=0)
+    # Wait before the first retry; doubles for each further one.
+    webhook_backoff_seconds: float = Field(1.0, ge=0)
     webserver_url: str = "http://127.0.0.1:3000"  # base of the run links in alerts
+    sensor_interval_seconds: int = Field(30, ge=5)  # how often the failed-check alert sensor looks
 
 
 class MetricsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jsonl: bool = True  # OTLP-shaped JSON lines under $PIPELINE_DATA_DIR/metrics/
-    prometheus_port: int | None = Field(None, ge=1, le=65535)  # off unless set
+    export_interval_seconds: float = Field(60.0, gt=0)  # JSON lines are also written at each step's end
+    prometheus_port: int | None = Field(None, ge=0, le=65535)  # off unless set; 0 picks a free port
+    prometheus_host: str = "127.0.0.1"  # loopback only unless widened on purpose
     pushgateway_url: str | None = None  # off unless set
+    min_free_disk_gb: float = Field(5.0, ge=0)  # `market-pipeline health` needs attention below this
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _check_pushgateway_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")  # no echo: URLs can carry credentials
+        return value
 
 
 class BookSettings(BaseModel):

@@ -124,13 +124,14 @@ def vendor_frame(table: str, day: dt.date, rows: int, spelling: str = "client", 
     received = [base + (i + 1) * step for i in range(rows)]
     origin = [t - 1_000_000 for t in received]  # 1 ms before receipt
     mid = 60_000.0 + seed * 100
+    # Prices step by 0.1, the coarsest configured tick, so every instrument's data is on its grid.
     if table == "trades":
         return pl.DataFrame(
             {
                 names["origin_time"]: origin,
                 names["received_time"]: received,
                 "side": ["buy" if i % 2 == 0 else "sell" for i in range(rows)],
-                "price": [mid + (i % 7) * 0.01 for i in range(rows)],
+                "price": [mid + (i % 7) * 0.1 for i in range(rows)],
                 names["quantity"]: [0.001 * (1 + i % 5) for i in range(rows)],
                 names["trade_id"]: [str(1_000_000 + seed * 10_000 + i) for i in range(rows)],
             },
@@ -150,7 +151,7 @@ def vendor_frame(table: str, day: dt.date, rows: int, spelling: str = "client", 
                 names["received_time"]: received,
                 "sequence_number": [10_000 + i for i in range(rows)],
                 "side_is_bid": [i % 2 == 0 for i in range(rows)],
-                "price": [mid + (-1 if i % 2 == 0 else 1) * (1 + i % 10) * 0.01 for i in range(rows)],
+                "price": [mid + (-1 if i % 2 == 0 else 1) * (1 + i % 10) * 0.1 for i in range(rows)],
                 "size": [0.0 if i % 9 == 8 else 0.5 + (i % 3) for i in range(rows)],
             },
             schema={
@@ -175,7 +176,7 @@ def vendor_frame(table: str, day: dt.date, rows: int, spelling: str = "client", 
                 # The last rows have only 15 levels: absent levels are null, which is legal.
                 present = [not (i % 4 == 3 and level >= 15) for i in range(rows)]
                 data[f"{side}_{level}_price"] = [
-                    (mid + sign * (level + 1) * 0.01) if ok else None for ok in present
+                    (mid + sign * (level + 1) * 0.1) if ok else None for ok in present
                 ]
                 data[f"{side}_{level}_size"] = [(1.0 + level) if ok else None for ok in present]
         schema = {name: (pl.Int64 if i < 3 else pl.Float64) for i, name in enumerate(data)}

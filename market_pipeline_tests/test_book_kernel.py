@@ -9,15 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market_pipeline.book import lake_replay as lr
 from market_pipeline.book.capture_replay import verify_capture
-from market_pipeline.book.fixed_point import steps_to_decimal, to_steps
+from market_pipeline.book.fixed_point import decimal_array, to_steps
 from market_pipeline.book.ladder import new_book, top_levels
 from market_pipeline.book.rebuild import Grid, rebuild_day
+from market_pipeline.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA
 from market_pipeline.settings import Instrument, InstrumentSpec, SyntheticSettings
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
@@ -69,12 +72,13 @@ def test_kernel_matches_dict_reference(stream, rows_per_message, window):
         assert window == 64  # a 2^14 window covers the whole ±3000 range: nothing may be dropped
 
 
+@settings(deadline=None)  # the first example pays numba's cache load
 @given(st.lists(st.decimals(min_value=Decimal("0.01"), max_value=Decimal("99999.99"), places=2), min_size=1, max_size=50))
 def test_fixed_point_round_trip_is_exact(prices):
     values = np.array([float(p) for p in prices])
     steps, off = to_steps(values, 0.01, np.empty(4, np.int64), 4)
     assert off == 0
-    back = steps_to_decimal(steps, Decimal("0.01")).to_pylist()
+    back = decimal_array(steps, Decimal("0.01")).to_pylist()  # tick 0.01: steps are the unscaled value
     assert back == prices
 
 
@@ -151,6 +155,79 @@ def test_rebuild_equals_synthetic_ground_truth_and_repairs_gaps(synthetic_day):
                 want = truth[name].fill_null(-1.0).to_numpy()
                 assert np.array_equal(ours, want), name
     assert books["synced"].all()
+    # Exact decimals of the tick's and the lot's scale, stored as INT64 Parquet decimals.
+    stored = pq.ParquetFile(out)
+    assert stored.schema_arrow.field("bid_0_price").type == pa.decimal64(18, 2)
+    assert stored.schema_arrow.field("ask_19_size").type == pa.decimal64(18, 5)
+    assert stored.schema.column(stored.schema.names.index("bid_0_price")).physical_type == "INT64"
+
+
+def _ns(day: dt.date, seconds: float) -> int:
+    return int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp() + seconds) * 1_000_000_000
+
+
+def test_interval_samples_continue_to_midnight_in_time_order(synthetic_day):
+    """Deltas stop at noon; snapshots go on: samples and snapshot rows interleave up to midnight."""
+    instrument, day, root, generated = synthetic_day
+    noon = _ns(day, 12 * 3600)
+    cut = root / "deltas_until_noon.parquet"
+    pl.read_parquet(generated.files["book_delta_v2"]).filter(pl.col("received_time") < noon).write_parquet(cut)
+    out = root / "books_until_noon.parquet"
+    result = rebuild_day(
+        cut, generated.files["book"], out, None, root / "ckpt_noon.parquet",
+        Grid(instrument.tick_size, instrument.lot_size), day, contiguous=True, interval_ms=1000,
+    )
+    books = pl.read_parquet(out)
+    interval = books.filter(pl.col("trigger") == "interval")
+    assert interval["received_time"].to_list() == [_ns(day, n) for n in range(1, 86_401)]
+    snapshots = pl.read_parquet(generated.files["book"])
+    assert books.filter(pl.col("trigger") == "snapshot").height == snapshots.height
+    assert result.counters["rows_written"] == books.height == 86_400 + snapshots.height
+    # After the last message, rows come in receive-time order, and each sample shows the book
+    # as the snapshot before it left it (the snapshots repair the frozen book).
+    last_message = int(pl.read_parquet(cut)["received_time"].max())
+    tail = books.with_row_index().filter(pl.col("received_time") > last_message)
+    assert tail.height > 40_000 and tail["received_time"].is_sorted()
+    levels = [c for c in books.columns if c.startswith(("bid_", "ask_"))]
+    previous = tail.select(pl.col(levels).shift(1).name.suffix("_before"), "trigger", *levels)
+    samples = previous.filter(pl.col("trigger") == "interval").slice(1)
+    for name in levels:
+        assert samples[name].equals(samples[f"{name}_before"]), name
+    assert tail.filter(pl.col("trigger") == "snapshot")["synced"].all()
+
+
+def test_steps_scale_to_exact_decimals_and_samples_run_to_midnight(tmp_path):
+    """A tick of 0.05 and a lot of 2 (unscaled = steps x 5 and x 2); no vendor snapshots at all."""
+    day = dt.date(2024, 3, 1)
+    deltas = tmp_path / "deltas.parquet"
+    pl.DataFrame(
+        {
+            "origin_time": [_ns(day, 1790)] * 2 + [_ns(day, 5390)],
+            "received_time": [_ns(day, 1800)] * 2 + [_ns(day, 5400)],
+            "sequence_number": [1, 1, 2],
+            "side_is_bid": [True, False, True],
+            "price": [100.05, 100.10, 100.00],
+            "size": [2.0, 4.0, 6.0],
+        },
+        schema=BOOK_DELTA_SCHEMA,
+    ).write_parquet(deltas)
+    book = tmp_path / "book.parquet"
+    pl.DataFrame(schema=BOOK_SCHEMA).write_parquet(book)
+    out = tmp_path / "books.parquet"
+    rebuild_day(deltas, book, out, None, tmp_path / "ckpt.parquet", Grid(Decimal("0.05"), Decimal("2")),
+                day, contiguous=True, depth=2, interval_ms=3_600_000)
+    table = pq.read_table(out)
+    assert table.schema.field("bid_0_price").type == pa.decimal64(18, 2)
+    assert table.schema.field("bid_0_size").type == pa.decimal64(18, 0)
+    rows = table.to_pylist()
+    assert [r["received_time"] for r in rows] == [_ns(day, 3600 * h) for h in range(1, 25)]
+    first, *later = rows
+    assert (first["bid_0_price"], first["bid_0_size"], first["bid_1_price"], first["bid_1_size"]) == (
+        Decimal("100.05"), Decimal("2"), None, None)
+    assert (first["ask_0_price"], first["ask_0_size"]) == (Decimal("100.10"), Decimal("4"))
+    for row in later:  # the last message came at 01:30; the book stays as it left it until midnight
+        assert (row["bid_1_price"], row["bid_1_size"], row["ask_1_price"]) == (Decimal("100.00"), Decimal("6"), None)
+        assert (row["sequence_number"], row["origin_time"], row["synced"]) == (2, _ns(day, 5390), False)
 
 
 @needs_real

@@ -141,7 +141,7 @@ def test_instruments_comma_list_from_dotenv(_hermetic_env: Path):
 def test_instrument_tick_and_lot_from_config_and_default(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PIPELINE_INSTRUMENTS", "BINANCE:BTC-USDT,BINANCE_FUTURES:BTC-USDT-PERP,BINANCE:ETH-USDT")
     btc, perp, eth = load_settings().universe
-    assert (btc.tick_size, btc.lot_size) == (Decimal("0.01"), Decimal("0.00001"))
+    assert (btc.tick_size, btc.lot_size) == (Decimal("0.01"), Decimal("0.000001"))
     assert (perp.tick_size, perp.lot_size) == (Decimal("0.1"), Decimal("0.001"))
     # Not in instrument_specs: default_instrument.
     assert (eth.tick_size, eth.lot_size) == (Decimal("0.01"), Decimal("0.00001"))

@@ -15,9 +15,19 @@ from market_pipeline.lake.paths import (
     checkpoint_path,
     raw_partition_dir,
 )
+from market_pipeline.observability import telemetry
+from market_pipeline.observability.stage_metrics import record_rebuild, usage_metadata
 from market_pipeline.partitions import daily_partitions
-from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots
+from market_pipeline.book.capture_rebuild import rebuild_capture_instrument_day
+from market_pipeline.raw.assets import (
+    raw_book_deltas,
+    raw_book_snapshots,
+    raw_book_ticker,
+    raw_depth_snapshots,
+    raw_trades,
+)
 from market_pipeline.resources import DUCKDB_POOL, PipelineResource
+from market_pipeline.security.audit import audit_read, audit_scope
 from market_pipeline.settings import Instrument, PipelineSettings
 from market_pipeline.sources.factory import sequence_semantics
 
@@ -32,6 +42,8 @@ def rebuild_instrument_day(settings: PipelineSettings, instrument: Instrument, d
     for needed in (deltas, book):
         if not needed.is_file():
             raise FileNotFoundError(f"{instrument.key} {day}: raw partition missing: {needed}")
+    for read in (deltas, book, checkpoint_path(lake, ex, sym, day - dt.timedelta(days=1))):
+        audit_read(read)  # the previous day's checkpoint only if it exists
     result = rebuild_day(
         deltas_path=deltas,
         book_path=book,
@@ -71,11 +83,42 @@ def _metadata(instrument: Instrument, r: RebuildResult) -> dict[str, object]:
     }
 
 
+def _rebuild_capture(
+    context: dg.AssetExecutionContext,
+    settings: PipelineSettings,
+    instrument: Instrument,
+    day: dt.date,
+    day_meta: dict[str, object],
+    totals: dict[str, int],
+) -> None:
+    """The Binance-rules path; an instrument-day no capture covers is recorded as missing."""
+    with (
+        audit_scope("book.rebuild", settings.data_dir, dt=day, instrument=instrument.key),
+        telemetry.measure_stage("reconstructed_books", instrument=instrument.key) as usage,
+    ):
+        result = rebuild_capture_instrument_day(settings, instrument, day)
+    if result is None:
+        day_meta["missing_instruments"] = int(day_meta.get("missing_instruments", 0)) + 1  # type: ignore[call-overload]
+        day_meta[f"{instrument.key} missing"] = "no capture covers this instrument-day"
+        context.log.warning(f"{instrument.key} {day}: no capture covers this instrument-day; recorded as missing")
+        return
+    day_meta.update(result.metadata(instrument.key))
+    day_meta.update(usage_metadata("reconstructed_books", instrument.key, usage, result.counters["diffs"]))
+    totals["deltas_applied"] += result.counters["deltas_applied"]
+    totals["gaps"] += result.counters["gaps"]
+    context.log.info(
+        f"{instrument.key} {day}: {result.counters['applied']} of {result.counters['diffs']} diffs applied, "
+        f"{result.counters['gaps']} gaps, {result.counters['ticker_mismatches']} ticker mismatches, "
+        f"{result.counters['rows_written']} rows, start={result.start_mode}, {result.seconds:.1f}s"
+    )
+
+
 @dg.asset(
     group_name=BOOKS_GROUP,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[raw_book_deltas, raw_book_snapshots],
+    # The last three feed the Binance-rules path (PIPELINE_SOURCE=capture) only.
+    deps=[raw_book_deltas, raw_book_snapshots, raw_depth_snapshots, raw_book_ticker, raw_trades],
     pool=DUCKDB_POOL,  # refreshes the books.* views in the warehouse
     kinds={"parquet", "numba"},
 )
@@ -87,8 +130,18 @@ def reconstructed_books(context: dg.AssetExecutionContext, pipeline: PipelineRes
     for day in days:
         day_meta: dict[str, object] = {}
         for instrument in settings.universe:
-            result = rebuild_instrument_day(settings, instrument, day)
+            if settings.source == "capture":
+                _rebuild_capture(context, settings, instrument, day, day_meta, totals)
+                continue
+            with (
+                audit_scope("book.rebuild", settings.data_dir, dt=day, instrument=instrument.key),
+                telemetry.measure_stage("reconstructed_books", instrument=instrument.key) as usage,
+            ):
+                result = rebuild_instrument_day(settings, instrument, day)
             meta = _metadata(instrument, result)
+            # Events are exchange messages; the peak covers the rebuild and its agreement table.
+            meta.update(usage_metadata("reconstructed_books", instrument.key, usage, result.counters["messages"]))
+            record_rebuild(instrument.key, result)
             day_meta.update(meta)
             totals["deltas_applied"] += result.counters["deltas_applied"]
             totals["gaps"] += meta[f"{instrument.key} gaps"]
@@ -102,8 +155,10 @@ def reconstructed_books(context: dg.AssetExecutionContext, pipeline: PipelineRes
         )
         context.add_asset_metadata(day_meta, partition_key=day.isoformat())
     lake = settings.lake_dir
-    create_parquet_view(settings.warehouse_path, "books", "reconstructed_books", lake, "books")
-    create_parquet_view(settings.warehouse_path, "books", "vendor_agreement", lake, "book_agreement")
+    with telemetry.timed("mdp_sink_commit_seconds", stage="reconstructed_books", sink="duckdb_view"):
+        create_parquet_view(settings.warehouse_path, "books", "reconstructed_books", lake, "books")
+        create_parquet_view(settings.warehouse_path, "books", "vendor_agreement", lake, "book_agreement")
+    telemetry.flush()  # a step process may end right after this step: export its metrics now
     return dg.MaterializeResult(metadata={"days_in_run": len(days), **totals})
 
 

@@ -49,22 +49,28 @@ def to_steps(values, step, off_grid_rows, max_reported):
     return out, off
 
 
-def steps_to_decimal(steps: np.ndarray, step: Decimal, valid: np.ndarray | None = None) -> pa.Array:
-    """Exact decimal128 Arrow array for `steps * step` (null where `valid` is False).
+def decimal_type(step: Decimal) -> pa.DataType:
+    """The Arrow type of multiples of `step`: decimal64, i.e. the unscaled value as one int64."""
+    return pa.decimal64(18, decimals_of(step))
 
-    Built straight from the integer buffer, so no value ever passes through a float.
+
+def unscaled_multiplier(step: Decimal) -> int:
+    """Steps times this are the unscaled decimal (0.01 -> 1, 0.05 -> 5, 5 -> 5)."""
+    return int(step * (Decimal(10) ** decimals_of(step)))
+
+
+def decimal_array(unscaled: np.ndarray, step: Decimal, valid: np.ndarray | None = None) -> pa.Array:
+    """Exact decimal Arrow array over contiguous unscaled int64 values, without copying them.
+
+    `valid` (bool per row) marks non-null rows; None means all are valid.
     """
-    scale = decimals_of(step)
-    multiplier = int(step * (Decimal(10) ** scale))
-    unscaled = steps.astype(np.int64) * multiplier
-    words = np.empty((unscaled.shape[0], 2), dtype=np.int64)
-    words[:, 0] = unscaled
-    words[:, 1] = unscaled >> 63  # sign-extend to 128 bits
+    if unscaled.dtype != np.int64 or not unscaled.flags.c_contiguous:
+        raise ValueError("decimal_array needs contiguous int64 unscaled values")
     validity = None
     null_count = 0
     if valid is not None and not valid.all():
         validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
-        null_count = int((~valid).sum())
+        null_count = int(len(valid) - np.count_nonzero(valid))
     return pa.Array.from_buffers(
-        pa.decimal128(18, scale), len(unscaled), [validity, pa.py_buffer(words)], null_count=null_count
+        decimal_type(step), len(unscaled), [validity, pa.py_buffer(unscaled)], null_count=null_count
     )

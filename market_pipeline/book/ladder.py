@@ -106,45 +106,63 @@ def make_room(bid, ask, st, tick):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def set_bid(bid, st, i, lots):
+def bid_update(bid, i, lots, best, count):
+    """Set bid[i] to `lots` given the side's best index and occupied count; returns the new pair.
+
+    The state goes in and out as values so a hot loop can keep it in registers (`set_bid` is
+    this on `st`).
+    """
     old = bid[i]
     bid[i] = lots
     if lots > 0:
         if old == 0:
-            st[ST_N_BID] += 1
-        if i > st[ST_BEST_BID]:
-            st[ST_BEST_BID] = i
+            count += 1
+        if i > best:
+            best = i
     elif old > 0:
-        st[ST_N_BID] -= 1
-        if i == st[ST_BEST_BID]:
-            if st[ST_N_BID] == 0:
-                st[ST_BEST_BID] = EMPTY
+        count -= 1
+        if i == best:
+            if count == 0:
+                best = EMPTY
             else:
                 j = i - 1
                 while bid[j] == 0:
                     j -= 1
-                st[ST_BEST_BID] = j
+                best = j
+    return best, count
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def set_ask(ask, st, i, lots):
+def ask_update(ask, i, lots, best, count):
+    """The ask side's `bid_update`: lower is better, EMPTY is -1."""
     old = ask[i]
     ask[i] = lots
     if lots > 0:
         if old == 0:
-            st[ST_N_ASK] += 1
-        if st[ST_BEST_ASK] == EMPTY or i < st[ST_BEST_ASK]:
-            st[ST_BEST_ASK] = i
+            count += 1
+        if best == EMPTY or i < best:
+            best = i
     elif old > 0:
-        st[ST_N_ASK] -= 1
-        if i == st[ST_BEST_ASK]:
-            if st[ST_N_ASK] == 0:
-                st[ST_BEST_ASK] = EMPTY
+        count -= 1
+        if i == best:
+            if count == 0:
+                best = EMPTY
             else:
                 j = i + 1
                 while ask[j] == 0:
                     j += 1
-                st[ST_BEST_ASK] = j
+                best = j
+    return best, count
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def set_bid(bid, st, i, lots):
+    st[ST_BEST_BID], st[ST_N_BID] = bid_update(bid, i, lots, st[ST_BEST_BID], st[ST_N_BID])
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def set_ask(ask, st, i, lots):
+    st[ST_BEST_ASK], st[ST_N_ASK] = ask_update(ask, i, lots, st[ST_BEST_ASK], st[ST_N_ASK])
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

@@ -24,11 +24,18 @@ import numba as nb
 import numpy as np
 
 from market_pipeline.book.ladder import (
-    best_ask_tick,
-    best_bid_tick,
+    EMPTY,
+    ST_BASE,
+    ST_BEST_ASK,
+    ST_BEST_BID,
+    ST_N_ASK,
+    ST_N_BID,
+    ask_update,
+    bid_update,
     clear_asks_to,
     clear_bids_from,
     clear_book,
+    make_room,
     resolve_cross,
     set_level,
     top_levels,
@@ -295,19 +302,52 @@ def apply_deltas(d_recv, d_seq, d_is_bid, d_tick, d_lot, bid, ask, st, bests):
     """The bare core: apply messages and record best bid/ask ticks after each one.
 
     Used by the benchmark to measure the kernel without sampling or snapshots. Returns
-    the number of messages.
+    the number of messages. Same effect as `set_level` per row, but the ladder's scalars live
+    in locals (numba cannot prove `st` does not alias `bid`/`ask`, so through `st` every level
+    write would reload them) and a message's end is found while applying its rows.
     """
     n = d_recv.shape[0]
-    i = 0
+    cap = bid.shape[0]
+    base = st[ST_BASE]
+    best_b = st[ST_BEST_BID]
+    best_a = st[ST_BEST_ASK]
+    n_b = st[ST_N_BID]
+    n_a = st[ST_N_ASK]
+    r = 0
     m = 0
-    while i < n:
-        j = i + 1
-        while j < n and d_seq[j] == d_seq[i] and d_recv[j] == d_recv[i]:
-            j += 1
-        for r in range(i, j):
-            ok = set_level(bid, ask, st, d_is_bid[r], d_tick[r], d_lot[r])
-        bests[m, 0] = best_bid_tick(st)
-        bests[m, 1] = best_ask_tick(st)
+    while r < n:
+        seq = d_seq[r]
+        recv = d_recv[r]
+        while True:
+            tick = d_tick[r]
+            lots = d_lot[r]
+            i = tick - base
+            if (i < 0 or i >= cap) and lots != 0:
+                # Rare: slide the window (make_room works on `st`), then reload the scalars.
+                st[ST_BEST_BID] = best_b
+                st[ST_BEST_ASK] = best_a
+                st[ST_N_BID] = n_b
+                st[ST_N_ASK] = n_a
+                make_room(bid, ask, st, tick)  # when it fails, `i` stays outside: not kept
+                base = st[ST_BASE]
+                best_b = st[ST_BEST_BID]
+                best_a = st[ST_BEST_ASK]
+                n_b = st[ST_N_BID]
+                n_a = st[ST_N_ASK]
+                i = tick - base
+            if 0 <= i < cap:
+                if d_is_bid[r]:
+                    best_b, n_b = bid_update(bid, i, lots, best_b, n_b)
+                else:
+                    best_a, n_a = ask_update(ask, i, lots, best_a, n_a)
+            r += 1
+            if r >= n or d_seq[r] != seq or d_recv[r] != recv:
+                break
+        bests[m, 0] = base + best_b if best_b != EMPTY else -1
+        bests[m, 1] = base + best_a if best_a != EMPTY else -1
         m += 1
-        i = j
+    st[ST_BEST_BID] = best_b
+    st[ST_BEST_ASK] = best_a
+    st[ST_N_BID] = n_b
+    st[ST_N_ASK] = n_a
     return m

@@ -3,6 +3,10 @@
 Python here only moves batches: it converts floats to ticks and lots (vectorised, jitted),
 hands arrays to `lake_replay.replay_lake_batch`, and writes the sampled rows with an Arrow
 Parquet writer, so peak memory depends on the batch size, not on the length of the day.
+
+Three helper threads overlap the stages (numba and Arrow release the GIL): one reads and
+converts delta batches, one snapshot batches, one encodes and writes output batches. Each
+holds at most one batch ahead, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -11,25 +15,62 @@ import datetime as dt
 import json
 import resource
 import time
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
+import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from market_pipeline.book import lake_replay as lr
-from market_pipeline.book.fixed_point import decimals_of, steps_to_decimal, to_steps
+
+# The per-snapshot step of the kernel, reused for the snapshots after the day's last message.
+from market_pipeline.book.lake_replay import _check_and_fill, _emit
+from market_pipeline.book.fixed_point import decimal_array, decimal_type, to_steps, unscaled_multiplier
 from market_pipeline.book.ladder import ST_BASE, ST_EVICTED, ST_OUTSIDE, new_book, set_level
 from market_pipeline.lake.files import atomic_path
 from market_pipeline.lake.schemas import BOOK_LEVELS
+from market_pipeline.observability.memory import peak_rss_bytes
 
-DELTA_BATCH_ROWS = 1_000_000
-SNAPSHOT_BATCH_ROWS = 50_000
-OUTPUT_BATCH_ROWS = 100_000
+# Batch sizes bound peak memory (docs/architecture.md#performance); larger ones gain little.
+DELTA_BATCH_ROWS = 500_000
+SNAPSHOT_BATCH_ROWS = 25_000
+OUTPUT_BATCH_ROWS = 50_000
 MAX_REPORTED_PRECISION_EVENTS = 100
 TRIGGERS = ("snapshot", "interval", "message")
+# Raw files are opened with pre_buffer=False: with pre-buffering, Arrow keeps every column chunk
+# it has read until the file is closed, so memory grew with the day (~400 MB on 34 M deltas).
+DELTA_COLUMNS = ["origin_time", "received_time", "sequence_number", "side_is_bid", "price", "size"]
+DAY_NS = 86_400 * 1_000_000_000
+# Books on disk (docs/data-formats.md): every int64 and decimal column DELTA_BINARY_PACKED
+# (consecutive samples differ little) then LZ4: on a realistic day this takes about half the
+# CPU of plain zstd level 1 for a file ~20% larger (~250 MB a day at 100 ms), and less than
+# plain LZ4 for a file ~40% smaller. Decimals are INT64 Parquet decimals (8 bytes, not 16); no
+# dictionary pages but for `trigger` (prices change too often for them to pay); min/max
+# statistics only on the columns people filter on.
+OUTPUT_COMPRESSION = "lz4"
+OUTPUT_STATISTICS = ["origin_time", "received_time", "sequence_number"]
+
+
+def _writer_options(schema: pa.Schema) -> dict[str, object]:
+    delta_encoded = [f.name for f in schema if pa.types.is_int64(f.type) or pa.types.is_decimal(f.type)]
+    return {
+        "compression": OUTPUT_COMPRESSION,
+        "use_dictionary": ["trigger"],
+        "column_encoding": dict.fromkeys(delta_encoded, "DELTA_BINARY_PACKED"),
+        "write_statistics": OUTPUT_STATISTICS,
+        "store_decimal_as_integer": True,
+    }
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,7 +101,36 @@ class RebuildResult:
     agreement: pa.Table  # one row per vendor snapshot: how the rebuilt book compared before repair
     checkpoint: Path
     output: Path
+    # `seconds` and `cpu_seconds` per stage, `process_cpu_seconds` in all
+    # (docs/architecture.md#performance). The stages run on separate threads, so their wall
+    # times add up to more than the rebuild's; `wait_*` is the main thread blocked on a helper.
     extra: dict[str, object] = field(default_factory=dict)
+
+
+class _Timings:
+    """Wall and CPU seconds per stage; each stage is only ever timed from one thread.
+
+    CPU time (of the timing thread) shows the work itself when other processes share the cores.
+    """
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            self.wall[stage] += time.perf_counter() - wall
+            self.cpu[stage] += time.thread_time() - cpu
+
+    def report(self) -> dict[str, dict[str, float]]:
+        return {
+            "seconds": {stage: round(sec, 4) for stage, sec in sorted(self.wall.items())},
+            "cpu_seconds": {stage: round(sec, 4) for stage, sec in sorted(self.cpu.items())},
+        }
 
 
 class _Precision:
@@ -90,12 +160,6 @@ def _numpy(batch: pa.RecordBatch | pa.Table, name: str, dtype) -> np.ndarray:
     if column.null_count:
         column = column.fill_null(np.nan if np.issubdtype(dtype, np.floating) else 0)
     return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-
-
-def _level_matrix(batch: pa.RecordBatch, side: str, field_name: str, depth: int) -> np.ndarray:
-    return np.column_stack(
-        [_numpy(batch, f"{side}_{i}_{field_name}", np.float64) for i in range(depth)]
-    )
 
 
 def load_checkpoint(path: Path, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict] | None:
@@ -139,8 +203,9 @@ def write_checkpoint(path: Path, bid, ask, st, grid: Grid, rs: np.ndarray) -> No
 
 
 def output_schema(depth: int, grid: Grid) -> pa.Schema:
-    price_t = pa.decimal128(18, decimals_of(grid.tick_size))
-    size_t = pa.decimal128(18, decimals_of(grid.lot_size))
+    """The Arrow schema of the books files; decimals are decimal64 (the unscaled value as an int64)."""
+    price_t = decimal_type(grid.tick_size)
+    size_t = decimal_type(grid.lot_size)
     fields = [
         pa.field("origin_time", pa.int64()),
         pa.field("received_time", pa.int64()),
@@ -156,39 +221,139 @@ def output_schema(depth: int, grid: Grid) -> pa.Schema:
 
 
 class _Output:
-    """Preallocated kernel output buffers and their conversion to Arrow batches."""
+    """Kernel output buffers, handed to Arrow without a copy as each batch fills up.
+
+    Level buffers are column-major (a level's ticks or lots for consecutive rows are
+    contiguous), so every output column wraps a buffer row; the kernel writes through transposed
+    views. Two buffer sets alternate: the kernel fills one while the other's batch is written,
+    so the caller must have finished writing a batch before asking for the next one. Reusing
+    the sets (instead of fresh arrays per batch) spares the page faults of new memory.
+    """
 
     def __init__(self, depth: int, grid: Grid, rows: int = OUTPUT_BATCH_ROWS):
         self.depth = depth
         self.grid = grid
-        self.buffers = (
+        self.capacity = rows
+        self.schema = output_schema(depth, grid)
+        self.multipliers = (unscaled_multiplier(grid.tick_size), unscaled_multiplier(grid.lot_size))
+        self.triggers = pa.array(TRIGGERS)
+        self._sets = [self._allocate(), self._allocate()]
+        self.levels, self.buffers = self._sets[0]
+
+    def _allocate(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        rows = self.capacity
+        # levels[0..3] = bid ticks, bid lots, ask ticks, ask lots; levels[j, i] is level i's column.
+        levels = np.empty((4, self.depth, rows), np.int64)
+        buffers = (
             np.empty(rows, np.int64),
             np.empty(rows, np.int64),
             np.empty(rows, np.int64),
             np.empty(rows, np.bool_),
             np.empty(rows, np.int8),
-            np.empty((rows, depth), np.int64),
-            np.empty((rows, depth), np.int64),
-            np.empty((rows, depth), np.int64),
-            np.empty((rows, depth), np.int64),
+            *(levels[j].T for j in range(4)),  # (rows, depth) views, as the kernel indexes them
         )
-        self.schema = output_schema(depth, grid)
+        return levels, buffers
 
     def batch(self, n: int) -> pa.RecordBatch:
-        recv, orig, seq, synced, trigger, bt, bl, at, al = (b[:n] for b in self.buffers)
+        """The first `n` rows as an Arrow batch over the buffers; the kernel gets the other set."""
+        recv, orig, seq, synced, trigger = (b[:n] for b in self.buffers[:5])
         columns = [
             pa.array(orig),
             pa.array(recv),
             pa.array(seq),
             pa.array(synced),
-            pa.DictionaryArray.from_arrays(pa.array(trigger), pa.array(TRIGGERS)).cast(pa.string()),
+            pa.DictionaryArray.from_arrays(pa.array(trigger), self.triggers).cast(pa.string()),
         ]
-        for ticks, lots in ((bt, bl), (at, al)):
+        price_mult, size_mult = self.multipliers
+        for ticks, lots in ((self.levels[0], self.levels[1]), (self.levels[2], self.levels[3])):
             for i in range(self.depth):
-                valid = ticks[:, i] >= 0
-                columns.append(steps_to_decimal(ticks[:, i], self.grid.tick_size, valid))
-                columns.append(steps_to_decimal(lots[:, i], self.grid.lot_size, valid))
+                price, size = ticks[i, :n], lots[i, :n]
+                valid = price >= 0  # an absent level has tick -1: null price and size
+                # Steps times the multiplier are the unscaled decimal (in place: the kernel is
+                # done with these rows).
+                if price_mult != 1:
+                    np.multiply(price, price_mult, out=price)
+                if size_mult != 1:
+                    np.multiply(size, size_mult, out=size)
+                columns.append(decimal_array(price, self.grid.tick_size, valid))
+                columns.append(decimal_array(size, self.grid.lot_size, valid))
+        self._sets.reverse()
+        self.levels, self.buffers = self._sets[0]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+
+class _BackgroundWriter:
+    """Writes batches on its own thread with at most one in flight, so encoding overlaps the replay."""
+
+    def __init__(self, writer: pq.ParquetWriter, pool: ThreadPoolExecutor, timings: _Timings):
+        self.writer = writer
+        self.pool = pool
+        self.timings = timings
+        self.pending: Future[None] | None = None
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        with self.timings("write"):
+            self.writer.write_batch(batch)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.wait()
+        self.pending = self.pool.submit(self._write, batch)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            with self.timings("wait_write"):
+                self.pending.result()
+            self.pending = None
+
+
+def _prefetched(items: Iterator[T], pool: ThreadPoolExecutor) -> Iterator[T]:
+    """`items`, each produced on `pool`'s thread while the caller works on the previous one."""
+    pending = pool.submit(next, items, None)
+    while True:
+        item = pending.result()
+        if item is None:
+            return
+        pending = pool.submit(next, items, None)
+        yield item
+
+
+@nb.njit(cache=True, nogil=True)
+def _replay_tail(
+    s_recv, s_orig, s_bt, s_bl, s_at, s_al,
+    bid, ask, st, rs, counters, hourly, out, diag, work, depth, snaps_final,
+):
+    """After the day's last message: the remaining vendor snapshots and the interval samples
+    between and after them, in time order, up to the end of the day (day start + 24 h).
+
+    Returns (snapshots consumed, rows out). Stops when the output is full, and (unless
+    `snaps_final`) when the snapshots run out, since the next one may be due before a sample.
+    """
+    n_s = s_recv.shape[0]
+    capacity = out[0].shape[0]
+    interval = rs[lr.R_INTERVAL]
+    last_sample = rs[lr.R_DAY_START] + DAY_NS
+    k = 0
+    n_out = 0
+    while True:
+        if k < n_s:
+            until = s_recv[k]
+        elif snaps_final:
+            until = last_sample + 1
+        else:
+            return k, n_out
+        while interval > 0 and rs[lr.R_NEXT_SAMPLE] < until and rs[lr.R_NEXT_SAMPLE] <= last_sample:
+            if n_out >= capacity:
+                return k, n_out
+            _emit(bid, ask, st, rs, counters, out, n_out, rs[lr.R_NEXT_SAMPLE], rs[lr.R_LAST_ORIG],
+                  lr.TRIGGER_INTERVAL, depth)
+            n_out += 1
+            rs[lr.R_NEXT_SAMPLE] += interval
+        if k >= n_s or n_out >= capacity:
+            return k, n_out
+        _check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work)
+        _emit(bid, ask, st, rs, counters, out, n_out, s_recv[k], s_orig[k], lr.TRIGGER_SNAPSHOT, depth)
+        n_out += 1
+        k += 1
 
 
 def rebuild_day(
@@ -203,11 +368,16 @@ def rebuild_day(
     depth: int = BOOK_LEVELS,
     interval_ms: int = 100,
 ) -> RebuildResult:
-    """Rebuild `day` from its raw deltas and vendor snapshots; write books and a checkpoint."""
-    started = time.perf_counter()
+    """Rebuild `day` from its raw deltas and vendor snapshots; write books and a checkpoint.
+
+    With an interval, sample rows run from the first grid time after midnight to midnight at
+    the end of the day, also after the day's last message.
+    """
+    started, cpu_started = time.perf_counter(), _process_cpu()
+    timings = _Timings()
     day_start = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * 1_000_000_000
-    deltas_file = pq.ParquetFile(deltas_path)
-    book_file = pq.ParquetFile(book_path)
+    deltas_file = pq.ParquetFile(deltas_path, pre_buffer=False)
+    book_file = pq.ParquetFile(book_path, pre_buffer=False)
     if depth > BOOK_LEVELS:
         raise ValueError(f"book depth {depth} exceeds the vendor's {BOOK_LEVELS} snapshot levels")
     first_seq = _first_sequence(deltas_file)
@@ -235,78 +405,166 @@ def rebuild_day(
     out = _Output(depth, grid)
     snap_depth = BOOK_LEVELS
     work = tuple(np.empty(snap_depth, np.int64) for _ in range(4))
-    precision = _Precision()
+    # One per reader thread (no shared state); delta examples come first in the report.
+    delta_precision, snap_precision = _Precision(), _Precision()
     agreement_parts: list[pa.Table] = []
 
-    delta_iter = deltas_file.iter_batches(
-        batch_size=DELTA_BATCH_ROWS,
-        columns=["origin_time", "received_time", "sequence_number", "side_is_bid", "price", "size"],
-    )
-    snap_iter = book_file.iter_batches(batch_size=SNAPSHOT_BATCH_ROWS)
     d = _empty_deltas()
     s = _empty_snapshots(snap_depth)
     deltas_done = snaps_done = False
     need_deltas = need_snaps = True
     rows_in = 0
     batches = 0
-    with atomic_path(output_path) as tmp, pq.ParquetWriter(tmp, out.schema, compression="zstd") as writer:
+    idle = 0
+    with ExitStack() as stack:
+        pool = {
+            name: stack.enter_context(ThreadPoolExecutor(1, f"book-{name}"))
+            for name in ("deltas", "snapshots", "write")
+        }
+        delta_batches = _prefetched(_delta_batches(deltas_file, grid, delta_precision, timings), pool["deltas"])
+        snap_batches = _prefetched(
+            _snapshot_batches(book_file, grid, snap_precision, snap_depth, timings), pool["snapshots"]
+        )
+        tmp = stack.enter_context(atomic_path(output_path))
+        writer = stack.enter_context(pq.ParquetWriter(tmp, out.schema, **_writer_options(out.schema)))
+        background = _BackgroundWriter(writer, pool["write"], timings)
+        stack.callback(background.wait)  # runs before the writer closes, also on error
         while True:
+            fetched = False
             if need_deltas and not deltas_done:
-                batch = next(delta_iter, None)
+                with timings("wait_deltas"):
+                    batch = next(delta_batches, None)
                 if batch is None:
                     deltas_done = True
                 else:
                     batches += 1
-                    d = _concat(d, _convert_deltas(batch, grid, precision, rows_in))
-                    rows_in += batch.num_rows
+                    rows_in += len(batch["recv"])
+                    d = _concat(d, batch)
+                    fetched = True
             if need_snaps and not snaps_done:
-                batch = next(snap_iter, None)
+                with timings("wait_snapshots"):
+                    batch = next(snap_batches, None)
                 if batch is None:
                     snaps_done = True
                 else:
-                    s = _concat(s, _convert_snapshots(batch, grid, precision, snap_depth))
+                    s = _concat(s, batch)
+                    fetched = True
+            need_deltas = need_snaps = False
             diag = tuple(
                 np.empty(len(s["recv"]), kind) for kind in (np.bool_, np.int64, np.int64, np.int64, np.bool_)
             )
-            i, k, n_out = lr.replay_lake_batch(
-                d["recv"], d["orig"], d["seq"], d["is_bid"], d["tick"], d["lot"],
-                s["recv"], s["orig"], s["seq"], s["bt"], s["bl"], s["at"], s["al"],
-                bid, ask, st, rs, counters, hourly,
-                out.buffers, diag, work, depth, deltas_done, snaps_done,
-            )
+            finished = False
+            i = k = n_out = 0
+            if deltas_done and not len(d["recv"]):
+                # After the last message: the remaining snapshots, and samples to the end of the day.
+                with timings("kernel"):
+                    k, n_out = _replay_tail(
+                        s["recv"], s["orig"], s["bt"], s["bl"], s["at"], s["al"],
+                        bid, ask, st, rs, counters, hourly, out.buffers, diag, work, depth, snaps_done,
+                    )
+                full = n_out == out.capacity
+                need_snaps = not full and k == len(s["recv"]) and not snaps_done
+                finished = not full and k == len(s["recv"]) and snaps_done
+            elif deltas_done and _one_message(d):
+                # The day's last message, after the snapshots due before it (all of them read).
+                due = _leading_below(s["seq"], d["seq"][0])
+                if due == len(s["recv"]) and not snaps_done:
+                    need_snaps = True
+                else:
+                    with timings("kernel"):
+                        i, k, n_out = _replay(d, _head(s, due), bid, ask, st, rs, counters, hourly,
+                                              out, diag, work, depth, True, True)
+            else:
+                # Never `deltas_final` here: a message cut by the batch end waits for its other
+                # rows, and the day's last message for the branch above.
+                with timings("kernel"):
+                    i, k, n_out = _replay(d, s, bid, ask, st, rs, counters, hourly,
+                                          out, diag, work, depth, False, snaps_done)
+                full = n_out == out.capacity
+                # The kernel stops for more snapshots first (it never runs past an unseen one),
+                # otherwise for more deltas (used up, or the last message is cut by the batch end).
+                need_snaps = not full and k == len(s["recv"]) and not snaps_done
+                need_deltas = not full and not need_snaps
             if n_out:
-                writer.write_batch(out.batch(n_out))
+                background.wait()  # the kernel is about to reuse the buffers of the batch in flight
+                with timings("decimal"):
+                    books = out.batch(n_out)
+                background.write(books)
             if k:
                 agreement_parts.append(_agreement(s, diag, k))
-            d = _slice(d, i)
-            s = _slice(s, k)
-            if deltas_done and snaps_done and not len(d["recv"]) and not len(s["recv"]):
+            d = _tail(d, i)
+            s = _tail(s, k)
+            if finished:
                 break
-            output_full = n_out == OUTPUT_BATCH_ROWS
-            # The kernel stops for more snapshots first (it never runs past an unseen one),
-            # otherwise for more deltas (used up, or the last message is cut by the batch end).
-            need_snaps = not output_full and not len(s["recv"]) and not snaps_done
-            need_deltas = not output_full and not need_snaps and not deltas_done
-            if not (output_full or need_snaps or need_deltas or i or k):
+            # Two rounds in a row without input, output or progress would loop forever.
+            idle = 0 if (fetched or i or k or n_out) else idle + 1
+            if idle > 1:
                 raise RuntimeError(f"book replay of {deltas_path} made no progress")  # a kernel bug
-    write_checkpoint(checkpoint_out, bid, ask, st, grid, rs)
+    with timings("checkpoint"):
+        write_checkpoint(checkpoint_out, bid, ask, st, grid, rs)
     counters[lr.C_DROPPED_OUTSIDE_WINDOW] = st[ST_OUTSIDE]
     result_counters = {name: int(counters[idx]) for idx, name in enumerate(lr.COUNTER_NAMES)}
     result_counters["levels_evicted"] = int(st[ST_EVICTED])
+    examples = (delta_precision.examples + snap_precision.examples)[:MAX_REPORTED_PRECISION_EVENTS]
     return RebuildResult(
         counters=result_counters,
         hourly={name: hourly[:, idx].tolist() for idx, name in enumerate(lr.HOURLY_NAMES)},
         start_mode=start_mode,
-        precision_events=precision.count,
-        precision_examples=precision.examples,
+        precision_events=delta_precision.count + snap_precision.count,
+        precision_examples=examples,
         rows_in=rows_in,
         seconds=time.perf_counter() - started,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss_bytes(),
         batches=batches,
         agreement=pa.concat_tables(agreement_parts) if agreement_parts else _agreement_schema().empty_table(),
         checkpoint=checkpoint_out,
         output=output_path,
+        extra={**timings.report(), "process_cpu_seconds": round(_process_cpu() - cpu_started, 4)},
     )
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _replay(d, s, bid, ask, st, rs, counters, hourly, out, diag, work, depth, deltas_final, snaps_final):
+    return lr.replay_lake_batch(
+        d["recv"], d["orig"], d["seq"], d["is_bid"], d["tick"], d["lot"],
+        s["recv"], s["orig"], s["seq"], s["bt"], s["bl"], s["at"], s["al"],
+        bid, ask, st, rs, counters, hourly,
+        out.buffers, diag, work, depth, deltas_final, snaps_final,
+    )
+
+
+def _delta_batches(file: pq.ParquetFile, grid: Grid, precision: _Precision, timings: _Timings
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    rows = 0
+    batches = file.iter_batches(batch_size=DELTA_BATCH_ROWS, columns=DELTA_COLUMNS)
+    while True:
+        with timings("read"):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        with timings("convert"):
+            converted = _convert_deltas(batch, grid, precision, rows)
+        rows += batch.num_rows
+        yield converted
+
+
+def _snapshot_batches(file: pq.ParquetFile, grid: Grid, precision: _Precision, depth: int, timings: _Timings
+                      ) -> Iterator[dict[str, np.ndarray]]:
+    rows = 0
+    batches = file.iter_batches(batch_size=SNAPSHOT_BATCH_ROWS)
+    while True:
+        with timings("read_snapshots"):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        with timings("convert_snapshots"):
+            converted = _convert_snapshots(batch, grid, precision, depth, rows)
+        rows += batch.num_rows
+        yield converted
 
 
 def _empty_deltas() -> dict[str, np.ndarray]:
@@ -329,9 +587,26 @@ def _concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.
     return {key: np.concatenate([a[key], b[key]]) for key in a}
 
 
-def _slice(a: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
-    # Copies, so a consumed batch is freed instead of pinned by a view of its tail.
-    return {key: value[start:].copy() for key, value in a.items()}
+def _tail(a: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
+    # Views: the consumed part of a batch stays alive only until the next _concat copies the rest.
+    return {key: value[start:] for key, value in a.items()} if start else a
+
+
+def _head(a: dict[str, np.ndarray], stop: int) -> dict[str, np.ndarray]:
+    return {key: value[:stop] for key, value in a.items()}
+
+
+def _one_message(d: dict[str, np.ndarray]) -> bool:
+    """Whether the rows are exactly one message (one received_time and sequence_number)."""
+    if not len(d["recv"]):
+        return False
+    return bool((d["seq"] == d["seq"][0]).all() and (d["recv"] == d["recv"][0]).all())
+
+
+def _leading_below(values: np.ndarray, limit: int) -> int:
+    """How many leading values are < limit (the snapshots due before a message with seq = limit)."""
+    below = values < limit
+    return len(values) if below.all() else int(np.argmin(below))
 
 
 def _convert_deltas(batch: pa.RecordBatch, grid: Grid, precision: _Precision, offset: int) -> dict[str, np.ndarray]:
@@ -346,16 +621,21 @@ def _convert_deltas(batch: pa.RecordBatch, grid: Grid, precision: _Precision, of
     }
 
 
-def _convert_snapshots(batch: pa.RecordBatch, grid: Grid, precision: _Precision, depth: int) -> dict[str, np.ndarray]:
+def _convert_snapshots(batch: pa.RecordBatch, grid: Grid, precision: _Precision, depth: int, offset: int
+                       ) -> dict[str, np.ndarray]:
     seq = _numpy(batch, "sequence_number", np.int64)
     converted = {}
     for key, side, field_name, step in (
         ("bt", "bid", "price", grid.tick), ("bl", "bid", "size", grid.lot),
         ("at", "ask", "price", grid.tick), ("al", "ask", "size", grid.lot),
     ):
-        matrix = _level_matrix(batch, side, field_name, depth)
-        flat = precision.convert(matrix.ravel(), step, f"book.{side}_{field_name}", 0, np.repeat(seq, depth))
-        converted[key] = flat.reshape(matrix.shape)
+        matrix = np.empty((batch.num_rows, depth), np.int64)
+        for level in range(depth):
+            column = f"{side}_{level}_{field_name}"
+            matrix[:, level] = precision.convert(
+                _numpy(batch, column, np.float64), step, f"book.{column}", offset, seq
+            )
+        converted[key] = matrix
     # An absent level (null price) must read as absent on both arrays.
     converted["bl"][converted["bt"] < 0] = 0
     converted["al"][converted["at"] < 0] = 0
@@ -382,9 +662,10 @@ def _agreement_schema() -> pa.Schema:
 
 
 def _agreement(s: dict[str, np.ndarray], diag: tuple[np.ndarray, ...], k: int) -> pa.Table:
-    match, mid_dev, mismatched, first, synced_before = (x[:k] for x in diag)
+    # Copies: the table outlives this round, and must not pin whole batches.
+    match, mid_dev, mismatched, first, synced_before = (x[:k].copy() for x in diag)
     return pa.table(
-        [s["recv"][:k], s["seq"][:k], match, mid_dev, mismatched, first, synced_before],
+        [s["recv"][:k].copy(), s["seq"][:k].copy(), match, mid_dev, mismatched, first, synced_before],
         schema=_agreement_schema(),
     )
 

@@ -1,7 +1,70 @@
-"""`market-pipeline capture` (not built yet)."""
+"""`market-pipeline capture`: record a golden sample from Binance's WebSocket streams."""
 
-from market_pipeline.cli.common import EXIT_USAGE, CliError
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+
+from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600}
 
 
-def capture_command(*args: object) -> int:
-    raise CliError("this command is not available yet", EXIT_USAGE)
+def parse_duration(text: str) -> float:
+    """Seconds of a duration written like 90s, 15m, 1h or 1.5h."""
+    match = _DURATION_RE.match(text)
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        raise CliError(f"--duration {text!r} is not a positive duration like 90s, 15m or 1h", EXIT_USAGE)
+    return seconds
+
+
+def capture_command(args: argparse.Namespace) -> int:
+    from market_pipeline.capture import endpoints
+    from market_pipeline.capture.manifest import ManifestError
+    from market_pipeline.capture.recorder import CaptureOptions, record
+    from market_pipeline.lake.paths import make_private_dirs
+    from market_pipeline.security import crypto
+
+    seconds = parse_duration(args.duration)
+    defaults = endpoints.DEFAULT_ENDPOINTS[args.market]
+    ws_base = args.ws_url or defaults.stream_base
+    rest_base = args.rest_url or defaults.depth_url
+    try:
+        endpoints.check_symbol(args.symbol)
+        endpoints.check_scheme(ws_base, "--ws-url", "wss", "ws", args.allow_plaintext)
+        endpoints.check_scheme(rest_base, "--rest-url", "https", "http", args.allow_plaintext)
+        master_key = crypto.master_key_from_settings() if args.encrypt else None
+    except ValueError as exc:  # MasterKeyError is one
+        raise CliError(str(exc), EXIT_USAGE) from None
+    options = CaptureOptions(
+        market=args.market,
+        symbol=args.symbol,
+        duration_seconds=seconds,
+        out_dir=args.out,
+        stream_url=endpoints.stream_url(ws_base, args.symbol),
+        snapshot_url=endpoints.snapshot_url(rest_base, args.symbol),
+        ssl_context=endpoints.tls_context(),
+        master_key=master_key,
+    )
+    print(
+        f"capturing {args.market} {args.symbol.upper()} for {args.duration} into {args.out}"
+        f"{' (encrypted)' if master_key else ''}",
+        flush=True,
+    )
+    try:
+        make_private_dirs(args.out)
+        report = asyncio.run(record(options))
+    except (ManifestError, OSError) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    for entry in report.files:
+        print(f"  {entry['path']}  {entry['lines']:,} lines  {entry['bytes']:,} bytes  sha256 {entry['sha256']}")
+    print(
+        f"{report.messages:,} messages, {report.snapshots} snapshot(s), {report.connections} connection(s), "
+        f"{len(report.gaps)} gap(s); manifest {report.manifest_path}"
+    )
+    if not report.files:
+        raise CliError("nothing was recorded: no connection delivered a message", EXIT_FAILED)
+    return EXIT_OK

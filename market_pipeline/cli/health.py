@@ -1,7 +1,230 @@
-"""`market-pipeline health` (not built yet)."""
+"""`market-pipeline health`: one JSON object on stdout for cron and runbooks.
 
-from market_pipeline.cli.common import EXIT_USAGE, CliError
+Exit 0 when nothing needs attention, 1 otherwise. Needs attention: no usable DAGSTER_HOME,
+invalid settings, a missing or unreadable data directory, a warehouse that is missing,
+corrupt or unreadable, a latest asset-check result that failed with ERROR severity, or less
+free disk than `metrics.min_free_disk_gb`. A warehouse locked by a running writer is reported
+as "busy" (a warning): that is the pipeline working, not broken.
+
+Everything is opened read-only: the warehouse with DuckDB's read_only mode, the Dagster
+instance through its storage APIs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from market_pipeline.settings import PipelineSettings
+
+_GB = 1024**3
 
 
-def health_command(*args: object) -> int:
-    raise CliError("this command is not available yet", EXIT_USAGE)
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def load_code_location() -> dg.Definitions:
+    """The code location whose assets and checks are reported (tests replace it)."""
+    from market_pipeline.cli.execution import load_defs
+
+    return load_defs()
+
+
+def _dagster_home(report: dict[str, Any], problems: list[str]) -> Path | None:
+    value = os.environ.get("DAGSTER_HOME", "").strip()
+    report["dagster_home"] = value or None
+    if not value:
+        problems.append("DAGSTER_HOME is not set: there is no run history to report on")
+        return None
+    home = Path(value)
+    if not home.is_absolute() or not home.is_dir():
+        problems.append(f"DAGSTER_HOME={value} is not an absolute path to an existing directory")
+        return None
+    return home
+
+
+def _asset_report(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict[str, Any]:
+    graph = defs.resolve_asset_graph()
+    assets: dict[str, Any] = {}
+    for key in graph.toposorted_asset_keys:
+        if not graph.get(key).is_materializable:
+            continue
+        latest = instance.get_latest_materialization_event(key)
+        partitions = sorted(instance.get_materialized_partitions(key)) if graph.get(key).partitions_def else []
+        assets[key.to_user_string()] = {
+            "last_partition": partitions[-1] if partitions else None,
+            "partitions_materialized": len(partitions),
+            "last_materialized_at": _iso(latest.timestamp) if latest else None,
+        }
+    return assets
+
+
+def _check_report(instance: dg.DagsterInstance, defs: dg.Definitions, problems: list[str]) -> dict[str, Any]:
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
+
+    graph = defs.resolve_asset_graph()
+    checks: dict[str, Any] = {}
+    for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+        name = f"{check_key.asset_key.to_user_string()}:{check_key.name}"
+        record = instance.get_latest_asset_check_evaluation_record(check_key)
+        if record is None:
+            checks[name] = {"result": "never_run"}
+            continue
+        evaluation = record.event.asset_check_evaluation if record.event is not None else None
+        entry: dict[str, Any] = {"partition": record.partition, "at": _iso(record.create_timestamp), "run_id": record.run_id}
+        if record.status == Status.PLANNED or evaluation is None:
+            entry["result"] = "planned"  # running now, or its run ended before the check reported
+        else:
+            severity = getattr(evaluation.severity, "value", str(evaluation.severity))
+            entry.update(result="passed" if evaluation.passed else "failed", severity=severity,
+                         description=evaluation.description)
+            if not evaluation.passed and severity == "ERROR":
+                partition = f" (partition {record.partition})" if record.partition else ""
+                problems.append(f"check {name} failed with ERROR severity{partition}: {evaluation.description or ''}".rstrip(": "))
+        checks[name] = entry
+    return checks
+
+
+def _dagster_report(report: dict[str, Any], problems: list[str]) -> None:
+    if _dagster_home(report, problems) is None:
+        return
+    import dagster as dg
+
+    from market_pipeline.cli.execution import quiet_dagster
+
+    quiet_dagster(0)
+    try:
+        defs = load_code_location()
+    except Exception as exc:  # a broken code location is itself something to look at
+        problems.append(f"cannot load the code location: {exc}")
+        return
+    try:
+        with dg.DagsterInstance.get() as instance:
+            report["assets"] = _asset_report(instance, defs)
+            report["checks"] = _check_report(instance, defs, problems)
+    except Exception as exc:
+        problems.append(f"cannot read the Dagster instance in {report['dagster_home']}: {type(exc).__name__}: {exc}")
+
+
+def _tree_size(root: Path) -> tuple[int, int]:
+    size = files = 0
+    for path in root.rglob("*"):
+        try:
+            if path.is_file():
+                size += path.stat().st_size
+                files += 1
+        except OSError:  # a file replaced while walking (atomic rename): skip it
+            continue
+    return size, files
+
+
+def _disk_report(settings: PipelineSettings, report: dict[str, Any], problems: list[str]) -> bool:
+    data_dir = settings.data_dir.resolve()
+    report["data_dir"] = str(data_dir)
+    if not data_dir.is_dir():
+        problems.append(f"PIPELINE_DATA_DIR {data_dir} does not exist or is not a directory")
+        return False
+    if not os.access(data_dir, os.R_OK | os.X_OK):
+        problems.append(f"PIPELINE_DATA_DIR {data_dir} is not readable")
+        return False
+    lake = settings.lake_dir.resolve()
+    lake_bytes, lake_files = _tree_size(lake) if lake.is_dir() else (0, 0)
+    report["lake"] = {"path": str(lake), "bytes": lake_bytes, "files": lake_files}
+    usage = shutil.disk_usage(data_dir)
+    minimum = settings.metrics.min_free_disk_gb
+    report["disk"] = {"free_bytes": usage.free, "free_gb": round(usage.free / _GB, 2), "min_free_gb": minimum}
+    if usage.free < minimum * _GB:
+        problems.append(
+            f"only {usage.free / _GB:.2f} GB free under {data_dir} (PIPELINE_METRICS__MIN_FREE_DISK_GB={minimum})"
+        )
+    return True
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("conflicting" in text or "could not set" in text)
+
+
+def _warehouse_report(settings: PipelineSettings, report: dict[str, Any], problems: list[str], warnings: list[str]) -> None:
+    import duckdb
+
+    path = settings.warehouse_path.resolve()
+    entry: dict[str, Any] = {"path": str(path)}
+    report["warehouse"] = entry
+    if not path.is_file():
+        entry["status"] = "missing"
+        problems.append(f"warehouse {path} does not exist: nothing has been materialized yet")
+        return
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            tables = con.execute(
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables ORDER BY 1"
+            ).fetchall()
+            entry["tables"] = [t for (t,) in tables]
+            if "main.pipeline_metrics" in entry["tables"]:
+                rows, days, latest = con.execute(
+                    "SELECT count(*), count(DISTINCT dt), CAST(max(dt) AS VARCHAR) FROM main.pipeline_metrics"
+                ).fetchone()
+                report["pipeline_metrics"] = {"rows": rows, "days": days, "latest_dt": latest}
+    except duckdb.Error as exc:
+        if _is_lock_conflict(exc):
+            entry["status"] = "busy"
+            warnings.append(f"warehouse {path} is locked by a running writer; not inspected")
+            return
+        entry["status"] = "corrupt" if isinstance(exc, (duckdb.SerializationException, duckdb.InvalidInputException,
+                                                         duckdb.InternalException)) else "unreadable"
+        entry["error"] = str(exc).splitlines()[0]
+        problems.append(f"warehouse {path} is {entry['status']}: {entry['error']}")
+        return
+    entry["status"] = "ok"
+
+
+def _metrics_files_report(settings: PipelineSettings, report: dict[str, Any]) -> None:
+    from market_pipeline.observability.otlp_json import FILE_PREFIX
+
+    directory = (settings.data_dir / "metrics").resolve()
+    files = sorted(directory.glob(f"{FILE_PREFIX}*.jsonl")) if directory.is_dir() else []
+    report["metrics_files"] = {
+        "path": str(directory),
+        "files": len(files),
+        "bytes": sum(f.stat().st_size for f in files),
+        "latest": files[-1].name if files else None,
+    }
+
+
+def health_report() -> tuple[dict[str, Any], int]:
+    """The report and the exit code."""
+    from market_pipeline.settings import SettingsError, load_settings
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    report: dict[str, Any] = {"checked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    _dagster_report(report, problems)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        problems.extend(exc.problems)
+        settings = None
+    if settings is not None and _disk_report(settings, report, problems):
+        _warehouse_report(settings, report, problems, warnings)
+        _metrics_files_report(settings, report)
+    summary = {"status": "attention" if problems else "ok", "problems": problems, "warnings": warnings}
+    return {**summary, **report}, EXIT_FAILED if problems else EXIT_OK
+
+
+def health_command() -> int:
+    report, code = health_report()
+    print(json.dumps(report, indent=2, sort_keys=False))
+    return code

@@ -37,6 +37,12 @@ from market_pipeline.cli.common import (
 DEMO_INSTRUMENTS = ("BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP")
 DEMO_START = "2024-03-01"
 DEMO_DAYS = 3
+# The demo's one injected fault, on its last day only: a clock-skew episode (received_time 2 to
+# 5 s after origin_time for 1 to 10 minutes). The hourly p99 of that day fails the NON-blocking
+# clock_skew check with WARN, so the run still completes and the alert sensors have a story.
+DEMO_FAULT_ENV = "PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES"
+DEMO_FAULT_DAYS_ENV = "PIPELINE_SYNTHETIC__FAULTS__DAYS"
+DEMO_FAULT_EPISODES = 1
 
 # A Dagster instance for the demo when neither DAGSTER_HOME nor ./dagster_home/dagster.yaml exists.
 MINIMAL_DAGSTER_YAML = """\
@@ -176,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed already
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     verbosity = args.verbose or 0
+    from market_pipeline.security.hardening import harden_process
     from market_pipeline.settings import SettingsError
+
+    harden_process()  # umask 077 and secret scrubbing before anything is written or logged
 
     try:
         if args.command == "validate-env":
@@ -289,10 +298,15 @@ def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosit
         raise CliError(f"--days must be at least 1, got {days}", EXIT_USAGE)
     start = parse_date(start_text, "--start-date")
     end = start + dt.timedelta(days=days - 1)
-    names = ("PIPELINE_SOURCE", "PIPELINE_INSTRUMENTS", "PIPELINE_DATA_DIR", "PIPELINE_START_DATE", "DAGSTER_HOME")
+    names = (
+        "PIPELINE_SOURCE", "PIPELINE_INSTRUMENTS", "PIPELINE_DATA_DIR", "PIPELINE_START_DATE", "DAGSTER_HOME",
+        DEMO_FAULT_ENV, DEMO_FAULT_DAYS_ENV,
+    )
     with _restored_environ(*names):
         os.environ["PIPELINE_SOURCE"] = "synthetic"
         os.environ["PIPELINE_INSTRUMENTS"] = ",".join(DEMO_INSTRUMENTS)
+        os.environ[DEMO_FAULT_ENV] = str(DEMO_FAULT_EPISODES)
+        os.environ[DEMO_FAULT_DAYS_ENV] = f'["{end.isoformat()}"]'
         if data_dir_arg is not None:
             os.environ["PIPELINE_DATA_DIR"] = str(data_dir_arg)
         settings = load_settings()
@@ -310,7 +324,11 @@ def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosit
         print(f"  days          {start}..{end} ({days} day{'s' if days != 1 else ''})")
         print(f"  data dir      {data_dir}")
         print(f"  dagster home  {home} ({how})")
+        print(f"  fault         {DEMO_FAULT_EPISODES} clock-skew episode on {end} (received_time 2-5 s late)")
         code = run_range(start, end, None, verbosity, "cli-demo")
+        from market_pipeline.cli.report import print_demo_alerts
+
+        print_demo_alerts(load_settings(), start, end, "cli-demo")
         warehouse = settings.warehouse_path.resolve()
         if code == EXIT_OK:
             print()

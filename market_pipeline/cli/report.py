@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from market_pipeline.cli.common import fmt_int, format_table, print_lines
 from market_pipeline.lake.paths import quarantine_dir
+from market_pipeline.security.scrub import scrub_text
 from market_pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:
@@ -213,11 +214,64 @@ def print_failures(result: dg.ExecuteInProcessResult, verbosity: int = 0) -> Non
             lines = ["(no error message)"]
         print(f"  step {event.step_key} failed:", file=err)
         for line in lines:
-            print(textwrap.indent(line, "    "), file=err)
+            print(textwrap.indent(scrub_text(line), "    "), file=err)  # print() bypasses the log filter
     if not failures:
         try:
             event = result.get_run_failure_event()
             message = event.message or ""
         except Exception:
             message = "the run did not succeed and Dagster reported no step failure"
-        print(textwrap.indent(message.rstrip(), "  "), file=err)
+        print(textwrap.indent(scrub_text(message.rstrip()), "  "), file=err)
+
+
+def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, launched_by: str) -> None:
+    """After the demo run: its failed checks, the day reports, and the alerts, delivered now
+    in-process (no daemon needed) by the same code and with the same keys as the alert sensors."""
+    import json
+
+    import dagster as dg
+
+    from market_pipeline.alerts.jsonl import alerts_path
+    from market_pipeline.alerts.model import CHECK_FAILED
+    from market_pipeline.alerts.sensors import deliver_run_alerts
+    from market_pipeline.cli.execution import LAUNCHED_BY_TAG
+
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: launched_by}), limit=1)
+        if not runs:
+            return
+        records = deliver_run_alerts(instance, runs[0].run_id, settings)
+
+    checks = [r for r in records if r["kind"] == CHECK_FAILED]
+    print()
+    print("Failed checks")
+    if checks:
+        rows = [
+            [r["asset"], r["check"], ",".join(r["partitions"]), r["severity"], r["description"].replace("\n", " ")]
+            for r in checks
+        ]
+        print_lines(format_table(["asset", "check", "partition", "severity", "description"], rows))
+    else:
+        print("  (none: every check passed)")
+
+    print()
+    print("Reports")
+    reports = settings.data_dir.resolve() / "reports"
+    days = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    files = sorted(p for p in reports.rglob("*") if p.is_file()) if reports.is_dir() else []
+    ours = [p for p in files if any(day in str(p.relative_to(reports)) for day in days)] or files
+    print_lines([f"  {p}" for p in ours] or [f"  (none under {reports})"])
+
+    print()
+    path = alerts_path(settings).resolve()
+    print(f"Alerts ({len(records)} new in {path})")
+    if not records:
+        print("  (none)")
+        return
+    rows = [
+        [r["severity"], r["asset"] or "", r["check"] or "(run failed)", r["delivery"]["webhook"]["status"], r["key"]]
+        for r in records
+    ]
+    print_lines(format_table(["severity", "asset", "check", "webhook", "key"], rows))
+    print("  the first alert's line in alerts.jsonl (what the webhook received, plus its delivery):")
+    print("  " + json.dumps(records[0], sort_keys=True))

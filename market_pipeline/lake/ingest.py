@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from market_pipeline.lake.files import write_parquet_atomic, write_text_atomic
+from market_pipeline.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.lake.paths import partition_dir, quarantine_dir
-from market_pipeline.lake.schemas import PRICE_COLUMNS, SIZE_COLUMNS, TABLE_SCHEMAS, VENDOR_ALIASES
+from market_pipeline.lake.schemas import (
+    NULLABLE_COLUMNS,
+    OPTIONAL_COLUMNS,
+    PRICE_COLUMNS,
+    SIZE_COLUMNS,
+    TABLE_SCHEMAS,
+    VENDOR_ALIASES,
+)
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 TIME_COLUMNS = ("origin_time", "received_time")
@@ -105,7 +111,7 @@ def _row_problems(df: pl.DataFrame, day: dt.date, tolerance_ns: int) -> pl.Expr:
     for name in df.columns:
         is_level = name.startswith(("bid_", "ask_")) and name.count("_") == 2  # book level column
         kind = name.rsplit("_", 1)[-1] if is_level else name
-        if not is_level and name not in TIME_COLUMNS:
+        if not is_level and name not in TIME_COLUMNS and name not in NULLABLE_COLUMNS:
             # Only book levels may be absent (a side with fewer than 20 levels).
             checks.append((pl.col(name).is_null(), f"{name} is null"))
         if name in PRICE_COLUMNS or kind == "price":
@@ -125,8 +131,10 @@ def _row_problems(df: pl.DataFrame, day: dt.date, tolerance_ns: int) -> pl.Expr:
 
 def check_file(path: Path, table: str, day: dt.date, tolerance_ns: int) -> CheckedFile:
     """Read one vendor file into the lake schema of `table`, splitting off bad rows."""
-    expected = TABLE_SCHEMAS[table]
-    df = _normalise(path, _read_parquet(path), expected)
+    arrow = _read_parquet(path)
+    optional = OPTIONAL_COLUMNS.get(table, {})
+    expected = {**TABLE_SCHEMAS[table], **{n: t for n, t in optional.items() if n in arrow.column_names}}
+    df = _normalise(path, arrow, expected)
     problems = _row_problems(df, day, tolerance_ns)
     flagged = df.with_columns(problems.alias("_reason")).with_row_index("_row")
     bad = flagged.filter(pl.col("_reason").is_not_null()).with_columns(
@@ -143,9 +151,8 @@ def quarantine_file(
 ) -> Path:
     """Copy a rejected vendor file into the quarantine with a reason file beside it."""
     target_dir = partition_dir(quarantine_dir(lake_dir), table, exchange, symbol, day)
-    target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / rejected.path.name
-    shutil.copy2(rejected.path, target)
+    copy_file_atomic(rejected.path, target)
     reason = {
         "source_file": str(rejected.path),
         "reason": rejected.reason,

@@ -6,6 +6,30 @@ import datetime as dt
 from pathlib import Path
 
 PARTITION_FILE = "data.parquet"
+PRIVATE_DIR_MODE = 0o700  # data directories: owner only (docs/operations.md, "File modes and audit")
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create `path` and its missing parents with mode 0700 (existing directories are left alone).
+
+    `Path.mkdir(parents=True, mode=...)` applies the mode to the last directory only.
+    """
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:  # created meanwhile by a concurrent step
+            if not directory.is_dir():
+                raise
+
+
+def audit_log_path(data_dir: Path) -> Path:
+    return data_dir / "audit" / "audit.jsonl"
 
 
 def partition_dir(root: Path, table: str, exchange: str, symbol: str, day: dt.date) -> Path:

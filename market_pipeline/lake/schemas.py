@@ -72,6 +72,16 @@ DEPTH_SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
     "size": pl.Float64(),
 }
 
+# Columns a source may add to a table: kept when a file has them, never required. Binance
+# captures carry the update-id chain and the capture line order an exact replay needs.
+OPTIONAL_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    "book_delta_v2": {**CAPTURE_DELTA_EXTRA_SCHEMA, "line_no": pl.Int64()},
+    "depth_snapshot": {"line_no": pl.Int64()},
+    "book_ticker": {"line_no": pl.Int64()},
+}
+# Columns where null is a legal value (spot diffs have no `pu`).
+NULLABLE_COLUMNS = frozenset({"prev_update_id"})
+
 # Vendor table name -> schema of the stored table.
 TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "trades": TRADES_SCHEMA,

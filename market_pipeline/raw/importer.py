@@ -11,6 +11,7 @@ import polars as pl
 from market_pipeline.lake.files import write_parquet_atomic
 from market_pipeline.lake.ingest import FileRejected, check_file, quarantine_file, record_rejected_rows
 from market_pipeline.lake.paths import PARTITION_FILE, raw_partition_dir
+from market_pipeline.security.audit import audit_read, audit_scope
 from market_pipeline.settings import Instrument, PipelineSettings
 from market_pipeline.sources.base import VendorSource
 
@@ -57,12 +58,21 @@ def import_partition(
 
     If any file of the day is rejected, every rejected file is quarantined and the partition
     is left as it was (a previous good import stays in place): a day is written whole or not at all.
+    Every file read and written is recorded in the audit trail as `raw.import`.
     """
+    with audit_scope("raw.import", settings.data_dir, dt=day, instrument=instrument.key, table=table):
+        return _import_partition(source, settings, table, instrument, day, run_id)
+
+
+def _import_partition(
+    source: VendorSource, settings: PipelineSettings, table: str, instrument: Instrument, day: dt.date, run_id: str
+) -> PartitionStats:
     lake_dir = settings.lake_dir
     tolerance_ns = settings.partition_tolerance_minutes * 60 * 1_000_000_000
     files = source.fetch(table, instrument, day)
     checked, rejected = [], []
     for path in files:
+        audit_read(path)
         try:
             checked.append(check_file(path, table, day, tolerance_ns))
         except FileRejected as exc:

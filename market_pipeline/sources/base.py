@@ -19,6 +19,11 @@ class MissingSourceData(Exception):
         )
 
 
+class DayNotCovered(MissingSourceData):
+    """The source has nothing for this instrument-day by nature, not by fault (no capture was
+    running that day): the raw stage records the instrument-day as missing instead of failing."""
+
+
 class VendorSource(Protocol):
     name: str
 

@@ -98,13 +98,49 @@ class CaptureFormatError(ValueError):
 def open_capture(path: Path) -> IO[bytes]:
     """Open a capture for binary line reading, gunzipping when the file starts with the gzip magic.
 
-    The single place files are opened, so a decryption layer (``.enc``) can be slotted in here.
+    The single place files are opened. Encrypted files (``market_pipeline.security.crypto``,
+    recognised by their header, whatever the name) are decrypted on the fly with
+    PIPELINE_MASTER_KEY; each chunk is authenticated before it is read.
     """
+    from market_pipeline.security import crypto
+
     with open(path, "rb") as probe:
-        magic = probe.read(len(_GZIP_MAGIC))
-    if magic == _GZIP_MAGIC:
+        magic = probe.read(len(crypto.MAGIC))
+    if crypto.is_encrypted(magic):
+        return _open_encrypted_capture(Path(path))
+    if magic[: len(_GZIP_MAGIC)] == _GZIP_MAGIC:
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+class _GzipClosingSource(gzip.GzipFile):
+    """A GzipFile that also closes the stream it reads (GzipFile leaves a passed fileobj open)."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__(fileobj=source, mode="rb")
+        self._source = source
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._source.close()
+
+
+def _open_encrypted_capture(path: Path) -> IO[bytes]:
+    from market_pipeline.security import crypto
+
+    plain = None
+    try:
+        plain = crypto.open_decrypted(path)
+        head = plain.peek(len(_GZIP_MAGIC))[: len(_GZIP_MAGIC)]  # authenticates the first chunk
+    except crypto.MasterKeyError as exc:
+        raise CaptureFormatError(path, None, f"encrypted capture: {exc}") from None
+    except crypto.DecryptionError as exc:
+        if plain is not None:
+            plain.close()
+        raise CaptureFormatError(path, None, exc.reason) from None
+    return _GzipClosingSource(plain) if head == _GZIP_MAGIC else plain  # type: ignore[return-value]
 
 
 # --- instrument naming -------------------------------------------------------------------------

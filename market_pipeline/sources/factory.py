@@ -7,6 +7,9 @@ from market_pipeline.sources.base import VendorSource
 from market_pipeline.sources.local import LocalLakeSource
 
 
+CRYPTO_LAKE_TABLES = frozenset({"trades", "book", "book_delta_v2"})
+
+
 def build_source(settings: PipelineSettings) -> VendorSource:
     if settings.source == "synthetic":
         from market_pipeline.sources.synthetic.source import SyntheticSource
@@ -15,9 +18,24 @@ def build_source(settings: PipelineSettings) -> VendorSource:
     if settings.source == "local":
         assert settings.local_dir is not None  # enforced by settings validation
         return LocalLakeSource(settings.local_dir)
+    if settings.source == "s3":
+        from market_pipeline.sources.s3 import S3Source  # boto3 loads only when used
+
+        return S3Source(settings.s3_settings, settings.data_dir / "sources" / "s3")
+    if settings.source == "capture":
+        from market_pipeline.sources.capture_source import CaptureSource
+
+        assert settings.capture_dir is not None  # enforced by settings validation
+        return CaptureSource(settings.capture_dir, settings.data_dir / "sources" / "capture", settings.lake_dir)
     raise NotImplementedError(
         f"PIPELINE_SOURCE={settings.source} is not available in this version of market_pipeline"
     )
+
+
+def provides(source: VendorSource, table: str) -> bool:
+    """Whether the source has `table` at all; sources without a `tables` attribute serve the
+    Crypto Lake tables the raw stage started with."""
+    return table in getattr(source, "tables", CRYPTO_LAKE_TABLES)
 
 
 def sequence_semantics(settings: PipelineSettings, instrument: Instrument) -> str:

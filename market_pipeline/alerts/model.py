@@ -1,0 +1,57 @@
+"""What an alert says: one failed check evaluation or one failed run, as a JSON-ready payload."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+CHECK_FAILED = "asset_check_failed"
+RUN_FAILED = "run_failed"
+
+
+@dataclass(frozen=True)
+class Alert:
+    # Idempotency key: the same check evaluation or failed run always gets the same key, so a
+    # restarted sensor (or the demo and the daemon both) can tell it was already sent.
+    key: str
+    kind: str  # CHECK_FAILED or RUN_FAILED
+    severity: str  # WARN or ERROR (a failed run is always ERROR)
+    asset: str | None  # the checked asset; for a failed run the failed steps' assets
+    partitions: list[str]
+    check: str | None
+    blocking: bool | None
+    description: str
+    figures: dict  # the check's metadata, or the failed steps of a run
+    run_id: str
+    job: str
+    run_url: str
+    occurred_at: str  # ISO 8601 UTC time of the evaluation or failure event
+    source: str = field(default="market_pipeline")
+
+    def payload(self) -> dict:
+        return asdict(self)
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def run_url(webserver_url: str, run_id: str) -> str:
+    return f"{webserver_url.rstrip('/')}/runs/{run_id}"
+
+
+def redact(value: object, secret: str | None) -> object:
+    """`value` with every occurrence of `secret` in any string (keys too) replaced.
+
+    Defence in depth: the token is only ever put in a request header, but an error message
+    or metadata value that echoes it must not carry it into alerts.jsonl or a payload.
+    """
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, dict):
+        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, secret) for v in value]
+    return value

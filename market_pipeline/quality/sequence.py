@@ -1,0 +1,87 @@
+"""Sequence gaps in a raw `book_delta_v2` day, and which vendor snapshot repairs each one.
+
+Mirrors the book kernel (`book/lake_replay.py`) so the figures match the rebuild's counters:
+- a message is a run of rows sharing (received_time, sequence_number);
+- a message numbered below the highest number seen so far is out of order (the kernel skips
+  it, so its update is lost until the next snapshot);
+- with contiguous numbering (+1 per message) a message more than one above the highest number
+  seen so far is a jump, missing `sequence_number - previous - 1` messages; with monotonic
+  numbering a jump proves nothing and is not reported here (the rebuild finds those gaps as
+  divergences from the next vendor snapshot);
+- a gap is **repaired** when the same day's `book` table holds a vendor snapshot with
+  `sequence_number >=` the highest number seen once the gap has happened: the kernel
+  processes that snapshot after the gap and refills the book from it. A gap with no such
+  snapshot leaves the book wrong for the rest of the day (and in the end-of-day checkpoint).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+JUMP = "jump"
+OUT_OF_ORDER = "out_of_order"
+
+GAP_SCHEMA = {
+    "kind": pl.String,
+    "received_time": pl.Int64,
+    "origin_time": pl.Int64,
+    "sequence_number": pl.Int64,
+    "previous_sequence_number": pl.Int64,
+    "missing_sequence_numbers": pl.Int64,
+    "repaired": pl.Boolean,
+    "fill_snapshot": pl.Int64,  # row of the repairing snapshot in the day's book table
+    "fill_received_time": pl.Int64,
+    "fill_sequence_number": pl.Int64,
+}
+
+
+def messages(deltas: pl.DataFrame) -> pl.DataFrame:
+    """First row of each message, in file order: received_time, origin_time, sequence_number."""
+    new_message = (
+        (pl.col("sequence_number") != pl.col("sequence_number").shift(1))
+        | (pl.col("received_time") != pl.col("received_time").shift(1))
+    ).fill_null(True)
+    return deltas.select("received_time", "origin_time", "sequence_number").filter(new_message)
+
+
+def gap_events(deltas: pl.DataFrame, snapshots: pl.DataFrame, contiguous: bool) -> pl.DataFrame:
+    """One row per gap (GAP_SCHEMA), in file order.
+
+    `deltas` needs received_time, origin_time and sequence_number in file order; `snapshots`
+    needs received_time and sequence_number of the day's vendor snapshots in file order.
+    """
+    msgs = messages(deltas).with_columns(
+        pl.col("sequence_number").cum_max().shift(1).alias("previous_sequence_number")
+    )
+    is_out_of_order = pl.col("sequence_number") < pl.col("previous_sequence_number")
+    is_jump = pl.lit(contiguous) & (pl.col("sequence_number") > pl.col("previous_sequence_number") + 1)
+    events = msgs.filter((is_out_of_order | is_jump).fill_null(False)).with_columns(
+        pl.when(is_out_of_order).then(pl.lit(OUT_OF_ORDER)).otherwise(pl.lit(JUMP)).alias("kind"),
+        pl.when(is_out_of_order)
+        .then(0)
+        .otherwise(pl.col("sequence_number") - pl.col("previous_sequence_number") - 1)
+        .alias("missing_sequence_numbers"),
+    )
+    # The kernel processes snapshot k once a message numbered above it arrives, so the first
+    # snapshot (in file order) numbered at or above the highest number seen repairs the gap.
+    resume = np.maximum(
+        events["sequence_number"].to_numpy(), events["previous_sequence_number"].to_numpy()
+    ).astype(np.int64)
+    snap_seq = snapshots["sequence_number"].to_numpy().astype(np.int64)
+    running = np.maximum.accumulate(snap_seq) if len(snap_seq) else snap_seq
+    fill = np.searchsorted(running, resume, side="left")
+    repaired = fill < len(snap_seq)
+    safe = np.where(repaired, fill, 0)
+    snap_recv = snapshots["received_time"].to_numpy()
+    fill_recv = np.where(repaired, snap_recv[safe] if len(snap_recv) else 0, 0)
+    fill_seq = np.where(repaired, snap_seq[safe] if len(snap_seq) else 0, 0)
+    return events.with_columns(
+        pl.Series("repaired", repaired, pl.Boolean),
+        pl.Series("fill_snapshot", np.where(repaired, fill, -1), pl.Int64),
+        pl.Series("fill_received_time", fill_recv, pl.Int64),
+        pl.Series("fill_sequence_number", fill_seq, pl.Int64),
+    ).with_columns(
+        [pl.when(pl.col("repaired")).then(pl.col(c)).otherwise(None).alias(c)
+         for c in ("fill_snapshot", "fill_received_time", "fill_sequence_number")]
+    ).select(list(GAP_SCHEMA)).cast(GAP_SCHEMA)

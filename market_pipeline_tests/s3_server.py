@@ -1,0 +1,65 @@
+"""A loopback S3 server for tests: moto's standalone server on 127.0.0.1 and a free port.
+
+The server runs in a thread of the test process, so moto's in-process switches (IAM
+authentication) apply to it. Admin calls use their own explicit dummy keys and never
+depend on the AWS_* variables a test sets for the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+REGION = "eu-west-1"
+ADMIN_KEYS = {"aws_access_key_id": "admin-key-id", "aws_secret_access_key": "admin-secret"}
+
+
+class LoopbackS3:
+    def __init__(self) -> None:
+        # werkzeug prints one line per request; keep test output readable.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        self.s3 = boto3.client("s3", endpoint_url=self.url, region_name=REGION, **ADMIN_KEYS)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def create_bucket(self, name: str) -> None:
+        self.s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+
+    def make_public(self, name: str) -> None:
+        """Anyone may list and read the bucket, like the vendor's public sample bucket."""
+        statement = {
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": ["s3:GetObject", "s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"],
+        }
+        self.s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+
+    def upload_tree(self, bucket: str, prefix: str, root: Path) -> dict[str, bytes]:
+        """Upload every file under `root` to `prefix/<relative path>`; returns key -> bytes."""
+        uploaded = {}
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            key = f"{prefix}/{path.relative_to(root).as_posix()}"
+            body = path.read_bytes()
+            self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+            uploaded[key] = body
+        return uploaded
+
+    def reader_keys(self, user: str, buckets: list[str]) -> tuple[str, str]:
+        """An IAM user allowed to read only `buckets`; enforced inside `enable_iam_authentication()`."""
+        iam = boto3.client("iam", endpoint_url=self.url, region_name="us-east-1", **ADMIN_KEYS)
+        iam.create_user(UserName=user)
+        resources = [arn for b in buckets for arn in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": resources}]}
+        iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]

@@ -1,0 +1,59 @@
+"""`python -m market_pipeline.bench` on a tiny realistic day: every code path, its JSON line, sane values.
+
+Timings are noise on a shared machine: only their presence and sign are checked, never their size.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from market_pipeline import bench
+
+JSON_KEYS = {"deltas", "core_deltas_per_s", "peer_deltas_per_s", "peer_ratio", "e2e_seconds",
+             "read_only_seconds", "e2e_over_read", "peak_rss_mb"}
+STAGES = {"read", "convert", "read_snapshots", "convert_snapshots", "kernel", "decimal", "write", "checkpoint"}
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("bench_data")
+    argv = ["--scale", "0.01", "--peer-rows", "20000", "--data-dir", str(data_dir)]
+    return data_dir, argv
+
+
+def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys):
+    data_dir, argv = bench_run
+    assert bench.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert JSON_KEYS <= set(report)
+    text = "\n".join(lines[:-1])
+    for goal in ("goal >= 50 M/s", "goal >= 100x", "goal <= 1.5x", "goal <= 1024 MB"):
+        assert goal in text
+
+    settings = bench.bench_settings(data_dir, 0.01)
+    day = bench.prepare_day(settings)  # cached: nothing is generated or imported again
+    assert report["deltas"] == pq.ParquetFile(day.deltas).metadata.num_rows > 100_000
+    assert 0 < report["messages"] < report["deltas"]
+    assert report["peer_rows"] == 20_000 and report["peer_deltas_per_s"] > 0
+    for key in ("core_deltas_per_s", "peer_ratio", "e2e_seconds", "read_only_seconds", "e2e_over_read"):
+        assert report[key] > 0, key
+    assert report["e2e_over_read"] == pytest.approx(report["e2e_seconds"] / report["read_only_seconds"], rel=1e-2)
+    assert 50 < report["peak_rss_mb"] < 16_000  # the child's own peak, in MB
+    # The day was rebuilt for real: one row per vendor snapshot plus one per 100 ms, all matching.
+    assert report["vendor_snapshots"] == report["vendor_snapshots_matched"] == 864_000
+    assert report["rows_written"] == 2 * 864_000
+    assert STAGES <= set(report["e2e_stage_seconds"]) and STAGES <= set(report["e2e_stage_cpu_seconds"])
+    assert set(report["goals_met"]) == {"core_deltas_per_s", "peer_ratio", "e2e_over_read", "peak_rss_mb"}
+
+
+def test_core_counts_every_delta_of_whole_messages(bench_run):
+    data_dir, _ = bench_run
+    day = bench.prepare_day(bench.bench_settings(data_dir, 0.01))
+    whole = bench.core(day.deltas, 0.01, 0.00001)
+    head = bench.core(day.deltas, 0.01, 0.00001, rows=12_345)
+    assert whole.deltas == pq.ParquetFile(day.deltas).metadata.num_rows
+    assert head.deltas == 12_345 and 0 < head.messages < whole.messages

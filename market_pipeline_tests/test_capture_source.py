@@ -1,0 +1,285 @@
+"""PIPELINE_SOURCE=capture: the capture source (cache, quarantine, days) and Binance-rules books."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from market_pipeline.lake.paths import PARTITION_FILE, books_partition_dir, raw_partition_dir
+from market_pipeline_tests.test_capture import REAL_DIR, SPOT, TRADE, USDM, _diff, _snapshot, _ticker, _write
+
+SPOT_KEY, USDM_KEY = "BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"
+DAY1, DAY2 = dt.date(2023, 11, 14), dt.date(2023, 11, 15)
+MIDNIGHT_NS = 1_700_006_400 * 10**9  # 2023-11-15 00:00 UTC
+
+# A spot capture over midnight. Day 1 syncs on its REST snapshot (lastUpdateId 100).
+DAY1_LINES = [
+    _diff(99, 100, bids=[("10.00", "5")]),  # stale: dropped before the sync
+    _diff(101, 102, bids=[("10.50", "3")]),  # brackets lastUpdateId + 1: first applied
+    _snapshot(100, bids=[["10.00", "1"]], asks=[["11.00", "2"]]),
+    _diff(103, 104, asks=[("11.00", "0"), ("11.50", "1")]),
+    _ticker(105, "10.60", "1", "11.50", "1"),  # for the first diff after midnight
+    TRADE,
+]
+CONTINUOUS_DAY2 = [
+    _diff(105, 105, bids=[("10.60", "1")]),  # U == previous u + 1: continues the checkpoint
+    _diff(108, 109, bids=[("10.70", "1")]),  # U != 106: a gap
+    _diff(110, 111, bids=[("10.80", "1")]),  # buffered
+    _snapshot(110, bids=[["10.00", "1"]], asks=[["11.00", "2"]]),  # 110 is stale, 111 brackets 111
+    _diff(112, 112, asks=[("11.00", "3")]),
+]
+BROKEN_DAY2 = [
+    _diff(107, 107, bids=[("10.60", "1")]),  # U != 105: the chain breaks at midnight
+    _snapshot(107, bids=[["10.00", "1"]], asks=[["11.00", "2"]]),
+    _diff(108, 108, asks=[("11.00", "3")]),
+]
+
+
+def write_capture(directory: Path, day2_lines: list[str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    _write(directory / "binance_spot_btcusdt_20231114.txt", DAY1_LINES, MIDNIGHT_NS - 1000)
+    _write(directory / "binance_spot_btcusdt_20231115.txt", day2_lines, MIDNIGHT_NS + 1000)
+    return directory
+
+
+@pytest.fixture
+def capture_env(monkeypatch, data_dir, tmp_path):
+    """Settings for the capture source over tmp_path/captures, one row per diff."""
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    monkeypatch.setenv("PIPELINE_SOURCE", "capture")
+    monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(captures))
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{SPOT_KEY},{USDM_KEY}")
+    monkeypatch.setenv("PIPELINE_BOOK__SAMPLE_INTERVAL_MS", "0")
+    return captures
+
+
+def _settings():
+    from market_pipeline.settings import load_settings
+
+    return load_settings()
+
+
+def _instrument(settings, key):
+    return next(i for i in settings.universe if i.key == key)
+
+
+# --- the source ------------------------------------------------------------------------------
+
+
+def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monkeypatch):
+    from market_pipeline.sources import capture_source
+    from market_pipeline.sources.base import DayNotCovered
+    from market_pipeline.sources.factory import build_source
+
+    write_capture(capture_env, CONTINUOUS_DAY2)
+    parsed: list[str] = []
+    real_parse = capture_source.parse_capture
+    monkeypatch.setattr(
+        capture_source, "parse_capture", lambda paths: parsed.append(paths[0].name) or real_parse(paths)
+    )
+    settings = _settings()
+    spot, usdm = _instrument(settings, SPOT_KEY), _instrument(settings, USDM_KEY)
+
+    source = build_source(settings)
+    assert source.available_days("book_delta_v2", spot) == [DAY1, DAY2]
+    assert source.available_days("book_delta_v2", usdm) == []
+    deltas = pl.read_parquet(source.fetch("book_delta_v2", spot, DAY2))
+    assert deltas.get_column("first_update_id").to_list() == [105, 108, 110, 112]
+    assert deltas.get_column("prev_update_id").null_count() == deltas.height  # spot has no pu
+    # One running line order over both files: day 2 continues after day 1's lines.
+    assert deltas.get_column("line_no").min() > pl.read_parquet(
+        source.fetch("book_delta_v2", spot, DAY1)
+    ).get_column("line_no").max()
+    assert pl.read_parquet(source.fetch("depth_snapshot", spot, DAY1)).height == 2
+    assert pl.read_parquet(source.fetch("trades", spot, DAY1)).height == 1
+    assert pl.read_parquet(source.fetch("trades", spot, DAY2)).height == 0  # covered, no trade
+    with pytest.raises(DayNotCovered, match="BINANCE_FUTURES:BTC-USDT-PERP on 2023-11-14"):
+        source.fetch("trades", usdm, DAY1)
+    with pytest.raises(DayNotCovered):
+        source.fetch("trades", spot, dt.date(2023, 11, 16))
+    assert sorted(parsed) == ["binance_spot_btcusdt_20231114.txt", "binance_spot_btcusdt_20231115.txt"]
+
+    build_source(settings).fetch("trades", spot, DAY1)  # a new process: the cache is reused
+    assert len(parsed) == 2
+    day2 = capture_env / "binance_spot_btcusdt_20231115.txt"
+    with day2.open("a") as fh:
+        fh.write(f"{MIDNIGHT_NS + 5000} {TRADE}\n")
+    os.utime(day2, ns=(day2.stat().st_atime_ns, day2.stat().st_mtime_ns + 10**9))
+    assert pl.read_parquet(build_source(settings).fetch("trades", spot, DAY2)).height == 1
+    assert len(parsed) == 4  # a changed capture rebuilds the cache
+
+
+def test_corrupt_capture_is_quarantined_and_the_rest_still_served(capture_env, data_dir):
+    from market_pipeline.sources.capture_source import CaptureRejected
+    from market_pipeline.sources.factory import build_source
+
+    write_capture(capture_env, CONTINUOUS_DAY2)
+    bad = capture_env / "binance_usdm_btcusdt_20231114.txt"
+    bad.write_text(f"{MIDNIGHT_NS - 10} {TRADE}\n{MIDNIGHT_NS - 5} {{not json\n")
+    settings = _settings()
+    spot, usdm = _instrument(settings, SPOT_KEY), _instrument(settings, USDM_KEY)
+    source = build_source(settings)
+
+    assert source.fetch("book_delta_v2", spot, DAY1)  # other instruments are unaffected
+    with pytest.raises(CaptureRejected) as caught:
+        source.fetch("book_delta_v2", usdm, DAY1)
+    assert f"{bad}:2:" in str(caught.value)
+    assert source.available_days("trades", usdm) == [DAY1]  # a run of it fails, naming the file
+    copy = data_dir / "lake" / "quarantine" / "capture" / bad.name
+    assert copy.read_bytes() == bad.read_bytes()
+    reason = json.loads(copy.with_name(copy.name + ".reason.json").read_text())
+    assert reason["path"] == str(bad)
+    assert reason["instrument"] == USDM_KEY and reason["days"] == [DAY1.isoformat()]
+    assert "Expecting" in reason["reason"]
+
+
+# --- Binance-rules books across midnight -----------------------------------------------------
+
+
+def _import_and_rebuild(settings, instrument, day):
+    from market_pipeline.book.capture_rebuild import rebuild_capture_instrument_day
+    from market_pipeline.raw.importer import import_partition
+    from market_pipeline.sources.factory import build_source
+
+    source = build_source(settings)
+    for table in ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker"):
+        import_partition(source, settings, table, instrument, day, "test")
+    return rebuild_capture_instrument_day(settings, instrument, day)
+
+
+def _books(settings, instrument, day) -> pl.DataFrame:
+    path = books_partition_dir(settings.lake_dir, instrument.exchange, instrument.symbol, day) / PARTITION_FILE
+    return pl.read_parquet(path)
+
+
+def test_day_two_continues_from_the_checkpoint_and_a_gap_unsyncs_until_the_resync(capture_env):
+    write_capture(capture_env, CONTINUOUS_DAY2)
+    settings = _settings()
+    spot = _instrument(settings, SPOT_KEY)
+    first = _import_and_rebuild(settings, spot, DAY1)
+    c = first.counters
+    assert (c["diffs"], c["skipped_before_sync"], c["applied"], c["gaps"]) == (3, 1, 2, 0)
+    assert first.in_sync_at_end and first.start_mode == "waiting_for_snapshot"
+    assert (first.final_best_bid, first.final_best_ask) == ("10.5", "11.5")
+    assert first.trades == 1
+
+    second = _import_and_rebuild(settings, spot, DAY2)
+    c = second.counters
+    assert second.start_mode == "previous_day_checkpoint" and second.continuous_at_start is True
+    assert (c["diffs"], c["applied"], c["gaps"], c["resyncs"], c["dropped_after_gap"]) == (4, 3, 1, 1, 1)
+    # The day-1 ticker for u=105 is checked against the first diff after midnight.
+    assert (c["ticker_checks"], c["ticker_mismatches"]) == (1, 0)
+    assert (second.final_best_bid, second.final_best_ask) == ("10.8", "11")
+
+    books = _books(settings, spot, DAY2)
+    # One row per diff line and one at the snapshot, in line order; never synced in the gap.
+    assert books.get_column("trigger").to_list() == ["message"] * 3 + ["snapshot", "message"]
+    assert books.get_column("synced").to_list() == [True, False, False, True, True]
+    assert books.get_column("sequence_number").to_list() == [105, 105, 105, 111, 112]
+    # The snapshot row waits (FIRST state) only when no buffered diff brackets it: here one does.
+    top = books.row(0, named=True)
+    assert (str(top["bid_0_price"]), str(top["bid_1_price"]), str(top["ask_0_price"])) == ("10.60", "10.50", "11.50")
+
+
+def test_day_two_waits_for_a_snapshot_when_the_chain_breaks_at_midnight(capture_env):
+    write_capture(capture_env, BROKEN_DAY2)
+    settings = _settings()
+    spot = _instrument(settings, SPOT_KEY)
+    _import_and_rebuild(settings, spot, DAY1)
+    second = _import_and_rebuild(settings, spot, DAY2)
+    assert second.continuous_at_start is False
+    assert (second.counters["gaps"], second.counters["applied"], second.counters["resyncs"]) == (1, 1, 1)
+    assert _books(settings, spot, DAY2).get_column("synced").to_list() == [False, False, True]
+
+
+# --- tables a source does not provide --------------------------------------------------------
+
+
+def test_capture_only_tables_are_not_provided_by_other_sources(monkeypatch, data_dir, instance):
+    import dagster as dg
+
+    from market_pipeline.raw.assets import raw_book_ticker
+    from market_pipeline.resources import build_resources
+
+    monkeypatch.setenv("PIPELINE_SOURCE", "synthetic")
+    result = dg.materialize([raw_book_ticker], instance=instance, resources=build_resources(),
+                            partition_key="2024-03-01")
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("raw_book_ticker")
+    assert materialization.metadata["provided"].value is False
+    assert materialization.metadata["rows"].value == 0
+    assert not (data_dir / "lake" / "raw" / "book_ticker").exists()
+
+
+# --- the real captures through the asset graph ----------------------------------------------
+
+
+def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
+    monkeypatch, data_dir, instance, range_tags
+):
+    import dagster as dg
+
+    from market_pipeline.book.assets import reconstructed_books
+    from market_pipeline.book.rebuild import Grid, output_schema
+    from market_pipeline.raw.assets import raw_assets
+    from market_pipeline.resources import build_resources
+
+    for name in (*USDM, *SPOT):
+        if not (REAL_DIR / name).is_file():
+            pytest.skip(f"third-party Binance captures not available in {REAL_DIR}: {name}")
+    monkeypatch.setenv("PIPELINE_SOURCE", "capture")
+    monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(REAL_DIR))
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{SPOT_KEY},{USDM_KEY}")
+    monkeypatch.setenv("PIPELINE_START_DATE", "2024-08-08")
+    result = dg.materialize(
+        [*raw_assets, reconstructed_books], instance=instance, resources=build_resources(),
+        tags=range_tags("2024-08-08", "2024-08-09"),
+    )
+    assert result.success
+
+    def metadata(asset: str) -> dict[str, dict]:
+        return {m.partition: m.metadata for m in result.asset_materializations_for_node(asset)}
+
+    books, raw_deltas = metadata("reconstructed_books"), metadata("raw_book_deltas")
+    assert sorted(books) == ["2024-08-08", "2024-08-09"]
+    assert metadata("raw_book_ticker")["2024-08-08"]["rows"].value > 0
+    assert metadata("raw_depth_snapshots")["2024-08-08"]["rows"].value == 4000  # two snapshots, 1000 a side
+    # The futures capture ends before midnight: recorded as missing on 08-09, not a failure.
+    assert raw_deltas["2024-08-09"]["missing"].value == [USDM_KEY]
+    assert books["2024-08-09"][f"{USDM_KEY} missing"].value
+    assert books["2024-08-09"][f"{SPOT_KEY} start_mode"].value == "previous_day_checkpoint"
+
+    expected = {  # ../shared/reference/data-sources.md; verify-capture prints the same
+        USDM_KEY: {"diffs": 6551, "skipped_before_sync": 4, "applied": 6547, "gaps": 0,
+                   "ticker_checks": 629, "ticker_mismatches": 0},
+        SPOT_KEY: {"diffs": 6495, "skipped_before_sync": 2, "applied": 6493, "gaps": 0,
+                   "ticker_checks": 1072, "ticker_mismatches": 0},
+    }
+    finals = {USDM_KEY: ("61659.7", "61659.8", "2024-08-08"), SPOT_KEY: ("61602.01", "61602.02", "2024-08-09")}
+    for key, figures in expected.items():
+        details = [m[f"{key} detail"].value for m in books.values() if f"{key} detail" in m]
+        assert {name: sum(d["counters"][name] for d in details) for name in figures} == figures
+        assert sum(d["trades"] for d in details) == {USDM_KEY: 21313, SPOT_KEY: 19904}[key]
+        bid, ask, last_day = finals[key]
+        final = books[last_day][f"{key} detail"].value
+        assert (final["final_best_bid"], final["final_best_ask"]) == (bid, ask)
+
+    settings = _settings()
+    usdm = _instrument(settings, USDM_KEY)
+    day = dt.date(2024, 8, 8)
+    written = books_partition_dir(settings.lake_dir, usdm.exchange, usdm.symbol, day) / PARTITION_FILE
+    expected_schema = output_schema(settings.book.depth, Grid(usdm.tick_size, usdm.lot_size))
+    assert pq.read_schema(written).remove_metadata() == expected_schema  # the vendor path's format
+    synced = pl.read_parquet(written, columns=["synced"]).get_column("synced")
+    assert not synced[0] and synced[-1]
+    assert synced.cast(pl.Int8).diff().drop_nulls().min() >= 0  # no gap: once in sync, stays so
+    raw = pl.read_parquet(raw_partition_dir(settings.lake_dir, "book_delta_v2", usdm.exchange, usdm.symbol, day)
+                          / PARTITION_FILE)
+    assert {"first_update_id", "prev_update_id", "line_no"} <= set(raw.columns)

@@ -1,0 +1,153 @@
+"""`market-pipeline health`: one JSON object, exit 0 only when nothing needs attention."""
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import VENV_BIN, range_tags, subprocess_env
+
+DAY = dt.date(2024, 3, 1)
+
+
+def _code_location():
+    """Raw assets plus a tiny asset with an ERROR-severity and a WARN-severity check."""
+    import dagster as dg
+
+    from market_pipeline.raw.assets import raw_assets
+    from market_pipeline.resources import build_resources
+
+    @dg.asset
+    def probe() -> None:
+        return None
+
+    @dg.asset_check(asset=probe, name="must_hold")
+    def must_hold() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description="it did not hold")
+
+    @dg.asset_check(asset=probe, name="nice_to_have")
+    def nice_to_have() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description="only a warning")
+
+    return dg.Definitions(assets=[*raw_assets, probe], asset_checks=[must_hold, nice_to_have], resources=build_resources())
+
+
+@pytest.fixture
+def health(monkeypatch, dagster_home, data_dir):
+    """Runs the health report in-process against the test code location."""
+    from market_pipeline.cli import health as health_module
+
+    monkeypatch.setenv("PIPELINE_METRICS__MIN_FREE_DISK_GB", "0")  # CI disks vary
+    monkeypatch.setattr(health_module, "load_code_location", _code_location)
+
+    def run() -> tuple[dict, int]:
+        report, code = health_module.health_report()
+        json.dumps(report)  # printable as one JSON object
+        return report, code
+
+    return run
+
+
+@pytest.fixture
+def materialized(monkeypatch, instance, data_dir, vendor_lake):
+    """raw_trades for one day from a small local vendor lake."""
+    import dagster as dg
+
+    from market_pipeline.raw.assets import raw_trades
+    from market_pipeline.resources import PipelineResource
+
+    monkeypatch.setenv("PIPELINE_SOURCE", "local")
+    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(vendor_lake(tables=["trades"], days=[DAY], rows=20)))
+    result = dg.materialize([raw_trades], instance=instance, resources={"pipeline": PipelineResource()},
+                            tags=range_tags(DAY.isoformat(), DAY.isoformat()))
+    assert result.success
+    from market_pipeline.observability import telemetry
+
+    telemetry.shutdown()
+    return data_dir
+
+
+def test_fresh_data_dir_needs_attention(health, data_dir):
+    report, code = health()
+    assert code == 1 and report["status"] == "attention"
+    assert report["warehouse"]["status"] == "missing"
+    assert any("nothing has been materialized" in p for p in report["problems"])
+    assert report["assets"]["raw_trades"] == {"last_partition": None, "partitions_materialized": 0, "last_materialized_at": None}
+    assert report["checks"]["probe:must_hold"] == {"result": "never_run"}
+    assert report["lake"]["bytes"] == 0 and report["disk"]["free_bytes"] > 0
+
+
+def test_healthy_after_a_materialization(health, materialized):
+    report, code = health()
+    assert report["problems"] == [] and code == 0 and report["status"] == "ok"
+    assert report["assets"]["raw_trades"]["last_partition"] == DAY.isoformat()
+    assert report["assets"]["raw_trades"]["partitions_materialized"] == 1
+    assert report["assets"]["raw_book_deltas"]["last_partition"] is None
+    assert report["warehouse"]["status"] == "ok" and "raw.trades" in report["warehouse"]["tables"]
+    assert report["lake"]["files"] >= 2 and report["lake"]["bytes"] > 0
+    assert report["metrics_files"]["files"] == 1  # mdp_* JSON lines of the import
+
+
+def test_warehouse_locked_by_a_writer_is_busy_not_broken(health, materialized):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); sys.stdin.read()",
+         str(materialized / "warehouse.duckdb")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=subprocess_env(),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        report, code = health()
+    finally:
+        holder.communicate("", timeout=30)
+    assert report["warehouse"]["status"] == "busy"
+    assert code == 0 and any("locked by a running writer" in w for w in report["warnings"])
+
+
+def test_corrupt_warehouse_needs_attention(health, materialized):
+    (materialized / "warehouse.duckdb").write_bytes(b"this is not a duckdb file" * 1000)
+    report, code = health()
+    assert code == 1
+    assert report["warehouse"]["status"] in {"corrupt", "unreadable"}
+    assert any("warehouse" in p for p in report["problems"])
+
+
+def test_failed_error_check_needs_attention(health, materialized, instance):
+    import dagster as dg
+
+    defs = _code_location()
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks], instance=instance, resources=defs.resources,
+        selection=dg.AssetSelection.assets("probe"),
+    )
+    assert result.success  # failed checks do not fail the run (not blocking): only health notices
+    report, code = health()
+    assert code == 1
+    assert report["checks"]["probe:must_hold"]["result"] == "failed"
+    assert report["checks"]["probe:must_hold"]["severity"] == "ERROR"
+    assert report["checks"]["probe:nice_to_have"]["severity"] == "WARN"
+    assert [p for p in report["problems"] if "check" in p] == [
+        "check probe:must_hold failed with ERROR severity: it did not hold"
+    ]
+
+
+def test_low_free_disk_needs_attention(health, materialized, monkeypatch):
+    monkeypatch.setenv("PIPELINE_METRICS__MIN_FREE_DISK_GB", "1000000000")
+    report, code = health()
+    assert code == 1 and any("PIPELINE_METRICS__MIN_FREE_DISK_GB" in p for p in report["problems"])
+
+
+def test_cli_without_dagster_home_and_data_dir(tmp_path: Path):
+    """The console script on a broken setup: still one JSON object, exit 1, every problem named."""
+    env = subprocess_env(PIPELINE_DATA_DIR=str(tmp_path / "missing"))
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run([str(VENV_BIN / "market-pipeline"), "health"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["status"] == "attention"
+    assert any("DAGSTER_HOME is not set" in p for p in report["problems"])
+    assert any("does not exist" in p and "missing" in p for p in report["problems"])
