@@ -24,6 +24,21 @@ class PipelineResource(dg.ConfigurableResource):
         return load_settings(**overrides)
 
 
+def warehouse_table(key: dg.AssetKey, description: str, **kwargs: object) -> dg.AssetOut:
+    """An output stored as a warehouse table with a `dt` DATE column.
+
+    The DuckDB IO manager first deletes `dt >= 'start 00:00:00' AND dt < 'end 00:00:00'`; DuckDB
+    casts those literals to DATE, so a range run replaces exactly its days' rows.
+    """
+    return dg.AssetOut(
+        key=key,
+        io_manager_key=WAREHOUSE_IO_MANAGER,
+        metadata={"partition_expr": "dt"},
+        description=description,
+        **kwargs,
+    )
+
+
 def build_resources(settings: PipelineSettings | None = None) -> dict[str, object]:
     """Every resource of the code location, from the settings (loaded now when not given)."""
     settings = settings or load_settings()

@@ -65,7 +65,7 @@ LIVE = 2  # in sync
 
 
 @nb.njit(cache=True, nogil=True)
-def _check_tickers(st, bid, ask, u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters):
+def check_tickers(st, bid, ask, u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters):
     lo = np.searchsorted(t_u_sorted, u)
     hi = lo
     while hi < t_u_sorted.shape[0] and t_u_sorted[hi] == u:
@@ -122,7 +122,7 @@ def replay_binance(
                 stop = i
                 i = buffered
                 while i < stop:
-                    state, last_u = _handle_diff(
+                    state, last_u = handle_diff(
                         futures, state, last_u, lid, ever_synced, i, d_first, d_last, d_prev,
                         d_start, d_end, r_is_bid, r_tick, r_lot, t_u_sorted, t_order,
                         t_bt, t_bl, t_at, t_al, bid, ask, st, counters,
@@ -140,7 +140,7 @@ def replay_binance(
         if state == WAITING:
             i += 1  # buffered
             continue
-        state, last_u = _handle_diff(
+        state, last_u = handle_diff(
             futures, state, last_u, lid, ever_synced, i, d_first, d_last, d_prev, d_start, d_end,
             r_is_bid, r_tick, r_lot, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
             bid, ask, st, counters,
@@ -156,7 +156,7 @@ def replay_binance(
 
 
 @nb.njit(cache=True, nogil=True)
-def _handle_diff(
+def handle_diff(
     futures, state, last_u, lid, ever_synced, i, d_first, d_last, d_prev, d_start, d_end,
     r_is_bid, r_tick, r_lot, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
     bid, ask, st, counters,
@@ -186,5 +186,5 @@ def _handle_diff(
     counters[B_APPLIED] += 1
     if st[ST_BEST_BID] != EMPTY and st[ST_BEST_ASK] != EMPTY and st[ST_BEST_BID] >= st[ST_BEST_ASK]:
         counters[B_CROSSED] += 1
-    _check_tickers(st, bid, ask, u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters)
+    check_tickers(st, bid, ask, u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters)
     return LIVE, u

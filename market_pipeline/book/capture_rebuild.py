@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from market_pipeline.book import binance_replay as br
 from market_pipeline.book import lake_replay as lr
-from market_pipeline.book.capture_replay import _groups
+from market_pipeline.book.capture_replay import message_groups
 from market_pipeline.book.ladder import (
     EMPTY,
     ST_BASE,
@@ -57,7 +57,7 @@ from market_pipeline.book.ladder import (
     resolve_cross,
     set_level,
 )
-from market_pipeline.book.rebuild import Grid, _Output, _Precision, load_checkpoint, write_checkpoint
+from market_pipeline.book.rebuild import Grid, BookWriter, PrecisionCounter, load_checkpoint, write_checkpoint
 from market_pipeline.lake.files import atomic_path, write_parquet_atomic
 from market_pipeline.lake.paths import PARTITION_FILE, books_partition_dir, checkpoint_path, raw_partition_dir
 from market_pipeline.lake.schemas import BOOK_TICKER_SCHEMA
@@ -90,7 +90,7 @@ def _step(
 ):
     """Handle diff i under the sync rules (the book is not WAITING); keeps ks and rs current."""
     applied = counters[br.B_APPLIED]
-    state, last_u = br._handle_diff(
+    state, last_u = br.handle_diff(
         futures, ks[K_STATE], rs[lr.R_LAST_SEQ], ks[K_LID], ks[K_EVER_SYNCED] != 0, i,
         d_first, d_last, d_prev, d_start, d_end, r_is_bid, r_tick, r_lot,
         t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, bid, ask, st, counters,
@@ -141,7 +141,7 @@ def replay_capture_day(
             while rs[lr.R_NEXT_SAMPLE] < t:
                 if n_out >= capacity:
                     return n_out
-                lr._emit(bid, ask, st, rs, row_counters, out, n_out, rs[lr.R_NEXT_SAMPLE],
+                lr.emit_row(bid, ask, st, rs, row_counters, out, n_out, rs[lr.R_NEXT_SAMPLE],
                          rs[lr.R_LAST_ORIG], lr.TRIGGER_INTERVAL, depth)
                 n_out += 1
                 rs[lr.R_NEXT_SAMPLE] += interval
@@ -166,7 +166,7 @@ def replay_capture_day(
                     if ks[K_STATE] == br.WAITING:
                         break
             rs[lr.R_SYNCED] = ks[K_STATE] == br.LIVE
-            lr._emit(bid, ask, st, rs, row_counters, out, n_out, s_recv[k], s_orig[k], lr.TRIGGER_SNAPSHOT, depth)
+            lr.emit_row(bid, ask, st, rs, row_counters, out, n_out, s_recv[k], s_orig[k], lr.TRIGGER_SNAPSHOT, depth)
             n_out += 1
             ks[K_SNAP] = k + 1
         else:
@@ -177,7 +177,7 @@ def replay_capture_day(
                       bid, ask, st, ks, rs, counters)
             ks[K_DIFF] = i + 1
             if interval == 0:
-                lr._emit(bid, ask, st, rs, row_counters, out, n_out, d_recv[i], d_orig[i], lr.TRIGGER_MESSAGE, depth)
+                lr.emit_row(bid, ask, st, rs, row_counters, out, n_out, d_recv[i], d_orig[i], lr.TRIGGER_MESSAGE, depth)
                 n_out += 1
     return n_out
 
@@ -285,9 +285,9 @@ def rebuild_capture_day(
     snaps = _read(snapshots_path, ["received_time", "last_update_id", "side_is_bid", "price", "size", "line_no"],
                   "depth_snapshot")
     tickers = _read(tickers_path, [*_TICKER_COLUMNS, "line_no"], "book_ticker").drop("line_no")
-    precision = _Precision()
+    precision = PrecisionCounter()
 
-    d_start, d_line, d_end = _groups(_column(deltas, "line_no", np.int64))
+    d_start, d_line, d_end = message_groups(_column(deltas, "line_no", np.int64))
     seq_rows = _column(deltas, "sequence_number", np.int64)
     d_first = _column(deltas, "first_update_id", np.int64)[d_start]
     d_last = seq_rows[d_start]
@@ -315,7 +315,7 @@ def rebuild_capture_day(
     r_tick = precision.convert(_column(deltas, "price", np.float64), grid.tick, "price", 0, seq_rows)
     r_lot = precision.convert(_column(deltas, "size", np.float64), grid.lot, "size", 0, seq_rows)
 
-    s_start, s_line, s_end = _groups(_column(snaps, "line_no", np.int64))
+    s_start, s_line, s_end = message_groups(_column(snaps, "line_no", np.int64))
     s_lid_rows = _column(snaps, "last_update_id", np.int64)
     s_recv = _column(snaps, "received_time", np.int64)[s_start]
     s_lid = s_lid_rows[s_start]
@@ -344,13 +344,13 @@ def rebuild_capture_day(
         ks[K_EVER_SYNCED] = 1
         rs[lr.R_LAST_SEQ] = last_u
         # A ticker for the diff that ended the previous day is checked against the checkpoint.
-        br._check_tickers(st, bid, ask, last_u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters)
+        br.check_tickers(st, bid, ask, last_u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters)
     first_event = min([*d_recv[:1], *s_recv[:1]], default=day_start)
     if interval_ns:
         # Sample from the day's first event on, not from midnight: a capture may start late.
         rs[lr.R_NEXT_SAMPLE] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
 
-    out = _Output(depth, grid)
+    out = BookWriter(depth, grid)
     arrays = (
         d_line, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig, r_is_bid, r_tick, r_lot,
         s_line, s_lid, s_start, s_end, s_recv, s_orig, sr_is_bid, sr_tick, sr_lot,

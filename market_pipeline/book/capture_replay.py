@@ -34,7 +34,7 @@ def _steps(values: np.ndarray, step: Decimal) -> np.ndarray:
     return steps
 
 
-def _groups(line_no: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def message_groups(line_no: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of one message share a line number: (first row of each message, its line, end row)."""
     if not len(line_no):
         empty = np.empty(0, np.int64)
@@ -54,8 +54,8 @@ def replay_tables(tables: CaptureTables, tick: Decimal | None = None, lot: Decim
     lot = lot or infer_step(sizes)
 
     d_line_rows = deltas["line_no"].to_numpy()
-    d_start, d_line, d_end = _groups(d_line_rows)
-    s_start, s_line, s_end = _groups(snaps["line_no"].to_numpy())
+    d_start, d_line, d_end = message_groups(d_line_rows)
+    s_start, s_line, s_end = message_groups(snaps["line_no"].to_numpy())
     t_u = tickers["update_id"].to_numpy()
     t_order = np.argsort(t_u, kind="stable")
 

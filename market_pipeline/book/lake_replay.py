@@ -124,7 +124,7 @@ def _hour(rs, t):
 
 
 @nb.njit(cache=True, nogil=True)
-def _emit(bid, ask, st, rs, counters, out, n_out, recv, orig, trigger, depth):
+def emit_row(bid, ask, st, rs, counters, out, n_out, recv, orig, trigger, depth):
     (o_recv, o_orig, o_seq, o_synced, o_trigger, o_bt, o_bl, o_at, o_al) = out
     o_recv[n_out] = recv
     o_orig[n_out] = orig
@@ -138,7 +138,7 @@ def _emit(bid, ask, st, rs, counters, out, n_out, recv, orig, trigger, depth):
 
 
 @nb.njit(cache=True, nogil=True)
-def _check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work):
+def check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work):
     """Compare the book with vendor snapshot k, then make the covered levels equal to it."""
     (d_match, d_mid_dev, d_mismatched_levels, d_first_mismatch, d_synced_before) = diag
     (w_bt, w_bl, w_at, w_al) = work
@@ -232,8 +232,8 @@ def replay_lake_batch(
         while k < n_s and ((i < n and d_seq[i] > s_seq[k]) or (i >= n and deltas_final)):
             if n_out >= capacity:
                 return i, k, n_out
-            _check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work)
-            _emit(bid, ask, st, rs, counters, out, n_out, s_recv[k], s_orig[k], TRIGGER_SNAPSHOT, depth)
+            check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work)
+            emit_row(bid, ask, st, rs, counters, out, n_out, s_recv[k], s_orig[k], TRIGGER_SNAPSHOT, depth)
             n_out += 1
             k += 1
         if i >= n or (k >= n_s and not snaps_final):
@@ -250,7 +250,7 @@ def replay_lake_batch(
             while rs[R_NEXT_SAMPLE] < d_recv[i]:
                 if n_out >= capacity:
                     return i, k, n_out
-                _emit(bid, ask, st, rs, counters, out, n_out, rs[R_NEXT_SAMPLE], rs[R_LAST_ORIG], TRIGGER_INTERVAL, depth)
+                emit_row(bid, ask, st, rs, counters, out, n_out, rs[R_NEXT_SAMPLE], rs[R_LAST_ORIG], TRIGGER_INTERVAL, depth)
                 n_out += 1
                 rs[R_NEXT_SAMPLE] += interval
         elif n_out >= capacity:
@@ -292,7 +292,7 @@ def replay_lake_batch(
         rs[R_HAVE_LAST] = 1
         i = j
         if interval == 0:
-            _emit(bid, ask, st, rs, counters, out, n_out, d_recv[i - 1], d_orig[i - 1], TRIGGER_MESSAGE, depth)
+            emit_row(bid, ask, st, rs, counters, out, n_out, d_recv[i - 1], d_orig[i - 1], TRIGGER_MESSAGE, depth)
             n_out += 1
     return i, k, n_out
 

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from market_pipeline.book import lake_replay as lr
 
 # The per-snapshot step of the kernel, reused for the snapshots after the day's last message.
-from market_pipeline.book.lake_replay import _check_and_fill, _emit
+from market_pipeline.book.lake_replay import check_and_fill, emit_row
 from market_pipeline.book.fixed_point import decimal_array, decimal_type, to_steps, unscaled_multiplier
 from market_pipeline.book.ladder import ST_BASE, ST_EVICTED, ST_OUTSIDE, new_book, set_level
 from market_pipeline.lake.files import atomic_path
@@ -133,7 +133,7 @@ class _Timings:
         }
 
 
-class _Precision:
+class PrecisionCounter:
     """Counts values off the grid and keeps the first few rows for the report."""
 
     def __init__(self) -> None:
@@ -220,7 +220,7 @@ def output_schema(depth: int, grid: Grid) -> pa.Schema:
     return pa.schema(fields)
 
 
-class _Output:
+class BookWriter:
     """Kernel output buffers, handed to Arrow without a copy as each batch fills up.
 
     Level buffers are column-major (a level's ticks or lots for consecutive rows are
@@ -344,14 +344,14 @@ def _replay_tail(
         while interval > 0 and rs[lr.R_NEXT_SAMPLE] < until and rs[lr.R_NEXT_SAMPLE] <= last_sample:
             if n_out >= capacity:
                 return k, n_out
-            _emit(bid, ask, st, rs, counters, out, n_out, rs[lr.R_NEXT_SAMPLE], rs[lr.R_LAST_ORIG],
+            emit_row(bid, ask, st, rs, counters, out, n_out, rs[lr.R_NEXT_SAMPLE], rs[lr.R_LAST_ORIG],
                   lr.TRIGGER_INTERVAL, depth)
             n_out += 1
             rs[lr.R_NEXT_SAMPLE] += interval
         if k >= n_s or n_out >= capacity:
             return k, n_out
-        _check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work)
-        _emit(bid, ask, st, rs, counters, out, n_out, s_recv[k], s_orig[k], lr.TRIGGER_SNAPSHOT, depth)
+        check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work)
+        emit_row(bid, ask, st, rs, counters, out, n_out, s_recv[k], s_orig[k], lr.TRIGGER_SNAPSHOT, depth)
         n_out += 1
         k += 1
 
@@ -402,11 +402,11 @@ def rebuild_day(
         rs[lr.R_HAVE_LAST] = 1
     counters = np.zeros(lr.N_COUNTERS, np.int64)
     hourly = np.zeros((24, lr.N_HOURLY), np.int64)
-    out = _Output(depth, grid)
+    out = BookWriter(depth, grid)
     snap_depth = BOOK_LEVELS
     work = tuple(np.empty(snap_depth, np.int64) for _ in range(4))
     # One per reader thread (no shared state); delta examples come first in the report.
-    delta_precision, snap_precision = _Precision(), _Precision()
+    delta_precision, snap_precision = PrecisionCounter(), PrecisionCounter()
     agreement_parts: list[pa.Table] = []
 
     d = _empty_deltas()
@@ -537,7 +537,7 @@ def _replay(d, s, bid, ask, st, rs, counters, hourly, out, diag, work, depth, de
     )
 
 
-def _delta_batches(file: pq.ParquetFile, grid: Grid, precision: _Precision, timings: _Timings
+def _delta_batches(file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, timings: _Timings
                    ) -> Iterator[dict[str, np.ndarray]]:
     rows = 0
     batches = file.iter_batches(batch_size=DELTA_BATCH_ROWS, columns=DELTA_COLUMNS)
@@ -552,7 +552,7 @@ def _delta_batches(file: pq.ParquetFile, grid: Grid, precision: _Precision, timi
         yield converted
 
 
-def _snapshot_batches(file: pq.ParquetFile, grid: Grid, precision: _Precision, depth: int, timings: _Timings
+def _snapshot_batches(file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, depth: int, timings: _Timings
                       ) -> Iterator[dict[str, np.ndarray]]:
     rows = 0
     batches = file.iter_batches(batch_size=SNAPSHOT_BATCH_ROWS)
@@ -609,7 +609,7 @@ def _leading_below(values: np.ndarray, limit: int) -> int:
     return len(values) if below.all() else int(np.argmin(below))
 
 
-def _convert_deltas(batch: pa.RecordBatch, grid: Grid, precision: _Precision, offset: int) -> dict[str, np.ndarray]:
+def _convert_deltas(batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int) -> dict[str, np.ndarray]:
     seq = _numpy(batch, "sequence_number", np.int64)
     return {
         "recv": _numpy(batch, "received_time", np.int64),
@@ -621,7 +621,7 @@ def _convert_deltas(batch: pa.RecordBatch, grid: Grid, precision: _Precision, of
     }
 
 
-def _convert_snapshots(batch: pa.RecordBatch, grid: Grid, precision: _Precision, depth: int, offset: int
+def _convert_snapshots(batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, depth: int, offset: int
                        ) -> dict[str, np.ndarray]:
     seq = _numpy(batch, "sequence_number", np.int64)
     converted = {}

@@ -23,7 +23,7 @@ from market_pipeline.observability.stage_figures import STAGE_SCHEMA, stage_figu
 from market_pipeline.observability.validation_inputs import DAILY_COLUMNS, HOURLY_COLUMNS, read_validation
 from market_pipeline.partitions import daily_partitions
 from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
-from market_pipeline.resources import DUCKDB_POOL, WAREHOUSE_IO_MANAGER, PipelineResource
+from market_pipeline.resources import DUCKDB_POOL, PipelineResource, warehouse_table
 from market_pipeline.settings import Instrument, PipelineSettings
 
 OBSERVABILITY_GROUP = "observability"
@@ -76,21 +76,17 @@ def _partition_metadata(rows: list[dict[str, object]], found_validation: bool) -
 
 @dg.multi_asset(
     outs={
-        DAILY_KEY.path[-1]: dg.AssetOut(
-            key=DAILY_KEY,
-            io_manager_key=WAREHOUSE_IO_MANAGER,
-            metadata={"partition_expr": "dt"},
-            kinds={"duckdb"},
-            description="One row per instrument-day: stage throughput and memory, data quality from "
+        DAILY_KEY.path[-1]: warehouse_table(
+            DAILY_KEY,
+            "One row per instrument-day: stage throughput and memory, data quality from "
             "validation_reports, spread, depth near mid, update frequency by level rank.",
-        ),
-        HOURLY_KEY.path[-1]: dg.AssetOut(
-            key=HOURLY_KEY,
-            io_manager_key=WAREHOUSE_IO_MANAGER,
-            metadata={"partition_expr": "dt"},
             kinds={"duckdb"},
-            description="One row per instrument-hour: depth near mid, spread, book messages, trades, "
+        ),
+        HOURLY_KEY.path[-1]: warehouse_table(
+            HOURLY_KEY,
+            "One row per instrument-hour: depth near mid, spread, book messages, trades, "
             "gaps and clock skew.",
+            kinds={"duckdb"},
         ),
     },
     deps=[raw_trades, raw_book_snapshots, raw_book_deltas, reconstructed_books, VALIDATION_REPORTS,

@@ -11,15 +11,11 @@ from market_pipeline.quality.rebuild_record import missing_instruments, rebuild_
 from market_pipeline.quality.report import write_report
 from market_pipeline.quality.validation import daily_frame, hourly_frame, validate_instrument_day
 from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
-from market_pipeline.resources import DUCKDB_POOL, WAREHOUSE_IO_MANAGER, PipelineResource
+from market_pipeline.resources import DUCKDB_POOL, PipelineResource, warehouse_table
 
 QUALITY_GROUP = "quality"
 DAILY = dg.AssetKey("validation_reports")
 HOURLY = dg.AssetKey("validation_reports_hourly")
-
-# The DuckDB IO manager replaces a run's days with `dt >= 'start 00:00:00' AND dt < 'end 00:00:00'`;
-# DuckDB casts those literals to DATE, so a DATE column selects exactly the run's days.
-_PARTITIONED_TABLE = {"partition_expr": "dt"}
 
 # Per-day figures the UI plots across partitions: (column, how to combine instruments).
 _PLOTTED = {
@@ -46,22 +42,18 @@ def _day_metadata(daily: pl.DataFrame, report: str) -> dict[str, object]:
 
 @dg.multi_asset(
     outs={
-        "validation_reports": dg.AssetOut(
-            key=DAILY,
-            io_manager_key=WAREHOUSE_IO_MANAGER,
-            metadata=_PARTITIONED_TABLE,
-            group_name=QUALITY_GROUP,
-            kinds={"duckdb", "polars"},
-            description="One row per instrument-day: vendor agreement, gaps, clock skew, precision, "
+        "validation_reports": warehouse_table(
+            DAILY,
+            "One row per instrument-day: vendor agreement, gaps, clock skew, precision, "
             "crossed books, trades against the touch, capture fidelity (docs/data-formats.md).",
-        ),
-        "validation_reports_hourly": dg.AssetOut(
-            key=HOURLY,
-            io_manager_key=WAREHOUSE_IO_MANAGER,
-            metadata=_PARTITIONED_TABLE,
             group_name=QUALITY_GROUP,
             kinds={"duckdb", "polars"},
-            description="24 rows per instrument-day: gaps detected and filled, clock-skew distribution.",
+        ),
+        "validation_reports_hourly": warehouse_table(
+            HOURLY,
+            "24 rows per instrument-day: gaps detected and filled, clock-skew distribution.",
+            group_name=QUALITY_GROUP,
+            kinds={"duckdb", "polars"},
         ),
     },
     partitions_def=daily_partitions,
