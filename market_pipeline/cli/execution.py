@@ -35,9 +35,21 @@ def dagster_log_level(verbosity: int) -> str:
     return _LOG_LEVELS.get(verbosity, "DEBUG")
 
 
+def _not_ungated_check_notice(record: logging.LogRecord) -> bool:
+    """Logging filter: False (drop) for Dagster's "blocking check emitted no result" notice."""
+    message = record.getMessage()
+    return not ("emitted no result" in message and "will proceed without gating" in message)
+
+
 def quiet_dagster(verbosity: int) -> None:
     """Dagster's own Python logging and its API-stability warnings, unless -v was given."""
     logging.getLogger("dagster").setLevel(dagster_log_level(verbosity))
+    # Our daily checks report one evaluation per day as events, not as the step's output, so
+    # Dagster notes that downstream steps are not gated on an output. They are gated all the
+    # same: a failed blocking evaluation fails the check step (quality/check_support.py).
+    plan_logger = logging.getLogger("dagster._core.execution.plan.active")
+    if verbosity < 2 and _not_ungated_check_notice not in plan_logger.filters:
+        plan_logger.addFilter(_not_ungated_check_notice)
     if verbosity == 0:
         import dagster as dg
 
@@ -102,7 +114,9 @@ def resolve_selection(defs: dg.Definitions, selections: list[str] | None) -> lis
             except Exception as exc:
                 raise CliError(f"--select {text!r}: {exc}", EXIT_USAGE) from None
             parts.append(selection)
-        selection = reduce(lambda a, b: a | b, parts)
+        # An asset written by a multi-asset together with others (validation_reports and its
+        # hourly table) can only be materialized with them.
+        selection = reduce(lambda a, b: a | b, parts).required_multi_asset_neighbors()
     else:
         selection = dg.AssetSelection.all()
     keys = {k for k in selection.resolve(graph) if graph.get(k).is_materializable}

@@ -146,7 +146,8 @@ def _check_rows(checks: list[dg.AssetCheckEvaluation]) -> list[str]:
     with_partition = any(getattr(c, "partition", None) for c in checks)
     table = []
     for c in sorted(checks, key=lambda c: (c.asset_key.to_user_string(), c.check_name, str(c.partition))):
-        severity = getattr(c.severity, "value", str(c.severity))
+        # A passed evaluation still carries the check's default severity; show it only on failure.
+        severity = "" if c.passed else getattr(c.severity, "value", str(c.severity))
         row = [c.asset_key.to_user_string(), c.check_name]
         if with_partition:
             row.append(c.partition or "")

@@ -23,6 +23,7 @@ from market_pipeline.observability.stage_figures import STAGE_SCHEMA, stage_figu
 from market_pipeline.observability.validation_inputs import DAILY_COLUMNS, HOURLY_COLUMNS, read_validation
 from market_pipeline.partitions import daily_partitions
 from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
+from market_pipeline.quality.rebuild_record import missing_instruments
 from market_pipeline.resources import DUCKDB_POOL, PipelineResource, warehouse_table
 from market_pipeline.settings import Instrument, PipelineSettings
 
@@ -106,7 +107,10 @@ def pipeline_metrics(context: dg.AssetExecutionContext, pipeline: PipelineResour
     failures: list[str] = []
     for day in days:
         performance = stage_figures(context.instance, day.isoformat(), keys)
+        missing = missing_instruments(context.instance, day)  # no source data that day: no figures
         for instrument in settings.universe:
+            if instrument.key in missing:
+                continue
             with telemetry.measure_stage("pipeline_metrics", instrument=instrument.key):
                 try:
                     micro = _instrument_day(settings, instrument, day)

@@ -52,6 +52,10 @@ class DayFiles:
     trades: Path
     books: Path
     agreement: Path
+    # The capture path rebuilds *to* each REST snapshot (they are its sync points), so there is
+    # no independent vendor snapshot to compare against and no agreement table; its bookTicker
+    # checks (reconstructed_books metadata) play that role.
+    has_agreement: bool = True
 
     @classmethod
     def of(cls, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> DayFiles:
@@ -64,6 +68,7 @@ class DayFiles:
             trades=raw_partition_dir(lake, "trades", ex, sym, day) / PARTITION_FILE,
             books=books_partition_dir(lake, ex, sym, day) / PARTITION_FILE,
             agreement=book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE,
+            has_agreement=settings.source != "capture",
         )
 
     def require(self, path: Path) -> Path:
@@ -92,12 +97,22 @@ def read_snapshot_tops(files: DayFiles) -> pl.DataFrame:
     return pl.read_parquet(files.require(files.snapshots), columns=list(SNAPSHOT_TOP_SCHEMA))
 
 
+AGREEMENT_SCHEMA = {
+    "received_time": pl.Int64, "sequence_number": pl.Int64, "matched": pl.Boolean,
+    "mid_deviation_half_ticks": pl.Int64, "levels_mismatched": pl.Int64, "first_mismatched_level": pl.Int64,
+    "synced_before": pl.Boolean,
+}
+
+
 def empty_snapshot_tops() -> pl.DataFrame:
     return pl.DataFrame(schema=SNAPSHOT_TOP_SCHEMA)
 
 
 def read_agreement(files: DayFiles, tops: pl.DataFrame) -> pl.DataFrame:
     """The rebuild's per-snapshot agreement rows beside the vendor snapshot they describe."""
+    if not files.has_agreement:
+        return pl.DataFrame(schema={**AGREEMENT_SCHEMA, "bid_0_price": pl.Float64, "ask_0_price": pl.Float64,
+                                    "origin_time": pl.Int64})
     agreement = pl.read_parquet(files.require(files.agreement))
     same = agreement.height == tops.height and agreement.select("received_time", "sequence_number").equals(
         tops.select("received_time", "sequence_number")
