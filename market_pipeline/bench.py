@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,8 +120,17 @@ def read_only_seconds(bench: BenchDay) -> float:
     return time.perf_counter() - started
 
 
+def _quiet_dagster() -> None:
+    """Hide Dagster's Beta/Preview notices (about APIs the pipeline chose) from the report."""
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
 def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
     """In a fresh process: one `reconstructed_books` instrument-day, reported through `conn`."""
+    _quiet_dagster()
     from market_pipeline.book.assets import rebuild_instrument_day
 
     settings = bench_settings(Path(data_dir), scale)
@@ -313,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(os.environ.get("PIPELINE_DATA_DIR") or DEFAULT_DATA_DIR),
                         help="where the day is generated and rebuilt ($PIPELINE_DATA_DIR, else data/bench)")
     args = parser.parse_args(argv)
+    _quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)
     started = time.perf_counter()
     bench = prepare_day(settings)

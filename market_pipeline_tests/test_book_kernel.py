@@ -104,7 +104,7 @@ def test_crossed_book_is_resolved_newest_side_wins():
     out = (np.empty(8, np.int64), np.empty(8, np.int64), np.empty(8, np.int64), np.empty(8, np.bool_),
            np.empty(8, np.int8), *(np.empty((8, 2), np.int64) for _ in range(4)))
     empty2 = np.empty((0, 20), np.int64)
-    diag = tuple(np.empty(0, t) for t in (np.bool_, np.int64, np.int64, np.int64, np.bool_))
+    diag = tuple(np.empty(0, t) for t in (np.bool_, np.int64, np.int64, np.int64, np.bool_, np.int64))
     work = tuple(np.empty(20, np.int64) for _ in range(4))
     i, k, n_out = lr.replay_lake_batch(
         recv, recv, seq, is_bid, tick, lot,

@@ -123,36 +123,61 @@ def _hour(rs, t):
     return h
 
 
-@nb.njit(cache=True, nogil=True)
-def emit_row(bid, ask, st, rs, counters, out, n_out, recv, orig, trigger, depth):
-    (o_recv, o_orig, o_seq, o_synced, o_trigger, o_bt, o_bl, o_at, o_al) = out
+@nb.njit(cache=True, nogil=True, inline="always")
+def _emit_header(rs, counters, out, n_out, recv, orig, trigger):
+    (o_recv, o_orig, o_seq, o_synced, o_trigger) = out[:5]
     o_recv[n_out] = recv
     o_orig[n_out] = orig
     o_seq[n_out] = rs[R_LAST_SEQ]
     o_synced[n_out] = rs[R_SYNCED] != 0
     o_trigger[n_out] = trigger
-    top_levels(bid, ask, st, depth, o_bt[n_out], o_bl[n_out], o_at[n_out], o_al[n_out])
     counters[C_ROWS_OUT] += 1
     if rs[R_SYNCED] == 0:
         counters[C_ROWS_OUT_UNSYNCED] += 1
 
 
 @nb.njit(cache=True, nogil=True)
+def emit_row(bid, ask, st, rs, counters, out, n_out, recv, orig, trigger, depth):
+    (o_bt, o_bl, o_at, o_al) = out[5:]
+    _emit_header(rs, counters, out, n_out, recv, orig, trigger)
+    top_levels(bid, ask, st, depth, o_bt[n_out], o_bl[n_out], o_at[n_out], o_al[n_out])
+
+
+@nb.njit(cache=True, nogil=True)
+def emit_levels_row(levels, rs, counters, out, n_out, recv, orig, trigger, depth):
+    """`emit_row` with the book's top levels already at hand (`levels` as `top_levels` writes them)."""
+    (o_bt, o_bl, o_at, o_al) = out[5:]
+    (w_bt, w_bl, w_at, w_al) = levels
+    _emit_header(rs, counters, out, n_out, recv, orig, trigger)
+    for lvl in range(depth):
+        o_bt[n_out, lvl] = w_bt[lvl]
+        o_bl[n_out, lvl] = w_bl[lvl]
+        o_at[n_out, lvl] = w_at[lvl]
+        o_al[n_out, lvl] = w_al[lvl]
+
+
+@nb.njit(cache=True, nogil=True)
 def check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work):
-    """Compare the book with vendor snapshot k, then make the covered levels equal to it."""
-    (d_match, d_mid_dev, d_mismatched_levels, d_first_mismatch, d_synced_before) = diag
+    """Compare the book with vendor snapshot k, then make the covered levels equal to it.
+
+    Returns whether they matched; then `work` holds the book's top levels.
+    """
+    (d_match, d_mid_dev, d_mismatched_levels, d_first_mismatch, d_synced_before, d_level_mask) = diag
     (w_bt, w_bl, w_at, w_al) = work
     depth = s_bt.shape[1]
     top_levels(bid, ask, st, depth, w_bt, w_bl, w_at, w_al)
     mismatched = 0
     first = -1
+    level_mask = 0  # bit L: level L (either side) disagreed
     for lvl in range(depth):
         if w_bt[lvl] != s_bt[k, lvl] or (s_bt[k, lvl] >= 0 and w_bl[lvl] != s_bl[k, lvl]):
             mismatched += 1
+            level_mask |= 1 << lvl
             if first < 0:
                 first = lvl
         if w_at[lvl] != s_at[k, lvl] or (s_at[k, lvl] >= 0 and w_al[lvl] != s_al[k, lvl]):
             mismatched += 1
+            level_mask |= 1 << lvl
             if first < 0:
                 first = lvl
     counters[C_SNAPSHOTS] += 1
@@ -160,6 +185,7 @@ def check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_
     d_match[k] = match
     d_mismatched_levels[k] = mismatched
     d_first_mismatch[k] = first
+    d_level_mask[k] = level_mask
     d_synced_before[k] = rs[R_SYNCED] != 0
     if w_bt[0] >= 0 and w_at[0] >= 0 and s_bt[k, 0] >= 0 and s_at[k, 0] >= 0:
         d_mid_dev[k] = (w_bt[0] + w_at[0]) - (s_bt[k, 0] + s_at[k, 0])  # in half ticks
@@ -179,7 +205,7 @@ def check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_
     rs[R_SYNCED] = 1
     if match:
         counters[C_SNAPSHOTS_MATCHED] += 1
-        return
+        return True
     # Replace the snapshot's price range; a side listing fewer than `depth` levels is complete.
     n_sb = 0
     while n_sb < depth and s_bt[k, n_sb] >= 0:
@@ -205,6 +231,7 @@ def check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_
     # Deeper levels we kept may now cross the snapshot's touch; the snapshot is newer.
     removed = resolve_cross(bid, ask, st, True) + resolve_cross(bid, ask, st, False)
     counters[C_CROSSED_LEVELS_REMOVED] += removed
+    return False
 
 
 @nb.njit(cache=True, nogil=True)
@@ -232,8 +259,12 @@ def replay_lake_batch(
         while k < n_s and ((i < n and d_seq[i] > s_seq[k]) or (i >= n and deltas_final)):
             if n_out >= capacity:
                 return i, k, n_out
-            check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work)
-            emit_row(bid, ask, st, rs, counters, out, n_out, s_recv[k], s_orig[k], TRIGGER_SNAPSHOT, depth)
+            if check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work
+                              ) and depth <= work[0].shape[0]:
+                # Unchanged book: its top levels were just read for the comparison.
+                emit_levels_row(work, rs, counters, out, n_out, s_recv[k], s_orig[k], TRIGGER_SNAPSHOT, depth)
+            else:
+                emit_row(bid, ask, st, rs, counters, out, n_out, s_recv[k], s_orig[k], TRIGGER_SNAPSHOT, depth)
             n_out += 1
             k += 1
         if i >= n or (k >= n_s and not snaps_final):
@@ -271,14 +302,45 @@ def replay_lake_batch(
             rs[R_SYNCED] = 0
             rs[R_GAP_OPEN] = 1
         last_positive_is_bid = True
+        # The ladder's scalars in locals, as in `apply_deltas`.
+        cap = bid.shape[0]
+        base = st[ST_BASE]
+        best_b = st[ST_BEST_BID]
+        best_a = st[ST_BEST_ASK]
+        n_b = st[ST_N_BID]
+        n_a = st[ST_N_ASK]
+        dropped = 0
         for r in range(i, j):
-            ok = set_level(bid, ask, st, d_is_bid[r], d_tick[r], d_lot[r])
-            if ok:
-                counters[C_DELTAS_APPLIED] += 1
-                if d_lot[r] > 0:
-                    last_positive_is_bid = d_is_bid[r]
-            else:
-                counters[C_DROPPED_OUTSIDE_WINDOW] += 1
+            tick = d_tick[r]
+            lots = d_lot[r]
+            x = tick - base
+            if (x < 0 or x >= cap) and lots != 0:
+                st[ST_BEST_BID] = best_b
+                st[ST_BEST_ASK] = best_a
+                st[ST_N_BID] = n_b
+                st[ST_N_ASK] = n_a
+                if not make_room(bid, ask, st, tick):
+                    dropped += 1
+                    continue
+                base = st[ST_BASE]
+                best_b = st[ST_BEST_BID]
+                best_a = st[ST_BEST_ASK]
+                n_b = st[ST_N_BID]
+                n_a = st[ST_N_ASK]
+                x = tick - base
+            if 0 <= x < cap:
+                if d_is_bid[r]:
+                    best_b, n_b = bid_update(bid, x, lots, best_b, n_b)
+                else:
+                    best_a, n_a = ask_update(ask, x, lots, best_a, n_a)
+            if lots > 0:
+                last_positive_is_bid = d_is_bid[r]
+        st[ST_BEST_BID] = best_b
+        st[ST_BEST_ASK] = best_a
+        st[ST_N_BID] = n_b
+        st[ST_N_ASK] = n_a
+        counters[C_DELTAS_APPLIED] += j - i - dropped
+        counters[C_DROPPED_OUTSIDE_WINDOW] += dropped
         removed = resolve_cross(bid, ask, st, last_positive_is_bid)
         if removed > 0:
             counters[C_CROSSED] += 1

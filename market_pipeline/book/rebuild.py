@@ -451,7 +451,7 @@ def rebuild_day(
                     fetched = True
             need_deltas = need_snaps = False
             diag = tuple(
-                np.empty(len(s["recv"]), kind) for kind in (np.bool_, np.int64, np.int64, np.int64, np.bool_)
+                np.empty(len(s["recv"]), kind) for kind in (np.bool_, np.int64, np.int64, np.int64, np.bool_, np.int64)
             )
             finished = False
             i = k = n_out = 0
@@ -657,15 +657,16 @@ def _agreement_schema() -> pa.Schema:
             ("levels_mismatched", pa.int64()),
             ("first_mismatched_level", pa.int64()),
             ("synced_before", pa.bool_()),
+            ("mismatched_level_mask", pa.int64()),
         ]
     )
 
 
 def _agreement(s: dict[str, np.ndarray], diag: tuple[np.ndarray, ...], k: int) -> pa.Table:
     # Copies: the table outlives this round, and must not pin whole batches.
-    match, mid_dev, mismatched, first, synced_before = (x[:k].copy() for x in diag)
+    match, mid_dev, mismatched, first, synced_before, level_mask = (x[:k].copy() for x in diag)
     return pa.table(
-        [s["recv"][:k].copy(), s["seq"][:k].copy(), match, mid_dev, mismatched, first, synced_before],
+        [s["recv"][:k].copy(), s["seq"][:k].copy(), match, mid_dev, mismatched, first, synced_before, level_mask],
         schema=_agreement_schema(),
     )
 

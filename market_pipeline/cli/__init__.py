@@ -1,4 +1,5 @@
-"""The `market-pipeline` command line: validate-env, run, demo.
+"""The `market-pipeline` command line: validate-env, run, demo, verify-capture, health, capture,
+encrypt and decrypt.
 
 `main(argv)` lives in market_pipeline.cli.main; Dagster and the definitions are imported
 only by the commands that need them, so `--version` and `validate-env` start quickly.

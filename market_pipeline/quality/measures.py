@@ -100,7 +100,7 @@ def read_snapshot_tops(files: DayFiles) -> pl.DataFrame:
 AGREEMENT_SCHEMA = {
     "received_time": pl.Int64, "sequence_number": pl.Int64, "matched": pl.Boolean,
     "mid_deviation_half_ticks": pl.Int64, "levels_mismatched": pl.Int64, "first_mismatched_level": pl.Int64,
-    "synced_before": pl.Boolean,
+    "synced_before": pl.Boolean, "mismatched_level_mask": pl.Int64,
 }
 
 
@@ -323,9 +323,9 @@ def agreement_summary(agreement: pl.DataFrame, instrument: Instrument) -> dict[s
     ).row(0, named=True)
     n = agreement.height
     matched = int(agreement["matched"].sum()) if n else 0
-    # The agreement table names only the first mismatching level of each snapshot.
-    first = agreement.filter(~pl.col("matched"))["first_mismatched_level"]
-    by_level = [int((first == level).sum()) for level in range(BOOK_LEVELS)]
+    # Bit L of mismatched_level_mask: level L (bid or ask side) disagreed with the vendor.
+    masks = agreement["mismatched_level_mask"].to_numpy()
+    by_level = [int(((masks >> level) & 1).sum()) for level in range(BOOK_LEVELS)]
     return {
         "vendor_snapshots": n,
         "snapshots_mismatched": n - matched,

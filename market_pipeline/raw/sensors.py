@@ -83,10 +83,7 @@ _settings = load_settings()
 )
 def new_source_days(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
     settings = pipeline.settings()
-    try:
-        source = build_source(settings)
-    except NotImplementedError as exc:
-        return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
+    source = build_source(settings)
     if not callable(getattr(source, "available_days", None)):
         return dg.SensorResult(
             skip_reason=f"PIPELINE_SOURCE={settings.source}: the {source.name} source cannot list "

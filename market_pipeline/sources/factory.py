@@ -27,9 +27,7 @@ def build_source(settings: PipelineSettings) -> VendorSource:
 
         assert settings.capture_dir is not None  # enforced by settings validation
         return CaptureSource(settings.capture_dir, settings.data_dir / "sources" / "capture", settings.lake_dir)
-    raise NotImplementedError(
-        f"PIPELINE_SOURCE={settings.source} is not available in this version of market_pipeline"
-    )
+    raise ValueError(f"PIPELINE_SOURCE={settings.source} is not a known source")  # settings validation prevents it
 
 
 def provides(source: VendorSource, table: str) -> bool:
