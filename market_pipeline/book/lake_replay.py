@@ -234,6 +234,18 @@ def check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_
     return False
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _make_room_from_locals(bid, ask, st, tick, best_b, best_a, n_b, n_a):
+    """`make_room` for a loop that keeps the ladder's scalars in locals: store them in `st`,
+    slide the window, and hand back (kept, base, best_b, best_a, n_b, n_a)."""
+    st[ST_BEST_BID] = best_b
+    st[ST_BEST_ASK] = best_a
+    st[ST_N_BID] = n_b
+    st[ST_N_ASK] = n_a
+    kept = make_room(bid, ask, st, tick)
+    return kept, st[ST_BASE], st[ST_BEST_BID], st[ST_BEST_ASK], st[ST_N_BID], st[ST_N_ASK]
+
+
 @nb.njit(cache=True, nogil=True)
 def replay_lake_batch(
     d_recv, d_orig, d_seq, d_is_bid, d_tick, d_lot,
@@ -315,18 +327,10 @@ def replay_lake_batch(
             lots = d_lot[r]
             x = tick - base
             if (x < 0 or x >= cap) and lots != 0:
-                st[ST_BEST_BID] = best_b
-                st[ST_BEST_ASK] = best_a
-                st[ST_N_BID] = n_b
-                st[ST_N_ASK] = n_a
-                if not make_room(bid, ask, st, tick):
+                kept, base, best_b, best_a, n_b, n_a = _make_room_from_locals(bid, ask, st, tick, best_b, best_a, n_b, n_a)
+                if not kept:
                     dropped += 1
                     continue
-                base = st[ST_BASE]
-                best_b = st[ST_BEST_BID]
-                best_a = st[ST_BEST_ASK]
-                n_b = st[ST_N_BID]
-                n_a = st[ST_N_ASK]
                 x = tick - base
             if 0 <= x < cap:
                 if d_is_bid[r]:
@@ -385,17 +389,8 @@ def apply_deltas(d_recv, d_seq, d_is_bid, d_tick, d_lot, bid, ask, st, bests):
             lots = d_lot[r]
             i = tick - base
             if (i < 0 or i >= cap) and lots != 0:
-                # Rare: slide the window (make_room works on `st`), then reload the scalars.
-                st[ST_BEST_BID] = best_b
-                st[ST_BEST_ASK] = best_a
-                st[ST_N_BID] = n_b
-                st[ST_N_ASK] = n_a
-                make_room(bid, ask, st, tick)  # when it fails, `i` stays outside: not kept
-                base = st[ST_BASE]
-                best_b = st[ST_BEST_BID]
-                best_a = st[ST_BEST_ASK]
-                n_b = st[ST_N_BID]
-                n_a = st[ST_N_ASK]
+                # Rare: slide the window. When that fails, `i` stays outside: not kept.
+                _, base, best_b, best_a, n_b, n_a = _make_room_from_locals(bid, ask, st, tick, best_b, best_a, n_b, n_a)
                 i = tick - base
             if 0 <= i < cap:
                 if d_is_bid[r]:
