@@ -31,7 +31,8 @@ _PLOTTED = {
 
 
 def _day_metadata(daily: pl.DataFrame, report: str) -> dict[str, object]:
-    meta: dict[str, object] = {"instruments": daily.height, "report": dg.MetadataValue.path(report),
+    meta: dict[str, object] = {"rows": daily.height, "instruments": daily.height,
+                               "report": dg.MetadataValue.path(report),
                                "report_url": dg.MetadataValue.url(f"file://{report}")}
     for column, how in _PLOTTED.items():
         value = getattr(daily[column], how)()
@@ -82,8 +83,8 @@ def validation_reports(context: dg.AssetExecutionContext, pipeline: PipelineReso
         context.log.info(f"validation {day}: {daily.height} instrument(s), report {report}")
         validations.extend(day_validations)
     daily, hourly = daily_frame(validations), hourly_frame(validations)
-    yield dg.Output(daily, output_name="validation_reports", metadata={"rows": daily.height, "days_in_run": len(days)})
-    yield dg.Output(hourly, output_name="validation_reports_hourly", metadata={"rows": hourly.height})
+    yield dg.Output(daily, output_name="validation_reports", metadata={"rows_in_run": daily.height, "days_in_run": len(days)})
+    yield dg.Output(hourly, output_name="validation_reports_hourly", metadata={"rows_in_run": hourly.height})
 
 
 quality_assets = [validation_reports]
