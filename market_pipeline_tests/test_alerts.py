@@ -359,6 +359,7 @@ def test_a_token_echoed_in_check_figures_is_redacted_everywhere(
     monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_URL", receiver.url)
     caplog.set_level(logging.DEBUG)
     from market_pipeline.alerts.model import Alert
+    from market_pipeline.security.scrub import REDACTED
     from market_pipeline.settings import load_settings
 
     careless = Alert(
@@ -369,8 +370,8 @@ def test_a_token_echoed_in_check_figures_is_redacted_everywhere(
     )
     delivery.deliver_alerts([careless], load_settings())
     (line,) = read_lines(alert_env)
-    assert line["description"] == "header was Bearer [redacted]"
-    assert line["figures"] == {"echo": ["Authorization: Bearer [redacted]"], "[redacted]": 1}
+    assert line["description"] == f"header was Bearer {REDACTED}"
+    assert line["figures"] == {"echo": [f"Authorization: Bearer {REDACTED}"], REDACTED: 1}
     assert receiver.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
     assert_token_nowhere(data_dir, texts=(caplog.text, receiver.requests[0]["body"].decode()))
 

@@ -221,8 +221,20 @@ def test_capture_only_tables_are_not_provided_by_other_sources(monkeypatch, data
 # --- the real captures through the asset graph ----------------------------------------------
 
 
+@pytest.fixture
+def real_capture_source(monkeypatch):
+    """PIPELINE_SOURCE=capture over the shared real captures (spot and USD-M, 2024-08-08..09)."""
+    for name in (*USDM, *SPOT):
+        if not (REAL_DIR / name).is_file():
+            pytest.skip(f"third-party Binance captures not available in {REAL_DIR}: {name}")
+    monkeypatch.setenv("PIPELINE_SOURCE", "capture")
+    monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(REAL_DIR))
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{SPOT_KEY},{USDM_KEY}")
+    monkeypatch.setenv("PIPELINE_START_DATE", "2024-08-08")
+
+
 def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
-    monkeypatch, data_dir, instance, range_tags
+    real_capture_source, data_dir, instance, range_tags
 ):
     import dagster as dg
 
@@ -231,13 +243,6 @@ def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
     from market_pipeline.raw.assets import raw_assets
     from market_pipeline.resources import build_resources
 
-    for name in (*USDM, *SPOT):
-        if not (REAL_DIR / name).is_file():
-            pytest.skip(f"third-party Binance captures not available in {REAL_DIR}: {name}")
-    monkeypatch.setenv("PIPELINE_SOURCE", "capture")
-    monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(REAL_DIR))
-    monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{SPOT_KEY},{USDM_KEY}")
-    monkeypatch.setenv("PIPELINE_START_DATE", "2024-08-08")
     result = dg.materialize(
         [*raw_assets, reconstructed_books], instance=instance, resources=build_resources(),
         tags=range_tags("2024-08-08", "2024-08-09"),
@@ -285,20 +290,13 @@ def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
     assert {"first_update_id", "prev_update_id", "line_no"} <= set(raw.columns)
 
 
-def test_cli_runs_the_whole_graph_over_a_capture_range(monkeypatch, data_dir, dagster_home, capsys):
+def test_cli_runs_the_whole_graph_over_a_capture_range(real_capture_source, data_dir, dagster_home, capsys):
     """`market-pipeline run` on the capture source: every stage for both days, the futures
     capture's absent second day recorded as missing rather than failing the range."""
     import duckdb
 
     from market_pipeline.cli.main import main
 
-    for name in (*USDM, *SPOT):
-        if not (REAL_DIR / name).is_file():
-            pytest.skip(f"third-party Binance captures not available in {REAL_DIR}: {name}")
-    monkeypatch.setenv("PIPELINE_SOURCE", "capture")
-    monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(REAL_DIR))
-    monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{SPOT_KEY},{USDM_KEY}")
-    monkeypatch.setenv("PIPELINE_START_DATE", "2024-08-08")
 
     code = main(["run", "--start-date", "2024-08-08", "--end-date", "2024-08-09"])
 

@@ -119,7 +119,7 @@ def test_run_completes_despite_failed_non_blocking_and_warn_checks(world):
 
 
 def test_daily_rows_match_manifest_and_rebuild(world):
-    from market_pipeline.quality.rebuild_record import rebuild_counters
+    from market_pipeline.quality.recorded import rebuild_counters
 
     settings, instance = world["settings"], world["instance"]
     daily = table(settings, "validation_reports")

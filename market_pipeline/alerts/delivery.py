@@ -8,9 +8,10 @@ import logging
 from collections.abc import Sequence
 
 from market_pipeline.alerts.jsonl import AlertLog, alerts_path
-from market_pipeline.alerts.model import Alert, redact
+from market_pipeline.alerts.model import Alert
 from market_pipeline.alerts.webhook import post_json
 from market_pipeline.observability import telemetry
+from market_pipeline.security.scrub import register_secret, scrub
 from market_pipeline.settings import PipelineSettings
 
 _log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ def deliver_alerts(
     """
     log = log or _log
     token = settings.alert_webhook_token.get_secret_value() if settings.alert_webhook_token else None
+    # The token goes in the Authorization header only; any echo of it elsewhere is scrubbed.
+    register_secret(token)
     url = settings.alert_webhook_url
     config = settings.alerts
     retries = config.webhook_retries
@@ -41,7 +44,7 @@ def deliver_alerts(
         for alert in alerts:
             if alert.key in sent:
                 continue
-            payload = redact(alert.payload(), token)
+            payload = scrub(alert.payload())
             if url:
                 delivery = post_json(
                     url,
@@ -66,14 +69,12 @@ def deliver_alerts(
                     retries = 0
             else:
                 webhook = {"status": "not_configured"}
-            record = redact(
-                {**payload, "delivery": {"webhook": webhook}, "logged_at": _now_iso()}, token
-            )
+            record = scrub({**payload, "delivery": {"webhook": webhook}, "logged_at": _now_iso()})
             alert_log.append(record)
             telemetry.count("mdp_alerts_sent_total", 1, channel="jsonl", severity=alert.severity, outcome="delivered")
             sent.add(alert.key)
             written.append(record)
-            message = redact(_summary(alert, webhook), token)
+            message = scrub(_summary(alert, webhook))
             if webhook["status"] == "failed":
                 log.warning(message)
             else:

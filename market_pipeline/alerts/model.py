@@ -38,20 +38,3 @@ def iso_utc(epoch_seconds: float) -> str:
 
 def run_url(webserver_url: str, run_id: str) -> str:
     return f"{webserver_url.rstrip('/')}/runs/{run_id}"
-
-
-def redact(value: object, secret: str | None) -> object:
-    """`value` with every occurrence of `secret` in any string (keys too) replaced.
-
-    Defence in depth: the token is only ever put in a request header, but an error message
-    or metadata value that echoes it must not carry it into alerts.jsonl or a payload.
-    """
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, "[redacted]")
-    if isinstance(value, dict):
-        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v, secret) for v in value]
-    return value

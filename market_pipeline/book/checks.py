@@ -10,7 +10,7 @@ from market_pipeline.quality import measures as m
 from market_pipeline.quality.assets import validation_reports
 from market_pipeline.quality.check_support import ERROR, WARN, Finding, daily_check
 from market_pipeline.quality.freshness import build_freshness_checks
-from market_pipeline.quality.rebuild_record import rebuild_counters
+from market_pipeline.quality.recorded import rebuild_counters
 from market_pipeline.settings import Instrument, PipelineSettings
 
 

@@ -64,13 +64,6 @@ def check_scheme(url: str, option: str, secure: str, plain: str, allow_plaintext
     raise ValueError(f"{option}: expected a {secure}:// URL, got scheme {scheme!r}")
 
 
-def redact_url(url: str) -> str:
-    """scheme://host[:port]/path: no credentials, no query."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
 def tls_context() -> ssl.SSLContext:
     """Certificate and host-name checks against the system CAs; TLS 1.2 or later only."""
     context = ssl.create_default_context()

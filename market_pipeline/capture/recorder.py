@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from market_pipeline.capture.endpoints import redact_url
 from market_pipeline.capture.manifest import Manifest
 from market_pipeline.capture.snapshot import SnapshotError, fetch_snapshot
 from market_pipeline.capture.sync import DiffChain
 from market_pipeline.capture.websocket import WebSocket, connect
 from market_pipeline.capture.writer import HourlyCaptureWriter
 from market_pipeline.observability.telemetry import count
+from market_pipeline.security.scrub import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from market_pipeline.observability.stage_figures import STAGE_SCHEMA, stage_figu
 from market_pipeline.observability.validation_inputs import DAILY_COLUMNS, HOURLY_COLUMNS, read_validation
 from market_pipeline.partitions import daily_partitions
 from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
-from market_pipeline.quality.rebuild_record import missing_instruments
+from market_pipeline.quality.recorded import missing_instruments
 from market_pipeline.resources import DUCKDB_POOL, PipelineResource, warehouse_table
 from market_pipeline.settings import Instrument, PipelineSettings
 

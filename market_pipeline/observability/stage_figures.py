@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from market_pipeline.observability.stage_metrics import USAGE_FIELDS
+from market_pipeline.quality.recorded import latest_metadata
 
 # Upstream assets whose metadata carries `<instrument> seconds / events_per_second / peak_rss_mb`.
 STAGES = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books")
@@ -24,21 +25,9 @@ STAGE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> tuple[dict[str, object], str | None]:
-    """(metadata values, run id) of the latest materialization of `asset` for `partition`."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return {}, None
-    record = records[0]
-    mat = record.asset_materialization
-    return {k: v.value for k, v in mat.metadata.items()}, record.run_id
-
-
 def stage_figures(instance: dg.DagsterInstance, partition: str, instruments: list[str]) -> dict[str, dict[str, object]]:
     """instrument -> performance columns of one day (None where a stage left no figure)."""
-    by_stage = {stage: latest_metadata(instance, stage, partition) for stage in STAGES}
+    by_stage = {stage: latest_metadata(instance, dg.AssetKey(stage), partition) for stage in STAGES}
     figures: dict[str, dict[str, object]] = {}
     for key in instruments:
         row: dict[str, object] = {}

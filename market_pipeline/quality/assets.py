@@ -7,7 +7,7 @@ import polars as pl
 
 from market_pipeline.book.assets import reconstructed_books
 from market_pipeline.partitions import daily_partitions
-from market_pipeline.quality.rebuild_record import missing_instruments, rebuild_counters
+from market_pipeline.quality.recorded import missing_instruments, rebuild_counters
 from market_pipeline.quality.report import write_report
 from market_pipeline.quality.validation import daily_frame, hourly_frame, validate_instrument_day
 from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades

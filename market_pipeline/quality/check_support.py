@@ -20,7 +20,7 @@ import dagster as dg
 from dagster._core.definitions.metadata import normalize_metadata  # not exported by dagster 1.13
 
 from market_pipeline.partitions import daily_partitions
-from market_pipeline.quality.rebuild_record import missing_instruments
+from market_pipeline.quality.recorded import missing_instruments
 from market_pipeline.resources import PipelineResource
 from market_pipeline.settings import Instrument, PipelineSettings
 

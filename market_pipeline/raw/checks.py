@@ -6,7 +6,6 @@ schema_and_row_counts. Non-blocking: clock_skew and the freshness checks.
 
 import datetime as dt
 
-import dagster as dg
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -16,6 +15,7 @@ from market_pipeline.quality import measures as m
 from market_pipeline.quality.check_support import ERROR, WARN, Finding, daily_check
 from market_pipeline.quality.freshness import build_freshness_checks
 from market_pipeline.quality.precision import max_decimals
+from market_pipeline.quality.recorded import recorded_rows
 from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
 from market_pipeline.settings import Instrument, PipelineSettings
 from market_pipeline.sources.factory import sequence_semantics
@@ -112,17 +112,6 @@ def price_precision(context, settings: PipelineSettings, instrument: Instrument,
     return Finding(severity, summary, figures, m.precision_rows(flags))
 
 
-def _recorded_rows(instance: dg.DagsterInstance, instrument: Instrument, day: dt.date) -> int | None:
-    """Rows the raw_book_deltas materialization recorded for the instrument-day."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=raw_book_deltas.key, asset_partitions=[day.isoformat()]), limit=1
-    ).records
-    if not records:
-        return None
-    value = records[0].asset_materialization.metadata.get(f"{instrument.key} rows")
-    return None if value is None else int(value.value)
-
-
 @daily_check(
     raw_book_deltas,
     "schema_and_row_counts",
@@ -153,7 +142,7 @@ def schema_and_row_counts(context, settings: PipelineSettings, instrument: Instr
     rejected = partition_dir(quarantine_dir(settings.lake_dir), "book_delta_v2", instrument.exchange,
                              instrument.symbol, day) / "rejected_rows.parquet"
     quarantined = pq.ParquetFile(rejected).metadata.num_rows if rejected.is_file() else 0
-    recorded = _recorded_rows(context.instance, instrument, day)
+    recorded = recorded_rows(context.instance, instrument.key, day)
     figures = {"rows": deltas.height, "recorded_rows": recorded, "quarantined_rows": quarantined,
                "null_values": sum(nulls.values()), "first_received_time": m.iso(deltas["received_time"].min()),
                "last_received_time": m.iso(deltas["received_time"].max())}

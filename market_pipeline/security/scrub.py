@@ -22,6 +22,7 @@ import os
 import re
 import sys
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "***"
 
@@ -95,6 +96,17 @@ def scrub_text(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/path of a URL we show: no user:password@, no query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def scrub(value: Any) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore import UNSIGNED
@@ -20,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ProfileNotFound
 from dotenv import dotenv_values
 
+from market_pipeline.security.scrub import redact_url
 from market_pipeline.settings import S3Settings
 
 AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
@@ -40,17 +40,6 @@ class S3TargetFailed(S3SourceError):
 
 class S3AccessDenied(S3TargetFailed):
     pass
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password@ (endpoint URLs may carry credentials)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,50 @@
+"""What upstream materializations recorded for a day, read back from the Dagster event log.
+
+`raw_book_deltas` records the rows it imported and the instruments the source lacked;
+`reconstructed_books` records the kernel's counters (`RebuildResult.counters`, e.g.
+`crossed_events`) under `"<EXCHANGE:SYMBOL> detail"`. Figures that only those stages can know
+are read back from here rather than recomputed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+REBUILD_ASSET = dg.AssetKey("reconstructed_books")
+RAW_DELTAS_ASSET = dg.AssetKey("raw_book_deltas")
+
+
+def latest_metadata(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
+) -> tuple[dict[str, object], str | None]:
+    """(metadata values, run id) of the latest materialization of `asset_key` for `partition`."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return {}, None
+    metadata = records[0].asset_materialization.metadata
+    return {name: value.value for name, value in metadata.items()}, records[0].run_id
+
+
+def missing_instruments(instance: dg.DagsterInstance, day: dt.date) -> set[str]:
+    """Instruments the source has no data for on the day (e.g. no capture ran), as raw_book_deltas
+    recorded them. Checks and validation skip these instead of failing on absent files."""
+    value = latest_metadata(instance, RAW_DELTAS_ASSET, day.isoformat())[0].get("missing")
+    return {str(key) for key in value} if isinstance(value, list) else set()
+
+
+def recorded_rows(instance: dg.DagsterInstance, instrument_key: str, day: dt.date) -> int | None:
+    """Rows the raw_book_deltas materialization recorded for the instrument-day."""
+    value = latest_metadata(instance, RAW_DELTAS_ASSET, day.isoformat())[0].get(f"{instrument_key} rows")
+    return None if value is None else int(value)
+
+
+def rebuild_counters(instance: dg.DagsterInstance, instrument_key: str, day: dt.date) -> dict[str, int] | None:
+    """The latest materialization's counters for one instrument-day, or None when unrecorded."""
+    value = latest_metadata(instance, REBUILD_ASSET, day.isoformat())[0].get(f"{instrument_key} detail")
+    if not isinstance(value, dict) or not isinstance(value.get("counters"), dict):
+        return None
+    return {str(k): int(v) for k, v in value["counters"].items()}
