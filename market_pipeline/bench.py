@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from market_pipeline.book import lake_replay as lr
-from market_pipeline.book.fixed_point import to_steps
-from market_pipeline.book.ladder import new_book
-from market_pipeline.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
-from market_pipeline.lake.paths import PARTITION_FILE, raw_partition_dir
-from market_pipeline.observability.memory import peak_rss_bytes
+from market_pipeline.core.book import delta_replay as lr
+from market_pipeline.core.book.fixed_point import to_steps
+from market_pipeline.core.book.ladder import new_book
+from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
+from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
+from market_pipeline.core.telemetry.memory import peak_rss_bytes
 from market_pipeline.settings import Instrument, PipelineSettings, load_settings
 
 BENCH_INSTRUMENT = "BINANCE:BTC-USDT"
@@ -87,8 +87,8 @@ def bench_settings(data_dir: Path, scale: float) -> PipelineSettings:
 
 def prepare_day(settings: PipelineSettings, day: dt.date = BENCH_DAY) -> BenchDay:
     """Generate the synthetic day unless cached, and import its deltas and snapshots into the raw lake."""
-    from market_pipeline.raw.importer import import_partition
-    from market_pipeline.sources.synthetic.source import SyntheticSource
+    from market_pipeline.defs.raw.importer import import_partition
+    from market_pipeline.vendors.synthetic.source import SyntheticSource
 
     (instrument,) = settings.universe
     source = SyntheticSource(settings.synthetic, settings.data_dir / "sources" / "synthetic")
@@ -131,7 +131,7 @@ def _quiet_dagster() -> None:
 def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
     """In a fresh process: one `reconstructed_books` instrument-day, reported through `conn`."""
     _quiet_dagster()
-    from market_pipeline.book.assets import rebuild_instrument_day
+    from market_pipeline.defs.books.assets import rebuild_instrument_day
 
     settings = bench_settings(Path(data_dir), scale)
     (instrument,) = settings.universe

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from market_pipeline.alerts.sensors import alert_sensors
-from market_pipeline.book.assets import book_assets
-from market_pipeline.book.checks import book_checks
-from market_pipeline.observability.assets import observability_assets
-from market_pipeline.quality.assets import quality_assets
-from market_pipeline.raw.assets import raw_assets
-from market_pipeline.raw.checks import raw_checks
-from market_pipeline.raw.schedules import raw_jobs, raw_schedules
-from market_pipeline.raw.sensors import raw_sensors
-from market_pipeline.resources import build_resources
-from market_pipeline.security.hardening import harden_process
+from market_pipeline.defs.alerts.sensors import alert_sensors
+from market_pipeline.defs.books.assets import book_assets
+from market_pipeline.defs.books.checks import book_checks
+from market_pipeline.defs.metrics.assets import observability_assets
+from market_pipeline.defs.quality.assets import quality_assets
+from market_pipeline.defs.raw.assets import raw_assets
+from market_pipeline.defs.raw.checks import raw_checks
+from market_pipeline.defs.automation.schedules import raw_jobs, raw_schedules
+from market_pipeline.defs.automation.sensors import raw_sensors
+from market_pipeline.defs.common.resources import build_resources
+from market_pipeline.core.security.hardening import harden_process
 from market_pipeline.settings import PipelineSettings, load_settings
 
 

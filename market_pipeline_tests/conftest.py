@@ -164,7 +164,7 @@ def vendor_frame(table: str, day: dt.date, rows: int, spelling: str = "client", 
             },
         )
     if table == "book":
-        from market_pipeline.lake.schemas import BOOK_LEVELS
+        from market_pipeline.core.lake.schemas import BOOK_LEVELS
 
         data: dict[str, list] = {
             names["origin_time"]: origin,
@@ -185,7 +185,7 @@ def vendor_frame(table: str, day: dt.date, rows: int, spelling: str = "client", 
 
 
 def vendor_file(root: Path, table: str, exchange: str, symbol: str, day: dt.date, name: str = "data.parquet") -> Path:
-    from market_pipeline.lake.paths import partition_dir
+    from market_pipeline.core.lake.paths import partition_dir
 
     return partition_dir(root, table, exchange, symbol, day) / name
 

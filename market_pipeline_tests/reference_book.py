@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from market_pipeline.sources.capture import binance_market_of, iter_messages, market_of_diff
+from market_pipeline.vendors.binance.capture_format import binance_market_of, iter_messages, market_of_diff
 
 ZERO = Decimal(0)
 

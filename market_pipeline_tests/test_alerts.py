@@ -16,11 +16,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from market_pipeline.alerts import delivery
-from market_pipeline.alerts.model import CHECK_FAILED, RUN_FAILED
-from market_pipeline.alerts.sensors import failed_check_alerts, failed_run_alerts
-from market_pipeline.alerts.webhook import post_json
-from market_pipeline.resources import PipelineResource
+from market_pipeline.core.alerts import delivery
+from market_pipeline.core.alerts.model import CHECK_FAILED, RUN_FAILED
+from market_pipeline.defs.alerts.sensors import failed_check_alerts, failed_run_alerts
+from market_pipeline.core.alerts.webhook import post_json
+from market_pipeline.defs.common.resources import PipelineResource
 
 TOKEN = "tok-PLANTED-3f9c2a7e51"
 DAY = "2024-03-02"
@@ -358,8 +358,8 @@ def test_a_token_echoed_in_check_figures_is_redacted_everywhere(
 ) -> None:
     monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_URL", receiver.url)
     caplog.set_level(logging.DEBUG)
-    from market_pipeline.alerts.model import Alert
-    from market_pipeline.security.scrub import REDACTED
+    from market_pipeline.core.alerts.model import Alert
+    from market_pipeline.core.security.scrub import REDACTED
     from market_pipeline.settings import load_settings
 
     careless = Alert(
@@ -383,7 +383,7 @@ def test_demo_injected_fault_alerts_to_jsonl_and_webhook(
 ) -> None:
     """Issue 4 "Done when": the demo with a loopback webhook leaves validation_reports rows, a
     failed check, the alert in alerts.jsonl, the same alert at the webhook, and no token anywhere."""
-    from market_pipeline.raw.checks import raw_checks
+    from market_pipeline.defs.raw.checks import raw_checks
 
     if "clock_skew" not in {key.name for checks in raw_checks for key in checks.check_keys}:
         pytest.skip("needs the quality domain's clock_skew check on raw_book_deltas (raw/checks.py)")

@@ -12,9 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from market_pipeline.raw.schedules import daily_pipeline_job, daily_pipeline_schedule
-from market_pipeline.raw.sensors import RAW_TABLES, format_cursor, new_source_days, parse_cursor
-from market_pipeline.resources import PipelineResource
+from market_pipeline.defs.automation.schedules import daily_pipeline_job, daily_pipeline_schedule
+from market_pipeline.defs.automation.sensors import RAW_TABLES, format_cursor, new_source_days, parse_cursor
+from market_pipeline.defs.common.resources import PipelineResource
 from market_pipeline_tests.conftest import REPO_ROOT, VENV_BIN, VendorLake, subprocess_env
 
 D1, D2, D3 = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)

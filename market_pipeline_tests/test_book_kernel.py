@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from market_pipeline.book import lake_replay as lr
-from market_pipeline.book.capture_replay import verify_capture
-from market_pipeline.book.fixed_point import decimal_array, to_steps
-from market_pipeline.book.ladder import new_book, top_levels
-from market_pipeline.book.rebuild import Grid, rebuild_day
-from market_pipeline.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA
+from market_pipeline.core.book import delta_replay as lr
+from market_pipeline.vendors.binance.verify import verify_capture
+from market_pipeline.core.book.fixed_point import decimal_array, to_steps
+from market_pipeline.core.book.ladder import new_book, top_levels
+from market_pipeline.core.book.rebuild import Grid, rebuild_day
+from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA
 from market_pipeline.settings import Instrument, InstrumentSpec, SyntheticSettings
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
@@ -118,7 +118,7 @@ def test_crossed_book_is_resolved_newest_side_wins():
 
 @pytest.fixture(scope="module")
 def synthetic_day(tmp_path_factory):
-    from market_pipeline.sources.synthetic.generate import generate_day
+    from market_pipeline.vendors.synthetic.generate import generate_day
 
     root = tmp_path_factory.mktemp("synthetic")
     instrument = Instrument(

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from market_pipeline.lake.schemas import (
+from market_pipeline.core.lake.schemas import (
     BOOK_DELTA_SCHEMA,
     BOOK_LEVELS,
     BOOK_SCHEMA,
@@ -19,7 +19,7 @@ from market_pipeline.lake.schemas import (
     DEPTH_SNAPSHOT_SCHEMA,
     TRADES_SCHEMA,
 )
-from market_pipeline.sources.capture import (
+from market_pipeline.vendors.binance.capture_format import (
     CaptureFormatError,
     binance_market_of,
     iter_messages,

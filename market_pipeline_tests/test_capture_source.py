@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from market_pipeline.lake.paths import PARTITION_FILE, books_partition_dir, raw_partition_dir
+from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir, raw_partition_dir
 from market_pipeline_tests.test_capture import REAL_DIR, SPOT, TRADE, USDM, _diff, _snapshot, _ticker, _write
 
 SPOT_KEY, USDM_KEY = "BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"
@@ -74,9 +74,9 @@ def _instrument(settings, key):
 
 
 def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monkeypatch):
-    from market_pipeline.sources import capture_source
-    from market_pipeline.sources.base import DayNotCovered
-    from market_pipeline.sources.factory import build_source
+    from market_pipeline.vendors.binance import source as capture_source
+    from market_pipeline.vendors.base import DayNotCovered
+    from market_pipeline.vendors.registry import build_source
 
     write_capture(capture_env, CONTINUOUS_DAY2)
     parsed: list[str] = []
@@ -117,8 +117,8 @@ def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monk
 
 
 def test_corrupt_capture_is_quarantined_and_the_rest_still_served(capture_env, data_dir):
-    from market_pipeline.sources.capture_source import CaptureRejected
-    from market_pipeline.sources.factory import build_source
+    from market_pipeline.vendors.binance.source import CaptureRejected
+    from market_pipeline.vendors.registry import build_source
 
     write_capture(capture_env, CONTINUOUS_DAY2)
     bad = capture_env / "binance_usdm_btcusdt_20231114.txt"
@@ -144,9 +144,9 @@ def test_corrupt_capture_is_quarantined_and_the_rest_still_served(capture_env, d
 
 
 def _import_and_rebuild(settings, instrument, day):
-    from market_pipeline.book.capture_rebuild import rebuild_capture_instrument_day
-    from market_pipeline.raw.importer import import_partition
-    from market_pipeline.sources.factory import build_source
+    from market_pipeline.vendors.binance.rebuild import rebuild_capture_instrument_day
+    from market_pipeline.defs.raw.importer import import_partition
+    from market_pipeline.vendors.registry import build_source
 
     source = build_source(settings)
     for table in ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker"):
@@ -205,8 +205,8 @@ def test_day_two_waits_for_a_snapshot_when_the_chain_breaks_at_midnight(capture_
 def test_capture_only_tables_are_not_provided_by_other_sources(monkeypatch, data_dir, instance):
     import dagster as dg
 
-    from market_pipeline.raw.assets import raw_book_ticker
-    from market_pipeline.resources import build_resources
+    from market_pipeline.defs.raw.assets import raw_book_ticker
+    from market_pipeline.defs.common.resources import build_resources
 
     monkeypatch.setenv("PIPELINE_SOURCE", "synthetic")
     result = dg.materialize([raw_book_ticker], instance=instance, resources=build_resources(),
@@ -238,10 +238,10 @@ def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
 ):
     import dagster as dg
 
-    from market_pipeline.book.assets import reconstructed_books
-    from market_pipeline.book.rebuild import Grid, output_schema
-    from market_pipeline.raw.assets import raw_assets
-    from market_pipeline.resources import build_resources
+    from market_pipeline.defs.books.assets import reconstructed_books
+    from market_pipeline.core.book.rebuild import Grid, output_schema
+    from market_pipeline.defs.raw.assets import raw_assets
+    from market_pipeline.defs.common.resources import build_resources
 
     result = dg.materialize(
         [*raw_assets, reconstructed_books], instance=instance, resources=build_resources(),

@@ -29,10 +29,10 @@ ENV = {
 def world(tmp_path_factory):
     import dagster as dg
 
-    from market_pipeline.book.assets import reconstructed_books
-    from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots
-    from market_pipeline.raw.checks import clock_skew, price_precision, schema_and_row_counts, sequence_gaps
-    from market_pipeline.resources import build_resources
+    from market_pipeline.defs.books.assets import reconstructed_books
+    from market_pipeline.defs.raw.assets import raw_book_deltas, raw_book_snapshots
+    from market_pipeline.defs.raw.checks import clock_skew, price_precision, schema_and_row_counts, sequence_gaps
+    from market_pipeline.defs.common.resources import build_resources
     from market_pipeline.settings import load_settings
 
     mp = pytest.MonkeyPatch()
@@ -121,8 +121,8 @@ def test_failed_blocking_check_stops_downstream_for_every_day_of_the_run(world):
 
 
 def test_unrepaired_gap_is_an_error(world_env):
-    from market_pipeline.quality.measures import DayFiles
-    from market_pipeline.raw.checks import sequence_gaps
+    from market_pipeline.core.quality.measures import DayFiles
+    from market_pipeline.defs.raw.checks import sequence_gaps
 
     settings = world_env.settings
     files = DayFiles.of(settings, settings.universe[0], FAULTED)
@@ -140,8 +140,8 @@ def test_unrepaired_gap_is_an_error(world_env):
 
 
 def test_book_checks_pass_on_a_clean_rebuilt_day(world_env):
-    from market_pipeline.book.assets import rebuild_instrument_day
-    from market_pipeline.book.checks import no_crossed_books, vendor_snapshot_agreement
+    from market_pipeline.defs.books.assets import rebuild_instrument_day
+    from market_pipeline.defs.books.checks import no_crossed_books, vendor_snapshot_agreement
 
     settings = world_env.settings
     instrument = settings.universe[0]
@@ -156,7 +156,7 @@ def test_book_checks_pass_on_a_clean_rebuilt_day(world_env):
 def test_freshness(world):
     import dagster as dg
 
-    from market_pipeline.quality.freshness import freshness_result, newest_due_day
+    from market_pipeline.defs.automation.freshness import freshness_result, newest_due_day
 
     now = dt.datetime(2024, 3, 4, 5, 0, tzinfo=dt.timezone.utc)
     assert newest_due_day(now, 30) == dt.date(2024, 3, 1)  # 3-02 is due at 3-04 06:00

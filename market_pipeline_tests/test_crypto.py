@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from market_pipeline.cli.main import main
-from market_pipeline.security import crypto
-from market_pipeline.sources.capture import CaptureFormatError, open_capture
+from market_pipeline.core.security import crypto
+from market_pipeline.vendors.binance.capture_format import CaptureFormatError, open_capture
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 USDM = REAL / "binance_usdm_btcusdt_20240808.gz"

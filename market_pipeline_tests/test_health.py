@@ -17,8 +17,8 @@ def _code_location():
     """Raw assets plus a tiny asset with an ERROR-severity and a WARN-severity check."""
     import dagster as dg
 
-    from market_pipeline.raw.assets import raw_assets
-    from market_pipeline.resources import build_resources
+    from market_pipeline.defs.raw.assets import raw_assets
+    from market_pipeline.defs.common.resources import build_resources
 
     @dg.asset
     def probe() -> None:
@@ -56,15 +56,15 @@ def materialized(monkeypatch, instance, data_dir, vendor_lake):
     """raw_trades for one day from a small local vendor lake."""
     import dagster as dg
 
-    from market_pipeline.raw.assets import raw_trades
-    from market_pipeline.resources import PipelineResource
+    from market_pipeline.defs.raw.assets import raw_trades
+    from market_pipeline.defs.common.resources import PipelineResource
 
     monkeypatch.setenv("PIPELINE_SOURCE", "local")
     monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(vendor_lake(tables=["trades"], days=[DAY], rows=20)))
     result = dg.materialize([raw_trades], instance=instance, resources={"pipeline": PipelineResource()},
                             tags=range_tags(DAY.isoformat(), DAY.isoformat()))
     assert result.success
-    from market_pipeline.observability import telemetry
+    from market_pipeline.core.telemetry import telemetry
 
     telemetry.shutdown()
     return data_dir

@@ -12,15 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import day_start_ns, truncate_file, vendor_frame
-from market_pipeline.lake.files import write_atomic, write_parquet_atomic, write_text_atomic
-from market_pipeline.lake.ingest import (
+from market_pipeline.core.lake.files import write_atomic, write_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake.ingest import (
     NS_PER_DAY,
     FileRejected,
     check_file,
     quarantine_file,
     record_rejected_rows,
 )
-from market_pipeline.lake.schemas import (
+from market_pipeline.core.lake.schemas import (
     BOOK_DELTA_SCHEMA,
     BOOK_SCHEMA,
     TABLE_SCHEMAS,

@@ -25,13 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from market_pipeline.capture.endpoints import check_scheme, snapshot_url, stream_url, tls_context
-from market_pipeline.capture.manifest import Manifest
-from market_pipeline.capture.sync import DiffChain
-from market_pipeline.capture.writer import NS_PER_HOUR, HourlyCaptureWriter
+from market_pipeline.vendors.binance.live.endpoints import check_scheme, snapshot_url, stream_url, tls_context
+from market_pipeline.vendors.binance.live.manifest import Manifest
+from market_pipeline.vendors.binance.live.sync import DiffChain
+from market_pipeline.vendors.binance.live.writer import NS_PER_HOUR, HourlyCaptureWriter
 from market_pipeline.cli.main import main
-from market_pipeline.security import crypto
-from market_pipeline.sources.capture import open_capture
+from market_pipeline.core.security import crypto
+from market_pipeline.vendors.binance.capture_format import open_capture
 
 websockets_server = pytest.importorskip("websockets.asyncio.server", reason="tests use websockets as the local server")
 websockets_exceptions = pytest.importorskip("websockets.exceptions")
@@ -425,7 +425,7 @@ def test_unreadable_manifest_is_not_overwritten(tmp_path, capsys):
 
 def test_broken_diff_chain_on_a_live_connection_is_a_gap(tmp_path):
     """A missed diff on an open connection: gap recorded with the times and ids around it."""
-    from market_pipeline.capture.recorder import CaptureOptions, _Recorder
+    from market_pipeline.vendors.binance.live.recorder import CaptureOptions, _Recorder
 
     out = tmp_path / "golden"
     options = CaptureOptions(

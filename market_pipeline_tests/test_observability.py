@@ -35,8 +35,8 @@ def _fake_validation_reports():
     """A stand-in for the quality domain's asset: the contract tables with known values."""
     import dagster as dg
 
-    from market_pipeline.partitions import daily_partitions
-    from market_pipeline.resources import DUCKDB_POOL, WAREHOUSE_IO_MANAGER
+    from market_pipeline.defs.common.partitions import daily_partitions
+    from market_pipeline.defs.common.resources import DUCKDB_POOL, WAREHOUSE_IO_MANAGER
 
     @dg.multi_asset(
         outs={
@@ -77,11 +77,11 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("PIPELINE_DATA_DIR", str(data))
         mp.setenv("PIPELINE_INSTRUMENTS", KEY)
         mp.setenv("PIPELINE_SYNTHETIC__SCALE", "0.02")
-        from market_pipeline.book.assets import reconstructed_books
-        from market_pipeline.observability import telemetry
-        from market_pipeline.observability.assets import pipeline_metrics
-        from market_pipeline.raw.assets import raw_assets
-        from market_pipeline.resources import build_resources
+        from market_pipeline.defs.books.assets import reconstructed_books
+        from market_pipeline.core.telemetry import telemetry
+        from market_pipeline.defs.metrics.assets import pipeline_metrics
+        from market_pipeline.defs.raw.assets import raw_assets
+        from market_pipeline.defs.common.resources import build_resources
         from market_pipeline.settings import load_settings
 
         settings = load_settings()
@@ -111,7 +111,7 @@ def _table(data: Path, name: str) -> pl.DataFrame:
 
 
 def test_jsonl_metrics_after_materialization(run):
-    from market_pipeline.observability.otlp_json import read_points
+    from market_pipeline.core.telemetry.otlp_json import read_points
 
     points = read_points(run["data"] / "metrics")
     names = {p["name"] for p in points}
@@ -147,13 +147,13 @@ def test_jsonl_metrics_after_materialization(run):
 def test_short_lived_process_exports_on_exit(tmp_path: Path):
     """A step process that records and exits (no flush) still leaves its metrics on disk."""
     code = (
-        "from market_pipeline.observability import telemetry\n"
+        "from market_pipeline.core.telemetry import telemetry\n"
         "telemetry.count('mdp_alerts_sent_total', 2, channel='webhook', outcome='sent')\n"
         "telemetry.gauge('mdp_peak_memory_bytes', 123, stage='x')\n"
     )
     env = subprocess_env(PIPELINE_DATA_DIR=str(tmp_path), PIPELINE_METRICS__EXPORT_INTERVAL_SECONDS="3600")
     subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True, timeout=60)
-    from market_pipeline.observability.otlp_json import read_points
+    from market_pipeline.core.telemetry.otlp_json import read_points
 
     points = read_points(tmp_path / "metrics")
     assert [(p["name"], p["value"], p["attributes"]) for p in points if p["name"] == "mdp_alerts_sent_total"] == [
@@ -163,7 +163,7 @@ def test_short_lived_process_exports_on_exit(tmp_path: Path):
 
 
 def test_metric_names_need_prefix_and_kind(monkeypatch, tmp_path: Path):
-    from market_pipeline.observability import telemetry
+    from market_pipeline.core.telemetry import telemetry
 
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="mdp_"):
@@ -174,7 +174,7 @@ def test_metric_names_need_prefix_and_kind(monkeypatch, tmp_path: Path):
 
 
 def test_every_metric_is_documented():
-    from market_pipeline.observability.telemetry import METRICS
+    from market_pipeline.core.telemetry.telemetry import METRICS
 
     doc = (REPO_ROOT / "docs" / "metrics.md").read_text()
     missing = [name for name in METRICS if f"`{name}`" not in doc]
@@ -195,7 +195,7 @@ def _samples(text: str) -> dict[str, float]:
 
 
 def test_prometheus_endpoint_scraped(monkeypatch, tmp_path: Path):
-    from market_pipeline.observability import telemetry
+    from market_pipeline.core.telemetry import telemetry
 
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("PIPELINE_METRICS__PROMETHEUS_PORT", "0")
@@ -229,7 +229,7 @@ def test_prometheus_endpoint_scraped(monkeypatch, tmp_path: Path):
 
 
 def test_pushgateway_push(monkeypatch, tmp_path: Path):
-    from market_pipeline.observability import telemetry
+    from market_pipeline.core.telemetry import telemetry
 
     received: list[tuple[str, str, bytes]] = []
 
@@ -345,8 +345,8 @@ def test_microstructure_matches_ground_truth(run):
 def test_rematerializing_a_range_replaces_its_rows(run):
     import dagster as dg
 
-    from market_pipeline.observability.assets import pipeline_metrics
-    from market_pipeline.resources import build_resources
+    from market_pipeline.defs.metrics.assets import pipeline_metrics
+    from market_pipeline.defs.common.resources import build_resources
 
     warehouse = run["data"] / "warehouse.duckdb"
     with duckdb.connect(str(warehouse)) as con:  # mark every row: only re-materialized rows lose the mark
@@ -362,7 +362,7 @@ def test_rematerializing_a_range_replaces_its_rows(run):
             selection=dg.AssetSelection.assets(pipeline_metrics),
             instance=run["instance"], resources=build_resources(run["settings"]), tags=range_tags(DAYS[1], DAYS[1]),
         )
-        from market_pipeline.observability import telemetry
+        from market_pipeline.core.telemetry import telemetry
 
         telemetry.shutdown()
     assert result.success

@@ -36,11 +36,11 @@ ENV = {
 
 
 def _all_definitions():
-    from market_pipeline.book.assets import book_assets
-    from market_pipeline.book.checks import book_checks
-    from market_pipeline.quality.assets import quality_assets
-    from market_pipeline.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
-    from market_pipeline.raw.checks import raw_checks
+    from market_pipeline.defs.books.assets import book_assets
+    from market_pipeline.defs.books.checks import book_checks
+    from market_pipeline.defs.quality.assets import quality_assets
+    from market_pipeline.defs.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
+    from market_pipeline.defs.raw.checks import raw_checks
 
     return [raw_trades, raw_book_snapshots, raw_book_deltas, *book_assets, *quality_assets, *raw_checks, *book_checks]
 
@@ -50,7 +50,7 @@ def world(tmp_path_factory):
     """One run of raw -> books -> validation with every check over both days."""
     import dagster as dg
 
-    from market_pipeline.resources import build_resources
+    from market_pipeline.defs.common.resources import build_resources
     from market_pipeline.settings import load_settings
 
     mp = pytest.MonkeyPatch()
@@ -119,7 +119,7 @@ def test_run_completes_despite_failed_non_blocking_and_warn_checks(world):
 
 
 def test_daily_rows_match_manifest_and_rebuild(world):
-    from market_pipeline.quality.recorded import rebuild_counters
+    from market_pipeline.defs.common.recorded import rebuild_counters
 
     settings, instance = world["settings"], world["instance"]
     daily = table(settings, "validation_reports")
@@ -178,7 +178,7 @@ def test_hourly_rows(world):
 
 
 def test_report_written_and_linked(world):
-    from market_pipeline.quality.report import report_path
+    from market_pipeline.core.quality.report import report_path
 
     settings, instance = world["settings"], world["instance"]
     path = report_path(settings.data_dir.resolve(), FAULTED)
@@ -198,8 +198,8 @@ def test_report_written_and_linked(world):
 def test_rematerializing_a_range_replaces_rows(world_env):
     import dagster as dg
 
-    from market_pipeline.quality.assets import validation_reports
-    from market_pipeline.resources import build_resources
+    from market_pipeline.defs.quality.assets import validation_reports
+    from market_pipeline.defs.common.resources import build_resources
 
     world = world_env
     settings = world["settings"]
@@ -215,7 +215,7 @@ def test_rematerializing_a_range_replaces_rows(world_env):
 
 
 def test_ks_matches_brute_force_enumeration():
-    from market_pipeline.quality.ks import ks_2samp
+    from market_pipeline.core.quality.ks import ks_2samp
 
     assert ks_2samp([1, 2, 3], [4, 5, 6]).pvalue == pytest.approx(0.1)
     x, y = [0.1, 0.5, 0.9, 1.3], [0.2, 0.3, 1.6, 1.7, 2.0, 2.1]
@@ -231,7 +231,7 @@ def test_ks_matches_brute_force_enumeration():
 
 
 def test_ks_exact_and_asymptotic_agree_on_large_samples(monkeypatch):
-    from market_pipeline.quality import ks
+    from market_pipeline.core.quality import ks
 
     rng = np.random.default_rng(7)
     a, b = rng.normal(size=300), rng.normal(0.1, 1, size=400)
@@ -249,12 +249,12 @@ def test_ks_exact_and_asymptotic_agree_on_large_samples(monkeypatch):
                     reason=f"real Binance captures not found in {REAL}")
 def test_capture_fidelity_of_a_book_rebuilt_from_the_capture(tmp_path):
     """Vendor data made from the capture itself: the two tops must agree closely."""
-    from market_pipeline.book.assets import rebuild_instrument_day
-    from market_pipeline.lake.paths import PARTITION_FILE, raw_partition_dir
-    from market_pipeline.quality import measures as m
-    from market_pipeline.quality.fidelity import capture_fidelity, capture_files
+    from market_pipeline.defs.books.assets import rebuild_instrument_day
+    from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
+    from market_pipeline.core.quality import measures as m
+    from market_pipeline.core.quality.fidelity import capture_fidelity, capture_files
     from market_pipeline.settings import load_settings
-    from market_pipeline.sources.capture import parse_capture
+    from market_pipeline.vendors.binance.capture_format import parse_capture
 
     day = dt.date(2024, 8, 8)
     settings = load_settings(data_dir=tmp_path, instruments=[INSTRUMENT], source="local", local_dir=tmp_path,

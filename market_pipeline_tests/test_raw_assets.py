@@ -39,8 +39,8 @@ def row_count(table: str, index: int, day: dt.date) -> int:
 
 
 def raw_assets_by_name() -> dict:
-    # Imported lazily: market_pipeline.partitions loads settings at import, after the env is clean.
-    from market_pipeline.raw.assets import raw_assets
+    # Imported lazily: market_pipeline.defs.common.partitions loads settings at import, after the env is clean.
+    from market_pipeline.defs.raw.assets import raw_assets
 
     return {a.key.to_user_string(): a for a in raw_assets}
 
@@ -48,7 +48,7 @@ def raw_assets_by_name() -> dict:
 def run(instance, names, start=START, end=END, raise_on_error=True):
     import dagster as dg
 
-    from market_pipeline.resources import PipelineResource
+    from market_pipeline.defs.common.resources import PipelineResource
 
     assets = raw_assets_by_name()
     return dg.materialize(
@@ -371,10 +371,10 @@ SYNTH_DAYS = [dt.date(2024, 3, 1), dt.date(2024, 3, 2)]
 
 def test_synthetic_source_generates_each_day_once(instance, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
     try:
-        import market_pipeline.sources.synthetic.generate  # noqa: F401
+        import market_pipeline.vendors.synthetic.generate  # noqa: F401
     except ImportError as exc:
-        pytest.skip(f"market_pipeline.sources.synthetic.generate is not importable yet: {exc}")
-    import market_pipeline.sources.synthetic.source as synthetic_source
+        pytest.skip(f"market_pipeline.vendors.synthetic.generate is not importable yet: {exc}")
+    import market_pipeline.vendors.synthetic.source as synthetic_source
 
     # Count generations (pass-through: the real generator still runs).
     calls: list[tuple[str, dt.date]] = []

@@ -131,7 +131,7 @@ def gets(requests: list) -> list[str]:
 
 def make_source(store: Store, data_dir: Path, **overrides):
     from market_pipeline.settings import S3Settings
-    from market_pipeline.sources.s3 import S3Source
+    from market_pipeline.vendors.crypto_lake.s3 import S3Source
 
     fields = {"bucket": store.bucket, "endpoint_url": store.server.url, "max_attempts": 2, **overrides}
     return S3Source(S3Settings(**fields), data_dir / "sources" / "s3")
@@ -146,8 +146,8 @@ def universe():
 def materialize(instance, names: list[str], start: dt.date, end: dt.date, raise_on_error: bool = True):
     import dagster as dg
 
-    from market_pipeline.raw.assets import raw_assets
-    from market_pipeline.resources import PipelineResource
+    from market_pipeline.defs.raw.assets import raw_assets
+    from market_pipeline.defs.common.resources import PipelineResource
 
     assets = [a for a in raw_assets if a.key.to_user_string() in names]
     return dg.materialize(
@@ -277,7 +277,7 @@ def test_interrupted_download_is_downloaded_again_and_verified(store: Store, dat
 
 
 def test_short_transfer_is_retried_then_fails_clearly(store: Store, data_dir: Path, sent: list, boto_events: list):
-    from market_pipeline.sources.s3_download import S3IntegrityError
+    from market_pipeline.vendors.crypto_lake.s3_download import S3IntegrityError
 
     short_transfers = {"left": 1}
 
@@ -308,7 +308,7 @@ def test_short_transfer_is_retried_then_fails_clearly(store: Store, data_dir: Pa
 
 
 def test_access_denied_names_bucket_prefix_and_credentials_source(store: Store, data_dir: Path, monkeypatch):
-    from market_pipeline.sources.s3_client import S3AccessDenied
+    from market_pipeline.vendors.crypto_lake.s3_client import S3AccessDenied
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.reader_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.reader_secret)
@@ -334,7 +334,7 @@ def test_unreachable_endpoint_fails_over_to_the_fallback_endpoint(store: Store, 
     assert source.served_by[("trades", instrument.key, DAYS[0])] == f"fallback: s3://{store.bucket} at {store.server.url}"
 
     only_dead = make_source(store, data_dir, endpoint_url=dead, max_attempts=1)
-    from market_pipeline.sources.s3_client import S3TargetFailed
+    from market_pipeline.vendors.crypto_lake.s3_client import S3TargetFailed
 
     with pytest.raises(S3TargetFailed, match=f"primary: s3://{store.bucket} at {dead} unreachable"):
         only_dead.available_days("trades", instrument)
@@ -343,7 +343,7 @@ def test_unreachable_endpoint_fails_over_to_the_fallback_endpoint(store: Store, 
 def test_no_credentials_is_a_clear_error_and_dotenv_credentials_work(
     store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch, _hermetic_env: Path
 ):
-    from market_pipeline.sources.s3_client import S3CredentialsError
+    from market_pipeline.vendors.crypto_lake.s3_client import S3CredentialsError
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

@@ -16,8 +16,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from market_pipeline.security.audit import audit_read, audit_scope
-from market_pipeline.security.scrub import install_log_scrubbing, scrub
+from market_pipeline.core.security.audit import audit_read, audit_scope
+from market_pipeline.core.security.scrub import install_log_scrubbing, scrub
 from market_pipeline_tests.conftest import PROJECT_DAGSTER_YAML, REPO_ROOT
 
 MASTER_KEY = "bWFzdGVyLWtleS1wbGFudGVkLWluLXRoZS10ZXN0cyE="
@@ -281,8 +281,8 @@ def test_lake_helpers_write_private_files_whatever_the_umask(tmp_path):
 
     import polars as pl
 
-    from market_pipeline.lake.files import write_parquet_atomic
-    from market_pipeline.lake.ingest import FileRejected, quarantine_file, record_rejected_rows
+    from market_pipeline.core.lake.files import write_parquet_atomic
+    from market_pipeline.core.lake.ingest import FileRejected, quarantine_file, record_rejected_rows
 
     day = dt.date(2024, 3, 1)
     vendor = tmp_path / "vendor.parquet"

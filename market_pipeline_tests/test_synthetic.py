@@ -16,16 +16,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from market_pipeline.lake.schemas import (
+from market_pipeline.core.lake.schemas import (
     BOOK_DELTA_SCHEMA,
     BOOK_SCHEMA,
     TRADES_SCHEMA,
     book_level_columns,
 )
 from market_pipeline.settings import FaultSettings, Instrument, InstrumentSpec, SyntheticSettings
-from market_pipeline.sources.synthetic import SyntheticDay, generate_day
-from market_pipeline.sources.synthetic.faults import FAULT_NAMES
-from market_pipeline.sources.synthetic.generate import _Grid
+from market_pipeline.vendors.synthetic import SyntheticDay, generate_day
+from market_pipeline.vendors.synthetic.faults import FAULT_NAMES
+from market_pipeline.vendors.synthetic.generate import _Grid
 
 DAY = dt.date(2024, 3, 1)
 DAY_START = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 10**9

@@ -22,11 +22,11 @@ def parse_duration(text: str) -> float:
 
 
 def capture_command(args: argparse.Namespace) -> int:
-    from market_pipeline.capture import endpoints
-    from market_pipeline.capture.manifest import ManifestError
-    from market_pipeline.capture.recorder import CaptureOptions, record
-    from market_pipeline.lake.paths import make_private_dirs
-    from market_pipeline.security import crypto
+    from market_pipeline.vendors.binance.live import endpoints
+    from market_pipeline.vendors.binance.live.manifest import ManifestError
+    from market_pipeline.vendors.binance.live.recorder import CaptureOptions, record
+    from market_pipeline.core.lake.paths import make_private_dirs
+    from market_pipeline.core.security import crypto
 
     seconds = parse_duration(args.duration)
     defaults = endpoints.DEFAULT_ENDPOINTS[args.market]

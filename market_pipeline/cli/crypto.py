@@ -9,7 +9,7 @@ from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliErro
 
 def crypt_command(command: str, source: Path, target: Path) -> int:
     """Encrypt or decrypt `source` into `target`; `target` is written only on full success."""
-    from market_pipeline.security import crypto
+    from market_pipeline.core.security import crypto
 
     if not source.is_file():
         raise CliError(f"{source}: no such file", EXIT_USAGE)

@@ -192,7 +192,7 @@ def _warehouse_report(settings: PipelineSettings, report: dict[str, Any], proble
 
 
 def _metrics_files_report(settings: PipelineSettings, report: dict[str, Any]) -> None:
-    from market_pipeline.observability.otlp_json import FILE_PREFIX
+    from market_pipeline.core.telemetry.otlp_json import FILE_PREFIX
 
     directory = (settings.data_dir / "metrics").resolve()
     files = sorted(directory.glob(f"{FILE_PREFIX}*.jsonl")) if directory.is_dir() else []

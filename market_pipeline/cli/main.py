@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed already
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     verbosity = args.verbose or 0
-    from market_pipeline.security.hardening import harden_process
+    from market_pipeline.core.security.hardening import harden_process
     from market_pipeline.settings import SettingsError
 
     harden_process()  # umask 077 and secret scrubbing before anything is written or logged

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from market_pipeline.cli.common import fmt_int, format_table, print_lines
-from market_pipeline.lake.paths import quarantine_dir
-from market_pipeline.security.scrub import scrub_text
+from market_pipeline.core.lake.paths import quarantine_dir
+from market_pipeline.core.security.scrub import scrub_text
 from market_pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:
@@ -232,9 +232,9 @@ def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, 
 
     import dagster as dg
 
-    from market_pipeline.alerts.jsonl import alerts_path
-    from market_pipeline.alerts.model import CHECK_FAILED
-    from market_pipeline.alerts.sensors import deliver_run_alerts
+    from market_pipeline.core.alerts.jsonl import alerts_path
+    from market_pipeline.core.alerts.model import CHECK_FAILED
+    from market_pipeline.defs.alerts.sensors import deliver_run_alerts
     from market_pipeline.cli.execution import LAUNCHED_BY_TAG
 
     with dg.DagsterInstance.get() as instance:

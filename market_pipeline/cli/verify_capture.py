@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, CliError
-from market_pipeline.sources.capture import CaptureFormatError
+from market_pipeline.vendors.binance.capture_format import CaptureFormatError
 
 
 def verify_capture_command(files: list[Path]) -> int:
     """Print the replay figures; exit 0 only when no bookTicker disagreed while in sync."""
-    from market_pipeline.book.capture_replay import verify_capture
+    from market_pipeline.vendors.binance.verify import verify_capture
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:

@@ -1,1 +1,0 @@
-"""Alerts for failed checks and runs: a JSON-lines log and a webhook."""

@@ -1,0 +1,95 @@
+"""Deliver alerts once: webhook POST (when configured), then a line in alerts.jsonl with the outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Sequence
+
+from market_pipeline.core.alerts.jsonl import AlertLog, alerts_path
+from market_pipeline.core.alerts.model import Alert
+from market_pipeline.core.alerts.webhook import post_json
+from market_pipeline.core.telemetry import telemetry
+from market_pipeline.core.security.scrub import register_secret, scrub
+from market_pipeline.settings import PipelineSettings
+
+_log = logging.getLogger(__name__)
+
+
+def deliver_alerts(
+    alerts: Sequence[Alert], settings: PipelineSettings, log: logging.Logger | None = None
+) -> list[dict]:
+    """Send every alert whose key is not in alerts.jsonl yet; returns the lines written.
+
+    The line is written after the webhook attempt so that it records the outcome; a webhook that
+    never succeeds still leaves the alert in alerts.jsonl (status "failed"), and it is not resent.
+    Once the webhook has failed in a batch, the rest of the batch gets one attempt each, so a
+    dead receiver cannot stretch a sensor tick past Dagster's evaluation timeout.
+    """
+    log = log or _log
+    token = settings.alert_webhook_token.get_secret_value() if settings.alert_webhook_token else None
+    # The token goes in the Authorization header only; any echo of it elsewhere is scrubbed.
+    register_secret(token)
+    url = settings.alert_webhook_url
+    config = settings.alerts
+    retries = config.webhook_retries
+    alert_log = AlertLog(alerts_path(settings))
+    written: list[dict] = []
+    with alert_log.locked():
+        records, problems = alert_log.read()
+        for problem in problems:
+            log.warning(problem)
+        sent = {record.get("key") for record in records}
+        for alert in alerts:
+            if alert.key in sent:
+                continue
+            payload = scrub(alert.payload())
+            if url:
+                delivery = post_json(
+                    url,
+                    json.dumps(payload, sort_keys=True).encode("utf-8"),
+                    token,
+                    timeout=config.webhook_timeout_seconds,
+                    retries=retries,
+                    backoff=config.webhook_backoff_seconds,
+                    idempotency_key=alert.key,
+                )
+                webhook = {
+                    "status": delivery.status,
+                    "attempts": delivery.attempts,
+                    "http_status": delivery.http_status,
+                    "error": delivery.error,
+                    "target": delivery.target,
+                }
+                telemetry.count(
+                    "mdp_alerts_sent_total", 1, channel="webhook", severity=alert.severity, outcome=delivery.status
+                )
+                if not delivery.delivered:
+                    retries = 0
+            else:
+                webhook = {"status": "not_configured"}
+            record = scrub({**payload, "delivery": {"webhook": webhook}, "logged_at": _now_iso()})
+            alert_log.append(record)
+            telemetry.count("mdp_alerts_sent_total", 1, channel="jsonl", severity=alert.severity, outcome="delivered")
+            sent.add(alert.key)
+            written.append(record)
+            message = scrub(_summary(alert, webhook))
+            if webhook["status"] == "failed":
+                log.warning(message)
+            else:
+                log.info(message)
+    return written
+
+
+def _summary(alert: Alert, webhook: dict) -> str:
+    what = f"check {alert.check} on {alert.asset}" if alert.check else f"run {alert.run_id} failed"
+    partitions = ",".join(alert.partitions[:3]) + ("..." if len(alert.partitions) > 3 else "")
+    outcome = webhook["status"]
+    if webhook.get("error"):
+        outcome += f" after {webhook['attempts']} attempt(s): {webhook['error']}"
+    return f"alert {alert.severity} {what} [{partitions}] -> alerts.jsonl; webhook {outcome}"
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,164 @@
+"""One instrument-day of `validation_reports`: the daily row, its 24 hourly rows and report details."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from market_pipeline.core.quality import measures as m
+from market_pipeline.core.quality.fidelity import FIDELITY_COLUMNS, capture_fidelity, capture_files
+from market_pipeline.core.quality.precision import max_decimals
+from market_pipeline.settings import Instrument, PipelineSettings
+
+# Column contract of main.validation_reports (pipeline_metrics reads these names).
+DAILY_SCHEMA: dict[str, pl.DataType] = {
+    "dt": pl.Date(),
+    "exchange": pl.String(),
+    "symbol": pl.String(),
+    "messages": pl.Int64(),
+    "delta_rows": pl.Int64(),
+    "trades": pl.Int64(),
+    "gaps_detected": pl.Int64(),
+    "gaps_filled": pl.Int64(),
+    "gaps_unrepaired": pl.Int64(),
+    "sequence_jumps": pl.Int64(),
+    "missing_sequence_numbers": pl.Int64(),
+    "out_of_order_messages": pl.Int64(),
+    "divergences": pl.Int64(),
+    "vendor_snapshots": pl.Int64(),
+    "snapshots_mismatched": pl.Int64(),
+    "max_mid_dev_ticks": pl.Float64(),
+    "p99_mid_dev_ticks": pl.Float64(),
+    "max_mid_dev_bps": pl.Float64(),
+    "p99_mid_dev_bps": pl.Float64(),
+    "snapshot_exact_match_share": pl.Float64(),
+    "mismatches_by_level": pl.List(pl.Int64()),
+    "levels_mismatched_mean": pl.Float64(),
+    "skew_p1_ms": pl.Float64(),
+    "skew_p50_ms": pl.Float64(),
+    "skew_p99_ms": pl.Float64(),
+    "skew_max_ms": pl.Float64(),
+    "skew_min_ms": pl.Float64(),
+    "skew_negative_share": pl.Float64(),
+    "off_grid_values": pl.Int64(),
+    "precision_loss_events": pl.Int64(),
+    "price_decimals_max": pl.Int64(),
+    "crossed_events": pl.Int64(),
+    "vendor_crossed_snapshots": pl.Int64(),
+    "rebuilt_crossed_rows": pl.Int64(),
+    "trades_at_or_inside_touch_share": pl.Float64(),
+    **FIDELITY_COLUMNS,
+}
+
+HOURLY_SCHEMA: dict[str, pl.DataType] = {
+    "dt": pl.Date(),
+    "hour": pl.Datetime("us"),  # start of the hour, UTC
+    "exchange": pl.String(),
+    "symbol": pl.String(),
+    "messages": pl.Int64(),
+    "gaps_detected": pl.Int64(),
+    "gaps_filled": pl.Int64(),
+    "skew_p1_ms": pl.Float64(),
+    "skew_p50_ms": pl.Float64(),
+    "skew_p99_ms": pl.Float64(),
+    "skew_max_ms": pl.Float64(),
+    "skew_negative_share": pl.Float64(),
+}
+
+
+@dataclass
+class DayValidation:
+    instrument: Instrument
+    day: dt.date
+    row: dict[str, object]
+    hourly: pl.DataFrame
+    details: dict[str, object] = field(default_factory=dict)  # worst rows, for the report
+
+
+def validate_instrument_day(
+    settings: PipelineSettings, instrument: Instrument, day: dt.date, rebuild_counters: dict[str, int] | None
+) -> DayValidation:
+    files = m.DayFiles.of(settings, instrument, day)
+    deltas = m.read_deltas(files)
+    tops = m.read_snapshot_tops(files)
+    trades = pl.read_parquet(files.require(files.trades))
+    agreement = m.read_agreement(files, tops)
+    books = m.read_books_touch(files)
+
+    events = m.gaps(settings, files, deltas, tops)
+    gap_figures = m.gap_summary(events)
+    hourly_gaps = m.hourly_gaps(events, agreement, day)
+    skew = m.skew_messages(deltas)
+    skew_day = skew.select(m.skew_aggregates()).row(0, named=True)
+    agreement_figures = m.agreement_summary(agreement, instrument)
+
+    delta_flags = m.precision_flags(deltas, m.DELTA_VALUE_COLUMNS, instrument)
+    trade_flags = m.precision_flags(trades, m.TRADE_VALUE_COLUMNS, instrument)
+    snap_off, snap_loss = m.snapshot_precision(files)
+    flags = pl.concat([delta_flags, trade_flags], how="diagonal_relaxed")
+    off_grid = snap_off + int(flags["off_grid"].sum())
+    loss = snap_loss + int((~flags["off_grid"]).sum())
+
+    fidelity: dict[str, object] = dict.fromkeys(FIDELITY_COLUMNS)
+    captured = capture_files(settings.capture_dir, instrument, day)
+    if captured:
+        fidelity = capture_fidelity(captured, instrument, books, settings.checks.fidelity_sample_interval_ms)
+
+    row: dict[str, object] = {
+        "dt": day,
+        "exchange": instrument.exchange,
+        "symbol": instrument.symbol,
+        "messages": skew.height,
+        "delta_rows": deltas.height,
+        "trades": trades.height,
+        "gaps_detected": int(hourly_gaps["gaps_detected"].sum()),
+        "gaps_filled": int(hourly_gaps["gaps_filled"].sum()),
+        "gaps_unrepaired": gap_figures["gaps_unrepaired"],
+        "sequence_jumps": gap_figures["sequence_jumps"],
+        "missing_sequence_numbers": gap_figures["missing_sequence_numbers"],
+        "out_of_order_messages": gap_figures["out_of_order_messages"],
+        **agreement_figures,
+        **skew_day,
+        "off_grid_values": off_grid,
+        "precision_loss_events": loss,
+        "price_decimals_max": max_decimals(deltas["price"]),
+        "crossed_events": None if rebuild_counters is None else rebuild_counters.get("crossed_events"),
+        "vendor_crossed_snapshots": m.crossed_rows(tops).height,
+        "rebuilt_crossed_rows": m.crossed_rows(books).height,
+        "trades_at_or_inside_touch_share": m.trades_at_or_inside_touch_share(trades, books),
+        **fidelity,
+    }
+    hour_start = dt.datetime.combine(day, dt.time())
+    hourly = (
+        hourly_gaps.join(m.hourly_skew(skew, day), on="hour")
+        .with_columns(
+            pl.lit(day).alias("dt"),
+            pl.lit(instrument.exchange).alias("exchange"),
+            pl.lit(instrument.symbol).alias("symbol"),
+            (pl.lit(hour_start) + pl.duration(hours=pl.col("hour"))).alias("hour"),
+        )
+        .select(list(HOURLY_SCHEMA))
+        .cast(HOURLY_SCHEMA)
+    )
+    details = {
+        "gaps": m.gap_rows(events),
+        "skew": m.skew_rows(skew),
+        "precision": m.precision_rows(flags),
+        "agreement": m.agreement_rows(agreement),
+        "hourly_mid_dev_ticks": agreement.group_by(m.hour_of("received_time", day).alias("hour"))
+        .agg((pl.col("mid_deviation_half_ticks").abs().max() / 2).alias("max"))
+        .sort("hour"),
+    }
+    return DayValidation(instrument, day, row, hourly, details)
+
+
+def daily_frame(days: list[DayValidation]) -> pl.DataFrame:
+    return pl.DataFrame([d.row for d in days], schema=DAILY_SCHEMA)
+
+
+def hourly_frame(days: list[DayValidation]) -> pl.DataFrame:
+    if not days:
+        return pl.DataFrame(schema=HOURLY_SCHEMA)
+    return pl.concat([d.hourly for d in days])

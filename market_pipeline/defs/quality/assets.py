@@ -1,0 +1,90 @@
+"""`validation_reports`: how good each instrument-day is, in DuckDB and as a daily HTML report."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from market_pipeline.defs.books.assets import reconstructed_books
+from market_pipeline.defs.common.partitions import daily_partitions
+from market_pipeline.defs.common.recorded import missing_instruments, rebuild_counters
+from market_pipeline.core.quality.report import write_report
+from market_pipeline.core.quality.validation import daily_frame, hourly_frame, validate_instrument_day
+from market_pipeline.defs.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
+from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineResource, warehouse_table
+
+QUALITY_GROUP = "quality"
+DAILY = dg.AssetKey("validation_reports")
+HOURLY = dg.AssetKey("validation_reports_hourly")
+
+# Per-day figures the UI plots across partitions: (column, how to combine instruments).
+_PLOTTED = {
+    "gaps_detected": "sum",
+    "gaps_filled": "sum",
+    "gaps_unrepaired": "sum",
+    "off_grid_values": "sum",
+    "precision_loss_events": "sum",
+    "skew_max_ms": "max",
+    "snapshot_exact_match_share": "min",
+    "max_mid_dev_ticks": "max",
+}
+
+
+def _day_metadata(daily: pl.DataFrame, report: str) -> dict[str, object]:
+    meta: dict[str, object] = {"rows": daily.height, "instruments": daily.height,
+                               "report": dg.MetadataValue.path(report),
+                               "report_url": dg.MetadataValue.url(f"file://{report}")}
+    for column, how in _PLOTTED.items():
+        value = getattr(daily[column], how)()
+        if value is not None:
+            meta[column] = value
+    return meta
+
+
+@dg.multi_asset(
+    outs={
+        "validation_reports": warehouse_table(
+            DAILY,
+            "One row per instrument-day: vendor agreement, gaps, clock skew, precision, "
+            "crossed books, trades against the touch, capture fidelity (docs/data-formats.md).",
+            group_name=QUALITY_GROUP,
+            kinds={"duckdb", "polars"},
+        ),
+        "validation_reports_hourly": warehouse_table(
+            HOURLY,
+            "24 rows per instrument-day: gaps detected and filled, clock-skew distribution.",
+            group_name=QUALITY_GROUP,
+            kinds={"duckdb", "polars"},
+        ),
+    },
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[reconstructed_books, raw_trades, raw_book_snapshots, raw_book_deltas],
+    pool=DUCKDB_POOL,  # the IO manager writes main.validation_reports* in the warehouse
+)
+def validation_reports(context: dg.AssetExecutionContext, pipeline: PipelineResource):
+    """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
+    settings = pipeline.settings()
+    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    validations = []
+    for day in days:
+        missing = missing_instruments(context.instance, day)  # no source data that day: nothing to judge
+        day_validations = [
+            validate_instrument_day(
+                settings, instrument, day, rebuild_counters(context.instance, instrument.key, day)
+            )
+            for instrument in settings.universe
+            if instrument.key not in missing
+        ]
+        report = write_report(settings.data_dir.resolve(), day, day_validations)
+        daily = daily_frame(day_validations)
+        context.add_asset_metadata(_day_metadata(daily, str(report)), asset_key=DAILY, partition_key=day.isoformat())
+        context.add_asset_metadata({"rows": daily.height * 24}, asset_key=HOURLY, partition_key=day.isoformat())
+        context.log.info(f"validation {day}: {daily.height} instrument(s), report {report}")
+        validations.extend(day_validations)
+    daily, hourly = daily_frame(validations), hourly_frame(validations)
+    yield dg.Output(daily, output_name="validation_reports", metadata={"rows_in_run": daily.height, "days_in_run": len(days)})
+    yield dg.Output(hourly, output_name="validation_reports_hourly", metadata={"rows_in_run": hourly.height})
+
+
+quality_assets = [validation_reports]

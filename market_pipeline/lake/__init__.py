@@ -1,1 +1,0 @@
-"""The local lake: hive-partitioned Parquet, atomic writes, quarantine, DuckDB catalog."""

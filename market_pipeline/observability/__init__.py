@@ -1,1 +1,0 @@
-"""Observability: pipeline_metrics, OpenTelemetry metrics, Prometheus, health."""

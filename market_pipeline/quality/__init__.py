@@ -1,1 +1,0 @@
-"""Data quality: validation reports and the human-readable daily report."""

@@ -1,1 +1,0 @@
-"""Raw lake domain: vendor tables imported as they are, schema-checked, per UTC day."""

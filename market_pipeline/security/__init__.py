@@ -1,1 +1,0 @@
-"""Security hygiene: secret scrubbing, file modes, the audit trail."""

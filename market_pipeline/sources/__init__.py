@@ -1,1 +1,0 @@
-"""Vendor sources: where the raw stage gets vendor-lake files from."""

@@ -1,0 +1,316 @@
+"""`PIPELINE_SOURCE=capture`: raw Binance captures under PIPELINE_CAPTURE_DIR, served as lake tables.
+
+Capture files (``<receive ns> <JSON>`` lines, gzip or plain, optionally encrypted; see
+``sources/capture.py``) are parsed one by one, grouped by instrument, put in time order (by their
+first receive time), concatenated with one running line order (so a capture crossing midnight
+replays as one stream), split by the UTC day of ``received_time`` and cached as
+``tables/{table}/exchange=X/symbol=Y/dt=D/data.parquet`` under ``$PIPELINE_DATA_DIR/sources/capture``.
+A manifest beside them holds the fingerprint (name, size, mtime) of every input file: adding,
+removing or changing a capture rebuilds the cache on the next request; otherwise it is reused.
+
+A day the capture covers gets a partition of every table, possibly empty (no REST snapshot that
+day). A day it does not cover raises ``DayNotCovered``: the raw stage records the instrument-day
+as missing. A file that cannot be parsed is copied to ``lake/quarantine/capture/`` with a reason
+file and the other files are served; every instrument-day the bad file may hold data for raises
+``CaptureRejected`` naming it (instrument from the file name, else every instrument; days from the
+receive times that can still be read, else the date in the file name, else every day).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import shutil
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
+from market_pipeline.settings import Instrument
+from market_pipeline.vendors.base import DayNotCovered, MissingSourceData
+from market_pipeline.vendors.binance.capture_format import (
+    MARKETS,
+    NS_PER_DAY,
+    CaptureFormatError,
+    CaptureTables,
+    lake_instrument,
+    open_capture,
+    parse_capture,
+    split_by_day,
+)
+from market_pipeline.vendors.crypto_lake.local import LocalLakeSource
+
+# Tables a capture provides, as named in the lake.
+CAPTURE_TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
+# File names taken as captures (an extra `.enc` suffix is allowed); anything else is ignored.
+CAPTURE_SUFFIXES = (".gz", ".txt", ".log", ".jsonl")
+ENCRYPTED_SUFFIX = ".enc"
+# Bump when the cached tables change shape, so old caches are rebuilt.
+CACHE_VERSION = 1
+_LINE_ORDERED = ("book_delta_v2", "depth_snapshot", "book_ticker")
+_EPOCH = dt.date(1970, 1, 1)
+
+
+class CaptureRejected(MissingSourceData):
+    """A capture file that may hold this instrument-day could not be read; it names the file."""
+
+    def __init__(self, table: str, instrument: Instrument, day: dt.date, rejected: list[RejectedFile]):
+        self.rejected = rejected
+        where = "; ".join(f"rejected {r.path}: {r.reason} (quarantined copy {r.quarantined})" for r in rejected)
+        super().__init__("capture", table, instrument, day, where)
+
+
+@dataclass(frozen=True)
+class RejectedFile:
+    path: str
+    reason: str
+    instrument: str | None  # EXCHANGE:SYMBOL, None when the file name does not tell
+    days: tuple[str, ...] | None  # ISO days the file may cover, None when unknown
+    quarantined: str
+
+    def covers(self, instrument: Instrument, day: dt.date) -> bool:
+        return (self.instrument is None or self.instrument == instrument.key) and (
+            self.days is None or day.isoformat() in self.days
+        )
+
+
+def is_capture_file(path: Path) -> bool:
+    name = path.name.removesuffix(ENCRYPTED_SUFFIX)
+    return not path.name.startswith(".") and name.endswith(CAPTURE_SUFFIXES)
+
+
+def capture_files(root: Path) -> list[Path]:
+    """Capture files anywhere under `root`, sorted by path."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_capture_file(p))
+
+
+def _name_parts(path: Path) -> list[str]:
+    name = path.name.removesuffix(ENCRYPTED_SUFFIX)
+    for suffix in CAPTURE_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name.lower().split("_")
+
+
+def named_day(path: Path) -> dt.date | None:
+    """The date in a name like ``binance_spot_btcusdt_20240808.gz``."""
+    last = _name_parts(path)[-1]
+    try:
+        return dt.datetime.strptime(last, "%Y%m%d").date() if len(last) == 8 else None
+    except ValueError:
+        return None
+
+
+def named_instrument(path: Path) -> str | None:
+    """EXCHANGE:SYMBOL from a name like ``binance_usdm_btcusdt_20240808.gz``, None otherwise."""
+    parts = _name_parts(path)
+    if len(parts) < 3 or parts[0] != "binance" or parts[1] not in MARKETS:
+        return None
+    symbol_parts = parts[2:-1] if named_day(path) is not None else parts[2:]
+    try:
+        exchange, symbol = lake_instrument(parts[1], "_".join(symbol_parts))
+    except ValueError:
+        return None
+    return f"{exchange}:{symbol}"
+
+
+def _readable_days(path: Path) -> tuple[str, ...] | None:
+    """UTC days of the receive times that can be read before the file breaks, if any."""
+    stamps: list[int] = []
+    try:
+        with open_capture(path) as stream:
+            for line in stream:
+                head = line.split(b" ", 1)[0]
+                if head.isdigit():
+                    stamps.append(int(head))
+    except (OSError, EOFError, ValueError):  # the damage that got the file rejected
+        pass
+    if not stamps:
+        return None
+    first, last = min(stamps) // NS_PER_DAY, max(stamps) // NS_PER_DAY
+    return tuple((_EPOCH + dt.timedelta(days=d)).isoformat() for d in range(first, last + 1))
+
+
+def fingerprint(files: list[Path]) -> str:
+    entries = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return hashlib.sha256(json.dumps([CACHE_VERSION, entries]).encode()).hexdigest()
+
+
+def _first_received(tables: CaptureTables) -> int:
+    starts = [getattr(tables, n)["received_time"].min() for n in CAPTURE_TABLES]
+    return min((s for s in starts if s is not None), default=0)
+
+
+def _concat(parts: list[CaptureTables]) -> CaptureTables:
+    """One instrument's files, in time order, as one capture with a running line order."""
+    offset = 0
+    shifted: dict[str, list[pl.DataFrame]] = defaultdict(list)
+    for part in parts:
+        end = offset
+        for name in CAPTURE_TABLES:
+            frame = getattr(part, name)
+            if name in _LINE_ORDERED:
+                frame = frame.with_columns(pl.col("line_no") + offset)
+                end = max(end, (frame["line_no"].max() or -1) + 1)
+            shifted[name].append(frame)
+        offset = end
+    first = parts[0]
+    return CaptureTables(
+        market=first.market,
+        exchange=first.exchange,
+        symbol=first.symbol,
+        **{name: pl.concat(frames) for name, frames in shifted.items()},
+    )
+
+
+def _rejected(manifest: dict) -> list[RejectedFile]:
+    return [RejectedFile(**{**r, "days": tuple(r["days"]) if r["days"] else None}) for r in manifest["rejected"]]
+
+
+class CaptureSource:
+    """VendorSource over a directory of raw Binance captures."""
+
+    name = "capture"
+    tables = frozenset(CAPTURE_TABLES)
+
+    def __init__(self, capture_dir: Path, root: Path, lake_dir: Path):
+        self.capture_dir = capture_dir
+        self.root = root  # the cache, $PIPELINE_DATA_DIR/sources/capture
+        self.lake_dir = lake_dir  # for the quarantine
+        self._manifest: dict | None = None
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    # --- the cache -----------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        """The cache manifest, rebuilding the cache first when the capture files changed."""
+        if not self.capture_dir.is_dir():
+            raise FileNotFoundError(f"PIPELINE_CAPTURE_DIR {self.capture_dir} is not a directory")
+        wanted = fingerprint(capture_files(self.capture_dir))
+        if self._manifest is not None and self._manifest["fingerprint"] == wanted:
+            return self._manifest
+        with self._lock():
+            manifest = self._read_manifest()
+            if manifest is None or manifest["fingerprint"] != wanted:
+                manifest = self._rebuild()
+        self._manifest = manifest
+        return manifest
+
+    def _read_manifest(self) -> dict | None:
+        if not self.manifest_path.is_file():
+            return None
+        manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        return manifest if manifest.get("version") == CACHE_VERSION else None
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Raw assets of one run may ask from separate processes at the same time.
+        make_private_dirs(self.root)
+        with open(self.root / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _rebuild(self) -> dict:
+        files = capture_files(self.capture_dir)
+        wanted = fingerprint(files)  # taken before parsing: a file changing meanwhile rebuilds again
+        groups: dict[str, list[tuple[int, Path, CaptureTables]]] = defaultdict(list)
+        rejected: list[RejectedFile] = []
+        for path in files:
+            try:
+                tables = parse_capture([path])
+            except CaptureFormatError as exc:  # truncated gzip, bad line, undecryptable, ...
+                rejected.append(self._quarantine(path, str(exc)))
+                continue
+            groups[f"{tables.exchange}:{tables.symbol}"].append((_first_received(tables), path, tables))
+
+        build = self.root / f".build-{uuid.uuid4().hex}"
+        instruments: dict[str, dict] = {}
+        for key, parts in sorted(groups.items()):
+            parts.sort(key=lambda part: (part[0], str(part[1])))
+            whole = _concat([tables for _, _, tables in parts])
+            days = split_by_day(whole)
+            for day, day_tables in days.items():
+                for name in CAPTURE_TABLES:
+                    target = partition_dir(build, name, whole.exchange, whole.symbol, day) / PARTITION_FILE
+                    write_parquet_atomic(getattr(day_tables, name), target)
+            instruments[key] = {
+                "market": whole.market,
+                "files": [str(path) for _, path, _ in parts],
+                "days": [day.isoformat() for day in days],
+            }
+        make_private_dirs(build)
+        old = self.root / f".old-{uuid.uuid4().hex}"
+        if self.tables_dir.exists():
+            self.tables_dir.rename(old)
+        build.rename(self.tables_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        manifest = {
+            "version": CACHE_VERSION,
+            "fingerprint": wanted,
+            "capture_dir": str(self.capture_dir),
+            "instruments": instruments,
+            "rejected": [r.__dict__ for r in rejected],
+        }
+        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2))
+        return manifest
+
+    def _quarantine(self, path: Path, reason: str) -> RejectedFile:
+        """Copy a bad capture (the original stays where it is) with a reason file beside it."""
+        target = quarantine_dir(self.lake_dir) / "capture" / path.name
+        record = RejectedFile(
+            path=str(path),
+            reason=reason,
+            instrument=named_instrument(path),
+            days=_readable_days(path) or ((d.isoformat(),) if (d := named_day(path)) else None),
+            quarantined=str(target),
+        )
+        copy_file_atomic(path, target)
+        detail = {**record.__dict__, "quarantined_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        write_text_atomic(target.with_name(target.name + ".reason.json"), json.dumps(detail, indent=2))
+        return record
+
+    # --- VendorSource --------------------------------------------------------------------------
+
+    def rejected_files(self) -> list[RejectedFile]:
+        return _rejected(self.manifest())
+
+    def fetch(self, table: str, instrument: Instrument, day: dt.date) -> list[Path]:
+        manifest = self.manifest()
+        bad = [r for r in _rejected(manifest) if r.covers(instrument, day)]
+        if bad:
+            raise CaptureRejected(table, instrument, day, bad)
+        if table not in self.tables:
+            raise MissingSourceData(self.name, table, instrument, day, "captures do not provide this table")
+        covered = manifest["instruments"].get(instrument.key, {}).get("days", [])
+        if day.isoformat() not in covered:
+            raise DayNotCovered(self.name, table, instrument, day, f"no capture in {self.capture_dir} covers it")
+        return LocalLakeSource(self.tables_dir, name=self.name).fetch(table, instrument, day)
+
+    def available_days(self, table: str, instrument: Instrument) -> list[dt.date]:
+        """Days the captures cover for the instrument (every table has a partition on each),
+        plus days a rejected file may cover: a run of those fails naming the file."""
+        if table not in self.tables:
+            return []
+        manifest = self.manifest()
+        days = {dt.date.fromisoformat(d) for d in manifest["instruments"].get(instrument.key, {}).get("days", [])}
+        for bad in _rejected(manifest):
+            if bad.days is not None and bad.instrument in (None, instrument.key):
+                days.update(dt.date.fromisoformat(d) for d in bad.days)
+        return sorted(days)

@@ -1,0 +1,78 @@
+"""The synthetic source: generates vendor-like days on demand, then serves them like a local lake.
+
+Generated days are cached under the data directory and regenerated only when the generator's
+settings for that day change, so the three raw tables of a day come from one consistent run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from market_pipeline.core.lake.files import write_text_atomic
+from market_pipeline.core.lake.paths import partition_dir
+from market_pipeline.settings import Instrument, SyntheticSettings
+from market_pipeline.vendors.crypto_lake.local import LocalLakeSource
+from market_pipeline.vendors.synthetic.generate import GENERATOR_VERSION, generate_day
+
+
+def ground_truth_dir(root: Path, instrument: Instrument, day: dt.date) -> Path:
+    return partition_dir(root / "_ground_truth", "synthetic", instrument.exchange, instrument.symbol, day)
+
+
+def _fingerprint(settings: SyntheticSettings, instrument: Instrument, day: dt.date) -> str:
+    faults = settings.faults.model_dump(mode="json") if settings.faults.applies_to(day) else None
+    payload = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": settings.seed,
+        "profile": settings.profile,
+        "scale": settings.scale,
+        "faults": faults,
+        "tick_size": str(instrument.tick_size),
+        "lot_size": str(instrument.lot_size),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@contextmanager
+def _day_lock(root: Path, instrument: Instrument, day: dt.date) -> Iterator[None]:
+    # Two raw assets of one run may ask for the same day from separate processes.
+    lock_path = root / ".locks" / f"{instrument.exchange}_{instrument.symbol}_{day.isoformat()}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class SyntheticSource:
+    name = "synthetic"
+    # Messages carry sequence numbers that grow by exactly one, so a jump proves a gap.
+    sequence_semantics = "contiguous"
+
+    def __init__(self, settings: SyntheticSettings, root: Path):
+        self.settings = settings
+        self.root = root
+        self._lake = LocalLakeSource(root, name=self.name)
+
+    def ensure_day(self, instrument: Instrument, day: dt.date) -> Path:
+        """Generate the day unless an identical generation is cached; returns its ground-truth dir."""
+        truth_dir = ground_truth_dir(self.root, instrument, day)
+        stamp = truth_dir / "params.sha256"
+        wanted = _fingerprint(self.settings, instrument, day)
+        with _day_lock(self.root, instrument, day):
+            if not (stamp.is_file() and stamp.read_text() == wanted):
+                generate_day(instrument, day, self.settings, self.root, scale=self.settings.scale)
+                write_text_atomic(stamp, wanted)
+        return truth_dir
+
+    def fetch(self, table: str, instrument: Instrument, day: dt.date) -> list[Path]:
+        self.ensure_day(instrument, day)
+        return self._lake.fetch(table, instrument, day)
