@@ -49,9 +49,19 @@ $(STAMP): pyproject.toml
 demo: install ## Run the end-to-end demo on synthetic data
 	$(VENV)/bin/market-pipeline demo
 
+.PHONY: lint
+lint: install ## Layer contracts (import-linter), ruff lint and ruff format check
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 .PHONY: test
-test: install ## Run the test suite (testpaths come from pyproject.toml)
+test: lint ## Lint, then run the whole test suite (testpaths come from pyproject.toml)
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+.PHONY: test-quick
+test-quick: install ## The fast subset: every test not marked slow
+	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: ui
 ui: install ## Run dagster-daemon (background) and the webserver on http://127.0.0.1:3000

@@ -9,8 +9,9 @@ into the raw lake (again only when the generated day changed), then measures in 
 - end to end: `book.assets.rebuild_instrument_day` (read, convert, replay, build the decimal
   output, write books, agreement and checkpoint) in a child process, so its peak RSS is its
   own; the time is the call, imports excluded, loading numba's cached machine code included;
-- core: `lake_replay.apply_deltas` over the whole day's int64 arrays, best bid/ask read after
-  every message, compile excluded;
+- core: the production kernel `delta_replay.replay_lake_batch` over the whole day's int64
+  arrays, a row with the best bid/ask written after every message (interval 0, depth 1, no
+  vendor snapshots), compile excluded;
 - peer: the vendor's `lakeapi.orderbook.OrderBookUpdater` on the first `--peer-rows` deltas,
   best bid/ask read after every message, against our core on the same rows.
 
@@ -39,9 +40,10 @@ from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.fixed_point import to_steps
 from market_pipeline.core.book.ladder import new_book
 from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
 from market_pipeline.core.telemetry.memory import peak_rss_bytes
-from market_pipeline.settings import Instrument, PipelineSettings, load_settings
+from market_pipeline.settings import PipelineSettings, load_settings
 
 BENCH_INSTRUMENT = "BINANCE:BTC-USDT"
 BENCH_DAY = dt.date(2024, 3, 1)
@@ -113,8 +115,10 @@ def read_only_seconds(bench: BenchDay) -> float:
 
     started = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
-        jobs = [pool.submit(drain, bench.deltas, DELTA_BATCH_ROWS, DELTA_COLUMNS),
-                pool.submit(drain, bench.book, SNAPSHOT_BATCH_ROWS, None)]
+        jobs = [
+            pool.submit(drain, bench.deltas, DELTA_BATCH_ROWS, DELTA_COLUMNS),
+            pool.submit(drain, bench.book, SNAPSHOT_BATCH_ROWS, None),
+        ]
         for job in jobs:
             job.result()
     return time.perf_counter() - started
@@ -132,24 +136,28 @@ def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
     """In a fresh process: one `reconstructed_books` instrument-day, reported through `conn`."""
     _quiet_dagster()
     from market_pipeline.defs.books.assets import rebuild_instrument_day
+    from market_pipeline.vendors.registry import build_source
 
     settings = bench_settings(Path(data_dir), scale)
     (instrument,) = settings.universe
+    source = build_source(settings)
     started = time.perf_counter()
-    result = rebuild_instrument_day(settings, instrument, dt.date.fromisoformat(day))
+    result = rebuild_instrument_day(source, settings, instrument, dt.date.fromisoformat(day)).result
     seconds = time.perf_counter() - started
-    conn.send({
-        **result.extra,  # seconds and cpu_seconds per stage, process_cpu_seconds
-        "call_seconds": seconds,
-        "rebuild_seconds": result.seconds,
-        # VmHWM: unlike ru_maxrss it does not inherit the parent's peak through fork and exec.
-        "peak_rss_mb": peak_rss_bytes() / 2**20,
-        "rows_in": result.rows_in,
-        "rows_written": result.counters["rows_written"],
-        "vendor_snapshots_matched": result.counters["vendor_snapshots_matched"],
-        "vendor_snapshots": result.counters["vendor_snapshots"],
-        "output_mb": result.output.stat().st_size / 2**20,
-    })
+    conn.send(
+        {
+            **result.extra,  # seconds and cpu_seconds per stage, process_cpu_seconds
+            "call_seconds": seconds,
+            "rebuild_seconds": result.seconds,
+            # VmHWM: unlike ru_maxrss it does not inherit the parent's peak through fork and exec.
+            "peak_rss_mb": peak_rss_bytes() / 2**20,
+            "rows_in": result.rows_in,
+            "rows_written": result.counters["rows_written"],
+            "vendor_snapshots_matched": result.counters["vendor_snapshots_matched"],
+            "vendor_snapshots": result.counters["vendor_snapshots"],
+            "output_mb": result.output.stat().st_size / 2**20,
+        }
+    )
     conn.close()
 
 
@@ -157,8 +165,8 @@ def end_to_end(bench: BenchDay) -> dict:
     ctx = mp.get_context("spawn")  # a clean interpreter: the peak RSS is the rebuild's alone
     receiver, sender = ctx.Pipe(duplex=False)
     child = ctx.Process(
-        target=_e2e_child, args=(str(bench.settings.data_dir), bench.settings.synthetic.scale,
-                                 bench.day.isoformat(), sender),
+        target=_e2e_child,
+        args=(str(bench.settings.data_dir), bench.settings.synthetic.scale, bench.day.isoformat(), sender),
     )
     child.start()
     sender.close()
@@ -188,7 +196,7 @@ def _kernel_chunks(path: Path, tick: float, lot: float, rows: int | None) -> Ite
         )
         chunk = (recv, seq, is_bid, to_steps(price, tick, off_grid, 1)[0], to_steps(size, lot, off_grid, 1)[0])
         if carry is not None:
-            chunk = tuple(np.concatenate([a, b]) for a, b in zip(carry, chunk))
+            chunk = tuple(np.concatenate([a, b]) for a, b in zip(carry, chunk, strict=True))
         last_start = _last_message_start(chunk[0], chunk[1])
         carry = tuple(a[last_start:] for a in chunk)
         if last_start:
@@ -206,19 +214,61 @@ def _last_message_start(recv: np.ndarray, seq: np.ndarray) -> int:
     return int(starts[-1]) + 1 if len(starts) else 0
 
 
+class _CoreReplay:
+    """The production kernel set up as the core measures it: a row (best bid and ask) after
+    every message, no vendor snapshots; the state carries over from chunk to chunk."""
+
+    def __init__(self) -> None:
+        self.book = new_book()
+        self.state = lr.new_replay_state(0, False, 0, True)
+        self.counters = lr.new_counters()
+        self.hourly = lr.new_hourly()
+        self.snaps = lr.Snapshots(
+            *(np.empty(0, np.int64) for _ in range(3)), *(np.empty((0, 1), np.int64) for _ in range(4))
+        )
+        self.agreement = lr.new_agreement(0)
+        self.work = lr.new_levels(1)
+        self.rows: lr.Rows | None = None
+
+    def chunk(self, recv, seq, is_bid, ticks, lots) -> tuple[lr.Deltas, lr.Rows]:
+        """Kernel inputs for a chunk of whole messages (the output holds a row per delta at most)."""
+        if self.rows is None or self.rows.recv.shape[0] < len(recv):
+            self.rows = lr.new_rows(len(recv), 1)
+        return lr.Deltas(recv, recv, seq, is_bid, ticks, lots, lr.no_snapshot_flags(len(recv))), self.rows
+
+    def run(self, deltas: lr.Deltas, rows: lr.Rows) -> int:
+        """Replay the chunk; returns its messages (one row each)."""
+        i, _, n_out = lr.replay_lake_batch(
+            deltas,
+            self.snaps,
+            self.book,
+            self.state,
+            self.counters,
+            self.hourly,
+            rows,
+            self.agreement,
+            self.work,
+            1,
+            True,
+            True,
+        )
+        assert i == len(deltas.recv)
+        return n_out
+
+
 def core(path: Path, tick: float, lot: float, rows: int | None = None) -> CoreRun:
-    """apply_deltas over the deltas, best bid/ask after every message; only the kernel is timed."""
-    warm = next(_kernel_chunks(path, tick, lot, 10_000))
-    lr.apply_deltas(*warm, *new_book(), np.empty((len(warm[0]), 2), np.int64))  # compile or load
-    bid, ask, st = new_book()
+    """replay_lake_batch over the deltas, best bid/ask after every message; only the kernel is timed."""
+    warm = _CoreReplay()
+    warm.run(*warm.chunk(*next(_kernel_chunks(path, tick, lot, 10_000))))  # compile or load
+    replay = _CoreReplay()
     deltas = messages = 0
     seconds = 0.0
-    for recv, seq, is_bid, ticks, lots in _kernel_chunks(path, tick, lot, rows):
-        bests = np.empty((len(recv), 2), np.int64)
+    for chunk in _kernel_chunks(path, tick, lot, rows):
+        inputs = replay.chunk(*chunk)
         started = time.perf_counter()
-        messages += lr.apply_deltas(recv, seq, is_bid, ticks, lots, bid, ask, st, bests)
+        messages += replay.run(*inputs)
         seconds += time.perf_counter() - started
-        deltas += len(recv)
+        deltas += len(chunk[0])
     return CoreRun(deltas, messages, seconds)
 
 
@@ -228,9 +278,7 @@ def peer(path: Path, rows: int) -> CoreRun:
     from lakeapi.orderbook import OrderBookUpdater
 
     file = pq.ParquetFile(path)
-    head = pa.Table.from_batches(
-        [next(file.iter_batches(batch_size=rows, columns=DELTA_COLUMNS))]
-    ).to_pandas()
+    head = pa.Table.from_batches([next(file.iter_batches(batch_size=rows, columns=DELTA_COLUMNS))]).to_pandas()
     warm = OrderBookUpdater(head.head(10_000))  # its numba code compiles on first use
     for _ in range(100):
         warm.process_next_update()
@@ -268,20 +316,32 @@ def run(bench: BenchDay, peer_rows: int, say: Callable[[str], None] = print) -> 
         "e2e_over_read": e2e_over_read <= GOAL_E2E_OVER_READ,
         "peak_rss_mb": e2e["peak_rss_mb"] <= GOAL_PEAK_RSS_MB,
     }
-    say(f"day: {bench.instrument.key} {bench.day}, profile realistic, scale {bench.settings.synthetic.scale}: "
-        f"{whole.deltas:,} deltas in {whole.messages:,} messages ({bench.deltas})")
-    say(f"core: {whole.deltas_per_s / 1e6:.1f} M deltas/s ({whole.seconds:.2f} s, best bid/ask after every "
-        f"message) -- goal >= {GOAL_CORE_DELTAS_PER_S / 1e6:.0f} M/s: {_verdict(goals['core_deltas_per_s'])}")
-    say(f"peer: lakeapi OrderBookUpdater {theirs.deltas_per_s / 1e6:.2f} M deltas/s on the first "
+    say(
+        f"day: {bench.instrument.key} {bench.day}, profile realistic, scale {bench.settings.synthetic.scale}: "
+        f"{whole.deltas:,} deltas in {whole.messages:,} messages ({bench.deltas})"
+    )
+    say(
+        f"core: {whole.deltas_per_s / 1e6:.1f} M deltas/s ({whole.seconds:.2f} s, best bid/ask after every "
+        f"message) -- goal >= {GOAL_CORE_DELTAS_PER_S / 1e6:.0f} M/s: {_verdict(goals['core_deltas_per_s'])}"
+    )
+    say(
+        f"peer: lakeapi OrderBookUpdater {theirs.deltas_per_s / 1e6:.2f} M deltas/s on the first "
         f"{theirs.deltas:,} deltas; ours on the same rows {ours_same.deltas_per_s / 1e6:.1f} M/s = "
-        f"{peer_ratio:.0f}x -- goal >= {GOAL_PEER_RATIO:.0f}x: {_verdict(goals['peer_ratio'])}")
-    say(f"end to end: {e2e['call_seconds']:.2f} s for reconstructed_books of the day ({e2e['rows_written']:,} rows, "
+        f"{peer_ratio:.0f}x -- goal >= {GOAL_PEER_RATIO:.0f}x: {_verdict(goals['peer_ratio'])}"
+    )
+    say(
+        f"end to end: {e2e['call_seconds']:.2f} s for reconstructed_books of the day ({e2e['rows_written']:,} rows, "
         f"{e2e['output_mb']:.0f} MB) vs {read_only:.2f} s to only read its Parquet columns = "
-        f"{e2e_over_read:.2f}x -- goal <= {GOAL_E2E_OVER_READ}x: {_verdict(goals['e2e_over_read'])}")
-    say(f"peak RSS of the end-to-end rebuild (child process, imports included): {e2e['peak_rss_mb']:.0f} MB "
-        f"-- goal <= {GOAL_PEAK_RSS_MB:.0f} MB: {_verdict(goals['peak_rss_mb'])}")
-    say(f"where the end-to-end time goes (stage: wall s / CPU s; stages overlap on threads, "
-        f"process CPU {e2e['process_cpu_seconds']:.2f} s over {e2e['rebuild_seconds']:.2f} s wall):")
+        f"{e2e_over_read:.2f}x -- goal <= {GOAL_E2E_OVER_READ}x: {_verdict(goals['e2e_over_read'])}"
+    )
+    say(
+        f"peak RSS of the end-to-end rebuild (child process, imports included): {e2e['peak_rss_mb']:.0f} MB "
+        f"-- goal <= {GOAL_PEAK_RSS_MB:.0f} MB: {_verdict(goals['peak_rss_mb'])}"
+    )
+    say(
+        f"where the end-to-end time goes (stage: wall s / CPU s; stages overlap on threads, "
+        f"process CPU {e2e['process_cpu_seconds']:.2f} s over {e2e['rebuild_seconds']:.2f} s wall):"
+    )
     for stage, seconds in e2e["seconds"].items():
         say(f"  {stage:18s} {seconds:7.2f} / {e2e['cpu_seconds'][stage]:6.2f}")
     say("  (read* CPU is spent on Arrow's own threads; wait_* is the main thread blocked on a helper)")
@@ -315,13 +375,24 @@ def run(bench: BenchDay, peer_rows: int, say: Callable[[str], None] = print) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m market_pipeline.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiplies the realistic day's ~34 M deltas (default 1; e.g. 0.05 for a quick look)")
-    parser.add_argument("--peer-rows", type=int, default=DEFAULT_PEER_ROWS,
-                        help="deltas given to the vendor's rebuilder (default %(default)s)")
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("PIPELINE_DATA_DIR") or DEFAULT_DATA_DIR),
-                        help="where the day is generated and rebuilt ($PIPELINE_DATA_DIR, else data/bench)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiplies the realistic day's ~34 M deltas (default 1; e.g. 0.05 for a quick look)",
+    )
+    parser.add_argument(
+        "--peer-rows",
+        type=int,
+        default=DEFAULT_PEER_ROWS,
+        help="deltas given to the vendor's rebuilder (default %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("PIPELINE_DATA_DIR") or DEFAULT_DATA_DIR),
+        help="where the day is generated and rebuilt ($PIPELINE_DATA_DIR, else data/bench)",
+    )
     args = parser.parse_args(argv)
     _quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)

@@ -1,37 +1,58 @@
-"""The Dagster code location: merges the per-domain modules."""
+"""The Dagster code location: the one place settings enter it.
+
+`build_definitions(settings)` builds the daily partitions, the resources and each stage's
+definitions from the settings it is given, then merges them (`dg.Definitions.merge`). Each stage
+folder under `defs/` is self-contained: its `definitions.py` exposes a builder that takes only
+what it needs (the partitions definition, intervals, statuses) and returns `dg.Definitions`;
+stages refer to each other's assets by key, never by importing them. Automation (jobs,
+schedules, the new-day sensor, freshness checks) is built last, over the merged assets.
+
+`defs` below is what `dagster dev` / workspace.yaml load: the settings of the environment
+(config.yaml, `.env`, PIPELINE_* variables) at import. The CLI builds its own from the settings
+it loaded (e.g. the demo's), without touching the environment.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from market_pipeline.defs.alerts.sensors import alert_sensors
-from market_pipeline.defs.books.assets import book_assets
-from market_pipeline.defs.books.checks import book_checks
-from market_pipeline.defs.metrics.assets import observability_assets
-from market_pipeline.defs.quality.assets import quality_assets
-from market_pipeline.defs.raw.assets import raw_assets
-from market_pipeline.defs.raw.checks import raw_checks
-from market_pipeline.defs.automation.schedules import raw_jobs, raw_schedules
-from market_pipeline.defs.automation.sensors import raw_sensors
+from market_pipeline.defs.alerts.definitions import build_alert_definitions
+from market_pipeline.defs.automation.definitions import build_automation_definitions
+from market_pipeline.defs.books.definitions import build_book_definitions
+from market_pipeline.defs.common.log_scrubbing import harden_code_location
+from market_pipeline.defs.common.partitions import daily_partitions
 from market_pipeline.defs.common.resources import build_resources
-from market_pipeline.core.security.hardening import harden_process
+from market_pipeline.defs.metrics.definitions import build_metrics_definitions
+from market_pipeline.defs.quality.definitions import build_quality_definitions
+from market_pipeline.defs.raw.definitions import build_raw_definitions
 from market_pipeline.settings import PipelineSettings, load_settings
 
 
-def build_definitions(settings: PipelineSettings | None = None) -> dg.Definitions:
-    """The code location for the given settings (loaded from the environment when not given)."""
-    settings = settings or load_settings()
+def build_definitions(settings: PipelineSettings) -> dg.Definitions:
+    """The code location for `settings`."""
     # Every Dagster process running pipeline code (code server, run and step workers) loads this:
     # umask 077 and secret scrubbing of every log record, Dagster's event log included.
-    harden_process(settings)
-    return dg.Definitions(
-        assets=[*raw_assets, *book_assets, *quality_assets, *observability_assets],
-        asset_checks=[*raw_checks, *book_checks],
-        jobs=raw_jobs,
-        schedules=raw_schedules,
-        sensors=[*raw_sensors, *alert_sensors],
-        resources=build_resources(settings),
+    harden_code_location(settings)
+    partitions = daily_partitions(settings.start_date)
+    stages = dg.Definitions.merge(
+        build_raw_definitions(partitions),
+        build_book_definitions(partitions),
+        build_quality_definitions(partitions),
+        build_metrics_definitions(partitions),
+    )
+    automation = build_automation_definitions(
+        list(stages.assets or []),
+        partitions,
+        default_status=settings.schedule.default_status,
+        daily_hour_utc=settings.schedule.daily_hour_utc,
+        source_sensor_interval_seconds=settings.schedule.source_sensor_interval_seconds,
+    )
+    return dg.Definitions.merge(
+        stages,
+        automation,
+        build_alert_definitions(settings.alerts.sensor_interval_seconds),
+        dg.Definitions(resources=build_resources(settings)),
     )
 
 
-defs = build_definitions()
+defs = build_definitions(load_settings())

@@ -7,8 +7,9 @@ The names are a contract with operators; docs/configuration.md lists them all.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,114 +25,20 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
-    SettingsError as SourceParseError,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from pydantic_settings import (
+    SettingsError as SourceParseError,
+)
+
+from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
+from market_pipeline.vendors.registry import get_vendor, vendor_configs
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("config.yaml")
 CONFIG_FILE_ENV = "PIPELINE_CONFIG_FILE"
-
-SourceName = Literal["synthetic", "local", "s3", "capture"]
-SequenceSemantics = Literal["contiguous", "monotonic"]
-
-
-class InstrumentSpec(BaseModel):
-    """Tick and lot size of one instrument, as exact decimals."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tick_size: Decimal
-    lot_size: Decimal
-    sequence: SequenceSemantics = "monotonic"
-
-    @field_validator("tick_size", "lot_size", mode="before")
-    @classmethod
-    def _decimal_from_text(cls, value: object) -> Decimal:
-        # A YAML float (0.1) would carry binary noise into the fixed-point scale; go through str.
-        try:
-            parsed = Decimal(str(value))
-        except InvalidOperation as exc:
-            raise ValueError(f"not a decimal number: {value!r}") from exc
-        if not parsed.is_finite() or parsed <= 0:
-            raise ValueError(f"must be a positive decimal, got {value!r}")
-        return parsed
-
-
-class Instrument(BaseModel):
-    """One member of the universe: Crypto Lake exchange and symbol plus its grid."""
-
-    model_config = ConfigDict(frozen=True)
-
-    exchange: str
-    symbol: str
-    spec: InstrumentSpec
-
-    @property
-    def key(self) -> str:
-        return f"{self.exchange}:{self.symbol}"
-
-    @property
-    def tick_size(self) -> Decimal:
-        return self.spec.tick_size
-
-    @property
-    def lot_size(self) -> Decimal:
-        return self.spec.lot_size
-
-
-class FaultSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dropped_messages: int = Field(0, ge=0)
-    clock_skew_episodes: int = Field(0, ge=0)
-    off_grid_prices: int = Field(0, ge=0)
-    float_noise_prices: int = Field(0, ge=0)
-    duplicated_rows: int = Field(0, ge=0)
-    out_of_order_rows: int = Field(0, ge=0)
-    truncated_file: bool = False
-    days: list[dt.date] = Field(default_factory=list)
-
-    def applies_to(self, day: dt.date) -> bool:
-        return not self.days or day in self.days
-
-
-class SyntheticSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    profile: Literal["small", "realistic"] = "small"
-    seed: int = 20240101
-    # Multiplies the profile's message count; tests and quick looks use e.g. 0.02 (snapshots stay 100 ms).
-    scale: float = Field(1.0, gt=0, le=4)
-    faults: FaultSettings = Field(default_factory=FaultSettings)
-
-
-class S3Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    bucket: str = "qnt.data"
-    prefix: str = "market-data/cryptofeed"
-    region: str = "eu-west-1"
-    endpoint_url: str | None = None
-    # Failover: tried when the primary endpoint or bucket fails; the one used is recorded in metadata.
-    fallback_endpoint_url: str | None = None
-    fallback_bucket: str | None = None
-    anonymous: bool = False  # unsigned requests, for the vendor's public sample bucket
-    # botocore's retry mode and attempts per request; a file failing verification is also
-    # downloaded at most max_attempts times.
-    retry_mode: Literal["standard", "adaptive"] = "standard"
-    max_attempts: int = Field(5, ge=1, le=20)
-    connect_timeout_seconds: float = Field(10.0, gt=0)
-    read_timeout_seconds: float = Field(60.0, gt=0)
-
-    @field_validator("endpoint_url", "fallback_endpoint_url")
-    @classmethod
-    def _check_endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")  # no echo: URLs can carry credentials
-        return value
 
 
 class CheckSettings(BaseModel):
@@ -194,7 +101,7 @@ class BookSettings(BaseModel):
     sample_interval_ms: int = Field(100, ge=0)
 
 
-class PipelineSettings(BaseSettings):
+class PipelineSettings(*vendor_configs(), BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PIPELINE_",
         env_nested_delimiter="__",
@@ -204,30 +111,19 @@ class PipelineSettings(BaseSettings):
     )
 
     data_dir: Path = Path("./data")
-    source: SourceName = "synthetic"
+    source: str = "synthetic"  # a name in vendors.registry.VENDORS
     start_date: dt.date = dt.date(2024, 1, 1)
     instruments: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]
     )
     instrument_specs: dict[str, InstrumentSpec] = Field(default_factory=dict)
-    default_instrument: InstrumentSpec = InstrumentSpec(
-        tick_size=Decimal("0.01"), lot_size=Decimal("0.00001")
-    )
+    default_instrument: InstrumentSpec = InstrumentSpec(tick_size=Decimal("0.01"), lot_size=Decimal("0.00001"))
     partition_tolerance_minutes: int = Field(60, ge=0)
-
-    local_dir: Path | None = None
-    capture_dir: Path | None = None
-    s3_bucket: str | None = None
-    s3_prefix: str | None = None
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
 
     alert_webhook_url: str | None = None
     alert_webhook_token: SecretStr | None = None
     master_key: SecretStr | None = None
 
-    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
-    s3: S3Settings = Field(default_factory=S3Settings)
     book: BookSettings = Field(default_factory=BookSettings)
     checks: CheckSettings = Field(default_factory=CheckSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
@@ -254,11 +150,23 @@ class PipelineSettings(BaseSettings):
             YamlConfigSettingsSource(settings_cls, yaml_file=config_file),
         )
 
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        get_vendor(value)  # ValueError naming the known sources
+        return value
+
     @field_validator("instruments", mode="before")
     @classmethod
     def _split_instruments(cls, value: object) -> object:
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            text = value.strip()
+            if text.startswith("["):  # a JSON list, as pydantic-settings would take it
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"starts like a JSON list but is not valid JSON ({exc.msg})") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @field_validator("instruments")
@@ -267,14 +175,19 @@ class PipelineSettings(BaseSettings):
         if not value:
             raise ValueError("at least one instrument is required, e.g. BINANCE:BTC-USDT")
         for item in value:
-            exchange, sep, symbol = item.partition(":")
-            if not sep or not exchange or not symbol or "/" in item or "=" in item:
-                raise ValueError(f"{item!r} is not EXCHANGE:SYMBOL (e.g. BINANCE:BTC-USDT)")
+            check_instrument_key(item)
         if len(set(value)) != len(value):
             raise ValueError(f"duplicate instruments in {value}")
         return value
 
-    @field_validator("alert_webhook_url", "s3_endpoint_url")
+    @field_validator("instrument_specs")
+    @classmethod
+    def _check_spec_keys(cls, value: dict[str, InstrumentSpec]) -> dict[str, InstrumentSpec]:
+        for item in value:
+            check_instrument_key(item)
+        return value
+
+    @field_validator("alert_webhook_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -284,10 +197,9 @@ class PipelineSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_source_needs(self) -> PipelineSettings:
-        if self.source == "local" and self.local_dir is None:
-            raise ValueError("PIPELINE_SOURCE=local needs PIPELINE_LOCAL_DIR")
-        if self.source == "capture" and self.capture_dir is None:
-            raise ValueError("PIPELINE_SOURCE=capture needs PIPELINE_CAPTURE_DIR")
+        problems = get_vendor(self.source).problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @cached_property
@@ -299,17 +211,6 @@ class PipelineSettings(BaseSettings):
             spec = self.instrument_specs.get(item, self.default_instrument)
             result.append(Instrument(exchange=exchange, symbol=symbol, spec=spec))
         return tuple(result)
-
-    @property
-    def s3_settings(self) -> S3Settings:
-        """S3 settings with the flat PIPELINE_S3_* overrides applied."""
-        overrides = {
-            "bucket": self.s3_bucket,
-            "prefix": self.s3_prefix,
-            "region": self.s3_region,
-            "endpoint_url": self.s3_endpoint_url,
-        }
-        return self.s3.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
     @property
     def lake_dir(self) -> Path:
@@ -355,6 +256,11 @@ def load_settings(**overrides: object) -> PipelineSettings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
+            if not error["loc"] and error["type"] == "value_error":
+                # A whole-settings check (a vendor's required setting): its message names the
+                # variables itself, e.g. "PIPELINE_SOURCE=tardis needs PIPELINE_TARDIS_DIR".
+                problems.extend(str(error["ctx"]["error"]).split("; "))
+                continue
             name = _env_name(error["loc"])
             # Never echo the rejected value: it may be a secret.
             problems.append(f"{name}: {error['msg']}")

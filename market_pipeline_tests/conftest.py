@@ -42,6 +42,18 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     return cwd
 
 
+@pytest.fixture(autouse=True)
+def _no_process_settings() -> Iterator[None]:
+    """What a pipeline resource hands core for the process (metric exporters, master key) does
+    not outlive the test that initialized it."""
+    yield
+    from market_pipeline.core.security import crypto
+    from market_pipeline.core.telemetry import telemetry
+
+    telemetry.configure(telemetry.NO_EXPORT)
+    crypto.use_master_key(None)
+
+
 @pytest.fixture
 def dagster_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"
@@ -63,7 +75,7 @@ def data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def instance(dagster_home: Path) -> Iterator["dg.DagsterInstance"]:  # noqa: F821
+def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:  # noqa: F821
     import dagster as dg
 
     inst = dg.DagsterInstance.get()  # reads $DAGSTER_HOME/dagster.yaml of the tmp home
@@ -71,6 +83,22 @@ def instance(dagster_home: Path) -> Iterator["dg.DagsterInstance"]:  # noqa: F82
         yield inst
     finally:
         inst.dispose()
+
+
+def code_location(settings: object | None = None) -> dg.Definitions:  # noqa: F821
+    """The code location built from `settings` (the environment's settings now, when not given),
+    as `market_pipeline.definitions.build_definitions` makes it for Dagster and the CLI."""
+    from market_pipeline.definitions import build_definitions
+    from market_pipeline.settings import load_settings
+
+    return build_definitions(settings if settings is not None else load_settings())
+
+
+def assets_named(defs: dg.Definitions, *names: str) -> list:  # noqa: F821
+    """The AssetsDefinitions of `defs` holding these asset keys, in the order given, as the stages
+    built them (not bound to the code location's resources: a test passes its own)."""
+    by_key = {key.to_user_string(): asset for asset in defs.assets or [] for key in asset.keys}
+    return [by_key[name] for name in names]
 
 
 def range_tags(start: str, end: str) -> dict[str, str]:
@@ -108,12 +136,22 @@ def sha256_tree(root: Path) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------
 
 # Client spelling (lakeapi renames on read) and stored spelling (what is in the bucket).
-CLIENT_NAMES = {"origin_time": "origin_time", "received_time": "received_time", "quantity": "quantity", "trade_id": "trade_id"}
-STORED_NAMES = {"origin_time": "timestamp", "received_time": "receipt_timestamp", "quantity": "amount", "trade_id": "id"}
+CLIENT_NAMES = {
+    "origin_time": "origin_time",
+    "received_time": "received_time",
+    "quantity": "quantity",
+    "trade_id": "trade_id",
+}
+STORED_NAMES = {
+    "origin_time": "timestamp",
+    "received_time": "receipt_timestamp",
+    "quantity": "amount",
+    "trade_id": "id",
+}
 
 
 def day_start_ns(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * NS
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * NS
 
 
 def vendor_frame(table: str, day: dt.date, rows: int, spelling: str = "client", seed: int = 0) -> pl.DataFrame:
@@ -175,9 +213,7 @@ def vendor_frame(table: str, day: dt.date, rows: int, spelling: str = "client", 
             for level in range(BOOK_LEVELS):
                 # The last rows have only 15 levels: absent levels are null, which is legal.
                 present = [not (i % 4 == 3 and level >= 15) for i in range(rows)]
-                data[f"{side}_{level}_price"] = [
-                    (mid + sign * (level + 1) * 0.1) if ok else None for ok in present
-                ]
+                data[f"{side}_{level}_price"] = [(mid + sign * (level + 1) * 0.1) if ok else None for ok in present]
                 data[f"{side}_{level}_size"] = [(1.0 + level) if ok else None for ok in present]
         schema = {name: (pl.Int64 if i < 3 else pl.Float64) for i, name in enumerate(data)}
         return pl.DataFrame(data, schema=schema)

@@ -63,8 +63,14 @@ class _Replay:
         self.early_tickers: dict[int, list[dict[str, Any]]] = {}
         self.counts = dict.fromkeys(
             (
-                "diffs", "skipped_before_sync", "applied", "gaps", "resyncs",
-                "ticker_checks", "ticker_mismatches", "trades",
+                "diffs",
+                "skipped_before_sync",
+                "applied",
+                "gaps",
+                "resyncs",
+                "ticker_checks",
+                "ticker_mismatches",
+                "trades",
             ),
             0,
         )
@@ -107,11 +113,7 @@ class _Replay:
                 self.ever_synced = True
             else:
                 self._gap(diff)  # updates between the snapshot and this diff are missing
-        elif (
-            int(diff["pu"]) == self.last_u
-            if self.futures
-            else int(diff["U"]) == self.last_u + 1
-        ):
+        elif int(diff["pu"]) == self.last_u if self.futures else int(diff["U"]) == self.last_u + 1:
             self._apply(diff)
         else:
             self._gap(diff)

@@ -18,9 +18,11 @@ import pytest
 
 from market_pipeline.core.alerts import delivery
 from market_pipeline.core.alerts.model import CHECK_FAILED, RUN_FAILED
-from market_pipeline.defs.alerts.sensors import failed_check_alerts, failed_run_alerts
 from market_pipeline.core.alerts.webhook import post_json
-from market_pipeline.defs.common.resources import PipelineResource
+from market_pipeline.defs.alerts.sensors import alert_delivery, build_alert_sensors
+from market_pipeline.settings import load_settings
+
+failed_check_alerts, failed_run_alerts = build_alert_sensors(interval_seconds=30)
 
 TOKEN = "tok-PLANTED-3f9c2a7e51"
 DAY = "2024-03-02"
@@ -118,7 +120,9 @@ def tiny_skew() -> dg.AssetCheckResult:
             "p99_skew_ms": 2345.5,
             "rows_checked": 1000,
             "worst_rows": dg.MetadataValue.table(
-                records=[dg.TableRecord({"received_time": "2024-03-02T10:00:00Z", "sequence_number": 42, "skew_ms": 4100.0})]
+                records=[
+                    dg.TableRecord({"received_time": "2024-03-02T10:00:00Z", "sequence_number": 42, "skew_ms": 4100.0})
+                ]
             ),
         },
     )
@@ -149,7 +153,7 @@ def materialize_tiny(instance: dg.DagsterInstance, day: str = DAY) -> str:
 
 def tick(instance: dg.DagsterInstance, data_dir: Path, cursor: str | None = None) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"pipeline": PipelineResource(data_dir=str(data_dir))}
+        instance=instance, cursor=cursor, resources={"pipeline": load_settings(data_dir=data_dir)}
     )
     return failed_check_alerts(context)
 
@@ -204,7 +208,10 @@ def test_failed_checks_alert_once_to_jsonl_and_webhook(
         {"received_time": "2024-03-02T10:00:00Z", "sequence_number": 42, "skew_ms": 4100.0}
     ]
     assert skew["delivery"]["webhook"] == {
-        "status": "delivered", "attempts": 1, "http_status": 200, "error": None,
+        "status": "delivered",
+        "attempts": 1,
+        "http_status": 200,
+        "error": None,
         "target": receiver.url.rsplit("/hooks", 1)[0],
     }
 
@@ -219,7 +226,9 @@ def test_failed_checks_alert_once_to_jsonl_and_webhook(
         assert request["headers"]["Authorization"] == f"Bearer {TOKEN}"
         assert request["headers"]["Content-Type"] == "application/json"
         assert request["headers"]["Idempotency-Key"] == json.loads(request["body"])["key"]
-    assert sorted((name, value, attrs["channel"], attrs["severity"], attrs["outcome"]) for name, value, attrs in sent_metrics) == [
+    assert sorted(
+        (name, value, attrs["channel"], attrs["severity"], attrs["outcome"]) for name, value, attrs in sent_metrics
+    ) == [
         ("mdp_alerts_sent_total", 1, "jsonl", "ERROR", "delivered"),
         ("mdp_alerts_sent_total", 1, "jsonl", "WARN", "delivered"),
         ("mdp_alerts_sent_total", 1, "webhook", "ERROR", "delivered"),
@@ -247,7 +256,10 @@ def test_failed_checks_alert_once_to_jsonl_and_webhook(
 
 
 def test_run_failure_alert(
-    instance: dg.DagsterInstance, data_dir: Path, alert_env: Path, receiver: Receiver,
+    instance: dg.DagsterInstance,
+    data_dir: Path,
+    alert_env: Path,
+    receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_URL", receiver.url)
@@ -259,7 +271,7 @@ def test_run_failure_alert(
         dagster_event=result.get_run_failure_event(),
         dagster_instance=instance,
         dagster_run=run,
-        resources={"pipeline": PipelineResource(data_dir=str(data_dir))},
+        resources={"pipeline": load_settings(data_dir=data_dir)},
     ).for_run_failure()
     failed_run_alerts(context)
     failed_run_alerts(context)  # the same failure seen twice: one alert
@@ -290,7 +302,10 @@ def test_post_json_backs_off_and_gives_up_after_the_retries() -> None:
 
 
 def test_webhook_retries_until_delivered(
-    instance: dg.DagsterInstance, data_dir: Path, alert_env: Path, monkeypatch: pytest.MonkeyPatch,
+    instance: dg.DagsterInstance,
+    data_dir: Path,
+    alert_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PIPELINE_ALERTS__WEBHOOK_RETRIES", "3")
     with Receiver(fail_first=2) as flaky:
@@ -309,8 +324,12 @@ def test_webhook_retries_until_delivered(
 
 
 def test_webhook_that_never_answers_times_out_and_alert_stays_in_jsonl(
-    instance: dg.DagsterInstance, data_dir: Path, alert_env: Path, monkeypatch: pytest.MonkeyPatch,
-    sent_metrics: list[tuple], capfd: pytest.CaptureFixture[str],
+    instance: dg.DagsterInstance,
+    data_dir: Path,
+    alert_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sent_metrics: list[tuple],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("PIPELINE_ALERTS__WEBHOOK_TIMEOUT_SECONDS", "0.3")
     monkeypatch.setenv("PIPELINE_ALERTS__WEBHOOK_RETRIES", "1")
@@ -327,7 +346,10 @@ def test_webhook_that_never_answers_times_out_and_alert_stays_in_jsonl(
     assert second["status"] == "failed" and second["attempts"] == 1
     assert attempts == 3
     assert sorted((attrs["channel"], attrs["outcome"]) for _, _, attrs in sent_metrics) == [
-        ("jsonl", "delivered"), ("jsonl", "delivered"), ("webhook", "failed"), ("webhook", "failed"),
+        ("jsonl", "delivered"),
+        ("jsonl", "delivered"),
+        ("webhook", "failed"),
+        ("webhook", "failed"),
     ]
     out, err = capfd.readouterr()
     assert "webhook failed after 2 attempt(s): no answer within 0.3 s" in err
@@ -339,7 +361,10 @@ def test_webhook_that_never_answers_times_out_and_alert_stays_in_jsonl(
 
 
 def test_without_webhook_alerts_go_to_jsonl_only_and_bad_lines_are_reported(
-    instance: dg.DagsterInstance, data_dir: Path, alert_env: Path, capfd: pytest.CaptureFixture[str],
+    instance: dg.DagsterInstance,
+    data_dir: Path,
+    alert_env: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     alert_env.parent.mkdir(parents=True)
     alert_env.write_text('{"key": "old"}\n{"key": "cut short')  # a crash mid-line
@@ -353,22 +378,33 @@ def test_without_webhook_alerts_go_to_jsonl_only_and_bad_lines_are_reported(
 
 
 def test_a_token_echoed_in_check_figures_is_redacted_everywhere(
-    data_dir: Path, alert_env: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    alert_env: Path,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_URL", receiver.url)
     caplog.set_level(logging.DEBUG)
     from market_pipeline.core.alerts.model import Alert
     from market_pipeline.core.security.scrub import REDACTED
-    from market_pipeline.settings import load_settings
 
     careless = Alert(
-        key="check:r1:7", kind=CHECK_FAILED, severity="WARN", asset="tiny", partitions=[DAY],
-        check=f"echo {TOKEN}", blocking=False, description=f"header was Bearer {TOKEN}",
-        figures={"echo": [f"Authorization: Bearer {TOKEN}"], TOKEN: 1}, run_id="r1", job="j",
-        run_url="http://x/runs/r1", occurred_at="2024-03-02T00:00:00.000+00:00",
+        key="check:r1:7",
+        kind=CHECK_FAILED,
+        severity="WARN",
+        asset="tiny",
+        partitions=[DAY],
+        check=f"echo {TOKEN}",
+        blocking=False,
+        description=f"header was Bearer {TOKEN}",
+        figures={"echo": [f"Authorization: Bearer {TOKEN}"], TOKEN: 1},
+        run_id="r1",
+        job="j",
+        run_url="http://x/runs/r1",
+        occurred_at="2024-03-02T00:00:00.000+00:00",
     )
-    delivery.deliver_alerts([careless], load_settings())
+    delivery.deliver_alerts([careless], alert_delivery(load_settings()))
     (line,) = read_lines(alert_env)
     assert line["description"] == f"header was Bearer {REDACTED}"
     assert line["figures"] == {"echo": [f"Authorization: Bearer {REDACTED}"], REDACTED: 1}
@@ -378,14 +414,17 @@ def test_a_token_echoed_in_check_figures_is_redacted_everywhere(
 
 @pytest.mark.slow
 def test_demo_injected_fault_alerts_to_jsonl_and_webhook(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dagster_home: Path, receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    dagster_home: Path,
+    receiver: Receiver,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Issue 4 "Done when": the demo with a loopback webhook leaves validation_reports rows, a
     failed check, the alert in alerts.jsonl, the same alert at the webhook, and no token anywhere."""
-    from market_pipeline.defs.raw.checks import raw_checks
+    from market_pipeline.defs.raw.checks import RAW_CHECKS
 
-    if "clock_skew" not in {key.name for checks in raw_checks for key in checks.check_keys}:
+    if "clock_skew" not in {check.name for check in RAW_CHECKS}:
         pytest.skip("needs the quality domain's clock_skew check on raw_book_deltas (raw/checks.py)")
     import duckdb
 

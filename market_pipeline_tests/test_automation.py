@@ -12,9 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from market_pipeline.defs.automation.schedules import daily_pipeline_job, daily_pipeline_schedule
-from market_pipeline.defs.automation.sensors import RAW_TABLES, format_cursor, new_source_days, parse_cursor
-from market_pipeline.defs.common.resources import PipelineResource
+from market_pipeline.defs.automation.schedules import DAILY_PIPELINE_JOB, DAILY_PIPELINE_SCHEDULE
+from market_pipeline.defs.automation.sensors import format_cursor, parse_cursor
+from market_pipeline.defs.raw.assets import RAW_ASSET_TABLES
 from market_pipeline_tests.conftest import REPO_ROOT, VENV_BIN, VendorLake, subprocess_env
 
 D1, D2, D3 = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
@@ -30,35 +30,40 @@ def local_source(monkeypatch: pytest.MonkeyPatch, vendor_lake: VendorLake, data_
 
 
 def evaluate(instance: dg.DagsterInstance, data_dir: Path, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"pipeline": PipelineResource(data_dir=str(data_dir))}
-    )
-    return new_source_days(context)
+    """One tick of the code location's new_source_days, for the settings of the environment now."""
+    from market_pipeline.definitions import build_definitions
+    from market_pipeline.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir)
+    sensor = build_definitions(settings).resolve_sensor_def("new_source_days")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"pipeline": settings})
+    return sensor(context)
 
 
 @pytest.fixture(scope="module")
 def defs() -> dg.Definitions:
     from market_pipeline.definitions import build_definitions
+    from market_pipeline.settings import load_settings
 
-    return build_definitions()
+    return build_definitions(load_settings())
 
 
 def test_daily_schedule_targets_yesterday_at_the_configured_hour(
     instance: dg.DagsterInstance, defs: dg.Definitions
 ) -> None:
-    schedule = defs.resolve_schedule_def(daily_pipeline_schedule.name)
+    schedule = defs.resolve_schedule_def(DAILY_PIPELINE_SCHEDULE)
     assert schedule.cron_schedule == "0 2 * * *"  # schedule.daily_hour_utc default
     assert schedule.execution_timezone == "UTC"
-    assert schedule.job_name == daily_pipeline_job.name
+    assert schedule.job_name == DAILY_PIPELINE_JOB
     context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=dt.datetime(2024, 3, 5, 2, 0, tzinfo=dt.timezone.utc)
+        instance=instance, scheduled_execution_time=dt.datetime(2024, 3, 5, 2, 0, tzinfo=dt.UTC)
     )
     (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2024-03-04"
 
 
 def test_daily_job_covers_every_asset(defs: dg.Definitions) -> None:
-    job = defs.resolve_job_def(daily_pipeline_job.name)
+    job = defs.resolve_job_def(DAILY_PIPELINE_JOB)
     graph = defs.resolve_asset_graph()
     assert set(job.asset_layer.selected_asset_keys) == set(graph.materializable_asset_keys)
 
@@ -82,7 +87,7 @@ def test_new_day_sensor_requests_each_new_day_once(
     d4 = D3 + dt.timedelta(days=1)
     local_source(tables=SOURCE_TABLES, instruments=[("BINANCE_FUTURES", "BTC-USDT-PERP")], days=[D3], rows=5)
     local_source(tables=SOURCE_TABLES, days=[d4], rows=5)
-    for key in RAW_TABLES:
+    for key in RAW_ASSET_TABLES:
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=d4.isoformat()))
     third = evaluate(instance, data_dir, again.cursor)
     assert [r.partition_key for r in third.run_requests] == ["2024-03-03"]
@@ -145,7 +150,11 @@ def test_daemon_ticks_the_new_day_sensor(tmp_path: Path, dagster_home: Path, ven
     with open(log, "wb") as out:
         daemon = subprocess.Popen(
             [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)],
-            env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     runs = []
     try:
@@ -167,6 +176,6 @@ def test_daemon_ticks_the_new_day_sensor(tmp_path: Path, dagster_home: Path, ven
     assert runs, f"no run requested by new_source_days:\n{log.read_text()[-3000:]}"
     (run,) = runs
     assert run.tags["dagster/partition"] == "2024-03-02"
-    assert run.job_name == daily_pipeline_job.name
+    assert run.job_name == DAILY_PIPELINE_JOB
     assert run.status == dg.DagsterRunStatus.QUEUED
     assert code in (0, -signal.SIGTERM), log.read_text()[-3000:]

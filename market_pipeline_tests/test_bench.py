@@ -12,8 +12,16 @@ import pytest
 
 from market_pipeline import bench
 
-JSON_KEYS = {"deltas", "core_deltas_per_s", "peer_deltas_per_s", "peer_ratio", "e2e_seconds",
-             "read_only_seconds", "e2e_over_read", "peak_rss_mb"}
+JSON_KEYS = {
+    "deltas",
+    "core_deltas_per_s",
+    "peer_deltas_per_s",
+    "peer_ratio",
+    "e2e_seconds",
+    "read_only_seconds",
+    "e2e_over_read",
+    "peak_rss_mb",
+}
 STAGES = {"read", "convert", "read_snapshots", "convert_snapshots", "kernel", "decimal", "write", "checkpoint"}
 
 

@@ -38,12 +38,24 @@ SPOT = ("binance_spot_btcusdt_20240808.gz", "binance_spot_btcusdt_20240809.gz")
 # ../shared/reference/data-sources.md, "Figures an exact replay reproduces".
 DOCUMENTED = {
     USDM: {
-        "market": "usdm", "diffs": 6551, "skipped_before_sync": 4, "applied": 6547, "gaps": 0,
-        "ticker_checks": 629, "ticker_mismatches": 0, "trades": 21313,
+        "market": "usdm",
+        "diffs": 6551,
+        "skipped_before_sync": 4,
+        "applied": 6547,
+        "gaps": 0,
+        "ticker_checks": 629,
+        "ticker_mismatches": 0,
+        "trades": 21313,
     },
     SPOT: {
-        "market": "spot", "diffs": 6495, "skipped_before_sync": 2, "applied": 6493, "gaps": 0,
-        "ticker_checks": 1072, "ticker_mismatches": 0, "trades": 19904,
+        "market": "spot",
+        "diffs": 6495,
+        "skipped_before_sync": 2,
+        "applied": 6493,
+        "gaps": 0,
+        "ticker_checks": 1072,
+        "ticker_mismatches": 0,
+        "trades": 19904,
     },
 }
 # bookTicker lines: the README's line counts minus diffs, trades and the one REST snapshot.
@@ -92,9 +104,7 @@ def _copy_without_middle_diff(source: Path, target: Path) -> tuple[int, int]:
     return len(diff_lines) - 1, diffs_before
 
 
-@pytest.mark.parametrize(
-    ("name", "skipped_before_sync"), [(USDM[0], 4), (SPOT[0], 2)], ids=["usdm", "spot"]
-)
+@pytest.mark.parametrize(("name", "skipped_before_sync"), [(USDM[0], 4), (SPOT[0], 2)], ids=["usdm", "spot"])
 def test_removed_diff_is_exactly_one_gap(name, skipped_before_sync, tmp_path):
     (source,) = real_paths((name,))
     target = tmp_path / name
@@ -118,9 +128,7 @@ def test_tables_have_lake_schemas(capture):
     assert tables.book_delta_v2.schema == pl.Schema(
         {**BOOK_DELTA_SCHEMA, **CAPTURE_DELTA_EXTRA_SCHEMA, "line_no": pl.Int64()}
     )
-    assert tables.depth_snapshot.schema == pl.Schema(
-        {**DEPTH_SNAPSHOT_SCHEMA, "line_no": pl.Int64()}
-    )
+    assert tables.depth_snapshot.schema == pl.Schema({**DEPTH_SNAPSHOT_SCHEMA, "line_no": pl.Int64()})
     assert tables.book.schema == pl.Schema(BOOK_SCHEMA)
     assert tables.book_ticker.schema == pl.Schema({**BOOK_TICKER_SCHEMA, "line_no": pl.Int64()})
 
@@ -177,9 +185,7 @@ def test_book_is_top_of_the_rest_snapshot(capture):
     names, tables, _ = capture
     paths = real_paths(names)
     line_no, recv_ns, snapshot = next(
-        (line_no, recv_ns, payload)
-        for line_no, recv_ns, kind, payload in iter_messages(paths)
-        if kind == "snapshot"
+        (line_no, recv_ns, payload) for line_no, recv_ns, kind, payload in iter_messages(paths) if kind == "snapshot"
     )
     book = tables.book.row(0, named=True)
     assert book["sequence_number"] == snapshot["lastUpdateId"]
@@ -215,8 +221,15 @@ def test_split_by_day_on_the_spot_pair():
 
 
 def _diff(first: int, last: int, bids=(), asks=()) -> str:
-    data = {"e": "depthUpdate", "E": 1_700_000_000_000, "s": "BTCUSDT", "U": first, "u": last,
-            "b": [list(level) for level in bids], "a": [list(level) for level in asks]}
+    data = {
+        "e": "depthUpdate",
+        "E": 1_700_000_000_000,
+        "s": "BTCUSDT",
+        "U": first,
+        "u": last,
+        "b": [list(level) for level in bids],
+        "a": [list(level) for level in asks],
+    }
     return json.dumps({"stream": "btcusdt@depth@100ms", "data": data})
 
 
@@ -229,9 +242,22 @@ def _snapshot(last_update_id: int, bids, asks) -> str:
     return json.dumps({"lastUpdateId": last_update_id, "bids": bids, "asks": asks})
 
 
-TRADE = json.dumps({"stream": "btcusdt@trade", "data": {
-    "e": "trade", "E": 1_700_000_000_001, "s": "BTCUSDT", "t": 7, "p": "10.50", "q": "0.25",
-    "T": 1_700_000_000_000, "m": True, "M": True}})
+TRADE = json.dumps(
+    {
+        "stream": "btcusdt@trade",
+        "data": {
+            "e": "trade",
+            "E": 1_700_000_000_001,
+            "s": "BTCUSDT",
+            "t": 7,
+            "p": "10.50",
+            "q": "0.25",
+            "T": 1_700_000_000_000,
+            "m": True,
+            "M": True,
+        },
+    }
+)
 
 # A spot capture exercising every rule; the comments give the replay's verdict.
 SYNTHETIC_SPOT = [
@@ -257,9 +283,17 @@ def _write(path: Path, lines: list[str], start_ns: int = 1_700_000_000_000_000_0
 def test_reference_replay_rules_on_a_synthetic_capture(tmp_path):
     path = _write(tmp_path / "binance_spot_btcusdt_20231114.txt", SYNTHETIC_SPOT)
     assert replay([path]) == {
-        "market": "spot", "diffs": 5, "skipped_before_sync": 1, "applied": 3, "gaps": 1,
-        "resyncs": 1, "ticker_checks": 2, "ticker_mismatches": 1, "trades": 1,
-        "final_best_bid": "9.5", "final_best_ask": "12",
+        "market": "spot",
+        "diffs": 5,
+        "skipped_before_sync": 1,
+        "applied": 3,
+        "gaps": 1,
+        "resyncs": 1,
+        "ticker_checks": 2,
+        "ticker_mismatches": 1,
+        "trades": 1,
+        "final_best_bid": "9.5",
+        "final_best_ask": "12",
     }
 
 
@@ -296,13 +330,13 @@ def test_open_capture_detects_gzip_by_magic_bytes(tmp_path):
     ("line", "reason"),
     [
         ("not-a-time " + _diff(1, 2), "receive time"),
-        ("1 {\"stream\": \"btcusdt@depth@100ms\", ", "Expecting"),  # bad JSON
+        ('1 {"stream": "btcusdt@depth@100ms", ', "Expecting"),  # bad JSON
         ("1 " + _diff(1, 2).replace('"U"', '"X"'), "lacks field(s) U"),
         ("1 " + TRADE.replace('"10.50"', '"ten"'), "bad trade message"),
         ("1 " + _diff(1, 2, bids=[("10", "1", "extra")]), "bad diff message"),
         ("1 " + _diff(1, 2).replace("@depth@100ms", "@depth20@100ms"), "unsupported stream"),
         ("1 [1, 2]", "not an object"),
-        ("1 {\"id\": 1, \"result\": null}", "neither"),
+        ('1 {"id": 1, "result": null}', "neither"),
     ],
 )
 def test_malformed_line_names_file_and_line(tmp_path, line, reason):

@@ -74,8 +74,8 @@ def _instrument(settings, key):
 
 
 def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monkeypatch):
-    from market_pipeline.vendors.binance import source as capture_source
     from market_pipeline.vendors.base import DayNotCovered
+    from market_pipeline.vendors.binance import source as capture_source
     from market_pipeline.vendors.registry import build_source
 
     write_capture(capture_env, CONTINUOUS_DAY2)
@@ -94,9 +94,10 @@ def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monk
     assert deltas.get_column("first_update_id").to_list() == [105, 108, 110, 112]
     assert deltas.get_column("prev_update_id").null_count() == deltas.height  # spot has no pu
     # One running line order over both files: day 2 continues after day 1's lines.
-    assert deltas.get_column("line_no").min() > pl.read_parquet(
-        source.fetch("book_delta_v2", spot, DAY1)
-    ).get_column("line_no").max()
+    assert (
+        deltas.get_column("line_no").min()
+        > pl.read_parquet(source.fetch("book_delta_v2", spot, DAY1)).get_column("line_no").max()
+    )
     assert pl.read_parquet(source.fetch("depth_snapshot", spot, DAY1)).height == 2
     assert pl.read_parquet(source.fetch("trades", spot, DAY1)).height == 1
     assert pl.read_parquet(source.fetch("trades", spot, DAY2)).height == 0  # covered, no trade
@@ -144,14 +145,14 @@ def test_corrupt_capture_is_quarantined_and_the_rest_still_served(capture_env, d
 
 
 def _import_and_rebuild(settings, instrument, day):
-    from market_pipeline.vendors.binance.rebuild import rebuild_capture_instrument_day
+    from market_pipeline.defs.books.assets import rebuild_instrument_day
     from market_pipeline.defs.raw.importer import import_partition
     from market_pipeline.vendors.registry import build_source
 
     source = build_source(settings)
     for table in ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker"):
         import_partition(source, settings, table, instrument, day, "test")
-    return rebuild_capture_instrument_day(settings, instrument, day)
+    return rebuild_instrument_day(source, settings, instrument, day).result
 
 
 def _books(settings, instrument, day) -> pl.DataFrame:
@@ -204,13 +205,13 @@ def test_day_two_waits_for_a_snapshot_when_the_chain_breaks_at_midnight(capture_
 
 def test_capture_only_tables_are_not_provided_by_other_sources(monkeypatch, data_dir, instance):
     import dagster as dg
-
-    from market_pipeline.defs.raw.assets import raw_book_ticker
-    from market_pipeline.defs.common.resources import build_resources
+    from conftest import assets_named, code_location
 
     monkeypatch.setenv("PIPELINE_SOURCE", "synthetic")
-    result = dg.materialize([raw_book_ticker], instance=instance, resources=build_resources(),
-                            partition_key="2024-03-01")
+    defs = code_location()
+    result = dg.materialize(
+        assets_named(defs, "raw_book_ticker"), instance=instance, resources=defs.resources, partition_key="2024-03-01"
+    )
     assert result.success
     (materialization,) = result.asset_materializations_for_node("raw_book_ticker")
     assert materialization.metadata["provided"].value is False
@@ -237,14 +238,16 @@ def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
     real_capture_source, data_dir, instance, range_tags
 ):
     import dagster as dg
+    from conftest import assets_named, code_location
 
-    from market_pipeline.defs.books.assets import reconstructed_books
     from market_pipeline.core.book.rebuild import Grid, output_schema
-    from market_pipeline.defs.raw.assets import raw_assets
-    from market_pipeline.defs.common.resources import build_resources
 
+    defs = code_location()
+    raw = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "raw_book_ticker", "raw_depth_snapshots")
     result = dg.materialize(
-        [*raw_assets, reconstructed_books], instance=instance, resources=build_resources(),
+        assets_named(defs, *raw, "reconstructed_books"),
+        instance=instance,
+        resources=defs.resources,
         tags=range_tags("2024-08-08", "2024-08-09"),
     )
     assert result.success
@@ -262,10 +265,22 @@ def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
     assert books["2024-08-09"][f"{SPOT_KEY} start_mode"].value == "previous_day_checkpoint"
 
     expected = {  # ../shared/reference/data-sources.md; verify-capture prints the same
-        USDM_KEY: {"diffs": 6551, "skipped_before_sync": 4, "applied": 6547, "gaps": 0,
-                   "ticker_checks": 629, "ticker_mismatches": 0},
-        SPOT_KEY: {"diffs": 6495, "skipped_before_sync": 2, "applied": 6493, "gaps": 0,
-                   "ticker_checks": 1072, "ticker_mismatches": 0},
+        USDM_KEY: {
+            "diffs": 6551,
+            "skipped_before_sync": 4,
+            "applied": 6547,
+            "gaps": 0,
+            "ticker_checks": 629,
+            "ticker_mismatches": 0,
+        },
+        SPOT_KEY: {
+            "diffs": 6495,
+            "skipped_before_sync": 2,
+            "applied": 6493,
+            "gaps": 0,
+            "ticker_checks": 1072,
+            "ticker_mismatches": 0,
+        },
     }
     finals = {USDM_KEY: ("61659.7", "61659.8", "2024-08-08"), SPOT_KEY: ("61602.01", "61602.02", "2024-08-09")}
     for key, figures in expected.items():
@@ -285,8 +300,9 @@ def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
     synced = pl.read_parquet(written, columns=["synced"]).get_column("synced")
     assert not synced[0] and synced[-1]
     assert synced.cast(pl.Int8).diff().drop_nulls().min() >= 0  # no gap: once in sync, stays so
-    raw = pl.read_parquet(raw_partition_dir(settings.lake_dir, "book_delta_v2", usdm.exchange, usdm.symbol, day)
-                          / PARTITION_FILE)
+    raw = pl.read_parquet(
+        raw_partition_dir(settings.lake_dir, "book_delta_v2", usdm.exchange, usdm.symbol, day) / PARTITION_FILE
+    )
     assert {"first_update_id", "prev_update_id", "line_no"} <= set(raw.columns)
 
 
@@ -296,7 +312,6 @@ def test_cli_runs_the_whole_graph_over_a_capture_range(real_capture_source, data
     import duckdb
 
     from market_pipeline.cli.main import main
-
 
     code = main(["run", "--start-date", "2024-08-08", "--end-date", "2024-08-09"])
 

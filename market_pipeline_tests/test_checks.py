@@ -9,8 +9,7 @@ from types import SimpleNamespace
 
 import polars as pl
 import pytest
-
-from conftest import range_tags
+from conftest import assets_named, code_location, range_tags
 
 CLEAN, FAULTED = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
 INSTRUMENT = "BINANCE:BTC-USDT"
@@ -29,10 +28,6 @@ ENV = {
 def world(tmp_path_factory):
     import dagster as dg
 
-    from market_pipeline.defs.books.assets import reconstructed_books
-    from market_pipeline.defs.raw.assets import raw_book_deltas, raw_book_snapshots
-    from market_pipeline.defs.raw.checks import clock_skew, price_precision, schema_and_row_counts, sequence_gaps
-    from market_pipeline.defs.common.resources import build_resources
     from market_pipeline.settings import load_settings
 
     mp = pytest.MonkeyPatch()
@@ -43,11 +38,15 @@ def world(tmp_path_factory):
         mp.setenv(name, value)
     instance = dg.DagsterInstance.get()
     settings = load_settings()
+    defs = code_location(settings)
+    names = {"sequence_gaps", "clock_skew", "price_precision", "schema_and_row_counts"}
+    checks = [c for c in defs.asset_checks if {key.name for key in c.check_keys} & names]
     result = dg.materialize(
-        [raw_book_snapshots, raw_book_deltas, reconstructed_books,
-         sequence_gaps, clock_skew, price_precision, schema_and_row_counts],
-        instance=instance, resources=build_resources(settings),
-        tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()), raise_on_error=False,
+        [*assets_named(defs, "raw_book_snapshots", "raw_book_deltas", "reconstructed_books"), *checks],
+        instance=instance,
+        resources=defs.resources,
+        tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()),
+        raise_on_error=False,
     )
     yield SimpleNamespace(instance=instance, result=result, settings=settings, env=env)
     instance.dispose()
@@ -62,8 +61,17 @@ def world_env(world, monkeypatch):
 
 
 def faults(settings) -> dict:
-    path = (settings.data_dir / "sources" / "synthetic" / "_ground_truth" / "synthetic" / "exchange=BINANCE"
-            / "symbol=BTC-USDT" / f"dt={FAULTED.isoformat()}" / "manifest.json")
+    path = (
+        settings.data_dir
+        / "sources"
+        / "synthetic"
+        / "_ground_truth"
+        / "synthetic"
+        / "exchange=BINANCE"
+        / "symbol=BTC-USDT"
+        / f"dt={FAULTED.isoformat()}"
+        / "manifest.json"
+    )
     return json.loads(path.read_text())["faults"]
 
 
@@ -104,7 +112,8 @@ def test_repaired_gaps_warn_and_negative_skew_errors(world):
     assert meta(gaps, "sequence_jumps") == len(truth["dropped_messages"])
     assert meta(gaps, "gaps_unrepaired") == 0
     assert {r["sequence_number"] - 1 for r in meta(gaps, "worst_rows")} == {
-        d["sequence_number"] for d in truth["dropped_messages"]}
+        d["sequence_number"] for d in truth["dropped_messages"]
+    }
     skew = evaluation(world.result, "clock_skew", FAULTED)
     assert not skew.passed and skew.severity.value == "ERROR"
     negative = min(e["skew_ns"] for e in truth["clock_skew_episodes"]) / 1e6
@@ -117,15 +126,17 @@ def test_failed_blocking_check_stops_downstream_for_every_day_of_the_run(world):
     # The clean day passed every check, yet reconstructed_books ran for neither day.
     assert world.result.asset_materializations_for_node("reconstructed_books") == []
     assert {m.partition for m in world.result.asset_materializations_for_node("raw_book_deltas")} == {
-        CLEAN.isoformat(), FAULTED.isoformat()}
+        CLEAN.isoformat(),
+        FAULTED.isoformat(),
+    }
 
 
 def test_unrepaired_gap_is_an_error(world_env):
-    from market_pipeline.core.quality.measures import DayFiles
+    from market_pipeline.defs.common.checks import day_files
     from market_pipeline.defs.raw.checks import sequence_gaps
 
     settings = world_env.settings
-    files = DayFiles.of(settings, settings.universe[0], FAULTED)
+    files = day_files(settings, settings.universe[0], FAULTED)
     snapshots = pl.read_parquet(files.snapshots)
     first_gap = min(d["sequence_number"] for d in faults(settings)["dropped_messages"])
     try:
@@ -142,10 +153,11 @@ def test_unrepaired_gap_is_an_error(world_env):
 def test_book_checks_pass_on_a_clean_rebuilt_day(world_env):
     from market_pipeline.defs.books.assets import rebuild_instrument_day
     from market_pipeline.defs.books.checks import no_crossed_books, vendor_snapshot_agreement
+    from market_pipeline.vendors.registry import build_source
 
     settings = world_env.settings
     instrument = settings.universe[0]
-    rebuild_instrument_day(settings, instrument, CLEAN)
+    rebuild_instrument_day(build_source(settings), settings, instrument, CLEAN)
     context = SimpleNamespace(instance=world_env.instance)
     crossed = no_crossed_books.evaluate(context, settings, instrument, CLEAN)
     assert crossed.severity is None and crossed.figures["rebuilt_crossed_rows"] == 0
@@ -158,7 +170,7 @@ def test_freshness(world):
 
     from market_pipeline.defs.automation.freshness import freshness_result, newest_due_day
 
-    now = dt.datetime(2024, 3, 4, 5, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2024, 3, 4, 5, 0, tzinfo=dt.UTC)
     assert newest_due_day(now, 30) == dt.date(2024, 3, 1)  # 3-02 is due at 3-04 06:00
     assert newest_due_day(now + dt.timedelta(hours=1), 30) == dt.date(2024, 3, 2)
     key = dg.AssetKey("raw_book_deltas")

@@ -31,7 +31,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Path]:
 
 def _write_deltas(root: Path, day: dt.date, rows: int) -> Path:
     """One vendor-like book_delta_v2 file for BINANCE:BTC-USDT, times inside `day`."""
-    start = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * NS
+    start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * NS
     received = [start + (i + 1) * 60 * NS for i in range(rows)]
     frame = pl.DataFrame(
         {
@@ -196,7 +196,7 @@ def test_run_rejects_a_bad_date_range(env, capsys, start, end, message):
 
 
 def test_run_rejects_a_day_that_is_not_over_yet(env, capsys):
-    tomorrow = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).date().isoformat()
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
 
     code = main(["run", "--start-date", "2024-03-01", "--end-date", tomorrow, "--select", "raw_trades"])
 

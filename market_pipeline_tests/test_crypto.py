@@ -122,8 +122,14 @@ def test_flipping_any_byte_is_detected(tmp_path, key):
         damaged.write_bytes(bytes(data))
         _refused(damaged, key, tmp_path / "out")
     messages = {}
-    for name, position in (("magic", 0), ("version", 8), ("chunk size", crypto.HEADER_SIZE - 1),
-                           ("salt", 10), ("tag", len(good) - 1), ("middle", crypto.HEADER_SIZE + RECORD + 3)):
+    for name, position in (
+        ("magic", 0),
+        ("version", 8),
+        ("chunk size", crypto.HEADER_SIZE - 1),
+        ("salt", 10),
+        ("tag", len(good) - 1),
+        ("middle", crypto.HEADER_SIZE + RECORD + 3),
+    ):
         data = bytearray(good)
         data[position] ^= 0x01
         damaged.write_bytes(bytes(data))

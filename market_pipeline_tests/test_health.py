@@ -7,18 +7,23 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import VENV_BIN, range_tags, subprocess_env
+from conftest import VENV_BIN, assets_named, code_location, range_tags, subprocess_env
 
 DAY = dt.date(2024, 3, 1)
 
 
-def _code_location():
+RAW = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "raw_book_ticker", "raw_depth_snapshots")
+
+
+def _code_location(settings=None):
     """Raw assets plus a tiny asset with an ERROR-severity and a WARN-severity check."""
     import dagster as dg
 
-    from market_pipeline.defs.raw.assets import raw_assets
     from market_pipeline.defs.common.resources import build_resources
+    from market_pipeline.settings import load_settings
+
+    settings = settings if settings is not None else load_settings()
+    raw_assets = assets_named(code_location(settings), *RAW)
 
     @dg.asset
     def probe() -> None:
@@ -32,7 +37,9 @@ def _code_location():
     def nice_to_have() -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description="only a warning")
 
-    return dg.Definitions(assets=[*raw_assets, probe], asset_checks=[must_hold, nice_to_have], resources=build_resources())
+    return dg.Definitions(
+        assets=[*raw_assets, probe], asset_checks=[must_hold, nice_to_have], resources=build_resources(settings)
+    )
 
 
 @pytest.fixture
@@ -56,13 +63,15 @@ def materialized(monkeypatch, instance, data_dir, vendor_lake):
     """raw_trades for one day from a small local vendor lake."""
     import dagster as dg
 
-    from market_pipeline.defs.raw.assets import raw_trades
-    from market_pipeline.defs.common.resources import PipelineResource
-
     monkeypatch.setenv("PIPELINE_SOURCE", "local")
     monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(vendor_lake(tables=["trades"], days=[DAY], rows=20)))
-    result = dg.materialize([raw_trades], instance=instance, resources={"pipeline": PipelineResource()},
-                            tags=range_tags(DAY.isoformat(), DAY.isoformat()))
+    defs = code_location()
+    result = dg.materialize(
+        assets_named(defs, "raw_trades"),
+        instance=instance,
+        resources=defs.resources,
+        tags=range_tags(DAY.isoformat(), DAY.isoformat()),
+    )
     assert result.success
     from market_pipeline.core.telemetry import telemetry
 
@@ -75,7 +84,11 @@ def test_fresh_data_dir_needs_attention(health, data_dir):
     assert code == 1 and report["status"] == "attention"
     assert report["warehouse"]["status"] == "missing"
     assert any("nothing has been materialized" in p for p in report["problems"])
-    assert report["assets"]["raw_trades"] == {"last_partition": None, "partitions_materialized": 0, "last_materialized_at": None}
+    assert report["assets"]["raw_trades"] == {
+        "last_partition": None,
+        "partitions_materialized": 0,
+        "last_materialized_at": None,
+    }
     assert report["checks"]["probe:must_hold"] == {"result": "never_run"}
     assert report["lake"]["bytes"] == 0 and report["disk"]["free_bytes"] > 0
 
@@ -93,10 +106,16 @@ def test_healthy_after_a_materialization(health, materialized):
 
 def test_warehouse_locked_by_a_writer_is_busy_not_broken(health, materialized):
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); sys.stdin.read()",
-         str(materialized / "warehouse.duckdb")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=subprocess_env(),
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); sys.stdin.read()",
+            str(materialized / "warehouse.duckdb"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -120,7 +139,9 @@ def test_failed_error_check_needs_attention(health, materialized, instance):
 
     defs = _code_location()
     result = dg.materialize(
-        [*defs.assets, *defs.asset_checks], instance=instance, resources=defs.resources,
+        [*defs.assets, *defs.asset_checks],
+        instance=instance,
+        resources=defs.resources,
         selection=dg.AssetSelection.assets("probe"),
     )
     assert result.success  # failed checks do not fail the run (not blocking): only health notices
@@ -144,8 +165,14 @@ def test_cli_without_dagster_home_and_data_dir(tmp_path: Path):
     """The console script on a broken setup: still one JSON object, exit 1, every problem named."""
     env = subprocess_env(PIPELINE_DATA_DIR=str(tmp_path / "missing"))
     env.pop("DAGSTER_HOME", None)
-    proc = subprocess.run([str(VENV_BIN / "market-pipeline"), "health"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(VENV_BIN / "market-pipeline"), "health"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     assert report["status"] == "attention"

@@ -10,8 +10,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import day_start_ns, truncate_file, vendor_frame
+
 from market_pipeline.core.lake.files import write_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.ingest import (
     NS_PER_DAY,
@@ -227,7 +227,7 @@ def test_bad_price_rows_split_off_with_row_and_reason(tmp_path: Path):
     assert checked.good["received_time"].to_list() == [T0 + 1_000, T0 + 3_000, T0 + 8_000]
     bad = checked.bad
     assert bad["_row"].to_list() == [1, 3, 4, 5, 6, 8]
-    reasons = dict(zip(bad["_row"].to_list(), bad["_reason"].to_list()))
+    reasons = dict(zip(bad["_row"].to_list(), bad["_reason"].to_list(), strict=True))
     for row in (1, 3, 4, 6):
         assert "price" in reasons[row]
     assert "quantity" in reasons[5]
@@ -275,7 +275,12 @@ def test_rows_outside_the_day_beyond_tolerance(tmp_path: Path):
 
 
 def test_zero_tolerance(tmp_path: Path):
-    rows = [(-1, "buy", 1.0, 1.0), (0, "buy", 2.0, 1.0), (NS_PER_DAY - 1, "buy", 3.0, 1.0), (NS_PER_DAY, "buy", 4.0, 1.0)]
+    rows = [
+        (-1, "buy", 1.0, 1.0),
+        (0, "buy", 2.0, 1.0),
+        (NS_PER_DAY - 1, "buy", 3.0, 1.0),
+        (NS_PER_DAY, "buy", 4.0, 1.0),
+    ]
     checked = check_file(write(tmp_path / "t.parquet", trades(rows)), "trades", DAY, 0)
     assert checked.bad["_row"].to_list() == [0, 3]
     assert checked.good["price"].to_list() == [2.0, 3.0]
@@ -317,7 +322,10 @@ def test_bad_book_level_price_is_a_problem(tmp_path: Path):
     assert "bid_3_price" in checked.bad["_reason"].item()
 
 
-@pytest.mark.parametrize(("table", "column"), [("trades", "price"), ("book_delta_v2", "price"), ("trades", "quantity"), ("book_delta_v2", "size")])
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [("trades", "price"), ("book_delta_v2", "price"), ("trades", "quantity"), ("book_delta_v2", "size")],
+)
 def test_null_price_or_size_row_is_bad(tmp_path: Path, table: str, column: str):
     df = vendor_frame(table, DAY, 3).with_columns(
         pl.when(pl.int_range(pl.len()) == 1).then(None).otherwise(pl.col(column)).alias(column)
@@ -345,7 +353,11 @@ def test_quarantine_file_copies_with_reason(tmp_path: Path):
     assert reason["source_file"] == str(src)
     assert "unreadable" in reason["reason"]
     assert (reason["table"], reason["exchange"], reason["symbol"], reason["dt"], reason["run_id"]) == (
-        "trades", "BINANCE", "BTC-USDT", "2024-03-01", "run-1"
+        "trades",
+        "BINANCE",
+        "BTC-USDT",
+        "2024-03-01",
+        "run-1",
     )
 
 
@@ -398,7 +410,7 @@ def test_failing_parquet_writer_leaves_existing_file_untouched(tmp_path: Path):
     write_parquet_atomic(vendor_frame("trades", DAY, 5), final)
     before = final.read_bytes()
     unwritable = pl.DataFrame({"obj": [object(), object()]}, schema={"obj": pl.Object})
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017  # whatever the writer raises, the old file stays
         write_parquet_atomic(unwritable, final)
     assert final.read_bytes() == before
     assert _leftovers(tmp_path, final) == []

@@ -25,13 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from market_pipeline.cli.main import main
+from market_pipeline.core.security import crypto
+from market_pipeline.vendors.binance.capture_format import open_capture
 from market_pipeline.vendors.binance.live.endpoints import check_scheme, snapshot_url, stream_url, tls_context
 from market_pipeline.vendors.binance.live.manifest import Manifest
 from market_pipeline.vendors.binance.live.sync import DiffChain
 from market_pipeline.vendors.binance.live.writer import NS_PER_HOUR, HourlyCaptureWriter
-from market_pipeline.cli.main import main
-from market_pipeline.core.security import crypto
-from market_pipeline.vendors.binance.capture_format import open_capture
 
 websockets_server = pytest.importorskip("websockets.asyncio.server", reason="tests use websockets as the local server")
 websockets_exceptions = pytest.importorskip("websockets.exceptions")
@@ -88,7 +88,13 @@ class ReplayExchange:
             self.snapshot_requests += 1
             bids = [list(self.book["b"][p]) for p in sorted(self.book["b"], reverse=True)[:1000]]
             asks = [list(self.book["a"][p]) for p in sorted(self.book["a"])[:1000]]
-            body = {"lastUpdateId": self.last_update_id, "E": self.times[0], "T": self.times[1], "bids": bids, "asks": asks}
+            body = {
+                "lastUpdateId": self.last_update_id,
+                "E": self.times[0],
+                "T": self.times[1],
+                "bids": bids,
+                "asks": asks,
+            }
         return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -209,11 +215,25 @@ def _run_capture(replay_source, out: Path, drop_after: int | None, *extra: str) 
     servers = ReplayServers(exchange, drop_after)
     try:
         started = time.time_ns()
-        code = main([
-            "capture", "--market", "usdm", "--symbol", "btcusdt", "--duration", CAPTURE_SECONDS,
-            "--out", str(out), "--ws-url", servers.ws_url, "--rest-url", servers.rest_url,
-            "--allow-plaintext", *extra,
-        ])
+        code = main(
+            [
+                "capture",
+                "--market",
+                "usdm",
+                "--symbol",
+                "btcusdt",
+                "--duration",
+                CAPTURE_SECONDS,
+                "--out",
+                str(out),
+                "--ws-url",
+                servers.ws_url,
+                "--rest-url",
+                servers.rest_url,
+                "--allow-plaintext",
+                *extra,
+            ]
+        )
         ended = time.time_ns()
     finally:
         servers.close()
@@ -243,7 +263,9 @@ def _check_manifest(out: Path) -> dict:
     return manifest
 
 
-def _check_lines_are_what_was_sent(files: list[Path], sent: list[str], started: int, ended: int) -> list[tuple[int, str]]:
+def _check_lines_are_what_was_sent(
+    files: list[Path], sent: list[str], started: int, ended: int
+) -> list[tuple[int, str]]:
     """Stream lines are the server's messages, in order, byte for byte; times are wall-clock ns."""
     lines = [line for path in files for line in _lines(path)]
     index = {text: i for i, text in enumerate(sent)}
@@ -330,7 +352,9 @@ def test_capture_survives_a_drop_and_encrypted_output_verifies_like_plaintext(
 )
 def test_plaintext_endpoints_are_refused_without_the_test_flag(tmp_path, capsys, option, url):
     out = tmp_path / "golden"
-    code = main(["capture", "--market", "usdm", "--symbol", "btcusdt", "--duration", "1s", "--out", str(out), option, url])
+    code = main(
+        ["capture", "--market", "usdm", "--symbol", "btcusdt", "--duration", "1s", "--out", str(out), option, url]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert f"{option}: plaintext" in err and "TLS" in err
@@ -338,7 +362,20 @@ def test_plaintext_endpoints_are_refused_without_the_test_flag(tmp_path, capsys,
 
 
 def test_encrypting_capture_needs_the_master_key(tmp_path, capsys):
-    code = main(["capture", "--market", "spot", "--symbol", "btcusdt", "--duration", "1s", "--out", str(tmp_path / "o"), "--encrypt"])
+    code = main(
+        [
+            "capture",
+            "--market",
+            "spot",
+            "--symbol",
+            "btcusdt",
+            "--duration",
+            "1s",
+            "--out",
+            str(tmp_path / "o"),
+            "--encrypt",
+        ]
+    )
     assert code == 2
     assert "PIPELINE_MASTER_KEY is not set" in capsys.readouterr().err
 
@@ -397,7 +434,8 @@ def test_hourly_rotation_and_manifest(tmp_path):
         "20240809T00/binance_spot_btcusdt_20240809.gz",
     ]
     assert [(f["lines"], f["first_receive_ns"], f["last_receive_ns"]) for f in manifest["files"]] == [
-        (2, times[0], times[1]), (2, times[2], times[3]),
+        (2, times[0], times[1]),
+        (2, times[2], times[3]),
     ]
     assert _lines(out / manifest["files"][1]["path"]) == [(times[2], '{"n": 2}'), (times[3], '{"n": 3}')]
     assert (out / manifest["files"][0]["path"]).stat().st_mode & 0o777 == 0o600
@@ -414,10 +452,24 @@ def test_unreadable_manifest_is_not_overwritten(tmp_path, capsys):
     out = tmp_path / "golden"
     out.mkdir()
     (out / "manifest.json").write_text("{not json")
-    code = main([
-        "capture", "--market", "spot", "--symbol", "btcusdt", "--duration", "1s", "--out", str(out),
-        "--ws-url", "ws://127.0.0.1:9/stream", "--rest-url", "http://127.0.0.1:9/api/v3/depth", "--allow-plaintext",
-    ])
+    code = main(
+        [
+            "capture",
+            "--market",
+            "spot",
+            "--symbol",
+            "btcusdt",
+            "--duration",
+            "1s",
+            "--out",
+            str(out),
+            "--ws-url",
+            "ws://127.0.0.1:9/stream",
+            "--rest-url",
+            "http://127.0.0.1:9/api/v3/depth",
+            "--allow-plaintext",
+        ]
+    )
     assert code == 1
     assert "manifest.json: cannot read the existing manifest" in capsys.readouterr().err
     assert (out / "manifest.json").read_text() == "{not json"
@@ -429,12 +481,27 @@ def test_broken_diff_chain_on_a_live_connection_is_a_gap(tmp_path):
 
     out = tmp_path / "golden"
     options = CaptureOptions(
-        market="usdm", symbol="btcusdt", duration_seconds=1, out_dir=out, stream_url="ws://127.0.0.1:9/stream",
-        snapshot_url="http://127.0.0.1:9/fapi/v1/depth", ssl_context=tls_context(),
+        market="usdm",
+        symbol="btcusdt",
+        duration_seconds=1,
+        out_dir=out,
+        stream_url="ws://127.0.0.1:9/stream",
+        snapshot_url="http://127.0.0.1:9/fapi/v1/depth",
+        ssl_context=tls_context(),
     )
 
     def diff(first: int, last: int, previous: int) -> str:
-        data = {"e": "depthUpdate", "E": 1, "T": 1, "s": "BTCUSDT", "U": first, "u": last, "pu": previous, "b": [], "a": []}
+        data = {
+            "e": "depthUpdate",
+            "E": 1,
+            "T": 1,
+            "s": "BTCUSDT",
+            "U": first,
+            "u": last,
+            "pu": previous,
+            "b": [],
+            "a": [],
+        }
         return json.dumps({"stream": "btcusdt@depth@100ms", "data": data})
 
     async def scenario() -> _Recorder:
@@ -451,8 +518,13 @@ def test_broken_diff_chain_on_a_live_connection_is_a_gap(tmp_path):
     base = 1723161600 * 10**9
     (gap,) = json.loads((out / "manifest.json").read_text())["gaps"]
     assert gap == {
-        "run": 0, "kind": "sequence", "reason": "diff U=40 pu=30 does not follow u=25",
-        "from_ns": base + 1, "to_ns": base + 2, "last_update_id": 25, "resumed_update_id": 40,
+        "run": 0,
+        "kind": "sequence",
+        "reason": "diff U=40 pu=30 does not follow u=25",
+        "from_ns": base + 1,
+        "to_ns": base + 2,
+        "last_update_id": 25,
+        "resumed_update_id": 40,
         "snapshot_update_id": None,
     }
     assert recorder.report.messages == 4 and recorder.writer.lines == 4

@@ -20,30 +20,35 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
-
-from conftest import REPO_ROOT, range_tags, subprocess_env
+from conftest import REPO_ROOT, assets_named, code_location, range_tags, subprocess_env
 
 DAYS = ("2024-03-01", "2024-03-02")
 INSTRUMENT = ("BINANCE", "BTC-USDT")
 KEY = "BINANCE:BTC-USDT"
 TICK, LOT = Decimal("0.01"), Decimal("0.000001")  # config.yaml: BINANCE:BTC-USDT
-FAKE_QUALITY = {"gaps_detected": 3, "gaps_filled": 2, "max_mid_dev_bps": 1.5, "skew_p99_ms": 12.5,
-                "precision_loss_events": 4}
+FAKE_QUALITY = {
+    "gaps_detected": 3,
+    "gaps_filled": 2,
+    "max_mid_dev_bps": 1.5,
+    "skew_p99_ms": 12.5,
+    "precision_loss_events": 4,
+}
 
 
-def _fake_validation_reports():
+def _fake_validation_reports(partitions_def):
     """A stand-in for the quality domain's asset: the contract tables with known values."""
     import dagster as dg
 
-    from market_pipeline.defs.common.partitions import daily_partitions
     from market_pipeline.defs.common.resources import DUCKDB_POOL, WAREHOUSE_IO_MANAGER
 
     @dg.multi_asset(
         outs={
             "validation_reports": dg.AssetOut(io_manager_key=WAREHOUSE_IO_MANAGER, metadata={"partition_expr": "dt"}),
-            "validation_reports_hourly": dg.AssetOut(io_manager_key=WAREHOUSE_IO_MANAGER, metadata={"partition_expr": "dt"}),
+            "validation_reports_hourly": dg.AssetOut(
+                io_manager_key=WAREHOUSE_IO_MANAGER, metadata={"partition_expr": "dt"}
+            ),
         },
-        partitions_def=daily_partitions,
+        partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=DUCKDB_POOL,
     )
@@ -53,10 +58,15 @@ def _fake_validation_reports():
         daily = pl.DataFrame({**ident, **{k: [v] * len(days) for k, v in FAKE_QUALITY.items()}})
         hourly = pl.DataFrame(
             # `hour` as the hour's start, as the quality domain writes it (an hour of day also works).
-            {"dt": [d for d in days for _ in range(24)],
-             "hour": [dt.datetime.combine(d, dt.time(h)) for d in days for h in range(24)],
-             "exchange": INSTRUMENT[0], "symbol": INSTRUMENT[1], "gaps_detected": [h % 2 for h in range(24)] * len(days),
-             "gaps_filled": 0, "skew_p99_ms": 3.0}
+            {
+                "dt": [d for d in days for _ in range(24)],
+                "hour": [dt.datetime.combine(d, dt.time(h)) for d in days for h in range(24)],
+                "exchange": INSTRUMENT[0],
+                "symbol": INSTRUMENT[1],
+                "gaps_detected": [h % 2 for h in range(24)] * len(days),
+                "gaps_filled": 0,
+                "skew_p99_ms": 3.0,
+            }
         )
         yield dg.Output(daily, output_name="validation_reports")
         yield dg.Output(hourly, output_name="validation_reports_hourly")
@@ -77,26 +87,36 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("PIPELINE_DATA_DIR", str(data))
         mp.setenv("PIPELINE_INSTRUMENTS", KEY)
         mp.setenv("PIPELINE_SYNTHETIC__SCALE", "0.02")
-        from market_pipeline.defs.books.assets import reconstructed_books
         from market_pipeline.core.telemetry import telemetry
-        from market_pipeline.defs.metrics.assets import pipeline_metrics
-        from market_pipeline.defs.raw.assets import raw_assets
-        from market_pipeline.defs.common.resources import build_resources
         from market_pipeline.settings import load_settings
 
         settings = load_settings()
-        assets = [*raw_assets, reconstructed_books, _fake_validation_reports(), pipeline_metrics]
+        defs = code_location(settings)
+        raw = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "raw_book_ticker", "raw_depth_snapshots")
+        days = assets_named(defs, "raw_trades")[0].partitions_def
+        assets = [
+            *assets_named(defs, *raw, "reconstructed_books"),
+            _fake_validation_reports(days),
+            *assets_named(defs, "pipeline_metrics"),
+        ]
         with dg.DagsterInstance.get() as instance:
-            result = dg.materialize(
-                assets, instance=instance, resources=build_resources(settings), tags=range_tags(*DAYS)
-            )
+            result = dg.materialize(assets, instance=instance, resources=defs.resources, tags=range_tags(*DAYS))
             assert result.success
             records = instance.fetch_materializations(dg.AssetKey("pipeline_metrics"), limit=10).records
-            metadata = {r.asset_materialization.partition: {k: v.value for k, v in r.asset_materialization.metadata.items()}
-                        for r in records}
+            metadata = {
+                r.asset_materialization.partition: {k: v.value for k, v in r.asset_materialization.metadata.items()}
+                for r in records
+            }
             telemetry.shutdown()
-            yield {"data": data, "home": home, "settings": settings, "instance": instance, "metadata": metadata,
-                   "assets": assets}
+            yield {
+                "data": data,
+                "home": home,
+                "settings": settings,
+                "instance": instance,
+                "metadata": metadata,
+                "assets": assets,
+                "defs": defs,
+            }
         telemetry.shutdown()
 
 
@@ -115,13 +135,24 @@ def test_jsonl_metrics_after_materialization(run):
 
     points = read_points(run["data"] / "metrics")
     names = {p["name"] for p in points}
-    assert {"mdp_source_items_total", "mdp_book_deltas_applied_total", "mdp_sequence_gaps_total",
-            "mdp_gaps_filled_total", "mdp_precision_loss_total", "mdp_clock_skew_seconds",
-            "mdp_stage_duration_seconds", "mdp_peak_memory_bytes", "mdp_sink_commit_seconds"} <= names
+    assert {
+        "mdp_source_items_total",
+        "mdp_book_deltas_applied_total",
+        "mdp_sequence_gaps_total",
+        "mdp_gaps_filled_total",
+        "mdp_precision_loss_total",
+        "mdp_clock_skew_seconds",
+        "mdp_stage_duration_seconds",
+        "mdp_peak_memory_bytes",
+        "mdp_sink_commit_seconds",
+    } <= names
 
     def total(name, **attrs):
-        return sum(p["value"] for p in points
-                   if p["name"] == name and all(p["attributes"].get(k) == v for k, v in attrs.items()))
+        return sum(
+            p["value"]
+            for p in points
+            if p["name"] == name and all(p["attributes"].get(k) == v for k, v in attrs.items())
+        )
 
     deltas = pl.read_parquet(run["data"] / "lake/raw/book_delta_v2/*/*/*/*.parquet", hive_partitioning=False)
     trades = pl.read_parquet(run["data"] / "lake/raw/trades/*/*/*/*.parquet", hive_partitioning=False)
@@ -132,7 +163,11 @@ def test_jsonl_metrics_after_materialization(run):
     assert total("mdp_sequence_gaps_total", instrument=KEY, kind="sequence_gap") == 0
     stages = {p["attributes"]["stage"] for p in points if p["name"] == "mdp_stage_duration_seconds"}
     assert {"raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books", "pipeline_metrics"} <= stages
-    durations = [p for p in points if p["name"] == "mdp_stage_duration_seconds" and p["attributes"]["stage"] == "reconstructed_books"]
+    durations = [
+        p
+        for p in points
+        if p["name"] == "mdp_stage_duration_seconds" and p["attributes"]["stage"] == "reconstructed_books"
+    ]
     assert sum(p["count"] for p in durations) == len(DAYS)
     skew = [p for p in points if p["name"] == "mdp_clock_skew_seconds"]
     per_day = [pl.read_parquet(f).height for f in sorted((run["data"] / "lake/raw/book_delta_v2").rglob("*.parquet"))]
@@ -146,8 +181,11 @@ def test_jsonl_metrics_after_materialization(run):
 
 def test_short_lived_process_exports_on_exit(tmp_path: Path):
     """A step process that records and exits (no flush) still leaves its metrics on disk."""
-    code = (
+    code = (  # a step process: its pipeline resource hands telemetry the environment's settings
         "from market_pipeline.core.telemetry import telemetry\n"
+        "from market_pipeline.defs.common.resources import use_settings\n"
+        "from market_pipeline.settings import load_settings\n"
+        "use_settings(load_settings())\n"
         "telemetry.count('mdp_alerts_sent_total', 2, channel='webhook', outcome='sent')\n"
         "telemetry.gauge('mdp_peak_memory_bytes', 123, stage='x')\n"
     )
@@ -181,7 +219,12 @@ def test_every_metric_is_documented():
     assert not missing, f"not in docs/metrics.md: {missing}"
     dashboard = json.loads((REPO_ROOT / "docs" / "grafana" / "market_pipeline.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
-    for name in ("mdp_source_items_total", "mdp_sequence_gaps_total", "mdp_clock_skew_seconds", "mdp_alerts_sent_total"):
+    for name in (
+        "mdp_source_items_total",
+        "mdp_sequence_gaps_total",
+        "mdp_clock_skew_seconds",
+        "mdp_alerts_sent_total",
+    ):
         assert name in exprs
 
 
@@ -190,8 +233,20 @@ def test_every_metric_is_documented():
 # ---------------------------------------------------------------------------------------
 
 
+def _use_environment_settings() -> None:
+    """What a step's pipeline resource does: hand telemetry the (environment's) metrics settings."""
+    from market_pipeline.defs.common.resources import use_settings
+    from market_pipeline.settings import load_settings
+
+    use_settings(load_settings())
+
+
 def _samples(text: str) -> dict[str, float]:
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 def test_prometheus_endpoint_scraped(monkeypatch, tmp_path: Path):
@@ -199,6 +254,7 @@ def test_prometheus_endpoint_scraped(monkeypatch, tmp_path: Path):
 
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("PIPELINE_METRICS__PROMETHEUS_PORT", "0")
+    _use_environment_settings()
     telemetry.shutdown()
     try:
         telemetry.count("mdp_source_items_total", 7, table="trades", instrument=KEY)
@@ -221,7 +277,12 @@ def test_prometheus_endpoint_scraped(monkeypatch, tmp_path: Path):
         # Cumulative for Prometheus even though the JSON lines are delta: a flush changes nothing here.
         telemetry.flush()
         with urllib.request.urlopen(url, timeout=10) as response:
-            assert _samples(response.read().decode())['mdp_source_items_total{instrument="BINANCE:BTC-USDT",table="trades"}'] == 12
+            assert (
+                _samples(response.read().decode())[
+                    'mdp_source_items_total{instrument="BINANCE:BTC-USDT",table="trades"}'
+                ]
+                == 12
+            )
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(url.replace("/metrics", "/other"), timeout=10)
     finally:
@@ -248,6 +309,7 @@ def test_pushgateway_push(monkeypatch, tmp_path: Path):
     try:
         monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
         monkeypatch.setenv("PIPELINE_METRICS__PUSHGATEWAY_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        _use_environment_settings()
         telemetry.shutdown()
         telemetry.count("mdp_alerts_sent_total", 1, channel="webhook", outcome="sent")
         telemetry.flush()
@@ -268,9 +330,7 @@ def test_pushgateway_push(monkeypatch, tmp_path: Path):
 def test_pipeline_metrics_rows(run):
     daily = _table(run["data"], "pipeline_metrics")
     hourly = _table(run["data"], "pipeline_metrics_hourly")
-    assert daily.select("dt", "exchange", "symbol").rows() == [
-        (dt.date.fromisoformat(d), *INSTRUMENT) for d in DAYS
-    ]
+    assert daily.select("dt", "exchange", "symbol").rows() == [(dt.date.fromisoformat(d), *INSTRUMENT) for d in DAYS]
     assert hourly.height == 24 * len(DAYS)
     # Typed explicitly, so a column that is null on a first run cannot fix a wrong table type.
     assert daily.schema["reconstructed_books_seconds"] == pl.Float64 and daily.schema["book_batches"] == pl.Int64
@@ -287,7 +347,8 @@ def test_pipeline_metrics_rows(run):
         assert row["trade_to_book_ratio"] == pytest.approx(row["trades"] / row["book_messages"])
         ranked = sum(row[c] for c in daily.columns if c.startswith("updates_per_s_rank_")) * 86_400
         assert ranked + row["book_updates_unranked"] == pytest.approx(
-            hourly.filter(pl.col("dt") == row["dt"])["book_delta_rows"].sum())
+            hourly.filter(pl.col("dt") == row["dt"])["book_delta_rows"].sum()
+        )
         assert row["updates_per_s_rank_0"] > 0
     assert hourly["gaps_detected"].to_list() == [h % 2 for h in range(24)] * len(DAYS)
     meta = run["metadata"][DAYS[0]]
@@ -303,9 +364,16 @@ def _truth_figures(path: Path) -> tuple[list[int], dict[int, float], pl.DataFram
     tick, lot = float(TICK), float(LOT)
 
     def matrix(side, field, step):
-        return np.column_stack([np.rint(truth[f"{side}_{i}_{field}"].to_numpy().astype(float) / step) for i in range(20)])
+        return np.column_stack(
+            [np.rint(truth[f"{side}_{i}_{field}"].to_numpy().astype(float) / step) for i in range(20)]
+        )
 
-    bt, bl, at, al = matrix("bid", "price", tick), matrix("bid", "size", lot), matrix("ask", "price", tick), matrix("ask", "size", lot)
+    bt, bl, at, al = (
+        matrix("bid", "price", tick),
+        matrix("bid", "size", lot),
+        matrix("ask", "price", tick),
+        matrix("ask", "size", lot),
+    )
     ok = ~np.isnan(bt[:, 0]) & ~np.isnan(at[:, 0])
     bt, bl, at, al = bt[ok], bl[ok], at[ok], al[ok]
     spread = (at[:, 0] - bt[:, 0]).astype(np.int64)
@@ -313,13 +381,16 @@ def _truth_figures(path: Path) -> tuple[list[int], dict[int, float], pl.DataFram
     mid2 = (bt[:, 0] + at[:, 0])[:, None]
     depth = {}
     for bps in (5, 10, 25):
-        within = lambda t, s: np.where(~np.isnan(t) & (np.abs(2 * t - mid2) * 10_000 <= bps * mid2), s, 0)  # noqa: E731
+        within = lambda t, s, bps=bps: np.where(~np.isnan(t) & (np.abs(2 * t - mid2) * 10_000 <= bps * mid2), s, 0)  # noqa: E731
         depth[bps] = (within(bt, bl).sum(axis=1) + within(at, al).sum(axis=1)) * lot
     day_start = int(truth["received_time"][0] // (86_400 * 10**9)) * 86_400 * 10**9
     hours = np.clip((truth["received_time"].to_numpy()[ok] - day_start) // (3_600 * 10**9), 0, 23)
-    hourly = pl.DataFrame({"hour": hours, **{f"d{b}": depth[b] for b in depth}}).group_by("hour").agg(
-        pl.len().alias("snapshots"), *[pl.col(f"d{b}").mean().alias(f"depth_{b}bps_mean") for b in depth]
-    ).sort("hour")
+    hourly = (
+        pl.DataFrame({"hour": hours, **{f"d{b}": depth[b] for b in depth}})
+        .group_by("hour")
+        .agg(pl.len().alias("snapshots"), *[pl.col(f"d{b}").mean().alias(f"depth_{b}bps_mean") for b in depth])
+        .sort("hour")
+    )
     return quantiles, {b: float(v.mean()) for b, v in depth.items()}, hourly
 
 
@@ -327,8 +398,14 @@ def test_microstructure_matches_ground_truth(run):
     daily = _table(run["data"], "pipeline_metrics")
     hourly = _table(run["data"], "pipeline_metrics_hourly")
     for day in DAYS[:1]:  # one day keeps the test quick; both days share the code path
-        truth_path = (run["data"] / "sources/synthetic/_ground_truth/synthetic" / f"exchange={INSTRUMENT[0]}"
-                      / f"symbol={INSTRUMENT[1]}" / f"dt={day}" / "truth_book.parquet")
+        truth_path = (
+            run["data"]
+            / "sources/synthetic/_ground_truth/synthetic"
+            / f"exchange={INSTRUMENT[0]}"
+            / f"symbol={INSTRUMENT[1]}"
+            / f"dt={day}"
+            / "truth_book.parquet"
+        )
         quantiles, depth, truth_hourly = _truth_figures(truth_path)
         row = daily.filter(pl.col("dt") == dt.date.fromisoformat(day)).row(0, named=True)
         assert row["snapshots"] == truth_hourly["snapshots"].sum()
@@ -339,14 +416,13 @@ def test_microstructure_matches_ground_truth(run):
         ours = hourly.filter(pl.col("dt") == dt.date.fromisoformat(day)).sort("hour")
         assert ours["snapshots"].to_list() == truth_hourly["snapshots"].to_list()
         for bps in (5, 10, 25):
-            np.testing.assert_allclose(ours[f"depth_{bps}bps_mean"].to_numpy(), truth_hourly[f"depth_{bps}bps_mean"].to_numpy(), rtol=1e-9)
+            np.testing.assert_allclose(
+                ours[f"depth_{bps}bps_mean"].to_numpy(), truth_hourly[f"depth_{bps}bps_mean"].to_numpy(), rtol=1e-9
+            )
 
 
 def test_rematerializing_a_range_replaces_its_rows(run):
     import dagster as dg
-
-    from market_pipeline.defs.metrics.assets import pipeline_metrics
-    from market_pipeline.defs.common.resources import build_resources
 
     warehouse = run["data"] / "warehouse.duckdb"
     with duckdb.connect(str(warehouse)) as con:  # mark every row: only re-materialized rows lose the mark
@@ -359,8 +435,10 @@ def test_rematerializing_a_range_replaces_its_rows(run):
         mp.setenv("PIPELINE_INSTRUMENTS", KEY)
         result = dg.materialize(
             run["assets"],
-            selection=dg.AssetSelection.assets(pipeline_metrics),
-            instance=run["instance"], resources=build_resources(run["settings"]), tags=range_tags(DAYS[1], DAYS[1]),
+            selection=dg.AssetSelection.assets(*assets_named(run["defs"], "pipeline_metrics")),
+            instance=run["instance"],
+            resources=run["defs"].resources,
+            tags=range_tags(DAYS[1], DAYS[1]),
         )
         from market_pipeline.core.telemetry import telemetry
 

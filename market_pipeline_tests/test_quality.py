@@ -10,18 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
-
-from conftest import range_tags
+from conftest import assets_named, code_location, range_tags
 
 CLEAN, FAULTED = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
 INSTRUMENT = "BINANCE:BTC-USDT"
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 ENV = {
     "PIPELINE_INSTRUMENTS": INSTRUMENT,
@@ -35,14 +32,11 @@ ENV = {
 }
 
 
-def _all_definitions():
-    from market_pipeline.defs.books.assets import book_assets
-    from market_pipeline.defs.books.checks import book_checks
-    from market_pipeline.defs.quality.assets import quality_assets
-    from market_pipeline.defs.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
-    from market_pipeline.defs.raw.checks import raw_checks
-
-    return [raw_trades, raw_book_snapshots, raw_book_deltas, *book_assets, *quality_assets, *raw_checks, *book_checks]
+def _all_definitions(defs):
+    """raw -> books -> validation of the code location `defs`, with every check but freshness."""
+    names = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books", "validation_reports")
+    checks = [c for c in defs.asset_checks if all(key.name != "freshness" for key in c.check_keys)]
+    return [*assets_named(defs, *names), *checks]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,6 @@ def world(tmp_path_factory):
     """One run of raw -> books -> validation with every check over both days."""
     import dagster as dg
 
-    from market_pipeline.defs.common.resources import build_resources
     from market_pipeline.settings import load_settings
 
     mp = pytest.MonkeyPatch()
@@ -60,9 +53,13 @@ def world(tmp_path_factory):
         mp.setenv(name, value)
     instance = dg.DagsterInstance.get()
     settings = load_settings()
+    defs = code_location(settings)
     result = dg.materialize(
-        _all_definitions(), instance=instance, resources=build_resources(settings),
-        tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()), raise_on_error=False,
+        _all_definitions(defs),
+        instance=instance,
+        resources=defs.resources,
+        tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()),
+        raise_on_error=False,
     )
     yield {"instance": instance, "result": result, "settings": settings, "root": root}
     instance.dispose()
@@ -72,15 +69,27 @@ def world(tmp_path_factory):
 @pytest.fixture
 def world_env(world, monkeypatch):
     """The module's environment again (the autouse hermetic fixture clears PIPELINE_* per test)."""
-    for name, value in {**ENV, "PIPELINE_DATA_DIR": str(world["root"] / "data"),
-                        "DAGSTER_HOME": str(world["root"] / "dh")}.items():
+    for name, value in {
+        **ENV,
+        "PIPELINE_DATA_DIR": str(world["root"] / "data"),
+        "DAGSTER_HOME": str(world["root"] / "dh"),
+    }.items():
         monkeypatch.setenv(name, value)
     return world
 
 
 def manifest(settings, day: dt.date) -> dict:
-    path = (settings.data_dir / "sources" / "synthetic" / "_ground_truth" / "synthetic" / "exchange=BINANCE"
-            / "symbol=BTC-USDT" / f"dt={day.isoformat()}" / "manifest.json")
+    path = (
+        settings.data_dir
+        / "sources"
+        / "synthetic"
+        / "_ground_truth"
+        / "synthetic"
+        / "exchange=BINANCE"
+        / "symbol=BTC-USDT"
+        / f"dt={day.isoformat()}"
+        / "manifest.json"
+    )
     return json.loads(path.read_text())
 
 
@@ -115,7 +124,9 @@ def test_run_completes_despite_failed_non_blocking_and_warn_checks(world):
         assert evals[("reconstructed_books", check, CLEAN.isoformat())].passed
     # validation_reports materialized both days.
     assert {e.partition for e in result.asset_materializations_for_node("validation_reports")} == {
-        CLEAN.isoformat(), FAULTED.isoformat()}
+        CLEAN.isoformat(),
+        FAULTED.isoformat(),
+    }
 
 
 def test_daily_rows_match_manifest_and_rebuild(world):
@@ -125,7 +136,9 @@ def test_daily_rows_match_manifest_and_rebuild(world):
     daily = table(settings, "validation_reports")
     assert daily.height == 2
     assert daily.select("dt", "exchange", "symbol").rows() == [
-        (CLEAN, "BINANCE", "BTC-USDT"), (FAULTED, "BINANCE", "BTC-USDT")]
+        (CLEAN, "BINANCE", "BTC-USDT"),
+        (FAULTED, "BINANCE", "BTC-USDT"),
+    ]
     clean, faulted = daily.row(0, named=True), daily.row(1, named=True)
     truth = manifest(settings, FAULTED)["faults"]
 
@@ -144,11 +157,13 @@ def test_daily_rows_match_manifest_and_rebuild(world):
     assert faulted["missing_sequence_numbers"] == len(truth["dropped_messages"]) + swaps
     assert faulted["gaps_unrepaired"] == 0
     counters = rebuild_counters(instance, INSTRUMENT, FAULTED)
-    assert faulted["gaps_detected"] == (counters["sequence_gaps"] + counters["out_of_order_messages"]
-                                        + counters["divergences"])
+    assert faulted["gaps_detected"] == (
+        counters["sequence_gaps"] + counters["out_of_order_messages"] + counters["divergences"]
+    )
     assert faulted["gaps_filled"] == counters["fills"]
     assert faulted["snapshot_exact_match_share"] == pytest.approx(
-        counters["vendor_snapshots_matched"] / counters["vendor_snapshots"])
+        counters["vendor_snapshots_matched"] / counters["vendor_snapshots"]
+    )
     # Every mismatched snapshot disagrees on at least one level, and a level at most once per snapshot.
     mismatched = counters["vendor_snapshots"] - counters["vendor_snapshots_matched"]
     assert mismatched > 0
@@ -172,7 +187,8 @@ def test_hourly_rows(world):
     assert sums["gaps_filled"].to_list() == daily["gaps_filled"].to_list()
     (episode,) = manifest(settings, FAULTED)["faults"]["clock_skew_episodes"]
     start = dt.datetime.fromtimestamp(episode["start_origin_time"] / 1e9, dt.UTC).replace(
-        minute=0, second=0, microsecond=0, tzinfo=None)
+        minute=0, second=0, microsecond=0, tzinfo=None
+    )
     in_hour = hourly.filter(pl.col("hour") == start).row(0, named=True)
     assert in_hour["skew_max_ms"] == pytest.approx(episode["skew_ns"] / 1e6)
 
@@ -198,14 +214,14 @@ def test_report_written_and_linked(world):
 def test_rematerializing_a_range_replaces_rows(world_env):
     import dagster as dg
 
-    from market_pipeline.defs.quality.assets import validation_reports
-    from market_pipeline.defs.common.resources import build_resources
-
     world = world_env
     settings = world["settings"]
+    defs = code_location(settings)
     before = table(settings, "validation_reports")
     result = dg.materialize(
-        [validation_reports], instance=world["instance"], resources=build_resources(settings),
+        assets_named(defs, "validation_reports"),
+        instance=world["instance"],
+        resources=defs.resources,
         tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()),
     )
     assert result.success
@@ -243,36 +259,3 @@ def test_ks_exact_and_asymptotic_agree_on_large_samples(monkeypatch):
     assert asymptotic.pvalue == pytest.approx(exact.pvalue, abs=0.02)  # O(1/sqrt(n)) approximation
     with pytest.raises(ValueError, match="non-empty"):
         ks.ks_2samp([], [1.0])
-
-
-@pytest.mark.skipif(not (REAL / "binance_spot_btcusdt_20240808.gz").is_file(),
-                    reason=f"real Binance captures not found in {REAL}")
-def test_capture_fidelity_of_a_book_rebuilt_from_the_capture(tmp_path):
-    """Vendor data made from the capture itself: the two tops must agree closely."""
-    from market_pipeline.defs.books.assets import rebuild_instrument_day
-    from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
-    from market_pipeline.core.quality import measures as m
-    from market_pipeline.core.quality.fidelity import capture_fidelity, capture_files
-    from market_pipeline.settings import load_settings
-    from market_pipeline.vendors.binance.capture_format import parse_capture
-
-    day = dt.date(2024, 8, 8)
-    settings = load_settings(data_dir=tmp_path, instruments=[INSTRUMENT], source="local", local_dir=tmp_path,
-                             capture_dir=REAL)
-    instrument = settings.universe[0]
-    files = capture_files(settings.capture_dir, instrument, day)
-    assert [p.name for p in files] == ["binance_spot_btcusdt_20240808.gz"]
-    tables = parse_capture(files)
-    for name, frame in (("book_delta_v2", tables.book_delta_v2.select(
-            "origin_time", "received_time", "sequence_number", "side_is_bid", "price", "size")),
-                        ("book", tables.book)):
-        target = raw_partition_dir(settings.lake_dir, name, instrument.exchange, instrument.symbol, day)
-        target.mkdir(parents=True)
-        frame.write_parquet(target / PARTITION_FILE)
-    rebuild_instrument_day(settings, instrument, day)
-    books = m.read_books_touch(m.DayFiles.of(settings, instrument, day))
-    fidelity = capture_fidelity(files, instrument, books, 1000)
-    assert fidelity["capture_ticker_agreement_share"] == 1.0
-    assert fidelity["capture_samples"] > 200
-    assert fidelity["ks_spread_statistic"] < 0.1 and fidelity["ks_spread_pvalue"] > 0.05
-    assert fidelity["ks_mid_return_statistic"] < 0.1 and fidelity["ks_mid_return_pvalue"] > 0.05

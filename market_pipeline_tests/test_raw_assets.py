@@ -10,11 +10,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-
 from conftest import (
     DEFAULT_INSTRUMENTS,
     VENV_BIN,
     VendorLake,
+    assets_named,
+    code_location,
     range_tags,
     sha256_tree,
     subprocess_env,
@@ -38,23 +39,15 @@ def row_count(table: str, index: int, day: dt.date) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def raw_assets_by_name() -> dict:
-    # Imported lazily: market_pipeline.defs.common.partitions loads settings at import, after the env is clean.
-    from market_pipeline.defs.raw.assets import raw_assets
-
-    return {a.key.to_user_string(): a for a in raw_assets}
-
-
 def run(instance, names, start=START, end=END, raise_on_error=True):
+    """Materialize raw assets of the code location built from the environment's settings now."""
     import dagster as dg
 
-    from market_pipeline.defs.common.resources import PipelineResource
-
-    assets = raw_assets_by_name()
+    defs = code_location()
     return dg.materialize(
-        [assets[n] for n in names],
+        assets_named(defs, *names),
         instance=instance,
-        resources={"pipeline": PipelineResource()},
+        resources=defs.resources,
         tags=range_tags(start, end),
         raise_on_error=raise_on_error,
     )
@@ -92,7 +85,13 @@ def failure_text(result) -> str:
 
 def lake_file(data_dir: Path, table: str, exchange: str, symbol: str, day: dt.date) -> Path:
     return (
-        data_dir / "lake" / "raw" / table / f"exchange={exchange}" / f"symbol={symbol}" / f"dt={day.isoformat()}"
+        data_dir
+        / "lake"
+        / "raw"
+        / table
+        / f"exchange={exchange}"
+        / f"symbol={symbol}"
+        / f"dt={day.isoformat()}"
         / "data.parquet"
     )
 
@@ -209,7 +208,12 @@ def test_corrupt_file_is_quarantined_and_other_partitions_land(instance, local_s
 
     # The corrupt file, copied to the quarantine with its reason.
     qdir = (
-        data_dir / "lake" / "quarantine" / "book_delta_v2" / f"exchange={exchange}" / f"symbol={symbol}"
+        data_dir
+        / "lake"
+        / "quarantine"
+        / "book_delta_v2"
+        / f"exchange={exchange}"
+        / f"symbol={symbol}"
         / f"dt={bad_day.isoformat()}"
     )
     assert (qdir / corrupt.name).read_bytes() == corrupt.read_bytes()
@@ -270,8 +274,14 @@ def test_bad_rows_are_quarantined_and_good_rows_land(instance, local_source: Ven
     stored = pl.read_parquet(lake_file(data_dir, "trades", exchange, symbol, DAYS[0]))
     assert stored.height == df.height - 2
     rejected = pl.read_parquet(
-        data_dir / "lake" / "quarantine" / "trades" / f"exchange={exchange}" / f"symbol={symbol}"
-        / f"dt={DAYS[0].isoformat()}" / "rejected_rows.parquet"
+        data_dir
+        / "lake"
+        / "quarantine"
+        / "trades"
+        / f"exchange={exchange}"
+        / f"symbol={symbol}"
+        / f"dt={DAYS[0].isoformat()}"
+        / "rejected_rows.parquet"
     )
     assert rejected["_row"].to_list() == [2, 5]
     meta = materializations(instance, "raw_trades", result.run_id)[DAYS[0].isoformat()]
@@ -296,7 +306,7 @@ def test_missing_day_at_source_fails_naming_instrument_and_day(instance, local_s
     assert missing_day.isoformat() in text
 
     assert not lake_file(data_dir, "trades", exchange, symbol, missing_day).exists()
-    for index, (ex, sym) in enumerate(DEFAULT_INSTRUMENTS):
+    for ex, sym in DEFAULT_INSTRUMENTS:
         for day in DAYS:
             if (ex, sym, day) != (exchange, symbol, missing_day):
                 assert lake_file(data_dir, "trades", ex, sym, day).is_file()
@@ -325,10 +335,14 @@ def test_cli_materialize_partition_range(
     instance, local_source: VendorLake, data_dir: Path, dagster_home: Path, _hermetic_env: Path
 ):
     args = [
-        "asset", "materialize",
-        "-m", "market_pipeline.definitions",
-        "--select", "raw_book_deltas",
-        "--partition-range", f"{START}...{END}",
+        "asset",
+        "materialize",
+        "-m",
+        "market_pipeline.definitions",
+        "--select",
+        "raw_book_deltas",
+        "--partition-range",
+        f"{START}...{END}",
     ]
     first = _dagster(args, _hermetic_env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

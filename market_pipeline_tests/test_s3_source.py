@@ -16,9 +16,8 @@ import boto3
 import polars as pl
 import pytest
 from botocore.response import StreamingBody
-from moto.core.authorization import enable_iam_authentication
-
 from conftest import DEFAULT_INSTRUMENTS, VendorLake, range_tags, truncate_file, vendor_frame
+from moto.core.authorization import enable_iam_authentication
 from s3_server import LoopbackS3
 from test_raw_assets import failure_text, lake_file, materializations
 
@@ -95,8 +94,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def s3_env(store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     monkeypatch.setenv("PIPELINE_SOURCE", "s3")
-    monkeypatch.setenv("PIPELINE_S3_BUCKET", store.bucket)
-    monkeypatch.setenv("PIPELINE_S3_ENDPOINT_URL", store.server.url)
+    monkeypatch.setenv("PIPELINE_S3__BUCKET", store.bucket)
+    monkeypatch.setenv("PIPELINE_S3__ENDPOINT_URL", store.server.url)
     monkeypatch.setenv("PIPELINE_S3__MAX_ATTEMPTS", "2")
     return store
 
@@ -130,7 +129,7 @@ def gets(requests: list) -> list[str]:
 
 
 def make_source(store: Store, data_dir: Path, **overrides):
-    from market_pipeline.settings import S3Settings
+    from market_pipeline.vendors.crypto_lake.config import S3Settings
     from market_pipeline.vendors.crypto_lake.s3 import S3Source
 
     fields = {"bucket": store.bucket, "endpoint_url": store.server.url, "max_attempts": 2, **overrides}
@@ -145,15 +144,13 @@ def universe():
 
 def materialize(instance, names: list[str], start: dt.date, end: dt.date, raise_on_error: bool = True):
     import dagster as dg
+    from conftest import assets_named, code_location
 
-    from market_pipeline.defs.raw.assets import raw_assets
-    from market_pipeline.defs.common.resources import PipelineResource
-
-    assets = [a for a in raw_assets if a.key.to_user_string() in names]
+    defs = code_location()
     return dg.materialize(
-        assets,
+        assets_named(defs, *names),
         instance=instance,
-        resources={"pipeline": PipelineResource()},
+        resources=defs.resources,
         tags=range_tags(start.isoformat(), end.isoformat()),
         raise_on_error=raise_on_error,
     )
@@ -199,7 +196,9 @@ def test_missing_day_is_recorded_and_the_rest_of_the_range_lands(instance, s3_en
     text = failure_text(result)
     exchange, symbol = DEFAULT_INSTRUMENTS[1]
     assert f"{exchange}:{symbol} on {ONLY_FIRST_INSTRUMENT_DAY.isoformat()}" in text
-    missing_prefix = f"s3://{s3_env.bucket}/{PREFIX}/trades/exchange={exchange}/symbol={symbol}/dt={ONLY_FIRST_INSTRUMENT_DAY}/"
+    missing_prefix = (
+        f"s3://{s3_env.bucket}/{PREFIX}/trades/exchange={exchange}/symbol={symbol}/dt={ONLY_FIRST_INSTRUMENT_DAY}/"
+    )
     assert missing_prefix in text
     assert not lake_file(data_dir, "trades", exchange, symbol, ONLY_FIRST_INSTRUMENT_DAY).exists()
     first = pl.read_parquet(lake_file(data_dir, "trades", *DEFAULT_INSTRUMENTS[0], ONLY_FIRST_INSTRUMENT_DAY))
@@ -210,8 +209,13 @@ def test_missing_day_is_recorded_and_the_rest_of_the_range_lands(instance, s3_en
 
 
 def test_failover_to_mirror_is_recorded_and_the_secret_never_leaks(
-    instance, s3_env: Store, data_dir: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture,
+    instance,
+    s3_env: Store,
+    data_dir: Path,
+    dagster_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture,
 ):
     import dagster as dg
 
@@ -331,7 +335,9 @@ def test_unreachable_endpoint_fails_over_to_the_fallback_endpoint(store: Store, 
     assert source.available_days("trades", instrument) == [*DAYS, ONLY_FIRST_INSTRUMENT_DAY]
     [path] = source.fetch("trades", instrument, DAYS[0])
     assert pl.read_parquet(path).height == row_count("trades", 0, DAYS[0])
-    assert source.served_by[("trades", instrument.key, DAYS[0])] == f"fallback: s3://{store.bucket} at {store.server.url}"
+    assert (
+        source.served_by[("trades", instrument.key, DAYS[0])] == f"fallback: s3://{store.bucket} at {store.server.url}"
+    )
 
     only_dead = make_source(store, data_dir, endpoint_url=dead, max_attempts=1)
     from market_pipeline.vendors.crypto_lake.s3_client import S3TargetFailed
@@ -383,6 +389,6 @@ def test_s3_settings_validate_endpoints_and_retries(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PIPELINE_S3__FALLBACK_ENDPOINT_URL", "https://mirror.example")
     monkeypatch.setenv("PIPELINE_S3__RETRY_MODE", "adaptive")
     monkeypatch.setenv("PIPELINE_S3__MAX_ATTEMPTS", "7")
-    s3 = load_settings().s3_settings
+    s3 = load_settings().s3
     assert (s3.fallback_endpoint_url, s3.retry_mode, s3.max_attempts) == ("https://mirror.example", "adaptive", 7)
     assert (s3.bucket, s3.prefix, s3.region) == ("qnt.data", PREFIX, "eu-west-1")

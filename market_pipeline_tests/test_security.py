@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from market_pipeline.core.security.audit import audit_read, audit_scope
-from market_pipeline.core.security.scrub import install_log_scrubbing, scrub
+from market_pipeline.core.security.scrub import install_log_scrubbing, scrub, scrub_record_attribute
 from market_pipeline_tests.conftest import PROJECT_DAGSTER_YAML, REPO_ROOT
 
 MASTER_KEY = "bWFzdGVyLWtleS1wbGFudGVkLWluLXRoZS10ZXN0cyE="
@@ -99,6 +99,74 @@ def test_log_records_are_scrubbed_in_message_args_and_exception(planted_env):
     assert "ConnectionError: cannot reach https://***@host with ***" in text
 
 
+def test_registered_record_attributes_are_scrubbed_even_when_set_through_extra(planted_env):
+    """`extra=` values are set on the record after the record factory ran: the registered ones
+    are cleaned whenever a handler reads them (this is how Dagster's events are covered)."""
+    install_log_scrubbing()
+    scrub_record_attribute("market_pipeline_test_payload", scrub)
+    seen: list[object] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(
+                (
+                    hasattr(record, "market_pipeline_test_payload"),
+                    getattr(record, "market_pipeline_test_payload", None),
+                    dict(record.__dict__),
+                )
+            )
+
+    logger = logging.getLogger("market_pipeline.test_security.extra")
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("with payload", extra={"market_pipeline_test_payload": {"url": SECRET_LINE}})
+        logger.warning("without payload")
+    finally:
+        logger.removeHandler(handler)
+    (present, payload, raw), (absent, _, _) = seen
+    assert present and not absent
+    assert payload == {"url": scrub(SECRET_LINE)}
+    assert_no_secret(repr(raw), "the record's __dict__ once read")  # the clean value was written back
+
+
+def test_core_security_imports_no_dagster():
+    """core/ is Dagster-free (import-linter enforces it for imports; this checks the process)."""
+    code = (
+        "import sys\n"
+        "from market_pipeline.core.security.scrub import install_log_scrubbing\n"
+        "import market_pipeline.core.security.hardening\n"
+        "install_log_scrubbing()\n"
+        "loaded = sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.'))\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_market_pipeline_uses_no_private_dagster_module():
+    """Only public `dagster` APIs: no `dagster._...` module, import or logger name in the package."""
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{number}"
+        for path in sorted((REPO_ROOT / "market_pipeline").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "dagster._" in line
+    ]
+    assert not offenders, offenders
+
+
+def test_dagster_still_names_the_record_attributes_we_scrub():
+    """Fails loudly on a Dagster upgrade that renames the record attributes carrying its events
+    (the end-to-end test below would fail too, with a leaked secret)."""
+    from dagster._core import log_manager  # private on purpose: this test watches the internal
+
+    from market_pipeline.defs.common.log_scrubbing import DAGSTER_EVENT_ATTRIBUTE, DAGSTER_META_ATTRIBUTE
+
+    assert log_manager.LOG_RECORD_EVENT_ATTR == DAGSTER_EVENT_ATTRIBUTE
+    assert log_manager.LOG_RECORD_METADATA_ATTR == DAGSTER_META_ATTRIBUTE
+
+
 # ---------------------------------------------------------------------------------------
 # Dagster: context.log, exceptions and metadata never reach the event log or stderr
 # ---------------------------------------------------------------------------------------
@@ -107,22 +175,27 @@ def test_log_records_are_scrubbed_in_message_args_and_exception(planted_env):
 @pytest.fixture
 def code_location_loaded(data_dir):
     """Load the code location as every Dagster process does (installs scrubbing, sets the umask)."""
+    from market_pipeline.core.security.scrub import ScrubbedLogRecord
     from market_pipeline.definitions import build_definitions
+    from market_pipeline.defs.common.log_scrubbing import DAGSTER_EVENT_ATTRIBUTE, DAGSTER_META_ATTRIBUTE
+    from market_pipeline.settings import load_settings
 
     previous = os.umask(0o022)
     try:
-        build_definitions()
+        build_definitions(load_settings())
         assert os.umask(0o077) == 0o077
+        for name in (DAGSTER_EVENT_ATTRIBUTE, DAGSTER_META_ATTRIBUTE):
+            assert name in vars(ScrubbedLogRecord), (
+                "loading the code location did not install the scrubbing of Dagster events: "
+                "market_pipeline.definitions must call harden_code_location(settings) "
+                "(market_pipeline.defs.common.log_scrubbing)"
+            )
         yield
     finally:
         os.umask(previous)
 
 
-def test_dagster_event_log_and_stderr_never_see_a_planted_secret(
-    planted_env, code_location_loaded, instance, capfd
-):
-    from dagster._serdes import serialize_value
-
+def test_dagster_event_log_and_stderr_never_see_a_planted_secret(planted_env, code_location_loaded, instance, capfd):
     assert (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").read_text() == PROJECT_DAGSTER_YAML.read_text()
 
     @dg.asset
@@ -138,12 +211,15 @@ def test_dagster_event_log_and_stderr_never_see_a_planted_secret(
 
     @dg.asset(deps=[chatty])
     def failing() -> None:
-        raise RuntimeError(f"upload refused: Authorization: Bearer {BEARER} key {MASTER_KEY}")
+        try:
+            raise OSError(f"cannot open s3://bucket/k?X-Amz-Signature={SIGNATURE} as {AWS_KEY_ID}")
+        except OSError as cause:  # the stored error keeps the chained cause and its stack trace
+            raise RuntimeError(f"upload refused: Authorization: Bearer {BEARER} key {MASTER_KEY}") from cause
 
     result = dg.materialize([chatty, failing], instance=instance, raise_on_error=False)
     assert not result.success
     entries = instance.all_logs(result.run_id)
-    stored = "\n".join(serialize_value(entry) for entry in entries)
+    stored = "\n".join(dg.serialize_value(entry) for entry in entries)
     assert_no_secret(stored, "the stored event log")
     messages = [e.user_message for e in entries]
     assert any("connecting with key=*** hook=***" in m for m in messages)
@@ -151,6 +227,8 @@ def test_dagster_event_log_and_stderr_never_see_a_planted_secret(
     failure = next(e.dagster_event for e in entries if e.dagster_event and e.dagster_event.is_step_failure)
     error = failure.step_failure_data.error
     assert "upload refused: Authorization: Bearer *** key ***" in error.to_string()
+    assert error.cause is not None and "X-Amz-Signature=***" in error.cause.to_string()
+    assert error.stack and not any(s in "".join(error.stack) for s in PLANTED)
     materialization = next(e.asset_materialization for e in entries if e.asset_materialization)
     assert materialization.metadata["endpoint"].value == "https://***@h/x"
     assert materialization.metadata["rows"].value == 3
@@ -191,9 +269,23 @@ def materialized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p),
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "market_pipeline.cli", "run", "--start-date", DAY, "--end-date", DAY,
-         "--select", *ASSETS],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "market_pipeline.cli",
+            "run",
+            "--start-date",
+            DAY,
+            "--end-date",
+            DAY,
+            "--select",
+            *ASSETS,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {"data": data, "output": proc.stdout + proc.stderr}

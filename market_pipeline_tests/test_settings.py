@@ -169,12 +169,13 @@ def test_instrument_specs_variable_merges_over_config(monkeypatch: pytest.Monkey
     assert perp.tick_size == Decimal("0.1")  # config.yaml entry still there
 
 
-def test_s3_flat_variables_override_nested(monkeypatch: pytest.MonkeyPatch):
+def test_s3_settings_have_one_spelling(monkeypatch: pytest.MonkeyPatch):
+    """Only the nested PIPELINE_S3__* names exist; a flat PIPELINE_S3_BUCKET is not a setting."""
     monkeypatch.setenv("PIPELINE_S3__BUCKET", "nested-bucket")
     monkeypatch.setenv("PIPELINE_S3__REGION", "us-east-1")
     monkeypatch.setenv("PIPELINE_S3_BUCKET", "flat-bucket")
-    s3 = load_settings().s3_settings
-    assert s3.bucket == "flat-bucket"
+    s3 = load_settings().s3
+    assert s3.bucket == "nested-bucket"
     assert s3.region == "us-east-1"
     assert s3.prefix == "market-data/cryptofeed"
 
@@ -194,9 +195,15 @@ def test_s3_flat_variables_override_nested(monkeypatch: pytest.MonkeyPatch):
         ("PIPELINE_INSTRUMENTS", "BINANCE:BTC-USDT,BINANCE:BTC-USDT"),
         ("PIPELINE_INSTRUMENTS", "BINANCE:BTC/USDT"),
         ("PIPELINE_INSTRUMENTS", ","),
+        # A truncated JSON list once passed and created lake folders named `exchange=["BINANCE`.
+        ("PIPELINE_INSTRUMENTS", '["BINANCE:BTC-USDT"'),
+        ("PIPELINE_INSTRUMENTS", "binance:BTC-USDT"),
+        ("PIPELINE_INSTRUMENTS", "BINANCE:BTC USDT"),
+        ("PIPELINE_INSTRUMENTS", "BINANCE:../etc"),
+        ("PIPELINE_INSTRUMENT_SPECS", '{"BINANCE:BTC/USDT": {"tick_size": "0.01", "lot_size": "0.001"}}'),
         ("PIPELINE_ALERT_WEBHOOK_URL", "ftp://hooks.example.com/x"),
         ("PIPELINE_ALERT_WEBHOOK_URL", "hooks.example.com/x"),
-        ("PIPELINE_S3_ENDPOINT_URL", "127.0.0.1:9000"),
+        ("PIPELINE_S3__ENDPOINT_URL", "127.0.0.1:9000"),
         ("PIPELINE_PARTITION_TOLERANCE_MINUTES", "-1"),
         ("PIPELINE_SYNTHETIC__PROFILE", "huge"),
         ("PIPELINE_BOOK__DEPTH", "0"),
@@ -240,10 +247,7 @@ def test_capture_source_needs_capture_dir(monkeypatch: pytest.MonkeyPatch):
 @pytest.mark.parametrize("tick", ["-0.01", "0", "abc", "NaN"])
 def test_bad_tick_size_in_custom_config_names_the_spec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tick: str):
     other = tmp_path / "bad.yaml"
-    other.write_text(
-        "instrument_specs:\n"
-        f"  BINANCE:BTC-USDT: {{tick_size: '{tick}', lot_size: '0.00001'}}\n"
-    )
+    other.write_text(f"instrument_specs:\n  BINANCE:BTC-USDT: {{tick_size: '{tick}', lot_size: '0.00001'}}\n")
     monkeypatch.setenv("PIPELINE_CONFIG_FILE", str(other))
     err = settings_error()
     assert any(p.startswith("PIPELINE_INSTRUMENT_SPECS") and "TICK_SIZE" in p for p in err.problems), err.problems
@@ -317,3 +321,8 @@ def test_settings_class_reads_prefixed_names_only(monkeypatch: pytest.MonkeyPatc
     assert s.source == "synthetic"
     assert s.data_dir == Path("./data")
     assert DEFAULT_CONFIG_FILE.is_file()
+
+
+def test_instruments_accept_a_json_list(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", '["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]')
+    assert [i.key for i in load_settings().universe] == ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]

@@ -22,11 +22,11 @@ def parse_duration(text: str) -> float:
 
 
 def capture_command(args: argparse.Namespace) -> int:
+    from market_pipeline.core.lake.paths import make_private_dirs
+    from market_pipeline.core.security import crypto
     from market_pipeline.vendors.binance.live import endpoints
     from market_pipeline.vendors.binance.live.manifest import ManifestError
     from market_pipeline.vendors.binance.live.recorder import CaptureOptions, record
-    from market_pipeline.core.lake.paths import make_private_dirs
-    from market_pipeline.core.security import crypto
 
     seconds = parse_duration(args.duration)
     defaults = endpoints.DEFAULT_ENDPOINTS[args.market]
@@ -36,7 +36,7 @@ def capture_command(args: argparse.Namespace) -> int:
         endpoints.check_symbol(args.symbol)
         endpoints.check_scheme(ws_base, "--ws-url", "wss", "ws", args.allow_plaintext)
         endpoints.check_scheme(rest_base, "--rest-url", "https", "http", args.allow_plaintext)
-        master_key = crypto.master_key_from_settings() if args.encrypt else None
+        master_key = crypto.default_master_key() if args.encrypt else None
     except ValueError as exc:  # MasterKeyError is one
         raise CliError(str(exc), EXIT_USAGE) from None
     options = CaptureOptions(

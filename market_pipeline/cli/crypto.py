@@ -16,7 +16,7 @@ def crypt_command(command: str, source: Path, target: Path) -> int:
     if source.resolve() == target.resolve():
         raise CliError(f"{source}: the output must be a different file", EXIT_USAGE)
     try:
-        key = crypto.master_key_from_settings()
+        key = crypto.default_master_key()
     except crypto.MasterKeyError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     try:

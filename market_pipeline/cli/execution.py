@@ -22,7 +22,11 @@ from market_pipeline.cli.common import EXIT_FAILED, EXIT_USAGE, CliError, eprint
 
 if TYPE_CHECKING:
     import dagster as dg
-    from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+
+    from market_pipeline.settings import PipelineSettings
+
+    # What `dg.Definitions.resolve_asset_graph()` returns; `dagster` does not export its class.
+    AssetGraph = Any
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -47,9 +51,15 @@ def quiet_dagster(verbosity: int) -> None:
     # Our daily checks report one evaluation per day as events, not as the step's output, so
     # Dagster notes that downstream steps are not gated on an output. They are gated all the
     # same: a failed blocking evaluation fails the check step (quality/check_support.py).
-    plan_logger = logging.getLogger("dagster._core.execution.plan.active")
-    if verbosity < 2 and _not_ungated_check_notice not in plan_logger.filters:
-        plan_logger.addFilter(_not_ungated_check_notice)
+    # The notice comes from a logger of Dagster's internal modules (named after the module), and
+    # a logger's filters do not apply to the records of its children, so the filter goes on the
+    # handlers that print propagated records: the `dagster` and root loggers' handlers and
+    # Python's last-resort stderr handler (the one used when no handler is configured).
+    if verbosity < 2:
+        handlers = [*logging.getLogger("dagster").handlers, *logging.getLogger().handlers, logging.lastResort]
+        for handler in handlers:
+            if handler is not None and _not_ungated_check_notice not in handler.filters:
+                handler.addFilter(_not_ungated_check_notice)
     if verbosity == 0:
         import dagster as dg
 
@@ -75,21 +85,21 @@ def require_dagster_home() -> Path:
     return home
 
 
-def load_defs() -> dg.Definitions:
-    """The code location's Definitions (imported late: the import reads the settings)."""
+def load_defs(settings: PipelineSettings) -> dg.Definitions:
+    """The code location's Definitions for `settings` (the module is imported late: importing it
+    also builds `definitions.defs` from the environment's settings, as Dagster's loaders expect)."""
     from market_pipeline.settings import SettingsError
 
     try:
         from market_pipeline.definitions import build_definitions
 
-        # Built anew: the settings (data dir, warehouse path) may differ from the import's.
-        defs = build_definitions()
+        # Built from the settings this command loaded (the demo's differ from the environment's).
+        defs = build_definitions(settings)
     except SettingsError:
         raise
     except Exception as exc:  # a broken module in the code location: say so, not a traceback
         raise CliError(
-            f"cannot load the Dagster definitions (market_pipeline.definitions): "
-            f"{type(exc).__name__}: {exc}"
+            f"cannot load the Dagster definitions (market_pipeline.definitions): {type(exc).__name__}: {exc}"
         ) from exc
     return defs
 
@@ -142,8 +152,7 @@ def check_partitions(graph: AssetGraph, keys: list[dg.AssetKey], start: dt.date,
             if last is not None and day.isoformat() > last:
                 hint = f" (a day becomes a partition once it is over in UTC; the latest is {last})"
             raise CliError(
-                f"{option} {day} is not a partition of {', '.join(names)}: partitions run from "
-                f"{first} to {last}{hint}",
+                f"{option} {day} is not a partition of {', '.join(names)}: partitions run from {first} to {last}{hint}",
                 EXIT_USAGE,
             )
 

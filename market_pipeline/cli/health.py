@@ -32,14 +32,14 @@ _GB = 1024**3
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
-def load_code_location() -> dg.Definitions:
+def load_code_location(settings: PipelineSettings) -> dg.Definitions:
     """The code location whose assets and checks are reported (tests replace it)."""
     from market_pipeline.cli.execution import load_defs
 
-    return load_defs()
+    return load_defs(settings)
 
 
 def _dagster_home(report: dict[str, Any], problems: list[str]) -> Path | None:
@@ -72,8 +72,6 @@ def _asset_report(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict[st
 
 
 def _check_report(instance: dg.DagsterInstance, defs: dg.Definitions, problems: list[str]) -> dict[str, Any]:
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
-
     graph = defs.resolve_asset_graph()
     checks: dict[str, Any] = {}
     for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
@@ -83,22 +81,35 @@ def _check_report(instance: dg.DagsterInstance, defs: dg.Definitions, problems: 
             checks[name] = {"result": "never_run"}
             continue
         evaluation = record.event.asset_check_evaluation if record.event is not None else None
-        entry: dict[str, Any] = {"partition": record.partition, "at": _iso(record.create_timestamp), "run_id": record.run_id}
-        if record.status == Status.PLANNED or evaluation is None:
+        entry: dict[str, Any] = {
+            "partition": record.partition,
+            "at": _iso(record.create_timestamp),
+            "run_id": record.run_id,
+        }
+        # record.status is an enum `dagster` does not export: compare its value.
+        if getattr(record.status, "value", record.status) == "PLANNED" or evaluation is None:
             entry["result"] = "planned"  # running now, or its run ended before the check reported
         else:
             severity = getattr(evaluation.severity, "value", str(evaluation.severity))
-            entry.update(result="passed" if evaluation.passed else "failed", severity=severity,
-                         description=evaluation.description)
+            entry.update(
+                result="passed" if evaluation.passed else "failed",
+                severity=severity,
+                description=evaluation.description,
+            )
             if not evaluation.passed and severity == "ERROR":
                 partition = f" (partition {record.partition})" if record.partition else ""
-                problems.append(f"check {name} failed with ERROR severity{partition}: {evaluation.description or ''}".rstrip(": "))
+                problems.append(
+                    f"check {name} failed with ERROR severity{partition}: {evaluation.description or ''}".rstrip(": ")
+                )
         checks[name] = entry
     return checks
 
 
-def _dagster_report(report: dict[str, Any], problems: list[str]) -> None:
+def _dagster_report(report: dict[str, Any], problems: list[str], settings: PipelineSettings | None) -> None:
     if _dagster_home(report, problems) is None:
+        return
+    if settings is None:  # the settings' own problems are listed as well
+        problems.append("cannot load the code location: the settings are invalid")
         return
     import dagster as dg
 
@@ -106,7 +117,7 @@ def _dagster_report(report: dict[str, Any], problems: list[str]) -> None:
 
     quiet_dagster(0)
     try:
-        defs = load_code_location()
+        defs = load_code_location(settings)
     except Exception as exc:  # a broken code location is itself something to look at
         problems.append(f"cannot load the code location: {exc}")
         return
@@ -157,7 +168,9 @@ def _is_lock_conflict(exc: Exception) -> bool:
     return "lock" in text and ("conflicting" in text or "could not set" in text)
 
 
-def _warehouse_report(settings: PipelineSettings, report: dict[str, Any], problems: list[str], warnings: list[str]) -> None:
+def _warehouse_report(
+    settings: PipelineSettings, report: dict[str, Any], problems: list[str], warnings: list[str]
+) -> None:
     import duckdb
 
     path = settings.warehouse_path.resolve()
@@ -183,8 +196,11 @@ def _warehouse_report(settings: PipelineSettings, report: dict[str, Any], proble
             entry["status"] = "busy"
             warnings.append(f"warehouse {path} is locked by a running writer; not inspected")
             return
-        entry["status"] = "corrupt" if isinstance(exc, (duckdb.SerializationException, duckdb.InvalidInputException,
-                                                         duckdb.InternalException)) else "unreadable"
+        entry["status"] = (
+            "corrupt"
+            if isinstance(exc, (duckdb.SerializationException, duckdb.InvalidInputException, duckdb.InternalException))
+            else "unreadable"
+        )
         entry["error"] = str(exc).splitlines()[0]
         problems.append(f"warehouse {path} is {entry['status']}: {entry['error']}")
         return
@@ -210,13 +226,16 @@ def health_report() -> tuple[dict[str, Any], int]:
 
     problems: list[str] = []
     warnings: list[str] = []
-    report: dict[str, Any] = {"checked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    _dagster_report(report, problems)
+    report: dict[str, Any] = {"checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     try:
-        settings = load_settings()
+        settings = load_settings()  # once: the code location is built from these
     except SettingsError as exc:
-        problems.extend(exc.problems)
         settings = None
+        settings_problems = exc.problems
+    else:
+        settings_problems = []
+    _dagster_report(report, problems, settings)
+    problems.extend(settings_problems)
     if settings is not None and _disk_report(settings, report, problems):
         _warehouse_report(settings, report, problems, warnings)
         _metrics_files_report(settings, report)

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from market_pipeline.cli.common import (
     EXIT_FAILED,
@@ -34,14 +35,17 @@ from market_pipeline.cli.common import (
     parse_date,
 )
 
+if TYPE_CHECKING:
+    from market_pipeline.settings import PipelineSettings
+
 DEMO_INSTRUMENTS = ("BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP")
 DEMO_START = "2024-03-01"
 DEMO_DAYS = 3
 # The demo's one injected fault, on its last day only: a clock-skew episode (received_time 2 to
 # 5 s after origin_time for 1 to 10 minutes). The hourly p99 of that day fails the NON-blocking
 # clock_skew check with WARN, so the run still completes and the alert sensors have a story.
-DEMO_FAULT_ENV = "PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES"
-DEMO_FAULT_DAYS_ENV = "PIPELINE_SYNTHETIC__FAULTS__DAYS"
+# (The settings synthetic.faults.clock_skew_episodes and synthetic.faults.days, i.e.
+# PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES and PIPELINE_SYNTHETIC__FAULTS__DAYS.)
 DEMO_FAULT_EPISODES = 1
 
 # A Dagster instance for the demo when neither DAGSTER_HOME nor ./dagster_home/dagster.yaml exists.
@@ -85,7 +89,10 @@ def _source_tree_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument(
-        "-v", "--verbose", action="count", default=argparse.SUPPRESS,
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
         help="show Dagster's logs (-v: INFO, -vv: DEBUG and full tracebacks)",
     )
     parser = argparse.ArgumentParser(
@@ -95,20 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0,
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
         help="show Dagster's logs (-v: INFO, -vv: DEBUG and full tracebacks)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser(
-        "validate-env", parents=[verbose],
+        "validate-env",
+        parents=[verbose],
         help="check the settings and directories; print a summary (secrets: set/not set only)",
         description="Load the settings (config.yaml, .env, PIPELINE_* variables) and check the "
         "directories they name. Exit 1 if anything is wrong.",
     )
 
     run = sub.add_parser(
-        "run", parents=[verbose],
+        "run",
+        parents=[verbose],
         help="materialize a date range (inclusive) as one Dagster run",
         description="Materialize the selected assets for every day from --start-date to "
         "--end-date (inclusive) as ONE run in the Dagster instance of $DAGSTER_HOME.",
@@ -116,25 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start-date", required=True, metavar="YYYY-MM-DD", help="first day (UTC)")
     run.add_argument("--end-date", required=True, metavar="YYYY-MM-DD", help="last day (UTC), inclusive")
     run.add_argument(
-        "--select", action="extend", nargs="+", metavar="SEL",
-        help="Dagster asset selection, e.g. raw_book_deltas, group:raw, raw_trades+ "
-        "(repeatable; default: every asset)",
+        "--select",
+        action="extend",
+        nargs="+",
+        metavar="SEL",
+        help="Dagster asset selection, e.g. raw_book_deltas, group:raw, raw_trades+ (repeatable; default: every asset)",
     )
 
     demo = sub.add_parser(
-        "demo", parents=[verbose],
+        "demo",
+        parents=[verbose],
         help="generate synthetic data and materialize the whole pipeline for a few days",
         description="Materialize every asset for a few days of synthetic data for "
         f"{' and '.join(DEMO_INSTRUMENTS)}, then show what was produced.",
     )
     demo.add_argument("--days", type=int, default=DEMO_DAYS, metavar="N", help=f"number of days (default {DEMO_DAYS})")
-    demo.add_argument("--start-date", default=DEMO_START, metavar="YYYY-MM-DD", help=f"first day (default {DEMO_START})")
     demo.add_argument(
-        "--data-dir", type=Path, metavar="DIR",
+        "--start-date", default=DEMO_START, metavar="YYYY-MM-DD", help=f"first day (default {DEMO_START})"
+    )
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
         help="where the lake and warehouse go (default: PIPELINE_DATA_DIR, else ./data)",
     )
     verify = sub.add_parser(
-        "verify-capture", parents=[verbose],
+        "verify-capture",
+        parents=[verbose],
         help="replay Binance captures of one instrument exactly; print one JSON object",
         description="Replay the files (in time order) with Binance's sync rules and check every "
         "bookTicker whose update id matches an applied diff. Exit 0 only with no mismatch.",
@@ -142,14 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
     sub.add_parser(
-        "health", parents=[verbose],
+        "health",
+        parents=[verbose],
         help="print a JSON health report; exit 1 when something needs attention",
         description="Report the last successful partition per asset, the latest check results, "
         "lake size, free disk and whether the warehouse is reachable, as one JSON object.",
     )
 
     capture = sub.add_parser(
-        "capture", parents=[verbose],
+        "capture",
+        parents=[verbose],
         help="record a golden sample from the Binance WebSocket streams",
         description="Subscribe to depth diffs, bookTicker and trades, take the REST snapshot by "
         "the sync rules and write `<receive ns> <json>` lines, rotated hourly, with a SHA-256 manifest.",
@@ -165,10 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, verb in (("encrypt", "encrypt"), ("decrypt", "decrypt")):
         crypt = sub.add_parser(
-            name, parents=[verbose],
+            name,
+            parents=[verbose],
             help=f"{verb} a file with AES-256-GCM (key derived from PIPELINE_MASTER_KEY)",
-            description=f"{verb.capitalize()} FILE into OUT; OUT is written only when the whole file "
-            "authenticates.",
+            description=f"{verb.capitalize()} FILE into OUT; OUT is written only when the whole file authenticates.",
         )
         crypt.add_argument("file", type=Path, metavar="FILE")
         crypt.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
@@ -199,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "verify-capture":
             from market_pipeline.cli.verify_capture import verify_capture_command
 
+            _hand_over_master_key(required=False)  # for .enc captures
             return verify_capture_command(args.files)
         if args.command == "health":
             from market_pipeline.cli.health import health_command
@@ -207,10 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "capture":
             from market_pipeline.cli.capture import capture_command
 
+            if args.encrypt:
+                _hand_over_master_key(required=True)
             return capture_command(args)
         if args.command in ("encrypt", "decrypt"):
             from market_pipeline.cli.crypto import crypt_command
 
+            _hand_over_master_key(required=True)
             return crypt_command(args.command, args.file, args.output)
     except SettingsError as exc:
         eprint(*(f"error: {problem}" for problem in exc.problems))
@@ -227,25 +253,49 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def run_range(start: dt.date, end: dt.date, selections: list[str] | None, verbosity: int, launched_by: str) -> int:
-    """Load settings and definitions, execute the range as one run, print the summary."""
-    from market_pipeline.cli.execution import execute_range, load_defs, quiet_dagster, require_dagster_home
-    from market_pipeline.cli.execution import resolve_selection
+def _hand_over_master_key(required: bool) -> None:
+    """core never reads the settings: give it their master key (`.env` included) for this command.
+    With `required` False, invalid settings are left for the command to meet, if it needs them."""
+    from market_pipeline.core.security import crypto
+    from market_pipeline.settings import SettingsError, load_settings
+
+    try:
+        secret = load_settings().master_key
+    except SettingsError:
+        if required:
+            raise
+        return
+    crypto.use_master_key(secret.get_secret_value() if secret is not None else None)
+
+
+def run_range(
+    settings: PipelineSettings,
+    start: dt.date,
+    end: dt.date,
+    selections: list[str] | None,
+    verbosity: int,
+    launched_by: str,
+) -> int:
+    """Build the definitions from `settings`, execute the range as one run, print the summary."""
+    from market_pipeline.cli.execution import (
+        execute_range,
+        load_defs,
+        quiet_dagster,
+        require_dagster_home,
+        resolve_selection,
+    )
     from market_pipeline.cli.report import print_run_summary
-    from market_pipeline.settings import load_settings
 
     if start > end:
         raise CliError(f"--start-date {start} is after --end-date {end}", EXIT_USAGE)
-    settings = load_settings()
     if start < settings.start_date:
         raise CliError(
-            f"--start-date {start} is before the first partition {settings.start_date} "
-            "(PIPELINE_START_DATE)",
+            f"--start-date {start} is before the first partition {settings.start_date} (PIPELINE_START_DATE)",
             EXIT_USAGE,
         )
     require_dagster_home()
     quiet_dagster(verbosity)
-    defs = load_defs()
+    defs = load_defs(settings)
     keys = resolve_selection(defs, selections)
     names = ", ".join(key.to_user_string() for key in keys)
     print(f"materializing {len(keys)} asset(s) for {start}..{end} as one run in DAGSTER_HOME")
@@ -256,7 +306,10 @@ def run_range(start: dt.date, end: dt.date, selections: list[str] | None, verbos
 
 
 def run_command(start: str, end: str, selections: list[str] | None, verbosity: int) -> int:
-    return run_range(parse_date(start, "--start-date"), parse_date(end, "--end-date"), selections, verbosity, "cli-run")
+    from market_pipeline.settings import load_settings
+
+    first, last = parse_date(start, "--start-date"), parse_date(end, "--end-date")
+    return run_range(load_settings(), first, last, selections, verbosity, "cli-run")
 
 
 @contextmanager
@@ -291,32 +344,35 @@ def _demo_dagster_home(data_dir: Path) -> tuple[Path, str]:
     return home, "a demo instance in the data dir; DAGSTER_HOME was not set"
 
 
-def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosity: int) -> int:
+def demo_settings(start: dt.date, end: dt.date, data_dir_arg: Path | None) -> PipelineSettings:
+    """The demo's settings: the environment's, with synthetic data for the demo instruments, the
+    injected fault on the last day, partitions from `start` at the latest and an absolute data dir."""
     from market_pipeline.settings import load_settings
 
+    overrides: dict[str, object] = {
+        "source": "synthetic",
+        "instruments": list(DEMO_INSTRUMENTS),
+        # Merged into the environment's synthetic settings (profile, scale...), not replacing them.
+        "synthetic": {"faults": {"clock_skew_episodes": DEMO_FAULT_EPISODES, "days": [end.isoformat()]}},
+    }
+    if data_dir_arg is not None:
+        overrides["data_dir"] = data_dir_arg
+    settings = load_settings(**overrides)
+    # The partitions start at PIPELINE_START_DATE: move it back so the demo days exist.
+    start_date = min(settings.start_date, start)
+    return load_settings(**{**overrides, "start_date": start_date, "data_dir": settings.data_dir.resolve()})
+
+
+def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosity: int) -> int:
     if days < 1:
         raise CliError(f"--days must be at least 1, got {days}", EXIT_USAGE)
     start = parse_date(start_text, "--start-date")
     end = start + dt.timedelta(days=days - 1)
-    names = (
-        "PIPELINE_SOURCE", "PIPELINE_INSTRUMENTS", "PIPELINE_DATA_DIR", "PIPELINE_START_DATE", "DAGSTER_HOME",
-        DEMO_FAULT_ENV, DEMO_FAULT_DAYS_ENV,
-    )
-    with _restored_environ(*names):
-        os.environ["PIPELINE_SOURCE"] = "synthetic"
-        os.environ["PIPELINE_INSTRUMENTS"] = ",".join(DEMO_INSTRUMENTS)
-        os.environ[DEMO_FAULT_ENV] = str(DEMO_FAULT_EPISODES)
-        os.environ[DEMO_FAULT_DAYS_ENV] = f'["{end.isoformat()}"]'
-        if data_dir_arg is not None:
-            os.environ["PIPELINE_DATA_DIR"] = str(data_dir_arg)
-        settings = load_settings()
-        if settings.start_date > start:
-            # The partitions start at PIPELINE_START_DATE: move it back so the demo days exist.
-            os.environ["PIPELINE_START_DATE"] = start.isoformat()
-            settings = load_settings()
-        data_dir = settings.data_dir.resolve()
-        os.environ["PIPELINE_DATA_DIR"] = str(data_dir)  # absolute, whatever the cwd of a step
-        data_dir.mkdir(parents=True, exist_ok=True)
+    settings = demo_settings(start, end, data_dir_arg)
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # The Dagster instance (run history), not the code location: that is built from `settings`.
+    with _restored_environ("DAGSTER_HOME"):
         home, how = _demo_dagster_home(data_dir)
         os.environ["DAGSTER_HOME"] = str(home)
 
@@ -325,10 +381,10 @@ def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosit
         print(f"  data dir      {data_dir}")
         print(f"  dagster home  {home} ({how})")
         print(f"  fault         {DEMO_FAULT_EPISODES} clock-skew episode on {end} (received_time 2-5 s late)")
-        code = run_range(start, end, None, verbosity, "cli-demo")
+        code = run_range(settings, start, end, None, verbosity, "cli-demo")
         from market_pipeline.cli.report import print_demo_alerts
 
-        print_demo_alerts(load_settings(), start, end, "cli-demo")
+        print_demo_alerts(settings, start, end, "cli-demo")
         warehouse = settings.warehouse_path.resolve()
         if code == EXIT_OK:
             print()

@@ -116,7 +116,7 @@ def raw_row_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
                     continue
                 present.append(view)
                 query = (
-                    f'SELECT CAST(dt AS VARCHAR) AS day, exchange || \':\' || symbol AS instrument, '
+                    f"SELECT CAST(dt AS VARCHAR) AS day, exchange || ':' || symbol AS instrument, "
                     f'count(*) FROM raw."{view}" '
                     "WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? GROUP BY ALL"
                 )
@@ -165,7 +165,10 @@ def output_locations(settings: PipelineSettings) -> list[str]:
     rows = [
         ["data dir", str(data_dir)],
         ["lake", str(lake)],
-        ["warehouse", f"{settings.warehouse_path.resolve()}" + ("" if settings.warehouse_path.exists() else " (not created)")],
+        [
+            "warehouse",
+            f"{settings.warehouse_path.resolve()}" + ("" if settings.warehouse_path.exists() else " (not created)"),
+        ],
     ]
     if quarantine.is_dir():
         files = sum(1 for p in quarantine.rglob("*") if p.is_file())
@@ -232,10 +235,10 @@ def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, 
 
     import dagster as dg
 
+    from market_pipeline.cli.execution import LAUNCHED_BY_TAG
     from market_pipeline.core.alerts.jsonl import alerts_path
     from market_pipeline.core.alerts.model import CHECK_FAILED
     from market_pipeline.defs.alerts.sensors import deliver_run_alerts
-    from market_pipeline.cli.execution import LAUNCHED_BY_TAG
 
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: launched_by}), limit=1)
@@ -264,7 +267,7 @@ def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, 
     print_lines([f"  {p}" for p in ours] or [f"  (none under {reports})"])
 
     print()
-    path = alerts_path(settings).resolve()
+    path = alerts_path(settings.data_dir).resolve()
     print(f"Alerts ({len(records)} new in {path})")
     if not records:
         print("  (none)")

@@ -17,6 +17,7 @@ from market_pipeline.settings import (
     SettingsError,
     load_settings,
 )
+from market_pipeline.vendors.registry import get_vendor
 
 
 def _writable_dir_problem(path: Path) -> str | None:
@@ -57,10 +58,7 @@ def environment_problems(settings: PipelineSettings) -> tuple[list[str], list[st
     problem = _writable_dir_problem(settings.data_dir)
     if problem:
         errors.append(f"PIPELINE_DATA_DIR: {problem}")
-    if settings.source == "local" and settings.local_dir is not None and not settings.local_dir.is_dir():
-        errors.append(f"PIPELINE_LOCAL_DIR: {settings.local_dir.resolve()} is not an existing directory")
-    if settings.source == "capture" and settings.capture_dir is not None and not settings.capture_dir.is_dir():
-        errors.append(f"PIPELINE_CAPTURE_DIR: {settings.capture_dir.resolve()} is not an existing directory")
+    errors += get_vendor(settings.source).environment(settings)
     home = os.environ.get("DAGSTER_HOME", "").strip()
     if not home:
         warnings.append(
@@ -81,35 +79,21 @@ def describe(settings: PipelineSettings) -> list[str]:
     data_dir = settings.data_dir.resolve()
     lines = [f"  config file     {config_file}" + (f" + {dotenv.resolve()}" if dotenv.is_file() else "")]
     source = settings.source
-    if settings.source == "local":
-        source += f" ({settings.local_dir.resolve() if settings.local_dir else '?'})"
-    elif settings.source == "capture":
-        source += f" ({settings.capture_dir.resolve() if settings.capture_dir else '?'})"
-    elif settings.source == "s3":
-        s3 = settings.s3_settings
-        endpoint = f", endpoint {s3.endpoint_url}" if s3.endpoint_url else ""
-        source += f" (s3://{s3.bucket}/{s3.prefix}, region {s3.region}{endpoint})"
-    elif settings.source == "synthetic":
-        syn = settings.synthetic
-        faults = {k: v for k, v in syn.faults.model_dump().items() if v and k != "days"}
-        fault_text = ", ".join(f"{k}={v}" for k, v in faults.items()) or "none"
-        source += f" (profile {syn.profile}, seed {syn.seed}, faults: {fault_text})"
+    summary = get_vendor(settings.source).describe(settings)
+    if summary:
+        source += f" ({summary})"
     lines.append(f"  source          {source}")
     exists = "" if data_dir.exists() else " (will be created)"
     lines.append(f"  data dir        {data_dir}{exists}")
     lines.append(f"  start date      {settings.start_date}")
     lines.append(f"  instruments     {len(settings.universe)}")
-    table = [
-        [i.key, str(i.tick_size), str(i.lot_size), i.spec.sequence] for i in settings.universe
-    ]
+    table = [[i.key, str(i.tick_size), str(i.lot_size), i.spec.sequence] for i in settings.universe]
     lines += format_table(["instrument", "tick", "lot", "sequence"], table, indent=4)
     lines.append(f"  book            depth {settings.book.depth}, sample every {settings.book.sample_interval_ms} ms")
-    lines.append(f"  alert webhook   url {_url_host(settings.alert_webhook_url)}, token {_set(settings.alert_webhook_token)}")
+    lines.append(
+        f"  alert webhook   url {_url_host(settings.alert_webhook_url)}, token {_set(settings.alert_webhook_token)}"
+    )
     lines.append(f"  master key      {_set(settings.master_key)}")
-    if settings.source == "s3":
-        keys = _set(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"))
-        profile = os.environ.get("AWS_PROFILE")
-        lines.append(f"  aws credentials access key {keys}" + (f", profile {profile}" if profile else ""))
     home = os.environ.get("DAGSTER_HOME", "").strip()
     if home:
         yaml_note = "with dagster.yaml" if (Path(home) / "dagster.yaml").is_file() else "no dagster.yaml: defaults"

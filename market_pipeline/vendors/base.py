@@ -1,12 +1,27 @@
-"""What the raw stage asks of a vendor source."""
+"""The one protocol every vendor implements, and what the stages ask of it.
+
+A vendor is a package under `vendors/` that exports a `Vendor` (name, its settings, a builder).
+The builder turns the pipeline settings into a `VendorSource`: the raw tables it provides,
+fetching an instrument-day of one table as local Parquet files in the lake's schemas, what its
+sequence numbers can prove, and rebuilding one instrument-day's books from the raw lake.
+Vendors import `core/` only; they read the pipeline settings duck-typed (attributes they own,
+plus `data_dir`, `lake_dir` and `book`), never the settings module.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from market_pipeline.settings import Instrument
+from pydantic import BaseModel
+
+from market_pipeline.core.instruments import Instrument, SequenceSemantics
+
+# The Crypto Lake tables every lake-shaped vendor serves (captures add book_ticker and depth_snapshot).
+LAKE_TABLES = frozenset({"trades", "book", "book_delta_v2"})
 
 
 class MissingSourceData(Exception):
@@ -14,9 +29,7 @@ class MissingSourceData(Exception):
 
     def __init__(self, source: str, table: str, instrument: Instrument, day: dt.date, where: str):
         self.day = day
-        super().__init__(
-            f"{source} source has no {table} data for {instrument.key} on {day.isoformat()} ({where})"
-        )
+        super().__init__(f"{source} source has no {table} data for {instrument.key} on {day.isoformat()} ({where})")
 
 
 class DayNotCovered(MissingSourceData):
@@ -24,12 +37,92 @@ class DayNotCovered(MissingSourceData):
     running that day): the raw stage records the instrument-day as missing instead of failing."""
 
 
+@dataclass(frozen=True)
+class BookDay:
+    """One instrument-day's book rebuild, as the books stage asks for it."""
+
+    lake_dir: Path
+    instrument: Instrument
+    day: dt.date
+    depth: int
+    interval_ms: int
+
+
+class BookDayResult(Protocol):
+    """What a vendor's rebuild reports for one instrument-day."""
+
+    counters: dict[str, int]
+    seconds: float
+
+    @property
+    def events(self) -> int:
+        """Input events replayed (messages or diffs), the base of the throughput figure."""
+        ...
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """deltas_applied, gaps and fills: summed over the run in the step's metadata."""
+        ...
+
+    def metadata(self, instrument_key: str) -> dict[str, object]:
+        """Per-partition materialization metadata, keys prefixed with the instrument."""
+        ...
+
+    def summary(self) -> str:
+        """One log line."""
+        ...
+
+
 class VendorSource(Protocol):
     name: str
+    tables: frozenset[str]
+    # Whether rebuild_books writes the per-snapshot agreement table: the vendor's snapshots are
+    # independent of the replay. Not so for captures, whose REST snapshots are the sync points.
+    book_agreement: bool
 
     def fetch(self, table: str, instrument: Instrument, day: dt.date) -> list[Path]:
         """Local Parquet files holding the vendor's `table` for one instrument-day, in order.
 
-        Raises MissingSourceData when the source has no such day.
+        Raises MissingSourceData when the source has no such day (DayNotCovered: by nature).
         """
         ...
+
+    def available_days(self, table: str, instrument: Instrument) -> list[dt.date] | None:
+        """Days present at the source, for the new-day sensor; None when it cannot list them."""
+        ...
+
+    def sequence_semantics(self, instrument: Instrument) -> SequenceSemantics:
+        """What the source's sequence numbers can prove for this instrument."""
+        ...
+
+    def rebuild_books(self, job: BookDay) -> BookDayResult | None:
+        """Rebuild one instrument-day's books from the raw lake; None when the source has no
+        data for it by nature (recorded as missing, not a failure)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """A registry entry: `PIPELINE_SOURCE=<name>` selects it.
+
+    `config` is a pydantic model whose fields join the pipeline settings (so its environment
+    names are `PIPELINE_<FIELD>`); `problems` says which required setting is missing when the
+    vendor is selected (settings validation); `environment` what is wrong around valid settings
+    (a directory that does not exist; `validate-env`); `describe` is a secret-free summary;
+    `build` imports the vendor's heavy modules only when it is used.
+    """
+
+    name: str
+    description: str
+    build: Callable[[Any], VendorSource]
+    config: type[BaseModel] | None = None
+    problems: Callable[[Any], list[str]] = lambda settings: []
+    environment: Callable[[Any], list[str]] = lambda settings: []
+    describe: Callable[[Any], str] = lambda settings: ""
+
+
+def directory_problem(variable: str, path: Path | None) -> list[str]:
+    """A configured directory that does not exist, named by its variable."""
+    if path is not None and not path.is_dir():
+        return [f"{variable}: {path.resolve()} is not an existing directory"]
+    return []

@@ -1,45 +1,32 @@
-"""Build the configured vendor source."""
+"""Every vendor by its `PIPELINE_SOURCE` name. Adding a vendor: its package and one line here."""
 
 from __future__ import annotations
 
-from market_pipeline.settings import Instrument, PipelineSettings
-from market_pipeline.vendors.base import VendorSource
-from market_pipeline.vendors.crypto_lake.local import LocalLakeSource
+from market_pipeline.vendors import binance, crypto_lake, synthetic, tardis
+from market_pipeline.vendors.base import Vendor, VendorSource
+
+VENDORS: dict[str, Vendor] = {
+    vendor.name: vendor
+    for vendor in (synthetic.VENDOR, crypto_lake.LOCAL, crypto_lake.S3, binance.VENDOR, tardis.VENDOR)
+}
 
 
-CRYPTO_LAKE_TABLES = frozenset({"trades", "book", "book_delta_v2"})
+def vendor_configs() -> tuple[type, ...]:
+    """The vendors' settings models, each once: their fields join the pipeline settings."""
+    configs: list[type] = []
+    for vendor in VENDORS.values():
+        if vendor.config is not None and vendor.config not in configs:
+            configs.append(vendor.config)
+    return tuple(configs)
 
 
-def build_source(settings: PipelineSettings) -> VendorSource:
-    if settings.source == "synthetic":
-        from market_pipeline.vendors.synthetic.source import SyntheticSource
-
-        return SyntheticSource(settings.synthetic, settings.data_dir / "sources" / "synthetic")
-    if settings.source == "local":
-        assert settings.local_dir is not None  # enforced by settings validation
-        return LocalLakeSource(settings.local_dir)
-    if settings.source == "s3":
-        from market_pipeline.vendors.crypto_lake.s3 import S3Source  # boto3 loads only when used
-
-        return S3Source(settings.s3_settings, settings.data_dir / "sources" / "s3")
-    if settings.source == "capture":
-        from market_pipeline.vendors.binance.source import CaptureSource
-
-        assert settings.capture_dir is not None  # enforced by settings validation
-        return CaptureSource(settings.capture_dir, settings.data_dir / "sources" / "capture", settings.lake_dir)
-    raise ValueError(f"PIPELINE_SOURCE={settings.source} is not a known source")  # settings validation prevents it
+def get_vendor(name: str) -> Vendor:
+    try:
+        return VENDORS[name]
+    except KeyError:
+        raise ValueError(f"unknown source {name!r}; known: {', '.join(sorted(VENDORS))}") from None
 
 
-def provides(source: VendorSource, table: str) -> bool:
-    """Whether the source has `table` at all; sources without a `tables` attribute serve the
-    Crypto Lake tables the raw stage started with."""
-    return table in getattr(source, "tables", CRYPTO_LAKE_TABLES)
-
-
-def sequence_semantics(settings: PipelineSettings, instrument: Instrument) -> str:
-    """What the source's sequence numbers can prove: `contiguous` (+1 per message) or `monotonic`."""
-    if settings.source == "synthetic":
-        from market_pipeline.vendors.synthetic.source import SyntheticSource
-
-        return SyntheticSource.sequence_semantics
-    return instrument.spec.sequence
+def build_source(settings) -> VendorSource:
+    """The configured vendor's source (`settings.source`)."""
+    return get_vendor(settings.source).build(settings)

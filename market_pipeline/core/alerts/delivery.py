@@ -6,20 +6,31 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from market_pipeline.core.alerts.jsonl import AlertLog, alerts_path
+from market_pipeline.core.alerts.jsonl import AlertLog
 from market_pipeline.core.alerts.model import Alert
 from market_pipeline.core.alerts.webhook import post_json
-from market_pipeline.core.telemetry import telemetry
 from market_pipeline.core.security.scrub import register_secret, scrub
-from market_pipeline.settings import PipelineSettings
+from market_pipeline.core.telemetry import telemetry
 
 _log = logging.getLogger(__name__)
 
 
-def deliver_alerts(
-    alerts: Sequence[Alert], settings: PipelineSettings, log: logging.Logger | None = None
-) -> list[dict]:
+@dataclass(frozen=True)
+class AlertDelivery:
+    """Where alerts go and how hard the webhook is tried (the alert settings, as plain values)."""
+
+    log_path: Path  # alerts.jsonl (core.alerts.jsonl.alerts_path of the data dir)
+    webhook_url: str | None = None  # None: alerts.jsonl only
+    webhook_token: str | None = field(default=None, repr=False)  # bearer token; never logged
+    timeout_seconds: float = 5.0
+    retries: int = 3
+    backoff_seconds: float = 1.0  # wait before the first retry; doubles for each further one
+
+
+def deliver_alerts(alerts: Sequence[Alert], delivery: AlertDelivery, log: logging.Logger | None = None) -> list[dict]:
     """Send every alert whose key is not in alerts.jsonl yet; returns the lines written.
 
     The line is written after the webhook attempt so that it records the outcome; a webhook that
@@ -28,13 +39,12 @@ def deliver_alerts(
     dead receiver cannot stretch a sensor tick past Dagster's evaluation timeout.
     """
     log = log or _log
-    token = settings.alert_webhook_token.get_secret_value() if settings.alert_webhook_token else None
+    token = delivery.webhook_token
     # The token goes in the Authorization header only; any echo of it elsewhere is scrubbed.
     register_secret(token)
-    url = settings.alert_webhook_url
-    config = settings.alerts
-    retries = config.webhook_retries
-    alert_log = AlertLog(alerts_path(settings))
+    url = delivery.webhook_url
+    retries = delivery.retries
+    alert_log = AlertLog(delivery.log_path)
     written: list[dict] = []
     with alert_log.locked():
         records, problems = alert_log.read()
@@ -46,26 +56,26 @@ def deliver_alerts(
                 continue
             payload = scrub(alert.payload())
             if url:
-                delivery = post_json(
+                outcome = post_json(
                     url,
                     json.dumps(payload, sort_keys=True).encode("utf-8"),
                     token,
-                    timeout=config.webhook_timeout_seconds,
+                    timeout=delivery.timeout_seconds,
                     retries=retries,
-                    backoff=config.webhook_backoff_seconds,
+                    backoff=delivery.backoff_seconds,
                     idempotency_key=alert.key,
                 )
                 webhook = {
-                    "status": delivery.status,
-                    "attempts": delivery.attempts,
-                    "http_status": delivery.http_status,
-                    "error": delivery.error,
-                    "target": delivery.target,
+                    "status": outcome.status,
+                    "attempts": outcome.attempts,
+                    "http_status": outcome.http_status,
+                    "error": outcome.error,
+                    "target": outcome.target,
                 }
                 telemetry.count(
-                    "mdp_alerts_sent_total", 1, channel="webhook", severity=alert.severity, outcome=delivery.status
+                    "mdp_alerts_sent_total", 1, channel="webhook", severity=alert.severity, outcome=outcome.status
                 )
-                if not delivery.delivered:
+                if not outcome.delivered:
                     retries = 0
             else:
                 webhook = {"status": "not_configured"}
@@ -92,4 +102,4 @@ def _summary(alert: Alert, webhook: dict) -> str:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")

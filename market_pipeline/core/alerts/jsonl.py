@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from market_pipeline.settings import PipelineSettings
 
-
-def alerts_path(settings: PipelineSettings) -> Path:
-    return settings.data_dir / "alerts" / "alerts.jsonl"
+def alerts_path(data_dir: Path) -> Path:
+    """The alert log under the pipeline's data directory."""
+    return Path(data_dir) / "alerts" / "alerts.jsonl"
 
 
 class AlertLog:

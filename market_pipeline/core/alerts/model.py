@@ -33,7 +33,7 @@ class Alert:
 
 
 def iso_utc(epoch_seconds: float) -> str:
-    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def run_url(webserver_url: str, run_id: str) -> str:

@@ -82,7 +82,7 @@ def post_json(
                 error = f"no answer within {timeout:g} s"
             else:
                 error = f"cannot connect: {exc.reason}"
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             status, error = None, f"no answer within {timeout:g} s"
         except OSError as exc:  # connection reset mid-response and the like
             status, error = None, f"connection error: {exc}"

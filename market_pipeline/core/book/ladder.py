@@ -15,6 +15,8 @@ kept (ST_OUTSIDE). Both are reported with the book's other counters.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -31,14 +33,22 @@ EMPTY = -1
 DEFAULT_WINDOW_TICKS = 1 << 23
 
 
-def new_book(window_ticks: int = DEFAULT_WINDOW_TICKS):
-    """A fresh empty book: (bid, ask, st)."""
+class Book(NamedTuple):
+    """One book: the two sides of the window and its scalars (`ST_*`). Kernels take it whole."""
+
+    bid: np.ndarray  # int64[cap], lots at tick base + i
+    ask: np.ndarray  # int64[cap]
+    st: np.ndarray  # int64[ST_SIZE]
+
+
+def new_book(window_ticks: int = DEFAULT_WINDOW_TICKS) -> Book:
+    """A fresh empty book (unpacks as bid, ask, st)."""
     bid = np.zeros(window_ticks, dtype=np.int64)
     ask = np.zeros(window_ticks, dtype=np.int64)
     st = np.zeros(ST_SIZE, dtype=np.int64)
     st[ST_BEST_BID] = EMPTY
     st[ST_BEST_ASK] = EMPTY
-    return bid, ask, st  # ST_BASE is placed around the first price by make_room
+    return Book(bid, ask, st)  # ST_BASE is placed around the first price by make_room
 
 
 @nb.njit(cache=True, nogil=True)

@@ -1,7 +1,7 @@
 """Rebuild one instrument-day of order books from the raw lake, streaming in row-group batches.
 
 Python here only moves batches: it converts floats to ticks and lots (vectorised, jitted),
-hands arrays to `lake_replay.replay_lake_batch`, and writes the sampled rows with an Arrow
+hands arrays to `delta_replay.replay_lake_batch`, and writes the sampled rows with an Arrow
 Parquet writer, so peak memory depends on the batch size, not on the length of the day.
 
 Three helper threads overlap the stages (numba and Arrow release the GIL): one reads and
@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 from market_pipeline.core.book import delta_replay as lr
 
 # The per-snapshot step of the kernel, reused for the snapshots after the day's last message.
-from market_pipeline.core.book.delta_replay import check_and_fill, emit_row
+from market_pipeline.core.book.delta_replay import Deltas, Rows, Snapshots, check_and_fill, emit_row
 from market_pipeline.core.book.fixed_point import decimal_array, decimal_type, to_steps, unscaled_multiplier
-from market_pipeline.core.book.ladder import ST_BASE, ST_EVICTED, ST_OUTSIDE, new_book, set_level
+from market_pipeline.core.book.ladder import ST_BASE, ST_EVICTED, ST_OUTSIDE, Book, new_book, set_level
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
 from market_pipeline.core.telemetry.memory import peak_rss_bytes
@@ -48,6 +48,8 @@ TRIGGERS = ("snapshot", "interval", "message")
 # Raw files are opened with pre_buffer=False: with pre-buffering, Arrow keeps every column chunk
 # it has read until the file is closed, so memory grew with the day (~400 MB on 34 M deltas).
 DELTA_COLUMNS = ["origin_time", "received_time", "sequence_number", "side_is_bid", "price", "size"]
+# Read too when a file has it (OPTIONAL_COLUMNS of book_delta_v2): rows of full-book snapshot messages.
+SNAPSHOT_FLAG_COLUMN = "is_snapshot"
 DAY_NS = 86_400 * 1_000_000_000
 # Books on disk (docs/data-formats.md): every int64 and decimal column DELTA_BINARY_PACKED
 # (consecutive samples differ little) then LZ4: on a realistic day this takes about half the
@@ -146,8 +148,12 @@ class PrecisionCounter:
         if off:
             for r in self._rows[: min(off, MAX_REPORTED_PRECISION_EVENTS - len(self.examples))]:
                 self.examples.append(
-                    {"column": column, "row": int(offset + r), "sequence_number": int(seq[r]),
-                     "value": float(values[r])}
+                    {
+                        "column": column,
+                        "row": int(offset + r),
+                        "sequence_number": int(seq[r]),
+                        "value": float(values[r]),
+                    }
                 )
             self.count += off
         return steps
@@ -174,12 +180,13 @@ def load_checkpoint(path: Path, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.
     sides = table.column("side_is_bid").to_numpy(zero_copy_only=False)
     ticks = table.column("price_ticks").to_numpy()
     lots = table.column("size_lots").to_numpy()
-    for is_bid, tick, lot in zip(sides, ticks, lots):
+    for is_bid, tick, lot in zip(sides, ticks, lots, strict=True):
         set_level(bid, ask, st, bool(is_bid), int(tick), int(lot))
     return bid, ask, st, meta
 
 
-def write_checkpoint(path: Path, bid, ask, st, grid: Grid, rs: np.ndarray) -> None:
+def write_checkpoint(path: Path, bid, ask, st, grid: Grid, state: np.ndarray) -> None:
+    """The full-depth book and the replay's position (`state`: a `delta_replay.REPLAY_STATE` record)."""
     base = st[ST_BASE]
     bid_idx = np.flatnonzero(bid)
     ask_idx = np.flatnonzero(ask)
@@ -193,9 +200,9 @@ def write_checkpoint(path: Path, bid, ask, st, grid: Grid, rs: np.ndarray) -> No
     meta = {
         "tick_size": str(grid.tick_size),
         "lot_size": str(grid.lot_size),
-        "last_sequence_number": int(rs[lr.R_LAST_SEQ]),
-        "last_received_time": int(rs[lr.R_LAST_RECV]),
-        "synced": bool(rs[lr.R_SYNCED]),
+        "last_sequence_number": int(state[0]["last_seq"]),
+        "last_received_time": int(state[0]["last_recv"]),
+        "synced": bool(state[0]["synced"]),
     }
     table = table.replace_schema_metadata({"market_pipeline": json.dumps(meta)})
     with atomic_path(path) as tmp:
@@ -240,11 +247,11 @@ class BookWriter:
         self._sets = [self._allocate(), self._allocate()]
         self.levels, self.buffers = self._sets[0]
 
-    def _allocate(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    def _allocate(self) -> tuple[np.ndarray, Rows]:
         rows = self.capacity
         # levels[0..3] = bid ticks, bid lots, ask ticks, ask lots; levels[j, i] is level i's column.
         levels = np.empty((4, self.depth, rows), np.int64)
-        buffers = (
+        buffers = Rows(
             np.empty(rows, np.int64),
             np.empty(rows, np.int64),
             np.empty(rows, np.int64),
@@ -256,7 +263,8 @@ class BookWriter:
 
     def batch(self, n: int) -> pa.RecordBatch:
         """The first `n` rows as an Arrow batch over the buffers; the kernel gets the other set."""
-        recv, orig, seq, synced, trigger = (b[:n] for b in self.buffers[:5])
+        b = self.buffers
+        recv, orig, seq, synced, trigger = (x[:n] for x in (b.recv, b.orig, b.seq, b.synced, b.trigger))
         columns = [
             pa.array(orig),
             pa.array(recv),
@@ -318,40 +326,37 @@ def _prefetched(items: Iterator[T], pool: ThreadPoolExecutor) -> Iterator[T]:
 
 
 @nb.njit(cache=True, nogil=True)
-def _replay_tail(
-    s_recv, s_orig, s_bt, s_bl, s_at, s_al,
-    bid, ask, st, rs, counters, hourly, out, diag, work, depth, snaps_final,
-):
+def _replay_tail(snaps, book, state, counters, hourly, rows, agreement, work, depth, snaps_final):
     """After the day's last message: the remaining vendor snapshots and the interval samples
     between and after them, in time order, up to the end of the day (day start + 24 h).
 
     Returns (snapshots consumed, rows out). Stops when the output is full, and (unless
     `snaps_final`) when the snapshots run out, since the next one may be due before a sample.
     """
-    n_s = s_recv.shape[0]
-    capacity = out[0].shape[0]
-    interval = rs[lr.R_INTERVAL]
-    last_sample = rs[lr.R_DAY_START] + DAY_NS
+    r = state[0]
+    n_s = snaps.recv.shape[0]
+    capacity = rows.recv.shape[0]
+    interval = r.interval
+    last_sample = r.day_start + DAY_NS
     k = 0
     n_out = 0
     while True:
         if k < n_s:
-            until = s_recv[k]
+            until = snaps.recv[k]
         elif snaps_final:
             until = last_sample + 1
         else:
             return k, n_out
-        while interval > 0 and rs[lr.R_NEXT_SAMPLE] < until and rs[lr.R_NEXT_SAMPLE] <= last_sample:
+        while interval > 0 and r.next_sample < until and r.next_sample <= last_sample:
             if n_out >= capacity:
                 return k, n_out
-            emit_row(bid, ask, st, rs, counters, out, n_out, rs[lr.R_NEXT_SAMPLE], rs[lr.R_LAST_ORIG],
-                  lr.TRIGGER_INTERVAL, depth)
+            emit_row(book, state, counters, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL, depth)
             n_out += 1
-            rs[lr.R_NEXT_SAMPLE] += interval
+            r.next_sample += interval
         if k >= n_s or n_out >= capacity:
             return k, n_out
-        check_and_fill(bid, ask, st, rs, counters, hourly, k, s_recv, s_bt, s_bl, s_at, s_al, diag, work)
-        emit_row(bid, ask, st, rs, counters, out, n_out, s_recv[k], s_orig[k], lr.TRIGGER_SNAPSHOT, depth)
+        check_and_fill(book, state, counters, hourly, snaps, k, agreement, work)
+        emit_row(book, state, counters, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT, depth)
         n_out += 1
         k += 1
 
@@ -375,7 +380,7 @@ def rebuild_day(
     """
     started, cpu_started = time.perf_counter(), _process_cpu()
     timings = _Timings()
-    day_start = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * 1_000_000_000
+    day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     deltas_file = pq.ParquetFile(deltas_path, pre_buffer=False)
     book_file = pq.ParquetFile(book_path, pre_buffer=False)
     if depth > BOOK_LEVELS:
@@ -396,15 +401,17 @@ def rebuild_day(
             loaded = None
     if loaded is None:
         bid, ask, st = new_book()
-    rs = lr.new_replay_state(day_start, contiguous, interval_ms * 1_000_000, synced)
+    book = Book(bid, ask, st)
+    state = lr.new_replay_state(day_start, contiguous, interval_ms * 1_000_000, synced)
     if loaded is not None:
-        rs[lr.R_LAST_SEQ] = loaded[3]["last_sequence_number"]
-        rs[lr.R_HAVE_LAST] = 1
-    counters = np.zeros(lr.N_COUNTERS, np.int64)
-    hourly = np.zeros((24, lr.N_HOURLY), np.int64)
+        state[0]["last_seq"] = loaded[3]["last_sequence_number"]
+        state[0]["have_last"] = True
+    counters = lr.new_counters()
+    hourly = lr.new_hourly()
     out = BookWriter(depth, grid)
     snap_depth = BOOK_LEVELS
-    work = tuple(np.empty(snap_depth, np.int64) for _ in range(4))
+    work = lr.new_levels(snap_depth)
+    delta_columns = DELTA_COLUMNS + [c for c in (SNAPSHOT_FLAG_COLUMN,) if c in deltas_file.schema_arrow.names]
     # One per reader thread (no shared state); delta examples come first in the report.
     delta_precision, snap_precision = PrecisionCounter(), PrecisionCounter()
     agreement_parts: list[pa.Table] = []
@@ -421,7 +428,9 @@ def rebuild_day(
             name: stack.enter_context(ThreadPoolExecutor(1, f"book-{name}"))
             for name in ("deltas", "snapshots", "write")
         }
-        delta_batches = _prefetched(_delta_batches(deltas_file, grid, delta_precision, timings), pool["deltas"])
+        delta_batches = _prefetched(
+            _delta_batches(deltas_file, grid, delta_precision, timings, delta_columns), pool["deltas"]
+        )
         snap_batches = _prefetched(
             _snapshot_batches(book_file, grid, snap_precision, snap_depth, timings), pool["snapshots"]
         )
@@ -450,17 +459,14 @@ def rebuild_day(
                     s = _concat(s, batch)
                     fetched = True
             need_deltas = need_snaps = False
-            diag = tuple(
-                np.empty(len(s["recv"]), kind) for kind in (np.bool_, np.int64, np.int64, np.int64, np.bool_, np.int64)
-            )
+            diag = lr.new_agreement(len(s["recv"]))
             finished = False
             i = k = n_out = 0
             if deltas_done and not len(d["recv"]):
                 # After the last message: the remaining snapshots, and samples to the end of the day.
                 with timings("kernel"):
                     k, n_out = _replay_tail(
-                        s["recv"], s["orig"], s["bt"], s["bl"], s["at"], s["al"],
-                        bid, ask, st, rs, counters, hourly, out.buffers, diag, work, depth, snaps_done,
+                        _snapshots(s), book, state, counters, hourly, out.buffers, diag, work, depth, snaps_done
                     )
                 full = n_out == out.capacity
                 need_snaps = not full and k == len(s["recv"]) and not snaps_done
@@ -472,14 +478,16 @@ def rebuild_day(
                     need_snaps = True
                 else:
                     with timings("kernel"):
-                        i, k, n_out = _replay(d, _head(s, due), bid, ask, st, rs, counters, hourly,
-                                              out, diag, work, depth, True, True)
+                        i, k, n_out = _replay(
+                            d, _head(s, due), book, state, counters, hourly, out, diag, work, depth, True, True
+                        )
             else:
                 # Never `deltas_final` here: a message cut by the batch end waits for its other
                 # rows, and the day's last message for the branch above.
                 with timings("kernel"):
-                    i, k, n_out = _replay(d, s, bid, ask, st, rs, counters, hourly,
-                                          out, diag, work, depth, False, snaps_done)
+                    i, k, n_out = _replay(
+                        d, s, book, state, counters, hourly, out, diag, work, depth, False, snaps_done
+                    )
                 full = n_out == out.capacity
                 # The kernel stops for more snapshots first (it never runs past an unseen one),
                 # otherwise for more deltas (used up, or the last message is cut by the batch end).
@@ -501,14 +509,14 @@ def rebuild_day(
             if idle > 1:
                 raise RuntimeError(f"book replay of {deltas_path} made no progress")  # a kernel bug
     with timings("checkpoint"):
-        write_checkpoint(checkpoint_out, bid, ask, st, grid, rs)
-    counters[lr.C_DROPPED_OUTSIDE_WINDOW] = st[ST_OUTSIDE]
-    result_counters = {name: int(counters[idx]) for idx, name in enumerate(lr.COUNTER_NAMES)}
+        write_checkpoint(checkpoint_out, bid, ask, st, grid, state)
+    counters[0]["updates_outside_window"] = st[ST_OUTSIDE]
+    result_counters = lr.record_dict(counters)
     result_counters["levels_evicted"] = int(st[ST_EVICTED])
     examples = (delta_precision.examples + snap_precision.examples)[:MAX_REPORTED_PRECISION_EVENTS]
     return RebuildResult(
         counters=result_counters,
-        hourly={name: hourly[:, idx].tolist() for idx, name in enumerate(lr.HOURLY_NAMES)},
+        hourly={name: hourly[name].tolist() for name in lr.HOURLY_NAMES},
         start_mode=start_mode,
         precision_events=delta_precision.count + snap_precision.count,
         precision_examples=examples,
@@ -528,19 +536,33 @@ def _process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _replay(d, s, bid, ask, st, rs, counters, hourly, out, diag, work, depth, deltas_final, snaps_final):
+def _snapshots(s: dict[str, np.ndarray]) -> Snapshots:
+    return Snapshots(s["recv"], s["orig"], s["seq"], s["bt"], s["bl"], s["at"], s["al"])
+
+
+def _replay(d, s, book, state, counters, hourly, out, diag, work, depth, deltas_final, snaps_final):
+    deltas = Deltas(d["recv"], d["orig"], d["seq"], d["is_bid"], d["tick"], d["lot"], d["is_snapshot"])
     return lr.replay_lake_batch(
-        d["recv"], d["orig"], d["seq"], d["is_bid"], d["tick"], d["lot"],
-        s["recv"], s["orig"], s["seq"], s["bt"], s["bl"], s["at"], s["al"],
-        bid, ask, st, rs, counters, hourly,
-        out.buffers, diag, work, depth, deltas_final, snaps_final,
+        deltas,
+        _snapshots(s),
+        book,
+        state,
+        counters,
+        hourly,
+        out.buffers,
+        diag,
+        work,
+        depth,
+        deltas_final,
+        snaps_final,
     )
 
 
-def _delta_batches(file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, timings: _Timings
-                   ) -> Iterator[dict[str, np.ndarray]]:
+def _delta_batches(
+    file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, timings: _Timings, columns: list[str] = DELTA_COLUMNS
+) -> Iterator[dict[str, np.ndarray]]:
     rows = 0
-    batches = file.iter_batches(batch_size=DELTA_BATCH_ROWS, columns=DELTA_COLUMNS)
+    batches = file.iter_batches(batch_size=DELTA_BATCH_ROWS, columns=columns)
     while True:
         with timings("read"):
             batch = next(batches, None)
@@ -552,8 +574,9 @@ def _delta_batches(file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter
         yield converted
 
 
-def _snapshot_batches(file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, depth: int, timings: _Timings
-                      ) -> Iterator[dict[str, np.ndarray]]:
+def _snapshot_batches(
+    file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, depth: int, timings: _Timings
+) -> Iterator[dict[str, np.ndarray]]:
     rows = 0
     batches = file.iter_batches(batch_size=SNAPSHOT_BATCH_ROWS)
     while True:
@@ -569,14 +592,21 @@ def _snapshot_batches(file: pq.ParquetFile, grid: Grid, precision: PrecisionCoun
 
 def _empty_deltas() -> dict[str, np.ndarray]:
     return {
-        "recv": np.empty(0, np.int64), "orig": np.empty(0, np.int64), "seq": np.empty(0, np.int64),
-        "is_bid": np.empty(0, np.bool_), "tick": np.empty(0, np.int64), "lot": np.empty(0, np.int64),
+        "recv": np.empty(0, np.int64),
+        "orig": np.empty(0, np.int64),
+        "seq": np.empty(0, np.int64),
+        "is_bid": np.empty(0, np.bool_),
+        "tick": np.empty(0, np.int64),
+        "lot": np.empty(0, np.int64),
+        "is_snapshot": np.empty(0, np.bool_),
     }
 
 
 def _empty_snapshots(depth: int) -> dict[str, np.ndarray]:
     return {
-        "recv": np.empty(0, np.int64), "orig": np.empty(0, np.int64), "seq": np.empty(0, np.int64),
+        "recv": np.empty(0, np.int64),
+        "orig": np.empty(0, np.int64),
+        "seq": np.empty(0, np.int64),
         **{key: np.empty((0, depth), np.int64) for key in ("bt", "bl", "at", "al")},
     }
 
@@ -609,7 +639,9 @@ def _leading_below(values: np.ndarray, limit: int) -> int:
     return len(values) if below.all() else int(np.argmin(below))
 
 
-def _convert_deltas(batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int) -> dict[str, np.ndarray]:
+def _convert_deltas(
+    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int
+) -> dict[str, np.ndarray]:
     seq = _numpy(batch, "sequence_number", np.int64)
     return {
         "recv": _numpy(batch, "received_time", np.int64),
@@ -618,23 +650,29 @@ def _convert_deltas(batch: pa.RecordBatch, grid: Grid, precision: PrecisionCount
         "is_bid": _numpy(batch, "side_is_bid", np.bool_),
         "tick": precision.convert(_numpy(batch, "price", np.float64), grid.tick, "price", offset, seq),
         "lot": precision.convert(_numpy(batch, "size", np.float64), grid.lot, "size", offset, seq),
+        "is_snapshot": (
+            _numpy(batch, SNAPSHOT_FLAG_COLUMN, np.bool_)
+            if SNAPSHOT_FLAG_COLUMN in batch.schema.names
+            else lr.no_snapshot_flags(batch.num_rows)
+        ),
     }
 
 
-def _convert_snapshots(batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, depth: int, offset: int
-                       ) -> dict[str, np.ndarray]:
+def _convert_snapshots(
+    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, depth: int, offset: int
+) -> dict[str, np.ndarray]:
     seq = _numpy(batch, "sequence_number", np.int64)
     converted = {}
     for key, side, field_name, step in (
-        ("bt", "bid", "price", grid.tick), ("bl", "bid", "size", grid.lot),
-        ("at", "ask", "price", grid.tick), ("al", "ask", "size", grid.lot),
+        ("bt", "bid", "price", grid.tick),
+        ("bl", "bid", "size", grid.lot),
+        ("at", "ask", "price", grid.tick),
+        ("al", "ask", "size", grid.lot),
     ):
         matrix = np.empty((batch.num_rows, depth), np.int64)
         for level in range(depth):
             column = f"{side}_{level}_{field_name}"
-            matrix[:, level] = precision.convert(
-                _numpy(batch, column, np.float64), step, f"book.{column}", offset, seq
-            )
+            matrix[:, level] = precision.convert(_numpy(batch, column, np.float64), step, f"book.{column}", offset, seq)
         converted[key] = matrix
     # An absent level (null price) must read as absent on both arrays.
     converted["bl"][converted["bt"] < 0] = 0
@@ -662,7 +700,7 @@ def _agreement_schema() -> pa.Schema:
     )
 
 
-def _agreement(s: dict[str, np.ndarray], diag: tuple[np.ndarray, ...], k: int) -> pa.Table:
+def _agreement(s: dict[str, np.ndarray], diag: lr.Agreement, k: int) -> pa.Table:
     # Copies: the table outlives this round, and must not pin whole batches.
     match, mid_dev, mismatched, first, synced_before, level_mask = (x[:k].copy() for x in diag)
     return pa.table(

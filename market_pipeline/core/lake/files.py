@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import polars as pl
 
@@ -54,9 +53,7 @@ def write_atomic(final: Path, writer: Callable[[Path], None]) -> int:
 
 
 def write_parquet_atomic(df: pl.DataFrame, final: Path) -> int:
-    return write_atomic(
-        final, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True)
-    )
+    return write_atomic(final, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
 
 
 def write_text_atomic(final: Path, text: str) -> int:

@@ -98,7 +98,7 @@ def _normalise(path: Path, table: pa.Table, expected: dict[str, pl.DataType]) ->
 
 def _row_problems(df: pl.DataFrame, day: dt.date, tolerance_ns: int) -> pl.Expr:
     """An expression giving each row's first problem, or null for a good row."""
-    day_start = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * 1_000_000_000
+    day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     checks: list[tuple[pl.Expr, str]] = []
     for name in TIME_COLUMNS:
         if name in df.columns:
@@ -137,9 +137,7 @@ def check_file(path: Path, table: str, day: dt.date, tolerance_ns: int) -> Check
     df = _normalise(path, arrow, expected)
     problems = _row_problems(df, day, tolerance_ns)
     flagged = df.with_columns(problems.alias("_reason")).with_row_index("_row")
-    bad = flagged.filter(pl.col("_reason").is_not_null()).with_columns(
-        pl.lit(str(path)).alias("_source_file")
-    )
+    bad = flagged.filter(pl.col("_reason").is_not_null()).with_columns(pl.lit(str(path)).alias("_source_file"))
     if bad.is_empty():
         return CheckedFile(path, df, bad)
     good = flagged.filter(pl.col("_reason").is_null()).drop("_reason", "_row")
@@ -161,7 +159,7 @@ def quarantine_file(
         "symbol": symbol,
         "dt": day.isoformat(),
         "run_id": run_id,
-        "quarantined_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     write_text_atomic(target.with_name(target.name + ".reason.json"), json.dumps(reason, indent=2))
     return target

@@ -57,5 +57,10 @@ def book_agreement_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date)
     return partition_dir(lake_dir, "book_agreement", exchange, symbol, day)
 
 
+def capture_fidelity_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
+    """Written by the Binance capture rebuild beside the day's books: what `quality/fidelity.py` reads."""
+    return partition_dir(lake_dir, "capture_fidelity", exchange, symbol, day)
+
+
 def checkpoint_path(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
     return partition_dir(lake_dir, "checkpoints", exchange, symbol, day) / "book.parquet"

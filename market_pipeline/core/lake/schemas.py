@@ -32,12 +32,7 @@ BOOK_DELTA_SCHEMA: dict[str, pl.DataType] = {
 
 def book_level_columns(levels: int = BOOK_LEVELS) -> list[str]:
     """bid_0_price, bid_0_size, ... bid_{n-1}_size, ask_0_price, ... in the vendor's order."""
-    return [
-        f"{side}_{i}_{field}"
-        for side in ("bid", "ask")
-        for i in range(levels)
-        for field in ("price", "size")
-    ]
+    return [f"{side}_{i}_{field}" for side in ("bid", "ask") for i in range(levels) for field in ("price", "size")]
 
 
 BOOK_SCHEMA: dict[str, pl.DataType] = {
@@ -73,9 +68,10 @@ DEPTH_SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # Columns a source may add to a table: kept when a file has them, never required. Binance
-# captures carry the update-id chain and the capture line order an exact replay needs.
+# captures carry the update-id chain and the capture line order an exact replay needs;
+# `is_snapshot` (Tardis.dev) marks rows of full-book snapshot messages (absent = all false).
 OPTIONAL_COLUMNS: dict[str, dict[str, pl.DataType]] = {
-    "book_delta_v2": {**CAPTURE_DELTA_EXTRA_SCHEMA, "line_no": pl.Int64()},
+    "book_delta_v2": {**CAPTURE_DELTA_EXTRA_SCHEMA, "line_no": pl.Int64(), "is_snapshot": pl.Boolean()},
     "depth_snapshot": {"line_no": pl.Int64()},
     "book_ticker": {"line_no": pl.Int64()},
 }

@@ -1,28 +1,31 @@
-"""Fidelity of the vendor-built books against a raw Binance capture of the same instrument-day.
+"""Fidelity of an instrument-day's books rebuilt from a raw Binance capture, from the rebuild's own table.
 
-Capture files are found in PIPELINE_CAPTURE_DIR by name, `binance_{spot,usdm,coinm}_{pair}_{YYYYMMDD}*`
-(the naming `sources/capture.py` reads). The capture is replayed exactly with the exchange's
-sync rules (`book/capture_replay.py`); its bookTicker stream is the oracle the replay is
-checked against, so it stands for the capture-built top of book. Both tops are sampled on a
-common grid over the capture's span (last value at or before each grid time) and compared:
+The capture rebuild (`vendors/binance/rebuild.py`) writes, beside the day's books, a small
+Parquet table (`lake/paths.capture_fidelity_dir`): the top of book of its in-sync rows and of
+the capture's bookTicker stream (the exchange's own top, the oracle the replay is checked
+against), both sampled on a common grid (`checks.fidelity_sample_interval_ms`, last value at or
+before each grid time) in ticks, and in the file's metadata the replay's figures: bookTicker
+checks and mismatches, gaps, unsynced rows, capture files. Nothing is re-parsed here, so the
+figures are those of the books. The two tops are compared by
 - spread in ticks, and
 - mid-price return in bps between consecutive grid times,
-with a two-sample Kolmogorov-Smirnov test each.
+with a two-sample Kolmogorov-Smirnov test each. Without the table (books not rebuilt from a
+capture) every figure is null.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
-from market_pipeline.vendors.binance.verify import replay_tables
 from market_pipeline.core.quality.ks import ks_2samp
-from market_pipeline.settings import Instrument
-from market_pipeline.vendors.binance.capture_format import LAKE_EXCHANGES, lake_instrument, parse_capture
+
+# Key of the rebuild's figures in the table's Parquet metadata.
+METADATA_KEY = b"market_pipeline"
 
 FIDELITY_COLUMNS: dict[str, pl.DataType] = {
     "capture_files": pl.Int64(),
@@ -36,75 +39,43 @@ FIDELITY_COLUMNS: dict[str, pl.DataType] = {
 }
 
 
-def capture_files(capture_dir: Path | None, instrument: Instrument, day: dt.date) -> list[Path]:
-    """The capture files of one instrument-day, in name (time) order."""
-    if capture_dir is None or not capture_dir.is_dir():
-        return []
-    found = []
-    stamp = day.strftime("%Y%m%d")
-    for path in sorted(capture_dir.iterdir()):
-        parts = path.name.lower().split("_")
-        if len(parts) < 4 or parts[0] != "binance" or parts[1] not in LAKE_EXCHANGES:
-            continue
-        if not parts[3].startswith(stamp):
-            continue
-        try:
-            if lake_instrument(parts[1], parts[2].upper()) == (instrument.exchange, instrument.symbol):
-                found.append(path)
-        except ValueError:
-            continue  # a pair we cannot split is not this instrument
-    return found
+def read_fidelity_table(path: Path) -> tuple[pl.DataFrame, dict[str, object]] | None:
+    """The samples and the rebuild's figures, None when the rebuild wrote no table."""
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    figures = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    return pl.from_arrow(table.replace_schema_metadata(None)), figures  # type: ignore[return-value]
 
 
-def _sample(frame: pl.DataFrame, grid: pl.DataFrame) -> pl.DataFrame:
-    return grid.join_asof(frame.sort("received_time"), on="received_time", strategy="backward").drop_nulls()
-
-
-def _series(sampled: pl.DataFrame, tick: float) -> tuple[np.ndarray, np.ndarray]:
-    bid, ask = sampled["bid"].to_numpy(), sampled["ask"].to_numpy()
-    spread = (ask - bid) / tick
-    mid = (ask + bid) / 2
-    returns = np.diff(np.log(mid)) * 1e4
+def _series(bid: np.ndarray, ask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spread in ticks and mid return in bps from prices in ticks."""
+    bid, ask = bid.astype(np.float64), ask.astype(np.float64)
+    spread = ask - bid
+    returns = np.diff(np.log((ask + bid) / 2)) * 1e4
     return spread, returns
 
 
-def capture_fidelity(
-    files: list[Path], instrument: Instrument, books: pl.DataFrame, sample_ms: int
-) -> dict[str, object]:
-    """FIDELITY_COLUMNS for one instrument-day; `books` is the rebuilt touch (read_books_touch)."""
-    tables = parse_capture(files)
-    # The replay infers the capture's own grid: captures may carry sizes finer than the configured lot.
-    replay = replay_tables(tables)
-    checks = int(replay["ticker_checks"])
+def capture_fidelity(path: Path) -> dict[str, object]:
+    """FIDELITY_COLUMNS for one instrument-day from the rebuild's fidelity table at `path`."""
     result: dict[str, object] = dict.fromkeys(FIDELITY_COLUMNS)
-    result["capture_files"] = len(files)
+    found = read_fidelity_table(path)
+    if found is None:
+        return result
+    samples, figures = found
+    checks = figures.get("ticker_checks")
+    result["capture_files"] = figures.get("capture_files")
     result["capture_ticker_checks"] = checks
-    result["capture_ticker_agreement_share"] = (
-        1 - int(replay["ticker_mismatches"]) / checks if checks else None
-    )
-    ticker = tables.book_ticker.select(
-        "received_time", pl.col("bid_price").alias("bid"), pl.col("ask_price").alias("ask")
-    )
-    vendor = books.filter("synced").select(
-        "received_time", pl.col("bid_0_price").alias("bid"), pl.col("ask_0_price").alias("ask")
-    ).drop_nulls()
-    if ticker.is_empty() or vendor.is_empty():
+    if checks:
+        result["capture_ticker_agreement_share"] = 1 - int(figures["ticker_mismatches"]) / int(checks)  # type: ignore[call-overload]
+    if samples.is_empty():
         return result
-    step = sample_ms * 1_000_000
-    start = max(int(ticker["received_time"].min()), int(vendor["received_time"].min()))
-    end = min(int(ticker["received_time"].max()), int(vendor["received_time"].max()))
-    first = math.ceil(start / step) * step
-    if end < first + step:
-        return result
-    grid = pl.DataFrame({"received_time": np.arange(first, end + 1, step, dtype=np.int64)})
-    tick = float(instrument.tick_size)
-    v_spread, v_ret = _series(_sample(vendor, grid), tick)
-    c_spread, c_ret = _series(_sample(ticker, grid), tick)
-    result["capture_samples"] = int(min(len(v_spread), len(c_spread)))
-    if len(v_spread) and len(c_spread):
-        ks = ks_2samp(v_spread, c_spread)
-        result["ks_spread_statistic"], result["ks_spread_pvalue"] = ks.statistic, ks.pvalue
-    if len(v_ret) and len(c_ret):
-        ks = ks_2samp(v_ret, c_ret)
+    result["capture_samples"] = samples.height
+    b_spread, b_ret = _series(samples["book_bid_ticks"].to_numpy(), samples["book_ask_ticks"].to_numpy())
+    t_spread, t_ret = _series(samples["ticker_bid_ticks"].to_numpy(), samples["ticker_ask_ticks"].to_numpy())
+    ks = ks_2samp(b_spread, t_spread)
+    result["ks_spread_statistic"], result["ks_spread_pvalue"] = ks.statistic, ks.pvalue
+    if len(b_ret) and len(t_ret):
+        ks = ks_2samp(b_ret, t_ret)
         result["ks_mid_return_statistic"], result["ks_mid_return_pvalue"] = ks.statistic, ks.pvalue
     return result

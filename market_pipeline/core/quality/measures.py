@@ -14,12 +14,17 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from market_pipeline.core.lake.paths import PARTITION_FILE, book_agreement_dir, books_partition_dir, raw_partition_dir
+from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake.paths import (
+    PARTITION_FILE,
+    book_agreement_dir,
+    books_partition_dir,
+    capture_fidelity_dir,
+    raw_partition_dir,
+)
 from market_pipeline.core.lake.schemas import BOOK_LEVELS, book_level_columns
 from market_pipeline.core.quality.precision import grid_flags
 from market_pipeline.core.quality.sequence import gap_events, messages
-from market_pipeline.settings import Instrument, PipelineSettings
-from market_pipeline.vendors.registry import sequence_semantics
 
 NS_PER_MS = 1_000_000
 NS_PER_HOUR = 3_600_000_000_000
@@ -27,13 +32,13 @@ WORST_ROWS = 10  # offending rows listed in check metadata and reports
 
 
 def day_start_ns(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * 1_000_000_000
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
 
 
 def iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def hour_of(column: str, day: dt.date) -> pl.Expr:
@@ -55,11 +60,15 @@ class DayFiles:
     # The capture path rebuilds *to* each REST snapshot (they are its sync points), so there is
     # no independent vendor snapshot to compare against and no agreement table; its bookTicker
     # checks (reconstructed_books metadata) play that role.
+    # The capture rebuild's fidelity table (vendors/binance); absent for other sources.
+    fidelity: Path
     has_agreement: bool = True
+    # Sequence numbers grow by exactly 1 per message (a jump proves a gap), else only monotonic.
+    contiguous: bool = False
 
     @classmethod
-    def of(cls, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> DayFiles:
-        lake, ex, sym = settings.lake_dir, instrument.exchange, instrument.symbol
+    def of(cls, lake: Path, instrument: Instrument, day: dt.date, *, has_agreement: bool, contiguous: bool) -> DayFiles:
+        ex, sym = instrument.exchange, instrument.symbol
         return cls(
             instrument=instrument,
             day=day,
@@ -68,7 +77,9 @@ class DayFiles:
             trades=raw_partition_dir(lake, "trades", ex, sym, day) / PARTITION_FILE,
             books=books_partition_dir(lake, ex, sym, day) / PARTITION_FILE,
             agreement=book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE,
-            has_agreement=settings.source != "capture",
+            fidelity=capture_fidelity_dir(lake, ex, sym, day) / PARTITION_FILE,
+            has_agreement=has_agreement,
+            contiguous=contiguous,
         )
 
     def require(self, path: Path) -> Path:
@@ -87,8 +98,11 @@ def read_deltas(files: DayFiles) -> pl.DataFrame:
 
 
 SNAPSHOT_TOP_SCHEMA = {
-    "received_time": pl.Int64, "origin_time": pl.Int64, "sequence_number": pl.Int64,
-    "bid_0_price": pl.Float64, "ask_0_price": pl.Float64,
+    "received_time": pl.Int64,
+    "origin_time": pl.Int64,
+    "sequence_number": pl.Int64,
+    "bid_0_price": pl.Float64,
+    "ask_0_price": pl.Float64,
 }
 
 
@@ -98,9 +112,14 @@ def read_snapshot_tops(files: DayFiles) -> pl.DataFrame:
 
 
 AGREEMENT_SCHEMA = {
-    "received_time": pl.Int64, "sequence_number": pl.Int64, "matched": pl.Boolean,
-    "mid_deviation_half_ticks": pl.Int64, "levels_mismatched": pl.Int64, "first_mismatched_level": pl.Int64,
-    "synced_before": pl.Boolean, "mismatched_level_mask": pl.Int64,
+    "received_time": pl.Int64,
+    "sequence_number": pl.Int64,
+    "matched": pl.Boolean,
+    "mid_deviation_half_ticks": pl.Int64,
+    "levels_mismatched": pl.Int64,
+    "first_mismatched_level": pl.Int64,
+    "synced_before": pl.Boolean,
+    "mismatched_level_mask": pl.Int64,
 }
 
 
@@ -111,8 +130,9 @@ def empty_snapshot_tops() -> pl.DataFrame:
 def read_agreement(files: DayFiles, tops: pl.DataFrame) -> pl.DataFrame:
     """The rebuild's per-snapshot agreement rows beside the vendor snapshot they describe."""
     if not files.has_agreement:
-        return pl.DataFrame(schema={**AGREEMENT_SCHEMA, "bid_0_price": pl.Float64, "ask_0_price": pl.Float64,
-                                    "origin_time": pl.Int64})
+        return pl.DataFrame(
+            schema={**AGREEMENT_SCHEMA, "bid_0_price": pl.Float64, "ask_0_price": pl.Float64, "origin_time": pl.Int64}
+        )
     agreement = pl.read_parquet(files.require(files.agreement))
     same = agreement.height == tops.height and agreement.select("received_time", "sequence_number").equals(
         tops.select("received_time", "sequence_number")
@@ -143,9 +163,8 @@ def read_books_touch(files: DayFiles) -> pl.DataFrame:
 # ---------------------------------------------------------------------------------------
 
 
-def gaps(settings: PipelineSettings, files: DayFiles, deltas: pl.DataFrame, tops: pl.DataFrame) -> pl.DataFrame:
-    contiguous = sequence_semantics(settings, files.instrument) == "contiguous"
-    return gap_events(deltas, tops, contiguous)
+def gaps(files: DayFiles, deltas: pl.DataFrame, tops: pl.DataFrame) -> pl.DataFrame:
+    return gap_events(deltas, tops, files.contiguous)
 
 
 def gap_summary(events: pl.DataFrame) -> dict[str, int]:
@@ -183,15 +202,21 @@ def hourly_gaps(events: pl.DataFrame, agreement: pl.DataFrame, day: dt.date) -> 
     Filled: snapshots that repaired an open gap or a divergence (at the snapshot's hour).
     """
     divergent = agreement.filter(~pl.col("matched") & pl.col("synced_before"))
-    detected = pl.concat([
-        events.select(hour_of("received_time", day).alias("hour")),
-        divergent.select(hour_of("received_time", day).alias("hour")),
-    ])
-    fills = pl.concat([
-        events.filter("repaired").select("fill_snapshot", "fill_received_time").unique("fill_snapshot")
-        .select(hour_of("fill_received_time", day).alias("hour")),
-        divergent.select(hour_of("received_time", day).alias("hour")),
-    ])
+    detected = pl.concat(
+        [
+            events.select(hour_of("received_time", day).alias("hour")),
+            divergent.select(hour_of("received_time", day).alias("hour")),
+        ]
+    )
+    fills = pl.concat(
+        [
+            events.filter("repaired")
+            .select("fill_snapshot", "fill_received_time")
+            .unique("fill_snapshot")
+            .select(hour_of("fill_received_time", day).alias("hour")),
+            divergent.select(hour_of("received_time", day).alias("hour")),
+        ]
+    )
     hours = pl.DataFrame({"hour": pl.Series(range(24), dtype=pl.Int32)})
     return (
         hours.join(detected.group_by("hour").agg(pl.len().alias("gaps_detected")), on="hour", how="left")
@@ -236,8 +261,12 @@ def skew_rows(skew: pl.DataFrame, limit: int = WORST_ROWS) -> list[dict[str, obj
     """The messages with the largest |skew|."""
     worst = skew.sort(pl.col("skew_ms").abs(), descending=True).head(limit)
     return [
-        {"received_time": iso(r["received_time"]), "origin_time": iso(r["origin_time"]),
-         "sequence_number": r["sequence_number"], "skew_ms": round(r["skew_ms"], 3)}
+        {
+            "received_time": iso(r["received_time"]),
+            "origin_time": iso(r["origin_time"]),
+            "sequence_number": r["sequence_number"],
+            "skew_ms": round(r["skew_ms"], 3),
+        }
         for r in worst.iter_rows(named=True)
     ]
 
@@ -292,9 +321,15 @@ def precision_rows(flags: pl.DataFrame, limit: int = WORST_ROWS) -> list[dict[st
         return []
     worst = flags.sort(["off_grid", "row"], descending=[True, False]).head(limit)
     return [
-        {"row": r["row"], "received_time": iso(r.get("received_time")), "sequence_number": r.get("sequence_number"),
-         "column": r["column"], "value": repr(r["value"]), "steps": r["steps"],
-         "problem": "off_grid" if r["off_grid"] else "precision_loss"}
+        {
+            "row": r["row"],
+            "received_time": iso(r.get("received_time")),
+            "sequence_number": r.get("sequence_number"),
+            "column": r["column"],
+            "value": repr(r["value"]),
+            "steps": r["steps"],
+            "problem": "off_grid" if r["off_grid"] else "precision_loss",
+        }
         for r in worst.iter_rows(named=True)
     ]
 
@@ -312,8 +347,13 @@ def agreement_summary(agreement: pl.DataFrame, instrument: Instrument) -> dict[s
     tick = float(instrument.tick_size)
     dev = agreement.select(
         (pl.col("mid_deviation_half_ticks").abs() / 2).alias("ticks"),
-        (pl.col("mid_deviation_half_ticks").abs() / 2 * tick / ((pl.col("bid_0_price") + pl.col("ask_0_price")) / 2)
-         * 1e4).alias("bps"),
+        (
+            pl.col("mid_deviation_half_ticks").abs()
+            / 2
+            * tick
+            / ((pl.col("bid_0_price") + pl.col("ask_0_price")) / 2)
+            * 1e4
+        ).alias("bps"),
     )
     stats = dev.select(
         pl.col("ticks").max().alias("max_mid_dev_ticks"),
@@ -344,9 +384,14 @@ def agreement_rows(agreement: pl.DataFrame, limit: int = WORST_ROWS) -> list[dic
         .head(limit)
     )
     return [
-        {"received_time": iso(r["received_time"]), "sequence_number": r["sequence_number"],
-         "mid_deviation_ticks": r["mid_deviation_half_ticks"] / 2, "levels_mismatched": r["levels_mismatched"],
-         "first_mismatched_level": r["first_mismatched_level"], "synced_before": r["synced_before"]}
+        {
+            "received_time": iso(r["received_time"]),
+            "sequence_number": r["sequence_number"],
+            "mid_deviation_ticks": r["mid_deviation_half_ticks"] / 2,
+            "levels_mismatched": r["levels_mismatched"],
+            "first_mismatched_level": r["first_mismatched_level"],
+            "synced_before": r["synced_before"],
+        }
         for r in worst.iter_rows(named=True)
     ]
 
@@ -363,8 +408,12 @@ def crossed_rows(frame: pl.DataFrame) -> pl.DataFrame:
 
 def crossed_row_records(frame: pl.DataFrame, limit: int = WORST_ROWS) -> list[dict[str, object]]:
     return [
-        {"received_time": iso(r["received_time"]), "sequence_number": r["sequence_number"],
-         "bid_0_price": float(r["bid_0_price"]), "ask_0_price": float(r["ask_0_price"])}
+        {
+            "received_time": iso(r["received_time"]),
+            "sequence_number": r["sequence_number"],
+            "bid_0_price": float(r["bid_0_price"]),
+            "ask_0_price": float(r["ask_0_price"]),
+        }
         for r in crossed_rows(frame).head(limit).iter_rows(named=True)
     ]
 

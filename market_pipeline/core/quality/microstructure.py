@@ -75,7 +75,7 @@ def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
 
 def _snapshot_view(con: duckdb.DuckDBPyConnection, books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> int:
     levels = _levels(books)
-    day_start = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * 1_000_000_000
+    day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     cols = []
     for side, short in (("bid", "b"), ("ask", "a")):
         for i in range(levels):
@@ -85,21 +85,26 @@ def _snapshot_view(con: duckdb.DuckDBPyConnection, books: Path, tick: Decimal, l
         f"""CREATE OR REPLACE TEMP VIEW snaps AS
         SELECT received_time,
                least(greatest((received_time - {day_start}) // {_HOUR_NS}, 0), 23) AS hour,
-               {', '.join(cols)}
+               {", ".join(cols)}
         FROM read_parquet('{_sql_path(books)}') WHERE trigger = 'snapshot'"""
     )
     return levels
 
 
 def _bounds_expr(bps: int) -> str:
-    """The tick range [lo, hi] within `bps` of mid: lo = ceil(m2 (1e4 - bps) / 2e4), hi = floor(m2 (1e4 + bps) / 2e4)."""
+    """The tick range [lo, hi] within `bps` of mid.
+
+    lo = ceil(m2 (1e4 - bps) / 2e4), hi = floor(m2 (1e4 + bps) / 2e4).
+    """
     return f"-((-(b0 + a0) * {10_000 - bps}) // 20000) AS lo{bps}, ((b0 + a0) * {10_000 + bps}) // 20000 AS hi{bps}"
 
 
 def _depth_expr(levels: int, bps: int) -> str:
     # An absent level (NULL tick) fails BETWEEN and adds 0.
     return " + ".join(
-        f"CASE WHEN {s}{i} BETWEEN lo{bps} AND hi{bps} THEN {s}l{i} ELSE 0 END" for s in ("b", "a") for i in range(levels)
+        f"CASE WHEN {s}{i} BETWEEN lo{bps} AND hi{bps} THEN {s}l{i} ELSE 0 END"
+        for s in ("b", "a")
+        for i in range(levels)
     )
 
 
@@ -117,7 +122,7 @@ def compute_microstructure(
         if not needed.is_file():
             raise FileNotFoundError(f"{day}: lake file missing: {needed}")
     lot_f = float(lot)
-    day_start = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * 1_000_000_000
+    day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     with _connect(spill_dir) as con:
         levels = _snapshot_view(con, books, tick, lot, day)
         depth_cols = ", ".join(f"{_depth_expr(levels, n)} AS depth_{n}bps_lots" for n in DEPTH_BPS)
@@ -128,12 +133,16 @@ def compute_microstructure(
             FROM (SELECT *, {bounds} FROM snaps WHERE b0 IS NOT NULL AND a0 IS NOT NULL)"""
         )
         depth_means = ", ".join(f"avg(depth_{n}bps_lots) * {lot_f!r} AS depth_{n}bps_mean" for n in DEPTH_BPS)
-        daily_row = con.execute(
-            f"""SELECT count(*) AS snapshots,
+        daily_row = (
+            con.execute(
+                f"""SELECT count(*) AS snapshots,
                    quantile_disc(spread_ticks, [0.5, 0.9, 0.99]) AS q, avg(spread_ticks) AS spread_mean_ticks,
                    {depth_means}
             FROM shape"""
-        ).pl().row(0, named=True)
+            )
+            .pl()
+            .row(0, named=True)
+        )
         hourly_shape = con.execute(
             f"""SELECT hour, count(*) AS snapshots, quantile_disc(spread_ticks, 0.5) AS spread_p50_ticks, {depth_means}
             FROM shape GROUP BY hour"""

@@ -80,13 +80,18 @@ def _rows_table(rows: list[dict[str, object]]) -> str:
 def _section(v: DayValidation) -> str:
     summary = "".join(f"<tr><th>{label}</th><td>{_fmt(v.row.get(col))}</td></tr>" for col, label in SUMMARY)
     hourly = v.hourly
-    mid = dict(v.details["hourly_mid_dev_ticks"].iter_rows()) if isinstance(
-        v.details.get("hourly_mid_dev_ticks"), pl.DataFrame) else {}
-    charts = "".join([
-        bar_chart(hourly["gaps_detected"].cast(pl.Float64).to_list(), "gaps detected per hour"),
-        bar_chart(hourly["skew_p99_ms"].to_list(), "clock skew p99 per hour (ms)"),
-        bar_chart([mid.get(h) for h in range(24)], "max mid deviation per hour (ticks)"),
-    ])
+    mid = (
+        dict(v.details["hourly_mid_dev_ticks"].iter_rows())
+        if isinstance(v.details.get("hourly_mid_dev_ticks"), pl.DataFrame)
+        else {}
+    )
+    charts = "".join(
+        [
+            bar_chart(hourly["gaps_detected"].cast(pl.Float64).to_list(), "gaps detected per hour"),
+            bar_chart(hourly["skew_p99_ms"].to_list(), "clock skew p99 per hour (ms)"),
+            bar_chart([mid.get(h) for h in range(24)], "max mid deviation per hour (ticks)"),
+        ]
+    )
     worst = "".join(
         f"<h3>{html.escape(name)}</h3>{_rows_table(v.details.get(name, []))}"
         for name in ("gaps", "skew", "precision", "agreement")

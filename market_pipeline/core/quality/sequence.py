@@ -51,9 +51,7 @@ def gap_events(deltas: pl.DataFrame, snapshots: pl.DataFrame, contiguous: bool) 
     `deltas` needs received_time, origin_time and sequence_number in file order; `snapshots`
     needs received_time and sequence_number of the day's vendor snapshots in file order.
     """
-    msgs = messages(deltas).with_columns(
-        pl.col("sequence_number").cum_max().shift(1).alias("previous_sequence_number")
-    )
+    msgs = messages(deltas).with_columns(pl.col("sequence_number").cum_max().shift(1).alias("previous_sequence_number"))
     is_out_of_order = pl.col("sequence_number") < pl.col("previous_sequence_number")
     is_jump = pl.lit(contiguous) & (pl.col("sequence_number") > pl.col("previous_sequence_number") + 1)
     events = msgs.filter((is_out_of_order | is_jump).fill_null(False)).with_columns(
@@ -65,9 +63,9 @@ def gap_events(deltas: pl.DataFrame, snapshots: pl.DataFrame, contiguous: bool) 
     )
     # The kernel processes snapshot k once a message numbered above it arrives, so the first
     # snapshot (in file order) numbered at or above the highest number seen repairs the gap.
-    resume = np.maximum(
-        events["sequence_number"].to_numpy(), events["previous_sequence_number"].to_numpy()
-    ).astype(np.int64)
+    resume = np.maximum(events["sequence_number"].to_numpy(), events["previous_sequence_number"].to_numpy()).astype(
+        np.int64
+    )
     snap_seq = snapshots["sequence_number"].to_numpy().astype(np.int64)
     running = np.maximum.accumulate(snap_seq) if len(snap_seq) else snap_seq
     fill = np.searchsorted(running, resume, side="left")
@@ -76,12 +74,19 @@ def gap_events(deltas: pl.DataFrame, snapshots: pl.DataFrame, contiguous: bool) 
     snap_recv = snapshots["received_time"].to_numpy()
     fill_recv = np.where(repaired, snap_recv[safe] if len(snap_recv) else 0, 0)
     fill_seq = np.where(repaired, snap_seq[safe] if len(snap_seq) else 0, 0)
-    return events.with_columns(
-        pl.Series("repaired", repaired, pl.Boolean),
-        pl.Series("fill_snapshot", np.where(repaired, fill, -1), pl.Int64),
-        pl.Series("fill_received_time", fill_recv, pl.Int64),
-        pl.Series("fill_sequence_number", fill_seq, pl.Int64),
-    ).with_columns(
-        [pl.when(pl.col("repaired")).then(pl.col(c)).otherwise(None).alias(c)
-         for c in ("fill_snapshot", "fill_received_time", "fill_sequence_number")]
-    ).select(list(GAP_SCHEMA)).cast(GAP_SCHEMA)
+    return (
+        events.with_columns(
+            pl.Series("repaired", repaired, pl.Boolean),
+            pl.Series("fill_snapshot", np.where(repaired, fill, -1), pl.Int64),
+            pl.Series("fill_received_time", fill_recv, pl.Int64),
+            pl.Series("fill_sequence_number", fill_seq, pl.Int64),
+        )
+        .with_columns(
+            [
+                pl.when(pl.col("repaired")).then(pl.col(c)).otherwise(None).alias(c)
+                for c in ("fill_snapshot", "fill_received_time", "fill_sequence_number")
+            ]
+        )
+        .select(list(GAP_SCHEMA))
+        .cast(GAP_SCHEMA)
+    )

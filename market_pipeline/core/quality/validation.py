@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality import measures as m
-from market_pipeline.core.quality.fidelity import FIDELITY_COLUMNS, capture_fidelity, capture_files
+from market_pipeline.core.quality.fidelity import FIDELITY_COLUMNS, capture_fidelity
 from market_pipeline.core.quality.precision import max_decimals
-from market_pipeline.settings import Instrument, PipelineSettings
 
 # Column contract of main.validation_reports (pipeline_metrics reads these names).
 DAILY_SCHEMA: dict[str, pl.DataType] = {
@@ -77,17 +77,15 @@ class DayValidation:
     details: dict[str, object] = field(default_factory=dict)  # worst rows, for the report
 
 
-def validate_instrument_day(
-    settings: PipelineSettings, instrument: Instrument, day: dt.date, rebuild_counters: dict[str, int] | None
-) -> DayValidation:
-    files = m.DayFiles.of(settings, instrument, day)
+def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] | None) -> DayValidation:
+    instrument, day = files.instrument, files.day
     deltas = m.read_deltas(files)
     tops = m.read_snapshot_tops(files)
     trades = pl.read_parquet(files.require(files.trades))
     agreement = m.read_agreement(files, tops)
     books = m.read_books_touch(files)
 
-    events = m.gaps(settings, files, deltas, tops)
+    events = m.gaps(files, deltas, tops)
     gap_figures = m.gap_summary(events)
     hourly_gaps = m.hourly_gaps(events, agreement, day)
     skew = m.skew_messages(deltas)
@@ -101,10 +99,8 @@ def validate_instrument_day(
     off_grid = snap_off + int(flags["off_grid"].sum())
     loss = snap_loss + int((~flags["off_grid"]).sum())
 
-    fidelity: dict[str, object] = dict.fromkeys(FIDELITY_COLUMNS)
-    captured = capture_files(settings.capture_dir, instrument, day)
-    if captured:
-        fidelity = capture_fidelity(captured, instrument, books, settings.checks.fidelity_sample_interval_ms)
+    # Written by the capture rebuild beside the day's books; all null for books not rebuilt from a capture.
+    fidelity = capture_fidelity(files.fidelity)
 
     row: dict[str, object] = {
         "dt": day,

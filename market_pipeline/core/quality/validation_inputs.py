@@ -46,8 +46,13 @@ def _as_date(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("dt").cast(pl.String).str.slice(0, 10).str.to_date())
 
 
-def _read(con: duckdb.DuckDBPyConnection, table: str, keys: tuple[str, ...], columns: dict[str, pl.DataType],
-          days: list[dt.date]) -> pl.DataFrame | None:
+def _read(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    keys: tuple[str, ...],
+    columns: dict[str, pl.DataType],
+    days: list[dt.date],
+) -> pl.DataFrame | None:
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [table]
     ).fetchone()[0]

@@ -89,7 +89,7 @@ def _record(action: str, path: Path, size: int) -> None:
     if scope is None:
         return
     entry = {
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
         "component": scope.component,
         "action": action,
         "partition": scope.partition,

@@ -55,7 +55,7 @@ _NOT_FINAL, _FINAL = b"\x00", b"\x01"
 
 KEY_HELP = (
     f"{MASTER_KEY_ENV} must be the base64 encoding of exactly {MASTER_KEY_BYTES} random bytes; "
-    "make one with: python -c \"import base64, os; print(base64.b64encode(os.urandom(32)).decode())\""
+    'make one with: python -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())"'
 )
 
 
@@ -91,12 +91,23 @@ def parse_master_key(text: str | None) -> bytes:
     return raw
 
 
-def master_key_from_settings() -> bytes:
-    """The master key from the settings (environment, then `.env`)."""
-    from market_pipeline.settings import load_settings
+# The settings' master key (config.yaml, `.env`, environment) as the entry point (the code
+# location's pipeline resource, the CLI) handed it over with `use_master_key`; core never reads
+# the settings itself.
+_configured_master_key: str | None = None
 
-    secret = load_settings().master_key
-    return parse_master_key(None if secret is None else secret.get_secret_value())
+
+def use_master_key(secret: str | None) -> None:
+    """Make `secret` (the settings' `master_key` value, or None) this process's default key."""
+    global _configured_master_key
+    _configured_master_key = secret
+
+
+def default_master_key() -> bytes:
+    """This process's master key: PIPELINE_MASTER_KEY from the environment when set, else the one
+    given to `use_master_key`; MasterKeyError when neither is set or the value is malformed."""
+    text = os.environ.get(MASTER_KEY_ENV)
+    return parse_master_key(text if text and text.strip() else _configured_master_key)
 
 
 def _file_key(master_key: bytes, salt: bytes) -> AESGCM:
@@ -208,9 +219,7 @@ def decrypt_chunks(source: BinaryIO, master_key: bytes, name: Path | str) -> Ite
                 if counter == 0
                 else "the file is tampered or truncated"
             )
-            raise DecryptionError(
-                name, f"chunk {counter} at byte {offset} failed authentication ({cause})"
-            ) from None
+            raise DecryptionError(name, f"chunk {counter} at byte {offset} failed authentication ({cause})") from None
         yield plaintext
         if final:
             return
@@ -249,8 +258,8 @@ class DecryptingReader(io.RawIOBase):
 
 
 def open_decrypted(path: Path, master_key: bytes | None = None) -> io.BufferedReader:
-    """A buffered binary reader of `path`'s plaintext; the key defaults to the settings' one."""
-    key = master_key_from_settings() if master_key is None else master_key
+    """A buffered binary reader of `path`'s plaintext; the key defaults to `default_master_key()`."""
+    key = default_master_key() if master_key is None else master_key
     return io.BufferedReader(DecryptingReader(Path(path), key), buffer_size=CHUNK_SIZE)
 
 

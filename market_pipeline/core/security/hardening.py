@@ -1,39 +1,37 @@
 """Process-wide protections, applied at each entry point of the pipeline.
 
 Called by the CLI (`market-pipeline ...`) before it does anything, and by the code location
-(`market_pipeline.definitions`) when it loads, which covers every Dagster process that runs pipeline
-code: the code server, run workers and step workers all load the code location.
+(`market_pipeline.definitions`, through `market_pipeline.defs.common.log_scrubbing.harden_code_location`,
+which adds the scrubbing of Dagster's events) when it loads, which covers every Dagster process
+that runs pipeline code: the code server, run workers and step workers all load the code location.
+Dagster-free, like all of core/.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
 from market_pipeline.core.security.scrub import SECRET_ENV_VARS, install_log_scrubbing, register_secret
-
-if TYPE_CHECKING:
-    from market_pipeline.settings import PipelineSettings
 
 # Files this process creates are owner-only (0600, directories 0700) whoever creates them:
 # DuckDB's warehouse.duckdb and its WAL, Dagster-independent third-party writers, lock files.
 PRIVATE_UMASK = 0o077
 
 
-def harden_process(settings: PipelineSettings | None = None) -> None:
+def harden_process(settings: BaseModel | None = None, env_file: Path = Path(".env")) -> None:
     """Set umask 077 and scrub secrets from every log record (idempotent).
 
-    The secret variables set in `.env` (which is not in os.environ) are scrubbed too, and with
-    `settings` every secret setting, wherever it came from.
+    The secret variables set in `env_file` (the settings' `.env`, which is not in os.environ) are
+    scrubbed too, and with `settings` (the pipeline settings) every `SecretStr` in them, wherever
+    it came from.
     """
-    from market_pipeline.settings import PipelineSettings
-
     os.umask(PRIVATE_UMASK)
     install_log_scrubbing()
-    _register_dotenv_secrets(Path(str(PipelineSettings.model_config.get("env_file") or ".env")))
+    _register_dotenv_secrets(env_file)
     if settings is not None:
         for value in _secret_values(settings):
             register_secret(value)

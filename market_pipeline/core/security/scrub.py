@@ -10,17 +10,23 @@ Two things are removed:
 
 `scrub(value)` does this recursively on str/dict/list/tuple values (dict values whose key names a
 credential, such as "token" or "password", are replaced whole). `SecretScrubber` is the one
-logging filter; `install_log_scrubbing()` makes every log record of the process, Dagster's
-included, pass through it.
+logging filter; `install_log_scrubbing()` makes every log record of the process pass through it,
+through the standard `logging.setLogRecordFactory` hook.
+
+This module knows nothing of Dagster (core/ imports no Dagster). Structured payloads that a
+library attaches to a record after it is created (`logger.log(..., extra={...})` sets them after
+the record factory ran) are covered by `scrub_record_attribute(name, scrubber)`: records made by
+the factory clean that attribute whenever it is read or set. `market_pipeline.defs.common.log_scrubbing`
+registers Dagster's event attributes this way.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,9 +50,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<![A-Z0-9])(AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"), r"\1" + REDACTED),
     # "Authorization: Basic xyz", "authorization=Token xyz", "'Authorization': 'Bearer xyz'".
     (
-        re.compile(
-            r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic|token|digest)?\s*)[^\s'\",;\\]+"
-        ),
+        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic|token|digest)?\s*)[^\s'\",;\\]+"),
         r"\1" + REDACTED,
     ),
     # A bearer token anywhere (8+ characters, so prose like "bearer token" is left alone).
@@ -132,29 +136,78 @@ def _scrub_entry(key: object, item: Any) -> Any:
     return scrub(item)
 
 
-def _scrub_dagster_event(event: Any) -> Any:
-    """The Dagster event with secrets removed from every string in it (error messages and stack
-    traces of failures, metadata, ...), through Dagster's own serialization."""
-    from dagster._serdes import deserialize_value, serialize_value
+# Record attributes set from `extra` (after the record factory ran) that must be cleaned when read.
+_attribute_scrubbers: dict[str, Callable[[Any], Any]] = {}
+_STANDARD_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
 
+
+def _scrub_attribute_value(name: str, value: Any) -> Any:
     try:
-        plain = json.loads(serialize_value(event))
-        cleaned = scrub(plain)
-        if cleaned == plain:
-            return event
-        return deserialize_value(json.dumps(cleaned), type(event))
-    except Exception as exc:  # never fail a run over scrubbing; say so where an operator looks
-        sys.stderr.write(f"market_pipeline: could not scrub a Dagster event ({type(exc).__name__})\n")
-        return event
+        return _attribute_scrubbers[name](value)
+    except Exception as exc:  # never fail the caller over scrubbing; say so where an operator looks
+        sys.stderr.write(f"market_pipeline: could not scrub log record attribute {name!r} ({type(exc).__name__})\n")
+        return value
+
+
+class _ScrubbedAttribute:
+    """Data descriptor on `ScrubbedLogRecord`: the attribute lives in the record's `__dict__` (where
+    `Logger.makeRecord` puts `extra` values, bypassing `__setattr__`) and is cleaned, and the clean
+    value written back, whenever it is read or set. A missing value raises AttributeError, so
+    `hasattr()` answers as for a plain record."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, record: logging.LogRecord | None, owner: type | None = None) -> Any:
+        if record is None:
+            return self
+        values = record.__dict__
+        if self.name not in values:
+            raise AttributeError(self.name)
+        value = values[self.name]
+        clean = _scrub_attribute_value(self.name, value)
+        if clean is not value:
+            values[self.name] = clean
+        return clean
+
+    def __set__(self, record: logging.LogRecord, value: Any) -> None:
+        record.__dict__[self.name] = _scrub_attribute_value(self.name, value)
+
+    def __delete__(self, record: logging.LogRecord) -> None:
+        try:
+            del record.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+
+class ScrubbedLogRecord(logging.LogRecord):
+    """The records the scrubbing record factory makes: a plain `LogRecord` (same layout, no extra
+    instance attributes) whose registered attributes are cleaned on every read and write."""
+
+
+def scrub_record_attribute(name: str, scrubber: Callable[[Any], Any]) -> None:
+    """Clean record attribute `name` (typically set through `extra=`) with `scrubber` from now on.
+
+    `scrubber(value)` returns the value without secrets; it should return `value` itself when
+    there is nothing to remove. Applies to every record the scrubbing factory made, including
+    records that already exist. Idempotent; a later call replaces the scrubber.
+    """
+    if name in _STANDARD_RECORD_ATTRIBUTES:
+        raise ValueError(f"{name!r} is a standard LogRecord attribute; SecretScrubber already cleans it")
+    _attribute_scrubbers[name] = scrubber
+    if not isinstance(ScrubbedLogRecord.__dict__.get(name), _ScrubbedAttribute):
+        setattr(ScrubbedLogRecord, name, _ScrubbedAttribute(name))
 
 
 class SecretScrubber(logging.Filter):
     """Rewrites a log record in place so that no handler can emit a secret; never drops it.
 
     The message is rendered (msg % args) and scrubbed; an exception or stack trace is formatted
-    now and scrubbed into `exc_text`/`stack_info` (formatters use `exc_text` when it is set); a
-    Dagster event carried by the record (step failures with their stack trace, materialization
-    metadata) is rebuilt without secrets before Dagster stores or prints it.
+    now and scrubbed into `exc_text`/`stack_info` (formatters use `exc_text` when it is set);
+    attributes registered with `scrub_record_attribute` are cleaned too.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -170,24 +223,21 @@ class SecretScrubber(logging.Filter):
             record.exc_text = scrub_text(record.exc_text)
         if record.stack_info:
             record.stack_info = scrub_text(record.stack_info)
-        event = getattr(record, "dagster_event", None)
-        if event is not None:
-            record.dagster_event = _scrub_dagster_event(event)
-        meta = getattr(record, "dagster_meta", None)  # set once Dagster has converted the record
-        if isinstance(meta, dict):
-            if isinstance(meta.get("orig_message"), str):
-                meta["orig_message"] = scrub_text(meta["orig_message"])
-            if meta.get("dagster_event") is not None:
-                meta["dagster_event"] = _scrub_dagster_event(meta["dagster_event"])
+        values = record.__dict__
+        for name in list(_attribute_scrubbers):
+            if name in values:
+                values[name] = _scrub_attribute_value(name, values[name])
         return True
 
 
 SCRUBBER = SecretScrubber()
 
 
-def _scrubbing_record_factory(previous: Any) -> Any:
+def _scrubbing_record_factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if type(record) is logging.LogRecord:  # the stdlib's record: same layout, so this is safe
+            record.__class__ = ScrubbedLogRecord
         SCRUBBER.filter(record)
         return record
 
@@ -195,43 +245,18 @@ def _scrubbing_record_factory(previous: Any) -> Any:
     return make_record
 
 
-def _scrub_dagster_log_managers() -> None:
-    """Attach the filter to every DagsterLogManager (`context.log`).
-
-    A Dagster event (e.g. a step failure and its stack trace) is attached to its record after the
-    record factory ran, and Dagster turns the record into the stored event log entry and the
-    console line inside its own handler, so the filter has to sit on the log manager itself: a
-    logger's filters run before any of its handlers. Dagster has no public hook for this.
-
-    Only once Dagster is imported: commands that never use it should not pay for its import.
-    The code location calls this after importing Dagster.
-    """
-    module = sys.modules.get("dagster._core.log_manager")
-    if module is None:
-        return
-    DagsterLogManager = module.DagsterLogManager
-
-    init = DagsterLogManager.__init__
-    if getattr(init, "scrubs_secrets", False):
-        return
-
-    def __init__(self: DagsterLogManager, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        self.addFilter(SCRUBBER)
-
-    __init__.scrubs_secrets = True  # type: ignore[attr-defined]
-    DagsterLogManager.__init__ = __init__  # type: ignore[method-assign]
-
-
 def install_log_scrubbing() -> None:
     """Make every log record of this process pass through `SCRUBBER` (idempotent).
 
-    - the record factory scrubs each record as it is created, whatever logger or handler it
-      goes to (root, `dagster`, boto3/botocore, handlers added later, Dagster's python_logs
-      handlers from dagster.yaml);
-    - the root logger's current handlers get the filter too, for records made before this ran;
-    - Dagster's log managers get it for the Dagster events they carry (if Dagster is imported;
-      call again after importing it).
+    - the record factory (`logging.setLogRecordFactory`) scrubs each record as it is created,
+      whatever logger or handler it goes to (root, library loggers, handlers added later), and
+      makes it a `ScrubbedLogRecord`, so the attributes registered with `scrub_record_attribute`
+      are cleaned when a handler reads them, even though `extra=` sets them after creation
+      (a record of another class, from a factory some library installed first, only gets the
+      message and exception scrubbing);
+    - the root logger's current handlers get the filter too, for records made before this ran.
+
+    Dagster's event log needs `market_pipeline.defs.common.log_scrubbing` on top of this.
     """
     factory = logging.getLogRecordFactory()
     if not getattr(factory, "scrubs_secrets", False):
@@ -239,4 +264,3 @@ def install_log_scrubbing() -> None:
     for handler in logging.getLogger().handlers:
         if SCRUBBER not in handler.filters:
             handler.addFilter(SCRUBBER)
-    _scrub_dagster_log_managers()

@@ -105,7 +105,9 @@ def otlp_json(metrics_data: MetricsData) -> dict[str, object] | None:
             if metrics:
                 scopes.append({"scope": {"name": sm.scope.name, "version": sm.scope.version or ""}, "metrics": metrics})
         if scopes:
-            resource_metrics.append({"resource": {"attributes": _attributes(rm.resource.attributes)}, "scopeMetrics": scopes})
+            resource_metrics.append(
+                {"resource": {"attributes": _attributes(rm.resource.attributes)}, "scopeMetrics": scopes}
+            )
     return {"resourceMetrics": resource_metrics} if resource_metrics else None
 
 
@@ -143,7 +145,7 @@ class JsonLinesMetricExporter(MetricExporter):
         record = otlp_json(metrics_data)
         if record is None:
             return MetricExportResult.SUCCESS
-        path = metrics_file(self.directory, dt.datetime.now(dt.timezone.utc))
+        path = metrics_file(self.directory, dt.datetime.now(dt.UTC))
         try:
             append_line(path, json.dumps(record, separators=(",", ":")))
         except OSError as exc:  # metrics must never fail a pipeline step

@@ -72,7 +72,7 @@ def render(metrics_data: MetricsData | None) -> str:
                         lines.append(f"{name}{_labels(point.attributes)} {_number(point.value)}")
                         continue
                     running = 0
-                    for bound, n in zip([*point.explicit_bounds, math.inf], point.bucket_counts):
+                    for bound, n in zip([*point.explicit_bounds, math.inf], point.bucket_counts, strict=True):
                         running += n
                         le = _number(bound) if math.isinf(bound) else repr(float(bound))
                         lines.append(f"{name}_bucket{_labels(point.attributes, {'le': le})} {running}")

@@ -4,12 +4,15 @@
     observe("mdp_stage_duration_seconds", 3.2, stage="raw_trades")
     gauge("mdp_peak_memory_bytes", rss, stage="reconstructed_books")
 
-A `MeterProvider` is created lazily, once per process, from the `metrics` settings:
-- JSON lines (`metrics.jsonl`, on by default): OTLP-JSON records appended to
-  `$PIPELINE_DATA_DIR/metrics/mdp-YYYY-MM-DD.jsonl` every `metrics.export_interval_seconds`, at
-  every `flush()` (the assets call it at the end of each step) and when the process exits;
-- Prometheus (`metrics.prometheus_port`, off by default): `/metrics` on `metrics.prometheus_host`;
-- Pushgateway (`metrics.pushgateway_url`, off by default): pushed at every `flush()`.
+A `MeterProvider` is created lazily, once per process, from the `TelemetryConfig` given to
+`configure()` (the code location's pipeline resource hands it the `metrics` settings when a step
+or sensor starts; until then nothing is exported):
+- JSON lines (`metrics_dir`, `$PIPELINE_DATA_DIR/metrics` unless `metrics.jsonl` is off):
+  OTLP-JSON records appended to `<metrics_dir>/mdp-YYYY-MM-DD.jsonl` every
+  `export_interval_seconds`, at every `flush()` (the assets call it at the end of each step) and
+  when the process exits;
+- Prometheus (`prometheus_port`, off by default): `/metrics` on `prometheus_host`;
+- Pushgateway (`pushgateway_url`, off by default): pushed at every `flush()`.
 
 Metric names carry the `mdp_` prefix; METRICS lists the documented ones (docs/metrics.md).
 """
@@ -25,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -50,73 +54,103 @@ class MetricSpec:
 
 _SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 METRICS: dict[str, MetricSpec] = {
-    "mdp_source_items_total": MetricSpec("counter", "{row}", "Rows imported into the raw lake, per table and instrument."),
-    "mdp_quarantined_rows_total": MetricSpec("counter", "{row}", "Vendor rows rejected into the quarantine, per table and instrument."),
+    "mdp_source_items_total": MetricSpec(
+        "counter", "{row}", "Rows imported into the raw lake, per table and instrument."
+    ),
+    "mdp_quarantined_rows_total": MetricSpec(
+        "counter", "{row}", "Vendor rows rejected into the quarantine, per table and instrument."
+    ),
     "mdp_book_deltas_applied_total": MetricSpec("counter", "{delta}", "Book delta rows applied by the book rebuild."),
     "mdp_book_messages_total": MetricSpec("counter", "{message}", "Exchange messages replayed by the book rebuild."),
-    "mdp_sequence_gaps_total": MetricSpec("counter", "{gap}", "Sequence gaps, divergences from vendor snapshots and out-of-order messages found by the book rebuild."),
-    "mdp_gaps_filled_total": MetricSpec("counter", "{fill}", "Book repairs from a vendor snapshot after a gap or divergence."),
-    "mdp_precision_loss_total": MetricSpec("counter", "{value}", "Vendor prices and sizes more than 1e-4 steps off the tick or lot grid."),
-    "mdp_crossed_books_total": MetricSpec("counter", "{event}", "Crossed or locked books resolved by the book rebuild."),
+    "mdp_sequence_gaps_total": MetricSpec(
+        "counter",
+        "{gap}",
+        "Sequence gaps, divergences from vendor snapshots and out-of-order messages found by the book rebuild.",
+    ),
+    "mdp_gaps_filled_total": MetricSpec(
+        "counter", "{fill}", "Book repairs from a vendor snapshot after a gap or divergence."
+    ),
+    "mdp_precision_loss_total": MetricSpec(
+        "counter", "{value}", "Vendor prices and sizes more than 1e-4 steps off the tick or lot grid."
+    ),
+    "mdp_crossed_books_total": MetricSpec(
+        "counter", "{event}", "Crossed or locked books resolved by the book rebuild."
+    ),
     "mdp_clock_skew_seconds": MetricSpec(
-        "histogram", "s", "received_time - origin_time of book delta messages (a sample of at most 10,000 per instrument-day).",
+        "histogram",
+        "s",
+        "received_time - origin_time of book delta messages (a sample of at most 10,000 per instrument-day).",
         (-1, -0.1, -0.01, -0.001, 0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     ),
-    "mdp_stage_duration_seconds": MetricSpec("histogram", "s", "Wall time of one stage for one instrument-day.", _SECONDS_BUCKETS),
-    "mdp_peak_memory_bytes": MetricSpec("gauge", "By", "Peak resident memory of the process during one stage for one instrument-day."),
+    "mdp_stage_duration_seconds": MetricSpec(
+        "histogram", "s", "Wall time of one stage for one instrument-day.", _SECONDS_BUCKETS
+    ),
+    "mdp_peak_memory_bytes": MetricSpec(
+        "gauge", "By", "Peak resident memory of the process during one stage for one instrument-day."
+    ),
     "mdp_sink_commit_seconds": MetricSpec(
-        "histogram", "s", "Time to commit a stage's output to its sink (DuckDB views or tables).",
+        "histogram",
+        "s",
+        "Time to commit a stage's output to its sink (DuckDB views or tables).",
         (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     ),
     "mdp_events_per_second": MetricSpec("gauge", "{event}/s", "Throughput of one stage for one instrument-day."),
-    "mdp_alerts_sent_total": MetricSpec("counter", "{alert}", "Alerts delivered (or attempted), per channel and outcome."),
+    "mdp_alerts_sent_total": MetricSpec(
+        "counter", "{alert}", "Alerts delivered (or attempted), per channel and outcome."
+    ),
 }
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Where this process's metrics go (the `metrics` settings, as plain values)."""
+
+    metrics_dir: Path | None = None  # JSON lines directory; None: no JSON lines
+    export_interval_seconds: float = 60.0
+    prometheus_port: int | None = None  # None: no /metrics endpoint; 0 picks a free port
+    prometheus_host: str = "127.0.0.1"
+    pushgateway_url: str | None = None  # None: no pushes
+
+
+NO_EXPORT = TelemetryConfig()  # instruments record, nothing leaves the process
 
 
 class _Telemetry:
     """The process's MeterProvider, its readers and instruments, for one configuration."""
 
-    def __init__(self) -> None:
-        from market_pipeline.settings import SettingsError, load_settings
-
+    def __init__(self, config: TelemetryConfig) -> None:
         self.pid = os.getpid()
         self.instruments: dict[str, tuple[Kind, object]] = {}
         self.server = None
         self.prometheus = None
         self.pushgateway_url: str | None = None
-        self.metrics_dir = None
+        self.metrics_dir = config.metrics_dir
         readers = []
-        try:
-            settings = load_settings()
-        except SettingsError as exc:  # the stage itself reports bad settings; metrics stay off
-            log.warning("metrics are off: %s", exc)
-            settings = None
-        if settings is not None:
-            metrics = settings.metrics
-            if metrics.jsonl:
-                from market_pipeline.core.telemetry.otlp_json import JsonLinesMetricExporter
+        if config.metrics_dir is not None:
+            from market_pipeline.core.telemetry.otlp_json import JsonLinesMetricExporter
 
-                self.metrics_dir = (settings.data_dir / "metrics").resolve()
-                readers.append(
-                    PeriodicExportingMetricReader(
-                        JsonLinesMetricExporter(self.metrics_dir),
-                        export_interval_millis=metrics.export_interval_seconds * 1000,
-                    )
+            readers.append(
+                PeriodicExportingMetricReader(
+                    JsonLinesMetricExporter(config.metrics_dir),
+                    export_interval_millis=config.export_interval_seconds * 1000,
                 )
-            if metrics.prometheus_port is not None or metrics.pushgateway_url:
-                from market_pipeline.core.telemetry.prometheus import MetricsServer, PrometheusReader
+            )
+        if config.prometheus_port is not None or config.pushgateway_url:
+            from market_pipeline.core.telemetry.prometheus import MetricsServer, PrometheusReader
 
-                self.prometheus = PrometheusReader()
-                readers.append(self.prometheus)
-                self.pushgateway_url = metrics.pushgateway_url
-                if metrics.prometheus_port is not None:
-                    try:
-                        self.server = MetricsServer(self.prometheus, metrics.prometheus_host, metrics.prometheus_port)
-                    except OSError as exc:  # e.g. another step process of the run holds the port
-                        log.warning(
-                            "PIPELINE_METRICS__PROMETHEUS_PORT: cannot serve /metrics on %s:%s: %s",
-                            metrics.prometheus_host, metrics.prometheus_port, exc,
-                        )
+            self.prometheus = PrometheusReader()
+            readers.append(self.prometheus)
+            self.pushgateway_url = config.pushgateway_url
+            if config.prometheus_port is not None:
+                try:
+                    self.server = MetricsServer(self.prometheus, config.prometheus_host, config.prometheus_port)
+                except OSError as exc:  # e.g. another step process of the run holds the port
+                    log.warning(
+                        "PIPELINE_METRICS__PROMETHEUS_PORT: cannot serve /metrics on %s:%s: %s",
+                        config.prometheus_host,
+                        config.prometheus_port,
+                        exc,
+                    )
         views = [
             View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(spec.buckets))
             for name, spec in METRICS.items()
@@ -141,8 +175,11 @@ class _Telemetry:
             return known[1]
         unit = spec.unit if spec else ""
         description = spec.description if spec else ""
-        create = {"counter": self.meter.create_counter, "histogram": self.meter.create_histogram,
-                  "gauge": self.meter.create_gauge}[kind]
+        create = {
+            "counter": self.meter.create_counter,
+            "histogram": self.meter.create_histogram,
+            "gauge": self.meter.create_gauge,
+        }[kind]
         created = create(name, unit=unit, description=description)
         self.instruments[name] = (kind, created)
         return created
@@ -166,25 +203,27 @@ class _Telemetry:
 
 
 _lock = threading.Lock()
+_config: TelemetryConfig = NO_EXPORT
 _state: _Telemetry | None = None
 _state_key: tuple | None = None
 
 
-def _configuration_key() -> tuple:
-    # What the lazily loaded settings depend on; a change (tests, another data dir) re-creates
-    # the provider instead of writing to the old directory. A fork gets its own provider.
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PIPELINE_")))
-    return os.getpid(), os.getcwd(), env
+def configure(config: TelemetryConfig) -> None:
+    """Where this process's metrics go from now on. A different configuration (another data
+    dir, a test) replaces the provider at the next recording; the same one changes nothing."""
+    global _config
+    with _lock:
+        _config = config
 
 
 def _telemetry() -> _Telemetry:
     global _state, _state_key
-    key = _configuration_key()
+    key = (os.getpid(), _config)  # a fork gets its own provider
     with _lock:
         if _state is None or _state_key != key:
             if _state is not None and _state.pid == os.getpid():
                 _state.shutdown()
-            _state, _state_key = _Telemetry(), key
+            _state, _state_key = _Telemetry(_config), key
         return _state
 
 

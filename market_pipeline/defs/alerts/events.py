@@ -10,14 +10,15 @@ import datetime as dt
 import math
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 
 from market_pipeline.core.alerts.model import CHECK_FAILED, RUN_FAILED, Alert, iso_utc, run_url
-from market_pipeline.settings import PipelineSettings
+from market_pipeline.defs.common.resources import PipelineSettings
+
+# Dagster's run tags for a partition and a partition range (documented tag names; `dagster` does
+# not export constants for them).
+PARTITION_NAME_TAG = "dagster/partition"
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 ERROR_TEXT_LIMIT = 2000  # characters of a step's error kept in a run-failure alert
 
@@ -151,5 +152,5 @@ def run_failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, settings
         run_id=run.run_id,
         job=run.job_name,
         run_url=run_url(settings.alerts.webserver_url, run.run_id),
-        occurred_at=iso_utc(failed_at) if failed_at else iso_utc(dt.datetime.now(dt.timezone.utc).timestamp()),
+        occurred_at=iso_utc(failed_at) if failed_at else iso_utc(dt.datetime.now(dt.UTC).timestamp()),
     )

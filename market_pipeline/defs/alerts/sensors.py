@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from market_pipeline.core.alerts.delivery import deliver_alerts
-from market_pipeline.defs.alerts.events import check_alerts_for_run, run_failure_alert
+from market_pipeline.core.alerts.delivery import AlertDelivery, deliver_alerts
+from market_pipeline.core.alerts.jsonl import alerts_path
 from market_pipeline.core.alerts.model import Alert
-from market_pipeline.defs.common.resources import PipelineResource
-from market_pipeline.settings import PipelineSettings, load_settings
+from market_pipeline.defs.alerts.events import check_alerts_for_run, run_failure_alert
+from market_pipeline.defs.common.resources import PipelineSettings
 
 # A newly enabled sensor alerts on runs updated this long ago at most, not on all history.
 FIRST_TICK_LOOKBACK = dt.timedelta(hours=24)
@@ -58,7 +58,7 @@ def scan_failed_checks(
 ) -> tuple[list[Alert], CheckAlertCursor]:
     """Alerts for the failed check evaluations logged since `cursor`, and the next cursor."""
     since = (
-        dt.datetime.fromtimestamp(cursor.updated_after, dt.timezone.utc)
+        dt.datetime.fromtimestamp(cursor.updated_after, dt.UTC)
         if cursor.updated_after is not None
         else now - FIRST_TICK_LOOKBACK
     )
@@ -89,8 +89,21 @@ def scan_failed_checks(
 
 def _epoch(moment: dt.datetime) -> float:
     if moment.tzinfo is None:  # the run storage keeps naive UTC times
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
+
+
+def alert_delivery(settings: PipelineSettings) -> AlertDelivery:
+    """Where the settings send alerts: alerts.jsonl under the data dir, and the webhook if set."""
+    token = settings.alert_webhook_token
+    return AlertDelivery(
+        log_path=alerts_path(settings.data_dir),
+        webhook_url=settings.alert_webhook_url,
+        webhook_token=token.get_secret_value() if token else None,
+        timeout_seconds=settings.alerts.webhook_timeout_seconds,
+        retries=settings.alerts.webhook_retries,
+        backoff_seconds=settings.alerts.webhook_backoff_seconds,
+    )
 
 
 def deliver_run_alerts(instance: dg.DagsterInstance, run_id: str, settings: PipelineSettings) -> list[dict]:
@@ -101,24 +114,16 @@ def deliver_run_alerts(instance: dg.DagsterInstance, run_id: str, settings: Pipe
     alerts, _ = check_alerts_for_run(instance, record, settings)
     if record.is_failure:
         alerts.append(run_failure_alert(instance, record, settings))
-    return deliver_alerts(alerts, settings)
+    return deliver_alerts(alerts, alert_delivery(settings))
 
 
-_settings = load_settings()
-
-
-@dg.sensor(
-    name="failed_check_alerts",
-    minimum_interval_seconds=_settings.alerts.sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="One alert (alerts.jsonl and the webhook) per failed asset check evaluation, "
-    "WARN or ERROR, blocking or not.",
-)
-def failed_check_alerts(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
-    settings = pipeline.settings()
+def _failed_check_alerts(
+    context: dg.SensorEvaluationContext, pipeline: dg.ResourceParam[PipelineSettings]
+) -> dg.SensorResult:
+    settings = pipeline
     cursor = CheckAlertCursor.parse(context.cursor)
-    alerts, cursor = scan_failed_checks(context.instance, cursor, settings, dt.datetime.now(dt.timezone.utc))
-    written = deliver_alerts(alerts, settings, context.log)
+    alerts, cursor = scan_failed_checks(context.instance, cursor, settings, dt.datetime.now(dt.UTC))
+    written = deliver_alerts(alerts, alert_delivery(settings), context.log)
     reason = (
         f"{len(written)} new alert(s) written to alerts.jsonl; "
         f"{len(alerts) - len(written)} failed evaluation(s) read again were alerted before"
@@ -126,17 +131,26 @@ def failed_check_alerts(context: dg.SensorEvaluationContext, pipeline: PipelineR
     return dg.SensorResult(skip_reason=reason, cursor=cursor.serialize())
 
 
-@dg.run_failure_sensor(
-    name="failed_run_alerts",
-    monitor_all_code_locations=True,  # also runs launched in-process (market-pipeline run, demo)
-    minimum_interval_seconds=_settings.alerts.sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="One alert (alerts.jsonl and the webhook) per failed run, whatever its job.",
-)
-def failed_run_alerts(context: dg.RunFailureSensorContext, pipeline: PipelineResource) -> None:
-    settings = pipeline.settings()
+def _failed_run_alerts(context: dg.RunFailureSensorContext, pipeline: dg.ResourceParam[PipelineSettings]) -> None:
+    settings = pipeline
     alert = run_failure_alert(context.instance, context.dagster_run, settings)
-    deliver_alerts([alert], settings, context.log)
+    deliver_alerts([alert], alert_delivery(settings), context.log)
 
 
-alert_sensors: list = [failed_check_alerts, failed_run_alerts]
+def build_alert_sensors(interval_seconds: int) -> list[dg.SensorDefinition]:
+    """`failed_check_alerts` and `failed_run_alerts`, each evaluated every `interval_seconds`."""
+    failed_check_alerts = dg.sensor(
+        name="failed_check_alerts",
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="One alert (alerts.jsonl and the webhook) per failed asset check evaluation, "
+        "WARN or ERROR, blocking or not.",
+    )(_failed_check_alerts)
+    failed_run_alerts = dg.run_failure_sensor(
+        name="failed_run_alerts",
+        monitor_all_code_locations=True,  # also runs launched in-process (market-pipeline run, demo)
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="One alert (alerts.jsonl and the webhook) per failed run, whatever its job.",
+    )(_failed_run_alerts)
+    return [failed_check_alerts, failed_run_alerts]

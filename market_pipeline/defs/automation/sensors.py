@@ -7,38 +7,55 @@ assets, and not requested before (the cursor keeps the requested days; the run k
 `source-day:<day>` makes Dagster drop a repeat as well).
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import json
+from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
-from market_pipeline.defs.common.partitions import daily_partitions
-from market_pipeline.defs.raw.assets import raw_assets
-from market_pipeline.defs.automation.schedules import AUTOMATION_DEFAULT_STATUS, daily_pipeline_job
-from market_pipeline.defs.common.resources import PipelineResource
-from market_pipeline.settings import PipelineSettings, load_settings
-from market_pipeline.vendors.registry import build_source, provides
+from market_pipeline.defs.common.resources import PipelineSettings
+from market_pipeline.vendors.base import VendorSource
+from market_pipeline.vendors.registry import build_source
 
-RAW_TABLES = {asset.key: asset.metadata_by_key[asset.key]["lake_table"] for asset in raw_assets}
+LAKE_TABLE = "lake_table"  # the raw assets' metadata entry naming the vendor table they import
 
 
-def ready_days(source: object, settings: PipelineSettings) -> set[dt.date]:
-    """Days the source has for every instrument and every raw table it provides."""
+def raw_tables(assets: Iterable[dg.AssetsDefinition]) -> dict[dg.AssetKey, str]:
+    """asset key -> vendor table, for every asset whose metadata names a `lake_table` (the raw ones)."""
+    return {
+        key: str(asset.metadata_by_key[key][LAKE_TABLE])
+        for asset in assets
+        for key in asset.keys
+        if LAKE_TABLE in asset.metadata_by_key.get(key, {})
+    }
+
+
+def ready_days(
+    source: VendorSource, settings: PipelineSettings, tables: Mapping[dg.AssetKey, str]
+) -> set[dt.date] | None:
+    """Days the source has for every instrument and every raw table it provides; None when the
+    source cannot list its days (available_days returns None, e.g. synthetic data)."""
     days: set[dt.date] | None = None
-    for table in RAW_TABLES.values():
-        if not provides(source, table):
+    for table in tables.values():
+        if table not in source.tables:
             continue
         for instrument in settings.universe:
-            listed = set(source.available_days(table, instrument))
-            days = listed if days is None else days & listed
+            listed = source.available_days(table, instrument)
+            if listed is None:
+                return None
+            days = set(listed) if days is None else days & set(listed)
     return days or set()
 
 
-def materialized_days(instance: dg.DagsterInstance, source: object) -> set[dt.date]:
+def materialized_days(
+    instance: dg.DagsterInstance, source: VendorSource, tables: Mapping[dg.AssetKey, str]
+) -> set[dt.date]:
     """Days every raw asset of a table the source provides has materialized."""
     days: set[dt.date] | None = None
-    for key, table in RAW_TABLES.items():
-        if not provides(source, table):
+    for key, table in tables.items():
+        if table not in source.tables:
             continue
         keys = {dt.date.fromisoformat(k) for k in instance.get_materialized_partitions(key)}
         days = keys if days is None else days & keys
@@ -70,47 +87,58 @@ def format_cursor(days: set[dt.date]) -> str:
     return json.dumps({"requested": [[a.isoformat(), b.isoformat()] for a, b in ranges]})
 
 
-_settings = load_settings()
+def build_new_source_days_sensor(
+    job: dg.UnresolvedAssetJobDefinition,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    tables: Mapping[dg.AssetKey, str],
+    *,
+    interval_seconds: int,
+    default_status: dg.DefaultSensorStatus,
+) -> dg.SensorDefinition:
+    """The new-day sensor for `job`: watches the raw `tables` (asset key -> vendor table)."""
 
-
-@dg.sensor(
-    name="new_source_days",
-    job=daily_pipeline_job,
-    minimum_interval_seconds=_settings.schedule.source_sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus(AUTOMATION_DEFAULT_STATUS.upper()),
-    description="Requests the daily pipeline for each new day the source lists "
-    "(local directory, S3 prefix or capture directory), once per day.",
-)
-def new_source_days(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
-    settings = pipeline.settings()
-    source = build_source(settings)
-    if not callable(getattr(source, "available_days", None)):
-        return dg.SensorResult(
-            skip_reason=f"PIPELINE_SOURCE={settings.source}: the {source.name} source cannot list "
-            "the days it holds (no available_days), so there are no new days to notice; use the "
-            "daily_pipeline_schedule instead",
-            cursor=context.cursor,
-        )
-    requested = parse_cursor(context.cursor)
-    last_key = daily_partitions.get_last_partition_key()
-    if last_key is None:
-        return dg.SensorResult(skip_reason=f"no complete UTC day since {settings.start_date} yet", cursor=context.cursor)
-    last = dt.date.fromisoformat(last_key)
-    candidates = {d for d in ready_days(source, settings) if settings.start_date <= d <= last}
-    new = sorted(candidates - requested - materialized_days(context.instance, source))
-    if not new:
-        return dg.SensorResult(
-            skip_reason=f"no new day at the {source.name} source ({len(candidates)} day(s) there, "
-            "all requested or materialized already)",
-            cursor=context.cursor,
-        )
-    context.log.info(f"new day(s) at the {source.name} source: {', '.join(d.isoformat() for d in new)}")
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=f"source-day:{day.isoformat()}", partition_key=day.isoformat()) for day in new
-        ],
-        cursor=format_cursor(requested | set(new)),
+    @dg.sensor(
+        name="new_source_days",
+        job=job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=default_status,
+        description="Requests the daily pipeline for each new day the source lists "
+        "(local directory, S3 prefix or capture directory), once per day.",
     )
+    def new_source_days(
+        context: dg.SensorEvaluationContext, pipeline: dg.ResourceParam[PipelineSettings]
+    ) -> dg.SensorResult:
+        settings = pipeline
+        source = build_source(settings)
+        ready = ready_days(source, settings, tables)
+        if ready is None:
+            return dg.SensorResult(
+                skip_reason=f"PIPELINE_SOURCE={settings.source}: the {source.name} source cannot list "
+                "the days it holds (available_days gives none), so there are no new days to notice; "
+                "use the daily_pipeline_schedule instead",
+                cursor=context.cursor,
+            )
+        requested = parse_cursor(context.cursor)
+        last_key = partitions_def.get_last_partition_key()
+        if last_key is None:
+            return dg.SensorResult(
+                skip_reason=f"no complete UTC day since {settings.start_date} yet", cursor=context.cursor
+            )
+        last = dt.date.fromisoformat(last_key)
+        candidates = {d for d in ready if settings.start_date <= d <= last}
+        new = sorted(candidates - requested - materialized_days(context.instance, source, tables))
+        if not new:
+            return dg.SensorResult(
+                skip_reason=f"no new day at the {source.name} source ({len(candidates)} day(s) there, "
+                "all requested or materialized already)",
+                cursor=context.cursor,
+            )
+        context.log.info(f"new day(s) at the {source.name} source: {', '.join(d.isoformat() for d in new)}")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(run_key=f"source-day:{day.isoformat()}", partition_key=day.isoformat()) for day in new
+            ],
+            cursor=format_cursor(requested | set(new)),
+        )
 
-
-raw_sensors: list = [new_source_days]
+    return new_source_days

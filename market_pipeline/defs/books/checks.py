@@ -1,28 +1,29 @@
-"""Asset checks on reconstructed books: one evaluation per day of the run (quality/check_support.py).
+"""Asset checks on reconstructed books: one evaluation per day of the run (defs/common/checks.py).
 
-`no_crossed_books` is blocking; `vendor_snapshot_agreement` and the freshness checks are not.
+`no_crossed_books` is blocking; `vendor_snapshot_agreement` (and the freshness checks,
+defs/automation) are not.
 """
 
 import datetime as dt
 
-from market_pipeline.defs.books.assets import reconstructed_books
+import dagster as dg
+
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality import measures as m
-from market_pipeline.defs.quality.assets import validation_reports
-from market_pipeline.defs.common.checks import ERROR, WARN, Finding, daily_check
-from market_pipeline.defs.automation.freshness import build_freshness_checks
+from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
 from market_pipeline.defs.common.recorded import rebuild_counters
-from market_pipeline.settings import Instrument, PipelineSettings
+from market_pipeline.defs.common.resources import PipelineSettings
 
 
 @daily_check(
-    reconstructed_books,
+    "reconstructed_books",
     "no_crossed_books",
     blocking=True,
     description="No rebuilt row has best bid >= best ask (ERROR); WARN when the rebuild had to resolve "
     "crossed or locked books or the vendor's own snapshots were crossed.",
 )
 def no_crossed_books(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
-    files = m.DayFiles.of(settings, instrument, day)
+    files = day_files(settings, instrument, day)
     books = m.read_books_touch(files)
     tops = m.read_snapshot_tops(files)
     counters = rebuild_counters(context.instance, instrument.key, day) or {}
@@ -33,27 +34,32 @@ def no_crossed_books(context, settings: PipelineSettings, instrument: Instrument
         "crossed_levels_removed": counters.get("crossed_levels_removed"),
     }
     if figures["rebuilt_crossed_rows"]:
-        return Finding(ERROR, f"{figures['rebuilt_crossed_rows']} rebuilt row(s) crossed or locked", figures,
-                       m.crossed_row_records(books))
+        return Finding(
+            ERROR,
+            f"{figures['rebuilt_crossed_rows']} rebuilt row(s) crossed or locked",
+            figures,
+            m.crossed_row_records(books),
+        )
     if figures["crossed_events"] or figures["vendor_crossed_snapshots"]:
         return Finding(
             WARN,
             f"{figures['crossed_events'] or 0} crossed book(s) resolved in the rebuild, "
             f"{figures['vendor_crossed_snapshots']} crossed vendor snapshot(s)",
-            figures, m.crossed_row_records(tops),
+            figures,
+            m.crossed_row_records(tops),
         )
     return Finding(None, "no crossed or locked book", figures)
 
 
 @daily_check(
-    reconstructed_books,
+    "reconstructed_books",
     "vendor_snapshot_agreement",
     blocking=False,
     description="Share of vendor snapshots whose 20 levels the rebuilt book matched exactly: ERROR below "
     "checks.vendor_match_min_share; WARN when a book that was in sync disagreed (a divergence).",
 )
 def vendor_snapshot_agreement(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
-    files = m.DayFiles.of(settings, instrument, day)
+    files = day_files(settings, instrument, day)
     agreement = m.read_agreement(files, m.read_snapshot_tops(files))
     figures = m.agreement_summary(agreement, instrument)
     figures["mismatches_by_level"] = str(figures["mismatches_by_level"])
@@ -68,6 +74,8 @@ def vendor_snapshot_agreement(context, settings: PipelineSettings, instrument: I
     return Finding(severity, summary, figures, m.agreement_rows(agreement))
 
 
-book_freshness = build_freshness_checks("book_freshness", [reconstructed_books, validation_reports])
+BOOK_CHECKS: list[DailyCheck] = [no_crossed_books, vendor_snapshot_agreement]
 
-book_checks = [no_crossed_books, vendor_snapshot_agreement, book_freshness]
+
+def build_book_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
+    return [check.build(partitions_def) for check in BOOK_CHECKS]

@@ -2,27 +2,27 @@
 
 A Dagster 1.13 check step accepts one `AssetCheckResult` per check and run, and such a result
 carries no partition. A run over a range of days is one step, so the checks here yield one
-`AssetCheckEvaluation` per day with `partition=<day>` instead (the specs are partitioned by
-`daily_partitions` and declared subsettable, which makes the step's output optional). Each day
-is judged on its own and the UI shows the check per partition.
+`AssetCheckEvaluation` per day with `partition=<day>` instead (the specs are partitioned by the
+code location's daily partitions, given to `DailyCheck.build`, and declared subsettable, which
+makes the step's output optional). Each day is judged on its own and the UI shows the check per
+partition.
 
 Blocking: after the step, Dagster fails it if any yielded evaluation of a blocking check failed
 with ERROR severity, and every downstream step of the run is skipped, so one bad day stops
 the downstream assets for all the days of that run. WARN failures never stop anything.
 """
 
-
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.definitions.metadata import normalize_metadata  # not exported by dagster 1.13
 
-from market_pipeline.defs.common.partitions import daily_partitions
+from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.quality.measures import DayFiles
 from market_pipeline.defs.common.recorded import missing_instruments
-from market_pipeline.defs.common.resources import PipelineResource
-from market_pipeline.settings import Instrument, PipelineSettings
+from market_pipeline.defs.common.resources import PipelineSettings
+from market_pipeline.vendors.registry import build_source
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
@@ -61,58 +61,109 @@ def day_evaluation(
         passed=not failed,
         severity=severity if failed else ERROR,
         description=description[:2000],
-        metadata=normalize_metadata(metadata),  # the event takes MetadataValue objects
+        metadata=metadata,  # raw values: AssetCheckEvaluation wraps them in MetadataValue itself
         blocking=blocking,
         partition=day.isoformat(),
     )
 
 
-def daily_check(
-    asset: dg.AssetsDefinition | dg.AssetKey,
-    name: str,
-    *,
-    blocking: bool,
-    description: str,
-    additional_deps: Iterable[dg.AssetsDefinition] = (),
-    pool: str | None = None,
-) -> Callable[[InstrumentDayCheck], dg.AssetChecksDefinition]:
-    """Make `fn(context, settings, instrument, day) -> Finding` a per-day partitioned check."""
-    asset_key = asset.key if isinstance(asset, dg.AssetsDefinition) else asset
-    spec = dg.AssetCheckSpec(
-        name,
-        asset=asset_key,
-        description=description,
-        blocking=blocking,
-        partitions_def=daily_partitions,
-        additional_deps=[dep.key for dep in additional_deps],
-    )
+@dataclass(frozen=True)
+class DailyCheck:
+    """A per-day check on one asset, by key: `build(partitions_def)` makes its Dagster definition.
 
-    def wrap(fn: InstrumentDayCheck) -> dg.AssetChecksDefinition:
+    Calling it (or `.evaluate`) runs the plain function `(context, settings, instrument, day) -> Finding`,
+    for tests and tools.
+    """
+
+    asset_key: dg.AssetKey
+    name: str
+    blocking: bool
+    description: str
+    evaluate: InstrumentDayCheck
+    additional_deps: tuple[dg.AssetKey, ...] = ()
+    pool: str | None = None
+
+    def __call__(self, *args: object) -> Finding:
+        return self.evaluate(*args)  # type: ignore[arg-type]
+
+    def build(self, partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
+        asset_key, name, blocking, fn = self.asset_key, self.name, self.blocking, self.evaluate
+        spec = dg.AssetCheckSpec(
+            name,
+            asset=asset_key,
+            description=self.description,
+            blocking=blocking,
+            partitions_def=partitions_def,
+            additional_deps=list(self.additional_deps),
+        )
+
         @dg.multi_asset_check(
-            specs=[spec], name=f"{asset_key.to_python_identifier()}_{name}", can_subset=True, pool=pool,
-            description=description,
+            specs=[spec],
+            name=f"{asset_key.to_python_identifier()}_{name}",
+            can_subset=True,
+            pool=self.pool,
+            description=self.description,
         )
         def _check(
-            context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
+            context: dg.AssetCheckExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]
         ) -> Iterator[dg.AssetCheckEvaluation]:
             if not (context.has_partition_key or context.has_partition_key_range):
                 raise dg.Failure(f"check {name} on {asset_key.to_user_string()} needs a partition or a range of days")
-            settings = pipeline.settings()
+            settings = pipeline
             for key in context.partition_keys:
                 day = dt.date.fromisoformat(key)
                 missing = missing_instruments(context.instance, day)
                 findings = {
                     i.key: Finding(None, "no data at the source this day (recorded by raw_book_deltas)")
-                    if i.key in missing else fn(context, settings, i, day)
+                    if i.key in missing
+                    else fn(context, settings, i, day)
                     for i in settings.universe
                 }
                 evaluation = day_evaluation(asset_key, name, blocking, day, findings)
                 if not evaluation.passed:
-                    context.log.warning(f"{asset_key.to_user_string()} {name} {key} {evaluation.severity.value}: "
-                                        f"{evaluation.description}")
+                    context.log.warning(
+                        f"{asset_key.to_user_string()} {name} {key} {evaluation.severity.value}: "
+                        f"{evaluation.description}"
+                    )
                 yield evaluation
 
         _check.evaluate = fn  # type: ignore[attr-defined]  # the plain function, for tests and tools
         return _check
 
+
+def daily_check(
+    asset: dg.AssetKey | str,
+    name: str,
+    *,
+    blocking: bool,
+    description: str,
+    additional_deps: Iterable[dg.AssetKey | str] = (),
+    pool: str | None = None,
+) -> Callable[[InstrumentDayCheck], DailyCheck]:
+    """Make `fn(context, settings, instrument, day) -> Finding` a per-day check on the asset `asset`
+    (a key: stages refer to each other's assets by key); `.build(partitions_def)` defines it."""
+
+    def wrap(fn: InstrumentDayCheck) -> DailyCheck:
+        return DailyCheck(
+            asset_key=dg.AssetKey.from_coercible(asset),
+            name=name,
+            blocking=blocking,
+            description=description,
+            evaluate=fn,
+            additional_deps=tuple(dg.AssetKey.from_coercible(dep) for dep in additional_deps),
+            pool=pool,
+        )
+
     return wrap
+
+
+def day_files(settings: PipelineSettings, instrument: Instrument, day: dt.date) -> DayFiles:
+    """The lake files of one instrument-day, with what the configured vendor's data can prove."""
+    source = build_source(settings)
+    return DayFiles.of(
+        settings.lake_dir,
+        instrument,
+        day,
+        has_agreement=source.book_agreement,
+        contiguous=source.sequence_semantics(instrument) == "contiguous",
+    )

@@ -1,11 +1,16 @@
-"""The one partitioning scheme: UTC days from PIPELINE_START_DATE."""
+"""The one partitioning scheme: UTC days from the settings' start date (PIPELINE_START_DATE).
+
+Built by `market_pipeline.definitions` from the settings it is given and handed to each stage's
+builder, so every asset and check of a code location shares the same days.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
-from market_pipeline.settings import load_settings
 
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=load_settings().start_date.isoformat(), timezone="UTC", end_offset=0
-)
+def daily_partitions(start_date: dt.date) -> dg.DailyPartitionsDefinition:
+    """UTC days from `start_date` to the last complete day (end_offset=0: today is not a partition)."""
+    return dg.DailyPartitionsDefinition(start_date=start_date.isoformat(), timezone="UTC", end_offset=0)

@@ -1,27 +1,55 @@
-"""Resources shared by every domain, configured in one place from the pipeline settings."""
+"""Resources shared by every stage, built in one place (`build_resources`) from the settings
+`market_pipeline.definitions` was given.
+
+The `pipeline` resource is the `PipelineSettings` object itself: assets, checks and sensors take
+it as `pipeline: dg.ResourceParam[PipelineSettings]`. Initializing it (once per step or sensor
+process) also hands core the settings' metric exporters and master key, so `core/` never reads
+the settings.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
-from market_pipeline.settings import PipelineSettings, load_settings
+from market_pipeline.core.security import crypto
+from market_pipeline.core.telemetry import telemetry
+from market_pipeline.settings import PipelineSettings
 
 DUCKDB_POOL = "duckdb"  # one writer at a time: DuckDB allows one writer per database file
+PIPELINE = "pipeline"  # the resource key of the settings
 WAREHOUSE_IO_MANAGER = "warehouse_io_manager"  # tables in $PIPELINE_DATA_DIR/warehouse.duckdb
 
 
-class PipelineResource(dg.ConfigurableResource):
-    """The pipeline settings (config.yaml, .env, PIPELINE_* variables), read when a run starts.
+def telemetry_config(settings: PipelineSettings) -> telemetry.TelemetryConfig:
+    """The `metrics` settings as core's telemetry configuration."""
+    metrics = settings.metrics
+    return telemetry.TelemetryConfig(
+        metrics_dir=(settings.data_dir / "metrics").resolve() if metrics.jsonl else None,
+        export_interval_seconds=metrics.export_interval_seconds,
+        prometheus_port=metrics.prometheus_port,
+        prometheus_host=metrics.prometheus_host,
+        pushgateway_url=metrics.pushgateway_url,
+    )
 
-    `data_dir` overrides PIPELINE_DATA_DIR, e.g. for tests and one-off runs.
-    """
 
-    data_dir: str | None = None
+def use_settings(settings: PipelineSettings) -> PipelineSettings:
+    """Hand core what this process needs from the settings (metric exporters, master key)."""
+    telemetry.configure(telemetry_config(settings))
+    crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
+    return settings
 
-    def settings(self) -> PipelineSettings:
-        overrides = {"data_dir": self.data_dir} if self.data_dir else {}
-        return load_settings(**overrides)
+
+def pipeline_resource(settings: PipelineSettings) -> dg.ResourceDefinition:
+    """The `pipeline` resource: `settings` itself, handed to core when a step or sensor starts."""
+
+    def _settings(_context: dg.InitResourceContext) -> PipelineSettings:
+        return use_settings(settings)
+
+    return dg.ResourceDefinition(
+        resource_fn=_settings,
+        description="The pipeline settings (config.yaml, .env, PIPELINE_* variables) the code location was built with.",
+    )
 
 
 def warehouse_table(key: dg.AssetKey, description: str, **kwargs: object) -> dg.AssetOut:
@@ -39,12 +67,9 @@ def warehouse_table(key: dg.AssetKey, description: str, **kwargs: object) -> dg.
     )
 
 
-def build_resources(settings: PipelineSettings | None = None) -> dict[str, object]:
-    """Every resource of the code location, from the settings (loaded now when not given)."""
-    settings = settings or load_settings()
+def build_resources(settings: PipelineSettings) -> dict[str, object]:
+    """Every resource of the code location, from `settings`."""
     return {
-        "pipeline": PipelineResource(data_dir=str(settings.data_dir.resolve())),
-        WAREHOUSE_IO_MANAGER: DuckDBPolarsIOManager(
-            database=str(settings.warehouse_path.resolve()), schema="main"
-        ),
+        PIPELINE: pipeline_resource(settings),
+        WAREHOUSE_IO_MANAGER: DuckDBPolarsIOManager(database=str(settings.warehouse_path.resolve()), schema="main"),
     }

@@ -5,13 +5,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from market_pipeline.core.telemetry.telemetry import StageUsage, count, gauge
-
-if TYPE_CHECKING:
-    from market_pipeline.core.book.rebuild import RebuildResult
-    from market_pipeline.defs.raw.importer import PartitionStats
+from market_pipeline.core.telemetry.telemetry import StageUsage, gauge
 
 USAGE_FIELDS = ("seconds", "events_per_second", "peak_rss_mb")
 
@@ -25,20 +19,3 @@ def usage_metadata(stage: str, instrument: str, usage: StageUsage, events: int) 
         f"{instrument} events_per_second": round(rate, 1),
         f"{instrument} peak_rss_mb": round(usage.peak_rss_mb, 1),
     }
-
-
-def record_import(table: str, stats: PartitionStats) -> None:
-    count("mdp_source_items_total", stats.rows, table=table, instrument=stats.instrument)
-    count("mdp_quarantined_rows_total", stats.quarantined_rows, table=table, instrument=stats.instrument)
-
-
-def record_rebuild(instrument: str, result: RebuildResult) -> None:
-    c = result.counters
-    count("mdp_book_deltas_applied_total", c["deltas_applied"], instrument=instrument)
-    count("mdp_book_messages_total", c["messages"], instrument=instrument)
-    count("mdp_sequence_gaps_total", c["sequence_gaps"], instrument=instrument, kind="sequence_gap")
-    count("mdp_sequence_gaps_total", c["divergences"], instrument=instrument, kind="divergence")
-    count("mdp_sequence_gaps_total", c["out_of_order_messages"], instrument=instrument, kind="out_of_order")
-    count("mdp_gaps_filled_total", c["fills"], instrument=instrument)
-    count("mdp_precision_loss_total", result.precision_events, instrument=instrument)
-    count("mdp_crossed_books_total", c["crossed_events"], instrument=instrument)

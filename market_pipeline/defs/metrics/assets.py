@@ -15,30 +15,46 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from market_pipeline.defs.books.assets import reconstructed_books
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir, checkpoint_path, raw_partition_dir
-from market_pipeline.core.telemetry import telemetry
 from market_pipeline.core.quality.microstructure import DAILY_SCHEMA, DEPTH_BPS, Microstructure, compute_microstructure
-from market_pipeline.defs.metrics.stage_figures import STAGE_SCHEMA, stage_figures
 from market_pipeline.core.quality.validation_inputs import DAILY_COLUMNS, HOURLY_COLUMNS, read_validation
-from market_pipeline.defs.common.partitions import daily_partitions
-from market_pipeline.defs.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
+from market_pipeline.core.telemetry import telemetry
 from market_pipeline.defs.common.recorded import missing_instruments
-from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineResource, warehouse_table
-from market_pipeline.settings import Instrument, PipelineSettings
+from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
+from market_pipeline.defs.metrics.stage_figures import STAGE_SCHEMA, stage_figures
 
 OBSERVABILITY_GROUP = "observability"
 VALIDATION_REPORTS = dg.AssetKey("validation_reports")
 VALIDATION_REPORTS_HOURLY = dg.AssetKey("validation_reports_hourly")
 DAILY_KEY = dg.AssetKey("pipeline_metrics")
 HOURLY_KEY = dg.AssetKey("pipeline_metrics_hourly")
+# What the metrics read, by key: the raw tables, the rebuilt books and the validation tables.
+UPSTREAM = [
+    "raw_trades",
+    "raw_book_snapshots",
+    "raw_book_deltas",
+    "reconstructed_books",
+    VALIDATION_REPORTS,
+    VALIDATION_REPORTS_HOURLY,
+]
 
 # Figures copied into each partition's metadata per instrument, so the UI plots them over days.
 _PLOTTED = (
-    "raw_book_deltas_events_per_s", "reconstructed_books_events_per_s", "reconstructed_books_seconds",
-    "reconstructed_books_peak_rss_mb", "spread_p50_ticks", "spread_p99_ticks",
-    *(f"depth_{n}bps_mean" for n in DEPTH_BPS), "trade_to_book_ratio", "updates_per_s_rank_0",
-    "gaps_detected", "gaps_filled", "max_mid_dev_bps", "skew_p99_ms", "precision_loss_events",
+    "raw_book_deltas_events_per_s",
+    "reconstructed_books_events_per_s",
+    "reconstructed_books_seconds",
+    "reconstructed_books_peak_rss_mb",
+    "spread_p50_ticks",
+    "spread_p99_ticks",
+    *(f"depth_{n}bps_mean" for n in DEPTH_BPS),
+    "trade_to_book_ratio",
+    "updates_per_s_rank_0",
+    "gaps_detected",
+    "gaps_filled",
+    "max_mid_dev_bps",
+    "skew_p99_ms",
+    "precision_loss_events",
 )
 
 
@@ -75,31 +91,8 @@ def _partition_metadata(rows: list[dict[str, object]], found_validation: bool) -
     return meta
 
 
-@dg.multi_asset(
-    outs={
-        DAILY_KEY.path[-1]: warehouse_table(
-            DAILY_KEY,
-            "One row per instrument-day: stage throughput and memory, data quality from "
-            "validation_reports, spread, depth near mid, update frequency by level rank.",
-            kinds={"duckdb"},
-        ),
-        HOURLY_KEY.path[-1]: warehouse_table(
-            HOURLY_KEY,
-            "One row per instrument-hour: depth near mid, spread, book messages, trades, "
-            "gaps and clock skew.",
-            kinds={"duckdb"},
-        ),
-    },
-    deps=[raw_trades, raw_book_snapshots, raw_book_deltas, reconstructed_books, VALIDATION_REPORTS,
-          VALIDATION_REPORTS_HOURLY],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name=OBSERVABILITY_GROUP,
-    pool=DUCKDB_POOL,  # reads validation tables and writes two tables in the warehouse
-)
-def pipeline_metrics(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Iterator[dg.Output]:
+def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSettings) -> Iterator[dg.Output]:
     """Performance, data quality and microstructure per instrument-day and instrument-hour."""
-    settings = pipeline.settings()
     days = [dt.date.fromisoformat(key) for key in context.partition_keys]
     keys = [i.key for i in settings.universe]
     daily_rows: list[dict[str, object]] = []
@@ -136,12 +129,23 @@ def pipeline_metrics(context: dg.AssetExecutionContext, pipeline: PipelineResour
             f"main.validation_reports not found in {settings.warehouse_path}: data-quality columns are null "
             "(materialize validation_reports for these days first)"
         )
-    schema = {"dt": pl.Date, "exchange": pl.String, "symbol": pl.String, **STAGE_SCHEMA,
-              "checkpoint_written": pl.Boolean, **DAILY_SCHEMA}
-    daily = _with_quality(pl.DataFrame(daily_rows, schema=schema), quality_daily, ["dt", "exchange", "symbol"],
-                          DAILY_COLUMNS)
-    hourly = _with_quality(pl.concat(hourly_frames, how="vertical_relaxed"), quality_hourly,
-                           ["dt", "hour", "exchange", "symbol"], HOURLY_COLUMNS)
+    schema = {
+        "dt": pl.Date,
+        "exchange": pl.String,
+        "symbol": pl.String,
+        **STAGE_SCHEMA,
+        "checkpoint_written": pl.Boolean,
+        **DAILY_SCHEMA,
+    }
+    daily = _with_quality(
+        pl.DataFrame(daily_rows, schema=schema), quality_daily, ["dt", "exchange", "symbol"], DAILY_COLUMNS
+    )
+    hourly = _with_quality(
+        pl.concat(hourly_frames, how="vertical_relaxed"),
+        quality_hourly,
+        ["dt", "hour", "exchange", "symbol"],
+        HOURLY_COLUMNS,
+    )
     hourly = hourly.select("dt", "hour", "exchange", "symbol", pl.exclude("dt", "hour", "exchange", "symbol"))
     daily = daily.sort("dt", "exchange", "symbol")
     hourly = hourly.sort("dt", "exchange", "symbol", "hour")
@@ -158,4 +162,31 @@ def pipeline_metrics(context: dg.AssetExecutionContext, pipeline: PipelineResour
     yield dg.Output(hourly, output_name=HOURLY_KEY.path[-1], metadata={"days_in_run": len(days)})
 
 
-observability_assets = [pipeline_metrics]
+def build_metrics_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.multi_asset(
+        outs={
+            DAILY_KEY.path[-1]: warehouse_table(
+                DAILY_KEY,
+                "One row per instrument-day: stage throughput and memory, data quality from "
+                "validation_reports, spread, depth near mid, update frequency by level rank.",
+                kinds={"duckdb"},
+            ),
+            HOURLY_KEY.path[-1]: warehouse_table(
+                HOURLY_KEY,
+                "One row per instrument-hour: depth near mid, spread, book messages, trades, gaps and clock skew.",
+                kinds={"duckdb"},
+            ),
+        },
+        deps=UPSTREAM,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=OBSERVABILITY_GROUP,
+        pool=DUCKDB_POOL,  # reads validation tables and writes two tables in the warehouse
+    )
+    def pipeline_metrics(
+        context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]
+    ) -> Iterator[dg.Output]:
+        """Performance, data quality and microstructure per instrument-day and instrument-hour."""
+        yield from compute_metrics(context, pipeline)
+
+    return [pipeline_metrics]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from market_pipeline.defs.common.stage_metrics import USAGE_FIELDS
 from market_pipeline.defs.common.recorded import latest_metadata
+from market_pipeline.defs.common.stage_metrics import USAGE_FIELDS
 
 # Upstream assets whose metadata carries `<instrument> seconds / events_per_second / peak_rss_mb`.
 STAGES = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books")

@@ -5,17 +5,17 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from market_pipeline.defs.books.assets import reconstructed_books
-from market_pipeline.defs.common.partitions import daily_partitions
-from market_pipeline.defs.common.recorded import missing_instruments, rebuild_counters
 from market_pipeline.core.quality.report import write_report
 from market_pipeline.core.quality.validation import daily_frame, hourly_frame, validate_instrument_day
-from market_pipeline.defs.raw.assets import raw_book_deltas, raw_book_snapshots, raw_trades
-from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineResource, warehouse_table
+from market_pipeline.defs.common.checks import day_files
+from market_pipeline.defs.common.recorded import missing_instruments, rebuild_counters
+from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
 
 QUALITY_GROUP = "quality"
 DAILY = dg.AssetKey("validation_reports")
 HOURLY = dg.AssetKey("validation_reports_hourly")
+# What validation reads, by key: the rebuilt books and the raw tables.
+UPSTREAM = ["reconstructed_books", "raw_trades", "raw_book_snapshots", "raw_book_deltas"]
 
 # Per-day figures the UI plots across partitions: (column, how to combine instruments).
 _PLOTTED = {
@@ -31,9 +31,12 @@ _PLOTTED = {
 
 
 def _day_metadata(daily: pl.DataFrame, report: str) -> dict[str, object]:
-    meta: dict[str, object] = {"rows": daily.height, "instruments": daily.height,
-                               "report": dg.MetadataValue.path(report),
-                               "report_url": dg.MetadataValue.url(f"file://{report}")}
+    meta: dict[str, object] = {
+        "rows": daily.height,
+        "instruments": daily.height,
+        "report": dg.MetadataValue.path(report),
+        "report_url": dg.MetadataValue.url(f"file://{report}"),
+    }
     for column, how in _PLOTTED.items():
         value = getattr(daily[column], how)()
         if value is not None:
@@ -41,37 +44,15 @@ def _day_metadata(daily: pl.DataFrame, report: str) -> dict[str, object]:
     return meta
 
 
-@dg.multi_asset(
-    outs={
-        "validation_reports": warehouse_table(
-            DAILY,
-            "One row per instrument-day: vendor agreement, gaps, clock skew, precision, "
-            "crossed books, trades against the touch, capture fidelity (docs/data-formats.md).",
-            group_name=QUALITY_GROUP,
-            kinds={"duckdb", "polars"},
-        ),
-        "validation_reports_hourly": warehouse_table(
-            HOURLY,
-            "24 rows per instrument-day: gaps detected and filled, clock-skew distribution.",
-            group_name=QUALITY_GROUP,
-            kinds={"duckdb", "polars"},
-        ),
-    },
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[reconstructed_books, raw_trades, raw_book_snapshots, raw_book_deltas],
-    pool=DUCKDB_POOL,  # the IO manager writes main.validation_reports* in the warehouse
-)
-def validation_reports(context: dg.AssetExecutionContext, pipeline: PipelineResource):
+def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
     """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
-    settings = pipeline.settings()
     days = [dt.date.fromisoformat(key) for key in context.partition_keys]
     validations = []
     for day in days:
         missing = missing_instruments(context.instance, day)  # no source data that day: nothing to judge
         day_validations = [
             validate_instrument_day(
-                settings, instrument, day, rebuild_counters(context.instance, instrument.key, day)
+                day_files(settings, instrument, day), rebuild_counters(context.instance, instrument.key, day)
             )
             for instrument in settings.universe
             if instrument.key not in missing
@@ -83,8 +64,36 @@ def validation_reports(context: dg.AssetExecutionContext, pipeline: PipelineReso
         context.log.info(f"validation {day}: {daily.height} instrument(s), report {report}")
         validations.extend(day_validations)
     daily, hourly = daily_frame(validations), hourly_frame(validations)
-    yield dg.Output(daily, output_name="validation_reports", metadata={"rows_in_run": daily.height, "days_in_run": len(days)})
+    yield dg.Output(
+        daily, output_name="validation_reports", metadata={"rows_in_run": daily.height, "days_in_run": len(days)}
+    )
     yield dg.Output(hourly, output_name="validation_reports_hourly", metadata={"rows_in_run": hourly.height})
 
 
-quality_assets = [validation_reports]
+def build_quality_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.multi_asset(
+        outs={
+            "validation_reports": warehouse_table(
+                DAILY,
+                "One row per instrument-day: vendor agreement, gaps, clock skew, precision, "
+                "crossed books, trades against the touch, capture fidelity (docs/data-formats.md).",
+                group_name=QUALITY_GROUP,
+                kinds={"duckdb", "polars"},
+            ),
+            "validation_reports_hourly": warehouse_table(
+                HOURLY,
+                "24 rows per instrument-day: gaps detected and filled, clock-skew distribution.",
+                group_name=QUALITY_GROUP,
+                kinds={"duckdb", "polars"},
+            ),
+        },
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=UPSTREAM,
+        pool=DUCKDB_POOL,  # the IO manager writes main.validation_reports* in the warehouse
+    )
+    def validation_reports(context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]):
+        """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
+        yield from validate_days(context, pipeline)
+
+    return [validation_reports]

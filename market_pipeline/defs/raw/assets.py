@@ -7,12 +7,12 @@ import dagster as dg
 
 from market_pipeline.core.lake.catalog import create_parquet_view
 from market_pipeline.core.telemetry import telemetry
-from market_pipeline.defs.common.stage_metrics import record_import, usage_metadata
-from market_pipeline.defs.common.partitions import daily_partitions
+from market_pipeline.core.telemetry.telemetry import count
+from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings
+from market_pipeline.defs.common.stage_metrics import usage_metadata
 from market_pipeline.defs.raw.importer import ImportFailure, PartitionRejected, PartitionStats, import_partition
-from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineResource
 from market_pipeline.vendors.base import DayNotCovered, MissingSourceData
-from market_pipeline.vendors.registry import build_source, provides
+from market_pipeline.vendors.registry import build_source
 
 RAW_GROUP = "raw"
 
@@ -20,7 +20,7 @@ RAW_GROUP = "raw"
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _served_by(source: object, table: str, day: dt.date) -> dict[str, str]:
@@ -62,12 +62,11 @@ def _missing_metadata(instruments: list[str]) -> dict[str, object]:
 
 
 def materialize_raw_table(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource, table: str
+    context: dg.AssetExecutionContext, settings: PipelineSettings, table: str
 ) -> dg.MaterializeResult:
-    settings = pipeline.settings()
     source = build_source(settings)
     days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-    if not provides(source, table):
+    if table not in source.tables:
         # Nothing to import and nothing wrong: say so per day instead of writing empty files.
         note = f"the {source.name} source does not provide the {table} table"
         context.log.info(note)
@@ -98,7 +97,8 @@ def materialize_raw_table(
                 continue
             written[day].append(stats)
             usage_meta[day].update(usage_metadata(stage, instrument.key, usage, stats.rows))
-            record_import(table, stats)
+            count("mdp_source_items_total", stats.rows, table=table, instrument=stats.instrument)
+            count("mdp_quarantined_rows_total", stats.quarantined_rows, table=table, instrument=stats.instrument)
             context.log.info(f"{table} {instrument.key} {day}: {stats.rows} rows -> {stats.path}")
 
     if written:
@@ -128,8 +128,15 @@ def materialize_raw_table(
             f"{len(complete_days)} of {len(days)} day(s) written.\n{lines}",
             metadata={
                 "failed": dg.MetadataValue.json(
-                    [{"instrument": f.instrument, "dt": f.day.isoformat(), "error": f.message,
-                      "quarantined": [str(p) for p in f.quarantined]} for f in failures]
+                    [
+                        {
+                            "instrument": f.instrument,
+                            "dt": f.day.isoformat(),
+                            "error": f.message,
+                            "quarantined": [str(p) for p in f.quarantined],
+                        }
+                        for f in failures
+                    ]
                 ),
             },
         )
@@ -148,42 +155,46 @@ def materialize_raw_table(
     )
 
 
-def build_raw_asset(name: str, table: str, description: str) -> dg.AssetsDefinition:
+def build_raw_asset(
+    name: str, table: str, description: str, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         group_name=RAW_GROUP,
-        partitions_def=daily_partitions,
+        partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=DUCKDB_POOL,  # refreshes the raw.* views in the warehouse
         kinds={"parquet", "duckdb"},
         description=description,
         metadata={"lake_table": table},
     )
-    def _raw_asset(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    def _raw_asset(
+        context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]
+    ) -> dg.MaterializeResult:
         return materialize_raw_table(context, pipeline, table)
 
     return _raw_asset
 
 
-raw_trades = build_raw_asset(
-    "raw_trades", "trades", "Vendor trades (Crypto Lake `trades`) per instrument and UTC day."
-)
-raw_book_snapshots = build_raw_asset(
-    "raw_book_snapshots", "book", "Vendor 20-level book snapshots (Crypto Lake `book`), at least every 100 ms."
-)
-raw_book_deltas = build_raw_asset(
-    "raw_book_deltas", "book_delta_v2", "Vendor level updates of unlimited depth (Crypto Lake `book_delta_v2`)."
-)
+# asset name -> (vendor table, description); other stages refer to these assets by key.
+RAW_ASSET_TABLES: dict[str, tuple[str, str]] = {
+    "raw_trades": ("trades", "Vendor trades (Crypto Lake `trades`) per instrument and UTC day."),
+    "raw_book_snapshots": ("book", "Vendor 20-level book snapshots (Crypto Lake `book`), at least every 100 ms."),
+    "raw_book_deltas": ("book_delta_v2", "Vendor level updates of unlimited depth (Crypto Lake `book_delta_v2`)."),
+    "raw_book_ticker": (
+        "book_ticker",
+        "Best bid/ask messages (Binance `@bookTicker`) per instrument and UTC day; captures only.",
+    ),
+    "raw_depth_snapshots": (
+        "depth_snapshot",
+        "Full-depth REST order-book snapshots, one row per level; captures only.",
+    ),
+}
 
-raw_book_ticker = build_raw_asset(
-    "raw_book_ticker",
-    "book_ticker",
-    "Best bid/ask messages (Binance `@bookTicker`) per instrument and UTC day; captures only.",
-)
-raw_depth_snapshots = build_raw_asset(
-    "raw_depth_snapshots",
-    "depth_snapshot",
-    "Full-depth REST order-book snapshots, one row per level; captures only.",
-)
 
-raw_assets = [raw_trades, raw_book_snapshots, raw_book_deltas, raw_book_ticker, raw_depth_snapshots]
+def build_raw_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """One asset per vendor table, partitioned by `partitions_def`."""
+    return [
+        build_raw_asset(name, table, description, partitions_def)
+        for name, (table, description) in RAW_ASSET_TABLES.items()
+    ]

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import polars as pl
 
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.files import write_parquet_atomic
 from market_pipeline.core.lake.ingest import FileRejected, check_file, quarantine_file, record_rejected_rows
 from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
 from market_pipeline.core.security.audit import audit_read, audit_scope
-from market_pipeline.settings import Instrument, PipelineSettings
+from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.base import VendorSource
 
 

@@ -38,7 +38,6 @@ from market_pipeline.core.lake.schemas import (
     CAPTURE_DELTA_EXTRA_SCHEMA,
     DEPTH_SNAPSHOT_SCHEMA,
     TRADES_SCHEMA,
-    book_level_columns,
 )
 
 MARKETS = ("spot", "usdm", "coinm")
@@ -51,9 +50,32 @@ LAKE_EXCHANGES = {"spot": "BINANCE", "usdm": "BINANCE_FUTURES", "coinm": "BINANC
 KNOWN_QUOTES = tuple(
     sorted(
         (
-            "USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USDP", "DAI", "USD",
-            "BTC", "ETH", "BNB", "XRP", "TRX", "DOGE",
-            "EUR", "TRY", "BRL", "GBP", "AUD", "JPY", "RUB", "UAH", "ZAR", "PLN", "ARS", "MXN",
+            "USDT",
+            "USDC",
+            "FDUSD",
+            "BUSD",
+            "TUSD",
+            "USDP",
+            "DAI",
+            "USD",
+            "BTC",
+            "ETH",
+            "BNB",
+            "XRP",
+            "TRX",
+            "DOGE",
+            "EUR",
+            "TRY",
+            "BRL",
+            "GBP",
+            "AUD",
+            "JPY",
+            "RUB",
+            "UAH",
+            "ZAR",
+            "PLN",
+            "ARS",
+            "MXN",
         ),
         key=len,
         reverse=True,
@@ -398,9 +420,7 @@ def parse_capture(paths: Sequence[Path]) -> CaptureTables:
     if binance_symbol is None:
         raise CaptureFormatError(paths[0], None, "no message names the symbol (field 's')")
     if market is None:
-        raise CaptureFormatError(
-            paths[0], None, "market unknown: no binance_{spot,usdm,coinm}_ file name and no diffs"
-        )
+        raise CaptureFormatError(paths[0], None, "market unknown: no binance_{spot,usdm,coinm}_ file name and no diffs")
     try:
         exchange, symbol = lake_instrument(market, binance_symbol)
     except ValueError as exc:

@@ -2,9 +2,10 @@
 
 Reads the raw partitions the capture source wrote (`book_delta_v2` with `first_update_id`,
 `prev_update_id` and `line_no`; `depth_snapshot`; `book_ticker`; `book` for the snapshots'
-exchange time; `trades`, only counted) and replays them in capture line order with the sync
-rules of `binance_replay` (spot U/u, futures pu; diffs buffered until a REST snapshot; a broken
-chain is a gap; the book stays out of sync until a later snapshot re-syncs it). bookTicker
+exchange time; `trades`, only counted) and replays them in capture line order with the one
+Binance sync state machine, `sync_kernel.replay_capture` (spot U/u, futures pu; diffs buffered
+until a REST snapshot; a broken chain is a gap; the book stays out of sync until a later snapshot
+re-syncs it). bookTicker
 messages are the oracle: one whose `u` is the final `u` of an applied diff must equal the best
 bid and ask after it.
 
@@ -24,6 +25,12 @@ of the whole capture.
 Crossed or locked books after a diff (impossible while in sync, so a sign of bad data) are
 counted and resolved like the vendor path (`ladder.resolve_cross`: the side the diff touched last wins).
 
+Fidelity: beside the day's books (`capture_fidelity_dir`) a small table holds what
+`core/quality/fidelity.py` reports, so its figures are the replay's own: the tops of book of the
+in-sync rows written and of the bookTicker stream on a common grid
+(`checks.fidelity_sample_interval_ms`), and in its metadata the ticker checks and mismatches,
+gaps, unsynced rows and the number of capture files holding the day.
+
 Memory: a day's capture tables are loaded whole (captures are small next to the vendor's
 full-depth days); the output is written in batches of `rebuild.OUTPUT_BATCH_ROWS`.
 """
@@ -31,20 +38,20 @@ full-depth days); the output is written in batches of `rebuild.OUTPUT_BATCH_ROWS
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import resource
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import numba as nb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.core.book import delta_replay as lr
-from market_pipeline.vendors.binance.verify import message_groups
 from market_pipeline.core.book.ladder import (
     EMPTY,
     ST_BASE,
@@ -52,134 +59,33 @@ from market_pipeline.core.book.ladder import (
     ST_BEST_BID,
     ST_EVICTED,
     ST_OUTSIDE,
-    clear_book,
+    Book,
     new_book,
-    resolve_cross,
-    set_level,
 )
-from market_pipeline.core.book.rebuild import Grid, BookWriter, PrecisionCounter, load_checkpoint, write_checkpoint
+from market_pipeline.core.book.rebuild import BookWriter, Grid, PrecisionCounter, load_checkpoint, write_checkpoint
 from market_pipeline.core.lake.files import atomic_path, write_parquet_atomic
-from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir, checkpoint_path, raw_partition_dir
 from market_pipeline.core.lake.schemas import BOOK_TICKER_SCHEMA
-from market_pipeline.settings import Instrument, PipelineSettings
-from market_pipeline.vendors.binance.capture_format import LAKE_EXCHANGES
+from market_pipeline.vendors.binance import sync_kernel as br
+from market_pipeline.vendors.binance.verify import message_groups
 
 NS_PER_MS = 1_000_000
 PENDING_TICKERS_FILE = "book_ticker_pending.parquet"
 START_CHECKPOINT = "previous_day_checkpoint"
 START_SNAPSHOT = "waiting_for_snapshot"
 
-# Kernel state carried between calls (a call returns when the output buffer is full).
-K_DIFF = 0  # next diff message
-K_SNAP = 1  # next REST snapshot
-K_STATE = 2  # br.WAITING, br.FIRST or br.LIVE
-K_LID = 3  # lastUpdateId of the snapshot the book was loaded from
-K_BUFFERED = 4  # first diff buffered while waiting for a snapshot
-K_EVER_SYNCED = 5
-K_CROSSED_LEVELS = 6  # levels removed resolving crossed books
-K_ROWS_APPLIED = 7  # level updates (rows) of the applied diffs
-N_K = 8
-
 _TICKER_COLUMNS = ["received_time", "update_id", "bid_price", "bid_size", "ask_price", "ask_size"]
-
-
-@nb.njit(cache=True, nogil=True)
-def _step(
-    futures, i, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig, r_is_bid, r_tick, r_lot,
-    t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, bid, ask, st, ks, rs, counters,
-):
-    """Handle diff i under the sync rules (the book is not WAITING); keeps ks and rs current."""
-    applied = counters[br.B_APPLIED]
-    state, last_u = br.handle_diff(
-        futures, ks[K_STATE], rs[lr.R_LAST_SEQ], ks[K_LID], ks[K_EVER_SYNCED] != 0, i,
-        d_first, d_last, d_prev, d_start, d_end, r_is_bid, r_tick, r_lot,
-        t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, bid, ask, st, counters,
-    )
-    ks[K_STATE] = state
-    if state == br.WAITING:
-        ks[K_BUFFERED] = i  # the diff that broke the chain waits for the next snapshot
-    elif state == br.LIVE:
-        ks[K_EVER_SYNCED] = 1
-    if counters[br.B_APPLIED] > applied:
-        rs[lr.R_LAST_SEQ] = last_u
-        rs[lr.R_LAST_RECV] = d_recv[i]
-        rs[lr.R_LAST_ORIG] = d_orig[i]
-        ks[K_ROWS_APPLIED] += d_end[i] - d_start[i]
-        if st[ST_BEST_BID] != EMPTY and st[ST_BEST_ASK] != EMPTY and st[ST_BEST_BID] >= st[ST_BEST_ASK]:
-            bid_is_newer = True
-            for r in range(d_start[i], d_end[i]):
-                if r_lot[r] > 0:
-                    bid_is_newer = r_is_bid[r]
-            ks[K_CROSSED_LEVELS] += resolve_cross(bid, ask, st, bid_is_newer)
-    rs[lr.R_SYNCED] = state == br.LIVE
-
-
-@nb.njit(cache=True, nogil=True)
-def replay_capture_day(
-    futures,
-    d_line, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig, r_is_bid, r_tick, r_lot,
-    s_line, s_lid, s_start, s_end, s_recv, s_orig, sr_is_bid, sr_tick, sr_lot,
-    t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
-    bid, ask, st, ks, rs, counters, row_counters, out, depth,
-):
-    """Visit diffs and snapshots in line order, emitting rows; returns the rows written to `out`.
-
-    Returns early when `out` is full; call again with the same state to continue.
-    """
-    n_d = d_line.shape[0]
-    n_s = s_line.shape[0]
-    capacity = out[0].shape[0]
-    interval = rs[lr.R_INTERVAL]
-    n_out = 0
-    while ks[K_DIFF] < n_d or ks[K_SNAP] < n_s:
-        i = ks[K_DIFF]
-        k = ks[K_SNAP]
-        is_snapshot = k < n_s and (i >= n_d or s_line[k] < d_line[i])
-        t = s_recv[k] if is_snapshot else d_recv[i]
-        if interval > 0:
-            # Samples due before this event show the book as it was.
-            while rs[lr.R_NEXT_SAMPLE] < t:
-                if n_out >= capacity:
-                    return n_out
-                lr.emit_row(bid, ask, st, rs, row_counters, out, n_out, rs[lr.R_NEXT_SAMPLE],
-                         rs[lr.R_LAST_ORIG], lr.TRIGGER_INTERVAL, depth)
-                n_out += 1
-                rs[lr.R_NEXT_SAMPLE] += interval
-        if n_out >= capacity:
-            return n_out
-        if is_snapshot:
-            counters[br.B_SNAPSHOTS] += 1
-            if ks[K_STATE] == br.WAITING:
-                clear_book(bid, ask, st)
-                for r in range(s_start[k], s_end[k]):
-                    set_level(bid, ask, st, sr_is_bid[r], sr_tick[r], sr_lot[r])
-                ks[K_LID] = s_lid[k]
-                ks[K_STATE] = br.FIRST
-                rs[lr.R_LAST_SEQ] = s_lid[k]
-                if ks[K_EVER_SYNCED] != 0:
-                    counters[br.B_RESYNCS] += 1
-                # Replay the diffs buffered while waiting; their lines precede this snapshot.
-                for j in range(ks[K_BUFFERED], i):
-                    _step(futures, j, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig,
-                          r_is_bid, r_tick, r_lot, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
-                          bid, ask, st, ks, rs, counters)
-                    if ks[K_STATE] == br.WAITING:
-                        break
-            rs[lr.R_SYNCED] = ks[K_STATE] == br.LIVE
-            lr.emit_row(bid, ask, st, rs, row_counters, out, n_out, s_recv[k], s_orig[k], lr.TRIGGER_SNAPSHOT, depth)
-            n_out += 1
-            ks[K_SNAP] = k + 1
-        else:
-            counters[br.B_DIFFS] += 1
-            if ks[K_STATE] != br.WAITING:
-                _step(futures, i, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig,
-                      r_is_bid, r_tick, r_lot, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
-                      bid, ask, st, ks, rs, counters)
-            ks[K_DIFF] = i + 1
-            if interval == 0:
-                lr.emit_row(bid, ask, st, rs, row_counters, out, n_out, d_recv[i], d_orig[i], lr.TRIGGER_MESSAGE, depth)
-                n_out += 1
-    return n_out
+# The fidelity table (`capture_fidelity_dir`): both tops of book on a common grid, in ticks, and
+# the replay's own figures in the file's key-value metadata under this key.
+FIDELITY_METADATA_KEY = b"market_pipeline"
+FIDELITY_SCHEMA = pa.schema(
+    [
+        ("received_time", pa.int64()),
+        ("book_bid_ticks", pa.int64()),
+        ("book_ask_ticks", pa.int64()),
+        ("ticker_bid_ticks", pa.int64()),
+        ("ticker_ask_ticks", pa.int64()),
+    ]
+)
 
 
 # --- Python side -------------------------------------------------------------------------------
@@ -272,19 +178,36 @@ def rebuild_capture_day(
     futures: bool,
     depth: int,
     interval_ms: int,
+    fidelity_path: Path | None = None,
+    fidelity_interval_ms: int = 1000,
+    capture_files: int | None = None,
 ) -> CaptureRebuildResult:
-    """Replay one instrument-day of a capture; write its books and its end-of-day checkpoint."""
+    """Replay one instrument-day of a capture; write its books and its end-of-day checkpoint.
+
+    With `fidelity_path`, also the fidelity table `quality/fidelity.py` reads (`write_fidelity`).
+    """
     started = time.perf_counter()
-    day_start = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp()) * 1_000_000_000
+    day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     deltas = _read(
         deltas_path,
-        ["origin_time", "received_time", "sequence_number", "first_update_id", "prev_update_id",
-         "side_is_bid", "price", "size", "line_no"],
+        [
+            "origin_time",
+            "received_time",
+            "sequence_number",
+            "first_update_id",
+            "prev_update_id",
+            "side_is_bid",
+            "price",
+            "size",
+            "line_no",
+        ],
         "book_delta_v2",
     )
-    snaps = _read(snapshots_path, ["received_time", "last_update_id", "side_is_bid", "price", "size", "line_no"],
-                  "depth_snapshot")
+    snaps = _read(
+        snapshots_path, ["received_time", "last_update_id", "side_is_bid", "price", "size", "line_no"], "depth_snapshot"
+    )
     tickers = _read(tickers_path, [*_TICKER_COLUMNS, "line_no"], "book_ticker").drop("line_no")
+    day_tickers = tickers
     precision = PrecisionCounter()
 
     d_start, d_line, d_end = message_groups(_column(deltas, "line_no", np.int64))
@@ -301,7 +224,7 @@ def rebuild_capture_day(
         start_mode = START_CHECKPOINT
         last_u = int(meta["last_sequence_number"])
         if len(d_start):
-            continuous = bool(d_prev[0] == last_u if futures else d_first[0] == last_u + 1)
+            continuous = bool(br.follows(futures, last_u, int(d_first[0]), int(d_prev[0])))
         pending = checkpoint_in.with_name(PENDING_TICKERS_FILE)
         if pending.is_file():
             tickers = pl.concat([pl.read_parquet(pending).select(_TICKER_COLUMNS), tickers])
@@ -329,61 +252,124 @@ def rebuild_capture_day(
     t_u_sorted = t_u[t_order]
     t_bt, t_bl, t_at, t_al = (
         precision.convert(_column(tickers, name, np.float64), step, f"book_ticker.{name}", 0, t_u)
-        for name, step in (("bid_price", grid.tick), ("bid_size", grid.lot),
-                           ("ask_price", grid.tick), ("ask_size", grid.lot))
+        for name, step in (
+            ("bid_price", grid.tick),
+            ("bid_size", grid.lot),
+            ("ask_price", grid.tick),
+            ("ask_size", grid.lot),
+        )
     )
 
-    counters = np.zeros(br.N_B_COUNTERS, np.int64)
-    counters[br.B_FIRST_MISMATCH_TICKER] = -1
-    row_counters = np.zeros(lr.N_COUNTERS, np.int64)
-    ks = np.zeros(N_K, np.int64)
+    counters = br.new_counters()
+    row_counters = lr.new_counters()
+    cursor = br.new_cursor()
     interval_ns = interval_ms * NS_PER_MS
-    rs = lr.new_replay_state(day_start, False, interval_ns, start_mode == START_CHECKPOINT)
+    replay = lr.new_replay_state(day_start, False, interval_ns, start_mode == START_CHECKPOINT)
+    book = Book(bid, ask, st)
+    ticker_arrays = br.Tickers(t_u_sorted, t_order, t_bt, t_bl, t_at, t_al)
     if start_mode == START_CHECKPOINT:
-        ks[K_STATE] = br.LIVE
-        ks[K_EVER_SYNCED] = 1
-        rs[lr.R_LAST_SEQ] = last_u
+        sync = br.new_sync(br.LIVE, last_u)
+        replay[0]["last_seq"] = last_u
         # A ticker for the diff that ended the previous day is checked against the checkpoint.
-        br.check_tickers(st, bid, ask, last_u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters)
+        br.check_tickers(book, last_u, ticker_arrays, counters)
+    else:
+        sync = br.new_sync()
     first_event = min([*d_recv[:1], *s_recv[:1]], default=day_start)
     if interval_ns:
         # Sample from the day's first event on, not from midnight: a capture may start late.
-        rs[lr.R_NEXT_SAMPLE] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
+        replay[0]["next_sample"] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
 
     out = BookWriter(depth, grid)
-    arrays = (
-        d_line, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig, r_is_bid, r_tick, r_lot,
-        s_line, s_lid, s_start, s_end, s_recv, s_orig, sr_is_bid, sr_tick, sr_lot,
-        t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
-    )
+    diffs = br.CaptureDiffs(d_line, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig)
+    snapshots = br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
+    tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
     with atomic_path(output_path) as tmp, pq.ParquetWriter(tmp, out.schema, compression="zstd") as writer:
         while True:
-            n_out = replay_capture_day(futures, *arrays, bid, ask, st, ks, rs, counters, row_counters,
-                                       out.buffers, depth)
+            rows = out.buffers
+            n_out = br.replay_capture(
+                futures,
+                diffs,
+                br.LevelRows(r_is_bid, r_tick, r_lot),
+                snapshots,
+                br.LevelRows(sr_is_bid, sr_tick, sr_lot),
+                ticker_arrays,
+                book,
+                sync,
+                counters,
+                cursor,
+                replay,
+                row_counters,
+                rows,
+                depth,
+                True,
+            )
             if n_out:
+                if fidelity_path is not None:
+                    tops.append(
+                        np.stack(
+                            [
+                                rows.recv[:n_out],
+                                rows.synced[:n_out],
+                                rows.bid_ticks[:n_out, 0],
+                                rows.ask_ticks[:n_out, 0],
+                            ]
+                        ).astype(np.int64)
+                    )
                 writer.write_batch(out.batch(n_out))
-            if ks[K_DIFF] >= len(d_line) and ks[K_SNAP] >= len(s_line):
+            if cursor[0]["next_diff"] >= len(d_line) and cursor[0]["next_snap"] >= len(s_line):
                 break
             if n_out == 0:
                 raise RuntimeError(f"capture replay of {deltas_path} made no progress")  # a kernel bug
 
-    in_sync = bool(ks[K_STATE] == br.LIVE)
-    if ks[K_STATE] == br.WAITING:
-        counters[br.B_UNSYNCED_AT_END] += len(d_line) - ks[K_BUFFERED]
-    write_checkpoint(checkpoint_out, bid, ask, st, grid, rs)
+    in_sync = bool(sync[0]["state"] == br.LIVE)
+    br.finish(sync, counters, cursor, len(d_line))
+    write_checkpoint(checkpoint_out, bid, ask, st, grid, replay)
     # Tickers for diffs not seen yet may be answered by the next day's first diffs.
-    pending = tickers.filter(pl.col("update_id") > rs[lr.R_LAST_SEQ]) if in_sync else _empty_tickers()
+    last_seq = int(replay[0]["last_seq"])
+    pending = tickers.filter(pl.col("update_id") > last_seq) if in_sync else _empty_tickers()
     write_parquet_atomic(pending, checkpoint_out.with_name(PENDING_TICKERS_FILE))
 
-    result_counters = {name: int(counters[i]) for i, name in enumerate(br.B_COUNTER_NAMES)}
+    result_counters = br.counter_dict(counters)
     result_counters.update(
-        deltas_applied=int(ks[K_ROWS_APPLIED]),
-        crossed_levels_removed=int(ks[K_CROSSED_LEVELS]),
-        rows_written=int(row_counters[lr.C_ROWS_OUT]),
-        rows_written_unsynced=int(row_counters[lr.C_ROWS_OUT_UNSYNCED]),
+        rows_written=int(row_counters[0]["rows_written"]),
+        rows_written_unsynced=int(row_counters[0]["rows_written_unsynced"]),
         updates_outside_window=int(st[ST_OUTSIDE]),
         levels_evicted=int(st[ST_EVICTED]),
     )
+    if fidelity_path is not None:
+        book_tops = np.concatenate(tops, axis=1) if tops else np.empty((4, 0), np.int64)
+        ticker_tops = np.stack(
+            [
+                _column(day_tickers, "received_time", np.int64),
+                t_bt[len(tickers) - len(day_tickers) :],
+                t_at[len(tickers) - len(day_tickers) :],
+            ]
+        )
+        write_fidelity(
+            fidelity_path,
+            book_tops,
+            ticker_tops,
+            fidelity_interval_ms * NS_PER_MS,
+            {
+                "capture_files": capture_files,
+                **{
+                    name: result_counters[name]
+                    for name in (
+                        "diffs",
+                        "applied",
+                        "gaps",
+                        "resyncs",
+                        "ticker_checks",
+                        "ticker_mismatches",
+                        "rows_written",
+                        "rows_written_unsynced",
+                        "unsynced_at_end",
+                    )
+                },
+                "sample_interval_ms": fidelity_interval_ms,
+                "tick_size": str(grid.tick_size),
+            },
+        )
     return CaptureRebuildResult(
         counters=result_counters,
         start_mode=start_mode,
@@ -402,6 +388,40 @@ def rebuild_capture_day(
     )
 
 
+def write_fidelity(
+    path: Path, book_tops: np.ndarray, ticker_tops: np.ndarray, step_ns: int, figures: dict[str, object]
+) -> None:
+    """The fidelity table: the rebuilt book (its in-sync rows) and the bookTicker stream, each
+    sampled on a common grid of `step_ns` (last value at or before each grid time) over the span
+    both cover, in ticks; `figures` go into the file's metadata.
+
+    `book_tops` is (received_time, synced, best bid tick, best ask tick) x rows as written (-1: no
+    level), `ticker_tops` (received_time, bid tick, ask tick) x the day's tickers in line order.
+    """
+    recv, synced, bid, ask = book_tops
+    keep = (synced != 0) & (bid >= 0) & (ask >= 0)
+    book = pl.DataFrame({"received_time": recv[keep], "bid": bid[keep], "ask": ask[keep]})
+    ticker = pl.DataFrame({"received_time": ticker_tops[0], "bid": ticker_tops[1], "ask": ticker_tops[2]})
+    table = pl.DataFrame(schema=pl.Schema(FIDELITY_SCHEMA))
+    if book.height and ticker.height:
+        start = max(int(book["received_time"].min()), int(ticker["received_time"].min()))
+        end = min(int(book["received_time"].max()), int(ticker["received_time"].max()))
+        first = math.ceil(start / step_ns) * step_ns
+        if end >= first + step_ns:
+            grid = pl.DataFrame({"received_time": np.arange(first, end + 1, step_ns, dtype=np.int64)})
+
+            def sample(frame: pl.DataFrame, prefix: str) -> pl.DataFrame:
+                return grid.join_asof(frame.sort("received_time"), on="received_time", strategy="backward").rename(
+                    {"bid": f"{prefix}_bid_ticks", "ask": f"{prefix}_ask_ticks"}
+                )
+
+            table = sample(book, "book").join(sample(ticker, "ticker"), on="received_time").drop_nulls()
+    arrow = table.to_arrow().cast(FIDELITY_SCHEMA)
+    arrow = arrow.replace_schema_metadata({FIDELITY_METADATA_KEY: json.dumps(figures)})
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
+
+
 def _snapshot_origin(book_path: Path | None, s_recv: np.ndarray, s_lid: np.ndarray) -> np.ndarray:
     """Exchange time of each REST snapshot from the `book` table (futures snapshots carry one);
     the receive time where the table has no matching row."""
@@ -409,40 +429,10 @@ def _snapshot_origin(book_path: Path | None, s_recv: np.ndarray, s_lid: np.ndarr
         return s_recv.copy()
     book = pl.read_parquet(book_path, columns=["origin_time", "received_time", "sequence_number"])
     keys = pl.DataFrame({"received_time": s_recv, "sequence_number": s_lid})
-    joined = keys.join(book.unique(["received_time", "sequence_number"], keep="first"),
-                       on=["received_time", "sequence_number"], how="left", maintain_order="left")
-    return _column(joined.select(pl.col("origin_time").fill_null(pl.col("received_time"))), "origin_time", np.int64)
-
-
-def rebuild_capture_instrument_day(
-    settings: PipelineSettings, instrument: Instrument, day: dt.date
-) -> CaptureRebuildResult | None:
-    """Rebuild one instrument-day from its raw capture partitions; None when no capture covers it."""
-    from market_pipeline.vendors.registry import build_source
-
-    lake = settings.lake_dir
-    ex, sym = instrument.exchange, instrument.symbol
-    raw = {t: raw_partition_dir(lake, t, ex, sym, day) / PARTITION_FILE
-           for t in ("book_delta_v2", "depth_snapshot", "book_ticker", "book", "trades")}
-    if not raw["book_delta_v2"].is_file() and day not in build_source(settings).available_days(
-        "book_delta_v2", instrument
-    ):
-        return None
-    for table in ("book_delta_v2", "depth_snapshot", "book_ticker"):
-        if not raw[table].is_file():
-            raise FileNotFoundError(f"{instrument.key} {day}: raw partition missing: {raw[table]}")
-    return rebuild_capture_day(
-        deltas_path=raw["book_delta_v2"],
-        snapshots_path=raw["depth_snapshot"],
-        tickers_path=raw["book_ticker"],
-        book_path=raw["book"],
-        trades_path=raw["trades"],
-        output_path=books_partition_dir(lake, ex, sym, day) / PARTITION_FILE,
-        checkpoint_in=checkpoint_path(lake, ex, sym, day - dt.timedelta(days=1)),
-        checkpoint_out=checkpoint_path(lake, ex, sym, day),
-        grid=Grid(instrument.tick_size, instrument.lot_size),
-        day=day,
-        futures=instrument.exchange != LAKE_EXCHANGES["spot"],
-        depth=settings.book.depth,
-        interval_ms=settings.book.sample_interval_ms,
+    joined = keys.join(
+        book.unique(["received_time", "sequence_number"], keep="first"),
+        on=["received_time", "sequence_number"],
+        how="left",
+        maintain_order="left",
     )
+    return _column(joined.select(pl.col("origin_time").fill_null(pl.col("received_time"))), "origin_time", np.int64)

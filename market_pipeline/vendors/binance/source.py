@@ -29,13 +29,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
+from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
-from market_pipeline.settings import Instrument
-from market_pipeline.vendors.base import DayNotCovered, MissingSourceData
+from market_pipeline.vendors.base import BookDay, DayNotCovered, MissingSourceData
 from market_pipeline.vendors.binance.capture_format import (
     MARKETS,
     NS_PER_DAY,
@@ -47,6 +48,9 @@ from market_pipeline.vendors.binance.capture_format import (
     split_by_day,
 )
 from market_pipeline.vendors.crypto_lake.local import LocalLakeSource
+
+if TYPE_CHECKING:
+    from market_pipeline.vendors.binance.books import CaptureBookResult
 
 # Tables a capture provides, as named in the lake.
 CAPTURE_TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
@@ -179,9 +183,11 @@ class CaptureSource:
 
     name = "capture"
     tables = frozenset(CAPTURE_TABLES)
+    book_agreement = False  # the REST snapshots are the replay's sync points, not a check of it
 
-    def __init__(self, capture_dir: Path, root: Path, lake_dir: Path):
+    def __init__(self, capture_dir: Path, root: Path, lake_dir: Path, fidelity_interval_ms: int = 1000):
         self.capture_dir = capture_dir
+        self.fidelity_interval_ms = fidelity_interval_ms  # grid of the capture-fidelity samples
         self.root = root  # the cache, $PIPELINE_DATA_DIR/sources/capture
         self.lake_dir = lake_dir  # for the quarantine
         self._manifest: dict | None = None
@@ -282,7 +288,7 @@ class CaptureSource:
             quarantined=str(target),
         )
         copy_file_atomic(path, target)
-        detail = {**record.__dict__, "quarantined_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        detail = {**record.__dict__, "quarantined_at": dt.datetime.now(dt.UTC).isoformat()}
         write_text_atomic(target.with_name(target.name + ".reason.json"), json.dumps(detail, indent=2))
         return record
 
@@ -302,6 +308,32 @@ class CaptureSource:
         if day.isoformat() not in covered:
             raise DayNotCovered(self.name, table, instrument, day, f"no capture in {self.capture_dir} covers it")
         return LocalLakeSource(self.tables_dir, name=self.name).fetch(table, instrument, day)
+
+    def sequence_semantics(self, instrument: Instrument) -> SequenceSemantics:
+        return "monotonic"  # Binance update ids only grow; gaps are proven by the diff chain
+
+    def rebuild_books(self, job: BookDay) -> CaptureBookResult | None:
+        from market_pipeline.vendors.binance.books import rebuild_capture_books  # numba loads only here
+
+        covered = job.day in self.available_days("book_delta_v2", job.instrument)
+        files = self.files_of_day(job.instrument, job.day)
+        return rebuild_capture_books(job, covered, files, self.fidelity_interval_ms)
+
+    def files_of_day(self, instrument: Instrument, day: dt.date) -> int:
+        """How many of the instrument's capture files hold data of `day`.
+
+        A file is named after the day it starts on: one named `day` counts, one named the day
+        before (or without a day) counts when its receive times reach into `day`.
+        """
+        count = 0
+        for name in self.manifest()["instruments"].get(instrument.key, {}).get("files", []):
+            path = Path(name)
+            named = named_day(path)
+            if named == day:
+                count += 1
+            elif named is None or named == day - dt.timedelta(days=1):
+                count += day.isoformat() in (_readable_days(path) or ())
+        return count
 
     def available_days(self, table: str, instrument: Instrument) -> list[dt.date]:
         """Days the captures cover for the instrument (every table has a partition on each),

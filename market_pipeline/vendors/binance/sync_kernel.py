@@ -1,14 +1,23 @@
-"""Replay raw Binance depth diffs with the exchange's sync rules, checked against bookTicker.
+"""The one Binance depth-sync state machine: verify-capture, the capture rebuild and the recorder.
 
-Events are visited in capture line order. Diffs are buffered while the book waits for a REST
-snapshot; when a snapshot line arrives the book is loaded from it and the buffered diffs are
-replayed with the sync rule:
+Rules (Binance "how to manage a local order book"):
 - spot: drop u <= lastUpdateId; the first applied diff has U <= lastUpdateId + 1 <= u; then
   every diff needs U == previous u + 1;
 - futures (USD-M, COIN-M): drop u < lastUpdateId; the first applied diff has
   U <= lastUpdateId <= u; then every diff needs pu == previous u.
 A broken chain is a gap: the book is out of sync and diffs are buffered again until the next
 snapshot (a resync).
+
+State lives in a numpy record (`SYNC`, one-element array) read by field name; the transitions are
+small jitted functions over it, called one message at a time:
+- `on_snapshot` / `on_diff`: the sync states WAITING -> FIRST -> LIVE of a replay;
+- `observe_diff`: the chain of diffs as they arrive on a connection (what the live recorder
+  checks: a break is a gap, and `bridges` tells whether a REST snapshot can be joined by the
+  diffs held since the last break).
+`replay_capture` is the one batch kernel over a capture (or one day of it) in line order: it
+drives the transitions, applies diffs to a `ladder.Book`, checks bookTicker messages and,
+when asked, writes sampled book rows (`delta_replay.Rows`). verify-capture calls it without
+rows, the pipeline's capture rebuild with rows; the recorder calls the transitions directly.
 
 bookTicker oracle: a ticker whose u equals the final u of an applied diff must equal the best
 bid and ask (price and size) right after that diff, whichever of the two lines came first
@@ -17,34 +26,45 @@ bid and ask (price and size) right after that diff, whichever of the two lines c
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
+from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.ladder import (
+    EMPTY,
     ST_BASE,
     ST_BEST_ASK,
     ST_BEST_BID,
-    EMPTY,
     clear_book,
+    resolve_cross,
     set_level,
 )
 
-# Counters.
-B_DIFFS = 0
-B_SKIPPED_BEFORE_SYNC = 1
-B_APPLIED = 2
-B_GAPS = 3
-B_RESYNCS = 4
-B_TICKER_CHECKS = 5
-B_TICKER_MISMATCHES = 6
-B_DROPPED_AFTER_GAP = 7
-B_UNSYNCED_AT_END = 8
-B_CROSSED = 9
-B_SNAPSHOTS = 10
-B_FIRST_MISMATCH_TICKER = 11  # index of the first mismatching ticker, -1 if none
-N_B_COUNTERS = 12
+WAITING = 0  # no valid book: buffering diffs until a snapshot
+FIRST = 1  # book loaded from a snapshot: looking for the diff that brackets it
+LIVE = 2  # in sync
 
-B_COUNTER_NAMES = (
+# What `on_diff` decided for a diff.
+BUFFER = 0  # WAITING: keep it for the next snapshot
+DROP = 1  # older than the snapshot: not applied
+APPLY = 2  # apply it to the book
+GAP = 3  # the chain broke (or the snapshot is older than every diff held): back to WAITING
+
+SYNC = np.dtype(
+    [
+        ("state", np.int64),  # WAITING, FIRST or LIVE
+        ("lid", np.int64),  # lastUpdateId of the snapshot the book was loaded from
+        ("last_u", np.int64),  # u of the last applied diff (lid right after a snapshot)
+        ("seen_u", np.int64),  # u of the last diff observed on the connection
+        ("held_first_u", np.int64),  # U of the first diff observed since the chain last broke
+        ("ever_synced", np.bool_),
+        ("seen_any", np.bool_),  # a diff was observed (seen_u, held_first_u are meaningful)
+    ]
+)
+
+COUNTER_NAMES = (
     "diffs",
     "skipped_before_sync",
     "applied",
@@ -56,135 +76,333 @@ B_COUNTER_NAMES = (
     "unsynced_at_end",
     "crossed_events",
     "snapshots",
-    "first_mismatch_ticker",
+    "first_mismatch_ticker",  # index of the first mismatching ticker, -1 if none
+    "deltas_applied",  # level updates (rows) of the applied diffs
+    "crossed_levels_removed",  # levels removed resolving crossed books
 )
+COUNTERS = np.dtype([(name, np.int64) for name in COUNTER_NAMES])
 
-WAITING = 0  # no valid book: buffering diffs until a snapshot
-FIRST = 1  # book loaded from a snapshot: looking for the diff that brackets it
-LIVE = 2  # in sync
+# Position of a batch replay, carried between calls (a call returns when its rows are full).
+CURSOR = np.dtype([("next_diff", np.int64), ("next_snap", np.int64), ("buffered", np.int64)])
+
+
+class CaptureDiffs(NamedTuple):
+    """One entry per diff message, in line order; its level rows are rows[start:end]."""
+
+    line: np.ndarray  # capture line number
+    first_u: np.ndarray  # U
+    last_u: np.ndarray  # u
+    prev_u: np.ndarray  # pu (-1 on spot)
+    start: np.ndarray
+    end: np.ndarray
+    recv: np.ndarray  # receive time, ns
+    orig: np.ndarray  # exchange event time, ns
+
+
+class DepthSnapshots(NamedTuple):
+    """One entry per REST snapshot line; its levels are rows[start:end]."""
+
+    line: np.ndarray
+    lid: np.ndarray  # lastUpdateId
+    start: np.ndarray
+    end: np.ndarray
+    recv: np.ndarray
+    orig: np.ndarray
+
+
+class LevelRows(NamedTuple):
+    is_bid: np.ndarray  # bool
+    tick: np.ndarray  # int64
+    lot: np.ndarray  # int64
+
+
+class Tickers(NamedTuple):
+    """bookTicker messages sorted by u (`order` maps back to the message index)."""
+
+    u_sorted: np.ndarray
+    order: np.ndarray
+    bid_tick: np.ndarray  # by message index
+    bid_lot: np.ndarray
+    ask_tick: np.ndarray
+    ask_lot: np.ndarray
+
+
+def new_sync(state: int = WAITING, last_u: int = 0) -> np.ndarray:
+    """A sync record; a replay resuming from an in-sync checkpoint starts LIVE at its last u."""
+    sync = np.zeros(1, SYNC)
+    sync[0]["state"] = state
+    sync[0]["last_u"] = last_u
+    sync[0]["ever_synced"] = state == LIVE
+    return sync
+
+
+def new_counters() -> np.ndarray:
+    counters = np.zeros(1, COUNTERS)
+    counters[0]["first_mismatch_ticker"] = -1
+    return counters
+
+
+def new_cursor() -> np.ndarray:
+    return np.zeros(1, CURSOR)
+
+
+# --- the rules ------------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def follows(futures, last_u, first_u, prev_u):
+    """Whether a diff (U, pu) continues the chain after u = last_u."""
+    return prev_u == last_u if futures else first_u == last_u + 1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def is_stale(futures, lid, u):
+    """Whether a diff ending at u is already contained in the snapshot lid."""
+    return u < lid if futures else u <= lid
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def brackets(futures, lid, first_u, u):
+    """Whether a diff (U, u) is the first one to apply on top of the snapshot lid."""
+    return (first_u <= lid <= u) if futures else (first_u <= lid + 1 <= u)
+
+
+# --- transitions (one message each) ---------------------------------------------------------
 
 
 @nb.njit(cache=True, nogil=True)
-def check_tickers(st, bid, ask, u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters):
-    lo = np.searchsorted(t_u_sorted, u)
+def observe_diff(sync, futures, first_u, u, prev_u):
+    """A diff as it arrives on a connection; False when it does not chain onto the one before.
+
+    A break starts a new held run at this diff (`bridges` then needs a newer snapshot).
+    """
+    s = sync[0]
+    chained = True
+    if s.seen_any:
+        chained = follows(futures, s.seen_u, first_u, prev_u)
+    if not s.seen_any or not chained:
+        s.held_first_u = first_u
+    s.seen_u = u
+    s.seen_any = True
+    return chained
+
+
+@nb.njit(cache=True, nogil=True)
+def bridges(sync, futures, lid):
+    """Whether a snapshot is recent enough for the diffs observed since the last break.
+
+    The first applied diff needs U <= lid + 1 (spot) or U <= lid (futures), so a snapshot
+    older than the first held diff can never be joined.
+    """
+    s = sync[0]
+    if not s.seen_any:
+        return False
+    slack = 0 if futures else 1
+    return lid + slack >= s.held_first_u
+
+
+@nb.njit(cache=True, nogil=True)
+def on_snapshot(sync, counters, lid):
+    """A REST snapshot line; True when the book is to be (re)loaded from it (state WAITING)."""
+    s = sync[0]
+    counters[0].snapshots += 1
+    if s.state != WAITING:
+        return False
+    s.state = FIRST
+    s.lid = lid
+    s.last_u = lid
+    if s.ever_synced:
+        counters[0].resyncs += 1
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def on_diff(sync, counters, futures, first_u, u, prev_u):
+    """What to do with a diff (BUFFER, DROP, APPLY or GAP); APPLY means the caller applies it."""
+    s = sync[0]
+    c = counters[0]
+    if s.state == WAITING:
+        return BUFFER
+    if s.state == FIRST:
+        if is_stale(futures, s.lid, u):
+            if s.ever_synced:
+                c.dropped_after_gap += 1
+            else:
+                c.skipped_before_sync += 1
+            return DROP
+        if not brackets(futures, s.lid, first_u, u):
+            c.gaps += 1  # the snapshot is older than every diff we still have
+            s.state = WAITING
+            return GAP
+    elif not follows(futures, s.last_u, first_u, prev_u):
+        c.gaps += 1
+        s.state = WAITING
+        return GAP
+    s.state = LIVE
+    s.ever_synced = True
+    s.last_u = u
+    c.applied += 1
+    return APPLY
+
+
+# --- the book side --------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, nogil=True)
+def check_tickers(book, u, tickers, counters):
+    """Check every bookTicker with this u against the book's best bid and ask."""
+    bid, ask, st = book
+    c = counters[0]
+    lo = np.searchsorted(tickers.u_sorted, u)
     hi = lo
-    while hi < t_u_sorted.shape[0] and t_u_sorted[hi] == u:
+    while hi < tickers.u_sorted.shape[0] and tickers.u_sorted[hi] == u:
         hi += 1
     for p in range(lo, hi):
-        t = t_order[p]
-        counters[B_TICKER_CHECKS] += 1
+        t = tickers.order[p]
+        c.ticker_checks += 1
         ok = st[ST_BEST_BID] != EMPTY and st[ST_BEST_ASK] != EMPTY
         if ok:
             bb = st[ST_BASE] + st[ST_BEST_BID]
             ba = st[ST_BASE] + st[ST_BEST_ASK]
             ok = (
-                bb == t_bt[t] and bid[st[ST_BEST_BID]] == t_bl[t]
-                and ba == t_at[t] and ask[st[ST_BEST_ASK]] == t_al[t]
+                bb == tickers.bid_tick[t]
+                and bid[st[ST_BEST_BID]] == tickers.bid_lot[t]
+                and ba == tickers.ask_tick[t]
+                and ask[st[ST_BEST_ASK]] == tickers.ask_lot[t]
             )
         if not ok:
-            counters[B_TICKER_MISMATCHES] += 1
-            if counters[B_FIRST_MISMATCH_TICKER] < 0:
-                counters[B_FIRST_MISMATCH_TICKER] = t
+            c.ticker_mismatches += 1
+            if c.first_mismatch_ticker < 0:
+                c.first_mismatch_ticker = t
 
 
 @nb.njit(cache=True, nogil=True)
-def replay_binance(
-    futures,
-    d_line, d_first, d_last, d_prev, d_start, d_end,
-    r_is_bid, r_tick, r_lot,
-    s_line, s_lid, s_start, s_end, sr_is_bid, sr_tick, sr_lot,
-    t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
-    bid, ask, st, counters,
-):
-    """Replay a whole capture; returns the sync state at the end (WAITING, FIRST or LIVE)."""
-    n_d = d_line.shape[0]
-    n_s = s_line.shape[0]
-    counters[B_FIRST_MISMATCH_TICKER] = -1
-    state = WAITING
-    ever_synced = False
-    last_u = np.int64(0)
-    lid = np.int64(0)
-    buffered = 0  # first diff not yet handled while waiting for a snapshot
-    i = 0
-    k = 0
-    while i < n_d or k < n_s:
-        if k < n_s and (i >= n_d or s_line[k] < d_line[i]):
-            counters[B_SNAPSHOTS] += 1
-            if state == WAITING:
-                clear_book(bid, ask, st)
-                for r in range(s_start[k], s_end[k]):
-                    set_level(bid, ask, st, sr_is_bid[r], sr_tick[r], sr_lot[r])
-                lid = s_lid[k]
-                state = FIRST
-                if ever_synced:
-                    counters[B_RESYNCS] += 1
-                # Replay the diffs that arrived while waiting; they precede this snapshot line.
-                stop = i
-                i = buffered
-                while i < stop:
-                    state, last_u = handle_diff(
-                        futures, state, last_u, lid, ever_synced, i, d_first, d_last, d_prev,
-                        d_start, d_end, r_is_bid, r_tick, r_lot, t_u_sorted, t_order,
-                        t_bt, t_bl, t_at, t_al, bid, ask, st, counters,
-                    )
-                    if state == LIVE:
-                        ever_synced = True
-                    elif state == WAITING:
-                        buffered = i
-                        i = stop
-                        break
-                    i += 1
-            k += 1
-            continue
-        counters[B_DIFFS] += 1
-        if state == WAITING:
-            i += 1  # buffered
-            continue
-        state, last_u = handle_diff(
-            futures, state, last_u, lid, ever_synced, i, d_first, d_last, d_prev, d_start, d_end,
-            r_is_bid, r_tick, r_lot, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
-            bid, ask, st, counters,
-        )
-        if state == LIVE:
-            ever_synced = True
-        elif state == WAITING:
-            buffered = i  # this diff broke the chain; it is buffered for the next snapshot
-        i += 1
-    if state == WAITING:
-        counters[B_UNSYNCED_AT_END] += n_d - buffered
-    return state
+def load_snapshot(book, snap_rows, start, end):
+    bid, ask, st = book
+    clear_book(bid, ask, st)
+    for r in range(start, end):
+        set_level(bid, ask, st, snap_rows.is_bid[r], snap_rows.tick[r], snap_rows.lot[r])
 
 
 @nb.njit(cache=True, nogil=True)
-def handle_diff(
-    futures, state, last_u, lid, ever_synced, i, d_first, d_last, d_prev, d_start, d_end,
-    r_is_bid, r_tick, r_lot, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al,
-    bid, ask, st, counters,
-):
-    """Apply diff i if the sync rules allow it; returns the new (state, last_u)."""
-    first_u = d_first[i]
-    u = d_last[i]
-    if state == FIRST:
-        stale = u < lid if futures else u <= lid
-        if stale:
-            if ever_synced:
-                counters[B_DROPPED_AFTER_GAP] += 1
-            else:
-                counters[B_SKIPPED_BEFORE_SYNC] += 1
-            return state, last_u
-        brackets = (first_u <= lid <= u) if futures else (first_u <= lid + 1 <= u)
-        if not brackets:
-            counters[B_GAPS] += 1  # the snapshot is older than every diff we still have
-            return WAITING, last_u
-    else:
-        chained = d_prev[i] == last_u if futures else first_u == last_u + 1
-        if not chained:
-            counters[B_GAPS] += 1
-            return WAITING, last_u
-    for r in range(d_start[i], d_end[i]):
-        set_level(bid, ask, st, r_is_bid[r], r_tick[r], r_lot[r])
-    counters[B_APPLIED] += 1
+def apply_diff(book, rows, start, end, counters):
+    """Apply a diff's rows; a crossed book (impossible in sync: bad data) is counted and resolved,
+    the side the diff touched last winning."""
+    bid, ask, st = book
+    c = counters[0]
+    bid_is_newer = True
+    for r in range(start, end):
+        set_level(bid, ask, st, rows.is_bid[r], rows.tick[r], rows.lot[r])
+        if rows.lot[r] > 0:
+            bid_is_newer = rows.is_bid[r]
+    c.deltas_applied += end - start
     if st[ST_BEST_BID] != EMPTY and st[ST_BEST_ASK] != EMPTY and st[ST_BEST_BID] >= st[ST_BEST_ASK]:
-        counters[B_CROSSED] += 1
-    check_tickers(st, bid, ask, u, t_u_sorted, t_order, t_bt, t_bl, t_at, t_al, counters)
-    return LIVE, u
+        c.crossed_events += 1
+        c.crossed_levels_removed += resolve_cross(bid, ask, st, bid_is_newer)
+
+
+@nb.njit(cache=True, nogil=True)
+def _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, cursor, replay):
+    """Diff i through the state machine (after WAITING it is applied, or buffered on a gap)."""
+    action = on_diff(sync, counters, futures, diffs.first_u[i], diffs.last_u[i], diffs.prev_u[i])
+    if action == APPLY:
+        apply_diff(book, diff_rows, diffs.start[i], diffs.end[i], counters)
+        check_tickers(book, diffs.last_u[i], tickers, counters)
+        r = replay[0]
+        r.last_recv = diffs.recv[i]
+        r.last_orig = diffs.orig[i]
+    elif action == GAP:
+        cursor[0].buffered = i  # the diff that broke the chain waits for the next snapshot
+    r = replay[0]
+    r.last_seq = sync[0].last_u
+    r.synced = sync[0].state == LIVE
+    return action
+
+
+@nb.njit(cache=True, nogil=True)
+def replay_capture(
+    futures,
+    diffs,
+    diff_rows,
+    snaps,
+    snap_rows,
+    tickers,
+    book,
+    sync,
+    counters,
+    cursor,
+    replay,
+    row_counters,
+    rows,
+    depth,
+    emit,
+):
+    """Visit diffs and snapshots in line order from `cursor`; returns the rows written.
+
+    `replay` is a `delta_replay.REPLAY_STATE` record (its `interval`, `next_sample` drive the
+    samples; `last_seq` is the last applied u, `synced` true only when LIVE). With `emit`, a
+    row is written at every snapshot line, every `interval` of receive time (0: after every
+    diff line); the call returns early when `rows` is full: call again to continue. Without
+    `emit` nothing is written and the call runs to the end.
+    """
+    n_d = diffs.line.shape[0]
+    n_s = snaps.line.shape[0]
+    capacity = rows.recv.shape[0]
+    cur = cursor[0]
+    r = replay[0]
+    interval = r.interval
+    n_out = 0
+    while cur.next_diff < n_d or cur.next_snap < n_s:
+        i = cur.next_diff
+        k = cur.next_snap
+        is_snapshot = k < n_s and (i >= n_d or snaps.line[k] < diffs.line[i])
+        if emit:
+            t = snaps.recv[k] if is_snapshot else diffs.recv[i]
+            if interval > 0:
+                # Samples due before this event show the book as it was.
+                while r.next_sample < t:
+                    if n_out >= capacity:
+                        return n_out
+                    lr.emit_row(
+                        book, replay, row_counters, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL, depth
+                    )
+                    n_out += 1
+                    r.next_sample += interval
+            if n_out >= capacity:
+                return n_out
+        if is_snapshot:
+            if on_snapshot(sync, counters, snaps.lid[k]):
+                load_snapshot(book, snap_rows, snaps.start[k], snaps.end[k])
+                r.last_seq = snaps.lid[k]
+                # Replay the diffs buffered while waiting; their lines precede this snapshot.
+                for j in range(cur.buffered, i):
+                    if _diff_step(futures, diffs, diff_rows, j, tickers, book, sync, counters, cursor, replay) == GAP:
+                        break
+            r.synced = sync[0].state == LIVE
+            if emit:
+                lr.emit_row(
+                    book, replay, row_counters, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT, depth
+                )
+                n_out += 1
+            cur.next_snap = k + 1
+        else:
+            counters[0].diffs += 1
+            if sync[0].state != WAITING:
+                _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, cursor, replay)
+            cur.next_diff = i + 1
+            if emit and interval == 0:
+                lr.emit_row(
+                    book, replay, row_counters, rows, n_out, diffs.recv[i], diffs.orig[i], lr.TRIGGER_MESSAGE, depth
+                )
+                n_out += 1
+    return n_out
+
+
+def finish(sync: np.ndarray, counters: np.ndarray, cursor: np.ndarray, n_diffs: int) -> None:
+    """At the end of the input: diffs still buffered (no snapshot came) are counted."""
+    if sync[0]["state"] == WAITING:
+        counters[0]["unsynced_at_end"] += n_diffs - cursor[0]["buffered"]
+
+
+def counter_dict(counters: np.ndarray) -> dict[str, int]:
+    return {name: int(counters[0][name]) for name in COUNTER_NAMES}

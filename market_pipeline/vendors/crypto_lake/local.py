@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import partition_dir
-from market_pipeline.settings import Instrument
-from market_pipeline.vendors.base import MissingSourceData
+from market_pipeline.vendors.base import LAKE_TABLES, MissingSourceData
+from market_pipeline.vendors.lake_shaped import LakeShapedBooks
 
 
-class LocalLakeSource:
+class LocalLakeSource(LakeShapedBooks):
+    tables = LAKE_TABLES
+
     def __init__(self, root: Path, name: str = "local"):
         self.root = root
         self.name = name

@@ -23,10 +23,11 @@ from typing import TypeVar
 from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import partition_dir
 from market_pipeline.core.telemetry.telemetry import count
-from market_pipeline.settings import Instrument, S3Settings
-from market_pipeline.vendors.base import MissingSourceData
+from market_pipeline.vendors.base import LAKE_TABLES, MissingSourceData
+from market_pipeline.vendors.crypto_lake.config import S3Settings
 from market_pipeline.vendors.crypto_lake.s3_client import (
     S3Access,
     S3AccessDenied,
@@ -37,6 +38,7 @@ from market_pipeline.vendors.crypto_lake.s3_client import (
     targets,
 )
 from market_pipeline.vendors.crypto_lake.s3_download import ListedObject, download_verified, is_current
+from market_pipeline.vendors.lake_shaped import LakeShapedBooks
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,9 @@ T = TypeVar("T")
 DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled", "ExpiredToken"}
 
 
-class S3Source:
+class S3Source(LakeShapedBooks):
     name = "s3"
+    tables = LAKE_TABLES
 
     def __init__(self, settings: S3Settings, cache_root: Path):
         self.settings = settings
@@ -103,7 +106,12 @@ class S3Source:
     # -- internals -----------------------------------------------------------------------
 
     def _key_prefix(self, table: str, instrument: Instrument, day: dt.date | None = None) -> str:
-        parts = [self.settings.prefix.strip("/"), table, f"exchange={instrument.exchange}", f"symbol={instrument.symbol}"]
+        parts = [
+            self.settings.prefix.strip("/"),
+            table,
+            f"exchange={instrument.exchange}",
+            f"symbol={instrument.symbol}",
+        ]
         if day is not None:
             parts.append(f"dt={day.isoformat()}")
         return "/".join(p for p in parts if p) + "/"
@@ -166,8 +174,7 @@ class S3Source:
             raise self._client_error(exc, target, key) from None
         except (BotoConnectionError, HTTPClientError) as exc:
             raise S3TargetFailed(
-                f"{target.label} unreachable for {target.url(key)} after "
-                f"{self.settings.max_attempts} attempt(s): {exc}"
+                f"{target.label} unreachable for {target.url(key)} after {self.settings.max_attempts} attempt(s): {exc}"
             ) from None
 
     def _client_error(self, exc: ClientError, target: S3Target, key: str) -> S3SourceError:
@@ -189,7 +196,9 @@ class S3Source:
                 f"{target.label}: server error {status} {code} on {operation} of {target.url(key)} "
                 f"after {self.settings.max_attempts} attempt(s)"
             )
-        return S3SourceError(f"{target.label}: {operation} of {target.url(key)} failed: {code} {error.get('Message', '')}")
+        return S3SourceError(
+            f"{target.label}: {operation} of {target.url(key)} failed: {code} {error.get('Message', '')}"
+        )
 
     def _with_failover(self, operation: Callable[[S3Target], T]) -> tuple[T, S3Target]:
         """Run `operation` against each target in turn until one does not fail; targets that

@@ -20,7 +20,7 @@ from botocore.exceptions import ProfileNotFound
 from dotenv import dotenv_values
 
 from market_pipeline.core.security.scrub import redact_url
-from market_pipeline.settings import S3Settings
+from market_pipeline.vendors.crypto_lake.config import S3Settings
 
 AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 DOTENV_FILE = Path(".env")
@@ -146,4 +146,3 @@ class S3Access:
             signature_version=UNSIGNED if self.settings.anonymous else None,
         )
         return self.session.client("s3", endpoint_url=target.endpoint_url, config=config)
-

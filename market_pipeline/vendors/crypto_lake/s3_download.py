@@ -119,7 +119,7 @@ def download_verified(client, target: S3Target, obj: ListedObject, local: Path, 
             "size": obj.size,
             "etag": obj.etag,
             "served_by": target.label,
-            "downloaded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "downloaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         write_text_atomic(sidecar, json.dumps(record, indent=2))
         return obj.size

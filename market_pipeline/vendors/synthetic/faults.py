@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from market_pipeline.settings import FaultSettings
+from market_pipeline.vendors.synthetic.config import FaultSettings
 
 FAULT_NAMES = (
     "dropped_messages",
@@ -57,9 +57,7 @@ class DeltaRows:
 
     @staticmethod
     def concat(first: DeltaRows, second: DeltaRows) -> DeltaRows:
-        return DeltaRows(*(
-            np.concatenate([getattr(first, f.name), getattr(second, f.name)]) for f in fields(first)
-        ))
+        return DeltaRows(*(np.concatenate([getattr(first, f.name), getattr(second, f.name)]) for f in fields(first)))
 
 
 @dataclass(frozen=True)
@@ -90,9 +88,7 @@ class FaultInjector:
         wanted = sum(counts.values())
         slots = max(0, int(expected_messages * _TARGET_SPAN) // 2 - 1)
         if wanted > slots:
-            raise ValueError(
-                f"a day of ~{expected_messages} messages cannot hold {wanted} faulty messages"
-            )
+            raise ValueError(f"a day of ~{expected_messages} messages cannot hold {wanted} faulty messages")
         offsets = 2 * (1 + rng.choice(slots, size=wanted, replace=False))
         picks = rng.random(wanted)
         ulps = rng.integers(1, 5, size=wanted) * rng.choice([-1, 1], size=wanted)
@@ -118,13 +114,15 @@ class FaultInjector:
                 skew = int(rng.uniform(2, 5) * _SECOND)
             else:
                 skew = -int(rng.uniform(0.5, 2) * _SECOND)
-            self._episodes.append({
-                "start_origin_time": start,
-                "end_origin_time": start + length,
-                "skew_ns": skew,
-                "delta_rows": 0,
-                "book_rows": 0,
-            })
+            self._episodes.append(
+                {
+                    "start_origin_time": start,
+                    "end_origin_time": start + length,
+                    "skew_ns": skew,
+                    "delta_rows": 0,
+                    "book_rows": 0,
+                }
+            )
         self._truncate = faults.truncated_file
         self._held: DeltaRows | None = None
 
@@ -163,12 +161,14 @@ class FaultInjector:
             return
         size = tmp_file.stat().st_size
         os.truncate(tmp_file, size // 2)
-        self.records["truncated_file"].append({
-            "table": "book_delta_v2",
-            "path": final_file.relative_to(root).as_posix(),
-            "original_bytes": size,
-            "truncated_bytes": size // 2,
-        })
+        self.records["truncated_file"].append(
+            {
+                "table": "book_delta_v2",
+                "path": final_file.relative_to(root).as_posix(),
+                "original_bytes": size,
+                "truncated_bytes": size // 2,
+            }
+        )
 
     @staticmethod
     def _skew(episode: dict, origin: np.ndarray, received: np.ndarray) -> int:
@@ -200,8 +200,9 @@ class FaultInjector:
         swaps, duplicated = here("out_of_order_rows"), here("duplicated_rows")
         dropped = here("dropped_messages")
         origin = rows.origin_time
-        episodes = [e for e in self._episodes
-                    if e["start_origin_time"] <= origin[-1] and e["end_origin_time"] > origin[0]]
+        episodes = [
+            e for e in self._episodes if e["start_origin_time"] <= origin[-1] and e["end_origin_time"] > origin[0]
+        ]
         if not (off_grid or noise or swaps or duplicated or dropped or episodes):
             return rows
 
@@ -241,11 +242,13 @@ class FaultInjector:
             order = np.insert(order, positions, order[np.array(positions) - 1])
         if dropped:
             for target, start, end in dropped:
-                self.records["dropped_messages"].append({
-                    "sequence_number": target.sequence_number,
-                    "origin_time": int(rows.origin_time[start]),
-                    "rows": end - start,
-                })
+                self.records["dropped_messages"].append(
+                    {
+                        "sequence_number": target.sequence_number,
+                        "origin_time": int(rows.origin_time[start]),
+                        "rows": end - start,
+                    }
+                )
             gone = np.isin(seq[order], [target.sequence_number for target, _, _ in dropped])
             order = order[~gone]
         return rows.take(order)

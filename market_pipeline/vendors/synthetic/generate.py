@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.files import atomic_path, write_text_atomic
 from market_pipeline.core.lake.paths import partition_dir
 from market_pipeline.core.lake.schemas import (
@@ -29,7 +30,7 @@ from market_pipeline.core.lake.schemas import (
     BOOK_SCHEMA,
     TRADES_SCHEMA,
 )
-from market_pipeline.settings import FaultSettings, Instrument, SyntheticSettings
+from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSettings
 from market_pipeline.vendors.synthetic.faults import DeltaRows, FaultInjector
 from market_pipeline.vendors.synthetic.simulator import LEVELS, Block, MarketParams, simulate
 
@@ -47,8 +48,7 @@ _MIN_MID_TICKS = 10_000  # the book spans ~2,000 ticks a side; a coarser grid wo
 _LEVEL_NOTIONAL = 25_000.0  # median resting size, in quote currency
 _TRADE_NOTIONAL = 2_000.0  # median taker size, in quote currency
 
-_ARROW_TYPES = {pl.Int64(): pa.int64(), pl.Float64(): pa.float64(), pl.Boolean(): pa.bool_(),
-                pl.String(): pa.string()}
+_ARROW_TYPES = {pl.Int64(): pa.int64(), pl.Float64(): pa.float64(), pl.Boolean(): pa.bool_(), pl.String(): pa.string()}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class _Grid:
         _, digits, exponent = step.normalize().as_tuple()
         p = int("".join(map(str, digits)))
         self.p = p * 10**exponent if exponent > 0 else p
-        self.q = 10 ** -exponent if exponent < 0 else 1
+        self.q = 10**-exponent if exponent < 0 else 1
         self.step = step
 
     def to_float(self, n: np.ndarray) -> np.ndarray:
@@ -97,9 +97,7 @@ def _unit(digest: bytes, k: int) -> float:
 
 def _market_params(instrument: Instrument, digest: bytes, messages_per_day: float) -> MarketParams:
     symbol = instrument.symbol.upper()
-    nominal = next(
-        (price for prefix, price in _NOMINAL_PRICE.items() if symbol.startswith(prefix)), _OTHER_PRICE
-    )
+    nominal = next((price for prefix, price in _NOMINAL_PRICE.items() if symbol.startswith(prefix)), _OTHER_PRICE)
     price = Decimal(nominal * (0.9 + 0.2 * _unit(digest, 0)))
     mid_ticks = max(int(price / instrument.tick_size), _MIN_MID_TICKS)
     mid_price = float(mid_ticks * instrument.tick_size)
@@ -164,9 +162,7 @@ def generate_day(
     every 100 ms whatever the scale. Same settings, instrument, day and scale give
     byte-identical files.
     """
-    market_key = (
-        settings.seed, instrument.exchange, instrument.symbol, day.isoformat(), settings.profile
-    )
+    market_key = (settings.seed, instrument.exchange, instrument.symbol, day.isoformat(), settings.profile)
     market_digest = _digest(*market_key, scale)
     faults = settings.faults if settings.faults.applies_to(day) else FaultSettings()
     fault_digest = _digest(*market_key, scale, faults.model_dump_json())
@@ -194,15 +190,16 @@ def generate_day(
         table: partition_dir(out_root, table, instrument.exchange, instrument.symbol, day) / PART_FILE
         for table in ("trades", "book", "book_delta_v2")
     }
-    truth_dir = partition_dir(out_root / GROUND_TRUTH_DIR, "synthetic", instrument.exchange,
-                              instrument.symbol, day)
+    truth_dir = partition_dir(out_root / GROUND_TRUTH_DIR, "synthetic", instrument.exchange, instrument.symbol, day)
     truth_path = truth_dir / "truth_book.parquet"
     rows = dict.fromkeys(files, 0)
     last_sequence = params.first_sequence
 
     with ExitStack() as stack:
-        def open_writer(final: Path, schema: dict[str, pl.DataType], **options: object
-                        ) -> tuple[Path, pq.ParquetWriter]:
+
+        def open_writer(
+            final: Path, schema: dict[str, pl.DataType], **options: object
+        ) -> tuple[Path, pq.ParquetWriter]:
             tmp = stack.enter_context(atomic_path(final))
             writer = pq.ParquetWriter(tmp, _arrow_schema(schema), compression="snappy", **options)
             stack.callback(writer.close)  # on error; closing twice is harmless
@@ -212,8 +209,7 @@ def generate_day(
         _, book_out = open_writer(files["book"], BOOK_SCHEMA)
         _, truth_out = open_writer(truth_path, BOOK_SCHEMA)
         # Delta values rarely repeat: dictionary pages would make the file slower and larger.
-        delta_tmp, delta_out = open_writer(files["book_delta_v2"], BOOK_DELTA_SCHEMA,
-                                           use_dictionary=False)
+        delta_tmp, delta_out = open_writer(files["book_delta_v2"], BOOK_DELTA_SCHEMA, use_dictionary=False)
 
         def write_deltas(delta: DeltaRows | None) -> None:
             if delta is not None and len(delta):
@@ -224,15 +220,19 @@ def generate_day(
             if len(block.t_origin):
                 trades_out.write_table(_trades_table(block, price_grid, lot_grid))
                 rows["trades"] += len(block.t_origin)
-            write_deltas(injector.push(DeltaRows(
-                origin_time=block.d_origin,
-                received_time=block.d_recv,
-                sequence_number=block.d_seq,
-                side_is_bid=block.d_bid,
-                price=price_grid.to_float(block.d_tick),
-                size=lot_grid.to_float(block.d_size),
-                tick=block.d_tick,
-            )))
+            write_deltas(
+                injector.push(
+                    DeltaRows(
+                        origin_time=block.d_origin,
+                        received_time=block.d_recv,
+                        sequence_number=block.d_seq,
+                        side_is_bid=block.d_bid,
+                        price=price_grid.to_float(block.d_tick),
+                        size=lot_grid.to_float(block.d_size),
+                        tick=block.d_tick,
+                    )
+                )
+            )
 
         def write_books(block: Block) -> None:
             if len(block.s_origin):
@@ -245,16 +245,17 @@ def generate_day(
         # The kernel releases the GIL: it simulates the next block while two writer lanes
         # write this one. Each file has one lane, so its row order is fixed; one block in
         # flight bounds memory.
-        with ThreadPoolExecutor(1, "synthetic-deltas") as deltas_lane, \
-                ThreadPoolExecutor(1, "synthetic-books") as books_lane:
+        with (
+            ThreadPoolExecutor(1, "synthetic-deltas") as deltas_lane,
+            ThreadPoolExecutor(1, "synthetic-books") as books_lane,
+        ):
             pending: list[Future[None]] = []
             for block in simulate(params, rng_state, day_start):
                 if len(block.d_seq):
                     last_sequence = int(block.d_seq[-1])
                 for future in pending:
                     future.result()
-                pending = [deltas_lane.submit(write_trades_and_deltas, block),
-                           books_lane.submit(write_books, block)]
+                pending = [deltas_lane.submit(write_trades_and_deltas, block), books_lane.submit(write_books, block)]
             for future in pending:
                 future.result()
         write_deltas(injector.finish())

@@ -214,10 +214,35 @@ def _snapshot(book, st, is_bid, k, out_tick, out_size):
 
 
 @njit(cache=True, nogil=True)
-def run(bid, ask, st, fstate, rng, ip, fp, chunk_end,
-        d_origin, d_recv, d_seq, d_bid, d_tick, d_size,
-        t_origin, t_recv, t_buy, t_tick, t_qty, t_id,
-        s_origin, s_recv, s_seq, s_bid_tick, s_bid_size, s_ask_tick, s_ask_size):
+def run(
+    bid,
+    ask,
+    st,
+    fstate,
+    rng,
+    ip,
+    fp,
+    chunk_end,
+    d_origin,
+    d_recv,
+    d_seq,
+    d_bid,
+    d_tick,
+    d_size,
+    t_origin,
+    t_recv,
+    t_buy,
+    t_tick,
+    t_qty,
+    t_id,
+    s_origin,
+    s_recv,
+    s_seq,
+    s_bid_tick,
+    s_bid_size,
+    s_ask_tick,
+    s_ask_size,
+):
     """Advance the market until chunk_end (ns, exclusive) or until an output buffer is full.
 
     fstate[0] is the latent fair price in ladder-index units; it carries over between calls
@@ -272,9 +297,30 @@ def run(bid, ask, st, fstate, rng, ip, fp, chunk_end,
                     n_rows = _emit(d_bid, d_tick, d_size, n_rows, n_rows, False, base + j, ask[j])
                 j += 1
         else:
-            n_rows, n_trades = _message(bid, ask, st, fstate, rng, ip, fp, min_levels, t, recv,
-                                        d_bid, d_tick, d_size, row_start, n_rows,
-                                        t_origin, t_recv, t_buy, t_tick, t_qty, t_id, n_trades)
+            n_rows, n_trades = _message(
+                bid,
+                ask,
+                st,
+                fstate,
+                rng,
+                ip,
+                fp,
+                min_levels,
+                t,
+                recv,
+                d_bid,
+                d_tick,
+                d_size,
+                row_start,
+                n_rows,
+                t_origin,
+                t_recv,
+                t_buy,
+                t_tick,
+                t_qty,
+                t_id,
+                n_trades,
+            )
         seq = st[S_NEXT_SEQ]
         for r in range(row_start, n_rows):
             d_origin[r] = t
@@ -288,9 +334,30 @@ def run(bid, ask, st, fstate, rng, ip, fp, chunk_end,
 
 
 @njit(cache=True, nogil=True)
-def _message(bid, ask, st, fstate, rng, ip, fp, min_levels, t, recv,
-             d_bid, d_tick, d_size, row_start, n_rows,
-             t_origin, t_recv, t_buy, t_tick, t_qty, t_id, n_trades):
+def _message(
+    bid,
+    ask,
+    st,
+    fstate,
+    rng,
+    ip,
+    fp,
+    min_levels,
+    t,
+    recv,
+    d_bid,
+    d_tick,
+    d_size,
+    row_start,
+    n_rows,
+    t_origin,
+    t_recv,
+    t_buy,
+    t_tick,
+    t_qty,
+    t_id,
+    n_trades,
+):
     base = st[S_BASE]
     # The latent fair price leads; the book follows it through biased trades and new touches.
     mid = 0.5 * (st[S_BEST_BID] + st[S_BEST_ASK])
@@ -315,8 +382,7 @@ def _message(bid, ask, st, fstate, rng, ip, fp, min_levels, t, recv,
             d = min(_geometric(rng, 1.0), gap - 1)
             idx = bb + 1 + d if is_bid else ba - 1 - d
             book = bid if is_bid else ask
-            size = _add_level(book, st, is_bid, idx,
-                              _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
+            size = _add_level(book, st, is_bid, idx, _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
             n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
         elif _uniform(rng) < fp[F_TRADE_PROB]:
             is_buy = _uniform(rng) < p_up
@@ -352,8 +418,7 @@ def _message(bid, ask, st, fstate, rng, ip, fp, min_levels, t, recv,
                 else:
                     book[idx] -= fill
                     size = book[idx]
-                n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, maker_is_bid,
-                               base + idx, size)
+                n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, maker_is_bid, base + idx, size)
                 remaining -= fill
                 if remaining == 0:
                     break
@@ -369,8 +434,7 @@ def _message(bid, ask, st, fstate, rng, ip, fp, min_levels, t, recv,
                 else:
                     d = int(_uniform(rng) * window)
                 idx = min(max(st[best_slot] + step * d, 1), LADDER - 2)
-                size = _add_level(book, st, is_bid, idx,
-                                  _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
+                size = _add_level(book, st, is_bid, idx, _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
             else:
                 worst = st[worst_slot]
                 if (worst - st[best_slot]) * step > (3 * window) // 2:
@@ -433,8 +497,9 @@ class Block:
     s_ask_size: np.ndarray
 
 
-def simulate(params: MarketParams, rng_state: np.ndarray, day_start_ns: int,
-             chunk_ns: int = 3_600_000_000_000) -> Iterator[Block]:
+def simulate(
+    params: MarketParams, rng_state: np.ndarray, day_start_ns: int, chunk_ns: int = 3_600_000_000_000
+) -> Iterator[Block]:
     """Yield the day's market in blocks of at most chunk_ns of origin time, in order."""
     day_ns = 86_400_000_000_000
     snap_interval = 100_000_000
@@ -487,8 +552,7 @@ def simulate(params: MarketParams, rng_state: np.ndarray, day_start_ns: int,
     for chunk_end in range(day_start_ns + chunk_ns, day_start_ns + day_ns + 1, chunk_ns):
         done = False
         while not done:
-            n_rows, n_trades, n_snaps, done = run(bid, ask, st, fstate, rng, ip, fp, chunk_end,
-                                                  *d, *tr, *sn)
+            n_rows, n_trades, n_snaps, done = run(bid, ask, st, fstate, rng, ip, fp, chunk_end, *d, *tr, *sn)
             yield Block(
                 *(a[:n_rows].copy() for a in d),
                 *(a[:n_trades].copy() for a in tr),

@@ -10,14 +10,17 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
+from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.files import write_text_atomic
 from market_pipeline.core.lake.paths import partition_dir
-from market_pipeline.settings import Instrument, SyntheticSettings
+from market_pipeline.vendors.base import LAKE_TABLES
 from market_pipeline.vendors.crypto_lake.local import LocalLakeSource
+from market_pipeline.vendors.lake_shaped import LakeShapedBooks
+from market_pipeline.vendors.synthetic.config import SyntheticSettings
 from market_pipeline.vendors.synthetic.generate import GENERATOR_VERSION, generate_day
 
 
@@ -52,10 +55,9 @@ def _day_lock(root: Path, instrument: Instrument, day: dt.date) -> Iterator[None
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class SyntheticSource:
+class SyntheticSource(LakeShapedBooks):
     name = "synthetic"
-    # Messages carry sequence numbers that grow by exactly one, so a jump proves a gap.
-    sequence_semantics = "contiguous"
+    tables = LAKE_TABLES
 
     def __init__(self, settings: SyntheticSettings, root: Path):
         self.settings = settings
@@ -76,3 +78,10 @@ class SyntheticSource:
     def fetch(self, table: str, instrument: Instrument, day: dt.date) -> list[Path]:
         self.ensure_day(instrument, day)
         return self._lake.fetch(table, instrument, day)
+
+    def available_days(self, table: str, instrument: Instrument) -> None:
+        return None  # any day can be generated: there are no new days to notice
+
+    def sequence_semantics(self, instrument: Instrument) -> SequenceSemantics:
+        # Messages carry sequence numbers that grow by exactly one, so a jump proves a gap.
+        return "contiguous"

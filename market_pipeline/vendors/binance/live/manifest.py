@@ -43,7 +43,9 @@ class Manifest:
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
-                if data.get("format") != FORMAT or not all(isinstance(data.get(k), list) for k in ("runs", "files", "gaps")):
+                if data.get("format") != FORMAT or not all(
+                    isinstance(data.get(k), list) for k in ("runs", "files", "gaps")
+                ):
                     raise ValueError(f"not a format {FORMAT} capture manifest")
             except (OSError, ValueError, AttributeError) as exc:
                 raise ManifestError(

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from market_pipeline.core.security.scrub import redact_url
+from market_pipeline.core.telemetry.telemetry import count
 from market_pipeline.vendors.binance.live.manifest import Manifest
 from market_pipeline.vendors.binance.live.snapshot import SnapshotError, fetch_snapshot
 from market_pipeline.vendors.binance.live.sync import DiffChain
 from market_pipeline.vendors.binance.live.websocket import WebSocket, connect
 from market_pipeline.vendors.binance.live.writer import HourlyCaptureWriter
-from market_pipeline.core.telemetry.telemetry import count
-from market_pipeline.core.security.scrub import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,8 @@ class _Recorder:
                     break
                 log.info(
                     "capture: snapshot lastUpdateId=%d is older than the first buffered diff U=%s; taking another",
-                    snapshot.last_update_id, self.chain.first_update_id,
+                    snapshot.last_update_id,
+                    self.chain.first_update_id,
                 )
             await asyncio.sleep(backoff_delay(attempt))
             attempt += 1
@@ -249,8 +250,13 @@ async def record(options: CaptureOptions) -> CaptureReport:
         recorder.finish()
         report = recorder.report
         run.update(
-            ended_ns=time.time_ns(), connections=report.connections, snapshots=report.snapshots,
-            messages=report.messages, lines=recorder.writer.lines, files=len(report.files), gaps=len(report.gaps),
+            ended_ns=time.time_ns(),
+            connections=report.connections,
+            snapshots=report.snapshots,
+            messages=report.messages,
+            lines=recorder.writer.lines,
+            files=len(report.files),
+            gaps=len(report.gaps),
         )
         manifest.save()
         count("mdp_capture_messages_total", report.messages, market=options.market)

@@ -144,7 +144,7 @@ class WebSocket:
             self._writer.close()
             try:
                 await asyncio.wait_for(self._writer.wait_closed(), 1.0)
-            except (ConnectionError, OSError, asyncio.TimeoutError, ssl.SSLError):
+            except (TimeoutError, ConnectionError, OSError, ssl.SSLError):
                 pass
 
 

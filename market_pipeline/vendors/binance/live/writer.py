@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from market_pipeline.vendors.binance.live.manifest import Manifest
 from market_pipeline.core.lake.files import PRIVATE_FILE_MODE
 from market_pipeline.core.lake.paths import make_private_dirs
 from market_pipeline.core.security.crypto import EncryptingWriter
+from market_pipeline.vendors.binance.live.manifest import Manifest
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_HOUR = 3_600 * NS_PER_SECOND
@@ -44,7 +44,7 @@ class _HourFile:
         self.last_ns = 0
 
     def write(self, recv_ns: int, line: str) -> None:
-        self.gzip.write(f"{recv_ns} {line}\n".encode("utf-8"))
+        self.gzip.write(f"{recv_ns} {line}\n".encode())
         if not self.lines:
             self.first_ns = recv_ns
         self.last_ns = recv_ns
@@ -74,7 +74,7 @@ class HourlyCaptureWriter:
         self.lines = 0
 
     def _path_for(self, hour: int) -> Path:
-        start = dt.datetime.fromtimestamp(hour * 3_600, dt.timezone.utc)
+        start = dt.datetime.fromtimestamp(hour * 3_600, dt.UTC)
         suffix = ".gz.enc" if self.master_key is not None else ".gz"
         name = f"{self.stem}_{start:%Y%m%d}{suffix}"
         base = f"{start:%Y%m%d}T{start:%H}"

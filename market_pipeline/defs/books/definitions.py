@@ -1,0 +1,11 @@
+"""The books stage: `reconstructed_books` and its per-day checks."""
+
+import dagster as dg
+
+from market_pipeline.defs.books.assets import build_book_assets
+from market_pipeline.defs.books.checks import build_book_checks
+
+
+def build_book_definitions(partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
+    """The books stage's asset and checks, partitioned by `partitions_def`."""
+    return dg.Definitions(assets=build_book_assets(partitions_def), asset_checks=build_book_checks(partitions_def))

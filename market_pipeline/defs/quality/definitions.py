@@ -1,0 +1,10 @@
+"""The quality stage: `validation_reports` (daily and hourly tables, and the day's HTML report)."""
+
+import dagster as dg
+
+from market_pipeline.defs.quality.assets import build_quality_assets
+
+
+def build_quality_definitions(partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
+    """The quality stage's assets, partitioned by `partitions_def`."""
+    return dg.Definitions(assets=build_quality_assets(partitions_def))

@@ -1,0 +1,94 @@
+"""The capture source's books: Binance's sync rules over the raw capture tables of one day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from market_pipeline.core.book.rebuild import Grid
+from market_pipeline.core.lake.paths import (
+    PARTITION_FILE,
+    books_partition_dir,
+    capture_fidelity_dir,
+    checkpoint_path,
+    raw_partition_dir,
+)
+from market_pipeline.vendors.base import BookDay
+from market_pipeline.vendors.binance.capture_format import LAKE_EXCHANGES
+from market_pipeline.vendors.binance.rebuild import CaptureRebuildResult, rebuild_capture_day
+
+REQUIRED_TABLES = ("book_delta_v2", "depth_snapshot", "book_ticker")
+
+
+@dataclass
+class CaptureBookResult:
+    """A `CaptureRebuildResult` as the books stage reports it."""
+
+    result: CaptureRebuildResult
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return self.result.counters
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
+
+    @property
+    def events(self) -> int:
+        return self.result.counters["diffs"]
+
+    @property
+    def totals(self) -> dict[str, int]:
+        c = self.result.counters
+        return {"deltas_applied": c["deltas_applied"], "gaps": c["gaps"], "fills": 0}
+
+    def metadata(self, key: str) -> dict[str, object]:
+        return self.result.metadata(key)
+
+    def summary(self) -> str:
+        c, r = self.result.counters, self.result
+        return (
+            f"{c['applied']} of {c['diffs']} diffs applied, {c['gaps']} gaps, "
+            f"{c['ticker_mismatches']} ticker mismatches, {c['rows_written']} rows, "
+            f"start={r.start_mode}, {r.seconds:.1f}s"
+        )
+
+
+def rebuild_capture_books(
+    job: BookDay, covered: bool, capture_files: int, fidelity_interval_ms: int
+) -> CaptureBookResult | None:
+    """Rebuild one instrument-day from its raw capture partitions; None when no capture covers it
+    (`covered` is False and the raw stage wrote no diffs for it). Beside the books it writes the
+    fidelity table (rebuilt and bookTicker tops on a `fidelity_interval_ms` grid) that
+    validation_reports reads; `capture_files` is how many capture files hold data of the day."""
+    lake, instrument, day = job.lake_dir, job.instrument, job.day
+    ex, sym = instrument.exchange, instrument.symbol
+    raw = {
+        t: raw_partition_dir(lake, t, ex, sym, day) / PARTITION_FILE
+        for t in ("book_delta_v2", "depth_snapshot", "book_ticker", "book", "trades")
+    }
+    if not raw["book_delta_v2"].is_file() and not covered:
+        return None
+    for table in REQUIRED_TABLES:
+        if not raw[table].is_file():
+            raise FileNotFoundError(f"{instrument.key} {day}: raw partition missing: {raw[table]}")
+    result = rebuild_capture_day(
+        fidelity_path=capture_fidelity_dir(lake, ex, sym, day) / PARTITION_FILE,
+        fidelity_interval_ms=fidelity_interval_ms,
+        capture_files=capture_files,
+        deltas_path=raw["book_delta_v2"],
+        snapshots_path=raw["depth_snapshot"],
+        tickers_path=raw["book_ticker"],
+        book_path=raw["book"],
+        trades_path=raw["trades"],
+        output_path=books_partition_dir(lake, ex, sym, day) / PARTITION_FILE,
+        checkpoint_in=checkpoint_path(lake, ex, sym, day - dt.timedelta(days=1)),
+        checkpoint_out=checkpoint_path(lake, ex, sym, day),
+        grid=Grid(instrument.tick_size, instrument.lot_size),
+        day=day,
+        futures=instrument.exchange != LAKE_EXCHANGES["spot"],
+        depth=job.depth,
+        interval_ms=job.interval_ms,
+    )
+    return CaptureBookResult(result)

@@ -1,0 +1,136 @@
+"""Books for vendors whose raw tables are lake-shaped deltas and snapshots (Crypto Lake,
+synthetic, Tardis): core's generic delta replay, checked against the vendor's snapshots."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from market_pipeline.core.book.rebuild import Grid, RebuildResult, rebuild_day
+from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.lake.files import atomic_path
+from market_pipeline.core.lake.paths import (
+    PARTITION_FILE,
+    book_agreement_dir,
+    books_partition_dir,
+    checkpoint_path,
+    raw_partition_dir,
+)
+from market_pipeline.core.security.audit import audit_read
+from market_pipeline.core.telemetry.telemetry import count
+from market_pipeline.vendors.base import BookDay
+
+
+@dataclass
+class LakeBookResult:
+    """A `RebuildResult` as the books stage reports it."""
+
+    result: RebuildResult
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return self.result.counters
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
+
+    @property
+    def events(self) -> int:
+        return self.result.counters["messages"]
+
+    @property
+    def totals(self) -> dict[str, int]:
+        c = self.result.counters
+        gaps = c["sequence_gaps"] + c["divergences"] + c["out_of_order_messages"]
+        return {"deltas_applied": c["deltas_applied"], "gaps": gaps, "fills": c["fills"]}
+
+    def metadata(self, key: str) -> dict[str, object]:
+        r, c = self.result, self.result.counters
+        return {
+            f"{key} messages": c["messages"],
+            f"{key} deltas_applied": c["deltas_applied"],
+            f"{key} gaps": self.totals["gaps"],
+            f"{key} fills": c["fills"],
+            f"{key} crossed_events": c["crossed_events"],
+            f"{key} precision_loss_events": r.precision_events,
+            f"{key} vendor_snapshot_match_share": (
+                c["vendor_snapshots_matched"] / c["vendor_snapshots"] if c["vendor_snapshots"] else 0.0
+            ),
+            f"{key} deltas_per_second": r.rows_in / r.seconds if r.seconds else 0.0,
+            f"{key} peak_rss_mb": r.peak_rss_bytes / 2**20,
+            f"{key} start_mode": r.start_mode,
+            # A dict is stored as JSON metadata.
+            f"{key} detail": {
+                "counters": c,
+                "hourly": r.hourly,
+                "precision_examples": r.precision_examples[:20],
+                "batches": r.batches,
+                "seconds": round(r.seconds, 3),
+                "output": str(r.output),
+            },
+        }
+
+    def summary(self) -> str:
+        c = self.result.counters
+        return (
+            f"{c['deltas_applied']} deltas, {c['rows_written']} rows, start={self.result.start_mode}, "
+            f"{self.result.seconds:.1f}s"
+        )
+
+
+def _record_telemetry(instrument: str, result: RebuildResult) -> None:
+    c = result.counters
+    count("mdp_book_deltas_applied_total", c["deltas_applied"], instrument=instrument)
+    count("mdp_book_messages_total", c["messages"], instrument=instrument)
+    count("mdp_sequence_gaps_total", c["sequence_gaps"], instrument=instrument, kind="sequence_gap")
+    count("mdp_sequence_gaps_total", c["divergences"], instrument=instrument, kind="divergence")
+    count("mdp_sequence_gaps_total", c["out_of_order_messages"], instrument=instrument, kind="out_of_order")
+    count("mdp_gaps_filled_total", c["fills"], instrument=instrument)
+    count("mdp_precision_loss_total", result.precision_events, instrument=instrument)
+    count("mdp_crossed_books_total", c["crossed_events"], instrument=instrument)
+
+
+def rebuild_lake_books(job: BookDay, semantics: SequenceSemantics) -> LakeBookResult:
+    """Replay the day's raw `book_delta_v2` against its `book` snapshots into the books lake."""
+    lake, instrument, day = job.lake_dir, job.instrument, job.day
+    ex, sym = instrument.exchange, instrument.symbol
+    deltas = raw_partition_dir(lake, "book_delta_v2", ex, sym, day) / PARTITION_FILE
+    book = raw_partition_dir(lake, "book", ex, sym, day) / PARTITION_FILE
+    for needed in (deltas, book):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{instrument.key} {day}: raw partition missing: {needed}")
+    previous = checkpoint_path(lake, ex, sym, day - dt.timedelta(days=1))
+    for read in (deltas, book, previous):
+        audit_read(read)  # the previous day's checkpoint only if it exists
+    result = rebuild_day(
+        deltas_path=deltas,
+        book_path=book,
+        output_path=books_partition_dir(lake, ex, sym, day) / PARTITION_FILE,
+        checkpoint_in=previous,
+        checkpoint_out=checkpoint_path(lake, ex, sym, day),
+        grid=Grid(instrument.tick_size, instrument.lot_size),
+        day=day,
+        contiguous=semantics == "contiguous",
+        depth=job.depth,
+        interval_ms=job.interval_ms,
+    )
+    with atomic_path(book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE) as tmp:
+        pq.write_table(result.agreement, tmp)
+    _record_telemetry(instrument.key, result)
+    return LakeBookResult(result)
+
+
+class LakeShapedBooks:
+    """Mixin for sources serving lake-shaped tables: sequence semantics from the instrument's
+    configuration and books from the generic delta replay."""
+
+    book_agreement = True
+
+    def sequence_semantics(self, instrument: Instrument) -> SequenceSemantics:
+        return instrument.spec.sequence
+
+    def rebuild_books(self, job: BookDay) -> LakeBookResult:
+        return rebuild_lake_books(job, self.sequence_semantics(job.instrument))
