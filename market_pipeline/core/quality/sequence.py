@@ -1,6 +1,6 @@
 """Sequence gaps in a raw `book_delta_v2` day, and which vendor snapshot repairs each one.
 
-Mirrors the book kernel (`book/lake_replay.py`) so the figures match the rebuild's counters:
+Mirrors the book kernel (`core/book/delta_replay.py`) so the figures match the rebuild's counters:
 - a message is a run of rows sharing (received_time, sequence_number);
 - a message numbered below the highest number seen so far is out of order (the kernel skips
   it, so its update is lost until the next snapshot);

@@ -93,7 +93,7 @@ FIDELITY_SCHEMA = pa.schema(
 
 @dataclass
 class CaptureRebuildResult:
-    counters: dict[str, int]  # binance_replay counter names, plus rows_written and friends
+    counters: dict[str, int]  # sync_kernel counter names, plus rows_written and friends
     start_mode: str  # START_CHECKPOINT or START_SNAPSHOT
     continuous_at_start: bool | None  # first diff continued the checkpoint's chain; None: no checkpoint used
     trades: int

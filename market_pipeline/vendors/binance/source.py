@@ -1,7 +1,7 @@
 """`PIPELINE_SOURCE=capture`: raw Binance captures under PIPELINE_CAPTURE_DIR, served as lake tables.
 
 Capture files (``<receive ns> <JSON>`` lines, gzip or plain, optionally encrypted; see
-``sources/capture.py``) are parsed one by one, grouped by instrument, put in time order (by their
+``vendors/binance/capture_format.py``) are parsed one by one, grouped by instrument, put in time order (by their
 first receive time), concatenated with one running line order (so a capture crossing midnight
 replays as one stream), split by the UTC day of ``received_time`` and cached as
 ``tables/{table}/exchange=X/symbol=Y/dt=D/data.parquet`` under ``$PIPELINE_DATA_DIR/sources/capture``.
