@@ -73,6 +73,22 @@ class BookDayResult(Protocol):
         ...
 
 
+@dataclass
+class WrappedBookResult:
+    """Base of a vendor's `BookDayResult`: the counters and time of the rebuild result it wraps;
+    subclasses add `events`, `totals`, `metadata` and `summary`."""
+
+    result: Any
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return self.result.counters
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
+
+
 class VendorSource(Protocol):
     name: str
     tables: frozenset[str]

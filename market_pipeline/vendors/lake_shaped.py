@@ -20,22 +20,14 @@ from market_pipeline.core.lake.paths import (
 )
 from market_pipeline.core.security.audit import audit_read
 from market_pipeline.core.telemetry.telemetry import count
-from market_pipeline.vendors.base import BookDay
+from market_pipeline.vendors.base import BookDay, WrappedBookResult
 
 
 @dataclass
-class LakeBookResult:
+class LakeBookResult(WrappedBookResult):
     """A `RebuildResult` as the books stage reports it."""
 
     result: RebuildResult
-
-    @property
-    def counters(self) -> dict[str, int]:
-        return self.result.counters
-
-    @property
-    def seconds(self) -> float:
-        return self.result.seconds
 
     @property
     def events(self) -> int:

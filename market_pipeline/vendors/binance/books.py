@@ -13,7 +13,7 @@ from market_pipeline.core.lake.paths import (
     checkpoint_path,
     raw_partition_dir,
 )
-from market_pipeline.vendors.base import BookDay
+from market_pipeline.vendors.base import BookDay, WrappedBookResult
 from market_pipeline.vendors.binance.capture_format import LAKE_EXCHANGES
 from market_pipeline.vendors.binance.rebuild import CaptureRebuildResult, rebuild_capture_day
 
@@ -21,18 +21,10 @@ REQUIRED_TABLES = ("book_delta_v2", "depth_snapshot", "book_ticker")
 
 
 @dataclass
-class CaptureBookResult:
+class CaptureBookResult(WrappedBookResult):
     """A `CaptureRebuildResult` as the books stage reports it."""
 
     result: CaptureRebuildResult
-
-    @property
-    def counters(self) -> dict[str, int]:
-        return self.result.counters
-
-    @property
-    def seconds(self) -> float:
-        return self.result.seconds
 
     @property
     def events(self) -> int:
