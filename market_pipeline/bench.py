@@ -1,19 +1,26 @@
-"""`make bench`: how fast the book rebuild is on one realistic synthetic instrument-day.
+"""`make bench`: how fast the whole graph and the book rebuild are on one realistic synthetic day.
 
-Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N]`. It builds (once, cached
-by the synthetic source's fingerprint) a `profile=realistic` day of one instrument, imports it
-into the raw lake (again only when the generated day changed), then measures in one run:
+Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N] [--parallel-scale P]`. It
+builds (once, cached by the synthetic source's fingerprint) a `profile=realistic` day of one
+instrument, imports it into the raw lake (again only when the generated day changed), then
+measures in one run:
 
 - read only: the raw delta and snapshot Parquet columns the rebuild reads, in the same batches
-  and on two threads as the rebuild does, and nothing else (best of two runs);
+  and on two threads as the rebuild does, and nothing else (best of two runs): the book floor;
+- raw read: every raw Parquet file of the day, all columns (best of two): the graph floor;
 - end to end: `book.assets.rebuild_instrument_day` (read, convert, replay, build the decimal
   output, write books, agreement and checkpoint) in a child process, so its peak RSS is its
   own; the time is the call, imports excluded, loading numba's cached machine code included;
-- core: the production kernel `delta_replay.replay_lake_batch` over the whole day's int64
-  arrays, a row with the best bid/ask written after every message (interval 0, depth 1, no
-  vendor snapshots), compile excluded;
+- core: the production kernel `delta_replay.replay_lake_batch` as production runs it, inside
+  that rebuild (a row every 100 ms and at each vendor snapshot, depth 20, snapshots checked):
+  the day's deltas over the kernel's wall time;
 - peer: the vendor's `lakeapi.orderbook.OrderBookUpdater` on the first `--peer-rows` deltas,
-  best bid/ask read after every message, against our core on the same rows.
+  best bid/ask read after every message, against our kernel doing the same on the same rows;
+- graph: `market-pipeline run` of the whole graph for the day, in a subprocess with its own
+  DAGSTER_HOME; the resident memory (PSS) of its whole process tree is sampled every 0.2 s; seconds per step
+  from the run's step events, peak RSS per step from the samples inside the step;
+- parallel: the raw and book steps of two instruments (scale `--parallel-scale`) with
+  PIPELINE_WORKERS=2 against 1, from their step events.
 
 Human-readable figures go first; the last line is one JSON object.
 """
@@ -25,7 +32,11 @@ import datetime as dt
 import json
 import multiprocessing as mp
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -46,16 +57,23 @@ from market_pipeline.core.telemetry.memory import peak_rss_bytes
 from market_pipeline.settings import PipelineSettings, load_settings
 
 BENCH_INSTRUMENT = "BINANCE:BTC-USDT"
+PARALLEL_INSTRUMENTS = ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]
+PARALLEL_STEPS = ("raw_book_deltas", "raw_book_snapshots", "reconstructed_books")
+DEFAULT_PARALLEL_SCALE = 0.25
+RSS_SAMPLE_SECONDS = 0.2
+DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
 BENCH_DAY = dt.date(2024, 3, 1)
 DEFAULT_DATA_DIR = Path("data/bench")
 DEFAULT_PEER_ROWS = 3_000_000
 CORE_CHUNK_ROWS = 4_000_000  # bounds the bench's own memory; the kernel runs on whole messages
 KERNEL_COLUMNS = ["received_time", "sequence_number", "side_is_bid", "price", "size"]
-# The goals of the book-rebuild issue (issue 3, item 8).
+# The goals (issue 3, item 8; issue 11, items 2 and 3).
 GOAL_CORE_DELTAS_PER_S = 50e6
 GOAL_PEER_RATIO = 100.0
-GOAL_E2E_OVER_READ = 1.5
-GOAL_PEAK_RSS_MB = 1024.0
+GOAL_E2E_OVER_READ = 2.0  # the book stage over its read floor
+GOAL_GRAPH_OVER_READ = 5.0  # the whole graph over reading the day's raw Parquet
+GOAL_PARALLEL_SPEEDUP = 1.7
+GOAL_PEAK_RSS_MB = 1024.0  # the whole graph's process tree
 
 
 @dataclass(frozen=True)
@@ -78,11 +96,11 @@ class CoreRun:
         return self.deltas / self.seconds if self.seconds else 0.0
 
 
-def bench_settings(data_dir: Path, scale: float) -> PipelineSettings:
+def bench_settings(data_dir: Path, scale: float, instruments: list[str] | None = None) -> PipelineSettings:
     return load_settings(
         data_dir=data_dir,
         source="synthetic",
-        instruments=[BENCH_INSTRUMENT],
+        instruments=instruments or [BENCH_INSTRUMENT],
         synthetic={"profile": "realistic", "scale": scale},
     )
 
@@ -124,6 +142,16 @@ def read_only_seconds(bench: BenchDay) -> float:
     return time.perf_counter() - started
 
 
+def raw_read_seconds(settings: PipelineSettings, day: dt.date) -> float:
+    """Read every raw Parquet file of the day, all columns (the floor of the whole graph)."""
+    files = sorted((settings.lake_dir / "raw").glob(f"*/*/*/dt={day.isoformat()}/*.parquet"))
+    started = time.perf_counter()
+    for path in files:
+        for _ in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=DELTA_BATCH_ROWS):
+            pass
+    return time.perf_counter() - started
+
+
 def _quiet_dagster() -> None:
     """Hide Dagster's Beta/Preview notices (about APIs the pipeline chose) from the report."""
     import dagster as dg
@@ -152,6 +180,7 @@ def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
             # VmHWM: unlike ru_maxrss it does not inherit the parent's peak through fork and exec.
             "peak_rss_mb": peak_rss_bytes() / 2**20,
             "rows_in": result.rows_in,
+            "messages": result.counters.get("messages", 0),
             "rows_written": result.counters["rows_written"],
             "vendor_snapshots_matched": result.counters["vendor_snapshots_matched"],
             "vendor_snapshots": result.counters["vendor_snapshots"],
@@ -294,70 +323,291 @@ def peer(path: Path, rows: int) -> CoreRun:
     return CoreRun(n, messages, time.perf_counter() - started)
 
 
+class TreeSampler:
+    """The resident memory (PSS where Linux gives it, else RSS) of a process and all its
+    descendants, summed, every `interval` seconds on a thread.
+
+    Sampled from outside: no high-water mark the code under test resets can hide a peak (a peak
+    shorter than the interval can still be missed).
+    """
+
+    def __init__(self, pid: int, interval: float = RSS_SAMPLE_SECONDS) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []  # (time.time(), bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for proc in procs:
+            try:
+                # PSS: resident pages, those shared with other processes of the tree (forkserver
+                # children, copy-on-write) divided among them, so the sum is the tree's own memory.
+                total += proc.memory_full_info().pss
+            except (psutil.Error, AttributeError):  # ended meanwhile, or no PSS on this platform
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+        self.samples.append((time.time(), total))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_mb(self, start: float = 0.0, end: float = float("inf")) -> float:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside, default=0) / 2**20
+
+
+@dataclass
+class GraphRun:
+    exit_code: int
+    seconds: float  # the subprocess, start to exit
+    run_seconds: float  # the Dagster run, RUN_START to its end event
+    peak_rss_mb: float
+    steps: dict[str, dict[str, float]]  # step key -> seconds, peak_rss_mb (in order of start)
+    log: Path
+
+
+def graph_env(settings: PipelineSettings, home: Path, workers: int | None) -> dict[str, str]:
+    """The environment of a `market-pipeline run` subprocess for `settings`' data dir, source and instruments."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "PIPELINE_DATA_DIR": str(settings.data_dir.resolve()),
+            "PIPELINE_SOURCE": "synthetic",
+            "PIPELINE_INSTRUMENTS": ",".join(i.key for i in settings.universe),
+            "PIPELINE_SYNTHETIC__PROFILE": "realistic",
+            "PIPELINE_SYNTHETIC__SCALE": str(settings.synthetic.scale),
+        }
+    )
+    if workers is not None:
+        env["PIPELINE_WORKERS"] = str(workers)
+    return env
+
+
+def run_graph(
+    settings: PipelineSettings, day: dt.date, select: list[str] | None = None, workers: int | None = None
+) -> GraphRun:
+    """`market-pipeline run` for `day` in a subprocess with a DAGSTER_HOME of its own, sampled."""
+    home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
+    if DAGSTER_YAML.is_file():
+        shutil.copy(DAGSTER_YAML, home / "dagster.yaml")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.data_dir / "bench-graph.log"
+    argv = [sys.executable, "-m", "market_pipeline.cli.main", "run", "--start-date", str(day), "--end-date", str(day)]
+    if select:
+        argv += ["--select", *select]
+    try:
+        with log.open("w") as out:
+            started = time.perf_counter()
+            child = subprocess.Popen(argv, env=graph_env(settings, home, workers), stdout=out, stderr=subprocess.STDOUT)
+            with TreeSampler(child.pid) as sampler:
+                code = child.wait()
+            seconds = time.perf_counter() - started
+        run_seconds, steps = _step_timings(home, sampler)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return GraphRun(code, seconds, run_seconds, sampler.peak_mb(), steps, log)
+
+
+def _step_timings(home: Path, sampler: TreeSampler) -> tuple[float, dict[str, dict[str, float]]]:
+    """Seconds (step events) and peak RSS (samples inside the step) of every step of the run."""
+    import dagster as dg
+
+    _quiet_dagster()
+    kinds = {
+        dg.DagsterEventType.RUN_START,
+        dg.DagsterEventType.RUN_SUCCESS,
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+    }
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)  # the copied dagster.yaml reads its storage path from it
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            runs = instance.get_runs(limit=1)
+            entries = instance.all_logs(runs[0].run_id, of_type=kinds) if runs else []
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+    run_start = run_end = 0.0
+    starts: dict[str, float] = {}
+    steps: dict[str, dict[str, float]] = {}
+    for entry in entries:
+        kind = entry.dagster_event.event_type if entry.dagster_event else None
+        if kind == dg.DagsterEventType.RUN_START:
+            run_start = entry.timestamp
+        elif kind in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
+            run_end = entry.timestamp
+        elif kind == dg.DagsterEventType.STEP_START and entry.step_key:
+            starts[entry.step_key] = entry.timestamp
+        elif entry.step_key in starts:
+            start = starts[entry.step_key]
+            steps[entry.step_key] = {
+                "seconds": round(entry.timestamp - start, 3),
+                "peak_rss_mb": round(sampler.peak_mb(start, entry.timestamp + RSS_SAMPLE_SECONDS), 1),
+            }
+    return max(0.0, run_end - run_start), steps
+
+
+def parallel_speedup(data_dir: Path, scale: float, day: dt.date, say: Callable[[str], None]) -> dict:
+    """The raw and book steps of two instruments with PIPELINE_WORKERS=2 against 1 (step seconds)."""
+    from market_pipeline.vendors.synthetic.source import SyntheticSource
+
+    settings = bench_settings(data_dir, scale, PARALLEL_INSTRUMENTS)
+    source = SyntheticSource(settings.synthetic, settings.data_dir / "sources" / "synthetic")
+    for instrument in settings.universe:  # generated outside the timing (cached)
+        source.ensure_day(instrument, day)
+    seconds = {}
+    for workers in (1, 2):
+        graph = run_graph(settings, day, list(PARALLEL_STEPS), workers)
+        if graph.exit_code != 0:
+            say(f"parallel run with {workers} worker(s) exited {graph.exit_code}; see {graph.log}")
+        seconds[workers] = sum(graph.steps.get(step, {}).get("seconds", 0.0) for step in PARALLEL_STEPS)
+    speedup = seconds[1] / seconds[2] if seconds[2] else 0.0
+    return {"serial_seconds": round(seconds[1], 3), "parallel_seconds": round(seconds[2], 3), "speedup": speedup}
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def run(bench: BenchDay, peer_rows: int, say: Callable[[str], None] = print) -> dict:
+def run(
+    bench: BenchDay, peer_rows: int, parallel_scale: float | None = None, say: Callable[[str], None] = print
+) -> dict:
     """Every measurement on one prepared day; `say` gets the human-readable lines."""
     grid = bench.instrument
     tick, lot = float(grid.tick_size), float(grid.lot_size)
     read_first = read_only_seconds(bench)
     e2e = end_to_end(bench)
     read_only = min(read_first, read_only_seconds(bench))
-    whole = core(bench.deltas, tick, lot)
+    deltas = pq.ParquetFile(bench.deltas).metadata.num_rows
+    kernel_seconds = e2e["seconds"]["kernel"]
+    core_rate = deltas / kernel_seconds if kernel_seconds else 0.0
     theirs = peer(bench.deltas, peer_rows)
     ours_same = core(bench.deltas, tick, lot, rows=theirs.deltas)
     peer_ratio = ours_same.deltas_per_s / theirs.deltas_per_s if theirs.seconds else 0.0
     e2e_over_read = e2e["call_seconds"] / read_only if read_only else 0.0
+
+    graph = run_graph(bench.settings, bench.day)
+    if graph.exit_code != 0:
+        say(f"the whole-graph run exited {graph.exit_code}; see {graph.log}")
+    raw_read = min(raw_read_seconds(bench.settings, bench.day) for _ in range(2))
+    graph_over_read = graph.seconds / raw_read if raw_read else 0.0
+    p_scale = (
+        parallel_scale if parallel_scale is not None else min(bench.settings.synthetic.scale, DEFAULT_PARALLEL_SCALE)
+    )
+    parallel = parallel_speedup(bench.settings.data_dir / "parallel", p_scale, bench.day, say)
+
     goals = {
-        "core_deltas_per_s": whole.deltas_per_s >= GOAL_CORE_DELTAS_PER_S,
+        "core_deltas_per_s": core_rate >= GOAL_CORE_DELTAS_PER_S,
         "peer_ratio": peer_ratio >= GOAL_PEER_RATIO,
         "e2e_over_read": e2e_over_read <= GOAL_E2E_OVER_READ,
-        "peak_rss_mb": e2e["peak_rss_mb"] <= GOAL_PEAK_RSS_MB,
+        "graph_over_read": graph.exit_code == 0 and graph_over_read <= GOAL_GRAPH_OVER_READ,
+        "parallel_speedup": parallel["speedup"] >= GOAL_PARALLEL_SPEEDUP,
+        "graph_peak_rss_mb": graph.peak_rss_mb <= GOAL_PEAK_RSS_MB,
     }
     say(
         f"day: {bench.instrument.key} {bench.day}, profile realistic, scale {bench.settings.synthetic.scale}: "
-        f"{whole.deltas:,} deltas in {whole.messages:,} messages ({bench.deltas})"
+        f"{deltas:,} deltas in {e2e['messages']:,} messages ({bench.deltas})"
     )
     say(
-        f"core: {whole.deltas_per_s / 1e6:.1f} M deltas/s ({whole.seconds:.2f} s, best bid/ask after every "
-        f"message) -- goal >= {GOAL_CORE_DELTAS_PER_S / 1e6:.0f} M/s: {_verdict(goals['core_deltas_per_s'])}"
+        f"core: {core_rate / 1e6:.1f} M deltas/s (the production kernel in the rebuild: {kernel_seconds:.2f} s wall; "
+        f"a row every 100 ms and at each vendor snapshot, depth {bench.settings.book.depth}, snapshots checked) "
+        f"-- goal >= {GOAL_CORE_DELTAS_PER_S / 1e6:.0f} M/s: {_verdict(goals['core_deltas_per_s'])}"
     )
     say(
         f"peer: lakeapi OrderBookUpdater {theirs.deltas_per_s / 1e6:.2f} M deltas/s on the first "
-        f"{theirs.deltas:,} deltas; ours on the same rows {ours_same.deltas_per_s / 1e6:.1f} M/s = "
-        f"{peer_ratio:.0f}x -- goal >= {GOAL_PEER_RATIO:.0f}x: {_verdict(goals['peer_ratio'])}"
+        f"{theirs.deltas:,} deltas; our kernel doing the same (best bid/ask after every message) "
+        f"{ours_same.deltas_per_s / 1e6:.1f} M/s = {peer_ratio:.0f}x -- goal >= {GOAL_PEER_RATIO:.0f}x: "
+        f"{_verdict(goals['peer_ratio'])}"
     )
     say(
-        f"end to end: {e2e['call_seconds']:.2f} s for reconstructed_books of the day ({e2e['rows_written']:,} rows, "
+        f"book stage: {e2e['call_seconds']:.2f} s for reconstructed_books of the day ({e2e['rows_written']:,} rows, "
         f"{e2e['output_mb']:.0f} MB) vs {read_only:.2f} s to only read its Parquet columns = "
         f"{e2e_over_read:.2f}x -- goal <= {GOAL_E2E_OVER_READ}x: {_verdict(goals['e2e_over_read'])}"
     )
+    say(f"  peak RSS of the book stage alone (child process, imports included): {e2e['peak_rss_mb']:.0f} MB")
     say(
-        f"peak RSS of the end-to-end rebuild (child process, imports included): {e2e['peak_rss_mb']:.0f} MB "
-        f"-- goal <= {GOAL_PEAK_RSS_MB:.0f} MB: {_verdict(goals['peak_rss_mb'])}"
-    )
-    say(
-        f"where the end-to-end time goes (stage: wall s / CPU s; stages overlap on threads, "
+        f"  where its time goes (stage: wall s / CPU s; stages overlap on threads, "
         f"process CPU {e2e['process_cpu_seconds']:.2f} s over {e2e['rebuild_seconds']:.2f} s wall):"
     )
     for stage, seconds in e2e["seconds"].items():
-        say(f"  {stage:18s} {seconds:7.2f} / {e2e['cpu_seconds'][stage]:6.2f}")
-    say("  (read* CPU is spent on Arrow's own threads; wait_* is the main thread blocked on a helper)")
+        say(f"    {stage:18s} {seconds:7.2f} / {e2e['cpu_seconds'][stage]:6.2f}")
+    say("    (read* CPU is spent on Arrow's own threads; wait_* is the main thread blocked on a helper)")
+    say(
+        f"whole graph: `market-pipeline run` of the day {graph.seconds:.2f} s (exit {graph.exit_code}) vs "
+        f"{raw_read:.2f} s to only read the day's raw Parquet = {graph_over_read:.2f}x -- goal <= "
+        f"{GOAL_GRAPH_OVER_READ:.0f}x: {_verdict(goals['graph_over_read'])}"
+    )
+    say(
+        f"  peak resident memory of its process tree (PSS summed, sampled every {RSS_SAMPLE_SECONDS} s): "
+        f"{graph.peak_rss_mb:.0f} MB "
+        f"-- goal <= {GOAL_PEAK_RSS_MB:.0f} MB: {_verdict(goals['graph_peak_rss_mb'])}"
+    )
+    say("  where its time goes (step: wall s, share of the process, peak RSS of the tree during it):")
+    outside = graph.seconds - graph.run_seconds
+    say(f"    {'(startup, imports, summary)':28s} {outside:7.2f} s {100 * outside / graph.seconds:5.1f}%")
+    for step, figures in sorted(graph.steps.items(), key=lambda kv: -kv[1]["seconds"]):
+        share = 100 * figures["seconds"] / graph.seconds if graph.seconds else 0.0
+        say(f"    {step:28s} {figures['seconds']:7.2f} s {share:5.1f}% {figures['peak_rss_mb']:7.0f} MB")
+    say(
+        f"parallel: raw and book steps of {len(PARALLEL_INSTRUMENTS)} instruments at scale {p_scale}: "
+        f"{parallel['serial_seconds']:.2f} s with 1 worker, {parallel['parallel_seconds']:.2f} s with 2 = "
+        f"{parallel['speedup']:.2f}x -- goal >= {GOAL_PARALLEL_SPEEDUP}x: {_verdict(goals['parallel_speedup'])}"
+    )
     load = os.getloadavg()[0]
     say(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end")
     return {
-        "deltas": whole.deltas,
-        "core_deltas_per_s": round(whole.deltas_per_s),
+        "deltas": deltas,
+        "core_deltas_per_s": round(core_rate),
         "peer_deltas_per_s": round(theirs.deltas_per_s),
         "peer_ratio": round(peer_ratio, 1),
         "e2e_seconds": round(e2e["call_seconds"], 3),
         "read_only_seconds": round(read_only, 3),
         "e2e_over_read": round(e2e_over_read, 3),
         "peak_rss_mb": round(e2e["peak_rss_mb"], 1),
-        "messages": whole.messages,
-        "core_seconds": round(whole.seconds, 3),
+        "graph_seconds": round(graph.seconds, 3),
+        "graph_run_seconds": round(graph.run_seconds, 3),
+        "graph_exit_code": graph.exit_code,
+        "raw_read_seconds": round(raw_read, 3),
+        "graph_over_read": round(graph_over_read, 3),
+        "graph_peak_rss_mb": round(graph.peak_rss_mb, 1),
+        "graph_stage_seconds": {step: f["seconds"] for step, f in graph.steps.items()},
+        "graph_stage_peak_rss_mb": {step: f["peak_rss_mb"] for step, f in graph.steps.items()},
+        "parallel_speedup": round(parallel["speedup"], 3),
+        "parallel_scale": p_scale,
+        "parallel_instruments": len(PARALLEL_INSTRUMENTS),
+        "parallel_serial_seconds": parallel["serial_seconds"],
+        "parallel_seconds": parallel["parallel_seconds"],
+        "messages": e2e["messages"],
+        "core_seconds": round(kernel_seconds, 3),
+        "core_cpu_seconds": round(e2e["cpu_seconds"].get("kernel", 0.0), 3),
         "peer_rows": theirs.deltas,
         "core_deltas_per_s_on_peer_rows": round(ours_same.deltas_per_s),
         "e2e_process_cpu_seconds": e2e["process_cpu_seconds"],
@@ -393,13 +643,19 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("PIPELINE_DATA_DIR") or DEFAULT_DATA_DIR),
         help="where the day is generated and rebuilt ($PIPELINE_DATA_DIR, else data/bench)",
     )
+    parser.add_argument(
+        "--parallel-scale",
+        type=float,
+        default=None,
+        help=f"scale of the two-instrument parallel figure (default: --scale, at most {DEFAULT_PARALLEL_SCALE})",
+    )
     args = parser.parse_args(argv)
     _quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)
     started = time.perf_counter()
     bench = prepare_day(settings)
     print(f"day ready in {time.perf_counter() - started:.1f} s (cached under {settings.data_dir})", flush=True)
-    report = run(bench, args.peer_rows, say=lambda line: print(line, flush=True))
+    report = run(bench, args.peer_rows, args.parallel_scale, say=lambda line: print(line, flush=True))
     print(json.dumps(report, separators=(",", ":")))
     return 0
 

@@ -1,9 +1,10 @@
 """The Dagster code location: the one place settings enter it.
 
-`build_definitions(settings)` builds the daily partitions, the resources and each stage's
-definitions from the settings it is given, then merges them (`dg.Definitions.merge`). Each stage
-folder under `defs/` is self-contained: its `definitions.py` exposes a builder that takes only
-what it needs (the partitions definition, intervals, statuses) and returns `dg.Definitions`;
+`build_definitions(settings)` builds the daily partitions, their backfill policy
+(`backfill_days_per_run`), the resources and each stage's definitions from the settings it is
+given, then merges them (`dg.Definitions.merge`). Each stage folder under `defs/` is
+self-contained: its `definitions.py` exposes a builder that takes only what it needs (the
+partitions definition and backfill policy, intervals, statuses) and returns `dg.Definitions`;
 stages refer to each other's assets by key, never by importing them. Automation (jobs,
 schedules, the new-day sensor, freshness checks) is built last, over the merged assets.
 
@@ -19,6 +20,7 @@ import dagster as dg
 from market_pipeline.defs.alerts.definitions import build_alert_definitions
 from market_pipeline.defs.automation.definitions import build_automation_definitions
 from market_pipeline.defs.books.definitions import build_book_definitions
+from market_pipeline.defs.common.backfill import backfill_policy
 from market_pipeline.defs.common.log_scrubbing import harden_code_location
 from market_pipeline.defs.common.partitions import daily_partitions
 from market_pipeline.defs.common.resources import build_resources
@@ -34,11 +36,12 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
     # umask 077 and secret scrubbing of every log record, Dagster's event log included.
     harden_code_location(settings)
     partitions = daily_partitions(settings.start_date)
+    policy = backfill_policy(settings.backfill_days_per_run)  # one run per backfill, or runs of N days
     stages = dg.Definitions.merge(
-        build_raw_definitions(partitions),
-        build_book_definitions(partitions),
-        build_quality_definitions(partitions),
-        build_metrics_definitions(partitions),
+        build_raw_definitions(partitions, policy),
+        build_book_definitions(partitions, policy),
+        build_quality_definitions(partitions, policy),
+        build_metrics_definitions(partitions, policy),
     )
     automation = build_automation_definitions(
         list(stages.assets or []),

@@ -34,6 +34,7 @@ from pydantic_settings import (
     SettingsError as SourceParseError,
 )
 
+from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
 from market_pipeline.vendors.registry import get_vendor, vendor_configs
 
@@ -53,6 +54,10 @@ class CheckSettings(BaseModel):
     freshness_max_lag_hours: float = Field(30.0, gt=0)
     # Capture fidelity: both tops of book are sampled on this grid before the KS tests.
     fidelity_sample_interval_ms: int = Field(1000, gt=0)
+    # Raw tables: share of exact duplicate rows above which duplicate_rows warns (0: any duplicate).
+    duplicate_rows_max_share: float = Field(0.0, ge=0, le=1)
+    # Raw tables: origin_time may lie this far outside the partition's UTC day before origin_time errs.
+    origin_time_tolerance_minutes: float = Field(60.0, ge=0)
 
 
 class ScheduleSettings(BaseModel):
@@ -101,6 +106,15 @@ class BookSettings(BaseModel):
     sample_interval_ms: int = Field(100, ge=0)
 
 
+class CliSettings(BaseModel):
+    """How `market-pipeline run` and `demo` behave around other runs of the instance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Give up (exit 9) after waiting this long for a concurrency-pool slot another run holds.
+    run_wait_timeout_seconds: float = Field(3600.0, gt=0)
+
+
 class PipelineSettings(*vendor_configs(), BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PIPELINE_",
@@ -119,6 +133,12 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     instrument_specs: dict[str, InstrumentSpec] = Field(default_factory=dict)
     default_instrument: InstrumentSpec = InstrumentSpec(tick_size=Decimal("0.01"), lot_size=Decimal("0.00001"))
     partition_tolerance_minutes: int = Field(60, ge=0)
+    # Processes per step for the per-instrument-day loops (raw import, book rebuild); None: os.cpu_count(),
+    # 1: serial in the step's own process.
+    workers: int | None = Field(None, ge=1)
+    # Days per run of a backfill (UI, sensors): None: the whole range in one run (BackfillPolicy.single_run()),
+    # N: runs of at most N days (BackfillPolicy.multi_run(N)), which Dagster can run side by side.
+    backfill_days_per_run: int | None = Field(None, ge=1)
 
     alert_webhook_url: str | None = None
     alert_webhook_token: SecretStr | None = None
@@ -129,6 +149,7 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    cli: CliSettings = Field(default_factory=CliSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -221,7 +242,7 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
         return self.data_dir / "warehouse.duckdb"
 
 
-class SettingsError(Exception):
+class SettingsError(ConfigurationError):
     """Invalid configuration; `problems` names each bad setting by its environment variable."""
 
     def __init__(self, problems: list[str]):

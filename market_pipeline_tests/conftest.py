@@ -33,10 +33,13 @@ NS = 1_000_000_000
 
 @pytest.fixture(autouse=True)
 def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """No developer PIPELINE_* variables, and an empty cwd (no stray `.env` file)."""
+    """No developer PIPELINE_* variables, one worker, and an empty cwd (no stray `.env` file)."""
     for name in list(os.environ):
         if name.startswith("PIPELINE_"):
             monkeypatch.delenv(name, raising=False)
+    # One process per step unless a test asks for workers: a pool per multi-instrument test
+    # would cost seconds of start-up each (test_parallel.py covers the pool).
+    monkeypatch.setenv("PIPELINE_WORKERS", "1")
     cwd = tmp_path_factory.mktemp("cwd")
     monkeypatch.chdir(cwd)
     return cwd

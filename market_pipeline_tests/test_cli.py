@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from market_pipeline.cli.main import main
+from market_pipeline.cli.validate import writable_dir_problem
 
 SECRET = "s3cr3t-webhook-token-value"
 NS = 1_000_000_000
@@ -233,8 +234,27 @@ def test_run_with_invalid_settings_names_the_variable(env, monkeypatch, capsys):
     code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-01"])
 
     _, err = capsys.readouterr()
-    assert code == 1
+    assert code == 3  # configuration
     assert err.splitlines()[0].startswith("error: PIPELINE_SOURCE: ")
+
+
+@pytest.mark.parametrize("kind", ["file", "below a file"])
+def test_run_names_the_variable_of_a_data_dir_it_cannot_write(env, monkeypatch, tmp_path, capsys, kind):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    data = blocker if kind == "file" else blocker / "data"
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(data))
+
+    code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-01"])
+
+    out, err = capsys.readouterr()
+    assert code == 3  # configuration
+    assert err.splitlines() == [
+        f"error: PIPELINE_DATA_DIR: {writable_dir_problem(data)}; point PIPELINE_DATA_DIR at a directory "
+        "this user can write"
+    ]
+    assert "Traceback" not in out + err
+    assert _runs(env["home"]) == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,20 +294,34 @@ def test_run_materializes_a_range_as_one_run(local_source, capsys):
     assert f"warehouse   {data / 'warehouse.duckdb'}" in out
 
 
-def test_run_failure_exits_non_zero_and_prints_the_reason(local_source, capsys):
+def test_a_day_that_cannot_be_imported_is_skipped_and_the_exit_code_says_so(local_source, capsys):
     data: Path = local_source["data"]  # type: ignore[assignment]
 
     code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-03", "--select", "raw_book_deltas"])
 
     out, err = capsys.readouterr()
     assert code == 1
-    assert "error: the run failed" in err
-    assert "book_delta_v2: 1 instrument-day(s) not imported; 2 of 3 day(s) written." in err
-    assert "no book_delta_v2 data for BINANCE:BTC-USDT on 2024-03-03" in err
+    assert "1 day(s) did not complete (2024-03-03;" in err
+    skipped = out.split("Skipped days", 1)[1].split("\nOutputs", 1)[0]
+    assert "2024-03-03  raw_book_deltas" in skipped
+    reason = "book_delta_v2 import: local source has no book_delta_v2 data for BINANCE:BTC-USDT on 2024-03-03"
+    assert "".join(reason.split()) in "".join(skipped.split())  # wrapped to the terminal's width
     assert "Stack Trace" not in out + err  # quiet by default
-    assert _table_row(out, "raw_book_deltas")[:3] == ["raw_book_deltas", "FAILED", "2/3"]
+    assert _table_row(out, "raw_book_deltas")[:5] == ["raw_book_deltas", "1", "day(s)", "skipped", "2/3"]
     base = data / "lake/raw/book_delta_v2/exchange=BINANCE/symbol=BTC-USDT"
     assert sorted(p.name for p in base.iterdir()) == ["dt=2024-03-01", "dt=2024-03-02"]
+    runs = _runs(local_source["home"])  # type: ignore[arg-type]
+    assert [r.is_success for r in runs] == [True]  # the other days completed
+
+
+def test_a_run_whose_every_day_fails_to_import_fails(local_source, capsys):
+    code = main(["run", "--start-date", "2024-03-03", "--end-date", "2024-03-03", "--select", "raw_book_deltas"])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "book_delta_v2: 1 instrument-day(s) not imported; no day complete." in err
+    assert "no book_delta_v2 data for BINANCE:BTC-USDT on 2024-03-03" in err
+    assert _table_row(out, "raw_book_deltas")[:3] == ["raw_book_deltas", "FAILED", "0/1"]
     runs = _runs(local_source["home"])  # type: ignore[arg-type]
     assert [r.is_failure for r in runs] == [True]
 

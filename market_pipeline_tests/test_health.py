@@ -67,7 +67,7 @@ def materialized(monkeypatch, instance, data_dir, vendor_lake):
     monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(vendor_lake(tables=["trades"], days=[DAY], rows=20)))
     defs = code_location()
     result = dg.materialize(
-        assets_named(defs, "raw_trades"),
+        assets_named(defs, "raw_trades", "lake_views"),
         instance=instance,
         resources=defs.resources,
         tags=range_tags(DAY.isoformat(), DAY.isoformat()),

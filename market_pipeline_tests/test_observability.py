@@ -95,7 +95,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         raw = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "raw_book_ticker", "raw_depth_snapshots")
         days = assets_named(defs, "raw_trades")[0].partitions_def
         assets = [
-            *assets_named(defs, *raw, "reconstructed_books"),
+            *assets_named(defs, *raw, "reconstructed_books", "lake_views"),
             _fake_validation_reports(days),
             *assets_named(defs, "pipeline_metrics"),
         ]

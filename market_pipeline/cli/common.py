@@ -8,22 +8,29 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-WIDTH = 100  # every table fits in this many columns
+# Exit codes: one per kind of error (market_pipeline/core/errors.py, docs/operations.md "Exit codes").
+from market_pipeline.core.errors import EXIT_BLOCKED as EXIT_BLOCKED
+from market_pipeline.core.errors import EXIT_CONFIGURATION as EXIT_CONFIGURATION
+from market_pipeline.core.errors import EXIT_INTERNAL as EXIT_INTERNAL
+from market_pipeline.core.errors import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from market_pipeline.core.errors import EXIT_OK as EXIT_OK
+from market_pipeline.core.errors import EXIT_RUN_FAILED as EXIT_FAILED  # a step of the run failed
+from market_pipeline.core.errors import EXIT_USAGE as EXIT_USAGE  # bad arguments or environment
+from market_pipeline.core.errors import UsageError
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # invalid configuration, or the run failed
-EXIT_USAGE = 2  # bad arguments or environment (dates, selection, DAGSTER_HOME)
+WIDTH = 100  # every table fits in this many columns
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class CliError(Exception):
-    """A problem to report as `error: <message>` on stderr before exiting with `exit_code`."""
+class CliError(UsageError):
+    """A problem to report as `error: <message>` on stderr before exiting with `exit_code`
+    (per instance: usage problems exit 2, others give the code of their kind)."""
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILED):
         super().__init__(message)
         self.message = message
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # per instance, over the kind's
 
 
 def parse_date(value: str, option: str) -> dt.date:

@@ -5,13 +5,24 @@ implicit asset job of `market_pipeline.definitions.defs` (so it gets the code lo
 resources, asset checks and loggers), is recorded in the persistent instance of $DAGSTER_HOME,
 and carries Dagster's partition-range tags, which is how a single-run backfill is expressed:
 every selected asset (BackfillPolicy.single_run()) gets all days of the range in one step.
+
+A run executed in this process has no run worker the daemon could watch, so each run records the
+host and process that execute it as tags, and every new run first recovers the runs of this host
+whose process is gone (kill -9, power loss, OOM killer): it marks them failed and frees the
+concurrency-pool slots they held, which would otherwise block the `duckdb` steps of every later
+run. While a step waits for a pool slot the command says so, and it gives up after
+`cli.run_wait_timeout_seconds` (docs/operations.md, "Recovering from a crash").
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import logging
 import os
+import socket
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from functools import reduce
@@ -19,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_USAGE, CliError, eprint
+from market_pipeline.core.errors import BlockedError, PipelineError, kind_of
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -31,6 +43,15 @@ if TYPE_CHECKING:
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 LAUNCHED_BY_TAG = "market_pipeline/launched_by"
+# Who executes an in-process run: the host, the process id and the process's start time (clock
+# ticks since boot, from /proc/<pid>/stat), so a pid reused by another process is not taken for it.
+HOST_TAG = "market_pipeline/host"
+PID_TAG = "market_pipeline/pid"
+PID_START_TAG = "market_pipeline/pid_start"
+
+WAIT_POLL_SECONDS = 1.0  # how often a running command looks at the pools
+WAIT_FIRST_NOTICE_SECONDS = 3.0  # a wait shorter than this is not worth a line
+WAIT_NOTICE_EVERY_SECONDS = 30.0
 
 _LOG_LEVELS = {0: "WARNING", 1: "INFO"}
 
@@ -195,6 +216,245 @@ def _quiet_console_logger() -> dg.LoggerDefinition:
     return quiet_console_logger
 
 
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot), None when it is not known."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return fields[19] if len(fields) > 19 else None
+
+
+def launcher_tags() -> dict[str, str]:
+    """The run tags naming this process, for `dead_run_reason` to judge later."""
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    start = _process_start(os.getpid())
+    if start is not None:
+        tags[PID_START_TAG] = start
+    return tags
+
+
+def dead_run_reason(run: dg.DagsterRun) -> str | None:
+    """Why an unfinished run launched by this CLI on this host can no longer be running (None when it
+    may be: another host, no tags, or its process is alive)."""
+    host, pid_text = run.tags.get(HOST_TAG), run.tags.get(PID_TAG)
+    if host != socket.gethostname() or pid_text is None or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    recorded_start = run.tags.get(PID_START_TAG)
+    current_start = _process_start(pid)
+    if recorded_start is not None and current_start is not None and current_start != recorded_start:
+        return f"process {pid} on {host} that executed it is gone (the pid now belongs to another process)"
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"process {pid} on {host} that executed it is gone"
+    except OSError:  # PermissionError: alive, another user's
+        return None
+    return None
+
+
+def _claimed_slots(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The pools in which `run_id` holds slots (one entry per slot)."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    pools = []
+    for pool in sorted(storage.get_concurrency_keys()):
+        pools += [pool for slot in storage.get_concurrency_info(pool).claimed_slots if slot.run_id == run_id]
+    return pools
+
+
+def recover_run(instance: dg.DagsterInstance, run: dg.DagsterRun, reason: str) -> str:
+    """Mark a dead run failed and free its pool slots; returns the line to print."""
+    held = _claimed_slots(instance, run.run_id)
+    instance.report_run_failed(
+        run,
+        message=f"Marked failed by market-pipeline before a new run: the {reason}, so the run was killed "
+        "(kill -9, power loss, out of memory) before it could record its end. Its pool slots were freed.",
+    )
+    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    days = run.tags.get(RANGE_START_TAG, "?") + ".." + run.tags.get(RANGE_END_TAG, "?")
+    slots = f"{len(held)} slot(s) of pool {', '.join(sorted(set(held)))}" if held else "no pool slot"
+    return (
+        f"recovered dead run {run.run_id} ({run.tags.get(LAUNCHED_BY_TAG, 'unknown')}, {days}, "
+        f"was {run.status.value}): the {reason}; marked it FAILURE and freed {slots}"
+    )
+
+
+def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Recover every unfinished run of this host whose process is gone; one line per run."""
+    import dagster as dg
+
+    unfinished = [
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=unfinished, tags={HOST_TAG: socket.gethostname()})
+    )
+    lines = []
+    for record in records:
+        reason = dead_run_reason(record.dagster_run)
+        if reason is not None:
+            lines.append(recover_run(instance, record.dagster_run, reason))
+    return lines + free_slots_of_dead_holders(instance)
+
+
+def free_slots_of_dead_holders(instance: dg.DagsterInstance, run_ids: set[str] | None = None) -> list[str]:
+    """Recover the runs holding pool slots (all of them, or `run_ids`) whose process on this host is
+    gone: an unfinished one is failed and freed, a finished one (failed by hand in the UI, say) freed."""
+    storage = instance.event_log_storage
+    if run_ids is None:
+        if not storage.supports_global_concurrency_limits:
+            return []
+        run_ids = {
+            slot.run_id
+            for pool in storage.get_concurrency_keys()
+            for slot in storage.get_concurrency_info(pool).claimed_slots
+        }
+    lines = []
+    for run_id in sorted(run_ids):
+        run = instance.get_run_by_id(run_id)
+        reason = dead_run_reason(run) if run is not None else None
+        if run is None or reason is None:
+            continue
+        if not run.is_finished:
+            lines.append(recover_run(instance, run, reason))
+            continue
+        held = _claimed_slots(instance, run_id)
+        storage.free_concurrency_slots_for_run(run_id)
+        lines.append(
+            f"freed {len(held)} slot(s) of pool {', '.join(sorted(set(held)))} still held by run {run_id} "
+            f"({run.status.value}): the {reason}"
+        )
+    return lines
+
+
+def _describe_holder(instance: dg.DagsterInstance, run_id: str, step_key: str) -> str:
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return f"run {run_id} (step {step_key}), which is not in this instance"
+    who = run.tags.get(LAUNCHED_BY_TAG) or "launched from Dagster"
+    where = f", process {run.tags[PID_TAG]} on {run.tags[HOST_TAG]}" if PID_TAG in run.tags else ""
+    return f"run {run_id} ({who}{where}, {run.status.value}, step {step_key})"
+
+
+class _GaveUpWaiting(KeyboardInterrupt):
+    """Raised in the thread executing the run when the watch gives up; Dagster fails the run."""
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    """Raise `exc_type` in another thread of this process at its next Python instruction.
+
+    Dagster defers SIGINT while a step waits for a pool slot (it only raises interrupts inside a
+    step's own code), so neither Ctrl-C nor `_thread.interrupt_main` can stop that wait; an
+    asynchronous exception does, once the executor's sleep between claims (at most 15 s) returns.
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+class PoolWaitWatch(threading.Thread):
+    """Watches the pools while the run executes in the main thread: says what a step waits for,
+    recovers a dead holder of the slot, and after `timeout` seconds of waiting interrupts the run."""
+
+    def __init__(self, run_id: str, timeout: float, poll: float = WAIT_POLL_SECONDS) -> None:
+        super().__init__(name="pool-wait-watch", daemon=True)
+        self.run_id = run_id
+        self.timeout = timeout
+        self.poll = poll
+        self.gave_up: str | None = None
+        self._stop_event = threading.Event()
+        self._executing_thread = threading.get_ident()  # created by the thread that executes the run
+        self._since: float | None = None  # when this run's step started to wait (monotonic)
+        self._noticed = 0.0  # when the last "waiting" line was printed
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    def _waits(self, instance: dg.DagsterInstance) -> list[tuple[str, str, list[tuple[str, str]]]]:
+        """(pool, waiting step of this run, [(holder run, holder step)]) for each step of this run
+        that waits for a slot."""
+        storage = instance.event_log_storage
+        waits = []
+        for pool in sorted(storage.get_concurrency_keys()):
+            info = storage.get_concurrency_info(pool)
+            mine = [p.step_key for p in info.pending_steps if p.run_id == self.run_id and p.assigned_timestamp is None]
+            if mine:
+                holders = [(s.run_id, s.step_key) for s in info.claimed_slots if s.run_id != self.run_id]
+                waits += [(pool, step, holders) for step in mine]
+        return waits
+
+    def run(self) -> None:
+        import dagster as dg
+
+        try:
+            with dg.DagsterInstance.get() as instance:  # this thread's own connections
+                self._watch(instance)
+        except Exception as exc:  # the watch is a courtesy: never take the run down with it
+            eprint(f"warning: cannot watch the concurrency pools: {type(exc).__name__}: {exc}")
+
+    def _watch(self, instance: dg.DagsterInstance) -> None:
+        warned = False
+        while not self._stop_event.wait(self.poll):
+            try:
+                if self._look(instance):
+                    return
+            except Exception as exc:  # e.g. the instance's database briefly locked: look again
+                if not warned:
+                    eprint(f"warning: cannot read the concurrency pools: {type(exc).__name__}: {exc}")
+                    warned = True
+
+    def _look(self, instance: dg.DagsterInstance) -> bool:
+        """One look at the pools; True once the watch gave up."""
+        waits = self._waits(instance)
+        if not waits:
+            self._since = None
+            return False
+        for line in free_slots_of_dead_holders(instance, {run_id for _, _, holders in waits for run_id, _ in holders}):
+            eprint(line)
+        now = time.monotonic()
+        self._since = self._since if self._since is not None else now
+        waited = now - self._since
+        pool, step, holders = waits[0]
+        held_by = "; ".join(_describe_holder(instance, r, s) for r, s in holders) or "no run (the slot is free)"
+        what = f"step {step} waits for a slot of pool {pool!r}, held by {held_by}"
+        if waited >= self.timeout:
+            self.gave_up = (
+                f"gave up after {waited:.0f} s: {what}. If that run is dead, fail it in the UI (Runs -> "
+                "Terminate) and free its slots (Deployment -> Concurrency); otherwise run again later or "
+                "raise PIPELINE_CLI__RUN_WAIT_TIMEOUT_SECONDS"
+            )
+            run = instance.get_run_by_id(self.run_id)
+            if run is not None:  # say why in the run's event log, for the UI
+                instance.report_engine_event(f"market-pipeline {self.gave_up}", dagster_run=run)
+            eprint(f"waiting: giving up after {waited:.0f} s; stopping the run")
+            if not self._stop_event.is_set():
+                _raise_in_thread(self._executing_thread, _GaveUpWaiting)
+            return True
+        if waited >= WAIT_FIRST_NOTICE_SECONDS and (
+            self._noticed == 0.0 or now - self._noticed >= WAIT_NOTICE_EVERY_SECONDS
+        ):
+            self._noticed = now
+            eprint(f"waiting {waited:.0f} s (giving up after {self.timeout:.0f} s): {what}")
+        return False
+
+
+def _error_names(error: Any) -> list[str]:
+    """Class names of a serialized error and of its causes and contexts, outermost first."""
+    names = []
+    while error is not None:
+        names.append(error.cls_name)
+        error = error.cause or error.context
+    return names
+
+
 @dataclass
 class RangeRun:
     """One finished range run: what was asked for, Dagster's in-process result, and the
@@ -218,6 +478,15 @@ class RangeRun:
     def success(self) -> bool:
         return self.result.success
 
+    def failure_kind(self) -> type[PipelineError] | None:
+        """The PipelineError kind of the first failed step's error, when it is one (None otherwise)."""
+        for event in self.result.get_step_failure_events():
+            data = event.step_failure_data
+            kind = kind_of(_error_names(data.error)) if data is not None else None
+            if kind is not None:
+                return kind
+        return None
+
 
 def execute_range(
     defs: dg.Definitions,
@@ -227,8 +496,15 @@ def execute_range(
     *,
     verbosity: int = 0,
     launched_by: str = "cli",
+    wait_timeout_seconds: float = 3600.0,
 ) -> RangeRun:
-    """Materialize `keys` for every day in [start, end] as one run in $DAGSTER_HOME's instance."""
+    """Materialize `keys` for every day in [start, end] as one run in $DAGSTER_HOME's instance.
+
+    Dead runs of this host are recovered first; a step that waits for a pool slot longer than
+    `wait_timeout_seconds` fails the run and raises BlockedError.
+    """
+    import uuid
+
     import dagster as dg
 
     require_dagster_home()
@@ -254,17 +530,37 @@ def execute_range(
         RANGE_START_TAG: start.isoformat(),
         RANGE_END_TAG: end.isoformat(),
         LAUNCHED_BY_TAG: launched_by,
+        **launcher_tags(),
     }
+    run_id = str(uuid.uuid4())
+    watch = PoolWaitWatch(run_id, wait_timeout_seconds)
     try:
         with dg.DagsterInstance.get() as instance:
-            result = job.execute_in_process(
-                run_config=run_config,
-                instance=instance,
-                asset_selection=keys,
-                tags=tags,
-                raise_on_error=False,
-            )
-            run_id = result.run_id
+            for line in recover_dead_runs(instance):
+                eprint(line)
+            watch.start()
+            try:
+                result = job.execute_in_process(
+                    run_config=run_config,
+                    instance=instance,
+                    asset_selection=keys,
+                    run_id=run_id,
+                    tags=tags,
+                    raise_on_error=False,
+                )
+            except BaseException:  # KeyboardInterrupt, or Dagster's own interrupt error
+                if watch.gave_up is None:
+                    raise
+                result = None
+            finally:
+                watch.stop()
+            if watch.gave_up is not None:
+                run = instance.get_run_by_id(run_id)
+                if run is not None and not run.is_finished:
+                    instance.report_run_failed(run, message=f"market-pipeline {watch.gave_up}")
+                instance.event_log_storage.free_concurrency_slots_for_run(run_id)  # its queued claims
+                raise BlockedError(watch.gave_up)
+            assert result is not None
             materializations = [
                 entry.asset_materialization
                 for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)

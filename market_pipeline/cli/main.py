@@ -9,7 +9,10 @@
     market-pipeline encrypt FILE -o OUT
     market-pipeline decrypt FILE -o OUT
 
-Exit codes: 0 ok, 1 invalid configuration or failed run, 2 bad arguments or environment.
+Exit codes (one per kind of error, market_pipeline/core/errors.py; docs/operations.md "Exit codes"):
+0 ok, 1 a step of the run failed, 2 bad arguments or environment, 3 configuration, 4 source,
+5 input data, 6 integrity, 7 crypto, 8 capture, 9 blocked (gave up waiting for another run),
+70 internal error (a bug), 130 interrupted. `--debug` adds the traceback to any error.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import TYPE_CHECKING
 
 from market_pipeline.cli.common import (
     EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     WIDTH,
@@ -34,6 +39,7 @@ from market_pipeline.cli.common import (
     eprint,
     parse_date,
 )
+from market_pipeline.core.errors import PipelineError
 
 if TYPE_CHECKING:
     from market_pipeline.settings import PipelineSettings
@@ -95,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="show Dagster's logs (-v: INFO, -vv: DEBUG and full tracebacks)",
     )
+    verbose.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error"
+    )
     parser = argparse.ArgumentParser(
         prog="market-pipeline",
         description="Local-first market-data lake: validate the environment, materialize date "
@@ -108,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="show Dagster's logs (-v: INFO, -vv: DEBUG and full tracebacks)",
     )
+    parser.add_argument("--debug", action="store_true", default=False, help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser(
@@ -204,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed already
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
     verbosity = args.verbose or 0
+    debug = bool(args.debug) or verbosity >= 2
     from market_pipeline.core.security.hardening import harden_process
     from market_pipeline.settings import SettingsError
 
@@ -240,17 +251,33 @@ def main(argv: list[str] | None = None) -> int:
             return crypt_command(args.command, args.file, args.output)
     except SettingsError as exc:
         eprint(*(f"error: {problem}" for problem in exc.problems))
-        return EXIT_FAILED
+        _print_traceback(exc, debug)
+        return exc.exit_code
     except CliError as exc:
         eprint(f"error: {exc.message}")
-        if verbosity >= 2 and exc.__cause__ is not None:
-            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        _print_traceback(exc.__cause__ or exc, debug)
+        return exc.exit_code
+    except PipelineError as exc:  # the message names the setting, file or row; the kind gives the code
+        eprint(f"error: {exc}")
+        _print_traceback(exc, debug)
         return exc.exit_code
     except KeyboardInterrupt:
         eprint("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        eprint(f"error: internal error: {type(exc).__name__}: {exc}")
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        else:
+            eprint("  run the command again with --debug for the traceback, and report it")
+        return EXIT_INTERNAL
     eprint(f"error: unknown command {args.command!r}")
     return EXIT_USAGE
+
+
+def _print_traceback(exc: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
 
 
 def _hand_over_master_key(required: bool) -> None:
@@ -294,15 +321,53 @@ def run_range(
             EXIT_USAGE,
         )
     require_dagster_home()
+    _require_writable_data_dir(settings)
     quiet_dagster(verbosity)
     defs = load_defs(settings)
     keys = resolve_selection(defs, selections)
     names = ", ".join(key.to_user_string() for key in keys)
     print(f"materializing {len(keys)} asset(s) for {start}..{end} as one run in DAGSTER_HOME")
     print(textwrap.fill(names, width=WIDTH, initial_indent="  ", subsequent_indent="  "), flush=True)
-    run = execute_range(defs, keys, start, end, verbosity=verbosity, launched_by=launched_by)
+    run = execute_range(
+        defs,
+        keys,
+        start,
+        end,
+        verbosity=verbosity,
+        launched_by=launched_by,
+        wait_timeout_seconds=settings.cli.run_wait_timeout_seconds,
+    )
+    _ensure_lake_views(settings)  # a run that selected only Parquet steps leaves its views to be created
     print_run_summary(run, settings, verbosity)
-    return EXIT_OK if run.success else EXIT_FAILED
+    if run.success:
+        return EXIT_OK
+    kind = run.failure_kind()  # e.g. a source or input-data error in a step: that kind's code
+    return kind.exit_code if kind is not None else EXIT_FAILED
+
+
+def _require_writable_data_dir(settings: PipelineSettings) -> None:
+    """Refuse to start a run into a data dir that is not a writable directory, naming the variable."""
+    from market_pipeline.cli.validate import writable_dir_problem
+    from market_pipeline.settings import SettingsError
+
+    problem = writable_dir_problem(settings.data_dir)
+    if problem:
+        raise SettingsError(
+            [f"PIPELINE_DATA_DIR: {problem}; point PIPELINE_DATA_DIR at a directory this user can write"]
+        )
+
+
+def _ensure_lake_views(settings: PipelineSettings) -> None:
+    """Create the warehouse views over the lake that are still missing (they read hive globs, so
+    once is enough); a warehouse another process is writing is left for the `lake_views` step."""
+    import duckdb
+
+    from market_pipeline.core.lake.catalog import ensure_lake_views
+
+    try:
+        ensure_lake_views(settings.warehouse_path, settings.lake_dir)
+    except duckdb.IOException as exc:  # locked by a concurrent writer
+        print(f"  (views not created now: {exc})")
 
 
 def run_command(start: str, end: str, selections: list[str] | None, verbosity: int) -> int:
@@ -370,6 +435,7 @@ def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosit
     end = start + dt.timedelta(days=days - 1)
     settings = demo_settings(start, end, data_dir_arg)
     data_dir = settings.data_dir
+    _require_writable_data_dir(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
     # The Dagster instance (run history), not the code location: that is built from `settings`.
     with _restored_environ("DAGSTER_HOME"):

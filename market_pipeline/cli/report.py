@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from market_pipeline.cli.common import fmt_int, format_table, print_lines
+from market_pipeline.cli.common import EXIT_FAILED, WIDTH, CliError, fmt_int, format_table, print_lines
 from market_pipeline.core.lake.paths import quarantine_dir
 from market_pipeline.core.security.scrub import scrub_text
 from market_pipeline.settings import PipelineSettings
@@ -44,11 +44,59 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
         print()
         print("Asset checks")
         print_lines(_check_rows(checks))
+    skipped = skipped_days(run)
+    if skipped:
+        print()
+        print("Skipped days (an import was rejected or an upstream blocking check failed; the other days completed)")
+        print_lines(_skipped_rows(skipped))
     print()
     print("Outputs")
     print_lines(output_locations(settings))
     if not run.success:
         print_failures(result, verbosity)
+    elif skipped:
+        # The run succeeded for the other days; the exit code still says that some did not.
+        days = sorted({day for by_day in skipped.values() for day in by_day})
+        raise CliError(
+            f"{len(days)} day(s) did not complete ({', '.join(days)}; see Skipped days for why): their "
+            "downstream assets were skipped, the other days completed",
+            EXIT_FAILED,
+        )
+
+
+def skipped_days(run: RangeRun) -> dict[dg.AssetKey, dict[str, str]]:
+    """Per asset, the days it left out (partition metadata `skipped`, defs/common/blocked.py) and why."""
+    from market_pipeline.defs.common.blocked import SKIPPED
+
+    found: dict[dg.AssetKey, dict[str, str]] = defaultdict(dict)
+    for mat in run.materializations:
+        reason = getattr(mat.metadata.get(SKIPPED), "value", None)
+        if isinstance(reason, str) and mat.partition:
+            found[mat.asset_key][mat.partition] = reason
+    return dict(found)
+
+
+def _skipped_rows(skipped: dict[dg.AssetKey, dict[str, str]]) -> list[str]:
+    """Per skipped day: the assets that left it out, then each reason in full (wrapped, not clipped)."""
+    by_day: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for key, days in skipped.items():
+        for day, reason in days.items():
+            by_day[(day, reason)].append(key.to_user_string())
+    lines: list[str] = []
+    for (day, reason), assets in sorted(by_day.items()):
+        lines += textwrap.wrap(
+            f"{day}  {', '.join(sorted(assets))}", width=WIDTH, initial_indent="  ", subsequent_indent=" " * 14
+        )
+        for why in reason.splitlines():
+            lines += textwrap.wrap(  # no break inside BTC-USDT or a path: they stay whole to copy
+                scrub_text(why),
+                width=WIDTH,
+                initial_indent="    because ",
+                subsequent_indent=" " * 12,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+    return lines
 
 
 def _node_name(run: RangeRun, key: dg.AssetKey) -> str | None:
@@ -63,7 +111,10 @@ def _asset_rows(run: RangeRun) -> list[str]:
     materialized: dict[dg.AssetKey, set[str | None]] = defaultdict(set)
     rows: dict[dg.AssetKey, float] = defaultdict(float)
     has_rows: set[dg.AssetKey] = set()
+    left_out = skipped_days(run)
     for mat in run.materializations:
+        if mat.partition in left_out.get(mat.asset_key, {}):
+            continue  # materialized in Dagster's sense (the step covers the range), but left out
         materialized[mat.asset_key].add(mat.partition)
         value = mat.metadata.get("rows")
         number = getattr(value, "value", None)
@@ -82,6 +133,8 @@ def _asset_rows(run: RangeRun) -> list[str]:
         name = _node_name(run, key)
         if steps_of(name, failed):
             status = "FAILED"
+        elif left_out.get(key):
+            status = f"{len(left_out[key])} day(s) skipped"
         elif materialized.get(key) or steps_of(name, succeeded):
             status = "ok"
         elif steps_of(name, skipped):

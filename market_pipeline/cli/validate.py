@@ -20,7 +20,7 @@ from market_pipeline.settings import (
 from market_pipeline.vendors.registry import get_vendor
 
 
-def _writable_dir_problem(path: Path) -> str | None:
+def writable_dir_problem(path: Path) -> str | None:
     """Why `path` cannot be used as a directory we write into (None when it can)."""
     path = path.resolve()
     if path.exists():
@@ -55,7 +55,7 @@ def environment_problems(settings: PipelineSettings) -> tuple[list[str], list[st
     """(errors, warnings) about the environment around valid settings."""
     errors: list[str] = []
     warnings: list[str] = []
-    problem = _writable_dir_problem(settings.data_dir)
+    problem = writable_dir_problem(settings.data_dir)
     if problem:
         errors.append(f"PIPELINE_DATA_DIR: {problem}")
     errors += get_vendor(settings.source).environment(settings)

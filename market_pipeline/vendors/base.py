@@ -18,13 +18,14 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from market_pipeline.core.errors import SourceError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 
 # The Crypto Lake tables every lake-shaped vendor serves (captures add book_ticker and depth_snapshot).
 LAKE_TABLES = frozenset({"trades", "book", "book_delta_v2"})
 
 
-class MissingSourceData(Exception):
+class MissingSourceData(SourceError):
     """The source has no files for a table, instrument and day."""
 
     def __init__(self, source: str, table: str, instrument: Instrument, day: dt.date, where: str):

@@ -1,28 +1,91 @@
-"""DuckDB views over the Parquet lake, so analysts can query it with plain `duckdb`."""
+"""DuckDB views over the Parquet lake, so analysts can query it with plain `duckdb`.
+
+Each view reads a hive glob (`<table>/**/*.parquet`), which DuckDB expands when the view is
+queried, so a view is created once and sees every partition written later: the steps that write
+Parquet never touch the warehouse (and need no `duckdb` pool). A glob that matches no file fails
+when the view is created, so a view is created only once its table has a file
+(`ensure_lake_views`, called by the warehouse writer `lake_views` and by the CLI after a run).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from market_pipeline.core.lake.paths import table_glob
+
+@dataclass(frozen=True)
+class LakeView:
+    schema: str
+    view: str
+    root: str  # under the lake directory
+    table: str
+
+    def files_root(self, lake_dir: Path) -> Path:
+        return lake_dir / self.root / self.table
+
+
+RAW_TABLES = ("trades", "book", "book_delta_v2", "book_ticker", "depth_snapshot")
+LAKE_VIEWS: tuple[LakeView, ...] = (
+    *(LakeView("raw", table, "raw", table) for table in RAW_TABLES),
+    LakeView("books", "reconstructed_books", ".", "books"),
+    LakeView("books", "vendor_agreement", ".", "book_agreement"),
+)
+
+
+def hive_glob(table_dir: Path) -> str:
+    """Every Parquet file under a hive-partitioned table directory, for a DuckDB view."""
+    return str(table_dir.resolve() / "**" / "*.parquet")
+
+
+def has_files(table_dir: Path) -> bool:
+    return next(table_dir.rglob("*.parquet"), None) is not None if table_dir.is_dir() else False
+
+
+def view_sql(schema: str, view: str, table_dir: Path) -> str:
+    return (
+        f'CREATE VIEW IF NOT EXISTS "{schema}"."{view}" AS '
+        f"SELECT * FROM read_parquet('{hive_glob(table_dir)}', hive_partitioning = true, union_by_name = true)"
+    )
+
+
+def missing_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ...] = LAKE_VIEWS) -> list[LakeView]:
+    """The views whose table has files but which the warehouse does not have yet (read-only)."""
+    candidates = [v for v in views if has_files(v.files_root(lake_dir))]
+    if not candidates or not warehouse.is_file():
+        return candidates
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        existing = set(con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall())
+    return [v for v in candidates if (v.schema, v.view) not in existing]
+
+
+def ensure_lake_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ...] = LAKE_VIEWS) -> list[str]:
+    """Create the lake views that are missing and whose table has a file; returns their names.
+
+    Existing views are left alone (their glob already covers new partitions). Writes the
+    warehouse only when a view is missing: callers in Dagster hold the `duckdb` pool.
+    """
+    todo = missing_views(warehouse, lake_dir, views)
+    if not todo:
+        return []
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(warehouse)) as con:
+        for v in todo:
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{v.schema}"')
+            con.execute(view_sql(v.schema, v.view, v.files_root(lake_dir)))
+    return [f"{v.schema}.{v.view}" for v in todo]
 
 
 def create_parquet_view(warehouse: Path, schema: str, view: str, root: Path, table: str) -> bool:
-    """(Re)create `schema.view` over every partition of `table` under `root`.
+    """Create `schema.view` over every partition of `table` under `root` unless it exists.
 
-    Returns False (and leaves any existing view alone) while the table has no files yet,
-    because DuckDB binds a view's file list when the view is created.
+    Returns False while the table has no files yet (a glob without a match cannot be bound).
     """
-    pattern = table_glob(root.resolve(), table)
-    if not any(root.glob(f"{table}/*/*/*/*.parquet")):
+    if not has_files(root / table):
         return False
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(warehouse)) as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        con.execute(
-            f'CREATE OR REPLACE VIEW "{schema}"."{view}" AS '
-            f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
-        )
+        con.execute(view_sql(schema, view, root / table))
     return True

@@ -2,12 +2,18 @@
 
 Every file written here is private (mode 0600, in directories created 0700) and, inside an
 `audit_scope`, recorded in the audit trail (market_pipeline/core/security/audit.py).
+
+A writer killed mid-way (kill -9, power loss, OOM killer) leaves its temporary sibling
+`.<name>.tmp-<pid>-<uuid>` behind; the next write of the same file removes every such leftover
+whose process is gone (`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +25,60 @@ from market_pipeline.core.lake.paths import make_private_dirs
 from market_pipeline.core.security.audit import audit_write
 
 PRIVATE_FILE_MODE = 0o600
+
+_log = logging.getLogger(__name__)
+# Temporary files this process is writing right now (another thread may write the same file).
+_ACTIVE: set[str] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}.tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _is_stale(name: str, prefix: str) -> bool:
+    """Whether temporary file `name` was left by a writer that no longer runs."""
+    with _ACTIVE_LOCK:
+        if name in _ACTIVE:
+            return False
+    owner, sep, _ = name[len(prefix) :].partition("-")
+    if not sep or not owner.isdigit():
+        return True  # written before temp names carried their pid: no writer of that version runs now
+    pid = int(owner)
+    return pid == os.getpid() or not _pid_alive(pid)  # our own pid but not in _ACTIVE: a dead namesake
+
+
+def remove_stale_temp_files(final: Path) -> list[Path]:
+    """Remove the temporary siblings of `final` that writers killed mid-way left behind.
+
+    A temporary file of a writer that is still running (another process, or another thread of this
+    one) is kept. Returns the removed paths.
+    """
+    prefix = _temp_prefix(final)
+    removed: list[Path] = []
+    try:
+        entries = [entry.name for entry in os.scandir(final.parent) if entry.name.startswith(prefix)]
+    except FileNotFoundError:
+        return removed
+    for name in entries:
+        if _is_stale(name, prefix):
+            path = final.parent / name
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            _log.info("removed %s, left by a write that did not finish", path)
+    return removed
 
 
 @contextmanager
@@ -33,8 +93,11 @@ def atomic_path(final: Path) -> Iterator[Path]:
     directory created 0700. The writer creates the temporary file itself (some open it O_EXCL).
     """
     make_private_dirs(final.parent)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
+    tmp = final.with_name(f"{_temp_prefix(final)}{os.getpid()}-{uuid.uuid4().hex}")
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(tmp.name)
     try:
+        remove_stale_temp_files(final)
         yield tmp
         os.chmod(tmp, PRIVATE_FILE_MODE)
         with open(tmp, "rb") as fh:
@@ -42,6 +105,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(tmp.name)
     audit_write(final, final.stat().st_size)
 
 

@@ -44,6 +44,21 @@ def quarantine_dir(lake_dir: Path) -> Path:
     return lake_dir / "quarantine"
 
 
+def stats_dir(lake_dir: Path) -> Path:
+    """Small per-day statistics the raw import computes in its one pass (core/quality/day_stats.py)."""
+    return lake_dir / "stats"
+
+
+def stats_partition_dir(lake_dir: Path, table: str, exchange: str, symbol: str, day: dt.date) -> Path:
+    """lake/stats/{table}/exchange=X/symbol=Y/dt=D/: the day statistics of one raw table-day."""
+    return partition_dir(stats_dir(lake_dir), table, exchange, symbol, day)
+
+
+def rejected_rows_path(lake_dir: Path, table: str, exchange: str, symbol: str, day: dt.date) -> Path:
+    """The rows the latest import of a raw table-day quarantined, with their reasons."""
+    return partition_dir(quarantine_dir(lake_dir), table, exchange, symbol, day) / "rejected_rows.parquet"
+
+
 def table_glob(root: Path, table: str) -> str:
     """Glob over every partition file of a table, for DuckDB views."""
     return str(root / table / "*" / "*" / "*" / "*.parquet")

@@ -7,7 +7,9 @@ disagree on a figure. Every reader names the missing file when an input is absen
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +23,12 @@ from market_pipeline.core.lake.paths import (
     books_partition_dir,
     capture_fidelity_dir,
     raw_partition_dir,
+    stats_partition_dir,
 )
 from market_pipeline.core.lake.schemas import BOOK_LEVELS, book_level_columns
-from market_pipeline.core.quality.precision import grid_flags
-from market_pipeline.core.quality.sequence import gap_events, messages
+from market_pipeline.core.quality.day_stats import DayStats, compute_day_stats
+from market_pipeline.core.quality.precision import grid_flags, max_decimals
+from market_pipeline.core.quality.sequence import GAP_SCHEMA, gap_events, messages
 
 NS_PER_MS = 1_000_000
 NS_PER_HOUR = 3_600_000_000_000
@@ -65,6 +69,7 @@ class DayFiles:
     has_agreement: bool = True
     # Sequence numbers grow by exactly 1 per message (a jump proves a gap), else only monotonic.
     contiguous: bool = False
+    lake: Path | None = None  # the lake root, for the raw tables' day statistics (`day_stats`)
 
     @classmethod
     def of(cls, lake: Path, instrument: Instrument, day: dt.date, *, has_agreement: bool, contiguous: bool) -> DayFiles:
@@ -80,7 +85,11 @@ class DayFiles:
             fidelity=capture_fidelity_dir(lake, ex, sym, day) / PARTITION_FILE,
             has_agreement=has_agreement,
             contiguous=contiguous,
+            lake=lake,
         )
+
+    def raw_file(self, table: str) -> Path:
+        return {"book_delta_v2": self.deltas, "book": self.snapshots, "trades": self.trades}[table]
 
     def require(self, path: Path) -> Path:
         if not path.is_file():
@@ -94,7 +103,24 @@ class DayFiles:
 
 
 def read_deltas(files: DayFiles) -> pl.DataFrame:
+    """The whole delta day in memory (~1.6 GB for a realistic day): prefer `day_stats`."""
     return pl.read_parquet(files.require(files.deltas))
+
+
+def day_stats(files: DayFiles, table: str) -> DayStats:
+    """The day statistics of a raw table ("book_delta_v2", "book", "trades"): the ones its import
+    wrote beside the day when they still describe the lake file, else computed from the file in
+    row batches (bounded memory, one read)."""
+    data = files.require(files.raw_file(table))
+    contiguous = files.contiguous and table == "book_delta_v2"
+    if files.lake is not None:
+        ex, sym = files.instrument.exchange, files.instrument.symbol
+        stored = DayStats.read(stats_partition_dir(files.lake, table, ex, sym, files.day))
+        if stored is not None and stored.matches(data) and bool(stored.summary.get("contiguous")) == contiguous:
+            return stored
+    return compute_day_stats(
+        data, table, files.day, files.instrument.tick_size, files.instrument.lot_size, contiguous=contiguous
+    )
 
 
 SNAPSHOT_TOP_SCHEMA = {
@@ -305,7 +331,7 @@ def snapshot_precision(files: DayFiles) -> tuple[int, int]:
 
     Read one column at a time: a day of 100 ms snapshots holds ~70 M floats.
     """
-    reader = pq.ParquetFile(files.require(files.snapshots))
+    reader = pq.ParquetFile(files.require(files.snapshots), pre_buffer=False)
     off_total = loss_total = 0
     for column in book_level_columns(BOOK_LEVELS):
         values = reader.read(columns=[column]).column(0).to_numpy()
@@ -437,3 +463,555 @@ def trades_at_or_inside_touch_share(trades: pl.DataFrame, books: pl.DataFrame) -
         return None
     inside = (pl.col("price") >= pl.col("bid_0_price")) & (pl.col("price") <= pl.col("ask_0_price"))
     return float(joined.select(inside.mean()).item())
+
+
+# ---------------------------------------------------------------------------------------
+# Bounded memory: one instrument-day read in row batches or lazy scans, never whole
+# ---------------------------------------------------------------------------------------
+# The readers above load a table whole (the raw checks use them). validation_reports and the
+# book checks use the ones below instead: the raw deltas (~34 M rows on a realistic day) are
+# read in row batches of a few columns, the tables with one row per vendor snapshot or rebuilt
+# row through lazy scans that keep only the columns and rows a figure needs. The figures are
+# those of the whole-day readers, exactly (quantiles included, see ExactQuantiles).
+
+BATCH_ROWS = 1 << 18
+SKEW_QUANTILES = (0.01, 0.50, 0.99)
+_DAY_GROUP = 24  # group index of the whole day beside hours 0-23 in ExactQuantiles
+
+
+def iter_frames(path: Path, columns: list[str], batch_rows: int | None = None) -> Iterator[pl.DataFrame]:
+    """The file's `columns` in file order, `batch_rows` rows at a time.
+
+    `pre_buffer=False`: pyarrow's default pre-buffering holds far more than a batch (~0.5 GB
+    more on a realistic day of deltas).
+    """
+    with pq.ParquetFile(path, pre_buffer=False) as reader:
+        for batch in reader.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns):
+            yield pl.from_arrow(batch)  # type: ignore[misc]
+
+
+def row_count(path: Path) -> int:
+    with pq.ParquetFile(path) as reader:
+        return reader.metadata.num_rows
+
+
+def linear_quantile(lower: float, upper: float, q: float, n: int) -> float:
+    """polars' `quantile(q, "linear")` from the order statistics at floor and ceil of q (n - 1)."""
+    index = q * (n - 1)
+    return lower + (upper - lower) * (index - math.floor(index))
+
+
+def quantile_ranks(q: float, n: int) -> tuple[int, int]:
+    index = q * (n - 1)
+    return math.floor(index), math.ceil(index)
+
+
+class ExactQuantiles:
+    """Exact linear quantiles of float values in groups 0..groups-1 and over all of them (group
+    `groups`), over two passes of the same stream of values.
+
+    Pass 1 (`count`) counts the values per group and bucket (the top bits of the value's
+    order-preserving integer form: ~4,000 buckets per power of two); `locate` then finds the
+    bucket of each order statistic the quantiles need, and pass 2 (`collect`) keeps only the
+    values of those buckets, as distinct values with counts. Memory: bucket counts and the
+    target buckets' distinct values, never the values.
+    """
+
+    SHIFT = 40
+
+    def __init__(self, groups: int, quantiles: tuple[float, ...]) -> None:
+        self.groups, self.quantiles = groups, quantiles
+        self.sizes = np.zeros(groups + 1, np.int64)
+        self._counts: list[pl.DataFrame] = []
+        self._found: list[pl.DataFrame] = []
+        # (group, bucket) -> [(rank, offset of the rank within the bucket)]
+        self._targets: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    @classmethod
+    def keys(cls, values: np.ndarray) -> np.ndarray:
+        bits = (values + 0.0).view(np.int64)  # + 0.0: -0.0 sorts as 0.0
+        return np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits) >> cls.SHIFT
+
+    @staticmethod
+    def _compact(frames: list[pl.DataFrame], keys: list[str]) -> list[pl.DataFrame]:
+        if len(frames) <= 32:
+            return frames
+        return [pl.concat(frames).group_by(keys).agg(pl.col("n").sum())]
+
+    def count(self, groups: np.ndarray, values: np.ndarray) -> None:
+        """Pass 1: every value with its group."""
+        frame = pl.DataFrame({"g": groups.astype(np.int64), "k": self.keys(values)})
+        self._counts.append(frame.group_by("g", "k").agg(pl.len().cast(pl.Int64).alias("n")))
+        self._counts = self._compact(self._counts, ["g", "k"])
+
+    def locate(self) -> bool:
+        """After pass 1: find the buckets to keep; False when there is nothing to collect."""
+        if not self._counts:
+            return False
+        per_group = pl.concat(self._counts).group_by("g", "k").agg(pl.col("n").sum())
+        total = per_group.group_by("k").agg(pl.col("n").sum()).with_columns(pl.lit(self.groups, pl.Int64).alias("g"))
+        self._counts = []
+        counts = pl.concat([per_group, total.select(per_group.columns)]).sort("g", "k")
+        for (group,), part in counts.group_by("g", maintain_order=True):
+            keys, ends = part["k"].to_numpy(), np.cumsum(part["n"].to_numpy())
+            n = int(ends[-1])
+            self.sizes[int(group)] = n
+            for rank in {r for q in self.quantiles for r in quantile_ranks(q, n)}:
+                at = int(np.searchsorted(ends, rank, side="right"))
+                start = int(ends[at - 1]) if at else 0
+                self._targets.setdefault((int(group), int(keys[at])), []).append((rank, rank - start))
+        return bool(self._targets)
+
+    def collect(self, groups: np.ndarray, values: np.ndarray) -> None:
+        """Pass 2: the same values with the same groups, in any batches."""
+        keys = self.keys(values)
+        groups = groups.astype(np.int64)
+        # Few target buckets: select by bucket first, then by group and bucket.
+        near = np.flatnonzero(np.isin(keys, np.unique([k for _, k in self._targets])))
+        keys, groups, values = keys[near], groups[near], values[near]
+        wanted = np.fromiter((g << 32 | (k & 0xFFFFFFFF) for g, k in self._targets), np.int64)
+        for scope in (groups, np.full(len(values), self.groups, np.int64)):
+            keep = np.isin(scope << 32 | (keys & 0xFFFFFFFF), wanted)
+            if keep.any():
+                frame = pl.DataFrame({"g": scope[keep], "k": keys[keep], "v": values[keep]})
+                self._found.append(frame.group_by("g", "k", "v").agg(pl.len().cast(pl.Int64).alias("n")))
+                self._found = self._compact(self._found, ["g", "k", "v"])
+
+    def result(self) -> dict[int, list[float | None]]:
+        """group (and `groups` for all) -> the quantiles, None for an empty group."""
+        found = pl.concat(self._found).group_by("g", "k", "v").agg(pl.col("n").sum()) if self._found else None
+        stats: dict[tuple[int, int], float] = {}
+        for (group, key), ranks in self._targets.items():
+            part = found.filter((pl.col("g") == group) & (pl.col("k") == key)).sort("v")  # type: ignore[union-attr]
+            ends, values = np.cumsum(part["n"].to_numpy()), part["v"].to_numpy()
+            for rank, offset in ranks:
+                stats[(group, rank)] = float(values[int(np.searchsorted(ends, offset, side="right"))])
+        out: dict[int, list[float | None]] = {}
+        for group in range(self.groups + 1):
+            n = int(self.sizes[group])
+            out[group] = [
+                linear_quantile(stats[(group, quantile_ranks(q, n)[0])], stats[(group, quantile_ranks(q, n)[1])], q, n)
+                if n
+                else None
+                for q in self.quantiles
+            ]
+        return out
+
+
+@dataclass
+class DeltaFigures:
+    """What validation needs from one day of raw deltas, from `scan_deltas`."""
+
+    delta_rows: int
+    messages: int
+    events: pl.DataFrame  # gap events, GAP_SCHEMA (as `gaps`)
+    skew_day: dict[str, float | None]  # skew_aggregates() over the day
+    skew_hourly: pl.DataFrame  # as `hourly_skew`
+    skew_worst: list[dict[str, object]]  # as `skew_rows`
+    precision: PrecisionTally
+    price_decimals_max: int | None
+
+
+@dataclass
+class PrecisionTally:
+    """Off-grid and precision-loss counts of a table's columns, with the flags `precision_rows`
+    can list (the first WORST_ROWS of each kind per column, in the layout of `precision_flags`)."""
+
+    off_grid: int = 0
+    loss: int = 0
+    flags: list[pl.DataFrame] = field(default_factory=list)
+    _listed: dict[tuple[str, str, bool], int] = field(default_factory=dict)
+
+    def add(
+        self, table: str, frame: pl.DataFrame, offset: int, columns: dict[str, str], instrument: Instrument
+    ) -> None:
+        """Rows `offset`.. of `table` (rows are numbered per table, as in `precision_flags`)."""
+        keep = [c for c in ("received_time", "sequence_number") if c in frame.columns]
+        for column, grid in columns.items():
+            step = instrument.tick_size if grid == "price" else instrument.lot_size
+            values = frame[column].to_numpy()
+            off_grid, loss = grid_flags(values, step)
+            self.off_grid += int(off_grid.sum())
+            self.loss += int(loss.sum())
+            for kind, mask in ((True, off_grid), (False, loss)):
+                room = WORST_ROWS - self._listed.get((table, column, kind), 0)
+                if room <= 0 or not mask.any():
+                    continue
+                bad = np.flatnonzero(mask)[:room]
+                self._listed[(table, column, kind)] = self._listed.get((table, column, kind), 0) + len(bad)
+                self.flags.append(
+                    frame.select(keep)[bad].with_columns(
+                        pl.Series("row", bad + offset, pl.Int64),
+                        pl.lit(column).alias("column"),
+                        pl.Series("value", values[bad], pl.Float64),
+                        pl.Series("off_grid", off_grid[bad], pl.Boolean),
+                        pl.Series("steps", values[bad] / float(step), pl.Float64),
+                    )
+                )
+
+    def frame(self) -> pl.DataFrame:
+        if not self.flags:
+            return pl.DataFrame(schema={"row": pl.Int64, "off_grid": pl.Boolean})
+        return pl.concat(self.flags, how="diagonal_relaxed")
+
+
+def _skew_ms(received: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """skew_ms as `skew_messages` computes it (the same polars expression, so the same floats)."""
+    frame = pl.DataFrame({"received_time": received, "origin_time": origin})
+    return frame.select((pl.col("received_time") - pl.col("origin_time")) / NS_PER_MS).to_series().to_numpy()
+
+
+def _message_batches(files: DayFiles, columns: list[str]) -> Iterator[tuple[pl.DataFrame, np.ndarray, int]]:
+    """(batch, mask of the rows that start a message, row offset) over the raw deltas in file order.
+
+    A message is a run of rows sharing (received_time, sequence_number), as `sequence.messages`.
+    """
+    previous: tuple[int, int] | None = None
+    offset = 0
+    for frame in iter_frames(files.require(files.deltas), columns):
+        if frame.is_empty():
+            continue
+        recv, seq = frame["received_time"].to_numpy(), frame["sequence_number"].to_numpy()
+        starts = np.empty(len(recv), bool)
+        starts[1:] = (seq[1:] != seq[:-1]) | (recv[1:] != recv[:-1])
+        starts[0] = previous is None or previous != (int(seq[0]), int(recv[0]))
+        previous = (int(seq[-1]), int(recv[-1]))
+        yield frame, starts, offset
+        offset += frame.height
+
+
+def _repaired(events: pl.DataFrame, snap_seq: np.ndarray, snap_recv: np.ndarray) -> pl.DataFrame:
+    """Gap events with the vendor snapshot that repairs each (as `sequence.gap_events`)."""
+    resume = np.maximum(events["sequence_number"].to_numpy(), events["previous_sequence_number"].to_numpy())
+    running = np.maximum.accumulate(snap_seq) if len(snap_seq) else snap_seq
+    fill = np.searchsorted(running, resume.astype(np.int64), side="left")
+    repaired = fill < len(snap_seq)
+    safe = np.where(repaired, fill, 0)
+    fill_recv = np.where(repaired, snap_recv[safe] if len(snap_recv) else 0, 0)
+    fill_seq = np.where(repaired, snap_seq[safe] if len(snap_seq) else 0, 0)
+    return (
+        events.with_columns(
+            pl.Series("repaired", repaired, pl.Boolean),
+            pl.Series("fill_snapshot", np.where(repaired, fill, -1), pl.Int64),
+            pl.Series("fill_received_time", fill_recv, pl.Int64),
+            pl.Series("fill_sequence_number", fill_seq, pl.Int64),
+        )
+        .with_columns(
+            [
+                pl.when(pl.col("repaired")).then(pl.col(c)).otherwise(None).alias(c)
+                for c in ("fill_snapshot", "fill_received_time", "fill_sequence_number")
+            ]
+        )
+        .select(list(GAP_SCHEMA))
+        .cast(GAP_SCHEMA)
+    )
+
+
+def _largest(values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k largest values, largest first, earlier first on ties."""
+    if len(values) > k:
+        threshold = np.partition(values, len(values) - k)[len(values) - k]
+        candidates = np.flatnonzero(values >= threshold)
+    else:
+        candidates = np.arange(len(values))
+    return candidates[np.argsort(-values[candidates], kind="stable")][:k]
+
+
+def _worst_skew(candidates: pl.DataFrame, more: pl.DataFrame) -> pl.DataFrame:
+    """The WORST_ROWS largest |skew| of both, earlier rows first on ties."""
+    both = pl.concat([candidates, more]) if candidates.height else more
+    return both.sort(pl.col("skew_ms").abs(), descending=True, maintain_order=True).head(WORST_ROWS)
+
+
+def scan_deltas(files: DayFiles, snapshot_sequence: np.ndarray, snapshot_received: np.ndarray) -> DeltaFigures:
+    """Messages, gaps, clock skew and precision of the day's raw deltas, in row batches.
+
+    Two passes over received_time, origin_time and sequence_number (the second only for the
+    skew quantiles, see ExactQuantiles); price and size are read in the first. The vendor
+    snapshots' sequence numbers and receive times (file order) say which gaps they repair.
+    """
+    start = day_start_ns(files.day)
+    instrument = files.instrument
+    times = ["received_time", "origin_time", "sequence_number"]
+    quantiles = ExactQuantiles(24, SKEW_QUANTILES)
+    hourly = np.zeros((24, 3), np.float64)  # negatives, min, max
+    hourly[:, 1], hourly[:, 2] = np.inf, -np.inf
+    per_hour = np.zeros(24, np.int64)
+    events: list[pl.DataFrame] = []
+    worst = pl.DataFrame()
+    tally = PrecisionTally()
+    prices = pl.Series("price", [], pl.Float64)  # distinct prices seen
+    top: int | None = None  # highest sequence number so far
+    rows = messages_seen = 0
+    for frame, starts, offset in _message_batches(files, [*times, "price", "size"]):
+        rows += frame.height
+        tally.add("deltas", frame, offset, DELTA_VALUE_COLUMNS, instrument)
+        prices = pl.concat([prices, frame["price"].drop_nulls().unique()]).unique()
+        msgs = frame.select(times).filter(pl.Series(starts))
+        messages_seen += msgs.height
+        recv, orig, seq = (msgs[c].to_numpy() for c in times)
+        # Gaps: the highest number seen before each message, across batches.
+        highest = np.maximum.accumulate(seq)
+        if top is not None:
+            highest = np.maximum(highest, top)
+        previous = np.empty(len(seq), np.int64)
+        previous[1:] = highest[:-1]
+        previous[0] = top if top is not None else 0
+        known = np.ones(len(seq), bool)
+        known[0] = top is not None
+        top = int(highest[-1])
+        out_of_order = known & (seq < previous)
+        jump = known & files.contiguous & (seq > previous + 1)
+        hit = out_of_order | jump
+        if hit.any():
+            events.append(
+                pl.DataFrame(
+                    {
+                        "kind": np.where(out_of_order[hit], "out_of_order", "jump"),
+                        "received_time": recv[hit],
+                        "origin_time": orig[hit],
+                        "sequence_number": seq[hit],
+                        "previous_sequence_number": previous[hit],
+                        "missing_sequence_numbers": np.where(out_of_order[hit], 0, seq[hit] - previous[hit] - 1),
+                    }
+                )
+            )
+        # Clock skew per hour of receipt.
+        skew = _skew_ms(recv, orig)
+        hours = np.clip((recv - start) // NS_PER_HOUR, 0, 23)
+        quantiles.count(hours, skew)
+        per_hour += np.bincount(hours, minlength=24)
+        by_hour = (
+            pl.DataFrame({"hour": hours, "skew": skew})
+            .group_by("hour")
+            .agg((pl.col("skew") < 0).sum(), pl.col("skew").min().alias("min"), pl.col("skew").max().alias("max"))
+        )
+        at = by_hour["hour"].to_numpy()
+        hourly[at, 0] += by_hour["skew"].to_numpy()
+        hourly[at, 1] = np.minimum(hourly[at, 1], by_hour["min"].to_numpy())
+        hourly[at, 2] = np.maximum(hourly[at, 2], by_hour["max"].to_numpy())
+        order = _largest(np.abs(skew), WORST_ROWS)
+        worst = _worst_skew(worst, msgs[order].with_columns(pl.Series("skew_ms", skew[order])))
+    if quantiles.locate():
+        for frame, starts, _ in _message_batches(files, times):
+            recv, orig = frame["received_time"].to_numpy()[starts], frame["origin_time"].to_numpy()[starts]
+            quantiles.collect(np.clip((recv - start) // NS_PER_HOUR, 0, 23), _skew_ms(recv, orig))
+    found = quantiles.result()
+
+    gap_frame = pl.concat(events) if events else pl.DataFrame(schema={c: GAP_SCHEMA[c] for c in list(GAP_SCHEMA)[:6]})
+    gap_frame = _repaired(
+        gap_frame.cast({c: GAP_SCHEMA[c] for c in gap_frame.columns}), snapshot_sequence, snapshot_received
+    )
+    some = per_hour > 0
+    skew_hourly = pl.DataFrame(
+        {
+            "hour": pl.Series(range(24), dtype=pl.Int32),
+            **{
+                name: [found[h][i] for h in range(24)]
+                for i, name in enumerate(("skew_p1_ms", "skew_p50_ms", "skew_p99_ms"))
+            },
+            "skew_max_ms": np.where(some, hourly[:, 2], np.nan),
+            "skew_min_ms": np.where(some, hourly[:, 1], np.nan),
+            "skew_negative_share": np.where(some, hourly[:, 0] / np.maximum(per_hour, 1), np.nan),
+            "messages": per_hour,
+        },
+        schema_overrides={c: pl.Float64 for c in ("skew_p1_ms", "skew_p50_ms", "skew_p99_ms")},
+    ).with_columns(pl.col("skew_max_ms", "skew_min_ms", "skew_negative_share").fill_nan(None))
+    total = int(per_hour.sum())
+    p1, p50, p99 = found[24]
+    skew_day = {
+        "skew_p1_ms": p1,
+        "skew_p50_ms": p50,
+        "skew_p99_ms": p99,
+        "skew_max_ms": float(hourly[:, 2].max()) if total else None,
+        "skew_min_ms": float(hourly[:, 1].min()) if total else None,
+        "skew_negative_share": float(hourly[:, 0].sum()) / total if total else None,
+    }
+    return DeltaFigures(
+        delta_rows=rows,
+        messages=messages_seen,
+        events=gap_frame,
+        skew_day=skew_day,
+        skew_hourly=skew_hourly,
+        skew_worst=skew_rows(worst) if worst.height else [],
+        precision=tally,
+        price_decimals_max=max_decimals(prices),
+    )
+
+
+def scan_trades(path: Path, instrument: Instrument, tally: PrecisionTally) -> int:
+    """Rows of the day's trades, adding their prices' and quantities' precision to `tally`."""
+    rows = 0
+    for frame in iter_frames(path, ["received_time", "price", "quantity"]):
+        tally.add("trades", frame, rows, TRADE_VALUE_COLUMNS, instrument)
+        rows += frame.height
+    return rows
+
+
+def snapshot_sequence(files: DayFiles) -> tuple[np.ndarray, np.ndarray]:
+    """(sequence_number, received_time) of the vendor snapshots, in file order."""
+    frame = pl.read_parquet(files.require(files.snapshots), columns=["sequence_number", "received_time"])
+    return frame["sequence_number"].to_numpy().astype(np.int64), frame["received_time"].to_numpy().astype(np.int64)
+
+
+def scan_snapshot_tops(files: DayFiles) -> pl.LazyFrame:
+    return pl.scan_parquet(files.require(files.snapshots)).select(list(SNAPSHOT_TOP_SCHEMA))
+
+
+def scan_books_touch(files: DayFiles) -> pl.LazyFrame:
+    """Rebuilt touch per sampled row, as floats, in file order (`read_books_touch` sorts it)."""
+    return pl.scan_parquet(files.require(files.books)).select(
+        "received_time",
+        "sequence_number",
+        "synced",
+        "trigger",
+        pl.col("bid_0_price", "ask_0_price").cast(pl.Float64),
+    )
+
+
+def crossed_figures(frame: pl.LazyFrame, by_time: bool) -> tuple[int, list[dict[str, object]]]:
+    """(crossed or locked rows, the first WORST_ROWS of them as `crossed_row_records`), by receive
+    time (stable) when `by_time` else in file order."""
+    crossed = frame.filter(pl.col("bid_0_price") >= pl.col("ask_0_price"))
+    count = crossed.select(pl.len()).collect(engine="streaming").item()
+    if not count:
+        return 0, []
+    first = crossed.sort("received_time", maintain_order=True) if by_time else crossed
+    return int(count), crossed_row_records(first.head(WORST_ROWS).collect(engine="streaming"))
+
+
+def touch_share(files: DayFiles) -> float | None:
+    """`trades_at_or_inside_touch_share` from scans: only the trades' times and prices and the
+    in-sync rebuilt touch are read."""
+    touch = (
+        scan_books_touch(files)
+        .filter("synced")
+        .select("received_time", "bid_0_price", "ask_0_price")
+        .drop_nulls()
+        .sort("received_time", maintain_order=True)
+    )
+    trades = pl.scan_parquet(files.require(files.trades)).select("received_time", "price").sort("received_time")
+    inside = (pl.col("price") >= pl.col("bid_0_price")) & (pl.col("price") <= pl.col("ask_0_price"))
+    found = (
+        trades.join_asof(touch, on="received_time", strategy="backward")
+        .drop_nulls("bid_0_price")
+        .select(inside.mean().alias("share"), pl.len().alias("n"))
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
+    return float(found["share"]) if found["n"] else None
+
+
+@dataclass
+class AgreementFigures:
+    summary: dict[str, object]  # as `agreement_summary`
+    worst: list[dict[str, object]]  # as `agreement_rows`
+    divergent: pl.DataFrame  # received_time, matched, synced_before of the divergences
+    hourly_max_ticks: pl.DataFrame  # hour, max |mid deviation| in ticks (snapshot hours only)
+
+
+def _scan_agreement(files: DayFiles) -> pl.LazyFrame:
+    """The agreement rows beside the vendor snapshots' touch prices, checked to line up."""
+    agreement = files.require(files.agreement)
+    snapshots = files.require(files.snapshots)
+    rows, tops = row_count(agreement), row_count(snapshots)
+    mismatch = f"{files.agreement} ({rows} rows) does not line up with the vendor snapshots in {files.snapshots}"
+    if rows != tops:
+        mismatch += f" ({tops} rows)"
+    joined = pl.concat(
+        [
+            pl.scan_parquet(agreement),
+            pl.scan_parquet(snapshots).select(
+                pl.col("received_time").alias("_snapshot_received_time"),
+                pl.col("sequence_number").alias("_snapshot_sequence_number"),
+                "bid_0_price",
+                "ask_0_price",
+            ),
+        ],
+        how="horizontal",
+    )
+    same = rows == tops and (
+        rows == 0
+        or joined.select(
+            (
+                (pl.col("received_time") == pl.col("_snapshot_received_time"))
+                & (pl.col("sequence_number") == pl.col("_snapshot_sequence_number"))
+            ).all()
+        )
+        .collect(engine="streaming")
+        .item()
+    )
+    if not same:
+        raise ValueError(
+            f"{files.instrument.key} {files.day}: {mismatch}; re-materialize reconstructed_books for this day"
+        )
+    return joined.drop("_snapshot_received_time", "_snapshot_sequence_number")
+
+
+def agreement_figures(files: DayFiles) -> AgreementFigures:
+    """Agreement with the vendor snapshots from scans of the agreement table (exactly the figures
+    of `agreement_summary`, `agreement_rows` and `hourly_gaps`' divergences)."""
+    instrument, day = files.instrument, files.day
+    if not files.has_agreement:
+        empty = read_agreement(files, empty_snapshot_tops())
+        return AgreementFigures(
+            agreement_summary(empty, instrument),
+            [],
+            empty.select("received_time", "matched", "synced_before"),
+            pl.DataFrame(schema={"hour": pl.Int32, "max": pl.Float64}),
+        )
+    scan = _scan_agreement(files)
+    tick = float(instrument.tick_size)
+    ticks = pl.col("mid_deviation_half_ticks").abs() / 2
+    bps = (
+        pl.col("mid_deviation_half_ticks").abs()
+        / 2
+        * tick
+        / ((pl.col("bid_0_price") + pl.col("ask_0_price")) / 2)
+        * 1e4
+    )
+    mask = pl.col("mismatched_level_mask")
+    found = (
+        scan.select(
+            pl.len().alias("n"),
+            pl.col("matched").sum().alias("matched"),
+            (~pl.col("matched") & pl.col("synced_before")).sum().alias("divergences"),
+            ticks.max().alias("max_mid_dev_ticks"),
+            ticks.quantile(0.99, "linear").alias("p99_mid_dev_ticks"),
+            bps.max().alias("max_mid_dev_bps"),
+            bps.quantile(0.99, "linear").alias("p99_mid_dev_bps"),
+            *[((mask // (1 << level)) % 2).sum().alias(f"level_{level}") for level in range(BOOK_LEVELS)],
+            pl.col("levels_mismatched").filter(~pl.col("matched")).mean().alias("levels_mismatched_mean"),
+        )
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
+    n, matched = int(found["n"]), int(found["matched"] or 0)
+    stats = ("max_mid_dev_ticks", "p99_mid_dev_ticks", "max_mid_dev_bps", "p99_mid_dev_bps")
+    summary = {
+        "vendor_snapshots": n,
+        "snapshots_mismatched": n - matched,
+        "snapshot_exact_match_share": matched / n if n else None,
+        "divergences": int(found["divergences"] or 0),
+        **{k: (float(found[k]) if found[k] is not None else None) for k in stats},
+        "mismatches_by_level": [int(found[f"level_{level}"] or 0) for level in range(BOOK_LEVELS)],
+        "levels_mismatched_mean": float(found["levels_mismatched_mean"] or 0.0),
+    }
+    worst = agreement_rows(
+        scan.filter(~pl.col("matched"))
+        .sort([pl.col("mid_deviation_half_ticks").abs(), "levels_mismatched"], descending=True, maintain_order=True)
+        .head(WORST_ROWS)
+        .collect(engine="streaming")
+    )
+    divergent = (
+        scan.filter(~pl.col("matched") & pl.col("synced_before"))
+        .select("received_time", "matched", "synced_before")
+        .collect(engine="streaming")
+    )
+    hourly_max = (
+        scan.group_by(hour_of("received_time", day).alias("hour"))
+        .agg((pl.col("mid_deviation_half_ticks").abs().max() / 2).alias("max"))
+        .sort("hour")
+        .collect(engine="streaming")
+    )
+    return AgreementFigures(summary, worst, divergent, hourly_max)

@@ -14,7 +14,9 @@ Depth is summed over the levels the books carry (`PIPELINE_BOOK__DEPTH`, at most
 in base-currency units. Quantiles are nearest-rank (DuckDB `quantile_disc`).
 
 DuckDB streams the Parquet files, with a memory limit and a spill directory, so a
-realistic day (864,000 snapshots, ~34 M delta rows) fits in bounded memory.
+realistic day (864,000 snapshots, ~34 M delta rows) fits in bounded memory; the update ranks,
+an as-of join of every delta row with the last snapshot before it, come hour by hour from
+`update_ranks.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pyarrow.parquet as pq
+
+from market_pipeline.core.quality import update_ranks
 
 DEPTH_BPS = (5, 10, 25)
 # Level rank from the touch: 0 = at or inside the touch, r = r better levels on that side.
@@ -68,9 +72,19 @@ def _sql_path(path: Path) -> str:
     return str(path.resolve()).replace("'", "''")
 
 
+# DuckDB's own budget (it spills beyond it); the process adds Python and the result frames.
+MEMORY_LIMIT = "512MB"
+
+
 def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
     spill_dir.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(config={"threads": 2, "memory_limit": "1GB", "temp_directory": str(spill_dir)})
+    config = {
+        "threads": 2,
+        "memory_limit": MEMORY_LIMIT,
+        "temp_directory": str(spill_dir),
+        "preserve_insertion_order": False,  # no query here depends on row order
+    }
+    return duckdb.connect(config=config)
 
 
 def _snapshot_view(con: duckdb.DuckDBPyConnection, books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> int:
@@ -106,12 +120,6 @@ def _depth_expr(levels: int, bps: int) -> str:
         for s in ("b", "a")
         for i in range(levels)
     )
-
-
-def _rank_expr(levels: int) -> str:
-    bid = " + ".join(f"coalesce(CAST(s.b{i} > d.p AS INTEGER), 0)" for i in range(levels))
-    ask = " + ".join(f"coalesce(CAST(s.a{i} < d.p AS INTEGER), 0)" for i in range(levels))
-    return f"CASE WHEN d.side_is_bid THEN {bid} ELSE {ask} END"
 
 
 def compute_microstructure(
@@ -155,14 +163,6 @@ def compute_microstructure(
         trade_counts = con.execute(
             f"SELECT {hours_of} AS hour, count(*) AS trades FROM read_parquet('{_sql_path(trades)}') GROUP BY hour"
         ).pl()
-        ranks = con.execute(
-            f"""SELECT least({_rank_expr(levels)}, {levels}) AS rank, count(*) AS n
-            FROM (SELECT received_time, side_is_bid,
-                         CAST(round(price / {float(tick)!r}) AS BIGINT) AS p
-                  FROM read_parquet('{_sql_path(deltas)}')) d
-            ASOF JOIN snaps s ON d.received_time > s.received_time
-            GROUP BY ALL"""
-        ).fetchall()
         skew = con.execute(
             f"""SELECT (received_time - origin_time) / 1e9 FROM read_parquet('{_sql_path(deltas)}')
             USING SAMPLE reservoir({SKEW_SAMPLE_ROWS} ROWS) REPEATABLE (7)"""
@@ -182,9 +182,7 @@ def compute_microstructure(
         )
         .sort("hour")
     )
-    rank_counts = [0] * (levels + 1)
-    for rank, n in ranks:
-        rank_counts[int(rank)] += int(n)
+    rank_counts = update_ranks.rank_counts(books, deltas, float(tick), levels, day_start)
     total_messages = int(hourly["book_messages"].sum())
     total_trades = int(hourly["trades"].sum())
     q = daily_row["q"] or [None, None, None]

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 from market_pipeline.core.book.fixed_point import OFF_GRID_TOLERANCE
 
@@ -20,18 +21,26 @@ from market_pipeline.core.book.fixed_point import OFF_GRID_TOLERANCE
 def grid_flags(values: np.ndarray, step: Decimal) -> tuple[np.ndarray, np.ndarray]:
     """(off_grid, precision_loss) boolean arrays for float values; NaN is neither.
 
-    numpy, not polars expressions: polars divides by a literal through its reciprocal, which is
-    not the correctly rounded quotient this test relies on.
+    A numba loop, not polars expressions: polars divides by a literal through its reciprocal,
+    which is not the correctly rounded quotient this test relies on.
     """
     p, q = step.normalize().as_integer_ratio()
-    values = np.asarray(values, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        scaled = values / float(step)
-        steps = np.rint(scaled)
-        off_grid = np.abs(scaled - steps) > OFF_GRID_TOLERANCE
-        nearest = np.divide(steps * p, q)
-        loss = ~off_grid & ~np.isnan(values) & (values != nearest)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    off_grid = np.empty(values.shape[0], dtype=np.bool_)
+    loss = np.empty(values.shape[0], dtype=np.bool_)
+    _grid_flags(values, float(step), float(p), float(q), OFF_GRID_TOLERANCE, off_grid, loss)
     return off_grid, loss
+
+
+@njit(cache=True)
+def _grid_flags(values, step, p, q, tolerance, off_grid, loss):
+    for i in range(values.shape[0]):
+        value = values[i]
+        scaled = value / step
+        steps = np.rint(scaled)
+        off = abs(scaled - steps) > tolerance  # False for NaN
+        off_grid[i] = off
+        loss[i] = not off and value == value and value != steps * p / q
 
 
 def max_decimals(values: pl.Series) -> int | None:

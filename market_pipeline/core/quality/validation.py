@@ -10,7 +10,6 @@ import polars as pl
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality import measures as m
 from market_pipeline.core.quality.fidelity import FIDELITY_COLUMNS, capture_fidelity
-from market_pipeline.core.quality.precision import max_decimals
 
 # Column contract of main.validation_reports (pipeline_metrics reads these names).
 DAILY_SCHEMA: dict[str, pl.DataType] = {
@@ -78,26 +77,26 @@ class DayValidation:
 
 
 def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] | None) -> DayValidation:
+    """The day's validation in bounded memory: the raw deltas in row batches, the tables with a
+    row per vendor snapshot or rebuilt row through lazy scans of the columns needed."""
     instrument, day = files.instrument, files.day
-    deltas = m.read_deltas(files)
-    tops = m.read_snapshot_tops(files)
-    trades = pl.read_parquet(files.require(files.trades))
-    agreement = m.read_agreement(files, tops)
-    books = m.read_books_touch(files)
+    snapshot_sequence, snapshot_received = m.snapshot_sequence(files)
+    deltas = m.scan_deltas(files, snapshot_sequence, snapshot_received)
+    del snapshot_sequence, snapshot_received
+    trades = m.scan_trades(files.require(files.trades), instrument, deltas.precision)
+    agreement = m.agreement_figures(files)
 
-    events = m.gaps(files, deltas, tops)
+    events = deltas.events
     gap_figures = m.gap_summary(events)
-    hourly_gaps = m.hourly_gaps(events, agreement, day)
-    skew = m.skew_messages(deltas)
-    skew_day = skew.select(m.skew_aggregates()).row(0, named=True)
-    agreement_figures = m.agreement_summary(agreement, instrument)
+    hourly_gaps = m.hourly_gaps(events, agreement.divergent, day)
 
-    delta_flags = m.precision_flags(deltas, m.DELTA_VALUE_COLUMNS, instrument)
-    trade_flags = m.precision_flags(trades, m.TRADE_VALUE_COLUMNS, instrument)
     snap_off, snap_loss = m.snapshot_precision(files)
-    flags = pl.concat([delta_flags, trade_flags], how="diagonal_relaxed")
-    off_grid = snap_off + int(flags["off_grid"].sum())
-    loss = snap_loss + int((~flags["off_grid"]).sum())
+    flags = deltas.precision.frame()
+    off_grid = snap_off + deltas.precision.off_grid
+    loss = snap_loss + deltas.precision.loss
+
+    vendor_crossed, _ = m.crossed_figures(m.scan_snapshot_tops(files), by_time=False)
+    rebuilt_crossed, _ = m.crossed_figures(m.scan_books_touch(files), by_time=True)
 
     # Written by the capture rebuild beside the day's books; all null for books not rebuilt from a capture.
     fidelity = capture_fidelity(files.fidelity)
@@ -106,29 +105,29 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
         "dt": day,
         "exchange": instrument.exchange,
         "symbol": instrument.symbol,
-        "messages": skew.height,
-        "delta_rows": deltas.height,
-        "trades": trades.height,
+        "messages": deltas.messages,
+        "delta_rows": deltas.delta_rows,
+        "trades": trades,
         "gaps_detected": int(hourly_gaps["gaps_detected"].sum()),
         "gaps_filled": int(hourly_gaps["gaps_filled"].sum()),
         "gaps_unrepaired": gap_figures["gaps_unrepaired"],
         "sequence_jumps": gap_figures["sequence_jumps"],
         "missing_sequence_numbers": gap_figures["missing_sequence_numbers"],
         "out_of_order_messages": gap_figures["out_of_order_messages"],
-        **agreement_figures,
-        **skew_day,
+        **agreement.summary,
+        **deltas.skew_day,
         "off_grid_values": off_grid,
         "precision_loss_events": loss,
-        "price_decimals_max": max_decimals(deltas["price"]),
+        "price_decimals_max": deltas.price_decimals_max,
         "crossed_events": None if rebuild_counters is None else rebuild_counters.get("crossed_events"),
-        "vendor_crossed_snapshots": m.crossed_rows(tops).height,
-        "rebuilt_crossed_rows": m.crossed_rows(books).height,
-        "trades_at_or_inside_touch_share": m.trades_at_or_inside_touch_share(trades, books),
+        "vendor_crossed_snapshots": vendor_crossed,
+        "rebuilt_crossed_rows": rebuilt_crossed,
+        "trades_at_or_inside_touch_share": m.touch_share(files),
         **fidelity,
     }
     hour_start = dt.datetime.combine(day, dt.time())
     hourly = (
-        hourly_gaps.join(m.hourly_skew(skew, day), on="hour")
+        hourly_gaps.join(deltas.skew_hourly, on="hour")
         .with_columns(
             pl.lit(day).alias("dt"),
             pl.lit(instrument.exchange).alias("exchange"),
@@ -140,12 +139,10 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
     )
     details = {
         "gaps": m.gap_rows(events),
-        "skew": m.skew_rows(skew),
+        "skew": deltas.skew_worst,
         "precision": m.precision_rows(flags),
-        "agreement": m.agreement_rows(agreement),
-        "hourly_mid_dev_ticks": agreement.group_by(m.hour_of("received_time", day).alias("hour"))
-        .agg((pl.col("mid_deviation_half_ticks").abs().max() / 2).alias("max"))
-        .sort("hour"),
+        "agreement": agreement.worst,
+        "hourly_mid_dev_ticks": agreement.hourly_max_ticks,
     }
     return DayValidation(instrument, day, row, hourly, details)
 

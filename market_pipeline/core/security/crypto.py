@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from market_pipeline.core.errors import CryptoError
 from market_pipeline.core.lake.files import atomic_path
 
 MASTER_KEY_ENV = "PIPELINE_MASTER_KEY"
@@ -59,11 +60,11 @@ KEY_HELP = (
 )
 
 
-class MasterKeyError(ValueError):
+class MasterKeyError(CryptoError, ValueError):
     """PIPELINE_MASTER_KEY is missing or malformed. The message never contains the value."""
 
 
-class DecryptionError(OSError):
+class DecryptionError(CryptoError, OSError):
     """An encrypted file that cannot be trusted: bad header, tampered, truncated or wrong key.
 
     An OSError like gzip's BadGzipFile, so readers that report unreadable files handle it too.

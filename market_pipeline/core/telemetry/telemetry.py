@@ -15,6 +15,9 @@ or sensor starts; until then nothing is exported):
 - Pushgateway (`pushgateway_url`, off by default): pushed at every `flush()`.
 
 Metric names carry the `mdp_` prefix; METRICS lists the documented ones (docs/metrics.md).
+
+A worker process of a parallel step has no exporter of its own: `record_into(list)` makes the
+recording calls append `Recorded` tuples to that list, and the parent process `replay`s them.
 """
 
 from __future__ import annotations
@@ -165,11 +168,7 @@ class _Telemetry:
         atexit.register(self.shutdown)
 
     def instrument(self, name: str, kind: Kind):
-        if not name.startswith(PREFIX):
-            raise ValueError(f"metric {name!r} must start with {PREFIX!r}")
-        spec = METRICS.get(name)
-        if spec is not None and spec.kind != kind:
-            raise ValueError(f"metric {name!r} is a {spec.kind}, not a {kind}")
+        spec = METRICS.get(_checked(name, kind))
         known = self.instruments.get(name)
         if known is not None:
             return known[1]
@@ -206,6 +205,32 @@ _lock = threading.Lock()
 _config: TelemetryConfig = NO_EXPORT
 _state: _Telemetry | None = None
 _state_key: tuple | None = None
+Recorded = tuple[Kind, str, float, dict[str, object]]  # kind, metric name, value, attributes
+_sink: list[Recorded] | None = None
+
+
+def _checked(name: str, kind: Kind) -> str:
+    """`name`, when it is a valid name for a metric of `kind`."""
+    if not name.startswith(PREFIX):
+        raise ValueError(f"metric {name!r} must start with {PREFIX!r}")
+    spec = METRICS.get(name)
+    if spec is not None and spec.kind != kind:
+        raise ValueError(f"metric {name!r} is a {spec.kind}, not a {kind}")
+    return name
+
+
+def record_into(sink: list[Recorded] | None) -> None:
+    """From now on append what this process records to `sink` instead of exporting it (None:
+    export again). A worker process that its parent's step exports for uses it."""
+    global _sink
+    _sink = sink
+
+
+def replay(records: list[Recorded]) -> None:
+    """Record what another process appended to its sink (`record_into`) as if recorded here."""
+    record = {"counter": count, "histogram": observe, "gauge": gauge}
+    for kind, name, value, attributes in records:
+        record[kind](name, value, **attributes)
 
 
 def configure(config: TelemetryConfig) -> None:
@@ -235,21 +260,32 @@ def count(name: str, value: float = 1, **attributes: object) -> None:
     """Add to a counter, e.g. count("mdp_alerts_sent_total", 1, channel="webhook")."""
     if value < 0:
         raise ValueError(f"counter {name} cannot decrease (value {value})")
+    if _sink is not None:
+        _sink.append(("counter", _checked(name, "counter"), value, attributes))
+        return
     _telemetry().instrument(name, "counter").add(value, _attributes(attributes))
 
 
 def observe(name: str, value: float, **attributes: object) -> None:
     """Record one value of a histogram, e.g. observe("mdp_stage_duration_seconds", 3.2, stage="raw")."""
+    if _sink is not None:
+        _sink.append(("histogram", _checked(name, "histogram"), value, attributes))
+        return
     _telemetry().instrument(name, "histogram").record(value, _attributes(attributes))
 
 
 def gauge(name: str, value: float, **attributes: object) -> None:
     """Set a gauge, e.g. gauge("mdp_peak_memory_bytes", rss, stage="books")."""
+    if _sink is not None:
+        _sink.append(("gauge", _checked(name, "gauge"), value, attributes))
+        return
     _telemetry().instrument(name, "gauge").set(value, _attributes(attributes))
 
 
 def flush() -> None:
     """Export now: the JSON-lines record, and the Pushgateway push when configured."""
+    if _sink is not None:  # the process that replays the records exports them
+        return
     _telemetry().flush()
 
 

@@ -12,6 +12,7 @@ import math
 import dagster as dg
 
 from market_pipeline.core.alerts.model import CHECK_FAILED, RUN_FAILED, Alert, iso_utc, run_url
+from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM
 from market_pipeline.defs.common.resources import PipelineSettings
 
 # Dagster's run tags for a partition and a partition range (documented tag names; `dagster` does
@@ -88,6 +89,7 @@ def check_alerts_for_run(
         severity = getattr(evaluation.severity, "value", str(evaluation.severity))
         asset = evaluation.asset_key.to_user_string()
         partitions = [evaluation.partition] if evaluation.partition else run_partitions(run)
+        figures = plain_metadata(dict(evaluation.metadata))
         alerts.append(
             Alert(
                 key=check_alert_key(run.run_id, record.storage_id),
@@ -96,9 +98,11 @@ def check_alerts_for_run(
                 asset=asset,
                 partitions=partitions,
                 check=evaluation.check_name,
-                blocking=evaluation.blocking,
+                # Our blocking checks go to Dagster as non-blocking (a bad day must not fail the
+                # step) and say in their metadata whether they hold that day's downstream back.
+                blocking=bool(figures.get(BLOCKS_DOWNSTREAM, evaluation.blocking)),
                 description=evaluation.description or f"check {evaluation.check_name} on {asset} failed",
-                figures=plain_metadata(dict(evaluation.metadata)),
+                figures=figures,
                 run_id=run.run_id,
                 job=run.job_name,
                 run_url=run_url(settings.alerts.webserver_url, run.run_id),

@@ -5,9 +5,13 @@ import datetime as dt
 import dagster as dg
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.lake.catalog import create_parquet_view
+from market_pipeline.core.lake.catalog import LAKE_VIEWS, ensure_lake_views
 from market_pipeline.core.security.audit import audit_scope
 from market_pipeline.core.telemetry import telemetry
+from market_pipeline.core.telemetry.telemetry import StageUsage
+from market_pipeline.defs.common.backfill import SINGLE_RUN
+from market_pipeline.defs.common.blocked import days_to_run
+from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings
 from market_pipeline.defs.common.stage_metrics import usage_metadata
 from market_pipeline.vendors.base import BookDay, BookDayResult, VendorSource
@@ -27,19 +31,32 @@ def rebuild_instrument_day(
     return source.rebuild_books(job)
 
 
+def rebuild_task(
+    source: VendorSource, settings: PipelineSettings, instrument: Instrument, day: dt.date
+) -> tuple[BookDayResult | None, StageUsage]:
+    """One instrument-day's rebuild, audited and measured (in a worker process or the step's own)."""
+    with (
+        audit_scope("book.rebuild", settings.data_dir, dt=day, instrument=instrument.key),
+        telemetry.measure_stage("reconstructed_books", instrument=instrument.key) as usage,
+    ):
+        result = rebuild_instrument_day(source, settings, instrument, day)
+    return result, usage
+
+
 def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """Rebuild every instrument-day of the run's partitions into the books lake."""
     source = build_source(settings)
-    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
     totals = {"deltas_applied": 0, "gaps": 0, "fills": 0}
+    tasks = [(instrument, day) for day in days for instrument in settings.universe]
+    # Instrument-days on PIPELINE_WORKERS processes; results (and their metrics) in serial order.
+    outcomes = iter(run_tasks(settings, rebuild_task, tasks, source=source))
     for day in days:
         day_meta: dict[str, object] = {}
         for instrument in settings.universe:
-            with (
-                audit_scope("book.rebuild", settings.data_dir, dt=day, instrument=instrument.key),
-                telemetry.measure_stage("reconstructed_books", instrument=instrument.key) as usage,
-            ):
-                result = rebuild_instrument_day(source, settings, instrument, day)
+            outcome = next(outcomes)
+            outcome.replay()
+            result, usage = outcome.value
             if result is None:
                 day_meta["missing_instruments"] = int(day_meta.get("missing_instruments", 0)) + 1  # type: ignore[call-overload]
                 day_meta[f"{instrument.key} missing"] = "the source has no data for this instrument-day"
@@ -52,22 +69,40 @@ def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSetti
             context.log.info(f"{instrument.key} {day}: {result.summary()}")
         day_meta["rows"] = sum(v for k, v in day_meta.items() if k.endswith(" deltas_applied") and isinstance(v, int))
         context.add_asset_metadata(day_meta, partition_key=day.isoformat())
-    lake = settings.lake_dir
-    with telemetry.timed("mdp_sink_commit_seconds", stage="reconstructed_books", sink="duckdb_view"):
-        create_parquet_view(settings.warehouse_path, "books", "reconstructed_books", lake, "books")
-        create_parquet_view(settings.warehouse_path, "books", "vendor_agreement", lake, "book_agreement")
+    # No warehouse write here: the books.* views read a hive glob and are created once, by the
+    # `lake_views` step, so this step needs no duckdb pool.
     telemetry.flush()  # a step process may end right after this step: export its metrics now
     return dg.MaterializeResult(metadata={"days_in_run": len(days), **totals})
 
 
-def build_book_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def materialize_lake_views(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
+    """Create the warehouse views over the lake that are missing (once per table, over a hive glob)."""
+    with telemetry.timed("mdp_sink_commit_seconds", stage=LAKE_VIEWS_ASSET, sink="duckdb_view"):
+        created = ensure_lake_views(settings.warehouse_path, settings.lake_dir)
+    telemetry.flush()
+    if created:
+        context.log.info(f"created the views {', '.join(created)} in {settings.warehouse_path}")
+    return dg.MaterializeResult(
+        metadata={
+            "created": dg.MetadataValue.json(created),
+            "views": len(LAKE_VIEWS),
+            "days_in_run": len(context.partition_keys),
+        }
+    )
+
+
+LAKE_VIEWS_ASSET = "lake_views"
+
+
+def build_book_assets(
+    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+) -> list[dg.AssetsDefinition]:
     @dg.asset(
         group_name=BOOKS_GROUP,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy,
         deps=RAW_INPUTS,
-        pool=DUCKDB_POOL,  # refreshes the books.* views in the warehouse
-        kinds={"parquet", "numba"},
+        kinds={"parquet", "numba"},  # writes the lake only: no duckdb pool, runs beside other Parquet steps
     )
     def reconstructed_books(
         context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]
@@ -75,4 +110,19 @@ def build_book_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Assets
         """Top-N books per instrument-day, sampled at vendor snapshots and on a fixed interval."""
         return materialize_books(context, pipeline)
 
-    return [reconstructed_books]
+    @dg.asset(
+        name=LAKE_VIEWS_ASSET,
+        group_name=BOOKS_GROUP,
+        partitions_def=partitions_def,
+        backfill_policy=backfill_policy,
+        deps=[*RAW_INPUTS, "reconstructed_books"],
+        pool=DUCKDB_POOL,  # writes the warehouse (only when a view is missing)
+        kinds={"duckdb"},
+    )
+    def lake_views(
+        context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]
+    ) -> dg.MaterializeResult:
+        """The DuckDB views raw.* and books.* over the lake's hive globs, created once a table has files."""
+        return materialize_lake_views(context, pipeline)
+
+    return [reconstructed_books, lake_views]

@@ -24,12 +24,13 @@ from market_pipeline.defs.common.resources import PipelineSettings
 )
 def no_crossed_books(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
     files = day_files(settings, instrument, day)
-    books = m.read_books_touch(files)
-    tops = m.read_snapshot_tops(files)
+    # Lazy scans of the touch columns: only crossed rows are ever held.
+    rebuilt_crossed, rebuilt_rows = m.crossed_figures(m.scan_books_touch(files), by_time=True)
+    vendor_crossed, vendor_rows = m.crossed_figures(m.scan_snapshot_tops(files), by_time=False)
     counters = rebuild_counters(context.instance, instrument.key, day) or {}
     figures = {
-        "rebuilt_crossed_rows": m.crossed_rows(books).height,
-        "vendor_crossed_snapshots": m.crossed_rows(tops).height,
+        "rebuilt_crossed_rows": rebuilt_crossed,
+        "vendor_crossed_snapshots": vendor_crossed,
         "crossed_events": counters.get("crossed_events"),
         "crossed_levels_removed": counters.get("crossed_levels_removed"),
     }
@@ -38,7 +39,7 @@ def no_crossed_books(context, settings: PipelineSettings, instrument: Instrument
             ERROR,
             f"{figures['rebuilt_crossed_rows']} rebuilt row(s) crossed or locked",
             figures,
-            m.crossed_row_records(books),
+            rebuilt_rows,
         )
     if figures["crossed_events"] or figures["vendor_crossed_snapshots"]:
         return Finding(
@@ -46,7 +47,7 @@ def no_crossed_books(context, settings: PipelineSettings, instrument: Instrument
             f"{figures['crossed_events'] or 0} crossed book(s) resolved in the rebuild, "
             f"{figures['vendor_crossed_snapshots']} crossed vendor snapshot(s)",
             figures,
-            m.crossed_row_records(tops),
+            vendor_rows,
         )
     return Finding(None, "no crossed or locked book", figures)
 
@@ -60,8 +61,8 @@ def no_crossed_books(context, settings: PipelineSettings, instrument: Instrument
 )
 def vendor_snapshot_agreement(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
     files = day_files(settings, instrument, day)
-    agreement = m.read_agreement(files, m.read_snapshot_tops(files))
-    figures = m.agreement_summary(agreement, instrument)
+    agreement = m.agreement_figures(files)  # scans of the agreement table, in bounded memory
+    figures = dict(agreement.summary)
     figures["mismatches_by_level"] = str(figures["mismatches_by_level"])
     share = figures["snapshot_exact_match_share"]
     minimum = settings.checks.vendor_match_min_share
@@ -71,7 +72,7 @@ def vendor_snapshot_agreement(context, settings: PipelineSettings, instrument: I
         severity, summary = WARN, f"{figures['divergences']} divergence(s): the book was in sync yet disagreed"
     else:
         severity, summary = None, f"{share:.4%} of snapshots match exactly" if share is not None else "no snapshots"
-    return Finding(severity, summary, figures, m.agreement_rows(agreement))
+    return Finding(severity, summary, figures, agreement.worst)
 
 
 BOOK_CHECKS: list[DailyCheck] = [no_crossed_books, vendor_snapshot_agreement]

@@ -7,9 +7,15 @@ code location's daily partitions, given to `DailyCheck.build`, and declared subs
 makes the step's output optional). Each day is judged on its own and the UI shows the check per
 partition.
 
-Blocking: after the step, Dagster fails it if any yielded evaluation of a blocking check failed
-with ERROR severity, and every downstream step of the run is skipped, so one bad day stops
-the downstream assets for all the days of that run. WARN failures never stop anything.
+Blocking, in our sense: a day whose blocking check failed with ERROR is left out by the downstream
+assets of the run, and only that day (`defs/common/blocked.py`: each downstream asset gets its days
+from `days_to_run`); the other days of a range run complete. WARN failures never stop anything.
+Dagster's own notion is narrower: after a check step it fails the step when any yielded evaluation
+with `blocking=True` failed with ERROR, and then skips every downstream step of the run, i.e. every
+day of a range (dagster/_core/execution/plan/execute_step.py). So the specs keep `blocking=True`,
+which makes Dagster run the downstream steps after the check step, but a failed ERROR evaluation
+goes out with `blocking=False` (it would fail the step) and says `blocks_downstream: true` in its
+metadata instead; every evaluation carries that flag.
 """
 
 import datetime as dt
@@ -20,6 +26,7 @@ import dagster as dg
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.measures import DayFiles
+from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM, blocked_days
 from market_pipeline.defs.common.recorded import missing_instruments
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.registry import build_source
@@ -44,10 +51,18 @@ InstrumentDayCheck = Callable[[dg.AssetCheckExecutionContext, PipelineSettings, 
 def day_evaluation(
     asset_key: dg.AssetKey, check_name: str, blocking: bool, day: dt.date, findings: dict[str, Finding]
 ) -> dg.AssetCheckEvaluation:
-    """Combine the instruments of one day: the worst severity wins, every figure is kept."""
+    """Combine the instruments of one day: the worst severity wins, every figure is kept.
+
+    `blocking` is ours: a failed ERROR evaluation of a blocking check says so in its metadata
+    (`blocks_downstream`) and is declared non-blocking to Dagster, so that the check step succeeds
+    and only this day is left out downstream (see the module docstring)."""
     failed = {key: f for key, f in findings.items() if f.severity is not None}
     severity = ERROR if any(f.severity == ERROR for f in failed.values()) else WARN
-    metadata: dict[str, object] = {"dt": day.isoformat(), "failing_instruments": sorted(failed)}
+    metadata: dict[str, object] = {
+        "dt": day.isoformat(),
+        "failing_instruments": sorted(failed),
+        BLOCKS_DOWNSTREAM: blocking,
+    }
     for key, finding in findings.items():
         for name, value in finding.figures.items():
             if value is not None:
@@ -62,7 +77,8 @@ def day_evaluation(
         severity=severity if failed else ERROR,
         description=description[:2000],
         metadata=metadata,  # raw values: AssetCheckEvaluation wraps them in MetadataValue itself
-        blocking=blocking,
+        # Dagster fails the check step on a failed ERROR evaluation with blocking=True (all days).
+        blocking=blocking and not (failed and severity == ERROR),
         partition=day.isoformat(),
     )
 
@@ -110,8 +126,14 @@ class DailyCheck:
             if not (context.has_partition_key or context.has_partition_key_range):
                 raise dg.Failure(f"check {name} on {asset_key.to_user_string()} needs a partition or a range of days")
             settings = pipeline
-            for key in context.partition_keys:
-                day = dt.date.fromisoformat(key)
+            days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+            # Days the checked asset left out in this run (an upstream blocking check failed): nothing to judge.
+            skipped = blocked_days(context.instance, context.run.run_id, days, skipped_by=[asset_key])
+            for day in days:
+                key = day.isoformat()
+                if day in skipped:
+                    context.log.info(f"{asset_key.to_user_string()} {name} {key}: not evaluated, the asset skipped it")
+                    continue
                 missing = missing_instruments(context.instance, day)
                 findings = {
                     i.key: Finding(None, "no data at the source this day (recorded by raw_book_deltas)")

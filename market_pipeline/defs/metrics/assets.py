@@ -20,6 +20,8 @@ from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir,
 from market_pipeline.core.quality.microstructure import DAILY_SCHEMA, DEPTH_BPS, Microstructure, compute_microstructure
 from market_pipeline.core.quality.validation_inputs import DAILY_COLUMNS, HOURLY_COLUMNS, read_validation
 from market_pipeline.core.telemetry import telemetry
+from market_pipeline.defs.common.backfill import SINGLE_RUN
+from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.recorded import missing_instruments
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
 from market_pipeline.defs.metrics.stage_figures import STAGE_SCHEMA, stage_figures
@@ -93,7 +95,7 @@ def _partition_metadata(rows: list[dict[str, object]], found_validation: bool) -
 
 def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSettings) -> Iterator[dg.Output]:
     """Performance, data quality and microstructure per instrument-day and instrument-hour."""
-    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
     keys = [i.key for i in settings.universe]
     daily_rows: list[dict[str, object]] = []
     hourly_frames: list[pl.DataFrame] = []
@@ -162,7 +164,9 @@ def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSetting
     yield dg.Output(hourly, output_name=HOURLY_KEY.path[-1], metadata={"days_in_run": len(days)})
 
 
-def build_metrics_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_metrics_assets(
+    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+) -> list[dg.AssetsDefinition]:
     @dg.multi_asset(
         outs={
             DAILY_KEY.path[-1]: warehouse_table(
@@ -179,7 +183,7 @@ def build_metrics_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Ass
         },
         deps=UPSTREAM,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy,
         group_name=OBSERVABILITY_GROUP,
         pool=DUCKDB_POOL,  # reads validation tables and writes two tables in the warehouse
     )

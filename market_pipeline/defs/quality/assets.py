@@ -1,12 +1,12 @@
 """`validation_reports`: how good each instrument-day is, in DuckDB and as a daily HTML report."""
 
-import datetime as dt
-
 import dagster as dg
 import polars as pl
 
 from market_pipeline.core.quality.report import write_report
 from market_pipeline.core.quality.validation import daily_frame, hourly_frame, validate_instrument_day
+from market_pipeline.defs.common.backfill import SINGLE_RUN
+from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.checks import day_files
 from market_pipeline.defs.common.recorded import missing_instruments, rebuild_counters
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
@@ -46,7 +46,7 @@ def _day_metadata(daily: pl.DataFrame, report: str) -> dict[str, object]:
 
 def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
     """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
-    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
     validations = []
     for day in days:
         missing = missing_instruments(context.instance, day)  # no source data that day: nothing to judge
@@ -70,7 +70,9 @@ def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings)
     yield dg.Output(hourly, output_name="validation_reports_hourly", metadata={"rows_in_run": hourly.height})
 
 
-def build_quality_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_quality_assets(
+    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+) -> list[dg.AssetsDefinition]:
     @dg.multi_asset(
         outs={
             "validation_reports": warehouse_table(
@@ -88,7 +90,7 @@ def build_quality_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Ass
             ),
         },
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy,
         deps=UPSTREAM,
         pool=DUCKDB_POOL,  # the IO manager writes main.validation_reports* in the warehouse
     )

@@ -2,16 +2,20 @@
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import dagster as dg
 
-from market_pipeline.core.lake.catalog import create_parquet_view
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.telemetry import telemetry
-from market_pipeline.core.telemetry.telemetry import count
-from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings
+from market_pipeline.core.telemetry.telemetry import StageUsage, count
+from market_pipeline.defs.common.backfill import SINGLE_RUN
+from market_pipeline.defs.common.blocked import SKIPPED
+from market_pipeline.defs.common.parallel import run_tasks
+from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.defs.common.stage_metrics import usage_metadata
 from market_pipeline.defs.raw.importer import ImportFailure, PartitionRejected, PartitionStats, import_partition
-from market_pipeline.vendors.base import DayNotCovered, MissingSourceData
+from market_pipeline.vendors.base import DayNotCovered, MissingSourceData, VendorSource
 from market_pipeline.vendors.registry import build_source
 
 RAW_GROUP = "raw"
@@ -23,10 +27,52 @@ def _iso(ns: int | None) -> str | None:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _served_by(source: object, table: str, day: dt.date) -> dict[str, str]:
-    """instrument -> the endpoint/bucket that served it, for sources with failover (s3)."""
-    record = getattr(source, "served_by", {})
+def _served_by(record: dict[tuple[str, str, dt.date], str], table: str, day: dt.date) -> dict[str, str]:
+    """instrument -> the endpoint/bucket that served it, for sources with failover (s3).
+
+    `record` is the sources' `served_by` entries, gathered from the processes that imported.
+    """
     return {key: label for (t, key, d), label in record.items() if t == table and d == day}
+
+
+@dataclass
+class ImportOutcome:
+    """What importing one instrument-day gave, returned by a worker process to the step."""
+
+    instrument: str
+    day: dt.date
+    stats: PartitionStats | None = None
+    usage: StageUsage | None = None
+    absent: str | None = None  # DayNotCovered: recorded, not a failure
+    failure: ImportFailure | None = None
+    rejected: bool = False  # the failure quarantined the partition
+    served_by: dict[tuple[str, str, dt.date], str] = field(default_factory=dict)
+
+
+def import_instrument_day(
+    source: VendorSource,
+    settings: PipelineSettings,
+    stage: str,
+    table: str,
+    instrument: Instrument,
+    day: dt.date,
+    run_id: str,
+) -> ImportOutcome:
+    """Import one instrument-day (in a worker process or the step's own); expected errors become the outcome."""
+    outcome = ImportOutcome(instrument.key, day)
+    try:
+        with telemetry.measure_stage(stage, instrument=instrument.key) as usage:
+            outcome.stats = import_partition(source, settings, table, instrument, day, run_id)
+        outcome.usage = usage
+    except DayNotCovered as exc:
+        outcome.absent = str(exc)
+    except PartitionRejected as exc:
+        outcome.failure, outcome.rejected = exc.failure, True
+    except MissingSourceData as exc:
+        outcome.failure = ImportFailure(instrument.key, day, str(exc))
+    record = getattr(source, "served_by", {})
+    outcome.served_by = {k: v for k, v in record.items() if k[0] == table and k[1] == instrument.key and k[2] == day}
+    return outcome
 
 
 def _day_metadata(stats: list[PartitionStats], served_by: dict[str, str]) -> dict[str, object]:
@@ -35,16 +81,30 @@ def _day_metadata(stats: list[PartitionStats], served_by: dict[str, str]) -> dic
         "rows": sum(s.rows for s in stats),
         "bytes": sum(s.bytes for s in stats),
         "quarantined_rows": sum(s.quarantined_rows for s in stats),
+        # Exact duplicate rows found, and those dropped as lossless (docs/data-formats.md).
+        "duplicate_rows": sum(s.duplicate_rows for s in stats),
+        "duplicate_rows_dropped": sum(s.duplicate_rows_dropped for s in stats),
     }
     for s in stats:
         metadata[f"{s.instrument} rows"] = s.rows
         metadata[f"{s.instrument} bytes"] = s.bytes
+        metadata[f"{s.instrument} duplicate_rows"] = s.duplicate_rows
         detail = {
             "path": str(s.path),
             "quarantined_rows": s.quarantined_rows,
+            "quarantined_outside_day": s.quarantined_outside_day,
+            "rows_outside_day": s.rows_outside_day,
+            "duplicate_rows": s.duplicate_rows,
+            "duplicate_rows_dropped": s.duplicate_rows_dropped,
             "first_received_time": _iso(s.first_received_time),
             "last_received_time": _iso(s.last_received_time),
         }
+        if s.conflicting_trade_ids:
+            detail["conflicting_trade_ids"] = s.conflicting_trade_ids
+        if s.out_of_order_rows:
+            detail["out_of_order_rows"] = s.out_of_order_rows
+        if s.stats_dir is not None:
+            detail["stats"] = str(s.stats_dir)
         if s.first_sequence is not None:
             detail["sequence_range"] = [s.first_sequence, s.last_sequence]
         if s.instrument in served_by:
@@ -52,6 +112,20 @@ def _day_metadata(stats: list[PartitionStats], served_by: dict[str, str]) -> dic
             metadata[f"{s.instrument} served_by"] = served_by[s.instrument]
         metadata[f"{s.instrument} detail"] = dg.MetadataValue.json(detail)
     return metadata
+
+
+def _failed_metadata(failures: list[ImportFailure]) -> dg.MetadataValue:
+    return dg.MetadataValue.json(
+        [
+            {
+                "instrument": f.instrument,
+                "dt": f.day.isoformat(),
+                "error": f.message,
+                "quarantined": [str(p) for p in f.quarantined],
+            }
+            for f in failures
+        ]
+    )
 
 
 def _missing_metadata(instruments: list[str]) -> dict[str, object]:
@@ -78,77 +152,60 @@ def materialize_raw_table(
     failures: list[ImportFailure] = []
     stage = context.asset_key.to_user_string()
     usage_meta: dict[dt.date, dict[str, object]] = defaultdict(dict)  # seconds, throughput, memory
-    for day in days:
-        for instrument in settings.universe:
-            try:
-                with telemetry.measure_stage(stage, instrument=instrument.key) as usage:
-                    stats = import_partition(source, settings, table, instrument, day, context.run.run_id)
-            except DayNotCovered as exc:  # e.g. no capture that day: recorded, not a failure
-                absent[day].append(instrument.key)
-                context.log.warning(str(exc))
-                continue
-            except PartitionRejected as exc:
-                failures.append(exc.failure)
-                context.log.error(f"quarantined: {exc.failure.message}")
-                continue
-            except MissingSourceData as exc:
-                failures.append(ImportFailure(instrument.key, day, str(exc)))
-                context.log.error(str(exc))
-                continue
-            written[day].append(stats)
-            usage_meta[day].update(usage_metadata(stage, instrument.key, usage, stats.rows))
-            count("mdp_source_items_total", stats.rows, table=table, instrument=stats.instrument)
-            count("mdp_quarantined_rows_total", stats.quarantined_rows, table=table, instrument=stats.instrument)
-            context.log.info(f"{table} {instrument.key} {day}: {stats.rows} rows -> {stats.path}")
+    served_by: dict[tuple[str, str, dt.date], str] = {}
+    tasks = [(stage, table, instrument, day, context.run.run_id) for day in days for instrument in settings.universe]
+    # Instrument-days on PIPELINE_WORKERS processes; results (and their metrics) in serial order.
+    for result in run_tasks(settings, import_instrument_day, tasks, source=source):
+        result.replay()
+        outcome: ImportOutcome = result.value
+        served_by.update(outcome.served_by)
+        day = outcome.day
+        if outcome.absent is not None:  # e.g. no capture that day: recorded, not a failure
+            absent[day].append(outcome.instrument)
+            context.log.warning(outcome.absent)
+            continue
+        if outcome.failure is not None:
+            failures.append(outcome.failure)
+            prefix = "quarantined: " if outcome.rejected else ""
+            context.log.error(f"{prefix}{outcome.failure.message}")
+            continue
+        stats, usage = outcome.stats, outcome.usage
+        assert stats is not None and usage is not None
+        written[day].append(stats)
+        usage_meta[day].update(usage_metadata(stage, outcome.instrument, usage, stats.rows))
+        count("mdp_source_items_total", stats.rows, table=table, instrument=stats.instrument)
+        count("mdp_quarantined_rows_total", stats.quarantined_rows, table=table, instrument=stats.instrument)
+        context.log.info(f"{table} {outcome.instrument} {day}: {stats.rows} rows -> {stats.path}")
 
-    if written:
-        with telemetry.timed("mdp_sink_commit_seconds", stage=stage, sink="duckdb_view"):
-            create_parquet_view(settings.warehouse_path, "raw", table, settings.lake_dir / "raw", table)
+    # No warehouse write here: the raw.* views read a hive glob and are created once, by the
+    # `lake_views` step (catalog.ensure_lake_views), so this step needs no duckdb pool.
     telemetry.flush()  # a step process may end right after this step: export its metrics now
 
-    failed_days = {f.day for f in failures}
-    complete_days = [d for d in days if d not in failed_days]
-    if failures:
-        # The step fails, so Dagster records nothing by itself: record the days that did land.
-        for day in complete_days:
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=context.asset_key,
-                    partition=day.isoformat(),
-                    metadata={
-                        **_day_metadata(written[day], _served_by(source, table, day)),
-                        **usage_meta[day],
-                        **_missing_metadata(absent[day]),
-                    },
-                )
-            )
+    failed: dict[dt.date, list[ImportFailure]] = defaultdict(list)
+    for failure in failures:
+        failed[failure.day].append(failure)
+    if failures and len(failed) == len(days):
         lines = "\n".join(f"- {f.message}" for f in failures)
         raise dg.Failure(
-            description=f"{table}: {len(failures)} instrument-day(s) not imported; "
-            f"{len(complete_days)} of {len(days)} day(s) written.\n{lines}",
-            metadata={
-                "failed": dg.MetadataValue.json(
-                    [
-                        {
-                            "instrument": f.instrument,
-                            "dt": f.day.isoformat(),
-                            "error": f.message,
-                            "quarantined": [str(p) for p in f.quarantined],
-                        }
-                        for f in failures
-                    ]
-                ),
-            },
+            description=f"{table}: {len(failures)} instrument-day(s) not imported; no day complete.\n{lines}",
+            metadata={"failed": _failed_metadata(failures)},
         )
-
+    # A day with a rejected instrument is recorded as skipped with the reason, so the downstream
+    # stages leave it out (defs/common/blocked.py) while the other days complete.
     for day in days:
-        context.add_asset_metadata(
-            {
-                **_day_metadata(written[day], _served_by(source, table, day)),
-                **usage_meta[day],
-                **_missing_metadata(absent[day]),
-            },
-            partition_key=day.isoformat(),
+        metadata = {
+            **_day_metadata(written[day], _served_by(served_by, table, day)),
+            **usage_meta[day],
+            **_missing_metadata(absent[day]),
+        }
+        if day in failed:
+            metadata[SKIPPED] = "\n".join(f"{table} import: {f.message}" for f in failed[day])
+            metadata["failed"] = _failed_metadata(failed[day])
+        context.add_asset_metadata(metadata, partition_key=day.isoformat())
+    if failures:
+        context.log.error(
+            f"{table}: {len(failures)} instrument-day(s) not imported; {len(days) - len(failed)} of {len(days)} "
+            f"day(s) written; skipped: {', '.join(d.isoformat() for d in sorted(failed))}"
         )
     return dg.MaterializeResult(
         metadata={"days_in_run": len(days), "instruments": len(settings.universe), "source": source.name}
@@ -156,15 +213,18 @@ def materialize_raw_table(
 
 
 def build_raw_asset(
-    name: str, table: str, description: str, partitions_def: dg.PartitionsDefinition
+    name: str,
+    table: str,
+    description: str,
+    partitions_def: dg.PartitionsDefinition,
+    backfill_policy: dg.BackfillPolicy = SINGLE_RUN,
 ) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         group_name=RAW_GROUP,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=DUCKDB_POOL,  # refreshes the raw.* views in the warehouse
-        kinds={"parquet", "duckdb"},
+        backfill_policy=backfill_policy,
+        kinds={"parquet"},  # writes the lake only: no duckdb pool, runs beside other Parquet steps
         description=description,
         metadata={"lake_table": table},
     )
@@ -192,9 +252,11 @@ RAW_ASSET_TABLES: dict[str, tuple[str, str]] = {
 }
 
 
-def build_raw_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_raw_assets(
+    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+) -> list[dg.AssetsDefinition]:
     """One asset per vendor table, partitioned by `partitions_def`."""
     return [
-        build_raw_asset(name, table, description, partitions_def)
+        build_raw_asset(name, table, description, partitions_def, backfill_policy)
         for name, (table, description) in RAW_ASSET_TABLES.items()
     ]

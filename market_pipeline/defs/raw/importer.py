@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
+from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.lake.files import write_parquet_atomic
-from market_pipeline.core.lake.ingest import FileRejected, check_file, quarantine_file, record_rejected_rows
-from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
+from market_pipeline.core.lake.ingest import (
+    FileRejected,
+    PartitionWriter,
+    VendorFile,
+    iter_checked,
+    iter_trade_ids,
+    message_aligned,
+    open_vendor_file,
+    quarantine_file,
+    record_rejected_rows,
+)
+from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir, stats_partition_dir
+from market_pipeline.core.lake.schemas import TABLE_SCHEMAS
+from market_pipeline.core.quality.day_stats import (
+    MESSAGE_TABLES,
+    DayStatsBuilder,
+    repeated_hashes,
+    trade_id_hashes,
+)
 from market_pipeline.core.security.audit import audit_read, audit_scope
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.base import VendorSource
@@ -31,6 +49,15 @@ class PartitionStats:
     last_received_time: int | None = None
     first_sequence: int | None = None
     last_sequence: int | None = None
+    # Exact duplicate rows found (identical in every column) and how many were dropped as
+    # provably lossless (docs/data-formats.md, "Duplicate rows").
+    duplicate_rows: int = 0
+    duplicate_rows_dropped: int = 0
+    conflicting_trade_ids: int = 0  # trades: an id seen again with other values (kept)
+    quarantined_outside_day: int = 0  # of quarantined_rows: received_time beyond the day's tolerance
+    rows_outside_day: int = 0  # kept rows received outside the UTC day, within the tolerance
+    out_of_order_rows: int = 0  # trades: received before an earlier trade of the file order
+    stats_dir: Path | None = None  # the day statistics (core/quality/day_stats.py)
 
 
 @dataclass
@@ -41,7 +68,9 @@ class ImportFailure:
     quarantined: list[Path] = field(default_factory=list)
 
 
-class PartitionRejected(Exception):
+class PartitionRejected(InputDataError):
+    """A vendor file of the instrument-day was quarantined, so the day is not written."""
+
     def __init__(self, failure: ImportFailure):
         self.failure = failure
         super().__init__(failure.message)
@@ -65,39 +94,100 @@ def import_partition(
         return _import_partition(source, settings, table, instrument, day, run_id)
 
 
+def _reject(
+    settings: PipelineSettings,
+    table: str,
+    instrument: Instrument,
+    day: dt.date,
+    run_id: str,
+    rejected: list[FileRejected],
+) -> PartitionRejected:
+    quarantined = [
+        quarantine_file(settings.lake_dir, table, instrument.exchange, instrument.symbol, day, exc, run_id)
+        for exc in rejected
+    ]
+    reasons = "; ".join(f"{exc.path}: {exc.reason}" for exc in rejected)
+    return PartitionRejected(
+        ImportFailure(instrument.key, day, f"{table} {instrument.key} {day}: {reasons}", quarantined)
+    )
+
+
 def _import_partition(
     source: VendorSource, settings: PipelineSettings, table: str, instrument: Instrument, day: dt.date, run_id: str
 ) -> PartitionStats:
+    """One pass over the day in row batches: schema-check, split off bad rows, drop lossless
+    duplicates, write, and gather the day statistics the raw checks read."""
     lake_dir = settings.lake_dir
+    ex, sym = instrument.exchange, instrument.symbol
     tolerance_ns = settings.partition_tolerance_minutes * 60 * 1_000_000_000
     files = source.fetch(table, instrument, day)
-    checked, rejected = [], []
+    vendors: list[VendorFile] = []
+    rejected: list[FileRejected] = []
     for path in files:
         audit_read(path)
         try:
-            checked.append(check_file(path, table, day, tolerance_ns))
+            vendors.append(open_vendor_file(path, table))
         except FileRejected as exc:
             rejected.append(exc)
     if rejected:
-        quarantined = [
-            quarantine_file(lake_dir, table, instrument.exchange, instrument.symbol, day, exc, run_id)
-            for exc in rejected
-        ]
-        reasons = "; ".join(f"{exc.path}: {exc.reason}" for exc in rejected)
-        raise PartitionRejected(
-            ImportFailure(instrument.key, day, f"{table} {instrument.key} {day}: {reasons}", quarantined)
-        )
+        raise _reject(settings, table, instrument, day, run_id, rejected)
 
-    good = pl.concat([c.good for c in checked], how="vertical")
-    bad = pl.concat([c.bad for c in checked], how="vertical")
-    target = raw_partition_dir(lake_dir, table, instrument.exchange, instrument.symbol, day) / PARTITION_FILE
-    record_rejected_rows(lake_dir, table, instrument.exchange, instrument.symbol, day, bad)
-    size = write_parquet_atomic(good, target)
-    stats = PartitionStats(instrument.key, day, good.height, size, target, quarantined_rows=bad.height)
-    if good.height and "received_time" in good.columns:
-        stats.first_received_time = int(good["received_time"].min())
-        stats.last_received_time = int(good["received_time"].max())
-    if good.height and "sequence_number" in good.columns:
-        stats.first_sequence = int(good["sequence_number"].min())
-        stats.last_sequence = int(good["sequence_number"].max())
-    return stats
+    repeated = None
+    if table == "trades":  # first pass, trade ids only: which ids occur more than once
+        try:
+            repeated = repeated_hashes([trade_id_hashes(ids) for v in vendors for ids in iter_trade_ids(v)])
+        except FileRejected as exc:
+            raise _reject(settings, table, instrument, day, run_id, [exc]) from None
+    builder = DayStatsBuilder(
+        table,
+        day,
+        instrument.tick_size,
+        instrument.lot_size,
+        contiguous=table == "book_delta_v2" and source.sequence_semantics(instrument) == "contiguous",
+        repeated_trade_ids=repeated,
+    )
+    bad_parts: list[pl.DataFrame] = []
+
+    def good_frames() -> Iterator[pl.DataFrame]:
+        for vendor in vendors:
+            for good, bad in iter_checked(vendor, day, tolerance_ns):
+                if not bad.is_empty():
+                    bad_parts.append(bad)
+                    builder.add_rejected(bad)
+                yield good
+
+    target = raw_partition_dir(lake_dir, table, ex, sym, day) / PARTITION_FILE
+    schema = vendors[0].expected if vendors else TABLE_SCHEMAS[table]
+    try:
+        with PartitionWriter(target, schema) as writer:
+            frames = message_aligned(good_frames()) if table in MESSAGE_TABLES else good_frames()
+            for frame in frames:
+                writer.write(builder.add(frame))
+    except FileRejected as exc:
+        raise _reject(settings, table, instrument, day, run_id, [exc]) from None
+
+    bad = pl.concat(bad_parts, how="vertical") if bad_parts else pl.DataFrame()
+    record_rejected_rows(lake_dir, table, ex, sym, day, bad)
+    day_stats = builder.finish(writer.bytes)
+    directory = stats_partition_dir(lake_dir, table, ex, sym, day)
+    day_stats.write(directory)
+    summary = day_stats.summary
+    return PartitionStats(
+        instrument.key,
+        day,
+        builder.rows,
+        writer.bytes,
+        target,
+        quarantined_rows=bad.height,
+        first_received_time=summary["first_received_time"],  # type: ignore[arg-type]
+        last_received_time=summary["last_received_time"],  # type: ignore[arg-type]
+        first_sequence=summary["first_sequence"],  # type: ignore[arg-type]
+        last_sequence=summary["last_sequence"],  # type: ignore[arg-type]
+        duplicate_rows=int(summary["duplicate_rows"]),  # type: ignore[arg-type]
+        duplicate_rows_dropped=int(summary["duplicate_rows_dropped"]),  # type: ignore[arg-type]
+        conflicting_trade_ids=int(summary["conflicting_trade_ids"]),  # type: ignore[arg-type]
+        quarantined_outside_day=int(summary["quarantined_outside_day"]),  # type: ignore[arg-type]
+        rows_outside_day=int(summary["rows_outside_day"]),  # type: ignore[arg-type]
+        out_of_order_rows=int(summary["out_of_order_received"]),  # type: ignore[arg-type]
+        stats_dir=directory,
+    )

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 import polars as pl
 
+from market_pipeline.core.errors import CaptureError
 from market_pipeline.core.lake.schemas import (
     BOOK_DELTA_SCHEMA,
     BOOK_LEVELS,
@@ -106,7 +107,7 @@ SNAPSHOT_LEVELS_SCHEMA: dict[str, pl.DataType] = {**DEPTH_SNAPSHOT_SCHEMA, "line
 TICKER_SCHEMA: dict[str, pl.DataType] = {**BOOK_TICKER_SCHEMA, "line_no": pl.Int64()}
 
 
-class CaptureFormatError(ValueError):
+class CaptureFormatError(CaptureError, ValueError):
     """A capture line (or file) that cannot be read; names the file and the 1-based line in it."""
 
     def __init__(self, path: Path | str, line_number: int | None, reason: str) -> None:

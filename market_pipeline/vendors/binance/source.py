@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from market_pipeline.core.errors import CaptureError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
@@ -63,7 +64,7 @@ _LINE_ORDERED = ("book_delta_v2", "depth_snapshot", "book_ticker")
 _EPOCH = dt.date(1970, 1, 1)
 
 
-class CaptureRejected(MissingSourceData):
+class CaptureRejected(CaptureError, MissingSourceData):
     """A capture file that may hold this instrument-day could not be read; it names the file."""
 
     def __init__(self, table: str, instrument: Instrument, day: dt.date, rejected: list[RejectedFile]):

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ProfileNotFound
 from dotenv import dotenv_values
 
+from market_pipeline.core.errors import SourceError
 from market_pipeline.core.security.scrub import redact_url
 from market_pipeline.vendors.crypto_lake.config import S3Settings
 
@@ -26,7 +27,7 @@ AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S
 DOTENV_FILE = Path(".env")
 
 
-class S3SourceError(Exception):
+class S3SourceError(SourceError):
     """The S3 source cannot serve data; the message says what to check."""
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
 
 # Lake table -> the Tardis data type it is read from.
@@ -85,7 +86,7 @@ def day_sequence_base(day: dt.date) -> int:
     return (day - _EPOCH).days * SEQUENCE_DAY_STRIDE
 
 
-class TardisFormatError(ValueError):
+class TardisFormatError(InputDataError, ValueError):
     """A Tardis CSV file that cannot be read as its data type; names the file and the line."""
 
     def __init__(self, path: Path, line: int | None, reason: str):

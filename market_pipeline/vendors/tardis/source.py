@@ -32,6 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
+from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
@@ -71,7 +72,7 @@ class RejectedFile:
     quarantined: str
 
 
-class TardisRejected(MissingSourceData):
+class TardisRejected(InputDataError, MissingSourceData):
     """A Tardis file this table of the instrument-day is made from could not be read; names it."""
 
     def __init__(self, table: str, instrument: Instrument, day: dt.date, rejected: list[RejectedFile]):

@@ -20,13 +20,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from market_pipeline.core.errors import IntegrityError
 from market_pipeline.core.lake.files import write_text_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(IntegrityError, ValueError):
     """An existing manifest that cannot be read; it is never overwritten."""
 
 

@@ -1,0 +1,770 @@
+"""Per-day statistics of a raw table, computed in the import's single pass over the day.
+
+The raw import (core/lake/ingest.py, defs/raw/importer.py) already reads every row of an
+instrument-day once, in bounded batches. `DayStatsBuilder` rides along that pass and keeps only
+small figures: counts, per-hour clock-skew histograms, sequence-gap events and a few sample rows
+per kind of problem. `DayStats.write` stores them as small Parquet tables beside the day
+(`lake/stats/{table}/exchange=X/symbol=Y/dt=D/`), and the raw checks read those instead of the
+day itself (docs/data-formats.md, "Day statistics").
+
+It also decides which exact duplicate rows the import drops (only where dropping is provably
+lossless, see `DUPLICATE_RULES`).
+
+Clock skew quantiles come from a histogram whose buckets keep `SKEW_SIGNIFICANT_BITS`
+significant bits of |skew| in ns: exact below 1.024 us, within 0.1 % (half a bucket) above.
+Minimum, maximum, counts and the negative share are exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from market_pipeline.core.lake.files import write_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake.schemas import book_level_columns
+from market_pipeline.core.quality.precision import grid_flags, max_decimals
+from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER
+
+NS_PER_MS = 1_000_000
+NS_PER_MINUTE = 60_000_000_000
+NS_PER_HOUR = 3_600_000_000_000
+NS_PER_DAY = 86_400_000_000_000
+SAMPLE_ROWS = 10  # rows kept per kind of problem (check metadata shows at most this many)
+SKEW_SIGNIFICANT_BITS = 10
+STATS_VERSION = 1
+
+# Which exact duplicates (identical in every column) the import drops, per table.
+DUPLICATE_RULES = {
+    # A trade is one print identified by its id: the same row again anywhere in the day is the
+    # same print. A trade id seen again with other values is counted (conflicting) and kept.
+    "trades": "anywhere",
+    # Absolute level sizes: the same row twice in a row sets a level to the same size twice, so
+    # the second one changes nothing. A repeat further away in the message is counted, kept (a
+    # row in between may have changed that level).
+    "book_delta_v2": "adjacent",
+    # A snapshot row repeated right after itself is the same book state twice.
+    "book": "adjacent",
+}
+
+# Float columns on the instrument's grid: column -> "price" (tick) or "size" (lot).
+PRECISION_COLUMNS: dict[str, dict[str, str]] = {
+    "book_delta_v2": {"price": "price", "size": "size"},
+    "trades": {"price": "price", "quantity": "size"},
+    "book": {c: ("price" if c.endswith("_price") else "size") for c in book_level_columns()},
+}
+# Tables whose rows group into messages sharing (received_time, sequence_number).
+MESSAGE_TABLES = frozenset({"book_delta_v2"})
+
+HOURLY_SCHEMA = {
+    "hour": pl.Int32,
+    "rows": pl.Int64,
+    "messages": pl.Int64,
+    "skew_min_ns": pl.Int64,
+    "skew_max_ns": pl.Int64,
+    "skew_negative": pl.Int64,
+}
+HISTOGRAM_SCHEMA = {"hour": pl.Int32, "bucket_ns": pl.Int64, "width_ns": pl.Int64, "count": pl.Int64}
+PRECISION_SCHEMA = {"column": pl.String, "grid": pl.String, "off_grid": pl.Int64, "precision_loss": pl.Int64}
+SAMPLE_SCHEMA = {
+    "kind": pl.String,
+    "row": pl.Int64,  # row in the lake file (after dropped duplicates)
+    "received_time": pl.Int64,
+    "origin_time": pl.Int64,
+    "sequence_number": pl.Int64,
+    "trade_id": pl.String,
+    "column": pl.String,
+    "value": pl.Float64,
+    "steps": pl.Float64,
+    "skew_ns": pl.Int64,
+    "previous": pl.Int64,  # out of order: the running maximum it fell below
+    "dropped": pl.Boolean,
+}
+EVENT_SCHEMA = {name: GAP_SCHEMA[name] for name in list(GAP_SCHEMA)[:6]}  # gaps before repair
+OUTSIDE_SCHEMA = {"minutes_outside_day": pl.Int64, "rows": pl.Int64}
+
+OFF_GRID, PRECISION_LOSS, SKEW = "off_grid", "precision_loss", "skew"
+DUPLICATE, CONFLICTING_TRADE_ID = "duplicate", "conflicting_trade_id"
+OUT_OF_ORDER_RECEIVED, OUT_OF_ORDER_TRADE_ID = "out_of_order_received", "out_of_order_trade_id"
+
+TABLE_FILES = ("hourly", "skew_histogram", "precision", "samples", "gaps", "origin_outside_day")
+
+
+def day_start_ns(day: dt.date) -> int:
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
+
+
+def _empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def skew_buckets(skew_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(signed bucket start, width) of each skew: |skew| keeps SKEW_SIGNIFICANT_BITS significant bits.
+
+    A bucket covers [start, start + width) for skew >= 0 and (-(|start| + width), -|start|] below.
+    """
+    magnitude = np.abs(skew_ns.astype(np.int64))
+    exponent = np.frexp(magnitude.astype(np.float64))[1]  # bit length (0 for 0)
+    shift = np.maximum(exponent - SKEW_SIGNIFICANT_BITS, 0).astype(np.int64)
+    lower = np.left_shift(np.right_shift(magnitude, shift), shift)
+    return np.where(skew_ns < 0, -lower, lower), np.left_shift(np.ones_like(shift), shift)
+
+
+def _bucket_values(bucket: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """A bucket's representative skew (ns): its middle, exact for one-ns buckets."""
+    middle = np.abs(bucket) + (width - 1) / 2
+    return np.where(bucket < 0, -middle, middle)
+
+
+def histogram_quantile(histogram: pl.DataFrame, q: float, low: float | None, high: float | None) -> float | None:
+    """Quantile (polars' "linear" rule) of the skews in `histogram`, in ns, clamped to [low, high]."""
+    if histogram.is_empty():
+        return None
+    h = histogram.group_by("bucket_ns", "width_ns").agg(pl.col("count").sum()).sort("bucket_ns")
+    values = _bucket_values(h["bucket_ns"].to_numpy(), h["width_ns"].to_numpy())
+    ends = np.cumsum(h["count"].to_numpy())  # rank r (0-based) sits in the first bucket with ends > r
+    n = int(ends[-1])
+    rank = q * (n - 1)
+    below, above = int(np.floor(rank)), int(np.ceil(rank))
+    a = values[np.searchsorted(ends, below, side="right")]
+    b = values[np.searchsorted(ends, above, side="right")]
+    value = float(a + (b - a) * (rank - below))
+    if low is not None:
+        value = max(value, low)
+    if high is not None:
+        value = min(value, high)
+    return value
+
+
+def histogram_count(histogram: pl.DataFrame, above_ns: float | None = None, below_ns: float | None = None) -> int:
+    """Skews counted by bucket representative: > above_ns or < below_ns."""
+    if histogram.is_empty():
+        return 0
+    values = _bucket_values(histogram["bucket_ns"].to_numpy(), histogram["width_ns"].to_numpy())
+    counts = histogram["count"].to_numpy()
+    hit = np.zeros(len(values), dtype=bool)
+    if above_ns is not None:
+        hit |= values > above_ns
+    if below_ns is not None:
+        hit |= values < below_ns
+    return int(counts[hit].sum())
+
+
+@dataclass
+class DayStats:
+    """The statistics of one raw table-day: a one-row summary and small tables."""
+
+    summary: dict[str, object]
+    hourly: pl.DataFrame = field(default_factory=lambda: _empty(HOURLY_SCHEMA))
+    skew_histogram: pl.DataFrame = field(default_factory=lambda: _empty(HISTOGRAM_SCHEMA))
+    precision: pl.DataFrame = field(default_factory=lambda: _empty(PRECISION_SCHEMA))
+    samples: pl.DataFrame = field(default_factory=lambda: _empty(SAMPLE_SCHEMA))
+    gaps: pl.DataFrame = field(default_factory=lambda: _empty(EVENT_SCHEMA))
+    origin_outside_day: pl.DataFrame = field(default_factory=lambda: _empty(OUTSIDE_SCHEMA))
+
+    def write(self, directory: Path) -> None:
+        """summary.json plus one Parquet file per table, each written atomically."""
+        for name in TABLE_FILES:
+            write_parquet_atomic(getattr(self, name), directory / f"{name}.parquet")
+        # The summary last: a reader that finds it finds the tables of the same import.
+        write_text_atomic(directory / "summary.json", json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> DayStats | None:
+        summary_path = directory / "summary.json"
+        if not summary_path.is_file():
+            return None
+        summary = json.loads(summary_path.read_text())
+        if summary.get("version") != STATS_VERSION:
+            return None
+        try:
+            tables = {name: pl.read_parquet(directory / f"{name}.parquet") for name in TABLE_FILES}
+        except (FileNotFoundError, pl.exceptions.PolarsError, OSError):
+            return None
+        return cls(summary, **tables)
+
+    def matches(self, data_file: Path) -> bool:
+        """Whether these statistics describe `data_file` as it is now (rows and bytes)."""
+        if not data_file.is_file():
+            return False
+        rows = pq.ParquetFile(data_file).metadata.num_rows
+        return self.summary.get("rows") == rows and self.summary.get("data_bytes") == data_file.stat().st_size
+
+    def samples_of(self, kind: str) -> pl.DataFrame:
+        return self.samples.filter(pl.col("kind") == kind)
+
+    def precision_flags(self) -> pl.DataFrame:
+        """Sample bad values in the shape of `measures.precision_flags` (for `measures.precision_rows`)."""
+        return (
+            self.samples.filter(pl.col("kind").is_in([OFF_GRID, PRECISION_LOSS]))
+            .with_columns((pl.col("kind") == OFF_GRID).alias("off_grid"))
+            .select("received_time", "sequence_number", "row", "column", "value", "off_grid", "steps")
+        )
+
+    def hourly_skew(self, day: dt.date) -> pl.DataFrame:
+        """Per-hour skew figures in ms like `measures.hourly_skew` (quantiles from the histogram)."""
+        records = []
+        hourly = {r["hour"]: r for r in self.hourly.iter_rows(named=True)}
+        for hour in range(24):
+            r = hourly.get(hour)
+            h = self.skew_histogram.filter(pl.col("hour") == hour)
+            messages = int(r["messages"]) if r else 0
+            low = r["skew_min_ns"] if r and messages else None
+            high = r["skew_max_ns"] if r and messages else None
+            q = {p: histogram_quantile(h, p, low, high) for p in (0.01, 0.5, 0.99)}
+            records.append(
+                {
+                    "hour": hour,
+                    "skew_p1_ms": None if q[0.01] is None else q[0.01] / NS_PER_MS,
+                    "skew_p50_ms": None if q[0.5] is None else q[0.5] / NS_PER_MS,
+                    "skew_p99_ms": None if q[0.99] is None else q[0.99] / NS_PER_MS,
+                    "skew_max_ms": None if high is None else high / NS_PER_MS,
+                    "skew_min_ms": None if low is None else low / NS_PER_MS,
+                    "skew_negative_share": (r["skew_negative"] / messages) if messages else None,
+                    "messages": messages,
+                }
+            )
+        schema = {"hour": pl.Int32, **dict.fromkeys(list(records[0])[1:-1], pl.Float64), "messages": pl.Int64}
+        return pl.DataFrame(records, schema=schema)
+
+    def skew_figures(self) -> dict[str, float | None]:
+        """Day figures of `measures.skew_aggregates`, in ms."""
+        s = self.summary
+        messages = int(s.get("messages") or 0)
+        if not messages:
+            return {}
+        low, high = s["skew_min_ns"], s["skew_max_ns"]
+        q = {p: histogram_quantile(self.skew_histogram, p, low, high) for p in (0.01, 0.5, 0.99)}
+        return {
+            "skew_p1_ms": q[0.01] / NS_PER_MS,
+            "skew_p50_ms": q[0.5] / NS_PER_MS,
+            "skew_p99_ms": q[0.99] / NS_PER_MS,
+            "skew_max_ms": high / NS_PER_MS,
+            "skew_min_ms": low / NS_PER_MS,
+            "skew_negative_share": int(s["skew_negative"]) / messages,
+        }
+
+
+def repair_gaps(events: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """Gap events (EVENT_SCHEMA) with the vendor snapshot that repairs each (GAP_SCHEMA).
+
+    The same rule as `sequence.gap_events`: the first snapshot in file order numbered at or
+    above the highest number seen once the gap has happened.
+    """
+    resume = np.maximum(events["sequence_number"].to_numpy(), events["previous_sequence_number"].to_numpy()).astype(
+        np.int64
+    )
+    snap_seq = snapshots["sequence_number"].to_numpy().astype(np.int64)
+    running = np.maximum.accumulate(snap_seq) if len(snap_seq) else snap_seq
+    fill = np.searchsorted(running, resume, side="left")
+    repaired = fill < len(snap_seq)
+    safe = np.where(repaired, fill, 0)
+    snap_recv = snapshots["received_time"].to_numpy()
+    fill_recv = np.where(repaired, snap_recv[safe] if len(snap_recv) else 0, 0)
+    fill_seq = np.where(repaired, snap_seq[safe] if len(snap_seq) else 0, 0)
+    return (
+        events.with_columns(
+            pl.Series("repaired", repaired, pl.Boolean),
+            pl.Series("fill_snapshot", np.where(repaired, fill, -1), pl.Int64),
+            pl.Series("fill_received_time", fill_recv, pl.Int64),
+            pl.Series("fill_sequence_number", fill_seq, pl.Int64),
+        )
+        .with_columns(
+            [
+                pl.when(pl.col("repaired")).then(pl.col(c)).otherwise(None).alias(c)
+                for c in ("fill_snapshot", "fill_received_time", "fill_sequence_number")
+            ]
+        )
+        .select(list(GAP_SCHEMA))
+        .cast(GAP_SCHEMA)
+    )
+
+
+def trade_id_hashes(ids: pl.Series) -> np.ndarray:
+    return ids.cast(pl.String).hash(seed=0).to_numpy()
+
+
+def repeated_hashes(hashes: list[np.ndarray]) -> np.ndarray:
+    """Hashes occurring more than once across the chunks (sorted): candidate duplicate trade ids."""
+    if not hashes:
+        return np.empty(0, dtype=np.uint64)
+    values, counts = np.unique(np.concatenate(hashes), return_counts=True)
+    return values[counts > 1]
+
+
+def _repeated_rows(frame: pl.DataFrame) -> np.ndarray:
+    """True for each row identical to an earlier row of `frame`: rows whose hash occurs twice are
+    the only candidates (a cheap pass), and only those are compared exactly."""
+    hashes = frame.select(pl.struct(frame.columns).hash()).to_series().to_numpy()
+    ordered = np.sort(hashes)
+    twice = ordered[1:][ordered[1:] == ordered[:-1]]
+    repeated = np.zeros(frame.height, dtype=bool)
+    if len(twice):
+        candidates = np.flatnonzero(np.isin(hashes, twice))
+        first = frame[candidates].select(pl.struct(frame.columns).is_first_distinct()).to_series().to_numpy()
+        repeated[candidates] = ~first
+    return repeated
+
+
+class DayStatsBuilder:
+    """Accumulates the statistics of one raw table-day from its good rows, batch by batch, in file order.
+
+    `add(batch)` returns the rows to write (exact duplicates dropped under DUPLICATE_RULES).
+    For `book_delta_v2` every batch must end at a message boundary (ingest.message_aligned).
+    For `trades`, `repeated_trade_ids` (hashes from `repeated_hashes`) names the ids that occur
+    more than once in the day; only those rows are compared exactly.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        day: dt.date,
+        tick_size: Decimal,
+        lot_size: Decimal,
+        *,
+        contiguous: bool = False,
+        repeated_trade_ids: np.ndarray | None = None,
+    ):
+        self.table, self.day = table, day
+        self.tick_size, self.lot_size = tick_size, lot_size
+        self.contiguous = contiguous
+        self.start = day_start_ns(day)
+        self.rows = 0  # written rows so far
+        self.dropping = True  # False: count duplicates but keep them (statistics of a lake file as it is)
+        self.counts = dict.fromkeys(
+            (
+                "quarantined_rows",
+                "quarantined_outside_day",
+                "rows_outside_day",
+                "duplicate_rows",
+                "duplicate_rows_dropped",
+                "conflicting_trade_ids",
+                "messages",
+                "skew_negative",
+                "out_of_order_received",
+                "out_of_order_trade_ids",
+            ),
+            0,
+        )
+        self._repeated = repeated_trade_ids if repeated_trade_ids is not None else np.empty(0, dtype=np.uint64)
+        self._seen_trades: dict[str, set[tuple]] = {}
+        self._last_row: pl.DataFrame | None = None
+        self._last_key: tuple[int, int] | None = None
+        self._max_sequence: int | None = None
+        self._max_received: int | None = None
+        self._max_trade_id: int | None = None
+        self._numeric_ids = True
+        self._first_received = self._last_received = self._min_sequence = self._max_seq_value = None
+        self._skew_min = self._skew_max = None
+        self._decimals: int | None = None
+        self._seen_prices = pl.Series("price", [], pl.Float64)
+        self._hourly: list[pl.DataFrame] = []
+        self._histogram: list[pl.DataFrame] = []
+        self._outside: list[pl.DataFrame] = []
+        self._events: list[pl.DataFrame] = []
+        columns = PRECISION_COLUMNS.get(table, {})
+        self._precision = {c: [0, 0] for c in columns}
+        self._samples: dict[str, pl.DataFrame] = {}
+
+    # ------------------------------------------------------------------ rejected rows
+
+    def add_rejected(self, bad: pl.DataFrame) -> None:
+        if bad.is_empty():
+            return
+        self.counts["quarantined_rows"] += bad.height
+        self.counts["quarantined_outside_day"] += int(bad["_reason"].str.contains("outside").sum())
+
+    # ------------------------------------------------------------------ good rows
+
+    def add(self, batch: pl.DataFrame) -> pl.DataFrame:
+        if batch.is_empty():
+            return batch
+        batch = self._drop_duplicates(batch)
+        if batch.is_empty():
+            return batch
+        offset = self.rows
+        self.rows += batch.height
+        self._times(batch)
+        if "origin_time" in batch.columns:
+            self._skew(batch, offset)
+        if self.table == "book_delta_v2":
+            self._gaps(batch)
+        if self.table == "trades":
+            self._trade_order(batch, offset)
+        self._precision_batch(batch, offset)
+        self._last_row = batch.tail(1)
+        return batch
+
+    def _sample(self, kind: str, frame: pl.DataFrame, *, worst_by: str | None = None) -> None:
+        """Keep SAMPLE_ROWS rows of a kind: the first ones, or the largest |worst_by|."""
+        if frame.is_empty():
+            return
+        extra = {
+            name: pl.lit(None, dtype)
+            for name, dtype in SAMPLE_SCHEMA.items()
+            if name not in frame.columns and name != "kind"
+        }
+        frame = frame.with_columns(pl.lit(kind).alias("kind"), **extra).select(list(SAMPLE_SCHEMA)).cast(SAMPLE_SCHEMA)
+        kept = self._samples.get(kind)
+        if worst_by is None:
+            if kept is not None and kept.height >= SAMPLE_ROWS:
+                return
+            merged = frame if kept is None else pl.concat([kept, frame])
+            self._samples[kind] = merged.head(SAMPLE_ROWS)
+        else:
+            merged = frame if kept is None else pl.concat([kept, frame])
+            self._samples[kind] = merged.sort(pl.col(worst_by).abs(), descending=True, maintain_order=True).head(
+                SAMPLE_ROWS
+            )
+
+    def _drop_duplicates(self, batch: pl.DataFrame) -> pl.DataFrame:
+        columns = batch.columns
+        if self.table == "trades":
+            return self._drop_trade_duplicates(batch)
+        rule = DUPLICATE_RULES.get(self.table)
+        if rule is None:
+            return batch
+        framed = batch if self._last_row is None else pl.concat([self._last_row.select(columns), batch])
+        same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in columns]).fill_null(False)
+        adjacent = framed.select(same.alias("adjacent")).to_series()
+        repeat = adjacent | pl.Series(_repeated_rows(framed))
+        if self._last_row is not None:
+            adjacent, repeat = adjacent.slice(1), repeat.slice(1)
+        n_repeat = int(repeat.sum())
+        if not n_repeat:
+            return batch
+        n_adjacent = int(adjacent.sum())
+        if not self.dropping:
+            adjacent = adjacent & False
+            n_adjacent = 0
+        self.counts["duplicate_rows"] += n_repeat
+        self.counts["duplicate_rows_dropped"] += n_adjacent
+        indexed = batch.with_row_index("_i").with_columns(repeat.alias("_repeat"), adjacent.alias("_adjacent"))
+        kept_before = (~pl.col("_adjacent")).cast(pl.Int64).cum_sum() - (~pl.col("_adjacent")).cast(pl.Int64)
+        sample = (
+            indexed.with_columns((kept_before + self.rows).alias("row"))
+            .filter("_repeat")
+            .with_columns(pl.col("_adjacent").alias("dropped"))
+        )
+        self._sample(DUPLICATE, sample.select([c for c in sample.columns if c in SAMPLE_SCHEMA]))
+        return batch.filter(~adjacent)
+
+    def _drop_trade_duplicates(self, batch: pl.DataFrame) -> pl.DataFrame:
+        if not len(self._repeated):
+            return batch
+        hashes = trade_id_hashes(batch["trade_id"])
+        candidates = np.flatnonzero(np.isin(hashes, self._repeated))
+        if not len(candidates):
+            return batch
+        drop = np.zeros(batch.height, dtype=bool)
+        conflicting = []
+        for index, row in zip(candidates, batch[candidates].iter_rows(), strict=True):
+            trade_id = row[batch.columns.index("trade_id")]
+            seen = self._seen_trades.setdefault(trade_id, set())
+            if row in seen:
+                drop[index] = True
+            elif seen:
+                conflicting.append(int(index))
+            seen.add(row)
+        duplicate = drop.copy()
+        if not self.dropping:
+            drop[:] = False
+        self.counts["duplicate_rows"] += int(duplicate.sum())
+        self.counts["duplicate_rows_dropped"] += int(drop.sum())
+        self.counts["conflicting_trade_ids"] += len(conflicting)
+        kept_before = np.cumsum(~drop) - (~drop)
+        indexed = batch.with_columns(pl.Series("row", kept_before + self.rows, pl.Int64))
+        if duplicate.any():
+            dups = indexed.filter(pl.Series(duplicate)).with_columns(pl.lit(self.dropping).alias("dropped"))
+            self._sample(DUPLICATE, dups.select([c for c in dups.columns if c in SAMPLE_SCHEMA]))
+        if conflicting:
+            kept = indexed[conflicting].with_columns(pl.lit(False).alias("dropped"))
+            self._sample(CONFLICTING_TRADE_ID, kept.select([c for c in kept.columns if c in SAMPLE_SCHEMA]))
+        return batch.filter(pl.Series(~drop))
+
+    def _times(self, batch: pl.DataFrame) -> None:
+        end = self.start + NS_PER_DAY
+        received = batch["received_time"]
+        lo, hi = int(received.min()), int(received.max())
+        self._first_received = lo if self._first_received is None else min(self._first_received, lo)
+        self._last_received = hi if self._last_received is None else max(self._last_received, hi)
+        if "sequence_number" in batch.columns:
+            s_lo, s_hi = int(batch["sequence_number"].min()), int(batch["sequence_number"].max())
+            self._min_sequence = s_lo if self._min_sequence is None else min(self._min_sequence, s_lo)
+            self._max_seq_value = s_hi if self._max_seq_value is None else max(self._max_seq_value, s_hi)
+        self.counts["rows_outside_day"] += int(((received < self.start) | (received >= end)).sum())
+        if "origin_time" not in batch.columns:  # capture-only tables (REST depth snapshots) have none
+            return
+        origin = pl.col("origin_time")
+        minutes = (
+            pl.when(origin < self.start)
+            .then(-((self.start - origin + NS_PER_MINUTE - 1) // NS_PER_MINUTE))
+            .otherwise((origin - end) // NS_PER_MINUTE + 1)
+        )
+        outside = batch.filter((origin < self.start) | (origin >= end))
+        if not outside.is_empty():
+            self._outside.append(
+                outside.group_by(minutes.alias("minutes_outside_day")).agg(pl.len().cast(pl.Int64).alias("rows"))
+            )
+
+    def _skew(self, batch: pl.DataFrame, offset: int) -> None:
+        hour = ((pl.col("received_time") - self.start) // NS_PER_HOUR).clip(0, 23).cast(pl.Int32).alias("hour")
+        keep = ["received_time", "origin_time"] + (["sequence_number"] if "sequence_number" in batch.columns else [])
+        frame = batch.select(*keep, hour, pl.int_range(pl.len(), dtype=pl.Int64).alias("row") + offset)
+        rows_per_hour = frame.group_by("hour").agg(pl.len().cast(pl.Int64).alias("rows"))
+        if self.table in MESSAGE_TABLES:
+            key = (pl.col("received_time"), pl.col("sequence_number"))
+            new = ((key[0] != key[0].shift(1)) | (key[1] != key[1].shift(1))).fill_null(True)
+            if self._last_key is not None:
+                first_new = (int(batch["received_time"][0]), int(batch["sequence_number"][0])) != self._last_key
+                new = pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(first_new)).otherwise(new)
+            frame = frame.filter(new)
+            self._last_key = (int(batch["received_time"][-1]), int(batch["sequence_number"][-1]))
+        frame = frame.with_columns((pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"))
+        if frame.is_empty():
+            self._hourly.append(
+                rows_per_hour.with_columns(
+                    *[pl.lit(None, pl.Int64).alias(c) for c in HOURLY_SCHEMA if c not in ("hour", "rows")]
+                )
+            )
+            return
+        self.counts["messages"] += frame.height
+        skew = frame["skew_ns"]
+        s_lo, s_hi = int(skew.min()), int(skew.max())
+        self._skew_min = s_lo if self._skew_min is None else min(self._skew_min, s_lo)
+        self._skew_max = s_hi if self._skew_max is None else max(self._skew_max, s_hi)
+        self.counts["skew_negative"] += int((skew < 0).sum())
+        per_hour = frame.group_by("hour").agg(
+            pl.len().cast(pl.Int64).alias("messages"),
+            pl.col("skew_ns").min().alias("skew_min_ns"),
+            pl.col("skew_ns").max().alias("skew_max_ns"),
+            (pl.col("skew_ns") < 0).sum().cast(pl.Int64).alias("skew_negative"),
+        )
+        self._hourly.append(rows_per_hour.join(per_hour, on="hour", how="full", coalesce=True))
+        bucket, width = skew_buckets(skew.to_numpy())
+        self._histogram.append(
+            pl.DataFrame(
+                {
+                    "hour": frame["hour"],
+                    "bucket_ns": pl.Series(bucket, dtype=pl.Int64),
+                    "width_ns": pl.Series(width, dtype=pl.Int64),
+                }
+            )
+            .group_by("hour", "bucket_ns", "width_ns")
+            .agg(pl.len().cast(pl.Int64).alias("count"))
+        )
+        # The largest |skew|, the first row on a tie; top_k is linear where a sort is not.
+        by, descending = [pl.col("skew_ns").abs(), pl.col("row")], [True, False]
+        worst = frame.top_k(SAMPLE_ROWS, by=by, reverse=[False, True]).sort(by, descending=descending)
+        self._sample(SKEW, worst.drop("hour"), worst_by="skew_ns")
+
+    def _gaps(self, batch: pl.DataFrame) -> None:
+        """Sequence jumps (contiguous numbering) and out-of-order messages, as `sequence.gap_events`."""
+        key_changed = (
+            (pl.col("sequence_number") != pl.col("sequence_number").shift(1))
+            | (pl.col("received_time") != pl.col("received_time").shift(1))
+        ).fill_null(True)
+        # Batches are message-aligned, so a batch's first row starts a message.
+        msgs = batch.select("received_time", "origin_time", "sequence_number").filter(key_changed)
+        running = msgs["sequence_number"].cum_max()
+        previous = running.shift(1)
+        if self._max_sequence is not None:
+            previous = previous.fill_null(self._max_sequence)
+            previous = pl.Series(np.maximum(previous.to_numpy(), self._max_sequence), dtype=pl.Int64)
+        msgs = msgs.with_columns(previous.alias("previous_sequence_number"))
+        if len(running):
+            top = int(running[-1])
+            self._max_sequence = top if self._max_sequence is None else max(self._max_sequence, top)
+        is_out_of_order = pl.col("sequence_number") < pl.col("previous_sequence_number")
+        is_jump = pl.lit(self.contiguous) & (pl.col("sequence_number") > pl.col("previous_sequence_number") + 1)
+        events = msgs.filter((is_out_of_order | is_jump).fill_null(False)).with_columns(
+            pl.when(is_out_of_order).then(pl.lit(OUT_OF_ORDER)).otherwise(pl.lit(JUMP)).alias("kind"),
+            pl.when(is_out_of_order)
+            .then(0)
+            .otherwise(pl.col("sequence_number") - pl.col("previous_sequence_number") - 1)
+            .alias("missing_sequence_numbers"),
+        )
+        if not events.is_empty():
+            self._events.append(events.select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA))
+
+    def _trade_order(self, batch: pl.DataFrame, offset: int) -> None:
+        """Trades received before an earlier trade, and integer trade ids below an earlier one."""
+        received = batch["received_time"].to_numpy()
+        running = np.maximum.accumulate(received)
+        previous = np.r_[self._max_received if self._max_received is not None else np.iinfo(np.int64).min, running[:-1]]
+        if self._max_received is not None:
+            previous = np.maximum(previous, self._max_received)
+        late = np.flatnonzero(received < previous)
+        self._max_received = (
+            int(running[-1]) if self._max_received is None else max(self._max_received, int(running[-1]))
+        )
+        self.counts["out_of_order_received"] += len(late)
+        if len(late):
+            frame = batch[late].with_columns(
+                pl.Series("row", late + offset, pl.Int64), pl.Series("previous", previous[late], pl.Int64)
+            )
+            self._sample(OUT_OF_ORDER_RECEIVED, frame.select([c for c in frame.columns if c in SAMPLE_SCHEMA]))
+        if not self._numeric_ids:
+            return
+        ids = batch["trade_id"].cast(pl.Int64, strict=False)
+        if ids.null_count():
+            self._numeric_ids = False
+            return
+        values = ids.to_numpy()
+        running_ids = np.maximum.accumulate(values)
+        prev_ids = np.r_[
+            self._max_trade_id if self._max_trade_id is not None else np.iinfo(np.int64).min, running_ids[:-1]
+        ]
+        if self._max_trade_id is not None:
+            prev_ids = np.maximum(prev_ids, self._max_trade_id)
+        back = np.flatnonzero(values < prev_ids)
+        top = int(running_ids[-1])
+        self._max_trade_id = top if self._max_trade_id is None else max(self._max_trade_id, top)
+        self.counts["out_of_order_trade_ids"] += len(back)
+        if len(back):
+            frame = batch[back].with_columns(
+                pl.Series("row", back + offset, pl.Int64), pl.Series("previous", prev_ids[back], pl.Int64)
+            )
+            self._sample(OUT_OF_ORDER_TRADE_ID, frame.select([c for c in frame.columns if c in SAMPLE_SCHEMA]))
+
+    def _precision_batch(self, batch: pl.DataFrame, offset: int) -> None:
+        columns = PRECISION_COLUMNS.get(self.table, {})
+        if "price" in columns and self.table != "book":
+            # Prices recur all day: spell only the values no earlier batch had.
+            prices = batch["price"].drop_nulls().unique()
+            new = prices.filter(~prices.is_in(self._seen_prices))
+            self._seen_prices = pl.concat([self._seen_prices, new])
+            found = max_decimals(new)
+            if found is not None:
+                self._decimals = found if self._decimals is None else max(self._decimals, found)
+        keep = [c for c in ("received_time", "sequence_number", "trade_id") if c in batch.columns]
+        for column, grid in columns.items():
+            step = self.tick_size if grid == "price" else self.lot_size
+            values = batch[column].to_numpy()
+            off_grid, loss = grid_flags(values, step)
+            counts = self._precision[column]
+            n_off, n_loss = int(off_grid.sum()), int(loss.sum())
+            counts[0] += n_off
+            counts[1] += n_loss
+            for kind, flags, n in ((OFF_GRID, off_grid, n_off), (PRECISION_LOSS, loss, n_loss)):
+                kept = self._samples.get(kind)
+                if not n or (kept is not None and kept.height >= SAMPLE_ROWS):
+                    continue
+                bad = np.flatnonzero(flags)[:SAMPLE_ROWS]
+                self._sample(
+                    kind,
+                    batch.select(keep)[bad].with_columns(
+                        pl.Series("row", bad + offset, pl.Int64),
+                        pl.lit(column).alias("column"),
+                        pl.Series("value", values[bad], pl.Float64),
+                        pl.Series("steps", values[bad] / float(step), pl.Float64),
+                    ),
+                )
+
+    # ------------------------------------------------------------------ result
+
+    def finish(self, data_bytes: int) -> DayStats:
+        hourly = (
+            pl.concat(self._hourly, how="diagonal_relaxed")
+            .group_by("hour")
+            .agg(
+                pl.col("rows").sum(),
+                pl.col("messages").sum(),
+                pl.col("skew_min_ns").min(),
+                pl.col("skew_max_ns").max(),
+                pl.col("skew_negative").sum(),
+            )
+            .sort("hour")
+            .cast(HOURLY_SCHEMA)
+            .select(list(HOURLY_SCHEMA))
+            if self._hourly
+            else _empty(HOURLY_SCHEMA)
+        )
+        histogram = (
+            pl.concat(self._histogram)
+            .group_by("hour", "bucket_ns", "width_ns")
+            .agg(pl.col("count").sum())
+            .sort("hour", "bucket_ns")
+            .cast(HISTOGRAM_SCHEMA)
+            if self._histogram
+            else _empty(HISTOGRAM_SCHEMA)
+        )
+        outside = (
+            pl.concat(self._outside)
+            .group_by("minutes_outside_day")
+            .agg(pl.col("rows").sum())
+            .sort("minutes_outside_day")
+            .cast(OUTSIDE_SCHEMA)
+            if self._outside
+            else _empty(OUTSIDE_SCHEMA)
+        )
+        precision = pl.DataFrame(
+            [
+                {"column": c, "grid": g, "off_grid": self._precision[c][0], "precision_loss": self._precision[c][1]}
+                for c, g in PRECISION_COLUMNS.get(self.table, {}).items()
+            ],
+            schema=PRECISION_SCHEMA,
+        )
+        samples = (
+            pl.concat([self._samples[k] for k in sorted(self._samples)]) if self._samples else _empty(SAMPLE_SCHEMA)
+        )
+        gaps = pl.concat(self._events) if self._events else _empty(EVENT_SCHEMA)
+        summary: dict[str, object] = {
+            "version": STATS_VERSION,
+            "table": self.table,
+            "dt": self.day.isoformat(),
+            "rows": self.rows,
+            "data_bytes": data_bytes,
+            "contiguous": self.contiguous,
+            "duplicate_rule": DUPLICATE_RULES.get(self.table),
+            **self.counts,
+            "out_of_order_trade_ids": self.counts["out_of_order_trade_ids"] if self._numeric_ids else None,
+            "sequence_jumps": int((gaps["kind"] == JUMP).sum()),
+            "out_of_order_messages": int((gaps["kind"] == OUT_OF_ORDER).sum()),
+            "missing_sequence_numbers": int(gaps["missing_sequence_numbers"].sum()),
+            "first_received_time": self._first_received,
+            "last_received_time": self._last_received,
+            "first_sequence": self._min_sequence,
+            "last_sequence": self._max_seq_value,
+            "skew_min_ns": self._skew_min,
+            "skew_max_ns": self._skew_max,
+            "price_decimals_max": self._decimals,
+            "off_grid_values": int(precision["off_grid"].sum()),
+            "precision_loss_events": int(precision["precision_loss"].sum()),
+        }
+        return DayStats(summary, hourly, histogram, precision, samples, gaps, outside)
+
+
+def compute_day_stats(
+    data_file: Path, table: str, day: dt.date, tick_size: Decimal, lot_size: Decimal, *, contiguous: bool
+) -> DayStats:
+    """The statistics of a lake file computed from the file itself, in row batches (when the import's
+    are missing or stale). Quarantine counts are unknown here and read as 0."""
+    from market_pipeline.core.lake.ingest import iter_tables, message_aligned
+
+    reader = pq.ParquetFile(data_file)
+    batch_rows = max(8_192, (48 << 20) // (8 * max(1, len(reader.schema_arrow.names))))
+
+    def frames() -> Iterator[pl.DataFrame]:
+        for batch in iter_tables(reader, None, batch_rows):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield frame
+
+    repeated = None
+    if table == "trades":
+        repeated = repeated_hashes([trade_id_hashes(f["trade_id"]) for f in frames()])
+    builder = DayStatsBuilder(table, day, tick_size, lot_size, contiguous=contiguous, repeated_trade_ids=repeated)
+    builder.dropping = False
+    for frame in message_aligned(frames()) if table in MESSAGE_TABLES else frames():
+        builder.add(frame)
+    stats = builder.finish(data_file.stat().st_size)
+    stats.summary["rows"] = reader.metadata.num_rows
+    return stats

@@ -1,0 +1,104 @@
+"""Instrument-days of one step on `PIPELINE_WORKERS` processes (`settings.workers`).
+
+`run_tasks(settings, fn, tasks)` calls `fn(source, settings, *task)` for every task and returns
+the results in the order of `tasks`, whatever order they finish in, so a step records metadata,
+logs and metrics exactly as a serial run does. With one worker (or one task) the calls run in
+the step's own process. Otherwise they run in a `ProcessPoolExecutor` started with `forkserver`
+(`spawn` where that does not exist): forking a Dagster step process, with its threads and numba,
+is unsafe. Each worker process builds the vendor source once from the (picklable) settings.
+As with any `spawn`/`forkserver` pool, a script that runs a step directly must guard its entry
+point with `if __name__ == "__main__":` (workers import the main module); Dagster's and the CLI's
+entry points do.
+
+Metrics a task records in a worker (counters, histograms, gauges, `measure_stage`) would stay in
+that process, whose exporter is not configured: the worker records them into a list instead
+(`telemetry.record_into`), returned with the result, and the parent records them
+(`Outcome.replay`) so they reach the step's metrics as if recorded there.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from market_pipeline.core.security import crypto
+from market_pipeline.core.telemetry import telemetry
+from market_pipeline.settings import PipelineSettings
+from market_pipeline.vendors.base import VendorSource
+from market_pipeline.vendors.registry import build_source
+
+
+def worker_count(settings: PipelineSettings, tasks: int) -> int:
+    """Processes for `tasks` instrument-days: `settings.workers` (None: the cores), at most one per task."""
+    wanted = settings.workers if settings.workers is not None else (os.cpu_count() or 1)
+    return max(1, min(wanted, tasks))
+
+
+@dataclass
+class Outcome:
+    """One task's return value, and the metrics it recorded in a worker process."""
+
+    value: Any
+    recorded: list[telemetry.Recorded] = field(default_factory=list)
+
+    def replay(self) -> None:
+        """Record the worker's metrics in this process (nothing for a task run in-process)."""
+        telemetry.replay(self.recorded)
+        self.recorded = []
+
+
+_worker_source: VendorSource | None = None
+_worker_settings: PipelineSettings | None = None
+_worker_sink: list[telemetry.Recorded] = []
+
+
+def _init_worker(settings: PipelineSettings) -> None:
+    global _worker_source, _worker_settings
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
+    telemetry.record_into(_worker_sink)  # the parent exports
+    _worker_settings = settings
+    _worker_source = build_source(settings)
+
+
+def _run_in_worker(fn: Callable[..., Any], task: tuple[Any, ...]) -> Outcome:
+    assert _worker_source is not None and _worker_settings is not None
+    _worker_sink.clear()
+    value = fn(_worker_source, _worker_settings, *task)
+    return Outcome(value, list(_worker_sink))
+
+
+def _context() -> mp.context.BaseContext:
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def run_tasks(
+    settings: PipelineSettings,
+    fn: Callable[..., Any],
+    tasks: Sequence[tuple[Any, ...]],
+    source: VendorSource | None = None,
+) -> list[Outcome]:
+    """`fn(source, settings, *task)` for every task, in parallel when allowed; results in task order.
+
+    `fn` must be a module-level function and tasks and results picklable. `source` is the
+    in-process source for a serial run (built from `settings` when not given).
+    """
+    workers = worker_count(settings, len(tasks))
+    if workers == 1:
+        source = source if source is not None else build_source(settings)
+        return [Outcome(fn(source, settings, *task)) for task in tasks]
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(settings,)
+    ) as pool:
+        futures = [pool.submit(_run_in_worker, fn, task) for task in tasks]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise

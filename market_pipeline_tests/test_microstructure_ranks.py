@@ -1,0 +1,78 @@
+"""Update-frequency ranks: the per-hour as-of joins equal one whole-day as-of join (the definition),
+including deltas before the day's first snapshot, across hour boundaries and outside the day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from market_pipeline.core.quality.microstructure import compute_microstructure
+
+DAY = dt.date(2024, 3, 1)
+START = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
+HOUR = 3_600 * 1_000_000_000
+LEVELS = 3
+
+
+def _files(tmp_path):
+    rng = np.random.default_rng(11)
+    # Snapshots every ~7 minutes from 00:20, mid wandering around 1000 ticks (tick 0.01).
+    snap_times = np.sort(START + 20 * 60 * 10**9 + rng.integers(0, 24 * HOUR - 21 * 60 * 10**9, 200))
+    mids = 100_000 + np.cumsum(rng.integers(-3, 4, len(snap_times)))
+    books: dict[str, object] = {"received_time": snap_times, "trigger": ["snapshot"] * len(snap_times)}
+    for i in range(LEVELS):
+        books[f"bid_{i}_price"] = (mids - 1 - i) / 100
+        books[f"ask_{i}_price"] = (mids + 1 + i) / 100
+        books[f"bid_{i}_size"] = np.full(len(snap_times), 1.5)
+        books[f"ask_{i}_size"] = np.full(len(snap_times), 2.5)
+    pl.DataFrame(books).write_parquet(tmp_path / "books.parquet")
+    # Deltas over the whole day and a minute either side of it, some before any snapshot.
+    n = 20_000
+    times = np.sort(START - 60 * 10**9 + rng.integers(0, 24 * HOUR + 120 * 10**9, n))
+    times[:5] = START + np.arange(5)  # before the first snapshot: unranked
+    prices = (100_000 + rng.integers(-8, 9, n)) / 100
+    pl.DataFrame(
+        {
+            "received_time": times,
+            "origin_time": times - 1_000_000,
+            "sequence_number": np.arange(n) // 3,
+            "side_is_bid": rng.integers(0, 2, n).astype(bool),
+            "price": prices,
+        }
+    ).write_parquet(tmp_path / "deltas.parquet")
+    pl.DataFrame({"received_time": times[::10]}).write_parquet(tmp_path / "trades.parquet")
+    return tmp_path / "books.parquet", tmp_path / "deltas.parquet", tmp_path / "trades.parquet"
+
+
+def _whole_day_ranks(books, deltas) -> list[int]:
+    bid = " + ".join(f"coalesce(CAST(s.b{i} > d.p AS INTEGER), 0)" for i in range(LEVELS))
+    ask = " + ".join(f"coalesce(CAST(s.a{i} < d.p AS INTEGER), 0)" for i in range(LEVELS))
+    snaps = ", ".join(
+        f"CAST(round(bid_{i}_price / 0.01) AS BIGINT) AS b{i}, CAST(round(ask_{i}_price / 0.01) AS BIGINT) AS a{i}"
+        for i in range(LEVELS)
+    )
+    rows = duckdb.sql(
+        f"""SELECT least(CASE WHEN d.side_is_bid THEN {bid} ELSE {ask} END, {LEVELS}) AS rank, count(*)
+        FROM (SELECT received_time, side_is_bid, CAST(round(price / 0.01) AS BIGINT) AS p
+              FROM read_parquet('{deltas}')) d
+        ASOF JOIN (SELECT received_time, {snaps} FROM read_parquet('{books}') WHERE trigger = 'snapshot') s
+        ON d.received_time > s.received_time GROUP BY ALL"""
+    ).fetchall()
+    counts = [0] * (LEVELS + 1)
+    for rank, n in rows:
+        counts[rank] = n
+    return counts
+
+
+def test_hourly_as_of_joins_equal_the_whole_day_join(tmp_path):
+    books, deltas, trades = _files(tmp_path)
+    result = compute_microstructure(books, deltas, trades, Decimal("0.01"), Decimal("0.1"), DAY, tmp_path / "spill")
+    expected = _whole_day_ranks(books, deltas)
+    assert result.rank_counts == expected
+    assert sum(expected) < 20_000  # some deltas precede every snapshot
+    assert result.daily["book_updates_unranked"] == 20_000 - sum(expected)
+    assert all(n > 0 for n in expected)

@@ -1,0 +1,138 @@
+"""Instrument-days on PIPELINE_WORKERS processes give exactly what a serial run gives.
+
+The same small synthetic range is materialized with workers=1 (serial, in-process) and workers=2
+(a process pool) into two data dirs: every lake file is compared byte for byte, the warehouse
+views row for row, the per-day metadata key for key (timings excepted) and the counters the
+workers recorded must reach the step's metrics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import assets_named, code_location, range_tags, sha256_tree
+
+START, END = "2024-03-01", "2024-03-02"
+ASSETS = ["raw_book_snapshots", "raw_book_deltas", "reconstructed_books", "lake_views"]
+TIMING_SUFFIXES = ("seconds", "_per_second", "peak_rss_mb")  # wall time, throughput, memory: not data
+
+
+def without_timings(value):
+    """A metadata value with the timing entries of nested dicts left out."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not str(k).endswith(TIMING_SUFFIXES)}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def materialize(instance, data_dir: Path, workers: int):
+    import dagster as dg
+
+    from market_pipeline.core.telemetry import telemetry
+    from market_pipeline.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, workers=workers, start_date=dt.date(2024, 1, 1))
+    defs = code_location(settings)
+    result = dg.materialize(
+        assets_named(defs, *ASSETS), instance=instance, resources=defs.resources, tags=range_tags(START, END)
+    )
+    assert result.success
+    telemetry.shutdown()  # export this data dir's metrics now
+    metadata = {}
+    for name in ASSETS[:-1]:
+        for record in instance.fetch_materializations(dg.AssetKey(name), limit=100).records:
+            if record.event_log_entry.run_id == result.run_id:
+                mat = record.asset_materialization
+                metadata[(name, mat.partition)] = {
+                    k: json.dumps(without_timings(v.value), sort_keys=True, default=str).replace(
+                        str(data_dir), "<data>"
+                    )
+                    for k, v in mat.metadata.items()
+                    if not k.endswith(TIMING_SUFFIXES)
+                }
+    return result, metadata
+
+
+def counters(metrics_dir: Path) -> dict[tuple[str, str], float]:
+    """Counter totals (name, attributes) over the JSON lines: counters are exported with delta
+    temporality, one point per export that saw an increase, so the points add up."""
+    values: dict[tuple[str, str], float] = {}
+    for path in sorted(metrics_dir.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            for rm in json.loads(line).get("resourceMetrics", []):
+                for sm in rm.get("scopeMetrics", []):
+                    for metric in sm.get("metrics", []):
+                        if "sum" not in metric:
+                            continue
+                        for point in metric["sum"].get("dataPoints", []):
+                            attrs = json.dumps(point.get("attributes", []), sort_keys=True)
+                            value = point.get("asInt", point.get("asDouble"))
+                            key = (metric["name"], attrs)
+                            values[key] = values.get(key, 0.0) + float(value)
+    return values
+
+
+def view_digests(warehouse: Path) -> dict[str, tuple]:
+    """Per view: its row count and, per column, the XOR of the values' hashes (order-free, small)."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        names = con.execute(
+            "SELECT schema_name || '.' || view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1"
+        ).fetchall()
+        return {
+            name: con.execute(f"SELECT count(*), bit_xor(hash(COLUMNS(*))) FROM {name}").fetchone() for (name,) in names
+        }
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_two_workers_write_what_one_writes(instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PIPELINE_SOURCE", "synthetic")
+    monkeypatch.setenv("PIPELINE_SYNTHETIC__SCALE", "0.02")
+    serial_dir, parallel_dir = tmp_path / "serial", tmp_path / "parallel"
+    _, serial_meta = materialize(instance, serial_dir, 1)
+    _, parallel_meta = materialize(instance, parallel_dir, 2)
+
+    serial_lake, parallel_lake = sha256_tree(serial_dir / "lake"), sha256_tree(parallel_dir / "lake")
+    assert len(serial_lake) >= 2 * 2 * 2 + 2 * 2  # 2 raw tables and books, 2 instruments, 2 days
+    assert serial_lake == parallel_lake
+
+    serial_views = view_digests(serial_dir / "warehouse.duckdb")
+    assert {"raw.book", "raw.book_delta_v2", "books.reconstructed_books"} <= set(serial_views)
+    assert all(digest[0] > 0 for digest in serial_views.values())
+    assert serial_views == view_digests(parallel_dir / "warehouse.duckdb")
+
+    assert serial_meta and serial_meta.keys() == parallel_meta.keys()
+    differing = {
+        (key, name): (value, parallel_meta[key].get(name))
+        for key, meta in serial_meta.items()
+        for name, value in meta.items()
+        if parallel_meta[key].get(name) != value
+    }
+    assert not differing and serial_meta == parallel_meta  # per-day metadata, timings aside
+    for (name, _), meta in parallel_meta.items():  # the timings are there too, from the workers
+        assert meta, name
+
+    serial_counts = counters(serial_dir / "metrics")
+    parallel_counts = counters(parallel_dir / "metrics")
+    names = {name for name, _ in serial_counts}
+    assert {"mdp_source_items_total", "mdp_book_deltas_applied_total", "mdp_book_messages_total"} <= names
+    assert serial_counts == parallel_counts
+
+
+def test_worker_count(monkeypatch: pytest.MonkeyPatch):
+    import os
+
+    from market_pipeline.defs.common.parallel import worker_count
+    from market_pipeline.settings import load_settings
+
+    assert worker_count(load_settings(workers=1), 10) == 1
+    assert worker_count(load_settings(workers=4), 3) == 3
+    monkeypatch.delenv("PIPELINE_WORKERS")  # the test environment's one worker
+    assert worker_count(load_settings(), 100) == (os.cpu_count() or 1)
+    monkeypatch.setenv("PIPELINE_WORKERS", "2")
+    assert load_settings().workers == 2

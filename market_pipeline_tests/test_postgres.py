@@ -1,0 +1,278 @@
+"""The Dagster instance on PostgreSQL (dagster_home/dagster.postgres.yaml) with a real server.
+
+A throwaway PostgreSQL cluster is started on 127.0.0.1 (initdb refuses to run as root, so as root
+the cluster belongs to `nobody`), `market-pipeline run` executes small synthetic ranges with
+DAGSTER_HOME holding the postgres instance config, and the run and check history are read back
+from the instance. With PIPELINE_BACKFILL_DAYS_PER_RUN=1, two runs on different days execute at
+once: both succeed, and their warehouse writers (the `duckdb` pool, whose slots live in the
+PostgreSQL event-log tables) never overlap. Skipped when no PostgreSQL binaries are found
+(`.ci/run` installs the Debian `postgresql` package when it can).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO_ROOT, VENV_BIN, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+POSTGRES_YAML = REPO_ROOT / "dagster_home" / "dagster.postgres.yaml"
+UNPRIVILEGED = "nobody"  # the cluster's owner when the tests run as root
+
+
+def _pg_bin() -> Path | None:
+    """The directory holding initdb, pg_ctl and postgres: PATH, then Debian's /usr/lib/postgresql/<ver>/bin."""
+    found = shutil.which("initdb")
+    candidates = [Path(found).resolve().parent] if found else []
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name or 0))
+    candidates += [Path(p) for p in reversed(versions)]
+    for directory in candidates:
+        if all((directory / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+            return directory
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_owner(argv: list[str]) -> list[str]:
+    """Run argv as the cluster's owner: ourselves, or `nobody` when we are root."""
+    if os.geteuid() != 0:
+        return argv
+    runuser = shutil.which("runuser")
+    if runuser:
+        return [runuser, "-u", UNPRIVILEGED, "--", *argv]
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, "--reuid", UNPRIVILEGED, "--regid", "nogroup", "--clear-groups", *argv]
+    pytest.skip("running as root and neither runuser nor setpriv is available to drop privileges for initdb")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[SimpleNamespace]:
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl, postgres) on PATH or in /usr/lib/postgresql/*/bin")
+    # Not under pytest's tmp dirs: those are 0700 root, which the unprivileged owner cannot enter.
+    root = Path(tempfile.mkdtemp(prefix="mp_pg_"))
+    cluster, log = root / "cluster", root / "postgres.log"
+    cluster.mkdir()
+    if os.geteuid() == 0:
+        import pwd
+
+        owner = pwd.getpwnam(UNPRIVILEGED)
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        os.chown(cluster, owner.pw_uid, owner.pw_gid)
+    os.chmod(root, 0o755)
+    port = _free_port()
+    user = "dagster"
+    initdb = [str(bin_dir / "initdb"), "-D", str(cluster), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"]
+    done = subprocess.run(_as_owner(initdb), capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"initdb failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={cluster} -c fsync=off"
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(cluster), "-l", str(log), "-o", options, "-w", "-t", "60"]
+    started = subprocess.run(_as_owner([*pg_ctl, "start"]), capture_output=True, text=True, timeout=120)
+    if started.returncode != 0:
+        text = log.read_text() if log.is_file() else started.stderr
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"pg_ctl start failed: {text[-1000:]}")
+    try:
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user=user, dbname="postgres")
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE DATABASE dagster")
+        connection.close()
+        yield SimpleNamespace(
+            env={
+                "DAGSTER_PG_HOST": "127.0.0.1",
+                "DAGSTER_PG_PORT": str(port),
+                "DAGSTER_PG_USER": user,
+                "DAGSTER_PG_PASSWORD": "",
+                "DAGSTER_PG_DB": "dagster",
+            },
+            root=root,
+        )
+    finally:
+        subprocess.run(_as_owner([*pg_ctl, "-m", "fast", "stop"]), capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_home(postgres, tmp_path, monkeypatch) -> SimpleNamespace:
+    """A DAGSTER_HOME with the postgres instance config, a fresh database schema and data dir."""
+    import psycopg2
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(POSTGRES_YAML, home / "dagster.yaml")
+    for name, value in postgres.env.items():
+        monkeypatch.setenv(name, value)
+    env = postgres.env
+    # Each test starts from an empty instance: drop what the previous test's runs created.
+    connection = psycopg2.connect(
+        host=env["DAGSTER_PG_HOST"], port=int(env["DAGSTER_PG_PORT"]), user=env["DAGSTER_PG_USER"], dbname="dagster"
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    connection.close()
+    return SimpleNamespace(home=home, data=tmp_path / "data", env=env)
+
+
+def _run_env(pg_home: SimpleNamespace, **extra: str) -> dict[str, str]:
+    env = subprocess_env(
+        DAGSTER_HOME=str(pg_home.home),
+        PIPELINE_DATA_DIR=str(pg_home.data),
+        PIPELINE_INSTRUMENTS="BINANCE:BTC-USDT",
+        PIPELINE_START_DATE="2024-01-01",
+        PIPELINE_WORKERS="1",
+        PIPELINE_SYNTHETIC__SCALE="0.02",
+        **pg_home.env,
+        **extra,
+    )
+    for name in [n for n in env if n.startswith("PIPELINE_")]:
+        if name not in extra and name not in _BASE:
+            del env[name]
+    return env
+
+
+_BASE = {
+    "PIPELINE_DATA_DIR",
+    "PIPELINE_INSTRUMENTS",
+    "PIPELINE_START_DATE",
+    "PIPELINE_WORKERS",
+    "PIPELINE_SYNTHETIC__SCALE",
+}
+
+
+def _cli(start: dt.date, end: dt.date, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    """`market-pipeline run` for [start, end] in the background; its output goes to files in cwd."""
+    argv = [str(VENV_BIN / "market-pipeline"), "run", "--start-date", start.isoformat(), "--end-date", end.isoformat()]
+    name = f"run-{start}-{end}"
+    with open(cwd / f"{name}.out", "w") as out, open(cwd / f"{name}.err", "w") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+    proc.output_files = (cwd / f"{name}.out", cwd / f"{name}.err")  # type: ignore[attr-defined]
+    return proc
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    code = proc.wait(timeout=900)
+    out, err = (path.read_text() for path in proc.output_files)  # type: ignore[attr-defined]
+    return code, out, err
+
+
+def _instance(home: Path):
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def test_a_range_run_is_recorded_in_the_postgres_instance(pg_home, tmp_path):
+    import dagster as dg
+
+    first, last = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    code, out, err = _finish(_cli(first, last, _run_env(pg_home), tmp_path))
+    assert code == 0, out + err
+
+    instance = _instance(pg_home.home)
+    try:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        (run,) = instance.get_runs()
+        assert run.is_success and f"run {run.run_id}: SUCCESS" in out
+        assert run.tags["dagster/asset_partition_range_start"] == first.isoformat()
+        evaluations = [
+            e.asset_check_evaluation
+            for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+        checked = {(e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations}
+        for day in (first, last):
+            assert ("raw_book_deltas", "price_precision", day.isoformat()) in checked
+            assert ("reconstructed_books", "no_crossed_books", day.isoformat()) in checked
+        # The per-day check history is queryable per partition, as the UI shows it.
+        key = dg.AssetCheckKey(dg.AssetKey("raw_book_deltas"), "price_precision")
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+        assert history and all(record.run_id == run.run_id for record in history)
+        materialized = instance.get_materialized_partitions(dg.AssetKey("pipeline_metrics"))
+        assert materialized == {first.isoformat(), last.isoformat()}
+    finally:
+        instance.dispose()
+
+
+def _step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    import dagster as dg
+
+    starts: dict[str, float] = {}
+    windows: dict[str, tuple[float, float]] = {}
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        step = entry.step_key
+        if entry.dagster_event_type == dg.DagsterEventType.STEP_START:
+            starts[step] = entry.timestamp
+        elif step in starts:
+            windows[step] = (starts[step], entry.timestamp)
+    return windows
+
+
+def test_two_runs_on_different_days_at_once_share_the_duckdb_slot(pg_home, tmp_path, monkeypatch):
+    from conftest import code_location
+
+    from market_pipeline.settings import load_settings
+
+    days = [dt.date(2024, 3, 4), dt.date(2024, 3, 5)]
+    env = _run_env(pg_home, PIPELINE_BACKFILL_DAYS_PER_RUN="1")
+    procs = [_cli(day, day, env, tmp_path) for day in days]  # both at once
+    for code, out, err in [_finish(proc) for proc in procs]:
+        assert code == 0, out + err
+
+    # Which steps write the warehouse: the ones in the `duckdb` pool, as the code location declares them.
+    for name, value in env.items():
+        if name.startswith("PIPELINE_"):
+            monkeypatch.setenv(name, value)
+    defs = code_location(load_settings())
+    policies = {str(a.backfill_policy) for a in defs.assets if a.partitions_def is not None}
+    assert policies == {"BackfillPolicy.multi_run(max_partitions_per_run=1)"}
+    duckdb_steps = {a.node_def.name for a in defs.assets if getattr(a.op, "pool", None) == "duckdb"}
+    assert duckdb_steps
+
+    instance = _instance(pg_home.home)
+    try:
+        runs = instance.get_runs()
+        assert len(runs) == 2 and all(r.is_success for r in runs)
+        assert {r.tags["dagster/asset_partition_range_start"] for r in runs} == {d.isoformat() for d in days}
+        assert instance.event_log_storage.get_concurrency_info("duckdb").slot_count == 1
+        windows = [
+            (run.run_id, step, window)
+            for run in runs
+            for step, window in _step_windows(instance, run.run_id).items()
+            if step in duckdb_steps
+        ]
+        assert {run_id for run_id, _, _ in windows} == {r.run_id for r in runs}
+        # Serialized: no two warehouse writers of the two runs were ever running at the same time.
+        for i, (run_a, step_a, (start_a, end_a)) in enumerate(windows):
+            for run_b, step_b, (start_b, end_b) in windows[i + 1 :]:
+                if run_a != run_b:
+                    assert end_a <= start_b or end_b <= start_a, (step_a, step_b)
+        # The runs themselves did overlap in time (both processes were started at once).
+        spans = [(r.start_time, r.end_time) for r in (instance.get_run_record_by_id(r.run_id) for r in runs)]
+        assert max(s for s, _ in spans) < min(e for _, e in spans)
+    finally:
+        instance.dispose()

@@ -1,0 +1,347 @@
+"""The raw import's one pass: day statistics beside each day, lossless duplicate drops, and the raw
+checks that read the statistics (duplicates, rows outside the day, origin times, out-of-order trades)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import NS, VendorLake, day_start_ns, vendor_frame
+
+DAY = dt.date(2024, 3, 1)
+T0 = day_start_ns(DAY)
+EXCHANGE, SYMBOL = "BINANCE", "BTC-USDT"
+KEY = f"{EXCHANGE}:{SYMBOL}"
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, **env: str):
+    from market_pipeline.settings import load_settings
+
+    for name, value in {"PIPELINE_INSTRUMENTS": KEY, "PIPELINE_START_DATE": "2024-01-01", **env}.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+def _import(settings, table: str, day: dt.date = DAY):
+    from market_pipeline.defs.raw.importer import import_partition
+    from market_pipeline.vendors.registry import build_source
+
+    return import_partition(build_source(settings), settings, table, settings.universe[0], day, "run-1")
+
+
+@pytest.fixture
+def local(vendor_lake: VendorLake, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """A local vendor lake of one instrument-day; tests rewrite its files before importing."""
+    vendor_lake(days=[DAY], instruments=[(EXCHANGE, SYMBOL)], rows=40, spelling="client")
+    monkeypatch.setenv("PIPELINE_SOURCE", "local")
+    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(vendor_lake.root))
+    return SimpleNamespace(lake=vendor_lake, settings=lambda **env: _settings(monkeypatch, **env))
+
+
+def _rewrite(local, table: str, frame: pl.DataFrame) -> None:
+    frame.write_parquet(local.lake.path(table, EXCHANGE, SYMBOL, DAY))
+
+
+def _evaluate(check_name: str, asset: str, settings, context=None):
+    from market_pipeline.defs.raw.checks import RAW_CHECKS
+
+    check = next(c for c in RAW_CHECKS if c.name == check_name and c.asset_key.to_user_string() == asset)
+    return check.evaluate(context, settings, settings.universe[0], DAY)
+
+
+# ---------------------------------------------------------------------------------------
+# Duplicates (#12.2)
+# ---------------------------------------------------------------------------------------
+
+
+def test_exact_duplicate_trades_are_dropped_and_conflicting_ids_kept(local):
+    trades = vendor_frame("trades", DAY, 40)
+    conflicting = trades[7].with_columns(pl.col("quantity") * 2)  # same id, another quantity
+    doubled = pl.concat([trades[:20], trades[3], trades[20:30], trades[11], conflicting, trades[30:]])
+    _rewrite(local, "trades", doubled)
+    settings = local.settings()
+    stats = _import(settings, "trades")
+    assert (stats.duplicate_rows, stats.duplicate_rows_dropped, stats.conflicting_trade_ids) == (2, 2, 1)
+    stored = pl.read_parquet(stats.path)
+    assert stored.height == doubled.height - 2 == stats.rows
+    assert stored.equals(pl.concat([trades[:30], conflicting, trades[30:]]))
+
+    finding = _evaluate("duplicate_rows", "raw_trades", settings)
+    assert finding.severity.value == "WARN"
+    assert finding.figures["duplicate_rows"] == 2 and finding.figures["conflicting_trade_ids"] == 1
+    assert {r["trade_id"] for r in finding.worst_rows} == {
+        trades["trade_id"][3],
+        trades["trade_id"][11],
+        trades["trade_id"][7],
+    }
+
+
+def test_duplicate_share_threshold_from_config(local):
+    trades = vendor_frame("trades", DAY, 40)
+    _rewrite(local, "trades", pl.concat([trades, trades[5]]))
+    settings = local.settings(PIPELINE_CHECKS__DUPLICATE_ROWS_MAX_SHARE="0.05")
+    _import(settings, "trades")
+    finding = _evaluate("duplicate_rows", "raw_trades", settings)
+    assert finding.severity is None and finding.figures["duplicate_rows"] == 1
+
+
+def test_adjacent_duplicate_delta_rows_dropped_other_repeats_kept(local):
+    deltas = vendor_frame("book_delta_v2", DAY, 40)
+    # One message of three rows (same received_time and sequence number): A B A.
+    message = deltas[10:13].with_columns(
+        pl.lit(deltas["received_time"][10], pl.Int64).alias("received_time"),
+        pl.lit(deltas["origin_time"][10], pl.Int64).alias("origin_time"),
+        pl.lit(deltas["sequence_number"][10], pl.Int64).alias("sequence_number"),
+    )
+    a, b = message[0], message[1]
+    faulty = pl.concat([deltas[:10], a, a, b, a, deltas[13:]])
+    _rewrite(local, "book_delta_v2", faulty)
+    settings = local.settings()
+    stats = _import(settings, "book_delta_v2")
+    assert (stats.duplicate_rows, stats.duplicate_rows_dropped) == (2, 1)  # the second A dropped, the third kept
+    stored = pl.read_parquet(stats.path)
+    assert stored.equals(pl.concat([deltas[:10], a, b, a, deltas[13:]]))
+    finding = _evaluate("duplicate_rows", "raw_book_deltas", settings)
+    assert finding.severity.value == "WARN"
+    assert sorted(r["dropped"] for r in finding.worst_rows) == [False, True]
+
+
+def test_duplicate_snapshot_row_dropped(local):
+    book = vendor_frame("book", DAY, 12)
+    _rewrite(local, "book", pl.concat([book[:5], book[4], book[5:]]))
+    settings = local.settings()
+    stats = _import(settings, "book")
+    assert (stats.duplicate_rows, stats.duplicate_rows_dropped, stats.rows) == (1, 1, 12)
+    assert pl.read_parquet(stats.path).equals(book)
+    assert _evaluate("duplicate_rows", "raw_book_snapshots", settings).severity.value == "WARN"
+
+
+def test_duplicates_in_materialization_metadata(local, instance, data_dir: Path):
+    import dagster as dg
+    from conftest import assets_named, code_location, range_tags
+
+    trades = vendor_frame("trades", DAY, 40)
+    _rewrite(local, "trades", pl.concat([trades, trades[5], trades[6]]))
+    local.settings()
+    defs = code_location()
+    result = dg.materialize(
+        assets_named(defs, "raw_trades"),
+        instance=instance,
+        resources=defs.resources,
+        tags=range_tags(DAY.isoformat(), DAY.isoformat()),
+    )
+    mat = result.asset_materializations_for_node("raw_trades")[0]
+    assert mat.metadata["duplicate_rows"].value == 2
+    assert mat.metadata["duplicate_rows_dropped"].value == 2
+    assert mat.metadata[f"{KEY} detail"].value["duplicate_rows"] == 2
+
+
+# ---------------------------------------------------------------------------------------
+# Rows outside the day and origin times (#12.3)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "asset"), [("trades", "raw_trades"), ("book", "raw_book_snapshots")])
+def test_rows_outside_the_day_reported_on_every_table(local, table: str, asset: str):
+    frame = vendor_frame(table, DAY, 20)
+    late = pl.col("received_time") + 2 * 86_400 * NS
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()).is_in([3, 4]))
+        .then(late)
+        .otherwise(pl.col("received_time"))
+        .alias("received_time")
+    )
+    _rewrite(local, table, frame)
+    settings = local.settings()
+    stats = _import(settings, table)
+    assert (stats.quarantined_rows, stats.quarantined_outside_day) == (2, 2)
+    finding = _evaluate("schema_and_row_counts", asset, settings)
+    assert finding.severity.value == "WARN"
+    assert finding.figures["quarantined_rows"] == 2 and finding.figures["quarantined_outside_day"] == 2
+    assert finding.figures["rows"] == 18
+
+
+def test_rows_within_tolerance_counted_outside_the_day(local):
+    frame = vendor_frame("trades", DAY, 20)
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 19)
+        .then(T0 + 86_400 * NS + 60 * NS)
+        .otherwise(pl.col("received_time"))
+        .alias("received_time")
+    )
+    _rewrite(local, "trades", frame)
+    settings = local.settings()
+    stats = _import(settings, "trades")
+    assert (stats.quarantined_rows, stats.rows_outside_day) == (0, 1)
+    finding = _evaluate("schema_and_row_counts", "raw_trades", settings)
+    assert finding.severity is None and finding.figures["rows_outside_day"] == 1
+
+
+@pytest.mark.parametrize(
+    ("table", "asset"), [("trades", "raw_trades"), ("book", "raw_book_snapshots"), ("book_delta_v2", "raw_book_deltas")]
+)
+def test_origin_time_outside_the_day_beyond_tolerance(local, table: str, asset: str):
+    frame = vendor_frame(table, DAY, 30)
+    minutes = 60 * NS
+    shifted = {5: -90 * minutes, 6: -30 * minutes}  # 90 min before the day: beyond 60; 30 min: within
+    origin = pl.col("origin_time")
+    for row, shift in shifted.items():
+        origin = pl.when(pl.int_range(pl.len()) == row).then(T0 + shift).otherwise(origin)
+    _rewrite(local, table, frame.with_columns(origin.alias("origin_time")))
+    settings = local.settings()
+    _import(settings, table)
+    finding = _evaluate("origin_time", asset, settings)
+    assert finding.severity.value == "ERROR"
+    assert finding.figures["origin_outside_day"] == 2 and finding.figures["origin_beyond_tolerance"] == 1
+    wider = local.settings(PIPELINE_CHECKS__ORIGIN_TIME_TOLERANCE_MINUTES="120")
+    assert _evaluate("origin_time", asset, wider).severity is None
+
+
+def test_received_before_origin_is_an_origin_time_error(local):
+    frame = vendor_frame("trades", DAY, 30).with_columns(
+        pl.when(pl.int_range(pl.len()) == 8)
+        .then(pl.col("received_time") + 2 * NS)
+        .otherwise(pl.col("origin_time"))
+        .alias("origin_time")
+    )
+    _rewrite(local, "trades", frame)
+    settings = local.settings()
+    _import(settings, "trades")
+    finding = _evaluate("origin_time", "raw_trades", settings)
+    assert finding.severity.value == "ERROR"
+    assert finding.figures["received_before_origin_beyond_tolerance"] == 1
+    assert finding.figures["skew_min_ms"] == pytest.approx(-2000.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Out-of-order trades (#12.5)
+# ---------------------------------------------------------------------------------------
+
+
+def test_out_of_order_trades_flagged(local):
+    trades = vendor_frame("trades", DAY, 30)
+    # Rows 10 and 11 swapped: 11 comes first, so 10 is received before (and numbered below) it.
+    order = list(range(10)) + [11, 10] + list(range(12, 30))
+    _rewrite(local, "trades", trades[order])
+    settings = local.settings()
+    stats = _import(settings, "trades")
+    assert stats.out_of_order_rows == 1
+    finding = _evaluate("out_of_order_trades", "raw_trades", settings)
+    assert finding.severity.value == "WARN"
+    assert finding.figures["out_of_order_received"] == 1 and finding.figures["out_of_order_trade_ids"] == 1
+    assert {r["trade_id"] for r in finding.worst_rows} == {trades["trade_id"][10]}
+
+
+def test_in_order_trades_pass_and_text_ids_are_not_compared(local):
+    trades = vendor_frame("trades", DAY, 30).with_columns(("t-" + pl.col("trade_id")).alias("trade_id"))
+    _rewrite(local, "trades", trades)
+    settings = local.settings()
+    _import(settings, "trades")
+    finding = _evaluate("out_of_order_trades", "raw_trades", settings)
+    assert finding.severity is None and finding.figures["out_of_order_trade_ids"] is None
+
+
+# ---------------------------------------------------------------------------------------
+# The statistics themselves
+# ---------------------------------------------------------------------------------------
+
+
+def test_stats_layout_and_recomputed_when_stale(local, data_dir: Path):
+    from market_pipeline.core.lake.paths import stats_partition_dir
+    from market_pipeline.core.quality import measures as m
+    from market_pipeline.defs.common.checks import day_files
+
+    settings = local.settings()
+    stats = _import(settings, "book_delta_v2")
+    directory = stats_partition_dir(settings.lake_dir, "book_delta_v2", EXCHANGE, SYMBOL, DAY)
+    assert (
+        directory
+        == data_dir / "lake" / "stats" / "book_delta_v2" / f"exchange={EXCHANGE}" / f"symbol={SYMBOL}" / f"dt={DAY}"
+    )
+    assert stats.stats_dir == directory
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [
+            "summary.json",
+            "hourly.parquet",
+            "skew_histogram.parquet",
+            "precision.parquet",
+            "samples.parquet",
+            "gaps.parquet",
+            "origin_outside_day.parquet",
+        ]
+    )
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["rows"] == 40 and summary["messages"] == 40
+    files = day_files(settings, settings.universe[0], DAY)
+    assert m.day_stats(files, "book_delta_v2").summary == summary
+    # The lake file changed behind the statistics' back: they are recomputed from the file.
+    pl.read_parquet(stats.path).head(25).write_parquet(stats.path)
+    assert m.day_stats(files, "book_delta_v2").summary["rows"] == 25
+
+
+def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """On a faulted synthetic day: gaps exactly, skew min/max/share exactly, quantiles within 0.1 %."""
+    from market_pipeline.core.quality import measures as m
+    from market_pipeline.defs.common.checks import day_files
+
+    settings = _settings(
+        monkeypatch,
+        PIPELINE_SYNTHETIC__SCALE="0.02",
+        PIPELINE_SYNTHETIC__FAULTS__DROPPED_MESSAGES="2",
+        PIPELINE_SYNTHETIC__FAULTS__OUT_OF_ORDER_ROWS="1",
+        PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES="2",
+        PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="2",
+        PIPELINE_SYNTHETIC__FAULTS__FLOAT_NOISE_PRICES="2",
+        PIPELINE_SYNTHETIC__FAULTS__DUPLICATED_ROWS="3",
+    )
+    _import(settings, "book")
+    imported = _import(settings, "book_delta_v2")
+    files = day_files(settings, settings.universe[0], DAY)
+    stats = m.day_stats(files, "book_delta_v2")
+    deltas = m.read_deltas(files)
+    # The synthetic source's duplicated rows are adjacent copies: all three dropped on import.
+    assert (imported.duplicate_rows, imported.duplicate_rows_dropped) == (3, 3)
+    assert deltas.height == imported.rows
+
+    tops = m.read_snapshot_tops(files)
+    from market_pipeline.core.quality.day_stats import repair_gaps
+
+    assert repair_gaps(stats.gaps, tops).equals(m.gaps(files, deltas, tops))
+
+    skew = m.skew_messages(deltas)
+    whole = skew.select(m.skew_aggregates()).row(0, named=True)
+    figures = stats.skew_figures()
+    for name in ("skew_min_ms", "skew_max_ms", "skew_negative_share"):
+        assert figures[name] == pytest.approx(whole[name], rel=1e-12), name
+    for name in ("skew_p1_ms", "skew_p50_ms", "skew_p99_ms"):
+        assert figures[name] == pytest.approx(whole[name], rel=1e-3, abs=1e-6), name
+    hourly = m.hourly_skew(skew, DAY)
+    ours = stats.hourly_skew(DAY)
+    assert ours["messages"].to_list() == hourly["messages"].to_list()
+    both = hourly.join(ours, on="hour", suffix="_ours").drop_nulls("skew_p99_ms")
+    assert np.allclose(both["skew_p99_ms"], both["skew_p99_ms_ours"], rtol=1e-3, atol=1e-6)
+
+    flags = m.precision_flags(deltas, m.DELTA_VALUE_COLUMNS, settings.universe[0])
+    assert stats.summary["off_grid_values"] == int(flags["off_grid"].sum()) == 2
+    assert stats.summary["precision_loss_events"] == flags.height - 2
+    assert m.precision_rows(stats.precision_flags()) == m.precision_rows(flags)
+
+
+def test_reimport_writes_identical_bytes(local, data_dir: Path):
+    from conftest import sha256_tree
+
+    trades = vendor_frame("trades", DAY, 40)
+    _rewrite(local, "trades", pl.concat([trades, trades[5]]))
+    settings = local.settings()
+    for table in ("trades", "book", "book_delta_v2"):
+        _import(settings, table)
+    before = sha256_tree(data_dir / "lake")
+    assert len([p for p in before if p.startswith("stats/")]) == 3 * 7
+    for table in ("trades", "book", "book_delta_v2"):
+        _import(settings, table)
+    assert sha256_tree(data_dir / "lake") == before

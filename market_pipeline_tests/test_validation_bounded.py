@@ -1,0 +1,139 @@
+"""validation_reports in bounded memory gives the figures of the whole-day readers, exactly.
+
+The reference below is the former `validate_instrument_day` (every table read whole with
+polars); the bounded one reads the raw deltas in row batches (tiny ones here, so messages,
+gaps and the worst rows straddle batches) and the other tables through lazy scans.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+from test_quality import CLEAN, FAULTED, INSTRUMENT, world  # noqa: F401  (the module's lake)
+
+
+def _reference(files, counters):
+    from market_pipeline.core.quality import measures as m
+    from market_pipeline.core.quality.fidelity import capture_fidelity
+    from market_pipeline.core.quality.precision import max_decimals
+    from market_pipeline.core.quality.validation import HOURLY_SCHEMA
+
+    instrument, day = files.instrument, files.day
+    deltas = m.read_deltas(files)
+    tops = m.read_snapshot_tops(files)
+    trades = pl.read_parquet(files.require(files.trades))
+    agreement = m.read_agreement(files, tops)
+    books = m.read_books_touch(files)
+    events = m.gaps(files, deltas, tops)
+    gap_figures = m.gap_summary(events)
+    hourly_gaps = m.hourly_gaps(events, agreement, day)
+    skew = m.skew_messages(deltas)
+    flags = pl.concat(
+        [
+            m.precision_flags(deltas, m.DELTA_VALUE_COLUMNS, instrument),
+            m.precision_flags(trades, m.TRADE_VALUE_COLUMNS, instrument),
+        ],
+        how="diagonal_relaxed",
+    )
+    snap_off, snap_loss = m.snapshot_precision(files)
+    row = {
+        "messages": skew.height,
+        "delta_rows": deltas.height,
+        "trades": trades.height,
+        "gaps_detected": int(hourly_gaps["gaps_detected"].sum()),
+        "gaps_filled": int(hourly_gaps["gaps_filled"].sum()),
+        "gaps_unrepaired": gap_figures["gaps_unrepaired"],
+        "sequence_jumps": gap_figures["sequence_jumps"],
+        "missing_sequence_numbers": gap_figures["missing_sequence_numbers"],
+        "out_of_order_messages": gap_figures["out_of_order_messages"],
+        **m.agreement_summary(agreement, instrument),
+        **skew.select(m.skew_aggregates()).row(0, named=True),
+        "off_grid_values": snap_off + int(flags["off_grid"].sum()),
+        "precision_loss_events": snap_loss + int((~flags["off_grid"]).sum()),
+        "price_decimals_max": max_decimals(deltas["price"]),
+        "crossed_events": None if counters is None else counters.get("crossed_events"),
+        "vendor_crossed_snapshots": m.crossed_rows(tops).height,
+        "rebuilt_crossed_rows": m.crossed_rows(books).height,
+        "trades_at_or_inside_touch_share": m.trades_at_or_inside_touch_share(trades, books),
+        **capture_fidelity(files.fidelity),
+    }
+    hour_start = dt.datetime.combine(day, dt.time())
+    hourly = (
+        hourly_gaps.join(m.hourly_skew(skew, day), on="hour")
+        .with_columns(
+            pl.lit(day).alias("dt"),
+            pl.lit(instrument.exchange).alias("exchange"),
+            pl.lit(instrument.symbol).alias("symbol"),
+            (pl.lit(hour_start) + pl.duration(hours=pl.col("hour"))).alias("hour"),
+        )
+        .select(list(HOURLY_SCHEMA))
+        .cast(HOURLY_SCHEMA)
+    )
+    details = {
+        "gaps": m.gap_rows(events),
+        "skew": m.skew_rows(skew),
+        "precision": m.precision_rows(flags),
+        "agreement": m.agreement_rows(agreement),
+        "hourly_mid_dev_ticks": agreement.group_by(m.hour_of("received_time", day).alias("hour"))
+        .agg((pl.col("mid_deviation_half_ticks").abs().max() / 2).alias("max"))
+        .sort("hour"),
+    }
+    return row, hourly, details
+
+
+@pytest.mark.parametrize("day", [CLEAN, FAULTED])
+@pytest.mark.parametrize("batch_rows", [997, None])
+def test_bounded_validation_equals_whole_day_readers(world, monkeypatch, day, batch_rows):  # noqa: F811
+    from market_pipeline.core.quality import measures as m
+    from market_pipeline.core.quality.validation import validate_instrument_day
+    from market_pipeline.defs.common.checks import day_files
+    from market_pipeline.defs.common.recorded import rebuild_counters
+
+    settings = world["settings"]
+    instrument = next(i for i in settings.universe if i.key == INSTRUMENT)
+    files = day_files(settings, instrument, day)
+    counters = rebuild_counters(world["instance"], INSTRUMENT, day)
+    if batch_rows:
+        monkeypatch.setattr(m, "BATCH_ROWS", batch_rows)
+    got = validate_instrument_day(files, counters)
+    row, hourly, details = _reference(files, counters)
+    assert {k: got.row[k] for k in row} == row
+    assert got.hourly.equals(hourly)
+    assert got.details["hourly_mid_dev_ticks"].equals(details["hourly_mid_dev_ticks"])
+    for name in ("gaps", "precision", "agreement"):
+        assert got.details[name] == details[name], name
+    # The worst skew rows: the same |skew| values (the reference's order of ties is unspecified).
+    assert [abs(r["skew_ms"]) for r in got.details["skew"]] == [abs(r["skew_ms"]) for r in details["skew"]]
+    if day == FAULTED:
+        assert row["sequence_jumps"] > 0 and row["precision_loss_events"] > 0
+
+
+def test_exact_quantiles_equal_polars():
+    from market_pipeline.core.quality.measures import ExactQuantiles
+
+    rng = np.random.default_rng(3)
+    quantiles = (0.01, 0.5, 0.99)
+    for trial in range(60):
+        n = int(rng.integers(0, 5000))
+        values = [
+            rng.lognormal(1, 2, n) * rng.choice([-1, 1], n),
+            rng.integers(-5, 5, n) / 1e6,
+            (rng.integers(0, 10**9, n) - rng.integers(0, 10**7, n)) / 1_000_000,
+            np.full(n, 3.5),
+        ][trial % 4]
+        groups = rng.integers(0, 24, n) if trial % 3 else np.zeros(n, np.int64)
+        exact = ExactQuantiles(24, quantiles)
+        for s in range(0, n, 777):
+            exact.count(groups[s : s + 777], values[s : s + 777])
+        if exact.locate():
+            for s in range(0, n, 1000):
+                exact.collect(groups[s : s + 1000], values[s : s + 1000])
+        found = exact.result()
+        frame = pl.DataFrame({"g": groups, "v": values})
+        for group in range(25):
+            part = frame if group == 24 else frame.filter(pl.col("g") == group)
+            expected = [part["v"].quantile(q, "linear") for q in quantiles] if part.height else [None] * 3
+            assert found[group] == expected, (trial, group)
