@@ -55,13 +55,18 @@ lint: install ## Layer contracts (import-linter), ruff lint and ruff format chec
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# One pytest worker per core, each taking whole test files (module fixtures are built once);
+# PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 .PHONY: test
 test: lint ## Lint, then run the whole test suite (testpaths come from pyproject.toml)
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: test-quick
 test-quick: install ## The fast subset: every test not marked slow
-	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: ui
 ui: install ## Run dagster-daemon (background) and the webserver on http://127.0.0.1:3000

@@ -36,7 +36,7 @@ def bad_day_run(tmp_path_factory):
         PIPELINE_INSTRUMENTS=INSTRUMENT,
         PIPELINE_START_DATE="2024-01-01",
         PIPELINE_WORKERS="1",
-        PIPELINE_SYNTHETIC__SCALE="0.02",
+        PIPELINE_SYNTHETIC__SCALE="0.005",
         PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="3",
         PIPELINE_SYNTHETIC__FAULTS__DAYS=json.dumps([BAD.isoformat()]),
     )

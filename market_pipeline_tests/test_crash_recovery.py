@@ -175,7 +175,7 @@ def _setup(root: Path) -> tuple[dict[str, str], Path, Path]:
         PIPELINE_DATA_DIR=str(data),
         PIPELINE_INSTRUMENTS="BINANCE:BTC-USDT",
         PIPELINE_START_DATE=DAYS[0].isoformat(),
-        PIPELINE_SYNTHETIC__SCALE="0.02",
+        PIPELINE_SYNTHETIC__SCALE="0.005",
         PIPELINE_CLI__RUN_WAIT_TIMEOUT_SECONDS="300",  # never hang the test suite
     )
     return env, home, data

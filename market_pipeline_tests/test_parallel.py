@@ -92,7 +92,7 @@ def view_digests(warehouse: Path) -> dict[str, tuple]:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_two_workers_write_what_one_writes(instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PIPELINE_SOURCE", "synthetic")
-    monkeypatch.setenv("PIPELINE_SYNTHETIC__SCALE", "0.02")
+    monkeypatch.setenv("PIPELINE_SYNTHETIC__SCALE", "0.005")
     serial_dir, parallel_dir = tmp_path / "serial", tmp_path / "parallel"
     _, serial_meta = materialize(instance, serial_dir, 1)
     _, parallel_meta = materialize(instance, parallel_dir, 2)

@@ -144,7 +144,7 @@ def _run_env(pg_home: SimpleNamespace, **extra: str) -> dict[str, str]:
         PIPELINE_INSTRUMENTS="BINANCE:BTC-USDT",
         PIPELINE_START_DATE="2024-01-01",
         PIPELINE_WORKERS="1",
-        PIPELINE_SYNTHETIC__SCALE="0.02",
+        PIPELINE_SYNTHETIC__SCALE="0.005",
         **pg_home.env,
         **extra,
     )
