@@ -309,7 +309,7 @@ def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Pa
     assert deltas.height == imported.rows
 
     tops = m.read_snapshot_tops(files)
-    from market_pipeline.core.quality.day_stats import repair_gaps
+    from market_pipeline.core.quality.sequence import repair_gaps
 
     assert repair_gaps(stats.gaps, tops).equals(m.gaps(files, deltas, tops))
 

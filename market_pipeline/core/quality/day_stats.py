@@ -252,41 +252,6 @@ class DayStats:
         }
 
 
-def repair_gaps(events: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
-    """Gap events (EVENT_SCHEMA) with the vendor snapshot that repairs each (GAP_SCHEMA).
-
-    The same rule as `sequence.gap_events`: the first snapshot in file order numbered at or
-    above the highest number seen once the gap has happened.
-    """
-    resume = np.maximum(events["sequence_number"].to_numpy(), events["previous_sequence_number"].to_numpy()).astype(
-        np.int64
-    )
-    snap_seq = snapshots["sequence_number"].to_numpy().astype(np.int64)
-    running = np.maximum.accumulate(snap_seq) if len(snap_seq) else snap_seq
-    fill = np.searchsorted(running, resume, side="left")
-    repaired = fill < len(snap_seq)
-    safe = np.where(repaired, fill, 0)
-    snap_recv = snapshots["received_time"].to_numpy()
-    fill_recv = np.where(repaired, snap_recv[safe] if len(snap_recv) else 0, 0)
-    fill_seq = np.where(repaired, snap_seq[safe] if len(snap_seq) else 0, 0)
-    return (
-        events.with_columns(
-            pl.Series("repaired", repaired, pl.Boolean),
-            pl.Series("fill_snapshot", np.where(repaired, fill, -1), pl.Int64),
-            pl.Series("fill_received_time", fill_recv, pl.Int64),
-            pl.Series("fill_sequence_number", fill_seq, pl.Int64),
-        )
-        .with_columns(
-            [
-                pl.when(pl.col("repaired")).then(pl.col(c)).otherwise(None).alias(c)
-                for c in ("fill_snapshot", "fill_received_time", "fill_sequence_number")
-            ]
-        )
-        .select(list(GAP_SCHEMA))
-        .cast(GAP_SCHEMA)
-    )
-
-
 def trade_id_hashes(ids: pl.Series) -> np.ndarray:
     return ids.cast(pl.String).hash(seed=0).to_numpy()
 

@@ -28,7 +28,7 @@ from market_pipeline.core.lake.paths import (
 from market_pipeline.core.lake.schemas import BOOK_LEVELS, book_level_columns
 from market_pipeline.core.quality.day_stats import DayStats, compute_day_stats
 from market_pipeline.core.quality.precision import grid_flags, max_decimals
-from market_pipeline.core.quality.sequence import GAP_SCHEMA, gap_events, messages
+from market_pipeline.core.quality.sequence import GAP_SCHEMA, gap_events, messages, repair_gaps
 
 NS_PER_MS = 1_000_000
 NS_PER_HOUR = 3_600_000_000_000
@@ -680,33 +680,6 @@ def _message_batches(files: DayFiles, columns: list[str]) -> Iterator[tuple[pl.D
         offset += frame.height
 
 
-def _repaired(events: pl.DataFrame, snap_seq: np.ndarray, snap_recv: np.ndarray) -> pl.DataFrame:
-    """Gap events with the vendor snapshot that repairs each (as `sequence.gap_events`)."""
-    resume = np.maximum(events["sequence_number"].to_numpy(), events["previous_sequence_number"].to_numpy())
-    running = np.maximum.accumulate(snap_seq) if len(snap_seq) else snap_seq
-    fill = np.searchsorted(running, resume.astype(np.int64), side="left")
-    repaired = fill < len(snap_seq)
-    safe = np.where(repaired, fill, 0)
-    fill_recv = np.where(repaired, snap_recv[safe] if len(snap_recv) else 0, 0)
-    fill_seq = np.where(repaired, snap_seq[safe] if len(snap_seq) else 0, 0)
-    return (
-        events.with_columns(
-            pl.Series("repaired", repaired, pl.Boolean),
-            pl.Series("fill_snapshot", np.where(repaired, fill, -1), pl.Int64),
-            pl.Series("fill_received_time", fill_recv, pl.Int64),
-            pl.Series("fill_sequence_number", fill_seq, pl.Int64),
-        )
-        .with_columns(
-            [
-                pl.when(pl.col("repaired")).then(pl.col(c)).otherwise(None).alias(c)
-                for c in ("fill_snapshot", "fill_received_time", "fill_sequence_number")
-            ]
-        )
-        .select(list(GAP_SCHEMA))
-        .cast(GAP_SCHEMA)
-    )
-
-
 def _largest(values: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k largest values, largest first, earlier first on ties."""
     if len(values) > k:
@@ -799,8 +772,9 @@ def scan_deltas(files: DayFiles, snapshot_sequence: np.ndarray, snapshot_receive
     found = quantiles.result()
 
     gap_frame = pl.concat(events) if events else pl.DataFrame(schema={c: GAP_SCHEMA[c] for c in list(GAP_SCHEMA)[:6]})
-    gap_frame = _repaired(
-        gap_frame.cast({c: GAP_SCHEMA[c] for c in gap_frame.columns}), snapshot_sequence, snapshot_received
+    gap_frame = repair_gaps(
+        gap_frame.cast({c: GAP_SCHEMA[c] for c in gap_frame.columns}),
+        pl.DataFrame({"sequence_number": snapshot_sequence, "received_time": snapshot_received}),
     )
     some = per_hour > 0
     skew_hourly = pl.DataFrame(

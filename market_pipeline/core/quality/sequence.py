@@ -61,17 +61,26 @@ def gap_events(deltas: pl.DataFrame, snapshots: pl.DataFrame, contiguous: bool) 
         .otherwise(pl.col("sequence_number") - pl.col("previous_sequence_number") - 1)
         .alias("missing_sequence_numbers"),
     )
-    # The kernel processes snapshot k once a message numbered above it arrives, so the first
-    # snapshot (in file order) numbered at or above the highest number seen repairs the gap.
+    return repair_gaps(events, snapshots)
+
+
+def repair_gaps(events: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """Gap events (the first six GAP_SCHEMA columns) with the vendor snapshot that repairs each
+    (GAP_SCHEMA); `snapshots` has the day's vendor snapshots' sequence_number and received_time
+    in file order.
+
+    The kernel processes snapshot k once a message numbered above it arrives, so the first
+    snapshot (in file order) numbered at or above the highest number seen repairs the gap.
+    """
     resume = np.maximum(events["sequence_number"].to_numpy(), events["previous_sequence_number"].to_numpy()).astype(
         np.int64
     )
     snap_seq = snapshots["sequence_number"].to_numpy().astype(np.int64)
+    snap_recv = snapshots["received_time"].to_numpy()
     running = np.maximum.accumulate(snap_seq) if len(snap_seq) else snap_seq
     fill = np.searchsorted(running, resume, side="left")
     repaired = fill < len(snap_seq)
     safe = np.where(repaired, fill, 0)
-    snap_recv = snapshots["received_time"].to_numpy()
     fill_recv = np.where(repaired, snap_recv[safe] if len(snap_recv) else 0, 0)
     fill_seq = np.where(repaired, snap_seq[safe] if len(snap_seq) else 0, 0)
     return (

@@ -27,8 +27,8 @@ from market_pipeline.core.quality.day_stats import (
     SKEW,
     DayStats,
     histogram_count,
-    repair_gaps,
 )
+from market_pipeline.core.quality.sequence import repair_gaps
 from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
 from market_pipeline.defs.common.recorded import latest_metadata
 from market_pipeline.defs.common.resources import PipelineSettings
