@@ -73,7 +73,7 @@ def _sql_path(path: Path) -> str:
 
 
 # DuckDB's own budget (it spills beyond it); the process adds Python and the result frames.
-MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT = "256MB"  # the step process itself needs ~450 MB of the 1 GB budget
 
 
 def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
