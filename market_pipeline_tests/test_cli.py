@@ -161,6 +161,20 @@ def test_validate_env_rejects_an_unwritable_data_dir(env, monkeypatch, tmp_path,
     assert any(line.startswith("error: PIPELINE_DATA_DIR: cannot create") for line in err.splitlines())
 
 
+def test_a_directory_that_refuses_writes_is_reported_even_to_root(tmp_path):
+    """`os.access` says yes to root everywhere; the check creates a file to find out."""
+    import os
+
+    sys_dir = Path("/sys/kernel")
+    if not sys_dir.is_dir():
+        pytest.skip("no /sys here")
+    problem = writable_dir_problem(sys_dir / "market_pipeline_data")
+    assert problem is not None and problem.startswith(f"cannot create {sys_dir}/market_pipeline_data: /sys")
+    assert writable_dir_problem(tmp_path / "data") is None
+    if os.geteuid() == 0:
+        assert os.access(sys_dir, os.W_OK)  # what a check by os.access alone would have trusted
+
+
 def test_validate_env_warns_without_dagster_home(env, monkeypatch, capsys):
     monkeypatch.delenv("DAGSTER_HOME")
 

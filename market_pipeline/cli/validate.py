@@ -6,6 +6,7 @@ Secrets (webhook token, master key, AWS keys) are reported only as set / not set
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,17 +27,25 @@ def writable_dir_problem(path: Path) -> str | None:
     if path.exists():
         if not path.is_dir():
             return f"{path} exists and is not a directory"
-        if not os.access(path, os.W_OK | os.X_OK):
-            return f"{path} is not writable"
-        return None
+        refused = _write_refused(path)
+        return f"{path} is not writable ({refused})" if refused else None
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         return f"cannot create {path}: {parent} is not a directory"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot create {path}: {parent} is not writable"
-    return None
+    refused = _write_refused(parent)
+    return f"cannot create {path}: {parent} is not writable ({refused})" if refused else None
+
+
+def _write_refused(directory: Path) -> str | None:
+    """Why a file cannot be created in `directory`, by trying: `os.access` says yes to root on
+    read-only mounts and pseudo file systems."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 def _set(value: object) -> str:
