@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from market_pipeline.core.lake.files import write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.precision import grid_flags, max_decimals
-from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER
+from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages
 
 NS_PER_MS = 1_000_000
 NS_PER_MINUTE = 60_000_000_000
@@ -547,15 +547,7 @@ class DayStatsBuilder:
         if len(running):
             top = int(running[-1])
             self._max_sequence = top if self._max_sequence is None else max(self._max_sequence, top)
-        is_out_of_order = pl.col("sequence_number") < pl.col("previous_sequence_number")
-        is_jump = pl.lit(self.contiguous) & (pl.col("sequence_number") > pl.col("previous_sequence_number") + 1)
-        events = msgs.filter((is_out_of_order | is_jump).fill_null(False)).with_columns(
-            pl.when(is_out_of_order).then(pl.lit(OUT_OF_ORDER)).otherwise(pl.lit(JUMP)).alias("kind"),
-            pl.when(is_out_of_order)
-            .then(0)
-            .otherwise(pl.col("sequence_number") - pl.col("previous_sequence_number") - 1)
-            .alias("missing_sequence_numbers"),
-        )
+        events = gap_messages(msgs, self.contiguous)
         if not events.is_empty():
             self._events.append(events.select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA))
 

@@ -52,16 +52,24 @@ def gap_events(deltas: pl.DataFrame, snapshots: pl.DataFrame, contiguous: bool) 
     needs received_time and sequence_number of the day's vendor snapshots in file order.
     """
     msgs = messages(deltas).with_columns(pl.col("sequence_number").cum_max().shift(1).alias("previous_sequence_number"))
+    return repair_gaps(gap_messages(msgs, contiguous), snapshots)
+
+
+def gap_messages(msgs: pl.DataFrame, contiguous: bool) -> pl.DataFrame:
+    """The messages that are gap events, with `kind` and `missing_sequence_numbers`.
+
+    `msgs` has a row per message with sequence_number and previous_sequence_number (the highest
+    number seen before it; null for the day's first message, which is no event).
+    """
     is_out_of_order = pl.col("sequence_number") < pl.col("previous_sequence_number")
     is_jump = pl.lit(contiguous) & (pl.col("sequence_number") > pl.col("previous_sequence_number") + 1)
-    events = msgs.filter((is_out_of_order | is_jump).fill_null(False)).with_columns(
+    return msgs.filter((is_out_of_order | is_jump).fill_null(False)).with_columns(
         pl.when(is_out_of_order).then(pl.lit(OUT_OF_ORDER)).otherwise(pl.lit(JUMP)).alias("kind"),
         pl.when(is_out_of_order)
         .then(0)
         .otherwise(pl.col("sequence_number") - pl.col("previous_sequence_number") - 1)
         .alias("missing_sequence_numbers"),
     )
-    return repair_gaps(events, snapshots)
 
 
 def repair_gaps(events: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
