@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -456,6 +457,15 @@ def test_demo_injected_fault_alerts_to_jsonl_and_webhook(
 
     assert "Failed checks" in out and "clock_skew" in out
     assert str(data / "reports" / "dt=2024-03-01") in out
-    assert json.dumps(lines[0], sort_keys=True) in out  # an alert line, as stored
+    # The first alert as readable fields, its description whole (wrapped, never clipped).
+    assert f"  severity     {lines[0]['severity']}" in out
+    assert f"  key          {lines[0]['key']}" in out
+    assert " ".join(lines[0]["description"].split()) in " ".join(out.split())
+    assert json.dumps(lines[0], sort_keys=True) not in out  # not the 4 KB JSON line
     assert skew["key"] in out
+    assert "~" not in out.split("Failed checks")[1].split("Reports")[0]  # no clipped description
+    # Progress while it ran (stderr is no terminal here: plain lines), rows done out of rows.
+    assert "step raw_book_deltas: started" in err
+    assert re.search(r"done raw_book_deltas 2024-03-01 BINANCE:BTC-USDT: [\d,]+ rows in [\d.]+ s", err), err
+    assert re.search(r"done reconstructed_books 2024-03-01 BINANCE:BTC-USDT: [\d,]+ rows in", err), err
     assert_token_nowhere(dagster_home, data, texts=(out, err, *(r["body"].decode() for r in receiver.requests)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import re
 
 import duckdb
 import numpy as np
@@ -201,6 +202,30 @@ def test_report_written_and_linked(world):
     text = path.read_text()
     assert "<svg" in text and INSTRUMENT in text and "gaps detected" in text
     import dagster as dg
+
+    # The report opens with a verdict per check of the day, as the run evaluated them.
+    evaluations = {
+        (e.asset_key.to_user_string(), e.check_name): "passed" if e.passed else e.severity.value
+        for e in (
+            entry.asset_check_evaluation
+            for entry in instance.all_logs(world["result"].run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        )
+        if e is not None and e.partition == FAULTED.isoformat()
+    }
+    assert evaluations and "WARN" in evaluations.values()  # the faulted day fails a check or more
+    verdicts = {
+        (asset, check): verdict
+        for asset, check, verdict in re.findall(
+            r"<tr><td>([^<]+)</td><td>([^<]+)</td><td style=[^>]*>([^<]+)</td>", text
+        )
+    }
+    assert verdicts == evaluations
+    assert text.index("<h2>Checks</h2>") < text.index(f"<h2>{INSTRUMENT}</h2>")
+    # The plots label their real ranges: the hours of the day across, 0 to the largest value up.
+    skew_chart = text[text.index("clock skew p99 per hour") :].split("</svg>")[0]
+    assert "00:00" in skew_chart and "24:00" in skew_chart and ">0</text>" in skew_chart
+    top = max(float(v) for v in re.findall(r"UTC: ([\d.e+-]+) ms</title>", skew_chart))
+    assert f">{top:.4g} ms</text>" in skew_chart
 
     record = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("validation_reports"), asset_partitions=[FAULTED.isoformat()]),

@@ -24,12 +24,14 @@ import socket
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_USAGE, CliError, eprint
+from market_pipeline.cli.progress import RunProgress
 from market_pipeline.core.errors import BlockedError, PipelineError, kind_of
 
 if TYPE_CHECKING:
@@ -497,6 +499,7 @@ def execute_range(
     verbosity: int = 0,
     launched_by: str = "cli",
     wait_timeout_seconds: float = 3600.0,
+    show_progress: bool = False,
 ) -> RangeRun:
     """Materialize `keys` for every day in [start, end] as one run in $DAGSTER_HOME's instance.
 
@@ -540,14 +543,15 @@ def execute_range(
                 eprint(line)
             watch.start()
             try:
-                result = job.execute_in_process(
-                    run_config=run_config,
-                    instance=instance,
-                    asset_selection=keys,
-                    run_id=run_id,
-                    tags=tags,
-                    raise_on_error=False,
-                )
+                with RunProgress(run_id) if show_progress else nullcontext():
+                    result = job.execute_in_process(
+                        run_config=run_config,
+                        instance=instance,
+                        asset_selection=keys,
+                        run_id=run_id,
+                        tags=tags,
+                        raise_on_error=False,
+                    )
             except BaseException:  # KeyboardInterrupt, or Dagster's own interrupt error
                 if watch.gave_up is None:
                     raise

@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbose.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error"
     )
+    shows_progress = argparse.ArgumentParser(add_help=False)
+    shows_progress.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress while the run executes (default: a live display on a terminal, plain lines otherwise)",
+    )
     parser = argparse.ArgumentParser(
         prog="market-pipeline",
         description="Local-first market-data lake: validate the environment, materialize date "
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        parents=[verbose],
+        parents=[verbose, shows_progress],
         help="materialize a date range (inclusive) as one Dagster run",
         description="Materialize the selected assets for every day from --start-date to "
         "--end-date (inclusive) as ONE run in the Dagster instance of $DAGSTER_HOME.",
@@ -147,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        parents=[verbose],
+        parents=[verbose, shows_progress],
         help="generate synthetic data and materialize the whole pipeline for a few days",
         description="Materialize every asset for a few days of synthetic data for "
         f"{' and '.join(DEMO_INSTRUMENTS)}, then show what was produced.",
@@ -226,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return validate_env()
         if args.command == "run":
-            return run_command(args.start_date, args.end_date, args.select, verbosity)
+            return run_command(args.start_date, args.end_date, args.select, verbosity, args.progress)
         if args.command == "demo":
-            return demo_command(args.days, args.start_date, args.data_dir, verbosity)
+            return demo_command(args.days, args.start_date, args.data_dir, verbosity, args.progress)
         if args.command == "verify-capture":
             from market_pipeline.cli.verify_capture import verify_capture_command
 
@@ -302,6 +309,7 @@ def run_range(
     selections: list[str] | None,
     verbosity: int,
     launched_by: str,
+    show_progress: bool = True,
 ) -> int:
     """Build the definitions from `settings`, execute the range as one run, print the summary."""
     from market_pipeline.cli.execution import (
@@ -336,6 +344,7 @@ def run_range(
         verbosity=verbosity,
         launched_by=launched_by,
         wait_timeout_seconds=settings.cli.run_wait_timeout_seconds,
+        show_progress=show_progress,
     )
     _ensure_lake_views(settings)  # a run that selected only Parquet steps leaves its views to be created
     print_run_summary(run, settings, verbosity)
@@ -370,11 +379,11 @@ def _ensure_lake_views(settings: PipelineSettings) -> None:
         print(f"  (views not created now: {exc})")
 
 
-def run_command(start: str, end: str, selections: list[str] | None, verbosity: int) -> int:
+def run_command(start: str, end: str, selections: list[str] | None, verbosity: int, show_progress: bool) -> int:
     from market_pipeline.settings import load_settings
 
     first, last = parse_date(start, "--start-date"), parse_date(end, "--end-date")
-    return run_range(load_settings(), first, last, selections, verbosity, "cli-run")
+    return run_range(load_settings(), first, last, selections, verbosity, "cli-run", show_progress)
 
 
 @contextmanager
@@ -428,7 +437,9 @@ def demo_settings(start: dt.date, end: dt.date, data_dir_arg: Path | None) -> Pi
     return load_settings(**{**overrides, "start_date": start_date, "data_dir": settings.data_dir.resolve()})
 
 
-def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosity: int) -> int:
+def demo_command(
+    days: int, start_text: str, data_dir_arg: Path | None, verbosity: int, show_progress: bool = True
+) -> int:
     if days < 1:
         raise CliError(f"--days must be at least 1, got {days}", EXIT_USAGE)
     start = parse_date(start_text, "--start-date")
@@ -447,7 +458,7 @@ def demo_command(days: int, start_text: str, data_dir_arg: Path | None, verbosit
         print(f"  data dir      {data_dir}")
         print(f"  dagster home  {home} ({how})")
         print(f"  fault         {DEMO_FAULT_EPISODES} clock-skew episode on {end} (received_time 2-5 s late)")
-        code = run_range(settings, start, end, None, verbosity, "cli-demo")
+        code = run_range(settings, start, end, None, verbosity, "cli-demo", show_progress)
         from market_pipeline.cli.report import print_demo_alerts
 
         print_demo_alerts(settings, start, end, "cli-demo")

@@ -195,19 +195,44 @@ def raw_row_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
     return format_table(headers, table, right=[False, False, *([True] * len(present))])
 
 
+def wrapped(text: str, indent: str = "      ") -> list[str]:
+    """`text` whole, wrapped to the summary's width; no break inside BTC-USDT or a path (they stay
+    whole to copy)."""
+    lines: list[str] = []
+    for paragraph in scrub_text(text).splitlines():
+        lines += textwrap.wrap(
+            paragraph,
+            width=WIDTH,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+    return lines
+
+
+def table_with_notes(headers: list[str], rows: list[list[object]], notes: list[str]) -> list[str]:
+    """A table with each row's note (a description) in full on the lines under the row."""
+    lines = format_table(headers, rows)
+    out = lines[:2]
+    for line, note in zip(lines[2:], notes, strict=True):
+        out += [line, *wrapped(note)]
+    return out
+
+
 def _check_rows(checks: list[dg.AssetCheckEvaluation]) -> list[str]:
     with_partition = any(getattr(c, "partition", None) for c in checks)
-    table = []
+    table, notes = [], []
     for c in sorted(checks, key=lambda c: (c.asset_key.to_user_string(), c.check_name, str(c.partition))):
         # A passed evaluation still carries the check's default severity; show it only on failure.
         severity = "" if c.passed else getattr(c.severity, "value", str(c.severity))
         row = [c.asset_key.to_user_string(), c.check_name]
         if with_partition:
             row.append(c.partition or "")
-        row += ["passed" if c.passed else "FAILED", severity, (c.description or "").replace("\n", " ")]
-        table.append(row)
-    headers = ["asset", "check", *(["partition"] if with_partition else []), "result", "severity", "description"]
-    return format_table(headers, table)
+        table.append([*row, "passed" if c.passed else "FAILED", severity])
+        notes.append(c.description or "")
+    headers = ["asset", "check", *(["partition"] if with_partition else []), "result", "severity"]
+    return table_with_notes(headers, table, notes)
 
 
 def output_locations(settings: PipelineSettings) -> list[str]:
@@ -281,11 +306,37 @@ def print_failures(result: dg.ExecuteInProcessResult, verbosity: int = 0) -> Non
         print(textwrap.indent(scrub_text(message.rstrip()), "  "), file=err)
 
 
+ALERT_FIGURES_SHOWN = 6  # scalar figures of an alert printed in the summary; alerts.jsonl has them all
+
+
+def alert_fields(record: dict) -> list[str]:
+    """An alert record as readable fields: who, what, when, where to look, then its first figures."""
+    webhook = record.get("delivery", {}).get("webhook", {})
+    fields = [
+        ("kind", record.get("kind")),
+        ("severity", record.get("severity")),
+        ("asset", record.get("asset")),
+        ("check", record.get("check")),
+        ("partitions", ", ".join(record.get("partitions") or [])),
+        ("occurred at", record.get("occurred_at")),
+        ("run", record.get("run_url") or record.get("run_id")),
+        ("key", record.get("key")),
+        ("webhook", webhook.get("status")),
+    ]
+    lines = [f"  {name:<12} {value}" for name, value in fields if value not in (None, "")]
+    lines.append("  description")
+    lines += wrapped(record.get("description") or "")
+    figures = record.get("figures") or {}
+    scalars = [(k, v) for k, v in figures.items() if isinstance(v, (int, float, str, bool)) or v is None]
+    if scalars:
+        lines.append(f"  figures      {len(scalars)} value(s), {len(figures) - len(scalars)} table(s); the first:")
+        lines += [f"    {k}: {v}" for k, v in scalars[:ALERT_FIGURES_SHOWN]]
+    return lines
+
+
 def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, launched_by: str) -> None:
     """After the demo run: its failed checks, the day reports, and the alerts, delivered now
     in-process (no daemon needed) by the same code and with the same keys as the alert sensors."""
-    import json
-
     import dagster as dg
 
     from market_pipeline.cli.execution import LAUNCHED_BY_TAG
@@ -303,11 +354,9 @@ def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, 
     print()
     print("Failed checks")
     if checks:
-        rows = [
-            [r["asset"], r["check"], ",".join(r["partitions"]), r["severity"], r["description"].replace("\n", " ")]
-            for r in checks
-        ]
-        print_lines(format_table(["asset", "check", "partition", "severity", "description"], rows))
+        rows: list[list[object]] = [[r["asset"], r["check"], ",".join(r["partitions"]), r["severity"]] for r in checks]
+        notes = [r["description"] for r in checks]
+        print_lines(table_with_notes(["asset", "check", "partition", "severity"], rows, notes))
     else:
         print("  (none: every check passed)")
 
@@ -326,9 +375,16 @@ def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, 
         print("  (none)")
         return
     rows = [
-        [r["severity"], r["asset"] or "", r["check"] or "(run failed)", r["delivery"]["webhook"]["status"], r["key"]]
+        [
+            r["severity"],
+            r["asset"] or "",
+            r["check"] or "(run failed)",
+            ",".join(r["partitions"]),
+            r["delivery"]["webhook"]["status"],
+        ]
         for r in records
     ]
-    print_lines(format_table(["severity", "asset", "check", "webhook", "key"], rows))
-    print("  the first alert's line in alerts.jsonl (what the webhook received, plus its delivery):")
-    print("  " + json.dumps(records[0], sort_keys=True))
+    print_lines(format_table(["severity", "asset", "check", "partition", "webhook"], rows))
+    print()
+    print(f"The first alert, as the webhook receives it (its whole JSON line is in {path.name}):")
+    print_lines(alert_fields(records[0]))

@@ -11,6 +11,7 @@ holds at most one batch ahead, so memory stays bounded.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import resource
@@ -37,6 +38,7 @@ from market_pipeline.core.book.fixed_point import decimal_array, decimal_type, t
 from market_pipeline.core.book.ladder import ST_BASE, ST_EVICTED, ST_OUTSIDE, Book, new_book, set_level
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
+from market_pipeline.core.telemetry import progress
 from market_pipeline.core.telemetry.memory import peak_rss_bytes
 
 # Batch sizes bound peak memory (docs/architecture.md#performance); larger ones gain little.
@@ -315,13 +317,17 @@ class _BackgroundWriter:
 
 
 def _prefetched(items: Iterator[T], pool: ThreadPoolExecutor) -> Iterator[T]:
-    """`items`, each produced on `pool`'s thread while the caller works on the previous one."""
-    pending = pool.submit(next, items, None)
+    """`items`, each produced on `pool`'s thread while the caller works on the previous one.
+
+    The thread runs in a copy of the caller's context, so what `items` reports (progress) is the
+    caller's task."""
+    context = contextvars.copy_context()
+    pending = pool.submit(context.run, next, items, None)
     while True:
         item = pending.result()
         if item is None:
             return
-        pending = pool.submit(next, items, None)
+        pending = pool.submit(context.run, next, items, None)
         yield item
 
 
@@ -562,6 +568,7 @@ def _delta_batches(
     file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, timings: _Timings, columns: list[str] = DELTA_COLUMNS
 ) -> Iterator[dict[str, np.ndarray]]:
     rows = 0
+    progress.expect(file.metadata.num_rows)
     batches = file.iter_batches(batch_size=DELTA_BATCH_ROWS, columns=columns)
     while True:
         with timings("read"):
@@ -571,6 +578,7 @@ def _delta_batches(
         with timings("convert"):
             converted = _convert_deltas(batch, grid, precision, rows)
         rows += batch.num_rows
+        progress.advance(batch.num_rows)
         yield converted
 
 

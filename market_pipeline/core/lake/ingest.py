@@ -33,6 +33,7 @@ from market_pipeline.core.lake.schemas import (
     TABLE_SCHEMAS,
     VENDOR_ALIASES,
 )
+from market_pipeline.core.telemetry import progress
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 TIME_COLUMNS = ("origin_time", "received_time")
@@ -123,6 +124,7 @@ def iter_checked(
     A batch that cannot be read or converted raises FileRejected.
     """
     offset = 0
+    progress.expect(vendor.rows)
     batches = iter_tables(vendor.reader, vendor.columns, batch_rows or vendor.batch_rows)
     while True:
         try:
@@ -134,6 +136,7 @@ def iter_checked(
         df = _normalise(vendor.path, batch, vendor.expected)
         yield _split(vendor.path, df, day, tolerance_ns, offset)
         offset += df.height
+        progress.advance(df.height)
 
 
 def _split(

@@ -596,7 +596,7 @@ class DayStatsBuilder:
         if "price" in columns and self.table != "book":
             # Prices recur all day: spell only the values no earlier batch had.
             prices = batch["price"].drop_nulls().unique()
-            new = prices.filter(~prices.is_in(self._seen_prices))
+            new = prices.filter(~prices.is_in(self._seen_prices.implode()))
             self._seen_prices = pl.concat([self._seen_prices, new])
             found = max_decimals(new)
             if found is not None:

@@ -29,6 +29,7 @@ from market_pipeline.core.lake.schemas import BOOK_LEVELS, book_level_columns
 from market_pipeline.core.quality.day_stats import DayStats, compute_day_stats
 from market_pipeline.core.quality.precision import grid_flags, max_decimals
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, gap_events, messages, repair_gaps
+from market_pipeline.core.telemetry import progress
 
 NS_PER_MS = 1_000_000
 NS_PER_HOUR = 3_600_000_000_000
@@ -486,7 +487,9 @@ def iter_frames(path: Path, columns: list[str], batch_rows: int | None = None) -
     more on a realistic day of deltas).
     """
     with pq.ParquetFile(path, pre_buffer=False) as reader:
+        progress.expect(reader.metadata.num_rows)
         for batch in reader.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns):
+            progress.advance(batch.num_rows)
             yield pl.from_arrow(batch)  # type: ignore[misc]
 
 

@@ -1,10 +1,12 @@
-"""The human-readable daily validation report: one self-contained HTML page with inline SVG plots."""
+"""The human-readable daily validation report: one self-contained HTML page that opens with the
+verdict of every asset check of the day, then per instrument its figures and inline SVG plots."""
 
 from __future__ import annotations
 
 import datetime as dt
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -48,24 +50,73 @@ def _fmt(value: object) -> str:
     return html.escape(str(value))
 
 
-def bar_chart(values: list[float | None], title: str, width: int = 480, height: int = 80) -> str:
-    """A small SVG bar chart of 24 hourly values (None is an empty bar)."""
+@dataclass(frozen=True)
+class CheckVerdict:
+    """One asset check's result for the day, as the run evaluated it."""
+
+    asset: str
+    check: str
+    passed: bool
+    severity: str  # WARN or ERROR (what a failure means)
+    description: str
+
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.passed else self.severity
+
+
+_VERDICT_ORDER = {"passed": 0, "WARN": 1, "ERROR": 2}
+_VERDICT_COLOUR = {"passed": "#2e7d32", "WARN": "#b26a00", "ERROR": "#c62828"}
+
+
+def _verdicts(verdicts: list[CheckVerdict]) -> str:
+    if not verdicts:
+        return "<p>No asset check of the day was evaluated in the run that wrote this report.</p>"
+    worst = max((v.verdict for v in verdicts), key=lambda x: _VERDICT_ORDER.get(x, 2))
+    rows = "".join(
+        f"<tr><td>{html.escape(v.asset)}</td><td>{html.escape(v.check)}</td>"
+        f'<td style="color:{_VERDICT_COLOUR.get(v.verdict, "#c62828")};font-weight:bold">{html.escape(v.verdict)}</td>'
+        f"<td>{html.escape(v.description)}</td></tr>"
+        for v in sorted(verdicts, key=lambda v: (-_VERDICT_ORDER.get(v.verdict, 2), v.asset, v.check))
+    )
+    return (
+        f'<p>Verdict: <b style="color:{_VERDICT_COLOUR.get(worst, "#c62828")}">{html.escape(worst)}</b> '
+        f"({sum(v.passed for v in verdicts)} of {len(verdicts)} checks passed)</p>"
+        f"<table><tr><th>asset</th><th>check</th><th>verdict</th><th>description</th></tr>{rows}</table>"
+    )
+
+
+def bar_chart(values: list[float | None], title: str, unit: str, width: int = 480, height: int = 110) -> str:
+    """An SVG bar chart of 24 hourly values (None is an empty bar), its axes labelled with the real
+    range: 0 to the largest value in `unit` upwards, the hours of the UTC day across."""
+    left, bottom, top_margin = 46, 16, 16
+    plot_w, plot_h = width - left - 4, height - bottom - top_margin
     finite = [v for v in values if v is not None]
     top = max(finite) if finite and max(finite) > 0 else 1.0
-    bar = width / max(len(values), 1)
-    bars = []
+    bar = plot_w / max(len(values), 1)
+    parts = [
+        f'<text x="0" y="10" font-size="10">{html.escape(title)}</text>',
+        f'<line x1="{left}" y1="{top_margin}" x2="{left}" y2="{top_margin + plot_h}" stroke="#888"/>',
+        f'<line x1="{left}" y1="{top_margin + plot_h}" x2="{width - 4}" y2="{top_margin + plot_h}" stroke="#888"/>',
+        f'<text x="{left - 3}" y="{top_margin + 8}" font-size="9" text-anchor="end">'
+        f"{top:.4g} {html.escape(unit)}</text>",
+        f'<text x="{left - 3}" y="{top_margin + plot_h}" font-size="9" text-anchor="end">0</text>',
+    ]
+    for hour in range(0, 25, 6):
+        x = left + hour * bar
+        parts.append(f'<text x="{x:.1f}" y="{height - 3}" font-size="9" text-anchor="middle">{hour:02d}:00</text>')
     for i, v in enumerate(values):
         if v is None:
             continue
-        h = (v / top) * (height - 14)
-        bars.append(
-            f'<rect x="{i * bar + 1:.1f}" y="{height - h:.1f}" width="{bar - 2:.1f}" height="{h:.1f}" fill="#4a78b0">'
-            f"<title>{i:02d}:00 {v:.4g}</title></rect>"
+        h = (v / top) * plot_h
+        parts.append(
+            f'<rect x="{left + i * bar + 1:.1f}" y="{top_margin + plot_h - h:.1f}" width="{bar - 2:.1f}" '
+            f'height="{h:.1f}" fill="#4a78b0"><title>{i:02d}:00-{i + 1:02d}:00 UTC: {v:.4g} {html.escape(unit)}'
+            "</title></rect>"
         )
     return (
         f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="{html.escape(title)}">'
-        f'<text x="0" y="10" font-size="10">{html.escape(title)} (max {top:.4g})</text>{"".join(bars)}</svg></figure>'
+        f'role="img" aria-label="{html.escape(title)}">{"".join(parts)}</svg></figure>'
     )
 
 
@@ -87,9 +138,9 @@ def _section(v: DayValidation) -> str:
     )
     charts = "".join(
         [
-            bar_chart(hourly["gaps_detected"].cast(pl.Float64).to_list(), "gaps detected per hour"),
-            bar_chart(hourly["skew_p99_ms"].to_list(), "clock skew p99 per hour (ms)"),
-            bar_chart([mid.get(h) for h in range(24)], "max mid deviation per hour (ticks)"),
+            bar_chart(hourly["gaps_detected"].cast(pl.Float64).to_list(), "gaps detected per hour (UTC)", "gaps"),
+            bar_chart(hourly["skew_p99_ms"].to_list(), "clock skew p99 per hour (UTC)", "ms"),
+            bar_chart([mid.get(h) for h in range(24)], "max mid deviation per hour (UTC)", "ticks"),
         ]
     )
     worst = "".join(
@@ -104,7 +155,7 @@ def _section(v: DayValidation) -> str:
     )
 
 
-def render_report(day: dt.date, validations: list[DayValidation]) -> str:
+def render_report(day: dt.date, validations: list[DayValidation], verdicts: list[CheckVerdict]) -> str:
     style = (
         "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:left}figure{margin:.3em 0}"
@@ -112,11 +163,12 @@ def render_report(day: dt.date, validations: list[DayValidation]) -> str:
     sections = "".join(_section(v) for v in validations)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Validation {day}</title>"
-        f"<style>{style}</style></head><body><h1>Validation report {day} (UTC)</h1>{sections}</body></html>\n"
+        f"<style>{style}</style></head><body><h1>Validation report {day} (UTC)</h1>"
+        f"<h2>Checks</h2>{_verdicts(verdicts)}{sections}</body></html>\n"
     )
 
 
-def write_report(data_dir: Path, day: dt.date, validations: list[DayValidation]) -> Path:
+def write_report(data_dir: Path, day: dt.date, validations: list[DayValidation], verdicts: list[CheckVerdict]) -> Path:
     path = report_path(data_dir, day)
-    write_text_atomic(path, render_report(day, validations))
+    write_text_atomic(path, render_report(day, validations, verdicts))
     return path

@@ -7,7 +7,7 @@ import dagster as dg
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.catalog import LAKE_VIEWS, ensure_lake_views
 from market_pipeline.core.security.audit import audit_scope
-from market_pipeline.core.telemetry import telemetry
+from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.core.telemetry.telemetry import StageUsage
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
@@ -37,6 +37,7 @@ def rebuild_task(
     """One instrument-day's rebuild, audited and measured (in a worker process or the step's own)."""
     with (
         audit_scope("book.rebuild", settings.data_dir, dt=day, instrument=instrument.key),
+        progress.task(f"reconstructed_books {day} {instrument.key}"),
         telemetry.measure_stage("reconstructed_books", instrument=instrument.key) as usage,
     ):
         result = rebuild_instrument_day(source, settings, instrument, day)

@@ -92,7 +92,7 @@ def days_to_run(context: dg.AssetExecutionContext) -> list[dt.date]:
     days = [dt.date.fromisoformat(key) for key in context.partition_keys]
     own = set(context.assets_def.keys)
     upstream = {key for key in context.assets_def.dependency_keys if key not in own}
-    blocked = blocked_days(context.instance, context.run_id, days, checked=upstream, skipped_by=upstream)
+    blocked = blocked_days(context.instance, context.run.run_id, days, checked=upstream, skipped_by=upstream)
     if not blocked:
         return days
     outputs = sorted(context.selected_asset_keys, key=lambda key: key.to_user_string())

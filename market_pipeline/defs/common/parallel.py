@@ -13,7 +13,9 @@ entry points do.
 Metrics a task records in a worker (counters, histograms, gauges, `measure_stage`) would stay in
 that process, whose exporter is not configured: the worker records them into a list instead
 (`telemetry.record_into`), returned with the result, and the parent records them
-(`Outcome.replay`) so they reach the step's metrics as if recorded there.
+(`Outcome.replay`) so they reach the step's metrics as if recorded there. Progress updates
+(`core/telemetry/progress.py`) travel the other way while the tasks run: when someone watches this
+process, the workers put theirs into a queue that a thread of this process drains.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from market_pipeline.core.security import crypto
-from market_pipeline.core.telemetry import telemetry
+from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.settings import PipelineSettings
 from market_pipeline.vendors.base import VendorSource
 from market_pipeline.vendors.registry import build_source
@@ -56,11 +59,13 @@ _worker_settings: PipelineSettings | None = None
 _worker_sink: list[telemetry.Recorded] = []
 
 
-def _init_worker(settings: PipelineSettings) -> None:
+def _init_worker(settings: PipelineSettings, progress_updates: Any) -> None:
     global _worker_source, _worker_settings
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
     telemetry.record_into(_worker_sink)  # the parent exports
+    if progress_updates is not None:
+        progress.set_sink(progress.queue_sink(progress_updates))
     _worker_settings = settings
     _worker_source = build_source(settings)
 
@@ -92,9 +97,14 @@ def run_tasks(
     if workers == 1:
         source = source if source is not None else build_source(settings)
         return [Outcome(fn(source, settings, *task)) for task in tasks]
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(settings,)
-    ) as pool:
+    context = _context()
+    updates = context.Queue() if progress.watched() else None
+    with (
+        ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(settings, updates)
+        ) as pool,
+        progress.drain(updates) if updates is not None else nullcontext(),
+    ):
         futures = [pool.submit(_run_in_worker, fn, task) for task in tasks]
         try:
             return [future.result() for future in futures]

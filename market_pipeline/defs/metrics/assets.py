@@ -19,7 +19,7 @@ from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir, checkpoint_path, raw_partition_dir
 from market_pipeline.core.quality.microstructure import DAILY_SCHEMA, DEPTH_BPS, Microstructure, compute_microstructure
 from market_pipeline.core.quality.validation_inputs import DAILY_COLUMNS, HOURLY_COLUMNS, read_validation
-from market_pipeline.core.telemetry import telemetry
+from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.recorded import missing_instruments
@@ -106,7 +106,10 @@ def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSetting
         for instrument in settings.universe:
             if instrument.key in missing:
                 continue
-            with telemetry.measure_stage("pipeline_metrics", instrument=instrument.key):
+            with (
+                progress.task(f"pipeline_metrics {day} {instrument.key}"),
+                telemetry.measure_stage("pipeline_metrics", instrument=instrument.key),
+            ):
                 try:
                     micro = _instrument_day(settings, instrument, day)
                 except FileNotFoundError as exc:

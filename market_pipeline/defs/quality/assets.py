@@ -1,10 +1,13 @@
 """`validation_reports`: how good each instrument-day is, in DuckDB and as a daily HTML report."""
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 
-from market_pipeline.core.quality.report import write_report
+from market_pipeline.core.quality.report import CheckVerdict, write_report
 from market_pipeline.core.quality.validation import daily_frame, hourly_frame, validate_instrument_day
+from market_pipeline.core.telemetry import progress
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.checks import day_files
@@ -44,20 +47,41 @@ def _day_metadata(daily: pl.DataFrame, report: str) -> dict[str, object]:
     return meta
 
 
+def check_verdicts(context: dg.AssetExecutionContext, day: dt.date) -> list[CheckVerdict]:
+    """The day's check evaluations in this run (the checks of the upstream assets ran before this
+    step), the latest per check, for the report's verdict table."""
+    latest: dict[tuple[str, str], CheckVerdict] = {}
+    for entry in context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.asset_check_evaluation
+        if evaluation is None or evaluation.partition != day.isoformat():
+            continue
+        asset = evaluation.asset_key.to_user_string()
+        latest[(asset, evaluation.check_name)] = CheckVerdict(
+            asset=asset,
+            check=evaluation.check_name,
+            passed=evaluation.passed,
+            severity=getattr(evaluation.severity, "value", str(evaluation.severity)),
+            description=evaluation.description or "",
+        )
+    return list(latest.values())
+
+
 def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
     """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
     days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
     validations = []
     for day in days:
         missing = missing_instruments(context.instance, day)  # no source data that day: nothing to judge
-        day_validations = [
-            validate_instrument_day(
-                day_files(settings, instrument, day), rebuild_counters(context.instance, instrument.key, day)
-            )
-            for instrument in settings.universe
-            if instrument.key not in missing
-        ]
-        report = write_report(settings.data_dir.resolve(), day, day_validations)
+        day_validations = []
+        for instrument in settings.universe:
+            if instrument.key in missing:
+                continue
+            with progress.task(f"validation_reports {day} {instrument.key}"):
+                files = day_files(settings, instrument, day)
+                day_validations.append(
+                    validate_instrument_day(files, rebuild_counters(context.instance, instrument.key, day))
+                )
+        report = write_report(settings.data_dir.resolve(), day, day_validations, check_verdicts(context, day))
         daily = daily_frame(day_validations)
         context.add_asset_metadata(_day_metadata(daily, str(report)), asset_key=DAILY, partition_key=day.isoformat())
         context.add_asset_metadata({"rows": daily.height * 24}, asset_key=HOURLY, partition_key=day.isoformat())

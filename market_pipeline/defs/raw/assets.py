@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.telemetry import telemetry
+from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.core.telemetry.telemetry import StageUsage, count
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import SKIPPED
@@ -61,7 +61,10 @@ def import_instrument_day(
     """Import one instrument-day (in a worker process or the step's own); expected errors become the outcome."""
     outcome = ImportOutcome(instrument.key, day)
     try:
-        with telemetry.measure_stage(stage, instrument=instrument.key) as usage:
+        with (
+            progress.task(f"{stage} {day} {instrument.key}"),
+            telemetry.measure_stage(stage, instrument=instrument.key) as usage,
+        ):
             outcome.stats = import_partition(source, settings, table, instrument, day, run_id)
         outcome.usage = usage
     except DayNotCovered as exc:

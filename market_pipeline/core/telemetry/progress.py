@@ -1,0 +1,137 @@
+"""Progress of the long loops of a step (rows done out of rows), for whoever watches: the CLI.
+
+A stage opens a task per unit of work (`with progress.task("raw_book_deltas 2024-01-01 BINANCE:BTC-USDT"):`)
+and the core loop inside reports its rows (`progress.expect(rows)` once it knows the total,
+`progress.advance(n)` per batch). Nothing is published unless a sink is set: under the Dagster
+daemon or the UI no one watches, and a call costs a context-variable lookup per batch. The CLI sets
+a sink that renders (cli/progress.py). A step's worker processes (defs/common/parallel.py) publish
+into a queue that the parent drains into its own sink (`queue_sink`, `drain`).
+
+Updates of one task are throttled to one every `MIN_INTERVAL_SECONDS`, plus its start and its end.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+MIN_INTERVAL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Update:
+    """The state of one task: `done` of `total` rows (None while unknown) after `elapsed` seconds."""
+
+    task: str  # unique across processes: "<pid>:<n>"
+    label: str
+    done: int
+    total: int | None
+    elapsed: float
+    finished: bool = False
+
+
+Sink = Callable[[Update], None]
+
+_sink: Sink | None = None
+_ids = itertools.count(1)
+_current: contextvars.ContextVar[_Task | None] = contextvars.ContextVar("progress_task", default=None)
+
+
+def set_sink(sink: Sink | None) -> Sink | None:
+    """Publish this process's updates to `sink` (None: to no one); returns the previous sink."""
+    global _sink
+    previous, _sink = _sink, sink
+    return previous
+
+
+def watched() -> bool:
+    return _sink is not None
+
+
+class _Task:
+    def __init__(self, label: str) -> None:
+        self.id = f"{os.getpid()}:{next(_ids)}"
+        self.label = label
+        self.done = 0
+        self.total: int | None = None
+        self.started = time.monotonic()
+        self._published = 0.0
+
+    def publish(self, finished: bool = False, force: bool = False) -> None:
+        sink = _sink
+        if sink is None:
+            return
+        now = time.monotonic()
+        if not (finished or force) and now - self._published < MIN_INTERVAL_SECONDS:
+            return
+        self._published = now
+        sink(Update(self.id, self.label, self.done, self.total, now - self.started, finished))
+
+
+@contextmanager
+def task(label: str) -> Iterator[None]:
+    """A unit of work the loops inside it report on; nested tasks report to the innermost."""
+    current = _Task(label)
+    token = _current.set(current)
+    current.publish(force=True)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+        current.publish(finished=True)
+
+
+def expect(rows: int) -> None:
+    """The current task has `rows` more rows to go through (called again for a second file)."""
+    current = _current.get()
+    if current is not None:
+        current.total = (current.total or 0) + int(rows)
+        current.publish(force=True)
+
+
+def advance(rows: int) -> None:
+    """`rows` more rows of the current task are done."""
+    current = _current.get()
+    if current is not None:
+        current.done += int(rows)
+        current.publish()
+
+
+def queue_sink(updates: queue.Queue | object) -> Sink:
+    """A sink for a worker process: its updates go into `updates` (a multiprocessing queue)."""
+    return updates.put_nowait  # type: ignore[attr-defined]
+
+
+@contextmanager
+def drain(updates: queue.Queue | object) -> Iterator[None]:
+    """While inside, a thread hands what workers put into `updates` to this process's sink."""
+    stop = threading.Event()
+
+    def forward() -> None:
+        while True:
+            try:
+                update = updates.get(timeout=0.2)  # type: ignore[attr-defined]
+            except queue.Empty:
+                if stop.is_set():  # only once the last updates are through
+                    return
+                continue
+            except (EOFError, OSError):  # the queue's pipe closed with the pool
+                return
+            sink = _sink
+            if sink is not None:
+                sink(update)
+
+    thread = threading.Thread(target=forward, name="progress-drain", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=2)
