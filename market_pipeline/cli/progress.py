@@ -57,13 +57,12 @@ class RunProgress:
     def __enter__(self) -> RunProgress:
         if self.interactive:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._live = Progress(
                 TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("rows"),
+                BarColumn(bar_width=20),
+                TextColumn("{task.fields[rows]}"),
                 TimeElapsedColumn(),
                 console=Console(file=self.stream),
                 transient=True,
@@ -106,8 +105,9 @@ class RunProgress:
             self._tasks[update.task] = update
             if self._live is not None:
                 if update.task not in self._live_ids:
-                    self._live_ids[update.task] = self._live.add_task(update.label, total=update.total)
-                self._live.update(self._live_ids[update.task], completed=update.done, total=update.total)
+                    self._live_ids[update.task] = self._live.add_task(update.label, total=update.total, rows="")
+                rows = _rows(update) if update.total or update.done else ""
+                self._live.update(self._live_ids[update.task], completed=update.done, total=update.total, rows=rows)
                 return
             now = time.monotonic()
             if not known:
@@ -160,7 +160,7 @@ class RunProgress:
                 self._steps[step] = now
                 self._say(f"step {step}: started")
                 if self._live is not None:
-                    self._live_ids["step:" + step] = self._live.add_task(f"step {step}", total=None)
+                    self._live_ids["step:" + step] = self._live.add_task(f"step {step}", total=None, rows="")
             for step in sorted(ended.keys() - self._reported):
                 self._reported.add(step)
                 took = now - self._steps.pop(step, now)  # a step that began and ended between two looks
