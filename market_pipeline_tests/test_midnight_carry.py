@@ -148,7 +148,7 @@ def _cut(events, futures, cut, tmp_path, carry=True):
     path = tmp_path / f"carry-{cut}.parquet"
     write_sync_carry(path, br.carry_out(sync, cursor, first.diffs, first.diff_rows), grid)
     loaded = read_sync_carry(path, grid)
-    if not carry:  # what the rebuild did before the carry: the buffer is lost at midnight
+    if not carry:  # the buffer and the sync state lost at midnight, as before the carry existed
         loaded = br.unbuffered_carry(br.new_sync())
     book = Book(*(a.copy() for a in book))  # the checkpoint's copy
     second.diffs, second.diff_rows, cursor = br.resume(loaded, second.diffs, second.diff_rows)
