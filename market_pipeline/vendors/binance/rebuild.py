@@ -14,13 +14,16 @@ then one every `book.sample_interval_ms` of receive time from the day's first ev
 every diff line). `synced` is true only in the LIVE state, never from a gap until the re-sync,
 and `sequence_number` is the last applied `u`.
 
-Day boundaries: a day starts from the previous day's end-of-day checkpoint (full-depth book, last
-`u`) when that checkpoint was in sync: the first diff must continue the chain (spot
+Day boundaries: a day resumes exactly where the previous day's replay stopped, from its
+end-of-day checkpoint (full-depth book) and sync carry (`carry.py`: the sync record and the diffs
+still buffered for a snapshot). In sync, the first diff must continue the chain (spot
 `U == u + 1`, futures `pu == u`), otherwise it is counted as a gap and the day waits for a REST
-snapshot. Without an in-sync checkpoint the day waits for a snapshot from its start. bookTicker
-messages written before midnight for a diff after it are carried in the checkpoint directory
-(`book_ticker_pending.parquet`) and checked the next day, so per-day totals add up to a replay
-of the whole capture.
+snapshot. Out of sync, the day keeps waiting: a snapshot after midnight is joined by the buffered
+diffs from before it (they move the book only; they are neither counted again nor written as the
+day's rows), or a snapshot loaded before midnight by the day's first diffs. Without a checkpoint
+the day waits for a snapshot from its start. bookTicker messages written before midnight for a
+diff after it are carried in the checkpoint directory (`book_ticker_pending.parquet`) and checked
+the next day, so per-day totals add up to a replay of the whole capture.
 
 Crossed or locked books after a diff (impossible while in sync, so a sign of bad data) are
 counted and resolved like the vendor path (`ladder.resolve_cross`: the side the diff touched last wins).
@@ -64,14 +67,15 @@ from market_pipeline.core.book.ladder import (
 )
 from market_pipeline.core.book.rebuild import BookWriter, Grid, PrecisionCounter, load_checkpoint, write_checkpoint
 from market_pipeline.core.lake.files import atomic_path, write_parquet_atomic
-from market_pipeline.core.lake.schemas import BOOK_TICKER_SCHEMA
 from market_pipeline.vendors.binance import sync_kernel as br
+from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
 from market_pipeline.vendors.binance.verify import message_groups
 
 NS_PER_MS = 1_000_000
 PENDING_TICKERS_FILE = "book_ticker_pending.parquet"
 START_CHECKPOINT = "previous_day_checkpoint"
 START_SNAPSHOT = "waiting_for_snapshot"
+START_CARRIED = "previous_day_out_of_sync"  # resumes the previous day's buffer or loaded snapshot
 
 _TICKER_COLUMNS = ["received_time", "update_id", "bid_price", "bid_size", "ask_price", "ask_size"]
 # The fidelity table (`capture_fidelity_dir`): both tops of book on a common grid, in ticks, and
@@ -156,10 +160,6 @@ def _read(path: Path, columns: list[str], what: str) -> pl.DataFrame:
     return frame
 
 
-def _empty_tickers() -> pl.DataFrame:
-    return pl.DataFrame(schema={name: BOOK_TICKER_SCHEMA[name] for name in _TICKER_COLUMNS})
-
-
 def _best(st, index: int, tick: Decimal) -> str | None:
     return None if st[index] == EMPTY else str(((int(st[ST_BASE]) + int(st[index])) * tick).normalize())
 
@@ -216,21 +216,17 @@ def rebuild_capture_day(
     d_last = seq_rows[d_start]
     d_prev = deltas.get_column("prev_update_id").fill_null(-1).to_numpy().astype(np.int64)[d_start]
 
-    # Start: the previous day's checkpoint when it was in sync, else wait for a REST snapshot.
-    loaded = load_checkpoint(checkpoint_in, grid) if checkpoint_in else None
+    # Start where the previous day stopped (its checkpoint and carry), else wait for a REST snapshot.
+    (bid, ask, st), carry_in = _start_from(checkpoint_in, grid)
     start_mode, continuous = START_SNAPSHOT, None
-    if loaded is not None and loaded[3]["synced"]:
-        bid, ask, st, meta = loaded
-        start_mode = START_CHECKPOINT
-        last_u = int(meta["last_sequence_number"])
-        if len(d_start):
+    if carry_in is not None:
+        start_mode = START_CHECKPOINT if carry_in.sync[0]["state"] == br.LIVE else START_CARRIED
+        if start_mode == START_CHECKPOINT and len(d_start):
+            last_u = int(carry_in.sync[0]["last_u"])
             continuous = bool(br.follows(futures, last_u, int(d_first[0]), int(d_prev[0])))
         pending = checkpoint_in.with_name(PENDING_TICKERS_FILE)
         if pending.is_file():
             tickers = pl.concat([pl.read_parquet(pending).select(_TICKER_COLUMNS), tickers])
-    else:
-        bid, ask, st = new_book()
-        last_u = 0
 
     d_recv = _column(deltas, "received_time", np.int64)[d_start]
     d_orig = _column(deltas, "origin_time", np.int64)[d_start]
@@ -262,18 +258,13 @@ def rebuild_capture_day(
 
     counters = br.new_counters()
     row_counters = lr.new_counters()
-    cursor = br.new_cursor()
     interval_ns = interval_ms * NS_PER_MS
     replay = lr.new_replay_state(day_start, False, interval_ns, start_mode == START_CHECKPOINT)
     book = Book(bid, ask, st)
     ticker_arrays = br.Tickers(t_u_sorted, t_order, t_bt, t_bl, t_at, t_al)
-    if start_mode == START_CHECKPOINT:
-        sync = br.new_sync(br.LIVE, last_u)
-        replay[0]["last_seq"] = last_u
-        # A ticker for the diff that ended the previous day is checked against the checkpoint.
-        br.check_tickers(book, last_u, ticker_arrays, counters)
-    else:
-        sync = br.new_sync()
+    sync = br.new_sync() if carry_in is None else carry_in.sync
+    replay[0]["last_seq"] = sync[0]["last_u"]
+    br.check_resumed_tickers(book, sync, ticker_arrays, counters)
     first_event = min([*d_recv[:1], *s_recv[:1]], default=day_start)
     if interval_ns:
         # Sample from the day's first event on, not from midnight: a capture may start late.
@@ -281,6 +272,13 @@ def rebuild_capture_day(
 
     out = BookWriter(depth, grid)
     diffs = br.CaptureDiffs(d_line, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig)
+    diff_rows = br.LevelRows(r_is_bid, r_tick, r_lot)
+    cursor = br.new_cursor()
+    carried_in = 0
+    if carry_in is not None:
+        # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
+        carried_in = len(carry_in.diffs.line)
+        diffs, diff_rows, cursor = br.resume(carry_in, diffs, diff_rows)
     snapshots = br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
     tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
     with atomic_path(output_path) as tmp, pq.ParquetWriter(tmp, out.schema, compression="zstd") as writer:
@@ -289,7 +287,7 @@ def rebuild_capture_day(
             n_out = br.replay_capture(
                 futures,
                 diffs,
-                br.LevelRows(r_is_bid, r_tick, r_lot),
+                diff_rows,
                 snapshots,
                 br.LevelRows(sr_is_bid, sr_tick, sr_lot),
                 ticker_arrays,
@@ -316,17 +314,18 @@ def rebuild_capture_day(
                         ).astype(np.int64)
                     )
                 writer.write_batch(out.batch(n_out))
-            if cursor[0]["next_diff"] >= len(d_line) and cursor[0]["next_snap"] >= len(s_line):
+            if cursor[0]["next_diff"] >= len(diffs.line) and cursor[0]["next_snap"] >= len(s_line):
                 break
             if n_out == 0:
                 raise RuntimeError(f"capture replay of {deltas_path} made no progress")  # a kernel bug
 
     in_sync = bool(sync[0]["state"] == br.LIVE)
-    br.finish(sync, counters, cursor, len(d_line))
+    br.finish(sync, counters, cursor, len(diffs.line))
+    carry_out = br.carry_out(sync, cursor, diffs, diff_rows)
+    write_sync_carry(checkpoint_out.with_name(SYNC_CARRY_FILE), carry_out, grid)
     write_checkpoint(checkpoint_out, bid, ask, st, grid, replay)
-    # Tickers for diffs not seen yet may be answered by the next day's first diffs.
-    last_seq = int(replay[0]["last_seq"])
-    pending = tickers.filter(pl.col("update_id") > last_seq) if in_sync else _empty_tickers()
+    # Tickers for diffs not applied yet may be answered by diffs of the next day (or carried into it).
+    pending = tickers.filter(pl.col("update_id") >= br.first_checkable_u(carry_out))
     write_parquet_atomic(pending, checkpoint_out.with_name(PENDING_TICKERS_FILE))
 
     result_counters = br.counter_dict(counters)
@@ -335,6 +334,8 @@ def rebuild_capture_day(
         rows_written_unsynced=int(row_counters[0]["rows_written_unsynced"]),
         updates_outside_window=int(st[ST_OUTSIDE]),
         levels_evicted=int(st[ST_EVICTED]),
+        diffs_carried_in=carried_in,
+        diffs_carried_out=len(carry_out.diffs.line),
     )
     if fidelity_path is not None:
         book_tops = np.concatenate(tops, axis=1) if tops else np.empty((4, 0), np.int64)
@@ -420,6 +421,20 @@ def write_fidelity(
     arrow = arrow.replace_schema_metadata({FIDELITY_METADATA_KEY: json.dumps(figures)})
     with atomic_path(path) as tmp:
         pq.write_table(arrow, tmp)
+
+
+def _start_from(checkpoint_in: Path | None, grid: Grid) -> tuple[Book, br.SyncCarry | None]:
+    """The book and sync carry the day starts from: the previous day's checkpoint and carry file
+    (its book even when out of sync: the rows show it, unsynced, until a snapshot). A checkpoint
+    written before carry files existed resumes only when in sync; without either, an empty book."""
+    loaded = load_checkpoint(checkpoint_in, grid) if checkpoint_in else None
+    if loaded is None:
+        return new_book(), None
+    bid, ask, st, meta = loaded
+    carry = read_sync_carry(checkpoint_in.with_name(SYNC_CARRY_FILE), grid)
+    if carry is None and meta["synced"]:
+        carry = br.unbuffered_carry(br.new_sync(br.LIVE, int(meta["last_sequence_number"])))
+    return (Book(bid, ask, st) if carry is not None else new_book()), carry
 
 
 def _snapshot_origin(book_path: Path | None, s_recv: np.ndarray, s_lid: np.ndarray) -> np.ndarray:
