@@ -19,11 +19,11 @@ import duckdb
 import polars as pl
 import pytest
 
-from market_pipeline.core.backup.manifest import MANIFEST_FILE, ManifestError, read_manifest
+from market_pipeline.core.backup.manifest import MANIFEST_FILE, BackupManifestError, read_manifest
 from market_pipeline.core.backup.restore import RestoreTargets, SnapshotTampered, restore_backup
 from market_pipeline.core.backup.snapshot import BackupSources, copy_complete_lines, create_backup, prune_snapshots
 from market_pipeline.core.backup.warehouse import LockWait
-from market_pipeline.core.errors import BlockedError, CryptoError, UsageError
+from market_pipeline.core.errors import BlockedError, ConfigurationError, CryptoError, UsageError
 from market_pipeline.core.lake.catalog import ensure_lake_views
 from market_pipeline_tests.conftest import sha256_tree, subprocess_env
 
@@ -232,6 +232,14 @@ def test_backup_gives_up_waiting_with_a_blocked_error(tmp_path: Path, sources: B
     assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").iterdir())
 
 
+def test_backup_refuses_warehouse_objects_it_cannot_copy(tmp_path: Path, sources: BackupSources) -> None:
+    with duckdb.connect(str(sources.data_dir / "warehouse.duckdb")) as con:
+        con.execute("CREATE SEQUENCE quality.ids")
+    with pytest.raises(ConfigurationError, match="not sequence quality.ids"):
+        create_backup(sources, tmp_path / "backups", _quick_wait())
+    assert list((tmp_path / "backups").iterdir()) == []
+
+
 def test_restore_refuses_a_tampered_or_unlisted_file_before_writing_anything(
     tmp_path: Path, sources: BackupSources
 ) -> None:
@@ -252,7 +260,7 @@ def test_restore_refuses_a_tampered_or_unlisted_file_before_writing_anything(
     (snapshot / MANIFEST_FILE).write_text(
         (snapshot / MANIFEST_FILE).read_text().replace('"target": "', '"target": "../')
     )
-    with pytest.raises(ManifestError, match="unsafe target"):
+    with pytest.raises(BackupManifestError, match="unsafe target"):
         restore_backup(snapshot, targets)
 
 

@@ -31,7 +31,7 @@ ROOTS = ("data_dir", "dagster_home")
 _HASH_BLOCK = 1 << 20
 
 
-class ManifestError(IntegrityError):
+class BackupManifestError(IntegrityError):
     """A snapshot whose manifest is missing, unreadable, not ours, or does not match its files."""
 
 
@@ -81,18 +81,18 @@ def sha256_file(path: Path) -> tuple[int, str]:
 
 
 def read_manifest(snapshot: Path) -> Manifest:
-    """The manifest of `snapshot`; ManifestError naming the file and what is wrong otherwise."""
+    """The manifest of `snapshot`; BackupManifestError naming the file and what is wrong otherwise."""
     path = snapshot / MANIFEST_FILE
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ManifestError(f"{path}: no manifest; {snapshot} is not a finished backup of this tool") from None
+        raise BackupManifestError(f"{path}: no manifest; {snapshot} is not a finished backup of this tool") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
+        raise BackupManifestError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(body, dict) or body.get("tool") != TOOL:
-        raise ManifestError(f"{path}: not a manifest written by `market-pipeline backup`")
+        raise BackupManifestError(f"{path}: not a manifest written by `market-pipeline backup`")
     if body.get("format") != FORMAT:
-        raise ManifestError(f"{path}: manifest format {body.get('format')!r}, this version reads {FORMAT}")
+        raise BackupManifestError(f"{path}: manifest format {body.get('format')!r}, this version reads {FORMAT}")
     try:
         files = [FileEntry(**entry) for entry in body["files"]]
         manifest = Manifest(
@@ -103,7 +103,7 @@ def read_manifest(snapshot: Path) -> Manifest:
             files=files,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ManifestError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        raise BackupManifestError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
     for entry in files:
         _check_entry(path, entry, manifest.encrypted)
     return manifest
@@ -114,8 +114,12 @@ def _check_entry(path: Path, entry: FileEntry, encrypted: bool) -> None:
     for name, value in (("path", entry.path), ("target", entry.target)):
         rel = PurePosixPath(value)
         if not value or rel.is_absolute() or ".." in rel.parts or rel.parts[0] == MANIFEST_FILE:
-            raise ManifestError(f"{path}: file entry with unsafe {name} {value!r}")
+            raise BackupManifestError(f"{path}: file entry with unsafe {name} {value!r}")
     if entry.root not in ROOTS:
-        raise ManifestError(f"{path}: {entry.path}: unknown root {entry.root!r} (expected one of {', '.join(ROOTS)})")
+        raise BackupManifestError(
+            f"{path}: {entry.path}: unknown root {entry.root!r} (expected one of {', '.join(ROOTS)})"
+        )
     if encrypted != (entry.plain_sha256 is not None):
-        raise ManifestError(f"{path}: {entry.path}: plain_sha256 must be given exactly when the backup is encrypted")
+        raise BackupManifestError(
+            f"{path}: {entry.path}: plain_sha256 must be given exactly when the backup is encrypted"
+        )

@@ -31,9 +31,9 @@ from market_pipeline.core.backup.instance import backup_sqlite, instance_storage
 from market_pipeline.core.backup.manifest import (
     MANIFEST_FILE,
     SNAPSHOT_PREFIX,
+    BackupManifestError,
     FileEntry,
     Manifest,
-    ManifestError,
     read_manifest,
     sha256_file,
 )
@@ -277,7 +277,7 @@ def prune_snapshots(backup_dir: Path, keep: int) -> list[Path]:
             continue
         try:
             snapshots.append((read_manifest(path).created_at, path))
-        except ManifestError:
+        except BackupManifestError:
             continue
     snapshots.sort(reverse=True)
     removed = [path for _created, path in snapshots[keep:]]

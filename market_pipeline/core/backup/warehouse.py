@@ -7,7 +7,8 @@ retry (the DuckDB IO manager backs off for about 100 s), and the copy of the few
 metrics tables takes a moment.
 
 The copy is a new DuckDB file with every schema, every table (its own CREATE TABLE, so types,
-defaults and constraints stay) and every view, except the lake views (`raw.*`, `books.*`): those
+defaults and constraints stay) and every view (user types, sequences and macros are refused by
+name: the pipeline creates none), except the lake views (`raw.*`, `books.*`): those
 read absolute Parquet globs under the lake, which is not in a backup; the next run's `lake_views`
 step (or `market-pipeline run`) creates them again over the restored data dir's lake.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import duckdb
 import psutil
 
-from market_pipeline.core.errors import BlockedError
+from market_pipeline.core.errors import BlockedError, ConfigurationError
 from market_pipeline.core.lake.catalog import LAKE_VIEWS
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
@@ -97,6 +98,7 @@ def copy_warehouse(warehouse: Path, target: Path, wait: LockWait) -> dict[str, o
     lake_views: list[str] = []
     with duckdb.connect(str(target)) as con:
         attach_read_only(con, warehouse, "src", wait)
+        _refuse_uncopied_objects(con, warehouse)
         schemas = con.execute(
             "SELECT schema_name FROM duckdb_schemas() WHERE database_name = 'src' AND NOT internal"
         ).fetchall()
@@ -123,3 +125,21 @@ def copy_warehouse(warehouse: Path, target: Path, wait: LockWait) -> dict[str, o
         con.execute("DETACH src")  # releases the warehouse: writers may go on
         con.execute("CHECKPOINT")
     return {"tables": tables, "views": views, "lake_views_not_copied": lake_views}
+
+
+# Objects the copy does not carry over; the pipeline creates none, so one is someone's addition.
+_UNCOPIED = (
+    ("type", "SELECT schema_name, type_name FROM duckdb_types() WHERE database_name = 'src' AND NOT internal"),
+    ("sequence", "SELECT schema_name, sequence_name FROM duckdb_sequences() WHERE database_name = 'src'"),
+    ("macro", "SELECT schema_name, function_name FROM duckdb_functions() WHERE database_name = 'src' AND NOT internal"),
+)
+
+
+def _refuse_uncopied_objects(con: duckdb.DuckDBPyConnection, warehouse: Path) -> None:
+    """Fail, naming them, rather than leave user types, sequences or macros silently out of the copy."""
+    found = [f"{kind} {schema}.{name}" for kind, sql in _UNCOPIED for schema, name in con.execute(sql).fetchall()]
+    if found:
+        raise ConfigurationError(
+            f"{warehouse}: the backup copies schemas, tables and views only, not {', '.join(found)}; "
+            "drop them or back the warehouse up with the services stopped"
+        )
