@@ -106,6 +106,9 @@ def read_manifest(snapshot: Path) -> Manifest:
         raise BackupManifestError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
     for entry in files:
         _check_entry(path, entry, manifest.encrypted)
+    for name, values in (("path", [e.path for e in files]), ("target", [(e.root, e.target) for e in files])):
+        if len(set(values)) != len(values):
+            raise BackupManifestError(f"{path}: two file entries with the same {name}")
     return manifest
 
 

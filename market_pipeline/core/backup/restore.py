@@ -61,10 +61,10 @@ def verify_snapshot(snapshot: Path) -> Manifest:
 def restore_backup(snapshot: Path, targets: RestoreTargets, master_key: bytes | None = None) -> Manifest:
     """Verify `snapshot` and restore it into `targets`; returns its manifest."""
     manifest = verify_snapshot(snapshot)
-    roots = _target_roots(manifest, targets)
     key = None
     if manifest.encrypted:
         key = master_key if master_key is not None else crypto.default_master_key()
+    roots = _target_roots(manifest, targets)
     staging = {name: root / f".market_pipeline-restore-{os.getpid()}" for name, root in roots.items()}
     try:
         staged = [(_stage(snapshot, entry, staging[entry.root], key), entry) for entry in manifest.files]

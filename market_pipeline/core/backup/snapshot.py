@@ -24,7 +24,7 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from market_pipeline.core.backup.instance import backup_sqlite, instance_storage
@@ -61,7 +61,6 @@ class _SnapshotWriter:
     root: Path
     master_key: bytes | None
     manifest: Manifest
-    skipped: list[str] = field(default_factory=list)
 
     def add(self, part: str, target_root: str, target: PurePosixPath, produce: Callable[[Path], object]) -> object:
         """Store one file: `produce(path)` writes its plaintext, which is hashed and maybe sealed."""
@@ -84,7 +83,7 @@ class _SnapshotWriter:
         return result
 
     def add_tree(self, part: str, source_dir: Path, target_dir: PurePosixPath) -> dict[str, object]:
-        """Every finished file under `source_dir`; writes in progress are named in the part's `skipped`."""
+        """Every finished file under `source_dir`; writes in progress are named in `skipped_in_progress`."""
         count = size = 0
         skipped: list[str] = []
         for path in sorted(p for p in source_dir.rglob("*") if p.is_file()):
