@@ -8,6 +8,8 @@
     market-pipeline capture --market spot --symbol btcusdt --duration 1h --out DIR
     market-pipeline encrypt FILE -o OUT
     market-pipeline decrypt FILE -o OUT
+    market-pipeline backup --to DIR [--keep N] [--encrypt]
+    market-pipeline restore FROM [--allow-nonempty-dagster-home]
 
 Exit codes (one per kind of error, market_pipeline/core/errors.py; docs/operations.md "Exit codes"):
 0 ok, 1 a step of the run failed, 2 bad arguments or environment, 3 configuration, 4 source,
@@ -211,7 +213,50 @@ def build_parser() -> argparse.ArgumentParser:
         )
         crypt.add_argument("file", type=Path, metavar="FILE")
         crypt.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
+
+    backup = sub.add_parser(
+        "backup",
+        parents=[verbose],
+        help="write a consistent snapshot of the warehouse, the Dagster instance, checkpoints, captures and audit",
+        description="Write DIR/market_pipeline-<UTC time>/ with a SHA-256 manifest: the warehouse's tables, the "
+        "instance's SQLite databases, end-of-day book checkpoints, captures, the audit trail and the alerts. "
+        "Waits, saying so, while a run holds the warehouse.",
+    )
+    backup.add_argument("--to", required=True, type=Path, metavar="DIR", help="directory that holds the snapshots")
+    backup.add_argument("--keep", type=_positive_int, metavar="N", help="then delete all but the newest N snapshots")
+    backup.add_argument("--encrypt", action="store_true", help="encrypt every file with PIPELINE_MASTER_KEY")
+    backup.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long to wait for a run that holds the warehouse (default 3600; then exit 9)",
+    )
+
+    restore = sub.add_parser(
+        "restore",
+        parents=[verbose],
+        help="verify a backup and restore it into an empty PIPELINE_DATA_DIR (and DAGSTER_HOME)",
+        description="Check every file of FROM against its manifest, then restore into $PIPELINE_DATA_DIR, which "
+        "must be empty, and the instance's databases into $DAGSTER_HOME, which must hold only dagster.yaml.",
+    )
+    restore.add_argument("snapshot", type=Path, metavar="FROM", help="a DIR/market_pipeline-<time> snapshot")
+    restore.add_argument(
+        "--allow-nonempty-dagster-home",
+        action="store_true",
+        help="restore the instance beside other files in DAGSTER_HOME (an existing file is still never replaced)",
+    )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +301,17 @@ def main(argv: list[str] | None = None) -> int:
 
             _hand_over_master_key(required=True)
             return crypt_command(args.command, args.file, args.output)
+        if args.command == "backup":
+            from market_pipeline.cli.backup import backup_command
+
+            if args.encrypt:
+                _hand_over_master_key(required=True)
+            return backup_command(args.to, args.keep, args.encrypt, args.wait_timeout)
+        if args.command == "restore":
+            from market_pipeline.cli.backup import restore_command
+
+            _hand_over_master_key(required=False)  # for an encrypted backup
+            return restore_command(args.snapshot, args.allow_nonempty_dagster_home)
     except SettingsError as exc:
         eprint(*(f"error: {problem}" for problem in exc.problems))
         _print_traceback(exc, debug)
