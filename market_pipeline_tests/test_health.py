@@ -178,3 +178,45 @@ def test_cli_without_dagster_home_and_data_dir(tmp_path: Path):
     assert report["status"] == "attention"
     assert any("DAGSTER_HOME is not set" in p for p in report["problems"])
     assert any("does not exist" in p and "missing" in p for p in report["problems"])
+
+
+def _get_health(url: str) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def health_server(health):
+    """`market-pipeline serve` in this process on a free port: its /health URL."""
+    from market_pipeline.cli.serve import start_health_server
+    from market_pipeline.core.telemetry import telemetry
+
+    try:
+        yield start_health_server("127.0.0.1", 0)
+    finally:
+        telemetry.shutdown()
+
+
+def test_http_health_is_503_when_something_needs_attention(health_server, data_dir):
+    status, body = _get_health(health_server)  # the report `market-pipeline health` prints
+    assert status == 503 and body["status"] == "attention"
+    assert body["warehouse"]["status"] == "missing"
+    assert any("nothing has been materialized" in p for p in body["problems"])
+    assert body["checks"]["probe:must_hold"] == {"result": "never_run"}
+
+
+def test_http_health_is_200_when_healthy(materialized, health_server):
+    status, body = _get_health(health_server)
+    assert status == 200 and body["status"] == "ok" and body["problems"] == []
+    assert body["assets"]["raw_trades"]["last_partition"] == DAY.isoformat()
+    metrics_url = health_server.removesuffix("/health") + "/metrics"
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        assert response.status == 200  # the same server serves /metrics

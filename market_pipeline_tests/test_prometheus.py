@@ -175,18 +175,33 @@ def gateway():
     server.close()
 
 
-def test_pushgateway_push(monkeypatch, tmp_path: Path, gateway):
+def test_pushgateway_groups_per_run_and_process(monkeypatch, tmp_path: Path, gateway):
+    """Each run's process pushes (PUT) to a group of its own, so no push erases another's series."""
+    import os
+    import socket
+    from urllib.parse import unquote
+
     from market_pipeline.core.telemetry import telemetry
+    from market_pipeline.defs.common.resources import use_settings
+    from market_pipeline.settings import load_settings
 
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("PIPELINE_METRICS__PUSHGATEWAY_URL", gateway.url)
-    _use_environment_settings()
-    telemetry.shutdown()
+    settings = load_settings()
     try:
-        telemetry.count("mdp_alerts_sent_total", 1, channel="webhook", outcome="sent")
-        telemetry.flush()
+        for run_id, alerts in (("run-a", 1), ("run-b", 2)):
+            use_settings(settings, run_id)  # what the pipeline resource does when a run's step starts
+            telemetry.count("mdp_alerts_sent_total", alerts, channel="webhook", outcome="sent")
+            telemetry.flush()
     finally:
         telemetry.shutdown()
-    method, path, body = gateway.received[0]
-    assert method in ("POST", "PUT") and path.startswith("/metrics/job/market_pipeline/")
-    assert _samples(body)[("mdp_alerts_sent_total", (("channel", "webhook"), ("outcome", "sent")))][1] == 1
+    instance = f"{socket.gethostname()}:{os.getpid()}"
+    pushes = {}  # grouping key -> body
+    for _, path, body in gateway.received:
+        parts = [unquote(part) for part in path.removeprefix("/metrics/").split("/")]
+        pushes[tuple(sorted(zip(parts[::2], parts[1::2], strict=True)))] = body
+    assert {method for method, _, _ in gateway.received} == {"PUT"}  # PUT: the group holds one process
+    labels = (("channel", "webhook"), ("outcome", "sent"))
+    for run_id, alerts in (("run-a", 1), ("run-b", 2)):  # each run's group holds its own figures
+        body = pushes[(("instance", instance), ("job", "market_pipeline"), ("run_id", run_id))]
+        assert _samples(body)[("mdp_alerts_sent_total", labels)][1] == alerts
