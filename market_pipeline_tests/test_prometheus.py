@@ -205,3 +205,188 @@ def test_pushgateway_groups_per_run_and_process(monkeypatch, tmp_path: Path, gat
     for run_id, alerts in (("run-a", 1), ("run-b", 2)):  # each run's group holds its own figures
         body = pushes[(("instance", instance), ("job", "market_pipeline"), ("run_id", run_id))]
         assert _samples(body)[("mdp_alerts_sent_total", labels)][1] == alerts
+
+
+# ---------------------------------------------------------------------------------------
+# The Grafana dashboard and the Docker Compose stack
+# ---------------------------------------------------------------------------------------
+
+
+def test_grafana_queries_use_only_exported_names(endpoint):
+    """Every `mdp_` name in the dashboard's PromQL is a series the exporter emits."""
+    import json
+    import re
+
+    from conftest import REPO_ROOT
+
+    exported = {name for name, _ in _samples(_scrape(endpoint)[1])}
+    dashboard = json.loads((REPO_ROOT / "docs" / "grafana" / "market_pipeline.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    assert exprs
+    for expr in exprs:
+        names = set(re.findall(r"\bmdp_[a-zA-Z0-9_]+", expr))
+        assert names, f"no mdp_ metric in {expr!r}"
+        assert names <= exported, f"{expr!r} queries {sorted(names - exported)}, which nothing exports"
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_compose_stack_is_loopback_only_and_provisioned_from_the_repo():
+    from conftest import REPO_ROOT
+
+    from market_pipeline.cli.main import build_parser
+
+    compose = _yaml(REPO_ROOT / "docker-compose.yml")
+    services = compose["services"]
+    assert {"webserver", "daemon", "health", "pushgateway", "prometheus", "grafana"} <= set(services)
+    for name, service in services.items():
+        for port in service.get("ports", []):  # no authentication anywhere: published on loopback only
+            assert str(port).startswith("127.0.0.1:"), f"service {name} publishes {port} beyond loopback"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):  # a file of this repository, mounted into the container
+                assert (REPO_ROOT / source).exists(), f"service {name} mounts {source}, which does not exist"
+    # The image's HEALTHCHECK asks /health on the port the health service serves it on.
+    health = services["health"]["command"]
+    args = build_parser().parse_args(health[1:])
+    assert health[0] == "market-pipeline" and args.command == "serve"
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert f"http://127.0.0.1:{args.port}/health" in dockerfile.split("HEALTHCHECK", 1)[1]
+    assert '"/opt/dagster/dagster_home"' in dockerfile.split("VOLUME", 1)[1].splitlines()[0]
+    # Prometheus scrapes services of the stack; Grafana reads that Prometheus and the repo's dashboard.
+    prometheus = _yaml(REPO_ROOT / "docker" / "prometheus.yml")
+    targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
+    assert {target.split(":")[0] for target in targets} <= set(services)
+    assert any(job.get("honor_labels") for job in prometheus["scrape_configs"])  # the Pushgateway's pushed labels
+    provisioning = REPO_ROOT / "docker" / "grafana" / "provisioning"
+    (datasource,) = _yaml(provisioning / "datasources" / "prometheus.yml")["datasources"]
+    assert datasource["type"] == "prometheus" and datasource["url"].split("//")[1].split(":")[0] == "prometheus"
+    (provider,) = _yaml(provisioning / "dashboards" / "market_pipeline.yml")["providers"]
+    mounts = dict(v.split(":")[:2][::-1] for v in services["grafana"]["volumes"] if v.startswith("."))
+    assert (REPO_ROOT / mounts[provider["options"]["path"]] / "market_pipeline.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# A real Prometheus server scraping a materialization
+# ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    import json
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _wait_for(what: str, condition, timeout: float = 20.0):
+    """condition() until it returns something truthy; fails naming what it waited for."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except OSError as exc:  # not listening yet
+            result, last_error = None, exc
+        if result:
+            return result
+        time.sleep(0.25)
+    pytest.fail(f"waited {timeout:.0f} s for {what}; last error: {last_error}")
+
+
+@pytest.fixture
+def prometheus_server(tmp_path: Path):
+    """A Prometheus server (Debian package `prometheus`) on 127.0.0.1 scraping 127.0.0.1:<port>
+    every second; yields (exporter port, Prometheus base URL)."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    if binary is None:
+        pytest.skip("no prometheus binary (Debian package `prometheus`; .ci/run installs it when it can)")
+    exporter_port, web_port = _free_port(), _free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "scrape_configs:\n  - job_name: market_pipeline\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+    )
+    server = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("wb"),
+    )
+    url = f"http://127.0.0.1:{web_port}"
+    try:
+        _wait_for("Prometheus to be ready", lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200)
+        yield exporter_port, url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_real_prometheus_scrapes_a_materialization(prometheus_server, monkeypatch, instance, data_dir, vendor_lake):
+    import datetime as dt
+    from urllib.parse import quote
+
+    import dagster as dg
+    from conftest import assets_named, code_location, range_tags
+
+    from market_pipeline.core.telemetry import telemetry
+
+    exporter_port, prometheus = prometheus_server
+    day = dt.date(2024, 3, 1)
+    monkeypatch.setenv("PIPELINE_SOURCE", "local")
+    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(vendor_lake(tables=["trades"], days=[day], rows=20)))
+    monkeypatch.setenv("PIPELINE_METRICS__PROMETHEUS_PORT", str(exporter_port))
+    defs = code_location()
+    try:
+        result = dg.materialize(
+            assets_named(defs, "raw_trades", "lake_views"),
+            instance=instance,
+            resources=defs.resources,
+            tags=range_tags(day.isoformat(), day.isoformat()),
+        )
+        assert result.success
+
+        def series(query: str) -> dict[tuple, float] | None:
+            answer = _get_json(f"{prometheus}/api/v1/query?query={quote(query)}")
+            found = {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in answer["data"]["result"]}
+            return found or None
+
+        # lake_views records last: once a scrape has it, the scraped values are the run's final ones.
+        commits = 'mdp_sink_commit_seconds_count{stage="lake_views"}'
+        assert list(_wait_for(f"Prometheus to scrape {commits}", lambda: series(commits)).values()) == [1.0]
+        rows = series("mdp_source_items_total")
+        scraped = {
+            "__name__": "mdp_source_items_total",
+            "instance": f"127.0.0.1:{exporter_port}",
+            "job": "market_pipeline",
+        }
+        assert rows == {  # 20 vendor rows per instrument (vendor_lake), with the labels recorded
+            tuple(sorted({**scraped, "instrument": instrument, "table": "trades"}.items())): 20.0
+            for instrument in ("BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP")
+        }
+        durations = series('mdp_stage_duration_seconds_count{stage="raw_trades"}')
+        assert sorted(durations.values()) == [1.0, 1.0]  # one import per instrument-day
+    finally:
+        telemetry.shutdown()
