@@ -212,16 +212,23 @@ def test_pushgateway_groups_per_run_and_process(monkeypatch, tmp_path: Path, gat
 # ---------------------------------------------------------------------------------------
 
 
-def test_grafana_queries_use_only_exported_names(endpoint):
-    """Every `mdp_` name in the dashboard's PromQL is a series the exporter emits."""
+def _dashboard_exprs() -> list[str]:
+    """The PromQL of every panel of the Grafana dashboard."""
     import json
-    import re
 
     from conftest import REPO_ROOT
 
-    exported = {name for name, _ in _samples(_scrape(endpoint)[1])}
     dashboard = json.loads((REPO_ROOT / "docs" / "grafana" / "market_pipeline.json").read_text())
-    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def test_grafana_queries_use_only_exported_names(endpoint):
+    """Every `mdp_` name in the dashboard's PromQL is a series the exporter emits (the real
+    Prometheus test below also evaluates them)."""
+    import re
+
+    exported = {name for name, _ in _samples(_scrape(endpoint)[1])}
+    exprs = _dashboard_exprs()
     assert exprs
     for expr in exprs:
         names = set(re.findall(r"\bmdp_[a-zA-Z0-9_]+", expr))
@@ -388,5 +395,8 @@ def test_real_prometheus_scrapes_a_materialization(prometheus_server, monkeypatc
         }
         durations = series('mdp_stage_duration_seconds_count{stage="raw_trades"}')
         assert sorted(durations.values()) == [1.0, 1.0]  # one import per instrument-day
+        for expr in _dashboard_exprs():  # Prometheus parses and evaluates every dashboard query
+            query = expr.replace("$__rate_interval", "10s").replace("$__range", "1m")
+            assert _get_json(f"{prometheus}/api/v1/query?query={quote(query)}")["status"] == "success", expr
     finally:
         telemetry.shutdown()
