@@ -203,14 +203,6 @@ def health_server(health):
         telemetry.shutdown()
 
 
-def test_http_health_is_503_when_something_needs_attention(health_server, data_dir):
-    status, body = _get_health(health_server)  # the report `market-pipeline health` prints
-    assert status == 503 and body["status"] == "attention"
-    assert body["warehouse"]["status"] == "missing"
-    assert any("nothing has been materialized" in p for p in body["problems"])
-    assert body["checks"]["probe:must_hold"] == {"result": "never_run"}
-
-
 def test_http_health_is_200_when_healthy(materialized, health_server):
     status, body = _get_health(health_server)
     assert status == 200 and body["status"] == "ok" and body["problems"] == []
@@ -220,3 +212,31 @@ def test_http_health_is_200_when_healthy(materialized, health_server):
 
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
         assert response.status == 200  # the same server serves /metrics
+
+
+@pytest.mark.slow
+def test_serve_command_answers_until_sigterm(dagster_home, data_dir, tmp_path: Path):
+    """`market-pipeline serve` as a process: says what it waits for, answers /health, stops on SIGTERM."""
+    import signal
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = subprocess_env(PIPELINE_METRICS__MIN_FREE_DISK_GB="0")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "market-pipeline"), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()  # printed once the server listens
+        assert line.startswith(f"serving http://127.0.0.1:{port}/health") and "SIGTERM" in line, server.stderr.read()
+        status, body = _get_health(f"http://127.0.0.1:{port}/health")
+        assert status == 503 and body["warehouse"]["status"] == "missing"  # nothing materialized yet
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
