@@ -205,6 +205,8 @@ def test_metric_names_need_prefix_and_kind(monkeypatch, tmp_path: Path):
         telemetry.count("alerts_sent_total")
     with pytest.raises(ValueError, match="is a histogram"):
         telemetry.count("mdp_clock_skew_seconds")
+    with pytest.raises(ValueError, match="must end with '_total'"):  # Prometheus would name it mdp_rows_total
+        telemetry.count("mdp_rows")
     telemetry.shutdown()
 
 
