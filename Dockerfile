@@ -1,14 +1,21 @@
-# market_pipeline: Dagster webserver (default) or daemon, with the project installed.
+# market_pipeline: the health endpoint (default), the Dagster webserver or the daemon, with the
+# project installed. docker-compose.yml runs all of them with Prometheus and Grafana.
 #
 # Build:   docker build -t market-pipeline .
-# Webserver (UI on http://localhost:3000):
-#   docker run -d --name mp-web -p 3000:3000 \
+# Health endpoint (GET /health: the `market-pipeline health` JSON, 200 or 503; the HEALTHCHECK):
+#   docker run -d --name mp-health -p 127.0.0.1:9464:9464 \
 #     -v mp-data:/data -v mp-dagster:/opt/dagster/dagster_home --env-file .env market-pipeline
+# Webserver (UI on http://127.0.0.1:3000; it has no authentication: publish it on loopback only):
+#   docker run -d --name mp-web -p 127.0.0.1:3000:3000 \
+#     -v mp-data:/data -v mp-dagster:/opt/dagster/dagster_home --env-file .env \
+#     --no-healthcheck market-pipeline dagster-webserver -h 0.0.0.0 -p 3000 -w workspace.yaml
 # Daemon (schedules, sensors, run queue, backfills, run monitoring) from the same image,
 # sharing the same DAGSTER_HOME and data volumes:
 #   docker run -d --name mp-daemon \
 #     -v mp-data:/data -v mp-dagster:/opt/dagster/dagster_home --env-file .env \
-#     market-pipeline dagster-daemon run -w workspace.yaml
+#     --no-healthcheck market-pipeline dagster-daemon run -w workspace.yaml
+# The HEALTHCHECK asks the health endpoint of its own container, so containers running another
+# command use --no-healthcheck (docker-compose.yml gives them checks of their own).
 # A named volume mounted on DAGSTER_HOME is seeded with the image's dagster.yaml on first
 # use; with a bind mount instead, copy dagster_home/dagster.yaml into the host directory.
 FROM python:3.11-slim
@@ -40,7 +47,12 @@ RUN mkdir -p /data \
 
 USER pipeline
 
-VOLUME ["/data"]
-EXPOSE 3000
+# Run history and the lake outlive the container (declared after the files they are seeded with).
+VOLUME ["/data", "/opt/dagster/dagster_home"]
+EXPOSE 9464 3000
 
-CMD ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000", "-w", "workspace.yaml"]
+# Unhealthy when /health answers 503 (something needs attention) or not at all.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/health', timeout=15)"]
+
+CMD ["market-pipeline", "serve", "--host", "0.0.0.0", "--port", "9464"]

@@ -178,3 +178,65 @@ def test_cli_without_dagster_home_and_data_dir(tmp_path: Path):
     assert report["status"] == "attention"
     assert any("DAGSTER_HOME is not set" in p for p in report["problems"])
     assert any("does not exist" in p and "missing" in p for p in report["problems"])
+
+
+def _get_health(url: str) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def health_server(health):
+    """`market-pipeline serve` in this process on a free port: its /health URL."""
+    from market_pipeline.cli.serve import start_health_server
+    from market_pipeline.core.telemetry import telemetry
+
+    try:
+        yield start_health_server("127.0.0.1", 0)
+    finally:
+        telemetry.shutdown()
+
+
+def test_http_health_is_200_when_healthy(materialized, health_server):
+    status, body = _get_health(health_server)
+    assert status == 200 and body["status"] == "ok" and body["problems"] == []
+    assert body["assets"]["raw_trades"]["last_partition"] == DAY.isoformat()
+    metrics_url = health_server.removesuffix("/health") + "/metrics"
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        assert response.status == 200  # the same server serves /metrics
+
+
+@pytest.mark.slow
+def test_serve_command_answers_until_sigterm(dagster_home, data_dir, tmp_path: Path):
+    """`market-pipeline serve` as a process: says what it waits for, answers /health, stops on SIGTERM."""
+    import signal
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = subprocess_env(PIPELINE_METRICS__MIN_FREE_DISK_GB="0")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "market-pipeline"), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()  # printed once the server listens
+        assert line.startswith(f"serving http://127.0.0.1:{port}/health") and "SIGTERM" in line, server.stderr.read()
+        status, body = _get_health(f"http://127.0.0.1:{port}/health")
+        assert status == 503 and body["warehouse"]["status"] == "missing"  # nothing materialized yet
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0

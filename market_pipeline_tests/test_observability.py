@@ -1,4 +1,4 @@
-"""Observability: OpenTelemetry JSON lines, Prometheus /metrics, Pushgateway, pipeline_metrics.
+"""Observability: OpenTelemetry JSON lines and pipeline_metrics (Prometheus: test_prometheus.py).
 
 One module-scoped Dagster run (one synthetic instrument, two clean days at scale 0.02) feeds
 the pipeline_metrics tests; a stand-in `validation_reports` writes known quality figures.
@@ -10,10 +10,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import threading
-import urllib.request
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import duckdb
@@ -208,6 +205,8 @@ def test_metric_names_need_prefix_and_kind(monkeypatch, tmp_path: Path):
         telemetry.count("alerts_sent_total")
     with pytest.raises(ValueError, match="is a histogram"):
         telemetry.count("mdp_clock_skew_seconds")
+    with pytest.raises(ValueError, match="must end with '_total'"):  # Prometheus would name it mdp_rows_total
+        telemetry.count("mdp_rows")
     telemetry.shutdown()
 
 
@@ -226,100 +225,6 @@ def test_every_metric_is_documented():
         "mdp_alerts_sent_total",
     ):
         assert name in exprs
-
-
-# ---------------------------------------------------------------------------------------
-# Prometheus and Pushgateway
-# ---------------------------------------------------------------------------------------
-
-
-def _use_environment_settings() -> None:
-    """What a step's pipeline resource does: hand telemetry the (environment's) metrics settings."""
-    from market_pipeline.defs.common.resources import use_settings
-    from market_pipeline.settings import load_settings
-
-    use_settings(load_settings())
-
-
-def _samples(text: str) -> dict[str, float]:
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
-
-
-def test_prometheus_endpoint_scraped(monkeypatch, tmp_path: Path):
-    from market_pipeline.core.telemetry import telemetry
-
-    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("PIPELINE_METRICS__PROMETHEUS_PORT", "0")
-    _use_environment_settings()
-    telemetry.shutdown()
-    try:
-        telemetry.count("mdp_source_items_total", 7, table="trades", instrument=KEY)
-        telemetry.count("mdp_source_items_total", 5, table="trades", instrument=KEY)
-        telemetry.observe("mdp_clock_skew_seconds", 0.003, instrument=KEY)
-        telemetry.observe("mdp_clock_skew_seconds", 0.2, instrument=KEY)
-        telemetry.gauge("mdp_peak_memory_bytes", 2048, stage="raw_trades", instrument=KEY)
-        url = telemetry.prometheus_url()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
-        with urllib.request.urlopen(url, timeout=10) as response:
-            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            text = response.read().decode()
-        samples = _samples(text)
-        assert "# TYPE mdp_source_items_total counter" in text
-        assert samples['mdp_source_items_total{instrument="BINANCE:BTC-USDT",table="trades"}'] == 12
-        assert samples['mdp_clock_skew_seconds_bucket{instrument="BINANCE:BTC-USDT",le="0.005"}'] == 1
-        assert samples['mdp_clock_skew_seconds_bucket{instrument="BINANCE:BTC-USDT",le="+Inf"}'] == 2
-        assert samples['mdp_clock_skew_seconds_count{instrument="BINANCE:BTC-USDT"}'] == 2
-        assert samples['mdp_peak_memory_bytes{instrument="BINANCE:BTC-USDT",stage="raw_trades"}'] == 2048
-        # Cumulative for Prometheus even though the JSON lines are delta: a flush changes nothing here.
-        telemetry.flush()
-        with urllib.request.urlopen(url, timeout=10) as response:
-            assert (
-                _samples(response.read().decode())[
-                    'mdp_source_items_total{instrument="BINANCE:BTC-USDT",table="trades"}'
-                ]
-                == 12
-            )
-        with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(url.replace("/metrics", "/other"), timeout=10)
-    finally:
-        telemetry.shutdown()
-
-
-def test_pushgateway_push(monkeypatch, tmp_path: Path):
-    from market_pipeline.core.telemetry import telemetry
-
-    received: list[tuple[str, str, bytes]] = []
-
-    class Gateway(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append((self.command, self.path, self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
-        monkeypatch.setenv("PIPELINE_METRICS__PUSHGATEWAY_URL", f"http://127.0.0.1:{server.server_address[1]}")
-        _use_environment_settings()
-        telemetry.shutdown()
-        telemetry.count("mdp_alerts_sent_total", 1, channel="webhook", outcome="sent")
-        telemetry.flush()
-        telemetry.shutdown()
-    finally:
-        server.shutdown()
-        server.server_close()
-    method, path, body = received[0]
-    assert method == "POST" and path.startswith("/metrics/job/market_pipeline/instance/")
-    assert 'mdp_alerts_sent_total{channel="webhook",outcome="sent"} 1' in body.decode()
 
 
 # ---------------------------------------------------------------------------------------

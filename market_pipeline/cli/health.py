@@ -247,3 +247,9 @@ def health_command() -> int:
     report, code = health_report()
     print(json.dumps(report, indent=2, sort_keys=False))
     return code
+
+
+def health_check() -> tuple[dict[str, Any], bool]:
+    """The report and whether nothing needs attention: `GET /health` of `market-pipeline serve`."""
+    report, code = health_report()
+    return report, code == EXIT_OK

@@ -5,6 +5,7 @@
     market-pipeline demo [--days 3] [--start-date 2024-03-01] [--data-dir DIR]
     market-pipeline verify-capture FILE ...
     market-pipeline health
+    market-pipeline serve [--host 127.0.0.1] [--port 9464]
     market-pipeline capture --market spot --symbol btcusdt --duration 1h --out DIR
     market-pipeline encrypt FILE -o OUT
     market-pipeline decrypt FILE -o OUT
@@ -188,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
         "lake size, free disk and whether the warehouse is reachable, as one JSON object.",
     )
 
+    serve = sub.add_parser(
+        "serve",
+        parents=[verbose],
+        help="serve GET /health (the health JSON; 200 or 503) and /metrics until stopped",
+        description="A long-running HTTP endpoint for Docker HEALTHCHECKs and monitors: /health answers "
+        "with the JSON of `market-pipeline health`, status 200 when nothing needs attention, else 503. "
+        "It has no authentication: keep it on loopback or a private network.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=9464, help="port to listen on (default 9464)")
+
     capture = sub.add_parser(
         "capture",
         parents=[verbose],
@@ -290,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             from market_pipeline.cli.health import health_command
 
             return health_command()
+        if args.command == "serve":
+            from market_pipeline.cli.serve import serve_command
+
+            return serve_command(args.host, args.port)
         if args.command == "capture":
             from market_pipeline.cli.capture import capture_command
 

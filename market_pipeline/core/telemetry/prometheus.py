@@ -1,127 +1,154 @@
-"""Prometheus text exposition (format 0.0.4) of the process's metrics: a `/metrics` endpoint on
-the standard library's HTTP server, and a push to a Pushgateway. No extra dependency.
+"""The process's `mdp_` metrics for Prometheus, with `prometheus_client`: a collector over the
+OpenTelemetry SDK's cumulative metrics, an HTTP server for `/metrics` (and `/health` where the
+process has a health check), and the Pushgateway push.
 
-Both read a cumulative `MetricReader`, which Prometheus expects: counters only ever grow
-within a process.
+Why a collector of our own instead of `opentelemetry-exporter-prometheus`: that exporter renames
+metrics (it appends unit suffixes such as `_bytes` or `_ratio` and `_total` by its own rules), adds
+`otel_scope_*` labels to every series and a `target_info` family. The collector keeps the names,
+types and labels the stages record, which dashboards and alert rules query (test_prometheus.py
+pins them).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import re
-import socket
 import threading
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import quote
+from collections.abc import Callable, Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricReader, MetricsData, Sum
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader, Metric, Sum
+from prometheus_client import CollectorRegistry, make_wsgi_app, push_to_gateway
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PUSH_JOB = "market_pipeline"
-_LABEL_RE = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def _label_name(key: str) -> str:
-    name = _LABEL_RE.sub("_", key)
-    return f"_{name}" if name[:1].isdigit() else name
+# The health JSON and whether everything is fine (200) or something needs attention (503).
+HealthCheck = Callable[[], tuple[dict[str, Any], bool]]
 
 
 def _label_value(value: object) -> str:
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _labels(attributes, extra: dict[str, str] | None = None) -> str:
-    pairs = [(_label_name(k), _label_value(v)) for k, v in sorted((attributes or {}).items())]
-    pairs += list((extra or {}).items())
-    return "{" + ",".join(f'{k}="{v}"' for k, v in pairs) + "}" if pairs else ""
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
+def _family(metric: Metric) -> CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily | None:
+    """One OpenTelemetry metric as a Prometheus metric family with the same name.
+
+    A family has one set of label names: a point without one of them gets it empty, which
+    Prometheus treats as the label being absent.
+    """
+    data = metric.data
+    points = list(data.data_points)
+    names = sorted({key for point in points for key in (point.attributes or {})})
+    documentation = (metric.description or metric.name).replace("\n", " ")
+
+    def values(point) -> list[str]:
+        attributes = point.attributes or {}
+        return [_label_value(attributes[n]) if n in attributes else "" for n in names]
+
+    if isinstance(data, Histogram):
+        family = HistogramMetricFamily(metric.name, documentation, labels=names)
+        for point in points:
+            cumulative, buckets = 0, []
+            for bound, n in zip([*point.explicit_bounds, math.inf], point.bucket_counts, strict=True):
+                cumulative += n
+                buckets.append((_le(bound), cumulative))
+            family.add_metric(values(point), buckets, point.sum)
+            if point.explicit_bounds and point.explicit_bounds[0] < 0:
+                # prometheus_client leaves out _count and _sum when a bucket bound is negative (a sum
+                # of signed values is no counter); mdp_clock_skew_seconds has always exported both.
+                labels = dict(zip(names, values(point), strict=True))
+                family.add_sample(f"{metric.name}_count", labels, point.count)
+                family.add_sample(f"{metric.name}_sum", labels, point.sum)
+        return family
+    if isinstance(data, Sum) and data.is_monotonic:
+        family = CounterMetricFamily(metric.name, documentation, labels=names)
+    elif isinstance(data, (Sum, Gauge)):
+        family = GaugeMetricFamily(metric.name, documentation, labels=names)
+    else:
+        return None
+    for point in points:
+        family.add_metric(values(point), point.value)
+    return family
 
 
-def render(metrics_data: MetricsData | None) -> str:
-    """The text exposition of cumulative metrics data."""
-    lines: list[str] = []
-    for rm in metrics_data.resource_metrics if metrics_data else ():
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                data = metric.data
-                if isinstance(data, Sum):
-                    kind = "counter" if data.is_monotonic else "gauge"
-                elif isinstance(data, Gauge):
-                    kind = "gauge"
-                elif isinstance(data, Histogram):
-                    kind = "histogram"
-                else:
-                    continue
-                name = metric.name
-                lines.append(f"# HELP {name} {(metric.description or name).replace(chr(10), ' ')}")
-                lines.append(f"# TYPE {name} {kind}")
-                for point in data.data_points:
-                    if kind != "histogram":
-                        lines.append(f"{name}{_labels(point.attributes)} {_number(point.value)}")
-                        continue
-                    running = 0
-                    for bound, n in zip([*point.explicit_bounds, math.inf], point.bucket_counts, strict=True):
-                        running += n
-                        le = _number(bound) if math.isinf(bound) else repr(float(bound))
-                        lines.append(f"{name}_bucket{_labels(point.attributes, {'le': le})} {running}")
-                    lines.append(f"{name}_sum{_labels(point.attributes)} {_number(point.sum)}")
-                    lines.append(f"{name}_count{_labels(point.attributes)} {point.count}")
-    return "\n".join(lines) + "\n" if lines else ""
-
-
-class PrometheusReader(MetricReader):
-    """Collects cumulative metrics on demand (a scrape or a push) and renders them as text."""
+class OpenTelemetryCollector(Collector):
+    """A `prometheus_client` collector reading a cumulative in-memory OpenTelemetry reader."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._latest: MetricsData | None = None
-        self._lock = threading.Lock()
+        # Cumulative temporality (the reader's default): Prometheus expects counters that only
+        # grow within a process, whatever the JSON-lines exporter does.
+        self.reader = InMemoryMetricReader()
 
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
-        self._latest = metrics_data
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        data = self.reader.get_metrics_data()
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    family = _family(metric)
+                    if family is not None:
+                        yield family
 
-    def text(self) -> str:
-        with self._lock:
-            self.collect()
-            return render(self._latest)
 
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+def registry_of(collector: OpenTelemetryCollector) -> CollectorRegistry:
+    """A registry of its own (not prometheus_client's global one, which holds process and
+    platform collectors) serving exactly the `mdp_` families."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def http_app(registry: CollectorRegistry, health: HealthCheck | None = None):
+    """WSGI app: `GET /metrics` (prometheus_client's exposition, content negotiated) and, with a
+    health check, `GET /health` (its JSON, 200 when fine, 503 when something needs attention)."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/health" and health is not None:
+            report, healthy = health()
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            body = (json.dumps(report, indent=2) + "\n").encode("utf-8")
+            content_type = "application/json"
+        else:
+            status = "404 Not Found"
+            served = "/metrics and /health" if health is not None else "/metrics"
+            body = f"only {served} are served here\n".encode()
+            content_type = "text/plain; charset=utf-8"
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scrape never holds up the process's exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
         return None
 
 
 class MetricsServer:
-    """`GET /metrics` on host:port in a daemon thread (port 0 picks a free port)."""
+    """`/metrics` (and `/health` with a health check) on host:port in a daemon thread; port 0
+    picks a free port."""
 
-    def __init__(self, reader: PrometheusReader, host: str, port: int):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served")
-                    return
-                body = reader.text().encode("utf-8")
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
-                return None
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, health: HealthCheck | None = None):
+        self.server = make_server(
+            host, port, http_app(registry, health), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+        )
         self.thread = threading.Thread(target=self.server.serve_forever, name="mdp-metrics-http", daemon=True)
         self.thread.start()
 
@@ -135,21 +162,18 @@ class MetricsServer:
         self.server.server_close()
 
 
-def push(reader: PrometheusReader, gateway_url: str, timeout: float = 5.0) -> bool:
-    """POST the current metrics to a Pushgateway group job=market_pipeline/instance=<host>.
+def push(registry: CollectorRegistry, gateway_url: str, grouping_key: dict[str, str], timeout: float = 5.0) -> bool:
+    """PUT the process's metrics to the Pushgateway group job=market_pipeline plus `grouping_key`.
 
-    POST replaces only the metric families pushed, in that group. Failures are logged, never raised:
-    a monitoring outage must not fail the pipeline.
+    PUT replaces the whole group, which holds only this process's cumulative metrics, so a push
+    never erases another process's series. Failures are logged, never raised: a monitoring
+    outage must not fail the pipeline.
     """
-    body = reader.text().encode("utf-8")
-    if not body:
-        return True
-    url = f"{gateway_url.rstrip('/')}/metrics/job/{PUSH_JOB}/instance/{quote(socket.gethostname(), safe='')}"
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": CONTENT_TYPE})
+    if not any(True for _ in registry.collect()):
+        return True  # nothing recorded yet: no empty group
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
+        push_to_gateway(gateway_url, job=PUSH_JOB, registry=registry, grouping_key=grouping_key, timeout=timeout)
     except OSError as exc:  # URLError, HTTPError, timeouts
-        log.warning("metrics push to the Pushgateway failed: %s", exc)
+        log.warning("metrics push to the Pushgateway %s failed: %s", gateway_url, exc)
         return False
     return True

@@ -11,8 +11,10 @@ or sensor starts; until then nothing is exported):
   OTLP-JSON records appended to `<metrics_dir>/mdp-YYYY-MM-DD.jsonl` every
   `export_interval_seconds`, at every `flush()` (the assets call it at the end of each step) and
   when the process exits;
-- Prometheus (`prometheus_port`, off by default): `/metrics` on `prometheus_host`;
-- Pushgateway (`pushgateway_url`, off by default): pushed at every `flush()`.
+- Prometheus (`prometheus_port`, off by default): `/metrics` on `prometheus_host` (plus `/health`
+  when the configuration carries a health check: `market-pipeline serve`);
+- Pushgateway (`pushgateway_url`, off by default): pushed at every `flush()` and at exit, to a
+  group of its own per run and process (job, `run_id`, `instance=<host>:<pid>`).
 
 Metric names carry the `mdp_` prefix; METRICS lists the documented ones (docs/metrics.md).
 
@@ -32,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -40,6 +42,9 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 
 from market_pipeline.core.telemetry.memory import peak_rss_bytes, reset_peak_rss
+
+if TYPE_CHECKING:
+    from market_pipeline.core.telemetry.prometheus import HealthCheck
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +118,8 @@ class TelemetryConfig:
     prometheus_port: int | None = None  # None: no /metrics endpoint; 0 picks a free port
     prometheus_host: str = "127.0.0.1"
     pushgateway_url: str | None = None  # None: no pushes
+    run_id: str | None = None  # the Dagster run this process works for (the Pushgateway group); None: none
+    health: HealthCheck | None = None  # serves /health beside /metrics when set
 
 
 NO_EXPORT = TelemetryConfig()  # instruments record, nothing leaves the process
@@ -125,8 +132,9 @@ class _Telemetry:
         self.pid = os.getpid()
         self.instruments: dict[str, tuple[Kind, object]] = {}
         self.server = None
-        self.prometheus = None
+        self.registry = None  # prometheus_client registry of this process's metrics
         self.pushgateway_url: str | None = None
+        self.push_group = {"run_id": config.run_id or "none", "instance": f"{socket.gethostname()}:{self.pid}"}
         self.metrics_dir = config.metrics_dir
         readers = []
         if config.metrics_dir is not None:
@@ -139,14 +147,17 @@ class _Telemetry:
                 )
             )
         if config.prometheus_port is not None or config.pushgateway_url:
-            from market_pipeline.core.telemetry.prometheus import MetricsServer, PrometheusReader
+            from market_pipeline.core.telemetry.prometheus import MetricsServer, OpenTelemetryCollector, registry_of
 
-            self.prometheus = PrometheusReader()
-            readers.append(self.prometheus)
+            collector = OpenTelemetryCollector()
+            readers.append(collector.reader)
+            self.registry = registry_of(collector)
             self.pushgateway_url = config.pushgateway_url
             if config.prometheus_port is not None:
                 try:
-                    self.server = MetricsServer(self.prometheus, config.prometheus_host, config.prometheus_port)
+                    self.server = MetricsServer(
+                        self.registry, config.prometheus_host, config.prometheus_port, config.health
+                    )
                 except OSError as exc:  # e.g. another step process of the run holds the port
                     log.warning(
                         "PIPELINE_METRICS__PROMETHEUS_PORT: cannot serve /metrics on %s:%s: %s",
@@ -188,10 +199,10 @@ class _Telemetry:
         self.push()
 
     def push(self) -> None:
-        if self.pushgateway_url and self.prometheus is not None:
+        if self.pushgateway_url and self.registry is not None:
             from market_pipeline.core.telemetry.prometheus import push
 
-            push(self.prometheus, self.pushgateway_url)
+            push(self.registry, self.pushgateway_url, self.push_group)
 
     def shutdown(self) -> None:
         atexit.unregister(self.shutdown)
@@ -216,6 +227,8 @@ def _checked(name: str, kind: Kind) -> str:
     spec = METRICS.get(name)
     if spec is not None and spec.kind != kind:
         raise ValueError(f"metric {name!r} is a {spec.kind}, not a {kind}")
+    if kind == "counter" and not name.endswith("_total"):  # else Prometheus would see another name
+        raise ValueError(f"counter {name!r} must end with '_total'")
     return name
 
 

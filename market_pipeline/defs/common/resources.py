@@ -21,8 +21,8 @@ PIPELINE = "pipeline"  # the resource key of the settings
 WAREHOUSE_IO_MANAGER = "warehouse_io_manager"  # tables in $PIPELINE_DATA_DIR/warehouse.duckdb
 
 
-def telemetry_config(settings: PipelineSettings) -> telemetry.TelemetryConfig:
-    """The `metrics` settings as core's telemetry configuration."""
+def telemetry_config(settings: PipelineSettings, run_id: str | None = None) -> telemetry.TelemetryConfig:
+    """The `metrics` settings as core's telemetry configuration, for a process working for `run_id`."""
     metrics = settings.metrics
     return telemetry.TelemetryConfig(
         metrics_dir=(settings.data_dir / "metrics").resolve() if metrics.jsonl else None,
@@ -30,12 +30,14 @@ def telemetry_config(settings: PipelineSettings) -> telemetry.TelemetryConfig:
         prometheus_port=metrics.prometheus_port,
         prometheus_host=metrics.prometheus_host,
         pushgateway_url=metrics.pushgateway_url,
+        run_id=run_id,
     )
 
 
-def use_settings(settings: PipelineSettings) -> PipelineSettings:
-    """Hand core what this process needs from the settings (metric exporters, master key)."""
-    telemetry.configure(telemetry_config(settings))
+def use_settings(settings: PipelineSettings, run_id: str | None = None) -> PipelineSettings:
+    """Hand core what this process needs from the settings (metric exporters, master key); `run_id`
+    names the Pushgateway group of the run's metrics (each run's recording starts from zero)."""
+    telemetry.configure(telemetry_config(settings, run_id))
     crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
     return settings
 
@@ -43,8 +45,8 @@ def use_settings(settings: PipelineSettings) -> PipelineSettings:
 def pipeline_resource(settings: PipelineSettings) -> dg.ResourceDefinition:
     """The `pipeline` resource: `settings` itself, handed to core when a step or sensor starts."""
 
-    def _settings(_context: dg.InitResourceContext) -> PipelineSettings:
-        return use_settings(settings)
+    def _settings(context: dg.InitResourceContext) -> PipelineSettings:
+        return use_settings(settings, context.run_id)  # no run (a sensor): None
 
     return dg.ResourceDefinition(
         resource_fn=_settings,
