@@ -48,17 +48,18 @@ def write_trades(path: Path, day: dt.date, rows: int = 2_000, seed: int = 7) -> 
 
 
 def write_books(path: Path, trades: pl.DataFrame, day: dt.date) -> pa.Table:
-    """A rebuilt-books file (the columns the bars read) with an in-sync touch around each trade's
-    price every 5 s, and one unsynced row that must be ignored."""
+    """A rebuilt-books file (the columns the bars read) with an in-sync touch around the last
+    trade's price every 5 s, and one unsynced row that must be ignored."""
+    from market_pipeline.core.book.fixed_point import decimal_array
+
     start = day_start_ns(day)
     times = np.arange(start, start + 86_400 * 10**9, 5 * 10**9, dtype=np.int64)
     prices = trades.sort("origin_time").select("origin_time", "price").filter(pl.col("origin_time") >= start)
     at = np.clip(np.searchsorted(prices["origin_time"].to_numpy(), times, side="right") - 1, 0, None)
     last = np.rint(prices["price"].to_numpy()[at] * 100).astype(np.int64)
     synced = np.ones(len(times), dtype=bool)
-    synced[100] = False
-    from market_pipeline.core.book.fixed_point import decimal_array
-
+    synced[107] = False  # 00:08:55, the last row before the end of bar 00:08, with a touch 10.00 higher
+    last[107] += 1_000
     table = pa.table(
         {
             "origin_time": pa.array(times),
@@ -157,6 +158,8 @@ def test_one_minute_bars_equal_polars_group_by_dynamic(lake_day):
         b + a for b, a in zip(touch["bid_0_price"], touch["ask_0_price"], strict=True)
     ]
     assert set(touch["spread"].to_list()) == {Decimal("0.10")}
+    eight = minute.filter(pl.col("bar_start") == dt.datetime(2024, 3, 1, 0, 8, tzinfo=dt.UTC))
+    assert eight["book_time"].to_list() == [dt.datetime(2024, 3, 1, 0, 8, 50, tzinfo=dt.UTC)]  # not the unsynced row
 
 
 def _plant(path: Path, change: pl.Expr | None = None, frame: pl.DataFrame | None = None) -> None:
@@ -211,7 +214,7 @@ def test_checks_pass_on_built_bars_and_fail_on_planted_faults(lake_day):
     assert warned.worst_rows[0]["trade_id"] == "planted" and warned.figures["max_off_touch_bps"] > 90
 
 
-def test_range_run_skips_a_bad_day_and_duckdb_time_bucket_agrees(settings, instance):
+def test_range_run_skips_a_bad_day_and_duckdb_time_bucket_agrees(settings):
     import dagster as dg
     import duckdb
 
@@ -229,8 +232,7 @@ def test_range_run_skips_a_bad_day_and_duckdb_time_bucket_agrees(settings, insta
         c for c in defs.asset_checks if any(k.asset_key.to_user_string() == "ohlcv_bars" for k in c.check_keys)
     ]
     result = dg.materialize(
-        [*assets_named(defs, "ohlcv_bars", "ohlcv_bars_summary"), *bar_checks],
-        instance=instance,
+        [*assets_named(defs, "ohlcv_bars", "ohlcv_bars_summary"), *bar_checks],  # in an ephemeral instance
         resources=defs.resources,
         tags=range_tags(DAY.isoformat(), BAD_DAY.isoformat()),
         raise_on_error=False,
