@@ -162,9 +162,9 @@ def test_one_minute_bars_equal_polars_group_by_dynamic(lake_day):
     assert eight["book_time"].to_list() == [dt.datetime(2024, 3, 1, 0, 8, 50, tzinfo=dt.UTC)]  # not the unsynced row
 
 
-def _plant(path: Path, change: pl.Expr | None = None, frame: pl.DataFrame | None = None) -> None:
-    bars = pl.read_parquet(path)
-    (bars.with_columns(change) if change is not None else frame).write_parquet(path)  # type: ignore[union-attr]
+def _plant(path: Path, frame: pl.DataFrame) -> None:
+    """Replace the bars file's rows, keeping the counts in its metadata."""
+    pq.write_table(frame.to_arrow().replace_schema_metadata(pq.read_schema(path).metadata), path)
 
 
 def test_checks_pass_on_built_bars_and_fail_on_planted_faults(lake_day):
@@ -182,28 +182,28 @@ def test_checks_pass_on_built_bars_and_fail_on_planted_faults(lake_day):
 
     clean = pl.read_parquet(files.bars)
     first = pl.int_range(pl.len()) == 0
-    _plant(files.bars, pl.when(first).then(pl.col("high") * 2).otherwise("low").alias("low"))
+    _plant(files.bars, clean.with_columns(pl.when(first).then(pl.col("high") * 2).otherwise("low").alias("low")))
     found = run(checks.ohlc_consistency)
     assert found.severity == checks.ERROR and found.figures["bad_bars"] == 1 and found.worst_rows[0]["interval"] == "1m"
 
-    _plant(files.bars, frame=clean.with_columns(pl.when(first).then(None).otherwise("close").alias("close")))
+    _plant(files.bars, clean.with_columns(pl.when(first).then(None).otherwise("close").alias("close")))
     assert run(checks.no_nan).severity == checks.ERROR
-    _plant(files.bars, frame=clean.with_columns(pl.when(first).then(float("nan")).otherwise(1.0).alias("vwap")))
+    _plant(files.bars, clean.with_columns(pl.when(first).then(float("nan")).otherwise(1.0).alias("vwap")))
     assert run(checks.no_nan).figures["bad_bars"] == 1
 
-    _plant(files.bars, frame=clean.with_columns(pl.when(first).then(-pl.col("volume")).otherwise("volume")))
+    _plant(files.bars, clean.with_columns(pl.when(first).then(-pl.col("volume")).otherwise("volume")))
     assert run(checks.non_negative_volume).severity == checks.ERROR
 
     # The absent-bar rule: a lost bar, or an empty one, is an error.
-    _plant(files.bars, frame=clean.filter(~first))
+    _plant(files.bars, clean.filter(~first))
     lost = run(checks.missing_bars)
     assert lost.severity == checks.ERROR and "1m: bars hold" in lost.summary
     empty = clean.head(1).with_columns(
         pl.col("bar_start").dt.offset_by("-1m"), pl.lit(0, dtype=pl.Int64).alias("trade_count")
     )
-    _plant(files.bars, frame=pl.concat([empty, clean]))
+    _plant(files.bars, pl.concat([empty, clean]))
     assert "1m: 1 empty bar(s)" in run(checks.missing_bars).summary
-    _plant(files.bars, frame=clean)
+    _plant(files.bars, clean)
 
     # A trade 1% above the touch: beyond the 10 bps tolerance.
     row = trades.filter(pl.col("origin_time") > day_start_ns(DAY)).head(1)
@@ -212,6 +212,27 @@ def test_checks_pass_on_built_bars_and_fail_on_planted_faults(lake_day):
     warned = run(checks.trades_within_touch)
     assert warned.severity == checks.WARN and warned.figures["off_touch_trades"] == 1
     assert warned.worst_rows[0]["trade_id"] == "planted" and warned.figures["max_off_touch_bps"] > 90
+
+
+def test_a_day_without_trades_has_every_bar_absent(settings):
+    from market_pipeline.core.bars.build import build_bar_day
+    from market_pipeline.core.bars.figures import day_summary
+    from market_pipeline.defs.bars import checks
+    from market_pipeline.defs.bars.assets import BarFiles
+
+    (instrument,) = settings.universe
+    files = BarFiles.of(settings, instrument, DAY)
+    write_books(files.books, write_trades(files.trades, DAY, rows=30), DAY)
+    pl.read_parquet(files.trades).head(0).write_parquet(files.trades)
+    build_bar_day(
+        files.trades, files.books, files.bars, instrument, DAY, settings.bars.bar_intervals, settings.data_dir
+    )
+
+    assert pl.read_parquet(files.bars).height == 0
+    finding = checks.missing_bars.evaluate(None, settings, instrument, DAY)
+    assert finding.severity is None and finding.figures["1m absent_bars"] == 1_440
+    summary = day_summary(files.bars)
+    assert summary.select("interval", "bars", "trades").rows() == [("1h", 0, 0), ("1m", 0, 0), ("5m", 0, 0)]
 
 
 def test_range_run_skips_a_bad_day_and_duckdb_time_bucket_agrees(settings):

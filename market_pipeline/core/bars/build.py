@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -244,6 +246,15 @@ def _interval_table(rows: list[tuple], interval: BarInterval, instrument: Instru
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+@contextmanager
+def _naming(path: Path, instrument: Instrument, day: dt.date) -> Iterator[None]:
+    """A DuckDB error reading `path` (unreadable Parquet, a missing column) as a BarsInputError naming it."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise BarsInputError(f"{instrument.key} {day}: cannot read {path}: {exc}") from None
+
+
 def build_bar_day(
     trades: Path,
     books: Path,
@@ -257,20 +268,18 @@ def build_bar_day(
     result = BarDayResult(instrument.key, day, str(output))
     require(trades, f"{instrument.key} {day}: raw trades file")
     require(books, f"{instrument.key} {day}: rebuilt books file")
-    try:
-        with connect(spill_dir) as con:
+    with connect(spill_dir) as con:
+        with _naming(trades, instrument, day):
             result.trades, result.trades_outside_day = _load_trades(con, trades, instrument, day)
-            result.off_grid_trades = int(con.execute("SELECT count(*) FILTER (WHERE off_grid) FROM grid").fetchone()[0])
+        with _naming(books, instrument, day):
             _load_touch(con, books, instrument)
-            tables = []
-            for interval in intervals:
-                rows = _interval_rows(con, interval, day)
-                table = _interval_table(rows, interval, instrument)
-                result.bars[interval.name] = table.num_rows
-                result.bars_without_book[interval.name] = table.column("mid").null_count
-                tables.append(table)
-    except duckdb.Error as exc:  # unreadable Parquet, a missing column
-        raise BarsInputError(f"{instrument.key} {day}: cannot read {trades} or {books}: {exc}") from None
+        result.off_grid_trades = int(con.execute("SELECT count(*) FILTER (WHERE off_grid) FROM grid").fetchone()[0])
+        tables = []
+        for interval in intervals:
+            table = _interval_table(_interval_rows(con, interval, day), interval, instrument)
+            result.bars[interval.name] = table.num_rows
+            result.bars_without_book[interval.name] = table.column("mid").null_count
+            tables.append(table)
     table = pa.concat_tables(tables).replace_schema_metadata({FILE_METADATA_KEY: json.dumps(result.counts())})
     with atomic_path(output) as tmp:
         pq.write_table(table, tmp, compression="zstd")

@@ -76,14 +76,15 @@ def completeness(bars: Path, trades: Path, day: dt.date, intervals: tuple[BarInt
         pl.col("bar_start").is_duplicated().sum().alias("duplicated"),
     )
     by_name = {row["interval"]: row for row in found.collect().iter_rows(named=True)}
+    built = read_bar_counts(bars)["bars"]  # the intervals the file was built for (a day may have no trades)
     figures: dict[str, object] = {"trades_in_day": expected, "problems": []}
     problems: list[str] = figures["problems"]  # type: ignore[assignment]
     ns_start = pl.col("bar_start").dt.epoch("ns")
     for interval in intervals:
-        row = by_name.get(interval.name)
-        if row is None:
-            problems.append(f"{interval.name}: no bars of this interval in {bars} (rematerialize ohlcv_bars)")
+        if interval.name not in built:  # type: ignore[operator]
+            problems.append(f"{interval.name}: {bars} was built without this interval (rematerialize ohlcv_bars)")
             continue
+        row = by_name.get(interval.name, {"bars": 0, "trades": 0, "empty": 0, "duplicated": 0})
         off_grid = frame.filter(
             (pl.col("interval") == interval.name)
             & (((ns_start - start) % interval.ns != 0) | (ns_start < start) | (ns_start >= end))
@@ -160,7 +161,8 @@ def day_summary(bars: Path) -> pl.DataFrame:
     """One row per interval of a bars file: counts, exact sums, first and last bar, and the day's
     counts `build_bar_day` stored in the file."""
     counts = read_bar_counts(require(bars, "bars file"))
-    summary = (
+    built = pl.LazyFrame({"interval": list(counts["bars"])}, schema={"interval": pl.String})  # type: ignore[call-overload]
+    found = (
         scan_bars(bars)
         .group_by("interval")
         .agg(
@@ -171,6 +173,10 @@ def day_summary(bars: Path) -> pl.DataFrame:
             pl.col("bar_start").max().alias("last_bar_start"),
             pl.col("mid").is_null().sum().alias("bars_without_book"),
         )
+    )
+    summary = (
+        built.join(found, on="interval", how="left")  # an interval of a day without trades: zero bars
+        .with_columns(pl.col("bars", "trades", *SUMS, "bars_without_book").fill_null(0))
         .with_columns(
             pl.lit(counts["trades_outside_day"]).alias("trades_outside_day"),
             pl.lit(counts["off_grid_trades"]).alias("off_grid_trades"),
