@@ -291,6 +291,12 @@ def test_range_run_skips_a_bad_day_and_duckdb_time_bucket_agrees(settings):
     assert [(day, name) for day, name, _, _ in summary] == [(DAY.isoformat(), n) for n in ("1h", "1m", "5m")]
     assert {trades for *_, trades in summary} == {497}
     assert len(ours) > 100 and ours == theirs
+    # The run summary of `market-pipeline run` and `demo` shows them per day, instrument and interval.
+    from market_pipeline.cli.report import bar_counts
+
+    lines = bar_counts(settings.warehouse_path, DAY, BAD_DAY)
+    assert lines[0].split() == ["dt", "instrument", "bars", "1m", "bars", "5m", "bars", "1h", "trades"]
+    assert lines[2].split()[:2] == [DAY.isoformat(), INSTRUMENT] and lines[2].split()[-1] == "497"
 
 
 @pytest.mark.parametrize(
