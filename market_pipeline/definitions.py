@@ -19,6 +19,7 @@ import dagster as dg
 
 from market_pipeline.defs.alerts.definitions import build_alert_definitions
 from market_pipeline.defs.automation.definitions import build_automation_definitions
+from market_pipeline.defs.bars.definitions import build_bars_definitions
 from market_pipeline.defs.books.definitions import build_book_definitions
 from market_pipeline.defs.common.backfill import backfill_policy
 from market_pipeline.defs.common.log_scrubbing import harden_code_location
@@ -42,6 +43,7 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
         build_book_definitions(partitions, policy),
         build_quality_definitions(partitions, policy),
         build_metrics_definitions(partitions, policy),
+        build_bars_definitions(partitions, policy),
     )
     automation = build_automation_definitions(
         list(stages.assets or []),

@@ -34,12 +34,26 @@ from pydantic_settings import (
     SettingsError as SourceParseError,
 )
 
+from market_pipeline.core.bars.intervals import BarInterval, parse_intervals
 from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
 from market_pipeline.vendors.registry import get_vendor, vendor_configs
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("config.yaml")
 CONFIG_FILE_ENV = "PIPELINE_CONFIG_FILE"
+
+
+def _split_list(value: object) -> object:
+    """A comma list or a JSON list given as text (an environment variable) as a list; others unchanged."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):  # a JSON list, as pydantic-settings would take it
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"starts like a JSON list but is not valid JSON ({exc.msg})") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 class CheckSettings(BaseModel):
@@ -106,6 +120,31 @@ class BookSettings(BaseModel):
     sample_interval_ms: int = Field(100, ge=0)
 
 
+class BarSettings(BaseModel):
+    """The ohlcv_bars stage (docs/configuration.md, "Bars")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Bar lengths: minutes or hours that divide a day; a comma list (1m,5m,1h) or a JSON list.
+    intervals: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["1m"])
+    # Trades priced further than this outside the rebuilt touch (bps of the touch price) fail trades_within_touch.
+    touch_tolerance_bps: float = Field(10.0, ge=0)
+
+    @field_validator("intervals", mode="before")
+    @classmethod
+    def _split_intervals(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("intervals")
+    @classmethod
+    def _check_intervals(cls, value: list[str]) -> list[str]:
+        return [interval.name for interval in parse_intervals(value)]  # canonical names, shortest first
+
+    @property
+    def bar_intervals(self) -> tuple[BarInterval, ...]:
+        return parse_intervals(self.intervals)
+
+
 class CliSettings(BaseModel):
     """How `market-pipeline run` and `demo` behave around other runs of the instance."""
 
@@ -150,6 +189,7 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     cli: CliSettings = Field(default_factory=CliSettings)
+    bars: BarSettings = Field(default_factory=BarSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -180,15 +220,7 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     @field_validator("instruments", mode="before")
     @classmethod
     def _split_instruments(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):  # a JSON list, as pydantic-settings would take it
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"starts like a JSON list but is not valid JSON ({exc.msg})") from None
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return _split_list(value)
 
     @field_validator("instruments")
     @classmethod

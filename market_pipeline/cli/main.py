@@ -443,10 +443,10 @@ def _ensure_lake_views(settings: PipelineSettings) -> None:
     once is enough); a warehouse another process is writing is left for the `lake_views` step."""
     import duckdb
 
-    from market_pipeline.core.lake.catalog import ensure_lake_views
+    from market_pipeline.core.lake.catalog import BARS_VIEWS, LAKE_VIEWS, ensure_lake_views
 
     try:
-        ensure_lake_views(settings.warehouse_path, settings.lake_dir)
+        ensure_lake_views(settings.warehouse_path, settings.lake_dir, (*LAKE_VIEWS, *BARS_VIEWS))
     except duckdb.IOException as exc:  # locked by a concurrent writer
         print(f"  (views not created now: {exc})")
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # The vendor tables the raw stage exposes as DuckDB views raw.<table> (hive columns exchange,
 # symbol, dt). Views that do not exist yet are skipped.
 RAW_VIEWS = ("trades", "book", "book_delta_v2")
+BARS_SUMMARY = "ohlcv_bars_summary"  # the bars stage's warehouse table
 
 
 def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int = 0) -> None:
@@ -39,6 +40,11 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
     print()
     print(f"Rows per day and instrument in the warehouse ({run.start}..{run.end})")
     print_lines(raw_row_counts(settings.warehouse_path, run.start, run.end))
+    bars = bar_counts(settings.warehouse_path, run.start, run.end)
+    if bars:
+        print()
+        print(f"OHLCV bars per day and instrument (main.{BARS_SUMMARY}; an interval without trades has no bar)")
+        print_lines(bars)
     checks = run.check_evaluations
     if checks:
         print()
@@ -218,6 +224,37 @@ def table_with_notes(headers: list[str], rows: list[list[object]], notes: list[s
     for line, note in zip(lines[2:], notes, strict=True):
         out += [line, *wrapped(note)]
     return out
+
+
+def bar_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
+    """Bars per (dt, instrument) and interval, and the trades in them, from the warehouse summary
+    `ohlcv_bars_summary`, read-only, as table lines; none when the table or its rows are absent."""
+    if not warehouse.is_file():
+        return []
+    import duckdb
+
+    query = (
+        "SELECT CAST(dt AS VARCHAR), exchange || ':' || symbol, interval, bars, trades "
+        f"FROM main.{BARS_SUMMARY} WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? ORDER BY ALL"
+    )
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            found = con.execute(query, [start.isoformat(), end.isoformat()]).fetchall()
+    except duckdb.CatalogException:  # no bars materialized in this warehouse yet
+        return []
+    except duckdb.Error as exc:
+        return [f"  (cannot read {warehouse}: {exc})"]
+    intervals = sorted({row[2] for row in found}, key=lambda name: (name[-1] == "h", int(name[:-1])))
+    table: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for day, instrument, interval, bars, trades in found:
+        table[(day, instrument)][interval] = bars
+        table[(day, instrument)]["trades"] = trades
+    rows = [
+        [day, instrument, *(fmt_int(counts.get(i)) for i in intervals), fmt_int(counts["trades"])]
+        for (day, instrument), counts in sorted(table.items())
+    ]
+    headers = ["dt", "instrument", *(f"bars {i}" for i in intervals), "trades"]
+    return format_table(headers, rows, right=[False, False, *([True] * (len(intervals) + 1))]) if rows else []
 
 
 def _check_rows(checks: list[dg.AssetCheckEvaluation]) -> list[str]:

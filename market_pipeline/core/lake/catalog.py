@@ -32,6 +32,8 @@ LAKE_VIEWS: tuple[LakeView, ...] = (
     LakeView("books", "reconstructed_books", ".", "books"),
     LakeView("books", "vendor_agreement", ".", "book_agreement"),
 )
+# Created by the bars stage's warehouse step (`ohlcv_bars_summary`), not by `lake_views`.
+BARS_VIEWS: tuple[LakeView, ...] = (LakeView("bars", "ohlcv", ".", "bars"),)
 
 
 def hive_glob(table_dir: Path) -> str:

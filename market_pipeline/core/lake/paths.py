@@ -68,6 +68,11 @@ def books_partition_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date
     return partition_dir(lake_dir, "books", exchange, symbol, day)
 
 
+def bars_partition_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
+    """lake/bars/exchange=X/symbol=Y/dt=D/: the OHLCV bars of one instrument-day, every interval."""
+    return partition_dir(lake_dir, "bars", exchange, symbol, day)
+
+
 def book_agreement_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
     return partition_dir(lake_dir, "book_agreement", exchange, symbol, day)
 
