@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     from market_pipeline.settings import SettingsError
 
     harden_process()  # umask 077 and secret scrubbing before anything is written or logged
+    _use_log_format()
 
     try:
         if args.command == "validate-env":
@@ -296,6 +297,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     eprint(f"error: unknown command {args.command!r}")
     return EXIT_USAGE
+
+
+def _use_log_format() -> None:
+    """PIPELINE_LOG_FORMAT for this process's Python logging (invalid settings: left for the command to report)."""
+    from market_pipeline.core.structured_logs import configure_console_logs
+    from market_pipeline.settings import SettingsError, load_settings
+
+    try:
+        log_format = load_settings().log_format
+    except SettingsError:
+        return
+    configure_console_logs(log_format)
 
 
 def _print_traceback(exc: BaseException, debug: bool) -> None:
