@@ -78,14 +78,18 @@ def test_dagster_run_lines_carry_run_asset_partition_and_instrument(planted, cap
         context.log.info(f"imported {day} with key={MASTER_KEY}", extra=stage_log_fields(context.asset_key, day, "X:Y"))
         context.log.info("no instrument here")
 
+    @dg.asset(partitions_def=partitions)
+    def raw_book(context) -> None:
+        raise ValueError(f"vendor refused key={MASTER_KEY}")
+
     # The daily job as the code location builds it: its default run config selects the JSON logger,
     # so a run the schedule or sensor starts (no run config of its own) logs JSON lines.
     daily_job = build_daily_pipeline_job(dg.AssetSelection.checks(), run_logger_config("json"))
-    defs = dg.Definitions(assets=[raw_trades], jobs=[daily_job], loggers=run_loggers("json"))
+    defs = dg.Definitions(assets=[raw_trades, raw_book], jobs=[daily_job], loggers=run_loggers("json"))
     job = defs.resolve_job_def(daily_job.name)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance, partition_key="2024-03-02")
-    assert result.success
+        result = job.execute_in_process(instance=instance, partition_key="2024-03-02", raise_on_error=False)
+    assert not result.success  # raw_book failed; raw_trades succeeded
     err = capsys.readouterr().err
     assert MASTER_KEY not in err
     lines = _json_lines(err)
@@ -106,6 +110,8 @@ def test_dagster_run_lines_carry_run_asset_partition_and_instrument(planted, cap
         None,
     )
     assert all(line["component"] == "dagster" for line in lines)
+    errors = [line["exc_info"] for line in lines if line["level"] == "ERROR" and "exc_info" in line]
+    assert any("ValueError: vendor refused key=***" in error for error in errors)  # the step's error, scrubbed
 
 
 def test_process_logging_follows_the_setting(capsys):
