@@ -8,7 +8,7 @@
 # Webserver (UI on http://127.0.0.1:3000; it has no authentication: publish it on loopback only):
 #   docker run -d --name mp-web -p 127.0.0.1:3000:3000 \
 #     -v mp-data:/data -v mp-dagster:/opt/dagster/dagster_home --env-file .env \
-#     --no-healthcheck market-pipeline dagster-webserver -h 0.0.0.0 -p 3000 -w workspace.yaml
+#     --no-healthcheck market-pipeline market-pipeline webserver -w workspace.yaml
 # Daemon (schedules, sensors, run queue, backfills, run monitoring) from the same image,
 # sharing the same DAGSTER_HOME and data volumes:
 #   docker run -d --name mp-daemon \
@@ -26,7 +26,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     PIPELINE_DATA_DIR=/data \
-    NUMBA_CACHE_DIR=/tmp/numba_cache
+    NUMBA_CACHE_DIR=/tmp/numba_cache \
+    PIPELINE_UI__HOST=0.0.0.0 \
+    PIPELINE_UI__EXPOSED_REASON="in a container: the published port decides who reaches the UI (publish it on 127.0.0.1)"
 
 RUN groupadd --system --gid 10001 pipeline \
     && useradd --system --uid 10001 --gid pipeline --home-dir /opt/dagster \

@@ -17,8 +17,15 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 # in .env: to move the data, set it in the environment or on the make command line.
 export PIPELINE_DATA_DIR ?= $(CURDIR)/data
 
-WEBSERVER_HOST ?= 127.0.0.1
-WEBSERVER_PORT ?= 3000
+# `make ui` binds the UI where the settings say (ui.host, ui.port: PIPELINE_UI__HOST and
+# PIPELINE_UI__PORT, .env, config.yaml; default 127.0.0.1:3000). WEBSERVER_HOST and
+# WEBSERVER_PORT on the command line still work: they set those variables for the run.
+ifdef WEBSERVER_HOST
+export PIPELINE_UI__HOST := $(WEBSERVER_HOST)
+endif
+ifdef WEBSERVER_PORT
+export PIPELINE_UI__PORT := $(WEBSERVER_PORT)
+endif
 
 .DEFAULT_GOAL := help
 
@@ -69,13 +76,13 @@ test-quick: install ## The fast subset: every test not marked slow
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: ui
-ui: install ## Run dagster-daemon (background) and the webserver on http://127.0.0.1:3000
+ui: install ## Run dagster-daemon (background) and the webserver (PIPELINE_UI__HOST:PORT, default 127.0.0.1:3000)
 	@mkdir -p "$(DAGSTER_HOME)"
 	@echo "DAGSTER_HOME=$(DAGSTER_HOME)"
 	@trap 'kill $$daemon_pid 2>/dev/null; wait $$daemon_pid 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM HUP; \
 	$(VENV)/bin/dagster-daemon run -w workspace.yaml & daemon_pid=$$!; \
-	$(VENV)/bin/dagster-webserver -h $(WEBSERVER_HOST) -p $(WEBSERVER_PORT) -w workspace.yaml
+	$(VENV)/bin/market-pipeline webserver -w workspace.yaml
 
 # The benchmark's generated day (~700 MB, cached) stays apart from the project's data: it goes
 # to data/bench unless PIPELINE_DATA_DIR is given in the environment or on the command line.

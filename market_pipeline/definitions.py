@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from market_pipeline.core.structured_logs import configure_console_logs
 from market_pipeline.defs.alerts.definitions import build_alert_definitions
 from market_pipeline.defs.automation.definitions import build_automation_definitions
 from market_pipeline.defs.bars.definitions import build_bars_definitions
 from market_pipeline.defs.books.definitions import build_book_definitions
 from market_pipeline.defs.common.backfill import backfill_policy
+from market_pipeline.defs.common.json_logs import run_logger_config, run_loggers
 from market_pipeline.defs.common.log_scrubbing import harden_code_location
 from market_pipeline.defs.common.partitions import daily_partitions
 from market_pipeline.defs.common.resources import build_resources
@@ -36,6 +38,7 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
     # Every Dagster process running pipeline code (code server, run and step workers) loads this:
     # umask 077 and secret scrubbing of every log record, Dagster's event log included.
     harden_code_location(settings)
+    configure_console_logs(settings.log_format)  # the process's Python logging; run_loggers below: the runs'
     partitions = daily_partitions(settings.start_date)
     policy = backfill_policy(settings.backfill_days_per_run)  # one run per backfill, or runs of N days
     stages = dg.Definitions.merge(
@@ -51,12 +54,13 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
         default_status=settings.schedule.default_status,
         daily_hour_utc=settings.schedule.daily_hour_utc,
         source_sensor_interval_seconds=settings.schedule.source_sensor_interval_seconds,
+        run_config=run_logger_config(settings.log_format),
     )
     return dg.Definitions.merge(
         stages,
         automation,
         build_alert_definitions(settings.alerts.sensor_interval_seconds),
-        dg.Definitions(resources=build_resources(settings)),
+        dg.Definitions(resources=build_resources(settings), loggers=run_loggers(settings.log_format)),
     )
 
 

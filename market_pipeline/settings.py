@@ -1,4 +1,5 @@
-"""Pipeline settings: committed defaults in config.yaml, overridden by `.env`, then by the environment.
+"""Pipeline settings: committed defaults in config.yaml, overlaid by the profile `PIPELINE_ENV` names
+(its block under `profiles:` in the same file), then by `.env`, then by the environment.
 
 Every setting has an environment name `PIPELINE_<FIELD>` (nested ones `PIPELINE_<GROUP>__<FIELD>`).
 The names are a contract with operators; docs/configuration.md lists them all.
@@ -12,7 +13,7 @@ import os
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -41,6 +42,10 @@ from market_pipeline.vendors.registry import get_vendor, vendor_configs
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("config.yaml")
 CONFIG_FILE_ENV = "PIPELINE_CONFIG_FILE"
+PROFILE_ENV = "PIPELINE_ENV"
+PROFILES = ("dev", "staging", "prod")
+Profile = Literal["dev", "staging", "prod"]
+DEFAULT_PROFILE: Profile = "dev"
 
 
 def _split_list(value: object) -> object:
@@ -102,6 +107,8 @@ class MetricsSettings(BaseModel):
     export_interval_seconds: float = Field(60.0, gt=0)  # JSON lines are also written at each step's end
     prometheus_port: int | None = Field(None, ge=0, le=65535)  # off unless set; 0 picks a free port
     prometheus_host: str = "127.0.0.1"  # loopback only unless widened on purpose
+    # Why /metrics listens beyond loopback (validate-env in prod refuses a wider host without one).
+    prometheus_exposed_reason: str | None = None
     pushgateway_url: str | None = None  # off unless set
     min_free_disk_gb: float = Field(5.0, ge=0)  # `market-pipeline health` needs attention below this
 
@@ -145,6 +152,18 @@ class BarSettings(BaseModel):
         return parse_intervals(self.intervals)
 
 
+class UiSettings(BaseModel):
+    """Where `market-pipeline webserver` binds the Dagster UI, which has no authentication."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    # Why the UI listens beyond loopback (e.g. "in a container; the port is published on 127.0.0.1");
+    # validate-env in prod refuses a wider host without one.
+    exposed_reason: str | None = None
+
+
 class CliSettings(BaseModel):
     """How `market-pipeline run` and `demo` behave around other runs of the instance."""
 
@@ -163,6 +182,7 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
         extra="ignore",
     )
 
+    env: Profile = DEFAULT_PROFILE  # the config.yaml profile overlaid on its base (PIPELINE_ENV)
     data_dir: Path = Path("./data")
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
     start_date: dt.date = dt.date(2024, 1, 1)
@@ -190,6 +210,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     cli: CliSettings = Field(default_factory=CliSettings)
     bars: BarSettings = Field(default_factory=BarSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
+    # How log records are written to the console: text lines, or one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
 
     @classmethod
     def settings_customise_sources(
@@ -203,12 +226,15 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
         config_file = Path(os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE)
         if not config_file.is_file():
             raise SettingsError([f"{CONFIG_FILE_ENV}: config file not found: {config_file}"])
-        # Earlier sources win: explicit arguments, then the environment, then .env, then the YAML.
+        # The profile is chosen by the sources above the YAML, in their order of precedence.
+        chosen = next((v for v in (s().get("env") for s in (init_settings, env_settings, dotenv_settings)) if v), None)
+        # Earlier sources win: explicit arguments, then the environment, then .env, then the YAML
+        # (its profile block over its base).
         return (
             init_settings,
             env_settings,
             dotenv_settings,
-            YamlConfigSettingsSource(settings_cls, yaml_file=config_file),
+            ProfiledYamlSource(settings_cls, config_file, chosen),
         )
 
     @field_validator("source")
@@ -272,6 +298,48 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
+
+
+class ProfiledYamlSource(YamlConfigSettingsSource):
+    """The YAML config file with the block `profiles.<profile>` deep-merged over the rest.
+
+    The profile is `chosen` (from a source above this one), else the file's own `env` key, else
+    `dev`. Mappings merge key by key; any other value (a list, a scalar, null) replaces the base's.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], yaml_file: Path, chosen: object) -> None:
+        self.chosen = chosen
+        super().__init__(settings_cls, yaml_file=yaml_file)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = dict(super()._read_file(file_path))
+        profiles = data.pop("profiles", None) or {}
+        where = f"{file_path} (PIPELINE_CONFIG_FILE)"
+        if not isinstance(profiles, dict):
+            raise SettingsError([f"{where}: `profiles` must map profile names to settings"])
+        unknown = sorted(str(name) for name in profiles if name not in PROFILES)
+        if unknown:
+            raise SettingsError([f"{where}: unknown profile(s) {', '.join(unknown)} under `profiles` ({_KNOWN})"])
+        name = self.chosen if self.chosen is not None else data.get("env", DEFAULT_PROFILE)
+        if name not in PROFILES:
+            raise SettingsError([f"{PROFILE_ENV}: unknown profile {name!r} ({_KNOWN})"])
+        overlay = profiles.get(name) or {}
+        if not isinstance(overlay, dict) or "env" in overlay:
+            raise SettingsError([f"{where}: profiles.{name} must be a mapping of settings (without `env`)"])
+        return _deep_merge(data, overlay)
+
+
+_KNOWN = "known: " + ", ".join(PROFILES)
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 class SettingsError(ConfigurationError):

@@ -21,7 +21,7 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def capture_command(args: argparse.Namespace) -> int:
+def capture_command(args: argparse.Namespace, encrypt: bool) -> int:
     from market_pipeline.core.lake.paths import make_private_dirs
     from market_pipeline.core.security import crypto
     from market_pipeline.vendors.binance.live import endpoints
@@ -36,7 +36,7 @@ def capture_command(args: argparse.Namespace) -> int:
         endpoints.check_symbol(args.symbol)
         endpoints.check_scheme(ws_base, "--ws-url", "wss", "ws", args.allow_plaintext)
         endpoints.check_scheme(rest_base, "--rest-url", "https", "http", args.allow_plaintext)
-        master_key = crypto.default_master_key() if args.encrypt else None
+        master_key = crypto.default_master_key() if encrypt else None
     except ValueError as exc:  # MasterKeyError is one
         raise CliError(str(exc), EXIT_USAGE) from None
     options = CaptureOptions(

@@ -510,6 +510,8 @@ def execute_range(
 
     import dagster as dg
 
+    from market_pipeline.defs.common.json_logs import json_console_logger
+
     require_dagster_home()
     graph = defs.resolve_asset_graph()
     check_partitions(graph, keys, start, end)
@@ -524,10 +526,11 @@ def execute_range(
     if job is None:
         raise CliError("Dagster found no asset job covering the selected assets")
     run_config: dict[str, Any] = {}
-    if job.loggers.get("console") is dg.colored_console_logger:
-        # The code location keeps Dagster's default console logger: set its threshold.
+    console = job.loggers.get("console")
+    if console is dg.colored_console_logger or console is json_console_logger:
+        # The code location's console logger (Dagster's default, or JSON lines): set its threshold.
         run_config["loggers"] = {"console": {"config": {"log_level": dagster_log_level(verbosity)}}}
-        if verbosity == 0:
+        if verbosity == 0 and console is dg.colored_console_logger:
             job = job.with_logger_defs({**job.loggers, "console": _quiet_console_logger()})
     tags = {
         RANGE_START_TAG: start.isoformat(),

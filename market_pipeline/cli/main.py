@@ -11,6 +11,7 @@
     market-pipeline decrypt FILE -o OUT
     market-pipeline backup --to DIR [--keep N] [--encrypt]
     market-pipeline restore FROM [--allow-nonempty-dagster-home]
+    market-pipeline webserver [--workspace workspace.yaml]
 
 Exit codes (one per kind of error, market_pipeline/core/errors.py; docs/operations.md "Exit codes"):
 0 ok, 1 a step of the run failed, 2 bad arguments or environment, 3 configuration, 4 source,
@@ -214,7 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--ws-url", help=argparse.SUPPRESS)  # tests: a local WebSocket server
     capture.add_argument("--rest-url", help=argparse.SUPPRESS)  # tests: a local REST server
     capture.add_argument("--allow-plaintext", action="store_true", help=argparse.SUPPRESS)  # tests only: ws://
-    capture.add_argument("--encrypt", action="store_true", help="encrypt the files with PIPELINE_MASTER_KEY")
+    capture.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt the files with PIPELINE_MASTER_KEY (also when PIPELINE_CAPTURE_ENCRYPT is on)",
+    )
+
+    webserver = sub.add_parser(
+        "webserver",
+        parents=[verbose],
+        help="run the Dagster UI on PIPELINE_UI__HOST:PIPELINE_UI__PORT",
+        description="Start dagster-webserver on the address of the settings (ui.host, ui.port). In the "
+        "prod profile a host beyond loopback needs PIPELINE_UI__EXPOSED_REASON.",
+    )
+    webserver.add_argument(
+        "-w", "--workspace", type=Path, default=Path("workspace.yaml"), help="Dagster workspace file"
+    )
 
     for name, verb in (("encrypt", "encrypt"), ("decrypt", "decrypt")):
         crypt = sub.add_parser(
@@ -283,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     from market_pipeline.settings import SettingsError
 
     harden_process()  # umask 077 and secret scrubbing before anything is written or logged
+    _use_log_format()
 
     try:
         if args.command == "validate-env":
@@ -308,10 +325,17 @@ def main(argv: list[str] | None = None) -> int:
             return serve_command(args.host, args.port)
         if args.command == "capture":
             from market_pipeline.cli.capture import capture_command
+            from market_pipeline.settings import load_settings
 
-            if args.encrypt:
+            # --encrypt, or PIPELINE_CAPTURE_ENCRYPT (on in the prod profile).
+            encrypt = args.encrypt or load_settings().capture_encrypt
+            if encrypt:
                 _hand_over_master_key(required=True)
-            return capture_command(args)
+            return capture_command(args, encrypt)
+        if args.command == "webserver":
+            from market_pipeline.cli.webserver import webserver_command
+
+            return webserver_command(args.workspace)
         if args.command in ("encrypt", "decrypt"):
             from market_pipeline.cli.crypto import crypt_command
 
@@ -352,6 +376,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     eprint(f"error: unknown command {args.command!r}")
     return EXIT_USAGE
+
+
+def _use_log_format() -> None:
+    """PIPELINE_LOG_FORMAT for this process's Python logging (invalid settings: left for the command to report)."""
+    from market_pipeline.core.structured_logs import configure_console_logs
+    from market_pipeline.settings import SettingsError, load_settings
+
+    try:
+        log_format = load_settings().log_format
+    except SettingsError:
+        return
+    configure_console_logs(log_format)
 
 
 def _print_traceback(exc: BaseException, debug: bool) -> None:

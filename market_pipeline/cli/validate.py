@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, eprint, format_table
+from market_pipeline.cli.insecure_settings import STRICT_PROFILE, insecure_settings
 from market_pipeline.settings import (
     CONFIG_FILE_ENV,
     DEFAULT_CONFIG_FILE,
@@ -78,6 +79,8 @@ def environment_problems(settings: PipelineSettings) -> tuple[list[str], list[st
         errors.append(f"DAGSTER_HOME: {home} is not an absolute path")
     elif not Path(home).is_dir():
         errors.append(f"DAGSTER_HOME: {home} is not an existing directory")
+    # The prod profile refuses insecure settings; the others only warn about them.
+    (errors if settings.env == STRICT_PROFILE else warnings).extend(insecure_settings(settings))
     return errors, warnings
 
 
@@ -87,6 +90,7 @@ def describe(settings: PipelineSettings) -> list[str]:
     dotenv = Path(".env")
     data_dir = settings.data_dir.resolve()
     lines = [f"  config file     {config_file}" + (f" + {dotenv.resolve()}" if dotenv.is_file() else "")]
+    lines.append(f"  profile         {settings.env} (PIPELINE_ENV)")
     source = settings.source
     summary = get_vendor(settings.source).describe(settings)
     if summary:
@@ -103,6 +107,9 @@ def describe(settings: PipelineSettings) -> list[str]:
         f"  alert webhook   url {_url_host(settings.alert_webhook_url)}, token {_set(settings.alert_webhook_token)}"
     )
     lines.append(f"  master key      {_set(settings.master_key)}")
+    lines.append(f"  capture         {'encrypted' if settings.capture_encrypt else 'not encrypted'}")
+    lines.append(f"  UI              {settings.ui.host}:{settings.ui.port}")
+    lines.append(f"  log format      {settings.log_format}")
     home = os.environ.get("DAGSTER_HOME", "").strip()
     if home:
         yaml_note = "with dagster.yaml" if (Path(home) / "dagster.yaml").is_file() else "no dagster.yaml: defaults"

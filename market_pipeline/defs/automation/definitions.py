@@ -39,16 +39,18 @@ def build_automation_definitions(
     default_status: Literal["running", "stopped"],
     daily_hour_utc: int,
     source_sensor_interval_seconds: int,
+    run_config: dict | None = None,
 ) -> dg.Definitions:
     """Jobs, schedules, sensors and freshness checks over `assets` (every stage's, merged).
 
     `default_status` is the daily schedule's, the freshness schedule's and the new-day sensor's
-    status until toggled in the UI (schedule.default_status).
+    status until toggled in the UI (schedule.default_status); `run_config` the jobs' default run
+    config (e.g. which run logger to use).
     """
     freshness = build_freshness_checks(FRESHNESS_CHECKS, daily_asset_keys(assets, partitions_def))
     freshness_selection = dg.AssetSelection.checks(freshness)
-    daily_job = build_daily_pipeline_job(freshness_selection)
-    freshness_job = build_freshness_job(freshness_selection)
+    daily_job = build_daily_pipeline_job(freshness_selection, run_config)
+    freshness_job = build_freshness_job(freshness_selection, run_config)
     schedule_status = dg.DefaultScheduleStatus(default_status.upper())
     return dg.Definitions(
         asset_checks=[freshness],

@@ -17,11 +17,16 @@ DAILY_PIPELINE_SCHEDULE = "daily_pipeline_schedule"
 FRESHNESS_SCHEDULE = "freshness_checks_schedule"
 
 
-def build_daily_pipeline_job(freshness: dg.AssetSelection) -> dg.UnresolvedAssetJobDefinition:
-    """Every asset and check of the code location but the freshness checks, for one day."""
+def build_daily_pipeline_job(
+    freshness: dg.AssetSelection, run_config: dict | None = None
+) -> dg.UnresolvedAssetJobDefinition:
+    """Every asset and check of the code location but the freshness checks, for one day.
+
+    `run_config` is the default config of its runs (the schedule's and the new-day sensor's)."""
     return dg.define_asset_job(
         DAILY_PIPELINE_JOB,
         selection=dg.AssetSelection.all() - freshness,  # every asset is daily-partitioned alike
+        config=run_config,
         description="Every asset and asset check (but freshness) for one UTC day (a partition), in one run.",
     )
 
@@ -42,12 +47,15 @@ def build_daily_pipeline_schedule(
     )
 
 
-def build_freshness_job(freshness: dg.AssetSelection) -> dg.UnresolvedAssetJobDefinition:
+def build_freshness_job(
+    freshness: dg.AssetSelection, run_config: dict | None = None
+) -> dg.UnresolvedAssetJobDefinition:
     # Freshness is about "now", not about the day being materialized: it is judged only by its own
     # job on its own schedule, so backfilling old days never raises a freshness alert.
     return dg.define_asset_job(
         FRESHNESS_JOB,
         selection=freshness,
+        config=run_config,
         description="Is the newest due daily partition of each asset materialized (checks.freshness_max_lag_hours)?",
     )
 

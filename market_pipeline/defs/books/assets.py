@@ -11,6 +11,7 @@ from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.core.telemetry.telemetry import StageUsage
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
+from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings
 from market_pipeline.defs.common.stage_metrics import usage_metadata
@@ -61,13 +62,19 @@ def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSetti
             if result is None:
                 day_meta["missing_instruments"] = int(day_meta.get("missing_instruments", 0)) + 1  # type: ignore[call-overload]
                 day_meta[f"{instrument.key} missing"] = "the source has no data for this instrument-day"
-                context.log.warning(f"{instrument.key} {day}: the source has no data for it; recorded as missing")
+                context.log.warning(
+                    f"{instrument.key} {day}: the source has no data for it; recorded as missing",
+                    extra=stage_log_fields(context.asset_key, day, instrument.key),
+                )
                 continue
             day_meta.update(result.metadata(instrument.key))
             day_meta.update(usage_metadata("reconstructed_books", instrument.key, usage, result.events))
             for name, value in result.totals.items():
                 totals[name] += value
-            context.log.info(f"{instrument.key} {day}: {result.summary()}")
+            context.log.info(
+                f"{instrument.key} {day}: {result.summary()}",
+                extra=stage_log_fields(context.asset_key, day, instrument.key),
+            )
         day_meta["rows"] = sum(v for k, v in day_meta.items() if k.endswith(" deltas_applied") and isinstance(v, int))
         context.add_asset_metadata(day_meta, partition_key=day.isoformat())
     # No warehouse write here: the books.* views read a hive glob and are created once, by the

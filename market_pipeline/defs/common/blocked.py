@@ -28,6 +28,8 @@ from collections.abc import Iterable
 
 import dagster as dg
 
+from market_pipeline.defs.common.json_logs import stage_log_fields
+
 SKIPPED = "skipped"  # per-partition metadata of a day a downstream asset left out: the reason
 BLOCKS_DOWNSTREAM = "blocks_downstream"  # check evaluation metadata: our notion of blocking
 
@@ -97,7 +99,10 @@ def days_to_run(context: dg.AssetExecutionContext) -> list[dt.date]:
         return days
     outputs = sorted(context.selected_asset_keys, key=lambda key: key.to_user_string())
     for day, reason in blocked.items():
-        context.log.warning(f"{', '.join(k.to_user_string() for k in outputs)} {day}: skipped: {reason}")
+        context.log.warning(
+            f"{', '.join(k.to_user_string() for k in outputs)} {day}: skipped: {reason}",
+            extra=stage_log_fields(outputs, day),
+        )
         for key in outputs:
             context.add_asset_metadata({SKIPPED: reason}, asset_key=key, partition_key=day.isoformat())
     left = [day for day in days if day not in blocked]

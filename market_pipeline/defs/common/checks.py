@@ -27,6 +27,7 @@ import dagster as dg
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.measures import DayFiles
 from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM, blocked_days
+from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.recorded import missing_instruments
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.registry import build_source
@@ -132,7 +133,10 @@ class DailyCheck:
             for day in days:
                 key = day.isoformat()
                 if day in skipped:
-                    context.log.info(f"{asset_key.to_user_string()} {name} {key}: not evaluated, the asset skipped it")
+                    context.log.info(
+                        f"{asset_key.to_user_string()} {name} {key}: not evaluated, the asset skipped it",
+                        extra=stage_log_fields(asset_key, day),
+                    )
                     continue
                 missing = missing_instruments(context.instance, day)
                 findings = {
@@ -145,7 +149,8 @@ class DailyCheck:
                 if not evaluation.passed:
                     context.log.warning(
                         f"{asset_key.to_user_string()} {name} {key} {evaluation.severity.value}: "
-                        f"{evaluation.description}"
+                        f"{evaluation.description}",
+                        extra=stage_log_fields(asset_key, day),
                     )
                 yield evaluation
 

@@ -11,6 +11,7 @@ from market_pipeline.core.telemetry import progress
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.checks import day_files
+from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.recorded import missing_instruments, rebuild_counters
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
 
@@ -85,7 +86,10 @@ def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings)
         daily = daily_frame(day_validations)
         context.add_asset_metadata(_day_metadata(daily, str(report)), asset_key=DAILY, partition_key=day.isoformat())
         context.add_asset_metadata({"rows": daily.height * 24}, asset_key=HOURLY, partition_key=day.isoformat())
-        context.log.info(f"validation {day}: {daily.height} instrument(s), report {report}")
+        context.log.info(
+            f"validation {day}: {daily.height} instrument(s), report {report}",
+            extra=stage_log_fields([DAILY, HOURLY], day),
+        )
         validations.extend(day_validations)
     daily, hourly = daily_frame(validations), hourly_frame(validations)
     yield dg.Output(

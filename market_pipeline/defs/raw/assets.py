@@ -11,6 +11,7 @@ from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.core.telemetry.telemetry import StageUsage, count
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import SKIPPED
+from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.defs.common.stage_metrics import usage_metadata
@@ -165,12 +166,14 @@ def materialize_raw_table(
         day = outcome.day
         if outcome.absent is not None:  # e.g. no capture that day: recorded, not a failure
             absent[day].append(outcome.instrument)
-            context.log.warning(outcome.absent)
+            context.log.warning(outcome.absent, extra=stage_log_fields(stage, day, outcome.instrument))
             continue
         if outcome.failure is not None:
             failures.append(outcome.failure)
             prefix = "quarantined: " if outcome.rejected else ""
-            context.log.error(f"{prefix}{outcome.failure.message}")
+            context.log.error(
+                f"{prefix}{outcome.failure.message}", extra=stage_log_fields(stage, day, outcome.instrument)
+            )
             continue
         stats, usage = outcome.stats, outcome.usage
         assert stats is not None and usage is not None
@@ -178,7 +181,10 @@ def materialize_raw_table(
         usage_meta[day].update(usage_metadata(stage, outcome.instrument, usage, stats.rows))
         count("mdp_source_items_total", stats.rows, table=table, instrument=stats.instrument)
         count("mdp_quarantined_rows_total", stats.quarantined_rows, table=table, instrument=stats.instrument)
-        context.log.info(f"{table} {outcome.instrument} {day}: {stats.rows} rows -> {stats.path}")
+        context.log.info(
+            f"{table} {outcome.instrument} {day}: {stats.rows} rows -> {stats.path}",
+            extra=stage_log_fields(stage, day, outcome.instrument),
+        )
 
     # No warehouse write here: the raw.* views read a hive glob and are created once, by the
     # `lake_views` step (catalog.ensure_lake_views), so this step needs no duckdb pool.

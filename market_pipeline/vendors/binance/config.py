@@ -1,4 +1,4 @@
-"""Settings of the Binance capture source (`PIPELINE_CAPTURE_DIR`)."""
+"""Settings of the Binance capture source (`PIPELINE_CAPTURE_DIR`) and recorder (`PIPELINE_CAPTURE_ENCRYPT`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ class BinanceCaptureConfig(BaseModel):
     """The pipeline settings' fields for this vendor."""
 
     capture_dir: Path | None = None
+    # `market-pipeline capture` encrypts its files with PIPELINE_MASTER_KEY, as with --encrypt.
+    capture_encrypt: bool = False
 
 
 def capture_problems(settings) -> list[str]:
