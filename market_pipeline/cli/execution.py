@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_USAGE, CliError, eprint
 from market_pipeline.cli.progress import RunProgress
 from market_pipeline.core.errors import BlockedError, PipelineError, kind_of
+from market_pipeline.defs.common.partitions import RANGE_END_TAG, RANGE_START_TAG
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     # What `dg.Definitions.resolve_asset_graph()` returns; `dagster` does not export its class.
     AssetGraph = Any
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 LAUNCHED_BY_TAG = "market_pipeline/launched_by"
 # Who executes an in-process run: the host, the process id and the process's start time (clock
 # ticks since boot, from /proc/<pid>/stat), so a pid reused by another process is not taken for it.

@@ -13,13 +13,8 @@ import dagster as dg
 
 from market_pipeline.core.alerts.model import CHECK_FAILED, RUN_FAILED, Alert, iso_utc, run_url
 from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM
+from market_pipeline.defs.common.partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from market_pipeline.defs.common.resources import PipelineSettings
-
-# Dagster's run tags for a partition and a partition range (documented tag names; `dagster` does
-# not export constants for them).
-PARTITION_NAME_TAG = "dagster/partition"
-ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
-ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 ERROR_TEXT_LIMIT = 2000  # characters of a step's error kept in a run-failure alert
 
@@ -36,9 +31,9 @@ def run_alert_key(run_id: str) -> str:
 def run_partitions(run: dg.DagsterRun) -> list[str]:
     """The partition keys a run covered: its partition tag, or every day of its range tags."""
     tags = run.tags
-    if PARTITION_NAME_TAG in tags:
-        return [tags[PARTITION_NAME_TAG]]
-    start, end = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    if PARTITION_TAG in tags:
+        return [tags[PARTITION_TAG]]
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
     if not (start and end):
         return []
     try:

@@ -22,10 +22,7 @@ import dagster as dg
 
 from market_pipeline.core.structured_logs import json_handler
 from market_pipeline.defs.common.log_scrubbing import DAGSTER_META_ATTRIBUTE
-
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+from market_pipeline.defs.common.partitions import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 
 
 def dagster_record_fields(record: logging.LogRecord) -> Mapping[str, Any]:
