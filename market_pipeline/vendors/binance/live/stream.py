@@ -16,7 +16,8 @@ from websockets.exceptions import WebSocketException
 
 MAX_MESSAGE_BYTES = 16 << 20  # a server cannot make the recorder buffer more than this
 USER_AGENT = "market-pipeline-capture"
-# Closing waits this long for the server's close frame: a hung server must not hold up the reconnect.
+# Closing waits this long at most for the server's close frame (no longer than a pong may take):
+# a hung server must not hold up the reconnect.
 CLOSE_TIMEOUT_SECONDS = 2.0
 
 # What a failed connect or a dropped connection raises: refused, reset, TLS failure (ssl.SSLError
@@ -44,7 +45,7 @@ async def open_stream(url: str, ssl_context: ssl.SSLContext, timeouts: StreamTim
         open_timeout=timeouts.open,
         ping_interval=timeouts.ping_interval,
         ping_timeout=timeouts.ping_timeout,
-        close_timeout=CLOSE_TIMEOUT_SECONDS,
+        close_timeout=min(CLOSE_TIMEOUT_SECONDS, timeouts.ping_timeout),
         max_size=MAX_MESSAGE_BYTES,
         # Binance sends small JSON messages at a high rate: deflate would cost CPU for little.
         compression=None,
