@@ -52,7 +52,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"headers": dict(self.headers), "body": body})
+                receiver.requests.append({"headers": dict(self.headers), "body": body, "path": self.path})
                 if receiver.hang:
                     receiver.release.wait(10)
                     return
@@ -334,6 +334,19 @@ def test_post_json_reports_a_refused_connection_after_the_retries(retry_sleeps: 
     assert (result.status, result.attempts, result.http_status) == ("failed", 3, None)
     assert result.error is not None and result.error.startswith("cannot connect:")
     assert len(retry_sleeps) == 1  # the first retry goes at once
+
+
+def test_post_json_goes_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Receiver() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/hooks", 1)[0])
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        result = post_json(
+            "http://hooks.example.invalid/alerts", b"{}", TOKEN, timeout=2, retries=0, backoff=0, idempotency_key="k"
+        )
+    assert (result.status, result.attempts, result.target) == ("delivered", 1, "http://hooks.example.invalid")
+    (request,) = proxy.requests
+    assert request["path"] == "http://hooks.example.invalid/alerts"  # the absolute form a proxy is sent
 
 
 def test_webhook_retries_until_delivered(

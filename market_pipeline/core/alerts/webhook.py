@@ -3,6 +3,7 @@ and the receiver's `Retry-After` honoured (urllib3's `Retry` does the loop)."""
 
 from __future__ import annotations
 
+import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -16,8 +17,8 @@ RETRY_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # inside Dagster's 60 s sensor evaluation timeout.
 RETRY_AFTER_MAX_SECONDS = 10
 
-# One pool for the process: connections to the receiver are reused across the alerts of a batch.
-_HTTP = urllib3.PoolManager()
+# One pool per proxy for the process: connections to the receiver are reused across a batch.
+_POOLS: dict[str | None, urllib3.PoolManager] = {}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,18 @@ def webhook_target(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "?"
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def _pool(url: str) -> urllib3.PoolManager:
+    """Through the proxy the environment names for the URL (HTTP(S)_PROXY, NO_PROXY), as urllib
+    did before urllib3 replaced it; directly otherwise."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
+        proxy = None
+    if proxy not in _POOLS:
+        _POOLS[proxy] = urllib3.ProxyManager(proxy) if proxy else urllib3.PoolManager()
+    return _POOLS[proxy]
 
 
 def webhook_retry(retries: int, backoff: float) -> Retry:
@@ -77,7 +90,7 @@ def post_json(
         headers["Authorization"] = f"Bearer {token}"
     target = webhook_target(url)
     try:
-        response = _HTTP.request(
+        response = _pool(url).request(
             "POST", url, body=body, headers=headers, timeout=timeout, retries=webhook_retry(retries, backoff)
         )
     except MaxRetryError as exc:  # every attempt failed without an HTTP answer

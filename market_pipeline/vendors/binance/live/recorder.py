@@ -208,6 +208,8 @@ class _Recorder:
                 self._on_message(time.time_ns(), text)
         except CONNECTION_ERRORS as exc:  # ConnectionClosed, protocol errors, ssl.SSLError, resets
             return _describe(exc)
+        except UnicodeDecodeError as exc:  # a binary frame that is not UTF-8 (text frames are checked by websockets)
+            return f"binary message is not UTF-8: {exc}"
         finally:
             await self._stop_snapshot()
             await ws.close()
