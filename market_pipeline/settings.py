@@ -94,7 +94,7 @@ class AlertSettings(BaseModel):
 
     webhook_timeout_seconds: float = Field(5.0, gt=0)
     webhook_retries: int = Field(3, ge=0)
-    # Wait before the first retry; doubles for each further one.
+    # urllib3 backoff factor: the first retry at once, then 2x, 4x, ... this, plus up to this much jitter.
     webhook_backoff_seconds: float = Field(1.0, ge=0)
     webserver_url: str = "http://127.0.0.1:3000"  # base of the run links in alerts
     sensor_interval_seconds: int = Field(30, ge=5)  # how often the failed-check alert sensor looks

@@ -10,12 +10,15 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
+import urllib3.util.retry
 
 from market_pipeline.core.alerts import delivery
 from market_pipeline.core.alerts.model import CHECK_FAILED, RUN_FAILED
@@ -35,11 +38,14 @@ DAY = "2024-03-02"
 
 
 class Receiver:
-    """Records every POST; answers 503 to the first `fail_first` of them, or never answers."""
+    """Records every POST; answers `fail_status` (with `retry_after` as Retry-After, when given)
+    to the first `fail_first` of them, or never answers."""
 
-    def __init__(self, fail_first: int = 0, hang: bool = False):
+    def __init__(self, fail_first: int = 0, hang: bool = False, fail_status: int = 503, retry_after: str | None = None):
         self.fail_first = fail_first
         self.hang = hang
+        self.fail_status = fail_status
+        self.retry_after = retry_after
         self.requests: list[dict] = []
         self.release = threading.Event()
         receiver = self
@@ -47,12 +53,14 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"headers": dict(self.headers), "body": body})
+                receiver.requests.append({"headers": dict(self.headers), "body": body, "path": self.path})
                 if receiver.hang:
                     receiver.release.wait(10)
                     return
-                code = 503 if len(receiver.requests) <= receiver.fail_first else 200
-                self.send_response(code)
+                failing = len(receiver.requests) <= receiver.fail_first
+                self.send_response(receiver.fail_status if failing else 200)
+                if failing and receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -290,16 +298,56 @@ def test_run_failure_alert(
     assert [p["key"] for p in receiver.payloads()] == [line["key"]]
 
 
-def test_post_json_backs_off_and_gives_up_after_the_retries() -> None:
+@pytest.fixture
+def retry_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits urllib3's Retry asks for between attempts, recorded instead of slept."""
     waits: list[float] = []
+    monkeypatch.setattr(urllib3.util.retry, "time", SimpleNamespace(sleep=waits.append, time=time.time))
+    return waits
+
+
+def test_post_json_backs_off_with_jitter_and_gives_up_after_the_retries(retry_sleeps: list[float]) -> None:
     with Receiver(fail_first=10) as down:
-        result = post_json(
-            down.url, b"{}", TOKEN, timeout=2, retries=3, backoff=0.5, idempotency_key="k", sleep=waits.append
-        )
-    assert waits == [0.5, 1.0, 2.0]  # doubles after each failed attempt
+        result = post_json(down.url, b"{}", TOKEN, timeout=2, retries=3, backoff=0.5, idempotency_key="k")
+    # urllib3's backoff: the first retry at once, then 2x and 4x the factor, each plus up to 0.5 s of jitter.
+    first, second = retry_sleeps
+    assert 1.0 <= first < 1.5 and 2.0 <= second < 2.5
     assert (result.status, result.attempts, result.http_status) == ("failed", 4, 503)
     assert result.error == "HTTP 503 Service Unavailable"
+    assert len(down.requests) == 4
     assert TOKEN not in repr(result)
+
+
+@pytest.mark.parametrize(("retry_after", "waited"), [("3", 3.0), ("3600", 10.0)])
+def test_post_json_honours_retry_after(retry_sleeps: list[float], retry_after: str, waited: float) -> None:
+    """A 429 with Retry-After: the retry waits what the receiver asked (capped at 10 s), not the backoff."""
+    with Receiver(fail_first=2, fail_status=429, retry_after=retry_after) as busy:
+        result = post_json(busy.url, b"{}", TOKEN, timeout=2, retries=3, backoff=0.5, idempotency_key="k")
+    assert retry_sleeps == [waited, waited]
+    assert (result.status, result.attempts, result.http_status) == ("delivered", 3, 200)
+    assert len(busy.requests) == 3 and {r["headers"]["Idempotency-Key"] for r in busy.requests} == {"k"}
+
+
+def test_post_json_reports_a_refused_connection_after_the_retries(retry_sleeps: list[float]) -> None:
+    with Receiver() as gone:
+        url = gone.url
+    result = post_json(url, b"{}", None, timeout=2, retries=2, backoff=0.1, idempotency_key="k")
+    assert (result.status, result.attempts, result.http_status) == ("failed", 3, None)
+    assert result.error is not None and result.error.startswith("cannot connect:")
+    assert len(retry_sleeps) == 1  # the first retry goes at once
+
+
+def test_post_json_goes_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Receiver() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/hooks", 1)[0])
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        result = post_json(
+            "http://hooks.example.invalid/alerts", b"{}", TOKEN, timeout=2, retries=0, backoff=0, idempotency_key="k"
+        )
+    assert (result.status, result.attempts, result.target) == ("delivered", 1, "http://hooks.example.invalid")
+    (request,) = proxy.requests
+    assert request["path"] == "http://hooks.example.invalid/alerts"  # the absolute form a proxy is sent
 
 
 def test_webhook_retries_until_delivered(

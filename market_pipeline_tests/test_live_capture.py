@@ -1,6 +1,8 @@
 """`market-pipeline capture` against a local WebSocket server and a local REST server that replay a
-shared capture (USD-M BTCUSDT): the recorded files verify, a dropped connection is survived with a
-new snapshot and a recorded gap, and the encrypted output verifies exactly like its plaintext.
+shared capture (USD-M BTCUSDT): the recorded files verify; a dropped connection, a silent one and
+one whose server stops reading (pings unanswered) are survived with a new snapshot and a recorded
+gap; the encrypted output verifies exactly like its plaintext; and a TLS 1.2-only server is
+refused unless PIPELINE_CAPTURE__TLS_MIN_VERSION allows it.
 
 The replay "exchange" keeps the order book the shared capture implies (its REST snapshot plus every
 diff sent so far, skipped ones included) so the REST server can answer a consistent snapshot at any
@@ -11,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import gzip
 import hashlib
+import ipaddress
 import itertools
 import json
 import os
+import ssl
 import threading
 import time
 from decimal import Decimal
@@ -24,6 +29,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from websockets import exceptions as websockets_exceptions
+from websockets.asyncio import server as websockets_server
 
 from market_pipeline.cli.main import main
 from market_pipeline.core.security import crypto
@@ -33,9 +40,6 @@ from market_pipeline.vendors.binance.live.manifest import Manifest
 from market_pipeline.vendors.binance.live.sync import DiffChain
 from market_pipeline.vendors.binance.live.writer import NS_PER_HOUR, HourlyCaptureWriter
 
-websockets_server = pytest.importorskip("websockets.asyncio.server", reason="tests use websockets as the local server")
-websockets_exceptions = pytest.importorskip("websockets.exceptions")
-
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 USDM = REAL / "binance_usdm_btcusdt_20240808.gz"
 REPLAY_LINES = 6_000  # of the shared capture: about 5,900 stream messages after its snapshot
@@ -43,6 +47,7 @@ BURST, PAUSE = 25, 0.01  # about 2,500 messages/s: the replay outlasts a 3 s cap
 DROP_AFTER, SKIP_ON_RECONNECT = 1_500, 300
 FRAGMENT_EVERY = 97  # every 97th message goes out in three continuation frames
 CAPTURE_SECONDS = "3s"
+DEAF_SECONDS = 2.0  # how long a server that stopped reading keeps sending before it drops the connection
 
 
 # --- the replay exchange -------------------------------------------------------------------------
@@ -121,9 +126,19 @@ def replay_source() -> tuple[list[str], dict]:
 class ReplayServers:
     """A WebSocket server (its own thread and event loop) and an HTTP server on 127.0.0.1."""
 
-    def __init__(self, exchange: ReplayExchange, drop_after: int | None) -> None:
+    def __init__(
+        self,
+        exchange: ReplayExchange,
+        drop_after: int | None,
+        at_drop: str = "abort",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.exchange = exchange
         self.drop_after = drop_after
+        # What the first connection does after `drop_after` messages: "abort" (no close frame),
+        # "silent" (stops sending, still answers pings) or "deaf" (stops reading: pings go
+        # unanswered, messages keep coming).
+        self.at_drop = at_drop
         self.connections = 0
         self.pongs = 0
         self.paths: list[str] = []
@@ -132,11 +147,11 @@ class ReplayServers:
         self.thread.start()
 
         async def start():  # serve() needs the running loop of the server thread
-            return await websockets_server.serve(self._handler, "127.0.0.1", 0)
+            return await websockets_server.serve(self._handler, "127.0.0.1", 0, ssl=ssl_context)
 
         self.ws_server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
         ws_port = self.ws_server.sockets[0].getsockname()[1]
-        self.ws_url = f"ws://127.0.0.1:{ws_port}/stream"
+        self.ws_url = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{ws_port}/stream"
 
         exchange_ = exchange
 
@@ -178,7 +193,11 @@ class ReplayServers:
         await asyncio.wait_for(await ws.ping(b"are you there"), 5)  # the client must answer pings
         self.pongs += 1
         sent = 0
+        deaf_since: float | None = None
         while True:
+            if deaf_since is not None and time.monotonic() - deaf_since > DEAF_SECONDS:
+                ws.transport.abort()  # the client should have left long ago; no close handshake to wait for
+                return
             text = self.exchange.advance()
             if text is None:  # the replay is over: wait for the client to leave
                 await ws.wait_closed()
@@ -190,8 +209,15 @@ class ReplayServers:
                 await ws.send(text)
             sent += 1
             if index == 0 and sent == self.drop_after:
-                ws.transport.abort()  # no close frame: the connection just dies
-                return
+                if self.at_drop == "deaf":
+                    ws.transport.pause_reading()
+                    deaf_since = time.monotonic()
+                elif self.at_drop == "silent":  # the feed stops; the connection stays up until the client leaves
+                    await ws.wait_closed()
+                    return
+                else:
+                    ws.transport.abort()  # no close frame: the connection just dies
+                    return
             if sent % BURST == 0:
                 await asyncio.sleep(PAUSE)
 
@@ -209,10 +235,18 @@ class ReplayServers:
         self.loop.close()
 
 
-def _run_capture(replay_source, out: Path, drop_after: int | None, *extra: str) -> tuple[int, ReplayServers, int, int]:
+def _run_capture(
+    replay_source,
+    out: Path,
+    drop_after: int | None,
+    *extra: str,
+    at_drop: str = "abort",
+    ssl_context: ssl.SSLContext | None = None,
+    duration: str = CAPTURE_SECONDS,
+) -> tuple[int, ReplayServers, int, int]:
     messages, snapshot = replay_source
     exchange = ReplayExchange(messages, snapshot)
-    servers = ReplayServers(exchange, drop_after)
+    servers = ReplayServers(exchange, drop_after, at_drop, ssl_context)
     try:
         started = time.time_ns()
         code = main(
@@ -223,7 +257,7 @@ def _run_capture(replay_source, out: Path, drop_after: int | None, *extra: str) 
                 "--symbol",
                 "btcusdt",
                 "--duration",
-                CAPTURE_SECONDS,
+                duration,
                 "--out",
                 str(out),
                 "--ws-url",
@@ -344,6 +378,100 @@ def test_capture_survives_a_drop_and_encrypted_output_verifies_like_plaintext(
     assert result["ticker_mismatches"] == 0 and result["in_sync_at_end"]
 
 
+@pytest.mark.parametrize(
+    ("at_drop", "settings", "reason"),
+    [
+        ("silent", {"READ_IDLE_TIMEOUT_SECONDS": "0.4"}, "read-idle timeout: no message for 0.4 s"),
+        ("deaf", {"PING_INTERVAL_SECONDS": "0.2", "PING_TIMEOUT_SECONDS": "0.3"}, "keepalive ping timeout"),
+    ],
+)
+def test_capture_survives_a_silent_feed_and_unanswered_pings(
+    replay_source, tmp_path, capsys, monkeypatch, at_drop, settings, reason
+):
+    """Issue 13 "Done when": a server that stops sending without closing (and still answers pings)
+    trips the read-idle timeout, one that stops answering pings (and still sends) the keepalive:
+    either way a reconnect, a new snapshot and a recorded gap."""
+    for name, value in settings.items():
+        monkeypatch.setenv(f"PIPELINE_CAPTURE__{name}", value)
+    out = tmp_path / "golden"
+    code, servers, started, ended = _run_capture(replay_source, out, DROP_AFTER, at_drop=at_drop)
+    assert code == 0, capsys.readouterr().err
+    assert servers.connections == 2 and servers.pongs == 2
+    assert servers.exchange.snapshot_requests >= 2
+
+    manifest = _check_manifest(out)
+    (gap,) = manifest["gaps"]
+    assert gap["kind"] == "disconnect" and reason in gap["reason"]
+    if at_drop == "silent":
+        assert gap["to_ns"] - gap["from_ns"] >= 400_000_000  # the idle time passed before the reconnect
+    assert gap["resumed_update_id"] > gap["last_update_id"]
+    assert gap["snapshot_update_id"] >= gap["resumed_update_id"]
+    assert manifest["runs"][0]["connections"] == 2 and manifest["runs"][0]["gaps"] == 1
+
+    files = [out / f["path"] for f in manifest["files"]]
+    _check_lines_are_what_was_sent(files, servers.exchange.sent, started, ended)
+    code, text = _verify(capsys, files)
+    result = json.loads(text)
+    assert code == 0, text
+    assert result["gaps"] >= 1 and result["resyncs"] >= 1
+    assert result["ticker_mismatches"] == 0 and result["in_sync_at_end"]
+
+
+@pytest.fixture(scope="module")
+def tls12_server_context(tmp_path_factory) -> tuple[ssl.SSLContext, Path]:
+    """(a server context limited to TLS 1.2, the self-signed certificate for 127.0.0.1 it uses)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path
+
+
+@pytest.mark.parametrize("min_version", [None, "1.2"])
+def test_tls12_only_server_is_refused_unless_the_setting_allows_it(
+    replay_source, tls12_server_context, tmp_path, capsys, caplog, monkeypatch, min_version
+):
+    server_context, cert_path = tls12_server_context
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))  # the system CAs of tls_context(), for this test
+    if min_version is not None:
+        monkeypatch.setenv("PIPELINE_CAPTURE__TLS_MIN_VERSION", min_version)
+    out = tmp_path / "golden"
+    code, servers, _, _ = _run_capture(replay_source, out, None, ssl_context=server_context, duration="1s")
+    if min_version is None:
+        assert code == 1 and servers.connections == 0
+        assert "nothing was recorded" in capsys.readouterr().err
+        assert any("cannot connect to wss://127.0.0.1" in r.getMessage() for r in caplog.records)
+    else:
+        assert code == 0, capsys.readouterr().err
+        assert servers.connections == 1
+        assert _check_manifest(out)["runs"][0]["messages"] > 0
+
+
 # --- refusals and small parts ---------------------------------------------------------------------
 
 
@@ -395,8 +523,9 @@ def test_default_endpoints_and_tls_policy():
         "https://dapi.binance.com/dapi/v1/depth?symbol=BTCUSD_PERP&limit=1000"
     )
     context = tls_context()
-    assert context.minimum_version.name == "TLSv1_2"
+    assert context.minimum_version.name == "TLSv1_3"
     assert context.verify_mode.name == "CERT_REQUIRED" and context.check_hostname
+    assert tls_context("1.2").minimum_version.name == "TLSv1_2"
     check_scheme("ws://127.0.0.1/x", "--ws-url", "wss", "ws", allow_plaintext=True)
     with pytest.raises(ValueError, match="expected a wss:// URL"):
         check_scheme("https://example.com", "--ws-url", "wss", "ws", allow_plaintext=True)

@@ -197,6 +197,50 @@ def test_short_lived_process_exports_on_exit(tmp_path: Path):
     assert any(p["name"] == "mdp_peak_memory_bytes" and p["value"] == 123 for p in points)
 
 
+def test_every_jsonl_line_is_valid_otlp(tmp_path: Path):
+    """Each line parses with opentelemetry-proto's own JSON mapping into ExportMetricsServiceRequest
+    (unknown fields refused), and the parsed message holds what was recorded: proof that any
+    OTLP tool can read the files."""
+    json_format = pytest.importorskip("google.protobuf.json_format", reason="protobuf (the dev extra)")
+    service = pytest.importorskip(
+        "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2", reason="opentelemetry-proto (the dev extra)"
+    )
+    code = (  # a counter, a histogram and a gauge, exported twice by one process
+        "from market_pipeline.core.telemetry import telemetry\n"
+        "from market_pipeline.defs.common.resources import use_settings\n"
+        "from market_pipeline.settings import load_settings\n"
+        "use_settings(load_settings())\n"
+        "telemetry.count('mdp_alerts_sent_total', 2, channel='webhook', outcome='sent')\n"
+        "telemetry.observe('mdp_stage_duration_seconds', 0.25, stage='raw_trades', instrument='BINANCE:BTC-USDT')\n"
+        "telemetry.observe('mdp_stage_duration_seconds', 3.5, stage='raw_trades', instrument='BINANCE:BTC-USDT')\n"
+        "telemetry.flush()\n"
+        "telemetry.gauge('mdp_peak_memory_bytes', 123, stage='x')\n"
+    )
+    env = subprocess_env(PIPELINE_DATA_DIR=str(tmp_path), PIPELINE_METRICS__EXPORT_INTERVAL_SECONDS="3600")
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True, timeout=60)
+    lines = [
+        line for path in sorted((tmp_path / "metrics").glob("mdp-*.jsonl")) for line in path.read_text().splitlines()
+    ]
+    assert len(lines) >= 2
+    metrics = {}
+    for line in lines:
+        request = json_format.Parse(line, service.ExportMetricsServiceRequest())  # ParseError if not OTLP/JSON
+        for resource in request.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    metrics.setdefault(metric.name, []).append(metric)
+    (counter,) = metrics["mdp_alerts_sent_total"]
+    assert counter.sum.is_monotonic and counter.sum.aggregation_temporality == 1  # delta
+    assert [p.as_double or p.as_int for p in counter.sum.data_points] == [2]
+    (histogram,) = metrics["mdp_stage_duration_seconds"]
+    (point,) = histogram.histogram.data_points
+    assert (point.count, point.sum, histogram.histogram.aggregation_temporality) == (2, 3.75, 1)
+    assert len(point.bucket_counts) == len(point.explicit_bounds) + 1 and sum(point.bucket_counts) == 2
+    (gauge,) = metrics["mdp_peak_memory_bytes"]
+    assert [p.as_double or p.as_int for p in gauge.gauge.data_points] == [123]
+    assert {a.key: a.value.string_value for a in gauge.gauge.data_points[0].attributes} == {"stage": "x"}
+
+
 def test_metric_names_need_prefix_and_kind(monkeypatch, tmp_path: Path):
     from market_pipeline.core.telemetry import telemetry
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -124,8 +125,13 @@ def sent(boto_events: list) -> list:
     return requests
 
 
+def object_gets(requests: list) -> list:
+    """The GetObject requests among `requests` (not the listings)."""
+    return [r for r in requests if r.method == "GET" and "list-type" not in r.url and "delimiter" not in r.url]
+
+
 def gets(requests: list) -> list[str]:
-    return [r.url for r in requests if r.method == "GET" and "list-type" not in r.url and "delimiter" not in r.url]
+    return [r.url for r in object_gets(requests)]
 
 
 def make_source(store: Store, data_dir: Path, **overrides):
@@ -295,10 +301,13 @@ def test_short_transfer_is_retried_then_fails_clearly(store: Store, data_dir: Pa
     boto_events.append(("after-call.s3.GetObject", cut_body))
     instrument, day = universe()[0], DAYS[1]
     source = make_source(store, data_dir, max_attempts=3)
-    [path] = source.fetch("book_delta_v2", instrument, day)  # the first transfer is short; the retry is good
+    [path] = source.fetch("book_delta_v2", instrument, day)  # the first transfer is short; the retry resumes it
     key = f"{PREFIX}/book_delta_v2/exchange={instrument.exchange}/symbol={instrument.symbol}/dt={day}/data.parquet"
     assert path.read_bytes() == store.uploaded[key]
-    assert len(gets(sent)) == 2
+    first, resumed = object_gets(sent)
+    assert "Range" not in first.headers and resumed.headers["Range"] == b"bytes=100-"
+    etag = json.loads(path.with_name(".data.parquet.s3.json").read_text())["etag"]
+    assert first.headers["If-Match"] == resumed.headers["If-Match"] == f'"{etag}"'.encode()
 
     short_transfers["left"] = 10**6  # every transfer is short
     other_day = DAYS[0]
@@ -308,8 +317,51 @@ def test_short_transfer_is_retried_then_fails_clearly(store: Store, data_dir: Pa
     message = str(failed.value)
     assert f"s3://{store.bucket}/{PREFIX}/book_delta_v2/" in message
     assert "3 time(s)" in message and "size mismatch: received 100 of" in message
+    assert "attempt 3: size mismatch: received 300 of" in message  # each attempt resumed the last
     target_dir = path.parents[1] / f"dt={other_day}"
     assert not target_dir.exists() or list(target_dir.iterdir()) == []  # no partial file, no temp file
+
+
+def test_object_changed_mid_download_restarts_from_byte_0_of_the_new_version(
+    store: Store, data_dir: Path, sent: list, boto_events: list, caplog: pytest.LogCaptureFixture
+):
+    """The first transfer breaks off and the vendor replaces the object meanwhile: the resume
+    (pinned to the old ETag) gets 412, a warning names the key, and the new version is downloaded
+    whole; the old version's bytes are never joined to the new one's."""
+    instrument, day = universe()[1], DAYS[1]
+    key = f"{PREFIX}/trades/exchange={instrument.exchange}/symbol={instrument.symbol}/dt={day}/data.parquet"
+    other = f"{PREFIX}/trades/exchange={instrument.exchange}/symbol={instrument.symbol}/dt={DAYS[0]}/data.parquet"
+    original, replacement = store.uploaded[key], store.uploaded[other]
+    assert original != replacement
+    cut = {"left": 1}
+
+    def cut_body_and_replace_the_object(parsed, **_):
+        if cut["left"] > 0 and "Body" in parsed:
+            cut["left"] -= 1
+            data = parsed["Body"].read()[:100]
+            parsed["Body"] = StreamingBody(io.BytesIO(data), len(data))
+            store.server.s3.put_object(Bucket=store.bucket, Key=key, Body=replacement)
+
+    boto_events.append(("after-call.s3.GetObject", cut_body_and_replace_the_object))
+    source = make_source(store, data_dir, max_attempts=3)
+    caplog.set_level(logging.WARNING)
+    try:
+        [path] = source.fetch("trades", instrument, day)
+    finally:
+        store.server.s3.put_object(Bucket=store.bucket, Key=key, Body=original)
+    assert path.read_bytes() == replacement
+    record = json.loads(path.with_name(".data.parquet.s3.json").read_text())
+    new_etag = hashlib.md5(replacement, usedforsecurity=False).hexdigest()
+    old_etag = hashlib.md5(original, usedforsecurity=False).hexdigest()
+    assert (record["etag"], record["size"]) == (new_etag, len(replacement))
+    first, resumed, fresh = object_gets(sent)
+    assert first.headers["If-Match"] == resumed.headers["If-Match"] == f'"{old_etag}"'.encode()
+    assert resumed.headers["Range"] == b"bytes=100-"
+    assert fresh.headers["If-Match"] == f'"{new_etag}"'.encode() and "Range" not in fresh.headers
+    assert (
+        f"s3://{store.bucket}/{key} changed during the download (ETag {old_etag} -> {new_etag}); "
+        "starting again from byte 0 of the new version"
+    ) in caplog.text
 
 
 def test_access_denied_names_bucket_prefix_and_credentials_source(store: Store, data_dir: Path, monkeypatch):

@@ -24,10 +24,13 @@ def parse_duration(text: str) -> float:
 def capture_command(args: argparse.Namespace, encrypt: bool) -> int:
     from market_pipeline.core.lake.paths import make_private_dirs
     from market_pipeline.core.security import crypto
+    from market_pipeline.settings import load_settings
     from market_pipeline.vendors.binance.live import endpoints
     from market_pipeline.vendors.binance.live.manifest import ManifestError
     from market_pipeline.vendors.binance.live.recorder import CaptureOptions, record
+    from market_pipeline.vendors.binance.live.stream import StreamTimeouts
 
+    live = load_settings().capture  # PIPELINE_CAPTURE__*: a bad one stops the command, named
     seconds = parse_duration(args.duration)
     defaults = endpoints.DEFAULT_ENDPOINTS[args.market]
     ws_base = args.ws_url or defaults.stream_base
@@ -46,8 +49,14 @@ def capture_command(args: argparse.Namespace, encrypt: bool) -> int:
         out_dir=args.out,
         stream_url=endpoints.stream_url(ws_base, args.symbol),
         snapshot_url=endpoints.snapshot_url(rest_base, args.symbol),
-        ssl_context=endpoints.tls_context(),
+        ssl_context=endpoints.tls_context(live.tls_min_version),
         master_key=master_key,
+        timeouts=StreamTimeouts(
+            read_idle=live.read_idle_timeout_seconds,
+            ping_interval=live.ping_interval_seconds,
+            ping_timeout=live.ping_timeout_seconds,
+            open=live.open_timeout_seconds,
+        ),
     )
     print(
         f"capturing {args.market} {args.symbol.upper()} for {args.duration} into {args.out}"

@@ -27,7 +27,7 @@ class AlertDelivery:
     webhook_token: str | None = field(default=None, repr=False)  # bearer token; never logged
     timeout_seconds: float = 5.0
     retries: int = 3
-    backoff_seconds: float = 1.0  # wait before the first retry; doubles for each further one
+    backoff_seconds: float = 1.0  # backoff factor and jitter of the retries (core.alerts.webhook.webhook_retry)
 
 
 def deliver_alerts(alerts: Sequence[Alert], delivery: AlertDelivery, log: logging.Logger | None = None) -> list[dict]:

@@ -50,21 +50,24 @@ def _attributes(attributes: Mapping[str, object] | None) -> list[dict[str, objec
     return [{"key": key, "value": _any_value(value)} for key, value in sorted((attributes or {}).items())]
 
 
+def _times(point: NumberDataPoint | HistogramDataPoint) -> dict[str, str]:
+    # A gauge point has no start time (None in the SDK): OTLP leaves the field out, never "None".
+    start = point.start_time_unix_nano
+    return {
+        **({"startTimeUnixNano": str(start)} if start is not None else {}),
+        "timeUnixNano": str(point.time_unix_nano),
+    }
+
+
 def _number_point(point: NumberDataPoint) -> dict[str, object]:
     value = {"asInt": str(point.value)} if isinstance(point.value, int) else {"asDouble": point.value}
-    return {
-        "attributes": _attributes(point.attributes),
-        "startTimeUnixNano": str(point.start_time_unix_nano),
-        "timeUnixNano": str(point.time_unix_nano),
-        **value,
-    }
+    return {"attributes": _attributes(point.attributes), **_times(point), **value}
 
 
 def _histogram_point(point: HistogramDataPoint) -> dict[str, object]:
     return {
         "attributes": _attributes(point.attributes),
-        "startTimeUnixNano": str(point.start_time_unix_nano),
-        "timeUnixNano": str(point.time_unix_nano),
+        **_times(point),
         "count": str(point.count),
         "sum": point.sum,
         "bucketCounts": [str(n) for n in point.bucket_counts],

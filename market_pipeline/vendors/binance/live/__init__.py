@@ -1,6 +1,7 @@
 """Live capture of golden samples from Binance: WebSocket streams plus REST depth snapshots.
 
-`recorder.record()` drives it; `websocket` is the RFC 6455 client, `endpoints` the per-market
-URLs and TLS policy, `snapshot` the REST call, `sync` the diff-chain check, `writer` the hourly
-gzip (optionally encrypted) files and `manifest` their SHA-256 manifest and the recorded gaps.
+`recorder.record()` drives it; `stream` opens the WebSocket (the `websockets` library), `endpoints`
+has the per-market URLs and TLS policy, `snapshot` the REST call, `sync` the diff-chain check,
+`writer` the hourly gzip (optionally encrypted) files and `manifest` their SHA-256 manifest and
+the recorded gaps.
 """

@@ -64,8 +64,12 @@ def check_scheme(url: str, option: str, secure: str, plain: str, allow_plaintext
     raise ValueError(f"{option}: expected a {secure}:// URL, got scheme {scheme!r}")
 
 
-def tls_context() -> ssl.SSLContext:
-    """Certificate and host-name checks against the system CAs; TLS 1.2 or later only."""
+TLS_VERSIONS = {"1.3": ssl.TLSVersion.TLSv1_3, "1.2": ssl.TLSVersion.TLSv1_2}
+
+
+def tls_context(min_version: str = "1.3") -> ssl.SSLContext:
+    """Certificate and host-name checks against the system CAs; TLS 1.3 only unless `min_version`
+    is "1.2" (`PIPELINE_CAPTURE__TLS_MIN_VERSION`)."""
     context = ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.minimum_version = TLS_VERSIONS[min_version]
     return context

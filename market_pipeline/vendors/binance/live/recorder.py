@@ -4,8 +4,9 @@ Per connection, following Binance's "manage a local order book" steps: open the 
 write every message with its wall-clock receive time (``time.time_ns()``; the file itself is the
 buffer of diffs), and once the first depth diff arrived take the REST snapshot and write it too.
 A snapshot older than the first buffered diff cannot be joined by a replay and is taken again.
-When the diff chain breaks (a missed message) or the connection drops, the gap goes into the
-manifest and, after reconnecting with exponential backoff, a new snapshot lets the replay resync.
+When the diff chain breaks (a missed message), the connection drops or it goes silent for the
+read-idle timeout, the gap goes into the manifest and, after reconnecting with exponential
+backoff, a new snapshot lets the replay resync.
 Each new hourly file also gets a fresh snapshot, so every file replays on its own.
 """
 
@@ -21,24 +22,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection
+
 from market_pipeline.core.security.scrub import redact_url
 from market_pipeline.core.telemetry.telemetry import count
 from market_pipeline.vendors.binance.live.manifest import Manifest
 from market_pipeline.vendors.binance.live.snapshot import SnapshotError, fetch_snapshot
+from market_pipeline.vendors.binance.live.stream import CONNECTION_ERRORS, StreamTimeouts, open_stream
 from market_pipeline.vendors.binance.live.sync import DiffChain
-from market_pipeline.vendors.binance.live.websocket import WebSocket, connect
 from market_pipeline.vendors.binance.live.writer import HourlyCaptureWriter
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
-CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def backoff_delay(attempt: int) -> float:
     """Exponential backoff with jitter: up to 0.5 s, 1 s, 2 s, ... 30 s (half of it at least)."""
     return min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's message, with its cause when it only wraps one (websockets wraps TLS failures)."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    return f"{text}: {cause}" if cause is not None and str(cause) and str(cause) not in text else text
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class CaptureOptions:
     snapshot_url: str
     ssl_context: ssl.SSLContext
     master_key: bytes | None = None  # encrypt the files when given
+    timeouts: StreamTimeouts = StreamTimeouts()
 
 
 @dataclass
@@ -181,18 +191,25 @@ class _Recorder:
 
     # --- connections --------------------------------------------------------------------------
 
-    async def _session(self, ws: WebSocket, deadline: float) -> str | None:
+    async def _session(self, ws: ClientConnection, deadline: float) -> str | None:
         """Record one connection; None when the deadline ended it, else why it dropped."""
         self.chain = DiffChain(futures=self.options.market != "spot")
+        loop = asyncio.get_running_loop()
+        idle = self.options.timeouts.read_idle
         try:
-            async with asyncio.timeout_at(deadline):
-                while True:
-                    text = await ws.recv()
-                    self._on_message(time.time_ns(), text)
-        except TimeoutError:  # before OSError: TimeoutError is one
-            return None
-        except OSError as exc:  # ConnectionClosed, WebSocketError, ssl.SSLError, resets
-            return str(exc) or type(exc).__name__
+            while True:
+                try:
+                    async with asyncio.timeout_at(min(deadline, loop.time() + idle)):
+                        text = await ws.recv(decode=True)  # binary frames are decoded as UTF-8 too
+                except TimeoutError:
+                    if loop.time() >= deadline:
+                        return None
+                    return f"read-idle timeout: no message for {idle:g} s"
+                self._on_message(time.time_ns(), text)
+        except CONNECTION_ERRORS as exc:  # ConnectionClosed, protocol errors, ssl.SSLError, resets
+            return _describe(exc)
+        except UnicodeDecodeError as exc:  # a binary frame that is not UTF-8 (text frames are checked by websockets)
+            return f"binary message is not UTF-8: {exc}"
         finally:
             await self._stop_snapshot()
             await ws.close()
@@ -204,11 +221,10 @@ class _Recorder:
         url = redact_url(self.options.stream_url)
         while (remaining := deadline - loop.time()) > 0:
             try:
-                ws = await asyncio.wait_for(
-                    connect(self.options.stream_url, self.options.ssl_context), min(CONNECT_TIMEOUT_SECONDS, remaining)
-                )
-            except OSError as exc:  # refused, TLS failure, handshake refused, timeout
-                log.warning("capture: cannot connect to %s: %s", url, exc or type(exc).__name__)
+                async with asyncio.timeout(remaining):
+                    ws = await open_stream(self.options.stream_url, self.options.ssl_context, self.options.timeouts)
+            except CONNECTION_ERRORS as exc:  # refused, TLS failure, handshake refused, timeout
+                log.warning("capture: cannot connect to %s: %s", url, _describe(exc))
             else:
                 self.report.connections += 1
                 received = self.report.messages
