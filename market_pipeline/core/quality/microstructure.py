@@ -22,6 +22,7 @@ an as-of join of every delta row with the last snapshot before it, come hour by 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -77,11 +78,14 @@ MEMORY_LIMIT = "256MB"  # the step process itself needs ~450 MB of the 1 GB budg
 
 
 def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
-    spill_dir.mkdir(parents=True, exist_ok=True)
+    # A directory per process: instrument-days run side by side (PIPELINE_WORKERS), and DuckDB
+    # removes the temporary directory it created when its connection closes.
+    own_dir = spill_dir / f"pid-{os.getpid()}"
+    own_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "threads": 2,
         "memory_limit": MEMORY_LIMIT,
-        "temp_directory": str(spill_dir),
+        "temp_directory": str(own_dir),
         "preserve_insertion_order": False,  # no query here depends on row order
     }
     return duckdb.connect(config=config)

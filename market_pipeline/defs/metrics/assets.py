@@ -22,9 +22,11 @@ from market_pipeline.core.quality.validation_inputs import DAILY_COLUMNS, HOURLY
 from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
+from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import missing_instruments
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
 from market_pipeline.defs.metrics.stage_figures import STAGE_SCHEMA, stage_figures
+from market_pipeline.vendors.base import VendorSource
 
 OBSERVABILITY_GROUP = "observability"
 VALIDATION_REPORTS = dg.AssetKey("validation_reports")
@@ -58,6 +60,21 @@ _PLOTTED = (
     "skew_p99_ms",
     "precision_loss_events",
 )
+
+
+def metrics_task(
+    source: VendorSource, settings: PipelineSettings, instrument: Instrument, day: dt.date
+) -> Microstructure | str:
+    """One instrument-day's microstructure (in a worker process or the step's own); a missing lake
+    file is returned as its message."""
+    with (
+        progress.task(f"pipeline_metrics {day} {instrument.key}"),
+        telemetry.measure_stage("pipeline_metrics", instrument=instrument.key),
+    ):
+        try:
+            return _instrument_day(settings, instrument, day)
+        except FileNotFoundError as exc:
+            return str(exc)
 
 
 def _instrument_day(settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Microstructure:
@@ -100,21 +117,21 @@ def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSetting
     daily_rows: list[dict[str, object]] = []
     hourly_frames: list[pl.DataFrame] = []
     failures: list[str] = []
+    measured = {  # no source data that day: no figures
+        day: [i for i in settings.universe if i.key not in missing_instruments(context.instance, day)] for day in days
+    }
+    tasks = [(instrument, day) for day in days for instrument in measured[day]]
+    # Instrument-days on PIPELINE_WORKERS processes; results (and their metrics) in serial order.
+    outcomes = iter(run_tasks(settings, metrics_task, tasks))
     for day in days:
         performance = stage_figures(context.instance, day.isoformat(), keys)
-        missing = missing_instruments(context.instance, day)  # no source data that day: no figures
-        for instrument in settings.universe:
-            if instrument.key in missing:
+        for instrument in measured[day]:
+            outcome = next(outcomes)
+            outcome.replay()
+            micro = outcome.value
+            if isinstance(micro, str):
+                failures.append(micro)
                 continue
-            with (
-                progress.task(f"pipeline_metrics {day} {instrument.key}"),
-                telemetry.measure_stage("pipeline_metrics", instrument=instrument.key),
-            ):
-                try:
-                    micro = _instrument_day(settings, instrument, day)
-                except FileNotFoundError as exc:
-                    failures.append(str(exc))
-                    continue
             ident = {"dt": day, "exchange": instrument.exchange, "symbol": instrument.symbol}
             checkpoint = checkpoint_path(settings.lake_dir, instrument.exchange, instrument.symbol, day)
             daily_rows.append(

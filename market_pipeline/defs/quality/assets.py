@@ -5,15 +5,18 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.report import CheckVerdict, write_report
-from market_pipeline.core.quality.validation import daily_frame, hourly_frame, validate_instrument_day
+from market_pipeline.core.quality.validation import DayValidation, daily_frame, hourly_frame, validate_instrument_day
 from market_pipeline.core.telemetry import progress
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.checks import day_files
 from market_pipeline.defs.common.json_logs import stage_log_fields
+from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import missing_instruments, rebuild_counters
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
+from market_pipeline.vendors.base import VendorSource
 
 QUALITY_GROUP = "quality"
 DAILY = dg.AssetKey("validation_reports")
@@ -67,21 +70,38 @@ def check_verdicts(context: dg.AssetExecutionContext, day: dt.date) -> list[Chec
     return list(latest.values())
 
 
+def validation_task(
+    source: VendorSource,
+    settings: PipelineSettings,
+    instrument: Instrument,
+    day: dt.date,
+    counters: dict[str, int] | None,
+) -> DayValidation:
+    """One instrument-day's validation (in a worker process or the step's own)."""
+    with progress.task(f"validation_reports {day} {instrument.key}"):
+        return validate_instrument_day(day_files(settings, instrument, day), counters)
+
+
 def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
     """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
     days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
+    judged = {  # no source data that day: nothing to judge
+        day: [i for i in settings.universe if i.key not in missing_instruments(context.instance, day)] for day in days
+    }
+    tasks = [
+        (instrument, day, rebuild_counters(context.instance, instrument.key, day))
+        for day in days
+        for instrument in judged[day]
+    ]
+    # Instrument-days on PIPELINE_WORKERS processes; results (and their metrics) in serial order.
+    outcomes = iter(run_tasks(settings, validation_task, tasks))
     validations = []
     for day in days:
-        missing = missing_instruments(context.instance, day)  # no source data that day: nothing to judge
         day_validations = []
-        for instrument in settings.universe:
-            if instrument.key in missing:
-                continue
-            with progress.task(f"validation_reports {day} {instrument.key}"):
-                files = day_files(settings, instrument, day)
-                day_validations.append(
-                    validate_instrument_day(files, rebuild_counters(context.instance, instrument.key, day))
-                )
+        for _ in judged[day]:
+            outcome = next(outcomes)
+            outcome.replay()
+            day_validations.append(outcome.value)
         report = write_report(settings.data_dir.resolve(), day, day_validations, check_verdicts(context, day))
         daily = daily_frame(day_validations)
         context.add_asset_metadata(_day_metadata(daily, str(report)), asset_key=DAILY, partition_key=day.isoformat())
