@@ -100,6 +100,20 @@ def test_each_day_is_evaluated_on_its_own(world):
         assert clean.blocking == (check != "clock_skew")
 
 
+def test_each_days_evaluation_targets_that_days_materialization(world):
+    """What the UI's check Partitions tab needs to show a day as Passed or Failed, not Missing."""
+    import dagster as dg
+
+    for day in (CLEAN, FAULTED):
+        (record,) = world.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_book_deltas"), asset_partitions=[day.isoformat()]),
+            limit=1,
+        ).records
+        for check in ("sequence_gaps", "clock_skew", "price_precision", "schema_and_row_counts"):
+            target = evaluation(world.result, check, day).target_materialization_data
+            assert (target.storage_id, target.run_id) == (record.storage_id, world.result.run_id)
+
+
 def test_off_grid_prices_fail_price_precision_with_error(world):
     e = evaluation(world.result, "price_precision", FAULTED)
     truth = faults(world.settings)["off_grid_prices"]

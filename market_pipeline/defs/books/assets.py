@@ -49,12 +49,13 @@ def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSetti
     """Rebuild every instrument-day of the run's partitions into the books lake."""
     source = build_source(settings)
     days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
-    totals = {"deltas_applied": 0, "gaps": 0, "fills": 0}
     tasks = [(instrument, day) for day in days for instrument in settings.universe]
     # Instrument-days on PIPELINE_WORKERS processes; results (and their metrics) in serial order.
     outcomes = iter(run_tasks(settings, rebuild_task, tasks, source=source))
     for day in days:
-        day_meta: dict[str, object] = {}
+        # The day's totals, not the run's: Dagster copies run-level metadata into every day's
+        # materialization, so a run total would plot as each day's value in the UI.
+        day_meta: dict[str, object] = {"deltas_applied": 0, "gaps": 0, "fills": 0}
         for instrument in settings.universe:
             outcome = next(outcomes)
             outcome.replay()
@@ -70,7 +71,7 @@ def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSetti
             day_meta.update(result.metadata(instrument.key))
             day_meta.update(usage_metadata("reconstructed_books", instrument.key, usage, result.events))
             for name, value in result.totals.items():
-                totals[name] += value
+                day_meta[name] += value  # type: ignore[operator]
             context.log.info(
                 f"{instrument.key} {day}: {result.summary()}",
                 extra=stage_log_fields(context.asset_key, day, instrument.key),
@@ -80,7 +81,7 @@ def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSetti
     # No warehouse write here: the books.* views read a hive glob and are created once, by the
     # `lake_views` step, so this step needs no duckdb pool.
     telemetry.flush()  # a step process may end right after this step: export its metrics now
-    return dg.MaterializeResult(metadata={"days_in_run": len(days), **totals})
+    return dg.MaterializeResult(metadata={"days_in_run": len(days)})
 
 
 def materialize_lake_views(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:

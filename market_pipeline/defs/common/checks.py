@@ -7,6 +7,13 @@ code location's daily partitions, given to `DailyCheck.build`, and declared subs
 makes the step's output optional). Each day is judged on its own and the UI shows the check per
 partition.
 
+Each evaluation also names the materialization it judged (`target_materialization_data`: the day's
+latest materialization of the checked asset). Dagster fills that in itself only for an
+`AssetCheckResult` of a single-partition step; the UI's per-partition check status (the check's
+Partitions tab, `AssetCheck.partitionStatuses` in GraphQL) counts an evaluation only when it
+targets the partition's latest materialization, so without it every day of a range run shows as
+missing although the evaluations are stored.
+
 Blocking, in our sense: a day whose blocking check failed with ERROR is left out by the downstream
 assets of the run, and only that day (`defs/common/blocked.py`: each downstream asset gets its days
 from `days_to_run`); the other days of a range run complete. WARN failures never stop anything.
@@ -19,6 +26,8 @@ metadata instead; every evaluation carries that flag.
 """
 
 import datetime as dt
+import inspect
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -28,7 +37,7 @@ from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.measures import DayFiles
 from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM, blocked_days
 from market_pipeline.defs.common.json_logs import stage_log_fields
-from market_pipeline.defs.common.recorded import missing_instruments
+from market_pipeline.defs.common.recorded import latest_materialization, missing_instruments
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.registry import build_source
 
@@ -46,14 +55,26 @@ class Finding:
     worst_rows: list[dict[str, object]] = field(default_factory=list)
 
 
+# The type of AssetCheckEvaluation's documented `target_materialization_data` parameter. Dagster 1.13
+# does not export it, so it is taken from the public class's signature, not from `dagster._core`.
+TargetMaterialization = typing.get_args(
+    inspect.signature(dg.AssetCheckEvaluation).parameters["target_materialization_data"].annotation
+)[0]
+
 InstrumentDayCheck = Callable[[dg.AssetCheckExecutionContext, PipelineSettings, Instrument, dt.date], Finding]
 
 
 def day_evaluation(
-    asset_key: dg.AssetKey, check_name: str, blocking: bool, day: dt.date, findings: dict[str, Finding]
+    asset_key: dg.AssetKey,
+    check_name: str,
+    blocking: bool,
+    day: dt.date,
+    findings: dict[str, Finding],
+    target: dg.EventLogRecord | None = None,
 ) -> dg.AssetCheckEvaluation:
     """Combine the instruments of one day: the worst severity wins, every figure is kept.
 
+    `target` is the day's materialization the evaluation judged (see the module docstring).
     `blocking` is ours: a failed ERROR evaluation of a blocking check says so in its metadata
     (`blocks_downstream`) and is declared non-blocking to Dagster, so that the check step succeeds
     and only this day is left out downstream (see the module docstring)."""
@@ -81,6 +102,9 @@ def day_evaluation(
         # Dagster fails the check step on a failed ERROR evaluation with blocking=True (all days).
         blocking=blocking and not (failed and severity == ERROR),
         partition=day.isoformat(),
+        target_materialization_data=None
+        if target is None
+        else TargetMaterialization(storage_id=target.storage_id, run_id=target.run_id, timestamp=target.timestamp),
     )
 
 
@@ -145,7 +169,8 @@ class DailyCheck:
                     else fn(context, settings, i, day)
                     for i in settings.universe
                 }
-                evaluation = day_evaluation(asset_key, name, blocking, day, findings)
+                target = latest_materialization(context.instance, asset_key, key)
+                evaluation = day_evaluation(asset_key, name, blocking, day, findings, target)
                 if not evaluation.passed:
                     context.log.warning(
                         f"{asset_key.to_user_string()} {name} {key} {evaluation.severity.value}: "

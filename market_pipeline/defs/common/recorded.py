@@ -16,17 +16,25 @@ REBUILD_ASSET = dg.AssetKey("reconstructed_books")
 RAW_DELTAS_ASSET = dg.AssetKey("raw_book_deltas")
 
 
+def latest_materialization(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
+) -> dg.EventLogRecord | None:
+    """The event-log record of the latest materialization of `asset_key` for `partition`, if any."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    return records[0] if records else None
+
+
 def latest_metadata(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
 ) -> tuple[dict[str, object], str | None]:
     """(metadata values, run id) of the latest materialization of `asset_key` for `partition`."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
+    record = latest_materialization(instance, asset_key, partition)
+    if record is None or record.asset_materialization is None:
         return {}, None
-    metadata = records[0].asset_materialization.metadata
-    return {name: value.value for name, value in metadata.items()}, records[0].run_id
+    metadata = record.asset_materialization.metadata
+    return {name: value.value for name, value in metadata.items()}, record.run_id
 
 
 def missing_instruments(instance: dg.DagsterInstance, day: dt.date) -> set[str]:

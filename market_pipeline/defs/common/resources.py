@@ -19,6 +19,10 @@ from market_pipeline.settings import PipelineSettings
 DUCKDB_POOL = "duckdb"  # one writer at a time: DuckDB allows one writer per database file
 PIPELINE = "pipeline"  # the resource key of the settings
 WAREHOUSE_IO_MANAGER = "warehouse_io_manager"  # tables in $PIPELINE_DATA_DIR/warehouse.duckdb
+# The warehouse IO manager records the rows of the whole output (every day of a range run) under
+# this metadata key, and Dagster copies it into each day's materialization; the warehouse assets
+# give each day its own count under the same key, so the UI plots the day's rows per partition.
+IO_MANAGER_ROW_COUNT = "row_count"
 
 
 def telemetry_config(settings: PipelineSettings, run_id: str | None = None) -> telemetry.TelemetryConfig:

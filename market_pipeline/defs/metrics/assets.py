@@ -24,7 +24,7 @@ from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import missing_instruments
-from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
+from market_pipeline.defs.common.resources import DUCKDB_POOL, IO_MANAGER_ROW_COUNT, PipelineSettings, warehouse_table
 from market_pipeline.defs.metrics.stage_figures import STAGE_SCHEMA, stage_figures
 from market_pipeline.vendors.base import VendorSource
 
@@ -100,7 +100,11 @@ def _with_quality(frame: pl.DataFrame, quality: pl.DataFrame | None, keys: list[
 
 
 def _partition_metadata(rows: list[dict[str, object]], found_validation: bool) -> dict[str, object]:
-    meta: dict[str, object] = {"rows": len(rows), "validation_reports_found": found_validation}
+    meta: dict[str, object] = {
+        "rows": len(rows),
+        IO_MANAGER_ROW_COUNT: len(rows),
+        "validation_reports_found": found_validation,
+    }
     for row in rows:
         key = f"{row['exchange']}:{row['symbol']}"
         for column in _PLOTTED:
@@ -177,8 +181,11 @@ def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSetting
         context.add_asset_metadata(
             _partition_metadata(rows, quality_daily is not None), asset_key=DAILY_KEY, partition_key=day.isoformat()
         )
+        hourly_rows = hourly.filter(pl.col("dt") == day).height
         context.add_asset_metadata(
-            {"rows": hourly.filter(pl.col("dt") == day).height}, asset_key=HOURLY_KEY, partition_key=day.isoformat()
+            {"rows": hourly_rows, IO_MANAGER_ROW_COUNT: hourly_rows},
+            asset_key=HOURLY_KEY,
+            partition_key=day.isoformat(),
         )
     yield dg.Output(daily, output_name=DAILY_KEY.path[-1], metadata={"days_in_run": len(days)})
     yield dg.Output(hourly, output_name=HOURLY_KEY.path[-1], metadata={"days_in_run": len(days)})

@@ -15,7 +15,12 @@ from market_pipeline.defs.common.checks import day_files
 from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import missing_instruments, rebuild_counters
-from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
+from market_pipeline.defs.common.resources import (
+    DUCKDB_POOL,
+    IO_MANAGER_ROW_COUNT,
+    PipelineSettings,
+    warehouse_table,
+)
 from market_pipeline.vendors.base import VendorSource
 
 QUALITY_GROUP = "quality"
@@ -40,6 +45,7 @@ _PLOTTED = {
 def _day_metadata(daily: pl.DataFrame, report: str) -> dict[str, object]:
     meta: dict[str, object] = {
         "rows": daily.height,
+        IO_MANAGER_ROW_COUNT: daily.height,
         "instruments": daily.height,
         "report": dg.MetadataValue.path(report),
         "report_url": dg.MetadataValue.url(f"file://{report}"),
@@ -105,17 +111,19 @@ def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings)
         report = write_report(settings.data_dir.resolve(), day, day_validations, check_verdicts(context, day))
         daily = daily_frame(day_validations)
         context.add_asset_metadata(_day_metadata(daily, str(report)), asset_key=DAILY, partition_key=day.isoformat())
-        context.add_asset_metadata({"rows": daily.height * 24}, asset_key=HOURLY, partition_key=day.isoformat())
+        hourly_rows = daily.height * 24
+        context.add_asset_metadata(
+            {"rows": hourly_rows, IO_MANAGER_ROW_COUNT: hourly_rows}, asset_key=HOURLY, partition_key=day.isoformat()
+        )
         context.log.info(
             f"validation {day}: {daily.height} instrument(s), report {report}",
             extra=stage_log_fields([DAILY, HOURLY], day),
         )
         validations.extend(day_validations)
     daily, hourly = daily_frame(validations), hourly_frame(validations)
-    yield dg.Output(
-        daily, output_name="validation_reports", metadata={"rows_in_run": daily.height, "days_in_run": len(days)}
-    )
-    yield dg.Output(hourly, output_name="validation_reports_hourly", metadata={"rows_in_run": hourly.height})
+    # Only per-run facts here: Dagster copies this metadata into every day's materialization.
+    yield dg.Output(daily, output_name="validation_reports", metadata={"days_in_run": len(days)})
+    yield dg.Output(hourly, output_name="validation_reports_hourly", metadata={"days_in_run": len(days)})
 
 
 def build_quality_assets(
