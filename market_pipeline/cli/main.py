@@ -12,6 +12,8 @@
     market-pipeline backup --to DIR [--keep N] [--encrypt]
     market-pipeline restore FROM [--allow-nonempty-dagster-home]
     market-pipeline webserver [--workspace workspace.yaml]
+    market-pipeline rotate-key [DIR ...]
+    market-pipeline alert-test
 
 Exit codes (one per kind of error, market_pipeline/core/errors.py; docs/operations.md "Exit codes"):
 0 ok, 1 a step of the run failed, 2 bad arguments or environment, 3 configuration, 4 source,
@@ -274,6 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restore the instance beside other files in DAGSTER_HOME (an existing file is still never replaced)",
     )
+
+    rotate = sub.add_parser(
+        "rotate-key",
+        parents=[verbose],
+        help="re-encrypt every encrypted file from PIPELINE_MASTER_KEY to PIPELINE_NEW_MASTER_KEY",
+        description="Find every encrypted file under the directories (by its header), re-encrypt it with the "
+        "key in PIPELINE_NEW_MASTER_KEY, verify it, and replace it atomically, one file at a time. Files already "
+        "under the new key are skipped, so an interrupted rotation can be run again.",
+    )
+    rotate.add_argument(
+        "dirs", nargs="*", type=Path, metavar="DIR", help="directories to rotate (default: PIPELINE_DATA_DIR)"
+    )
+
+    sub.add_parser(
+        "alert-test",
+        parents=[verbose],
+        help="deliver one synthetic test alert through the configured webhook; print the delivery status",
+        description="Send one alert of kind 'test' to PIPELINE_ALERT_WEBHOOK_URL (with the bearer token) and to "
+        "alerts.jsonl, and print the webhook's answer. Exit 1 when the webhook did not accept it.",
+    )
     return parser
 
 
@@ -352,6 +374,15 @@ def main(argv: list[str] | None = None) -> int:
 
             _hand_over_master_key(required=False)  # for an encrypted backup
             return restore_command(args.snapshot, args.allow_nonempty_dagster_home)
+        if args.command == "rotate-key":
+            from market_pipeline.cli.rotate_key import rotate_key_command
+
+            _hand_over_master_key(required=True)  # the current key, from .env too
+            return rotate_key_command(args.dirs)
+        if args.command == "alert-test":
+            from market_pipeline.cli.alert_test import alert_test_command
+
+            return alert_test_command()
     except SettingsError as exc:
         eprint(*(f"error: {problem}" for problem in exc.problems))
         _print_traceback(exc, debug)

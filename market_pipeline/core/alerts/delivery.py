@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from market_pipeline.core.alerts.jsonl import AlertLog
-from market_pipeline.core.alerts.model import Alert
+from market_pipeline.core.alerts.model import TEST, Alert
 from market_pipeline.core.alerts.webhook import post_json
 from market_pipeline.core.security.scrub import register_secret, scrub
 from market_pipeline.core.telemetry import telemetry
@@ -93,7 +93,12 @@ def deliver_alerts(alerts: Sequence[Alert], delivery: AlertDelivery, log: loggin
 
 
 def _summary(alert: Alert, webhook: dict) -> str:
-    what = f"check {alert.check} on {alert.asset}" if alert.check else f"run {alert.run_id} failed"
+    if alert.kind == TEST:
+        what = "test alert"
+    elif alert.check:
+        what = f"check {alert.check} on {alert.asset}"
+    else:
+        what = f"run {alert.run_id} failed"
     partitions = ",".join(alert.partitions[:3]) + ("..." if len(alert.partitions) > 3 else "")
     outcome = webhook["status"]
     if webhook.get("error"):

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 CHECK_FAILED = "asset_check_failed"
 RUN_FAILED = "run_failed"
+TEST = "test"  # `market-pipeline alert-test`: proves the webhook and its token work
 
 
 @dataclass(frozen=True)
@@ -14,8 +15,8 @@ class Alert:
     # Idempotency key: the same check evaluation or failed run always gets the same key, so a
     # restarted sensor (or the demo and the daemon both) can tell it was already sent.
     key: str
-    kind: str  # CHECK_FAILED or RUN_FAILED
-    severity: str  # WARN or ERROR (a failed run is always ERROR)
+    kind: str  # CHECK_FAILED, RUN_FAILED or TEST
+    severity: str  # WARN or ERROR (a failed run is always ERROR); INFO for a TEST alert
     asset: str | None  # the checked asset; for a failed run the failed steps' assets
     partitions: list[str]
     check: str | None

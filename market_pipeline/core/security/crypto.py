@@ -37,6 +37,7 @@ from market_pipeline.core.errors import CryptoError
 from market_pipeline.core.lake.files import atomic_path
 
 MASTER_KEY_ENV = "PIPELINE_MASTER_KEY"
+NEW_MASTER_KEY_ENV = "PIPELINE_NEW_MASTER_KEY"  # the key `rotate-key` re-encrypts to
 MASTER_KEY_BYTES = 32
 
 # PNG-style magic: a non-ASCII first byte (never read as text) and CR LF / ^Z / LF, which
@@ -79,16 +80,17 @@ class DecryptionError(CryptoError, OSError):
 # --- keys --------------------------------------------------------------------------------------
 
 
-def parse_master_key(text: str | None) -> bytes:
-    """The 32 key bytes from PIPELINE_MASTER_KEY's base64 text; MasterKeyError otherwise."""
+def parse_master_key(text: str | None, variable: str = MASTER_KEY_ENV) -> bytes:
+    """The 32 key bytes from a master key's base64 text; MasterKeyError naming `variable` otherwise."""
+    help_text = KEY_HELP.replace(MASTER_KEY_ENV, variable)
     if text is None or not text.strip():
-        raise MasterKeyError(f"{MASTER_KEY_ENV} is not set. {KEY_HELP}")
+        raise MasterKeyError(f"{variable} is not set. {help_text}")
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise MasterKeyError(f"{MASTER_KEY_ENV} is not valid base64. {KEY_HELP}") from None
+        raise MasterKeyError(f"{variable} is not valid base64. {help_text}") from None
     if len(raw) != MASTER_KEY_BYTES:
-        raise MasterKeyError(f"{MASTER_KEY_ENV} decodes to {len(raw)} bytes, not {MASTER_KEY_BYTES}. {KEY_HELP}")
+        raise MasterKeyError(f"{variable} decodes to {len(raw)} bytes, not {MASTER_KEY_BYTES}. {help_text}")
     return raw
 
 

@@ -1,9 +1,9 @@
 """Secret scrubbing for log records, alert payloads, metadata and the audit trail.
 
 Two things are removed:
-- the current values of the secret settings (PIPELINE_MASTER_KEY, PIPELINE_ALERT_WEBHOOK_TOKEN,
-  AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, read from the environment at scrub time, plus values
-  registered with `register_secret`, e.g. the same settings when they come from `.env`);
+- the current values of the secret settings (PIPELINE_MASTER_KEY, PIPELINE_NEW_MASTER_KEY,
+  PIPELINE_ALERT_WEBHOOK_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, read from the environment
+  at scrub time, plus values registered with `register_secret`, e.g. the same settings when they come from `.env`);
 - secret-shaped text: AWS access key ids (AKIA.../ASIA...), `Bearer` and `Authorization:` values,
   credentials in URLs (`scheme://user:pass@host` -> `scheme://***@host`) and credential query
   parameters (`token=`, `signature=`, `X-Amz-Signature=`, ...).
@@ -34,6 +34,7 @@ REDACTED = "***"
 
 SECRET_ENV_VARS = (
     "PIPELINE_MASTER_KEY",
+    "PIPELINE_NEW_MASTER_KEY",  # read by `market-pipeline rotate-key`
     "PIPELINE_ALERT_WEBHOOK_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

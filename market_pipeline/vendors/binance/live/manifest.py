@@ -84,3 +84,52 @@ class Manifest:
 
     def save(self) -> None:
         write_text_atomic(self.path, json.dumps(self.data, indent=1) + "\n")
+
+
+class CaptureManifestJournal:
+    """Keeps capture manifests true while `market-pipeline rotate-key` re-encrypts their files
+    (a `core.security.key_rotation.ReplacementJournal`): a file's `sha256` and `bytes` are those of
+    its bytes on disk, so `sha256sum -c` against the manifest keeps passing after a rotation.
+
+    Re-run-safe in two steps: before the rename the new digest goes into the entry as
+    `rotating_sha256` (and `rotating_bytes`); after it, they become `sha256` and `bytes`. A rotation
+    interrupted between the two finds the file under the new key next time, and `commit` finishes
+    the entry when the file's digest is the one recorded as pending, and only then.
+    """
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = [root.resolve() for root in roots]
+
+    def _entry(self, path: Path) -> tuple[Manifest, dict[str, Any]] | None:
+        """The manifest entry that lists `path`: in the nearest `manifest.json` above it (within the
+        rotated roots) written by the capture, if any."""
+        for directory in path.parents:
+            if not any(directory == root or root in directory.parents for root in self.roots):
+                return None
+            if (directory / MANIFEST_NAME).is_file():
+                try:
+                    manifest = Manifest(directory)
+                except ManifestError:
+                    continue  # another tool's manifest.json (e.g. the capture source's cache)
+                relative = path.relative_to(directory).as_posix()
+                for entry in manifest.data["files"]:
+                    if entry.get("path") == relative:
+                        return manifest, entry
+        return None
+
+    def prepare(self, path: Path, replacement: Path) -> None:
+        found = self._entry(path)
+        if found is not None:
+            manifest, entry = found
+            entry["rotating_sha256"] = sha256_file(replacement)
+            entry["rotating_bytes"] = replacement.stat().st_size
+            manifest.save()
+
+    def commit(self, path: Path) -> None:
+        found = self._entry(path)
+        if found is None or "rotating_sha256" not in found[1]:
+            return
+        manifest, entry = found
+        if sha256_file(path) == entry["rotating_sha256"]:
+            entry["sha256"], entry["bytes"] = entry.pop("rotating_sha256"), entry.pop("rotating_bytes")
+            manifest.save()

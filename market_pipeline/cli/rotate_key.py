@@ -1,0 +1,37 @@
+"""`market-pipeline rotate-key [DIR ...]`: re-encrypt every encrypted file from the old master key
+(PIPELINE_MASTER_KEY) to the new one (PIPELINE_NEW_MASTER_KEY); core/security/key_rotation.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from market_pipeline.cli.common import EXIT_OK, EXIT_USAGE, CliError
+
+
+def rotate_key_command(dirs: list[Path]) -> int:
+    from market_pipeline.core.security import crypto
+    from market_pipeline.core.security.key_rotation import rotate_tree
+    from market_pipeline.settings import load_settings
+    from market_pipeline.vendors.binance.live.manifest import CaptureManifestJournal
+
+    settings = load_settings()
+    roots = dirs or [settings.data_dir]
+    for root in roots:
+        if not root.is_dir():
+            what = "PIPELINE_DATA_DIR" if not dirs else "DIR"
+            raise CliError(f"{what} {root}: not a directory", EXIT_USAGE)
+    old_key = crypto.default_master_key()  # the environment's, else the settings' (handed over by main)
+    new_key = crypto.parse_master_key(os.environ.get(crypto.NEW_MASTER_KEY_ENV), crypto.NEW_MASTER_KEY_ENV)
+    print(f"rotating the master key of the encrypted files under {', '.join(str(r) for r in roots)}", flush=True)
+    report = rotate_tree(
+        roots,
+        old_key,
+        new_key,
+        journal=CaptureManifestJournal(roots),
+        progress=lambda what, path: print(f"  {what}: {path}", flush=True),
+    )
+    for path in report.in_progress:
+        print(f"  still being written, not rotated: {path}")
+    print(report.summary())
+    return EXIT_OK
