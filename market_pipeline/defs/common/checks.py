@@ -8,7 +8,8 @@ makes the step's output optional). Each day is judged on its own and the UI show
 partition.
 
 Each evaluation also names the materialization it judged (`target_materialization_data`: the day's
-latest materialization of the checked asset). Dagster fills that in itself only for an
+latest materialization of the checked asset; its type comes from `dagster_compat`). Dagster fills
+that in itself only for an
 `AssetCheckResult` of a single-partition step; the UI's per-partition check status (the check's
 Partitions tab, `AssetCheck.partitionStatuses` in GraphQL) counts an evaluation only when it
 targets the partition's latest materialization, so without it every day of a range run shows as
@@ -26,8 +27,6 @@ metadata instead; every evaluation carries that flag.
 """
 
 import datetime as dt
-import inspect
-import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import dagster as dg
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.measures import DayFiles
 from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM, blocked_days
+from market_pipeline.defs.common.dagster_compat import target_materialization
 from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.recorded import latest_materialization, missing_instruments
 from market_pipeline.defs.common.resources import PipelineSettings
@@ -54,12 +54,6 @@ class Finding:
     figures: dict[str, float | int | str | None] = field(default_factory=dict)
     worst_rows: list[dict[str, object]] = field(default_factory=list)
 
-
-# The type of AssetCheckEvaluation's documented `target_materialization_data` parameter. Dagster 1.13
-# does not export it, so it is taken from the public class's signature, not from `dagster._core`.
-TargetMaterialization = typing.get_args(
-    inspect.signature(dg.AssetCheckEvaluation).parameters["target_materialization_data"].annotation
-)[0]
 
 InstrumentDayCheck = Callable[[dg.AssetCheckExecutionContext, PipelineSettings, Instrument, dt.date], Finding]
 
@@ -102,9 +96,7 @@ def day_evaluation(
         # Dagster fails the check step on a failed ERROR evaluation with blocking=True (all days).
         blocking=blocking and not (failed and severity == ERROR),
         partition=day.isoformat(),
-        target_materialization_data=None
-        if target is None
-        else TargetMaterialization(storage_id=target.storage_id, run_id=target.run_id, timestamp=target.timestamp),
+        target_materialization_data=None if target is None else target_materialization(target),
     )
 
 
