@@ -25,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.security import crypto
 from market_pipeline.core.telemetry import telemetry
 from market_pipeline.settings import PipelineSettings
@@ -60,6 +61,7 @@ def _init_worker(settings: PipelineSettings) -> None:
     global _worker_source, _worker_settings
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
+    parquet_io.use_lake_encryption(settings.lake_encryption == "on")
     telemetry.record_into(_worker_sink)  # the parent exports
     _worker_settings = settings
     _worker_source = build_source(settings)
