@@ -45,13 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.fixed_point import to_steps
 from market_pipeline.core.book.ladder import new_book
 from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
 from market_pipeline.core.telemetry.memory import peak_rss_bytes
 from market_pipeline.settings import PipelineSettings, load_settings
@@ -128,7 +128,7 @@ def read_only_seconds(bench: BenchDay) -> float:
     """Read what the rebuild reads, as it reads it (two threads, same batches), and nothing more."""
 
     def drain(path: Path, batch_size: int, columns: list[str] | None) -> None:
-        for _ in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns):
+        for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns):
             pass
 
     started = time.perf_counter()
@@ -147,7 +147,7 @@ def raw_read_seconds(settings: PipelineSettings, day: dt.date) -> float:
     files = sorted((settings.lake_dir / "raw").glob(f"*/*/*/dt={day.isoformat()}/*.parquet"))
     started = time.perf_counter()
     for path in files:
-        for _ in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=DELTA_BATCH_ROWS):
+        for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches(batch_size=DELTA_BATCH_ROWS):
             pass
     return time.perf_counter() - started
 
@@ -214,7 +214,7 @@ def _kernel_chunks(path: Path, tick: float, lot: float, rows: int | None) -> Ite
     off_grid = np.empty(1, np.int64)
     carry: tuple[np.ndarray, ...] | None = None
     taken = 0
-    file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering would keep every chunk read
+    file = parquet_io.open_file(path, pre_buffer=False)  # pre-buffering would keep every chunk read
     for batch in file.iter_batches(batch_size=CORE_CHUNK_ROWS, columns=KERNEL_COLUMNS):
         if rows is not None:
             batch = batch.slice(0, rows - taken)
@@ -306,7 +306,7 @@ def peer(path: Path, rows: int) -> CoreRun:
     import pyarrow as pa
     from lakeapi.orderbook import OrderBookUpdater
 
-    file = pq.ParquetFile(path)
+    file = parquet_io.open_file(path)
     head = pa.Table.from_batches([next(file.iter_batches(batch_size=rows, columns=DELTA_COLUMNS))]).to_pandas()
     warm = OrderBookUpdater(head.head(10_000))  # its numba code compiles on first use
     for _ in range(100):
@@ -506,7 +506,7 @@ def run(
     read_first = read_only_seconds(bench)
     e2e = end_to_end(bench)
     read_only = min(read_first, read_only_seconds(bench))
-    deltas = pq.ParquetFile(bench.deltas).metadata.num_rows
+    deltas = parquet_io.num_rows(bench.deltas)
     kernel_seconds = e2e["seconds"]["kernel"]
     core_rate = deltas / kernel_seconds if kernel_seconds else 0.0
     theirs = peer(bench.deltas, peer_rows)

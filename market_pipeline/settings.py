@@ -38,6 +38,7 @@ from pydantic_settings import (
 from market_pipeline.core.bars.intervals import BarInterval, parse_intervals
 from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
+from market_pipeline.core.security.crypto import MasterKeyError, parse_master_key
 from market_pipeline.vendors.registry import get_vendor, vendor_configs
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("config.yaml")
@@ -202,6 +203,8 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     alert_webhook_url: str | None = None
     alert_webhook_token: SecretStr | None = None
     master_key: SecretStr | None = None
+    # Parquet modular encryption of every file under lake/ with a key derived from master_key.
+    lake_encryption: Literal["off", "on"] = "off"
 
     book: BookSettings = Field(default_factory=BookSettings)
     checks: CheckSettings = Field(default_factory=CheckSettings)
@@ -273,6 +276,15 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
             # No echo of the value: URLs can carry credentials.
             raise ValueError("must be an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _check_lake_encryption_key(self) -> PipelineSettings:
+        if self.lake_encryption == "on":
+            try:
+                parse_master_key(self.master_key.get_secret_value() if self.master_key else None)
+            except MasterKeyError as exc:
+                raise ValueError(f"PIPELINE_LAKE_ENCRYPTION=on needs a valid PIPELINE_MASTER_KEY: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _check_source_needs(self) -> PipelineSettings:

@@ -469,6 +469,7 @@ def run_range(
         )
     require_dagster_home()
     _require_writable_data_dir(settings)
+    _hand_over_lake_encryption(settings)
     quiet_dagster(verbosity)
     defs = load_defs(settings)
     keys = resolve_selection(defs, selections)
@@ -503,6 +504,15 @@ def _require_writable_data_dir(settings: PipelineSettings) -> None:
         raise SettingsError(
             [f"PIPELINE_DATA_DIR: {problem}; point PIPELINE_DATA_DIR at a directory this user can write"]
         )
+
+
+def _hand_over_lake_encryption(settings: PipelineSettings) -> None:
+    """This process creates and reads the lake views after the run: give core the lake key and switch."""
+    from market_pipeline.core.lake import parquet_io
+    from market_pipeline.core.security import crypto
+
+    crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
+    parquet_io.use_lake_encryption(settings.lake_encryption == "on")
 
 
 def _ensure_lake_views(settings: PipelineSettings) -> None:

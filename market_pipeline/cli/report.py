@@ -160,10 +160,12 @@ def raw_row_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
         return [f"  (no warehouse yet at {warehouse})"]
     import duckdb
 
+    from market_pipeline.core.lake import parquet_io
+
     counts: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     present: list[str] = []
     try:
-        with duckdb.connect(str(warehouse), read_only=True) as con:
+        with parquet_io.register_duckdb_key(duckdb.connect(str(warehouse), read_only=True)) as con:
             existing = {
                 name
                 for (name,) in con.execute(

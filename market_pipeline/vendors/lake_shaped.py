@@ -6,10 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
-
 from market_pipeline.core.book.rebuild import Grid, RebuildResult, rebuild_day
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
@@ -110,7 +109,7 @@ def rebuild_lake_books(job: BookDay, semantics: SequenceSemantics) -> LakeBookRe
         interval_ms=job.interval_ms,
     )
     with atomic_path(book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE) as tmp:
-        pq.write_table(result.agreement, tmp)
+        parquet_io.write_table(result.agreement, tmp)
     _record_telemetry(instrument.key, result)
     return LakeBookResult(result)
 

@@ -34,7 +34,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from market_pipeline.core.bars.intervals import DAY_SECONDS, NS_PER_SECOND, BarInterval
 from market_pipeline.core.book.fixed_point import (
@@ -46,6 +45,7 @@ from market_pipeline.core.book.fixed_point import (
 )
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 
 VWAP_EXTRA_DECIMALS = 4
@@ -113,21 +113,17 @@ class BarDayResult:
 
 def read_bar_counts(path: Path) -> dict[str, object]:
     """The counts `build_bar_day` stored in a bars file's schema metadata."""
-    metadata = pq.read_schema(path).metadata or {}
+    metadata = parquet_io.read_schema(path).metadata or {}
     if FILE_METADATA_KEY not in metadata:
         raise BarsInputError(f"{path}: not a bars file of this pipeline (no {FILE_METADATA_KEY.decode()} metadata)")
     return json.loads(metadata[FILE_METADATA_KEY])
-
-
-def _sql_path(path: Path) -> str:
-    return str(path.resolve()).replace("'", "''")
 
 
 def connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a memory limit and a spill directory, for one instrument-day."""
     spill_dir.mkdir(parents=True, exist_ok=True)
     config = {"threads": 2, "memory_limit": MEMORY_LIMIT, "temp_directory": str(spill_dir)}
-    return duckdb.connect(config=config)
+    return parquet_io.register_duckdb_key(duckdb.connect(config=config))  # the lake may be encrypted
 
 
 def require(path: Path, what: str) -> Path:
@@ -140,7 +136,7 @@ def _load_trades(con: duckdb.DuckDBPyConnection, trades: Path, instrument: Instr
     """Table `grid`: the day's trades in ticks and lots. Returns (rows in the file, rows outside the day)."""
     start, end = day_bounds_ns(day)
     tick, lot = float(instrument.tick_size), float(instrument.lot_size)
-    source = f"read_parquet('{_sql_path(trades)}', file_row_number = true)"
+    source = parquet_io.duckdb_read_parquet(str(trades.resolve()), file_row_number="true")
     con.execute(
         f"""
         CREATE TEMP TABLE grid AS
@@ -167,7 +163,7 @@ def _load_touch(con: duckdb.DuckDBPyConnection, books: Path, instrument: Instrum
         SELECT origin_time AS book_time,
                arg_max(CAST(bid_0_price * {scale} AS BIGINT), file_row_number) AS bid,
                arg_max(CAST(ask_0_price * {scale} AS BIGINT), file_row_number) AS ask
-        FROM read_parquet('{_sql_path(books)}', file_row_number = true)
+        FROM {parquet_io.duckdb_read_parquet(str(books.resolve()), file_row_number="true")}
         WHERE synced AND bid_0_price IS NOT NULL AND ask_0_price IS NOT NULL
         GROUP BY origin_time
         """
@@ -282,5 +278,5 @@ def build_bar_day(
             tables.append(table)
     table = pa.concat_tables(tables).replace_schema_metadata({FILE_METADATA_KEY: json.dumps(result.counts())})
     with atomic_path(output) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        parquet_io.write_table(table, tmp, compression="zstd")
     return result

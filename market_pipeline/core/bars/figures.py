@@ -11,6 +11,7 @@ import polars.selectors as cs
 
 from market_pipeline.core.bars.build import day_bounds_ns, read_bar_counts, require
 from market_pipeline.core.bars.intervals import BarInterval
+from market_pipeline.core.lake import parquet_io
 
 WORST_ROWS = 10  # offending rows listed in check metadata
 PRICES = ("open", "high", "low", "close")
@@ -51,12 +52,12 @@ def worst(frame: pl.LazyFrame, condition: pl.Expr) -> tuple[int, list[dict[str, 
 
 
 def scan_bars(path: Path) -> pl.LazyFrame:
-    return pl.scan_parquet(require(path, "bars file"))
+    return parquet_io.scan(require(path, "bars file"))
 
 
 def trades_in_day(trades: Path, day: dt.date) -> int:
     start, end = day_bounds_ns(day)
-    frame = pl.scan_parquet(require(trades, "raw trades file")).filter(pl.col("origin_time").is_between(start, end - 1))
+    frame = parquet_io.scan(require(trades, "raw trades file")).filter(pl.col("origin_time").is_between(start, end - 1))
     return int(frame.select(pl.len()).collect().item())
 
 
@@ -105,14 +106,14 @@ def off_touch_trades(trades: Path, books: Path, day: dt.date, tolerance_bps: flo
     `origin_time` by more than `tolerance_bps` of the touch price."""
     start, end = day_bounds_ns(day)
     touch = (
-        pl.scan_parquet(require(books, "rebuilt books file"))
+        parquet_io.scan(require(books, "rebuilt books file"))
         .filter(pl.col("synced"))
         .select("origin_time", pl.col("bid_0_price", "ask_0_price").cast(pl.Float64))
         .drop_nulls()
         .sort("origin_time", maintain_order=True)
     )
     day_trades = (
-        pl.scan_parquet(require(trades, "raw trades file"))
+        parquet_io.scan(require(trades, "raw trades file"))
         .filter(pl.col("origin_time").is_between(start, end - 1))
         .select("origin_time", "trade_id", "side", "price")
         .sort("origin_time", maintain_order=True)

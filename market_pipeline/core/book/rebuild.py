@@ -36,6 +36,7 @@ from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.delta_replay import Deltas, Rows, Snapshots, check_and_fill, emit_row
 from market_pipeline.core.book.fixed_point import decimal_array, decimal_type, to_steps, unscaled_multiplier
 from market_pipeline.core.book.ladder import ST_BASE, ST_EVICTED, ST_OUTSIDE, Book, new_book, set_level
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
 from market_pipeline.core.telemetry import progress
@@ -174,7 +175,7 @@ def load_checkpoint(path: Path, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.
     """The full-depth book saved at the end of the previous day, if it is on the same grid."""
     if not path.is_file():
         return None
-    table = pq.read_table(path)
+    table = parquet_io.read_table(path)
     meta = json.loads(table.schema.metadata[b"market_pipeline"])
     if Decimal(meta["tick_size"]) != grid.tick_size or Decimal(meta["lot_size"]) != grid.lot_size:
         return None
@@ -208,7 +209,7 @@ def write_checkpoint(path: Path, bid, ask, st, grid: Grid, state: np.ndarray) ->
     }
     table = table.replace_schema_metadata({"market_pipeline": json.dumps(meta)})
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        parquet_io.write_table(table, tmp)
 
 
 def output_schema(depth: int, grid: Grid) -> pa.Schema:
@@ -387,8 +388,8 @@ def rebuild_day(
     started, cpu_started = time.perf_counter(), _process_cpu()
     timings = _Timings()
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-    deltas_file = pq.ParquetFile(deltas_path, pre_buffer=False)
-    book_file = pq.ParquetFile(book_path, pre_buffer=False)
+    deltas_file = parquet_io.open_file(deltas_path, pre_buffer=False)
+    book_file = parquet_io.open_file(book_path, pre_buffer=False)
     if depth > BOOK_LEVELS:
         raise ValueError(f"book depth {depth} exceeds the vendor's {BOOK_LEVELS} snapshot levels")
     first_seq = _first_sequence(deltas_file)
@@ -441,7 +442,7 @@ def rebuild_day(
             _snapshot_batches(book_file, grid, snap_precision, snap_depth, timings), pool["snapshots"]
         )
         tmp = stack.enter_context(atomic_path(output_path))
-        writer = stack.enter_context(pq.ParquetWriter(tmp, out.schema, **_writer_options(out.schema)))
+        writer = stack.enter_context(parquet_io.parquet_writer(tmp, out.schema, **_writer_options(out.schema)))
         background = _BackgroundWriter(writer, pool["write"], timings)
         stack.callback(background.wait)  # runs before the writer closes, also on error
         while True:

@@ -5,6 +5,9 @@ queried, so a view is created once and sees every partition written later: the s
 Parquet never touch the warehouse (and need no `duckdb` pool). A glob that matches no file fails
 when the view is created, so a view is created only once its table has a file
 (`ensure_lake_views`, called by the warehouse writer `lake_views` and by the CLI after a run).
+
+With lake encryption on, the views name the lake key (`parquet_io.duckdb_read_parquet`): a
+connection reads them only after `parquet_io.register_duckdb_key` (or the same PRAGMA by hand).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+from market_pipeline.core.lake import parquet_io
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,8 @@ def has_files(table_dir: Path) -> bool:
 
 
 def view_sql(schema: str, view: str, table_dir: Path) -> str:
-    return (
-        f'CREATE VIEW IF NOT EXISTS "{schema}"."{view}" AS '
-        f"SELECT * FROM read_parquet('{hive_glob(table_dir)}', hive_partitioning = true, union_by_name = true)"
-    )
+    source = parquet_io.duckdb_read_parquet(hive_glob(table_dir), hive_partitioning="true", union_by_name="true")
+    return f'CREATE VIEW IF NOT EXISTS "{schema}"."{view}" AS SELECT * FROM {source}'
 
 
 def missing_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ...] = LAKE_VIEWS) -> list[LakeView]:
@@ -72,7 +75,7 @@ def ensure_lake_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ..
     if not todo:
         return []
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(warehouse)) as con:
+    with parquet_io.register_duckdb_key(duckdb.connect(str(warehouse))) as con:
         for v in todo:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{v.schema}"')
             con.execute(view_sql(v.schema, v.view, v.files_root(lake_dir)))
@@ -87,7 +90,7 @@ def create_parquet_view(warehouse: Path, schema: str, view: str, root: Path, tab
     if not has_files(root / table):
         return False
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(warehouse)) as con:
+    with parquet_io.register_duckdb_key(duckdb.connect(str(warehouse))) as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         con.execute(view_sql(schema, view, root / table))
     return True

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from market_pipeline.core.errors import InputDataError
-from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_lake_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import partition_dir, quarantine_dir
 from market_pipeline.core.lake.schemas import (
     NULLABLE_COLUMNS,
@@ -188,7 +189,7 @@ def message_aligned(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
 
 class PartitionWriter:
     """Streams batches into one Parquet file written atomically (zstd, statistics), as
-    `write_parquet_atomic` would write the whole frame."""
+    `write_lake_parquet_atomic` would write the whole frame."""
 
     def __init__(self, final: Path, schema: dict[str, pl.DataType]):
         self.final = final
@@ -207,7 +208,7 @@ class PartitionWriter:
         table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
         if self._writer is None:
             assert self._tmp is not None
-            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd", write_statistics=True)
+            self._writer = parquet_io.parquet_writer(self._tmp, table.schema, compression="zstd", write_statistics=True)
         self._writer.write_table(table)
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
@@ -216,7 +217,7 @@ class PartitionWriter:
                 self._writer.close()
             elif kind is None:
                 assert self._tmp is not None
-                pl.DataFrame(schema=self.schema).write_parquet(self._tmp, compression="zstd", statistics=True)
+                parquet_io.write_frame(pl.DataFrame(schema=self.schema), self._tmp)
         finally:
             self._stack.__exit__(kind, value, traceback)  # type: ignore[arg-type]
 
@@ -345,5 +346,5 @@ def record_rejected_rows(
     if bad.is_empty():
         target.unlink(missing_ok=True)
         return None
-    write_parquet_atomic(bad, target)
+    write_lake_parquet_atomic(bad, target)
     return target

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
-from market_pipeline.core.lake.files import write_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.precision import grid_flags, max_decimals
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages
@@ -172,7 +172,7 @@ class DayStats:
     def write(self, directory: Path) -> None:
         """summary.json plus one Parquet file per table, each written atomically."""
         for name in TABLE_FILES:
-            write_parquet_atomic(getattr(self, name), directory / f"{name}.parquet")
+            write_lake_parquet_atomic(getattr(self, name), directory / f"{name}.parquet")
         # The summary last: a reader that finds it finds the tables of the same import.
         write_text_atomic(directory / "summary.json", json.dumps(self.summary, indent=2, sort_keys=True) + "\n")
 
@@ -185,7 +185,7 @@ class DayStats:
         if summary.get("version") != STATS_VERSION:
             return None
         try:
-            tables = {name: pl.read_parquet(directory / f"{name}.parquet") for name in TABLE_FILES}
+            tables = {name: parquet_io.read_frame(directory / f"{name}.parquet") for name in TABLE_FILES}
         except (FileNotFoundError, pl.exceptions.PolarsError, OSError):
             return None
         return cls(summary, **tables)
@@ -194,7 +194,7 @@ class DayStats:
         """Whether these statistics describe `data_file` as it is now (rows and bytes)."""
         if not data_file.is_file():
             return False
-        rows = pq.ParquetFile(data_file).metadata.num_rows
+        rows = parquet_io.num_rows(data_file)
         return self.summary.get("rows") == rows and self.summary.get("data_bytes") == data_file.stat().st_size
 
     def samples_of(self, kind: str) -> pl.DataFrame:
@@ -706,7 +706,7 @@ def compute_day_stats(
     are missing or stale). Quarantine counts are unknown here and read as 0."""
     from market_pipeline.core.lake.ingest import iter_tables, message_aligned
 
-    reader = pq.ParquetFile(data_file)
+    reader = parquet_io.open_file(data_file)
     batch_rows = max(8_192, (48 << 20) // (8 * max(1, len(reader.schema_arrow.names))))
 
     def frames() -> Iterator[pl.DataFrame]:

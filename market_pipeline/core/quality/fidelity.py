@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.quality.ks import ks_2samp
 
 # Key of the rebuild's figures in the table's Parquet metadata.
@@ -43,7 +43,7 @@ def read_fidelity_table(path: Path) -> tuple[pl.DataFrame, dict[str, object]] | 
     """The samples and the rebuild's figures, None when the rebuild wrote no table."""
     if not path.is_file():
         return None
-    table = pq.read_table(path)
+    table = parquet_io.read_table(path)
     figures = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
     return pl.from_arrow(table.replace_schema_metadata(None)), figures  # type: ignore[return-value]
 

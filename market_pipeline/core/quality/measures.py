@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     book_agreement_dir,
@@ -105,7 +105,7 @@ class DayFiles:
 
 def read_deltas(files: DayFiles) -> pl.DataFrame:
     """The whole delta day in memory (~1.6 GB for a realistic day): prefer `day_stats`."""
-    return pl.read_parquet(files.require(files.deltas))
+    return parquet_io.read_frame(files.require(files.deltas))
 
 
 def day_stats(files: DayFiles, table: str) -> DayStats:
@@ -135,7 +135,7 @@ SNAPSHOT_TOP_SCHEMA = {
 
 def read_snapshot_tops(files: DayFiles) -> pl.DataFrame:
     """Times, sequence numbers and touch prices of the vendor snapshots, in file order."""
-    return pl.read_parquet(files.require(files.snapshots), columns=list(SNAPSHOT_TOP_SCHEMA))
+    return parquet_io.read_frame(files.require(files.snapshots), list(SNAPSHOT_TOP_SCHEMA))
 
 
 AGREEMENT_SCHEMA = {
@@ -160,7 +160,7 @@ def read_agreement(files: DayFiles, tops: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(
             schema={**AGREEMENT_SCHEMA, "bid_0_price": pl.Float64, "ask_0_price": pl.Float64, "origin_time": pl.Int64}
         )
-    agreement = pl.read_parquet(files.require(files.agreement))
+    agreement = parquet_io.read_frame(files.require(files.agreement))
     same = agreement.height == tops.height and agreement.select("received_time", "sequence_number").equals(
         tops.select("received_time", "sequence_number")
     )
@@ -176,9 +176,9 @@ def read_agreement(files: DayFiles, tops: pl.DataFrame) -> pl.DataFrame:
 def read_books_touch(files: DayFiles) -> pl.DataFrame:
     """Rebuilt touch per sampled row, as floats, sorted by receive time."""
     return (
-        pl.read_parquet(
+        parquet_io.read_frame(
             files.require(files.books),
-            columns=["received_time", "sequence_number", "synced", "trigger", "bid_0_price", "ask_0_price"],
+            ["received_time", "sequence_number", "synced", "trigger", "bid_0_price", "ask_0_price"],
         )
         .with_columns(pl.col("bid_0_price", "ask_0_price").cast(pl.Float64))
         .sort("received_time", maintain_order=True)
@@ -332,7 +332,7 @@ def snapshot_precision(files: DayFiles) -> tuple[int, int]:
 
     Read one column at a time: a day of 100 ms snapshots holds ~70 M floats.
     """
-    reader = pq.ParquetFile(files.require(files.snapshots), pre_buffer=False)
+    reader = parquet_io.open_file(files.require(files.snapshots), pre_buffer=False)
     off_total = loss_total = 0
     for column in book_level_columns(BOOK_LEVELS):
         values = reader.read(columns=[column]).column(0).to_numpy()
@@ -486,7 +486,7 @@ def iter_frames(path: Path, columns: list[str], batch_rows: int | None = None) -
     `pre_buffer=False`: pyarrow's default pre-buffering holds far more than a batch (~0.5 GB
     more on a realistic day of deltas).
     """
-    with pq.ParquetFile(path, pre_buffer=False) as reader:
+    with parquet_io.open_file(path, pre_buffer=False) as reader:
         progress.expect(reader.metadata.num_rows)
         for batch in reader.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns):
             progress.advance(batch.num_rows)
@@ -494,8 +494,7 @@ def iter_frames(path: Path, columns: list[str], batch_rows: int | None = None) -
 
 
 def row_count(path: Path) -> int:
-    with pq.ParquetFile(path) as reader:
-        return reader.metadata.num_rows
+    return parquet_io.num_rows(path)
 
 
 def linear_quantile(lower: float, upper: float, q: float, n: int) -> float:
@@ -827,17 +826,17 @@ def scan_trades(path: Path, instrument: Instrument, tally: PrecisionTally) -> in
 
 def snapshot_sequence(files: DayFiles) -> tuple[np.ndarray, np.ndarray]:
     """(sequence_number, received_time) of the vendor snapshots, in file order."""
-    frame = pl.read_parquet(files.require(files.snapshots), columns=["sequence_number", "received_time"])
+    frame = parquet_io.read_frame(files.require(files.snapshots), ["sequence_number", "received_time"])
     return frame["sequence_number"].to_numpy().astype(np.int64), frame["received_time"].to_numpy().astype(np.int64)
 
 
 def scan_snapshot_tops(files: DayFiles) -> pl.LazyFrame:
-    return pl.scan_parquet(files.require(files.snapshots)).select(list(SNAPSHOT_TOP_SCHEMA))
+    return parquet_io.scan(files.require(files.snapshots)).select(list(SNAPSHOT_TOP_SCHEMA))
 
 
 def scan_books_touch(files: DayFiles) -> pl.LazyFrame:
     """Rebuilt touch per sampled row, as floats, in file order (`read_books_touch` sorts it)."""
-    return pl.scan_parquet(files.require(files.books)).select(
+    return parquet_io.scan(files.require(files.books)).select(
         "received_time",
         "sequence_number",
         "synced",
@@ -867,7 +866,7 @@ def touch_share(files: DayFiles) -> float | None:
         .drop_nulls()
         .sort("received_time", maintain_order=True)
     )
-    trades = pl.scan_parquet(files.require(files.trades)).select("received_time", "price").sort("received_time")
+    trades = parquet_io.scan(files.require(files.trades)).select("received_time", "price").sort("received_time")
     inside = (pl.col("price") >= pl.col("bid_0_price")) & (pl.col("price") <= pl.col("ask_0_price"))
     found = (
         trades.join_asof(touch, on="received_time", strategy="backward")
@@ -897,8 +896,8 @@ def _scan_agreement(files: DayFiles) -> pl.LazyFrame:
         mismatch += f" ({tops} rows)"
     joined = pl.concat(
         [
-            pl.scan_parquet(agreement),
-            pl.scan_parquet(snapshots).select(
+            parquet_io.scan(agreement),
+            parquet_io.scan(snapshots).select(
                 pl.col("received_time").alias("_snapshot_received_time"),
                 pl.col("sequence_number").alias("_snapshot_sequence_number"),
                 "bid_0_price",

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pyarrow.parquet as pq
 
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.quality import update_ranks
 
 DEPTH_BPS = (5, 10, 25)
@@ -65,12 +65,12 @@ class Microstructure:
 
 
 def _levels(path: Path) -> int:
-    names = set(pq.read_schema(path).names)
+    names = set(parquet_io.read_schema(path).names)
     return sum(1 for i in range(1000) if f"bid_{i}_price" in names)
 
 
-def _sql_path(path: Path) -> str:
-    return str(path.resolve()).replace("'", "''")
+def _parquet(path: Path) -> str:
+    return parquet_io.duckdb_read_parquet(str(path.resolve()))
 
 
 # DuckDB's own budget (it spills beyond it); the process adds Python and the result frames.
@@ -88,7 +88,7 @@ def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
         "temp_directory": str(own_dir),
         "preserve_insertion_order": False,  # no query here depends on row order
     }
-    return duckdb.connect(config=config)
+    return parquet_io.register_duckdb_key(duckdb.connect(config=config))
 
 
 def _snapshot_view(con: duckdb.DuckDBPyConnection, books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> int:
@@ -104,7 +104,7 @@ def _snapshot_view(con: duckdb.DuckDBPyConnection, books: Path, tick: Decimal, l
         SELECT received_time,
                least(greatest((received_time - {day_start}) // {_HOUR_NS}, 0), 23) AS hour,
                {", ".join(cols)}
-        FROM read_parquet('{_sql_path(books)}') WHERE trigger = 'snapshot'"""
+        FROM {_parquet(books)} WHERE trigger = 'snapshot'"""
     )
     return levels
 
@@ -162,13 +162,13 @@ def compute_microstructure(
         hours_of = f"least(greatest((received_time - {day_start}) // {_HOUR_NS}, 0), 23)"
         messages = con.execute(
             f"""SELECT {hours_of} AS hour, count(DISTINCT sequence_number) AS book_messages, count(*) AS book_delta_rows
-            FROM read_parquet('{_sql_path(deltas)}') GROUP BY hour"""
+            FROM {_parquet(deltas)} GROUP BY hour"""
         ).pl()
         trade_counts = con.execute(
-            f"SELECT {hours_of} AS hour, count(*) AS trades FROM read_parquet('{_sql_path(trades)}') GROUP BY hour"
+            f"SELECT {hours_of} AS hour, count(*) AS trades FROM {_parquet(trades)} GROUP BY hour"
         ).pl()
         skew = con.execute(
-            f"""SELECT (received_time - origin_time) / 1e9 FROM read_parquet('{_sql_path(deltas)}')
+            f"""SELECT (received_time - origin_time) / 1e9 FROM {_parquet(deltas)}
             USING SAMPLE reservoir({SKEW_SAMPLE_ROWS} ROWS) REPEATABLE (7)"""
         ).fetchall()
 

@@ -18,6 +18,8 @@ import numpy as np
 import polars as pl
 from numba import njit
 
+from market_pipeline.core.lake import parquet_io
+
 _HOUR_NS = 3_600 * 1_000_000_000
 _NO_BID = np.iinfo(np.int64).min  # an absent level: better than no price
 _NO_ASK = np.iinfo(np.int64).max
@@ -54,13 +56,13 @@ def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: 
     Rows stamped before the day count in the first hour, rows after it in the last.
     """
     counts = np.zeros(levels + 1, np.int64)
-    snapshots = pl.scan_parquet(books).filter(pl.col("trigger") == "snapshot")
+    snapshots = parquet_io.scan(books).filter(pl.col("trigger") == "snapshot")
     snapshot_columns = [
         pl.col("received_time"),
         *[_ticks(f"bid_{i}_price", tick).fill_null(_NO_BID).alias(f"b{i}") for i in range(levels)],
         *[_ticks(f"ask_{i}_price", tick).fill_null(_NO_ASK).alias(f"a{i}") for i in range(levels)],
     ]
-    rows = pl.scan_parquet(deltas).select("received_time", "side_is_bid", _ticks("price", tick).fill_null(0).alias("p"))
+    rows = parquet_io.scan(deltas).select("received_time", "side_is_bid", _ticks("price", tick).fill_null(0).alias("p"))
     carried: pl.DataFrame | None = None  # the last snapshot before the hour
     for hour in range(24):
         start, end = day_start + hour * _HOUR_NS, day_start + (hour + 1) * _HOUR_NS

@@ -113,11 +113,15 @@ def default_master_key() -> bytes:
     return parse_master_key(text if text and text.strip() else _configured_master_key)
 
 
-def _file_key(master_key: bytes, salt: bytes) -> AESGCM:
+def derive_key(master_key: bytes, salt: bytes | None, info: bytes) -> bytes:
+    """A 32-byte AES key: HKDF-SHA256 of the master key, for one purpose (`info`) and `salt`."""
     if len(master_key) != MASTER_KEY_BYTES:
         raise MasterKeyError(f"the master key must be {MASTER_KEY_BYTES} bytes, got {len(master_key)}")
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_INFO)
-    return AESGCM(hkdf.derive(master_key))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(master_key)
+
+
+def _file_key(master_key: bytes, salt: bytes) -> AESGCM:
+    return AESGCM(derive_key(master_key, salt, _INFO))
 
 
 def _nonce(prefix: bytes, counter: int) -> bytes:

@@ -3,7 +3,7 @@
 
 The `pipeline` resource is the `PipelineSettings` object itself: assets, checks and sensors take
 it as `pipeline: dg.ResourceParam[PipelineSettings]`. Initializing it (once per step or sensor
-process) also hands core the settings' metric exporters and master key, so `core/` never reads
+process) also hands core the settings' metric exporters, master key and lake encryption, so `core/` never reads
 the settings.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.security import crypto
 from market_pipeline.core.telemetry import telemetry
 from market_pipeline.settings import PipelineSettings
@@ -39,10 +40,12 @@ def telemetry_config(settings: PipelineSettings, run_id: str | None = None) -> t
 
 
 def use_settings(settings: PipelineSettings, run_id: str | None = None) -> PipelineSettings:
-    """Hand core what this process needs from the settings (metric exporters, master key); `run_id`
-    names the Pushgateway group of the run's metrics (each run's recording starts from zero)."""
+    """Hand core what this process needs from the settings (metric exporters, master key, lake
+    encryption); `run_id` names the Pushgateway group of the run's metrics (each run's recording
+    starts from zero)."""
     telemetry.configure(telemetry_config(settings, run_id))
     crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
+    parquet_io.use_lake_encryption(settings.lake_encryption == "on")
     return settings
 
 

@@ -13,9 +13,9 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
-import pyarrow.parquet as pq
 
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.paths import rejected_rows_path
 from market_pipeline.core.lake.schemas import NULLABLE_COLUMNS, OPTIONAL_COLUMNS, TABLE_SCHEMAS
 from market_pipeline.core.quality import measures as m
@@ -152,7 +152,7 @@ def _recorded_rows(context, asset: str, instrument: Instrument, day: dt.date) ->
 
 def _file_figures(path) -> tuple[pl.Schema, int, dict[str, int], int | None, int | None]:
     """Schema, rows, null counts per column and received_time range from the Parquet footer only."""
-    reader = pq.ParquetFile(path)
+    reader = parquet_io.open_file(path)
     meta = reader.metadata
     schema = pl.from_arrow(reader.schema_arrow.empty_table()).schema
     nulls: dict[str, int] = {}
@@ -212,7 +212,7 @@ def make_schema_and_row_counts(table: str, asset: str) -> DailyCheck:
             if count and name not in NULLABLE_COLUMNS and not _is_level(name)
         }
         rejected = rejected_rows_path(settings.lake_dir, table, instrument.exchange, instrument.symbol, day)
-        quarantined = pq.ParquetFile(rejected).metadata.num_rows if rejected.is_file() else 0
+        quarantined = parquet_io.num_rows(rejected) if rejected.is_file() else 0
         stats = m.day_stats(files, table)
         recorded = _recorded_rows(context, asset, instrument, day)
         figures = {

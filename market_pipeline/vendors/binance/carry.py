@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from market_pipeline.core.book.rebuild import Grid
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.verify import message_groups
@@ -62,7 +62,7 @@ def write_sync_carry(path: Path, carry: br.SyncCarry, grid: Grid) -> None:
     }
     table = pa.table(columns, schema=CARRY_SCHEMA).replace_schema_metadata({METADATA_KEY: json.dumps(meta)})
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        parquet_io.write_table(table, tmp)
 
 
 def read_sync_carry(path: Path, grid: Grid) -> br.SyncCarry | None:
@@ -70,7 +70,7 @@ def read_sync_carry(path: Path, grid: Grid) -> br.SyncCarry | None:
     files existed) or on another grid (the checkpoint itself is then ignored too)."""
     if not path.is_file():
         return None
-    table = pq.read_table(path)
+    table = parquet_io.read_table(path)
     try:
         meta = json.loads(table.schema.metadata[METADATA_KEY])
         record = meta["sync"]

@@ -52,7 +52,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.ladder import (
@@ -66,7 +65,8 @@ from market_pipeline.core.book.ladder import (
     new_book,
 )
 from market_pipeline.core.book.rebuild import BookWriter, Grid, PrecisionCounter, load_checkpoint, write_checkpoint
-from market_pipeline.core.lake.files import atomic_path, write_parquet_atomic
+from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.files import atomic_path, write_lake_parquet_atomic
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
 from market_pipeline.vendors.binance.verify import message_groups
@@ -147,14 +147,14 @@ def _column(frame: pl.DataFrame, name: str, dtype) -> np.ndarray:
 
 
 def _read(path: Path, columns: list[str], what: str) -> pl.DataFrame:
-    present = pq.read_schema(path).names
+    present = parquet_io.read_schema(path).names
     missing = [c for c in columns if c not in present]
     if missing:
         raise ValueError(
             f"{path}: {what} lacks column(s) {missing}; the Binance rebuild needs partitions "
             "written from captures (PIPELINE_SOURCE=capture)"
         )
-    frame = pl.read_parquet(path, columns=columns)
+    frame = parquet_io.read_frame(path, columns)
     if "line_no" in columns and not frame.get_column("line_no").is_sorted():
         frame = frame.sort("line_no", maintain_order=True)
     return frame
@@ -226,7 +226,7 @@ def rebuild_capture_day(
             continuous = bool(br.follows(futures, last_u, int(d_first[0]), int(d_prev[0])))
         pending = checkpoint_in.with_name(PENDING_TICKERS_FILE)
         if pending.is_file():
-            tickers = pl.concat([pl.read_parquet(pending).select(_TICKER_COLUMNS), tickers])
+            tickers = pl.concat([parquet_io.read_frame(pending).select(_TICKER_COLUMNS), tickers])
 
     d_recv = _column(deltas, "received_time", np.int64)[d_start]
     d_orig = _column(deltas, "origin_time", np.int64)[d_start]
@@ -281,7 +281,7 @@ def rebuild_capture_day(
         diffs, diff_rows, cursor = br.resume(carry_in, diffs, diff_rows)
     snapshots = br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
     tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
-    with atomic_path(output_path) as tmp, pq.ParquetWriter(tmp, out.schema, compression="zstd") as writer:
+    with atomic_path(output_path) as tmp, parquet_io.parquet_writer(tmp, out.schema, compression="zstd") as writer:
         while True:
             rows = out.buffers
             n_out = br.replay_capture(
@@ -326,7 +326,7 @@ def rebuild_capture_day(
     write_checkpoint(checkpoint_out, bid, ask, st, grid, replay)
     # Tickers for diffs not applied yet may be answered by diffs of the next day (or carried into it).
     pending = tickers.filter(pl.col("update_id") >= br.first_checkable_u(carry_out))
-    write_parquet_atomic(pending, checkpoint_out.with_name(PENDING_TICKERS_FILE))
+    write_lake_parquet_atomic(pending, checkpoint_out.with_name(PENDING_TICKERS_FILE))
 
     result_counters = br.counter_dict(counters)
     result_counters.update(
@@ -375,7 +375,7 @@ def rebuild_capture_day(
         counters=result_counters,
         start_mode=start_mode,
         continuous_at_start=continuous,
-        trades=pq.ParquetFile(trades_path).metadata.num_rows if trades_path and trades_path.is_file() else 0,
+        trades=parquet_io.num_rows(trades_path) if trades_path and trades_path.is_file() else 0,
         delta_rows=deltas.height,
         precision_events=precision.count,
         precision_examples=precision.examples,
@@ -420,7 +420,7 @@ def write_fidelity(
     arrow = table.to_arrow().cast(FIDELITY_SCHEMA)
     arrow = arrow.replace_schema_metadata({FIDELITY_METADATA_KEY: json.dumps(figures)})
     with atomic_path(path) as tmp:
-        pq.write_table(arrow, tmp)
+        parquet_io.write_table(arrow, tmp)
 
 
 def _start_from(checkpoint_in: Path | None, grid: Grid) -> tuple[Book, br.SyncCarry | None]:
@@ -442,7 +442,7 @@ def _snapshot_origin(book_path: Path | None, s_recv: np.ndarray, s_lid: np.ndarr
     the receive time where the table has no matching row."""
     if not len(s_recv) or book_path is None or not book_path.is_file():
         return s_recv.copy()
-    book = pl.read_parquet(book_path, columns=["origin_time", "received_time", "sequence_number"])
+    book = parquet_io.read_frame(book_path, ["origin_time", "received_time", "sequence_number"])
     keys = pl.DataFrame({"received_time": s_recv, "sequence_number": s_lid})
     joined = keys.join(
         book.unique(["received_time", "sequence_number"], keep="first"),

@@ -1,0 +1,212 @@
+"""Every Parquet read and write of the lake, so one switch encrypts the whole lake.
+
+With lake encryption off (the default) these are the plain calls (`pl.scan_parquet`,
+`pq.ParquetFile`, `DataFrame.write_parquet`, DuckDB's `read_parquet`), nothing added.
+
+With it on (`PIPELINE_LAKE_ENCRYPTION=on`, handed over by the entry point with
+`use_lake_encryption`; core never reads the settings) every file is Parquet modular encryption,
+AES-GCM, uniform: one key encrypts the footer and every column. The key is derived from
+PIPELINE_MASTER_KEY with HKDF (`crypto.derive_key`, purpose `LAKE_KEY_INFO`); it is not wrapped
+(no KMS key material in the file) because DuckDB reads only files whose footer key is the raw AES
+key it was given (`PRAGMA add_parquet_key`). pyarrow's CryptoFactory writes per-file data keys
+wrapped by a KMS, which DuckDB cannot unwrap. Each module still gets a fresh random nonce and each
+file a random AAD file id, so modules cannot be moved between files unnoticed.
+
+Polars cannot decrypt, so with encryption on lazy reads go through a pyarrow dataset with
+decryption properties (`pl.scan_pyarrow_dataset`): still lazy, batched, with projection and
+predicate push-down.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pyarrow.parquet.encryption as pqe
+
+from market_pipeline.core.errors import CryptoError
+
+if TYPE_CHECKING:  # only the caller's connection is used: importing duckdb here would slow every writer's start
+    import duckdb
+
+LAKE_KEY_INFO = b"market_pipeline/lake-parquet/v1"
+DUCKDB_KEY_NAME = "market_pipeline_lake"
+DUCKDB_DISABLED_OPTIMIZERS = "filter_pushdown"  # see register_duckdb_key
+# Compression and statistics of every frame the pipeline writes (as `write_parquet_atomic` always did).
+FRAME_COMPRESSION = "zstd"
+
+# DuckDB 1.5 fails to authenticate the second and later data pages of a column chunk that pyarrow
+# encrypted ("Computed AES tag differs"; one page per chunk reads fine, as do files DuckDB wrote), so
+# encrypted files get one data page per column chunk: a reader then decompresses a column of a row
+# group at once instead of page by page (row groups here are batches of at most a few hundred MB).
+_ONE_PAGE_PER_COLUMN_CHUNK = {
+    "data_page_size": 1 << 30,
+    "dictionary_pagesize_limit": 1 << 30,  # a dictionary overflowing falls back to plain in a new page
+    "max_rows_per_page": (1 << 31) - 1,
+}
+
+# Whether this process encrypts the lake, as the entry point handed it over.
+_encrypted = False
+
+
+class LakeDecryptionError(CryptoError, OSError):
+    """A lake file that cannot be decrypted with this process's key (or is not encrypted)."""
+
+    def __init__(self, path: Path | str, cause: BaseException) -> None:
+        self.path = str(path)
+        super().__init__(
+            f"{path}: cannot read this lake file with PIPELINE_LAKE_ENCRYPTION=on ({cause}); "
+            "it was written with another PIPELINE_MASTER_KEY, without lake encryption, or it is damaged"
+        )
+
+
+def use_lake_encryption(on: bool) -> None:
+    """Make this process encrypt every lake file it writes and decrypt every one it reads."""
+    global _encrypted
+    _encrypted = on
+
+
+def lake_encrypted() -> bool:
+    return _encrypted
+
+
+def lake_key() -> bytes:
+    """The lake's AES-256 key, derived from this process's master key (MasterKeyError without one)."""
+    # Imported here: crypto imports the lake's file helpers, which import this module.
+    from market_pipeline.core.security import crypto
+
+    return crypto.derive_key(crypto.default_master_key(), None, LAKE_KEY_INFO)
+
+
+def _writer_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The caller's writer options; when encrypted, plus the key and one page per column chunk."""
+    if not _encrypted:
+        return options
+    return {
+        **options,
+        **_ONE_PAGE_PER_COLUMN_CHUNK,
+        "encryption_properties": pqe.create_encryption_properties(lake_key()),
+    }
+
+
+def _decryption() -> pqe.FileDecryptionProperties | None:
+    return pqe.create_decryption_properties(lake_key()) if _encrypted else None
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def write_table(table: pa.Table, where: Path, **options: Any) -> None:
+    """`pq.write_table`, encrypted when the lake is."""
+    pq.write_table(table, where, **_writer_options(options))
+
+
+def parquet_writer(where: Path, schema: pa.Schema, **options: Any) -> pq.ParquetWriter:
+    """`pq.ParquetWriter`, encrypted when the lake is."""
+    return pq.ParquetWriter(where, schema, **_writer_options(options))
+
+
+def write_frame(frame: pl.DataFrame, where: Path) -> None:
+    """A polars frame as zstd Parquet with statistics; through pyarrow when encrypted (polars cannot)."""
+    if _encrypted:
+        write_table(
+            frame.to_arrow(compat_level=pl.CompatLevel.oldest()),
+            where,
+            compression=FRAME_COMPRESSION,
+            write_statistics=True,
+        )
+    else:
+        frame.write_parquet(where, compression=FRAME_COMPRESSION, statistics=True)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _decrypting(path: Path | str, action: Any) -> Any:
+    """`action()`, with a decryption failure turned into a LakeDecryptionError naming `path`."""
+    try:
+        return action()
+    except OSError as exc:
+        if _encrypted and not isinstance(exc, (FileNotFoundError, CryptoError)):
+            raise LakeDecryptionError(path, exc) from exc
+        raise
+
+
+def open_file(path: Path, **options: Any) -> pq.ParquetFile:
+    """`pq.ParquetFile(path)`, decrypting when the lake is encrypted."""
+    decryption = _decryption()
+    return _decrypting(path, lambda: pq.ParquetFile(path, decryption_properties=decryption, **options))
+
+
+def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    decryption = _decryption()
+    return _decrypting(path, lambda: pq.read_table(path, columns=columns, decryption_properties=decryption))
+
+
+def read_schema(path: Path) -> pa.Schema:
+    decryption = _decryption()
+    return _decrypting(path, lambda: pq.read_schema(path, decryption_properties=decryption))
+
+
+def num_rows(path: Path) -> int:
+    """The row count from the footer, without reading any data."""
+    decryption = _decryption()
+    return _decrypting(path, lambda: pq.read_metadata(path, decryption_properties=decryption).num_rows)
+
+
+def read_frame(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """`pl.read_parquet(path, columns=...)`, decrypting through pyarrow when encrypted."""
+    if not _encrypted:
+        return pl.read_parquet(path, columns=list(columns) if columns is not None else None)
+    frame = pl.from_arrow(read_table(path, columns))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def scan(paths: Path | Sequence[Path]) -> pl.LazyFrame:
+    """`pl.scan_parquet(paths)`; when encrypted, a lazy scan of a decrypting pyarrow dataset."""
+    if not _encrypted:
+        return pl.scan_parquet(paths)
+    files = [str(paths)] if isinstance(paths, Path) else [str(p) for p in paths]
+    options = ds.ParquetFragmentScanOptions(decryption_properties=_decryption())
+    dataset_format = ds.ParquetFileFormat(default_fragment_scan_options=options)
+    dataset = _decrypting(", ".join(files), lambda: ds.dataset(files, format=dataset_format))
+    return pl.scan_pyarrow_dataset(dataset)
+
+
+# --- DuckDB ------------------------------------------------------------------------------------
+
+
+def duckdb_read_parquet(glob: str, **options: str) -> str:
+    """A `read_parquet(...)` table expression over `glob` (a path or glob; single quotes are
+    escaped) with DuckDB options given as SQL text; with encryption on it names the lake key,
+    which the connection must have (`register_duckdb_key`).
+
+    `union_by_name` is left out when encrypted: DuckDB 1.5 crashes on it together with
+    `encryption_config` (duckdb/duckdb#21508), so the files of one table must share a schema.
+    """
+    parts = ["'" + glob.replace("'", "''") + "'"]
+    parts += [f"{name} = {value}" for name, value in options.items() if not (_encrypted and name == "union_by_name")]
+    if _encrypted:
+        parts.append(f"encryption_config = {{footer_key: '{DUCKDB_KEY_NAME}'}}")
+    return f"read_parquet({', '.join(parts)})"
+
+
+def register_duckdb_key(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Give `con` the lake key (a no-op with encryption off); the lake views need it to read.
+
+    It also turns off DuckDB's filter push-down for the connection: DuckDB 1.5 fails to authenticate
+    the pages of a pyarrow-encrypted file when a filter is pushed into the scan ("Computed AES tag
+    differs"), while the same query with the filter applied after the scan reads correctly.
+    """
+    if _encrypted:
+        encoded = base64.b64encode(lake_key()).decode("ascii")
+        con.execute(f"PRAGMA add_parquet_key('{DUCKDB_KEY_NAME}', '{encoded}')")
+        con.execute(f"SET disabled_optimizers = '{DUCKDB_DISABLED_OPTIMIZERS}'")
+    return con
