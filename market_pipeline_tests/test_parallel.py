@@ -29,7 +29,7 @@ ASSETS = [
 ]
 # Warehouse tables the stages write through the IO manager (their timing columns aside).
 TABLES = ["validation_reports", "validation_reports_hourly", "pipeline_metrics", "pipeline_metrics_hourly"]
-TIMING_SUFFIXES = ("seconds", "_per_second", "peak_rss_mb")  # wall time, throughput, memory: not data
+TIMING_SUFFIXES = ("seconds", "_per_second", "_per_s", "peak_rss_mb")  # wall time, throughput, memory: not data
 
 
 def plain(value):
@@ -106,7 +106,7 @@ def table_digests(warehouse: Path) -> dict[str, tuple]:
                     "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                     [table],
                 ).fetchall()
-                if not name.endswith(TIMING_SUFFIXES + ("_mb", "_ms", "_s"))
+                if not name.endswith(TIMING_SUFFIXES + ("_mb", "_s"))
             ]
             select = ", ".join(f'bit_xor(hash("{c}"))' for c in columns)
             digests[table] = con.execute(f"SELECT count(*), {select} FROM main.{table}").fetchone()
