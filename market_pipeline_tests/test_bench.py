@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow  # the benchmark at a small scale, whole graph inc
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("bench_data")
-    argv = ["--scale", "0.01", "--peer-rows", "20000", "--parallel-scale", "0.005", "--data-dir", str(data_dir)]
+    argv = ["--scale", "0.005", "--peer-rows", "20000", "--parallel-scale", "0.005", "--data-dir", str(data_dir)]
     return data_dir, argv
 
 
@@ -52,7 +52,7 @@ def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys
     for goal in ("goal >= 50 M/s", "goal >= 100x", "goal <= 2.0x", "goal <= 5x", "goal >= 1.7x", "goal <= 1024 MB"):
         assert goal in text
 
-    settings = bench.bench_settings(data_dir, 0.01)
+    settings = bench.bench_settings(data_dir, 0.005)
     day = bench.prepare_day(settings)  # cached: nothing is generated or imported again
     assert report["deltas"] == pq.ParquetFile(day.deltas).metadata.num_rows > 100_000
     assert 0 < report["messages"] < report["deltas"]
@@ -79,7 +79,7 @@ def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys
 
 def test_core_counts_every_delta_of_whole_messages(bench_run):
     data_dir, _ = bench_run
-    day = bench.prepare_day(bench.bench_settings(data_dir, 0.01))
+    day = bench.prepare_day(bench.bench_settings(data_dir, 0.005))
     whole = bench.core(day.deltas, 0.01, 0.00001)
     head = bench.core(day.deltas, 0.01, 0.00001, rows=12_345)
     assert whole.deltas == pq.ParquetFile(day.deltas).metadata.num_rows
