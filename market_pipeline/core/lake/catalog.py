@@ -12,12 +12,16 @@ connection reads them only after `parquet_io.register_duckdb_key` (or the same P
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from market_pipeline.core.lake import parquet_io
+
+LOCK_WAIT_SECONDS = 120.0  # how long view creation waits for another process's lock on the warehouse
+LOCK_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,28 @@ def missing_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ...] =
     candidates = [v for v in views if has_files(v.files_root(lake_dir))]
     if not candidates or not warehouse.is_file():
         return candidates
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with connect_when_free(warehouse, read_only=True) as con:
         existing = set(con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall())
     return [v for v in candidates if (v.schema, v.view) not in existing]
+
+
+def connect_when_free(
+    warehouse: Path, read_only: bool = False, timeout_seconds: float = LOCK_WAIT_SECONDS
+) -> duckdb.DuckDBPyConnection:
+    """A connection to the warehouse, retried while another process holds its file lock.
+
+    DuckDB lets one process write a database file, or several read it, never both: a backup
+    (`market-pipeline backup` reads it for a fraction of a second) or an analyst's read-only
+    session would otherwise fail the step that creates views. The IO manager retries the same way.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            return duckdb.connect(str(warehouse), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(LOCK_POLL_SECONDS)
 
 
 def ensure_lake_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ...] = LAKE_VIEWS) -> list[str]:
@@ -75,7 +98,7 @@ def ensure_lake_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ..
     if not todo:
         return []
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with parquet_io.register_duckdb_key(duckdb.connect(str(warehouse))) as con:
+    with parquet_io.register_duckdb_key(connect_when_free(warehouse)) as con:
         for v in todo:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{v.schema}"')
             con.execute(view_sql(v.schema, v.view, v.files_root(lake_dir)))
@@ -90,7 +113,7 @@ def create_parquet_view(warehouse: Path, schema: str, view: str, root: Path, tab
     if not has_files(root / table):
         return False
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with parquet_io.register_duckdb_key(duckdb.connect(str(warehouse))) as con:
+    with parquet_io.register_duckdb_key(connect_when_free(warehouse)) as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         con.execute(view_sql(schema, view, root / table))
     return True
