@@ -93,15 +93,7 @@ def _skipped_rows(skipped: dict[dg.AssetKey, dict[str, str]]) -> list[str]:
         lines += textwrap.wrap(
             f"{day}  {', '.join(sorted(assets))}", width=WIDTH, initial_indent="  ", subsequent_indent=" " * 14
         )
-        for why in reason.splitlines():
-            lines += textwrap.wrap(  # no break inside BTC-USDT or a path: they stay whole to copy
-                scrub_text(why),
-                width=WIDTH,
-                initial_indent="    because ",
-                subsequent_indent=" " * 12,
-                break_on_hyphens=False,
-                break_long_words=False,
-            )
+        lines += wrapped(reason, indent=" " * 12, first_indent="    because ")
     return lines
 
 
@@ -203,15 +195,15 @@ def raw_row_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
     return format_table(headers, table, right=[False, False, *([True] * len(present))])
 
 
-def wrapped(text: str, indent: str = "      ") -> list[str]:
-    """`text` whole, wrapped to the summary's width; no break inside BTC-USDT or a path (they stay
-    whole to copy)."""
+def wrapped(text: str, indent: str = "      ", first_indent: str | None = None) -> list[str]:
+    """`text` whole (secrets scrubbed), wrapped to the summary's width; no break inside BTC-USDT or a
+    path (they stay whole to copy). Each paragraph's first line starts with `first_indent` if given."""
     lines: list[str] = []
     for paragraph in scrub_text(text).splitlines():
         lines += textwrap.wrap(
             paragraph,
             width=WIDTH,
-            initial_indent=indent,
+            initial_indent=indent if first_indent is None else first_indent,
             subsequent_indent=indent,
             break_on_hyphens=False,
             break_long_words=False,

@@ -119,13 +119,6 @@ def read_bar_counts(path: Path) -> dict[str, object]:
     return json.loads(metadata[FILE_METADATA_KEY])
 
 
-def connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with a memory limit and a spill directory, for one instrument-day."""
-    spill_dir.mkdir(parents=True, exist_ok=True)
-    config = {"threads": 2, "memory_limit": MEMORY_LIMIT, "temp_directory": str(spill_dir)}
-    return parquet_io.register_duckdb_key(duckdb.connect(config=config))  # the lake may be encrypted
-
-
 def require(path: Path, what: str) -> Path:
     if not path.is_file():
         raise BarsInputError(f"{what} missing: {path} (materialize its asset for this day first)")
@@ -264,7 +257,7 @@ def build_bar_day(
     result = BarDayResult(instrument.key, day, str(output))
     require(trades, f"{instrument.key} {day}: raw trades file")
     require(books, f"{instrument.key} {day}: rebuilt books file")
-    with connect(spill_dir) as con:
+    with parquet_io.scratch_duckdb(spill_dir, MEMORY_LIMIT) as con:
         with _naming(trades, instrument, day):
             result.trades, result.trades_outside_day = _load_trades(con, trades, instrument, day)
         with _naming(books, instrument, day):

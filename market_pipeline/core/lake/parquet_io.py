@@ -20,6 +20,7 @@ predicate push-down.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,3 +211,16 @@ def register_duckdb_key(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnec
         con.execute(f"PRAGMA add_parquet_key('{DUCKDB_KEY_NAME}', '{encoded}')")
         con.execute(f"SET disabled_optimizers = '{DUCKDB_DISABLED_OPTIMIZERS}'")
     return con
+
+
+def scratch_duckdb(spill_dir: Path, memory_limit: str, **options: object) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for one instrument-day's queries over the lake: 2 threads, `memory_limit`
+    (it spills beyond it), the lake key when the lake is encrypted, and a spill directory of this
+    process's own under `spill_dir`: instrument-days run side by side on PIPELINE_WORKERS, and DuckDB
+    removes the temporary directory it created when its connection closes. `options`: more settings."""
+    import duckdb
+
+    own_dir = spill_dir / f"pid-{os.getpid()}"
+    own_dir.mkdir(parents=True, exist_ok=True)
+    config = {"threads": 2, "memory_limit": memory_limit, "temp_directory": str(own_dir), **options}
+    return register_duckdb_key(duckdb.connect(config=config))

@@ -22,7 +22,6 @@ an as-of join of every delta row with the last snapshot before it, come hour by 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -77,20 +76,6 @@ def _parquet(path: Path) -> str:
 MEMORY_LIMIT = "256MB"  # the step process itself needs ~450 MB of the 1 GB budget
 
 
-def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
-    # A directory per process: instrument-days run side by side (PIPELINE_WORKERS), and DuckDB
-    # removes the temporary directory it created when its connection closes.
-    own_dir = spill_dir / f"pid-{os.getpid()}"
-    own_dir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "threads": 2,
-        "memory_limit": MEMORY_LIMIT,
-        "temp_directory": str(own_dir),
-        "preserve_insertion_order": False,  # no query here depends on row order
-    }
-    return parquet_io.register_duckdb_key(duckdb.connect(config=config))
-
-
 def _snapshot_view(con: duckdb.DuckDBPyConnection, books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> int:
     levels = _levels(books)
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
@@ -135,7 +120,8 @@ def compute_microstructure(
             raise FileNotFoundError(f"{day}: lake file missing: {needed}")
     lot_f = float(lot)
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-    with _connect(spill_dir) as con:
+    # No query here depends on row order.
+    with parquet_io.scratch_duckdb(spill_dir, MEMORY_LIMIT, preserve_insertion_order=False) as con:
         levels = _snapshot_view(con, books, tick, lot, day)
         depth_cols = ", ".join(f"{_depth_expr(levels, n)} AS depth_{n}bps_lots" for n in DEPTH_BPS)
         bounds = ", ".join(_bounds_expr(n) for n in DEPTH_BPS)
