@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,9 +188,36 @@ def message_aligned(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         yield held
 
 
+# Raw partitions on disk (docs/data-formats.md): integer columns (times, sequence numbers, ids)
+# DELTA_BINARY_PACKED; prices and other non-integer columns dictionary-encoded (a day repeats few
+# distinct prices; Arrow falls back to plain when a chunk's dictionary grows too large); sizes and
+# quantities plain (near-unique per row, a dictionary only costs); then LZ4. On the bench's
+# realistic day, against plain zstd: the deltas write ~40% faster and read ~3x faster at ~10%
+# less size; the 83-column snapshots write ~3x and read ~3.5x faster at ~3% more size. Every
+# later stage reads these files.
+RAW_COMPRESSION = "lz4"
+_UNDICTIONARIED_SUFFIXES = ("size", "quantity")
+
+
+def raw_writer_options(schema: pa.Schema) -> dict[str, object]:
+    """The Parquet writer options of a raw partition with `schema`."""
+    integers = [f.name for f in schema if pa.types.is_integer(f.type)]
+    return {
+        "compression": RAW_COMPRESSION,
+        "use_dictionary": [
+            f.name for f in schema if f.name not in integers and not f.name.endswith(_UNDICTIONARIED_SUFFIXES)
+        ],
+        "column_encoding": dict.fromkeys(integers, "DELTA_BINARY_PACKED"),
+        "write_statistics": True,
+    }
+
+
 class PartitionWriter:
-    """Streams batches into one Parquet file written atomically (zstd, statistics), as
-    `write_lake_parquet_atomic` would write the whole frame."""
+    """Streams batches into one Parquet file written atomically (`raw_writer_options`).
+
+    Encoding runs on a thread of its own (Arrow releases the GIL), one batch in flight, so the
+    caller checks and measures the next batch meanwhile; memory grows by one batch at most.
+    """
 
     def __init__(self, final: Path, schema: dict[str, pl.DataType]):
         self.final = final
@@ -197,8 +225,11 @@ class PartitionWriter:
         self._stack = ExitStack()
         self._tmp: Path | None = None
         self._writer: pq.ParquetWriter | None = None
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="raw-writer")
+        self._pending: Future[None] | None = None
 
     def __enter__(self) -> PartitionWriter:
+        self._stack.callback(self._encoder.shutdown)
         self._tmp = self._stack.enter_context(atomic_path(self.final))
         return self
 
@@ -206,20 +237,34 @@ class PartitionWriter:
         if frame.is_empty():
             return
         table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+        self._wait()
         if self._writer is None:
             assert self._tmp is not None
-            self._writer = parquet_io.parquet_writer(self._tmp, table.schema, compression="zstd", write_statistics=True)
-        self._writer.write_table(table)
+            self._writer = parquet_io.parquet_writer(self._tmp, table.schema, **raw_writer_options(table.schema))
+        self._pending = self._encoder.submit(self._writer.write_table, table)
 
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+    def _wait(self) -> None:
+        """Until the batch in flight is written; its error, if any, is raised here."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, traceback: object) -> None:
         try:
+            self._wait()
             if self._writer is not None:
                 self._writer.close()
             elif kind is None:
                 assert self._tmp is not None
-                parquet_io.write_frame(pl.DataFrame(schema=self.schema), self._tmp)
-        finally:
-            self._stack.__exit__(kind, value, traceback)  # type: ignore[arg-type]
+                empty = pl.DataFrame(schema=self.schema).to_arrow(compat_level=pl.CompatLevel.oldest())
+                parquet_io.write_table(empty, self._tmp, **raw_writer_options(empty.schema))
+        except BaseException as exc:
+            # The last batch failed on the writer thread, or closing failed: the file is not
+            # committed (atomic_path sees the error), whatever the with-block itself did.
+            if not self._stack.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+            return
+        self._stack.__exit__(kind, value, traceback)  # type: ignore[arg-type]
 
     @property
     def bytes(self) -> int:
