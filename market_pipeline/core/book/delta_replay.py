@@ -35,6 +35,7 @@ import numba as nb
 import numpy as np
 
 from market_pipeline.core.book.ladder import (
+    EMPTY,
     ST_BASE,
     ST_BEST_ASK,
     ST_BEST_BID,
@@ -209,7 +210,9 @@ def new_replay_state(day_start_ns: int, contiguous: bool, interval_ns: int, sync
     return state
 
 
-@nb.njit(cache=True, nogil=True)
+# The helpers of the per-message loop are inlined: a call between jitted functions passes every
+# array with reference counting, which costs more than these small bodies.
+@nb.njit(cache=True, nogil=True, inline="always")
 def _hour(r, t):
     h = (t - r.day_start) // 3_600_000_000_000
     if h < 0:
@@ -231,7 +234,7 @@ def _emit_header(r, c, rows, n_out, recv, orig, trigger):
         c.rows_written_unsynced += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def emit_row(book, state, counters, rows, n_out, recv, orig, trigger, depth):
     """Write the book's top `depth` levels as output row `n_out`."""
     _emit_header(state[0], counters[0], rows, n_out, recv, orig, trigger)
@@ -247,7 +250,7 @@ def emit_row(book, state, counters, rows, n_out, recv, orig, trigger, depth):
     )
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def emit_levels_row(levels, state, counters, rows, n_out, recv, orig, trigger, depth):
     """`emit_row` with the book's top levels already at hand (`levels` as `top_levels` writes them)."""
     _emit_header(state[0], counters[0], rows, n_out, recv, orig, trigger)
@@ -522,7 +525,9 @@ def _replay_lake_batch(
         st[ST_N_ASK] = n_a
         c.deltas_applied += j - i - dropped
         c.updates_outside_window += dropped
-        removed = resolve_cross(bid, ask, st, last_positive_is_bid)
+        removed = 0
+        if best_b != EMPTY and best_a != EMPTY and best_b >= best_a:  # crossed or locked (rare): spares the call
+            removed = resolve_cross(bid, ask, st, last_positive_is_bid)
         if removed > 0:
             c.crossed_events += 1
             c.crossed_levels_removed += removed
