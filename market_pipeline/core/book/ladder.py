@@ -244,16 +244,21 @@ def top_levels(bid, ask, st, depth, bid_ticks, bid_lots, ask_ticks, ask_lots):
     """Write the best `depth` levels a side (tick, lots); missing levels get tick -1.
 
     Returns (levels found on the bid side, on the ask side).
+
+    The walk has no branch on whether a tick is occupied: every tick is written at the next free
+    slot, which advances only past an occupied one. Around the touch roughly every other tick is
+    occupied, so a branch there would be mispredicted about half the time (this walk dominated the
+    kernel's time when every sampled row read 20 levels).
     """
     base = st[ST_BASE]
     n_b = 0
     i = st[ST_BEST_BID]
     if i != EMPTY:
         while n_b < depth and i >= 0:
-            if bid[i] != 0:
-                bid_ticks[n_b] = base + i
-                bid_lots[n_b] = bid[i]
-                n_b += 1
+            lots = bid[i]
+            bid_ticks[n_b] = base + i
+            bid_lots[n_b] = lots
+            n_b += lots != 0
             i -= 1
     for k in range(n_b, depth):
         bid_ticks[k] = -1
@@ -263,10 +268,10 @@ def top_levels(bid, ask, st, depth, bid_ticks, bid_lots, ask_ticks, ask_lots):
     if i != EMPTY:
         cap = ask.shape[0]
         while n_a < depth and i < cap:
-            if ask[i] != 0:
-                ask_ticks[n_a] = base + i
-                ask_lots[n_a] = ask[i]
-                n_a += 1
+            lots = ask[i]
+            ask_ticks[n_a] = base + i
+            ask_lots[n_a] = lots
+            n_a += lots != 0
             i += 1
     for k in range(n_a, depth):
         ask_ticks[k] = -1
