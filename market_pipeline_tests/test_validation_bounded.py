@@ -16,6 +16,7 @@ from test_quality import CLEAN, FAULTED, INSTRUMENT, world  # noqa: F401  (the m
 
 
 def _reference(files, counters):
+    from market_pipeline.core.lake.schemas import book_level_columns
     from market_pipeline.core.quality import measures as m
     from market_pipeline.core.quality.fidelity import capture_fidelity
     from market_pipeline.core.quality.precision import max_decimals
@@ -38,7 +39,12 @@ def _reference(files, counters):
         ],
         how="diagonal_relaxed",
     )
-    snap_off, snap_loss = m.snapshot_precision(files)
+    snapshot_flags = m.precision_flags(
+        pl.read_parquet(files.require(files.snapshots)),
+        {c: "price" if c.endswith("_price") else "size" for c in book_level_columns()},
+        instrument,
+    )
+    snap_off, snap_loss = int(snapshot_flags["off_grid"].sum()), int((~snapshot_flags["off_grid"]).sum())
     row = {
         "messages": skew.height,
         "delta_rows": deltas.height,
@@ -111,28 +117,38 @@ def test_bounded_validation_equals_whole_day_readers(world, monkeypatch, day, ba
         assert row["sequence_jumps"] > 0 and row["precision_loss_events"] > 0
 
 
-def test_exact_quantiles_equal_polars():
-    from market_pipeline.core.quality.measures import ExactQuantiles
+DAY = dt.date(2024, 3, 1)
+
+
+def test_skew_quantiles_equal_polars():
+    """Quantiles located through a day-statistics histogram of the skews (ns) equal polars' over
+    the same skews in ms, per hour and over the day, whatever the batches of the pass."""
+    from market_pipeline.core.quality.day_stats import skew_buckets
+    from market_pipeline.core.quality.measures import NS_PER_HOUR, SkewQuantiles, _skew_ms, day_start_ns
 
     rng = np.random.default_rng(3)
     quantiles = (0.01, 0.5, 0.99)
     for trial in range(60):
         n = int(rng.integers(0, 5000))
-        values = [
-            rng.lognormal(1, 2, n) * rng.choice([-1, 1], n),
-            rng.integers(-5, 5, n) / 1e6,
-            (rng.integers(0, 10**9, n) - rng.integers(0, 10**7, n)) / 1_000_000,
-            np.full(n, 3.5),
+        skew_ns = [
+            (rng.lognormal(1, 2, n) * 1e6 * rng.choice([-1, 1], n)).astype(np.int64),
+            rng.integers(-5, 5, n),
+            rng.integers(0, 10**9, n) - rng.integers(0, 10**7, n),
+            np.full(n, 3_500_000),
         ][trial % 4]
-        groups = rng.integers(0, 24, n) if trial % 3 else np.zeros(n, np.int64)
-        exact = ExactQuantiles(24, quantiles)
+        hours = rng.integers(0, 24, n) if trial % 3 else np.zeros(n, np.int64)
+        bucket, width = skew_buckets(skew_ns)
+        histogram = (
+            pl.DataFrame({"hour": hours.astype(np.int32), "bucket_ns": bucket, "width_ns": width})
+            .group_by("hour", "bucket_ns", "width_ns")
+            .agg(pl.len().cast(pl.Int64).alias("count"))
+        )
+        exact = SkewQuantiles(histogram, quantiles, DAY)
+        received = day_start_ns(DAY) + hours * NS_PER_HOUR + rng.integers(0, NS_PER_HOUR, n)
         for s in range(0, n, 777):
-            exact.count(groups[s : s + 777], values[s : s + 777])
-        if exact.locate():
-            for s in range(0, n, 1000):
-                exact.collect(groups[s : s + 1000], values[s : s + 1000])
-        found = exact.result()
-        frame = pl.DataFrame({"g": groups, "v": values})
+            exact.collect(received[s : s + 777], skew_ns[s : s + 777])
+        found = exact.result("test")
+        frame = pl.DataFrame({"g": hours, "v": _skew_ms(skew_ns, np.zeros(n, np.int64))})
         for group in range(25):
             part = frame if group == 24 else frame.filter(pl.col("g") == group)
             expected = [part["v"].quantile(q, "linear") for q in quantiles] if part.height else [None] * 3
