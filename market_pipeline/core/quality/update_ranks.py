@@ -27,20 +27,45 @@ _NO_ASK = np.iinfo(np.int64).max
 
 @njit(cache=True)
 def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_ask, counts):
-    """counts[rank] += 1 for every delta row with a snapshot before it (`snap_time` sorted)."""
+    """counts[rank] += 1 for every delta row with a snapshot before it (`snap_time` sorted).
+
+    The rows come mostly in time order, so the snapshot before a row is found by stepping on
+    from the previous row's (a binary search when time goes back). A side whose levels are
+    ordered from the touch (every rebuilt book's) stops counting at the first level not better.
+    """
     levels = snap_bid.shape[1]
+    bids_ordered = np.ones(snap_bid.shape[0], np.bool_)
+    asks_ordered = np.ones(snap_ask.shape[0], np.bool_)
+    for k in range(snap_bid.shape[0]):
+        for level in range(1, levels):
+            if snap_bid[k, level] > snap_bid[k, level - 1]:
+                bids_ordered[k] = False
+            if snap_ask[k, level] < snap_ask[k, level - 1]:
+                asks_ordered[k] = False
+    k = -1
     for i in range(delta_time.shape[0]):
-        k = np.searchsorted(snap_time, delta_time[i]) - 1  # the last snapshot strictly before
+        t = delta_time[i]
+        if i > 0 and t >= delta_time[i - 1]:
+            while k + 1 < snap_time.shape[0] and snap_time[k + 1] < t:
+                k += 1
+        else:
+            k = np.searchsorted(snap_time, t) - 1  # the last snapshot strictly before
         if k < 0:
             continue
         p = delta_tick[i]
         rank = 0
         if delta_is_bid[i]:
             for level in range(levels):
-                rank += snap_bid[k, level] > p
+                if snap_bid[k, level] > p:
+                    rank += 1
+                elif bids_ordered[k]:
+                    break
         else:
             for level in range(levels):
-                rank += snap_ask[k, level] < p
+                if snap_ask[k, level] < p:
+                    rank += 1
+                elif asks_ordered[k]:
+                    break
         counts[min(rank, levels)] += 1
 
 
@@ -50,8 +75,10 @@ def _ticks(column: str | pl.Expr, tick: float) -> pl.Expr:
     return ((value.cast(pl.Float64) / tick) + 0.5).floor().cast(pl.Int64)
 
 
-def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: int) -> list[int]:
-    """Delta rows by rank 0..levels (the last entry is "deeper") over the day; unranked rows are left out.
+def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: int) -> tuple[list[int], pl.DataFrame]:
+    """(delta rows by rank 0..levels (the last entry is "deeper") over the day, unranked rows left
+    out; per hour 0-23: book_messages (distinct sequence numbers) and book_delta_rows), from one
+    pass over the deltas' received_time, sequence_number, side and price.
 
     Rows stamped before the day count in the first hour, rows after it in the last.
     """
@@ -62,8 +89,11 @@ def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: 
         *[_ticks(f"bid_{i}_price", tick).fill_null(_NO_BID).alias(f"b{i}") for i in range(levels)],
         *[_ticks(f"ask_{i}_price", tick).fill_null(_NO_ASK).alias(f"a{i}") for i in range(levels)],
     ]
-    rows = parquet_io.scan(deltas).select("received_time", "side_is_bid", _ticks("price", tick).fill_null(0).alias("p"))
+    rows = parquet_io.scan(deltas).select(
+        "received_time", "sequence_number", "side_is_bid", _ticks("price", tick).fill_null(0).alias("p")
+    )
     carried: pl.DataFrame | None = None  # the last snapshot before the hour
+    per_hour = []
     for hour in range(24):
         start, end = day_start + hour * _HOUR_NS, day_start + (hour + 1) * _HOUR_NS
         window = pl.lit(True)
@@ -71,6 +101,9 @@ def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: 
             window = window & (pl.col("received_time") >= start)
         if hour < 23:
             window = window & (pl.col("received_time") < end)
+        hour_rows = rows.filter(window).collect()
+        # Like SQL's count(DISTINCT sequence_number): NULL is no number.
+        per_hour.append((hour, hour_rows["sequence_number"].drop_nulls().n_unique(), hour_rows.height))
         snaps = snapshots.filter(window).select(snapshot_columns).collect()
         if carried is not None:
             snaps = pl.concat([carried, snaps])
@@ -79,7 +112,6 @@ def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: 
             carried = snaps.tail(1)
         else:
             continue  # no snapshot yet: every row of the hour is unranked
-        hour_rows = rows.filter(window).collect()
         add_ranks(
             hour_rows["received_time"].to_numpy(),
             hour_rows["side_is_bid"].to_numpy(),
@@ -89,4 +121,7 @@ def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: 
             np.ascontiguousarray(snaps.select([f"a{i}" for i in range(levels)]).to_numpy()),
             counts,
         )
-    return counts.tolist()
+    hourly = pl.DataFrame(
+        per_hour, schema={"hour": pl.Int64, "book_messages": pl.Int64, "book_delta_rows": pl.Int64}, orient="row"
+    )
+    return counts.tolist(), hourly
