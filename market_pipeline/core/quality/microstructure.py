@@ -169,6 +169,9 @@ def _snapshot_shape(books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> t
         for j, n in enumerate(DEPTH_BPS):
             shape[f"depth_{n}bps_lots"] = pa.array(depth[:, j], mask=missing[:, j])
         parts.append(pa.table(shape))
+    # mimalloc keeps the decoded row groups' pages for reuse; the rank pass that follows is the
+    # step's peak, so hand them back first.
+    pa.default_memory_pool().release_unused()
     if not parts:
         names = ["hour", "spread_ticks", *[f"depth_{bps}bps_lots" for bps in DEPTH_BPS]]
         return pa.schema([(name, pa.int64()) for name in names]).empty_table(), levels
@@ -212,7 +215,7 @@ def compute_microstructure(
             USING SAMPLE reservoir({SKEW_SAMPLE_ROWS} ROWS) REPEATABLE (7)"""
         ).fetchall()
 
-    rank_counts, messages = update_ranks.rank_counts(books, deltas, float(tick), levels, day_start)
+    rank_counts, messages = update_ranks.rank_counts(books, deltas, tick, levels, day_start)
     hours = pl.DataFrame({"hour": list(range(24))}, schema={"hour": pl.Int64})
     hourly = (
         hours.join(hourly_shape.with_columns(pl.col("hour").cast(pl.Int64)), on="hour", how="left")

@@ -12,10 +12,14 @@ by a small numba kernel over int64 ticks, instead of a whole-day SQL as-of join 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from numba import njit
 
 from market_pipeline.core.lake import parquet_io
@@ -75,7 +79,62 @@ def _ticks(column: str | pl.Expr, tick: float) -> pl.Expr:
     return ((value.cast(pl.Float64) / tick) + 0.5).floor().cast(pl.Int64)
 
 
-def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: int) -> tuple[list[int], pl.DataFrame]:
+def _ladder_ticks(column: pa.ChunkedArray, tick: Decimal, absent: int) -> np.ndarray:
+    """`_ticks` of one level's prices, `absent` where there is none. A decimal column on the tick
+    grid (the rebuilt books always are) is divided in integers, its unscaled values over the
+    tick's: the float expression gives the same integers there (its quotient is within a few ulps
+    of one, far from a half). Any other column takes the float expression itself."""
+    array = column.combine_chunks()
+    if pa.types.is_decimal(array.type) and array.type.bit_width == 64:
+        per_tick = tick * 10**array.type.scale
+        unscaled = np.asarray(array.view(pa.int64()).fill_null(0) if array.null_count else array.view(pa.int64()))
+        if per_tick == 1 or (per_tick == per_tick.to_integral_value() and not np.any(unscaled % int(per_tick))):
+            ticks = unscaled if per_tick == 1 else unscaled // int(per_tick)
+            return np.where(np.asarray(array.is_valid()), ticks, absent) if array.null_count else ticks
+    values = pl.from_arrow(array).to_frame("price")  # type: ignore[union-attr]
+    return values.select(_ticks("price", float(tick)).fill_null(absent)).to_series().to_numpy()
+
+
+def _row_group_spans(reader: pq.ParquetFile) -> list[tuple[int | None, int | None]]:
+    """(min, max) received_time of each row group from the footer; None where not recorded."""
+    column = reader.schema_arrow.get_field_index("received_time")
+    spans = []
+    for group in range(reader.num_row_groups):
+        stats = reader.metadata.row_group(group).column(column).statistics
+        spans.append((stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None))
+    return spans
+
+
+def _hour_snapshots(
+    reader: pq.ParquetFile, spans: list, low: int | None, high: int | None, tick: Decimal, levels: int
+) -> pl.DataFrame:
+    """The vendor-snapshot rows with low <= received_time < high (None: unbounded), as
+    received_time, b0.. and a0.. in ticks (absent levels as _NO_BID / _NO_ASK), in file order.
+    Only the row groups whose footer range meets the window are read, through pyarrow (which
+    decodes decimals several times faster than polars)."""
+    prices = [f"{side}_{i}_price" for side in ("bid", "ask") for i in range(levels)]
+    groups = [  # the row groups whose footer range meets the window (all when a range is not recorded)
+        g
+        for g, (first, last) in enumerate(spans)
+        if first is None or ((high is None or first < high) and (low is None or last >= low))
+    ]
+    table = reader.read_row_groups(groups, columns=["received_time", "trigger", *prices])
+    keep = pc.equal(table["trigger"], "snapshot")
+    if low is not None:
+        keep = pc.and_(keep, pc.greater_equal(table["received_time"], low))
+    if high is not None:
+        keep = pc.and_(keep, pc.less(table["received_time"], high))
+    table = table.filter(keep)
+    ladder = {"received_time": table["received_time"].to_numpy()}
+    for side, absent in (("bid", _NO_BID), ("ask", _NO_ASK)):
+        for i in range(levels):
+            ladder[f"{side[0]}{i}"] = _ladder_ticks(table[f"{side}_{i}_price"], tick, absent)
+    return pl.DataFrame(ladder, schema=dict.fromkeys(ladder, pl.Int64))
+
+
+def rank_counts(
+    books: Path, deltas: Path, tick: Decimal, levels: int, day_start: int
+) -> tuple[list[int], pl.DataFrame]:
     """(delta rows by rank 0..levels (the last entry is "deeper") over the day, unranked rows left
     out; per hour 0-23: book_messages (distinct sequence numbers) and book_delta_rows), from one
     pass over the deltas' received_time, sequence_number, side and price.
@@ -83,14 +142,10 @@ def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: 
     Rows stamped before the day count in the first hour, rows after it in the last.
     """
     counts = np.zeros(levels + 1, np.int64)
-    snapshots = parquet_io.scan(books).filter(pl.col("trigger") == "snapshot")
-    snapshot_columns = [
-        pl.col("received_time"),
-        *[_ticks(f"bid_{i}_price", tick).fill_null(_NO_BID).alias(f"b{i}") for i in range(levels)],
-        *[_ticks(f"ask_{i}_price", tick).fill_null(_NO_ASK).alias(f"a{i}") for i in range(levels)],
-    ]
+    reader = parquet_io.open_file(books, pre_buffer=False)
+    spans = _row_group_spans(reader)
     rows = parquet_io.scan(deltas).select(
-        "received_time", "sequence_number", "side_is_bid", _ticks("price", tick).fill_null(0).alias("p")
+        "received_time", "sequence_number", "side_is_bid", _ticks("price", float(tick)).fill_null(0).alias("p")
     )
     carried: pl.DataFrame | None = None  # the last snapshot before the hour
     per_hour = []
@@ -104,7 +159,7 @@ def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: 
         hour_rows = rows.filter(window).collect()
         # Like SQL's count(DISTINCT sequence_number): NULL is no number.
         per_hour.append((hour, hour_rows["sequence_number"].drop_nulls().n_unique(), hour_rows.height))
-        snaps = snapshots.filter(window).select(snapshot_columns).collect()
+        snaps = _hour_snapshots(reader, spans, start if hour else None, end if hour < 23 else None, tick, levels)
         if carried is not None:
             snaps = pl.concat([carried, snaps])
         snaps = snaps.sort("received_time", maintain_order=True)
