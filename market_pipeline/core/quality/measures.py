@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
@@ -545,19 +546,20 @@ class SkewQuantiles:
         self._buckets = np.array(sorted(bounds), np.int64)  # bucket_ns in the order of _lows
         self._found: list[pl.DataFrame] = []
 
-    def collect(self, received: np.ndarray, skew_ns: np.ndarray) -> None:
-        """The pass: every message's receive time and skew in ns, in any batches."""
-        if not len(self._lows) or not len(skew_ns):
+    def collect(self, received: np.ndarray, origin: np.ndarray, starts: np.ndarray) -> None:
+        """The pass: the receive and origin times of rows, `starts` marking the rows that start a
+        message (only those count), in any batches."""
+        if not len(self._lows) or not len(received):
             return
-        at = np.searchsorted(self._lows, skew_ns, side="right") - 1
-        inside = np.flatnonzero((at >= 0) & (skew_ns <= self._highs[np.maximum(at, 0)]))
-        if len(inside):
+        rows = _rows_in_buckets(received, origin, starts, self._lows, self._highs)
+        if len(rows):
+            skew_ns = received[rows] - origin[rows]
             self._found.append(
                 pl.DataFrame(
                     {
-                        "hour": np.clip((received[inside] - self._day_start) // NS_PER_HOUR, 0, 23),
-                        "bucket_ns": self._buckets[at[inside]],
-                        "skew_ns": skew_ns[inside].astype(np.int64),
+                        "hour": np.clip((received[rows] - self._day_start) // NS_PER_HOUR, 0, 23),
+                        "bucket_ns": self._buckets[np.searchsorted(self._lows, skew_ns, side="right") - 1],
+                        "skew_ns": skew_ns.astype(np.int64),
                     }
                 )
             )
@@ -591,6 +593,22 @@ class SkewQuantiles:
 
 
 _FOUND_SCHEMA = {"hour": pl.Int64, "bucket_ns": pl.Int64, "skew_ns": pl.Int64}
+
+
+@njit(cache=True)
+def _rows_in_buckets(received, origin, starts, lows, highs):
+    """Positions of the message-starting rows whose skew (received - origin) lies in one of the
+    disjoint ranges [lows[j], highs[j]] (`lows` sorted): one loop, no temporaries of batch size."""
+    found = np.empty(received.shape[0], np.int64)
+    n = 0
+    for i in range(received.shape[0]):
+        if starts[i]:
+            skew = received[i] - origin[i]
+            j = np.searchsorted(lows, skew, side="right") - 1
+            if j >= 0 and skew <= highs[j]:
+                found[n] = i
+                n += 1
+    return found[:n]
 
 
 @dataclass
@@ -695,8 +713,7 @@ def delta_figures(files: DayFiles, snapshot_sequence: np.ndarray, snapshot_recei
     for frame, starts, offset in _message_batches(files, [*times, "price", "size"] if bad_values else times):
         if bad_values:
             tally.add("deltas", frame, offset, DELTA_VALUE_COLUMNS, files.instrument)
-        recv, orig = frame["received_time"].to_numpy()[starts], frame["origin_time"].to_numpy()[starts]
-        quantiles.collect(recv, recv - orig)
+        quantiles.collect(frame["received_time"].to_numpy(), frame["origin_time"].to_numpy(), starts)
     found = quantiles.result(files.deltas)
 
     gap_frame = repair_gaps(
@@ -758,6 +775,16 @@ def scan_trades(path: Path, instrument: Instrument, tally: PrecisionTally) -> in
         tally.add("trades", frame, rows, TRADE_VALUE_COLUMNS, instrument)
         rows += frame.height
     return rows
+
+
+def trade_figures(files: DayFiles, tally: PrecisionTally) -> int:
+    """Rows of the day's trades from their day statistics (`day_stats`); their prices and
+    quantities are read into `tally` (`scan_trades`) only when the statistics count off-grid or
+    precision-loss values, to list them."""
+    summary = day_stats(files, "trades").summary
+    if int(summary["off_grid_values"]) + int(summary["precision_loss_events"]):
+        return scan_trades(files.require(files.trades), files.instrument, tally)
+    return int(summary["rows"])
 
 
 def snapshot_sequence(files: DayFiles) -> tuple[np.ndarray, np.ndarray]:

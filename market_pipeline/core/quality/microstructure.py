@@ -187,6 +187,8 @@ def compute_microstructure(
             raise FileNotFoundError(f"{day}: lake file missing: {needed}")
     lot_f = float(lot)
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
+    # The rank pass first: it is the step's peak, and the memory pools have retained less before it.
+    rank_counts, messages = update_ranks.rank_counts(books, deltas, tick, _levels(books), day_start)
     # No query here depends on row order.
     with parquet_io.scratch_duckdb(spill_dir, MEMORY_LIMIT, preserve_insertion_order=False) as con:
         shape, levels = _snapshot_shape(books, tick, lot, day)
@@ -215,7 +217,6 @@ def compute_microstructure(
             USING SAMPLE reservoir({SKEW_SAMPLE_ROWS} ROWS) REPEATABLE (7)"""
         ).fetchall()
 
-    rank_counts, messages = update_ranks.rank_counts(books, deltas, tick, levels, day_start)
     hours = pl.DataFrame({"hour": list(range(24))}, schema={"hour": pl.Int64})
     hourly = (
         hours.join(hourly_shape.with_columns(pl.col("hour").cast(pl.Int64)), on="hour", how="left")

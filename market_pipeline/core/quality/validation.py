@@ -84,7 +84,7 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
     snapshot_sequence, snapshot_received = m.snapshot_sequence(files)
     deltas = m.delta_figures(files, snapshot_sequence, snapshot_received)
     del snapshot_sequence, snapshot_received
-    trades = m.scan_trades(files.require(files.trades), instrument, deltas.precision)
+    trades = m.trade_figures(files, deltas.precision)
     agreement = m.agreement_figures(files)
 
     events = deltas.events
