@@ -148,31 +148,30 @@ def _snapshot_shape(books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> t
     columns = ["received_time", "trigger", *[f"{s}_{i}_{f}" for s, i in sides for f in ("price", "size")]]
     bps = np.array(DEPTH_BPS, np.int64)
     parts: list[pa.Table] = []
-    reader = parquet_io.open_file(books, pre_buffer=False)
-    for group in range(reader.num_row_groups):
-        table = reader.read_row_group(group, columns=columns)
-        with_touch = pc.and_(
-            pc.equal(table["trigger"], "snapshot"),
-            pc.and_(pc.is_valid(table["bid_0_price"]), pc.is_valid(table["ask_0_price"])),
-        )
-        table = table.filter(with_touch)
-        if not table.num_rows:
-            continue
-        price_steps = [_steps(table[f"{s}_{i}_price"], tick) for s, i in sides]
-        size_steps = [_steps(table[f"{s}_{i}_size"], lot) for s, i in sides]
-        prices, price_valid = (np.column_stack(part) for part in zip(*price_steps, strict=True))
-        sizes, size_valid = (np.column_stack(part) for part in zip(*size_steps, strict=True))
-        b0, a0 = prices[:, 0], prices[:, levels]
-        depth = np.zeros((table.num_rows, len(bps)), np.int64)
-        missing = np.zeros((table.num_rows, len(bps)), np.bool_)
-        _depth_lots(prices, price_valid, sizes, size_valid, b0 + a0, bps, depth, missing)
-        recv = table["received_time"].to_numpy()
-        shape = {"hour": np.clip(_trunc_div(recv - day_start, _HOUR_NS), 0, 23), "spread_ticks": a0 - b0}
-        for j, n in enumerate(DEPTH_BPS):
-            shape[f"depth_{n}bps_lots"] = pa.array(depth[:, j], mask=missing[:, j])
-        parts.append(pa.table(shape))
-    # mimalloc keeps the decoded row groups' pages for reuse; the rank pass that follows is the
-    # step's peak, so hand them back first.
+    with parquet_io.open_file(books, pre_buffer=False) as reader:
+        for group in range(reader.num_row_groups):
+            table = reader.read_row_group(group, columns=columns)
+            with_touch = pc.and_(
+                pc.equal(table["trigger"], "snapshot"),
+                pc.and_(pc.is_valid(table["bid_0_price"]), pc.is_valid(table["ask_0_price"])),
+            )
+            table = table.filter(with_touch)
+            if not table.num_rows:
+                continue
+            price_steps = [_steps(table[f"{s}_{i}_price"], tick) for s, i in sides]
+            size_steps = [_steps(table[f"{s}_{i}_size"], lot) for s, i in sides]
+            prices, price_valid = (np.column_stack(part) for part in zip(*price_steps, strict=True))
+            sizes, size_valid = (np.column_stack(part) for part in zip(*size_steps, strict=True))
+            b0, a0 = prices[:, 0], prices[:, levels]
+            depth = np.zeros((table.num_rows, len(bps)), np.int64)
+            missing = np.zeros((table.num_rows, len(bps)), np.bool_)
+            _depth_lots(prices, price_valid, sizes, size_valid, b0 + a0, bps, depth, missing)
+            recv = table["received_time"].to_numpy()
+            shape = {"hour": np.clip(_trunc_div(recv - day_start, _HOUR_NS), 0, 23), "spread_ticks": a0 - b0}
+            for j, n in enumerate(DEPTH_BPS):
+                shape[f"depth_{n}bps_lots"] = pa.array(depth[:, j], mask=missing[:, j])
+            parts.append(pa.table(shape))
+    # mimalloc keeps the decoded row groups' pages for reuse (~100 MB): hand them back.
     pa.default_memory_pool().release_unused()
     if not parts:
         names = ["hour", "spread_ticks", *[f"depth_{bps}bps_lots" for bps in DEPTH_BPS]]

@@ -142,40 +142,40 @@ def rank_counts(
     Rows stamped before the day count in the first hour, rows after it in the last.
     """
     counts = np.zeros(levels + 1, np.int64)
-    reader = parquet_io.open_file(books, pre_buffer=False)
-    spans = _row_group_spans(reader)
-    rows = parquet_io.scan(deltas).select(
-        "received_time", "sequence_number", "side_is_bid", _ticks("price", float(tick)).fill_null(0).alias("p")
-    )
-    carried: pl.DataFrame | None = None  # the last snapshot before the hour
-    per_hour = []
-    for hour in range(24):
-        start, end = day_start + hour * _HOUR_NS, day_start + (hour + 1) * _HOUR_NS
-        window = pl.lit(True)
-        if hour:
-            window = window & (pl.col("received_time") >= start)
-        if hour < 23:
-            window = window & (pl.col("received_time") < end)
-        hour_rows = rows.filter(window).collect()
-        # Like SQL's count(DISTINCT sequence_number): NULL is no number.
-        per_hour.append((hour, hour_rows["sequence_number"].drop_nulls().n_unique(), hour_rows.height))
-        snaps = _hour_snapshots(reader, spans, start if hour else None, end if hour < 23 else None, tick, levels)
-        if carried is not None:
-            snaps = pl.concat([carried, snaps])
-        snaps = snaps.sort("received_time", maintain_order=True)
-        if snaps.height:
-            carried = snaps.tail(1)
-        else:
-            continue  # no snapshot yet: every row of the hour is unranked
-        add_ranks(
-            hour_rows["received_time"].to_numpy(),
-            hour_rows["side_is_bid"].to_numpy(),
-            hour_rows["p"].to_numpy(),
-            snaps["received_time"].to_numpy(),
-            np.ascontiguousarray(snaps.select([f"b{i}" for i in range(levels)]).to_numpy()),
-            np.ascontiguousarray(snaps.select([f"a{i}" for i in range(levels)]).to_numpy()),
-            counts,
+    with parquet_io.open_file(books, pre_buffer=False) as reader:
+        spans = _row_group_spans(reader)
+        rows = parquet_io.scan(deltas).select(
+            "received_time", "sequence_number", "side_is_bid", _ticks("price", float(tick)).fill_null(0).alias("p")
         )
+        carried: pl.DataFrame | None = None  # the last snapshot before the hour
+        per_hour = []
+        for hour in range(24):
+            start, end = day_start + hour * _HOUR_NS, day_start + (hour + 1) * _HOUR_NS
+            window = pl.lit(True)
+            if hour:
+                window = window & (pl.col("received_time") >= start)
+            if hour < 23:
+                window = window & (pl.col("received_time") < end)
+            hour_rows = rows.filter(window).collect()
+            # Like SQL's count(DISTINCT sequence_number): NULL is no number.
+            per_hour.append((hour, hour_rows["sequence_number"].drop_nulls().n_unique(), hour_rows.height))
+            snaps = _hour_snapshots(reader, spans, start if hour else None, end if hour < 23 else None, tick, levels)
+            if carried is not None:
+                snaps = pl.concat([carried, snaps])
+            snaps = snaps.sort("received_time", maintain_order=True)
+            if snaps.height:
+                carried = snaps.tail(1)
+            else:
+                continue  # no snapshot yet: every row of the hour is unranked
+            add_ranks(
+                hour_rows["received_time"].to_numpy(),
+                hour_rows["side_is_bid"].to_numpy(),
+                hour_rows["p"].to_numpy(),
+                snaps["received_time"].to_numpy(),
+                np.ascontiguousarray(snaps.select([f"b{i}" for i in range(levels)]).to_numpy()),
+                np.ascontiguousarray(snaps.select([f"a{i}" for i in range(levels)]).to_numpy()),
+                counts,
+            )
     hourly = pl.DataFrame(
         per_hour, schema={"hour": pl.Int64, "book_messages": pl.Int64, "book_delta_rows": pl.Int64}, orient="row"
     )
