@@ -16,6 +16,7 @@ from test_quality import CLEAN, FAULTED, INSTRUMENT, world  # noqa: F401  (the m
 
 
 def _reference(files, counters):
+    from market_pipeline.core.lake.schemas import book_level_columns
     from market_pipeline.core.quality import measures as m
     from market_pipeline.core.quality.fidelity import capture_fidelity
     from market_pipeline.core.quality.precision import max_decimals
@@ -38,7 +39,12 @@ def _reference(files, counters):
         ],
         how="diagonal_relaxed",
     )
-    snap_off, snap_loss = m.snapshot_precision(files)
+    snapshot_flags = m.precision_flags(
+        pl.read_parquet(files.require(files.snapshots)),
+        {c: "price" if c.endswith("_price") else "size" for c in book_level_columns()},
+        instrument,
+    )
+    snap_off, snap_loss = int(snapshot_flags["off_grid"].sum()), int((~snapshot_flags["off_grid"]).sum())
     row = {
         "messages": skew.height,
         "delta_rows": deltas.height,
@@ -111,29 +117,115 @@ def test_bounded_validation_equals_whole_day_readers(world, monkeypatch, day, ba
         assert row["sequence_jumps"] > 0 and row["precision_loss_events"] > 0
 
 
-def test_exact_quantiles_equal_polars():
-    from market_pipeline.core.quality.measures import ExactQuantiles
+DAY = dt.date(2024, 3, 1)
+
+
+def test_skew_quantiles_equal_polars():
+    """Quantiles located through a day-statistics histogram of the skews (ns) equal polars' over
+    the same skews in ms, per hour and over the day, whatever the batches of the pass."""
+    from market_pipeline.core.quality.day_stats import skew_buckets
+    from market_pipeline.core.quality.measures import NS_PER_HOUR, SkewQuantiles, _skew_ms, day_start_ns
 
     rng = np.random.default_rng(3)
     quantiles = (0.01, 0.5, 0.99)
     for trial in range(60):
         n = int(rng.integers(0, 5000))
-        values = [
-            rng.lognormal(1, 2, n) * rng.choice([-1, 1], n),
-            rng.integers(-5, 5, n) / 1e6,
-            (rng.integers(0, 10**9, n) - rng.integers(0, 10**7, n)) / 1_000_000,
-            np.full(n, 3.5),
+        skew_ns = [
+            (rng.lognormal(1, 2, n) * 1e6 * rng.choice([-1, 1], n)).astype(np.int64),
+            rng.integers(-5, 5, n),
+            rng.integers(0, 10**9, n) - rng.integers(0, 10**7, n),
+            np.full(n, 3_500_000),
         ][trial % 4]
-        groups = rng.integers(0, 24, n) if trial % 3 else np.zeros(n, np.int64)
-        exact = ExactQuantiles(24, quantiles)
+        hours = rng.integers(0, 24, n) if trial % 3 else np.zeros(n, np.int64)
+        bucket, width = skew_buckets(skew_ns)
+        histogram = (
+            pl.DataFrame({"hour": hours.astype(np.int32), "bucket_ns": bucket, "width_ns": width})
+            .group_by("hour", "bucket_ns", "width_ns")
+            .agg(pl.len().cast(pl.Int64).alias("count"))
+        )
+        exact = SkewQuantiles(histogram, quantiles, DAY)
+        received = day_start_ns(DAY) + hours * NS_PER_HOUR + rng.integers(0, NS_PER_HOUR, n)
         for s in range(0, n, 777):
-            exact.count(groups[s : s + 777], values[s : s + 777])
-        if exact.locate():
-            for s in range(0, n, 1000):
-                exact.collect(groups[s : s + 1000], values[s : s + 1000])
-        found = exact.result()
-        frame = pl.DataFrame({"g": groups, "v": values})
+            part = slice(s, s + 777)
+            exact.collect(received[part], received[part] - skew_ns[part], np.ones(len(received[part]), bool))
+        found = exact.result("test")
+        frame = pl.DataFrame({"g": hours, "v": _skew_ms(skew_ns, np.zeros(n, np.int64))})
         for group in range(25):
             part = frame if group == 24 else frame.filter(pl.col("g") == group)
             expected = [part["v"].quantile(q, "linear") for q in quantiles] if part.height else [None] * 3
             assert found[group] == expected, (trial, group)
+
+
+def _former_microstructure_sql(books, deltas, tick, lot, day) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+    """The book shape and per-hour messages as pipeline_metrics computed them in DuckDB SQL over the
+    whole books and deltas files: (daily shape row, hourly shape, hourly messages)."""
+    import duckdb
+
+    from market_pipeline.core.quality.microstructure import DEPTH_BPS
+
+    levels = sum(1 for name in pl.read_parquet_schema(books) if name.startswith("bid_") and name.endswith("_price"))
+    start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
+    hour = f"least(greatest((received_time - {start}) // 3600000000000, 0), 23)"
+    cols = ", ".join(
+        f"CAST(round(CAST({side}_{i}_price AS DOUBLE) / {float(tick)!r}) AS BIGINT) AS {short}{i}, "
+        f"CAST(round(CAST({side}_{i}_size AS DOUBLE) / {float(lot)!r}) AS BIGINT) AS {short}l{i}"
+        for side, short in (("bid", "b"), ("ask", "a"))
+        for i in range(levels)
+    )
+    bounds = ", ".join(
+        f"-((-(b0 + a0) * {10_000 - n}) // 20000) AS lo{n}, ((b0 + a0) * {10_000 + n}) // 20000 AS hi{n}"
+        for n in DEPTH_BPS
+    )
+    depth = ", ".join(
+        " + ".join(
+            f"CASE WHEN {s}{i} BETWEEN lo{n} AND hi{n} THEN {s}l{i} ELSE 0 END"
+            for s in ("b", "a")
+            for i in range(levels)
+        )
+        + f" AS depth_{n}bps_lots"
+        for n in DEPTH_BPS
+    )
+    means = ", ".join(f"avg(depth_{n}bps_lots) * {float(lot)!r} AS depth_{n}bps_mean" for n in DEPTH_BPS)
+    with duckdb.connect() as con:
+        con.execute(
+            f"""CREATE TEMP TABLE shape AS SELECT hour, a0 - b0 AS spread_ticks, {depth}
+            FROM (SELECT *, {bounds} FROM (SELECT {hour} AS hour, {cols} FROM read_parquet('{books}')
+                  WHERE trigger = 'snapshot') WHERE b0 IS NOT NULL AND a0 IS NOT NULL)"""
+        )
+        daily = con.execute(
+            f"""SELECT count(*) AS snapshots, quantile_disc(spread_ticks, [0.5, 0.9, 0.99]) AS q,
+            avg(spread_ticks) AS spread_mean_ticks, {means} FROM shape"""
+        ).pl()
+        hourly = con.execute(
+            f"""SELECT hour, count(*) AS snapshots, quantile_disc(spread_ticks, 0.5) AS spread_p50_ticks, {means}
+            FROM shape GROUP BY hour ORDER BY hour"""
+        ).pl()
+        messages = con.execute(
+            f"""SELECT {hour} AS hour, count(DISTINCT sequence_number) AS book_messages, count(*) AS book_delta_rows
+            FROM read_parquet('{deltas}') GROUP BY hour ORDER BY hour"""
+        ).pl()
+    return daily.row(0, named=True), hourly, messages
+
+
+def test_microstructure_equals_former_sql(world, tmp_path):  # noqa: F811
+    """pipeline_metrics' book shape (pyarrow pass, exact integers) and messages per hour (counted in
+    the rank pass) equal the former whole-file DuckDB SQL, to the last bit (on the faulted day;
+    the clean one takes the same path)."""
+    from market_pipeline.core.quality.microstructure import DEPTH_BPS, compute_microstructure
+    from market_pipeline.defs.common.checks import day_files
+
+    settings, day = world["settings"], FAULTED
+    instrument = next(i for i in settings.universe if i.key == INSTRUMENT)
+    files = day_files(settings, instrument, day)
+    tick, lot = instrument.tick_size, instrument.lot_size
+    got = compute_microstructure(files.books, files.deltas, files.trades, tick, lot, day, tmp_path)
+    daily, hourly, messages = _former_microstructure_sql(files.books, files.deltas, tick, lot, day)
+    assert got.daily["snapshots"] == daily["snapshots"] > 0
+    assert [got.daily[f"spread_p{p}_ticks"] for p in (50, 90, 99)] == daily["q"]
+    for name in ("spread_mean_ticks", *[f"depth_{n}bps_mean" for n in DEPTH_BPS]):
+        assert got.daily[name] == daily[name], name
+    ours = got.hourly.filter(pl.col("snapshots") > 0)
+    assert ours.select(hourly.columns).equals(hourly.cast(ours.select(hourly.columns).schema))
+    ours = got.hourly.filter(pl.col("book_delta_rows") > 0)
+    assert ours.select(messages.columns).equals(messages.cast(ours.select(messages.columns).schema))
+    assert got.daily["book_messages"] == messages["book_messages"].sum()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
@@ -25,9 +26,9 @@ from market_pipeline.core.lake.paths import (
     raw_partition_dir,
     stats_partition_dir,
 )
-from market_pipeline.core.lake.schemas import BOOK_LEVELS, book_level_columns
-from market_pipeline.core.quality.day_stats import DayStats, compute_day_stats
-from market_pipeline.core.quality.precision import grid_flags, max_decimals
+from market_pipeline.core.lake.schemas import BOOK_LEVELS
+from market_pipeline.core.quality.day_stats import SKEW, DayStats, compute_day_stats
+from market_pipeline.core.quality.precision import grid_flags
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, gap_events, messages, repair_gaps
 from market_pipeline.core.telemetry import progress
 
@@ -328,19 +329,10 @@ def precision_flags(frame: pl.DataFrame, columns: dict[str, str], instrument: In
 
 
 def snapshot_precision(files: DayFiles) -> tuple[int, int]:
-    """(off_grid, precision_loss) over every price and size of the vendor snapshots.
-
-    Read one column at a time: a day of 100 ms snapshots holds ~70 M floats.
-    """
-    reader = parquet_io.open_file(files.require(files.snapshots), pre_buffer=False)
-    off_total = loss_total = 0
-    for column in book_level_columns(BOOK_LEVELS):
-        values = reader.read(columns=[column]).column(0).to_numpy()
-        step = files.instrument.tick_size if column.endswith("_price") else files.instrument.lot_size
-        off_grid, loss = grid_flags(values, step)
-        off_total += int(off_grid.sum())
-        loss_total += int(loss.sum())
-    return off_total, loss_total
+    """(off_grid, precision_loss) over every price and size of the vendor snapshots, from their
+    day statistics (`day_stats`)."""
+    summary = day_stats(files, "book").summary
+    return int(summary["off_grid_values"]), int(summary["precision_loss_events"])
 
 
 def precision_rows(flags: pl.DataFrame, limit: int = WORST_ROWS) -> list[dict[str, object]]:
@@ -473,11 +465,11 @@ def trades_at_or_inside_touch_share(trades: pl.DataFrame, books: pl.DataFrame) -
 # book checks use the ones below instead: the raw deltas (~34 M rows on a realistic day) are
 # read in row batches of a few columns, the tables with one row per vendor snapshot or rebuilt
 # row through lazy scans that keep only the columns and rows a figure needs. The figures are
-# those of the whole-day readers, exactly (quantiles included, see ExactQuantiles).
+# those of the whole-day readers, exactly (quantiles included, see SkewQuantiles).
 
 BATCH_ROWS = 1 << 18
 SKEW_QUANTILES = (0.01, 0.50, 0.99)
-_DAY_GROUP = 24  # group index of the whole day beside hours 0-23 in ExactQuantiles
+_DAY_GROUP = 24  # group index of the whole day beside hours 0-23 in SkewQuantiles
 
 
 def iter_frames(path: Path, columns: list[str], batch_rows: int | None = None) -> Iterator[pl.DataFrame]:
@@ -508,88 +500,88 @@ def quantile_ranks(q: float, n: int) -> tuple[int, int]:
     return math.floor(index), math.ceil(index)
 
 
-class ExactQuantiles:
-    """Exact linear quantiles of float values in groups 0..groups-1 and over all of them (group
-    `groups`), over two passes of the same stream of values.
+class SkewQuantiles:
+    """Exact linear quantiles of the messages' clock skew in each hour 0-23 and over the day
+    (group 24), in one pass over the deltas.
 
-    Pass 1 (`count`) counts the values per group and bucket (the top bits of the value's
-    order-preserving integer form: ~4,000 buckets per power of two); `locate` then finds the
-    bucket of each order statistic the quantiles need, and pass 2 (`collect`) keeps only the
-    values of those buckets, as distinct values with counts. Memory: bucket counts and the
-    target buckets' distinct values, never the values.
+    The day statistics' skew histogram (`day_stats`: message counts per hour and bucket of
+    skew in ns) says which bucket holds each order statistic a quantile needs and at which
+    offset; the pass (`collect`) keeps only the skews that fall in those few buckets. Values
+    are ns here and become ms through `_skew_ms`, which preserves their order, so the order
+    statistics and the interpolation are those of polars' `quantile(q, "linear")` over ms.
     """
 
-    SHIFT = 40
-
-    def __init__(self, groups: int, quantiles: tuple[float, ...]) -> None:
-        self.groups, self.quantiles = groups, quantiles
-        self.sizes = np.zeros(groups + 1, np.int64)
-        self._counts: list[pl.DataFrame] = []
-        self._found: list[pl.DataFrame] = []
-        # (group, bucket) -> [(rank, offset of the rank within the bucket)]
+    def __init__(self, histogram: pl.DataFrame, quantiles: tuple[float, ...], day: dt.date) -> None:
+        self.quantiles = quantiles
+        self._day_start = day_start_ns(day)
+        self.sizes = np.zeros(_DAY_GROUP + 1, np.int64)
+        # (group, bucket_ns) -> [(rank, offset of the rank within the bucket)]
         self._targets: dict[tuple[int, int], list[tuple[int, int]]] = {}
-
-    @classmethod
-    def keys(cls, values: np.ndarray) -> np.ndarray:
-        bits = (values + 0.0).view(np.int64)  # + 0.0: -0.0 sorts as 0.0
-        return np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits) >> cls.SHIFT
-
-    @staticmethod
-    def _compact(frames: list[pl.DataFrame], keys: list[str]) -> list[pl.DataFrame]:
-        if len(frames) <= 32:
-            return frames
-        return [pl.concat(frames).group_by(keys).agg(pl.col("n").sum())]
-
-    def count(self, groups: np.ndarray, values: np.ndarray) -> None:
-        """Pass 1: every value with its group."""
-        frame = pl.DataFrame({"g": groups.astype(np.int64), "k": self.keys(values)})
-        self._counts.append(frame.group_by("g", "k").agg(pl.len().cast(pl.Int64).alias("n")))
-        self._counts = self._compact(self._counts, ["g", "k"])
-
-    def locate(self) -> bool:
-        """After pass 1: find the buckets to keep; False when there is nothing to collect."""
-        if not self._counts:
-            return False
-        per_group = pl.concat(self._counts).group_by("g", "k").agg(pl.col("n").sum())
-        total = per_group.group_by("k").agg(pl.col("n").sum()).with_columns(pl.lit(self.groups, pl.Int64).alias("g"))
-        self._counts = []
-        counts = pl.concat([per_group, total.select(per_group.columns)]).sort("g", "k")
-        for (group,), part in counts.group_by("g", maintain_order=True):
-            keys, ends = part["k"].to_numpy(), np.cumsum(part["n"].to_numpy())
-            n = int(ends[-1])
+        self._bucket_counts: dict[tuple[int, int], int] = {}
+        per_hour = histogram.select("hour", "bucket_ns", "width_ns", "count")
+        day = (
+            per_hour.group_by("bucket_ns", "width_ns")
+            .agg(pl.col("count").sum())
+            .with_columns(pl.lit(_DAY_GROUP, pl.Int32).alias("hour"))
+        )
+        bounds: dict[int, tuple[int, int]] = {}  # bucket_ns -> the skews it covers [low, high]
+        buckets = pl.concat([per_hour.cast({"hour": pl.Int32}), day.select(per_hour.columns)]).sort("hour", "bucket_ns")
+        for (group,), part in buckets.group_by("hour", maintain_order=True):
+            # Buckets in ascending bucket_ns are in ascending skew order (negative ones too).
+            keys, widths = part["bucket_ns"].to_numpy(), part["width_ns"].to_numpy()
+            counts = part["count"].to_numpy()
+            ends = np.cumsum(counts)
+            n = int(ends[-1]) if len(ends) else 0
             self.sizes[int(group)] = n
-            for rank in {r for q in self.quantiles for r in quantile_ranks(q, n)}:
+            for rank in {r for q in quantiles for r in quantile_ranks(q, n)} if n else ():
                 at = int(np.searchsorted(ends, rank, side="right"))
                 start = int(ends[at - 1]) if at else 0
-                self._targets.setdefault((int(group), int(keys[at])), []).append((rank, rank - start))
-        return bool(self._targets)
+                key, width = int(keys[at]), int(widths[at])
+                self._targets.setdefault((int(group), key), []).append((rank, rank - start))
+                self._bucket_counts[(int(group), key)] = int(counts[at])
+                bounds[key] = (key, key + width - 1) if key >= 0 else (key - width + 1, key)
+        ordered = sorted(bounds.values())
+        self._lows = np.array([low for low, _ in ordered], np.int64)
+        self._highs = np.array([high for _, high in ordered], np.int64)
+        self._buckets = np.array(sorted(bounds), np.int64)  # bucket_ns in the order of _lows
+        self._found: list[pl.DataFrame] = []
 
-    def collect(self, groups: np.ndarray, values: np.ndarray) -> None:
-        """Pass 2: the same values with the same groups, in any batches."""
-        keys = self.keys(values)
-        groups = groups.astype(np.int64)
-        # Few target buckets: select by bucket first, then by group and bucket.
-        near = np.flatnonzero(np.isin(keys, np.unique([k for _, k in self._targets])))
-        keys, groups, values = keys[near], groups[near], values[near]
-        wanted = np.fromiter((g << 32 | (k & 0xFFFFFFFF) for g, k in self._targets), np.int64)
-        for scope in (groups, np.full(len(values), self.groups, np.int64)):
-            keep = np.isin(scope << 32 | (keys & 0xFFFFFFFF), wanted)
-            if keep.any():
-                frame = pl.DataFrame({"g": scope[keep], "k": keys[keep], "v": values[keep]})
-                self._found.append(frame.group_by("g", "k", "v").agg(pl.len().cast(pl.Int64).alias("n")))
-                self._found = self._compact(self._found, ["g", "k", "v"])
+    def collect(self, received: np.ndarray, origin: np.ndarray, starts: np.ndarray) -> None:
+        """The pass: the receive and origin times of rows, `starts` marking the rows that start a
+        message (only those count), in any batches."""
+        if not len(self._lows) or not len(received):
+            return
+        rows = _rows_in_buckets(received, origin, starts, self._lows, self._highs)
+        if len(rows):
+            skew_ns = received[rows] - origin[rows]
+            self._found.append(
+                pl.DataFrame(
+                    {
+                        "hour": np.clip((received[rows] - self._day_start) // NS_PER_HOUR, 0, 23),
+                        "bucket_ns": self._buckets[np.searchsorted(self._lows, skew_ns, side="right") - 1],
+                        "skew_ns": skew_ns.astype(np.int64),
+                    }
+                )
+            )
 
-    def result(self) -> dict[int, list[float | None]]:
-        """group (and `groups` for all) -> the quantiles, None for an empty group."""
-        found = pl.concat(self._found).group_by("g", "k", "v").agg(pl.col("n").sum()) if self._found else None
+    def result(self, source: Path) -> dict[int, list[float | None]]:
+        """group -> the quantiles in ms, None for an empty group; `source` names the deltas in errors."""
+        found = pl.concat(self._found) if self._found else pl.DataFrame(schema=_FOUND_SCHEMA)
         stats: dict[tuple[int, int], float] = {}
         for (group, key), ranks in self._targets.items():
-            part = found.filter((pl.col("g") == group) & (pl.col("k") == key)).sort("v")  # type: ignore[union-attr]
-            ends, values = np.cumsum(part["n"].to_numpy()), part["v"].to_numpy()
+            in_bucket = pl.col("bucket_ns") == key
+            scope = in_bucket if group == _DAY_GROUP else in_bucket & (pl.col("hour") == group)
+            values = found.filter(scope)["skew_ns"].sort().to_numpy()
+            if len(values) != self._bucket_counts[(group, key)]:
+                raise ValueError(
+                    f"{source}: {len(values)} message skews in [{key} ns ...] of hour {group}, where the day "
+                    f"statistics count {self._bucket_counts[(group, key)]}; re-import the day"
+                )
+            ms = _skew_ms(values, np.zeros(len(values), np.int64))
             for rank, offset in ranks:
-                stats[(group, rank)] = float(values[int(np.searchsorted(ends, offset, side="right"))])
+                stats[(group, rank)] = float(ms[offset])
         out: dict[int, list[float | None]] = {}
-        for group in range(self.groups + 1):
+        for group in range(_DAY_GROUP + 1):
             n = int(self.sizes[group])
             out[group] = [
                 linear_quantile(stats[(group, quantile_ranks(q, n)[0])], stats[(group, quantile_ranks(q, n)[1])], q, n)
@@ -600,9 +592,28 @@ class ExactQuantiles:
         return out
 
 
+_FOUND_SCHEMA = {"hour": pl.Int64, "bucket_ns": pl.Int64, "skew_ns": pl.Int64}
+
+
+@njit(cache=True)
+def _rows_in_buckets(received, origin, starts, lows, highs):
+    """Positions of the message-starting rows whose skew (received - origin) lies in one of the
+    disjoint ranges [lows[j], highs[j]] (`lows` sorted): one loop, no temporaries of batch size."""
+    found = np.empty(received.shape[0], np.int64)
+    n = 0
+    for i in range(received.shape[0]):
+        if starts[i]:
+            skew = received[i] - origin[i]
+            j = np.searchsorted(lows, skew, side="right") - 1
+            if j >= 0 and skew <= highs[j]:
+                found[n] = i
+                n += 1
+    return found[:n]
+
+
 @dataclass
 class DeltaFigures:
-    """What validation needs from one day of raw deltas, from `scan_deltas`."""
+    """What validation needs from one day of raw deltas, from `delta_figures`."""
 
     delta_rows: int
     messages: int
@@ -658,9 +669,9 @@ class PrecisionTally:
 
 
 def _skew_ms(received: np.ndarray, origin: np.ndarray) -> np.ndarray:
-    """skew_ms as `skew_messages` computes it (the same polars expression, so the same floats)."""
-    frame = pl.DataFrame({"received_time": received, "origin_time": origin})
-    return frame.select((pl.col("received_time") - pl.col("origin_time")) / NS_PER_MS).to_series().to_numpy()
+    """skew_ms as `skew_messages` computes it, the same floats: polars divides a column by the
+    literal through its reciprocal (a one-row frame it divides exactly, so not polars here)."""
+    return (np.asarray(received, np.int64) - np.asarray(origin, np.int64)).astype(np.float64) * (1.0 / NS_PER_MS)
 
 
 def _message_batches(files: DayFiles, columns: list[str]) -> Iterator[tuple[pl.DataFrame, np.ndarray, int]]:
@@ -682,136 +693,78 @@ def _message_batches(files: DayFiles, columns: list[str]) -> Iterator[tuple[pl.D
         offset += frame.height
 
 
-def _largest(values: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k largest values, largest first, earlier first on ties."""
-    if len(values) > k:
-        threshold = np.partition(values, len(values) - k)[len(values) - k]
-        candidates = np.flatnonzero(values >= threshold)
-    else:
-        candidates = np.arange(len(values))
-    return candidates[np.argsort(-values[candidates], kind="stable")][:k]
+def _ms(skew_ns: int | None) -> float | None:
+    return None if skew_ns is None else float(_skew_ms(np.array([skew_ns], np.int64), np.zeros(1, np.int64))[0])
 
 
-def _worst_skew(candidates: pl.DataFrame, more: pl.DataFrame) -> pl.DataFrame:
-    """The WORST_ROWS largest |skew| of both, earlier rows first on ties."""
-    both = pl.concat([candidates, more]) if candidates.height else more
-    return both.sort(pl.col("skew_ms").abs(), descending=True, maintain_order=True).head(WORST_ROWS)
-
-
-def scan_deltas(files: DayFiles, snapshot_sequence: np.ndarray, snapshot_received: np.ndarray) -> DeltaFigures:
-    """Messages, gaps, clock skew and precision of the day's raw deltas, in row batches.
-
-    Two passes over received_time, origin_time and sequence_number (the second only for the
-    skew quantiles, see ExactQuantiles); price and size are read in the first. The vendor
-    snapshots' sequence numbers and receive times (file order) say which gaps they repair.
+def delta_figures(files: DayFiles, snapshot_sequence: np.ndarray, snapshot_received: np.ndarray) -> DeltaFigures:
+    """Messages, gaps, clock skew and precision of the day's raw deltas from their day statistics
+    (`day_stats`), plus one pass over received_time, origin_time and sequence_number for what the
+    statistics hold only approximately: the exact skew quantiles (see SkewQuantiles). Price and
+    size are read only when the statistics count off-grid or precision-loss values, to list them.
+    The vendor snapshots' sequence numbers and receive times (file order) say which gaps they repair.
     """
-    start = day_start_ns(files.day)
-    instrument = files.instrument
-    times = ["received_time", "origin_time", "sequence_number"]
-    quantiles = ExactQuantiles(24, SKEW_QUANTILES)
-    hourly = np.zeros((24, 3), np.float64)  # negatives, min, max
-    hourly[:, 1], hourly[:, 2] = np.inf, -np.inf
-    per_hour = np.zeros(24, np.int64)
-    events: list[pl.DataFrame] = []
-    worst = pl.DataFrame()
+    stats = day_stats(files, "book_delta_v2")
+    summary = stats.summary
+    quantiles = SkewQuantiles(stats.skew_histogram, SKEW_QUANTILES, files.day)
     tally = PrecisionTally()
-    prices = pl.Series("price", [], pl.Float64)  # distinct prices seen
-    top: int | None = None  # highest sequence number so far
-    rows = messages_seen = 0
-    for frame, starts, offset in _message_batches(files, [*times, "price", "size"]):
-        rows += frame.height
-        tally.add("deltas", frame, offset, DELTA_VALUE_COLUMNS, instrument)
-        prices = pl.concat([prices, frame["price"].drop_nulls().unique()]).unique()
-        msgs = frame.select(times).filter(pl.Series(starts))
-        messages_seen += msgs.height
-        recv, orig, seq = (msgs[c].to_numpy() for c in times)
-        # Gaps: the highest number seen before each message, across batches.
-        highest = np.maximum.accumulate(seq)
-        if top is not None:
-            highest = np.maximum(highest, top)
-        previous = np.empty(len(seq), np.int64)
-        previous[1:] = highest[:-1]
-        previous[0] = top if top is not None else 0
-        known = np.ones(len(seq), bool)
-        known[0] = top is not None
-        top = int(highest[-1])
-        out_of_order = known & (seq < previous)
-        jump = known & files.contiguous & (seq > previous + 1)
-        hit = out_of_order | jump
-        if hit.any():
-            events.append(
-                pl.DataFrame(
-                    {
-                        "kind": np.where(out_of_order[hit], "out_of_order", "jump"),
-                        "received_time": recv[hit],
-                        "origin_time": orig[hit],
-                        "sequence_number": seq[hit],
-                        "previous_sequence_number": previous[hit],
-                        "missing_sequence_numbers": np.where(out_of_order[hit], 0, seq[hit] - previous[hit] - 1),
-                    }
-                )
-            )
-        # Clock skew per hour of receipt.
-        skew = _skew_ms(recv, orig)
-        hours = np.clip((recv - start) // NS_PER_HOUR, 0, 23)
-        quantiles.count(hours, skew)
-        per_hour += np.bincount(hours, minlength=24)
-        by_hour = (
-            pl.DataFrame({"hour": hours, "skew": skew})
-            .group_by("hour")
-            .agg((pl.col("skew") < 0).sum(), pl.col("skew").min().alias("min"), pl.col("skew").max().alias("max"))
-        )
-        at = by_hour["hour"].to_numpy()
-        hourly[at, 0] += by_hour["skew"].to_numpy()
-        hourly[at, 1] = np.minimum(hourly[at, 1], by_hour["min"].to_numpy())
-        hourly[at, 2] = np.maximum(hourly[at, 2], by_hour["max"].to_numpy())
-        order = _largest(np.abs(skew), WORST_ROWS)
-        worst = _worst_skew(worst, msgs[order].with_columns(pl.Series("skew_ms", skew[order])))
-    if quantiles.locate():
-        for frame, starts, _ in _message_batches(files, times):
-            recv, orig = frame["received_time"].to_numpy()[starts], frame["origin_time"].to_numpy()[starts]
-            quantiles.collect(np.clip((recv - start) // NS_PER_HOUR, 0, 23), _skew_ms(recv, orig))
-    found = quantiles.result()
+    bad_values = int(summary["off_grid_values"]) + int(summary["precision_loss_events"])
+    times = ["received_time", "origin_time", "sequence_number"]
+    for frame, starts, offset in _message_batches(files, [*times, "price", "size"] if bad_values else times):
+        if bad_values:
+            tally.add("deltas", frame, offset, DELTA_VALUE_COLUMNS, files.instrument)
+        quantiles.collect(frame["received_time"].to_numpy(), frame["origin_time"].to_numpy(), starts)
+    found = quantiles.result(files.deltas)
 
-    gap_frame = pl.concat(events) if events else pl.DataFrame(schema={c: GAP_SCHEMA[c] for c in list(GAP_SCHEMA)[:6]})
     gap_frame = repair_gaps(
-        gap_frame.cast({c: GAP_SCHEMA[c] for c in gap_frame.columns}),
+        stats.gaps.cast({c: GAP_SCHEMA[c] for c in stats.gaps.columns}),
         pl.DataFrame({"sequence_number": snapshot_sequence, "received_time": snapshot_received}),
     )
-    some = per_hour > 0
+    by_hour = {r["hour"]: r for r in stats.hourly.iter_rows(named=True)}
+    per_hour = [int(by_hour[h]["messages"] or 0) if h in by_hour else 0 for h in range(24)]
+    hourly_rows = []
+    for hour in range(24):
+        r, n = by_hour.get(hour), per_hour[hour]
+        p1, p50, p99 = found[hour]
+        hourly_rows.append(
+            {
+                "hour": hour,
+                "skew_p1_ms": p1,
+                "skew_p50_ms": p50,
+                "skew_p99_ms": p99,
+                "skew_max_ms": _ms(r["skew_max_ns"]) if n else None,  # type: ignore[index]
+                "skew_min_ms": _ms(r["skew_min_ns"]) if n else None,  # type: ignore[index]
+                "skew_negative_share": float(r["skew_negative"]) / n if n else None,  # type: ignore[index]
+                "messages": n,
+            }
+        )
     skew_hourly = pl.DataFrame(
-        {
-            "hour": pl.Series(range(24), dtype=pl.Int32),
-            **{
-                name: [found[h][i] for h in range(24)]
-                for i, name in enumerate(("skew_p1_ms", "skew_p50_ms", "skew_p99_ms"))
-            },
-            "skew_max_ms": np.where(some, hourly[:, 2], np.nan),
-            "skew_min_ms": np.where(some, hourly[:, 1], np.nan),
-            "skew_negative_share": np.where(some, hourly[:, 0] / np.maximum(per_hour, 1), np.nan),
-            "messages": per_hour,
-        },
-        schema_overrides={c: pl.Float64 for c in ("skew_p1_ms", "skew_p50_ms", "skew_p99_ms")},
-    ).with_columns(pl.col("skew_max_ms", "skew_min_ms", "skew_negative_share").fill_nan(None))
-    total = int(per_hour.sum())
-    p1, p50, p99 = found[24]
+        hourly_rows,
+        schema={"hour": pl.Int32, **dict.fromkeys(list(hourly_rows[0])[1:-1], pl.Float64), "messages": pl.Int64},
+    )
+    total = sum(per_hour)
+    p1, p50, p99 = found[_DAY_GROUP]
     skew_day = {
         "skew_p1_ms": p1,
         "skew_p50_ms": p50,
         "skew_p99_ms": p99,
-        "skew_max_ms": float(hourly[:, 2].max()) if total else None,
-        "skew_min_ms": float(hourly[:, 1].min()) if total else None,
-        "skew_negative_share": float(hourly[:, 0].sum()) / total if total else None,
+        "skew_max_ms": _ms(summary["skew_max_ns"]) if total else None,
+        "skew_min_ms": _ms(summary["skew_min_ns"]) if total else None,
+        "skew_negative_share": float(summary["skew_negative"]) / total if total else None,
     }
+    worst = stats.samples_of(SKEW).select("received_time", "origin_time", "sequence_number")
+    worst = worst.with_columns(
+        pl.Series("skew_ms", _skew_ms(worst["received_time"].to_numpy(), worst["origin_time"].to_numpy()))
+    )
     return DeltaFigures(
-        delta_rows=rows,
-        messages=messages_seen,
+        delta_rows=int(summary["rows"]),
+        messages=int(summary["messages"]),
         events=gap_frame,
         skew_day=skew_day,
         skew_hourly=skew_hourly,
         skew_worst=skew_rows(worst) if worst.height else [],
         precision=tally,
-        price_decimals_max=max_decimals(prices),
+        price_decimals_max=summary["price_decimals_max"],
     )
 
 
@@ -822,6 +775,16 @@ def scan_trades(path: Path, instrument: Instrument, tally: PrecisionTally) -> in
         tally.add("trades", frame, rows, TRADE_VALUE_COLUMNS, instrument)
         rows += frame.height
     return rows
+
+
+def trade_figures(files: DayFiles, tally: PrecisionTally) -> int:
+    """Rows of the day's trades from their day statistics (`day_stats`); their prices and
+    quantities are read into `tally` (`scan_trades`) only when the statistics count off-grid or
+    precision-loss values, to list them."""
+    summary = day_stats(files, "trades").summary
+    if int(summary["off_grid_values"]) + int(summary["precision_loss_events"]):
+        return scan_trades(files.require(files.trades), files.instrument, tally)
+    return int(summary["rows"])
 
 
 def snapshot_sequence(files: DayFiles) -> tuple[np.ndarray, np.ndarray]:

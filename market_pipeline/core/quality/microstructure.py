@@ -1,4 +1,4 @@
-"""Market-microstructure figures of one instrument-day, computed from the lake with DuckDB.
+"""Market-microstructure figures of one instrument-day, computed from the lake.
 
 Book shape comes from the rebuilt books' rows at vendor snapshots (`trigger = 'snapshot'`,
 written after the snapshot's check and fill), so it is measured at the vendor's 100 ms cadence
@@ -13,10 +13,12 @@ usually all lie within 5 bps and the three depths coincide.
 Depth is summed over the levels the books carry (`PIPELINE_BOOK__DEPTH`, at most 20 a side),
 in base-currency units. Quantiles are nearest-rank (DuckDB `quantile_disc`).
 
-DuckDB streams the Parquet files, with a memory limit and a spill directory, so a
-realistic day (864,000 snapshots, ~34 M delta rows) fits in bounded memory; the update ranks,
-an as-of join of every delta row with the last snapshot before it, come hour by hour from
-`update_ranks.py`.
+A realistic day (864,000 snapshots, ~34 M delta rows) is read in bounded memory: the books'
+level columns one row group at a time through pyarrow (its decimals as exact integers, several
+times faster than DuckDB's casts), the per-snapshot integers then aggregated in DuckDB; the
+update ranks, an as-of join of every delta row with the last snapshot before it, and the
+messages per hour come hour by hour from `update_ranks.py`; DuckDB streams the trades and the
+deltas' skew sample, with a memory limit and a spill directory.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from numba import njit
 
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.quality import update_ranks
@@ -76,39 +81,102 @@ def _parquet(path: Path) -> str:
 MEMORY_LIMIT = "256MB"  # the step process itself needs ~450 MB of the 1 GB budget
 
 
-def _snapshot_view(con: duckdb.DuckDBPyConnection, books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> int:
+def _round_half_away(values: np.ndarray) -> np.ndarray:
+    """DuckDB's round() of doubles (C `round`: half away from zero), exactly: x - trunc(x) is exact."""
+    whole = np.trunc(values)
+    return whole + np.where(np.abs(values - whole) >= 0.5, np.sign(values), 0.0)
+
+
+def _steps(column: pa.ChunkedArray, step: Decimal) -> tuple[np.ndarray, np.ndarray]:
+    """(CAST(round(CAST(column AS DOUBLE) / step) AS BIGINT), valid) as the former SQL computed them.
+
+    A decimal column on the step's grid (the rebuilt books always are: the kernel writes integer
+    ticks and lots) is divided exactly in integers; any other value takes DuckDB's float route:
+    the unscaled integer over 10^scale, over the step, rounded half away from zero.
+    """
+    array = column.combine_chunks()
+    valid = ~np.asarray(array.is_null(zero_copy_only=False), bool) if array.null_count else np.ones(len(array), bool)
+    if pa.types.is_decimal(array.type) and array.type.bit_width == 64:
+        unscaled = np.asarray(array.view(pa.int64()).fill_null(0) if array.null_count else array.view(pa.int64()))
+        per_step = step * 10**array.type.scale
+        if per_step == 1:
+            return unscaled, valid
+        if per_step == per_step.to_integral_value() and not np.any(unscaled[valid] % int(per_step)):
+            return np.where(valid, unscaled // int(per_step), 0), valid
+        as_float = unscaled.astype(np.float64) / 10.0**array.type.scale
+    else:
+        as_float = np.asarray(array.cast(pa.float64()).fill_null(0.0))
+    return _round_half_away(as_float / float(step)).astype(np.int64), valid
+
+
+def _trunc_div(numerator: np.ndarray, denominator: int) -> np.ndarray:
+    """DuckDB's integer `//` (rounds toward zero)."""
+    quotient = np.abs(numerator) // denominator
+    return np.where(numerator < 0, -quotient, quotient)
+
+
+@njit(cache=True)
+def _depth_lots(prices, price_valid, sizes, size_valid, touch_sum, bps, depth, missing):
+    """depth[r, j]: lots of the levels of row r priced within bps[j] of mid, as the former SQL's
+    `CASE WHEN tick BETWEEN lo AND hi THEN lots ELSE 0` (lo, hi with DuckDB's integer division
+    toward zero); missing[r, j] when such a level has no size (the SQL sum was NULL)."""
+    for r in range(prices.shape[0]):
+        m2 = touch_sum[r]
+        for j in range(bps.shape[0]):
+            low_num, high_num = -m2 * (10_000 - bps[j]), m2 * (10_000 + bps[j])
+            low = -(abs(low_num) // 20_000) if low_num < 0 else low_num // 20_000
+            high = -(abs(high_num) // 20_000) if high_num < 0 else high_num // 20_000
+            low = -low
+            total = 0
+            for c in range(prices.shape[1]):
+                if price_valid[r, c] and low <= prices[r, c] <= high:
+                    if size_valid[r, c]:
+                        total += sizes[r, c]
+                    else:
+                        missing[r, j] = True
+            depth[r, j] = total
+
+
+def _snapshot_shape(books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> tuple[pa.Table, int]:
+    """(one row per vendor-snapshot row of the books with both touch prices: hour, spread_ticks and
+    depth_{n}bps_lots, the levels the books carry), row group by row group: only the level columns
+    of one row group are in memory. The integers are those of the former SQL over the books
+    (`CASE WHEN tick BETWEEN lo AND hi THEN lots ELSE 0`, NULL when a level in range has no size)."""
     levels = _levels(books)
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-    cols = []
-    for side, short in (("bid", "b"), ("ask", "a")):
-        for i in range(levels):
-            cols.append(f"CAST(round(CAST({side}_{i}_price AS DOUBLE) / {float(tick)!r}) AS BIGINT) AS {short}{i}")
-            cols.append(f"CAST(round(CAST({side}_{i}_size AS DOUBLE) / {float(lot)!r}) AS BIGINT) AS {short}l{i}")
-    con.execute(
-        f"""CREATE OR REPLACE TEMP VIEW snaps AS
-        SELECT received_time,
-               least(greatest((received_time - {day_start}) // {_HOUR_NS}, 0), 23) AS hour,
-               {", ".join(cols)}
-        FROM {_parquet(books)} WHERE trigger = 'snapshot'"""
-    )
-    return levels
-
-
-def _bounds_expr(bps: int) -> str:
-    """The tick range [lo, hi] within `bps` of mid.
-
-    lo = ceil(m2 (1e4 - bps) / 2e4), hi = floor(m2 (1e4 + bps) / 2e4).
-    """
-    return f"-((-(b0 + a0) * {10_000 - bps}) // 20000) AS lo{bps}, ((b0 + a0) * {10_000 + bps}) // 20000 AS hi{bps}"
-
-
-def _depth_expr(levels: int, bps: int) -> str:
-    # An absent level (NULL tick) fails BETWEEN and adds 0.
-    return " + ".join(
-        f"CASE WHEN {s}{i} BETWEEN lo{bps} AND hi{bps} THEN {s}l{i} ELSE 0 END"
-        for s in ("b", "a")
-        for i in range(levels)
-    )
+    sides = [(side, i) for side in ("bid", "ask") for i in range(levels)]
+    columns = ["received_time", "trigger", *[f"{s}_{i}_{f}" for s, i in sides for f in ("price", "size")]]
+    bps = np.array(DEPTH_BPS, np.int64)
+    parts: list[pa.Table] = []
+    with parquet_io.open_file(books, pre_buffer=False) as reader:
+        for group in range(reader.num_row_groups):
+            table = reader.read_row_group(group, columns=columns)
+            with_touch = pc.and_(
+                pc.equal(table["trigger"], "snapshot"),
+                pc.and_(pc.is_valid(table["bid_0_price"]), pc.is_valid(table["ask_0_price"])),
+            )
+            table = table.filter(with_touch)
+            if not table.num_rows:
+                continue
+            price_steps = [_steps(table[f"{s}_{i}_price"], tick) for s, i in sides]
+            size_steps = [_steps(table[f"{s}_{i}_size"], lot) for s, i in sides]
+            prices, price_valid = (np.column_stack(part) for part in zip(*price_steps, strict=True))
+            sizes, size_valid = (np.column_stack(part) for part in zip(*size_steps, strict=True))
+            b0, a0 = prices[:, 0], prices[:, levels]
+            depth = np.zeros((table.num_rows, len(bps)), np.int64)
+            missing = np.zeros((table.num_rows, len(bps)), np.bool_)
+            _depth_lots(prices, price_valid, sizes, size_valid, b0 + a0, bps, depth, missing)
+            recv = table["received_time"].to_numpy()
+            shape = {"hour": np.clip(_trunc_div(recv - day_start, _HOUR_NS), 0, 23), "spread_ticks": a0 - b0}
+            for j, n in enumerate(DEPTH_BPS):
+                shape[f"depth_{n}bps_lots"] = pa.array(depth[:, j], mask=missing[:, j])
+            parts.append(pa.table(shape))
+    # mimalloc keeps the decoded row groups' pages for reuse (~100 MB): hand them back.
+    pa.default_memory_pool().release_unused()
+    if not parts:
+        names = ["hour", "spread_ticks", *[f"depth_{bps}bps_lots" for bps in DEPTH_BPS]]
+        return pa.schema([(name, pa.int64()) for name in names]).empty_table(), levels
+    return pa.concat_tables(parts), levels
 
 
 def compute_microstructure(
@@ -120,16 +188,12 @@ def compute_microstructure(
             raise FileNotFoundError(f"{day}: lake file missing: {needed}")
     lot_f = float(lot)
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
+    # The rank pass first: it is the step's peak, and the memory pools have retained less before it.
+    rank_counts, messages = update_ranks.rank_counts(books, deltas, tick, _levels(books), day_start)
     # No query here depends on row order.
     with parquet_io.scratch_duckdb(spill_dir, MEMORY_LIMIT, preserve_insertion_order=False) as con:
-        levels = _snapshot_view(con, books, tick, lot, day)
-        depth_cols = ", ".join(f"{_depth_expr(levels, n)} AS depth_{n}bps_lots" for n in DEPTH_BPS)
-        bounds = ", ".join(_bounds_expr(n) for n in DEPTH_BPS)
-        con.execute(  # small (5 columns): computed once, aggregated twice
-            f"""CREATE OR REPLACE TEMP TABLE shape AS
-            SELECT hour, a0 - b0 AS spread_ticks, {depth_cols}
-            FROM (SELECT *, {bounds} FROM snaps WHERE b0 IS NOT NULL AND a0 IS NOT NULL)"""
-        )
+        shape, levels = _snapshot_shape(books, tick, lot, day)
+        con.register("shape", shape)
         depth_means = ", ".join(f"avg(depth_{n}bps_lots) * {lot_f!r} AS depth_{n}bps_mean" for n in DEPTH_BPS)
         daily_row = (
             con.execute(
@@ -146,10 +210,6 @@ def compute_microstructure(
             FROM shape GROUP BY hour"""
         ).pl()
         hours_of = f"least(greatest((received_time - {day_start}) // {_HOUR_NS}, 0), 23)"
-        messages = con.execute(
-            f"""SELECT {hours_of} AS hour, count(DISTINCT sequence_number) AS book_messages, count(*) AS book_delta_rows
-            FROM {_parquet(deltas)} GROUP BY hour"""
-        ).pl()
         trade_counts = con.execute(
             f"SELECT {hours_of} AS hour, count(*) AS trades FROM {_parquet(trades)} GROUP BY hour"
         ).pl()
@@ -172,7 +232,6 @@ def compute_microstructure(
         )
         .sort("hour")
     )
-    rank_counts = update_ranks.rank_counts(books, deltas, float(tick), levels, day_start)
     total_messages = int(hourly["book_messages"].sum())
     total_trades = int(hourly["trades"].sum())
     q = daily_row["q"] or [None, None, None]

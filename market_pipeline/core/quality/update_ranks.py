@@ -12,10 +12,14 @@ by a small numba kernel over int64 ticks, instead of a whole-day SQL as-of join 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from numba import njit
 
 from market_pipeline.core.lake import parquet_io
@@ -27,20 +31,45 @@ _NO_ASK = np.iinfo(np.int64).max
 
 @njit(cache=True)
 def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_ask, counts):
-    """counts[rank] += 1 for every delta row with a snapshot before it (`snap_time` sorted)."""
+    """counts[rank] += 1 for every delta row with a snapshot before it (`snap_time` sorted).
+
+    The rows come mostly in time order, so the snapshot before a row is found by stepping on
+    from the previous row's (a binary search when time goes back). A side whose levels are
+    ordered from the touch (every rebuilt book's) stops counting at the first level not better.
+    """
     levels = snap_bid.shape[1]
+    bids_ordered = np.ones(snap_bid.shape[0], np.bool_)
+    asks_ordered = np.ones(snap_ask.shape[0], np.bool_)
+    for k in range(snap_bid.shape[0]):
+        for level in range(1, levels):
+            if snap_bid[k, level] > snap_bid[k, level - 1]:
+                bids_ordered[k] = False
+            if snap_ask[k, level] < snap_ask[k, level - 1]:
+                asks_ordered[k] = False
+    k = -1
     for i in range(delta_time.shape[0]):
-        k = np.searchsorted(snap_time, delta_time[i]) - 1  # the last snapshot strictly before
+        t = delta_time[i]
+        if i > 0 and t >= delta_time[i - 1]:
+            while k + 1 < snap_time.shape[0] and snap_time[k + 1] < t:
+                k += 1
+        else:
+            k = np.searchsorted(snap_time, t) - 1  # the last snapshot strictly before
         if k < 0:
             continue
         p = delta_tick[i]
         rank = 0
         if delta_is_bid[i]:
             for level in range(levels):
-                rank += snap_bid[k, level] > p
+                if snap_bid[k, level] > p:
+                    rank += 1
+                elif bids_ordered[k]:
+                    break
         else:
             for level in range(levels):
-                rank += snap_ask[k, level] < p
+                if snap_ask[k, level] < p:
+                    rank += 1
+                elif asks_ordered[k]:
+                    break
         counts[min(rank, levels)] += 1
 
 
@@ -50,43 +79,104 @@ def _ticks(column: str | pl.Expr, tick: float) -> pl.Expr:
     return ((value.cast(pl.Float64) / tick) + 0.5).floor().cast(pl.Int64)
 
 
-def rank_counts(books: Path, deltas: Path, tick: float, levels: int, day_start: int) -> list[int]:
-    """Delta rows by rank 0..levels (the last entry is "deeper") over the day; unranked rows are left out.
+def _ladder_ticks(column: pa.ChunkedArray, tick: Decimal, absent: int) -> np.ndarray:
+    """`_ticks` of one level's prices, `absent` where there is none. A decimal column on the tick
+    grid (the rebuilt books always are) is divided in integers, its unscaled values over the
+    tick's: the float expression gives the same integers there (its quotient is within a few ulps
+    of one, far from a half). Any other column takes the float expression itself."""
+    array = column.combine_chunks()
+    if pa.types.is_decimal(array.type) and array.type.bit_width == 64:
+        per_tick = tick * 10**array.type.scale
+        unscaled = np.asarray(array.view(pa.int64()).fill_null(0) if array.null_count else array.view(pa.int64()))
+        if per_tick == 1 or (per_tick == per_tick.to_integral_value() and not np.any(unscaled % int(per_tick))):
+            ticks = unscaled if per_tick == 1 else unscaled // int(per_tick)
+            return np.where(np.asarray(array.is_valid()), ticks, absent) if array.null_count else ticks
+    values = pl.from_arrow(array).to_frame("price")  # type: ignore[union-attr]
+    return values.select(_ticks("price", float(tick)).fill_null(absent)).to_series().to_numpy()
+
+
+def _row_group_spans(reader: pq.ParquetFile) -> list[tuple[int | None, int | None]]:
+    """(min, max) received_time of each row group from the footer; None where not recorded."""
+    column = reader.schema_arrow.get_field_index("received_time")
+    spans = []
+    for group in range(reader.num_row_groups):
+        stats = reader.metadata.row_group(group).column(column).statistics
+        spans.append((stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None))
+    return spans
+
+
+def _hour_snapshots(
+    reader: pq.ParquetFile, spans: list, low: int | None, high: int | None, tick: Decimal, levels: int
+) -> pl.DataFrame:
+    """The vendor-snapshot rows with low <= received_time < high (None: unbounded), as
+    received_time, b0.. and a0.. in ticks (absent levels as _NO_BID / _NO_ASK), in file order.
+    Only the row groups whose footer range meets the window are read, through pyarrow (which
+    decodes decimals several times faster than polars)."""
+    prices = [f"{side}_{i}_price" for side in ("bid", "ask") for i in range(levels)]
+    groups = [  # the row groups whose footer range meets the window (all when a range is not recorded)
+        g
+        for g, (first, last) in enumerate(spans)
+        if first is None or ((high is None or first < high) and (low is None or last >= low))
+    ]
+    table = reader.read_row_groups(groups, columns=["received_time", "trigger", *prices])
+    keep = pc.equal(table["trigger"], "snapshot")
+    if low is not None:
+        keep = pc.and_(keep, pc.greater_equal(table["received_time"], low))
+    if high is not None:
+        keep = pc.and_(keep, pc.less(table["received_time"], high))
+    table = table.filter(keep)
+    ladder = {"received_time": table["received_time"].to_numpy()}
+    for side, absent in (("bid", _NO_BID), ("ask", _NO_ASK)):
+        for i in range(levels):
+            ladder[f"{side[0]}{i}"] = _ladder_ticks(table[f"{side}_{i}_price"], tick, absent)
+    return pl.DataFrame(ladder, schema=dict.fromkeys(ladder, pl.Int64))
+
+
+def rank_counts(
+    books: Path, deltas: Path, tick: Decimal, levels: int, day_start: int
+) -> tuple[list[int], pl.DataFrame]:
+    """(delta rows by rank 0..levels (the last entry is "deeper") over the day, unranked rows left
+    out; per hour 0-23: book_messages (distinct sequence numbers) and book_delta_rows), from one
+    pass over the deltas' received_time, sequence_number, side and price.
 
     Rows stamped before the day count in the first hour, rows after it in the last.
     """
     counts = np.zeros(levels + 1, np.int64)
-    snapshots = parquet_io.scan(books).filter(pl.col("trigger") == "snapshot")
-    snapshot_columns = [
-        pl.col("received_time"),
-        *[_ticks(f"bid_{i}_price", tick).fill_null(_NO_BID).alias(f"b{i}") for i in range(levels)],
-        *[_ticks(f"ask_{i}_price", tick).fill_null(_NO_ASK).alias(f"a{i}") for i in range(levels)],
-    ]
-    rows = parquet_io.scan(deltas).select("received_time", "side_is_bid", _ticks("price", tick).fill_null(0).alias("p"))
-    carried: pl.DataFrame | None = None  # the last snapshot before the hour
-    for hour in range(24):
-        start, end = day_start + hour * _HOUR_NS, day_start + (hour + 1) * _HOUR_NS
-        window = pl.lit(True)
-        if hour:
-            window = window & (pl.col("received_time") >= start)
-        if hour < 23:
-            window = window & (pl.col("received_time") < end)
-        snaps = snapshots.filter(window).select(snapshot_columns).collect()
-        if carried is not None:
-            snaps = pl.concat([carried, snaps])
-        snaps = snaps.sort("received_time", maintain_order=True)
-        if snaps.height:
-            carried = snaps.tail(1)
-        else:
-            continue  # no snapshot yet: every row of the hour is unranked
-        hour_rows = rows.filter(window).collect()
-        add_ranks(
-            hour_rows["received_time"].to_numpy(),
-            hour_rows["side_is_bid"].to_numpy(),
-            hour_rows["p"].to_numpy(),
-            snaps["received_time"].to_numpy(),
-            np.ascontiguousarray(snaps.select([f"b{i}" for i in range(levels)]).to_numpy()),
-            np.ascontiguousarray(snaps.select([f"a{i}" for i in range(levels)]).to_numpy()),
-            counts,
+    with parquet_io.open_file(books, pre_buffer=False) as reader:
+        spans = _row_group_spans(reader)
+        rows = parquet_io.scan(deltas).select(
+            "received_time", "sequence_number", "side_is_bid", _ticks("price", float(tick)).fill_null(0).alias("p")
         )
-    return counts.tolist()
+        carried: pl.DataFrame | None = None  # the last snapshot before the hour
+        per_hour = []
+        for hour in range(24):
+            start, end = day_start + hour * _HOUR_NS, day_start + (hour + 1) * _HOUR_NS
+            window = pl.lit(True)
+            if hour:
+                window = window & (pl.col("received_time") >= start)
+            if hour < 23:
+                window = window & (pl.col("received_time") < end)
+            hour_rows = rows.filter(window).collect()
+            # Like SQL's count(DISTINCT sequence_number): NULL is no number.
+            per_hour.append((hour, hour_rows["sequence_number"].drop_nulls().n_unique(), hour_rows.height))
+            snaps = _hour_snapshots(reader, spans, start if hour else None, end if hour < 23 else None, tick, levels)
+            if carried is not None:
+                snaps = pl.concat([carried, snaps])
+            snaps = snaps.sort("received_time", maintain_order=True)
+            if snaps.height:
+                carried = snaps.tail(1)
+            else:
+                continue  # no snapshot yet: every row of the hour is unranked
+            add_ranks(
+                hour_rows["received_time"].to_numpy(),
+                hour_rows["side_is_bid"].to_numpy(),
+                hour_rows["p"].to_numpy(),
+                snaps["received_time"].to_numpy(),
+                np.ascontiguousarray(snaps.select([f"b{i}" for i in range(levels)]).to_numpy()),
+                np.ascontiguousarray(snaps.select([f"a{i}" for i in range(levels)]).to_numpy()),
+                counts,
+            )
+    hourly = pl.DataFrame(
+        per_hour, schema={"hour": pl.Int64, "book_messages": pl.Int64, "book_delta_rows": pl.Int64}, orient="row"
+    )
+    return counts.tolist(), hourly

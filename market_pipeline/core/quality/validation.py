@@ -77,13 +77,14 @@ class DayValidation:
 
 
 def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] | None) -> DayValidation:
-    """The day's validation in bounded memory: the raw deltas in row batches, the tables with a
+    """The day's validation in bounded memory: the raw tables' figures from their day statistics
+    (one pass over three columns of the deltas for the exact skew quantiles), the tables with a
     row per vendor snapshot or rebuilt row through lazy scans of the columns needed."""
     instrument, day = files.instrument, files.day
     snapshot_sequence, snapshot_received = m.snapshot_sequence(files)
-    deltas = m.scan_deltas(files, snapshot_sequence, snapshot_received)
+    deltas = m.delta_figures(files, snapshot_sequence, snapshot_received)
     del snapshot_sequence, snapshot_received
-    trades = m.scan_trades(files.require(files.trades), instrument, deltas.precision)
+    trades = m.trade_figures(files, deltas.precision)
     agreement = m.agreement_figures(files)
 
     events = deltas.events
