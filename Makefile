@@ -63,12 +63,9 @@ lint: install ## Layer contracts (import-linter), ruff lint and ruff format chec
 	$(VENV)/bin/ruff format --check .
 
 # One pytest worker per core, each taking whole test files (module fixtures are built once);
-# PYTEST_WORKERS=0 runs the suite in one process. --no-loadscope-reorder keeps the files in
-# collection order (conftest.py puts the files with slow tests first): by default xdist queues
-# files by their number of tests, most first, which left the long few-test end-to-end files for
-# last, one worker finishing them while the other idled.
+# PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= auto
-PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 .PHONY: test
 test: lint ## Lint, then run the whole test suite (testpaths come from pyproject.toml)

@@ -24,9 +24,9 @@ if str(REPO_ROOT) not in sys.path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with slow tests first: with a file per pytest worker (`make test`, which keeps this
-    order with --no-loadscope-reorder), the long files start at once instead of finishing the run
-    alone. The sort is stable, so a file's tests stay together and in order."""
+    """Files with slow tests first: with a file per pytest worker (`make test`), the long files
+    start at once instead of finishing the run alone. The sort is stable, so a file's tests stay
+    together and in order."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
 
