@@ -333,7 +333,6 @@ def _dagster(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Compl
     )
 
 
-@pytest.mark.slow  # a `dagster` CLI subprocess
 def test_cli_materialize_partition_range(
     instance, local_source: VendorLake, data_dir: Path, dagster_home: Path, _hermetic_env: Path
 ):
@@ -376,7 +375,6 @@ def test_cli_materialize_partition_range(
     }
 
 
-@pytest.mark.slow  # a `dagster` CLI subprocess
 def test_cli_definitions_validate(dagster_home: Path, _hermetic_env: Path):
     result = _dagster(["definitions", "validate", "-m", "market_pipeline.definitions"], _hermetic_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
