@@ -3,8 +3,8 @@ is complete.
 
 - Every fenced block whose info string is `bash testable [exit=N]` runs with bash, in document
   order, in ONE sandbox (a temporary data dir and Dagster instance, a `.env` in a temporary working
-  directory, the synthetic source at a tiny scale, a webhook receiver and an S3 server on
-  127.0.0.1), and must exit 0 or N. A block calling a `market-pipeline` subcommand another branch
+  directory, the synthetic source at a tiny scale on one instrument, a webhook receiver and an S3
+  server on 127.0.0.1), and must exit 0 or N. A block calling a `market-pipeline` subcommand another branch
   adds (FROM_OTHER_BRANCHES) skips while this tree lacks it, naming it.
 - Every `market-pipeline ...` command in any block, testable or not, parses with the CLI's parser.
 - Every check of the code location is named in the runbook as `asset:check`.
