@@ -481,6 +481,9 @@ def test_demo_injected_fault_alerts_to_jsonl_and_webhook(
 
     data = tmp_path / "data"
     monkeypatch.setenv("PIPELINE_SYNTHETIC__SCALE", "0.02")
+    # Books sampled once a minute besides their rows at vendor snapshots: no figure asserted here
+    # depends on the sampling, and a sample every 100 ms adds 864,000 rows per instrument-day.
+    monkeypatch.setenv("PIPELINE_BOOK__SAMPLE_INTERVAL_MS", "60000")
     monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_URL", receiver.url)
     monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_TOKEN", TOKEN)
     code = main(["demo", "--days", "1", "--start-date", "2024-03-01", "--data-dir", str(data)])

@@ -37,6 +37,9 @@ def bad_day_run(tmp_path_factory):
         PIPELINE_START_DATE="2024-01-01",
         PIPELINE_WORKERS="1",
         PIPELINE_SYNTHETIC__SCALE="0.005",
+        # A row per vendor snapshot in the rebuilt books, sampled once a minute instead of every
+        # 100 ms in between: the test is about the skipped day, not the sampling.
+        PIPELINE_BOOK__SAMPLE_INTERVAL_MS="60000",
         PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="3",
         PIPELINE_SYNTHETIC__FAULTS__DAYS=json.dumps([BAD.isoformat()]),
     )
@@ -66,6 +69,7 @@ _OURS = {
     "PIPELINE_START_DATE",
     "PIPELINE_WORKERS",
     "PIPELINE_SYNTHETIC__SCALE",
+    "PIPELINE_BOOK__SAMPLE_INTERVAL_MS",
     "PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES",
     "PIPELINE_SYNTHETIC__FAULTS__DAYS",
 }

@@ -162,7 +162,12 @@ def test_run_leaves_a_live_or_foreign_run_alone_and_gives_up_waiting_with_exit_9
 # End to end: SIGKILL mid-way, run again, compare with a clean run
 # ---------------------------------------------------------------------------------------
 
-DAYS = (dt.date(2024, 3, 1), dt.date(2024, 3, 3))
+# Two days make the run multi-day (the kill comes in the first day's books, the second day is still
+# to do); every further day would only add its fixed 864,000 vendor snapshots to all three runs.
+DAYS = (dt.date(2024, 3, 1), dt.date(2024, 3, 2))
+# The rebuilt books keep a row per vendor snapshot, sampled once a minute instead of every 100 ms
+# in between: half the rows to write and to read again, the same code.
+SAMPLE_INTERVAL_MS = "60000"
 
 
 def _setup(root: Path) -> tuple[dict[str, str], Path, Path]:
@@ -176,6 +181,7 @@ def _setup(root: Path) -> tuple[dict[str, str], Path, Path]:
         PIPELINE_INSTRUMENTS="BINANCE:BTC-USDT",
         PIPELINE_START_DATE=DAYS[0].isoformat(),
         PIPELINE_SYNTHETIC__SCALE="0.005",
+        PIPELINE_BOOK__SAMPLE_INTERVAL_MS=SAMPLE_INTERVAL_MS,
         PIPELINE_CLI__RUN_WAIT_TIMEOUT_SECONDS="300",  # never hang the test suite
     )
     return env, home, data
@@ -223,6 +229,9 @@ def test_a_run_killed_mid_way_is_recovered_and_its_rerun_equals_a_clean_run(tmp_
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
     env, home, data = _setup(tmp_path / "crash")
+    # The clean run's generated vendor days (a cache of the synthetic source, deterministic): the
+    # killed run imports them instead of generating them again, and is killed after its imports.
+    shutil.copytree(clean_data / "sources", data / "sources")
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml's storage follows $DAGSTER_HOME
     log = (tmp_path / "crash" / "killed.log").open("w")
     proc = subprocess.Popen(

@@ -145,6 +145,9 @@ def _run_env(pg_home: SimpleNamespace, **extra: str) -> dict[str, str]:
         PIPELINE_START_DATE="2024-01-01",
         PIPELINE_WORKERS="1",
         PIPELINE_SYNTHETIC__SCALE="0.005",
+        # A row per vendor snapshot in the rebuilt books, sampled once a minute instead of every
+        # 100 ms in between: the tests are about the instance, not the sampling.
+        PIPELINE_BOOK__SAMPLE_INTERVAL_MS="60000",
         **pg_home.env,
         **extra,
     )
@@ -160,6 +163,7 @@ _BASE = {
     "PIPELINE_START_DATE",
     "PIPELINE_WORKERS",
     "PIPELINE_SYNTHETIC__SCALE",
+    "PIPELINE_BOOK__SAMPLE_INTERVAL_MS",
 }
 
 

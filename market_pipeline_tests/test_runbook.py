@@ -3,8 +3,8 @@ is complete.
 
 - Every fenced block whose info string is `bash testable [exit=N]` runs with bash, in document
   order, in ONE sandbox (a temporary data dir and Dagster instance, a `.env` in a temporary working
-  directory, the synthetic source at a tiny scale, a webhook receiver and an S3 server on
-  127.0.0.1), and must exit 0 or N. A block calling a `market-pipeline` subcommand another branch
+  directory, the synthetic source at a tiny scale on one instrument, a webhook receiver and an S3
+  server on 127.0.0.1), and must exit 0 or N. A block calling a `market-pipeline` subcommand another branch
   adds (FROM_OTHER_BRANCHES) skips while this tree lacks it, naming it.
 - Every `market-pipeline ...` command in any block, testable or not, parses with the CLI's parser.
 - Every check of the code location is named in the runbook as `asset:check`.
@@ -28,6 +28,12 @@ from market_pipeline_tests.conftest import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV
 RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
 DAY = "2024-03-01"
 SCALE = "0.005"
+# One instrument: every block's command is the same for one or two, and each instrument-day of a
+# run costs the same fixed 864,000 vendor snapshots (100 ms apart, whatever the scale).
+INSTRUMENT = ("BINANCE", "BTC-USDT")
+# The rebuilt books keep a row per vendor snapshot and add one a minute (not every 100 ms): half the
+# rows each run writes and reads again; no block depends on the sampling.
+BOOK_SAMPLE_INTERVAL_MS = "60000"
 # Subcommands the runbook documents that come with branches merged later: their blocks skip (and
 # their command lines are not parsed) while this tree lacks them; after the merge they run.
 FROM_OTHER_BRANCHES = {"backup": "h/backup", "restore": "h/backup"}
@@ -235,7 +241,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     vendor = VendorLake(root / "vendor")
     import datetime as dt
 
-    vendor(tables=("trades",), days=[dt.date.fromisoformat(DAY)])
+    vendor(tables=("trades",), instruments=[INSTRUMENT], days=[dt.date.fromisoformat(DAY)])
     s3.upload_tree("runbook-vendor", "market-data", vendor.root)
     master_key = os.urandom(32)
     with Receiver() as webhook:
@@ -257,6 +263,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
             "DAGSTER_HOME": str(home),
             "PIPELINE_DATA_DIR": str(data),
             "PIPELINE_SYNTHETIC__SCALE": SCALE,
+            "PIPELINE_INSTRUMENTS": ":".join(INSTRUMENT),
+            "PIPELINE_BOOK__SAMPLE_INTERVAL_MS": BOOK_SAMPLE_INTERVAL_MS,
             "PIPELINE_WORKERS": "1",
             "DAY": DAY,
             "NEW_WEBHOOK_TOKEN": NEW_WEBHOOK_TOKEN,
