@@ -23,14 +23,6 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with slow tests first: with a file per pytest worker (`make test`), the long files
-    start at once instead of finishing the run alone. The sort is stable, so a file's tests stay
-    together and in order."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
-
-
 DEFAULT_INSTRUMENTS = (("BINANCE", "BTC-USDT"), ("BINANCE_FUTURES", "BTC-USDT-PERP"))
 NS = 1_000_000_000
 
