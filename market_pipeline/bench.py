@@ -340,6 +340,9 @@ class TreeSampler:
         self.root = psutil.Process(pid)
         self.interval = interval
         self.samples: list[tuple[float, int]] = []  # (time.time(), bytes)
+        # The last CPU seconds (user + system) seen of every process of the tree, by (pid, start
+        # time): the tree's CPU, short of what a process spent in its last interval.
+        self._cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -352,6 +355,11 @@ class TreeSampler:
             return
         total = 0
         for proc in procs:
+            try:
+                times = proc.cpu_times()
+                self._cpu[(proc.pid, proc.create_time())] = times.user + times.system
+            except psutil.Error:
+                pass
             try:
                 # PSS: resident pages, those shared with other processes of the tree (forkserver
                 # children, copy-on-write) divided among them, so the sum is the tree's own memory.
@@ -376,6 +384,10 @@ class TreeSampler:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu.values())
+
     def peak_mb(self, start: float = 0.0, end: float = float("inf")) -> float:
         inside = [rss for t, rss in self.samples if start <= t <= end]
         return max(inside, default=0) / 2**20
@@ -386,7 +398,7 @@ class GraphRun:
     exit_code: int
     seconds: float  # the subprocess, start to exit
     run_seconds: float  # the Dagster run, RUN_START to its end event
-    cpu_seconds: float  # user + system CPU of the subprocess and every descendant it waited for
+    cpu_seconds: float  # user + system CPU of the subprocess's tree, as sampled
     peak_rss_mb: float
     steps: dict[str, dict[str, float]]  # step key -> seconds, peak_rss_mb (in order of start)
     log: Path
@@ -425,23 +437,14 @@ def run_graph(
     try:
         with log.open("w") as out:
             started = time.perf_counter()
-            cpu_before = _children_cpu_seconds()
             child = subprocess.Popen(argv, env=graph_env(settings, home, workers), stdout=out, stderr=subprocess.STDOUT)
             with TreeSampler(child.pid) as sampler:
                 code = child.wait()
             seconds = time.perf_counter() - started
-            cpu_seconds = _children_cpu_seconds() - cpu_before
         run_seconds, steps = _step_timings(home, sampler)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    return GraphRun(code, seconds, run_seconds, cpu_seconds, sampler.peak_mb(), steps, log)
-
-
-def _children_cpu_seconds() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return GraphRun(code, seconds, run_seconds, sampler.cpu_seconds, sampler.peak_mb(), steps, log)
 
 
 def _step_timings(home: Path, sampler: TreeSampler) -> tuple[float, dict[str, dict[str, float]]]:
