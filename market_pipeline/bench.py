@@ -21,9 +21,10 @@ measures in one run:
   from the run's step events, peak RSS per step from the samples inside the step;
 - parallel: the raw and book steps of two instruments (scale `--parallel-scale`) with
   PIPELINE_WORKERS=2 against 1: the Dagster run's wall time, and how busy the cores were (CPU
-  seconds of the process tree over wall seconds times cores). Dagster already runs independent
-  steps (the three raw tables) side by side, so a serial run that keeps the cores busy leaves
-  workers little to gain.
+  seconds of the process tree over wall seconds times cores). `market-pipeline run` runs its
+  steps one after another, but each instrument-day already keeps more than one core busy (the
+  import encodes on a writer thread, the rebuild reads, replays and writes on four), so on two
+  cores a second worker has little left to use.
 
 Human-readable figures go first; the last line is one JSON object.
 """
@@ -606,7 +607,7 @@ def run(
     )
     say(
         f"  cores busy (CPU s over wall s x {os.cpu_count()} cores): {100 * parallel['serial_core_use']:.0f}% "
-        f"with 1 worker (Dagster runs independent steps side by side), "
+        f"with 1 worker (an instrument-day's reader and writer threads), "
         f"{100 * parallel['parallel_core_use']:.0f}% with 2"
     )
     load = os.getloadavg()[0]
