@@ -345,3 +345,31 @@ def test_reimport_writes_identical_bytes(local, data_dir: Path):
     for table in ("trades", "book", "book_delta_v2"):
         _import(settings, table)
     assert sha256_tree(data_dir / "lake") == before
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_repeated_rows_equal_polars_distinctness(seed: int):
+    """The import's duplicate pass (a numpy row hash, then an exact comparison of the rows whose
+    hash repeats) marks exactly the rows polars finds equal to an earlier row, nulls, NaN and
+    -0.0 included."""
+    from market_pipeline.core.quality.day_stats import _repeated_rows, _row_hashes
+
+    rng = np.random.default_rng(seed)
+    n = 2_000
+    floats = rng.choice([0.0, -0.0, np.nan, 1.5, 2.25, 1e300], n)
+    frame = pl.DataFrame(
+        {
+            "time": rng.integers(0, 40, n) + 1_709_251_200_000_000_000,
+            "price": pl.Series(floats).set(pl.Series(rng.random(n) < 0.1), None),
+            "size": rng.choice([0.5, 1.0], n),
+            "side_is_bid": pl.Series(rng.random(n) < 0.5).set(pl.Series(rng.random(n) < 0.05), None),
+            "note": rng.choice(["a", "b"], n),
+        }
+    )
+    expected = ~frame.select(pl.struct(frame.columns).is_first_distinct()).to_series().to_numpy()
+    assert expected.sum() > 100  # the frame has plenty of repeats
+    np.testing.assert_array_equal(_repeated_rows(frame), expected)
+    # Values polars takes as equal hash alike.
+    zeros = pl.DataFrame({"x": [0.0, -0.0, float("nan"), float("nan"), None]})
+    h = _row_hashes(zeros)
+    assert h[0] == h[1] and h[2] == h[3]
