@@ -459,6 +459,7 @@ def run_range(
         resolve_selection,
     )
     from market_pipeline.cli.report import print_run_summary
+    from market_pipeline.defs.common.resources import hand_over_keys
 
     if start > end:
         raise CliError(f"--start-date {start} is after --end-date {end}", EXIT_USAGE)
@@ -469,7 +470,7 @@ def run_range(
         )
     require_dagster_home()
     _require_writable_data_dir(settings)
-    _hand_over_lake_encryption(settings)
+    hand_over_keys(settings)  # this process creates and reads the lake views after the run
     quiet_dagster(verbosity)
     defs = load_defs(settings)
     keys = resolve_selection(defs, selections)
@@ -504,15 +505,6 @@ def _require_writable_data_dir(settings: PipelineSettings) -> None:
         raise SettingsError(
             [f"PIPELINE_DATA_DIR: {problem}; point PIPELINE_DATA_DIR at a directory this user can write"]
         )
-
-
-def _hand_over_lake_encryption(settings: PipelineSettings) -> None:
-    """This process creates and reads the lake views after the run: give core the lake key and switch."""
-    from market_pipeline.core.lake import parquet_io
-    from market_pipeline.core.security import crypto
-
-    crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
-    parquet_io.use_lake_encryption(settings.lake_encryption == "on")
 
 
 def _ensure_lake_views(settings: PipelineSettings) -> None:

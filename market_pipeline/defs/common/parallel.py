@@ -29,9 +29,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.security import crypto
 from market_pipeline.core.telemetry import progress, telemetry
+from market_pipeline.defs.common.resources import hand_over_keys
 from market_pipeline.settings import PipelineSettings
 from market_pipeline.vendors.base import VendorSource
 from market_pipeline.vendors.registry import build_source
@@ -66,8 +65,7 @@ _worker_sink: list[telemetry.Recorded] = []
 def _init_worker(settings: PipelineSettings, progress_updates: Any) -> None:
     global _worker_source, _worker_settings
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
-    parquet_io.use_lake_encryption(settings.lake_encryption == "on")
+    hand_over_keys(settings)
     telemetry.record_into(_worker_sink)  # the parent exports
     if progress_updates is not None:
         progress.set_sink(progress.queue_sink(progress_updates))

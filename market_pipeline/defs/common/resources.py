@@ -44,9 +44,15 @@ def use_settings(settings: PipelineSettings, run_id: str | None = None) -> Pipel
     encryption); `run_id` names the Pushgateway group of the run's metrics (each run's recording
     starts from zero)."""
     telemetry.configure(telemetry_config(settings, run_id))
+    hand_over_keys(settings)
+    return settings
+
+
+def hand_over_keys(settings: PipelineSettings) -> None:
+    """Hand core the settings' master key and whether the lake is encrypted (every process that
+    reads or writes the lake: steps, sensors, worker processes, the CLI)."""
     crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
     parquet_io.use_lake_encryption(settings.lake_encryption == "on")
-    return settings
 
 
 def pipeline_resource(settings: PipelineSettings) -> dg.ResourceDefinition:
