@@ -78,7 +78,12 @@ class VendorFile:
 
     @property
     def batch_rows(self) -> int:
-        return max(MIN_BATCH_ROWS, BATCH_BYTES // (8 * max(1, len(self.columns))))
+        return batch_rows_for(len(self.columns))
+
+
+def batch_rows_for(columns: int) -> int:
+    """Rows per batch of a table with `columns` columns (BATCH_BYTES of 8-byte values)."""
+    return max(MIN_BATCH_ROWS, BATCH_BYTES // (8 * max(1, columns)))
 
 
 def open_vendor_file(path: Path, table: str) -> VendorFile:
@@ -261,9 +266,8 @@ class PartitionWriter:
         except BaseException as exc:
             # The last batch failed on the writer thread, or closing failed: the file is not
             # committed (atomic_path sees the error), whatever the with-block itself did.
-            if not self._stack.__exit__(type(exc), exc, exc.__traceback__):
-                raise
-            return
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         self._stack.__exit__(kind, value, traceback)  # type: ignore[arg-type]
 
     @property

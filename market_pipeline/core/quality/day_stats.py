@@ -731,10 +731,10 @@ def compute_day_stats(
 ) -> DayStats:
     """The statistics of a lake file computed from the file itself, in row batches (when the import's
     are missing or stale). Quarantine counts are unknown here and read as 0."""
-    from market_pipeline.core.lake.ingest import iter_tables, message_aligned
+    from market_pipeline.core.lake.ingest import batch_rows_for, iter_tables, message_aligned
 
     reader = parquet_io.open_file(data_file)
-    batch_rows = max(8_192, (48 << 20) // (8 * max(1, len(reader.schema_arrow.names))))
+    batch_rows = batch_rows_for(len(reader.schema_arrow.names))
 
     def frames() -> Iterator[pl.DataFrame]:
         for batch in iter_tables(reader, None, batch_rows):
