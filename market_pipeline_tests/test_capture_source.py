@@ -187,6 +187,12 @@ def test_day_two_continues_from_the_checkpoint_and_a_gap_unsyncs_until_the_resyn
     # The snapshot row waits (FIRST state) only when no buffered diff brackets it: here one does.
     top = books.row(0, named=True)
     assert (str(top["bid_0_price"]), str(top["bid_1_price"]), str(top["ask_0_price"])) == ("10.60", "10.50", "11.50")
+    # Written in the lake rebuild's encoding (docs/data-formats.md): INT64 decimals, delta-packed.
+    path = books_partition_dir(settings.lake_dir, spot.exchange, spot.symbol, DAY2) / PARTITION_FILE
+    chunk = pq.ParquetFile(path).metadata.row_group(0)
+    price = next(chunk.column(i) for i in range(chunk.num_columns) if chunk.column(i).path_in_schema == "bid_0_price")
+    assert price.physical_type == "INT64" and "DELTA_BINARY_PACKED" in price.encodings
+    assert price.compression == "UNCOMPRESSED"
 
 
 def test_day_two_waits_for_a_snapshot_when_the_chain_breaks_at_midnight(capture_env):

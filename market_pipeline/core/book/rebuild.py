@@ -65,7 +65,8 @@ OUTPUT_COMPRESSION = "none"
 OUTPUT_STATISTICS = ["origin_time", "received_time", "sequence_number"]
 
 
-def _writer_options(schema: pa.Schema) -> dict[str, object]:
+def books_writer_options(schema: pa.Schema) -> dict[str, object]:
+    """The Parquet writer options of a books file with `schema`, whichever rebuild writes it."""
     delta_encoded = [f.name for f in schema if pa.types.is_int64(f.type) or pa.types.is_decimal(f.type)]
     return {
         "compression": OUTPUT_COMPRESSION,
@@ -443,7 +444,7 @@ def rebuild_day(
             _snapshot_batches(book_file, grid, snap_precision, snap_depth, timings), pool["snapshots"]
         )
         tmp = stack.enter_context(atomic_path(output_path))
-        writer = stack.enter_context(parquet_io.parquet_writer(tmp, out.schema, **_writer_options(out.schema)))
+        writer = stack.enter_context(parquet_io.parquet_writer(tmp, out.schema, **books_writer_options(out.schema)))
         background = _BackgroundWriter(writer, pool["write"], timings)
         stack.callback(background.wait)  # runs before the writer closes, also on error
         while True:

@@ -64,7 +64,14 @@ from market_pipeline.core.book.ladder import (
     Book,
     new_book,
 )
-from market_pipeline.core.book.rebuild import BookWriter, Grid, PrecisionCounter, load_checkpoint, write_checkpoint
+from market_pipeline.core.book.rebuild import (
+    BookWriter,
+    Grid,
+    PrecisionCounter,
+    books_writer_options,
+    load_checkpoint,
+    write_checkpoint,
+)
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path, write_lake_parquet_atomic
 from market_pipeline.vendors.binance import sync_kernel as br
@@ -281,7 +288,8 @@ def rebuild_capture_day(
         diffs, diff_rows, cursor = br.resume(carry_in, diffs, diff_rows)
     snapshots = br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
     tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
-    with atomic_path(output_path) as tmp, parquet_io.parquet_writer(tmp, out.schema, compression="zstd") as writer:
+    writer_options = books_writer_options(out.schema)
+    with atomic_path(output_path) as tmp, parquet_io.parquet_writer(tmp, out.schema, **writer_options) as writer:
         while True:
             rows = out.buffers
             n_out = br.replay_capture(
