@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market_pipeline.core.book import delta_replay as lr
-from market_pipeline.core.book.fixed_point import decimal_array, to_steps
+from market_pipeline.core.book.fixed_point import decimal_array, grid_steps, to_steps
 from market_pipeline.core.book.ladder import new_book, top_levels
 from market_pipeline.core.book.rebuild import Grid, rebuild_day
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
@@ -426,3 +426,14 @@ def test_one_removed_diff_is_exactly_one_gap(tmp_path):
     r = verify_capture([copy])
     assert r["gaps"] == 1 and r["diffs"] == 6550
     assert r["ticker_mismatches"] == 0  # nothing is checked while out of sync
+
+
+def test_grid_steps_undo_decimal_array_exactly_and_refuse_what_is_off_grid():
+    """The readers of the books (metrics) take decimal columns back to whole steps in integers."""
+    unscaled = np.array([5_800_382, 0, 5, -10], np.int64)  # tick 0.05 as decimal(18, 2): x5
+    array = decimal_array(unscaled * 5, Decimal("0.05"), np.array([True, False, True, True]))
+    np.testing.assert_array_equal(grid_steps(array, Decimal("0.05")), [5_800_382, 0, 5, -10])
+    np.testing.assert_array_equal(grid_steps(array, Decimal("0.01")), [29_001_910, 0, 25, -50])  # scale's own step
+    off_grid = decimal_array(np.array([7], np.int64), Decimal("0.01"))  # 0.07 on a 0.05 grid
+    assert grid_steps(off_grid, Decimal("0.05")) is None
+    assert grid_steps(pa.array([0.05]), Decimal("0.05")) is None  # floats: the caller rounds

@@ -74,3 +74,27 @@ def decimal_array(unscaled: np.ndarray, step: Decimal, valid: np.ndarray | None 
     return pa.Array.from_buffers(
         decimal_type(step), len(unscaled), [validity, pa.py_buffer(unscaled)], null_count=null_count
     )
+
+
+def unscaled_int64(array: pa.Array) -> np.ndarray | None:
+    """A decimal64 array's unscaled values (value x 10^scale) as int64, nulls as 0, without
+    converting through floats; None for any other type."""
+    if not (pa.types.is_decimal(array.type) and array.type.bit_width == 64):
+        return None
+    unscaled = array.view(pa.int64())
+    return np.asarray(unscaled.fill_null(0) if array.null_count else unscaled)
+
+
+def grid_steps(array: pa.Array, step: Decimal) -> np.ndarray | None:
+    """A decimal64 array's values as whole multiples of `step` (nulls as 0), exactly in integers
+    (`decimal_array` undone); None when the array is not decimal64 or a value is off the grid, for
+    the caller to round as its readers do."""
+    unscaled = unscaled_int64(array)
+    if unscaled is None:
+        return None
+    per_step = step * 10**array.type.scale
+    if per_step == 1:
+        return unscaled
+    if per_step != per_step.to_integral_value() or np.any(unscaled % int(per_step)):
+        return None
+    return unscaled // int(per_step)

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
+from market_pipeline.core.book.fixed_point import grid_steps, unscaled_int64
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.quality import update_ranks
 
@@ -96,13 +97,11 @@ def _steps(column: pa.ChunkedArray, step: Decimal) -> tuple[np.ndarray, np.ndarr
     """
     array = column.combine_chunks()
     valid = ~np.asarray(array.is_null(zero_copy_only=False), bool) if array.null_count else np.ones(len(array), bool)
-    if pa.types.is_decimal(array.type) and array.type.bit_width == 64:
-        unscaled = np.asarray(array.view(pa.int64()).fill_null(0) if array.null_count else array.view(pa.int64()))
-        per_step = step * 10**array.type.scale
-        if per_step == 1:
-            return unscaled, valid
-        if per_step == per_step.to_integral_value() and not np.any(unscaled[valid] % int(per_step)):
-            return np.where(valid, unscaled // int(per_step), 0), valid
+    steps = grid_steps(array, step)
+    if steps is not None:
+        return steps, valid
+    unscaled = unscaled_int64(array)
+    if unscaled is not None:
         as_float = unscaled.astype(np.float64) / 10.0**array.type.scale
     else:
         as_float = np.asarray(array.cast(pa.float64()).fill_null(0.0))

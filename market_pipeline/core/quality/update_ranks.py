@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numba import njit
 
+from market_pipeline.core.book.fixed_point import grid_steps
 from market_pipeline.core.lake import parquet_io
 
 _HOUR_NS = 3_600 * 1_000_000_000
@@ -85,12 +86,9 @@ def _ladder_ticks(column: pa.ChunkedArray, tick: Decimal, absent: int) -> np.nda
     tick's: the float expression gives the same integers there (its quotient is within a few ulps
     of one, far from a half). Any other column takes the float expression itself."""
     array = column.combine_chunks()
-    if pa.types.is_decimal(array.type) and array.type.bit_width == 64:
-        per_tick = tick * 10**array.type.scale
-        unscaled = np.asarray(array.view(pa.int64()).fill_null(0) if array.null_count else array.view(pa.int64()))
-        if per_tick == 1 or (per_tick == per_tick.to_integral_value() and not np.any(unscaled % int(per_tick))):
-            ticks = unscaled if per_tick == 1 else unscaled // int(per_tick)
-            return np.where(np.asarray(array.is_valid()), ticks, absent) if array.null_count else ticks
+    ticks = grid_steps(array, tick)
+    if ticks is not None:
+        return np.where(np.asarray(array.is_valid()), ticks, absent) if array.null_count else ticks
     values = pl.from_arrow(array).to_frame("price")  # type: ignore[union-attr]
     return values.select(_ticks("price", float(tick)).fill_null(absent)).to_series().to_numpy()
 
