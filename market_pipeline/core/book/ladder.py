@@ -239,11 +239,15 @@ def clear_book(bid, ask, st):
     clear_asks_to(ask, st, st[ST_BASE] + ask.shape[0])
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def top_levels(bid, ask, st, depth, bid_ticks, bid_lots, ask_ticks, ask_lots):
     """Write the best `depth` levels a side (tick, lots); missing levels get tick -1.
 
     Returns (levels found on the bid side, on the ask side).
+
+    Inlined into its callers: as a call it reference-counted the seven arrays it takes (four of
+    them row views made for the call), which cost more than the walk when a row holds one level
+    (the bench's best bid/ask after every message ran at 13 instead of 25 M deltas/s).
 
     The walk has no branch on whether a tick is occupied: every tick is written at the next free
     slot, which advances only past an occupied one. Around the touch roughly every other tick is
