@@ -58,7 +58,15 @@ def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys
     assert report["deltas"] == pq.ParquetFile(day.deltas).metadata.num_rows > 100_000
     assert 0 < report["messages"] < report["deltas"]
     assert report["peer_rows"] == 20_000 and report["peer_deltas_per_s"] > 0
-    for key in ("core_deltas_per_s", "core_bbo_deltas_per_s", "core_seconds", "peer_ratio", "e2e_seconds", "read_only_seconds", "e2e_over_read"):
+    for key in (
+        "core_deltas_per_s",
+        "core_bbo_deltas_per_s",
+        "core_seconds",
+        "peer_ratio",
+        "e2e_seconds",
+        "read_only_seconds",
+        "e2e_over_read",
+    ):
         assert report[key] > 0, key
     assert report["e2e_over_read"] == pytest.approx(report["e2e_seconds"] / report["read_only_seconds"], rel=1e-2)
     assert 50 < report["peak_rss_mb"] < 16_000  # the child's own peak, in MB
