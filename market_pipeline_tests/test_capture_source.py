@@ -11,7 +11,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir, raw_partition_dir
+from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir, books_shape_path, raw_partition_dir
+from market_pipeline.core.quality.book_shape import read_shape
+from market_pipeline.core.quality.microstructure import _snapshot_shape
 from market_pipeline_tests.test_capture import REAL_DIR, SPOT, TRADE, USDM, _diff, _snapshot, _ticker, _write
 
 SPOT_KEY, USDM_KEY = "BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"
@@ -193,6 +195,11 @@ def test_day_two_continues_from_the_checkpoint_and_a_gap_unsyncs_until_the_resyn
     price = next(chunk.column(i) for i in range(chunk.num_columns) if chunk.column(i).path_in_schema == "bid_0_price")
     assert price.physical_type == "INT64" and "DELTA_BINARY_PACKED" in price.encodings
     assert price.compression == "UNCOMPRESSED"
+    # Beside them, the shape of the snapshot row (what pipeline_metrics reads), as the metrics compute
+    # it from the books themselves (whose absent levels are nulls here).
+    shape = read_shape(books_shape_path(settings.lake_dir, spot.exchange, spot.symbol, DAY2), path)
+    assert shape.to_pylist() == [{"hour": 0, "spread_ticks": 20, **dict.fromkeys(shape.column_names[2:], 0)}]
+    assert shape.equals(_snapshot_shape(path, spot.tick_size, spot.lot_size, DAY2))
 
 
 def test_day_two_waits_for_a_snapshot_when_the_chain_breaks_at_midnight(capture_env):

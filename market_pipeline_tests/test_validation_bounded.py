@@ -207,10 +207,14 @@ def _former_microstructure_sql(books, deltas, tick, lot, day) -> tuple[dict, pl.
     return daily.row(0, named=True), hourly, messages
 
 
-def test_microstructure_equals_former_sql(world, tmp_path):  # noqa: F811
-    """pipeline_metrics' book shape (pyarrow pass, exact integers) and messages per hour (counted in
-    the rank pass) equal the former whole-file DuckDB SQL, to the last bit (on the faulted day;
-    the clean one takes the same path)."""
+@pytest.mark.parametrize("stored", [True, False], ids=["rebuild_shape_file", "from_books"])
+def test_microstructure_equals_former_sql(world, tmp_path, stored):  # noqa: F811
+    """pipeline_metrics' book shape (exact integers: the shape file the rebuild stored beside the
+    books, or computed from the books' level columns) and messages per hour (counted in the rank
+    pass) equal the former whole-file DuckDB SQL, to the last bit (on the faulted day; the clean one
+    takes the same path)."""
+    from market_pipeline.core.lake.paths import books_shape_path
+    from market_pipeline.core.quality.book_shape import read_shape
     from market_pipeline.core.quality.microstructure import DEPTH_BPS, compute_microstructure
     from market_pipeline.defs.common.checks import day_files
 
@@ -218,7 +222,11 @@ def test_microstructure_equals_former_sql(world, tmp_path):  # noqa: F811
     instrument = next(i for i in settings.universe if i.key == INSTRUMENT)
     files = day_files(settings, instrument, day)
     tick, lot = instrument.tick_size, instrument.lot_size
-    got = compute_microstructure(files.books, files.deltas, files.trades, tick, lot, day, tmp_path)
+    shape = books_shape_path(settings.lake_dir, instrument.exchange, instrument.symbol, day)
+    assert read_shape(shape, files.books) is not None  # the rebuild wrote it, for these books
+    got = compute_microstructure(
+        files.books, files.deltas, files.trades, tick, lot, day, tmp_path, shape=shape if stored else None
+    )
     daily, hourly, messages = _former_microstructure_sql(files.books, files.deltas, tick, lot, day)
     assert got.daily["snapshots"] == daily["snapshots"] > 0
     assert [got.daily[f"spread_p{p}_ticks"] for p in (50, 90, 99)] == daily["q"]
@@ -229,3 +237,23 @@ def test_microstructure_equals_former_sql(world, tmp_path):  # noqa: F811
     ours = got.hourly.filter(pl.col("book_delta_rows") > 0)
     assert ours.select(messages.columns).equals(messages.cast(ours.select(messages.columns).schema))
     assert got.daily["book_messages"] == messages["book_messages"].sum()
+
+
+def test_shape_file_of_other_books_is_not_used(tmp_path):
+    """A shape file describes the books file it was written with (rows and bytes): after the books
+    change (a rebuild that crashed between the two writes, a books file restored from a backup) it
+    is ignored, and the metrics compute the shape from the books."""
+    import pyarrow as pa
+
+    from market_pipeline.core.lake import parquet_io
+    from market_pipeline.core.quality.book_shape import SHAPE_SCHEMA, read_shape, write_shape
+
+    books, shape_path = tmp_path / "books.parquet", tmp_path / "shape.parquet"
+    parquet_io.write_table(pa.table({"x": [1, 2, 3]}), books)
+    row = {"hour": 0, "spread_ticks": 1, **dict.fromkeys(SHAPE_SCHEMA.names[2:], 5)}
+    shape = pa.Table.from_pylist([row], SHAPE_SCHEMA)
+    write_shape(shape, shape_path, books)
+    assert read_shape(shape_path, books).equals(shape)
+    parquet_io.write_table(pa.table({"x": [1, 2, 3, 4]}), books)
+    assert read_shape(shape_path, books) is None
+    assert read_shape(tmp_path / "absent.parquet", books) is None

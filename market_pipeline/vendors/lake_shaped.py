@@ -14,6 +14,7 @@ from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     book_agreement_dir,
     books_partition_dir,
+    books_shape_path,
     checkpoint_path,
     raw_partition_dir,
 )
@@ -107,6 +108,7 @@ def rebuild_lake_books(job: BookDay, semantics: SequenceSemantics) -> LakeBookRe
         contiguous=semantics == "contiguous",
         depth=job.depth,
         interval_ms=job.interval_ms,
+        shape_path=books_shape_path(lake, ex, sym, day),
     )
     with atomic_path(book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE) as tmp:
         parquet_io.write_table(result.agreement, tmp)

@@ -17,7 +17,7 @@ import json
 import resource
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ from market_pipeline.core.book.ladder import ST_BASE, ST_EVICTED, ST_OUTSIDE, Bo
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
+from market_pipeline.core.quality.book_shape import SHAPE_SCHEMA, shape_rows, write_shape
 from market_pipeline.core.telemetry import progress
 from market_pipeline.core.telemetry.memory import peak_rss_bytes
 
@@ -237,14 +238,17 @@ class BookWriter:
 
     Level buffers are column-major (a level's ticks or lots for consecutive rows are
     contiguous), so every output column wraps a buffer row; the kernel writes through transposed
-    views. Two buffer sets alternate: the kernel fills one while the other's batch is written,
-    so the caller must have finished writing a batch before asking for the next one. Reusing
-    the sets (instead of fresh arrays per batch) spares the page faults of new memory.
+    views. Two buffer sets alternate: the kernel fills one while the other's batch is built and
+    written, so the caller must have finished writing a batch before asking for the next one.
+    Reusing the sets (instead of fresh arrays per batch) spares the page faults of new memory.
+    Building a batch also collects the shape rows of its vendor-snapshot rows (`shape()`).
     """
 
-    def __init__(self, depth: int, grid: Grid, rows: int = OUTPUT_BATCH_ROWS):
+    def __init__(self, depth: int, grid: Grid, day_start: int, rows: int = OUTPUT_BATCH_ROWS):
         self.depth = depth
         self.grid = grid
+        self.day_start = day_start
+        self._shape: list[pa.Table] = []
         self.capacity = rows
         self.schema = output_schema(depth, grid)
         self.multipliers = (unscaled_multiplier(grid.tick_size), unscaled_multiplier(grid.lot_size))
@@ -268,7 +272,19 @@ class BookWriter:
 
     def batch(self, n: int) -> pa.RecordBatch:
         """The first `n` rows as an Arrow batch over the buffers; the kernel gets the other set."""
-        b = self.buffers
+        return self.detach(n)()
+
+    def detach(self, n: int) -> Callable[[], pa.RecordBatch]:
+        """Hand the kernel the other buffer set now, and return the call that builds the Arrow
+        batch of the first `n` rows of this one (collecting their shape rows), so that the writer
+        thread can build it. It must have run before the kernel gets this set back."""
+        levels, buffers = self.levels, self.buffers
+        self._sets.reverse()
+        self.levels, self.buffers = self._sets[0]
+        return lambda: self._build(levels, buffers, n)
+
+    def _build(self, levels: np.ndarray, b: Rows, n: int) -> pa.RecordBatch:
+        self._collect_shape(levels, b, n)
         recv, orig, seq, synced, trigger = (x[:n] for x in (b.recv, b.orig, b.seq, b.synced, b.trigger))
         columns = [
             pa.array(orig),
@@ -278,7 +294,7 @@ class BookWriter:
             pa.DictionaryArray.from_arrays(pa.array(trigger), self.triggers).cast(pa.string()),
         ]
         price_mult, size_mult = self.multipliers
-        for ticks, lots in ((self.levels[0], self.levels[1]), (self.levels[2], self.levels[3])):
+        for ticks, lots in ((levels[0], levels[1]), (levels[2], levels[3])):
             for i in range(self.depth):
                 price, size = ticks[i, :n], lots[i, :n]
                 valid = price >= 0  # an absent level has tick -1: null price and size
@@ -290,9 +306,22 @@ class BookWriter:
                     np.multiply(size, size_mult, out=size)
                 columns.append(decimal_array(price, self.grid.tick_size, valid))
                 columns.append(decimal_array(size, self.grid.lot_size, valid))
-        self._sets.reverse()
-        self.levels, self.buffers = self._sets[0]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def _collect_shape(self, levels: np.ndarray, b: Rows, n: int) -> None:
+        """The shape rows (`book_shape`) of the first `n` rows' vendor-snapshot rows with both touch
+        prices, read in place from the buffers' ticks and lots (an absent level has tick -1, and a
+        level's size is null exactly when its price is)."""
+        bid_ticks, bid_lots, ask_ticks, ask_lots = (levels[j][:, :n] for j in range(4))  # (depth, n)
+        bid_valid, ask_valid = bid_ticks >= 0, ask_ticks >= 0
+        rows = np.flatnonzero((b.trigger[:n] == lr.TRIGGER_SNAPSHOT) & bid_valid[0] & ask_valid[0])
+        if len(rows):
+            sides = (bid_ticks, bid_valid, bid_lots, bid_valid, ask_ticks, ask_valid, ask_lots, ask_valid)
+            self._shape.append(shape_rows(rows, b.recv, sides, self.day_start))
+
+    def shape(self) -> pa.Table:
+        """The shape rows of every batch so far, in order."""
+        return pa.concat_tables(self._shape) if self._shape else SHAPE_SCHEMA.empty_table()
 
 
 class _BackgroundWriter:
@@ -304,13 +333,16 @@ class _BackgroundWriter:
         self.timings = timings
         self.pending: Future[None] | None = None
 
-    def _write(self, batch: pa.RecordBatch) -> None:
+    def _write(self, build: Callable[[], pa.RecordBatch]) -> None:
+        with self.timings("decimal"):
+            batch = build()
         with self.timings("write"):
             self.writer.write_batch(batch)
 
-    def write(self, batch: pa.RecordBatch) -> None:
+    def write(self, build: Callable[[], pa.RecordBatch]) -> None:
+        """Build (`BookWriter.detach`) and write a batch on the writer thread."""
         self.wait()
-        self.pending = self.pool.submit(self._write, batch)
+        self.pending = self.pool.submit(self._write, build)
 
     def wait(self) -> None:
         if self.pending is not None:
@@ -381,8 +413,10 @@ def rebuild_day(
     contiguous: bool,
     depth: int = BOOK_LEVELS,
     interval_ms: int = 100,
+    shape_path: Path | None = None,
 ) -> RebuildResult:
-    """Rebuild `day` from its raw deltas and vendor snapshots; write books and a checkpoint.
+    """Rebuild `day` from its raw deltas and vendor snapshots; write books and a checkpoint, and
+    at `shape_path` the books' shape rows (`book_shape.write_shape`).
 
     With an interval, sample rows run from the first grid time after midnight to midnight at
     the end of the day, also after the day's last message.
@@ -417,7 +451,7 @@ def rebuild_day(
         state[0]["have_last"] = True
     counters = lr.new_counters()
     hourly = lr.new_hourly()
-    out = BookWriter(depth, grid)
+    out = BookWriter(depth, grid, day_start)
     snap_depth = BOOK_LEVELS
     work = lr.new_levels(snap_depth)
     delta_columns = DELTA_COLUMNS + [c for c in (SNAPSHOT_FLAG_COLUMN,) if c in deltas_file.schema_arrow.names]
@@ -504,9 +538,7 @@ def rebuild_day(
                 need_deltas = not full and not need_snaps
             if n_out:
                 background.wait()  # the kernel is about to reuse the buffers of the batch in flight
-                with timings("decimal"):
-                    books = out.batch(n_out)
-                background.write(books)
+                background.write(out.detach(n_out))
             if k:
                 agreement_parts.append(_agreement(s, diag, k))
             d = _tail(d, i)
@@ -517,6 +549,9 @@ def rebuild_day(
             idle = 0 if (fetched or i or k or n_out) else idle + 1
             if idle > 1:
                 raise RuntimeError(f"book replay of {deltas_path} made no progress")  # a kernel bug
+    if shape_path is not None:
+        with timings("shape"):
+            write_shape(out.shape(), shape_path, output_path)
     with timings("checkpoint"):
         write_checkpoint(checkpoint_out, bid, ask, st, grid, state)
     counters[0]["updates_outside_window"] = st[ST_OUTSIDE]

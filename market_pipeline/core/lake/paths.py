@@ -45,7 +45,8 @@ def quarantine_dir(lake_dir: Path) -> Path:
 
 
 def stats_dir(lake_dir: Path) -> Path:
-    """Small per-day statistics the raw import computes in its one pass (core/quality/day_stats.py)."""
+    """Small per-day statistics: the raw import's from its one pass (core/quality/day_stats.py), the
+    book rebuild's shape rows (core/quality/book_shape.py)."""
     return lake_dir / "stats"
 
 
@@ -66,6 +67,12 @@ def table_glob(root: Path, table: str) -> str:
 
 def books_partition_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
     return partition_dir(lake_dir, "books", exchange, symbol, day)
+
+
+def books_shape_path(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
+    """lake/stats/books/exchange=X/symbol=Y/dt=D/shape.parquet: the books' spread and depth at vendor
+    snapshots, written by the rebuild beside the books (core/quality/book_shape.py)."""
+    return stats_partition_dir(lake_dir, "books", exchange, symbol, day) / "shape.parquet"
 
 
 def bars_partition_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:

@@ -13,9 +13,10 @@ usually all lie within 5 bps and the three depths coincide.
 Depth is summed over the levels the books carry (`PIPELINE_BOOK__DEPTH`, at most 20 a side),
 in base-currency units. Quantiles are nearest-rank (DuckDB `quantile_disc`).
 
-A realistic day (864,000 snapshots, ~34 M delta rows) is read in bounded memory: the books'
-level columns one row group at a time through pyarrow (its decimals as exact integers, several
-times faster than DuckDB's casts), the per-snapshot integers then aggregated in DuckDB; the
+A realistic day (864,000 snapshots, ~34 M delta rows) is read in bounded memory: the shape rows
+(`book_shape.py`: spread and depth per snapshot, in integers) from the file the rebuild stored
+beside the books, or else from the books' level columns one row group at a time through pyarrow
+(its decimals as exact integers, several times faster than DuckDB's casts), aggregated in DuckDB; the
 update ranks, an as-of join of every delta row with the last snapshot before it, and the
 messages per hour come hour by hour from `update_ranks.py`; DuckDB streams the trades and the
 deltas' skew sample, with a memory limit and a spill directory.
@@ -32,13 +33,12 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import njit
 
 from market_pipeline.core.book.fixed_point import grid_steps, unscaled_int64
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.quality import update_ranks
+from market_pipeline.core.quality.book_shape import DEPTH_BPS, SHAPE_SCHEMA, read_shape, shape_rows
 
-DEPTH_BPS = (5, 10, 25)
 # Level rank from the touch: 0 = at or inside the touch, r = r better levels on that side.
 # Ranks at or beyond the levels carried (20 by default) are counted as "deeper".
 RANK_BUCKETS = (("0", 0, 0), ("1", 1, 1), ("2", 2, 2), ("3", 3, 3), ("4", 4, 4), ("5_9", 5, 9), ("10_19", 10, 19))
@@ -96,7 +96,7 @@ def _steps(column: pa.ChunkedArray, step: Decimal) -> tuple[np.ndarray, np.ndarr
     the unscaled integer over 10^scale, over the step, rounded half away from zero.
     """
     array = column.combine_chunks()
-    valid = ~np.asarray(array.is_null(zero_copy_only=False), bool) if array.null_count else np.ones(len(array), bool)
+    valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else np.ones(len(array), bool)
     steps = grid_steps(array, step)
     if steps is not None:
         return steps, valid
@@ -108,44 +108,13 @@ def _steps(column: pa.ChunkedArray, step: Decimal) -> tuple[np.ndarray, np.ndarr
     return _round_half_away(as_float / float(step)).astype(np.int64), valid
 
 
-def _trunc_div(numerator: np.ndarray, denominator: int) -> np.ndarray:
-    """DuckDB's integer `//` (rounds toward zero)."""
-    quotient = np.abs(numerator) // denominator
-    return np.where(numerator < 0, -quotient, quotient)
-
-
-@njit(cache=True)
-def _depth_lots(prices, price_valid, sizes, size_valid, touch_sum, bps, depth, missing):
-    """depth[r, j]: lots of the levels of row r priced within bps[j] of mid, as the former SQL's
-    `CASE WHEN tick BETWEEN lo AND hi THEN lots ELSE 0` (lo, hi with DuckDB's integer division
-    toward zero); missing[r, j] when such a level has no size (the SQL sum was NULL)."""
-    for r in range(prices.shape[0]):
-        m2 = touch_sum[r]
-        for j in range(bps.shape[0]):
-            low_num, high_num = -m2 * (10_000 - bps[j]), m2 * (10_000 + bps[j])
-            low = -(abs(low_num) // 20_000) if low_num < 0 else low_num // 20_000
-            high = -(abs(high_num) // 20_000) if high_num < 0 else high_num // 20_000
-            low = -low
-            total = 0
-            for c in range(prices.shape[1]):
-                if price_valid[r, c] and low <= prices[r, c] <= high:
-                    if size_valid[r, c]:
-                        total += sizes[r, c]
-                    else:
-                        missing[r, j] = True
-            depth[r, j] = total
-
-
-def _snapshot_shape(books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> tuple[pa.Table, int]:
-    """(one row per vendor-snapshot row of the books with both touch prices: hour, spread_ticks and
-    depth_{n}bps_lots, the levels the books carry), row group by row group: only the level columns
-    of one row group are in memory. The integers are those of the former SQL over the books
-    (`CASE WHEN tick BETWEEN lo AND hi THEN lots ELSE 0`, NULL when a level in range has no size)."""
+def _snapshot_shape(books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> pa.Table:
+    """The shape rows (`book_shape.shape_rows`) of a books file without a matching shape file,
+    row group by row group: only the level columns of one row group are in memory."""
     levels = _levels(books)
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-    sides = [(side, i) for side in ("bid", "ask") for i in range(levels)]
-    columns = ["received_time", "trigger", *[f"{s}_{i}_{f}" for s, i in sides for f in ("price", "size")]]
-    bps = np.array(DEPTH_BPS, np.int64)
+    levels_of = [f"{side}_{i}_{field}" for side in ("bid", "ask") for i in range(levels) for field in ("price", "size")]
+    columns = ["received_time", "trigger", *levels_of]
     parts: list[pa.Table] = []
     with parquet_io.open_file(books, pre_buffer=False) as reader:
         for group in range(reader.num_row_groups):
@@ -157,42 +126,45 @@ def _snapshot_shape(books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> t
             table = table.filter(with_touch)
             if not table.num_rows:
                 continue
-            price_steps = [_steps(table[f"{s}_{i}_price"], tick) for s, i in sides]
-            size_steps = [_steps(table[f"{s}_{i}_size"], lot) for s, i in sides]
-            prices, price_valid = (np.column_stack(part) for part in zip(*price_steps, strict=True))
-            sizes, size_valid = (np.column_stack(part) for part in zip(*size_steps, strict=True))
-            b0, a0 = prices[:, 0], prices[:, levels]
-            depth = np.zeros((table.num_rows, len(bps)), np.int64)
-            missing = np.zeros((table.num_rows, len(bps)), np.bool_)
-            _depth_lots(prices, price_valid, sizes, size_valid, b0 + a0, bps, depth, missing)
+            sides = []
+            for side in ("bid", "ask"):
+                for field, step in (("price", tick), ("size", lot)):
+                    steps = [_steps(table[f"{side}_{i}_{field}"], step) for i in range(levels)]
+                    sides += [np.stack([values for values, _ in steps]), np.stack([valid for _, valid in steps])]
             recv = table["received_time"].to_numpy()
-            shape = {"hour": np.clip(_trunc_div(recv - day_start, _HOUR_NS), 0, 23), "spread_ticks": a0 - b0}
-            for j, n in enumerate(DEPTH_BPS):
-                shape[f"depth_{n}bps_lots"] = pa.array(depth[:, j], mask=missing[:, j])
-            parts.append(pa.table(shape))
+            parts.append(shape_rows(np.arange(table.num_rows), recv, tuple(sides), day_start))
     # mimalloc keeps the decoded row groups' pages for reuse (~100 MB): hand them back.
     pa.default_memory_pool().release_unused()
-    if not parts:
-        names = ["hour", "spread_ticks", *[f"depth_{bps}bps_lots" for bps in DEPTH_BPS]]
-        return pa.schema([(name, pa.int64()) for name in names]).empty_table(), levels
-    return pa.concat_tables(parts), levels
+    return pa.concat_tables(parts) if parts else SHAPE_SCHEMA.empty_table()
 
 
 def compute_microstructure(
-    books: Path, deltas: Path, trades: Path, tick: Decimal, lot: Decimal, day: dt.date, spill_dir: Path
+    books: Path,
+    deltas: Path,
+    trades: Path,
+    tick: Decimal,
+    lot: Decimal,
+    day: dt.date,
+    spill_dir: Path,
+    shape: Path | None = None,
 ) -> Microstructure:
-    """Spread, depth near mid, update frequency by rank and trade-to-book ratio of one instrument-day."""
+    """Spread, depth near mid, update frequency by rank and trade-to-book ratio of one instrument-day.
+
+    `shape` is the shape file the rebuild stored beside the books (`book_shape.write_shape`); the
+    shape rows come from it when it matches `books`, else from the books themselves.
+    """
     for needed in (books, deltas, trades):
         if not needed.is_file():
             raise FileNotFoundError(f"{day}: lake file missing: {needed}")
     lot_f = float(lot)
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     # The rank pass first: it is the step's peak, and the memory pools have retained less before it.
-    rank_counts, messages = update_ranks.rank_counts(books, deltas, tick, _levels(books), day_start)
+    levels = _levels(books)
+    rank_counts, messages = update_ranks.rank_counts(books, deltas, tick, levels, day_start)
     # No query here depends on row order.
     with parquet_io.scratch_duckdb(spill_dir, MEMORY_LIMIT, preserve_insertion_order=False) as con:
-        shape, levels = _snapshot_shape(books, tick, lot, day)
-        con.register("shape", shape)
+        stored = read_shape(shape, books) if shape is not None else None
+        con.register("shape", stored if stored is not None else _snapshot_shape(books, tick, lot, day))
         depth_means = ", ".join(f"avg(depth_{n}bps_lots) * {lot_f!r} AS depth_{n}bps_mean" for n in DEPTH_BPS)
         daily_row = (
             con.execute(

@@ -16,7 +16,13 @@ import dagster as dg
 import polars as pl
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir, checkpoint_path, raw_partition_dir
+from market_pipeline.core.lake.paths import (
+    PARTITION_FILE,
+    books_partition_dir,
+    books_shape_path,
+    checkpoint_path,
+    raw_partition_dir,
+)
 from market_pipeline.core.quality.microstructure import DAILY_SCHEMA, DEPTH_BPS, Microstructure, compute_microstructure
 from market_pipeline.core.quality.validation_inputs import DAILY_COLUMNS, HOURLY_COLUMNS, read_validation
 from market_pipeline.core.telemetry import progress, telemetry
@@ -87,6 +93,7 @@ def _instrument_day(settings: PipelineSettings, instrument: Instrument, day: dt.
         lot=instrument.lot_size,
         day=day,
         spill_dir=settings.data_dir / "tmp" / "duckdb",
+        shape=books_shape_path(lake, ex, sym, day),
     )
     for skew in micro.skew_sample_seconds:
         telemetry.observe("mdp_clock_skew_seconds", skew, instrument=instrument.key)

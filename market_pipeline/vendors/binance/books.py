@@ -9,6 +9,7 @@ from market_pipeline.core.book.rebuild import Grid
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     books_partition_dir,
+    books_shape_path,
     capture_fidelity_dir,
     checkpoint_path,
     raw_partition_dir,
@@ -82,5 +83,6 @@ def rebuild_capture_books(
         futures=instrument.exchange != LAKE_EXCHANGES["spot"],
         depth=job.depth,
         interval_ms=job.interval_ms,
+        shape_path=books_shape_path(lake, ex, sym, day),
     )
     return CaptureBookResult(result)

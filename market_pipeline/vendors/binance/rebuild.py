@@ -74,6 +74,7 @@ from market_pipeline.core.book.rebuild import (
 )
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path, write_lake_parquet_atomic
+from market_pipeline.core.quality.book_shape import write_shape
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
 from market_pipeline.vendors.binance.verify import message_groups
@@ -188,10 +189,12 @@ def rebuild_capture_day(
     fidelity_path: Path | None = None,
     fidelity_interval_ms: int = 1000,
     capture_files: int | None = None,
+    shape_path: Path | None = None,
 ) -> CaptureRebuildResult:
     """Replay one instrument-day of a capture; write its books and its end-of-day checkpoint.
 
-    With `fidelity_path`, also the fidelity table `quality/fidelity.py` reads (`write_fidelity`).
+    With `fidelity_path`, also the fidelity table `quality/fidelity.py` reads (`write_fidelity`);
+    with `shape_path`, the books' shape rows at their snapshot rows (`book_shape.write_shape`).
     """
     started = time.perf_counter()
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
@@ -277,7 +280,7 @@ def rebuild_capture_day(
         # Sample from the day's first event on, not from midnight: a capture may start late.
         replay[0]["next_sample"] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
 
-    out = BookWriter(depth, grid)
+    out = BookWriter(depth, grid, day_start)
     diffs = br.CaptureDiffs(d_line, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig)
     diff_rows = br.LevelRows(r_is_bid, r_tick, r_lot)
     cursor = br.new_cursor()
@@ -327,6 +330,8 @@ def rebuild_capture_day(
             if n_out == 0:
                 raise RuntimeError(f"capture replay of {deltas_path} made no progress")  # a kernel bug
 
+    if shape_path is not None:
+        write_shape(out.shape(), shape_path, output_path)
     in_sync = bool(sync[0]["state"] == br.LIVE)
     br.finish(sync, counters, cursor, len(diffs.line))
     carry_out = br.carry_out(sync, cursor, diffs, diff_rows)
