@@ -45,10 +45,10 @@ def _toward_zero(numerator, denominator):
 
 @njit(cache=True, nogil=True)
 def _shape_kernel(rows, recv, sides, day_start, bps, hour, spread, depth, missing):
-    """Row k of the output from row rows[k] of the input: its hour, spread and, per bps[j], the lots
-    of the levels priced within bps[j] of mid as the former SQL's `CASE WHEN tick BETWEEN lo AND hi
-    THEN lots ELSE 0` (lo, hi with DuckDB's integer division toward zero) in depth[j, k]; missing[j, k] when such
-    a level has no size (the SQL sum was NULL).
+    """Row k of the output from row rows[k] of the input: its hour, spread and, per bps[j], in
+    depth[j, k] the lots of the levels priced within bps[j] of mid as the former SQL's `CASE WHEN
+    tick BETWEEN lo AND hi THEN lots ELSE 0` (lo, hi with DuckDB's integer division toward zero);
+    missing[j, k] when such a level has no size (the SQL sum was NULL).
 
     `sides` is (bid ticks, bid price valid, bid lots, bid size valid, ask ...), each (levels, rows):
     column-major, as the rebuild's buffers hold them. `depth` comes in zeroed."""
@@ -64,17 +64,19 @@ def _shape_kernel(rows, recv, sides, day_start, bps, hour, spread, depth, missin
         for j in range(n_bps):
             low[j, k] = -_toward_zero(-m2 * (10_000 - bps[j]), 20_000)
             high[j, k] = _toward_zero(m2 * (10_000 + bps[j]), 20_000)
-    # Level by level over the rows: the inputs are column-major, so this reads them in order; the
-    # sums take no branch on whether a level is in range (about as often in as out near the edge).
+    # Level by level over the rows: the inputs are column-major, so this reads them in order.
     for prices, price_valid, sizes, size_valid in ((bid_p, bid_pv, bid_s, bid_sv), (ask_p, ask_pv, ask_s, ask_sv)):
         for c in range(prices.shape[0]):
-            for j in range(n_bps):
-                for k in range(rows.shape[0]):
-                    r = rows[k]
-                    price = prices[c, r]
-                    inside = price_valid[c, r] & (low[j, k] <= price) & (price <= high[j, k])
-                    depth[j, k] += sizes[c, r] if inside & size_valid[c, r] else 0
-                    missing[j, k] |= inside & ~size_valid[c, r]
+            for k in range(rows.shape[0]):
+                r = rows[k]
+                if not price_valid[c, r]:
+                    continue
+                for j in range(n_bps):
+                    if low[j, k] <= prices[c, r] <= high[j, k]:
+                        if size_valid[c, r]:
+                            depth[j, k] += sizes[c, r]
+                        else:
+                            missing[j, k] = True
 
 
 def shape_rows(rows: np.ndarray, received_time: np.ndarray, sides: tuple[np.ndarray, ...], day_start: int) -> pa.Table:
