@@ -35,18 +35,12 @@ def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_as
     """counts[rank] += 1 for every delta row with a snapshot before it (`snap_time` sorted).
 
     The rows come mostly in time order, so the snapshot before a row is found by stepping on
-    from the previous row's (a binary search when time goes back). A side whose levels are
-    ordered from the touch (every rebuilt book's) stops counting at the first level not better.
+    from the previous row's (a binary search when time goes back). The rank is counted over every
+    level of both sides and the row's side picked after, without a branch (an absent level never
+    counts): vector compares, where a loop that stopped at the first level not better, on the
+    row's side, mispredicted its exit and the side about once a row (2.5x slower).
     """
     levels = snap_bid.shape[1]
-    bids_ordered = np.ones(snap_bid.shape[0], np.bool_)
-    asks_ordered = np.ones(snap_ask.shape[0], np.bool_)
-    for k in range(snap_bid.shape[0]):
-        for level in range(1, levels):
-            if snap_bid[k, level] > snap_bid[k, level - 1]:
-                bids_ordered[k] = False
-            if snap_ask[k, level] < snap_ask[k, level - 1]:
-                asks_ordered[k] = False
     k = -1
     for i in range(delta_time.shape[0]):
         t = delta_time[i]
@@ -58,19 +52,12 @@ def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_as
         if k < 0:
             continue
         p = delta_tick[i]
-        rank = 0
-        if delta_is_bid[i]:
-            for level in range(levels):
-                if snap_bid[k, level] > p:
-                    rank += 1
-                elif bids_ordered[k]:
-                    break
-        else:
-            for level in range(levels):
-                if snap_ask[k, level] < p:
-                    rank += 1
-                elif asks_ordered[k]:
-                    break
+        bid_rank = 0
+        ask_rank = 0
+        for level in range(levels):
+            bid_rank += snap_bid[k, level] > p
+            ask_rank += snap_ask[k, level] < p
+        rank = bid_rank if delta_is_bid[i] else ask_rank
         counts[min(rank, levels)] += 1
 
 
