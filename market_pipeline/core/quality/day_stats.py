@@ -30,8 +30,10 @@ import polars as pl
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.schemas import book_level_columns
-from market_pipeline.core.quality.precision import grid_flags, max_decimals
+from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
+from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages
+from market_pipeline.core.quality.skew_pass import SkewPass
 
 NS_PER_MS = 1_000_000
 NS_PER_MINUTE = 60_000_000_000
@@ -264,47 +266,6 @@ def repeated_hashes(hashes: list[np.ndarray]) -> np.ndarray:
     return values[counts > 1]
 
 
-_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-_HASH_SHIFT = np.uint64(32)
-
-
-def _value_bits(column: pl.Series) -> np.ndarray:
-    """64 bits per value, the same for values `is_first_distinct` takes as equal: nulls alike,
-    NaN alike, -0.0 as 0.0 (other values may share bits too; they are only candidates)."""
-    if column.dtype.is_float():
-        values = column.cast(pl.Float64).to_numpy()  # nulls become NaN
-        return (np.where(np.isnan(values), np.nan, values) + 0.0).view(np.uint64)
-    if column.dtype.is_integer() or column.dtype == pl.Boolean:
-        return column.cast(pl.Int64, strict=False).fill_null(0).to_numpy().view(np.uint64)
-    return column.hash(seed=0).to_numpy()
-
-
-def _row_hashes(frame: pl.DataFrame) -> np.ndarray:
-    """A 64-bit hash per row, equal for rows `is_first_distinct` takes as equal; columns are mixed
-    in with numpy, three times faster than polars' struct hash on a million delta rows."""
-    hashes = np.zeros(frame.height, np.uint64)
-    for column in frame.iter_columns():
-        hashes ^= _value_bits(column)
-        hashes *= _HASH_MULTIPLIER  # wraps around, as a hash should
-        hashes ^= hashes >> _HASH_SHIFT
-    return hashes
-
-
-def _repeated_rows(frame: pl.DataFrame) -> np.ndarray:
-    """True for each row identical to an earlier row of `frame`: rows whose hash occurs twice are
-    the only candidates (a cheap pass), and only those are compared exactly, so the hash only has
-    to agree on equal rows."""
-    hashes = _row_hashes(frame)
-    ordered = np.sort(hashes)
-    twice = ordered[1:][ordered[1:] == ordered[:-1]]
-    repeated = np.zeros(frame.height, dtype=bool)
-    if len(twice):
-        candidates = np.flatnonzero(np.isin(hashes, twice))
-        first = frame[candidates].select(pl.struct(frame.columns).is_first_distinct()).to_series().to_numpy()
-        repeated[candidates] = ~first
-    return repeated
-
-
 class DayStatsBuilder:
     """Accumulates the statistics of one raw table-day from its good rows, batch by batch, in file order.
 
@@ -354,11 +315,9 @@ class DayStatsBuilder:
         self._max_trade_id: int | None = None
         self._numeric_ids = True
         self._first_received = self._last_received = self._min_sequence = self._max_seq_value = None
-        self._skew_min = self._skew_max = None
         self._decimals: int | None = None
-        self._seen_prices = pl.Series("price", [], pl.Float64)
-        self._hourly: list[pl.DataFrame] = []
-        self._histogram: list[pl.DataFrame] = []
+        self._seen_prices = SeenValues()
+        self._skew_pass = SkewPass(self.start)
         self._outside: list[pl.DataFrame] = []
         self._events: list[pl.DataFrame] = []
         columns = PRECISION_COLUMNS.get(table, {})
@@ -423,15 +382,14 @@ class DayStatsBuilder:
         rule = DUPLICATE_RULES.get(self.table)
         if rule is None:
             return batch
-        framed = batch if self._last_row is None else pl.concat([self._last_row.select(columns), batch])
-        same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in columns]).fill_null(False)
-        adjacent = framed.select(same.alias("adjacent")).to_series()
-        repeat = adjacent | pl.Series(_repeated_rows(framed))
-        if self._last_row is not None:
-            adjacent, repeat = adjacent.slice(1), repeat.slice(1)
+        lead = None if self._last_row is None else self._last_row.select(columns)
+        hashes, same = row_marks(batch, lead)
+        twice = repeated_rows(batch if lead is None else pl.concat([lead, batch]), hashes)
+        adjacent, repeat = same[len(hashes) - batch.height :], (same | twice)[len(hashes) - batch.height :]
         n_repeat = int(repeat.sum())
         if not n_repeat:
             return batch
+        adjacent, repeat = pl.Series(adjacent), pl.Series(repeat)
         n_adjacent = int(adjacent.sum())
         if not self.dropping:
             adjacent = adjacent & False
@@ -507,55 +465,21 @@ class DayStatsBuilder:
             )
 
     def _skew(self, batch: pl.DataFrame, offset: int) -> None:
-        hour = ((pl.col("received_time") - self.start) // NS_PER_HOUR).clip(0, 23).cast(pl.Int32).alias("hour")
-        keep = ["received_time", "origin_time"] + (["sequence_number"] if "sequence_number" in batch.columns else [])
-        frame = batch.select(*keep, hour, pl.int_range(pl.len(), dtype=pl.Int64).alias("row") + offset)
-        rows_per_hour = frame.group_by("hour").agg(pl.len().cast(pl.Int64).alias("rows"))
-        if self.table in MESSAGE_TABLES:
-            key = (pl.col("received_time"), pl.col("sequence_number"))
-            new = ((key[0] != key[0].shift(1)) | (key[1] != key[1].shift(1))).fill_null(True)
-            if self._last_key is not None:
-                first_new = (int(batch["received_time"][0]), int(batch["sequence_number"][0])) != self._last_key
-                new = pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(first_new)).otherwise(new)
-            frame = frame.filter(new)
-            self._last_key = (int(batch["received_time"][-1]), int(batch["sequence_number"][-1]))
-        frame = frame.with_columns((pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"))
-        if frame.is_empty():
-            self._hourly.append(
-                rows_per_hour.with_columns(
-                    *[pl.lit(None, pl.Int64).alias(c) for c in HOURLY_SCHEMA if c not in ("hour", "rows")]
-                )
-            )
+        keyed = self.table in MESSAGE_TABLES
+        received = batch["received_time"].to_numpy()
+        first_new = True
+        if keyed and self._last_key is not None:
+            first_new = (int(received[0]), int(batch["sequence_number"][0])) != self._last_key
+        sequence = batch["sequence_number"].to_numpy() if keyed else None
+        starts, worst = self._skew_pass.add(received, batch["origin_time"].to_numpy(), sequence, first_new)
+        if keyed:
+            self._last_key = (int(received[-1]), int(batch["sequence_number"][-1]))
+        if not len(worst):  # no message starts in the batch
             return
-        self.counts["messages"] += frame.height
-        skew = frame["skew_ns"]
-        s_lo, s_hi = int(skew.min()), int(skew.max())
-        self._skew_min = s_lo if self._skew_min is None else min(self._skew_min, s_lo)
-        self._skew_max = s_hi if self._skew_max is None else max(self._skew_max, s_hi)
-        self.counts["skew_negative"] += int((skew < 0).sum())
-        per_hour = frame.group_by("hour").agg(
-            pl.len().cast(pl.Int64).alias("messages"),
-            pl.col("skew_ns").min().alias("skew_min_ns"),
-            pl.col("skew_ns").max().alias("skew_max_ns"),
-            (pl.col("skew_ns") < 0).sum().cast(pl.Int64).alias("skew_negative"),
-        )
-        self._hourly.append(rows_per_hour.join(per_hour, on="hour", how="full", coalesce=True))
-        bucket, width = skew_buckets(skew.to_numpy())
-        self._histogram.append(
-            pl.DataFrame(
-                {
-                    "hour": frame["hour"],
-                    "bucket_ns": pl.Series(bucket, dtype=pl.Int64),
-                    "width_ns": pl.Series(width, dtype=pl.Int64),
-                }
-            )
-            .group_by("hour", "bucket_ns", "width_ns")
-            .agg(pl.len().cast(pl.Int64).alias("count"))
-        )
-        # The largest |skew|, the first row on a tie; top_k is linear where a sort is not.
-        by, descending = [pl.col("skew_ns").abs(), pl.col("row")], [True, False]
-        worst = frame.top_k(SAMPLE_ROWS, by=by, reverse=[False, True]).sort(by, descending=descending)
-        self._sample(SKEW, worst.drop("hour"), worst_by="skew_ns")
+        keep = ["received_time", "origin_time"] + (["sequence_number"] if "sequence_number" in batch.columns else [])
+        frame = batch.select(keep)[worst].with_columns(pl.Series("row", worst + offset, pl.Int64))
+        frame = frame.with_columns((pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"))
+        self._sample(SKEW, frame, worst_by="skew_ns")
 
     def _gaps(self, batch: pl.DataFrame) -> None:
         """Sequence jumps (contiguous numbering) and out-of-order messages, as `sequence.gap_events`."""
@@ -622,10 +546,7 @@ class DayStatsBuilder:
         columns = PRECISION_COLUMNS.get(self.table, {})
         if "price" in columns and self.table != "book":
             # Prices recur all day: spell only the values no earlier batch had.
-            prices = batch["price"].drop_nulls().unique()
-            new = prices.filter(~prices.is_in(self._seen_prices.implode()))
-            self._seen_prices = pl.concat([self._seen_prices, new])
-            found = max_decimals(new)
+            found = max_decimals(self._seen_prices.add(batch["price"]))
             if found is not None:
                 self._decimals = found if self._decimals is None else max(self._decimals, found)
         keep = [c for c in ("received_time", "sequence_number", "trade_id") if c in batch.columns]
@@ -655,31 +576,12 @@ class DayStatsBuilder:
     # ------------------------------------------------------------------ result
 
     def finish(self, data_bytes: int) -> DayStats:
-        hourly = (
-            pl.concat(self._hourly, how="diagonal_relaxed")
-            .group_by("hour")
-            .agg(
-                pl.col("rows").sum(),
-                pl.col("messages").sum(),
-                pl.col("skew_min_ns").min(),
-                pl.col("skew_max_ns").max(),
-                pl.col("skew_negative").sum(),
-            )
-            .sort("hour")
-            .cast(HOURLY_SCHEMA)
-            .select(list(HOURLY_SCHEMA))
-            if self._hourly
-            else _empty(HOURLY_SCHEMA)
-        )
-        histogram = (
-            pl.concat(self._histogram)
-            .group_by("hour", "bucket_ns", "width_ns")
-            .agg(pl.col("count").sum())
-            .sort("hour", "bucket_ns")
-            .cast(HISTOGRAM_SCHEMA)
-            if self._histogram
-            else _empty(HISTOGRAM_SCHEMA)
-        )
+        skews = self._skew_pass
+        hourly = skews.hourly(HOURLY_SCHEMA)
+        histogram = skews.histogram_frame(HISTOGRAM_SCHEMA)
+        self.counts["messages"] = int(skews.messages.sum())
+        self.counts["skew_negative"] = int(skews.negative.sum())
+        seen = skews.messages > 0
         outside = (
             pl.concat(self._outside)
             .group_by("minutes_outside_day")
@@ -717,8 +619,8 @@ class DayStatsBuilder:
             "last_received_time": self._last_received,
             "first_sequence": self._min_sequence,
             "last_sequence": self._max_seq_value,
-            "skew_min_ns": self._skew_min,
-            "skew_max_ns": self._skew_max,
+            "skew_min_ns": int(skews.low[seen].min()) if seen.any() else None,
+            "skew_max_ns": int(skews.high[seen].max()) if seen.any() else None,
             "price_decimals_max": self._decimals,
             "off_grid_values": int(precision["off_grid"].sum()),
             "precision_loss_events": int(precision["precision_loss"].sum()),
