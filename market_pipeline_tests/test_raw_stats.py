@@ -410,11 +410,10 @@ def test_skew_pass_equals_polars(seed: int):
     frame = pl.DataFrame({"received_time": received, "origin_time": origin, "sequence_number": sequence})
     for keyed, cuts in ((True, (0, 1, 2, 100, 120, 2_000, n)), (False, (0, 1, 1_500, n))):
         ours = SkewPass(T0)
-        starts_ours, tops = [], []
+        tops = []
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             first_new = a == 0 or (received[a], sequence[a]) != (received[a - 1], sequence[a - 1])
-            starts, top = ours.add(received[a:b], origin[a:b], sequence[a:b] if keyed else None, first_new)
-            starts_ours.append(starts)
+            top = ours.add(received[a:b], origin[a:b], sequence[a:b] if keyed else None, first_new)
             tops.append(top + a)
         key = (pl.col("received_time") != pl.col("received_time").shift(1)) | (
             pl.col("sequence_number") != pl.col("sequence_number").shift(1)
@@ -426,7 +425,6 @@ def test_skew_pass_equals_polars(seed: int):
             (pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"),
             pl.int_range(pl.len()).alias("row"),
         )
-        np.testing.assert_array_equal(np.concatenate(starts_ours), rows["new"].to_numpy())
         messages = rows.filter("new")
         hourly = (
             rows.group_by("hour")
@@ -482,3 +480,31 @@ def test_seen_values_return_each_new_value_once():
         assert new.null_count() == 0 and len(new) <= len(expected) + 1  # -0.0 may come back beside 0.0
         assert_series_equal(new.unique().sort(), expected.sort())
         assert max_decimals(new) == max_decimals(expected)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_gap_rows_equal_polars_gap_messages(contiguous: bool):
+    """The batch pass over message starts finds the gap events `sequence.gap_messages` finds
+    over the whole day's messages (out of order, jumps), whatever the batch cuts."""
+    from market_pipeline.core.quality.sequence import gap_messages, gap_rows, messages
+
+    rng = np.random.default_rng(11)
+    n = 4_000
+    sequence = np.cumsum(rng.choice([0, 0, 1, 1, 1, 2, 5, -3], n)) + 10**6
+    received = T0 + np.cumsum(rng.integers(0, 2, n)) * 1_000
+    deltas = pl.DataFrame({"received_time": received, "origin_time": received - 7, "sequence_number": sequence})
+    msgs = messages(deltas).with_columns(pl.col("sequence_number").cum_max().shift(1).alias("previous_sequence_number"))
+    expected = gap_messages(msgs, contiguous).select("received_time", "sequence_number", "previous_sequence_number")
+    assert expected.height > 50
+    starts = np.flatnonzero(np.r_[True, (np.diff(received) != 0) | (np.diff(sequence) != 0)])
+    cuts = [0, *starts[[1, 2, 30, 31, len(starts) // 2]], n]  # batches end at message boundaries
+    found, top, seen = [], 0, False
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        rows, previous, top = gap_rows(received[a:b], sequence[a:b], contiguous, top, seen)
+        seen = True
+        found.append(pl.DataFrame({"row": rows + a, "previous_sequence_number": previous}))
+    ours = pl.concat(found)
+    assert top == sequence.max()
+    events = deltas[ours["row"]].select("received_time", "sequence_number")
+    assert events.rows() == expected.select("received_time", "sequence_number").rows()
+    assert ours["previous_sequence_number"].to_list() == expected["previous_sequence_number"].to_list()

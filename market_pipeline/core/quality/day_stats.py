@@ -32,7 +32,7 @@ from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_tex
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
 from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
-from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages
+from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages, gap_rows
 from market_pipeline.core.quality.skew_pass import SkewPass
 
 NS_PER_MS = 1_000_000
@@ -342,14 +342,16 @@ class DayStatsBuilder:
             return batch
         offset = self.rows
         self.rows += batch.height
-        self._times(batch)
-        if "origin_time" in batch.columns:
-            self._skew(batch, offset)
+        # One copy of a batch glued from two (ingest.message_aligned), not one per column read as numpy.
+        whole = batch.rechunk()
+        self._times(whole)
+        if "origin_time" in whole.columns:
+            self._skew(whole, offset)
         if self.table == "book_delta_v2":
-            self._gaps(batch)
+            self._gaps(whole)
         if self.table == "trades":
-            self._trade_order(batch, offset)
-        self._precision_batch(batch, offset)
+            self._trade_order(whole, offset)
+        self._precision_batch(whole, offset)
         self._last_row = batch.tail(1)
         return batch
 
@@ -471,7 +473,7 @@ class DayStatsBuilder:
         if keyed and self._last_key is not None:
             first_new = (int(received[0]), int(batch["sequence_number"][0])) != self._last_key
         sequence = batch["sequence_number"].to_numpy() if keyed else None
-        starts, worst = self._skew_pass.add(received, batch["origin_time"].to_numpy(), sequence, first_new)
+        worst = self._skew_pass.add(received, batch["origin_time"].to_numpy(), sequence, first_new)
         if keyed:
             self._last_key = (int(received[-1]), int(batch["sequence_number"][-1]))
         if not len(worst):  # no message starts in the batch
@@ -483,24 +485,19 @@ class DayStatsBuilder:
 
     def _gaps(self, batch: pl.DataFrame) -> None:
         """Sequence jumps (contiguous numbering) and out-of-order messages, as `sequence.gap_events`."""
-        key_changed = (
-            (pl.col("sequence_number") != pl.col("sequence_number").shift(1))
-            | (pl.col("received_time") != pl.col("received_time").shift(1))
-        ).fill_null(True)
         # Batches are message-aligned, so a batch's first row starts a message.
-        msgs = batch.select("received_time", "origin_time", "sequence_number").filter(key_changed)
-        running = msgs["sequence_number"].cum_max()
-        previous = running.shift(1)
-        if self._max_sequence is not None:
-            previous = previous.fill_null(self._max_sequence)
-            previous = pl.Series(np.maximum(previous.to_numpy(), self._max_sequence), dtype=pl.Int64)
-        msgs = msgs.with_columns(previous.alias("previous_sequence_number"))
-        if len(running):
-            top = int(running[-1])
-            self._max_sequence = top if self._max_sequence is None else max(self._max_sequence, top)
-        events = gap_messages(msgs, self.contiguous)
-        if not events.is_empty():
-            self._events.append(events.select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA))
+        rows, previous, top = gap_rows(
+            batch["received_time"].to_numpy(),
+            batch["sequence_number"].to_numpy(),
+            self.contiguous,
+            self._max_sequence or 0,
+            self._max_sequence is not None,
+        )
+        self._max_sequence = int(top)
+        if len(rows):
+            msgs = batch.select("received_time", "origin_time", "sequence_number")[rows]
+            msgs = msgs.with_columns(pl.Series("previous_sequence_number", previous, pl.Int64))
+            self._events.append(gap_messages(msgs, self.contiguous).select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA))
 
     def _trade_order(self, batch: pl.DataFrame, offset: int) -> None:
         """Trades received before an earlier trade, and integer trade ids below an earlier one."""

@@ -77,8 +77,7 @@ def _mix_column(bits, nulls, is_float, hashes, same, start, key_before, null_bef
         null = has_nulls and nulls[i]
         key = _key(bits[i], null, is_float)
         j = start + i
-        if j > 0 and (null != null_before or key != key_before):
-            same[j] = False
+        same[j] &= (key == key_before) & (null == null_before)  # no branch: neighbours differ at random
         h = (hashes[j] ^ key) * _HASH_MULTIPLIER  # wraps around, as a hash should
         hashes[j] = h ^ (h >> _HASH_SHIFT)
         key_before, null_before = key, null

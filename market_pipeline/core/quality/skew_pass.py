@@ -27,15 +27,14 @@ TOP = 10  # largest skews kept per batch (day_stats.SAMPLE_ROWS)
 
 @njit(cache=True, nogil=True)
 def _skew_pass(received, origin, sequence, start, first_new, rows, messages, low, high, negative, histogram, top):
-    """Add a batch's rows to the per-hour arrays and `histogram`; returns (message starts,
-    number of rows written to `top`).
+    """Add a batch's rows to the per-hour arrays and `histogram`; returns the number of rows
+    written to `top`.
 
     A row starts a message when (received_time, sequence_number) differs from the row before
     (`first_new` for row 0); without `sequence` every row is a message. `top` gets the rows of
     the largest |skew|, the first row on a tie, largest first.
     """
     n = received.shape[0]
-    starts = np.empty(n, dtype=np.bool_)
     top_abs = np.empty(top.shape[0], dtype=np.int64)
     kept = 0
     keyed = sequence.shape[0] > 0
@@ -48,7 +47,6 @@ def _skew_pass(received, origin, sequence, start, first_new, rows, messages, low
             new = first_new
         else:
             new = received[i] != received[i - 1] or sequence[i] != sequence[i - 1]
-        starts[i] = new
         if not new:
             continue
         skew = received[i] - origin[i]
@@ -68,7 +66,7 @@ def _skew_pass(received, origin, sequence, start, first_new, rows, messages, low
                 at -= 1
             top_abs[at], top[at] = magnitude, i
             kept = min(kept + 1, top.shape[0])
-    return starts, kept
+    return kept
 
 
 class SkewPass:
@@ -83,13 +81,11 @@ class SkewPass:
         self.negative = np.zeros(HOURS, dtype=np.int64)
         self.histogram = np.zeros((HOURS, 2, SHIFTS, MANTISSAS), dtype=np.int64)
 
-    def add(
-        self, received: np.ndarray, origin: np.ndarray, sequence: np.ndarray | None, first_new: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(message starts, rows of the largest |skew|, largest first) of a batch, added to the day."""
+    def add(self, received: np.ndarray, origin: np.ndarray, sequence: np.ndarray | None, first_new: bool) -> np.ndarray:
+        """Adds a batch to the day; returns its rows of the largest |skew|, largest first."""
         top = np.empty(TOP, dtype=np.int64)
         no_sequence = np.zeros(0, dtype=np.int64)
-        starts, kept = _skew_pass(
+        kept = _skew_pass(
             received,
             origin,
             no_sequence if sequence is None else sequence,
@@ -103,7 +99,7 @@ class SkewPass:
             self.histogram,
             top,
         )
-        return starts, top[:kept]
+        return top[:kept]
 
     def hourly(self, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         """One row per hour with rows; skew min/max null in an hour without a message."""
