@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_text_atomic
@@ -266,6 +267,23 @@ def repeated_hashes(hashes: list[np.ndarray]) -> np.ndarray:
     return values[counts > 1]
 
 
+@njit(cache=True, nogil=True)
+def _time_bounds(received, sequence, origin, start, end):
+    """(received min, max, sequence min, max, rows received outside [start, end), rows with
+    origin_time outside it) in one pass; an empty `sequence` or `origin` is an absent column."""
+    lo = hi = received[0]
+    s_lo = s_hi = sequence[0] if sequence.shape[0] else 0
+    received_outside = origin_outside = 0
+    for i in range(received.shape[0]):
+        lo, hi = min(lo, received[i]), max(hi, received[i])
+        received_outside += (received[i] < start) | (received[i] >= end)
+    for i in range(sequence.shape[0]):
+        s_lo, s_hi = min(s_lo, sequence[i]), max(s_hi, sequence[i])
+    for i in range(origin.shape[0]):
+        origin_outside += (origin[i] < start) | (origin[i] >= end)
+    return lo, hi, s_lo, s_hi, received_outside, origin_outside
+
+
 class DayStatsBuilder:
     """Accumulates the statistics of one raw table-day from its good rows, batch by batch, in file order.
 
@@ -443,16 +461,22 @@ class DayStatsBuilder:
 
     def _times(self, batch: pl.DataFrame) -> None:
         end = self.start + NS_PER_DAY
-        received = batch["received_time"]
-        lo, hi = int(received.min()), int(received.max())
+        absent = np.zeros(0, dtype=np.int64)
+        has_sequence, has_origin = "sequence_number" in batch.columns, "origin_time" in batch.columns
+        lo, hi, s_lo, s_hi, received_outside, origin_outside = _time_bounds(
+            batch["received_time"].to_numpy(),
+            batch["sequence_number"].to_numpy() if has_sequence else absent,
+            batch["origin_time"].to_numpy() if has_origin else absent,
+            self.start,
+            end,
+        )
         self._first_received = lo if self._first_received is None else min(self._first_received, lo)
         self._last_received = hi if self._last_received is None else max(self._last_received, hi)
-        if "sequence_number" in batch.columns:
-            s_lo, s_hi = int(batch["sequence_number"].min()), int(batch["sequence_number"].max())
+        if has_sequence:
             self._min_sequence = s_lo if self._min_sequence is None else min(self._min_sequence, s_lo)
             self._max_seq_value = s_hi if self._max_seq_value is None else max(self._max_seq_value, s_hi)
-        self.counts["rows_outside_day"] += int(((received < self.start) | (received >= end)).sum())
-        if "origin_time" not in batch.columns:  # capture-only tables (REST depth snapshots) have none
+        self.counts["rows_outside_day"] += received_outside
+        if not origin_outside:  # also capture-only tables (REST depth snapshots), which have no origin_time
             return
         origin = pl.col("origin_time")
         minutes = (
@@ -461,10 +485,9 @@ class DayStatsBuilder:
             .otherwise((origin - end) // NS_PER_MINUTE + 1)
         )
         outside = batch.filter((origin < self.start) | (origin >= end))
-        if not outside.is_empty():
-            self._outside.append(
-                outside.group_by(minutes.alias("minutes_outside_day")).agg(pl.len().cast(pl.Int64).alias("rows"))
-            )
+        self._outside.append(
+            outside.group_by(minutes.alias("minutes_outside_day")).agg(pl.len().cast(pl.Int64).alias("rows"))
+        )
 
     def _skew(self, batch: pl.DataFrame, offset: int) -> None:
         keyed = self.table in MESSAGE_TABLES

@@ -39,7 +39,7 @@ _SIXTY_FOUR_BITS = frozenset(
 
 
 def _column_bits(column: pl.Series) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-    """(64 bits per value, null flags (empty without nulls), float bits?, exact?).
+    """(up to 64 bits per value, null flags (empty without nulls), float bits?, exact?).
 
     Exact: equal bits (after the float rule) mean equal values. Other types (text) give their
     polars hash, not exact: the caller compares their neighbours with polars.
@@ -49,10 +49,14 @@ def _column_bits(column: pl.Series) -> tuple[np.ndarray, np.ndarray, bool, bool]
         return column.hash(seed=0).to_numpy(), nulls, False, False
     values = column.fill_null(0) if len(nulls) else column  # a null's value is not looked at
     if values.dtype.is_float():
-        return values.cast(pl.Float64).to_numpy().view(np.uint64), nulls, True, True
+        wide = values if values.dtype == pl.Float64 else values.cast(pl.Float64)
+        return wide.to_numpy().view(np.uint64), nulls, True, True
     if values.dtype == pl.UInt64:
         return values.to_numpy(), nulls, False, True
-    return values.cast(pl.Int64).to_numpy().view(np.uint64), nulls, False, True
+    if values.dtype == pl.Boolean:
+        return values.cast(pl.UInt8).to_numpy(), nulls, False, True  # a byte, not 8, per value
+    wide = values if values.dtype == pl.Int64 else values.cast(pl.Int64)
+    return wide.to_numpy().view(np.uint64), nulls, False, True
 
 
 @njit(cache=True, nogil=True, inline="always")
