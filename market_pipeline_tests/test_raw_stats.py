@@ -413,7 +413,14 @@ def test_skew_pass_equals_polars(seed: int):
         tops = []
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             first_new = a == 0 or (received[a], sequence[a]) != (received[a - 1], sequence[a - 1])
-            top = ours.add(received[a:b], origin[a:b], sequence[a:b] if keyed else None, first_new)
+            # A batch in two chunks (glued by ingest.message_aligned), the cut inside a message.
+            parts = [slice(a, (a + b) // 2), slice((a + b) // 2, b)] if b - a > 1 else [slice(a, b)]
+            top = ours.add(
+                [received[p] for p in parts],
+                [origin[p] for p in parts],
+                [sequence[p] for p in parts] if keyed else None,
+                first_new,
+            )
             tops.append(top + a)
         key = (pl.col("received_time") != pl.col("received_time").shift(1)) | (
             pl.col("sequence_number") != pl.col("sequence_number").shift(1)
@@ -499,10 +506,16 @@ def test_gap_rows_equal_polars_gap_messages(contiguous: bool):
     starts = np.flatnonzero(np.r_[True, (np.diff(received) != 0) | (np.diff(sequence) != 0)])
     cuts = [0, *starts[[1, 2, 30, 31, len(starts) // 2]], n]  # batches end at message boundaries
     found, top, seen = [], 0, False
+    no_lead = np.zeros(0, dtype=np.int64)
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-        rows, previous, top = gap_rows(received[a:b], sequence[a:b], contiguous, top, seen)
-        seen = True
-        found.append(pl.DataFrame({"row": rows + a, "previous_sequence_number": previous}))
+        # A batch in two chunks, cut anywhere (inside a message too): the second leads on from the first.
+        for c, d in ((a, (a + b) // 2), ((a + b) // 2, b)):
+            if c == d:
+                continue
+            lead = (received[c - 1 : c], sequence[c - 1 : c]) if c > a else (no_lead, no_lead)
+            rows, previous, top = gap_rows(received[c:d], sequence[c:d], contiguous, top, seen, *lead)
+            seen = True
+            found.append(pl.DataFrame({"row": rows + c, "previous_sequence_number": previous}))
     ours = pl.concat(found)
     assert top == sequence.max()
     events = deltas[ours["row"]].select("received_time", "sequence_number")

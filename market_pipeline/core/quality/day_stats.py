@@ -267,6 +267,21 @@ def repeated_hashes(hashes: list[np.ndarray]) -> np.ndarray:
     return values[counts > 1]
 
 
+TIME_COLUMNS = ("received_time", "origin_time", "sequence_number")
+
+
+def _numpy_chunks(batch: pl.DataFrame, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """The columns `names` as numpy arrays chunk by chunk, without a copy (a batch glued from two
+    by ingest.message_aligned would be copied whole by every to_numpy); columns whose chunks
+    differ in length are rechunked first."""
+    columns = [batch[name] for name in names]
+    lengths = {tuple(len(c) for c in column.get_chunks()) for column in columns}
+    if len(lengths) > 1:
+        columns = [column.rechunk() for column in columns]
+    parts = zip(*[column.get_chunks() for column in columns], strict=True)
+    return [{name: chunk.to_numpy() for name, chunk in zip(names, part, strict=True)} for part in parts if len(part[0])]
+
+
 @njit(cache=True, nogil=True)
 def _time_bounds(received, sequence, origin, start, end):
     """(received min, max, sequence min, max, rows received outside [start, end), rows with
@@ -360,16 +375,16 @@ class DayStatsBuilder:
             return batch
         offset = self.rows
         self.rows += batch.height
-        # One copy of a batch glued from two (ingest.message_aligned), not one per column read as numpy.
-        whole = batch.rechunk()
-        self._times(whole)
-        if "origin_time" in whole.columns:
-            self._skew(whole, offset)
+        read = [c for c in (*TIME_COLUMNS, *PRECISION_COLUMNS.get(self.table, {})) if c in batch.columns]
+        chunks = _numpy_chunks(batch, read)
+        self._times(batch, chunks)
+        if "origin_time" in batch.columns:
+            self._skew(batch, chunks, offset)
         if self.table == "book_delta_v2":
-            self._gaps(whole)
+            self._gaps(batch, chunks)
         if self.table == "trades":
-            self._trade_order(whole, offset)
-        self._precision_batch(whole, offset)
+            self._trade_order(batch, offset)
+        self._precision_batch(batch, chunks, offset)
         self._last_row = batch.tail(1)
         return batch
 
@@ -459,17 +474,23 @@ class DayStatsBuilder:
             self._sample(CONFLICTING_TRADE_ID, kept.select([c for c in kept.columns if c in SAMPLE_SCHEMA]))
         return batch.filter(pl.Series(~drop))
 
-    def _times(self, batch: pl.DataFrame) -> None:
+    def _times(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]]) -> None:
         end = self.start + NS_PER_DAY
         absent = np.zeros(0, dtype=np.int64)
         has_sequence, has_origin = "sequence_number" in batch.columns, "origin_time" in batch.columns
-        lo, hi, s_lo, s_hi, received_outside, origin_outside = _time_bounds(
-            batch["received_time"].to_numpy(),
-            batch["sequence_number"].to_numpy() if has_sequence else absent,
-            batch["origin_time"].to_numpy() if has_origin else absent,
-            self.start,
-            end,
-        )
+        bounds = [
+            _time_bounds(
+                chunk["received_time"],
+                chunk["sequence_number"] if has_sequence else absent,
+                chunk["origin_time"] if has_origin else absent,
+                self.start,
+                end,
+            )
+            for chunk in chunks
+        ]
+        lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
+        s_lo, s_hi = min(b[2] for b in bounds), max(b[3] for b in bounds)
+        received_outside, origin_outside = sum(b[4] for b in bounds), sum(b[5] for b in bounds)
         self._first_received = lo if self._first_received is None else min(self._first_received, lo)
         self._last_received = hi if self._last_received is None else max(self._last_received, hi)
         if has_sequence:
@@ -489,16 +510,19 @@ class DayStatsBuilder:
             outside.group_by(minutes.alias("minutes_outside_day")).agg(pl.len().cast(pl.Int64).alias("rows"))
         )
 
-    def _skew(self, batch: pl.DataFrame, offset: int) -> None:
+    def _skew(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]], offset: int) -> None:
         keyed = self.table in MESSAGE_TABLES
-        received = batch["received_time"].to_numpy()
         first_new = True
         if keyed and self._last_key is not None:
-            first_new = (int(received[0]), int(batch["sequence_number"][0])) != self._last_key
-        sequence = batch["sequence_number"].to_numpy() if keyed else None
-        worst = self._skew_pass.add(received, batch["origin_time"].to_numpy(), sequence, first_new)
+            first_new = (int(batch["received_time"][0]), int(batch["sequence_number"][0])) != self._last_key
+        worst = self._skew_pass.add(
+            [c["received_time"] for c in chunks],
+            [c["origin_time"] for c in chunks],
+            [c["sequence_number"] for c in chunks] if keyed else None,
+            first_new,
+        )
         if keyed:
-            self._last_key = (int(received[-1]), int(batch["sequence_number"][-1]))
+            self._last_key = (int(batch["received_time"][-1]), int(batch["sequence_number"][-1]))
         if not len(worst):  # no message starts in the batch
             return
         keep = ["received_time", "origin_time"] + (["sequence_number"] if "sequence_number" in batch.columns else [])
@@ -506,18 +530,28 @@ class DayStatsBuilder:
         frame = frame.with_columns((pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"))
         self._sample(SKEW, frame, worst_by="skew_ns")
 
-    def _gaps(self, batch: pl.DataFrame) -> None:
+    def _gaps(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]]) -> None:
         """Sequence jumps (contiguous numbering) and out-of-order messages, as `sequence.gap_events`."""
         # Batches are message-aligned, so a batch's first row starts a message.
-        rows, previous, top = gap_rows(
-            batch["received_time"].to_numpy(),
-            batch["sequence_number"].to_numpy(),
-            self.contiguous,
-            self._max_sequence or 0,
-            self._max_sequence is not None,
-        )
-        self._max_sequence = int(top)
-        if len(rows):
+        lead_received = lead_sequence = np.zeros(0, dtype=np.int64)
+        found, base = [], 0
+        for chunk in chunks:
+            received, sequence = chunk["received_time"], chunk["sequence_number"]
+            rows, previous, top = gap_rows(
+                received,
+                sequence,
+                self.contiguous,
+                self._max_sequence or 0,
+                self._max_sequence is not None,
+                lead_received,
+                lead_sequence,
+            )
+            self._max_sequence = int(top)
+            if len(rows):
+                found.append((rows + base, previous))
+            lead_received, lead_sequence, base = received[-1:], sequence[-1:], base + len(received)
+        if found:
+            rows, previous = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
             msgs = batch.select("received_time", "origin_time", "sequence_number")[rows]
             msgs = msgs.with_columns(pl.Series("previous_sequence_number", previous, pl.Int64))
             self._events.append(gap_messages(msgs, self.contiguous).select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA))
@@ -562,7 +596,7 @@ class DayStatsBuilder:
             )
             self._sample(OUT_OF_ORDER_TRADE_ID, frame.select([c for c in frame.columns if c in SAMPLE_SCHEMA]))
 
-    def _precision_batch(self, batch: pl.DataFrame, offset: int) -> None:
+    def _precision_batch(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]], offset: int) -> None:
         columns = PRECISION_COLUMNS.get(self.table, {})
         if "price" in columns and self.table != "book":
             # Prices recur all day: spell only the values no earlier batch had.
@@ -572,8 +606,8 @@ class DayStatsBuilder:
         keep = [c for c in ("received_time", "sequence_number", "trade_id") if c in batch.columns]
         for column, grid in columns.items():
             step = self.tick_size if grid == "price" else self.lot_size
-            values = batch[column].to_numpy()
-            off_grid, loss = grid_flags(values, step)
+            per_chunk = [grid_flags(chunk[column], step) for chunk in chunks]
+            off_grid, loss = (np.concatenate([f[i] for f in per_chunk]) for i in (0, 1))
             counts = self._precision[column]
             n_off, n_loss = int(off_grid.sum()), int(loss.sum())
             counts[0] += n_off
@@ -583,13 +617,14 @@ class DayStatsBuilder:
                 if not n or (kept is not None and kept.height >= SAMPLE_ROWS):
                     continue
                 bad = np.flatnonzero(flags)[:SAMPLE_ROWS]
+                values = batch[column].gather(bad).to_numpy()
                 self._sample(
                     kind,
                     batch.select(keep)[bad].with_columns(
                         pl.Series("row", bad + offset, pl.Int64),
                         pl.lit(column).alias("column"),
-                        pl.Series("value", values[bad], pl.Float64),
-                        pl.Series("steps", values[bad] / float(step), pl.Float64),
+                        pl.Series("value", values, pl.Float64),
+                        pl.Series("steps", values / float(step), pl.Float64),
                     ),
                 )
 

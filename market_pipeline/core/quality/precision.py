@@ -68,13 +68,15 @@ class SeenValues:
         self._filled = 0
 
     def add(self, values: pl.Series) -> pl.Series:
-        bits = values.drop_nulls().cast(pl.Float64).to_numpy().view(np.uint64)
-        new = np.empty(len(bits), dtype=np.uint64)
-        start = found = 0
-        while start < len(bits):  # the kernel stops when the table is half full, to grow it
-            start, found, self._filled = _add_new(bits, start, self._slots, self._used, self._filled, new, found)
-            if 2 * self._filled >= len(self._slots):
-                self._slots, self._used = _grown(self._slots, self._used)
+        new = np.empty(len(values), dtype=np.uint64)
+        found = 0
+        for chunk in values.cast(pl.Float64).get_chunks():  # each without a copy
+            bits = chunk.drop_nulls().to_numpy().view(np.uint64)
+            start = 0
+            while start < len(bits):  # the kernel stops when the table is half full, to grow it
+                start, found, self._filled = _add_new(bits, start, self._slots, self._used, self._filled, new, found)
+                if 2 * self._filled >= len(self._slots):
+                    self._slots, self._used = _grown(self._slots, self._used)
         return pl.Series(values.name, new[:found].view(np.float64))
 
 

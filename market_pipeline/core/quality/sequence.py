@@ -74,12 +74,14 @@ def gap_messages(msgs: pl.DataFrame, contiguous: bool) -> pl.DataFrame:
 
 
 @njit(cache=True, nogil=True)
-def gap_rows(received, sequence, contiguous, max_before, has_max):
-    """The rows of a batch whose message is a gap event, the highest number seen before each,
-    and the highest number after the batch: `gap_messages` over the batch's messages in one pass
-    (the day statistics' batches; their first row starts a message). `max_before` is the
-    highest number of the earlier batches (`has_max` False: none yet, and the day's first
-    message is no event)."""
+def gap_rows(received, sequence, contiguous, max_before, has_max, lead_received, lead_sequence):
+    """The rows of a chunk whose message is a gap event, the highest number seen before each,
+    and the highest number after the chunk: `gap_messages` over the chunk's messages in one
+    pass (the day statistics' batches, chunk by chunk). `max_before` is the highest number of
+    the earlier chunks (`has_max` False: none yet, and the day's first message is no event).
+    The chunk's first row starts a message unless it has the lead key (the last row of the
+    chunk before it in the same batch; pass an empty `lead_received` for a batch's first chunk).
+    """
     rows = np.empty(received.shape[0], dtype=np.int64)
     previous = np.empty(received.shape[0], dtype=np.int64)
     found = 0
@@ -87,6 +89,8 @@ def gap_rows(received, sequence, contiguous, max_before, has_max):
     for i in range(received.shape[0]):
         if i > 0 and received[i] == received[i - 1] and sequence[i] == sequence[i - 1]:
             continue  # not a message start
+        if i == 0 and lead_received.shape[0] and received[0] == lead_received[0] and sequence[0] == lead_sequence[0]:
+            continue
         number = sequence[i]
         if has_max and (number < running or (contiguous and number > running + 1)):
             rows[found] = i

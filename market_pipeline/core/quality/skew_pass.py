@@ -26,17 +26,32 @@ TOP = 10  # largest skews kept per batch (day_stats.SAMPLE_ROWS)
 
 
 @njit(cache=True, nogil=True)
-def _skew_pass(received, origin, sequence, start, first_new, rows, messages, low, high, negative, histogram, top):
-    """Add a batch's rows to the per-hour arrays and `histogram`; returns the number of rows
-    written to `top`.
+def _skew_pass(
+    received,
+    origin,
+    sequence,
+    start,
+    first_new,
+    rows,
+    messages,
+    low,
+    high,
+    negative,
+    histogram,
+    top,
+    top_abs,
+    kept,
+    base,
+):
+    """Add a chunk's rows to the per-hour arrays and `histogram`; returns how many rows `top`
+    holds after it.
 
     A row starts a message when (received_time, sequence_number) differs from the row before
-    (`first_new` for row 0); without `sequence` every row is a message. `top` gets the rows of
-    the largest |skew|, the first row on a tie, largest first.
+    (`first_new` for row 0); without `sequence` every row is a message. `top` (|skew| in
+    `top_abs`, `kept` rows so far) holds the batch rows (`base` + chunk row) of the largest
+    |skew|, the first row on a tie, largest first.
     """
     n = received.shape[0]
-    top_abs = np.empty(top.shape[0], dtype=np.int64)
-    kept = 0
     keyed = sequence.shape[0] > 0
     for i in range(n):
         hour = min(max((received[i] - start) // NS_PER_HOUR, 0), HOURS - 1)
@@ -64,7 +79,7 @@ def _skew_pass(received, origin, sequence, start, first_new, rows, messages, low
             while at > 0 and top_abs[at - 1] < magnitude:  # a tie stays behind the earlier row
                 top_abs[at], top[at] = top_abs[at - 1], top[at - 1]
                 at -= 1
-            top_abs[at], top[at] = magnitude, i
+            top_abs[at], top[at] = magnitude, base + i
             kept = min(kept + 1, top.shape[0])
     return kept
 
@@ -81,24 +96,35 @@ class SkewPass:
         self.negative = np.zeros(HOURS, dtype=np.int64)
         self.histogram = np.zeros((HOURS, 2, SHIFTS, MANTISSAS), dtype=np.int64)
 
-    def add(self, received: np.ndarray, origin: np.ndarray, sequence: np.ndarray | None, first_new: bool) -> np.ndarray:
-        """Adds a batch to the day; returns its rows of the largest |skew|, largest first."""
-        top = np.empty(TOP, dtype=np.int64)
+    def add(
+        self, received: list[np.ndarray], origin: list[np.ndarray], sequence: list[np.ndarray] | None, first_new: bool
+    ) -> np.ndarray:
+        """Adds a batch (its columns as aligned chunks) to the day; returns its rows of the largest
+        |skew|, largest first."""
+        top, top_abs = np.empty(TOP, dtype=np.int64), np.empty(TOP, dtype=np.int64)
         no_sequence = np.zeros(0, dtype=np.int64)
-        kept = _skew_pass(
-            received,
-            origin,
-            no_sequence if sequence is None else sequence,
-            self.start,
-            first_new,
-            self.rows,
-            self.messages,
-            self.low,
-            self.high,
-            self.negative,
-            self.histogram,
-            top,
-        )
+        kept = base = 0
+        for k in range(len(received)):
+            if k and sequence is not None:  # does the chunk go on with the message before it?
+                first_new = (received[k][0], sequence[k][0]) != (received[k - 1][-1], sequence[k - 1][-1])
+            kept = _skew_pass(
+                received[k],
+                origin[k],
+                no_sequence if sequence is None else sequence[k],
+                self.start,
+                first_new,
+                self.rows,
+                self.messages,
+                self.low,
+                self.high,
+                self.negative,
+                self.histogram,
+                top,
+                top_abs,
+                kept,
+                base,
+            )
+            base += len(received[k])
         return top[:kept]
 
     def hourly(self, schema: dict[str, pl.DataType]) -> pl.DataFrame:
