@@ -34,14 +34,13 @@ from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
 from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages, gap_rows
-from market_pipeline.core.quality.skew_pass import SkewPass
+from market_pipeline.core.quality.skew_pass import SKEW_SIGNIFICANT_BITS, SkewPass
 
 NS_PER_MS = 1_000_000
 NS_PER_MINUTE = 60_000_000_000
 NS_PER_HOUR = 3_600_000_000_000
 NS_PER_DAY = 86_400_000_000_000
 SAMPLE_ROWS = 10  # rows kept per kind of problem (check metadata shows at most this many)
-SKEW_SIGNIFICANT_BITS = 10
 STATS_VERSION = 1
 
 # Which exact duplicates (identical in every column) the import drops, per table.

@@ -18,9 +18,10 @@ import numpy as np
 import polars as pl
 from numba import njit
 
+SKEW_SIGNIFICANT_BITS = 10  # of |skew| a histogram bucket keeps (day_stats re-exports it)
 HOURS = 24
-SHIFTS = 55  # |skew| < 2^64 and SKEW_SIGNIFICANT_BITS = 10: shifts 0..54
-MANTISSAS = 1024  # 2^SKEW_SIGNIFICANT_BITS
+SHIFTS = 64 - SKEW_SIGNIFICANT_BITS + 1  # |skew| < 2^64
+MANTISSAS = 1 << SKEW_SIGNIFICANT_BITS
 NS_PER_HOUR = 3_600_000_000_000
 TOP = 10  # largest skews kept per batch (day_stats.SAMPLE_ROWS)
 
@@ -72,7 +73,7 @@ def _skew_pass(
         if skew < 0:
             negative[hour] += 1
         # day_stats.skew_buckets: the bit length as frexp of the float64 gives it.
-        shift = max(math.frexp(float(magnitude))[1] - 10, 0)
+        shift = max(math.frexp(float(magnitude))[1] - SKEW_SIGNIFICANT_BITS, 0)
         histogram[hour, 1 if skew < 0 else 0, shift, magnitude >> shift] += 1
         if kept < top.shape[0] or magnitude > top_abs[kept - 1]:
             at = min(kept, top.shape[0] - 1)
