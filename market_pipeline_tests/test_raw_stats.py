@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import NS, VendorLake, day_start_ns, vendor_frame
+from polars.testing import assert_frame_equal
 
 DAY = dt.date(2024, 3, 1)
 T0 = day_start_ns(DAY)
@@ -349,27 +350,174 @@ def test_reimport_writes_identical_bytes(local, data_dir: Path):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_repeated_rows_equal_polars_distinctness(seed: int):
-    """The import's duplicate pass (a numpy row hash, then an exact comparison of the rows whose
-    hash repeats) marks exactly the rows polars finds equal to an earlier row, nulls, NaN and
-    -0.0 included."""
-    from market_pipeline.core.quality.day_stats import _repeated_rows, _row_hashes
+    """The import's duplicate pass (a numba row hash, then an exact comparison of the rows whose
+    hash repeats) marks exactly the rows polars finds equal to an earlier row, and its adjacency
+    is polars' `eq_missing` with the row before, nulls, NaN and -0.0 included, also across a batch
+    boundary (a lead row) and for a batch of one row."""
+    from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
 
     rng = np.random.default_rng(seed)
     n = 2_000
-    floats = rng.choice([0.0, -0.0, np.nan, 1.5, 2.25, 1e300], n)
+    floats = rng.choice([0.0, -0.0, np.nan, -np.nan, 1.5, 2.25, 1e300], n)
     frame = pl.DataFrame(
         {
             "time": rng.integers(0, 40, n) + 1_709_251_200_000_000_000,
             "price": pl.Series(floats).set(pl.Series(rng.random(n) < 0.1), None),
             "size": rng.choice([0.5, 1.0], n),
+            "count": pl.Series(rng.integers(0, 2, n)).set(pl.Series(rng.random(n) < 0.1), None),
             "side_is_bid": pl.Series(rng.random(n) < 0.5).set(pl.Series(rng.random(n) < 0.05), None),
             "note": rng.choice(["a", "b"], n),
         }
     )
+    frame = frame[np.sort(np.r_[np.arange(n), rng.choice(n, 300)])]  # adjacent copies as well
     expected = ~frame.select(pl.struct(frame.columns).is_first_distinct()).to_series().to_numpy()
-    assert expected.sum() > 100  # the frame has plenty of repeats
-    np.testing.assert_array_equal(_repeated_rows(frame), expected)
-    # Values polars takes as equal hash alike.
-    zeros = pl.DataFrame({"x": [0.0, -0.0, float("nan"), float("nan"), None]})
-    h = _row_hashes(zeros)
-    assert h[0] == h[1] and h[2] == h[3]
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in frame.columns]).fill_null(False)
+    adjacent = frame.select(same).to_series().to_numpy()
+    assert expected.sum() > 100 and adjacent.sum() > 100  # the frame has plenty of repeats
+    hashes, ours = row_marks(frame)
+    np.testing.assert_array_equal(repeated_rows(frame, hashes), expected)
+    np.testing.assert_array_equal(ours, adjacent)
+    for cut in (1, 2, 777, frame.height - 1):  # the lead row is the last row before the batch
+        lead, batch = frame.slice(cut - 1, 1), frame.slice(cut, 1 if cut == 777 else None)
+        hashes, ours = row_marks(batch, lead)
+        np.testing.assert_array_equal(hashes, row_marks(frame.slice(cut - 1, batch.height + 1))[0])
+        np.testing.assert_array_equal(ours, adjacent[cut - 1 : cut + batch.height] & [False] + [True] * batch.height)
+    # Values polars takes as equal hash alike; -0.0 and NaN equal their neighbours.
+    zeros = pl.DataFrame({"x": [0.0, -0.0, float("nan"), -float("nan"), None, None]})
+    h, ours = row_marks(zeros)
+    assert h[0] == h[1] and h[2] == h[3] and h[4] == h[5]
+    assert ours.tolist() == [False, True, False, True, False, True]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_skew_pass_equals_polars(seed: int):
+    """The one-pass skew kernel gives what polars group_bys and `skew_buckets` give: per-hour
+    rows, messages, min/max/negative, the histogram and the largest skews (first row on a tie),
+    with |skew| beyond float64's 53 bits, hours clipped to the day, a batch of one row and a batch
+    that continues the message before it."""
+    from market_pipeline.core.quality.day_stats import HISTOGRAM_SCHEMA, HOURLY_SCHEMA, skew_buckets
+    from market_pipeline.core.quality.skew_pass import NS_PER_HOUR, TOP, SkewPass
+
+    rng = np.random.default_rng(seed)
+    n = 3_000
+    received = np.sort(T0 + rng.integers(-NS_PER_HOUR, 25 * NS_PER_HOUR, n))
+    received[100:140] = received[100]  # one long message
+    sequence = np.cumsum(rng.integers(0, 2, n))
+    skew = rng.choice(
+        [0, 1, -1, 1023, 1024, -1025, 2**53 + 1, 2**60 - 1, -(2**62) - 3, 3_000_000, -3_000_000, 7], n
+    ) + rng.integers(-3, 3, n)
+    origin = received - skew
+    frame = pl.DataFrame({"received_time": received, "origin_time": origin, "sequence_number": sequence})
+    for keyed, cuts in ((True, (0, 1, 2, 100, 120, 2_000, n)), (False, (0, 1, 1_500, n))):
+        ours = SkewPass(T0)
+        tops = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            first_new = a == 0 or (received[a], sequence[a]) != (received[a - 1], sequence[a - 1])
+            # A batch in two chunks (glued by ingest.message_aligned), the cut inside a message.
+            parts = [slice(a, (a + b) // 2), slice((a + b) // 2, b)] if b - a > 1 else [slice(a, b)]
+            top = ours.add(
+                [received[p] for p in parts],
+                [origin[p] for p in parts],
+                [sequence[p] for p in parts] if keyed else None,
+                first_new,
+            )
+            tops.append(top + a)
+        key = (pl.col("received_time") != pl.col("received_time").shift(1)) | (
+            pl.col("sequence_number") != pl.col("sequence_number").shift(1)
+        )
+        hour = ((pl.col("received_time") - T0) // NS_PER_HOUR).clip(0, 23).cast(pl.Int32).alias("hour")
+        rows = frame.with_columns(
+            hour,
+            (key.fill_null(True) if keyed else pl.lit(True)).alias("new"),
+            (pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"),
+            pl.int_range(pl.len()).alias("row"),
+        )
+        messages = rows.filter("new")
+        hourly = (
+            rows.group_by("hour")
+            .agg(pl.len().alias("rows"))
+            .join(
+                messages.group_by("hour").agg(
+                    pl.len().alias("messages"),
+                    pl.col("skew_ns").min().alias("skew_min_ns"),
+                    pl.col("skew_ns").max().alias("skew_max_ns"),
+                    (pl.col("skew_ns") < 0).sum().alias("skew_negative"),
+                ),
+                on="hour",
+                how="left",
+            )
+            .with_columns(pl.col("messages", "skew_negative").fill_null(0))
+            .sort("hour")
+            .cast(HOURLY_SCHEMA)
+            .select(list(HOURLY_SCHEMA))
+        )
+        assert_frame_equal(ours.hourly(HOURLY_SCHEMA), hourly)
+        bucket, width = skew_buckets(messages["skew_ns"].to_numpy())
+        histogram = (
+            messages.select("hour", pl.Series("bucket_ns", bucket), pl.Series("width_ns", width))
+            .group_by("hour", "bucket_ns", "width_ns")
+            .agg(pl.len().alias("count"))
+            .sort("hour", "bucket_ns")
+            .cast(HISTOGRAM_SCHEMA)
+        )
+        assert_frame_equal(ours.histogram_frame(HISTOGRAM_SCHEMA), histogram)
+        for (a, b), top in zip(zip(cuts[:-1], cuts[1:], strict=True), tops, strict=True):
+            part = messages.filter(pl.col("row").is_between(a, b - 1))
+            best = part.sort(pl.col("skew_ns").abs(), pl.col("row"), descending=[True, False]).head(TOP)
+            assert top.tolist() == best["row"].to_list()
+
+
+def test_seen_values_return_each_new_value_once():
+    """The day's price set (a numba hash table that grows) hands back the values polars finds
+    new against every earlier batch: nulls skipped, runs, -0.0, NaN, thousands of values."""
+    from polars.testing import assert_series_equal
+
+    from market_pipeline.core.quality.precision import SeenValues, max_decimals
+
+    rng = np.random.default_rng(5)
+    seen, earlier = SeenValues(), pl.Series("price", [], pl.Float64)
+    for size in (1, 0, 5_000, 20_000, 3):
+        prices = np.round(rng.choice(rng.uniform(1, 100, 6_000), size), 2)
+        batch = pl.Series("price", np.repeat(prices, rng.integers(1, 3, size)))  # runs of one value
+        batch = pl.concat([batch, pl.Series("price", [None, 0.0, -0.0, float("nan"), None], pl.Float64)])
+        new = seen.add(batch)
+        expected = batch.drop_nulls().unique()
+        expected = expected.filter(~expected.is_in(earlier.implode()))
+        earlier = pl.concat([earlier, expected])
+        assert new.null_count() == 0 and len(new) <= len(expected) + 1  # -0.0 may come back beside 0.0
+        assert_series_equal(new.unique().sort(), expected.sort())
+        assert max_decimals(new) == max_decimals(expected)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_gap_rows_equal_polars_gap_messages(contiguous: bool):
+    """The batch pass over message starts finds the gap events `sequence.gap_messages` finds
+    over the whole day's messages (out of order, jumps), whatever the batch cuts."""
+    from market_pipeline.core.quality.sequence import gap_messages, gap_rows, messages
+
+    rng = np.random.default_rng(11)
+    n = 4_000
+    sequence = np.cumsum(rng.choice([0, 0, 1, 1, 1, 2, 5, -3], n)) + 10**6
+    received = T0 + np.cumsum(rng.integers(0, 2, n)) * 1_000
+    deltas = pl.DataFrame({"received_time": received, "origin_time": received - 7, "sequence_number": sequence})
+    msgs = messages(deltas).with_columns(pl.col("sequence_number").cum_max().shift(1).alias("previous_sequence_number"))
+    expected = gap_messages(msgs, contiguous).select("received_time", "sequence_number", "previous_sequence_number")
+    assert expected.height > 50
+    starts = np.flatnonzero(np.r_[True, (np.diff(received) != 0) | (np.diff(sequence) != 0)])
+    cuts = [0, *starts[[1, 2, 30, 31, len(starts) // 2]], n]  # batches end at message boundaries
+    found, top, seen = [], 0, False
+    no_lead = np.zeros(0, dtype=np.int64)
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        # A batch in two chunks, cut anywhere (inside a message too): the second leads on from the first.
+        for c, d in ((a, (a + b) // 2), ((a + b) // 2, b)):
+            if c == d:
+                continue
+            lead = (received[c - 1 : c], sequence[c - 1 : c]) if c > a else (no_lead, no_lead)
+            rows, previous, top = gap_rows(received[c:d], sequence[c:d], contiguous, top, seen, *lead)
+            seen = True
+            found.append(pl.DataFrame({"row": rows + c, "previous_sequence_number": previous}))
+    ours = pl.concat(found)
+    assert top == sequence.max()
+    events = deltas[ours["row"]].select("received_time", "sequence_number")
+    assert events.rows() == expected.select("received_time", "sequence_number").rows()
+    assert ours["previous_sequence_number"].to_list() == expected["previous_sequence_number"].to_list()

@@ -26,19 +26,21 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.schemas import book_level_columns
-from market_pipeline.core.quality.precision import grid_flags, max_decimals
-from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages
+from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
+from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
+from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages, gap_rows
+from market_pipeline.core.quality.skew_pass import SKEW_SIGNIFICANT_BITS, SkewPass
 
 NS_PER_MS = 1_000_000
 NS_PER_MINUTE = 60_000_000_000
 NS_PER_HOUR = 3_600_000_000_000
 NS_PER_DAY = 86_400_000_000_000
 SAMPLE_ROWS = 10  # rows kept per kind of problem (check metadata shows at most this many)
-SKEW_SIGNIFICANT_BITS = 10
 STATS_VERSION = 1
 
 # Which exact duplicates (identical in every column) the import drops, per table.
@@ -264,45 +266,36 @@ def repeated_hashes(hashes: list[np.ndarray]) -> np.ndarray:
     return values[counts > 1]
 
 
-_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-_HASH_SHIFT = np.uint64(32)
+TIME_COLUMNS = ("received_time", "origin_time", "sequence_number")
 
 
-def _value_bits(column: pl.Series) -> np.ndarray:
-    """64 bits per value, the same for values `is_first_distinct` takes as equal: nulls alike,
-    NaN alike, -0.0 as 0.0 (other values may share bits too; they are only candidates)."""
-    if column.dtype.is_float():
-        values = column.cast(pl.Float64).to_numpy()  # nulls become NaN
-        return (np.where(np.isnan(values), np.nan, values) + 0.0).view(np.uint64)
-    if column.dtype.is_integer() or column.dtype == pl.Boolean:
-        return column.cast(pl.Int64, strict=False).fill_null(0).to_numpy().view(np.uint64)
-    return column.hash(seed=0).to_numpy()
+def _numpy_chunks(batch: pl.DataFrame, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """The columns `names` as numpy arrays chunk by chunk, without a copy (a batch glued from two
+    by ingest.message_aligned would be copied whole by every to_numpy); columns whose chunks
+    differ in length are rechunked first."""
+    columns = [batch[name] for name in names]
+    lengths = {tuple(len(c) for c in column.get_chunks()) for column in columns}
+    if len(lengths) > 1:
+        columns = [column.rechunk() for column in columns]
+    parts = zip(*[column.get_chunks() for column in columns], strict=True)
+    return [{name: chunk.to_numpy() for name, chunk in zip(names, part, strict=True)} for part in parts if len(part[0])]
 
 
-def _row_hashes(frame: pl.DataFrame) -> np.ndarray:
-    """A 64-bit hash per row, equal for rows `is_first_distinct` takes as equal; columns are mixed
-    in with numpy, three times faster than polars' struct hash on a million delta rows."""
-    hashes = np.zeros(frame.height, np.uint64)
-    for column in frame.iter_columns():
-        hashes ^= _value_bits(column)
-        hashes *= _HASH_MULTIPLIER  # wraps around, as a hash should
-        hashes ^= hashes >> _HASH_SHIFT
-    return hashes
-
-
-def _repeated_rows(frame: pl.DataFrame) -> np.ndarray:
-    """True for each row identical to an earlier row of `frame`: rows whose hash occurs twice are
-    the only candidates (a cheap pass), and only those are compared exactly, so the hash only has
-    to agree on equal rows."""
-    hashes = _row_hashes(frame)
-    ordered = np.sort(hashes)
-    twice = ordered[1:][ordered[1:] == ordered[:-1]]
-    repeated = np.zeros(frame.height, dtype=bool)
-    if len(twice):
-        candidates = np.flatnonzero(np.isin(hashes, twice))
-        first = frame[candidates].select(pl.struct(frame.columns).is_first_distinct()).to_series().to_numpy()
-        repeated[candidates] = ~first
-    return repeated
+@njit(cache=True, nogil=True)
+def _time_bounds(received, sequence, origin, start, end):
+    """(received min, max, sequence min, max, rows received outside [start, end), rows with
+    origin_time outside it) in one pass; an empty `sequence` or `origin` is an absent column."""
+    lo = hi = received[0]
+    s_lo = s_hi = sequence[0] if sequence.shape[0] else 0
+    received_outside = origin_outside = 0
+    for i in range(received.shape[0]):
+        lo, hi = min(lo, received[i]), max(hi, received[i])
+        received_outside += (received[i] < start) | (received[i] >= end)
+    for i in range(sequence.shape[0]):
+        s_lo, s_hi = min(s_lo, sequence[i]), max(s_hi, sequence[i])
+    for i in range(origin.shape[0]):
+        origin_outside += (origin[i] < start) | (origin[i] >= end)
+    return lo, hi, s_lo, s_hi, received_outside, origin_outside
 
 
 class DayStatsBuilder:
@@ -354,11 +347,9 @@ class DayStatsBuilder:
         self._max_trade_id: int | None = None
         self._numeric_ids = True
         self._first_received = self._last_received = self._min_sequence = self._max_seq_value = None
-        self._skew_min = self._skew_max = None
         self._decimals: int | None = None
-        self._seen_prices = pl.Series("price", [], pl.Float64)
-        self._hourly: list[pl.DataFrame] = []
-        self._histogram: list[pl.DataFrame] = []
+        self._seen_prices = SeenValues()
+        self._skew_pass = SkewPass(self.start)
         self._outside: list[pl.DataFrame] = []
         self._events: list[pl.DataFrame] = []
         columns = PRECISION_COLUMNS.get(table, {})
@@ -383,14 +374,16 @@ class DayStatsBuilder:
             return batch
         offset = self.rows
         self.rows += batch.height
-        self._times(batch)
+        read = [c for c in (*TIME_COLUMNS, *PRECISION_COLUMNS.get(self.table, {})) if c in batch.columns]
+        chunks = _numpy_chunks(batch, read)
+        self._times(batch, chunks)
         if "origin_time" in batch.columns:
-            self._skew(batch, offset)
+            self._skew(batch, chunks, offset)
         if self.table == "book_delta_v2":
-            self._gaps(batch)
+            self._gaps(batch, chunks)
         if self.table == "trades":
             self._trade_order(batch, offset)
-        self._precision_batch(batch, offset)
+        self._precision_batch(batch, chunks, offset)
         self._last_row = batch.tail(1)
         return batch
 
@@ -423,15 +416,14 @@ class DayStatsBuilder:
         rule = DUPLICATE_RULES.get(self.table)
         if rule is None:
             return batch
-        framed = batch if self._last_row is None else pl.concat([self._last_row.select(columns), batch])
-        same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in columns]).fill_null(False)
-        adjacent = framed.select(same.alias("adjacent")).to_series()
-        repeat = adjacent | pl.Series(_repeated_rows(framed))
-        if self._last_row is not None:
-            adjacent, repeat = adjacent.slice(1), repeat.slice(1)
+        lead = None if self._last_row is None else self._last_row.select(columns)
+        hashes, same = row_marks(batch, lead)
+        twice = repeated_rows(batch if lead is None else pl.concat([lead, batch]), hashes)
+        adjacent, repeat = same[len(hashes) - batch.height :], (same | twice)[len(hashes) - batch.height :]
         n_repeat = int(repeat.sum())
         if not n_repeat:
             return batch
+        adjacent, repeat = pl.Series(adjacent), pl.Series(repeat)
         n_adjacent = int(adjacent.sum())
         if not self.dropping:
             adjacent = adjacent & False
@@ -481,18 +473,30 @@ class DayStatsBuilder:
             self._sample(CONFLICTING_TRADE_ID, kept.select([c for c in kept.columns if c in SAMPLE_SCHEMA]))
         return batch.filter(pl.Series(~drop))
 
-    def _times(self, batch: pl.DataFrame) -> None:
+    def _times(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]]) -> None:
         end = self.start + NS_PER_DAY
-        received = batch["received_time"]
-        lo, hi = int(received.min()), int(received.max())
+        absent = np.zeros(0, dtype=np.int64)
+        has_sequence, has_origin = "sequence_number" in batch.columns, "origin_time" in batch.columns
+        bounds = [
+            _time_bounds(
+                chunk["received_time"],
+                chunk["sequence_number"] if has_sequence else absent,
+                chunk["origin_time"] if has_origin else absent,
+                self.start,
+                end,
+            )
+            for chunk in chunks
+        ]
+        lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
+        s_lo, s_hi = min(b[2] for b in bounds), max(b[3] for b in bounds)
+        received_outside, origin_outside = sum(b[4] for b in bounds), sum(b[5] for b in bounds)
         self._first_received = lo if self._first_received is None else min(self._first_received, lo)
         self._last_received = hi if self._last_received is None else max(self._last_received, hi)
-        if "sequence_number" in batch.columns:
-            s_lo, s_hi = int(batch["sequence_number"].min()), int(batch["sequence_number"].max())
+        if has_sequence:
             self._min_sequence = s_lo if self._min_sequence is None else min(self._min_sequence, s_lo)
             self._max_seq_value = s_hi if self._max_seq_value is None else max(self._max_seq_value, s_hi)
-        self.counts["rows_outside_day"] += int(((received < self.start) | (received >= end)).sum())
-        if "origin_time" not in batch.columns:  # capture-only tables (REST depth snapshots) have none
+        self.counts["rows_outside_day"] += received_outside
+        if not origin_outside:  # also capture-only tables (REST depth snapshots), which have no origin_time
             return
         origin = pl.col("origin_time")
         minutes = (
@@ -501,82 +505,55 @@ class DayStatsBuilder:
             .otherwise((origin - end) // NS_PER_MINUTE + 1)
         )
         outside = batch.filter((origin < self.start) | (origin >= end))
-        if not outside.is_empty():
-            self._outside.append(
-                outside.group_by(minutes.alias("minutes_outside_day")).agg(pl.len().cast(pl.Int64).alias("rows"))
-            )
+        self._outside.append(
+            outside.group_by(minutes.alias("minutes_outside_day")).agg(pl.len().cast(pl.Int64).alias("rows"))
+        )
 
-    def _skew(self, batch: pl.DataFrame, offset: int) -> None:
-        hour = ((pl.col("received_time") - self.start) // NS_PER_HOUR).clip(0, 23).cast(pl.Int32).alias("hour")
-        keep = ["received_time", "origin_time"] + (["sequence_number"] if "sequence_number" in batch.columns else [])
-        frame = batch.select(*keep, hour, pl.int_range(pl.len(), dtype=pl.Int64).alias("row") + offset)
-        rows_per_hour = frame.group_by("hour").agg(pl.len().cast(pl.Int64).alias("rows"))
-        if self.table in MESSAGE_TABLES:
-            key = (pl.col("received_time"), pl.col("sequence_number"))
-            new = ((key[0] != key[0].shift(1)) | (key[1] != key[1].shift(1))).fill_null(True)
-            if self._last_key is not None:
-                first_new = (int(batch["received_time"][0]), int(batch["sequence_number"][0])) != self._last_key
-                new = pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(first_new)).otherwise(new)
-            frame = frame.filter(new)
+    def _skew(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]], offset: int) -> None:
+        keyed = self.table in MESSAGE_TABLES
+        first_new = True
+        if keyed and self._last_key is not None:
+            first_new = (int(batch["received_time"][0]), int(batch["sequence_number"][0])) != self._last_key
+        worst = self._skew_pass.add(
+            [c["received_time"] for c in chunks],
+            [c["origin_time"] for c in chunks],
+            [c["sequence_number"] for c in chunks] if keyed else None,
+            first_new,
+        )
+        if keyed:
             self._last_key = (int(batch["received_time"][-1]), int(batch["sequence_number"][-1]))
-        frame = frame.with_columns((pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"))
-        if frame.is_empty():
-            self._hourly.append(
-                rows_per_hour.with_columns(
-                    *[pl.lit(None, pl.Int64).alias(c) for c in HOURLY_SCHEMA if c not in ("hour", "rows")]
-                )
-            )
+        if not len(worst):  # no message starts in the batch
             return
-        self.counts["messages"] += frame.height
-        skew = frame["skew_ns"]
-        s_lo, s_hi = int(skew.min()), int(skew.max())
-        self._skew_min = s_lo if self._skew_min is None else min(self._skew_min, s_lo)
-        self._skew_max = s_hi if self._skew_max is None else max(self._skew_max, s_hi)
-        self.counts["skew_negative"] += int((skew < 0).sum())
-        per_hour = frame.group_by("hour").agg(
-            pl.len().cast(pl.Int64).alias("messages"),
-            pl.col("skew_ns").min().alias("skew_min_ns"),
-            pl.col("skew_ns").max().alias("skew_max_ns"),
-            (pl.col("skew_ns") < 0).sum().cast(pl.Int64).alias("skew_negative"),
-        )
-        self._hourly.append(rows_per_hour.join(per_hour, on="hour", how="full", coalesce=True))
-        bucket, width = skew_buckets(skew.to_numpy())
-        self._histogram.append(
-            pl.DataFrame(
-                {
-                    "hour": frame["hour"],
-                    "bucket_ns": pl.Series(bucket, dtype=pl.Int64),
-                    "width_ns": pl.Series(width, dtype=pl.Int64),
-                }
-            )
-            .group_by("hour", "bucket_ns", "width_ns")
-            .agg(pl.len().cast(pl.Int64).alias("count"))
-        )
-        # The largest |skew|, the first row on a tie; top_k is linear where a sort is not.
-        by, descending = [pl.col("skew_ns").abs(), pl.col("row")], [True, False]
-        worst = frame.top_k(SAMPLE_ROWS, by=by, reverse=[False, True]).sort(by, descending=descending)
-        self._sample(SKEW, worst.drop("hour"), worst_by="skew_ns")
+        keep = ["received_time", "origin_time"] + (["sequence_number"] if "sequence_number" in batch.columns else [])
+        frame = batch.select(keep)[worst].with_columns(pl.Series("row", worst + offset, pl.Int64))
+        frame = frame.with_columns((pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"))
+        self._sample(SKEW, frame, worst_by="skew_ns")
 
-    def _gaps(self, batch: pl.DataFrame) -> None:
+    def _gaps(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]]) -> None:
         """Sequence jumps (contiguous numbering) and out-of-order messages, as `sequence.gap_events`."""
-        key_changed = (
-            (pl.col("sequence_number") != pl.col("sequence_number").shift(1))
-            | (pl.col("received_time") != pl.col("received_time").shift(1))
-        ).fill_null(True)
         # Batches are message-aligned, so a batch's first row starts a message.
-        msgs = batch.select("received_time", "origin_time", "sequence_number").filter(key_changed)
-        running = msgs["sequence_number"].cum_max()
-        previous = running.shift(1)
-        if self._max_sequence is not None:
-            previous = previous.fill_null(self._max_sequence)
-            previous = pl.Series(np.maximum(previous.to_numpy(), self._max_sequence), dtype=pl.Int64)
-        msgs = msgs.with_columns(previous.alias("previous_sequence_number"))
-        if len(running):
-            top = int(running[-1])
-            self._max_sequence = top if self._max_sequence is None else max(self._max_sequence, top)
-        events = gap_messages(msgs, self.contiguous)
-        if not events.is_empty():
-            self._events.append(events.select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA))
+        lead_received = lead_sequence = np.zeros(0, dtype=np.int64)
+        found, base = [], 0
+        for chunk in chunks:
+            received, sequence = chunk["received_time"], chunk["sequence_number"]
+            rows, previous, top = gap_rows(
+                received,
+                sequence,
+                self.contiguous,
+                self._max_sequence or 0,
+                self._max_sequence is not None,
+                lead_received,
+                lead_sequence,
+            )
+            self._max_sequence = int(top)
+            if len(rows):
+                found.append((rows + base, previous))
+            lead_received, lead_sequence, base = received[-1:], sequence[-1:], base + len(received)
+        if found:
+            rows, previous = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+            msgs = batch.select("received_time", "origin_time", "sequence_number")[rows]
+            msgs = msgs.with_columns(pl.Series("previous_sequence_number", previous, pl.Int64))
+            self._events.append(gap_messages(msgs, self.contiguous).select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA))
 
     def _trade_order(self, batch: pl.DataFrame, offset: int) -> None:
         """Trades received before an earlier trade, and integer trade ids below an earlier one."""
@@ -618,21 +595,18 @@ class DayStatsBuilder:
             )
             self._sample(OUT_OF_ORDER_TRADE_ID, frame.select([c for c in frame.columns if c in SAMPLE_SCHEMA]))
 
-    def _precision_batch(self, batch: pl.DataFrame, offset: int) -> None:
+    def _precision_batch(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]], offset: int) -> None:
         columns = PRECISION_COLUMNS.get(self.table, {})
         if "price" in columns and self.table != "book":
             # Prices recur all day: spell only the values no earlier batch had.
-            prices = batch["price"].drop_nulls().unique()
-            new = prices.filter(~prices.is_in(self._seen_prices.implode()))
-            self._seen_prices = pl.concat([self._seen_prices, new])
-            found = max_decimals(new)
+            found = max_decimals(self._seen_prices.add(batch["price"]))
             if found is not None:
                 self._decimals = found if self._decimals is None else max(self._decimals, found)
         keep = [c for c in ("received_time", "sequence_number", "trade_id") if c in batch.columns]
         for column, grid in columns.items():
             step = self.tick_size if grid == "price" else self.lot_size
-            values = batch[column].to_numpy()
-            off_grid, loss = grid_flags(values, step)
+            per_chunk = [grid_flags(chunk[column], step) for chunk in chunks]
+            off_grid, loss = (np.concatenate([f[i] for f in per_chunk]) for i in (0, 1))
             counts = self._precision[column]
             n_off, n_loss = int(off_grid.sum()), int(loss.sum())
             counts[0] += n_off
@@ -642,44 +616,26 @@ class DayStatsBuilder:
                 if not n or (kept is not None and kept.height >= SAMPLE_ROWS):
                     continue
                 bad = np.flatnonzero(flags)[:SAMPLE_ROWS]
+                values = batch[column].gather(bad).to_numpy()
                 self._sample(
                     kind,
                     batch.select(keep)[bad].with_columns(
                         pl.Series("row", bad + offset, pl.Int64),
                         pl.lit(column).alias("column"),
-                        pl.Series("value", values[bad], pl.Float64),
-                        pl.Series("steps", values[bad] / float(step), pl.Float64),
+                        pl.Series("value", values, pl.Float64),
+                        pl.Series("steps", values / float(step), pl.Float64),
                     ),
                 )
 
     # ------------------------------------------------------------------ result
 
     def finish(self, data_bytes: int) -> DayStats:
-        hourly = (
-            pl.concat(self._hourly, how="diagonal_relaxed")
-            .group_by("hour")
-            .agg(
-                pl.col("rows").sum(),
-                pl.col("messages").sum(),
-                pl.col("skew_min_ns").min(),
-                pl.col("skew_max_ns").max(),
-                pl.col("skew_negative").sum(),
-            )
-            .sort("hour")
-            .cast(HOURLY_SCHEMA)
-            .select(list(HOURLY_SCHEMA))
-            if self._hourly
-            else _empty(HOURLY_SCHEMA)
-        )
-        histogram = (
-            pl.concat(self._histogram)
-            .group_by("hour", "bucket_ns", "width_ns")
-            .agg(pl.col("count").sum())
-            .sort("hour", "bucket_ns")
-            .cast(HISTOGRAM_SCHEMA)
-            if self._histogram
-            else _empty(HISTOGRAM_SCHEMA)
-        )
+        skews = self._skew_pass
+        hourly = skews.hourly(HOURLY_SCHEMA)
+        histogram = skews.histogram_frame(HISTOGRAM_SCHEMA)
+        self.counts["messages"] = int(skews.messages.sum())
+        self.counts["skew_negative"] = int(skews.negative.sum())
+        seen = skews.messages > 0
         outside = (
             pl.concat(self._outside)
             .group_by("minutes_outside_day")
@@ -717,8 +673,8 @@ class DayStatsBuilder:
             "last_received_time": self._last_received,
             "first_sequence": self._min_sequence,
             "last_sequence": self._max_seq_value,
-            "skew_min_ns": self._skew_min,
-            "skew_max_ns": self._skew_max,
+            "skew_min_ns": int(skews.low[seen].min()) if seen.any() else None,
+            "skew_max_ns": int(skews.high[seen].max()) if seen.any() else None,
             "price_decimals_max": self._decimals,
             "off_grid_values": int(precision["off_grid"].sum()),
             "precision_loss_events": int(precision["precision_loss"].sum()),

@@ -51,3 +51,76 @@ def max_decimals(values: pl.Series) -> int | None:
         if isinstance(exponent, int):
             most = max(most or 0, -exponent)
     return most
+
+
+class SeenValues:
+    """The distinct float values seen so far (a day's prices), as a numba hash set of their bits.
+
+    `add` returns a batch's values not seen before: a day repeats a few thousand prices over
+    millions of rows, and a probe of a table that small beats polars' `unique` (a hash table per
+    batch) and `is_in` against the earlier batches' values. Equal floats of other bits (-0.0 and
+    0.0, NaN payloads) may both come back; `max_decimals` spells them alike.
+    """
+
+    def __init__(self) -> None:
+        self._slots = np.zeros(1024, dtype=np.uint64)
+        self._used = np.zeros(1024, dtype=np.bool_)
+        self._filled = 0
+
+    def add(self, values: pl.Series) -> pl.Series:
+        new = np.empty(len(values), dtype=np.uint64)
+        found = 0
+        for chunk in values.cast(pl.Float64).get_chunks():  # each without a copy
+            bits = chunk.drop_nulls().to_numpy().view(np.uint64)
+            start = 0
+            while start < len(bits):  # the kernel stops when the table is half full, to grow it
+                start, found, self._filled = _add_new(bits, start, self._slots, self._used, self._filled, new, found)
+                if 2 * self._filled >= len(self._slots):
+                    self._slots, self._used = _grown(self._slots, self._used)
+        return pl.Series(values.name, new[:found].view(np.float64))
+
+
+_SPREAD = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _slot(value, mask):
+    return (value * _SPREAD >> np.uint64(32)) & mask
+
+
+@njit(cache=True, nogil=True)
+def _add_new(bits, start, slots, used, filled, new, found):
+    """Insert `bits[start:]` into the open-addressing table (`slots`, `used`), writing the values
+    not in it to `new[found:]`, until the table is half full; returns (next row, found, filled)."""
+    mask = np.uint64(slots.shape[0] - 1)
+    for i in range(start, bits.shape[0]):
+        if 2 * filled >= slots.shape[0]:
+            return i, found, filled
+        value = bits[i]
+        if i > 0 and value == bits[i - 1]:
+            continue  # runs of one value are common and need no probe
+        at = _slot(value, mask)
+        while used[at] and slots[at] != value:
+            at = (at + np.uint64(1)) & mask
+        if not used[at]:
+            used[at] = True
+            slots[at] = value
+            filled += 1
+            new[found] = value
+            found += 1
+    return bits.shape[0], found, filled
+
+
+@njit(cache=True, nogil=True)
+def _grown(slots, used):
+    bigger = np.zeros(2 * slots.shape[0], dtype=np.uint64)
+    taken = np.zeros(2 * slots.shape[0], dtype=np.bool_)
+    mask = np.uint64(bigger.shape[0] - 1)
+    for j in range(slots.shape[0]):
+        if used[j]:
+            at = _slot(slots[j], mask)
+            while taken[at]:
+                at = (at + np.uint64(1)) & mask
+            taken[at] = True
+            bigger[at] = slots[j]
+    return bigger, taken

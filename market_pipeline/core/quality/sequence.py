@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 JUMP = "jump"
 OUT_OF_ORDER = "out_of_order"
@@ -70,6 +71,34 @@ def gap_messages(msgs: pl.DataFrame, contiguous: bool) -> pl.DataFrame:
         .otherwise(pl.col("sequence_number") - pl.col("previous_sequence_number") - 1)
         .alias("missing_sequence_numbers"),
     )
+
+
+@njit(cache=True, nogil=True)
+def gap_rows(received, sequence, contiguous, max_before, has_max, lead_received, lead_sequence):
+    """The rows of a chunk whose message is a gap event, the highest number seen before each,
+    and the highest number after the chunk: `gap_messages` over the chunk's messages in one
+    pass (the day statistics' batches, chunk by chunk). `max_before` is the highest number of
+    the earlier chunks (`has_max` False: none yet, and the day's first message is no event).
+    The chunk's first row starts a message unless it has the lead key (the last row of the
+    chunk before it in the same batch; pass an empty `lead_received` for a batch's first chunk).
+    """
+    rows = np.empty(received.shape[0], dtype=np.int64)
+    previous = np.empty(received.shape[0], dtype=np.int64)
+    found = 0
+    running = max_before
+    for i in range(received.shape[0]):
+        if i > 0 and received[i] == received[i - 1] and sequence[i] == sequence[i - 1]:
+            continue  # not a message start
+        if i == 0 and lead_received.shape[0] and received[0] == lead_received[0] and sequence[0] == lead_sequence[0]:
+            continue
+        number = sequence[i]
+        if has_max and (number < running or (contiguous and number > running + 1)):
+            rows[found] = i
+            previous[found] = running
+            found += 1
+        running = max(running, number) if has_max else number
+        has_max = True
+    return rows[:found], previous[:found], running
 
 
 def repair_gaps(events: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
