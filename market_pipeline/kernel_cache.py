@@ -24,7 +24,10 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_BASE = Path("~/.cache/market_pipeline/numba")
-_MARK = b"numba"  # a source file that never names numba defines and calls no kernel
+# numba compiles into a kernel the jitted functions it calls, which live in files that name numba,
+# and the module globals it reads, which today all come from such files too (a kernel reading a
+# constant from a file that never names numba would escape the fingerprint).
+_MARK = b"numba"
 
 
 def kernel_fingerprint(package_dir: Path = PACKAGE_DIR) -> str:

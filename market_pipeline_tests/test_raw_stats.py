@@ -14,10 +14,26 @@ import pytest
 from conftest import NS, VendorLake, day_start_ns, vendor_frame
 from polars.testing import assert_frame_equal
 
+from market_pipeline.core.quality.skew_pass import SKEW_SIGNIFICANT_BITS
+
 DAY = dt.date(2024, 3, 1)
 T0 = day_start_ns(DAY)
 EXCHANGE, SYMBOL = "BINANCE", "BTC-USDT"
 KEY = f"{EXCHANGE}:{SYMBOL}"
+
+
+def skew_buckets(skew_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference bucket rule of the day statistics' skew histogram, in numpy (skew_pass.py
+    applies it in its kernel): (signed bucket start, width) of each skew; |skew| keeps
+    SKEW_SIGNIFICANT_BITS significant bits.
+
+    A bucket covers [start, start + width) for skew >= 0 and (-(|start| + width), -|start|] below.
+    """
+    magnitude = np.abs(skew_ns.astype(np.int64))
+    exponent = np.frexp(magnitude.astype(np.float64))[1]  # bit length (0 for 0)
+    shift = np.maximum(exponent - SKEW_SIGNIFICANT_BITS, 0).astype(np.int64)
+    lower = np.left_shift(np.right_shift(magnitude, shift), shift)
+    return np.where(skew_ns < 0, -lower, lower), np.left_shift(np.ones_like(shift), shift)
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str):
@@ -395,7 +411,7 @@ def test_skew_pass_equals_polars(seed: int):
     rows, messages, min/max/negative, the histogram and the largest skews (first row on a tie),
     with |skew| beyond float64's 53 bits, hours clipped to the day, a batch of one row and a batch
     that continues the message before it."""
-    from market_pipeline.core.quality.day_stats import HISTOGRAM_SCHEMA, HOURLY_SCHEMA, skew_buckets
+    from market_pipeline.core.quality.day_stats import HISTOGRAM_SCHEMA, HOURLY_SCHEMA
     from market_pipeline.core.quality.skew_pass import NS_PER_HOUR, TOP, SkewPass
 
     rng = np.random.default_rng(seed)

@@ -123,7 +123,8 @@ DAY = dt.date(2024, 3, 1)
 def test_skew_quantiles_equal_polars():
     """Quantiles located through a day-statistics histogram of the skews (ns) equal polars' over
     the same skews in ms, per hour and over the day, whatever the batches of the pass."""
-    from market_pipeline.core.quality.day_stats import skew_buckets
+    from test_raw_stats import skew_buckets
+
     from market_pipeline.core.quality.measures import NS_PER_HOUR, SkewQuantiles, _skew_ms, day_start_ns
 
     rng = np.random.default_rng(3)

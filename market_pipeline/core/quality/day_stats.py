@@ -10,7 +10,7 @@ day itself (docs/data-formats.md, "Day statistics").
 It also decides which exact duplicate rows the import drops (only where dropping is provably
 lossless, see `DUPLICATE_RULES`).
 
-Clock skew quantiles come from a histogram whose buckets keep `SKEW_SIGNIFICANT_BITS`
+Clock skew quantiles come from a histogram whose buckets keep `skew_pass.SKEW_SIGNIFICANT_BITS`
 significant bits of |skew| in ns: exact below 1.024 us, within 0.1 % (half a bucket) above.
 Minimum, maximum, counts and the negative share are exact.
 """
@@ -34,7 +34,7 @@ from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
 from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages, gap_rows
-from market_pipeline.core.quality.skew_pass import SKEW_SIGNIFICANT_BITS, SkewPass
+from market_pipeline.core.quality.skew_pass import SkewPass
 
 NS_PER_MS = 1_000_000
 NS_PER_MINUTE = 60_000_000_000
@@ -105,18 +105,6 @@ def day_start_ns(day: dt.date) -> int:
 
 def _empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
-
-
-def skew_buckets(skew_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(signed bucket start, width) of each skew: |skew| keeps SKEW_SIGNIFICANT_BITS significant bits.
-
-    A bucket covers [start, start + width) for skew >= 0 and (-(|start| + width), -|start|] below.
-    """
-    magnitude = np.abs(skew_ns.astype(np.int64))
-    exponent = np.frexp(magnitude.astype(np.float64))[1]  # bit length (0 for 0)
-    shift = np.maximum(exponent - SKEW_SIGNIFICANT_BITS, 0).astype(np.int64)
-    lower = np.left_shift(np.right_shift(magnitude, shift), shift)
-    return np.where(skew_ns < 0, -lower, lower), np.left_shift(np.ones_like(shift), shift)
 
 
 def _bucket_values(bucket: np.ndarray, width: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 Per hour of received_time: rows, messages (rows starting one), skew min/max/negative count and
 the skew histogram, plus the batch's largest skews. Polars took several group_bys and numpy
-several passes for the same (`day_stats.skew_buckets` is the bucket rule; this pass keeps it
-bit for bit, also where |skew| has more bits than a float64 holds).
+several passes for the same. A bucket keeps the SKEW_SIGNIFICANT_BITS leading bits of |skew|,
+the bit length taken as a float64's `frexp` gives it, also where |skew| has more bits than a
+float64 holds (`test_raw_stats.skew_buckets` is the numpy reference the tests hold it to).
 
 The histogram is dense and lives all day: hour x sign x shift x (|skew| >> shift), where shift is
 the bucket's log2 width; it always fits, as |skew| >> shift keeps at most SKEW_SIGNIFICANT_BITS
@@ -18,7 +19,7 @@ import numpy as np
 import polars as pl
 from numba import njit
 
-SKEW_SIGNIFICANT_BITS = 10  # of |skew| a histogram bucket keeps (day_stats re-exports it)
+SKEW_SIGNIFICANT_BITS = 10  # of |skew| a histogram bucket keeps
 HOURS = 24
 SHIFTS = 64 - SKEW_SIGNIFICANT_BITS + 1  # |skew| < 2^64
 MANTISSAS = 1 << SKEW_SIGNIFICANT_BITS
@@ -72,7 +73,7 @@ def _skew_pass(
         magnitude = abs(skew)
         if skew < 0:
             negative[hour] += 1
-        # day_stats.skew_buckets: the bit length as frexp of the float64 gives it.
+        # The bucket rule: the bit length as frexp of the float64 gives it.
         shift = max(math.frexp(float(magnitude))[1] - SKEW_SIGNIFICANT_BITS, 0)
         histogram[hour, 1 if skew < 0 else 0, shift, magnitude >> shift] += 1
         if kept < top.shape[0] or magnitude > top_abs[kept - 1]:

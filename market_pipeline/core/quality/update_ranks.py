@@ -38,7 +38,8 @@ def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_as
     from the previous row's (a binary search when time goes back). The rank is counted over every
     level of both sides and the row's side picked after, without a branch (an absent level never
     counts): vector compares, where a loop that stopped at the first level not better, on the
-    row's side, mispredicted its exit and the side about once a row (2.5x slower).
+    row's side, mispredicted its exit and the side about once a row (1.9x slower on an hour of
+    the bench day).
     """
     levels = snap_bid.shape[1]
     k = -1
