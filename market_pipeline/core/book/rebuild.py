@@ -11,7 +11,6 @@ holds at most one batch ahead, so memory stays bounded.
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import json
 import resource
@@ -23,7 +22,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
 
 import numba as nb
 import numpy as np
@@ -40,6 +38,7 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
 from market_pipeline.core.quality.book_shape import SHAPE_SCHEMA, shape_rows, write_shape
+from market_pipeline.core.read_ahead import prefetched
 from market_pipeline.core.telemetry import progress
 from market_pipeline.core.telemetry.memory import peak_rss_bytes
 
@@ -76,9 +75,6 @@ def books_writer_options(schema: pa.Schema) -> dict[str, object]:
         "write_statistics": OUTPUT_STATISTICS,
         "store_decimal_as_integer": True,
     }
-
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -351,21 +347,6 @@ class _BackgroundWriter:
             self.pending = None
 
 
-def _prefetched(items: Iterator[T], pool: ThreadPoolExecutor) -> Iterator[T]:
-    """`items`, each produced on `pool`'s thread while the caller works on the previous one.
-
-    The thread runs in a copy of the caller's context, so what `items` reports (progress) is the
-    caller's task."""
-    context = contextvars.copy_context()
-    pending = pool.submit(context.run, next, items, None)
-    while True:
-        item = pending.result()
-        if item is None:
-            return
-        pending = pool.submit(context.run, next, items, None)
-        yield item
-
-
 @nb.njit(cache=True, nogil=True)
 def _replay_tail(snaps, book, state, counters, hourly, rows, agreement, work, depth, snaps_final):
     """After the day's last message: the remaining vendor snapshots and the interval samples
@@ -471,10 +452,10 @@ def rebuild_day(
             name: stack.enter_context(ThreadPoolExecutor(1, f"book-{name}"))
             for name in ("deltas", "snapshots", "write")
         }
-        delta_batches = _prefetched(
+        delta_batches = prefetched(
             _delta_batches(deltas_file, grid, delta_precision, timings, delta_columns), pool["deltas"]
         )
-        snap_batches = _prefetched(
+        snap_batches = prefetched(
             _snapshot_batches(book_file, grid, snap_precision, snap_depth, timings), pool["snapshots"]
         )
         tmp = stack.enter_context(atomic_path(output_path))
