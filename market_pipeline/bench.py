@@ -66,6 +66,7 @@ BENCH_INSTRUMENT = "BINANCE:BTC-USDT"
 PARALLEL_INSTRUMENTS = ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]
 PARALLEL_STEPS = ("raw_book_deltas", "raw_book_snapshots", "reconstructed_books")
 DEFAULT_PARALLEL_SCALE = 0.25
+RANGE_DAYS = 3  # the memory goal holds for a range of days too (issue 11, item 1)
 RSS_SAMPLE_SECONDS = 0.2
 DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
 BENCH_DAY = dt.date(2024, 3, 1)
@@ -428,15 +429,20 @@ def graph_env(settings: PipelineSettings, home: Path, workers: int | None) -> di
 
 
 def run_graph(
-    settings: PipelineSettings, day: dt.date, select: list[str] | None = None, workers: int | None = None
+    settings: PipelineSettings,
+    day: dt.date,
+    select: list[str] | None = None,
+    workers: int | None = None,
+    end: dt.date | None = None,
 ) -> GraphRun:
-    """`market-pipeline run` for `day` in a subprocess with a DAGSTER_HOME of its own, sampled."""
+    """`market-pipeline run` for `day` (to `end`) in a subprocess with a DAGSTER_HOME of its own, sampled."""
     home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
     if DAGSTER_YAML.is_file():
         shutil.copy(DAGSTER_YAML, home / "dagster.yaml")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = settings.data_dir / "bench-graph.log"
-    argv = [sys.executable, "-m", "market_pipeline.cli.main", "run", "--start-date", str(day), "--end-date", str(day)]
+    argv = [sys.executable, "-m", "market_pipeline.cli.main", "run"]
+    argv += ["--start-date", str(day), "--end-date", str(end or day)]
     if select:
         argv += ["--select", *select]
     try:
@@ -521,12 +527,43 @@ def parallel_speedup(data_dir: Path, scale: float, day: dt.date, say: Callable[[
     }
 
 
+def range_memory(data_dir: Path, scale: float, day: dt.date, say: Callable[[str], None]) -> dict[str, GraphRun]:
+    """The whole graph's peak memory on two instruments for `day`, and on one instrument for
+    RANGE_DAYS days from `day` (default workers), in `data_dir`/ranges, which shares the bench
+    day's generated sources."""
+    from market_pipeline.vendors.synthetic.source import SyntheticSource
+
+    ranges = data_dir / "ranges"
+    ranges.mkdir(parents=True, exist_ok=True)
+    if not (ranges / "sources").exists():
+        (ranges / "sources").symlink_to((data_dir / "sources").resolve())
+    cases = {
+        "two_instruments": (PARALLEL_INSTRUMENTS, day),
+        "three_days": ([BENCH_INSTRUMENT], day + dt.timedelta(days=RANGE_DAYS - 1)),
+    }
+    runs = {}
+    for name, (instruments, end) in cases.items():
+        settings = bench_settings(ranges, scale, instruments)
+        source = SyntheticSource(settings.synthetic, settings.data_dir / "sources" / "synthetic")
+        for instrument in settings.universe:  # generated outside the measurement (cached)
+            for offset in range((end - day).days + 1):
+                source.ensure_day(instrument, day + dt.timedelta(days=offset))
+        runs[name] = graph = run_graph(settings, day, end=end)
+        if graph.exit_code != 0:
+            say(f"the {name.replace('_', ' ')} run exited {graph.exit_code}; see {graph.log}")
+    return runs
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
 def run(
-    bench: BenchDay, peer_rows: int, parallel_scale: float | None = None, say: Callable[[str], None] = print
+    bench: BenchDay,
+    peer_rows: int,
+    parallel_scale: float | None = None,
+    say: Callable[[str], None] = print,
+    ranges: bool = False,
 ) -> dict:
     """Every measurement on one prepared day; `say` gets the human-readable lines."""
     grid = bench.instrument
@@ -552,6 +589,7 @@ def run(
         parallel_scale if parallel_scale is not None else min(bench.settings.synthetic.scale, DEFAULT_PARALLEL_SCALE)
     )
     parallel = parallel_speedup(bench.settings.data_dir / "parallel", p_scale, bench.day, say)
+    wider = range_memory(bench.settings.data_dir, bench.settings.synthetic.scale, bench.day, say) if ranges else {}
 
     goals = {
         "core_deltas_per_s": core_rate >= GOAL_CORE_DELTAS_PER_S,
@@ -560,6 +598,10 @@ def run(
         "graph_over_read": graph.exit_code == 0 and graph_over_read <= GOAL_GRAPH_OVER_READ,
         "parallel_speedup": parallel["speedup"] >= GOAL_PARALLEL_SPEEDUP,
         "graph_peak_rss_mb": graph.peak_rss_mb <= GOAL_PEAK_RSS_MB,
+        **{
+            f"graph_peak_rss_mb_{name}": wide.exit_code == 0 and wide.peak_rss_mb <= GOAL_PEAK_RSS_MB
+            for name, wide in wider.items()
+        },
     }
     say(
         f"day: {bench.instrument.key} {bench.day}, profile realistic, scale {bench.settings.synthetic.scale}: "
@@ -619,6 +661,14 @@ def run(
         f"with 1 worker (an instrument-day's reader and writer threads), "
         f"{100 * parallel['parallel_core_use']:.0f}% with 2"
     )
+    for name, wide in wider.items():
+        say(
+            f"whole graph on {name.replace('_', ' ')} (default workers): {wide.seconds:.2f} s (exit {wide.exit_code}), "
+            f"peak PSS {wide.peak_rss_mb:.0f} MB -- goal <= {GOAL_PEAK_RSS_MB:.0f} MB: "
+            f"{_verdict(goals[f'graph_peak_rss_mb_{name}'])}"
+        )
+    if not wider:
+        say("whole graph on two instruments and on three days: not measured (--ranges measures them)")
     load = os.getloadavg()[0]
     say(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end")
     return {
@@ -639,6 +689,8 @@ def run(
         "graph_peak_rss_mb": round(graph.peak_rss_mb, 1),
         "graph_stage_seconds": {step: f["seconds"] for step, f in graph.steps.items()},
         "graph_stage_peak_rss_mb": {step: f["peak_rss_mb"] for step, f in graph.steps.items()},
+        **{f"graph_peak_rss_mb_{name}": round(wide.peak_rss_mb, 1) for name, wide in wider.items()},
+        **{f"graph_seconds_{name}": round(wide.seconds, 3) for name, wide in wider.items()},
         "parallel_speedup": round(parallel["speedup"], 3),
         "parallel_scale": p_scale,
         "parallel_instruments": len(PARALLEL_INSTRUMENTS),
@@ -690,13 +742,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"scale of the two-instrument parallel figure (default: --scale, at most {DEFAULT_PARALLEL_SCALE})",
     )
+    parser.add_argument(
+        "--ranges",
+        action="store_true",
+        help=f"also run the whole graph on two instruments and on {RANGE_DAYS} days (peak memory; ~3 min more)",
+    )
     args = parser.parse_args(argv)
     _quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)
     started = time.perf_counter()
     bench = prepare_day(settings)
     print(f"day ready in {time.perf_counter() - started:.1f} s (cached under {settings.data_dir})", flush=True)
-    report = run(bench, args.peer_rows, args.parallel_scale, say=lambda line: print(line, flush=True))
+    report = run(
+        bench, args.peer_rows, args.parallel_scale, say=lambda line: print(line, flush=True), ranges=args.ranges
+    )
     print(json.dumps(report, separators=(",", ":")))
     return 0
 

@@ -193,8 +193,8 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     instrument_specs: dict[str, InstrumentSpec] = Field(default_factory=dict)
     default_instrument: InstrumentSpec = InstrumentSpec(tick_size=Decimal("0.01"), lot_size=Decimal("0.00001"))
     partition_tolerance_minutes: int = Field(60, ge=0)
-    # Processes per step for the per-instrument-day loops (raw import, book rebuild); None: os.cpu_count(),
-    # 1: serial in the step's own process.
+    # Processes per step for the per-instrument-day loops (raw import, book rebuild); None: one per two
+    # usable cores (parallel.worker_count), 1: serial in the step's own process.
     workers: int | None = Field(None, ge=1)
     # Days per run of a backfill (UI, sensors): None: the whole range in one run (BackfillPolicy.single_run()),
     # N: runs of at most N days (BackfillPolicy.multi_run(N)), which Dagster can run side by side.

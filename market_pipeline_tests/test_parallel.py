@@ -172,6 +172,50 @@ def test_worker_count(monkeypatch: pytest.MonkeyPatch):
     assert worker_count(load_settings(workers=1), 10) == 1
     assert worker_count(load_settings(workers=4), 3) == 3
     monkeypatch.delenv("PIPELINE_WORKERS")  # the test environment's one worker
-    assert worker_count(load_settings(), 100) == (os.cpu_count() or 1)
+    # By default one worker per two usable cores: an instrument-day keeps about 1.5 busy.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert worker_count(load_settings(), 100) == 4
+    assert worker_count(load_settings(), 3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert worker_count(load_settings(), 100) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert worker_count(load_settings(), 100) == 1
     monkeypatch.setenv("PIPELINE_WORKERS", "2")
     assert load_settings().workers == 2
+
+
+def _day_task(source, settings, day: int) -> int:
+    if day < 0:
+        raise ValueError(f"day {day} is bad")
+    return day * 10
+
+
+def test_memory_is_released_after_every_instrument_day(monkeypatch: pytest.MonkeyPatch):
+    """Each task in the step's own process hands its freed memory back (also when it fails), so
+    a range's peak does not grow with its days."""
+    from market_pipeline.defs.common import parallel
+    from market_pipeline.settings import load_settings
+
+    released = []
+    monkeypatch.setattr(parallel, "release_free_memory", lambda: released.append(True))
+    settings = load_settings(workers=1)
+    outcomes = parallel.run_tasks(settings, _day_task, [(1,), (2,), (3,)], source=object())
+    assert [o.value for o in outcomes] == [10, 20, 30] and len(released) == 3
+    with pytest.raises(ValueError, match="day -1 is bad"):
+        parallel.run_tasks(settings, _day_task, [(-1,)], source=object())
+    assert len(released) == 4
+
+
+def test_release_free_memory_returns_arrow_and_heap_memory():
+    import sys
+
+    import pyarrow as pa
+
+    from market_pipeline.core.telemetry.memory import _malloc_trim, release_free_memory
+
+    buffer = pa.allocate_buffer(64 * 2**20)
+    del buffer
+    release_free_memory()
+    assert pa.total_allocated_bytes() == 0
+    if sys.platform.startswith("linux"):
+        assert _malloc_trim() is not None  # glibc: the C heap is trimmed too

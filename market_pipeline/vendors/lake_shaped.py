@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 from market_pipeline.core.book.rebuild import Grid, RebuildResult, rebuild_day
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
-from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     book_agreement_dir,
@@ -109,9 +107,8 @@ def rebuild_lake_books(job: BookDay, semantics: SequenceSemantics) -> LakeBookRe
         depth=job.depth,
         interval_ms=job.interval_ms,
         shape_path=books_shape_path(lake, ex, sym, day),
+        agreement_path=book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE,
     )
-    with atomic_path(book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE) as tmp:
-        parquet_io.write_table(result.agreement, tmp)
     _record_telemetry(instrument.key, result)
     return LakeBookResult(result)
 

@@ -102,7 +102,6 @@ class RebuildResult:
     seconds: float
     peak_rss_bytes: int
     batches: int
-    agreement: pa.Table  # one row per vendor snapshot: how the rebuilt book compared before repair
     checkpoint: Path
     output: Path
     # `seconds` and `cpu_seconds` per stage, `process_cpu_seconds` in all
@@ -395,9 +394,12 @@ def rebuild_day(
     depth: int = BOOK_LEVELS,
     interval_ms: int = 100,
     shape_path: Path | None = None,
+    agreement_path: Path | None = None,
 ) -> RebuildResult:
-    """Rebuild `day` from its raw deltas and vendor snapshots; write books and a checkpoint, and
-    at `shape_path` the books' shape rows (`book_shape.write_shape`).
+    """Rebuild `day` from its raw deltas and vendor snapshots; write books and a checkpoint, at
+    `shape_path` the books' shape rows (`book_shape.write_shape`), and at `agreement_path` one
+    row per vendor snapshot: how the rebuilt book compared with it before the repair (streamed
+    as the snapshots are checked, so it is never held whole).
 
     With an interval, sample rows run from the first grid time after midnight to midnight at
     the end of the day, also after the day's last message.
@@ -438,7 +440,6 @@ def rebuild_day(
     delta_columns = DELTA_COLUMNS + [c for c in (SNAPSHOT_FLAG_COLUMN,) if c in deltas_file.schema_arrow.names]
     # One per reader thread (no shared state); delta examples come first in the report.
     delta_precision, snap_precision = PrecisionCounter(), PrecisionCounter()
-    agreement_parts: list[pa.Table] = []
 
     d = _empty_deltas()
     s = _empty_snapshots(snap_depth)
@@ -462,6 +463,10 @@ def rebuild_day(
         writer = stack.enter_context(parquet_io.parquet_writer(tmp, out.schema, **books_writer_options(out.schema)))
         background = _BackgroundWriter(writer, pool["write"], timings)
         stack.callback(background.wait)  # runs before the writer closes, also on error
+        agreement_writer = None
+        if agreement_path is not None:
+            agreement_tmp = stack.enter_context(atomic_path(agreement_path))
+            agreement_writer = stack.enter_context(parquet_io.parquet_writer(agreement_tmp, _agreement_schema()))
         while True:
             fetched = False
             if need_deltas and not deltas_done:
@@ -521,7 +526,8 @@ def rebuild_day(
                 background.wait()  # the kernel is about to reuse the buffers of the batch in flight
                 background.write(out.detach(n_out))
             if k:
-                agreement_parts.append(_agreement(s, diag, k))
+                if agreement_writer is not None:
+                    agreement_writer.write_table(_agreement(s, diag, k))
             d = _tail(d, i)
             s = _tail(s, k)
             if finished:
@@ -549,7 +555,6 @@ def rebuild_day(
         seconds=time.perf_counter() - started,
         peak_rss_bytes=peak_rss_bytes(),
         batches=batches,
-        agreement=pa.concat_tables(agreement_parts) if agreement_parts else _agreement_schema().empty_table(),
         checkpoint=checkpoint_out,
         output=output_path,
         extra={**timings.report(), "process_cpu_seconds": round(_process_cpu() - cpu_started, 4)},
@@ -728,10 +733,10 @@ def _agreement_schema() -> pa.Schema:
 
 
 def _agreement(s: dict[str, np.ndarray], diag: lr.Agreement, k: int) -> pa.Table:
-    # Copies: the table outlives this round, and must not pin whole batches.
-    match, mid_dev, mismatched, first, synced_before, level_mask = (x[:k].copy() for x in diag)
+    """The first `k` snapshots' agreement rows, over the arrays (written at once)."""
+    match, mid_dev, mismatched, first, synced_before, level_mask = (x[:k] for x in diag)
     return pa.table(
-        [s["recv"][:k].copy(), s["seq"][:k].copy(), match, mid_dev, mismatched, first, synced_before, level_mask],
+        [s["recv"][:k], s["seq"][:k], match, mid_dev, mismatched, first, synced_before, level_mask],
         schema=_agreement_schema(),
     )
 
