@@ -93,3 +93,33 @@ def test_core_counts_every_delta_of_whole_messages(bench_run):
     head = bench.core(day.deltas, 0.01, 0.00001, rows=12_345)
     assert whole.deltas == pq.ParquetFile(day.deltas).metadata.num_rows
     assert head.deltas == 12_345 and 0 < head.messages < whole.messages
+
+
+def test_ranges_run_the_graph_on_two_instruments_and_three_days(tmp_path, monkeypatch):
+    """`--ranges`: which runs it asks for, over the bench day's own generated sources."""
+    import datetime as dt
+
+    from market_pipeline.vendors.synthetic.source import SyntheticSource
+
+    (tmp_path / "sources").mkdir()
+    generated, runs = [], []
+    monkeypatch.setattr(
+        SyntheticSource, "ensure_day", lambda self, instrument, day: generated.append((instrument.key, day))
+    )
+
+    def fake_run_graph(settings, day, select=None, workers=None, end=None):
+        runs.append(([i.key for i in settings.universe], day, end, workers, settings.data_dir))
+        return bench.GraphRun(0, 1.0, 0.5, 1.0, 512.0, {}, tmp_path / "log")
+
+    monkeypatch.setattr(bench, "run_graph", fake_run_graph)
+    day = dt.date(2024, 3, 1)
+    result = bench.range_memory(tmp_path, 0.5, day, print)
+    ranges = tmp_path / "ranges"
+    assert (ranges / "sources").resolve() == (tmp_path / "sources").resolve()
+    assert runs == [
+        (bench.PARALLEL_INSTRUMENTS, day, day, None, ranges),
+        ([bench.BENCH_INSTRUMENT], day, day + dt.timedelta(days=2), None, ranges),
+    ]
+    three_days = [(bench.BENCH_INSTRUMENT, day + dt.timedelta(days=k)) for k in range(3)]
+    assert generated == [(key, day) for key in bench.PARALLEL_INSTRUMENTS] + three_days
+    assert set(result) == {"two_instruments", "three_days"} and result["three_days"].peak_rss_mb == 512.0
