@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market_pipeline.core.book import delta_replay as lr
+from market_pipeline.core.book import rebuild
 from market_pipeline.core.book.fixed_point import decimal_array, grid_steps, to_steps
 from market_pipeline.core.book.ladder import new_book, top_levels
 from market_pipeline.core.book.rebuild import Grid, rebuild_day
@@ -233,9 +234,19 @@ def test_rebuild_equals_synthetic_ground_truth_and_repairs_gaps(synthetic_day):
         Grid(instrument.tick_size, instrument.lot_size),
         day,
         contiguous=True,
+        agreement_path=root / "agreement.parquet",
     )
     c = result.counters
     assert c["sequence_gaps"] == 3 and c["missing_sequence_numbers"] >= 3
+    # One agreement row per vendor snapshot, in snapshot order, gathered into full row groups
+    # (not one per kernel round); the mismatches are the divergences and the post-gap fills.
+    agreement = pq.ParquetFile(root / "agreement.parquet")
+    assert agreement.metadata.num_rows == c["vendor_snapshots"]
+    groups = [agreement.metadata.row_group(g).num_rows for g in range(agreement.metadata.num_row_groups)]
+    assert len(groups) > 1 and min(groups[:-1]) >= rebuild.AGREEMENT_ROW_GROUP_ROWS, groups
+    rows = agreement.read().to_pydict()
+    assert rows["received_time"] == sorted(rows["received_time"])
+    assert rows["matched"].count(False) == c["vendor_snapshots"] - c["vendor_snapshots_matched"] > 0
     # Every detected gap is repaired: the sequence gaps, and stale deeper levels a dropped message
     # left behind that surface in the top 20 later (divergences from the vendor snapshot).
     assert c["fills"] == c["sequence_gaps"] + c["divergences"], c

@@ -46,6 +46,7 @@ from market_pipeline.core.telemetry.memory import peak_rss_bytes
 DELTA_BATCH_ROWS = 500_000
 SNAPSHOT_BATCH_ROWS = 25_000
 OUTPUT_BATCH_ROWS = 50_000
+AGREEMENT_ROW_GROUP_ROWS = 131_072  # ~6 MB held; a realistic day's 864,000 snapshots in 7 row groups
 MAX_REPORTED_PRECISION_EVENTS = 100
 TRIGGERS = ("snapshot", "interval", "message")
 # Raw files are opened with pre_buffer=False: with pre-buffering, Arrow keeps every column chunk
@@ -463,10 +464,13 @@ def rebuild_day(
         writer = stack.enter_context(parquet_io.parquet_writer(tmp, out.schema, **books_writer_options(out.schema)))
         background = _BackgroundWriter(writer, pool["write"], timings)
         stack.callback(background.wait)  # runs before the writer closes, also on error
-        agreement_writer = None
+        agreement = None
         if agreement_path is not None:
             agreement_tmp = stack.enter_context(atomic_path(agreement_path))
-            agreement_writer = stack.enter_context(parquet_io.parquet_writer(agreement_tmp, _agreement_schema()))
+            agreement = _AgreementWriter(
+                stack.enter_context(parquet_io.parquet_writer(agreement_tmp, _agreement_schema()))
+            )
+            stack.callback(agreement.flush)  # runs before the writer closes
         while True:
             fetched = False
             if need_deltas and not deltas_done:
@@ -526,8 +530,8 @@ def rebuild_day(
                 background.wait()  # the kernel is about to reuse the buffers of the batch in flight
                 background.write(out.detach(n_out))
             if k:
-                if agreement_writer is not None:
-                    agreement_writer.write_table(_agreement(s, diag, k))
+                if agreement is not None:
+                    agreement.add(_agreement(s, diag, k))
             d = _tail(d, i)
             s = _tail(s, k)
             if finished:
@@ -733,12 +737,33 @@ def _agreement_schema() -> pa.Schema:
 
 
 def _agreement(s: dict[str, np.ndarray], diag: lr.Agreement, k: int) -> pa.Table:
-    """The first `k` snapshots' agreement rows, over the arrays (written at once)."""
-    match, mid_dev, mismatched, first, synced_before, level_mask = (x[:k] for x in diag)
+    # Copies: the table outlives this round, and must not pin whole batches.
+    match, mid_dev, mismatched, first, synced_before, level_mask = (x[:k].copy() for x in diag)
     return pa.table(
-        [s["recv"][:k], s["seq"][:k], match, mid_dev, mismatched, first, synced_before, level_mask],
+        [s["recv"][:k].copy(), s["seq"][:k].copy(), match, mid_dev, mismatched, first, synced_before, level_mask],
         schema=_agreement_schema(),
     )
+
+
+class _AgreementWriter:
+    """The agreement rows, written as the snapshots are checked in row groups of
+    AGREEMENT_ROW_GROUP_ROWS (a kernel round checks anywhere from one snapshot to thousands)."""
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer = writer
+        self.parts: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, part: pa.Table) -> None:
+        self.parts.append(part)
+        self.rows += part.num_rows
+        if self.rows >= AGREEMENT_ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            self.writer.write_table(pa.concat_tables(self.parts))
+        self.parts, self.rows = [], 0
 
 
 def _first_sequence(deltas_file: pq.ParquetFile) -> int | None:
