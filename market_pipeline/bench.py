@@ -1,6 +1,6 @@
 """`make bench`: how fast the whole graph and the book rebuild are on one realistic synthetic day.
 
-Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N] [--parallel-scale P]`. It
+Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N] [--parallel-scale P] [--ranges]`. It
 builds (once, cached by the synthetic source's fingerprint) a `profile=realistic` day of one
 instrument, imports it into the raw lake (again only when the generated day changed), then
 measures in one run:
@@ -26,7 +26,10 @@ measures in one run:
   seconds of the process tree over wall seconds times cores). `market-pipeline run` runs its
   steps one after another, but each instrument-day already keeps more than one core busy (the
   import encodes on a writer thread, the rebuild reads, replays and writes on four), so on two
-  cores a second worker has little left to use.
+  cores a second worker has little left to use;
+- ranges (`--ranges` only, about 3 minutes more): the whole graph on two instruments for the day
+  and on one instrument for three days, with the default workers, sampled as the graph above:
+  peak memory must not grow with instruments or days.
 
 Human-readable figures go first; the last line is one JSON object.
 """
