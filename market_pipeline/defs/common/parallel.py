@@ -47,7 +47,8 @@ CORES_PER_INSTRUMENT_DAY = 2
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which container limits set), else all."""
+    """The cores this process may run on: its CPU affinity (which a container's cpuset narrows; a
+    CPU quota such as `docker --cpus` does not, so set PIPELINE_WORKERS there), else all."""
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # no sched_getaffinity on this platform
