@@ -505,14 +505,22 @@ def _step_timings(home: Path, sampler: TreeSampler) -> tuple[float, dict[str, di
     return max(0.0, run_end - run_start), steps
 
 
-def parallel_speedup(data_dir: Path, scale: float, day: dt.date, say: Callable[[str], None]) -> dict:
-    """The raw and book steps of two instruments with PIPELINE_WORKERS=2 against 1 (run wall time)."""
+def generate_days(settings: PipelineSettings, first: dt.date, last: dt.date) -> None:
+    """The synthetic days first..last of `settings`' instruments, generated before anything is
+    measured (cached: only missing or changed days are generated)."""
     from market_pipeline.vendors.synthetic.source import SyntheticSource
 
-    settings = bench_settings(data_dir, scale, PARALLEL_INSTRUMENTS)
     source = SyntheticSource(settings.synthetic, settings.data_dir / "sources" / "synthetic")
-    for instrument in settings.universe:  # generated outside the timing (cached)
-        source.ensure_day(instrument, day)
+    for instrument in settings.universe:
+        for offset in range((last - first).days + 1):
+            source.ensure_day(instrument, first + dt.timedelta(days=offset))
+
+
+def parallel_speedup(data_dir: Path, scale: float, day: dt.date, say: Callable[[str], None]) -> dict:
+    """The raw and book steps of two instruments with PIPELINE_WORKERS=2 against 1 (run wall time)."""
+
+    settings = bench_settings(data_dir, scale, PARALLEL_INSTRUMENTS)
+    generate_days(settings, day, day)
     runs = {}
     for workers in (1, 2):
         runs[workers] = graph = run_graph(settings, day, list(PARALLEL_STEPS), workers)
@@ -534,8 +542,6 @@ def range_memory(data_dir: Path, scale: float, day: dt.date, say: Callable[[str]
     """The whole graph's peak memory on two instruments for `day`, and on one instrument for
     RANGE_DAYS days from `day` (default workers), in `data_dir`/ranges, which shares the bench
     day's generated sources."""
-    from market_pipeline.vendors.synthetic.source import SyntheticSource
-
     ranges = data_dir / "ranges"
     ranges.mkdir(parents=True, exist_ok=True)
     if not (ranges / "sources").exists():
@@ -547,10 +553,7 @@ def range_memory(data_dir: Path, scale: float, day: dt.date, say: Callable[[str]
     runs = {}
     for name, (instruments, end) in cases.items():
         settings = bench_settings(ranges, scale, instruments)
-        source = SyntheticSource(settings.synthetic, settings.data_dir / "sources" / "synthetic")
-        for instrument in settings.universe:  # generated outside the measurement (cached)
-            for offset in range((end - day).days + 1):
-                source.ensure_day(instrument, day + dt.timedelta(days=offset))
+        generate_days(settings, day, end)
         runs[name] = graph = run_graph(settings, day, end=end)
         if graph.exit_code != 0:
             say(f"the {name.replace('_', ' ')} run exited {graph.exit_code}; see {graph.log}")

@@ -529,9 +529,8 @@ def rebuild_day(
             if n_out:
                 background.wait()  # the kernel is about to reuse the buffers of the batch in flight
                 background.write(out.detach(n_out))
-            if k:
-                if agreement is not None:
-                    agreement.add(_agreement(s, diag, k))
+            if k and agreement is not None:
+                agreement.add(_agreement(s, diag, k))
             d = _tail(d, i)
             s = _tail(s, k)
             if finished:

@@ -38,6 +38,7 @@ from market_pipeline.core.book.fixed_point import grid_steps, unscaled_int64
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.quality import update_ranks
 from market_pipeline.core.quality.book_shape import DEPTH_BPS, SHAPE_SCHEMA, read_shape, shape_rows
+from market_pipeline.core.telemetry.memory import release_free_memory
 
 # Level rank from the touch: 0 = at or inside the touch, r = r better levels on that side.
 # Ranks at or beyond the levels carried (20 by default) are counted as "deeper".
@@ -133,8 +134,8 @@ def _snapshot_shape(books: Path, tick: Decimal, lot: Decimal, day: dt.date) -> p
                     sides += [np.stack([values for values, _ in steps]), np.stack([valid for _, valid in steps])]
             recv = table["received_time"].to_numpy()
             parts.append(shape_rows(np.arange(table.num_rows), recv, tuple(sides), day_start))
-    # mimalloc keeps the decoded row groups' pages for reuse (~100 MB): hand them back.
-    pa.default_memory_pool().release_unused()
+    # The allocators keep the decoded row groups' pages for reuse (~100 MB): hand them back.
+    release_free_memory()
     return pa.concat_tables(parts) if parts else SHAPE_SCHEMA.empty_table()
 
 

@@ -9,7 +9,6 @@ later stage with the biggest earlier one. Linux resets the mark when "5" is writ
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import resource
 import sys
@@ -48,9 +47,11 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The symbols already loaded into this process, the C library's among them (no library
+    search: `ctypes.util.find_library` runs `ldconfig`, and this runs when the package is imported)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c"))
-    except OSError:
+        return ctypes.CDLL(None)
+    except (OSError, TypeError):  # TypeError: Windows has no handle for the process itself
         return None
 
 
