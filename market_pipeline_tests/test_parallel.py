@@ -166,6 +166,7 @@ def test_two_workers_write_what_one_writes(instance, tmp_path: Path, monkeypatch
 def test_worker_count(monkeypatch: pytest.MonkeyPatch):
     import os
 
+    from market_pipeline.core import cpu_limit
     from market_pipeline.defs.common.parallel import worker_count
     from market_pipeline.settings import load_settings
 
@@ -173,9 +174,14 @@ def test_worker_count(monkeypatch: pytest.MonkeyPatch):
     assert worker_count(load_settings(workers=4), 3) == 3
     monkeypatch.delenv("PIPELINE_WORKERS")  # the test environment's one worker
     # By default one worker per two usable cores: an instrument-day keeps about 1.5 busy.
+    monkeypatch.setattr(cpu_limit, "cgroup_cpu_quota", lambda root: None)  # whatever this host's cgroups say
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     assert worker_count(load_settings(), 100) == 4
     assert worker_count(load_settings(), 3) == 3
+    # A container's CPU quota (`docker run --cpus 3`) narrows them; the affinity still shows 8.
+    monkeypatch.setattr(cpu_limit, "cgroup_cpu_quota", lambda root: 3.0)
+    assert worker_count(load_settings(), 100) == 1
+    monkeypatch.setattr(cpu_limit, "cgroup_cpu_quota", lambda root: None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert worker_count(load_settings(), 100) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})

@@ -29,6 +29,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from market_pipeline.core.cpu_limit import usable_cores
 from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.core.telemetry.memory import release_free_memory
 from market_pipeline.defs.common.resources import hand_over_keys
@@ -46,18 +47,10 @@ _PRELOADED_PACKAGES = ("market_pipeline.core.", "market_pipeline.vendors.", "mar
 CORES_PER_INSTRUMENT_DAY = 2
 
 
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity (which a container's cpuset narrows; a
-    CPU quota such as `docker --cpus` does not, so set PIPELINE_WORKERS there), else all."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # no sched_getaffinity on this platform
-        return os.cpu_count() or 1
-
-
 def worker_count(settings: PipelineSettings, tasks: int) -> int:
     """Processes for `tasks` instrument-days, at most one per task: `settings.workers`, by default
-    one per `CORES_PER_INSTRUMENT_DAY` usable cores."""
+    one per `CORES_PER_INSTRUMENT_DAY` usable cores (the CPU affinity, narrowed by a container's
+    CPU quota)."""
     wanted = settings.workers if settings.workers is not None else usable_cores() // CORES_PER_INSTRUMENT_DAY
     return max(1, min(wanted, tasks))
 
