@@ -128,6 +128,18 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def progress_tasks() -> Iterator[list[tuple[str, bool]]]:
+    """(label, finished) of every progress task published while the test runs, as the CLI would
+    see them; kernels compiling (transient tasks of a cold numba cache) left out."""
+    from market_pipeline.core.telemetry import progress
+
+    seen: list[tuple[str, bool]] = []
+    previous = progress.set_sink(lambda u: None if u.transient else seen.append((u.label, u.finished)))
+    yield seen
+    progress.set_sink(previous)
+
+
 def sha256_tree(root: Path) -> dict[str, str]:
     """sha256 of every file under root, keyed by relative path."""
     return {

@@ -75,7 +75,7 @@ def _instrument(settings, key):
 # --- the source ------------------------------------------------------------------------------
 
 
-def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monkeypatch):
+def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monkeypatch, progress_tasks):
     from market_pipeline.vendors.base import DayNotCovered
     from market_pipeline.vendors.binance import source as capture_source
     from market_pipeline.vendors.registry import build_source
@@ -91,6 +91,8 @@ def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monk
 
     source = build_source(settings)
     assert source.available_days("book_delta_v2", spot) == [DAY1, DAY2]
+    reading = f"reading the Binance captures in {capture_env}"
+    assert progress_tasks == [(reading, False), (reading, True)]  # the CLI says what the step waits for
     assert source.available_days("book_delta_v2", usdm) == []
     deltas = pl.read_parquet(source.fetch("book_delta_v2", spot, DAY2))
     assert deltas.get_column("first_update_id").to_list() == [105, 108, 110, 112]

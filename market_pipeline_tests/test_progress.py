@@ -54,6 +54,43 @@ def _counting_task(source, settings, label: str, rows: int) -> int:
     return rows
 
 
+def test_a_kernel_compiling_is_a_task_of_its_own(updates):
+    """On the first run after an install numba compiles each kernel before its stage's rows move:
+    the watcher says so, once per kernel (not for the jitted functions it calls), and not for a
+    kernel already compiled."""
+    import numba
+
+    @numba.njit(cache=False)
+    def _inner(x):
+        return x + 1
+
+    @numba.njit(cache=False)
+    def _outer(x):
+        return _inner(x) * 2
+
+    with progress.task("reconstructed_books 2024-01-01 BINANCE:BTC-USDT"):
+        assert _outer(20) == 42
+        assert _outer(1) == 4  # compiled already: nothing more
+    compiles = [u for u in updates if u.label.startswith("compiling kernel")]
+    assert all(u.transient for u in compiles)
+    assert [(u.label, u.finished) for u in compiles] == [
+        (
+            "compiling kernel test_progress.test_a_kernel_compiling_is_a_task_of_its_own.<locals>._outer"
+            " (once after an install or upgrade)",
+            False,
+        ),
+        (
+            "compiling kernel test_progress.test_a_kernel_compiling_is_a_task_of_its_own.<locals>._outer"
+            " (once after an install or upgrade)",
+            True,
+        ),
+    ]
+    assert compiles[0].task == compiles[1].task
+    # The stage's own task is untouched: its start and its end.
+    stage = [u for u in updates if u.label.startswith("reconstructed_books")]
+    assert [u.finished for u in stage] == [False, True]
+
+
 def test_worker_processes_report_to_the_parent(updates, monkeypatch):
     from market_pipeline.defs.common.parallel import run_tasks
     from market_pipeline.settings import load_settings
@@ -85,3 +122,20 @@ def test_plain_lines_say_start_progress_and_end():
         "done reconstructed_books 2024-01-01 X:Y: 40 rows in 15.2 s",
     ]
     assert shown._doing(0.0) == "starting the run"  # nothing running any more
+
+
+def test_a_compiling_kernel_shows_only_in_the_working_lines():
+    """A transient task (numba compiling a kernel) prints no lines of its own; while it lasts the
+    "working:" line names it beside the stage it holds up."""
+    from market_pipeline.cli import progress as cli_progress
+
+    out = io.StringIO()
+    shown = cli_progress.RunProgress("run-id", stream=out, interactive=False)
+    shown.update(progress.Update("1:1", "reconstructed_books 2024-01-01 X:Y", 0, 40, 0.0))
+    compiling = "compiling kernel delta_replay.replay_lake_batch (once after an install or upgrade)"
+    shown.update(progress.Update("1:2", compiling, 0, None, 0.0, transient=True))
+    assert shown._doing(0.0) == f"reconstructed_books 2024-01-01 X:Y 0/40 rows (0%); {compiling} started"
+    shown.update(progress.Update("1:2", compiling, 0, None, 11.3, finished=True, transient=True))
+    assert shown._doing(0.0) == "reconstructed_books 2024-01-01 X:Y 0/40 rows (0%)"
+    lines = [re.sub(r"^\[\s*\d+ s\] ", "", line) for line in out.getvalue().splitlines()]
+    assert lines == ["reconstructed_books 2024-01-01 X:Y: started"]

@@ -445,3 +445,16 @@ def test_s3_settings_validate_endpoints_and_retries(monkeypatch: pytest.MonkeyPa
     s3 = load_settings().s3
     assert (s3.fallback_endpoint_url, s3.retry_mode, s3.max_attempts) == ("https://mirror.example", "adaptive", 7)
     assert (s3.bucket, s3.prefix, s3.region) == ("qnt.data", PREFIX, "eu-west-1")
+
+
+def test_a_download_is_a_progress_task_and_a_cached_file_is_not(store: Store, data_dir: Path, progress_tasks):
+    """A watcher (the CLI) is told what a step waits for while an object downloads."""
+    source = make_source(store, data_dir)
+    instrument, day = universe()[1], DAYS[0]
+    key = f"{PREFIX}/trades/exchange={instrument.exchange}/symbol={instrument.symbol}/dt={day}/data.parquet"
+    source.fetch("trades", instrument, day)
+    label = f"downloading s3://{store.bucket}/{key} ({len(store.uploaded[key]) / 1e6:,.1f} MB)"
+    assert progress_tasks == [(label, False), (label, True)]
+    progress_tasks.clear()
+    source.fetch("trades", instrument, day)  # cached: nothing to wait for
+    assert progress_tasks == []

@@ -433,3 +433,48 @@ def test_other_symbol_and_grid(tmp_path: Path) -> None:
     assert _exact_on_grid(book["ask_19_price"].to_numpy(), tick)
     assert (book["bid_0_price"] < book["ask_0_price"]).all()
     assert _manifest(day)["tick_size"] == "0.001"
+
+
+def test_generating_a_day_and_waiting_for_it_are_progress_tasks(tmp_path: Path):
+    """The watcher is told when a step waits for the synthetic day to be generated, or for another
+    process that generates it (the lock on the day); a cached day is no task."""
+    import fcntl
+    import threading
+
+    from market_pipeline.core.telemetry import progress
+    from market_pipeline.vendors.synthetic.source import SyntheticSource
+
+    source = SyntheticSource(SyntheticSettings(profile="small", seed=7, scale=SCALE), tmp_path)
+    lock_path = tmp_path / ".locks" / f"BINANCE_BTC-USDT_{DAY.isoformat()}.lock"
+    lock_path.parent.mkdir(parents=True)
+    seen: list[progress.Update] = []
+    arrived = threading.Event()
+
+    def sink(update: progress.Update) -> None:
+        if not update.transient:  # a cold kernel cache also shows the simulator compiling
+            seen.append(update)
+            arrived.set()
+
+    previous = progress.set_sink(sink)
+    try:
+        with open(lock_path, "w") as other_process:
+            fcntl.flock(other_process, fcntl.LOCK_EX)  # another description of the file: it blocks
+            worker = threading.Thread(target=source.ensure_day, args=(INSTRUMENT, DAY))
+            worker.start()
+            assert arrived.wait(30)
+            assert [u.label for u in seen] == [
+                f"waiting for another process generating the synthetic day {DAY} BINANCE:BTC-USDT"
+            ]
+        worker.join(120)
+        labels = [(u.label, u.finished) for u in seen]
+        assert labels == [
+            (f"waiting for another process generating the synthetic day {DAY} BINANCE:BTC-USDT", False),
+            (f"waiting for another process generating the synthetic day {DAY} BINANCE:BTC-USDT", True),
+            (f"generating the synthetic day {DAY} BINANCE:BTC-USDT", False),
+            (f"generating the synthetic day {DAY} BINANCE:BTC-USDT", True),
+        ]
+        seen.clear()
+        source.ensure_day(INSTRUMENT, DAY)  # generated already
+        assert seen == []
+    finally:
+        progress.set_sink(previous)

@@ -308,7 +308,7 @@ def _source(tardis_dir: Path, tmp_path: Path) -> TardisSource:
     )
 
 
-def test_days_tables_and_cache(tardis_dir, tmp_path):
+def test_days_tables_and_cache(tardis_dir, tmp_path, progress_tasks):
     _good_day(tardis_dir)
     # A second day in the nested layout, without book snapshots: an empty book table.
     nested = tmp_path / "nested"
@@ -326,7 +326,10 @@ def test_days_tables_and_cache(tardis_dir, tmp_path):
 
     deltas = pl.read_parquet(source.fetch("book_delta_v2", SPOT, DAY))
     assert deltas.height == 7 and "is_snapshot" in deltas.columns
+    reading = f"reading the Tardis files of {DAY} {SPOT.key}"
+    assert progress_tasks == [(reading, False), (reading, True)]  # the CLI says what the step waits for
     book = pl.read_parquet(source.fetch("book", SPOT, DAY))
+    assert progress_tasks == [(reading, False), (reading, True)]  # the day is cached now
     assert book["sequence_number"].to_list() == [BASE + 2]
     trades = pl.read_parquet(source.fetch("trades", SPOT, DAY))
     assert trades["trade_id"].to_list() == ["12345"]

@@ -6,7 +6,8 @@ stages' own row counts (`core/telemetry/progress.py`, whose sink this sets). On 
 live `rich` display on stderr; otherwise (a log file, CI) plain lines on stderr: a line when a
 step or an instrument-day starts and ends, the rows of each running instrument-day every
 `PLAIN_EVERY_SECONDS`, and a "working:" line whenever nothing was printed for
-`HEARTBEAT_SECONDS`.
+`HEARTBEAT_SECONDS`, which also names a kernel numba is compiling (a transient task: no lines of
+its own).
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ class RunProgress:
                 self._printed.pop(update.task, None)
                 if self._live is not None and update.task in self._live_ids:
                     self._live.remove_task(self._live_ids.pop(update.task))
-                rows = f"{fmt_int(update.done)} rows in " if update.done else ""
-                self._say(f"done {update.label}: {rows}{update.elapsed:.1f} s")
+                if not update.transient:
+                    rows = f"{fmt_int(update.done)} rows in " if update.done else ""
+                    self._say(f"done {update.label}: {rows}{update.elapsed:.1f} s")
                 return
             self._tasks[update.task] = update
             if self._live is not None:
@@ -110,6 +112,8 @@ class RunProgress:
                 self._live.update(self._live_ids[update.task], completed=update.done, total=update.total, rows=rows)
                 return
             now = time.monotonic()
+            if update.transient:  # only in the "working:" lines while it lasts
+                return
             if not known:
                 self._printed[update.task] = now
                 self._say(f"{update.label}: started")

@@ -8,6 +8,12 @@ a sink that renders (cli/progress.py). A step's worker processes (defs/common/pa
 into a queue that the parent drains into its own sink (`queue_sink`, `drain`).
 
 Updates of one task are throttled to one every `MIN_INTERVAL_SECONDS`, plus its start and its end.
+
+While someone watches, numba compiling a kernel is a transient task of its own ("compiling kernel
+..."): on the first run after an install or an upgrade each kernel compiles once (up to ~10 s,
+before its stage's rows move), and a watcher that shows what runs should say so rather than show
+a task stuck at 0%. Transient tasks get no start and end lines: most compiles take well under a
+second.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Update:
     total: int | None
     elapsed: float
     finished: bool = False
+    transient: bool = False  # shown while it runs (live display, "working:" lines), no start or end lines
 
 
 Sink = Callable[[Update], None]
@@ -48,7 +55,45 @@ def set_sink(sink: Sink | None) -> Sink | None:
     """Publish this process's updates to `sink` (None: to no one); returns the previous sink."""
     global _sink
     previous, _sink = _sink, sink
+    if sink is not None:
+        _publish_compiles()
     return previous
+
+
+_compiles_published = False
+
+
+def _publish_compiles() -> None:
+    """Publish each kernel numba compiles (its disk cache missed) as a task, once per process."""
+    global _compiles_published
+    if _compiles_published:
+        return
+    from numba.core import event
+
+    class CompileListener(event.Listener):
+        """Only the outermost compile of a thread is a task: the jitted functions a kernel calls
+        compile inside it."""
+
+        def __init__(self) -> None:
+            self._local = threading.local()
+
+        def on_start(self, ev: event.Event) -> None:
+            depth = getattr(self._local, "depth", 0)
+            self._local.depth = depth + 1
+            if depth == 0:
+                function = ev.data["dispatcher"].py_func
+                module = function.__module__.rsplit(".", 1)[-1]
+                label = f"compiling kernel {module}.{function.__qualname__} (once after an install or upgrade)"
+                self._local.task = _Task(label, transient=True)
+                self._local.task.publish(force=True)
+
+        def on_end(self, ev: event.Event) -> None:
+            self._local.depth -= 1
+            if self._local.depth == 0:
+                self._local.task.publish(finished=True)
+
+    event.register("numba:compile", CompileListener())
+    _compiles_published = True
 
 
 def watched() -> bool:
@@ -56,9 +101,10 @@ def watched() -> bool:
 
 
 class _Task:
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, transient: bool = False) -> None:
         self.id = f"{os.getpid()}:{next(_ids)}"
         self.label = label
+        self.transient = transient
         self.done = 0
         self.total: int | None = None
         self.started = time.monotonic()
@@ -72,7 +118,7 @@ class _Task:
         if not (finished or force) and now - self._published < MIN_INTERVAL_SECONDS:
             return
         self._published = now
-        sink(Update(self.id, self.label, self.done, self.total, now - self.started, finished))
+        sink(Update(self.id, self.label, self.done, self.total, now - self.started, finished, self.transient))
 
 
 @contextmanager

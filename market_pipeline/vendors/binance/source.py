@@ -19,14 +19,11 @@ receive times that can still be read, else the date in the file name, else every
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import shutil
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,8 +32,10 @@ import polars as pl
 
 from market_pipeline.core.errors import CaptureError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.lake.cache_lock import cache_lock
 from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
+from market_pipeline.core.telemetry import progress
 from market_pipeline.vendors.base import BookDay, DayNotCovered, MissingSourceData
 from market_pipeline.vendors.binance.capture_format import (
     MARKETS,
@@ -210,10 +209,12 @@ class CaptureSource:
         wanted = fingerprint(capture_files(self.capture_dir))
         if self._manifest is not None and self._manifest["fingerprint"] == wanted:
             return self._manifest
-        with self._lock():
+        # Raw assets of one run may ask from separate processes at the same time.
+        with cache_lock(self.root / ".lock", f"reading the Binance captures in {self.capture_dir}"):
             manifest = self._read_manifest()
             if manifest is None or manifest["fingerprint"] != wanted:
-                manifest = self._rebuild()
+                with progress.task(f"reading the Binance captures in {self.capture_dir}"):
+                    manifest = self._rebuild()
         self._manifest = manifest
         return manifest
 
@@ -222,17 +223,6 @@ class CaptureSource:
             return None
         manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         return manifest if manifest.get("version") == CACHE_VERSION else None
-
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        # Raw assets of one run may ask from separate processes at the same time.
-        make_private_dirs(self.root)
-        with open(self.root / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _rebuild(self) -> dict:
         files = capture_files(self.capture_dir)

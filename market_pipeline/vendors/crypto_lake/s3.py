@@ -25,6 +25,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import partition_dir
+from market_pipeline.core.telemetry import progress
 from market_pipeline.core.telemetry.telemetry import count
 from market_pipeline.vendors.base import LAKE_TABLES, MissingSourceData
 from market_pipeline.vendors.crypto_lake.config import S3Settings
@@ -137,11 +138,12 @@ class S3Source(LakeShapedBooks):
         if is_current(local, obj):
             count("mdp_s3_files_cached_total", 1, target=target.role)
             return local
-        size = self._call(
-            target,
-            obj.key,
-            lambda client: download_verified(client, target, obj, local, self.settings.max_attempts),
-        )
+        with progress.task(f"downloading {target.url(obj.key)} ({obj.size / 1e6:,.1f} MB)"):
+            size = self._call(
+                target,
+                obj.key,
+                lambda client: download_verified(client, target, obj, local, self.settings.max_attempts),
+            )
         count("mdp_s3_files_downloaded_total", 1, target=target.role)
         count("mdp_s3_bytes_downloaded_total", size, target=target.role)
         return local

@@ -7,16 +7,15 @@ settings for that day change, so the three raw tables of a day come from one con
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.lake.cache_lock import cache_lock
 from market_pipeline.core.lake.files import write_text_atomic
 from market_pipeline.core.lake.paths import partition_dir
+from market_pipeline.core.telemetry import progress
 from market_pipeline.vendors.base import LAKE_TABLES
 from market_pipeline.vendors.crypto_lake.local import LocalLakeSource
 from market_pipeline.vendors.lake_shaped import LakeShapedBooks
@@ -42,19 +41,6 @@ def _fingerprint(settings: SyntheticSettings, instrument: Instrument, day: dt.da
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-@contextmanager
-def _day_lock(root: Path, instrument: Instrument, day: dt.date) -> Iterator[None]:
-    # Two raw assets of one run may ask for the same day from separate processes.
-    lock_path = root / ".locks" / f"{instrument.exchange}_{instrument.symbol}_{day.isoformat()}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 class SyntheticSource(LakeShapedBooks):
     name = "synthetic"
     tables = LAKE_TABLES
@@ -69,9 +55,12 @@ class SyntheticSource(LakeShapedBooks):
         truth_dir = ground_truth_dir(self.root, instrument, day)
         stamp = truth_dir / "params.sha256"
         wanted = _fingerprint(self.settings, instrument, day)
-        with _day_lock(self.root, instrument, day):
+        lock = self.root / ".locks" / f"{instrument.exchange}_{instrument.symbol}_{day.isoformat()}.lock"
+        # Two raw assets of one run may ask for the same day from separate processes.
+        with cache_lock(lock, f"generating the synthetic day {day} {instrument.key}"):
             if not (stamp.is_file() and stamp.read_text() == wanted):
-                generate_day(instrument, day, self.settings, self.root, scale=self.settings.scale)
+                with progress.task(f"generating the synthetic day {day} {instrument.key}"):
+                    generate_day(instrument, day, self.settings, self.root, scale=self.settings.scale)
                 write_text_atomic(stamp, wanted)
         return truth_dir
 

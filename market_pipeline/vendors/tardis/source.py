@@ -22,11 +22,8 @@ files are still served; the tables it feeds raise ``TardisRejected`` naming it (
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,9 +31,11 @@ import polars as pl
 
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.lake.cache_lock import cache_lock
 from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
 from market_pipeline.core.lake.schemas import BOOK_SCHEMA
+from market_pipeline.core.telemetry import progress
 from market_pipeline.vendors.base import LAKE_TABLES, BookDay, DayNotCovered, MissingSourceData
 from market_pipeline.vendors.lake_shaped import LakeBookResult, LakeShapedBooks, rebuild_lake_books
 from market_pipeline.vendors.tardis.config import tardis_names
@@ -162,18 +161,6 @@ class TardisSource(LakeShapedBooks):
     def _table_path(self, table: str, instrument: Instrument, day: dt.date) -> Path:
         return partition_dir(self.root / "tables", table, instrument.exchange, instrument.symbol, day) / PARTITION_FILE
 
-    @contextmanager
-    def _lock(self, instrument: Instrument, day: dt.date) -> Iterator[None]:
-        # The raw assets of one run may ask for the same day from separate processes.
-        locks = self.root / ".locks"
-        make_private_dirs(locks)
-        with open(locks / f"{instrument.exchange}_{instrument.symbol}_{day.isoformat()}.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def day_manifest(self, instrument: Instrument, day: dt.date) -> dict:
         """The instrument-day's manifest, reading its files into the cache first when they changed."""
         if not self.tardis_dir.is_dir():
@@ -184,11 +171,14 @@ class TardisSource(LakeShapedBooks):
         cached = self._days.get((instrument.key, day))
         if cached is not None and cached["fingerprint"] == wanted:
             return cached
-        with self._lock(instrument, day):
+        lock = self.root / ".locks" / f"{instrument.exchange}_{instrument.symbol}_{day.isoformat()}.lock"
+        # The raw assets of one run may ask for the same day from separate processes.
+        with cache_lock(lock, f"reading the Tardis files of {day} {instrument.key}"):
             path = self._manifest_path(instrument, day)
             manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
             if manifest is None or manifest.get("version") != CACHE_VERSION or manifest["fingerprint"] != wanted:
-                manifest = self._read_day(instrument, day, names, files, wanted)
+                with progress.task(f"reading the Tardis files of {day} {instrument.key}"):
+                    manifest = self._read_day(instrument, day, names, files, wanted)
                 write_text_atomic(path, json.dumps(manifest, indent=2))
         self._days[(instrument.key, day)] = manifest
         return manifest
