@@ -58,6 +58,9 @@ def test_unreadable_or_absent_files_are_no_limit(tmp_path: Path):
     assert cgroup_cpu_quota(tmp_path) is None  # no cpu.max
     _write(tmp_path, "sys/fs/cgroup/cpu.max", "garbage\n")
     assert cgroup_cpu_quota(tmp_path) is None
+    _write(tmp_path, "proc/self/cgroup", "not a cgroup line\n0::/\n")
+    _write(tmp_path, "sys/fs/cgroup/cpu.max", "100000 100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1.0  # the line it cannot read is skipped
 
 
 def test_usable_cores_is_the_affinity_narrowed_by_the_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

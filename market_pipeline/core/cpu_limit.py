@@ -40,7 +40,10 @@ def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
         return None
     quotas: list[float] = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)  # hierarchy id, controllers, path
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if not controllers:  # the v2 unified hierarchy
             quotas += _quotas(root / CGROUP_MOUNT, path, _v2_quota)
         elif "cpu" in controllers.split(","):
