@@ -81,9 +81,7 @@ def _publish_compiles() -> None:
             depth = getattr(self._local, "depth", 0)
             self._local.depth = depth + 1
             if depth == 0:
-                function = ev.data["dispatcher"].py_func
-                module = function.__module__.rsplit(".", 1)[-1]
-                label = f"compiling kernel {module}.{function.__qualname__} (once after an install or upgrade)"
+                label = f"compiling kernel {_kernel_name(ev)} (once after an install or upgrade)"
                 self._local.task = _Task(label, transient=True)
                 self._local.task.publish(force=True)
 
@@ -94,6 +92,17 @@ def _publish_compiles() -> None:
 
     event.register("numba:compile", CompileListener())
     _compiles_published = True
+
+
+def _kernel_name(ev: object) -> str:
+    """ "module.function" of the kernel a compile event is for. A listener that raised would fail
+    the compile itself, so anything unexpected in the event is a generic name."""
+    data = getattr(ev, "data", None)
+    function = getattr(data.get("dispatcher") if isinstance(data, dict) else None, "py_func", None)
+    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(name, str)):
+        return "(a numba function)"
+    return f"{module.rsplit('.', 1)[-1]}.{name}"
 
 
 def watched() -> bool:
