@@ -8,13 +8,20 @@ so the CLI says what the step is waiting for instead of falling silent.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import make_private_dirs
 from market_pipeline.core.telemetry import progress
+
+
+def day_lock_path(cache_root: Path, instrument: Instrument, day: dt.date) -> Path:
+    """The lock file of one instrument-day of the source cache under `cache_root`."""
+    return cache_root / ".locks" / f"{instrument.exchange}_{instrument.symbol}_{day.isoformat()}.lock"
 
 
 @contextmanager

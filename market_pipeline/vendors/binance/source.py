@@ -210,10 +210,11 @@ class CaptureSource:
         if self._manifest is not None and self._manifest["fingerprint"] == wanted:
             return self._manifest
         # Raw assets of one run may ask from separate processes at the same time.
-        with cache_lock(self.root / ".lock", f"reading the Binance captures in {self.capture_dir}"):
+        reading = f"reading the Binance captures in {self.capture_dir}"
+        with cache_lock(self.root / ".lock", reading):
             manifest = self._read_manifest()
             if manifest is None or manifest["fingerprint"] != wanted:
-                with progress.task(f"reading the Binance captures in {self.capture_dir}"):
+                with progress.task(reading):
                     manifest = self._rebuild()
         self._manifest = manifest
         return manifest

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
-from market_pipeline.core.lake.cache_lock import cache_lock
+from market_pipeline.core.lake.cache_lock import cache_lock, day_lock_path
 from market_pipeline.core.lake.files import write_text_atomic
 from market_pipeline.core.lake.paths import partition_dir
 from market_pipeline.core.telemetry import progress
@@ -55,11 +55,11 @@ class SyntheticSource(LakeShapedBooks):
         truth_dir = ground_truth_dir(self.root, instrument, day)
         stamp = truth_dir / "params.sha256"
         wanted = _fingerprint(self.settings, instrument, day)
-        lock = self.root / ".locks" / f"{instrument.exchange}_{instrument.symbol}_{day.isoformat()}.lock"
+        generating = f"generating the synthetic day {day} {instrument.key}"
         # Two raw assets of one run may ask for the same day from separate processes.
-        with cache_lock(lock, f"generating the synthetic day {day} {instrument.key}"):
+        with cache_lock(day_lock_path(self.root, instrument, day), generating):
             if not (stamp.is_file() and stamp.read_text() == wanted):
-                with progress.task(f"generating the synthetic day {day} {instrument.key}"):
+                with progress.task(generating):
                     generate_day(instrument, day, self.settings, self.root, scale=self.settings.scale)
                 write_text_atomic(stamp, wanted)
         return truth_dir

@@ -31,7 +31,7 @@ import polars as pl
 
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
-from market_pipeline.core.lake.cache_lock import cache_lock
+from market_pipeline.core.lake.cache_lock import cache_lock, day_lock_path
 from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
 from market_pipeline.core.lake.schemas import BOOK_SCHEMA
@@ -171,13 +171,13 @@ class TardisSource(LakeShapedBooks):
         cached = self._days.get((instrument.key, day))
         if cached is not None and cached["fingerprint"] == wanted:
             return cached
-        lock = self.root / ".locks" / f"{instrument.exchange}_{instrument.symbol}_{day.isoformat()}.lock"
+        reading = f"reading the Tardis files of {day} {instrument.key}"
         # The raw assets of one run may ask for the same day from separate processes.
-        with cache_lock(lock, f"reading the Tardis files of {day} {instrument.key}"):
+        with cache_lock(day_lock_path(self.root, instrument, day), reading):
             path = self._manifest_path(instrument, day)
             manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
             if manifest is None or manifest.get("version") != CACHE_VERSION or manifest["fingerprint"] != wanted:
-                with progress.task(f"reading the Tardis files of {day} {instrument.key}"):
+                with progress.task(reading):
                     manifest = self._read_day(instrument, day, names, files, wanted)
                 write_text_atomic(path, json.dumps(manifest, indent=2))
         self._days[(instrument.key, day)] = manifest
