@@ -329,3 +329,44 @@ def test_intervals_from_a_comma_or_json_list_are_canonical(monkeypatch):
     assert [(i.name, i.bars_per_day) for i in load_settings().bars.bar_intervals] == [("15m", 96), ("24h", 1)]
     monkeypatch.delenv("PIPELINE_BARS__INTERVALS")
     assert load_settings().bars.intervals == ["1m"]  # config.yaml
+
+
+def test_the_view_keeps_every_instruments_decimals_exact(tmp_path, monkeypatch):
+    """`bars.ohlcv` over instruments of different lots and ticks equals each bars file exactly.
+
+    DuckDB reads the first file's DECIMAL(38, s) for all files when two scales cannot widen within
+    38 digits: with a 0.001-lot instrument read first, BTC-USDT's volume 0.344981 read 0.345.
+    """
+    import duckdb
+
+    from market_pipeline.core.bars.build import build_bar_day
+    from market_pipeline.core.lake.catalog import BARS_VIEWS, ensure_lake_views
+    from market_pipeline.defs.bars.assets import BarFiles
+    from market_pipeline.settings import load_settings
+
+    coarse = "AAA:BTC-USDT-PERP"  # sorts before BINANCE: its file is the one DuckDB reads first
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{coarse},{INSTRUMENT}")
+    monkeypatch.setenv("PIPELINE_INSTRUMENT_SPECS", '{"%s": {"tick_size": "0.1", "lot_size": "0.001"}}' % coarse)
+    settings = load_settings()
+    expected = {}
+    for seed, instrument in enumerate(settings.universe):
+        files = BarFiles.of(settings, instrument, DAY)
+        write_books(files.books, write_trades(files.trades, DAY, rows=400, seed=seed), DAY)
+        build_bar_day(
+            files.trades, files.books, files.bars, instrument, DAY, settings.bars.bar_intervals, tmp_path / "spill"
+        )
+        expected[instrument.symbol] = pq.read_table(files.bars).to_pylist()
+    assert ensure_lake_views(settings.warehouse_path, settings.lake_dir, BARS_VIEWS) == ["bars.ohlcv"]
+
+    columns = pq.read_schema(files.bars).names
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        for symbol, rows in expected.items():
+            cursor = con.execute(
+                f"SELECT {', '.join(columns)} FROM bars.ohlcv WHERE symbol = ? ORDER BY interval, bar_start", [symbol]
+            )
+            view = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+            rows = sorted(rows, key=lambda r: (r["interval"], r["bar_start"]))
+            assert len(view) == len(rows) > 100
+            assert view == rows
+    assert any(r["volume"] != r["volume"].quantize(Decimal("0.001")) for r in expected["BTC-USDT"])

@@ -49,6 +49,10 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 
 VWAP_EXTRA_DECIMALS = 4
+# Sums (volume, quote_volume, buy_volume) have 20 digits before the point and up to 18 after it,
+# so every file's type widens to one DuckDB type of at most 38 digits (`wide_decimal_type`).
+WIDE_INTEGER_DIGITS = 20
+MAX_WIDE_SCALE = 38 - WIDE_INTEGER_DIGITS
 MEMORY_LIMIT = "256MB"  # DuckDB's own budget; it spills beyond it
 FILE_METADATA_KEY = b"market_pipeline"  # the day's counts, in the Parquet schema metadata
 
@@ -76,9 +80,9 @@ def bars_schema(instrument: Instrument) -> pa.Schema:
             pa.field("high", price_t),
             pa.field("low", price_t),
             pa.field("close", price_t),
-            pa.field("volume", pa.decimal128(38, ls)),
-            pa.field("quote_volume", pa.decimal128(38, ps + ls)),
-            pa.field("buy_volume", pa.decimal128(38, ls)),
+            pa.field("volume", wide_decimal_type(ls)),
+            pa.field("quote_volume", wide_decimal_type(ps + ls)),
+            pa.field("buy_volume", wide_decimal_type(ls)),
             pa.field("trade_count", pa.int64()),
             pa.field("vwap", decimal_type(tick / 10**VWAP_EXTRA_DECIMALS)),
             pa.field("mid", decimal_type(tick / 10)),
@@ -185,8 +189,21 @@ def _interval_rows(con: duckdb.DuckDBPyConnection, interval: BarInterval, day: d
     ).fetchall()
 
 
+def wide_decimal_type(scale: int) -> pa.DataType:
+    """The type of a sum with `scale` decimals: a fixed WIDE_INTEGER_DIGITS before the point.
+
+    The `bars.ohlcv` view reads every instrument's files with `union_by_name`, and DuckDB widens
+    DECIMAL(p1, s1) and DECIMAL(p2, s2) to max(p - s) + max(s) digits only while that fits in 38;
+    otherwise it keeps the first file's type and rounds the others (decimal(38, 3) and (38, 6) read
+    0.344981 as 0.345). The same integer width in every file makes the widened type fit.
+    """
+    if not 0 <= scale <= MAX_WIDE_SCALE:
+        raise ValueError(f"a sum with {scale} decimals does not fit the bars' decimals (at most {MAX_WIDE_SCALE})")
+    return pa.decimal128(WIDE_INTEGER_DIGITS + scale, scale)
+
+
 def _wide_decimals(unscaled: list[int], scale: int) -> pa.Array:
-    return pa.array([Decimal(v).scaleb(-scale) for v in unscaled], pa.decimal128(38, scale))
+    return pa.array([Decimal(v).scaleb(-scale) for v in unscaled], wide_decimal_type(scale))
 
 
 def _vwap_unscaled(quote: int, volume: int, tick_multiplier: int) -> int | None:
