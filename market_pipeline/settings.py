@@ -8,8 +8,10 @@ The names are a contract with operators; docs/configuration.md lists them all.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import os
+import typing
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -38,7 +40,7 @@ from pydantic_settings import (
 from market_pipeline.core.bars.intervals import BarInterval, parse_intervals
 from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
-from market_pipeline.core.security.crypto import MasterKeyError, parse_master_key
+from market_pipeline.core.security.crypto import NEW_MASTER_KEY_ENV, MasterKeyError, parse_master_key
 from market_pipeline.vendors.registry import get_vendor, vendor_configs
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("config.yaml")
@@ -379,13 +381,69 @@ def _describe_source_error(exc: Exception) -> str:
     return f"configuration: {text}"
 
 
+ENV_PREFIX = "PIPELINE_"
+# PIPELINE_* variables read outside the settings model.
+OTHER_VARIABLES = frozenset({CONFIG_FILE_ENV, NEW_MASTER_KEY_ENV})
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings group a field holds (through `X | None` and `Annotated`), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) is dict:
+        return None
+    return next((m for m in map(_model_of, typing.get_args(annotation)) if m is not None), None)
+
+
+def variable_names(model: type[BaseModel] = None, prefix: str = ENV_PREFIX) -> tuple[set[str], set[str]]:
+    """(every environment name of a setting, prefixes under which any name is one: dict settings)."""
+    names, open_prefixes = set(), set()
+    for field, info in (model or PipelineSettings).model_fields.items():
+        name = prefix + field.upper()
+        names.add(name)
+        group = _model_of(info.annotation)
+        if group is not None:
+            inner, inner_open = variable_names(group, name + "__")
+            names |= inner
+            open_prefixes |= inner_open
+        elif typing.get_origin(info.annotation) is dict:
+            open_prefixes.add(name + "__")
+    return names, open_prefixes
+
+
+def unknown_variables(names: typing.Iterable[str]) -> list[str]:
+    """A problem for every PIPELINE_* name that no setting reads, with the closest known name.
+
+    pydantic-settings ignores such names, so a misspelled or removed setting (the flat
+    PIPELINE_S3_BUCKET for PIPELINE_S3__BUCKET) would silently leave its default in force.
+    """
+    known, open_prefixes = variable_names()
+    known |= OTHER_VARIABLES
+    problems = []
+    for name in sorted({n.upper() for n in names if n.upper().startswith(ENV_PREFIX)}):
+        if name in known or any(name.startswith(p) for p in open_prefixes):
+            continue
+        closest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {closest[0]}?" if closest else ""
+        problems.append(f"{name}: no such setting, it would be ignored{hint} (docs/configuration.md lists them)")
+    return problems
+
+
+def _dotenv_names(path: Path = Path(".env")) -> list[str]:
+    from dotenv import dotenv_values  # python-dotenv: what pydantic-settings reads .env with
+
+    return list(dotenv_values(path)) if path.is_file() else []
+
+
 def load_settings(**overrides: object) -> PipelineSettings:
-    """Load and validate settings; raises SettingsError naming every bad setting."""
+    """Load and validate settings; raises SettingsError naming every bad setting, and every
+    PIPELINE_* variable (environment or `.env`) that is not one."""
+    unknown = unknown_variables([*os.environ, *_dotenv_names()])
     try:
-        return PipelineSettings(**overrides)
+        settings = PipelineSettings(**overrides)
     except SourceParseError as exc:
         # pydantic-settings could not decode a value (e.g. malformed JSON in a nested variable).
-        raise SettingsError([_describe_source_error(exc)]) from None
+        raise SettingsError([_describe_source_error(exc), *unknown]) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
@@ -395,6 +453,11 @@ def load_settings(**overrides: object) -> PipelineSettings:
                 problems.extend(str(error["ctx"]["error"]).split("; "))
                 continue
             name = _env_name(error["loc"])
+            if error["type"] == "extra_forbidden" and any(p.startswith(f"{name}:") for p in unknown):
+                continue  # a misspelled field of a group: named below, with the closest setting
             # Never echo the rejected value: it may be a secret.
             problems.append(f"{name}: {error['msg']}")
-        raise SettingsError(problems) from None
+        raise SettingsError(problems + unknown) from None
+    if unknown:
+        raise SettingsError(unknown)
+    return settings

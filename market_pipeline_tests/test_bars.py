@@ -5,6 +5,7 @@ bad day in a range run, and the interval setting."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -347,7 +348,7 @@ def test_the_view_keeps_every_instruments_decimals_exact(tmp_path, monkeypatch):
     coarse = "AAA:BTC-USDT-PERP"  # sorts before BINANCE: its file is the one DuckDB reads first
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{coarse},{INSTRUMENT}")
-    monkeypatch.setenv("PIPELINE_INSTRUMENT_SPECS", '{"%s": {"tick_size": "0.1", "lot_size": "0.001"}}' % coarse)
+    monkeypatch.setenv("PIPELINE_INSTRUMENT_SPECS", json.dumps({coarse: {"tick_size": "0.1", "lot_size": "0.001"}}))
     settings = load_settings()
     expected = {}
     for seed, instrument in enumerate(settings.universe):

@@ -126,6 +126,19 @@ def test_validate_env_reports_every_bad_variable_and_never_a_secret(env, monkeyp
     assert SECRET not in out + err
 
 
+def test_validate_env_names_an_unknown_variable_and_the_closest_setting(env, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_S3_BUCKET", "x")  # the flat spelling that was removed
+
+    code = main(["validate-env"])
+
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.splitlines() == [
+        "error: PIPELINE_S3_BUCKET: no such setting, it would be ignored; did you mean PIPELINE_S3__BUCKET? "
+        "(docs/configuration.md lists them)"
+    ]
+
+
 def test_validate_env_names_a_variable_that_is_not_valid_json(env, monkeypatch, capsys):
     monkeypatch.setenv("PIPELINE_INSTRUMENT_SPECS", '{"BINANCE:BTC-USDT": {"tick_size": ' + SECRET)
 

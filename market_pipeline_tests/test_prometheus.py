@@ -23,7 +23,7 @@ RECORDINGS = (
     ("count", "mdp_gaps_filled_total", 2, {"instrument": KEY}),
     ("count", "mdp_precision_loss_total", 3, {"instrument": KEY}),
     ("count", "mdp_crossed_books_total", 1, {"instrument": KEY}),
-    ("observe", "mdp_clock_skew_seconds", 0.003, {"instrument": KEY}),
+    ("observe", "mdp_clock_skew_seconds", 0.003, {"instrument": KEY, "direction": "late"}),
     ("observe", "mdp_stage_duration_seconds", 1.5, {"stage": "raw_trades", "instrument": KEY}),
     ("gauge", "mdp_peak_memory_bytes", 2048, {"stage": "raw_trades", "instrument": KEY}),
     ("observe", "mdp_sink_commit_seconds", 0.02, {"stage": "lake_views", "sink": "duckdb_view"}),
@@ -42,9 +42,9 @@ EXPORTED_SAMPLES = {
     "mdp_gaps_filled_total": ("counter", ("instrument",)),
     "mdp_precision_loss_total": ("counter", ("instrument",)),
     "mdp_crossed_books_total": ("counter", ("instrument",)),
-    "mdp_clock_skew_seconds_bucket": ("histogram", ("instrument", "le")),
-    "mdp_clock_skew_seconds_sum": ("histogram", ("instrument",)),
-    "mdp_clock_skew_seconds_count": ("histogram", ("instrument",)),
+    "mdp_clock_skew_seconds_bucket": ("histogram", ("direction", "instrument", "le")),
+    "mdp_clock_skew_seconds_sum": ("histogram", ("direction", "instrument")),
+    "mdp_clock_skew_seconds_count": ("histogram", ("direction", "instrument")),
     "mdp_stage_duration_seconds_bucket": ("histogram", ("instrument", "le", "stage")),
     "mdp_stage_duration_seconds_sum": ("histogram", ("instrument", "stage")),
     "mdp_stage_duration_seconds_count": ("histogram", ("instrument", "stage")),
@@ -55,7 +55,7 @@ EXPORTED_SAMPLES = {
     "mdp_events_per_second": ("gauge", ("instrument", "stage")),
     "mdp_alerts_sent_total": ("counter", ("channel", "outcome", "severity")),
 }
-CLOCK_SKEW_LE = "-1.0 -0.1 -0.01 -0.001 0.0 0.001 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1.0 2.5 5.0 10.0 +Inf".split()
+CLOCK_SKEW_LE = "0.001 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1.0 2.5 5.0 10.0 +Inf".split()
 
 
 def _use_environment_settings() -> None:
@@ -123,17 +123,18 @@ def test_endpoint_serves_cumulative_values(endpoint):
     from market_pipeline.core.telemetry import telemetry
 
     telemetry.count("mdp_source_items_total", 5, table="trades", instrument=KEY)
-    telemetry.observe("mdp_clock_skew_seconds", 0.2, instrument=KEY)
+    telemetry.observe("mdp_clock_skew_seconds", 0.2, instrument=KEY, direction="late")
     telemetry.flush()  # cumulative for Prometheus even though the JSON lines are delta
     content_type, text = _scrape(endpoint)
     assert content_type.startswith("text/plain; version=")
     samples = _samples(text)
     labels = (("instrument", KEY),)
     assert samples[("mdp_source_items_total", (*labels, ("table", "trades")))][1] == 17
-    assert samples[("mdp_clock_skew_seconds_bucket", (*labels, ("le", "0.005")))][1] == 1
-    assert samples[("mdp_clock_skew_seconds_bucket", (*labels, ("le", "+Inf")))][1] == 2
-    assert samples[("mdp_clock_skew_seconds_count", labels)][1] == 2
-    assert samples[("mdp_clock_skew_seconds_sum", labels)][1] == pytest.approx(0.203)
+    skew = (("direction", "late"), *labels)
+    assert samples[("mdp_clock_skew_seconds_bucket", (*skew, ("le", "0.005")))][1] == 1
+    assert samples[("mdp_clock_skew_seconds_bucket", (*skew, ("le", "+Inf")))][1] == 2
+    assert samples[("mdp_clock_skew_seconds_count", skew)][1] == 2
+    assert samples[("mdp_clock_skew_seconds_sum", skew)][1] == pytest.approx(0.203)
     assert samples[("mdp_peak_memory_bytes", (*labels, ("stage", "raw_trades")))][1] == 2048
     assert samples[("mdp_events_per_second", (*labels, ("stage", "raw_trades")))][1] == 5000.5
     with pytest.raises(urllib.error.HTTPError) as error:

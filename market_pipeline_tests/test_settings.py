@@ -170,14 +170,49 @@ def test_instrument_specs_variable_merges_over_config(monkeypatch: pytest.Monkey
 
 
 def test_s3_settings_have_one_spelling(monkeypatch: pytest.MonkeyPatch):
-    """Only the nested PIPELINE_S3__* names exist; a flat PIPELINE_S3_BUCKET is not a setting."""
+    """Only the nested PIPELINE_S3__* names exist; the flat PIPELINE_S3_BUCKET (removed) is named, not ignored."""
     monkeypatch.setenv("PIPELINE_S3__BUCKET", "nested-bucket")
     monkeypatch.setenv("PIPELINE_S3__REGION", "us-east-1")
-    monkeypatch.setenv("PIPELINE_S3_BUCKET", "flat-bucket")
     s3 = load_settings().s3
     assert s3.bucket == "nested-bucket"
     assert s3.region == "us-east-1"
     assert s3.prefix == "market-data/cryptofeed"
+    monkeypatch.setenv("PIPELINE_S3_BUCKET", "flat-bucket")
+    assert settings_error().problems == [
+        "PIPELINE_S3_BUCKET: no such setting, it would be ignored; did you mean PIPELINE_S3__BUCKET? "
+        "(docs/configuration.md lists them)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "closest"),
+    [
+        ("PIPELINE_SYNTHETIC__SCALEE", "PIPELINE_SYNTHETIC__SCALE"),
+        ("PIPELINE_DATADIR", "PIPELINE_DATA_DIR"),
+        ("pipeline_book__sample_interval", "PIPELINE_BOOK__SAMPLE_INTERVAL_MS"),
+        ("PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODE", "PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES"),
+    ],
+)
+def test_a_misspelled_variable_is_named_with_the_closest_setting(monkeypatch, variable: str, closest: str):
+    monkeypatch.setenv(variable, "1")
+    monkeypatch.setenv("PIPELINE_SOURCE", "ftp")  # reported together with the other problems
+    problems = settings_error().problems
+    assert problems[0].startswith("PIPELINE_SOURCE:")
+    assert problems[1:] == [
+        f"{variable.upper()}: no such setting, it would be ignored; did you mean {closest}? "
+        "(docs/configuration.md lists them)"
+    ]
+
+
+def test_every_setting_name_and_the_other_variables_are_accepted(monkeypatch: pytest.MonkeyPatch, _hermetic_env):
+    from market_pipeline.settings import OTHER_VARIABLES, unknown_variables, variable_names
+
+    names, open_prefixes = variable_names()
+    assert {"PIPELINE_S3__BUCKET", "PIPELINE_SYNTHETIC__FAULTS__DAYS", "PIPELINE_UI__PORT"} <= names
+    assert open_prefixes == {"PIPELINE_INSTRUMENT_SPECS__", "PIPELINE_TARDIS_EXCHANGES__", "PIPELINE_TARDIS_SYMBOLS__"}
+    assert unknown_variables([*names, *OTHER_VARIABLES, "PIPELINE_INSTRUMENT_SPECS__X__TICK_SIZE", "HOME"]) == []
+    write_dotenv(_hermetic_env, PIPELINE_WORKER="2")  # .env is read too
+    assert [p.split(":")[0] for p in settings_error().problems] == ["PIPELINE_WORKER"]
 
 
 # ---------------------------------------------------------------------------------------

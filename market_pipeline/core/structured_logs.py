@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
+from market_pipeline.core.log_limits import limit_repeated_warnings
 from market_pipeline.core.security.scrub import SCRUBBER, scrub
 
 CONTEXT_FIELDS = ("run_id", "asset", "partition", "instrument")
@@ -66,6 +67,7 @@ def json_handler(stream: TextIO | None = None, context_from: ContextFields | Non
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonLineFormatter(context_from))
     handler.addFilter(SCRUBBER)  # records made before the scrubbing record factory was installed
+    limit_repeated_warnings(handler)
     return handler
 
 

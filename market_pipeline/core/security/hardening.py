@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from market_pipeline.core.log_limits import limit_repeated_warnings
 from market_pipeline.core.security.scrub import SECRET_ENV_VARS, install_log_scrubbing, register_secret
 
 # Files this process creates are owner-only (0600, directories 0700) whoever creates them:
@@ -23,7 +24,7 @@ PRIVATE_UMASK = 0o077
 
 
 def harden_process(settings: BaseModel | None = None, env_file: Path = Path(".env")) -> None:
-    """Set umask 077 and scrub secrets from every log record (idempotent).
+    """Set umask 077, scrub secrets from every log record and limit repeated warnings (idempotent).
 
     The secret variables set in `env_file` (the settings' `.env`, which is not in os.environ) are
     scrubbed too, and with `settings` (the pipeline settings) every `SecretStr` in them, wherever
@@ -31,6 +32,7 @@ def harden_process(settings: BaseModel | None = None, env_file: Path = Path(".en
     """
     os.umask(PRIVATE_UMASK)
     install_log_scrubbing()
+    limit_repeated_warnings()
     _register_dotenv_secrets(env_file)
     if settings is not None:
         for value in _secret_values(settings):

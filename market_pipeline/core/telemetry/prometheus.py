@@ -63,12 +63,6 @@ def _family(metric: Metric) -> CounterMetricFamily | GaugeMetricFamily | Histogr
                 cumulative += n
                 buckets.append((_le(bound), cumulative))
             family.add_metric(values(point), buckets, point.sum)
-            if point.explicit_bounds and point.explicit_bounds[0] < 0:
-                # prometheus_client leaves out _count and _sum when a bucket bound is negative (a sum
-                # of signed values is no counter); mdp_clock_skew_seconds has always exported both.
-                labels = dict(zip(names, values(point), strict=True))
-                family.add_sample(f"{metric.name}_count", labels, point.count)
-                family.add_sample(f"{metric.name}_sum", labels, point.sum)
         return family
     if isinstance(data, Sum) and data.is_monotonic:
         family = CounterMetricFamily(metric.name, documentation, labels=names)

@@ -84,11 +84,15 @@ METRICS: dict[str, MetricSpec] = {
     "mdp_crossed_books_total": MetricSpec(
         "counter", "{event}", "Crossed or locked books resolved by the book rebuild."
     ),
+    # OpenTelemetry histograms take no negative value (the SDK drops it with a warning), and a
+    # capture host's clock can run behind the exchange's: the size of the skew is recorded, and
+    # `direction` says which way (`clock_skew_attributes`).
     "mdp_clock_skew_seconds": MetricSpec(
         "histogram",
         "s",
-        "received_time - origin_time of book delta messages (a sample of at most 10,000 per instrument-day).",
-        (-1, -0.1, -0.01, -0.001, 0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        "|received_time - origin_time| of book delta messages (a sample of at most 10,000 per instrument-day); "
+        "direction late: received at or after the exchange's time, early: before it.",
+        (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     ),
     "mdp_stage_duration_seconds": MetricSpec(
         "histogram", "s", "Wall time of one stage for one instrument-day.", _SECONDS_BUCKETS
@@ -267,6 +271,11 @@ def _telemetry() -> _Telemetry:
 
 def _attributes(attributes: dict[str, object]) -> dict[str, str | int | float | bool]:
     return {k: v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in attributes.items() if v is not None}
+
+
+def clock_skew_attributes(skew_seconds: float) -> tuple[float, dict[str, str]]:
+    """The value and attributes `mdp_clock_skew_seconds` records for a signed skew."""
+    return abs(skew_seconds), {"direction": "early" if skew_seconds < 0 else "late"}
 
 
 def count(name: str, value: float = 1, **attributes: object) -> None:

@@ -96,7 +96,8 @@ def _instrument_day(settings: PipelineSettings, instrument: Instrument, day: dt.
         shape=books_shape_path(lake, ex, sym, day),
     )
     for skew in micro.skew_sample_seconds:
-        telemetry.observe("mdp_clock_skew_seconds", skew, instrument=instrument.key)
+        size, direction = telemetry.clock_skew_attributes(skew)
+        telemetry.observe("mdp_clock_skew_seconds", size, instrument=instrument.key, **direction)
     return micro
 
 
