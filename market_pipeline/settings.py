@@ -80,6 +80,8 @@ class CheckSettings(BaseModel):
     duplicate_rows_max_share: float = Field(0.0, ge=0, le=1)
     # Raw tables: origin_time may lie this far outside the partition's UTC day before origin_time errs.
     origin_time_tolerance_minutes: float = Field(60.0, ge=0)
+    # Books: share of a day's rebuilt rows written out of sync above which book_in_sync errs (blocking).
+    max_unsynced_share: float = Field(0.01, ge=0, le=1)
 
 
 class ScheduleSettings(BaseModel):

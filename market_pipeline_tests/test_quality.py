@@ -121,8 +121,9 @@ def test_run_completes_despite_failed_non_blocking_and_warn_checks(world):
     assert not precision.passed and precision.severity.value == "WARN"  # float noise only
     for check in ("sequence_gaps", "price_precision", "schema_and_row_counts"):
         assert evals[("raw_book_deltas", check, CLEAN.isoformat())].passed
-    for check in ("no_crossed_books", "vendor_snapshot_agreement"):
+    for check in ("no_crossed_books", "vendor_snapshot_agreement", "book_in_sync"):
         assert evals[("reconstructed_books", check, CLEAN.isoformat())].passed
+    assert evals[("reconstructed_books", "book_in_sync", FAULTED.isoformat())].passed  # repaired within 100 ms
     # validation_reports materialized both days.
     assert {e.partition for e in result.asset_materializations_for_node("validation_reports")} == {
         CLEAN.isoformat(),
@@ -162,6 +163,12 @@ def test_daily_rows_match_manifest_and_rebuild(world):
         counters["sequence_gaps"] + counters["out_of_order_messages"] + counters["divergences"]
     )
     assert faulted["gaps_filled"] == counters["fills"]
+    for day, row in ((CLEAN, clean), (FAULTED, faulted)):  # the books file's rows, as the rebuild counted them
+        day_counters = rebuild_counters(instance, INSTRUMENT, day)
+        assert row["book_rows"] == day_counters["rows_written"] > 0
+        assert row["unsynced_rows"] == day_counters["rows_written_unsynced"]
+        assert row["unsynced_share"] == row["unsynced_rows"] / row["book_rows"]
+        assert row["chain_breaks"] == 0  # not a capture
     assert faulted["snapshot_exact_match_share"] == pytest.approx(
         counters["vendor_snapshots_matched"] / counters["vendor_snapshots"]
     )
@@ -183,7 +190,11 @@ def test_hourly_rows(world):
     daily = table(settings, "validation_reports")
     assert hourly.height == 48
     assert hourly["hour"].min() == dt.datetime(2024, 3, 1, 0) and hourly["hour"].max() == dt.datetime(2024, 3, 2, 23)
-    sums = hourly.group_by("dt").agg(pl.col("gaps_detected", "gaps_filled").sum()).sort("dt")
+    sums = (
+        hourly.group_by("dt").agg(pl.col("gaps_detected", "gaps_filled", "book_rows", "unsynced_rows").sum()).sort("dt")
+    )
+    assert sums["book_rows"].to_list() == daily["book_rows"].to_list()
+    assert sums["unsynced_rows"].to_list() == daily["unsynced_rows"].to_list()
     assert sums["gaps_detected"].to_list() == daily["gaps_detected"].to_list()
     assert sums["gaps_filled"].to_list() == daily["gaps_filled"].to_list()
     (episode,) = manifest(settings, FAULTED)["faults"]["clock_skew_episodes"]

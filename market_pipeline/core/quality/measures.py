@@ -27,6 +27,7 @@ from market_pipeline.core.lake.paths import (
     stats_partition_dir,
 )
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
+from market_pipeline.core.quality.chain import CHAIN_BREAK, CHAIN_COLUMNS, chain_breaks, has_chain
 from market_pipeline.core.quality.day_stats import SKEW, DayStats, compute_day_stats
 from market_pipeline.core.quality.precision import grid_flags
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, gap_events, messages, repair_gaps
@@ -107,6 +108,16 @@ class DayFiles:
 def read_deltas(files: DayFiles) -> pl.DataFrame:
     """The whole delta day in memory (~1.6 GB for a realistic day): prefer `day_stats`."""
     return parquet_io.read_frame(files.require(files.deltas))
+
+
+def sequence_events(files: DayFiles, stats: DayStats) -> pl.DataFrame:
+    """The day's gap events before repair (`day_stats.EVENT_SCHEMA`, by receive time): the day
+    statistics' sequence events, plus the breaks of the update-id chain when the deltas were
+    written from a capture (`chain.py`)."""
+    if not has_chain(parquet_io.read_schema(files.require(files.deltas)).names):
+        return stats.gaps
+    breaks = chain_breaks(iter_frames(files.deltas, CHAIN_COLUMNS))
+    return pl.concat([stats.gaps.cast(breaks.schema), breaks]).sort("received_time", maintain_order=True)
 
 
 def day_stats(files: DayFiles, table: str) -> DayStats:
@@ -198,6 +209,7 @@ def gaps(files: DayFiles, deltas: pl.DataFrame, tops: pl.DataFrame) -> pl.DataFr
 def gap_summary(events: pl.DataFrame) -> dict[str, int]:
     return {
         "sequence_jumps": int((events["kind"] == "jump").sum()),
+        "chain_breaks": int((events["kind"] == CHAIN_BREAK).sum()),
         "out_of_order_messages": int((events["kind"] == "out_of_order").sum()),
         "missing_sequence_numbers": int(events["missing_sequence_numbers"].sum()),
         "gaps_repaired": int(events["repaired"].sum()),
@@ -716,8 +728,9 @@ def delta_figures(files: DayFiles, snapshot_sequence: np.ndarray, snapshot_recei
         quantiles.collect(frame["received_time"].to_numpy(), frame["origin_time"].to_numpy(), starts)
     found = quantiles.result(files.deltas)
 
+    events = sequence_events(files, stats)
     gap_frame = repair_gaps(
-        stats.gaps.cast({c: GAP_SCHEMA[c] for c in stats.gaps.columns}),
+        events.cast({c: GAP_SCHEMA[c] for c in events.columns}),
         pl.DataFrame({"sequence_number": snapshot_sequence, "received_time": snapshot_received}),
     )
     by_hour = {r["hour"]: r for r in stats.hourly.iter_rows(named=True)}

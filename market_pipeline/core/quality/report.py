@@ -21,6 +21,9 @@ SUMMARY = (
     ("gaps_detected", "gaps detected"),
     ("gaps_filled", "gaps filled"),
     ("gaps_unrepaired", "gaps unrepaired"),
+    ("chain_breaks", "capture chain breaks"),
+    ("unsynced_rows", "book rows out of sync"),
+    ("unsynced_share", "share of book rows out of sync"),
     ("snapshot_exact_match_share", "snapshots matching exactly"),
     ("max_mid_dev_ticks", "max mid deviation (ticks)"),
     ("p99_mid_dev_bps", "p99 mid deviation (bps)"),
@@ -139,6 +142,13 @@ def _section(v: DayValidation) -> str:
     charts = "".join(
         [
             bar_chart(hourly["gaps_detected"].cast(pl.Float64).to_list(), "gaps detected per hour (UTC)", "gaps"),
+            bar_chart(
+                hourly.select(pl.when(pl.col("book_rows") > 0).then(pl.col("unsynced_rows") / pl.col("book_rows")))
+                .to_series()
+                .to_list(),
+                "share of book rows out of sync per hour (UTC)",
+                "share",
+            ),
             bar_chart(hourly["skew_p99_ms"].to_list(), "clock skew p99 per hour (UTC)", "ms"),
             bar_chart([mid.get(h) for h in range(24)], "max mid deviation per hour (UTC)", "ticks"),
         ]

@@ -9,6 +9,7 @@ import polars as pl
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality import measures as m
+from market_pipeline.core.quality.book_sync import sync_figures
 from market_pipeline.core.quality.fidelity import FIDELITY_COLUMNS, capture_fidelity
 
 # Column contract of main.validation_reports (pipeline_metrics reads these names).
@@ -23,6 +24,7 @@ DAILY_SCHEMA: dict[str, pl.DataType] = {
     "gaps_filled": pl.Int64(),
     "gaps_unrepaired": pl.Int64(),
     "sequence_jumps": pl.Int64(),
+    "chain_breaks": pl.Int64(),
     "missing_sequence_numbers": pl.Int64(),
     "out_of_order_messages": pl.Int64(),
     "divergences": pl.Int64(),
@@ -33,6 +35,9 @@ DAILY_SCHEMA: dict[str, pl.DataType] = {
     "max_mid_dev_bps": pl.Float64(),
     "p99_mid_dev_bps": pl.Float64(),
     "snapshot_exact_match_share": pl.Float64(),
+    "book_rows": pl.Int64(),
+    "unsynced_rows": pl.Int64(),
+    "unsynced_share": pl.Float64(),
     "mismatches_by_level": pl.List(pl.Int64()),
     "levels_mismatched_mean": pl.Float64(),
     "skew_p1_ms": pl.Float64(),
@@ -59,6 +64,8 @@ HOURLY_SCHEMA: dict[str, pl.DataType] = {
     "messages": pl.Int64(),
     "gaps_detected": pl.Int64(),
     "gaps_filled": pl.Int64(),
+    "book_rows": pl.Int64(),
+    "unsynced_rows": pl.Int64(),
     "skew_p1_ms": pl.Float64(),
     "skew_p50_ms": pl.Float64(),
     "skew_p99_ms": pl.Float64(),
@@ -90,6 +97,7 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
     events = deltas.events
     gap_figures = m.gap_summary(events)
     hourly_gaps = m.hourly_gaps(events, agreement.divergent, day)
+    sync = sync_figures(files.require(files.books), day)
 
     snap_off, snap_loss = m.snapshot_precision(files)
     flags = deltas.precision.frame()
@@ -113,9 +121,11 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
         "gaps_filled": int(hourly_gaps["gaps_filled"].sum()),
         "gaps_unrepaired": gap_figures["gaps_unrepaired"],
         "sequence_jumps": gap_figures["sequence_jumps"],
+        "chain_breaks": gap_figures["chain_breaks"],
         "missing_sequence_numbers": gap_figures["missing_sequence_numbers"],
         "out_of_order_messages": gap_figures["out_of_order_messages"],
         **agreement.summary,
+        **sync.daily(),
         **deltas.skew_day,
         "off_grid_values": off_grid,
         "precision_loss_events": loss,
@@ -128,7 +138,8 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
     }
     hour_start = dt.datetime.combine(day, dt.time())
     hourly = (
-        hourly_gaps.join(deltas.skew_hourly, on="hour")
+        hourly_gaps.join(sync.hourly, on="hour")
+        .join(deltas.skew_hourly, on="hour")
         .with_columns(
             pl.lit(day).alias("dt"),
             pl.lit(instrument.exchange).alias("exchange"),

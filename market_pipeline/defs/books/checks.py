@@ -1,15 +1,17 @@
 """Asset checks on reconstructed books: one evaluation per day of the run (defs/common/checks.py).
 
-`no_crossed_books` is blocking; `vendor_snapshot_agreement` (and the freshness checks,
-defs/automation) are not.
+`no_crossed_books` and `book_in_sync` are blocking; `vendor_snapshot_agreement` (and the
+freshness checks, defs/automation) are not.
 """
 
 import datetime as dt
 
 import dagster as dg
+import polars as pl
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality import measures as m
+from market_pipeline.core.quality.book_sync import sync_figures
 from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
 from market_pipeline.defs.common.recorded import rebuild_counters
 from market_pipeline.defs.common.resources import PipelineSettings
@@ -75,7 +77,36 @@ def vendor_snapshot_agreement(context, settings: PipelineSettings, instrument: I
     return Finding(severity, summary, figures, agreement.worst)
 
 
-BOOK_CHECKS: list[DailyCheck] = [no_crossed_books, vendor_snapshot_agreement]
+@daily_check(
+    "reconstructed_books",
+    "book_in_sync",
+    blocking=True,
+    description="Share of the day's rebuilt rows written while the book was out of sync (before the first "
+    "sync point, or from a gap until a snapshot repaired it): ERROR above checks.max_unsynced_share.",
+)
+def book_in_sync(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
+    files = day_files(settings, instrument, day)
+    sync = sync_figures(files.require(files.books), day)
+    counters = rebuild_counters(context.instance, instrument.key, day) or {}
+    figures = {
+        **sync.daily(),
+        # Capture rebuilds count chain gaps and re-syncs; lake-shaped ones sequence gaps and fills.
+        "gaps": counters.get("gaps", counters.get("sequence_gaps")),
+        "resyncs": counters.get("resyncs", counters.get("fills")),
+        "unsynced_at_end": counters.get("unsynced_at_end"),
+    }
+    hours = sync.hourly.filter(pl.col("unsynced_rows") > 0)  # the hours the book was out of sync, UTC
+    rows = [{**r, "hour": f"{r['hour']:02d}:00"} for r in hours.iter_rows(named=True)]
+    share, limit = sync.unsynced_share, settings.checks.max_unsynced_share
+    if share is None:
+        return Finding(None, "no rebuilt rows", figures)
+    summary = f"{sync.unsynced_rows:,} of {sync.book_rows:,} rows ({share:.2%}) written out of sync"
+    if share > limit:
+        return Finding(ERROR, f"{summary} (> {limit:.2%})", figures, rows)
+    return Finding(None, summary, figures, rows)
+
+
+BOOK_CHECKS: list[DailyCheck] = [no_crossed_books, vendor_snapshot_agreement, book_in_sync]
 
 
 def build_book_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:

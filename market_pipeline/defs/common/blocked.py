@@ -85,8 +85,9 @@ def blocked_days(
     return {day: "\n".join(lines) for day, lines in sorted(reasons.items())}
 
 
-def days_to_run(context: dg.AssetExecutionContext) -> list[dt.date]:
-    """The run's days (`context.partition_keys`) minus those an upstream blocking check failed.
+def days_to_run(context: dg.AssetExecutionContext, checks_block: bool = True) -> list[dt.date]:
+    """The run's days (`context.partition_keys`) minus those an upstream blocking check failed
+    (with `checks_block`; always minus those an upstream asset skipped).
 
     Each left-out day gets `skipped: <reason>` in the partition metadata of every asset the step
     materializes. Fails the step (`dg.Failure`) when every day is blocked.
@@ -94,7 +95,8 @@ def days_to_run(context: dg.AssetExecutionContext) -> list[dt.date]:
     days = [dt.date.fromisoformat(key) for key in context.partition_keys]
     own = set(context.assets_def.keys)
     upstream = {key for key in context.assets_def.dependency_keys if key not in own}
-    blocked = blocked_days(context.instance, context.run.run_id, days, checked=upstream, skipped_by=upstream)
+    checked = upstream if checks_block else set()
+    blocked = blocked_days(context.instance, context.run.run_id, days, checked=checked, skipped_by=upstream)
     if not blocked:
         return days
     outputs = sorted(context.selected_asset_keys, key=lambda key: key.to_user_string())

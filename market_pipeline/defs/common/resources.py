@@ -10,11 +10,11 @@ the settings.
 from __future__ import annotations
 
 import dagster as dg
-from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.security import crypto
 from market_pipeline.core.telemetry import telemetry
+from market_pipeline.defs.common.warehouse_io import WarehouseIOManager
 from market_pipeline.settings import PipelineSettings
 
 DUCKDB_POOL = "duckdb"  # one writer at a time: DuckDB allows one writer per database file
@@ -86,5 +86,5 @@ def build_resources(settings: PipelineSettings) -> dict[str, object]:
     """Every resource of the code location, from `settings`."""
     return {
         PIPELINE: pipeline_resource(settings),
-        WAREHOUSE_IO_MANAGER: DuckDBPolarsIOManager(database=str(settings.warehouse_path.resolve()), schema="main"),
+        WAREHOUSE_IO_MANAGER: WarehouseIOManager(database=str(settings.warehouse_path.resolve()), schema="main"),
     }

@@ -90,7 +90,10 @@ def validation_task(
 
 def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
     """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
-    days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
+    # The report describes every day that has books, also one whose books failed a blocking check
+    # (book_in_sync, no_crossed_books): that is the day a reader needs it for. Days without books
+    # (a raw check blocked the rebuild) are left out.
+    days = days_to_run(context, checks_block=False)
     judged = {  # no source data that day: nothing to judge
         day: [i for i in settings.universe if i.key not in missing_instruments(context.instance, day)] for day in days
     }

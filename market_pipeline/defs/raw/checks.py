@@ -19,6 +19,7 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.paths import rejected_rows_path
 from market_pipeline.core.lake.schemas import NULLABLE_COLUMNS, OPTIONAL_COLUMNS, TABLE_SCHEMAS
 from market_pipeline.core.quality import measures as m
+from market_pipeline.core.quality.chain import CHAIN_BREAK
 from market_pipeline.core.quality.day_stats import (
     CONFLICTING_TRADE_ID,
     DUPLICATE,
@@ -41,7 +42,8 @@ from market_pipeline.vendors.registry import build_source
     blocking=True,
     additional_deps=["raw_book_snapshots"],
     description="Sequence gaps in book_delta_v2: ERROR when a gap has no later vendor snapshot in the "
-    "day to repair it, WARN when every gap is repaired.",
+    "day to repair it, WARN when every gap is repaired; breaks of a capture's update-id chain WARN "
+    "(book_in_sync on reconstructed_books judges the out-of-sync span they cause).",
 )
 def sequence_gaps(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
     files = day_files(settings, instrument, day)
@@ -49,14 +51,28 @@ def sequence_gaps(context, settings: PipelineSettings, instrument: Instrument, d
     # proven repaired: every gap then counts as unrepaired, and the summary says why.
     has_snapshots = files.snapshots.is_file()
     tops = m.read_snapshot_tops(files) if has_snapshots else m.empty_snapshot_tops()
-    events = repair_gaps(m.day_stats(files, "book_delta_v2").gaps, tops)
+    events = repair_gaps(m.sequence_events(files, m.day_stats(files, "book_delta_v2")), tops)
     figures = m.gap_summary(events)
     figures["sequence_semantics"] = "contiguous" if files.contiguous else "monotonic"
     figures["vendor_snapshots_available"] = int(has_snapshots)
     total = events.height
-    if figures["gaps_unrepaired"]:
+    # A broken capture chain leaves the rebuilt book out of sync until a REST snapshot; the rebuild
+    # marks those rows (`synced`) and book_in_sync judges how much of the day they are, so a break
+    # warns here instead of blocking the rebuild that measures it.
+    breaks = events.filter(pl.col("kind") == CHAIN_BREAK)
+    breaks_unrepaired = int((~breaks["repaired"]).sum())
+    if figures["gaps_unrepaired"] > breaks_unrepaired:
         why = "a later snapshot" if has_snapshots else f"a snapshot (no raw book partition: {files.snapshots})"
-        severity, summary = ERROR, f"{figures['gaps_unrepaired']} of {total} gap(s) not repaired by {why}"
+        unrepaired = figures["gaps_unrepaired"] - breaks_unrepaired
+        severity, summary = ERROR, f"{unrepaired} of {total - breaks.height} gap(s) not repaired by {why}"
+    elif breaks.height:
+        severity, summary = (
+            WARN,
+            (
+                f"{breaks.height} break(s) of the capture's update-id chain, {breaks_unrepaired} without a later "
+                "REST snapshot (the rebuilt rows after a break are out of sync: book_in_sync)"
+            ),
+        )
     elif total:
         severity, summary = WARN, f"{total} gap(s), all repaired by a later vendor snapshot"
     else:
