@@ -319,6 +319,25 @@ def test_postgres_instance_is_recorded_as_not_copied(tmp_path: Path, sources: Ba
     assert read_manifest(snapshot).parts["dagster_instance"] == part
 
 
+def test_concurrent_backups_of_the_same_second_all_succeed_under_names_of_their_own(
+    tmp_path: Path, sources: BackupSources
+) -> None:
+    """Four backups started together once crashed (`Directory not empty`: the same second's name)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from market_pipeline.core.backup.restore import verify_snapshot
+
+    backups, now = tmp_path / "backups", dt.datetime(2024, 3, 4, 2, tzinfo=dt.UTC)
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: create_backup(sources, backups, _quick_wait(), now=now)[0], range(4)))
+    name = "market_pipeline-20240304T020000Z"
+    assert sorted(p.name for p in made) == [name, f"{name}-2", f"{name}-3", f"{name}-4"]
+    assert sorted(backups.iterdir()) == sorted(made)  # no partial directory left behind
+    for snapshot in made:
+        verify_snapshot(snapshot)  # every file of every snapshot matches its manifest
+    assert prune_snapshots(backups, keep=1) and len(list(backups.iterdir())) == 1
+
+
 def test_copy_complete_lines_leaves_a_line_being_appended(tmp_path: Path) -> None:
     source = tmp_path / "audit.jsonl"
     source.write_bytes(b'{"a":1}\n{"b":2}\n{"c":')

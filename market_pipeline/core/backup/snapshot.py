@@ -21,8 +21,10 @@ format of core/security/crypto.py): the plaintext copy exists only while it is h
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -130,8 +132,8 @@ def create_backup(
     """Write one snapshot of `sources` under `backup_dir`; returns its directory and manifest."""
     now = now or dt.datetime.now(dt.UTC)
     make_private_dirs(backup_dir)
-    final = _free_name(backup_dir, snapshot_name(now))
-    partial = backup_dir / f".{final.name}.partial-{os.getpid()}"
+    name = snapshot_name(now)
+    partial = backup_dir / f".{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     make_private_dirs(partial)
     manifest = Manifest(
         created_at=now.isoformat(timespec="microseconds"),
@@ -157,7 +159,7 @@ def create_backup(
         (partial / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         os.chmod(partial / MANIFEST_FILE, 0o600)
         _fsync_tree(partial)
-        os.rename(partial, final)
+        final = _rename_to_free_name(partial, backup_dir, name)
         _fsync_dir(backup_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -165,13 +167,20 @@ def create_backup(
     return final, manifest
 
 
-def _free_name(backup_dir: Path, name: str) -> Path:
-    """`name`, or `name-2`, `name-3`... when a backup of the same second exists."""
+def _rename_to_free_name(partial: Path, backup_dir: Path, name: str) -> Path:
+    """Rename the finished snapshot to `name`, or `name-2`, `name-3`... when a backup of the same
+    second holds it. The rename itself claims the name: a snapshot directory is never empty, so
+    renaming onto one fails (ENOTEMPTY), and concurrent backups each end under a name of their own."""
     candidate, n = backup_dir / name, 1
-    while candidate.exists():
+    while True:
+        try:
+            os.rename(partial, candidate)
+            return candidate
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
         n += 1
         candidate = backup_dir / f"{name}-{n}"
-    return candidate
 
 
 def _warehouse_part(writer: _SnapshotWriter, data_dir: Path, wait: LockWait) -> dict[str, object]:
@@ -276,10 +285,13 @@ def prune_snapshots(backup_dir: Path, keep: int) -> list[Path]:
             continue
         try:
             snapshots.append((read_manifest(path).created_at, path))
-        except BackupManifestError:
+        except (BackupManifestError, FileNotFoundError):  # not ours, or pruned by a concurrent backup
             continue
     snapshots.sort(reverse=True)
     removed = [path for _created, path in snapshots[keep:]]
     for path in removed:
-        shutil.rmtree(path)
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:  # a concurrent backup's --keep removed it first
+            pass
     return removed
