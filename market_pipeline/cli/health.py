@@ -163,15 +163,12 @@ def _disk_report(settings: PipelineSettings, report: dict[str, Any], problems: l
     return True
 
 
-def _is_lock_conflict(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "lock" in text and ("conflicting" in text or "could not set" in text)
-
-
 def _warehouse_report(
     settings: PipelineSettings, report: dict[str, Any], problems: list[str], warnings: list[str]
 ) -> None:
     import duckdb
+
+    from market_pipeline.core.lake.catalog import is_lock_conflict
 
     path = settings.warehouse_path.resolve()
     entry: dict[str, Any] = {"path": str(path)}
@@ -192,7 +189,7 @@ def _warehouse_report(
                 ).fetchone()
                 report["pipeline_metrics"] = {"rows": rows, "days": days, "latest_dt": latest}
     except duckdb.Error as exc:
-        if _is_lock_conflict(exc):
+        if is_lock_conflict(exc):
             entry["status"] = "busy"
             warnings.append(f"warehouse {path} is locked by a running writer; not inspected")
             return

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from market_pipeline.core.errors import IntegrityError
 from market_pipeline.core.lake import parquet_io
 
 LOCK_WAIT_SECONDS = 120.0  # how long view creation waits for another process's lock on the warehouse
@@ -69,6 +70,40 @@ def missing_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ...] =
     return [v for v in candidates if (v.schema, v.view) not in existing]
 
 
+class WarehouseDamaged(IntegrityError):
+    """warehouse.duckdb exists but DuckDB cannot read it: not a database file, or a corrupt block."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} is damaged ({str(error).splitlines()[0]}): move it aside and rebuild it from the lake "
+            "(docs/runbook.md, Damaged warehouse)"
+        )
+
+
+def is_lock_conflict(exc: Exception) -> bool:
+    """Whether a DuckDB error is another process's lock on the file (worth waiting for), not damage."""
+    text = str(exc).lower()
+    return "lock" in text and ("conflicting" in text or "could not set" in text)
+
+
+def check_warehouse(warehouse: Path) -> None:
+    """Raise WarehouseDamaged at once when the warehouse exists and DuckDB cannot open and read its
+    catalog. A lock another process holds is no damage: that process opened the file.
+
+    dagster-duckdb's IO manager retries every failed connection (about two minutes of backoff),
+    so without this a damaged file looks like a held lock to each warehouse step in turn.
+    """
+    if not warehouse.is_file():
+        return
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()
+    except duckdb.Error as exc:
+        if not is_lock_conflict(exc):
+            raise WarehouseDamaged(warehouse, exc) from None
+
+
 def connect_when_free(
     warehouse: Path, read_only: bool = False, timeout_seconds: float = LOCK_WAIT_SECONDS
 ) -> duckdb.DuckDBPyConnection:
@@ -82,8 +117,10 @@ def connect_when_free(
     while True:
         try:
             return duckdb.connect(str(warehouse), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+        except duckdb.Error as exc:
+            if not is_lock_conflict(exc):
+                raise WarehouseDamaged(warehouse, exc) from None
+            if time.monotonic() >= deadline:
                 raise
             time.sleep(LOCK_POLL_SECONDS)
 

@@ -1,4 +1,5 @@
-"""The warehouse IO manager: dagster-duckdb-polars, plus columns added by a newer release.
+"""The warehouse IO manager: dagster-duckdb-polars, plus columns added by a newer release, and a
+damaged `warehouse.duckdb` named at once (`catalog.check_warehouse`) instead of retried as if locked.
 
 `DuckDBPolarsTypeHandler` creates a table from the first output and later appends with a
 positional `INSERT ... SELECT *`: once a release adds a column to a warehouse table (a new
@@ -10,9 +11,13 @@ already there) and orders the output like the table, so the inherited append lin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 from dagster import OutputContext
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
+
+from market_pipeline.core.lake.catalog import check_warehouse
 
 
 class EvolvingPolarsTypeHandler(DuckDBPolarsTypeHandler):
@@ -43,6 +48,11 @@ def align_to_table(connection, table: str, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 class WarehouseIOManager(DuckDBPolarsIOManager):
+    def create_io_manager(self, context):
+        # A damaged file fails the step at once, naming it, instead of dagster-duckdb retrying it.
+        check_warehouse(Path(self.database))
+        return super().create_io_manager(context)
+
     @staticmethod
     def type_handlers() -> list[DuckDBPolarsTypeHandler]:
         return [EvolvingPolarsTypeHandler()]
