@@ -356,3 +356,33 @@ def test_a_run_whose_every_day_fails_to_import_fails(local_source, capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("market-pipeline ")
+
+
+def test_first_commands_on_a_new_instance_at_once_all_open_it(tmp_path):
+    """Four processes opening a fresh SQLite DAGSTER_HOME at the same instant: without the lock two
+    or three die creating its schema (`table alembic_version already exists`)."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PROJECT_DAGSTER_YAML, subprocess_env
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(PROJECT_DAGSTER_YAML.read_text())
+    start = time.time() + 3  # every process imports first, then they open it together
+    code = (
+        "import time\n"
+        "from market_pipeline.cli.execution import open_instance\n"
+        f"while time.time() < {start}: time.sleep(0.001)\n"
+        "with open_instance() as instance: print(len(instance.get_runs()))\n"
+    )
+    env = subprocess_env(DAGSTER_HOME=str(home))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [(p.returncode, out) for p, (out, _) in zip(procs, results, strict=True)] == [(0, "0\n")] * 4, results

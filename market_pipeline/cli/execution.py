@@ -107,6 +107,25 @@ def require_dagster_home() -> Path:
     return home
 
 
+INSTANCE_LOCK = ".market_pipeline-instance.lock"
+
+
+def open_instance() -> dg.DagsterInstance:
+    """The DAGSTER_HOME instance, opened under a lock file in DAGSTER_HOME.
+
+    Opening a new SQLite instance creates its schema (and stamps alembic's version table): two
+    first commands on a fresh DAGSTER_HOME once raced there, and one died with `table
+    alembic_version already exists`. The lock makes the second wait (it says so) until the
+    first has created the schema, then open it as it is.
+    """
+    import dagster as dg
+
+    from market_pipeline.core.lake.cache_lock import cache_lock
+
+    with cache_lock(require_dagster_home() / INSTANCE_LOCK, "opening the Dagster instance in DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+
+
 def load_defs(settings: PipelineSettings) -> dg.Definitions:
     """The code location's Definitions for `settings` (the module is imported late: importing it
     also builds `definitions.defs` from the environment's settings, as Dagster's loaders expect)."""
@@ -540,7 +559,7 @@ def execute_range(
     run_id = str(uuid.uuid4())
     watch = PoolWaitWatch(run_id, wait_timeout_seconds)
     try:
-        with dg.DagsterInstance.get() as instance:
+        with open_instance() as instance:
             for line in recover_dead_runs(instance):
                 eprint(line)
             watch.start()

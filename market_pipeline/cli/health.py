@@ -111,9 +111,8 @@ def _dagster_report(report: dict[str, Any], problems: list[str], settings: Pipel
     if settings is None:  # the settings' own problems are listed as well
         problems.append("cannot load the code location: the settings are invalid")
         return
-    import dagster as dg
 
-    from market_pipeline.cli.execution import quiet_dagster
+    from market_pipeline.cli.execution import open_instance, quiet_dagster
 
     quiet_dagster(0)
     try:
@@ -122,7 +121,7 @@ def _dagster_report(report: dict[str, Any], problems: list[str], settings: Pipel
         problems.append(f"cannot load the code location: {exc}")
         return
     try:
-        with dg.DagsterInstance.get() as instance:
+        with open_instance() as instance:
             report["assets"] = _asset_report(instance, defs)
             report["checks"] = _check_report(instance, defs, problems)
     except Exception as exc:
