@@ -223,6 +223,26 @@ def test_real_rows_stream_to_the_whole_file_frames(tmp_path, monkeypatch):
         assert_frame_equal(pl.concat(iter_trades(trades, "bitmex", "XBTUSD")), reference_trades(trades, tmp_path))
 
 
+def test_snapshots_in_any_order_get_the_whole_file_sequence_numbers(tmp_path):
+    """Messages appended in several calls (the running maximum carried across them, a receive time
+    going back included), snapshots in shuffled order and on ties: the reference's numbers."""
+    rng = np.random.default_rng(7)
+    local = np.cumsum(rng.integers(0, 3, 5_000)) + 1_000
+    local[1_234] -= 50  # received out of order
+    stamp = local - rng.integers(0, 4, local.size)
+    writer = MessageHeadsWriter(tmp_path)
+    for part in np.array_split(np.arange(local.size), [1, 1_234, 1_235, 4_000]):
+        writer.append(local[part], stamp[part])
+    messages = writer.finish()
+    base = day_sequence_base(DAY)
+    reference = (np.maximum.accumulate(local), stamp, base + 1 + np.arange(local.size))
+    snap_local = np.concatenate([rng.permutation(local)[:2_000], [0, 999, 10**9]])
+    snap_stamp = snap_local - rng.integers(-2, 4, snap_local.size)
+    got = messages.sequence(snap_local, snap_stamp, base)
+    assert np.array_equal(got, reference_sequence(reference, snap_local, snap_stamp, base))
+    assert got[-3] == got[-2] == base and got[-1] == base + local.size  # before the first message; after the last
+
+
 # ---------------------------------------------------------------------------------------
 # Errors past the first block
 # ---------------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ class MessageHeadsWriter:
         self.directory = directory
         self.count = 0
         self.running_max = np.iinfo(np.int64).min
-        self._local: BinaryIO = open(directory / _LOCAL, "wb")  # noqa: SIM115 (closed in close)
-        self._time: BinaryIO = open(directory / _TIME, "wb")  # noqa: SIM115
+        self._local: BinaryIO = open(directory / _LOCAL, "wb")  # closed in close()
+        self._time: BinaryIO = open(directory / _TIME, "wb")
 
     def append(self, local_timestamp: np.ndarray, timestamp: np.ndarray) -> None:
         """Messages' local_timestamp (raw: the running maximum is taken here, across calls) and timestamp."""
