@@ -313,7 +313,8 @@ def write_cache_table(batches: Iterable[pl.DataFrame], schema: pl.Schema | dict,
     with atomic_path(final) as tmp, pq.ParquetWriter(tmp, arrow_schema, **_CACHE_WRITER_OPTIONS) as writer:
 
         def write_pending() -> None:
-            writer.write_table(pl.concat(pending).to_arrow(compat_level=pl.CompatLevel.oldest()))
+            table = pl.concat(pending).to_arrow(compat_level=pl.CompatLevel.oldest())
+            writer.write_table(table, row_group_size=held)  # one row group (pyarrow's default cuts at 1 Mi rows)
             pending.clear()
 
         for frame in read_ahead(iter(batches), "tardis-read"):
