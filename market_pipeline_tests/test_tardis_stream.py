@@ -21,6 +21,7 @@ from market_pipeline.vendors.tardis.csv_format import (
     L2_COLUMNS,
     TRADES_COLUMNS,
     US,
+    TardisFormatError,
     day_sequence_base,
     iter_book_snapshot_25,
     iter_incremental_book_l2,
@@ -324,3 +325,14 @@ def test_a_gzip_truncated_mid_file_is_rejected(synthetic_tardis, tmp_path, monke
 def test_a_last_line_cut_short_is_rejected(synthetic_tardis, tmp_path):
     bad = _damaged_l2(synthetic_tardis, tmp_path / "tardis", lambda lines: "".join(lines)[:-1])
     _assert_rejected(tmp_path / "tardis", tmp_path, bad, "the last line does not end with a newline")
+
+
+def test_the_file_ending(tmp_path):
+    """The end of the stream: a header alone without its newline has no rows (as whole-file
+    reading found); a last row cut short to fewer fields is named as the missing newline."""
+    path = tmp_path / "binance_trades_2024-03-01_BTCUSDT.csv"
+    path.write_text(",".join(TRADES_COLUMNS), encoding="utf-8")
+    assert list(iter_trades(path)) == []
+    path.write_text(",".join(TRADES_COLUMNS) + "\nbinance,BTCUSDT,1,2,x,buy,1", encoding="utf-8")
+    with pytest.raises(TardisFormatError, match=r"csv: the last line does not end with a newline"):
+        list(iter_trades(path))

@@ -180,6 +180,9 @@ def _iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
             yield CsvBatch(line, frame)
             line += batch.num_rows
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        if stream.ended and stream.size <= header_bytes:
+            return  # the header alone without its newline (Arrow finds no block to parse): no rows
+        _check_ending(path, stream, header_bytes)  # a cut-short last line explains a short last row
         raise _explain(path, stream, exc, short_or_long, header, required, line) from None
     finally:
         stream.close()
