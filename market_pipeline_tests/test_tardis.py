@@ -22,18 +22,35 @@ from market_pipeline.vendors.tardis.csv_format import (
     L2_COLUMNS,
     SEQUENCE_DAY_STRIDE,
     TRADES_COLUMNS,
-    Messages,
     TardisFormatError,
-    read_book_snapshot_25,
-    read_incremental_book_l2,
-    read_trades,
+    iter_book_snapshot_25,
+    iter_incremental_book_l2,
+    iter_trades,
     snapshot_columns,
-    snapshot_sequence,
 )
+from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHeadsWriter, snapshot_sequence
 from market_pipeline.vendors.tardis.source import TardisRejected, TardisSource
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "tardis"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"Tardis samples not found at {REAL}")
+
+
+def read_incremental_book_l2(
+    path: Path, day: dt.date, scratch: Path, exchange: str | None = None, symbol: str | None = None
+) -> tuple[pl.DataFrame, MessageHeads]:
+    """The whole L2 file as one frame, and its messages (written under `scratch`)."""
+    writer = MessageHeadsWriter(scratch)
+    deltas = pl.concat(iter_incremental_book_l2(path, day, writer, exchange, symbol))
+    return deltas, writer.finish()
+
+
+def read_book_snapshot_25(path: Path, day: dt.date, messages: MessageHeads, *names: str) -> pl.DataFrame:
+    return pl.concat(iter_book_snapshot_25(path, day, messages, *names))
+
+
+def read_trades(path: Path, *names: str) -> pl.DataFrame:
+    return pl.concat(iter_trades(path, *names))
+
 
 DAY = dt.date(2024, 3, 1)
 DAY_US = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
@@ -49,10 +66,10 @@ SPOT = Instrument(
 
 
 @needs_real
-def test_real_incremental_book_l2_sample():
+def test_real_incremental_book_l2_sample(tmp_path):
     path = REAL / "tardis_deribit_incremental_book_L2_BTC-PERPETUAL.csv"
     day = dt.date(2020, 4, 1)
-    deltas, messages = read_incremental_book_l2(path, day, "deribit", "BTC-PERPETUAL")
+    deltas, messages = read_incremental_book_l2(path, day, tmp_path, "deribit", "BTC-PERPETUAL")
     assert deltas.schema == pl.Schema({**BOOK_DELTA_SCHEMA, "is_snapshot": pl.Boolean()})
     assert deltas.height == 15
     first = deltas.row(0, named=True)
@@ -68,14 +85,14 @@ def test_real_incremental_book_l2_sample():
     assert deltas.row(14, named=True)["price"] == 6428.5 and deltas.row(14, named=True)["size"] == 39950.0
     # All 15 rows share both timestamps: one message, the day's opening snapshot.
     assert deltas["sequence_number"].n_unique() == 1 and deltas["is_snapshot"].all()
-    assert list(messages.sequence_number) == [first["sequence_number"]]
+    assert messages.count == 1
 
 
 @needs_real
 def test_real_book_snapshot_25_sample():
     path = REAL / "tardis_binance-futures_book_snapshot_25_BTCUSDT.csv"
     day = dt.date(2020, 9, 1)
-    book = read_book_snapshot_25(path, day, Messages.empty(), "binance-futures", "BTCUSDT")
+    book = read_book_snapshot_25(path, day, MessageHeads.empty(), "binance-futures", "BTCUSDT")
     assert book.schema == pl.Schema(BOOK_SCHEMA)  # 20 levels a side; levels 20-24 are not kept
     assert book.height == 10
     first = book.row(0, named=True)
@@ -166,28 +183,28 @@ def _snapshot_row(
 
 def test_messages_and_sequence_numbers(tmp_path):
     path = _csv(tmp_path / "binance_incremental_book_L2_2024-03-01_BTCUSDT.csv.gz", L2_COLUMNS, _l2_rows())
-    deltas, messages = read_incremental_book_l2(path, DAY, "binance", "BTCUSDT")
+    deltas, messages = read_incremental_book_l2(path, DAY, tmp_path, "binance", "BTCUSDT")
     # Rows sharing (local_timestamp, timestamp, is_snapshot), in file order, form one message.
     assert deltas["sequence_number"].to_list() == [BASE + n for n in (1, 1, 2, 2, 3, 4, 4)]
     assert deltas["is_snapshot"].to_list() == [True, True, False, False, False, True, True]
     assert deltas["side_is_bid"].to_list() == [True, False, True, True, False, True, False]
     assert deltas["size"].to_list() == [1.5, 2.0, 0.5, 0.0, 1.0, 3.0, 4.0]
     assert deltas["received_time"][2] == (DAY_US + 20) * 1000 and deltas["origin_time"][2] == (DAY_US + 10) * 1000
-    assert list(messages.sequence_number) == [BASE + n for n in (1, 2, 3, 4)]
-    assert list(messages.local_timestamp) == [DAY_US + d for d in (5, 20, 40, 60)]
+    # Four messages, received at these local times: a snapshot stamped like message n gets its number.
+    assert messages.count == 4
+    local, stamp = np.array([DAY_US + d for d in (5, 20, 40, 60)]), np.array([DAY_US + d for d in (0, 10, 30, 50)])
+    assert list(messages.sequence(local, stamp, BASE)) == [BASE + n for n in (1, 2, 3, 4)]
 
 
 def test_snapshot_sequence_is_the_last_message_at_or_before_its_local_timestamp():
-    msgs = Messages(
-        local_timestamp=np.array([10, 20, 20, 30], np.int64),
-        timestamp=np.array([5, 15, 17, 25], np.int64),
-        sequence_number=np.array([101, 102, 103, 104], np.int64),
-    )
+    # Messages 1-4 (base + 1, ...): their running maximum of local_timestamp, and timestamp.
+    msg_local = np.array([10, 20, 20, 30], np.int64)
+    msg_time = np.array([5, 15, 17, 25], np.int64)
     local = np.array([9, 10, 15, 20, 20, 20, 35], np.int64)
     stamp = np.array([9, 5, 12, 15, 17, 16, 30], np.int64)
     # Before the first message: the day's base; a tie on local_timestamp: the last message whose
     # exchange timestamp is not later than the snapshot's.
-    assert list(snapshot_sequence(msgs, local, stamp, DAY)) == [BASE, 101, 101, 102, 103, 102, 104]
+    assert list(snapshot_sequence(msg_local, msg_time, local, stamp, 100)) == [100, 101, 101, 102, 103, 102, 104]
 
 
 def test_a_snapshot_block_after_updates_replaces_the_book(tmp_path):
@@ -204,7 +221,7 @@ def test_a_snapshot_block_after_updates_replaces_the_book(tmp_path):
             _snapshot_row(t + 50, t + 60, ("99.00", "3"), ("99.50", "4")),  # after message 4
         ],
     )
-    deltas, messages = read_incremental_book_l2(l2, DAY)
+    deltas, messages = read_incremental_book_l2(l2, DAY, tmp_path)
     book = read_book_snapshot_25(snaps, DAY, messages)
     assert book["sequence_number"].to_list() == [BASE + 2, BASE + 4]
     deltas.write_parquet(tmp_path / "deltas.parquet")

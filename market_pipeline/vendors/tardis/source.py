@@ -24,30 +24,34 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.cache_lock import cache_lock, day_lock_path
-from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_text_atomic
+from market_pipeline.core.lake.ingest import batch_rows_for
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
-from market_pipeline.core.lake.schemas import BOOK_SCHEMA
+from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA, TRADES_SCHEMA
+from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.core.telemetry import progress
 from market_pipeline.vendors.base import LAKE_TABLES, BookDay, DayNotCovered, MissingSourceData
 from market_pipeline.vendors.lake_shaped import LakeBookResult, LakeShapedBooks, rebuild_lake_books
 from market_pipeline.vendors.tardis.config import tardis_names
 from market_pipeline.vendors.tardis.csv_format import (
     DATA_TYPES,
-    Messages,
     TardisFormatError,
     file_name,
-    read_book_snapshot_25,
-    read_incremental_book_l2,
-    read_trades,
+    iter_book_snapshot_25,
+    iter_incremental_book_l2,
+    iter_trades,
 )
+from market_pipeline.vendors.tardis.message_heads import message_heads_writer
 
 L2 = "incremental_book_L2"
 SNAPSHOTS = "book_snapshot_25"
@@ -60,6 +64,8 @@ TABLE_INPUTS: dict[str, tuple[str, ...]] = {
 }
 # Bump when the cached tables change shape, so old caches are rebuilt.
 CACHE_VERSION = 1
+DELTA_CACHE_SCHEMA = pl.Schema({**BOOK_DELTA_SCHEMA, "is_snapshot": pl.Boolean()})
+_CACHE_WRITER_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": False}
 
 
 @dataclass(frozen=True)
@@ -192,41 +198,43 @@ class TardisSource(LakeShapedBooks):
         fingerprint: str,
     ) -> dict:
         exchange_id, symbol = names
-        scratch = self.root / ".scratch"  # decompressed copies, removed after parsing
+        scratch = self.root / ".scratch"  # the L2 messages, removed once the snapshots are sequenced
         make_private_dirs(scratch)
-        frames: dict[str, pl.DataFrame] = {}
+        tables: dict[str, int] = {}
         rejected: list[RejectedFile] = []
 
-        def attempt(data_type: str, read) -> pl.DataFrame | tuple | None:
+        def attempt(
+            table: str, data_type: str, batches: Callable[[Path], Iterable[pl.DataFrame]], schema: pl.Schema
+        ) -> bool:
+            """Write `table` from its file's batches; quarantine the file when it cannot be read."""
             path = files[data_type]
             if path is None:
-                return None
+                return False
             try:
-                return read(path)
+                tables[table] = write_cache_table(batches(path), schema, self._table_path(table, instrument, day))
             except TardisFormatError as exc:
                 rejected.append(self._quarantine(path, data_type, exc, instrument, day))
-                return None
+                return False
+            return True
 
-        l2 = attempt(L2, lambda p: read_incremental_book_l2(p, day, exchange_id, symbol, scratch))
-        messages = Messages.empty()
-        if l2 is not None:
-            frames["book_delta_v2"], messages = l2
-        if files[L2] is not None and l2 is not None:  # the book needs the L2 messages' sequence numbers
-            snapshots = attempt(
-                SNAPSHOTS, lambda p: read_book_snapshot_25(p, day, messages, exchange_id, symbol, scratch)
+        with message_heads_writer(scratch) as messages:
+            l2 = attempt(
+                "book_delta_v2",
+                L2,
+                lambda p: iter_incremental_book_l2(p, day, messages, exchange_id, symbol),
+                DELTA_CACHE_SCHEMA,
             )
-            if files[SNAPSHOTS] is None:
-                frames["book"] = pl.DataFrame(schema=BOOK_SCHEMA)
-            elif snapshots is not None:
-                frames["book"] = snapshots
-        trades = attempt(TRADES, lambda p: read_trades(p, exchange_id, symbol, scratch))
-        if trades is not None:
-            frames["trades"] = trades
-
-        tables = {}
-        for table, frame in frames.items():
-            write_parquet_atomic(frame, self._table_path(table, instrument, day))
-            tables[table] = frame.height
+            if l2:  # the book needs the L2 messages' sequence numbers
+                heads = messages.finish()
+                if files[SNAPSHOTS] is None:
+                    tables["book"] = write_cache_table([], BOOK_SCHEMA, self._table_path("book", instrument, day))
+                attempt(
+                    "book",
+                    SNAPSHOTS,
+                    lambda p: iter_book_snapshot_25(p, day, heads, exchange_id, symbol),
+                    pl.Schema(BOOK_SCHEMA),
+                )
+        attempt("trades", TRADES, lambda p: iter_trades(p, exchange_id, symbol), pl.Schema(TRADES_SCHEMA))
         return {
             "version": CACHE_VERSION,
             "fingerprint": fingerprint,
@@ -288,3 +296,34 @@ class TardisSource(LakeShapedBooks):
         if self.locate(job.instrument, job.day)[L2] is None:
             return None  # no L2 file that day: recorded as missing
         return rebuild_lake_books(job, self.sequence_semantics(job.instrument))
+
+
+def write_cache_table(batches: Iterable[pl.DataFrame], schema: pl.Schema | dict, final: Path) -> int:
+    """Write the batches (of `schema`) to the cache file `final` as they come; returns the rows.
+
+    The next batch is read on a helper thread while this one is written. Row groups are about
+    `ingest.BATCH_BYTES` of values, encoded as `write_parquet_atomic` (polars) encodes a frame: zstd
+    level 3, no dictionaries, statistics (pyarrow's default dictionaries made the book 40% larger and
+    slower to write). The file appears whole or not at all: an error mid-way (a bad row, a
+    truncated gzip) leaves none.
+    """
+    group_rows = batch_rows_for(len(schema))
+    arrow_schema = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+    rows, pending, held = 0, [], 0
+    with atomic_path(final) as tmp, pq.ParquetWriter(tmp, arrow_schema, **_CACHE_WRITER_OPTIONS) as writer:
+
+        def write_pending() -> None:
+            table = pl.concat(pending).to_arrow(compat_level=pl.CompatLevel.oldest())
+            writer.write_table(table, row_group_size=held)  # one row group (pyarrow's default cuts at 1 Mi rows)
+            pending.clear()
+
+        for frame in read_ahead(iter(batches), "tardis-read"):
+            pending.append(frame)
+            held += frame.height
+            rows += frame.height
+            if held >= group_rows:
+                write_pending()
+                held = 0
+        if pending:
+            write_pending()
+    return rows

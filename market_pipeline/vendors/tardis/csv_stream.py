@@ -1,0 +1,242 @@
+"""A Tardis.dev CSV file (``.csv.gz`` or ``.csv``) read as a stream of typed batches.
+
+The file is decompressed and parsed a block at a time (`pyarrow.csv.open_csv` over a gzip input
+stream, `BLOCK_BYTES` a block), so memory is set by the block size, never by the file: no
+decompressed copy is made and no whole frame is held. Measured in CPU seconds on a 117 MB .csv.gz
+of 8.5 M incremental_book_L2 rows (650 MB of CSV): decompressing alone 1.3 s; decompressing and
+parsing into polars frames 2.9 s with 1 MB blocks (160 MB peak for the process) and 3.3 s with
+16 MB blocks (450 MB). Polars' `scan_csv` of the .gz file takes 1.9 s (275 MB) but names no line
+for a row that fails, does not tell a decompression failure apart, and does not show the file's
+last byte (a second pass would cost more than it saves).
+
+Everything wrong with the file raises `TardisFormatError` naming the file and, where it can, the
+line (line 1 is the header): a bad header, a truncated or corrupt gzip, a last line without its
+newline (found at the end of the stream), a short or long row, an unparsable value.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from market_pipeline.core.errors import InputDataError
+from market_pipeline.core.read_ahead import read_ahead
+
+# Bytes of CSV text parsed at a time (a block holds whole rows: a batch is one block's rows). At
+# least twice the header's length, since the first block must hold the header.
+BLOCK_BYTES = 1 << 20
+
+_TEXT = pa.string()
+# Column types by name; the level columns of book snapshots (not listed) are numbers.
+_TYPES: dict[str, pa.DataType] = {
+    "exchange": _TEXT,
+    "symbol": _TEXT,
+    "timestamp": pa.int64(),
+    "local_timestamp": pa.int64(),
+    "is_snapshot": pa.bool_(),
+    "side": _TEXT,
+    "price": pa.float64(),
+    "amount": pa.float64(),
+    "id": _TEXT,
+}
+_TRUE, _FALSE = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
+
+
+class TardisFormatError(InputDataError, ValueError):
+    """A Tardis CSV file that cannot be read as its data type; names the file and the line."""
+
+    def __init__(self, path: Path, line: int | None, reason: str):
+        self.path = path
+        self.line = line
+        self.reason = reason
+        where = f"{path}: line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class CsvBatch:
+    """Consecutive rows of a file: `frame` (the wanted columns, typed) starts at line `line`."""
+
+    line: int
+    frame: pl.DataFrame
+
+
+def _column_type(name: str) -> pa.DataType:
+    return _TYPES.get(name, pa.float64())
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+class _TrackedStream(io.RawIOBase):
+    """The file's decompressed bytes for the CSV reader; remembers the last byte (a complete file
+    ends with a newline) and a decompression failure (told apart from a CSV error)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._inner = pa.input_stream(path, compression="gzip" if path.name.endswith(".gz") else None)
+        self.size = 0
+        self.last = b""
+        self.ended = False  # the whole file was read
+        self.failure: Exception | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._inner.read(None if size < 0 else size)
+        except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
+            self.failure = exc
+            raise
+        if data:
+            self.size += len(data)
+            self.last = data[-1:]
+        elif size != 0:
+            self.ended = True
+        return data
+
+    def cut_short(self, header_bytes: int) -> bool:
+        """Whether the file ended (it has been read to its end) without a newline after its last row."""
+        return self.ended and self.size > header_bytes and self.last != b"\n"
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+def read_header(path: Path, required: list[str]) -> tuple[list[str], int]:
+    """The header's column names (checked: UTF-8, no duplicates, every `required` column) and its
+    length in bytes with the newline."""
+    try:
+        with _open_bytes(path) as fh:
+            first = fh.readline()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise TardisFormatError(path, None, f"truncated or corrupt gzip: {exc}") from None
+    if not first:
+        raise TardisFormatError(path, None, "empty file (no header)")
+    try:
+        header = first.decode("utf-8").rstrip("\r\n").split(",")
+    except UnicodeDecodeError:
+        raise TardisFormatError(path, 1, "the header is not UTF-8 text") from None
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise TardisFormatError(path, 1, f"duplicated column(s) {duplicated} in the header")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise TardisFormatError(path, 1, f"missing column(s) {missing} in the header {header[:8]}...")
+    return header, len(first)
+
+
+def iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
+    """The `required` columns of a Tardis CSV, typed, a block at a time in file order (an empty
+    value is null, for the caller's checks to name; a short or long row is an error here).
+
+    The next block is decompressed and parsed on a helper thread while the caller checks this one."""
+    return read_ahead(_iter_csv_batches(path, required), "tardis-csv")
+
+
+def _iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
+    header, header_bytes = read_header(path, required)
+    short_or_long: list[tuple[int | None, int, int]] = []
+
+    def invalid_row(row: pa_csv.InvalidRow) -> str:
+        short_or_long.append((row.number, row.actual_columns, row.expected_columns))
+        return "error"
+
+    stream = _TrackedStream(path)
+    line = 2
+    try:
+        reader = pa_csv.open_csv(
+            stream,
+            read_options=pa_csv.ReadOptions(block_size=max(BLOCK_BYTES, 2 * header_bytes), use_threads=False),
+            parse_options=pa_csv.ParseOptions(invalid_row_handler=invalid_row),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: _column_type(name) for name in required},
+                include_columns=required,
+                null_values=[""],
+                strings_can_be_null=True,
+                true_values=_TRUE,
+                false_values=_FALSE,
+            ),
+        )
+        for batch in reader:
+            # The reader has seen the end of the file before it makes the last batch: a cut-short last
+            # line is named before any check of that batch's rows (whose last value may be cut).
+            _check_ending(path, stream, header_bytes)
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield CsvBatch(line, frame)
+            line += batch.num_rows
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        if stream.ended and stream.size <= header_bytes:
+            return  # the header alone without its newline (Arrow finds no block to parse): no rows
+        _check_ending(path, stream, header_bytes)  # a cut-short last line explains a short last row
+        raise _explain(path, stream, exc, short_or_long, header, required, line) from None
+    finally:
+        stream.close()
+    _check_ending(path, stream, header_bytes)
+
+
+def _check_ending(path: Path, stream: _TrackedStream, header_bytes: int) -> None:
+    if stream.cut_short(header_bytes):
+        raise TardisFormatError(path, None, "the last line does not end with a newline (truncated file?)")
+
+
+def _explain(
+    path: Path,
+    stream: _TrackedStream,
+    exc: BaseException,
+    short_or_long: list[tuple[int | None, int, int]],
+    header: list[str],
+    required: list[str],
+    line: int,
+) -> TardisFormatError:
+    """The error for a block that could not be read, whose first line is `line`."""
+    if stream.failure is not None:
+        return TardisFormatError(path, None, f"truncated or corrupt gzip: {stream.failure}")
+    if short_or_long and short_or_long[0][0] is not None:
+        number, actual, expected = short_or_long[0]
+        return TardisFormatError(path, number, f"{actual} fields where the header has {expected}")
+    located = locate_bad_value(path, header, required, line)
+    return located or TardisFormatError(path, None, f"unparsable CSV: {str(exc).splitlines()[0]}")
+
+
+def locate_bad_value(path: Path, header: list[str], wanted: list[str], start: int) -> TardisFormatError | None:
+    """The first line from `start` whose shape or values do not parse, for a clear error (slow:
+    only on failure, and from the failing block on)."""
+    index = {name: header.index(name) for name in wanted}
+    with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.reader(itertools.islice(fh, start - 1, None))
+        for line_no, row in enumerate(reader, start=start):
+            if len(row) != len(header):
+                return TardisFormatError(path, line_no, f"{len(row)} fields where the header has {len(header)}")
+            for name, i in index.items():
+                value, kind = row[i], _column_type(name)
+                if value == "":
+                    continue  # empty values are reported by the value checks
+                try:
+                    if kind == pa.int64():
+                        int(value)
+                    elif kind == pa.float64():
+                        float(value)
+                    elif kind == pa.bool_() and value not in _TRUE + _FALSE:
+                        raise ValueError
+                except ValueError:
+                    return TardisFormatError(path, line_no, f"column {name!r}: {value!r} is not {_kind_name(kind)}")
+    return None
+
+
+def _kind_name(kind: pa.DataType) -> str:
+    return {pa.int64(): "an integer", pa.float64(): "a number", pa.bool_(): "true/false"}.get(kind, "text")
