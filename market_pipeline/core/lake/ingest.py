@@ -334,11 +334,14 @@ def _row_problems(df: pl.DataFrame, day: dt.date, tolerance_ns: int) -> pl.Expr:
     for name in TIME_COLUMNS:
         if name in df.columns:
             checks.append((pl.col(name).is_null(), f"{name} is null"))
-    if "received_time" in df.columns:
-        outside = (pl.col("received_time") < day_start - tolerance_ns) | (
-            pl.col("received_time") >= day_start + NS_PER_DAY + tolerance_ns
-        )
-        checks.append((outside, f"received_time outside {day.isoformat()} (UTC)"))
+    # Both clocks must place the row in its day, within the tolerance: a row whose exchange time
+    # is a day away (a file of another day, a vendor's clock error) is not this day's data.
+    for name in ("received_time", "origin_time"):
+        if name in df.columns:
+            outside = (pl.col(name) < day_start - tolerance_ns) | (
+                pl.col(name) >= day_start + NS_PER_DAY + tolerance_ns
+            )
+            checks.append((outside, f"{name} outside {day.isoformat()} (UTC)"))
     for name in df.columns:
         is_level = name.startswith(("bid_", "ask_")) and name.count("_") == 2  # book level column
         kind = name.rsplit("_", 1)[-1] if is_level else name

@@ -11,6 +11,7 @@ import polars as pl
 
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.ingest import (
     FileRejected,
     PartitionWriter,
@@ -112,6 +113,30 @@ def _reject(
     )
 
 
+# An import keeping less than this share of the rows the partition already holds is refused: it
+# would replace a good day with a fragment of it (e.g. the in-tolerance rows of another day's file).
+MIN_SHARE_OF_EXISTING_PARTITION = 0.5
+
+
+def refuse_wrong_day(files: list[Path], day: dt.date, kept: int, outside: int, kept_before: int, target: Path) -> None:
+    """Raise FileRejected when the files are of another day: most of their rows lie outside `day`
+    (beyond the tolerance), or what they keep is a small fraction of the partition already in the lake."""
+    names = ", ".join(str(p) for p in files) or "the source"
+    if outside > kept:
+        raise FileRejected(
+            files[0] if files else target,
+            f"{outside:,} of {outside + kept:,} rows lie outside {day} (UTC): a file of another day? "
+            f"({names}); refused whole, the partition in the lake is unchanged",
+        )
+    if kept_before and kept < MIN_SHARE_OF_EXISTING_PARTITION * kept_before:
+        raise FileRejected(
+            files[0] if files else target,
+            f"keeps {kept:,} rows where {target} holds {kept_before:,}: refused so as not to replace a good "
+            f"day with a fragment of it ({names}); if the vendor really shrank the day, move {target} aside "
+            "and import again",
+        )
+
+
 def _import_partition(
     source: VendorSource, settings: PipelineSettings, table: str, instrument: Instrument, day: dt.date, run_id: str
 ) -> PartitionStats:
@@ -158,11 +183,14 @@ def _import_partition(
 
     target = raw_partition_dir(lake_dir, table, ex, sym, day) / PARTITION_FILE
     schema = vendors[0].expected if vendors else TABLE_SCHEMAS[table]
+    kept_before = parquet_io.num_rows(target) if target.is_file() else 0
     try:
         with PartitionWriter(target, schema) as writer:
             frames = message_aligned(good_frames()) if table in MESSAGE_TABLES else good_frames()
             for frame in frames:
                 writer.write(builder.add(frame))
+            # Raised inside the writer's block: the partition in the lake stays as it was.
+            refuse_wrong_day(files, day, builder.rows, builder.counts["quarantined_outside_day"], kept_before, target)
     except FileRejected as exc:
         raise _reject(settings, table, instrument, day, run_id, [exc]) from None
 
