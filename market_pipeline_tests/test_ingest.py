@@ -269,10 +269,21 @@ def test_rows_outside_the_day_beyond_tolerance(tmp_path: Path):
         -10 * NS_PER_DAY,  # 6 another day entirely
     ]
     rows = [(o, "buy", 100.0 + i, 1.0) for i, o in enumerate(offsets)]
-    checked = check_file(write(tmp_path / "t.parquet", trades(rows)), "trades", DAY, TOL)
+    frame = trades(rows).with_columns(pl.col("received_time").alias("origin_time"))  # the receive time's bounds
+    checked = check_file(write(tmp_path / "t.parquet", frame), "trades", DAY, TOL)
     assert checked.bad["_row"].to_list() == [0, 5, 6]
-    assert all("outside 2024-03-01" in r for r in checked.bad["_reason"].to_list())
+    assert all("received_time outside 2024-03-01" in r for r in checked.bad["_reason"].to_list())
     assert checked.good["price"].to_list() == [101.0, 102.0, 103.0, 104.0]
+
+
+def test_rows_whose_exchange_time_lies_beyond_the_tolerance(tmp_path: Path):
+    """Received within the day, but origin_time a day away (issue 29, item 6): not this day's data."""
+    rows = [(i * 60 * 10**9, "buy", 100.0 + i, 1.0) for i in range(5)]
+    origin = [T0 - TOL, T0 - TOL - 1, T0 - NS_PER_DAY, T0 + NS_PER_DAY + TOL - 1, T0 + NS_PER_DAY + TOL]
+    frame = trades(rows).with_columns(pl.Series("origin_time", origin))
+    checked = check_file(write(tmp_path / "t.parquet", frame), "trades", DAY, TOL)
+    assert checked.bad["_row"].to_list() == [1, 2, 4]
+    assert set(checked.bad["_reason"]) == {"origin_time outside 2024-03-01 (UTC)"}
 
 
 def test_zero_tolerance(tmp_path: Path):
@@ -282,7 +293,8 @@ def test_zero_tolerance(tmp_path: Path):
         (NS_PER_DAY - 1, "buy", 3.0, 1.0),
         (NS_PER_DAY, "buy", 4.0, 1.0),
     ]
-    checked = check_file(write(tmp_path / "t.parquet", trades(rows)), "trades", DAY, 0)
+    frame = trades(rows).with_columns(pl.col("received_time").alias("origin_time"))  # the receive time's bounds
+    checked = check_file(write(tmp_path / "t.parquet", frame), "trades", DAY, 0)
     assert checked.bad["_row"].to_list() == [0, 3]
     assert checked.good["price"].to_list() == [2.0, 3.0]
 

@@ -108,6 +108,73 @@ def test_wrong_key_fails_naming_the_file(tmp_path, encrypted):
         con.execute(f"SELECT count(*) FROM {parquet_io.duckdb_read_parquet(str(path))}").fetchall()
 
 
+def test_a_process_whose_key_or_setting_does_not_fit_the_lake_is_refused_before_writing(tmp_path, encrypted):
+    """Issue 29, item 1: a run with another key rewrote the day's files under it, and one with
+    encryption off wrote plaintext into the encrypted lake; now each is refused, naming a lake file."""
+    from market_pipeline.core.lake.lake_guard import LakeKeyMismatch, check_lake_key
+
+    lake = tmp_path / "lake"
+    (lake / "quarantine/trades").mkdir(parents=True)
+    (lake / "quarantine/trades/vendor.parquet").write_bytes(b"PAR1 a vendor's plain file")  # never sampled
+    check_lake_key(lake)  # nothing written yet: either setting fits
+    written = lake / "raw/trades/exchange=BINANCE/symbol=BTC-USDT/dt=2024-03-01/data.parquet"
+    written.parent.mkdir(parents=True)
+    parquet_io.write_table(_sample(), written)
+    check_lake_key(lake)  # its own key and setting
+    crypto.use_master_key(OTHER_KEY)
+    with pytest.raises(LakeKeyMismatch, match=f"PIPELINE_MASTER_KEY does not open the lake: {written}"):
+        check_lake_key(lake)
+    parquet_io.use_lake_encryption(False)
+    with pytest.raises(LakeKeyMismatch, match=f"{written} is encrypted but PIPELINE_LAKE_ENCRYPTION is off"):
+        check_lake_key(lake)
+    plain = tmp_path / "plain"
+    pq.write_table(_sample(), (plain / "books").mkdir(parents=True) or plain / "books" / "data.parquet")
+    check_lake_key(plain)
+    parquet_io.use_lake_encryption(True)
+    with pytest.raises(LakeKeyMismatch, match="is not encrypted but PIPELINE_LAKE_ENCRYPTION is on"):
+        check_lake_key(plain)
+
+
+def test_a_run_with_another_key_or_encryption_off_changes_no_lake_file(tmp_path):
+    """The issue's case end to end: an encrypted lake, then the same day with another key, then with
+    encryption off; both runs fail naming a lake file, and every lake file is as it was."""
+    import dagster as dg
+    from conftest import assets_named, sha256_tree
+
+    from market_pipeline.settings import load_settings
+
+    def run(**env: str) -> bool:
+        mp = pytest.MonkeyPatch()
+        for name, value in {**ENV, "PIPELINE_DATA_DIR": str(tmp_path / "data"), **env}.items():
+            mp.setenv(name, value)
+        try:
+            defs = code_location(load_settings())
+            result = dg.materialize(
+                assets_named(defs, "raw_trades", "raw_book_snapshots"),
+                resources=defs.resources,
+                tags=range_tags(DAY.isoformat(), DAY.isoformat()),
+                raise_on_error=False,
+            )
+            errors = [str(e.event_specific_data.error) for e in result.all_events if e.is_failure]
+            return result.success, errors
+        finally:
+            mp.undo()
+            crypto.use_master_key(None)
+            parquet_io.use_lake_encryption(False)
+
+    assert run(PIPELINE_LAKE_ENCRYPTION="on")[0]
+    lake = tmp_path / "data" / "lake"
+    before = sha256_tree(lake)
+    assert len(before) >= 4
+    for env, message in (
+        ({"PIPELINE_LAKE_ENCRYPTION": "on", "PIPELINE_MASTER_KEY": OTHER_KEY}, "does not open the lake"),
+        ({"PIPELINE_LAKE_ENCRYPTION": "off"}, "is encrypted but PIPELINE_LAKE_ENCRYPTION is off"),
+    ):
+        ok, errors = run(**env)
+        assert not ok and any(message in e and str(lake) in e for e in errors), errors
+        assert sha256_tree(lake) == before
+
+
 def test_duckdb_reads_multi_page_files_with_filters(tmp_path, encrypted):
     """Large row groups and filters: the two DuckDB 1.5 gaps parquet_io works around."""
     rows = 200_000

@@ -96,7 +96,8 @@ def _writer_options(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _decryption() -> pqe.FileDecryptionProperties | None:
+def decryption_properties() -> pqe.FileDecryptionProperties | None:
+    """What pyarrow needs to read a lake file in this process (None when the lake is not encrypted)."""
     return pqe.create_decryption_properties(lake_key()) if _encrypted else None
 
 
@@ -141,23 +142,23 @@ def _decrypting(path: Path | str, action: Any) -> Any:
 
 def open_file(path: Path, **options: Any) -> pq.ParquetFile:
     """`pq.ParquetFile(path)`, decrypting when the lake is encrypted."""
-    decryption = _decryption()
+    decryption = decryption_properties()
     return _decrypting(path, lambda: pq.ParquetFile(path, decryption_properties=decryption, **options))
 
 
 def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    decryption = _decryption()
+    decryption = decryption_properties()
     return _decrypting(path, lambda: pq.read_table(path, columns=columns, decryption_properties=decryption))
 
 
 def read_schema(path: Path) -> pa.Schema:
-    decryption = _decryption()
+    decryption = decryption_properties()
     return _decrypting(path, lambda: pq.read_schema(path, decryption_properties=decryption))
 
 
 def num_rows(path: Path) -> int:
     """The row count from the footer, without reading any data."""
-    decryption = _decryption()
+    decryption = decryption_properties()
     return _decrypting(path, lambda: pq.read_metadata(path, decryption_properties=decryption).num_rows)
 
 
@@ -175,7 +176,7 @@ def scan(paths: Path | Sequence[Path]) -> pl.LazyFrame:
     if not _encrypted:
         return pl.scan_parquet(paths)
     files = [str(paths)] if isinstance(paths, Path) else [str(p) for p in paths]
-    options = ds.ParquetFragmentScanOptions(decryption_properties=_decryption())
+    options = ds.ParquetFragmentScanOptions(decryption_properties=decryption_properties())
     dataset_format = ds.ParquetFileFormat(default_fragment_scan_options=options)
     dataset = _decrypting(", ".join(files), lambda: ds.dataset(files, format=dataset_format))
     return pl.scan_pyarrow_dataset(dataset)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dagster as dg
 
 from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.lake_guard import check_lake_key
 from market_pipeline.core.security import crypto
 from market_pipeline.core.telemetry import telemetry
 from market_pipeline.defs.common.warehouse_io import WarehouseIOManager
@@ -45,6 +46,7 @@ def use_settings(settings: PipelineSettings, run_id: str | None = None) -> Pipel
     starts from zero)."""
     telemetry.configure(telemetry_config(settings, run_id))
     hand_over_keys(settings)
+    check_lake_key(settings.lake_dir)  # before the step writes anything
     return settings
 
 
