@@ -248,3 +248,65 @@ def test_the_old_key_may_come_from_dotenv(
     assert main(["rotate-key"]) == 0
     for path, plaintext in tree.items():
         assert _plaintext(path, NEW) == plaintext
+
+
+def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
+    keys: None, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29, item 2: rotate-key said done while every encrypted lake file (Parquet modular
+    encryption, not the capture format) stayed under the old key. Now the lake's raw table, a
+    checkpoint, a multi-row-group books file and a capture outside the data dir are all rotated,
+    read back the same under the new key only, the pipeline's lake guard accepts the new key, and a
+    second run finds everything already rotated."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from market_pipeline.core.lake import parquet_io
+    from market_pipeline.core.lake.lake_guard import LakeKeyMismatch, check_lake_key
+
+    parquet_io.use_lake_encryption(True)  # PIPELINE_MASTER_KEY (the environment's) is OLD
+    wide = pa.table(
+        {
+            "t": pa.array(range(5000), pa.int64()),
+            "p": pa.array([decimal.Decimal(i) / 100 for i in range(5000)], pa.decimal64(18, 2)),
+        }
+    ).replace_schema_metadata({b"market_pipeline": b'{"rows": 5000}'})
+    lake = data_dir / "lake"
+    files = {
+        lake / "raw/trades/exchange=BINANCE/symbol=BTC-USDT/dt=2024-03-01/data.parquet": wide.slice(0, 10),
+        lake / "checkpoints/exchange=BINANCE/symbol=BTC-USDT/dt=2024-03-01/book.parquet": wide.slice(10, 3),
+        lake / "books/exchange=BINANCE/symbol=BTC-USDT/dt=2024-03-01/data.parquet": wide,
+    }
+    for path, table in files.items():
+        path.parent.mkdir(parents=True)
+        with parquet_io.parquet_writer(path, table.schema, compression="zstd") as writer:
+            for start in range(0, table.num_rows, 2000):  # several row groups
+                writer.write_table(table.slice(start, 2000))
+    groups = {path: parquet_io.open_file(path).metadata.num_row_groups for path in files}
+    captures = tmp_path / "captures"  # PIPELINE_CAPTURE_DIR outside the data dir
+    _seal(captures / "binance_spot_btcusdt_20240808.gz.enc", b"capture lines", OLD)
+    monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(captures))
+
+    assert main(["rotate-key"]) == 0
+    assert "4 file(s) rotated, 0 already under the new key" in capsys.readouterr().out
+
+    monkeypatch.setenv(crypto.MASTER_KEY_ENV, _b64(NEW))
+    for path, table in files.items():
+        assert parquet_io.read_table(path).equals(table, check_metadata=True), path
+        assert parquet_io.open_file(path).metadata.num_row_groups == groups[path]
+    check_lake_key(lake)
+    monkeypatch.setenv(crypto.MASTER_KEY_ENV, _b64(OLD))
+    for path in files:
+        with pytest.raises(parquet_io.LakeDecryptionError):
+            parquet_io.read_table(path)
+    with pytest.raises(LakeKeyMismatch):
+        check_lake_key(lake)
+    assert _plaintext(captures / "binance_spot_btcusdt_20240808.gz.enc", NEW) == b"capture lines"
+    assert not [p for p in data_dir.rglob(".*tmp-*")]
+
+    before = sha256_tree(lake)  # a re-run (after an interruption, say) rewrites nothing
+    assert main(["rotate-key"]) == 0
+    assert "0 file(s) rotated, 4 already under the new key" in capsys.readouterr().out
+    assert sha256_tree(lake) == before

@@ -248,6 +248,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         # What a production .env holds; the runbook's blocks edit it.
         (cwd / ".env").write_text(
             f"PIPELINE_MASTER_KEY={base64.b64encode(master_key).decode()}\n"
+            "PIPELINE_LAKE_ENCRYPTION=on\n"  # the key rotation covers the lake too
             f"PIPELINE_ALERT_WEBHOOK_URL={webhook.url}\n"
             f"PIPELINE_ALERT_WEBHOOK_TOKEN={OLD_WEBHOOK_TOKEN}\n"
             "PIPELINE_ALERTS__WEBHOOK_BACKOFF_SECONDS=0.01\n"

@@ -16,7 +16,10 @@ def rotate_key_command(dirs: list[Path]) -> int:
     from market_pipeline.vendors.binance.live.manifest import CaptureManifestJournal
 
     settings = load_settings()
-    roots = dirs or [settings.data_dir]
+    # By default every place the pipeline writes encrypted files: the data dir (lake, checkpoints,
+    # carry files, captures kept there) and the capture directory when it lies elsewhere.
+    captures = settings.capture_dir
+    roots = dirs or [settings.data_dir, *([captures] if captures is not None and captures.is_dir() else [])]
     for root in roots:
         if not root.is_dir():
             what = "PIPELINE_DATA_DIR" if not dirs else "DIR"

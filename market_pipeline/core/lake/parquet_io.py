@@ -85,15 +85,16 @@ def lake_key() -> bytes:
     return crypto.derive_key(crypto.default_master_key(), None, LAKE_KEY_INFO)
 
 
+def encrypted_writer_options(key: bytes) -> dict[str, Any]:
+    """Writer options of an encrypted lake file under the lake key `key` (also used by key rotation)."""
+    return {**_ONE_PAGE_PER_COLUMN_CHUNK, "encryption_properties": pqe.create_encryption_properties(key)}
+
+
 def _writer_options(options: dict[str, Any]) -> dict[str, Any]:
     """The caller's writer options; when encrypted, plus the key and one page per column chunk."""
     if not _encrypted:
         return options
-    return {
-        **options,
-        **_ONE_PAGE_PER_COLUMN_CHUNK,
-        "encryption_properties": pqe.create_encryption_properties(lake_key()),
-    }
+    return {**options, **encrypted_writer_options(lake_key())}
 
 
 def decryption_properties() -> pqe.FileDecryptionProperties | None:

@@ -1,6 +1,9 @@
 """Master-key rotation: re-encrypt every encrypted file under some directories to a new master key.
 
-Encrypted files are recognised by the format's magic header (crypto.MAGIC), not by their name.
+Two kinds of encrypted files: the crypto module's format (captures, `encrypt`, encrypted backups),
+recognised by its magic header (crypto.MAGIC), and the encrypted lake's Parquet files (raw tables,
+books, checkpoints and carry files, statistics, quarantined rows), recognised by Parquet's `PARE`
+and rotated by `parquet_rotation.py`. Names do not matter.
 The format records no key id, so a file's key is found by trying to authenticate its first chunk:
 first with the new key (already rotated: skipped), then with the old one. A GCM tag that
 authenticates under a key identifies that key (a forgery succeeds with probability 2^-128), so
@@ -30,6 +33,7 @@ from typing import Protocol
 
 from market_pipeline.core.errors import CryptoError
 from market_pipeline.core.lake.files import atomic_path
+from market_pipeline.core.security import parquet_rotation
 from market_pipeline.core.security.crypto import (
     CHUNK_SIZE,
     MAGIC,
@@ -104,13 +108,21 @@ def find_encrypted_files(roots: Iterable[Path]) -> tuple[list[Path], list[Path]]
                         head = fh.read(len(MAGIC))
                 except OSError:
                     continue  # vanished or unreadable: not ours to judge here
-                if is_encrypted(head):
+                if is_encrypted(head) or parquet_rotation.is_encrypted_parquet(head):
                     (busy if _still_written(name) else found).add(path.resolve())
     return sorted(found), sorted(busy)
 
 
+def _is_parquet(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return parquet_rotation.is_encrypted_parquet(fh.read(len(parquet_rotation.PARQUET_MAGIC)))
+
+
 def _opens_with(path: Path, key: bytes) -> DecryptionError | None:
-    """None when the first chunk of `path` authenticates under `key`, else the error."""
+    """None when `path` opens under the master key `key` (its first chunk authenticates, or for a
+    lake Parquet file its footer decrypts), else the error."""
+    if _is_parquet(path):
+        return parquet_rotation.parquet_opens_with(path, key)
     with open(path, "rb") as fh:
         chunks = decrypt_chunks(fh, key, path)
         try:
@@ -133,6 +145,10 @@ def _plain_digest(chunks: Iterable[bytes], sink: Callable[[bytes], object] | Non
 
 def rotate_file(path: Path, old_key: bytes, new_key: bytes, journal: ReplacementJournal) -> None:
     """Re-encrypt `path` from `old_key` to `new_key` in place, atomically and verified."""
+    if _is_parquet(path):
+        parquet_rotation.rotate_parquet(path, old_key, new_key)
+        journal.commit(path)
+        return
     with atomic_path(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as sealed, open(path, "rb") as source:
