@@ -261,7 +261,6 @@ def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
     import decimal
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from market_pipeline.core.lake import parquet_io
     from market_pipeline.core.lake.lake_guard import LakeKeyMismatch, check_lake_key
