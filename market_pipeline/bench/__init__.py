@@ -1,6 +1,7 @@
 """`make bench`: how fast the whole graph and the book rebuild are on one realistic synthetic day.
 
-Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N] [--parallel-scale P] [--ranges]`. It
+Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N] [--parallel-scale P] [--ranges]
+[--vendors] [--vendors-scale2]`. It
 builds (once, cached by the synthetic source's fingerprint) a `profile=realistic` day of one
 instrument, imports it into the raw lake (again only when the generated day changed), then
 measures in one run:
@@ -29,9 +30,13 @@ measures in one run:
   cores a second worker has little left to use;
 - ranges (`--ranges` only, about 3 minutes more): the whole graph on two instruments for the day
   and on one instrument for three days, with the default workers, sampled as the graph above:
-  peak memory must not grow with instruments or days.
+  peak memory must not grow with instruments or days;
+- vendors (`--vendors` only, three more whole-graph runs): the day written as Crypto Lake, Tardis
+  and capture files, the whole graph from each, against each vendor's floor, and verify-capture
+  on the capture (`bench/vendors.py`); `--vendors-scale2` also runs them on a day twice as large.
 
-Human-readable figures go first; the last line is one JSON object.
+The whole-graph subprocess and its sampler are in `bench/graph.py`, the core and peer in
+`bench/kernel.py`. Human-readable figures go first; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from pathlib import Path
 
 from market_pipeline.bench.graph import RSS_SAMPLE_SECONDS, GraphRun, quiet_dagster, run_graph
 from market_pipeline.bench.kernel import core, peer
+from market_pipeline.bench.vendors import measure_vendors, vendor_report
 from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
@@ -253,6 +259,8 @@ def run(
     parallel_scale: float | None = None,
     say: Callable[[str], None] = print,
     ranges: bool = False,
+    vendors: bool = False,
+    vendors_scale2: bool = False,
 ) -> dict:
     """Every measurement on one prepared day; `say` gets the human-readable lines."""
     grid = bench.instrument
@@ -279,6 +287,13 @@ def run(
     )
     parallel = parallel_speedup(bench.settings.data_dir / "parallel", p_scale, bench.day, say)
     wider = range_memory(bench.settings.data_dir, bench.settings.synthetic.scale, bench.day, say) if ranges else {}
+    by_vendor = by_vendor_scale2 = verify = None
+    if vendors or vendors_scale2:
+        by_vendor, verify = measure_vendors(bench.settings, bench.day, say)
+    if vendors_scale2:
+        double = bench_settings(bench.settings.data_dir / "scale2", 2 * bench.settings.synthetic.scale)
+        generate_days(double, bench.day, bench.day)
+        by_vendor_scale2, _ = measure_vendors(double, bench.day, say, verify=False)
 
     goals = {
         "core_deltas_per_s": core_rate >= GOAL_CORE_DELTAS_PER_S,
@@ -358,6 +373,12 @@ def run(
         )
     if not wider:
         say("whole graph on two instruments and on three days: not measured (--ranges measures them)")
+    vendor_figures: dict = {}
+    if by_vendor is not None:
+        met, vendor_figures = vendor_report(by_vendor, by_vendor_scale2, verify, say)
+        goals.update(met)
+    else:
+        say("vendors: the whole graph from Crypto Lake, Tardis and capture files not measured (--vendors measures it)")
     load = os.getloadavg()[0]
     say(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end")
     return {
@@ -398,6 +419,7 @@ def run(
         "rows_written": e2e["rows_written"],
         "vendor_snapshots_matched": e2e["vendor_snapshots_matched"],
         "vendor_snapshots": e2e["vendor_snapshots"],
+        **vendor_figures,
         "goals_met": goals,
         "scale": bench.settings.synthetic.scale,
         "cpus": os.cpu_count(),
@@ -436,6 +458,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"also run the whole graph on two instruments and on {RANGE_DAYS} days (peak memory; ~3 min more)",
     )
+    parser.add_argument(
+        "--vendors",
+        action="store_true",
+        help="also run the whole graph from the day written as Crypto Lake, Tardis and capture files, against "
+        "each vendor's floor, and time verify-capture (three more whole-graph runs: 1-5 min each at scale 1)",
+    )
+    parser.add_argument(
+        "--vendors-scale2",
+        action="store_true",
+        help="--vendors, and the three vendor runs again on a day twice as large (is peak memory flat?)",
+    )
     args = parser.parse_args(argv)
     quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)
@@ -443,7 +476,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = prepare_day(settings)
     print(f"day ready in {time.perf_counter() - started:.1f} s (cached under {settings.data_dir})", flush=True)
     report = run(
-        bench, args.peer_rows, args.parallel_scale, say=lambda line: print(line, flush=True), ranges=args.ranges
+        bench,
+        args.peer_rows,
+        args.parallel_scale,
+        say=lambda line: print(line, flush=True),
+        ranges=args.ranges,
+        vendors=args.vendors,
+        vendors_scale2=args.vendors_scale2,
     )
     print(json.dumps(report, separators=(",", ":")))
     return 0

@@ -107,8 +107,12 @@ class GraphRun:
     log: Path
 
 
-def graph_env(settings: PipelineSettings, home: Path, workers: int | None) -> dict[str, str]:
-    """The environment of a `market-pipeline run` subprocess for `settings`' data dir, source and instruments."""
+def graph_env(
+    settings: PipelineSettings, home: Path, workers: int | None, source_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a `market-pipeline run` subprocess for `settings`' data dir, source and
+    instruments; `source_env` (e.g. PIPELINE_SOURCE=tardis and its directory) replaces the
+    synthetic source."""
     env = dict(os.environ)
     env.update(
         {
@@ -120,9 +124,20 @@ def graph_env(settings: PipelineSettings, home: Path, workers: int | None) -> di
             "PIPELINE_SYNTHETIC__SCALE": str(settings.synthetic.scale),
         }
     )
+    env.update(source_env or {})
     if workers is not None:
         env["PIPELINE_WORKERS"] = str(workers)
     return env
+
+
+def run_sampled(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, TreeSampler]:
+    """Run `argv` to its end, output to `log`, its process tree sampled: (exit code, wall seconds, sampler)."""
+    with log.open("w") as out:
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        with TreeSampler(child.pid) as sampler:
+            code = child.wait()
+        return code, time.perf_counter() - started, sampler
 
 
 def run_graph(
@@ -131,6 +146,7 @@ def run_graph(
     select: list[str] | None = None,
     workers: int | None = None,
     end: dt.date | None = None,
+    source_env: dict[str, str] | None = None,
 ) -> GraphRun:
     """`market-pipeline run` for `day` (to `end`) in a subprocess with a DAGSTER_HOME of its own, sampled."""
     home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
@@ -143,12 +159,7 @@ def run_graph(
     if select:
         argv += ["--select", *select]
     try:
-        with log.open("w") as out:
-            started = time.perf_counter()
-            child = subprocess.Popen(argv, env=graph_env(settings, home, workers), stdout=out, stderr=subprocess.STDOUT)
-            with TreeSampler(child.pid) as sampler:
-                code = child.wait()
-            seconds = time.perf_counter() - started
+        code, seconds, sampler = run_sampled(argv, graph_env(settings, home, workers, source_env), log)
         run_seconds, steps = _step_timings(home, sampler)
     finally:
         shutil.rmtree(home, ignore_errors=True)
