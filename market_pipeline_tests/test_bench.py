@@ -252,3 +252,34 @@ def test_vendor_files_and_floor_on_a_tiny_day(tmp_path):
         os.link(path, lake / f"{path.parent.parent.parent.parent.name}.parquet")
     seconds, files = vendors.write_seconds(lake)
     assert seconds > 0 and files == 4
+
+
+def test_each_vendor_runs_the_graph_from_its_own_files_in_a_fresh_data_dir(tmp_path, monkeypatch):
+    from market_pipeline.bench import vendors
+
+    settings = bench.bench_settings(tmp_path, 0.01)
+    files = {v: vendors.VendorFiles({"PIPELINE_SOURCE": v}, [tmp_path / f"{v}.in"]) for v in vendors.VENDORS}
+    monkeypatch.setattr(vendors, "vendor_files", lambda root, instrument, day, out: files)
+    runs, floors = [], []
+
+    def fake_run_graph(run_settings, day, select=None, workers=None, end=None, source_env=None):
+        assert not run_settings.data_dir.exists()  # fresh: a previous run's files were removed
+        run_settings.lake_dir.mkdir(parents=True)
+        runs.append((run_settings.data_dir, day, source_env))
+        return bench.GraphRun(0, 3.0, 2.0, 1.0, 256.0, {}, tmp_path / "log")
+
+    stale = tmp_path / "vendor_runs" / "tardis" / "stale.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left over")
+    monkeypatch.setattr(vendors, "run_graph", fake_run_graph)
+    monkeypatch.setattr(vendors, "read_seconds", lambda vendor, paths: floors.append((vendor, paths)) or 1.0)
+    monkeypatch.setattr(
+        vendors, "run_sampled", lambda argv, env, log: (0, 2.0, type("S", (), {"peak_mb": lambda s: 64.0})())
+    )
+    result, verify = vendors.measure_vendors(settings, bench.BENCH_DAY, print)
+    assert runs == [(tmp_path / "vendor_runs" / v, bench.BENCH_DAY, {"PIPELINE_SOURCE": v}) for v in vendors.VENDORS]
+    assert floors == [(v, [tmp_path / f"{v}.in"]) for v in vendors.VENDORS]
+    assert {v: (r.seconds, r.peak_mb, r.read_seconds, r.outputs) for v, r in result.items()} == dict.fromkeys(
+        vendors.VENDORS, (3.0, 256.0, 1.0, 0)
+    )
+    assert verify == vendors.SampledRun(0, 2.0, 64.0)

@@ -276,7 +276,8 @@ def vendor_report(
     reference = runs[REFERENCE].seconds
     say(
         "vendors: the whole graph of the day from each vendor's files (wall, peak PSS of the process tree; "
-        "floor = read every input once + write every lake output once)"
+        "floor = read every input once -- Parquet in batches, Tardis with pyarrow's streaming CSV reader, the "
+        f"capture's gzip lines decoded with {CAPTURE_JSON_DECODER} -- + write every lake output once, same codecs)"
     )
     figures: dict[str, dict[str, float]] = {}
     for vendor, run in runs.items():
