@@ -22,8 +22,10 @@ from market_pipeline.core.lake.ingest import iter_tables, message_aligned
 from market_pipeline.core.lake.paths import partition_dir
 from market_pipeline.vendors.synthetic.generate import GROUND_TRUTH_DIR, PART_FILE
 
-# Delta rows per batch: ~40 MB of columns, and the text rendered from them a few times that.
-DELTA_BATCH_ROWS = 500_000
+# Delta rows per batch: the text rendered from a batch takes a few times its columns (~8 MB). On the
+# scale-0.2 realistic day the capture writer peaked at 506 MB with 100,000 rows (15 s), 742 MB with
+# 500,000 (23 s).
+DELTA_BATCH_ROWS = 100_000
 # Rows per read of the trades and the ground truth (the truth is 83 columns wide).
 SIDE_BATCH_ROWS = 100_000
 
