@@ -97,7 +97,7 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	@touch "$@"
 
 .PHONY: bench
-bench: install $(BENCH_STAMP) ## Benchmark the whole graph and the book rebuild on a realistic day (e.g. BENCH_ARGS="--scale 0.05", or "--ranges")
+bench: install $(BENCH_STAMP) ## Benchmark the whole graph and the book rebuild on a realistic day (e.g. BENCH_ARGS="--scale 0.05", "--ranges", "--vendors")
 	@mkdir -p "$(BENCH_DATA_DIR)/dagster_home"
 	DAGSTER_HOME="$(BENCH_DATA_DIR)/dagster_home" PIPELINE_DATA_DIR="$(BENCH_DATA_DIR)" \
 		$(VENV)/bin/python -m market_pipeline.bench $(BENCH_ARGS)

@@ -11,12 +11,14 @@ The rendering is lossless for the book:
 A rebuild from these files therefore equals the ground truth at every snapshot (two messages
 falling in the same microsecond of both clocks would merge into one, as on Tardis; at test scales
 that does not happen between snapshots).
+Memory is set by the batch size: the day is read and written batch by batch (`day_files`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +26,15 @@ import polars as pl
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.files import atomic_path
-from market_pipeline.core.lake.paths import partition_dir
 from market_pipeline.vendors.synthetic.config import SyntheticSettings
-from market_pipeline.vendors.synthetic.generate import GROUND_TRUTH_DIR, PART_FILE, generate_day
+from market_pipeline.vendors.synthetic.day_files import (
+    SIDE_BATCH_ROWS,
+    RowsThrough,
+    day_files,
+    iter_frames,
+    message_batches,
+)
+from market_pipeline.vendors.synthetic.generate import generate_day
 from market_pipeline.vendors.tardis.csv_format import (
     L2_COLUMNS,
     SNAPSHOT_LEVELS,
@@ -43,76 +51,87 @@ class TardisDay:
     truth_book_path: Path  # the synthetic ground truth (one row per synthetic snapshot)
 
 
-def _write_csv_gz(frame: pl.DataFrame, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp, gzip.open(tmp, "wb", compresslevel=1) as fh:
-        frame.write_csv(fh)
-    return target
-
-
-def write_tardis_day(
-    root: Path, instrument: Instrument, day: dt.date, out_dir: Path, exchange_id: str, symbol: str
-) -> TardisDay:
-    """Render the synthetic day `generate_day` wrote under `root` as Tardis CSV.gz files in `out_dir`."""
-    ex, sym = instrument.exchange, instrument.symbol
-    deltas = pl.read_parquet(partition_dir(root, "book_delta_v2", ex, sym, day) / PART_FILE)
-    trades = pl.read_parquet(partition_dir(root, "trades", ex, sym, day) / PART_FILE)
-    truth_path = partition_dir(root / GROUND_TRUTH_DIR, "synthetic", ex, sym, day) / "truth_book.parquet"
-    truth = pl.read_parquet(truth_path)
-    names = {"exchange": pl.lit(exchange_id), "symbol": pl.lit(symbol)}
-    files: dict[str, Path] = {}
-
-    first_message = deltas["sequence_number"][0] if deltas.height else None
-    l2 = deltas.select(
-        **names,
-        timestamp=pl.col("origin_time") // US,
-        local_timestamp=pl.col("received_time") // US,
-        is_snapshot=pl.col("sequence_number") == first_message,
-        side=pl.when(pl.col("side_is_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")),
-        price=pl.col("price"),
-        amount=pl.col("size"),
-    ).select(L2_COLUMNS)
-    files["incremental_book_L2"] = _write_csv_gz(
-        l2, out_dir / file_name(exchange_id, "incremental_book_L2", day, symbol)
-    )
-
-    # One snapshot per message it follows, stamped with that message's times.
-    stamps = deltas.group_by("sequence_number", maintain_order=True).agg(
-        pl.col("origin_time").first(), pl.col("received_time").first()
-    )
-    shown = truth.unique("sequence_number", keep="first", maintain_order=True).sort("sequence_number")
-    shown = shown.drop("origin_time", "received_time").join_asof(
-        stamps.sort("sequence_number"), on="sequence_number", strategy="backward"
-    )
+def _snapshot_levels(truth_columns: list[str]) -> list[pl.Expr]:
+    """book_snapshot_25's level columns from the truth's (levels it does not have are empty)."""
     levels = []
     for i in range(SNAPSHOT_LEVELS):
         for tardis_side, side in (("asks", "ask"), ("bids", "bid")):
             for tardis_field, field in (("price", "price"), ("amount", "size")):
                 column = f"{side}_{i}_{field}"
-                value = pl.col(column) if column in shown.columns else pl.lit(None, dtype=pl.Float64)
+                value = pl.col(column) if column in truth_columns else pl.lit(None, dtype=pl.Float64)
                 levels.append(value.alias(f"{tardis_side}[{i}].{tardis_field}"))
-    snapshots = shown.select(
-        names["exchange"].alias("exchange"),
-        names["symbol"].alias("symbol"),
-        (pl.col("origin_time") // US).alias("timestamp"),
-        (pl.col("received_time") // US).alias("local_timestamp"),
-        *levels,
-    )
-    files["book_snapshot_25"] = _write_csv_gz(
-        snapshots, out_dir / file_name(exchange_id, "book_snapshot_25", day, symbol)
-    )
+    return levels
 
-    tardis_trades = trades.select(
-        **names,
-        timestamp=pl.col("origin_time") // US,
-        local_timestamp=pl.col("received_time") // US,
-        id=pl.col("trade_id"),
-        side=pl.col("side"),
-        price=pl.col("price"),
-        amount=pl.col("quantity"),
-    ).select(TRADES_COLUMNS)
-    files["trades"] = _write_csv_gz(tardis_trades, out_dir / file_name(exchange_id, "trades", day, symbol))
-    return TardisDay(files, truth_path)
+
+def write_tardis_day(
+    root: Path, instrument: Instrument, day: dt.date, out_dir: Path, exchange_id: str, symbol: str
+) -> TardisDay:
+    """Render the synthetic day `generate_day` wrote under `root` as Tardis CSV.gz files in `out_dir`,
+    batch by batch (memory is set by `day_files`' batch sizes, not by the day)."""
+    source = day_files(root, instrument, day)
+    names = {"exchange": pl.lit(exchange_id), "symbol": pl.lit(symbol)}
+    files = {
+        data_type: out_dir / file_name(exchange_id, data_type, day, symbol)
+        for data_type in ("incremental_book_L2", "book_snapshot_25", "trades")
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth = RowsThrough(source.truth, "sequence_number")
+    with ExitStack() as stack:
+        out = {
+            data_type: stack.enter_context(gzip.open(stack.enter_context(atomic_path(path)), "wb", compresslevel=1))
+            for data_type, path in files.items()
+        }
+        first_message = None
+        last_stamp: pl.DataFrame | None = None  # the previous batch's last message, for the snapshots after it
+        batches = message_batches(source.deltas)
+        deltas = next(batches, None)
+        while deltas is not None:
+            following = next(batches, None)
+            if first_message is None:
+                first_message = deltas["sequence_number"][0]
+            deltas.select(
+                **names,
+                timestamp=pl.col("origin_time") // US,
+                local_timestamp=pl.col("received_time") // US,
+                is_snapshot=pl.col("sequence_number") == first_message,
+                side=pl.when(pl.col("side_is_bid")).then(pl.lit("bid")).otherwise(pl.lit("ask")),
+                price=pl.col("price"),
+                amount=pl.col("size"),
+            ).select(L2_COLUMNS).write_csv(out["incremental_book_L2"], include_header=last_stamp is None)
+
+            # One snapshot per message it follows, stamped with that message's times.
+            stamps = deltas.group_by("sequence_number", maintain_order=True).agg(
+                pl.col("origin_time").first(), pl.col("received_time").first()
+            )
+            if last_stamp is not None:
+                stamps = pl.concat([last_stamp, stamps])
+            shown = truth.through(None if following is None else int(deltas["sequence_number"][-1]))
+            if shown is not None:
+                shown = shown.unique("sequence_number", keep="first", maintain_order=True)
+                shown = shown.drop("origin_time", "received_time").join_asof(
+                    stamps, on="sequence_number", strategy="backward"
+                )
+                shown.select(
+                    names["exchange"].alias("exchange"),
+                    names["symbol"].alias("symbol"),
+                    (pl.col("origin_time") // US).alias("timestamp"),
+                    (pl.col("received_time") // US).alias("local_timestamp"),
+                    *_snapshot_levels(shown.columns),
+                ).write_csv(out["book_snapshot_25"], include_header=last_stamp is None)
+            last_stamp = stamps.tail(1)
+            deltas = following
+
+        for i, trades in enumerate(iter_frames(source.trades, SIDE_BATCH_ROWS)):
+            trades.select(
+                **names,
+                timestamp=pl.col("origin_time") // US,
+                local_timestamp=pl.col("received_time") // US,
+                id=pl.col("trade_id"),
+                side=pl.col("side"),
+                price=pl.col("price"),
+                amount=pl.col("quantity"),
+            ).select(TRADES_COLUMNS).write_csv(out["trades"], include_header=i == 0)
+    return TardisDay(files, source.truth)
 
 
 def generate_tardis_day(

@@ -1,6 +1,7 @@
 """`make bench`: how fast the whole graph and the book rebuild are on one realistic synthetic day.
 
-Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N] [--parallel-scale P] [--ranges]`. It
+Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N] [--parallel-scale P] [--ranges]
+[--vendors] [--vendors-scale2]`. It
 builds (once, cached by the synthetic source's fingerprint) a `profile=realistic` day of one
 instrument, imports it into the raw lake (again only when the generated day changed), then
 measures in one run:
@@ -29,9 +30,13 @@ measures in one run:
   cores a second worker has little left to use;
 - ranges (`--ranges` only, about 3 minutes more): the whole graph on two instruments for the day
   and on one instrument for three days, with the default workers, sampled as the graph above:
-  peak memory must not grow with instruments or days.
+  peak memory must not grow with instruments or days;
+- vendors (`--vendors` only, three more whole-graph runs): the day written as Crypto Lake, Tardis
+  and capture files, the whole graph from each, against each vendor's floor, and verify-capture
+  on the capture (`bench/vendors.py`); `--vendors-scale2` also runs them on a day twice as large.
 
-Human-readable figures go first; the last line is one JSON object.
+The whole-graph subprocess and its sampler are in `bench/graph.py`, the core and peer in
+`bench/kernel.py`. Human-readable figures go first; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -41,24 +46,17 @@ import datetime as dt
 import json
 import multiprocessing as mp
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from market_pipeline.core.book import delta_replay as lr
-from market_pipeline.core.book.fixed_point import to_steps
-from market_pipeline.core.book.ladder import new_book
-from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, OUTPUT_BATCH_ROWS, SNAPSHOT_BATCH_ROWS
+from market_pipeline.bench.graph import RSS_SAMPLE_SECONDS, GraphRun, quiet_dagster, run_graph
+from market_pipeline.bench.kernel import core, peer
+from market_pipeline.bench.vendors import measure_vendors, vendor_report
+from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
@@ -70,13 +68,9 @@ PARALLEL_INSTRUMENTS = ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]
 PARALLEL_STEPS = ("raw_book_deltas", "raw_book_snapshots", "reconstructed_books")
 DEFAULT_PARALLEL_SCALE = 0.25
 RANGE_DAYS = 3  # the memory goal holds for a range of days too (issue 11, item 1)
-RSS_SAMPLE_SECONDS = 0.2
-DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
 BENCH_DAY = dt.date(2024, 3, 1)
 DEFAULT_DATA_DIR = Path("data/bench")
 DEFAULT_PEER_ROWS = 3_000_000
-CORE_CHUNK_ROWS = 4_000_000  # bounds the bench's own memory; the kernel runs on whole messages
-KERNEL_COLUMNS = ["received_time", "sequence_number", "side_is_bid", "price", "size"]
 # The goals (issue 3, item 8; issue 11, items 2 and 3).
 GOAL_CORE_DELTAS_PER_S = 50e6
 GOAL_PEER_RATIO = 100.0
@@ -93,17 +87,6 @@ class BenchDay:
     day: dt.date
     deltas: Path
     book: Path
-
-
-@dataclass(frozen=True)
-class CoreRun:
-    deltas: int
-    messages: int
-    seconds: float
-
-    @property
-    def deltas_per_s(self) -> float:
-        return self.deltas / self.seconds if self.seconds else 0.0
 
 
 def bench_settings(data_dir: Path, scale: float, instruments: list[str] | None = None) -> PipelineSettings:
@@ -162,17 +145,9 @@ def raw_read_seconds(settings: PipelineSettings, day: dt.date) -> float:
     return time.perf_counter() - started
 
 
-def _quiet_dagster() -> None:
-    """Hide Dagster's Beta/Preview notices (about APIs the pipeline chose) from the report."""
-    import dagster as dg
-
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-
-
 def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
     """In a fresh process: one `reconstructed_books` instrument-day, reported through `conn`."""
-    _quiet_dagster()
+    quiet_dagster()
     from market_pipeline.defs.books.assets import rebuild_instrument_day
     from market_pipeline.vendors.registry import build_source
 
@@ -217,292 +192,6 @@ def end_to_end(bench: BenchDay) -> dict:
     if report is None or child.exitcode != 0:
         raise RuntimeError(f"end-to-end rebuild child failed (exit code {child.exitcode})")
     return report
-
-
-def _kernel_chunks(path: Path, tick: float, lot: float, rows: int | None) -> Iterator[tuple[np.ndarray, ...]]:
-    """The deltas as int64 kernel arrays, in chunks cut only between messages; `rows` limits them."""
-    off_grid = np.empty(1, np.int64)
-    carry: tuple[np.ndarray, ...] | None = None
-    taken = 0
-    file = parquet_io.open_file(path, pre_buffer=False)  # pre-buffering would keep every chunk read
-    for batch in file.iter_batches(batch_size=CORE_CHUNK_ROWS, columns=KERNEL_COLUMNS):
-        if rows is not None:
-            batch = batch.slice(0, rows - taken)
-        taken += batch.num_rows
-        # Writable copies, so every chunk has the one array type numba compiled for.
-        recv, seq, is_bid, price, size = (
-            batch.column(c).to_numpy(zero_copy_only=False, writable=True) for c in KERNEL_COLUMNS
-        )
-        chunk = (recv, seq, is_bid, to_steps(price, tick, off_grid, 1)[0], to_steps(size, lot, off_grid, 1)[0])
-        if carry is not None:
-            chunk = tuple(np.concatenate([a, b]) for a, b in zip(carry, chunk, strict=True))
-        last_start = _last_message_start(chunk[0], chunk[1])
-        carry = tuple(a[last_start:] for a in chunk)
-        if last_start:
-            yield tuple(a[:last_start] for a in chunk)
-        if rows is not None and taken >= rows:
-            break
-    if carry is not None and len(carry[0]):
-        yield carry
-
-
-def _last_message_start(recv: np.ndarray, seq: np.ndarray) -> int:
-    """Index of the first row of the last message (rows sharing received_time and sequence_number)."""
-    differs = (recv[1:] != recv[:-1]) | (seq[1:] != seq[:-1])
-    starts = np.flatnonzero(differs)
-    return int(starts[-1]) + 1 if len(starts) else 0
-
-
-class _CoreReplay:
-    """The production kernel set up as the core measures it: a row (best bid and ask) after
-    every message, no vendor snapshots; the state carries over from chunk to chunk."""
-
-    def __init__(self) -> None:
-        self.book = new_book()
-        self.state = lr.new_replay_state(0, False, 0, True)
-        self.counters = lr.new_counters()
-        self.hourly = lr.new_hourly()
-        self.snaps = lr.Snapshots(
-            *(np.empty(0, np.int64) for _ in range(3)), *(np.empty((0, 1), np.int64) for _ in range(4))
-        )
-        self.agreement = lr.new_agreement(0)
-        self.work = lr.new_levels(1)
-        self.rows = lr.new_rows(OUTPUT_BATCH_ROWS, 1)  # reused, as the rebuild reuses its buffers
-
-    def chunk(self, recv, seq, is_bid, ticks, lots) -> lr.Deltas:
-        """Kernel input for a chunk of whole messages."""
-        return lr.Deltas(recv, recv, seq, is_bid, ticks, lots, lr.no_snapshot_flags(len(recv)))
-
-    def run(self, deltas: lr.Deltas) -> int:
-        """Replay the chunk into the reused output buffers, as the rebuild does; returns its messages."""
-        done = messages = 0
-        while done < len(deltas.recv):
-            part = lr.Deltas(*(column[done:] for column in deltas))
-            i, _, n_out = lr.replay_lake_batch(
-                part,
-                self.snaps,
-                self.book,
-                self.state,
-                self.counters,
-                self.hourly,
-                self.rows,
-                self.agreement,
-                self.work,
-                1,
-                True,
-                True,
-            )
-            done += i
-            messages += n_out
-        return messages
-
-
-def core(path: Path, tick: float, lot: float, rows: int | None = None) -> CoreRun:
-    """replay_lake_batch over the deltas, best bid/ask after every message; only the kernel is timed."""
-    warm = _CoreReplay()
-    warm.run(warm.chunk(*next(_kernel_chunks(path, tick, lot, 10_000))))  # compile or load
-    replay = _CoreReplay()
-    deltas = messages = 0
-    seconds = 0.0
-    for chunk in _kernel_chunks(path, tick, lot, rows):
-        inputs = replay.chunk(*chunk)
-        started = time.perf_counter()
-        messages += replay.run(inputs)
-        seconds += time.perf_counter() - started
-        deltas += len(chunk[0])
-    return CoreRun(deltas, messages, seconds)
-
-
-def peer(path: Path, rows: int) -> CoreRun:
-    """The vendor's rebuilder on the first `rows` deltas, reading best bid/ask after each message."""
-    import pyarrow as pa
-    from lakeapi.orderbook import OrderBookUpdater
-
-    file = parquet_io.open_file(path)
-    head = pa.Table.from_batches([next(file.iter_batches(batch_size=rows, columns=DELTA_COLUMNS))]).to_pandas()
-    warm = OrderBookUpdater(head.head(10_000))  # its numba code compiles on first use
-    for _ in range(100):
-        warm.process_next_update()
-        warm.get_bests()
-    updater = OrderBookUpdater(head)
-    n = len(head)
-    messages = 0
-    started = time.perf_counter()
-    while updater.current_index < n:
-        updater.process_next_update()
-        updater.get_bests()
-        messages += 1
-    return CoreRun(n, messages, time.perf_counter() - started)
-
-
-class TreeSampler:
-    """The resident memory (PSS where Linux gives it, else RSS) of a process and all its
-    descendants, summed, every `interval` seconds on a thread.
-
-    Sampled from outside: no high-water mark the code under test resets can hide a peak (a peak
-    shorter than the interval can still be missed).
-    """
-
-    def __init__(self, pid: int, interval: float = RSS_SAMPLE_SECONDS) -> None:
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.samples: list[tuple[float, int]] = []  # (time.time(), bytes)
-        # The last CPU seconds (user + system) seen of every process of the tree, by (pid, start
-        # time): the tree's CPU, short of what a process spent in its last interval.
-        self._cpu: dict[tuple[int, float], float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            return
-        total = 0
-        for proc in procs:
-            try:
-                times = proc.cpu_times()
-                self._cpu[(proc.pid, proc.create_time())] = times.user + times.system
-            except psutil.Error:
-                pass
-            try:
-                # PSS: resident pages, those shared with other processes of the tree (forkserver
-                # children, copy-on-write) divided among them, so the sum is the tree's own memory.
-                total += proc.memory_full_info().pss
-            except (psutil.Error, AttributeError):  # ended meanwhile, or no PSS on this platform
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-        self.samples.append((time.time(), total))
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> TreeSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(self._cpu.values())
-
-    def peak_mb(self, start: float = 0.0, end: float = float("inf")) -> float:
-        inside = [rss for t, rss in self.samples if start <= t <= end]
-        return max(inside, default=0) / 2**20
-
-
-@dataclass
-class GraphRun:
-    exit_code: int
-    seconds: float  # the subprocess, start to exit
-    run_seconds: float  # the Dagster run, RUN_START to its end event
-    cpu_seconds: float  # user + system CPU of the subprocess's tree, as sampled
-    peak_rss_mb: float
-    steps: dict[str, dict[str, float]]  # step key -> seconds, peak_rss_mb (in order of start)
-    log: Path
-
-
-def graph_env(settings: PipelineSettings, home: Path, workers: int | None) -> dict[str, str]:
-    """The environment of a `market-pipeline run` subprocess for `settings`' data dir, source and instruments."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "DAGSTER_HOME": str(home),
-            "PIPELINE_DATA_DIR": str(settings.data_dir.resolve()),
-            "PIPELINE_SOURCE": "synthetic",
-            "PIPELINE_INSTRUMENTS": ",".join(i.key for i in settings.universe),
-            "PIPELINE_SYNTHETIC__PROFILE": "realistic",
-            "PIPELINE_SYNTHETIC__SCALE": str(settings.synthetic.scale),
-        }
-    )
-    if workers is not None:
-        env["PIPELINE_WORKERS"] = str(workers)
-    return env
-
-
-def run_graph(
-    settings: PipelineSettings,
-    day: dt.date,
-    select: list[str] | None = None,
-    workers: int | None = None,
-    end: dt.date | None = None,
-) -> GraphRun:
-    """`market-pipeline run` for `day` (to `end`) in a subprocess with a DAGSTER_HOME of its own, sampled."""
-    home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
-    if DAGSTER_YAML.is_file():
-        shutil.copy(DAGSTER_YAML, home / "dagster.yaml")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = settings.data_dir / "bench-graph.log"
-    argv = [sys.executable, "-m", "market_pipeline.cli.main", "run"]
-    argv += ["--start-date", str(day), "--end-date", str(end or day)]
-    if select:
-        argv += ["--select", *select]
-    try:
-        with log.open("w") as out:
-            started = time.perf_counter()
-            child = subprocess.Popen(argv, env=graph_env(settings, home, workers), stdout=out, stderr=subprocess.STDOUT)
-            with TreeSampler(child.pid) as sampler:
-                code = child.wait()
-            seconds = time.perf_counter() - started
-        run_seconds, steps = _step_timings(home, sampler)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    return GraphRun(code, seconds, run_seconds, sampler.cpu_seconds, sampler.peak_mb(), steps, log)
-
-
-def _step_timings(home: Path, sampler: TreeSampler) -> tuple[float, dict[str, dict[str, float]]]:
-    """Seconds (step events) and peak RSS (samples inside the step) of every step of the run."""
-    import dagster as dg
-
-    _quiet_dagster()
-    kinds = {
-        dg.DagsterEventType.RUN_START,
-        dg.DagsterEventType.RUN_SUCCESS,
-        dg.DagsterEventType.RUN_FAILURE,
-        dg.DagsterEventType.STEP_START,
-        dg.DagsterEventType.STEP_SUCCESS,
-        dg.DagsterEventType.STEP_FAILURE,
-    }
-    saved = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)  # the copied dagster.yaml reads its storage path from it
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            runs = instance.get_runs(limit=1)
-            entries = instance.all_logs(runs[0].run_id, of_type=kinds) if runs else []
-    finally:
-        if saved is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = saved
-    run_start = run_end = 0.0
-    starts: dict[str, float] = {}
-    steps: dict[str, dict[str, float]] = {}
-    for entry in entries:
-        kind = entry.dagster_event.event_type if entry.dagster_event else None
-        if kind == dg.DagsterEventType.RUN_START:
-            run_start = entry.timestamp
-        elif kind in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
-            run_end = entry.timestamp
-        elif kind == dg.DagsterEventType.STEP_START and entry.step_key:
-            starts[entry.step_key] = entry.timestamp
-        elif entry.step_key in starts:
-            start = starts[entry.step_key]
-            steps[entry.step_key] = {
-                "seconds": round(entry.timestamp - start, 3),
-                "peak_rss_mb": round(sampler.peak_mb(start, entry.timestamp + RSS_SAMPLE_SECONDS), 1),
-            }
-    return max(0.0, run_end - run_start), steps
 
 
 def generate_days(settings: PipelineSettings, first: dt.date, last: dt.date) -> None:
@@ -570,6 +259,8 @@ def run(
     parallel_scale: float | None = None,
     say: Callable[[str], None] = print,
     ranges: bool = False,
+    vendors: bool = False,
+    vendors_scale2: bool = False,
 ) -> dict:
     """Every measurement on one prepared day; `say` gets the human-readable lines."""
     grid = bench.instrument
@@ -596,6 +287,13 @@ def run(
     )
     parallel = parallel_speedup(bench.settings.data_dir / "parallel", p_scale, bench.day, say)
     wider = range_memory(bench.settings.data_dir, bench.settings.synthetic.scale, bench.day, say) if ranges else {}
+    by_vendor = by_vendor_scale2 = verify = None
+    if vendors or vendors_scale2:
+        by_vendor, verify = measure_vendors(bench.settings, bench.day, say)
+    if vendors_scale2:
+        double = bench_settings(bench.settings.data_dir / "scale2", 2 * bench.settings.synthetic.scale)
+        generate_days(double, bench.day, bench.day)
+        by_vendor_scale2, _ = measure_vendors(double, bench.day, say, verify=False)
 
     goals = {
         "core_deltas_per_s": core_rate >= GOAL_CORE_DELTAS_PER_S,
@@ -675,6 +373,12 @@ def run(
         )
     if not wider:
         say("whole graph on two instruments and on three days: not measured (--ranges measures them)")
+    vendor_figures: dict = {}
+    if by_vendor is not None:
+        met, vendor_figures = vendor_report(by_vendor, by_vendor_scale2, verify, say)
+        goals.update(met)
+    else:
+        say("vendors: the whole graph from Crypto Lake, Tardis and capture files not measured (--vendors measures it)")
     load = os.getloadavg()[0]
     say(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end")
     return {
@@ -715,6 +419,7 @@ def run(
         "rows_written": e2e["rows_written"],
         "vendor_snapshots_matched": e2e["vendor_snapshots_matched"],
         "vendor_snapshots": e2e["vendor_snapshots"],
+        **vendor_figures,
         "goals_met": goals,
         "scale": bench.settings.synthetic.scale,
         "cpus": os.cpu_count(),
@@ -753,14 +458,31 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"also run the whole graph on two instruments and on {RANGE_DAYS} days (peak memory; ~3 min more)",
     )
+    parser.add_argument(
+        "--vendors",
+        action="store_true",
+        help="also run the whole graph from the day written as Crypto Lake, Tardis and capture files, against "
+        "each vendor's floor, and time verify-capture (three more whole-graph runs: 1-5 min each at scale 1)",
+    )
+    parser.add_argument(
+        "--vendors-scale2",
+        action="store_true",
+        help="--vendors, and the three vendor runs again on a day twice as large (is peak memory flat?)",
+    )
     args = parser.parse_args(argv)
-    _quiet_dagster()
+    quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)
     started = time.perf_counter()
     bench = prepare_day(settings)
     print(f"day ready in {time.perf_counter() - started:.1f} s (cached under {settings.data_dir})", flush=True)
     report = run(
-        bench, args.peer_rows, args.parallel_scale, say=lambda line: print(line, flush=True), ranges=args.ranges
+        bench,
+        args.peer_rows,
+        args.parallel_scale,
+        say=lambda line: print(line, flush=True),
+        ranges=args.ranges,
+        vendors=args.vendors,
+        vendors_scale2=args.vendors_scale2,
     )
     print(json.dumps(report, separators=(",", ":")))
     return 0

@@ -1,0 +1,210 @@
+"""`market-pipeline run` of the whole graph in a subprocess, its process tree sampled: what the
+bench's graph, parallel, ranges and vendor figures are measured with."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from market_pipeline.settings import PipelineSettings
+
+RSS_SAMPLE_SECONDS = 0.2
+DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster_home" / "dagster.yaml"
+
+
+def quiet_dagster() -> None:
+    """Hide Dagster's Beta/Preview notices (about APIs the pipeline chose) from the report."""
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+class TreeSampler:
+    """The resident memory (PSS where Linux gives it, else RSS) of a process and all its
+    descendants, summed, every `interval` seconds on a thread.
+
+    Sampled from outside: no high-water mark the code under test resets can hide a peak (a peak
+    shorter than the interval can still be missed).
+    """
+
+    def __init__(self, pid: int, interval: float = RSS_SAMPLE_SECONDS) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []  # (time.time(), bytes)
+        # The last CPU seconds (user + system) seen of every process of the tree, by (pid, start
+        # time): the tree's CPU, short of what a process spent in its last interval.
+        self._cpu: dict[tuple[int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                self._cpu[(proc.pid, proc.create_time())] = times.user + times.system
+            except psutil.Error:
+                pass
+            try:
+                # PSS: resident pages, those shared with other processes of the tree (forkserver
+                # children, copy-on-write) divided among them, so the sum is the tree's own memory.
+                total += proc.memory_full_info().pss
+            except (psutil.Error, AttributeError):  # ended meanwhile, or no PSS on this platform
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+        self.samples.append((time.time(), total))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu.values())
+
+    def peak_mb(self, start: float = 0.0, end: float = float("inf")) -> float:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside, default=0) / 2**20
+
+
+@dataclass
+class GraphRun:
+    exit_code: int
+    seconds: float  # the subprocess, start to exit
+    run_seconds: float  # the Dagster run, RUN_START to its end event
+    cpu_seconds: float  # user + system CPU of the subprocess's tree, as sampled
+    peak_rss_mb: float
+    steps: dict[str, dict[str, float]]  # step key -> seconds, peak_rss_mb (in order of start)
+    log: Path
+
+
+def graph_env(
+    settings: PipelineSettings, home: Path, workers: int | None, source_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a `market-pipeline run` subprocess for `settings`' data dir, source and
+    instruments; `source_env` (e.g. PIPELINE_SOURCE=tardis and its directory) replaces the
+    synthetic source."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "PIPELINE_DATA_DIR": str(settings.data_dir.resolve()),
+            "PIPELINE_SOURCE": "synthetic",
+            "PIPELINE_INSTRUMENTS": ",".join(i.key for i in settings.universe),
+            "PIPELINE_SYNTHETIC__PROFILE": "realistic",
+            "PIPELINE_SYNTHETIC__SCALE": str(settings.synthetic.scale),
+        }
+    )
+    env.update(source_env or {})
+    if workers is not None:
+        env["PIPELINE_WORKERS"] = str(workers)
+    return env
+
+
+def run_sampled(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, TreeSampler]:
+    """Run `argv` to its end, output to `log`, its process tree sampled: (exit code, wall seconds, sampler)."""
+    with log.open("w") as out:
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        with TreeSampler(child.pid) as sampler:
+            code = child.wait()
+        return code, time.perf_counter() - started, sampler
+
+
+def run_graph(
+    settings: PipelineSettings,
+    day: dt.date,
+    select: list[str] | None = None,
+    workers: int | None = None,
+    end: dt.date | None = None,
+    source_env: dict[str, str] | None = None,
+) -> GraphRun:
+    """`market-pipeline run` for `day` (to `end`) in a subprocess with a DAGSTER_HOME of its own, sampled."""
+    home = Path(tempfile.mkdtemp(prefix="bench-dagster-home-"))
+    if DAGSTER_YAML.is_file():
+        shutil.copy(DAGSTER_YAML, home / "dagster.yaml")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.data_dir / "bench-graph.log"
+    argv = [sys.executable, "-m", "market_pipeline.cli.main", "run"]
+    argv += ["--start-date", str(day), "--end-date", str(end or day)]
+    if select:
+        argv += ["--select", *select]
+    try:
+        code, seconds, sampler = run_sampled(argv, graph_env(settings, home, workers, source_env), log)
+        run_seconds, steps = _step_timings(home, sampler)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return GraphRun(code, seconds, run_seconds, sampler.cpu_seconds, sampler.peak_mb(), steps, log)
+
+
+def _step_timings(home: Path, sampler: TreeSampler) -> tuple[float, dict[str, dict[str, float]]]:
+    """Seconds (step events) and peak RSS (samples inside the step) of every step of the run."""
+    import dagster as dg
+
+    quiet_dagster()
+    kinds = {
+        dg.DagsterEventType.RUN_START,
+        dg.DagsterEventType.RUN_SUCCESS,
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+    }
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)  # the copied dagster.yaml reads its storage path from it
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            runs = instance.get_runs(limit=1)
+            entries = instance.all_logs(runs[0].run_id, of_type=kinds) if runs else []
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+    run_start = run_end = 0.0
+    starts: dict[str, float] = {}
+    steps: dict[str, dict[str, float]] = {}
+    for entry in entries:
+        kind = entry.dagster_event.event_type if entry.dagster_event else None
+        if kind == dg.DagsterEventType.RUN_START:
+            run_start = entry.timestamp
+        elif kind in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
+            run_end = entry.timestamp
+        elif kind == dg.DagsterEventType.STEP_START and entry.step_key:
+            starts[entry.step_key] = entry.timestamp
+        elif entry.step_key in starts:
+            start = starts[entry.step_key]
+            steps[entry.step_key] = {
+                "seconds": round(entry.timestamp - start, 3),
+                "peak_rss_mb": round(sampler.peak_mb(start, entry.timestamp + RSS_SAMPLE_SECONDS), 1),
+            }
+    return max(0.0, run_end - run_start), steps

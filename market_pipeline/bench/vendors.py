@@ -1,0 +1,331 @@
+"""`--vendors`: the bench day through the whole graph from each vendor's files, against each
+vendor's floor.
+
+The bench day (generated once by the synthetic source) is written, once and again only when it
+is regenerated, as
+- Crypto Lake files: the synthetic source's cache is a directory in Crypto Lake layout, read with
+  `PIPELINE_SOURCE=local`;
+- Tardis CSV.gz files (`vendors/synthetic/tardis_format.py`), `PIPELINE_SOURCE=tardis`;
+- a raw Binance capture (`vendors/synthetic/capture_writer.py`), `PIPELINE_SOURCE=capture`.
+For each vendor `market-pipeline run` runs the whole graph with a fresh data directory, sampled
+as the bench's graph run. The vendor's floor, timed in the same run: read every input file once
+(Parquet: every column in batches; Tardis: pyarrow's streaming CSV reader over the gzip stream;
+capture: the gzip stream's lines, each JSON body decoded with msgspec, the fastest decoder
+measured) plus write every Parquet file the graph wrote under lake/ once more, row group by row
+group from memory with the same compression, dictionary and delta encodings (only the writes
+are timed). `verify-capture` on the capture is timed as a subprocess, sampled the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from market_pipeline.bench.graph import run_graph, run_sampled
+from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.files import write_text_atomic
+from market_pipeline.core.lake.paths import partition_dir
+from market_pipeline.settings import PipelineSettings
+from market_pipeline.vendors.base import LAKE_TABLES
+from market_pipeline.vendors.synthetic.capture_writer import write_capture_day
+from market_pipeline.vendors.synthetic.generate import PART_FILE
+from market_pipeline.vendors.synthetic.source import ground_truth_dir
+from market_pipeline.vendors.synthetic.tardis_format import write_tardis_day
+from market_pipeline.vendors.tardis.config import DEFAULT_EXCHANGES, tardis_names
+
+VENDORS = ("crypto_lake", "tardis", "capture")
+REFERENCE = "crypto_lake"
+GOAL_PEAK_MB = 1024.0  # per vendor, the whole graph's process tree
+GOAL_OVER_REFERENCE = 1.5  # Tardis and capture wall over Crypto Lake's
+GOAL_OVER_FLOOR = 2.0  # every vendor's wall over its floor
+GOAL_FLAT = 0.10  # peak at twice the day within this share of the peak at the day
+WRITTEN_FROM = ".written-from"  # beside a vendor's files: the synthetic day's fingerprint they were written from
+CAPTURE_JSON_DECODER = "msgspec"
+
+
+@dataclass(frozen=True)
+class VendorFiles:
+    env: dict[str, str]  # PIPELINE_SOURCE and the vendor's directory
+    files: list[Path]  # every input file the source reads for the day
+
+
+@dataclass(frozen=True)
+class VendorRun:
+    exit_code: int
+    seconds: float  # the `market-pipeline run` subprocess, start to exit
+    peak_mb: float  # PSS of its process tree
+    read_seconds: float  # the floor's read of every input file
+    write_seconds: float  # the floor's write of every lake output
+    outputs: int  # Parquet files the graph wrote under lake/
+    log: Path
+
+    @property
+    def floor_seconds(self) -> float:
+        return self.read_seconds + self.write_seconds
+
+
+@dataclass(frozen=True)
+class SampledRun:
+    exit_code: int
+    seconds: float
+    peak_mb: float
+
+
+def _up_to_date(directory: Path, fingerprint: str) -> bool:
+    marker = directory / WRITTEN_FROM
+    return marker.is_file() and marker.read_text() == fingerprint
+
+
+def vendor_files(synthetic_root: Path, instrument: Instrument, day: dt.date, out_root: Path) -> dict[str, VendorFiles]:
+    """The generated day as each vendor's files under `out_root` (written unless already written
+    from this generation of the day)."""
+    fingerprint = (ground_truth_dir(synthetic_root, instrument, day) / "params.sha256").read_text()
+    lake_files = [
+        partition_dir(synthetic_root, table, instrument.exchange, instrument.symbol, day) / PART_FILE
+        for table in sorted(LAKE_TABLES)
+    ]
+    tardis_dir, capture_dir = out_root / "tardis", out_root / "capture"
+    if not _up_to_date(tardis_dir, fingerprint):
+        shutil.rmtree(tardis_dir, ignore_errors=True)
+        print("writing the day as Tardis files ...", flush=True)
+        exchange_id, symbol = tardis_names(instrument.exchange, instrument.symbol, DEFAULT_EXCHANGES, {})
+        write_tardis_day(synthetic_root, instrument, day, tardis_dir, exchange_id, symbol)
+        write_text_atomic(tardis_dir / WRITTEN_FROM, fingerprint)
+    if not _up_to_date(capture_dir, fingerprint):
+        shutil.rmtree(capture_dir, ignore_errors=True)
+        print("writing the day as a Binance capture ...", flush=True)
+        write_capture_day(synthetic_root, instrument, day, capture_dir)
+        write_text_atomic(capture_dir / WRITTEN_FROM, fingerprint)
+    return {
+        "crypto_lake": VendorFiles(
+            {"PIPELINE_SOURCE": "local", "PIPELINE_LOCAL_DIR": str(synthetic_root.resolve())}, lake_files
+        ),
+        "tardis": VendorFiles(
+            {"PIPELINE_SOURCE": "tardis", "PIPELINE_TARDIS_DIR": str(tardis_dir.resolve())},
+            sorted(tardis_dir.glob("*.csv.gz")),
+        ),
+        "capture": VendorFiles(
+            {"PIPELINE_SOURCE": "capture", "PIPELINE_CAPTURE_DIR": str(capture_dir.resolve())},
+            sorted(capture_dir.glob("*.gz")),
+        ),
+    }
+
+
+# --- the floor ---------------------------------------------------------------------------------
+
+
+def read_seconds(vendor: str, files: list[Path]) -> float:
+    """Read every input file once, the cheapest honest way for its format (see the module doc)."""
+    import msgspec
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    started = time.perf_counter()
+    for path in files:
+        if vendor == "crypto_lake":
+            for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches():
+                pass
+        elif vendor == "tardis":
+            for _ in pacsv.open_csv(pa.input_stream(str(path), compression="gzip")):
+                pass
+        elif vendor == "capture":
+            decode = msgspec.json.decode
+            with gzip.open(path, "rb") as lines:
+                for line in lines:
+                    decode(line[line.index(b" ") + 1 :])
+        else:
+            raise ValueError(f"unknown vendor {vendor!r}")
+    return time.perf_counter() - started
+
+
+def _writer_options(metadata, schema) -> dict[str, object]:
+    """The compression, dictionary and delta encodings a file's columns were written with (first
+    row group). pyarrow delta-encodes only integer Arrow columns: a decimal stored as INT64 with
+    DELTA_BINARY_PACKED is written plain (the floor is then a little slower than the graph's write)."""
+    import pyarrow as pa
+
+    compression: dict[str, str] = {}
+    dictionary: list[str] = []
+    encodings: dict[str, str] = {}
+    if not metadata.num_row_groups:
+        return {}
+    group = metadata.row_group(0)
+    for i in range(group.num_columns):
+        column = group.column(i)
+        name = column.path_in_schema
+        codec = column.compression.lower()
+        compression[name] = "lz4" if codec.startswith("lz4") else codec.replace("uncompressed", "none")
+        if any("DICTIONARY" in e for e in column.encodings):
+            dictionary.append(name)
+        elif "DELTA_BINARY_PACKED" in column.encodings and pa.types.is_integer(schema.field(name).type):
+            encodings[name] = "DELTA_BINARY_PACKED"
+    return {"compression": compression, "use_dictionary": dictionary, "column_encoding": encodings or None}
+
+
+def write_seconds(lake_dir: Path) -> tuple[float, int]:
+    """(seconds, files): every Parquet file under `lake_dir` written once more, row group by row
+    group from memory, with its own codecs; only the writes are timed."""
+    seconds = 0.0
+    files = sorted(p for p in lake_dir.rglob("*.parquet") if not p.name.startswith("."))
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+        target = Path(scratch) / "rewritten.parquet"
+        for path in files:
+            reader = parquet_io.open_file(path)
+            options = _writer_options(reader.metadata, reader.schema_arrow)
+            writer = None
+            for group in range(reader.metadata.num_row_groups):
+                table = reader.read_row_group(group)
+                started = time.perf_counter()
+                if writer is None:
+                    writer = parquet_io.parquet_writer(target, reader.schema_arrow, **options)
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+                seconds += time.perf_counter() - started
+            if writer is not None:
+                started = time.perf_counter()
+                writer.close()
+                seconds += time.perf_counter() - started
+    return seconds, len(files)
+
+
+# --- the runs ----------------------------------------------------------------------------------
+
+
+def run_vendor(settings: PipelineSettings, day: dt.date, vendor: str, inputs: VendorFiles) -> VendorRun:
+    """The whole graph of the day from this vendor's files, in a fresh data directory, then its floor."""
+    run_dir = settings.data_dir / "vendor_runs" / vendor
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_settings = settings.model_copy(update={"data_dir": run_dir})
+    graph = run_graph(run_settings, day, source_env=inputs.env)
+    read = read_seconds(vendor, inputs.files)
+    write, outputs = write_seconds(run_settings.lake_dir)
+    return VendorRun(graph.exit_code, graph.seconds, graph.peak_rss_mb, read, write, outputs, graph.log)
+
+
+def verify_capture_run(files: list[Path], log: Path) -> SampledRun:
+    """`market-pipeline verify-capture` on the capture, as a subprocess whose process tree is sampled."""
+    import os
+
+    argv = [sys.executable, "-m", "market_pipeline.cli.main", "verify-capture", *map(str, files)]
+    code, seconds, sampler = run_sampled(argv, dict(os.environ), log)
+    return SampledRun(code, seconds, sampler.peak_mb())
+
+
+def measure_vendors(
+    settings: PipelineSettings, day: dt.date, say: Callable[[str], None], verify: bool = True
+) -> tuple[dict[str, VendorRun], SampledRun | None]:
+    """Every vendor's run of the (already generated) bench day of `settings`, and verify-capture's."""
+    (instrument,) = settings.universe
+    inputs = vendor_files(settings.data_dir / "sources" / "synthetic", instrument, day, settings.data_dir / "vendors")
+    runs = {}
+    for vendor in VENDORS:
+        say(f"vendors: the whole graph from {vendor} files (scale {settings.synthetic.scale}) ...")
+        runs[vendor] = run = run_vendor(settings, day, vendor, inputs[vendor])
+        if run.exit_code != 0:
+            say(f"the {vendor} run exited {run.exit_code}; see {run.log}")
+    checked = None
+    if verify:
+        checked = verify_capture_run(inputs["capture"].files, settings.data_dir / "bench-verify-capture.log")
+    return runs, checked
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def vendor_goals(runs: dict[str, VendorRun], scale2: dict[str, VendorRun] | None) -> dict[str, bool]:
+    """Which goals each vendor met (flatness only when the doubled day was measured)."""
+    reference = runs[REFERENCE].seconds
+    goals: dict[str, bool] = {}
+    for vendor, run in runs.items():
+        ok = run.exit_code == 0
+        goals[f"vendor_peak_mb_{vendor}"] = ok and run.peak_mb <= GOAL_PEAK_MB
+        goals[f"vendor_over_floor_{vendor}"] = ok and _ratio(run.seconds, run.floor_seconds) <= GOAL_OVER_FLOOR
+        if vendor != REFERENCE:
+            goals[f"vendor_over_crypto_lake_{vendor}"] = ok and _ratio(run.seconds, reference) <= GOAL_OVER_REFERENCE
+        if scale2 is not None:
+            double = scale2[vendor]
+            goals[f"vendor_flat_{vendor}"] = (
+                ok and double.exit_code == 0 and double.peak_mb <= run.peak_mb * (1 + GOAL_FLAT)
+            )
+    return goals
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def vendor_report(
+    runs: dict[str, VendorRun],
+    scale2: dict[str, VendorRun] | None,
+    verify: SampledRun | None,
+    say: Callable[[str], None],
+) -> tuple[dict[str, bool], dict]:
+    """Say the per-vendor lines; return (goals, figures for the JSON line)."""
+    goals = vendor_goals(runs, scale2)
+    reference = runs[REFERENCE].seconds
+    say(
+        "vendors: the whole graph of the day from each vendor's files (wall, peak PSS of the process tree; "
+        "floor = read every input once -- Parquet in batches, Tardis with pyarrow's streaming CSV reader, the "
+        f"capture's gzip lines decoded with {CAPTURE_JSON_DECODER} -- + write every lake output once, same codecs)"
+    )
+    figures: dict[str, dict[str, float]] = {}
+    for vendor, run in runs.items():
+        over_floor = _ratio(run.seconds, run.floor_seconds)
+        over_reference = _ratio(run.seconds, reference)
+        line = (
+            f"  {vendor:12s} {run.seconds:7.2f} s (exit {run.exit_code}), peak {run.peak_mb:5.0f} MB "
+            f"-- goal <= {GOAL_PEAK_MB:.0f} MB: {_verdict(goals[f'vendor_peak_mb_{vendor}'])}; "
+            f"floor {run.floor_seconds:.2f} s (read {run.read_seconds:.2f} + write {run.write_seconds:.2f}, "
+            f"{run.outputs} files) = {over_floor:.2f}x -- goal <= {GOAL_OVER_FLOOR}x: "
+            f"{_verdict(goals[f'vendor_over_floor_{vendor}'])}"
+        )
+        if vendor != REFERENCE:
+            line += (
+                f"; {over_reference:.2f}x Crypto Lake -- goal <= {GOAL_OVER_REFERENCE}x: "
+                f"{_verdict(goals[f'vendor_over_crypto_lake_{vendor}'])}"
+            )
+        say(line)
+        figures[vendor] = {
+            "seconds": round(run.seconds, 3),
+            "exit_code": run.exit_code,
+            "peak_mb": round(run.peak_mb, 1),
+            "over_crypto_lake": round(over_reference, 3),
+            "floor_seconds": round(run.floor_seconds, 3),
+            "floor_read_seconds": round(run.read_seconds, 3),
+            "floor_write_seconds": round(run.write_seconds, 3),
+            "floor_outputs": run.outputs,
+            "over_floor": round(over_floor, 3),
+        }
+        if scale2 is not None:
+            double = scale2[vendor]
+            say(
+                f"    at twice the day: {double.seconds:.2f} s (exit {double.exit_code}), peak {double.peak_mb:.0f} MB "
+                f"= {_ratio(double.peak_mb, run.peak_mb):.2f}x -- goal within {100 * GOAL_FLAT:.0f}%: "
+                f"{_verdict(goals[f'vendor_flat_{vendor}'])}"
+            )
+            figures[vendor] |= {"seconds_scale2": round(double.seconds, 3), "peak_mb_scale2": round(double.peak_mb, 1)}
+    if scale2 is None:
+        say("  flat when the day doubles: not measured (--vendors-scale2 measures it)")
+    report: dict = {"vendors": figures, "vendor_floor_capture_json": CAPTURE_JSON_DECODER}
+    if verify is not None:
+        say(
+            f"  verify-capture on the day's capture: {verify.seconds:.2f} s (exit {verify.exit_code}), "
+            f"peak {verify.peak_mb:.0f} MB"
+        )
+        report |= {
+            "verify_capture_seconds": round(verify.seconds, 3),
+            "verify_capture_peak_mb": round(verify.peak_mb, 1),
+            "verify_capture_exit_code": verify.exit_code,
+        }
+    return goals, report
