@@ -220,10 +220,10 @@ def test_split_by_day_on_the_spot_pair():
 # --- synthetic captures: exact rules and malformed lines --------------------------------------
 
 
-def _diff(first: int, last: int, bids=(), asks=()) -> str:
+def _diff(first: int, last: int, bids=(), asks=(), event_ms: int = 1_700_000_000_000) -> str:
     data = {
         "e": "depthUpdate",
-        "E": 1_700_000_000_000,
+        "E": event_ms,
         "s": "BTCUSDT",
         "U": first,
         "u": last,

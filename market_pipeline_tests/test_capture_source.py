@@ -19,6 +19,7 @@ from market_pipeline_tests.test_capture import REAL_DIR, SPOT, TRADE, USDM, _dif
 SPOT_KEY, USDM_KEY = "BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"
 DAY1, DAY2 = dt.date(2023, 11, 14), dt.date(2023, 11, 15)
 MIDNIGHT_NS = 1_700_006_400 * 10**9  # 2023-11-15 00:00 UTC
+DAY2_EVENT_MS = MIDNIGHT_NS // 10**6  # the exchange's time of day 2's diffs: in day 2, like their receive times
 
 # A spot capture over midnight. Day 1 syncs on its REST snapshot (lastUpdateId 100).
 DAY1_LINES = [
@@ -30,16 +31,16 @@ DAY1_LINES = [
     TRADE,
 ]
 CONTINUOUS_DAY2 = [
-    _diff(105, 105, bids=[("10.60", "1")]),  # U == previous u + 1: continues the checkpoint
-    _diff(108, 109, bids=[("10.70", "1")]),  # U != 106: a gap
-    _diff(110, 111, bids=[("10.80", "1")]),  # buffered
+    _diff(105, 105, bids=[("10.60", "1")], event_ms=DAY2_EVENT_MS),  # U == previous u + 1: continues the checkpoint
+    _diff(108, 109, bids=[("10.70", "1")], event_ms=DAY2_EVENT_MS),  # U != 106: a gap
+    _diff(110, 111, bids=[("10.80", "1")], event_ms=DAY2_EVENT_MS),  # buffered
     _snapshot(110, bids=[["10.00", "1"]], asks=[["11.00", "2"]]),  # 110 is stale, 111 brackets 111
-    _diff(112, 112, asks=[("11.00", "3")]),
+    _diff(112, 112, asks=[("11.00", "3")], event_ms=DAY2_EVENT_MS),
 ]
 BROKEN_DAY2 = [
-    _diff(107, 107, bids=[("10.60", "1")]),  # U != 105: the chain breaks at midnight
+    _diff(107, 107, bids=[("10.60", "1")], event_ms=DAY2_EVENT_MS),  # U != 105: the chain breaks at midnight
     _snapshot(107, bids=[["10.00", "1"]], asks=[["11.00", "2"]]),
-    _diff(108, 108, asks=[("11.00", "3")]),
+    _diff(108, 108, asks=[("11.00", "3")], event_ms=DAY2_EVENT_MS),
 ]
 
 

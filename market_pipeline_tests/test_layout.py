@@ -17,7 +17,7 @@ PACKAGE = REPO_ROOT / "market_pipeline"
 
 # Where `load_settings` may be named at all: the settings module, the code location, the CLI
 # (its entry points load the settings once) and the benchmark (a script with its own settings).
-LOAD_SETTINGS_ALLOWED = ("settings.py", "definitions.py", "cli/", "bench.py")
+LOAD_SETTINGS_ALLOWED = ("settings.py", "definitions.py", "cli/", "bench/")
 
 
 def _modules() -> dict[str, ast.Module]:

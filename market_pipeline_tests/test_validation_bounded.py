@@ -45,6 +45,13 @@ def _reference(files, counters):
         instrument,
     )
     snap_off, snap_loss = int(snapshot_flags["off_grid"].sum()), int((~snapshot_flags["off_grid"]).sum())
+    synced = pl.read_parquet(files.books, columns=["received_time", "synced"])  # the whole books file
+    per_hour = synced.group_by(m.hour_of("received_time", day).alias("hour")).agg(
+        pl.len().cast(pl.Int64).alias("book_rows"), (~pl.col("synced")).sum().cast(pl.Int64).alias("unsynced_rows")
+    )
+    hourly_sync = (
+        pl.DataFrame({"hour": pl.Series(range(24), dtype=pl.Int32)}).join(per_hour, on="hour", how="left").fill_null(0)
+    )
     row = {
         "messages": skew.height,
         "delta_rows": deltas.height,
@@ -53,6 +60,10 @@ def _reference(files, counters):
         "gaps_filled": int(hourly_gaps["gaps_filled"].sum()),
         "gaps_unrepaired": gap_figures["gaps_unrepaired"],
         "sequence_jumps": gap_figures["sequence_jumps"],
+        "chain_breaks": 0,  # not a capture
+        "book_rows": synced.height,
+        "unsynced_rows": int((~synced["synced"]).sum()),
+        "unsynced_share": int((~synced["synced"]).sum()) / synced.height,
         "missing_sequence_numbers": gap_figures["missing_sequence_numbers"],
         "out_of_order_messages": gap_figures["out_of_order_messages"],
         **m.agreement_summary(agreement, instrument),
@@ -68,7 +79,8 @@ def _reference(files, counters):
     }
     hour_start = dt.datetime.combine(day, dt.time())
     hourly = (
-        hourly_gaps.join(m.hourly_skew(skew, day), on="hour")
+        hourly_gaps.join(hourly_sync, on="hour")
+        .join(m.hourly_skew(skew, day), on="hour")
         .with_columns(
             pl.lit(day).alias("dt"),
             pl.lit(instrument.exchange).alias("exchange"),

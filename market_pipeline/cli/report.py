@@ -53,7 +53,10 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
     skipped = skipped_days(run)
     if skipped:
         print()
-        print("Skipped days (an import was rejected or an upstream blocking check failed; the other days completed)")
+        print(
+            "Skipped days and instrument-days (an import was rejected or an upstream blocking check failed; "
+            "the rest completed)"
+        )
         print_lines(_skipped_rows(skipped))
     print()
     print("Outputs")
@@ -64,19 +67,24 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
         # The run succeeded for the other days; the exit code still says that some did not.
         days = sorted({day for by_day in skipped.values() for day in by_day})
         raise CliError(
-            f"{len(days)} day(s) did not complete ({', '.join(days)}; see Skipped days for why): their "
-            "downstream assets were skipped, the other days completed",
+            f"{len(days)} day(s) did not complete ({', '.join(days)}; see Skipped days for why): "
+            "what was left out was skipped downstream, the rest completed",
             EXIT_FAILED,
         )
 
 
 def skipped_days(run: RangeRun) -> dict[dg.AssetKey, dict[str, str]]:
-    """Per asset, the days it left out (partition metadata `skipped`, defs/common/blocked.py) and why."""
+    """Per asset, the days it left out (partition metadata `skipped`, defs/common/blocked.py), or
+    left some instruments out of (`skipped_instruments` of a raw table), and why."""
     from market_pipeline.defs.common.blocked import SKIPPED
+    from market_pipeline.defs.common.recorded import SKIPPED_INSTRUMENTS
 
     found: dict[dg.AssetKey, dict[str, str]] = defaultdict(dict)
     for mat in run.materializations:
         reason = getattr(mat.metadata.get(SKIPPED), "value", None)
+        instruments = getattr(mat.metadata.get(SKIPPED_INSTRUMENTS), "value", None)
+        if isinstance(instruments, dict) and instruments:
+            reason = "\n".join(f"{key} only: {why}" for key, why in sorted(instruments.items()))
         if isinstance(reason, str) and mat.partition:
             found[mat.asset_key][mat.partition] = reason
     return dict(found)

@@ -13,6 +13,7 @@ from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.parallel import run_tasks
+from market_pipeline.defs.common.recorded import skipped_instruments
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings
 from market_pipeline.defs.common.stage_metrics import usage_metadata
 from market_pipeline.vendors.base import BookDay, BookDayResult, VendorSource
@@ -49,7 +50,11 @@ def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSetti
     """Rebuild every instrument-day of the run's partitions into the books lake."""
     source = build_source(settings)
     days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
-    tasks = [(instrument, day) for day in days for instrument in settings.universe]
+    # Instrument-days whose raw import failed are left out; the day's other instruments go on.
+    skipped = {day: skipped_instruments(context.instance, day) for day in days}
+    tasks = [
+        (instrument, day) for day in days for instrument in settings.universe if instrument.key not in skipped[day]
+    ]
     # Instrument-days on PIPELINE_WORKERS processes; results (and their metrics) in serial order.
     outcomes = iter(run_tasks(settings, rebuild_task, tasks, source=source))
     for day in days:
@@ -57,6 +62,13 @@ def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSetti
         # materialization, so a run total would plot as each day's value in the UI.
         day_meta: dict[str, object] = {"deltas_applied": 0, "gaps": 0, "fills": 0}
         for instrument in settings.universe:
+            if instrument.key in skipped[day]:
+                day_meta[f"{instrument.key} skipped"] = f"raw import failed: {skipped[day][instrument.key]}"
+                context.log.warning(
+                    f"{instrument.key} {day}: skipped, its raw import failed: {skipped[day][instrument.key]}",
+                    extra=stage_log_fields(context.asset_key, day, instrument.key),
+                )
+                continue
             outcome = next(outcomes)
             outcome.replay()
             result, usage = outcome.value

@@ -14,6 +14,10 @@ import dagster as dg
 
 REBUILD_ASSET = dg.AssetKey("reconstructed_books")
 RAW_DELTAS_ASSET = dg.AssetKey("raw_book_deltas")
+RAW_ASSETS = (RAW_DELTAS_ASSET, dg.AssetKey("raw_book_snapshots"), dg.AssetKey("raw_trades"))
+# Raw partition metadata: {instrument: why} of the instruments whose import failed that day while
+# others were imported; downstream stages leave out those instrument-days only.
+SKIPPED_INSTRUMENTS = "skipped_instruments"
 
 
 def latest_materialization(
@@ -38,10 +42,23 @@ def latest_metadata(
 
 
 def missing_instruments(instance: dg.DagsterInstance, day: dt.date) -> set[str]:
-    """Instruments the source has no data for on the day (e.g. no capture ran), as raw_book_deltas
-    recorded them. Checks and validation skip these instead of failing on absent files."""
+    """Instruments without raw data for the day: the source has none (e.g. no capture ran), as
+    raw_book_deltas recorded them, or an import of one of the raw tables failed for them while the
+    day's other instruments were imported (SKIPPED_INSTRUMENTS). The downstream stages and their
+    checks leave these out instead of failing on absent files."""
     value = latest_metadata(instance, RAW_DELTAS_ASSET, day.isoformat())[0].get("missing")
-    return {str(key) for key in value} if isinstance(value, list) else set()
+    missing = {str(key) for key in value} if isinstance(value, list) else set()
+    return missing | set(skipped_instruments(instance, day))
+
+
+def skipped_instruments(instance: dg.DagsterInstance, day: dt.date) -> dict[str, str]:
+    """{instrument: why} of the instruments whose raw import failed on the day (any raw table)."""
+    found: dict[str, str] = {}
+    for key in RAW_ASSETS:
+        value = latest_metadata(instance, key, day.isoformat())[0].get(SKIPPED_INSTRUMENTS)
+        if isinstance(value, dict):
+            found.update({str(k): str(v) for k, v in value.items()})
+    return found
 
 
 def recorded_rows(instance: dg.DagsterInstance, instrument_key: str, day: dt.date) -> int | None:

@@ -13,6 +13,7 @@ from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import SKIPPED
 from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.parallel import run_tasks
+from market_pipeline.defs.common.recorded import SKIPPED_INSTRUMENTS
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.defs.common.stage_metrics import usage_metadata
 from market_pipeline.defs.raw.importer import ImportFailure, PartitionRejected, PartitionStats, import_partition
@@ -199,8 +200,10 @@ def materialize_raw_table(
             description=f"{table}: {len(failures)} instrument-day(s) not imported; no day complete.\n{lines}",
             metadata={"failed": _failed_metadata(failures)},
         )
-    # A day with a rejected instrument is recorded as skipped with the reason, so the downstream
-    # stages leave it out (defs/common/blocked.py) while the other days complete.
+    # Skips are per instrument-day: an instrument that could not be imported is recorded under
+    # SKIPPED_INSTRUMENTS, and the downstream stages leave out that instrument only
+    # (recorded.missing_instruments) while the day's other instruments go on. A day on which no
+    # instrument was imported is recorded as skipped whole (defs/common/blocked.py).
     for day in days:
         metadata = {
             **_day_metadata(written[day], _served_by(served_by, table, day)),
@@ -208,7 +211,11 @@ def materialize_raw_table(
             **_missing_metadata(absent[day]),
         }
         if day in failed:
-            metadata[SKIPPED] = "\n".join(f"{table} import: {f.message}" for f in failed[day])
+            reasons = "\n".join(f"{table} import: {f.message}" for f in failed[day])
+            if written[day]:
+                metadata[SKIPPED_INSTRUMENTS] = dg.MetadataValue.json({f.instrument: f.message for f in failed[day]})
+            else:
+                metadata[SKIPPED] = reasons
             metadata["failed"] = _failed_metadata(failed[day])
         context.add_asset_metadata(metadata, partition_key=day.isoformat())
     if failures:
