@@ -13,6 +13,7 @@ from market_pipeline.core.book.fixed_point import to_steps
 from market_pipeline.core.book.ladder import EMPTY, ST_BASE, ST_BEST_ASK, ST_BEST_BID, new_book
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.capture_format import CaptureTables, parse_capture
+from market_pipeline.vendors.binance.delta_batches import message_groups
 
 MAX_DECIMALS = 10
 
@@ -32,16 +33,6 @@ def _steps(values: np.ndarray, step: Decimal) -> np.ndarray:
     if off_grid:
         raise ValueError(f"{off_grid} values are not multiples of {step}")
     return steps
-
-
-def message_groups(line_no: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of one message share a line number: (first row of each message, its line, end row)."""
-    if not len(line_no):
-        empty = np.empty(0, np.int64)
-        return empty, empty, empty
-    starts = np.flatnonzero(np.r_[True, line_no[1:] != line_no[:-1]])
-    ends = np.r_[starts[1:], len(line_no)]
-    return starts, line_no[starts], ends
 
 
 def replay_tables(tables: CaptureTables, tick: Decimal | None = None, lot: Decimal | None = None) -> dict:
@@ -105,6 +96,7 @@ def replay_tables(tables: CaptureTables, tick: Decimal | None = None, lot: Decim
         lr.new_replay_state(0, False, 0, False),
         lr.new_counters(),
         lr.new_rows(0, 1),
+        0,
         1,
         False,
     )
