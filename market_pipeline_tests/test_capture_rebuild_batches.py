@@ -106,3 +106,18 @@ def test_rows_out_of_line_order_are_an_error_naming_the_file(tmp_path):
     pl.read_parquet(path).reverse().write_parquet(path)
     with pytest.raises(ValueError, match=f"{path}: book_delta_v2 rows are not in capture line order"):
         list(delta_batches.read_delta_batches(path, batch_rows=1000))
+
+
+@pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
+def test_verify_capture_does_not_depend_on_chunk_or_batch_size(names, monkeypatch):
+    from market_pipeline.vendors.binance import capture_stream
+    from market_pipeline.vendors.binance.verify import verify_capture
+
+    paths = real_paths(names)
+    results = []
+    for chunk_lines, batch_rows in ((97, TINY), (10**7, HUGE)):
+        monkeypatch.setattr(capture_stream, "CHUNK_LINES", chunk_lines)
+        monkeypatch.setattr(delta_batches, "DELTA_BATCH_ROWS", batch_rows)
+        results.append(verify_capture(paths))
+    assert results[0] == results[1]
+    assert {key: results[0][key] for key in DOCUMENTED[names]} == DOCUMENTED[names]

@@ -8,7 +8,8 @@ buffered for a REST snapshot at a batch's end go in front of the next batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,48 @@ def diff_arrays(frame: pl.DataFrame, ticks: ToSteps, lots: ToSteps) -> tuple[br.
         lots(column("size", np.float64), seq_rows),
     )
     return diffs, rows
+
+
+class BatchedReplay:
+    """One capture part (a day, or a whole capture) replayed batch by batch in line order.
+
+    `runs` yields, for each batch of diffs and then once more with none (for the snapshots after
+    the last diff), what one `sync_kernel.replay_capture` run takes: the batch's diffs with those
+    still buffered for a snapshot in front (`resume`), their level rows, a cursor, and the REST
+    snapshots written before the batch's last diff. After each run the diffs still buffered are
+    carried to the next batch; at the end `diffs` and `cursor` (for `sync_kernel.finish`) and
+    `carry` (the part's carry out) are those of the last run.
+    """
+
+    def __init__(self, snapshots: br.DepthSnapshots, sync: np.ndarray, carry: br.SyncCarry | None) -> None:
+        self.snapshots = snapshots
+        self.sync = sync  # the record the runs update
+        self.carry = carry  # the previous part's, then the one after each run
+        self.diffs: br.CaptureDiffs | None = None
+        self.cursor: np.ndarray | None = None
+
+    def runs(
+        self, batches: Iterable[tuple[br.CaptureDiffs, br.LevelRows]]
+    ) -> Iterator[tuple[br.CaptureDiffs, br.LevelRows, np.ndarray, br.DepthSnapshots]]:
+        next_snapshot = 0
+        for batch in itertools.chain(batches, [None]):
+            own_diffs, own_rows = _NO_DIFFS if batch is None else batch
+            if self.carry is None:
+                diffs, rows, cursor = own_diffs, own_rows, br.new_cursor()
+            else:
+                diffs, rows, cursor = br.resume(self.carry, own_diffs, own_rows)
+            last_line = None if batch is None or not len(own_diffs.line) else int(own_diffs.line[-1])
+            snapshots, next_snapshot = snapshots_before(self.snapshots, next_snapshot, last_line)
+            yield diffs, rows, cursor, snapshots
+            self.carry = br.carry_out(self.sync, cursor, diffs, rows)
+            self.diffs, self.cursor = diffs, cursor
+
+
+_NONE = np.empty(0, np.int64)
+_NO_DIFFS = (
+    br.CaptureDiffs(*[_NONE] * len(br.CaptureDiffs._fields)),
+    br.LevelRows(_NONE.astype(np.bool_), _NONE, _NONE),
+)
 
 
 def snapshots_before(snapshots: br.DepthSnapshots, first: int, line: int | None) -> tuple[br.DepthSnapshots, int]:

@@ -48,6 +48,7 @@ import json
 import math
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -79,14 +80,12 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path, write_lake_parquet_atomic
 from market_pipeline.core.quality.book_shape import write_shape
 from market_pipeline.vendors.binance import sync_kernel as br
-from market_pipeline.vendors.binance.capture_format import DELTA_SCHEMA
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
 from market_pipeline.vendors.binance.delta_batches import (
-    DELTA_COLUMNS,
+    BatchedReplay,
     diff_arrays,
     message_groups,
     read_delta_batches,
-    snapshots_before,
 )
 
 NS_PER_MS = 1_000_000
@@ -95,7 +94,6 @@ START_CHECKPOINT = "previous_day_checkpoint"
 START_SNAPSHOT = "waiting_for_snapshot"
 START_CARRIED = "previous_day_out_of_sync"  # resumes the previous day's buffer or loaded snapshot
 
-_NO_DELTAS = pl.DataFrame(schema={name: DELTA_SCHEMA[name] for name in DELTA_COLUMNS})
 _TICKER_COLUMNS = ["received_time", "update_id", "bid_price", "bid_size", "ask_price", "ask_size"]
 # The fidelity table (`capture_fidelity_dir`): both tops of book on a common grid, in ticks, and
 # the replay's own figures in the file's key-value metadata under this key.
@@ -179,6 +177,14 @@ def _read(path: Path, columns: list[str], what: str) -> pl.DataFrame:
     return frame
 
 
+def _counted(frames: Iterator[pl.DataFrame], rows_read: list[int]) -> Iterator[pl.DataFrame]:
+    """`frames`, keeping `rows_read` at (rows before the frame given, rows up to its end)."""
+    for frame in frames:
+        rows_read[0] = rows_read[1]
+        rows_read[1] += frame.height
+        yield frame
+
+
 def _best(st, index: int, tick: Decimal) -> str | None:
     return None if st[index] == EMPTY else str(((int(st[ST_BASE]) + int(st[index])) * tick).normalize())
 
@@ -215,19 +221,18 @@ def rebuild_capture_day(
     tickers = _read(tickers_path, [*_TICKER_COLUMNS, "line_no"], "book_ticker").drop("line_no")
     day_tickers = tickers
     precision = PrecisionCounter()
-    delta_rows = 0  # rows of the batches converted so far: the row numbers of precision examples
+    rows_read = [0, 0]  # delta rows read before the current batch, and with it
 
     def ticks(values: np.ndarray, seq: np.ndarray) -> np.ndarray:
-        return precision.convert(values, grid.tick, "price", delta_rows, seq)
+        return precision.convert(values, grid.tick, "price", rows_read[0], seq)
 
     def lots(values: np.ndarray, seq: np.ndarray) -> np.ndarray:
-        return precision.convert(values, grid.lot, "size", delta_rows, seq)
+        return precision.convert(values, grid.lot, "size", rows_read[0], seq)
 
-    # Deltas are replayed batch by batch (`delta_batches`); the first batch is read up front for
-    # the day's first event and the chain check against the checkpoint.
-    batches = read_delta_batches(deltas_path)
-    first_batch = next(batches, None)
-    first_diffs = diff_arrays(first_batch, ticks, lots) if first_batch is not None else None
+    # Deltas are replayed batch by batch (`delta_batches`); the first batch is converted up front
+    # for the day's first event and the chain check against the checkpoint.
+    batches = (diff_arrays(frame, ticks, lots) for frame in _counted(read_delta_batches(deltas_path), rows_read))
+    first_diffs = next(batches, None)
 
     # Start where the previous day stopped (its checkpoint and carry), else wait for a REST snapshot.
     (bid, ask, st), carry_in = _start_from(checkpoint_in, grid)
@@ -280,13 +285,11 @@ def rebuild_capture_day(
         replay[0]["next_sample"] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
 
     out = BookWriter(depth, grid, day_start)
-    all_snapshots = br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
     snapshot_rows = br.LevelRows(sr_is_bid, sr_tick, sr_lot)
     carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
-    # The previous day's buffered diffs go first; only a snapshot replays them, none is a row. Each
-    # batch hands the next the diffs it still buffers the same way.
-    carry = carry_in
-    next_snapshot = 0
+    # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
+    replay_parts = BatchedReplay(br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig), sync, carry_in)
+    snapshot_rows = br.LevelRows(sr_is_bid, sr_tick, sr_lot)
     tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
     writer_options = books_writer_options(out.schema)
     filled = 0  # rows in the output buffers, written when they are full or at the end
@@ -302,23 +305,8 @@ def rebuild_capture_day(
                 )
             writer.write_batch(out.batch(n))
 
-        # The batches, then an empty one: the snapshots after the last diff.
-        for frame in itertools.chain([first_batch] if first_batch is not None else [], batches, [None]):
-            if frame is None:
-                own_diffs, own_rows = diff_arrays(_NO_DELTAS, ticks, lots)
-            elif frame is first_batch:
-                own_diffs, own_rows = first_diffs
-            else:
-                own_diffs, own_rows = diff_arrays(frame, ticks, lots)
-            if frame is not None:
-                delta_rows += frame.height
-            if carry is None:
-                diffs, diff_rows, cursor = own_diffs, own_rows, br.new_cursor()
-            else:
-                diffs, diff_rows, cursor = br.resume(carry, own_diffs, own_rows)
-            # Snapshots written between this batch's diffs; the ones after its last diff wait for the next.
-            last_line = int(own_diffs.line[-1]) if frame is not None and len(own_diffs.line) else None
-            snapshots, next_snapshot = snapshots_before(all_snapshots, next_snapshot, last_line)
+        first = [first_diffs] if first_diffs is not None else []
+        for diffs, diff_rows, cursor, snapshots in replay_parts.runs(itertools.chain(first, batches)):
             while True:
                 filled = br.replay_capture(
                     futures,
@@ -346,15 +334,14 @@ def rebuild_capture_day(
                     raise RuntimeError(f"capture replay of {deltas_path} made no progress")  # a kernel bug
                 if done:
                     break
-            carry = br.carry_out(sync, cursor, diffs, diff_rows)
         if filled:
             write_rows(filled)
 
     if shape_path is not None:
         write_shape(out.shape(), shape_path, output_path)
     in_sync = bool(sync[0]["state"] == br.LIVE)
-    br.finish(sync, counters, cursor, len(diffs.line))
-    carry_out = carry
+    br.finish(sync, counters, replay_parts.cursor, len(replay_parts.diffs.line))
+    carry_out = replay_parts.carry
     write_sync_carry(checkpoint_out.with_name(SYNC_CARRY_FILE), carry_out, grid)
     write_checkpoint(checkpoint_out, bid, ask, st, grid, replay)
     # Tickers for diffs not applied yet may be answered by diffs of the next day (or carried into it).
@@ -409,7 +396,7 @@ def rebuild_capture_day(
         start_mode=start_mode,
         continuous_at_start=continuous,
         trades=parquet_io.num_rows(trades_path) if trades_path and trades_path.is_file() else 0,
-        delta_rows=delta_rows,
+        delta_rows=rows_read[1],
         precision_events=precision.count,
         precision_examples=precision.examples,
         in_sync_at_end=in_sync,
