@@ -104,15 +104,17 @@ def _stdlib_reason(body: bytes, refused: object) -> str:
     return f"bad {kind} message: {refused}"
 
 
-def _floats(strings: Sequence[str]) -> tuple[np.ndarray, int | None]:
+def _floats(strings: Sequence[str] | pl.Series) -> tuple[np.ndarray, int | None]:
     """Decimal strings as float64, and the index of the first one that is not a number (else None).
 
     polars parses the usual spellings; the few it refuses go through Python's `float`, which also
     reads spaces, underscores and the like."""
-    values = pl.Series(strings, dtype=pl.String).cast(pl.Float64, strict=False)
+    values = (strings if isinstance(strings, pl.Series) else pl.Series(strings, dtype=pl.String)).cast(
+        pl.Float64, strict=False
+    )
     refused = np.flatnonzero(values.is_null().to_numpy())
     out = values.to_numpy()
-    for index in refused:
+    for index in refused.tolist():
         try:
             out[index] = float(strings[index])
         except ValueError:
@@ -244,7 +246,7 @@ class CaptureParser:
                 chunk.diff_levels += data.b
                 chunk.diff_levels += data.a
             else:
-                origin = data.E if data.E is not UNSET else data.T
+                origin = data.E if data.E is not UNSET else (None if data.T is UNSET else data.T)
                 chunk.snapshots.append((line_no, recv, data.lastUpdateId, origin, len(data.bids), len(data.asks)))
                 chunk.snap_levels += data.bids
                 chunk.snap_levels += data.asks
@@ -297,85 +299,85 @@ def _sides(n_bids: np.ndarray, n_asks: np.ndarray) -> np.ndarray:
     return np.repeat(np.tile(np.array([True, False]), len(n_bids)), counts)
 
 
+_I, _S = pl.Int64(), pl.String()
+_DIFF_HEAD = {"line_no": _I, "received_time": _I, "E": _I, "U": _I, "u": _I, "pu": _I, "bids": _I, "asks": _I}
+_SNAPSHOT_HEAD = {
+    "line_no": _I,
+    "received_time": _I,
+    "last_update_id": _I,
+    "origin": pl.Object(),
+    "bids": _I,
+    "asks": _I,
+}
+# bookTickers and trades as decoded: numbers still strings, then the line_no (for errors).
+_TICKER_ROWS = {name: _S if dtype == pl.Float64 else dtype for name, dtype in TICKER_SCHEMA.items()}
+_TRADE_ROWS = {**{name: _S if dtype == pl.Float64 else dtype for name, dtype in TRADES_SCHEMA.items()}, "line_no": _I}
+
+
+def _cast_numbers(frame: pl.DataFrame, kind: str, bad: list[tuple[int, str]]) -> pl.DataFrame:
+    """`frame` with its string columns that the lake stores as float64 cast; a value that is not a
+    number adds (line_no, reason) to `bad`."""
+    schema = TICKER_SCHEMA if kind == "ticker" else TRADES_SCHEMA
+    cast = {}
+    for name in frame.columns:
+        if schema.get(name) == pl.Float64:
+            cast[name], index = _floats(frame.get_column(name))
+            if index is not None:
+                value = frame.get_column(name)[index]
+                bad.append(
+                    (
+                        frame.get_column("line_no")[index],
+                        f"bad {kind} message: could not convert string to float: {value!r}",
+                    )
+                )
+    return frame.with_columns(**{name: pl.Series(values) for name, values in cast.items()})
+
+
 def _tables(chunk: _Chunk) -> tuple[dict[str, pl.DataFrame], tuple[int, str] | None]:
     """The chunk as lake tables, and (line_no, reason) of its first bad number, if any."""
     bad: list[tuple[int, str]] = []
 
-    head = np.array(chunk.diff_head, dtype=object).reshape(-1, 8)
-    line, recv, origin, first_u, last_u, prev_u, n_bids, n_asks = (head[:, i] for i in range(8))
-    n_bids, n_asks = n_bids.astype(np.int64), n_asks.astype(np.int64)
-    per_row = n_bids + n_asks
-    row_line = np.repeat(line.astype(np.int64), per_row)
-    price, size, bad_level = _level_columns(chunk.diff_levels, "diff", row_line)
+    head = pl.DataFrame(chunk.diff_head, schema=_DIFF_HEAD, orient="row")
+    n_bids, n_asks = head.get_column("bids").to_numpy(), head.get_column("asks").to_numpy()
+    rows = head.gather(np.repeat(np.arange(head.height), n_bids + n_asks))  # each diff's fields on its level rows
+    price, size, bad_level = _level_columns(chunk.diff_levels, "diff", rows.get_column("line_no").to_numpy())
     bad += [bad_level] if bad_level else []
-    deltas = pl.DataFrame(
-        {
-            "origin_time": np.repeat(origin.astype(np.int64) * NS_PER_MS, per_row),
-            "received_time": np.repeat(recv.astype(np.int64), per_row),
-            "sequence_number": np.repeat(last_u.astype(np.int64), per_row),
-            "side_is_bid": _sides(n_bids, n_asks),
-            "price": price,
-            "size": size,
-            "first_update_id": np.repeat(first_u.astype(np.int64), per_row),
-            "prev_update_id": pl.Series(np.repeat(prev_u, per_row).tolist(), dtype=pl.Int64),
-            "line_no": row_line,
-        },
-        schema=DELTA_SCHEMA,
+    deltas = rows.select(
+        origin_time=pl.col("E") * NS_PER_MS,
+        received_time="received_time",
+        sequence_number="u",
+        side_is_bid=pl.Series(_sides(n_bids, n_asks)),
+        price=pl.Series(price),
+        size=pl.Series(size),
+        first_update_id="U",
+        prev_update_id="pu",
+        line_no="line_no",
     )
 
-    snaps = np.array(chunk.snapshots, dtype=object).reshape(-1, 6)
-    s_line, s_recv, s_lid, s_origin, s_bids, s_asks = (snaps[:, i] for i in range(6))
-    s_per_row = (s_bids + s_asks).astype(np.int64)
-    s_row_line = np.repeat(s_line.astype(np.int64), s_per_row)
-    s_price, s_size, bad_level = _level_columns(chunk.snap_levels, "snapshot", s_row_line)
+    snaps = pl.DataFrame(chunk.snapshots, schema=_SNAPSHOT_HEAD, orient="row")
+    s_bids, s_asks = snaps.get_column("bids").to_numpy(), snaps.get_column("asks").to_numpy()
+    s_rows = snaps.drop("origin").gather(np.repeat(np.arange(snaps.height), s_bids + s_asks))
+    s_price, s_size, bad_level = _level_columns(chunk.snap_levels, "snapshot", s_rows.get_column("line_no").to_numpy())
     bad += [bad_level] if bad_level else []
-    levels = pl.DataFrame(
-        {
-            "received_time": np.repeat(s_recv.astype(np.int64), s_per_row),
-            "last_update_id": np.repeat(s_lid.astype(np.int64), s_per_row),
-            "side_is_bid": _sides(s_bids.astype(np.int64), s_asks.astype(np.int64)),
-            "price": s_price,
-            "size": s_size,
-            "line_no": s_row_line,
-        },
-        schema=SNAPSHOT_LEVELS_SCHEMA,
+    levels = s_rows.select(
+        "received_time",
+        "last_update_id",
+        side_is_bid=pl.Series(_sides(s_bids, s_asks)),
+        price=pl.Series(s_price),
+        size=pl.Series(s_size),
+        line_no="line_no",
     )
     book = _book(chunk.snapshots, s_price, s_size)
 
-    t_cols = list(zip(*chunk.tickers, strict=True)) or [()] * 8
-    ticker_values = {}
-    for name, values in zip(("bid_price", "bid_size", "ask_price", "ask_size"), t_cols[3:7], strict=True):
-        ticker_values[name], index = _floats(values)
-        if index is not None:
-            bad.append((t_cols[7][index], f"bad ticker message: could not convert string to float: {values[index]!r}"))
-    tickers = pl.DataFrame(
-        {
-            "origin_time": pl.Series(t_cols[0], dtype=pl.Int64),
-            "received_time": pl.Series(t_cols[1], dtype=pl.Int64),
-            "update_id": pl.Series(t_cols[2], dtype=pl.Int64),
-            **ticker_values,
-            "line_no": pl.Series(t_cols[7], dtype=pl.Int64),
-        },
-        schema=TICKER_SCHEMA,
-    )
-
-    r_cols = list(zip(*chunk.trades, strict=True)) or [()] * 7
-    trade_values = {}
-    for name, values in zip(("price", "quantity"), r_cols[3:5], strict=True):
-        trade_values[name], index = _floats(values)
-        if index is not None:
-            bad.append((r_cols[6][index], f"bad trade message: could not convert string to float: {values[index]!r}"))
-    trades = pl.DataFrame(
-        {
-            "origin_time": pl.Series(r_cols[0], dtype=pl.Int64),
-            "received_time": pl.Series(r_cols[1], dtype=pl.Int64),
-            "side": pl.Series(r_cols[2], dtype=pl.String),
-            **trade_values,
-            "trade_id": pl.Series(r_cols[5], dtype=pl.String),
-        },
-        schema=TRADES_SCHEMA,
-    )
-    tables = {"trades": trades, "book_delta_v2": deltas, "depth_snapshot": levels, "book": book, "book_ticker": tickers}
+    tickers = _cast_numbers(pl.DataFrame(chunk.tickers, schema=_TICKER_ROWS, orient="row"), "ticker", bad)
+    trades = _cast_numbers(pl.DataFrame(chunk.trades, schema=_TRADE_ROWS, orient="row"), "trade", bad).drop("line_no")
+    tables = {
+        "trades": trades,
+        "book_delta_v2": deltas.cast(DELTA_SCHEMA),  # type: ignore[arg-type]
+        "depth_snapshot": levels.cast(SNAPSHOT_LEVELS_SCHEMA),  # type: ignore[arg-type]
+        "book": book,
+        "book_ticker": tickers,
+    }
     return tables, min(bad, default=None)
 
 
@@ -385,7 +387,7 @@ def _book(snapshots: list[tuple], prices: np.ndarray, sizes: np.ndarray) -> pl.D
     start = 0
     for _, recv, lid, origin, n_bids, n_asks in snapshots:
         # Futures REST snapshots carry the exchange's E / T; spot ones neither: the receive time stands in.
-        columns["origin_time"].append(recv if origin is UNSET else origin * NS_PER_MS)
+        columns["origin_time"].append(recv if origin is None else origin * NS_PER_MS)
         columns["received_time"].append(recv)
         columns["sequence_number"].append(lid)
         for side, first, count in (("bid", start, n_bids), ("ask", start + n_bids, n_asks)):
