@@ -9,12 +9,14 @@ Two views of the same lines:
 
 * ``iter_messages`` yields the decoded JSON untouched, so prices and sizes stay exact decimal
   strings (the Decimal reference replay in the tests uses it);
-* ``parse_capture`` builds polars tables with the schemas of ``market_pipeline.core.lake.schemas``
-  (prices and sizes as float64, times as int64 ns). Every table keeps the capture's line order;
-  ``book_delta_v2``, ``depth_snapshot`` and ``book_ticker`` also carry ``line_no`` (the 0-based
-  line index in the concatenated input) as their last column, so a replay can interleave them
-  exactly as captured: the REST snapshot line arrives a few diffs after the diffs that bracket
-  its ``lastUpdateId``, and receive times are not a reliable order key across streams.
+* ``capture_stream.CaptureParser`` builds, chunk by chunk, polars tables with the schemas of
+  ``market_pipeline.core.lake.schemas`` (prices and sizes as float64, times as int64 ns). Every
+  table keeps the capture's line order; ``book_delta_v2``, ``depth_snapshot`` and
+  ``book_ticker`` also carry ``line_no`` (the 0-based line index in the concatenated input) as
+  their last column, so a replay can interleave them exactly as captured: the REST snapshot line
+  arrives a few diffs after the diffs that bracket its ``lastUpdateId``, and receive times are
+  not a reliable order key across streams.
+  ``parse_capture`` concatenates its chunks (small inputs, tests).
 """
 
 from __future__ import annotations

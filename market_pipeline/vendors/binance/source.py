@@ -1,10 +1,11 @@
 """`PIPELINE_SOURCE=capture`: raw Binance captures under PIPELINE_CAPTURE_DIR, served as lake tables.
 
 Capture files (``<receive ns> <JSON>`` lines, gzip or plain, optionally encrypted; see
-``vendors/binance/capture_format.py``) are parsed one by one, grouped by instrument, put in time order (by their
-first receive time), concatenated with one running line order (so a capture crossing midnight
-replays as one stream), split by the UTC day of ``received_time`` and cached as
-``tables/{table}/exchange=X/symbol=Y/dt=D/data.parquet`` under ``$PIPELINE_DATA_DIR/sources/capture``.
+``vendors/binance/capture_format.py``) are parsed one by one, chunk by chunk (``capture_stream.py``), to scratch
+parts per table and UTC day of ``received_time``; grouped by instrument and put in time order (by their first
+receive time), the parts are streamed into ``tables/{table}/exchange=X/symbol=Y/dt=D/data.parquet`` under
+``$PIPELINE_DATA_DIR/sources/capture`` with one running line order (so a capture crossing midnight replays as one
+stream). Memory is set by the chunk size, not by the size of a file or a day.
 A manifest beside them holds the fingerprint (name, size, mtime) of every input file: adding,
 removing or changing a capture rebuilds the cache on the next request; otherwise it is reused.
 
