@@ -44,7 +44,6 @@ from market_pipeline.vendors.binance.capture_format import (
 
 # Lines parsed at a time: a chunk of 100 k lines of a busy day holds about 300 k level rows.
 CHUNK_LINES = 100_000
-TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
 LINE_ORDERED = ("book_delta_v2", "depth_snapshot", "book_ticker")
 TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "trades": TRADES_SCHEMA,
@@ -90,7 +89,6 @@ class _Line(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_Line)
-_LEVELS_OF = {"diff": (list, "b", "a"), "ticker": (str, "b", "a")}
 
 
 def _stdlib_reason(body: bytes, refused: object) -> str:
