@@ -285,7 +285,6 @@ def rebuild_capture_day(
         replay[0]["next_sample"] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
 
     out = BookWriter(depth, grid, day_start)
-    snapshot_rows = br.LevelRows(sr_is_bid, sr_tick, sr_lot)
     carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
     # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
     replay_parts = BatchedReplay(br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig), sync, carry_in)
