@@ -83,9 +83,9 @@ def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monk
 
     write_capture(capture_env, CONTINUOUS_DAY2)
     parsed: list[str] = []
-    real_parse = capture_source.parse_capture
+    real_parse = capture_source.parse_file
     monkeypatch.setattr(
-        capture_source, "parse_capture", lambda paths: parsed.append(paths[0].name) or real_parse(paths)
+        capture_source, "parse_file", lambda path, scratch: parsed.append(path.name) or real_parse(path, scratch)
     )
     settings = _settings()
     spot, usdm = _instrument(settings, SPOT_KEY), _instrument(settings, USDM_KEY)

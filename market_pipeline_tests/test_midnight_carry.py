@@ -101,7 +101,7 @@ class Part:
         br.check_resumed_tickers(book, sync, ticker_arrays, counters)
         args = (self.diffs, self.diff_rows, self.snaps, self.snap_rows, ticker_arrays, book, sync, counters, cursor)
         br.replay_capture(
-            futures, *args, lr.new_replay_state(0, False, 0, False), lr.new_counters(), lr.new_rows(0, 1), 1, False
+            futures, *args, lr.new_replay_state(0, False, 0, False), lr.new_counters(), lr.new_rows(0, 1), 0, 1, False
         )
         br.finish(sync, counters, cursor, len(self.diffs.line))
         return counters

@@ -20,7 +20,7 @@ from market_pipeline.core.book.rebuild import Grid
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.vendors.binance import sync_kernel as br
-from market_pipeline.vendors.binance.verify import message_groups
+from market_pipeline.vendors.binance.delta_batches import message_groups
 
 SYNC_CARRY_FILE = "sync_carry.parquet"
 METADATA_KEY = b"market_pipeline"

@@ -34,17 +34,21 @@ in-sync rows written and of the bookTicker stream on a common grid
 (`checks.fidelity_sample_interval_ms`), and in its metadata the ticker checks and mismatches,
 gaps, unsynced rows and the number of capture files holding the day.
 
-Memory: a day's capture tables are loaded whole (captures are small next to the vendor's
-full-depth days); the output is written in batches of `rebuild.OUTPUT_BATCH_ROWS`.
+Memory: `book_delta_v2` is replayed in batches of whole messages (`delta_batches.DELTA_BATCH_ROWS`
+rows), each handing the next the diffs it still buffers for a snapshot as a day hands the next
+(`sync_kernel.carry_out` / `resume`); the day's REST snapshots (a few) and bookTickers (one row a
+message, ~1 M a day) are loaded whole. The output is written in batches of `rebuild.OUTPUT_BATCH_ROWS`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -77,7 +81,12 @@ from market_pipeline.core.lake.files import atomic_path, write_lake_parquet_atom
 from market_pipeline.core.quality.book_shape import write_shape
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
-from market_pipeline.vendors.binance.verify import message_groups
+from market_pipeline.vendors.binance.delta_batches import (
+    BatchedReplay,
+    diff_arrays,
+    message_groups,
+    read_delta_batches,
+)
 
 NS_PER_MS = 1_000_000
 PENDING_TICKERS_FILE = "book_ticker_pending.parquet"
@@ -168,6 +177,14 @@ def _read(path: Path, columns: list[str], what: str) -> pl.DataFrame:
     return frame
 
 
+def _counted(frames: Iterator[pl.DataFrame], rows_read: list[int]) -> Iterator[pl.DataFrame]:
+    """`frames`, keeping `rows_read` at (rows before the frame given, rows up to its end)."""
+    for frame in frames:
+        rows_read[0] = rows_read[1]
+        rows_read[1] += frame.height
+        yield frame
+
+
 def _best(st, index: int, tick: Decimal) -> str | None:
     return None if st[index] == EMPTY else str(((int(st[ST_BASE]) + int(st[index])) * tick).normalize())
 
@@ -198,51 +215,37 @@ def rebuild_capture_day(
     """
     started = time.perf_counter()
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-    deltas = _read(
-        deltas_path,
-        [
-            "origin_time",
-            "received_time",
-            "sequence_number",
-            "first_update_id",
-            "prev_update_id",
-            "side_is_bid",
-            "price",
-            "size",
-            "line_no",
-        ],
-        "book_delta_v2",
-    )
     snaps = _read(
         snapshots_path, ["received_time", "last_update_id", "side_is_bid", "price", "size", "line_no"], "depth_snapshot"
     )
     tickers = _read(tickers_path, [*_TICKER_COLUMNS, "line_no"], "book_ticker").drop("line_no")
     day_tickers = tickers
     precision = PrecisionCounter()
+    rows_read = [0, 0]  # delta rows read before the current batch, and with it
 
-    d_start, d_line, d_end = message_groups(_column(deltas, "line_no", np.int64))
-    seq_rows = _column(deltas, "sequence_number", np.int64)
-    d_first = _column(deltas, "first_update_id", np.int64)[d_start]
-    d_last = seq_rows[d_start]
-    d_prev = deltas.get_column("prev_update_id").fill_null(-1).to_numpy().astype(np.int64)[d_start]
+    def ticks(values: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        return precision.convert(values, grid.tick, "price", rows_read[0], seq)
+
+    def lots(values: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        return precision.convert(values, grid.lot, "size", rows_read[0], seq)
+
+    # Deltas are replayed batch by batch (`delta_batches`); the first batch is converted up front
+    # for the day's first event and the chain check against the checkpoint.
+    batches = (diff_arrays(frame, ticks, lots) for frame in _counted(read_delta_batches(deltas_path), rows_read))
+    first_diffs = next(batches, None)
 
     # Start where the previous day stopped (its checkpoint and carry), else wait for a REST snapshot.
     (bid, ask, st), carry_in = _start_from(checkpoint_in, grid)
     start_mode, continuous = START_SNAPSHOT, None
     if carry_in is not None:
         start_mode = START_CHECKPOINT if carry_in.sync[0]["state"] == br.LIVE else START_CARRIED
-        if start_mode == START_CHECKPOINT and len(d_start):
+        if start_mode == START_CHECKPOINT and first_diffs is not None:
             last_u = int(carry_in.sync[0]["last_u"])
-            continuous = bool(br.follows(futures, last_u, int(d_first[0]), int(d_prev[0])))
+            first = first_diffs[0]
+            continuous = bool(br.follows(futures, last_u, int(first.first_u[0]), int(first.prev_u[0])))
         pending = checkpoint_in.with_name(PENDING_TICKERS_FILE)
         if pending.is_file():
             tickers = pl.concat([parquet_io.read_frame(pending).select(_TICKER_COLUMNS), tickers])
-
-    d_recv = _column(deltas, "received_time", np.int64)[d_start]
-    d_orig = _column(deltas, "origin_time", np.int64)[d_start]
-    r_is_bid = _column(deltas, "side_is_bid", np.bool_)
-    r_tick = precision.convert(_column(deltas, "price", np.float64), grid.tick, "price", 0, seq_rows)
-    r_lot = precision.convert(_column(deltas, "size", np.float64), grid.lot, "size", 0, seq_rows)
 
     s_start, s_line, s_end = message_groups(_column(snaps, "line_no", np.int64))
     s_lid_rows = _column(snaps, "last_update_id", np.int64)
@@ -275,66 +278,69 @@ def rebuild_capture_day(
     sync = br.new_sync() if carry_in is None else carry_in.sync
     replay[0]["last_seq"] = sync[0]["last_u"]
     br.check_resumed_tickers(book, sync, ticker_arrays, counters)
-    first_event = min([*d_recv[:1], *s_recv[:1]], default=day_start)
+    first_diff_recv = first_diffs[0].recv[:1] if first_diffs is not None else []
+    first_event = min([*first_diff_recv, *s_recv[:1]], default=day_start)
     if interval_ns:
         # Sample from the day's first event on, not from midnight: a capture may start late.
         replay[0]["next_sample"] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
 
     out = BookWriter(depth, grid, day_start)
-    diffs = br.CaptureDiffs(d_line, d_first, d_last, d_prev, d_start, d_end, d_recv, d_orig)
-    diff_rows = br.LevelRows(r_is_bid, r_tick, r_lot)
-    cursor = br.new_cursor()
-    carried_in = 0
-    if carry_in is not None:
-        # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
-        carried_in = len(carry_in.diffs.line)
-        diffs, diff_rows, cursor = br.resume(carry_in, diffs, diff_rows)
-    snapshots = br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
+    carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
+    # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
+    replay_parts = BatchedReplay(br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig), sync, carry_in)
+    snapshot_rows = br.LevelRows(sr_is_bid, sr_tick, sr_lot)
     tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
     writer_options = books_writer_options(out.schema)
+    filled = 0  # rows in the output buffers, written when they are full or at the end
     with atomic_path(output_path) as tmp, parquet_io.parquet_writer(tmp, out.schema, **writer_options) as writer:
-        while True:
+
+        def write_rows(n: int) -> None:
             rows = out.buffers
-            n_out = br.replay_capture(
-                futures,
-                diffs,
-                diff_rows,
-                snapshots,
-                br.LevelRows(sr_is_bid, sr_tick, sr_lot),
-                ticker_arrays,
-                book,
-                sync,
-                counters,
-                cursor,
-                replay,
-                row_counters,
-                rows,
-                depth,
-                True,
-            )
-            if n_out:
-                if fidelity_path is not None:
-                    tops.append(
-                        np.stack(
-                            [
-                                rows.recv[:n_out],
-                                rows.synced[:n_out],
-                                rows.bid_ticks[:n_out, 0],
-                                rows.ask_ticks[:n_out, 0],
-                            ]
-                        ).astype(np.int64)
+            if fidelity_path is not None:
+                tops.append(
+                    np.stack([rows.recv[:n], rows.synced[:n], rows.bid_ticks[:n, 0], rows.ask_ticks[:n, 0]]).astype(
+                        np.int64
                     )
-                writer.write_batch(out.batch(n_out))
-            if cursor[0]["next_diff"] >= len(diffs.line) and cursor[0]["next_snap"] >= len(s_line):
-                break
-            if n_out == 0:
-                raise RuntimeError(f"capture replay of {deltas_path} made no progress")  # a kernel bug
+                )
+            writer.write_batch(out.batch(n))
+
+        first = [first_diffs] if first_diffs is not None else []
+        for diffs, diff_rows, cursor, snapshots in replay_parts.runs(itertools.chain(first, batches)):
+            while True:
+                filled = br.replay_capture(
+                    futures,
+                    diffs,
+                    diff_rows,
+                    snapshots,
+                    snapshot_rows,
+                    ticker_arrays,
+                    book,
+                    sync,
+                    counters,
+                    cursor,
+                    replay,
+                    row_counters,
+                    out.buffers,
+                    filled,
+                    depth,
+                    True,
+                )
+                done = cursor[0]["next_diff"] >= len(diffs.line) and cursor[0]["next_snap"] >= len(snapshots.line)
+                if filled == out.capacity:
+                    write_rows(filled)
+                    filled = 0
+                elif not done:
+                    raise RuntimeError(f"capture replay of {deltas_path} made no progress")  # a kernel bug
+                if done:
+                    break
+        if filled:
+            write_rows(filled)
 
     if shape_path is not None:
         write_shape(out.shape(), shape_path, output_path)
     in_sync = bool(sync[0]["state"] == br.LIVE)
-    br.finish(sync, counters, cursor, len(diffs.line))
-    carry_out = br.carry_out(sync, cursor, diffs, diff_rows)
+    br.finish(sync, counters, replay_parts.cursor, len(replay_parts.diffs.line))
+    carry_out = replay_parts.carry
     write_sync_carry(checkpoint_out.with_name(SYNC_CARRY_FILE), carry_out, grid)
     write_checkpoint(checkpoint_out, bid, ask, st, grid, replay)
     # Tickers for diffs not applied yet may be answered by diffs of the next day (or carried into it).
@@ -389,7 +395,7 @@ def rebuild_capture_day(
         start_mode=start_mode,
         continuous_at_start=continuous,
         trades=parquet_io.num_rows(trades_path) if trades_path and trades_path.is_file() else 0,
-        delta_rows=deltas.height,
+        delta_rows=rows_read[1],
         precision_events=precision.count,
         precision_examples=precision.examples,
         in_sync_at_end=in_sync,

@@ -1,10 +1,11 @@
 """`PIPELINE_SOURCE=capture`: raw Binance captures under PIPELINE_CAPTURE_DIR, served as lake tables.
 
 Capture files (``<receive ns> <JSON>`` lines, gzip or plain, optionally encrypted; see
-``vendors/binance/capture_format.py``) are parsed one by one, grouped by instrument, put in time order (by their
-first receive time), concatenated with one running line order (so a capture crossing midnight
-replays as one stream), split by the UTC day of ``received_time`` and cached as
-``tables/{table}/exchange=X/symbol=Y/dt=D/data.parquet`` under ``$PIPELINE_DATA_DIR/sources/capture``.
+``vendors/binance/capture_format.py``) are parsed one by one, chunk by chunk (``capture_stream.py``), to scratch
+parts per table and UTC day of ``received_time``; grouped by instrument and put in time order (by their first
+receive time), the parts are streamed into ``tables/{table}/exchange=X/symbol=Y/dt=D/data.parquet`` under
+``$PIPELINE_DATA_DIR/sources/capture`` with one running line order (so a capture crossing midnight replays as one
+stream). Memory is set by the chunk size, not by the size of a file or a day.
 A manifest beside them holds the fingerprint (name, size, mtime) of every input file: adding,
 removing or changing a capture rebuilds the cache on the next request; otherwise it is reused.
 
@@ -24,16 +25,18 @@ import json
 import shutil
 import uuid
 from collections import defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from market_pipeline.core.errors import CaptureError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.cache_lock import cache_lock
-from market_pipeline.core.lake.files import copy_file_atomic, write_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
 from market_pipeline.core.telemetry import progress
 from market_pipeline.vendors.base import BookDay, DayNotCovered, MissingSourceData
@@ -41,12 +44,10 @@ from market_pipeline.vendors.binance.capture_format import (
     MARKETS,
     NS_PER_DAY,
     CaptureFormatError,
-    CaptureTables,
     lake_instrument,
     open_capture,
-    parse_capture,
-    split_by_day,
 )
+from market_pipeline.vendors.binance.capture_stream import LINE_ORDERED, TABLE_SCHEMAS, CaptureParser
 from market_pipeline.vendors.crypto_lake.local import LocalLakeSource
 
 if TYPE_CHECKING:
@@ -59,8 +60,10 @@ CAPTURE_SUFFIXES = (".gz", ".txt", ".log", ".jsonl")
 ENCRYPTED_SUFFIX = ".enc"
 # Bump when the cached tables change shape, so old caches are rebuilt.
 CACHE_VERSION = 1
-_LINE_ORDERED = ("book_delta_v2", "depth_snapshot", "book_ticker")
 _EPOCH = dt.date(1970, 1, 1)
+_DAY = (pl.col("received_time") // NS_PER_DAY).alias("day")
+# Scratch parts are read once, right after they are written: the fastest codec, not the smallest.
+SCRATCH_COMPRESSION = "lz4"
 
 
 class CaptureRejected(CaptureError, MissingSourceData):
@@ -147,31 +150,74 @@ def fingerprint(files: list[Path]) -> str:
     return hashlib.sha256(json.dumps([CACHE_VERSION, entries]).encode()).hexdigest()
 
 
-def _first_received(tables: CaptureTables) -> int:
-    starts = [getattr(tables, n)["received_time"].min() for n in CAPTURE_TABLES]
-    return min((s for s in starts if s is not None), default=0)
+@dataclass
+class ParsedFile:
+    """One capture file parsed to scratch Parquet parts, one per table and UTC day of received_time,
+    with the file's own line_no (from 0)."""
+
+    path: Path
+    scratch: Path
+    market: str
+    exchange: str
+    symbol: str
+    first_received: int
+    line_span: int  # the last line_no of a line-ordered row + 1 (0: none): the next file's line offset
+    days: set[int]  # days since the epoch
+
+    @property
+    def key(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+    def part(self, table: str, day: int) -> Path:
+        return self.scratch / table / f"{day}.parquet"
 
 
-def _concat(parts: list[CaptureTables]) -> CaptureTables:
-    """One instrument's files, in time order, as one capture with a running line order."""
-    offset = 0
-    shifted: dict[str, list[pl.DataFrame]] = defaultdict(list)
-    for part in parts:
-        end = offset
-        for name in CAPTURE_TABLES:
-            frame = getattr(part, name)
-            if name in _LINE_ORDERED:
-                frame = frame.with_columns(pl.col("line_no") + offset)
-                end = max(end, (frame["line_no"].max() or -1) + 1)
-            shifted[name].append(frame)
-        offset = end
-    first = parts[0]
-    return CaptureTables(
-        market=first.market,
-        exchange=first.exchange,
-        symbol=first.symbol,
-        **{name: pl.concat(frames) for name, frames in shifted.items()},
-    )
+def parse_file(path: Path, scratch: Path) -> ParsedFile:
+    """Parse one capture file chunk by chunk into per-table, per-day parts under `scratch`."""
+    parser = CaptureParser([path])
+    first_received, line_span, days = None, 0, set()
+    with ExitStack() as writers:
+        open_parts: dict[Path, pq.ParquetWriter] = {}
+        for chunk in parser.chunks():
+            for name, frame in chunk.items():
+                if frame.is_empty():
+                    continue
+                start = frame.get_column("received_time").min()
+                first_received = start if first_received is None else min(first_received, start)
+                if name in LINE_ORDERED:
+                    line_span = max(line_span, frame.get_column("line_no").max() + 1)
+                for (day,), part in (
+                    frame.with_columns(_DAY)
+                    .partition_by("day", maintain_order=True, include_key=False, as_dict=True)
+                    .items()
+                ):
+                    days.add(day)
+                    target = scratch / name / f"{day}.parquet"
+                    table = part.to_arrow()
+                    if target not in open_parts:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        writer = pq.ParquetWriter(target, table.schema, compression=SCRATCH_COMPRESSION)
+                        open_parts[target] = writers.enter_context(writer)
+                    open_parts[target].write_table(table)
+    market, exchange, symbol = parser.instrument()
+    return ParsedFile(path, scratch, market, exchange, symbol, first_received or 0, line_span, days)
+
+
+def _write_day_table(target: Path, table: str, parts: list[tuple[int, ParsedFile]], day: int) -> None:
+    """One cached partition: the instrument's files' parts of `day` in time order, line_no shifted
+    by each file's offset (one running line order), streamed from the scratch parts."""
+    frames = [
+        pl.scan_parquet(parsed.part(table, day)).with_columns(pl.col("line_no") + offset)
+        if table in LINE_ORDERED
+        else pl.scan_parquet(parsed.part(table, day))
+        for offset, parsed in parts
+        if parsed.part(table, day).is_file()
+    ]
+    with atomic_path(target) as tmp:
+        if frames:
+            pl.concat(frames).sink_parquet(tmp, compression="zstd", statistics=True)
+        else:
+            pl.DataFrame(schema=TABLE_SCHEMAS[table]).write_parquet(tmp, compression="zstd", statistics=True)
 
 
 def _rejected(manifest: dict) -> list[RejectedFile]:
@@ -228,31 +274,22 @@ class CaptureSource:
     def _rebuild(self) -> dict:
         files = capture_files(self.capture_dir)
         wanted = fingerprint(files)  # taken before parsing: a file changing meanwhile rebuilds again
-        groups: dict[str, list[tuple[int, Path, CaptureTables]]] = defaultdict(list)
-        rejected: list[RejectedFile] = []
-        for path in files:
-            try:
-                tables = parse_capture([path])
-            except CaptureFormatError as exc:  # truncated gzip, bad line, undecryptable, ...
-                rejected.append(self._quarantine(path, str(exc)))
-                continue
-            groups[f"{tables.exchange}:{tables.symbol}"].append((_first_received(tables), path, tables))
-
-        build = self.root / f".build-{uuid.uuid4().hex}"
-        instruments: dict[str, dict] = {}
-        for key, parts in sorted(groups.items()):
-            parts.sort(key=lambda part: (part[0], str(part[1])))
-            whole = _concat([tables for _, _, tables in parts])
-            days = split_by_day(whole)
-            for day, day_tables in days.items():
-                for name in CAPTURE_TABLES:
-                    target = partition_dir(build, name, whole.exchange, whole.symbol, day) / PARTITION_FILE
-                    write_parquet_atomic(getattr(day_tables, name), target)
-            instruments[key] = {
-                "market": whole.market,
-                "files": [str(path) for _, path, _ in parts],
-                "days": [day.isoformat() for day in days],
-            }
+        scratch = self.root / f".scratch-{uuid.uuid4().hex}"
+        try:
+            groups: dict[str, list[ParsedFile]] = defaultdict(list)
+            rejected: list[RejectedFile] = []
+            for index, path in enumerate(files):
+                try:
+                    parsed = parse_file(path, scratch / str(index))
+                except CaptureFormatError as exc:  # truncated gzip, bad line, undecryptable, ...
+                    shutil.rmtree(scratch / str(index), ignore_errors=True)
+                    rejected.append(self._quarantine(path, str(exc)))
+                    continue
+                groups[parsed.key].append(parsed)
+            build = self.root / f".build-{uuid.uuid4().hex}"
+            instruments = {key: self._write_instrument(build, parts) for key, parts in sorted(groups.items())}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         make_private_dirs(build)
         old = self.root / f".old-{uuid.uuid4().hex}"
         if self.tables_dir.exists():
@@ -268,6 +305,27 @@ class CaptureSource:
         }
         write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2))
         return manifest
+
+    @staticmethod
+    def _write_instrument(build: Path, parsed: list[ParsedFile]) -> dict:
+        """One instrument's files, in time order (by first receive time), as day partitions under
+        `build` with one running line order; its manifest entry."""
+        parsed.sort(key=lambda part: (part.first_received, str(part.path)))
+        offsets, offset = [], 0
+        for part in parsed:
+            offsets.append(offset)
+            offset += part.line_span
+        days = sorted(set().union(*(part.days for part in parsed)))
+        first = parsed[0]
+        for day in days:
+            for name in CAPTURE_TABLES:
+                target = partition_dir(build, name, first.exchange, first.symbol, _EPOCH + dt.timedelta(days=day))
+                _write_day_table(target / PARTITION_FILE, name, list(zip(offsets, parsed, strict=True)), day)
+        return {
+            "market": first.market,
+            "files": [str(part.path) for part in parsed],
+            "days": [(_EPOCH + dt.timedelta(days=day)).isoformat() for day in days],
+        }
 
     def _quarantine(self, path: Path, reason: str) -> RejectedFile:
         """Copy a bad capture (the original stays where it is) with a reason file beside it."""

@@ -339,16 +339,18 @@ def replay_capture(
     replay,
     row_counters,
     rows,
+    filled,
     depth,
     emit,
 ):
-    """Visit diffs and snapshots in line order from `cursor`; returns the rows written.
+    """Visit diffs and snapshots in line order from `cursor`; returns the rows in `rows` after it.
 
     `replay` is a `delta_replay.REPLAY_STATE` record (its `interval`, `next_sample` drive the
     samples; `last_seq` is the last applied u, `synced` true only when LIVE). With `emit`, a
     row is written at every snapshot line, every `interval` of receive time (0: after every
-    diff line); the call returns early when `rows` is full: call again to continue. Without
-    `emit` nothing is written and the call runs to the end.
+    diff line), after the `filled` rows already in `rows` (left by a call over the part before,
+    so that a batch cut does not cut the output batches); the call returns early when `rows` is
+    full: call again to continue. Without `emit` nothing is written and the call runs to the end.
     """
     n_d = diffs.line.shape[0]
     n_s = snaps.line.shape[0]
@@ -356,7 +358,7 @@ def replay_capture(
     cur = cursor[0]
     r = replay[0]
     interval = r.interval
-    n_out = 0
+    n_out = filled
     while cur.next_diff < n_d or cur.next_snap < n_s:
         i = cur.next_diff
         k = cur.next_snap

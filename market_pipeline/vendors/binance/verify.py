@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.fixed_point import to_steps
 from market_pipeline.core.book.ladder import EMPTY, ST_BASE, ST_BEST_ASK, ST_BEST_BID, new_book
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.vendors.binance import sync_kernel as br
-from market_pipeline.vendors.binance.capture_format import CaptureTables, parse_capture
+from market_pipeline.vendors.binance.capture_format import DELTA_SCHEMA, SNAPSHOT_LEVELS_SCHEMA, TICKER_SCHEMA
+from market_pipeline.vendors.binance.capture_stream import CaptureParser
+from market_pipeline.vendors.binance.delta_batches import BatchedReplay, diff_arrays, message_groups, read_delta_batches
 
 MAX_DECIMALS = 10
 
@@ -34,46 +39,51 @@ def _steps(values: np.ndarray, step: Decimal) -> np.ndarray:
     return steps
 
 
-def message_groups(line_no: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of one message share a line number: (first row of each message, its line, end row)."""
-    if not len(line_no):
-        empty = np.empty(0, np.int64)
-        return empty, empty, empty
-    starts = np.flatnonzero(np.r_[True, line_no[1:] != line_no[:-1]])
-    ends = np.r_[starts[1:], len(line_no)]
-    return starts, line_no[starts], ends
+def verify_capture(paths: Sequence[Path]) -> dict:
+    """Replay capture files of one instrument exactly (verify-capture's figures), in bounded memory.
+
+    The files are parsed chunk by chunk (`capture_stream`): deltas go to a scratch Parquet file,
+    REST snapshots and bookTickers are kept (a few, and one row a message), trades only counted,
+    and the tick and lot (the coarsest power-of-ten steps of every price and size) follow the
+    chunks. The deltas are then replayed in batches of whole messages (`delta_batches`).
+    """
+    parser = CaptureParser(paths)
+    tick = lot = Decimal(1)
+    snapshots: list[pl.DataFrame] = [pl.DataFrame(schema=SNAPSHOT_LEVELS_SCHEMA)]
+    tickers: list[pl.DataFrame] = [pl.DataFrame(schema=TICKER_SCHEMA)]
+    trades = 0
+    with tempfile.TemporaryDirectory(prefix="verify-capture-") as scratch:
+        deltas_path = Path(scratch) / "book_delta_v2.parquet"
+        with parquet_io.parquet_writer(deltas_path, pl.DataFrame(schema=DELTA_SCHEMA).to_arrow().schema) as deltas:
+            for chunk in parser.chunks():
+                d, s, t = chunk["book_delta_v2"], chunk["depth_snapshot"], chunk["book_ticker"]
+                prices = [d["price"], s["price"], t["bid_price"], t["ask_price"]]
+                sizes = [d["size"], s["size"], t["bid_size"], t["ask_size"]]
+                tick = min(tick, infer_step(np.concatenate([c.to_numpy() for c in prices])))
+                lot = min(lot, infer_step(np.concatenate([c.to_numpy() for c in sizes])))
+                deltas.write_table(d.to_arrow())
+                snapshots.append(s)
+                tickers.append(t)
+                trades += chunk["trades"].height
+        market, exchange, symbol = parser.instrument()
+        result: dict[str, object] = {"market": market, "exchange": exchange, "symbol": symbol}
+        snaps, ticks = pl.concat(snapshots), pl.concat(tickers)
+        result.update(_replay(market != "spot", deltas_path, snaps, ticks, trades, tick, lot))
+    return result
 
 
-def replay_tables(tables: CaptureTables, tick: Decimal | None = None, lot: Decimal | None = None) -> dict:
-    deltas, snaps, tickers = tables.book_delta_v2, tables.depth_snapshot, tables.book_ticker
-    prices = np.concatenate(
-        [c.to_numpy() for c in (deltas["price"], snaps["price"], tickers["bid_price"], tickers["ask_price"])]
-    )
-    sizes = np.concatenate(
-        [c.to_numpy() for c in (deltas["size"], snaps["size"], tickers["bid_size"], tickers["ask_size"])]
-    )
-    tick = tick or infer_step(prices)
-    lot = lot or infer_step(sizes)
-
-    d_start, d_line, d_end = message_groups(deltas["line_no"].to_numpy())
+def _replay(
+    futures: bool,
+    deltas_path: Path,
+    snaps: pl.DataFrame,
+    tickers: pl.DataFrame,
+    trades: int,
+    tick: Decimal,
+    lot: Decimal,
+) -> dict:
+    """The replay's figures (verify-capture's, in its key order); deltas read in batches, the rest whole."""
     s_start, s_line, s_end = message_groups(snaps["line_no"].to_numpy())
-    d_recv = deltas["received_time"].to_numpy()[d_start]
     s_recv = snaps["received_time"].to_numpy()[s_start]
-    diffs = br.CaptureDiffs(
-        d_line,
-        deltas["first_update_id"].to_numpy()[d_start],
-        deltas["sequence_number"].to_numpy()[d_start],
-        deltas["prev_update_id"].fill_null(-1).to_numpy()[d_start],
-        d_start,
-        d_end,
-        d_recv,
-        deltas["origin_time"].to_numpy()[d_start],
-    )
-    diff_rows = br.LevelRows(
-        deltas["side_is_bid"].to_numpy(),
-        _steps(deltas["price"].to_numpy(), tick),
-        _steps(deltas["size"].to_numpy(), lot),
-    )
     depth_snaps = br.DepthSnapshots(s_line, snaps["last_update_id"].to_numpy()[s_start], s_start, s_end, s_recv, s_recv)
     snap_rows = br.LevelRows(
         snaps["side_is_bid"].to_numpy(), _steps(snaps["price"].to_numpy(), tick), _steps(snaps["size"].to_numpy(), lot)
@@ -90,36 +100,39 @@ def replay_tables(tables: CaptureTables, tick: Decimal | None = None, lot: Decim
     )
 
     book = new_book()
-    sync, counters, cursor = br.new_sync(), br.new_counters(), br.new_cursor()
-    br.replay_capture(
-        tables.market != "spot",
-        diffs,
-        diff_rows,
-        depth_snaps,
-        snap_rows,
-        ticker_arrays,
-        book,
-        sync,
-        counters,
-        cursor,
-        lr.new_replay_state(0, False, 0, False),
-        lr.new_counters(),
-        lr.new_rows(0, 1),
-        1,
-        False,
+    sync, counters = br.new_sync(), br.new_counters()
+    replay, row_counters, rows = lr.new_replay_state(0, False, 0, False), lr.new_counters(), lr.new_rows(0, 1)
+    batches = (
+        diff_arrays(frame, lambda v, _: _steps(v, tick), lambda v, _: _steps(v, lot))
+        for frame in read_delta_batches(deltas_path)
     )
-    br.finish(sync, counters, cursor, len(d_line))
+    parts = BatchedReplay(depth_snaps, sync, None)
+    for diffs, diff_rows, cursor, snapshots in parts.runs(batches):
+        br.replay_capture(
+            futures,
+            diffs,
+            diff_rows,
+            snapshots,
+            snap_rows,
+            ticker_arrays,
+            book,
+            sync,
+            counters,
+            cursor,
+            replay,
+            row_counters,
+            rows,
+            0,
+            1,
+            False,
+        )
+    br.finish(sync, counters, parts.cursor, len(parts.diffs.line))
     st = book.st
-    result: dict[str, object] = {"market": tables.market, "exchange": tables.exchange, "symbol": tables.symbol}
-    result.update(br.counter_dict(counters))
-    result["trades"] = tables.trades.height
+    result: dict[str, object] = br.counter_dict(counters)
+    result["trades"] = trades
     result["in_sync_at_end"] = bool(sync[0]["state"] == br.LIVE)
     result["tick_size"] = str(tick)
     result["lot_size"] = str(lot)
     for key, index in (("final_best_bid", ST_BEST_BID), ("final_best_ask", ST_BEST_ASK)):
         result[key] = None if st[index] == EMPTY else str(((st[ST_BASE] + st[index]) * tick).normalize())
     return result
-
-
-def verify_capture(paths: Sequence[Path]) -> dict:
-    return replay_tables(parse_capture(paths))
