@@ -280,7 +280,8 @@ def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
     }
     for path, table in files.items():
         path.parent.mkdir(parents=True)
-        with parquet_io.parquet_writer(path, table.schema, compression="zstd") as writer:
+        codec = "none" if "checkpoints" in path.parts else "zstd"  # the footer names it UNCOMPRESSED
+        with parquet_io.parquet_writer(path, table.schema, compression=codec) as writer:
             for start in range(0, table.num_rows, 2000):  # several row groups
                 writer.write_table(table.slice(start, 2000))
     groups = {path: parquet_io.open_file(path).metadata.num_row_groups for path in files}

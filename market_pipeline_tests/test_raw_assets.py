@@ -194,11 +194,12 @@ def test_corrupt_file_is_quarantined_and_other_partitions_land(instance, local_s
     corrupt = local_source.path("book_delta_v2", exchange, symbol, bad_day)
     truncate_file(corrupt)
 
-    # The run completes the other days; the bad day is recorded as skipped, with the reason.
+    # The run completes the other instrument-days; the bad one is recorded as skipped, with the reason.
     result = run(instance, list(ASSET_TABLES), raise_on_error=False)
     assert result.success
     mats = materializations(instance, "raw_book_deltas", result.run_id)
-    text = mats[bad_day.isoformat()]["skipped"]
+    assert "skipped" not in mats[bad_day.isoformat()]  # the day's other instrument goes on
+    text = mats[bad_day.isoformat()]["skipped_instruments"][f"{exchange}:{symbol}"]
     assert str(corrupt) in text
     assert "unreadable" in text
     assert mats[bad_day.isoformat()]["failed"][0]["instrument"] == f"{exchange}:{symbol}"
@@ -253,10 +254,13 @@ def test_corrupt_file_without_previous_import_leaves_no_partition(instance, loca
     result = run(instance, ["raw_trades"], raise_on_error=False)
     assert result.success  # the other days completed
     mats = materializations(instance, "raw_trades", result.run_id)
-    assert str(corrupt) in mats[DAYS[0].isoformat()]["skipped"]
+    assert str(corrupt) in mats[DAYS[0].isoformat()]["skipped_instruments"][f"{exchange}:{symbol}"]
     assert not lake_file(data_dir, "trades", exchange, symbol, DAYS[0]).parent.exists()
     assert lake_file(data_dir, "trades", *DEFAULT_INSTRUMENTS[1], DAYS[0]).is_file()
-    assert sorted(d for d, m in mats.items() if "skipped" not in m) == [DAYS[1].isoformat(), DAYS[2].isoformat()]
+    assert sorted(d for d, m in mats.items() if "skipped_instruments" not in m) == [
+        DAYS[1].isoformat(),
+        DAYS[2].isoformat(),
+    ]
 
 
 def test_bad_rows_are_quarantined_and_good_rows_land(instance, local_source: VendorLake, data_dir: Path):
@@ -300,7 +304,7 @@ def test_missing_day_at_source_is_skipped_naming_instrument_and_day(instance, lo
     result = run(instance, ["raw_trades"], raise_on_error=False)
     assert result.success  # the other days completed
     mats = materializations(instance, "raw_trades", result.run_id)
-    text = mats[missing_day.isoformat()]["skipped"]
+    text = mats[missing_day.isoformat()]["skipped_instruments"][f"{exchange}:{symbol}"]
     assert f"{exchange}:{symbol}" in text
     assert missing_day.isoformat() in text
 
@@ -309,7 +313,10 @@ def test_missing_day_at_source_is_skipped_naming_instrument_and_day(instance, lo
         for day in DAYS:
             if (ex, sym, day) != (exchange, symbol, missing_day):
                 assert lake_file(data_dir, "trades", ex, sym, day).is_file()
-    assert sorted(d for d, m in mats.items() if "skipped" not in m) == [DAYS[0].isoformat(), DAYS[2].isoformat()]
+    assert sorted(d for d, m in mats.items() if "skipped_instruments" not in m) == [
+        DAYS[0].isoformat(),
+        DAYS[2].isoformat(),
+    ]
     assert view_counts(data_dir, "trades")[DAYS[0].isoformat()] == local_source.rows_for_day("trades", DAYS[0])
 
 

@@ -200,8 +200,8 @@ def test_missing_day_is_recorded_and_the_rest_of_the_range_lands(instance, s3_en
     result = materialize(instance, ["raw_trades"], DAYS[1], ONLY_FIRST_INSTRUMENT_DAY, raise_on_error=False)
     assert result.success  # the complete day landed
     mats = materializations(instance, "raw_trades", result.run_id)
-    text = mats[ONLY_FIRST_INSTRUMENT_DAY.isoformat()]["skipped"]
     exchange, symbol = DEFAULT_INSTRUMENTS[1]
+    text = mats[ONLY_FIRST_INSTRUMENT_DAY.isoformat()]["skipped_instruments"][f"{exchange}:{symbol}"]
     assert f"{exchange}:{symbol} on {ONLY_FIRST_INSTRUMENT_DAY.isoformat()}" in text
     missing_prefix = (
         f"s3://{s3_env.bucket}/{PREFIX}/trades/exchange={exchange}/symbol={symbol}/dt={ONLY_FIRST_INSTRUMENT_DAY}/"
@@ -210,8 +210,8 @@ def test_missing_day_is_recorded_and_the_rest_of_the_range_lands(instance, s3_en
     assert not lake_file(data_dir, "trades", exchange, symbol, ONLY_FIRST_INSTRUMENT_DAY).exists()
     first = pl.read_parquet(lake_file(data_dir, "trades", *DEFAULT_INSTRUMENTS[0], ONLY_FIRST_INSTRUMENT_DAY))
     assert first.equals(expected_frame("trades", 0, ONLY_FIRST_INSTRUMENT_DAY))
-    # The complete day; the partial one is recorded as skipped, so downstream stages leave it out.
-    assert sorted(d for d, m in mats.items() if "skipped" not in m) == [DAYS[1].isoformat()]
+    # The complete day; the missing instrument-day is recorded as skipped, so downstream stages leave it out.
+    assert sorted(d for d, m in mats.items() if "skipped_instruments" not in m) == [DAYS[1].isoformat()]
     assert mats[DAYS[1].isoformat()]["rows"] == sum(row_count("trades", i, DAYS[1]) for i in range(len(KEYS)))
 
 

@@ -25,10 +25,10 @@ import duckdb
 import psutil
 
 from market_pipeline.core.errors import BlockedError, ConfigurationError
-from market_pipeline.core.lake.catalog import LAKE_VIEWS
+from market_pipeline.core.lake.catalog import BARS_VIEWS, LAKE_VIEWS
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
-_LAKE_VIEW_NAMES = {(view.schema, view.view) for view in LAKE_VIEWS}
+_LAKE_VIEW_NAMES = {(view.schema, view.view) for view in (*LAKE_VIEWS, *BARS_VIEWS)}
 
 
 @dataclass(frozen=True)

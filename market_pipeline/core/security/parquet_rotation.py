@@ -52,7 +52,8 @@ def rotate_parquet(path: Path, old_key: bytes, new_key: bytes) -> None:
         if metadata.num_row_groups:
             first = metadata.row_group(0)
             columns = (first.column(j) for j in range(first.num_columns))
-            compression = {column.path_in_schema: column.compression for column in columns}
+            # The footer says UNCOMPRESSED where the writer wants NONE; the other codec names match.
+            compression = {c.path_in_schema: c.compression.replace("UNCOMPRESSED", "NONE") for c in columns}
         options = parquet_io.encrypted_writer_options(_lake_key(new_key))
         with pq.ParquetWriter(tmp, source.schema_arrow, compression=compression or "zstd", **options) as writer:
             for group in range(metadata.num_row_groups):
