@@ -87,7 +87,9 @@ def bars_schema(instrument: Instrument) -> pa.Schema:
             pa.field("vwap", decimal_type(tick / 10**VWAP_EXTRA_DECIMALS)),
             pa.field("mid", decimal_type(tick / 10)),
             pa.field("spread", price_t),
-            pa.field("book_time", timestamp),
+            # UTC, but with no zone attached: DuckDB reads a zoned nanosecond timestamp as
+            # microseconds (TIMESTAMPTZ), which would round the book row's origin_time in bars.ohlcv.
+            pa.field("book_time", pa.timestamp("ns")),
         ]
     )
 
