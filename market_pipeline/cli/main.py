@@ -12,6 +12,7 @@
     market-pipeline backup --to DIR [--keep N] [--encrypt]
     market-pipeline restore FROM [--allow-nonempty-dagster-home]
     market-pipeline webserver [--workspace workspace.yaml]
+    market-pipeline ui
     market-pipeline rotate-key [DIR ...]
     market-pipeline alert-test
 
@@ -231,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-w", "--workspace", type=Path, default=Path("workspace.yaml"), help="Dagster workspace file"
     )
 
+    sub.add_parser(
+        "ui",
+        parents=[verbose],
+        help="run one code server, dagster-daemon and the Dagster UI on it (what `make ui` runs)",
+        description="Start one Dagster code server for market_pipeline.definitions on a free 127.0.0.1 port, "
+        "then dagster-daemon and the webserver (on ui.host:ui.port) both served by it; Ctrl-C stops all three.",
+    )
+
     for name, verb in (("encrypt", "encrypt"), ("decrypt", "decrypt")):
         crypt = sub.add_parser(
             name,
@@ -355,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             from market_pipeline.cli.webserver import webserver_command
 
             return webserver_command(args.workspace)
+        if args.command == "ui":
+            from market_pipeline.cli.ui import ui_command
+
+            return ui_command()
         if args.command in ("encrypt", "decrypt"):
             from market_pipeline.cli.crypto import crypt_command
 
