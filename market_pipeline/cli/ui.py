@@ -27,6 +27,7 @@ from market_pipeline.cli.webserver import checked_ui_settings, webserver_argv
 CODE_MODULE = "market_pipeline.definitions"
 LOCATION = "market_pipeline"
 STOP_TIMEOUT_S = 30  # per process, then it is killed
+CODE_SERVER_START_TIMEOUT_S = 300  # it listens once the code location is loaded: slow on a busy machine
 
 
 def _free_port() -> int:
@@ -52,6 +53,21 @@ def code_server_argv(port: int, working_directory: Path) -> list[str]:
     ]
 
 
+def _wait_until_listening(process: subprocess.Popen, port: int) -> None:
+    """Until the code server accepts connections (it opens its port after loading the code): a
+    daemon or webserver started earlier would find no code location and log a gRPC error."""
+    deadline = time.monotonic() + CODE_SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CliError(f"the code server exited with {process.returncode} (its error is above)")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise CliError(f"the code server did not listen on 127.0.0.1:{port} within {CODE_SERVER_START_TIMEOUT_S} s")
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)  # Dagster's processes shut down cleanly on an interrupt
@@ -62,8 +78,18 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def ui_command() -> int:
     settings = checked_ui_settings()
+    # Stop on SIGTERM (systemd, docker) as on Ctrl-C. Installed before the children start, so they
+    # begin with Python's own SIGINT handling even where this process began with SIGINT ignored
+    # (a background job): each then shuts down on the SIGINT _stop sends (the code server with its
+    # child, instead of leaving it to time out on heartbeats).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="market_pipeline_ui.") as scratch:
         workspace = Path(scratch) / "workspace.yaml"
@@ -75,6 +101,7 @@ def ui_command() -> int:
         started: list[subprocess.Popen] = []
         try:
             started.append(subprocess.Popen(code_server_argv(port, Path.cwd())))
+            _wait_until_listening(started[0], port)
             started.append(subprocess.Popen([str(daemon_bin), "run", "-w", str(workspace)]))
             print(f"the Dagster UI: http://{settings.ui.host}:{settings.ui.port}", flush=True)
             webserver = subprocess.Popen(webserver_argv(settings, workspace))
