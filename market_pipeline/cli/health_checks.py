@@ -81,7 +81,7 @@ def check_report(
                 description=evaluation.description,
             )
         failed = _failed_days(instance, key)
-        if failed:
+        if any(day is not None for day, _ in failed):
             entry["failed_partitions"] = [day for day, _ in failed]
         for day, failure in failed:
             severity = _value(failure.severity)
