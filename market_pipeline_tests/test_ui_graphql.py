@@ -191,9 +191,12 @@ def assert_evaluations_follow_their_materializations(executions: list[dict], mat
     latest one. (The execution's own `timestamp`, which the check's Overview shows as Timestamp, is
     when Dagster planned it: at the run's creation, before any step ran; see docs/operations.md.)"""
     latest = {m["partition"]: m for m in materializations}
-    judged = [e for e in executions if e["evaluation"] is not None and e["partition"] in latest]
-    assert sorted(e["partition"] for e in judged) == sorted(latest)
-    for execution in judged:
+    judged: dict[str, dict] = {}  # each day's newest evaluation (the list is newest first)
+    for e in executions:
+        if e["evaluation"] is not None and e["partition"] in latest:
+            judged.setdefault(e["partition"], e)
+    assert sorted(judged) == sorted(latest)
+    for execution in judged.values():
         evaluation, materialization = execution["evaluation"], latest[execution["partition"]]
         target = evaluation["targetMaterialization"]
         assert target is not None and target["runId"] == materialization["runId"]

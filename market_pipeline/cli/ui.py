@@ -98,22 +98,21 @@ def ui_command() -> int:
         if not daemon_bin.is_file():
             raise CliError(f"dagster-daemon is not installed next to {sys.executable}")
         print(f"starting the code server on 127.0.0.1:{port}, dagster-daemon and the Dagster UI", flush=True)
-        started: list[subprocess.Popen] = []
+        started: dict[str, subprocess.Popen] = {}
         try:
-            started.append(subprocess.Popen(code_server_argv(port, Path.cwd())))
-            _wait_until_listening(started[0], port)
-            started.append(subprocess.Popen([str(daemon_bin), "run", "-w", str(workspace)]))
+            started["the code server"] = subprocess.Popen(code_server_argv(port, Path.cwd()))
+            _wait_until_listening(started["the code server"], port)
+            started["dagster-daemon"] = subprocess.Popen([str(daemon_bin), "run", "-w", str(workspace)])
             print(f"the Dagster UI: http://{settings.ui.host}:{settings.ui.port}", flush=True)
-            webserver = subprocess.Popen(webserver_argv(settings, workspace))
-            started.append(webserver)
+            webserver = started["the webserver"] = subprocess.Popen(webserver_argv(settings, workspace))
             while webserver.poll() is None:
-                for process in started[:-1]:
-                    if process.poll() is not None:
-                        raise CliError(f"{process.args[0]} ... exited with {process.returncode}; stopping the UI")
+                for name, process in started.items():
+                    if process is not webserver and process.poll() is not None:
+                        raise CliError(f"{name} exited with {process.returncode}; stopping the UI")
                 time.sleep(1)
             return webserver.returncode
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         finally:
-            for process in reversed(started):
+            for process in reversed(started.values()):
                 _stop(process)
