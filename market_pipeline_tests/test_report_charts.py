@@ -38,14 +38,15 @@ def test_an_all_zero_chart_has_no_invented_scale():
     assert "no values" in [t.text for t in _texts(_svg(bar_chart([None] * 24, "x", "ms")))]
 
 
-def test_the_axis_gives_the_largest_value_and_the_unit_is_in_the_title():
+def test_the_axis_gives_the_largest_value_with_its_unit():
     values = [0.0] * 23 + [3.0]
     svg = _svg(bar_chart(values, "gaps detected per hour (UTC)", ""))
     texts = [t.text for t in _texts(svg)]
     assert texts[0] == "gaps detected per hour (UTC)" and "3" in texts
     shares = _svg(bar_chart([12.5] + [None] * 23, "book rows out of sync per hour (UTC)", "%"))
-    assert [t.text for t in _texts(shares)][0] == "book rows out of sync per hour (UTC), %"
     assert "12.5 %" in [t.text for t in _texts(shares)]
+    ticks = [t.text for t in _texts(_svg(bar_chart([1.0] * 24, "max mid deviation per hour (UTC)", "ticks")))]
+    assert "1 tick" in ticks and "1 ticks" not in ticks
 
 
 def test_shares_print_as_percentages_and_counts_as_they_are():

@@ -102,24 +102,29 @@ def _verdicts(verdicts: list[CheckVerdict]) -> str:
 
 
 def _axis_value(value: float, unit: str) -> str:
-    return f"{value:.4g} %" if unit == "%" else f"{value:.4g}"
+    """`value` with its unit: "2158 ms", "12.5 %", "1 tick", "3 ticks"; a count has none ("3")."""
+    if not unit:
+        return f"{value:.4g}"
+    if value == 1 and len(unit) > 2 and unit.endswith("s"):  # a word: one tick, not "1 ticks"
+        unit = unit[:-1]
+    return f"{value:.4g} {unit}"
 
 
 def bar_chart(values: list[float | None], title: str, unit: str, width: int = 480, height: int = 110) -> str:
     """An SVG bar chart of 24 hourly values (None is an empty bar), the hours of the UTC day across.
 
-    The unit is in the title (a count's "1 gaps" on the axis read wrong); the y axis runs from 0 to
-    the largest value, and a chart without any value above 0 says so instead of inventing a scale.
-    Values in "%" are shares already multiplied by 100. The right margin holds half of "24:00".
+    The y axis runs from 0 to the largest value, with its unit ("" for a count, which the title
+    names: "1 gaps" read wrong); a chart without any value above 0 says so instead of inventing a
+    scale of 1. Values in "%" are shares already multiplied by 100. The right margin holds half of
+    the last hour label, "24:00".
     """
     left, right, bottom, top_margin = 46, 16, 16, 16
     plot_w, plot_h = width - left - right, height - bottom - top_margin
     finite = [v for v in values if v is not None]
     top = max(finite, default=0.0)
     bar = plot_w / max(len(values), 1)
-    caption = f"{title}, {unit}" if unit else title
     parts = [
-        f'<text x="0" y="10" font-size="10">{html.escape(caption)}</text>',
+        f'<text x="0" y="10" font-size="10">{html.escape(title)}</text>',
         f'<line x1="{left}" y1="{top_margin}" x2="{left}" y2="{top_margin + plot_h}" stroke="#888"/>',
         f'<line x1="{left}" y1="{top_margin + plot_h}" x2="{left + plot_w}" y2="{top_margin + plot_h}" stroke="#888"/>',
         f'<text x="{left - 3}" y="{top_margin + plot_h}" font-size="9" text-anchor="end">0</text>',
@@ -149,7 +154,7 @@ def bar_chart(values: list[float | None], title: str, unit: str, width: int = 48
         )
     return (
         f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="{html.escape(caption)}">{"".join(parts)}</svg></figure>'
+        f'role="img" aria-label="{html.escape(title)}">{"".join(parts)}</svg></figure>'
     )
 
 
