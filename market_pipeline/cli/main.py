@@ -583,7 +583,8 @@ def demo_days(days: int, start_text: str | None) -> tuple[dt.date, dt.date]:
 def demo_settings(start: dt.date, end: dt.date, data_dir_arg: Path | None) -> PipelineSettings:
     """The demo's settings: the environment's, with synthetic data for the demo instruments, the
     injected fault on the last day, partitions from `start` at the latest and an absolute data dir.
-    Its synthetic settings are saved in the data dir, so later commands generate the same days."""
+    A previous demo's saved synthetic settings in the data dir are deleted first (demo_command
+    saves this demo's, so later commands generate the same days)."""
     from market_pipeline.settings import load_settings
     from market_pipeline.vendors.synthetic.saved_settings import saved_settings_path
 
