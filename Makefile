@@ -75,14 +75,13 @@ test: lint ## Lint, then run the whole test suite (testpaths come from pyproject
 test-quick: install ## The fast subset: every test not marked slow
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
+# One code server serves both dagster-daemon and the webserver (cli/ui.py says why: no code server
+# restarted by the daemon every minute, no heartbeat warnings); Ctrl-C stops all three.
 .PHONY: ui
-ui: install ## Run dagster-daemon (background) and the webserver (PIPELINE_UI__HOST:PORT, default 127.0.0.1:3000)
+ui: install ## Run one code server, dagster-daemon and the webserver (PIPELINE_UI__HOST:PORT, default 127.0.0.1:3000)
 	@mkdir -p "$(DAGSTER_HOME)"
 	@echo "DAGSTER_HOME=$(DAGSTER_HOME)"
-	@trap 'kill $$daemon_pid 2>/dev/null; wait $$daemon_pid 2>/dev/null' EXIT; \
-	trap 'exit 130' INT TERM HUP; \
-	$(VENV)/bin/dagster-daemon run -w workspace.yaml & daemon_pid=$$!; \
-	$(VENV)/bin/market-pipeline webserver -w workspace.yaml
+	$(VENV)/bin/market-pipeline ui
 
 # The benchmark's generated day (~700 MB, cached) stays apart from the project's data: it goes
 # to data/bench unless PIPELINE_DATA_DIR is given in the environment or on the command line.

@@ -1,5 +1,6 @@
 """Pipeline settings: committed defaults in config.yaml, overlaid by the profile `PIPELINE_ENV` names
-(its block under `profiles:` in the same file), then by `.env`, then by the environment.
+(its block under `profiles:` in the same file), then by the synthetic settings the demo saved in the
+data dir (vendors/synthetic/saved_settings.py), then by `.env`, then by the environment.
 
 Every setting has an environment name `PIPELINE_<FIELD>` (nested ones `PIPELINE_<GROUP>__<FIELD>`).
 The names are a contract with operators; docs/configuration.md lists them all.
@@ -42,6 +43,7 @@ from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
 from market_pipeline.core.security.crypto import NEW_MASTER_KEY_ENV, MasterKeyError, parse_master_key
 from market_pipeline.vendors.registry import get_vendor, vendor_configs
+from market_pipeline.vendors.synthetic.saved_settings import SavedSyntheticSettings
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("config.yaml")
 CONFIG_FILE_ENV = "PIPELINE_CONFIG_FILE"
@@ -235,13 +237,20 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
             raise SettingsError([f"{CONFIG_FILE_ENV}: config file not found: {config_file}"])
         # The profile is chosen by the sources above the YAML, in their order of precedence.
         chosen = next((v for v in (s().get("env") for s in (init_settings, env_settings, dotenv_settings)) if v), None)
-        # Earlier sources win: explicit arguments, then the environment, then .env, then the YAML
-        # (its profile block over its base).
+        config = ProfiledYamlSource(settings_cls, config_file, chosen)
+        # The synthetic settings the demo saved in the data dir the sources above choose.
+        data_dir = next(
+            (v for v in (s().get("data_dir") for s in (init_settings, env_settings, dotenv_settings, config)) if v),
+            cls.model_fields["data_dir"].default,
+        )
+        # Earlier sources win: explicit arguments, then the environment, then .env, then the data
+        # dir's saved synthetic settings, then the YAML (its profile block over its base).
         return (
             init_settings,
             env_settings,
             dotenv_settings,
-            ProfiledYamlSource(settings_cls, config_file, chosen),
+            SavedSyntheticSettings(settings_cls, Path(data_dir)),
+            config,
         )
 
     @field_validator("source")

@@ -28,3 +28,30 @@ def test_the_target_materialization_type_takes_a_record():
         asset_key=dg.AssetKey("a"), check_name="c", passed=True, target_materialization_data=value
     )
     assert evaluation.target_materialization_data == value
+
+
+def test_only_the_accepted_api_stability_warnings_are_filtered(tmp_path):
+    """Loading the code location prints no Preview/Beta/Supersession notes (every Dagster process
+    loads it), while any other warning still shows."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    script = (
+        "import warnings, dagster as dg, market_pipeline.definitions\n"
+        "warnings.warn('superseded on purpose', dg.SupersessionWarning)\n"
+        "warnings.warn('a real problem', UserWarning)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", script],
+        env=subprocess_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "UserWarning: a real problem" in result.stderr
+    for category in ("PreviewWarning", "BetaWarning", "SupersessionWarning"):
+        assert category not in result.stderr

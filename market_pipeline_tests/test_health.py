@@ -155,6 +155,57 @@ def test_failed_error_check_needs_attention(health, materialized, instance):
     ]
 
 
+def test_a_failed_warn_check_is_a_warning_with_its_own_exit_code(health, materialized, instance):
+    import dagster as dg
+
+    defs = _code_location()
+    probe = [a for a in defs.assets if a.key == dg.AssetKey("probe")]
+    warn_only = [c for c in defs.asset_checks if c.check_key.name == "nice_to_have"]
+    assert dg.materialize([*probe, *warn_only], instance=instance, resources=defs.resources).success
+    report, code = health()
+    assert code == 10 and report["status"] == "warnings" and report["problems"] == []
+    assert report["warnings"] == ["check probe:nice_to_have failed with WARN severity: only a warning"]
+    assert report["checks"]["probe:must_hold"] == {"result": "never_run"}
+
+
+def test_a_failed_day_is_named_after_a_later_passing_day(health, materialized, instance, monkeypatch):
+    """A check's single latest evaluation may be a day that passed: each day's latest counts."""
+    import dagster as dg
+
+    days = dg.DailyPartitionsDefinition(start_date="2024-03-01", end_date="2024-03-03")
+
+    @dg.asset(partitions_def=days)
+    def daily_probe() -> None:
+        return None
+
+    @dg.asset_check(asset=daily_probe, name="first_day_only", partitions_def=days)
+    def first_day_only(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        first = context.partition_key == "2024-03-01"
+        return dg.AssetCheckResult(
+            passed=not first, severity=dg.AssetCheckSeverity.ERROR, description=f"{context.partition_key} broke"
+        )
+
+    def code_location_with_daily_probe(settings=None):
+        return dg.Definitions.merge(
+            _code_location(settings), dg.Definitions(assets=[daily_probe], asset_checks=[first_day_only])
+        )
+
+    for day in ("2024-03-01", "2024-03-02"):
+        assert dg.materialize([daily_probe, first_day_only], instance=instance, partition_key=day).success
+    from market_pipeline.cli import health as health_module
+
+    monkeypatch.setattr(health_module, "load_code_location", code_location_with_daily_probe)
+    report, code = health()
+    entry = report["checks"]["daily_probe:first_day_only"]
+    assert (entry["partition"], entry["result"]) == ("2024-03-02", "passed")
+    assert entry["failed_partitions"] == ["2024-03-01"]
+    assert code == 1
+    assert (
+        "check daily_probe:first_day_only failed with ERROR severity (partition 2024-03-01): 2024-03-01 broke"
+        in (report["problems"])
+    )
+
+
 def test_low_free_disk_needs_attention(health, materialized, monkeypatch):
     monkeypatch.setenv("PIPELINE_METRICS__MIN_FREE_DISK_GB", "1000000000")
     report, code = health()

@@ -1,53 +1,50 @@
-"""Per-day truth in the Dagster UI: two days materialized as ONE run (the single-run backfill policy)
-show each day's check result and each day's metadata per partition. Asserted through the
-webserver's GraphQL API, with the queries the UI's check Partitions tab and per-partition plots
-use, and, when Chromium and Playwright are installed, in a real headless browser.
+"""The newcomer's first hour (issue 28), in a browser: `market-pipeline demo` with its default
+days (the three complete UTC days up to yesterday), Dagster's own CLI re-materializing the
+demo's faulted day afterwards, then `market-pipeline ui` (what `make ui` runs: one code server,
+dagster-daemon and the webserver) on a free 127.0.0.1 port. Asserted through the page with
+Playwright driving the Debian chromium package headless, and through the same GraphQL queries:
+the plots by partition show one point per demo day, the check's Partitions tab Passed/Failed per
+day, the backfill dialog's default window holds the demo's days; `health` names the demo's
+failing check; the session prints no Preview/Beta warning and no code-server heartbeat warning.
 
-The days are the last two complete UTC days: the UI plots per partition only the latest 120
-partitions, and its backfill dialog shows the last 90 days.
+test_ui_graphql.py asserts the GraphQL side on a smaller world in the fast suite.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
 
-import polars as pl
 import pytest
-from conftest import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV_BIN, assets_named, code_location, range_tags, subprocess_env
+from conftest import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
+from dagster_ui import free_port, noise_lines, stop, wait_for_asset
+from test_ui_graphql import (
+    assert_evaluations_follow_their_materializations,
+    check_executions,
+    check_statuses,
+    dialog_window,
+    latest_by_partition,
+)
 
-pytestmark = pytest.mark.slow  # starts dagster-webserver (and its code server) as subprocesses
+pytestmark = pytest.mark.slow  # the demo, Dagster's CLI and the UI's three processes
 
 _YESTERDAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-DAYS = [_YESTERDAY - dt.timedelta(days=1), _YESTERDAY]
-CLEAN, FAULTED = DAYS
-INSTRUMENT = "BINANCE:BTC-USDT"
+DAYS = [_YESTERDAY - dt.timedelta(days=2), _YESTERDAY - dt.timedelta(days=1), _YESTERDAY]  # the demo's defaults
+FAULTED = DAYS[-1]  # the demo's clock-skew episode: clock_skew fails with WARN that day
 ASSET = "raw_book_deltas"
-ENV = {
-    "PIPELINE_INSTRUMENTS": INSTRUMENT,
-    "PIPELINE_START_DATE": "2024-01-01",  # more than 90 partitions: the dialog offers "Show all partitions"
-    "PIPELINE_WORKERS": "1",
-    "PIPELINE_SYNTHETIC__SCALE": "0.005",
-    "PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES": "3",  # price_precision fails with ERROR that day
-    "PIPELINE_SYNTHETIC__FAULTS__DAYS": json.dumps([FAULTED.isoformat()]),
-}
-# Every check on raw_book_deltas that judges a day, and its expected status per day.
-EXPECTED = {
-    name: {CLEAN.isoformat(): "SUCCEEDED", FAULTED.isoformat(): "SUCCEEDED"}
-    for name in ("clock_skew", "duplicate_rows", "origin_time", "schema_and_row_counts", "sequence_gaps")
-}
-EXPECTED["price_precision"] = {CLEAN.isoformat(): "SUCCEEDED", FAULTED.isoformat(): "FAILED"}
-SERVER_START_TIMEOUT_S = 240  # two shared cores: loading the code location can take a while
+# The demo at a small size; the scale is given to the demo only: every later command reads it
+# (and the fault) from the settings the demo saved in the data dir.
+DEMO_ONLY = {"PIPELINE_SYNTHETIC__SCALE": "0.005"}
+ENV = {"PIPELINE_BOOK__SAMPLE_INTERVAL_MS": "60000", "PIPELINE_WORKERS": "1"}
+DAEMON_RELOAD_S = 60  # dagster-daemon reloads its workspace this often (cli/ui.py)
+HEARTBEAT_TIMEOUT_S = 20  # a code server no longer heartbeaten says so after this long
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -62,175 +59,98 @@ CHROMIUM_ARGS = [
 SHOTS_FOR_THE_LEAD = Path("/tmp/ui-shots")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def graphql(url: str, query: str, **variables: object) -> dict:
-    body = json.dumps({"query": query, "variables": variables}).encode()
-    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        answer = json.load(response)
-    assert "errors" not in answer, answer["errors"]
-    return answer["data"]
-
-
-ASSET_NODE = """
-query ($key: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $key) { __typename }
-}"""
-
-
-def _wait_for_code_location(url: str, proc: subprocess.Popen, log: Path) -> None:
-    """Wait until the webserver answers and has loaded the code location with the asset."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dagster-webserver exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if graphql(url, ASSET_NODE, key={"path": [ASSET]})["assetNodeOrError"]["__typename"] == "AssetNode":
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise RuntimeError(
-        f"dagster-webserver at {url} did not load the code location with {ASSET} within "
-        f"{SERVER_START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
-    )
+def _run(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=1800)
+    log.write_text(result.stdout + result.stderr)
+    return result
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """A range of two days materialized in one run (raw_book_snapshots, raw_book_deltas and their
-    checks), and dagster-webserver on a free 127.0.0.1 port over that instance."""
-    import dagster as dg
-
-    from market_pipeline.settings import load_settings
-
-    root = tmp_path_factory.mktemp("ui")
+def demo_ui(tmp_path_factory):
+    root = tmp_path_factory.mktemp("first_hour")
     home = root / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_DAGSTER_YAML, home / "dagster.yaml")
-    env = {**ENV, "PIPELINE_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(home)}
-    mp = pytest.MonkeyPatch()
-    for name, value in env.items():
-        mp.setenv(name, value)
+    env = subprocess_env(**ENV, PIPELINE_DATA_DIR=str(root / "data"), DAGSTER_HOME=str(home))
+
+    demo_argv = [str(VENV_BIN / "market-pipeline"), "demo", "--no-progress"]
+    demo = _run(demo_argv, {**env, **DEMO_ONLY}, root, root / "demo.log")
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert f"days          {DAYS[0]}..{FAULTED} (3 days)" in demo.stdout
+    # The README's Dagster CLI line, on the faulted day: the same data and the same fault.
+    materialize = _run(
+        [
+            *(str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "market_pipeline.definitions"),
+            *("--select", ASSET, "--partition-range", f"{FAULTED}...{FAULTED}"),
+        ],
+        env,
+        root,
+        root / "materialize.log",
+    )
+    assert materialize.returncode == 0, materialize.stdout[-3000:] + materialize.stderr[-3000:]
+    health = _run([str(VENV_BIN / "market-pipeline"), "health"], env, root, root / "health.json")
+
+    port = free_port()
+    log = root / "ui.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "market-pipeline"), "ui"],
+            env={**env, "PIPELINE_UI__PORT": str(port)},
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
     try:
-        settings = load_settings()
-        defs = code_location(settings)
-        assets = {"raw_book_snapshots", ASSET}
-        checks = [  # the per-day checks on these assets (freshness is judged in its own job)
-            c
-            for c in defs.asset_checks
-            if all(key.asset_key.to_user_string() in assets and key.name != "freshness" for key in c.check_keys)
-        ]
-        instance = dg.DagsterInstance.get()
-        try:
-            result = dg.materialize(
-                [*assets_named(defs, *sorted(assets)), *checks],
-                instance=instance,
-                resources=defs.resources,
-                tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()),
-            )
-            assert result.success
-        finally:
-            instance.dispose()
-
-        workspace = root / "workspace.yaml"
-        workspace.write_text(
-            "load_from:\n  - python_module:\n      module_name: market_pipeline.definitions\n"
-            f"      working_directory: {REPO_ROOT}\n      location_name: market_pipeline\n"
+        wait_for_asset(url, ASSET, proc, log)
+        yield SimpleNamespace(
+            url=url, log=log, started=time.monotonic(), health=health, demo=demo, materialize=materialize
         )
-        port = _free_port()
-        log = root / "webserver.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [str(VENV_BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(workspace)],
-                env=subprocess_env(**env),
-                cwd=root,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its code server is stopped with it
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_for_code_location(url, proc, log)
-            graphql(url, "mutation { setNuxSeen }")  # no "Join the Dagster community" dialog over the pages
-            yield SimpleNamespace(url=url, settings=settings, run_id=result.run_id)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
     finally:
-        mp.undo()
+        stop(proc, signal.SIGTERM)  # the ui command stops its code server, daemon and webserver
 
 
-CHECK_PARTITION_STATUSES = """
-query ($key: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $key) { ... on AssetNode {
-    assetChecksOrError { ... on AssetChecks { checks { name partitionStatuses {
-      __typename
-      ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
-    } } } }
-  } }
-}"""
+def test_health_names_the_demos_failing_check(demo_ui):
+    report = json.loads(demo_ui.health.stdout)
+    assert demo_ui.health.returncode == 10 and report["status"] == "warnings", report
+    assert report["problems"] == []
+    (warning,) = report["warnings"]
+    assert warning.startswith(f"check raw_book_deltas:clock_skew failed with WARN severity (partition {FAULTED})")
+    freshness = report["checks"]["raw_book_deltas:freshness"]
+    assert freshness["result"] == "not_evaluated" and "only the freshness_checks job" in freshness["explanation"]
 
 
-def _per_day(ranges: list[dict]) -> dict[str, str]:
-    """Time-partition status ranges expanded to one status per day."""
-    statuses = {}
-    for r in ranges:
-        day, end = dt.date.fromisoformat(r["startKey"]), dt.date.fromisoformat(r["endKey"])
-        while day <= end:
-            statuses[day.isoformat()] = r["status"]
-            day += dt.timedelta(days=1)
-    return statuses
+def test_the_demo_summary_shows_failures_first_and_passes_as_counts(demo_ui):
+    out = demo_ui.demo.stdout
+    checks = out.split("Asset checks: ")[1].split("\nAssets\n")[0]
+    failed, passed = (int(n) for n in checks.split(" passed")[0].split(" failed, "))
+    assert failed == 1 and passed > 20
+    assert f"clock_skew  {FAULTED}  FAILED  WARN" in checks
+    assert "passed  " not in checks and "passed per asset: " in checks  # no passed rows, counts instead
 
 
-def test_each_check_shows_each_days_result_in_the_check_partitions_tab(ui):
-    """`AssetCheck.partitionStatuses` is what the check's Partitions tab draws; before the checks
-    named their target materialization, every day of a range run came back empty (Missing)."""
-    data = graphql(ui.url, CHECK_PARTITION_STATUSES, key={"path": [ASSET]})
-    checks = data["assetNodeOrError"]["assetChecksOrError"]["checks"]
-    statuses = {c["name"]: _per_day(c["partitionStatuses"]["ranges"]) for c in checks if c["name"] in EXPECTED}
-    assert statuses == EXPECTED
-
-
-LATEST_BY_PARTITION = """
-query ($key: AssetKeyInput!, $partitions: [String!]!) {
-  assetNodeOrError(assetKey: $key) { ... on AssetNode {
-    latestMaterializationByPartition(partitions: $partitions) {
-      partition runId
-      metadataEntries { label ... on IntMetadataEntry { intValue } }
+def test_every_command_after_the_demo_sees_its_fault(demo_ui):
+    """Dagster's CLI regenerated the faulted day with the demo's saved settings: clock_skew still fails there."""
+    assert "raw_book_deltas clock_skew " + FAULTED.isoformat() + " WARN" in demo_ui.materialize.stderr
+    statuses = check_statuses(demo_ui.url, ASSET)["clock_skew"]
+    assert {d: statuses.get(d.isoformat()) for d in DAYS} == {
+        DAYS[0]: "SUCCEEDED",
+        DAYS[1]: "SUCCEEDED",
+        FAULTED: "FAILED",
     }
-  } }
-}"""
 
 
-def test_each_day_has_its_own_materialization_with_that_days_figures(ui):
-    """`latestMaterializationByPartition` is what the asset's plots by partition draw: one
-    materialization per day of the one run, each with the rows that day's lake file holds."""
-    days = [d.isoformat() for d in DAYS]
-    data = graphql(ui.url, LATEST_BY_PARTITION, key={"path": [ASSET]}, partitions=days)
-    events = data["assetNodeOrError"]["latestMaterializationByPartition"]
-    assert [e["partition"] for e in events] == days
-    assert {e["runId"] for e in events} == {ui.run_id}
-    exchange, symbol = INSTRUMENT.split(":")
-    for day, event in zip(DAYS, events, strict=True):
-        figures = {m["label"]: m.get("intValue") for m in event["metadataEntries"]}
-        path = ui.settings.lake_dir / f"raw/book_delta_v2/exchange={exchange}/symbol={symbol}/dt={day}/data.parquet"
-        assert (
-            figures["rows"] == figures[f"{INSTRUMENT} rows"] == pl.scan_parquet(path).select(pl.len()).collect().item()
-        )
+def test_graphql_one_point_per_demo_day_and_evaluations_after_materializations(demo_ui):
+    events = latest_by_partition(demo_ui.url, ASSET, DAYS)
+    assert [e["partition"] for e in events] == [d.isoformat() for d in DAYS]
+    assert_evaluations_follow_their_materializations(check_executions(demo_ui.url, ASSET, "clock_skew"), events)
+    window = dialog_window(demo_ui.url, ASSET)
+    assert window[-1] == FAULTED.isoformat() and {d.isoformat() for d in DAYS} <= set(window)
 
 
 @pytest.fixture
-def page(ui, tmp_path):
+def page(demo_ui):
     """A headless Debian Chromium page driven by Playwright (which cannot download its own browser here)."""
     if not CHROMIUM.is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)")
@@ -252,44 +172,72 @@ def _screenshot(page, tmp_path: Path, name: str) -> None:
     shutil.copy(tmp_path / name, SHOTS_FOR_THE_LEAD / f"test_ui-{name}")
 
 
-def test_a_browser_shows_each_days_check_result_plots_per_day_and_the_backfill_window(ui, page, tmp_path):
-    days = f"[{CLEAN.isoformat()}...{FAULTED.isoformat()}]"
-    # The check's Partitions tab, narrowed to the run's two days: one Failed, one Passed, none Missing.
-    page.goto(f"{ui.url}/assets/{ASSET}?view=checks&checkDetail=price_precision")
+def _graphql_answer(response, operation: str) -> dict | None:
+    """The data of a GraphQL response to `operation` the page asked for, else None."""
+    request = response.request
+    if urllib.parse.urlparse(response.url).path != "/graphql" or request.method != "POST":
+        return None
+    if (request.post_data_json or {}).get("operationName") != operation:
+        return None
+    return response.json()["data"]
+
+
+def test_a_browser_shows_the_demo_days_plotted_checked_and_in_the_backfill_window(demo_ui, page, tmp_path):
+    url = demo_ui.url
+    # The asset's metadata plotted by partition: the page asks for the latest materialization of
+    # each partition in its window (when it opens) and draws one point per materialized day.
+    answers: list[dict] = []
+    page.on("response", lambda r: answers.append(a) if (a := _graphql_answer(r, "AssetPartitionEventsQuery")) else None)
+    page.goto(f"{url}/assets/{ASSET}?view=overview")
+    page.get_by_text("Plots", exact=True).click()
+    page.get_by_text("Partitions", exact=True).last.click()  # x axis: partitions (vs events)
+    page.get_by_text("rows", exact=True).first.wait_for()
+    page.wait_for_timeout(2000)  # the charts draw after the answer
+    points = [
+        e["partition"]
+        for a in answers
+        for e in a["assetNodeOrError"]["latestMaterializationByPartition"]
+        if e is not None
+    ]
+    assert sorted(set(points)) == [d.isoformat() for d in DAYS] and len(points) == len(set(points)), points
+    _screenshot(page, tmp_path, "plots-by-partition.png")
+
+    # The check's Partitions tab over the demo's days: Passed, Passed, Failed.
+    page.goto(f"{url}/assets/{ASSET}?view=checks&checkDetail=clock_skew")
     page.get_by_text("Execution history", exact=True).wait_for()
+    _screenshot(page, tmp_path, "check-overview.png")
     page.get_by_text("Partitions", exact=True).last.click()  # the check's tab, after the asset's own
     selection = page.locator("input[value^='[']").first
-    selection.fill(days)
+    selection.fill(f"[{DAYS[0]}...{FAULTED}]")
     selection.press("Enter")
-    page.get_by_text("2 Partitions Selected").wait_for()
-    for label in ("Failed (1)", "Passed (1)", "Missing (0)", "In Progress (0)"):
+    page.get_by_text("3 Partitions Selected").wait_for()
+    for label in ("Failed (1)", "Passed (2)", "Missing (0)"):
         page.get_by_text(label).wait_for()
     _screenshot(page, tmp_path, "check-partitions.png")
-    for day, status in ((FAULTED, "Failed"), (CLEAN, "Passed")):
-        # The list row, not the bar's end label (the last day is both).
+    for day in DAYS:
+        status = "Failed" if day == FAULTED else "Passed"
         page.get_by_text(day.isoformat(), exact=True).filter(visible=True).last.click()
         page.get_by_text("Target materialization").wait_for()
         head = page.inner_text("body").split("Latest execution")[0]  # the detail pane starts with day and status
-        detail = head[head.rindex(day.isoformat()) :]
-        assert status in detail, detail
-        _screenshot(page, tmp_path, f"check-partition-{day}.png")
+        assert status in head[head.rindex(day.isoformat()) :], head
+    _screenshot(page, tmp_path, f"check-partition-{FAULTED}.png")
 
-    # The asset's metadata plotted by partition: one point per day, not all days at one time.
-    page.goto(f"{ui.url}/assets/{ASSET}?view=overview")
-    page.get_by_text("Plots", exact=True).click()
-    page.get_by_text("Partitions", exact=True).last.click()  # x axis: partitions (vs events)
-    page.get_by_text("When graphing values by partition").wait_for()
-    for label in ("rows", f"{INSTRUMENT} rows", "bytes"):
-        assert page.get_by_text(label, exact=True).filter(visible=True).count() >= 1, label
-    _screenshot(page, tmp_path, "plots-by-partition.png")
-
-    # The backfill dialog shows the last 90 days; "Show all partitions" opens every day since the start.
-    page.goto(f"{ui.url}/assets/{ASSET}")
+    # The backfill dialog opens on the last 90 days, which end with the demo's last day.
+    page.goto(f"{url}/assets/{ASSET}")
     page.get_by_text("Materialize…", exact=True).first.click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_text("Showing the last 90 days").wait_for()
+    first_shown = FAULTED - dt.timedelta(days=89)
+    dialog.get_by_text(first_shown.isoformat(), exact=True).wait_for()
+    dialog.get_by_text(FAULTED.isoformat(), exact=True).wait_for()
+    assert first_shown <= DAYS[0]
     _screenshot(page, tmp_path, "backfill-dialog.png")
-    dialog.get_by_text("Show all partitions").click()
-    dialog.get_by_text("All time", exact=True).wait_for()
-    dialog.get_by_text(ENV["PIPELINE_START_DATE"], exact=True).wait_for()
-    _screenshot(page, tmp_path, "backfill-dialog-all-partitions.png")
+
+
+def test_the_ui_session_prints_no_preview_beta_or_heartbeat_warnings(demo_ui):
+    """After the daemon reloaded its workspace at least once (each reload used to replace its code
+    server, the old one logging the heartbeat warning 20 s later)."""
+    time.sleep(max(0.0, demo_ui.started + DAEMON_RELOAD_S + HEARTBEAT_TIMEOUT_S + 10 - time.monotonic()))
+    assert noise_lines(demo_ui.log) == []
+    for log in ("demo.log", "materialize.log"):
+        assert noise_lines(demo_ui.log.with_name(log)) == [], log

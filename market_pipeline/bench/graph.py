@@ -11,7 +11,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +21,10 @@ DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster_home" / "dagster.y
 
 
 def quiet_dagster() -> None:
-    """Hide Dagster's Beta/Preview notices (about APIs the pipeline chose) from the report."""
-    import dagster as dg
+    """Hide Dagster's notices about APIs the pipeline chose from the report (the one filter: dagster_compat)."""
+    from market_pipeline.defs.common.dagster_compat import accept_api_stability_warnings
 
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    accept_api_stability_warnings()
 
 
 class TreeSampler:

@@ -23,7 +23,6 @@ import os
 import socket
 import threading
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import reduce
@@ -68,7 +67,7 @@ def _not_ungated_check_notice(record: logging.LogRecord) -> bool:
 
 
 def quiet_dagster(verbosity: int) -> None:
-    """Dagster's own Python logging and its API-stability warnings, unless -v was given."""
+    """Dagster's own Python logging, unless -v was given (its API-stability warnings: dagster_compat)."""
     logging.getLogger("dagster").setLevel(dagster_log_level(verbosity))
     # Our daily checks report one evaluation per day as events, not as the step's output, so
     # Dagster notes that downstream steps are not gated on an output. They are gated all the
@@ -82,11 +81,6 @@ def quiet_dagster(verbosity: int) -> None:
         for handler in handlers:
             if handler is not None and _not_ungated_check_notice not in handler.filters:
                 handler.addFilter(_not_ungated_check_notice)
-    if verbosity == 0:
-        import dagster as dg
-
-        for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
-            warnings.filterwarnings("ignore", category=category)
 
 
 def require_dagster_home() -> Path:

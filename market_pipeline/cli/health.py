@@ -1,10 +1,12 @@
 """`market-pipeline health`: one JSON object on stdout for cron and runbooks.
 
-Exit 0 when nothing needs attention, 1 otherwise. Needs attention: no usable DAGSTER_HOME,
-invalid settings, a missing or unreadable data directory, a warehouse that is missing,
-corrupt or unreadable, a latest asset-check result that failed with ERROR severity, or less
-free disk than `metrics.min_free_disk_gb`. A warehouse locked by a running writer is reported
-as "busy" (a warning): that is the pipeline working, not broken.
+Exit 0 when nothing needs attention, 1 when something does (listed in `problems`), 10 when only
+checks failed with WARN severity (listed in `warnings`, status "warnings"). Needs attention: no
+usable DAGSTER_HOME, invalid settings, a missing or unreadable data directory, a warehouse that is
+missing, corrupt or unreadable, a day whose latest check result failed with ERROR severity, or
+less free disk than `metrics.min_free_disk_gb`. A warehouse locked by a running writer is reported
+as "busy" (a warning, exit 0): that is the pipeline working, not broken. A check with no result
+says why in words (`explanation`, e.g. freshness is judged only by its own job).
 
 Everything is opened read-only: the warehouse with DuckDB's read_only mode, the Dagster
 instance through its storage APIs.
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK
+from market_pipeline.core.errors import EXIT_WARNINGS
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -71,41 +74,9 @@ def _asset_report(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict[st
     return assets
 
 
-def _check_report(instance: dg.DagsterInstance, defs: dg.Definitions, problems: list[str]) -> dict[str, Any]:
-    graph = defs.resolve_asset_graph()
-    checks: dict[str, Any] = {}
-    for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
-        name = f"{check_key.asset_key.to_user_string()}:{check_key.name}"
-        record = instance.get_latest_asset_check_evaluation_record(check_key)
-        if record is None:
-            checks[name] = {"result": "never_run"}
-            continue
-        evaluation = record.event.asset_check_evaluation if record.event is not None else None
-        entry: dict[str, Any] = {
-            "partition": record.partition,
-            "at": _iso(record.create_timestamp),
-            "run_id": record.run_id,
-        }
-        # record.status is an enum `dagster` does not export: compare its value.
-        if getattr(record.status, "value", record.status) == "PLANNED" or evaluation is None:
-            entry["result"] = "planned"  # running now, or its run ended before the check reported
-        else:
-            severity = getattr(evaluation.severity, "value", str(evaluation.severity))
-            entry.update(
-                result="passed" if evaluation.passed else "failed",
-                severity=severity,
-                description=evaluation.description,
-            )
-            if not evaluation.passed and severity == "ERROR":
-                partition = f" (partition {record.partition})" if record.partition else ""
-                problems.append(
-                    f"check {name} failed with ERROR severity{partition}: {evaluation.description or ''}".rstrip(": ")
-                )
-        checks[name] = entry
-    return checks
-
-
-def _dagster_report(report: dict[str, Any], problems: list[str], settings: PipelineSettings | None) -> None:
+def _dagster_report(
+    report: dict[str, Any], problems: list[str], check_warnings: list[str], settings: PipelineSettings | None
+) -> None:
     if _dagster_home(report, problems) is None:
         return
     if settings is None:  # the settings' own problems are listed as well
@@ -113,6 +84,7 @@ def _dagster_report(report: dict[str, Any], problems: list[str], settings: Pipel
         return
 
     from market_pipeline.cli.execution import open_instance, quiet_dagster
+    from market_pipeline.cli.health_checks import check_report
 
     quiet_dagster(0)
     try:
@@ -123,7 +95,7 @@ def _dagster_report(report: dict[str, Any], problems: list[str], settings: Pipel
     try:
         with open_instance() as instance:
             report["assets"] = _asset_report(instance, defs)
-            report["checks"] = _check_report(instance, defs, problems)
+            report["checks"] = check_report(instance, defs, problems, check_warnings)
     except Exception as exc:
         problems.append(f"cannot read the Dagster instance in {report['dagster_home']}: {type(exc).__name__}: {exc}")
 
@@ -221,7 +193,8 @@ def health_report() -> tuple[dict[str, Any], int]:
     from market_pipeline.settings import SettingsError, load_settings
 
     problems: list[str] = []
-    warnings: list[str] = []
+    check_warnings: list[str] = []  # failed WARN checks: exit EXIT_WARNINGS
+    warnings: list[str] = []  # e.g. a busy warehouse: the pipeline working, exit 0
     report: dict[str, Any] = {"checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     try:
         settings = load_settings()  # once: the code location is built from these
@@ -230,13 +203,19 @@ def health_report() -> tuple[dict[str, Any], int]:
         settings_problems = exc.problems
     else:
         settings_problems = []
-    _dagster_report(report, problems, settings)
+    _dagster_report(report, problems, check_warnings, settings)
     problems.extend(settings_problems)
     if settings is not None and _disk_report(settings, report, problems):
         _warehouse_report(settings, report, problems, warnings)
         _metrics_files_report(settings, report)
-    summary = {"status": "attention" if problems else "ok", "problems": problems, "warnings": warnings}
-    return {**summary, **report}, EXIT_FAILED if problems else EXIT_OK
+    if problems:
+        status, code = "attention", EXIT_FAILED
+    elif check_warnings:
+        status, code = "warnings", EXIT_WARNINGS
+    else:
+        status, code = "ok", EXIT_OK
+    summary = {"status": status, "problems": problems, "warnings": check_warnings + warnings}
+    return {**summary, **report}, code
 
 
 def health_command() -> int:
@@ -246,6 +225,7 @@ def health_command() -> int:
 
 
 def health_check() -> tuple[dict[str, Any], bool]:
-    """The report and whether nothing needs attention: `GET /health` of `market-pipeline serve`."""
+    """The report and whether the pipeline works (failed WARN checks are in the body, not an outage):
+    `GET /health` of `market-pipeline serve`."""
     report, code = health_report()
-    return report, code == EXIT_OK
+    return report, code in (EXIT_OK, EXIT_WARNINGS)

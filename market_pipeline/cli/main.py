@@ -2,7 +2,7 @@
 
     market-pipeline validate-env
     market-pipeline run --start-date 2024-03-01 --end-date 2024-03-03 [--select raw_trades+ ...]
-    market-pipeline demo [--days 3] [--start-date 2024-03-01] [--data-dir DIR]
+    market-pipeline demo [--days 3] [--start-date YYYY-MM-DD] [--data-dir DIR]
     market-pipeline verify-capture FILE ...
     market-pipeline health
     market-pipeline serve [--host 127.0.0.1] [--port 9464]
@@ -12,6 +12,7 @@
     market-pipeline backup --to DIR [--keep N] [--encrypt]
     market-pipeline restore FROM [--allow-nonempty-dagster-home]
     market-pipeline webserver [--workspace workspace.yaml]
+    market-pipeline ui
     market-pipeline rotate-key [DIR ...]
     market-pipeline alert-test
 
@@ -51,8 +52,7 @@ if TYPE_CHECKING:
     from market_pipeline.settings import PipelineSettings
 
 DEMO_INSTRUMENTS = ("BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP")
-DEMO_START = "2024-03-01"
-DEMO_DAYS = 3
+DEMO_DAYS = 3  # ending yesterday by default: the last complete days, which the UI's default windows show
 # The demo's one injected fault, on its last day only: a clock-skew episode (received_time 2 to
 # 5 s after origin_time for 1 to 10 minutes). The hourly p99 of that day fails the NON-blocking
 # clock_skew check with WARN, so the run still completes and the alert sensors have a story.
@@ -166,9 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{' and '.join(DEMO_INSTRUMENTS)}, then show what was produced.",
     )
     demo.add_argument("--days", type=int, default=DEMO_DAYS, metavar="N", help=f"number of days (default {DEMO_DAYS})")
-    demo.add_argument(
-        "--start-date", default=DEMO_START, metavar="YYYY-MM-DD", help=f"first day (default {DEMO_START})"
-    )
+    demo.add_argument("--start-date", metavar="YYYY-MM-DD", help="first day (default: the days end yesterday, UTC)")
     demo.add_argument(
         "--data-dir",
         type=Path,
@@ -232,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     webserver.add_argument(
         "-w", "--workspace", type=Path, default=Path("workspace.yaml"), help="Dagster workspace file"
+    )
+
+    sub.add_parser(
+        "ui",
+        parents=[verbose],
+        help="run one code server, dagster-daemon and the Dagster UI on it (what `make ui` runs)",
+        description="Start one Dagster code server for market_pipeline.definitions on a free 127.0.0.1 port, "
+        "then dagster-daemon and the webserver (on ui.host:ui.port) both served by it; Ctrl-C stops all three.",
     )
 
     for name, verb in (("encrypt", "encrypt"), ("decrypt", "decrypt")):
@@ -358,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             from market_pipeline.cli.webserver import webserver_command
 
             return webserver_command(args.workspace)
+        if args.command == "ui":
+            from market_pipeline.cli.ui import ui_command
+
+            return ui_command()
         if args.command in ("encrypt", "decrypt"):
             from market_pipeline.cli.crypto import crypt_command
 
@@ -559,10 +569,24 @@ def _demo_dagster_home(data_dir: Path) -> tuple[Path, str]:
     return home, "a demo instance in the data dir; DAGSTER_HOME was not set"
 
 
+def demo_days(days: int, start_text: str | None) -> tuple[dt.date, dt.date]:
+    """The demo's first and last day: from --start-date, else the `days` complete UTC days up to yesterday."""
+    if days < 1:
+        raise CliError(f"--days must be at least 1, got {days}", EXIT_USAGE)
+    if start_text is None:
+        end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        return end - dt.timedelta(days=days - 1), end
+    start = parse_date(start_text, "--start-date")
+    return start, start + dt.timedelta(days=days - 1)
+
+
 def demo_settings(start: dt.date, end: dt.date, data_dir_arg: Path | None) -> PipelineSettings:
     """The demo's settings: the environment's, with synthetic data for the demo instruments, the
-    injected fault on the last day, partitions from `start` at the latest and an absolute data dir."""
+    injected fault on the last day, partitions from `start` at the latest and an absolute data dir.
+    A previous demo's saved synthetic settings in the data dir are deleted first (demo_command
+    saves this demo's, so later commands generate the same days)."""
     from market_pipeline.settings import load_settings
+    from market_pipeline.vendors.synthetic.saved_settings import saved_settings_path
 
     overrides: dict[str, object] = {
         "source": "synthetic",
@@ -573,22 +597,25 @@ def demo_settings(start: dt.date, end: dt.date, data_dir_arg: Path | None) -> Pi
     if data_dir_arg is not None:
         overrides["data_dir"] = data_dir_arg
     settings = load_settings(**overrides)
+    # A previous demo's saved fault days are replaced, not merged with this one's.
+    saved_settings_path(settings.data_dir).unlink(missing_ok=True)
+    settings = load_settings(**overrides)
     # The partitions start at PIPELINE_START_DATE: move it back so the demo days exist.
     start_date = min(settings.start_date, start)
     return load_settings(**{**overrides, "start_date": start_date, "data_dir": settings.data_dir.resolve()})
 
 
 def demo_command(
-    days: int, start_text: str, data_dir_arg: Path | None, verbosity: int, show_progress: bool = True
+    days: int, start_text: str | None, data_dir_arg: Path | None, verbosity: int, show_progress: bool = True
 ) -> int:
-    if days < 1:
-        raise CliError(f"--days must be at least 1, got {days}", EXIT_USAGE)
-    start = parse_date(start_text, "--start-date")
-    end = start + dt.timedelta(days=days - 1)
+    from market_pipeline.vendors.synthetic.saved_settings import save_synthetic_settings
+
+    start, end = demo_days(days, start_text)
     settings = demo_settings(start, end, data_dir_arg)
     data_dir = settings.data_dir
     _require_writable_data_dir(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
+    saved = save_synthetic_settings(data_dir, settings.synthetic)
     # The Dagster instance (run history), not the code location: that is built from `settings`.
     with _restored_environ("DAGSTER_HOME"):
         home, how = _demo_dagster_home(data_dir)
@@ -599,6 +626,7 @@ def demo_command(
         print(f"  data dir      {data_dir}")
         print(f"  dagster home  {home} ({how})")
         print(f"  fault         {DEMO_FAULT_EPISODES} clock-skew episode on {end} (received_time 2-5 s late)")
+        print(f"  settings      {saved} (later commands on this data dir generate the same days)")
         code = run_range(settings, start, end, None, verbosity, "cli-demo", show_progress)
         from market_pipeline.cli.report import print_demo_alerts
 
@@ -607,7 +635,8 @@ def demo_command(
         if code == EXIT_OK:
             print()
             print("Next")
-            print(f"  browse the run:  make ui DAGSTER_HOME={home}")
+            print(f"  browse the run:  make ui DAGSTER_HOME={home} PIPELINE_DATA_DIR={data_dir}")
+            print(f"  what failed:     DAGSTER_HOME={home} PIPELINE_DATA_DIR={data_dir} market-pipeline health")
             print("  query the lake from Python (read-only):")
             print("    import duckdb")
             print(f'    con = duckdb.connect("{warehouse}", read_only=True)')

@@ -34,6 +34,10 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
     print()
     print(f"run {result.run_id}: {status}")
     print(f"  {run.start}..{run.end} ({days}), {len(run.asset_keys)} asset(s) in one run")
+    checks = run.check_evaluations
+    if checks:  # first: what failed is what a user reads the summary for
+        print()
+        print_lines(check_summary(checks, verbosity))
     print()
     print("Assets")
     print_lines(_asset_rows(run))
@@ -45,11 +49,6 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
         print()
         print(f"OHLCV bars per day and instrument (main.{BARS_SUMMARY}; an interval without trades has no bar)")
         print_lines(bars)
-    checks = run.check_evaluations
-    if checks:
-        print()
-        print("Asset checks")
-        print_lines(_check_rows(checks))
     skipped = skipped_days(run)
     if skipped:
         print()
@@ -259,10 +258,29 @@ def bar_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
     return format_table(headers, rows, right=[False, False, *([True] * (len(intervals) + 1))]) if rows else []
 
 
+def check_summary(checks: list[dg.AssetCheckEvaluation], verbosity: int = 0) -> list[str]:
+    """The failed evaluations in full, the passed ones as counts per asset (every row with -v)."""
+    failed = [c for c in checks if not c.passed]
+    passed = len(checks) - len(failed)
+    lines = [f"Asset checks: {len(failed)} failed, {passed} passed" + ("" if verbosity else " (all rows: --verbose)")]
+    if verbosity:
+        return lines + _check_rows(checks)
+    if failed:
+        lines += _check_rows(failed)
+    per_asset: dict[str, int] = defaultdict(int)
+    for c in checks:
+        per_asset[c.asset_key.to_user_string()] += c.passed
+    counts = ", ".join(f"{asset} {n}" for asset, n in sorted(per_asset.items()) if n)
+    if counts:
+        lines += wrapped(f"passed per asset: {counts}", indent="    ", first_indent="  ")
+    return lines
+
+
 def _check_rows(checks: list[dg.AssetCheckEvaluation]) -> list[str]:
+    """One row per evaluation, the failed first, each with its description."""
     with_partition = any(getattr(c, "partition", None) for c in checks)
     table, notes = [], []
-    for c in sorted(checks, key=lambda c: (c.asset_key.to_user_string(), c.check_name, str(c.partition))):
+    for c in sorted(checks, key=lambda c: (c.passed, c.asset_key.to_user_string(), c.check_name, str(c.partition))):
         # A passed evaluation still carries the check's default severity; show it only on failure.
         severity = "" if c.passed else getattr(c.severity, "value", str(c.severity))
         row = [c.asset_key.to_user_string(), c.check_name]

@@ -22,13 +22,19 @@ def webserver_argv(settings: PipelineSettings, workspace: Path) -> list[str]:
     return [sys.executable, "-m", "dagster_webserver", "-h", host, "-p", port, "-w", str(workspace)]
 
 
-def webserver_command(workspace: Path) -> int:
+def checked_ui_settings() -> PipelineSettings:
+    """The settings, refused in the prod profile (warned about elsewhere) if the UI is exposed without a reason."""
     settings = load_settings()
     problem = ui_exposure_problem(settings)
     if problem and settings.env == STRICT_PROFILE:
         raise CliError(problem, EXIT_CONFIGURATION)
     if problem:
         eprint(f"warning: {problem}")
+    return settings
+
+
+def webserver_command(workspace: Path) -> int:
+    settings = checked_ui_settings()
     if not workspace.is_file():
         raise CliError(f"--workspace {workspace}: no such file")
     argv = webserver_argv(settings, workspace)

@@ -24,6 +24,7 @@ EXIT_INTEGRITY = 6
 EXIT_CRYPTO = 7
 EXIT_CAPTURE = 8
 EXIT_BLOCKED = 9
+EXIT_WARNINGS = 10  # `health`: a check's latest result failed with WARN severity, and nothing worse
 EXIT_INTERNAL = 70  # an unexpected exception: a bug (sysexits' EX_SOFTWARE)
 EXIT_INTERRUPTED = 130
 

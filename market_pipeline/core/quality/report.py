@@ -53,6 +53,18 @@ def _fmt(value: object) -> str:
     return html.escape(str(value))
 
 
+def _percent(share: float) -> str:
+    """A share (0..1) as a percentage: 0.91376 -> 91.376 %, 1 -> 100 %."""
+    return f"{share * 100:.6g} %"
+
+
+def _figure(column: str, value: object) -> str:
+    """A summary figure: shares (columns ending in _share) as percentages, the rest as they are."""
+    if column.endswith("_share") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _percent(value)
+    return _fmt(value)
+
+
 @dataclass(frozen=True)
 class CheckVerdict:
     """One asset check's result for the day, as the run evaluated it."""
@@ -89,33 +101,56 @@ def _verdicts(verdicts: list[CheckVerdict]) -> str:
     )
 
 
+def _axis_value(value: float, unit: str) -> str:
+    """`value` with its unit: "2158 ms", "12.5 %", "1 tick", "3 ticks"; a count has none ("3")."""
+    if not unit:
+        return f"{value:.4g}"
+    if value == 1 and len(unit) > 2 and unit.endswith("s"):  # a word: one tick, not "1 ticks"
+        unit = unit[:-1]
+    return f"{value:.4g} {unit}"
+
+
 def bar_chart(values: list[float | None], title: str, unit: str, width: int = 480, height: int = 110) -> str:
-    """An SVG bar chart of 24 hourly values (None is an empty bar), its axes labelled with the real
-    range: 0 to the largest value in `unit` upwards, the hours of the UTC day across."""
-    left, bottom, top_margin = 46, 16, 16
-    plot_w, plot_h = width - left - 4, height - bottom - top_margin
+    """An SVG bar chart of 24 hourly values (None is an empty bar), the hours of the UTC day across.
+
+    The y axis runs from 0 to the largest value, with its unit ("" for a count, which the title
+    names: "1 gaps" read wrong); a chart without any value above 0 says so instead of inventing a
+    scale of 1. Values in "%" are shares already multiplied by 100. The right margin holds half of
+    the last hour label, "24:00".
+    """
+    left, right, bottom, top_margin = 46, 16, 16, 16
+    plot_w, plot_h = width - left - right, height - bottom - top_margin
     finite = [v for v in values if v is not None]
-    top = max(finite) if finite and max(finite) > 0 else 1.0
+    top = max(finite, default=0.0)
     bar = plot_w / max(len(values), 1)
     parts = [
         f'<text x="0" y="10" font-size="10">{html.escape(title)}</text>',
         f'<line x1="{left}" y1="{top_margin}" x2="{left}" y2="{top_margin + plot_h}" stroke="#888"/>',
-        f'<line x1="{left}" y1="{top_margin + plot_h}" x2="{width - 4}" y2="{top_margin + plot_h}" stroke="#888"/>',
-        f'<text x="{left - 3}" y="{top_margin + 8}" font-size="9" text-anchor="end">'
-        f"{top:.4g} {html.escape(unit)}</text>",
+        f'<line x1="{left}" y1="{top_margin + plot_h}" x2="{left + plot_w}" y2="{top_margin + plot_h}" stroke="#888"/>',
         f'<text x="{left - 3}" y="{top_margin + plot_h}" font-size="9" text-anchor="end">0</text>',
     ]
+    if top > 0:
+        parts.append(
+            f'<text x="{left - 3}" y="{top_margin + 8}" font-size="9" text-anchor="end">'
+            f"{html.escape(_axis_value(top, unit))}</text>"
+        )
+    else:
+        note = "0 in every hour" if finite else "no values"
+        parts.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{top_margin + plot_h / 2:.1f}" font-size="10" '
+            f'text-anchor="middle" fill="#666">{note}</text>'
+        )
     for hour in range(0, 25, 6):
         x = left + hour * bar
         parts.append(f'<text x="{x:.1f}" y="{height - 3}" font-size="9" text-anchor="middle">{hour:02d}:00</text>')
     for i, v in enumerate(values):
-        if v is None:
+        if v is None or top <= 0:
             continue
         h = (v / top) * plot_h
         parts.append(
             f'<rect x="{left + i * bar + 1:.1f}" y="{top_margin + plot_h - h:.1f}" width="{bar - 2:.1f}" '
-            f'height="{h:.1f}" fill="#4a78b0"><title>{i:02d}:00-{i + 1:02d}:00 UTC: {v:.4g} {html.escape(unit)}'
-            "</title></rect>"
+            f'height="{h:.1f}" fill="#4a78b0"><title>{i:02d}:00-{i + 1:02d}:00 UTC: '
+            f"{html.escape(_axis_value(v, unit))}</title></rect>"
         )
     return (
         f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -132,7 +167,7 @@ def _rows_table(rows: list[dict[str, object]]) -> str:
 
 
 def _section(v: DayValidation) -> str:
-    summary = "".join(f"<tr><th>{label}</th><td>{_fmt(v.row.get(col))}</td></tr>" for col, label in SUMMARY)
+    summary = "".join(f"<tr><th>{label}</th><td>{_figure(col, v.row.get(col))}</td></tr>" for col, label in SUMMARY)
     hourly = v.hourly
     mid = (
         dict(v.details["hourly_mid_dev_ticks"].iter_rows())
@@ -141,13 +176,15 @@ def _section(v: DayValidation) -> str:
     )
     charts = "".join(
         [
-            bar_chart(hourly["gaps_detected"].cast(pl.Float64).to_list(), "gaps detected per hour (UTC)", "gaps"),
+            bar_chart(hourly["gaps_detected"].cast(pl.Float64).to_list(), "gaps detected per hour (UTC)", ""),
             bar_chart(
-                hourly.select(pl.when(pl.col("book_rows") > 0).then(pl.col("unsynced_rows") / pl.col("book_rows")))
+                hourly.select(
+                    pl.when(pl.col("book_rows") > 0).then(pl.col("unsynced_rows") * 100 / pl.col("book_rows"))
+                )
                 .to_series()
                 .to_list(),
-                "share of book rows out of sync per hour (UTC)",
-                "share",
+                "book rows out of sync per hour (UTC)",
+                "%",
             ),
             bar_chart(hourly["skew_p99_ms"].to_list(), "clock skew p99 per hour (UTC)", "ms"),
             bar_chart([mid.get(h) for h in range(24)], "max mid deviation per hour (UTC)", "ticks"),

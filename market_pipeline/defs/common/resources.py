@@ -61,7 +61,7 @@ def pipeline_resource(settings: PipelineSettings) -> dg.ResourceDefinition:
     """The `pipeline` resource: `settings` itself, handed to core when a step or sensor starts."""
 
     def _settings(context: dg.InitResourceContext) -> PipelineSettings:
-        return use_settings(settings, context.run_id)  # no run (a sensor): None
+        return use_settings(settings, context.run.run_id if context.run else None)  # no run (a sensor): None
 
     return dg.ResourceDefinition(
         resource_fn=_settings,
