@@ -94,7 +94,8 @@ def test_exit_code_and_summary_name_the_skipped_day_and_its_reason(bad_day_run):
     assert GOOD[0].isoformat() not in section and GOOD[1].isoformat() not in section
     assert f"1 day(s) did not complete ({BAD.isoformat()};" in err
     # The Assets table counts only the days the asset really processed.
-    row = next(line.split() for line in out.splitlines() if line.strip().startswith("reconstructed_books "))
+    assets = out.split("\nAssets\n", 1)[1].split("\n\n", 1)[0]  # the checks' counts come first
+    row = next(line.split() for line in assets.splitlines() if line.strip().startswith("reconstructed_books "))
     assert "2/3" in row and "skipped" in row
 
 
