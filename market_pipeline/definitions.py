@@ -48,7 +48,12 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
         build_quality_definitions(partitions, policy),
         build_metrics_definitions(partitions, policy),
         build_bars_definitions(partitions, policy),
-        build_agreement_definitions(partitions, policy, blocking=settings.agreement.blocking),
+        # Only with a reference source (PIPELINE_SOURCES): otherwise the graph is as it was.
+        *(
+            [build_agreement_definitions(partitions, policy, settings.agreement.blocking)]
+            if settings.reference_sources
+            else []
+        ),
     )
     automation = build_automation_definitions(
         list(stages.assets or []),

@@ -187,3 +187,25 @@ def test_the_checks_fail_where_they_should(agreement_run):
     for day in (CLEAN, UNCAPTURED):  # clean, and nothing to compare
         for check in ("trades_missing", "messages_missing", "ticker_agreement"):
             assert verdicts[(check, day.isoformat())] is True, (check, day)
+
+
+def test_the_report_and_the_run_summary_show_it(agreement_run):
+    from market_pipeline.cli.agreement_summary import agreement_rows
+    from market_pipeline.core.quality.agreement_report import agreement_report_path
+
+    result, _, _, _, settings = agreement_run
+    report = agreement_report_path(settings.data_dir.resolve(), DAMAGED)
+    text = report.read_text()
+    assert KEY in text and "reference trades the vendor lacks" in text
+    meta = {
+        m.partition: m.metadata
+        for m in result.asset_materializations_for_node("source_agreement")
+        if m.asset_key.to_user_string() == "source_agreement"
+    }
+    assert meta[DAMAGED.isoformat()]["report"].value == str(report)
+    lines = agreement_rows(settings.warehouse_path, DAMAGED, UNCAPTURED)
+    by_day = {line.split()[0]: line.split() for line in lines if line.split()[0][:4] == "2024"}
+    assert sorted(by_day) == [DAMAGED.isoformat(), CLEAN.isoformat(), UNCAPTURED.isoformat()]
+    damaged = by_day[DAMAGED.isoformat()]
+    assert damaged[1:5] == [KEY, "compared", str(FAULTS["dropped_messages"]), str(FAULTS["dropped_trades"])]
+    assert by_day[UNCAPTURED.isoformat()][2] == "no_reference_data"

@@ -26,6 +26,7 @@ from market_pipeline.core.lake.paths import (
     raw_partition_dir,
 )
 from market_pipeline.core.quality.agreement import HOURLY_SCHEMA, AgreementInputs, compare_day, day_summary
+from market_pipeline.core.quality.agreement_report import write_agreement_report
 from market_pipeline.core.telemetry import progress
 from market_pipeline.defs.agreement.reference import import_reference_day
 from market_pipeline.defs.common.backfill import SINGLE_RUN
@@ -115,14 +116,17 @@ def agree_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
     hours: list[pl.DataFrame] = []
     for day in days:
         missing = missing_instruments(context.instance, day)
-        day_rows = 0
+        day_rows = hour_rows = 0
+        reported: list[tuple[dict[str, object], pl.DataFrame]] = []
         for instrument in compared:
             with progress.task(f"source_agreement {day} {instrument.key}"):
                 row, hourly = agree_instrument_day(settings, instrument, day, context.run.run_id, missing)
             _write_lake(settings, instrument, day, row, hourly)
             rows.append(row)
+            reported.append((row, hourly))
             hours.append(hourly.select(pl.lit(day).alias("dt"), pl.lit(instrument.key).alias("instrument"), pl.all()))
             day_rows += 1
+            hour_rows += hourly.height
             context.log.info(
                 f"source_agreement {day} {instrument.key}: {row['status']}"
                 + (
@@ -133,11 +137,14 @@ def agree_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
                 ),
                 extra=stage_log_fields([DAILY, HOURLY], day, instrument.key),
             )
+        report = write_agreement_report(settings.data_dir.resolve(), day, reported)
         context.add_asset_metadata(
-            {"rows": day_rows, IO_MANAGER_ROW_COUNT: day_rows}, asset_key=DAILY, partition_key=day.isoformat()
+            {"rows": day_rows, IO_MANAGER_ROW_COUNT: day_rows, "report": dg.MetadataValue.path(str(report))},
+            asset_key=DAILY,
+            partition_key=day.isoformat(),
         )
         context.add_asset_metadata(
-            {"rows": 24 * day_rows, IO_MANAGER_ROW_COUNT: 24 * day_rows},
+            {"rows": hour_rows, IO_MANAGER_ROW_COUNT: hour_rows},
             asset_key=HOURLY,
             partition_key=day.isoformat(),
         )
