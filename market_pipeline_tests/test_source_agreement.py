@@ -209,3 +209,17 @@ def test_the_report_and_the_run_summary_show_it(agreement_run):
     damaged = by_day[DAMAGED.isoformat()]
     assert damaged[1:5] == [KEY, "compared", str(FAULTS["dropped_messages"]), str(FAULTS["dropped_trades"])]
     assert by_day[UNCAPTURED.isoformat()][2] == "no_reference_data"
+
+
+def test_the_rows_do_not_depend_on_the_batch_size(agreement_run, tmp_path):
+    """Each side is read in batches and spilled by hour: any batch size gives the same rows."""
+    from market_pipeline.core.lake.paths import reference_lake_dir
+    from market_pipeline.core.quality.agreement import compare_day
+    from market_pipeline.defs.agreement.assets import agreement_inputs
+
+    _, _, hourly, _, settings = agreement_run
+    instrument = settings.universe[0]
+    inputs = agreement_inputs(settings, reference_lake_dir(settings.lake_dir, "capture"), instrument, DAMAGED)
+    small = compare_day(inputs, tmp_path / "small", 1_000, settings.agreement.top_levels)
+    stored = hourly.filter(pl.col("dt") == DAMAGED).drop("dt", "instrument")
+    assert small.equals(stored.select(small.columns))

@@ -49,10 +49,8 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
     agreement = agreement_rows(settings.warehouse_path, run.start, run.end)
     if agreement:
         print()
-        print(
-            "Source agreement (main.source_agreement): reference messages and trades the vendor lacks, messages "
-            "it received at another time, share of bookTickers its book agrees with"
-        )
+        print("Source agreement (main.source_agreement): the reference's messages and trades the vendor lacks,")
+        print("messages it received at another time, share of bookTickers its in-sync book agrees with")
         print_lines(agreement)
     checks = run.check_evaluations
     if checks:

@@ -75,6 +75,7 @@ class AgreementInputs:
     vendor_deltas: Path
     vendor_trades: Path
     vendor_snapshots: Path
+    vendor_checkpoint: Path | None  # the vendor's book at the end of the day before, when the lake has it
     vendor_books: Path | None  # lake/books of the day; None: no book comparison
     reference_deltas: Path
     reference_trades: Path
@@ -117,7 +118,7 @@ def _vendor_message_books(inputs: AgreementInputs, scratch: Path) -> Path:
         deltas_path=inputs.vendor_deltas,
         book_path=inputs.vendor_snapshots,
         output_path=output,
-        checkpoint_in=None,  # the day stands alone: rows before its first snapshot say unsynced
+        checkpoint_in=inputs.vendor_checkpoint,  # as the published books: continued from the day before
         checkpoint_out=scratch / "vendor_message_books.checkpoint.parquet",
         grid=inputs.grid,
         day=inputs.day,

@@ -22,6 +22,7 @@ from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     agreement_dir,
     books_partition_dir,
+    checkpoint_path,
     make_private_dirs,
     raw_partition_dir,
 )
@@ -44,7 +45,9 @@ UPSTREAM = ["raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructe
 DAY_FILE, HOURS_FILE = "day.parquet", "hourly.parquet"
 
 
-def _inputs(settings: PipelineSettings, reference_lake, instrument: Instrument, day: dt.date) -> AgreementInputs:
+def agreement_inputs(
+    settings: PipelineSettings, reference_lake, instrument: Instrument, day: dt.date
+) -> AgreementInputs:
     ex, sym = instrument.exchange, instrument.symbol
 
     def raw(lake, table: str):
@@ -60,6 +63,7 @@ def _inputs(settings: PipelineSettings, reference_lake, instrument: Instrument, 
         vendor_deltas=raw(settings.lake_dir, "book_delta_v2"),
         vendor_trades=raw(settings.lake_dir, "trades"),
         vendor_snapshots=raw(settings.lake_dir, "book"),
+        vendor_checkpoint=checkpoint_path(settings.lake_dir, ex, sym, day - dt.timedelta(days=1)),
         vendor_books=vendor_books if compare_books else None,
         reference_deltas=raw(reference_lake, "book_delta_v2"),
         reference_trades=raw(reference_lake, "trades"),
@@ -89,7 +93,7 @@ def agree_instrument_day(
     make_private_dirs(scratch_root)
     with tempfile.TemporaryDirectory(prefix="agreement-", dir=scratch_root) as scratch:
         hourly = compare_day(
-            _inputs(settings, imported.lake_dir, instrument, day),
+            agreement_inputs(settings, imported.lake_dir, instrument, day),
             scratch_root / scratch,
             settings.agreement.batch_rows,
             min(settings.agreement.top_levels, settings.book.depth),
