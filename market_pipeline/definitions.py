@@ -18,6 +18,7 @@ from __future__ import annotations
 import dagster as dg
 
 from market_pipeline.core.structured_logs import configure_console_logs
+from market_pipeline.defs.agreement.definitions import build_agreement_definitions
 from market_pipeline.defs.alerts.definitions import build_alert_definitions
 from market_pipeline.defs.automation.definitions import build_automation_definitions
 from market_pipeline.defs.bars.definitions import build_bars_definitions
@@ -47,6 +48,12 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
         build_quality_definitions(partitions, policy),
         build_metrics_definitions(partitions, policy),
         build_bars_definitions(partitions, policy),
+        # Only with a reference source (PIPELINE_SOURCES): otherwise the graph is as it was.
+        *(
+            [build_agreement_definitions(partitions, policy, settings.agreement.blocking)]
+            if settings.reference_sources
+            else []
+        ),
     )
     automation = build_automation_definitions(
         list(stages.assets or []),

@@ -180,6 +180,40 @@ class CliSettings(BaseModel):
     run_wait_timeout_seconds: float = Field(3600.0, gt=0)
 
 
+class SourcePair(BaseModel):
+    """One instrument's sources (`PIPELINE_SOURCES`): the vendor whose books are published, and the
+    one its days are cross-checked against (`source_agreement`), usually `capture`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary: str
+    reference: str | None = None
+
+    @field_validator("primary", "reference")
+    @classmethod
+    def _known(cls, value: str | None) -> str | None:
+        if value is not None:
+            get_vendor(value)  # ValueError naming the known sources
+        return value
+
+
+SOURCES_EXAMPLE = """'{"BINANCE_FUTURES:BTC-USDT-PERP": {"primary": "tardis", "reference": "capture"}}'"""
+
+
+class AgreementSettings(BaseModel):
+    """The `source_agreement` asset and its checks (docs/configuration.md, "Primary and reference sources")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_levels: int = Field(5, ge=1, le=20)  # levels of each side compared between the two rebuilt books
+    # Rows per read and per spilled hour part: what sets the comparison's memory.
+    batch_rows: int = Field(200_000, ge=1_000)
+    min_ticker_agreement_share: float = Field(0.999, ge=0, le=1)  # of the capture's bookTickers
+    max_trades_missing: int = Field(0, ge=0)  # capture trades the vendor lacks
+    max_messages_missing: int = Field(0, ge=0)  # capture messages (update ids) the vendor lacks
+    blocking: bool = False  # whether a failed agreement check stops what depends on source_agreement
+
+
 class PipelineSettings(*vendor_configs(), BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PIPELINE_",
@@ -192,6 +226,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     env: Profile = DEFAULT_PROFILE  # the config.yaml profile overlaid on its base (PIPELINE_ENV)
     data_dir: Path = Path("./data")
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
+    # EXCHANGE:SYMBOL -> {primary, reference}; instruments not listed: PIPELINE_SOURCE, no reference.
+    # One JSON object in the environment (decoded here: no PIPELINE_SOURCES__* names).
+    sources: Annotated[dict[str, SourcePair], NoDecode] = Field(default_factory=dict)
     start_date: dt.date = dt.date(2024, 1, 1)
     instruments: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]
@@ -220,6 +257,7 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     cli: CliSettings = Field(default_factory=CliSettings)
     bars: BarSettings = Field(default_factory=BarSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    agreement: AgreementSettings = Field(default_factory=AgreementSettings)
     # How log records are written to the console: text lines, or one JSON object per line.
     log_format: Literal["text", "json"] = "text"
 
@@ -257,6 +295,16 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     @classmethod
     def _check_source(cls, value: str) -> str:
         get_vendor(value)  # ValueError naming the known sources
+        return value
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _decode_sources(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg}); e.g. {SOURCES_EXAMPLE}") from None
         return value
 
     @field_validator("instruments", mode="before")
@@ -305,6 +353,33 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> PipelineSettings:
+        problems = []
+        for key, pair in self.sources.items():
+            where = f"PIPELINE_SOURCES: {key}"
+            if key not in self.instruments:
+                problems.append(f"{where} is not in PIPELINE_INSTRUMENTS")
+            if pair.primary != self.source:
+                # One code location publishes one vendor's books; a per-instrument primary is not built yet.
+                problems.append(f"{where}: primary {pair.primary!r} must be PIPELINE_SOURCE ({self.source!r})")
+            if pair.reference == pair.primary:
+                problems.append(f"{where}: the reference source is the primary one")
+        for name in sorted(self.reference_sources - {self.source}):
+            problems += [f"PIPELINE_SOURCES reference {name}: {p}" for p in get_vendor(name).problems(self)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def reference_source(self, instrument_key: str) -> str | None:
+        """The source `instrument_key`'s days are cross-checked against, if any (`PIPELINE_SOURCES`)."""
+        pair = self.sources.get(instrument_key)
+        return pair.reference if pair else None
+
+    @property
+    def reference_sources(self) -> set[str]:
+        return {pair.reference for pair in self.sources.values() if pair.reference}
 
     @cached_property
     def universe(self) -> tuple[Instrument, ...]:
@@ -417,8 +492,8 @@ def variable_names(model: type[BaseModel] = None, prefix: str = ENV_PREFIX) -> t
             inner, inner_open = variable_names(group, name + "__")
             names |= inner
             open_prefixes |= inner_open
-        elif typing.get_origin(info.annotation) is dict:
-            open_prefixes.add(name + "__")
+        elif typing.get_origin(info.annotation) is dict and NoDecode not in info.metadata:
+            open_prefixes.add(name + "__")  # a NoDecode dict is one JSON value: no nested names
     return names, open_prefixes
 
 

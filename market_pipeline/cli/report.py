@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from market_pipeline.cli.agreement_summary import agreement_rows
 from market_pipeline.cli.common import EXIT_FAILED, WIDTH, CliError, fmt_int, format_table, print_lines
 from market_pipeline.core.lake.paths import quarantine_dir
 from market_pipeline.core.security.scrub import scrub_text
@@ -49,6 +50,12 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
         print()
         print(f"OHLCV bars per day and instrument (main.{BARS_SUMMARY}; an interval without trades has no bar)")
         print_lines(bars)
+    agreement = agreement_rows(settings.warehouse_path, run.start, run.end)
+    if agreement:
+        print()
+        print("Source agreement (main.source_agreement): the reference's messages and trades the vendor lacks,")
+        print("messages it received at another time, share of bookTickers its in-sync book agrees with")
+        print_lines(agreement)
     skipped = skipped_days(run)
     if skipped:
         print()

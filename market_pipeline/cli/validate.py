@@ -69,6 +69,8 @@ def environment_problems(settings: PipelineSettings) -> tuple[list[str], list[st
     if problem:
         errors.append(f"PIPELINE_DATA_DIR: {problem}")
     errors += get_vendor(settings.source).environment(settings)
+    for name in sorted(settings.reference_sources - {settings.source}):
+        errors += [f"PIPELINE_SOURCES reference {name}: {p}" for p in get_vendor(name).environment(settings)]
     home = os.environ.get("DAGSTER_HOME", "").strip()
     if not home:
         warnings.append(
@@ -96,6 +98,8 @@ def describe(settings: PipelineSettings) -> list[str]:
     if summary:
         source += f" ({summary})"
     lines.append(f"  source          {source}")
+    for key, pair in sorted(settings.sources.items()):
+        lines.append(f"    {key}: primary {pair.primary}, reference {pair.reference or 'none'}")
     exists = "" if data_dir.exists() else " (will be created)"
     lines.append(f"  data dir        {data_dir}{exists}")
     lines.append(f"  start date      {settings.start_date}")

@@ -136,6 +136,9 @@ class Vendor:
     problems: Callable[[Any], list[str]] = lambda settings: []
     environment: Callable[[Any], list[str]] = lambda settings: []
     describe: Callable[[Any], str] = lambda settings: ""
+    # Whether `book_delta_v2.sequence_number` is the exchange's update id (Crypto Lake's Binance
+    # data): then `source_agreement` can match its messages to a capture's by id.
+    update_ids: bool = False
 
 
 def directory_problem(variable: str, path: Path | None) -> list[str]:

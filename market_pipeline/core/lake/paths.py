@@ -91,3 +91,15 @@ def capture_fidelity_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.dat
 
 def checkpoint_path(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
     return partition_dir(lake_dir, "checkpoints", exchange, symbol, day) / "book.parquet"
+
+
+def reference_lake_dir(lake_dir: Path, source: str) -> Path:
+    """lake/reference/source=<name>/: a reference source's raw tables and books (`source_agreement`), in
+    the lake's own layout below it, apart from the primary source's: no view, check or asset of the
+    primary source reads below it."""
+    return lake_dir / "reference" / f"source={source}"
+
+
+def agreement_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
+    """lake/agreement/exchange=X/symbol=Y/dt=D/: the hourly rows of one instrument-day's source agreement."""
+    return partition_dir(lake_dir, "agreement", exchange, symbol, day)

@@ -27,6 +27,7 @@ LOCAL = Vendor(
     problems=local_problems,
     environment=lambda settings: directory_problem("PIPELINE_LOCAL_DIR", settings.local_dir),
     describe=lambda settings: str(settings.local_dir.resolve()) if settings.local_dir else "?",
+    update_ids=True,  # Binance's sequence_number is the exchange update id
 )
 
 
@@ -44,4 +45,5 @@ S3 = Vendor(
     build=_build_s3,
     config=CryptoLakeConfig,
     describe=_describe_s3,
+    update_ids=True,  # Binance's sequence_number is the exchange update id
 )

@@ -24,4 +24,5 @@ VENDOR = Vendor(
     build=_build,
     config=SyntheticConfig,
     describe=_describe,
+    update_ids=True,  # message sequence numbers, which its captures carry as update ids
 )

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+ADDED_FAULTS = ("dropped_trades", "stale_snapshots")
+
 
 class FaultSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -18,7 +20,15 @@ class FaultSettings(BaseModel):
     duplicated_rows: int = Field(0, ge=0)
     out_of_order_rows: int = Field(0, ge=0)
     truncated_file: bool = False
+    # Damage a vendor copy is checked for against a capture of the same day (source_agreement).
+    dropped_trades: int = Field(0, ge=0)  # trades left out of the trades table
+    stale_snapshots: int = Field(0, ge=0)  # book snapshots showing the levels of the snapshot before
     days: list[dt.date] = Field(default_factory=list)
+
+    def digest_json(self) -> str:
+        """The settings as hashed into the fault picks. Faults added later are left out while off,
+        so the days of earlier settings keep their picks (and their bytes)."""
+        return self.model_dump_json(exclude={name for name in ADDED_FAULTS if not getattr(self, name)})
 
     def applies_to(self, day: dt.date) -> bool:
         return not self.days or day in self.days

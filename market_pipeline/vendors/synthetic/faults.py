@@ -25,6 +25,8 @@ FAULT_NAMES = (
     "duplicated_rows",
     "out_of_order_rows",
     "truncated_file",
+    "dropped_trades",
+    "stale_snapshots",
 )
 
 _OFF_GRID_TICKS = Decimal("0.37")
@@ -58,6 +60,11 @@ class DeltaRows:
     @staticmethod
     def concat(first: DeltaRows, second: DeltaRows) -> DeltaRows:
         return DeltaRows(*(np.concatenate([getattr(first, f.name), getattr(second, f.name)]) for f in fields(first)))
+
+
+def _instants(rng: np.random.Generator, count: int, day_start_ns: int) -> list[int]:
+    """`count` instants of the day, in order, within the first 90% of it."""
+    return sorted(day_start_ns + int(x) for x in rng.integers(_SECOND, int(_DAY * _TARGET_SPAN), size=count))
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,65 @@ class FaultInjector:
             )
         self._truncate = faults.truncated_file
         self._held: DeltaRows | None = None
+        # Trades and snapshots are picked by time: the first one at or after each drawn instant
+        # (drawn last, so the picks above are the same with these faults on or off).
+        self._trade_times = _instants(rng, faults.dropped_trades, day_start_ns)
+        self._stale_times = _instants(rng, faults.stale_snapshots, day_start_ns)
+        self._last_snapshot: tuple[np.ndarray, ...] | None = None
+
+    def drop_trades(self, origin: np.ndarray, trade_ids: np.ndarray, received: np.ndarray) -> np.ndarray:
+        """The indices of a block's trades to keep (trades in origin order); dropped ones recorded."""
+        due = self._due(self._trade_times, origin)
+        for i in due:
+            self.records["dropped_trades"].append(
+                {"trade_id": str(trade_ids[i]), "origin_time": int(origin[i]), "received_time": int(received[i])}
+            )
+        return np.delete(np.arange(len(origin)), due)
+
+    def stale_book(self, origin: np.ndarray, seq: np.ndarray, levels: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        """A block's snapshot levels (bid ticks, bid sizes, ask ticks, ask sizes; level-major) with the
+        picked snapshots showing the levels of the snapshot before. A pick is the first snapshot at or
+        after its instant whose top of book differs from the one before, so that the damage shows
+        against the exchange's bookTicker (a stale copy of an unchanged top would not)."""
+        previous = self._last_snapshot
+        if not len(origin):
+            return levels
+        tops = np.stack([a[0] for a in levels])  # (4, n): best bid tick and size, best ask tick and size
+        before_first = np.array([b[0] for b in previous]) if previous is not None else tops[:, 0]
+        changed = np.flatnonzero(np.any(tops != np.column_stack([before_first, tops[:, :-1]]), axis=0))
+        self._last_snapshot = tuple(a[:, -1].copy() for a in levels)
+        picked: list[int] = []
+        while self._stale_times and self._stale_times[0] <= origin[-1]:
+            at = int(np.searchsorted(changed, np.searchsorted(origin, self._stale_times[0])))
+            while at < len(changed) and int(changed[at]) in picked:
+                at += 1
+            if at == len(changed):
+                break  # no change left in this block: the instant waits for the next one
+            self._stale_times.pop(0)
+            picked.append(int(changed[at]))
+        if not picked:
+            return levels
+        shown = tuple(a.copy() for a in levels)
+        for i in sorted(picked):
+            before = tuple(a[:, i - 1] for a in levels) if i > 0 else previous
+            assert before is not None  # the day's first snapshot has no change to show
+            for a, b in zip(shown, before, strict=True):
+                a[:, i] = b
+            self.records["stale_snapshots"].append({"sequence_number": int(seq[i]), "origin_time": int(origin[i])})
+        return shown
+
+    @staticmethod
+    def _due(instants: list[int], origin: np.ndarray) -> list[int]:
+        """Indices of the rows first at or after each pending instant that this block reaches (one
+        row per instant, distinct); those instants are consumed."""
+        picked: list[int] = []
+        while instants and len(origin) and instants[0] <= origin[-1]:
+            i = int(np.searchsorted(origin, instants.pop(0)))
+            while i in picked and i + 1 < len(origin):
+                i += 1
+            if i not in picked:
+                picked.append(i)
+        return sorted(picked)
 
     def push(self, rows: DeltaRows) -> DeltaRows:
         """Faulted rows ready for the file; a message whose swap partner is still to come waits."""

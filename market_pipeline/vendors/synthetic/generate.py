@@ -12,7 +12,7 @@ import json
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -48,6 +48,7 @@ _MIN_MID_TICKS = 10_000  # the book spans ~2,000 ticks a side; a coarser grid wo
 _LEVEL_NOTIONAL = 25_000.0  # median resting size, in quote currency
 _TRADE_NOTIONAL = 2_000.0  # median taker size, in quote currency
 
+_LEVELS = ("s_bid_tick", "s_bid_size", "s_ask_tick", "s_ask_size")  # a block's snapshot levels
 _ARROW_TYPES = {pl.Int64(): pa.int64(), pl.Float64(): pa.float64(), pl.Boolean(): pa.bool_(), pl.String(): pa.string()}
 
 
@@ -165,7 +166,7 @@ def generate_day(
     market_key = (settings.seed, instrument.exchange, instrument.symbol, day.isoformat(), settings.profile)
     market_digest = _digest(*market_key, scale)
     faults = settings.faults if settings.faults.applies_to(day) else FaultSettings()
-    fault_digest = _digest(*market_key, scale, faults.model_dump_json())
+    fault_digest = _digest(*market_key, scale, faults.digest_json())
 
     messages_per_day = _PROFILE_DELTA_ROWS[settings.profile] * scale / _ROWS_PER_MESSAGE
     params = _market_params(instrument, market_digest, messages_per_day)
@@ -218,8 +219,10 @@ def generate_day(
 
         def write_trades_and_deltas(block: Block) -> None:
             if len(block.t_origin):
-                trades_out.write_table(_trades_table(block, price_grid, lot_grid))
-                rows["trades"] += len(block.t_origin)
+                kept = injector.drop_trades(block.t_origin, block.t_id, block.t_recv)
+                trades = _trades_table(block, price_grid, lot_grid).take(kept)
+                trades_out.write_table(trades)
+                rows["trades"] += trades.num_rows
             write_deltas(
                 injector.push(
                     DeltaRows(
@@ -239,7 +242,13 @@ def generate_day(
                 truth = _book_table(block, price_grid, lot_grid)
                 truth_out.write_table(truth)
                 received = injector.skew_book(block.s_origin, block.s_recv)
-                book_out.write_table(truth.set_column(1, "received_time", pa.array(received)))
+                true_levels = (block.s_bid_tick, block.s_bid_size, block.s_ask_tick, block.s_ask_size)
+                levels = injector.stale_book(block.s_origin, block.s_seq, true_levels)
+                vendor = truth
+                if levels is not true_levels:
+                    stale = replace(block, **dict(zip(_LEVELS, levels, strict=True)))
+                    vendor = _book_table(stale, price_grid, lot_grid)
+                book_out.write_table(vendor.set_column(1, "received_time", pa.array(received)))
                 rows["book"] += len(block.s_origin)
 
         # The kernel releases the GIL: it simulates the next block while two writer lanes

@@ -1,0 +1,43 @@
+"""The run summary's source agreement lines: one per instrument-day of `main.source_agreement`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from market_pipeline.cli.common import fmt_int, format_table
+
+# The reference's messages and trades the vendor lacks, its messages the vendor received later or
+# earlier, and the share of its bookTickers the vendor's book agrees with.
+HEADERS = ["dt", "instrument", "status", "msgs", "trades", "delayed", "tickers"]
+
+
+def agreement_rows(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
+    """Table lines of the run's days in `main.source_agreement`, read-only; none when it is absent."""
+    if not warehouse.is_file():
+        return []
+    import duckdb
+
+    query = "SELECT * FROM main.source_agreement WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? ORDER BY dt, instrument"
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            found = con.execute(query, [start.isoformat(), end.isoformat()]).pl()
+    except duckdb.CatalogException:  # no reference source configured: no such table
+        return []
+    except duckdb.Error as exc:
+        return [f"  (cannot read {warehouse}: {exc})"]
+    rows = []
+    for row in found.iter_rows(named=True):
+        share = row.get("ticker_agreement_share")
+        rows.append(
+            [
+                str(row["dt"]),
+                row["instrument"],
+                row["status"],
+                fmt_int(row.get("messages_missing")),
+                fmt_int(row.get("trades_missing")),
+                fmt_int(row.get("delayed_messages")),
+                "-" if share is None else f"{share:.2%}",
+            ]
+        )
+    return format_table(HEADERS, rows, right=[False] * 3 + [True] * 4) if rows else []

@@ -1,0 +1,327 @@
+"""Two sources of one instrument-day compared message by message: a vendor day (the primary
+source) against a golden-sample capture of the same day (the reference), hour by hour.
+
+What is compared (docs/data-formats.md, "Source agreement"):
+- messages by exchange update id (the vendor's `sequence_number` where it is Binance's update id,
+  as in Crypto Lake): the capture's messages the vendor lacks, the vendor's the capture lacks, and
+  the vendor's receive time minus the capture's for the messages both have (quantiles, in ms);
+- trades by exchange trade id: missing in the vendor, extra, differing price, size or side;
+- the vendor's book rebuilt message by message (core's replay, top level) against every
+  bookTicker of the capture: best bid and ask prices and sizes exact, matched by update id (the
+  vendor's book after its last message with an id <= the ticker's);
+- the vendor's own snapshots against the bookTicker of the same update id (a stale snapshot);
+- the two rebuilt books (the vendor's `lake/books`, the capture's under the reference area) at
+  their common sample instants, the top `top_levels` levels of each side, where both are in sync.
+Hours are UTC hours of the exchange time (the sample time for the books), identical in both sources.
+Each side is read once in batches and spilled by hour (`agreement_spill`); memory is one batch,
+then one hour of a few columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from market_pipeline.core.book.rebuild import Grid, rebuild_day
+from market_pipeline.core.quality.agreement_spill import HOURS, HourSpill, iter_frames
+
+NS_PER_MS = 1_000_000
+TOP = ["bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size"]
+TICKER_TOP = {
+    "bid_price": "bid_0_price",
+    "bid_size": "bid_0_size",
+    "ask_price": "ask_0_price",
+    "ask_size": "ask_0_size",
+}
+
+# Hourly figures, in the order of the warehouse table (after dt, instrument, hour).
+COUNT_COLUMNS = (
+    "messages_reference",
+    "messages_vendor",
+    "messages_missing",
+    "messages_extra",
+    "delayed_messages",
+    "trades_reference",
+    "trades_vendor",
+    "trades_missing",
+    "trades_extra",
+    "trades_price_differs",
+    "trades_size_differs",
+    "trades_side_differs",
+    "tickers",
+    "tickers_matched",
+    "tickers_differing",
+    "tickers_unsynced",
+    "snapshots_compared",
+    "snapshots_differing",
+    "book_instants",
+    "book_instants_differing",
+    "book_instants_unsynced",
+)
+DELAY_COLUMNS = ("delay_p50_ms", "delay_p99_ms", "delay_max_ms")
+HOURLY_SCHEMA = {"hour": pl.Int64, **dict.fromkeys(COUNT_COLUMNS, pl.Int64), **dict.fromkeys(DELAY_COLUMNS, pl.Float64)}
+
+
+@dataclass(frozen=True)
+class AgreementInputs:
+    """One instrument-day's files of both sources (lake-shaped raw tables and books)."""
+
+    day: dt.date
+    grid: Grid
+    contiguous: bool  # the vendor's sequence semantics, for its message-by-message rebuild
+    vendor_deltas: Path
+    vendor_trades: Path
+    vendor_snapshots: Path
+    vendor_checkpoint: Path | None  # the vendor's book at the end of the day before, when the lake has it
+    vendor_books: Path | None  # lake/books of the day; None: no book comparison
+    reference_deltas: Path
+    reference_trades: Path
+    reference_tickers: Path
+    reference_books: Path | None
+
+
+def _day_start(day: dt.date) -> int:
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
+
+
+def _spill(scratch: Path, name: str, day: dt.date, time_column: str, frames) -> HourSpill:
+    spill = HourSpill(scratch, name, _day_start(day), time_column)
+    try:
+        for frame in frames:
+            spill.add(frame)
+    finally:
+        spill.close()
+    return spill
+
+
+def _messages(path: Path, batch_rows: int):
+    """One row per message and batch (a message split across batches is merged per hour later)."""
+    for frame in iter_frames(path, ["origin_time", "received_time", "sequence_number"], batch_rows):
+        yield frame.group_by("sequence_number").agg(pl.col("origin_time").min(), pl.col("received_time").min())
+
+
+def _books(path: Path, trigger: str, columns: list[str], batch_rows: int):
+    """Rows of one trigger of a books file, decimals as floats (the nearest float of each decimal,
+    as a raw table holds the same value: equal values compare equal)."""
+    wanted = ["origin_time", "received_time", "sequence_number", "synced", "trigger", *columns]
+    for frame in iter_frames(path, wanted, batch_rows):
+        yield frame.filter(pl.col("trigger") == trigger).drop("trigger").with_columns(pl.col(columns).cast(pl.Float64))
+
+
+def _vendor_message_books(inputs: AgreementInputs, scratch: Path) -> Path:
+    """The vendor's book after each of its messages (top level), by core's replay of its raw day."""
+    output = scratch / "vendor_message_books.parquet"
+    rebuild_day(
+        deltas_path=inputs.vendor_deltas,
+        book_path=inputs.vendor_snapshots,
+        output_path=output,
+        checkpoint_in=inputs.vendor_checkpoint,  # as the published books: continued from the day before
+        checkpoint_out=scratch / "vendor_message_books.checkpoint.parquet",
+        grid=inputs.grid,
+        day=inputs.day,
+        contiguous=inputs.contiguous,
+        depth=1,
+        interval_ms=0,  # one row per message
+    )
+    return output
+
+
+def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_levels: int) -> pl.DataFrame:
+    """The 24 hourly rows of one instrument-day (`hour`, COUNT_COLUMNS, DELAY_COLUMNS)."""
+    day = inputs.day
+    vendor_messages = _spill(
+        scratch, "vendor_messages", day, "origin_time", _messages(inputs.vendor_deltas, batch_rows)
+    )
+    reference_messages = _spill(
+        scratch, "reference_messages", day, "origin_time", _messages(inputs.reference_deltas, batch_rows)
+    )
+    trade_columns = ["origin_time", "trade_id", "side", "price", "quantity"]
+    vendor_trades = _spill(
+        scratch, "vendor_trades", day, "origin_time", iter_frames(inputs.vendor_trades, trade_columns, batch_rows)
+    )
+    reference_trades = _spill(
+        scratch, "reference_trades", day, "origin_time", iter_frames(inputs.reference_trades, trade_columns, batch_rows)
+    )
+    ticker_columns = ["origin_time", "update_id", *TICKER_TOP]
+    tickers = _spill(
+        scratch,
+        "tickers",
+        day,
+        "origin_time",
+        (f.rename(TICKER_TOP) for f in iter_frames(inputs.reference_tickers, ticker_columns, batch_rows)),
+    )
+    snapshots = _spill(
+        scratch,
+        "vendor_snapshots",
+        day,
+        "origin_time",
+        iter_frames(inputs.vendor_snapshots, ["origin_time", "sequence_number", *TOP], batch_rows),
+    )
+    message_books = _spill(
+        scratch,
+        "vendor_message_books",
+        day,
+        "origin_time",
+        _books(_vendor_message_books(inputs, scratch), "message", TOP, batch_rows),
+    )
+    levels = [
+        f"{side}_{i}_{field}" for side in ("bid", "ask") for i in range(top_levels) for field in ("price", "size")
+    ]
+    book_pairs = None
+    if inputs.vendor_books is not None and inputs.reference_books is not None:
+        book_pairs = tuple(
+            _spill(scratch, name, day, "received_time", _books(path, "interval", levels, batch_rows))
+            for name, path in (("vendor_books", inputs.vendor_books), ("reference_books", inputs.reference_books))
+        )
+
+    rows = []
+    carry = pl.DataFrame()  # the vendor's last message book before the hour
+    for hour in range(HOURS):
+        row: dict[str, object] = {"hour": hour}
+        row.update(_compare_messages(vendor_messages.hour(hour), reference_messages.hour(hour)))
+        row.update(_compare_trades(vendor_trades.hour(hour), reference_trades.hour(hour)))
+        hour_tickers = tickers.hour(hour)
+        figures, carry = _compare_tickers(hour_tickers, message_books.hour(hour), carry)
+        row.update(figures)
+        nearby = pl.concat([tickers.hour(hour - 1), hour_tickers]) if hour else hour_tickers
+        row.update(_compare_snapshots(snapshots.hour(hour), nearby))
+        if book_pairs is not None:
+            row.update(_compare_books(book_pairs[0].hour(hour), book_pairs[1].hour(hour), levels))
+        rows.append(row)
+    return pl.DataFrame(rows, schema=HOURLY_SCHEMA)  # no book comparison: its columns null
+
+
+def _per_message(frame: pl.DataFrame) -> pl.DataFrame:
+    if frame.is_empty():
+        return pl.DataFrame(schema={"sequence_number": pl.Int64, "received_time": pl.Int64})
+    return frame.group_by("sequence_number").agg(pl.col("received_time").min())
+
+
+def _compare_messages(vendor: pl.DataFrame, reference: pl.DataFrame) -> dict[str, object]:
+    vendor, reference = _per_message(vendor), _per_message(reference)
+    both = reference.join(vendor, on="sequence_number", how="inner", suffix="_vendor")
+    delay = ((both["received_time_vendor"] - both["received_time"]) / NS_PER_MS).cast(pl.Float64)
+    return {
+        "messages_reference": reference.height,
+        "messages_vendor": vendor.height,
+        "messages_missing": reference.height - both.height,
+        "messages_extra": vendor.height - both.height,
+        "delayed_messages": int((delay != 0).sum()),
+        "delay_p50_ms": delay.quantile(0.5, "nearest") if both.height else None,
+        "delay_p99_ms": delay.quantile(0.99, "nearest") if both.height else None,
+        "delay_max_ms": delay.max() if both.height else None,
+    }
+
+
+def _compare_trades(vendor: pl.DataFrame, reference: pl.DataFrame) -> dict[str, object]:
+    both = reference.join(vendor, on="trade_id", how="inner", suffix="_vendor") if reference.height else reference
+    if both.is_empty():
+        price = size = side = 0
+    else:
+        price = int((both["price"] != both["price_vendor"]).sum())
+        size = int((both["quantity"] != both["quantity_vendor"]).sum())
+        side = int((both["side"] != both["side_vendor"]).sum())
+    return {
+        "trades_reference": reference.height,
+        "trades_vendor": vendor.height,
+        "trades_missing": reference.height - both.height,
+        "trades_extra": vendor.height - both.height,
+        "trades_price_differs": price,
+        "trades_size_differs": size,
+        "trades_side_differs": side,
+    }
+
+
+def _compare_tickers(
+    tickers: pl.DataFrame, books: pl.DataFrame, carry: pl.DataFrame
+) -> tuple[dict[str, object], pl.DataFrame]:
+    """Every ticker against the vendor's book after its last message with an id <= the ticker's."""
+    books = pl.concat([carry, books.select(carry.columns) if carry.width else books]) if carry.height else books
+    if books.height:
+        books = books.sort("sequence_number", maintain_order=True).unique(
+            "sequence_number", keep="last", maintain_order=True
+        )
+        carry = books.tail(1)
+    figures = {"tickers": tickers.height, "tickers_matched": 0, "tickers_differing": 0, "tickers_unsynced": 0}
+    if tickers.is_empty():
+        return figures, carry
+    if books.is_empty():
+        figures["tickers_unsynced"] = tickers.height
+        return figures, carry
+    joined = tickers.sort("update_id").join_asof(
+        books.select("sequence_number", "synced", *TOP),
+        left_on="update_id",
+        right_on="sequence_number",
+        strategy="backward",
+        suffix="_vendor",
+    )
+    synced = joined.filter(pl.col("synced").fill_null(False))
+    equal = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_vendor")) for c in TOP])
+    matched = int(synced.select(equal.sum()).item())
+    figures.update(
+        tickers_matched=matched,
+        tickers_differing=synced.height - matched,
+        tickers_unsynced=joined.height - synced.height,
+    )
+    return figures, carry
+
+
+def _compare_snapshots(snapshots: pl.DataFrame, tickers: pl.DataFrame) -> dict[str, object]:
+    """The vendor's snapshots against the ticker of the same update id."""
+    if snapshots.is_empty() or tickers.is_empty():
+        return {"snapshots_compared": 0, "snapshots_differing": 0}
+    latest = tickers.unique("update_id", keep="last").select("update_id", *TOP)
+    both = snapshots.join(latest, left_on="sequence_number", right_on="update_id", how="inner", suffix="_ticker")
+    equal = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_ticker")) for c in TOP])
+    return {
+        "snapshots_compared": both.height,
+        "snapshots_differing": both.height - int(both.select(equal.sum()).item()),
+    }
+
+
+def _compare_books(vendor: pl.DataFrame, reference: pl.DataFrame, levels: list[str]) -> dict[str, object]:
+    """The two rebuilt books at their common sample instants, where both are in sync."""
+    if vendor.is_empty() or reference.is_empty():
+        return {"book_instants": 0, "book_instants_differing": 0, "book_instants_unsynced": 0}
+    both = vendor.join(reference, on="received_time", how="inner", suffix="_reference")
+    synced = both.filter(pl.col("synced") & pl.col("synced_reference"))
+    equal = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_reference")) for c in levels])
+    return {
+        "book_instants": both.height,
+        "book_instants_differing": synced.height - int(synced.select(equal.sum()).item()),
+        "book_instants_unsynced": both.height - synced.height,
+    }
+
+
+def day_summary(hourly: pl.DataFrame) -> dict[str, object]:
+    """One instrument-day's figures from its hourly rows: the counts summed, the worst delays, and the
+    share of compared bookTickers the vendor's book agreed with (None when none was compared)."""
+    summary: dict[str, object] = {c: hourly[c].sum() if hourly[c].null_count() < HOURS else None for c in COUNT_COLUMNS}
+    for column in DELAY_COLUMNS:
+        summary[column] = hourly[column].max()
+    compared = summary["tickers_matched"] + summary["tickers_differing"]  # type: ignore[operator]
+    summary["ticker_agreement_share"] = summary["tickers_matched"] / compared if compared else None  # type: ignore[operator]
+    summary["hours_with_damage"] = int(
+        hourly.filter(
+            pl.any_horizontal(
+                pl.col(
+                    "messages_missing",
+                    "messages_extra",
+                    "delayed_messages",
+                    "trades_missing",
+                    "trades_extra",
+                    "trades_price_differs",
+                    "trades_size_differs",
+                    "trades_side_differs",
+                    "tickers_differing",
+                    "snapshots_differing",
+                    "book_instants_differing",
+                ).fill_null(0)
+                > 0
+            )
+        ).height
+    )
+    return summary

@@ -1,0 +1,26 @@
+"""A synthetic day as a vendor copy and as a golden-sample capture of the same market.
+
+The vendor copy is the synthetic lake with the configured faults (drop messages or trades, delay a
+span by a clock-skew episode, stale snapshots); the capture is rendered from the same day generated
+without faults (the market does not depend on the faults: only their picks do), so the two differ
+by exactly the damage the vendor day's manifest records. `source_agreement` is tested on this.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from market_pipeline.core.instruments import Instrument
+from market_pipeline.vendors.synthetic.capture_writer import CaptureDay, write_capture_day
+from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSettings
+from market_pipeline.vendors.synthetic.generate import generate_day
+
+
+def write_reference_capture(
+    settings: SyntheticSettings, instrument: Instrument, day: dt.date, work_root: Path, capture_dir: Path
+) -> CaptureDay:
+    """Generate the undamaged day under `work_root` and write it as a Binance capture in `capture_dir`."""
+    clean = settings.model_copy(update={"faults": FaultSettings()})
+    generate_day(instrument, day, clean, work_root, scale=settings.scale)
+    return write_capture_day(work_root, instrument, day, capture_dir)
