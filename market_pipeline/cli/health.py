@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK
+from market_pipeline.core.lake import storage
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -129,6 +130,8 @@ def _dagster_report(report: dict[str, Any], problems: list[str], settings: Pipel
 
 
 def _tree_size(root: Path) -> tuple[int, int]:
+    if storage.is_remote(root):
+        return storage.remote_tree_size(root)  # type: ignore[arg-type]
     size = files = 0
     for path in root.rglob("*"):
         try:
