@@ -52,9 +52,11 @@ def remote_env(s3: LoopbackS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[Buck
     from market_pipeline.core.lake import storage
 
     storage.s3_filesystem.cache_clear()  # the endpoint of this test's server
+    storage._s3_client.cache_clear()
     yield Bucket(s3)
     storage.use_lake(False, None)
     storage.s3_filesystem.cache_clear()
+    storage._s3_client.cache_clear()
 
 
 def bucket_tree(bucket: Bucket) -> dict[str, str]:
@@ -197,3 +199,49 @@ def test_a_lake_url_must_be_an_s3_prefix(monkeypatch):
     monkeypatch.setenv("PIPELINE_LAKE_URL", "https://example.invalid/lake")
     with pytest.raises(Exception, match="s3://bucket"):
         load_settings()
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from market_pipeline.core.lake import files, storage
+storage.use_lake(True, Path(sys.argv[2]))
+final = storage.lake_root(sys.argv[1], Path()) / "books" / "data.parquet"
+body = Path(sys.argv[3]).read_bytes()
+print("writing", flush=True)
+files.write_atomic(final, lambda tmp: tmp.write_bytes(body))
+print("written", flush=True)
+"""
+
+
+def test_a_writer_killed_mid_upload_leaves_the_old_object_or_the_new_one(tmp_path, remote_env):
+    """kill -9 at some point of a 24 MB multipart upload: the key holds the old bytes or the whole new
+    ones, never a part (whenever the kill lands, so the test does not depend on timing)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    key = f"{PREFIX}/books/data.parquet"
+    old = b"old object"
+    remote_env.s3.put_object(Bucket=remote_env.name, Key=key, Body=old)
+    new = tmp_path / "new"
+    new.write_bytes(os.urandom(24 << 20))  # past boto3's 8 MB multipart threshold: three parts
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    outcomes = set()
+    for delay in (0.0, 0.5, 1.5):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, remote_env.url, str(tmp_path / "uploads"), str(new)],
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        assert writer.stdout is not None and writer.stdout.readline() == b"writing\n"
+        time.sleep(delay)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        body = remote_env.s3.get_object(Bucket=remote_env.name, Key=key)["Body"].read()
+        assert body in (old, new.read_bytes())
+        outcomes.add(body == old)
+        remote_env.s3.put_object(Bucket=remote_env.name, Key=key, Body=old)
+    assert True in outcomes  # at least one kill landed before the upload completed

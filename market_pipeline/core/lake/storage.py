@@ -2,9 +2,10 @@
 
 A lake path is a `pathlib.Path` for a local lake and a `upath.UPath` (`s3://bucket/key`) for a remote
 one. Both have the same path API (`/`, `parent`, `name`, `is_file`, `stat`, `rglob`, `unlink`,
-`open`), so the stages build and test lake paths the same way; the bytes of a remote lake all go
-through one storage layer, pyarrow's `S3FileSystem`:
-- pyarrow reads and writes through it directly (`arrow_location`);
+`open`), so the stages build and test lake paths the same way. A remote lake's reads and listings
+go through pyarrow's `S3FileSystem`, its uploads through boto3 (`upload`), all with one AWS chain
+and endpoint:
+- pyarrow reads through it directly (`arrow_location`);
 - polars reads a remote file through a pyarrow dataset on it (`parquet_io.scan`);
 - UPath's path calls go through `ArrowS3`, the same filesystem behind fsspec's interface
   (fsspec's own `s3fs` is not used);
@@ -12,12 +13,13 @@ through one storage layer, pyarrow's `S3FileSystem`:
   given the same credentials and endpoint (`register_duckdb`, which says why).
 
 Writes are whole-object PUTs: `files.atomic_path` lets the writer fill a local temporary file
-under this process's upload directory (`use_upload_dir`, under PIPELINE_DATA_DIR) and then
-uploads it (`upload`); S3 shows an object only once its PUT (or its multipart upload) completes,
-so a writer killed mid-way leaves no partial object, only an unfinished multipart upload that S3
-never lists (a bucket lifecycle rule aborts them; docs/operations.md, Scaling out).
+under this process's upload directory (`use_lake`, under PIPELINE_DATA_DIR) and then uploads it
+(`upload`, with boto3's transfer: see there why); S3 shows an object only once its PUT (or its
+multipart upload) completes, so a writer killed mid-way leaves no partial object, only an
+unfinished multipart upload that S3 never lists (a bucket lifecycle rule aborts them;
+docs/operations.md, Scaling out).
 
-Credentials and region come from the AWS chain as pyarrow's S3 client reads it (AWS_ACCESS_KEY_ID
+Credentials and region come from the AWS chain (AWS_ACCESS_KEY_ID
 / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE and the shared files, an instance or pod
 role), the endpoint of an S3-compatible store from AWS_ENDPOINT_URL. Nothing here logs them.
 """
@@ -139,10 +141,23 @@ def upload_temp_path(final: UPath) -> Path:
 
 
 def upload(local: Path, final: UPath) -> None:
-    """PUT the finished local file `local` as the object `final` (whole, or as one multipart upload)."""
-    fs, key = arrow_location(final)
-    assert fs is not None
-    pafs.copy_files(str(local), key, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    """PUT the finished local file `local` as the object `final`: whole, or as one multipart upload.
+
+    boto3's managed transfer, not pyarrow's output stream: pyarrow's stream completes the upload
+    with the parts it has when it is dropped after an error (its destructor closes it), which could
+    publish a truncated object over a good one; boto3 aborts a failed multipart upload, and a single
+    PUT carries a checksum the server verifies. Same AWS chain and endpoint as `s3_filesystem`.
+    """
+    _, key = arrow_location(final)
+    bucket, _, name = key.partition("/")
+    _s3_client().upload_file(str(local), bucket, name)
+
+
+@functools.cache
+def _s3_client() -> Any:
+    import boto3
+
+    return boto3.session.Session().client("s3")  # AWS_ENDPOINT_URL(_S3) honoured by botocore itself
 
 
 def iter_files(root: Path | UPath) -> Iterator[Path | UPath]:
