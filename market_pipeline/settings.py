@@ -41,6 +41,7 @@ from pydantic_settings import (
 from market_pipeline.core.bars.intervals import BarInterval, parse_intervals
 from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
+from market_pipeline.core.lake.storage import lake_root
 from market_pipeline.core.security.crypto import NEW_MASTER_KEY_ENV, MasterKeyError, parse_master_key
 from market_pipeline.vendors.registry import get_vendor, vendor_configs
 from market_pipeline.vendors.synthetic.saved_settings import SavedSyntheticSettings
@@ -225,6 +226,8 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
 
     env: Profile = DEFAULT_PROFILE  # the config.yaml profile overlaid on its base (PIPELINE_ENV)
     data_dir: Path = Path("./data")
+    # The lake on S3 (s3://bucket/prefix) instead of $PIPELINE_DATA_DIR/lake (core/lake/storage.py).
+    lake_url: str | None = None
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
     # EXCHANGE:SYMBOL -> {primary, reference}; instruments not listed: PIPELINE_SOURCE, no reference.
     # One JSON object in the environment (decoded here: no PIPELINE_SOURCES__* names).
@@ -391,9 +394,17 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
             result.append(Instrument(exchange=exchange, symbol=symbol, spec=spec))
         return tuple(result)
 
+    @field_validator("lake_url")
+    @classmethod
+    def _check_lake_url(cls, value: str | None) -> str | None:
+        if value:
+            lake_root(value, Path())  # RemoteLakeError (a ValueError) names the expected form
+        return value or None
+
     @property
     def lake_dir(self) -> Path:
-        return self.data_dir / "lake"
+        """$PIPELINE_DATA_DIR/lake, or the remote lake (a `upath.UPath`, same path API) of PIPELINE_LAKE_URL."""
+        return lake_root(self.lake_url, self.data_dir / "lake")  # type: ignore[return-value]
 
     @property
     def warehouse_path(self) -> Path:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK
 from market_pipeline.core.errors import EXIT_WARNINGS
+from market_pipeline.core.lake import storage
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -101,6 +102,8 @@ def _dagster_report(
 
 
 def _tree_size(root: Path) -> tuple[int, int]:
+    if storage.is_remote(root):
+        return storage.remote_tree_size(root)  # type: ignore[arg-type]
     size = files = 0
     for path in root.rglob("*"):
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from market_pipeline.core.errors import IntegrityError
-from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake import parquet_io, storage
 
 LOCK_WAIT_SECONDS = 120.0  # how long view creation waits for another process's lock on the warehouse
 LOCK_POLL_SECONDS = 0.1
@@ -33,7 +33,8 @@ class LakeView:
     table: str
 
     def files_root(self, lake_dir: Path) -> Path:
-        return lake_dir / self.root / self.table
+        # "." left out: a remote lake's path keeps it (s3://b/p/./books names no object)
+        return (lake_dir if self.root == "." else lake_dir / self.root) / self.table
 
 
 RAW_TABLES = ("trades", "book", "book_delta_v2", "book_ticker", "depth_snapshot")
@@ -52,7 +53,7 @@ def hive_glob(table_dir: Path) -> str:
 
 
 def has_files(table_dir: Path) -> bool:
-    return next(table_dir.rglob("*.parquet"), None) is not None if table_dir.is_dir() else False
+    return any(p.name.endswith(".parquet") for p in storage.iter_files(table_dir))
 
 
 def view_sql(schema: str, view: str, table_dir: Path) -> str:

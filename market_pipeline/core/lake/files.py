@@ -6,6 +6,9 @@ Every file written here is private (mode 0600, in directories created 0700) and,
 A writer killed mid-way (kill -9, power loss, OOM killer) leaves its temporary sibling
 `.<name>.tmp-<pid>-<uuid>` behind; the next write of the same file removes every such leftover
 whose process is gone (`remove_stale_temp_files`).
+
+An object of a remote lake (core/lake/storage.py) is written the same way but its temporary file
+is local (the process's upload directory) and the commit is the object's PUT, not a rename.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake import parquet_io, storage
 from market_pipeline.core.lake.paths import make_private_dirs
 from market_pipeline.core.security.audit import audit_write
 
@@ -93,6 +97,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
     process umask's mode (0600 under the pipeline's entry points, which set umask 077) inside a
     directory created 0700. The writer creates the temporary file itself (some open it O_EXCL).
     """
+    if storage.is_remote(final):
+        with _uploaded(final) as tmp:  # type: ignore[arg-type]
+            yield tmp
+        return
     make_private_dirs(final.parent)
     tmp = final.with_name(f"{_temp_prefix(final)}{os.getpid()}-{uuid.uuid4().hex}")
     with _ACTIVE_LOCK:
@@ -109,6 +117,19 @@ def atomic_path(final: Path) -> Iterator[Path]:
         with _ACTIVE_LOCK:
             _ACTIVE.discard(tmp.name)
     audit_write(final, final.stat().st_size)
+
+
+@contextmanager
+def _uploaded(final: Any) -> Iterator[Path]:
+    """`atomic_path` for an object of a remote lake: a local temporary file, uploaded whole on success."""
+    tmp = storage.upload_temp_path(final)
+    try:
+        yield tmp
+        size = tmp.stat().st_size
+        storage.upload(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    audit_write(final, size)
 
 
 def write_atomic(final: Path, writer: Callable[[Path], None]) -> int:

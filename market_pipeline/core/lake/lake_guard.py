@@ -12,13 +12,12 @@ A lake without files yet accepts either setting. Each process checks once per la
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from market_pipeline.core.errors import CryptoError
-from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake import parquet_io, storage
 from market_pipeline.core.lake.paths import quarantine_dir
 
 ENCRYPTED_MAGIC = b"PARE"
@@ -31,15 +30,10 @@ class LakeKeyMismatch(CryptoError):
 
 def sample_lake_file(lake_dir: Path) -> Path | None:
     """One Parquet file the pipeline wrote under `lake_dir` (the quarantine left out), or None."""
-    skip = quarantine_dir(lake_dir)
-    for root, dirs, files in os.walk(lake_dir):
-        if Path(root) == skip:
-            dirs.clear()
-            continue
-        dirs.sort()
-        for name in sorted(files):
-            if name.endswith(".parquet") and not name.startswith("."):
-                return Path(root) / name
+    skip = str(quarantine_dir(lake_dir)) + "/"
+    for path in storage.iter_files(lake_dir):
+        if path.name.endswith(".parquet") and not path.name.startswith(".") and not str(path).startswith(skip):
+            return path  # type: ignore[return-value]
     return None
 
 
@@ -51,7 +45,7 @@ def check_lake_key(lake_dir: Path) -> None:
         return
     sample = sample_lake_file(lake_dir)
     if sample is not None:
-        with open(sample, "rb") as fh:
+        with sample.open("rb") as fh:
             encrypted = fh.read(4) == ENCRYPTED_MAGIC
         if encrypted and not encrypt:
             raise LakeKeyMismatch(
@@ -66,7 +60,8 @@ def check_lake_key(lake_dir: Path) -> None:
             )
         if encrypted:
             try:
-                pq.read_metadata(sample, decryption_properties=parquet_io.decryption_properties())
+                fs, where = storage.arrow_location(sample)
+                pq.read_metadata(where, decryption_properties=parquet_io.decryption_properties(), filesystem=fs)
             except OSError as exc:
                 raise LakeKeyMismatch(
                     f"PIPELINE_MASTER_KEY does not open the lake: {sample} was written with another key ({exc}); "

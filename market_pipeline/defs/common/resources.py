@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake import parquet_io, storage
 from market_pipeline.core.lake.lake_guard import check_lake_key
 from market_pipeline.core.security import crypto
 from market_pipeline.core.telemetry import telemetry
@@ -51,10 +51,11 @@ def use_settings(settings: PipelineSettings, run_id: str | None = None) -> Pipel
 
 
 def hand_over_keys(settings: PipelineSettings) -> None:
-    """Hand core the settings' master key and whether the lake is encrypted (every process that
-    reads or writes the lake: steps, sensors, worker processes, the CLI)."""
+    """Hand core the settings' master key, whether the lake is encrypted and whether it is remote
+    (every process that reads or writes the lake: steps, sensors, worker processes, the CLI)."""
     crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
     parquet_io.use_lake_encryption(settings.lake_encryption == "on")
+    storage.use_lake(settings.lake_url is not None, settings.data_dir / "tmp" / "uploads")
 
 
 def pipeline_resource(settings: PipelineSettings) -> dg.ResourceDefinition:
