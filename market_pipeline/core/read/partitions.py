@@ -18,6 +18,7 @@ TABLE_ROOTS: dict[str, tuple[str, str]] = {
     "books": (".", "books"),
     "bars": (".", "bars"),
     "checkpoints": (".", "checkpoints"),
+    "book_agreement": (".", "book_agreement"),
 }
 
 

@@ -40,7 +40,8 @@ class RunHistory:
                     runs[record.run_id].append(day)
             for run_id, run_days in runs.items():
                 for day, why in blocked_days(self.instance, run_id, run_days, checked=[key], skipped_by=[key]).items():
-                    reasons[day].append(f"{why} (run {run_id})")
+                    if why not in reasons[day]:  # a downstream asset's skip repeats the upstream check's reason
+                        reasons[day].append(why)
         for day in days:
             failed_import = skipped_instruments(self.instance, day).get(instrument_key)
             if failed_import is not None:
