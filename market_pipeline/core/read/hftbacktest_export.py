@@ -261,8 +261,8 @@ def _merge_to_npy_body(events_file: Path, scratch: Path, body: Path, batch_rows:
     """Both orders of the scratch events from DuckDB, merged into EVENT_DTYPE rows appended to `body`."""
     con = parquet_io.scratch_duckdb(scratch, SCRATCH_MEMORY_LIMIT, preserve_insertion_order=True)
     source = f"read_parquet('{events_file}')"
-    local = con.cursor().execute(f"SELECT * FROM {source} ORDER BY local_ts, id").fetch_record_batch(batch_rows)
-    exch = con.cursor().execute(f"SELECT * FROM {source} ORDER BY exch_ts, id").fetch_record_batch(batch_rows)
+    local = con.cursor().execute(f"SELECT * FROM {source} ORDER BY local_ts, id").to_arrow_reader(batch_rows)
+    exch = con.cursor().execute(f"SELECT * FROM {source} ORDER BY exch_ts, id").to_arrow_reader(batch_rows)
     l_stream, e_stream = (
         _Arrays(_scratch_batches(local), SCRATCH_DTYPES),
         _Arrays(_scratch_batches(exch), SCRATCH_DTYPES),

@@ -76,7 +76,9 @@ class LakeReader:
             present = partitions.days_with_files(self.lake_dir, table, instrument, span.days)
             # The run history's reason for a day without a file (skipped, failed upstream) says more.
             judged = self.verdicts.unusable(table, key, span.days)
-            reasons = {day: judged.get(day, NO_FILE) for day in span.days if day not in present}
+            reasons = {
+                day: "; ".join(filter(None, [NO_FILE, judged.get(day)])) for day in span.days if day not in present
+            }
             if not include_failed:
                 reasons |= {day: why for day, why in judged.items() if day in present}
             found += [

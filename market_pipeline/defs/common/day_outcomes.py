@@ -29,7 +29,8 @@ class RunHistory:
 
     def unusable(self, table: str, instrument_key: str, days: list[dt.date]) -> dict[dt.date, str]:
         reasons: dict[dt.date, list[str]] = defaultdict(list)
-        for asset in TABLE_ASSETS.get(table, ()):
+        assets = TABLE_ASSETS.get(table, ())
+        for asset in assets:
             key = dg.AssetKey(asset)
             runs: dict[str, list[dt.date]] = defaultdict(list)
             for day in days:
@@ -42,8 +43,11 @@ class RunHistory:
                 for day, why in blocked_days(self.instance, run_id, run_days, checked=[key], skipped_by=[key]).items():
                     if why not in reasons[day]:  # a downstream asset's skip repeats the upstream check's reason
                         reasons[day].append(why)
+        never = f"not materialized: no run in the run history (DAGSTER_HOME) covered it ({', '.join(assets)})"
         for day in days:
+            if len(reasons[day]) == len(assets) and all("no materialization" in why for why in reasons[day]):
+                reasons[day] = [never]
             failed_import = skipped_instruments(self.instance, day).get(instrument_key)
             if failed_import is not None:
                 reasons[day].append(f"raw import failed for {instrument_key}: {failed_import}")
-        return {day: "; ".join(lines) for day, lines in sorted(reasons.items())}
+        return {day: "; ".join(lines) for day, lines in sorted(reasons.items()) if lines}
