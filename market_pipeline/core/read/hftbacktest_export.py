@@ -47,6 +47,7 @@ from market_pipeline.core.read.partitions import Instrument
 from market_pipeline.core.read.ranges import day_start_ns
 
 EXPORT_BATCH_ROWS = 500_000
+SNAPSHOT_BATCH_ROWS = 20_000  # 80 float levels a row: about 13 MB a batch (and its copies)
 SCRATCH_MEMORY_LIMIT = "512MB"
 SCRATCH_SCHEMA = pa.schema(
     [
@@ -231,8 +232,12 @@ def _snapshot_batches(lake_dir: Path, instrument: Instrument, day: dt.date, batc
     if agreement is not None and agreement.metadata.num_rows != book.metadata.num_rows:
         agreement = None
     columns = ["sequence_number", "origin_time", *SNAPSHOT_COLUMNS]
-    matches = agreement.iter_batches(batch_size=batch_rows, columns=["matched"]) if agreement is not None else None
-    for batch in book.iter_batches(batch_size=batch_rows, columns=columns):
+    matches = (
+        agreement.iter_batches(batch_size=min(batch_rows, SNAPSHOT_BATCH_ROWS), columns=["matched"])
+        if agreement is not None
+        else None
+    )
+    for batch in book.iter_batches(batch_size=min(batch_rows, SNAPSHOT_BATCH_ROWS), columns=columns):
         matched = _numpy(next(matches).column(0)) if matches is not None else np.zeros(batch.num_rows, np.bool_)
 
         def side(prefix: str, field: str, batch: pa.RecordBatch = batch) -> np.ndarray:
