@@ -33,7 +33,9 @@ measures in one run:
   peak memory must not grow with instruments or days;
 - vendors (`--vendors` only, three more whole-graph runs): the day written as Crypto Lake, Tardis
   and capture files, the whole graph from each, against each vendor's floor, and verify-capture
-  on the capture (`bench/vendors.py`); `--vendors-scale2` also runs them on a day twice as large.
+  on the capture (`bench/vendors.py`); `--vendors-scale2` also runs them on a day twice as large;
+- read API (`--read-api` only): `market_pipeline.lake`'s `books()` of the day with 5 columns (rows/s)
+  and `book_at` for 1 M instants, over the books the graph run wrote (`bench/read_api.py`).
 
 The whole-graph subprocess and its sampler are in `bench/graph.py`, the core and peer in
 `bench/kernel.py`. Human-readable figures go first; the last line is one JSON object.
@@ -55,6 +57,7 @@ from pathlib import Path
 
 from market_pipeline.bench.graph import RSS_SAMPLE_SECONDS, GraphRun, quiet_dagster, run_graph
 from market_pipeline.bench.kernel import core, peer
+from market_pipeline.bench.read_api import measure_read_api
 from market_pipeline.bench.vendors import measure_vendors, vendor_report
 from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
 from market_pipeline.core.instruments import Instrument
@@ -261,6 +264,7 @@ def run(
     ranges: bool = False,
     vendors: bool = False,
     vendors_scale2: bool = False,
+    read_api: bool = False,
 ) -> dict:
     """Every measurement on one prepared day; `say` gets the human-readable lines."""
     grid = bench.instrument
@@ -281,6 +285,13 @@ def run(
     if graph.exit_code != 0:
         say(f"the whole-graph run exited {graph.exit_code}; see {graph.log}")
     raw_read = min(raw_read_seconds(bench.settings, bench.day) for _ in range(2))
+    reads = measure_read_api(bench.settings.data_dir, bench.instrument.key, bench.day) if read_api else {}
+    if reads:
+        say(
+            f"read API: books() {reads['read_books_rows_per_s']:,} rows/s (5 columns, {reads['read_books_rows']:,} rows"
+            f" in {reads['read_books_seconds']} s); book_at {reads['read_book_at_per_s']:,} instants/s"
+            f" ({reads['read_book_at_instants']:,} in {reads['read_book_at_seconds']} s)"
+        )
     graph_over_read = graph.seconds / raw_read if raw_read else 0.0
     p_scale = (
         parallel_scale if parallel_scale is not None else min(bench.settings.synthetic.scale, DEFAULT_PARALLEL_SCALE)
@@ -420,6 +431,7 @@ def run(
         "vendor_snapshots_matched": e2e["vendor_snapshots_matched"],
         "vendor_snapshots": e2e["vendor_snapshots"],
         **vendor_figures,
+        **reads,
         "goals_met": goals,
         "scale": bench.settings.synthetic.scale,
         "cpus": os.cpu_count(),
@@ -469,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--vendors, and the three vendor runs again on a day twice as large (is peak memory flat?)",
     )
+    parser.add_argument(
+        "--read-api",
+        action="store_true",
+        help="also time the research read API on the day's books: books() with 5 columns, book_at for 1 M instants",
+    )
     args = parser.parse_args(argv)
     quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)
@@ -483,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         ranges=args.ranges,
         vendors=args.vendors,
         vendors_scale2=args.vendors_scale2,
+        read_api=args.read_api,
     )
     print(json.dumps(report, separators=(",", ":")))
     return 0

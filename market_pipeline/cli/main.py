@@ -15,6 +15,7 @@
     market-pipeline ui
     market-pipeline rotate-key [DIR ...]
     market-pipeline alert-test
+    market-pipeline export hftbacktest --instrument BINANCE:BTC-USDT --start 2024-03-01 --end 2024-03-01 --out DIR
 
 Exit codes (one per kind of error, market_pipeline/core/errors.py; docs/operations.md "Exit codes"):
 0 ok, 1 a step of the run failed, 2 bad arguments or environment, 3 configuration, 4 source,
@@ -302,6 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send one alert of kind 'test' to PIPELINE_ALERT_WEBHOOK_URL (with the bearer token) and to "
         "alerts.jsonl, and print the webhook's answer. Exit 1 when the webhook did not accept it.",
     )
+
+    export = sub.add_parser(
+        "export",
+        parents=[verbose],
+        help="write instrument-days of the lake in a backtester's format (hftbacktest)",
+        description="Write each day from --start to --end (inclusive) that passed its blocking checks as "
+        "hftbacktest's numpy event file: the previous day's book at the start, depth updates, vendor snapshot "
+        "repairs and trades, with exchange (origin_time) and local (received_time) timestamps.",
+    )
+    export.add_argument("format", choices=["hftbacktest"], help="the file format")
+    export.add_argument("--instrument", required=True, metavar="EXCHANGE:SYMBOL")
+    export.add_argument("--start", required=True, metavar="YYYY-MM-DD", help="first day (UTC)")
+    export.add_argument("--end", required=True, metavar="YYYY-MM-DD", help="last day (UTC), inclusive")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the files")
+    export.add_argument("--include-failed", action="store_true", help="also days that failed a blocking check")
     return parser
 
 
@@ -389,6 +405,15 @@ def main(argv: list[str] | None = None) -> int:
 
             _hand_over_master_key(required=True)  # the current key, from .env too
             return rotate_key_command(args.dirs)
+        if args.command == "export":
+            from market_pipeline.cli.export import export_hftbacktest_command
+            from market_pipeline.settings import load_settings
+
+            _hand_over_master_key(required=False)  # for an encrypted lake
+            start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+            return export_hftbacktest_command(
+                load_settings(), args.instrument, start, end, args.out, args.include_failed
+            )
         if args.command == "alert-test":
             from market_pipeline.cli.alert_test import alert_test_command
 
