@@ -147,6 +147,9 @@ def test_daemon_ticks_the_new_day_sensor(tmp_path: Path, dagster_home: Path, ven
         PIPELINE_SCHEDULE__DEFAULT_STATUS="running",
     )
     log = tmp_path / "daemon.log"
+    # Create the instance's SQLite tables before the daemon starts: two processes creating them at
+    # once race ("table jobs already exists") and the daemon dies of it.
+    dg.DagsterInstance.get().dispose()
     with open(log, "wb") as out:
         daemon = subprocess.Popen(
             [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)],
@@ -166,6 +169,8 @@ def test_daemon_ticks_the_new_day_sensor(tmp_path: Path, dagster_home: Path, ven
                     break
                 time.sleep(0.5)
     finally:
+        if daemon.poll() is not None:
+            raise AssertionError(f"dagster-daemon exited early:\n{log.read_text()[-3000:]}")
         os.killpg(daemon.pid, signal.SIGTERM)  # the daemon and its code server: a clean shutdown
         try:
             code = daemon.wait(timeout=30)
