@@ -26,7 +26,9 @@ LAST_LOCAL, NEXT_ID = 0, 1
 
 
 @nb.njit(cache=True, nogil=True)
-def _put(out_id, out_ev, out_exch, out_local, out_px, out_qty, n, state, ev, exch, local, px, qty):
+def _put(out, n, state, ev, exch, local, px, qty):
+    """Event n of `out` (id, ev, exch_ts, local_ts, px, qty), numbered from the state's next id."""
+    out_id, out_ev, out_exch, out_local, out_px, out_qty = out
     out_id[n] = state[NEXT_ID]
     state[NEXT_ID] += 1
     out_ev[n] = ev
@@ -41,19 +43,13 @@ def _put(out_id, out_ev, out_exch, out_local, out_px, out_qty, n, state, ev, exc
 def _snapshot_side(out, n, state, is_bid, exch, local, prices, sizes):
     """A clear of the side down (bids) or up (asks) to its deepest listed level, then the levels."""
     side = BUY_EVENT if is_bid else SELL_EVENT
-    out_id, out_ev, out_exch, out_local, out_px, out_qty = out
     levels = 0
     while levels < prices.shape[0] and not np.isnan(prices[levels]):
         levels += 1
     if levels == 0:
         return n
     n = _put(
-        out_id,
-        out_ev,
-        out_exch,
-        out_local,
-        out_px,
-        out_qty,
+        out,
         n,
         state,
         np.uint64(DEPTH_CLEAR_EVENT | side),
@@ -64,12 +60,7 @@ def _snapshot_side(out, n, state, is_bid, exch, local, prices, sizes):
     )
     for lvl in range(levels):
         n = _put(
-            out_id,
-            out_ev,
-            out_exch,
-            out_local,
-            out_px,
-            out_qty,
+            out,
             n,
             state,
             np.uint64(DEPTH_SNAPSHOT_EVENT | side),
@@ -104,8 +95,7 @@ def depth_events(
     """Events of a batch of deltas and a batch of snapshots, into the columns `out` (id, ev, exch_ts,
     local_ts, px, qty). Returns (deltas used, snapshots used, events written); stops early when `out`
     might not hold the next snapshot or when a batch runs out while its stream has more."""
-    out_id, out_ev, out_exch, out_local, out_px, out_qty = out
-    cap = out_id.shape[0] - 2 * (s_bp.shape[1] + 1)
+    cap = out[0].shape[0] - 2 * (s_bp.shape[1] + 1)
     n_d = d_recv.shape[0]
     n_s = s_seq.shape[0]
     i = 0
@@ -127,12 +117,7 @@ def depth_events(
             state[LAST_LOCAL] = d_recv[i]
         side = BUY_EVENT if d_bid[i] else SELL_EVENT
         n = _put(
-            out_id,
-            out_ev,
-            out_exch,
-            out_local,
-            out_px,
-            out_qty,
+            out,
             n,
             state,
             np.uint64(DEPTH_EVENT | side),
