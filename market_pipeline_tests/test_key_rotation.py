@@ -250,20 +250,14 @@ def test_the_old_key_may_come_from_dotenv(
         assert _plaintext(path, NEW) == plaintext
 
 
-def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
-    keys: None, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Issue 29, item 2: rotate-key said done while every encrypted lake file (Parquet modular
-    encryption, not the capture format) stayed under the old key. Now the lake's raw table, a
-    checkpoint, a multi-row-group books file and a capture outside the data dir are all rotated,
-    read back the same under the new key only, the pipeline's lake guard accepts the new key, and a
-    second run finds everything already rotated."""
+def _encrypted_lake_files(lake: Path) -> dict[Path, object]:
+    """A raw table, a checkpoint (uncompressed) and a multi-row-group books file, sealed with OLD's lake
+    key under `lake`; returns path -> the pyarrow table it holds."""
     import decimal
 
     import pyarrow as pa
 
     from market_pipeline.core.lake import parquet_io
-    from market_pipeline.core.lake.lake_guard import LakeKeyMismatch, check_lake_key
 
     parquet_io.use_lake_encryption(True)  # PIPELINE_MASTER_KEY (the environment's) is OLD
     wide = pa.table(
@@ -272,7 +266,6 @@ def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
             "p": pa.array([decimal.Decimal(i) / 100 for i in range(5000)], pa.decimal64(18, 2)),
         }
     ).replace_schema_metadata({b"market_pipeline": b'{"rows": 5000}'})
-    lake = data_dir / "lake"
     files = {
         lake / "raw/trades/exchange=BINANCE/symbol=BTC-USDT/dt=2024-03-01/data.parquet": wide.slice(0, 10),
         lake / "checkpoints/exchange=BINANCE/symbol=BTC-USDT/dt=2024-03-01/book.parquet": wide.slice(10, 3),
@@ -284,6 +277,22 @@ def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
         with parquet_io.parquet_writer(path, table.schema, compression=codec) as writer:
             for start in range(0, table.num_rows, 2000):  # several row groups
                 writer.write_table(table.slice(start, 2000))
+    return files
+
+
+def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
+    keys: None, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29, item 2: rotate-key said done while every encrypted lake file (Parquet modular
+    encryption, not the capture format) stayed under the old key. Now the lake's raw table, a
+    checkpoint, a multi-row-group books file and a capture outside the data dir are all rotated,
+    read back the same under the new key only, the pipeline's lake guard accepts the new key, and a
+    second run finds everything already rotated."""
+    from market_pipeline.core.lake import parquet_io
+    from market_pipeline.core.lake.lake_guard import LakeKeyMismatch, check_lake_key
+
+    lake = data_dir / "lake"
+    files = _encrypted_lake_files(lake)
     groups = {path: parquet_io.open_file(path).metadata.num_row_groups for path in files}
     captures = tmp_path / "captures"  # PIPELINE_CAPTURE_DIR outside the data dir
     _seal(captures / "binance_spot_btcusdt_20240808.gz.enc", b"capture lines", OLD)
@@ -310,3 +319,58 @@ def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
     assert main(["rotate-key"]) == 0
     assert "0 file(s) rotated, 4 already under the new key" in capsys.readouterr().out
     assert sha256_tree(lake) == before
+
+
+def test_rotate_key_re_encrypts_a_remote_lake_in_its_bucket(
+    keys: None, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With PIPELINE_LAKE_URL the lake's objects are rotated in the bucket (each a verified copy
+    uploaded in one PUT), the local data dir's files too; under the new key only they read back the
+    same, and nothing is left in the upload directory."""
+    from market_pipeline.core.lake import parquet_io, storage
+    from market_pipeline.core.lake.lake_guard import LakeKeyMismatch, check_lake_key
+    from market_pipeline_tests.s3_server import REGION, LoopbackS3
+
+    server = LoopbackS3()
+    try:
+        server.create_bucket("rotated-lake")
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "lake-writer",
+            "AWS_SECRET_ACCESS_KEY": "lake-secret",
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": server.url,
+            "PIPELINE_LAKE_URL": "s3://rotated-lake/team/lake",
+        }.items():
+            monkeypatch.setenv(name, value)
+        storage.s3_filesystem.cache_clear()  # this test's endpoint
+        storage._s3_client.cache_clear()
+        staged = tmp_path / "staged"
+        tables = _encrypted_lake_files(staged)
+        server.upload_tree("rotated-lake", "team/lake", staged)
+        root = storage.lake_root("s3://rotated-lake/team/lake", tmp_path)
+        remote = {root / path.relative_to(staged).as_posix(): table for path, table in tables.items()}
+        _seal(data_dir / "exports" / "local.enc", b"a local file", OLD)
+
+        assert main(["rotate-key"]) == 0
+        out = capsys.readouterr().out
+        assert "4 file(s) rotated, 0 already under the new key" in out, out
+        assert "lake-secret" not in out
+
+        monkeypatch.setenv(crypto.MASTER_KEY_ENV, _b64(NEW))
+        for path, table in remote.items():
+            assert parquet_io.read_table(path).equals(table, check_metadata=True), path
+        check_lake_key(root)
+        assert _plaintext(data_dir / "exports" / "local.enc", NEW) == b"a local file"
+        monkeypatch.setenv(crypto.MASTER_KEY_ENV, _b64(OLD))
+        with pytest.raises(LakeKeyMismatch):
+            check_lake_key(root)
+        uploads = data_dir / "tmp" / "uploads"
+        assert not uploads.exists() or not any(uploads.iterdir())
+        assert main(["rotate-key"]) == 0
+        assert "0 file(s) rotated, 4 already under the new key" in capsys.readouterr().out
+    finally:
+        parquet_io.use_lake_encryption(False)
+        storage.use_lake(False, None)
+        storage.s3_filesystem.cache_clear()
+        storage._s3_client.cache_clear()
+        server.stop()

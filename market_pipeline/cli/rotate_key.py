@@ -10,6 +10,7 @@ from market_pipeline.cli.common import EXIT_OK, EXIT_USAGE, CliError
 
 
 def rotate_key_command(dirs: list[Path]) -> int:
+    from market_pipeline.core.lake import storage
     from market_pipeline.core.security import crypto
     from market_pipeline.core.security.key_rotation import rotate_tree
     from market_pipeline.settings import load_settings
@@ -17,13 +18,15 @@ def rotate_key_command(dirs: list[Path]) -> int:
 
     settings = load_settings()
     # By default every place the pipeline writes encrypted files: the data dir (lake, checkpoints,
-    # carry files, captures kept there) and the capture directory when it lies elsewhere.
+    # carry files, captures kept there), the capture directory when it lies elsewhere, and the
+    # bucket of a remote lake (PIPELINE_LAKE_URL).
     captures = settings.capture_dir
-    roots = dirs or [settings.data_dir, *([captures] if captures is not None and captures.is_dir() else [])]
-    for root in roots:
+    local_roots = dirs or [settings.data_dir, *([captures] if captures is not None and captures.is_dir() else [])]
+    for root in local_roots:
         if not root.is_dir():
             what = "PIPELINE_DATA_DIR" if not dirs else "DIR"
             raise CliError(f"{what} {root}: not a directory", EXIT_USAGE)
+    roots = [*local_roots, *([settings.lake_dir] if not dirs and storage.is_remote(settings.lake_dir) else [])]
     old_key = crypto.default_master_key()  # the environment's, else the settings' (handed over by main)
     new_key = crypto.parse_master_key(os.environ.get(crypto.NEW_MASTER_KEY_ENV), crypto.NEW_MASTER_KEY_ENV)
     print(f"rotating the master key of the encrypted files under {', '.join(str(r) for r in roots)}", flush=True)
@@ -31,7 +34,7 @@ def rotate_key_command(dirs: list[Path]) -> int:
         roots,
         old_key,
         new_key,
-        journal=CaptureManifestJournal(roots),
+        journal=CaptureManifestJournal(local_roots),  # captures are local files, never lake objects
         progress=lambda what, path: print(f"  {what}: {path}", flush=True),
     )
     for path in report.in_progress:

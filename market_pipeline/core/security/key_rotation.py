@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from market_pipeline.core.errors import CryptoError
+from market_pipeline.core.lake import storage
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.security import parquet_rotation
 from market_pipeline.core.security.crypto import (
@@ -92,29 +93,37 @@ def _still_written(name: str) -> bool:
     return name.endswith(PARTIAL_SUFFIX) or (name.startswith(".") and TEMP_MARKER in name)
 
 
+def _files_under(root: Path) -> Iterable[Path]:
+    """Every regular file under `root` (symlinks not followed); a remote lake's objects by listing."""
+    if storage.is_remote(root):
+        yield from storage.iter_files(root)
+        return
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = Path(directory) / name
+            if not path.is_symlink() and path.is_file():
+                yield path.resolve()
+
+
 def find_encrypted_files(roots: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """Every encrypted regular file under `roots` (by magic header; symlinks not followed), sorted,
-    and the encrypted files left out because they are still being written."""
+    """Every encrypted file under `roots` (by magic header), sorted, and the encrypted files left out
+    because they are still being written."""
     found: set[Path] = set()
     busy: set[Path] = set()
     for root in roots:
-        for directory, _, names in os.walk(root):
-            for name in names:
-                path = Path(directory) / name
-                if path.is_symlink() or not path.is_file():
-                    continue
-                try:
-                    with open(path, "rb") as fh:
-                        head = fh.read(len(MAGIC))
-                except OSError:
-                    continue  # vanished or unreadable: not ours to judge here
-                if is_encrypted(head) or parquet_rotation.is_encrypted_parquet(head):
-                    (busy if _still_written(name) else found).add(path.resolve())
-    return sorted(found), sorted(busy)
+        for path in _files_under(root):
+            try:
+                with path.open("rb") as fh:
+                    head = fh.read(len(MAGIC))
+            except OSError:
+                continue  # vanished or unreadable: not ours to judge here
+            if is_encrypted(head) or parquet_rotation.is_encrypted_parquet(head):
+                (busy if _still_written(path.name) else found).add(path)
+    return sorted(found, key=str), sorted(busy, key=str)
 
 
 def _is_parquet(path: Path) -> bool:
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         return parquet_rotation.is_encrypted_parquet(fh.read(len(parquet_rotation.PARQUET_MAGIC)))
 
 
@@ -123,7 +132,7 @@ def _opens_with(path: Path, key: bytes) -> DecryptionError | None:
     lake Parquet file its footer decrypts), else the error."""
     if _is_parquet(path):
         return parquet_rotation.parquet_opens_with(path, key)
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         chunks = decrypt_chunks(fh, key, path)
         try:
             next(chunks)
@@ -151,7 +160,7 @@ def rotate_file(path: Path, old_key: bytes, new_key: bytes, journal: Replacement
         return
     with atomic_path(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as sealed, open(path, "rb") as source:
+        with os.fdopen(fd, "wb") as sealed, path.open("rb") as source:
             writer = EncryptingWriter(sealed, new_key, CHUNK_SIZE)
             plain = _plain_digest(decrypt_chunks(source, old_key, path), writer.write)
             writer.close()

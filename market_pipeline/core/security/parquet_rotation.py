@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pqe
 
-from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake import parquet_io, storage
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.security.crypto import DecryptionError, derive_key
 
@@ -32,7 +32,10 @@ def _lake_key(master_key: bytes) -> bytes:
 
 
 def _open(path: Path, master_key: bytes) -> pq.ParquetFile:
-    return pq.ParquetFile(path, decryption_properties=pqe.create_decryption_properties(_lake_key(master_key)))
+    """The file (a local one, or an object of a remote lake) decrypted with the master key's lake key."""
+    fs, where = storage.arrow_location(path)
+    source = where if fs is None else fs.open_input_file(where)
+    return pq.ParquetFile(source, decryption_properties=pqe.create_decryption_properties(_lake_key(master_key)))
 
 
 def parquet_opens_with(path: Path, master_key: bytes) -> DecryptionError | None:
