@@ -161,6 +161,12 @@ def test_docker_runs_get_the_bucket_and_catalog_settings() -> None:
     assert RUN_ENV_NAMES | set(INSTANCE_ENV) <= listed
 
 
+def test_the_recipe_points_at_these_files() -> None:
+    recipe = (REPO_ROOT / "docs" / "operations.md").read_text()
+    for path in CHECKS:
+        assert f"docs/examples/{path.name}" in recipe
+
+
 def _set(config: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     broken = copy.deepcopy(config)
     *parents, leaf = dotted.split(".")
