@@ -15,7 +15,7 @@ from pathlib import Path
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import reference_lake_dir
 from market_pipeline.defs.common.resources import PipelineSettings
-from market_pipeline.defs.raw.importer import import_partition
+from market_pipeline.defs.common.importer import import_partition
 from market_pipeline.vendors.base import BookDay, VendorSource
 from market_pipeline.vendors.registry import get_vendor
 

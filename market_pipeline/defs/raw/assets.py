@@ -16,7 +16,7 @@ from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import SKIPPED_INSTRUMENTS
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.defs.common.stage_metrics import usage_metadata
-from market_pipeline.defs.raw.importer import ImportFailure, PartitionRejected, PartitionStats, import_partition
+from market_pipeline.defs.common.importer import ImportFailure, PartitionRejected, PartitionStats, import_partition
 from market_pipeline.vendors.base import DayNotCovered, MissingSourceData, VendorSource
 from market_pipeline.vendors.registry import build_source
 
