@@ -323,8 +323,8 @@ def _compare_tickers_by_time(
     of the same instant counts as before the ticker, whatever its finer stamp (Tardis: µs). The
     vendor's clock is the running maximum of its messages' exchange times, so a message stamped
     earlier than one before it does not move the book back in time. Several tickers of one instant
-    (the top changed several times within it): only the last (highest update id) shows the top at
-    the instant's end; the others are `tickers_same_time`, not compared.
+    (the top changed several times within it): only the last (highest update id, and any repeat of
+    it) shows the top at the instant's end; the others are `tickers_same_time`, not compared.
     """
     columns = ["clock", "synced", *TOP]
     if books.height:
@@ -336,7 +336,7 @@ def _compare_tickers_by_time(
         books = carry
     if tickers.is_empty():
         return {"tickers": 0, "tickers_same_time": 0, "tickers_matched": 0, "tickers_differing": 0}, carry
-    last = tickers.sort("update_id").unique("origin_time", keep="last").sort("origin_time")
+    last = tickers.filter(pl.col("update_id") == pl.col("update_id").max().over("origin_time")).sort("origin_time")
     figures = {"tickers": tickers.height, "tickers_same_time": tickers.height - last.height}
     if books.is_empty():
         return {**figures, "tickers_matched": 0, "tickers_differing": 0, "tickers_unsynced": last.height}, carry
