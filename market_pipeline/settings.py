@@ -351,29 +351,46 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _check_source_needs(self) -> PipelineSettings:
-        problems = get_vendor(self.source).problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    @model_validator(mode="after")
     def _check_sources(self) -> PipelineSettings:
         problems = []
         for key, pair in self.sources.items():
             where = f"PIPELINE_SOURCES: {key}"
             if key not in self.instruments:
                 problems.append(f"{where} is not in PIPELINE_INSTRUMENTS")
-            if pair.primary != self.source:
-                # One code location publishes one vendor's books; a per-instrument primary is not built yet.
-                problems.append(f"{where}: primary {pair.primary!r} must be PIPELINE_SOURCE ({self.source!r})")
             if pair.reference == pair.primary:
                 problems.append(f"{where}: the reference source is the primary one")
-        for name in sorted(self.reference_sources - {self.source}):
-            problems += [f"PIPELINE_SOURCES reference {name}: {p}" for p in get_vendor(name).problems(self)]
+        if not problems:
+            problems = self.source_problems(lambda vendor: vendor.problems)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def source_problems(self, check: typing.Callable[[Any], typing.Callable[[Any], list[str]]]) -> list[str]:
+        """`check(vendor)(settings)` of every source in use (each primary and reference), each vendor
+        seeing only the instruments it serves, its problems named by the setting that selects it."""
+        problems = []
+        for name in sorted(self.primary_sources | self.reference_sources):
+            primary = [k for k in self.instruments if self.primary_source(k) == name]
+            referenced = [k for k in self.instruments if self.reference_source(k) == name]
+            found = check(get_vendor(name))(SettingsView(self, instruments=primary + referenced))
+            if name != self.source or referenced or len(primary) < len(self.instruments):
+                roles = [f"primary of {', '.join(primary)}"] * bool(primary)
+                roles += [f"reference of {', '.join(referenced)}"] * bool(referenced)
+                found = [f"PIPELINE_SOURCES {name} ({'; '.join(roles)}): {p}" for p in found]
+            problems += found
+        return problems
+
+    def primary_source(self, instrument_key: str) -> str:
+        """The source whose books `instrument_key` publishes: its `PIPELINE_SOURCES` primary, else
+        PIPELINE_SOURCE."""
+        pair = self.sources.get(instrument_key)
+        return pair.primary if pair else self.source
+
+    @property
+    def primary_sources(self) -> set[str]:
+        """The primary source of every configured instrument (PIPELINE_SOURCE alone unless
+        PIPELINE_SOURCES gives an instrument another)."""
+        return {self.primary_source(key) for key in self.instruments}
 
     def reference_source(self, instrument_key: str) -> str | None:
         """The source `instrument_key`'s days are cross-checked against, if any (`PIPELINE_SOURCES`)."""
@@ -409,6 +426,18 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
+
+
+class SettingsView:
+    """The settings with some attributes replaced, read duck-typed by the vendors and the importer:
+    the instruments one vendor serves (its problems), or another lake (a reference source's area)."""
+
+    def __init__(self, settings: PipelineSettings, **replaced: object) -> None:
+        self._settings = settings
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._settings, name)
 
 
 class ProfiledYamlSource(YamlConfigSettingsSource):

@@ -33,7 +33,7 @@ def _use_captures(monkeypatch, directory: Path) -> None:
 def _rebuild(key: str, day: dt.date):
     """Import the raw partitions from the captures, rebuild the books; (result, fidelity, table figures)."""
     from market_pipeline.defs.books.assets import rebuild_instrument_day
-    from market_pipeline.defs.raw.importer import import_partition
+    from market_pipeline.defs.common.importer import import_partition
     from market_pipeline.settings import load_settings
     from market_pipeline.vendors.registry import build_source
 

@@ -151,7 +151,7 @@ def test_corrupt_capture_is_quarantined_and_the_rest_still_served(capture_env, d
 
 def _import_and_rebuild(settings, instrument, day):
     from market_pipeline.defs.books.assets import rebuild_instrument_day
-    from market_pipeline.defs.raw.importer import import_partition
+    from market_pipeline.defs.common.importer import import_partition
     from market_pipeline.vendors.registry import build_source
 
     source = build_source(settings)

@@ -141,7 +141,7 @@ def test_output_does_not_depend_on_the_batch_size(generated, tmp_path, monkeypat
 
 def _import_and_rebuild(settings, instrument, day):
     from market_pipeline.defs.books.assets import rebuild_instrument_day
-    from market_pipeline.defs.raw.importer import import_partition
+    from market_pipeline.defs.common.importer import import_partition
     from market_pipeline.vendors.registry import build_source
 
     source = build_source(settings)

@@ -162,6 +162,40 @@ def test_validate_env_checks_the_local_source_dir(env, monkeypatch, tmp_path, ca
     assert f"error: PIPELINE_LOCAL_DIR: {missing} is not an existing directory" in err.splitlines()
 
 
+def test_validate_env_names_a_per_instrument_primary_missing_its_settings(env, monkeypatch, tmp_path, capsys):
+    """PIPELINE_SOURCES gives one instrument the primary tardis: its settings are required, and checked
+    for that instrument only (the synthetic one needs no Tardis exchange id)."""
+    sources = '{"BINANCE_FUTURES:BTC-USDT-PERP": {"primary": "tardis", "reference": "capture"}}'
+    monkeypatch.setenv("PIPELINE_SOURCES", sources)
+    monkeypatch.setenv("PIPELINE_TARDIS_EXCHANGES", '{"BINANCE_FUTURES": "binance-futures"}')  # no BINANCE
+
+    code = main(["validate-env"])
+
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err.splitlines() == [
+        "error: PIPELINE_SOURCES capture (reference of BINANCE_FUTURES:BTC-USDT-PERP): "
+        "PIPELINE_SOURCE=capture needs PIPELINE_CAPTURE_DIR",
+        "error: PIPELINE_SOURCES tardis (primary of BINANCE_FUTURES:BTC-USDT-PERP): "
+        "PIPELINE_SOURCE=tardis needs PIPELINE_TARDIS_DIR",
+    ]
+
+    missing = tmp_path / "no-tardis-here"
+    monkeypatch.setenv("PIPELINE_TARDIS_DIR", str(missing))
+    monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(tmp_path))
+    code = main(["validate-env"])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err.splitlines() == [
+        f"error: PIPELINE_SOURCES tardis (primary of BINANCE_FUTURES:BTC-USDT-PERP): PIPELINE_TARDIS_DIR: "
+        f"{missing} is not an existing directory"
+    ]
+    missing.mkdir()
+    assert main(["validate-env"]) == 0
+    assert "BINANCE_FUTURES:BTC-USDT-PERP: primary tardis, reference capture" in capsys.readouterr().out
+
+
 def test_validate_env_rejects_an_unwritable_data_dir(env, monkeypatch, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

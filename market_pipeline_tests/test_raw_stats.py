@@ -45,7 +45,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch, **env: str):
 
 
 def _import(settings, table: str, day: dt.date = DAY):
-    from market_pipeline.defs.raw.importer import import_partition
+    from market_pipeline.defs.common.importer import import_partition
     from market_pipeline.vendors.registry import build_source
 
     return import_partition(build_source(settings), settings, table, settings.universe[0], day, "run-1")
@@ -553,7 +553,7 @@ def test_a_file_of_another_day_is_refused_whole_and_the_good_day_stays(local):
     file is quarantined and named, and the good partition already in the lake is kept byte for byte
     (it used to be replaced by the few rows inside the tolerance)."""
     from market_pipeline.core.lake.paths import PARTITION_FILE, partition_dir, quarantine_dir, raw_partition_dir
-    from market_pipeline.defs.raw.importer import PartitionRejected
+    from market_pipeline.defs.common.importer import PartitionRejected
 
     settings = local.settings()
     stats = _import(settings, "trades")
@@ -573,7 +573,7 @@ def test_a_file_of_another_day_is_refused_whole_and_the_good_day_stays(local):
 
 def test_an_import_keeping_a_fraction_of_the_partition_is_refused(local):
     from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
-    from market_pipeline.defs.raw.importer import PartitionRejected
+    from market_pipeline.defs.common.importer import PartitionRejected
 
     settings = local.settings()
     _import(settings, "trades")

@@ -103,7 +103,7 @@ def bench_settings(data_dir: Path, scale: float, instruments: list[str] | None =
 
 def prepare_day(settings: PipelineSettings, day: dt.date = BENCH_DAY) -> BenchDay:
     """Generate the synthetic day unless cached, and import its deltas and snapshots into the raw lake."""
-    from market_pipeline.defs.raw.importer import import_partition
+    from market_pipeline.defs.common.importer import import_partition
     from market_pipeline.vendors.synthetic.source import SyntheticSource
 
     (instrument,) = settings.universe

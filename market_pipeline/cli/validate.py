@@ -68,9 +68,7 @@ def environment_problems(settings: PipelineSettings) -> tuple[list[str], list[st
     problem = writable_dir_problem(settings.data_dir)
     if problem:
         errors.append(f"PIPELINE_DATA_DIR: {problem}")
-    errors += get_vendor(settings.source).environment(settings)
-    for name in sorted(settings.reference_sources - {settings.source}):
-        errors += [f"PIPELINE_SOURCES reference {name}: {p}" for p in get_vendor(name).environment(settings)]
+    errors += settings.source_problems(lambda vendor: vendor.environment)  # every primary and reference
     home = os.environ.get("DAGSTER_HOME", "").strip()
     if not home:
         warnings.append(

@@ -139,6 +139,10 @@ class Vendor:
     # Whether `book_delta_v2.sequence_number` is the exchange's update id (Crypto Lake's Binance
     # data): then `source_agreement` can match its messages to a capture's by id.
     update_ids: bool = False
+    # The resolution (ns) of the exchange time on the source's `book_ticker` rows of an instrument,
+    # None when they carry none (their origin_time is the receive time): what `source_agreement`
+    # can match a vendor without update ids by (exchange time).
+    ticker_time_ns: Callable[[Any], int | None] = lambda instrument: None
 
 
 def directory_problem(variable: str, path: Path | None) -> list[str]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
+from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.vendors import binance, crypto_lake, synthetic, tardis
-from market_pipeline.vendors.base import Vendor, VendorSource
+from market_pipeline.vendors.base import BookDay, BookDayResult, Vendor, VendorSource
 
 VENDORS: dict[str, Vendor] = {
     vendor.name: vendor
@@ -28,5 +32,50 @@ def get_vendor(name: str) -> Vendor:
 
 
 def build_source(settings) -> VendorSource:
-    """The configured vendor's source (`settings.source`)."""
-    return get_vendor(settings.source).build(settings)
+    """The primary source of the configured instruments: PIPELINE_SOURCE's vendor, or, when
+    PIPELINE_SOURCES gives some instruments another primary, `PrimarySources` over all of them."""
+    names = {settings.primary_source(key) for key in settings.instruments}
+    if names == {settings.source}:
+        return get_vendor(settings.source).build(settings)
+    return PrimarySources(settings, names)
+
+
+def source_of(source: VendorSource, instrument: Instrument) -> VendorSource:
+    """The vendor source serving `instrument` (itself unless `source` is a PrimarySources): for
+    what a vendor says of all its instruments at once (its tables, `book_agreement`, its name)."""
+    return source.of(instrument) if isinstance(source, PrimarySources) else source
+
+
+class PrimarySources:
+    """Each instrument's primary source behind one `VendorSource`: every call about an instrument
+    goes to that instrument's vendor, so the stages import, rebuild and check each instrument-day
+    from its own primary into the one lake (`lake/raw`, `lake/books`)."""
+
+    book_agreement = False  # per instrument: source_of(...).book_agreement
+
+    def __init__(self, settings, names: set[str]) -> None:
+        self._by_name = {name: get_vendor(name).build(settings) for name in sorted(names)}
+        self._primary = {key: settings.primary_source(key) for key in settings.instruments}
+        self.name = "+".join(self._by_name)
+        # The union: a table only some primaries provide is imported for their instruments only.
+        self.tables = frozenset().union(*(s.tables for s in self._by_name.values()))
+
+    @property
+    def served_by(self) -> dict[tuple[str, str, dt.date], str]:
+        """The failover sources' record of what served each import (raw assets' metadata)."""
+        return {k: v for s in self._by_name.values() for k, v in getattr(s, "served_by", {}).items()}
+
+    def of(self, instrument: Instrument) -> VendorSource:
+        return self._by_name[self._primary[instrument.key]]
+
+    def fetch(self, table: str, instrument: Instrument, day: dt.date) -> list[Path]:
+        return self.of(instrument).fetch(table, instrument, day)
+
+    def available_days(self, table: str, instrument: Instrument) -> list[dt.date] | None:
+        return self.of(instrument).available_days(table, instrument)
+
+    def sequence_semantics(self, instrument: Instrument) -> SequenceSemantics:
+        return self.of(instrument).sequence_semantics(instrument)
+
+    def rebuild_books(self, job: BookDay) -> BookDayResult | None:
+        return self.of(job.instrument).rebuild_books(job)

@@ -1,15 +1,21 @@
 """Two sources of one instrument-day compared message by message: a vendor day (the primary
 source) against a golden-sample capture of the same day (the reference), hour by hour.
 
-What is compared (docs/data-formats.md, "Source agreement"):
-- messages by exchange update id (the vendor's `sequence_number` where it is Binance's update id,
-  as in Crypto Lake): the capture's messages the vendor lacks, the vendor's the capture lacks, and
-  the vendor's receive time minus the capture's for the messages both have (quantiles, in ms);
-- trades by exchange trade id: missing in the vendor, extra, differing price, size or side;
+What is compared (docs/data-formats.md, "Source agreement"), by one of two matchings:
+`update_id` where the vendor's `sequence_number` is Binance's update id (Crypto Lake), else
+`exchange_time` (Tardis: its sequence numbers are its own message counter).
+- messages by exchange update id: the capture's messages the vendor lacks, the vendor's the
+  capture lacks, and the vendor's receive time minus the capture's for the messages both have
+  (quantiles, in ms). Not measurable by exchange time (null): two messages of one instant cannot
+  be told apart, and a vendor message need not be one exchange message;
+- trades by exchange trade id (both matchings): missing in the vendor, extra, differing price,
+  size or side;
 - the vendor's book rebuilt message by message (core's replay, top level) against every
-  bookTicker of the capture: best bid and ask prices and sizes exact, matched by update id (the
-  vendor's book after its last message with an id <= the ticker's);
-- the vendor's own snapshots against the bookTicker of the same update id (a stale snapshot);
+  bookTicker of the capture, best bid and ask prices and sizes exact: by update id, the vendor's
+  book after its last message with an id <= the ticker's; by exchange time (`_compare_tickers_by_time`),
+  the vendor's book at the end of the ticker's exchange-time instant;
+- the vendor's own snapshots against the bookTicker of the same update id (a stale snapshot;
+  update ids only, null otherwise);
 - the two rebuilt books (the vendor's `lake/books`, the capture's under the reference area) at
   their common sample instants, the top `top_levels` levels of each side, where both are in sync.
 Hours are UTC hours of the exchange time (the sample time for the books), identical in both sources.
@@ -55,6 +61,7 @@ COUNT_COLUMNS = (
     "tickers_matched",
     "tickers_differing",
     "tickers_unsynced",
+    "tickers_same_time",
     "snapshots_compared",
     "snapshots_differing",
     "book_instants",
@@ -65,12 +72,31 @@ DELAY_COLUMNS = ("delay_p50_ms", "delay_p99_ms", "delay_max_ms")
 HOURLY_SCHEMA = {"hour": pl.Int64, **dict.fromkeys(COUNT_COLUMNS, pl.Int64), **dict.fromkeys(DELAY_COLUMNS, pl.Float64)}
 
 
+UPDATE_ID, EXCHANGE_TIME = "update_id", "exchange_time"
+MATCHINGS = (UPDATE_ID, EXCHANGE_TIME)
+# Measured only when matching by update id: null by exchange time.
+UPDATE_ID_ONLY = (
+    "messages_reference",
+    "messages_vendor",
+    "messages_missing",
+    "messages_extra",
+    "delayed_messages",
+    "snapshots_compared",
+    "snapshots_differing",
+    *DELAY_COLUMNS,
+)
+
+
 @dataclass(frozen=True)
 class AgreementInputs:
     """One instrument-day's files of both sources (lake-shaped raw tables and books)."""
 
     day: dt.date
     grid: Grid
+    matching: str  # UPDATE_ID or EXCHANGE_TIME
+    # By exchange time: the resolution of the reference's bookTicker times (Binance's E: 1 ms);
+    # None when its bookTickers carry no exchange time (Binance spot): tickers not compared.
+    ticker_time_ns: int | None
     contiguous: bool  # the vendor's sequence semantics, for its message-by-message rebuild
     vendor_deltas: Path
     vendor_trades: Path
@@ -132,11 +158,17 @@ def _vendor_message_books(inputs: AgreementInputs, scratch: Path) -> Path:
 def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_levels: int) -> pl.DataFrame:
     """The 24 hourly rows of one instrument-day (`hour`, COUNT_COLUMNS, DELAY_COLUMNS)."""
     day = inputs.day
+    by_time = inputs.matching == EXCHANGE_TIME
+    # By exchange time, messages and snapshots have no update id to be matched by: not read.
     vendor_messages = _spill(
-        scratch, "vendor_messages", day, "origin_time", _messages(inputs.vendor_deltas, batch_rows)
+        scratch, "vendor_messages", day, "origin_time", () if by_time else _messages(inputs.vendor_deltas, batch_rows)
     )
     reference_messages = _spill(
-        scratch, "reference_messages", day, "origin_time", _messages(inputs.reference_deltas, batch_rows)
+        scratch,
+        "reference_messages",
+        day,
+        "origin_time",
+        () if by_time else _messages(inputs.reference_deltas, batch_rows),
     )
     trade_columns = ["origin_time", "trade_id", "side", "price", "quantity"]
     vendor_trades = _spill(
@@ -158,7 +190,7 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
         "vendor_snapshots",
         day,
         "origin_time",
-        iter_frames(inputs.vendor_snapshots, ["origin_time", "sequence_number", *TOP], batch_rows),
+        () if by_time else iter_frames(inputs.vendor_snapshots, ["origin_time", "sequence_number", *TOP], batch_rows),
     )
     message_books = _spill(
         scratch,
@@ -181,17 +213,24 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
     carry = pl.DataFrame()  # the vendor's last message book before the hour
     for hour in range(HOURS):
         row: dict[str, object] = {"hour": hour}
-        row.update(_compare_messages(vendor_messages.hour(hour), reference_messages.hour(hour)))
+        if not by_time:
+            row.update(_compare_messages(vendor_messages.hour(hour), reference_messages.hour(hour)))
         row.update(_compare_trades(vendor_trades.hour(hour), reference_trades.hour(hour)))
         hour_tickers = tickers.hour(hour)
-        figures, carry = _compare_tickers(hour_tickers, message_books.hour(hour), carry)
+        if not by_time:
+            figures, carry = _compare_tickers(hour_tickers, message_books.hour(hour), carry)
+            nearby = pl.concat([tickers.hour(hour - 1), hour_tickers]) if hour else hour_tickers
+            row.update(_compare_snapshots(snapshots.hour(hour), nearby))
+        elif inputs.ticker_time_ns is not None:
+            books = message_books.hour(hour)
+            figures, carry = _compare_tickers_by_time(hour_tickers, books, carry, inputs.ticker_time_ns)
+        else:
+            figures = {"tickers": hour_tickers.height}
         row.update(figures)
-        nearby = pl.concat([tickers.hour(hour - 1), hour_tickers]) if hour else hour_tickers
-        row.update(_compare_snapshots(snapshots.hour(hour), nearby))
         if book_pairs is not None:
             row.update(_compare_books(book_pairs[0].hour(hour), book_pairs[1].hour(hour), levels))
         rows.append(row)
-    return pl.DataFrame(rows, schema=HOURLY_SCHEMA)  # no book comparison: its columns null
+    return pl.DataFrame(rows, schema=HOURLY_SCHEMA)  # what is not measured: null
 
 
 def _per_message(frame: pl.DataFrame) -> pl.DataFrame:
@@ -245,12 +284,11 @@ def _compare_tickers(
             "sequence_number", keep="last", maintain_order=True
         )
         carry = books.tail(1)
-    figures = {"tickers": tickers.height, "tickers_matched": 0, "tickers_differing": 0, "tickers_unsynced": 0}
+    figures = {"tickers": tickers.height, "tickers_same_time": 0}
     if tickers.is_empty():
-        return figures, carry
+        return {**figures, "tickers_matched": 0, "tickers_differing": 0, "tickers_unsynced": 0}, carry
     if books.is_empty():
-        figures["tickers_unsynced"] = tickers.height
-        return figures, carry
+        return {**figures, "tickers_matched": 0, "tickers_differing": 0, "tickers_unsynced": tickers.height}, carry
     joined = tickers.sort("update_id").join_asof(
         books.select("sequence_number", "synced", *TOP),
         left_on="update_id",
@@ -258,15 +296,54 @@ def _compare_tickers(
         strategy="backward",
         suffix="_vendor",
     )
+    return {**figures, **_ticker_verdicts(joined)}, carry
+
+
+def _ticker_verdicts(joined: pl.DataFrame) -> dict[str, int]:
+    """Tickers joined to the vendor's book (`*_vendor` columns, `synced`): matched where in sync and
+    equal, differing where in sync and not, unsynced where the vendor's book was out of sync or absent."""
     synced = joined.filter(pl.col("synced").fill_null(False))
     equal = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_vendor")) for c in TOP])
-    matched = int(synced.select(equal.sum()).item())
-    figures.update(
-        tickers_matched=matched,
-        tickers_differing=synced.height - matched,
-        tickers_unsynced=joined.height - synced.height,
+    matched = int(synced.select(equal.sum()).item()) if synced.height else 0
+    return {
+        "tickers_matched": matched,
+        "tickers_differing": synced.height - matched,
+        "tickers_unsynced": joined.height - synced.height,
+    }
+
+
+def _compare_tickers_by_time(
+    tickers: pl.DataFrame, books: pl.DataFrame, carry: pl.DataFrame, resolution_ns: int
+) -> tuple[dict[str, object], pl.DataFrame]:
+    """Every ticker against the vendor's book at the end of the ticker's exchange-time instant.
+
+    The ticker at exchange time T (a multiple of `resolution_ns`: Binance stamps in ms) shows the
+    top after the exchange's last update up to it; the vendor's book compared is the one after its
+    last message, in its own order, whose exchange time is < T + resolution: every vendor message
+    of the same instant counts as before the ticker, whatever its finer stamp (Tardis: µs). The
+    vendor's clock is the running maximum of its messages' exchange times, so a message stamped
+    earlier than one before it does not move the book back in time. Several tickers of one instant
+    (the top changed several times within it): only the last (highest update id, and any repeat of
+    it) shows the top at the instant's end; the others are `tickers_same_time`, not compared.
+    """
+    columns = ["clock", "synced", *TOP]
+    if books.height:
+        books = books.sort("sequence_number", maintain_order=True).with_columns(clock=pl.col("origin_time"))
+        books = pl.concat([carry, books.select(columns)]) if carry.height else books.select(columns)
+        books = books.with_columns(pl.col("clock").cum_max()).unique("clock", keep="last", maintain_order=True)
+        carry = books.tail(1)
+    else:
+        books = carry
+    if tickers.is_empty():
+        return {"tickers": 0, "tickers_same_time": 0, "tickers_matched": 0, "tickers_differing": 0}, carry
+    last = tickers.filter(pl.col("update_id") == pl.col("update_id").max().over("origin_time")).sort("origin_time")
+    figures = {"tickers": tickers.height, "tickers_same_time": tickers.height - last.height}
+    if books.is_empty():
+        return {**figures, "tickers_matched": 0, "tickers_differing": 0, "tickers_unsynced": last.height}, carry
+    joined = last.with_columns(clock=pl.col("origin_time") + (resolution_ns - 1)).join_asof(
+        books, on="clock", strategy="backward", suffix="_vendor"
     )
-    return figures, carry
+    return {**figures, **_ticker_verdicts(joined)}, carry
 
 
 def _compare_snapshots(snapshots: pl.DataFrame, tickers: pl.DataFrame) -> dict[str, object]:

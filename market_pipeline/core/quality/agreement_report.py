@@ -40,6 +40,7 @@ DAY_FIGURES = (
     "tickers",
     "ticker_agreement_share",
     "tickers_unsynced",
+    "tickers_same_time",
     "snapshots_differing",
     "book_instants",
     "book_instants_differing",
@@ -61,7 +62,11 @@ def _section(row: dict[str, object], hourly: pl.DataFrame) -> str:
     figures = "".join(f"<tr><th>{name}</th><td>{_fmt(row.get(name))}</td></tr>" for name in DAY_FIGURES)
     charts = ""
     if hourly.height:
-        charts = "".join(bar_chart(hourly[c].cast(pl.Float64).to_list(), title, unit) for c, title, unit in CHARTS)
+        charts = "".join(
+            bar_chart(hourly[c].cast(pl.Float64).to_list(), title, unit)
+            for c, title, unit in CHARTS
+            if hourly[c].null_count() < hourly.height  # not measured by this matching: no chart
+        )
     return f"<h2>{html.escape(str(row['instrument']))}</h2><table>{figures}</table>{charts}"
 
 

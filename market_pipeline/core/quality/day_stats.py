@@ -1,6 +1,6 @@
 """Per-day statistics of a raw table, computed in the import's single pass over the day.
 
-The raw import (core/lake/ingest.py, defs/raw/importer.py) already reads every row of an
+The raw import (core/lake/ingest.py, defs/common/importer.py) already reads every row of an
 instrument-day once, in bounded batches. `DayStatsBuilder` rides along that pass and keeps only
 small figures: counts, per-hour clock-skew histograms, sequence-gap events and a few sample rows
 per kind of problem. `DayStats.write` stores them as small Parquet tables beside the day

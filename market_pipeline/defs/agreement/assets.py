@@ -1,10 +1,11 @@
 """`source_agreement`: each instrument-day of the primary source against its reference source
 (`PIPELINE_SOURCES`), one warehouse row per instrument-day and 24 hourly rows (core/quality/agreement.py).
 
-An instrument-day is compared when both sources have it; otherwise its row says why not (`status`):
-no reference configured instruments get no row, a day the reference does not cover (no capture
-was running) is `no_reference_data`, a day the primary lacks is `no_vendor_data`, and a primary
-whose sequence numbers are not the exchange's update ids is `no_update_ids` (nothing to match by).
+An instrument-day is compared when both sources have it, and its `status` says by which matching:
+`update_id` where the instrument's primary carries the exchange's update ids (Crypto Lake),
+`exchange_time` otherwise (Tardis). Otherwise its row says why not: instruments without a
+reference get no row, a day the reference does not cover (no capture was running) is
+`no_reference_data`, a day the primary lacks is `no_vendor_data`.
 The day's rows are also written beside the lake (`lake/agreement/...`) for the checks.
 """
 
@@ -26,7 +27,15 @@ from market_pipeline.core.lake.paths import (
     make_private_dirs,
     raw_partition_dir,
 )
-from market_pipeline.core.quality.agreement import HOURLY_SCHEMA, AgreementInputs, compare_day, day_summary
+from market_pipeline.core.quality.agreement import (
+    EXCHANGE_TIME,
+    HOURLY_SCHEMA,
+    MATCHINGS,
+    UPDATE_ID,
+    AgreementInputs,
+    compare_day,
+    day_summary,
+)
 from market_pipeline.core.quality.agreement_report import write_agreement_report
 from market_pipeline.core.telemetry import progress
 from market_pipeline.defs.agreement.reference import import_reference_day
@@ -36,7 +45,7 @@ from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.recorded import missing_instruments
 from market_pipeline.defs.common.resources import DUCKDB_POOL, IO_MANAGER_ROW_COUNT, PipelineSettings, warehouse_table
 from market_pipeline.vendors.base import DayNotCovered
-from market_pipeline.vendors.registry import build_source, get_vendor
+from market_pipeline.vendors.registry import build_source, get_vendor, source_of
 
 AGREEMENT_GROUP = "agreement"
 DAILY = dg.AssetKey("source_agreement")
@@ -45,8 +54,13 @@ UPSTREAM = ["raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructe
 DAY_FILE, HOURS_FILE = "day.parquet", "hourly.parquet"
 
 
+def matching(settings: PipelineSettings, instrument: Instrument) -> str:
+    """How the instrument's primary is matched to its reference: by update id where it carries them."""
+    return UPDATE_ID if get_vendor(settings.primary_source(instrument.key)).update_ids else EXCHANGE_TIME
+
+
 def agreement_inputs(
-    settings: PipelineSettings, reference_lake, instrument: Instrument, day: dt.date
+    settings: PipelineSettings, reference: str, reference_lake, instrument: Instrument, day: dt.date
 ) -> AgreementInputs:
     ex, sym = instrument.exchange, instrument.symbol
 
@@ -59,7 +73,9 @@ def agreement_inputs(
     return AgreementInputs(
         day=day,
         grid=Grid(instrument.tick_size, instrument.lot_size),
-        contiguous=build_source(settings).sequence_semantics(instrument) == "contiguous",
+        matching=matching(settings, instrument),
+        ticker_time_ns=get_vendor(reference).ticker_time_ns(instrument),
+        contiguous=source_of(build_source(settings), instrument).sequence_semantics(instrument) == "contiguous",
         vendor_deltas=raw(settings.lake_dir, "book_delta_v2"),
         vendor_trades=raw(settings.lake_dir, "trades"),
         vendor_snapshots=raw(settings.lake_dir, "book"),
@@ -78,13 +94,11 @@ def agree_instrument_day(
     """(the day row, the hourly rows) of one instrument-day with a reference source."""
     reference = settings.reference_source(instrument.key)
     assert reference is not None
-    row: dict[str, object] = {"dt": day, "instrument": instrument.key, "primary": settings.source}
-    row["reference"] = reference
+    primary = settings.primary_source(instrument.key)
+    row: dict[str, object] = {"dt": day, "instrument": instrument.key, "primary": primary, "reference": reference}
     hourly = pl.DataFrame(schema=HOURLY_SCHEMA)
     if instrument.key in missing:
         return {**row, "status": "no_vendor_data"}, hourly
-    if not get_vendor(settings.source).update_ids:
-        return {**row, "status": "no_update_ids"}, hourly
     try:
         imported = import_reference_day(settings, reference, instrument, day, run_id)
     except DayNotCovered as exc:
@@ -93,12 +107,12 @@ def agree_instrument_day(
     make_private_dirs(scratch_root)
     with tempfile.TemporaryDirectory(prefix="agreement-", dir=scratch_root) as scratch:
         hourly = compare_day(
-            agreement_inputs(settings, imported.lake_dir, instrument, day),
+            agreement_inputs(settings, reference, imported.lake_dir, instrument, day),
             scratch_root / scratch,
             settings.agreement.batch_rows,
             min(settings.agreement.top_levels, settings.book.depth),
         )
-    return {**row, "status": "compared", **day_summary(hourly)}, hourly
+    return {**row, "status": matching(settings, instrument), **day_summary(hourly)}, hourly
 
 
 def _write_lake(settings: PipelineSettings, instrument: Instrument, day: dt.date, row: dict, hourly: pl.DataFrame):
@@ -136,7 +150,7 @@ def agree_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
                 + (
                     f", messages missing {row['messages_missing']}, trades missing {row['trades_missing']}, "
                     f"ticker agreement {row['ticker_agreement_share']}"
-                    if row["status"] == "compared"
+                    if row["status"] in MATCHINGS
                     else ""
                 ),
                 extra=stage_log_fields([DAILY, HOURLY], day, instrument.key),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.quality.agreement import MATCHINGS
 from market_pipeline.defs.agreement.assets import DAILY, read_day_row
 from market_pipeline.defs.common.checks import ERROR, DailyCheck, Finding
 from market_pipeline.defs.common.resources import PipelineSettings
@@ -27,7 +28,7 @@ def _with_row(judge: Judge):
         row = read_day_row(settings, instrument, day)
         if row is None:
             return Finding(None, "source_agreement wrote no row for this day")
-        if row["status"] != "compared":
+        if row["status"] not in MATCHINGS:
             return Finding(None, f"not compared: {row['status']}", {"status": str(row["status"])})
         return judge(settings, row)
 
@@ -45,6 +46,8 @@ def _ticker_agreement(settings: PipelineSettings, row: dict[str, object]) -> Fin
 
 def _count_at_most(column: str, limit: Callable[[PipelineSettings], int], what: str) -> Judge:
     def judge(settings: PipelineSettings, row: dict[str, object]) -> Finding:
+        if row[column] is None:  # e.g. messages by exchange time: not measurable
+            return Finding(None, f"not measured when matching by {row['status']}", {"status": str(row["status"])})
         value, most = int(row[column]), limit(settings)  # type: ignore[call-overload]
         figures = {column: value, "hours_with_damage": row["hours_with_damage"]}
         if value > most:

@@ -17,7 +17,7 @@ import dagster as dg
 
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.base import VendorSource
-from market_pipeline.vendors.registry import build_source
+from market_pipeline.vendors.registry import build_source, source_of
 
 LAKE_TABLE = "lake_table"  # the raw assets' metadata entry naming the vendor table they import
 
@@ -35,13 +35,14 @@ def raw_tables(assets: Iterable[dg.AssetsDefinition]) -> dict[dg.AssetKey, str]:
 def ready_days(
     source: VendorSource, settings: PipelineSettings, tables: Mapping[dg.AssetKey, str]
 ) -> set[dt.date] | None:
-    """Days the source has for every instrument and every raw table it provides; None when the
-    source cannot list its days (available_days returns None, e.g. synthetic data)."""
+    """Days the source has for every instrument and every raw table its primary source provides
+    (each instrument's own, PIPELINE_SOURCES); None when a primary cannot list its days
+    (available_days returns None, e.g. synthetic data)."""
     days: set[dt.date] | None = None
     for table in tables.values():
-        if table not in source.tables:
-            continue
         for instrument in settings.universe:
+            if table not in source_of(source, instrument).tables:
+                continue
             listed = source.available_days(table, instrument)
             if listed is None:
                 return None
@@ -112,9 +113,14 @@ def build_new_source_days_sensor(
         source = build_source(settings)
         ready = ready_days(source, settings, tables)
         if ready is None:
+            which = (
+                f"PIPELINE_SOURCE={settings.source}: the {source.name} source"
+                if source.name == settings.source
+                else f"PIPELINE_SOURCES: a primary source of {source.name}"
+            )
             return dg.SensorResult(
-                skip_reason=f"PIPELINE_SOURCE={settings.source}: the {source.name} source cannot list "
-                "the days it holds (available_days gives none), so there are no new days to notice; "
+                skip_reason=f"{which} cannot list the days it holds (available_days gives none), so there "
+                "are no new days to notice; "
                 "use the daily_pipeline_schedule instead",
                 cursor=context.cursor,
             )

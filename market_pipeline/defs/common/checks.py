@@ -39,7 +39,7 @@ from market_pipeline.defs.common.dagster_compat import target_materialization
 from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.recorded import latest_materialization, missing_instruments
 from market_pipeline.defs.common.resources import PipelineSettings
-from market_pipeline.vendors.registry import build_source
+from market_pipeline.vendors.registry import build_source, source_of
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
@@ -202,8 +202,8 @@ def daily_check(
 
 
 def day_files(settings: PipelineSettings, instrument: Instrument, day: dt.date) -> DayFiles:
-    """The lake files of one instrument-day, with what the configured vendor's data can prove."""
-    source = build_source(settings)
+    """The lake files of one instrument-day, with what its primary source's data can prove."""
+    source = source_of(build_source(settings), instrument)
     return DayFiles.of(
         settings.lake_dir,
         instrument,

@@ -11,14 +11,14 @@ from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.core.telemetry.telemetry import StageUsage, count
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import SKIPPED
+from market_pipeline.defs.common.importer import ImportFailure, PartitionRejected, PartitionStats, import_partition
 from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import SKIPPED_INSTRUMENTS
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.defs.common.stage_metrics import usage_metadata
-from market_pipeline.defs.raw.importer import ImportFailure, PartitionRejected, PartitionStats, import_partition
 from market_pipeline.vendors.base import DayNotCovered, MissingSourceData, VendorSource
-from market_pipeline.vendors.registry import build_source
+from market_pipeline.vendors.registry import build_source, source_of
 
 RAW_GROUP = "raw"
 
@@ -80,7 +80,7 @@ def import_instrument_day(
     return outcome
 
 
-def _day_metadata(stats: list[PartitionStats], served_by: dict[str, str]) -> dict[str, object]:
+def _day_metadata(stats: list[PartitionStats], served_by: dict[str, str], sources: dict[str, str]) -> dict[str, object]:
     """Per-partition metadata: totals the UI plots, then one entry per instrument."""
     metadata: dict[str, object] = {
         "rows": sum(s.rows for s in stats),
@@ -95,6 +95,7 @@ def _day_metadata(stats: list[PartitionStats], served_by: dict[str, str]) -> dic
         metadata[f"{s.instrument} bytes"] = s.bytes
         metadata[f"{s.instrument} duplicate_rows"] = s.duplicate_rows
         detail = {
+            "source": sources[s.instrument],  # the instrument's primary (PIPELINE_SOURCES)
             "path": str(s.path),
             "quarantined_rows": s.quarantined_rows,
             "quarantined_outside_day": s.quarantined_outside_day,
@@ -145,7 +146,11 @@ def materialize_raw_table(
 ) -> dg.MaterializeResult:
     source = build_source(settings)
     days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-    if table not in source.tables:
+    sources = {i.key: source_of(source, i).name for i in settings.universe}
+    # Instruments whose primary source provides the table (every instrument, unless PIPELINE_SOURCES
+    # mixes vendors whose tables differ): the others have nothing to import and nothing wrong.
+    provided = [i for i in settings.universe if table in source_of(source, i).tables]
+    if not provided:
         # Nothing to import and nothing wrong: say so per day instead of writing empty files.
         note = f"the {source.name} source does not provide the {table} table"
         context.log.info(note)
@@ -158,7 +163,7 @@ def materialize_raw_table(
     stage = context.asset_key.to_user_string()
     usage_meta: dict[dt.date, dict[str, object]] = defaultdict(dict)  # seconds, throughput, memory
     served_by: dict[tuple[str, str, dt.date], str] = {}
-    tasks = [(stage, table, instrument, day, context.run.run_id) for day in days for instrument in settings.universe]
+    tasks = [(stage, table, instrument, day, context.run.run_id) for day in days for instrument in provided]
     # Instrument-days on PIPELINE_WORKERS processes; results (and their metrics) in serial order.
     for result in run_tasks(settings, import_instrument_day, tasks, source=source):
         result.replay()
@@ -206,7 +211,7 @@ def materialize_raw_table(
     # instrument was imported is recorded as skipped whole (defs/common/blocked.py).
     for day in days:
         metadata = {
-            **_day_metadata(written[day], _served_by(served_by, table, day)),
+            **_day_metadata(written[day], _served_by(served_by, table, day), sources),
             **usage_meta[day],
             **_missing_metadata(absent[day]),
         }
@@ -224,7 +229,7 @@ def materialize_raw_table(
             f"day(s) written; skipped: {', '.join(d.isoformat() for d in sorted(failed))}"
         )
     return dg.MaterializeResult(
-        metadata={"days_in_run": len(days), "instruments": len(settings.universe), "source": source.name}
+        metadata={"days_in_run": len(days), "instruments": len(provided), "source": source.name}
     )
 
 

@@ -33,7 +33,7 @@ from market_pipeline.core.quality.sequence import repair_gaps
 from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
 from market_pipeline.defs.common.recorded import latest_metadata
 from market_pipeline.defs.common.resources import PipelineSettings
-from market_pipeline.vendors.registry import build_source
+from market_pipeline.vendors.registry import build_source, source_of
 
 
 @daily_check(
@@ -152,8 +152,8 @@ def price_precision(context, settings: PipelineSettings, instrument: Instrument,
 RAW_TABLE_ASSETS = {"book_delta_v2": "raw_book_deltas", "book": "raw_book_snapshots", "trades": "raw_trades"}
 
 
-def _not_provided(settings: PipelineSettings, table: str) -> Finding | None:
-    source = build_source(settings)
+def _not_provided(settings: PipelineSettings, instrument: Instrument, table: str) -> Finding | None:
+    source = source_of(build_source(settings), instrument)  # the instrument's primary source
     if table in source.tables:
         return None
     return Finding(None, f"the {source.name} source does not provide the {table} table")
@@ -198,7 +198,7 @@ def make_schema_and_row_counts(table: str, asset: str) -> DailyCheck:
         "outside the day beyond partition_tolerance_minutes). Read from the Parquet footer and the day statistics.",
     )
     def schema_and_row_counts(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
-        if (skip := _not_provided(settings, table)) is not None:
+        if (skip := _not_provided(settings, instrument, table)) is not None:
             return skip
         files = day_files(settings, instrument, day)
         path = files.raw_file(table)
@@ -292,7 +292,7 @@ def make_duplicate_rows(table: str, asset: str) -> DailyCheck:
         "losslessly are gone from the lake and counted as duplicate_rows_dropped.",
     )
     def duplicate_rows(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
-        if (skip := _not_provided(settings, table)) is not None:
+        if (skip := _not_provided(settings, instrument, table)) is not None:
             return skip
         stats = m.day_stats(day_files(settings, instrument, day), table)
         s = stats.summary
@@ -333,7 +333,7 @@ def make_origin_time(table: str, asset: str) -> DailyCheck:
         "deltas) was received more than checks.negative_skew_tolerance_ms before its origin_time.",
     )
     def origin_time(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
-        if (skip := _not_provided(settings, table)) is not None:
+        if (skip := _not_provided(settings, instrument, table)) is not None:
             return skip
         limits = settings.checks
         stats = m.day_stats(day_files(settings, instrument, day), table)
@@ -379,7 +379,7 @@ def make_origin_time(table: str, asset: str) -> DailyCheck:
     "integer trade ids) its id is below an earlier id.",
 )
 def out_of_order_trades(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
-    if (skip := _not_provided(settings, "trades")) is not None:
+    if (skip := _not_provided(settings, instrument, "trades")) is not None:
         return skip
     stats = m.day_stats(day_files(settings, instrument, day), "trades")
     s = stats.summary

@@ -24,4 +24,6 @@ VENDOR = Vendor(
     problems=capture_problems,
     environment=lambda settings: directory_problem("PIPELINE_CAPTURE_DIR", settings.capture_dir),
     describe=lambda settings: str(settings.capture_dir.resolve()) if settings.capture_dir else "?",
+    # Futures bookTickers carry the event time E in ms; spot ones (lake exchange BINANCE) no time at all.
+    ticker_time_ns=lambda instrument: None if instrument.exchange == "BINANCE" else 1_000_000,
 )

@@ -1,4 +1,5 @@
-"""Import one vendor table for one instrument-day into the raw lake."""
+"""Import one vendor table for one instrument-day into a lake: the raw stage's `lake/raw`, or the
+reference area of `source_agreement` (defs/agreement/reference.py), which passes its own `lake_dir`."""
 
 from __future__ import annotations
 
