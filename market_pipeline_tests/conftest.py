@@ -39,12 +39,14 @@ SHARED_FIXTURE_FILES = {
     "research_lake": ("test_read_api", "test_export_hftbacktest", "test_research_guide"),
 }
 # Units handed out first, the most expensive first: started last, one of them would leave the
-# other core idle at the end of the suite. Every other file follows in collection order.
+# other core idle at the end of the suite. Then the other units with a test marked slow, then the
+# rest, each in collection order.
 HEAVIEST_FIRST = (
     "test_ui",
     "test_s3_lake",
     "research_lake",
     "test_source_agreement",
+    "test_ui_graphql",  # not marked slow (it is in `make test-quick`), but it starts dagster-webserver
 )
 _UNIT_OF_FILE = {stem: fixture for fixture, stems in SHARED_FIXTURE_FILES.items() for stem in stems}
 
@@ -63,7 +65,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     "add it to SHARED_FIXTURE_FILES in market_pipeline_tests/conftest.py"
                 )
     rank = {unit: index for index, unit in enumerate(HEAVIEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_scheduling_unit(str(item.path)), len(rank)))  # stable: files stay whole
+    slow = len(HEAVIEST_FIRST)
+    for item in items:
+        if item.get_closest_marker("slow"):
+            rank.setdefault(_scheduling_unit(str(item.path)), slow)
+    items.sort(key=lambda item: rank.get(_scheduling_unit(str(item.path)), slow + 1))  # stable: files stay whole
 
 
 @pytest.hookimpl(optionalhook=True)
