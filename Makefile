@@ -62,7 +62,8 @@ lint: install ## Layer contracts (import-linter), ruff lint and ruff format chec
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# One pytest worker per core, each taking whole test files (module fixtures are built once);
+# One pytest worker per core, each taking whole test files (module fixtures are built once), files
+# sharing a session fixture together, the most expensive first (conftest.py says which);
 # PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= auto
 PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
