@@ -43,6 +43,7 @@ ATTACHED_NAME = "warehouse"  # the DuckLake's name in the connection (its defaul
 DATA_DIRECTORY = "warehouse"  # under the lake root: the DuckLake's Parquet data files
 LOCK_WAIT_SECONDS = 120.0  # how long a connection waits for another process's lock on the file
 LOCK_POLL_SECONDS = 0.1
+ATTACH_ATTEMPTS = 3
 # A libpq `password=...` pair, the value bare or single-quoted (with \' and \\ escapes).
 _PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
@@ -107,10 +108,24 @@ def connect(target: WarehouseTarget, read_only: bool = False) -> duckdb.DuckDBPy
         if not read_only:
             target.path.parent.mkdir(parents=True, exist_ok=True)
         return parquet_io.register_duckdb_key(connect_when_free(target.path, read_only=read_only))
-    return parquet_io.register_duckdb_key(_attach_ducklake(target, read_only))
+    return parquet_io.register_duckdb_key(_attach_ducklake(target))
 
 
-def _attach_ducklake(target: WarehouseTarget, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _attach_ducklake(target: WarehouseTarget) -> duckdb.DuckDBPyConnection:
+    """Attach the DuckLake read-write whatever the caller reads: the first attach creates its catalog
+    tables, which a READ_ONLY attach refuses to do (readers never write: `read_only` guards the file).
+    Two processes creating a new catalog at once: the loser's attach fails once and is tried again."""
+    for attempt in range(1, ATTACH_ATTEMPTS + 1):
+        try:
+            return _attach_once(target)
+        except CatalogUnavailable:
+            if attempt == ATTACH_ATTEMPTS:
+                raise
+            time.sleep(WRITE_RETRY_SECONDS * attempt)
+    raise AssertionError("unreachable")
+
+
+def _attach_once(target: WarehouseTarget) -> duckdb.DuckDBPyConnection:
     assert target.catalog is not None and target.data_path is not None
     con = duckdb.connect()
     try:
@@ -130,7 +145,7 @@ def _attach_ducklake(target: WarehouseTarget, read_only: bool) -> duckdb.DuckDBP
             storage.register_duckdb(con)  # the data files are in the bucket (also without a remote lake in use)
         else:
             Path(target.data_path).mkdir(parents=True, exist_ok=True)
-        options = f"DATA_PATH {_literal(target.data_path)}" + (", READ_ONLY" if read_only else "")
+        options = f"DATA_PATH {_literal(target.data_path)}"
         con.execute(f"ATTACH {_literal(DUCKLAKE_POSTGRES + target.catalog)} AS {ATTACHED_NAME} ({options})")
         con.execute(f"USE {ATTACHED_NAME}")
     except duckdb.Error as exc:
@@ -175,7 +190,7 @@ def check_warehouse(target: WarehouseTarget) -> None:
     so without this a damaged file looks like a held lock to each warehouse step in turn.
     """
     if target.is_ducklake:
-        connect(target, read_only=True).close()
+        connect(target).close()  # creates the catalog's tables the first time
         return
     if not target.path.is_file():
         return
@@ -216,8 +231,7 @@ def is_write_conflict(exc: Exception) -> bool:
     """Whether a failed write lost a race with another process's commit and can simply be run again:
     a DuckLake commit conflict (two deletes from the same data file, two creates of one name) or,
     for the file, DuckDB's own transaction conflict."""
-    text = str(exc).lower()
-    return isinstance(exc, duckdb.TransactionException) or "conflict" in text
+    return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
 
 
 def write_transaction(con: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
