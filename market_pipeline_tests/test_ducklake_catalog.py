@@ -9,7 +9,6 @@ both). PostgreSQL runs on 127.0.0.1 (postgres_server.py); skipped without its bi
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -57,7 +56,6 @@ def test_the_io_manager_replaces_days_adds_columns_and_keeps_decimals(catalog_se
     with warehouse.connect(target, read_only=True) as con:
         columns = con.execute("DESCRIBE main.reports").fetchall()
         rows = con.execute("SELECT * FROM main.reports ORDER BY dt").fetchall()
-        data_files = con.execute("SELECT count(*) FROM ducklake_list_files('warehouse', 'reports')").fetchone()[0]
     assert [(c[0], c[1]) for c in columns] == [
         ("dt", "VARCHAR"),
         ("gaps", "BIGINT"),
@@ -68,7 +66,6 @@ def test_the_io_manager_replaces_days_adds_columns_and_keeps_decimals(catalog_se
         ("2024-03-01", 2, Decimal("0.000000000000000001"), None),
         ("2024-03-02", 3, Decimal("12345678901234567890.500000000000000000"), 7),
     ]
-    assert data_files >= 0  # small writes may be inlined into the catalog; both ways read the same
 
 
 WRITER = """
@@ -170,4 +167,3 @@ def test_an_unreachable_catalog_is_named_without_its_password(tmp_path, monkeypa
 def test_the_file_warehouse_stays_the_default(tmp_path):
     target = WarehouseTarget.build(tmp_path, None, tmp_path / "lake")
     assert not target.is_ducklake and target.describe() == str((tmp_path / "warehouse.duckdb").resolve())
-    assert dt.date  # the module's imports stay used when the server tests are skipped
