@@ -42,6 +42,7 @@ from market_pipeline.core.bars.intervals import BarInterval, parse_intervals
 from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
 from market_pipeline.core.lake.storage import lake_root
+from market_pipeline.core.lake.warehouse import WarehouseTarget, parse_catalog_url
 from market_pipeline.core.security.crypto import NEW_MASTER_KEY_ENV, MasterKeyError, parse_master_key
 from market_pipeline.vendors.registry import get_vendor, vendor_configs
 from market_pipeline.vendors.synthetic.saved_settings import SavedSyntheticSettings
@@ -228,6 +229,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     data_dir: Path = Path("./data")
     # The lake on S3 (s3://bucket/prefix) instead of $PIPELINE_DATA_DIR/lake (core/lake/storage.py).
     lake_url: str | None = None
+    # The warehouse as a DuckLake with a PostgreSQL catalog (ducklake:postgres:<libpq string>) instead of
+    # $PIPELINE_DATA_DIR/warehouse.duckdb: many processes can write it (core/lake/warehouse.py).
+    catalog_url: str | None = None
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
     # EXCHANGE:SYMBOL -> {primary, reference}; instruments not listed: PIPELINE_SOURCE, no reference.
     # One JSON object in the environment (decoded here: no PIPELINE_SOURCES__* names).
@@ -426,6 +430,18 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _check_catalog_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_catalog_url(value)  # CatalogUrlError (a ValueError) names the expected form, not the value
+        return value or None
+
+    @property
+    def warehouse(self) -> WarehouseTarget:
+        """The warehouse: the file warehouse_path, or the DuckLake of PIPELINE_CATALOG_URL."""
+        return WarehouseTarget.build(self.data_dir, self.catalog_url, self.lake_dir)
 
 
 class SettingsView:

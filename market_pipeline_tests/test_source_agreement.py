@@ -232,7 +232,7 @@ def test_the_report_and_the_run_summary_show_it(agreement_run):
         if m.asset_key.to_user_string() == "source_agreement"
     }
     assert meta[DAMAGED.isoformat()]["report"].value == str(report)
-    lines = agreement_rows(settings.warehouse_path, DAMAGED, UNCAPTURED)
+    lines = agreement_rows(settings.warehouse, DAMAGED, UNCAPTURED)
     by_day = {tuple(line.split()[:2]): line.split() for line in lines if line.split()[0][:4] == "2024"}
     assert sorted(by_day) == [(d.isoformat(), k) for d in (DAMAGED, CLEAN, UNCAPTURED) for k in (KEY, TARDIS_KEY)]
     damaged = by_day[(DAMAGED.isoformat(), KEY)]
