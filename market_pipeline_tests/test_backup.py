@@ -5,6 +5,7 @@ retention."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -318,6 +319,17 @@ def test_postgres_instance_is_recorded_as_not_copied(tmp_path: Path, sources: Ba
     assert part["included"] is False and part["storage"] == "postgres" and "pg_dump" in part["reason"]
     assert not (snapshot / "dagster_home").exists()
     assert read_manifest(snapshot).parts["dagster_instance"] == part
+
+
+def test_a_remote_lake_is_recorded_as_left_to_its_bucket(tmp_path: Path, sources: BackupSources) -> None:
+    """With PIPELINE_LAKE_URL the checkpoints are objects in the bucket: the manifest says so instead of
+    'no directory', and nothing of the local (stale) lake directory is copied."""
+    remote = dataclasses.replace(sources, remote_lake="s3://team-bucket/lake")
+    snapshot, manifest = create_backup(remote, tmp_path / "backups", _quick_wait())
+    part = manifest.parts["checkpoints"]
+    assert part["included"] is False and "s3://team-bucket/lake" in part["reason"] and "bucket" in part["reason"]
+    assert not [entry for entry in manifest.files if entry.part == "checkpoints"]
+    assert manifest.parts["warehouse"]["included"] is True
 
 
 def test_concurrent_backups_of_the_same_second_all_succeed_under_names_of_their_own(

@@ -27,7 +27,7 @@ def backup_command(target_dir: Path, keep: int | None, encrypt: bool, wait_timeo
     data_dir = settings.data_dir.resolve()
     if not data_dir.is_dir():
         raise ConfigurationError(f"PIPELINE_DATA_DIR {data_dir} is not a directory: nothing to back up")
-    sources = BackupSources(data_dir, require_dagster_home(), settings.capture_dir)
+    sources = BackupSources(data_dir, require_dagster_home(), settings.capture_dir, settings.lake_url)
     key = crypto.default_master_key() if encrypt else None
     print(f"backing up {data_dir} and DAGSTER_HOME {sources.dagster_home} into {target_dir}", flush=True)
     wait = LockWait(timeout_seconds=wait_timeout, notify=lambda message: print(f"  {message}", flush=True))

@@ -54,6 +54,7 @@ class BackupSources:
     data_dir: Path
     dagster_home: Path | None
     capture_dir: Path | None = None
+    remote_lake: str | None = None  # PIPELINE_LAKE_URL: the checkpoints are objects in its bucket
 
 
 @dataclass
@@ -148,8 +149,13 @@ def create_backup(
     try:
         manifest.parts["warehouse"] = _warehouse_part(writer, sources.data_dir, wait)
         manifest.parts["dagster_instance"] = _instance_part(writer, sources.dagster_home)
-        manifest.parts["checkpoints"] = _tree_part(
-            writer, "checkpoints", sources.data_dir, sources.data_dir / "lake" / "checkpoints"
+        manifest.parts["checkpoints"] = (
+            {
+                "included": False,
+                "reason": f"the lake is {sources.remote_lake}: back the bucket up (versioning, replication)",
+            }
+            if sources.remote_lake
+            else _tree_part(writer, "checkpoints", sources.data_dir, sources.data_dir / "lake" / "checkpoints")
         )
         manifest.parts["audit"] = _lines_part(writer, "audit", sources.data_dir, audit_log_path(sources.data_dir))
         manifest.parts["alerts"] = _lines_part(
