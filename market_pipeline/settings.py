@@ -228,6 +228,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     data_dir: Path = Path("./data")
     # The lake on S3 (s3://bucket/prefix) instead of $PIPELINE_DATA_DIR/lake (core/lake/storage.py).
     lake_url: str | None = None
+    # Each run's steps use `<data_dir>/runs/<run_id>/` as their data dir (scratch no other run reads),
+    # as run workers in containers each have their own disk; needs PIPELINE_LAKE_URL (run_scratch()).
+    scratch_per_run: bool = False
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
     # EXCHANGE:SYMBOL -> {primary, reference}; instruments not listed: PIPELINE_SOURCE, no reference.
     # One JSON object in the environment (decoded here: no PIPELINE_SOURCES__* names).
@@ -409,6 +412,25 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def shared_dir(self) -> Path:
+        """What readers and later runs need besides the lake's tables (`reports/`) lives under this: the
+        data dir, or with a remote lake the lake root (a run's data dir may be its own scratch then)."""
+        return self.lake_dir if self.lake_url else self.data_dir.resolve()
+
+    @model_validator(mode="after")
+    def _check_scratch_per_run(self) -> PipelineSettings:
+        if self.scratch_per_run and not self.lake_url:
+            raise ValueError("PIPELINE_SCRATCH_PER_RUN=true needs PIPELINE_LAKE_URL: a local lake would be per run")
+        return self
+
+    def run_scratch(self, run_id: str) -> PipelineSettings:
+        """The settings a step of run `run_id` works with: with PIPELINE_SCRATCH_PER_RUN its data dir is
+        `<data_dir>/runs/<run_id>/` (vendor caches, uploads, spills, audit and metrics files), else these."""
+        if not self.scratch_per_run:
+            return self
+        return self.model_copy(update={"data_dir": self.data_dir / "runs" / run_id})
 
 
 class ProfiledYamlSource(YamlConfigSettingsSource):

@@ -1,0 +1,376 @@
+"""Runs spread by Dagster (issue 26, items 3 and 4), for real on one box.
+
+PostgreSQL on 127.0.0.1 holds the Dagster instance and the DuckLake catalog (two databases), moto's
+S3 server holds the lake and the DuckLake's data files, and dagster-daemon drains the run queue of
+the instance in docs/examples/dagster.distributed.yaml (at most 2 runs at once). An asset backfill of
+the whole graph over 4 days with PIPELINE_BACKFILL_DAYS_PER_RUN=1, launched through Dagster's
+GraphQL API (`dagster-graphql`, what the UI's backfill dialog sends), becomes 4 runs, each a process
+of its own with its own data dir (PIPELINE_SCRATCH_PER_RUN). The last day's run is killed (SIGKILL of
+its run worker and step processes, as when a container dies) while its book step writes, marked
+cancelled (the UI's "Force termination immediately") and its day backfilled again.
+
+Then: at most 2 runs at once and at least once 2 (the runs' start and end times), nothing partial in
+the bucket, every DuckLake data file the catalog names is in the bucket, and the lake objects, the
+reports and every catalog table equal a single-box run of the same 4 days (`market-pipeline run`,
+local lake, warehouse file). Skipped where no PostgreSQL binaries are found.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO_ROOT, VENV_BIN, sha256_tree
+from dagster_ui import free_port
+from s3_server import REGION, LoopbackS3
+from test_postgres import postgres  # noqa: F401  (the module's PostgreSQL server)
+
+from market_pipeline.cli.ui import code_server_argv, grpc_workspace
+
+pytestmark = pytest.mark.slow
+
+INSTANCE_YAML = REPO_ROOT / "docs" / "examples" / "dagster.distributed.yaml"
+DAYS = [dt.date(2024, 1, 2) + dt.timedelta(days=i) for i in range(4)]
+KILLED_DAY = DAYS[-1]
+MAX_RUNS_AT_ONCE = 2  # concurrency.runs.max_concurrent_runs of INSTANCE_YAML
+PREFIX = "lake"
+CATALOG_DB = "market_catalog"
+SECRET = "distributed-secret-never-printed"
+WAIT_SECONDS = 600  # for the backfills on two busy cores
+# Lake prefixes that are not the lake tables a local lake holds under data/lake.
+WAREHOUSE_FILES, REPORTS = "warehouse/", "reports/"
+SETTINGS = {  # tiny days: the test is about where runs write, not about the data
+    "PIPELINE_SOURCE": "synthetic",
+    "PIPELINE_SYNTHETIC__SCALE": "0.005",
+    "PIPELINE_INSTRUMENTS": "BINANCE:BTC-USDT",
+    "PIPELINE_START_DATE": "2024-01-01",
+    "PIPELINE_BOOK__SAMPLE_INTERVAL_MS": "60000",
+    "PIPELINE_WORKERS": "1",
+}
+# Columns of pipeline_metrics that describe the run itself (durations, memory, its id), not the data.
+RUN_COLUMNS = ("_seconds", "_events_per_s", "_peak_rss_mb", "_run_id")
+
+LAUNCH_BACKFILL = """
+mutation ($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}"""
+ASSET_KEYS = "{ assetNodes { assetKey { path } isPartitioned } }"
+FORCE_TERMINATE = """
+mutation ($runId: String!) {
+  terminateRuns(runIds: [$runId], terminatePolicy: MARK_AS_CANCELED_IMMEDIATELY) {
+    __typename
+    ... on TerminateRunsResult { terminateRunResults { __typename } }
+  }
+}"""
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """This environment without any PIPELINE_* variable, plus the source tree, SETTINGS and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return {**env, **SETTINGS, **extra}
+
+
+def single_box_run(root: Path) -> Path:
+    """The 4 days in one `market-pipeline run` on the default local lake and warehouse file."""
+    home, data = root / "single-home", root / "single-data"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    argv = [str(VENV_BIN / "market-pipeline"), "run", "--start-date", str(DAYS[0]), "--end-date", str(DAYS[-1])]
+    done = subprocess.run(
+        argv,
+        env=base_env(DAGSTER_HOME=str(home), PIPELINE_DATA_DIR=str(data)),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return data
+
+
+class Service:
+    """A long-running Dagster process (code server, daemon) in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.log = cwd / f"{name}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.proc.args[:4]} exited with {self.proc.returncode}:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)  # Dagster's processes shut down cleanly on an interrupt
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def wait_until_listening(service: Service, port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        service.check_alive()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the code server did not listen on {port} within {WAIT_SECONDS} s:\n{service.tail()}")
+
+
+def graphql(workspace: Path, env: dict[str, str], query: str, **variables: object) -> dict:
+    """One query through `dagster-graphql` on the workspace (the code server), as the UI would send it."""
+    argv = [str(VENV_BIN / "dagster-graphql"), "-w", str(workspace), "-t", query, "-v", json.dumps(variables)]
+    done = subprocess.run(argv, env=env, cwd=workspace.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def launch_backfill(workspace: Path, env: dict[str, str], assets: list[list[str]], days: list[dt.date]) -> str:
+    params = {"partitionNames": [str(d) for d in days], "assetSelection": [{"path": p} for p in assets]}
+    launched = graphql(workspace, env, LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def backfill_runs(instance, backfill_id: str) -> list:
+    import dagster as dg
+
+    return instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+
+
+def wait_for_backfill(instance, backfill_id: str, daemon: Service) -> list:
+    """Until the backfill has ended; its runs."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        daemon.check_alive()
+        status = instance.get_backfill(backfill_id).status.value
+        if status not in ("REQUESTED", "CANCELING", "FAILING"):
+            runs = backfill_runs(instance, backfill_id)
+            if all(r.is_finished for r in runs):
+                return runs
+        time.sleep(1)
+    raise AssertionError(f"backfill {backfill_id} still {status} after {WAIT_SECONDS} s:\n{daemon.tail()}")
+
+
+def run_worker_tree(run_id: str) -> list:
+    """The run's worker (`dagster api execute_run`, whose arguments carry the run id) and its step processes."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "execute_run" in cmdline and run_id in cmdline:
+            return [proc, *proc.children(recursive=True)]
+    return []
+
+
+def kill_while_the_book_step_writes(instance, backfill_id: str, scratch: Path, daemon: Service) -> SimpleNamespace:
+    """SIGKILL every process of KILLED_DAY's run once its book step has a lake object in the making
+    (a file in the run's upload directory, PIPELINE_SCRATCH_PER_RUN)."""
+    import dagster as dg
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    run_id, books_started = None, False
+    while time.monotonic() < deadline:
+        daemon.check_alive()
+        if run_id is None:
+            runs = [r for r in backfill_runs(instance, backfill_id) if str(KILLED_DAY) in r.tags.values()]
+            run_id = runs[0].run_id if runs else None
+        elif not books_started:
+            starts = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+            books_started = any(e.step_key == "reconstructed_books" for e in starts)
+        else:
+            uploads = scratch / "runs" / run_id / "tmp" / "uploads"
+            writing = [p.name for p in uploads.iterdir()] if uploads.is_dir() else []
+            if writing:
+                processes = run_worker_tree(run_id)
+                assert processes, f"no run worker process of {run_id}"
+                for proc in processes:
+                    proc.send_signal(signal.SIGKILL)
+                return SimpleNamespace(run_id=run_id, writing=writing, processes=len(processes))
+            time.sleep(0.005)
+            continue
+        time.sleep(0.2)
+    raise AssertionError(f"the run of {KILLED_DAY} never wrote in its book step:\n{daemon.tail()}")
+
+
+def bucket_objects(s3: LoopbackS3, bucket: str) -> dict[str, bytes]:
+    objects = {}
+    for page in s3.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIX + "/"):
+        for item in page.get("Contents", []):
+            objects[item["Key"][len(PREFIX) + 1 :]] = s3.s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return objects
+
+
+def most_runs_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of (start, end) spans open at one instant."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])  # an end before a start
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[LoopbackS3]:
+    server = LoopbackS3()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def distributed(postgres, s3, tmp_path_factory) -> Iterator[SimpleNamespace]:  # noqa: F811
+    """The backfill on the daemon, one run killed and its day backfilled again, then the single-box run."""
+    import dagster as dg
+    import psycopg2
+
+    root = tmp_path_factory.mktemp("distributed")
+    pg = postgres.env
+    connection = psycopg2.connect(
+        host=pg["DAGSTER_PG_HOST"], port=int(pg["DAGSTER_PG_PORT"]), user=pg["DAGSTER_PG_USER"], dbname="postgres"
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {CATALOG_DB}")
+    connection.close()
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(bucket)
+    home, scratch = root / "dagster_home", root / "data"
+    home.mkdir()
+    shutil.copy(INSTANCE_YAML, home / "dagster.yaml")
+    catalog = f"host=127.0.0.1 port={pg['DAGSTER_PG_PORT']} dbname={CATALOG_DB} user={pg['DAGSTER_PG_USER']}"
+    env = base_env(
+        **pg,
+        DAGSTER_HOME=str(home),
+        AWS_ACCESS_KEY_ID="lake-writer",
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_REGION=REGION,
+        AWS_ENDPOINT_URL=s3.url,
+        PIPELINE_DATA_DIR=str(scratch),
+        PIPELINE_LAKE_URL=f"s3://{bucket}/{PREFIX}",
+        PIPELINE_SCRATCH_PER_RUN="true",
+        PIPELINE_BACKFILL_DAYS_PER_RUN="1",
+    )
+    from market_pipeline.settings import PipelineSettings
+
+    if "catalog_url" in PipelineSettings.model_fields:  # TODO(distributed): always, once ducklake is merged
+        env["PIPELINE_CATALOG_URL"] = f"ducklake:postgres:{catalog}"
+    # The instance's tables exist before the daemon starts (two processes creating them race).
+    patch = pytest.MonkeyPatch()
+    for name, value in pg.items():
+        patch.setenv(name, value)
+    instance = dg.DagsterInstance.from_config(str(home))
+    port = free_port()
+    workspace = root / "workspace.yaml"
+    workspace.write_text(grpc_workspace(port))
+    code_server = Service("code-server", code_server_argv(port, REPO_ROOT), env, root)
+    daemon = None
+    try:
+        wait_until_listening(code_server, port)
+        daemon = Service("daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env, root)
+        nodes = graphql(workspace, env, ASSET_KEYS)["assetNodes"]
+        assets = sorted(n["assetKey"]["path"] for n in nodes if n["isPartitioned"])
+        backfill = launch_backfill(workspace, env, assets, DAYS)
+        killed = kill_while_the_book_step_writes(instance, backfill, scratch, daemon)
+        terminated = graphql(workspace, env, FORCE_TERMINATE, runId=killed.run_id)["terminateRuns"]
+        assert terminated["terminateRunResults"] == [{"__typename": "TerminateRunSuccess"}], terminated
+        first_runs = wait_for_backfill(instance, backfill, daemon)
+        after_kill = bucket_objects(s3, bucket)
+        again = launch_backfill(workspace, env, assets, [KILLED_DAY])
+        again_runs = wait_for_backfill(instance, again, daemon)
+        records = [instance.get_run_record_by_id(r.run_id) for r in first_runs + again_runs]
+        spans = [(r.start_time, r.end_time) for r in records]
+        logs = {"daemon": daemon.tail(), "code server": code_server.tail()}
+    finally:
+        for service in (daemon, code_server):
+            if service is not None:
+                service.stop()
+        instance.dispose()
+        patch.undo()
+    single = single_box_run(root)
+    yield SimpleNamespace(
+        first_runs=first_runs,
+        again_runs=again_runs,
+        spans=spans,
+        killed=killed,
+        after_kill=after_kill,
+        objects=bucket_objects(s3, bucket),
+        single=single,
+        scratch=scratch,
+        catalog=env.get("PIPELINE_CATALOG_URL"),
+        env=env,
+        logs=logs,
+    )
+
+
+def test_the_backfill_ran_as_one_run_a_day_at_most_two_at_once(distributed):
+    first = distributed.first_runs
+    assert len(first) == len(DAYS)
+    assert sorted(r.tags["dagster/partition"] for r in first) == [str(d) for d in DAYS]
+    assert [r.status.value for r in first if not r.is_success] == ["CANCELED"]  # the killed one
+    assert all(r.is_success for r in distributed.again_runs), distributed.logs
+    assert most_runs_at_once(distributed.spans) == MAX_RUNS_AT_ONCE  # never more, and at least once that many
+    # Each run had its own data dir, and no run wrote the lake or the warehouse under it.
+    run_dirs = {p.name for p in (distributed.scratch / "runs").iterdir()}
+    assert {r.run_id for r in first + distributed.again_runs} <= run_dirs
+    assert not list(distributed.scratch.rglob("lake")) and not list(distributed.scratch.rglob("warehouse.duckdb"))
+
+
+def test_a_killed_run_leaves_no_partial_object(distributed):
+    killed = distributed.killed
+    assert killed.writing and killed.processes >= 2  # killed mid-write: the worker and its step process
+    books = f"books/exchange=BINANCE/symbol=BTC-USDT/dt={KILLED_DAY}/data.parquet"
+    assert books not in distributed.after_kill  # the object in the making never appeared
+    for key, body in distributed.after_kill.items():
+        if key.endswith(".parquet"):
+            assert body[:4] == body[-4:] == b"PAR1", key  # every object whole
+    assert not [key for key in distributed.objects if ".upload-" in key or "/." in key]
+
+
+def test_the_lake_equals_a_single_box_run(distributed):
+    import hashlib
+
+    objects = {
+        key: hashlib.sha256(body).hexdigest()
+        for key, body in distributed.objects.items()
+        if not key.startswith((WAREHOUSE_FILES, REPORTS))
+    }
+    assert objects == sha256_tree(distributed.single / "lake")
+    reports = {
+        key[len(REPORTS) :]: hashlib.sha256(body).hexdigest()
+        for key, body in distributed.objects.items()
+        if key.startswith(REPORTS)
+    }
+    assert reports == sha256_tree(distributed.single / "reports")
