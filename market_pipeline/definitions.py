@@ -27,7 +27,7 @@ from market_pipeline.defs.common.backfill import backfill_policy
 from market_pipeline.defs.common.json_logs import run_logger_config, run_loggers
 from market_pipeline.defs.common.log_scrubbing import harden_code_location
 from market_pipeline.defs.common.partitions import daily_partitions
-from market_pipeline.defs.common.resources import build_resources
+from market_pipeline.defs.common.resources import DUCKDB_POOL, build_resources
 from market_pipeline.defs.metrics.definitions import build_metrics_definitions
 from market_pipeline.defs.quality.definitions import build_quality_definitions
 from market_pipeline.defs.raw.definitions import build_raw_definitions
@@ -42,15 +42,17 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
     configure_console_logs(settings.log_format)  # the process's Python logging; run_loggers below: the runs'
     partitions = daily_partitions(settings.start_date)
     policy = backfill_policy(settings.backfill_days_per_run)  # one run per backfill, or runs of N days
+    # The warehouse file has one writer at a time (the `duckdb` pool); a DuckLake catalog has many.
+    pool = None if settings.warehouse.is_ducklake else DUCKDB_POOL
     stages = dg.Definitions.merge(
         build_raw_definitions(partitions, policy),
-        build_book_definitions(partitions, policy),
-        build_quality_definitions(partitions, policy),
-        build_metrics_definitions(partitions, policy),
-        build_bars_definitions(partitions, policy),
+        build_book_definitions(partitions, policy, pool),
+        build_quality_definitions(partitions, policy, pool),
+        build_metrics_definitions(partitions, policy, pool),
+        build_bars_definitions(partitions, policy, pool),
         # Only with a reference source (PIPELINE_SOURCES): otherwise the graph is as it was.
         *(
-            [build_agreement_definitions(partitions, policy, settings.agreement.blocking)]
+            [build_agreement_definitions(partitions, policy, settings.agreement.blocking, pool)]
             if settings.reference_sources
             else []
         ),

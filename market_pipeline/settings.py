@@ -42,6 +42,7 @@ from market_pipeline.core.bars.intervals import BarInterval, parse_intervals
 from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.instruments import Instrument, InstrumentSpec, check_instrument_key
 from market_pipeline.core.lake.storage import lake_root
+from market_pipeline.core.lake.warehouse import WarehouseTarget, parse_catalog_url
 from market_pipeline.core.security.crypto import NEW_MASTER_KEY_ENV, MasterKeyError, parse_master_key
 from market_pipeline.vendors.registry import get_vendor, vendor_configs
 from market_pipeline.vendors.synthetic.saved_settings import SavedSyntheticSettings
@@ -228,8 +229,11 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     data_dir: Path = Path("./data")
     # The lake on S3 (s3://bucket/prefix) instead of $PIPELINE_DATA_DIR/lake (core/lake/storage.py).
     lake_url: str | None = None
+    # The warehouse as a DuckLake with a PostgreSQL catalog (ducklake:postgres:<libpq string>) instead of
+    # $PIPELINE_DATA_DIR/warehouse.duckdb: many processes can write it (core/lake/warehouse.py).
+    catalog_url: str | None = None
     # Each run's steps use `<data_dir>/runs/<run_id>/` as their data dir (scratch no other run reads),
-    # as run workers in containers each have their own disk; needs PIPELINE_LAKE_URL (run_scratch()).
+    # as run workers in containers each have their own disk; needs PIPELINE_LAKE_URL and PIPELINE_CATALOG_URL.
     scratch_per_run: bool = False
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
     # EXCHANGE:SYMBOL -> {primary, reference}; instruments not listed: PIPELINE_SOURCE, no reference.
@@ -413,6 +417,17 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
 
+    @field_validator("catalog_url")
+    @classmethod
+    def _check_catalog_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_catalog_url(value)  # CatalogUrlError (a ValueError) names the expected form, not the value
+        return value or None
+
+    @property
+    def warehouse(self) -> WarehouseTarget:
+        """The warehouse: the file warehouse_path, or the DuckLake of PIPELINE_CATALOG_URL."""
+        return WarehouseTarget.build(self.data_dir, self.catalog_url, self.lake_dir)
     @property
     def shared_dir(self) -> Path:
         """What readers and later runs need besides the lake's tables (`reports/`) lives under this: the
@@ -421,8 +436,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
 
     @model_validator(mode="after")
     def _check_scratch_per_run(self) -> PipelineSettings:
-        if self.scratch_per_run and not self.lake_url:
-            raise ValueError("PIPELINE_SCRATCH_PER_RUN=true needs PIPELINE_LAKE_URL: a local lake would be per run")
+        if self.scratch_per_run and not (self.lake_url and self.catalog_url):
+            # A local lake or warehouse file under a run's own data dir would be lost to every other run.
+            raise ValueError("PIPELINE_SCRATCH_PER_RUN=true needs PIPELINE_LAKE_URL and PIPELINE_CATALOG_URL")
         return self
 
     def run_scratch(self, run_id: str) -> PipelineSettings:

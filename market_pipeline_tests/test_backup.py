@@ -25,6 +25,7 @@ from market_pipeline.core.backup.snapshot import BackupSources, copy_complete_li
 from market_pipeline.core.backup.warehouse import LockWait
 from market_pipeline.core.errors import BlockedError, ConfigurationError, CryptoError, UsageError
 from market_pipeline.core.lake.catalog import ensure_lake_views
+from market_pipeline.core.lake.warehouse import WarehouseTarget
 from market_pipeline_tests.conftest import sha256_tree, subprocess_env
 
 KEY = base64.b64decode(base64.b64encode(bytes(range(32))))
@@ -69,7 +70,7 @@ def _make_warehouse(data_dir: Path) -> Path:
     lake_file = data_dir / "lake/raw/trades/exchange=BINANCE/symbol=BTC-USDT/dt=2024-03-01/data.parquet"
     lake_file.parent.mkdir(parents=True)
     pl.DataFrame({"price": [1.5, 2.5]}).write_parquet(lake_file)
-    ensure_lake_views(warehouse, data_dir / "lake")  # raw.trades: a lake view, not copied
+    ensure_lake_views(WarehouseTarget(warehouse), data_dir / "lake")  # raw.trades: a lake view, not copied
     with duckdb.connect(str(warehouse)) as con:
         con.execute("CREATE SCHEMA quality")
         con.execute("CREATE TABLE main.fills (n INTEGER PRIMARY KEY, label VARCHAR NOT NULL DEFAULT 'x')")

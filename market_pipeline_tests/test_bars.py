@@ -295,7 +295,7 @@ def test_range_run_skips_a_bad_day_and_duckdb_time_bucket_agrees(settings):
     # The run summary of `market-pipeline run` and `demo` shows them per day, instrument and interval.
     from market_pipeline.cli.report import bar_counts
 
-    lines = bar_counts(settings.warehouse_path, DAY, BAD_DAY)
+    lines = bar_counts(settings.warehouse, DAY, BAD_DAY)
     assert lines[0].split() == ["dt", "instrument", "bars", "1m", "bars", "5m", "bars", "1h", "trades"]
     assert lines[2].split()[:2] == [DAY.isoformat(), INSTRUMENT] and lines[2].split()[-1] == "497"
 
@@ -358,7 +358,7 @@ def test_the_view_keeps_every_instruments_decimals_exact(tmp_path, monkeypatch):
             files.trades, files.books, files.bars, instrument, DAY, settings.bars.bar_intervals, tmp_path / "spill"
         )
         expected[instrument.symbol] = pq.read_table(files.bars).to_pylist()
-    assert ensure_lake_views(settings.warehouse_path, settings.lake_dir, BARS_VIEWS) == ["bars.ohlcv"]
+    assert ensure_lake_views(settings.warehouse, settings.lake_dir, BARS_VIEWS) == ["bars.ohlcv"]
 
     columns = pq.read_schema(files.bars).names
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:

@@ -339,13 +339,15 @@ def test_views_and_run_summary_read_an_encrypted_lake(tmp_path, encrypted):
     from market_pipeline.core.lake.catalog import ensure_lake_views
     from market_pipeline.core.lake.files import write_lake_parquet_atomic
     from market_pipeline.core.lake.paths import raw_partition_dir
+    from market_pipeline.core.lake.warehouse import WarehouseTarget
 
     lake, warehouse = tmp_path / "lake", tmp_path / "warehouse.duckdb"
     for day in (DAY, DAY + dt.timedelta(days=1)):
         frame = pl.DataFrame({"received_time": [1, 2, 3], "price": [1.5, 2.5, 3.5]})
         write_lake_parquet_atomic(frame, raw_partition_dir(lake, "trades", "BINANCE", SYMBOL, day) / "data.parquet")
-    assert ensure_lake_views(warehouse, lake) == ["raw.trades"]
-    lines = "\n".join(raw_row_counts(warehouse, DAY, DAY))
+    target = WarehouseTarget(warehouse)
+    assert ensure_lake_views(target, lake) == ["raw.trades"]
+    lines = "\n".join(raw_row_counts(target, DAY, DAY))
     assert f"BINANCE:{SYMBOL}" in lines and "cannot read" not in lines
     with parquet_io.register_duckdb_key(duckdb.connect(str(warehouse), read_only=True)) as con:
         query = (

@@ -14,12 +14,8 @@ when it can).
 from __future__ import annotations
 
 import datetime as dt
-import glob
-import os
 import shutil
-import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,98 +23,30 @@ from types import SimpleNamespace
 import duckdb
 import pytest
 from conftest import REPO_ROOT, VENV_BIN, subprocess_env
+from postgres_server import running_postgres
 
 pytestmark = pytest.mark.slow
 
 POSTGRES_YAML = REPO_ROOT / "dagster_home" / "dagster.postgres.yaml"
-UNPRIVILEGED = "nobody"  # the cluster's owner when the tests run as root
 # Two steps of different runs that start this close together claimed the one `duckdb` slot at the
 # same instant (a Dagster race on PostgreSQL, see the concurrent-runs test and docs/operations.md).
 SIMULTANEOUS_CLAIM_SECONDS = 0.25
 
 
-def _pg_bin() -> Path | None:
-    """The directory holding initdb, pg_ctl and postgres: PATH, then Debian's /usr/lib/postgresql/<ver>/bin."""
-    found = shutil.which("initdb")
-    candidates = [Path(found).resolve().parent] if found else []
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name or 0))
-    candidates += [Path(p) for p in reversed(versions)]
-    for directory in candidates:
-        if all((directory / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
-            return directory
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _as_owner(argv: list[str]) -> list[str]:
-    """Run argv as the cluster's owner: ourselves, or `nobody` when we are root."""
-    if os.geteuid() != 0:
-        return argv
-    runuser = shutil.which("runuser")
-    if runuser:
-        return [runuser, "-u", UNPRIVILEGED, "--", *argv]
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        return [setpriv, "--reuid", UNPRIVILEGED, "--regid", "nogroup", "--clear-groups", *argv]
-    pytest.skip("running as root and neither runuser nor setpriv is available to drop privileges for initdb")
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[SimpleNamespace]:
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl, postgres) on PATH or in /usr/lib/postgresql/*/bin")
-    # Not under pytest's tmp dirs: those are 0700 root, which the unprivileged owner cannot enter.
-    root = Path(tempfile.mkdtemp(prefix="mp_pg_"))
-    cluster, log = root / "cluster", root / "postgres.log"
-    cluster.mkdir()
-    if os.geteuid() == 0:
-        import pwd
-
-        owner = pwd.getpwnam(UNPRIVILEGED)
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        os.chown(cluster, owner.pw_uid, owner.pw_gid)
-    os.chmod(root, 0o755)
-    port = _free_port()
-    user = "dagster"
-    initdb = [str(bin_dir / "initdb"), "-D", str(cluster), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"]
-    done = subprocess.run(_as_owner(initdb), capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"initdb failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={cluster} -c fsync=off"
-    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(cluster), "-l", str(log), "-o", options, "-w", "-t", "60"]
-    started = subprocess.run(_as_owner([*pg_ctl, "start"]), capture_output=True, text=True, timeout=120)
-    if started.returncode != 0:
-        text = log.read_text() if log.is_file() else started.stderr
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"pg_ctl start failed: {text[-1000:]}")
-    try:
-        import psycopg2
-
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user=user, dbname="postgres")
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("CREATE DATABASE dagster")
-        connection.close()
+    with running_postgres("dagster") as server:
+        server.create_database("dagster")
         yield SimpleNamespace(
             env={
-                "DAGSTER_PG_HOST": "127.0.0.1",
-                "DAGSTER_PG_PORT": str(port),
-                "DAGSTER_PG_USER": user,
+                "DAGSTER_PG_HOST": server.host,
+                "DAGSTER_PG_PORT": str(server.port),
+                "DAGSTER_PG_USER": server.user,
                 "DAGSTER_PG_PASSWORD": "",
                 "DAGSTER_PG_DB": "dagster",
             },
-            root=root,
+            root=server.root,
         )
-    finally:
-        subprocess.run(_as_owner([*pg_ctl, "-m", "fast", "stop"]), capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -203,7 +203,7 @@ def test_the_report_and_the_run_summary_show_it(agreement_run):
         if m.asset_key.to_user_string() == "source_agreement"
     }
     assert meta[DAMAGED.isoformat()]["report"].value == str(report)
-    lines = agreement_rows(settings.warehouse_path, DAMAGED, UNCAPTURED)
+    lines = agreement_rows(settings.warehouse, DAMAGED, UNCAPTURED)
     by_day = {line.split()[0]: line.split() for line in lines if line.split()[0][:4] == "2024"}
     assert sorted(by_day) == [DAMAGED.isoformat(), CLEAN.isoformat(), UNCAPTURED.isoformat()]
     damaged = by_day[DAMAGED.isoformat()]

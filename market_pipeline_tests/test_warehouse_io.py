@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import dagster as dg
 import duckdb
 import polars as pl
 
 DAYS = dg.StaticPartitionsDefinition(["2024-03-01", "2024-03-02"])
+
+
+def warehouse_io_manager(warehouse) -> dict[str, object]:
+    """The IO manager on the warehouse `warehouse` (a file path or a WarehouseTarget), as resource `warehouse`."""
+    from market_pipeline.core.lake.warehouse import WarehouseTarget
+    from market_pipeline.defs.common.warehouse_io import WarehouseIOManager
+
+    target = warehouse if isinstance(warehouse, WarehouseTarget) else WarehouseTarget(warehouse)
+    # `pipeline`: anything with the settings' `warehouse` attribute
+    pipeline = dg.ResourceDefinition.hardcoded_resource(SimpleNamespace(warehouse=target))
+    manager = WarehouseIOManager(pipeline=pipeline, database=target.describe(), schema="main")
+    return {"warehouse": manager}
 
 
 def _table_asset(frame: pl.DataFrame) -> dg.AssetsDefinition:
@@ -18,10 +32,8 @@ def _table_asset(frame: pl.DataFrame) -> dg.AssetsDefinition:
 
 
 def test_new_columns_are_added_and_values_land_under_their_names(tmp_path):
-    from market_pipeline.defs.common.warehouse_io import WarehouseIOManager
-
     warehouse = tmp_path / "warehouse.duckdb"
-    resources = {"warehouse": WarehouseIOManager(database=str(warehouse), schema="main")}
+    resources = warehouse_io_manager(warehouse)
     old = pl.DataFrame({"dt": ["2024-03-01"], "gaps": [1], "share": [0.5]})
     # A newer release: a column in the middle, and the old ones reordered.
     new = pl.DataFrame({"dt": ["2024-03-02"], "share": [0.25], "unsynced": [7], "gaps": [3]})
@@ -53,15 +65,20 @@ def test_a_damaged_warehouse_is_named_at_once_and_a_locked_one_is_not_damage(tmp
 
     import pytest
 
-    from market_pipeline.core.lake.catalog import WarehouseDamaged, check_warehouse, connect_when_free
+    from market_pipeline.core.lake.warehouse import (
+        WarehouseDamaged,
+        WarehouseTarget,
+        check_warehouse,
+        connect_when_free,
+    )
 
     for damaged in _damaged(tmp_path / "warehouse.duckdb"):
         with pytest.raises(WarehouseDamaged, match="Damaged warehouse") as info:
-            check_warehouse(damaged)
+            check_warehouse(WarehouseTarget(damaged))
         assert str(damaged) in str(info.value)
         with pytest.raises(WarehouseDamaged):  # not waited on as if it were locked
             connect_when_free(damaged, timeout_seconds=3600)
-    check_warehouse(tmp_path / "absent.duckdb")  # nothing materialized yet: no damage
+    check_warehouse(WarehouseTarget(tmp_path / "absent.duckdb"))  # nothing materialized yet: no damage
 
     held = tmp_path / "held.duckdb"
     writer = subprocess.Popen(
@@ -76,18 +93,17 @@ def test_a_damaged_warehouse_is_named_at_once_and_a_locked_one_is_not_damage(tmp
     )
     try:
         assert writer.stdout.readline().strip() == "ok"
-        check_warehouse(held)  # another process's lock: not damage
+        check_warehouse(WarehouseTarget(held))  # another process's lock: not damage
     finally:
         writer.communicate("")
 
 
 def test_a_warehouse_step_fails_naming_a_damaged_warehouse(tmp_path):
-    from market_pipeline.core.lake.catalog import WarehouseDamaged
-    from market_pipeline.defs.common.warehouse_io import WarehouseIOManager
+    from market_pipeline.core.lake.warehouse import WarehouseDamaged
 
     warehouse = tmp_path / "warehouse.duckdb"
     _damaged(warehouse)
-    resources = {"warehouse": WarehouseIOManager(database=str(warehouse), schema="main")}
+    resources = warehouse_io_manager(warehouse)
     frame = pl.DataFrame({"dt": ["2024-03-01"], "gaps": [1]})
     result = dg.materialize(
         [_table_asset(frame)], resources=resources, partition_key="2024-03-01", raise_on_error=False

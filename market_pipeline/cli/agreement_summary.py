@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 from market_pipeline.cli.common import fmt_int, format_table
+from market_pipeline.core.lake import warehouse
+from market_pipeline.core.lake.warehouse import WarehouseTarget
 
 # The reference's messages and trades the vendor lacks, its messages the vendor received later or
 # earlier, and the share of its bookTickers the vendor's book agrees with.
 HEADERS = ["dt", "instrument", "status", "msgs", "trades", "delayed", "tickers"]
 
 
-def agreement_rows(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
+def agreement_rows(target: WarehouseTarget, start: dt.date, end: dt.date) -> list[str]:
     """Table lines of the run's days in `main.source_agreement`, read-only; none when it is absent."""
-    if not warehouse.is_file():
+    if not target.exists():
         return []
     import duckdb
 
     query = "SELECT * FROM main.source_agreement WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? ORDER BY dt, instrument"
     try:
-        with duckdb.connect(str(warehouse), read_only=True) as con:
+        with warehouse.connect(target, read_only=True) as con:
             found = con.execute(query, [start.isoformat(), end.isoformat()]).pl()
     except duckdb.CatalogException:  # no reference source configured: no such table
         return []
     except duckdb.Error as exc:
-        return [f"  (cannot read {warehouse}: {exc})"]
+        return [f"  (cannot read {target.describe()}: {exc})"]
     rows = []
     for row in found.iter_rows(named=True):
         share = row.get("ticker_agreement_share")

@@ -18,6 +18,12 @@ def backup_command(target_dir: Path, keep: int | None, encrypt: bool, wait_timeo
     from market_pipeline.settings import load_settings
 
     settings = load_settings()
+    if settings.warehouse.is_ducklake:
+        raise ConfigurationError(
+            f"PIPELINE_CATALOG_URL: the warehouse is a {settings.warehouse.describe()}, which `backup` does not "
+            "copy: back its catalog up with pg_dump and its data files with the bucket's versioning or a copy "
+            "(docs/operations.md, Backups); `backup` snapshots only a warehouse.duckdb"
+        )
     data_dir = settings.data_dir.resolve()
     if not data_dir.is_dir():
         raise ConfigurationError(f"PIPELINE_DATA_DIR {data_dir} is not a directory: nothing to back up")

@@ -142,19 +142,28 @@ def _warehouse_report(
 ) -> None:
     import duckdb
 
-    from market_pipeline.core.lake.catalog import is_lock_conflict
+    from market_pipeline.core.lake import warehouse
+    from market_pipeline.core.lake.warehouse import CatalogUnavailable, is_lock_conflict
 
-    path = settings.warehouse_path.resolve()
-    entry: dict[str, Any] = {"path": str(path)}
+    target = settings.warehouse
+    path = target.describe()  # no password
+    entry: dict[str, Any] = {"path": path}
     report["warehouse"] = entry
-    if not path.is_file():
+    if not target.exists():
         entry["status"] = "missing"
         problems.append(f"warehouse {path} does not exist: nothing has been materialized yet")
         return
     try:
-        with duckdb.connect(str(path), read_only=True) as con:
+        # The file at once (a held lock is reported, not waited for); a DuckLake by attaching its catalog.
+        connection = (
+            warehouse.connect(target, read_only=True)
+            if target.is_ducklake
+            else duckdb.connect(str(target.path), read_only=True)
+        )
+        with connection as con:
             tables = con.execute(
-                "SELECT table_schema || '.' || table_name FROM information_schema.tables ORDER BY 1"
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                "WHERE table_catalog = current_database() ORDER BY 1"
             ).fetchall()
             entry["tables"] = [t for (t,) in tables]
             if "main.pipeline_metrics" in entry["tables"]:
@@ -162,6 +171,10 @@ def _warehouse_report(
                     "SELECT count(*), count(DISTINCT dt), CAST(max(dt) AS VARCHAR) FROM main.pipeline_metrics"
                 ).fetchone()
                 report["pipeline_metrics"] = {"rows": rows, "days": days, "latest_dt": latest}
+    except CatalogUnavailable as exc:
+        entry["status"], entry["error"] = "unreachable", str(exc)
+        problems.append(str(exc))
+        return
     except duckdb.Error as exc:
         if is_lock_conflict(exc):
             entry["status"] = "busy"

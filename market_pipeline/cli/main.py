@@ -550,7 +550,7 @@ def _ensure_lake_views(settings: PipelineSettings) -> None:
     from market_pipeline.core.lake.catalog import BARS_VIEWS, LAKE_VIEWS, ensure_lake_views
 
     try:
-        ensure_lake_views(settings.warehouse_path, settings.lake_dir, (*LAKE_VIEWS, *BARS_VIEWS))
+        ensure_lake_views(settings.warehouse, settings.lake_dir, (*LAKE_VIEWS, *BARS_VIEWS))
     except duckdb.IOException as exc:  # locked by a concurrent writer
         print(f"  (views not created now: {exc})")
 
@@ -656,15 +656,20 @@ def demo_command(
         from market_pipeline.cli.report import print_demo_alerts
 
         print_demo_alerts(settings, start, end, "cli-demo")
-        warehouse = settings.warehouse_path.resolve()
+        warehouse = settings.warehouse
         if code == EXIT_OK:
             print()
             print("Next")
             print(f"  browse the run:  make ui DAGSTER_HOME={home} PIPELINE_DATA_DIR={data_dir}")
             print(f"  what failed:     DAGSTER_HOME={home} PIPELINE_DATA_DIR={data_dir} market-pipeline health")
             print("  query the lake from Python (read-only):")
-            print("    import duckdb")
-            print(f'    con = duckdb.connect("{warehouse}", read_only=True)')
+            if warehouse.is_ducklake:  # the catalog's libpq string holds what connects (password left out)
+                print("    from market_pipeline.core.lake import warehouse")
+                print("    from market_pipeline.settings import load_settings")
+                print("    con = warehouse.connect(load_settings().warehouse, read_only=True)")
+            else:
+                print("    import duckdb")
+                print(f'    con = duckdb.connect("{warehouse.path.resolve()}", read_only=True)')
             print('    con.sql("SELECT exchange, symbol, dt, count(*) FROM raw.trades GROUP BY ALL").show()')
         return code
 

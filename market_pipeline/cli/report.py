@@ -7,12 +7,12 @@ import os
 import sys
 import textwrap
 from collections import defaultdict
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from market_pipeline.cli.agreement_summary import agreement_rows
 from market_pipeline.cli.common import EXIT_FAILED, WIDTH, CliError, fmt_int, format_table, print_lines
 from market_pipeline.core.lake.paths import quarantine_dir
+from market_pipeline.core.lake.warehouse import WarehouseTarget
 from market_pipeline.core.security.scrub import scrub_text
 from market_pipeline.settings import PipelineSettings
 
@@ -44,13 +44,13 @@ def print_run_summary(run: RangeRun, settings: PipelineSettings, verbosity: int 
     print_lines(_asset_rows(run))
     print()
     print(f"Rows per day and instrument in the warehouse ({run.start}..{run.end})")
-    print_lines(raw_row_counts(settings.warehouse_path, run.start, run.end))
-    bars = bar_counts(settings.warehouse_path, run.start, run.end)
+    print_lines(raw_row_counts(settings.warehouse, run.start, run.end))
+    bars = bar_counts(settings.warehouse, run.start, run.end)
     if bars:
         print()
         print(f"OHLCV bars per day and instrument (main.{BARS_SUMMARY}; an interval without trades has no bar)")
         print_lines(bars)
-    agreement = agreement_rows(settings.warehouse_path, run.start, run.end)
+    agreement = agreement_rows(settings.warehouse, run.start, run.end)
     if agreement:
         print()
         print("Source agreement (main.source_agreement): the reference's messages and trades the vendor lacks,")
@@ -160,22 +160,23 @@ def _asset_rows(run: RangeRun) -> list[str]:
     return format_table(["asset", "status", "materialized", "rows"], table, right=[False, False, True, True])
 
 
-def raw_row_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
+def raw_row_counts(target: WarehouseTarget, start: dt.date, end: dt.date) -> list[str]:
     """Rows per (dt, instrument) in each raw.* view, read-only, as table lines."""
-    if not warehouse.is_file():
-        return [f"  (no warehouse yet at {warehouse})"]
+    if not target.exists():
+        return [f"  (no warehouse yet at {target.describe()})"]
     import duckdb
 
-    from market_pipeline.core.lake import parquet_io
+    from market_pipeline.core.lake import warehouse
 
     counts: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     present: list[str] = []
     try:
-        with parquet_io.register_duckdb_key(duckdb.connect(str(warehouse), read_only=True)) as con:
+        with warehouse.connect(target, read_only=True) as con:
             existing = {
                 name
                 for (name,) in con.execute(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'"
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_catalog = current_database() AND table_schema = 'raw'"
                 ).fetchall()
             }
             for view in RAW_VIEWS:
@@ -190,9 +191,9 @@ def raw_row_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
                 for day, instrument, n in con.execute(query, [start.isoformat(), end.isoformat()]).fetchall():
                     counts[(day, instrument)][view] = n
     except duckdb.Error as exc:
-        return [f"  (cannot read {warehouse}: {exc})"]
+        return [f"  (cannot read {target.describe()}: {exc})"]
     if not present:
-        return [f"  (no raw views in {warehouse} yet)"]
+        return [f"  (no raw views in {target.describe()} yet)"]
     if not counts:
         return [f"  (no rows between {start} and {end} in raw.{', raw.'.join(present)})"]
     table = []
@@ -234,24 +235,26 @@ def table_with_notes(headers: list[str], rows: list[list[object]], notes: list[s
     return out
 
 
-def bar_counts(warehouse: Path, start: dt.date, end: dt.date) -> list[str]:
+def bar_counts(target: WarehouseTarget, start: dt.date, end: dt.date) -> list[str]:
     """Bars per (dt, instrument) and interval, and the trades in them, from the warehouse summary
     `ohlcv_bars_summary`, read-only, as table lines; none when the table or its rows are absent."""
-    if not warehouse.is_file():
+    if not target.exists():
         return []
     import duckdb
+
+    from market_pipeline.core.lake import warehouse
 
     query = (
         "SELECT CAST(dt AS VARCHAR), exchange || ':' || symbol, interval, bars, trades "
         f"FROM main.{BARS_SUMMARY} WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? ORDER BY ALL"
     )
     try:
-        with duckdb.connect(str(warehouse), read_only=True) as con:
+        with warehouse.connect(target, read_only=True) as con:
             found = con.execute(query, [start.isoformat(), end.isoformat()]).fetchall()
     except duckdb.CatalogException:  # no bars materialized in this warehouse yet
         return []
     except duckdb.Error as exc:
-        return [f"  (cannot read {warehouse}: {exc})"]
+        return [f"  (cannot read {target.describe()}: {exc})"]
     intervals = sorted({row[2] for row in found}, key=lambda name: (name[-1] == "h", int(name[:-1])))
     table: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for day, instrument, interval, bars, trades in found:
@@ -309,7 +312,7 @@ def output_locations(settings: PipelineSettings) -> list[str]:
         ["lake", str(lake)],
         [
             "warehouse",
-            f"{settings.warehouse_path.resolve()}" + ("" if settings.warehouse_path.exists() else " (not created)"),
+            settings.warehouse.describe() + ("" if settings.warehouse.exists() else " (not created)"),
         ],
     ]
     if quarantine.is_dir():

@@ -102,6 +102,7 @@ def describe(settings: PipelineSettings) -> list[str]:
         lines.append(f"    {key}: primary {pair.primary}, reference {pair.reference or 'none'}")
     exists = "" if data_dir.exists() else " (will be created)"
     lines.append(f"  data dir        {data_dir}{exists}")
+    lines.append(f"  warehouse       {settings.warehouse.describe()}")
     lines.append(f"  start date      {settings.start_date}")
     lines.append(f"  instruments     {len(settings.universe)}")
     table = [[i.key, str(i.tick_size), str(i.lot_size), i.spec.sequence] for i in settings.universe]

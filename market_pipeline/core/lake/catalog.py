@@ -7,22 +7,22 @@ when the view is created, so a view is created only once its table has a file
 (`ensure_lake_views`, called by the warehouse writer `lake_views` and by the CLI after a run).
 
 With lake encryption on, the views name the lake key (`parquet_io.duckdb_read_parquet`): a
-connection reads them only after `parquet_io.register_duckdb_key` (or the same PRAGMA by hand).
+connection reads them only after `parquet_io.register_duckdb_key` (or the same PRAGMA by hand);
+`warehouse.connect` registers it. The views are the same SQL in a DuckLake catalog (`warehouse.py`),
+which stores them as text and binds them when they are queried.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+from market_pipeline.core.lake import parquet_io, storage, warehouse
+from market_pipeline.core.lake.warehouse import WarehouseTarget
 
-from market_pipeline.core.errors import IntegrityError
-from market_pipeline.core.lake import parquet_io, storage
-
-LOCK_WAIT_SECONDS = 120.0  # how long view creation waits for another process's lock on the warehouse
-LOCK_POLL_SECONDS = 0.1
+if TYPE_CHECKING:
+    import duckdb
 
 
 @dataclass(frozen=True)
@@ -61,97 +61,38 @@ def view_sql(schema: str, view: str, table_dir: Path) -> str:
     return f'CREATE VIEW IF NOT EXISTS "{schema}"."{view}" AS SELECT * FROM {source}'
 
 
-def missing_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ...] = LAKE_VIEWS) -> list[LakeView]:
+def missing_views(target: WarehouseTarget, lake_dir: Path, views: tuple[LakeView, ...] = LAKE_VIEWS) -> list[LakeView]:
     """The views whose table has files but which the warehouse does not have yet (read-only)."""
     candidates = [v for v in views if has_files(v.files_root(lake_dir))]
-    if not candidates or not warehouse.is_file():
+    if not candidates or not target.exists():
         return candidates
-    with connect_when_free(warehouse, read_only=True) as con:
-        existing = set(con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall())
+    with warehouse.connect(target, read_only=True) as con:
+        existing = set(
+            con.execute(
+                "SELECT schema_name, view_name FROM duckdb_views() "
+                "WHERE NOT internal AND database_name = current_database()"
+            ).fetchall()
+        )
     return [v for v in candidates if (v.schema, v.view) not in existing]
 
 
-class WarehouseDamaged(IntegrityError):
-    """warehouse.duckdb exists but DuckDB cannot read it: not a database file, or a corrupt block."""
-
-    def __init__(self, path: Path, error: Exception) -> None:
-        self.path = path
-        super().__init__(
-            f"{path} is damaged ({str(error).splitlines()[0]}): move it aside and rebuild it from the lake "
-            "(docs/runbook.md, Damaged warehouse)"
-        )
-
-
-def is_lock_conflict(exc: Exception) -> bool:
-    """Whether a DuckDB error is another process's lock on the file (worth waiting for), not damage."""
-    text = str(exc).lower()
-    return "lock" in text and ("conflicting" in text or "could not set" in text)
-
-
-def check_warehouse(warehouse: Path) -> None:
-    """Raise WarehouseDamaged at once when the warehouse exists and DuckDB cannot open and read its
-    catalog. A lock another process holds is no damage: that process opened the file.
-
-    dagster-duckdb's IO manager retries every failed connection (about two minutes of backoff),
-    so without this a damaged file looks like a held lock to each warehouse step in turn.
-    """
-    if not warehouse.is_file():
-        return
-    try:
-        with duckdb.connect(str(warehouse), read_only=True) as con:
-            con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()
-    except duckdb.Error as exc:
-        if not is_lock_conflict(exc):
-            raise WarehouseDamaged(warehouse, exc) from None
-
-
-def connect_when_free(
-    warehouse: Path, read_only: bool = False, timeout_seconds: float = LOCK_WAIT_SECONDS
-) -> duckdb.DuckDBPyConnection:
-    """A connection to the warehouse, retried while another process holds its file lock.
-
-    DuckDB lets one process write a database file, or several read it, never both: a backup
-    (`market-pipeline backup` reads it for a fraction of a second) or an analyst's read-only
-    session would otherwise fail the step that creates views. The IO manager retries the same way.
-    """
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        try:
-            return duckdb.connect(str(warehouse), read_only=read_only)
-        except duckdb.Error as exc:
-            if not is_lock_conflict(exc):
-                raise WarehouseDamaged(warehouse, exc) from None
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(LOCK_POLL_SECONDS)
-
-
-def ensure_lake_views(warehouse: Path, lake_dir: Path, views: tuple[LakeView, ...] = LAKE_VIEWS) -> list[str]:
+def ensure_lake_views(target: WarehouseTarget, lake_dir: Path, views: tuple[LakeView, ...] = LAKE_VIEWS) -> list[str]:
     """Create the lake views that are missing and whose table has a file; returns their names.
 
     Existing views are left alone (their glob already covers new partitions). Writes the
     warehouse only when a view is missing: callers in Dagster hold the `duckdb` pool.
     """
-    todo = missing_views(warehouse, lake_dir, views)
+    todo = missing_views(target, lake_dir, views)
     if not todo:
         return []
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with parquet_io.register_duckdb_key(connect_when_free(warehouse)) as con:
-        for v in todo:
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{v.schema}"')
-            con.execute(view_sql(v.schema, v.view, v.files_root(lake_dir)))
+    with warehouse.connect(target) as con:
+        warehouse.write_transaction(con, lambda c: _create_views(c, [(v, v.files_root(lake_dir)) for v in todo]))
     return [f"{v.schema}.{v.view}" for v in todo]
 
 
-def create_parquet_view(warehouse: Path, schema: str, view: str, root: Path, table: str) -> bool:
-    """Create `schema.view` over every partition of `table` under `root` unless it exists.
-
-    Returns False while the table has no files yet (a glob without a match cannot be bound).
-    """
-    if not has_files(root / table):
-        return False
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with parquet_io.register_duckdb_key(connect_when_free(warehouse)) as con:
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        con.execute(view_sql(schema, view, root / table))
-    return True
+def _create_views(con: duckdb.DuckDBPyConnection, views: list[tuple[LakeView, Path]]) -> None:
+    """Create each view over its table directory (one transaction: another writer of a DuckLake
+    catalog creating the same view at once makes it run again, then finding the views there)."""
+    for v, table_dir in views:
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{v.schema}"')
+        con.execute(view_sql(v.schema, v.view, table_dir))

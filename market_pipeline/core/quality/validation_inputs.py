@@ -7,10 +7,12 @@ and `main.validation_reports_hourly` (plus `hour`), with the columns below.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import duckdb
 import polars as pl
+
+from market_pipeline.core.lake import warehouse
+from market_pipeline.core.lake.warehouse import WarehouseTarget
 
 DAILY_TABLE = "validation_reports"
 HOURLY_TABLE = "validation_reports_hourly"
@@ -54,7 +56,9 @@ def _read(
     days: list[dt.date],
 ) -> pl.DataFrame | None:
     exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [table]
+        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = 'main' AND table_name = ?",
+        [table],
     ).fetchone()[0]
     if not exists:
         return None
@@ -71,11 +75,11 @@ def _read(
     ).filter(pl.col("dt").is_in(days))
 
 
-def read_validation(warehouse: Path, days: list[dt.date]) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+def read_validation(target: WarehouseTarget, days: list[dt.date]) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
     """(daily, hourly) rows of validation_reports for `days`; None for a table that does not exist."""
-    if not warehouse.is_file():
+    if not target.exists():
         return None, None
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with warehouse.connect(target, read_only=True) as con:
         daily = _read(con, DAILY_TABLE, KEYS, DAILY_COLUMNS, days)
         hourly = _read(con, HOURLY_TABLE, (*KEYS, "hour"), HOURLY_COLUMNS, days)
     if hourly is not None:

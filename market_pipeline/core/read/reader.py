@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.catalog import connect_when_free
+from market_pipeline.core.lake import parquet_io, warehouse
+from market_pipeline.core.lake.warehouse import WarehouseTarget
 from market_pipeline.core.read import partitions
 from market_pipeline.core.read.errors import EmptyRange, SkippedDaysWarning, UnknownInstrument, describe_days
 from market_pipeline.core.read.partitions import Instrument
@@ -56,7 +56,7 @@ class LakeReader:
     def __init__(self, data_dir: Path, verdicts: DayVerdicts) -> None:
         self.data_dir = Path(data_dir)
         self.lake_dir = self.data_dir / "lake"
-        self.warehouse = self.data_dir / "warehouse.duckdb"
+        self.warehouse = WarehouseTarget(self.data_dir / "warehouse.duckdb")
         self.verdicts = verdicts
 
     # --- which files -----------------------------------------------------------------------------
@@ -163,14 +163,21 @@ class LakeReader:
         """Rows of a warehouse table keyed by dt, exchange and symbol (validation_reports(_hourly),
         pipeline_metrics(_hourly), ohlcv_bars_summary) for the instruments and days."""
         span = TimeRange.of(start, end)
-        if not self.warehouse.is_file():
-            raise EmptyRange(f"{self.warehouse} does not exist: no pipeline run has written reports here yet")
+        if not self.warehouse.exists():
+            raise EmptyRange(
+                f"{self.warehouse.describe()} does not exist: no pipeline run has written reports here yet"
+            )
         wanted = [Instrument.parse(key) for key in instrument_keys(instruments)] if instruments is not None else []
-        with parquet_io.register_duckdb_key(connect_when_free(self.warehouse, read_only=True)) as con:
-            rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()
+        with warehouse.connect(self.warehouse, read_only=True) as con:
+            rows = con.execute(
+                "SELECT table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database() AND schema_name = 'main'"
+            ).fetchall()
             known = {name for (name,) in rows}
             if table not in known:
-                raise EmptyRange(f"{self.warehouse} has no table main.{table} (tables: {', '.join(sorted(known))})")
+                raise EmptyRange(
+                    f"{self.warehouse.describe()} has no table main.{table} (tables: {', '.join(sorted(known))})"
+                )
             where = ["dt BETWEEN ? AND ?"]
             params: list[object] = [span.first_day, span.last_day]
             if wanted:

@@ -159,8 +159,12 @@ def agree_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
 
 
 def build_agreement_assets(
-    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+    partitions_def: dg.PartitionsDefinition,
+    backfill_policy: dg.BackfillPolicy = SINGLE_RUN,
+    warehouse_pool: str | None = DUCKDB_POOL,
 ) -> list[dg.AssetsDefinition]:
+    """`warehouse_pool`: the pool of the steps that write the warehouse (None: a DuckLake catalog, many writers)."""
+
     @dg.multi_asset(
         outs={
             "source_agreement": warehouse_table(
@@ -180,7 +184,7 @@ def build_agreement_assets(
         partitions_def=partitions_def,
         backfill_policy=backfill_policy,
         deps=UPSTREAM,
-        pool=DUCKDB_POOL,  # the IO manager writes main.source_agreement* in the warehouse
+        pool=warehouse_pool,  # the IO manager writes main.source_agreement* in the warehouse
     )
     def source_agreement(context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]):
         """Compare every instrument-day of the run that has a reference source with it."""

@@ -132,9 +132,9 @@ def summarize_bars(context: dg.AssetExecutionContext, settings: PipelineSettings
     """One warehouse row per instrument-day and interval from the bars files; creates `bars.ohlcv` once."""
     days = days_to_run(context)
     with telemetry.timed("mdp_sink_commit_seconds", stage=SUMMARY_KEY.path[-1], sink="duckdb_view"):
-        created = ensure_lake_views(settings.warehouse_path, settings.lake_dir, BARS_VIEWS)
+        created = ensure_lake_views(settings.warehouse, settings.lake_dir, BARS_VIEWS)
     if created:
-        context.log.info(f"created the view(s) {', '.join(created)} in {settings.warehouse_path}")
+        context.log.info(f"created the view(s) {', '.join(created)} in {settings.warehouse.describe()}")
     frames = []
     for day in days:
         missing = missing_instruments(context.instance, day)
@@ -158,8 +158,12 @@ def summarize_bars(context: dg.AssetExecutionContext, settings: PipelineSettings
 
 
 def build_bars_assets(
-    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+    partitions_def: dg.PartitionsDefinition,
+    backfill_policy: dg.BackfillPolicy = SINGLE_RUN,
+    warehouse_pool: str | None = DUCKDB_POOL,
 ) -> list[dg.AssetsDefinition]:
+    """`warehouse_pool`: the pool of the steps that write the warehouse (None: a DuckLake catalog, many writers)."""
+
     @dg.asset(
         name=BARS_ASSET,
         group_name=BARS_GROUP,
@@ -187,7 +191,7 @@ def build_bars_assets(
         partitions_def=partitions_def,
         backfill_policy=backfill_policy,
         deps=[BARS_ASSET],
-        pool=DUCKDB_POOL,  # writes main.ohlcv_bars_summary (and bars.ohlcv once) in the warehouse
+        pool=warehouse_pool,  # writes main.ohlcv_bars_summary (and bars.ohlcv once) in the warehouse
     )
     def ohlcv_bars_summary(
         context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]

@@ -99,10 +99,10 @@ def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSetti
 def materialize_lake_views(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """Create the warehouse views over the lake that are missing (once per table, over a hive glob)."""
     with telemetry.timed("mdp_sink_commit_seconds", stage=LAKE_VIEWS_ASSET, sink="duckdb_view"):
-        created = ensure_lake_views(settings.warehouse_path, settings.lake_dir)
+        created = ensure_lake_views(settings.warehouse, settings.lake_dir)
     telemetry.flush()
     if created:
-        context.log.info(f"created the views {', '.join(created)} in {settings.warehouse_path}")
+        context.log.info(f"created the views {', '.join(created)} in {settings.warehouse.describe()}")
     return dg.MaterializeResult(
         metadata={
             "created": dg.MetadataValue.json(created),
@@ -116,8 +116,12 @@ LAKE_VIEWS_ASSET = "lake_views"
 
 
 def build_book_assets(
-    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+    partitions_def: dg.PartitionsDefinition,
+    backfill_policy: dg.BackfillPolicy = SINGLE_RUN,
+    warehouse_pool: str | None = DUCKDB_POOL,
 ) -> list[dg.AssetsDefinition]:
+    """`warehouse_pool`: the pool of the steps that write the warehouse (None: a DuckLake catalog, many writers)."""
+
     @dg.asset(
         group_name=BOOKS_GROUP,
         partitions_def=partitions_def,
@@ -137,7 +141,7 @@ def build_book_assets(
         partitions_def=partitions_def,
         backfill_policy=backfill_policy,
         deps=[*RAW_INPUTS, "reconstructed_books"],
-        pool=DUCKDB_POOL,  # writes the warehouse (only when a view is missing)
+        pool=warehouse_pool,  # writes the warehouse (only when a view is missing)
         kinds={"duckdb"},
     )
     def lake_views(

@@ -18,9 +18,9 @@ from market_pipeline.core.telemetry import telemetry
 from market_pipeline.defs.common.warehouse_io import WarehouseIOManager
 from market_pipeline.settings import PipelineSettings
 
-DUCKDB_POOL = "duckdb"  # one writer at a time: DuckDB allows one writer per database file
+DUCKDB_POOL = "duckdb"  # one writer at a time: DuckDB allows one writer per database file (no pool with DuckLake)
 PIPELINE = "pipeline"  # the resource key of the settings
-WAREHOUSE_IO_MANAGER = "warehouse_io_manager"  # tables in $PIPELINE_DATA_DIR/warehouse.duckdb
+WAREHOUSE_IO_MANAGER = "warehouse_io_manager"  # tables in the warehouse (settings.warehouse)
 # The warehouse IO manager records the rows of the whole output (every day of a range run) under
 # this metadata key, and Dagster copies it into each day's materialization; the warehouse assets
 # give each day its own count under the same key, so the UI plots the day's rows per partition.
@@ -89,7 +89,10 @@ def warehouse_table(key: dg.AssetKey, description: str, **kwargs: object) -> dg.
 
 def build_resources(settings: PipelineSettings) -> dict[str, object]:
     """Every resource of the code location, from `settings`."""
+    pipeline = pipeline_resource(settings)
     return {
-        PIPELINE: pipeline_resource(settings),
-        WAREHOUSE_IO_MANAGER: WarehouseIOManager(database=str(settings.warehouse_path.resolve()), schema="main"),
+        PIPELINE: pipeline,
+        WAREHOUSE_IO_MANAGER: WarehouseIOManager(
+            pipeline=pipeline, database=settings.warehouse.describe(), schema="main"
+        ),
     }

@@ -157,10 +157,10 @@ def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSetting
             "(materialize raw_* and reconstructed_books first):\n" + "\n".join(f"- {f}" for f in failures)
         )
 
-    quality_daily, quality_hourly = read_validation(settings.warehouse_path, days)
+    quality_daily, quality_hourly = read_validation(settings.warehouse, days)
     if quality_daily is None:
         context.log.warning(
-            f"main.validation_reports not found in {settings.warehouse_path}: data-quality columns are null "
+            f"main.validation_reports not found in {settings.warehouse.describe()}: data-quality columns are null "
             "(materialize validation_reports for these days first)"
         )
     schema = {
@@ -200,8 +200,12 @@ def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSetting
 
 
 def build_metrics_assets(
-    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+    partitions_def: dg.PartitionsDefinition,
+    backfill_policy: dg.BackfillPolicy = SINGLE_RUN,
+    warehouse_pool: str | None = DUCKDB_POOL,
 ) -> list[dg.AssetsDefinition]:
+    """`warehouse_pool`: the pool of the steps that write the warehouse (None: a DuckLake catalog, many writers)."""
+
     @dg.multi_asset(
         outs={
             DAILY_KEY.path[-1]: warehouse_table(
@@ -220,7 +224,7 @@ def build_metrics_assets(
         partitions_def=partitions_def,
         backfill_policy=backfill_policy,
         group_name=OBSERVABILITY_GROUP,
-        pool=DUCKDB_POOL,  # reads validation tables and writes two tables in the warehouse
+        pool=warehouse_pool,  # reads validation tables and writes two tables in the warehouse
     )
     def pipeline_metrics(
         context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]

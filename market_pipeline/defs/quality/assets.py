@@ -130,8 +130,12 @@ def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings)
 
 
 def build_quality_assets(
-    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy = SINGLE_RUN
+    partitions_def: dg.PartitionsDefinition,
+    backfill_policy: dg.BackfillPolicy = SINGLE_RUN,
+    warehouse_pool: str | None = DUCKDB_POOL,
 ) -> list[dg.AssetsDefinition]:
+    """`warehouse_pool`: the pool of the steps that write the warehouse (None: a DuckLake catalog, many writers)."""
+
     @dg.multi_asset(
         outs={
             "validation_reports": warehouse_table(
@@ -151,7 +155,7 @@ def build_quality_assets(
         partitions_def=partitions_def,
         backfill_policy=backfill_policy,
         deps=UPSTREAM,
-        pool=DUCKDB_POOL,  # the IO manager writes main.validation_reports* in the warehouse
+        pool=warehouse_pool,  # the IO manager writes main.validation_reports* in the warehouse
     )
     def validation_reports(context: dg.AssetExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]):
         """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
