@@ -252,6 +252,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     # Days per run of a backfill (UI, sensors): None: the whole range in one run (BackfillPolicy.single_run()),
     # N: runs of at most N days (BackfillPolicy.multi_run(N)), which Dagster can run side by side.
     backfill_days_per_run: int | None = Field(None, ge=1)
+    # How a launched run executes its steps: a process per step (Dagster's default), or all in the run's
+    # own process, as `market-pipeline run` does (no process start-up per step; one run, one process).
+    run_executor: Literal["multiprocess", "in_process"] = "multiprocess"
 
     alert_webhook_url: str | None = None
     alert_webhook_token: SecretStr | None = None
@@ -428,6 +431,7 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     def warehouse(self) -> WarehouseTarget:
         """The warehouse: the file warehouse_path, or the DuckLake of PIPELINE_CATALOG_URL."""
         return WarehouseTarget.build(self.data_dir, self.catalog_url, self.lake_dir)
+
     @property
     def shared_dir(self) -> Path:
         """What readers and later runs need besides the lake's tables (`reports/`) lives under this: the

@@ -31,11 +31,13 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import REPO_ROOT, VENV_BIN, sha256_tree
-from dagster_ui import free_port
+from postgres_server import Postgres, free_port, running_postgres
 from s3_server import REGION, LoopbackS3
-from test_postgres import postgres  # noqa: F401  (the module's PostgreSQL server)
+from test_postgres import _step_windows as step_windows
+from test_s3_lake import warehouse_tables
 
 from market_pipeline.cli.ui import code_server_argv, grpc_workspace
+from market_pipeline.core.lake.warehouse import WarehouseTarget
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +48,7 @@ MAX_RUNS_AT_ONCE = 2  # concurrency.runs.max_concurrent_runs of INSTANCE_YAML
 PREFIX = "lake"
 CATALOG_DB = "market_catalog"
 SECRET = "distributed-secret-never-printed"
-WAIT_SECONDS = 600  # for the backfills on two busy cores
+WAIT_SECONDS = 1200  # for each backfill on two busy cores
 # Lake prefixes that are not the lake tables a local lake holds under data/lake.
 WAREHOUSE_FILES, REPORTS = "warehouse/", "reports/"
 SETTINGS = {  # tiny days: the test is about where runs write, not about the data
@@ -57,8 +59,8 @@ SETTINGS = {  # tiny days: the test is about where runs write, not about the dat
     "PIPELINE_BOOK__SAMPLE_INTERVAL_MS": "60000",
     "PIPELINE_WORKERS": "1",
 }
-# Columns of pipeline_metrics that describe the run itself (durations, memory, its id), not the data.
-RUN_COLUMNS = ("_seconds", "_events_per_s", "_peak_rss_mb", "_run_id")
+# The steps that write the warehouse (serialized by the `duckdb` pool on a warehouse file, not on DuckLake).
+WAREHOUSE_STEPS = {"lake_views", "validation_reports", "pipeline_metrics", "ohlcv_bars_summary"}
 
 LAUNCH_BACKFILL = """
 mutation ($params: LaunchBackfillParams!) {
@@ -242,55 +244,57 @@ def most_runs_at_once(spans: list[tuple[float, float]]) -> int:
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[LoopbackS3]:
-    server = LoopbackS3()
-    try:
-        yield server
-    finally:
-        server.stop()
+def servers() -> Iterator[tuple[Postgres, LoopbackS3]]:
+    with running_postgres() as postgres:
+        s3 = LoopbackS3()
+        try:
+            yield postgres, s3
+        finally:
+            s3.stop()
 
 
 @pytest.fixture(scope="module")
-def distributed(postgres, s3, tmp_path_factory) -> Iterator[SimpleNamespace]:  # noqa: F811
+def distributed(servers, tmp_path_factory) -> Iterator[SimpleNamespace]:
     """The backfill on the daemon, one run killed and its day backfilled again, then the single-box run."""
     import dagster as dg
-    import psycopg2
 
+    postgres, s3 = servers
     root = tmp_path_factory.mktemp("distributed")
-    pg = postgres.env
-    connection = psycopg2.connect(
-        host=pg["DAGSTER_PG_HOST"], port=int(pg["DAGSTER_PG_PORT"]), user=pg["DAGSTER_PG_USER"], dbname="postgres"
-    )
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {CATALOG_DB}")
-    connection.close()
+    postgres.create_database("dagster")
+    postgres.create_database(CATALOG_DB)
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(bucket)
     home, scratch = root / "dagster_home", root / "data"
     home.mkdir()
     shutil.copy(INSTANCE_YAML, home / "dagster.yaml")
-    catalog = f"host=127.0.0.1 port={pg['DAGSTER_PG_PORT']} dbname={CATALOG_DB} user={pg['DAGSTER_PG_USER']}"
+    instance_env = {
+        "DAGSTER_PG_HOST": postgres.host,
+        "DAGSTER_PG_PORT": str(postgres.port),
+        "DAGSTER_PG_USER": postgres.user,
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": "dagster",
+    }
+    aws_env = {
+        "AWS_ACCESS_KEY_ID": "lake-writer",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": s3.url,
+    }
     env = base_env(
-        **pg,
+        **instance_env,
+        **aws_env,
         DAGSTER_HOME=str(home),
-        AWS_ACCESS_KEY_ID="lake-writer",
-        AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_REGION=REGION,
-        AWS_ENDPOINT_URL=s3.url,
         PIPELINE_DATA_DIR=str(scratch),
         PIPELINE_LAKE_URL=f"s3://{bucket}/{PREFIX}",
+        PIPELINE_CATALOG_URL=f"ducklake:postgres:{postgres.libpq(CATALOG_DB)}",
         PIPELINE_SCRATCH_PER_RUN="true",
         PIPELINE_BACKFILL_DAYS_PER_RUN="1",
+        PIPELINE_RUN_EXECUTOR="in_process",  # one process a run (a container's), no process start-up per step
     )
-    from market_pipeline.settings import PipelineSettings
-
-    if "catalog_url" in PipelineSettings.model_fields:  # TODO(distributed): always, once ducklake is merged
-        env["PIPELINE_CATALOG_URL"] = f"ducklake:postgres:{catalog}"
-    # The instance's tables exist before the daemon starts (two processes creating them race).
-    patch = pytest.MonkeyPatch()
-    for name, value in pg.items():
+    patch = pytest.MonkeyPatch()  # this process reads the instance, the bucket and the catalog too
+    for name, value in {**instance_env, **aws_env}.items():
         patch.setenv(name, value)
+    # The instance's tables exist before the daemon starts (two processes creating them race).
     instance = dg.DagsterInstance.from_config(str(home))
     port = free_port()
     workspace = root / "workspace.yaml"
@@ -312,36 +316,62 @@ def distributed(postgres, s3, tmp_path_factory) -> Iterator[SimpleNamespace]:  #
         again_runs = wait_for_backfill(instance, again, daemon)
         records = [instance.get_run_record_by_id(r.run_id) for r in first_runs + again_runs]
         spans = [(r.start_time, r.end_time) for r in records]
+        windows = [  # (run, step, (start, end)) of the steps that write the warehouse
+            (run.run_id, step, window)
+            for run in first_runs + again_runs
+            for step, window in step_windows(instance, run.run_id).items()
+            if step in WAREHOUSE_STEPS
+        ]
         logs = {"daemon": daemon.tail(), "code server": code_server.tail()}
     finally:
         for service in (daemon, code_server):
             if service is not None:
                 service.stop()
         instance.dispose()
+    try:
+        single = single_box_run(root)
+        from market_pipeline.core.lake import storage
+
+        storage.s3_filesystem.cache_clear()  # this test's endpoint
+        storage._s3_client.cache_clear()
+        storage.use_lake(True, root / "uploads")  # this process reads the remote views and files
+        lake = storage.lake_root(env["PIPELINE_LAKE_URL"], root)
+        target = WarehouseTarget.build(scratch, env["PIPELINE_CATALOG_URL"], lake)
+        yield SimpleNamespace(
+            first_runs=first_runs,
+            again_runs=again_runs,
+            spans=spans,
+            windows=windows,
+            killed=killed,
+            after_kill=after_kill,
+            objects=bucket_objects(s3, bucket),
+            single=single,
+            scratch=scratch,
+            target=target,
+            logs=logs,
+        )
+    finally:
+        storage.use_lake(False, None)
+        storage.s3_filesystem.cache_clear()
+        storage._s3_client.cache_clear()
         patch.undo()
-    single = single_box_run(root)
-    yield SimpleNamespace(
-        first_runs=first_runs,
-        again_runs=again_runs,
-        spans=spans,
-        killed=killed,
-        after_kill=after_kill,
-        objects=bucket_objects(s3, bucket),
-        single=single,
-        scratch=scratch,
-        catalog=env.get("PIPELINE_CATALOG_URL"),
-        env=env,
-        logs=logs,
-    )
 
 
 def test_the_backfill_ran_as_one_run_a_day_at_most_two_at_once(distributed):
     first = distributed.first_runs
     assert len(first) == len(DAYS)
-    assert sorted(r.tags["dagster/partition"] for r in first) == [str(d) for d in DAYS]
+    assert sorted(r.tags["dagster/asset_partition_range_start"] for r in first) == [str(d) for d in DAYS]
     assert [r.status.value for r in first if not r.is_success] == ["CANCELED"]  # the killed one
     assert all(r.is_success for r in distributed.again_runs), distributed.logs
     assert most_runs_at_once(distributed.spans) == MAX_RUNS_AT_ONCE  # never more, and at least once that many
+    windows = distributed.windows
+    overlapping = [
+        (step_a, step_b)
+        for i, (run_a, step_a, (start_a, end_a)) in enumerate(windows)
+        for run_b, step_b, (start_b, end_b) in windows[i + 1 :]
+        if run_a != run_b and start_a < end_b and start_b < end_a
+    ]
+    print(f"warehouse steps of different runs that overlapped (no pool with DuckLake): {overlapping}")
     # Each run had its own data dir, and no run wrote the lake or the warehouse under it.
     run_dirs = {p.name for p in (distributed.scratch / "runs").iterdir()}
     assert {r.run_id for r in first + distributed.again_runs} <= run_dirs
@@ -374,3 +404,41 @@ def test_the_lake_equals_a_single_box_run(distributed):
         if key.startswith(REPORTS)
     }
     assert reports == sha256_tree(distributed.single / "reports")
+
+
+def test_every_catalog_table_equals_a_single_box_run(distributed):
+    single = warehouse_tables(WarehouseTarget(distributed.single / "warehouse.duckdb"), with_views=True)
+    spread = warehouse_tables(distributed.target, with_views=True)
+    assert spread.keys() == single.keys()
+    assert {"main.validation_reports", "books.reconstructed_books", "bars.ohlcv"} <= set(spread)
+    for name, frame in single.items():
+        assert spread[name].equals(frame), name  # exact decimals: equals compares the Decimal columns
+
+
+def test_every_file_the_catalog_names_is_a_whole_object(distributed):
+    """No catalog row points at a missing or partial object, also after the kill (DuckLake commits the
+    files it wrote in one PostgreSQL transaction, after their PUTs)."""
+    from market_pipeline.core.lake import warehouse
+
+    prefix = distributed.target.data_path  # s3://bucket/lake/warehouse/
+    with warehouse.connect(distributed.target, read_only=True) as con:
+        tables = con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()
+        named = set()
+        for schema, table in tables:
+            listed = con.execute(
+                f"SELECT data_file, delete_file FROM ducklake_list_files('{warehouse.ATTACHED_NAME}', ?, schema => ?)",
+                [table, schema],
+            ).fetchall()
+            named |= {path for row in listed for path in row if path}
+    assert named, "the catalog names no data file"
+    keys = {key[len(WAREHOUSE_FILES) :] for key in distributed.objects if key.startswith(WAREHOUSE_FILES)}
+    for path in named:
+        assert path.startswith(prefix), path
+        key = path[len(prefix) :]
+        assert key in keys, f"{path}: named by the catalog, not in the bucket"
+        body = distributed.objects[WAREHOUSE_FILES + key]
+        assert body[:4] == body[-4:] == b"PAR1", path
+    orphans = keys - {path[len(prefix) :] for path in named}  # written by a commit that lost or never came
+    print(f"DuckLake data files: {len(named)} named by the catalog, {len(orphans)} not named (orphans)")
