@@ -33,6 +33,9 @@ from market_pipeline.defs.quality.definitions import build_quality_definitions
 from market_pipeline.defs.raw.definitions import build_raw_definitions
 from market_pipeline.settings import PipelineSettings, load_settings
 
+# PIPELINE_RUN_EXECUTOR: how the runs that Dagster launches (UI, schedules, sensors, backfills) execute.
+RUN_EXECUTORS = {"multiprocess": dg.multiprocess_executor, "in_process": dg.in_process_executor}
+
 
 def build_definitions(settings: PipelineSettings) -> dg.Definitions:
     """The code location for `settings`."""
@@ -69,7 +72,11 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
         stages,
         automation,
         build_alert_definitions(settings.alerts.sensor_interval_seconds),
-        dg.Definitions(resources=build_resources(settings), loggers=run_loggers(settings.log_format)),
+        dg.Definitions(
+            resources=build_resources(settings),
+            loggers=run_loggers(settings.log_format),
+            executor=RUN_EXECUTORS[settings.run_executor],
+        ),
     )
 
 

@@ -232,6 +232,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     # The warehouse as a DuckLake with a PostgreSQL catalog (ducklake:postgres:<libpq string>) instead of
     # $PIPELINE_DATA_DIR/warehouse.duckdb: many processes can write it (core/lake/warehouse.py).
     catalog_url: str | None = None
+    # Each run's steps use `<data_dir>/runs/<run_id>/` as their data dir (scratch no other run reads),
+    # as run workers in containers each have their own disk; needs PIPELINE_LAKE_URL and PIPELINE_CATALOG_URL.
+    scratch_per_run: bool = False
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
     # EXCHANGE:SYMBOL -> {primary, reference}; instruments not listed: PIPELINE_SOURCE, no reference.
     # One JSON object in the environment (decoded here: no PIPELINE_SOURCES__* names).
@@ -249,6 +252,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     # Days per run of a backfill (UI, sensors): None: the whole range in one run (BackfillPolicy.single_run()),
     # N: runs of at most N days (BackfillPolicy.multi_run(N)), which Dagster can run side by side.
     backfill_days_per_run: int | None = Field(None, ge=1)
+    # How a launched run executes its steps: a process per step (Dagster's default), or all in the run's
+    # own process, as `market-pipeline run` does (no process start-up per step; one run, one process).
+    run_executor: Literal["multiprocess", "in_process"] = "multiprocess"
 
     alert_webhook_url: str | None = None
     alert_webhook_token: SecretStr | None = None
@@ -442,6 +448,26 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     def warehouse(self) -> WarehouseTarget:
         """The warehouse: the file warehouse_path, or the DuckLake of PIPELINE_CATALOG_URL."""
         return WarehouseTarget.build(self.data_dir, self.catalog_url, self.lake_dir)
+
+    @property
+    def shared_dir(self) -> Path:
+        """What readers and later runs need besides the lake's tables (`reports/`) lives under this: the
+        data dir, or with a remote lake the lake root (a run's data dir may be its own scratch then)."""
+        return self.lake_dir if self.lake_url else self.data_dir.resolve()
+
+    @model_validator(mode="after")
+    def _check_scratch_per_run(self) -> PipelineSettings:
+        if self.scratch_per_run and not (self.lake_url and self.catalog_url):
+            # A local lake or warehouse file under a run's own data dir would be lost to every other run.
+            raise ValueError("PIPELINE_SCRATCH_PER_RUN=true needs PIPELINE_LAKE_URL and PIPELINE_CATALOG_URL")
+        return self
+
+    def run_scratch(self, run_id: str) -> PipelineSettings:
+        """The settings a step of run `run_id` works with: with PIPELINE_SCRATCH_PER_RUN its data dir is
+        `<data_dir>/runs/<run_id>/` (vendor caches, uploads, spills, audit and metrics files), else these."""
+        if not self.scratch_per_run:
+            return self
+        return self.model_copy(update={"data_dir": self.data_dir / "runs" / run_id})
 
 
 class SettingsView:

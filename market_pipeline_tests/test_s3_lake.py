@@ -161,7 +161,10 @@ def test_the_whole_graph_on_s3_and_ducklake_equals_the_local_lake(
     warehouse_files = {key for key in objects if key.startswith("warehouse/")}  # the DuckLake's data files
     assert bool(warehouse_files) == bool(catalog_url)
     assert (remote / "warehouse.duckdb").exists() != bool(catalog_url)
-    assert {k: v for k, v in objects.items() if k not in warehouse_files} == sha256_tree(local / "lake")
+    reports = {key for key in objects if key.startswith("reports/")}  # beside a remote lake, not in the data dir
+    assert {k[len("reports/") :]: objects[k] for k in reports} == sha256_tree(local / "reports")
+    assert not (remote / "reports").exists()
+    assert {k: v for k, v in objects.items() if k not in warehouse_files | reports} == sha256_tree(local / "lake")
     assert any(key.startswith("books/") for key in objects) and any(key.startswith("bars/") for key in objects)
     from market_pipeline.core.lake import storage
 

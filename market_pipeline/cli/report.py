@@ -429,7 +429,7 @@ def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, 
 
     print()
     print("Reports")
-    reports = settings.data_dir.resolve() / "reports"
+    reports = settings.shared_dir / "reports"
     days = [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
     files = sorted(p for p in reports.rglob("*") if p.is_file()) if reports.is_dir() else []
     ours = [p for p in files if any(day in str(p.relative_to(reports)) for day in days)] or files

@@ -155,7 +155,7 @@ def agree_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
                 ),
                 extra=stage_log_fields([DAILY, HOURLY], day, instrument.key),
             )
-        report = write_agreement_report(settings.data_dir.resolve(), day, reported)
+        report = write_agreement_report(settings.shared_dir, day, reported)
         context.add_asset_metadata(
             {"rows": day_rows, IO_MANAGER_ROW_COUNT: day_rows, "report": dg.MetadataValue.path(str(report))},
             asset_key=DAILY,

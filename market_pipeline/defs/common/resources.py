@@ -62,7 +62,9 @@ def pipeline_resource(settings: PipelineSettings) -> dg.ResourceDefinition:
     """The `pipeline` resource: `settings` itself, handed to core when a step or sensor starts."""
 
     def _settings(context: dg.InitResourceContext) -> PipelineSettings:
-        return use_settings(settings, context.run.run_id if context.run else None)  # no run (a sensor): None
+        if context.run is None:  # a sensor
+            return use_settings(settings)
+        return use_settings(settings.run_scratch(context.run.run_id), context.run.run_id)
 
     return dg.ResourceDefinition(
         resource_fn=_settings,

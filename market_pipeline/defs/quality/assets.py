@@ -111,7 +111,7 @@ def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings)
             outcome = next(outcomes)
             outcome.replay()
             day_validations.append(outcome.value)
-        report = write_report(settings.data_dir.resolve(), day, day_validations, check_verdicts(context, day))
+        report = write_report(settings.shared_dir, day, day_validations, check_verdicts(context, day))
         daily = daily_frame(day_validations)
         context.add_asset_metadata(_day_metadata(daily, str(report)), asset_key=DAILY, partition_key=day.isoformat())
         hourly_rows = daily.height * 24
