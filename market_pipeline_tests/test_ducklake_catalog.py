@@ -68,6 +68,35 @@ def test_the_io_manager_replaces_days_adds_columns_and_keeps_decimals(catalog_se
     ]
 
 
+def test_with_lake_encryption_the_data_files_are_encrypted_and_nothing_is_inlined(catalog_server, tmp_path):
+    """PIPELINE_LAKE_ENCRYPTION=on: every DuckLake data file is encrypted Parquet (PARE), even a one-row
+    write (no rows inlined into PostgreSQL in plain text), and reads back exactly through the catalog."""
+    import base64
+
+    from market_pipeline.core.lake import parquet_io
+    from market_pipeline.core.security import crypto
+
+    crypto.use_master_key(base64.b64encode(bytes(range(32))).decode())
+    parquet_io.use_lake_encryption(True)
+    try:
+        target = new_ducklake(catalog_server, tmp_path)
+        frame = pl.DataFrame({"dt": ["2024-03-01"], "price": [Decimal("0.000000000000000001")]})
+        frame = frame.with_columns(pl.col("price").cast(pl.Decimal(38, 18)))
+        resources = warehouse_io_manager(target)
+        assert dg.materialize([_table_asset(frame)], resources=resources, partition_key="2024-03-01").success
+        with warehouse.connect(target, read_only=True) as con:
+            assert con.execute("SELECT * FROM main.reports").fetchall() == [("2024-03-01", Decimal("1E-18"))]
+            listed = con.execute("SELECT data_file FROM ducklake_list_files('warehouse', 'reports')").fetchall()
+        files = sorted(Path(target.data_path).rglob("*.parquet"))
+        assert len(listed) == 1 and files and all(path.read_bytes()[-4:] == b"PARE" for path in files)
+        from market_pipeline.core.lake.lake_guard import check_lake_key
+
+        check_lake_key(tmp_path / "lake")  # the DuckLake's files (keys of their own) are not the lake key's to judge
+    finally:
+        parquet_io.use_lake_encryption(False)
+        crypto.use_master_key(None)
+
+
 WRITER = """
 import sys, time
 from pathlib import Path

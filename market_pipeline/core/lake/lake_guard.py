@@ -3,7 +3,8 @@
 A run with another PIPELINE_MASTER_KEY used to fail only after it had rewritten the day's files
 under that key (unreadable with the lake's own key from then on), and a run with
 PIPELINE_LAKE_ENCRYPTION=off wrote plaintext files into an encrypted lake. `check_lake_key` reads
-one file the pipeline wrote (any table but the quarantine, which holds vendor files byte for byte)
+one file the pipeline wrote (any table but the quarantine, which holds vendor files byte for byte,
+and a DuckLake warehouse's data files, each under a key of its own)
 and refuses, naming it, when
 - the file is encrypted (magic `PARE`) and this process would write plaintext, or the reverse;
 - the file is encrypted and this process's lake key does not open its footer.
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from market_pipeline.core.errors import CryptoError
 from market_pipeline.core.lake import parquet_io, storage
 from market_pipeline.core.lake.paths import quarantine_dir
+from market_pipeline.core.lake.warehouse import DATA_DIRECTORY
 
 ENCRYPTED_MAGIC = b"PARE"
 _checked: set[tuple[Path, bytes | None]] = set()  # (lake dir, lake key or None when writing plaintext)
@@ -29,8 +31,9 @@ class LakeKeyMismatch(CryptoError):
 
 
 def sample_lake_file(lake_dir: Path) -> Path | None:
-    """One Parquet file the pipeline wrote under `lake_dir` (the quarantine left out), or None."""
-    skip = str(quarantine_dir(lake_dir)) + "/"
+    """One Parquet file the pipeline wrote under `lake_dir` with the lake key, or None. Left out: the
+    quarantine (vendor files byte for byte) and a DuckLake warehouse's data files (a key of their own each)."""
+    skip = (str(quarantine_dir(lake_dir)) + "/", str(lake_dir / DATA_DIRECTORY) + "/")
     for path in storage.iter_files(lake_dir):
         if path.name.endswith(".parquet") and not path.name.startswith(".") and not str(path).startswith(skip):
             return path  # type: ignore[return-value]

@@ -203,10 +203,8 @@ def register_duckdb(con: duckdb.DuckDBPyConnection) -> None:
     registered in DuckDB with fsspec (every range read a Python call), so DuckDB reads natively.
     """
     import boto3
-    import duckdb_extension_httpfs
 
-    extension = Path(duckdb_extension_httpfs.__file__).parent / "extensions" / f"v{_duckdb_version()}"
-    con.execute(f"LOAD '{extension / 'httpfs.duckdb_extension'}'")
+    load_httpfs(con)
     session = boto3.Session()
     credentials = session.get_credentials()
     options = {"URL_STYLE": "path"}
@@ -229,6 +227,15 @@ def register_duckdb(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE OR REPLACE TEMPORARY SECRET market_pipeline_lake (TYPE s3, {fields})")
     except Exception:  # DuckDB's message quotes the statement, credentials included
         raise RemoteLakeError("DuckDB refused the remote lake's S3 secret (its text is withheld)") from None
+
+
+def load_httpfs(con: duckdb.DuckDBPyConnection) -> None:
+    """Load DuckDB's httpfs extension from its wheel: S3 access, and the full crypto module DuckDB
+    needs to write encrypted Parquet (without it DuckDB can only read encrypted files)."""
+    import duckdb_extension_httpfs
+
+    extension = Path(duckdb_extension_httpfs.__file__).parent / "extensions" / f"v{_duckdb_version()}"
+    con.execute(f"LOAD '{extension / 'httpfs.duckdb_extension'}'")
 
 
 def _sql_value(value: str) -> str:

@@ -144,8 +144,15 @@ def _attach_once(target: WarehouseTarget) -> duckdb.DuckDBPyConnection:
         if storage.is_remote(target.data_path):
             storage.register_duckdb(con)  # the data files are in the bucket (also without a remote lake in use)
         else:
+            storage.load_httpfs(con)  # DuckDB writes encrypted Parquet only with httpfs's crypto module
             Path(target.data_path).mkdir(parents=True, exist_ok=True)
         options = f"DATA_PATH {_literal(target.data_path)}"
+        if parquet_io.lake_encrypted():
+            # With lake encryption the DuckLake's data files are encrypted too, each with its own key kept
+            # in the catalog (DuckLake's ENCRYPTED), and no rows are inlined into the catalog's tables
+            # (small writes would otherwise sit there in plain text). A catalog created unencrypted refuses
+            # it, saying "the database is not encrypted but we requested an encrypted database".
+            options += ", ENCRYPTED, DATA_INLINING_ROW_LIMIT 0"
         con.execute(f"ATTACH {_literal(DUCKLAKE_POSTGRES + target.catalog)} AS {ATTACHED_NAME} ({options})")
         con.execute(f"USE {ATTACHED_NAME}")
     except duckdb.Error as exc:
