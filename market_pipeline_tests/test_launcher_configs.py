@@ -31,6 +31,7 @@ from conftest import REPO_ROOT
 EXAMPLES = REPO_ROOT / "docs" / "examples"
 DOCKER_YAML = EXAMPLES / "dagster.docker.yaml"
 K8S_YAML = EXAMPLES / "dagster.k8s.yaml"
+DISTRIBUTED_YAML = EXAMPLES / "dagster.distributed.yaml"  # what test_distributed_backfill.py runs (slow)
 
 # Every value the files take from the environment, set so that config sources resolve.
 INSTANCE_ENV = {
@@ -154,6 +155,19 @@ def test_launcher_config_is_valid(path: Path, tmp_path: Path) -> None:
     assert config["run_monitoring"]["max_resume_run_attempts"] > 0
     # No pool guards the warehouse with a DuckLake catalog: only the run limit spreads the runs.
     assert config["concurrency"]["runs"]["max_concurrent_runs"] > 1
+
+
+def test_the_distributed_test_instance_is_valid_without_its_servers(tmp_path: Path) -> None:
+    """The one-box recipe's instance file, checked in the fast suite too (its own test needs PostgreSQL):
+    PostgreSQL storage as Dagster's schema wants it, the queue with at most 2 runs, the default launcher."""
+    from dagster_postgres import DagsterPostgresStorage
+
+    config = load(DISTRIBUTED_YAML)
+    validate_against(DagsterPostgresStorage.config_type(), config["storage"]["postgres"])
+    with load_instance(config, tmp_path / "home") as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
 
 
 def test_docker_runs_get_the_bucket_and_catalog_settings() -> None:
