@@ -34,7 +34,9 @@ from market_pipeline.defs.raw.definitions import build_raw_definitions
 from market_pipeline.settings import PipelineSettings, load_settings
 
 # PIPELINE_RUN_EXECUTOR: how the runs that Dagster launches (UI, schedules, sensors, backfills) execute.
-RUN_EXECUTORS = {"multiprocess": dg.multiprocess_executor, "in_process": dg.in_process_executor}
+# "multiprocess" is Dagster's default executor, which runs a process per step and still takes a run's
+# `execution: {config: {in_process: {}}}` (the README's `dagster asset materialize --config-json`).
+RUN_EXECUTORS = {"multiprocess": dg.multi_or_in_process_executor, "in_process": dg.in_process_executor}
 
 
 def build_definitions(settings: PipelineSettings) -> dg.Definitions:
