@@ -70,7 +70,7 @@ PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --di
 
 .PHONY: test
 test: lint ## Lint, then run the whole test suite (testpaths come from pyproject.toml)
-	$(VENV)/bin/python -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q --durations=30 $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: test-quick
 test-quick: install ## The fast subset: every test not marked slow
