@@ -69,6 +69,20 @@ COUNT_COLUMNS = (
     "book_instants_unsynced",
 )
 DELAY_COLUMNS = ("delay_p50_ms", "delay_p99_ms", "delay_max_ms")
+# The counts of damage: an hour with any of them above zero counts in `hours_with_damage`.
+DAMAGE_COLUMNS = (
+    "messages_missing",
+    "messages_extra",
+    "delayed_messages",
+    "trades_missing",
+    "trades_extra",
+    "trades_price_differs",
+    "trades_size_differs",
+    "trades_side_differs",
+    "tickers_differing",
+    "snapshots_differing",
+    "book_instants_differing",
+)
 HOURLY_SCHEMA = {"hour": pl.Int64, **dict.fromkeys(COUNT_COLUMNS, pl.Int64), **dict.fromkeys(DELAY_COLUMNS, pl.Float64)}
 
 
@@ -382,23 +396,6 @@ def day_summary(hourly: pl.DataFrame) -> dict[str, object]:
     compared = summary["tickers_matched"] + summary["tickers_differing"]  # type: ignore[operator]
     summary["ticker_agreement_share"] = summary["tickers_matched"] / compared if compared else None  # type: ignore[operator]
     summary["hours_with_damage"] = int(
-        hourly.filter(
-            pl.any_horizontal(
-                pl.col(
-                    "messages_missing",
-                    "messages_extra",
-                    "delayed_messages",
-                    "trades_missing",
-                    "trades_extra",
-                    "trades_price_differs",
-                    "trades_size_differs",
-                    "trades_side_differs",
-                    "tickers_differing",
-                    "snapshots_differing",
-                    "book_instants_differing",
-                ).fill_null(0)
-                > 0
-            )
-        ).height
+        hourly.filter(pl.any_horizontal(pl.col(*DAMAGE_COLUMNS).fill_null(0) > 0)).height
     )
     return summary
