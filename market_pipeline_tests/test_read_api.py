@@ -139,6 +139,10 @@ def _duckdb_book_at(data: Path, times: pl.DataFrame, columns: list[str]) -> pl.D
     """The last synced row at or before each time: of rows sharing a received_time, the last in the files."""
     with duckdb.connect() as con:
         con.register("times", times.to_arrow())
+        # DuckDB estimates a registered Arrow table at about one row, below asof_loop_join_threshold,
+        # and plans the join as a nested loop (~4e10 comparisons here); the ASOF_JOIN plan gives the
+        # same rows a hundred times faster.
+        con.execute("SET asof_loop_join_threshold = 0")
         return con.execute(
             f"""
             WITH books AS (

@@ -32,6 +32,7 @@ DAY = dt.date(2024, 3, 1)
 DAY_START = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 10**9
 DAY_END = DAY_START + 86_400 * 10**9
 SCALE = 0.02  # ~7,000 messages: quick, yet every snapshot can be replayed
+COARSE_MS = 60_000  # the snapshot cadence of the days whose snapshots are not what a test is about
 TICK = Decimal("0.01")
 LOT = Decimal("0.00001")
 INSTRUMENT = Instrument(exchange="BINANCE", symbol="BTC-USDT", spec=InstrumentSpec(tick_size=TICK, lot_size=LOT))
@@ -48,8 +49,12 @@ TRUNCATING = FaultSettings(truncated_file=True, dropped_messages=2, days=[DAY])
 SCHEMAS = {"trades": TRADES_SCHEMA, "book": BOOK_SCHEMA, "book_delta_v2": BOOK_DELTA_SCHEMA}
 
 
-def _generate(root: Path, faults: FaultSettings | None = None, day: dt.date = DAY) -> SyntheticDay:
-    settings = SyntheticSettings(profile="small", seed=7, faults=faults or FaultSettings())
+def _generate(
+    root: Path, faults: FaultSettings | None = None, day: dt.date = DAY, snapshot_interval_ms: int = 100
+) -> SyntheticDay:
+    settings = SyntheticSettings(
+        profile="small", seed=7, faults=faults or FaultSettings(), snapshot_interval_ms=snapshot_interval_ms
+    )
     return generate_day(INSTRUMENT, day, settings, root, scale=SCALE)
 
 
@@ -65,7 +70,9 @@ def faulted(tmp_path_factory: pytest.TempPathFactory) -> SyntheticDay:
 
 @pytest.fixture(scope="module")
 def next_day(tmp_path_factory: pytest.TempPathFactory) -> SyntheticDay:
-    return _generate(tmp_path_factory.mktemp("next"), TRUNCATING, day=DAY + dt.timedelta(days=1))
+    return _generate(
+        tmp_path_factory.mktemp("next"), TRUNCATING, day=DAY + dt.timedelta(days=1), snapshot_interval_ms=COARSE_MS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +214,7 @@ def test_book_snapshots_every_100ms_uncrossed_and_equal_to_truth(
     clean: SyntheticDay, frames: dict[str, pl.DataFrame]
 ) -> None:
     book = frames["book"]
-    assert book.height == 864_000
+    assert book.height == SyntheticSettings().snapshots_per_day == 864_000
     assert (book["origin_time"] - DAY_START).to_list() == list(range(0, 86_400 * 10**9, 10**8))
     assert book["received_time"].is_sorted()
     assert (book["bid_0_price"] < book["ask_0_price"]).all()
@@ -215,6 +222,27 @@ def test_book_snapshots_every_100ms_uncrossed_and_equal_to_truth(
         assert (book[f"bid_{level}_price"] > book[f"bid_{level + 1}_price"]).all()
         assert (book[f"ask_{level}_price"] < book[f"ask_{level + 1}_price"]).all()
     assert book.equals(pl.read_parquet(clean.truth_book_path))
+
+
+@pytest.mark.parametrize("interval_ms", [1_000, 60_000])
+def test_a_coarser_cadence_is_every_nth_snapshot_of_the_same_market(
+    interval_ms: int, frames: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    """The snapshot cadence draws nothing from the market's random stream: the messages and trades
+    are the same bytes, and the snapshots (latencies included) are every nth of the 100 ms day's."""
+    coarse = _generate(tmp_path, snapshot_interval_ms=interval_ms)
+    for table in ("book_delta_v2", "trades"):
+        assert pl.read_parquet(coarse.files[table]).equals(frames[table]), table
+    every = interval_ms // 100
+    assert pl.read_parquet(coarse.files["book"]).equals(frames["book"].gather_every(every))
+    assert pl.read_parquet(coarse.truth_book_path).height == 86_400_000 // interval_ms
+    assert _manifest(coarse)["snapshot_interval_ms"] == interval_ms
+
+
+@pytest.mark.parametrize("interval_ms", [0, 50, 150, 7_000, 86_400_001])
+def test_a_cadence_that_does_not_divide_the_day_is_refused(interval_ms: int) -> None:
+    with pytest.raises(ValueError, match="not a multiple of 100 ms that divides the day"):
+        SyntheticSettings(snapshot_interval_ms=interval_ms)
 
 
 class _DictBook:
@@ -387,7 +415,7 @@ def test_out_of_order_messages_are_swapped(faulted: SyntheticDay) -> None:
 
 
 def test_truncated_file_is_unreadable(tmp_path: Path) -> None:
-    day = _generate(tmp_path, TRUNCATING)
+    day = _generate(tmp_path, TRUNCATING, snapshot_interval_ms=COARSE_MS)
     records = _manifest(day)["faults"]["truncated_file"]
     assert len(records) == 1
     path = day.files["book_delta_v2"]
@@ -395,7 +423,9 @@ def test_truncated_file_is_unreadable(tmp_path: Path) -> None:
     assert path.stat().st_size == records[0]["truncated_bytes"] == records[0]["original_bytes"] // 2
     with pytest.raises(pa.ArrowInvalid):
         pq.read_table(path)
-    assert pq.read_table(day.files["book"]).num_rows == 864_000
+    assert (
+        pq.read_table(day.files["book"]).num_rows == SyntheticSettings(snapshot_interval_ms=COARSE_MS).snapshots_per_day
+    )
 
 
 def test_faults_apply_only_on_their_days(next_day: SyntheticDay) -> None:
@@ -424,7 +454,7 @@ def test_other_symbol_and_grid(tmp_path: Path) -> None:
     sol = Instrument(
         exchange="BINANCE_FUTURES", symbol="SOL-USDT-PERP", spec=InstrumentSpec(tick_size=tick, lot_size=lot)
     )
-    day = generate_day(sol, DAY, SyntheticSettings(seed=3), tmp_path, scale=0.005)
+    day = generate_day(sol, DAY, SyntheticSettings(seed=3, snapshot_interval_ms=COARSE_MS), tmp_path, scale=0.005)
     deltas = pl.read_parquet(day.files["book_delta_v2"])
     book = pl.read_parquet(day.files["book"])
     assert 80 < deltas["price"].median() < 120  # a generic symbol trades around 100
@@ -444,7 +474,9 @@ def test_generating_a_day_and_waiting_for_it_are_progress_tasks(tmp_path: Path):
     from market_pipeline.core.telemetry import progress
     from market_pipeline.vendors.synthetic.source import SyntheticSource
 
-    source = SyntheticSource(SyntheticSettings(profile="small", seed=7, scale=SCALE), tmp_path)
+    source = SyntheticSource(
+        SyntheticSettings(profile="small", seed=7, scale=SCALE, snapshot_interval_ms=COARSE_MS), tmp_path
+    )
     lock_path = tmp_path / ".locks" / f"BINANCE_BTC-USDT_{DAY.isoformat()}.lock"
     lock_path.parent.mkdir(parents=True)
     seen: list[progress.Update] = []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from market_pipeline.vendors.synthetic.simulator import check_snapshot_interval
 
 ADDED_FAULTS = ("dropped_trades", "stale_snapshots")
 
@@ -39,9 +41,23 @@ class SyntheticSettings(BaseModel):
 
     profile: Literal["small", "realistic"] = "small"
     seed: int = 20240101
-    # Multiplies the profile's message count; tests and quick looks use e.g. 0.02 (snapshots stay 100 ms).
+    # Multiplies the profile's message count; tests and quick looks use e.g. 0.02.
     scale: float = Field(1.0, gt=0, le=4)
+    # The vendor's book snapshot cadence, a multiple of 100 ms that divides the day. The messages do
+    # not depend on it: a 1 s day's snapshots are every tenth of the 100 ms day's. Tests use coarse
+    # cadences (a day at 100 ms has 864,000 snapshots whatever the scale).
+    snapshot_interval_ms: int = 100
     faults: FaultSettings = Field(default_factory=FaultSettings)
+
+    @field_validator("snapshot_interval_ms")
+    @classmethod
+    def _divides_the_day(cls, value: int) -> int:
+        check_snapshot_interval(value * 1_000_000)
+        return value
+
+    @property
+    def snapshots_per_day(self) -> int:
+        return 86_400_000 // self.snapshot_interval_ms
 
 
 class SyntheticConfig(BaseModel):

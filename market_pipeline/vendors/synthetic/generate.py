@@ -34,7 +34,8 @@ from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSet
 from market_pipeline.vendors.synthetic.faults import DeltaRows, FaultInjector
 from market_pipeline.vendors.synthetic.simulator import LEVELS, Block, MarketParams, simulate
 
-GENERATOR_VERSION = 1
+# 2: snapshot latencies from their own stream (the messages no longer depend on the cadence).
+GENERATOR_VERSION = 2
 PART_FILE = "part-0.snappy.parquet"
 GROUND_TRUTH_DIR = "_ground_truth"
 
@@ -159,9 +160,9 @@ def generate_day(
 ) -> SyntheticDay:
     """Write one instrument-day of the synthetic vendor lake under out_root, deterministically.
 
-    scale multiplies the number of messages (tests use ~0.02 for speed); book snapshots stay
-    every 100 ms whatever the scale. Same settings, instrument, day and scale give
-    byte-identical files.
+    scale multiplies the number of messages (tests use ~0.02 for speed); book snapshots come every
+    `settings.snapshot_interval_ms` whatever the scale, and the messages do not depend on it. Same
+    settings, instrument, day and scale give byte-identical files.
     """
     market_key = (settings.seed, instrument.exchange, instrument.symbol, day.isoformat(), settings.profile)
     market_digest = _digest(*market_key, scale)
@@ -259,7 +260,7 @@ def generate_day(
             ThreadPoolExecutor(1, "synthetic-books") as books_lane,
         ):
             pending: list[Future[None]] = []
-            for block in simulate(params, rng_state, day_start):
+            for block in simulate(params, rng_state, day_start, settings.snapshot_interval_ms * 1_000_000):
                 if len(block.d_seq):
                     last_sequence = int(block.d_seq[-1])
                 for future in pending:
@@ -280,6 +281,7 @@ def generate_day(
         "seed": settings.seed,
         "profile": settings.profile,
         "scale": scale,
+        "snapshot_interval_ms": settings.snapshot_interval_ms,
         "tick_size": str(instrument.tick_size),
         "lot_size": str(instrument.lot_size),
         "rows": rows,

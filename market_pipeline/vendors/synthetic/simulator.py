@@ -8,6 +8,11 @@ rendering of these integers.
 The random generator is a xoshiro256** held in a uint64[4] array rather than numba's global
 ``np.random``: its stream is defined here, so a seed gives the same day on every machine, and
 two simulations in one process cannot disturb each other.
+
+Vendor snapshots draw nothing from that stream: a snapshot's receive latency is a hash of the
+day's snapshot seed and its instant on the 100 ms grid. So the snapshot cadence leaves the
+messages untouched, and a day with snapshots every 1 s is exactly every tenth snapshot of the
+same day with snapshots every 100 ms (tests use coarse cadences; production keeps 100 ms).
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ I_SNAP_INTERVAL = 2
 I_N_SNAPS = 3
 I_LAT_MAX = 4
 I_MIN_LEVELS = 5
-N_IPARAMS = 6
+I_SNAP_SEED = 6  # non-negative: the snapshots' own random stream (see _snapshot_latency)
+N_IPARAMS = 7
 
 # Float parameters (fparams).
 F_DT_MEAN = 0  # mean ns between messages
@@ -64,6 +70,9 @@ F_EVENTS_MEAN = 11  # level events per message
 N_FPARAMS = 12
 
 NO_MORE = np.iinfo(np.int64).max
+DAY_NS = 86_400_000_000_000
+SNAPSHOT_GRID_NS = 100_000_000  # every snapshot cadence is a multiple of this; latencies are keyed by it
+LATENCY_MAX_NS = 90_000_000  # < one grid step: a snapshot is received before the next one is taken
 MAX_ROWS_PER_MESSAGE = 10
 MAX_TRADES_PER_MESSAGE = 64
 _ROW_GUARD = MAX_ROWS_PER_MESSAGE - 2  # a trade event can add up to 3 rows to a message
@@ -118,6 +127,26 @@ def _lognormal_lots(s, mu, sigma):
 @njit(cache=True, nogil=True)
 def _latency(s, fp, ip):
     return min(ip[I_LAT_MAX], int(math.exp(fp[F_LAT_MU] + fp[F_LAT_SIGMA] * _normal(s))))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix64(z):
+    """splitmix64's finalizer: a bijection of uint64 whose outputs look independent."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def _snapshot_latency(fp, ip, slot):
+    """The receive latency of the snapshot at grid slot `slot` (its instant / SNAPSHOT_GRID_NS):
+    a function of the seed and the slot alone, never of the cadence or of what came before."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    key = _mix64(np.uint64(ip[I_SNAP_SEED]) ^ (np.uint64(slot) * golden))
+    u1 = (float(_mix64(key + golden) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+    u2 = (float(_mix64(key + golden + golden) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+    normal = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    return min(ip[I_LAT_MAX], int(math.exp(fp[F_LAT_MU] + fp[F_LAT_SIGMA] * normal)))
 
 
 @njit(cache=True, nogil=True)
@@ -265,7 +294,8 @@ def run(
             if n_snaps == len(s_origin):
                 return n_rows, n_trades, n_snaps, False
             s_origin[n_snaps] = snap_t
-            recv = max(st[S_LAST_SNAP_RECV], snap_t + _latency(rng, fp, ip))
+            slot = (snap_t - ip[I_DAY_START]) // SNAPSHOT_GRID_NS
+            recv = max(st[S_LAST_SNAP_RECV], snap_t + _snapshot_latency(fp, ip, slot))
             s_recv[n_snaps] = recv
             st[S_LAST_SNAP_RECV] = recv
             s_seq[n_snaps] = st[S_NEXT_SEQ] - 1
@@ -497,13 +527,28 @@ class Block:
     s_ask_size: np.ndarray
 
 
+def check_snapshot_interval(interval_ns: int) -> None:
+    """Raise ValueError unless the cadence is a whole number of grid steps that divides the day."""
+    if interval_ns <= 0 or interval_ns % SNAPSHOT_GRID_NS or DAY_NS % interval_ns:
+        raise ValueError(
+            f"a snapshot interval of {interval_ns / 1e6:g} ms is not a multiple of "
+            f"{SNAPSHOT_GRID_NS // 1_000_000} ms that divides the day (e.g. 100, 1000, 60000)"
+        )
+
+
 def simulate(
-    params: MarketParams, rng_state: np.ndarray, day_start_ns: int, chunk_ns: int = 3_600_000_000_000
+    params: MarketParams,
+    rng_state: np.ndarray,
+    day_start_ns: int,
+    snapshot_interval_ns: int = SNAPSHOT_GRID_NS,
+    chunk_ns: int = 3_600_000_000_000,
 ) -> Iterator[Block]:
-    """Yield the day's market in blocks of at most chunk_ns of origin time, in order."""
-    day_ns = 86_400_000_000_000
-    snap_interval = 100_000_000
-    lat_max = 90_000_000  # < one snapshot interval: the last snapshot is received within the day
+    """Yield the day's market in blocks of at most chunk_ns of origin time, in order, with a vendor
+    snapshot every snapshot_interval_ns (a multiple of SNAPSHOT_GRID_NS that divides the day)."""
+    check_snapshot_interval(snapshot_interval_ns)
+    day_ns = DAY_NS
+    snap_interval = snapshot_interval_ns
+    lat_max = LATENCY_MAX_NS  # the last snapshot is received within the day
     ip = np.zeros(N_IPARAMS, dtype=np.int64)
     ip[I_DAY_START] = day_start_ns
     ip[I_MSG_END] = day_start_ns + day_ns - lat_max
@@ -511,6 +556,7 @@ def simulate(
     ip[I_N_SNAPS] = day_ns // snap_interval
     ip[I_LAT_MAX] = lat_max
     ip[I_MIN_LEVELS] = 2 * LEVELS
+    ip[I_SNAP_SEED] = int(rng_state.astype(np.uint64)[0] >> np.uint64(1))  # its own stream, non-negative
 
     fp = np.zeros(N_FPARAMS, dtype=np.float64)
     fp[F_DT_MEAN] = day_ns / params.messages_per_day

@@ -34,6 +34,7 @@ def _fingerprint(settings: SyntheticSettings, instrument: Instrument, day: dt.da
         "seed": settings.seed,
         "profile": settings.profile,
         "scale": settings.scale,
+        "snapshot_interval_ms": settings.snapshot_interval_ms,
         "faults": faults,
         "tick_size": str(instrument.tick_size),
         "lot_size": str(instrument.lot_size),
