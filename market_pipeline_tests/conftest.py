@@ -24,6 +24,12 @@ if str(REPO_ROOT) not in sys.path:
 
 
 DEFAULT_INSTRUMENTS = (("BINANCE", "BTC-USDT"), ("BINANCE_FUTURES", "BTC-USDT-PERP"))
+# Every test's environment (see _hermetic_env); production defaults and `make bench` stay at 100 ms.
+TEST_SNAPSHOT_INTERVAL_MS = 60_000
+TEST_CADENCE = {
+    "PIPELINE_SYNTHETIC__SNAPSHOT_INTERVAL_MS": str(TEST_SNAPSHOT_INTERVAL_MS),
+    "PIPELINE_BOOK__SAMPLE_INTERVAL_MS": "60000",
+}
 NS = 1_000_000_000
 
 
@@ -92,15 +98,34 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """No developer PIPELINE_* variables, one worker, and an empty cwd (no stray `.env` file)."""
+def _hermetic_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No developer PIPELINE_* variables; one worker; the tests' cadence."""
     for name in list(os.environ):
         if name.startswith("PIPELINE_"):
             monkeypatch.delenv(name, raising=False)
     # One process per step unless a test asks for workers: a pool per multi-instrument test
     # would cost seconds of start-up each (test_parallel.py covers the pool).
     monkeypatch.setenv("PIPELINE_WORKERS", "1")
+    # The cheapest world by default: a synthetic vendor snapshot and a rebuilt book row a minute,
+    # not every 100 ms (864,000 rows of each per instrument-day, whatever the scale). A test about
+    # the cadence sets its own; counts that depend on it are derived from the settings.
+    for name, value in TEST_CADENCE.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_session_env() -> Iterator[None]:
+    """The hermetic variables for session and module fixtures too, which are set up before any
+    function-scoped fixture of the test that first uses them."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _hermetic_variables(monkeypatch)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hermetic variables again (a test may change them) and an empty cwd (no stray `.env`)."""
+    _hermetic_variables(monkeypatch)
     cwd = tmp_path_factory.mktemp("cwd")
     monkeypatch.chdir(cwd)
     return cwd
@@ -384,8 +409,8 @@ def research_lake(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         PIPELINE_INSTRUMENTS=RESEARCH_INSTRUMENT,
         PIPELINE_START_DATE="2024-01-01",
         PIPELINE_WORKERS="1",
+        **TEST_CADENCE,
         PIPELINE_SYNTHETIC__SCALE="0.005",
-        PIPELINE_BOOK__SAMPLE_INTERVAL_MS="60000",
         PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="3",
         PIPELINE_SYNTHETIC__FAULTS__DAYS=json.dumps([RESEARCH_DAYS[-1].isoformat()]),
     )

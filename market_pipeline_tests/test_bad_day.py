@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
+from conftest import PROJECT_DAGSTER_YAML, TEST_CADENCE, VENV_BIN, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +37,6 @@ def bad_day_run(tmp_path_factory):
         PIPELINE_START_DATE="2024-01-01",
         PIPELINE_WORKERS="1",
         PIPELINE_SYNTHETIC__SCALE="0.005",
-        # A row per vendor snapshot in the rebuilt books, sampled once a minute instead of every
-        # 100 ms in between: the test is about the skipped day, not the sampling.
-        PIPELINE_BOOK__SAMPLE_INTERVAL_MS="60000",
         PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="3",
         PIPELINE_SYNTHETIC__FAULTS__DAYS=json.dumps([BAD.isoformat()]),
     )
@@ -69,7 +66,7 @@ _OURS = {
     "PIPELINE_START_DATE",
     "PIPELINE_WORKERS",
     "PIPELINE_SYNTHETIC__SCALE",
-    "PIPELINE_BOOK__SAMPLE_INTERVAL_MS",
+    *TEST_CADENCE,  # a vendor snapshot and a book row a minute: the test is about the skipped day
     "PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES",
     "PIPELINE_SYNTHETIC__FAULTS__DAYS",
 }

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO_ROOT, VENV_BIN, sha256_tree
+from conftest import REPO_ROOT, TEST_CADENCE, VENV_BIN, sha256_tree
 from postgres_server import Postgres, free_port, running_postgres
 from s3_server import REGION, LoopbackS3
 from test_postgres import _step_windows as step_windows
@@ -56,7 +56,7 @@ SETTINGS = {  # tiny days: the test is about where runs write, not about the dat
     "PIPELINE_SYNTHETIC__SCALE": "0.005",
     "PIPELINE_INSTRUMENTS": "BINANCE:BTC-USDT",
     "PIPELINE_START_DATE": "2024-01-01",
-    "PIPELINE_BOOK__SAMPLE_INTERVAL_MS": "60000",
+    **TEST_CADENCE,
     "PIPELINE_WORKERS": "1",
 }
 # The steps that write the warehouse (serialized by the `duckdb` pool on a warehouse file, not on DuckLake).

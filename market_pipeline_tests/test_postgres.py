@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import duckdb
 import pytest
-from conftest import REPO_ROOT, VENV_BIN, subprocess_env
+from conftest import REPO_ROOT, TEST_CADENCE, VENV_BIN, subprocess_env
 from postgres_server import running_postgres
 
 pytestmark = pytest.mark.slow
@@ -79,9 +79,6 @@ def _run_env(pg_home: SimpleNamespace, **extra: str) -> dict[str, str]:
         PIPELINE_START_DATE="2024-01-01",
         PIPELINE_WORKERS="1",
         PIPELINE_SYNTHETIC__SCALE="0.005",
-        # A row per vendor snapshot in the rebuilt books, sampled once a minute instead of every
-        # 100 ms in between: the tests are about the instance, not the sampling.
-        PIPELINE_BOOK__SAMPLE_INTERVAL_MS="60000",
         **pg_home.env,
         **extra,
     )
@@ -97,7 +94,7 @@ _BASE = {
     "PIPELINE_START_DATE",
     "PIPELINE_WORKERS",
     "PIPELINE_SYNTHETIC__SCALE",
-    "PIPELINE_BOOK__SAMPLE_INTERVAL_MS",
+    *TEST_CADENCE,  # a vendor snapshot and a book row a minute: the tests are about the instance
 }
 
 

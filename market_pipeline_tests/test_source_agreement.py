@@ -18,7 +18,7 @@ import json
 import duckdb
 import polars as pl
 import pytest
-from conftest import assets_named, code_location, range_tags
+from conftest import TEST_CADENCE, assets_named, code_location, range_tags
 
 DAMAGED, CLEAN, UNCAPTURED = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
 KEY = "BINANCE_FUTURES:BTC-USDT-PERP"
@@ -52,6 +52,7 @@ def agreement_run(tmp_path_factory):
         "PIPELINE_WORKERS": "1",
         "PIPELINE_SYNTHETIC__SEED": "7",
         "PIPELINE_SYNTHETIC__SCALE": "0.02",
+        **TEST_CADENCE,
         "PIPELINE_SYNTHETIC__FAULTS": json.dumps({**FAULTS, "days": [DAMAGED.isoformat()]}),
         "PIPELINE_CAPTURE_DIR": str(capture_dir),
         "PIPELINE_TARDIS_DIR": str(tardis_dir),

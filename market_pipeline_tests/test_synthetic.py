@@ -26,7 +26,7 @@ from market_pipeline.core.lake.schemas import (
 )
 from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSettings
 from market_pipeline.vendors.synthetic.faults import FAULT_NAMES
-from market_pipeline.vendors.synthetic.generate import SyntheticDay, _Grid, generate_day
+from market_pipeline.vendors.synthetic.generate import GENERATOR_VERSION, SyntheticDay, _Grid, generate_day
 
 DAY = dt.date(2024, 3, 1)
 DAY_START = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 10**9
@@ -136,7 +136,8 @@ def test_another_day_is_another_market(frames: dict[str, pl.DataFrame], next_day
 
 def test_manifest(clean: SyntheticDay, frames: dict[str, pl.DataFrame]) -> None:
     manifest = _manifest(clean)
-    assert manifest["generator_version"] == 1
+    assert manifest["generator_version"] == GENERATOR_VERSION == 2
+    assert manifest["snapshot_interval_ms"] == 100
     assert (manifest["exchange"], manifest["symbol"], manifest["day"]) == ("BINANCE", "BTC-USDT", "2024-03-01")
     assert (manifest["seed"], manifest["profile"]) == (7, "small")
     assert (manifest["tick_size"], manifest["lot_size"]) == ("0.01", "0.00001")

@@ -31,6 +31,7 @@ from market_pipeline.vendors.tardis.csv_format import (
 )
 from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHeadsWriter, snapshot_sequence
 from market_pipeline.vendors.tardis.source import TardisRejected, TardisSource
+from market_pipeline_tests.conftest import TEST_SNAPSHOT_INTERVAL_MS
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "tardis"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"Tardis samples not found at {REAL}")
@@ -481,7 +482,12 @@ def synthetic_tardis(tmp_path_factory) -> dict[str, object]:
     finally:
         os.chdir(cwd)
         os.environ.update(saved)
-    synthetic = settings.synthetic.model_copy(update={"scale": float(SCALE)})
+    synthetic = settings.synthetic.model_copy(
+        update={
+            "scale": float(SCALE),
+            "snapshot_interval_ms": TEST_SNAPSHOT_INTERVAL_MS,
+        }
+    )
     days = {}
     for instrument in settings.universe:
         exchange_id, symbol = tardis_names(
@@ -565,9 +571,6 @@ def test_cli_runs_the_whole_graph_on_tardis_files(synthetic_tardis, monkeypatch,
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(data))
     monkeypatch.setenv("PIPELINE_START_DATE", DAY.isoformat())
     monkeypatch.setenv("PIPELINE_SYNTHETIC__SCALE", SCALE)
-    # Books sampled once a minute besides their rows at vendor snapshots (the ones compared with the
-    # truth): a sample every 100 ms would only add 864,000 rows per instrument to write and read.
-    monkeypatch.setenv("PIPELINE_BOOK__SAMPLE_INTERVAL_MS", "60000")
 
     code = main(["run", "--start-date", DAY.isoformat(), "--end-date", DAY.isoformat()])
 

@@ -492,6 +492,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     bench = prepare_day(settings)
     print(f"day ready in {time.perf_counter() - started:.1f} s (cached under {settings.data_dir})", flush=True)
+    # The figures are for the production defaults (100 ms each) unless PIPELINE_* variables say otherwise.
+    print(
+        f"vendor snapshots every {settings.synthetic.snapshot_interval_ms} ms, "
+        f"book rows sampled every {settings.book.sample_interval_ms} ms",
+        flush=True,
+    )
     report = run(
         bench,
         args.peer_rows,
