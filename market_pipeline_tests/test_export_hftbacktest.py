@@ -12,7 +12,7 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 import pytest
-from conftest import RESEARCH_DAYS, RESEARCH_INSTRUMENT, VENV_BIN, subprocess_env
+from conftest import RESEARCH_DAYS, RESEARCH_INSTRUMENT, TEST_CADENCE, VENV_BIN, subprocess_env
 
 from market_pipeline.core.read.hftbacktest_export import export_day
 from market_pipeline.core.read.partitions import Instrument
@@ -32,6 +32,7 @@ def exported(research_lake, tmp_path_factory):
         DAGSTER_HOME=str(research_lake["home"]),
         PIPELINE_DATA_DIR=str(research_lake["data"]),
         PIPELINE_INSTRUMENTS=RESEARCH_INSTRUMENT,
+        **TEST_CADENCE,
     )
     proc = subprocess.run(
         [

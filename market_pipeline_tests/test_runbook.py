@@ -23,17 +23,21 @@ from pathlib import Path
 
 import pytest
 
-from market_pipeline_tests.conftest import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV_BIN, VendorLake, code_location
+from market_pipeline_tests.conftest import (
+    PROJECT_DAGSTER_YAML,
+    REPO_ROOT,
+    TEST_CADENCE,
+    VENV_BIN,
+    VendorLake,
+    code_location,
+)
 
 RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
 DAY = "2024-03-01"
 SCALE = "0.005"
-# One instrument: every block's command is the same for one or two, and each instrument-day of a
-# run costs the same fixed 864,000 vendor snapshots (100 ms apart, whatever the scale).
+# One instrument: every block's command is the same for one or two. Vendor snapshots and book rows
+# come at the tests' cadence (TEST_CADENCE, a minute apart): no block depends on it.
 INSTRUMENT = ("BINANCE", "BTC-USDT")
-# The rebuilt books keep a row per vendor snapshot and add one a minute (not every 100 ms): half the
-# rows each run writes and reads again; no block depends on the sampling.
-BOOK_SAMPLE_INTERVAL_MS = "60000"
 # Subcommands the runbook documents that come with branches merged later: their blocks skip (and
 # their command lines are not parsed) while this tree lacks them; after the merge they run.
 FROM_OTHER_BRANCHES = {"backup": "h/backup", "restore": "h/backup"}
@@ -265,7 +269,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
             "PIPELINE_DATA_DIR": str(data),
             "PIPELINE_SYNTHETIC__SCALE": SCALE,
             "PIPELINE_INSTRUMENTS": ":".join(INSTRUMENT),
-            "PIPELINE_BOOK__SAMPLE_INTERVAL_MS": BOOK_SAMPLE_INTERVAL_MS,
+            **TEST_CADENCE,
             "PIPELINE_WORKERS": "1",
             "DAY": DAY,
             "NEW_WEBHOOK_TOKEN": NEW_WEBHOOK_TOKEN,
