@@ -57,6 +57,9 @@ SETTINGS = {  # tiny days: the test is about where runs write, not about the dat
     "PIPELINE_INSTRUMENTS": "BINANCE:BTC-USDT",
     "PIPELINE_START_DATE": "2024-01-01",
     **TEST_CADENCE,
+    # A vendor snapshot a second (86,400 a day): the killed day's books object stays in the making
+    # long enough to be caught (a second's worth of work), where a minute's cadence is over in ms.
+    "PIPELINE_SYNTHETIC__SNAPSHOT_INTERVAL_MS": "1000",
     "PIPELINE_WORKERS": "1",
 }
 # The steps that write the warehouse (serialized by the `duckdb` pool on a warehouse file, not on DuckLake).
