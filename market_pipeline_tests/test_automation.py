@@ -15,7 +15,8 @@ import pytest
 from market_pipeline.defs.automation.schedules import DAILY_PIPELINE_JOB, DAILY_PIPELINE_SCHEDULE
 from market_pipeline.defs.automation.sensors import format_cursor, parse_cursor
 from market_pipeline.defs.raw.assets import RAW_ASSET_TABLES
-from market_pipeline_tests.conftest import REPO_ROOT, VENV_BIN, VendorLake, subprocess_env
+from market_pipeline_tests.support.project import REPO_ROOT, VENV_BIN, subprocess_env
+from market_pipeline_tests.support.vendor_lake import VendorLake
 
 D1, D2, D3 = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
 SOURCE_TABLES = ("trades", "book", "book_delta_v2")  # what a local vendor lake holds

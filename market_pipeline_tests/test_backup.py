@@ -27,7 +27,8 @@ from market_pipeline.core.backup.warehouse import LockWait
 from market_pipeline.core.errors import BlockedError, ConfigurationError, CryptoError, UsageError
 from market_pipeline.core.lake.catalog import ensure_lake_views
 from market_pipeline.core.lake.warehouse import WarehouseTarget
-from market_pipeline_tests.conftest import sha256_tree, subprocess_env
+from market_pipeline_tests.support.files import sha256_tree
+from market_pipeline_tests.support.project import subprocess_env
 
 KEY = base64.b64decode(base64.b64encode(bytes(range(32))))
 CHECKPOINT = Path("lake/checkpoints/exchange=BINANCE/symbol=BTC-USDT/dt=2024-03-01")
@@ -408,7 +409,7 @@ def test_backups_taken_during_a_real_run_restore_the_runs_tables(
     """Backups in a loop while `market-pipeline run` materializes a day: the run succeeds, and every
     table a mid-run backup holds, once restored, equals the table the run finally left (a one-day
     run writes each table once, so a torn or half-written copy would differ)."""
-    from market_pipeline_tests.conftest import VENV_BIN
+    from market_pipeline_tests.support.project import VENV_BIN
 
     env = subprocess_env(PIPELINE_SYNTHETIC__SCALE="0.005", PIPELINE_START_DATE="2024-01-01", PIPELINE_WORKERS="1")
     run = subprocess.Popen(

@@ -12,7 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
+
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,9 @@ import polars.selectors as cs
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assets_named, code_location, day_start_ns, range_tags
+
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+from market_pipeline_tests.support.vendor_lake import day_start_ns
 
 DAY, BAD_DAY = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
 INSTRUMENT = "BINANCE:BTC-USDT"

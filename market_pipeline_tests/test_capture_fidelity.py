@@ -10,7 +10,7 @@ import pytest
 
 from market_pipeline.core.lake.paths import PARTITION_FILE, capture_fidelity_dir
 from market_pipeline.core.quality.fidelity import FIDELITY_COLUMNS, capture_fidelity, read_fidelity_table
-from market_pipeline_tests.test_capture import REAL_DIR
+from market_pipeline_tests.support.binance_capture import REAL_DIR
 
 SPOT_KEY, USDM_KEY = "BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"
 DAY1, DAY2 = dt.date(2024, 8, 8), dt.date(2024, 8, 9)

@@ -8,9 +8,9 @@ import gzip
 
 import duckdb
 import pytest
-from conftest import assets_named, code_location, range_tags
 
-from market_pipeline_tests.test_capture import REAL_DIR, USDM
+from market_pipeline_tests.support.binance_capture import REAL_DIR, USDM
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
 KEY = "BINANCE_FUTURES:BTC-USDT-PERP"
 DAY = dt.date(2024, 8, 8)

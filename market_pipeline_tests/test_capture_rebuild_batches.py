@@ -13,8 +13,10 @@ import pytest
 from market_pipeline.core.book.rebuild import Grid
 from market_pipeline.vendors.binance import delta_batches
 from market_pipeline.vendors.binance.capture_format import parse_capture, split_by_day
-from market_pipeline_tests.test_capture import DOCUMENTED, SPOT, USDM, real_paths
-from market_pipeline_tests.test_midnight_carry import DEPTH, _shifted_capture, _write_day
+from market_pipeline_tests.support.binance_capture import DOCUMENTED, SPOT, USDM, real_paths
+from market_pipeline_tests.support.midnight_capture import DEPTH
+from market_pipeline_tests.support.midnight_capture import shifted_capture as _shifted_capture
+from market_pipeline_tests.support.midnight_capture import write_day_tables as _write_day
 
 GRID = Grid(Decimal("0.01"), Decimal("0.00001"))
 # Fewer rows than most diffs have (USD-M ~68, spot ~45 a message): most batch ends fall inside one.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -14,41 +13,28 @@ import pytest
 from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir, books_shape_path, raw_partition_dir
 from market_pipeline.core.quality.book_shape import read_shape
 from market_pipeline.core.quality.microstructure import _snapshot_shape
-from market_pipeline_tests.test_capture import REAL_DIR, SPOT, TRADE, USDM, _diff, _snapshot, _ticker, _write
+from market_pipeline_tests.support.binance_capture import REAL_DIR, SPOT, TRADE, USDM
+from market_pipeline_tests.support.binance_capture import diff as _diff
+from market_pipeline_tests.support.binance_capture import snapshot as _snapshot
+from market_pipeline_tests.support.capture_source import (
+    CONTINUOUS_DAY2,
+    DAY1,
+    DAY2,
+    DAY2_EVENT_MS,
+    MIDNIGHT_NS,
+    SPOT_KEY,
+    USDM_KEY,
+    write_capture,
+)
+from market_pipeline_tests.support.capture_source import current_settings as _settings
+from market_pipeline_tests.support.capture_source import import_and_rebuild as _import_and_rebuild
+from market_pipeline_tests.support.capture_source import instrument_of as _instrument
 
-SPOT_KEY, USDM_KEY = "BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"
-DAY1, DAY2 = dt.date(2023, 11, 14), dt.date(2023, 11, 15)
-MIDNIGHT_NS = 1_700_006_400 * 10**9  # 2023-11-15 00:00 UTC
-DAY2_EVENT_MS = MIDNIGHT_NS // 10**6  # the exchange's time of day 2's diffs: in day 2, like their receive times
-
-# A spot capture over midnight. Day 1 syncs on its REST snapshot (lastUpdateId 100).
-DAY1_LINES = [
-    _diff(99, 100, bids=[("10.00", "5")]),  # stale: dropped before the sync
-    _diff(101, 102, bids=[("10.50", "3")]),  # brackets lastUpdateId + 1: first applied
-    _snapshot(100, bids=[["10.00", "1"]], asks=[["11.00", "2"]]),
-    _diff(103, 104, asks=[("11.00", "0"), ("11.50", "1")]),
-    _ticker(105, "10.60", "1", "11.50", "1"),  # for the first diff after midnight
-    TRADE,
-]
-CONTINUOUS_DAY2 = [
-    _diff(105, 105, bids=[("10.60", "1")], event_ms=DAY2_EVENT_MS),  # U == previous u + 1: continues the checkpoint
-    _diff(108, 109, bids=[("10.70", "1")], event_ms=DAY2_EVENT_MS),  # U != 106: a gap
-    _diff(110, 111, bids=[("10.80", "1")], event_ms=DAY2_EVENT_MS),  # buffered
-    _snapshot(110, bids=[["10.00", "1"]], asks=[["11.00", "2"]]),  # 110 is stale, 111 brackets 111
-    _diff(112, 112, asks=[("11.00", "3")], event_ms=DAY2_EVENT_MS),
-]
 BROKEN_DAY2 = [
     _diff(107, 107, bids=[("10.60", "1")], event_ms=DAY2_EVENT_MS),  # U != 105: the chain breaks at midnight
     _snapshot(107, bids=[["10.00", "1"]], asks=[["11.00", "2"]]),
     _diff(108, 108, asks=[("11.00", "3")], event_ms=DAY2_EVENT_MS),
 ]
-
-
-def write_capture(directory: Path, day2_lines: list[str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    _write(directory / "binance_spot_btcusdt_20231114.txt", DAY1_LINES, MIDNIGHT_NS - 1000)
-    _write(directory / "binance_spot_btcusdt_20231115.txt", day2_lines, MIDNIGHT_NS + 1000)
-    return directory
 
 
 @pytest.fixture
@@ -61,16 +47,6 @@ def capture_env(monkeypatch, data_dir, tmp_path):
     monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{SPOT_KEY},{USDM_KEY}")
     monkeypatch.setenv("PIPELINE_BOOK__SAMPLE_INTERVAL_MS", "0")
     return captures
-
-
-def _settings():
-    from market_pipeline.settings import load_settings
-
-    return load_settings()
-
-
-def _instrument(settings, key):
-    return next(i for i in settings.universe if i.key == key)
 
 
 # --- the source ------------------------------------------------------------------------------
@@ -149,17 +125,6 @@ def test_corrupt_capture_is_quarantined_and_the_rest_still_served(capture_env, d
 # --- Binance-rules books across midnight -----------------------------------------------------
 
 
-def _import_and_rebuild(settings, instrument, day):
-    from market_pipeline.defs.books.assets import rebuild_instrument_day
-    from market_pipeline.defs.common.importer import import_partition
-    from market_pipeline.vendors.registry import build_source
-
-    source = build_source(settings)
-    for table in ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker"):
-        import_partition(source, settings, table, instrument, day, "test")
-    return rebuild_instrument_day(source, settings, instrument, day).result
-
-
 def _books(settings, instrument, day) -> pl.DataFrame:
     path = books_partition_dir(settings.lake_dir, instrument.exchange, instrument.symbol, day) / PARTITION_FILE
     return pl.read_parquet(path)
@@ -221,7 +186,8 @@ def test_day_two_waits_for_a_snapshot_when_the_chain_breaks_at_midnight(capture_
 
 def test_capture_only_tables_are_not_provided_by_other_sources(monkeypatch, data_dir, instance):
     import dagster as dg
-    from conftest import assets_named, code_location
+
+    from market_pipeline_tests.support.dagster_instance import assets_named, code_location
 
     monkeypatch.setenv("PIPELINE_SOURCE", "synthetic")
     defs = code_location()
@@ -254,9 +220,9 @@ def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
     real_capture_source, data_dir, instance, range_tags
 ):
     import dagster as dg
-    from conftest import assets_named, code_location
 
     from market_pipeline.core.book.rebuild import Grid, output_schema
+    from market_pipeline_tests.support.dagster_instance import assets_named, code_location
 
     defs = code_location()
     raw = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "raw_book_ticker", "raw_depth_snapshots")

@@ -11,8 +11,9 @@ from polars.testing import assert_frame_equal
 
 from market_pipeline.vendors.binance import capture_stream
 from market_pipeline.vendors.binance.capture_format import CaptureFormatError, parse_capture
-from market_pipeline_tests.capture_reference import reference_parse
-from market_pipeline_tests.test_capture import SPOT, SYNTHETIC_SPOT, TRADE, USDM, _write, real_paths
+from market_pipeline_tests.support.binance_capture import SPOT, SYNTHETIC_SPOT, TRADE, USDM, real_paths
+from market_pipeline_tests.support.binance_capture import write_capture_lines as _write
+from market_pipeline_tests.support.capture_reference import reference_parse
 
 TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
 # A prime number of lines: over a real capture, chunk ends fall between every kind of line (around

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import polars as pl
 import pytest
-from conftest import assets_named, code_location, range_tags
+
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
 CLEAN, FAULTED = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
 INSTRUMENT = "BINANCE:BTC-USDT"

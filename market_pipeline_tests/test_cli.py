@@ -13,62 +13,8 @@ from market_pipeline.cli.main import main
 from market_pipeline.cli.validate import writable_dir_problem
 
 SECRET = "s3cr3t-webhook-token-value"
-NS = 1_000_000_000
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Path]:
-    """A tmp DAGSTER_HOME (with a quiet dagster.yaml) and a tmp PIPELINE_DATA_DIR."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    data = tmp_path / "data"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("PIPELINE_DATA_DIR", str(data))
-    return {"home": home, "data": data}
-
-
-def _write_deltas(root: Path, day: dt.date, rows: int) -> Path:
-    """One vendor-like book_delta_v2 file for BINANCE:BTC-USDT, times inside `day`."""
-    start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * NS
-    received = [start + (i + 1) * 60 * NS for i in range(rows)]
-    frame = pl.DataFrame(
-        {
-            "origin_time": [t - 1_000_000 for t in received],
-            "received_time": received,
-            "sequence_number": [1_000 + i for i in range(rows)],
-            "side_is_bid": [i % 2 == 0 for i in range(rows)],
-            "price": [60_000.0 + (-1 if i % 2 == 0 else 1) * (1 + i % 5) * 0.01 for i in range(rows)],
-            "size": [0.0 if i % 7 == 6 else 0.25 * (1 + i % 3) for i in range(rows)],
-        },
-        schema={
-            "origin_time": pl.Int64,
-            "received_time": pl.Int64,
-            "sequence_number": pl.Int64,
-            "side_is_bid": pl.Boolean,
-            "price": pl.Float64,
-            "size": pl.Float64,
-        },
-    )
-    path = root / "book_delta_v2" / "exchange=BINANCE" / "symbol=BTC-USDT" / f"dt={day.isoformat()}" / "x.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(path)
-    return path
-
-
-@pytest.fixture
-def local_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, Path]) -> dict[str, object]:
-    """A local vendor lake with book deltas for 2024-03-01 (30 rows) and 2024-03-02 (45 rows)."""
-    root = tmp_path / "vendor"
-    rows = {dt.date(2024, 3, 1): 30, dt.date(2024, 3, 2): 45}
-    for day, n in rows.items():
-        _write_deltas(root, day, n)
-    monkeypatch.setenv("PIPELINE_SOURCE", "local")
-    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(root))
-    monkeypatch.setenv("PIPELINE_INSTRUMENTS", "BINANCE:BTC-USDT")
-    return {"root": root, "rows": rows, **env}
 
 
 def _table_row(out: str, first_cell: str) -> list[str]:
@@ -399,7 +345,7 @@ def test_first_commands_on_a_new_instance_at_once_all_open_it(tmp_path):
     import sys
     import time
 
-    from conftest import PROJECT_DAGSTER_YAML, subprocess_env
+    from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, subprocess_env
 
     home = tmp_path / "dagster_home"
     home.mkdir()

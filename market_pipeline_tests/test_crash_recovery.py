@@ -22,11 +22,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 
 from market_pipeline.cli.execution import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, RANGE_END_TAG, RANGE_START_TAG
 from market_pipeline.cli.main import main
 from market_pipeline.core.lake.files import remove_stale_temp_files, write_text_atomic
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 
 POOL = "duckdb"
 

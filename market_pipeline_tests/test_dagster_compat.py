@@ -36,7 +36,7 @@ def test_only_the_accepted_api_stability_warnings_are_filtered(tmp_path):
     import subprocess
     import sys
 
-    from conftest import subprocess_env
+    from market_pipeline_tests.support.project import subprocess_env
 
     script = (
         "import warnings, dagster as dg, market_pipeline.definitions\n"

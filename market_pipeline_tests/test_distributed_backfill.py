@@ -31,14 +31,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO_ROOT, VENV_BIN, sha256_tree
-from postgres_server import Postgres, free_port, running_postgres
-from s3_server import REGION, LoopbackS3
-from test_postgres import _step_windows as step_windows
-from test_s3_lake import warehouse_tables
 
 from market_pipeline.cli.ui import code_server_argv, grpc_workspace
 from market_pipeline.core.lake.warehouse import WarehouseTarget
+from market_pipeline_tests.support.dagster_events import step_windows
+from market_pipeline_tests.support.files import sha256_tree
+from market_pipeline_tests.support.postgres_server import Postgres, free_port, running_postgres
+from market_pipeline_tests.support.project import REPO_ROOT, VENV_BIN
+from market_pipeline_tests.support.s3_server import REGION, LoopbackS3
+from market_pipeline_tests.support.warehouse_tables import warehouse_tables
 
 INSTANCE_YAML = REPO_ROOT / "docs" / "examples" / "dagster.distributed.yaml"
 DAYS = [dt.date(2024, 1, 2) + dt.timedelta(days=i) for i in range(4)]

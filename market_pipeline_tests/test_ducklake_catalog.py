@@ -20,11 +20,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from postgres_server import Postgres, free_port, running_postgres
-from test_warehouse_io import _table_asset, warehouse_io_manager
 
 from market_pipeline.core.lake import warehouse
 from market_pipeline.core.lake.warehouse import CatalogUnavailable, WarehouseTarget
+from market_pipeline_tests.support.postgres_server import Postgres, free_port, running_postgres
+from market_pipeline_tests.support.warehouse_io import table_asset as _table_asset
+from market_pipeline_tests.support.warehouse_io import warehouse_io_manager
 
 PASSWORD = "catalog-password-never-printed"
 

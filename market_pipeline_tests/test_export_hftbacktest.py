@@ -12,12 +12,13 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 import pytest
-from conftest import RESEARCH_DAYS, RESEARCH_INSTRUMENT, VENV_BIN, subprocess_env
 
 from market_pipeline.core.read.hftbacktest_export import export_day
 from market_pipeline.core.read.partitions import Instrument
 from market_pipeline.core.read.verdicts import NoRunHistory
 from market_pipeline.lake import Lake
+from market_pipeline_tests.support.project import VENV_BIN, subprocess_env
+from market_pipeline_tests.support.research_lake import RESEARCH_DAYS, RESEARCH_INSTRUMENT
 
 hftbacktest = pytest.importorskip("hftbacktest")  # the dev extra
 

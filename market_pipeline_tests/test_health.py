@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, assets_named, code_location, range_tags, subprocess_env
+
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+from market_pipeline_tests.support.project import VENV_BIN, subprocess_env
 
 DAY = dt.date(2024, 3, 1)
 

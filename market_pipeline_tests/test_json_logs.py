@@ -17,7 +17,6 @@ from market_pipeline.core.structured_logs import configure_console_logs, json_ha
 from market_pipeline.defs.automation.schedules import build_daily_pipeline_job
 from market_pipeline.defs.common.json_logs import json_console_logger, run_logger_config, run_loggers, stage_log_fields
 from market_pipeline.settings import SettingsError, load_settings
-from market_pipeline_tests.test_cli import env, local_source  # noqa: F401  (fixtures)
 
 FIELDS = ["time", "level", "component", "run_id", "asset", "partition", "instrument", "message"]
 MASTER_KEY = "planted-master-key-0123456789"
@@ -138,7 +137,7 @@ def test_log_format_setting(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.slow  # a whole CLI run over two days (~8 s on an idle machine)
-def test_cli_run_logs_json_lines(local_source, monkeypatch, capsys):  # noqa: F811
+def test_cli_run_logs_json_lines(local_source, monkeypatch, capsys):
     monkeypatch.setenv("PIPELINE_LOG_FORMAT", "json")
     try:
         code = main(

@@ -17,8 +17,8 @@ from market_pipeline.core.errors import EXIT_CONFIGURATION, EXIT_CRYPTO
 from market_pipeline.core.security import crypto
 from market_pipeline.core.security.key_rotation import rotate_tree
 from market_pipeline.vendors.binance.live.manifest import Manifest, sha256_file
-from market_pipeline_tests.conftest import sha256_tree
-from market_pipeline_tests.test_alerts import Receiver
+from market_pipeline_tests.support.files import sha256_tree
+from market_pipeline_tests.support.webhook import Receiver
 
 OLD, NEW, OTHER = os.urandom(32), os.urandom(32), os.urandom(32)
 CHUNK = 64  # several chunks per file
@@ -329,7 +329,7 @@ def test_rotate_key_re_encrypts_a_remote_lake_in_its_bucket(
     same, and nothing is left in the upload directory."""
     from market_pipeline.core.lake import parquet_io, storage
     from market_pipeline.core.lake.lake_guard import LakeKeyMismatch, check_lake_key
-    from market_pipeline_tests.s3_server import REGION, LoopbackS3
+    from market_pipeline_tests.support.s3_server import REGION, LoopbackS3
 
     server = LoopbackS3()
     try:

@@ -13,10 +13,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import code_location, range_tags
 
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.security import crypto
+from market_pipeline_tests.support.dagster_instance import code_location, range_tags
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
@@ -139,9 +139,10 @@ def test_a_run_with_another_key_or_encryption_off_changes_no_lake_file(tmp_path)
     """The issue's case end to end: an encrypted lake, then the same day with another key, then with
     encryption off; both runs fail naming a lake file, and every lake file is as it was."""
     import dagster as dg
-    from conftest import assets_named, sha256_tree
 
     from market_pipeline.settings import load_settings
+    from market_pipeline_tests.support.dagster_instance import assets_named
+    from market_pipeline_tests.support.files import sha256_tree
 
     def run(**env: str) -> bool:
         mp = pytest.MonkeyPatch()

@@ -26,7 +26,8 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from conftest import REPO_ROOT
+
+from market_pipeline_tests.support.project import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "docs" / "examples"
 DOCKER_YAML = EXAMPLES / "dagster.docker.yaml"

@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
-from conftest import REPO_ROOT, VENV_BIN
+
+from market_pipeline_tests.support.project import REPO_ROOT, VENV_BIN
 
 PACKAGE = REPO_ROOT / "market_pipeline"
 

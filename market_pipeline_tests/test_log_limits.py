@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import subprocess_env
+from market_pipeline_tests.support.project import subprocess_env
 
 
 def test_a_repeated_warning_shows_at_most_five_times(tmp_path):

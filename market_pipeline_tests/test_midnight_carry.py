@@ -5,7 +5,6 @@ waiting for the diff that brackets it)."""
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import heapq
 from decimal import Decimal
 from pathlib import Path
@@ -20,8 +19,11 @@ from market_pipeline.core.book.ladder import EMPTY, ST_BASE, ST_BEST_ASK, ST_BES
 from market_pipeline.core.book.rebuild import Grid
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import read_sync_carry, write_sync_carry
-from market_pipeline_tests import reference_book
-from market_pipeline_tests.test_capture import DOCUMENTED, SPOT, real_paths
+from market_pipeline_tests.support import reference_book
+from market_pipeline_tests.support.binance_capture import DOCUMENTED, SPOT, real_paths
+from market_pipeline_tests.support.midnight_capture import DEPTH, MIDNIGHT
+from market_pipeline_tests.support.midnight_capture import shifted_capture as _shifted_capture
+from market_pipeline_tests.support.midnight_capture import write_day_tables as _write_day
 
 # --- the kernel: buffering across a cut, at every cut position --------------------------------
 
@@ -195,9 +197,7 @@ def test_carried_buffer_keeps_diff_structure_and_without_it_the_snapshot_cannot_
 
 # --- a real capture cut so that its REST snapshot falls just after midnight -------------------
 
-MIDNIGHT = int(dt.datetime(2024, 8, 9, tzinfo=dt.UTC).timestamp()) * 10**9
 DAY1, DAY2 = dt.date(2024, 8, 8), dt.date(2024, 8, 9)
-DEPTH = 10
 
 
 class _RecordingReplay(reference_book._Replay):
@@ -225,38 +225,6 @@ def _reference_tops(paths: list[Path]) -> dict[int, tuple]:
         elif kind == "snapshot":
             state.snapshot(payload)
     return state.tops
-
-
-def _shifted_capture(paths: list[Path], target: Path) -> int:
-    """Copy the capture with every receive time shifted by one amount, so that midnight falls
-    halfway between the REST snapshot line and the line before it; returns the shift (ns).
-
-    The shared spot capture has one REST snapshot, written a few diffs after the diffs that
-    bracket its lastUpdateId, a few seconds after the capture starts at 23:54:13. Shifted by
-    about +5 m 47 s, those first lines (diffs never synced, waiting for the snapshot) stay
-    before midnight and the snapshot and everything after fall on the next day. Line order,
-    and so an exact replay of the whole capture, is unchanged.
-    """
-    files = [gzip.open(path, "rt", encoding="utf-8").read().splitlines(keepends=True) for path in paths]
-    lines = [line for file in files for line in file]
-    snapshot = next(i for i, line in enumerate(lines) if '"lastUpdateId"' in line)
-    before, at = (int(lines[i].split(" ", 1)[0]) for i in (snapshot - 1, snapshot))
-    assert before < at
-    shift = MIDNIGHT - (before + at) // 2
-    target.mkdir()
-    for path, file in zip(paths, files, strict=True):
-        with gzip.open(target / path.name, "wt", encoding="utf-8", compresslevel=1) as out:
-            out.writelines(f"{int(t) + shift} {rest}" for t, rest in (line.split(" ", 1) for line in file))
-    return shift
-
-
-def _write_day(tables, day: dt.date, root: Path) -> dict[str, Path]:
-    paths = {}
-    for name in ("book_delta_v2", "depth_snapshot", "book_ticker", "book", "trades"):
-        paths[name] = root / str(day) / f"{name}.parquet"
-        paths[name].parent.mkdir(parents=True, exist_ok=True)
-        getattr(tables, name).write_parquet(paths[name])
-    return paths
 
 
 def test_a_snapshot_after_midnight_syncs_the_diffs_buffered_before_it(tmp_path):
@@ -325,17 +293,17 @@ def test_a_snapshot_after_midnight_syncs_the_diffs_buffered_before_it(tmp_path):
 
 def test_a_checkpoint_written_before_carry_files_resumes_only_in_sync(monkeypatch, data_dir, tmp_path):
     from market_pipeline.core.lake.paths import checkpoint_path
-    from market_pipeline_tests.test_capture_source import (
+    from market_pipeline_tests.support.capture_source import (
         CONTINUOUS_DAY2,
         DAY1,
         DAY2,
         SPOT_KEY,
         USDM_KEY,
-        _import_and_rebuild,
-        _instrument,
-        _settings,
         write_capture,
     )
+    from market_pipeline_tests.support.capture_source import current_settings as _settings
+    from market_pipeline_tests.support.capture_source import import_and_rebuild as _import_and_rebuild
+    from market_pipeline_tests.support.capture_source import instrument_of as _instrument
 
     monkeypatch.setenv("PIPELINE_SOURCE", "capture")
     monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(write_capture(tmp_path / "captures", CONTINUOUS_DAY2)))

@@ -11,7 +11,10 @@ import datetime as dt
 import shutil
 
 import pytest
-from conftest import VendorLake, assets_named, code_location, range_tags, sha256_tree
+
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+from market_pipeline_tests.support.files import sha256_tree
+from market_pipeline_tests.support.vendor_lake import VendorLake
 
 DAYS = [dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)]
 SPOT, PERP = ("BINANCE", "BTC-USDT"), ("BINANCE_FUTURES", "BTC-USDT-PERP")

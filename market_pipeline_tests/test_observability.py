@@ -17,7 +17,9 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from conftest import REPO_ROOT, assets_named, code_location, range_tags, subprocess_env
+
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+from market_pipeline_tests.support.project import REPO_ROOT, subprocess_env
 
 DAYS = ("2024-03-01", "2024-03-02")
 INSTRUMENT = ("BINANCE", "BTC-USDT")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import assets_named, code_location, range_tags, sha256_tree
+
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+from market_pipeline_tests.support.files import sha256_tree
 
 START, END = "2024-03-01", "2024-03-01"  # two instrument-days: one per worker
 ASSETS = [

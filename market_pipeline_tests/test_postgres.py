@@ -22,8 +22,10 @@ from types import SimpleNamespace
 
 import duckdb
 import pytest
-from conftest import REPO_ROOT, VENV_BIN, subprocess_env
-from postgres_server import running_postgres
+
+from market_pipeline_tests.support.dagster_events import step_windows as _step_windows
+from market_pipeline_tests.support.postgres_server import running_postgres
+from market_pipeline_tests.support.project import REPO_ROOT, VENV_BIN, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -155,25 +157,9 @@ def test_a_range_run_is_recorded_in_the_postgres_instance(pg_home, tmp_path):
         instance.dispose()
 
 
-def _step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
-    import dagster as dg
-
-    starts: dict[str, float] = {}
-    windows: dict[str, tuple[float, float]] = {}
-    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
-    for entry in instance.all_logs(run_id, of_type=kinds):
-        step = entry.step_key
-        if entry.dagster_event_type == dg.DagsterEventType.STEP_START:
-            starts[step] = entry.timestamp
-        elif step in starts:
-            windows[step] = (starts[step], entry.timestamp)
-    return windows
-
-
 def test_two_runs_on_different_days_at_once_share_the_duckdb_slot(pg_home, tmp_path, monkeypatch):
-    from conftest import code_location
-
     from market_pipeline.settings import load_settings
+    from market_pipeline_tests.support.dagster_instance import code_location
 
     days = [dt.date(2024, 3, 4), dt.date(2024, 3, 5)]
     env = _run_env(pg_home, PIPELINE_BACKFILL_DAYS_PER_RUN="1")

@@ -217,7 +217,7 @@ def _dashboard_exprs() -> list[str]:
     """The PromQL of every panel of the Grafana dashboard."""
     import json
 
-    from conftest import REPO_ROOT
+    from market_pipeline_tests.support.project import REPO_ROOT
 
     dashboard = json.loads((REPO_ROOT / "docs" / "grafana" / "market_pipeline.json").read_text())
     return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
@@ -244,9 +244,8 @@ def _yaml(path: Path) -> dict:
 
 
 def test_compose_stack_is_loopback_only_and_provisioned_from_the_repo():
-    from conftest import REPO_ROOT
-
     from market_pipeline.cli.main import build_parser
+    from market_pipeline_tests.support.project import REPO_ROOT
 
     compose = _yaml(REPO_ROOT / "docker-compose.yml")
     services = compose["services"]
@@ -359,9 +358,9 @@ def test_real_prometheus_scrapes_a_materialization(prometheus_server, monkeypatc
     from urllib.parse import quote
 
     import dagster as dg
-    from conftest import assets_named, code_location, range_tags
 
     from market_pipeline.core.telemetry import telemetry
+    from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
     exporter_port, prometheus = prometheus_server
     day = dt.date(2024, 3, 1)

@@ -10,18 +10,13 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from conftest import (
-    DEFAULT_INSTRUMENTS,
-    VENV_BIN,
-    VendorLake,
-    assets_named,
-    code_location,
-    range_tags,
-    sha256_tree,
-    subprocess_env,
-    truncate_file,
-    vendor_frame,
-)
+
+from market_pipeline_tests.support.dagster_events import materializations
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+from market_pipeline_tests.support.files import sha256_tree
+from market_pipeline_tests.support.project import VENV_BIN, subprocess_env
+from market_pipeline_tests.support.raw_lake import lake_file
+from market_pipeline_tests.support.vendor_lake import DEFAULT_INSTRUMENTS, VendorLake, truncate_file, vendor_frame
 
 DAYS = [dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)]
 START, END = DAYS[0].isoformat(), DAYS[-1].isoformat()
@@ -50,34 +45,6 @@ def run(instance, names, start=START, end=END, raise_on_error=True):
         resources=defs.resources,
         tags=range_tags(start, end),
         raise_on_error=raise_on_error,
-    )
-
-
-def materializations(instance, asset_name: str, run_id: str) -> dict[str, dict]:
-    """partition -> metadata values of the materializations one run recorded for an asset."""
-    import dagster as dg
-
-    records = instance.fetch_materializations(dg.AssetKey(asset_name), limit=1000).records
-    result: dict[str, dict] = {}
-    for record in records:
-        if record.event_log_entry.run_id != run_id:
-            continue
-        mat = record.asset_materialization
-        assert mat.partition not in result, f"two materializations of {asset_name} {mat.partition}"
-        result[mat.partition] = {k: v.value for k, v in mat.metadata.items()}
-    return result
-
-
-def lake_file(data_dir: Path, table: str, exchange: str, symbol: str, day: dt.date) -> Path:
-    return (
-        data_dir
-        / "lake"
-        / "raw"
-        / table
-        / f"exchange={exchange}"
-        / f"symbol={symbol}"
-        / f"dt={day.isoformat()}"
-        / "data.parquet"
     )
 
 

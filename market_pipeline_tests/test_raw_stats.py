@@ -11,29 +11,15 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
-from conftest import NS, VendorLake, day_start_ns, vendor_frame
 from polars.testing import assert_frame_equal
 
-from market_pipeline.core.quality.skew_pass import SKEW_SIGNIFICANT_BITS
+from market_pipeline_tests.support.skew_reference import skew_buckets
+from market_pipeline_tests.support.vendor_lake import NS, VendorLake, day_start_ns, vendor_frame
 
 DAY = dt.date(2024, 3, 1)
 T0 = day_start_ns(DAY)
 EXCHANGE, SYMBOL = "BINANCE", "BTC-USDT"
 KEY = f"{EXCHANGE}:{SYMBOL}"
-
-
-def skew_buckets(skew_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The reference bucket rule of the day statistics' skew histogram, in numpy (skew_pass.py
-    applies it in its kernel): (signed bucket start, width) of each skew; |skew| keeps
-    SKEW_SIGNIFICANT_BITS significant bits.
-
-    A bucket covers [start, start + width) for skew >= 0 and (-(|start| + width), -|start|] below.
-    """
-    magnitude = np.abs(skew_ns.astype(np.int64))
-    exponent = np.frexp(magnitude.astype(np.float64))[1]  # bit length (0 for 0)
-    shift = np.maximum(exponent - SKEW_SIGNIFICANT_BITS, 0).astype(np.int64)
-    lower = np.left_shift(np.right_shift(magnitude, shift), shift)
-    return np.where(skew_ns < 0, -lower, lower), np.left_shift(np.ones_like(shift), shift)
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str):
@@ -140,7 +126,8 @@ def test_duplicate_snapshot_row_dropped(local):
 
 def test_duplicates_in_materialization_metadata(local, instance, data_dir: Path):
     import dagster as dg
-    from conftest import assets_named, code_location, range_tags
+
+    from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
     trades = vendor_frame("trades", DAY, 40)
     _rewrite(local, "trades", pl.concat([trades, trades[5], trades[6]]))
@@ -354,7 +341,7 @@ def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Pa
 
 
 def test_reimport_writes_identical_bytes(local, data_dir: Path):
-    from conftest import sha256_tree
+    from market_pipeline_tests.support.files import sha256_tree
 
     trades = vendor_frame("trades", DAY, 40)
     _rewrite(local, "trades", pl.concat([trades, trades[5]]))

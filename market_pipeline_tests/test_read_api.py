@@ -15,10 +15,10 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from conftest import RESEARCH_DAYS, RESEARCH_INSTRUMENT
 
 import market_pipeline.lake as lake_api
 from market_pipeline.core.read.errors import EmptyRange, SkippedDaysWarning, UnknownInstrument
+from market_pipeline_tests.support.research_lake import RESEARCH_DAYS, RESEARCH_INSTRUMENT
 
 GOOD, BAD = RESEARCH_DAYS[:2], RESEARCH_DAYS[2]
 FIVE = ["received_time", "bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import warnings
 
-from conftest import REPO_ROOT
+from market_pipeline_tests.support.project import REPO_ROOT
 
 GUIDE = REPO_ROOT / "docs" / "research.md"
 

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from market_pipeline_tests.conftest import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV_BIN, VendorLake, code_location
+from market_pipeline_tests.support.dagster_instance import code_location
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV_BIN
+from market_pipeline_tests.support.vendor_lake import VendorLake
 
 RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
 DAY = "2024-03-01"
@@ -211,7 +213,7 @@ def test_the_runbook_names_every_check_of_the_code_location() -> None:
 class Sandbox:
     cwd: Path
     env: dict[str, str]
-    webhook: object  # test_alerts.Receiver
+    webhook: object  # support.webhook.Receiver
 
 
 def _hermetic_environ() -> dict[str, str]:
@@ -224,8 +226,8 @@ def _hermetic_environ() -> dict[str, str]:
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     pytest.importorskip("moto", reason="the S3 failover drill needs moto's S3 server")
     from market_pipeline.core.security import crypto
-    from market_pipeline_tests.s3_server import LoopbackS3
-    from market_pipeline_tests.test_alerts import Receiver
+    from market_pipeline_tests.support.s3_server import LoopbackS3
+    from market_pipeline_tests.support.webhook import Receiver
 
     for tool in ("jq", "find", "sed"):
         if not any((Path(p) / tool).is_file() for p in os.environ.get("PATH", "").split(os.pathsep)):

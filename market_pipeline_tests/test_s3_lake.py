@@ -16,17 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import sha256_tree
-from postgres_server import pg_bin, running_postgres
-from s3_server import REGION, LoopbackS3
 
 from market_pipeline.core.lake.warehouse import WarehouseTarget
+from market_pipeline_tests.support.files import sha256_tree
+from market_pipeline_tests.support.postgres_server import pg_bin, running_postgres
+from market_pipeline_tests.support.s3_server import REGION, LoopbackS3
+from market_pipeline_tests.support.warehouse_tables import warehouse_tables
 
 PREFIX = "team/lake"
 DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]  # the second day continues from the first's checkpoint
 SECRET = "lake-secret-never-printed"
-# Columns of pipeline_metrics that describe the run itself (durations, memory, its id), not the data.
-RUN_COLUMNS = ("_seconds", "_events_per_s", "_peak_rss_mb", "_run_id")
 
 
 class Bucket:
@@ -121,30 +120,6 @@ def run_graph(
     assert SECRET not in out.out + out.err
     assert code == 0, out.out[-3000:] + out.err[-3000:]
     return data
-
-
-def warehouse_tables(target: WarehouseTarget, with_views: bool) -> dict[str, object]:
-    """Every table of the warehouse (run columns left out) and, read through DuckDB, every lake view."""
-    from market_pipeline.core.lake import warehouse
-
-    here = "database_name = current_database()"
-    with warehouse.connect(target, read_only=True) as con:
-        tables = con.execute(
-            f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {here} ORDER BY 1, 2"
-        ).fetchall()
-        result = {}
-        for schema, table in tables:
-            frame = con.execute(f'SELECT * FROM "{schema}"."{table}"').pl()
-            frame = frame.select([c for c in frame.columns if not c.endswith(RUN_COLUMNS)])
-            result[f"{schema}.{table}"] = frame.sort(frame.columns)  # a table's rows have no order
-        if with_views:
-            views = con.execute(
-                f"SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal AND {here}"
-            ).fetchall()
-            for schema, view in sorted(views):
-                frame = con.execute(f'SELECT * FROM "{schema}"."{view}"').pl()
-                result[f"{schema}.{view}"] = frame.sort(frame.columns)
-    return result
 
 
 @pytest.mark.slow

@@ -17,10 +17,13 @@ import boto3
 import polars as pl
 import pytest
 from botocore.response import StreamingBody
-from conftest import DEFAULT_INSTRUMENTS, VendorLake, range_tags, truncate_file, vendor_frame
 from moto.core.authorization import enable_iam_authentication
-from s3_server import LoopbackS3
-from test_raw_assets import lake_file, materializations
+
+from market_pipeline_tests.support.dagster_events import materializations
+from market_pipeline_tests.support.dagster_instance import range_tags
+from market_pipeline_tests.support.raw_lake import lake_file
+from market_pipeline_tests.support.s3_server import LoopbackS3
+from market_pipeline_tests.support.vendor_lake import DEFAULT_INSTRUMENTS, VendorLake, truncate_file, vendor_frame
 
 PREFIX = "market-data/cryptofeed"  # the default s3.prefix
 DAYS = [dt.date(2024, 3, 1), dt.date(2024, 3, 2)]
@@ -150,7 +153,8 @@ def universe():
 
 def materialize(instance, names: list[str], start: dt.date, end: dt.date, raise_on_error: bool = True):
     import dagster as dg
-    from conftest import assets_named, code_location
+
+    from market_pipeline_tests.support.dagster_instance import assets_named, code_location
 
     defs = code_location()
     return dg.materialize(

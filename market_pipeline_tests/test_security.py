@@ -18,7 +18,7 @@ import pytest
 
 from market_pipeline.core.security.audit import audit_read, audit_scope
 from market_pipeline.core.security.scrub import install_log_scrubbing, scrub, scrub_record_attribute
-from market_pipeline_tests.conftest import PROJECT_DAGSTER_YAML, REPO_ROOT
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, REPO_ROOT
 
 MASTER_KEY = "bWFzdGVyLWtleS1wbGFudGVkLWluLXRoZS10ZXN0cyE="
 WEBHOOK_TOKEN = "whk-planted-token-7f3a9c"

@@ -18,7 +18,8 @@ import json
 import duckdb
 import polars as pl
 import pytest
-from conftest import assets_named, code_location, range_tags
+
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
 DAMAGED, CLEAN, UNCAPTURED = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
 KEY = "BINANCE_FUTURES:BTC-USDT-PERP"

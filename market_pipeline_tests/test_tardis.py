@@ -14,7 +14,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.core.lake.paths import PARTITION_FILE, books_partition_dir
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.vendors.base import DayNotCovered
@@ -31,9 +30,7 @@ from market_pipeline.vendors.tardis.csv_format import (
 )
 from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHeadsWriter, snapshot_sequence
 from market_pipeline.vendors.tardis.source import TardisRejected, TardisSource
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "tardis"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"Tardis samples not found at {REAL}")
+from market_pipeline_tests.support.tardis_files import DAY, REAL, SCALE, SPOT, needs_real
 
 
 def read_incremental_book_l2(
@@ -53,12 +50,8 @@ def read_trades(path: Path, *names: str) -> pl.DataFrame:
     return pl.concat(iter_trades(path, *names))
 
 
-DAY = dt.date(2024, 3, 1)
 DAY_US = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 BASE = (DAY - dt.date(1970, 1, 1)).days * SEQUENCE_DAY_STRIDE
-SPOT = Instrument(
-    exchange="BINANCE", symbol="BTC-USDT", spec=InstrumentSpec(tick_size=Decimal("0.01"), lot_size=Decimal("0.00001"))
-)
 
 
 # ---------------------------------------------------------------------------------------
@@ -460,38 +453,6 @@ def test_a_bad_snapshot_or_trades_file_rejects_only_its_table(tardis_dir, tmp_pa
 # ---------------------------------------------------------------------------------------
 # Synthetic days in Tardis format: rebuilds equal the ground truth
 # ---------------------------------------------------------------------------------------
-
-SCALE = "0.02"
-
-
-@pytest.fixture(scope="module")
-def synthetic_tardis(tmp_path_factory) -> dict[str, object]:
-    """Tardis files of one synthetic day for the default universe, and the truth paths."""
-    import os
-
-    from market_pipeline.settings import load_settings
-    from market_pipeline.vendors.synthetic.tardis_format import generate_tardis_day
-
-    # The committed defaults (this module fixture runs outside the hermetic per-test environment).
-    root = tmp_path_factory.mktemp("synthetic_tardis")
-    saved, cwd = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PIPELINE_")}, os.getcwd()
-    os.chdir(root)  # no stray .env
-    try:
-        settings = load_settings()
-    finally:
-        os.chdir(cwd)
-        os.environ.update(saved)
-    synthetic = settings.synthetic.model_copy(update={"scale": float(SCALE)})
-    days = {}
-    for instrument in settings.universe:
-        exchange_id, symbol = tardis_names(
-            instrument.exchange, instrument.symbol, settings.tardis_exchanges, settings.tardis_symbols
-        )
-        days[instrument.key] = (
-            instrument,
-            generate_tardis_day(instrument, DAY, synthetic, root / "work", root / "tardis", exchange_id, symbol),
-        )
-    return {"dir": root / "tardis", "days": days}
 
 
 def _assert_books_equal_truth(books_path: Path, truth_path: Path) -> int:

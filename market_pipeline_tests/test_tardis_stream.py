@@ -30,13 +30,11 @@ from market_pipeline.vendors.tardis.csv_format import (
 )
 from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHeadsWriter
 from market_pipeline.vendors.tardis.source import TardisRejected, TardisSource
-from market_pipeline_tests import test_tardis
-from market_pipeline_tests.test_tardis import REAL, SPOT, needs_real
+from market_pipeline_tests.support.tardis_files import REAL, SPOT, needs_real
 
 DAY = dt.date(2024, 3, 1)
 DAY_US = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 L2, SNAPSHOTS, TRADES = "incremental_book_L2", "book_snapshot_25", "trades"
-synthetic_tardis = test_tardis.synthetic_tardis  # the Tardis files of a synthetic day (module fixture)
 SMALL_BLOCK = 1 << 16  # ~1,000 L2 rows: a synthetic day in tens of blocks
 
 # ---------------------------------------------------------------------------------------

@@ -23,15 +23,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
-from dagster_ui import free_port, noise_lines, stop, wait_for_asset
-from test_ui_graphql import (
+
+from market_pipeline_tests.support.dagster_ui import (
     assert_evaluations_follow_their_materializations,
     check_executions,
     check_statuses,
     dialog_window,
+    free_port,
     latest_by_partition,
+    noise_lines,
+    stop,
+    wait_for_asset,
 )
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 
 pytestmark = pytest.mark.slow  # the demo, Dagster's CLI and the UI's three processes
 

@@ -12,7 +12,8 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
-from test_quality import CLEAN, FAULTED, INSTRUMENT, world  # noqa: F401  (the module's lake)
+
+from market_pipeline_tests.support.quality_world import CLEAN, FAULTED, INSTRUMENT
 
 
 def _reference(files, counters):
@@ -104,7 +105,7 @@ def _reference(files, counters):
 
 @pytest.mark.parametrize("day", [CLEAN, FAULTED])
 @pytest.mark.parametrize("batch_rows", [997, None])
-def test_bounded_validation_equals_whole_day_readers(world, monkeypatch, day, batch_rows):  # noqa: F811
+def test_bounded_validation_equals_whole_day_readers(world, monkeypatch, day, batch_rows):
     from market_pipeline.core.quality import measures as m
     from market_pipeline.core.quality.validation import validate_instrument_day
     from market_pipeline.defs.common.checks import day_files
@@ -135,9 +136,8 @@ DAY = dt.date(2024, 3, 1)
 def test_skew_quantiles_equal_polars():
     """Quantiles located through a day-statistics histogram of the skews (ns) equal polars' over
     the same skews in ms, per hour and over the day, whatever the batches of the pass."""
-    from test_raw_stats import skew_buckets
-
     from market_pipeline.core.quality.measures import NS_PER_HOUR, SkewQuantiles, _skew_ms, day_start_ns
+    from market_pipeline_tests.support.skew_reference import skew_buckets
 
     rng = np.random.default_rng(3)
     quantiles = (0.01, 0.5, 0.99)
@@ -221,7 +221,7 @@ def _former_microstructure_sql(books, deltas, tick, lot, day) -> tuple[dict, pl.
 
 
 @pytest.mark.parametrize("stored", [True, False], ids=["rebuild_shape_file", "from_books"])
-def test_microstructure_equals_former_sql(world, tmp_path, stored):  # noqa: F811
+def test_microstructure_equals_former_sql(world, tmp_path, stored):
     """pipeline_metrics' book shape (exact integers: the shape file the rebuild stored beside the
     books, or computed from the books' level columns) and messages per hour (counted in the rank
     pass) equal the former whole-file DuckDB SQL, to the last bit (on the faulted day; the clean one

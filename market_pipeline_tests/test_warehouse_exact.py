@@ -31,8 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import warehouse_reference as ref
-from conftest import subprocess_env
+
+from market_pipeline_tests.support import warehouse_reference as ref
+from market_pipeline_tests.support.project import subprocess_env
 
 pytestmark = pytest.mark.slow
 
