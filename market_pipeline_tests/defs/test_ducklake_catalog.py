@@ -24,6 +24,7 @@ import pytest
 from market_pipeline.core.lake import warehouse
 from market_pipeline.core.lake.warehouse import CatalogUnavailable, WarehouseTarget
 from market_pipeline_tests.support.postgres_server import Postgres, free_port, running_postgres
+from market_pipeline_tests.support.project import REPO_ROOT
 from market_pipeline_tests.support.warehouse_io import table_asset as _table_asset
 from market_pipeline_tests.support.warehouse_io import warehouse_io_manager
 
@@ -140,7 +141,7 @@ def test_two_processes_commit_different_days_of_one_table_at_once(catalog_server
         con.execute("CREATE TABLE main.shared AS SELECT CAST(unnest(?) AS DATE) AS dt, 'first' AS writer", [days])
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, target.catalog, target.data_path, day, str(barrier)],

@@ -39,8 +39,9 @@ from market_pipeline.vendors.binance.live.endpoints import check_scheme, snapsho
 from market_pipeline.vendors.binance.live.manifest import Manifest
 from market_pipeline.vendors.binance.live.sync import DiffChain
 from market_pipeline.vendors.binance.live.writer import NS_PER_HOUR, HourlyCaptureWriter
+from market_pipeline_tests.support.project import REAL_DATA_DIR
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = REAL_DATA_DIR
 USDM = REAL / "binance_usdm_btcusdt_20240808.gz"
 REPLAY_LINES = 6_000  # of the shared capture: about 5,900 stream messages after its snapshot
 BURST, PAUSE = 25, 0.01  # about 2,500 messages/s: the replay outlasts a 3 s capture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -24,8 +23,9 @@ from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA
 from market_pipeline.vendors.binance.verify import verify_capture
 from market_pipeline.vendors.synthetic.config import SyntheticSettings
+from market_pipeline_tests.support.project import REAL_DATA_DIR
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL = REAL_DATA_DIR
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"shared captures not found at {REAL}")
 
 # One row: (is_bid, tick offset from 1,000,000, lots); lots 0 deletes (often a level we do not hold).

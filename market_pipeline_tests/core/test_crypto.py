@@ -14,8 +14,9 @@ import pytest
 from market_pipeline.cli.main import main
 from market_pipeline.core.security import crypto
 from market_pipeline.vendors.binance.capture_format import CaptureFormatError, open_capture
+from market_pipeline_tests.support.project import REAL_DATA_DIR
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = REAL_DATA_DIR
 USDM = REAL / "binance_usdm_btcusdt_20240808.gz"
 CHUNK = 64  # small chunks make multi-chunk files tiny
 RECORD = CHUNK + crypto.TAG_SIZE

@@ -20,6 +20,7 @@ import pytest
 from market_pipeline.core.lake.warehouse import WarehouseTarget
 from market_pipeline_tests.support.files import sha256_tree
 from market_pipeline_tests.support.postgres_server import pg_bin, running_postgres
+from market_pipeline_tests.support.project import REPO_ROOT
 from market_pipeline_tests.support.s3_server import REGION, LoopbackS3
 from market_pipeline_tests.support.warehouse_tables import warehouse_tables
 
@@ -243,7 +244,7 @@ def test_a_writer_killed_mid_upload_leaves_the_old_object_or_the_new_one(tmp_pat
     remote_env.s3.put_object(Bucket=remote_env.name, Key=key, Body=old)
     new = tmp_path / "new"
     new.write_bytes(os.urandom(24 << 20))  # past boto3's 8 MB multipart threshold: three parts
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     outcomes = set()
     for delay in (0.0, 0.5, 1.5):
         writer = subprocess.Popen(
