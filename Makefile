@@ -73,7 +73,7 @@ test: lint ## Lint, then run the whole test suite (testpaths come from pyproject
 	$(VENV)/bin/python -m pytest -q --durations=30 $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: test-quick
-test-quick: install ## The fast subset: every test not marked slow
+test-quick: install ## The fast subset: every test not marked slow (nor graph, daemon, webserver, browser)
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # One code server serves both dagster-daemon and the webserver (cli/ui.py says why: no code server

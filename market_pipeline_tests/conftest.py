@@ -28,8 +28,11 @@ pytest_plugins = [
     "market_pipeline_tests.support.research_lake",
     "market_pipeline_tests.support.tardis_files",
     "market_pipeline_tests.support.vendor_lake",
+    "pytester",  # core/test_suite_rules.py collects small suites of its own
 ]
 
+# After the sys.path entry and the rewrite hook above.
+from market_pipeline_tests.support import marker_rule  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # Scheduling on pytest-xdist workers (`make test`: -n auto --dist loadfile)
@@ -60,7 +63,12 @@ def _scheduling_unit(path: str) -> str:
     return _UNIT_OF_FILE.get(stem, stem)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the `slow` markers added here count
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that runs a whole graph, dagster-daemon, the webserver or a browser carries the marker
+    # that says so (collection fails naming it otherwise), and every such marker implies slow.
+    marker_rule.check(items)
+    marker_rule.imply_slow(items)
     for item in items:
         for fixture in SHARED_FIXTURE_FILES.keys() & set(item.fixturenames):
             if item.path.stem not in SHARED_FIXTURE_FILES[fixture]:

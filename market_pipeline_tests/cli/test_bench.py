@@ -44,6 +44,7 @@ def bench_run(tmp_path_factory):
 
 
 @pytest.mark.slow  # the benchmark at a small scale, whole graph included
+@pytest.mark.graph
 def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys):
     data_dir, argv = bench_run
     assert bench.main(argv) == 0
@@ -141,6 +142,7 @@ def _vendor_run(seconds: float, peak: float, read: float = 1.0, write: float = 1
     ("argv", "vendors", "scale2"),
     [([], False, False), (["--vendors"], True, False), (["--vendors-scale2"], False, True)],
 )
+@pytest.mark.nothing_starts("bench.run and bench.prepare_day are stubbed")
 def test_vendor_options_reach_the_run(argv, vendors, scale2, monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setattr(bench, "prepare_day", lambda settings: settings)

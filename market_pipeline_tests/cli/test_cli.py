@@ -193,6 +193,7 @@ def test_validate_env_warns_without_dagster_home(env, monkeypatch, capsys):
         ("2023-12-31", "2024-01-02", "--start-date 2023-12-31 is before the first partition 2024-01-01"),
     ],
 )
+@pytest.mark.nothing_starts("the run is refused before it starts")
 def test_run_rejects_a_bad_date_range(env, capsys, start, end, message):
     code = main(["run", "--start-date", start, "--end-date", end])
 
@@ -214,6 +215,7 @@ def test_run_rejects_a_day_that_is_not_over_yet(env, capsys):
     assert _runs(env["home"]) == []
 
 
+@pytest.mark.nothing_starts("the run is refused before it starts")
 def test_run_refuses_an_ephemeral_instance(env, monkeypatch, capsys):
     monkeypatch.delenv("DAGSTER_HOME")
 
@@ -235,6 +237,7 @@ def test_run_rejects_an_unknown_selection(env, capsys, selection):
     assert _runs(env["home"]) == []
 
 
+@pytest.mark.nothing_starts("the run is refused before it starts")
 def test_run_with_invalid_settings_names_the_variable(env, monkeypatch, capsys):
     monkeypatch.setenv("PIPELINE_SOURCE", "bogus")
 
@@ -246,6 +249,7 @@ def test_run_with_invalid_settings_names_the_variable(env, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("kind", ["file", "below a file"])
+@pytest.mark.nothing_starts("the run is refused before it starts")
 def test_run_names_the_variable_of_a_data_dir_it_cannot_write(env, monkeypatch, tmp_path, capsys, kind):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")

@@ -20,6 +20,8 @@ from market_pipeline.lake import Lake
 from market_pipeline_tests.support.project import VENV_BIN, subprocess_env
 from market_pipeline_tests.support.research_lake import RESEARCH_DAYS, RESEARCH_INSTRUMENT
 
+pytestmark = pytest.mark.graph  # the research lake: `market-pipeline run` over three days
+
 hftbacktest = pytest.importorskip("hftbacktest")  # the dev extra
 
 GOOD, BAD = RESEARCH_DAYS[:2], RESEARCH_DAYS[2]

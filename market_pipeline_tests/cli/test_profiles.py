@@ -211,6 +211,7 @@ def test_validate_env_shows_the_profile(env, monkeypatch, capsys):
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.nothing_starts("os.execv is stubbed: no webserver starts")
 def test_webserver_binds_the_ui_address_of_the_settings(env, monkeypatch, tmp_path, capsys):
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text("load_from: []\n")
@@ -222,6 +223,7 @@ def test_webserver_binds_the_ui_address_of_the_settings(env, monkeypatch, tmp_pa
     assert argv[1:] == ["-m", "dagster_webserver", "-h", "127.0.0.1", "-p", "3111", "-w", str(workspace)]
 
 
+@pytest.mark.nothing_starts("os.execv is stubbed: no webserver starts")
 def test_webserver_refuses_an_unexplained_exposed_ui_in_prod(env, monkeypatch, tmp_path, capsys):
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text("load_from: []\n")

@@ -403,6 +403,7 @@ def _table_contents(warehouse: Path) -> dict[str, list[tuple]]:
 
 
 @pytest.mark.slow
+@pytest.mark.graph
 def test_backups_taken_during_a_real_run_restore_the_runs_tables(
     tmp_path: Path, data_dir: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

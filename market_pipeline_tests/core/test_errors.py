@@ -79,6 +79,7 @@ def test_kind_of_finds_an_error_by_class_name_along_its_causes():
     assert errors.kind_of(["DagsterExecutionStepExecutionError", "RuntimeError"]) is None
 
 
+@pytest.mark.nothing_starts("run_command is stubbed: no run starts")
 def test_cli_prints_one_line_for_a_pipeline_error_and_the_traceback_only_with_debug(monkeypatch, capsys):
     cli_main = importlib.import_module("market_pipeline.cli.main")
     from market_pipeline.vendors.binance.capture_format import CaptureFormatError
@@ -99,6 +100,7 @@ def test_cli_prints_one_line_for_a_pipeline_error_and_the_traceback_only_with_de
 
 
 @pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.nothing_starts("run_command is stubbed: no run starts")
 def test_cli_turns_an_unexpected_exception_into_one_line_and_exit_70(monkeypatch, capsys, debug):
     cli_main = importlib.import_module("market_pipeline.cli.main")
 

@@ -20,6 +20,8 @@ import market_pipeline.lake as lake_api
 from market_pipeline.core.read.errors import EmptyRange, SkippedDaysWarning, UnknownInstrument
 from market_pipeline_tests.support.research_lake import RESEARCH_DAYS, RESEARCH_INSTRUMENT
 
+pytestmark = pytest.mark.graph  # the research lake: `market-pipeline run` over three days
+
 GOOD, BAD = RESEARCH_DAYS[:2], RESEARCH_DAYS[2]
 FIVE = ["received_time", "bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size"]
 NS = 1_000_000_000

@@ -124,6 +124,7 @@ def run_graph(
 
 
 @pytest.mark.slow
+@pytest.mark.graph
 def test_the_whole_graph_on_s3_and_ducklake_equals_the_local_lake(
     tmp_path, remote_env, catalog_url, monkeypatch, capsys
 ):

@@ -413,6 +413,7 @@ def test_a_token_echoed_in_check_figures_is_redacted_everywhere(
 
 
 @pytest.mark.slow
+@pytest.mark.graph
 def test_demo_injected_fault_alerts_to_jsonl_and_webhook(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,

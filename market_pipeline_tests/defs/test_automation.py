@@ -125,6 +125,7 @@ telemetry:
 
 
 @pytest.mark.slow
+@pytest.mark.daemon
 def test_daemon_ticks_the_new_day_sensor(tmp_path: Path, dagster_home: Path, vendor_lake: VendorLake) -> None:
     """dagster-daemon on a temp instance: one sensor tick finds the new day and queues its run."""
     home = dagster_home

@@ -221,6 +221,7 @@ def _warehouse(data: Path) -> dict[str, tuple]:
 
 
 @pytest.mark.slow
+@pytest.mark.graph
 def test_a_run_killed_mid_way_is_recovered_and_its_rerun_equals_a_clean_run(tmp_path, monkeypatch):
     import dagster as dg
 

@@ -377,6 +377,8 @@ def distributed(servers, tmp_path_factory) -> Iterator[SimpleNamespace]:
 
 
 @pytest.mark.slow
+@pytest.mark.graph
+@pytest.mark.daemon
 def test_the_backfill_ran_as_one_run_a_day_at_most_two_at_once(distributed):
     first = distributed.first_runs
     assert len(first) == len(DAYS)
@@ -400,6 +402,8 @@ def test_the_backfill_ran_as_one_run_a_day_at_most_two_at_once(distributed):
 
 
 @pytest.mark.slow
+@pytest.mark.graph
+@pytest.mark.daemon
 def test_a_killed_run_leaves_no_partial_object(distributed):
     killed = distributed.killed
     assert killed.writing and killed.processes >= 1  # killed mid-write (the run worker and any child)
@@ -412,6 +416,8 @@ def test_a_killed_run_leaves_no_partial_object(distributed):
 
 
 @pytest.mark.slow
+@pytest.mark.graph
+@pytest.mark.daemon
 def test_the_lake_equals_a_single_box_run(distributed):
     import hashlib
 
@@ -430,6 +436,8 @@ def test_the_lake_equals_a_single_box_run(distributed):
 
 
 @pytest.mark.slow
+@pytest.mark.graph
+@pytest.mark.daemon
 def test_every_catalog_table_equals_a_single_box_run(distributed):
     single = warehouse_tables(WarehouseTarget(distributed.single / "warehouse.duckdb"), with_views=True)
     spread = warehouse_tables(distributed.target, with_views=True)
@@ -440,6 +448,8 @@ def test_every_catalog_table_equals_a_single_box_run(distributed):
 
 
 @pytest.mark.slow
+@pytest.mark.graph
+@pytest.mark.daemon
 def test_every_file_the_catalog_names_is_a_whole_object(distributed):
     """No catalog row points at a missing or partial object, also after the kill (DuckLake commits the
     files it wrote in one PostgreSQL transaction, after their PUTs)."""

@@ -27,7 +27,7 @@ from market_pipeline_tests.support.dagster_events import step_windows as _step_w
 from market_pipeline_tests.support.postgres_server import running_postgres
 from market_pipeline_tests.support.project import REPO_ROOT, VENV_BIN, subprocess_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.graph]
 
 POSTGRES_YAML = REPO_ROOT / "dagster_home" / "dagster.postgres.yaml"
 # Two steps of different runs that start this close together claimed the one `duckdb` slot at the

@@ -6,7 +6,11 @@ from __future__ import annotations
 import re
 import warnings
 
+import pytest
+
 from market_pipeline_tests.support.project import REPO_ROOT
+
+pytestmark = pytest.mark.graph  # the research lake: `market-pipeline run` over three days
 
 GUIDE = REPO_ROOT / "docs" / "research.md"
 

@@ -301,6 +301,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("block", TESTABLE, ids=lambda b: b.name)
+@pytest.mark.graph
 def test_runbook_block(sandbox: Sandbox, block: Block) -> None:
     missing = sorted({argv[0] for argv in cli_invocations(block.code) if argv[0] not in subcommands()})
     if missing:
@@ -321,6 +322,7 @@ def test_runbook_block(sandbox: Sandbox, block: Block) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.graph
 def test_after_the_blocks_the_webhook_got_the_test_alert_with_the_new_token(sandbox: Sandbox) -> None:
     requests = sandbox.webhook.requests
     if not requests:

@@ -37,7 +37,8 @@ from market_pipeline_tests.support.dagster_ui import (
 )
 from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 
-pytestmark = pytest.mark.slow  # the demo, Dagster's CLI and the UI's three processes
+# The demo, Dagster's CLI and the UI's three processes.
+pytestmark = [pytest.mark.slow, pytest.mark.graph, pytest.mark.daemon, pytest.mark.webserver]
 
 _YESTERDAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 DAYS = [_YESTERDAY - dt.timedelta(days=2), _YESTERDAY - dt.timedelta(days=1), _YESTERDAY]  # the demo's defaults
@@ -186,6 +187,7 @@ def _graphql_answer(response, operation: str) -> dict | None:
     return response.json()["data"]
 
 
+@pytest.mark.browser
 def test_a_browser_shows_the_demo_days_plotted_checked_and_in_the_backfill_window(demo_ui, page, tmp_path):
     url = demo_ui.url
     # The asset's metadata plotted by partition: the page asks for the latest materialization of

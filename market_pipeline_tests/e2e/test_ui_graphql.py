@@ -32,6 +32,8 @@ from market_pipeline_tests.support.dagster_ui import (
 )
 from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV_BIN, subprocess_env
 
+pytestmark = pytest.mark.webserver  # dagster-webserver over the module's instance
+
 _YESTERDAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 DAYS = [_YESTERDAY - dt.timedelta(days=1), _YESTERDAY]
 CLEAN, FAULTED = DAYS

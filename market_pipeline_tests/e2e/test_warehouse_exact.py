@@ -35,7 +35,7 @@ import pytest
 from market_pipeline_tests.support import warehouse_reference as ref
 from market_pipeline_tests.support.project import subprocess_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.graph]
 
 DAYS = (dt.date(2024, 3, 1), dt.date(2024, 3, 2))
 FAULTED = DAYS[1]

@@ -288,6 +288,7 @@ def test_real_captures_through_the_asset_graph_reproduce_the_reference_replay(
     assert {"first_update_id", "prev_update_id", "line_no"} <= set(raw.columns)
 
 
+@pytest.mark.graph
 def test_cli_runs_the_whole_graph_over_a_capture_range(real_capture_source, data_dir, dagster_home, capfd, caplog):
     """`market-pipeline run` on the capture source: every stage for both days, the futures
     capture's absent second day recorded as missing rather than failing the range; its negative

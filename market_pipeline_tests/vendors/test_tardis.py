@@ -511,6 +511,7 @@ def test_rebuild_from_tardis_files_equals_ground_truth(synthetic_tardis, tmp_pat
     assert _assert_books_equal_truth(books, day.truth_book_path) == c["vendor_snapshots"]
 
 
+@pytest.mark.graph
 def test_cli_runs_the_whole_graph_on_tardis_files(synthetic_tardis, monkeypatch, tmp_path, dagster_home, capsys):
     """`PIPELINE_SOURCE=tardis market-pipeline run`: every asset of the day, books equal to the truth."""
     import dagster as dg
