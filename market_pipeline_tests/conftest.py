@@ -35,68 +35,22 @@ pytest_plugins = [
 from market_pipeline_tests.support import marker_rule  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
-# Scheduling on pytest-xdist workers (`make test`: -n auto --dist loadfile)
+# Collection: the markers of the expensive tests, and the order the files are handed out in
 # ---------------------------------------------------------------------------------------
-
-# A worker takes whole files, so module fixtures are built once; the files that share a session
-# fixture go to one worker as one unit, so it is built once too. (xdist_group marks would say so,
-# but --dist loadgroup of pytest-xdist 3.8 groups nothing under pytest 9.2: it renames the tests'
-# node ids through an attribute pytest no longer reads.)
-SHARED_FIXTURE_FILES = {
-    "research_lake": ("test_read_api", "test_export_hftbacktest", "test_research_guide"),
-}
-# Units handed out first, the most expensive first: started last, one of them would leave the
-# other core idle at the end of the suite. Then the other units with a test marked slow, then the
-# rest, each in collection order.
-HEAVIEST_FIRST = (
-    "test_ui",
-    "test_s3_lake",
-    "research_lake",
-    "test_source_agreement",
-    "test_ui_graphql",  # not marked slow (it is in `make test-quick`), but it starts dagster-webserver
-)
-_UNIT_OF_FILE = {stem: fixture for fixture, stems in SHARED_FIXTURE_FILES.items() for stem in stems}
-
-
-def _scheduling_unit(path: str) -> str:
-    stem = Path(path).stem
-    return _UNIT_OF_FILE.get(stem, stem)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the `slow` markers added here count
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # A test that runs a whole graph, dagster-daemon, the webserver or a browser carries the marker
-    # that says so (collection fails naming it otherwise), and every such marker implies slow.
+    """Fail collection when a test runs a whole graph, dagster-daemon, the webserver or a browser
+    without the marker that says so; give every such test `slow` too; then put the files with the
+    most expensive tests first. `make test` runs pytest-xdist with `--dist loadfile
+    --no-loadscope-reorder`: a worker takes whole files (module fixtures built once), in this
+    order, so no long file starts last and leaves the other cores idle at the end. (Files sharing a
+    session fixture are not kept on one worker: `--dist loadgroup` would, but pytest-xdist 3.8
+    groups nothing under pytest 9; support/research_lake.py builds its lake once under a lock.)"""
     marker_rule.check(items)
     marker_rule.imply_slow(items)
-    for item in items:
-        for fixture in SHARED_FIXTURE_FILES.keys() & set(item.fixturenames):
-            if item.path.stem not in SHARED_FIXTURE_FILES[fixture]:
-                raise pytest.UsageError(
-                    f"{item.path.name} uses the session fixture {fixture}: "
-                    "add it to SHARED_FIXTURE_FILES in market_pipeline_tests/conftest.py"
-                )
-    rank = {unit: index for index, unit in enumerate(HEAVIEST_FIRST)}
-    slow = len(HEAVIEST_FIRST)
-    for item in items:
-        if item.get_closest_marker("slow"):
-            rank.setdefault(_scheduling_unit(str(item.path)), slow)
-    items.sort(key=lambda item: rank.get(_scheduling_unit(str(item.path)), slow + 1))  # stable: files stay whole
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """--dist loadfile with the units above, handed out in collection order (not by test count)."""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class SharedFixtureFileScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return _scheduling_unit(nodeid.split("::", 1)[0])
-
-    config.option.loadscopereorder = False
-    return SharedFixtureFileScheduling(config, log)
+    marker_rule.heaviest_files_first(items)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The markers of the expensive tests, enforced at collection time (conftest.py's hook calls
-`check`).
+`check`), and the order pytest-xdist hands the test files out in.
 
 A test that runs a whole graph, starts dagster-daemon or a code server, starts dagster-webserver
 or drives Chromium carries the marker that says so: `graph`, `daemon`, `webserver`, `browser`
@@ -24,6 +24,8 @@ import pytest
 
 HEAVY_MARKERS = ("graph", "daemon", "webserver", "browser")
 EXEMPT_MARKER = "nothing_starts"
+# Heaviest first: a test file ranks by its heaviest test (then files with more such tests first).
+COST_ORDER = ("browser", "webserver", "daemon", "graph", "slow")
 SUITE_PACKAGE = "market_pipeline_tests"  # whose functions and classes are read (not the pipeline's)
 
 
@@ -201,3 +203,35 @@ def imply_slow(items: Iterable[pytest.Item]) -> None:
     for item in items:
         if any(item.get_closest_marker(m) for m in HEAVY_MARKERS) and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+
+
+def heaviest_files_first(items: list[pytest.Item], suite: str = SUITE_PACKAGE) -> None:
+    """Order the items so that the files with the most expensive tests come first, each file's
+    tests kept together and in their order (a stable sort on a key per file). Within a rank, a
+    file whose session fixtures an earlier file already uses goes last: the first builds them (once
+    for all workers, under a lock), and a worker starting the second meanwhile would wait for it."""
+
+    def cost(item: pytest.Item) -> int:
+        return next((i for i, m in enumerate(COST_ORDER) if item.get_closest_marker(m)), len(COST_ORDER))
+
+    rank: dict[object, int] = {}
+    heavy: dict[object, int] = {}
+    shared: dict[object, set[str]] = {}
+    for item in items:
+        rank[item.path] = min(rank.get(item.path, len(COST_ORDER)), cost(item))
+        heavy[item.path] = heavy.get(item.path, 0) + (cost(item) < len(COST_ORDER))
+        shared.setdefault(item.path, set()).update(_session_fixtures(item, suite))
+    waits: dict[object, bool] = {}
+    built: set[str] = set()
+    for path in sorted(rank, key=lambda path: (rank[path], -heavy[path])):
+        waits[path] = bool(shared[path]) and shared[path] <= built
+        built |= shared[path]
+    items.sort(key=lambda item: (rank[item.path], waits[item.path], -heavy[item.path]))
+
+
+def _session_fixtures(item: pytest.Item, suite: str) -> Iterator[str]:
+    manager = item.session._fixturemanager  # private: see _fixture_functions
+    for name in getattr(item, "fixturenames", ()):
+        defs = manager.getfixturedefs(name, item)
+        if defs and defs[-1].scope == "session" and _in_suite(defs[-1].func, suite):
+            yield name
