@@ -24,18 +24,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from market_pipeline_tests.support.dagster_ui import (
+from market_pipeline_tests.support.dagster_ui import free_port, noise_lines, stop, wait_for_asset
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
+from market_pipeline_tests.support.ui_queries import (
     assert_evaluations_follow_their_materializations,
     check_executions,
     check_statuses,
     dialog_window,
-    free_port,
     latest_by_partition,
-    noise_lines,
-    stop,
-    wait_for_asset,
 )
-from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 
 # The demo, Dagster's CLI and the UI's three processes.
 pytestmark = [pytest.mark.slow, pytest.mark.graph, pytest.mark.daemon, pytest.mark.webserver]

@@ -19,18 +19,15 @@ import polars as pl
 import pytest
 
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
-from market_pipeline_tests.support.dagster_ui import (
+from market_pipeline_tests.support.dagster_ui import free_port, noise_lines, stop, wait_for_asset
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV_BIN, subprocess_env
+from market_pipeline_tests.support.ui_queries import (
     assert_evaluations_follow_their_materializations,
     check_executions,
     check_statuses,
     dialog_window,
-    free_port,
     latest_by_partition,
-    noise_lines,
-    stop,
-    wait_for_asset,
 )
-from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV_BIN, subprocess_env
 
 pytestmark = pytest.mark.webserver  # dagster-webserver over the module's instance
 

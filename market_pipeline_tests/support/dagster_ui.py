@@ -1,10 +1,8 @@
-"""The Dagster UI for tests: a webserver process on a free 127.0.0.1 port, its GraphQL API (and the
-queries the UI's pages make), and stopping it with every process it started (test_ui_graphql.py,
-test_ui.py)."""
+"""The Dagster UI for tests: a webserver process on a free 127.0.0.1 port, its GraphQL API, and
+stopping it with every process it started (test_ui_graphql.py, test_ui.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
@@ -14,8 +12,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-import pytest
 
 SERVER_START_TIMEOUT_S = 300  # two shared cores: loading the code location can take a while
 # Lines no UI session should print: Dagster's notes on APIs the project uses on purpose (filtered in
@@ -73,97 +69,3 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 def noise_lines(log: Path) -> list[str]:
     return [line for line in log.read_text(errors="replace").splitlines() if any(n in line for n in NOISE)]
-
-
-DIALOG_DAYS = 90  # the backfill dialog's default window: the last 90 partitions
-
-
-CHECK_PARTITION_STATUSES = """
-query ($key: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $key) { ... on AssetNode {
-    assetChecksOrError { ... on AssetChecks { checks { name partitionStatuses {
-      __typename
-      ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
-    } } } }
-  } }
-}"""
-
-
-def per_day(ranges: list[dict]) -> dict[str, str]:
-    """Time-partition status ranges expanded to one status per day."""
-    statuses = {}
-    for r in ranges:
-        day, end = dt.date.fromisoformat(r["startKey"]), dt.date.fromisoformat(r["endKey"])
-        while day <= end:
-            statuses[day.isoformat()] = r["status"]
-            day += dt.timedelta(days=1)
-    return statuses
-
-
-def check_statuses(url: str, asset: str) -> dict[str, dict[str, str]]:
-    """Per check of `asset`, its status per day, as the check's Partitions tab draws it."""
-    data = graphql(url, CHECK_PARTITION_STATUSES, key={"path": [asset]})
-    checks = data["assetNodeOrError"]["assetChecksOrError"]["checks"]
-    return {c["name"]: per_day(c["partitionStatuses"]["ranges"]) for c in checks if c["partitionStatuses"]}
-
-
-LATEST_BY_PARTITION = """
-query ($key: AssetKeyInput!, $partitions: [String!]!) {
-  assetNodeOrError(assetKey: $key) { ... on AssetNode {
-    latestMaterializationByPartition(partitions: $partitions) {
-      partition runId timestamp
-      metadataEntries { label ... on IntMetadataEntry { intValue } }
-    }
-  } }
-}"""
-
-
-def latest_by_partition(url: str, asset: str, days: list[dt.date]) -> list[dict]:
-    """What the asset's plots by partition draw: the latest materialization of each day."""
-    data = graphql(url, LATEST_BY_PARTITION, key={"path": [asset]}, partitions=[d.isoformat() for d in days])
-    return data["assetNodeOrError"]["latestMaterializationByPartition"]
-
-
-CHECK_EXECUTIONS = """
-query ($key: AssetKeyInput!, $check: String!) {
-  assetCheckExecutions(assetKey: $key, checkName: $check, limit: 50) {
-    runId timestamp partition
-    evaluation { timestamp partition targetMaterialization { timestamp runId } }
-  }
-}"""
-
-
-def check_executions(url: str, asset: str, check: str) -> list[dict]:
-    return graphql(url, CHECK_EXECUTIONS, key={"path": [asset]}, check=check)["assetCheckExecutions"]
-
-
-def assert_evaluations_follow_their_materializations(executions: list[dict], materializations: list[dict]) -> None:
-    """Each day's evaluation was stored after the materialization it judged, which is that day's
-    latest one. (The execution's own `timestamp`, which the check's Overview shows as Timestamp, is
-    when Dagster planned it: at the run's creation, before any step ran; see docs/operations.md.)"""
-    latest = {m["partition"]: m for m in materializations}
-    judged: dict[str, dict] = {}  # each day's newest evaluation (the list is newest first)
-    for e in executions:
-        if e["evaluation"] is not None and e["partition"] in latest:
-            judged.setdefault(e["partition"], e)
-    assert sorted(judged) == sorted(latest)
-    for execution in judged.values():
-        evaluation, materialization = execution["evaluation"], latest[execution["partition"]]
-        target = evaluation["targetMaterialization"]
-        assert target is not None and target["runId"] == materialization["runId"]
-        assert float(target["timestamp"]) == pytest.approx(float(materialization["timestamp"]) / 1000, abs=0.001)
-        assert evaluation["timestamp"] >= target["timestamp"], execution
-        assert execution["timestamp"] <= target["timestamp"]  # planned when the run was created
-
-
-PARTITION_KEYS = """
-query ($key: AssetKeyInput!) {
-  assetNodeOrError(assetKey: $key) { ... on AssetNode { partitionKeysByDimension { partitionKeys } } }
-}"""
-
-
-def dialog_window(url: str, asset: str) -> list[str]:
-    """The partitions the backfill dialog shows by default: the last 90 of the asset's."""
-    data = graphql(url, PARTITION_KEYS, key={"path": [asset]})
-    (dimension,) = data["assetNodeOrError"]["partitionKeysByDimension"]
-    return dimension["partitionKeys"][-DIALOG_DAYS:]
