@@ -62,18 +62,20 @@ lint: install ## Layer contracts (import-linter), ruff lint and ruff format chec
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# One pytest worker per core, each taking whole test files (module fixtures are built once), files
-# sharing a session fixture together, the most expensive first (conftest.py says which);
-# PYTEST_WORKERS=0 runs the suite in one process.
+# One pytest worker per core (pytest-xdist's public options): --dist loadfile hands each worker
+# whole test files (module fixtures are built once), --no-loadscope-reorder in collection order,
+# which conftest.py makes the files with the most expensive tests first (by their markers: browser,
+# webserver, daemon, graph, slow). A session fixture is built once per run across the workers
+# under a file lock (support/research_lake.py). PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= auto
-PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: test
 test: lint ## Lint, then run the whole test suite (testpaths come from pyproject.toml)
 	$(VENV)/bin/python -m pytest -q --durations=30 $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: test-quick
-test-quick: install ## The fast subset: every test not marked slow
+test-quick: install ## The fast subset: every test not marked slow (nor graph, daemon, webserver, browser)
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # One code server serves both dagster-daemon and the webserver (cli/ui.py says why: no code server

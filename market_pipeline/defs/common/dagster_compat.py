@@ -5,7 +5,7 @@ API-stability warnings it accepts.
 class, but the type of its value is not exported in Dagster 1.13. It is taken from the public
 class's signature here, never imported from a private Dagster module. The per-day check evaluations of a
 range run need it (defs/common/checks.py: without it the UI shows every day of a range as
-missing). `market_pipeline_tests/test_dagster_compat.py` pins what this relies on and fails on a
+missing). `market_pipeline_tests/defs/test_dagster_compat.py` pins what this relies on and fails on a
 Dagster upgrade, so the shim is looked at again then.
 """
 

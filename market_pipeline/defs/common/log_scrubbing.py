@@ -22,7 +22,7 @@ the run's `@dg.logger`s (the console logger). So:
   values) goes through `scrub()`.
 
 "dagster_event" and "dagster_meta" are the names Dagster gives these record attributes (no public
-constant exports them); market_pipeline_tests/test_security.py runs an asset that logs, fails
+constant exports them); market_pipeline_tests/core/test_security.py runs an asset that logs, fails
 and records metadata with planted secrets and reads the stored event log back, so a Dagster
 upgrade that renames them fails that test rather than leaking silently.
 

@@ -1,0 +1,1 @@
+"""Tests of the `market-pipeline` commands and the benchmark."""

@@ -1,0 +1,289 @@
+"""`python -m market_pipeline.bench` on a tiny realistic day: every code path, its JSON line, sane values.
+
+Timings are noise on a shared machine: only their presence and sign are checked, never their size.
+The `--vendors` tests (argument handling, verdicts, the vendors' files and floor on a tiny day) run
+no Dagster subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from market_pipeline import bench
+
+JSON_KEYS = {
+    "deltas",
+    "core_deltas_per_s",
+    "core_bbo_deltas_per_s",
+    "peer_deltas_per_s",
+    "peer_ratio",
+    "e2e_seconds",
+    "read_only_seconds",
+    "e2e_over_read",
+    "peak_rss_mb",
+    "graph_seconds",
+    "graph_over_read",
+    "graph_peak_rss_mb",
+    "graph_stage_seconds",
+    "graph_stage_peak_rss_mb",
+    "parallel_speedup",
+}
+GOALS = {"core_deltas_per_s", "peer_ratio", "e2e_over_read", "graph_over_read", "parallel_speedup", "graph_peak_rss_mb"}
+STAGES = {"read", "convert", "read_snapshots", "convert_snapshots", "kernel", "decimal", "write", "checkpoint"}
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("bench_data")
+    argv = ["--scale", "0.005", "--peer-rows", "20000", "--parallel-scale", "0.005", "--data-dir", str(data_dir)]
+    return data_dir, argv
+
+
+@pytest.mark.slow  # the benchmark at a small scale, whole graph included
+@pytest.mark.graph
+def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys):
+    data_dir, argv = bench_run
+    assert bench.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert JSON_KEYS <= set(report)
+    text = "\n".join(lines[:-1])
+    for goal in ("goal >= 50 M/s", "goal >= 100x", "goal <= 2.0x", "goal <= 5x", "goal >= 1.7x", "goal <= 1024 MB"):
+        assert goal in text
+
+    settings = bench.bench_settings(data_dir, 0.005)
+    day = bench.prepare_day(settings)  # cached: nothing is generated or imported again
+    assert report["deltas"] == pq.ParquetFile(day.deltas).metadata.num_rows > 100_000
+    assert 0 < report["messages"] < report["deltas"]
+    assert report["peer_rows"] == 20_000 and report["peer_deltas_per_s"] > 0
+    for key in (
+        "core_deltas_per_s",
+        "core_bbo_deltas_per_s",
+        "core_seconds",
+        "peer_ratio",
+        "e2e_seconds",
+        "read_only_seconds",
+        "e2e_over_read",
+    ):
+        assert report[key] > 0, key
+    assert report["e2e_over_read"] == pytest.approx(report["e2e_seconds"] / report["read_only_seconds"], rel=1e-2)
+    assert 50 < report["peak_rss_mb"] < 16_000  # the child's own peak, in MB
+    # The day was rebuilt for real: one row per vendor snapshot plus one per sample, all matching (at
+    # the tests' cadence; `make bench` keeps the production defaults, 100 ms each).
+    snapshots = settings.synthetic.snapshots_per_day
+    assert report["vendor_snapshots"] == report["vendor_snapshots_matched"] == snapshots
+    assert report["rows_written"] == snapshots + 86_400_000 // settings.book.sample_interval_ms
+    assert STAGES <= set(report["e2e_stage_seconds"]) and STAGES <= set(report["e2e_stage_cpu_seconds"])
+    assert set(report["goals_met"]) == GOALS
+    # The whole graph ran (every stage has a step) and its process tree was sampled.
+    assert report["graph_exit_code"] == 0, (data_dir / "bench-graph.log").read_text()[-3000:]
+    stages = set(report["graph_stage_seconds"])
+    assert {"raw_book_deltas", "reconstructed_books", "lake_views"} <= stages
+    assert stages == set(report["graph_stage_peak_rss_mb"])
+    assert report["graph_seconds"] > report["graph_run_seconds"] > 0 and report["raw_read_seconds"] > 0
+    assert report["graph_peak_rss_mb"] > 50
+    assert report["parallel_speedup"] > 0 and report["parallel_scale"] == 0.005
+    assert "where its time goes" in text
+
+
+@pytest.mark.slow  # the benchmark at a small scale, whole graph included
+def test_core_counts_every_delta_of_whole_messages(bench_run):
+    data_dir, _ = bench_run
+    day = bench.prepare_day(bench.bench_settings(data_dir, 0.005))
+    whole = bench.core(day.deltas, 0.01, 0.00001)
+    head = bench.core(day.deltas, 0.01, 0.00001, rows=12_345)
+    assert whole.deltas == pq.ParquetFile(day.deltas).metadata.num_rows
+    assert head.deltas == 12_345 and 0 < head.messages < whole.messages
+
+
+@pytest.mark.slow  # the benchmark at a small scale, whole graph included
+def test_ranges_run_the_graph_on_two_instruments_and_three_days(tmp_path, monkeypatch):
+    """`--ranges`: which runs it asks for, over the bench day's own generated sources."""
+    import datetime as dt
+
+    from market_pipeline.vendors.synthetic.source import SyntheticSource
+
+    (tmp_path / "sources").mkdir()
+    generated, runs = [], []
+    monkeypatch.setattr(
+        SyntheticSource, "ensure_day", lambda self, instrument, day: generated.append((instrument.key, day))
+    )
+
+    def fake_run_graph(settings, day, select=None, workers=None, end=None):
+        runs.append(([i.key for i in settings.universe], day, end, workers, settings.data_dir))
+        return bench.GraphRun(0, 1.0, 0.5, 1.0, 512.0, {}, tmp_path / "log")
+
+    monkeypatch.setattr(bench, "run_graph", fake_run_graph)
+    day = dt.date(2024, 3, 1)
+    result = bench.range_memory(tmp_path, 0.5, day, print)
+    ranges = tmp_path / "ranges"
+    assert (ranges / "sources").resolve() == (tmp_path / "sources").resolve()
+    assert runs == [
+        (bench.PARALLEL_INSTRUMENTS, day, day, None, ranges),
+        ([bench.BENCH_INSTRUMENT], day, day + dt.timedelta(days=2), None, ranges),
+    ]
+    three_days = [(bench.BENCH_INSTRUMENT, day + dt.timedelta(days=k)) for k in range(3)]
+    assert generated == [(key, day) for key in bench.PARALLEL_INSTRUMENTS] + three_days
+    assert set(result) == {"two_instruments", "three_days"} and result["three_days"].peak_rss_mb == 512.0
+
+
+# --- --vendors -----------------------------------------------------------------------------------
+
+
+def _vendor_run(seconds: float, peak: float, read: float = 1.0, write: float = 1.0, code: int = 0):
+    from market_pipeline.bench.vendors import VendorRun
+
+    return VendorRun(code, seconds, peak, read, write, 7, Path("log"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "vendors", "scale2"),
+    [([], False, False), (["--vendors"], True, False), (["--vendors-scale2"], False, True)],
+)
+@pytest.mark.nothing_starts("bench.run and bench.prepare_day are stubbed")
+def test_vendor_options_reach_the_run(argv, vendors, scale2, monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(bench, "prepare_day", lambda settings: settings)
+    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: calls.append(kwargs) or {"ok": 1})
+    assert bench.main(["--scale", "0.01", "--data-dir", str(tmp_path), *argv]) == 0
+    (kwargs,) = calls
+    assert (kwargs["vendors"], kwargs["vendors_scale2"]) == (vendors, scale2)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"ok": 1}
+
+
+def test_vendor_verdicts_and_figures():
+    from market_pipeline.bench.vendors import SampledRun, vendor_report
+
+    runs = {
+        "crypto_lake": _vendor_run(10.0, 600.0, read=3.0, write=2.0),  # 2.0x its floor: met
+        "tardis": _vendor_run(16.0, 1100.0, read=6.0, write=2.0),  # 1.6x Crypto Lake, 1100 MB: not met
+        "capture": _vendor_run(15.0, 900.0, read=5.0, write=2.0),  # 1.5x, 2.14x its floor
+    }
+    double = {
+        "crypto_lake": _vendor_run(20.0, 660.0),  # +10%: flat
+        "tardis": _vendor_run(30.0, 1300.0),  # +18%: not flat
+        "capture": _vendor_run(30.0, 950.0, code=1),  # failed: not met
+    }
+    lines: list[str] = []
+    goals, figures = vendor_report(runs, double, SampledRun(0, 4.0, 300.0), lines.append)
+    assert goals == {
+        "vendor_peak_mb_crypto_lake": True,
+        "vendor_over_floor_crypto_lake": True,
+        "vendor_flat_crypto_lake": True,
+        "vendor_peak_mb_tardis": False,
+        "vendor_over_floor_tardis": True,
+        "vendor_over_crypto_lake_tardis": False,
+        "vendor_flat_tardis": False,
+        "vendor_peak_mb_capture": True,
+        "vendor_over_floor_capture": False,
+        "vendor_over_crypto_lake_capture": True,
+        "vendor_flat_capture": False,
+    }
+    assert figures["vendors"]["tardis"] == {
+        "seconds": 16.0,
+        "exit_code": 0,
+        "peak_mb": 1100.0,
+        "over_crypto_lake": 1.6,
+        "floor_seconds": 8.0,
+        "floor_read_seconds": 6.0,
+        "floor_write_seconds": 2.0,
+        "floor_outputs": 7,
+        "over_floor": 2.0,
+        "seconds_scale2": 30.0,
+        "peak_mb_scale2": 1300.0,
+    }
+    assert (figures["verify_capture_seconds"], figures["verify_capture_peak_mb"]) == (4.0, 300.0)
+    text = "\n".join(lines)
+    assert "1.60x Crypto Lake -- goal <= 1.5x: NOT met" in text and "peak  1100 MB -- goal <= 1024 MB: NOT met" in text
+    assert "= 1.18x -- goal within 10%: NOT met" in text and "verify-capture on the day's capture: 4.00 s" in text
+    # A failed run meets no goal, and without the doubled day flatness is not judged.
+    failed = {**runs, "capture": _vendor_run(1.0, 10.0, code=2)}
+    goals, _ = vendor_report(failed, None, None, lines.append)
+    assert not any(v for k, v in goals.items() if k.endswith("_capture")) and not any("flat" in k for k in goals)
+    assert lines[-1] == "  flat when the day doubles: not measured (--vendors-scale2 measures it)"
+
+
+def test_vendor_files_and_floor_on_a_tiny_day(tmp_path):
+    """The bench day as each vendor's files (written once), and the floor's reads and writes."""
+    import os
+
+    import pyarrow as pa
+
+    from market_pipeline.bench import vendors
+
+    settings = bench.bench_settings(tmp_path, 0.01)
+    bench.generate_days(settings, bench.BENCH_DAY, bench.BENCH_DAY)
+    (instrument,) = settings.universe
+    root = tmp_path / "sources" / "synthetic"
+    inputs = vendors.vendor_files(root, instrument, bench.BENCH_DAY, tmp_path / "vendors")
+    assert set(inputs) == set(vendors.VENDORS)
+    assert [p.name for p in inputs["capture"].files] == ["binance_spot_btcusdt_20240301.gz"]
+    assert len(inputs["tardis"].files) == 3 and len(inputs["crypto_lake"].files) == 3
+    assert inputs["tardis"].env == {
+        "PIPELINE_SOURCE": "tardis",
+        "PIPELINE_TARDIS_DIR": str(tmp_path / "vendors" / "tardis"),
+    }
+    assert inputs["crypto_lake"].env["PIPELINE_LOCAL_DIR"] == str(root)
+    stamps = {p: p.stat().st_mtime_ns for v in inputs.values() for p in v.files}
+    vendors.vendor_files(root, instrument, bench.BENCH_DAY, tmp_path / "vendors")  # cached: nothing rewritten
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+
+    for vendor, files in inputs.items():
+        assert vendors.read_seconds(vendor, files.files) > 0, vendor
+
+    # The rewrite keeps each column's codec, dictionary and delta encoding.
+    lake = tmp_path / "lake"
+    (lake / "a").mkdir(parents=True)
+    table = pa.table({"t": pa.array(range(1000), pa.int64()), "p": pa.array([1.5, 2.5] * 500)})
+    pq.write_table(
+        table,
+        lake / "a" / "x.parquet",
+        compression={"t": "lz4", "p": "none"},
+        use_dictionary=["p"],
+        column_encoding={"t": "DELTA_BINARY_PACKED"},
+    )
+    reader = pq.ParquetFile(lake / "a" / "x.parquet")
+    assert vendors._writer_options(reader.metadata, reader.schema_arrow) == {
+        "compression": {"t": "lz4", "p": "none"},
+        "use_dictionary": ["p"],
+        "column_encoding": {"t": "DELTA_BINARY_PACKED"},
+    }
+    for path in inputs["crypto_lake"].files:
+        os.link(path, lake / f"{path.parent.parent.parent.parent.name}.parquet")
+    seconds, files = vendors.write_seconds(lake)
+    assert seconds > 0 and files == 4
+
+
+def test_each_vendor_runs_the_graph_from_its_own_files_in_a_fresh_data_dir(tmp_path, monkeypatch):
+    from market_pipeline.bench import vendors
+
+    settings = bench.bench_settings(tmp_path, 0.01)
+    files = {v: vendors.VendorFiles({"PIPELINE_SOURCE": v}, [tmp_path / f"{v}.in"]) for v in vendors.VENDORS}
+    monkeypatch.setattr(vendors, "vendor_files", lambda root, instrument, day, out: files)
+    runs, floors = [], []
+
+    def fake_run_graph(run_settings, day, select=None, workers=None, end=None, source_env=None):
+        assert not run_settings.data_dir.exists()  # fresh: a previous run's files were removed
+        run_settings.lake_dir.mkdir(parents=True)
+        runs.append((run_settings.data_dir, day, source_env))
+        return bench.GraphRun(0, 3.0, 2.0, 1.0, 256.0, {}, tmp_path / "log")
+
+    stale = tmp_path / "vendor_runs" / "tardis" / "stale.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left over")
+    monkeypatch.setattr(vendors, "run_graph", fake_run_graph)
+    monkeypatch.setattr(vendors, "read_seconds", lambda vendor, paths: floors.append((vendor, paths)) or 1.0)
+    monkeypatch.setattr(
+        vendors, "run_sampled", lambda argv, env, log: (0, 2.0, type("S", (), {"peak_mb": lambda s: 64.0})())
+    )
+    result, verify = vendors.measure_vendors(settings, bench.BENCH_DAY, print)
+    assert runs == [(tmp_path / "vendor_runs" / v, bench.BENCH_DAY, {"PIPELINE_SOURCE": v}) for v in vendors.VENDORS]
+    assert floors == [(v, [tmp_path / f"{v}.in"]) for v in vendors.VENDORS]
+    assert {v: (r.seconds, r.peak_mb, r.read_seconds, r.outputs) for v, r in result.items()} == dict.fromkeys(
+        vendors.VENDORS, (3.0, 256.0, 1.0, 0)
+    )
+    assert verify == vendors.SampledRun(0, 2.0, 64.0)

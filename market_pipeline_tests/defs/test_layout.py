@@ -1,0 +1,104 @@
+"""The package layout: settings enter only through market_pipeline/definitions.py (and the CLI),
+core/ reads no settings, stages depend on each other by asset key, and one process can hold two
+code locations built from different settings."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import os
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+
+from market_pipeline_tests.support.project import REPO_ROOT, VENV_BIN
+
+PACKAGE = REPO_ROOT / "market_pipeline"
+
+# Where `load_settings` may be named at all: the settings module, the code location, the CLI
+# (its entry points load the settings once) and the benchmark (a script with its own settings).
+LOAD_SETTINGS_ALLOWED = ("settings.py", "definitions.py", "cli/", "bench/")
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {
+        path.relative_to(PACKAGE).as_posix(): ast.parse(path.read_text(), filename=str(path))
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def _names(tree: ast.Module) -> set[str]:
+    """Every identifier a module names: variables, attributes and imported names."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.add(node.name.rsplit(".", 1)[-1])
+            if node.asname:
+                found.add(node.asname)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found.add(node.name)
+    return found
+
+
+def test_load_settings_is_named_only_where_settings_enter() -> None:
+    offenders = [
+        relative
+        for relative, tree in _modules().items()
+        if "load_settings" in _names(tree) and not relative.startswith(LOAD_SETTINGS_ALLOWED)
+    ]
+    assert offenders == [], f"load_settings outside {LOAD_SETTINGS_ALLOWED}: {offenders}"
+
+
+def test_import_contracts_hold() -> None:
+    """The layer rules of pyproject.toml ([tool.importlinter]): core and vendors import no Dagster
+    and nothing above them, stages reach vendors only through the protocol and the registry, and
+    stages do not import each other (they depend by asset key)."""
+    result = subprocess.run(
+        [str(VENV_BIN / "lint-imports"), "--no-cache"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_two_code_locations_with_different_settings_in_one_process(tmp_path: Path) -> None:
+    from market_pipeline.definitions import build_definitions
+    from market_pipeline.settings import load_settings
+
+    environ = dict(os.environ)
+    first = load_settings(start_date=dt.date(2024, 1, 1), data_dir=tmp_path / "first")
+    second = load_settings(start_date=dt.date(2024, 6, 1), data_dir=tmp_path / "second")
+    defs_first, defs_second = build_definitions(first), build_definitions(second)
+    assert dict(os.environ) == environ  # built from the settings given, not from the environment
+
+    for defs, settings in ((defs_first, first), (defs_second, second)):
+        graph = defs.resolve_asset_graph()
+        partitions = {graph.get(key).partitions_def for key in graph.materializable_asset_keys}
+        assert len(partitions) == 1  # every asset of a code location shares its days
+        (days,) = partitions
+        assert days.get_first_partition_key() == settings.start_date.isoformat()
+        assert defs.resolve_job_def("daily_pipeline").partitions_def == days
+        with dg.build_resources({"pipeline": defs.resources["pipeline"]}) as resources:
+            assert resources.pipeline is settings  # the settings object itself, no reload
+        warehouse = defs.resources["warehouse_io_manager"]
+        assert Path(warehouse.database) == settings.warehouse_path.resolve()
+    assert (
+        defs_first.resolve_assets_def("raw_trades").partitions_def
+        != defs_second.resolve_assets_def("raw_trades").partitions_def
+    )
+
+
+def test_every_daily_asset_gets_a_freshness_check() -> None:
+    from market_pipeline.definitions import build_definitions
+    from market_pipeline.settings import load_settings
+
+    defs = build_definitions(load_settings())
+    graph = defs.resolve_asset_graph()
+    fresh = {key.asset_key for key in graph.asset_check_keys if key.name == "freshness"}
+    daily = {key for key in graph.materializable_asset_keys if graph.get(key).partitions_def is not None}
+    assert daily and fresh == daily
+    job = defs.resolve_job_def("freshness_checks")
+    assert {key.asset_key for key in job.asset_layer.asset_graph.asset_check_keys if key.name == "freshness"} >= daily

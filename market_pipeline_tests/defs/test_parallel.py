@@ -1,0 +1,230 @@
+"""Instrument-days on PIPELINE_WORKERS processes give exactly what a serial run gives.
+
+The same small synthetic range is materialized with workers=1 (serial, in-process) and workers=2
+(a process pool) into two data dirs: every lake file is compared byte for byte, the warehouse
+views row for row, the per-day metadata key for key (timings excepted) and the counters the
+workers recorded must reach the step's metrics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+from market_pipeline_tests.support.files import sha256_tree
+
+START, END = "2024-03-01", "2024-03-01"  # two instrument-days: one per worker
+ASSETS = [
+    "raw_trades",
+    "raw_book_snapshots",
+    "raw_book_deltas",
+    "reconstructed_books",
+    "validation_reports",
+    "pipeline_metrics",
+    "ohlcv_bars",
+    "lake_views",
+]
+# Warehouse tables the stages write through the IO manager (their timing columns aside).
+TABLES = ["validation_reports", "validation_reports_hourly", "pipeline_metrics", "pipeline_metrics_hourly"]
+TIMING_SUFFIXES = ("seconds", "_per_second", "_per_s", "peak_rss_mb")  # wall time, throughput, memory: not data
+
+
+def plain(value):
+    """A metadata value json can take (a table schema, a tuple-like record, as its text)."""
+    import dagster as dg
+
+    return str(value) if isinstance(value, dg.TableSchema) else value
+
+
+def without_timings(value):
+    """A metadata value with the timing entries of nested dicts left out."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not str(k).endswith(TIMING_SUFFIXES)}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def materialize(instance, data_dir: Path, workers: int):
+    import dagster as dg
+
+    from market_pipeline.core.telemetry import telemetry
+    from market_pipeline.settings import load_settings
+
+    settings = load_settings(data_dir=data_dir, workers=workers, start_date=dt.date(2024, 1, 1))
+    defs = code_location(settings)
+    result = dg.materialize(
+        assets_named(defs, *ASSETS), instance=instance, resources=defs.resources, tags=range_tags(START, END)
+    )
+    assert result.success
+    telemetry.shutdown()  # export this data dir's metrics now
+    metadata = {}
+    for name in ASSETS[:-1]:
+        for record in instance.fetch_materializations(dg.AssetKey(name), limit=100).records:
+            if record.event_log_entry.run_id == result.run_id:
+                mat = record.asset_materialization
+                metadata[(name, mat.partition)] = {
+                    k: json.dumps(without_timings(plain(v.value)), sort_keys=True, default=str).replace(
+                        str(data_dir), "<data>"
+                    )
+                    for k, v in mat.metadata.items()
+                    if not k.endswith(TIMING_SUFFIXES)
+                }
+    return result, metadata
+
+
+def counters(metrics_dir: Path) -> dict[tuple[str, str], float]:
+    """Counter totals (name, attributes) over the JSON lines: counters are exported with delta
+    temporality, one point per export that saw an increase, so the points add up."""
+    values: dict[tuple[str, str], float] = {}
+    for path in sorted(metrics_dir.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            for rm in json.loads(line).get("resourceMetrics", []):
+                for sm in rm.get("scopeMetrics", []):
+                    for metric in sm.get("metrics", []):
+                        if "sum" not in metric:
+                            continue
+                        for point in metric["sum"].get("dataPoints", []):
+                            attrs = json.dumps(point.get("attributes", []), sort_keys=True)
+                            value = point.get("asInt", point.get("asDouble"))
+                            key = (metric["name"], attrs)
+                            values[key] = values.get(key, 0.0) + float(value)
+    return values
+
+
+def table_digests(warehouse: Path) -> dict[str, tuple]:
+    """Per table of TABLES: its row count and per column (timings aside) the XOR of the values' hashes."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        digests = {}
+        for table in TABLES:
+            columns = [
+                name
+                for (name,) in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+                if not name.endswith(TIMING_SUFFIXES + ("_mb", "_s"))
+            ]
+            select = ", ".join(f'bit_xor(hash("{c}"))' for c in columns)
+            digests[table] = con.execute(f"SELECT count(*), {select} FROM main.{table}").fetchone()
+        return digests
+
+
+def view_digests(warehouse: Path) -> dict[str, tuple]:
+    """Per view: its row count and, per column, the XOR of the values' hashes (order-free, small)."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        names = con.execute(
+            "SELECT schema_name || '.' || view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1"
+        ).fetchall()
+        return {
+            name: con.execute(f"SELECT count(*), bit_xor(hash(COLUMNS(*))) FROM {name}").fetchone() for (name,) in names
+        }
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_two_workers_write_what_one_writes(instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PIPELINE_SOURCE", "synthetic")
+    monkeypatch.setenv("PIPELINE_SYNTHETIC__SCALE", "0.005")
+    serial_dir, parallel_dir = tmp_path / "serial", tmp_path / "parallel"
+    _, serial_meta = materialize(instance, serial_dir, 1)
+    _, parallel_meta = materialize(instance, parallel_dir, 2)
+
+    serial_lake, parallel_lake = sha256_tree(serial_dir / "lake"), sha256_tree(parallel_dir / "lake")
+    assert len(serial_lake) >= 2 * 4  # raw tables, books and bars of 2 instruments
+    assert serial_lake == parallel_lake
+
+    serial_views = view_digests(serial_dir / "warehouse.duckdb")
+    assert {"raw.book", "raw.book_delta_v2", "books.reconstructed_books"} <= set(serial_views)
+    assert all(digest[0] > 0 for digest in serial_views.values())
+    assert serial_views == view_digests(parallel_dir / "warehouse.duckdb")
+    serial_tables = table_digests(serial_dir / "warehouse.duckdb")
+    assert all(digest[0] > 0 for digest in serial_tables.values())
+    assert serial_tables == table_digests(parallel_dir / "warehouse.duckdb")
+
+    assert serial_meta and serial_meta.keys() == parallel_meta.keys()
+    differing = {
+        (key, name): (value, parallel_meta[key].get(name))
+        for key, meta in serial_meta.items()
+        for name, value in meta.items()
+        if parallel_meta[key].get(name) != value
+    }
+    assert not differing and serial_meta == parallel_meta  # per-day metadata, timings aside
+    for (name, _), meta in parallel_meta.items():  # the timings are there too, from the workers
+        assert meta, name
+
+    serial_counts = counters(serial_dir / "metrics")
+    parallel_counts = counters(parallel_dir / "metrics")
+    names = {name for name, _ in serial_counts}
+    assert {"mdp_source_items_total", "mdp_book_deltas_applied_total", "mdp_book_messages_total"} <= names
+    assert serial_counts == parallel_counts
+
+
+def test_worker_count(monkeypatch: pytest.MonkeyPatch):
+    import os
+
+    from market_pipeline.core import cpu_limit
+    from market_pipeline.defs.common.parallel import worker_count
+    from market_pipeline.settings import load_settings
+
+    assert worker_count(load_settings(workers=1), 10) == 1
+    assert worker_count(load_settings(workers=4), 3) == 3
+    monkeypatch.delenv("PIPELINE_WORKERS")  # the test environment's one worker
+    # By default one worker per two usable cores: an instrument-day keeps about 1.5 busy.
+    monkeypatch.setattr(cpu_limit, "cgroup_cpu_quota", lambda root: None)  # whatever this host's cgroups say
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert worker_count(load_settings(), 100) == 4
+    assert worker_count(load_settings(), 3) == 3
+    # A container's CPU quota (`docker run --cpus 3`) narrows them; the affinity still shows 8.
+    monkeypatch.setattr(cpu_limit, "cgroup_cpu_quota", lambda root: 3.0)
+    assert worker_count(load_settings(), 100) == 1
+    monkeypatch.setattr(cpu_limit, "cgroup_cpu_quota", lambda root: None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert worker_count(load_settings(), 100) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert worker_count(load_settings(), 100) == 1
+    monkeypatch.setenv("PIPELINE_WORKERS", "2")
+    assert load_settings().workers == 2
+
+
+def _day_task(source, settings, day: int) -> int:
+    if day < 0:
+        raise ValueError(f"day {day} is bad")
+    return day * 10
+
+
+def test_memory_is_released_after_every_instrument_day(monkeypatch: pytest.MonkeyPatch):
+    """Each task in the step's own process hands its freed memory back (also when it fails), so
+    a range's peak does not grow with its days."""
+    from market_pipeline.defs.common import parallel
+    from market_pipeline.settings import load_settings
+
+    released = []
+    monkeypatch.setattr(parallel, "release_free_memory", lambda: released.append(True))
+    settings = load_settings(workers=1)
+    outcomes = parallel.run_tasks(settings, _day_task, [(1,), (2,), (3,)], source=object())
+    assert [o.value for o in outcomes] == [10, 20, 30] and len(released) == 3
+    with pytest.raises(ValueError, match="day -1 is bad"):
+        parallel.run_tasks(settings, _day_task, [(-1,)], source=object())
+    assert len(released) == 4
+
+
+def test_release_free_memory_returns_arrow_and_heap_memory():
+    import sys
+
+    import pyarrow as pa
+
+    from market_pipeline.core.telemetry.memory import _libc_function, fix_mmap_threshold, release_free_memory
+
+    buffer = pa.allocate_buffer(64 * 2**20)
+    del buffer
+    release_free_memory()
+    assert pa.total_allocated_bytes() == 0
+    if sys.platform.startswith("linux"):  # glibc: the C heap is trimmed, large blocks mapped on their own
+        assert _libc_function("malloc_trim") is not None
+        assert fix_mmap_threshold()

@@ -1,0 +1,574 @@
+"""The raw import's one pass: day statistics beside each day, lossless duplicate drops, and the raw
+checks that read the statistics (duplicates, rows outside the day, origin times, out-of-order trades)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from market_pipeline_tests.support.skew_reference import skew_buckets
+from market_pipeline_tests.support.vendor_lake import NS, VendorLake, day_start_ns, vendor_frame
+
+DAY = dt.date(2024, 3, 1)
+T0 = day_start_ns(DAY)
+EXCHANGE, SYMBOL = "BINANCE", "BTC-USDT"
+KEY = f"{EXCHANGE}:{SYMBOL}"
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, **env: str):
+    from market_pipeline.settings import load_settings
+
+    for name, value in {"PIPELINE_INSTRUMENTS": KEY, "PIPELINE_START_DATE": "2024-01-01", **env}.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+def _import(settings, table: str, day: dt.date = DAY):
+    from market_pipeline.defs.common.importer import import_partition
+    from market_pipeline.vendors.registry import build_source
+
+    return import_partition(build_source(settings), settings, table, settings.universe[0], day, "run-1")
+
+
+@pytest.fixture
+def local(vendor_lake: VendorLake, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """A local vendor lake of one instrument-day; tests rewrite its files before importing."""
+    vendor_lake(days=[DAY], instruments=[(EXCHANGE, SYMBOL)], rows=40, spelling="client")
+    monkeypatch.setenv("PIPELINE_SOURCE", "local")
+    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(vendor_lake.root))
+    return SimpleNamespace(lake=vendor_lake, settings=lambda **env: _settings(monkeypatch, **env))
+
+
+def _rewrite(local, table: str, frame: pl.DataFrame) -> None:
+    frame.write_parquet(local.lake.path(table, EXCHANGE, SYMBOL, DAY))
+
+
+def _evaluate(check_name: str, asset: str, settings, context=None):
+    from market_pipeline.defs.raw.checks import RAW_CHECKS
+
+    check = next(c for c in RAW_CHECKS if c.name == check_name and c.asset_key.to_user_string() == asset)
+    return check.evaluate(context, settings, settings.universe[0], DAY)
+
+
+# ---------------------------------------------------------------------------------------
+# Duplicates (#12.2)
+# ---------------------------------------------------------------------------------------
+
+
+def test_exact_duplicate_trades_are_dropped_and_conflicting_ids_kept(local):
+    trades = vendor_frame("trades", DAY, 40)
+    conflicting = trades[7].with_columns(pl.col("quantity") * 2)  # same id, another quantity
+    doubled = pl.concat([trades[:20], trades[3], trades[20:30], trades[11], conflicting, trades[30:]])
+    _rewrite(local, "trades", doubled)
+    settings = local.settings()
+    stats = _import(settings, "trades")
+    assert (stats.duplicate_rows, stats.duplicate_rows_dropped, stats.conflicting_trade_ids) == (2, 2, 1)
+    stored = pl.read_parquet(stats.path)
+    assert stored.height == doubled.height - 2 == stats.rows
+    assert stored.equals(pl.concat([trades[:30], conflicting, trades[30:]]))
+
+    finding = _evaluate("duplicate_rows", "raw_trades", settings)
+    assert finding.severity.value == "WARN"
+    assert finding.figures["duplicate_rows"] == 2 and finding.figures["conflicting_trade_ids"] == 1
+    assert {r["trade_id"] for r in finding.worst_rows} == {
+        trades["trade_id"][3],
+        trades["trade_id"][11],
+        trades["trade_id"][7],
+    }
+
+
+def test_duplicate_share_threshold_from_config(local):
+    trades = vendor_frame("trades", DAY, 40)
+    _rewrite(local, "trades", pl.concat([trades, trades[5]]))
+    settings = local.settings(PIPELINE_CHECKS__DUPLICATE_ROWS_MAX_SHARE="0.05")
+    _import(settings, "trades")
+    finding = _evaluate("duplicate_rows", "raw_trades", settings)
+    assert finding.severity is None and finding.figures["duplicate_rows"] == 1
+
+
+def test_adjacent_duplicate_delta_rows_dropped_other_repeats_kept(local):
+    deltas = vendor_frame("book_delta_v2", DAY, 40)
+    # One message of three rows (same received_time and sequence number): A B A.
+    message = deltas[10:13].with_columns(
+        pl.lit(deltas["received_time"][10], pl.Int64).alias("received_time"),
+        pl.lit(deltas["origin_time"][10], pl.Int64).alias("origin_time"),
+        pl.lit(deltas["sequence_number"][10], pl.Int64).alias("sequence_number"),
+    )
+    a, b = message[0], message[1]
+    faulty = pl.concat([deltas[:10], a, a, b, a, deltas[13:]])
+    _rewrite(local, "book_delta_v2", faulty)
+    settings = local.settings()
+    stats = _import(settings, "book_delta_v2")
+    assert (stats.duplicate_rows, stats.duplicate_rows_dropped) == (2, 1)  # the second A dropped, the third kept
+    stored = pl.read_parquet(stats.path)
+    assert stored.equals(pl.concat([deltas[:10], a, b, a, deltas[13:]]))
+    finding = _evaluate("duplicate_rows", "raw_book_deltas", settings)
+    assert finding.severity.value == "WARN"
+    assert sorted(r["dropped"] for r in finding.worst_rows) == [False, True]
+
+
+def test_duplicate_snapshot_row_dropped(local):
+    book = vendor_frame("book", DAY, 12)
+    _rewrite(local, "book", pl.concat([book[:5], book[4], book[5:]]))
+    settings = local.settings()
+    stats = _import(settings, "book")
+    assert (stats.duplicate_rows, stats.duplicate_rows_dropped, stats.rows) == (1, 1, 12)
+    assert pl.read_parquet(stats.path).equals(book)
+    assert _evaluate("duplicate_rows", "raw_book_snapshots", settings).severity.value == "WARN"
+
+
+def test_duplicates_in_materialization_metadata(local, instance, data_dir: Path):
+    import dagster as dg
+
+    from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+
+    trades = vendor_frame("trades", DAY, 40)
+    _rewrite(local, "trades", pl.concat([trades, trades[5], trades[6]]))
+    local.settings()
+    defs = code_location()
+    result = dg.materialize(
+        assets_named(defs, "raw_trades"),
+        instance=instance,
+        resources=defs.resources,
+        tags=range_tags(DAY.isoformat(), DAY.isoformat()),
+    )
+    mat = result.asset_materializations_for_node("raw_trades")[0]
+    assert mat.metadata["duplicate_rows"].value == 2
+    assert mat.metadata["duplicate_rows_dropped"].value == 2
+    assert mat.metadata[f"{KEY} detail"].value["duplicate_rows"] == 2
+
+
+# ---------------------------------------------------------------------------------------
+# Rows outside the day and origin times (#12.3)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "asset"), [("trades", "raw_trades"), ("book", "raw_book_snapshots")])
+def test_rows_outside_the_day_reported_on_every_table(local, table: str, asset: str):
+    frame = vendor_frame(table, DAY, 20)
+    late = pl.col("received_time") + 2 * 86_400 * NS
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()).is_in([3, 4]))
+        .then(late)
+        .otherwise(pl.col("received_time"))
+        .alias("received_time")
+    )
+    _rewrite(local, table, frame)
+    settings = local.settings()
+    stats = _import(settings, table)
+    assert (stats.quarantined_rows, stats.quarantined_outside_day) == (2, 2)
+    finding = _evaluate("schema_and_row_counts", asset, settings)
+    assert finding.severity.value == "WARN"
+    assert finding.figures["quarantined_rows"] == 2 and finding.figures["quarantined_outside_day"] == 2
+    assert finding.figures["rows"] == 18
+
+
+def test_rows_within_tolerance_counted_outside_the_day(local):
+    frame = vendor_frame("trades", DAY, 20)
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 19)
+        .then(T0 + 86_400 * NS + 60 * NS)
+        .otherwise(pl.col("received_time"))
+        .alias("received_time")
+    )
+    _rewrite(local, "trades", frame)
+    settings = local.settings()
+    stats = _import(settings, "trades")
+    assert (stats.quarantined_rows, stats.rows_outside_day) == (0, 1)
+    finding = _evaluate("schema_and_row_counts", "raw_trades", settings)
+    assert finding.severity is None and finding.figures["rows_outside_day"] == 1
+
+
+@pytest.mark.parametrize(
+    ("table", "asset"), [("trades", "raw_trades"), ("book", "raw_book_snapshots"), ("book_delta_v2", "raw_book_deltas")]
+)
+def test_origin_time_outside_the_day_beyond_tolerance(local, table: str, asset: str):
+    """A row whose exchange time lies beyond the partition tolerance is quarantined like a row
+    received on another day (issue 29, item 6: it used to stay and feed the bars); one within it
+    stays, and the origin_time check errs for it only with a tighter tolerance of its own."""
+    frame = vendor_frame(table, DAY, 30)
+    minutes = 60 * NS
+    shifted = {5: -90 * minutes, 6: -30 * minutes}  # 90 min before the day: beyond 60; 30 min: within
+    origin = pl.col("origin_time")
+    for row, shift in shifted.items():
+        origin = pl.when(pl.int_range(pl.len()) == row).then(T0 + shift).otherwise(origin)
+    _rewrite(local, table, frame.with_columns(origin.alias("origin_time")))
+    settings = local.settings()
+    stats = _import(settings, table)
+    assert (stats.quarantined_rows, stats.quarantined_outside_day) == (1, 1)
+    finding = _evaluate("origin_time", asset, settings)
+    assert finding.severity is None
+    assert finding.figures["origin_outside_day"] == 1 and finding.figures["origin_beyond_tolerance"] == 0
+    tighter = local.settings(PIPELINE_CHECKS__ORIGIN_TIME_TOLERANCE_MINUTES="20")
+    assert _evaluate("origin_time", asset, tighter).severity.value == "ERROR"
+
+
+def test_received_before_origin_is_an_origin_time_error(local):
+    frame = vendor_frame("trades", DAY, 30).with_columns(
+        pl.when(pl.int_range(pl.len()) == 8)
+        .then(pl.col("received_time") + 2 * NS)
+        .otherwise(pl.col("origin_time"))
+        .alias("origin_time")
+    )
+    _rewrite(local, "trades", frame)
+    settings = local.settings()
+    _import(settings, "trades")
+    finding = _evaluate("origin_time", "raw_trades", settings)
+    assert finding.severity.value == "ERROR"
+    assert finding.figures["received_before_origin_beyond_tolerance"] == 1
+    assert finding.figures["skew_min_ms"] == pytest.approx(-2000.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Out-of-order trades (#12.5)
+# ---------------------------------------------------------------------------------------
+
+
+def test_out_of_order_trades_flagged(local):
+    trades = vendor_frame("trades", DAY, 30)
+    # Rows 10 and 11 swapped: 11 comes first, so 10 is received before (and numbered below) it.
+    order = list(range(10)) + [11, 10] + list(range(12, 30))
+    _rewrite(local, "trades", trades[order])
+    settings = local.settings()
+    stats = _import(settings, "trades")
+    assert stats.out_of_order_rows == 1
+    finding = _evaluate("out_of_order_trades", "raw_trades", settings)
+    assert finding.severity.value == "WARN"
+    assert finding.figures["out_of_order_received"] == 1 and finding.figures["out_of_order_trade_ids"] == 1
+    assert {r["trade_id"] for r in finding.worst_rows} == {trades["trade_id"][10]}
+
+
+def test_in_order_trades_pass_and_text_ids_are_not_compared(local):
+    trades = vendor_frame("trades", DAY, 30).with_columns(("t-" + pl.col("trade_id")).alias("trade_id"))
+    _rewrite(local, "trades", trades)
+    settings = local.settings()
+    _import(settings, "trades")
+    finding = _evaluate("out_of_order_trades", "raw_trades", settings)
+    assert finding.severity is None and finding.figures["out_of_order_trade_ids"] is None
+
+
+# ---------------------------------------------------------------------------------------
+# The statistics themselves
+# ---------------------------------------------------------------------------------------
+
+
+def test_stats_layout_and_recomputed_when_stale(local, data_dir: Path):
+    from market_pipeline.core.lake.paths import stats_partition_dir
+    from market_pipeline.core.quality import measures as m
+    from market_pipeline.defs.common.checks import day_files
+
+    settings = local.settings()
+    stats = _import(settings, "book_delta_v2")
+    directory = stats_partition_dir(settings.lake_dir, "book_delta_v2", EXCHANGE, SYMBOL, DAY)
+    assert (
+        directory
+        == data_dir / "lake" / "stats" / "book_delta_v2" / f"exchange={EXCHANGE}" / f"symbol={SYMBOL}" / f"dt={DAY}"
+    )
+    assert stats.stats_dir == directory
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [
+            "summary.json",
+            "hourly.parquet",
+            "skew_histogram.parquet",
+            "precision.parquet",
+            "samples.parquet",
+            "gaps.parquet",
+            "origin_outside_day.parquet",
+        ]
+    )
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["rows"] == 40 and summary["messages"] == 40
+    files = day_files(settings, settings.universe[0], DAY)
+    assert m.day_stats(files, "book_delta_v2").summary == summary
+    # The lake file changed behind the statistics' back: they are recomputed from the file.
+    pl.read_parquet(stats.path).head(25).write_parquet(stats.path)
+    assert m.day_stats(files, "book_delta_v2").summary["rows"] == 25
+
+
+def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """On a faulted synthetic day: gaps exactly, skew min/max/share exactly, quantiles within 0.1 %."""
+    from market_pipeline.core.quality import measures as m
+    from market_pipeline.defs.common.checks import day_files
+
+    settings = _settings(
+        monkeypatch,
+        PIPELINE_SYNTHETIC__SCALE="0.02",
+        PIPELINE_SYNTHETIC__FAULTS__DROPPED_MESSAGES="2",
+        PIPELINE_SYNTHETIC__FAULTS__OUT_OF_ORDER_ROWS="1",
+        PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES="2",
+        PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="2",
+        PIPELINE_SYNTHETIC__FAULTS__FLOAT_NOISE_PRICES="2",
+        PIPELINE_SYNTHETIC__FAULTS__DUPLICATED_ROWS="3",
+    )
+    _import(settings, "book")
+    imported = _import(settings, "book_delta_v2")
+    files = day_files(settings, settings.universe[0], DAY)
+    stats = m.day_stats(files, "book_delta_v2")
+    deltas = m.read_deltas(files)
+    # The synthetic source's duplicated rows are adjacent copies: all three dropped on import.
+    assert (imported.duplicate_rows, imported.duplicate_rows_dropped) == (3, 3)
+    assert deltas.height == imported.rows
+
+    tops = m.read_snapshot_tops(files)
+    from market_pipeline.core.quality.sequence import repair_gaps
+
+    assert repair_gaps(stats.gaps, tops).equals(m.gaps(files, deltas, tops))
+
+    skew = m.skew_messages(deltas)
+    whole = skew.select(m.skew_aggregates()).row(0, named=True)
+    figures = stats.skew_figures()
+    for name in ("skew_min_ms", "skew_max_ms", "skew_negative_share"):
+        assert figures[name] == pytest.approx(whole[name], rel=1e-12), name
+    for name in ("skew_p1_ms", "skew_p50_ms", "skew_p99_ms"):
+        assert figures[name] == pytest.approx(whole[name], rel=1e-3, abs=1e-6), name
+    hourly = m.hourly_skew(skew, DAY)
+    ours = stats.hourly_skew(DAY)
+    assert ours["messages"].to_list() == hourly["messages"].to_list()
+    both = hourly.join(ours, on="hour", suffix="_ours").drop_nulls("skew_p99_ms")
+    assert np.allclose(both["skew_p99_ms"], both["skew_p99_ms_ours"], rtol=1e-3, atol=1e-6)
+
+    flags = m.precision_flags(deltas, m.DELTA_VALUE_COLUMNS, settings.universe[0])
+    assert stats.summary["off_grid_values"] == int(flags["off_grid"].sum()) == 2
+    assert stats.summary["precision_loss_events"] == flags.height - 2
+    assert m.precision_rows(stats.precision_flags()) == m.precision_rows(flags)
+
+
+def test_reimport_writes_identical_bytes(local, data_dir: Path):
+    from market_pipeline_tests.support.files import sha256_tree
+
+    trades = vendor_frame("trades", DAY, 40)
+    _rewrite(local, "trades", pl.concat([trades, trades[5]]))
+    settings = local.settings()
+    for table in ("trades", "book", "book_delta_v2"):
+        _import(settings, table)
+    before = sha256_tree(data_dir / "lake")
+    assert len([p for p in before if p.startswith("stats/")]) == 3 * 7
+    for table in ("trades", "book", "book_delta_v2"):
+        _import(settings, table)
+    assert sha256_tree(data_dir / "lake") == before
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_repeated_rows_equal_polars_distinctness(seed: int):
+    """The import's duplicate pass (a numba row hash, then an exact comparison of the rows whose
+    hash repeats) marks exactly the rows polars finds equal to an earlier row, and its adjacency
+    is polars' `eq_missing` with the row before, nulls, NaN and -0.0 included, also across a batch
+    boundary (a lead row) and for a batch of one row."""
+    from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
+
+    rng = np.random.default_rng(seed)
+    n = 2_000
+    floats = rng.choice([0.0, -0.0, np.nan, -np.nan, 1.5, 2.25, 1e300], n)
+    frame = pl.DataFrame(
+        {
+            "time": rng.integers(0, 40, n) + 1_709_251_200_000_000_000,
+            "price": pl.Series(floats).set(pl.Series(rng.random(n) < 0.1), None),
+            "size": rng.choice([0.5, 1.0], n),
+            "count": pl.Series(rng.integers(0, 2, n)).set(pl.Series(rng.random(n) < 0.1), None),
+            "side_is_bid": pl.Series(rng.random(n) < 0.5).set(pl.Series(rng.random(n) < 0.05), None),
+            "note": rng.choice(["a", "b"], n),
+        }
+    )
+    frame = frame[np.sort(np.r_[np.arange(n), rng.choice(n, 300)])]  # adjacent copies as well
+    expected = ~frame.select(pl.struct(frame.columns).is_first_distinct()).to_series().to_numpy()
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in frame.columns]).fill_null(False)
+    adjacent = frame.select(same).to_series().to_numpy()
+    assert expected.sum() > 100 and adjacent.sum() > 100  # the frame has plenty of repeats
+    hashes, ours = row_marks(frame)
+    np.testing.assert_array_equal(repeated_rows(frame, hashes), expected)
+    np.testing.assert_array_equal(ours, adjacent)
+    for cut in (1, 2, 777, frame.height - 1):  # the lead row is the last row before the batch
+        lead, batch = frame.slice(cut - 1, 1), frame.slice(cut, 1 if cut == 777 else None)
+        hashes, ours = row_marks(batch, lead)
+        np.testing.assert_array_equal(hashes, row_marks(frame.slice(cut - 1, batch.height + 1))[0])
+        np.testing.assert_array_equal(ours, adjacent[cut - 1 : cut + batch.height] & [False] + [True] * batch.height)
+    # Values polars takes as equal hash alike; -0.0 and NaN equal their neighbours.
+    zeros = pl.DataFrame({"x": [0.0, -0.0, float("nan"), -float("nan"), None, None]})
+    h, ours = row_marks(zeros)
+    assert h[0] == h[1] and h[2] == h[3] and h[4] == h[5]
+    assert ours.tolist() == [False, True, False, True, False, True]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_skew_pass_equals_polars(seed: int):
+    """The one-pass skew kernel gives what polars group_bys and `skew_buckets` give: per-hour
+    rows, messages, min/max/negative, the histogram and the largest skews (first row on a tie),
+    with |skew| beyond float64's 53 bits, hours clipped to the day, a batch of one row and a batch
+    that continues the message before it."""
+    from market_pipeline.core.quality.day_stats import HISTOGRAM_SCHEMA, HOURLY_SCHEMA
+    from market_pipeline.core.quality.skew_pass import NS_PER_HOUR, TOP, SkewPass
+
+    rng = np.random.default_rng(seed)
+    n = 3_000
+    received = np.sort(T0 + rng.integers(-NS_PER_HOUR, 25 * NS_PER_HOUR, n))
+    received[100:140] = received[100]  # one long message
+    sequence = np.cumsum(rng.integers(0, 2, n))
+    skew = rng.choice(
+        [0, 1, -1, 1023, 1024, -1025, 2**53 + 1, 2**60 - 1, -(2**62) - 3, 3_000_000, -3_000_000, 7], n
+    ) + rng.integers(-3, 3, n)
+    origin = received - skew
+    frame = pl.DataFrame({"received_time": received, "origin_time": origin, "sequence_number": sequence})
+    for keyed, cuts in ((True, (0, 1, 2, 100, 120, 2_000, n)), (False, (0, 1, 1_500, n))):
+        ours = SkewPass(T0)
+        tops = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            first_new = a == 0 or (received[a], sequence[a]) != (received[a - 1], sequence[a - 1])
+            # A batch in two chunks (glued by ingest.message_aligned), the cut inside a message.
+            parts = [slice(a, (a + b) // 2), slice((a + b) // 2, b)] if b - a > 1 else [slice(a, b)]
+            top = ours.add(
+                [received[p] for p in parts],
+                [origin[p] for p in parts],
+                [sequence[p] for p in parts] if keyed else None,
+                first_new,
+            )
+            tops.append(top + a)
+        key = (pl.col("received_time") != pl.col("received_time").shift(1)) | (
+            pl.col("sequence_number") != pl.col("sequence_number").shift(1)
+        )
+        hour = ((pl.col("received_time") - T0) // NS_PER_HOUR).clip(0, 23).cast(pl.Int32).alias("hour")
+        rows = frame.with_columns(
+            hour,
+            (key.fill_null(True) if keyed else pl.lit(True)).alias("new"),
+            (pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"),
+            pl.int_range(pl.len()).alias("row"),
+        )
+        messages = rows.filter("new")
+        hourly = (
+            rows.group_by("hour")
+            .agg(pl.len().alias("rows"))
+            .join(
+                messages.group_by("hour").agg(
+                    pl.len().alias("messages"),
+                    pl.col("skew_ns").min().alias("skew_min_ns"),
+                    pl.col("skew_ns").max().alias("skew_max_ns"),
+                    (pl.col("skew_ns") < 0).sum().alias("skew_negative"),
+                ),
+                on="hour",
+                how="left",
+            )
+            .with_columns(pl.col("messages", "skew_negative").fill_null(0))
+            .sort("hour")
+            .cast(HOURLY_SCHEMA)
+            .select(list(HOURLY_SCHEMA))
+        )
+        assert_frame_equal(ours.hourly(HOURLY_SCHEMA), hourly)
+        bucket, width = skew_buckets(messages["skew_ns"].to_numpy())
+        histogram = (
+            messages.select("hour", pl.Series("bucket_ns", bucket), pl.Series("width_ns", width))
+            .group_by("hour", "bucket_ns", "width_ns")
+            .agg(pl.len().alias("count"))
+            .sort("hour", "bucket_ns")
+            .cast(HISTOGRAM_SCHEMA)
+        )
+        assert_frame_equal(ours.histogram_frame(HISTOGRAM_SCHEMA), histogram)
+        for (a, b), top in zip(zip(cuts[:-1], cuts[1:], strict=True), tops, strict=True):
+            part = messages.filter(pl.col("row").is_between(a, b - 1))
+            best = part.sort(pl.col("skew_ns").abs(), pl.col("row"), descending=[True, False]).head(TOP)
+            assert top.tolist() == best["row"].to_list()
+
+
+def test_seen_values_return_each_new_value_once():
+    """The day's price set (a numba hash table that grows) hands back the values polars finds
+    new against every earlier batch: nulls skipped, runs, -0.0, NaN, thousands of values."""
+    from polars.testing import assert_series_equal
+
+    from market_pipeline.core.quality.precision import SeenValues, max_decimals
+
+    rng = np.random.default_rng(5)
+    seen, earlier = SeenValues(), pl.Series("price", [], pl.Float64)
+    for size in (1, 0, 5_000, 20_000, 3):
+        prices = np.round(rng.choice(rng.uniform(1, 100, 6_000), size), 2)
+        batch = pl.Series("price", np.repeat(prices, rng.integers(1, 3, size)))  # runs of one value
+        batch = pl.concat([batch, pl.Series("price", [None, 0.0, -0.0, float("nan"), None], pl.Float64)])
+        new = seen.add(batch)
+        expected = batch.drop_nulls().unique()
+        expected = expected.filter(~expected.is_in(earlier.implode()))
+        earlier = pl.concat([earlier, expected])
+        assert new.null_count() == 0 and len(new) <= len(expected) + 1  # -0.0 may come back beside 0.0
+        assert_series_equal(new.unique().sort(), expected.sort())
+        assert max_decimals(new) == max_decimals(expected)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_gap_rows_equal_polars_gap_messages(contiguous: bool):
+    """The batch pass over message starts finds the gap events `sequence.gap_messages` finds
+    over the whole day's messages (out of order, jumps), whatever the batch cuts."""
+    from market_pipeline.core.quality.sequence import gap_messages, gap_rows, messages
+
+    rng = np.random.default_rng(11)
+    n = 4_000
+    sequence = np.cumsum(rng.choice([0, 0, 1, 1, 1, 2, 5, -3], n)) + 10**6
+    received = T0 + np.cumsum(rng.integers(0, 2, n)) * 1_000
+    deltas = pl.DataFrame({"received_time": received, "origin_time": received - 7, "sequence_number": sequence})
+    msgs = messages(deltas).with_columns(pl.col("sequence_number").cum_max().shift(1).alias("previous_sequence_number"))
+    expected = gap_messages(msgs, contiguous).select("received_time", "sequence_number", "previous_sequence_number")
+    assert expected.height > 50
+    starts = np.flatnonzero(np.r_[True, (np.diff(received) != 0) | (np.diff(sequence) != 0)])
+    cuts = [0, *starts[[1, 2, 30, 31, len(starts) // 2]], n]  # batches end at message boundaries
+    found, top, seen = [], 0, False
+    no_lead = np.zeros(0, dtype=np.int64)
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        # A batch in two chunks, cut anywhere (inside a message too): the second leads on from the first.
+        for c, d in ((a, (a + b) // 2), ((a + b) // 2, b)):
+            if c == d:
+                continue
+            lead = (received[c - 1 : c], sequence[c - 1 : c]) if c > a else (no_lead, no_lead)
+            rows, previous, top = gap_rows(received[c:d], sequence[c:d], contiguous, top, seen, *lead)
+            seen = True
+            found.append(pl.DataFrame({"row": rows + c, "previous_sequence_number": previous}))
+    ours = pl.concat(found)
+    assert top == sequence.max()
+    events = deltas[ours["row"]].select("received_time", "sequence_number")
+    assert events.rows() == expected.select("received_time", "sequence_number").rows()
+    assert ours["previous_sequence_number"].to_list() == expected["previous_sequence_number"].to_list()
+
+
+# ---------------------------------------------------------------------------------------
+# A file of the wrong day (issue 29, item 8)
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_file_of_another_day_is_refused_whole_and_the_good_day_stays(local):
+    """Trades of the day before saved under this day's name: most rows lie outside the day, so the
+    file is quarantined and named, and the good partition already in the lake is kept byte for byte
+    (it used to be replaced by the few rows inside the tolerance)."""
+    from market_pipeline.core.lake.paths import PARTITION_FILE, partition_dir, quarantine_dir, raw_partition_dir
+    from market_pipeline.defs.common.importer import PartitionRejected
+
+    settings = local.settings()
+    stats = _import(settings, "trades")
+    lake_file = raw_partition_dir(settings.lake_dir, "trades", EXCHANGE, SYMBOL, DAY) / PARTITION_FILE
+    good = lake_file.read_bytes()
+    day_before = vendor_frame("trades", DAY - dt.timedelta(days=1), 40)
+    last_hour = pl.col("received_time") >= T0 - 3_600 * NS  # the previous day's last minutes: in the tolerance
+    assert 0 < day_before.filter(last_hour).height < 20
+    _rewrite(local, "trades", day_before)
+    with pytest.raises(PartitionRejected, match=r"rows lie outside 2024-03-01 \(UTC\): a file of another day"):
+        _import(settings, "trades")
+    assert lake_file.read_bytes() == good and stats.rows == 40
+    vendor_file = local.lake.path("trades", EXCHANGE, SYMBOL, DAY)
+    quarantined = partition_dir(quarantine_dir(settings.lake_dir), "trades", EXCHANGE, SYMBOL, DAY)
+    assert (quarantined / vendor_file.name).read_bytes() == vendor_file.read_bytes()
+
+
+def test_an_import_keeping_a_fraction_of_the_partition_is_refused(local):
+    from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
+    from market_pipeline.defs.common.importer import PartitionRejected
+
+    settings = local.settings()
+    _import(settings, "trades")
+    lake_file = raw_partition_dir(settings.lake_dir, "trades", EXCHANGE, SYMBOL, DAY) / PARTITION_FILE
+    good = lake_file.read_bytes()
+    _rewrite(local, "trades", vendor_frame("trades", DAY, 40).head(12))  # in the day, but 12 of 40 rows
+    with pytest.raises(PartitionRejected, match=f"keeps 12 rows where {lake_file} holds 40"):
+        _import(settings, "trades")
+    assert lake_file.read_bytes() == good
+    _rewrite(local, "trades", vendor_frame("trades", DAY, 40).head(30))  # a smaller day, but not a fragment
+    assert _import(settings, "trades").rows == 30

@@ -1,0 +1,110 @@
+"""Binance captures for tests: the real third-party captures beside the repository (and the
+figures an exact replay of them reproduces), and synthetic capture lines written as a capture file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from market_pipeline_tests.support.project import REAL_DATA_DIR
+
+# Third-party captures: read in place, never copied into the repository.
+REAL_DIR = REAL_DATA_DIR
+USDM = ("binance_usdm_btcusdt_20240808.gz",)
+SPOT = ("binance_spot_btcusdt_20240808.gz", "binance_spot_btcusdt_20240809.gz")
+
+
+# ../shared/reference/data-sources.md, "Figures an exact replay reproduces".
+DOCUMENTED = {
+    USDM: {
+        "market": "usdm",
+        "diffs": 6551,
+        "skipped_before_sync": 4,
+        "applied": 6547,
+        "gaps": 0,
+        "ticker_checks": 629,
+        "ticker_mismatches": 0,
+        "trades": 21313,
+    },
+    SPOT: {
+        "market": "spot",
+        "diffs": 6495,
+        "skipped_before_sync": 2,
+        "applied": 6493,
+        "gaps": 0,
+        "ticker_checks": 1072,
+        "ticker_mismatches": 0,
+        "trades": 19904,
+    },
+}
+
+
+def real_paths(names: tuple[str, ...]) -> list[Path]:
+    paths = [REAL_DIR / name for name in names]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        pytest.skip(f"third-party Binance captures not available in {REAL_DIR}: {missing}")
+    return paths
+
+
+def diff(first: int, last: int, bids=(), asks=(), event_ms: int = 1_700_000_000_000) -> str:
+    data = {
+        "e": "depthUpdate",
+        "E": event_ms,
+        "s": "BTCUSDT",
+        "U": first,
+        "u": last,
+        "b": [list(level) for level in bids],
+        "a": [list(level) for level in asks],
+    }
+    return json.dumps({"stream": "btcusdt@depth@100ms", "data": data})
+
+
+def ticker(u: int, bid: str, bid_qty: str, ask: str, ask_qty: str) -> str:
+    data = {"u": u, "s": "BTCUSDT", "b": bid, "B": bid_qty, "a": ask, "A": ask_qty}
+    return json.dumps({"stream": "btcusdt@bookTicker", "data": data})
+
+
+def snapshot(last_update_id: int, bids, asks) -> str:
+    return json.dumps({"lastUpdateId": last_update_id, "bids": bids, "asks": asks})
+
+
+TRADE = json.dumps(
+    {
+        "stream": "btcusdt@trade",
+        "data": {
+            "e": "trade",
+            "E": 1_700_000_000_001,
+            "s": "BTCUSDT",
+            "t": 7,
+            "p": "10.50",
+            "q": "0.25",
+            "T": 1_700_000_000_000,
+            "m": True,
+            "M": True,
+        },
+    }
+)
+
+
+# A spot capture exercising every rule; the comments give the replay's verdict.
+SYNTHETIC_SPOT = [
+    diff(99, 100, bids=[("10.0", "5")]),  # u <= lastUpdateId: dropped before the first sync
+    diff(101, 102, bids=[("10.5", "3")]),  # U <= lastUpdateId + 1 <= u: first applied diff
+    snapshot(100, bids=[["10.0", "1"]], asks=[["11.0", "2"]]),  # written after its diffs
+    ticker(104, "10.5", "3", "11.5", "1"),  # before its diff: checked when it applies, matches
+    diff(103, 104, asks=[("11.0", "0"), ("11.5", "1.0")]),
+    ticker(104, "10.5", "3", "11.50", "9"),  # after its diff: checked, quantity mismatch
+    ticker(103, "10.5", "3", "11.0", "2"),  # inside a diff's [U, u]: not checkable
+    TRADE,
+    diff(106, 107, bids=[("10.6", "1")]),  # U != previous u + 1: gap
+    snapshot(108, bids=[["9", "1"]], asks=[["12", "1"]]),  # buffered diff 107 is stale
+    diff(108, 110, bids=[("9.5", "1")]),  # U <= 109 <= u: resync
+]
+
+
+def write_capture_lines(path: Path, lines: list[str], start_ns: int = 1_700_000_000_000_000_000) -> Path:
+    path.write_text("".join(f"{start_ns + i} {line}\n" for i, line in enumerate(lines)))
+    return path

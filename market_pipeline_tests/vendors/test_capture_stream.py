@@ -1,0 +1,133 @@
+"""The streaming capture parse: equal to the whole-file reference parser, whatever the chunk size,
+and the capture source's cached day tables identical with tiny and huge chunks."""
+
+from __future__ import annotations
+
+import gzip
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from market_pipeline.vendors.binance import capture_stream
+from market_pipeline.vendors.binance.capture_format import CaptureFormatError, parse_capture
+from market_pipeline_tests.support.binance_capture import SPOT, SYNTHETIC_SPOT, TRADE, USDM, real_paths
+from market_pipeline_tests.support.binance_capture import write_capture_lines as _write
+from market_pipeline_tests.support.capture_reference import reference_parse
+
+TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
+# A prime number of lines: over a real capture, chunk ends fall between every kind of line (around
+# the REST snapshot too); the synthetic tests go down to one line a chunk.
+TINY, HUGE = 97, 10**7
+
+
+def assert_same_tables(expected, actual) -> None:
+    assert (actual.market, actual.exchange, actual.symbol) == (expected.market, expected.exchange, expected.symbol)
+    for name in TABLES:
+        assert_frame_equal(getattr(actual, name), getattr(expected, name), check_exact=True)
+
+
+@pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
+@pytest.mark.parametrize("chunk_lines", [TINY, HUGE], ids=["tiny", "huge"])
+def test_streaming_parse_equals_the_reference_on_real_captures(names, chunk_lines):
+    paths = real_paths(names)
+    assert_same_tables(reference_parse(paths), parse_capture(paths, chunk_lines))
+
+
+@pytest.mark.parametrize("chunk_lines", [1, 2, 4, HUGE])
+def test_streaming_parse_equals_the_reference_on_a_synthetic_capture(tmp_path, chunk_lines):
+    path = _write(tmp_path / "binance_spot_btcusdt_20231114.txt", SYNTHETIC_SPOT)
+    assert_same_tables(reference_parse([path]), parse_capture([path], chunk_lines))
+
+
+def test_bad_line_past_the_first_chunk_names_its_line(tmp_path):
+    lines = [TRADE] * 10 + [TRADE.replace('"10.50"', '"ten"')] + [TRADE] * 5
+    path = _write(tmp_path / "capture.txt", lines)
+    for chunk_lines in (1, 4, HUGE):
+        with pytest.raises(CaptureFormatError) as caught:
+            parse_capture([path], chunk_lines)
+        assert (caught.value.line_number, caught.value.reason) == (
+            11,
+            "bad trade message: could not convert string to float: 'ten'",
+        )
+
+
+def test_the_first_of_two_errors_in_a_chunk_wins(tmp_path):
+    """A bad number is found after the chunk's lines are sorted; a bad line after it does not win."""
+    lines = [TRADE, TRADE.replace('"10.50"', '"ten"'), TRADE.replace("BTCUSDT", "ETHUSDT")]
+    path = _write(tmp_path / "capture.txt", lines)
+    with pytest.raises(CaptureFormatError) as caught:
+        parse_capture([path])
+    assert caught.value.line_number == 2
+    lines = [TRADE, TRADE.replace("BTCUSDT", "ETHUSDT"), TRADE.replace('"10.50"', '"ten"')]
+    path = _write(tmp_path / "capture.txt", lines)
+    with pytest.raises(CaptureFormatError, match="differs") as caught:
+        parse_capture([path])
+    assert caught.value.line_number == 2
+
+
+def test_gzip_truncated_mid_file_names_the_first_unread_line(tmp_path):
+    body = b"".join(f"{i} {TRADE}\n".encode() for i in range(20_000))
+    path = tmp_path / "cut.gz"
+    path.write_bytes(gzip.compress(body)[: len(gzip.compress(body)) // 2])
+    for chunk_lines in (1000, HUGE):
+        with pytest.raises(CaptureFormatError, match="unreadable") as caught:
+            parse_capture([path], chunk_lines)
+        assert 1 < caught.value.line_number < 20_000
+        with gzip.open(path, "rb") as whole:
+            readable = sum(1 for _ in _lines_until_error(whole))
+        assert caught.value.line_number == readable + 1
+
+
+def _lines_until_error(stream):
+    try:
+        yield from stream
+    except EOFError:
+        return
+
+
+@pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
+def test_cached_day_tables_do_not_depend_on_the_chunk_size(names, tmp_path, monkeypatch):
+    from market_pipeline.vendors.binance.source import CaptureSource
+
+    paths = real_paths(names)
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    for path in paths:
+        (captures / path.name).symlink_to(path)
+    cached = {}
+    for chunk_lines in (TINY, HUGE):
+        monkeypatch.setattr(capture_stream, "CHUNK_LINES", chunk_lines)
+        source = CaptureSource(captures, tmp_path / f"cache-{chunk_lines}", tmp_path / "lake")
+        manifest = source.manifest()
+        assert manifest["rejected"] == []
+        files = sorted(source.tables_dir.rglob("*.parquet"))
+        cached[chunk_lines] = {f.relative_to(source.tables_dir): pl.read_parquet(f) for f in files}
+    assert cached[TINY].keys() == cached[HUGE].keys()
+    days = {p.parent.name for p in cached[TINY]}
+    assert len(days) == len(names)  # the spot pair crosses midnight
+    for part, frame in cached[HUGE].items():
+        assert_frame_equal(cached[TINY][part], frame, check_exact=True)
+    # ... and equal to the whole-file reference split by day, one running line order.
+    whole = reference_parse(paths) if len(paths) == 1 else None
+    if whole is not None:
+        for name in TABLES:
+            frames = [f for p, f in cached[HUGE].items() if p.parts[0] == name]
+            assert_frame_equal(pl.concat(frames), getattr(whole, name), check_exact=True)
+
+
+def test_a_file_with_a_bad_line_past_the_first_chunk_is_quarantined(tmp_path, monkeypatch):
+    from market_pipeline.vendors.binance.source import CaptureSource
+
+    monkeypatch.setattr(capture_stream, "CHUNK_LINES", 4)
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    _write(captures / "binance_spot_btcusdt_20231114.txt", SYNTHETIC_SPOT)
+    bad = _write(captures / "binance_spot_btcusdt_20231115.txt", [TRADE] * 9 + ["{"], 1_700_006_400 * 10**9 + 1)
+    source = CaptureSource(captures, tmp_path / "cache", tmp_path / "lake")
+    manifest = source.manifest()
+    (rejected,) = manifest["rejected"]
+    assert rejected["path"] == str(bad)
+    assert rejected["reason"].startswith(f"{bad}:10: ")
+    assert manifest["instruments"]["BINANCE:BTC-USDT"]["days"] == ["2023-11-14"]
+    assert not list(source.root.glob(".scratch-*"))  # the scratch parts are gone
