@@ -34,6 +34,8 @@ def config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
     monkeypatch.setenv("PIPELINE_CONFIG_FILE", str(path))
+    # The files alone say what book.* is here: the tests' cadence variable would beat them.
+    monkeypatch.delenv("PIPELINE_BOOK__SAMPLE_INTERVAL_MS")
     return path
 
 

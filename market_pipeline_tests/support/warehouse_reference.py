@@ -159,10 +159,13 @@ def quantile_linear(values: np.ndarray, q: float) -> float | None:
 
 
 def quantile_disc(values: np.ndarray, q: float) -> int | None:
-    """DuckDB's `quantile_disc`: the value at 0-based rank floor(q * (n - 1)) of the sorted values."""
+    """DuckDB's `quantile_disc`, the nearest rank: the smallest value whose cumulative share of the
+    values is at least q, i.e. the value at 1-based rank ceil(q * n) of the sorted values. (Not
+    floor(q * (n - 1)) 0-based: the two agree on a day of 864,000 snapshots, where neighbouring
+    ranks hold the same spread, and differ on 2,880: 20 ticks against DuckDB's 21.)"""
     if not len(values):
         return None
-    return int(np.sort(values)[int(np.floor(q * (len(values) - 1)))])
+    return int(np.sort(values)[max(int(np.ceil(q * len(values))) - 1, 0)])
 
 
 def skew_figures(msgs: pl.DataFrame) -> dict[str, float | None]:
