@@ -84,6 +84,9 @@ def demo_ui(tmp_path_factory):
         [
             *(str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "market_pipeline.definitions"),
             *("--select", ASSET, "--partition-range", f"{FAULTED}...{FAULTED}"),
+            # In one process: the fault and the saved settings are what is asserted, and a process
+            # per step costs seconds each (test_raw_assets.py runs the default executor).
+            *("--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})),
         ],
         env,
         root,
