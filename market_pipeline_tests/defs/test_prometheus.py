@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from market_pipeline_tests.support.tools import missing_tool
+
 KEY = "BINANCE:BTC-USDT"
 
 # One recording per documented metric, with the attributes docs/metrics.md lists.
@@ -325,7 +327,7 @@ def prometheus_server(tmp_path: Path):
 
     binary = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
     if binary is None:
-        pytest.skip("no prometheus binary (Debian package `prometheus`; .ci/run installs it when it can)")
+        missing_tool("prometheus", "no prometheus binary on PATH or at /usr/bin/prometheus")
     exporter_port, web_port = _free_port(), _free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(

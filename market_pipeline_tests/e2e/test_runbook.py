@@ -26,6 +26,7 @@ import pytest
 from market_pipeline_tests.support.cadence import TEST_CADENCE
 from market_pipeline_tests.support.dagster_instance import code_location
 from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, REPO_ROOT, VENV_BIN
+from market_pipeline_tests.support.tools import missing_tool
 from market_pipeline_tests.support.vendor_lake import VendorLake
 
 RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
@@ -229,7 +230,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
     for tool in ("jq", "find", "sed"):
         if not any((Path(p) / tool).is_file() for p in os.environ.get("PATH", "").split(os.pathsep)):
-            pytest.skip(f"the runbook's commands need `{tool}`, which is not installed")
+            missing_tool(tool, f"the runbook's commands need `{tool}`, which is not installed")
     root = tmp_path_factory.mktemp("runbook")
     home, data, cwd = root / "dagster_home", root / "data", root / "cwd"
     for path in (home, data, cwd):

@@ -26,6 +26,7 @@ import pytest
 
 from market_pipeline_tests.support.dagster_ui import free_port, noise_lines, stop, wait_for_asset
 from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
+from market_pipeline_tests.support.tools import missing_tool
 from market_pipeline_tests.support.ui_queries import (
     assert_evaluations_follow_their_materializations,
     check_executions,
@@ -158,7 +159,7 @@ def test_graphql_one_point_per_demo_day_and_evaluations_after_materializations(d
 def page(demo_ui):
     """A headless Debian Chromium page driven by Playwright (which cannot download its own browser here)."""
     if not CHROMIUM.is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)")
+        missing_tool("chromium", f"no Chromium at {CHROMIUM}")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL cluster on 127.0.0.1 for tests (the Dagster instance, the DuckLake catalog).
 
 initdb refuses to run as root, so as root the cluster belongs to `nobody`. `running_postgres` skips
-the test when no PostgreSQL binaries are found (`.ci/run` installs the Debian `postgresql` package
-when it can) and stops the server afterwards.
+the test when no PostgreSQL binaries are found, fails it in CI (`.ci/run` installs the Debian
+`postgresql` package: support/tools.py), and stops the server afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from market_pipeline_tests.support.tools import missing_tool
 
 UNPRIVILEGED = "nobody"  # the cluster's owner when the tests run as root
 
@@ -71,15 +73,16 @@ def _as_owner(argv: list[str]) -> list[str]:
     setpriv = shutil.which("setpriv")
     if setpriv:
         return [setpriv, "--reuid", UNPRIVILEGED, "--regid", "nogroup", "--clear-groups", *argv]
-    pytest.skip("running as root and neither runuser nor setpriv is available to drop privileges for initdb")
+    missing_tool("runuser", "running as root and neither runuser nor setpriv drops privileges for initdb")
 
 
 @contextmanager
 def running_postgres(user: str = "dagster") -> Iterator[Postgres]:
-    """A fresh cluster on 127.0.0.1 and a free port, superuser `user`; skips the test without binaries."""
+    """A fresh cluster on 127.0.0.1 and a free port, superuser `user`; skips the test without binaries
+    (fails it in CI)."""
     bin_dir = pg_bin()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl, postgres) on PATH or in /usr/lib/postgresql/*/bin")
+        missing_tool("postgresql", "no initdb, pg_ctl and postgres on PATH or in /usr/lib/postgresql/*/bin")
     # Not under pytest's tmp dirs: those are 0700 root, which the unprivileged owner cannot enter.
     root = Path(tempfile.mkdtemp(prefix="mp_pg_"))
     cluster, log = root / "cluster", root / "postgres.log"
@@ -96,7 +99,7 @@ def running_postgres(user: str = "dagster") -> Iterator[Postgres]:
     done = subprocess.run(_as_owner(initdb), capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"initdb failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+        missing_tool("initdb", f"initdb failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
     options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={cluster} -c fsync=off"
     pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(cluster), "-l", str(log), "-o", options, "-w", "-t", "60"]
     started = subprocess.run(_as_owner([*pg_ctl, "start"]), capture_output=True, text=True, timeout=120)
