@@ -99,6 +99,7 @@ def test_writes_into_the_session_fixture(session_lake):
 # Under xdist another worker may run test_b.py and build the session fixture again: none here, but
 # a day made where the workers' temp dirs meet (as support/research_lake.py builds its lake once).
 TEST_B_XDIST = """
+import shutil
 from conftest import generate
 
 def test_nothing():
@@ -109,6 +110,9 @@ def test_one_day(tmp_path):
 
 def test_a_day_in_the_workers_shared_dir(tmp_path_factory):
     generate(tmp_path_factory.getbasetemp().parent / "shared_lake", "BTC-USDT", "2024-01-03")
+
+def test_a_copy_of_the_shared_dir(tmp_path_factory, tmp_path):  # counted once, where it was made
+    shutil.copytree(tmp_path_factory.getbasetemp().parent / "shared_lake", tmp_path / "copy")
 """
 
 # (days, whole-graph runs, test) of the inner suite, the biggest first.
@@ -211,7 +215,7 @@ def test_under_xdist_the_controller_adds_up_what_the_workers_counted(inner, monk
     _budget(inner, 8, 2)
     result = inner.runpytest_subprocess(*PLUGIN, "-n", "2", "--dist", "loadfile", "--budget-report")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines(
         [
             "*= budget exceeded =*",

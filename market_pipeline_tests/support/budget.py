@@ -41,9 +41,9 @@ Limits. Not counted are
 * runs that never started (queued by a sensor, failed to launch);
 * the records of a worker that crashed (the run fails anyway; the summary says they are missing).
 Two generations of identical content stamped in the same filesystem timestamp tick (a few ms, in two
-workers at once) count once. Under xdist, a shared session fixture's generations and runs are
-attributed to the first test that copied them on a worker, else to the shared directory. Lake
-partition directories (exchange=*, symbol=*, dt=*) outside _ground_truth are not walked.
+workers at once) count once. Under xdist, what a session fixture made in the shared directory is
+attributed to that directory, not to a test. Lake partition directories (exchange=*, symbol=*,
+dt=*) outside _ground_truth are not walked.
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ class Budget:
                 continue
             files = [found for name in entries if not name.startswith("popen-") for found in walk(shared / name)]
             for kind, key in self.scanner.scan(files):
-                self.records.setdefault(key, (kind, SHARED))
+                self.records[key] = (kind, SHARED)  # made here, even if a worker saw a copy first
 
     # The report ----------------------------------------------------------------------
 
