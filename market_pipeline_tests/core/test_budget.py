@@ -191,6 +191,15 @@ def test_going_over_the_budget_fails_the_run_with_what_every_test_made(inner):
     )
 
 
+@pytest.mark.parametrize("args", [[], ["."]], ids=["testpaths", "the testpaths given"])
+def test_the_suite_of_the_testpaths_is_held_to_the_budget(inner, args):
+    inner.makeini("[pytest]\ntestpaths = .\n")
+    _budget(inner, 0, 0)
+    result = inner.runpytest(*PLUGIN, *args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["budget: 8/0 generated instrument-days, 2/0 whole-graph runs (budget.toml)"])
+
+
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
