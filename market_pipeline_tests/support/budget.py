@@ -169,8 +169,10 @@ class Scanner:
                     whole = classify and WHOLE_GRAPH_ASSETS <= _run_assets(db, json.loads(body))
                     keys.append(f"{'run' if whole else 'other-run'}:{run_id}")
                 return keys
-        except (sqlite3.Error, zlib.error, ValueError, KeyError, TypeError):  # locked, being created, not a run storage
+        except sqlite3.OperationalError:  # locked, or its tables not created yet: next time
             return None
+        except (sqlite3.Error, zlib.error, ValueError, KeyError, TypeError):  # not a run storage (an encrypted copy)
+            return []
 
 
 # ---------------------------------------------------------------------------------------
