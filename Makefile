@@ -62,12 +62,14 @@ lint: install ## Layer contracts (import-linter), ruff lint and ruff format chec
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# One pytest worker per core (pytest-xdist's public options): --dist loadfile hands each worker
-# whole test files (module fixtures are built once), --no-loadscope-reorder in collection order,
-# which conftest.py makes the files with the most expensive tests first (by their markers: browser,
-# webserver, daemon, graph, slow). A session fixture is built once per run across the workers
-# under a file lock (support/research_lake.py). PYTEST_WORKERS=0 runs the suite in one process.
-PYTEST_WORKERS ?= auto
+# One pytest worker per core plus one (pytest-xdist's public options): the suite waits on the
+# subprocesses, servers and daemons it starts, and with one worker per core the 2-core box was busy
+# 119% of 200% (a whole run under /usr/bin/time); the extra worker fills those waits. --dist loadfile
+# hands each worker whole test files (module fixtures are built once), --no-loadscope-reorder in
+# collection order, which conftest.py makes the files with the most expensive tests first (by their
+# markers: browser, webserver, daemon, graph, slow). A session fixture is built once per run across
+# the workers under a file lock (support/research_lake.py). PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: test
