@@ -4,7 +4,7 @@ The IO manager writes DuckLake tables as it writes the DuckDB file (a day's rows
 columns added, exact decimals); two processes committing to one table at once both land (a commit
 that conflicts is run again); a bad URL or an unreachable server is named without its password.
 The whole graph on S3 and DuckLake against the local lake is in test_s3_lake.py (one local run for
-both). PostgreSQL runs on 127.0.0.1 (postgres_server.py); skipped without its binaries.
+both). PostgreSQL runs on 127.0.0.1 (postgres_server.py); without its binaries the tests skip, and fail in CI.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from the instance. With PIPELINE_BACKFILL_DAYS_PER_RUN=1, two runs on different 
 once: both succeed, their warehouse writers (the `duckdb` pool, whose slots live in the
 PostgreSQL event-log tables) overlap only when they claimed the slot at the same instant (a Dagster
 race; DuckDB's file lock then keeps the writes apart), and the warehouse holds both days.
-Skipped when no PostgreSQL binaries are found (`.ci/run` installs the Debian `postgresql` package
-when it can).
+Skipped when no PostgreSQL binaries are found, and failed in CI (`.ci/run` installs the Debian
+`postgresql` package).
 """
 
 from __future__ import annotations
