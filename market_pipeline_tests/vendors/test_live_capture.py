@@ -379,11 +379,24 @@ def test_capture_survives_a_drop_and_encrypted_output_verifies_like_plaintext(
     assert result["ticker_mismatches"] == 0 and result["in_sync_at_end"]
 
 
+# A read-idle timeout well above what a loaded 2-core box stalls a loopback feed for: at 0.4 s a busy
+# test run tripped it again on the second connection (two gaps, not one). The capture runs long
+# enough for the timeout and the second connection after it.
+IDLE_TIMEOUT_S = 1.5
+TIMEOUT_CAPTURE_SECONDS = "5s"
+
+
 @pytest.mark.parametrize(
     ("at_drop", "settings", "reason"),
     [
-        ("silent", {"READ_IDLE_TIMEOUT_SECONDS": "0.4"}, "read-idle timeout: no message for 0.4 s"),
-        ("deaf", {"PING_INTERVAL_SECONDS": "0.2", "PING_TIMEOUT_SECONDS": "0.3"}, "keepalive ping timeout"),
+        (
+            "silent",
+            {"READ_IDLE_TIMEOUT_SECONDS": str(IDLE_TIMEOUT_S)},
+            f"read-idle timeout: no message for {IDLE_TIMEOUT_S:g} s",
+        ),
+        # Deaf: the server goes on sending (consuming the replay) until the pong is overdue, so the
+        # keepalive stays short enough to leave messages for the second connection.
+        ("deaf", {"PING_INTERVAL_SECONDS": "0.4", "PING_TIMEOUT_SECONDS": "0.5"}, "keepalive ping timeout"),
     ],
 )
 def test_capture_survives_a_silent_feed_and_unanswered_pings(
@@ -395,7 +408,9 @@ def test_capture_survives_a_silent_feed_and_unanswered_pings(
     for name, value in settings.items():
         monkeypatch.setenv(f"PIPELINE_CAPTURE__{name}", value)
     out = tmp_path / "golden"
-    code, servers, started, ended = _run_capture(replay_source, out, DROP_AFTER, at_drop=at_drop)
+    code, servers, started, ended = _run_capture(
+        replay_source, out, DROP_AFTER, at_drop=at_drop, duration=TIMEOUT_CAPTURE_SECONDS
+    )
     assert code == 0, capsys.readouterr().err
     assert servers.connections == 2 and servers.pongs == 2
     assert servers.exchange.snapshot_requests >= 2
@@ -404,7 +419,7 @@ def test_capture_survives_a_silent_feed_and_unanswered_pings(
     (gap,) = manifest["gaps"]
     assert gap["kind"] == "disconnect" and reason in gap["reason"]
     if at_drop == "silent":
-        assert gap["to_ns"] - gap["from_ns"] >= 400_000_000  # the idle time passed before the reconnect
+        assert gap["to_ns"] - gap["from_ns"] >= IDLE_TIMEOUT_S * 1e9  # the idle time passed before the reconnect
     assert gap["resumed_update_id"] > gap["last_update_id"]
     assert gap["snapshot_update_id"] >= gap["resumed_update_id"]
     assert manifest["runs"][0]["connections"] == 2 and manifest["runs"][0]["gaps"] == 1
