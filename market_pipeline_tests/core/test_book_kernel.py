@@ -222,6 +222,7 @@ def synthetic_day(tmp_path_factory):
     return instrument, day, root, generate_day(instrument, day, faults, root, scale=0.05)
 
 
+@pytest.mark.slow  # a synthetic day at the production cadence (864,000 snapshots)
 def test_rebuild_equals_synthetic_ground_truth_and_repairs_gaps(synthetic_day):
     instrument, day, root, generated = synthetic_day
     out = root / "books.parquet"
@@ -274,6 +275,7 @@ def _ns(day: dt.date, seconds: float) -> int:
     return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() + seconds) * 1_000_000_000
 
 
+@pytest.mark.slow  # a synthetic day at the production cadence (864,000 snapshots)
 def test_interval_samples_continue_to_midnight_in_time_order(synthetic_day):
     """Deltas stop at noon; snapshots go on: samples and snapshot rows interleave up to midnight."""
     instrument, day, root, generated = synthetic_day

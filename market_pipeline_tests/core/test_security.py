@@ -295,6 +295,7 @@ def _audit_lines(data: Path) -> list[dict]:
     return [json.loads(line) for line in (data / "audit" / "audit.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # its module fixture materializes a lake
 def test_materialized_lake_is_private(materialized):
     data = materialized["data"]
     assert (data / "warehouse.duckdb").is_file() and (data / "lake" / "books").is_dir()
@@ -307,6 +308,7 @@ def test_materialized_lake_is_private(materialized):
     assert not wrong, "not owner-only: " + ", ".join(wrong)
 
 
+@pytest.mark.slow  # its module fixture materializes a lake
 def test_audit_trail_records_every_partition_write_and_read(materialized):
     data: Path = materialized["data"]
     lines = _audit_lines(data)

@@ -12,6 +12,8 @@ import pytest
 
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
+pytestmark = pytest.mark.slow  # a module world: raw and books with their checks over two days: not in `make test-quick`
+
 CLEAN, FAULTED = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
 INSTRUMENT = "BINANCE:BTC-USDT"
 ENV = {

@@ -16,6 +16,8 @@ from market_pipeline_tests.support.dagster_instance import assets_named, code_lo
 from market_pipeline_tests.support.files import sha256_tree
 from market_pipeline_tests.support.vendor_lake import VendorLake
 
+pytestmark = pytest.mark.slow  # two range runs of three days over two instruments: not in `make test-quick`
+
 DAYS = [dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)]
 SPOT, PERP = ("BINANCE", "BTC-USDT"), ("BINANCE_FUTURES", "BTC-USDT-PERP")
 PERP_KEY = ":".join(PERP)

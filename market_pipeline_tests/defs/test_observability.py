@@ -21,6 +21,8 @@ import pytest
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 from market_pipeline_tests.support.project import REPO_ROOT, subprocess_env
 
+pytestmark = pytest.mark.slow  # materializations with every exporter: not in `make test-quick`
+
 DAYS = ("2024-03-01", "2024-03-02")
 INSTRUMENT = ("BINANCE", "BTC-USDT")
 KEY = "BINANCE:BTC-USDT"

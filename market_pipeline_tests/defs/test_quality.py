@@ -20,6 +20,8 @@ import pytest
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 from market_pipeline_tests.support.quality_world import CLEAN, FAULTED, INSTRUMENT
 
+pytestmark = pytest.mark.slow  # a module world: raw -> books -> validation over two days: not in `make test-quick`
+
 
 def manifest(settings, day: dt.date) -> dict:
     path = (

@@ -307,6 +307,7 @@ def _dagster(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Compl
     )
 
 
+@pytest.mark.slow  # Dagster's CLI twice, a process per step the first time
 def test_cli_materialize_partition_range(
     instance, local_source: VendorLake, data_dir: Path, dagster_home: Path, _hermetic_env: Path
 ):
@@ -361,6 +362,7 @@ def test_cli_definitions_validate(dagster_home: Path, _hermetic_env: Path):
 SYNTH_DAYS = [dt.date(2024, 3, 1), dt.date(2024, 3, 2)]
 
 
+@pytest.mark.slow  # synthetic days generated and imported through Dagster
 def test_synthetic_source_generates_each_day_once(instance, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
     try:
         import market_pipeline.vendors.synthetic.generate  # noqa: F401

@@ -22,6 +22,10 @@ import pytest
 from market_pipeline_tests.support.cadence import TEST_CADENCE
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
+pytestmark = (
+    pytest.mark.slow
+)  # one run of three days and two instruments against captures (a snapshot a second): not in `make test-quick`
+
 DAMAGED, CLEAN, UNCAPTURED = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
 KEY = "BINANCE_FUTURES:BTC-USDT-PERP"
 TARDIS_KEY = "BINANCE_FUTURES:ETH-USDT-PERP"  # primary: tardis

@@ -18,6 +18,8 @@ from market_pipeline_tests.support.midnight_capture import DEPTH
 from market_pipeline_tests.support.midnight_capture import shifted_capture as _shifted_capture
 from market_pipeline_tests.support.midnight_capture import write_day_tables as _write_day
 
+pytestmark = pytest.mark.slow  # the real captures rebuilt at several batch sizes: not in `make test-quick`
+
 GRID = Grid(Decimal("0.01"), Decimal("0.00001"))
 # Fewer rows than most diffs have (USD-M ~68, spot ~45 a message): most batch ends fall inside one.
 TINY, HUGE = 50, 10**9

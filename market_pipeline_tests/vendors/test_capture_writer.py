@@ -26,6 +26,8 @@ from market_pipeline.vendors.synthetic.capture_writer import (
 from market_pipeline.vendors.synthetic.generate import generate_day
 from market_pipeline_tests.support.cadence import TEST_SNAPSHOT_INTERVAL_MS
 
+pytestmark = pytest.mark.slow  # four synthetic days rendered as captures and rebuilt: not in `make test-quick`
+
 DAYS = [dt.date(2024, 3, 1), dt.date(2024, 3, 2)]
 SPOT_KEY, USDM_KEY = "BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"
 SCALE = 0.01
