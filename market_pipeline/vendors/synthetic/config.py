@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from market_pipeline.vendors.synthetic.simulator import check_snapshot_interval
+from market_pipeline.vendors.synthetic.cadence import DAY_NS, check_snapshot_interval
 
 ADDED_FAULTS = ("dropped_trades", "stale_snapshots")
 
@@ -57,7 +57,7 @@ class SyntheticSettings(BaseModel):
 
     @property
     def snapshots_per_day(self) -> int:
-        return 86_400_000 // self.snapshot_interval_ms
+        return DAY_NS // (self.snapshot_interval_ms * 1_000_000)
 
 
 class SyntheticConfig(BaseModel):

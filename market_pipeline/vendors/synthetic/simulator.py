@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from market_pipeline.vendors.synthetic.cadence import DAY_NS, SNAPSHOT_GRID_NS, check_snapshot_interval
+
 LEVELS = 20
 LADDER = 1 << 22  # ticks per side ladder; zero pages are never touched, so unused span is free
 
@@ -70,8 +72,6 @@ F_EVENTS_MEAN = 11  # level events per message
 N_FPARAMS = 12
 
 NO_MORE = np.iinfo(np.int64).max
-DAY_NS = 86_400_000_000_000
-SNAPSHOT_GRID_NS = 100_000_000  # every snapshot cadence is a multiple of this; latencies are keyed by it
 LATENCY_MAX_NS = 90_000_000  # < one grid step: a snapshot is received before the next one is taken
 MAX_ROWS_PER_MESSAGE = 10
 MAX_TRADES_PER_MESSAGE = 64
@@ -137,14 +137,20 @@ def _mix64(z):
     return z ^ (z >> np.uint64(31))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _open_unit(bits):
+    """The top 53 bits of a uint64 as a uniform on the open interval (0, 1), as `_uniform` makes it."""
+    return (float(bits >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+
+
 @njit(cache=True, nogil=True)
 def _snapshot_latency(fp, ip, slot):
     """The receive latency of the snapshot at grid slot `slot` (its instant / SNAPSHOT_GRID_NS):
     a function of the seed and the slot alone, never of the cadence or of what came before."""
     golden = np.uint64(0x9E3779B97F4A7C15)
     key = _mix64(np.uint64(ip[I_SNAP_SEED]) ^ (np.uint64(slot) * golden))
-    u1 = (float(_mix64(key + golden) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
-    u2 = (float(_mix64(key + golden + golden) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+    u1 = _open_unit(_mix64(key + golden))
+    u2 = _open_unit(_mix64(key + golden + golden))
     normal = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
     return min(ip[I_LAT_MAX], int(math.exp(fp[F_LAT_MU] + fp[F_LAT_SIGMA] * normal)))
 
@@ -525,15 +531,6 @@ class Block:
     s_bid_size: np.ndarray
     s_ask_tick: np.ndarray
     s_ask_size: np.ndarray
-
-
-def check_snapshot_interval(interval_ns: int) -> None:
-    """Raise ValueError unless the cadence is a whole number of grid steps that divides the day."""
-    if interval_ns <= 0 or interval_ns % SNAPSHOT_GRID_NS or DAY_NS % interval_ns:
-        raise ValueError(
-            f"a snapshot interval of {interval_ns / 1e6:g} ms is not a multiple of "
-            f"{SNAPSHOT_GRID_NS // 1_000_000} ms that divides the day (e.g. 100, 1000, 60000)"
-        )
 
 
 def simulate(
