@@ -23,6 +23,7 @@ from market_pipeline.vendors.synthetic.capture_writer import (
     write_capture_day,
     write_capture_days,
 )
+from market_pipeline.vendors.synthetic.config import SyntheticSettings
 from market_pipeline.vendors.synthetic.generate import generate_day
 from market_pipeline_tests.support.cadence import TEST_SNAPSHOT_INTERVAL_MS
 
@@ -31,6 +32,11 @@ pytestmark = pytest.mark.slow  # four synthetic days rendered as captures and re
 DAYS = [dt.date(2024, 3, 1), dt.date(2024, 3, 2)]
 SPOT_KEY, USDM_KEY = "BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"
 SCALE = 0.01
+
+
+SNAPSHOTS_PER_DAY = SyntheticSettings(
+    snapshot_interval_ms=TEST_SNAPSHOT_INTERVAL_MS
+).snapshots_per_day  # vendor snapshots, and so bookTickers, a day
 
 
 def _default_settings():
@@ -111,7 +117,7 @@ def test_verify_capture_finds_no_gap_and_every_ticker_matching(generated, key):
     instrument = generated["instruments"][key]
     trades = sum(_trades(generated["root"] / "work", instrument, day) for day in DAYS[: len(written)])
     assert (report["gaps"], report["ticker_mismatches"], report["resyncs"]) == (0, 0, 0)
-    assert report["ticker_checks"] == truth_rows == len(written) * 86_400_000 // TEST_SNAPSHOT_INTERVAL_MS
+    assert report["ticker_checks"] == truth_rows == len(written) * SNAPSHOTS_PER_DAY
     assert report["trades"] == trades and report["diffs"] == report["applied"] == sum(d.diffs for d in written)
     assert report["in_sync_at_end"] and report["market"] == ("spot" if key == SPOT_KEY else "usdm")
     assert (report["tick_size"], report["lot_size"]) == (str(instrument.tick_size), str(instrument.lot_size))
@@ -169,7 +175,7 @@ def test_capture_source_rebuilds_the_ground_truth_at_every_book_ticker(generated
             result = _import_and_rebuild(settings, instrument, day)
             c = result.counters
             assert (c["gaps"], c["ticker_mismatches"]) == (0, 0) and result.in_sync_at_end
-            assert c["ticker_checks"] == 86_400_000 // TEST_SNAPSHOT_INTERVAL_MS
+            assert c["ticker_checks"] == SNAPSHOTS_PER_DAY
             path = books_partition_dir(settings.lake_dir, instrument.exchange, instrument.symbol, day) / PARTITION_FILE
             # The opening diff line comes before the REST snapshot, so its own row shows the book
             # still empty; the snapshot row after it shows the book after that diff (buffered, then
