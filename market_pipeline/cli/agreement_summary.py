@@ -7,6 +7,7 @@ import datetime as dt
 from market_pipeline.cli.common import fmt_int, format_table
 from market_pipeline.core.lake import warehouse
 from market_pipeline.core.lake.warehouse import WarehouseTarget
+from market_pipeline.core.quality.agreement_status import NO_COMMON_IDS
 
 # The reference's messages and trades the vendor lacks, its messages the vendor received later or
 # earlier, and the share of its bookTickers the vendor's book agrees with.
@@ -41,4 +42,12 @@ def agreement_rows(target: WarehouseTarget, start: dt.date, end: dt.date) -> lis
                 "-" if share is None else f"{share:.2%}",
             ]
         )
-    return format_table(HEADERS, rows, right=[False] * 3 + [True] * 4) if rows else []
+    if not rows:
+        return []
+    # Why a day was matched otherwise than asked (status no_common_ids), under the table.
+    notes = [
+        f"  {row['dt']} {row['instrument']} {row['status']}: {row['note']}"
+        for row in found.iter_rows(named=True)
+        if row["status"] == NO_COMMON_IDS
+    ]
+    return format_table(HEADERS, rows, right=[False] * 3 + [True] * 4) + notes

@@ -263,9 +263,94 @@ def test_the_rows_do_not_depend_on_the_batch_size(agreement_run, tmp_path, key):
     (instrument,) = [i for i in settings.universe if i.key == key]
     reference = reference_lake_dir(settings.lake_dir, "capture")
     inputs = agreement_inputs(settings, "capture", reference, instrument, DAMAGED)
-    small = compare_day(inputs, tmp_path / "small", 1_000, settings.agreement.top_levels)
+    small = compare_day(inputs, tmp_path / "small", 1_000, settings.agreement.top_levels).hourly
     stored = hourly.filter((pl.col("dt") == DAMAGED) & (pl.col("instrument") == key)).drop("dt", "instrument")
     assert small.equals(stored.select(small.columns))
+
+
+def test_sources_sharing_no_update_id_are_matched_by_exchange_time_and_say_so(agreement_run, tmp_path):
+    """A primary said to carry update ids whose sequence numbers are another numbering (here the
+    vendor's own, shifted far from the exchange's ids): not 'every message missing and every one
+    extra' but status no_common_ids, matched by exchange time: the undamaged day's trades and
+    bookTickers agree exactly, the messages are not measured, and the note says why."""
+    import dataclasses
+
+    from market_pipeline.core.lake.paths import reference_lake_dir
+    from market_pipeline.core.quality.agreement import compare_day, day_summary
+    from market_pipeline.core.quality.agreement_report import write_agreement_report
+    from market_pipeline.core.quality.agreement_status import NO_COMMON_IDS
+    from market_pipeline.defs.agreement.assets import agreement_inputs
+
+    _, daily, _, _, settings, _ = agreement_run
+    (instrument,) = [i for i in settings.universe if i.key == KEY]
+    inputs = agreement_inputs(settings, "capture", reference_lake_dir(settings.lake_dir, "capture"), instrument, CLEAN)
+    renumbered = {}
+    for name in ("vendor_deltas", "vendor_snapshots"):
+        frame = pl.read_parquet(getattr(inputs, name))
+        renumbered[name] = tmp_path / f"{name}.parquet"
+        frame.with_columns(pl.col("sequence_number") + 10**15).write_parquet(renumbered[name])
+    # The day before's checkpoint carries the exchange's numbering: start from the day's first snapshot.
+    shifted = dataclasses.replace(inputs, vendor_checkpoint=None, **renumbered)
+    compared = compare_day(shifted, tmp_path / "scratch", settings.agreement.batch_rows, settings.agreement.top_levels)
+
+    same_ids = _day_row(daily, CLEAN, KEY)
+    assert same_ids["status"] == "update_id" and same_ids["messages_reference"] > 0
+    assert compared.status == NO_COMMON_IDS
+    assert f"{same_ids['messages_vendor']} messages share no update id" in compared.note
+    assert "matched by exchange time" in compared.note
+    hourly = compared.hourly
+    for column in ("messages_missing", "messages_extra", "delayed_messages", "snapshots_compared"):
+        assert hourly[column].null_count() == hourly.height, column
+    assert hourly["trades_reference"].sum() == same_ids["trades_reference"] > 0
+    assert hourly["trades_missing"].sum() == hourly["trades_extra"].sum() == 0
+    assert hourly["tickers_differing"].sum() == 0 and hourly["tickers_matched"].sum() > 0
+    assert hourly["book_instants_differing"].sum() == 0
+    row = {"instrument": KEY, "status": compared.status, "note": compared.note, **day_summary(hourly)}
+    text = write_agreement_report(tmp_path, CLEAN, [(row, hourly)]).read_text()
+    assert "<th>status</th><td>no_common_ids</td>" in text and "share no update id" in text
+
+
+def test_a_day_without_common_ids_warns_and_the_run_summary_says_why(tmp_path):
+    """The messages check warns (not an error: the day is not damaged, the numbering differs) and
+    the run summary prints the row's note under its table."""
+    import duckdb
+
+    from market_pipeline.cli.agreement_summary import agreement_rows
+    from market_pipeline.core.lake.warehouse import WarehouseTarget
+    from market_pipeline.defs.agreement.checks import CHECKS
+    from market_pipeline.defs.common.checks import WARN
+    from market_pipeline.settings import load_settings
+
+    note = "the primary's 5 messages share no update id with the reference's 7: ..."
+    row = {
+        "dt": CLEAN,
+        "instrument": KEY,
+        "status": "no_common_ids",
+        "note": note,
+        "messages_missing": None,
+        "delayed_messages": None,
+        "trades_missing": 0,
+        "hours_with_damage": 0,
+        "ticker_agreement_share": 1.0,
+        "tickers": 3,
+        "tickers_matched": 3,
+        "tickers_differing": 0,
+        "tickers_unsynced": 0,
+    }
+    settings = load_settings(data_dir=tmp_path)
+    findings = {name: judge(settings, row) for name, _, judge in CHECKS}
+    assert findings["messages_missing"].severity == WARN and note in findings["messages_missing"].summary
+    assert findings["trades_missing"].severity is None and findings["ticker_agreement"].severity is None
+    (description,) = [d for name, d, _ in CHECKS if name == "messages_missing"]
+    assert "no_common_ids" in description
+
+    target = WarehouseTarget(tmp_path / "warehouse.duckdb")
+    with duckdb.connect(str(target.path)) as con:
+        con.register("frame", pl.DataFrame([row]))
+        con.execute("CREATE TABLE source_agreement AS SELECT * FROM frame")
+    lines = agreement_rows(target, CLEAN, CLEAN)
+    assert lines[-1].split() == [CLEAN.isoformat(), KEY, "no_common_ids:", *note.split()]
+    assert lines[-2].split()[:4] == [CLEAN.isoformat(), KEY, "no_common_ids", "-"]
 
 
 def test_each_instrument_day_is_imported_from_its_primary(agreement_run, tmp_path):

@@ -3,7 +3,11 @@ source) against a golden-sample capture of the same day (the reference), hour by
 
 What is compared (docs/data-formats.md, "Source agreement"), by one of two matchings:
 `update_id` where the vendor's `sequence_number` is Binance's update id (Crypto Lake), else
-`exchange_time` (Tardis: its sequence numbers are its own message counter).
+`exchange_time` (Tardis: its sequence numbers are its own message counter). A vendor said to carry
+update ids whose messages share not one id with the reference's is matched by exchange time
+instead, with status `no_common_ids` (`DayComparison.note` says why): matched by ids it would
+report every message missing and every one extra, which reads as a broken day when only the
+numbering differs.
 - messages by exchange update id: the capture's messages the vendor lacks, the vendor's the
   capture lacks, and the vendor's receive time minus the capture's for the messages both have
   (quantiles, in ms). Not measurable by exchange time (null): two messages of one instant cannot
@@ -33,6 +37,7 @@ import polars as pl
 
 from market_pipeline.core.book.rebuild import Grid, rebuild_day
 from market_pipeline.core.quality.agreement_spill import HOURS, HourSpill, iter_frames
+from market_pipeline.core.quality.agreement_status import EXCHANGE_TIME, NO_COMMON_IDS, UPDATE_ID
 
 NS_PER_MS = 1_000_000
 TOP = ["bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size"]
@@ -86,8 +91,6 @@ DAMAGE_COLUMNS = (
 HOURLY_SCHEMA = {"hour": pl.Int64, **dict.fromkeys(COUNT_COLUMNS, pl.Int64), **dict.fromkeys(DELAY_COLUMNS, pl.Float64)}
 
 
-UPDATE_ID, EXCHANGE_TIME = "update_id", "exchange_time"
-MATCHINGS = (UPDATE_ID, EXCHANGE_TIME)
 # Measured only when matching by update id: null by exchange time.
 UPDATE_ID_ONLY = (
     "messages_reference",
@@ -121,6 +124,16 @@ class AgreementInputs:
     reference_trades: Path
     reference_tickers: Path
     reference_books: Path | None
+
+
+@dataclass(frozen=True)
+class DayComparison:
+    """One instrument-day compared: its 24 hourly rows, its status (one of COMPARED) and, when the
+    matching asked for could not be used, why (None otherwise)."""
+
+    hourly: pl.DataFrame
+    status: str
+    note: str | None = None
 
 
 def _day_start(day: dt.date) -> int:
@@ -169,8 +182,8 @@ def _vendor_message_books(inputs: AgreementInputs, scratch: Path) -> Path:
     return output
 
 
-def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_levels: int) -> pl.DataFrame:
-    """The 24 hourly rows of one instrument-day (`hour`, COUNT_COLUMNS, DELAY_COLUMNS)."""
+def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_levels: int) -> DayComparison:
+    """One instrument-day's hourly rows (`hour`, COUNT_COLUMNS, DELAY_COLUMNS) and how it was matched."""
     day = inputs.day
     by_time = inputs.matching == EXCHANGE_TIME
     # By exchange time, messages and snapshots have no update id to be matched by: not read.
@@ -223,28 +236,45 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
             for name, path in (("vendor_books", inputs.vendor_books), ("reference_books", inputs.reference_books))
         )
 
-    rows = []
-    carry = pl.DataFrame()  # the vendor's last message book before the hour
-    for hour in range(HOURS):
-        row: dict[str, object] = {"hour": hour}
-        if not by_time:
-            row.update(_compare_messages(vendor_messages.hour(hour), reference_messages.hour(hour)))
-        row.update(_compare_trades(vendor_trades.hour(hour), reference_trades.hour(hour)))
-        hour_tickers = tickers.hour(hour)
-        if not by_time:
-            figures, carry = _compare_tickers(hour_tickers, message_books.hour(hour), carry)
-            nearby = pl.concat([tickers.hour(hour - 1), hour_tickers]) if hour else hour_tickers
-            row.update(_compare_snapshots(snapshots.hour(hour), nearby))
-        elif inputs.ticker_time_ns is not None:
-            books = message_books.hour(hour)
-            figures, carry = _compare_tickers_by_time(hour_tickers, books, carry, inputs.ticker_time_ns)
-        else:
-            figures = {"tickers": hour_tickers.height}
-        row.update(figures)
-        if book_pairs is not None:
-            row.update(_compare_books(book_pairs[0].hour(hour), book_pairs[1].hour(hour), levels))
-        rows.append(row)
-    return pl.DataFrame(rows, schema=HOURLY_SCHEMA)  # what is not measured: null
+    def hourly_rows(by_time: bool) -> pl.DataFrame:
+        rows = []
+        carry = pl.DataFrame()  # the vendor's last message book before the hour
+        for hour in range(HOURS):
+            row: dict[str, object] = {"hour": hour}
+            if not by_time:
+                row.update(_compare_messages(vendor_messages.hour(hour), reference_messages.hour(hour)))
+            row.update(_compare_trades(vendor_trades.hour(hour), reference_trades.hour(hour)))
+            hour_tickers = tickers.hour(hour)
+            if not by_time:
+                figures, carry = _compare_tickers(hour_tickers, message_books.hour(hour), carry)
+                nearby = pl.concat([tickers.hour(hour - 1), hour_tickers]) if hour else hour_tickers
+                row.update(_compare_snapshots(snapshots.hour(hour), nearby))
+            elif inputs.ticker_time_ns is not None:
+                books = message_books.hour(hour)
+                figures, carry = _compare_tickers_by_time(hour_tickers, books, carry, inputs.ticker_time_ns)
+            else:
+                figures = {"tickers": hour_tickers.height}
+            row.update(figures)
+            if book_pairs is not None:
+                row.update(_compare_books(book_pairs[0].hour(hour), book_pairs[1].hour(hour), levels))
+            rows.append(row)
+        return pl.DataFrame(rows, schema=HOURLY_SCHEMA)  # what is not measured: null
+
+    hourly = hourly_rows(by_time)
+    if by_time:
+        return DayComparison(hourly, EXCHANGE_TIME)
+    vendor, reference = hourly["messages_vendor"].sum(), hourly["messages_reference"].sum()
+    common = reference - hourly["messages_missing"].sum()
+    if common == 0 and vendor and reference:
+        note = (
+            f"the primary's {vendor} messages share no update id with the reference's {reference}: its "
+            "sequence numbers are not the exchange's update ids, so it was matched by exchange time "
+            "(messages and snapshots not compared"
+            + ("" if inputs.ticker_time_ns is not None else "; the reference's bookTickers carry no exchange time")
+            + ")"
+        )
+        return DayComparison(hourly_rows(True), NO_COMMON_IDS, note)
+    return DayComparison(hourly, UPDATE_ID)
 
 
 def _per_message(frame: pl.DataFrame) -> pl.DataFrame:

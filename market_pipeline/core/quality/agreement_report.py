@@ -24,6 +24,7 @@ CHARTS = (
 )
 DAY_FIGURES = (
     "status",
+    "note",  # why the day was not compared, or was matched otherwise than asked
     "primary",
     "reference",
     "messages_reference",
@@ -59,7 +60,11 @@ def _fmt(value: object) -> str:
 
 
 def _section(row: dict[str, object], hourly: pl.DataFrame) -> str:
-    figures = "".join(f"<tr><th>{name}</th><td>{_fmt(row.get(name))}</td></tr>" for name in DAY_FIGURES)
+    figures = "".join(
+        f"<tr><th>{name}</th><td>{_fmt(row.get(name))}</td></tr>"
+        for name in DAY_FIGURES
+        if name != "note" or row.get(name)
+    )
     charts = ""
     if hourly.height:
         charts = "".join(

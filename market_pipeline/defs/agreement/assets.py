@@ -3,7 +3,9 @@
 
 An instrument-day is compared when both sources have it, and its `status` says by which matching:
 `update_id` where the instrument's primary carries the exchange's update ids (Crypto Lake),
-`exchange_time` otherwise (Tardis). Otherwise its row says why not: instruments without a
+`exchange_time` otherwise (Tardis), `no_common_ids` where the primary should carry them but its
+messages share no id with the reference's (matched by exchange time; the row's `note` says so).
+Otherwise its row says why not: instruments without a
 reference get no row, a day the reference does not cover (no capture was running) is
 `no_reference_data`, a day the primary lacks is `no_vendor_data`.
 The day's rows are also written beside the lake (`lake/agreement/...`) for the checks.
@@ -27,16 +29,9 @@ from market_pipeline.core.lake.paths import (
     make_private_dirs,
     raw_partition_dir,
 )
-from market_pipeline.core.quality.agreement import (
-    EXCHANGE_TIME,
-    HOURLY_SCHEMA,
-    MATCHINGS,
-    UPDATE_ID,
-    AgreementInputs,
-    compare_day,
-    day_summary,
-)
+from market_pipeline.core.quality.agreement import HOURLY_SCHEMA, AgreementInputs, compare_day, day_summary
 from market_pipeline.core.quality.agreement_report import write_agreement_report
+from market_pipeline.core.quality.agreement_status import COMPARED, EXCHANGE_TIME, UPDATE_ID
 from market_pipeline.core.telemetry import progress
 from market_pipeline.defs.agreement.reference import import_reference_day
 from market_pipeline.defs.common.backfill import SINGLE_RUN
@@ -106,13 +101,14 @@ def agree_instrument_day(
     scratch_root = settings.data_dir / "scratch"
     make_private_dirs(scratch_root)
     with tempfile.TemporaryDirectory(prefix="agreement-", dir=scratch_root) as scratch:
-        hourly = compare_day(
+        compared = compare_day(
             agreement_inputs(settings, reference, imported.lake_dir, instrument, day),
             scratch_root / scratch,
             settings.agreement.batch_rows,
             min(settings.agreement.top_levels, settings.book.depth),
         )
-    return {**row, "status": matching(settings, instrument), **day_summary(hourly)}, hourly
+    note = {"note": compared.note} if compared.note else {}
+    return {**row, "status": compared.status, **note, **day_summary(compared.hourly)}, compared.hourly
 
 
 def _write_lake(settings: PipelineSettings, instrument: Instrument, day: dt.date, row: dict, hourly: pl.DataFrame):
@@ -150,9 +146,10 @@ def agree_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
                 + (
                     f", messages missing {row['messages_missing']}, trades missing {row['trades_missing']}, "
                     f"ticker agreement {row['ticker_agreement_share']}"
-                    if row["status"] in MATCHINGS
+                    if row["status"] in COMPARED
                     else ""
-                ),
+                )
+                + (f" ({row['note']})" if row.get("note") else ""),
                 extra=stage_log_fields([DAILY, HOURLY], day, instrument.key),
             )
         report = write_agreement_report(settings.shared_dir, day, reported)

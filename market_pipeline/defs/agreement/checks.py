@@ -13,9 +13,9 @@ from collections.abc import Callable
 import dagster as dg
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.quality.agreement import MATCHINGS
+from market_pipeline.core.quality.agreement_status import COMPARED, NO_COMMON_IDS
 from market_pipeline.defs.agreement.assets import DAILY, read_day_row
-from market_pipeline.defs.common.checks import ERROR, DailyCheck, Finding
+from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding
 from market_pipeline.defs.common.resources import PipelineSettings
 
 Judge = Callable[[PipelineSettings, dict[str, object]], Finding]
@@ -28,7 +28,7 @@ def _with_row(judge: Judge):
         row = read_day_row(settings, instrument, day)
         if row is None:
             return Finding(None, "source_agreement wrote no row for this day")
-        if row["status"] not in MATCHINGS:
+        if row["status"] not in COMPARED:
             return Finding(None, f"not compared: {row['status']}", {"status": str(row["status"])})
         return judge(settings, row)
 
@@ -46,6 +46,9 @@ def _ticker_agreement(settings: PipelineSettings, row: dict[str, object]) -> Fin
 
 def _count_at_most(column: str, limit: Callable[[PipelineSettings], int], what: str) -> Judge:
     def judge(settings: PipelineSettings, row: dict[str, object]) -> Finding:
+        if row["status"] == NO_COMMON_IDS and column == "messages_missing":
+            # Not a damaged day but a primary whose sequence numbers are not the exchange's update ids.
+            return Finding(WARN, f"not measured: {row['note']}", {"status": NO_COMMON_IDS})
         if row[column] is None:  # e.g. messages by exchange time: not measurable
             return Finding(None, f"not measured when matching by {row['status']}", {"status": str(row["status"])})
         value, most = int(row[column]), limit(settings)  # type: ignore[call-overload]
@@ -72,7 +75,8 @@ CHECKS: tuple[tuple[str, str, Judge], ...] = (
     (
         "messages_missing",
         "ERROR when the vendor lacks more than agreement.max_messages_missing of the reference's messages "
-        "(by update id).",
+        "(by update id); WARN when the vendor's messages share no update id with the reference's at all "
+        "(status no_common_ids: its sequence numbers are not the exchange's ids; matched by exchange time).",
         _count_at_most("messages_missing", lambda s: s.agreement.max_messages_missing, "reference message(s) missing"),
     ),
 )
