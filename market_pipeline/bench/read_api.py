@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from market_pipeline.core.read.ranges import NS, day_start_ns
+from market_pipeline.core.day_clock import NS_PER_DAY, day_start_ns
 from market_pipeline.core.read.verdicts import NoRunHistory
 from market_pipeline.lake import Lake
 
@@ -28,7 +28,7 @@ def measure_read_api(data_dir: Path, instrument: str, day: dt.date) -> dict[str,
         rows = lake.books(instrument, day, columns=BOOKS_COLUMNS).collect().height
         books_seconds = min(books_seconds, time.perf_counter() - started)
     start = day_start_ns(day)
-    instants = pl.Series("time", np.random.default_rng(0).integers(start, start + 86_400 * NS, BOOK_AT_INSTANTS))
+    instants = pl.Series("time", np.random.default_rng(0).integers(start, start + NS_PER_DAY, BOOK_AT_INSTANTS))
     book_at_seconds = float("inf")
     for _ in range(2):
         started = time.perf_counter()

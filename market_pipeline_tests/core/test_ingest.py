@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from market_pipeline.core.day_clock import day_start_ns
 from market_pipeline.core.lake.files import write_atomic, write_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.ingest import (
     NS_PER_DAY,
@@ -26,7 +27,7 @@ from market_pipeline.core.lake.schemas import (
     TABLE_SCHEMAS,
     TRADES_SCHEMA,
 )
-from market_pipeline_tests.support.vendor_lake import day_start_ns, truncate_file, vendor_frame
+from market_pipeline_tests.support.vendor_lake import truncate_file, vendor_frame
 
 DAY = dt.date(2024, 3, 1)
 T0 = day_start_ns(DAY)

@@ -18,10 +18,12 @@ from market_pipeline_tests.support.quality_world import CLEAN, FAULTED, INSTRUME
 
 def _reference(files, counters):
     from market_pipeline.core.lake.schemas import book_level_columns
-    from market_pipeline.core.quality import measures as m
     from market_pipeline.core.quality.fidelity import capture_fidelity
+    from market_pipeline.core.quality.gaps import gap_summary, worst_gaps
     from market_pipeline.core.quality.precision import max_decimals
+    from market_pipeline.core.quality.precision_figures import DELTA_VALUE_COLUMNS, TRADE_VALUE_COLUMNS, worst_precision
     from market_pipeline.core.quality.validation import HOURLY_SCHEMA
+    from market_pipeline_tests.support import whole_day_reference as m
 
     instrument, day = files.instrument, files.day
     deltas = m.read_deltas(files)
@@ -30,13 +32,13 @@ def _reference(files, counters):
     agreement = m.read_agreement(files, tops)
     books = m.read_books_touch(files)
     events = m.gaps(files, deltas, tops)
-    gap_figures = m.gap_summary(events)
+    gap_figures = gap_summary(events)
     hourly_gaps = m.hourly_gaps(events, agreement, day)
     skew = m.skew_messages(deltas)
     flags = pl.concat(
         [
-            m.precision_flags(deltas, m.DELTA_VALUE_COLUMNS, instrument),
-            m.precision_flags(trades, m.TRADE_VALUE_COLUMNS, instrument),
+            m.precision_flags(deltas, DELTA_VALUE_COLUMNS, instrument),
+            m.precision_flags(trades, TRADE_VALUE_COLUMNS, instrument),
         ],
         how="diagonal_relaxed",
     )
@@ -92,9 +94,9 @@ def _reference(files, counters):
         .cast(HOURLY_SCHEMA)
     )
     details = {
-        "gaps": m.gap_rows(events),
+        "gaps": worst_gaps(events),
         "skew": m.skew_rows(skew),
-        "precision": m.precision_rows(flags),
+        "precision": worst_precision(flags),
         "agreement": m.agreement_rows(agreement),
         "hourly_mid_dev_ticks": agreement.group_by(m.hour_of("received_time", day).alias("hour"))
         .agg((pl.col("mid_deviation_half_ticks").abs().max() / 2).alias("max"))
@@ -106,7 +108,7 @@ def _reference(files, counters):
 @pytest.mark.parametrize("day", [CLEAN, FAULTED])
 @pytest.mark.parametrize("batch_rows", [997, None])
 def test_bounded_validation_equals_whole_day_readers(world, monkeypatch, day, batch_rows):
-    from market_pipeline.core.quality import measures as m
+    from market_pipeline.core.quality import lake_day
     from market_pipeline.core.quality.validation import validate_instrument_day
     from market_pipeline.defs.common.checks import day_files
     from market_pipeline.defs.common.recorded import rebuild_counters
@@ -116,7 +118,7 @@ def test_bounded_validation_equals_whole_day_readers(world, monkeypatch, day, ba
     files = day_files(settings, instrument, day)
     counters = rebuild_counters(world["instance"], INSTRUMENT, day)
     if batch_rows:
-        monkeypatch.setattr(m, "BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(lake_day, "BATCH_ROWS", batch_rows)
     got = validate_instrument_day(files, counters)
     row, hourly, details = _reference(files, counters)
     assert {k: got.row[k] for k in row} == row
@@ -136,7 +138,9 @@ DAY = dt.date(2024, 3, 1)
 def test_skew_quantiles_equal_polars():
     """Quantiles located through a day-statistics histogram of the skews (ns) equal polars' over
     the same skews in ms, per hour and over the day, whatever the batches of the pass."""
-    from market_pipeline.core.quality.measures import NS_PER_HOUR, SkewQuantiles, _skew_ms, day_start_ns
+    from market_pipeline.core.day_clock import NS_PER_HOUR, day_start_ns
+    from market_pipeline.core.quality.skew import SkewQuantiles
+    from market_pipeline.core.quality.skew import skew_ms as _skew_ms
     from market_pipeline_tests.support.skew_reference import skew_buckets
 
     rng = np.random.default_rng(3)

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from market_pipeline.core.day_clock import day_start_ns
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
-from market_pipeline_tests.support.vendor_lake import day_start_ns
 
 DAY, BAD_DAY = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
 INSTRUMENT = "BINANCE:BTC-USDT"

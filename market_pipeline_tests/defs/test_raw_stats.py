@@ -13,8 +13,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from market_pipeline.core.day_clock import day_start_ns
 from market_pipeline_tests.support.skew_reference import skew_buckets
-from market_pipeline_tests.support.vendor_lake import NS, VendorLake, day_start_ns, vendor_frame
+from market_pipeline_tests.support.vendor_lake import NS, VendorLake, vendor_frame
 
 DAY = dt.date(2024, 3, 1)
 T0 = day_start_ns(DAY)
@@ -261,7 +262,7 @@ def test_in_order_trades_pass_and_text_ids_are_not_compared(local):
 
 def test_stats_layout_and_recomputed_when_stale(local, data_dir: Path):
     from market_pipeline.core.lake.paths import stats_partition_dir
-    from market_pipeline.core.quality import measures as m
+    from market_pipeline.core.quality.lake_day import read_day_stats
     from market_pipeline.defs.common.checks import day_files
 
     settings = local.settings()
@@ -286,16 +287,22 @@ def test_stats_layout_and_recomputed_when_stale(local, data_dir: Path):
     summary = json.loads((directory / "summary.json").read_text())
     assert summary["rows"] == 40 and summary["messages"] == 40
     files = day_files(settings, settings.universe[0], DAY)
-    assert m.day_stats(files, "book_delta_v2").summary == summary
+    assert read_day_stats(files, "book_delta_v2").summary == summary
     # The lake file changed behind the statistics' back: they are recomputed from the file.
     pl.read_parquet(stats.path).head(25).write_parquet(stats.path)
-    assert m.day_stats(files, "book_delta_v2").summary["rows"] == 25
+    assert read_day_stats(files, "book_delta_v2").summary["rows"] == 25
 
 
 def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    """On a faulted synthetic day: gaps exactly, skew min/max/share exactly, quantiles within 0.1 %."""
-    from market_pipeline.core.quality import measures as m
+    """On a faulted synthetic day the measures the checks and the reports share (built on the
+    statistics) give the whole-day readers' figures: gaps, skew (quantiles included) and the
+    listed off-grid values, exactly."""
+    from market_pipeline.core.quality.gaps import repaired_gaps, snapshot_sequence
+    from market_pipeline.core.quality.lake_day import read_day_stats
+    from market_pipeline.core.quality.precision_figures import DELTA_VALUE_COLUMNS, tally_tables, worst_precision
+    from market_pipeline.core.quality.skew import skew_figures
     from market_pipeline.defs.common.checks import day_files
+    from market_pipeline_tests.support import whole_day_reference as m
 
     settings = _settings(
         monkeypatch,
@@ -310,34 +317,26 @@ def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Pa
     _import(settings, "book")
     imported = _import(settings, "book_delta_v2")
     files = day_files(settings, settings.universe[0], DAY)
-    stats = m.day_stats(files, "book_delta_v2")
+    stats = read_day_stats(files, "book_delta_v2")
     deltas = m.read_deltas(files)
     # The synthetic source's duplicated rows are adjacent copies: all three dropped on import.
     assert (imported.duplicate_rows, imported.duplicate_rows_dropped) == (3, 3)
     assert deltas.height == imported.rows
 
     tops = m.read_snapshot_tops(files)
-    from market_pipeline.core.quality.sequence import repair_gaps
-
-    assert repair_gaps(stats.gaps, tops).equals(m.gaps(files, deltas, tops))
+    assert repaired_gaps(files, stats, snapshot_sequence(files)).equals(m.gaps(files, deltas, tops))
 
     skew = m.skew_messages(deltas)
     whole = skew.select(m.skew_aggregates()).row(0, named=True)
-    figures = stats.skew_figures()
-    for name in ("skew_min_ms", "skew_max_ms", "skew_negative_share"):
-        assert figures[name] == pytest.approx(whole[name], rel=1e-12), name
-    for name in ("skew_p1_ms", "skew_p50_ms", "skew_p99_ms"):
-        assert figures[name] == pytest.approx(whole[name], rel=1e-3, abs=1e-6), name
+    figures = skew_figures(files, stats)
+    assert figures.day == whole
     hourly = m.hourly_skew(skew, DAY)
-    ours = stats.hourly_skew(DAY)
-    assert ours["messages"].to_list() == hourly["messages"].to_list()
-    both = hourly.join(ours, on="hour", suffix="_ours").drop_nulls("skew_p99_ms")
-    assert np.allclose(both["skew_p99_ms"], both["skew_p99_ms_ours"], rtol=1e-3, atol=1e-6)
+    assert figures.hourly.select(hourly.columns).equals(hourly.cast(figures.hourly.select(hourly.columns).schema))
 
-    flags = m.precision_flags(deltas, m.DELTA_VALUE_COLUMNS, settings.universe[0])
+    flags = m.precision_flags(deltas, DELTA_VALUE_COLUMNS, settings.universe[0])
     assert stats.summary["off_grid_values"] == int(flags["off_grid"].sum()) == 2
     assert stats.summary["precision_loss_events"] == flags.height - 2
-    assert m.precision_rows(stats.precision_flags()) == m.precision_rows(flags)
+    assert worst_precision(tally_tables(files, ("book_delta_v2",)).frame()) == worst_precision(flags)
 
 
 def test_reimport_writes_identical_bytes(local, data_dir: Path):
@@ -500,7 +499,8 @@ def test_seen_values_return_each_new_value_once():
 def test_gap_rows_equal_polars_gap_messages(contiguous: bool):
     """The batch pass over message starts finds the gap events `sequence.gap_messages` finds
     over the whole day's messages (out of order, jumps), whatever the batch cuts."""
-    from market_pipeline.core.quality.sequence import gap_messages, gap_rows, messages
+    from market_pipeline.core.quality.sequence import gap_messages, gap_rows
+    from market_pipeline_tests.support.whole_day_reference import messages
 
     rng = np.random.default_rng(11)
     n = 4_000

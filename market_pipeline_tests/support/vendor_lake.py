@@ -10,6 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from market_pipeline.core.day_clock import day_start_ns
+
 DEFAULT_INSTRUMENTS = (("BINANCE", "BTC-USDT"), ("BINANCE_FUTURES", "BTC-USDT-PERP"))
 NS = 1_000_000_000
 
@@ -27,10 +29,6 @@ STORED_NAMES = {
     "quantity": "amount",
     "trade_id": "id",
 }
-
-
-def day_start_ns(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * NS
 
 
 def vendor_frame(table: str, day: dt.date, rows: int, spelling: str = "client", seed: int = 0) -> pl.DataFrame:

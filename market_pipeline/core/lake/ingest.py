@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,8 +23,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from market_pipeline.core.day_clock import NS_PER_DAY
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.batches import batch_rows_for, iter_tables
 from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_lake_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.paths import partition_dir, quarantine_dir
 from market_pipeline.core.lake.schemas import (
@@ -38,7 +40,6 @@ from market_pipeline.core.lake.schemas import (
 from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.core.telemetry import progress
 
-NS_PER_DAY = 86_400 * 1_000_000_000
 TIME_COLUMNS = ("origin_time", "received_time")
 
 
@@ -56,11 +57,6 @@ class CheckedFile:
     path: Path
     good: pl.DataFrame
     bad: pl.DataFrame  # the rejected rows, with _source_file, _row and _reason columns
-
-
-# Rows per batch: about this many bytes of fixed-width values (a book snapshot row is ~85 columns wide).
-BATCH_BYTES = 48 * 1024 * 1024
-MIN_BATCH_ROWS = 8_192
 
 
 @dataclass
@@ -82,11 +78,6 @@ class VendorFile:
         return batch_rows_for(len(self.columns))
 
 
-def batch_rows_for(columns: int) -> int:
-    """Rows per batch of a table with `columns` columns (BATCH_BYTES of 8-byte values)."""
-    return max(MIN_BATCH_ROWS, BATCH_BYTES // (8 * max(1, columns)))
-
-
 def open_vendor_file(path: Path, table: str) -> VendorFile:
     """Read a vendor file's footer and check its schema against the lake's, without reading rows.
 
@@ -105,23 +96,6 @@ def open_vendor_file(path: Path, table: str) -> VendorFile:
     columns = [n for n, r in zip(names, renamed, strict=True) if r in expected]
     _normalise(path, schema.empty_table().select(columns), expected)  # schema problems, before any row
     return VendorFile(path, table, reader, columns, expected)
-
-
-def iter_tables(reader: pq.ParquetFile, columns: list[str] | None, batch_rows: int) -> Iterator[pa.Table]:
-    """The file's rows in order, a row group at a time (sliced to `batch_rows`).
-
-    `ParquetFile.iter_batches` over the whole file holds far more than a batch (~760 MB peak for a
-    34 M-row delta day, against ~210 MB read a row group at a time); a row group larger than
-    4 x `batch_rows` is streamed in batches on its own.
-    """
-    for group in range(reader.metadata.num_row_groups):
-        if reader.metadata.row_group(group).num_rows > 4 * batch_rows:
-            for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns):
-                yield pa.Table.from_batches([batch])
-            continue
-        table = reader.read_row_group(group, columns=columns)
-        for start in range(0, table.num_rows, batch_rows):
-            yield table.slice(start, batch_rows)
 
 
 def iter_checked(
@@ -178,30 +152,6 @@ def iter_trade_ids(vendor: VendorFile) -> Iterator[pl.Series]:
             yield column.cast(pl.String)
     except (pa.ArrowException, OSError) as exc:
         raise FileRejected(vendor.path, f"unreadable Parquet (corrupt or truncated): {exc}") from None
-
-
-def message_aligned(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-    """Re-cut `book_delta_v2` batches so that none ends inside a message (rows sharing
-    received_time and sequence_number): the last message of a batch moves to the next one."""
-    held: pl.DataFrame | None = None
-    for frame in frames:
-        if held is not None:
-            frame = pl.concat([held, frame], how="vertical")
-            held = None
-        if frame.is_empty():
-            continue
-        last = frame.select(pl.col("received_time", "sequence_number").last()).row(0)
-        same = (pl.col("received_time") == last[0]) & (pl.col("sequence_number") == last[1])
-        # The trailing run of rows of the last message.
-        tail = frame.select(same.not_().cum_sum(reverse=True).alias("_after")).to_series()
-        cut = int((tail > 0).sum())
-        if cut < frame.height:
-            held = frame.slice(cut)
-            frame = frame.slice(0, cut)
-        if not frame.is_empty():
-            yield frame
-    if held is not None and not held.is_empty():
-        yield held
 
 
 # Raw partitions on disk (docs/data-formats.md): integer columns (times, sequence numbers, ids)

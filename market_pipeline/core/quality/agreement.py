@@ -36,10 +36,11 @@ from pathlib import Path
 import polars as pl
 
 from market_pipeline.core.book.rebuild import Grid, rebuild_day
-from market_pipeline.core.quality.agreement_spill import HOURS, HourSpill, iter_frames
+from market_pipeline.core.day_clock import HOURS, NS_PER_MS, day_start_ns
+from market_pipeline.core.lake.batches import iter_frames
+from market_pipeline.core.quality.agreement_spill import HourSpill
 from market_pipeline.core.quality.agreement_status import EXCHANGE_TIME, NO_COMMON_IDS, UPDATE_ID
 
-NS_PER_MS = 1_000_000
 TOP = ["bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size"]
 TICKER_TOP = {
     "bid_price": "bid_0_price",
@@ -136,12 +137,8 @@ class DayComparison:
     note: str | None = None
 
 
-def _day_start(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-
-
 def _spill(scratch: Path, name: str, day: dt.date, time_column: str, frames) -> HourSpill:
-    spill = HourSpill(scratch, name, _day_start(day), time_column)
+    spill = HourSpill(scratch, name, day_start_ns(day), time_column)
     try:
         for frame in frames:
             spill.add(frame)

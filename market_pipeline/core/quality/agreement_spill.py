@@ -10,25 +10,13 @@ one hour of the projected columns while joining, never a day. Parts are written 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
+from market_pipeline.core.day_clock import HOURS, NS_PER_HOUR
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.ingest import iter_tables
-
-HOURS = 24
-NS_PER_HOUR = 3_600_000_000_000
-
-
-def iter_frames(path: Path, columns: list[str], batch_rows: int) -> Iterator[pl.DataFrame]:
-    """A Parquet file's `columns`, in file order, as frames of at most `batch_rows` rows."""
-    for table in iter_tables(parquet_io.open_file(path, pre_buffer=False), columns, batch_rows):
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        yield frame
 
 
 class HourSpill:

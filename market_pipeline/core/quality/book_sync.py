@@ -16,8 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
+from market_pipeline.core.day_clock import hour_of
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.quality.measures import hour_of
 
 HOURLY_SYNC_SCHEMA = {"hour": pl.Int32, "book_rows": pl.Int64, "unsynced_rows": pl.Int64}
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +27,9 @@ import numpy as np
 import polars as pl
 from numba import njit
 
+from market_pipeline.core.day_clock import NS_PER_DAY, NS_PER_MINUTE, day_start_ns
 from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.batches import iter_frames, message_aligned
 from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
@@ -36,10 +37,6 @@ from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, JUMP, OUT_OF_ORDER, gap_messages, gap_rows
 from market_pipeline.core.quality.skew_pass import SkewPass
 
-NS_PER_MS = 1_000_000
-NS_PER_MINUTE = 60_000_000_000
-NS_PER_HOUR = 3_600_000_000_000
-NS_PER_DAY = 86_400_000_000_000
 SAMPLE_ROWS = 10  # rows kept per kind of problem (check metadata shows at most this many)
 STATS_VERSION = 1
 
@@ -99,10 +96,6 @@ OUT_OF_ORDER_RECEIVED, OUT_OF_ORDER_TRADE_ID = "out_of_order_received", "out_of_
 TABLE_FILES = ("hourly", "skew_histogram", "precision", "samples", "gaps", "origin_outside_day")
 
 
-def day_start_ns(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-
-
 def _empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)
 
@@ -111,26 +104,6 @@ def _bucket_values(bucket: np.ndarray, width: np.ndarray) -> np.ndarray:
     """A bucket's representative skew (ns): its middle, exact for one-ns buckets."""
     middle = np.abs(bucket) + (width - 1) / 2
     return np.where(bucket < 0, -middle, middle)
-
-
-def histogram_quantile(histogram: pl.DataFrame, q: float, low: float | None, high: float | None) -> float | None:
-    """Quantile (polars' "linear" rule) of the skews in `histogram`, in ns, clamped to [low, high]."""
-    if histogram.is_empty():
-        return None
-    h = histogram.group_by("bucket_ns", "width_ns").agg(pl.col("count").sum()).sort("bucket_ns")
-    values = _bucket_values(h["bucket_ns"].to_numpy(), h["width_ns"].to_numpy())
-    ends = np.cumsum(h["count"].to_numpy())  # rank r (0-based) sits in the first bucket with ends > r
-    n = int(ends[-1])
-    rank = q * (n - 1)
-    below, above = int(np.floor(rank)), int(np.ceil(rank))
-    a = values[np.searchsorted(ends, below, side="right")]
-    b = values[np.searchsorted(ends, above, side="right")]
-    value = float(a + (b - a) * (rank - below))
-    if low is not None:
-        value = max(value, low)
-    if high is not None:
-        value = min(value, high)
-    return value
 
 
 def histogram_count(histogram: pl.DataFrame, above_ns: float | None = None, below_ns: float | None = None) -> int:
@@ -189,57 +162,6 @@ class DayStats:
 
     def samples_of(self, kind: str) -> pl.DataFrame:
         return self.samples.filter(pl.col("kind") == kind)
-
-    def precision_flags(self) -> pl.DataFrame:
-        """Sample bad values in the shape of `measures.precision_flags` (for `measures.precision_rows`)."""
-        return (
-            self.samples.filter(pl.col("kind").is_in([OFF_GRID, PRECISION_LOSS]))
-            .with_columns((pl.col("kind") == OFF_GRID).alias("off_grid"))
-            .select("received_time", "sequence_number", "row", "column", "value", "off_grid", "steps")
-        )
-
-    def hourly_skew(self, day: dt.date) -> pl.DataFrame:
-        """Per-hour skew figures in ms like `measures.hourly_skew` (quantiles from the histogram)."""
-        records = []
-        hourly = {r["hour"]: r for r in self.hourly.iter_rows(named=True)}
-        for hour in range(24):
-            r = hourly.get(hour)
-            h = self.skew_histogram.filter(pl.col("hour") == hour)
-            messages = int(r["messages"]) if r else 0
-            low = r["skew_min_ns"] if r and messages else None
-            high = r["skew_max_ns"] if r and messages else None
-            q = {p: histogram_quantile(h, p, low, high) for p in (0.01, 0.5, 0.99)}
-            records.append(
-                {
-                    "hour": hour,
-                    "skew_p1_ms": None if q[0.01] is None else q[0.01] / NS_PER_MS,
-                    "skew_p50_ms": None if q[0.5] is None else q[0.5] / NS_PER_MS,
-                    "skew_p99_ms": None if q[0.99] is None else q[0.99] / NS_PER_MS,
-                    "skew_max_ms": None if high is None else high / NS_PER_MS,
-                    "skew_min_ms": None if low is None else low / NS_PER_MS,
-                    "skew_negative_share": (r["skew_negative"] / messages) if messages else None,
-                    "messages": messages,
-                }
-            )
-        schema = {"hour": pl.Int32, **dict.fromkeys(list(records[0])[1:-1], pl.Float64), "messages": pl.Int64}
-        return pl.DataFrame(records, schema=schema)
-
-    def skew_figures(self) -> dict[str, float | None]:
-        """Day figures of `measures.skew_aggregates`, in ms."""
-        s = self.summary
-        messages = int(s.get("messages") or 0)
-        if not messages:
-            return {}
-        low, high = s["skew_min_ns"], s["skew_max_ns"]
-        q = {p: histogram_quantile(self.skew_histogram, p, low, high) for p in (0.01, 0.5, 0.99)}
-        return {
-            "skew_p1_ms": q[0.01] / NS_PER_MS,
-            "skew_p50_ms": q[0.5] / NS_PER_MS,
-            "skew_p99_ms": q[0.99] / NS_PER_MS,
-            "skew_max_ms": high / NS_PER_MS,
-            "skew_min_ms": low / NS_PER_MS,
-            "skew_negative_share": int(s["skew_negative"]) / messages,
-        }
 
 
 def trade_id_hashes(ids: pl.Series) -> np.ndarray:
@@ -518,7 +440,7 @@ class DayStatsBuilder:
         self._sample(SKEW, frame, worst_by="skew_ns")
 
     def _gaps(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]]) -> None:
-        """Sequence jumps (contiguous numbering) and out-of-order messages, as `sequence.gap_events`."""
+        """Sequence jumps (contiguous numbering) and out-of-order messages of the batch (`sequence.gap_rows`)."""
         # Batches are message-aligned, so a batch's first row starts a message.
         lead_received = lead_sequence = np.zeros(0, dtype=np.int64)
         found, base = [], 0
@@ -675,24 +597,14 @@ def compute_day_stats(
 ) -> DayStats:
     """The statistics of a lake file computed from the file itself, in row batches (when the import's
     are missing or stale). Quarantine counts are unknown here and read as 0."""
-    from market_pipeline.core.lake.ingest import batch_rows_for, iter_tables, message_aligned
-
-    reader = parquet_io.open_file(data_file)
-    batch_rows = batch_rows_for(len(reader.schema_arrow.names))
-
-    def frames() -> Iterator[pl.DataFrame]:
-        for batch in iter_tables(reader, None, batch_rows):
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            yield frame
-
     repeated = None
     if table == "trades":
-        repeated = repeated_hashes([trade_id_hashes(f["trade_id"]) for f in frames()])
+        repeated = repeated_hashes([trade_id_hashes(f["trade_id"]) for f in iter_frames(data_file, ["trade_id"])])
     builder = DayStatsBuilder(table, day, tick_size, lot_size, contiguous=contiguous, repeated_trade_ids=repeated)
     builder.dropping = False
-    for frame in message_aligned(frames()) if table in MESSAGE_TABLES else frames():
+    frames = iter_frames(data_file)
+    for frame in message_aligned(frames) if table in MESSAGE_TABLES else frames:
         builder.add(frame)
     stats = builder.finish(data_file.stat().st_size)
-    stats.summary["rows"] = reader.metadata.num_rows
+    stats.summary["rows"] = parquet_io.num_rows(data_file)
     return stats

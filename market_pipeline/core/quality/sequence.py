@@ -37,25 +37,6 @@ GAP_SCHEMA = {
 }
 
 
-def messages(deltas: pl.DataFrame) -> pl.DataFrame:
-    """First row of each message, in file order: received_time, origin_time, sequence_number."""
-    new_message = (
-        (pl.col("sequence_number") != pl.col("sequence_number").shift(1))
-        | (pl.col("received_time") != pl.col("received_time").shift(1))
-    ).fill_null(True)
-    return deltas.select("received_time", "origin_time", "sequence_number").filter(new_message)
-
-
-def gap_events(deltas: pl.DataFrame, snapshots: pl.DataFrame, contiguous: bool) -> pl.DataFrame:
-    """One row per gap (GAP_SCHEMA), in file order.
-
-    `deltas` needs received_time, origin_time and sequence_number in file order; `snapshots`
-    needs received_time and sequence_number of the day's vendor snapshots in file order.
-    """
-    msgs = messages(deltas).with_columns(pl.col("sequence_number").cum_max().shift(1).alias("previous_sequence_number"))
-    return repair_gaps(gap_messages(msgs, contiguous), snapshots)
-
-
 def gap_messages(msgs: pl.DataFrame, contiguous: bool) -> pl.DataFrame:
     """The messages that are gap events, with `kind` and `missing_sequence_numbers`.
 

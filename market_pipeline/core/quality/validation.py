@@ -8,9 +8,14 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.quality import measures as m
 from market_pipeline.core.quality.book_sync import sync_figures
+from market_pipeline.core.quality.crossed import crossed_figures, scan_books_touch, scan_snapshot_tops, touch_share
 from market_pipeline.core.quality.fidelity import FIDELITY_COLUMNS, capture_fidelity
+from market_pipeline.core.quality.gaps import gap_summary, hourly_gaps, repaired_gaps, snapshot_sequence, worst_gaps
+from market_pipeline.core.quality.lake_day import DayFiles, read_day_stats
+from market_pipeline.core.quality.precision_figures import snapshot_precision, tally_tables, worst_precision
+from market_pipeline.core.quality.skew import skew_figures
+from market_pipeline.core.quality.snapshot_agreement import agreement_figures
 
 # Column contract of main.validation_reports (pipeline_metrics reads these names).
 DAILY_SCHEMA: dict[str, pl.DataType] = {
@@ -83,29 +88,29 @@ class DayValidation:
     details: dict[str, object] = field(default_factory=dict)  # worst rows, for the report
 
 
-def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] | None) -> DayValidation:
-    """The day's validation in bounded memory: the raw tables' figures from their day statistics
-    (one pass over three columns of the deltas for the exact skew quantiles), the tables with a
-    row per vendor snapshot or rebuilt row through lazy scans of the columns needed."""
+def validate_instrument_day(files: DayFiles, rebuild_counters: dict[str, int] | None) -> DayValidation:
+    """The day's validation in bounded memory, from the measures the checks use too: the raw
+    tables' figures from their day statistics (one pass over three columns of the deltas for the
+    exact skew quantiles), the tables with a row per vendor snapshot or rebuilt row through lazy
+    scans of the columns needed."""
     instrument, day = files.instrument, files.day
-    snapshot_sequence, snapshot_received = m.snapshot_sequence(files)
-    deltas = m.delta_figures(files, snapshot_sequence, snapshot_received)
-    del snapshot_sequence, snapshot_received
-    trades = m.trade_figures(files, deltas.precision)
-    agreement = m.agreement_figures(files)
+    stats = read_day_stats(files, "book_delta_v2")
+    files.require(files.snapshots)  # the gaps a vendor snapshot repairs: the day has them
+    events = repaired_gaps(files, stats, snapshot_sequence(files))
+    skew = skew_figures(files, stats)
+    precision = tally_tables(files, ("book_delta_v2", "trades"))
+    agreement = agreement_figures(files)
 
-    events = deltas.events
-    gap_figures = m.gap_summary(events)
-    hourly_gaps = m.hourly_gaps(events, agreement.divergent, day)
+    gap_figures = gap_summary(events)
+    gaps_by_hour = hourly_gaps(events, agreement.divergent, day)
     sync = sync_figures(files.require(files.books), day)
 
-    snap_off, snap_loss = m.snapshot_precision(files)
-    flags = deltas.precision.frame()
-    off_grid = snap_off + deltas.precision.off_grid
-    loss = snap_loss + deltas.precision.loss
+    snap_off, snap_loss = snapshot_precision(files)
+    off_grid = snap_off + precision.off_grid
+    loss = snap_loss + precision.loss
 
-    vendor_crossed, _ = m.crossed_figures(m.scan_snapshot_tops(files), by_time=False)
-    rebuilt_crossed, _ = m.crossed_figures(m.scan_books_touch(files), by_time=True)
+    vendor_crossed, _ = crossed_figures(scan_snapshot_tops(files), by_time=False)
+    rebuilt_crossed, _ = crossed_figures(scan_books_touch(files), by_time=True)
 
     # Written by the capture rebuild beside the day's books; all null for books not rebuilt from a capture.
     fidelity = capture_fidelity(files.fidelity)
@@ -114,11 +119,11 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
         "dt": day,
         "exchange": instrument.exchange,
         "symbol": instrument.symbol,
-        "messages": deltas.messages,
-        "delta_rows": deltas.delta_rows,
-        "trades": trades,
-        "gaps_detected": int(hourly_gaps["gaps_detected"].sum()),
-        "gaps_filled": int(hourly_gaps["gaps_filled"].sum()),
+        "messages": int(stats.summary["messages"]),
+        "delta_rows": int(stats.summary["rows"]),
+        "trades": int(read_day_stats(files, "trades").summary["rows"]),
+        "gaps_detected": int(gaps_by_hour["gaps_detected"].sum()),
+        "gaps_filled": int(gaps_by_hour["gaps_filled"].sum()),
         "gaps_unrepaired": gap_figures["gaps_unrepaired"],
         "sequence_jumps": gap_figures["sequence_jumps"],
         "chain_breaks": gap_figures["chain_breaks"],
@@ -126,20 +131,20 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
         "out_of_order_messages": gap_figures["out_of_order_messages"],
         **agreement.summary,
         **sync.daily(),
-        **deltas.skew_day,
+        **skew.day,
         "off_grid_values": off_grid,
         "precision_loss_events": loss,
-        "price_decimals_max": deltas.price_decimals_max,
+        "price_decimals_max": stats.summary["price_decimals_max"],
         "crossed_events": None if rebuild_counters is None else rebuild_counters.get("crossed_events"),
         "vendor_crossed_snapshots": vendor_crossed,
         "rebuilt_crossed_rows": rebuilt_crossed,
-        "trades_at_or_inside_touch_share": m.touch_share(files),
+        "trades_at_or_inside_touch_share": touch_share(files),
         **fidelity,
     }
     hour_start = dt.datetime.combine(day, dt.time())
     hourly = (
-        hourly_gaps.join(sync.hourly, on="hour")
-        .join(deltas.skew_hourly, on="hour")
+        gaps_by_hour.join(sync.hourly, on="hour")
+        .join(skew.hourly, on="hour")
         .with_columns(
             pl.lit(day).alias("dt"),
             pl.lit(instrument.exchange).alias("exchange"),
@@ -150,9 +155,9 @@ def validate_instrument_day(files: m.DayFiles, rebuild_counters: dict[str, int] 
         .cast(HOURLY_SCHEMA)
     )
     details = {
-        "gaps": m.gap_rows(events),
-        "skew": deltas.skew_worst,
-        "precision": m.precision_rows(flags),
+        "gaps": worst_gaps(events),
+        "skew": skew.worst,
+        "precision": worst_precision(precision.frame()),
         "agreement": agreement.worst,
         "hourly_mid_dev_ticks": agreement.hourly_max_ticks,
     }

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from market_pipeline.core.day_clock import NS_PER_DAY
 from market_pipeline.core.read.errors import EmptyRange, SkippedDaysWarning
-from market_pipeline.core.read.ranges import NS, TimeRange
+from market_pipeline.core.read.ranges import TimeRange
 from market_pipeline.core.read.reader import LakeReader
 
 TOP_OF_BOOK = ("bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size")
@@ -36,7 +37,7 @@ def instants_ns(times: pl.Series | Sequence[object]) -> pl.Series:
 
 
 def _day_of(ns: pl.Expr) -> pl.Expr:
-    return (ns // (86_400 * NS)).cast(pl.Int32).cast(pl.Date)
+    return (ns // NS_PER_DAY).cast(pl.Int32).cast(pl.Date)
 
 
 def _synced_books(

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from market_pipeline.core.day_clock import day_start_ns
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
@@ -44,7 +45,6 @@ from market_pipeline.core.read.hftbacktest_format import (
     merge_orders,
 )
 from market_pipeline.core.read.partitions import Instrument
-from market_pipeline.core.read.ranges import day_start_ns
 
 EXPORT_BATCH_ROWS = 500_000
 SNAPSHOT_BATCH_ROWS = 20_000  # 80 float levels a row: about 13 MB a batch (and its copies)

@@ -9,21 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from market_pipeline.core.day_clock import EPOCH, to_ns
 from market_pipeline.core.read.errors import EmptyRange
 from market_pipeline.core.read.partitions import days_between
-
-NS = 1_000_000_000
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def to_ns(moment: dt.datetime) -> int:
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
-    delta = aware - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1_000
-
-
-def day_start_ns(day: dt.date) -> int:
-    return to_ns(dt.datetime.combine(day, dt.time()))
 
 
 @dataclass(frozen=True)

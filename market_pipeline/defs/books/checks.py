@@ -10,8 +10,9 @@ import dagster as dg
 import polars as pl
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.quality import measures as m
 from market_pipeline.core.quality.book_sync import sync_figures
+from market_pipeline.core.quality.crossed import crossed_figures, scan_books_touch, scan_snapshot_tops
+from market_pipeline.core.quality.snapshot_agreement import agreement_figures
 from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
 from market_pipeline.defs.common.recorded import rebuild_counters
 from market_pipeline.defs.common.resources import PipelineSettings
@@ -27,8 +28,8 @@ from market_pipeline.defs.common.resources import PipelineSettings
 def no_crossed_books(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
     files = day_files(settings, instrument, day)
     # Lazy scans of the touch columns: only crossed rows are ever held.
-    rebuilt_crossed, rebuilt_rows = m.crossed_figures(m.scan_books_touch(files), by_time=True)
-    vendor_crossed, vendor_rows = m.crossed_figures(m.scan_snapshot_tops(files), by_time=False)
+    rebuilt_crossed, rebuilt_rows = crossed_figures(scan_books_touch(files), by_time=True)
+    vendor_crossed, vendor_rows = crossed_figures(scan_snapshot_tops(files), by_time=False)
     counters = rebuild_counters(context.instance, instrument.key, day) or {}
     figures = {
         "rebuilt_crossed_rows": rebuilt_crossed,
@@ -63,7 +64,7 @@ def no_crossed_books(context, settings: PipelineSettings, instrument: Instrument
 )
 def vendor_snapshot_agreement(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
     files = day_files(settings, instrument, day)
-    agreement = m.agreement_figures(files)  # scans of the agreement table, in bounded memory
+    agreement = agreement_figures(files)  # scans of the agreement table, in bounded memory
     figures = dict(agreement.summary)
     figures["mismatches_by_level"] = str(figures["mismatches_by_level"])
     share = figures["snapshot_exact_match_share"]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.quality.measures import DayFiles
+from market_pipeline.core.quality.lake_day import DayFiles
 from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM, blocked_days
 from market_pipeline.defs.common.dagster_compat import target_materialization
 from market_pipeline.defs.common.json_logs import stage_log_fields

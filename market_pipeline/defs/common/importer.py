@@ -13,13 +13,13 @@ import polars as pl
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.batches import message_aligned
 from market_pipeline.core.lake.ingest import (
     FileRejected,
     PartitionWriter,
     VendorFile,
     iter_checked,
     iter_trade_ids,
-    message_aligned,
     open_vendor_file,
     quarantine_file,
     record_rejected_rows,

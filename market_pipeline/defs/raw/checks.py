@@ -5,8 +5,10 @@ schema_and_row_counts (on every raw table). Non-blocking: clock_skew, duplicate_
 origin_time (on every raw table), out_of_order_trades (and the freshness checks, defs/automation).
 
 The checks read the small day statistics the import wrote beside each day
-(core/quality/day_stats.py via `measures.day_stats`), never the raw day itself; statistics that
-no longer describe the lake file are recomputed from it in row batches.
+(core/quality/day_stats.py via `lake_day.read_day_stats`), never the raw day itself; statistics that
+no longer describe the lake file are recomputed from it in row batches. Where a figure needs more
+(the exact skew quantiles, the off-grid values' rows), the measure that `validation_reports` uses
+computes it, so a check and the report never disagree.
 """
 
 import datetime as dt
@@ -14,22 +16,24 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from market_pipeline.core.day_clock import NS_PER_MS, iso
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.paths import rejected_rows_path
 from market_pipeline.core.lake.schemas import NULLABLE_COLUMNS, OPTIONAL_COLUMNS, TABLE_SCHEMAS
-from market_pipeline.core.quality import measures as m
 from market_pipeline.core.quality.chain import CHAIN_BREAK
 from market_pipeline.core.quality.day_stats import (
     CONFLICTING_TRADE_ID,
     DUPLICATE,
     OUT_OF_ORDER_RECEIVED,
     OUT_OF_ORDER_TRADE_ID,
-    SKEW,
     DayStats,
     histogram_count,
 )
-from market_pipeline.core.quality.sequence import repair_gaps
+from market_pipeline.core.quality.gaps import gap_summary, repaired_gaps, snapshot_sequence, worst_gaps
+from market_pipeline.core.quality.lake_day import WORST_ROWS, read_day_stats
+from market_pipeline.core.quality.precision_figures import tally_tables, worst_precision
+from market_pipeline.core.quality.skew import skew_figures, worst_skews
 from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
 from market_pipeline.defs.common.recorded import latest_metadata
 from market_pipeline.defs.common.resources import PipelineSettings
@@ -50,9 +54,8 @@ def sequence_gaps(context, settings: PipelineSettings, instrument: Instrument, d
     # Without the day's vendor snapshots (raw_book_snapshots not materialized) no gap can be
     # proven repaired: every gap then counts as unrepaired, and the summary says why.
     has_snapshots = files.snapshots.is_file()
-    tops = m.read_snapshot_tops(files) if has_snapshots else m.empty_snapshot_tops()
-    events = repair_gaps(m.sequence_events(files, m.day_stats(files, "book_delta_v2")), tops)
-    figures = m.gap_summary(events)
+    events = repaired_gaps(files, read_day_stats(files, "book_delta_v2"), snapshot_sequence(files))
+    figures = gap_summary(events)
     figures["sequence_semantics"] = "contiguous" if files.contiguous else "monotonic"
     figures["vendor_snapshots_available"] = int(has_snapshots)
     total = events.height
@@ -77,7 +80,7 @@ def sequence_gaps(context, settings: PipelineSettings, instrument: Instrument, d
         severity, summary = WARN, f"{total} gap(s), all repaired by a later vendor snapshot"
     else:
         severity, summary = None, "no gaps"
-    return Finding(severity, summary, figures, m.gap_rows(events))
+    return Finding(severity, summary, figures, worst_gaps(events))
 
 
 @daily_check(
@@ -90,11 +93,13 @@ def sequence_gaps(context, settings: PipelineSettings, instrument: Instrument, d
 )
 def clock_skew(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
     limits = settings.checks
-    stats = m.day_stats(day_files(settings, instrument, day), "book_delta_v2")
-    figures: dict = stats.skew_figures()
-    if not figures:
+    files = day_files(settings, instrument, day)
+    stats = read_day_stats(files, "book_delta_v2")
+    if not int(stats.summary.get("messages") or 0):
         return Finding(None, "no messages")
-    hourly = stats.hourly_skew(day).drop_nulls("skew_p99_ms").sort("skew_p99_ms", descending=True)
+    skew = skew_figures(files, stats)
+    figures: dict = dict(skew.day)
+    hourly = skew.hourly.drop_nulls("skew_p99_ms").sort("skew_p99_ms", descending=True, maintain_order=True)
     figures["worst_hour_p99_ms"] = hourly["skew_p99_ms"][0]
     figures["worst_hour"] = int(hourly["hour"][0])
     figures.update(_skew_beyond(stats, limits))
@@ -114,7 +119,7 @@ def clock_skew(context, settings: PipelineSettings, instrument: Instrument, day:
         )
     severity = ERROR if problems_error else WARN if problems_warn else None
     summary = "; ".join(problems_error + problems_warn) or f"p99 {figures['skew_p99_ms']:.1f} ms"
-    return Finding(severity, summary, figures, _skew_rows(stats))
+    return Finding(severity, summary, figures, skew.worst)
 
 
 @daily_check(
@@ -125,8 +130,8 @@ def clock_skew(context, settings: PipelineSettings, instrument: Instrument, day:
     "off the grid, WARN for float noise (on the grid but not the nearest float).",
 )
 def price_precision(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
-    stats = m.day_stats(day_files(settings, instrument, day), "book_delta_v2")
-    flags = stats.precision_flags()
+    files = day_files(settings, instrument, day)
+    stats = read_day_stats(files, "book_delta_v2")
     off_grid = int(stats.summary["off_grid_values"])
     loss = int(stats.summary["precision_loss_events"])
     figures = {
@@ -142,7 +147,7 @@ def price_precision(context, settings: PipelineSettings, instrument: Instrument,
         severity, summary = WARN, f"{loss} value(s) with float noise"
     else:
         severity, summary = None, "every value on the grid"
-    return Finding(severity, summary, figures, m.precision_rows(flags))
+    return Finding(severity, summary, figures, worst_precision(tally_tables(files, ("book_delta_v2",)).frame()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,7 +234,7 @@ def make_schema_and_row_counts(table: str, asset: str) -> DailyCheck:
         }
         rejected = rejected_rows_path(settings.lake_dir, table, instrument.exchange, instrument.symbol, day)
         quarantined = parquet_io.num_rows(rejected) if rejected.is_file() else 0
-        stats = m.day_stats(files, table)
+        stats = read_day_stats(files, table)
         recorded = _recorded_rows(context, asset, instrument, day)
         figures = {
             "rows": rows,
@@ -238,8 +243,8 @@ def make_schema_and_row_counts(table: str, asset: str) -> DailyCheck:
             "quarantined_outside_day": stats.summary.get("quarantined_outside_day"),
             "rows_outside_day": stats.summary.get("rows_outside_day"),
             "null_values": sum(nulls.values()),
-            "first_received_time": m.iso(first),
-            "last_received_time": m.iso(last),
+            "first_received_time": iso(first),
+            "last_received_time": iso(last),
         }
         errors = []
         # The books need the day's deltas; a day with no trades or no vendor snapshots can be
@@ -270,8 +275,8 @@ def _sample_rows(stats: DayStats, kind: str) -> list[dict[str, object]]:
     return [
         {
             "row": r["row"],
-            "received_time": m.iso(r["received_time"]),
-            "origin_time": m.iso(r["origin_time"]),
+            "received_time": iso(r["received_time"]),
+            "origin_time": iso(r["origin_time"]),
             **({"sequence_number": r["sequence_number"]} if r["sequence_number"] is not None else {}),
             **({"trade_id": r["trade_id"]} if r["trade_id"] is not None else {}),
             **({"previous": r["previous"]} if r["previous"] is not None else {}),
@@ -294,7 +299,7 @@ def make_duplicate_rows(table: str, asset: str) -> DailyCheck:
     def duplicate_rows(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
         if (skip := _not_provided(settings, instrument, table)) is not None:
             return skip
-        stats = m.day_stats(day_files(settings, instrument, day), table)
+        stats = read_day_stats(day_files(settings, instrument, day), table)
         s = stats.summary
         duplicates, dropped = int(s["duplicate_rows"]), int(s["duplicate_rows_dropped"])
         conflicting = int(s.get("conflicting_trade_ids") or 0)
@@ -317,7 +322,7 @@ def make_duplicate_rows(table: str, asset: str) -> DailyCheck:
         if conflicting:
             problems.append(f"{conflicting} trade(s) repeating an earlier trade id with other values (kept)")
         if problems:
-            return Finding(WARN, "; ".join(problems), figures, rows[: m.WORST_ROWS])
+            return Finding(WARN, "; ".join(problems), figures, rows[:WORST_ROWS])
         return Finding(None, f"{duplicates} duplicate row(s)", figures)
 
     return duplicate_rows
@@ -336,13 +341,13 @@ def make_origin_time(table: str, asset: str) -> DailyCheck:
         if (skip := _not_provided(settings, instrument, table)) is not None:
             return skip
         limits = settings.checks
-        stats = m.day_stats(day_files(settings, instrument, day), table)
+        stats = read_day_stats(day_files(settings, instrument, day), table)
         outside = stats.origin_outside_day
         tolerance = limits.origin_time_tolerance_minutes
         beyond = outside.filter(pl.col("minutes_outside_day").abs() > tolerance)
-        negative = histogram_count(stats.skew_histogram, below_ns=-limits.negative_skew_tolerance_ms * m.NS_PER_MS)
+        negative = histogram_count(stats.skew_histogram, below_ns=-limits.negative_skew_tolerance_ms * NS_PER_MS)
         if stats.summary.get("skew_min_ns") is not None and stats.summary["skew_min_ns"] >= (
-            -limits.negative_skew_tolerance_ms * m.NS_PER_MS
+            -limits.negative_skew_tolerance_ms * NS_PER_MS
         ):
             negative = 0
         figures = {
@@ -363,7 +368,7 @@ def make_origin_time(table: str, asset: str) -> DailyCheck:
                 f"{negative} row(s) received more than {limits.negative_skew_tolerance_ms} ms before their origin time"
             )
         if problems:
-            return Finding(ERROR, "; ".join(problems), figures, _skew_rows(stats))
+            return Finding(ERROR, "; ".join(problems), figures, worst_skews(stats))
         return Finding(
             None, f"{figures['origin_outside_day']} origin time(s) outside the day, within tolerance", figures
         )
@@ -381,7 +386,7 @@ def make_origin_time(table: str, asset: str) -> DailyCheck:
 def out_of_order_trades(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
     if (skip := _not_provided(settings, instrument, "trades")) is not None:
         return skip
-    stats = m.day_stats(day_files(settings, instrument, day), "trades")
+    stats = read_day_stats(day_files(settings, instrument, day), "trades")
     s = stats.summary
     late, back = int(s["out_of_order_received"]), s.get("out_of_order_trade_ids")
     figures = {"out_of_order_received": late, "out_of_order_trade_ids": back, "rows": s["rows"]}
@@ -392,33 +397,20 @@ def out_of_order_trades(context, settings: PipelineSettings, instrument: Instrum
         problems.append(f"{back} trade id(s) below an earlier id")
     rows = _sample_rows(stats, OUT_OF_ORDER_RECEIVED) + _sample_rows(stats, OUT_OF_ORDER_TRADE_ID)
     if problems:
-        return Finding(WARN, "; ".join(problems), figures, rows[: m.WORST_ROWS])
+        return Finding(WARN, "; ".join(problems), figures, rows[:WORST_ROWS])
     return Finding(None, "trades in order", figures)
 
 
 def _skew_beyond(stats: DayStats, limits) -> dict[str, int]:
     """Messages beyond the skew limits, from the histogram; exact 0 when the exact min/max are within."""
     s = stats.summary
-    negative_ns = -limits.negative_skew_tolerance_ms * m.NS_PER_MS
-    max_ns = limits.clock_skew_max_error_ms * m.NS_PER_MS
+    negative_ns = -limits.negative_skew_tolerance_ms * NS_PER_MS
+    max_ns = limits.clock_skew_max_error_ms * NS_PER_MS
     below = (
         0 if s["skew_min_ns"] >= negative_ns else max(1, histogram_count(stats.skew_histogram, below_ns=negative_ns))
     )
     above = 0 if s["skew_max_ns"] <= max_ns else max(1, histogram_count(stats.skew_histogram, above_ns=max_ns))
     return {"messages_beyond_negative_tolerance": below, "messages_above_max": above}
-
-
-def _skew_rows(stats: DayStats) -> list[dict[str, object]]:
-    """The messages with the largest |skew|."""
-    return [
-        {
-            "received_time": m.iso(r["received_time"]),
-            "origin_time": m.iso(r["origin_time"]),
-            "sequence_number": r["sequence_number"],
-            "skew_ms": round(r["skew_ns"] / m.NS_PER_MS, 3),
-        }
-        for r in stats.samples_of(SKEW).iter_rows(named=True)
-    ]
 
 
 schema_and_row_counts = make_schema_and_row_counts("book_delta_v2", "raw_book_deltas")

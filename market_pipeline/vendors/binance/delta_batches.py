@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.ingest import iter_tables, message_aligned
+from market_pipeline.core.lake.batches import iter_tables, message_aligned
 from market_pipeline.vendors.binance import sync_kernel as br
 
 # Level rows replayed at a time: ~70 MB of columns and their int64 tick/lot copies.

@@ -17,8 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.ingest import iter_tables, message_aligned
+from market_pipeline.core.lake.batches import iter_frames, message_aligned
 from market_pipeline.core.lake.paths import partition_dir
 from market_pipeline.vendors.synthetic.generate import GROUND_TRUTH_DIR, PART_FILE
 
@@ -47,17 +46,9 @@ def day_files(root: Path, instrument: Instrument, day: dt.date) -> DayFiles:
     )
 
 
-def iter_frames(path: Path, batch_rows: int, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
-    """The file's rows in order, as polars frames of at most about `batch_rows` rows."""
-    for table in iter_tables(parquet_io.open_file(path, pre_buffer=False), columns, batch_rows):
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        yield frame
-
-
 def message_batches(path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
     """The delta file in batches that end between messages."""
-    return message_aligned(iter_frames(path, DELTA_BATCH_ROWS, columns))
+    return message_aligned(iter_frames(path, columns, DELTA_BATCH_ROWS))
 
 
 class RowsThrough:
@@ -68,7 +59,7 @@ class RowsThrough:
         self.path = path
         self.key = key
         self._last: int | None = None
-        self._frames = iter_frames(path, SIDE_BATCH_ROWS, columns)
+        self._frames = iter_frames(path, columns, SIDE_BATCH_ROWS)
         self._held: pl.DataFrame | None = None
         self._done = False
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import polars as pl
 
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake.batches import iter_frames
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.vendors.synthetic.config import SyntheticSettings
 from market_pipeline.vendors.synthetic.day_files import (
     SIDE_BATCH_ROWS,
     RowsThrough,
     day_files,
-    iter_frames,
     message_batches,
 )
 from market_pipeline.vendors.synthetic.generate import generate_day
@@ -121,7 +121,7 @@ def write_tardis_day(
             last_stamp = stamps.tail(1)
             deltas = following
 
-        for i, trades in enumerate(iter_frames(source.trades, SIDE_BATCH_ROWS)):
+        for i, trades in enumerate(iter_frames(source.trades, batch_rows=SIDE_BATCH_ROWS)):
             trades.select(
                 **names,
                 timestamp=pl.col("origin_time") // US,

@@ -33,9 +33,9 @@ import pyarrow.parquet as pq
 
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.lake.batches import batch_rows_for
 from market_pipeline.core.lake.cache_lock import cache_lock, day_lock_path
 from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_text_atomic
-from market_pipeline.core.lake.ingest import batch_rows_for
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.core.read_ahead import read_ahead

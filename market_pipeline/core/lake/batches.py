@@ -1,0 +1,77 @@
+"""Reading a lake Parquet file in bounded batches, in file order: the one way every reader does it.
+
+Memory is set by the batch size, never by the file: `iter_tables` reads a row group at a time
+(sliced to the batch), `message_aligned` re-cuts delta batches so none ends inside a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from market_pipeline.core.lake import parquet_io
+
+# Rows per batch: about this many bytes of fixed-width values (a book snapshot row is ~85 columns wide).
+BATCH_BYTES = 48 * 1024 * 1024
+MIN_BATCH_ROWS = 8_192
+
+
+def batch_rows_for(columns: int) -> int:
+    """Rows per batch of a table with `columns` columns (BATCH_BYTES of 8-byte values)."""
+    return max(MIN_BATCH_ROWS, BATCH_BYTES // (8 * max(1, columns)))
+
+
+def iter_tables(reader: pq.ParquetFile, columns: list[str] | None, batch_rows: int) -> Iterator[pa.Table]:
+    """The file's rows in order, a row group at a time (sliced to `batch_rows`).
+
+    `ParquetFile.iter_batches` over the whole file holds far more than a batch (~760 MB peak for a
+    34 M-row delta day, against ~210 MB read a row group at a time); a row group larger than
+    4 x `batch_rows` is streamed in batches on its own.
+    """
+    for group in range(reader.metadata.num_row_groups):
+        if reader.metadata.row_group(group).num_rows > 4 * batch_rows:
+            for batch in reader.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns):
+                yield pa.Table.from_batches([batch])
+            continue
+        table = reader.read_row_group(group, columns=columns)
+        for start in range(0, table.num_rows, batch_rows):
+            yield table.slice(start, batch_rows)
+
+
+def iter_frames(path: Path, columns: list[str] | None = None, batch_rows: int | None = None) -> Iterator[pl.DataFrame]:
+    """A lake file's `columns` (None: all) in file order, as polars frames of at most `batch_rows`
+    rows (default: `batch_rows_for` the columns read)."""
+    reader = parquet_io.open_file(path, pre_buffer=False)
+    rows = batch_rows or batch_rows_for(len(columns) if columns is not None else len(reader.schema_arrow.names))
+    for table in iter_tables(reader, columns, rows):
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        yield frame
+
+
+def message_aligned(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """Re-cut `book_delta_v2` batches so that none ends inside a message (rows sharing
+    received_time and sequence_number): the last message of a batch moves to the next one."""
+    held: pl.DataFrame | None = None
+    for frame in frames:
+        if held is not None:
+            frame = pl.concat([held, frame], how="vertical")
+            held = None
+        if frame.is_empty():
+            continue
+        last = frame.select(pl.col("received_time", "sequence_number").last()).row(0)
+        same = (pl.col("received_time") == last[0]) & (pl.col("sequence_number") == last[1])
+        # The trailing run of rows of the last message.
+        tail = frame.select(same.not_().cum_sum(reverse=True).alias("_after")).to_series()
+        cut = int((tail > 0).sum())
+        if cut < frame.height:
+            held = frame.slice(cut)
+            frame = frame.slice(0, cut)
+        if not frame.is_empty():
+            yield frame
+    if held is not None and not held.is_empty():
+        yield held
