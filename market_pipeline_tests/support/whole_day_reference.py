@@ -19,6 +19,7 @@ from market_pipeline.core.quality.gaps import hourly_gaps as gaps_by_hour
 from market_pipeline.core.quality.lake_day import WORST_ROWS, DayFiles
 from market_pipeline.core.quality.precision import grid_flags
 from market_pipeline.core.quality.sequence import gap_messages, repair_gaps
+from market_pipeline.core.quality.snapshot_agreement import worst_disagreements
 
 SNAPSHOT_TOP_SCHEMA = {
     "received_time": pl.Int64,
@@ -208,22 +209,13 @@ def agreement_summary(agreement: pl.DataFrame, instrument: Instrument) -> dict[s
 
 
 def agreement_rows(agreement: pl.DataFrame, limit: int = WORST_ROWS) -> list[dict[str, object]]:
+    """The worst disagreements, chosen from the whole table (formatted as the production rows)."""
     worst = (
         agreement.filter(~pl.col("matched"))
         .sort([pl.col("mid_deviation_half_ticks").abs(), "levels_mismatched"], descending=True)
         .head(limit)
     )
-    return [
-        {
-            "received_time": iso(r["received_time"]),
-            "sequence_number": r["sequence_number"],
-            "mid_deviation_ticks": r["mid_deviation_half_ticks"] / 2,
-            "levels_mismatched": r["levels_mismatched"],
-            "first_mismatched_level": r["first_mismatched_level"],
-            "synced_before": r["synced_before"],
-        }
-        for r in worst.iter_rows(named=True)
-    ]
+    return worst_disagreements(worst)
 
 
 def crossed_rows(frame: pl.DataFrame) -> pl.DataFrame:
