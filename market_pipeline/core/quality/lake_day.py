@@ -21,7 +21,8 @@ from market_pipeline.core.lake.paths import (
     raw_partition_dir,
     stats_partition_dir,
 )
-from market_pipeline.core.quality.day_stats import DayStats, compute_day_stats
+from market_pipeline.core.quality.day_stats import DayStats
+from market_pipeline.core.quality.day_stats_builder import compute_day_stats
 from market_pipeline.core.telemetry import progress
 
 WORST_ROWS = 10  # offending rows listed in check metadata and reports

@@ -26,12 +26,8 @@ from market_pipeline.core.lake.ingest import (
 )
 from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir, stats_partition_dir
 from market_pipeline.core.lake.schemas import TABLE_SCHEMAS
-from market_pipeline.core.quality.day_stats import (
-    MESSAGE_TABLES,
-    DayStatsBuilder,
-    repeated_hashes,
-    trade_id_hashes,
-)
+from market_pipeline.core.quality.day_stats_builder import MESSAGE_TABLES, DayStatsBuilder
+from market_pipeline.core.quality.duplicate_rows import repeated_hashes, trade_id_hashes
 from market_pipeline.core.security.audit import audit_read, audit_scope
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.base import VendorSource
