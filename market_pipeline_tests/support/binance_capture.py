@@ -3,11 +3,17 @@ figures an exact replay of them reproduces), and synthetic capture lines written
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from market_pipeline.core.day_clock import NS_PER_DAY
+from market_pipeline.vendors.binance.capture_stream import TABLE_SCHEMAS, CaptureParser
 from market_pipeline_tests.support.project import REAL_DATA_DIR
 
 # Third-party captures: read in place, never copied into the repository.
@@ -108,3 +114,54 @@ SYNTHETIC_SPOT = [
 def write_capture_lines(path: Path, lines: list[str], start_ns: int = 1_700_000_000_000_000_000) -> Path:
     path.write_text("".join(f"{start_ns + i} {line}\n" for i, line in enumerate(lines)))
     return path
+
+
+@dataclass
+class CaptureTables:
+    """One instrument's capture as lake tables, each in capture line order."""
+
+    market: str  # spot | usdm | coinm
+    exchange: str  # Crypto Lake exchange, e.g. BINANCE_FUTURES
+    symbol: str  # Crypto Lake symbol, e.g. BTC-USDT-PERP
+    trades: pl.DataFrame  # TRADES_SCHEMA
+    book_delta_v2: pl.DataFrame  # BOOK_DELTA_SCHEMA + CAPTURE_DELTA_EXTRA_SCHEMA + line_no
+    depth_snapshot: pl.DataFrame  # DEPTH_SNAPSHOT_SCHEMA + line_no
+    book: pl.DataFrame  # BOOK_SCHEMA: top 20 levels of each REST snapshot
+    book_ticker: pl.DataFrame  # BOOK_TICKER_SCHEMA + line_no
+
+
+def parse_capture(paths: Sequence[Path], chunk_lines: int | None = None) -> CaptureTables:
+    """Parse the capture files of ONE instrument, given in time order, into whole lake tables.
+
+    Whole tables, for the tests' small inputs, from the streaming parser (`capture_stream`) that
+    production reads large captures with, chunk by chunk. Raises CaptureFormatError naming the file and
+    line of the first malformed line, or the file when the files mix instruments or markets.
+    """
+    parser = CaptureParser(paths, chunk_lines)
+    parts: dict[str, list[pl.DataFrame]] = {name: [pl.DataFrame(schema=s)] for name, s in TABLE_SCHEMAS.items()}
+    for chunk in parser.chunks():
+        for name, frame in chunk.items():
+            parts[name].append(frame)
+    market, exchange, symbol = parser.instrument()
+    return CaptureTables(market, exchange, symbol, **{name: pl.concat(frames) for name, frames in parts.items()})
+
+
+_TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
+
+
+def split_by_day(tables: CaptureTables) -> dict[dt.date, CaptureTables]:
+    """Split every table by the UTC day of its received_time (line order and line_no kept)."""
+    epoch = dt.date(1970, 1, 1)
+    day = pl.col("received_time") // NS_PER_DAY
+    days: set[int] = set()
+    for name in _TABLES:
+        days.update(getattr(tables, name).select(day.unique()).to_series())
+    return {
+        epoch + dt.timedelta(days=d): CaptureTables(
+            market=tables.market,
+            exchange=tables.exchange,
+            symbol=tables.symbol,
+            **{name: getattr(tables, name).filter(day == d) for name in _TABLES},
+        )
+        for d in sorted(days)
+    }

@@ -19,12 +19,12 @@ from market_pipeline.vendors.binance.capture_format import (
     SNAPSHOT_LEVELS_SCHEMA,
     TICKER_SCHEMA,
     CaptureFormatError,
-    CaptureTables,
     _iter_located,
     binance_market_of,
     lake_instrument,
     market_of_diff,
 )
+from market_pipeline_tests.support.binance_capture import CaptureTables
 
 
 class _Columns:

@@ -24,10 +24,17 @@ from market_pipeline.vendors.binance.capture_format import (
     iter_messages,
     lake_instrument,
     open_capture,
+)
+from market_pipeline_tests.support.binance_capture import (
+    DOCUMENTED,
+    SPOT,
+    SYNTHETIC_SPOT,
+    TRADE,
+    USDM,
     parse_capture,
+    real_paths,
     split_by_day,
 )
-from market_pipeline_tests.support.binance_capture import DOCUMENTED, SPOT, SYNTHETIC_SPOT, TRADE, USDM, real_paths
 from market_pipeline_tests.support.binance_capture import diff as _diff
 from market_pipeline_tests.support.binance_capture import write_capture_lines as _write
 from market_pipeline_tests.support.reference_book import replay

@@ -12,8 +12,14 @@ import pytest
 
 from market_pipeline.core.book.rebuild import Grid
 from market_pipeline.vendors.binance import delta_batches
-from market_pipeline.vendors.binance.capture_format import parse_capture, split_by_day
-from market_pipeline_tests.support.binance_capture import DOCUMENTED, SPOT, USDM, real_paths
+from market_pipeline_tests.support.binance_capture import (
+    DOCUMENTED,
+    SPOT,
+    USDM,
+    parse_capture,
+    real_paths,
+    split_by_day,
+)
 from market_pipeline_tests.support.midnight_capture import DEPTH
 from market_pipeline_tests.support.midnight_capture import shifted_capture as _shifted_capture
 from market_pipeline_tests.support.midnight_capture import write_day_tables as _write_day

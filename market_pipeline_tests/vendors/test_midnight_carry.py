@@ -229,8 +229,8 @@ def _reference_tops(paths: list[Path]) -> dict[int, tuple]:
 
 def test_a_snapshot_after_midnight_syncs_the_diffs_buffered_before_it(tmp_path):
     from market_pipeline.settings import load_settings
-    from market_pipeline.vendors.binance.capture_format import parse_capture, split_by_day
     from market_pipeline.vendors.binance.rebuild import START_CARRIED, rebuild_capture_day
+    from market_pipeline_tests.support.binance_capture import parse_capture, split_by_day
 
     paths = real_paths(SPOT)
     _shifted_capture(paths, tmp_path / "cut")

@@ -21,12 +21,10 @@ Two views of the same lines:
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import io
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -284,56 +282,3 @@ def iter_messages(paths: Sequence[Path]) -> Iterator[tuple[int, int, str, dict[s
 
 
 # --- tables ------------------------------------------------------------------------------------
-
-
-@dataclass
-class CaptureTables:
-    """One instrument's capture as lake tables, each in capture line order."""
-
-    market: str  # spot | usdm | coinm
-    exchange: str  # Crypto Lake exchange, e.g. BINANCE_FUTURES
-    symbol: str  # Crypto Lake symbol, e.g. BTC-USDT-PERP
-    trades: pl.DataFrame  # TRADES_SCHEMA
-    book_delta_v2: pl.DataFrame  # BOOK_DELTA_SCHEMA + CAPTURE_DELTA_EXTRA_SCHEMA + line_no
-    depth_snapshot: pl.DataFrame  # DEPTH_SNAPSHOT_SCHEMA + line_no
-    book: pl.DataFrame  # BOOK_SCHEMA: top 20 levels of each REST snapshot
-    book_ticker: pl.DataFrame  # BOOK_TICKER_SCHEMA + line_no
-
-
-def parse_capture(paths: Sequence[Path], chunk_lines: int | None = None) -> CaptureTables:
-    """Parse the capture files of ONE instrument, given in time order, into whole lake tables.
-
-    A convenience for small inputs and tests over the streaming parser (`capture_stream`), which
-    readers of large captures use chunk by chunk. Raises CaptureFormatError naming the file and
-    line of the first malformed line, or the file when the files mix instruments or markets.
-    """
-    from market_pipeline.vendors.binance.capture_stream import TABLE_SCHEMAS, CaptureParser
-
-    parser = CaptureParser(paths, chunk_lines)
-    parts: dict[str, list[pl.DataFrame]] = {name: [pl.DataFrame(schema=s)] for name, s in TABLE_SCHEMAS.items()}
-    for chunk in parser.chunks():
-        for name, frame in chunk.items():
-            parts[name].append(frame)
-    market, exchange, symbol = parser.instrument()
-    return CaptureTables(market, exchange, symbol, **{name: pl.concat(frames) for name, frames in parts.items()})
-
-
-_TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
-
-
-def split_by_day(tables: CaptureTables) -> dict[dt.date, CaptureTables]:
-    """Split every table by the UTC day of its received_time (line order and line_no kept)."""
-    epoch = dt.date(1970, 1, 1)
-    day = pl.col("received_time") // NS_PER_DAY
-    days: set[int] = set()
-    for name in _TABLES:
-        days.update(getattr(tables, name).select(day.unique()).to_series())
-    return {
-        epoch + dt.timedelta(days=d): CaptureTables(
-            market=tables.market,
-            exchange=tables.exchange,
-            symbol=tables.symbol,
-            **{name: getattr(tables, name).filter(day == d) for name in _TABLES},
-        )
-        for d in sorted(days)
-    }
