@@ -8,9 +8,10 @@ partitions definition and backfill policy, intervals, statuses) and returns `dg.
 stages refer to each other's assets by key, never by importing them. Automation (jobs,
 schedules, the new-day sensor, freshness checks) is built last, over the merged assets.
 
-`defs` below is what `dagster dev` / workspace.yaml load: the settings of the environment
-(config.yaml, `.env`, PIPELINE_* variables) at import. The CLI builds its own from the settings
-it loaded (e.g. the demo's), without touching the environment.
+`defs` below is what `dagster dev` / workspace.yaml load: a lazy `@dg.definitions` entry point,
+built from the settings of the environment (config.yaml, `.env`, PIPELINE_* variables) when
+Dagster loads the code location, not when this module is imported. The CLI builds its own, once,
+from the settings it loaded (e.g. the demo's), without touching the environment.
 """
 
 from __future__ import annotations
@@ -82,4 +83,7 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
     )
 
 
-defs = build_definitions(load_settings())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location of the environment's settings, built when Dagster loads it."""
+    return build_definitions(load_settings())

@@ -1,9 +1,9 @@
 """Materialize a date range of the asset graph as ONE Dagster run, in this process.
 
 This is what `market-pipeline run` and `market-pipeline demo` share. The run goes through the
-implicit asset job of `market_pipeline.definitions.defs` (so it gets the code location's own
-resources, asset checks and loggers), is recorded in the persistent instance of $DAGSTER_HOME,
-and carries Dagster's partition-range tags, which is how a single-run backfill is expressed:
+implicit asset job of the code location (`market_pipeline.definitions.build_definitions`, so it
+gets the code location's own resources, asset checks and loggers), is recorded in the persistent
+instance of $DAGSTER_HOME, and carries Dagster's partition-range tags, which is how a single-run backfill is expressed:
 every selected asset (BackfillPolicy.single_run()) gets all days of the range in one step.
 
 A run executed in this process has no run worker the daemon could watch, so each run records the
@@ -121,8 +121,9 @@ def open_instance() -> dg.DagsterInstance:
 
 
 def load_defs(settings: PipelineSettings) -> dg.Definitions:
-    """The code location's Definitions for `settings` (the module is imported late: importing it
-    also builds `definitions.defs` from the environment's settings, as Dagster's loaders expect)."""
+    """The code location's Definitions for `settings`, built once (importing the module builds
+    nothing: its `defs` is Dagster's lazy entry point). Imported late: the CLI's other commands
+    never load Dagster's definitions."""
     from market_pipeline.settings import SettingsError
 
     try:
