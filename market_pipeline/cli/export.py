@@ -35,7 +35,9 @@ def export_hftbacktest_command(
         warnings.simplefilter("always", SkippedDaysWarning)
         lake = market_pipeline.lake.open(settings.data_dir)
         span = TimeRange.of(start, end)
-        days = lake.reader.day_files("books", instrument_key, span, include_failed, include_failed_hint="--include-failed")
+        days = lake.reader.day_files(
+            "books", instrument_key, span, include_failed, include_failed_hint="--include-failed"
+        )
     for warning in caught:
         eprint(f"warning: {warning.message}")
     files = []
