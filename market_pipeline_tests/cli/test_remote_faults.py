@@ -133,7 +133,7 @@ def test_a_catalog_nobody_listens_on(env, monkeypatch, capsys, caught_logs):
     assert main(RUN) == EXIT_CONFIGURATION
     line = one_error_line(capsys, caught_logs, PASSWORD)
     assert line.startswith("error: PIPELINE_CATALOG_URL: cannot attach the warehouse DuckLake")
-    assert "password=***" in line and f'port {port} failed: Connection refused' in line
+    assert "password=***" in line and f"port {port} failed: Connection refused" in line
     assert "check that PostgreSQL is up" in line
 
 
@@ -143,7 +143,7 @@ def test_a_catalog_database_that_does_not_exist(env, monkeypatch, capsys, caught
         monkeypatch.setenv("PIPELINE_CATALOG_URL", url)
         assert main(RUN) == EXIT_CONFIGURATION
     line = one_error_line(capsys, caught_logs, PASSWORD)
-    assert 'PIPELINE_CATALOG_URL: cannot attach' in line and 'database "no_such_catalog" does not exist' in line
+    assert "PIPELINE_CATALOG_URL: cannot attach" in line and 'database "no_such_catalog" does not exist' in line
 
 
 def test_a_webhook_nobody_listens_on(env, monkeypatch, capsys, caught_logs):
