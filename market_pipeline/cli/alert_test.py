@@ -40,7 +40,7 @@ def alert_test_command() -> int:
         run_url=settings.alerts.webserver_url,
         occurred_at=now,
     )
-    (record,) = deliver_alerts([alert], delivery, log=_silent)  # the outcome is printed here, once
+    (record,) = deliver_alerts([alert], delivery, log=_delivery_log)  # the outcome is printed here, once
     webhook = record["delivery"]["webhook"]
     print(json.dumps({"key": alert.key, "log": str(delivery.log_path), "webhook": webhook}, sort_keys=True))
     if webhook["status"] != "delivered":
@@ -53,6 +53,7 @@ def alert_test_command() -> int:
     return EXIT_OK
 
 
-_silent = logging.getLogger(__name__)
-_silent.addHandler(logging.NullHandler())
-_silent.propagate = False
+# The delivery's log line, under the delivery's logger (its level, its handlers), but never through
+# Python's last-resort handler: on a console without logging set up the outcome is printed here, once.
+_delivery_log = logging.getLogger("market_pipeline.core.alerts.delivery.alert_test")
+_delivery_log.addHandler(logging.NullHandler())
