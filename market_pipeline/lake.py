@@ -28,7 +28,7 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.lake_guard import ENCRYPTED_MAGIC, sample_lake_file
 from market_pipeline.core.read import asof
 from market_pipeline.core.read import replay as replay_module
-from market_pipeline.core.read.errors import EmptyRange, SkippedDaysWarning, UnknownInstrument
+from market_pipeline.core.read.errors import EmptyRange, LakeNotFound, SkippedDaysWarning, UnknownInstrument
 from market_pipeline.core.read.reader import LakeReader
 from market_pipeline.core.read.verdicts import DayVerdicts, NoRunHistory
 from market_pipeline.core.security import crypto
@@ -36,7 +36,7 @@ from market_pipeline.core.security import crypto
 if TYPE_CHECKING:
     import dagster as dg
 
-__all__ = ["EmptyRange", "Lake", "SkippedDaysWarning", "UnknownInstrument", "open"]
+__all__ = ["EmptyRange", "Lake", "LakeNotFound", "SkippedDaysWarning", "UnknownInstrument", "open"]
 
 Day = dt.date | dt.datetime
 
@@ -166,8 +166,14 @@ def open(  # noqa: A001 - the read API's one verb, as `builtins.open` is for fil
     DAGSTER_HOME when that is set, else none (every day with a file is read, with a warning).
     """
     data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        what = "is not a directory" if data_dir.exists() else "does not exist"
+        raise LakeNotFound(f"{data_dir} {what}: open() takes the pipeline's data directory (PIPELINE_DATA_DIR)")
     if not (data_dir / "lake").is_dir():
-        raise EmptyRange(f"{data_dir / 'lake'} does not exist: is {data_dir} a pipeline data directory?")
+        raise LakeNotFound(
+            f"{data_dir / 'lake'} does not exist: {data_dir} is not a pipeline data directory (PIPELINE_DATA_DIR), "
+            "or nothing has been written to its lake yet"
+        )
     _use_lake_key(data_dir / "lake", master_key)
     return Lake(data_dir, _verdicts(instance))
 

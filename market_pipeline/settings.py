@@ -81,8 +81,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     # The lake on S3 (s3://bucket/prefix) instead of $PIPELINE_DATA_DIR/lake (core/lake/storage.py).
     lake_url: str | None = None
     # The warehouse as a DuckLake with a PostgreSQL catalog (ducklake:postgres:<libpq string>) instead of
-    # $PIPELINE_DATA_DIR/warehouse.duckdb: many processes can write it (core/lake/warehouse.py).
-    catalog_url: str | None = None
+    # $PIPELINE_DATA_DIR/warehouse.duckdb: many processes can write it (core/lake/warehouse.py). A secret
+    # like the master key (it may hold the password): shown only through WarehouseTarget.describe.
+    catalog_url: SecretStr | None = None
     # Each run's steps use `<data_dir>/runs/<run_id>/` as their data dir (scratch no other run reads),
     # as run workers in containers each have their own disk; needs PIPELINE_LAKE_URL and PIPELINE_CATALOG_URL.
     scratch_per_run: bool = False
@@ -290,15 +291,17 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
 
     @field_validator("catalog_url")
     @classmethod
-    def _check_catalog_url(cls, value: str | None) -> str | None:
-        if value:
-            parse_catalog_url(value)  # CatalogUrlError (a ValueError) names the expected form, not the value
-        return value or None
+    def _check_catalog_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        parse_catalog_url(value.get_secret_value())  # CatalogUrlError (a ValueError) names the form, not the value
+        return value
 
     @property
     def warehouse(self) -> WarehouseTarget:
         """The warehouse: the file warehouse_path, or the DuckLake of PIPELINE_CATALOG_URL."""
-        return WarehouseTarget.build(self.data_dir, self.catalog_url, self.lake_dir)
+        catalog_url = self.catalog_url.get_secret_value() if self.catalog_url else None
+        return WarehouseTarget.build(self.data_dir, catalog_url, self.lake_dir)
 
     @property
     def shared_dir(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 
 from market_pipeline.cli.common import EXIT_CONFIGURATION, EXIT_FAILED, EXIT_OK, CliError
@@ -39,7 +40,20 @@ def alert_test_command() -> int:
         run_url=settings.alerts.webserver_url,
         occurred_at=now,
     )
-    (record,) = deliver_alerts([alert], delivery)
+    (record,) = deliver_alerts([alert], delivery, log=_delivery_log)  # the outcome is printed here, once
     webhook = record["delivery"]["webhook"]
     print(json.dumps({"key": alert.key, "log": str(delivery.log_path), "webhook": webhook}, sort_keys=True))
-    return EXIT_OK if webhook["status"] == "delivered" else EXIT_FAILED
+    if webhook["status"] != "delivered":
+        raise CliError(
+            f"the webhook (PIPELINE_ALERT_WEBHOOK_URL) at {webhook['target']} did not accept the test alert after "
+            f"{webhook['attempts']} attempt(s): {webhook['error']}; check that the receiver is up at that URL and "
+            "accepts the bearer token of PIPELINE_ALERT_WEBHOOK_TOKEN",
+            EXIT_FAILED,
+        )
+    return EXIT_OK
+
+
+# The delivery's log line, under the delivery's logger (its level, its handlers), but never through
+# Python's last-resort handler: on a console without logging set up the outcome is printed here, once.
+_delivery_log = logging.getLogger("market_pipeline.core.alerts.delivery.alert_test")
+_delivery_log.addHandler(logging.NullHandler())

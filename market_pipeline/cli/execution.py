@@ -207,13 +207,16 @@ def _multi_day_risks(graph: AssetGraph, keys: list[dg.AssetKey], days: int) -> l
 
 
 class _DropFailureEvents(logging.Filter):
-    """Step/run failure events carry full stack traces; the CLI prints their messages itself."""
+    """Step, resource-initialization and run failure events carry full stack traces; the CLI prints
+    their messages itself (the traces stay in the run's event log, and -vv prints them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         event = getattr(record, "dagster_event", None)
         if event is None:
             return True
-        return not (getattr(event, "is_step_failure", False) or getattr(event, "is_run_failure", False))
+        return not any(
+            getattr(event, name, False) for name in ("is_step_failure", "is_resource_init_failure", "is_run_failure")
+        )
 
 
 def _quiet_console_logger() -> dg.LoggerDefinition:

@@ -30,11 +30,14 @@ def export_hftbacktest_command(
     if spec is None:
         known = ", ".join(i.key for i in settings.universe)
         raise CliError(f"--instrument {instrument_key}: not in PIPELINE_INSTRUMENTS ({known})", EXIT_USAGE)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out_dir(out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedDaysWarning)
         lake = market_pipeline.lake.open(settings.data_dir)
-        days = lake.reader.day_files("books", instrument_key, TimeRange.of(start, end), include_failed)
+        span = TimeRange.of(start, end)
+        days = lake.reader.day_files(
+            "books", instrument_key, span, include_failed, include_failed_hint="--include-failed"
+        )
     for warning in caught:
         eprint(f"warning: {warning.message}")
     files = []
@@ -50,3 +53,13 @@ def export_hftbacktest_command(
     }
     write_text_atomic(out / f"{spec.exchange}_{spec.symbol}.json", json.dumps(manifest, indent=2) + "\n")
     return EXIT_OK
+
+
+def _make_out_dir(out: Path) -> None:
+    """--out as a directory (made with its parents), or a usage error naming what is in the way."""
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} exists and is not a directory: name a directory for the files", EXIT_USAGE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, no permission
+        raise CliError(f"--out {out}: cannot make the directory: {exc.strerror or exc}", EXIT_USAGE) from None

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK
 from market_pipeline.core.errors import EXIT_WARNINGS
 from market_pipeline.core.lake import storage
+from market_pipeline.core.lake.store_errors import LakeStoreUnavailable
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -103,6 +104,7 @@ def _dagster_report(
 
 def _tree_size(root: Path) -> tuple[int, int]:
     if storage.is_remote(root):
+        storage.check_lake_store(root)  # type: ignore[arg-type]  # a missing bucket would list as empty
         return storage.remote_tree_size(root)  # type: ignore[arg-type]
     size = files = 0
     for path in root.rglob("*"):
@@ -125,7 +127,11 @@ def _disk_report(settings: PipelineSettings, report: dict[str, Any], problems: l
         problems.append(f"PIPELINE_DATA_DIR {data_dir} is not readable")
         return False
     lake = settings.lake_dir.resolve()
-    lake_bytes, lake_files = _tree_size(lake) if lake.is_dir() else (0, 0)
+    try:
+        lake_bytes, lake_files = _tree_size(lake) if storage.is_remote(lake) or lake.is_dir() else (0, 0)
+    except LakeStoreUnavailable as exc:  # the bucket of PIPELINE_LAKE_URL: what to check
+        problems.append(str(exc))
+        lake_bytes = lake_files = 0
     report["lake"] = {"path": str(lake), "bytes": lake_bytes, "files": lake_files}
     usage = shutil.disk_usage(data_dir)
     minimum = settings.metrics.min_free_disk_gb

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import sys
 import textwrap
@@ -457,8 +458,11 @@ def _use_log_format() -> None:
 
 
 def _print_traceback(exc: BaseException, debug: bool) -> None:
+    """The traceback on stderr with --debug; always in the log at debug level (scrubbed like every record)."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
+    else:
+        logging.getLogger("market_pipeline.cli").debug("the error's traceback", exc_info=exc)
 
 
 def _hand_over_master_key(required: bool) -> None:
@@ -506,6 +510,7 @@ def run_range(
     require_dagster_home()
     _require_writable_data_dir(settings)
     hand_over_keys(settings)  # this process creates and reads the lake views after the run
+    _require_remote_dependencies(settings)
     quiet_dagster(verbosity)
     defs = load_defs(settings)
     keys = resolve_selection(defs, selections)
@@ -540,6 +545,18 @@ def _require_writable_data_dir(settings: PipelineSettings) -> None:
         raise SettingsError(
             [f"PIPELINE_DATA_DIR: {problem}; point PIPELINE_DATA_DIR at a directory this user can write"]
         )
+
+
+def _require_remote_dependencies(settings: PipelineSettings) -> None:
+    """Refuse to start a run whose lake bucket (PIPELINE_LAKE_URL) or DuckLake catalog
+    (PIPELINE_CATALOG_URL) cannot be used: one line naming the setting and what to check, and the
+    configuration exit code, instead of a run whose every step fails the same way."""
+    from market_pipeline.core.lake import storage, warehouse
+
+    if settings.lake_url:
+        storage.check_lake_store(settings.lake_dir)  # type: ignore[arg-type]  # a UPath with a lake URL
+    if settings.warehouse.is_ducklake:
+        warehouse.check_warehouse(settings.warehouse)
 
 
 def _ensure_lake_views(settings: PipelineSettings) -> None:

@@ -104,6 +104,12 @@ class VendorSource(Protocol):
         """
         ...
 
+    def origin(self, table: str, instrument: Instrument, day: dt.date, path: Path) -> str:
+        """The user's file(s) that `path`, a file `fetch` returned for this table and instrument-day,
+        was made from, as messages about bad input name them: `path` itself when the source serves
+        its files as they are, the original file(s) when it serves a converted or downloaded copy."""
+        ...
+
     def available_days(self, table: str, instrument: Instrument) -> list[dt.date] | None:
         """Days present at the source, for the new-day sensor; None when it cannot list them."""
         ...

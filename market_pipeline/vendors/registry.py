@@ -71,6 +71,9 @@ class PrimarySources:
     def fetch(self, table: str, instrument: Instrument, day: dt.date) -> list[Path]:
         return self.of(instrument).fetch(table, instrument, day)
 
+    def origin(self, table: str, instrument: Instrument, day: dt.date, path: Path) -> str:
+        return self.of(instrument).origin(table, instrument, day, path)
+
     def available_days(self, table: str, instrument: Instrument) -> list[dt.date] | None:
         return self.of(instrument).available_days(table, instrument)
 

@@ -321,6 +321,29 @@ def test_secrets_not_in_str_or_repr(monkeypatch: pytest.MonkeyPatch):
         assert MASTER not in text
 
 
+def test_the_catalog_url_is_a_secret_shown_only_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    from market_pipeline.cli.main import main
+
+    url = f"ducklake:postgres:host=127.0.0.1 port=5432 dbname=catalog user=market password={SECRET}"
+    monkeypatch.setenv("PIPELINE_CATALOG_URL", url)
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
+    s = load_settings()
+    assert s.catalog_url is not None and s.catalog_url.get_secret_value() == url
+    assert s.warehouse.catalog == url.removeprefix("ducklake:postgres:")  # what connects keeps it
+    for text in (str(s), repr(s), s.model_dump_json(), str(s.model_dump()), s.warehouse.describe()):
+        assert SECRET not in text
+    assert "password=***" in s.warehouse.describe()
+    main(["validate-env"])
+    out = capsys.readouterr()
+    assert "password=***" in out.out and SECRET not in out.out + out.err
+
+    monkeypatch.setenv("PIPELINE_CATALOG_URL", f"postgresql://market:{SECRET}@127.0.0.1/catalog")
+    err = settings_error()
+    assert any(p.startswith("PIPELINE_CATALOG_URL") for p in err.problems) and SECRET not in str(err)
+
+
 def test_secrets_from_dotenv_not_in_repr(_hermetic_env: Path):
     write_dotenv(_hermetic_env, PIPELINE_MASTER_KEY=MASTER)
     s = load_settings()

@@ -330,3 +330,17 @@ def test_cli_runs_the_whole_graph_over_a_capture_range(real_capture_source, data
         metrics = con.sql("SELECT count(*) FROM pipeline_metrics").fetchone()[0]
     assert validated == [("2024-08-08", "BINANCE"), ("2024-08-08", "BINANCE_FUTURES"), ("2024-08-09", "BINANCE")]
     assert metrics == 3
+
+
+def test_a_converted_day_is_named_by_its_capture_files(capture_env):
+    """Issue 36, item 6: messages about a day's converted table name the captures it came from."""
+    from market_pipeline.vendors.registry import build_source
+
+    write_capture(capture_env, CONTINUOUS_DAY2)
+    settings = _settings()
+    spot = _instrument(settings, SPOT_KEY)
+    source = build_source(settings)
+    for day, name in ((DAY1, "binance_spot_btcusdt_20231114.txt"), (DAY2, "binance_spot_btcusdt_20231115.txt")):
+        [copy] = source.fetch("book_delta_v2", spot, day)
+        named = source.origin("book_delta_v2", spot, day, copy)
+        assert str(capture_env / name) in named.split(", ") and str(copy) not in named

@@ -368,6 +368,27 @@ def test_object_changed_mid_download_restarts_from_byte_0_of_the_new_version(
     ) in caplog.text
 
 
+def test_a_rejected_download_is_named_by_its_object(s3_env: Store, data_dir: Path):
+    """Issue 36, item 6: the import checks the downloaded copy; its refusal names the object."""
+    from market_pipeline.defs.common.importer import PartitionRejected, import_partition
+    from market_pipeline.settings import load_settings
+    from market_pipeline.vendors.registry import build_source
+
+    instrument, day = universe()[0], dt.date(2024, 3, 9)
+    key = f"{PREFIX}/trades/exchange={instrument.exchange}/symbol={instrument.symbol}/dt={day}/part-0.parquet"
+    body = io.BytesIO()
+    pl.DataFrame({"price": [1.0]}).write_parquet(body)  # no times, no sizes
+    s3_env.server.s3.put_object(Bucket=s3_env.bucket, Key=key, Body=body.getvalue())
+    try:
+        settings = load_settings()
+        with pytest.raises(PartitionRejected) as info:
+            import_partition(build_source(settings), settings, "trades", instrument, day, "run-1")
+    finally:
+        s3_env.server.s3.delete_object(Bucket=s3_env.bucket, Key=key)  # the module's store serves other tests
+    message = str(info.value)
+    assert f"s3://{s3_env.bucket}/{key}: missing column(s)" in message and "sources/s3" not in message
+
+
 def test_access_denied_names_bucket_prefix_and_credentials_source(store: Store, data_dir: Path, monkeypatch):
     from market_pipeline.vendors.crypto_lake.s3_client import S3AccessDenied
 

@@ -450,6 +450,49 @@ def test_a_bad_snapshot_or_trades_file_rejects_only_its_table(tardis_dir, tmp_pa
     assert source.locate(SPOT, DAY)["trades"].name == "binance_trades_2024-03-01_BTCUSDT.csv"
 
 
+def _trades_at(path: Path, times_us: list[int]) -> None:
+    rows = [["binance", "BTCUSDT", t, t + 2, 100 + i, "buy", "100.02", "0.25"] for i, t in enumerate(times_us)]
+    _csv(path, TRADES_COLUMNS, rows)
+
+
+def test_bad_input_is_named_by_the_users_tardis_file_not_the_converted_copy(tardis_dir, tmp_path, monkeypatch):
+    """Issue 36, item 6: the import checks the converted copy under sources/tardis/tables, but its
+    messages, the quarantine's reason and the rejected rows name the Tardis file the user gave."""
+    from market_pipeline.core.lake.paths import quarantine_dir
+    from market_pipeline.defs.common.importer import PartitionRejected, import_partition
+    from market_pipeline.settings import load_settings
+    from market_pipeline.vendors.registry import build_source
+
+    for name, value in {
+        "PIPELINE_SOURCE": "tardis",
+        "PIPELINE_TARDIS_DIR": str(tardis_dir),
+        "PIPELINE_DATA_DIR": str(tmp_path / "data"),
+        "PIPELINE_INSTRUMENTS": SPOT.key,
+        "PIPELINE_START_DATE": "2024-01-01",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    trades = tardis_dir / "binance_trades_2024-03-01_BTCUSDT.csv.gz"
+    hour = 3_600_000_000
+    # One row two days on: quarantined as a row, named by the user's file.
+    _trades_at(trades, [DAY_US + 7, DAY_US + hour, DAY_US + 2 * 24 * hour])
+    stats = import_partition(build_source(settings), settings, "trades", SPOT, DAY, "run-1")
+    assert stats.rows == 2 and stats.quarantined_rows == 1
+    where = quarantine_dir(settings.lake_dir) / "trades" / "exchange=BINANCE" / "symbol=BTC-USDT" / f"dt={DAY}"
+    assert pl.read_parquet(where / "rejected_rows.parquet")["_source_file"].to_list() == [str(trades)]
+
+    # The next day's trades saved under this day's name: refused whole, naming that file.
+    _trades_at(trades, [DAY_US + 24 * hour + n * hour for n in range(1, 5)])
+    with pytest.raises(PartitionRejected) as info:
+        import_partition(build_source(settings), settings, "trades", SPOT, DAY, "run-2")
+    message = str(info.value)
+    assert message.startswith(f"trades {SPOT.key} {DAY}: {trades}: 4 of 4 rows lie outside {DAY} (UTC)")
+    assert "sources/tardis" not in message and "data.parquet" not in message
+    reason = json.loads((where / "data.parquet.reason.json").read_text())
+    assert reason["source_file"] == str(trades)
+    assert "sources/tardis/tables/trades" in reason["checked_copy"]
+
+
 # ---------------------------------------------------------------------------------------
 # Synthetic days in Tardis format: rebuilds equal the ground truth
 # ---------------------------------------------------------------------------------------

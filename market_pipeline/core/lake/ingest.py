@@ -327,14 +327,24 @@ def check_file(path: Path, table: str, day: dt.date, tolerance_ns: int) -> Check
 
 
 def quarantine_file(
-    lake_dir: Path, table: str, exchange: str, symbol: str, day: dt.date, rejected: FileRejected, run_id: str
+    lake_dir: Path,
+    table: str,
+    exchange: str,
+    symbol: str,
+    day: dt.date,
+    rejected: FileRejected,
+    run_id: str,
+    source_file: str | None = None,
 ) -> Path:
-    """Copy a rejected vendor file into the quarantine with a reason file beside it."""
+    """Copy a rejected vendor file into the quarantine with a reason file beside it. `source_file`
+    names the user's file when the one checked is a copy the source made of it (converted, downloaded)."""
     target_dir = partition_dir(quarantine_dir(lake_dir), table, exchange, symbol, day)
     target = target_dir / rejected.path.name
     copy_file_atomic(rejected.path, target)
+    checked = str(rejected.path)
     reason = {
-        "source_file": str(rejected.path),
+        "source_file": source_file or checked,
+        **({"checked_copy": checked} if source_file not in (None, checked) else {}),
         "reason": rejected.reason,
         "table": table,
         "exchange": exchange,

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
+from market_pipeline.core.lake.store_errors import translated, unavailable
+
 if TYPE_CHECKING:
     import duckdb
     from upath import UPath
@@ -150,7 +152,8 @@ def upload(local: Path, final: UPath) -> None:
     """
     _, key = arrow_location(final)
     bucket, _, name = key.partition("/")
-    _s3_client().upload_file(str(local), bucket, name)
+    with translated(final):
+        _s3_client().upload_file(str(local), bucket, name)
 
 
 @functools.cache
@@ -170,7 +173,8 @@ def iter_files(root: Path | UPath) -> Iterator[Path | UPath]:
             for name in sorted(files):
                 yield Path(directory) / name
         return
-    infos = sorted(fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)), key=lambda i: i.path)
+    with translated(root):
+        infos = sorted(fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)), key=lambda i: i.path)
     for info in infos:
         if info.type == pafs.FileType.File:
             yield root / info.base_name
@@ -183,9 +187,24 @@ def remote_tree_size(root: UPath) -> tuple[int, int]:
     """(bytes, objects) under a remote lake path, from the LIST pages alone (no request per object)."""
     fs, base = arrow_location(root)
     assert fs is not None
-    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    with translated(root):
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     sizes = [info.size for info in infos if info.type == pafs.FileType.File]
     return sum(sizes), len(sizes)
+
+
+def check_lake_store(root: UPath) -> None:
+    """LakeStoreUnavailable now, naming what to check, when the remote lake's bucket cannot be listed
+    (endpoint unreachable, credentials refused) or does not exist: a LIST of the lake's prefix, and a
+    HEAD of the bucket when that prefix is empty (a missing bucket lists as empty)."""
+    fs, base = arrow_location(root)
+    assert fs is not None
+    bucket = base.partition("/")[0]
+    with translated(root):
+        if fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+            return
+        if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise unavailable("missing bucket", bucket, "HeadBucket found no such bucket")
 
 
 def remote_lake_in_use() -> bool:

@@ -157,14 +157,26 @@ def _attach_once(target: WarehouseTarget) -> duckdb.DuckDBPyConnection:
         con.execute(f"USE {ATTACHED_NAME}")
     except duckdb.Error as exc:
         con.close()
-        first = redact(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
+        # DuckDB's text quotes the whole libpq string, password included: the cause keeps its class and
+        # the redacted text only, and the message keeps what PostgreSQL said after the last quote of it.
+        cause = type(exc)(redact(str(exc)))
         raise CatalogUnavailable(
-            f"{CATALOG_SETTING}: cannot attach the warehouse {target.describe()}: {first}"
-        ) from None
+            f"{CATALOG_SETTING}: cannot attach the warehouse {target.describe()}: "
+            f"{_attach_failure(str(exc), target.catalog)}; check that PostgreSQL is up and accepts connections "
+            f"there, that the database exists, and the user and password ({CATALOG_SETTING}, PGPASSWORD or ~/.pgpass)"
+        ) from cause
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _attach_failure(text: str, catalog: str) -> str:
+    """The first line of what PostgreSQL (or DuckDB) said about a failed ATTACH, without the libpq string
+    DuckDB quotes before it and with any password left out."""
+    said = text.rpartition(catalog)[2].lstrip('": ') if catalog in text else text
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    return redact(lines[0]) if lines else "no reason given"
 
 
 def _literal(text: str) -> str:

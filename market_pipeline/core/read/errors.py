@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from market_pipeline.core.errors import InputDataError, UsageError
+from market_pipeline.core.errors import ConfigurationError, InputDataError, UsageError
 
 
 class UnknownInstrument(UsageError):
@@ -13,6 +13,15 @@ class UnknownInstrument(UsageError):
 
 class EmptyRange(InputDataError):
     """No day of the range can be returned: none has a file, or every one was skipped or failed."""
+
+
+class LakeNotFound(ConfigurationError, FileNotFoundError):
+    """`open` on a directory that does not exist, or one without a lake (not a pipeline data directory)."""
+
+
+# How a reader of the lake asks for the days that failed their checks, where a message suggests it:
+# the Python argument by default; the CLI passes its flag.
+INCLUDE_FAILED_ARGUMENT = "include_failed=True"
 
 
 class SkippedDaysWarning(UserWarning):

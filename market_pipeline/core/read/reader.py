@@ -16,7 +16,13 @@ import polars as pl
 from market_pipeline.core.lake import parquet_io, warehouse
 from market_pipeline.core.lake.warehouse import WarehouseTarget
 from market_pipeline.core.read import partitions
-from market_pipeline.core.read.errors import EmptyRange, SkippedDaysWarning, UnknownInstrument, describe_days
+from market_pipeline.core.read.errors import (
+    INCLUDE_FAILED_ARGUMENT,
+    EmptyRange,
+    SkippedDaysWarning,
+    UnknownInstrument,
+    describe_days,
+)
 from market_pipeline.core.read.partitions import Instrument
 from market_pipeline.core.read.ranges import TimeRange
 from market_pipeline.core.read.verdicts import DayVerdicts
@@ -65,10 +71,16 @@ class LakeReader:
         return [i.key for i in partitions.instruments(self.lake_dir, table)]
 
     def day_files(
-        self, table: str, instruments: str | Iterable[str], span: TimeRange, include_failed: bool = False
+        self,
+        table: str,
+        instruments: str | Iterable[str],
+        span: TimeRange,
+        include_failed: bool = False,
+        include_failed_hint: str = INCLUDE_FAILED_ARGUMENT,
     ) -> list[DayFile]:
         """The files of the instrument-days to read, in instrument then day order; warns naming the
-        days left out, EmptyRange when none is left."""
+        days left out, EmptyRange when none is left (suggesting `include_failed_hint`, the way the
+        caller's user asks for failed days: the Python argument, or the CLI's flag)."""
         found: list[DayFile] = []
         left_out: dict[str, dict[dt.date, str]] = {}
         for key in instrument_keys(instruments):
@@ -90,7 +102,7 @@ class LakeReader:
                 left_out[key] = reasons
         text = "\n".join(f"{key} {table}:\n{describe_days(reasons)}" for key, reasons in left_out.items())
         if not found:
-            hint = "" if include_failed else " (include_failed=True returns days that failed their checks)"
+            hint = "" if include_failed else f" ({include_failed_hint} returns days that failed their checks)"
             raise EmptyRange(f"nothing to read in {span}{hint}:\n{text}")
         if left_out:
             warnings.warn(SkippedDaysWarning(f"days left out of the read:\n{text}"), stacklevel=3)

@@ -4,7 +4,8 @@ reference area of `source_agreement` (defs/agreement/reference.py), which passes
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,12 +100,17 @@ def _reject(
     day: dt.date,
     run_id: str,
     rejected: list[FileRejected],
+    origin: Callable[[Path], str],
 ) -> PartitionRejected:
+    """The day's refusal, each rejected file named as the user knows it (`origin`: the source's
+    original of a converted or downloaded copy), with the copy that was checked quarantined."""
     quarantined = [
-        quarantine_file(settings.lake_dir, table, instrument.exchange, instrument.symbol, day, exc, run_id)
+        quarantine_file(
+            settings.lake_dir, table, instrument.exchange, instrument.symbol, day, exc, run_id, origin(exc.path)
+        )
         for exc in rejected
     ]
-    reasons = "; ".join(f"{exc.path}: {exc.reason}" for exc in rejected)
+    reasons = "; ".join(f"{origin(exc.path)}: {exc.reason}" for exc in rejected)
     return PartitionRejected(
         ImportFailure(instrument.key, day, f"{table} {instrument.key} {day}: {reasons}", quarantined)
     )
@@ -115,21 +121,25 @@ def _reject(
 MIN_SHARE_OF_EXISTING_PARTITION = 0.5
 
 
-def refuse_wrong_day(files: list[Path], day: dt.date, kept: int, outside: int, kept_before: int, target: Path) -> None:
+def refuse_wrong_day(
+    files: list[Path], day: dt.date, kept: int, outside: int, kept_before: int, target: Path, names: list[str]
+) -> None:
     """Raise FileRejected when the files are of another day: most of their rows lie outside `day`
-    (beyond the tolerance), or what they keep is a small fraction of the partition already in the lake."""
-    names = ", ".join(str(p) for p in files) or "the source"
+    (beyond the tolerance), or what they keep is a small fraction of the partition already in the lake.
+    `names` are the files as the user knows them; the message lists them when there are several (the
+    refusal itself names the first)."""
+    together = f" ({', '.join(names)})" if len(names) > 1 else ""
     if outside > kept:
         raise FileRejected(
             files[0] if files else target,
-            f"{outside:,} of {outside + kept:,} rows lie outside {day} (UTC): a file of another day? "
-            f"({names}); refused whole, the partition in the lake is unchanged",
+            f"{outside:,} of {outside + kept:,} rows lie outside {day} (UTC): a file of another day?{together}; "
+            "refused whole, the partition in the lake is unchanged",
         )
     if kept_before and kept < MIN_SHARE_OF_EXISTING_PARTITION * kept_before:
         raise FileRejected(
             files[0] if files else target,
             f"keeps {kept:,} rows where {target} holds {kept_before:,}: refused so as not to replace a good "
-            f"day with a fragment of it ({names}); if the vendor really shrank the day, move {target} aside "
+            f"day with a fragment of it{together}; if the vendor really shrank the day, move {target} aside "
             "and import again",
         )
 
@@ -143,6 +153,11 @@ def _import_partition(
     ex, sym = instrument.exchange, instrument.symbol
     tolerance_ns = settings.partition_tolerance_minutes * 60 * 1_000_000_000
     files = source.fetch(table, instrument, day)
+
+    @functools.cache
+    def origin(path: Path) -> str:
+        return source.origin(table, instrument, day, path)
+
     vendors: list[VendorFile] = []
     rejected: list[FileRejected] = []
     for path in files:
@@ -152,14 +167,14 @@ def _import_partition(
         except FileRejected as exc:
             rejected.append(exc)
     if rejected:
-        raise _reject(settings, table, instrument, day, run_id, rejected)
+        raise _reject(settings, table, instrument, day, run_id, rejected, origin)
 
     repeated = None
     if table == "trades":  # first pass, trade ids only: which ids occur more than once
         try:
             repeated = repeated_hashes([trade_id_hashes(ids) for v in vendors for ids in iter_trade_ids(v)])
         except FileRejected as exc:
-            raise _reject(settings, table, instrument, day, run_id, [exc]) from None
+            raise _reject(settings, table, instrument, day, run_id, [exc], origin) from None
     builder = DayStatsBuilder(
         table,
         day,
@@ -174,6 +189,7 @@ def _import_partition(
         for vendor in vendors:
             for good, bad in iter_checked(vendor, day, tolerance_ns):
                 if not bad.is_empty():
+                    bad = bad.with_columns(pl.lit(origin(vendor.path)).alias("_source_file"))
                     bad_parts.append(bad)
                     builder.add_rejected(bad)
                 yield good
@@ -187,9 +203,10 @@ def _import_partition(
             for frame in frames:
                 writer.write(builder.add(frame))
             # Raised inside the writer's block: the partition in the lake stays as it was.
-            refuse_wrong_day(files, day, builder.rows, builder.counts["quarantined_outside_day"], kept_before, target)
+            outside = builder.counts["quarantined_outside_day"]
+            refuse_wrong_day(files, day, builder.rows, outside, kept_before, target, [origin(p) for p in files])
     except FileRejected as exc:
-        raise _reject(settings, table, instrument, day, run_id, [exc]) from None
+        raise _reject(settings, table, instrument, day, run_id, [exc], origin) from None
 
     bad = pl.concat(bad_parts, how="vertical") if bad_parts else pl.DataFrame()
     record_rejected_rows(lake_dir, table, ex, sym, day, bad)

@@ -370,20 +370,29 @@ class CaptureSource:
         return rebuild_capture_books(job, covered, files, self.fidelity_interval_ms)
 
     def files_of_day(self, instrument: Instrument, day: dt.date) -> int:
-        """How many of the instrument's capture files hold data of `day`.
+        """How many of the instrument's capture files hold data of `day`."""
+        return len(self.day_files(instrument, day))
+
+    def day_files(self, instrument: Instrument, day: dt.date) -> list[Path]:
+        """The instrument's capture files that hold data of `day`, in time order.
 
         A file is named after the day it starts on: one named `day` counts, one named the day
         before (or without a day) counts when its receive times reach into `day`.
         """
-        count = 0
+        found = []
         for name in self.manifest()["instruments"].get(instrument.key, {}).get("files", []):
             path = Path(name)
             named = named_day(path)
-            if named == day:
-                count += 1
-            elif named is None or named == day - dt.timedelta(days=1):
-                count += day.isoformat() in (_readable_days(path) or ())
-        return count
+            if named == day or (
+                (named is None or named == day - dt.timedelta(days=1))
+                and day.isoformat() in (_readable_days(path) or ())
+            ):
+                found.append(path)
+        return found
+
+    def origin(self, table: str, instrument: Instrument, day: dt.date, path: Path) -> str:
+        """The capture files the day's converted table was made from."""
+        return ", ".join(str(p) for p in self.day_files(instrument, day)) or str(path)
 
     def available_days(self, table: str, instrument: Instrument) -> list[dt.date]:
         """Days the captures cover for the instrument (every table has a partition on each),

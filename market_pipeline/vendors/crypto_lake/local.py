@@ -25,6 +25,9 @@ class LocalLakeSource(LakeShapedBooks):
             raise MissingSourceData(self.name, table, instrument, day, str(where))
         return files
 
+    def origin(self, table: str, instrument: Instrument, day: dt.date, path: Path) -> str:
+        return str(path)  # the vendor's own files, read where they are
+
     def available_days(self, table: str, instrument: Instrument) -> list[dt.date]:
         """Days present at the source, for sensors that look for new data."""
         base = self.root / table / f"exchange={instrument.exchange}" / f"symbol={instrument.symbol}"

@@ -61,6 +61,7 @@ class S3Source(LakeShapedBooks):
         self._access: S3Access | None = None
         self._clients: dict[S3Target, object] = {}
         self._failed: set[S3Target] = set()
+        self._objects: dict[Path, str] = {}  # local copy -> the s3:// URL of the object it holds
 
     # -- VendorSource --------------------------------------------------------------------
 
@@ -79,6 +80,10 @@ class S3Source(LakeShapedBooks):
         paths, target = self._with_failover(from_target)
         self.served_by[(table, instrument.key, day)] = target.label
         return paths
+
+    def origin(self, table: str, instrument: Instrument, day: dt.date, path: Path) -> str:
+        """The object a downloaded copy holds (its cache path when `fetch` did not return it)."""
+        return self._objects.get(path, str(path))
 
     def available_days(self, table: str, instrument: Instrument) -> list[dt.date]:
         """Days present at the source (the `dt=` prefixes), for sensors that look for new data."""
@@ -135,6 +140,7 @@ class S3Source(LakeShapedBooks):
         if any(part in ("", ".", "..") for part in relative.split("/")):
             raise S3SourceError(f"{target.url(obj.key)}: key does not map to a local file name")
         local = local_dir / relative
+        self._objects[local] = target.url(obj.key)
         if is_current(local, obj):
             count("mdp_s3_files_cached_total", 1, target=target.role)
             return local

@@ -20,6 +20,7 @@ from botocore.exceptions import ProfileNotFound
 from dotenv import dotenv_values
 
 from market_pipeline.core.errors import SourceError
+from market_pipeline.core.lake.store_errors import describe_credential_method
 from market_pipeline.core.security.scrub import redact_url
 from market_pipeline.vendors.crypto_lake.config import S3Settings
 
@@ -93,16 +94,6 @@ def _session_from_dotenv(region: str) -> tuple[boto3.Session, str] | None:
     return None
 
 
-def _describe_chain(method: str, profile: str) -> str:
-    if method == "env":
-        return "environment variables AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-    if method == "shared-credentials-file":
-        return f"AWS profile {profile!r} in the shared credentials file"
-    if method == "config-file":
-        return f"AWS profile {profile!r} in the AWS config file"
-    return f"boto3 credential chain ({method}, profile {profile!r})"
-
-
 @dataclass
 class S3Access:
     """A boto3 session (or unsigned access) and a secret-free description of its credentials."""
@@ -133,7 +124,7 @@ class S3Access:
                 "or PIPELINE_S3__ANONYMOUS=true for a public bucket."
             )
         if not source:
-            source = _describe_chain(credentials.method, session.profile_name)
+            source = describe_credential_method(credentials.method, session.profile_name)
         return cls(session, source, settings)
 
     def client(self, target: S3Target):  # -> botocore S3 client (its type is generated at runtime)

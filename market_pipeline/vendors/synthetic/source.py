@@ -69,6 +69,9 @@ class SyntheticSource(LakeShapedBooks):
         self.ensure_day(instrument, day)
         return self._lake.fetch(table, instrument, day)
 
+    def origin(self, table: str, instrument: Instrument, day: dt.date, path: Path) -> str:
+        return self._lake.origin(table, instrument, day, path)
+
     def available_days(self, table: str, instrument: Instrument) -> None:
         return None  # any day can be generated: there are no new days to notice
 

@@ -282,6 +282,14 @@ class TardisSource(LakeShapedBooks):
         self.served_by[(table, instrument.key, day)] = Path(served).name
         return [self._table_path(table, instrument, day)]
 
+    def origin(self, table: str, instrument: Instrument, day: dt.date, path: Path) -> str:
+        """The Tardis file the cached table was converted from (the book: the snapshots file, whose
+        sequence numbers come from the L2 file)."""
+        files = self.day_manifest(instrument, day)["files"]
+        if table == "book" and files[SNAPSHOTS]:
+            return f"{files[SNAPSHOTS]} (sequenced against {files[L2]})"
+        return files[DATA_TYPES[table]] or files[L2]
+
     def available_days(self, table: str, instrument: Instrument) -> list[dt.date]:
         """Days with a file the table is made from (the book: days with an L2 file)."""
         if table not in self.tables:
