@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sys
 import textwrap
 from collections import defaultdict
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from market_pipeline.cli.agreement_summary import agreement_rows
 from market_pipeline.cli.common import EXIT_FAILED, WIDTH, CliError, fmt_int, format_table, print_lines
+from market_pipeline.core.errors import kind_of
 from market_pipeline.core.lake.paths import quarantine_dir
 from market_pipeline.core.lake.warehouse import WarehouseTarget
 from market_pipeline.core.security.scrub import scrub_text
@@ -333,17 +335,27 @@ def output_locations(settings: PipelineSettings) -> list[str]:
 
 
 def _error_lines(error, verbosity: int) -> list[str]:
-    """The messages of an error and its causes, without Dagster's framework stack traces."""
+    """The messages of an error and its causes, without Dagster's framework stack traces; from a
+    PipelineError on, its message alone (it names the setting, file or row and what to check; its
+    causes are the library errors it translated)."""
     if verbosity >= 2:
         return error.to_string().rstrip().splitlines()
     lines: list[str] = []
     seen = error
     while seen is not None:
+        if kind_of([seen.cls_name]) is not None:
+            return _without_class(seen.message.strip(), seen.cls_name).splitlines()
         message = seen.message.strip()
         if message and message not in lines:
             lines.append(message)
         seen = seen.cause
     return "\n".join(lines).splitlines()
+
+
+def _without_class(message: str, cls_name: str) -> str:
+    """A serialized error's message without the `module.Class: ` Dagster puts before it."""
+    head, found, rest = message.partition(f"{cls_name}: ")
+    return rest if found and re.fullmatch(r"[\w.]*", head) else message
 
 
 def print_failures(result: dg.ExecuteInProcessResult, verbosity: int = 0) -> None:

@@ -24,7 +24,8 @@ from market_pipeline_tests.support.s3_server import REGION, LoopbackS3
 SECRET = "lake-secret-never-printed"
 PASSWORD = "catalog-password-never-printed"
 TOKEN = "webhook-token-never-printed"
-RUN = ["run", "--start-date", "2024-01-02", "--end-date", "2024-01-02"]
+RUN = ["run", "--start-date", "2024-01-02", "--end-date", "2024-01-02", "--select", "raw_trades"]
+READ_ONLY = ("s3:ListBucket", "s3:HeadBucket", "s3:GetBucketLocation", "s3:GetObject")
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +43,15 @@ def caught_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-def use_lake(monkeypatch: pytest.MonkeyPatch, endpoint: str, bucket: str) -> None:
+def use_lake(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str, bucket: str, keys: tuple[str, str] = ("lake-writer", SECRET)
+) -> None:
     """A remote lake at `endpoint`, with credentials whose secret the output must never show."""
     for name, value in {
         "PIPELINE_LAKE_URL": f"s3://{bucket}/team/lake",
         "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "lake-writer",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_ACCESS_KEY_ID": keys[0],
+        "AWS_SECRET_ACCESS_KEY": keys[1],
         "AWS_REGION": REGION,
     }.items():
         monkeypatch.setenv(name, value)
@@ -112,6 +115,27 @@ def test_a_lake_bucket_that_does_not_exist(env, s3, monkeypatch, capsys, caught_
     line = one_error_line(capsys, caught_logs, SECRET)
     assert "the lake's bucket 'no-such-bucket' (PIPELINE_LAKE_URL)" in line and "does not exist" in line
     assert "create the bucket, or correct PIPELINE_LAKE_URL" in line
+
+
+def test_keys_that_may_read_but_not_write_fail_the_run_with_the_same_line(
+    local_source, s3, monkeypatch, capsys, caught_logs
+):
+    """A fault inside a run: the bucket lists (the check before the run passes), the first upload is
+    refused. The step fails with the store's message and the run exits with its code, no traceback."""
+    bucket = new_bucket(s3)
+    key_id, secret = s3.reader_keys(f"reader-{bucket}", [bucket], READ_ONLY)
+    use_lake(monkeypatch, s3.url, bucket, (key_id, secret))
+    caught_logs.clear()  # the test's own IAM calls logged the new key: only the command's logs count
+    with enable_iam_authentication():
+        code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-01", "--select", "raw_book_deltas"])
+    out = capsys.readouterr()
+    assert code == EXIT_CONFIGURATION, out.err[-3000:]
+    assert secret not in out.out + out.err + caught_logs.text
+    assert "Traceback" not in out.err and "Stack Trace" not in out.err
+    failure = out.err.split("error: the run failed", 1)[1].strip().splitlines()
+    assert failure[0] == "step raw_book_deltas failed:" and len(failure) == 2, failure
+    assert f"the lake's bucket '{bucket}' (PIPELINE_LAKE_URL)" in failure[1]
+    assert "refused the credentials (AccessDenied on PutObject" in failure[1]
 
 
 def test_a_write_into_a_missing_bucket_keeps_the_store_error_as_its_cause(s3, monkeypatch, tmp_path: Path):

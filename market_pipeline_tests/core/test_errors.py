@@ -63,6 +63,26 @@ def test_existing_errors_derive_from_their_kind_and_keep_their_old_base():
         assert cls.exit_code == _kinds()[kind], cls
 
 
+def test_a_remote_dependency_or_a_lake_path_a_setting_names_is_a_configuration_error():
+    """Issue 36: the lake's bucket, the catalog and the lake's directory are settings pointing at
+    something unusable (exit 3); the vendor's store is a source (exit 4)."""
+    from market_pipeline.core.lake.storage import RemoteLakeError
+    from market_pipeline.core.lake.store_errors import LakeStoreUnavailable
+    from market_pipeline.core.lake.warehouse import CatalogUnavailable
+    from market_pipeline.core.read.errors import LakeNotFound
+    from market_pipeline.vendors.crypto_lake.s3_client import S3SourceError
+
+    for cls, old_base in (
+        (LakeStoreUnavailable, Exception),
+        (RemoteLakeError, ValueError),
+        (CatalogUnavailable, Exception),
+        (LakeNotFound, FileNotFoundError),
+    ):
+        assert issubclass(cls, old_base) and cls.kind == "configuration" and cls.exit_code == 3, cls
+        assert PipelineError.by_name[cls.__name__] is cls  # found again by name from a run's event log
+    assert S3SourceError.kind == "source" and S3SourceError.exit_code == 4
+
+
 def test_a_decryption_error_is_still_an_oserror_with_its_message():
     from market_pipeline.core.security.crypto import DecryptionError
 

@@ -54,12 +54,14 @@ class LoopbackS3:
             uploaded[key] = body
         return uploaded
 
-    def reader_keys(self, user: str, buckets: list[str]) -> tuple[str, str]:
-        """An IAM user allowed to read only `buckets`; enforced inside `enable_iam_authentication()`."""
+    def reader_keys(self, user: str, buckets: list[str], actions: tuple[str, ...] = ("s3:*",)) -> tuple[str, str]:
+        """An IAM user allowed `actions` (default: everything) on `buckets` only; enforced inside
+        `enable_iam_authentication()`."""
         iam = boto3.client("iam", endpoint_url=self.url, region_name="us-east-1", **ADMIN_KEYS)
         iam.create_user(UserName=user)
         resources = [arn for b in buckets for arn in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")]
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": resources}]}
+        allowed = {"Effect": "Allow", "Action": list(actions), "Resource": resources}
+        policy = {"Version": "2012-10-17", "Statement": [allowed]}
         iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName=user)["AccessKey"]
         return key["AccessKeyId"], key["SecretAccessKey"]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
+from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.lake.store_errors import translated, unavailable
 
 if TYPE_CHECKING:
@@ -49,8 +50,9 @@ _upload_dir: Path | None = None
 _remote = False
 
 
-class RemoteLakeError(ValueError):
-    """A PIPELINE_LAKE_URL that is not an s3:// URL with a bucket."""
+class RemoteLakeError(ConfigurationError, ValueError):
+    """A PIPELINE_LAKE_URL that is not an s3:// URL with a bucket, or credentials DuckDB refuses
+    (a ValueError for pydantic, a configuration error for the CLI's exit code)."""
 
 
 @functools.cache
