@@ -50,13 +50,14 @@ class LoopbackS3:
 
         return counted
 
-    def object_gets(self, bucket: str, prefix: str = "") -> Counter[str]:
-        """GET requests per object key under `prefix` in `bucket` so far (ranged or whole)."""
+    def object_gets(self, bucket: str, prefix: str = "", *, ranged: bool) -> Counter[str]:
+        """GET requests per object key under `prefix` in `bucket` so far: the ranged ones (a part of
+        the object), or those of whole objects."""
         start = f"/{bucket}/{prefix}"
         gets: Counter[str] = Counter()
         with self._requests_lock:
-            for (method, path, _), n in self.requests.items():
-                if method == "GET" and path.startswith(start) and not path.endswith("/"):
+            for (method, path, with_range), n in self.requests.items():
+                if method == "GET" and with_range == ranged and path.startswith(start) and not path.endswith("/"):
                     gets[path[len(f"/{bucket}/") :]] += n
         return gets
 

@@ -62,6 +62,7 @@ def step_lake_reads(settings: PipelineSettings, stage: str, log: Any) -> Iterato
         telemetry.count("mdp_lake_requests_total", counts.requests, stage=stage)
         telemetry.count("mdp_lake_get_requests_total", counts.gets, stage=stage)
         telemetry.count("mdp_lake_get_bytes_total", counts.get_bytes, stage=stage)
+        telemetry.flush()  # after the body's own flush: a step process may end right after the step
         log.info(
             f"{stage}: {counts.gets} lake object(s) fetched ({counts.get_bytes} bytes), "
             f"{counts.requests} request(s) to the bucket"
