@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 from numba import njit
 
-from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake import parquet_io, storage
 from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_text_atomic
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
@@ -171,7 +171,7 @@ class DayStats:
         summary_path = directory / "summary.json"
         if not summary_path.is_file():
             return None
-        summary = json.loads(summary_path.read_text())
+        summary = json.loads(storage.readable(summary_path).read_text())  # inside a step: its local copy
         if summary.get("version") != STATS_VERSION:
             return None
         try:
