@@ -11,6 +11,7 @@ files), which count every request of the lake's boto3 client (core/lake/local_co
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
@@ -86,6 +87,7 @@ def measure_remote(
 
     from market_pipeline.core.telemetry.otlp_json import read_points
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server's line per request, not the report's
     end = day + dt.timedelta(days=REMOTE_DAYS - 1)
     base = settings.data_dir / "remote"
     local_settings, bucket_settings = settings_for(base / "local"), settings_for(base / "bucket")

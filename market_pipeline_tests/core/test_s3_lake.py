@@ -162,13 +162,14 @@ def test_the_whole_graph_on_s3_and_ducklake_equals_the_local_lake(
         assert not differing, (name, differing)  # decimals exact: equals compares the Decimal columns
 
 
-def fetched_per_stage(data: Path) -> dict[str, float]:
-    """The GetObjects of each stage (a step's op) of the run on `data`, from its metrics files."""
+def fetched_per_stage(data: Path, part: str | None = None) -> dict[str, float]:
+    """The GetObjects of each stage (a step's op) of the run on `data` (of whole objects or of footers
+    only, or all), from its metrics files."""
     from market_pipeline.core.telemetry.otlp_json import read_points
 
     fetched: dict[str, float] = {}
     for point in read_points(data / "metrics"):
-        if point["name"] == "mdp_lake_get_requests_total":
+        if point["name"] == "mdp_lake_get_requests_total" and part in (None, point["attributes"]["part"]):
             stage = str(point["attributes"]["stage"])
             fetched[stage] = fetched.get(stage, 0) + float(point["value"])  # type: ignore[arg-type]
     return fetched
@@ -180,14 +181,16 @@ def assert_each_step_fetched_each_object_once(bucket: Bucket, remote: Path) -> N
     one books file: the metrics' rank pass read it once per hour)."""
     whole = bucket.server.object_gets(bucket.name, PREFIX + "/", ranged=False)
     ranged = bucket.server.object_gets(bucket.name, PREFIX + "/", ranged=True)
-    fetched = fetched_per_stage(remote)
-    steps = [stage for stage, gets in fetched.items() if gets]
+    fetched = fetched_per_stage(remote, "object")
+    steps = [stage for stage, gets in fetched_per_stage(remote).items() if gets]
     assert {"pipeline_metrics", "validation_reports", "ohlcv_bars", "reconstructed_books"} <= set(steps)
     # The whole-object GETs are exactly those the steps counted, and no object more often than there are steps.
     assert sum(whole.values()) == sum(fetched.values())
     assert max(whole.values()) <= len(steps)
-    # Ranged GETs only for the warehouse's views over the lake (DuckDB reads their footers), outside the steps.
-    assert max(ranged.values(), default=0) <= 4, ranged.most_common()
+    # Ranged GETs: a footer once per step that reads nothing else of the object, and the warehouse's
+    # views over the lake (DuckDB reads footers), outside the steps.
+    footers = sum(fetched_per_stage(remote, "footer").values())
+    assert 0 < footers <= sum(ranged.values()) and max(ranged.values()) <= len(steps) + 4, ranged.most_common()
 
 
 def assert_step_figures_in_metadata(local: Path, remote: Path) -> None:
@@ -235,11 +238,26 @@ def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remo
                 assert con.execute(f"SELECT sum(size) FROM {parquet_io.duckdb_read_parquet(read)}").fetchone() == (6,)
         files.write_lake_parquet_atomic(frame, written)
         assert parquet_io.read_frame(written).equals(frame)
+        counts = local_copies.request_counts() - before
+        assert (counts.gets, counts.ranged_gets, counts.get_bytes) == (1, 0, body.stat().st_size)
+        key = f"{PREFIX}/books/exchange=X/symbol=Y/dt=2024-03-01/data.parquet"
+        assert remote_env.server.object_gets(remote_env.name, key, ranged=False) == {key: 1}
+        assert not remote_env.server.object_gets(remote_env.name, PREFIX, ranged=True)
+        # An object of which the step reads only the footer: its tail, once; then whole when read whole.
+        other = f"{PREFIX}/books/exchange=X/symbol=Z/dt=2024-03-01/data.parquet"
+        remote_env.s3.put_object(Bucket=remote_env.name, Key=other, Body=body.read_bytes())
+        footer_only = root / "books" / "exchange=X" / "symbol=Z" / "dt=2024-03-01" / "data.parquet"
+        for _ in range(3):
+            assert parquet_io.num_rows(footer_only) == 3 and parquet_io.read_schema(footer_only).names == [
+                "price",
+                "size",
+            ]
+        assert remote_env.server.object_gets(remote_env.name, other, ranged=True) == {other: 1}
+        assert not remote_env.server.object_gets(remote_env.name, other, ranged=False)
+        assert parquet_io.read_frame(footer_only).equals(frame) and parquet_io.num_rows(footer_only) == 3
+        assert remote_env.server.object_gets(remote_env.name, other, ranged=False) == {other: 1}
     counts = local_copies.request_counts() - before
-    assert counts.gets == 1 and counts.get_bytes == body.stat().st_size
-    key = f"{PREFIX}/books/exchange=X/symbol=Y/dt=2024-03-01/data.parquet"
-    assert remote_env.server.object_gets(remote_env.name, key, ranged=False) == {key: 1}
-    assert not remote_env.server.object_gets(remote_env.name, PREFIX, ranged=True)
+    assert (counts.gets, counts.ranged_gets) == (3, 1)
     assert not copies.exists()
 
 

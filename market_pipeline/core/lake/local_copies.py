@@ -10,6 +10,11 @@ local file after that: every later pass of the step reads local disk. Memory sta
 readers' batches (the copy streams to disk in 1 MB chunks); disk holds the objects one step reads,
 and the directory is removed when the step ends.
 
+A read of the footer alone (`parquet_io.num_rows`, `read_schema`) of an object the step holds no
+copy of fetches only the object's tail (its last 64 KB, or the whole footer when larger: one or two
+ranged GetObjects), kept beside the copies for the step's next footer reads: the raw checks compare
+a raw file's row count with its statistics and read nothing else of it.
+
 The step's worker processes (`defs/common/parallel.py`) share the directory: an object is
 downloaded under an exclusive `flock` of its own, so two processes never fetch it twice. An object
 this process writes (`files.atomic_path`, an upload) becomes the copy itself (`keep_uploaded`):
@@ -38,6 +43,7 @@ from typing import Any
 from market_pipeline.core.lake.paths import make_private_dirs
 
 _CHUNK_BYTES = 1 << 20
+_TAIL_BYTES = 1 << 16  # a Parquet footer is read from the object's last 64 KB (pyarrow's own first read)
 # The directory of this process's step (None: reads go to the bucket itself).
 _directory: Path | None = None
 _locks = threading.Lock()
@@ -46,11 +52,13 @@ _object_locks: dict[str, threading.Lock] = {}
 
 @dataclass(frozen=True)
 class RequestCounts:
-    """Requests to the lake's bucket: all of them, the GetObjects, and the bytes those returned."""
+    """Requests to the lake's bucket: all of them, the GetObjects (those of a part, a footer, apart)
+    and the bytes those returned."""
 
     requests: int = 0
     gets: int = 0
     get_bytes: int = 0
+    ranged_gets: int = 0
 
     def __add__(self, other: RequestCounts) -> RequestCounts:
         return RequestCounts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -84,7 +92,8 @@ def count_requests(client: Any) -> Any:
 
 def _counted(model: Any, parsed: dict[str, Any], **_: Any) -> None:
     get = model.name == "GetObject"
-    add_request_counts(RequestCounts(1, int(get), int(parsed.get("ContentLength") or 0) if get else 0))
+    size = int(parsed.get("ContentLength") or 0) if get else 0
+    add_request_counts(RequestCounts(1, int(get), size, int(get and bool(parsed.get("ContentRange")))))
 
 
 def use_local_copies(directory: Path | None) -> None:
@@ -133,6 +142,45 @@ def local_copy(path: Any, key: str, client: Any) -> Path:
     return copy
 
 
+def local_footer(path: Any, key: str, client: Any) -> Path:
+    """A local file a footer-only reader can open for the object `key`: the step's copy when it has
+    one, else the object's tail, fetched once per step. Only inside `local_copies`."""
+    copy = _copy_path(key)
+    assert copy is not None, "local_footer outside local_copies"
+    tail = _tail_path(copy)
+    if copy.is_file():
+        return copy
+    if tail.is_file():
+        return tail
+    make_private_dirs(copy.parent)
+    with open(copy.with_name(copy.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if copy.is_file():
+            return copy
+        if not tail.is_file():
+            _write_tail(client, key, tail, path)
+    return tail
+
+
+def _tail_path(copy: Path) -> Path:
+    return copy.with_name(copy.name + ".tail")
+
+
+def _write_tail(client: Any, key: str, tail: Path, path: Any) -> None:
+    """The last bytes of `key` that hold its Parquet footer (length and magic in its last 8 bytes)."""
+    bucket, _, name = key.partition("/")
+    body = client.get_object(Bucket=bucket, Key=name, Range=f"bytes=-{_TAIL_BYTES}")["Body"].read()
+    needed = int.from_bytes(body[-8:-4], "little") + 8 if len(body) >= 8 else len(body)
+    if needed > len(body) == _TAIL_BYTES:  # a footer larger than the first tail
+        body = client.get_object(Bucket=bucket, Key=name, Range=f"bytes=-{needed}")["Body"].read()
+    part = tail.with_name(f".{tail.name}.part-{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        part.write_bytes(body)
+        os.replace(part, tail)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def _download(client: Any, key: str, copy: Path, path: Any) -> None:
     """One GetObject of `key`, streamed to a temporary file renamed to `copy` once complete."""
     bucket, _, name = key.partition("/")
@@ -159,6 +207,7 @@ def keep_uploaded(local: Path, key: str) -> bool:
     if copy is None:
         return False
     make_private_dirs(copy.parent)
+    _tail_path(copy).unlink(missing_ok=True)  # the old object's footer
     try:
         os.replace(local, copy)
     except OSError:  # another file system: the next read fetches the new object

@@ -170,14 +170,14 @@ def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
 
 def read_schema(path: Path) -> pa.Schema:
     decryption = decryption_properties()
-    fs, where = storage.arrow_location(storage.readable(path))
+    fs, where = storage.arrow_location(storage.footer_readable(path))
     return _decrypting(path, lambda: pq.read_schema(where, decryption_properties=decryption, filesystem=fs))
 
 
 def num_rows(path: Path) -> int:
     """The row count from the footer, without reading any data."""
     decryption = decryption_properties()
-    fs, where = storage.arrow_location(storage.readable(path))
+    fs, where = storage.arrow_location(storage.footer_readable(path))
     return _decrypting(path, lambda: pq.read_metadata(where, decryption_properties=decryption, filesystem=fs).num_rows)
 
 

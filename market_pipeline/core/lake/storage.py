@@ -175,6 +175,15 @@ def readable(path: Path | UPath) -> Path | UPath:
     return local_copies.local_copy(path, key, _s3_client())
 
 
+def footer_readable(path: Path | UPath) -> Path | UPath:
+    """`readable` for a reader of the footer alone: inside a step a local file holding the object's
+    footer (its copy, or its tail), else `path` itself."""
+    if local_copies.local_copies_dir() is None or not is_remote(path):
+        return path
+    _, key = arrow_location(path)
+    return local_copies.local_footer(path, key, _s3_client())
+
+
 def iter_files(root: Path | UPath) -> Iterator[Path | UPath]:
     """Every file under `root`, lazily, depth first in sorted order (a missing root has none): a
     remote lake is listed one prefix level at a time, so finding the first file costs a few LISTs."""

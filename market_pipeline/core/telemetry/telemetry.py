@@ -111,7 +111,9 @@ METRICS: dict[str, MetricSpec] = {
         "counter", "{request}", "Requests of a step to the remote lake's bucket through its boto3 client, per stage."
     ),
     "mdp_lake_get_requests_total": MetricSpec(
-        "counter", "{request}", "GetObject requests of a step to the remote lake's bucket, per stage."
+        "counter",
+        "{request}",
+        "GetObject requests of a step to the remote lake's bucket, per stage and part (object: whole, footer).",
     ),
     "mdp_lake_get_bytes_total": MetricSpec(
         "counter", "By", "Bytes the GetObject requests of a step returned from the remote lake's bucket, per stage."

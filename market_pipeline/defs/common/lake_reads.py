@@ -60,12 +60,14 @@ def step_lake_reads(settings: PipelineSettings, stage: str, log: Any) -> Iterato
     finally:
         counts = reads.counts
         telemetry.count("mdp_lake_requests_total", counts.requests, stage=stage)
-        telemetry.count("mdp_lake_get_requests_total", counts.gets, stage=stage)
+        footers = counts.ranged_gets  # a step's only ranged GETs: footers (`local_copies.local_footer`)
+        telemetry.count("mdp_lake_get_requests_total", counts.gets - footers, stage=stage, part="object")
+        telemetry.count("mdp_lake_get_requests_total", footers, stage=stage, part="footer")
         telemetry.count("mdp_lake_get_bytes_total", counts.get_bytes, stage=stage)
         telemetry.flush()  # after the body's own flush: a step process may end right after the step
         log.info(
-            f"{stage}: {counts.gets} lake object(s) fetched ({counts.get_bytes} bytes), "
-            f"{counts.requests} request(s) to the bucket"
+            f"{stage}: {counts.gets - footers} lake object(s) and {footers} footer(s) fetched "
+            f"({counts.get_bytes} bytes), {counts.requests} request(s) to the bucket"
         )
 
 
