@@ -42,9 +42,10 @@ def _unfinished_runs() -> set[str]:
 
     from market_pipeline.cli.execution import open_instance
 
+    finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    going = [status for status in dg.DagsterRunStatus if status not in finished]
     with open_instance() as instance:
-        records = instance.get_run_records(dg.RunsFilter(statuses=list(dg.DagsterRunStatus)))
-        return {r.dagster_run.run_id for r in records if not r.dagster_run.is_finished}
+        return {record.dagster_run.run_id for record in instance.get_run_records(dg.RunsFilter(statuses=going))}
 
 
 def cleanup_command(dry_run: bool, older_than_hours: float) -> int:
