@@ -87,6 +87,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     # Each run's steps use `<data_dir>/runs/<run_id>/` as their data dir (scratch no other run reads),
     # as run workers in containers each have their own disk; needs PIPELINE_LAKE_URL and PIPELINE_CATALOG_URL.
     scratch_per_run: bool = False
+    # Keep a successful run's scratch (runs/<run_id>/, the S3 vendor's downloads of its days) instead of
+    # removing it when the run ends (core/lake/scratch.py); a failed run's is always kept.
+    keep_scratch: bool = False
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
     # EXCHANGE:SYMBOL -> {primary, reference}; instruments not listed: PIPELINE_SOURCE, no reference.
     # One JSON object in the environment (decoded here: no PIPELINE_SOURCES__* names).

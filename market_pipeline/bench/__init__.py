@@ -1,7 +1,7 @@
 """`make bench`: how fast the whole graph and the book rebuild are on one realistic synthetic day.
 
 Run as `python -m market_pipeline.bench [--scale S] [--peer-rows N] [--parallel-scale P] [--ranges]
-[--vendors] [--vendors-scale2]`. It
+[--vendors] [--vendors-scale2] [--remote]`. It
 builds (once, cached by the synthetic source's fingerprint) a `profile=realistic` day of one
 instrument, imports it into the raw lake (again only when the generated day changed), then
 measures in one run:
@@ -34,6 +34,9 @@ measures in one run:
 - vendors (`--vendors` only, three more whole-graph runs): the day written as Crypto Lake, Tardis
   and capture files, the whole graph from each, against each vendor's floor, and verify-capture
   on the capture (`bench/vendors.py`); `--vendors-scale2` also runs them on a day twice as large;
+- remote (`--remote` only, two more whole-graph runs over two days): the lake on a loopback S3 bucket
+  (moto's server on 127.0.0.1) against local disk, and the lake objects each step fetched
+  (`bench/remote.py`; goal: at most 1.5x the local wall);
 - read API (`--read-api` only): `market_pipeline.lake`'s `books()` of the day with 5 columns (rows/s)
   and `book_at` for 1 M instants, over the books the graph run wrote (`bench/read_api.py`).
 
@@ -58,6 +61,7 @@ from pathlib import Path
 from market_pipeline.bench.graph import RSS_SAMPLE_SECONDS, GraphRun, quiet_dagster, run_graph
 from market_pipeline.bench.kernel import core, peer
 from market_pipeline.bench.read_api import measure_read_api
+from market_pipeline.bench.remote import measure_remote, remote_report
 from market_pipeline.bench.vendors import measure_vendors, vendor_report
 from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
 from market_pipeline.core.instruments import Instrument
@@ -265,6 +269,7 @@ def run(
     vendors: bool = False,
     vendors_scale2: bool = False,
     read_api: bool = False,
+    remote: bool = False,
 ) -> dict:
     """Every measurement on one prepared day; `say` gets the human-readable lines."""
     grid = bench.instrument
@@ -305,6 +310,12 @@ def run(
         double = bench_settings(bench.settings.data_dir / "scale2", 2 * bench.settings.synthetic.scale)
         generate_days(double, bench.day, bench.day)
         by_vendor_scale2, _ = measure_vendors(double, bench.day, say, verify=False)
+
+    on_bucket = None
+    if remote:
+        generate_days(bench.settings, bench.day, bench.day + dt.timedelta(days=1))
+        scale = bench.settings.synthetic.scale
+        on_bucket = measure_remote(bench.settings, bench.day, say, lambda data_dir: bench_settings(data_dir, scale))
 
     goals = {
         "core_deltas_per_s": core_rate >= GOAL_CORE_DELTAS_PER_S,
@@ -390,6 +401,10 @@ def run(
         goals.update(met)
     else:
         say("vendors: the whole graph from Crypto Lake, Tardis and capture files not measured (--vendors measures it)")
+    remote_figures: dict = {}
+    if on_bucket is not None:
+        remote_figures = remote_report(on_bucket, say)
+        goals["remote_over_local"] = on_bucket.met
     load = os.getloadavg()[0]
     say(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end")
     return {
@@ -433,6 +448,7 @@ def run(
         "vendor_snapshots_matched": e2e["vendor_snapshots_matched"],
         "vendor_snapshots": e2e["vendor_snapshots"],
         **vendor_figures,
+        **remote_figures,
         **reads,
         "goals_met": goals,
         "scale": bench.settings.synthetic.scale,
@@ -488,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time the research read API on the day's books: books() with 5 columns, book_at for 1 M instants",
     )
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="also run the whole graph over two days with the lake on a loopback S3 bucket and on local disk "
+        "(two more whole-graph runs): both walls, their ratio and the lake objects each step fetched",
+    )
     args = parser.parse_args(argv)
     quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)
@@ -509,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         vendors=args.vendors,
         vendors_scale2=args.vendors_scale2,
         read_api=args.read_api,
+        remote=args.remote,
     )
     print(json.dumps(report, separators=(",", ":")))
     return 0

@@ -14,6 +14,7 @@
     market-pipeline webserver [--workspace workspace.yaml]
     market-pipeline ui
     market-pipeline rotate-key [DIR ...]
+    market-pipeline cleanup [--dry-run] [--older-than HOURS]
     market-pipeline alert-test
     market-pipeline export hftbacktest --instrument BINANCE:BTC-USDT --start 2024-03-01 --end 2024-03-01 --out DIR
 
@@ -305,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
         "alerts.jsonl, and print the webhook's answer. Exit 1 when the webhook did not accept it.",
     )
 
+    from market_pipeline.cli.cleanup import add_cleanup_parser
+
+    add_cleanup_parser(sub, [verbose])
+
     export = sub.add_parser(
         "export",
         parents=[verbose],
@@ -415,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
             return export_hftbacktest_command(
                 load_settings(), args.instrument, start, end, args.out, args.include_failed
             )
+        if args.command == "cleanup":
+            from market_pipeline.cli.cleanup import cleanup_command
+
+            return cleanup_command(args.dry_run, args.older_than)
         if args.command == "alert-test":
             from market_pipeline.cli.alert_test import alert_test_command
 
@@ -530,6 +539,11 @@ def run_range(
     _ensure_lake_views(settings)  # a run that selected only Parquet steps leaves its views to be created
     print_run_summary(run, settings, verbosity)
     if run.success:
+        from market_pipeline.defs.automation.scratch import remove_succeeded_run_scratch
+
+        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        for line in remove_succeeded_run_scratch(settings, run.result.run_id, days):
+            print(line)
         return EXIT_OK
     kind = run.failure_kind()  # e.g. a source or input-data error in a step: that kind's code
     return kind.exit_code if kind is not None else EXIT_FAILED

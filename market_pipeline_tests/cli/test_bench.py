@@ -287,3 +287,55 @@ def test_each_vendor_runs_the_graph_from_its_own_files_in_a_fresh_data_dir(tmp_p
         vendors.VENDORS, (3.0, 256.0, 1.0, 0)
     )
     assert verify == vendors.SampledRun(0, 2.0, 64.0)
+
+
+# --- --remote ------------------------------------------------------------------------------------
+
+
+@pytest.mark.nothing_starts("bench.run and bench.prepare_day are stubbed")
+def test_remote_option_reaches_the_run(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(bench, "prepare_day", lambda settings: settings)
+    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: calls.append(kwargs) or {"ok": 1})
+    for argv, remote in (([], False), (["--remote"], True)):
+        assert bench.main(["--scale", "0.01", "--data-dir", str(tmp_path), *argv]) == 0
+        assert calls.pop()["remote"] is remote
+
+
+def test_remote_figures_per_stage_and_verdict():
+    from market_pipeline.bench.remote import RemoteFigures, gets_per_stage, remote_goal_met, remote_report
+
+    def point(name, stage, value):
+        return {"name": name, "attributes": {"stage": stage}, "value": value}
+
+    points = [
+        point("mdp_lake_get_requests_total", "pipeline_metrics", 3.0),
+        point("mdp_lake_get_bytes_total", "pipeline_metrics", 300.0),
+        point("mdp_lake_get_requests_total", "pipeline_metrics", 2.0),  # delta sums: a later export
+        point("mdp_lake_get_bytes_total", "pipeline_metrics", 200.0),
+        point("mdp_lake_get_requests_total", "ohlcv_bars", 1.0),
+        point("mdp_lake_get_bytes_total", "ohlcv_bars", 10.0),
+        point("mdp_lake_requests_total", "ohlcv_bars", 7.0),  # all requests: not a GET figure
+        {"name": "mdp_stage_duration_seconds", "attributes": {"stage": "ohlcv_bars"}, "value": 4.0},
+    ]
+    gets = gets_per_stage(points)
+    assert gets == {"ohlcv_bars": (1, 10), "pipeline_metrics": (5, 500)}
+
+    def graph(seconds, code=0):
+        return bench.GraphRun(code, seconds, seconds, 1.0, 100.0, {}, Path("log"))
+
+    local = graph(10.0)
+    assert remote_goal_met(local, graph(15.0)) and not remote_goal_met(local, graph(15.01))
+    assert not remote_goal_met(local, graph(12.0, code=1)) and not remote_goal_met(graph(10.0, code=1), graph(1.0))
+    lines: list[str] = []
+    fields = remote_report(RemoteFigures(local, graph(12.0), gets), lines.append)
+    assert "= 1.20x -- goal <= 1.5x: met" in lines[0]
+    assert lines[2].split() == ["ohlcv_bars", "1", "0.0"] and lines[3].split() == ["pipeline_metrics", "5", "0.0"]
+    assert fields == {
+        "remote_seconds": 12.0,
+        "remote_local_seconds": 10.0,
+        "remote_over_local": 1.2,
+        "remote_exit_code": 0,
+        "remote_gets": {"ohlcv_bars": 1, "pipeline_metrics": 5},
+        "remote_get_bytes": {"ohlcv_bars": 10, "pipeline_metrics": 500},
+    }

@@ -134,6 +134,11 @@ def test_the_whole_graph_on_s3_and_ducklake_equals_the_local_lake(
     remote = run_graph(tmp_path, "remote", monkeypatch, remote_env.url, capsys, catalog_url)
     assert not (remote / "lake").exists()  # nothing of the lake on local disk
     assert not any((remote / "tmp" / "uploads").iterdir())  # every upload's local file removed
+    assert_each_step_fetched_each_object_once(remote_env, remote)
+    assert_step_figures_in_metadata(local, remote)
+    from market_pipeline.core.lake.scratch import kept_scratch
+
+    assert kept_scratch(remote) == [] and not any((remote / "tmp" / "lake-copies").iterdir())  # scratch empty
     objects = bucket_tree(remote_env)
     warehouse_files = {key for key in objects if key.startswith("warehouse/")}  # the DuckLake's data files
     assert bool(warehouse_files) == bool(catalog_url)
@@ -155,6 +160,105 @@ def test_the_whole_graph_on_s3_and_ducklake_equals_the_local_lake(
         assert other.schema == frame.schema, name
         differing = [c for c in frame.columns if not other[c].equals(frame[c])]
         assert not differing, (name, differing)  # decimals exact: equals compares the Decimal columns
+
+
+def fetched_per_stage(data: Path, part: str | None = None) -> dict[str, float]:
+    """The GetObjects of each stage (a step's op) of the run on `data` (of whole objects or of footers
+    only, or all), from its metrics files."""
+    from market_pipeline.core.telemetry.otlp_json import read_points
+
+    fetched: dict[str, float] = {}
+    for point in read_points(data / "metrics"):
+        if point["name"] == "mdp_lake_get_requests_total" and part in (None, point["attributes"]["part"]):
+            stage = str(point["attributes"]["stage"])
+            fetched[stage] = fetched.get(stage, 0) + float(point["value"])  # type: ignore[arg-type]
+    return fetched
+
+
+def assert_each_step_fetched_each_object_once(bucket: Bucket, remote: Path) -> None:
+    """Issue 36: every lake object a step reads is fetched once, whole, and read locally after that.
+    Before, the steps read objects in place with thousands of ranged GETs (7,136 in this run, 2,621 of
+    one books file: the metrics' rank pass read it once per hour)."""
+    whole = bucket.server.object_gets(bucket.name, PREFIX + "/", ranged=False)
+    ranged = bucket.server.object_gets(bucket.name, PREFIX + "/", ranged=True)
+    fetched = fetched_per_stage(remote, "object")
+    steps = [stage for stage, gets in fetched_per_stage(remote).items() if gets]
+    assert {"pipeline_metrics", "validation_reports", "ohlcv_bars", "reconstructed_books"} <= set(steps)
+    # The whole-object GETs are exactly those the steps counted, and no object more often than there are steps.
+    assert sum(whole.values()) == sum(fetched.values())
+    assert max(whole.values()) <= len(steps)
+    # Ranged GETs: a footer once per step that reads nothing else of the object, and the warehouse's
+    # views over the lake (DuckDB reads footers), outside the steps.
+    footers = sum(fetched_per_stage(remote, "footer").values())
+    assert 0 < footers <= sum(ranged.values()) and max(ranged.values()) <= len(steps) + 4, ranged.most_common()
+
+
+def assert_step_figures_in_metadata(local: Path, remote: Path) -> None:
+    """Each day's materialization carries its step's GET figures: the metrics' counts on the bucket, 0 locally."""
+    import dagster as dg
+
+    fetched = fetched_per_stage(remote)
+    for data, expected in ((remote, fetched["pipeline_metrics"]), (local, 0)):
+        with dg.DagsterInstance.from_config(str(data.parent / data.name.replace("-data", "-home"))) as instance:
+            records = instance.fetch_materializations(dg.AssetKey("pipeline_metrics"), limit=10).records
+            values = {r.asset_materialization.metadata["lake_get_requests"].value for r in records}  # type: ignore[union-attr]
+        assert len(records) == len(DAYS) and values == {expected}
+    assert fetched["pipeline_metrics"] > 0
+
+
+def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remote_env):
+    """Inside a step's local copies, every way of reading one object (pyarrow, polars, DuckDB, footer)
+    costs one GetObject, counted; what the step writes is read back without a GET; the copies go at the end."""
+    import duckdb
+    import polars as pl
+
+    from market_pipeline.core.lake import files, local_copies, parquet_io, storage
+
+    storage.use_lake(True, tmp_path / "uploads")
+    root = storage.lake_root(remote_env.url, tmp_path)
+    read = root / "books" / "exchange=X" / "symbol=Y" / "dt=2024-03-01" / "data.parquet"
+    frame = pl.DataFrame({"price": [1.5, 2.5, 4.0], "size": [1, 2, 3]})
+    body = tmp_path / "body.parquet"
+    frame.write_parquet(body)
+    remote_env.s3.put_object(
+        Bucket=remote_env.name,
+        Key=f"{PREFIX}/books/exchange=X/symbol=Y/dt=2024-03-01/data.parquet",
+        Body=body.read_bytes(),
+    )
+    written = root / "bars" / "data.parquet"
+    copies = tmp_path / "copies"
+    before = local_copies.request_counts()
+    with local_copies.local_copies(copies):
+        for _ in range(3):
+            assert parquet_io.read_frame(read).equals(frame)
+            assert parquet_io.scan(read).collect().equals(frame)
+            assert parquet_io.num_rows(read) == 3 and parquet_io.read_schema(read).names == ["price", "size"]
+            assert parquet_io.open_file(read).read().num_rows == 3
+            with duckdb.connect() as con:
+                assert con.execute(f"SELECT sum(size) FROM {parquet_io.duckdb_read_parquet(read)}").fetchone() == (6,)
+        files.write_lake_parquet_atomic(frame, written)
+        assert parquet_io.read_frame(written).equals(frame)
+        counts = local_copies.request_counts() - before
+        assert (counts.gets, counts.ranged_gets, counts.get_bytes) == (1, 0, body.stat().st_size)
+        key = f"{PREFIX}/books/exchange=X/symbol=Y/dt=2024-03-01/data.parquet"
+        assert remote_env.server.object_gets(remote_env.name, key, ranged=False) == {key: 1}
+        assert not remote_env.server.object_gets(remote_env.name, PREFIX, ranged=True)
+        # An object of which the step reads only the footer: its tail, once; then whole when read whole.
+        other = f"{PREFIX}/books/exchange=X/symbol=Z/dt=2024-03-01/data.parquet"
+        remote_env.s3.put_object(Bucket=remote_env.name, Key=other, Body=body.read_bytes())
+        footer_only = root / "books" / "exchange=X" / "symbol=Z" / "dt=2024-03-01" / "data.parquet"
+        for _ in range(3):
+            assert parquet_io.num_rows(footer_only) == 3 and parquet_io.read_schema(footer_only).names == [
+                "price",
+                "size",
+            ]
+        assert remote_env.server.object_gets(remote_env.name, other, ranged=True) == {other: 1}
+        assert not remote_env.server.object_gets(remote_env.name, other, ranged=False)
+        assert parquet_io.read_frame(footer_only).equals(frame) and parquet_io.num_rows(footer_only) == 3
+        assert remote_env.server.object_gets(remote_env.name, other, ranged=False) == {other: 1}
+    counts = local_copies.request_counts() - before
+    assert (counts.gets, counts.ranged_gets) == (3, 1)
+    assert not copies.exists()
 
 
 def test_a_failed_write_leaves_no_object_and_a_good_one_is_one_put(tmp_path, remote_env):

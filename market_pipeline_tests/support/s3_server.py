@@ -3,16 +3,24 @@
 The server runs in a thread of the test process, so moto's in-process switches (IAM
 authentication) apply to it. Admin calls use their own explicit dummy keys and never
 depend on the AWS_* variables a test sets for the code under test.
+
+It is moto's `ThreadedMotoServer` rebuilt from moto's public WSGI application with one layer
+around it: every request is counted by method and path (`requests`, `object_gets`), so a test sees
+what reached the server, whatever client made it (boto3, pyarrow's S3 filesystem, DuckDB's httpfs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
 
 REGION = "eu-west-1"
 ADMIN_KEYS = {"aws_access_key_id": "admin-key-id", "aws_secret_access_key": "admin-secret"}
@@ -22,14 +30,40 @@ class LoopbackS3:
     def __init__(self) -> None:
         # werkzeug prints one line per request; keep test output readable.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
+        # (method, path, ranged) of every request the server answered: path is /bucket/key (path-style).
+        self.requests: Counter[tuple[str, str, bool]] = Counter()
+        self._requests_lock = threading.Lock()
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", 0, self._counting(app), True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
         self.s3 = boto3.client("s3", endpoint_url=self.url, region_name=REGION, **ADMIN_KEYS)
 
+    def _counting(self, app: Any) -> Any:
+        def counted(environ: dict[str, Any], start_response: Any) -> Any:
+            request = (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), "HTTP_RANGE" in environ)
+            with self._requests_lock:
+                self.requests[request] += 1
+            return app(environ, start_response)
+
+        return counted
+
+    def object_gets(self, bucket: str, prefix: str = "", *, ranged: bool) -> Counter[str]:
+        """GET requests per object key under `prefix` in `bucket` so far: the ranged ones (a part of
+        the object), or those of whole objects."""
+        start = f"/{bucket}/{prefix}"
+        gets: Counter[str] = Counter()
+        with self._requests_lock:
+            for (method, path, with_range), n in self.requests.items():
+                if method == "GET" and with_range == ranged and path.startswith(start) and not path.endswith("/"):
+                    gets[path[len(f"/{bucket}/") :]] += n
+        return gets
+
     def stop(self) -> None:
-        self._server.stop()
+        self._server.shutdown()
+        self._thread.join()
 
     def create_bucket(self, name: str) -> None:
         self.s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})

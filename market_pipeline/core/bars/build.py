@@ -135,7 +135,7 @@ def _load_trades(con: duckdb.DuckDBPyConnection, trades: Path, instrument: Instr
     """Table `grid`: the day's trades in ticks and lots. Returns (rows in the file, rows outside the day)."""
     start, end = day_bounds_ns(day)
     tick, lot = float(instrument.tick_size), float(instrument.lot_size)
-    source = parquet_io.duckdb_read_parquet(str(trades.resolve()), file_row_number="true")
+    source = parquet_io.duckdb_read_parquet(trades, file_row_number="true")
     con.execute(
         f"""
         CREATE TEMP TABLE grid AS
@@ -162,7 +162,7 @@ def _load_touch(con: duckdb.DuckDBPyConnection, books: Path, instrument: Instrum
         SELECT origin_time AS book_time,
                arg_max(CAST(bid_0_price * {scale} AS BIGINT), file_row_number) AS bid,
                arg_max(CAST(ask_0_price * {scale} AS BIGINT), file_row_number) AS ask
-        FROM {parquet_io.duckdb_read_parquet(str(books.resolve()), file_row_number="true")}
+        FROM {parquet_io.duckdb_read_parquet(books, file_row_number="true")}
         WHERE synced AND bid_0_price IS NOT NULL AND ask_0_price IS NOT NULL
         GROUP BY origin_time
         """

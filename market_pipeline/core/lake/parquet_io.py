@@ -145,7 +145,7 @@ def _decrypting(path: Path | str, action: Any) -> Any:
 def open_file(path: Path, **options: Any) -> pq.ParquetFile:
     """`pq.ParquetFile(path)`, decrypting when the lake is encrypted (a remote object through the lake's S3 client)."""
     decryption = decryption_properties()
-    fs, where = storage.arrow_location(path)
+    fs, where = storage.arrow_location(storage.readable(path))
 
     def _open() -> pq.ParquetFile:
         if fs is None:
@@ -162,7 +162,7 @@ def open_file(path: Path, **options: Any) -> pq.ParquetFile:
 
 def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
     decryption = decryption_properties()
-    fs, where = storage.arrow_location(path)
+    fs, where = storage.arrow_location(storage.readable(path))
     return _decrypting(
         path, lambda: pq.read_table(where, columns=columns, decryption_properties=decryption, filesystem=fs)
     )
@@ -170,22 +170,23 @@ def read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
 
 def read_schema(path: Path) -> pa.Schema:
     decryption = decryption_properties()
-    fs, where = storage.arrow_location(path)
+    fs, where = storage.arrow_location(storage.footer_readable(path))
     return _decrypting(path, lambda: pq.read_schema(where, decryption_properties=decryption, filesystem=fs))
 
 
 def num_rows(path: Path) -> int:
     """The row count from the footer, without reading any data."""
     decryption = decryption_properties()
-    fs, where = storage.arrow_location(path)
+    fs, where = storage.arrow_location(storage.footer_readable(path))
     return _decrypting(path, lambda: pq.read_metadata(where, decryption_properties=decryption, filesystem=fs).num_rows)
 
 
 def read_frame(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """`pl.read_parquet(path, columns=...)`, through pyarrow when encrypted (polars cannot decrypt)
-    or remote (one S3 client for the lake)."""
-    if not _encrypted and not storage.is_remote(path):
-        return pl.read_parquet(path, columns=list(columns) if columns is not None else None)
+    or remote outside a step (one S3 client for the lake)."""
+    local = storage.readable(path)
+    if not _encrypted and not storage.is_remote(local):
+        return pl.read_parquet(local, columns=list(columns) if columns is not None else None)
     frame = pl.from_arrow(read_table(path, columns))
     assert isinstance(frame, pl.DataFrame)
     return frame
@@ -193,9 +194,10 @@ def read_frame(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame
 
 def scan(paths: Path | Sequence[Path]) -> pl.LazyFrame:
     """`pl.scan_parquet(paths)`; when encrypted or remote, a lazy scan of a (decrypting) pyarrow dataset."""
-    listed = [paths] if isinstance(paths, Path) or storage.is_remote(paths) else list(paths)  # type: ignore[list-item]
+    given = [paths] if isinstance(paths, Path) or storage.is_remote(paths) else list(paths)  # type: ignore[list-item]
+    listed = [storage.readable(p) for p in given]
     if not _encrypted and not any(storage.is_remote(p) for p in listed):
-        return pl.scan_parquet(paths)
+        return pl.scan_parquet(listed[0] if len(listed) == 1 else listed)  # type: ignore[arg-type]
     located = [storage.arrow_location(p) for p in listed]
     files = [where for _, where in located]
     options = ds.ParquetFragmentScanOptions(decryption_properties=decryption_properties())
@@ -208,15 +210,17 @@ def scan(paths: Path | Sequence[Path]) -> pl.LazyFrame:
 # --- DuckDB ------------------------------------------------------------------------------------
 
 
-def duckdb_read_parquet(glob: str, **options: str) -> str:
-    """A `read_parquet(...)` table expression over `glob` (a path or glob; single quotes are
-    escaped) with DuckDB options given as SQL text; with encryption on it names the lake key,
-    which the connection must have (`register_duckdb_key`).
+def duckdb_read_parquet(glob: str | Path, **options: str) -> str:
+    """A `read_parquet(...)` table expression over `glob` (a glob, or a lake file's path: its local
+    copy inside a step, see `storage.readable`; single quotes are escaped) with DuckDB options given
+    as SQL text; with encryption on it names the lake key, which the connection must have
+    (`register_duckdb_key`).
 
     `union_by_name` is left out when encrypted: DuckDB 1.5 crashes on it together with
     `encryption_config` (duckdb/duckdb#21508), so the files of one table must share a schema.
     """
-    parts = ["'" + glob.replace("'", "''") + "'"]
+    where = glob if isinstance(glob, str) else str(storage.readable(glob).resolve())
+    parts = ["'" + where.replace("'", "''") + "'"]
     parts += [f"{name} = {value}" for name, value in options.items() if not (_encrypted and name == "union_by_name")]
     if _encrypted:
         parts.append(f"encryption_config = {{footer_key: '{DUCKDB_KEY_NAME}'}}")

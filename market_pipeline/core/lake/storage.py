@@ -9,8 +9,10 @@ and endpoint:
 - polars reads a remote file through a pyarrow dataset on it (`parquet_io.scan`);
 - UPath's path calls go through `ArrowS3`, the same filesystem behind fsspec's interface
   (fsspec's own `s3fs` is not used);
-- DuckDB (the lake views, the bars and microstructure queries) reads with its httpfs extension,
-  given the same credentials and endpoint (`register_duckdb`, which says why).
+- DuckDB (the lake views) reads with its httpfs extension, given the same credentials and endpoint
+  (`register_duckdb`, which says why).
+Inside a step every read of an object goes to its local copy instead (`readable`,
+core/lake/local_copies.py): one GetObject per object and step, through the counted boto3 client.
 
 Writes are whole-object PUTs: `files.atomic_path` lets the writer fill a local temporary file
 under this process's upload directory (`use_lake`, under PIPELINE_DATA_DIR) and then uploads it
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.fs as pafs
 
 from market_pipeline.core.errors import ConfigurationError
+from market_pipeline.core.lake import local_copies
 from market_pipeline.core.lake.store_errors import translated, unavailable
 
 if TYPE_CHECKING:
@@ -156,13 +159,33 @@ def upload(local: Path, final: UPath) -> None:
     bucket, _, name = key.partition("/")
     with translated(final):
         _s3_client().upload_file(str(local), bucket, name)
+    local_copies.keep_uploaded(local, key)  # inside a step: what it reads back of `final`
 
 
 @functools.cache
 def _s3_client() -> Any:
     import boto3
 
-    return boto3.session.Session().client("s3")  # AWS_ENDPOINT_URL(_S3) honoured by botocore itself
+    # AWS_ENDPOINT_URL(_S3) honoured by botocore itself; every request counted (`local_copies`).
+    return local_copies.count_requests(boto3.session.Session().client("s3"))
+
+
+def readable(path: Path | UPath) -> Path | UPath:
+    """What a reader of the lake path `path` opens: inside a step (`local_copies.local_copies`) the
+    local copy of a remote object, fetched the first time; else `path` itself."""
+    if local_copies.local_copies_dir() is None or not is_remote(path):
+        return path
+    _, key = arrow_location(path)
+    return local_copies.local_copy(path, key, _s3_client())
+
+
+def footer_readable(path: Path | UPath) -> Path | UPath:
+    """`readable` for a reader of the footer alone: inside a step a local file holding the object's
+    footer (its copy, or its tail), else `path` itself."""
+    if local_copies.local_copies_dir() is None or not is_remote(path):
+        return path
+    _, key = arrow_location(path)
+    return local_copies.local_footer(path, key, _s3_client())
 
 
 def iter_files(root: Path | UPath) -> Iterator[Path | UPath]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake import parquet_io, storage
 from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_text_atomic
 from market_pipeline.core.quality.sequence import GAP_SCHEMA
 
@@ -109,7 +109,7 @@ class DayStats:
         summary_path = directory / "summary.json"
         if not summary_path.is_file():
             return None
-        summary = json.loads(summary_path.read_text())
+        summary = json.loads(storage.readable(summary_path).read_text())  # inside a step: its local copy
         if summary.get("version") != STATS_VERSION:
             return None
         try:

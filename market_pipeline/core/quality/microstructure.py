@@ -76,7 +76,7 @@ def _levels(path: Path) -> int:
 
 
 def _parquet(path: Path) -> str:
-    return parquet_io.duckdb_read_parquet(str(path.resolve()))
+    return parquet_io.duckdb_read_parquet(path)
 
 
 # DuckDB's own budget (it spills beyond it); the process adds Python and the result frames.

@@ -107,6 +107,17 @@ METRICS: dict[str, MetricSpec] = {
         (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     ),
     "mdp_events_per_second": MetricSpec("gauge", "{event}/s", "Throughput of one stage for one instrument-day."),
+    "mdp_lake_requests_total": MetricSpec(
+        "counter", "{request}", "Requests of a step to the remote lake's bucket through its boto3 client, per stage."
+    ),
+    "mdp_lake_get_requests_total": MetricSpec(
+        "counter",
+        "{request}",
+        "GetObject requests of a step to the remote lake's bucket, per stage and part (object: whole, footer).",
+    ),
+    "mdp_lake_get_bytes_total": MetricSpec(
+        "counter", "By", "Bytes the GetObject requests of a step returned from the remote lake's bucket, per stage."
+    ),
     "mdp_alerts_sent_total": MetricSpec(
         "counter", "{alert}", "Alerts delivered (or attempted), per channel and outcome."
     ),

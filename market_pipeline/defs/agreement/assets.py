@@ -37,6 +37,7 @@ from market_pipeline.defs.agreement.reference import import_reference_day
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.json_logs import stage_log_fields
+from market_pipeline.defs.common.lake_reads import reads_lake
 from market_pipeline.defs.common.recorded import missing_instruments
 from market_pipeline.defs.common.resources import DUCKDB_POOL, IO_MANAGER_ROW_COUNT, PipelineSettings, warehouse_table
 from market_pipeline.vendors.base import DayNotCovered
@@ -123,6 +124,7 @@ def read_day_row(settings: PipelineSettings, instrument: Instrument, day: dt.dat
     return parquet_io.read_frame(path).row(0, named=True) if path.is_file() else None
 
 
+@reads_lake
 def agree_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
     days = days_to_run(context, checks_block=False)
     compared = [i for i in settings.universe if settings.reference_source(i.key)]

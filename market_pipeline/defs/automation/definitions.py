@@ -1,5 +1,5 @@
 """The automation stage: the whole-graph daily job and its schedule, the freshness checks with
-their job and schedule, and the new-day sensor.
+their job and schedule, the new-day sensor, and the sensor removing a successful run's scratch.
 
 It works on the assets the code location merged (`market_pipeline.definitions`): every
 daily-partitioned asset gets a freshness check, and the new-day sensor watches every asset that
@@ -20,6 +20,7 @@ from market_pipeline.defs.automation.schedules import (
     build_freshness_job,
     build_freshness_schedule,
 )
+from market_pipeline.defs.automation.scratch import build_scratch_sensor
 from market_pipeline.defs.automation.sensors import build_new_source_days_sensor, raw_tables
 
 FRESHNESS_CHECKS = "freshness"  # the name of the check step judging every daily asset
@@ -66,6 +67,7 @@ def build_automation_definitions(
                 raw_tables(assets),
                 interval_seconds=source_sensor_interval_seconds,
                 default_status=dg.DefaultSensorStatus(default_status.upper()),
-            )
+            ),
+            build_scratch_sensor(source_sensor_interval_seconds),
         ],
     )

@@ -19,6 +19,7 @@ from market_pipeline.core.telemetry import telemetry
 from market_pipeline.core.telemetry.telemetry import StageUsage
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import SKIPPED, days_to_run
+from market_pipeline.defs.common.lake_reads import reads_lake
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import missing_instruments
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings, warehouse_table
@@ -91,6 +92,7 @@ def _result_metadata(result: BarDayResult) -> dict[str, object]:
     return meta
 
 
+@reads_lake
 def materialize_bars(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """Build the bars of every instrument-day of the run; a day with a bad input is skipped, the others complete."""
     days = days_to_run(context)  # the run's days minus those an upstream blocking check failed
@@ -128,6 +130,7 @@ def materialize_bars(context: dg.AssetExecutionContext, settings: PipelineSettin
     )
 
 
+@reads_lake
 def summarize_bars(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.Output:
     """One warehouse row per instrument-day and interval from the bars files; creates `bars.ohlcv` once."""
     days = days_to_run(context)

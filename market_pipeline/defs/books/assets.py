@@ -12,6 +12,7 @@ from market_pipeline.core.telemetry.telemetry import StageUsage
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.json_logs import stage_log_fields
+from market_pipeline.defs.common.lake_reads import reads_lake
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import skipped_instruments
 from market_pipeline.defs.common.resources import DUCKDB_POOL, PipelineSettings
@@ -46,6 +47,7 @@ def rebuild_task(
     return result, usage
 
 
+@reads_lake
 def materialize_books(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """Rebuild every instrument-day of the run's partitions into the books lake."""
     source = build_source(settings)

@@ -37,6 +37,7 @@ from market_pipeline.core.quality.lake_day import DayFiles
 from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM, blocked_days
 from market_pipeline.defs.common.dagster_compat import target_materialization
 from market_pipeline.defs.common.json_logs import stage_log_fields
+from market_pipeline.defs.common.lake_reads import reads_lake
 from market_pipeline.defs.common.recorded import latest_materialization, missing_instruments
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.registry import build_source, source_of
@@ -142,7 +143,12 @@ class DailyCheck:
         ) -> Iterator[dg.AssetCheckEvaluation]:
             if not (context.has_partition_key or context.has_partition_key_range):
                 raise dg.Failure(f"check {name} on {asset_key.to_user_string()} needs a partition or a range of days")
-            settings = pipeline
+            yield from evaluate_days(context, pipeline)
+
+        @reads_lake
+        def evaluate_days(
+            context: dg.AssetCheckExecutionContext, settings: PipelineSettings
+        ) -> Iterator[dg.AssetCheckEvaluation]:
             days = [dt.date.fromisoformat(key) for key in context.partition_keys]
             # Days the checked asset left out in this run (an upstream blocking check failed): nothing to judge.
             skipped = blocked_days(context.instance, context.run.run_id, days, skipped_by=[asset_key])

@@ -13,7 +13,9 @@ entry points do.
 Metrics a task records in a worker (counters, histograms, gauges, `measure_stage`) would stay in
 that process, whose exporter is not configured: the worker records them into a list instead
 (`telemetry.record_into`), returned with the result, and the parent records them
-(`Outcome.replay`) so they reach the step's metrics as if recorded there. Progress updates
+(`Outcome.replay`) so they reach the step's metrics as if recorded there. A worker reads the lake
+through its step's local copies (`local_copies`) and its requests to the bucket are added to the
+step's (`Outcome.requests`, when the results arrive). Progress updates
 (`core/telemetry/progress.py`) travel the other way while the tasks run: when someone watches this
 process, the workers put theirs into a queue that a thread of this process drains.
 """
@@ -27,9 +29,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from market_pipeline.core.cpu_limit import usable_cores
+from market_pipeline.core.lake import local_copies
 from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.core.telemetry.memory import release_free_memory
 from market_pipeline.defs.common.resources import hand_over_keys
@@ -61,6 +65,7 @@ class Outcome:
 
     value: Any
     recorded: list[telemetry.Recorded] = field(default_factory=list)
+    requests: local_copies.RequestCounts = local_copies.RequestCounts()  # to the lake's bucket, in a worker
 
     def replay(self) -> None:
         """Record the worker's metrics in this process (nothing for a task run in-process)."""
@@ -73,10 +78,11 @@ _worker_settings: PipelineSettings | None = None
 _worker_sink: list[telemetry.Recorded] = []
 
 
-def _init_worker(settings: PipelineSettings, progress_updates: Any) -> None:
+def _init_worker(settings: PipelineSettings, progress_updates: Any, copies: Path | None) -> None:
     global _worker_source, _worker_settings
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     hand_over_keys(settings)
+    local_copies.use_local_copies(copies)
     telemetry.record_into(_worker_sink)  # the parent exports
     if progress_updates is not None:
         progress.set_sink(progress.queue_sink(progress_updates))
@@ -87,8 +93,9 @@ def _init_worker(settings: PipelineSettings, progress_updates: Any) -> None:
 def _run_in_worker(fn: Callable[..., Any], task: tuple[Any, ...]) -> Outcome:
     assert _worker_source is not None and _worker_settings is not None
     _worker_sink.clear()
+    before = local_copies.request_counts()
     value = _run_task(fn, _worker_source, _worker_settings, task)
-    return Outcome(value, list(_worker_sink))
+    return Outcome(value, list(_worker_sink), local_copies.request_counts() - before)
 
 
 def _run_task(fn: Callable[..., Any], source: VendorSource, settings: PipelineSettings, task: tuple[Any, ...]) -> Any:
@@ -131,14 +138,20 @@ def run_tasks(
     updates = context.Queue() if progress.watched() else None
     with (
         ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(settings, updates)
+            max_workers=workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(settings, updates, local_copies.local_copies_dir()),
         ) as pool,
         progress.drain(updates) if updates is not None else nullcontext(),
     ):
         futures = [pool.submit(_run_in_worker, fn, task) for task in tasks]
         try:
-            return [future.result() for future in futures]
+            outcomes = [future.result() for future in futures]
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
+    for outcome in outcomes:
+        local_copies.add_request_counts(outcome.requests)
+    return outcomes

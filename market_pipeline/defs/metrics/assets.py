@@ -28,6 +28,7 @@ from market_pipeline.core.quality.validation_inputs import DAILY_COLUMNS, HOURLY
 from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
+from market_pipeline.defs.common.lake_reads import reads_lake
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import missing_instruments
 from market_pipeline.defs.common.resources import DUCKDB_POOL, IO_MANAGER_ROW_COUNT, PipelineSettings, warehouse_table
@@ -122,6 +123,7 @@ def _partition_metadata(rows: list[dict[str, object]], found_validation: bool) -
     return meta
 
 
+@reads_lake
 def compute_metrics(context: dg.AssetExecutionContext, settings: PipelineSettings) -> Iterator[dg.Output]:
     """Performance, data quality and microstructure per instrument-day and instrument-hour."""
     days = days_to_run(context)  # the run's days minus those an upstream blocking check failed

@@ -13,6 +13,7 @@ from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.checks import day_files
 from market_pipeline.defs.common.json_logs import stage_log_fields
+from market_pipeline.defs.common.lake_reads import reads_lake
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import missing_instruments, rebuild_counters
 from market_pipeline.defs.common.resources import (
@@ -88,6 +89,7 @@ def validation_task(
         return validate_instrument_day(day_files(settings, instrument, day), counters)
 
 
+@reads_lake
 def validate_days(context: dg.AssetExecutionContext, settings: PipelineSettings):
     """Validate every instrument-day of the run against the vendor, its own sequence and the grid."""
     # The report describes every day that has books, also one whose books failed a blocking check

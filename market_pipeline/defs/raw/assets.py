@@ -13,6 +13,7 @@ from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import SKIPPED
 from market_pipeline.defs.common.importer import ImportFailure, PartitionRejected, PartitionStats, import_partition
 from market_pipeline.defs.common.json_logs import stage_log_fields
+from market_pipeline.defs.common.lake_reads import reads_lake
 from market_pipeline.defs.common.parallel import run_tasks
 from market_pipeline.defs.common.recorded import SKIPPED_INSTRUMENTS
 from market_pipeline.defs.common.resources import PipelineSettings
@@ -141,6 +142,7 @@ def _missing_metadata(instruments: list[str]) -> dict[str, object]:
     return {"missing_instruments": len(instruments), "missing": dg.MetadataValue.json(instruments)}
 
 
+@reads_lake
 def materialize_raw_table(
     context: dg.AssetExecutionContext, settings: PipelineSettings, table: str
 ) -> dg.MaterializeResult:
