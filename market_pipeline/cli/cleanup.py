@@ -7,31 +7,11 @@ except the directory of a run the Dagster instance (DAGSTER_HOME, when set) says
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 from market_pipeline.cli.common import EXIT_OK
 from market_pipeline.core.lake.scratch import ScratchEntry, kept_scratch, remove_scratch
-
-
-def add_cleanup_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
-    cleanup = sub.add_parser(
-        "cleanup",
-        parents=parents,
-        help="list and remove the scratch failed or killed runs left under PIPELINE_DATA_DIR",
-        description="Remove runs/<run_id>/ directories (PIPELINE_SCRATCH_PER_RUN), the S3 vendor's downloads "
-        "(sources/s3/) and leftover lake copies (tmp/lake-copies/). A successful run removes its own; a failed "
-        "one keeps them for inspection. The directory of a run that is still going is never removed.",
-    )
-    cleanup.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    cleanup.add_argument(
-        "--older-than",
-        type=float,
-        default=0.0,
-        metavar="HOURS",
-        help="only scratch last written at least HOURS ago (default 0: all)",
-    )
 
 
 def _unfinished_runs() -> set[str]:

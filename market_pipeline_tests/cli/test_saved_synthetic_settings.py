@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from market_pipeline.cli.common import CliError
-from market_pipeline.cli.main import demo_days, demo_settings
+from market_pipeline.cli.demo import demo_days, demo_settings
 from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.settings import load_settings
 from market_pipeline.vendors.synthetic.saved_settings import save_synthetic_settings, saved_settings_path

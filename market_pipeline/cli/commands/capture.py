@@ -1,0 +1,43 @@
+"""`market-pipeline capture`: record a golden sample."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from market_pipeline.cli.commands.options import Parents
+
+
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
+    capture = sub.add_parser(
+        "capture",
+        parents=[parents.verbose],
+        help="record a golden sample from the Binance WebSocket streams",
+        description="Subscribe to depth diffs, bookTicker and trades, take the REST snapshot by "
+        "the sync rules and write `<receive ns> <json>` lines, rotated hourly, with a SHA-256 manifest.",
+    )
+    capture.add_argument("--market", required=True, choices=("spot", "usdm", "coinm"))
+    capture.add_argument("--symbol", required=True, help="exchange symbol, e.g. btcusdt")
+    capture.add_argument("--duration", required=True, help="how long to record, e.g. 90s, 15m, 1h")
+    capture.add_argument("--out", required=True, type=Path, metavar="DIR")
+    capture.add_argument("--ws-url", help=argparse.SUPPRESS)  # tests: a local WebSocket server
+    capture.add_argument("--rest-url", help=argparse.SUPPRESS)  # tests: a local REST server
+    capture.add_argument("--allow-plaintext", action="store_true", help=argparse.SUPPRESS)  # tests only: ws://
+    capture.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt the files with PIPELINE_MASTER_KEY (also when PIPELINE_CAPTURE_ENCRYPT is on)",
+    )
+    capture.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from market_pipeline.cli.capture import capture_command
+    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.settings import load_settings
+
+    # --encrypt, or PIPELINE_CAPTURE_ENCRYPT (on in the prod profile).
+    encrypt = args.encrypt or load_settings().capture_encrypt
+    if encrypt:
+        hand_over_master_key(required=True)
+    return capture_command(args, encrypt)

@@ -1,0 +1,28 @@
+"""`market-pipeline verify-capture FILE ...`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from market_pipeline.cli.commands.options import Parents
+
+
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
+    verify = sub.add_parser(
+        "verify-capture",
+        parents=[parents.verbose],
+        help="replay Binance captures of one instrument exactly; print one JSON object",
+        description="Replay the files (in time order) with Binance's sync rules and check every "
+        "bookTicker whose update id matches an applied diff. Exit 0 only with no mismatch.",
+    )
+    verify.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    verify.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.cli.verify_capture import verify_capture_command
+
+    hand_over_master_key(required=False)  # for .enc captures
+    return verify_capture_command(args.files)
