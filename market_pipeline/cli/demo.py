@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from market_pipeline.cli.commands.demo import DEMO_INSTRUMENTS
 from market_pipeline.cli.common import EXIT_OK, EXIT_USAGE, CliError, parse_date
+from market_pipeline.cli.demo_defaults import DEMO_INSTRUMENTS
 from market_pipeline.cli.run import require_writable_data_dir, run_range
 from market_pipeline.settings import PipelineSettings
 

@@ -338,7 +338,7 @@ def test_encrypted_lake_hides_values_and_needs_the_key(runs):
 def test_views_and_run_summary_read_an_encrypted_lake(tmp_path, encrypted):
     from market_pipeline.cli.report import raw_row_counts
     from market_pipeline.core.lake.catalog import ensure_lake_views
-    from market_pipeline.core.lake.files import write_lake_parquet_atomic
+    from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
     from market_pipeline.core.lake.paths import raw_partition_dir
     from market_pipeline.core.lake.warehouse import WarehouseTarget
 

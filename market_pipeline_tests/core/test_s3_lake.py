@@ -212,7 +212,7 @@ def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remo
     import duckdb
     import polars as pl
 
-    from market_pipeline.core.lake import files, local_copies, parquet_io, storage
+    from market_pipeline.core.lake import local_copies, parquet_io, storage
 
     storage.use_lake(True, tmp_path / "uploads")
     root = storage.lake_root(remote_env.url, tmp_path)
@@ -236,7 +236,7 @@ def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remo
             assert parquet_io.open_file(read).read().num_rows == 3
             with duckdb.connect() as con:
                 assert con.execute(f"SELECT sum(size) FROM {parquet_io.duckdb_read_parquet(read)}").fetchone() == (6,)
-        files.write_lake_parquet_atomic(frame, written)
+        parquet_io.write_lake_parquet_atomic(frame, written)
         assert parquet_io.read_frame(written).equals(frame)
         counts = local_copies.request_counts() - before
         assert (counts.gets, counts.ranged_gets, counts.get_bytes) == (1, 0, body.stat().st_size)
@@ -275,7 +275,7 @@ def test_a_failed_write_leaves_no_object_and_a_good_one_is_one_put(tmp_path, rem
         raise RuntimeError("the writer died")
     assert not final.exists() and bucket_tree(remote_env) == {}
     frame = pl.DataFrame({"price": [1.5, 2.5], "size": [1, 2]})
-    files.write_lake_parquet_atomic(frame, final)
+    parquet_io.write_lake_parquet_atomic(frame, final)
     assert final.is_file() and list(bucket_tree(remote_env)) == [
         "raw/trades/exchange=X/symbol=Y/dt=2024-03-01/data.parquet"
     ]
@@ -291,7 +291,7 @@ def test_an_encrypted_remote_lake_is_unreadable_without_the_key(tmp_path, remote
 
     import polars as pl
 
-    from market_pipeline.core.lake import files, parquet_io, storage
+    from market_pipeline.core.lake import parquet_io, storage
     from market_pipeline.core.security import crypto
 
     storage.use_lake(True, tmp_path / "uploads")
@@ -300,7 +300,7 @@ def test_an_encrypted_remote_lake_is_unreadable_without_the_key(tmp_path, remote
     root = storage.lake_root(remote_env.url, tmp_path)
     final = root / "bars" / "exchange=X" / "symbol=Y" / "dt=2024-03-01" / "data.parquet"
     frame = pl.DataFrame({"close": [1.5, 2.5]})
-    files.write_lake_parquet_atomic(frame, final)
+    parquet_io.write_lake_parquet_atomic(frame, final)
     key = f"{PREFIX}/bars/exchange=X/symbol=Y/dt=2024-03-01/data.parquet"
     assert remote_env.s3.get_object(Bucket=remote_env.name, Key=key)["Body"].read()[-4:] == b"PARE"  # as on disk
     assert parquet_io.read_frame(final).equals(frame)

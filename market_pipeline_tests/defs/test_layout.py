@@ -102,3 +102,63 @@ def test_every_daily_asset_gets_a_freshness_check() -> None:
     assert daily and fresh == daily
     job = defs.resolve_job_def("freshness_checks")
     assert {key.asset_key for key in job.asset_layer.asset_graph.asset_check_keys if key.name == "freshness"} >= daily
+
+
+def _imported_modules(tree: ast.Module, names: set[str]) -> tuple[set[str], set[str]]:
+    """(modules of market_pipeline imported at module level, those imported inside functions) by a
+    module's tree; `typing.TYPE_CHECKING` blocks left out (they never run)."""
+    top: set[str] = set()
+    local: set[str] = set()
+
+    def resolve(name: str) -> str | None:
+        while name and name not in names:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.ImportFrom) and child.module:
+                found = [child.module, *(f"{child.module}.{alias.name}" for alias in child.names)]
+            elif isinstance(child, ast.Import):
+                found = [alias.name for alias in child.names]
+            else:
+                visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+                continue
+            for name in found:
+                module = resolve(name) if name.startswith("market_pipeline") else None
+                if module:
+                    (local if in_function else top).add(module)
+
+    visit(tree, False)
+    return top, local
+
+
+def test_no_import_cycle_and_no_local_import_breaks_one() -> None:
+    """The package's module-level imports form no cycle, and no import inside a function closes one
+    (a function-level import is only for start-up cost, never to get round a cycle)."""
+    modules = {
+        ".".join(("market_pipeline", *Path(path).with_suffix("").parts)).removesuffix(".__init__"): tree
+        for path, tree in _modules().items()
+    }
+    graph = {}
+    local = {}
+    for name, tree in modules.items():
+        top, inner = _imported_modules(tree, set(modules))
+        graph[name], local[name] = top - {name}, inner - {name}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, stack = set(), [start]
+        while stack:
+            module = stack.pop()
+            if module == goal:
+                return True
+            if module not in seen:
+                seen.add(module)
+                stack.extend(graph[module])
+        return False
+
+    cycles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if a < b and reaches(b, a))
+    broken = sorted(f"{a} imports {b} inside a function" for a in local for b in local[a] if reaches(b, a))
+    assert not cycles and not broken, cycles + broken

@@ -6,9 +6,7 @@ import argparse
 from pathlib import Path
 
 from market_pipeline.cli.commands.options import Parents
-
-DEMO_INSTRUMENTS = ("BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP")
-DEMO_DAYS = 3  # ending yesterday by default: the last complete days, which the UI's default windows show
+from market_pipeline.cli.demo_defaults import DEMO_DAYS, DEMO_INSTRUMENTS
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:

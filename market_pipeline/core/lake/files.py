@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from market_pipeline.core.lake import parquet_io, storage
+from market_pipeline.core.lake import storage
 from market_pipeline.core.lake.paths import make_private_dirs
 from market_pipeline.core.security.audit import audit_write
 
@@ -142,11 +142,6 @@ def write_atomic(final: Path, writer: Callable[[Path], None]) -> int:
 def write_parquet_atomic(df: pl.DataFrame, final: Path) -> int:
     """A plain Parquet file outside the lake (the vendors' caches): never encrypted."""
     return write_atomic(final, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
-
-
-def write_lake_parquet_atomic(df: pl.DataFrame, final: Path) -> int:
-    """A lake Parquet file, encrypted when the lake is (`parquet_io`)."""
-    return write_atomic(final, lambda tmp: parquet_io.write_frame(df, tmp))
 
 
 def write_text_atomic(final: Path, text: str) -> int:

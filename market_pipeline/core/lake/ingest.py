@@ -27,7 +27,8 @@ from market_pipeline.core.day_clock import NS_PER_DAY
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.batches import batch_rows_for, iter_tables
-from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_lake_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_text_atomic
+from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
 from market_pipeline.core.lake.paths import partition_dir, quarantine_dir
 from market_pipeline.core.lake.schemas import (
     NULLABLE_COLUMNS,

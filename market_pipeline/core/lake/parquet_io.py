@@ -33,6 +33,8 @@ import pyarrow.parquet.encryption as pqe
 
 from market_pipeline.core.errors import CryptoError
 from market_pipeline.core.lake import storage
+from market_pipeline.core.lake.files import write_atomic
+from market_pipeline.core.security import crypto
 
 if TYPE_CHECKING:  # only the caller's connection is used: importing duckdb here would slow every writer's start
     import duckdb
@@ -80,9 +82,6 @@ def lake_encrypted() -> bool:
 
 def lake_key() -> bytes:
     """The lake's AES-256 key, derived from this process's master key (MasterKeyError without one)."""
-    # Imported here: crypto imports the lake's file helpers, which import this module.
-    from market_pipeline.core.security import crypto
-
     return crypto.derive_key(crypto.default_master_key(), None, LAKE_KEY_INFO)
 
 
@@ -255,3 +254,8 @@ def scratch_duckdb(spill_dir: Path, memory_limit: str, **options: object) -> duc
     own_dir.mkdir(parents=True, exist_ok=True)
     config = {"threads": 2, "memory_limit": memory_limit, "temp_directory": str(own_dir), **options}
     return register_duckdb_key(duckdb.connect(config=config))
+
+
+def write_lake_parquet_atomic(df: pl.DataFrame, final: Path) -> int:
+    """A lake Parquet file written atomically, encrypted when the lake is; the bytes written."""
+    return write_atomic(final, lambda tmp: write_frame(df, tmp))

@@ -21,7 +21,8 @@ import numpy as np
 import polars as pl
 
 from market_pipeline.core.lake import parquet_io, storage
-from market_pipeline.core.lake.files import write_lake_parquet_atomic, write_text_atomic
+from market_pipeline.core.lake.files import write_text_atomic
+from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
 from market_pipeline.core.quality.sequence import GAP_SCHEMA
 
 SAMPLE_ROWS = 10  # rows kept per kind of problem (check metadata shows at most this many)

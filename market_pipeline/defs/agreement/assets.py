@@ -20,7 +20,7 @@ import polars as pl
 from market_pipeline.core.book.rebuild import Grid
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.files import write_lake_parquet_atomic
+from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     agreement_dir,

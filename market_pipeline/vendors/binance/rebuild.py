@@ -77,7 +77,8 @@ from market_pipeline.core.book.rebuild import (
     write_checkpoint,
 )
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.files import atomic_path, write_lake_parquet_atomic
+from market_pipeline.core.lake.files import atomic_path
+from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
 from market_pipeline.core.quality.book_shape import write_shape
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
