@@ -11,7 +11,7 @@ from market_pipeline.core.errors import ConfigurationError
 
 
 def backup_command(target_dir: Path, keep: int | None, encrypt: bool, wait_timeout: float) -> int:
-    from market_pipeline.cli.execution import require_dagster_home
+    from market_pipeline.cli.dagster_instance import require_dagster_home
     from market_pipeline.core.backup.snapshot import BackupSources, create_backup, prune_snapshots
     from market_pipeline.core.backup.warehouse import LockWait
     from market_pipeline.core.security import crypto

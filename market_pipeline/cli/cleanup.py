@@ -20,7 +20,7 @@ def _unfinished_runs() -> set[str]:
         return set()
     import dagster as dg
 
-    from market_pipeline.cli.execution import open_instance
+    from market_pipeline.cli.dagster_instance import open_instance
 
     finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
     going = [status for status in dg.DagsterRunStatus if status not in finished]

@@ -42,7 +42,7 @@ def _iso(timestamp: float | None) -> str | None:
 
 def load_code_location(settings: PipelineSettings) -> dg.Definitions:
     """The code location whose assets and checks are reported (tests replace it)."""
-    from market_pipeline.cli.execution import load_defs
+    from market_pipeline.cli.code_location import load_defs
 
     return load_defs(settings)
 
@@ -85,7 +85,7 @@ def _dagster_report(
         problems.append("cannot load the code location: the settings are invalid")
         return
 
-    from market_pipeline.cli.execution import open_instance, quiet_dagster
+    from market_pipeline.cli.dagster_instance import open_instance, quiet_dagster
     from market_pipeline.cli.health_checks import check_report
 
     quiet_dagster(0)

@@ -418,7 +418,8 @@ def print_demo_alerts(settings: PipelineSettings, start: dt.date, end: dt.date, 
     in-process (no daemon needed) by the same code and with the same keys as the alert sensors."""
     import dagster as dg
 
-    from market_pipeline.cli.execution import LAUNCHED_BY_TAG, open_instance
+    from market_pipeline.cli.dagster_instance import open_instance
+    from market_pipeline.cli.dead_runs import LAUNCHED_BY_TAG
     from market_pipeline.core.alerts.jsonl import alerts_path
     from market_pipeline.core.alerts.model import CHECK_FAILED
     from market_pipeline.defs.alerts.sensors import deliver_run_alerts

@@ -20,13 +20,9 @@ def run_range(
     show_progress: bool = True,
 ) -> int:
     """Build the definitions from `settings`, execute the range as one run, print the summary."""
-    from market_pipeline.cli.execution import (
-        execute_range,
-        load_defs,
-        quiet_dagster,
-        require_dagster_home,
-        resolve_selection,
-    )
+    from market_pipeline.cli.code_location import load_defs, resolve_selection
+    from market_pipeline.cli.dagster_instance import quiet_dagster, require_dagster_home
+    from market_pipeline.cli.execution import execute_range
     from market_pipeline.cli.report import print_run_summary
     from market_pipeline.defs.common.resources import hand_over_keys
 

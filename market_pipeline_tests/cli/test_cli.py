@@ -357,7 +357,7 @@ def test_first_commands_on_a_new_instance_at_once_all_open_it(tmp_path):
     start = time.time() + 3  # every process imports first, then they open it together
     code = (
         "import time\n"
-        "from market_pipeline.cli.execution import open_instance\n"
+        "from market_pipeline.cli.dagster_instance import open_instance\n"
         f"while time.time() < {start}: time.sleep(0.001)\n"
         "with open_instance() as instance: print(len(instance.get_runs()))\n"
     )

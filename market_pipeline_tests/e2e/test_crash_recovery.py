@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from market_pipeline.cli.execution import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, RANGE_END_TAG, RANGE_START_TAG
+from market_pipeline.cli.dead_runs import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG
 from market_pipeline.cli.main import main
 from market_pipeline.core.lake.files import remove_stale_temp_files, write_text_atomic
+from market_pipeline.defs.common.partitions import RANGE_END_TAG, RANGE_START_TAG
 from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 
 POOL = "duckdb"
