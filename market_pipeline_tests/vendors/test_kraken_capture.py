@@ -174,6 +174,10 @@ def test_files_in_order_replay_as_one(tmp_path, book):
         ("12 [42,{", "Expecting"),
         ('x1 {"event":"heartbeat"}', "receive time 'x1' is not an integer"),
         ('12 {"channel":"book","type":"update","data":[{"symbol":"ETH/USD","asks":[]}]}', "one pair per run"),
+        (
+            '12 {"channel":"book","type":"update","data":[{"symbol":"BTC/USD","asks":[{"price":61416.15,"qty":1}]}]}',
+            "61416.15 has more than 1 decimals, the precision of the snapshot",
+        ),
     ],
 )
 def test_a_malformed_line_names_the_file_and_line(tmp_path, book, line, reason):
