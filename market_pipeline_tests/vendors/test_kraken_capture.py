@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import zlib
 
 import pytest
 
 from market_pipeline.cli.main import main
+from market_pipeline.core.security import crypto
 from market_pipeline.vendors.binance.capture_format import CaptureFormatError
 from market_pipeline.vendors.kraken import capture_format as fmt
 from market_pipeline.vendors.kraken import verify as kraken_verify
@@ -155,6 +158,19 @@ def test_small_batches_give_the_figures_of_one_batch(tmp_path, monkeypatch, book
     whole = verify_capture([path])
     monkeypatch.setattr(kraken_verify, "BATCH_LINES", 7)
     assert verify_capture([path]) == whole and whole["resyncs"] == 1
+
+
+def test_an_encrypted_capture_verifies_as_its_plain_copy(tmp_path, monkeypatch, capsys, book):
+    key = os.urandom(32)
+    monkeypatch.setenv(crypto.MASTER_KEY_ENV, base64.b64encode(key).decode())
+    plain, _ = _capture(tmp_path, 1, book, bad_checksum=10)
+    sealed = tmp_path / "sealed" / f"{plain.name}.enc"
+    sealed.parent.mkdir()
+    crypto.encrypt_file(plain, sealed, key, chunk_size=4096)
+    plain_result, sealed_result = verify_capture([plain]), verify_capture([sealed])
+    assert sealed_result["first_bad_update"].pop("file") == str(sealed)
+    assert plain_result["first_bad_update"].pop("file") == str(plain)
+    assert sealed_result == plain_result and plain_result["checksum_mismatches"] == 1
 
 
 def test_files_in_order_replay_as_one(tmp_path, book):
