@@ -32,6 +32,73 @@ DOC_V1_UPDATE = (
     '"c":"974947235"},"book-1000","BTC/USD"]'
 )
 
+# The example snapshot of Kraken's "Book checksum (WebSocket v2)" guide
+# (https://docs.kraken.com/api/docs/guides/spot-ws-book-v2), with the checksum the guide gives for
+# it; written here as it comes on the wire, prices and quantities as JSON numbers.
+DOC_V2_BIDS = (
+    ("45283.5", "0.10000000"),
+    ("45283.4", "1.54582015"),
+    ("45282.1", "0.10000000"),
+    ("45281.0", "0.10000000"),
+    ("45280.3", "1.54592586"),
+    ("45279.0", "0.07990000"),
+    ("45277.6", "0.03310103"),
+    ("45277.5", "0.30000000"),
+    ("45277.3", "1.54602737"),
+    ("45276.6", "0.15445238"),
+)
+DOC_V2_ASKS = (
+    ("45285.2", "0.00100000"),
+    ("45286.4", "1.54571953"),
+    ("45286.6", "1.54571109"),
+    ("45289.6", "1.54560911"),
+    ("45290.2", "0.15890660"),
+    ("45291.8", "1.54553491"),
+    ("45294.7", "0.04454749"),
+    ("45296.1", "0.35380000"),
+    ("45297.5", "0.09945542"),
+    ("45299.5", "0.18772827"),
+)
+DOC_V2_CHECKSUM = 3310070434
+
+# The book of Kraken's "Book checksum (WebSocket v1)" guide (same page as DOC_V1_UPDATE), every
+# level 0.00000500, and the checksum the guide gives for it.
+DOC_V1_ASKS = (
+    "0.05005",
+    "0.05010",
+    "0.05015",
+    "0.05020",
+    "0.05025",
+    "0.05030",
+    "0.05035",
+    "0.05040",
+    "0.05045",
+    "0.05050",
+)
+DOC_V1_BIDS = (
+    "0.05000",
+    "0.04995",
+    "0.04990",
+    "0.04980",
+    "0.04975",
+    "0.04970",
+    "0.04965",
+    "0.04960",
+    "0.04955",
+    "0.04950",
+)
+DOC_V1_CHECKSUM = 974947235
+
+
+def _doc_v2_snapshot(checksum: int = DOC_V2_CHECKSUM) -> str:
+    def levels(side):
+        return ",".join(f'{{"price":{price},"qty":{qty}}}' for price, qty in side)
+
+    return (
+        f'{{"channel":"book","type":"snapshot","data":[{{"symbol":"BTC/USD","bids":[{levels(DOC_V2_BIDS)}],'
+        f'"asks":[{levels(DOC_V2_ASKS)}],"checksum":{checksum}}}]}}'
+    )
+
 
 @pytest.fixture(scope="module")
 def book():
@@ -67,6 +134,32 @@ def test_checksum_texts_follow_the_kraken_guides_examples():
     book.apply(fmt.BookMessage(False, "BTC/USD", bids=[("0.04999", "0.00000020")]))
     assert book.top() == (asks, bids)
     assert zlib.crc32(b"5000304500114999" + b"20") == zlib.crc32(checksum_text(*book.top()).encode())
+
+
+def test_the_v2_guides_example_book_gives_its_checksum(tmp_path):
+    message = fmt.classify(fmt.decode(_doc_v2_snapshot()))
+    assert message.asks[0] == ("45285.2", "0.00100000")  # the numbers' text, trailing zeros kept
+    book = KrakenBook(message, fmt.snapshot_depth(message))
+    assert zlib.crc32(checksum_text(*book.top()).encode()) == message.checksum == DOC_V2_CHECKSUM
+    assert checksum_text(*book.top()).startswith("452852100000" + "4528641545719534")
+    good = write_capture_lines(tmp_path / "kraken_spot_btcusd_20251124.txt", [_doc_v2_snapshot()])
+    bad = write_capture_lines(tmp_path / "kraken_spot_btcusd_20251125.txt", [_doc_v2_snapshot(DOC_V2_CHECKSUM + 1)])
+    assert verify_capture([good])["checksums_checked"] == 1 and verify_capture([good])["checksum_mismatches"] == 0
+    assert verify_capture([bad])["first_bad_update"]["computed"] == DOC_V2_CHECKSUM
+
+
+def test_the_v1_guides_example_book_gives_its_checksum(tmp_path):
+    """The guide's book, its best bid arriving as an update (v1 sends checksums on updates only)."""
+
+    def levels(prices):
+        return ",".join(f'["{price}","0.00000500","1582905487.439814"]' for price in prices)
+
+    snapshot = f'[7,{{"as":[{levels(DOC_V1_ASKS)}],"bs":[{levels(DOC_V1_BIDS[1:])}]}},"book-10","XBT/USD"]'
+    update = f'[7,{{"b":[{levels(DOC_V1_BIDS[:1])}],"c":"{DOC_V1_CHECKSUM}"}},"book-10","XBT/USD"]'
+    path = write_capture_lines(tmp_path / "kraken_spot_xbtusd_20200228.txt", [snapshot, update])
+    result = verify_capture([path])
+    assert (result["checksums_checked"], result["checksum_mismatches"]) == (1, 0)
+    assert (result["final_best_bid"], result["final_best_ask"]) == ("0.05000", "0.05005")
 
 
 def test_the_guides_v1_update_reads_both_sides_and_the_checksum():
