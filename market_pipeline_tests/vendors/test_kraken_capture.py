@@ -298,6 +298,13 @@ def test_a_malformed_line_names_the_file_and_line(tmp_path, book, line, reason):
     assert (caught.value.path, caught.value.line_number) == (path, 6)
 
 
+def test_a_file_without_book_messages_is_refused(tmp_path):
+    path = write_capture_lines(tmp_path / "kraken_spot_xbtusd_20251124.txt", ['{"event":"heartbeat"}'])
+    with pytest.raises(CaptureFormatError, match="no book message nor book subscription") as caught:
+        verify_capture([path])
+    assert (caught.value.path, caught.value.line_number) == (path, None)
+
+
 def test_verify_capture_has_one_shape_for_every_exchange(tmp_path, capsys, book):
     kraken, _ = _capture(tmp_path, 1, book)
     binance = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", SYNTHETIC_SPOT)

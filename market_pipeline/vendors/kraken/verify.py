@@ -148,7 +148,7 @@ class _Replay:
         return {
             "market": "spot",
             "exchange": LAKE_EXCHANGE,
-            "symbol": (self.symbol or "").replace("/", "-"),
+            "symbol": self.symbol.replace("/", "-"),
             "diffs": c["diffs"],
             "skipped_before_sync": c["skipped_before_sync"],
             "applied": c["applied"],
@@ -180,4 +180,6 @@ def verify_capture(paths: Sequence[Path]) -> dict[str, object]:
     replay = _Replay()
     for path, line_number, recv_ns, body in _lines(paths):
         replay.line(path, line_number, recv_ns, body)
+    if replay.symbol is None:
+        raise CaptureFormatError(paths[0], None, "no book message nor book subscription: not a Kraken book capture")
     return replay.figures()
