@@ -1,4 +1,4 @@
-"""`market-pipeline verify-capture FILE ...`: exact replay of Binance captures, one JSON object out."""
+"""`market-pipeline verify-capture FILE ...`: exact replay of exchange captures, one JSON object out."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ from market_pipeline.vendors.binance.capture_format import CaptureFormatError
 
 
 def verify_capture_command(files: list[Path]) -> int:
-    """Print the replay figures; exit 0 only when no bookTicker disagreed while in sync."""
-    from market_pipeline.vendors.binance.verify import verify_capture
+    """Print the replay figures; exit 0 only when no oracle disagreed while in sync (Binance's
+    bookTickers, Kraken's checksums)."""
+    from market_pipeline.vendors.registry import capture_exchange, verify_capture
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise CliError(f"capture file(s) not found: {', '.join(missing)}", EXIT_FAILED)
     try:
+        capture_exchange(files)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from exc
+    try:
         result = verify_capture(files)
-    except CaptureFormatError as exc:
+    except CaptureFormatError as exc:  # every exchange's readers raise it
         raise CliError(str(exc), EXIT_FAILED) from exc
     print(json.dumps(result))
-    return EXIT_OK if result["ticker_mismatches"] == 0 else EXIT_FAILED
+    agreed = result["ticker_mismatches"] == 0 and result["checksum_mismatches"] == 0
+    return EXIT_OK if agreed else EXIT_FAILED

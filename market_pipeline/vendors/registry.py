@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
-from market_pipeline.vendors import binance, crypto_lake, synthetic, tardis
+from market_pipeline.vendors import binance, crypto_lake, kraken, synthetic, tardis
 from market_pipeline.vendors.base import BookDay, BookDayResult, Vendor, VendorSource
 
 VENDORS: dict[str, Vendor] = {
     vendor.name: vendor
     for vendor in (synthetic.VENDOR, crypto_lake.LOCAL, crypto_lake.S3, binance.VENDOR, tardis.VENDOR)
 }
+
+
+# verify-capture's replay of each exchange's capture files, by the file names' first part
+# (`<exchange>_<market>_<symbol>_<YYYYMMDD>.gz`); files named otherwise are Binance's.
+CAPTURE_VERIFIERS: dict[str, Callable[[Sequence[Path]], dict]] = {
+    "binance": binance.verify_capture,
+    "kraken": kraken.verify_capture,
+}
+DEFAULT_CAPTURE_EXCHANGE = "binance"
+
+
+def capture_exchange(files: Sequence[Path]) -> str:
+    """The one exchange of capture files, from their names; ValueError when they mix exchanges."""
+    exchanges = {
+        prefix if prefix in CAPTURE_VERIFIERS else DEFAULT_CAPTURE_EXCHANGE
+        for prefix in (Path(f).name.lower().partition("_")[0] for f in files)
+    }
+    if len(exchanges) > 1:
+        raise ValueError(f"capture files of several exchanges ({', '.join(sorted(exchanges))}): verify one at a time")
+    return exchanges.pop() if exchanges else DEFAULT_CAPTURE_EXCHANGE
+
+
+def verify_capture(files: Sequence[Path]) -> dict:
+    """verify-capture's figures for capture files of one instrument, by their exchange's rules."""
+    return CAPTURE_VERIFIERS[capture_exchange(files)](files)
 
 
 def vendor_configs() -> tuple[type, ...]:

@@ -12,9 +12,10 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     verify = sub.add_parser(
         "verify-capture",
         parents=[parents.verbose],
-        help="replay Binance captures of one instrument exactly; print one JSON object",
-        description="Replay the files (in time order) with Binance's sync rules and check every "
-        "bookTicker whose update id matches an applied diff. Exit 0 only with no mismatch.",
+        help="replay Binance or Kraken captures of one instrument exactly; print one JSON object",
+        description="Replay the files (in time order) with their exchange's rules (from the file "
+        "names: kraken_... Kraken's, others Binance's) and check every oracle: Binance's bookTickers "
+        "whose update id matches an applied diff, Kraken's book checksums. Exit 0 only with no mismatch.",
     )
     verify.add_argument("files", nargs="+", type=Path, metavar="FILE")
     verify.set_defaults(handler=_handle)

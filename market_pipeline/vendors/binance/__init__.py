@@ -5,6 +5,13 @@ from market_pipeline.vendors.base import Vendor, directory_problem
 from market_pipeline.vendors.binance.config import BinanceCaptureConfig, capture_problems
 
 
+def verify_capture(paths):
+    """`verify.verify_capture`, imported when used."""
+    from market_pipeline.vendors.binance.verify import verify_capture as replay
+
+    return replay(paths)
+
+
 def _build(settings):
     from market_pipeline.vendors.binance.source import CaptureSource
 

@@ -135,4 +135,6 @@ def _replay(
     result["lot_size"] = str(lot)
     for key, index in (("final_best_bid", ST_BEST_BID), ("final_best_ask", ST_BEST_ASK)):
         result[key] = None if st[index] == EMPTY else str(((st[ST_BASE] + st[index]) * tick).normalize())
+    # verify-capture's one shape: Binance sends no book checksum (Kraken's figures).
+    result.update(checksums_checked=0, checksum_mismatches=0, first_bad_update=None)
     return result

@@ -1,0 +1,99 @@
+"""A Kraken book under Kraken's rules, prices and quantities as exact fixed-point integers.
+
+Each side is a dict {price: quantity} of integers at the pair's precision: the number of decimals
+the exchange sends (v1 fixed-decimal strings, v2 numbers "with full precision"), taken from the
+snapshot that loads the book. At that scale a level's checksum text (the decimal string with
+``.`` removed and leading zeros stripped) is the integer's decimal form, so the CRC32 of the top
+10 levels needs no string surgery. Per message: the levels in order (quantity 0 removes), then
+truncation to the subscribed depth (levels that fall out of scope get no removal message).
+
+A dict per side rather than numba arrays (core/book/ladder.py): Kraken books are at most 1000
+levels deep and a message touches a few, so the per-message cost is the top-10 selection for the
+checksum (`heapq`, linear in the depth).
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from decimal import Decimal
+
+from market_pipeline.vendors.kraken.capture_format import BookMessage, Level
+
+CHECKSUM_LEVELS = 10
+
+
+class PrecisionError(ValueError):
+    """A price or quantity with more decimals than the pair's precision (the snapshot's)."""
+
+
+def decimals(text: str) -> int:
+    return len(text) - text.index(".") - 1 if "." in text else 0
+
+
+def to_fixed(text: str, scale: int) -> int:
+    """``"61414.7"`` at scale 5 -> 6141470000, exactly; exponent forms go through Decimal."""
+    if "e" in text or "E" in text:
+        text = format(Decimal(text), "f")
+    whole, _, fraction = text.partition(".")
+    if len(fraction) > scale:
+        if fraction[scale:].strip("0"):
+            raise PrecisionError(f"{text} has more than {scale} decimals, the precision of the snapshot")
+        fraction = fraction[:scale]
+    return int(whole + fraction.ljust(scale, "0"))
+
+
+def fixed_text(value: int, scale: int) -> str:
+    """The decimal text of a fixed-point integer (the JSON figures: never a float)."""
+    return format(Decimal(value).scaleb(-scale), "f")
+
+
+def checksum_text(asks: list[tuple[int, int]], bids: list[tuple[int, int]]) -> str:
+    """Kraken's checksum input: asks low to high then bids high to low, price then quantity each."""
+    return "".join(f"{price}{qty}" for price, qty in asks) + "".join(f"{price}{qty}" for price, qty in bids)
+
+
+def crc32(text: str) -> int:
+    return zlib.crc32(text.encode("ascii"))
+
+
+class KrakenBook:
+    """One pair's book at one subscribed depth, loaded by a snapshot and kept by updates."""
+
+    def __init__(self, snapshot: BookMessage, depth: int) -> None:
+        levels = snapshot.asks + snapshot.bids
+        self.price_scale = max((decimals(price) for price, _ in levels), default=0)
+        self.qty_scale = max((decimals(qty) for _, qty in levels), default=0)
+        self.depth = depth
+        self.asks: dict[int, int] = {}
+        self.bids: dict[int, int] = {}
+        self.apply(snapshot)
+
+    def apply(self, message: BookMessage) -> int:
+        """Apply a message's levels in order, then truncate; returns the levels applied."""
+        for side, levels in ((self.asks, message.asks), (self.bids, message.bids)):
+            self._apply_side(side, levels)
+        self._truncate()
+        return len(message.asks) + len(message.bids)
+
+    def _apply_side(self, side: dict[int, int], levels: list[Level]) -> None:
+        for price_text, qty_text in levels:
+            price, qty = to_fixed(price_text, self.price_scale), to_fixed(qty_text, self.qty_scale)
+            if qty:
+                side[price] = qty
+            else:
+                side.pop(price, None)
+
+    def _truncate(self) -> None:
+        if len(self.asks) > self.depth:
+            for price in heapq.nlargest(len(self.asks) - self.depth, self.asks):
+                del self.asks[price]
+        if len(self.bids) > self.depth:
+            for price in heapq.nsmallest(len(self.bids) - self.depth, self.bids):
+                del self.bids[price]
+
+    def top(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The best `CHECKSUM_LEVELS` (price, quantity) a side, best first."""
+        asks = [(p, self.asks[p]) for p in heapq.nsmallest(CHECKSUM_LEVELS, self.asks)]
+        bids = [(p, self.bids[p]) for p in heapq.nlargest(CHECKSUM_LEVELS, self.bids)]
+        return asks, bids

@@ -1,0 +1,185 @@
+"""Verify a Kraken spot capture: exact replay under Kraken's book rules, its CRC32 as the oracle.
+
+The files are read in batches of `BATCH_LINES` lines (memory bounded by the batch and the book,
+at most 1000 levels a side). A snapshot loads the book (a later one, after a reconnect or a
+resubscription, reloads it: a resync); every update is applied in order and, when it carries a
+checksum, the top 10 levels are checked against it (v2 snapshots carry one too). A disagreement
+counts a mismatch, names the update (file:line, receive time) when it is the first, and leaves
+the book unsynced: updates are dropped until the next snapshot.
+
+The figures have verify-capture's one shape (the Binance keys plus the checksum keys); what does
+not apply to Kraken is 0 or null (docs/capture.md#kraken-spot).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+
+from market_pipeline.vendors.binance.capture_format import CaptureFormatError, open_capture
+from market_pipeline.vendors.kraken import capture_format as fmt
+from market_pipeline.vendors.kraken.book import KrakenBook, checksum_text, crc32, fixed_text
+
+BATCH_LINES = 10_000
+LAKE_EXCHANGE = "KRAKEN"
+
+
+def _lines(paths: Sequence[Path]) -> Iterator[tuple[Path, int, int, str]]:
+    """(path, 1-based line in the file, receive ns, message text), batch by batch."""
+    for path in paths:
+        path = Path(path)
+        line_number = 0
+        with io.TextIOWrapper(open_capture(path), encoding="utf-8") as stream:
+            while True:
+                try:
+                    batch = list(islice(stream, BATCH_LINES))
+                except (EOFError, OSError, UnicodeDecodeError) as exc:  # truncated/corrupt file
+                    raise CaptureFormatError(path, line_number + 1, f"unreadable: {exc}") from exc
+                if not batch:
+                    break
+                for line in batch:
+                    line_number += 1
+                    stamp, _, body = line.partition(" ")
+                    try:
+                        recv_ns = int(stamp)
+                    except ValueError:
+                        raise CaptureFormatError(
+                            path, line_number, f"receive time {stamp[:40]!r} is not an integer"
+                        ) from None
+                    yield path, line_number, recv_ns, body
+
+
+class _Replay:
+    """The state of one replay over the files: the book, whether it is synced, the figures."""
+
+    def __init__(self) -> None:
+        self.symbol: str | None = None
+        self.depth: int | None = None  # from the subscription answer, when the capture has one
+        self.book: KrakenBook | None = None
+        self.synced = False
+        self.counts = dict.fromkeys(
+            (
+                "diffs",
+                "skipped_before_sync",
+                "applied",
+                "gaps",
+                "resyncs",
+                "dropped_after_gap",
+                "crossed_events",
+                "snapshots",
+                "deltas_applied",
+                "trades",
+                "checksums_checked",
+                "checksum_mismatches",
+            ),
+            0,
+        )
+        self.first_bad_update: dict | None = None
+
+    def line(self, path: Path, line_number: int, recv_ns: int, body: str) -> None:
+        try:
+            item = fmt.classify(fmt.decode(body))
+            if isinstance(item, fmt.BookMessage):
+                self._book_message(item, path, line_number, recv_ns)
+            elif isinstance(item, fmt.Subscribed):
+                self._instrument(item.symbol)
+                self.depth = item.depth
+            elif isinstance(item, fmt.Trades):
+                self.counts["trades"] += item.count
+        except ValueError as exc:  # json.JSONDecodeError, PrecisionError are ValueErrors
+            raise CaptureFormatError(path, line_number, str(exc)) from None
+
+    def _instrument(self, symbol: str) -> None:
+        if self.symbol is None:
+            self.symbol = symbol
+        elif symbol != self.symbol:
+            raise ValueError(f"book of {symbol} in a replay of {self.symbol}: one pair per run")
+
+    def _book_message(self, message: fmt.BookMessage, path: Path, line_number: int, recv_ns: int) -> None:
+        self._instrument(message.symbol)
+        counts = self.counts
+        if message.snapshot:
+            depth = message.depth or self.depth or fmt.snapshot_depth(message)
+            counts["snapshots"] += 1
+            counts["resyncs"] += self.book is not None
+            self.book, self.synced = KrakenBook(message, depth), True
+            if message.checksum is not None:
+                self._check(message.checksum, path, line_number, recv_ns)
+            return
+        counts["diffs"] += 1
+        if self.book is None:
+            counts["skipped_before_sync"] += 1
+            return
+        if not self.synced:
+            counts["dropped_after_gap"] += 1
+            return
+        counts["applied"] += 1
+        counts["deltas_applied"] += self.book.apply(message)
+        if message.checksum is not None:
+            self._check(message.checksum, path, line_number, recv_ns)
+
+    def _check(self, sent: int, path: Path, line_number: int, recv_ns: int) -> None:
+        asks, bids = self.book.top()
+        self.counts["crossed_events"] += bool(asks and bids and bids[0][0] >= asks[0][0])
+        self.counts["checksums_checked"] += 1
+        computed = crc32(checksum_text(asks, bids))
+        if computed == sent:
+            return
+        self.counts["checksum_mismatches"] += 1
+        self.counts["gaps"] += 1
+        self.synced = False
+        if self.first_bad_update is None:
+            self.first_bad_update = {
+                "file": str(path),
+                "line": line_number,
+                "received_time": recv_ns,
+                "checksum": sent,
+                "computed": computed,
+            }
+
+    def figures(self) -> dict[str, object]:
+        """verify-capture's JSON, in the Binance key order, then the checksum keys."""
+        c, book = self.counts, self.book
+        asks, bids = book.top() if book is not None else ([], [])
+        price_scale = book.price_scale if book is not None else 0
+        qty_scale = book.qty_scale if book is not None else 0
+        return {
+            "market": "spot",
+            "exchange": LAKE_EXCHANGE,
+            "symbol": self.symbol.replace("/", "-"),
+            "diffs": c["diffs"],
+            "skipped_before_sync": c["skipped_before_sync"],
+            "applied": c["applied"],
+            "gaps": c["gaps"],
+            "resyncs": c["resyncs"],
+            "ticker_checks": 0,
+            "ticker_mismatches": 0,
+            "dropped_after_gap": c["dropped_after_gap"],
+            "unsynced_at_end": int(not self.synced),
+            "crossed_events": c["crossed_events"],
+            "snapshots": c["snapshots"],
+            "first_mismatch_ticker": -1,
+            "deltas_applied": c["deltas_applied"],
+            "crossed_levels_removed": 0,
+            "trades": c["trades"],
+            "in_sync_at_end": self.synced,
+            "tick_size": fixed_text(1, price_scale),
+            "lot_size": fixed_text(1, qty_scale),
+            "final_best_bid": fixed_text(bids[0][0], price_scale) if bids else None,
+            "final_best_ask": fixed_text(asks[0][0], price_scale) if asks else None,
+            "checksums_checked": c["checksums_checked"],
+            "checksum_mismatches": c["checksum_mismatches"],
+            "first_bad_update": self.first_bad_update,
+        }
+
+
+def verify_capture(paths: Sequence[Path]) -> dict[str, object]:
+    """Replay Kraken capture files of one pair, in order; verify-capture's figures."""
+    replay = _Replay()
+    for path, line_number, recv_ns, body in _lines(paths):
+        replay.line(path, line_number, recv_ns, body)
+    if replay.symbol is None:
+        raise CaptureFormatError(paths[0], None, "no book message nor book subscription: not a Kraken book capture")
+    return replay.figures()
