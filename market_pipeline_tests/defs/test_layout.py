@@ -120,7 +120,11 @@ def _imported_modules(tree: ast.Module, names: set[str]) -> tuple[set[str], set[
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 continue
             if isinstance(child, ast.ImportFrom) and child.module:
-                found = [child.module, *(f"{child.module}.{alias.name}" for alias in child.names)]
+                # `from package import submodule` imports the submodule; `from module import name`, the module.
+                found = [
+                    f"{child.module}.{alias.name}" if f"{child.module}.{alias.name}" in names else child.module
+                    for alias in child.names
+                ]
             elif isinstance(child, ast.Import):
                 found = [alias.name for alias in child.names]
             else:
