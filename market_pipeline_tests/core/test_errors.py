@@ -107,7 +107,7 @@ def test_cli_prints_one_line_for_a_pipeline_error_and_the_traceback_only_with_de
     def broken(*args: object) -> int:
         raise CaptureFormatError("/captures/a.jsonl", 17, "not JSON: re-record the hour or remove the file")
 
-    monkeypatch.setattr(cli_main, "run_command", broken)
+    monkeypatch.setattr(importlib.import_module("market_pipeline.cli.run"), "run_command", broken)
     code = cli_main.main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-01"])
     err = capsys.readouterr().err
     assert code == errors.EXIT_CAPTURE
@@ -127,7 +127,7 @@ def test_cli_turns_an_unexpected_exception_into_one_line_and_exit_70(monkeypatch
     def broken(*args: object) -> int:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli_main, "run_command", broken)
+    monkeypatch.setattr(importlib.import_module("market_pipeline.cli.run"), "run_command", broken)
     argv = ["--debug"] if debug else []
     code = cli_main.main([*argv, "run", "--start-date", "2024-03-01", "--end-date", "2024-03-01"])
     err = capsys.readouterr().err
