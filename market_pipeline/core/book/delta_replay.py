@@ -24,7 +24,8 @@ message touched last wins) and counted.
 
 Inputs, outputs and scratch space are named tuples of arrays (`Deltas`, `Snapshots`, `Rows`,
 `Agreement`, `Levels`, `ladder.Book`); scalar state and counters are numpy records
-(`REPLAY_STATE`, `COUNTERS`, `HOURLY`) read and written by field name.
+(`REPLAY_STATE`, `COUNTERS`, `HOURLY`) read and written by field name. `Sampling` names what
+writes a sampled row (`emit_row`): the replay record, the row counters and the depth.
 """
 
 from __future__ import annotations
@@ -185,6 +186,16 @@ TRIGGER_INTERVAL = 1
 TRIGGER_MESSAGE = 2
 
 
+class Sampling(NamedTuple):
+    """How a replay samples its book into `Rows`: the replay record (`REPLAY_STATE`: the sample
+    interval and next sample time, the last applied sequence number, whether in sync), the
+    counters the rows add to (`COUNTERS`), and the levels a row holds."""
+
+    state: np.ndarray
+    counters: np.ndarray
+    depth: int
+
+
 def new_counters() -> np.ndarray:
     return np.zeros(1, COUNTERS)
 
@@ -196,6 +207,12 @@ def new_hourly() -> np.ndarray:
 def record_dict(records: np.ndarray) -> dict[str, int]:
     """A one-element record array (counters, state) as {field: int}."""
     return {name: int(records[0][name]) for name in records.dtype.names}
+
+
+def new_sampling(state: np.ndarray, depth: int) -> Sampling:
+    """Sampling driven by the record `state` (`new_replay_state`) into rows of `depth` levels, its
+    row counters at 0 (a replay whose other counters are kept apart, as the capture rebuild's)."""
+    return Sampling(state, new_counters(), depth)
 
 
 def new_replay_state(day_start_ns: int, contiguous: bool, interval_ns: int, synced: bool) -> np.ndarray:
@@ -235,14 +252,14 @@ def _emit_header(r, c, rows, n_out, recv, orig, trigger):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def emit_row(book, state, counters, rows, n_out, recv, orig, trigger, depth):
-    """Write the book's top `depth` levels as output row `n_out`."""
-    _emit_header(state[0], counters[0], rows, n_out, recv, orig, trigger)
+def emit_row(book, sampling, rows, n_out, recv, orig, trigger):
+    """Write the book's top `sampling.depth` levels as output row `n_out`."""
+    _emit_header(sampling.state[0], sampling.counters[0], rows, n_out, recv, orig, trigger)
     top_levels(
         book.bid,
         book.ask,
         book.st,
-        depth,
+        sampling.depth,
         rows.bid_ticks[n_out],
         rows.bid_lots[n_out],
         rows.ask_ticks[n_out],
@@ -251,10 +268,10 @@ def emit_row(book, state, counters, rows, n_out, recv, orig, trigger, depth):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def emit_levels_row(levels, state, counters, rows, n_out, recv, orig, trigger, depth):
+def emit_levels_row(levels, sampling, rows, n_out, recv, orig, trigger):
     """`emit_row` with the book's top levels already at hand (`levels` as `top_levels` writes them)."""
-    _emit_header(state[0], counters[0], rows, n_out, recv, orig, trigger)
-    for lvl in range(depth):
+    _emit_header(sampling.state[0], sampling.counters[0], rows, n_out, recv, orig, trigger)
+    for lvl in range(sampling.depth):
         rows.bid_ticks[n_out, lvl] = levels.bid_ticks[lvl]
         rows.bid_lots[n_out, lvl] = levels.bid_lots[lvl]
         rows.ask_ticks[n_out, lvl] = levels.ask_ticks[lvl]
@@ -418,6 +435,7 @@ def _replay_lake_batch(
     arguments rather than tuple fields numba keeps them in registers through the per-row loop
     (measured on the bench day: up to twice as fast)."""
     book = Book(bid, ask, st)
+    sampling = Sampling(state, counters, depth)
     r = state[0]
     c = counters[0]
     n = d_recv.shape[0]
@@ -436,11 +454,9 @@ def _replay_lake_batch(
                 and depth <= work.bid_ticks.shape[0]
             ):
                 # Unchanged book: its top levels were just read for the comparison.
-                emit_levels_row(
-                    work, state, counters, rows, n_out, snaps.recv[k], snaps.orig[k], TRIGGER_SNAPSHOT, depth
-                )
+                emit_levels_row(work, sampling, rows, n_out, snaps.recv[k], snaps.orig[k], TRIGGER_SNAPSHOT)
             else:
-                emit_row(book, state, counters, rows, n_out, snaps.recv[k], snaps.orig[k], TRIGGER_SNAPSHOT, depth)
+                emit_row(book, sampling, rows, n_out, snaps.recv[k], snaps.orig[k], TRIGGER_SNAPSHOT)
             n_out += 1
             k += 1
         if i >= n or (k >= n_s and not snaps_final):
@@ -457,7 +473,7 @@ def _replay_lake_batch(
             while r.next_sample < d_recv[i]:
                 if n_out >= capacity:
                     return i, k, n_out
-                emit_row(book, state, counters, rows, n_out, r.next_sample, r.last_orig, TRIGGER_INTERVAL, depth)
+                emit_row(book, sampling, rows, n_out, r.next_sample, r.last_orig, TRIGGER_INTERVAL)
                 n_out += 1
                 r.next_sample += interval
         elif n_out >= capacity:
@@ -540,6 +556,6 @@ def _replay_lake_batch(
         r.have_last = True
         i = j
         if interval == 0:
-            emit_row(book, state, counters, rows, n_out, d_recv[i - 1], d_orig[i - 1], TRIGGER_MESSAGE, depth)
+            emit_row(book, sampling, rows, n_out, d_recv[i - 1], d_orig[i - 1], TRIGGER_MESSAGE)
             n_out += 1
     return i, k, n_out

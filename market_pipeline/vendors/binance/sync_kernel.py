@@ -16,8 +16,12 @@ small jitted functions over it, called one message at a time:
   diffs held since the last break).
 `replay_capture` is the one batch kernel over a capture (or one day of it) in line order: it
 drives the transitions, applies diffs to a `ladder.Book`, checks bookTicker messages and,
-when asked, writes sampled book rows (`delta_replay.Rows`). verify-capture calls it without
-rows, the pipeline's capture rebuild with rows; the recorder calls the transitions directly.
+when given room, writes sampled book rows (`delta_replay.Rows`). Its arguments are named
+groups, so no call can mix them up: a `CapturePart` (the rules, snapshot rows, tickers and the
+state a part's runs carry on, from `new_capture_part`), a `CaptureRun` (one batch of diffs and
+its snapshots, from `delta_batches.BatchedReplay.runs`), a `delta_replay.Sampling` and the rows.
+verify-capture calls it without room for rows, the pipeline's capture rebuild with rows; the
+recorder calls the transitions directly.
 
 A capture replayed in parts (the rebuild's UTC days) resumes each part exactly where the one
 before stopped: `carry_out` takes the sync record and the diffs still buffered for a snapshot
@@ -42,6 +46,7 @@ from market_pipeline.core.book.ladder import (
     ST_BASE,
     ST_BEST_ASK,
     ST_BEST_BID,
+    Book,
     clear_book,
     resolve_cross,
     set_level,
@@ -130,6 +135,37 @@ class Tickers(NamedTuple):
     bid_lot: np.ndarray
     ask_tick: np.ndarray
     ask_lot: np.ndarray
+
+
+class CapturePart(NamedTuple):
+    """What every `replay_capture` run over one capture part (a day, or a whole capture) shares:
+    the market's rules, the REST snapshots' level rows, the bookTickers, and the state the runs
+    carry on (the book, the `SYNC` record and the `COUNTERS`)."""
+
+    futures: bool  # USD-M / COIN-M rules (pu chains), else spot
+    snap_rows: LevelRows  # of every snapshot of the part, indexed by `DepthSnapshots.start/end`
+    tickers: Tickers
+    book: Book
+    sync: np.ndarray
+    counters: np.ndarray
+
+
+class CaptureRun(NamedTuple):
+    """One `replay_capture` run: a batch of diffs (those still buffered for a snapshot first), their
+    level rows, the REST snapshots written before the batch's last diff, and where the run stands
+    (a `CURSOR` record)."""
+
+    diffs: CaptureDiffs
+    diff_rows: LevelRows
+    snaps: DepthSnapshots
+    cursor: np.ndarray
+
+
+def new_capture_part(
+    futures: bool, snap_rows: LevelRows, tickers: Tickers, book: Book, sync: np.ndarray
+) -> CapturePart:
+    """A part starting from `book` and `sync` (fresh, or carried from the part before), counters at 0."""
+    return CapturePart(futures, snap_rows, tickers, book, sync, new_counters())
 
 
 def new_sync(state: int = WAITING, last_u: int = 0) -> np.ndarray:
@@ -307,17 +343,18 @@ def apply_diff(book, rows, start, end, counters):
 
 
 @nb.njit(cache=True, nogil=True)
-def _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, cursor, replay):
+def _diff_step(part, run, i, replay):
     """Diff i through the state machine (after WAITING it is applied, or buffered on a gap)."""
-    action = on_diff(sync, counters, futures, diffs.first_u[i], diffs.last_u[i], diffs.prev_u[i])
+    diffs, book, sync, counters = run.diffs, part.book, part.sync, part.counters
+    action = on_diff(sync, counters, part.futures, diffs.first_u[i], diffs.last_u[i], diffs.prev_u[i])
     if action == APPLY:
-        apply_diff(book, diff_rows, diffs.start[i], diffs.end[i], counters)
-        check_tickers(book, diffs.last_u[i], tickers, counters)
+        apply_diff(book, run.diff_rows, diffs.start[i], diffs.end[i], counters)
+        check_tickers(book, diffs.last_u[i], part.tickers, counters)
         r = replay[0]
         r.last_recv = diffs.recv[i]
         r.last_orig = diffs.orig[i]
     elif action == GAP:
-        cursor[0].buffered = i  # the diff that broke the chain waits for the next snapshot
+        run.cursor[0].buffered = i  # the diff that broke the chain waits for the next snapshot
     r = replay[0]
     r.last_seq = sync[0].last_u
     r.synced = sync[0].state == LIVE
@@ -325,38 +362,24 @@ def _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, curs
 
 
 @nb.njit(cache=True, nogil=True)
-def replay_capture(
-    futures,
-    diffs,
-    diff_rows,
-    snaps,
-    snap_rows,
-    tickers,
-    book,
-    sync,
-    counters,
-    cursor,
-    replay,
-    row_counters,
-    rows,
-    filled,
-    depth,
-    emit,
-):
-    """Visit diffs and snapshots in line order from `cursor`; returns the rows in `rows` after it.
+def replay_capture(part, run, sampling, rows, filled):
+    """Visit the diffs and snapshots of `run` (a `CaptureRun`) in line order from its cursor, on the
+    state of `part` (a `CapturePart`); returns the rows in `rows` (`delta_replay.Rows`) after it.
 
-    `replay` is a `delta_replay.REPLAY_STATE` record (its `interval`, `next_sample` drive the
-    samples; `last_seq` is the last applied u, `synced` true only when LIVE). With `emit`, a
-    row is written at every snapshot line, every `interval` of receive time (0: after every
-    diff line), after the `filled` rows already in `rows` (left by a call over the part before,
-    so that a batch cut does not cut the output batches); the call returns early when `rows` is
-    full: call again to continue. Without `emit` nothing is written and the call runs to the end.
+    `sampling.state` is a `delta_replay.REPLAY_STATE` record (its `interval`, `next_sample` drive
+    the samples; `last_seq` is the last applied u, `synced` true only when LIVE). A row is written
+    at every snapshot line, every `interval` of receive time (0: after every diff line), after the
+    `filled` rows already in `rows` (left by a call over the part before, so that a batch cut does
+    not cut the output batches); the call returns early when `rows` is full: call again to
+    continue. With no room for rows (verify-capture) nothing is written and the call runs to the end.
     """
+    diffs, snaps, cur = run.diffs, run.snaps, run.cursor[0]
+    book, sync, counters = part.book, part.sync, part.counters
     n_d = diffs.line.shape[0]
     n_s = snaps.line.shape[0]
     capacity = rows.recv.shape[0]
-    cur = cursor[0]
-    r = replay[0]
+    emit = capacity > 0
+    r = sampling.state[0]
     interval = r.interval
     n_out = filled
     while cur.next_diff < n_d or cur.next_snap < n_s:
@@ -370,37 +393,31 @@ def replay_capture(
                 while r.next_sample < t:
                     if n_out >= capacity:
                         return n_out
-                    lr.emit_row(
-                        book, replay, row_counters, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL, depth
-                    )
+                    lr.emit_row(book, sampling, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL)
                     n_out += 1
                     r.next_sample += interval
             if n_out >= capacity:
                 return n_out
         if is_snapshot:
             if on_snapshot(sync, counters, snaps.lid[k]):
-                load_snapshot(book, snap_rows, snaps.start[k], snaps.end[k])
+                load_snapshot(book, part.snap_rows, snaps.start[k], snaps.end[k])
                 r.last_seq = snaps.lid[k]
                 # Replay the diffs buffered while waiting; their lines precede this snapshot.
                 for j in range(cur.buffered, i):
-                    if _diff_step(futures, diffs, diff_rows, j, tickers, book, sync, counters, cursor, replay) == GAP:
+                    if _diff_step(part, run, j, sampling.state) == GAP:
                         break
             r.synced = sync[0].state == LIVE
             if emit:
-                lr.emit_row(
-                    book, replay, row_counters, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT, depth
-                )
+                lr.emit_row(book, sampling, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT)
                 n_out += 1
             cur.next_snap = k + 1
         else:
             counters[0].diffs += 1
             if sync[0].state != WAITING:
-                _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, cursor, replay)
+                _diff_step(part, run, i, sampling.state)
             cur.next_diff = i + 1
             if emit and interval == 0:
-                lr.emit_row(
-                    book, replay, row_counters, rows, n_out, diffs.recv[i], diffs.orig[i], lr.TRIGGER_MESSAGE, depth
-                )
+                lr.emit_row(book, sampling, rows, n_out, diffs.recv[i], diffs.orig[i], lr.TRIGGER_MESSAGE)
                 n_out += 1
     return n_out
 
