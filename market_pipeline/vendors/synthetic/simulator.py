@@ -9,6 +9,10 @@ The random generator is a xoshiro256** held in a uint64[4] array rather than num
 ``np.random``: its stream is defined here, so a seed gives the same day on every machine, and
 two simulations in one process cannot disturb each other.
 
+The kernel's arguments are named tuples of those arrays: the `Market` it evolves (book, state,
+generator, parameters) and the `Block` of output buffers it fills (`Deltas`, `Trades`,
+`Snapshots`); `simulate` builds both once and yields a copy of each call's filled head.
+
 Vendor snapshots draw nothing from that stream: a snapshot's receive latency is a hash of the
 day's snapshot seed and its instant on the 100 ms grid. So the snapshot cadence leaves the
 messages untouched, and a day with snapshots every 1 s is exactly every tenth snapshot of the
@@ -20,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -156,15 +161,15 @@ def _snapshot_latency(fp, ip, slot):
 
 
 @njit(cache=True, nogil=True)
-def _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, tick, size):
+def _emit(deltas, row_start, n_rows, is_bid, tick, size):
     """Record a level's new absolute size; a level touched twice in a message keeps one row."""
     for r in range(row_start, n_rows):
-        if d_tick[r] == tick and d_bid[r] == is_bid:
-            d_size[r] = size
+        if deltas.tick[r] == tick and deltas.bid[r] == is_bid:
+            deltas.size[r] = size
             return n_rows
-    d_bid[n_rows] = is_bid
-    d_tick[n_rows] = tick
-    d_size[n_rows] = size
+    deltas.bid[n_rows] = is_bid
+    deltas.tick[n_rows] = tick
+    deltas.size[n_rows] = size
     return n_rows + 1
 
 
@@ -210,8 +215,9 @@ def _add_level(book, st, is_bid, idx, qty):
 
 
 @njit(cache=True, nogil=True)
-def init_book(bid, ask, st, fp, rng, mid_idx):
+def init_book(market, mid_idx):
     """Lay out a resting book of about F_TARGET_LEVELS levels a side around mid_idx."""
+    bid, ask, st, fp, rng = market.bid, market.ask, market.st, market.fp, market.rng
     n_levels = int(fp[F_TARGET_LEVELS])
     gap_mean = fp[F_WINDOW] / fp[F_TARGET_LEVELS] - 1.0
     idx = mid_idx
@@ -249,47 +255,18 @@ def _snapshot(book, st, is_bid, k, out_tick, out_size):
 
 
 @njit(cache=True, nogil=True)
-def run(
-    bid,
-    ask,
-    st,
-    fstate,
-    rng,
-    ip,
-    fp,
-    chunk_end,
-    d_origin,
-    d_recv,
-    d_seq,
-    d_bid,
-    d_tick,
-    d_size,
-    t_origin,
-    t_recv,
-    t_buy,
-    t_tick,
-    t_qty,
-    t_id,
-    s_origin,
-    s_recv,
-    s_seq,
-    s_bid_tick,
-    s_bid_size,
-    s_ask_tick,
-    s_ask_size,
-):
-    """Advance the market until chunk_end (ns, exclusive) or until an output buffer is full.
-
-    fstate[0] is the latent fair price in ladder-index units; it carries over between calls
-    like the integer state st and the generator state rng.
+def run(market, chunk_end, out):
+    """Advance the `market` (a `Market`) until chunk_end (ns, exclusive) or until a buffer of
+    `out` (a `Block`) is full.
 
     Returns (delta rows, trades, snapshots, done); done is False when a buffer filled up and
     the caller must drain the buffers and call again with the same chunk_end.
     """
+    bid, ask, st, rng, ip, fp = market.bid, market.ask, market.st, market.rng, market.ip, market.fp
+    deltas, snaps = out.deltas, out.snapshots
     n_rows = 0
     n_trades = 0
     n_snaps = 0
-    min_levels = ip[I_MIN_LEVELS]
     while True:
         t = st[S_NEXT_TIME]
         # A snapshot at time s shows every message with origin_time <= s.
@@ -297,23 +274,23 @@ def run(
             snap_t = ip[I_DAY_START] + st[S_NEXT_SNAP] * ip[I_SNAP_INTERVAL]
             if snap_t >= t or snap_t >= chunk_end:
                 break
-            if n_snaps == len(s_origin):
+            if n_snaps == len(snaps.origin):
                 return n_rows, n_trades, n_snaps, False
-            s_origin[n_snaps] = snap_t
+            snaps.origin[n_snaps] = snap_t
             slot = (snap_t - ip[I_DAY_START]) // SNAPSHOT_GRID_NS
             recv = max(st[S_LAST_SNAP_RECV], snap_t + _snapshot_latency(fp, ip, slot))
-            s_recv[n_snaps] = recv
+            snaps.recv[n_snaps] = recv
             st[S_LAST_SNAP_RECV] = recv
-            s_seq[n_snaps] = st[S_NEXT_SEQ] - 1
-            _snapshot(bid, st, True, n_snaps, s_bid_tick, s_bid_size)
-            _snapshot(ask, st, False, n_snaps, s_ask_tick, s_ask_size)
+            snaps.seq[n_snaps] = st[S_NEXT_SEQ] - 1
+            _snapshot(bid, st, True, n_snaps, snaps.bid_tick, snaps.bid_size)
+            _snapshot(ask, st, False, n_snaps, snaps.ask_tick, snaps.ask_size)
             n_snaps += 1
             st[S_NEXT_SNAP] += 1
         if t >= chunk_end:
             return n_rows, n_trades, n_snaps, True
         first = st[S_MESSAGES] == 0
         need = st[S_N_BID] + st[S_N_ASK] if first else MAX_ROWS_PER_MESSAGE
-        if n_rows + need > len(d_origin) or n_trades + MAX_TRADES_PER_MESSAGE > len(t_origin):
+        if n_rows + need > len(deltas.origin) or n_trades + MAX_TRADES_PER_MESSAGE > len(out.trades.origin):
             return n_rows, n_trades, n_snaps, False
 
         recv = max(st[S_LAST_RECV], t + _latency(rng, fp, ip))
@@ -325,43 +302,20 @@ def run(
             j = st[S_BEST_BID]
             while j >= st[S_WORST_BID]:
                 if bid[j] != 0:
-                    n_rows = _emit(d_bid, d_tick, d_size, n_rows, n_rows, True, base + j, bid[j])
+                    n_rows = _emit(deltas, n_rows, n_rows, True, base + j, bid[j])
                 j -= 1
             j = st[S_BEST_ASK]
             while j <= st[S_WORST_ASK]:
                 if ask[j] != 0:
-                    n_rows = _emit(d_bid, d_tick, d_size, n_rows, n_rows, False, base + j, ask[j])
+                    n_rows = _emit(deltas, n_rows, n_rows, False, base + j, ask[j])
                 j += 1
         else:
-            n_rows, n_trades = _message(
-                bid,
-                ask,
-                st,
-                fstate,
-                rng,
-                ip,
-                fp,
-                min_levels,
-                t,
-                recv,
-                d_bid,
-                d_tick,
-                d_size,
-                row_start,
-                n_rows,
-                t_origin,
-                t_recv,
-                t_buy,
-                t_tick,
-                t_qty,
-                t_id,
-                n_trades,
-            )
+            n_rows, n_trades = _message(market, t, recv, deltas, row_start, n_rows, out.trades, n_trades)
         seq = st[S_NEXT_SEQ]
         for r in range(row_start, n_rows):
-            d_origin[r] = t
-            d_recv[r] = recv
-            d_seq[r] = seq
+            deltas.origin[r] = t
+            deltas.recv[r] = recv
+            deltas.seq[r] = seq
         st[S_NEXT_SEQ] = seq + 1
         st[S_MESSAGES] += 1
 
@@ -370,30 +324,11 @@ def run(
 
 
 @njit(cache=True, nogil=True)
-def _message(
-    bid,
-    ask,
-    st,
-    fstate,
-    rng,
-    ip,
-    fp,
-    min_levels,
-    t,
-    recv,
-    d_bid,
-    d_tick,
-    d_size,
-    row_start,
-    n_rows,
-    t_origin,
-    t_recv,
-    t_buy,
-    t_tick,
-    t_qty,
-    t_id,
-    n_trades,
-):
+def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
+    """One message at origin time t, received at recv: its level rows from `row_start` in `deltas`
+    and its trades from `n_trades` in `trades`; returns (rows, trades) after it."""
+    bid, ask, st, fstate, rng, fp = market.bid, market.ask, market.st, market.fstate, market.rng, market.fp
+    min_levels = market.ip[I_MIN_LEVELS]
     base = st[S_BASE]
     # The latent fair price leads; the book follows it through biased trades and new touches.
     mid = 0.5 * (st[S_BEST_BID] + st[S_BEST_ASK])
@@ -419,7 +354,7 @@ def _message(
             idx = bb + 1 + d if is_bid else ba - 1 - d
             book = bid if is_bid else ask
             size = _add_level(book, st, is_bid, idx, _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
-            n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
+            n_rows = _emit(deltas, row_start, n_rows, is_bid, base + idx, size)
         elif _uniform(rng) < fp[F_TRADE_PROB]:
             is_buy = _uniform(rng) < p_up
             book = ask if is_buy else bid
@@ -440,12 +375,12 @@ def _message(
                     first_print = 1 + int(_uniform(rng) * (fill - 1))
                 for qty in (first_print, fill - first_print):
                     if qty > 0:
-                        t_origin[n_trades] = t
-                        t_recv[n_trades] = recv
-                        t_buy[n_trades] = is_buy
-                        t_tick[n_trades] = base + idx
-                        t_qty[n_trades] = qty
-                        t_id[n_trades] = st[S_NEXT_TRADE_ID]
+                        trades.origin[n_trades] = t
+                        trades.recv[n_trades] = recv
+                        trades.buy[n_trades] = is_buy
+                        trades.tick[n_trades] = base + idx
+                        trades.qty[n_trades] = qty
+                        trades.id[n_trades] = st[S_NEXT_TRADE_ID]
                         st[S_NEXT_TRADE_ID] += 1
                         n_trades += 1
                 if fill == book[idx]:
@@ -454,7 +389,7 @@ def _message(
                 else:
                     book[idx] -= fill
                     size = book[idx]
-                n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, maker_is_bid, base + idx, size)
+                n_rows = _emit(deltas, row_start, n_rows, maker_is_bid, base + idx, size)
                 remaining -= fill
                 if remaining == 0:
                     break
@@ -492,7 +427,7 @@ def _message(
                 else:
                     book[idx] -= 1 + int(_uniform(rng) * (book[idx] - 1))
                     size = book[idx]
-            n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
+            n_rows = _emit(deltas, row_start, n_rows, is_bid, base + idx, size)
     return n_rows, n_trades
 
 
@@ -508,29 +443,63 @@ class MarketParams:
     first_trade_id: int
 
 
-@dataclass
-class Block:
-    """Outputs of one kernel call, copied out of the reusable buffers."""
+class Market(NamedTuple):
+    """The simulated market, carried from kernel call to kernel call: the book, the integer state
+    (S_* slots), the latent fair price, the random generator and the parameters."""
 
-    d_origin: np.ndarray
-    d_recv: np.ndarray
-    d_seq: np.ndarray
-    d_bid: np.ndarray
-    d_tick: np.ndarray
-    d_size: np.ndarray
-    t_origin: np.ndarray
-    t_recv: np.ndarray
-    t_buy: np.ndarray
-    t_tick: np.ndarray
-    t_qty: np.ndarray
-    t_id: np.ndarray
-    s_origin: np.ndarray
-    s_recv: np.ndarray
-    s_seq: np.ndarray
-    s_bid_tick: np.ndarray  # (LEVELS, n): level-major so that each level is a contiguous column
-    s_bid_size: np.ndarray
-    s_ask_tick: np.ndarray
-    s_ask_size: np.ndarray
+    bid: np.ndarray  # int64 lots by ladder index (tick - st[S_BASE])
+    ask: np.ndarray
+    st: np.ndarray  # int64, S_* slots
+    fstate: np.ndarray  # float64 [latent fair price in ladder-index units]
+    rng: np.ndarray  # uint64[4], xoshiro256** state
+    ip: np.ndarray  # int64 parameters, I_* slots
+    fp: np.ndarray  # float64 parameters, F_* slots
+
+
+class Deltas(NamedTuple):
+    origin: np.ndarray  # int64 ns
+    recv: np.ndarray  # int64 ns
+    seq: np.ndarray  # int64
+    bid: np.ndarray  # bool
+    tick: np.ndarray  # int64
+    size: np.ndarray  # int64 lots, absolute (0 removes the level)
+
+
+class Trades(NamedTuple):
+    origin: np.ndarray
+    recv: np.ndarray
+    buy: np.ndarray  # bool: the taker bought
+    tick: np.ndarray
+    qty: np.ndarray  # int64 lots
+    id: np.ndarray  # int64
+
+
+class Snapshots(NamedTuple):
+    origin: np.ndarray
+    recv: np.ndarray
+    seq: np.ndarray  # the last message a snapshot shows
+    bid_tick: np.ndarray  # (LEVELS, n): level-major so that each level is a contiguous column
+    bid_size: np.ndarray
+    ask_tick: np.ndarray
+    ask_size: np.ndarray
+
+
+class Block(NamedTuple):
+    """The kernel's output buffers (`run` fills them from the start at every call), and each block
+    `simulate` yields: a copy of what one call filled."""
+
+    deltas: Deltas
+    trades: Trades
+    snapshots: Snapshots
+
+    def head(self, n_rows: int, n_trades: int, n_snaps: int) -> Block:
+        return Block(
+            Deltas(*(a[:n_rows].copy() for a in self.deltas)),
+            Trades(*(a[:n_trades].copy() for a in self.trades)),
+            Snapshots(
+                *(a[:n_snaps].copy() for a in self.snapshots[:3]), *(a[:, :n_snaps].copy() for a in self.snapshots[3:])
+            ),
+        )
 
 
 def simulate(
@@ -577,28 +546,26 @@ def simulate(
     st[S_NEXT_SEQ] = params.first_sequence
     st[S_NEXT_TRADE_ID] = params.first_trade_id
     st[S_NEXT_TIME] = day_start_ns
-    bid = np.zeros(LADDER, dtype=np.int64)
-    ask = np.zeros(LADDER, dtype=np.int64)
-    fstate = np.array([mid_idx + 0.5], dtype=np.float64)
-    init_book(bid, ask, st, fp, rng, mid_idx)
+    book = (np.zeros(LADDER, dtype=np.int64), np.zeros(LADDER, dtype=np.int64))
+    market = Market(*book, st, np.array([mid_idx + 0.5], dtype=np.float64), rng, ip, fp)
+    init_book(market, mid_idx)
 
     per_chunk = params.messages_per_day * chunk_ns / day_ns
     row_cap = int(per_chunk * 1.5 * fp[F_EVENTS_MEAN]) + 4 * params.target_levels + 4096
     trade_cap = int(per_chunk * fp[F_EVENTS_MEAN] * fp[F_TRADE_PROB] * 4) + 4096
     snap_cap = chunk_ns // snap_interval + 1
     i8, b1 = np.int64, np.bool_
-    d = [np.empty(row_cap, dtype=t) for t in (i8, i8, i8, b1, i8, i8)]
-    tr = [np.empty(trade_cap, dtype=t) for t in (i8, i8, b1, i8, i8, i8)]
-    sn = [np.empty(snap_cap, dtype=np.int64) for _ in range(3)]
-    sn += [np.empty((LEVELS, snap_cap), dtype=np.int64) for _ in range(4)]
+    buffers = Block(
+        Deltas(*(np.empty(row_cap, dtype=t) for t in (i8, i8, i8, b1, i8, i8))),
+        Trades(*(np.empty(trade_cap, dtype=t) for t in (i8, i8, b1, i8, i8, i8))),
+        Snapshots(
+            *(np.empty(snap_cap, dtype=i8) for _ in range(3)),
+            *(np.empty((LEVELS, snap_cap), dtype=i8) for _ in range(4)),
+        ),
+    )
 
     for chunk_end in range(day_start_ns + chunk_ns, day_start_ns + day_ns + 1, chunk_ns):
         done = False
         while not done:
-            n_rows, n_trades, n_snaps, done = run(bid, ask, st, fstate, rng, ip, fp, chunk_end, *d, *tr, *sn)
-            yield Block(
-                *(a[:n_rows].copy() for a in d),
-                *(a[:n_trades].copy() for a in tr),
-                *(a[:n_snaps].copy() for a in sn[:3]),
-                *(a[:, :n_snaps].copy() for a in sn[3:]),
-            )
+            n_rows, n_trades, n_snaps, done = run(market, chunk_end, buffers)
+            yield buffers.head(n_rows, n_trades, n_snaps)
