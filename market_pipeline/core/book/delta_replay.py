@@ -23,9 +23,9 @@ Crossed or locked books after a message are resolved by `ladder.resolve_cross` (
 message touched last wins) and counted.
 
 Inputs, outputs and scratch space are named tuples of arrays (`Deltas`, `Snapshots`, `Rows`,
-`Agreement`, `Levels`, `ladder.Book`); scalar state and counters are numpy records
-(`REPLAY_STATE`, `COUNTERS`, `HOURLY`) read and written by field name. `Sampling` names what
-writes a sampled row (`emit_row`): the replay record, the row counters and the depth.
+`Agreement`, `Levels`, `ladder.Book`, and `Sampling` for a kernel that is handed how to sample);
+scalar state and counters are numpy records (`REPLAY_STATE`, `COUNTERS`, `HOURLY`) read and
+written by field name.
 """
 
 from __future__ import annotations
@@ -187,9 +187,10 @@ TRIGGER_MESSAGE = 2
 
 
 class Sampling(NamedTuple):
-    """How a replay samples its book into `Rows`: the replay record (`REPLAY_STATE`: the sample
-    interval and next sample time, the last applied sequence number, whether in sync), the
-    counters the rows add to (`COUNTERS`), and the levels a row holds."""
+    """How a replay samples its book into `Rows` (`emit_row`'s arguments besides the book and the
+    row): the replay record (`REPLAY_STATE`: the sample interval and next sample time, the last
+    applied sequence number, whether in sync), the counters the rows add to (`COUNTERS`), and the
+    levels a row holds."""
 
     state: np.ndarray
     counters: np.ndarray
@@ -252,14 +253,14 @@ def _emit_header(r, c, rows, n_out, recv, orig, trigger):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def emit_row(book, sampling, rows, n_out, recv, orig, trigger):
-    """Write the book's top `sampling.depth` levels as output row `n_out`."""
-    _emit_header(sampling.state[0], sampling.counters[0], rows, n_out, recv, orig, trigger)
+def emit_row(book, state, counters, rows, n_out, recv, orig, trigger, depth):
+    """Write the book's top `depth` levels as output row `n_out`."""
+    _emit_header(state[0], counters[0], rows, n_out, recv, orig, trigger)
     top_levels(
         book.bid,
         book.ask,
         book.st,
-        sampling.depth,
+        depth,
         rows.bid_ticks[n_out],
         rows.bid_lots[n_out],
         rows.ask_ticks[n_out],
@@ -268,10 +269,10 @@ def emit_row(book, sampling, rows, n_out, recv, orig, trigger):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def emit_levels_row(levels, sampling, rows, n_out, recv, orig, trigger):
+def emit_levels_row(levels, state, counters, rows, n_out, recv, orig, trigger, depth):
     """`emit_row` with the book's top levels already at hand (`levels` as `top_levels` writes them)."""
-    _emit_header(sampling.state[0], sampling.counters[0], rows, n_out, recv, orig, trigger)
-    for lvl in range(sampling.depth):
+    _emit_header(state[0], counters[0], rows, n_out, recv, orig, trigger)
+    for lvl in range(depth):
         rows.bid_ticks[n_out, lvl] = levels.bid_ticks[lvl]
         rows.bid_lots[n_out, lvl] = levels.bid_lots[lvl]
         rows.ask_ticks[n_out, lvl] = levels.ask_ticks[lvl]
@@ -435,7 +436,6 @@ def _replay_lake_batch(
     arguments rather than tuple fields numba keeps them in registers through the per-row loop
     (measured on the bench day: up to twice as fast)."""
     book = Book(bid, ask, st)
-    sampling = Sampling(state, counters, depth)
     r = state[0]
     c = counters[0]
     n = d_recv.shape[0]
@@ -454,9 +454,11 @@ def _replay_lake_batch(
                 and depth <= work.bid_ticks.shape[0]
             ):
                 # Unchanged book: its top levels were just read for the comparison.
-                emit_levels_row(work, sampling, rows, n_out, snaps.recv[k], snaps.orig[k], TRIGGER_SNAPSHOT)
+                emit_levels_row(
+                    work, state, counters, rows, n_out, snaps.recv[k], snaps.orig[k], TRIGGER_SNAPSHOT, depth
+                )
             else:
-                emit_row(book, sampling, rows, n_out, snaps.recv[k], snaps.orig[k], TRIGGER_SNAPSHOT)
+                emit_row(book, state, counters, rows, n_out, snaps.recv[k], snaps.orig[k], TRIGGER_SNAPSHOT, depth)
             n_out += 1
             k += 1
         if i >= n or (k >= n_s and not snaps_final):
@@ -473,7 +475,7 @@ def _replay_lake_batch(
             while r.next_sample < d_recv[i]:
                 if n_out >= capacity:
                     return i, k, n_out
-                emit_row(book, sampling, rows, n_out, r.next_sample, r.last_orig, TRIGGER_INTERVAL)
+                emit_row(book, state, counters, rows, n_out, r.next_sample, r.last_orig, TRIGGER_INTERVAL, depth)
                 n_out += 1
                 r.next_sample += interval
         elif n_out >= capacity:
@@ -556,6 +558,6 @@ def _replay_lake_batch(
         r.have_last = True
         i = j
         if interval == 0:
-            emit_row(book, sampling, rows, n_out, d_recv[i - 1], d_orig[i - 1], TRIGGER_MESSAGE)
+            emit_row(book, state, counters, rows, n_out, d_recv[i - 1], d_orig[i - 1], TRIGGER_MESSAGE, depth)
             n_out += 1
     return i, k, n_out

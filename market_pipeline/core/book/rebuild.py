@@ -355,7 +355,6 @@ def _replay_tail(snaps, book, state, counters, hourly, rows, agreement, work, de
     Returns (snapshots consumed, rows out). Stops when the output is full, and (unless
     `snaps_final`) when the snapshots run out, since the next one may be due before a sample.
     """
-    sampling = lr.Sampling(state, counters, depth)
     r = state[0]
     n_s = snaps.recv.shape[0]
     capacity = rows.recv.shape[0]
@@ -373,13 +372,13 @@ def _replay_tail(snaps, book, state, counters, hourly, rows, agreement, work, de
         while interval > 0 and r.next_sample < until and r.next_sample <= last_sample:
             if n_out >= capacity:
                 return k, n_out
-            emit_row(book, sampling, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL)
+            emit_row(book, state, counters, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL, depth)
             n_out += 1
             r.next_sample += interval
         if k >= n_s or n_out >= capacity:
             return k, n_out
         check_and_fill(book, state, counters, hourly, snaps, k, agreement, work)
-        emit_row(book, sampling, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT)
+        emit_row(book, state, counters, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT, depth)
         n_out += 1
         k += 1
 

@@ -343,18 +343,17 @@ def apply_diff(book, rows, start, end, counters):
 
 
 @nb.njit(cache=True, nogil=True)
-def _diff_step(part, run, i, replay):
+def _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, cursor, replay):
     """Diff i through the state machine (after WAITING it is applied, or buffered on a gap)."""
-    diffs, book, sync, counters = run.diffs, part.book, part.sync, part.counters
-    action = on_diff(sync, counters, part.futures, diffs.first_u[i], diffs.last_u[i], diffs.prev_u[i])
+    action = on_diff(sync, counters, futures, diffs.first_u[i], diffs.last_u[i], diffs.prev_u[i])
     if action == APPLY:
-        apply_diff(book, run.diff_rows, diffs.start[i], diffs.end[i], counters)
-        check_tickers(book, diffs.last_u[i], part.tickers, counters)
+        apply_diff(book, diff_rows, diffs.start[i], diffs.end[i], counters)
+        check_tickers(book, diffs.last_u[i], tickers, counters)
         r = replay[0]
         r.last_recv = diffs.recv[i]
         r.last_orig = diffs.orig[i]
     elif action == GAP:
-        run.cursor[0].buffered = i  # the diff that broke the chain waits for the next snapshot
+        cursor[0].buffered = i  # the diff that broke the chain waits for the next snapshot
     r = replay[0]
     r.last_seq = sync[0].last_u
     r.synced = sync[0].state == LIVE
@@ -373,13 +372,17 @@ def replay_capture(part, run, sampling, rows, filled):
     not cut the output batches); the call returns early when `rows` is full: call again to
     continue. With no room for rows (verify-capture) nothing is written and the call runs to the end.
     """
-    diffs, snaps, cur = run.diffs, run.snaps, run.cursor[0]
-    book, sync, counters = part.book, part.sync, part.counters
+    # The groups' fields as locals, once: read through the tuples in the loop they would be
+    # reference-counted at every access (measured: a fifth slower).
+    futures, snap_rows, tickers, book, sync, counters = part
+    diffs, diff_rows, snaps, cursor = run
+    replay, row_counters, depth = sampling
     n_d = diffs.line.shape[0]
     n_s = snaps.line.shape[0]
     capacity = rows.recv.shape[0]
     emit = capacity > 0
-    r = sampling.state[0]
+    cur = cursor[0]
+    r = replay[0]
     interval = r.interval
     n_out = filled
     while cur.next_diff < n_d or cur.next_snap < n_s:
@@ -393,31 +396,37 @@ def replay_capture(part, run, sampling, rows, filled):
                 while r.next_sample < t:
                     if n_out >= capacity:
                         return n_out
-                    lr.emit_row(book, sampling, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL)
+                    lr.emit_row(
+                        book, replay, row_counters, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL, depth
+                    )
                     n_out += 1
                     r.next_sample += interval
             if n_out >= capacity:
                 return n_out
         if is_snapshot:
             if on_snapshot(sync, counters, snaps.lid[k]):
-                load_snapshot(book, part.snap_rows, snaps.start[k], snaps.end[k])
+                load_snapshot(book, snap_rows, snaps.start[k], snaps.end[k])
                 r.last_seq = snaps.lid[k]
                 # Replay the diffs buffered while waiting; their lines precede this snapshot.
                 for j in range(cur.buffered, i):
-                    if _diff_step(part, run, j, sampling.state) == GAP:
+                    if _diff_step(futures, diffs, diff_rows, j, tickers, book, sync, counters, cursor, replay) == GAP:
                         break
             r.synced = sync[0].state == LIVE
             if emit:
-                lr.emit_row(book, sampling, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT)
+                lr.emit_row(
+                    book, replay, row_counters, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT, depth
+                )
                 n_out += 1
             cur.next_snap = k + 1
         else:
             counters[0].diffs += 1
             if sync[0].state != WAITING:
-                _diff_step(part, run, i, sampling.state)
+                _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, cursor, replay)
             cur.next_diff = i + 1
             if emit and interval == 0:
-                lr.emit_row(book, sampling, rows, n_out, diffs.recv[i], diffs.orig[i], lr.TRIGGER_MESSAGE)
+                lr.emit_row(
+                    book, replay, row_counters, rows, n_out, diffs.recv[i], diffs.orig[i], lr.TRIGGER_MESSAGE, depth
+                )
                 n_out += 1
     return n_out
 

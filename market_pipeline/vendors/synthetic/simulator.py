@@ -161,15 +161,15 @@ def _snapshot_latency(fp, ip, slot):
 
 
 @njit(cache=True, nogil=True)
-def _emit(deltas, row_start, n_rows, is_bid, tick, size):
+def _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, tick, size):
     """Record a level's new absolute size; a level touched twice in a message keeps one row."""
     for r in range(row_start, n_rows):
-        if deltas.tick[r] == tick and deltas.bid[r] == is_bid:
-            deltas.size[r] = size
+        if d_tick[r] == tick and d_bid[r] == is_bid:
+            d_size[r] = size
             return n_rows
-    deltas.bid[n_rows] = is_bid
-    deltas.tick[n_rows] = tick
-    deltas.size[n_rows] = size
+    d_bid[n_rows] = is_bid
+    d_tick[n_rows] = tick
+    d_size[n_rows] = size
     return n_rows + 1
 
 
@@ -262,8 +262,12 @@ def run(market, chunk_end, out):
     Returns (delta rows, trades, snapshots, done); done is False when a buffer filled up and
     the caller must drain the buffers and call again with the same chunk_end.
     """
-    bid, ask, st, rng, ip, fp = market.bid, market.ask, market.st, market.rng, market.ip, market.fp
-    deltas, snaps = out.deltas, out.snapshots
+    # The groups' fields as locals, once: read through the tuples in the loop they would be
+    # reference-counted at every access.
+    bid, ask, st, _, rng, ip, fp = market
+    d_origin, d_recv, d_seq, d_bid, d_tick, d_size = out.deltas
+    s_origin, s_recv, s_seq, s_bid_tick, s_bid_size, s_ask_tick, s_ask_size = out.snapshots
+    trade_capacity = len(out.trades.origin)
     n_rows = 0
     n_trades = 0
     n_snaps = 0
@@ -274,23 +278,23 @@ def run(market, chunk_end, out):
             snap_t = ip[I_DAY_START] + st[S_NEXT_SNAP] * ip[I_SNAP_INTERVAL]
             if snap_t >= t or snap_t >= chunk_end:
                 break
-            if n_snaps == len(snaps.origin):
+            if n_snaps == len(s_origin):
                 return n_rows, n_trades, n_snaps, False
-            snaps.origin[n_snaps] = snap_t
+            s_origin[n_snaps] = snap_t
             slot = (snap_t - ip[I_DAY_START]) // SNAPSHOT_GRID_NS
             recv = max(st[S_LAST_SNAP_RECV], snap_t + _snapshot_latency(fp, ip, slot))
-            snaps.recv[n_snaps] = recv
+            s_recv[n_snaps] = recv
             st[S_LAST_SNAP_RECV] = recv
-            snaps.seq[n_snaps] = st[S_NEXT_SEQ] - 1
-            _snapshot(bid, st, True, n_snaps, snaps.bid_tick, snaps.bid_size)
-            _snapshot(ask, st, False, n_snaps, snaps.ask_tick, snaps.ask_size)
+            s_seq[n_snaps] = st[S_NEXT_SEQ] - 1
+            _snapshot(bid, st, True, n_snaps, s_bid_tick, s_bid_size)
+            _snapshot(ask, st, False, n_snaps, s_ask_tick, s_ask_size)
             n_snaps += 1
             st[S_NEXT_SNAP] += 1
         if t >= chunk_end:
             return n_rows, n_trades, n_snaps, True
         first = st[S_MESSAGES] == 0
         need = st[S_N_BID] + st[S_N_ASK] if first else MAX_ROWS_PER_MESSAGE
-        if n_rows + need > len(deltas.origin) or n_trades + MAX_TRADES_PER_MESSAGE > len(out.trades.origin):
+        if n_rows + need > len(d_origin) or n_trades + MAX_TRADES_PER_MESSAGE > trade_capacity:
             return n_rows, n_trades, n_snaps, False
 
         recv = max(st[S_LAST_RECV], t + _latency(rng, fp, ip))
@@ -302,20 +306,20 @@ def run(market, chunk_end, out):
             j = st[S_BEST_BID]
             while j >= st[S_WORST_BID]:
                 if bid[j] != 0:
-                    n_rows = _emit(deltas, n_rows, n_rows, True, base + j, bid[j])
+                    n_rows = _emit(d_bid, d_tick, d_size, n_rows, n_rows, True, base + j, bid[j])
                 j -= 1
             j = st[S_BEST_ASK]
             while j <= st[S_WORST_ASK]:
                 if ask[j] != 0:
-                    n_rows = _emit(deltas, n_rows, n_rows, False, base + j, ask[j])
+                    n_rows = _emit(d_bid, d_tick, d_size, n_rows, n_rows, False, base + j, ask[j])
                 j += 1
         else:
-            n_rows, n_trades = _message(market, t, recv, deltas, row_start, n_rows, out.trades, n_trades)
+            n_rows, n_trades = _message(market, t, recv, out.deltas, row_start, n_rows, out.trades, n_trades)
         seq = st[S_NEXT_SEQ]
         for r in range(row_start, n_rows):
-            deltas.origin[r] = t
-            deltas.recv[r] = recv
-            deltas.seq[r] = seq
+            d_origin[r] = t
+            d_recv[r] = recv
+            d_seq[r] = seq
         st[S_NEXT_SEQ] = seq + 1
         st[S_MESSAGES] += 1
 
@@ -323,12 +327,16 @@ def run(market, chunk_end, out):
         st[S_NEXT_TIME] = nxt if nxt < ip[I_MSG_END] else NO_MORE
 
 
-@njit(cache=True, nogil=True)
+# Inlined into `run`, its one caller: a call would pass every array of its groups with reference
+# counting, once per message.
+@njit(cache=True, nogil=True, inline="always")
 def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
     """One message at origin time t, received at recv: its level rows from `row_start` in `deltas`
     and its trades from `n_trades` in `trades`; returns (rows, trades) after it."""
-    bid, ask, st, fstate, rng, fp = market.bid, market.ask, market.st, market.fstate, market.rng, market.fp
-    min_levels = market.ip[I_MIN_LEVELS]
+    bid, ask, st, fstate, rng, ip, fp = market
+    _, _, _, d_bid, d_tick, d_size = deltas
+    t_origin, t_recv, t_buy, t_tick, t_qty, t_id = trades
+    min_levels = ip[I_MIN_LEVELS]
     base = st[S_BASE]
     # The latent fair price leads; the book follows it through biased trades and new touches.
     mid = 0.5 * (st[S_BEST_BID] + st[S_BEST_ASK])
@@ -354,7 +362,7 @@ def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
             idx = bb + 1 + d if is_bid else ba - 1 - d
             book = bid if is_bid else ask
             size = _add_level(book, st, is_bid, idx, _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
-            n_rows = _emit(deltas, row_start, n_rows, is_bid, base + idx, size)
+            n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
         elif _uniform(rng) < fp[F_TRADE_PROB]:
             is_buy = _uniform(rng) < p_up
             book = ask if is_buy else bid
@@ -375,12 +383,12 @@ def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
                     first_print = 1 + int(_uniform(rng) * (fill - 1))
                 for qty in (first_print, fill - first_print):
                     if qty > 0:
-                        trades.origin[n_trades] = t
-                        trades.recv[n_trades] = recv
-                        trades.buy[n_trades] = is_buy
-                        trades.tick[n_trades] = base + idx
-                        trades.qty[n_trades] = qty
-                        trades.id[n_trades] = st[S_NEXT_TRADE_ID]
+                        t_origin[n_trades] = t
+                        t_recv[n_trades] = recv
+                        t_buy[n_trades] = is_buy
+                        t_tick[n_trades] = base + idx
+                        t_qty[n_trades] = qty
+                        t_id[n_trades] = st[S_NEXT_TRADE_ID]
                         st[S_NEXT_TRADE_ID] += 1
                         n_trades += 1
                 if fill == book[idx]:
@@ -389,7 +397,7 @@ def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
                 else:
                     book[idx] -= fill
                     size = book[idx]
-                n_rows = _emit(deltas, row_start, n_rows, maker_is_bid, base + idx, size)
+                n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, maker_is_bid, base + idx, size)
                 remaining -= fill
                 if remaining == 0:
                     break
@@ -427,7 +435,7 @@ def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
                 else:
                     book[idx] -= 1 + int(_uniform(rng) * (book[idx] - 1))
                     size = book[idx]
-            n_rows = _emit(deltas, row_start, n_rows, is_bid, base + idx, size)
+            n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
     return n_rows, n_trades
 
 
@@ -457,6 +465,8 @@ class Market(NamedTuple):
 
 
 class Deltas(NamedTuple):
+    """Level updates, one row each; rows sharing a sequence number are one message."""
+
     origin: np.ndarray  # int64 ns
     recv: np.ndarray  # int64 ns
     seq: np.ndarray  # int64
@@ -466,6 +476,8 @@ class Deltas(NamedTuple):
 
 
 class Trades(NamedTuple):
+    """Trades, one print each."""
+
     origin: np.ndarray
     recv: np.ndarray
     buy: np.ndarray  # bool: the taker bought
@@ -475,6 +487,8 @@ class Trades(NamedTuple):
 
 
 class Snapshots(NamedTuple):
+    """The vendor's top-LEVELS snapshots; an absent level has size 0."""
+
     origin: np.ndarray
     recv: np.ndarray
     seq: np.ndarray  # the last message a snapshot shows
@@ -493,6 +507,7 @@ class Block(NamedTuple):
     snapshots: Snapshots
 
     def head(self, n_rows: int, n_trades: int, n_snaps: int) -> Block:
+        """The first rows of each buffer, copied: the kernel refills the buffers at its next call."""
         return Block(
             Deltas(*(a[:n_rows].copy() for a in self.deltas)),
             Trades(*(a[:n_trades].copy() for a in self.trades)),
