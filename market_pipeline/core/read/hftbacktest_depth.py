@@ -52,15 +52,14 @@ class VendorSnapshots(NamedTuple):
 
 @nb.njit(cache=True, nogil=True)
 def _put(out, n, state, ev, exch, local, px, qty):
-    """Event n of `out` (id, ev, exch_ts, local_ts, px, qty), numbered from the state's next id."""
-    out_id, out_ev, out_exch, out_local, out_px, out_qty = out
-    out_id[n] = state[NEXT_ID]
+    """Event n of `out` (`ScratchEvents`), numbered from the state's next id."""
+    out.id[n] = state[NEXT_ID]
     state[NEXT_ID] += 1
-    out_ev[n] = ev
-    out_exch[n] = exch
-    out_local[n] = local
-    out_px[n] = px
-    out_qty[n] = qty
+    out.ev[n] = ev
+    out.exch[n] = exch
+    out.local[n] = local
+    out.px[n] = px
+    out.qty[n] = qty
     return n + 1
 
 
@@ -103,9 +102,10 @@ def depth_events(deltas, snaps, deltas_final, snaps_final, state, out):
     (`hftbacktest_format.ScratchEvents`). Returns (deltas used, snapshots used, events written);
     stops early when `out` might not hold the next snapshot or when a batch runs out while its
     stream has more."""
-    d_recv, d_orig, d_seq, d_bid, d_px, d_qty = deltas
-    s_seq, s_orig, s_matched, s_bp, s_bq, s_ap, s_aq = snaps
-    cap = out[0].shape[0] - 2 * (s_bp.shape[1] + 1)
+    d_recv, d_orig, d_seq, d_bid, d_px, d_qty = deltas.recv, deltas.orig, deltas.seq, deltas.bid, deltas.px, deltas.qty
+    s_seq, s_orig, s_matched = snaps.seq, snaps.orig, snaps.matched
+    s_bp, s_bq, s_ap, s_aq = snaps.bp, snaps.bq, snaps.ap, snaps.aq
+    cap = out.id.shape[0] - 2 * (s_bp.shape[1] + 1)
     n_d = d_recv.shape[0]
     n_s = s_seq.shape[0]
     i = 0

@@ -56,8 +56,8 @@ def merge_orders(local, exch, l_final, e_final, out):
     both). Heads with the same id become one event seen by both processors; otherwise the head
     earlier on its own clock goes out with its one flag. Stops when `out` is full or a batch runs
     out while its stream has more (`*_final` false). Returns (local used, exch used, written)."""
-    l_id, l_ev, l_exch, l_local, l_px, l_qty = local
-    e_id, e_ev, e_exch, e_local, e_px, e_qty = exch
+    l_id, l_ev, l_exch, l_local, l_px, l_qty = local.id, local.ev, local.exch, local.local, local.px, local.qty
+    e_id, e_ev, e_exch, e_local, e_px, e_qty = exch.id, exch.ev, exch.exch, exch.local, exch.px, exch.qty
     a = 0
     b = 0
     n = 0

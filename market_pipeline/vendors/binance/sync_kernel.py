@@ -374,9 +374,10 @@ def replay_capture(part, run, sampling, rows, filled):
     """
     # The groups' fields as locals, once: read through the tuples in the loop they would be
     # reference-counted at every access (measured: a fifth slower).
-    futures, snap_rows, tickers, book, sync, counters = part
-    diffs, diff_rows, snaps, cursor = run
-    replay, row_counters, depth = sampling
+    futures, snap_rows, tickers, book = part.futures, part.snap_rows, part.tickers, part.book
+    sync, counters = part.sync, part.counters
+    diffs, diff_rows, snaps, cursor = run.diffs, run.diff_rows, run.snaps, run.cursor
+    replay, row_counters, depth = sampling.state, sampling.counters, sampling.depth
     n_d = diffs.line.shape[0]
     n_s = snaps.line.shape[0]
     capacity = rows.recv.shape[0]

@@ -264,9 +264,11 @@ def run(market, chunk_end, out):
     """
     # The groups' fields as locals, once: read through the tuples in the loop they would be
     # reference-counted at every access.
-    bid, ask, st, _, rng, ip, fp = market
-    d_origin, d_recv, d_seq, d_bid, d_tick, d_size = out.deltas
-    s_origin, s_recv, s_seq, s_bid_tick, s_bid_size, s_ask_tick, s_ask_size = out.snapshots
+    bid, ask, st, rng, ip, fp = market.bid, market.ask, market.st, market.rng, market.ip, market.fp
+    d, s = out.deltas, out.snapshots
+    d_origin, d_recv, d_seq, d_bid, d_tick, d_size = d.origin, d.recv, d.seq, d.bid, d.tick, d.size
+    s_origin, s_recv, s_seq = s.origin, s.recv, s.seq
+    s_bid_tick, s_bid_size, s_ask_tick, s_ask_size = s.bid_tick, s.bid_size, s.ask_tick, s.ask_size
     trade_capacity = len(out.trades.origin)
     n_rows = 0
     n_trades = 0
@@ -333,10 +335,17 @@ def run(market, chunk_end, out):
 def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
     """One message at origin time t, received at recv: its level rows from `row_start` in `deltas`
     and its trades from `n_trades` in `trades`; returns (rows, trades) after it."""
-    bid, ask, st, fstate, rng, ip, fp = market
-    _, _, _, d_bid, d_tick, d_size = deltas
-    t_origin, t_recv, t_buy, t_tick, t_qty, t_id = trades
-    min_levels = ip[I_MIN_LEVELS]
+    bid, ask, st, fstate, rng, fp = market.bid, market.ask, market.st, market.fstate, market.rng, market.fp
+    d_bid, d_tick, d_size = deltas.bid, deltas.tick, deltas.size
+    t_origin, t_recv, t_buy, t_tick, t_qty, t_id = (
+        trades.origin,
+        trades.recv,
+        trades.buy,
+        trades.tick,
+        trades.qty,
+        trades.id,
+    )
+    min_levels = market.ip[I_MIN_LEVELS]
     base = st[S_BASE]
     # The latent fair price leads; the book follows it through biased trades and new touches.
     mid = 0.5 * (st[S_BEST_BID] + st[S_BEST_ASK])
