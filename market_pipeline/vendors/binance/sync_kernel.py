@@ -16,12 +16,9 @@ small jitted functions over it, called one message at a time:
   diffs held since the last break).
 `replay_capture` is the one batch kernel over a capture (or one day of it) in line order: it
 drives the transitions, applies diffs to a `ladder.Book`, checks bookTicker messages and,
-when given room, writes sampled book rows (`delta_replay.Rows`). Its arguments are named
-groups, so no call can mix them up: a `CapturePart` (the rules, snapshot rows, tickers and the
-state a part's runs carry on, from `new_capture_part`), a `CaptureRun` (one batch of diffs and
-its snapshots, from `delta_batches.BatchedReplay.runs`), a `delta_replay.Sampling` and the rows.
-verify-capture calls it without room for rows, the pipeline's capture rebuild with rows; the
-recorder calls the transitions directly.
+when given room, writes sampled book rows (`delta_replay.Rows`); its arguments are named groups
+(`CapturePart`, `CaptureRun`, `delta_replay.Sampling`). verify-capture calls it without room for
+rows, the pipeline's capture rebuild with rows; the recorder calls the transitions directly.
 
 A capture replayed in parts (the rebuild's UTC days) resumes each part exactly where the one
 before stopped: `carry_out` takes the sync record and the diffs still buffered for a snapshot
@@ -138,9 +135,8 @@ class Tickers(NamedTuple):
 
 
 class CapturePart(NamedTuple):
-    """What every `replay_capture` run over one capture part (a day, or a whole capture) shares:
-    the market's rules, the REST snapshots' level rows, the bookTickers, and the state the runs
-    carry on (the book, the `SYNC` record and the `COUNTERS`)."""
+    """What the `replay_capture` runs over one capture part (a day, or a whole capture) share:
+    the rules, the snapshots' level rows, the tickers, the state they carry on (`new_capture_part`)."""
 
     futures: bool  # USD-M / COIN-M rules (pu chains), else spot
     snap_rows: LevelRows  # of every snapshot of the part, indexed by `DepthSnapshots.start/end`
@@ -151,9 +147,8 @@ class CapturePart(NamedTuple):
 
 
 class CaptureRun(NamedTuple):
-    """One `replay_capture` run: a batch of diffs (those still buffered for a snapshot first), their
-    level rows, the REST snapshots written before the batch's last diff, and where the run stands
-    (a `CURSOR` record)."""
+    """One `replay_capture` run (`BatchedReplay.runs`): a batch of diffs (those still buffered for
+    a snapshot first), their rows, the snapshots before its last diff, and a `CURSOR` record."""
 
     diffs: CaptureDiffs
     diff_rows: LevelRows
@@ -161,11 +156,9 @@ class CaptureRun(NamedTuple):
     cursor: np.ndarray
 
 
-def new_capture_part(
-    futures: bool, snap_rows: LevelRows, tickers: Tickers, book: Book, sync: np.ndarray
-) -> CapturePart:
+def new_capture_part(futures: bool, snaps: LevelRows, tickers: Tickers, book: Book, sync: np.ndarray) -> CapturePart:
     """A part starting from `book` and `sync` (fresh, or carried from the part before), counters at 0."""
-    return CapturePart(futures, snap_rows, tickers, book, sync, new_counters())
+    return CapturePart(futures, snaps, tickers, book, sync, new_counters())
 
 
 def new_sync(state: int = WAITING, last_u: int = 0) -> np.ndarray:
@@ -362,18 +355,15 @@ def _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, curs
 
 @nb.njit(cache=True, nogil=True)
 def replay_capture(part, run, sampling, rows, filled):
-    """Visit the diffs and snapshots of `run` (a `CaptureRun`) in line order from its cursor, on the
-    state of `part` (a `CapturePart`); returns the rows in `rows` (`delta_replay.Rows`) after it.
+    """Visit the diffs and snapshots of `run` in line order from its cursor, on the state of `part`;
+    returns the rows in `rows` (`delta_replay.Rows`) after it.
 
-    `sampling.state` is a `delta_replay.REPLAY_STATE` record (its `interval`, `next_sample` drive
-    the samples; `last_seq` is the last applied u, `synced` true only when LIVE). A row is written
-    at every snapshot line, every `interval` of receive time (0: after every diff line), after the
-    `filled` rows already in `rows` (left by a call over the part before, so that a batch cut does
-    not cut the output batches); the call returns early when `rows` is full: call again to
-    continue. With no room for rows (verify-capture) nothing is written and the call runs to the end.
-    """
-    # The groups' fields as locals, once: read through the tuples in the loop they would be
-    # reference-counted at every access (measured: a fifth slower).
+    `sampling.state` is a `REPLAY_STATE` record (`interval`, `next_sample` drive the samples;
+    `last_seq` is the last applied u, `synced` true only when LIVE). A row is written at every
+    snapshot line, every `interval` of receive time (0: after every diff line), after the `filled`
+    rows already in `rows` (left by the call before: a batch cut does not cut the output batches);
+    it returns when `rows` is full (call again). Without room for rows nothing is written (verify-capture)."""
+    # Fields bound once: read through the tuples in the loop, each access is refcounted (a fifth slower).
     futures, snap_rows, tickers, book = part.futures, part.snap_rows, part.tickers, part.book
     sync, counters = part.sync, part.counters
     diffs, diff_rows, snaps, cursor = run.diffs, run.diff_rows, run.snaps, run.cursor
