@@ -101,10 +101,9 @@ class Part:
         order = np.argsort(u, kind="stable").astype(np.int64)
         ticker_arrays = br.Tickers(u[order], order, bid_tick, bid_lot, ask_tick, ask_lot)
         br.check_resumed_tickers(book, sync, ticker_arrays, counters)
-        args = (self.diffs, self.diff_rows, self.snaps, self.snap_rows, ticker_arrays, book, sync, counters, cursor)
-        br.replay_capture(
-            futures, *args, lr.new_replay_state(0, False, 0, False), lr.new_counters(), lr.new_rows(0, 1), 0, 1, False
-        )
+        part = br.CapturePart(futures, self.snap_rows, ticker_arrays, book, sync, counters)
+        run = br.CaptureRun(self.diffs, self.diff_rows, self.snaps, cursor)
+        br.replay_capture(part, run, lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.new_rows(0, 1), 0)
         br.finish(sync, counters, cursor, len(self.diffs.line))
         return counters
 

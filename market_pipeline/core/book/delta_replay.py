@@ -23,8 +23,9 @@ Crossed or locked books after a message are resolved by `ladder.resolve_cross` (
 message touched last wins) and counted.
 
 Inputs, outputs and scratch space are named tuples of arrays (`Deltas`, `Snapshots`, `Rows`,
-`Agreement`, `Levels`, `ladder.Book`); scalar state and counters are numpy records
-(`REPLAY_STATE`, `COUNTERS`, `HOURLY`) read and written by field name.
+`Agreement`, `Levels`, `ladder.Book`, and `Sampling` for a kernel that is handed how to sample);
+scalar state and counters are numpy records (`REPLAY_STATE`, `COUNTERS`, `HOURLY`) read and
+written by field name.
 """
 
 from __future__ import annotations
@@ -185,6 +186,17 @@ TRIGGER_INTERVAL = 1
 TRIGGER_MESSAGE = 2
 
 
+class Sampling(NamedTuple):
+    """How a replay samples its book into `Rows` (`emit_row`'s arguments besides the book and the
+    row): the replay record (`REPLAY_STATE`: the sample interval and next sample time, the last
+    applied sequence number, whether in sync), the counters the rows add to (`COUNTERS`), and the
+    levels a row holds."""
+
+    state: np.ndarray
+    counters: np.ndarray
+    depth: int
+
+
 def new_counters() -> np.ndarray:
     return np.zeros(1, COUNTERS)
 
@@ -196,6 +208,12 @@ def new_hourly() -> np.ndarray:
 def record_dict(records: np.ndarray) -> dict[str, int]:
     """A one-element record array (counters, state) as {field: int}."""
     return {name: int(records[0][name]) for name in records.dtype.names}
+
+
+def new_sampling(state: np.ndarray, depth: int) -> Sampling:
+    """Sampling driven by the record `state` (`new_replay_state`) into rows of `depth` levels, its
+    row counters at 0 (a replay whose other counters are kept apart, as the capture rebuild's)."""
+    return Sampling(state, new_counters(), depth)
 
 
 def new_replay_state(day_start_ns: int, contiguous: bool, interval_ns: int, synced: bool) -> np.ndarray:

@@ -10,6 +10,8 @@ applies them in our order; exchange timestamps are the rows' `origin_time`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -25,17 +27,39 @@ from market_pipeline.core.read.hftbacktest_format import (
 LAST_LOCAL, NEXT_ID = 0, 1
 
 
+class DepthDeltas(NamedTuple):
+    """Raw delta rows in file order."""
+
+    recv: np.ndarray  # int64 received_time
+    orig: np.ndarray  # int64 origin_time
+    seq: np.ndarray  # int64 sequence_number
+    bid: np.ndarray  # bool
+    px: np.ndarray  # float64 price
+    qty: np.ndarray  # float64 size
+
+
+class VendorSnapshots(NamedTuple):
+    """Vendor snapshots; the level matrices are (rows, levels), an absent level NaN."""
+
+    seq: np.ndarray  # int64 sequence_number
+    orig: np.ndarray  # int64 origin_time
+    matched: np.ndarray  # bool: the rebuilt book already equalled it
+    bp: np.ndarray  # bid prices
+    bq: np.ndarray  # bid sizes
+    ap: np.ndarray  # ask prices
+    aq: np.ndarray  # ask sizes
+
+
 @nb.njit(cache=True, nogil=True)
 def _put(out, n, state, ev, exch, local, px, qty):
-    """Event n of `out` (id, ev, exch_ts, local_ts, px, qty), numbered from the state's next id."""
-    out_id, out_ev, out_exch, out_local, out_px, out_qty = out
-    out_id[n] = state[NEXT_ID]
+    """Event n of `out` (`ScratchEvents`), numbered from the state's next id."""
+    out.id[n] = state[NEXT_ID]
     state[NEXT_ID] += 1
-    out_ev[n] = ev
-    out_exch[n] = exch
-    out_local[n] = local
-    out_px[n] = px
-    out_qty[n] = qty
+    out.ev[n] = ev
+    out.exch[n] = exch
+    out.local[n] = local
+    out.px[n] = px
+    out.qty[n] = qty
     return n + 1
 
 
@@ -73,29 +97,15 @@ def _snapshot_side(out, n, state, is_bid, exch, local, prices, sizes):
 
 
 @nb.njit(cache=True, nogil=True)
-def depth_events(
-    d_recv,
-    d_orig,
-    d_seq,
-    d_bid,
-    d_px,
-    d_qty,
-    s_seq,
-    s_orig,
-    s_matched,
-    s_bp,
-    s_bq,
-    s_ap,
-    s_aq,
-    deltas_final,
-    snaps_final,
-    state,
-    out,
-):
-    """Events of a batch of deltas and a batch of snapshots, into the columns `out` (id, ev, exch_ts,
-    local_ts, px, qty). Returns (deltas used, snapshots used, events written); stops early when `out`
-    might not hold the next snapshot or when a batch runs out while its stream has more."""
-    cap = out[0].shape[0] - 2 * (s_bp.shape[1] + 1)
+def depth_events(deltas, snaps, deltas_final, snaps_final, state, out):
+    """Events of a batch of `DepthDeltas` and a batch of `VendorSnapshots`, into `out`
+    (`hftbacktest_format.ScratchEvents`). Returns (deltas used, snapshots used, events written);
+    stops early when `out` might not hold the next snapshot or when a batch runs out while its
+    stream has more."""
+    d_recv, d_orig, d_seq, d_bid, d_px, d_qty = deltas.recv, deltas.orig, deltas.seq, deltas.bid, deltas.px, deltas.qty
+    s_seq, s_orig, s_matched = snaps.seq, snaps.orig, snaps.matched
+    s_bp, s_bq, s_ap, s_aq = snaps.bp, snaps.bq, snaps.ap, snaps.aq
+    cap = out.id.shape[0] - 2 * (s_bp.shape[1] + 1)
     n_d = d_recv.shape[0]
     n_s = s_seq.shape[0]
     i = 0

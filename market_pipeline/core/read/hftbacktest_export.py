@@ -35,13 +35,14 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
 from market_pipeline.core.read import partitions
-from market_pipeline.core.read.hftbacktest_depth import LAST_LOCAL, NEXT_ID, depth_events
+from market_pipeline.core.read.hftbacktest_depth import LAST_LOCAL, NEXT_ID, DepthDeltas, VendorSnapshots, depth_events
 from market_pipeline.core.read.hftbacktest_format import (
     BUY_EVENT,
     DEPTH_SNAPSHOT_EVENT,
     EVENT_DTYPE,
     SELL_EVENT,
     TRADE_EVENT,
+    ScratchEvents,
     merge_orders,
 )
 from market_pipeline.core.read.partitions import Instrument
@@ -170,11 +171,11 @@ def _write_depth(
     state: np.ndarray,
     batch_rows: int,
 ) -> None:
-    deltas = _Arrays(_delta_batches(deltas_path, batch_rows), DELTA_DTYPES)
-    snaps = _Arrays(_snapshot_batches(lake_dir, instrument, day, batch_rows), SNAPSHOT_DTYPES)
-    out = tuple(np.empty(batch_rows + 2 * (BOOK_LEVELS + 1), dtype) for (dtype,) in SCRATCH_DTYPES)
+    deltas = _Arrays(_delta_batches(deltas_path, batch_rows), DepthDeltas, DELTA_DTYPES)
+    snaps = _Arrays(_snapshot_batches(lake_dir, instrument, day, batch_rows), VendorSnapshots, SNAPSHOT_DTYPES)
+    out = ScratchEvents(*(np.empty(batch_rows + 2 * (BOOK_LEVELS + 1), dtype) for (dtype,) in SCRATCH_DTYPES))
     while True:
-        used_d, used_s, n = depth_events(*deltas.arrays, *snaps.arrays, deltas.final, snaps.final, state, out)
+        used_d, used_s, n = depth_events(deltas.arrays, snaps.arrays, deltas.final, snaps.final, state, out)
         if n:
             writer.write_batch(pa.record_batch([pa.array(column[:n]) for column in out], schema=SCRATCH_SCHEMA))
         deltas.consume(used_d)
@@ -190,11 +191,13 @@ SCRATCH_DTYPES = ((np.int64,), (np.uint64,), (np.int64,), (np.int64,), (np.float
 
 
 class _Arrays:
-    """Rows of a stream of batches (tuples of numpy arrays) not yet used by a kernel."""
+    """Rows of a stream of batches (tuples of numpy arrays) not yet used by a kernel, as the named
+    tuple `kind` the kernel takes."""
 
-    def __init__(self, batches: Iterator[tuple[np.ndarray, ...]], dtypes: tuple[tuple, ...]) -> None:
+    def __init__(self, batches: Iterator[tuple[np.ndarray, ...]], kind: type, dtypes: tuple[tuple, ...]) -> None:
         self.batches = batches
-        self.arrays = tuple(np.empty((0, *dtype[1:]), dtype[0]) for dtype in dtypes)
+        self.kind = kind
+        self.arrays = kind(*(np.empty((0, *dtype[1:]), dtype[0]) for dtype in dtypes))
         self.final = False
         self.refill_if_empty()
 
@@ -206,11 +209,11 @@ class _Arrays:
         if more is None:
             self.final = True
             return False
-        self.arrays = tuple(np.ascontiguousarray(b, a.dtype) for a, b in zip(self.arrays, more, strict=True))
+        self.arrays = self.kind(*(np.ascontiguousarray(b, a.dtype) for a, b in zip(self.arrays, more, strict=True)))
         return True
 
     def consume(self, rows: int) -> None:
-        self.arrays = tuple(a[rows:] for a in self.arrays)
+        self.arrays = self.kind(*(a[rows:] for a in self.arrays))
 
 
 def _delta_batches(path: Path, batch_rows: int) -> Iterator[tuple[np.ndarray, ...]]:
@@ -269,14 +272,14 @@ def _merge_to_npy_body(events_file: Path, scratch: Path, body: Path, batch_rows:
     local = con.cursor().execute(f"SELECT * FROM {source} ORDER BY local_ts, id").to_arrow_reader(batch_rows)
     exch = con.cursor().execute(f"SELECT * FROM {source} ORDER BY exch_ts, id").to_arrow_reader(batch_rows)
     l_stream, e_stream = (
-        _Arrays(_scratch_batches(local), SCRATCH_DTYPES),
-        _Arrays(_scratch_batches(exch), SCRATCH_DTYPES),
+        _Arrays(_scratch_batches(local), ScratchEvents, SCRATCH_DTYPES),
+        _Arrays(_scratch_batches(exch), ScratchEvents, SCRATCH_DTYPES),
     )
     out = np.empty(batch_rows, EVENT_DTYPE)
     total = 0
     with open(body, "wb") as sink:
         while True:
-            used_l, used_e, n = merge_orders(*l_stream.arrays, *e_stream.arrays, l_stream.final, e_stream.final, out)
+            used_l, used_e, n = merge_orders(l_stream.arrays, e_stream.arrays, l_stream.final, e_stream.final, out)
             out[:n].tofile(sink)
             total += n
             l_stream.consume(used_l)

@@ -10,6 +10,8 @@ hftbacktest.data.validation.correct_event_order does in memory; `merge_orders` d
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -37,14 +39,25 @@ EVENT_DTYPE = np.dtype(
 )
 
 
+class ScratchEvents(NamedTuple):
+    """Events before the merge, one column each, every event with a unique id."""
+
+    id: np.ndarray  # int64
+    ev: np.ndarray  # uint64: kind | side
+    exch: np.ndarray  # int64 exch_ts
+    local: np.ndarray  # int64 local_ts
+    px: np.ndarray  # float64
+    qty: np.ndarray  # float64
+
+
 @nb.njit(cache=True, nogil=True)
-def merge_orders(
-    l_id, l_ev, l_exch, l_local, l_px, l_qty, e_id, e_ev, e_exch, e_local, e_px, e_qty, l_final, e_final, out
-):
-    """Merge a batch of the events in local order (l_*) with a batch in exchange order (e_*), each
-    with a unique id. Heads with the same id become one event seen by both processors; otherwise
-    the head earlier on its own clock goes out with its one flag. Stops when `out` is full or a batch
-    runs out while its stream has more (`*_final` false). Returns (local used, exch used, written)."""
+def merge_orders(local, exch, l_final, e_final, out):
+    """Merge a batch of the events in local order with a batch in exchange order (`ScratchEvents`
+    both). Heads with the same id become one event seen by both processors; otherwise the head
+    earlier on its own clock goes out with its one flag. Stops when `out` is full or a batch runs
+    out while its stream has more (`*_final` false). Returns (local used, exch used, written)."""
+    l_id, l_ev, l_exch, l_local, l_px, l_qty = local.id, local.ev, local.exch, local.local, local.px, local.qty
+    e_id, e_ev, e_exch, e_local, e_px, e_qty = exch.id, exch.ev, exch.exch, exch.local, exch.px, exch.qty
     a = 0
     b = 0
     n = 0

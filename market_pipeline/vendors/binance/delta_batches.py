@@ -95,10 +95,10 @@ class BatchedReplay:
     """One capture part (a day, or a whole capture) replayed batch by batch in line order.
 
     `runs` yields, for each batch of diffs and then once more with none (for the snapshots after
-    the last diff), what one `sync_kernel.replay_capture` run takes: the batch's diffs with those
-    still buffered for a snapshot in front (`resume`), their level rows, a cursor, and the REST
-    snapshots written before the batch's last diff. After each run the diffs still buffered are
-    carried to the next batch; at the end `diffs` and `cursor` (for `sync_kernel.finish`) and
+    the last diff), the `sync_kernel.CaptureRun` of one `replay_capture` call: the batch's diffs
+    with those still buffered for a snapshot in front (`resume`), their level rows, the REST
+    snapshots written before the batch's last diff, and a cursor. After each run the diffs still
+    buffered are carried to the next batch; at the end `last_run` (for `sync_kernel.finish`) and
     `carry` (the part's carry out) are those of the last run.
     """
 
@@ -106,12 +106,9 @@ class BatchedReplay:
         self.snapshots = snapshots
         self.sync = sync  # the record the runs update
         self.carry = carry  # the previous part's, then the one after each run
-        self.diffs: br.CaptureDiffs | None = None
-        self.cursor: np.ndarray | None = None
+        self.last_run: br.CaptureRun | None = None
 
-    def runs(
-        self, batches: Iterable[tuple[br.CaptureDiffs, br.LevelRows]]
-    ) -> Iterator[tuple[br.CaptureDiffs, br.LevelRows, np.ndarray, br.DepthSnapshots]]:
+    def runs(self, batches: Iterable[tuple[br.CaptureDiffs, br.LevelRows]]) -> Iterator[br.CaptureRun]:
         next_snapshot = 0
         for batch in itertools.chain(batches, [None]):
             own_diffs, own_rows = _NO_DIFFS if batch is None else batch
@@ -121,9 +118,10 @@ class BatchedReplay:
                 diffs, rows, cursor = br.resume(self.carry, own_diffs, own_rows)
             last_line = None if batch is None or not len(own_diffs.line) else int(own_diffs.line[-1])
             snapshots, next_snapshot = snapshots_before(self.snapshots, next_snapshot, last_line)
-            yield diffs, rows, cursor, snapshots
+            run = br.CaptureRun(diffs, rows, snapshots, cursor)
+            yield run
             self.carry = br.carry_out(self.sync, cursor, diffs, rows)
-            self.diffs, self.cursor = diffs, cursor
+            self.last_run = run
 
 
 _NONE = np.empty(0, np.int64)

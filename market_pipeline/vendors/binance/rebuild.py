@@ -270,13 +270,15 @@ def rebuild_capture_day(
         )
     )
 
-    counters = br.new_counters()
-    row_counters = lr.new_counters()
     interval_ns = interval_ms * NS_PER_MS
     replay = lr.new_replay_state(day_start, False, interval_ns, start_mode == START_CHECKPOINT)
+    sampling = lr.new_sampling(replay, depth)
     book = Book(bid, ask, st)
     ticker_arrays = br.Tickers(t_u_sorted, t_order, t_bt, t_bl, t_at, t_al)
     sync = br.new_sync() if carry_in is None else carry_in.sync
+    snapshot_rows = br.LevelRows(sr_is_bid, sr_tick, sr_lot)
+    part = br.new_capture_part(futures, snapshot_rows, ticker_arrays, book, sync)
+    counters = part.counters
     replay[0]["last_seq"] = sync[0]["last_u"]
     br.check_resumed_tickers(book, sync, ticker_arrays, counters)
     first_diff_recv = first_diffs[0].recv[:1] if first_diffs is not None else []
@@ -289,7 +291,6 @@ def rebuild_capture_day(
     carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
     # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
     replay_parts = BatchedReplay(br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig), sync, carry_in)
-    snapshot_rows = br.LevelRows(sr_is_bid, sr_tick, sr_lot)
     tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
     writer_options = books_writer_options(out.schema)
     filled = 0  # rows in the output buffers, written when they are full or at the end
@@ -306,27 +307,11 @@ def rebuild_capture_day(
             writer.write_batch(out.batch(n))
 
         first = [first_diffs] if first_diffs is not None else []
-        for diffs, diff_rows, cursor, snapshots in replay_parts.runs(itertools.chain(first, batches)):
+        for run in replay_parts.runs(itertools.chain(first, batches)):
             while True:
-                filled = br.replay_capture(
-                    futures,
-                    diffs,
-                    diff_rows,
-                    snapshots,
-                    snapshot_rows,
-                    ticker_arrays,
-                    book,
-                    sync,
-                    counters,
-                    cursor,
-                    replay,
-                    row_counters,
-                    out.buffers,
-                    filled,
-                    depth,
-                    True,
-                )
-                done = cursor[0]["next_diff"] >= len(diffs.line) and cursor[0]["next_snap"] >= len(snapshots.line)
+                filled = br.replay_capture(part, run, sampling, out.buffers, filled)
+                cursor = run.cursor[0]
+                done = cursor["next_diff"] >= len(run.diffs.line) and cursor["next_snap"] >= len(run.snaps.line)
                 if filled == out.capacity:
                     write_rows(filled)
                     filled = 0
@@ -340,7 +325,7 @@ def rebuild_capture_day(
     if shape_path is not None:
         write_shape(out.shape(), shape_path, output_path)
     in_sync = bool(sync[0]["state"] == br.LIVE)
-    br.finish(sync, counters, replay_parts.cursor, len(replay_parts.diffs.line))
+    br.finish(sync, counters, replay_parts.last_run.cursor, len(replay_parts.last_run.diffs.line))
     carry_out = replay_parts.carry
     write_sync_carry(checkpoint_out.with_name(SYNC_CARRY_FILE), carry_out, grid)
     write_checkpoint(checkpoint_out, bid, ask, st, grid, replay)
@@ -350,8 +335,8 @@ def rebuild_capture_day(
 
     result_counters = br.counter_dict(counters)
     result_counters.update(
-        rows_written=int(row_counters[0]["rows_written"]),
-        rows_written_unsynced=int(row_counters[0]["rows_written_unsynced"]),
+        rows_written=int(sampling.counters[0]["rows_written"]),
+        rows_written_unsynced=int(sampling.counters[0]["rows_written_unsynced"]),
         updates_outside_window=int(st[ST_OUTSIDE]),
         levels_evicted=int(st[ST_EVICTED]),
         diffs_carried_in=carried_in,

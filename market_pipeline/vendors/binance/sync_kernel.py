@@ -16,7 +16,8 @@ small jitted functions over it, called one message at a time:
   diffs held since the last break).
 `replay_capture` is the one batch kernel over a capture (or one day of it) in line order: it
 drives the transitions, applies diffs to a `ladder.Book`, checks bookTicker messages and,
-when asked, writes sampled book rows (`delta_replay.Rows`). verify-capture calls it without
+when given room, writes sampled book rows (`delta_replay.Rows`); its arguments are named groups
+(`CapturePart`, `CaptureRun`, `delta_replay.Sampling`). verify-capture calls it without room for
 rows, the pipeline's capture rebuild with rows; the recorder calls the transitions directly.
 
 A capture replayed in parts (the rebuild's UTC days) resumes each part exactly where the one
@@ -42,6 +43,7 @@ from market_pipeline.core.book.ladder import (
     ST_BASE,
     ST_BEST_ASK,
     ST_BEST_BID,
+    Book,
     clear_book,
     resolve_cross,
     set_level,
@@ -130,6 +132,33 @@ class Tickers(NamedTuple):
     bid_lot: np.ndarray
     ask_tick: np.ndarray
     ask_lot: np.ndarray
+
+
+class CapturePart(NamedTuple):
+    """What the `replay_capture` runs over one capture part (a day, or a whole capture) share:
+    the rules, the snapshots' level rows, the tickers, the state they carry on (`new_capture_part`)."""
+
+    futures: bool  # USD-M / COIN-M rules (pu chains), else spot
+    snap_rows: LevelRows  # of every snapshot of the part, indexed by `DepthSnapshots.start/end`
+    tickers: Tickers
+    book: Book
+    sync: np.ndarray
+    counters: np.ndarray
+
+
+class CaptureRun(NamedTuple):
+    """One `replay_capture` run (`BatchedReplay.runs`): a batch of diffs (those still buffered for
+    a snapshot first), their rows, the snapshots before its last diff, and a `CURSOR` record."""
+
+    diffs: CaptureDiffs
+    diff_rows: LevelRows
+    snaps: DepthSnapshots
+    cursor: np.ndarray
+
+
+def new_capture_part(futures: bool, snaps: LevelRows, tickers: Tickers, book: Book, sync: np.ndarray) -> CapturePart:
+    """A part starting from `book` and `sync` (fresh, or carried from the part before), counters at 0."""
+    return CapturePart(futures, snaps, tickers, book, sync, new_counters())
 
 
 def new_sync(state: int = WAITING, last_u: int = 0) -> np.ndarray:
@@ -325,36 +354,24 @@ def _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, curs
 
 
 @nb.njit(cache=True, nogil=True)
-def replay_capture(
-    futures,
-    diffs,
-    diff_rows,
-    snaps,
-    snap_rows,
-    tickers,
-    book,
-    sync,
-    counters,
-    cursor,
-    replay,
-    row_counters,
-    rows,
-    filled,
-    depth,
-    emit,
-):
-    """Visit diffs and snapshots in line order from `cursor`; returns the rows in `rows` after it.
+def replay_capture(part, run, sampling, rows, filled):
+    """Visit the diffs and snapshots of `run` in line order from its cursor, on the state of `part`;
+    returns the rows in `rows` (`delta_replay.Rows`) after it.
 
-    `replay` is a `delta_replay.REPLAY_STATE` record (its `interval`, `next_sample` drive the
-    samples; `last_seq` is the last applied u, `synced` true only when LIVE). With `emit`, a
-    row is written at every snapshot line, every `interval` of receive time (0: after every
-    diff line), after the `filled` rows already in `rows` (left by a call over the part before,
-    so that a batch cut does not cut the output batches); the call returns early when `rows` is
-    full: call again to continue. Without `emit` nothing is written and the call runs to the end.
-    """
+    `sampling.state` is a `REPLAY_STATE` record (`interval`, `next_sample` drive the samples;
+    `last_seq` is the last applied u, `synced` true only when LIVE). A row is written at every
+    snapshot line, every `interval` of receive time (0: after every diff line), after the `filled`
+    rows already in `rows` (left by the call before: a batch cut does not cut the output batches);
+    it returns when `rows` is full (call again). Without room for rows nothing is written (verify-capture)."""
+    # Fields bound once: read through the tuples in the loop, each access is refcounted (a fifth slower).
+    futures, snap_rows, tickers, book = part.futures, part.snap_rows, part.tickers, part.book
+    sync, counters = part.sync, part.counters
+    diffs, diff_rows, snaps, cursor = run.diffs, run.diff_rows, run.snaps, run.cursor
+    replay, row_counters, depth = sampling.state, sampling.counters, sampling.depth
     n_d = diffs.line.shape[0]
     n_s = snaps.line.shape[0]
     capacity = rows.recv.shape[0]
+    emit = capacity > 0
     cur = cursor[0]
     r = replay[0]
     interval = r.interval

@@ -99,35 +99,18 @@ def _replay(
         _steps(tickers["ask_size"].to_numpy(), lot),
     )
 
-    book = new_book()
-    sync, counters = br.new_sync(), br.new_counters()
-    replay, row_counters, rows = lr.new_replay_state(0, False, 0, False), lr.new_counters(), lr.new_rows(0, 1)
+    part = br.new_capture_part(futures, snap_rows, ticker_arrays, new_book(), br.new_sync())
+    sampling, no_rows = lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.new_rows(0, 1)
     batches = (
         diff_arrays(frame, lambda v, _: _steps(v, tick), lambda v, _: _steps(v, lot))
         for frame in read_delta_batches(deltas_path)
     )
-    parts = BatchedReplay(depth_snaps, sync, None)
-    for diffs, diff_rows, cursor, snapshots in parts.runs(batches):
-        br.replay_capture(
-            futures,
-            diffs,
-            diff_rows,
-            snapshots,
-            snap_rows,
-            ticker_arrays,
-            book,
-            sync,
-            counters,
-            cursor,
-            replay,
-            row_counters,
-            rows,
-            0,
-            1,
-            False,
-        )
-    br.finish(sync, counters, parts.cursor, len(parts.diffs.line))
-    st = book.st
+    parts = BatchedReplay(depth_snaps, part.sync, None)
+    for run in parts.runs(batches):
+        br.replay_capture(part, run, sampling, no_rows, 0)
+    sync, counters = part.sync, part.counters
+    br.finish(sync, counters, parts.last_run.cursor, len(parts.last_run.diffs.line))
+    st = part.book.st
     result: dict[str, object] = br.counter_dict(counters)
     result["trades"] = trades
     result["in_sync_at_end"] = bool(sync[0]["state"] == br.LIVE)

@@ -12,7 +12,7 @@ import json
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from market_pipeline.core.lake.schemas import (
 )
 from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSettings
 from market_pipeline.vendors.synthetic.faults import DeltaRows, FaultInjector
-from market_pipeline.vendors.synthetic.simulator import LEVELS, Block, MarketParams, simulate
+from market_pipeline.vendors.synthetic.simulator import LEVELS, Block, MarketParams, Snapshots, Trades, simulate
 
 # 2: snapshot latencies from their own stream (the messages no longer depend on the cadence).
 GENERATOR_VERSION = 2
@@ -49,7 +49,7 @@ _MIN_MID_TICKS = 10_000  # the book spans ~2,000 ticks a side; a coarser grid wo
 _LEVEL_NOTIONAL = 25_000.0  # median resting size, in quote currency
 _TRADE_NOTIONAL = 2_000.0  # median taker size, in quote currency
 
-_LEVELS = ("s_bid_tick", "s_bid_size", "s_ask_tick", "s_ask_size")  # a block's snapshot levels
+_LEVELS = ("bid_tick", "bid_size", "ask_tick", "ask_size")  # a block's snapshot levels
 _ARROW_TYPES = {pl.Int64(): pa.int64(), pl.Float64(): pa.float64(), pl.Boolean(): pa.bool_(), pl.String(): pa.string()}
 
 
@@ -117,23 +117,23 @@ def _market_params(instrument: Instrument, digest: bytes, messages_per_day: floa
     )
 
 
-def _trades_table(block: Block, price: _Grid, lot: _Grid) -> pa.Table:
+def _trades_table(trades: Trades, price: _Grid, lot: _Grid) -> pa.Table:
     return pa.Table.from_arrays(
         [
-            pa.array(block.t_origin),
-            pa.array(block.t_recv),
-            pc.if_else(pa.array(block.t_buy), "buy", "sell"),
-            pa.array(price.to_float(block.t_tick)),
-            pa.array(lot.to_float(block.t_qty)),
-            pc.cast(pa.array(block.t_id), pa.string()),
+            pa.array(trades.origin),
+            pa.array(trades.recv),
+            pc.if_else(pa.array(trades.buy), "buy", "sell"),
+            pa.array(price.to_float(trades.tick)),
+            pa.array(lot.to_float(trades.qty)),
+            pc.cast(pa.array(trades.id), pa.string()),
         ],
         schema=_arrow_schema(TRADES_SCHEMA),
     )
 
 
-def _book_table(block: Block, price: _Grid, lot: _Grid) -> pa.Table:
-    arrays = [pa.array(block.s_origin), pa.array(block.s_recv), pa.array(block.s_seq)]
-    sides = ((block.s_bid_tick, block.s_bid_size), (block.s_ask_tick, block.s_ask_size))
+def _book_table(snapshots: Snapshots, price: _Grid, lot: _Grid) -> pa.Table:
+    arrays = [pa.array(snapshots.origin), pa.array(snapshots.recv), pa.array(snapshots.seq)]
+    sides = ((snapshots.bid_tick, snapshots.bid_size), (snapshots.ask_tick, snapshots.ask_size))
     for ticks, sizes in sides:
         for level in range(LEVELS):
             missing = sizes[level] == 0
@@ -219,38 +219,40 @@ def generate_day(
                 rows["book_delta_v2"] += len(delta)
 
         def write_trades_and_deltas(block: Block) -> None:
-            if len(block.t_origin):
-                kept = injector.drop_trades(block.t_origin, block.t_id, block.t_recv)
-                trades = _trades_table(block, price_grid, lot_grid).take(kept)
+            t, d = block.trades, block.deltas
+            if len(t.origin):
+                kept = injector.drop_trades(t.origin, t.id, t.recv)
+                trades = _trades_table(t, price_grid, lot_grid).take(kept)
                 trades_out.write_table(trades)
                 rows["trades"] += trades.num_rows
             write_deltas(
                 injector.push(
                     DeltaRows(
-                        origin_time=block.d_origin,
-                        received_time=block.d_recv,
-                        sequence_number=block.d_seq,
-                        side_is_bid=block.d_bid,
-                        price=price_grid.to_float(block.d_tick),
-                        size=lot_grid.to_float(block.d_size),
-                        tick=block.d_tick,
+                        origin_time=d.origin,
+                        received_time=d.recv,
+                        sequence_number=d.seq,
+                        side_is_bid=d.bid,
+                        price=price_grid.to_float(d.tick),
+                        size=lot_grid.to_float(d.size),
+                        tick=d.tick,
                     )
                 )
             )
 
         def write_books(block: Block) -> None:
-            if len(block.s_origin):
-                truth = _book_table(block, price_grid, lot_grid)
+            s = block.snapshots
+            if len(s.origin):
+                truth = _book_table(s, price_grid, lot_grid)
                 truth_out.write_table(truth)
-                received = injector.skew_book(block.s_origin, block.s_recv)
-                true_levels = (block.s_bid_tick, block.s_bid_size, block.s_ask_tick, block.s_ask_size)
-                levels = injector.stale_book(block.s_origin, block.s_seq, true_levels)
+                received = injector.skew_book(s.origin, s.recv)
+                true_levels = (s.bid_tick, s.bid_size, s.ask_tick, s.ask_size)
+                levels = injector.stale_book(s.origin, s.seq, true_levels)
                 vendor = truth
                 if levels is not true_levels:
-                    stale = replace(block, **dict(zip(_LEVELS, levels, strict=True)))
+                    stale = s._replace(**dict(zip(_LEVELS, levels, strict=True)))
                     vendor = _book_table(stale, price_grid, lot_grid)
                 book_out.write_table(vendor.set_column(1, "received_time", pa.array(received)))
-                rows["book"] += len(block.s_origin)
+                rows["book"] += len(s.origin)
 
         # The kernel releases the GIL: it simulates the next block while two writer lanes
         # write this one. Each file has one lane, so its row order is fixed; one block in
@@ -261,8 +263,8 @@ def generate_day(
         ):
             pending: list[Future[None]] = []
             for block in simulate(params, rng_state, day_start, settings.snapshot_interval_ms * 1_000_000):
-                if len(block.d_seq):
-                    last_sequence = int(block.d_seq[-1])
+                if len(block.deltas.seq):
+                    last_sequence = int(block.deltas.seq[-1])
                 for future in pending:
                     future.result()
                 pending = [deltas_lane.submit(write_trades_and_deltas, block), books_lane.submit(write_books, block)]

@@ -9,6 +9,10 @@ The random generator is a xoshiro256** held in a uint64[4] array rather than num
 ``np.random``: its stream is defined here, so a seed gives the same day on every machine, and
 two simulations in one process cannot disturb each other.
 
+The kernel's arguments are named tuples of those arrays: the `Market` it evolves (book, state,
+generator, parameters) and the `Block` of output buffers it fills (`Deltas`, `Trades`,
+`Snapshots`); `simulate` builds both once and yields a copy of each call's filled head.
+
 Vendor snapshots draw nothing from that stream: a snapshot's receive latency is a hash of the
 day's snapshot seed and its instant on the 100 ms grid. So the snapshot cadence leaves the
 messages untouched, and a day with snapshots every 1 s is exactly every tenth snapshot of the
@@ -20,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -210,8 +215,9 @@ def _add_level(book, st, is_bid, idx, qty):
 
 
 @njit(cache=True, nogil=True)
-def init_book(bid, ask, st, fp, rng, mid_idx):
+def init_book(market, mid_idx):
     """Lay out a resting book of about F_TARGET_LEVELS levels a side around mid_idx."""
+    bid, ask, st, fp, rng = market.bid, market.ask, market.st, market.fp, market.rng
     n_levels = int(fp[F_TARGET_LEVELS])
     gap_mean = fp[F_WINDOW] / fp[F_TARGET_LEVELS] - 1.0
     idx = mid_idx
@@ -249,47 +255,24 @@ def _snapshot(book, st, is_bid, k, out_tick, out_size):
 
 
 @njit(cache=True, nogil=True)
-def run(
-    bid,
-    ask,
-    st,
-    fstate,
-    rng,
-    ip,
-    fp,
-    chunk_end,
-    d_origin,
-    d_recv,
-    d_seq,
-    d_bid,
-    d_tick,
-    d_size,
-    t_origin,
-    t_recv,
-    t_buy,
-    t_tick,
-    t_qty,
-    t_id,
-    s_origin,
-    s_recv,
-    s_seq,
-    s_bid_tick,
-    s_bid_size,
-    s_ask_tick,
-    s_ask_size,
-):
-    """Advance the market until chunk_end (ns, exclusive) or until an output buffer is full.
-
-    fstate[0] is the latent fair price in ladder-index units; it carries over between calls
-    like the integer state st and the generator state rng.
+def run(market, chunk_end, out):
+    """Advance the `market` (a `Market`) until chunk_end (ns, exclusive) or until a buffer of
+    `out` (a `Block`) is full.
 
     Returns (delta rows, trades, snapshots, done); done is False when a buffer filled up and
     the caller must drain the buffers and call again with the same chunk_end.
     """
+    # The groups' fields as locals, once: read through the tuples in the loop they would be
+    # reference-counted at every access.
+    bid, ask, st, rng, ip, fp = market.bid, market.ask, market.st, market.rng, market.ip, market.fp
+    d, s = out.deltas, out.snapshots
+    d_origin, d_recv, d_seq, d_bid, d_tick, d_size = d.origin, d.recv, d.seq, d.bid, d.tick, d.size
+    s_origin, s_recv, s_seq = s.origin, s.recv, s.seq
+    s_bid_tick, s_bid_size, s_ask_tick, s_ask_size = s.bid_tick, s.bid_size, s.ask_tick, s.ask_size
+    trade_capacity = len(out.trades.origin)
     n_rows = 0
     n_trades = 0
     n_snaps = 0
-    min_levels = ip[I_MIN_LEVELS]
     while True:
         t = st[S_NEXT_TIME]
         # A snapshot at time s shows every message with origin_time <= s.
@@ -313,7 +296,7 @@ def run(
             return n_rows, n_trades, n_snaps, True
         first = st[S_MESSAGES] == 0
         need = st[S_N_BID] + st[S_N_ASK] if first else MAX_ROWS_PER_MESSAGE
-        if n_rows + need > len(d_origin) or n_trades + MAX_TRADES_PER_MESSAGE > len(t_origin):
+        if n_rows + need > len(d_origin) or n_trades + MAX_TRADES_PER_MESSAGE > trade_capacity:
             return n_rows, n_trades, n_snaps, False
 
         recv = max(st[S_LAST_RECV], t + _latency(rng, fp, ip))
@@ -333,30 +316,7 @@ def run(
                     n_rows = _emit(d_bid, d_tick, d_size, n_rows, n_rows, False, base + j, ask[j])
                 j += 1
         else:
-            n_rows, n_trades = _message(
-                bid,
-                ask,
-                st,
-                fstate,
-                rng,
-                ip,
-                fp,
-                min_levels,
-                t,
-                recv,
-                d_bid,
-                d_tick,
-                d_size,
-                row_start,
-                n_rows,
-                t_origin,
-                t_recv,
-                t_buy,
-                t_tick,
-                t_qty,
-                t_id,
-                n_trades,
-            )
+            n_rows, n_trades = _message(market, t, recv, out.deltas, row_start, n_rows, out.trades, n_trades)
         seq = st[S_NEXT_SEQ]
         for r in range(row_start, n_rows):
             d_origin[r] = t
@@ -369,31 +329,23 @@ def run(
         st[S_NEXT_TIME] = nxt if nxt < ip[I_MSG_END] else NO_MORE
 
 
-@njit(cache=True, nogil=True)
-def _message(
-    bid,
-    ask,
-    st,
-    fstate,
-    rng,
-    ip,
-    fp,
-    min_levels,
-    t,
-    recv,
-    d_bid,
-    d_tick,
-    d_size,
-    row_start,
-    n_rows,
-    t_origin,
-    t_recv,
-    t_buy,
-    t_tick,
-    t_qty,
-    t_id,
-    n_trades,
-):
+# Inlined into `run`, its one caller: a call would pass every array of its groups with reference
+# counting, once per message.
+@njit(cache=True, nogil=True, inline="always")
+def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
+    """One message at origin time t, received at recv: its level rows from `row_start` in `deltas`
+    and its trades from `n_trades` in `trades`; returns (rows, trades) after it."""
+    bid, ask, st, fstate, rng, fp = market.bid, market.ask, market.st, market.fstate, market.rng, market.fp
+    d_bid, d_tick, d_size = deltas.bid, deltas.tick, deltas.size
+    t_origin, t_recv, t_buy, t_tick, t_qty, t_id = (
+        trades.origin,
+        trades.recv,
+        trades.buy,
+        trades.tick,
+        trades.qty,
+        trades.id,
+    )
+    min_levels = market.ip[I_MIN_LEVELS]
     base = st[S_BASE]
     # The latent fair price leads; the book follows it through biased trades and new touches.
     mid = 0.5 * (st[S_BEST_BID] + st[S_BEST_ASK])
@@ -508,29 +460,70 @@ class MarketParams:
     first_trade_id: int
 
 
-@dataclass
-class Block:
-    """Outputs of one kernel call, copied out of the reusable buffers."""
+class Market(NamedTuple):
+    """The simulated market, carried from kernel call to kernel call: the book, the integer state
+    (S_* slots), the latent fair price, the random generator and the parameters."""
 
-    d_origin: np.ndarray
-    d_recv: np.ndarray
-    d_seq: np.ndarray
-    d_bid: np.ndarray
-    d_tick: np.ndarray
-    d_size: np.ndarray
-    t_origin: np.ndarray
-    t_recv: np.ndarray
-    t_buy: np.ndarray
-    t_tick: np.ndarray
-    t_qty: np.ndarray
-    t_id: np.ndarray
-    s_origin: np.ndarray
-    s_recv: np.ndarray
-    s_seq: np.ndarray
-    s_bid_tick: np.ndarray  # (LEVELS, n): level-major so that each level is a contiguous column
-    s_bid_size: np.ndarray
-    s_ask_tick: np.ndarray
-    s_ask_size: np.ndarray
+    bid: np.ndarray  # int64 lots by ladder index (tick - st[S_BASE])
+    ask: np.ndarray
+    st: np.ndarray  # int64, S_* slots
+    fstate: np.ndarray  # float64 [latent fair price in ladder-index units]
+    rng: np.ndarray  # uint64[4], xoshiro256** state
+    ip: np.ndarray  # int64 parameters, I_* slots
+    fp: np.ndarray  # float64 parameters, F_* slots
+
+
+class Deltas(NamedTuple):
+    """Level updates, one row each; rows sharing a sequence number are one message."""
+
+    origin: np.ndarray  # int64 ns
+    recv: np.ndarray  # int64 ns
+    seq: np.ndarray  # int64
+    bid: np.ndarray  # bool
+    tick: np.ndarray  # int64
+    size: np.ndarray  # int64 lots, absolute (0 removes the level)
+
+
+class Trades(NamedTuple):
+    """Trades, one print each."""
+
+    origin: np.ndarray
+    recv: np.ndarray
+    buy: np.ndarray  # bool: the taker bought
+    tick: np.ndarray
+    qty: np.ndarray  # int64 lots
+    id: np.ndarray  # int64
+
+
+class Snapshots(NamedTuple):
+    """The vendor's top-LEVELS snapshots; an absent level has size 0."""
+
+    origin: np.ndarray
+    recv: np.ndarray
+    seq: np.ndarray  # the last message a snapshot shows
+    bid_tick: np.ndarray  # (LEVELS, n): level-major so that each level is a contiguous column
+    bid_size: np.ndarray
+    ask_tick: np.ndarray
+    ask_size: np.ndarray
+
+
+class Block(NamedTuple):
+    """The kernel's output buffers (`run` fills them from the start at every call), and each block
+    `simulate` yields: a copy of what one call filled."""
+
+    deltas: Deltas
+    trades: Trades
+    snapshots: Snapshots
+
+    def head(self, n_rows: int, n_trades: int, n_snaps: int) -> Block:
+        """The first rows of each buffer, copied: the kernel refills the buffers at its next call."""
+        return Block(
+            Deltas(*(a[:n_rows].copy() for a in self.deltas)),
+            Trades(*(a[:n_trades].copy() for a in self.trades)),
+            Snapshots(
+                *(a[:n_snaps].copy() for a in self.snapshots[:3]), *(a[:, :n_snaps].copy() for a in self.snapshots[3:])
+            ),
+        )
 
 
 def simulate(
@@ -577,28 +570,26 @@ def simulate(
     st[S_NEXT_SEQ] = params.first_sequence
     st[S_NEXT_TRADE_ID] = params.first_trade_id
     st[S_NEXT_TIME] = day_start_ns
-    bid = np.zeros(LADDER, dtype=np.int64)
-    ask = np.zeros(LADDER, dtype=np.int64)
-    fstate = np.array([mid_idx + 0.5], dtype=np.float64)
-    init_book(bid, ask, st, fp, rng, mid_idx)
+    book = (np.zeros(LADDER, dtype=np.int64), np.zeros(LADDER, dtype=np.int64))
+    market = Market(*book, st, np.array([mid_idx + 0.5], dtype=np.float64), rng, ip, fp)
+    init_book(market, mid_idx)
 
     per_chunk = params.messages_per_day * chunk_ns / day_ns
     row_cap = int(per_chunk * 1.5 * fp[F_EVENTS_MEAN]) + 4 * params.target_levels + 4096
     trade_cap = int(per_chunk * fp[F_EVENTS_MEAN] * fp[F_TRADE_PROB] * 4) + 4096
     snap_cap = chunk_ns // snap_interval + 1
     i8, b1 = np.int64, np.bool_
-    d = [np.empty(row_cap, dtype=t) for t in (i8, i8, i8, b1, i8, i8)]
-    tr = [np.empty(trade_cap, dtype=t) for t in (i8, i8, b1, i8, i8, i8)]
-    sn = [np.empty(snap_cap, dtype=np.int64) for _ in range(3)]
-    sn += [np.empty((LEVELS, snap_cap), dtype=np.int64) for _ in range(4)]
+    buffers = Block(
+        Deltas(*(np.empty(row_cap, dtype=t) for t in (i8, i8, i8, b1, i8, i8))),
+        Trades(*(np.empty(trade_cap, dtype=t) for t in (i8, i8, b1, i8, i8, i8))),
+        Snapshots(
+            *(np.empty(snap_cap, dtype=i8) for _ in range(3)),
+            *(np.empty((LEVELS, snap_cap), dtype=i8) for _ in range(4)),
+        ),
+    )
 
     for chunk_end in range(day_start_ns + chunk_ns, day_start_ns + day_ns + 1, chunk_ns):
         done = False
         while not done:
-            n_rows, n_trades, n_snaps, done = run(bid, ask, st, fstate, rng, ip, fp, chunk_end, *d, *tr, *sn)
-            yield Block(
-                *(a[:n_rows].copy() for a in d),
-                *(a[:n_trades].copy() for a in tr),
-                *(a[:n_snaps].copy() for a in sn[:3]),
-                *(a[:, :n_snaps].copy() for a in sn[3:]),
-            )
+            n_rows, n_trades, n_snaps, done = run(market, chunk_end, buffers)
+            yield buffers.head(n_rows, n_trades, n_snaps)
