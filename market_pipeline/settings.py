@@ -90,6 +90,9 @@ class PipelineSettings(*vendor_configs(), BaseSettings):
     # Keep a successful run's scratch (runs/<run_id>/, the S3 vendor's downloads of its days) instead of
     # removing it when the run ends (core/lake/scratch.py); a failed run's is always kept.
     keep_scratch: bool = False
+    # With PIPELINE_LAKE_URL: the disk a run's copies of lake objects may take for its later steps
+    # (core/lake/local_copies.py); beyond it a step's copies are its own, removed when it ends.
+    lake_copies_max_gb: float = Field(default=10.0, ge=0)
     source: str = "synthetic"  # a name in vendors.registry.VENDORS
     # EXCHANGE:SYMBOL -> {primary, reference}; instruments not listed: PIPELINE_SOURCE, no reference.
     # One JSON object in the environment (decoded here: no PIPELINE_SOURCES__* names).

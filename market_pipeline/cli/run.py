@@ -7,6 +7,7 @@ import datetime as dt
 import textwrap
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, WIDTH, CliError, parse_date
+from market_pipeline.core.lake.scratch import remove_run_copies
 from market_pipeline.settings import PipelineSettings
 
 
@@ -53,6 +54,8 @@ def run_range(
         wait_timeout_seconds=settings.cli.run_wait_timeout_seconds,
         show_progress=show_progress,
     )
+    # The lake copies the run kept for its later steps are the bucket's objects: gone, whatever the outcome.
+    remove_run_copies(settings.data_dir, run.result.run_id)
     _ensure_lake_views(settings)  # a run that selected only Parquet steps leaves its views to be created
     print_run_summary(run, settings, verbosity)
     if run.success:

@@ -110,6 +110,9 @@ def run_graph(
         monkeypatch.setenv(key, value)
     if lake_url:
         monkeypatch.setenv("PIPELINE_LAKE_URL", lake_url)
+        # No copies kept for the run's later steps: every step fetches what it reads, once, which is
+        # what this run checks (the kept copies: test_the_later_steps_of_a_run_read_its_kept_copies...).
+        monkeypatch.setenv("PIPELINE_LAKE_COPIES_MAX_GB", "0")
     else:
         monkeypatch.delenv("PIPELINE_LAKE_URL", raising=False)
     if catalog_url:
@@ -226,7 +229,8 @@ def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remo
         Body=body.read_bytes(),
     )
     written = root / "bars" / "data.parquet"
-    copies = tmp_path / "copies"
+    # No room in the run's copies: every copy is the step's own.
+    copies = local_copies.Copies(kept=tmp_path / "run", step=tmp_path / "step", budget=0)
     before = local_copies.request_counts()
     with local_copies.local_copies(copies):
         for _ in range(3):
@@ -258,7 +262,49 @@ def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remo
         assert remote_env.server.object_gets(remote_env.name, other, ranged=False) == {other: 1}
     counts = local_copies.request_counts() - before
     assert (counts.gets, counts.ranged_gets) == (3, 1)
-    assert not copies.exists()
+    assert not copies.step.exists() and not copies.kept.exists()
+
+
+def test_the_later_steps_of_a_run_read_its_kept_copies_without_a_get(tmp_path, remote_env):
+    """While the run's copies fit the budget, what one step fetched or wrote is read by the run's
+    next steps from local disk, without a GET; past the budget a step's copies are its own again;
+    the run's copies go when the run ends."""
+    import polars as pl
+
+    from market_pipeline.core.lake import local_copies, parquet_io, storage
+    from market_pipeline.core.lake.scratch import remove_run_copies
+
+    storage.use_lake(True, tmp_path / "uploads")
+    root = storage.lake_root(remote_env.url, tmp_path)
+    frame = pl.DataFrame({"price": [1.5, 2.5, 4.0], "size": [1, 2, 3]})
+    body = tmp_path / "body.parquet"
+    frame.write_parquet(body)
+    key = f"{PREFIX}/raw/data.parquet"
+    remote_env.s3.put_object(Bucket=remote_env.name, Key=key, Body=body.read_bytes())
+    raw, books = root / "raw" / "data.parquet", root / "books" / "data.parquet"
+    data_dir = tmp_path / "data"
+
+    def step(name: str, budget: int) -> local_copies.Copies:
+        copies_dir = data_dir / "tmp" / "lake-copies"
+        return local_copies.Copies(kept=copies_dir / "run-r1", step=copies_dir / name, budget=budget)
+
+    before = local_copies.request_counts()
+    with local_copies.local_copies(step("first", 1 << 30)):
+        assert parquet_io.read_frame(raw).equals(frame)  # one GET, kept for the run
+        parquet_io.write_lake_parquet_atomic(frame, books)  # kept as written
+    with local_copies.local_copies(step("second", 1 << 30)):
+        assert parquet_io.read_frame(raw).equals(frame) and parquet_io.read_frame(books).equals(frame)
+    counts = local_copies.request_counts() - before
+    assert counts.gets == 1 and remote_env.server.object_gets(remote_env.name, key, ranged=False) == {key: 1}
+    other = f"{PREFIX}/raw/other.parquet"
+    remote_env.s3.put_object(Bucket=remote_env.name, Key=other, Body=body.read_bytes())
+    full = step("third", 1)  # the run's copies already hold more than the budget
+    with local_copies.local_copies(full):
+        assert parquet_io.read_frame(root / "raw" / "other.parquet").equals(frame)
+        assert (full.step / "objects" / remote_env.name / other).is_file()
+    assert not full.step.exists()
+    assert [entry.run_id for entry in remove_run_copies(data_dir, "r1")] == ["r1"]
+    assert not (data_dir / "tmp" / "lake-copies" / "run-r1").exists()
 
 
 def test_a_failed_write_leaves_no_object_and_a_good_one_is_one_put(tmp_path, remote_env):

@@ -1,24 +1,32 @@
-"""A remote lake's objects read at most once per step: whole local copies, and the requests counted.
+"""A remote lake's objects read at most once per step, and once per run while they fit a disk budget:
+whole local copies, and the requests counted.
 
 Reading a Parquet object of a bucket in place costs a ranged GET per read of its column chunks:
 the metrics' rank pass reads a books file once per hour, and the whole graph over two small days
 made 7,136 GETs (a 52 MB books file alone ~8,000 in a realistic day, minutes on a loopback
-server). Inside `local_copies(directory)` (a step: `defs/common/lake_reads.py`) every lake read
+server). Inside `local_copies(copies)` (a step: `defs/common/lake_reads.py`) every lake read
 (`parquet_io`: pyarrow, polars, DuckDB's `read_parquet` of one file) first asks `local_copy`,
-which downloads the object whole, in one GetObject, into `directory` the first time and returns the
-local file after that: every later pass of the step reads local disk. Memory stays bounded by the
-readers' batches (the copy streams to disk in 1 MB chunks); disk holds the objects one step reads,
-and the directory is removed when the step ends.
+which downloads the object whole, in one GetObject, the first time and returns the local file after
+that: every later pass of the step reads local disk. Memory stays bounded by the readers' batches
+(the copy streams to disk in 1 MB chunks).
+
+Where a copy goes (`Copies`): into the run's directory, shared by all its steps, while that holds
+less than the budget (`PIPELINE_LAKE_COPIES_MAX_GB`), else into the step's own directory, removed
+when the step ends. A later step of the run reads a kept copy without a GET: the books a step wrote
+are read by five more, each of which fetched them whole before (the whole graph on a loopback bucket
+took 1.6x the local wall). The run's directory is removed when the run ends (`scratch.py`); disk
+holds at most the budget plus one step's reads.
 
 A read of the footer alone (`parquet_io.num_rows`, `read_schema`) of an object the step holds no
 copy of fetches only the object's tail (its last 64 KB, or the whole footer when larger: one or two
 ranged GetObjects), kept beside the copies for the step's next footer reads: the raw checks compare
 a raw file's row count with its statistics and read nothing else of it.
 
-The step's worker processes (`defs/common/parallel.py`) share the directory: an object is
-downloaded under an exclusive `flock` of its own, so two processes never fetch it twice. An object
-this process writes (`files.atomic_path`, an upload) becomes the copy itself (`keep_uploaded`):
-the step reads back what it wrote without a GET, and never an older copy.
+The step's worker processes (`defs/common/parallel.py`) and the run's other step processes share
+the directories: an object is downloaded under an exclusive `flock` of its own, so two processes
+never fetch it twice. An object this process writes (`files.atomic_path`, an upload) becomes the
+copy itself (`keep_uploaded`, replacing an older copy atomically): the run reads back what it wrote
+without a GET, and never an older copy.
 
 Every request of the lake's boto3 client is counted (`RequestCounts`, through botocore's
 `after-call` event), GETs and the bytes they returned apart: outside any step too, so the counts of
@@ -44,8 +52,23 @@ from market_pipeline.core.lake.paths import make_private_dirs
 
 _CHUNK_BYTES = 1 << 20
 _TAIL_BYTES = 1 << 16  # a Parquet footer is read from the object's last 64 KB (pyarrow's own first read)
-# The directory of this process's step (None: reads go to the bucket itself).
-_directory: Path | None = None
+
+
+@dataclass(frozen=True)
+class Copies:
+    """Where this process's step keeps its copies: the run's directory (`kept`, shared by the run's
+    steps) while it holds less than `budget` bytes, else the step's own (`step`)."""
+
+    kept: Path
+    step: Path
+    budget: int
+
+    def kept_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.kept.rglob("*") if f.is_file()) if self.kept.is_dir() else 0
+
+
+# The copies of this process's step (None: reads go to the bucket itself).
+_copies: Copies | None = None
 _locks = threading.Lock()
 _object_locks: dict[str, threading.Lock] = {}
 
@@ -96,32 +119,49 @@ def _counted(model: Any, parsed: dict[str, Any], **_: Any) -> None:
     add_request_counts(RequestCounts(1, int(get), size, int(get and bool(parsed.get("ContentRange")))))
 
 
-def use_local_copies(directory: Path | None) -> None:
-    """Read the lake through copies in `directory` from now on (None: from the bucket itself); a
-    worker process of a step is handed its step's directory."""
-    global _directory
-    _directory = directory
+def use_local_copies(copies: Copies | None) -> None:
+    """Read the lake through `copies` from now on (None: from the bucket itself); a worker process of
+    a step is handed its step's."""
+    global _copies
+    _copies = copies
 
 
-def local_copies_dir() -> Path | None:
-    return _directory
+def current_copies() -> Copies | None:
+    return _copies
 
 
 @contextmanager
-def local_copies(directory: Path) -> Iterator[Path]:
-    """Every remote lake object read inside is fetched once, into `directory`, removed at the end."""
-    previous = _directory
-    use_local_copies(directory)
+def local_copies(copies: Copies) -> Iterator[Copies]:
+    """Every remote lake object read inside is fetched once; the step's own copies removed at the end."""
+    previous = _copies
+    use_local_copies(copies)
     try:
-        yield directory
+        yield copies
     finally:
         use_local_copies(previous)
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(copies.step, ignore_errors=True)
+
+
+def _existing_copy(key: str) -> Path | None:
+    """The copy of the object `bucket/key` this run or step holds (None: none, or outside a step)."""
+    if _copies is None:
+        return None
+    for directory in (_copies.kept, _copies.step):
+        if (directory / "objects" / key).is_file():
+            return directory / "objects" / key
+    return None
 
 
 def _copy_path(key: str) -> Path | None:
-    """Where the copy of the object `bucket/key` is, in this process's step (None outside a step)."""
-    return None if _directory is None else _directory / "objects" / key
+    """Where the copy of the object `bucket/key` is or goes (None outside a step): the run's
+    directory while it holds less than the budget, else the step's."""
+    if _copies is None:
+        return None
+    found = _existing_copy(key)
+    if found is not None:
+        return found
+    directory = _copies.kept if _copies.kept_bytes() < _copies.budget else _copies.step
+    return directory / "objects" / key
 
 
 def local_copy(path: Any, key: str, client: Any) -> Path:
@@ -203,11 +243,15 @@ def keep_uploaded(local: Path, key: str) -> bool:
     """After `local` was uploaded as `key`: inside a step, move it to be the object's copy (the
     step's later reads of `key` need no GET, and an older copy is replaced); else leave it.
     Returns whether it was moved."""
-    copy = _copy_path(key)
-    if copy is None:
+    if _copies is None:
         return False
+    for directory in (_copies.kept, _copies.step):  # the old object's copy and footer
+        old = directory / "objects" / key
+        old.unlink(missing_ok=True)
+        _tail_path(old).unlink(missing_ok=True)
+    copy = _copy_path(key)
+    assert copy is not None
     make_private_dirs(copy.parent)
-    _tail_path(copy).unlink(missing_ok=True)  # the old object's footer
     try:
         os.replace(local, copy)
     except OSError:  # another file system: the next read fetches the new object

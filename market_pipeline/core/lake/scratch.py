@@ -5,8 +5,10 @@ A run's scratch is what it needs only while it runs:
   (its vendor caches, upload and spill files, audit and metrics files);
 - `sources/s3/<table>/exchange=X/symbol=Y/dt=D/`: the S3 vendor's downloads of a day, which the raw
   import has validated into the lake (a re-run downloads them again);
-- `tmp/lake-copies/<step>/`: a step's copies of remote lake objects (core/lake/local_copies.py),
-  which the step itself removes; one is left only by a step process that was killed.
+- `tmp/lake-copies/run-<run_id>/`: the copies of remote lake objects a run keeps for its later steps
+  (core/lake/local_copies.py), removed when the run ends, whatever its outcome (they are the
+  bucket's objects); `tmp/lake-copies/<step>/`: a step's own, which the step removes. Either is
+  left only by a run or step process that was killed.
 
 `remove_run_scratch` removes a run's own (`runs/<run_id>/` and its days' downloads) when it ends
 successfully (the CLI after its run, the `finished_run_scratch` sensor for runs the daemon
@@ -101,11 +103,25 @@ def _remove_empty_parents(path: Path) -> None:
         parent = parent.parent
 
 
+def run_copies_name(run_id: str) -> str:
+    """The directory under LAKE_COPIES of the lake copies the run `run_id` keeps."""
+    return f"run-{run_id}"
+
+
+def remove_run_copies(data_dir: Path, run_id: str) -> list[ScratchEntry]:
+    """Remove the lake copies a finished run kept (any outcome: they are the bucket's objects)."""
+    copies = data_dir / LAKE_COPIES / run_copies_name(run_id)
+    entries = [_entry(copies, "lake copies", run_id)] if copies.is_dir() else []
+    remove_scratch(entries)
+    return entries
+
+
 def remove_run_scratch(data_dir: Path, run_id: str, days: Iterable[dt.date]) -> list[ScratchEntry]:
-    """Remove what a successful run leaves under `data_dir`: `runs/<run_id>/` and the S3 downloads of
-    its days; returns what was removed."""
+    """Remove what a successful run leaves under `data_dir`: `runs/<run_id>/`, its lake copies and the
+    S3 downloads of its days; returns what was removed."""
     run_dir = data_dir / RUNS_DIR / run_id
     entries = [_entry(run_dir, "run", run_id)] if run_dir.is_dir() else []
+    entries += remove_run_copies(data_dir, run_id)
     entries += [_entry(p, "s3 download") for p in _download_days(data_dir, list(days))]
     remove_scratch(entries)
     return entries

@@ -173,7 +173,7 @@ def _s3_client() -> Any:
 def readable(path: Path | UPath) -> Path | UPath:
     """What a reader of the lake path `path` opens: inside a step (`local_copies.local_copies`) the
     local copy of a remote object, fetched the first time; else `path` itself."""
-    if local_copies.local_copies_dir() is None or not is_remote(path):
+    if local_copies.current_copies() is None or not is_remote(path):
         return path
     _, key = arrow_location(path)
     return local_copies.local_copy(path, key, _s3_client())
@@ -182,7 +182,7 @@ def readable(path: Path | UPath) -> Path | UPath:
 def footer_readable(path: Path | UPath) -> Path | UPath:
     """`readable` for a reader of the footer alone: inside a step a local file holding the object's
     footer (its copy, or its tail), else `path` itself."""
-    if local_copies.local_copies_dir() is None or not is_remote(path):
+    if local_copies.current_copies() is None or not is_remote(path):
         return path
     _, key = arrow_location(path)
     return local_copies.local_footer(path, key, _s3_client())

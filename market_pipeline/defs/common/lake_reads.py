@@ -3,12 +3,14 @@ counted and reported.
 
 `@reads_lake` wraps the body of a step (`fn(context, settings, ...)`, returning its result or
 yielding its outputs and check evaluations): the body runs inside `local_copies` under
-`<data_dir>/tmp/lake-copies/`, removed when the step ends (also when it fails: the copies are the
-bucket's objects). The step's requests to the bucket (its worker processes' too, `parallel.run_tasks`)
-are recorded as `mdp_lake_requests_total`, `mdp_lake_get_requests_total` and
-`mdp_lake_get_bytes_total` per stage (the step's op: the asset, multi-asset or check), logged, and
-added to each output's metadata (`LAKE_READS_METADATA`): the step's figures so far, which with a
-range run cover all its days. On a local lake the figures are 0 and no metric is recorded.
+`<data_dir>/tmp/lake-copies/`: the run's copies in `run-<run_id>/` (kept for its later steps while
+they fit `PIPELINE_LAKE_COPIES_MAX_GB`, removed when the run ends), the step's own beside them
+(removed when the step ends, also when it fails: the copies are the bucket's objects). The step's
+requests to the bucket (its worker processes' too, `parallel.run_tasks`) are recorded as
+`mdp_lake_requests_total`, `mdp_lake_get_requests_total` and `mdp_lake_get_bytes_total` per stage
+(the step's op: the asset, multi-asset or check), logged, and added to each output's metadata
+(`LAKE_READS_METADATA`): the step's figures so far, which with a range run cover all its days. On
+a local lake the figures are 0 and no metric is recorded.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import dagster as dg
 
 from market_pipeline.core.lake import local_copies, storage
+from market_pipeline.core.lake.scratch import LAKE_COPIES, run_copies_name
 from market_pipeline.core.telemetry import telemetry
 from market_pipeline.settings import PipelineSettings
 
@@ -47,15 +50,20 @@ class StepReads:
 
 
 @contextmanager
-def step_lake_reads(settings: PipelineSettings, stage: str, log: Any) -> Iterator[StepReads]:
+def step_lake_reads(settings: PipelineSettings, stage: str, run_id: str, log: Any) -> Iterator[StepReads]:
     """The block's lake reads through one set of local copies; its requests recorded at the end."""
     reads = StepReads()
     if not storage.remote_lake_in_use():
         yield reads
         return
-    directory = settings.data_dir / "tmp" / "lake-copies" / f"{stage}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    root = settings.data_dir / LAKE_COPIES
+    copies = local_copies.Copies(
+        kept=root / run_copies_name(run_id),
+        step=root / f"{stage}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        budget=int(settings.lake_copies_max_gb * 2**30),
+    )
     try:
-        with local_copies.local_copies(directory):
+        with local_copies.local_copies(copies):
             yield reads
     finally:
         counts = reads.counts
@@ -79,7 +87,7 @@ def reads_lake(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         def yielding(context: Any, settings: PipelineSettings, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            with step_lake_reads(settings, _stage(context), context.log) as reads:
+            with step_lake_reads(settings, _stage(context), context.run.run_id, context.log) as reads:
                 for item in fn(context, settings, *args, **kwargs):
                     if isinstance(item, dg.Output):
                         item = item.with_metadata({**item.metadata, **reads.metadata()})
@@ -89,7 +97,7 @@ def reads_lake(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def returning(context: Any, settings: PipelineSettings, *args: Any, **kwargs: Any) -> Any:
-        with step_lake_reads(settings, _stage(context), context.log) as reads:
+        with step_lake_reads(settings, _stage(context), context.run.run_id, context.log) as reads:
             result = fn(context, settings, *args, **kwargs)
             context.add_output_metadata(reads.metadata())
         return result

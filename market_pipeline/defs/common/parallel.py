@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from market_pipeline.core.cpu_limit import usable_cores
@@ -78,7 +77,7 @@ _worker_settings: PipelineSettings | None = None
 _worker_sink: list[telemetry.Recorded] = []
 
 
-def _init_worker(settings: PipelineSettings, progress_updates: Any, copies: Path | None) -> None:
+def _init_worker(settings: PipelineSettings, progress_updates: Any, copies: local_copies.Copies | None) -> None:
     global _worker_source, _worker_settings
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     hand_over_keys(settings)
@@ -141,7 +140,7 @@ def run_tasks(
             max_workers=workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(settings, updates, local_copies.local_copies_dir()),
+            initargs=(settings, updates, local_copies.current_copies()),
         ) as pool,
         progress.drain(updates) if updates is not None else nullcontext(),
     ):
