@@ -336,6 +336,7 @@ def test_remote_figures_per_stage_and_verdict():
         "remote_local_seconds": 10.0,
         "remote_over_local": 1.2,
         "remote_exit_code": 0,
+        "remote_server_cpu_seconds": 0.0,
         "remote_gets": {"ohlcv_bars": 1, "pipeline_metrics": 5},
         "remote_get_bytes": {"ohlcv_bars": 10, "pipeline_metrics": 500},
     }
