@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, CliError
-from market_pipeline.vendors.binance.capture_format import CaptureFormatError
+from market_pipeline.vendors.capture_files import CaptureFormatError
 
 
 def verify_capture_command(files: list[Path]) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from market_pipeline.cli.main import main
 from market_pipeline.core.security import crypto
-from market_pipeline.vendors.binance.capture_format import CaptureFormatError, open_capture
+from market_pipeline.vendors.capture_files import CaptureFormatError, open_capture
 from market_pipeline_tests.support.project import REAL_DATA_DIR
 
 REAL = REAL_DATA_DIR

@@ -36,9 +36,9 @@ def test_existing_errors_derive_from_their_kind_and_keep_their_old_base():
     from market_pipeline.core.security.crypto import DecryptionError, MasterKeyError
     from market_pipeline.settings import SettingsError
     from market_pipeline.vendors.base import DayNotCovered, MissingSourceData
-    from market_pipeline.vendors.binance.capture_format import CaptureFormatError
     from market_pipeline.vendors.binance.live.manifest import ManifestError
     from market_pipeline.vendors.binance.source import CaptureRejected
+    from market_pipeline.vendors.capture_files import CaptureFormatError
     from market_pipeline.vendors.tardis.csv_format import TardisFormatError
     from market_pipeline.vendors.tardis.source import TardisRejected
 
@@ -102,7 +102,7 @@ def test_kind_of_finds_an_error_by_class_name_along_its_causes():
 @pytest.mark.nothing_starts("run_command is stubbed: no run starts")
 def test_cli_prints_one_line_for_a_pipeline_error_and_the_traceback_only_with_debug(monkeypatch, capsys):
     cli_main = importlib.import_module("market_pipeline.cli.main")
-    from market_pipeline.vendors.binance.capture_format import CaptureFormatError
+    from market_pipeline.vendors.capture_files import CaptureFormatError
 
     def broken(*args: object) -> int:
         raise CaptureFormatError("/captures/a.jsonl", 17, "not JSON: re-record the hour or remove the file")

@@ -18,12 +18,12 @@ from market_pipeline.vendors.binance.capture_format import (
     NS_PER_MS,
     SNAPSHOT_LEVELS_SCHEMA,
     TICKER_SCHEMA,
-    CaptureFormatError,
     _iter_located,
     binance_market_of,
     lake_instrument,
     market_of_diff,
 )
+from market_pipeline.vendors.capture_files import CaptureFormatError
 from market_pipeline_tests.support.binance_capture import CaptureTables
 
 

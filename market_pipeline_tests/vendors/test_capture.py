@@ -19,12 +19,11 @@ from market_pipeline.core.lake.schemas import (
     TRADES_SCHEMA,
 )
 from market_pipeline.vendors.binance.capture_format import (
-    CaptureFormatError,
     binance_market_of,
     iter_messages,
     lake_instrument,
-    open_capture,
 )
+from market_pipeline.vendors.capture_files import CaptureFormatError, open_capture
 from market_pipeline_tests.support.binance_capture import (
     DOCUMENTED,
     SPOT,

@@ -10,7 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from market_pipeline.vendors.binance import capture_stream
-from market_pipeline.vendors.binance.capture_format import CaptureFormatError
+from market_pipeline.vendors.capture_files import CaptureFormatError
 from market_pipeline_tests.support.binance_capture import SPOT, SYNTHETIC_SPOT, TRADE, USDM, parse_capture, real_paths
 from market_pipeline_tests.support.binance_capture import write_capture_lines as _write
 from market_pipeline_tests.support.capture_reference import reference_parse

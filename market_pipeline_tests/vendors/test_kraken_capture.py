@@ -13,7 +13,7 @@ import pytest
 
 from market_pipeline.cli.main import main
 from market_pipeline.core.security import crypto
-from market_pipeline.vendors.binance.capture_format import CaptureFormatError
+from market_pipeline.vendors.capture_files import CaptureFormatError
 from market_pipeline.vendors.kraken import capture_format as fmt
 from market_pipeline.vendors.kraken import verify as kraken_verify
 from market_pipeline.vendors.kraken.book import KrakenBook, checksum_text, to_fixed

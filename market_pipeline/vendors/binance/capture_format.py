@@ -21,22 +21,20 @@ Two views of the same lines:
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import polars as pl
 
-from market_pipeline.core.errors import CaptureError
 from market_pipeline.core.lake.schemas import (
     BOOK_DELTA_SCHEMA,
     BOOK_TICKER_SCHEMA,
     CAPTURE_DELTA_EXTRA_SCHEMA,
     DEPTH_SNAPSHOT_SCHEMA,
 )
+from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
 
 MARKETS = ("spot", "usdm", "coinm")
 
@@ -82,7 +80,6 @@ KNOWN_QUOTES = tuple(
 
 NS_PER_MS = 1_000_000
 NS_PER_DAY = 86_400 * 1_000_000_000
-_GZIP_MAGIC = b"\x1f\x8b"
 
 # JSON fields each message kind must carry (others are ignored).
 _REQUIRED = {
@@ -102,65 +99,6 @@ DELTA_SCHEMA: dict[str, pl.DataType] = {
 }
 SNAPSHOT_LEVELS_SCHEMA: dict[str, pl.DataType] = {**DEPTH_SNAPSHOT_SCHEMA, "line_no": pl.Int64()}
 TICKER_SCHEMA: dict[str, pl.DataType] = {**BOOK_TICKER_SCHEMA, "line_no": pl.Int64()}
-
-
-class CaptureFormatError(CaptureError, ValueError):
-    """A capture line (or file) that cannot be read; names the file and the 1-based line in it."""
-
-    def __init__(self, path: Path | str, line_number: int | None, reason: str) -> None:
-        self.path = Path(path)
-        self.line_number = line_number
-        self.reason = reason
-        where = f"{self.path}:{line_number}" if line_number is not None else str(self.path)
-        super().__init__(f"{where}: {reason}")
-
-
-def open_capture(path: Path) -> IO[bytes]:
-    """Open a capture for binary line reading, gunzipping when the file starts with the gzip magic.
-
-    The single place files are opened. Encrypted files (``market_pipeline.core.security.crypto``,
-    recognised by their header, whatever the name) are decrypted on the fly with
-    PIPELINE_MASTER_KEY; each chunk is authenticated before it is read.
-    """
-    from market_pipeline.core.security import crypto
-
-    with open(path, "rb") as probe:
-        magic = probe.read(len(crypto.MAGIC))
-    if crypto.is_encrypted(magic):
-        return _open_encrypted_capture(Path(path))
-    if magic[: len(_GZIP_MAGIC)] == _GZIP_MAGIC:
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")  # noqa: SIM115 - the caller closes it
-
-
-class _GzipClosingSource(gzip.GzipFile):
-    """A GzipFile that also closes the stream it reads (GzipFile leaves a passed fileobj open)."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        super().__init__(fileobj=source, mode="rb")
-        self._source = source
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._source.close()
-
-
-def _open_encrypted_capture(path: Path) -> IO[bytes]:
-    from market_pipeline.core.security import crypto
-
-    plain = None
-    try:
-        plain = crypto.open_decrypted(path)
-        head = plain.peek(len(_GZIP_MAGIC))[: len(_GZIP_MAGIC)]  # authenticates the first chunk
-    except crypto.MasterKeyError as exc:
-        raise CaptureFormatError(path, None, f"encrypted capture: {exc}") from None
-    except crypto.DecryptionError as exc:
-        if plain is not None:
-            plain.close()
-        raise CaptureFormatError(path, None, exc.reason) from None
-    return _GzipClosingSource(plain) if head == _GZIP_MAGIC else plain  # type: ignore[return-value]
 
 
 # --- instrument naming -------------------------------------------------------------------------
@@ -240,34 +178,12 @@ def _iter_located(
     paths: Sequence[Path],
 ) -> Iterator[tuple[Path, int, int, int, str, dict[str, Any]]]:
     """(path, 1-based line in file, 0-based line in the concatenation, recv ns, kind, payload)."""
-    line_no = 0
-    for path in paths:
-        path = Path(path)
-        line_number = 0
-        # Decoding text in bulk is faster than handing json.loads bytes line by line.
-        with io.TextIOWrapper(open_capture(path), encoding="utf-8") as stream:
-            lines = iter(stream)
-            while True:
-                try:
-                    line = next(lines)
-                except StopIteration:
-                    break
-                except (EOFError, OSError, UnicodeDecodeError) as exc:  # truncated/corrupt file
-                    raise CaptureFormatError(path, line_number + 1, f"unreadable: {exc}") from exc
-                line_number += 1
-                stamp, _, body = line.partition(" ")
-                try:
-                    recv_ns = int(stamp)
-                except ValueError:
-                    raise CaptureFormatError(
-                        path, line_number, f"receive time {stamp[:40]!r} is not an integer"
-                    ) from None
-                try:
-                    kind, payload = _classify(json.loads(body))
-                except ValueError as exc:  # json.JSONDecodeError is a ValueError
-                    raise CaptureFormatError(path, line_number, str(exc)) from None
-                yield path, line_number, line_no, recv_ns, kind, payload
-                line_no += 1
+    for line_no, (path, line_number, recv_ns, body) in enumerate(located_lines(paths)):
+        try:
+            kind, payload = _classify(json.loads(body))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise CaptureFormatError(path, line_number, str(exc)) from None
+        yield path, line_number, line_no, recv_ns, kind, payload
 
 
 def iter_messages(paths: Sequence[Path]) -> Iterator[tuple[int, int, str, dict[str, Any]]]:

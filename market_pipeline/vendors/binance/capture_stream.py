@@ -34,13 +34,12 @@ from market_pipeline.vendors.binance.capture_format import (
     NS_PER_MS,
     SNAPSHOT_LEVELS_SCHEMA,
     TICKER_SCHEMA,
-    CaptureFormatError,
     _classify,
     binance_market_of,
     diff_market,
     lake_instrument,
-    open_capture,
 )
+from market_pipeline.vendors.capture_files import CaptureFormatError, open_capture
 
 # Lines parsed at a time: a chunk of 100 k lines of a busy day holds about 300 k level rows.
 CHUNK_LINES = 100_000

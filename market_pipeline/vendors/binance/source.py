@@ -43,11 +43,10 @@ from market_pipeline.vendors.base import BookDay, DayNotCovered, MissingSourceDa
 from market_pipeline.vendors.binance.capture_format import (
     MARKETS,
     NS_PER_DAY,
-    CaptureFormatError,
     lake_instrument,
-    open_capture,
 )
 from market_pipeline.vendors.binance.capture_stream import LINE_ORDERED, TABLE_SCHEMAS, CaptureParser
+from market_pipeline.vendors.capture_files import CaptureFormatError, open_capture
 from market_pipeline.vendors.crypto_lake.local import LocalLakeSource
 
 if TYPE_CHECKING:

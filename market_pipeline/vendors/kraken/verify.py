@@ -13,42 +13,15 @@ not apply to Kraken is 0 or null (docs/capture.md#kraken-spot).
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator, Sequence
-from itertools import islice
+from collections.abc import Sequence
 from pathlib import Path
 
-from market_pipeline.vendors.binance.capture_format import CaptureFormatError, open_capture
+from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
 from market_pipeline.vendors.kraken import capture_format as fmt
 from market_pipeline.vendors.kraken.book import KrakenBook, checksum_text, crc32, fixed_text
 
 BATCH_LINES = 10_000
 LAKE_EXCHANGE = "KRAKEN"
-
-
-def _lines(paths: Sequence[Path]) -> Iterator[tuple[Path, int, int, str]]:
-    """(path, 1-based line in the file, receive ns, message text), batch by batch."""
-    for path in paths:
-        path = Path(path)
-        line_number = 0
-        with io.TextIOWrapper(open_capture(path), encoding="utf-8") as stream:
-            while True:
-                try:
-                    batch = list(islice(stream, BATCH_LINES))
-                except (EOFError, OSError, UnicodeDecodeError) as exc:  # truncated/corrupt file
-                    raise CaptureFormatError(path, line_number + 1, f"unreadable: {exc}") from exc
-                if not batch:
-                    break
-                for line in batch:
-                    line_number += 1
-                    stamp, _, body = line.partition(" ")
-                    try:
-                        recv_ns = int(stamp)
-                    except ValueError:
-                        raise CaptureFormatError(
-                            path, line_number, f"receive time {stamp[:40]!r} is not an integer"
-                        ) from None
-                    yield path, line_number, recv_ns, body
 
 
 class _Replay:
@@ -178,7 +151,7 @@ class _Replay:
 def verify_capture(paths: Sequence[Path]) -> dict[str, object]:
     """Replay Kraken capture files of one pair, in order; verify-capture's figures."""
     replay = _Replay()
-    for path, line_number, recv_ns, body in _lines(paths):
+    for path, line_number, recv_ns, body in located_lines(paths):
         replay.line(path, line_number, recv_ns, body)
     if replay.symbol is None:
         raise CaptureFormatError(paths[0], None, "no book message nor book subscription: not a Kraken book capture")
