@@ -301,7 +301,7 @@ def test_the_later_steps_of_a_run_read_its_kept_copies_without_a_get(tmp_path, r
     full = step("third", 1)  # the run's copies already hold more than the budget
     with local_copies.local_copies(full):
         assert parquet_io.read_frame(root / "raw" / "other.parquet").equals(frame)
-        assert (full.step / "objects" / remote_env.name / other).is_file()
+        assert (full.step / local_copies.copy_name(f"{remote_env.name}/{other}")).is_file()
     assert not full.step.exists()
     assert [entry.run_id for entry in remove_run_copies(data_dir, "r1")] == ["r1"]
     assert not (data_dir / "tmp" / "lake-copies" / "run-r1").exists()

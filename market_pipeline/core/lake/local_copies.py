@@ -38,6 +38,7 @@ reads outside a step (the CLI's reader and export), DuckDB's httpfs reads the wa
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import threading
@@ -142,13 +143,19 @@ def local_copies(copies: Copies) -> Iterator[Copies]:
         shutil.rmtree(copies.step, ignore_errors=True)
 
 
+def copy_name(key: str) -> str:
+    """The file name of the copy of the object `bucket/key`, flat: a hash of the key and its last
+    part (the key's folders, `lake/books/exchange=X/...`, are not made again under the copies)."""
+    return f"{hashlib.sha256(key.encode()).hexdigest()[:32]}-{key.rpartition('/')[2]}"
+
+
 def _existing_copy(key: str) -> Path | None:
     """The copy of the object `bucket/key` this run or step holds (None: none, or outside a step)."""
     if _copies is None:
         return None
     for directory in (_copies.kept, _copies.step):
-        if (directory / "objects" / key).is_file():
-            return directory / "objects" / key
+        if (directory / copy_name(key)).is_file():
+            return directory / copy_name(key)
     return None
 
 
@@ -161,7 +168,7 @@ def _copy_path(key: str) -> Path | None:
     if found is not None:
         return found
     directory = _copies.kept if _copies.kept_bytes() < _copies.budget else _copies.step
-    return directory / "objects" / key
+    return directory / copy_name(key)
 
 
 def local_copy(path: Any, key: str, client: Any) -> Path:
@@ -246,7 +253,7 @@ def keep_uploaded(local: Path, key: str) -> bool:
     if _copies is None:
         return False
     for directory in (_copies.kept, _copies.step):  # the old object's copy and footer
-        old = directory / "objects" / key
+        old = directory / copy_name(key)
         old.unlink(missing_ok=True)
         _tail_path(old).unlink(missing_ok=True)
     copy = _copy_path(key)
