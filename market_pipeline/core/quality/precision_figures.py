@@ -13,6 +13,7 @@ import polars as pl
 
 from market_pipeline.core.day_clock import iso
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.quality.day_stats import DayStats
 from market_pipeline.core.quality.lake_day import WORST_ROWS, DayFiles, measured_frames, read_day_stats
 from market_pipeline.core.quality.precision import grid_flags
 
@@ -73,11 +74,12 @@ class PrecisionTally:
         return pl.concat(self.flags, how="diagonal_relaxed")
 
 
-def tally_tables(files: DayFiles, tables: tuple[str, ...]) -> PrecisionTally:
-    """The tables' bad values; a table is read only when its day statistics count any."""
+def tally_tables(files: DayFiles, stats: dict[str, DayStats]) -> PrecisionTally:
+    """The bad values of the tables of `stats` (table -> its day statistics, read by the caller); a
+    table is read only when its statistics count any."""
     tally = PrecisionTally()
-    for table in tables:
-        summary = read_day_stats(files, table).summary
+    for table, table_stats in stats.items():
+        summary = table_stats.summary
         off_grid, loss = int(summary["off_grid_values"]), int(summary["precision_loss_events"])
         if off_grid + loss:
             tally.scan(table, files.require(files.raw_file(table)), files.instrument)

@@ -98,7 +98,8 @@ def validate_instrument_day(files: DayFiles, rebuild_counters: dict[str, int] | 
     files.require(files.snapshots)  # the gaps a vendor snapshot repairs: the day has them
     events = repaired_gaps(files, stats, snapshot_sequence(files))
     skew = skew_figures(files, stats)
-    precision = tally_tables(files, ("book_delta_v2", "trades"))
+    trade_stats = read_day_stats(files, "trades")
+    precision = tally_tables(files, {"book_delta_v2": stats, "trades": trade_stats})
     agreement = agreement_figures(files)
 
     gap_figures = gap_summary(events)
@@ -121,7 +122,7 @@ def validate_instrument_day(files: DayFiles, rebuild_counters: dict[str, int] | 
         "symbol": instrument.symbol,
         "messages": int(stats.summary["messages"]),
         "delta_rows": int(stats.summary["rows"]),
-        "trades": int(read_day_stats(files, "trades").summary["rows"]),
+        "trades": int(trade_stats.summary["rows"]),
         "gaps_detected": int(gaps_by_hour["gaps_detected"].sum()),
         "gaps_filled": int(gaps_by_hour["gaps_filled"].sum()),
         "gaps_unrepaired": gap_figures["gaps_unrepaired"],

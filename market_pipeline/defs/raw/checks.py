@@ -147,7 +147,7 @@ def price_precision(context, settings: PipelineSettings, instrument: Instrument,
         severity, summary = WARN, f"{loss} value(s) with float noise"
     else:
         severity, summary = None, "every value on the grid"
-    return Finding(severity, summary, figures, worst_precision(tally_tables(files, ("book_delta_v2",)).frame()))
+    return Finding(severity, summary, figures, worst_precision(tally_tables(files, {"book_delta_v2": stats}).frame()))
 
 
 # ---------------------------------------------------------------------------------------
