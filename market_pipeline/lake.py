@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import functools
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
-from market_pipeline.core.lake import parquet_io
+from market_pipeline.core import context
 from market_pipeline.core.lake.lake_guard import ENCRYPTED_MAGIC, sample_lake_file
 from market_pipeline.core.read import asof
 from market_pipeline.core.read import replay as replay_module
@@ -36,27 +38,43 @@ from market_pipeline.core.security import crypto
 if TYPE_CHECKING:
     import dagster as dg
 
+R = TypeVar("R")
+
 __all__ = ["EmptyRange", "Lake", "LakeNotFound", "SkippedDaysWarning", "UnknownInstrument", "open"]
 
 Day = dt.date | dt.datetime
+
+
+def _in_lake_context(method: Callable[..., R]) -> Callable[..., R]:
+    """`method` run in its lake's core context (the key and encryption `open` found)."""
+
+    @functools.wraps(method)
+    def in_context(self: Lake, *args: Any, **kwargs: Any) -> R:
+        with context.using(self.context):
+            return method(self, *args, **kwargs)
+
+    return in_context
 
 
 class Lake:
     """One data directory's lake and warehouse. Ranges: a date reads whole UTC days (`end` included,
     `end` defaults to `start`); datetimes read [start, end) on the receive clock (bars: `bar_start`)."""
 
-    def __init__(self, data_dir: Path, verdicts: DayVerdicts) -> None:
+    def __init__(self, data_dir: Path, verdicts: DayVerdicts, lake_context: context.CoreContext) -> None:
         self.reader = LakeReader(data_dir, verdicts)
         self.verified = getattr(verdicts, "available", True)
+        self.context = lake_context
 
     @property
     def data_dir(self) -> Path:
         return self.reader.data_dir
 
+    @_in_lake_context
     def instruments(self, table: str = "books") -> list[str]:
         """EXCHANGE:SYMBOL of every instrument with files in `table` (books, trades, book_delta_v2, bars)."""
         return self.reader.instruments(table)
 
+    @_in_lake_context
     def books(
         self,
         instruments: str | Iterable[str],
@@ -68,6 +86,7 @@ class Lake:
         """Rebuilt books (`lake/books`): exact decimals, file (replay) order per instrument-day."""
         return self._scan("books", instruments, start, end, columns, include_failed)
 
+    @_in_lake_context
     def trades(
         self,
         instruments: str | Iterable[str],
@@ -79,6 +98,7 @@ class Lake:
         """Raw trades with `price` and `quantity` as exact decimals on the instrument's grid."""
         return self._scan("trades", instruments, start, end, columns, include_failed)
 
+    @_in_lake_context
     def deltas(
         self,
         instruments: str | Iterable[str],
@@ -90,6 +110,7 @@ class Lake:
         """Raw book deltas (`book_delta_v2`) with `price` and `size` as exact decimals on the grid."""
         return self._scan("book_delta_v2", instruments, start, end, columns, include_failed)
 
+    @_in_lake_context
     def bars(
         self,
         interval: str,
@@ -103,6 +124,7 @@ class Lake:
         frame = self._scan("bars", instruments, start, end, None, include_failed).filter(pl.col("interval") == interval)
         return frame if columns is None else frame.select(list(columns))
 
+    @_in_lake_context
     def reports(
         self,
         instruments: str | Iterable[str] | None,
@@ -115,6 +137,7 @@ class Lake:
         ohlcv_bars_summary. Every day is returned, failed ones too: the reports say why they failed."""
         return self.reader.reports(instruments, start, end, table, columns)
 
+    @_in_lake_context
     def book_at(
         self,
         instrument: str,
@@ -125,6 +148,7 @@ class Lake:
         """The last synced book received at or before each instant (datetimes or int64 ns)."""
         return asof.book_at(self.reader, instrument, times, columns, include_failed)
 
+    @_in_lake_context
     def trades_with_book(
         self,
         instrument: str,
@@ -147,7 +171,9 @@ class Lake:
         include_failed: bool = False,
     ) -> Iterator[pl.DataFrame]:
         """Book states in replay order, `batch_rows` at a time (bounded memory)."""
-        return replay_module.replay(self.reader, instrument, start, end, columns, batch_rows, include_failed)
+        with context.using(self.context):
+            batches = replay_module.replay(self.reader, instrument, start, end, columns, batch_rows, include_failed)
+        return context.bound_iterator(self.context, batches)
 
     def _scan(self, table, instruments, start, end, columns, include_failed) -> pl.LazyFrame:
         return self.reader.scan(table, instruments, start, end, columns, include_failed)
@@ -174,22 +200,23 @@ def open(  # noqa: A001 - the read API's one verb, as `builtins.open` is for fil
             f"{data_dir / 'lake'} does not exist: {data_dir} is not a pipeline data directory (PIPELINE_DATA_DIR), "
             "or nothing has been written to its lake yet"
         )
-    _use_lake_key(data_dir / "lake", master_key)
-    return Lake(data_dir, _verdicts(instance))
+    return Lake(data_dir, _verdicts(instance), _lake_context(data_dir / "lake", master_key))
 
 
-def _use_lake_key(lake_dir: Path, master_key: str | None) -> None:
-    """Decrypt in this process when the lake's files are encrypted (their magic says so)."""
+def _lake_context(lake_dir: Path, master_key: str | None) -> context.CoreContext:
+    """The core context the lake's reads need: decrypting when its files are encrypted (their magic says so)."""
     sample = sample_lake_file(lake_dir)
     if sample is None:
-        return
+        return context.current()
     with builtins.open(sample, "rb") as fh:
         encrypted = fh.read(4) == ENCRYPTED_MAGIC
+    found = replace(context.current(), lake_encrypted=encrypted)
     if encrypted:
         if master_key is not None:
-            crypto.use_master_key(master_key)
-        crypto.default_master_key()  # MasterKeyError now, naming PIPELINE_MASTER_KEY, rather than at a read
-    parquet_io.use_lake_encryption(encrypted)
+            found = replace(found, master_key=master_key)
+        with context.using(found):
+            crypto.default_master_key()  # MasterKeyError now, naming PIPELINE_MASTER_KEY, rather than at a read
+    return found
 
 
 def _verdicts(instance: dg.DagsterInstance | None) -> DayVerdicts:

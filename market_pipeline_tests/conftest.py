@@ -87,17 +87,3 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     cwd = tmp_path_factory.mktemp("cwd")
     monkeypatch.chdir(cwd)
     return cwd
-
-
-@pytest.fixture(autouse=True)
-def _no_process_settings() -> Iterator[None]:
-    """What a pipeline resource hands core for the process (metric exporters, master key, lake
-    encryption) does not outlive the test that initialized it."""
-    yield
-    from market_pipeline.core.lake import parquet_io
-    from market_pipeline.core.security import crypto
-    from market_pipeline.core.telemetry import telemetry
-
-    telemetry.configure(telemetry.NO_EXPORT)
-    crypto.use_master_key(None)
-    parquet_io.use_lake_encryption(False)

@@ -1,12 +1,16 @@
-"""The settings' master key handed to core for one command (core never reads the settings)."""
+"""The core context of a command that reads or writes encrypted files: the settings' master key in it
+(core never reads the settings)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 
-def hand_over_master_key(required: bool) -> None:
-    """Give core the settings' master key (`.env` included) for this command. With `required`
+from market_pipeline.core import context
+
+
+def master_key_context(required: bool) -> context.CoreContext:
+    """The current core context with the settings' master key (`.env` included). With `required`
     False, invalid settings are left for the command to meet, if it needs them."""
-    from market_pipeline.core.security import crypto
     from market_pipeline.settings import SettingsError, load_settings
 
     try:
@@ -14,5 +18,5 @@ def hand_over_master_key(required: bool) -> None:
     except SettingsError:
         if required:
             raise
-        return
-    crypto.use_master_key(secret.get_secret_value() if secret is not None else None)
+        return context.current()
+    return replace(context.current(), master_key=secret.get_secret_value() if secret is not None else None)

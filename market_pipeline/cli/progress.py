@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, TextIO
 
 from market_pipeline.cli.common import fmt_int
@@ -53,7 +54,7 @@ class RunProgress:
         self._live = None  # rich Progress on a terminal
         self._live_ids: dict[str, int] = {}
         self._thread = threading.Thread(target=self._watch, name="run-progress", daemon=True)
-        self._previous_sink: progress.Sink | None = None
+        self._watching = ExitStack()  # the sink bound while the run this object watches runs (this thread)
 
     def __enter__(self) -> RunProgress:
         if self.interactive:
@@ -69,14 +70,14 @@ class RunProgress:
                 transient=True,
             )
             self._live.start()
-        self._previous_sink = progress.set_sink(self.update)
+        self._watching.enter_context(progress.watching(self.update))
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        progress.set_sink(self._previous_sink)
+        self._watching.close()
         if self._live is not None:
             self._live.stop()
 

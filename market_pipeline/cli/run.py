@@ -25,7 +25,8 @@ def run_range(
     from market_pipeline.cli.dagster_instance import quiet_dagster, require_dagster_home
     from market_pipeline.cli.execution import execute_range
     from market_pipeline.cli.report import print_run_summary
-    from market_pipeline.defs.common.resources import hand_over_keys
+    from market_pipeline.core import context
+    from market_pipeline.defs.common.resources import lake_context
 
     if start > end:
         raise CliError(f"--start-date {start} is after --end-date {end}", EXIT_USAGE)
@@ -36,37 +37,37 @@ def run_range(
         )
     require_dagster_home()
     require_writable_data_dir(settings)
-    hand_over_keys(settings)  # this process creates and reads the lake views after the run
-    _require_remote_dependencies(settings)
-    quiet_dagster(verbosity)
-    defs = load_defs(settings)
-    keys = resolve_selection(defs, selections)
-    names = ", ".join(key.to_user_string() for key in keys)
-    print(f"materializing {len(keys)} asset(s) for {start}..{end} as one run in DAGSTER_HOME")
-    print(textwrap.fill(names, width=WIDTH, initial_indent="  ", subsequent_indent="  "), flush=True)
-    run = execute_range(
-        defs,
-        keys,
-        start,
-        end,
-        verbosity=verbosity,
-        launched_by=launched_by,
-        wait_timeout_seconds=settings.cli.run_wait_timeout_seconds,
-        show_progress=show_progress,
-    )
-    # The lake copies the run kept for its later steps are the bucket's objects: gone, whatever the outcome.
-    remove_run_copies(settings.data_dir, run.result.run_id)
-    _ensure_lake_views(settings)  # a run that selected only Parquet steps leaves its views to be created
-    print_run_summary(run, settings, verbosity)
-    if run.success:
-        from market_pipeline.defs.automation.scratch import remove_succeeded_run_scratch
+    with context.using(lake_context(settings)):  # this process creates and reads the lake views after the run
+        _require_remote_dependencies(settings)
+        quiet_dagster(verbosity)
+        defs = load_defs(settings)
+        keys = resolve_selection(defs, selections)
+        names = ", ".join(key.to_user_string() for key in keys)
+        print(f"materializing {len(keys)} asset(s) for {start}..{end} as one run in DAGSTER_HOME")
+        print(textwrap.fill(names, width=WIDTH, initial_indent="  ", subsequent_indent="  "), flush=True)
+        run = execute_range(
+            defs,
+            keys,
+            start,
+            end,
+            verbosity=verbosity,
+            launched_by=launched_by,
+            wait_timeout_seconds=settings.cli.run_wait_timeout_seconds,
+            show_progress=show_progress,
+        )
+        # The lake copies the run kept for its later steps are the bucket's objects: gone, whatever the outcome.
+        remove_run_copies(settings.data_dir, run.result.run_id)
+        _ensure_lake_views(settings)  # a run that selected only Parquet steps leaves its views to be created
+        print_run_summary(run, settings, verbosity)
+        if run.success:
+            from market_pipeline.defs.automation.scratch import remove_succeeded_run_scratch
 
-        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-        for line in remove_succeeded_run_scratch(settings, run.result.run_id, days):
-            print(line)
-        return EXIT_OK
-    kind = run.failure_kind()  # e.g. a source or input-data error in a step: that kind's code
-    return kind.exit_code if kind is not None else EXIT_FAILED
+            days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+            for line in remove_succeeded_run_scratch(settings, run.result.run_id, days):
+                print(line)
+            return EXIT_OK
+        kind = run.failure_kind()  # e.g. a source or input-data error in a step: that kind's code
+        return kind.exit_code if kind is not None else EXIT_FAILED
 
 
 def require_writable_data_dir(settings: PipelineSettings) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from market_pipeline.cli.common import EXIT_OK, CliError
 from market_pipeline.cli.health import health_check
+from market_pipeline.core import context
 from market_pipeline.core.telemetry import telemetry
 
 _one_report_at_a_time = threading.Lock()  # each report opens the instance and the warehouse
@@ -25,11 +26,11 @@ def _serialized_health_check() -> tuple[dict[str, Any], bool]:
 
 
 def start_health_server(host: str, port: int) -> str:
-    """Serve /health and /metrics on host:port in a daemon thread; the /health URL."""
-    telemetry.configure(
-        telemetry.TelemetryConfig(prometheus_host=host, prometheus_port=port, health=_serialized_health_check)
-    )
-    url = telemetry.prometheus_url()
+    """Serve /health and /metrics on host:port in a daemon thread, until `telemetry.shutdown()`;
+    the /health URL. (This process records no metrics: its exporters need no binding after this.)"""
+    config = telemetry.TelemetryConfig(prometheus_host=host, prometheus_port=port, health=_serialized_health_check)
+    with context.using_changes(telemetry=config):
+        url = telemetry.prometheus_url()
     if url is None:
         raise CliError(f"cannot serve on {host}:{port} (see the warning above); choose another --host or --port")
     return url.removesuffix("/metrics") + "/health"

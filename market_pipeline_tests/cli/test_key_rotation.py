@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -250,16 +251,25 @@ def test_the_old_key_may_come_from_dotenv(
         assert _plaintext(path, NEW) == plaintext
 
 
+@pytest.fixture
+def encrypted_lake() -> Iterator[None]:
+    """This test's process reads and writes the lake encrypted, with PIPELINE_MASTER_KEY's lake key."""
+    from market_pipeline.core import context
+
+    with context.using(context.CoreContext(lake_encrypted=True)):
+        yield
+
+
 def _encrypted_lake_files(lake: Path) -> dict[Path, object]:
     """A raw table, a checkpoint (uncompressed) and a multi-row-group books file, sealed with OLD's lake
-    key under `lake`; returns path -> the pyarrow table it holds."""
+    key (PIPELINE_MASTER_KEY, the environment's, is OLD; `encrypted_lake`) under `lake`; returns path ->
+    the pyarrow table it holds."""
     import decimal
 
     import pyarrow as pa
 
     from market_pipeline.core.lake import parquet_io
 
-    parquet_io.use_lake_encryption(True)  # PIPELINE_MASTER_KEY (the environment's) is OLD
     wide = pa.table(
         {
             "t": pa.array(range(5000), pa.int64()),
@@ -281,7 +291,12 @@ def _encrypted_lake_files(lake: Path) -> dict[Path, object]:
 
 
 def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
-    keys: None, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    keys: None,
+    encrypted_lake: None,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Issue 29, item 2: rotate-key said done while every encrypted lake file (Parquet modular
     encryption, not the capture format) stayed under the old key. Now the lake's raw table, a
@@ -322,7 +337,12 @@ def test_rotate_key_re_encrypts_the_encrypted_lake_and_the_capture_dir(
 
 
 def test_rotate_key_re_encrypts_a_remote_lake_in_its_bucket(
-    keys: None, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    keys: None,
+    encrypted_lake: None,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """With PIPELINE_LAKE_URL the lake's objects are rotated in the bucket (each a verified copy
     uploaded in one PUT), the local data dir's files too; under the new key only they read back the
@@ -369,8 +389,6 @@ def test_rotate_key_re_encrypts_a_remote_lake_in_its_bucket(
         assert main(["rotate-key"]) == 0
         assert "0 file(s) rotated, 4 already under the new key" in capsys.readouterr().out
     finally:
-        parquet_io.use_lake_encryption(False)
-        storage.use_lake(False, None)
         storage.s3_filesystem.cache_clear()
         storage._s3_client.cache_clear()
         server.stop()

@@ -15,6 +15,7 @@ import pytest
 from moto.core.authorization import enable_iam_authentication
 
 from market_pipeline.cli.main import main
+from market_pipeline.core import context
 from market_pipeline.core.errors import EXIT_CONFIGURATION, EXIT_RUN_FAILED
 from market_pipeline.core.lake import files, storage
 from market_pipeline.core.lake.store_errors import LakeStoreUnavailable
@@ -62,7 +63,6 @@ def use_lake(
 @pytest.fixture(autouse=True)
 def _fresh_s3_clients() -> Iterator[None]:
     yield
-    storage.use_lake(False, None)
     storage.s3_filesystem.cache_clear()
     storage._s3_client.cache_clear()
 
@@ -141,9 +141,9 @@ def test_keys_that_may_read_but_not_write_fail_the_run_with_the_same_line(
 def test_a_write_into_a_missing_bucket_keeps_the_store_error_as_its_cause(s3, monkeypatch, tmp_path: Path):
     """Inside a run (here without one): the upload's botocore error becomes the same kind, named."""
     use_lake(monkeypatch, s3.url, "no-such-bucket")
-    storage.use_lake(True, tmp_path / "uploads")
     final = storage.lake_root("s3://no-such-bucket/team/lake", tmp_path) / "raw" / "data.parquet"
-    with pytest.raises(LakeStoreUnavailable) as info:
+    writing = context.CoreContext(remote_lake=True, upload_dir=tmp_path / "uploads")
+    with pytest.raises(LakeStoreUnavailable) as info, context.using(writing):
         files.write_atomic(final, lambda tmp: tmp.write_bytes(b"rows"))
     assert "'no-such-bucket' (PIPELINE_LAKE_URL)" in str(info.value) and "NoSuchBucket on PutObject" in str(info.value)
     assert info.value.__cause__ is not None and info.value.exit_code == EXIT_CONFIGURATION

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from market_pipeline.core import context
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.security import crypto
 from market_pipeline_tests.support.dagster_instance import code_location, range_tags
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -51,10 +51,8 @@ VOLATILE = (
 
 @pytest.fixture
 def encrypted():
-    crypto.use_master_key(MASTER_KEY)
-    parquet_io.use_lake_encryption(True)
-    yield
-    # conftest's _no_process_settings switches both off again
+    with context.using(context.CoreContext(master_key=MASTER_KEY, lake_encrypted=True)):
+        yield
 
 
 def _sample() -> pa.Table:
@@ -99,13 +97,13 @@ def test_encrypted_file_unreadable_without_key(tmp_path, encrypted):
 def test_wrong_key_fails_naming_the_file(tmp_path, encrypted):
     path = tmp_path / "data.parquet"
     parquet_io.write_table(_sample(), path)
-    crypto.use_master_key(OTHER_KEY)
-    for read in (parquet_io.read_table, parquet_io.open_file, parquet_io.num_rows, parquet_io.read_frame):
-        with pytest.raises(parquet_io.LakeDecryptionError, match=f"{path}: cannot read this lake file"):
-            read(path)
-    con = parquet_io.register_duckdb_key(duckdb.connect())
-    with pytest.raises(duckdb.InvalidInputException, match="AES tag"):
-        con.execute(f"SELECT count(*) FROM {parquet_io.duckdb_read_parquet(str(path))}").fetchall()
+    with context.using_changes(master_key=OTHER_KEY):
+        for read in (parquet_io.read_table, parquet_io.open_file, parquet_io.num_rows, parquet_io.read_frame):
+            with pytest.raises(parquet_io.LakeDecryptionError, match=f"{path}: cannot read this lake file"):
+                read(path)
+        con = parquet_io.register_duckdb_key(duckdb.connect())
+        with pytest.raises(duckdb.InvalidInputException, match="AES tag"):
+            con.execute(f"SELECT count(*) FROM {parquet_io.duckdb_read_parquet(str(path))}").fetchall()
 
 
 def test_a_process_whose_key_or_setting_does_not_fit_the_lake_is_refused_before_writing(tmp_path, encrypted):
@@ -121,16 +119,15 @@ def test_a_process_whose_key_or_setting_does_not_fit_the_lake_is_refused_before_
     written.parent.mkdir(parents=True)
     parquet_io.write_table(_sample(), written)
     check_lake_key(lake)  # its own key and setting
-    crypto.use_master_key(OTHER_KEY)
-    with pytest.raises(LakeKeyMismatch, match=f"PIPELINE_MASTER_KEY does not open the lake: {written}"):
-        check_lake_key(lake)
-    parquet_io.use_lake_encryption(False)
-    with pytest.raises(LakeKeyMismatch, match=f"{written} is encrypted but PIPELINE_LAKE_ENCRYPTION is off"):
-        check_lake_key(lake)
+    with context.using_changes(master_key=OTHER_KEY):
+        with pytest.raises(LakeKeyMismatch, match=f"PIPELINE_MASTER_KEY does not open the lake: {written}"):
+            check_lake_key(lake)
     plain = tmp_path / "plain"
     pq.write_table(_sample(), (plain / "books").mkdir(parents=True) or plain / "books" / "data.parquet")
-    check_lake_key(plain)
-    parquet_io.use_lake_encryption(True)
+    with context.using_changes(master_key=OTHER_KEY, lake_encrypted=False):
+        with pytest.raises(LakeKeyMismatch, match=f"{written} is encrypted but PIPELINE_LAKE_ENCRYPTION is off"):
+            check_lake_key(lake)
+        check_lake_key(plain)
     with pytest.raises(LakeKeyMismatch, match="is not encrypted but PIPELINE_LAKE_ENCRYPTION is on"):
         check_lake_key(plain)
 
@@ -160,8 +157,6 @@ def test_a_run_with_another_key_or_encryption_off_changes_no_lake_file(tmp_path)
             return result.success, errors
         finally:
             mp.undo()
-            crypto.use_master_key(None)
-            parquet_io.use_lake_encryption(False)
 
     assert run(PIPELINE_LAKE_ENCRYPTION="on")[0]
     lake = tmp_path / "data" / "lake"
@@ -229,6 +224,7 @@ def _fingerprint(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> tupl
 def _run(root: Path, mode: str) -> dict:
     import dagster as dg
 
+    from market_pipeline.defs.common.resources import lake_context
     from market_pipeline.settings import load_settings
 
     mp = pytest.MonkeyPatch()
@@ -264,7 +260,10 @@ def _run(root: Path, mode: str) -> dict:
                     e.severity,
                     _figures({k: v.value for k, v in e.metadata.items()}, root),
                 )
-        with parquet_io.register_duckdb_key(duckdb.connect(str(settings.warehouse_path), read_only=True)) as con:
+        with (
+            context.using(lake_context(settings)),  # this process reads what the run wrote, with its key
+            parquet_io.register_duckdb_key(duckdb.connect(str(settings.warehouse_path), read_only=True)) as con,
+        ):
             relations = con.execute(
                 "SELECT table_schema, table_name FROM information_schema.tables ORDER BY ALL"
             ).fetchall()
@@ -283,14 +282,8 @@ def _run(root: Path, mode: str) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("lake_encryption")
-    try:
-        plain = _run(root / "plain", "off")
-        crypto.use_master_key(None)
-        parquet_io.use_lake_encryption(False)
-        secret = _run(root / "encrypted", "on")
-    finally:
-        crypto.use_master_key(None)
-        parquet_io.use_lake_encryption(False)
+    plain = _run(root / "plain", "off")
+    secret = _run(root / "encrypted", "on")
     return plain, secret
 
 

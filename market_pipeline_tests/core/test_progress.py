@@ -15,9 +15,8 @@ from market_pipeline.core.telemetry import progress
 @pytest.fixture
 def updates():
     seen: list[progress.Update] = []
-    previous = progress.set_sink(seen.append)
-    yield seen
-    progress.set_sink(previous)
+    with progress.watching(seen.append):
+        yield seen
 
 
 def test_a_task_reports_its_rows_and_its_end(updates):
@@ -34,16 +33,13 @@ def test_a_task_reports_its_rows_and_its_end(updates):
 
 
 def test_nothing_is_published_without_a_sink_or_outside_a_task():
-    assert progress.set_sink(None) is None
+    assert not progress.watched()
     with progress.task("unwatched"):
         progress.expect(5)
         progress.advance(5)  # no sink: nothing to call, nothing raised
     seen: list[progress.Update] = []
-    progress.set_sink(seen.append)
-    try:
+    with progress.watching(seen.append):
         progress.advance(3)  # no task open
-    finally:
-        progress.set_sink(None)
     assert seen == []
 
 

@@ -220,8 +220,8 @@ def test_an_encrypted_lake_reads_the_same_with_the_key(lake, research_lake, hist
     import base64
     import os
 
+    from market_pipeline.core import context
     from market_pipeline.core.lake import parquet_io
-    from market_pipeline.core.security import crypto
     from market_pipeline.core.security.crypto import MasterKeyError
 
     times = pl.Series([dt.datetime(2024, 3, 1, 12), dt.datetime(2024, 3, 2, 1)])
@@ -230,13 +230,10 @@ def test_an_encrypted_lake_reads_the_same_with_the_key(lake, research_lake, hist
     key = base64.b64encode(os.urandom(32)).decode()
     data = tmp_path / "data"
     shutil.copytree(research_lake["data"] / "lake", data / "lake")
-    parquet_io.use_lake_encryption(True)
-    crypto.use_master_key(key)
-    for path in (data / "lake").rglob("*.parquet"):
-        parquet_io.write_table(pq.read_table(path), path)  # the plaintext file, rewritten encrypted
+    with context.using(context.CoreContext(master_key=key, lake_encrypted=True)):
+        for path in (data / "lake").rglob("*.parquet"):
+            parquet_io.write_table(pq.read_table(path), path)  # the plaintext file, rewritten encrypted
     assert path.read_bytes()[:4] == b"PARE"
-    parquet_io.use_lake_encryption(False)
-    crypto.use_master_key(None)
     monkeypatch.delenv("PIPELINE_MASTER_KEY", raising=False)
     with pytest.raises(MasterKeyError, match="PIPELINE_MASTER_KEY"):
         lake_api.open(data, instance=history)

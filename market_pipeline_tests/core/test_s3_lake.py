@@ -61,9 +61,18 @@ def remote_env(s3: LoopbackS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[Buck
     storage.s3_filesystem.cache_clear()  # the endpoint of this test's server
     storage._s3_client.cache_clear()
     yield Bucket(s3)
-    storage.use_lake(False, None)
     storage.s3_filesystem.cache_clear()
     storage._s3_client.cache_clear()
+
+
+@pytest.fixture
+def remote_writes(tmp_path: Path) -> Iterator[Path]:
+    """This test's process writes a remote lake, filling its objects under `tmp_path/uploads` (yielded)."""
+    from market_pipeline.core import context
+
+    uploads = tmp_path / "uploads"
+    with context.using(context.CoreContext(remote_lake=True, upload_dir=uploads)):
+        yield uploads
 
 
 def bucket_tree(bucket: Bucket) -> dict[str, str]:
@@ -151,11 +160,12 @@ def test_the_whole_graph_on_s3_and_ducklake_equals_the_local_lake(
     assert not (remote / "reports").exists()
     assert {k: v for k, v in objects.items() if k not in warehouse_files | reports} == sha256_tree(local / "lake")
     assert any(key.startswith("books/") for key in objects) and any(key.startswith("bars/") for key in objects)
+    from market_pipeline.core import context
     from market_pipeline.core.lake import storage
 
-    storage.use_lake(True, None)  # this process reads the remote views too
-    remote_target = WarehouseTarget.build(remote, catalog_url, storage.lake_root(remote_env.url, remote))
-    remote_tables = warehouse_tables(remote_target, with_views=True)
+    with context.using(context.CoreContext(remote_lake=True)):  # this process reads the remote views too
+        remote_target = WarehouseTarget.build(remote, catalog_url, storage.lake_root(remote_env.url, remote))
+        remote_tables = warehouse_tables(remote_target, with_views=True)
     assert remote_tables.keys() == local_tables.keys()
     assert {"books.reconstructed_books", "raw.trades", "bars.ohlcv", "main.validation_reports"} <= remote_tables.keys()
     for name, frame in local_tables.items():
@@ -209,7 +219,7 @@ def assert_step_figures_in_metadata(local: Path, remote: Path) -> None:
     assert fetched["pipeline_metrics"] > 0
 
 
-def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remote_env):
+def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remote_env, remote_writes):
     """Inside a step's local copies, every way of reading one object (pyarrow, polars, DuckDB, footer)
     costs one GetObject, counted; what the step writes is read back without a GET; the copies go at the end."""
     import duckdb
@@ -217,7 +227,6 @@ def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remo
 
     from market_pipeline.core.lake import local_copies, parquet_io, storage
 
-    storage.use_lake(True, tmp_path / "uploads")
     root = storage.lake_root(remote_env.url, tmp_path)
     read = root / "books" / "exchange=X" / "symbol=Y" / "dt=2024-03-01" / "data.parquet"
     frame = pl.DataFrame({"price": [1.5, 2.5, 4.0], "size": [1, 2, 3]})
@@ -265,7 +274,7 @@ def test_a_step_reads_each_remote_object_once_from_its_local_copy(tmp_path, remo
     assert not copies.step.exists() and not copies.kept.exists()
 
 
-def test_the_later_steps_of_a_run_read_its_kept_copies_without_a_get(tmp_path, remote_env):
+def test_the_later_steps_of_a_run_read_its_kept_copies_without_a_get(tmp_path, remote_env, remote_writes):
     """While the run's copies fit the budget, what one step fetched or wrote is read by the run's
     next steps from local disk, without a GET; past the budget a step's copies are its own again;
     the run's copies go when the run ends."""
@@ -274,7 +283,6 @@ def test_the_later_steps_of_a_run_read_its_kept_copies_without_a_get(tmp_path, r
     from market_pipeline.core.lake import local_copies, parquet_io, storage
     from market_pipeline.core.lake.scratch import remove_run_copies
 
-    storage.use_lake(True, tmp_path / "uploads")
     root = storage.lake_root(remote_env.url, tmp_path)
     frame = pl.DataFrame({"price": [1.5, 2.5, 4.0], "size": [1, 2, 3]})
     body = tmp_path / "body.parquet"
@@ -307,13 +315,12 @@ def test_the_later_steps_of_a_run_read_its_kept_copies_without_a_get(tmp_path, r
     assert not (data_dir / "tmp" / "lake-copies" / "run-r1").exists()
 
 
-def test_a_failed_write_leaves_no_object_and_a_good_one_is_one_put(tmp_path, remote_env):
+def test_a_failed_write_leaves_no_object_and_a_good_one_is_one_put(tmp_path, remote_env, remote_writes):
     import polars as pl
 
     from market_pipeline.core.lake import files, parquet_io, storage
 
-    uploads = tmp_path / "uploads"
-    storage.use_lake(True, uploads)
+    uploads = remote_writes
     root = storage.lake_root(remote_env.url, tmp_path)
     final = root / "raw" / "trades" / "exchange=X" / "symbol=Y" / "dt=2024-03-01" / "data.parquet"
     with pytest.raises(RuntimeError), files.atomic_path(final) as tmp:
@@ -332,31 +339,27 @@ def test_a_failed_write_leaves_no_object_and_a_good_one_is_one_put(tmp_path, rem
     assert list(storage.iter_files(root)) == [final]
 
 
-def test_an_encrypted_remote_lake_is_unreadable_without_the_key(tmp_path, remote_env):
+def test_an_encrypted_remote_lake_is_unreadable_without_the_key(tmp_path, remote_env, remote_writes):
     import base64
 
+    import duckdb
     import polars as pl
 
+    from market_pipeline.core import context
     from market_pipeline.core.lake import parquet_io, storage
-    from market_pipeline.core.security import crypto
 
-    storage.use_lake(True, tmp_path / "uploads")
-    crypto.use_master_key(base64.b64encode(bytes(range(32))).decode())
-    parquet_io.use_lake_encryption(True)
     root = storage.lake_root(remote_env.url, tmp_path)
     final = root / "bars" / "exchange=X" / "symbol=Y" / "dt=2024-03-01" / "data.parquet"
     frame = pl.DataFrame({"close": [1.5, 2.5]})
-    parquet_io.write_lake_parquet_atomic(frame, final)
     key = f"{PREFIX}/bars/exchange=X/symbol=Y/dt=2024-03-01/data.parquet"
-    assert remote_env.s3.get_object(Bucket=remote_env.name, Key=key)["Body"].read()[-4:] == b"PARE"  # as on disk
-    assert parquet_io.read_frame(final).equals(frame)
-    import duckdb
-
-    with parquet_io.register_duckdb_key(duckdb.connect()) as con:
-        glob = str(root / "bars" / "**" / "*.parquet")
-        assert con.execute(f"SELECT sum(close) FROM {parquet_io.duckdb_read_parquet(glob)}").fetchone() == (4.0,)
-    parquet_io.use_lake_encryption(False)
-    with pytest.raises(OSError, match="encrypted"):
+    with context.using_changes(master_key=base64.b64encode(bytes(range(32))).decode(), lake_encrypted=True):
+        parquet_io.write_lake_parquet_atomic(frame, final)
+        assert remote_env.s3.get_object(Bucket=remote_env.name, Key=key)["Body"].read()[-4:] == b"PARE"  # as on disk
+        assert parquet_io.read_frame(final).equals(frame)
+        with parquet_io.register_duckdb_key(duckdb.connect()) as con:
+            glob = str(root / "bars" / "**" / "*.parquet")
+            assert con.execute(f"SELECT sum(close) FROM {parquet_io.duckdb_read_parquet(glob)}").fetchone() == (4.0,)
+    with pytest.raises(OSError, match="encrypted"):  # encryption off
         parquet_io.read_frame(final)
 
 
@@ -371,12 +374,13 @@ def test_a_lake_url_must_be_an_s3_prefix(monkeypatch):
 WRITER = """
 import sys
 from pathlib import Path
+from market_pipeline.core import context
 from market_pipeline.core.lake import files, storage
-storage.use_lake(True, Path(sys.argv[2]))
 final = storage.lake_root(sys.argv[1], Path()) / "books" / "data.parquet"
 body = Path(sys.argv[3]).read_bytes()
 print("writing", flush=True)
-files.write_atomic(final, lambda tmp: tmp.write_bytes(body))
+with context.using(context.CoreContext(remote_lake=True, upload_dir=Path(sys.argv[2]))):
+    files.write_atomic(final, lambda tmp: tmp.write_bytes(body))
 print("written", flush=True)
 """
 

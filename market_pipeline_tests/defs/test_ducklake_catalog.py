@@ -75,12 +75,10 @@ def test_with_lake_encryption_the_data_files_are_encrypted_and_nothing_is_inline
     write (no rows inlined into PostgreSQL in plain text), and reads back exactly through the catalog."""
     import base64
 
-    from market_pipeline.core.lake import parquet_io
-    from market_pipeline.core.security import crypto
+    from market_pipeline.core import context
 
-    crypto.use_master_key(base64.b64encode(bytes(range(32))).decode())
-    parquet_io.use_lake_encryption(True)
-    try:
+    encrypted = context.CoreContext(master_key=base64.b64encode(bytes(range(32))).decode(), lake_encrypted=True)
+    with context.using(encrypted):
         target = new_ducklake(catalog_server, tmp_path)
         frame = pl.DataFrame({"dt": ["2024-03-01"], "price": [Decimal("0.000000000000000001")]})
         frame = frame.with_columns(pl.col("price").cast(pl.Decimal(38, 18)))
@@ -94,9 +92,6 @@ def test_with_lake_encryption_the_data_files_are_encrypted_and_nothing_is_inline
         from market_pipeline.core.lake.lake_guard import check_lake_key
 
         check_lake_key(tmp_path / "lake")  # the DuckLake's files (keys of their own) are not the lake key's to judge
-    finally:
-        parquet_io.use_lake_encryption(False)
-        crypto.use_master_key(None)
 
 
 WRITER = """

@@ -166,3 +166,25 @@ def test_no_import_cycle_and_no_local_import_breaks_one() -> None:
     cycles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if a < b and reaches(b, a))
     broken = sorted(f"{a} imports {b} inside a function" for a in local for b in local[a] if reaches(b, a))
     assert not cycles and not broken, cycles + broken
+
+
+# The only module-level names core assigns from a function, each a cache, counter or process
+# resource rather than a setting (settings reach core in its context, core/context.py).
+CORE_PROCESS_STATE = {
+    "core/telemetry/telemetry.py": {"_state", "_state_key"},  # the exporters built for a configuration
+    "core/telemetry/progress.py": {"_compiles_published"},  # numba's compile listener, added once
+    "core/lake/local_copies.py": {"_counts"},  # the requests this process made to the bucket
+    "core/structured_logs.py": {"_root_handler"},  # the process's logging handler (logging is per process)
+}
+
+
+def test_core_takes_no_setting_through_module_state() -> None:
+    """No function in core/ rebinds a module-level name except the caches and counters listed above:
+    a setting (a key, a switch, a sink) comes in the core context the entry point binds."""
+    found: dict[str, set[str]] = {}
+    for path, tree in _modules().items():
+        if path.startswith("core/"):
+            names = {name for node in ast.walk(tree) if isinstance(node, ast.Global) for name in node.names}
+            if names:
+                found[path] = names
+    assert found == CORE_PROCESS_STATE

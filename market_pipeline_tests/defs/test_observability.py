@@ -183,12 +183,13 @@ def test_jsonl_metrics_after_materialization(run):
 def test_short_lived_process_exports_on_exit(tmp_path: Path):
     """A step process that records and exits (no flush) still leaves its metrics on disk."""
     code = (  # a step process: its pipeline resource hands telemetry the environment's settings
+        "from market_pipeline.core import context\n"
         "from market_pipeline.core.telemetry import telemetry\n"
-        "from market_pipeline.defs.common.resources import use_settings\n"
+        "from market_pipeline.defs.common.resources import core_context\n"
         "from market_pipeline.settings import load_settings\n"
-        "use_settings(load_settings())\n"
-        "telemetry.count('mdp_alerts_sent_total', 2, channel='webhook', outcome='sent')\n"
-        "telemetry.gauge('mdp_peak_memory_bytes', 123, stage='x')\n"
+        "with context.using(core_context(load_settings())):  # what the step's pipeline resource does\n"
+        "    telemetry.count('mdp_alerts_sent_total', 2, channel='webhook', outcome='sent')\n"
+        "    telemetry.gauge('mdp_peak_memory_bytes', 123, stage='x')\n"
     )
     env = subprocess_env(PIPELINE_DATA_DIR=str(tmp_path), PIPELINE_METRICS__EXPORT_INTERVAL_SECONDS="3600")
     subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True, timeout=60)
@@ -210,15 +211,16 @@ def test_every_jsonl_line_is_valid_otlp(tmp_path: Path):
         "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2", reason="opentelemetry-proto (the dev extra)"
     )
     code = (  # a counter, a histogram and a gauge, exported twice by one process
+        "from market_pipeline.core import context\n"
         "from market_pipeline.core.telemetry import telemetry\n"
-        "from market_pipeline.defs.common.resources import use_settings\n"
+        "from market_pipeline.defs.common.resources import core_context\n"
         "from market_pipeline.settings import load_settings\n"
-        "use_settings(load_settings())\n"
-        "telemetry.count('mdp_alerts_sent_total', 2, channel='webhook', outcome='sent')\n"
-        "telemetry.observe('mdp_stage_duration_seconds', 0.25, stage='raw_trades', instrument='BINANCE:BTC-USDT')\n"
-        "telemetry.observe('mdp_stage_duration_seconds', 3.5, stage='raw_trades', instrument='BINANCE:BTC-USDT')\n"
-        "telemetry.flush()\n"
-        "telemetry.gauge('mdp_peak_memory_bytes', 123, stage='x')\n"
+        "with context.using(core_context(load_settings())):  # what the step's pipeline resource does\n"
+        "    telemetry.count('mdp_alerts_sent_total', 2, channel='webhook', outcome='sent')\n"
+        "    telemetry.observe('mdp_stage_duration_seconds', 0.25, stage='raw_trades', instrument='BINANCE:BTC-USDT')\n"
+        "    telemetry.observe('mdp_stage_duration_seconds', 3.5, stage='raw_trades', instrument='BINANCE:BTC-USDT')\n"
+        "    telemetry.flush()\n"
+        "    telemetry.gauge('mdp_peak_memory_bytes', 123, stage='x')\n"
     )
     env = subprocess_env(PIPELINE_DATA_DIR=str(tmp_path), PIPELINE_METRICS__EXPORT_INTERVAL_SECONDS="3600")
     subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, check=True, timeout=60)

@@ -60,12 +60,13 @@ EXPORTED_SAMPLES = {
 CLOCK_SKEW_LE = "0.001 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1.0 2.5 5.0 10.0 +Inf".split()
 
 
-def _use_environment_settings() -> None:
-    """What a step's pipeline resource does: hand telemetry the (environment's) metrics settings."""
-    from market_pipeline.defs.common.resources import use_settings
+def _environment_settings():
+    """What a step's pipeline resource does: run in the core context of the (environment's) settings."""
+    from market_pipeline.core import context
+    from market_pipeline.defs.common.resources import core_context
     from market_pipeline.settings import load_settings
 
-    use_settings(load_settings())
+    return context.using(core_context(load_settings()))
 
 
 def _record_all() -> None:
@@ -98,15 +99,15 @@ def endpoint(monkeypatch, tmp_path: Path):
 
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("PIPELINE_METRICS__PROMETHEUS_PORT", "0")
-    _use_environment_settings()
-    telemetry.shutdown()
-    try:
-        _record_all()
-        url = telemetry.prometheus_url()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
-        yield url
-    finally:
+    with _environment_settings():
         telemetry.shutdown()
+        try:
+            _record_all()
+            url = telemetry.prometheus_url()
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+            yield url
+        finally:
+            telemetry.shutdown()
 
 
 def test_exported_names_types_and_labels_are_pinned(endpoint):
@@ -184,8 +185,9 @@ def test_pushgateway_groups_per_run_and_process(monkeypatch, tmp_path: Path, gat
     import socket
     from urllib.parse import unquote
 
+    from market_pipeline.core import context
     from market_pipeline.core.telemetry import telemetry
-    from market_pipeline.defs.common.resources import use_settings
+    from market_pipeline.defs.common.resources import core_context
     from market_pipeline.settings import load_settings
 
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
@@ -193,9 +195,9 @@ def test_pushgateway_groups_per_run_and_process(monkeypatch, tmp_path: Path, gat
     settings = load_settings()
     try:
         for run_id, alerts in (("run-a", 1), ("run-b", 2)):
-            use_settings(settings, run_id)  # what the pipeline resource does when a run's step starts
-            telemetry.count("mdp_alerts_sent_total", alerts, channel="webhook", outcome="sent")
-            telemetry.flush()
+            with context.using(core_context(settings, run_id)):  # what the pipeline resource does for a run's step
+                telemetry.count("mdp_alerts_sent_total", alerts, channel="webhook", outcome="sent")
+                telemetry.flush()
     finally:
         telemetry.shutdown()
     instance = f"{socket.gethostname()}:{os.getpid()}"

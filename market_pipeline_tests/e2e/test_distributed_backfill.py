@@ -354,28 +354,29 @@ def distributed(servers, tmp_path_factory) -> Iterator[SimpleNamespace]:
         instance.dispose()
     try:
         single = single_box_run(root)
+        from market_pipeline.core import context
         from market_pipeline.core.lake import storage
 
         storage.s3_filesystem.cache_clear()  # this test's endpoint
         storage._s3_client.cache_clear()
-        storage.use_lake(True, root / "uploads")  # this process reads the remote views and files
-        lake = storage.lake_root(env["PIPELINE_LAKE_URL"], root)
-        target = WarehouseTarget.build(scratch, env["PIPELINE_CATALOG_URL"], lake)
-        yield SimpleNamespace(
-            first_runs=first_runs,
-            again_runs=again_runs,
-            spans=spans,
-            windows=windows,
-            killed=killed,
-            after_kill=after_kill,
-            objects=bucket_objects(s3, bucket),
-            single=single,
-            scratch=scratch,
-            target=target,
-            logs=logs,
-        )
+        # this process reads the remote views and files
+        with context.using(context.CoreContext(remote_lake=True, upload_dir=root / "uploads")):
+            lake = storage.lake_root(env["PIPELINE_LAKE_URL"], root)
+            target = WarehouseTarget.build(scratch, env["PIPELINE_CATALOG_URL"], lake)
+            yield SimpleNamespace(
+                first_runs=first_runs,
+                again_runs=again_runs,
+                spans=spans,
+                windows=windows,
+                killed=killed,
+                after_kill=after_kill,
+                objects=bucket_objects(s3, bucket),
+                single=single,
+                scratch=scratch,
+                target=target,
+                logs=logs,
+            )
     finally:
-        storage.use_lake(False, None)
         storage.s3_filesystem.cache_clear()
         storage._s3_client.cache_clear()
         patch.undo()

@@ -14,6 +14,5 @@ def progress_tasks() -> Iterator[list[tuple[str, bool]]]:
     from market_pipeline.core.telemetry import progress
 
     seen: list[tuple[str, bool]] = []
-    previous = progress.set_sink(lambda u: None if u.transient else seen.append((u.label, u.finished)))
-    yield seen
-    progress.set_sink(previous)
+    with progress.watching(lambda u: None if u.transient else seen.append((u.label, u.finished))):
+        yield seen

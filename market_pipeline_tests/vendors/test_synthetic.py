@@ -472,6 +472,7 @@ def test_generating_a_day_and_waiting_for_it_are_progress_tasks(tmp_path: Path):
     import fcntl
     import threading
 
+    from market_pipeline.core import context
     from market_pipeline.core.telemetry import progress
     from market_pipeline.vendors.synthetic.source import SyntheticSource
 
@@ -488,11 +489,11 @@ def test_generating_a_day_and_waiting_for_it_are_progress_tasks(tmp_path: Path):
             seen.append(update)
             arrived.set()
 
-    previous = progress.set_sink(sink)
-    try:
+    with progress.watching(sink):
         with open(lock_path, "w") as other_process:
             fcntl.flock(other_process, fcntl.LOCK_EX)  # another description of the file: it blocks
-            worker = threading.Thread(target=source.ensure_day, args=(INSTRUMENT, DAY))
+            # a step's thread: it reports to the watcher of the context it was started in
+            worker = threading.Thread(target=context.carried(source.ensure_day), args=(INSTRUMENT, DAY))
             worker.start()
             assert arrived.wait(30)
             assert [u.label for u in seen] == [
@@ -509,5 +510,3 @@ def test_generating_a_day_and_waiting_for_it_are_progress_tasks(tmp_path: Path):
         seen.clear()
         source.ensure_day(INSTRUMENT, DAY)  # generated already
         assert seen == []
-    finally:
-        progress.set_sink(previous)

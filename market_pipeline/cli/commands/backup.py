@@ -46,16 +46,17 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 
 def _backup(args: argparse.Namespace) -> int:
     from market_pipeline.cli.backup import backup_command
-    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.cli.master_key import master_key_context
+    from market_pipeline.core import context
 
-    if args.encrypt:
-        hand_over_master_key(required=True)
-    return backup_command(args.to, args.keep, args.encrypt, args.wait_timeout)
+    with context.using(master_key_context(required=args.encrypt)):
+        return backup_command(args.to, args.keep, args.encrypt, args.wait_timeout)
 
 
 def _restore(args: argparse.Namespace) -> int:
     from market_pipeline.cli.backup import restore_command
-    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.cli.master_key import master_key_context
+    from market_pipeline.core import context
 
-    hand_over_master_key(required=False)  # for an encrypted backup
-    return restore_command(args.snapshot, args.allow_nonempty_dagster_home)
+    with context.using(master_key_context(required=False)):  # for an encrypted backup
+        return restore_command(args.snapshot, args.allow_nonempty_dagster_home)

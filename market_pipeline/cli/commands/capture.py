@@ -33,11 +33,11 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 
 def _handle(args: argparse.Namespace) -> int:
     from market_pipeline.cli.capture import capture_command
-    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.cli.master_key import master_key_context
+    from market_pipeline.core import context
     from market_pipeline.settings import load_settings
 
     # --encrypt, or PIPELINE_CAPTURE_ENCRYPT (on in the prod profile).
     encrypt = args.encrypt or load_settings().capture_encrypt
-    if encrypt:
-        hand_over_master_key(required=True)
-    return capture_command(args, encrypt)
+    with context.using(master_key_context(required=encrypt)):
+        return capture_command(args, encrypt)

@@ -35,15 +35,17 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 
 def _crypt(args: argparse.Namespace) -> int:
     from market_pipeline.cli.crypto import crypt_command
-    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.cli.master_key import master_key_context
+    from market_pipeline.core import context
 
-    hand_over_master_key(required=True)
-    return crypt_command(args.command, args.file, args.output)
+    with context.using(master_key_context(required=True)):
+        return crypt_command(args.command, args.file, args.output)
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.cli.master_key import master_key_context
     from market_pipeline.cli.rotate_key import rotate_key_command
+    from market_pipeline.core import context
 
-    hand_over_master_key(required=True)  # the current key, from .env too
-    return rotate_key_command(args.dirs)
+    with context.using(master_key_context(required=True)):  # the current key, from .env too
+        return rotate_key_command(args.dirs)

@@ -29,9 +29,10 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 def _handle(args: argparse.Namespace) -> int:
     from market_pipeline.cli.common import parse_date
     from market_pipeline.cli.export import export_hftbacktest_command
-    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.cli.master_key import master_key_context
+    from market_pipeline.core import context
     from market_pipeline.settings import load_settings
 
-    hand_over_master_key(required=False)  # for an encrypted lake
     start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
-    return export_hftbacktest_command(load_settings(), args.instrument, start, end, args.out, args.include_failed)
+    with context.using(master_key_context(required=False)):  # for an encrypted lake
+        return export_hftbacktest_command(load_settings(), args.instrument, start, end, args.out, args.include_failed)

@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from market_pipeline.cli.master_key import hand_over_master_key
+    from market_pipeline.cli.master_key import master_key_context
     from market_pipeline.cli.verify_capture import verify_capture_command
+    from market_pipeline.core import context
 
-    hand_over_master_key(required=False)  # for .enc captures
-    return verify_capture_command(args.files)
+    with context.using(master_key_context(required=False)):  # for .enc captures
+        return verify_capture_command(args.files)

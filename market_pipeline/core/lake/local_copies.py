@@ -49,6 +49,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from market_pipeline.core import context
 from market_pipeline.core.lake.paths import make_private_dirs
 
 _CHUNK_BYTES = 1 << 20
@@ -68,8 +69,6 @@ class Copies:
         return sum(f.stat().st_size for f in self.kept.rglob("*") if f.is_file()) if self.kept.is_dir() else 0
 
 
-# The copies of this process's step (None: reads go to the bucket itself).
-_copies: Copies | None = None
 _locks = threading.Lock()
 _object_locks: dict[str, threading.Lock] = {}
 
@@ -120,26 +119,18 @@ def _counted(model: Any, parsed: dict[str, Any], **_: Any) -> None:
     add_request_counts(RequestCounts(1, int(get), size, int(get and bool(parsed.get("ContentRange")))))
 
 
-def use_local_copies(copies: Copies | None) -> None:
-    """Read the lake through `copies` from now on (None: from the bucket itself); a worker process of
-    a step is handed its step's."""
-    global _copies
-    _copies = copies
-
-
 def current_copies() -> Copies | None:
-    return _copies
+    """The copies of the running step (the core context's; None: reads go to the bucket itself)."""
+    return context.current().lake_copies
 
 
 @contextmanager
 def local_copies(copies: Copies) -> Iterator[Copies]:
     """Every remote lake object read inside is fetched once; the step's own copies removed at the end."""
-    previous = _copies
-    use_local_copies(copies)
     try:
-        yield copies
+        with context.using_changes(lake_copies=copies):
+            yield copies
     finally:
-        use_local_copies(previous)
         shutil.rmtree(copies.step, ignore_errors=True)
 
 
@@ -151,9 +142,10 @@ def copy_name(key: str) -> str:
 
 def _existing_copy(key: str) -> Path | None:
     """The copy of the object `bucket/key` this run or step holds (None: none, or outside a step)."""
-    if _copies is None:
+    copies = current_copies()
+    if copies is None:
         return None
-    for directory in (_copies.kept, _copies.step):
+    for directory in (copies.kept, copies.step):
         if (directory / copy_name(key)).is_file():
             return directory / copy_name(key)
     return None
@@ -162,12 +154,13 @@ def _existing_copy(key: str) -> Path | None:
 def _copy_path(key: str) -> Path | None:
     """Where the copy of the object `bucket/key` is or goes (None outside a step): the run's
     directory while it holds less than the budget, else the step's."""
-    if _copies is None:
+    copies = current_copies()
+    if copies is None:
         return None
     found = _existing_copy(key)
     if found is not None:
         return found
-    directory = _copies.kept if _copies.kept_bytes() < _copies.budget else _copies.step
+    directory = copies.kept if copies.kept_bytes() < copies.budget else copies.step
     return directory / copy_name(key)
 
 
@@ -250,9 +243,10 @@ def keep_uploaded(local: Path, key: str) -> bool:
     """After `local` was uploaded as `key`: inside a step, move it to be the object's copy (the
     step's later reads of `key` need no GET, and an older copy is replaced); else leave it.
     Returns whether it was moved."""
-    if _copies is None:
+    copies = current_copies()
+    if copies is None:
         return False
-    for directory in (_copies.kept, _copies.step):  # the old object's copy and footer
+    for directory in (copies.kept, copies.step):  # the old object's copy and footer
         old = directory / copy_name(key)
         old.unlink(missing_ok=True)
         _tail_path(old).unlink(missing_ok=True)

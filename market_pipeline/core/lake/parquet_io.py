@@ -3,8 +3,8 @@
 With lake encryption off (the default) these are the plain calls (`pl.scan_parquet`,
 `pq.ParquetFile`, `DataFrame.write_parquet`, DuckDB's `read_parquet`), nothing added.
 
-With it on (`PIPELINE_LAKE_ENCRYPTION=on`, handed over by the entry point with
-`use_lake_encryption`; core never reads the settings) every file is Parquet modular encryption,
+With it on (`PIPELINE_LAKE_ENCRYPTION=on`, in the core context the entry point built from the
+settings, `core/context.py`) every file is Parquet modular encryption,
 AES-GCM, uniform: one key encrypts the footer and every column. The key is derived from
 PIPELINE_MASTER_KEY with HKDF (`crypto.derive_key`, purpose `LAKE_KEY_INFO`); it is not wrapped
 (no KMS key material in the file) because DuckDB reads only files whose footer key is the raw AES
@@ -31,6 +31,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pqe
 
+from market_pipeline.core import context
 from market_pipeline.core.errors import CryptoError
 from market_pipeline.core.lake import storage
 from market_pipeline.core.lake.files import write_atomic
@@ -55,9 +56,6 @@ _ONE_PAGE_PER_COLUMN_CHUNK = {
     "max_rows_per_page": (1 << 31) - 1,
 }
 
-# Whether this process encrypts the lake, as the entry point handed it over.
-_encrypted = False
-
 
 class LakeDecryptionError(CryptoError, OSError):
     """A lake file that cannot be decrypted with this process's key (or is not encrypted)."""
@@ -70,14 +68,9 @@ class LakeDecryptionError(CryptoError, OSError):
         )
 
 
-def use_lake_encryption(on: bool) -> None:
-    """Make this process encrypt every lake file it writes and decrypt every one it reads."""
-    global _encrypted
-    _encrypted = on
-
-
 def lake_encrypted() -> bool:
-    return _encrypted
+    """Whether the lake's files are written encrypted and read decrypted (the core context says)."""
+    return context.current().lake_encrypted
 
 
 def lake_key() -> bytes:
@@ -92,14 +85,14 @@ def encrypted_writer_options(key: bytes) -> dict[str, Any]:
 
 def _writer_options(options: dict[str, Any]) -> dict[str, Any]:
     """The caller's writer options; when encrypted, plus the key and one page per column chunk."""
-    if not _encrypted:
+    if not lake_encrypted():
         return options
     return {**options, **encrypted_writer_options(lake_key())}
 
 
 def decryption_properties() -> pqe.FileDecryptionProperties | None:
     """What pyarrow needs to read a lake file in this process (None when the lake is not encrypted)."""
-    return pqe.create_decryption_properties(lake_key()) if _encrypted else None
+    return pqe.create_decryption_properties(lake_key()) if lake_encrypted() else None
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -117,7 +110,7 @@ def parquet_writer(where: Path, schema: pa.Schema, **options: Any) -> pq.Parquet
 
 def write_frame(frame: pl.DataFrame, where: Path) -> None:
     """A polars frame as zstd Parquet with statistics; through pyarrow when encrypted (polars cannot)."""
-    if _encrypted:
+    if lake_encrypted():
         write_table(
             frame.to_arrow(compat_level=pl.CompatLevel.oldest()),
             where,
@@ -136,7 +129,7 @@ def _decrypting(path: Path | str, action: Any) -> Any:
     try:
         return action()
     except OSError as exc:
-        if _encrypted and not isinstance(exc, (FileNotFoundError, CryptoError)):
+        if lake_encrypted() and not isinstance(exc, (FileNotFoundError, CryptoError)):
             raise LakeDecryptionError(path, exc) from exc
         raise
 
@@ -184,7 +177,7 @@ def read_frame(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame
     """`pl.read_parquet(path, columns=...)`, through pyarrow when encrypted (polars cannot decrypt)
     or remote outside a step (one S3 client for the lake)."""
     local = storage.readable(path)
-    if not _encrypted and not storage.is_remote(local):
+    if not lake_encrypted() and not storage.is_remote(local):
         return pl.read_parquet(local, columns=list(columns) if columns is not None else None)
     frame = pl.from_arrow(read_table(path, columns))
     assert isinstance(frame, pl.DataFrame)
@@ -195,7 +188,7 @@ def scan(paths: Path | Sequence[Path]) -> pl.LazyFrame:
     """`pl.scan_parquet(paths)`; when encrypted or remote, a lazy scan of a (decrypting) pyarrow dataset."""
     given = [paths] if isinstance(paths, Path) or storage.is_remote(paths) else list(paths)  # type: ignore[list-item]
     listed = [storage.readable(p) for p in given]
-    if not _encrypted and not any(storage.is_remote(p) for p in listed):
+    if not lake_encrypted() and not any(storage.is_remote(p) for p in listed):
         return pl.scan_parquet(listed[0] if len(listed) == 1 else listed)  # type: ignore[arg-type]
     located = [storage.arrow_location(p) for p in listed]
     files = [where for _, where in located]
@@ -219,9 +212,10 @@ def duckdb_read_parquet(glob: str | Path, **options: str) -> str:
     `encryption_config` (duckdb/duckdb#21508), so the files of one table must share a schema.
     """
     where = glob if isinstance(glob, str) else str(storage.readable(glob).resolve())
+    encrypted = lake_encrypted()
     parts = ["'" + where.replace("'", "''") + "'"]
-    parts += [f"{name} = {value}" for name, value in options.items() if not (_encrypted and name == "union_by_name")]
-    if _encrypted:
+    parts += [f"{name} = {value}" for name, value in options.items() if not (encrypted and name == "union_by_name")]
+    if encrypted:
         parts.append(f"encryption_config = {{footer_key: '{DUCKDB_KEY_NAME}'}}")
     return f"read_parquet({', '.join(parts)})"
 
@@ -236,7 +230,7 @@ def register_duckdb_key(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnec
     """
     if storage.remote_lake_in_use():
         storage.register_duckdb(con)
-    if _encrypted:
+    if lake_encrypted():
         encoded = base64.b64encode(lake_key()).decode("ascii")
         con.execute(f"PRAGMA add_parquet_key('{DUCKDB_KEY_NAME}', '{encoded}')")
         con.execute(f"SET disabled_optimizers = '{DUCKDB_DISABLED_OPTIMIZERS}'")

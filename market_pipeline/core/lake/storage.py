@@ -15,7 +15,7 @@ Inside a step every read of an object goes to its local copy instead (`readable`
 core/lake/local_copies.py): one GetObject per object and step, through the counted boto3 client.
 
 Writes are whole-object PUTs: `files.atomic_path` lets the writer fill a local temporary file
-under this process's upload directory (`use_lake`, under PIPELINE_DATA_DIR) and then uploads it
+under the upload directory the core context names (under PIPELINE_DATA_DIR) and then uploads it
 (`upload`, with boto3's transfer: see there why); S3 shows an object only once its PUT (or its
 multipart upload) completes, so a writer killed mid-way leaves no partial object, only an
 unfinished multipart upload that S3 never lists (a bucket lifecycle rule aborts them;
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
+from market_pipeline.core import context
 from market_pipeline.core.errors import ConfigurationError
 from market_pipeline.core.lake import local_copies
 from market_pipeline.core.lake.store_errors import translated, unavailable
@@ -47,10 +48,6 @@ if TYPE_CHECKING:
     from upath import UPath
 
 S3_SCHEME = "s3://"
-# Where writes of a remote lake are filled before their upload (None: the system's temporary directory).
-_upload_dir: Path | None = None
-# Whether this process's lake is remote, as the entry point handed it over (`use_lake`).
-_remote = False
 
 
 class RemoteLakeError(ConfigurationError, ValueError):
@@ -133,16 +130,11 @@ def arrow_location(path: Path | UPath) -> tuple[pafs.FileSystem | None, str]:
     return None, text
 
 
-def use_lake(remote: bool, upload_dir: Path | None) -> None:
-    """Whether this process's lake is remote (its DuckDB connections then read s3://), and where its
-    objects are filled before upload (local, under PIPELINE_DATA_DIR)."""
-    global _remote, _upload_dir
-    _remote, _upload_dir = remote, upload_dir
-
-
 def upload_temp_path(final: UPath) -> Path:
-    """A fresh local file name for the object `final` while it is written."""
-    directory = _upload_dir if _upload_dir is not None else Path(tempfile.gettempdir())
+    """A fresh local file name for the object `final` while it is written: under the core context's
+    upload directory (the system's temporary directory without one)."""
+    upload_dir = context.current().upload_dir
+    directory = upload_dir if upload_dir is not None else Path(tempfile.gettempdir())
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return directory / f"{final.name}.upload-{os.getpid()}-{uuid.uuid4().hex}"
 
@@ -233,7 +225,8 @@ def check_lake_store(root: UPath) -> None:
 
 
 def remote_lake_in_use() -> bool:
-    return _remote
+    """Whether the lake is remote (the core context says): DuckDB connections then read s3://."""
+    return context.current().remote_lake
 
 
 def register_duckdb(con: duckdb.DuckDBPyConnection) -> None:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from market_pipeline.core import context
 from market_pipeline.core.errors import CryptoError
 from market_pipeline.core.lake.files import atomic_path
 
@@ -94,23 +95,11 @@ def parse_master_key(text: str | None, variable: str = MASTER_KEY_ENV) -> bytes:
     return raw
 
 
-# The settings' master key (config.yaml, `.env`, environment) as the entry point (the code
-# location's pipeline resource, the CLI) handed it over with `use_master_key`; core never reads
-# the settings itself.
-_configured_master_key: str | None = None
-
-
-def use_master_key(secret: str | None) -> None:
-    """Make `secret` (the settings' `master_key` value, or None) this process's default key."""
-    global _configured_master_key
-    _configured_master_key = secret
-
-
 def default_master_key() -> bytes:
-    """This process's master key: PIPELINE_MASTER_KEY from the environment when set, else the one
-    given to `use_master_key`; MasterKeyError when neither is set or the value is malformed."""
+    """The master key: PIPELINE_MASTER_KEY from the environment when set, else the settings' (the
+    core context's, `core/context.py`); MasterKeyError when neither is set or the value is malformed."""
     text = os.environ.get(MASTER_KEY_ENV)
-    return parse_master_key(text if text and text.strip() else _configured_master_key)
+    return parse_master_key(text if text and text.strip() else context.current().master_key)
 
 
 def derive_key(master_key: bytes, salt: bytes | None, info: bytes) -> bytes:

@@ -2,10 +2,11 @@
 
 A stage opens a task per unit of work (`with progress.task("raw_book_deltas 2024-01-01 BINANCE:BTC-USDT"):`)
 and the core loop inside reports its rows (`progress.expect(rows)` once it knows the total,
-`progress.advance(n)` per batch). Nothing is published unless a sink is set: under the Dagster
-daemon or the UI no one watches, and a call costs a context-variable lookup per batch. The CLI sets
-a sink that renders (cli/progress.py). A step's worker processes (defs/common/parallel.py) publish
-into a queue that the parent drains into its own sink (`queue_sink`, `drain`).
+`progress.advance(n)` per batch). Nothing is published unless someone watches (`watching(sink)`,
+the core context's `progress_sink`): under the Dagster daemon or the UI no one does, and a call
+costs a context-variable lookup per batch. The CLI watches with a sink that renders
+(cli/progress.py). A step's worker processes (defs/common/parallel.py) publish into a queue
+that the parent drains into its own sink (`queue_sink`, `drain`).
 
 Updates of one task are throttled to one every `MIN_INTERVAL_SECONDS`, plus its start and its end.
 
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from market_pipeline.core import context
+
 MIN_INTERVAL_SECONDS = 0.5
 
 
@@ -46,18 +49,20 @@ class Update:
 
 Sink = Callable[[Update], None]
 
-_sink: Sink | None = None
 _ids = itertools.count(1)
 _current: contextvars.ContextVar[_Task | None] = contextvars.ContextVar("progress_task", default=None)
 
 
-def set_sink(sink: Sink | None) -> Sink | None:
-    """Publish this process's updates to `sink` (None: to no one); returns the previous sink."""
-    global _sink
-    previous, _sink = _sink, sink
-    if sink is not None:
-        _publish_compiles()
-    return previous
+@contextmanager
+def watching(sink: Sink) -> Iterator[None]:
+    """Publish the updates of the work inside to `sink`."""
+    _publish_compiles()
+    with context.using_changes(progress_sink=sink):
+        yield
+
+
+def _sink() -> Sink | None:
+    return context.current().progress_sink
 
 
 _compiles_published = False
@@ -106,7 +111,7 @@ def _kernel_name(ev: object) -> str:
 
 
 def watched() -> bool:
-    return _sink is not None
+    return _sink() is not None
 
 
 class _Task:
@@ -120,7 +125,7 @@ class _Task:
         self._published = 0.0
 
     def publish(self, finished: bool = False, force: bool = False) -> None:
-        sink = _sink
+        sink = _sink()
         if sink is None:
             return
         now = time.monotonic()
@@ -168,6 +173,7 @@ def queue_sink(updates: queue.Queue | object) -> Sink:
 def drain(updates: queue.Queue | object) -> Iterator[None]:
     """While inside, a thread hands what workers put into `updates` to this process's sink."""
     stop = threading.Event()
+    sink = _sink()
 
     def forward() -> None:
         while True:
@@ -179,7 +185,6 @@ def drain(updates: queue.Queue | object) -> Iterator[None]:
                 continue
             except (EOFError, OSError):  # the queue's pipe closed with the pool
                 return
-            sink = _sink
             if sink is not None:
                 sink(update)
 

@@ -4,9 +4,9 @@
     observe("mdp_stage_duration_seconds", 3.2, stage="raw_trades")
     gauge("mdp_peak_memory_bytes", rss, stage="reconstructed_books")
 
-A `MeterProvider` is created lazily, once per process, from the `TelemetryConfig` given to
-`configure()` (the code location's pipeline resource hands it the `metrics` settings when a step
-or sensor starts; until then nothing is exported):
+A `MeterProvider` is created lazily, once per process and configuration, from the core context's
+`TelemetryConfig` (`core/context.py`: the code location's pipeline resource builds it from the
+`metrics` settings for each step and sensor; outside one nothing is exported):
 - JSON lines (`metrics_dir`, `$PIPELINE_DATA_DIR/metrics` unless `metrics.jsonl` is off):
   OTLP-JSON records appended to `<metrics_dir>/mdp-YYYY-MM-DD.jsonl` every
   `export_interval_seconds`, at every `flush()` (the assets call it at the end of each step) and
@@ -18,8 +18,8 @@ or sensor starts; until then nothing is exported):
 
 Metric names carry the `mdp_` prefix; METRICS lists the documented ones (docs/metrics.md).
 
-A worker process of a parallel step has no exporter of its own: `record_into(list)` makes the
-recording calls append `Recorded` tuples to that list, and the parent process `replay`s them.
+A worker process of a parallel step has no exporter of its own: its context's `metrics_sink` (a
+list) takes the `Recorded` tuples the recording calls make, and the parent process `replay`s them.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
+from market_pipeline.core import context
 from market_pipeline.core.telemetry.memory import peak_rss_bytes, reset_peak_rss
 
 if TYPE_CHECKING:
@@ -228,11 +229,9 @@ class _Telemetry:
 
 
 _lock = threading.Lock()
-_config: TelemetryConfig = NO_EXPORT
 _state: _Telemetry | None = None
 _state_key: tuple | None = None
 Recorded = tuple[Kind, str, float, dict[str, object]]  # kind, metric name, value, attributes
-_sink: list[Recorded] | None = None
 
 
 def _checked(name: str, kind: Kind) -> str:
@@ -247,37 +246,29 @@ def _checked(name: str, kind: Kind) -> str:
     return name
 
 
-def record_into(sink: list[Recorded] | None) -> None:
-    """From now on append what this process records to `sink` instead of exporting it (None:
-    export again). A worker process that its parent's step exports for uses it."""
-    global _sink
-    _sink = sink
-
-
 def replay(records: list[Recorded]) -> None:
-    """Record what another process appended to its sink (`record_into`) as if recorded here."""
+    """Record what another process appended to its `metrics_sink` as if recorded here."""
     record = {"counter": count, "histogram": observe, "gauge": gauge}
     for kind, name, value, attributes in records:
         record[kind](name, value, **attributes)
 
 
-def configure(config: TelemetryConfig) -> None:
-    """Where this process's metrics go from now on. A different configuration (another data
-    dir, a test) replaces the provider at the next recording; the same one changes nothing."""
-    global _config
-    with _lock:
-        _config = config
-
-
 def _telemetry() -> _Telemetry:
+    """The exporters of the context's configuration: another configuration (another data dir, a
+    test) replaces the provider; a fork gets its own."""
     global _state, _state_key
-    key = (os.getpid(), _config)  # a fork gets its own provider
+    config = context.current().telemetry or NO_EXPORT
+    key = (os.getpid(), config)
     with _lock:
         if _state is None or _state_key != key:
             if _state is not None and _state.pid == os.getpid():
                 _state.shutdown()
-            _state, _state_key = _Telemetry(_config), key
+            _state, _state_key = _Telemetry(config), key
         return _state
+
+
+def _sink() -> list[Recorded] | None:
+    return context.current().metrics_sink
 
 
 def _attributes(attributes: dict[str, object]) -> dict[str, str | int | float | bool]:
@@ -293,31 +284,34 @@ def count(name: str, value: float = 1, **attributes: object) -> None:
     """Add to a counter, e.g. count("mdp_alerts_sent_total", 1, channel="webhook")."""
     if value < 0:
         raise ValueError(f"counter {name} cannot decrease (value {value})")
-    if _sink is not None:
-        _sink.append(("counter", _checked(name, "counter"), value, attributes))
+    sink = _sink()
+    if sink is not None:
+        sink.append(("counter", _checked(name, "counter"), value, attributes))
         return
     _telemetry().instrument(name, "counter").add(value, _attributes(attributes))
 
 
 def observe(name: str, value: float, **attributes: object) -> None:
     """Record one value of a histogram, e.g. observe("mdp_stage_duration_seconds", 3.2, stage="raw")."""
-    if _sink is not None:
-        _sink.append(("histogram", _checked(name, "histogram"), value, attributes))
+    sink = _sink()
+    if sink is not None:
+        sink.append(("histogram", _checked(name, "histogram"), value, attributes))
         return
     _telemetry().instrument(name, "histogram").record(value, _attributes(attributes))
 
 
 def gauge(name: str, value: float, **attributes: object) -> None:
     """Set a gauge, e.g. gauge("mdp_peak_memory_bytes", rss, stage="books")."""
-    if _sink is not None:
-        _sink.append(("gauge", _checked(name, "gauge"), value, attributes))
+    sink = _sink()
+    if sink is not None:
+        sink.append(("gauge", _checked(name, "gauge"), value, attributes))
         return
     _telemetry().instrument(name, "gauge").set(value, _attributes(attributes))
 
 
 def flush() -> None:
     """Export now: the JSON-lines record, and the Pushgateway push when configured."""
-    if _sink is not None:  # the process that replays the records exports them
+    if _sink() is not None:  # the process that replays the records exports them
         return
     _telemetry().flush()
 

@@ -12,7 +12,7 @@ entry points do.
 
 Metrics a task records in a worker (counters, histograms, gauges, `measure_stage`) would stay in
 that process, whose exporter is not configured: the worker records them into a list instead
-(`telemetry.record_into`), returned with the result, and the parent records them
+(its core context's `metrics_sink`), returned with the result, and the parent records them
 (`Outcome.replay`) so they reach the step's metrics as if recorded there. A worker reads the lake
 through its step's local copies (`local_copies`) and its requests to the bucket are added to the
 step's (`Outcome.requests`, when the results arrive). Progress updates
@@ -28,14 +28,15 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from market_pipeline.core import context
 from market_pipeline.core.cpu_limit import usable_cores
 from market_pipeline.core.lake import local_copies
 from market_pipeline.core.telemetry import progress, telemetry
 from market_pipeline.core.telemetry.memory import release_free_memory
-from market_pipeline.defs.common.resources import hand_over_keys
+from market_pipeline.defs.common.resources import lake_context
 from market_pipeline.settings import PipelineSettings
 from market_pipeline.vendors.base import VendorSource
 from market_pipeline.vendors.registry import build_source
@@ -75,25 +76,29 @@ class Outcome:
 _worker_source: VendorSource | None = None
 _worker_settings: PipelineSettings | None = None
 _worker_sink: list[telemetry.Recorded] = []
+_worker_context: context.CoreContext | None = None
 
 
 def _init_worker(settings: PipelineSettings, progress_updates: Any, copies: local_copies.Copies | None) -> None:
-    global _worker_source, _worker_settings
+    global _worker_source, _worker_settings, _worker_context
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    hand_over_keys(settings)
-    local_copies.use_local_copies(copies)
-    telemetry.record_into(_worker_sink)  # the parent exports
-    if progress_updates is not None:
-        progress.set_sink(progress.queue_sink(progress_updates))
+    _worker_context = replace(
+        lake_context(settings),
+        lake_copies=copies,
+        metrics_sink=_worker_sink,  # the parent exports
+        progress_sink=progress.queue_sink(progress_updates) if progress_updates is not None else None,
+    )
     _worker_settings = settings
-    _worker_source = build_source(settings)
+    with context.using(_worker_context):
+        _worker_source = build_source(settings)
 
 
 def _run_in_worker(fn: Callable[..., Any], task: tuple[Any, ...]) -> Outcome:
-    assert _worker_source is not None and _worker_settings is not None
+    assert _worker_source is not None and _worker_settings is not None and _worker_context is not None
     _worker_sink.clear()
     before = local_copies.request_counts()
-    value = _run_task(fn, _worker_source, _worker_settings, task)
+    with context.using(_worker_context):
+        value = _run_task(fn, _worker_source, _worker_settings, task)
     return Outcome(value, list(_worker_sink), local_copies.request_counts() - before)
 
 

@@ -2,18 +2,21 @@
 `market_pipeline.definitions` was given.
 
 The `pipeline` resource is the `PipelineSettings` object itself: assets, checks and sensors take
-it as `pipeline: dg.ResourceParam[PipelineSettings]`. Initializing it (once per step or sensor
-process) also hands core the settings' metric exporters, master key and lake encryption, so `core/` never reads
-the settings.
+it as `pipeline: dg.ResourceParam[PipelineSettings]`. While it is in use (a run's steps, a sensor's
+evaluation) the work runs inside the core context built from those settings (`core_context`: metric
+exporters, master key, lake encryption, remote lake), so `core/` never reads the settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
 import dagster as dg
 
-from market_pipeline.core.lake import parquet_io, storage
+from market_pipeline.core import context
 from market_pipeline.core.lake.lake_guard import check_lake_key
-from market_pipeline.core.security import crypto
 from market_pipeline.core.telemetry import telemetry
 from market_pipeline.defs.common.warehouse_io import WarehouseIOManager
 from market_pipeline.settings import PipelineSettings
@@ -40,31 +43,35 @@ def telemetry_config(settings: PipelineSettings, run_id: str | None = None) -> t
     )
 
 
-def use_settings(settings: PipelineSettings, run_id: str | None = None) -> PipelineSettings:
-    """Hand core what this process needs from the settings (metric exporters, master key, lake
-    encryption); `run_id` names the Pushgateway group of the run's metrics (each run's recording
-    starts from zero)."""
-    telemetry.configure(telemetry_config(settings, run_id))
-    hand_over_keys(settings)
-    check_lake_key(settings.lake_dir)  # before the step writes anything
-    return settings
+def lake_context(settings: PipelineSettings) -> context.CoreContext:
+    """The current core context with the settings' master key, whether the lake is encrypted and
+    whether it is remote (what every reader or writer of the lake needs: steps, sensors, worker
+    processes, the CLI); the watchers of the current one (progress, metric sinks) kept."""
+    return replace(
+        context.current(),
+        master_key=settings.master_key.get_secret_value() if settings.master_key else None,
+        lake_encrypted=settings.lake_encryption == "on",
+        remote_lake=settings.lake_url is not None,
+        upload_dir=settings.data_dir / "tmp" / "uploads",
+    )
 
 
-def hand_over_keys(settings: PipelineSettings) -> None:
-    """Hand core the settings' master key, whether the lake is encrypted and whether it is remote
-    (every process that reads or writes the lake: steps, sensors, worker processes, the CLI)."""
-    crypto.use_master_key(settings.master_key.get_secret_value() if settings.master_key else None)
-    parquet_io.use_lake_encryption(settings.lake_encryption == "on")
-    storage.use_lake(settings.lake_url is not None, settings.data_dir / "tmp" / "uploads")
+def core_context(settings: PipelineSettings, run_id: str | None = None) -> context.CoreContext:
+    """`lake_context` plus the metric exporters; `run_id` names the Pushgateway group of the run's
+    metrics (each run's recording starts from zero)."""
+    return replace(lake_context(settings), telemetry=telemetry_config(settings, run_id))
 
 
 def pipeline_resource(settings: PipelineSettings) -> dg.ResourceDefinition:
-    """The `pipeline` resource: `settings` itself, handed to core when a step or sensor starts."""
+    """The `pipeline` resource: `settings` itself, the work that uses it inside their core context."""
 
-    def _settings(context: dg.InitResourceContext) -> PipelineSettings:
-        if context.run is None:  # a sensor
-            return use_settings(settings)
-        return use_settings(settings.run_scratch(context.run.run_id), context.run.run_id)
+    @contextmanager  # a context manager, not a bare generator: Dagster enters those as nested resources too
+    def _settings(init: dg.InitResourceContext) -> Iterator[PipelineSettings]:
+        run_id = init.run.run_id if init.run is not None else None  # None: a sensor
+        used = settings.run_scratch(run_id) if run_id is not None else settings
+        with context.using(core_context(used, run_id)):
+            check_lake_key(used.lake_dir)  # before the step writes anything
+            yield used
 
     return dg.ResourceDefinition(
         resource_fn=_settings,
