@@ -60,10 +60,11 @@ class Lake:
     """One data directory's lake and warehouse. Ranges: a date reads whole UTC days (`end` included,
     `end` defaults to `start`); datetimes read [start, end) on the receive clock (bars: `bar_start`)."""
 
-    def __init__(self, data_dir: Path, verdicts: DayVerdicts, lake_context: context.CoreContext) -> None:
+    def __init__(self, data_dir: Path, verdicts: DayVerdicts, lake_context: context.CoreContext | None = None) -> None:
         self.reader = LakeReader(data_dir, verdicts)
         self.verified = getattr(verdicts, "available", True)
-        self.context = lake_context
+        # what its reads need (`open` finds the key and encryption); by default the caller's context
+        self.context = lake_context if lake_context is not None else context.current()
 
     @property
     def data_dir(self) -> Path:
