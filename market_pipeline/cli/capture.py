@@ -26,9 +26,10 @@ def capture_command(args: argparse.Namespace, encrypt: bool) -> int:
     from market_pipeline.core.security import crypto
     from market_pipeline.settings import load_settings
     from market_pipeline.vendors.binance.live import endpoints
-    from market_pipeline.vendors.binance.live.manifest import ManifestError
     from market_pipeline.vendors.binance.live.recorder import CaptureOptions, record
-    from market_pipeline.vendors.binance.live.stream import StreamTimeouts
+    from market_pipeline.vendors.live_capture.connection import check_scheme, tls_context
+    from market_pipeline.vendors.live_capture.manifest import ManifestError
+    from market_pipeline.vendors.live_capture.stream import StreamTimeouts
 
     live = load_settings().capture  # PIPELINE_CAPTURE__*: a bad one stops the command, named
     seconds = parse_duration(args.duration)
@@ -37,8 +38,8 @@ def capture_command(args: argparse.Namespace, encrypt: bool) -> int:
     rest_base = args.rest_url or defaults.depth_url
     try:
         endpoints.check_symbol(args.symbol)
-        endpoints.check_scheme(ws_base, "--ws-url", "wss", "ws", args.allow_plaintext)
-        endpoints.check_scheme(rest_base, "--rest-url", "https", "http", args.allow_plaintext)
+        check_scheme(ws_base, "--ws-url", "wss", "ws", args.allow_plaintext)
+        check_scheme(rest_base, "--rest-url", "https", "http", args.allow_plaintext)
         master_key = crypto.default_master_key() if encrypt else None
     except ValueError as exc:  # MasterKeyError is one
         raise CliError(str(exc), EXIT_USAGE) from None
@@ -49,7 +50,7 @@ def capture_command(args: argparse.Namespace, encrypt: bool) -> int:
         out_dir=args.out,
         stream_url=endpoints.stream_url(ws_base, args.symbol),
         snapshot_url=endpoints.snapshot_url(rest_base, args.symbol),
-        ssl_context=endpoints.tls_context(live.tls_min_version),
+        ssl_context=tls_context(live.tls_min_version),
         master_key=master_key,
         timeouts=StreamTimeouts(
             read_idle=live.read_idle_timeout_seconds,

@@ -14,7 +14,7 @@ def rotate_key_command(dirs: list[Path]) -> int:
     from market_pipeline.core.security import crypto
     from market_pipeline.core.security.key_rotation import rotate_tree
     from market_pipeline.settings import load_settings
-    from market_pipeline.vendors.binance.live.manifest import CaptureManifestJournal
+    from market_pipeline.vendors.live_capture.manifest import CaptureManifestJournal
 
     settings = load_settings()
     # By default every place the pipeline writes encrypted files: the data dir (lake, checkpoints,

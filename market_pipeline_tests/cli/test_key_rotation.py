@@ -17,7 +17,7 @@ from market_pipeline.cli.main import main
 from market_pipeline.core.errors import EXIT_CONFIGURATION, EXIT_CRYPTO
 from market_pipeline.core.security import crypto
 from market_pipeline.core.security.key_rotation import rotate_tree
-from market_pipeline.vendors.binance.live.manifest import Manifest, sha256_file
+from market_pipeline.vendors.live_capture.manifest import Manifest, sha256_file
 from market_pipeline_tests.support.files import sha256_tree
 from market_pipeline_tests.support.webhook import Receiver
 
@@ -112,7 +112,7 @@ def test_interrupted_rotation_is_finished_by_running_it_again(
 
     class StopAfterRename:
         def prepare(self, path: Path, replacement: Path) -> None:
-            from market_pipeline.vendors.binance.live.manifest import CaptureManifestJournal
+            from market_pipeline.vendors.live_capture.manifest import CaptureManifestJournal
 
             CaptureManifestJournal([data_dir]).prepare(path, replacement)
             journal_calls.append("prepare")

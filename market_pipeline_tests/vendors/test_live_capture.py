@@ -34,11 +34,12 @@ from websockets.asyncio import server as websockets_server
 
 from market_pipeline.cli.main import main
 from market_pipeline.core.security import crypto
-from market_pipeline.vendors.binance.live.endpoints import check_scheme, snapshot_url, stream_url, tls_context
-from market_pipeline.vendors.binance.live.manifest import Manifest
+from market_pipeline.vendors.binance.live.endpoints import snapshot_url, stream_url
 from market_pipeline.vendors.binance.live.sync import DiffChain
-from market_pipeline.vendors.binance.live.writer import NS_PER_HOUR, HourlyCaptureWriter
 from market_pipeline.vendors.capture_files import open_capture
+from market_pipeline.vendors.live_capture.connection import check_scheme, tls_context
+from market_pipeline.vendors.live_capture.manifest import Manifest
+from market_pipeline.vendors.live_capture.writer import NS_PER_HOUR, HourlyCaptureWriter
 from market_pipeline_tests.support.project import REAL_DATA_DIR
 
 REAL = REAL_DATA_DIR

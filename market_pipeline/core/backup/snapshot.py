@@ -44,7 +44,7 @@ from market_pipeline.core.lake.paths import audit_log_path, make_private_dirs
 from market_pipeline.core.security import crypto
 
 ENCRYPTED_SUFFIX = ".enc"
-CAPTURE_PARTIAL_SUFFIX = ".partial"  # the capture hour still being recorded (vendors/binance/live/writer.py)
+CAPTURE_PARTIAL_SUFFIX = ".partial"  # the capture hour still being recorded (vendors/live_capture/writer.py)
 TEMP_MARKER = ".tmp-"  # `.<name>.tmp-<pid>-<uuid>`: an atomic write in progress (core/lake/files.py)
 _COPY_BLOCK = 1 << 20
 

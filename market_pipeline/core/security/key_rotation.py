@@ -18,7 +18,7 @@ Safety:
   (core.lake.files.atomic_path). An interrupted rotation leaves every file whole, under one key or
   the other, and running it again finishes the rest.
 - A `ReplacementJournal` hears about each replacement before and after the rename, so whoever
-  records a file's bytes elsewhere (the capture manifest's SHA-256, vendors/binance/live/manifest.py)
+  records a file's bytes elsewhere (the capture manifest's SHA-256, vendors/live_capture/manifest.py)
   can follow, re-run-safely.
 """
 

@@ -1,11 +1,10 @@
-"""Binance endpoints per market, the combined-stream and snapshot URLs, and the TLS policy."""
+"""Binance endpoints per market, and the combined-stream and snapshot URLs."""
 
 from __future__ import annotations
 
 import re
-import ssl
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 SNAPSHOT_LIMIT = 1000  # levels a side; the shared captures hold 1000-level snapshots
 DEPTH_SPEED = "100ms"
@@ -49,27 +48,3 @@ def stream_url(base: str, symbol: str) -> str:
 
 def snapshot_url(base: str, symbol: str) -> str:
     return _with_query(base, urlencode({"symbol": check_symbol(symbol).upper(), "limit": SNAPSHOT_LIMIT}))
-
-
-def check_scheme(url: str, option: str, secure: str, plain: str, allow_plaintext: bool) -> None:
-    """Require the TLS scheme (`secure`); the plaintext one only with --allow-plaintext."""
-    scheme = urlsplit(url).scheme
-    if scheme == secure or (scheme == plain and allow_plaintext):
-        return
-    if scheme == plain:
-        raise ValueError(
-            f"{option}: plaintext {plain}:// is refused; market data must travel over TLS "
-            f"({secure}://). --allow-plaintext exists for local test servers only"
-        )
-    raise ValueError(f"{option}: expected a {secure}:// URL, got scheme {scheme!r}")
-
-
-TLS_VERSIONS = {"1.3": ssl.TLSVersion.TLSv1_3, "1.2": ssl.TLSVersion.TLSv1_2}
-
-
-def tls_context(min_version: str = "1.3") -> ssl.SSLContext:
-    """Certificate and host-name checks against the system CAs; TLS 1.3 only unless `min_version`
-    is "1.2" (`PIPELINE_CAPTURE__TLS_MIN_VERSION`)."""
-    context = ssl.create_default_context()
-    context.minimum_version = TLS_VERSIONS[min_version]
-    return context

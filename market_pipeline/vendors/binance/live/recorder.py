@@ -15,39 +15,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
 from market_pipeline.core.security.scrub import redact_url
 from market_pipeline.core.telemetry.telemetry import count
-from market_pipeline.vendors.binance.live.manifest import Manifest
 from market_pipeline.vendors.binance.live.snapshot import SnapshotError, fetch_snapshot
-from market_pipeline.vendors.binance.live.stream import CONNECTION_ERRORS, StreamTimeouts, open_stream
 from market_pipeline.vendors.binance.live.sync import DiffChain
-from market_pipeline.vendors.binance.live.writer import HourlyCaptureWriter
+from market_pipeline.vendors.live_capture.connection import backoff_delay
+from market_pipeline.vendors.live_capture.manifest import Manifest
+from market_pipeline.vendors.live_capture.recording import CaptureRecorder, CaptureReport, record_run
+from market_pipeline.vendors.live_capture.session import SessionEnd, receive_until, reconnecting
+from market_pipeline.vendors.live_capture.stream import StreamTimeouts
+from market_pipeline.vendors.live_capture.writer import HourlyCaptureWriter
 
 log = logging.getLogger(__name__)
-
-BACKOFF_FIRST_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 30.0
-
-
-def backoff_delay(attempt: int) -> float:
-    """Exponential backoff with jitter: up to 0.5 s, 1 s, 2 s, ... 30 s (half of it at least)."""
-    return min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt) * random.uniform(0.5, 1.0)
-
-
-def _describe(exc: BaseException) -> str:
-    """The error's message, with its cause when it only wraps one (websockets wraps TLS failures)."""
-    text = str(exc) or type(exc).__name__
-    cause = exc.__cause__
-    return f"{text}: {cause}" if cause is not None and str(cause) and str(cause) not in text else text
 
 
 @dataclass(frozen=True)
@@ -63,56 +49,15 @@ class CaptureOptions:
     timeouts: StreamTimeouts = StreamTimeouts()
 
 
-@dataclass
-class CaptureReport:
-    manifest_path: Path
-    files: list[dict[str, Any]] = field(default_factory=list)
-    gaps: list[dict[str, Any]] = field(default_factory=list)
-    connections: int = 0
-    snapshots: int = 0
-    messages: int = 0
-
-
-class _Recorder:
+class _Recorder(CaptureRecorder):
     def __init__(self, options: CaptureOptions, manifest: Manifest) -> None:
+        writer = HourlyCaptureWriter(options.out_dir, options.market, options.symbol, manifest, options.master_key)
+        super().__init__(writer, manifest, options.market)
         self.options = options
-        self.manifest = manifest
-        self.writer = HourlyCaptureWriter(options.out_dir, options.market, options.symbol, manifest, options.master_key)
-        self.report = CaptureReport(manifest.path)
         self.chain = DiffChain(futures=options.market != "spot")
-        self.last_receive_ns: int | None = None
-        self.gap: dict[str, Any] | None = None  # open until a snapshot resynchronises
         self.snapshot_task: asyncio.Task[None] | None = None
 
-    # --- gaps ---------------------------------------------------------------------------------
-
-    def _open_gap(self, kind: str, reason: str, from_ns: int | None, last_update_id: int | None) -> None:
-        self._close_gap()
-        self.gap = {
-            "kind": kind,
-            "reason": reason,
-            "from_ns": from_ns,  # receive time of the last message before the gap
-            "to_ns": None,  # ... and of the first one after it
-            "last_update_id": last_update_id,
-            "resumed_update_id": None,
-            "snapshot_update_id": None,
-        }
-        log.warning("capture gap (%s): %s", kind, reason)
-
-    def _close_gap(self) -> None:
-        if self.gap is not None:
-            self.manifest.add_gap(self.gap)
-            self.report.gaps.append(self.gap)
-            self.gap = None
-
     # --- messages -----------------------------------------------------------------------------
-
-    def _write(self, receive_ns: int, line: str) -> bool:
-        opened = self.writer.write(receive_ns, line)
-        self.last_receive_ns = receive_ns
-        if self.gap is not None and self.gap["to_ns"] is None:
-            self.gap["to_ns"] = receive_ns
-        return opened
 
     def _on_message(self, receive_ns: int, text: str) -> None:
         try:
@@ -129,7 +74,7 @@ class _Recorder:
         if "\n" in text or "\r" in text:  # one message, one line
             text = json.dumps(message, separators=(",", ":"))
         previous_ns = self.last_receive_ns
-        new_file = self._write(receive_ns, text)
+        new_file = self.write(receive_ns, text)
         self.report.messages += 1
         if "@depth" in stream:
             try:
@@ -141,7 +86,7 @@ class _Recorder:
             held_before = self.chain.last_update_id
             if not self.chain.add(first, last, previous):
                 reason = f"diff U={first} pu={previous} does not follow u={held_before}"
-                self._open_gap("sequence", reason, previous_ns, held_before)
+                self.open_gap("sequence", reason, previous_ns, held_before)
                 self.gap["to_ns"] = receive_ns
             if self.gap is not None and self.gap["resumed_update_id"] is None:
                 self.gap["resumed_update_id"] = first
@@ -174,11 +119,11 @@ class _Recorder:
             await asyncio.sleep(backoff_delay(attempt))
             attempt += 1
         receive_ns = time.time_ns()  # stamped on the event loop, like the stream messages
-        self._write(receive_ns, snapshot.line)
+        self.write(receive_ns, snapshot.line)
         self.report.snapshots += 1
         if self.gap is not None:
             self.gap["snapshot_update_id"] = snapshot.last_update_id
-            self._close_gap()
+            self.close_gap()
 
     async def _stop_snapshot(self) -> None:
         task, self.snapshot_task = self.snapshot_task, None
@@ -191,89 +136,44 @@ class _Recorder:
 
     # --- connections --------------------------------------------------------------------------
 
-    async def _session(self, ws: ClientConnection, deadline: float) -> str | None:
-        """Record one connection; None when the deadline ended it, else why it dropped."""
+    async def _session(self, ws: ClientConnection, deadline: float) -> SessionEnd:
+        """Record one connection, until the deadline or until it drops."""
+        self.report.connections += 1
+        received = self.report.messages
         self.chain = DiffChain(futures=self.options.market != "spot")
-        loop = asyncio.get_running_loop()
-        idle = self.options.timeouts.read_idle
         try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(min(deadline, loop.time() + idle)):
-                        text = await ws.recv(decode=True)  # binary frames are decoded as UTF-8 too
-                except TimeoutError:
-                    if loop.time() >= deadline:
-                        return None
-                    return f"read-idle timeout: no message for {idle:g} s"
-                self._on_message(time.time_ns(), text)
-        except CONNECTION_ERRORS as exc:  # ConnectionClosed, protocol errors, ssl.SSLError, resets
-            return _describe(exc)
-        except UnicodeDecodeError as exc:  # a binary frame that is not UTF-8 (text frames are checked by websockets)
-            return f"binary message is not UTF-8: {exc}"
+            reason = await receive_until(ws, deadline, self.options.timeouts.read_idle, self._on_message)
         finally:
             await self._stop_snapshot()
             await ws.close()
+        return SessionEnd(reason, self.report.messages > received)
+
+    def _on_drop(self, reason: str) -> None:
+        self.open_gap("disconnect", reason, self.last_receive_ns, self.chain.last_update_id)
+        count("mdp_capture_reconnects_total", 1, market=self.options.market)
 
     async def run(self) -> CaptureReport:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.duration_seconds
-        attempt = 0
-        url = redact_url(self.options.stream_url)
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                async with asyncio.timeout(remaining):
-                    ws = await open_stream(self.options.stream_url, self.options.ssl_context, self.options.timeouts)
-            except CONNECTION_ERRORS as exc:  # refused, TLS failure, handshake refused, timeout
-                log.warning("capture: cannot connect to %s: %s", url, _describe(exc))
-            else:
-                self.report.connections += 1
-                received = self.report.messages
-                reason = await self._session(ws, deadline)
-                if reason is None:
-                    break
-                if self.report.messages > received:
-                    attempt = 0
-                self._open_gap("disconnect", reason, self.last_receive_ns, self.chain.last_update_id)
-                count("mdp_capture_reconnects_total", 1, market=self.options.market)
-            delay = min(backoff_delay(attempt), max(deadline - loop.time(), 0))
-            attempt += 1
-            await asyncio.sleep(delay)
+        options = self.options
+        await reconnecting(
+            options.stream_url,
+            options.ssl_context,
+            options.timeouts,
+            options.duration_seconds,
+            self._session,
+            self._on_drop,
+        )
         return self.report
-
-    def finish(self) -> None:
-        self._close_gap()  # a gap still open at the end has no resync snapshot
-        self.writer.close()
-        self.report.files = self.writer.files
 
 
 async def record(options: CaptureOptions) -> CaptureReport:
     """Record for `options.duration_seconds`; the files and manifest are complete on return,
-    also when cancelled (Ctrl-C): the open file is finished and recorded before leaving."""
-    manifest = Manifest(options.out_dir)
-    run = manifest.start_run(
+    also when cancelled (Ctrl-C)."""
+    recorder = _Recorder(options, Manifest(options.out_dir))
+    return await record_run(
+        recorder,
         market=options.market,
         symbol=options.symbol.upper(),
         stream_url=redact_url(options.stream_url),
         snapshot_url=redact_url(options.snapshot_url),
         encrypted=options.master_key is not None,
-        started_ns=time.time_ns(),
-        ended_ns=None,
     )
-    recorder = _Recorder(options, manifest)
-    try:
-        return await recorder.run()
-    finally:
-        recorder.finish()
-        report = recorder.report
-        run.update(
-            ended_ns=time.time_ns(),
-            connections=report.connections,
-            snapshots=report.snapshots,
-            messages=report.messages,
-            lines=recorder.writer.lines,
-            files=len(report.files),
-            gaps=len(report.gaps),
-        )
-        manifest.save()
-        count("mdp_capture_messages_total", report.messages, market=options.market)
-        count("mdp_capture_gaps_total", len(report.gaps), market=options.market)

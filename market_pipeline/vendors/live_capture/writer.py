@@ -1,6 +1,6 @@
 """Capture lines into hourly gzip files, optionally encrypted, each recorded in the manifest.
 
-Layout: ``OUT/{YYYYMMDD}T{HH}/binance_{market}_{symbol}_{YYYYMMDD}.gz`` (``.gz.enc`` when
+Layout: ``OUT/{YYYYMMDD}T{HH}/{exchange}_{market}_{symbol}_{YYYYMMDD}.gz`` (``.gz.enc`` when
 encrypted), one directory per UTC hour of the receive time. The file name is the shared
 captures' convention, so tools that read the market, symbol and day from the name keep working;
 a second run within the same hour gets ``T{HH}-2`` (existing files are never overwritten).
@@ -21,7 +21,7 @@ from typing import BinaryIO
 from market_pipeline.core.lake.files import PRIVATE_FILE_MODE
 from market_pipeline.core.lake.paths import make_private_dirs
 from market_pipeline.core.security.crypto import EncryptingWriter
-from market_pipeline.vendors.binance.live.manifest import Manifest
+from market_pipeline.vendors.live_capture.manifest import Manifest
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_HOUR = 3_600 * NS_PER_SECOND
@@ -63,9 +63,17 @@ class _HourFile:
 class HourlyCaptureWriter:
     """Routes `<receive ns> <json>` lines to the file of their UTC hour."""
 
-    def __init__(self, out_dir: Path, market: str, symbol: str, manifest: Manifest, master_key: bytes | None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        market: str,
+        symbol: str,
+        manifest: Manifest,
+        master_key: bytes | None,
+        exchange: str = "binance",
+    ) -> None:
         self.out_dir = out_dir
-        self.stem = f"binance_{market}_{symbol.lower()}"
+        self.stem = f"{exchange}_{market}_{symbol.lower()}"
         self.manifest = manifest
         self.master_key = master_key
         self.current: _HourFile | None = None
