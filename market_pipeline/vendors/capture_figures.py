@@ -188,9 +188,12 @@ class TopOfBookOracle:
             if held.quote.seq == book_seq:
                 self._check(held, book)
 
-    def reset(self) -> None:
-        """The exchange's sequence restarted: quotes numbered before it can never be checked."""
-        self._pending.clear()
+    def restart(self, book_seq: int) -> None:
+        """The exchange's numbering restarted at `book_seq`: the quotes waiting with higher numbers
+        were numbered before it and can never be checked."""
+        waiting = self._pending
+        while waiting and waiting[0].quote.seq > book_seq:
+            waiting.popleft()
 
     def _check(self, held: _Pending, book: TextBook) -> None:
         figures, quote = self.figures, held.quote
