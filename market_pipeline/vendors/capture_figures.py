@@ -156,7 +156,8 @@ class _Pending:
 
 # Quotes waiting for the book message of their sequence number: the top-of-book stream runs ahead
 # of the book by one conflation interval (OKX's bbo-tbt every 10 ms, books every 100 ms), so a few
-# tens at a time; the cap bounds memory while the book is unsynced for long.
+# tens at a time, looked through at every book message; the cap bounds memory while the book is
+# unsynced for long.
 PENDING_QUOTES = 10_000
 
 
@@ -171,29 +172,33 @@ class TopOfBookOracle:
     def quote(
         self, quote: TopQuote, book: TextBook | None, book_seq: int | None, path: Path, line: int, recv_ns: int
     ) -> None:
-        """A top-of-book message: checked now when the synced book is at its sequence number, kept
-        when the book has not reached it yet, not checkable when the book is past it."""
-        pending = _Pending(quote, self.quotes, path, line, recv_ns)
+        """A top-of-book message: checked now when the synced book (`book`, else None) is at its
+        sequence number, else kept for a book message of that number (one may come later, also
+        after a lower number: OKX's and Bybit's sequences restart)."""
+        held = _Pending(quote, self.quotes, path, line, recv_ns)
         self.quotes += 1
-        if book is not None and book_seq is not None and quote.seq == book_seq:
-            self._check(pending, book)
-        elif book_seq is None or quote.seq > book_seq:
-            self._pending.append(pending)
+        if book is not None and quote.seq == book_seq:
+            self._check(held, book)
+        else:
+            self._pending.append(held)
 
     def book_at(self, book: TextBook, book_seq: int) -> None:
-        """The synced book has reached `book_seq`: check the quotes of that number, drop older ones."""
-        waiting = self._pending
-        while waiting and waiting[0].quote.seq <= book_seq:
-            held = waiting.popleft()
+        """The synced book has reached `book_seq`: check the quotes of that number; those below it
+        can no longer be checked (the book has passed them), those above wait."""
+        if not self._pending:
+            return
+        waiting = deque(maxlen=PENDING_QUOTES)
+        for held in self._pending:
             if held.quote.seq == book_seq:
                 self._check(held, book)
+            elif held.quote.seq > book_seq:
+                waiting.append(held)
+        self._pending = waiting
 
     def restart(self, book_seq: int) -> None:
         """The exchange's numbering restarted at `book_seq`: the quotes waiting with higher numbers
         were numbered before it and can never be checked."""
-        waiting = self._pending
-        while waiting and waiting[0].quote.seq > book_seq:
-            waiting.popleft()
+        self._pending = deque((held for held in self._pending if held.quote.seq <= book_seq), maxlen=PENDING_QUOTES)
 
     def _check(self, held: _Pending, book: TextBook) -> None:
         figures, quote = self.figures, held.quote

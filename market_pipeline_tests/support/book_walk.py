@@ -5,9 +5,10 @@ lots, integers) changes one random event at a time, each event numbered by the e
 sequence (which jumps by 1 to 5, as OKX's `seqId` and Bybit's `seq` do). A message conflates 1
 to 3 events, as the exchanges' 10-200 ms pushes do, and carries the changes a subscriber at
 `depth` sees: levels that changed inside the view, removals as size 0, a level that came back
-into view republished, nothing for a level pushed out of view by an insert. After every event
-that changes the best bid or ask, the top-of-book stream sends a quote numbered by that event:
-only the quotes of a message's last event share a sequence number with a book message.
+into view republished, nothing for a level pushed out of view by an insert (the subscriber
+truncates to its depth). After every event that changes the best bid or ask, the top-of-book
+stream sends a quote numbered by that event: only the quotes of a message's last event share a
+sequence number with a book message.
 """
 
 from __future__ import annotations
@@ -56,51 +57,52 @@ def _best(side: Side, bids: bool) -> tuple[int, int] | None:
     return price, side[price]
 
 
-def _changes(old: Side, new: Side) -> list[Change]:
-    removed = [(p, 0) for p in old if p not in new]
+def _changes(old: Side, new: Side, full: Side) -> list[Change]:
+    """What the exchange sends: removals of levels gone from the book (not of those pushed out of
+    view by an insert: the subscriber truncates), then every level of the new view that changed
+    or came (back) into it."""
+    removed = [(p, 0) for p in old if p not in full]
     return removed + [(p, q) for p, q in new.items() if old.get(p) != q]
 
 
-def book_walk(messages: int, depth: int, mid: int, seed: int = 11) -> Walk:
-    """`messages` book messages of a random walk around `mid` ticks, seen at `depth`."""
+def book_walk(messages: int, depth: int, mid: int, levels: int, seed: int = 11) -> Walk:
+    """`messages` book messages of a random walk of a book of about `levels` levels a side around
+    `mid` ticks, seen at `depth`."""
     rng = random.Random(seed)
-    span = depth + 12
     full = (
-        {mid - 1 - i: rng.randint(1, 5000) for i in range(span) if rng.random() < 0.85},
-        {mid + 1 + i: rng.randint(1, 5000) for i in range(span) if rng.random() < 0.85},
+        {mid - 1 - i: rng.randint(1, 5000) for i in range(levels) if rng.random() < 0.85},
+        {mid + 1 + i: rng.randint(1, 5000) for i in range(levels) if rng.random() < 0.85},
     )
     view = (_view(full[0], True, depth), _view(full[1], False, depth))
     seq = 1000
     walk = Walk(seq, (dict(view[0]), dict(view[1])), [])
+    quotes: list[Quote] = []
     while len(walk.messages) < messages:
-        quotes = []
         for _ in range(rng.randint(1, 3)):
             top = (_best(full[0], True), _best(full[1], False))
-            _random_event(rng, full, mid, depth)
+            _random_event(rng, full, mid, levels)
             seq += rng.randint(1, 5)
             if (_best(full[0], True), _best(full[1], False)) != top:
                 quotes.append(Quote(seq, _best(full[0], True), _best(full[1], False)))
         new = (_view(full[0], True, depth), _view(full[1], False, depth))
-        bids, asks = _changes(view[0], new[0]), _changes(view[1], new[1])
-        if bids or asks:
+        bids, asks = _changes(view[0], new[0], full[0]), _changes(view[1], new[1], full[1])
+        if bids or asks:  # else the events cancelled out: no message, the quotes go with the next
             walk.messages.append(Message(seq, bids, asks, new, quotes))
-            view = new
-        elif walk.messages:
-            walk.messages[-1].quotes.extend(quotes)  # no book change: no message
+            view, quotes = new, []
     return walk
 
 
-def _random_event(rng: random.Random, full: tuple[Side, Side], mid: int, depth: int) -> None:
+def _random_event(rng: random.Random, full: tuple[Side, Side], mid: int, levels: int) -> None:
     s = rng.randrange(2)
     side, bids = full[s], s == 0
-    ranked = sorted(side, reverse=bids)[: depth + 3]
+    ranked = sorted(side, reverse=bids)[: levels + 3]
     op = rng.random()
     if op < 0.5 and ranked:
         side[rng.choice(ranked[:4] if rng.random() < 0.5 else ranked)] = rng.randint(1, 5000)
-    elif op < 0.75 and len(side) > depth // 2:
-        del side[rng.choice(ranked[:depth])]
+    elif op < 0.75 and len(side) > levels // 2:
+        del side[rng.choice(ranked[:levels])]
     else:
-        free = [mid - d if bids else mid + d for d in range(1, depth + 6)]
+        free = [mid - d if bids else mid + d for d in range(1, levels + 6)]
         free = [p for p in free if p not in side and p not in full[1 - s]]
         if free:
             side[rng.choice(free)] = rng.randint(1, 5000)
@@ -124,6 +126,6 @@ def droppable(walk: Walk, after: int) -> int:
 
 
 def checked_quotes(walk: Walk, skipped: set[int] = frozenset()) -> list[int]:
-    """The messages (indices) whose last quote shares their sequence number: the quotes a replay in
-    sync compares, the messages in `skipped` (dropped, lost) left out."""
+    """The messages (indices) whose last quote shares their sequence number (only the last can):
+    the quotes a replay in sync compares, the messages in `skipped` (dropped, lost) left out."""
     return [i for i, m in enumerate(walk.messages) if i not in skipped and m.quotes and m.quotes[-1].seq == m.seq]

@@ -34,7 +34,7 @@ TRADE = (
 
 
 def walk(messages: int) -> Walk:
-    return book_walk(messages, depth=DEPTH, mid=MID, seed=5)
+    return book_walk(messages, depth=DEPTH, mid=MID, levels=DEPTH + 12, seed=5)
 
 
 def price_text(ticks: int) -> str:

@@ -26,7 +26,7 @@ MID = 614_150  # ticks of 0.1
 PRICE_SCALE, SIZE_SCALE = 1, 8
 START_NS = 1_763_942_400_000_000_000  # 2025-11-24T00:00:00Z
 STEP_NS = 20_000_000
-DEPTH = 400  # `books`: the synthetic book has fewer levels, none is truncated
+DEPTH = 400  # `books`: the synthetic book has fewer levels, the view is the whole book
 SUBSCRIBE = '{"event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT"},"connId":"a4d3ae55"}'
 SUBSCRIBE_BBO = '{"event":"subscribe","arg":{"channel":"bbo-tbt","instId":"BTC-USDT"},"connId":"a4d3ae55"}'
 TRADE = (
@@ -36,7 +36,7 @@ TRADE = (
 
 
 def walk(messages: int) -> Walk:
-    return book_walk(messages, depth=30, mid=MID)
+    return book_walk(messages, depth=DEPTH, mid=MID, levels=30)
 
 
 def price_text(ticks: int) -> str:

@@ -56,9 +56,8 @@ class _Replay(BookReplay):
     def _book_message(self, message: fmt.BookMessage, path: Path, line_number: int, recv_ns: int) -> None:
         self.check_stream(f"orderbook.{message.depth}")
         if message.snapshot:
-            if message.update_id == RESTART_UPDATE_ID and self.book is not None:
-                self.counts["sequence_resets"] += 1
-                self.tops.restart(message.seq)
+            # `u` restarts, `seq` (the matching engine's) is not said to: the waiting quotes stay.
+            self.counts["sequence_resets"] += message.update_id == RESTART_UPDATE_ID and self.book is not None
             self.load(message.depth, message.bids, message.asks)
         else:
             if not self.update_applies():
