@@ -287,3 +287,21 @@ def test_files_in_order_replay_as_one(tmp_path, walk):
         len(checked_quotes(walk)),
         0,
     )
+
+
+def test_books50_l2_tbt_keeps_fifty_levels_and_one_book_channel_per_run(tmp_path):
+    bids = {"bids": [[str(3000 - i), "1", "0", "1"] for i in range(60)], "asks": [["3001", "2", "0", "1"]]}
+    lines = [_book_line("snapshot", bids, 10, -1, channel="books50-l2-tbt")]
+    lines.append(
+        _book_line("update", {"bids": [["2999.5", "3", "0", "1"]], "asks": []}, 11, 10, channel="books50-l2-tbt")
+    )
+    path = write_capture_lines(tmp_path / "okx_spot_btc-usdt_20251124.txt", lines)
+    book = okx_verify.replay_files([path]).book
+    assert len(book.bids) == 50 and book.bids.best_prices(50)[-1] == 2952  # 2951 fell out of scope
+    mixed = write_capture_lines(
+        tmp_path / "okx_spot_btc-usdt_20251125.txt", [*lines, _book_line("update", bids, 12, 11)]
+    )
+    with pytest.raises(
+        CaptureFormatError, match="books message in a replay of books50-l2-tbt: one book stream per run"
+    ):
+        verify_capture([mixed])
