@@ -11,7 +11,8 @@ from market_pipeline.vendors.capture_files import CaptureFormatError
 
 def verify_capture_command(files: list[Path]) -> int:
     """Print the replay figures; exit 0 only when no oracle disagreed while in sync (Binance's
-    bookTickers, Kraken's checksums)."""
+    bookTickers, Kraken's and OKX's checksums, OKX's and Bybit's top-of-book streams) and no
+    update was found bad (`first_bad_update`: also an OKX or Bybit sequence break)."""
     from market_pipeline.vendors.registry import capture_exchange, verify_capture
 
     missing = [str(f) for f in files if not f.is_file()]
@@ -26,5 +27,7 @@ def verify_capture_command(files: list[Path]) -> int:
     except CaptureFormatError as exc:  # every exchange's readers raise it
         raise CliError(str(exc), EXIT_FAILED) from exc
     print(json.dumps(result))
-    agreed = result["ticker_mismatches"] == 0 and result["checksum_mismatches"] == 0
+    agreed = (
+        result["ticker_mismatches"] == 0 and result["checksum_mismatches"] == 0 and result["first_bad_update"] is None
+    )
     return EXIT_OK if agreed else EXIT_FAILED

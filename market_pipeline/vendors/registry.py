@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
-from market_pipeline.vendors import binance, crypto_lake, kraken, synthetic, tardis
+from market_pipeline.vendors import binance, bybit, crypto_lake, kraken, okx, synthetic, tardis
 from market_pipeline.vendors.base import BookDay, BookDayResult, Vendor, VendorSource
 
 VENDORS: dict[str, Vendor] = {
@@ -21,6 +21,8 @@ VENDORS: dict[str, Vendor] = {
 CAPTURE_VERIFIERS: dict[str, Callable[[Sequence[Path]], dict]] = {
     "binance": binance.verify_capture,
     "kraken": kraken.verify_capture,
+    "okx": okx.verify_capture,
+    "bybit": bybit.verify_capture,
 }
 DEFAULT_CAPTURE_EXCHANGE = "binance"
 

@@ -18,6 +18,7 @@ from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.capture_format import DELTA_SCHEMA, SNAPSHOT_LEVELS_SCHEMA, TICKER_SCHEMA
 from market_pipeline.vendors.binance.capture_stream import CaptureParser
 from market_pipeline.vendors.binance.delta_batches import BatchedReplay, diff_arrays, message_groups, read_delta_batches
+from market_pipeline.vendors.capture_figures import NO_BOOK_CHECKS
 
 MAX_DECIMALS = 10
 
@@ -118,6 +119,7 @@ def _replay(
     result["lot_size"] = str(lot)
     for key, index in (("final_best_bid", ST_BEST_BID), ("final_best_ask", ST_BEST_ASK)):
         result[key] = None if st[index] == EMPTY else str(((st[ST_BASE] + st[index]) * tick).normalize())
-    # verify-capture's one shape: Binance sends no book checksum (Kraken's figures).
-    result.update(checksums_checked=0, checksum_mismatches=0, first_bad_update=None)
+    # verify-capture's one shape: Binance sends no book checksum and its chain breaks are not kept
+    # by hour here (the lake's validation_reports_hourly has them).
+    result.update(NO_BOOK_CHECKS)
     return result

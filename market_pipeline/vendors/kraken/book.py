@@ -7,17 +7,16 @@ snapshot that loads the book. At that scale a level's checksum text (the decimal
 10 levels needs no string surgery. Per message: the levels in order (quantity 0 removes), then
 truncation to the subscribed depth (levels that fall out of scope get no removal message).
 
-A dict per side rather than numba arrays (core/book/ladder.py): Kraken books are at most 1000
-levels deep and a message touches a few, so the per-message cost is the top-10 selection for the
-checksum (`heapq`, linear in the depth).
+A `BookSide` per side (vendors/exchange_books.py: a dict and its sorted prices) rather than numba
+arrays (core/book/ladder.py): Kraken books are at most 1000 levels deep and a message touches a
+few, so the top 10 of the checksum is a slice.
 """
 
 from __future__ import annotations
 
-import heapq
-import zlib
 from decimal import Decimal
 
+from market_pipeline.vendors.exchange_books import BookSide, decimals
 from market_pipeline.vendors.kraken.capture_format import BookMessage, Level
 
 CHECKSUM_LEVELS = 10
@@ -25,10 +24,6 @@ CHECKSUM_LEVELS = 10
 
 class PrecisionError(ValueError):
     """A price or quantity with more decimals than the pair's precision (the snapshot's)."""
-
-
-def decimals(text: str) -> int:
-    return len(text) - text.index(".") - 1 if "." in text else 0
 
 
 def to_fixed(text: str, scale: int) -> int:
@@ -53,10 +48,6 @@ def checksum_text(asks: list[tuple[int, int]], bids: list[tuple[int, int]]) -> s
     return "".join(f"{price}{qty}" for price, qty in asks) + "".join(f"{price}{qty}" for price, qty in bids)
 
 
-def crc32(text: str) -> int:
-    return zlib.crc32(text.encode("ascii"))
-
-
 class KrakenBook:
     """One pair's book at one subscribed depth, loaded by a snapshot and kept by updates."""
 
@@ -65,35 +56,27 @@ class KrakenBook:
         self.price_scale = max((decimals(price) for price, _ in levels), default=0)
         self.qty_scale = max((decimals(qty) for _, qty in levels), default=0)
         self.depth = depth
-        self.asks: dict[int, int] = {}
-        self.bids: dict[int, int] = {}
+        self.ask_side, self.bid_side = BookSide(bids=False), BookSide(bids=True)
+        self.asks: dict[int, int] = self.ask_side.levels
+        self.bids: dict[int, int] = self.bid_side.levels
         self.apply(snapshot)
 
     def apply(self, message: BookMessage) -> int:
         """Apply a message's levels in order, then truncate; returns the levels applied."""
-        for side, levels in ((self.asks, message.asks), (self.bids, message.bids)):
+        for side, levels in ((self.ask_side, message.asks), (self.bid_side, message.bids)):
             self._apply_side(side, levels)
-        self._truncate()
+        self.ask_side.truncate(self.depth)
+        self.bid_side.truncate(self.depth)
         return len(message.asks) + len(message.bids)
 
-    def _apply_side(self, side: dict[int, int], levels: list[Level]) -> None:
+    def _apply_side(self, side: BookSide, levels: list[Level]) -> None:
         for price_text, qty_text in levels:
             price, qty = to_fixed(price_text, self.price_scale), to_fixed(qty_text, self.qty_scale)
             if qty:
-                side[price] = qty
+                side.put(price, qty)
             else:
-                side.pop(price, None)
-
-    def _truncate(self) -> None:
-        if len(self.asks) > self.depth:
-            for price in heapq.nlargest(len(self.asks) - self.depth, self.asks):
-                del self.asks[price]
-        if len(self.bids) > self.depth:
-            for price in heapq.nsmallest(len(self.bids) - self.depth, self.bids):
-                del self.bids[price]
+                side.remove(price)
 
     def top(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """The best `CHECKSUM_LEVELS` (price, quantity) a side, best first."""
-        asks = [(p, self.asks[p]) for p in heapq.nsmallest(CHECKSUM_LEVELS, self.asks)]
-        bids = [(p, self.bids[p]) for p in heapq.nlargest(CHECKSUM_LEVELS, self.bids)]
-        return asks, bids
+        return self.ask_side.top(CHECKSUM_LEVELS), self.bid_side.top(CHECKSUM_LEVELS)

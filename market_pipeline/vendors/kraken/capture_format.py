@@ -6,7 +6,7 @@ A capture keeps the project's format (docs/capture.md): one WebSocket message a 
 file's messages spell it, lower case, the ``/`` removed (v1 ``XBT/USD`` -> ``xbtusd``, v2
 ``BTC/USD`` -> ``btcusd``).
 
-Lines are decoded with JSON numbers as Decimals (`decode`): v1 sends prices and quantities as
+Lines are decoded with JSON numbers as Decimals (`capture_files.decode_json`): v1 sends prices and quantities as
 decimal strings, v2 as JSON numbers "with full precision" (trailing zeros kept, Kraken's book
 checksum guide); both reach the book as the text the exchange sent, never as floats. Each book
 line becomes a `BookMessage`; everything else (heartbeats, status, subscription answers without
@@ -15,12 +15,10 @@ a depth, other channels) is `None` except trades, which are counted.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
-import msgspec
+from market_pipeline.vendors.capture_files import decode_json as decode  # noqa: F401 - Kraken lines' reader
 
 # Kraken's book subscription depths; a v2 capture without its subscribe answer gets the depth of
 # its snapshot rounded up to one of these (a snapshot holds `depth` levels a side when the book
@@ -54,21 +52,6 @@ class Subscribed:
 @dataclass
 class Trades:
     count: int
-
-
-# Measured on a synthetic v2 capture (5,000 updates), decoding and classifying a line: msgspec
-# with Decimal floats 4.7 us, the stdlib's json with parse_float=Decimal 8.7 us, with
-# parse_float=str 9.0 us. A Decimal keeps the number's text: str(Decimal("0.00100000")) is it.
-_DECODER = msgspec.json.Decoder(float_hook=Decimal)
-
-
-def decode(body: str) -> Any:
-    """The message with JSON numbers as Decimals (their text as sent) or ints. A line msgspec
-    refuses is read again with the stdlib's json, whose reason the error gives (as Binance's)."""
-    try:
-        return _DECODER.decode(body)
-    except msgspec.DecodeError:
-        return json.loads(body, parse_float=Decimal)
 
 
 def classify(message: Any) -> BookMessage | Subscribed | Trades | None:

@@ -7,8 +7,8 @@ checksum, the top 10 levels are checked against it (v2 snapshots carry one too).
 counts a mismatch, names the update (file:line, receive time) when it is the first, and leaves
 the book unsynced: updates are dropped until the next snapshot.
 
-The figures have verify-capture's one shape (the Binance keys plus the checksum keys); what does
-not apply to Kraken is 0 or null (docs/capture.md#kraken-spot).
+The figures have verify-capture's one shape (`capture_figures.ReplayFigures`); what does not apply
+to Kraken is 0 or null (docs/capture.md#kraken-spot-captures).
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from market_pipeline.vendors.capture_figures import ReplayFigures
 from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
+from market_pipeline.vendors.exchange_books import crc32
 from market_pipeline.vendors.kraken import capture_format as fmt
-from market_pipeline.vendors.kraken.book import KrakenBook, checksum_text, crc32, fixed_text
+from market_pipeline.vendors.kraken.book import KrakenBook, checksum_text, fixed_text
 
 BATCH_LINES = 10_000
 LAKE_EXCHANGE = "KRAKEN"
@@ -32,24 +34,8 @@ class _Replay:
         self.depth: int | None = None  # from the subscription answer, when the capture has one
         self.book: KrakenBook | None = None
         self.synced = False
-        self.counts = dict.fromkeys(
-            (
-                "diffs",
-                "skipped_before_sync",
-                "applied",
-                "gaps",
-                "resyncs",
-                "dropped_after_gap",
-                "crossed_events",
-                "snapshots",
-                "deltas_applied",
-                "trades",
-                "checksums_checked",
-                "checksum_mismatches",
-            ),
-            0,
-        )
-        self.first_bad_update: dict | None = None
+        self.figures = ReplayFigures()
+        self.counts = self.figures.counts
 
     def line(self, path: Path, line_number: int, recv_ns: int, body: str) -> None:
         try:
@@ -101,51 +87,26 @@ class _Replay:
         if computed == sent:
             return
         self.counts["checksum_mismatches"] += 1
-        self.counts["gaps"] += 1
+        self.figures.gap(recv_ns)
         self.synced = False
-        if self.first_bad_update is None:
-            self.first_bad_update = {
-                "file": str(path),
-                "line": line_number,
-                "received_time": recv_ns,
-                "checksum": sent,
-                "computed": computed,
-            }
+        self.figures.bad_update(path, line_number, recv_ns, "checksum", checksum=sent, computed=computed)
 
-    def figures(self) -> dict[str, object]:
-        """verify-capture's JSON, in the Binance key order, then the checksum keys."""
-        c, book = self.counts, self.book
+    def result(self) -> dict[str, object]:
+        """verify-capture's JSON (capture_figures.ReplayFigures's shape)."""
+        book = self.book
         asks, bids = book.top() if book is not None else ([], [])
         price_scale = book.price_scale if book is not None else 0
         qty_scale = book.qty_scale if book is not None else 0
-        return {
-            "market": "spot",
-            "exchange": LAKE_EXCHANGE,
-            "symbol": self.symbol.replace("/", "-"),
-            "diffs": c["diffs"],
-            "skipped_before_sync": c["skipped_before_sync"],
-            "applied": c["applied"],
-            "gaps": c["gaps"],
-            "resyncs": c["resyncs"],
-            "ticker_checks": 0,
-            "ticker_mismatches": 0,
-            "dropped_after_gap": c["dropped_after_gap"],
-            "unsynced_at_end": int(not self.synced),
-            "crossed_events": c["crossed_events"],
-            "snapshots": c["snapshots"],
-            "first_mismatch_ticker": -1,
-            "deltas_applied": c["deltas_applied"],
-            "crossed_levels_removed": 0,
-            "trades": c["trades"],
-            "in_sync_at_end": self.synced,
-            "tick_size": fixed_text(1, price_scale),
-            "lot_size": fixed_text(1, qty_scale),
-            "final_best_bid": fixed_text(bids[0][0], price_scale) if bids else None,
-            "final_best_ask": fixed_text(asks[0][0], price_scale) if asks else None,
-            "checksums_checked": c["checksums_checked"],
-            "checksum_mismatches": c["checksum_mismatches"],
-            "first_bad_update": self.first_bad_update,
-        }
+        return self.figures.result(
+            market="spot",
+            exchange=LAKE_EXCHANGE,
+            symbol=self.symbol.replace("/", "-"),
+            in_sync=self.synced,
+            tick_size=fixed_text(1, price_scale),
+            lot_size=fixed_text(1, qty_scale),
+            best_bid=fixed_text(bids[0][0], price_scale) if bids else None,
+            best_ask=fixed_text(asks[0][0], price_scale) if asks else None,
+        )
 
 
 def verify_capture(paths: Sequence[Path]) -> dict[str, object]:
@@ -155,4 +116,4 @@ def verify_capture(paths: Sequence[Path]) -> dict[str, object]:
         replay.line(path, line_number, recv_ns, body)
     if replay.symbol is None:
         raise CaptureFormatError(paths[0], None, "no book message nor book subscription: not a Kraken book capture")
-    return replay.figures()
+    return replay.result()
