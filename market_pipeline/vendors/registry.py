@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.vendors import binance, bybit, crypto_lake, kraken, okx, synthetic, tardis
 from market_pipeline.vendors.base import BookDay, BookDayResult, Vendor, VendorSource
+
+if TYPE_CHECKING:
+    from market_pipeline.vendors.live_capture.subscribed import SubscribedFeed
 
 VENDORS: dict[str, Vendor] = {
     vendor.name: vendor
@@ -25,6 +29,15 @@ CAPTURE_VERIFIERS: dict[str, Callable[[Sequence[Path]], dict]] = {
     "bybit": bybit.verify_capture,
 }
 DEFAULT_CAPTURE_EXCHANGE = "binance"
+
+# `capture --exchange`: the streams of each exchange whose book channel starts with a snapshot on
+# subscribing, for the subscribing recorder (vendors/live_capture/subscribed.py); Binance's
+# recorder joins a REST snapshot to its diffs (vendors/binance/live/).
+SUBSCRIBED_FEEDS: dict[str, Callable[..., SubscribedFeed]] = {
+    "kraken": kraken.live_feed,
+    "okx": okx.live_feed,
+    "bybit": bybit.live_feed,
+}
 
 
 def capture_exchange(files: Sequence[Path]) -> str:

@@ -72,3 +72,85 @@ def test_a_dropped_feed_is_resubscribed_and_its_capture_replays_exactly(dropped_
     assert (figures["snapshots"], figures["resyncs"], figures["in_sync_at_end"]) == (2, 1, True)
     assert figures["checksums_checked"] == 60 and figures["checksum_mismatches"] == 0
     assert figures["first_bad_update"] is None
+
+
+def _messages(lines: list[str]) -> list[str]:
+    return [line.split(" ", 1)[1].rstrip("\n") for line in lines]
+
+
+def _exchange_day(exchange: str) -> tuple[list[str], int]:
+    """A clean synthetic capture's messages in `exchange`'s format, and how many subscribe messages
+    its recorder sends."""
+    if exchange == "kraken":
+        return _messages(render(2, synthetic_book(40)).lines), 2
+    if exchange == "okx":
+        from market_pipeline_tests.support import okx_captures
+
+        return _messages(okx_captures.render(okx_captures.walk(40)).lines), 1
+    from market_pipeline_tests.support import bybit_captures
+
+    return _messages(bybit_captures.render(bybit_captures.walk(40)).lines), 1
+
+
+@pytest.mark.parametrize(
+    ("exchange", "market", "symbol", "name"),
+    [
+        ("kraken", "spot", "BTC/USD", "kraken_spot_btcusd_"),
+        ("okx", "spot", "BTC-USDT", "okx_spot_btc-usdt_"),
+        ("bybit", "linear", "BTCUSDT", "bybit_linear_btcusdt_"),
+    ],
+)
+def test_capture_exchange_records_what_verify_capture_replays(exchange, market, symbol, name, tmp_path, capsys):
+    """`market-pipeline capture --exchange X` against a local feed, then `verify-capture` on its file:
+    every message kept, named for the exchange's reader, every check agreeing."""
+    from market_pipeline.cli.main import main
+
+    messages, subscriptions = _exchange_day(exchange)
+    server = SubscribedFeedServer([(messages, False)], subscriptions=subscriptions)
+    try:
+        code = main(
+            [
+                "capture",
+                *("--exchange", exchange, "--market", market, "--symbol", symbol),
+                *("--duration", "1.5s", "--out", str(tmp_path), "--ws-url", server.url, "--allow-plaintext"),
+            ]
+        )
+    finally:
+        server.close()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{len(messages):,} messages, 0 snapshot(s), 1 connection(s), 0 gap(s)" in out
+    (path,) = (tmp_path / f["path"] for f in json.loads((tmp_path / "manifest.json").read_text())["files"])
+    assert path.name.startswith(name) and _lines(path) == messages
+    assert main(["verify-capture", str(path)]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["first_bad_update"] is None and figures["checksum_mismatches"] == 0
+    assert figures["ticker_mismatches"] == 0 and figures["gaps"] == 0 and figures["in_sync_at_end"]
+    # each exchange's oracle was consulted: Kraken's and OKX's checksums, OKX's and Bybit's top of book
+    assert (figures["checksums_checked"] > 0, figures["ticker_checks"] > 0) == {
+        "kraken": (True, False),
+        "okx": (True, True),
+        "bybit": (False, True),
+    }[exchange]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--exchange", "kraken", "--market", "futures", "--symbol", "BTC/USD"], "--market 'futures'"),
+        (["--exchange", "kraken", "--market", "spot", "--symbol", "BTCUSD"], "not a Kraken v2 pair"),
+        (["--exchange", "kraken", "--market", "spot", "--symbol", "BTC/USD", "--depth", "7"], "--depth 7"),
+        (["--exchange", "okx", "--market", "spot", "--symbol", "BTC-USDT-SWAP"], "is an OKX swap instrument"),
+        (["--exchange", "bybit", "--market", "options", "--symbol", "BTCUSDT"], "not a Bybit category"),
+        (["--exchange", "bybit", "--market", "spot", "--symbol", "BTCUSDT", "--rest-url", "https://x"], "--rest-url"),
+        (["--market", "spot", "--symbol", "btcusdt", "--depth", "50"], "--depth is for kraken, okx and bybit"),
+        (["--exchange", "okx", "--market", "spot", "--symbol", "BTC-USDT", "--ws-url", "ws://x"], "plaintext"),
+    ],
+)
+def test_capture_options_an_exchange_cannot_take_are_refused_naming_them(argv, message, tmp_path, capsys):
+    from market_pipeline.cli.main import main
+
+    assert main(["capture", *argv, "--duration", "1s", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and message in err, err
+    assert not (tmp_path / "manifest.json").exists()

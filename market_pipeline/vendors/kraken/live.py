@@ -13,12 +13,16 @@ from market_pipeline.vendors.live_capture.subscribed import SubscribedFeed
 
 WEBSOCKET_V2_URL = "wss://ws.kraken.com/v2"
 MARKETS = ("spot",)
+DEFAULT_DEPTH = 10  # the checksum covers the top 10 levels
 _PAIR_RE = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
 
 
-def feed(market: str, symbol: str, depth: int, url: str | None = None) -> SubscribedFeed:
+def feed(market: str, symbol: str, depth: int | None = None, url: str | None = None) -> SubscribedFeed:
     """The streams of the spot pair `symbol` (as Kraken's v2 API spells it, e.g. BTC/USD); ValueError
-    naming the option when the pair or the depth cannot be Kraken's."""
+    naming the option when the market, the pair or the depth cannot be Kraken's."""
+    if market not in MARKETS:
+        raise ValueError(f"--market {market!r}: the recorder takes Kraken's {', '.join(MARKETS)} market")
+    depth = DEFAULT_DEPTH if depth is None else depth
     pair = symbol.upper()
     if not _PAIR_RE.match(pair):
         raise ValueError(f"--symbol {symbol!r} is not a Kraken v2 pair like BTC/USD")
