@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from market_pipeline.core.book.rebuild import Grid, RebuildResult, rebuild_day
+from market_pipeline.core.book.fixed_point import Grid
+from market_pipeline.core.book.rebuild import RebuildResult, rebuild_day
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
@@ -16,6 +17,7 @@ from market_pipeline.core.lake.paths import (
     checkpoint_path,
     raw_partition_dir,
 )
+from market_pipeline.core.quality.book_shape import ShapeFile
 from market_pipeline.core.security.audit import audit_read
 from market_pipeline.core.telemetry.telemetry import count
 from market_pipeline.vendors.base import BookDay, WrappedBookResult
@@ -106,7 +108,7 @@ def rebuild_lake_books(job: BookDay, semantics: SequenceSemantics) -> LakeBookRe
         contiguous=semantics == "contiguous",
         depth=job.depth,
         interval_ms=job.interval_ms,
-        shape_path=books_shape_path(lake, ex, sym, day),
+        shape=ShapeFile(books_shape_path(lake, ex, sym, day)),
         agreement_path=book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE,
     )
     _record_telemetry(instrument.key, result)

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import polars as pl
 
-from market_pipeline.core.book.rebuild import Grid, rebuild_day
+from market_pipeline.core.book.fixed_point import Grid
+from market_pipeline.core.book.rebuild import rebuild_day
 from market_pipeline.core.day_clock import HOURS, NS_PER_MS, day_start_ns
 from market_pipeline.core.lake.batches import iter_frames
 from market_pipeline.core.quality.agreement_spill import HourSpill

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from market_pipeline.core.book.rebuild import Grid
+from market_pipeline.core.book.fixed_point import Grid
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     books_partition_dir,
