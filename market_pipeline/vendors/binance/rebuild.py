@@ -126,35 +126,6 @@ class CaptureRebuildResult:
     output: Path
     checkpoint: Path
 
-    def metadata(self, key: str) -> dict[str, object]:
-        """Per-instrument metadata for the asset (numbers the UI plots, then one detail dict)."""
-        c = self.counters
-        return {
-            f"{key} messages": c["diffs"],
-            f"{key} diffs_applied": c["applied"],
-            f"{key} deltas_applied": c["deltas_applied"],
-            f"{key} gaps": c["gaps"],
-            f"{key} resyncs": c["resyncs"],
-            f"{key} ticker_checks": c["ticker_checks"],
-            f"{key} ticker_mismatches": c["ticker_mismatches"],
-            f"{key} crossed_events": c["crossed_events"],
-            f"{key} precision_loss_events": self.precision_events,
-            f"{key} deltas_per_second": self.delta_rows / self.seconds if self.seconds else 0.0,
-            f"{key} peak_rss_mb": self.peak_rss_bytes / 2**20,
-            f"{key} start_mode": self.start_mode,
-            f"{key} detail": {
-                "counters": c,
-                "trades": self.trades,
-                "continuous_at_start": self.continuous_at_start,
-                "in_sync_at_end": self.in_sync_at_end,
-                "final_best_bid": self.final_best_bid,
-                "final_best_ask": self.final_best_ask,
-                "precision_examples": self.precision_examples[:20],
-                "seconds": round(self.seconds, 3),
-                "output": str(self.output),
-            },
-        }
-
 
 def _column(frame: pl.DataFrame, name: str, dtype) -> np.ndarray:
     return frame.get_column(name).to_numpy().astype(dtype, copy=False)
