@@ -8,7 +8,8 @@ seq, and bt, bl, at, al as (rows, depth) matrices; an absent level has tick -1 a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,7 @@ from market_pipeline.core.telemetry import progress
 SNAPSHOT_FLAG_COLUMN = "is_snapshot"
 
 
-def numpy_column(batch: pa.RecordBatch | pa.Table, name: str, dtype) -> np.ndarray:
+def _numpy_column(batch: pa.RecordBatch | pa.Table, name: str, dtype) -> np.ndarray:
     column = batch.column(name)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -40,60 +41,67 @@ def delta_batches(
     columns: list[str],
     batch_rows: int,
 ) -> Iterator[dict[str, np.ndarray]]:
-    rows = 0
     progress.expect(file.metadata.num_rows)
     batches = file.iter_batches(batch_size=batch_rows, columns=columns)
-    while True:
-        with timings("read"):
-            batch = next(batches, None)
-        if batch is None:
-            return
-        with timings("convert"):
-            converted = convert_deltas(batch, grid, precision, rows)
-        rows += batch.num_rows
-        progress.advance(batch.num_rows)
+    for converted in _converted(
+        batches, timings, ("read", "convert"), partial(_convert_deltas, grid=grid, precision=precision)
+    ):
+        progress.advance(len(converted["recv"]))
         yield converted
 
 
 def snapshot_batches(
     file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, depth: int, timings: StageTimings, batch_rows: int
 ) -> Iterator[dict[str, np.ndarray]]:
+    convert = partial(_convert_snapshots, grid=grid, precision=precision, depth=depth)
+    yield from _converted(
+        file.iter_batches(batch_size=batch_rows), timings, ("read_snapshots", "convert_snapshots"), convert
+    )
+
+
+def _converted(
+    batches: Iterator[pa.RecordBatch],
+    timings: StageTimings,
+    stages: tuple[str, str],
+    convert: Callable[..., dict[str, np.ndarray]],
+) -> Iterator[dict[str, np.ndarray]]:
+    """`convert(batch, offset=rows before it)` of each batch, reading and converting timed as `stages`."""
+    read, converting = stages
     rows = 0
-    batches = file.iter_batches(batch_size=batch_rows)
     while True:
-        with timings("read_snapshots"):
+        with timings(read):
             batch = next(batches, None)
         if batch is None:
             return
-        with timings("convert_snapshots"):
-            converted = convert_snapshots(batch, grid, precision, depth, rows)
+        with timings(converting):
+            converted = convert(batch, offset=rows)
         rows += batch.num_rows
         yield converted
 
 
-def convert_deltas(
+def _convert_deltas(
     batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int
 ) -> dict[str, np.ndarray]:
-    seq = numpy_column(batch, "sequence_number", np.int64)
+    seq = _numpy_column(batch, "sequence_number", np.int64)
     return {
-        "recv": numpy_column(batch, "received_time", np.int64),
-        "orig": numpy_column(batch, "origin_time", np.int64),
+        "recv": _numpy_column(batch, "received_time", np.int64),
+        "orig": _numpy_column(batch, "origin_time", np.int64),
         "seq": seq,
-        "is_bid": numpy_column(batch, "side_is_bid", np.bool_),
-        "tick": precision.convert(numpy_column(batch, "price", np.float64), grid.tick, "price", offset, seq),
-        "lot": precision.convert(numpy_column(batch, "size", np.float64), grid.lot, "size", offset, seq),
+        "is_bid": _numpy_column(batch, "side_is_bid", np.bool_),
+        "tick": precision.convert(_numpy_column(batch, "price", np.float64), grid.tick, "price", offset, seq),
+        "lot": precision.convert(_numpy_column(batch, "size", np.float64), grid.lot, "size", offset, seq),
         "is_snapshot": (
-            numpy_column(batch, SNAPSHOT_FLAG_COLUMN, np.bool_)
+            _numpy_column(batch, SNAPSHOT_FLAG_COLUMN, np.bool_)
             if SNAPSHOT_FLAG_COLUMN in batch.schema.names
             else lr.no_snapshot_flags(batch.num_rows)
         ),
     }
 
 
-def convert_snapshots(
+def _convert_snapshots(
     batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, depth: int, offset: int
 ) -> dict[str, np.ndarray]:
-    seq = numpy_column(batch, "sequence_number", np.int64)
+    seq = _numpy_column(batch, "sequence_number", np.int64)
     converted = {}
     for key, side, field_name, step in (
         ("bt", "bid", "price", grid.tick),
@@ -105,15 +113,15 @@ def convert_snapshots(
         for level in range(depth):
             column = f"{side}_{level}_{field_name}"
             matrix[:, level] = precision.convert(
-                numpy_column(batch, column, np.float64), step, f"book.{column}", offset, seq
+                _numpy_column(batch, column, np.float64), step, f"book.{column}", offset, seq
             )
         converted[key] = matrix
     # An absent level (null price) must read as absent on both arrays.
     converted["bl"][converted["bt"] < 0] = 0
     converted["al"][converted["at"] < 0] = 0
     return {
-        "recv": numpy_column(batch, "received_time", np.int64),
-        "orig": numpy_column(batch, "origin_time", np.int64),
+        "recv": _numpy_column(batch, "received_time", np.int64),
+        "orig": _numpy_column(batch, "origin_time", np.int64),
         "seq": seq,
         **converted,
     }
