@@ -74,6 +74,22 @@ from market_pipeline.bench.remote import measure_remote, remote_report
 from market_pipeline.bench.vendors import measure_vendors, vendor_report
 from market_pipeline.core.lake import parquet_io
 
+# What the bench offers its callers (`__main__`, the tests): the run and its parts, by name.
+__all__ = [
+    "BENCH_DAY",
+    "BENCH_INSTRUMENT",
+    "PARALLEL_INSTRUMENTS",
+    "GraphRun",
+    "bench_settings",
+    "core",
+    "generate_days",
+    "main",
+    "prepare_day",
+    "range_memory",
+    "run",
+    "run_graph",
+]
+
 PARALLEL_INSTRUMENTS = ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]
 PARALLEL_STEPS = ("raw_book_deltas", "raw_book_snapshots", "reconstructed_books")
 DEFAULT_PARALLEL_SCALE = 0.25
@@ -391,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_dagster()
     settings = bench_settings(args.data_dir, args.scale)
     started = time.perf_counter()
-    bench = prepare_day(settings, BENCH_DAY)
+    bench = prepare_day(settings)
     print(f"day ready in {time.perf_counter() - started:.1f} s (cached under {settings.data_dir})", flush=True)
     # The figures are for the production defaults (100 ms each) unless PIPELINE_* variables say otherwise.
     print(
