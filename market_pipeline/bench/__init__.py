@@ -40,8 +40,9 @@ measures in one run:
 - read API (`--read-api` only): `market_pipeline.lake`'s `books()` of the day with 5 columns (rows/s)
   and `book_at` for 1 M instants, over the books the graph run wrote (`bench/read_api.py`).
 
-The whole-graph subprocess and its sampler are in `bench/graph.py`, the core and peer in
-`bench/kernel.py`. Human-readable figures go first; the last line is one JSON object.
+The day, its read floors and the end-to-end child are in `bench/day.py`, the whole-graph
+subprocess and its sampler in `bench/graph.py`, the core and peer in `bench/kernel.py`.
+Human-readable figures go first; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -49,33 +50,50 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
+from market_pipeline.bench.day import (
+    BENCH_DAY,
+    BENCH_INSTRUMENT,
+    BenchDay,
+    bench_settings,
+    end_to_end,
+    generate_days,
+    prepare_day,
+    raw_read_seconds,
+    read_only_seconds,
+)
 from market_pipeline.bench.graph import RSS_SAMPLE_SECONDS, GraphRun, quiet_dagster, run_graph
 from market_pipeline.bench.kernel import core, peer
 from market_pipeline.bench.read_api import measure_read_api
 from market_pipeline.bench.remote import measure_remote, remote_report
 from market_pipeline.bench.vendors import measure_vendors, vendor_report
-from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
-from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
-from market_pipeline.core.telemetry.memory import peak_rss_bytes
-from market_pipeline.settings import PipelineSettings, load_settings
 
-BENCH_INSTRUMENT = "BINANCE:BTC-USDT"
+# What the bench offers its callers (`__main__`, the tests): the run and its parts, by name.
+__all__ = [
+    "BENCH_DAY",
+    "BENCH_INSTRUMENT",
+    "PARALLEL_INSTRUMENTS",
+    "GraphRun",
+    "bench_settings",
+    "core",
+    "generate_days",
+    "main",
+    "prepare_day",
+    "range_memory",
+    "run",
+    "run_graph",
+]
+
 PARALLEL_INSTRUMENTS = ["BINANCE:BTC-USDT", "BINANCE_FUTURES:BTC-USDT-PERP"]
 PARALLEL_STEPS = ("raw_book_deltas", "raw_book_snapshots", "reconstructed_books")
 DEFAULT_PARALLEL_SCALE = 0.25
 RANGE_DAYS = 3  # the memory goal holds for a range of days too (issue 11, item 1)
-BENCH_DAY = dt.date(2024, 3, 1)
 DEFAULT_DATA_DIR = Path("data/bench")
 DEFAULT_PEER_ROWS = 3_000_000
 # The goals (issue 3, item 8; issue 11, items 2 and 3).
@@ -85,131 +103,6 @@ GOAL_E2E_OVER_READ = 2.0  # the book stage over its read floor
 GOAL_GRAPH_OVER_READ = 5.0  # the whole graph over reading the day's raw Parquet
 GOAL_PARALLEL_SPEEDUP = 1.7
 GOAL_PEAK_RSS_MB = 1024.0  # the whole graph's process tree
-
-
-@dataclass(frozen=True)
-class BenchDay:
-    settings: PipelineSettings
-    instrument: Instrument
-    day: dt.date
-    deltas: Path
-    book: Path
-
-
-def bench_settings(data_dir: Path, scale: float, instruments: list[str] | None = None) -> PipelineSettings:
-    return load_settings(
-        data_dir=data_dir,
-        source="synthetic",
-        instruments=instruments or [BENCH_INSTRUMENT],
-        synthetic={"profile": "realistic", "scale": scale},
-    )
-
-
-def prepare_day(settings: PipelineSettings, day: dt.date = BENCH_DAY) -> BenchDay:
-    """Generate the synthetic day unless cached, and import its deltas and snapshots into the raw lake."""
-    from market_pipeline.defs.common.importer import import_partition
-    from market_pipeline.vendors.synthetic.source import SyntheticSource
-
-    (instrument,) = settings.universe
-    source = SyntheticSource(settings.synthetic, settings.data_dir / "sources" / "synthetic")
-    stamp = source.ensure_day(instrument, day) / "params.sha256"  # rewritten only on regeneration
-    paths = {}
-    for table in ("book_delta_v2", "book"):
-        target = raw_partition_dir(settings.lake_dir, table, instrument.exchange, instrument.symbol, day)
-        target = target / PARTITION_FILE
-        if not target.is_file() or target.stat().st_mtime < stamp.stat().st_mtime:
-            print(f"importing {table} into the raw lake ...", flush=True)
-            import_partition(source, settings, table, instrument, day, run_id="bench")
-        paths[table] = target
-    return BenchDay(settings, instrument, day, paths["book_delta_v2"], paths["book"])
-
-
-def read_only_seconds(bench: BenchDay) -> float:
-    """Read what the rebuild reads, as it reads it (two threads, same batches), and nothing more."""
-
-    def drain(path: Path, batch_size: int, columns: list[str] | None) -> None:
-        for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns):
-            pass
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        jobs = [
-            pool.submit(drain, bench.deltas, DELTA_BATCH_ROWS, DELTA_COLUMNS),
-            pool.submit(drain, bench.book, SNAPSHOT_BATCH_ROWS, None),
-        ]
-        for job in jobs:
-            job.result()
-    return time.perf_counter() - started
-
-
-def raw_read_seconds(settings: PipelineSettings, day: dt.date) -> float:
-    """Read every raw Parquet file of the day, all columns (the floor of the whole graph)."""
-    files = sorted((settings.lake_dir / "raw").glob(f"*/*/*/dt={day.isoformat()}/*.parquet"))
-    started = time.perf_counter()
-    for path in files:
-        for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches(batch_size=DELTA_BATCH_ROWS):
-            pass
-    return time.perf_counter() - started
-
-
-def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
-    """In a fresh process: one `reconstructed_books` instrument-day, reported through `conn`."""
-    quiet_dagster()
-    from market_pipeline.defs.books.assets import rebuild_instrument_day
-    from market_pipeline.vendors.registry import build_source
-
-    settings = bench_settings(Path(data_dir), scale)
-    (instrument,) = settings.universe
-    source = build_source(settings)
-    started = time.perf_counter()
-    result = rebuild_instrument_day(source, settings, instrument, dt.date.fromisoformat(day)).result
-    seconds = time.perf_counter() - started
-    conn.send(
-        {
-            **result.extra,  # seconds and cpu_seconds per stage, process_cpu_seconds
-            "call_seconds": seconds,
-            "rebuild_seconds": result.seconds,
-            # VmHWM: unlike ru_maxrss it does not inherit the parent's peak through fork and exec.
-            "peak_rss_mb": peak_rss_bytes() / 2**20,
-            "rows_in": result.rows_in,
-            "messages": result.counters.get("messages", 0),
-            "rows_written": result.counters["rows_written"],
-            "vendor_snapshots_matched": result.counters["vendor_snapshots_matched"],
-            "vendor_snapshots": result.counters["vendor_snapshots"],
-            "output_mb": result.output.stat().st_size / 2**20,
-        }
-    )
-    conn.close()
-
-
-def end_to_end(bench: BenchDay) -> dict:
-    ctx = mp.get_context("spawn")  # a clean interpreter: the peak RSS is the rebuild's alone
-    receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(
-        target=_e2e_child,
-        args=(str(bench.settings.data_dir), bench.settings.synthetic.scale, bench.day.isoformat(), sender),
-    )
-    child.start()
-    sender.close()
-    try:
-        report = receiver.recv()
-    except EOFError:
-        report = None
-    child.join()
-    if report is None or child.exitcode != 0:
-        raise RuntimeError(f"end-to-end rebuild child failed (exit code {child.exitcode})")
-    return report
-
-
-def generate_days(settings: PipelineSettings, first: dt.date, last: dt.date) -> None:
-    """The synthetic days first..last of `settings`' instruments, generated before anything is
-    measured (cached: only missing or changed days are generated)."""
-    from market_pipeline.vendors.synthetic.source import SyntheticSource
-
-    source = SyntheticSource(settings.synthetic, settings.data_dir / "sources" / "synthetic")
-    for instrument in settings.universe:
-        for offset in range((last - first).days + 1):
-            source.ensure_day(instrument, first + dt.timedelta(days=offset))
 
 
 def parallel_speedup(data_dir: Path, scale: float, day: dt.date, say: Callable[[str], None]) -> dict:

@@ -90,6 +90,28 @@ class WrappedBookResult:
         return self.result.seconds
 
 
+def book_day_metadata(
+    key: str,
+    figures: dict[str, object],
+    rows_in: int,
+    seconds: float,
+    peak_rss_bytes: int,
+    start_mode: str,
+    detail: dict[str, object],
+) -> dict[str, object]:
+    """A rebuilt instrument-day's metadata (`BookDayResult.metadata`), keys prefixed with the
+    instrument `key`: the vendor's `figures` (numbers the UI plots), then what every rebuild
+    reports (delta rows replayed per second, peak memory, how the day started), then `detail`
+    (one dict, stored as JSON metadata)."""
+    return {
+        **{f"{key} {name}": value for name, value in figures.items()},
+        f"{key} deltas_per_second": rows_in / seconds if seconds else 0.0,
+        f"{key} peak_rss_mb": peak_rss_bytes / 2**20,
+        f"{key} start_mode": start_mode,
+        f"{key} detail": detail,
+    }
+
+
 class VendorSource(Protocol):
     name: str
     tables: frozenset[str]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from market_pipeline.core.book.rebuild import Grid, RebuildResult, rebuild_day
+from market_pipeline.core.book.fixed_point import Grid
+from market_pipeline.core.book.rebuild import RebuildResult, rebuild_day
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
@@ -16,9 +17,10 @@ from market_pipeline.core.lake.paths import (
     checkpoint_path,
     raw_partition_dir,
 )
+from market_pipeline.core.quality.book_shape import ShapeFile
 from market_pipeline.core.security.audit import audit_read
 from market_pipeline.core.telemetry.telemetry import count
-from market_pipeline.vendors.base import BookDay, WrappedBookResult
+from market_pipeline.vendors.base import BookDay, WrappedBookResult, book_day_metadata
 
 
 @dataclass
@@ -39,29 +41,26 @@ class LakeBookResult(WrappedBookResult):
 
     def metadata(self, key: str) -> dict[str, object]:
         r, c = self.result, self.result.counters
-        return {
-            f"{key} messages": c["messages"],
-            f"{key} deltas_applied": c["deltas_applied"],
-            f"{key} gaps": self.totals["gaps"],
-            f"{key} fills": c["fills"],
-            f"{key} crossed_events": c["crossed_events"],
-            f"{key} precision_loss_events": r.precision_events,
-            f"{key} vendor_snapshot_match_share": (
+        figures = {
+            "messages": c["messages"],
+            "deltas_applied": c["deltas_applied"],
+            "gaps": self.totals["gaps"],
+            "fills": c["fills"],
+            "crossed_events": c["crossed_events"],
+            "precision_loss_events": r.precision_events,
+            "vendor_snapshot_match_share": (
                 c["vendor_snapshots_matched"] / c["vendor_snapshots"] if c["vendor_snapshots"] else 0.0
             ),
-            f"{key} deltas_per_second": r.rows_in / r.seconds if r.seconds else 0.0,
-            f"{key} peak_rss_mb": r.peak_rss_bytes / 2**20,
-            f"{key} start_mode": r.start_mode,
-            # A dict is stored as JSON metadata.
-            f"{key} detail": {
-                "counters": c,
-                "hourly": r.hourly,
-                "precision_examples": r.precision_examples[:20],
-                "batches": r.batches,
-                "seconds": round(r.seconds, 3),
-                "output": str(r.output),
-            },
         }
+        detail = {
+            "counters": c,
+            "hourly": r.hourly,
+            "precision_examples": r.precision_examples[:20],
+            "batches": r.batches,
+            "seconds": round(r.seconds, 3),
+            "output": str(r.output),
+        }
+        return book_day_metadata(key, figures, r.rows_in, r.seconds, r.peak_rss_bytes, r.start_mode, detail)
 
     def summary(self) -> str:
         c = self.result.counters
@@ -106,7 +105,7 @@ def rebuild_lake_books(job: BookDay, semantics: SequenceSemantics) -> LakeBookRe
         contiguous=semantics == "contiguous",
         depth=job.depth,
         interval_ms=job.interval_ms,
-        shape_path=books_shape_path(lake, ex, sym, day),
+        shape=ShapeFile(books_shape_path(lake, ex, sym, day)),
         agreement_path=book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE,
     )
     _record_telemetry(instrument.key, result)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,12 @@ PACKAGE = REPO_ROOT / "market_pipeline"
 # Where `load_settings` may be named at all: the settings module, the code location, the CLI
 # (its entry points load the settings once) and the benchmark (a script with its own settings).
 LOAD_SETTINGS_ALLOWED = ("settings.py", "definitions.py", "cli/", "bench/")
+
+# Modules stay small (issue 37): one over MAX_MODULE_LINES lines says why in a comment line
+# `# long module: <reason>` among its first LONG_MODULE_REASON_LINES lines (above its docstring).
+MAX_MODULE_LINES = 500
+LONG_MODULE_REASON_LINES = 3
+LONG_MODULE_REASON = re.compile(r"# long module: \S")
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -102,6 +109,24 @@ def test_every_daily_asset_gets_a_freshness_check() -> None:
     assert daily and fresh == daily
     job = defs.resolve_job_def("freshness_checks")
     assert {key.asset_key for key in job.asset_layer.asset_graph.asset_check_keys if key.name == "freshness"} >= daily
+
+
+def test_no_module_over_500_lines_without_a_reason_at_its_top() -> None:
+    """No module in market_pipeline/ is over MAX_MODULE_LINES lines without a one-line reason at
+    its top (`# long module: <reason>`), and no module shorter than that keeps a stale one."""
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        name = path.relative_to(REPO_ROOT).as_posix()
+        reason = any(LONG_MODULE_REASON.match(line) for line in lines[:LONG_MODULE_REASON_LINES])
+        if len(lines) > MAX_MODULE_LINES and not reason:
+            problems.append(
+                f"{name}: {len(lines)} lines, over {MAX_MODULE_LINES}: split it, or say why not in a "
+                f"'# long module: <reason>' line among its first {LONG_MODULE_REASON_LINES}"
+            )
+        elif reason and len(lines) <= MAX_MODULE_LINES:
+            problems.append(f"{name}: {len(lines)} lines, not over {MAX_MODULE_LINES}: drop its '# long module:' line")
+    assert not problems, "\n".join(problems)
 
 
 def _imported_modules(tree: ast.Module, names: set[str]) -> tuple[set[str], set[str]]:

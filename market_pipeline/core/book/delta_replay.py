@@ -25,7 +25,8 @@ message touched last wins) and counted.
 Inputs, outputs and scratch space are named tuples of arrays (`Deltas`, `Snapshots`, `Rows`,
 `Agreement`, `Levels`, `ladder.Book`, and `Sampling` for a kernel that is handed how to sample);
 scalar state and counters are numpy records (`REPLAY_STATE`, `COUNTERS`, `HOURLY`) read and
-written by field name.
+written by field name. The steps other replays share (a sample row, the check against a vendor
+snapshot and its repair) are in `replay_steps.py`.
 """
 
 from __future__ import annotations
@@ -45,14 +46,11 @@ from market_pipeline.core.book.ladder import (
     Book,
     ask_update,
     bid_update,
-    clear_asks_to,
-    clear_bids_from,
     clear_book,
     make_room,
     resolve_cross,
-    set_level,
-    top_levels,
 )
+from market_pipeline.core.book.replay_steps import check_and_fill, emit_levels_row, emit_row, hour_of_day
 
 # --- inputs and outputs: named tuples of arrays ---------------------------------------------
 
@@ -228,138 +226,6 @@ def new_replay_state(day_start_ns: int, contiguous: bool, interval_ns: int, sync
     return state
 
 
-# The helpers of the per-message loop are inlined: a call between jitted functions passes every
-# array with reference counting, which costs more than these small bodies.
-@nb.njit(cache=True, nogil=True, inline="always")
-def _hour(r, t):
-    h = (t - r.day_start) // 3_600_000_000_000
-    if h < 0:
-        return 0
-    if h > 23:
-        return 23
-    return h
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _emit_header(r, c, rows, n_out, recv, orig, trigger):
-    rows.recv[n_out] = recv
-    rows.orig[n_out] = orig
-    rows.seq[n_out] = r.last_seq
-    rows.synced[n_out] = r.synced
-    rows.trigger[n_out] = trigger
-    c.rows_written += 1
-    if not r.synced:
-        c.rows_written_unsynced += 1
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def emit_row(book, state, counters, rows, n_out, recv, orig, trigger, depth):
-    """Write the book's top `depth` levels as output row `n_out`."""
-    _emit_header(state[0], counters[0], rows, n_out, recv, orig, trigger)
-    top_levels(
-        book.bid,
-        book.ask,
-        book.st,
-        depth,
-        rows.bid_ticks[n_out],
-        rows.bid_lots[n_out],
-        rows.ask_ticks[n_out],
-        rows.ask_lots[n_out],
-    )
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def emit_levels_row(levels, state, counters, rows, n_out, recv, orig, trigger, depth):
-    """`emit_row` with the book's top levels already at hand (`levels` as `top_levels` writes them)."""
-    _emit_header(state[0], counters[0], rows, n_out, recv, orig, trigger)
-    for lvl in range(depth):
-        rows.bid_ticks[n_out, lvl] = levels.bid_ticks[lvl]
-        rows.bid_lots[n_out, lvl] = levels.bid_lots[lvl]
-        rows.ask_ticks[n_out, lvl] = levels.ask_ticks[lvl]
-        rows.ask_lots[n_out, lvl] = levels.ask_lots[lvl]
-
-
-@nb.njit(cache=True, nogil=True)
-def check_and_fill(book, state, counters, hourly, snaps, k, agreement, work):
-    """Compare the book with vendor snapshot k, then make the covered levels equal to it.
-
-    Returns whether they matched; then `work` holds the book's top levels.
-    """
-    bid, ask, st = book
-    r = state[0]
-    c = counters[0]
-    s_bt, s_bl, s_at, s_al = snaps.bt, snaps.bl, snaps.at, snaps.al
-    w_bt, w_bl, w_at, w_al = work
-    depth = s_bt.shape[1]
-    top_levels(bid, ask, st, depth, w_bt, w_bl, w_at, w_al)
-    mismatched = 0
-    first = -1
-    level_mask = 0  # bit L: level L (either side) disagreed
-    for lvl in range(depth):
-        if w_bt[lvl] != s_bt[k, lvl] or (s_bt[k, lvl] >= 0 and w_bl[lvl] != s_bl[k, lvl]):
-            mismatched += 1
-            level_mask |= 1 << lvl
-            if first < 0:
-                first = lvl
-        if w_at[lvl] != s_at[k, lvl] or (s_at[k, lvl] >= 0 and w_al[lvl] != s_al[k, lvl]):
-            mismatched += 1
-            level_mask |= 1 << lvl
-            if first < 0:
-                first = lvl
-    c.vendor_snapshots += 1
-    match = mismatched == 0
-    agreement.matched[k] = match
-    agreement.levels_mismatched[k] = mismatched
-    agreement.first_mismatch[k] = first
-    agreement.level_mask[k] = level_mask
-    agreement.synced_before[k] = r.synced
-    if w_bt[0] >= 0 and w_at[0] >= 0 and s_bt[k, 0] >= 0 and s_at[k, 0] >= 0:
-        agreement.mid_deviation[k] = (w_bt[0] + w_at[0]) - (s_bt[k, 0] + s_at[k, 0])  # in half ticks
-    else:
-        agreement.mid_deviation[k] = 0
-    hour = _hour(r, snaps.recv[k])
-    gap_open = r.gap_open
-    if not match and r.synced:
-        # In sync by every sequence check, yet wrong: a gap the sequence numbers cannot show.
-        c.divergences += 1
-        hourly[hour].divergences += 1
-        gap_open = True
-    if gap_open:
-        c.fills += 1
-        hourly[hour].fills += 1
-    r.gap_open = False
-    r.synced = True
-    if match:
-        c.vendor_snapshots_matched += 1
-        return True
-    # Replace the snapshot's price range; a side listing fewer than `depth` levels is complete.
-    n_sb = 0
-    while n_sb < depth and s_bt[k, n_sb] >= 0:
-        n_sb += 1
-    n_sa = 0
-    while n_sa < depth and s_at[k, n_sa] >= 0:
-        n_sa += 1
-    if n_sb < depth and n_sa < depth:
-        clear_book(bid, ask, st)
-    else:
-        if n_sb < depth:
-            clear_bids_from(bid, st, -(1 << 62))
-        else:
-            clear_bids_from(bid, st, s_bt[k, n_sb - 1])
-        if n_sa < depth:
-            clear_asks_to(ask, st, 1 << 62)
-        else:
-            clear_asks_to(ask, st, s_at[k, n_sa - 1])
-    for lvl in range(n_sb):
-        set_level(bid, ask, st, True, s_bt[k, lvl], s_bl[k, lvl])
-    for lvl in range(n_sa):
-        set_level(bid, ask, st, False, s_at[k, lvl], s_al[k, lvl])
-    # Deeper levels we kept may now cross the snapshot's touch; the snapshot is newer.
-    removed = resolve_cross(bid, ask, st, True) + resolve_cross(bid, ask, st, False)
-    c.crossed_levels_removed += removed
-    return False
-
-
 @nb.njit(cache=True, nogil=True, inline="always")
 def _make_room_from_locals(bid, ask, st, tick, best_b, best_a, n_b, n_a):
     """`make_room` for a loop that keeps the ladder's scalars in locals: store them in `st`,
@@ -481,7 +347,7 @@ def _replay_lake_batch(
         elif n_out >= capacity:
             return i, k, n_out
         seq = d_seq[i]
-        hour = _hour(r, d_recv[i])
+        hour = hour_of_day(r, d_recv[i])
         if r.have_last and seq < r.last_seq:
             c.out_of_order_messages += 1
             hourly[hour].sequence_gaps += 1

@@ -7,6 +7,7 @@ key) but its row is reported, never silently absorbed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 import numba as nb
@@ -16,6 +17,23 @@ import pyarrow as pa
 # |value/step - round(value/step)| above this many steps is off grid; float64 noise on a
 # price of 1e6 with a step of 1e-8 stays below 1e-5 steps.
 OFF_GRID_TOLERANCE = 1e-4
+MAX_REPORTED_PRECISION_EVENTS = 100
+
+
+@dataclass
+class Grid:
+    """An instrument's price and size steps: prices are whole ticks, sizes whole lots."""
+
+    tick_size: Decimal
+    lot_size: Decimal
+
+    @property
+    def tick(self) -> float:
+        return float(self.tick_size)
+
+    @property
+    def lot(self) -> float:
+        return float(self.lot_size)
 
 
 def decimals_of(step: Decimal) -> int:
@@ -47,6 +65,30 @@ def to_steps(values, step, off_grid_rows, max_reported):
                 off_grid_rows[off] = i
             off += 1
     return out, off
+
+
+class PrecisionCounter:
+    """Counts values off the grid and keeps the first few rows for the report."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.examples: list[dict[str, object]] = []
+        self._rows = np.empty(MAX_REPORTED_PRECISION_EVENTS, dtype=np.int64)
+
+    def convert(self, values: np.ndarray, step: float, column: str, offset: int, seq: np.ndarray) -> np.ndarray:
+        steps, off = to_steps(values, step, self._rows, MAX_REPORTED_PRECISION_EVENTS)
+        if off:
+            for r in self._rows[: min(off, MAX_REPORTED_PRECISION_EVENTS - len(self.examples))]:
+                self.examples.append(
+                    {
+                        "column": column,
+                        "row": int(offset + r),
+                        "sequence_number": int(seq[r]),
+                        "value": float(values[r]),
+                    }
+                )
+            self.count += off
+        return steps
 
 
 def decimal_type(step: Decimal) -> pa.DataType:

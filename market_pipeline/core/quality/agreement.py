@@ -35,8 +35,9 @@ from pathlib import Path
 
 import polars as pl
 
-from market_pipeline.core.book.rebuild import Grid, rebuild_day
-from market_pipeline.core.day_clock import HOURS, NS_PER_MS, day_start_ns
+from market_pipeline.core.book.fixed_point import Grid
+from market_pipeline.core.book.rebuild import rebuild_day
+from market_pipeline.core.day_clock import HOURS, NS_PER_MS
 from market_pipeline.core.lake.batches import iter_frames
 from market_pipeline.core.quality.agreement_spill import HourSpill
 from market_pipeline.core.quality.agreement_status import EXCHANGE_TIME, NO_COMMON_IDS, UPDATE_ID
@@ -138,7 +139,7 @@ class DayComparison:
 
 
 def _spill(scratch: Path, name: str, day: dt.date, time_column: str, frames) -> HourSpill:
-    spill = HourSpill(scratch, name, day_start_ns(day), time_column)
+    spill = HourSpill(scratch, name, day, time_column)
     try:
         for frame in frames:
             spill.add(frame)

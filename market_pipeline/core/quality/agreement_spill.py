@@ -10,12 +10,13 @@ one hour of the projected columns while joining, never a day. Parts are written 
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from market_pipeline.core.day_clock import HOURS, NS_PER_HOUR
+from market_pipeline.core.day_clock import hour_of
 from market_pipeline.core.lake import parquet_io
 
 
@@ -23,10 +24,10 @@ class HourSpill:
     """Frames added in any order, kept by the UTC hour of `time_column` (rows before or after the
     day go to its first or last hour); `hour(h)` reads one hour back."""
 
-    def __init__(self, scratch: Path, name: str, day_start_ns: int, time_column: str) -> None:
+    def __init__(self, scratch: Path, name: str, day: dt.date, time_column: str) -> None:
         self.directory = scratch / name
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.day_start_ns = day_start_ns
+        self.day = day
         self.time_column = time_column
         self.schema: pl.Schema | None = None
         self._writers: dict[int, pq.ParquetWriter] = {}
@@ -39,7 +40,7 @@ class HourSpill:
             return
         if self.schema is None:
             self.schema = frame.schema
-        hour = ((pl.col(self.time_column) - self.day_start_ns) // NS_PER_HOUR).clip(0, HOURS - 1).alias("_hour")
+        hour = hour_of(self.time_column, self.day).alias("_hour")
         for (h,), part in frame.with_columns(hour).partition_by("_hour", as_dict=True, include_key=False).items():
             table = part.to_arrow()
             writer = self._writers.get(int(h))

@@ -2,7 +2,8 @@
 'snapshot'`) with both touch prices: its hour, spread in ticks and depth near mid in lots.
 
 `pipeline_metrics` aggregates these rows (`microstructure.py`). The book rebuild makes them from
-its int64 output buffers as it writes the books (`rebuild.BookWriter`), and the books stage
+its int64 output buffers as it writes the books (`book_writer.BookWriter` hands them to a
+`ShapeFile`), and the books stage
 stores them beside the day (`lake/stats/books/exchange=X/symbol=Y/dt=D/shape.parquet`, ~7 MB for
 864,000 snapshots), tagged with the rows and bytes of the books file they describe. The metrics
 read that file when it matches the books file, and otherwise compute the same rows from the
@@ -90,6 +91,25 @@ def shape_rows(rows: np.ndarray, received_time: np.ndarray, sides: tuple[np.ndar
     _shape_kernel(rows, received_time, sides, day_start, bps, hour, spread, depth, missing)
     columns = [hour, spread, *[pa.array(depth[j], mask=missing[j]) for j in range(len(DEPTH_BPS))]]
     return pa.Table.from_arrays(columns, schema=SHAPE_SCHEMA)
+
+
+class ShapeFile:
+    """The shape rows of the snapshot rows a rebuild writes (its `book_writer.SnapshotRowsSink`),
+    stored at `path` once the books file is complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._parts: list[pa.Table] = []
+
+    def add(self, rows: np.ndarray, received_time: np.ndarray, sides: tuple[np.ndarray, ...], day_start: int) -> None:
+        self._parts.append(shape_rows(rows, received_time, sides, day_start))
+
+    def table(self) -> pa.Table:
+        """The shape rows of every batch so far, in order."""
+        return pa.concat_tables(self._parts) if self._parts else SHAPE_SCHEMA.empty_table()
+
+    def write(self, books: Path) -> None:
+        write_shape(self.table(), self.path, books)
 
 
 def write_shape(shape: pa.Table, path: Path, books: Path) -> None:

@@ -17,7 +17,7 @@ import tempfile
 import dagster as dg
 import polars as pl
 
-from market_pipeline.core.book.rebuild import Grid
+from market_pipeline.core.book.fixed_point import Grid
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic

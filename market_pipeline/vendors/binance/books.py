@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from market_pipeline.core.book.rebuild import Grid
+from market_pipeline.core.book.fixed_point import Grid
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     books_partition_dir,
@@ -14,7 +14,7 @@ from market_pipeline.core.lake.paths import (
     checkpoint_path,
     raw_partition_dir,
 )
-from market_pipeline.vendors.base import BookDay, WrappedBookResult
+from market_pipeline.vendors.base import BookDay, WrappedBookResult, book_day_metadata
 from market_pipeline.vendors.binance.capture_format import LAKE_EXCHANGES
 from market_pipeline.vendors.binance.rebuild import CaptureRebuildResult, rebuild_capture_day
 
@@ -37,7 +37,30 @@ class CaptureBookResult(WrappedBookResult):
         return {"deltas_applied": c["deltas_applied"], "gaps": c["gaps"], "fills": 0}
 
     def metadata(self, key: str) -> dict[str, object]:
-        return self.result.metadata(key)
+        r, c = self.result, self.result.counters
+        figures = {
+            "messages": c["diffs"],
+            "diffs_applied": c["applied"],
+            "deltas_applied": c["deltas_applied"],
+            "gaps": c["gaps"],
+            "resyncs": c["resyncs"],
+            "ticker_checks": c["ticker_checks"],
+            "ticker_mismatches": c["ticker_mismatches"],
+            "crossed_events": c["crossed_events"],
+            "precision_loss_events": r.precision_events,
+        }
+        detail = {
+            "counters": c,
+            "trades": r.trades,
+            "continuous_at_start": r.continuous_at_start,
+            "in_sync_at_end": r.in_sync_at_end,
+            "final_best_bid": r.final_best_bid,
+            "final_best_ask": r.final_best_ask,
+            "precision_examples": r.precision_examples[:20],
+            "seconds": round(r.seconds, 3),
+            "output": str(r.output),
+        }
+        return book_day_metadata(key, figures, r.delta_rows, r.seconds, r.peak_rss_bytes, r.start_mode, detail)
 
     def summary(self) -> str:
         c, r = self.result.counters, self.result

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from market_pipeline.core.book.rebuild import Grid
+from market_pipeline.core.book.fixed_point import Grid
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.vendors.binance import sync_kernel as br

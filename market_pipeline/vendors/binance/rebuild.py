@@ -9,7 +9,7 @@ re-syncs it). bookTicker
 messages are the oracle: one whose `u` is the final `u` of an applied diff must equal the best
 bid and ask after it.
 
-Rows have the vendor path's format (`rebuild.output_schema`): one at every REST snapshot line,
+Rows have the vendor path's format (`book_writer.output_schema`): one at every REST snapshot line,
 then one every `book.sample_interval_ms` of receive time from the day's first event (0: one after
 every diff line). `synced` is true only in the LIVE state, never from a gap until the re-sync,
 and `sequence_number` is the last applied `u`.
@@ -58,6 +58,9 @@ import polars as pl
 import pyarrow as pa
 
 from market_pipeline.core.book import delta_replay as lr
+from market_pipeline.core.book.book_writer import BookWriter, books_writer_options
+from market_pipeline.core.book.checkpoint import load_checkpoint, write_checkpoint
+from market_pipeline.core.book.fixed_point import Grid, PrecisionCounter
 from market_pipeline.core.book.ladder import (
     EMPTY,
     ST_BASE,
@@ -68,18 +71,11 @@ from market_pipeline.core.book.ladder import (
     Book,
     new_book,
 )
-from market_pipeline.core.book.rebuild import (
-    BookWriter,
-    Grid,
-    PrecisionCounter,
-    books_writer_options,
-    load_checkpoint,
-    write_checkpoint,
-)
+from market_pipeline.core.book.rebuild import OUTPUT_BATCH_ROWS
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
-from market_pipeline.core.quality.book_shape import write_shape
+from market_pipeline.core.quality.book_shape import ShapeFile
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
 from market_pipeline.vendors.binance.delta_batches import (
@@ -129,35 +125,6 @@ class CaptureRebuildResult:
     peak_rss_bytes: int
     output: Path
     checkpoint: Path
-
-    def metadata(self, key: str) -> dict[str, object]:
-        """Per-instrument metadata for the asset (numbers the UI plots, then one detail dict)."""
-        c = self.counters
-        return {
-            f"{key} messages": c["diffs"],
-            f"{key} diffs_applied": c["applied"],
-            f"{key} deltas_applied": c["deltas_applied"],
-            f"{key} gaps": c["gaps"],
-            f"{key} resyncs": c["resyncs"],
-            f"{key} ticker_checks": c["ticker_checks"],
-            f"{key} ticker_mismatches": c["ticker_mismatches"],
-            f"{key} crossed_events": c["crossed_events"],
-            f"{key} precision_loss_events": self.precision_events,
-            f"{key} deltas_per_second": self.delta_rows / self.seconds if self.seconds else 0.0,
-            f"{key} peak_rss_mb": self.peak_rss_bytes / 2**20,
-            f"{key} start_mode": self.start_mode,
-            f"{key} detail": {
-                "counters": c,
-                "trades": self.trades,
-                "continuous_at_start": self.continuous_at_start,
-                "in_sync_at_end": self.in_sync_at_end,
-                "final_best_bid": self.final_best_bid,
-                "final_best_ask": self.final_best_ask,
-                "precision_examples": self.precision_examples[:20],
-                "seconds": round(self.seconds, 3),
-                "output": str(self.output),
-            },
-        }
 
 
 def _column(frame: pl.DataFrame, name: str, dtype) -> np.ndarray:
@@ -212,7 +179,7 @@ def rebuild_capture_day(
     """Replay one instrument-day of a capture; write its books and its end-of-day checkpoint.
 
     With `fidelity_path`, also the fidelity table `quality/fidelity.py` reads (`write_fidelity`);
-    with `shape_path`, the books' shape rows at their snapshot rows (`book_shape.write_shape`).
+    with `shape_path`, the books' shape rows at their snapshot rows (`book_shape.ShapeFile`).
     """
     started = time.perf_counter()
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
@@ -287,7 +254,8 @@ def rebuild_capture_day(
         # Sample from the day's first event on, not from midnight: a capture may start late.
         replay[0]["next_sample"] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
 
-    out = BookWriter(depth, grid, day_start)
+    shape = ShapeFile(shape_path) if shape_path is not None else None
+    out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape)
     carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
     # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
     replay_parts = BatchedReplay(br.DepthSnapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig), sync, carry_in)
@@ -322,8 +290,8 @@ def rebuild_capture_day(
         if filled:
             write_rows(filled)
 
-    if shape_path is not None:
-        write_shape(out.shape(), shape_path, output_path)
+    if shape is not None:
+        shape.write(output_path)
     in_sync = bool(sync[0]["state"] == br.LIVE)
     br.finish(sync, counters, replay_parts.last_run.cursor, len(replay_parts.last_run.diffs.line))
     carry_out = replay_parts.carry

@@ -25,9 +25,8 @@ before stopped: `carry_out` takes the sync record and the diffs still buffered f
 (`SyncCarry`), `resume` puts those in front of the next part's diffs, so a snapshot after the cut
 is joined by diffs from before it, as in a replay of the whole capture.
 
-bookTicker oracle: a ticker whose u equals the final u of an applied diff must equal the best
-bid and ask (price and size) right after that diff, whichever of the two lines came first
-(on these captures most tickers are written before their diff).
+bookTicker oracle: a ticker whose u equals the final u of an applied diff must equal the best bid
+and ask (price and size) right after that diff, whichever line came first (mostly the ticker).
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from market_pipeline.core.book.ladder import (
     resolve_cross,
     set_level,
 )
+from market_pipeline.core.book.replay_steps import emit_row
 
 WAITING = 0  # no valid book: buffering diffs until a snapshot
 FIRST = 1  # book loaded from a snapshot: looking for the diff that brackets it
@@ -387,7 +387,7 @@ def replay_capture(part, run, sampling, rows, filled):
                 while r.next_sample < t:
                     if n_out >= capacity:
                         return n_out
-                    lr.emit_row(
+                    emit_row(
                         book, replay, row_counters, rows, n_out, r.next_sample, r.last_orig, lr.TRIGGER_INTERVAL, depth
                     )
                     n_out += 1
@@ -404,7 +404,7 @@ def replay_capture(part, run, sampling, rows, filled):
                         break
             r.synced = sync[0].state == LIVE
             if emit:
-                lr.emit_row(
+                emit_row(
                     book, replay, row_counters, rows, n_out, snaps.recv[k], snaps.orig[k], lr.TRIGGER_SNAPSHOT, depth
                 )
                 n_out += 1
@@ -415,7 +415,7 @@ def replay_capture(part, run, sampling, rows, filled):
                 _diff_step(futures, diffs, diff_rows, i, tickers, book, sync, counters, cursor, replay)
             cur.next_diff = i + 1
             if emit and interval == 0:
-                lr.emit_row(
+                emit_row(
                     book, replay, row_counters, rows, n_out, diffs.recv[i], diffs.orig[i], lr.TRIGGER_MESSAGE, depth
                 )
                 n_out += 1

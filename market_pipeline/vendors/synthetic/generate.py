@@ -32,7 +32,8 @@ from market_pipeline.core.lake.schemas import (
 )
 from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSettings
 from market_pipeline.vendors.synthetic.faults import DeltaRows, FaultInjector
-from market_pipeline.vendors.synthetic.simulator import LEVELS, Block, MarketParams, Snapshots, Trades, simulate
+from market_pipeline.vendors.synthetic.market_layout import LEVELS, Block, MarketParams, Snapshots, Trades
+from market_pipeline.vendors.synthetic.simulator import simulate
 
 # 2: snapshot latencies from their own stream (the messages no longer depend on the cadence).
 GENERATOR_VERSION = 2

@@ -6,12 +6,12 @@ any chunk boundary and resume where it left off, and is exact: the vendor files 
 rendering of these integers.
 
 The random generator is a xoshiro256** held in a uint64[4] array rather than numba's global
-``np.random``: its stream is defined here, so a seed gives the same day on every machine, and
-two simulations in one process cannot disturb each other.
+``np.random`` (`random_draws.py`).
 
-The kernel's arguments are named tuples of those arrays: the `Market` it evolves (book, state,
-generator, parameters) and the `Block` of output buffers it fills (`Deltas`, `Trades`,
-`Snapshots`); `simulate` builds both once and yields a copy of each call's filled head.
+The kernel's arguments are named tuples of those arrays (`market_layout.py`): the `Market` it
+evolves (book, state, generator, parameters) and the `Block` of output buffers it fills
+(`Deltas`, `Trades`, `Snapshots`); `simulate` builds both once and yields a copy of each call's
+filled head.
 
 Vendor snapshots draw nothing from that stream: a snapshot's receive latency is a hash of the
 day's snapshot seed and its instant on the 100 ms grid. So the snapshot cadence leaves the
@@ -23,58 +23,65 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from market_pipeline.vendors.synthetic.cadence import DAY_NS, SNAPSHOT_GRID_NS, check_snapshot_interval
-
-LEVELS = 20
-LADDER = 1 << 22  # ticks per side ladder; zero pages are never touched, so unused span is free
-
-# Integer state slots (istate).
-S_BASE = 0  # tick of ladder index 0
-S_BEST_BID = 1
-S_BEST_ASK = 2
-S_WORST_BID = 3
-S_WORST_ASK = 4
-S_N_BID = 5
-S_N_ASK = 6
-S_NEXT_SEQ = 7
-S_NEXT_TRADE_ID = 8
-S_NEXT_TIME = 9  # origin time of the next message; NO_MORE after the day's last one
-S_LAST_RECV = 10
-S_NEXT_SNAP = 11  # index of the next vendor snapshot
-S_LAST_SNAP_RECV = 12
-S_MESSAGES = 13
-N_ISTATE = 14
-
-# Integer parameters (iparams), all times in ns since the epoch.
-I_DAY_START = 0
-I_MSG_END = 1  # no message at or after this origin time, so received times stay in the day
-I_SNAP_INTERVAL = 2
-I_N_SNAPS = 3
-I_LAT_MAX = 4
-I_MIN_LEVELS = 5
-I_SNAP_SEED = 6  # non-negative: the snapshots' own random stream (see _snapshot_latency)
-N_IPARAMS = 7
-
-# Float parameters (fparams).
-F_DT_MEAN = 0  # mean ns between messages
-F_LAT_MU = 1  # log of the median latency in ns
-F_LAT_SIGMA = 2
-F_TARGET_LEVELS = 3  # levels a side the add/cancel balance steers towards
-F_WINDOW = 4  # ticks from the touch where resting liquidity lives
-F_SIZE_MU = 5  # log of the median order size in lots
-F_SIZE_SIGMA = 6
-F_TRADE_PROB = 7  # per event
-F_TRADE_MU = 8  # log of the median taker quantity in lots
-F_TRADE_SIGMA = 9
-F_REF_SIGMA = 10  # ticks per message of the latent fair-price random walk
-F_EVENTS_MEAN = 11  # level events per message
-N_FPARAMS = 12
+from market_pipeline.vendors.synthetic.market_layout import (
+    F_DT_MEAN,
+    F_EVENTS_MEAN,
+    F_LAT_MU,
+    F_LAT_SIGMA,
+    F_REF_SIGMA,
+    F_SIZE_MU,
+    F_SIZE_SIGMA,
+    F_TARGET_LEVELS,
+    F_TRADE_MU,
+    F_TRADE_PROB,
+    F_TRADE_SIGMA,
+    F_WINDOW,
+    I_DAY_START,
+    I_LAT_MAX,
+    I_MIN_LEVELS,
+    I_MSG_END,
+    I_N_SNAPS,
+    I_SNAP_INTERVAL,
+    I_SNAP_SEED,
+    LADDER,
+    LEVELS,
+    N_FPARAMS,
+    N_IPARAMS,
+    N_ISTATE,
+    S_BASE,
+    S_BEST_ASK,
+    S_BEST_BID,
+    S_LAST_RECV,
+    S_LAST_SNAP_RECV,
+    S_MESSAGES,
+    S_N_ASK,
+    S_N_BID,
+    S_NEXT_SEQ,
+    S_NEXT_SNAP,
+    S_NEXT_TIME,
+    S_NEXT_TRADE_ID,
+    S_WORST_ASK,
+    S_WORST_BID,
+    Block,
+    Deltas,
+    Market,
+    MarketParams,
+    Snapshots,
+    Trades,
+)
+from market_pipeline.vendors.synthetic.random_draws import (
+    geometric,
+    latency,
+    lognormal_lots,
+    normal,
+    snapshot_latency,
+    uniform,
+)
 
 NO_MORE = np.iinfo(np.int64).max
 LATENCY_MAX_NS = 90_000_000  # < one grid step: a snapshot is received before the next one is taken
@@ -87,77 +94,6 @@ _NEAR_PROB = 0.7  # share of adds/cancels placed near the touch rather than anyw
 _NEAR_MEAN_TICKS = 6.0
 _REF_LEASH = 40.0  # ticks the fair price may run ahead of the book
 _BIAS_TICKS = 4.0  # fair-price lead that makes buying e times likelier than selling
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _rotl(x, k):
-    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
-
-
-@njit(cache=True, nogil=True)
-def _next_u64(s):
-    result = _rotl(s[1] * np.uint64(5), 7) * np.uint64(9)
-    t = s[1] << np.uint64(17)
-    s[2] ^= s[0]
-    s[3] ^= s[1]
-    s[1] ^= s[2]
-    s[0] ^= s[3]
-    s[2] ^= t
-    s[3] = _rotl(s[3], 45)
-    return result
-
-
-@njit(cache=True, nogil=True)
-def _uniform(s):
-    """Uniform on the open interval (0, 1), so that its log is finite."""
-    return (float(_next_u64(s) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
-
-
-@njit(cache=True, nogil=True)
-def _normal(s):
-    return math.sqrt(-2.0 * math.log(_uniform(s))) * math.cos(2.0 * math.pi * _uniform(s))
-
-
-@njit(cache=True, nogil=True)
-def _geometric(s, mean):
-    """Non-negative integer with the given mean, decaying geometrically."""
-    return int(math.floor(math.log(_uniform(s)) / math.log(mean / (mean + 1.0))))
-
-
-@njit(cache=True, nogil=True)
-def _lognormal_lots(s, mu, sigma):
-    return max(1, int(round(math.exp(mu + sigma * _normal(s)))))
-
-
-@njit(cache=True, nogil=True)
-def _latency(s, fp, ip):
-    return min(ip[I_LAT_MAX], int(math.exp(fp[F_LAT_MU] + fp[F_LAT_SIGMA] * _normal(s))))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _mix64(z):
-    """splitmix64's finalizer: a bijection of uint64 whose outputs look independent."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _open_unit(bits):
-    """The top 53 bits of a uint64 as a uniform on the open interval (0, 1), as `_uniform` makes it."""
-    return (float(bits >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
-
-
-@njit(cache=True, nogil=True)
-def _snapshot_latency(fp, ip, slot):
-    """The receive latency of the snapshot at grid slot `slot` (its instant / SNAPSHOT_GRID_NS):
-    a function of the seed and the slot alone, never of the cadence or of what came before."""
-    golden = np.uint64(0x9E3779B97F4A7C15)
-    key = _mix64(np.uint64(ip[I_SNAP_SEED]) ^ (np.uint64(slot) * golden))
-    u1 = _open_unit(_mix64(key + golden))
-    u2 = _open_unit(_mix64(key + golden + golden))
-    normal = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-    return min(ip[I_LAT_MAX], int(math.exp(fp[F_LAT_MU] + fp[F_LAT_SIGMA] * normal)))
 
 
 @njit(cache=True, nogil=True)
@@ -222,14 +158,14 @@ def init_book(market, mid_idx):
     gap_mean = fp[F_WINDOW] / fp[F_TARGET_LEVELS] - 1.0
     idx = mid_idx
     for _ in range(n_levels):
-        bid[idx] = _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA])
+        bid[idx] = lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA])
         st[S_WORST_BID] = idx
-        idx -= 1 + _geometric(rng, gap_mean)
+        idx -= 1 + geometric(rng, gap_mean)
     idx = mid_idx + 1
     for _ in range(n_levels):
-        ask[idx] = _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA])
+        ask[idx] = lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA])
         st[S_WORST_ASK] = idx
-        idx += 1 + _geometric(rng, gap_mean)
+        idx += 1 + geometric(rng, gap_mean)
     st[S_BEST_BID] = mid_idx
     st[S_BEST_ASK] = mid_idx + 1
     st[S_N_BID] = n_levels
@@ -284,7 +220,7 @@ def run(market, chunk_end, out):
                 return n_rows, n_trades, n_snaps, False
             s_origin[n_snaps] = snap_t
             slot = (snap_t - ip[I_DAY_START]) // SNAPSHOT_GRID_NS
-            recv = max(st[S_LAST_SNAP_RECV], snap_t + _snapshot_latency(fp, ip, slot))
+            recv = max(st[S_LAST_SNAP_RECV], snap_t + snapshot_latency(fp, ip, slot))
             s_recv[n_snaps] = recv
             st[S_LAST_SNAP_RECV] = recv
             s_seq[n_snaps] = st[S_NEXT_SEQ] - 1
@@ -299,7 +235,7 @@ def run(market, chunk_end, out):
         if n_rows + need > len(d_origin) or n_trades + MAX_TRADES_PER_MESSAGE > trade_capacity:
             return n_rows, n_trades, n_snaps, False
 
-        recv = max(st[S_LAST_RECV], t + _latency(rng, fp, ip))
+        recv = max(st[S_LAST_RECV], t + latency(rng, fp, ip))
         st[S_LAST_RECV] = recv
         row_start = n_rows
         if first:
@@ -325,7 +261,7 @@ def run(market, chunk_end, out):
         st[S_NEXT_SEQ] = seq + 1
         st[S_MESSAGES] += 1
 
-        nxt = t + max(1, int(-math.log(_uniform(rng)) * fp[F_DT_MEAN]))
+        nxt = t + max(1, int(-math.log(uniform(rng)) * fp[F_DT_MEAN]))
         st[S_NEXT_TIME] = nxt if nxt < ip[I_MSG_END] else NO_MORE
 
 
@@ -349,7 +285,7 @@ def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
     base = st[S_BASE]
     # The latent fair price leads; the book follows it through biased trades and new touches.
     mid = 0.5 * (st[S_BEST_BID] + st[S_BEST_ASK])
-    ref = fstate[0] + fp[F_REF_SIGMA] * _normal(rng)
+    ref = fstate[0] + fp[F_REF_SIGMA] * normal(rng)
     margin = 4.0 * fp[F_WINDOW] + 16.0
     ref = min(max(ref, mid - _REF_LEASH, margin), mid + _REF_LEASH, LADDER - margin)
     fstate[0] = ref
@@ -357,27 +293,27 @@ def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
     window = int(fp[F_WINDOW])
     target = fp[F_TARGET_LEVELS]
 
-    n_events = 1 + min(_geometric(rng, fp[F_EVENTS_MEAN] - 1.0), MAX_ROWS_PER_MESSAGE - 1)
+    n_events = 1 + min(geometric(rng, fp[F_EVENTS_MEAN] - 1.0), MAX_ROWS_PER_MESSAGE - 1)
     event = 0
     while (event < n_events or n_rows == row_start) and n_rows - row_start < _ROW_GUARD:
         event += 1
         bb = st[S_BEST_BID]
         ba = st[S_BEST_ASK]
-        if ba - bb > 1 and _uniform(rng) < _INSIDE_PROB:
+        if ba - bb > 1 and uniform(rng) < _INSIDE_PROB:
             # A new best level strictly inside the spread: never locks or crosses.
-            is_bid = _uniform(rng) < p_up
+            is_bid = uniform(rng) < p_up
             gap = ba - bb - 1
-            d = min(_geometric(rng, 1.0), gap - 1)
+            d = min(geometric(rng, 1.0), gap - 1)
             idx = bb + 1 + d if is_bid else ba - 1 - d
             book = bid if is_bid else ask
-            size = _add_level(book, st, is_bid, idx, _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
+            size = _add_level(book, st, is_bid, idx, lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
             n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
-        elif _uniform(rng) < fp[F_TRADE_PROB]:
-            is_buy = _uniform(rng) < p_up
+        elif uniform(rng) < fp[F_TRADE_PROB]:
+            is_buy = uniform(rng) < p_up
             book = ask if is_buy else bid
             maker_is_bid = not is_buy
             best_slot, _, n_slot, _ = _side_slots(maker_is_bid)
-            remaining = _lognormal_lots(rng, fp[F_TRADE_MU], fp[F_TRADE_SIGMA])
+            remaining = lognormal_lots(rng, fp[F_TRADE_MU], fp[F_TRADE_SIGMA])
             for _ in range(_TRADE_LEVELS):
                 idx = st[best_slot]
                 available = book[idx]
@@ -388,8 +324,8 @@ def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
                     break
                 # Several resting orders at one price print as several trades.
                 first_print = fill
-                if fill >= 2 and _uniform(rng) < 0.35:
-                    first_print = 1 + int(_uniform(rng) * (fill - 1))
+                if fill >= 2 and uniform(rng) < 0.35:
+                    first_print = 1 + int(uniform(rng) * (fill - 1))
                 for qty in (first_print, fill - first_print):
                     if qty > 0:
                         t_origin[n_trades] = t
@@ -411,119 +347,41 @@ def _message(market, t, recv, deltas, row_start, n_rows, trades, n_trades):
                 if remaining == 0:
                     break
         else:
-            is_bid = _uniform(rng) < 0.5
+            is_bid = uniform(rng) < 0.5
             book = bid if is_bid else ask
             best_slot, worst_slot, n_slot, step = _side_slots(is_bid)
             n = st[n_slot]
             p_add = min(max(0.5 + 0.5 * (target - n) / target, 0.2), 0.8)
-            if _uniform(rng) < p_add:
-                if _uniform(rng) < _NEAR_PROB:
-                    d = _geometric(rng, _NEAR_MEAN_TICKS)
+            if uniform(rng) < p_add:
+                if uniform(rng) < _NEAR_PROB:
+                    d = geometric(rng, _NEAR_MEAN_TICKS)
                 else:
-                    d = int(_uniform(rng) * window)
+                    d = int(uniform(rng) * window)
                 idx = min(max(st[best_slot] + step * d, 1), LADDER - 2)
-                size = _add_level(book, st, is_bid, idx, _lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
+                size = _add_level(book, st, is_bid, idx, lognormal_lots(rng, fp[F_SIZE_MU], fp[F_SIZE_SIGMA]))
             else:
                 worst = st[worst_slot]
                 if (worst - st[best_slot]) * step > (3 * window) // 2:
                     idx = worst  # liquidity left far behind by the price is withdrawn
                     remove = n > min_levels
                 else:
-                    if _uniform(rng) < _NEAR_PROB:
-                        d = _geometric(rng, _NEAR_MEAN_TICKS)
+                    if uniform(rng) < _NEAR_PROB:
+                        d = geometric(rng, _NEAR_MEAN_TICKS)
                     else:
-                        d = int(_uniform(rng) * window)
+                        d = int(uniform(rng) * window)
                     idx = st[best_slot] + step * d
                     idx = worst if (idx - worst) * step > 0 else _scan(book, idx, step)
-                    remove = n > min_levels and _uniform(rng) < 0.5
+                    remove = n > min_levels and uniform(rng) < 0.5
                 if remove or book[idx] == 1:
                     if n <= min_levels:
                         continue
                     _remove_level(book, st, is_bid, idx)
                     size = 0
                 else:
-                    book[idx] -= 1 + int(_uniform(rng) * (book[idx] - 1))
+                    book[idx] -= 1 + int(uniform(rng) * (book[idx] - 1))
                     size = book[idx]
             n_rows = _emit(d_bid, d_tick, d_size, row_start, n_rows, is_bid, base + idx, size)
     return n_rows, n_trades
-
-
-@dataclass(frozen=True)
-class MarketParams:
-    mid_ticks: int
-    target_levels: int
-    window_ticks: int
-    size_median_lots: float
-    trade_median_lots: float
-    messages_per_day: float
-    first_sequence: int
-    first_trade_id: int
-
-
-class Market(NamedTuple):
-    """The simulated market, carried from kernel call to kernel call: the book, the integer state
-    (S_* slots), the latent fair price, the random generator and the parameters."""
-
-    bid: np.ndarray  # int64 lots by ladder index (tick - st[S_BASE])
-    ask: np.ndarray
-    st: np.ndarray  # int64, S_* slots
-    fstate: np.ndarray  # float64 [latent fair price in ladder-index units]
-    rng: np.ndarray  # uint64[4], xoshiro256** state
-    ip: np.ndarray  # int64 parameters, I_* slots
-    fp: np.ndarray  # float64 parameters, F_* slots
-
-
-class Deltas(NamedTuple):
-    """Level updates, one row each; rows sharing a sequence number are one message."""
-
-    origin: np.ndarray  # int64 ns
-    recv: np.ndarray  # int64 ns
-    seq: np.ndarray  # int64
-    bid: np.ndarray  # bool
-    tick: np.ndarray  # int64
-    size: np.ndarray  # int64 lots, absolute (0 removes the level)
-
-
-class Trades(NamedTuple):
-    """Trades, one print each."""
-
-    origin: np.ndarray
-    recv: np.ndarray
-    buy: np.ndarray  # bool: the taker bought
-    tick: np.ndarray
-    qty: np.ndarray  # int64 lots
-    id: np.ndarray  # int64
-
-
-class Snapshots(NamedTuple):
-    """The vendor's top-LEVELS snapshots; an absent level has size 0."""
-
-    origin: np.ndarray
-    recv: np.ndarray
-    seq: np.ndarray  # the last message a snapshot shows
-    bid_tick: np.ndarray  # (LEVELS, n): level-major so that each level is a contiguous column
-    bid_size: np.ndarray
-    ask_tick: np.ndarray
-    ask_size: np.ndarray
-
-
-class Block(NamedTuple):
-    """The kernel's output buffers (`run` fills them from the start at every call), and each block
-    `simulate` yields: a copy of what one call filled."""
-
-    deltas: Deltas
-    trades: Trades
-    snapshots: Snapshots
-
-    def head(self, n_rows: int, n_trades: int, n_snaps: int) -> Block:
-        """The first rows of each buffer, copied: the kernel refills the buffers at its next call."""
-        return Block(
-            Deltas(*(a[:n_rows].copy() for a in self.deltas)),
-            Trades(*(a[:n_trades].copy() for a in self.trades)),
-            Snapshots(
-                *(a[:n_snaps].copy() for a in self.snapshots[:3]), *(a[:, :n_snaps].copy() for a in self.snapshots[3:])
-            ),
-        )
 
 
 def simulate(

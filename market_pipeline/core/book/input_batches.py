@@ -1,0 +1,190 @@
+"""The rebuild's input, batch by batch: raw delta and snapshot Parquet batches converted to int64
+ticks and lots (`fixed_point`), as dicts of numpy arrays the kernel's named tuples wrap, and the
+few operations the driver carries them over batches with (concatenate, drop the consumed head).
+
+Deltas: recv, orig, seq, is_bid, tick, lot, is_snapshot (one row each). Snapshots: recv, orig,
+seq, and bt, bl, at, al as (rows, depth) matrices; an absent level has tick -1 and lot 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from market_pipeline.core.book import delta_replay as lr
+from market_pipeline.core.book.fixed_point import Grid, PrecisionCounter
+from market_pipeline.core.book.stage_timings import StageTimings
+from market_pipeline.core.telemetry import progress
+
+# Read too when a file has it (OPTIONAL_COLUMNS of book_delta_v2): rows of full-book snapshot messages.
+SNAPSHOT_FLAG_COLUMN = "is_snapshot"
+
+
+def _numpy_column(batch: pa.RecordBatch | pa.Table, name: str, dtype) -> np.ndarray:
+    column = batch.column(name)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        column = column.fill_null(np.nan if np.issubdtype(dtype, np.floating) else 0)
+    return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
+def delta_batches(
+    file: pq.ParquetFile,
+    grid: Grid,
+    precision: PrecisionCounter,
+    timings: StageTimings,
+    columns: list[str],
+    batch_rows: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    progress.expect(file.metadata.num_rows)
+    batches = file.iter_batches(batch_size=batch_rows, columns=columns)
+    for converted in _converted(
+        batches, timings, ("read", "convert"), partial(_convert_deltas, grid=grid, precision=precision)
+    ):
+        progress.advance(len(converted["recv"]))
+        yield converted
+
+
+def snapshot_batches(
+    file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, depth: int, timings: StageTimings, batch_rows: int
+) -> Iterator[dict[str, np.ndarray]]:
+    convert = partial(_convert_snapshots, grid=grid, precision=precision, depth=depth)
+    yield from _converted(
+        file.iter_batches(batch_size=batch_rows), timings, ("read_snapshots", "convert_snapshots"), convert
+    )
+
+
+def _converted(
+    batches: Iterator[pa.RecordBatch],
+    timings: StageTimings,
+    stages: tuple[str, str],
+    convert: Callable[..., dict[str, np.ndarray]],
+) -> Iterator[dict[str, np.ndarray]]:
+    """`convert(batch, offset=rows before it)` of each batch, reading and converting timed as `stages`."""
+    read, converting = stages
+    rows = 0
+    while True:
+        with timings(read):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        with timings(converting):
+            converted = convert(batch, offset=rows)
+        rows += batch.num_rows
+        yield converted
+
+
+def _convert_deltas(
+    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int
+) -> dict[str, np.ndarray]:
+    seq = _numpy_column(batch, "sequence_number", np.int64)
+    return {
+        "recv": _numpy_column(batch, "received_time", np.int64),
+        "orig": _numpy_column(batch, "origin_time", np.int64),
+        "seq": seq,
+        "is_bid": _numpy_column(batch, "side_is_bid", np.bool_),
+        "tick": precision.convert(_numpy_column(batch, "price", np.float64), grid.tick, "price", offset, seq),
+        "lot": precision.convert(_numpy_column(batch, "size", np.float64), grid.lot, "size", offset, seq),
+        "is_snapshot": (
+            _numpy_column(batch, SNAPSHOT_FLAG_COLUMN, np.bool_)
+            if SNAPSHOT_FLAG_COLUMN in batch.schema.names
+            else lr.no_snapshot_flags(batch.num_rows)
+        ),
+    }
+
+
+def _convert_snapshots(
+    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, depth: int, offset: int
+) -> dict[str, np.ndarray]:
+    seq = _numpy_column(batch, "sequence_number", np.int64)
+    converted = {}
+    for key, side, field_name, step in (
+        ("bt", "bid", "price", grid.tick),
+        ("bl", "bid", "size", grid.lot),
+        ("at", "ask", "price", grid.tick),
+        ("al", "ask", "size", grid.lot),
+    ):
+        matrix = np.empty((batch.num_rows, depth), np.int64)
+        for level in range(depth):
+            column = f"{side}_{level}_{field_name}"
+            matrix[:, level] = precision.convert(
+                _numpy_column(batch, column, np.float64), step, f"book.{column}", offset, seq
+            )
+        converted[key] = matrix
+    # An absent level (null price) must read as absent on both arrays.
+    converted["bl"][converted["bt"] < 0] = 0
+    converted["al"][converted["at"] < 0] = 0
+    return {
+        "recv": _numpy_column(batch, "received_time", np.int64),
+        "orig": _numpy_column(batch, "origin_time", np.int64),
+        "seq": seq,
+        **converted,
+    }
+
+
+def empty_deltas() -> dict[str, np.ndarray]:
+    return {
+        "recv": np.empty(0, np.int64),
+        "orig": np.empty(0, np.int64),
+        "seq": np.empty(0, np.int64),
+        "is_bid": np.empty(0, np.bool_),
+        "tick": np.empty(0, np.int64),
+        "lot": np.empty(0, np.int64),
+        "is_snapshot": np.empty(0, np.bool_),
+    }
+
+
+def empty_snapshots(depth: int) -> dict[str, np.ndarray]:
+    return {
+        "recv": np.empty(0, np.int64),
+        "orig": np.empty(0, np.int64),
+        "seq": np.empty(0, np.int64),
+        **{key: np.empty((0, depth), np.int64) for key in ("bt", "bl", "at", "al")},
+    }
+
+
+def concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not len(a["recv"]):
+        return b
+    return {key: np.concatenate([a[key], b[key]]) for key in a}
+
+
+def tail(a: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
+    # Views: the consumed part of a batch stays alive only until the next `concat` copies the rest.
+    return {key: value[start:] for key, value in a.items()} if start else a
+
+
+def head(a: dict[str, np.ndarray], stop: int) -> dict[str, np.ndarray]:
+    return {key: value[:stop] for key, value in a.items()}
+
+
+def one_message(d: dict[str, np.ndarray]) -> bool:
+    """Whether the rows are exactly one message (one received_time and sequence_number)."""
+    if not len(d["recv"]):
+        return False
+    return bool((d["seq"] == d["seq"][0]).all() and (d["recv"] == d["recv"][0]).all())
+
+
+def leading_below(values: np.ndarray, limit: int) -> int:
+    """How many leading values are < limit (the snapshots due before a message with seq = limit)."""
+    below = values < limit
+    return len(values) if below.all() else int(np.argmin(below))
+
+
+def first_sequence(deltas_file: pq.ParquetFile) -> int | None:
+    for batch in deltas_file.iter_batches(batch_size=1, columns=["sequence_number"]):
+        return int(batch.column(0)[0].as_py())
+    return None
+
+
+def as_deltas(d: dict[str, np.ndarray]) -> lr.Deltas:
+    return lr.Deltas(d["recv"], d["orig"], d["seq"], d["is_bid"], d["tick"], d["lot"], d["is_snapshot"])
+
+
+def as_snapshots(s: dict[str, np.ndarray]) -> lr.Snapshots:
+    return lr.Snapshots(s["recv"], s["orig"], s["seq"], s["bt"], s["bl"], s["at"], s["al"])
