@@ -26,6 +26,7 @@ pytest_plugins = [
     "market_pipeline_tests.support.progress",
     "market_pipeline_tests.support.quality_world",
     "market_pipeline_tests.support.research_lake",
+    "market_pipeline_tests.support.s3_server",
     "market_pipeline_tests.support.tardis_files",
     "market_pipeline_tests.support.vendor_lake",
     "pytester",  # core/test_suite_rules.py collects small suites of its own

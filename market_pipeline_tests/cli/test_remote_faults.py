@@ -29,15 +29,6 @@ RUN = ["run", "--start-date", "2024-01-02", "--end-date", "2024-01-02", "--selec
 READ_ONLY = ("s3:ListBucket", "s3:HeadBucket", "s3:GetBucketLocation", "s3:GetObject")
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[LoopbackS3]:
-    server = LoopbackS3()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def caught_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)  # the traceback goes to the log at debug level: no secret there either

@@ -39,15 +39,6 @@ class Bucket:
 
 
 @pytest.fixture
-def s3() -> Iterator[LoopbackS3]:
-    server = LoopbackS3()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def remote_env(s3: LoopbackS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket]:
     for name, value in {
         "AWS_ACCESS_KEY_ID": "lake-writer",

@@ -15,10 +15,12 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
@@ -99,3 +101,13 @@ class LoopbackS3:
         iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName=user)["AccessKey"]
         return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[LoopbackS3]:
+    """A loopback S3 server shared by a test module's tests (each test makes buckets of its own)."""
+    server = LoopbackS3()
+    try:
+        yield server
+    finally:
+        server.stop()
