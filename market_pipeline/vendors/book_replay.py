@@ -11,9 +11,11 @@ the quotes of the top-of-book stream at the book's sequence number.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from market_pipeline.vendors.capture_figures import ReplayFigures, TopOfBookOracle, TopQuote
+from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
 from market_pipeline.vendors.exchange_books import Level, TextBook, step_text
 
 
@@ -30,6 +32,17 @@ class BookReplay:
         self.figures = ReplayFigures()
         self.counts = self.figures.counts
         self.tops = TopOfBookOracle(self.figures)
+
+    def line(self, path: Path, line_number: int, recv_ns: int, body: str) -> None:
+        raise NotImplementedError  # each exchange's rules
+
+    def replay_files(self, paths: Sequence[Path], not_a_capture: str) -> None:
+        """Every line of `paths` (one instrument's capture files, in order); CaptureFormatError
+        naming the first file with `not_a_capture` when none holds a message of a book stream."""
+        for path, line_number, recv_ns, body in located_lines(paths):
+            self.line(path, line_number, recv_ns, body)
+        if self.stream is None:
+            raise CaptureFormatError(paths[0], None, not_a_capture)
 
     def check_instrument(self, instrument: str) -> None:
         if self.instrument is None:

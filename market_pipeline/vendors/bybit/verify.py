@@ -25,7 +25,7 @@ from pathlib import Path
 from market_pipeline.vendors.book_replay import BookReplay
 from market_pipeline.vendors.bybit import capture_format as fmt
 from market_pipeline.vendors.capture_figures import file_market
-from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json, located_lines
+from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json
 
 LAKE_EXCHANGE = "BYBIT"
 RESTART_UPDATE_ID = 1
@@ -75,10 +75,7 @@ class _Replay(BookReplay):
 def replay_files(paths: Sequence[Path]) -> _Replay:
     """Replay Bybit capture files of one instrument, in order, a line at a time."""
     replay = _Replay()
-    for path, line_number, recv_ns, body in located_lines(paths):
-        replay.line(path, line_number, recv_ns, body)
-    if replay.stream is None:
-        raise CaptureFormatError(paths[0], None, "no orderbook message deeper than 1: not a Bybit book capture")
+    replay.replay_files(paths, "no orderbook message deeper than 1: not a Bybit book capture")
     return replay
 
 

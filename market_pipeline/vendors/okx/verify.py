@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from market_pipeline.vendors.book_replay import BookReplay
-from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json, located_lines
+from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json
 from market_pipeline.vendors.exchange_books import TextBook, signed_crc32
 from market_pipeline.vendors.okx import capture_format as fmt
 
@@ -101,10 +101,7 @@ class _Replay(BookReplay):
 def replay_files(paths: Sequence[Path]) -> _Replay:
     """Replay OKX capture files of one instrument, in order, a line at a time."""
     replay = _Replay()
-    for path, line_number, recv_ns, body in located_lines(paths):
-        replay.line(path, line_number, recv_ns, body)
-    if replay.stream is None:
-        raise CaptureFormatError(paths[0], None, "no message of a books channel: not an OKX book capture")
+    replay.replay_files(paths, "no message of a books channel: not an OKX book capture")
     return replay
 
 
