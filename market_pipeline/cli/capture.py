@@ -8,6 +8,7 @@ import functools
 import re
 import ssl
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
@@ -18,6 +19,16 @@ if TYPE_CHECKING:
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600}
+
+
+@dataclass(frozen=True)
+class RecordingPlan:
+    """What every exchange's recording takes from the command: how long, TLS, the key, the timeouts."""
+
+    seconds: float
+    ssl_context: ssl.SSLContext
+    master_key: bytes | None  # encrypt the files when given
+    timeouts: StreamTimeouts
 
 
 def parse_duration(text: str) -> float:
@@ -48,7 +59,8 @@ def capture_command(args: argparse.Namespace, encrypt: bool) -> int:
     try:
         master_key = crypto.default_master_key() if encrypt else None
         recording = _binance if args.exchange == "binance" else _subscribed
-        description, record = recording(args, seconds, tls_context(live.tls_min_version), master_key, timeouts)
+        plan = RecordingPlan(seconds, tls_context(live.tls_min_version), master_key, timeouts)
+        description, record = recording(args, plan)
     except ValueError as exc:  # MasterKeyError is one
         raise CliError(str(exc), EXIT_USAGE) from None
     print(
@@ -71,11 +83,7 @@ def capture_command(args: argparse.Namespace, encrypt: bool) -> int:
 
 
 def _binance(
-    args: argparse.Namespace,
-    seconds: float,
-    ssl_context: ssl.SSLContext,
-    master_key: bytes | None,
-    timeouts: StreamTimeouts,
+    args: argparse.Namespace, plan: RecordingPlan
 ) -> tuple[str, Callable[[], Coroutine[Any, Any, CaptureReport]]]:
     """Binance's recording: the combined streams and the REST snapshot (ValueError naming a bad option)."""
     from market_pipeline.vendors.binance.live import endpoints
@@ -95,23 +103,19 @@ def _binance(
     options = CaptureOptions(
         market=args.market,
         symbol=args.symbol,
-        duration_seconds=seconds,
+        duration_seconds=plan.seconds,
         out_dir=args.out,
         stream_url=endpoints.stream_url(ws_base, args.symbol),
         snapshot_url=endpoints.snapshot_url(rest_base, args.symbol),
-        ssl_context=ssl_context,
-        master_key=master_key,
-        timeouts=timeouts,
+        ssl_context=plan.ssl_context,
+        master_key=plan.master_key,
+        timeouts=plan.timeouts,
     )
     return f"{args.market} {args.symbol.upper()}", functools.partial(record, options)
 
 
 def _subscribed(
-    args: argparse.Namespace,
-    seconds: float,
-    ssl_context: ssl.SSLContext,
-    master_key: bytes | None,
-    timeouts: StreamTimeouts,
+    args: argparse.Namespace, plan: RecordingPlan
 ) -> tuple[str, Callable[[], Coroutine[Any, Any, CaptureReport]]]:
     """The recording of an exchange that sends a snapshot on subscribing (ValueError naming a bad option)."""
     from market_pipeline.vendors.live_capture.connection import check_scheme
@@ -122,5 +126,5 @@ def _subscribed(
         raise ValueError(f"--rest-url is for binance: {args.exchange} sends its snapshot on the stream")
     feed = SUBSCRIBED_FEEDS[args.exchange](args.market, args.symbol, args.depth, args.ws_url)
     check_scheme(feed.url, "--ws-url", "wss", "ws", args.allow_plaintext)
-    options = SubscribedCaptureOptions(feed, seconds, args.out, ssl_context, master_key, timeouts)
+    options = SubscribedCaptureOptions(feed, plan.seconds, args.out, plan.ssl_context, plan.master_key, plan.timeouts)
     return f"{args.exchange} {args.market} {args.symbol}", functools.partial(record_subscribed, options)

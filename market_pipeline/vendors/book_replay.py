@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from market_pipeline.vendors.capture_figures import ReplayFigures, TopOfBookOracle, TopQuote
 from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
@@ -33,8 +34,36 @@ class BookReplay:
         self.counts = self.figures.counts
         self.tops = TopOfBookOracle(self.figures)
 
+    # The exchange's classes of a decoded line: a book message (its own rules: `book_message`) and a
+    # top-of-book message (a `quote`); anything else `classify` returns is trades (a `count`).
+    book_type: type
+    top_type: type
+
+    def classify(self, body: str) -> Any:
+        """A line's message as the exchange's class, or None when it is none of them."""
+        raise NotImplementedError
+
+    def instrument_of(self, item: Any) -> str:
+        raise NotImplementedError
+
+    def book_message(self, message: Any, path: Path, line_number: int, recv_ns: int) -> None:
+        raise NotImplementedError
+
     def line(self, path: Path, line_number: int, recv_ns: int, body: str) -> None:
-        raise NotImplementedError  # each exchange's rules
+        """One line: a book message by the exchange's rules, a quote for the oracle, or trades."""
+        try:
+            item = self.classify(body)
+            if item is None:
+                return
+            self.check_instrument(self.instrument_of(item))
+            if isinstance(item, self.book_type):
+                self.book_message(item, path, line_number, recv_ns)
+            elif isinstance(item, self.top_type):
+                self.quote(item.quote, path, line_number, recv_ns)
+            else:
+                self.counts["trades"] += item.count
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise CaptureFormatError(path, line_number, str(exc)) from None
 
     def replay_files(self, paths: Sequence[Path], not_a_capture: str) -> None:
         """Every line of `paths` (one instrument's capture files, in order); CaptureFormatError

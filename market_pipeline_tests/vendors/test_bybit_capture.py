@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -19,6 +18,7 @@ from market_pipeline_tests.support.binance_capture import SYNTHETIC_SPOT, write_
 from market_pipeline_tests.support.book_walk import checked_quotes, droppable
 from market_pipeline_tests.support.kraken_captures import render as kraken_render
 from market_pipeline_tests.support.kraken_captures import synthetic_book, write_capture
+from market_pipeline_tests.support.verify_capture_cli import verify_capture_cli
 
 MESSAGES = 300
 
@@ -48,11 +48,6 @@ def _capture(tmp_path, walk, **faults):
     return write_capture(tmp_path / "bybit_linear_btcusdt_20251124.gz", rendered.lines), rendered
 
 
-def _cli(capsys, *paths) -> tuple[int, dict]:
-    code = main(["verify-capture", *map(str, paths)])
-    return code, json.loads(capsys.readouterr().out)
-
-
 def test_the_documented_messages_replay(tmp_path):
     path = write_capture_lines(tmp_path / "bybit_linear_btcusdt_20230629.txt", [DOC_SNAPSHOT, DOC_DELTA])
     result = verify_capture([path])
@@ -75,7 +70,7 @@ def test_levels_beyond_the_depth_are_dropped_silently_and_zero_removes():
 
 def test_a_good_capture_agrees_with_every_top_of_book_message(tmp_path, capsys, walk):
     path, rendered = _capture(tmp_path, walk)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0
     assert result["diffs"] == result["applied"] == MESSAGES
     assert result["ticker_checks"] == len(checked_quotes(walk)) > 10 and result["ticker_mismatches"] == 0
@@ -114,7 +109,7 @@ def test_the_replayed_book_is_the_exchanges_level_for_level_at_its_depth(tmp_pat
 def test_a_dropped_delta_is_a_sequence_break_named_at_the_next(tmp_path, capsys, walk):
     dropped = droppable(walk, MESSAGES // 2)
     path, rendered = _capture(tmp_path, walk, drop=dropped)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1
     bad = result["first_bad_update"]
     assert (bad["file"], bad["line"], bad["reason"]) == (
@@ -130,7 +125,7 @@ def test_a_dropped_delta_is_a_sequence_break_named_at_the_next(tmp_path, capsys,
 
 def test_a_service_restart_u_1_reloads_the_book(tmp_path, capsys, walk):
     path, _ = _capture(tmp_path, walk, restart_at=120)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0
     assert (result["sequence_resets"], result["snapshots"], result["resyncs"], result["gaps"]) == (1, 2, 1, 0)
     assert result["applied"] == MESSAGES and result["ticker_checks"] == len(checked_quotes(walk))
@@ -138,7 +133,7 @@ def test_a_service_restart_u_1_reloads_the_book(tmp_path, capsys, walk):
 
 def test_a_reconnect_snapshot_resyncs(tmp_path, capsys, walk):
     path, _ = _capture(tmp_path, walk, reconnect_at=100, lost=5)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0 and (result["snapshots"], result["resyncs"], result["gaps"], result["sequence_resets"]) == (
         2,
         1,
@@ -152,7 +147,7 @@ def test_a_reconnect_snapshot_resyncs(tmp_path, capsys, walk):
 def test_a_wrong_orderbook_1_message_is_a_ticker_mismatch(tmp_path, capsys, walk):
     quoted = checked_quotes(walk)[4]
     path, rendered = _capture(tmp_path, walk, bad_quote=quoted)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1 and (result["ticker_mismatches"], result["gaps"]) == (1, 0)
     assert result["first_mismatch_ticker"] == sum(len(m.quotes) for m in walk.messages[: quoted + 1]) - 1
     bad = result["first_bad_update"]
@@ -212,7 +207,7 @@ def test_verify_capture_has_one_shape_for_every_exchange(tmp_path, capsys, walk)
     okx = write_capture(tmp_path / "okx_spot_btc-usdt_20251124.gz", oc.render(oc.walk(20)).lines)
     kraken = write_capture(tmp_path / "kraken_spot_xbtusd_20251124.gz", kraken_render(1, synthetic_book(20)).lines)
     binance = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", SYNTHETIC_SPOT)
-    shapes = [list(_cli(capsys, path)[1]) for path in (binance, kraken, okx, bybit)]
+    shapes = [list(verify_capture_cli(capsys, path)[1]) for path in (binance, kraken, okx, bybit)]
     assert shapes[0] == shapes[1] == shapes[2] == shapes[3]
     assert main(["verify-capture", str(okx), str(bybit)]) == 1
     assert "capture files of several exchanges (bybit, okx)" in capsys.readouterr().err

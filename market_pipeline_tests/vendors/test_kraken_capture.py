@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import zlib
@@ -20,6 +19,7 @@ from market_pipeline.vendors.kraken.book import KrakenBook, checksum_text, to_fi
 from market_pipeline.vendors.registry import verify_capture
 from market_pipeline_tests.support import kraken_captures as kc
 from market_pipeline_tests.support.binance_capture import SYNTHETIC_SPOT, write_capture_lines
+from market_pipeline_tests.support.verify_capture_cli import verify_capture_cli
 
 UPDATES = 240
 
@@ -111,11 +111,6 @@ def _capture(tmp_path, version, book, **faults):
     return kc.write_capture(tmp_path / f"kraken_spot_{pair}_20251124.gz", rendered.lines), rendered
 
 
-def _cli(capsys, *paths) -> tuple[int, dict]:
-    code = main(["verify-capture", *map(str, paths)])
-    return code, json.loads(capsys.readouterr().out)
-
-
 def test_checksum_texts_follow_the_kraken_guides_examples():
     """Vectors from Kraken's guides: "Book checksum (WebSocket v2)" (price "45285.2" -> "452852",
     qty "0.00100000" -> "100000", the level "452852100000"), "Book checksum (WebSocket v1)"
@@ -182,7 +177,7 @@ def test_updates_are_truncated_to_the_subscribed_depth_and_zero_removes():
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_good_capture_agrees_with_every_checksum(tmp_path, capsys, book, version):
     path, rendered = _capture(tmp_path, version, book)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0
     assert (result["exchange"], result["symbol"]) == ("KRAKEN", kc.PAIRS[version].replace("/", "-"))
     assert result["diffs"] == result["applied"] == UPDATES
@@ -204,7 +199,7 @@ def test_the_synthetic_stream_exercises_both_sides_and_republished_levels(book):
 def test_a_dropped_update_is_named_at_the_next_checksum(tmp_path, capsys, book, version):
     dropped = kc.droppable_update(book, UPDATES // 2)
     path, rendered = _capture(tmp_path, version, book, drop=dropped)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1
     assert (result["checksum_mismatches"], result["gaps"]) == (1, 1)
     bad = result["first_bad_update"]
@@ -218,7 +213,7 @@ def test_a_dropped_update_is_named_at_the_next_checksum(tmp_path, capsys, book, 
 
 def test_a_wrong_checksum_is_the_first_bad_update(tmp_path, capsys, book):
     path, rendered = _capture(tmp_path, 1, book, bad_checksum=100)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1 and result["checksum_mismatches"] == 1
     bad = result["first_bad_update"]
     assert bad["line"] == rendered.update_lines[100] and bad["checksum"] == bad["computed"] ^ 1
@@ -227,7 +222,7 @@ def test_a_wrong_checksum_is_the_first_bad_update(tmp_path, capsys, book):
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_reconnect_snapshot_resyncs(tmp_path, capsys, book, version):
     path, _ = _capture(tmp_path, version, book, reconnect_at=100, lost=5)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0 and (result["snapshots"], result["resyncs"], result["checksum_mismatches"]) == (2, 1, 0)
     assert result["diffs"] == result["applied"] == UPDATES - 5 and result["in_sync_at_end"]
 
@@ -235,7 +230,7 @@ def test_a_reconnect_snapshot_resyncs(tmp_path, capsys, book, version):
 def test_a_reconnect_after_a_mismatch_brings_the_book_back(tmp_path, capsys, book):
     dropped = kc.droppable_update(book, 50)
     path, rendered = _capture(tmp_path, 2, book, drop=dropped, reconnect_at=dropped + 20, lost=3)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1  # the mismatch stays counted
     assert (result["checksum_mismatches"], result["resyncs"], result["first_bad_update"]["line"]) == (
         1,
@@ -308,8 +303,8 @@ def test_a_file_without_book_messages_is_refused(tmp_path):
 def test_verify_capture_has_one_shape_for_every_exchange(tmp_path, capsys, book):
     kraken, _ = _capture(tmp_path, 1, book)
     binance = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", SYNTHETIC_SPOT)
-    binance_code, binance_result = _cli(capsys, binance)
-    _, kraken_result = _cli(capsys, kraken)
+    binance_code, binance_result = verify_capture_cli(capsys, binance)
+    _, kraken_result = verify_capture_cli(capsys, kraken)
     assert list(binance_result) == list(kraken_result)
     assert binance_code == 1 and binance_result["ticker_mismatches"] == 1  # its own oracle, as before
     assert (binance_result["checksums_checked"], binance_result["first_bad_update"]) == (0, None)

@@ -30,7 +30,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from websockets import exceptions as websockets_exceptions
-from websockets.asyncio import server as websockets_server
 
 from market_pipeline.cli.main import main
 from market_pipeline.core.security import crypto
@@ -41,6 +40,7 @@ from market_pipeline.vendors.live_capture.connection import check_scheme, tls_co
 from market_pipeline.vendors.live_capture.manifest import Manifest
 from market_pipeline.vendors.live_capture.writer import NS_PER_HOUR, HourlyCaptureWriter
 from market_pipeline_tests.support.project import REAL_DATA_DIR
+from market_pipeline_tests.support.websocket_server import LoopbackWebSocketServer
 
 REAL = REAL_DATA_DIR
 USDM = REAL / "binance_usdm_btcusdt_20240808.gz"
@@ -125,7 +125,7 @@ def replay_source() -> tuple[list[str], dict]:
     return stream[start:], snapshot
 
 
-class ReplayServers:
+class ReplayServers(LoopbackWebSocketServer):
     """A WebSocket server (its own thread and event loop) and an HTTP server on 127.0.0.1."""
 
     def __init__(
@@ -144,16 +144,8 @@ class ReplayServers:
         self.connections = 0
         self.pongs = 0
         self.paths: list[str] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-        async def start():  # serve() needs the running loop of the server thread
-            return await websockets_server.serve(self._handler, "127.0.0.1", 0, ssl=ssl_context)
-
-        self.ws_server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
-        ws_port = self.ws_server.sockets[0].getsockname()[1]
-        self.ws_url = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{ws_port}/stream"
+        super().__init__(ssl_context)
+        self.ws_url = f"{'wss' if ssl_context else 'ws'}://127.0.0.1:{self.port}/stream"
 
         exchange_ = exchange
 
@@ -226,15 +218,7 @@ class ReplayServers:
     def close(self) -> None:
         self.http.shutdown()
         self.http.server_close()
-
-        async def stop() -> None:
-            self.ws_server.close()
-            await self.ws_server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        super().close()
 
 
 def _run_capture(

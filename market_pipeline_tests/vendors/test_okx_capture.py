@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from market_pipeline.cli.main import main
 from market_pipeline.vendors.capture_files import CaptureFormatError
 from market_pipeline.vendors.exchange_books import TextBook, signed_crc32
 from market_pipeline.vendors.okx import verify as okx_verify
@@ -18,6 +17,7 @@ from market_pipeline_tests.support import okx_captures as oc
 from market_pipeline_tests.support.binance_capture import write_capture_lines
 from market_pipeline_tests.support.book_walk import checked_quotes, droppable
 from market_pipeline_tests.support.kraken_captures import write_capture
+from market_pipeline_tests.support.verify_capture_cli import verify_capture_cli
 
 MESSAGES = 300
 
@@ -51,11 +51,6 @@ def _capture(tmp_path, walk, **faults):
     return write_capture(tmp_path / "okx_spot_btc-usdt_20251124.gz", rendered.lines), rendered
 
 
-def _cli(capsys, *paths) -> tuple[int, dict]:
-    code = main(["verify-capture", *map(str, paths)])
-    return code, json.loads(capsys.readouterr().out)
-
-
 @pytest.mark.parametrize(
     ("levels", "text", "checksum"),
     [(DOC_EVEN, DOC_EVEN_TEXT, DOC_EVEN_CHECKSUM), (DOC_ODD, DOC_ODD_TEXT, DOC_ODD_CHECKSUM)],
@@ -85,7 +80,7 @@ def test_the_documented_sequence_example_is_followed(tmp_path, capsys):
         _book_line("update", {"bids": [["3366.2", "1", "0", "1"]], "asks": []}, 5, 3),
     ]
     path = write_capture_lines(tmp_path / "okx_spot_btc-usdt_20240101.txt", lines)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0
     assert (result["diffs"], result["applied"], result["gaps"], result["sequence_resets"]) == (4, 4, 0, 1)
     assert (result["checksums_checked"], result["checksums_unchecked"]) == (0, 5)  # 0 is never agreement
@@ -94,7 +89,7 @@ def test_the_documented_sequence_example_is_followed(tmp_path, capsys):
 
 def test_a_good_capture_agrees_with_every_checksum_and_quote(tmp_path, capsys, walk):
     path, rendered = _capture(tmp_path, walk)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0
     assert (result["market"], result["exchange"], result["symbol"]) == ("spot", "OKX", "BTC-USDT")
     assert result["diffs"] == result["applied"] == MESSAGES
@@ -128,7 +123,7 @@ def test_the_replayed_book_is_the_exchanges_level_for_level(tmp_path, walk):
 def test_a_dropped_update_is_a_sequence_break_named_at_the_next(tmp_path, capsys, walk):
     dropped = droppable(walk, MESSAGES // 2)
     path, rendered = _capture(tmp_path, walk, drop=dropped)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1
     bad = result["first_bad_update"]
     assert (bad["file"], bad["line"], bad["reason"]) == (
@@ -149,7 +144,7 @@ def test_a_dropped_update_is_a_sequence_break_named_at_the_next(tmp_path, capsys
 
 def test_a_wrong_checksum_is_the_first_bad_update(tmp_path, capsys, walk):
     path, rendered = _capture(tmp_path, walk, bad_checksum=100)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1 and (result["checksum_mismatches"], result["gaps"]) == (1, 1)
     bad = result["first_bad_update"]
     assert (bad["line"], bad["reason"]) == (rendered.message_lines[100], "checksum")
@@ -159,7 +154,7 @@ def test_a_wrong_checksum_is_the_first_bad_update(tmp_path, capsys, walk):
 def test_a_wrong_bbo_quote_is_a_ticker_mismatch(tmp_path, capsys, walk):
     quoted = checked_quotes(walk)[5]
     path, rendered = _capture(tmp_path, walk, bad_quote=quoted)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1 and (result["ticker_mismatches"], result["checksum_mismatches"], result["gaps"]) == (1, 0, 0)
     index = sum(len(m.quotes) for m in walk.messages[: quoted + 1]) - 1
     assert result["first_mismatch_ticker"] == index
@@ -173,7 +168,7 @@ def test_a_wrong_bbo_quote_is_a_ticker_mismatch(tmp_path, capsys, walk):
 
 def test_a_reconnect_snapshot_resyncs(tmp_path, capsys, walk):
     path, _ = _capture(tmp_path, walk, reconnect_at=100, lost=5)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0 and (result["snapshots"], result["resyncs"], result["gaps"]) == (2, 1, 0)
     assert result["diffs"] == result["applied"] == MESSAGES - 5 and result["in_sync_at_end"]
     assert result["ticker_checks"] == len(checked_quotes(walk, set(range(100, 105))))
@@ -182,7 +177,7 @@ def test_a_reconnect_snapshot_resyncs(tmp_path, capsys, walk):
 def test_a_reconnect_after_a_break_brings_the_book_back(tmp_path, capsys, walk):
     dropped = droppable(walk, 50)
     path, rendered = _capture(tmp_path, walk, drop=dropped, reconnect_at=dropped + 20, lost=2)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1  # the break stays reported
     assert (result["gaps"], result["resyncs"], result["first_bad_update"]["line"]) == (
         1,
@@ -195,17 +190,17 @@ def test_a_reconnect_after_a_break_brings_the_book_back(tmp_path, capsys, walk):
 
 def test_a_sequence_reset_after_maintenance_is_followed(tmp_path, capsys, walk):
     path, _ = _capture(tmp_path, walk, reset_at=120)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0 and (result["sequence_resets"], result["gaps"], result["applied"]) == (1, 0, MESSAGES)
     assert result["ticker_checks"] == len(checked_quotes(walk)) and result["checksums_checked"] == MESSAGES + 1
 
 
 def test_retired_checksums_are_not_checked_and_the_chain_still_finds_a_loss(tmp_path, capsys, walk):
     path, _ = _capture(tmp_path, walk, retired=True)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 0 and (result["checksums_checked"], result["checksums_unchecked"]) == (0, MESSAGES + 1)
     path, rendered = _capture(tmp_path, walk, retired=True, drop=40)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1 and result["first_bad_update"]["line"] == rendered.message_lines[41]
 
 
@@ -217,7 +212,7 @@ def test_books5_is_compared_over_five_levels(tmp_path, capsys):
     agreeing = [["3366.8", "9", "0", "1"], ["3368", "8", "0", "1"]]
     lines = [books5(agreeing), _book_line("snapshot", DOC_EVEN, 10, -1, DOC_EVEN_CHECKSUM), books5(agreeing[:1])]
     path = write_capture_lines(tmp_path / "okx_spot_btc-usdt_20181204.txt", lines)
-    code, result = _cli(capsys, path)
+    code, result = verify_capture_cli(capsys, path)
     assert code == 1 and (result["ticker_checks"], result["ticker_mismatches"], result["first_mismatch_ticker"]) == (
         2,
         1,

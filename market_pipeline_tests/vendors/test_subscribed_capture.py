@@ -18,7 +18,8 @@ from market_pipeline.vendors.live_capture.stream import StreamTimeouts
 from market_pipeline.vendors.live_capture.subscribed import SubscribedCaptureOptions, one_line, record_subscribed
 from market_pipeline.vendors.registry import verify_capture
 from market_pipeline_tests.support.kraken_captures import render, synthetic_book
-from market_pipeline_tests.support.subscribed_server import SubscribedFeedServer
+from market_pipeline_tests.support.verify_capture_cli import verify_capture_cli
+from market_pipeline_tests.support.websocket_server import SubscribedFeedServer
 
 
 def _kraken_messages(reconnect_at: int) -> tuple[list[str], list[str]]:
@@ -122,8 +123,8 @@ def test_capture_exchange_records_what_verify_capture_replays(exchange, market, 
     assert f"{len(messages):,} messages, 0 snapshot(s), 1 connection(s), 0 gap(s)" in out
     (path,) = (tmp_path / f["path"] for f in json.loads((tmp_path / "manifest.json").read_text())["files"])
     assert path.name.startswith(name) and _lines(path) == messages
-    assert main(["verify-capture", str(path)]) == 0
-    figures = json.loads(capsys.readouterr().out)
+    code, figures = verify_capture_cli(capsys, path)
+    assert code == 0
     assert figures["first_bad_update"] is None and figures["checksum_mismatches"] == 0
     assert figures["ticker_mismatches"] == 0 and figures["gaps"] == 0 and figures["in_sync_at_end"]
     # each exchange's oracle was consulted: Kraken's and OKX's checksums, OKX's and Bybit's top of book

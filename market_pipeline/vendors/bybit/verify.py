@@ -25,7 +25,7 @@ from pathlib import Path
 from market_pipeline.vendors.book_replay import BookReplay
 from market_pipeline.vendors.bybit import capture_format as fmt
 from market_pipeline.vendors.capture_figures import file_market
-from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json
+from market_pipeline.vendors.capture_files import decode_json
 
 LAKE_EXCHANGE = "BYBIT"
 RESTART_UPDATE_ID = 1
@@ -38,22 +38,15 @@ class _Replay(BookReplay):
         super().__init__(LAKE_EXCHANGE)
         self.update_id: int | None = None  # the last applied message's u
 
-    def line(self, path: Path, line_number: int, recv_ns: int, body: str) -> None:
-        try:
-            item = fmt.classify(decode_json(body))
-            if item is None:
-                return
-            self.check_instrument(item.symbol)
-            if isinstance(item, fmt.BookMessage):
-                self._book_message(item, path, line_number, recv_ns)
-            elif isinstance(item, fmt.TopMessage):
-                self.quote(item.quote, path, line_number, recv_ns)
-            else:
-                self.counts["trades"] += item.count
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise CaptureFormatError(path, line_number, str(exc)) from None
+    book_type, top_type = fmt.BookMessage, fmt.TopMessage
 
-    def _book_message(self, message: fmt.BookMessage, path: Path, line_number: int, recv_ns: int) -> None:
+    def classify(self, body: str) -> fmt.BookMessage | fmt.TopMessage | fmt.Trades | None:
+        return fmt.classify(decode_json(body))
+
+    def instrument_of(self, item: fmt.BookMessage | fmt.TopMessage | fmt.Trades) -> str:
+        return item.symbol
+
+    def book_message(self, message: fmt.BookMessage, path: Path, line_number: int, recv_ns: int) -> None:
         self.check_stream(f"orderbook.{message.depth}")
         if message.snapshot:
             # `u` restarts, `seq` (the matching engine's) is not said to: the waiting quotes stay.

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection
+
 from market_pipeline.core.telemetry.telemetry import count
 from market_pipeline.vendors.live_capture.manifest import Manifest
+from market_pipeline.vendors.live_capture.session import Connection, SessionEnd, reconnecting
 from market_pipeline.vendors.live_capture.writer import HourlyCaptureWriter
 
 log = logging.getLogger(__name__)
@@ -27,18 +30,28 @@ class CaptureReport:
 
 
 class CaptureRecorder:
-    """One capture's files, report and open gap; an exchange's recorder adds its `run`."""
+    """One capture's connections, files, report and open gap; an exchange's recorder adds what it
+    does on each connection (`session`) and after a drop (`on_drop`)."""
 
-    def __init__(self, writer: HourlyCaptureWriter, manifest: Manifest, market: str) -> None:
+    def __init__(self, writer: HourlyCaptureWriter, manifest: Manifest, market: str, connection: Connection) -> None:
         self.writer = writer
         self.manifest = manifest
         self.market = market
+        self.connection = connection
         self.report = CaptureReport(manifest.path)
         self.last_receive_ns: int | None = None
         self.gap: dict[str, Any] | None = None  # open until the feed is whole again
 
-    async def run(self) -> CaptureReport:
+    async def session(self, ws: ClientConnection, deadline: float) -> SessionEnd:
+        """Record one connection, until the deadline or until it drops."""
         raise NotImplementedError
+
+    def on_drop(self, reason: str) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> CaptureReport:
+        await reconnecting(self.connection, self.session, self.on_drop)
+        return self.report
 
     def open_gap(self, kind: str, reason: str, from_ns: int | None, last_update_id: int | None) -> None:
         self.close_gap()

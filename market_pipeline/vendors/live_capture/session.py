@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Connection:
+    """Where a recorder connects, with which TLS context and timeouts, and for how long."""
+
+    url: str
+    ssl_context: ssl.SSLContext | None
+    timeouts: StreamTimeouts
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
 class SessionEnd:
     """How a connection ended: `reason` None when the deadline ended it, else why it dropped; and
     whether it delivered any message (a connection that did resets the backoff)."""
@@ -52,23 +62,20 @@ async def receive_until(
 
 
 async def reconnecting(
-    url: str,
-    ssl_context: ssl.SSLContext,
-    timeouts: StreamTimeouts,
-    duration_seconds: float,
+    connection: Connection,
     session: Callable[[ClientConnection, float], Awaitable[SessionEnd]],
     on_drop: Callable[[str], None],
 ) -> None:
-    """Connect to `url` and run `session(ws, deadline)` on each connection until `duration_seconds`
-    have passed; after a drop (`on_drop(reason)`) or a failed connect, wait with exponential backoff."""
+    """Connect and run `session(ws, deadline)` on each connection until the connection's duration
+    has passed; after a drop (`on_drop(reason)`) or a failed connect, wait with exponential backoff."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + duration_seconds
+    deadline = loop.time() + connection.duration_seconds
     attempt = 0
-    shown = redact_url(url)
+    shown = redact_url(connection.url)
     while (remaining := deadline - loop.time()) > 0:
         try:
             async with asyncio.timeout(remaining):
-                ws = await open_stream(url, ssl_context, timeouts)
+                ws = await open_stream(connection.url, connection.ssl_context, connection.timeouts)
         except CONNECTION_ERRORS as exc:  # refused, TLS failure, handshake refused, timeout
             log.warning("capture: cannot connect to %s: %s", shown, describe(exc))
         else:

@@ -25,7 +25,7 @@ from market_pipeline.core.security.scrub import redact_url
 from market_pipeline.core.telemetry.telemetry import count
 from market_pipeline.vendors.live_capture.manifest import Manifest
 from market_pipeline.vendors.live_capture.recording import CaptureRecorder, CaptureReport, record_run
-from market_pipeline.vendors.live_capture.session import SessionEnd, receive_until, reconnecting
+from market_pipeline.vendors.live_capture.session import Connection, SessionEnd, receive_until
 from market_pipeline.vendors.live_capture.stream import CONNECTION_ERRORS, StreamTimeouts
 from market_pipeline.vendors.live_capture.writer import HourlyCaptureWriter
 
@@ -67,7 +67,8 @@ class _SubscribedRecorder(CaptureRecorder):
         writer = HourlyCaptureWriter(
             options.out_dir, feed.market, feed.symbol, manifest, options.master_key, feed.exchange
         )
-        super().__init__(writer, manifest, feed.market)
+        connection = Connection(feed.url, options.ssl_context, options.timeouts, options.duration_seconds)
+        super().__init__(writer, manifest, feed.market, connection)
         self.options = options
 
     def _on_message(self, receive_ns: int, text: str) -> None:
@@ -82,7 +83,7 @@ class _SubscribedRecorder(CaptureRecorder):
             await asyncio.sleep(feed.ping_seconds)
             await ws.send(feed.ping)
 
-    async def _session(self, ws: ClientConnection, deadline: float) -> SessionEnd:
+    async def session(self, ws: ClientConnection, deadline: float) -> SessionEnd:
         """Subscribe, then record the connection until the deadline or until it drops."""
         self.report.connections += 1
         received = self.report.messages
@@ -101,21 +102,9 @@ class _SubscribedRecorder(CaptureRecorder):
             await ws.close()
         return SessionEnd(reason, self.report.messages > received)
 
-    def _on_drop(self, reason: str) -> None:
+    def on_drop(self, reason: str) -> None:
         self.open_gap("disconnect", reason, self.last_receive_ns, None)
         count("mdp_capture_reconnects_total", 1, market=self.options.feed.market)
-
-    async def run(self) -> CaptureReport:
-        options = self.options
-        await reconnecting(
-            options.feed.url,
-            options.ssl_context,
-            options.timeouts,
-            options.duration_seconds,
-            self._session,
-            self._on_drop,
-        )
-        return self.report
 
     def write(self, receive_ns: int, line: str) -> bool:
         resumed = self.gap is not None

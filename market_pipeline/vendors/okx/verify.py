@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from market_pipeline.vendors.book_replay import BookReplay
-from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json
+from market_pipeline.vendors.capture_files import decode_json
 from market_pipeline.vendors.exchange_books import TextBook, signed_crc32
 from market_pipeline.vendors.okx import capture_format as fmt
 
@@ -52,24 +52,17 @@ class _Replay(BookReplay):
         super().__init__(LAKE_EXCHANGE)
         self.seq_id: int | None = None  # the last applied message's seqId: the next prevSeqId
 
-    def line(self, path: Path, line_number: int, recv_ns: int, body: str) -> None:
-        if body.strip() == "pong":  # the answer to the keepalive "ping", not JSON
-            return
-        try:
-            item = fmt.classify(decode_json(body))
-            if item is None:
-                return
-            self.check_instrument(item.inst_id)
-            if isinstance(item, fmt.BookMessage):
-                self._book_message(item, path, line_number, recv_ns)
-            elif isinstance(item, fmt.TopMessage):
-                self.quote(item.quote, path, line_number, recv_ns)
-            else:
-                self.counts["trades"] += item.count
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise CaptureFormatError(path, line_number, str(exc)) from None
+    book_type, top_type = fmt.BookMessage, fmt.TopMessage
 
-    def _book_message(self, message: fmt.BookMessage, path: Path, line_number: int, recv_ns: int) -> None:
+    def classify(self, body: str) -> fmt.BookMessage | fmt.TopMessage | fmt.Trades | None:
+        if body.strip() == "pong":  # the answer to the keepalive "ping", not JSON
+            return None
+        return fmt.classify(decode_json(body))
+
+    def instrument_of(self, item: fmt.BookMessage | fmt.TopMessage | fmt.Trades) -> str:
+        return item.inst_id
+
+    def book_message(self, message: fmt.BookMessage, path: Path, line_number: int, recv_ns: int) -> None:
         self.check_stream(message.channel)
         if message.snapshot:
             self.load(fmt.BOOK_DEPTHS[message.channel], message.bids, message.asks)

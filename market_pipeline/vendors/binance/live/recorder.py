@@ -29,7 +29,7 @@ from market_pipeline.vendors.binance.live.sync import DiffChain
 from market_pipeline.vendors.live_capture.connection import backoff_delay
 from market_pipeline.vendors.live_capture.manifest import Manifest
 from market_pipeline.vendors.live_capture.recording import CaptureRecorder, CaptureReport, record_run
-from market_pipeline.vendors.live_capture.session import SessionEnd, receive_until, reconnecting
+from market_pipeline.vendors.live_capture.session import Connection, SessionEnd, receive_until
 from market_pipeline.vendors.live_capture.stream import StreamTimeouts
 from market_pipeline.vendors.live_capture.writer import HourlyCaptureWriter
 
@@ -52,7 +52,8 @@ class CaptureOptions:
 class _Recorder(CaptureRecorder):
     def __init__(self, options: CaptureOptions, manifest: Manifest) -> None:
         writer = HourlyCaptureWriter(options.out_dir, options.market, options.symbol, manifest, options.master_key)
-        super().__init__(writer, manifest, options.market)
+        connection = Connection(options.stream_url, options.ssl_context, options.timeouts, options.duration_seconds)
+        super().__init__(writer, manifest, options.market, connection)
         self.options = options
         self.chain = DiffChain(futures=options.market != "spot")
         self.snapshot_task: asyncio.Task[None] | None = None
@@ -136,7 +137,7 @@ class _Recorder(CaptureRecorder):
 
     # --- connections --------------------------------------------------------------------------
 
-    async def _session(self, ws: ClientConnection, deadline: float) -> SessionEnd:
+    async def session(self, ws: ClientConnection, deadline: float) -> SessionEnd:
         """Record one connection, until the deadline or until it drops."""
         self.report.connections += 1
         received = self.report.messages
@@ -148,21 +149,9 @@ class _Recorder(CaptureRecorder):
             await ws.close()
         return SessionEnd(reason, self.report.messages > received)
 
-    def _on_drop(self, reason: str) -> None:
+    def on_drop(self, reason: str) -> None:
         self.open_gap("disconnect", reason, self.last_receive_ns, self.chain.last_update_id)
         count("mdp_capture_reconnects_total", 1, market=self.options.market)
-
-    async def run(self) -> CaptureReport:
-        options = self.options
-        await reconnecting(
-            options.stream_url,
-            options.ssl_context,
-            options.timeouts,
-            options.duration_seconds,
-            self._session,
-            self._on_drop,
-        )
-        return self.report
 
 
 async def record(options: CaptureOptions) -> CaptureReport:
