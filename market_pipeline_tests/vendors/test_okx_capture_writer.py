@@ -18,7 +18,6 @@ from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline.vendors.registry import verify_capture
 from market_pipeline.vendors.synthetic.capture_writer import write_capture_day
 from market_pipeline.vendors.synthetic.config import SyntheticSettings
-from market_pipeline.vendors.synthetic.generate import generate_day
 from market_pipeline.vendors.synthetic.okx_capture_writer import OkxLines, okx_names
 from market_pipeline.vendors.synthetic.reference import write_reference_capture
 from market_pipeline_tests.support.cadence import TEST_SNAPSHOT_INTERVAL_MS
@@ -107,8 +106,6 @@ def test_the_source_replays_the_true_book_at_every_vendor_snapshot(written, tmp_
 
 
 def test_a_day_of_another_exchange_is_refused(tmp_path):
-    settings = SyntheticSettings(scale=SCALE, snapshot_interval_ms=TEST_SNAPSHOT_INTERVAL_MS)
     binance = SPOT.model_copy(update={"exchange": "BINANCE"})
-    generate_day(binance, DAY, settings, tmp_path, scale=SCALE)
     with pytest.raises(ValueError, match="BINANCE:BTC-USDT: an OKX capture is written for OKX"):
         write_capture_day(tmp_path, binance, DAY, tmp_path / "out", renderer=OkxLines)
