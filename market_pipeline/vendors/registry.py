@@ -16,7 +16,14 @@ if TYPE_CHECKING:
 
 VENDORS: dict[str, Vendor] = {
     vendor.name: vendor
-    for vendor in (synthetic.VENDOR, crypto_lake.LOCAL, crypto_lake.S3, binance.VENDOR, tardis.VENDOR)
+    for vendor in (
+        synthetic.VENDOR,
+        crypto_lake.LOCAL,
+        crypto_lake.S3,
+        binance.VENDOR,
+        okx.VENDOR,
+        tardis.VENDOR,
+    )
 }
 
 

@@ -254,8 +254,24 @@ def test_instruments_keep_their_names():
         "binance-delivery",
         "BTCUSD_PERP",
     )
-    with pytest.raises(ValueError, match="no Tardis exchange id for OKX"):
-        tardis_names("OKX", "BTC-USDT", DEFAULT_EXCHANGES, {})
+    with pytest.raises(ValueError, match="no Tardis exchange id for KRAKEN"):
+        tardis_names("KRAKEN", "BTC-USD", DEFAULT_EXCHANGES, {})
+
+
+@pytest.mark.parametrize(
+    ("instrument", "names"),
+    [
+        ("OKX:BTC-USDT", ("okex", "BTC-USDT")),
+        ("OKX:BTC-USDT-PERP", ("okex-swap", "BTC-USDT-SWAP")),
+        ("OKX:BTC-USD-PERP", ("okex-swap", "BTC-USD-SWAP")),
+        ("OKX:BTC-USD-251226", ("okex-futures", "BTC-USD-251226")),
+        ("BYBIT:BTC-USDT", ("bybit-spot", "BTCUSDT")),
+        ("BYBIT:BTC-USDT-PERP", ("bybit", "BTCUSDT")),
+    ],
+)
+def test_okx_and_bybit_instruments_get_tardis_market_ids(instrument, names):
+    exchange, _, symbol = instrument.partition(":")
+    assert tardis_names(exchange, symbol, DEFAULT_EXCHANGES, {}) == names
 
 
 def test_settings_need_the_directory_and_an_exchange_id(monkeypatch, tmp_path):
@@ -266,21 +282,21 @@ def test_settings_need_the_directory_and_an_exchange_id(monkeypatch, tmp_path):
     with pytest.raises(SettingsError, match="PIPELINE_SOURCE=tardis needs PIPELINE_TARDIS_DIR"):
         load_settings()
     monkeypatch.setenv("PIPELINE_TARDIS_DIR", str(tmp_path / "absent"))
-    monkeypatch.setenv("PIPELINE_INSTRUMENTS", "BINANCE:BTC-USDT,OKX:BTC-USDT")
-    with pytest.raises(SettingsError, match="PIPELINE_TARDIS_EXCHANGES: no Tardis exchange id for OKX"):
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", "BINANCE:BTC-USDT,KRAKEN:BTC-USD")
+    with pytest.raises(SettingsError, match="PIPELINE_TARDIS_EXCHANGES: no Tardis exchange id for KRAKEN"):
         load_settings()
     # Environment maps merge over config.yaml's.
-    monkeypatch.setenv("PIPELINE_TARDIS_EXCHANGES", '{"OKX": "okex"}')
-    monkeypatch.setenv("PIPELINE_TARDIS_SYMBOLS", '{"OKX:BTC-USDT": "BTC-USDT"}')
+    monkeypatch.setenv("PIPELINE_TARDIS_EXCHANGES", '{"KRAKEN": "kraken"}')
+    monkeypatch.setenv("PIPELINE_TARDIS_SYMBOLS", '{"KRAKEN:BTC-USD": "XBT-USD"}')
     settings = load_settings()
-    assert settings.tardis_exchanges == {**DEFAULT_EXCHANGES, "OKX": "okex"}
+    assert settings.tardis_exchanges == {**DEFAULT_EXCHANGES, "KRAKEN": "kraken"}
     vendor = get_vendor("tardis")
     absent = (tmp_path / "absent").resolve()
     assert vendor.environment(settings) == [f"PIPELINE_TARDIS_DIR: {absent} is not an existing directory"]
-    assert "okex" in vendor.describe(settings)
+    assert "kraken" in vendor.describe(settings)
     source = vendor.build(settings)
-    okx = next(i for i in settings.universe if i.exchange == "OKX")
-    assert source.names(okx) == ("okex", "BTC-USDT")
+    kraken = next(i for i in settings.universe if i.exchange == "KRAKEN")
+    assert source.names(kraken) == ("kraken", "XBT-USD")
 
 
 # ---------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ CAPTURE_TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_tic
 # File names taken as captures (an extra `.enc` suffix is allowed); anything else is ignored.
 CAPTURE_SUFFIXES = (".gz", ".txt", ".log", ".jsonl")
 ENCRYPTED_SUFFIX = ".enc"
+# The other exchanges whose captures the recorder writes (`capture --exchange`), by file name prefix.
+OTHER_CAPTURE_EXCHANGES = ("kraken", "okx", "bybit")
 # Bump when the cached tables change shape, so old caches are rebuilt.
 CACHE_VERSION = 1
 _EPOCH = dt.date(1970, 1, 1)
@@ -68,10 +70,12 @@ SCRATCH_COMPRESSION = "lz4"
 class CaptureRejected(CaptureError, MissingSourceData):
     """A capture file that may hold this instrument-day could not be read; it names the file."""
 
-    def __init__(self, table: str, instrument: Instrument, day: dt.date, rejected: list[RejectedFile]):
+    def __init__(
+        self, table: str, instrument: Instrument, day: dt.date, rejected: list[RejectedFile], source: str = "capture"
+    ):
         self.rejected = rejected
         where = "; ".join(f"rejected {r.path}: {r.reason} (quarantined copy {r.quarantined})" for r in rejected)
-        super().__init__("capture", table, instrument, day, where)
+        super().__init__(source, table, instrument, day, where)
 
 
 @dataclass(frozen=True)
@@ -93,12 +97,23 @@ def is_capture_file(path: Path) -> bool:
     return not path.name.startswith(".") and name.endswith(CAPTURE_SUFFIXES)
 
 
-def capture_files(root: Path) -> list[Path]:
-    """Capture files anywhere under `root`, sorted by path."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and is_capture_file(p))
+def capture_files(root: Path, exchange: str = "binance") -> list[Path]:
+    """`exchange`'s capture files anywhere under `root` (by the name's first part, see
+    `capture_exchange_of`), sorted by path."""
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and is_capture_file(p) and capture_exchange_of(p) == exchange
+    )
 
 
-def _name_parts(path: Path) -> list[str]:
+def capture_exchange_of(path: Path) -> str:
+    """The exchange a capture file is named after (`<exchange>_<market>_<symbol>_<YYYYMMDD>.gz`):
+    Binance's unless its name starts with another recorded exchange's (`kraken_`, `okx_`,
+    `bybit_`), so captures of several exchanges can share PIPELINE_CAPTURE_DIR."""
+    prefix = path.name.lower().partition("_")[0]
+    return prefix if prefix in OTHER_CAPTURE_EXCHANGES else "binance"
+
+
+def name_parts(path: Path) -> list[str]:
     name = path.name.removesuffix(ENCRYPTED_SUFFIX)
     for suffix in CAPTURE_SUFFIXES:
         name = name.removesuffix(suffix)
@@ -107,7 +122,7 @@ def _name_parts(path: Path) -> list[str]:
 
 def named_day(path: Path) -> dt.date | None:
     """The date in a name like ``binance_spot_btcusdt_20240808.gz``."""
-    last = _name_parts(path)[-1]
+    last = name_parts(path)[-1]
     try:
         return dt.datetime.strptime(last, "%Y%m%d").date() if len(last) == 8 else None
     except ValueError:
@@ -116,7 +131,7 @@ def named_day(path: Path) -> dt.date | None:
 
 def named_instrument(path: Path) -> str | None:
     """EXCHANGE:SYMBOL from a name like ``binance_usdm_btcusdt_20240808.gz``, None otherwise."""
-    parts = _name_parts(path)
+    parts = name_parts(path)
     if len(parts) < 3 or parts[0] != "binance" or parts[1] not in MARKETS:
         return None
     symbol_parts = parts[2:-1] if named_day(path) is not None else parts[2:]
@@ -172,8 +187,14 @@ class ParsedFile:
 
 
 def parse_file(path: Path, scratch: Path) -> ParsedFile:
-    """Parse one capture file chunk by chunk into per-table, per-day parts under `scratch`."""
-    parser = CaptureParser([path])
+    """Parse one Binance capture file chunk by chunk into per-table, per-day parts under `scratch`."""
+    return parse_parts(CaptureParser([path]), path, scratch, LINE_ORDERED)
+
+
+def parse_parts(parser, path: Path, scratch: Path, line_ordered: tuple[str, ...]) -> ParsedFile:
+    """Write the chunks of `parser` (of the one file `path`: a `CaptureParser` or another
+    exchange's parser with its `chunks()` and `instrument()`) as per-table, per-day parts under
+    `scratch`; `line_ordered` the tables with a `line_no`."""
     first_received, line_span, days = None, 0, set()
     with ExitStack() as writers:
         open_parts: dict[Path, pq.ParquetWriter] = {}
@@ -183,7 +204,7 @@ def parse_file(path: Path, scratch: Path) -> ParsedFile:
                     continue
                 start = frame.get_column("received_time").min()
                 first_received = start if first_received is None else min(first_received, start)
-                if name in LINE_ORDERED:
+                if name in line_ordered:
                     line_span = max(line_span, frame.get_column("line_no").max() + 1)
                 for (day,), part in (
                     frame.with_columns(_DAY)
@@ -202,12 +223,14 @@ def parse_file(path: Path, scratch: Path) -> ParsedFile:
     return ParsedFile(path, scratch, market, exchange, symbol, first_received or 0, line_span, days)
 
 
-def _write_day_table(target: Path, table: str, parts: list[tuple[int, ParsedFile]], day: int) -> None:
+def _write_day_table(
+    target: Path, table: str, parts: list[tuple[int, ParsedFile]], day: int, source: CaptureSource
+) -> None:
     """One cached partition: the instrument's files' parts of `day` in time order, line_no shifted
     by each file's offset (one running line order), streamed from the scratch parts."""
     frames = [
         pl.scan_parquet(parsed.part(table, day)).with_columns(pl.col("line_no") + offset)
-        if table in LINE_ORDERED
+        if table in source.line_ordered
         else pl.scan_parquet(parsed.part(table, day))
         for offset, parsed in parts
         if parsed.part(table, day).is_file()
@@ -216,7 +239,7 @@ def _write_day_table(target: Path, table: str, parts: list[tuple[int, ParsedFile
         if frames:
             pl.concat(frames).sink_parquet(tmp, compression="zstd", statistics=True)
         else:
-            pl.DataFrame(schema=TABLE_SCHEMAS[table]).write_parquet(tmp, compression="zstd", statistics=True)
+            pl.DataFrame(schema=source.table_schemas[table]).write_parquet(tmp, compression="zstd", statistics=True)
 
 
 def _rejected(manifest: dict) -> list[RejectedFile]:
@@ -224,10 +247,15 @@ def _rejected(manifest: dict) -> list[RejectedFile]:
 
 
 class CaptureSource:
-    """VendorSource over a directory of raw Binance captures."""
+    """VendorSource over a directory of raw Binance captures. Another exchange's capture source
+    (vendors/okx/source.py) is a subclass: its name, files, parser and tables below."""
 
     name = "capture"
+    exchange = "binance"  # whose files in PIPELINE_CAPTURE_DIR it reads (`capture_exchange_of`)
+    exchange_label = "Binance"
     tables = frozenset(CAPTURE_TABLES)
+    table_schemas = TABLE_SCHEMAS
+    line_ordered = LINE_ORDERED
     book_agreement = False  # the REST snapshots are the replay's sync points, not a check of it
 
     def __init__(self, capture_dir: Path, root: Path, lake_dir: Path, fidelity_interval_ms: int = 1000):
@@ -251,11 +279,11 @@ class CaptureSource:
         """The cache manifest, rebuilding the cache first when the capture files changed."""
         if not self.capture_dir.is_dir():
             raise FileNotFoundError(f"PIPELINE_CAPTURE_DIR {self.capture_dir} is not a directory")
-        wanted = fingerprint(capture_files(self.capture_dir))
+        wanted = fingerprint(capture_files(self.capture_dir, self.exchange))
         if self._manifest is not None and self._manifest["fingerprint"] == wanted:
             return self._manifest
         # Raw assets of one run may ask from separate processes at the same time.
-        reading = f"reading the Binance captures in {self.capture_dir}"
+        reading = f"reading the {self.exchange_label} captures in {self.capture_dir}"
         with cache_lock(self.root / ".lock", reading):
             manifest = self._read_manifest()
             if manifest is None or manifest["fingerprint"] != wanted:
@@ -271,7 +299,7 @@ class CaptureSource:
         return manifest if manifest.get("version") == CACHE_VERSION else None
 
     def _rebuild(self) -> dict:
-        files = capture_files(self.capture_dir)
+        files = capture_files(self.capture_dir, self.exchange)
         wanted = fingerprint(files)  # taken before parsing: a file changing meanwhile rebuilds again
         scratch = self.root / f".scratch-{uuid.uuid4().hex}"
         try:
@@ -279,7 +307,7 @@ class CaptureSource:
             rejected: list[RejectedFile] = []
             for index, path in enumerate(files):
                 try:
-                    parsed = parse_file(path, scratch / str(index))
+                    parsed = self.parse_file(path, scratch / str(index))
                 except CaptureFormatError as exc:  # truncated gzip, bad line, undecryptable, ...
                     shutil.rmtree(scratch / str(index), ignore_errors=True)
                     rejected.append(self._quarantine(path, str(exc)))
@@ -305,8 +333,15 @@ class CaptureSource:
         write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2))
         return manifest
 
-    @staticmethod
-    def _write_instrument(build: Path, parsed: list[ParsedFile]) -> dict:
+    def parse_file(self, path: Path, scratch: Path) -> ParsedFile:
+        """One capture file parsed to scratch parts (`parse_file`)."""
+        return parse_file(path, scratch)
+
+    def named_instrument(self, path: Path) -> str | None:
+        """EXCHANGE:SYMBOL from the file's name (`named_instrument`)."""
+        return named_instrument(path)
+
+    def _write_instrument(self, build: Path, parsed: list[ParsedFile]) -> dict:
         """One instrument's files, in time order (by first receive time), as day partitions under
         `build` with one running line order; its manifest entry."""
         parsed.sort(key=lambda part: (part.first_received, str(part.path)))
@@ -317,9 +352,9 @@ class CaptureSource:
         days = sorted(set().union(*(part.days for part in parsed)))
         first = parsed[0]
         for day in days:
-            for name in CAPTURE_TABLES:
+            for name in sorted(self.tables):
                 target = partition_dir(build, name, first.exchange, first.symbol, _EPOCH + dt.timedelta(days=day))
-                _write_day_table(target / PARTITION_FILE, name, list(zip(offsets, parsed, strict=True)), day)
+                _write_day_table(target / PARTITION_FILE, name, list(zip(offsets, parsed, strict=True)), day, self)
         return {
             "market": first.market,
             "files": [str(part.path) for part in parsed],
@@ -328,11 +363,11 @@ class CaptureSource:
 
     def _quarantine(self, path: Path, reason: str) -> RejectedFile:
         """Copy a bad capture (the original stays where it is) with a reason file beside it."""
-        target = quarantine_dir(self.lake_dir) / "capture" / path.name
+        target = quarantine_dir(self.lake_dir) / self.name / path.name
         record = RejectedFile(
             path=str(path),
             reason=reason,
-            instrument=named_instrument(path),
+            instrument=self.named_instrument(path),
             days=_readable_days(path) or ((d.isoformat(),) if (d := named_day(path)) else None),
             quarantined=str(target),
         )
@@ -350,7 +385,7 @@ class CaptureSource:
         manifest = self.manifest()
         bad = [r for r in _rejected(manifest) if r.covers(instrument, day)]
         if bad:
-            raise CaptureRejected(table, instrument, day, bad)
+            raise CaptureRejected(table, instrument, day, bad, self.name)
         if table not in self.tables:
             raise MissingSourceData(self.name, table, instrument, day, "captures do not provide this table")
         covered = manifest["instruments"].get(instrument.key, {}).get("days", [])

@@ -23,13 +23,17 @@ previous day's final levels the new day's book does not have: synthetic days are
 independently, and a replay of the two files as one capture stays in sync across midnight.
 
 Memory is set by the batch size (`day_files`): the day is read and written batch by batch.
+
+The lines' text is the renderer's (`BinanceLines` here; `okx_capture_writer.OkxLines` renders the
+same day as an OKX capture): the day's walk through its messages, snapshot, tickers and trades
+is one for every exchange.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -89,11 +93,16 @@ def binance_names(instrument: Instrument) -> tuple[str, str]:
 
 def capture_file_name(instrument: Instrument, day: dt.date) -> str:
     market, symbol = binance_names(instrument)
-    return f"binance_{market}_{symbol.lower()}_{day:%Y%m%d}.gz"
+    return f"binance_{market}_{symbol.lower()}_{day:%Y%m%d}.gz"  # BinanceLines.file_prefix and the day
 
 
-class _Lines:
+class BinanceLines:
     """The JSON text of each kind of line, as polars expressions over a frame's columns."""
+
+    # The opening message is written as a diff, and the snapshot beside it (Binance's REST
+    # snapshot); an exchange whose snapshot is a message of the stream writes it instead.
+    snapshot_replaces_opening = False
+    level_tail = ""  # what follows price and size in a level's array
 
     def __init__(self, instrument: Instrument, where: Path) -> None:
         market, self.symbol = binance_names(instrument)
@@ -101,6 +110,11 @@ class _Lines:
         self.stream = self.symbol.lower()
         self.where = where
         self.tick, self.lot = instrument.tick_size, instrument.lot_size
+        self.file_prefix = f"binance_{market}_{self.symbol.lower()}"
+
+    def snapshot_id(self, first_u: int) -> int:
+        """The snapshot's update id: by either Binance market's rule the opening diff is the first applied."""
+        return first_u if self.futures else first_u - 1
 
     def _times(self, origin_ms: pl.Expr) -> list[pl.Expr]:
         """`"E":..,"T":..` of futures messages (spot ones carry only E)."""
@@ -113,7 +127,8 @@ class _Lines:
         price, price_off = decimal_text("price", self.tick, self.where)
         size, size_off = decimal_text("size", self.lot, self.where)
         check_on_grid(rows, {"price": price_off, "size": size_off}, self.where)
-        return rows.with_columns(level=pl.concat_str([pl.lit('["'), price, pl.lit('","'), size, pl.lit('"]')]))
+        level = [pl.lit('["'), price, pl.lit('","'), size, pl.lit(f'"{self.level_tail}]')]
+        return rows.with_columns(level=pl.concat_str(level))
 
     def diffs(self, rows: pl.DataFrame) -> pl.DataFrame:
         """One line per message: u, recv, origin_ms, text."""
@@ -242,14 +257,22 @@ def _write(out: IO[bytes], texts: Iterable[str]) -> None:
 
 
 def write_capture_day(
-    root: Path, instrument: Instrument, day: dt.date, out_dir: Path, previous: CaptureEnd | None = None
+    root: Path,
+    instrument: Instrument,
+    day: dt.date,
+    out_dir: Path,
+    previous: CaptureEnd | None = None,
+    renderer: type[BinanceLines] = BinanceLines,
+    dropped: Collection[int] = (),
 ) -> CaptureDay:
-    """Render the synthetic day `generate_day` wrote under `root` as a Binance capture in `out_dir`."""
+    """Render the synthetic day `generate_day` wrote under `root` as a capture in `out_dir`
+    (Binance's, or the exchange's of `renderer`). `dropped`: update ids whose diff lines are left
+    out (a capture that lost messages; their tickers stay)."""
     files = day_files(root, instrument, day)
-    lines = _Lines(instrument, files.deltas)
+    lines = renderer(instrument, files.deltas)
     truth = RowsThrough(files.truth, "sequence_number", TICKER_COLUMNS)
     trades = RowsThrough(files.trades, "received_time")
-    target = out_dir / capture_file_name(instrument, day)
+    target = out_dir / f"{lines.file_prefix}_{day:%Y%m%d}.gz"
     target.parent.mkdir(parents=True, exist_ok=True)
     book = pl.DataFrame(schema=_LEVELS)
     offset = first_u = last_u = None
@@ -275,11 +298,15 @@ def write_capture_day(
             if recv[0] < last_recv or not recv.is_sorted():
                 raise ValueError(f"{files.deltas}: receive times go back near update {diffs['u'][0]}")
             last_recv = recv[-1]
-            counts["diffs"] += diffs.height
-            message_lines = [diffs.select("u", "recv", "text", rank=pl.lit(_DIFF))]
+            written = diffs
+            if opening is not None and lines.snapshot_replaces_opening:
+                written = diffs.filter(pl.col("u") != first_u)
+            if dropped:
+                written = written.filter(~pl.col("u").is_in(list(dropped)))
+            counts["diffs"] += written.height
+            message_lines = [written.select("u", "recv", "text", rank=pl.lit(_DIFF))]
             if opening is not None:
-                lid = first_u if lines.futures else first_u - 1
-                text = lines.snapshot(opening, lid, int(diffs["origin_ms"][0]))
+                text = lines.snapshot(opening, lines.snapshot_id(first_u), int(diffs["origin_ms"][0]))
                 message_lines.append(pl.DataFrame({"u": [first_u], "recv": [recv[0]], "text": [text]}))
                 message_lines[-1] = message_lines[-1].with_columns(rank=pl.lit(_SNAPSHOT))
             stamps = diffs.select("u", "recv", "origin_ms")
@@ -324,9 +351,12 @@ def write_capture_day(
     )
 
 
-def write_capture_days(root: Path, instrument: Instrument, days: list[dt.date], out_dir: Path) -> list[CaptureDay]:
+def write_capture_days(
+    root: Path, instrument: Instrument, days: list[dt.date], out_dir: Path, renderer: type[BinanceLines] = BinanceLines
+) -> list[CaptureDay]:
     """Consecutive synthetic days as one capture: each day's update ids continue the day before."""
     written: list[CaptureDay] = []
     for day in days:
-        written.append(write_capture_day(root, instrument, day, out_dir, written[-1].end if written else None))
+        end = written[-1].end if written else None
+        written.append(write_capture_day(root, instrument, day, out_dir, end, renderer))
     return written

@@ -8,10 +8,14 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 
 # Our (Crypto Lake) exchange names -> Tardis exchange ids; config.yaml repeats these defaults.
+# Crypto Lake names every OKX (Bybit) instrument OKX (BYBIT); Tardis splits them by market: the
+# ids given here are the spot ones, `tardis_names` takes the market's from the symbol.
 DEFAULT_EXCHANGES: dict[str, str] = {
     "BINANCE": "binance",
     "BINANCE_FUTURES": "binance-futures",
     "BINANCE_DELIVERY": "binance-delivery",
+    "OKX": "okex",
+    "BYBIT": "bybit-spot",
 }
 
 
@@ -39,8 +43,30 @@ def default_symbol(symbol: str) -> str:
     return symbol.upper().removesuffix("-PERP").replace("-", "")
 
 
+def _is_contract(symbol: str) -> bool:
+    """A perpetual (BTC-USDT-PERP) or dated contract (BTC-USD-251226), not a spot pair (BTC-USDT)."""
+    parts = symbol.upper().split("-")
+    return len(parts) > 2 and (parts[-1] == "PERP" or parts[-1].isdigit())
+
+
+def _market_names(exchange_id: str, symbol: str) -> tuple[str, str]:
+    """(Tardis exchange id, Tardis symbol) where Tardis splits an exchange by market: OKX's
+    `okex` (spot), `okex-swap` (perpetual swaps), `okex-futures` (dated) take OKX's instrument ids
+    (BTC-USDT, BTC-USDT-SWAP, BTC-USD-251226); Bybit's `bybit-spot` and `bybit` (its
+    derivatives) the symbol without dashes (BTCUSDT)."""
+    symbol = symbol.upper()
+    if exchange_id == "okex":
+        if symbol.endswith("-PERP"):
+            return "okex-swap", symbol.removesuffix("-PERP") + "-SWAP"
+        return ("okex-futures" if _is_contract(symbol) else "okex"), symbol
+    if exchange_id == "bybit-spot" and _is_contract(symbol):
+        return "bybit", default_symbol(symbol)
+    return exchange_id, default_symbol(symbol)
+
+
 def tardis_names(exchange: str, symbol: str, exchanges: dict[str, str], symbols: dict[str, str]) -> tuple[str, str]:
-    """(Tardis exchange id, Tardis symbol) of the instrument EXCHANGE:SYMBOL."""
+    """(Tardis exchange id, Tardis symbol) of the instrument EXCHANGE:SYMBOL (PIPELINE_TARDIS_SYMBOLS
+    overrides the symbol)."""
     try:
         exchange_id = exchanges[exchange]
     except KeyError:
@@ -48,7 +74,8 @@ def tardis_names(exchange: str, symbol: str, exchanges: dict[str, str], symbols:
             f"no Tardis exchange id for {exchange} (instrument {exchange}:{symbol}); "
             "add it to PIPELINE_TARDIS_EXCHANGES"
         ) from None
-    return exchange_id, symbols.get(f"{exchange}:{symbol}") or default_symbol(symbol)
+    exchange_id, tardis_symbol = _market_names(exchange_id, symbol)
+    return exchange_id, symbols.get(f"{exchange}:{symbol}") or tardis_symbol
 
 
 def tardis_problems(settings) -> list[str]:

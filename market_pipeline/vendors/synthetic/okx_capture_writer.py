@@ -1,0 +1,145 @@
+"""A generated synthetic day written as an OKX v5 capture (`capture --exchange okx`'s format,
+docs/capture.md#okx-captures), with exact ground truth: the reference of an OKX vendor day in
+`source_agreement`, and a day for `verify-capture` and the `okx_capture` source.
+
+The day's walk is `capture_writer`'s (`write_capture_day(..., renderer=OkxLines)`); the lines are OKX's:
+- the day's first message (the whole book at midnight) as the `books` snapshot (`action`
+  snapshot, `prevSeqId` -1, each side best first), every later message as an update with
+  `seqId` = its update id and `prevSeqId` = the one before (the synthetic ids are consecutive), so
+  a message missing from the day breaks OKX's chain;
+- one `bbo-tbt` line per ground-truth row (the true best bid and ask, `seqId` the book's);
+- every trade as a `trades` line (`side` the taker's, `tradeId` the synthetic id).
+`ts` is the exchange time in ms; levels are `[price, size, "0", "1"]` with exact decimal texts on
+the instrument's grid. Checksums are 0, as OKX sends since it retired the field in 2026.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from market_pipeline.core.instruments import Instrument
+from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines
+from market_pipeline.vendors.synthetic.day_files import check_on_grid, decimal_text
+
+
+def okx_names(instrument: Instrument) -> tuple[str, str]:
+    """(OKX market, OKX instrument id) of an OKX instrument: OKX:BTC-USDT -> (spot, BTC-USDT),
+    OKX:BTC-USDT-PERP -> (swap, BTC-USDT-SWAP)."""
+    parts = instrument.symbol.upper().split("-")
+    if instrument.exchange != "OKX" or len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "PERP"):
+        raise ValueError(f"{instrument.key}: an OKX capture is written for OKX spot pairs and perpetuals only")
+    if len(parts) == 3:
+        return "swap", f"{parts[0]}-{parts[1]}-SWAP"
+    return "spot", instrument.symbol.upper()
+
+
+class OkxLines(BinanceLines):
+    """The text of OKX's lines (`books`, `bbo-tbt`, `trades`) over the same frames."""
+
+    snapshot_replaces_opening = True
+    level_tail = ',"0","1"'
+
+    def __init__(self, instrument: Instrument, where: Path) -> None:
+        market, self.inst_id = okx_names(instrument)
+        self.where = where
+        self.tick, self.lot = instrument.tick_size, instrument.lot_size
+        self.file_prefix = f"okx_{market}_{self.inst_id.lower()}"
+
+    def snapshot_id(self, first_u: int) -> int:
+        return first_u  # the snapshot is the opening message
+
+    def _arg(self, channel: str) -> str:
+        return f'{{"arg":{{"channel":"{channel}","instId":"{self.inst_id}"}},'
+
+    def diffs(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """One `books` update line per message: u, recv, origin_ms, text."""
+        messages = (
+            self.levels(rows)
+            .group_by("u", maintain_order=True)
+            .agg(
+                pl.col("received_time").first().alias("recv"),
+                (pl.col("origin_time").first() // NS_PER_MS).alias("origin_ms"),
+                pl.col("level").filter(pl.col("side_is_bid")).str.join(",").alias("b"),
+                pl.col("level").filter(~pl.col("side_is_bid")).str.join(",").alias("a"),
+            )
+        )
+        text = pl.concat_str(
+            [
+                pl.lit(self._arg("books") + '"action":"update","data":[{"asks":['),
+                pl.col("a").fill_null(""),
+                pl.lit('],"bids":['),
+                pl.col("b").fill_null(""),
+                pl.lit('],"ts":"'),
+                pl.col("origin_ms").cast(pl.String),
+                pl.lit('","checksum":0,"prevSeqId":'),
+                (pl.col("u") - 1).cast(pl.String),
+                pl.lit(',"seqId":'),
+                pl.col("u").cast(pl.String),
+                pl.lit("}]}"),
+            ]
+        )
+        return messages.with_columns(text=text)
+
+    def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
+        """The `books` snapshot of the opening message's levels, each side best first."""
+        levels = self.levels(opening.filter(pl.col("size") > 0))
+        bids = levels.filter(pl.col("side_is_bid")).sort("price", descending=True)["level"].str.join(",").item()
+        asks = levels.filter(~pl.col("side_is_bid")).sort("price")["level"].str.join(",").item()
+        return (
+            self._arg("books") + f'"action":"snapshot","data":[{{"asks":[{asks or ""}],"bids":[{bids or ""}],'
+            f'"ts":"{origin_ms}","checksum":0,"prevSeqId":-1,"seqId":{last_update_id}}}]}}'
+        )
+
+    def tickers(self, truth: pl.DataFrame) -> pl.DataFrame:
+        """One `bbo-tbt` line per truth row (joined to its message: u, recv, origin_ms)."""
+        columns = ("bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size")
+        texts, checks = {}, {}
+        for column in columns:
+            step = self.tick if column.endswith("price") else self.lot
+            texts[column], checks[column] = decimal_text(column, step, self.where)
+        check_on_grid(truth, checks, self.where)
+        empty = truth.filter(pl.any_horizontal(pl.col(*columns).is_null()))
+        if empty.height:
+            raise ValueError(f"{self.where}: the true book after update {empty['u'][0]} has an empty side")
+        text = pl.concat_str(
+            [
+                pl.lit(self._arg("bbo-tbt") + '"data":[{"asks":[["'),
+                texts["ask_0_price"],
+                pl.lit('","'),
+                texts["ask_0_size"],
+                pl.lit('","0","1"]],"bids":[["'),
+                texts["bid_0_price"],
+                pl.lit('","'),
+                texts["bid_0_size"],
+                pl.lit('","0","1"]],"ts":"'),
+                pl.col("origin_ms").cast(pl.String),
+                pl.lit('","seqId":'),
+                pl.col("u").cast(pl.String),
+                pl.lit("}]}"),
+            ]
+        )
+        return truth.select("u", "recv", text=text)
+
+    def trades(self, trades: pl.DataFrame) -> pl.DataFrame:
+        """One `trades` line per trade: recv, text."""
+        price, price_off = decimal_text("price", self.tick, self.where)
+        quantity, quantity_off = decimal_text("quantity", self.lot, self.where)
+        check_on_grid(trades, {"price": price_off, "quantity": quantity_off}, self.where)
+        text = pl.concat_str(
+            [
+                pl.lit(self._arg("trades") + f'"data":[{{"instId":"{self.inst_id}","tradeId":"'),
+                pl.col("trade_id"),
+                pl.lit('","px":"'),
+                price,
+                pl.lit('","sz":"'),
+                quantity,
+                pl.lit('","side":"'),
+                pl.col("side"),
+                pl.lit('","ts":"'),
+                (pl.col("origin_time") // NS_PER_MS).cast(pl.String),
+                pl.lit('","count":"1"}]}'),
+            ]
+        )
+        return trades.select(recv=pl.col("received_time"), text=text)
