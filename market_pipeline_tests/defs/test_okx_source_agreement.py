@@ -13,19 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import duckdb
 import polars as pl
 import pytest
 
+from market_pipeline_tests.support.agreement_run import run_agreement
 from market_pipeline_tests.support.cadence import TEST_CADENCE
-from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
 pytestmark = pytest.mark.slow  # one Dagster run of one instrument-day against a capture
 
 DAY = dt.date(2024, 3, 1)
 KEY = "OKX:BTC-USDT"
 FAULTS = {"dropped_messages": 3, "dropped_trades": 2}
-ASSETS = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books", "source_agreement")
 NS_PER_HOUR = 3_600_000_000_000
 
 
@@ -45,7 +43,6 @@ def _hours(hourly: pl.DataFrame, column: str) -> dict[int, int]:
 
 @pytest.fixture(scope="module")
 def okx_agreement(tmp_path_factory):
-    import dagster as dg
 
     from market_pipeline.settings import load_settings
     from market_pipeline.vendors.synthetic.reference import write_reference_capture
@@ -75,19 +72,7 @@ def okx_agreement(tmp_path_factory):
         settings = load_settings()
         (instrument,) = settings.universe
         written = write_reference_capture(settings.synthetic, instrument, DAY, tmp / "undamaged", capture_dir)
-        defs = code_location(settings)
-        checks = [c for c in defs.asset_checks or [] if "source_agreement" in str(list(c.check_keys)[0])]
-        with dg.DagsterInstance.ephemeral() as instance:
-            result = dg.materialize(
-                [*assets_named(defs, *ASSETS), *checks],
-                resources=defs.resources,
-                tags=range_tags(DAY.isoformat(), DAY.isoformat()),
-                instance=instance,
-                raise_on_error=False,
-            )
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-            daily = con.sql("SELECT * FROM main.source_agreement").pl()
-            hourly = con.sql("SELECT * FROM main.source_agreement_hourly ORDER BY hour").pl()
+        result, daily, hourly = run_agreement(settings, DAY, DAY)
         truth_dir = settings.data_dir / "sources" / "synthetic" / "_ground_truth" / "synthetic"
         manifest = json.loads(
             (truth_dir / "exchange=OKX" / "symbol=BTC-USDT" / f"dt={DAY}" / "manifest.json").read_text()

@@ -19,8 +19,8 @@ import duckdb
 import polars as pl
 import pytest
 
+from market_pipeline_tests.support.agreement_run import run_agreement
 from market_pipeline_tests.support.cadence import TEST_CADENCE
-from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 
 pytestmark = (
     pytest.mark.slow
@@ -30,7 +30,6 @@ DAMAGED, CLEAN, UNCAPTURED = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2
 KEY = "BINANCE_FUTURES:BTC-USDT-PERP"
 TARDIS_KEY = "BINANCE_FUTURES:ETH-USDT-PERP"  # primary: tardis
 FAULTS = {"dropped_messages": 3, "dropped_trades": 4, "clock_skew_episodes": 1, "stale_snapshots": 3}
-ASSETS = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books", "source_agreement")
 NS_PER_HOUR = 3_600_000_000_000
 
 
@@ -40,7 +39,6 @@ def _hour(ns: int, day: dt.date) -> int:
 
 @pytest.fixture(scope="module")
 def agreement_run(tmp_path_factory):
-    import dagster as dg
 
     from market_pipeline.settings import load_settings
     from market_pipeline.vendors.synthetic.reference import write_reference_capture
@@ -92,19 +90,7 @@ def agreement_run(tmp_path_factory):
                 eth, day, settings.synthetic, tmp / "tardis_work", tardis_dir, "binance-futures", "ETHUSDT"
             )
             tardis_faults[day] = json.loads((written.truth_book_path.parent / "manifest.json").read_text())["faults"]
-        defs = code_location(settings)
-        checks = [c for c in defs.asset_checks or [] if "source_agreement" in str(list(c.check_keys)[0])]
-        with dg.DagsterInstance.ephemeral() as instance:
-            result = dg.materialize(
-                [*assets_named(defs, *ASSETS), *checks],
-                resources=defs.resources,
-                tags=range_tags(DAMAGED.isoformat(), UNCAPTURED.isoformat()),
-                instance=instance,
-                raise_on_error=False,
-            )
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-            daily = con.sql("SELECT * FROM main.source_agreement ORDER BY dt").pl()
-            hourly = con.sql("SELECT * FROM main.source_agreement_hourly ORDER BY dt, hour").pl()
+        result, daily, hourly = run_agreement(settings, DAMAGED, UNCAPTURED)
         truth_dir = settings.data_dir / "sources" / "synthetic" / "_ground_truth" / "synthetic"
         manifest_path = truth_dir / "exchange=BINANCE_FUTURES" / "symbol=BTC-USDT-PERP" / f"dt={DAMAGED}"
         manifest = json.loads((manifest_path / "manifest.json").read_text())
@@ -313,7 +299,6 @@ def test_sources_sharing_no_update_id_are_matched_by_exchange_time_and_say_so(ag
 def test_a_day_without_common_ids_warns_and_the_run_summary_says_why(tmp_path):
     """The messages check warns (not an error: the day is not damaged, the numbering differs) and
     the run summary prints the row's note under its table."""
-    import duckdb
 
     from market_pipeline.cli.agreement_summary import agreement_rows
     from market_pipeline.core.lake.warehouse import WarehouseTarget

@@ -130,9 +130,9 @@ class BinanceLines:
         level = [pl.lit('["'), price, pl.lit('","'), size, pl.lit(f'"{self.level_tail}]')]
         return rows.with_columns(level=pl.concat_str(level))
 
-    def diffs(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """One line per message: u, recv, origin_ms, text."""
-        messages = (
+    def messages(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """One row per message: u, recv, origin_ms, and its bid and ask levels as text (b, a)."""
+        return (
             self.levels(rows)
             .group_by("u", maintain_order=True)
             .agg(
@@ -142,6 +142,10 @@ class BinanceLines:
                 pl.col("level").filter(~pl.col("side_is_bid")).str.join(",").alias("a"),
             )
         )
+
+    def diffs(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """One line per message: u, recv, origin_ms, text."""
+        messages = self.messages(rows)
         u = pl.col("u").cast(pl.String)
         chain = [pl.lit(',"pu":'), (pl.col("u") - 1).cast(pl.String)] if self.futures else []
         text = pl.concat_str(

@@ -55,16 +55,7 @@ class OkxLines(BinanceLines):
 
     def diffs(self, rows: pl.DataFrame) -> pl.DataFrame:
         """One `books` update line per message: u, recv, origin_ms, text."""
-        messages = (
-            self.levels(rows)
-            .group_by("u", maintain_order=True)
-            .agg(
-                pl.col("received_time").first().alias("recv"),
-                (pl.col("origin_time").first() // NS_PER_MS).alias("origin_ms"),
-                pl.col("level").filter(pl.col("side_is_bid")).str.join(",").alias("b"),
-                pl.col("level").filter(~pl.col("side_is_bid")).str.join(",").alias("a"),
-            )
-        )
+        messages = self.messages(rows)
         text = pl.concat_str(
             [
                 pl.lit(self._arg("books") + '"action":"update","data":[{"asks":['),
