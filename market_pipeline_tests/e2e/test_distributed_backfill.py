@@ -313,6 +313,9 @@ def distributed(servers, tmp_path_factory) -> Iterator[SimpleNamespace]:
         PIPELINE_LAKE_URL=f"s3://{bucket}/{PREFIX}",
         PIPELINE_CATALOG_URL=f"ducklake:postgres:{postgres.libpq(CATALOG_DB)}",
         PIPELINE_SCRATCH_PER_RUN="true",
+        # The successful runs' scratch kept (the finished_run_scratch sensor would remove it whenever
+        # it next ticks): the test reads each run's directory afterwards.
+        PIPELINE_KEEP_SCRATCH="true",
         PIPELINE_BACKFILL_DAYS_PER_RUN="1",
         PIPELINE_RUN_EXECUTOR="in_process",  # one process a run (a container's), no process start-up per step
     )
