@@ -10,7 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from market_pipeline.vendors.binance import capture_stream
-from market_pipeline.vendors.capture_files import CaptureFormatError
+from market_pipeline.vendors.capture_files import CaptureFormatError, open_capture
 from market_pipeline_tests.support.binance_capture import SPOT, SYNTHETIC_SPOT, TRADE, USDM, parse_capture, real_paths
 from market_pipeline_tests.support.binance_capture import write_capture_lines as _write
 from market_pipeline_tests.support.capture_reference import reference_parse
@@ -131,3 +131,32 @@ def test_a_file_with_a_bad_line_past_the_first_chunk_is_quarantined(tmp_path, mo
     assert rejected["reason"].startswith(f"{bad}:10: ")
     assert manifest["instruments"]["BINANCE:BTC-USDT"]["days"] == ["2023-11-14"]
     assert not list(source.root.glob(".scratch-*"))  # the scratch parts are gone
+
+
+def test_gzip_members_with_zero_padding_read_as_the_stdlib_reads_them(tmp_path):
+    """Captures are inflated by ISA-L (`open_capture`): concatenated members with zero padding
+    between them give the lines `gzip.open` gives."""
+    body = b"".join(f"{1_700_000_000_000_000_000 + i} {TRADE}\n".encode() for i in range(3000))
+    cut = body.index(b"\n", len(body) // 3) + 1
+    path = tmp_path / "binance_spot_btcusdt_20231114.gz"
+    path.write_bytes(gzip.compress(body[:cut]) + b"\0" * 5 + gzip.compress(body[cut:]))
+    with open_capture(path) as ours, gzip.open(path, "rb") as stdlib:
+        assert list(ours) == list(stdlib) == body.splitlines(keepends=True)
+    plain = tmp_path / "binance_spot_btcusdt_20231114.txt"
+    plain.write_bytes(body)
+    assert_frame_equal(parse_capture([path]).trades, parse_capture([plain]).trades, check_exact=True)
+
+
+@pytest.mark.parametrize("damage", ["checksum", "trailing garbage"])
+def test_a_corrupt_gzip_is_unreadable_naming_the_file(tmp_path, damage):
+    body = b"".join(f"{i} {TRADE}\n".encode() for i in range(100))
+    packed = bytearray(gzip.compress(body))
+    if damage == "checksum":
+        packed[-8] ^= 1  # the member's CRC32
+    else:
+        packed += b"not gzip"
+    path = tmp_path / "damaged.gz"
+    path.write_bytes(bytes(packed))
+    with pytest.raises(CaptureFormatError, match="unreadable") as caught:
+        parse_capture([path])
+    assert caught.value.path == path

@@ -189,6 +189,7 @@ class CaptureParser:
     def _collect(self, chunk: _Chunk, lines: list[bytes]) -> tuple[int, str] | None:
         """Sort the chunk's lines into `chunk` up to the first bad one; (its line_no, reason) or None."""
         symbol, market = self.binance_symbol, self.market
+        stream_kinds: dict[str, str | None] = {}  # a chunk's lines name a few streams: each is parsed once
         line_no = self.lines - 1
         refused = None
         for line in lines:
@@ -207,7 +208,9 @@ class CaptureParser:
                 break
             if msg.stream is not UNSET:
                 data = msg.data
-                kind = _CHANNEL_KINDS.get(msg.stream.partition("@")[2].partition("@")[0])
+                kind = stream_kinds.get(msg.stream, UNSET)
+                if kind is UNSET:  # a stream not seen before in this chunk
+                    kind = stream_kinds[msg.stream] = _CHANNEL_KINDS.get(msg.stream.partition("@")[2].partition("@")[0])
                 if kind is None or data is UNSET or _lacks(kind, data):
                     refused = (line_no, _stdlib_reason(body, "a field has the wrong type"))
                     break
