@@ -51,7 +51,7 @@ class SubscribedCaptureOptions:
     feed: SubscribedFeed
     duration_seconds: float
     out_dir: Path
-    ssl_context: ssl.SSLContext
+    ssl_context: ssl.SSLContext | None  # None for a ws:// test feed
     master_key: bytes | None = None  # encrypt the files when given
     timeouts: StreamTimeouts = StreamTimeouts()
 
