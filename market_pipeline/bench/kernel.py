@@ -80,6 +80,9 @@ class _CoreReplay:
         self.agreement = lr.new_agreement(0)
         self.work = lr.new_levels(1)
         self.rows = lr.new_rows(OUTPUT_BATCH_ROWS, 1)  # reused, as the rebuild reuses its buffers
+        self.replay = lr.LakeReplay(
+            self.book, self.state, self.counters, self.hourly, self.rows, self.agreement, self.work
+        )
 
     def chunk(self, recv, seq, is_bid, ticks, lots) -> lr.Deltas:
         """Kernel input for a chunk of whole messages."""
@@ -93,13 +96,7 @@ class _CoreReplay:
             i, _, n_out = lr.replay_lake_batch(
                 part,
                 self.snaps,
-                self.book,
-                self.state,
-                self.counters,
-                self.hourly,
-                self.rows,
-                self.agreement,
-                self.work,
+                self.replay,
                 1,
                 True,
                 True,

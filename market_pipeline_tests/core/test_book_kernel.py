@@ -75,16 +75,11 @@ def _replay(deltas: lr.Deltas, book, depth: int, state=None, counters=None):
     rows = lr.new_rows(max(n, 1), depth)
     state = lr.new_replay_state(0, True, 0, True) if state is None else state
     counters = lr.new_counters() if counters is None else counters
+    replay = lr.LakeReplay(book, state, counters, lr.new_hourly(), rows, lr.new_agreement(0), lr.new_levels(20))
     i, k, n_out = lr.replay_lake_batch(
         deltas,
         _no_snapshots(),
-        book,
-        state,
-        counters,
-        lr.new_hourly(),
-        rows,
-        lr.new_agreement(0),
-        lr.new_levels(20),
+        replay,
         depth,
         True,
         True,

@@ -114,6 +114,20 @@ class Agreement(NamedTuple):
     level_mask: np.ndarray  # int64, bit L: level L (either side) disagreed
 
 
+class LakeReplay(NamedTuple):
+    """What a lake replay works on, built in one place by its caller so that no call passes these
+    in another order: the book, its state records (`REPLAY_STATE`, `COUNTERS`, `HOURLY`), the
+    output `Rows`, one `Agreement` entry per snapshot and scratch `Levels` of the snapshots' depth."""
+
+    book: Book
+    state: np.ndarray
+    counters: np.ndarray
+    hourly: np.ndarray
+    rows: Rows
+    agreement: Agreement
+    work: Levels
+
+
 def new_levels(depth: int) -> Levels:
     return Levels(*(np.empty(depth, np.int64) for _ in range(4)))
 
@@ -239,12 +253,10 @@ def _make_room_from_locals(bid, ask, st, tick, best_b, best_a, n_b, n_a):
 
 
 @nb.njit(cache=True, nogil=True)
-def replay_lake_batch(d, snaps, book, state, counters, hourly, rows, agreement, work, depth, deltas_final, snaps_final):
+def replay_lake_batch(d, snaps, replay, depth, deltas_final, snaps_final):
     """Apply complete messages and due snapshots until input or output runs out.
 
-    `d` are `Deltas`, `snaps` `Snapshots`, `book` a `ladder.Book`, `state`/`counters`/`hourly`
-    records (`REPLAY_STATE`, `COUNTERS`, `HOURLY`), `rows` the output `Rows`, `agreement` one
-    `Agreement` entry per snapshot, `work` scratch `Levels` of the snapshots' depth.
+    `d` are `Deltas`, `snaps` `Snapshots`, `replay` the `LakeReplay` it works on.
 
     Returns (deltas_consumed, snapshots_consumed, rows_out). Rows of a message cut by the end
     of the batch are left unconsumed unless `deltas_final`; the caller carries them over. No
@@ -260,15 +272,15 @@ def replay_lake_batch(d, snaps, book, state, counters, hourly, rows, agreement, 
         d.lot,
         d.is_snapshot,
         snaps,
-        book.bid,
-        book.ask,
-        book.st,
-        state,
-        counters,
-        hourly,
-        rows,
-        agreement,
-        work,
+        replay.book.bid,
+        replay.book.ask,
+        replay.book.st,
+        replay.state,
+        replay.counters,
+        replay.hourly,
+        replay.rows,
+        replay.agreement,
+        replay.work,
         depth,
         deltas_final,
         snaps_final,

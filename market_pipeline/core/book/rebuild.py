@@ -282,18 +282,7 @@ class _DayReplay:
         if self.deltas_done and not len(d["recv"]):
             # After the last message: the remaining snapshots, and samples to the end of the day.
             with self.timings("kernel"):
-                k, n_out = _replay_tail(
-                    as_snapshots(s),
-                    self.book,
-                    self.state,
-                    self.counters,
-                    self.hourly,
-                    out.buffers,
-                    diag,
-                    self.work,
-                    self.depth,
-                    self.snaps_done,
-                )
+                k, n_out = _replay_tail(as_snapshots(s), self._target(out, diag), self.depth, self.snaps_done)
             full = n_out == out.capacity
             need_snaps = not full and k == len(s["recv"]) and not self.snaps_done
             finished = not full and k == len(s["recv"]) and self.snaps_done
@@ -317,21 +306,13 @@ class _DayReplay:
             need_deltas = not full and not need_snaps
         return _Round(i, k, n_out, diag, need_deltas, need_snaps, finished)
 
+    def _target(self, out: BookWriter, diag) -> lr.LakeReplay:
+        """What this round's kernel works on: the day's book and records, this round's outputs."""
+        return lr.LakeReplay(self.book, self.state, self.counters, self.hourly, out.buffers, diag, self.work)
+
     def _replay(self, d, s, out: BookWriter, diag, deltas_final: bool, snaps_final: bool):
-        return lr.replay_lake_batch(
-            as_deltas(d),
-            as_snapshots(s),
-            self.book,
-            self.state,
-            self.counters,
-            self.hourly,
-            out.buffers,
-            diag,
-            self.work,
-            self.depth,
-            deltas_final,
-            snaps_final,
-        )
+        target = self._target(out, diag)
+        return lr.replay_lake_batch(as_deltas(d), as_snapshots(s), target, self.depth, deltas_final, snaps_final)
 
     def consume(self, deltas: int, snapshots: int) -> None:
         self.d = tail(self.d, deltas)
@@ -375,13 +356,14 @@ def _process_cpu() -> float:
 
 
 @nb.njit(cache=True, nogil=True)
-def _replay_tail(snaps, book, state, counters, hourly, rows, agreement, work, depth, snaps_final):
+def _replay_tail(snaps, replay, depth, snaps_final):
     """After the day's last message: the remaining vendor snapshots and the interval samples
     between and after them, in time order, up to the end of the day (day start + 24 h).
 
     Returns (snapshots consumed, rows out). Stops when the output is full, and (unless
     `snaps_final`) when the snapshots run out, since the next one may be due before a sample.
     """
+    book, state, counters, hourly, rows, agreement, work = replay
     r = state[0]
     n_s = snaps.recv.shape[0]
     capacity = rows.recv.shape[0]
