@@ -8,15 +8,14 @@ It is bound to the running context (a `contextvars.ContextVar`, as `decimal.loca
 OpenTelemetry's context are), not set process-wide: a binding ends with its block, so nothing
 needs resetting after a test, and two bindings in one process (a sensor beside a step, two
 tests, the read API beside a run) never see each other's. A thread core starts for the work runs
-what it is given in the context of the thread that gave it (`carried`); a worker process binds
-the context its parent's settings describe.
+its tasks in a copy of the starting thread's context (`contextvars.copy_context().run`, as
+`read_ahead` does); a worker process binds the context its parent's settings describe.
 """
 
 from __future__ import annotations
 
 import contextvars
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,18 +66,6 @@ def using(context: CoreContext) -> Iterator[CoreContext]:
 def using_changes(**changes: Any) -> AbstractContextManager[CoreContext]:
     """`using` the current context with some of its fields changed."""
     return using(replace(current(), **changes))
-
-
-def carried(fn: Callable[..., T]) -> Callable[..., T]:
-    """`fn`, run in the context current now wherever it is called (a thread pool's task)."""
-    context = current()
-
-    @functools.wraps(fn)
-    def in_context(*args: Any, **kwargs: Any) -> T:
-        with using(context):
-            return fn(*args, **kwargs)
-
-    return in_context
 
 
 def bound_iterator(context: CoreContext, items: Iterator[T]) -> Iterator[T]:

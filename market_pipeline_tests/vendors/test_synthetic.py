@@ -469,10 +469,10 @@ def test_other_symbol_and_grid(tmp_path: Path) -> None:
 def test_generating_a_day_and_waiting_for_it_are_progress_tasks(tmp_path: Path):
     """The watcher is told when a step waits for the synthetic day to be generated, or for another
     process that generates it (the lock on the day); a cached day is no task."""
+    import contextvars
     import fcntl
     import threading
 
-    from market_pipeline.core import context
     from market_pipeline.core.telemetry import progress
     from market_pipeline.vendors.synthetic.source import SyntheticSource
 
@@ -493,7 +493,7 @@ def test_generating_a_day_and_waiting_for_it_are_progress_tasks(tmp_path: Path):
         with open(lock_path, "w") as other_process:
             fcntl.flock(other_process, fcntl.LOCK_EX)  # another description of the file: it blocks
             # a step's thread: it reports to the watcher of the context it was started in
-            worker = threading.Thread(target=context.carried(source.ensure_day), args=(INSTRUMENT, DAY))
+            worker = threading.Thread(target=contextvars.copy_context().run, args=(source.ensure_day, INSTRUMENT, DAY))
             worker.start()
             assert arrived.wait(30)
             assert [u.label for u in seen] == [
