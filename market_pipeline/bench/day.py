@@ -113,6 +113,7 @@ def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
             "vendor_snapshots_matched": result.counters["vendor_snapshots_matched"],
             "vendor_snapshots": result.counters["vendor_snapshots"],
             "output_mb": result.output.stat().st_size / 2**20,
+            "output_dir": str(result.output.parent),  # the books partition: the stage floor's write
         }
     )
     conn.close()

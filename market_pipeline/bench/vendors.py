@@ -8,35 +8,26 @@ is regenerated, as
 - Tardis CSV.gz files (`vendors/synthetic/tardis_format.py`), `PIPELINE_SOURCE=tardis`;
 - a raw Binance capture (`vendors/synthetic/capture_writer.py`), `PIPELINE_SOURCE=capture`.
 For each vendor `market-pipeline run` runs the whole graph with a fresh data directory, sampled
-as the bench's graph run. The vendor's floor, timed in the same run: read every input file once
-(Parquet: every column in batches; Tardis: pyarrow's streaming CSV reader over the gzip stream;
-capture: the gzip stream's lines, each JSON body decoded with msgspec, the fastest decoder
-measured) plus write every Parquet file the graph wrote under lake/ once more, row group by row
-group from memory with the same compression, dictionary and delta encodings (only the writes
-are timed). `verify-capture` on the capture is timed as a subprocess, sampled the same way.
+as the bench's graph run. The vendor's floor, timed in the same run (`bench/floors.py`): read
+every input file once plus write every Parquet file the graph wrote under lake/ once more.
+`verify-capture` on the capture is timed as a subprocess, sampled the same way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from market_pipeline.bench.floors import lake_outputs, read_seconds, synthetic_day_files, write_seconds
 from market_pipeline.bench.graph import run_graph, run_sampled
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import write_text_atomic
-from market_pipeline.core.lake.paths import partition_dir
 from market_pipeline.settings import PipelineSettings
-from market_pipeline.vendors.base import LAKE_TABLES
 from market_pipeline.vendors.synthetic.capture_writer import write_capture_day
-from market_pipeline.vendors.synthetic.generate import PART_FILE
 from market_pipeline.vendors.synthetic.source import ground_truth_dir
 from market_pipeline.vendors.synthetic.tardis_format import write_tardis_day
 from market_pipeline.vendors.tardis.config import DEFAULT_EXCHANGES, tardis_names
@@ -88,10 +79,7 @@ def vendor_files(synthetic_root: Path, instrument: Instrument, day: dt.date, out
     """The generated day as each vendor's files under `out_root` (written unless already written
     from this generation of the day)."""
     fingerprint = (ground_truth_dir(synthetic_root, instrument, day) / "params.sha256").read_text()
-    lake_files = [
-        partition_dir(synthetic_root, table, instrument.exchange, instrument.symbol, day) / PART_FILE
-        for table in sorted(LAKE_TABLES)
-    ]
+    lake_files = synthetic_day_files(synthetic_root, instrument, day)
     tardis_dir, capture_dir = out_root / "tardis", out_root / "capture"
     if not _up_to_date(tardis_dir, fingerprint):
         shutil.rmtree(tardis_dir, ignore_errors=True)
@@ -119,82 +107,6 @@ def vendor_files(synthetic_root: Path, instrument: Instrument, day: dt.date, out
     }
 
 
-# --- the floor ---------------------------------------------------------------------------------
-
-
-def read_seconds(vendor: str, files: list[Path]) -> float:
-    """Read every input file once, the cheapest honest way for its format (see the module doc)."""
-    import msgspec
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    started = time.perf_counter()
-    for path in files:
-        if vendor == "crypto_lake":
-            for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches():
-                pass
-        elif vendor == "tardis":
-            for _ in pacsv.open_csv(pa.input_stream(str(path), compression="gzip")):
-                pass
-        elif vendor == "capture":
-            decode = msgspec.json.decode
-            with gzip.open(path, "rb") as lines:
-                for line in lines:
-                    decode(line[line.index(b" ") + 1 :])
-        else:
-            raise ValueError(f"unknown vendor {vendor!r}")
-    return time.perf_counter() - started
-
-
-def _writer_options(metadata, schema) -> dict[str, object]:
-    """The compression, dictionary and delta encodings a file's columns were written with (first
-    row group). pyarrow delta-encodes only integer Arrow columns: a decimal stored as INT64 with
-    DELTA_BINARY_PACKED is written plain (the floor is then a little slower than the graph's write)."""
-    import pyarrow as pa
-
-    compression: dict[str, str] = {}
-    dictionary: list[str] = []
-    encodings: dict[str, str] = {}
-    if not metadata.num_row_groups:
-        return {}
-    group = metadata.row_group(0)
-    for i in range(group.num_columns):
-        column = group.column(i)
-        name = column.path_in_schema
-        codec = column.compression.lower()
-        compression[name] = "lz4" if codec.startswith("lz4") else codec.replace("uncompressed", "none")
-        if any("DICTIONARY" in e for e in column.encodings):
-            dictionary.append(name)
-        elif "DELTA_BINARY_PACKED" in column.encodings and pa.types.is_integer(schema.field(name).type):
-            encodings[name] = "DELTA_BINARY_PACKED"
-    return {"compression": compression, "use_dictionary": dictionary, "column_encoding": encodings or None}
-
-
-def write_seconds(lake_dir: Path) -> tuple[float, int]:
-    """(seconds, files): every Parquet file under `lake_dir` written once more, row group by row
-    group from memory, with its own codecs; only the writes are timed."""
-    seconds = 0.0
-    files = sorted(p for p in lake_dir.rglob("*.parquet") if not p.name.startswith("."))
-    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
-        target = Path(scratch) / "rewritten.parquet"
-        for path in files:
-            reader = parquet_io.open_file(path)
-            options = _writer_options(reader.metadata, reader.schema_arrow)
-            writer = None
-            for group in range(reader.metadata.num_row_groups):
-                table = reader.read_row_group(group)
-                started = time.perf_counter()
-                if writer is None:
-                    writer = parquet_io.parquet_writer(target, reader.schema_arrow, **options)
-                writer.write_table(table, row_group_size=max(1, table.num_rows))
-                seconds += time.perf_counter() - started
-            if writer is not None:
-                started = time.perf_counter()
-                writer.close()
-                seconds += time.perf_counter() - started
-    return seconds, len(files)
-
-
 # --- the runs ----------------------------------------------------------------------------------
 
 
@@ -205,8 +117,9 @@ def run_vendor(settings: PipelineSettings, day: dt.date, vendor: str, inputs: Ve
     run_settings = settings.model_copy(update={"data_dir": run_dir})
     graph = run_graph(run_settings, day, source_env=inputs.env)
     read = read_seconds(vendor, inputs.files)
-    write, outputs = write_seconds(run_settings.lake_dir)
-    return VendorRun(graph.exit_code, graph.seconds, graph.peak_rss_mb, read, write, outputs, graph.log)
+    outputs = lake_outputs(run_settings.lake_dir)
+    write = write_seconds(outputs)
+    return VendorRun(graph.exit_code, graph.seconds, graph.peak_rss_mb, read, write, len(outputs), graph.log)
 
 
 def verify_capture_run(files: list[Path], log: Path) -> SampledRun:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from market_pipeline import bench
+from market_pipeline.bench import floors
 
 JSON_KEYS = {
     "deltas",
@@ -27,12 +28,24 @@ JSON_KEYS = {
     "peak_rss_mb",
     "graph_seconds",
     "graph_over_read",
+    "book_floor_seconds",
+    "e2e_over_floor",
+    "graph_floor_seconds",
+    "graph_over_floor",
     "graph_peak_rss_mb",
     "graph_stage_seconds",
     "graph_stage_peak_rss_mb",
     "parallel_speedup",
 }
-GOALS = {"core_deltas_per_s", "peer_ratio", "e2e_over_read", "graph_over_read", "parallel_speedup", "graph_peak_rss_mb"}
+GOALS = {
+    "core_deltas_per_s",
+    "peer_ratio",
+    "e2e_over_floor",
+    "graph_over_read",
+    "graph_over_floor",
+    "parallel_speedup",
+    "graph_peak_rss_mb",
+}
 STAGES = {"read", "convert", "read_snapshots", "convert_snapshots", "kernel", "decimal", "write", "checkpoint"}
 
 
@@ -71,6 +84,17 @@ def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys
     ):
         assert report[key] > 0, key
     assert report["e2e_over_read"] == pytest.approx(report["e2e_seconds"] / report["read_only_seconds"], rel=1e-2)
+    # The floors: what the stage reads plus its books written again; the day's vendor files read
+    # plus every lake file of the day the graph wrote, written again.
+    assert report["book_floor_seconds"] == pytest.approx(
+        report["read_only_seconds"] + report["book_floor_write_seconds"], rel=1e-9
+    )
+    assert report["book_floor_write_seconds"] > 0
+    assert report["e2e_over_floor"] == pytest.approx(report["e2e_seconds"] / report["book_floor_seconds"], rel=1e-2)
+    assert report["graph_floor_read_seconds"] > 0 and report["graph_floor_write_seconds"] > 0
+    assert report["graph_floor_outputs"] == len(floors.lake_outputs(settings.lake_dir, bench.BENCH_DAY)) > 5
+    graph_over_floor = report["graph_seconds"] / report["graph_floor_seconds"]
+    assert report["graph_over_floor"] == pytest.approx(graph_over_floor, rel=1e-2)
     assert 50 < report["peak_rss_mb"] < 16_000  # the child's own peak, in MB
     # The day was rebuilt for real: one row per vendor snapshot plus one per sample, all matching (at
     # the tests' cadence; `make bench` keeps the production defaults, 100 ms each).
@@ -233,7 +257,7 @@ def test_vendor_files_and_floor_on_a_tiny_day(tmp_path):
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
     for vendor, files in inputs.items():
-        assert vendors.read_seconds(vendor, files.files) > 0, vendor
+        assert floors.read_seconds(vendor, files.files) > 0, vendor
 
     # The rewrite keeps each column's codec, dictionary and delta encoding.
     lake = tmp_path / "lake"
@@ -247,15 +271,19 @@ def test_vendor_files_and_floor_on_a_tiny_day(tmp_path):
         column_encoding={"t": "DELTA_BINARY_PACKED"},
     )
     reader = pq.ParquetFile(lake / "a" / "x.parquet")
-    assert vendors._writer_options(reader.metadata, reader.schema_arrow) == {
+    assert floors.writer_options(reader.metadata, reader.schema_arrow) == {
         "compression": {"t": "lz4", "p": "none"},
         "use_dictionary": ["p"],
         "column_encoding": {"t": "DELTA_BINARY_PACKED"},
     }
     for path in inputs["crypto_lake"].files:
         os.link(path, lake / f"{path.parent.parent.parent.parent.name}.parquet")
-    seconds, files = vendors.write_seconds(lake)
-    assert seconds > 0 and files == 4
+    outputs = floors.lake_outputs(lake)
+    assert len(outputs) == 4 and floors.write_seconds(outputs) > 0
+    # A day's outputs are those of no other day's partition.
+    (lake / "t" / "dt=2024-03-02").mkdir(parents=True)
+    os.link(lake / "a" / "x.parquet", lake / "t" / "dt=2024-03-02" / "data.parquet")
+    assert floors.lake_outputs(lake, bench.BENCH_DAY) == outputs
 
 
 def test_each_vendor_runs_the_graph_from_its_own_files_in_a_fresh_data_dir(tmp_path, monkeypatch):

@@ -1,0 +1,118 @@
+"""The floors the bench holds its runs against: what reading every input once and writing every
+output once with the same codecs costs, timed in the same run as the work it bounds.
+
+- reads (`read_seconds`): the cheapest honest way for each format: Parquet every column in
+  batches; Tardis pyarrow's streaming CSV reader over the gzip stream; capture the gzip stream's
+  lines, each JSON body decoded with msgspec (the fastest decoder measured);
+- writes (`write_seconds`): each Parquet file written once more, row group by row group from
+  memory, with its own compression, dictionary and delta encodings; only the writes are timed.
+
+The whole graph's floor reads the day's vendor files and writes every lake file the run wrote;
+the book stage's reads what the rebuild reads and writes the books partition it wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import tempfile
+import time
+from pathlib import Path
+
+from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.lake.paths import partition_dir
+from market_pipeline.vendors.base import LAKE_TABLES
+from market_pipeline.vendors.synthetic.generate import PART_FILE
+
+
+def synthetic_day_files(synthetic_root: Path, instrument: Instrument, day: dt.date) -> list[Path]:
+    """The synthetic source's files of the instrument-day (Crypto Lake layout): the graph's inputs."""
+    return [
+        partition_dir(synthetic_root, table, instrument.exchange, instrument.symbol, day) / PART_FILE
+        for table in sorted(LAKE_TABLES)
+    ]
+
+
+def lake_outputs(lake_dir: Path, day: dt.date | None = None) -> list[Path]:
+    """Every Parquet file under `lake_dir` (in-flight temporary files excluded); with `day`, only
+    those of no other day's partition."""
+    other_day = f"dt={day.isoformat()}" if day is not None else None
+    return sorted(
+        p
+        for p in lake_dir.rglob("*.parquet")
+        if not p.name.startswith(".")
+        and (other_day is None or all(not part.startswith("dt=") or part == other_day for part in p.parts))
+    )
+
+
+def read_seconds(vendor: str, files: list[Path]) -> float:
+    """Read every input file once, the cheapest honest way for its format (see the module doc)."""
+    import msgspec
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    started = time.perf_counter()
+    for path in files:
+        if vendor == "crypto_lake":
+            for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches():
+                pass
+        elif vendor == "tardis":
+            for _ in pacsv.open_csv(pa.input_stream(str(path), compression="gzip")):
+                pass
+        elif vendor == "capture":
+            decode = msgspec.json.decode
+            with gzip.open(path, "rb") as lines:
+                for line in lines:
+                    decode(line[line.index(b" ") + 1 :])
+        else:
+            raise ValueError(f"unknown vendor {vendor!r}")
+    return time.perf_counter() - started
+
+
+def writer_options(metadata, schema) -> dict[str, object]:
+    """The compression, dictionary and delta encodings a file's columns were written with (first
+    row group). pyarrow delta-encodes only integer Arrow columns: a decimal stored as INT64 with
+    DELTA_BINARY_PACKED is written plain (the floor is then a little slower than the graph's write)."""
+    import pyarrow as pa
+
+    compression: dict[str, str] = {}
+    dictionary: list[str] = []
+    encodings: dict[str, str] = {}
+    if not metadata.num_row_groups:
+        return {}
+    group = metadata.row_group(0)
+    for i in range(group.num_columns):
+        column = group.column(i)
+        name = column.path_in_schema
+        codec = column.compression.lower()
+        compression[name] = "lz4" if codec.startswith("lz4") else codec.replace("uncompressed", "none")
+        if any("DICTIONARY" in e for e in column.encodings):
+            dictionary.append(name)
+        elif "DELTA_BINARY_PACKED" in column.encodings and pa.types.is_integer(schema.field(name).type):
+            encodings[name] = "DELTA_BINARY_PACKED"
+    return {"compression": compression, "use_dictionary": dictionary, "column_encoding": encodings or None}
+
+
+def write_seconds(files: list[Path]) -> float:
+    """Every file of `files` written once more, row group by row group from memory, with its own
+    codecs; only the writes are timed."""
+    seconds = 0.0
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+        target = Path(scratch) / "rewritten.parquet"
+        for path in files:
+            reader = parquet_io.open_file(path)
+            options = writer_options(reader.metadata, reader.schema_arrow)
+            writer = None
+            for group in range(reader.metadata.num_row_groups):
+                table = reader.read_row_group(group)
+                started = time.perf_counter()
+                if writer is None:
+                    writer = parquet_io.parquet_writer(target, reader.schema_arrow, **options)
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+                seconds += time.perf_counter() - started
+            if writer is not None:
+                started = time.perf_counter()
+                writer.close()
+                seconds += time.perf_counter() - started
+    return seconds
