@@ -71,7 +71,7 @@ from market_pipeline.core.book.ladder import (
     Book,
     new_book,
 )
-from market_pipeline.core.book.rebuild import OUTPUT_BATCH_ROWS
+from market_pipeline.core.book.rebuild import OUTPUT_BATCH_ROWS, START_CHECKPOINT
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
@@ -87,8 +87,7 @@ from market_pipeline.vendors.binance.delta_batches import (
 
 NS_PER_MS = 1_000_000
 PENDING_TICKERS_FILE = "book_ticker_pending.parquet"
-START_CHECKPOINT = "previous_day_checkpoint"
-START_SNAPSHOT = "waiting_for_snapshot"
+START_SNAPSHOT = "waiting_for_snapshot"  # the lake replay starts at its first vendor snapshot instead
 START_CARRIED = "previous_day_out_of_sync"  # resumes the previous day's buffer or loaded snapshot
 
 _TICKER_COLUMNS = ["received_time", "update_id", "bid_price", "bid_size", "ask_price", "ask_size"]
