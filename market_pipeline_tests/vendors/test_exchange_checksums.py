@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from decimal import Decimal
 
 import pytest
@@ -106,6 +107,25 @@ def test_only_the_messages_received_within_the_day_count(tmp_path, walk):
     on_day = _checksums(tmp_path, DAY)
     assert (before.checked, on_day.checked) == (len(book_lines) - after_midnight, after_midnight)
     assert _checksums(tmp_path, DAY + dt.timedelta(days=1)) is None  # no capture that day
+
+
+def test_a_days_checksums_are_replayed_once_until_its_files_change(tmp_path, walk, monkeypatch):
+    from market_pipeline.vendors.okx import verify
+
+    _write(tmp_path, oc.render(walk))
+    replays = []
+    replay = verify.day_checksums
+    monkeypatch.setattr(verify, "day_checksums", lambda paths, day: replays.append(day) or replay(paths, day))
+    good = _checksums(tmp_path)
+    assert _checksums(tmp_path) == good and replays == [DAY]  # the check's and validation's ask: one replay
+    bad = oc.render(walk, bad_checksum=5)
+    path = _write(tmp_path, bad)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a changed file, whatever the clock
+    assert _checksums(tmp_path).first_mismatch == ChecksumMismatch(
+        str(path), bad.message_lines[5], _received(bad.message_lines[5])
+    )
+    assert replays == [DAY, DAY]
 
 
 def test_validation_columns_are_exact_integers_or_null():

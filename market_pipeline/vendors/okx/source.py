@@ -9,7 +9,7 @@ with OKX's parser (`capture_tables.py`) and tables: `book_delta_v2` (with snapsh
 (`lake_shaped.rebuild_lake_books`): an OKX snapshot clears and reloads the book, updates apply
 level by level, `seqId`s only grow ("monotonic": OKX's ids jump, so a jump proves no gap).
 OKX's own checksums of a day (`exchange_checksums`) come from verify-capture's replay of the day's
-files (`verify.day_checksums`).
+files (`verify.day_checksums`), kept beside the cache until the files change (`checksum_cache`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.base import BookDay
 from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, name_parts, parse_parts
+from market_pipeline.vendors.checksum_cache import cached_day_checksums
 from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
 from market_pipeline.vendors.okx import capture_format as fmt
 from market_pipeline.vendors.okx import verify
@@ -73,4 +74,4 @@ class OkxCaptureSource(CaptureSource):
         """OKX's checksums of the instrument-day's `books` messages (`base.ChecksumSource`)."""
         if day not in self.available_days("book_delta_v2", instrument):
             return None  # no capture that day
-        return verify.day_checksums(self.day_files(instrument, day), day)
+        return cached_day_checksums(self.root, instrument, day, self.day_files(instrument, day), verify.day_checksums)
