@@ -120,7 +120,7 @@ def book_in_sync(context, settings: PipelineSettings, instrument: Instrument, da
 def exchange_checksums(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
     checksums = day_checksums(settings, instrument, day)
     if checksums is None:
-        return Finding(None, "not checked: the instrument's sources have no exchange checksum")
+        return Finding(None, "not checked: no exchange checksum (the sources have none, or no capture covers the day)")
     figures: dict[str, float | int | str | None] = {
         "checksums_checked": checksums.checked,
         "checksum_mismatches": checksums.mismatches,
