@@ -218,3 +218,29 @@ def test_kraken_day_checksums_name_the_update_after_a_dropped_one(tmp_path, vers
     assert day_checksums([bad], DAY) == ChecksumFigures(
         dropped + 1 + snapshot_checksum, 1, 0, ChecksumMismatch(str(bad), line, received)
     )
+
+
+@pytest.mark.parametrize("bad", [None, 7])
+def test_validation_reports_writes_the_days_figures(tmp_path, walk, bad):
+    """The `validation_reports` task of an okx_capture day imported and rebuilt as the raw and
+    books stages do it (no Dagster run): the row carries the day's checksums."""
+    from market_pipeline.defs.books.assets import rebuild_instrument_day
+    from market_pipeline.defs.common.importer import import_partition
+    from market_pipeline.defs.quality.assets import validation_task
+    from market_pipeline.vendors.registry import build_source
+
+    rendered = oc.render(walk, bad_checksum=bad)
+    path = _write(tmp_path, rendered)
+    settings = _settings(tmp_path, {})
+    (instrument,) = settings.universe
+    source = build_source(settings)
+    for table in sorted(source.tables):
+        import_partition(source, settings, table, instrument, DAY, "test")
+    rebuild_instrument_day(source, settings, instrument, DAY)
+    row = validation_task(source, settings, instrument, DAY, None).row
+    if bad is None:
+        expected = checksum_columns(ChecksumFigures(MESSAGES + 1, 0, 0, None))
+    else:
+        line = rendered.message_lines[bad]
+        expected = checksum_columns(ChecksumFigures(bad + 2, 1, 0, ChecksumMismatch(str(path), line, _received(line))))
+    assert {name: row[name] for name in expected} == expected
