@@ -21,7 +21,7 @@ from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.base import BookDay
 from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, name_parts, parse_parts
-from market_pipeline.vendors.checksum_cache import cached_day_checksums
+from market_pipeline.vendors.checksum_cache import capture_day_checksums
 from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
 from market_pipeline.vendors.okx import capture_format as fmt
 from market_pipeline.vendors.okx import verify
@@ -72,6 +72,4 @@ class OkxCaptureSource(CaptureSource):
 
     def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
         """OKX's checksums of the instrument-day's `books` messages (`base.ChecksumSource`)."""
-        if day not in self.available_days("book_delta_v2", instrument):
-            return None  # no capture that day
-        return cached_day_checksums(self.root, instrument, day, self.day_files(instrument, day), verify.day_checksums)
+        return capture_day_checksums(self, instrument, day, verify.day_checksums)
