@@ -3,7 +3,8 @@
 A vendor is a package under `vendors/` that exports a `Vendor` (name, its settings, a builder).
 The builder turns the pipeline settings into a `VendorSource`: the raw tables it provides,
 fetching an instrument-day of one table as local Parquet files in the lake's schemas, what its
-sequence numbers can prove, and rebuilding one instrument-day's books from the raw lake.
+sequence numbers can prove, and rebuilding one instrument-day's books from the raw lake; a source
+whose exchange sends book checksums also replays them (`ChecksumSource`, optional).
 Vendors import `core/` only; they read the pipeline settings duck-typed (attributes they own,
 plus `data_dir`, `lake_dir` and `book`), never the settings module.
 """
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from market_pipeline.core.errors import SourceError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.quality.checksums import ChecksumFigures
 
 # The Crypto Lake tables every lake-shaped vendor serves (captures add book_ticker and depth_snapshot).
 LAKE_TABLES = frozenset({"trades", "book", "book_delta_v2"})
@@ -144,6 +146,22 @@ class VendorSource(Protocol):
         """Rebuild one instrument-day's books from the raw lake; None when the source has no
         data for it by nature (recorded as missing, not a failure)."""
         ...
+
+
+class ChecksumSource(Protocol):
+    """The optional part of the protocol: a source whose exchange sends a checksum of its book with
+    the updates (Kraken, OKX before 2026) implements `exchange_checksums`; the others do not."""
+
+    def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
+        """The exchange's checksums of the instrument-day, recomputed by its verify replay over the
+        day's capture files (streaming, bounded memory); None when the source has no data that day."""
+        ...
+
+
+def exchange_checksums(source: VendorSource, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
+    """`source.exchange_checksums(instrument, day)`; None for a source without exchange checksums."""
+    replay = getattr(source, "exchange_checksums", None)
+    return None if replay is None else replay(instrument, day)
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,24 @@ exchange stays 0 or null (docs/capture.md#verify-capture-the-figures).
 `orderbook.1`) with the replayed book when both carry the same sequence number: the same state
 of the exchange's book, whichever of the two messages came first in the file (as Binance's
 bookTickers are checked at the u of an applied diff).
+
+`day_checksums` runs a replay over an instrument-day's capture files and keeps the exchange
+checksums of the messages received within the day: what a capture source reports to the pipeline
+(`vendors/base.exchange_checksums`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from market_pipeline.core.day_clock import NS_PER_DAY, day_start_ns
+from market_pipeline.core.quality.checksums import ChecksumFigures, ChecksumMismatch
+from market_pipeline.vendors.capture_files import located_lines
 from market_pipeline.vendors.exchange_books import Level, TextBook
 
 COUNT_KEYS = (
@@ -217,3 +226,40 @@ class TopOfBookOracle:
             quote={"bids": quote.bids, "asks": quote.asks},
             book={side: [text for _, text in getattr(book, side).top(quote.depth)] for side in ("bids", "asks")},
         )
+
+
+class LineReplay(Protocol):
+    """An exchange's verify replay, as `day_checksums` drives it: a line at a time, its counters."""
+
+    counts: dict[str, int]
+
+    def line(self, path: Path, line_number: int, recv_ns: int, body: str) -> None: ...
+
+
+_CHECKSUM_COUNTS = ("checksums_checked", "checksum_mismatches", "checksums_unchecked")
+
+
+def day_checksums(replay: LineReplay, paths: Sequence[Path], day: dt.date) -> ChecksumFigures:
+    """Replay an instrument's capture files of `day` (in time order; one that started the day
+    before is read from its start, to have the book) a line at a time, in bounded memory, and count
+    the exchange checksums of the lines received within the UTC day: checked, disagreeing (the
+    first named by file, line and receive time) and not checkable (0)."""
+    start = day_start_ns(day)
+    end = start + NS_PER_DAY
+    counts, tally = replay.counts, dict.fromkeys(_CHECKSUM_COUNTS, 0)
+    first: ChecksumMismatch | None = None
+    for path, line_number, recv_ns, body in located_lines(paths):
+        before = [counts[key] for key in _CHECKSUM_COUNTS]
+        replay.line(path, line_number, recv_ns, body)
+        if not start <= recv_ns < end:
+            continue
+        for key, was in zip(_CHECKSUM_COUNTS, before, strict=True):
+            tally[key] += counts[key] - was
+        if first is None and counts["checksum_mismatches"] > before[1]:
+            first = ChecksumMismatch(str(path), line_number, recv_ns)
+    return ChecksumFigures(
+        checked=tally["checksums_checked"],
+        mismatches=tally["checksum_mismatches"],
+        unchecked=tally["checksums_unchecked"],
+        first_mismatch=first,
+    )

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors import binance, bybit, crypto_lake, kraken, okx, synthetic, tardis
-from market_pipeline.vendors.base import BookDay, BookDayResult, Vendor, VendorSource
+from market_pipeline.vendors.base import BookDay, BookDayResult, Vendor, VendorSource, exchange_checksums
 
 if TYPE_CHECKING:
     from market_pipeline.vendors.live_capture.subscribed import SubscribedFeed
@@ -130,3 +131,6 @@ class PrimarySources:
 
     def rebuild_books(self, job: BookDay) -> BookDayResult | None:
         return self.of(job.instrument).rebuild_books(job)
+
+    def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
+        return exchange_checksums(self.of(instrument), instrument, day)

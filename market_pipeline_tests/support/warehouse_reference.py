@@ -273,6 +273,13 @@ def validation(d: Day, crossed_events: int | None) -> tuple[dict[str, object], p
         "ks_spread_pvalue": None,
         "ks_mid_return_statistic": None,
         "ks_mid_return_pvalue": None,
+        # A synthetic vendor's day: no exchange checksums.
+        "checksums_checked": None,
+        "checksum_mismatches": None,
+        "checksums_unchecked": None,
+        "first_checksum_mismatch_file": None,
+        "first_checksum_mismatch_line": None,
+        "first_checksum_mismatch_received_time": None,
     }
 
     hours = pl.DataFrame({"hour": pl.Series(range(24), dtype=pl.Int64)})

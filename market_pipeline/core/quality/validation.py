@@ -9,6 +9,7 @@ import polars as pl
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.book_sync import sync_figures
+from market_pipeline.core.quality.checksums import CHECKSUM_COLUMNS, ChecksumFigures, checksum_columns
 from market_pipeline.core.quality.crossed import crossed_figures, scan_books_touch, scan_snapshot_tops, touch_share
 from market_pipeline.core.quality.fidelity import FIDELITY_COLUMNS, capture_fidelity
 from market_pipeline.core.quality.gaps import gap_summary, hourly_gaps, repaired_gaps, snapshot_sequence, worst_gaps
@@ -59,6 +60,7 @@ DAILY_SCHEMA: dict[str, pl.DataType] = {
     "rebuilt_crossed_rows": pl.Int64(),
     "trades_at_or_inside_touch_share": pl.Float64(),
     **FIDELITY_COLUMNS,
+    **CHECKSUM_COLUMNS,
 }
 
 HOURLY_SCHEMA: dict[str, pl.DataType] = {
@@ -88,11 +90,14 @@ class DayValidation:
     details: dict[str, object] = field(default_factory=dict)  # worst rows, for the report
 
 
-def validate_instrument_day(files: DayFiles, rebuild_counters: dict[str, int] | None) -> DayValidation:
+def validate_instrument_day(
+    files: DayFiles, rebuild_counters: dict[str, int] | None, checksums: ChecksumFigures | None = None
+) -> DayValidation:
     """The day's validation in bounded memory, from the measures the checks use too: the raw
     tables' figures from their day statistics (one pass over three columns of the deltas for the
     exact skew quantiles), the tables with a row per vendor snapshot or rebuilt row through lazy
-    scans of the columns needed."""
+    scans of the columns needed. `checksums`: the exchange's book checksums of the day, replayed by
+    the source that has them (None: it has none)."""
     instrument, day = files.instrument, files.day
     stats = read_day_stats(files, "book_delta_v2")
     files.require(files.snapshots)  # the gaps a vendor snapshot repairs: the day has them
@@ -141,6 +146,7 @@ def validate_instrument_day(files: DayFiles, rebuild_counters: dict[str, int] | 
         "rebuilt_crossed_rows": rebuilt_crossed,
         "trades_at_or_inside_touch_share": touch_share(files),
         **fidelity,
+        **checksum_columns(checksums),
     }
     hour_start = dt.datetime.combine(day, dt.time())
     hourly = (

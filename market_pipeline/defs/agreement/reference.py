@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.lake.paths import reference_lake_dir
 from market_pipeline.defs.common.importer import import_partition
+from market_pipeline.defs.common.reference_source import reference_source
 from market_pipeline.defs.common.resources import PipelineSettings
-from market_pipeline.settings import SettingsView
 from market_pipeline.vendors.base import BookDay, VendorSource
-from market_pipeline.vendors.registry import get_vendor
 
 # What the comparison reads from a reference source (captures serve them all).
 REFERENCE_TABLES = ("trades", "book_delta_v2", "book", "book_ticker", "depth_snapshot")
@@ -36,9 +34,7 @@ def import_reference_day(
     """Import the reference's tables of the instrument-day and rebuild its books, in its area.
 
     Raises the source's DayNotCovered when it has no data that day (no capture was running)."""
-    # The settings with the reference area as the lake: the importer and the vendor take `lake_dir` from it.
-    view = SettingsView(settings, lake_dir=reference_lake_dir(settings.lake_dir, name))
-    source = get_vendor(name).build(view)
+    view, source = reference_source(settings, name)
     for table in REFERENCE_TABLES:
         if table in source.tables:
             import_partition(source, view, table, instrument, day, run_id)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """Asset checks on reconstructed books: one evaluation per day of the run (defs/common/checks.py).
 
-`no_crossed_books` and `book_in_sync` are blocking; `vendor_snapshot_agreement` (and the
-freshness checks, defs/automation) are not.
+`no_crossed_books`, `book_in_sync` and `exchange_checksums` are blocking;
+`vendor_snapshot_agreement` (and the freshness checks, defs/automation) are not.
 """
 
 import datetime as dt
@@ -14,6 +14,7 @@ from market_pipeline.core.quality.book_sync import sync_figures
 from market_pipeline.core.quality.crossed import crossed_figures, scan_books_touch, scan_snapshot_tops
 from market_pipeline.core.quality.snapshot_agreement import agreement_figures
 from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
+from market_pipeline.defs.common.exchange_checksums import day_checksums
 from market_pipeline.defs.common.recorded import rebuild_counters
 from market_pipeline.defs.common.resources import PipelineSettings
 
@@ -107,7 +108,32 @@ def book_in_sync(context, settings: PipelineSettings, instrument: Instrument, da
     return Finding(None, summary, figures, rows)
 
 
-BOOK_CHECKS: list[DailyCheck] = [no_crossed_books, vendor_snapshot_agreement, book_in_sync]
+@daily_check(
+    "reconstructed_books",
+    "exchange_checksums",
+    blocking=True,
+    description="The exchange's own book checksums (Kraken's top 10, OKX's top 25 before 2026) recomputed by "
+    "the verify replay of the day's capture, of the primary source or else the PIPELINE_SOURCES reference: "
+    "ERROR when any disagrees, naming the first such update (file, line, receive time). Passes when the "
+    "sources have no exchange checksum.",
+)
+def exchange_checksums(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
+    checksums = day_checksums(settings, instrument, day)
+    if checksums is None:
+        return Finding(None, "not checked: no exchange checksum (the sources have none, or no capture covers the day)")
+    figures: dict[str, float | int | str | None] = {
+        "checksums_checked": checksums.checked,
+        "checksum_mismatches": checksums.mismatches,
+        "checksums_unchecked": checksums.unchecked,
+    }
+    first = checksums.first_mismatch
+    if first is None:
+        return Finding(None, checksums.summary(), figures)
+    rows = [{"file": first.file, "line": first.line, "received_time": first.received_time}]
+    return Finding(ERROR, checksums.summary(), figures, rows)
+
+
+BOOK_CHECKS: list[DailyCheck] = [no_crossed_books, vendor_snapshot_agreement, book_in_sync, exchange_checksums]
 
 
 def build_book_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:

@@ -12,6 +12,7 @@ from market_pipeline.core.telemetry import progress
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
 from market_pipeline.defs.common.checks import day_files
+from market_pipeline.defs.common.exchange_checksums import day_checksums
 from market_pipeline.defs.common.json_logs import stage_log_fields
 from market_pipeline.defs.common.lake_reads import reads_lake
 from market_pipeline.defs.common.parallel import run_tasks
@@ -86,7 +87,8 @@ def validation_task(
 ) -> DayValidation:
     """One instrument-day's validation (in a worker process or the step's own)."""
     with progress.task(f"validation_reports {day} {instrument.key}"):
-        return validate_instrument_day(day_files(settings, instrument, day), counters)
+        checksums = day_checksums(settings, instrument, day, source)
+        return validate_instrument_day(day_files(settings, instrument, day), counters, checksums)
 
 
 @reads_lake
@@ -143,7 +145,8 @@ def build_quality_assets(
             "validation_reports": warehouse_table(
                 DAILY,
                 "One row per instrument-day: vendor agreement, gaps, clock skew, precision, "
-                "crossed books, trades against the touch, capture fidelity (docs/data-formats.md).",
+                "crossed books, trades against the touch, capture fidelity, the exchange's book checksums "
+                "(docs/data-formats.md).",
                 group_name=QUALITY_GROUP,
                 kinds={"duckdb", "polars"},
             ),

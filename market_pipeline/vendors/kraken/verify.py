@@ -13,10 +13,13 @@ to Kraken is 0 or null (docs/capture.md#kraken-spot-captures).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
+from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.capture_figures import ReplayFigures
+from market_pipeline.vendors.capture_figures import day_checksums as replay_day_checksums
 from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
 from market_pipeline.vendors.exchange_books import crc32
 from market_pipeline.vendors.kraken import capture_format as fmt
@@ -117,3 +120,9 @@ def verify_capture(paths: Sequence[Path]) -> dict[str, object]:
     if replay.symbol is None:
         raise CaptureFormatError(paths[0], None, "no book message nor book subscription: not a Kraken book capture")
     return replay.result()
+
+
+def day_checksums(paths: Sequence[Path], day: dt.date) -> ChecksumFigures:
+    """Kraken's checksums of the book messages of one pair's capture files received on `day`
+    (`capture_figures.day_checksums`): what a Kraken capture source's `exchange_checksums` returns."""
+    return replay_day_checksums(_Replay(), paths, day)

@@ -8,17 +8,23 @@ with OKX's parser (`capture_tables.py`) and tables: `book_delta_v2` (with snapsh
 `book`, `book_ticker` (`bbo-tbt`), `trades`. Books are rebuilt by core's generic delta replay
 (`lake_shaped.rebuild_lake_books`): an OKX snapshot clears and reloads the book, updates apply
 level by level, `seqId`s only grow ("monotonic": OKX's ids jump, so a jump proves no gap).
+OKX's own checksums of a day (`exchange_checksums`) come from verify-capture's replay of the day's
+files (`verify.day_checksums`), kept beside the cache until the files change (`checksum_cache`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
-from market_pipeline.core.instruments import SequenceSemantics
+from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.base import BookDay
 from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, name_parts, parse_parts
+from market_pipeline.vendors.checksum_cache import capture_day_checksums
 from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
 from market_pipeline.vendors.okx import capture_format as fmt
+from market_pipeline.vendors.okx import verify
 from market_pipeline.vendors.okx.capture_tables import (
     LAKE_EXCHANGE,
     LINE_ORDERED,
@@ -63,3 +69,7 @@ class OkxCaptureSource(CaptureSource):
         if job.day not in self.available_days("book_delta_v2", job.instrument):
             return None  # no capture that day: recorded as missing
         return rebuild_lake_books(job, self.sequence_semantics(job.instrument))
+
+    def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
+        """OKX's checksums of the instrument-day's `books` messages (`base.ChecksumSource`)."""
+        return capture_day_checksums(self, instrument, day, verify.day_checksums)

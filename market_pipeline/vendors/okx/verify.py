@@ -20,10 +20,13 @@ Rules (OKX's "Order book channel" documentation, docs/capture.md#okx-captures):
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
+from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.book_replay import BookReplay
+from market_pipeline.vendors.capture_figures import day_checksums as replay_day_checksums
 from market_pipeline.vendors.capture_files import decode_json
 from market_pipeline.vendors.exchange_books import TextBook, signed_crc32
 from market_pipeline.vendors.okx import capture_format as fmt
@@ -102,3 +105,9 @@ def verify_capture(paths: Sequence[Path]) -> dict[str, object]:
     """verify-capture's figures of OKX capture files of one instrument."""
     replay = replay_files(paths)
     return replay.result(fmt.market_of(replay.instrument))
+
+
+def day_checksums(paths: Sequence[Path], day: dt.date) -> ChecksumFigures:
+    """OKX's checksums of the `books` messages of one instrument's capture files received on `day`
+    (`capture_figures.day_checksums`), for the `okx_capture` source's `exchange_checksums`."""
+    return replay_day_checksums(_Replay(), paths, day)
