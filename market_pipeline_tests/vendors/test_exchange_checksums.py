@@ -159,7 +159,12 @@ def test_the_blocking_check_passes_a_good_day(tmp_path, walk):
     _write(tmp_path, oc.render(walk))
     finding = _check(_settings(tmp_path, {}))
     assert finding.severity is None
-    assert finding.figures == {"checksums_checked": MESSAGES + 1, "checksum_mismatches": 0, "checksums_unchecked": 0}
+    assert finding.figures == {
+        "checksums_of": "primary",
+        "checksums_checked": MESSAGES + 1,
+        "checksum_mismatches": 0,
+        "checksums_unchecked": 0,
+    }
 
 
 def test_the_blocking_check_fails_naming_the_first_bad_update(tmp_path, walk):
@@ -181,15 +186,16 @@ def test_the_blocking_check_fails_naming_the_first_bad_update(tmp_path, walk):
 
 def test_the_check_reads_a_reference_capture(tmp_path, walk):
     """A bought day (here the synthetic source) whose PIPELINE_SOURCES reference is the OKX capture:
-    the reference's checksums are judged."""
-    from market_pipeline.defs.common.checks import ERROR
+    the reference's checksums are judged, and a disagreement warns without blocking the bought day."""
+    from market_pipeline.defs.common.checks import WARN
 
     rendered = oc.render(walk, bad_checksum=3)
     _write(tmp_path, rendered)
     sources = {KEY: {"primary": "synthetic", "reference": "okx_capture"}}
     settings = _settings(tmp_path, {"PIPELINE_SOURCE": "synthetic", "PIPELINE_SOURCES": json.dumps(sources)})
     finding = _check(settings)
-    assert finding.severity == ERROR and finding.figures["checksum_mismatches"] == 1
+    assert finding.severity == WARN and finding.figures["checksum_mismatches"] == 1
+    assert finding.figures["checksums_of"] == "okx_capture" and finding.summary.startswith("reference okx_capture: ")
     assert finding.worst_rows[0]["line"] == rendered.message_lines[3]
 
 

@@ -113,15 +113,18 @@ def book_in_sync(context, settings: PipelineSettings, instrument: Instrument, da
     "exchange_checksums",
     blocking=True,
     description="The exchange's own book checksums (Kraken's top 10, OKX's top 25 before 2026) recomputed by "
-    "the verify replay of the day's capture, of the primary source or else the PIPELINE_SOURCES reference: "
-    "ERROR when any disagrees, naming the first such update (file, line, receive time). Passes when the "
-    "sources have no exchange checksum.",
+    "the verify replay of the day's capture, of the primary source or else the PIPELINE_SOURCES reference. "
+    "When any disagrees, naming the first such update (file, line, receive time): ERROR for the primary's "
+    "capture (its books are built from it); WARN for a reference's, which only the agreement reads, so a "
+    "damaged recording does not block a good bought day. Passes when the sources have no exchange checksum.",
 )
 def exchange_checksums(context, settings: PipelineSettings, instrument: Instrument, day: dt.date) -> Finding:
-    checksums = day_checksums(settings, instrument, day)
-    if checksums is None:
+    found = day_checksums(settings, instrument, day)
+    if found is None:
         return Finding(None, "not checked: no exchange checksum (the sources have none, or no capture covers the day)")
+    checksums = found.figures
     figures: dict[str, float | int | str | None] = {
+        "checksums_of": found.reference or "primary",
         "checksums_checked": checksums.checked,
         "checksum_mismatches": checksums.mismatches,
         "checksums_unchecked": checksums.unchecked,
@@ -130,6 +133,8 @@ def exchange_checksums(context, settings: PipelineSettings, instrument: Instrume
     if first is None:
         return Finding(None, checksums.summary(), figures)
     rows = [{"file": first.file, "line": first.line, "received_time": first.received_time}]
+    if found.reference is not None:
+        return Finding(WARN, f"reference {found.reference}: {checksums.summary()}", figures, rows)
     return Finding(ERROR, checksums.summary(), figures, rows)
 
 

@@ -5,6 +5,7 @@ source that has them: the instrument's primary source, else its `PIPELINE_SOURCE
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.checksums import ChecksumFigures
@@ -14,14 +15,23 @@ from market_pipeline.vendors.base import VendorSource, exchange_checksums
 from market_pipeline.vendors.registry import build_source, source_of
 
 
+class DayChecksums(NamedTuple):
+    figures: ChecksumFigures
+    reference: str | None  # the PIPELINE_SOURCES reference that replayed them; None: the primary
+
+
 def day_checksums(
     settings: PipelineSettings, instrument: Instrument, day: dt.date, source: VendorSource | None = None
-) -> ChecksumFigures | None:
+) -> DayChecksums | None:
     """The instrument-day's exchange checksums replayed by its primary source (`source`: the
     step's, else built from `settings`), else by its reference source; None when neither has any."""
     primary = source_of(source if source is not None else build_source(settings), instrument)
     figures = exchange_checksums(primary, instrument, day)
+    if figures is not None:
+        return DayChecksums(figures, None)
     reference = settings.reference_source(instrument.key)
-    if figures is None and reference is not None:
+    if reference is not None:
         figures = exchange_checksums(reference_source(settings, reference)[1], instrument, day)
-    return figures
+        if figures is not None:
+            return DayChecksums(figures, reference)
+    return None

@@ -88,7 +88,8 @@ def validation_task(
     """One instrument-day's validation (in a worker process or the step's own)."""
     with progress.task(f"validation_reports {day} {instrument.key}"):
         checksums = day_checksums(settings, instrument, day, source)
-        return validate_instrument_day(day_files(settings, instrument, day), counters, checksums)
+        figures = checksums.figures if checksums is not None else None
+        return validate_instrument_day(day_files(settings, instrument, day), counters, figures)
 
 
 @reads_lake
