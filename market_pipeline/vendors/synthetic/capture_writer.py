@@ -166,25 +166,38 @@ class BinanceLines:
         )
         return messages.with_columns(text=text)
 
-    def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
-        """The REST depth snapshot of the opening message's levels, each side best first."""
+    def book_sides(self, opening: pl.DataFrame) -> tuple[str, str]:
+        """The opening message's levels as a snapshot holds them: (bids, asks) texts, each side
+        best first, levels joined by commas."""
         levels = self.levels(opening.filter(pl.col("size") > 0))
         bids = levels.filter(pl.col("side_is_bid")).sort("price", descending=True)["level"].str.join(",").item()
         asks = levels.filter(~pl.col("side_is_bid")).sort("price")["level"].str.join(",").item()
+        return bids or "", asks or ""
+
+    def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
+        """The REST depth snapshot of the opening message's levels, each side best first."""
+        bids, asks = self.book_sides(opening)
         times = f'"E":{origin_ms},"T":{origin_ms},' if self.futures else ""
-        return f'{{"lastUpdateId":{last_update_id},{times}"bids":[{bids or ""}],"asks":[{asks or ""}]}}'
+        return f'{{"lastUpdateId":{last_update_id},{times}"bids":[{bids}],"asks":[{asks}]}}'
+
+    def top_texts(self, truth: pl.DataFrame) -> dict[str, pl.Expr]:
+        """The exact decimal texts of the truth rows' best bid and ask (`TICKER_COLUMNS` but the
+        sequence number, by column), checked on the grid and on both sides being there."""
+        texts, checks = {}, {}
+        for column in TICKER_COLUMNS[1:]:
+            step = self.tick if column.endswith("price") else self.lot
+            texts[column], checks[column] = decimal_text(column, step, self.where)
+        check_on_grid(truth, checks, self.where)
+        empty = truth.filter(pl.any_horizontal(pl.col(*TICKER_COLUMNS[1:]).is_null()))
+        if empty.height:
+            raise ValueError(f"{self.where}: the true book after update {empty['u'][0]} has an empty side")
+        return texts
 
     def tickers(self, truth: pl.DataFrame) -> pl.DataFrame:
         """One bookTicker line per truth row (joined to its message: u, recv, origin_ms)."""
         names = {"b": "bid_0_price", "B": "bid_0_size", "a": "ask_0_price", "A": "ask_0_size"}
-        texts, checks = {}, {}
-        for key, column in names.items():
-            step = self.tick if column.endswith("price") else self.lot
-            texts[key], checks[column] = decimal_text(column, step, self.where)
-        check_on_grid(truth, checks, self.where)
-        empty = truth.filter(pl.any_horizontal(pl.col(*names.values()).is_null()))
-        if empty.height:
-            raise ValueError(f"{self.where}: the true book after update {empty['u'][0]} has an empty side")
+        top = self.top_texts(truth)
+        texts = {key: top[column] for key, column in names.items()}
         head = [pl.lit('"e":"bookTicker",'), *self._times(pl.col("origin_ms").cast(pl.String))] if self.futures else []
         fields = [part for key in names for part in (pl.lit(f',"{key}":"'), texts[key], pl.lit('"'))]
         text = pl.concat_str(
