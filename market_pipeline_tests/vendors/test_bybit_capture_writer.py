@@ -7,6 +7,7 @@ vendor snapshot."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gzip
 from decimal import Decimal
 
@@ -77,16 +78,35 @@ def test_a_dropped_message_breaks_the_chain_where_it_was_dropped(written, tmp_pa
     bad = figures["first_bad_update"]
     assert bad["reason"] == "sequence break"
     assert (bad["expected_u"], bad["u"]) == (lost + TOPIC_U_OFFSET, lost + 1 + TOPIC_U_OFFSET)
-    assert bad["file"] == str(damaged.path) and f'"seq":{lost + 1}}}' in _line(damaged.path, bad["line"])
+    assert bad["file"] == str(damaged.path) and f'"seq":{lost + 1}}}' in _lines(damaged.path)[bad["line"] - 1]
     assert figures["ticker_mismatches"] == 0  # unsynced after the break: nothing compared
 
 
-def _line(path, number: int) -> str:
+def test_a_service_restart_resyncs_the_book_with_every_quote_agreeing(written, tmp_path):
+    root, day = written
+    restart = day.first_update_id + day.diffs // 3  # its message is sent as a `u` = 1 snapshot
+    renderer = functools.partial(BybitLines, restarts=[restart])
+    restarted = write_capture_day(root / "work", PERP, DAY, tmp_path / "captures", renderer=renderer)
+    (sent,) = [line for line in _lines(restarted.path) if f'"seq":{restart}}}' in line and "orderbook.1000" in line]
+    assert '"type":"snapshot"' in sent and f'"u":1,"seq":{restart}}}' in sent
+    figures = verify_capture([restarted.path])
+    assert (figures["snapshots"], figures["sequence_resets"], figures["resyncs"]) == (2, 1, 1)
+    assert figures["applied"] == day.diffs - 1  # the restarted message is the snapshot
+    assert figures["gaps"] == figures["ticker_mismatches"] == figures["unsynced_at_end"] == 0
+    assert figures["ticker_checks"] == day.tickers and figures["first_bad_update"] is None
+    source = BybitCaptureSource(tmp_path / "captures", tmp_path / "cache", tmp_path / "lake")
+    (deltas,) = source.fetch("book_delta_v2", PERP, DAY)
+    snapshots = pl.read_parquet(deltas).filter(pl.col("is_snapshot"))
+    assert snapshots["sequence_number"].unique(maintain_order=True).to_list() == [day.first_update_id, restart]
+    synced, joined = rebuilt_at_truth(source, PERP, DAY, day.truth_book_path, tmp_path)
+    assert synced and joined.height > 0
+    for column in TOP:
+        assert (joined[column] == joined[f"{column}_rebuilt"]).all(), column
+
+
+def _lines(path) -> list[str]:
     with gzip.open(path, "rt") as lines:
-        for n, line in enumerate(lines, 1):
-            if n == number:
-                return line
-    raise AssertionError(f"{path} has no line {number}")
+        return list(lines)
 
 
 def test_the_source_replays_the_true_book_at_every_vendor_snapshot(written, tmp_path):

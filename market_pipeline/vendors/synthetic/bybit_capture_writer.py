@@ -10,6 +10,9 @@ The day's walk is `capture_writer`'s (`write_capture_day(..., renderer=BybitLine
   Bybit's, so a message missing from the day breaks Bybit's chain;
 - one `orderbook.1` snapshot per ground-truth row (the true best bid and ask, `seq` the book's);
 - every trade as a `publicTrade` line (`S` the taker's side, `i` the synthetic id; no `L`).
+A Bybit service restart (`restarts`: update ids after the first) sends its message as a snapshot
+of the whole book after it with `u` = 1, the topic's later messages counting on from 2 (`seq`
+goes on): the `u` = 1 fault of verify-capture and of the capture source's replay.
 `ts` (and `cts`, `T`) is the exchange time in ms; levels are `[price, size]` with exact decimal
 texts on the instrument's grid. The topic's depth is 1000, more than the synthetic book's levels
 a side, so no level leaves the topic's view (the replay's truncation changes nothing).
@@ -17,12 +20,13 @@ a side, so no level leaves the topic's view (the replay's truncation changes not
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import polars as pl
 
 from market_pipeline.core.instruments import Instrument
-from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines
+from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines, book_after
 from market_pipeline.vendors.synthetic.day_files import check_on_grid, decimal_text
 
 BOOK_DEPTH = 1000
@@ -46,11 +50,20 @@ class BybitLines(BinanceLines):
 
     snapshot_replaces_opening = True
 
-    def __init__(self, instrument: Instrument, where: Path) -> None:
+    def __init__(self, instrument: Instrument, where: Path, restarts: Collection[int] = ()) -> None:
         category, self.symbol = bybit_names(instrument)
         self.where = where
         self.tick, self.lot = instrument.tick_size, instrument.lot_size
         self.file_prefix = f"bybit_{category}_{self.symbol.lower()}"
+        self.restarts = sorted(restarts)
+        self.book: pl.DataFrame | None = None  # the book before the next batch, kept for the restarts
+
+    def _topic_u(self, u: pl.Expr) -> pl.Expr:
+        """The topic's `u` of the message with update id `u`: consecutive, from 1 after a restart."""
+        topic_u = u + TOPIC_U_OFFSET
+        for restart in self.restarts:  # the latest restart before a message counts
+            topic_u = pl.when(u >= restart).then(u - restart + 1).otherwise(topic_u)
+        return topic_u
 
     def snapshot_id(self, first_u: int) -> int:
         return first_u  # the snapshot is the opening message
@@ -62,7 +75,7 @@ class BybitLines(BinanceLines):
 
     def _tail(self, u: pl.Expr, origin_ms: pl.Expr) -> list[pl.Expr]:
         """`"u":..,"seq":..},"cts":..}` of an orderbook message whose update id is `u`."""
-        topic_u = (u + TOPIC_U_OFFSET).cast(pl.String)
+        topic_u = self._topic_u(u).cast(pl.String)
         seq = u.cast(pl.String)
         return [pl.lit(',"u":'), topic_u, pl.lit(',"seq":'), seq, pl.lit('},"cts":'), origin_ms, pl.lit("}")]
 
@@ -81,15 +94,32 @@ class BybitLines(BinanceLines):
                 *self._tail(pl.col("u"), origin_ms),
             ]
         )
-        return messages.with_columns(text=text)
+        messages = messages.with_columns(text=text)
+        if not self.restarts:
+            return messages
+        if self.book is None:
+            self.book = rows.select("side_is_bid", "price", "size").clear()
+        batch_ids = set(messages["u"])
+        for restart in (r for r in self.restarts if r in batch_ids):
+            origin_ms = int(messages.filter(pl.col("u") == restart)["origin_ms"][0])
+            snapshot = self._snapshot(book_after(self.book, rows.filter(pl.col("u") <= restart)), 1, restart, origin_ms)
+            messages = messages.with_columns(
+                text=pl.when(pl.col("u") == restart).then(pl.lit(snapshot)).otherwise(pl.col("text"))
+            )
+        self.book = book_after(self.book, rows)
+        return messages
 
     def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
         """The `orderbook.1000` snapshot of the opening message's levels, each side best first."""
-        bids, asks = self.book_sides(opening)
+        return self._snapshot(opening, last_update_id + TOPIC_U_OFFSET, last_update_id, origin_ms)
+
+    def _snapshot(self, levels: pl.DataFrame, topic_u: int, seq: int, origin_ms: int) -> str:
+        """An `orderbook.1000` snapshot of `levels` (side_is_bid, price, size), each side best first."""
+        bids, asks = self.book_sides(levels)
         return (
             f'{{"topic":"orderbook.{BOOK_DEPTH}.{self.symbol}","type":"snapshot","ts":{origin_ms},'
-            f'"data":{{"s":"{self.symbol}","b":[{bids}],"a":[{asks}],"u":{last_update_id + TOPIC_U_OFFSET},'
-            f'"seq":{last_update_id}}},"cts":{origin_ms}}}'
+            f'"data":{{"s":"{self.symbol}","b":[{bids}],"a":[{asks}],"u":{topic_u},'
+            f'"seq":{seq}}},"cts":{origin_ms}}}'
         )
 
     def tickers(self, truth: pl.DataFrame) -> pl.DataFrame:

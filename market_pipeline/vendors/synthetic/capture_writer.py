@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -166,10 +166,10 @@ class BinanceLines:
         )
         return messages.with_columns(text=text)
 
-    def book_sides(self, opening: pl.DataFrame) -> tuple[str, str]:
-        """The opening message's levels as a snapshot holds them: (bids, asks) texts, each side
-        best first, levels joined by commas."""
-        levels = self.levels(opening.filter(pl.col("size") > 0))
+    def book_sides(self, book: pl.DataFrame) -> tuple[str, str]:
+        """The levels of `book` (side_is_bid, price, size: the opening message's) as a snapshot
+        holds them: (bids, asks) texts, each side best first, levels joined by commas."""
+        levels = self.levels(book.filter(pl.col("size") > 0))
         bids = levels.filter(pl.col("side_is_bid")).sort("price", descending=True)["level"].str.join(",").item()
         asks = levels.filter(~pl.col("side_is_bid")).sort("price")["level"].str.join(",").item()
         return bids or "", asks or ""
@@ -262,7 +262,7 @@ def _opening_rows(batch: pl.DataFrame, previous: CaptureEnd | None) -> tuple[pl.
     return opening, pl.concat([opening, removals, rest])
 
 
-def _final_book(book: pl.DataFrame, batch: pl.DataFrame) -> pl.DataFrame:
+def book_after(book: pl.DataFrame, batch: pl.DataFrame) -> pl.DataFrame:
     """The book after `batch`: each level's last quantity (levels at 0 dropped at the end of the day)."""
     latest = batch.select(*_LEVELS).group_by("side_is_bid", "price").agg(pl.col("size").last())
     return pl.concat([book, latest]).group_by("side_is_bid", "price").agg(pl.col("size").last())
@@ -279,12 +279,13 @@ def write_capture_day(
     day: dt.date,
     out_dir: Path,
     previous: CaptureEnd | None = None,
-    renderer: type[BinanceLines] = BinanceLines,
+    renderer: Callable[[Instrument, Path], BinanceLines] = BinanceLines,
     dropped: Collection[int] = (),
 ) -> CaptureDay:
     """Render the synthetic day `generate_day` wrote under `root` as a capture in `out_dir`
-    (Binance's, or the exchange's of `renderer`). `dropped`: update ids whose diff lines are left
-    out (a capture that lost messages; their tickers stay)."""
+    (Binance's, or the exchange's of `renderer`: a `BinanceLines` class, or a callable making one
+    with its faults, e.g. `functools.partial(BybitLines, restarts=[...])`). `dropped`: update ids
+    whose diff lines are left out (a capture that lost messages; their tickers stay)."""
     files = day_files(root, instrument, day)
     lines = renderer(instrument, files.deltas)
     truth = RowsThrough(files.truth, "sequence_number", TICKER_COLUMNS)
@@ -309,7 +310,7 @@ def write_capture_day(
             if first_u is None:
                 first_u = int(batch["u"][0])
                 opening, batch = _opening_rows(batch, previous)
-            book = _final_book(book, batch)
+            book = book_after(book, batch)
             diffs = lines.diffs(batch)
             recv = diffs["recv"]
             if recv[0] < last_recv or not recv.is_sorted():
