@@ -208,3 +208,15 @@ def test_a_file_not_named_by_its_category_is_refused_saying_so(tmp_path, walk):
     _write(tmp_path, bc.render(walk).lines, name=name)
     (rejected,) = _source(tmp_path).rejected_files()
     assert rejected.path.endswith(name) and "bybit_<spot|linear|inverse>_<symbol>_<YYYYMMDD>.gz" in rejected.reason
+
+
+def test_the_vendor_is_registered_with_bybits_ids_and_needs_the_capture_dir():
+    from types import SimpleNamespace
+
+    from market_pipeline.vendors.registry import get_vendor
+
+    vendor = get_vendor("bybit_capture")
+    assert vendor.update_ids and vendor.ticker_time_ns(PERP) == 1_000_000  # orderbook.1's ts: ms
+    assert vendor.problems(SimpleNamespace(capture_dir=None)) == [
+        "PIPELINE_SOURCE=bybit_capture needs PIPELINE_CAPTURE_DIR"
+    ]
