@@ -24,9 +24,9 @@ independently, and a replay of the two files as one capture stays in sync across
 
 Memory is set by the batch size (`day_files`): the day is read and written batch by batch.
 
-The lines' text is the renderer's (`BinanceLines` here; `okx_capture_writer.OkxLines` renders the
-same day as an OKX capture): the day's walk through its messages, snapshot, tickers and trades
-is one for every exchange.
+The lines' text is the renderer's (`BinanceLines` here; `okx_capture_writer.OkxLines` and
+`bybit_capture_writer.BybitLines` render the same day as an OKX and a Bybit capture): the day's
+walk through its messages, snapshot, tickers and trades is one for every exchange.
 """
 
 from __future__ import annotations
