@@ -18,7 +18,9 @@ raises `CaptureFormatError` naming the file and line. Memory is set by `CHUNK_LI
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -31,6 +33,7 @@ from market_pipeline.core.lake.schemas import (
     TRADES_SCHEMA,
 )
 from market_pipeline.vendors.binance.capture_stream import CHUNK_LINES
+from market_pipeline.vendors.capture_figures import TopQuote
 from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
 from market_pipeline.vendors.exchange_books import Level
 
@@ -57,6 +60,16 @@ _PRICED = {
 }
 
 
+@dataclass(frozen=True)
+class LineStamp:
+    """Where a line is: `line_no` across the files (the tables' line order), `line_number` 1-based
+    in its file (what an error names), `recv_ns` its receive time."""
+
+    line_no: int
+    line_number: int
+    recv_ns: int
+
+
 class TableRows:
     """One chunk's rows, as Python values (prices and sizes still the exchange's strings)."""
 
@@ -67,6 +80,33 @@ class TableRows:
     def add(self, table: str, row: tuple, line_number: int) -> None:
         self.tables[table].append(row)
         self.lines[table].append(line_number)
+
+    def add_book_message(
+        self,
+        at: LineStamp,
+        origin: int,
+        seq: int,
+        prev: int | None,
+        sides: tuple[list[Level], list[Level]],
+        snapshot: bool,
+    ) -> None:
+        """A book message's `book_delta_v2` rows (bids, then asks, in the message's order; its id
+        `seq` also as `first_update_id`, `prev` as `prev_update_id`) and a snapshot's `book` row."""
+        bids, asks = sides
+        for is_bid, levels in ((True, bids), (False, asks)):
+            for price, size in levels:
+                row = (origin, at.recv_ns, seq, is_bid, price, size, seq, prev, at.line_no, snapshot)
+                self.add("book_delta_v2", row, at.line_number)
+        if snapshot:
+            self.add("book", (origin, at.recv_ns, seq, *top_levels(bids), *top_levels(asks)), at.line_number)
+
+    def add_quote(self, at: LineStamp, origin: int, quote: TopQuote) -> None:
+        """A top-of-book message's `book_ticker` row (`update_id` its sequence number); none when
+        a side is empty (the table has no nulls)."""
+        if quote.bids and quote.asks:
+            (bid, bid_size), (ask, ask_size) = quote.bids[0], quote.asks[0]
+            row = (origin, at.recv_ns, quote.seq, bid, bid_size, ask, ask_size, at.line_no)
+            self.add("book_ticker", row, at.line_number)
 
     def frames(self, path: Path) -> dict[str, pl.DataFrame]:
         out = {}
@@ -92,22 +132,32 @@ def top_levels(levels: list[Level]) -> list[str | None]:
     return out
 
 
+def text_field(entry: dict[str, Any], key: str) -> str:
+    """A trade's field that must be a string (a price, a size, an id)."""
+    value = entry.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"trade {key} {value!r} is not a string")
+    return value
+
+
 class ChunkedCaptureParser:
     """The capture files of ONE instrument, in time order, parsed chunk by chunk: `chunks()`
     yields each chunk's tables (`TABLE_SCHEMAS`, `line_no` running across the files). A subclass
-    reads one line (`line`) and names the instrument of the lines read (`instrument`)."""
+    reads one line (`line`) and names the instrument of the lines read (`instrument`); the
+    exchange's name of that instrument is `instrument_id`, the first one `one_instrument` saw."""
 
     def __init__(self, paths: Sequence[Path], chunk_lines: int | None = None) -> None:
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ValueError("parsing a capture needs at least one capture file")
         self.chunk_lines = chunk_lines or CHUNK_LINES
+        self.instrument_id: str | None = None
 
     def chunks(self) -> Iterator[dict[str, pl.DataFrame]]:
         rows, path = TableRows(), self.paths[0]
         for line_no, (path, line_number, recv_ns, body) in enumerate(located_lines(self.paths)):
             try:
-                self.line(rows, line_no, line_number, recv_ns, body)
+                self.line(rows, LineStamp(line_no, line_number, recv_ns), body)
             except ValueError as exc:  # json.JSONDecodeError is a ValueError
                 raise CaptureFormatError(path, line_number, str(exc)) from None
             if (line_no + 1) % self.chunk_lines == 0:
@@ -115,9 +165,15 @@ class ChunkedCaptureParser:
                 rows = TableRows()
         yield rows.frames(path)
 
-    def line(self, rows: TableRows, line_no: int, line_number: int, recv_ns: int, body: str) -> None:
-        """Add the rows of one line (`line_no` across the files, `line_number` in its file);
-        ValueError (the reason) for a line that cannot be read."""
+    def one_instrument(self, instrument_id: str) -> None:
+        """ValueError when a message names another instrument than the file's first one."""
+        if self.instrument_id is None:
+            self.instrument_id = instrument_id
+        elif instrument_id != self.instrument_id:
+            raise ValueError(f"message of {instrument_id} in a capture of {self.instrument_id}: one instrument a file")
+
+    def line(self, rows: TableRows, at: LineStamp, body: str) -> None:
+        """Add the rows of one line; ValueError (the reason) for a line that cannot be read."""
         raise NotImplementedError
 
     def instrument(self) -> tuple[str, str, str]:

@@ -11,8 +11,6 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from market_pipeline.core.book.fixed_point import Grid
-from market_pipeline.core.book.rebuild import rebuild_day
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.core.quality.chain import CHAIN_COLUMNS, chain_breaks
 from market_pipeline.vendors.binance.source import CaptureRejected, CaptureSource
@@ -20,6 +18,7 @@ from market_pipeline.vendors.bybit.capture_tables import BybitCaptureParser, lak
 from market_pipeline.vendors.bybit.source import BybitCaptureSource, named_instrument
 from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline_tests.support import bybit_captures as bc
+from market_pipeline_tests.support.capture_truth import level_at, rebuild_messages
 from market_pipeline_tests.support.kraken_captures import write_capture
 
 MESSAGES = 120
@@ -150,22 +149,9 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
     rendered = bc.render(walk, restart_at=30, reconnect_at=60, lost=3)
     _write(tmp_path, rendered.lines)
     source = _source(tmp_path)
-    (deltas,), (book,) = source.fetch("book_delta_v2", PERP, DAY), source.fetch("book", PERP, DAY)
+    (book,) = source.fetch("book", PERP, DAY)
     assert pl.read_parquet(book).height == 3
-    output = tmp_path / "books.parquet"
-    result = rebuild_day(
-        deltas_path=deltas,
-        book_path=book,
-        output_path=output,
-        checkpoint_in=None,
-        checkpoint_out=tmp_path / "checkpoint.parquet",
-        grid=Grid(PERP.tick_size, PERP.lot_size),
-        day=DAY,
-        contiguous=False,
-        depth=20,
-        interval_ms=0,  # one row per message
-    )
-    rows = pl.read_parquet(output).filter(pl.col("trigger") == "message")
+    result, rows = rebuild_messages(source, PERP, DAY, tmp_path, depth=20)
     kept = [i for i in range(MESSAGES) if i not in range(60, 63)]
     assert rows.height == 3 + len(kept)  # the three snapshots and every delta
     assert rows["synced"].all() and result.counters["crossed_events"] == 0
@@ -175,12 +161,7 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
         row = by_seq[walk.messages[i].seq]
         for side, levels in (("bid", sorted(bids.items(), reverse=True)), ("ask", sorted(asks.items()))):
             expected = _float_levels(levels[:20]) + [(None, None)] * (20 - len(levels[:20]))
-            assert [_level(row, side, n) for n in range(20)] == expected, i
-
-
-def _level(row, side, n):
-    price, size = row[f"{side}_{n}_price"], row[f"{side}_{n}_size"]
-    return (None, None) if price is None else (float(price), float(size))
+            assert [level_at(row, side, n) for n in range(20)] == expected, i
 
 
 def test_binance_okx_and_bybit_captures_share_the_directory(tmp_path, walk):

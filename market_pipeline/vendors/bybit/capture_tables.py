@@ -32,7 +32,7 @@ from typing import Any
 from market_pipeline.vendors.binance.source import name_parts
 from market_pipeline.vendors.bybit import capture_format as fmt
 from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json
-from market_pipeline.vendors.capture_tables import NS_PER_MS, ChunkedCaptureParser, TableRows, top_levels
+from market_pipeline.vendors.capture_tables import NS_PER_MS, ChunkedCaptureParser, LineStamp, TableRows, text_field
 
 LAKE_EXCHANGE = "BYBIT"
 CATEGORIES = ("spot", "linear", "inverse")
@@ -71,7 +71,6 @@ class BybitCaptureParser(ChunkedCaptureParser):
 
     def __init__(self, paths: Sequence[Path], chunk_lines: int | None = None) -> None:
         super().__init__(paths, chunk_lines)
-        self.symbol: str | None = None
         self.depth: int | None = None  # the book topic's
         self.last_u: int | None = None  # the last book message's u
         self.last_seq: int | None = None  # the seq of the last book message with rows
@@ -82,34 +81,27 @@ class BybitCaptureParser(ChunkedCaptureParser):
         if category is None:
             reason = "a Bybit capture is named bybit_<spot|linear|inverse>_<symbol>_<YYYYMMDD>.gz (the category)"
             raise CaptureFormatError(self.paths[0], None, reason)
-        if self.symbol is None:
+        if self.instrument_id is None:
             raise CaptureFormatError(self.paths[0], None, "no Bybit orderbook or publicTrade message names a symbol")
         try:
-            return category, LAKE_EXCHANGE, lake_symbol(category, self.symbol)
+            return category, LAKE_EXCHANGE, lake_symbol(category, self.instrument_id)
         except ValueError as exc:
             raise CaptureFormatError(self.paths[0], None, str(exc)) from None
 
-    def line(self, rows: TableRows, line_no: int, line_number: int, recv_ns: int, body: str) -> None:
+    def line(self, rows: TableRows, at: LineStamp, body: str) -> None:
         message = decode_json(body)
         item = fmt.classify(message)
         if item is None:
             return  # subscribe answers, pongs, other topics
-        if self.symbol is None:
-            self.symbol = item.symbol
-        elif item.symbol != self.symbol:
-            raise ValueError(f"message of {item.symbol} in a capture of {self.symbol}: one symbol a file")
+        self.one_instrument(item.symbol)
         if isinstance(item, fmt.Trades):
             for trade in message["data"]:
-                row = (_ms_ns(trade, "T"), recv_ns, _side(trade), _text(trade, "p"), _text(trade, "v"))
-                rows.add("trades", (*row, _text(trade, "i")), line_number)
+                row = (_ms_ns(trade, "T"), at.recv_ns, _side(trade), text_field(trade, "p"), text_field(trade, "v"))
+                rows.add("trades", (*row, text_field(trade, "i")), at.line_number)
             return
         origin = _ms_ns(message, "ts")
         if isinstance(item, fmt.TopMessage):
-            quote = item.quote
-            if quote.bids and quote.asks:
-                (bid, bid_size), (ask, ask_size) = quote.bids[0], quote.asks[0]
-                row = (origin, recv_ns, quote.seq, bid, bid_size, ask, ask_size, line_no)
-                rows.add("book_ticker", row, line_number)
+            rows.add_quote(at, origin, item.quote)
             return
         if self.depth is None:
             self.depth = item.depth
@@ -118,22 +110,9 @@ class BybitCaptureParser(ChunkedCaptureParser):
         follows = not item.snapshot and self.last_u is not None and item.update_id == self.last_u + 1
         prev = self.last_seq if follows else None
         self.last_u = item.update_id
-        if not (item.bids or item.asks):
-            return
-        self.last_seq = item.seq
-        for is_bid, levels in ((True, item.bids), (False, item.asks)):
-            for price, size in levels:
-                row = (origin, recv_ns, item.seq, is_bid, price, size, item.seq, prev, line_no, item.snapshot)
-                rows.add("book_delta_v2", row, line_number)
-        if item.snapshot:
-            rows.add("book", (origin, recv_ns, item.seq, *top_levels(item.bids), *top_levels(item.asks)), line_number)
-
-
-def _text(entry: dict[str, Any], key: str) -> str:
-    value = entry.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"trade {key} {value!r} is not a string")
-    return value
+        if item.bids or item.asks:
+            self.last_seq = item.seq
+            rows.add_book_message(at, origin, item.seq, prev, (item.bids, item.asks), item.snapshot)
 
 
 def _side(trade: dict[str, Any]) -> str:

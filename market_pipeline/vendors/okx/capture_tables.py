@@ -22,12 +22,10 @@ message of another instrument, raises `CaptureFormatError` naming the file and l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json
-from market_pipeline.vendors.capture_tables import NS_PER_MS, ChunkedCaptureParser, TableRows, top_levels
+from market_pipeline.vendors.capture_tables import NS_PER_MS, ChunkedCaptureParser, LineStamp, TableRows, text_field
 from market_pipeline.vendors.okx import capture_format as fmt
 
 LAKE_EXCHANGE = "OKX"
@@ -45,56 +43,31 @@ class OkxCaptureParser(ChunkedCaptureParser):
     """The OKX capture files of ONE instrument, in time order, parsed chunk by chunk
     (`ChunkedCaptureParser`); `instrument()` then tells the market and the lake's exchange and symbol."""
 
-    def __init__(self, paths: Sequence[Path], chunk_lines: int | None = None) -> None:
-        super().__init__(paths, chunk_lines)
-        self.inst_id: str | None = None
-
     def instrument(self) -> tuple[str, str, str]:
         """(OKX market, the lake's exchange, the lake's symbol) of the lines read."""
-        if self.inst_id is None:
+        if self.instrument_id is None:
             raise CaptureFormatError(self.paths[0], None, "no OKX message names an instrument (arg.instId)")
-        return fmt.market_of(self.inst_id), LAKE_EXCHANGE, lake_symbol(self.inst_id)
+        return fmt.market_of(self.instrument_id), LAKE_EXCHANGE, lake_symbol(self.instrument_id)
 
-    def line(self, rows: TableRows, line_no: int, line_number: int, recv_ns: int, body: str) -> None:
+    def line(self, rows: TableRows, at: LineStamp, body: str) -> None:
         if body.strip() == "pong":  # the answer to the recorder's keepalive "ping", not JSON
             return
         message = decode_json(body)
         item = fmt.classify(message)
         if item is None:
             return
-        if self.inst_id is None:
-            self.inst_id = item.inst_id
-        elif item.inst_id != self.inst_id:
-            raise ValueError(f"message of {item.inst_id} in a capture of {self.inst_id}: one instrument a file")
+        self.one_instrument(item.inst_id)
         if isinstance(item, fmt.Trades):
             for trade in message["data"]:
-                row = (_ns(trade, "ts"), recv_ns, _side(trade), _text(trade, "px"), _text(trade, "sz"))
-                rows.add("trades", (*row, _text(trade, "tradeId")), line_number)
+                row = (_ns(trade, "ts"), at.recv_ns, _side(trade), text_field(trade, "px"), text_field(trade, "sz"))
+                rows.add("trades", (*row, text_field(trade, "tradeId")), at.line_number)
             return
         origin = _ns(message["data"][0], "ts")
         if isinstance(item, fmt.TopMessage):
-            quote = item.quote
-            if quote.bids and quote.asks:
-                (bid, bid_size), (ask, ask_size) = quote.bids[0], quote.asks[0]
-                row = (origin, recv_ns, quote.seq, bid, bid_size, ask, ask_size, line_no)
-                rows.add("book_ticker", row, line_number)
+            rows.add_quote(at, origin, item.quote)
             return
         prev = None if item.snapshot else item.prev_seq_id
-        for is_bid, levels in ((True, item.bids), (False, item.asks)):
-            for price, size in levels:
-                row = (origin, recv_ns, item.seq_id, is_bid, price, size, item.seq_id, prev, line_no, item.snapshot)
-                rows.add("book_delta_v2", row, line_number)
-        if item.snapshot:
-            rows.add(
-                "book", (origin, recv_ns, item.seq_id, *top_levels(item.bids), *top_levels(item.asks)), line_number
-            )
-
-
-def _text(entry: dict[str, Any], key: str) -> str:
-    value = entry.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"trade {key} {value!r} is not a string")
-    return value
+        rows.add_book_message(at, origin, item.seq_id, prev, (item.bids, item.asks), item.snapshot)
 
 
 def _side(trade: dict[str, Any]) -> str:
