@@ -23,6 +23,7 @@ from market_pipeline.vendors.synthetic.config import SyntheticSettings
 from market_pipeline.vendors.synthetic.reference import write_reference_capture
 from market_pipeline_tests.support.cadence import TEST_SNAPSHOT_INTERVAL_MS
 from market_pipeline_tests.support.capture_truth import TOP, rebuilt_at_truth
+from market_pipeline_tests.support.verify_capture_cli import verify_capture_cli
 
 pytestmark = pytest.mark.slow  # a synthetic day generated and rendered: not in `make test-quick`
 
@@ -55,10 +56,11 @@ def test_names():
         bybit_names(PERP.model_copy(update={"symbol": "BTC-USDT-251226"}))
 
 
-def test_the_day_verifies_with_every_quote_agreeing(written):
+def test_the_day_verifies_with_every_quote_agreeing(written, capsys):
     _, day = written
     assert day.path.name == "bybit_linear_btcusdt_20240301.gz"
-    figures = verify_capture([day.path])
+    code, figures = verify_capture_cli(capsys, day.path)  # `market-pipeline verify-capture`
+    assert code == 0
     truth = pl.read_parquet(day.truth_book_path)
     assert (figures["exchange"], figures["symbol"], figures["market"]) == ("BYBIT", "BTCUSDT", "linear")
     assert figures["snapshots"] == 1 and figures["applied"] == day.diffs > 0
@@ -68,11 +70,12 @@ def test_the_day_verifies_with_every_quote_agreeing(written):
     assert figures["trades"] == day.trades > 0
 
 
-def test_a_dropped_message_breaks_the_chain_where_it_was_dropped(written, tmp_path):
+def test_a_dropped_message_breaks_the_chain_where_it_was_dropped(written, tmp_path, capsys):
     root, day = written
     lost = day.first_update_id + day.diffs // 2
     damaged = write_capture_day(root / "work", PERP, DAY, tmp_path, renderer=BybitLines, dropped=[lost])
-    figures = verify_capture([damaged.path])
+    code, figures = verify_capture_cli(capsys, damaged.path)
+    assert code == 1
     assert damaged.diffs == day.diffs - 1
     assert figures["gaps"] == 1 and figures["resyncs"] == 0 and figures["unsynced_at_end"] == 1
     bad = figures["first_bad_update"]
