@@ -165,6 +165,11 @@ class ChunkedCaptureParser:
                 rows = TableRows()
         yield rows.frames(path)
 
+    def follow(self, previous: ChunkedCaptureParser) -> None:
+        """Go on from the parser of the instrument's file before this one (the recorder writes a
+        file an hour, without a snapshot at its start): what a line's rows take from the lines
+        before it beyond the line itself. Nothing here; Bybit's `u` chain."""
+
     def one_instrument(self, instrument_id: str) -> None:
         """ValueError when a message names another instrument than the file's first one."""
         if self.instrument_id is None:

@@ -27,8 +27,25 @@ class ExchangeCaptureSource(CaptureSource):
     book_agreement = False  # the snapshots load the book: its sync points, not a check of it
     parser: type[ChunkedCaptureParser]
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Each instrument's (by file name) parser of the last file read: a rebuild reads the files
+        # in path order, which is time order for one instrument's (the recorder's hourly
+        # directories, the day in the name), so the next file's parser follows on from it.
+        self._last_parsers: dict[str, ChunkedCaptureParser] = {}
+
+    def _rebuild(self) -> dict:
+        self._last_parsers = {}
+        return super()._rebuild()
+
     def parse_file(self, path: Path, scratch: Path) -> ParsedFile:
-        return parse_parts(self.parser([path]), path, scratch, LINE_ORDERED)
+        parser, key = self.parser([path]), self.named_instrument(path)
+        if key is not None and key in self._last_parsers:
+            parser.follow(self._last_parsers[key])
+        parsed = parse_parts(parser, path, scratch, LINE_ORDERED)
+        if key is not None:
+            self._last_parsers[key] = parser
+        return parsed
 
     def sequence_semantics(self, instrument) -> SequenceSemantics:
         return "monotonic"  # the exchange's ids grow with jumps: a jump proves no loss

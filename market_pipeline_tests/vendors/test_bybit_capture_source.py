@@ -42,8 +42,9 @@ def _source(tmp_path, cls=BybitCaptureSource):
 
 
 def _write(tmp_path, lines, name=NAME):
-    (tmp_path / "captures").mkdir(exist_ok=True)
-    return write_capture(tmp_path / "captures" / name, lines)
+    path = tmp_path / "captures" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_capture(path, lines)
 
 
 def _table(source, table):
@@ -141,6 +142,19 @@ def test_a_dropped_delta_breaks_the_chain_the_quality_check_follows(tmp_path, wa
     breaks = chain_breaks([deltas.select(CHAIN_COLUMNS)])
     assert breaks["sequence_number"].to_list() == [walk.messages[lost + 1].seq]
     assert breaks["previous_sequence_number"].to_list() == [walk.messages[lost - 1].seq]
+
+
+@pytest.mark.parametrize("lost", [0, 1])
+def test_the_chain_goes_on_across_the_recorders_hourly_files(tmp_path, walk, lost):
+    # The recorder writes a file an hour, the next one starting with a delta, not a snapshot; a
+    # file starting with a message lost (`lost`) is a break there.
+    lines = bc.render(walk).lines
+    cut = bc.render(walk).message_lines[MESSAGES // 2]  # the 1-based line of a delta
+    _write(tmp_path, lines[: cut - 1], name=f"20251124T00/{NAME}")
+    _write(tmp_path, lines[cut - 1 + lost :], name=f"20251124T01/{NAME}")
+    deltas = _table(_source(tmp_path), "book_delta_v2")
+    breaks = chain_breaks([deltas.select(CHAIN_COLUMNS)])
+    assert breaks["sequence_number"].to_list() == ([walk.messages[MESSAGES // 2 + 1].seq] if lost else [])
 
 
 def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_path, walk):

@@ -9,10 +9,11 @@ time, the shared tables (`vendors/capture_tables.py`):
   is matched to the book state it shows; the topic's own `u` counts messages of one depth only
   and restarts at 1), `first_update_id` = the `seq`, `prev_update_id` = the `seq` of the previous
   book message when this delta's `u` follows that message's `u` (Bybit's chain holds, as a
-  futures diff's `pu`), null on a snapshot and on a delta after lost messages (the chain check
-  then sees a break), `origin_time` = the message's `ts` (ms) in ns, `is_snapshot` on a
-  snapshot's rows (the generic replay clears the book before them: a reconnect's snapshot and a
-  `u` = 1 restart resync it), `line_no` the line in the files. A message without levels has no row;
+  futures diff's `pu`; across the recorder's hourly files too, `follow`), null on a snapshot and
+  on a delta after lost messages (the chain check then sees a break), `origin_time` = the
+  message's `ts` (ms) in ns, `is_snapshot` on a snapshot's rows (the generic replay clears the
+  book before them: a reconnect's snapshot and a `u` = 1 restart resync it), `line_no` the line
+  in the files. A message without levels has no row;
 - `book`: the best `BOOK_LEVELS` a side of every snapshot, `sequence_number` its `seq`;
 - `book_ticker`: every `orderbook.1` message with both sides, `update_id` its `seq`;
 - `trades`: every `publicTrade` entry, `trade_id` Bybit's `i`, `side` the taker's (`S`), `origin_time` its `T`.
@@ -74,6 +75,12 @@ class BybitCaptureParser(ChunkedCaptureParser):
         self.depth: int | None = None  # the book topic's
         self.last_u: int | None = None  # the last book message's u
         self.last_seq: int | None = None  # the seq of the last book message with rows
+
+    def follow(self, previous: ChunkedCaptureParser) -> None:
+        """The chain goes on across files: a first delta whose `u` follows the last one of the
+        file before is chained to that file's last book message (another one is a break)."""
+        if isinstance(previous, BybitCaptureParser):
+            self.last_u, self.last_seq = previous.last_u, previous.last_seq
 
     def instrument(self) -> tuple[str, str, str]:
         """(Bybit category, the lake's exchange, the lake's symbol) of the lines read."""
