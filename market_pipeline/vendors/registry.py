@@ -23,6 +23,7 @@ VENDORS: dict[str, Vendor] = {
         crypto_lake.S3,
         binance.VENDOR,
         okx.VENDOR,
+        bybit.VENDOR,
         tardis.VENDOR,
     )
 }

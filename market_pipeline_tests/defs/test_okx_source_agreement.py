@@ -11,73 +11,28 @@ raw, books and agreement assets.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
-import polars as pl
 import pytest
 
-from market_pipeline_tests.support.agreement_run import run_agreement
-from market_pipeline_tests.support.cadence import TEST_CADENCE
+from market_pipeline_tests.support.agreement_run import UNTOUCHED_BY_DROPS, counts_by_hour, reference_agreement
+from market_pipeline_tests.support.agreement_run import hours as _hours
 
 pytestmark = pytest.mark.slow  # one Dagster run of one instrument-day against a capture
 
 DAY = dt.date(2024, 3, 1)
 KEY = "OKX:BTC-USDT"
 FAULTS = {"dropped_messages": 3, "dropped_trades": 2}
-NS_PER_HOUR = 3_600_000_000_000
 
 
 def _counts_by_hour(times: list[int]) -> dict[int, int]:
-    midnight = int(dt.datetime.combine(DAY, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-    counts: dict[int, int] = {}
-    for t in times:
-        hour = (t - midnight) // NS_PER_HOUR
-        counts[hour] = counts.get(hour, 0) + 1
-    return counts
-
-
-def _hours(hourly: pl.DataFrame, column: str) -> dict[int, int]:
-    rows = hourly.filter(pl.col(column) > 0)
-    return dict(zip(rows["hour"].to_list(), rows[column].to_list(), strict=True))
+    return counts_by_hour(DAY, times)
 
 
 @pytest.fixture(scope="module")
 def okx_agreement(tmp_path_factory):
-
-    from market_pipeline.settings import load_settings
-    from market_pipeline.vendors.synthetic.reference import write_reference_capture
-
-    tmp = tmp_path_factory.mktemp("okx_agreement")
-    capture_dir = tmp / "captures"
-    capture_dir.mkdir()
-    (tmp / "dagster_home").mkdir()
-    env = {
-        "PIPELINE_SOURCE": "synthetic",
-        "PIPELINE_INSTRUMENTS": KEY,
-        "PIPELINE_INSTRUMENT_SPECS": json.dumps({KEY: {"tick_size": "0.1", "lot_size": "0.00000001"}}),
-        "PIPELINE_START_DATE": "2024-01-01",
-        "PIPELINE_DATA_DIR": str(tmp / "data"),
-        "PIPELINE_WORKERS": "1",
-        "PIPELINE_SYNTHETIC__SEED": "7",
-        "PIPELINE_SYNTHETIC__SCALE": "0.01",
-        **TEST_CADENCE,
-        "PIPELINE_SYNTHETIC__FAULTS": json.dumps({**FAULTS, "days": [DAY.isoformat()]}),
-        "PIPELINE_CAPTURE_DIR": str(capture_dir),
-        "PIPELINE_SOURCES": json.dumps({KEY: {"primary": "synthetic", "reference": "okx_capture"}}),
-        "DAGSTER_HOME": str(tmp / "dagster_home"),
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        settings = load_settings()
-        (instrument,) = settings.universe
-        written = write_reference_capture(settings.synthetic, instrument, DAY, tmp / "undamaged", capture_dir)
-        result, daily, hourly = run_agreement(settings, DAY, DAY)
-        truth_dir = settings.data_dir / "sources" / "synthetic" / "_ground_truth" / "synthetic"
-        manifest = json.loads(
-            (truth_dir / "exchange=OKX" / "symbol=BTC-USDT" / f"dt={DAY}" / "manifest.json").read_text()
-        )
-        yield result, daily, hourly, manifest["faults"], written
+    spec = {"tick_size": "0.1", "lot_size": "0.00000001"}
+    run = reference_agreement(tmp_path_factory.mktemp("okx_agreement"), KEY, spec, "okx_capture", FAULTS, DAY)
+    return run.result, run.daily, run.hourly, run.faults, run.written
 
 
 def test_the_okx_capture_is_the_reference_matched_by_seq_id(okx_agreement):
@@ -107,15 +62,7 @@ def test_the_damage_is_found_exactly(okx_agreement):
     trades = faults["dropped_trades"]
     assert day["trades_missing"] == len(trades) == FAULTS["dropped_trades"]
     assert _hours(hourly, "trades_missing") == _counts_by_hour([r["origin_time"] for r in trades])
-    for column in (
-        "messages_extra",
-        "delayed_messages",
-        "trades_extra",
-        "trades_price_differs",
-        "trades_size_differs",
-        "trades_side_differs",
-        "snapshots_differing",
-    ):
+    for column in UNTOUCHED_BY_DROPS:
         assert day[column] == 0, column
     # The vendor's book disagrees with the capture's quotes only in hours a message was dropped.
     assert set(_hours(hourly, "tickers_differing")) <= set(_counts_by_hour([r["origin_time"] for r in dropped]))

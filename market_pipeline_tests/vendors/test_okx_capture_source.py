@@ -10,14 +10,13 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from market_pipeline.core.book.fixed_point import Grid
-from market_pipeline.core.book.rebuild import rebuild_day
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.vendors.base import DayNotCovered
 from market_pipeline.vendors.binance.source import CaptureRejected, CaptureSource
 from market_pipeline.vendors.okx.capture_tables import OkxCaptureParser, lake_symbol
 from market_pipeline.vendors.okx.source import OkxCaptureSource, named_instrument
 from market_pipeline_tests.support import okx_captures as oc
+from market_pipeline_tests.support.capture_truth import level_at, rebuild_messages
 from market_pipeline_tests.support.kraken_captures import write_capture
 
 MESSAGES = 120
@@ -129,21 +128,7 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
     rendered = oc.render(walk, reconnect_at=60, lost=3)  # a reconnect: its snapshot reloads the book
     _write(tmp_path, rendered.lines)
     source = _source(tmp_path)
-    (deltas,), (book,) = source.fetch("book_delta_v2", SPOT, DAY), source.fetch("book", SPOT, DAY)
-    output = tmp_path / "books.parquet"
-    result = rebuild_day(
-        deltas_path=deltas,
-        book_path=book,
-        output_path=output,
-        checkpoint_in=None,
-        checkpoint_out=tmp_path / "checkpoint.parquet",
-        grid=Grid(SPOT.tick_size, SPOT.lot_size),
-        day=DAY,
-        contiguous=False,
-        depth=20,
-        interval_ms=0,  # one row per message
-    )
-    rows = pl.read_parquet(output).filter(pl.col("trigger") == "message")
+    result, rows = rebuild_messages(source, SPOT, DAY, tmp_path, depth=20)
     kept = [i for i in range(MESSAGES) if i not in range(60, 63)]
     assert rows.height == 2 + len(kept)  # the two snapshots and every update
     assert rows["synced"].all() and result.counters["crossed_events"] == 0
@@ -153,12 +138,7 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
         row = by_seq[walk.messages[i].seq]
         for side, levels in (("bid", sorted(bids.items(), reverse=True)), ("ask", sorted(asks.items()))):
             expected = _float_levels(levels[:20]) + [(None, None)] * (20 - len(levels[:20]))
-            assert [_level(row, side, n) for n in range(20)] == expected
-
-
-def _level(row, side, n):
-    price, size = row[f"{side}_{n}_price"], row[f"{side}_{n}_size"]
-    return (None, None) if price is None else (float(price), float(size))
+            assert [level_at(row, side, n) for n in range(20)] == expected
 
 
 def test_binance_and_okx_captures_share_the_directory(tmp_path, walk):

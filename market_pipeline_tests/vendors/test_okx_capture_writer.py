@@ -11,8 +11,6 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from market_pipeline.core.book.fixed_point import Grid
-from market_pipeline.core.book.rebuild import rebuild_day
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline.vendors.registry import verify_capture
@@ -21,6 +19,7 @@ from market_pipeline.vendors.synthetic.config import SyntheticSettings
 from market_pipeline.vendors.synthetic.okx_capture_writer import OkxLines, okx_names
 from market_pipeline.vendors.synthetic.reference import write_reference_capture
 from market_pipeline_tests.support.cadence import TEST_SNAPSHOT_INTERVAL_MS
+from market_pipeline_tests.support.capture_truth import TOP, rebuilt_at_truth
 
 pytestmark = pytest.mark.slow  # a synthetic day generated and rendered: not in `make test-quick`
 
@@ -29,7 +28,6 @@ SCALE = 0.01
 SPOT = Instrument(
     exchange="OKX", symbol="BTC-USDT", spec=InstrumentSpec(tick_size=Decimal("0.1"), lot_size=Decimal("0.00000001"))
 )
-TOP = ["bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size"]
 
 
 @pytest.fixture(scope="module")
@@ -76,31 +74,15 @@ def test_a_dropped_message_breaks_the_chain_where_it_was_dropped(written, tmp_pa
 def test_the_source_replays_the_true_book_at_every_vendor_snapshot(written, tmp_path):
     root, day = written
     source = OkxCaptureSource(root / "captures", tmp_path / "cache", tmp_path / "lake")
-    (deltas,), (book,) = source.fetch("book_delta_v2", SPOT, DAY), source.fetch("book", SPOT, DAY)
+    (deltas,) = source.fetch("book_delta_v2", SPOT, DAY)
     raw = pl.read_parquet(deltas)
     assert raw["sequence_number"].n_unique() == day.diffs + 1  # the snapshot and every update
     assert raw.filter(pl.col("is_snapshot"))["sequence_number"].unique().to_list() == [day.first_update_id]
     (trades,) = source.fetch("trades", SPOT, DAY)
     assert pl.read_parquet(trades).height == day.trades
-    output = tmp_path / "books.parquet"
-    rebuild_day(
-        deltas_path=deltas,
-        book_path=book,
-        output_path=output,
-        checkpoint_in=None,
-        checkpoint_out=tmp_path / "checkpoint.parquet",
-        grid=Grid(SPOT.tick_size, SPOT.lot_size),
-        day=DAY,
-        contiguous=False,
-        depth=1,
-        interval_ms=0,
-    )
-    books = pl.read_parquet(output).filter(pl.col("trigger") == "message")
-    assert books["synced"].all()
-    truth = pl.read_parquet(day.truth_book_path).select("sequence_number", *TOP)
-    rebuilt = books.select("sequence_number", *(pl.col(c).cast(pl.Float64) for c in TOP))
-    joined = truth.join(rebuilt, on="sequence_number", how="left", suffix="_rebuilt")
-    assert joined.height == truth.height > 0
+    synced, joined = rebuilt_at_truth(source, SPOT, DAY, day.truth_book_path, tmp_path)
+    assert synced
+    assert joined.height == pl.read_parquet(day.truth_book_path).height > 0
     for column in TOP:
         assert (joined[column] == joined[f"{column}_rebuilt"]).all(), column
 

@@ -267,6 +267,7 @@ def test_instruments_keep_their_names():
         ("OKX:BTC-USD-251226", ("okex-futures", "BTC-USD-251226")),
         ("BYBIT:BTC-USDT", ("bybit-spot", "BTCUSDT")),
         ("BYBIT:BTC-USDT-PERP", ("bybit", "BTCUSDT")),
+        ("BYBIT:BTC-USD-PERP", ("bybit", "BTCUSD")),  # Bybit's inverse perpetual
     ],
 )
 def test_okx_and_bybit_instruments_get_tardis_market_ids(instrument, names):

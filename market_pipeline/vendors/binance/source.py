@@ -248,7 +248,8 @@ def _rejected(manifest: dict) -> list[RejectedFile]:
 
 class CaptureSource:
     """VendorSource over a directory of raw Binance captures. Another exchange's capture source
-    (vendors/okx/source.py) is a subclass: its name, files, parser and tables below."""
+    (`exchange_capture_source.ExchangeCaptureSource`: OKX's, Bybit's) is a subclass: its name,
+    files, parser and tables below."""
 
     name = "capture"
     exchange = "binance"  # whose files in PIPELINE_CAPTURE_DIR it reads (`capture_exchange_of`)

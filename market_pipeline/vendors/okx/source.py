@@ -3,13 +3,12 @@ source of an instrument or, through PIPELINE_SOURCES, as the reference of a boug
 
 The files are `okx_<market>_<instrument id>_<YYYYMMDD>.gz` (`capture_format`); other exchanges'
 files in the same directory are left to their sources. The cache, its manifest, the quarantine of
-a bad file and the days covered are the Binance capture source's (`vendors/binance/source.py`),
-with OKX's parser (`capture_tables.py`) and tables: `book_delta_v2` (with snapshots flagged),
-`book`, `book_ticker` (`bbo-tbt`), `trades`. Books are rebuilt by core's generic delta replay
-(`lake_shaped.rebuild_lake_books`): an OKX snapshot clears and reloads the book, updates apply
-level by level, `seqId`s only grow ("monotonic": OKX's ids jump, so a jump proves no gap).
-OKX's own checksums of a day (`exchange_checksums`) come from verify-capture's replay of the day's
-files (`verify.day_checksums`), kept beside the cache until the files change (`checksum_cache`).
+a bad file, the days covered and the books (core's generic delta replay: an OKX snapshot clears
+and reloads the book, `seqId`s only grow) are `ExchangeCaptureSource`'s, with OKX's parser
+(`capture_tables.py`) and the shared tables: `book_delta_v2` (with snapshots flagged), `book`,
+`book_ticker` (`bbo-tbt`), `trades`. OKX's own checksums of a day (`exchange_checksums`) come from
+verify-capture's replay of the day's files (`verify.day_checksums`), kept beside the cache until
+the files change (`checksum_cache`).
 """
 
 from __future__ import annotations
@@ -17,21 +16,14 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.checksums import ChecksumFigures
-from market_pipeline.vendors.base import BookDay
-from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, name_parts, parse_parts
+from market_pipeline.vendors.binance.source import name_parts
 from market_pipeline.vendors.checksum_cache import capture_day_checksums
-from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
+from market_pipeline.vendors.exchange_capture_source import ExchangeCaptureSource
 from market_pipeline.vendors.okx import capture_format as fmt
 from market_pipeline.vendors.okx import verify
-from market_pipeline.vendors.okx.capture_tables import (
-    LAKE_EXCHANGE,
-    LINE_ORDERED,
-    TABLE_SCHEMAS,
-    OkxCaptureParser,
-    lake_symbol,
-)
+from market_pipeline.vendors.okx.capture_tables import LAKE_EXCHANGE, OkxCaptureParser, lake_symbol
 
 
 def named_instrument(path: Path) -> str | None:
@@ -45,30 +37,16 @@ def named_instrument(path: Path) -> str | None:
     return f"{LAKE_EXCHANGE}:{lake_symbol(inst_id)}"
 
 
-class OkxCaptureSource(CaptureSource):
+class OkxCaptureSource(ExchangeCaptureSource):
     """VendorSource over the OKX captures of a directory."""
 
     name = "okx_capture"
     exchange = "okx"
     exchange_label = "OKX"
-    tables = frozenset(TABLE_SCHEMAS)
-    table_schemas = TABLE_SCHEMAS
-    line_ordered = LINE_ORDERED
-    book_agreement = False  # the snapshots load the book: its sync points, not a check of it
-
-    def parse_file(self, path: Path, scratch: Path) -> ParsedFile:
-        return parse_parts(OkxCaptureParser([path]), path, scratch, LINE_ORDERED)
+    parser = OkxCaptureParser
 
     def named_instrument(self, path: Path) -> str | None:
         return named_instrument(path)
-
-    def sequence_semantics(self, instrument) -> SequenceSemantics:
-        return "monotonic"  # seqIds grow with jumps: a jump proves no loss
-
-    def rebuild_books(self, job: BookDay) -> LakeBookResult | None:
-        if job.day not in self.available_days("book_delta_v2", job.instrument):
-            return None  # no capture that day: recorded as missing
-        return rebuild_lake_books(job, self.sequence_semantics(job.instrument))
 
     def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
         """OKX's checksums of the instrument-day's `books` messages (`base.ChecksumSource`)."""

@@ -24,16 +24,16 @@ independently, and a replay of the two files as one capture stays in sync across
 
 Memory is set by the batch size (`day_files`): the day is read and written batch by batch.
 
-The lines' text is the renderer's (`BinanceLines` here; `okx_capture_writer.OkxLines` renders the
-same day as an OKX capture): the day's walk through its messages, snapshot, tickers and trades
-is one for every exchange.
+The lines' text is the renderer's (`BinanceLines` here; `okx_capture_writer.OkxLines` and
+`bybit_capture_writer.BybitLines` render the same day as an OKX and a Bybit capture): the day's
+walk through its messages, snapshot, tickers and trades is one for every exchange.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -166,25 +166,38 @@ class BinanceLines:
         )
         return messages.with_columns(text=text)
 
-    def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
-        """The REST depth snapshot of the opening message's levels, each side best first."""
-        levels = self.levels(opening.filter(pl.col("size") > 0))
+    def book_sides(self, book: pl.DataFrame) -> tuple[str, str]:
+        """The levels of `book` (side_is_bid, price, size: the opening message's) as a snapshot
+        holds them: (bids, asks) texts, each side best first, levels joined by commas."""
+        levels = self.levels(book.filter(pl.col("size") > 0))
         bids = levels.filter(pl.col("side_is_bid")).sort("price", descending=True)["level"].str.join(",").item()
         asks = levels.filter(~pl.col("side_is_bid")).sort("price")["level"].str.join(",").item()
+        return bids or "", asks or ""
+
+    def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
+        """The REST depth snapshot of the opening message's levels, each side best first."""
+        bids, asks = self.book_sides(opening)
         times = f'"E":{origin_ms},"T":{origin_ms},' if self.futures else ""
-        return f'{{"lastUpdateId":{last_update_id},{times}"bids":[{bids or ""}],"asks":[{asks or ""}]}}'
+        return f'{{"lastUpdateId":{last_update_id},{times}"bids":[{bids}],"asks":[{asks}]}}'
+
+    def top_texts(self, truth: pl.DataFrame) -> dict[str, pl.Expr]:
+        """The exact decimal texts of the truth rows' best bid and ask (`TICKER_COLUMNS` but the
+        sequence number, by column), checked on the grid and on both sides being there."""
+        texts, checks = {}, {}
+        for column in TICKER_COLUMNS[1:]:
+            step = self.tick if column.endswith("price") else self.lot
+            texts[column], checks[column] = decimal_text(column, step, self.where)
+        check_on_grid(truth, checks, self.where)
+        empty = truth.filter(pl.any_horizontal(pl.col(*TICKER_COLUMNS[1:]).is_null()))
+        if empty.height:
+            raise ValueError(f"{self.where}: the true book after update {empty['u'][0]} has an empty side")
+        return texts
 
     def tickers(self, truth: pl.DataFrame) -> pl.DataFrame:
         """One bookTicker line per truth row (joined to its message: u, recv, origin_ms)."""
         names = {"b": "bid_0_price", "B": "bid_0_size", "a": "ask_0_price", "A": "ask_0_size"}
-        texts, checks = {}, {}
-        for key, column in names.items():
-            step = self.tick if column.endswith("price") else self.lot
-            texts[key], checks[column] = decimal_text(column, step, self.where)
-        check_on_grid(truth, checks, self.where)
-        empty = truth.filter(pl.any_horizontal(pl.col(*names.values()).is_null()))
-        if empty.height:
-            raise ValueError(f"{self.where}: the true book after update {empty['u'][0]} has an empty side")
+        top = self.top_texts(truth)
+        texts = {key: top[column] for key, column in names.items()}
         head = [pl.lit('"e":"bookTicker",'), *self._times(pl.col("origin_ms").cast(pl.String))] if self.futures else []
         fields = [part for key in names for part in (pl.lit(f',"{key}":"'), texts[key], pl.lit('"'))]
         text = pl.concat_str(
@@ -249,7 +262,7 @@ def _opening_rows(batch: pl.DataFrame, previous: CaptureEnd | None) -> tuple[pl.
     return opening, pl.concat([opening, removals, rest])
 
 
-def _final_book(book: pl.DataFrame, batch: pl.DataFrame) -> pl.DataFrame:
+def book_after(book: pl.DataFrame, batch: pl.DataFrame) -> pl.DataFrame:
     """The book after `batch`: each level's last quantity (levels at 0 dropped at the end of the day)."""
     latest = batch.select(*_LEVELS).group_by("side_is_bid", "price").agg(pl.col("size").last())
     return pl.concat([book, latest]).group_by("side_is_bid", "price").agg(pl.col("size").last())
@@ -266,12 +279,13 @@ def write_capture_day(
     day: dt.date,
     out_dir: Path,
     previous: CaptureEnd | None = None,
-    renderer: type[BinanceLines] = BinanceLines,
+    renderer: Callable[[Instrument, Path], BinanceLines] = BinanceLines,
     dropped: Collection[int] = (),
 ) -> CaptureDay:
     """Render the synthetic day `generate_day` wrote under `root` as a capture in `out_dir`
-    (Binance's, or the exchange's of `renderer`). `dropped`: update ids whose diff lines are left
-    out (a capture that lost messages; their tickers stay)."""
+    (Binance's, or the exchange's of `renderer`: a `BinanceLines` class, or a callable making one
+    with its faults, e.g. `functools.partial(BybitLines, restarts=[...])`). `dropped`: update ids
+    whose diff lines are left out (a capture that lost messages; their tickers stay)."""
     files = day_files(root, instrument, day)
     lines = renderer(instrument, files.deltas)
     truth = RowsThrough(files.truth, "sequence_number", TICKER_COLUMNS)
@@ -296,7 +310,7 @@ def write_capture_day(
             if first_u is None:
                 first_u = int(batch["u"][0])
                 opening, batch = _opening_rows(batch, previous)
-            book = _final_book(book, batch)
+            book = book_after(book, batch)
             diffs = lines.diffs(batch)
             recv = diffs["recv"]
             if recv[0] < last_recv or not recv.is_sorted():

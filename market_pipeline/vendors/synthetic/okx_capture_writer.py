@@ -75,25 +75,15 @@ class OkxLines(BinanceLines):
 
     def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
         """The `books` snapshot of the opening message's levels, each side best first."""
-        levels = self.levels(opening.filter(pl.col("size") > 0))
-        bids = levels.filter(pl.col("side_is_bid")).sort("price", descending=True)["level"].str.join(",").item()
-        asks = levels.filter(~pl.col("side_is_bid")).sort("price")["level"].str.join(",").item()
+        bids, asks = self.book_sides(opening)
         return (
-            self._arg("books") + f'"action":"snapshot","data":[{{"asks":[{asks or ""}],"bids":[{bids or ""}],'
+            self._arg("books") + f'"action":"snapshot","data":[{{"asks":[{asks}],"bids":[{bids}],'
             f'"ts":"{origin_ms}","checksum":0,"prevSeqId":-1,"seqId":{last_update_id}}}]}}'
         )
 
     def tickers(self, truth: pl.DataFrame) -> pl.DataFrame:
         """One `bbo-tbt` line per truth row (joined to its message: u, recv, origin_ms)."""
-        columns = ("bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size")
-        texts, checks = {}, {}
-        for column in columns:
-            step = self.tick if column.endswith("price") else self.lot
-            texts[column], checks[column] = decimal_text(column, step, self.where)
-        check_on_grid(truth, checks, self.where)
-        empty = truth.filter(pl.any_horizontal(pl.col(*columns).is_null()))
-        if empty.height:
-            raise ValueError(f"{self.where}: the true book after update {empty['u'][0]} has an empty side")
+        texts = self.top_texts(truth)
         text = pl.concat_str(
             [
                 pl.lit(self._arg("bbo-tbt") + '"data":[{"asks":[["'),

@@ -1,0 +1,56 @@
+"""The capture source of an exchange whose book stream starts with a snapshot (OKX, Bybit): the
+Binance capture source's cache, manifest, quarantine and days covered (`binance/source.py`), with
+the exchange's parser (a `capture_tables.ChunkedCaptureParser`) and the shared tables
+(`capture_tables.TABLE_SCHEMAS`). Books are rebuilt by core's generic delta replay
+(`lake_shaped.rebuild_lake_books`): a snapshot clears and reloads the book, updates apply level by
+level, the ids (`sequence_number`) only grow ("monotonic": they jump, so a jump proves no gap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from market_pipeline.core.instruments import SequenceSemantics
+from market_pipeline.vendors.base import BookDay
+from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, parse_parts
+from market_pipeline.vendors.capture_tables import LINE_ORDERED, TABLE_SCHEMAS, ChunkedCaptureParser
+from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
+
+
+class ExchangeCaptureSource(CaptureSource):
+    """VendorSource over one exchange's captures of a directory; a subclass names the exchange
+    (`name`, `exchange`, `exchange_label`), its parser (`parser`) and how a file's name reads
+    (`named_instrument`)."""
+
+    tables = frozenset(TABLE_SCHEMAS)
+    table_schemas = TABLE_SCHEMAS
+    line_ordered = LINE_ORDERED
+    book_agreement = False  # the snapshots load the book: its sync points, not a check of it
+    parser: type[ChunkedCaptureParser]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Each instrument's (by file name) parser of the last file read: a rebuild reads the files
+        # in path order, which is time order for one instrument's (the recorder's hourly
+        # directories, the day in the name), so the next file's parser follows on from it.
+        self._last_parsers: dict[str, ChunkedCaptureParser] = {}
+
+    def _rebuild(self) -> dict:
+        self._last_parsers = {}
+        return super()._rebuild()
+
+    def parse_file(self, path: Path, scratch: Path) -> ParsedFile:
+        parser, key = self.parser([path]), self.named_instrument(path)
+        if key is not None and key in self._last_parsers:
+            parser.follow(self._last_parsers[key])
+        parsed = parse_parts(parser, path, scratch, LINE_ORDERED)
+        if key is not None:
+            self._last_parsers[key] = parser
+        return parsed
+
+    def sequence_semantics(self, instrument) -> SequenceSemantics:
+        return "monotonic"  # the exchange's ids grow with jumps: a jump proves no loss
+
+    def rebuild_books(self, job: BookDay) -> LakeBookResult | None:
+        if job.day not in self.available_days("book_delta_v2", job.instrument):
+            return None  # no capture that day: recorded as missing
+        return rebuild_lake_books(job, self.sequence_semantics(job.instrument))
