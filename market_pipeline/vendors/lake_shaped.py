@@ -112,6 +112,14 @@ def rebuild_lake_books(job: BookDay, semantics: SequenceSemantics) -> LakeBookRe
     return LakeBookResult(result)
 
 
+def rebuild_covered_books(source, job: BookDay) -> LakeBookResult | None:
+    """`rebuild_lake_books` for a capture source (OKX's, Kraken's) on the days its captures cover;
+    None on another (no capture that day: recorded as missing)."""
+    if job.day not in source.available_days("book_delta_v2", job.instrument):
+        return None
+    return rebuild_lake_books(job, source.sequence_semantics(job.instrument))
+
+
 class LakeShapedBooks:
     """Mixin for sources serving lake-shaped tables: sequence semantics from the instrument's
     configuration and books from the generic delta replay."""

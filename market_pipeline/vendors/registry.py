@@ -22,6 +22,7 @@ VENDORS: dict[str, Vendor] = {
         crypto_lake.S3,
         binance.VENDOR,
         okx.VENDOR,
+        kraken.VENDOR,
         tardis.VENDOR,
     )
 }

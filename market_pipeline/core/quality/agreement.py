@@ -124,7 +124,7 @@ class AgreementInputs:
     vendor_books: Path | None  # lake/books of the day; None: no book comparison
     reference_deltas: Path
     reference_trades: Path
-    reference_tickers: Path
+    reference_tickers: Path | None  # None: the reference has no top-of-book stream (Kraken's captures)
     reference_books: Path | None
 
 
@@ -208,7 +208,9 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
         "tickers",
         day,
         "origin_time",
-        (f.rename(TICKER_TOP) for f in iter_frames(inputs.reference_tickers, ticker_columns, batch_rows)),
+        ()
+        if inputs.reference_tickers is None
+        else (f.rename(TICKER_TOP) for f in iter_frames(inputs.reference_tickers, ticker_columns, batch_rows)),
     )
     snapshots = _spill(
         scratch,

@@ -22,46 +22,15 @@ message of another instrument, raises `CaptureFormatError` naming the file and l
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import polars as pl
-
-from market_pipeline.core.lake.schemas import (
-    BOOK_DELTA_SCHEMA,
-    BOOK_LEVELS,
-    BOOK_SCHEMA,
-    BOOK_TICKER_SCHEMA,
-    CAPTURE_DELTA_EXTRA_SCHEMA,
-    TRADES_SCHEMA,
-)
-from market_pipeline.vendors.binance.capture_stream import CHUNK_LINES
-from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json, located_lines
+from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json
+from market_pipeline.vendors.capture_tables import TABLE_SCHEMAS, ChunkedCaptureParser, TableRows, top_levels
 from market_pipeline.vendors.okx import capture_format as fmt
 
 NS_PER_MS = 1_000_000
 LAKE_EXCHANGE = "OKX"
 LINE_ORDERED = ("book_delta_v2", "book_ticker")
-DELTA_SCHEMA: dict[str, pl.DataType] = {
-    **BOOK_DELTA_SCHEMA,
-    **CAPTURE_DELTA_EXTRA_SCHEMA,
-    "line_no": pl.Int64(),
-    "is_snapshot": pl.Boolean(),
-}
-TICKER_SCHEMA: dict[str, pl.DataType] = {**BOOK_TICKER_SCHEMA, "line_no": pl.Int64()}
-TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
-    "trades": TRADES_SCHEMA,
-    "book_delta_v2": DELTA_SCHEMA,
-    "book": BOOK_SCHEMA,
-    "book_ticker": TICKER_SCHEMA,
-}
-_PRICED = {
-    "book_delta_v2": ("price", "size"),
-    "book": tuple(c for c in BOOK_SCHEMA if c.endswith(("_price", "_size"))),
-    "book_ticker": ("bid_price", "bid_size", "ask_price", "ask_size"),
-    "trades": ("price", "quantity"),
-}
 
 
 def lake_symbol(inst_id: str) -> str:
@@ -72,57 +41,14 @@ def lake_symbol(inst_id: str) -> str:
     return inst_id.removesuffix("-SWAP") + "-PERP" if inst_id.endswith("-SWAP") else inst_id
 
 
-class _Rows:
-    """One chunk's rows, as Python values (prices and sizes still OKX's strings)."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, list[tuple]] = {name: [] for name in TABLE_SCHEMAS}
-        self.lines: dict[str, list[int]] = {name: [] for name in TABLE_SCHEMAS}  # each row's line in its file
-
-    def add(self, table: str, row: tuple, line_number: int) -> None:
-        self.tables[table].append(row)
-        self.lines[table].append(line_number)
-
-    def frames(self, path: Path) -> dict[str, pl.DataFrame]:
-        out = {}
-        for name, schema in TABLE_SCHEMAS.items():
-            text = {c: pl.String() if c in _PRICED[name] else t for c, t in schema.items()}
-            frame = pl.DataFrame(self.tables[name], schema=text, orient="row")
-            for column in _PRICED[name]:
-                values = frame.get_column(column).cast(pl.Float64, strict=False)
-                refused = (values.is_null() & frame.get_column(column).is_not_null()).arg_true()
-                if refused.len():
-                    row = refused[0]
-                    reason = f"{name}: {column} {frame.get_column(column)[row]!r} is not a number"
-                    raise CaptureFormatError(path, self.lines[name][row], reason)
-            out[name] = frame.cast(schema)  # type: ignore[arg-type]
-        return out
-
-
-class OkxCaptureParser:
+class OkxCaptureParser(ChunkedCaptureParser):
     """The OKX capture files of ONE instrument, in time order, parsed chunk by chunk.
 
     `chunks()` yields each chunk's tables (`TABLE_SCHEMAS`, `line_no` running across the files);
     `instrument()` then tells the market and the lake's exchange and symbol."""
 
-    def __init__(self, paths: Sequence[Path], chunk_lines: int | None = None) -> None:
-        self.paths = [Path(p) for p in paths]
-        if not self.paths:
-            raise ValueError("parsing a capture needs at least one capture file")
-        self.chunk_lines = chunk_lines or CHUNK_LINES
-        self.inst_id: str | None = None
-
-    def chunks(self) -> Iterator[dict[str, pl.DataFrame]]:
-        rows, path = _Rows(), self.paths[0]
-        for line_no, (path, line_number, recv_ns, body) in enumerate(located_lines(self.paths)):
-            try:
-                self._line(rows, line_no, line_number, recv_ns, body)
-            except ValueError as exc:  # json.JSONDecodeError is a ValueError
-                raise CaptureFormatError(path, line_number, str(exc)) from None
-            if (line_no + 1) % self.chunk_lines == 0:
-                yield rows.frames(path)
-                rows = _Rows()
-        yield rows.frames(path)
+    inst_id: str | None = None
+    tables = tuple(TABLE_SCHEMAS)
 
     def instrument(self) -> tuple[str, str, str]:
         """(OKX market, the lake's exchange, the lake's symbol) of the lines read."""
@@ -130,7 +56,7 @@ class OkxCaptureParser:
             raise CaptureFormatError(self.paths[0], None, "no OKX message names an instrument (arg.instId)")
         return fmt.market_of(self.inst_id), LAKE_EXCHANGE, lake_symbol(self.inst_id)
 
-    def _line(self, rows: _Rows, line_no: int, line_number: int, recv_ns: int, body: str) -> None:
+    def line(self, rows: TableRows, line_no: int, line_number: int, recv_ns: int, body: str) -> None:
         if body.strip() == "pong":  # the answer to the recorder's keepalive "ping", not JSON
             return
         message = decode_json(body)
@@ -161,16 +87,8 @@ class OkxCaptureParser:
                 rows.add("book_delta_v2", row, line_number)
         if item.snapshot:
             rows.add(
-                "book", (origin, recv_ns, item.seq_id, *_top_levels(item.bids), *_top_levels(item.asks)), line_number
+                "book", (origin, recv_ns, item.seq_id, *top_levels(item.bids), *top_levels(item.asks)), line_number
             )
-
-
-def _top_levels(levels: list[fmt.Level]) -> list[str | None]:
-    """A side's best BOOK_LEVELS as price, size, price, size, ... (None past the side's end)."""
-    out: list[str | None] = []
-    for i in range(BOOK_LEVELS):
-        out.extend(levels[i] if i < len(levels) else (None, None))
-    return out
 
 
 def _text(entry: dict[str, Any], key: str) -> str:

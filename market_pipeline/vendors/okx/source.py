@@ -17,7 +17,7 @@ from pathlib import Path
 from market_pipeline.core.instruments import SequenceSemantics
 from market_pipeline.vendors.base import BookDay
 from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, name_parts, parse_parts
-from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
+from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_covered_books
 from market_pipeline.vendors.okx import capture_format as fmt
 from market_pipeline.vendors.okx.capture_tables import (
     LAKE_EXCHANGE,
@@ -60,6 +60,4 @@ class OkxCaptureSource(CaptureSource):
         return "monotonic"  # seqIds grow with jumps: a jump proves no loss
 
     def rebuild_books(self, job: BookDay) -> LakeBookResult | None:
-        if job.day not in self.available_days("book_delta_v2", job.instrument):
-            return None  # no capture that day: recorded as missing
-        return rebuild_lake_books(job, self.sequence_semantics(job.instrument))
+        return rebuild_covered_books(self, job)

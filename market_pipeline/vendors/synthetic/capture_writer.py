@@ -24,9 +24,11 @@ independently, and a replay of the two files as one capture stays in sync across
 
 Memory is set by the batch size (`day_files`): the day is read and written batch by batch.
 
-The lines' text is the renderer's (`BinanceLines` here; `okx_capture_writer.OkxLines` renders the
-same day as an OKX capture): the day's walk through its messages, snapshot, tickers and trades
-is one for every exchange.
+The lines' text is the renderer's (`BinanceLines` here; `okx_capture_writer.OkxLines` and
+`kraken_capture_writer.KrakenLines` render the same day as an OKX or a Kraken capture): the day's
+walk through its messages, snapshot, tickers and trades is one for every exchange. A renderer
+leaves a message's text null where the exchange sends nothing for it (Kraken: a change outside
+the subscribed depth) and renders no tickers where it has no top-of-book stream.
 """
 
 from __future__ import annotations
@@ -305,6 +307,7 @@ def write_capture_day(
             written = diffs
             if opening is not None and lines.snapshot_replaces_opening:
                 written = diffs.filter(pl.col("u") != first_u)
+            written = written.filter(pl.col("text").is_not_null())  # a message the exchange does not send
             if dropped:
                 written = written.filter(~pl.col("u").is_in(list(dropped)))
             counts["diffs"] += written.height
@@ -324,8 +327,9 @@ def write_capture_day(
                 )
                 if shown["recv"].null_count():
                     raise ValueError(f"{files.truth}: a true book before the day's first message")
-                counts["tickers"] += shown.height
-                message_lines.append(lines.tickers(shown).with_columns(rank=pl.lit(_TICKER)))
+                quotes = lines.tickers(shown)  # none where the exchange has no top-of-book stream
+                counts["tickers"] += quotes.height
+                message_lines.append(quotes.with_columns(rank=pl.lit(_TICKER)))
             ordered = (
                 pl.concat(message_lines, how="diagonal_relaxed")
                 .sort("u", "rank", maintain_order=True)
