@@ -35,7 +35,8 @@ DELTA_SCHEMA: dict[str, pl.DataType] = {
     "is_snapshot": pl.Boolean(),
 }
 TICKER_SCHEMA: dict[str, pl.DataType] = {**BOOK_TICKER_SCHEMA, "line_no": pl.Int64()}
-# Every table such a capture can serve; an exchange serves those its streams have.
+# The tables of a capture whose exchange numbers its book messages (OKX); another exchange's parser
+# gives its own (`ChunkedCaptureParser.table_schemas`).
 TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "trades": TRADES_SCHEMA,
     "book_delta_v2": DELTA_SCHEMA,
@@ -51,11 +52,13 @@ _PRICED = {
 
 
 class TableRows:
-    """One chunk's rows of `tables`, as Python values (prices and sizes still the exchange's strings)."""
+    """One chunk's rows of the tables of `schemas`, as Python values (prices and sizes still the
+    exchange's strings)."""
 
-    def __init__(self, tables: Sequence[str]) -> None:
-        self.tables: dict[str, list[tuple]] = {name: [] for name in tables}
-        self.lines: dict[str, list[int]] = {name: [] for name in tables}  # each row's line in its file
+    def __init__(self, schemas: dict[str, dict[str, pl.DataType]]) -> None:
+        self.schemas = schemas
+        self.tables: dict[str, list[tuple]] = {name: [] for name in schemas}
+        self.lines: dict[str, list[int]] = {name: [] for name in schemas}  # each row's line in its file
 
     def add(self, table: str, row: tuple, line_number: int) -> None:
         self.tables[table].append(row)
@@ -64,7 +67,7 @@ class TableRows:
     def frames(self, path: Path) -> dict[str, pl.DataFrame]:
         out = {}
         for name, rows in self.tables.items():
-            schema = TABLE_SCHEMAS[name]
+            schema = self.schemas[name]
             text = {c: pl.String() if c in _PRICED[name] else t for c, t in schema.items()}
             frame = pl.DataFrame(rows, schema=text, orient="row")
             for column in _PRICED[name]:
@@ -89,10 +92,10 @@ def top_levels(levels: Sequence[Level]) -> list[str | None]:
 class ChunkedCaptureParser:
     """The capture files of ONE instrument of an exchange, in time order, parsed chunk by chunk.
 
-    `chunks()` yields each chunk's tables (`tables`, `line_no` running across the files); the
-    exchange's subclass reads one line into them (`line`) and tells the instrument (`instrument`)."""
+    `chunks()` yields each chunk's tables (`table_schemas`, `line_no` running across the files);
+    the exchange's subclass reads one line into them (`line`) and tells the instrument (`instrument`)."""
 
-    tables: tuple[str, ...]
+    table_schemas: dict[str, dict[str, pl.DataType]]
 
     def __init__(self, paths: Sequence[Path], chunk_lines: int | None = None) -> None:
         self.paths = [Path(p) for p in paths]
@@ -109,7 +112,7 @@ class ChunkedCaptureParser:
         raise NotImplementedError
 
     def chunks(self) -> Iterator[dict[str, pl.DataFrame]]:
-        rows, path = TableRows(self.tables), self.paths[0]
+        rows, path = TableRows(self.table_schemas), self.paths[0]
         for line_no, (path, line_number, recv_ns, body) in enumerate(located_lines(self.paths)):
             try:
                 self.line(rows, line_no, line_number, recv_ns, body)
@@ -117,5 +120,5 @@ class ChunkedCaptureParser:
                 raise CaptureFormatError(path, line_number, str(exc)) from None
             if (line_no + 1) % self.chunk_lines == 0:
                 yield rows.frames(path)
-                rows = TableRows(self.tables)
+                rows = TableRows(self.table_schemas)
         yield rows.frames(path)

@@ -11,73 +11,21 @@ raw, books and agreement assets.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
-import polars as pl
 import pytest
 
-from market_pipeline_tests.support.agreement_run import run_agreement
-from market_pipeline_tests.support.cadence import TEST_CADENCE
+from market_pipeline_tests.support.agreement_run import counts_by_hour, hours_with, run_capture_reference
 
 pytestmark = pytest.mark.slow  # one Dagster run of one instrument-day against a capture
 
 DAY = dt.date(2024, 3, 1)
 KEY = "OKX:BTC-USDT"
 FAULTS = {"dropped_messages": 3, "dropped_trades": 2}
-NS_PER_HOUR = 3_600_000_000_000
-
-
-def _counts_by_hour(times: list[int]) -> dict[int, int]:
-    midnight = int(dt.datetime.combine(DAY, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
-    counts: dict[int, int] = {}
-    for t in times:
-        hour = (t - midnight) // NS_PER_HOUR
-        counts[hour] = counts.get(hour, 0) + 1
-    return counts
-
-
-def _hours(hourly: pl.DataFrame, column: str) -> dict[int, int]:
-    rows = hourly.filter(pl.col(column) > 0)
-    return dict(zip(rows["hour"].to_list(), rows[column].to_list(), strict=True))
 
 
 @pytest.fixture(scope="module")
 def okx_agreement(tmp_path_factory):
-
-    from market_pipeline.settings import load_settings
-    from market_pipeline.vendors.synthetic.reference import write_reference_capture
-
-    tmp = tmp_path_factory.mktemp("okx_agreement")
-    capture_dir = tmp / "captures"
-    capture_dir.mkdir()
-    (tmp / "dagster_home").mkdir()
-    env = {
-        "PIPELINE_SOURCE": "synthetic",
-        "PIPELINE_INSTRUMENTS": KEY,
-        "PIPELINE_INSTRUMENT_SPECS": json.dumps({KEY: {"tick_size": "0.1", "lot_size": "0.00000001"}}),
-        "PIPELINE_START_DATE": "2024-01-01",
-        "PIPELINE_DATA_DIR": str(tmp / "data"),
-        "PIPELINE_WORKERS": "1",
-        "PIPELINE_SYNTHETIC__SEED": "7",
-        "PIPELINE_SYNTHETIC__SCALE": "0.01",
-        **TEST_CADENCE,
-        "PIPELINE_SYNTHETIC__FAULTS": json.dumps({**FAULTS, "days": [DAY.isoformat()]}),
-        "PIPELINE_CAPTURE_DIR": str(capture_dir),
-        "PIPELINE_SOURCES": json.dumps({KEY: {"primary": "synthetic", "reference": "okx_capture"}}),
-        "DAGSTER_HOME": str(tmp / "dagster_home"),
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        settings = load_settings()
-        (instrument,) = settings.universe
-        written = write_reference_capture(settings.synthetic, instrument, DAY, tmp / "undamaged", capture_dir)
-        result, daily, hourly = run_agreement(settings, DAY, DAY)
-        truth_dir = settings.data_dir / "sources" / "synthetic" / "_ground_truth" / "synthetic"
-        manifest = json.loads(
-            (truth_dir / "exchange=OKX" / "symbol=BTC-USDT" / f"dt={DAY}" / "manifest.json").read_text()
-        )
-        yield result, daily, hourly, manifest["faults"], written
+    return run_capture_reference(tmp_path_factory.mktemp("okx_agreement"), KEY, "0.1", "okx_capture", FAULTS, DAY)
 
 
 def test_the_okx_capture_is_the_reference_matched_by_seq_id(okx_agreement):
@@ -102,11 +50,11 @@ def test_the_damage_is_found_exactly(okx_agreement):
     (day,) = daily.rows(named=True)
     dropped = faults["dropped_messages"]
     assert day["messages_missing"] == len(dropped) == FAULTS["dropped_messages"]
-    assert _hours(hourly, "messages_missing") == _counts_by_hour([r["origin_time"] for r in dropped])
+    assert hours_with(hourly, "messages_missing") == counts_by_hour(DAY, [r["origin_time"] for r in dropped])
     assert day["messages_vendor"] == day["messages_reference"] - len(dropped)
     trades = faults["dropped_trades"]
     assert day["trades_missing"] == len(trades) == FAULTS["dropped_trades"]
-    assert _hours(hourly, "trades_missing") == _counts_by_hour([r["origin_time"] for r in trades])
+    assert hours_with(hourly, "trades_missing") == counts_by_hour(DAY, [r["origin_time"] for r in trades])
     for column in (
         "messages_extra",
         "delayed_messages",
@@ -118,7 +66,7 @@ def test_the_damage_is_found_exactly(okx_agreement):
     ):
         assert day[column] == 0, column
     # The vendor's book disagrees with the capture's quotes only in hours a message was dropped.
-    assert set(_hours(hourly, "tickers_differing")) <= set(_counts_by_hour([r["origin_time"] for r in dropped]))
+    assert set(hours_with(hourly, "tickers_differing")) <= set(counts_by_hour(DAY, [r["origin_time"] for r in dropped]))
     assert day["tickers_matched"] > 0 and day["book_instants"] > 0
 
 

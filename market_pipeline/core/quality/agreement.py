@@ -423,8 +423,10 @@ def day_summary(hourly: pl.DataFrame) -> dict[str, object]:
     summary: dict[str, object] = {c: hourly[c].sum() if hourly[c].null_count() < HOURS else None for c in COUNT_COLUMNS}
     for column in DELAY_COLUMNS:
         summary[column] = hourly[column].max()
-    compared = summary["tickers_matched"] + summary["tickers_differing"]  # type: ignore[operator]
-    summary["ticker_agreement_share"] = summary["tickers_matched"] / compared if compared else None  # type: ignore[operator]
+    # Tickers not compared at all (a reference without exchange times on them, or none): null.
+    matched, differing = summary["tickers_matched"] or 0, summary["tickers_differing"] or 0
+    compared = matched + differing  # type: ignore[operator]
+    summary["ticker_agreement_share"] = matched / compared if compared else None  # type: ignore[operator]
     summary["hours_with_damage"] = int(
         hourly.filter(pl.any_horizontal(pl.col(*DAMAGE_COLUMNS).fill_null(0) > 0)).height
     )

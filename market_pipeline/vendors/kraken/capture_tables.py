@@ -10,9 +10,10 @@ lines at a time (memory is set by the chunk and the book, at most the subscribed
   generic replay, which does not truncate, keeps Kraken's book exactly. `is_snapshot` on the rows
   of a snapshot (the replay clears the book before them: a reconnect's snapshot resyncs it).
   Kraken numbers no message: `sequence_number` is the line's receive time (it grows along the
-  capture, as the replay needs, and proves no gap: "monotonic"), `first_update_id` and
-  `prev_update_id` are null. `origin_time` is the message's exchange time (v2 `timestamp`, v1
-  the latest of its levels' timestamps), the receive time when it has none;
+  capture, as the replay needs, and proves no gap: "monotonic"), and there are no chain columns
+  (`first_update_id`, `prev_update_id`: the raw checks look for no chain). `origin_time` is the
+  message's exchange time (v2 `timestamp`, v1 the latest of its levels' timestamps), the receive
+  time when it has none;
 - `book`: the best `BOOK_LEVELS` a side of every snapshot (at most the subscribed depth);
 - `trades`: every trade of the `trade` channel, `trade_id` v2's `trade_id` (v1 trades have none:
   null), `side` the taker's, `origin_time` the trade's time.
@@ -28,7 +29,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from market_pipeline.core.lake.schemas import BOOK_LEVELS
+import polars as pl
+
+from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.vendors.capture_files import CaptureFormatError
 from market_pipeline.vendors.capture_tables import ChunkedCaptureParser, TableRows, top_levels
 from market_pipeline.vendors.kraken import capture_format as fmt
@@ -36,7 +39,11 @@ from market_pipeline.vendors.kraken.book import KrakenBook, fixed_text
 
 LAKE_EXCHANGE = "KRAKEN"
 LINE_ORDERED = ("book_delta_v2",)
-TABLES = ("trades", "book_delta_v2", "book")
+TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "trades": TRADES_SCHEMA,
+    "book_delta_v2": {**BOOK_DELTA_SCHEMA, "line_no": pl.Int64(), "is_snapshot": pl.Boolean()},
+    "book": BOOK_SCHEMA,
+}
 # Kraken's names of assets whose common (Crypto Lake, cryptofeed) name differs.
 ASSET_NAMES = {"XBT": "BTC", "XDG": "DOGE"}
 # Quote currencies a file name's pair (`xbtusd`) is split by, longest first.
@@ -63,7 +70,7 @@ class KrakenCaptureParser(ChunkedCaptureParser):
     """The Kraken capture files of ONE pair, in time order, parsed chunk by chunk; `book` is the
     book after the last line (the next file's `carry`)."""
 
-    tables = TABLES
+    table_schemas = TABLE_SCHEMAS
 
     def __init__(self, paths: Sequence[Path], chunk_lines: int | None = None, carry: KrakenBook | None = None):
         super().__init__(paths, chunk_lines)
@@ -112,7 +119,7 @@ class KrakenCaptureParser(ChunkedCaptureParser):
         flag = message.snapshot
 
         def add(is_bid: bool, price: str, size: str) -> None:
-            row = (origin, recv_ns, recv_ns, is_bid, price, size, None, None, line_no, flag)
+            row = (origin, recv_ns, recv_ns, is_bid, price, size, line_no, flag)
             rows.add("book_delta_v2", row, line_number)
 
         for is_bid, levels in ((False, message.asks), (True, message.bids)):

@@ -22,12 +22,11 @@ from pathlib import Path
 from market_pipeline.core.instruments import SequenceSemantics
 from market_pipeline.vendors.base import BookDay
 from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, name_parts, parse_parts
-from market_pipeline.vendors.capture_tables import TABLE_SCHEMAS
 from market_pipeline.vendors.kraken.book import KrakenBook
 from market_pipeline.vendors.kraken.capture_tables import (
     LAKE_EXCHANGE,
     LINE_ORDERED,
-    TABLES,
+    TABLE_SCHEMAS,
     KrakenCaptureParser,
     file_pair,
     lake_symbol,
@@ -50,7 +49,7 @@ class KrakenCaptureSource(CaptureSource):
     name = "kraken_capture"
     exchange = "kraken"
     exchange_label = "Kraken"
-    tables = frozenset(TABLES)
+    tables = frozenset(TABLE_SCHEMAS)
     table_schemas = TABLE_SCHEMAS
     line_ordered = LINE_ORDERED
     book_agreement = False  # the snapshots load the book: its sync points, not a check of it

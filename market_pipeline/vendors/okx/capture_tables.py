@@ -48,7 +48,7 @@ class OkxCaptureParser(ChunkedCaptureParser):
     `instrument()` then tells the market and the lake's exchange and symbol."""
 
     inst_id: str | None = None
-    tables = tuple(TABLE_SCHEMAS)
+    table_schemas = TABLE_SCHEMAS
 
     def instrument(self) -> tuple[str, str, str]:
         """(OKX market, the lake's exchange, the lake's symbol) of the lines read."""
