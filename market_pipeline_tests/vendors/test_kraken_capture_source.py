@@ -11,14 +11,13 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from market_pipeline.core.book.fixed_point import Grid
-from market_pipeline.core.book.rebuild import rebuild_day
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.vendors.binance.source import CaptureRejected, CaptureSource
 from market_pipeline.vendors.kraken.capture_tables import KrakenCaptureParser, file_pair, lake_symbol
 from market_pipeline.vendors.kraken.source import KrakenCaptureSource, named_instrument
 from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline_tests.support import kraken_captures as kc
+from market_pipeline_tests.support.message_books import message_books
 
 UPDATES = 240
 DAY = dt.date(2025, 11, 24)
@@ -55,21 +54,9 @@ def _recv(line_number: int) -> int:
 def _replayed(tmp_path, source) -> dict[int, dict]:
     """Core's generic replay of the day, one row per message, by sequence number (receive time)."""
     (deltas,), (snapshots,) = source.fetch("book_delta_v2", PAIR, DAY), source.fetch("book", PAIR, DAY)
-    output = tmp_path / "books.parquet"
-    result = rebuild_day(
-        deltas_path=deltas,
-        book_path=snapshots,
-        output_path=output,
-        checkpoint_in=None,
-        checkpoint_out=tmp_path / "checkpoint.parquet",
-        grid=Grid(PAIR.tick_size, PAIR.lot_size),
-        day=DAY,
-        contiguous=False,
-        depth=kc.DEPTH + 2,  # two levels more than subscribed: empty if truncation kept Kraken's book
-        interval_ms=0,  # one row per message
-    )
+    # Two levels more than subscribed: empty if the truncation kept Kraken's book.
+    rows, result = message_books(deltas, snapshots, tmp_path, PAIR, DAY, kc.DEPTH + 2)
     assert result.counters["crossed_events"] == 0
-    rows = pl.read_parquet(output).filter(pl.col("trigger") == "message")
     assert rows["synced"].all()
     return {row["sequence_number"]: row for row in rows.iter_rows(named=True)}
 

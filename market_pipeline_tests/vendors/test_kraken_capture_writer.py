@@ -12,8 +12,6 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from market_pipeline.core.book.fixed_point import Grid
-from market_pipeline.core.book.rebuild import rebuild_day
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.vendors.kraken.source import KrakenCaptureSource
 from market_pipeline.vendors.registry import verify_capture
@@ -23,6 +21,7 @@ from market_pipeline.vendors.synthetic.day_files import day_files, message_batch
 from market_pipeline.vendors.synthetic.kraken_capture_writer import DEPTH, KrakenLines, kraken_pair
 from market_pipeline.vendors.synthetic.reference import write_reference_capture
 from market_pipeline_tests.support.cadence import TEST_SNAPSHOT_INTERVAL_MS
+from market_pipeline_tests.support.message_books import message_books
 
 pytestmark = pytest.mark.slow  # a synthetic day generated and rendered: not in `make test-quick`
 
@@ -103,20 +102,7 @@ def test_the_source_replays_the_true_book_at_every_vendor_snapshot(written, tmp_
     (deltas,), (book,) = source.fetch("book_delta_v2", PAIR, DAY), source.fetch("book", PAIR, DAY)
     (trades,) = source.fetch("trades", PAIR, DAY)
     assert pl.read_parquet(trades).height == day.trades
-    output = tmp_path / "books.parquet"
-    rebuild_day(
-        deltas_path=deltas,
-        book_path=book,
-        output_path=output,
-        checkpoint_in=None,
-        checkpoint_out=tmp_path / "checkpoint.parquet",
-        grid=Grid(PAIR.tick_size, PAIR.lot_size),
-        day=DAY,
-        contiguous=False,
-        depth=DEPTH,
-        interval_ms=0,
-    )
-    books = pl.read_parquet(output).filter(pl.col("trigger") == "message")
+    books, _ = message_books(deltas, book, tmp_path, PAIR, DAY, DEPTH)
     assert books.height == day.diffs + 1 and books["synced"].all()
     rebuilt = books.select("received_time", *(pl.col(c).cast(pl.Float64) for c in LEVELS)).sort("received_time")
     # Each true book at the receive time of its message: the capture's book after its last line by then.

@@ -1,8 +1,7 @@
 """Binance: raw WebSocket captures (diffs, bookTicker, trades, REST depth snapshots), replayed
 under Binance's sync rules; the live recorder that writes them lives in `live/`."""
 
-from market_pipeline.vendors.base import Vendor, directory_problem
-from market_pipeline.vendors.binance.config import BinanceCaptureConfig, capture_problems
+from market_pipeline.vendors.binance.config import capture_vendor
 
 
 def verify_capture(paths):
@@ -15,22 +14,13 @@ def verify_capture(paths):
 def _build(settings):
     from market_pipeline.vendors.binance.source import CaptureSource
 
-    return CaptureSource(
-        settings.capture_dir,
-        settings.data_dir / "sources" / "capture",
-        settings.lake_dir,
-        fidelity_interval_ms=settings.checks.fidelity_sample_interval_ms,
-    )
+    return CaptureSource.from_settings(settings)
 
 
-VENDOR = Vendor(
-    name="capture",
-    description="raw Binance WebSocket captures (PIPELINE_CAPTURE_DIR)",
-    build=_build,
-    config=BinanceCaptureConfig,
-    problems=capture_problems,
-    environment=lambda settings: directory_problem("PIPELINE_CAPTURE_DIR", settings.capture_dir),
-    describe=lambda settings: str(settings.capture_dir.resolve()) if settings.capture_dir else "?",
+VENDOR = capture_vendor(
+    "capture",
+    "raw Binance WebSocket captures (PIPELINE_CAPTURE_DIR)",
+    _build,
     # Futures bookTickers carry the event time E in ms; spot ones (lake exchange BINANCE) no time at all.
     ticker_time_ns=lambda instrument: None if instrument.exchange == "BINANCE" else 1_000_000,
 )

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from market_pipeline.vendors.base import Vendor, directory_problem
 
 
 class LiveCaptureSettings(BaseModel):
@@ -33,7 +36,21 @@ class BinanceCaptureConfig(BaseModel):
     capture: LiveCaptureSettings = Field(default_factory=LiveCaptureSettings)
 
 
-def capture_problems(settings) -> list[str]:
-    if settings.capture_dir is None:
-        return ["PIPELINE_SOURCE=capture needs PIPELINE_CAPTURE_DIR"]
-    return []
+def capture_vendor(name: str, description: str, build: Callable[[Any], Any], **fields) -> Vendor:
+    """The registry entry of a source over the captures of PIPELINE_CAPTURE_DIR (Binance's `capture`,
+    `okx_capture`, `kraken_capture`): the recorder's capture settings, the directory required and
+    checked, described by its path; `fields` the vendor's own (`update_ids`, `ticker_time_ns`, ...)."""
+
+    def problems(settings) -> list[str]:
+        return [] if settings.capture_dir is not None else [f"PIPELINE_SOURCE={name} needs PIPELINE_CAPTURE_DIR"]
+
+    return Vendor(
+        name=name,
+        description=description,
+        build=build,
+        config=BinanceCaptureConfig,  # the recorder's settings: PIPELINE_CAPTURE_DIR is shared by every exchange's
+        problems=problems,
+        environment=lambda settings: directory_problem("PIPELINE_CAPTURE_DIR", settings.capture_dir),
+        describe=lambda settings: str(settings.capture_dir.resolve()) if settings.capture_dir else "?",
+        **fields,
+    )

@@ -265,6 +265,16 @@ class CaptureSource:
         self.lake_dir = lake_dir  # for the quarantine
         self._manifest: dict | None = None
 
+    @classmethod
+    def from_settings(cls, settings) -> CaptureSource:
+        """The source over PIPELINE_CAPTURE_DIR, its cache under `$PIPELINE_DATA_DIR/sources/<name>`."""
+        return cls(
+            settings.capture_dir,
+            settings.data_dir / "sources" / cls.name,
+            settings.lake_dir,
+            fidelity_interval_ms=settings.checks.fidelity_sample_interval_ms,
+        )
+
     @property
     def tables_dir(self) -> Path:
         return self.root / "tables"

@@ -5,8 +5,7 @@ to its streams (`live`, `market-pipeline capture --exchange kraken`). `PIPELINE_
 or the reference a bought Kraken day is checked against (`source_agreement`, by exchange time:
 Kraken numbers no message)."""
 
-from market_pipeline.vendors.base import Vendor, directory_problem
-from market_pipeline.vendors.binance.config import BinanceCaptureConfig
+from market_pipeline.vendors.binance.config import capture_vendor
 
 
 def verify_capture(paths):
@@ -26,25 +25,12 @@ def live_feed(market, symbol, depth=None, url=None):
 def _build(settings):
     from market_pipeline.vendors.kraken.source import KrakenCaptureSource
 
-    return KrakenCaptureSource(
-        settings.capture_dir,
-        settings.data_dir / "sources" / "kraken_capture",
-        settings.lake_dir,
-        fidelity_interval_ms=settings.checks.fidelity_sample_interval_ms,
-    )
+    return KrakenCaptureSource.from_settings(settings)
 
 
-def _problems(settings) -> list[str]:
-    return [] if settings.capture_dir is not None else ["PIPELINE_SOURCE=kraken_capture needs PIPELINE_CAPTURE_DIR"]
-
-
-VENDOR = Vendor(
-    name="kraken_capture",
-    description="Kraken spot WebSocket captures (kraken_* files in PIPELINE_CAPTURE_DIR)",
-    build=_build,
-    config=BinanceCaptureConfig,  # the capture settings (PIPELINE_CAPTURE_DIR) are the recorder's, shared
-    problems=_problems,
-    environment=lambda settings: directory_problem("PIPELINE_CAPTURE_DIR", settings.capture_dir),
-    describe=lambda settings: str(settings.capture_dir.resolve()) if settings.capture_dir else "?",
+VENDOR = capture_vendor(
+    "kraken_capture",
+    "Kraken spot WebSocket captures (kraken_* files in PIPELINE_CAPTURE_DIR)",
+    _build,
     message_ids=False,  # Kraken numbers no book message: matched by exchange time
 )

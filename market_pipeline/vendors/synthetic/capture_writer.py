@@ -124,11 +124,17 @@ class BinanceLines:
             return [pl.lit('"E":'), origin_ms, pl.lit(',"T":'), origin_ms, pl.lit(",")]
         return [pl.lit('"E":'), origin_ms, pl.lit(",")]
 
+    def grid_texts(self, frame: pl.DataFrame, price: str, size: str) -> tuple[pl.Expr, pl.Expr]:
+        """The exact texts of a price column (on the tick) and a size column (on the lot); ValueError
+        naming the file, column and value when one is off its grid."""
+        price_text, price_off = decimal_text(price, self.tick, self.where)
+        size_text, size_off = decimal_text(size, self.lot, self.where)
+        check_on_grid(frame, {price: price_off, size: size_off}, self.where)
+        return price_text, size_text
+
     def levels(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Delta (or snapshot) rows with their `["price","qty"]` text as `level`."""
-        price, price_off = decimal_text("price", self.tick, self.where)
-        size, size_off = decimal_text("size", self.lot, self.where)
-        check_on_grid(rows, {"price": price_off, "size": size_off}, self.where)
+        price, size = self.grid_texts(rows, "price", "size")
         level = [pl.lit('["'), price, pl.lit('","'), size, pl.lit(f'"{self.level_tail}]')]
         return rows.with_columns(level=pl.concat_str(level))
 
@@ -202,14 +208,20 @@ class BinanceLines:
         )
         return truth.select("u", "recv", text=text)
 
+    def trade_texts(self, trades: pl.DataFrame, numeric_ids_of: str | None = None) -> tuple[pl.Expr, pl.Expr]:
+        """The exact texts of the trades' price and quantity, checked on the grid; and, where the
+        exchange's trade ids are numbers (`numeric_ids_of` names it), the ids checked to be."""
+        price, quantity = self.grid_texts(trades, "price", "quantity")
+        not_numeric = trades.filter(~pl.col("trade_id").str.contains(r"^[0-9]+$"))
+        if numeric_ids_of is not None and not_numeric.height:
+            raise ValueError(
+                f"{self.where}: trade id {not_numeric['trade_id'][0]!r} is not a {numeric_ids_of} trade id"
+            )
+        return price, quantity
+
     def trades(self, trades: pl.DataFrame) -> pl.DataFrame:
         """One @trade line per trade: recv, text."""
-        price, price_off = decimal_text("price", self.tick, self.where)
-        quantity, quantity_off = decimal_text("quantity", self.lot, self.where)
-        check_on_grid(trades, {"price": price_off, "quantity": quantity_off}, self.where)
-        not_numeric = trades.filter(~pl.col("trade_id").str.contains(r"^[0-9]+$"))
-        if not_numeric.height:
-            raise ValueError(f"{self.where}: trade id {not_numeric['trade_id'][0]!r} is not a Binance trade id")
+        price, quantity = self.trade_texts(trades, "Binance")
         origin_ms = (pl.col("origin_time") // NS_PER_MS).cast(pl.String)
         maker = pl.when(pl.col("side") == "sell").then(pl.lit("true")).otherwise(pl.lit("false"))
         text = pl.concat_str(

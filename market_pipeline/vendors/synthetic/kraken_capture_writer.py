@@ -35,7 +35,6 @@ from market_pipeline.core.instruments import Instrument
 from market_pipeline.vendors.exchange_books import BookSide
 from market_pipeline.vendors.kraken.live import DEFAULT_DEPTH
 from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines
-from market_pipeline.vendors.synthetic.day_files import check_on_grid, decimal_text
 
 DEPTH = DEFAULT_DEPTH  # the recorder's default subscription
 CHECKSUM_LEVELS = 10
@@ -78,9 +77,7 @@ class KrakenLines(BinanceLines):
 
     def _texts(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Delta (or snapshot) rows with the exact texts of their price and size."""
-        price, price_off = decimal_text("price", self.tick, self.where)
-        size, size_off = decimal_text("size", self.lot, self.where)
-        check_on_grid(rows, {"price": price_off, "size": size_off}, self.where)
+        price, size = self.grid_texts(rows, "price", "size")
         return rows.with_columns(price_text=price, size_text=size)
 
     def _levels(self, levels: list[tuple[str, str]]) -> str:
@@ -148,12 +145,7 @@ class KrakenLines(BinanceLines):
 
     def trades(self, trades: pl.DataFrame) -> pl.DataFrame:
         """One `trade` line per trade: recv, text."""
-        price, price_off = decimal_text("price", self.tick, self.where)
-        quantity, quantity_off = decimal_text("quantity", self.lot, self.where)
-        check_on_grid(trades, {"price": price_off, "quantity": quantity_off}, self.where)
-        not_numeric = trades.filter(~pl.col("trade_id").str.contains(r"^[0-9]+$"))
-        if not_numeric.height:
-            raise ValueError(f"{self.where}: trade id {not_numeric['trade_id'][0]!r} is not a Kraken trade id")
+        price, quantity = self.trade_texts(trades, "Kraken")
         stamp = pl.from_epoch("origin_time", time_unit="ns").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
         text = pl.concat_str(
             [
