@@ -116,6 +116,14 @@ def test_the_generic_replay_keeps_krakens_book_after_every_update(tmp_path, book
     sent = sum(len(u.asks) + len(u.bids) for i, u in enumerate(book.updates) if i in rendered.update_lines)
     snapshots = deltas.filter(pl.col("is_snapshot"))
     assert snapshots["sequence_number"].n_unique() == 2
+    # The exchange's time of each message: v2's timestamp, v1's latest level timestamp; a v2
+    # snapshot carries none (its receive time), v1's levels do.
+    stamps = dict(deltas.select("sequence_number", "origin_time").unique().rows())
+    for i, line_number in rendered.update_lines.items():
+        assert stamps[_recv(line_number)] == (1_763_942_400 + i) * 10**9
+    received = sorted(snapshots["sequence_number"].unique())
+    opened = [kc.START_NS, kc.START_NS + 60 * 10**9]  # support/kraken_captures' v1 snapshot level stamps
+    assert [stamps[seq] for seq in received] == (received if version == 2 else opened)
     # The rows beyond the levels sent: Kraken's truncation, written out as removals.
     pushed_out = deltas.filter(~pl.col("is_snapshot")).height - sent
     assert pushed_out > 0
@@ -143,6 +151,16 @@ def test_a_file_continuing_a_session_is_truncated_from_the_book_it_carries(tmp_p
     assert later
     for i, line_number in later.items():
         _assert_view(by_seq[_recv(line_number)], 2, book.updates[i].view)
+
+
+def test_a_trade_time_that_is_not_rfc_3339_rejects_the_file_naming_its_line(tmp_path, book):
+    lines = kc.render(2, book).lines
+    bad = next(n for n, line in enumerate(lines, 1) if '"channel":"trade"' in line)
+    lines[bad - 1] = lines[bad - 1].replace('"timestamp":"2025-11-24T00:00:00.100000Z"', '"timestamp":"noon"')
+    _write(tmp_path, lines, NAMES[2])
+    with pytest.raises(CaptureRejected) as caught:
+        _source(tmp_path).fetch("trades", PAIR, DAY)
+    assert f"{NAMES[2]}:{bad}: timestamp 'noon' is not an RFC 3339 time" in str(caught.value)
 
 
 def test_chunks_of_a_few_lines_give_the_same_tables(tmp_path, book):
