@@ -163,6 +163,14 @@ def test_a_trade_time_that_is_not_rfc_3339_rejects_the_file_naming_its_line(tmp_
     assert f"{NAMES[2]}:{bad}: timestamp 'noon' is not an RFC 3339 time" in str(caught.value)
 
 
+def test_a_v2_trade_snapshot_has_no_rows(tmp_path, book):
+    lines = kc.render(2, book).lines
+    first = next(n for n, line in enumerate(lines) if '"channel":"trade"' in line)
+    lines[first] = lines[first].replace('"type":"update"', '"type":"snapshot"')  # as on subscribing
+    _write(tmp_path, lines, NAMES[2])
+    assert _table(_source(tmp_path), "trades").height == kc.render(2, book).trades - 1
+
+
 def test_chunks_of_a_few_lines_give_the_same_tables(tmp_path, book):
     path = _write(tmp_path, kc.render(1, book).lines, NAMES[1])
     whole = list(KrakenCaptureParser([path]).chunks())

@@ -71,6 +71,7 @@ class Trades:
     symbol: str
     entries: list
     v1: bool
+    snapshot: bool = False  # v2's trades of before the subscription (when asked for: `snapshot: true`)
 
     @property
     def count(self) -> int:
@@ -206,7 +207,8 @@ def _classify_v2(message: dict) -> BookMessage | Subscribed | Trades | None:
     channel = message.get("channel")
     if channel == "trade":
         data = message.get("data") or []
-        return Trades(str(data[0].get("symbol")), data, v1=False) if data else None
+        snapshot = message.get("type") == "snapshot"
+        return Trades(str(data[0].get("symbol")), data, v1=False, snapshot=snapshot) if data else None
     if channel != "book":
         return None  # heartbeat, status, instrument, ticker...
     kind, data = message.get("type"), message.get("data")

@@ -16,7 +16,8 @@ lines at a time (memory is set by the chunk and the book, at most the subscribed
   time when it has none;
 - `book`: the best `BOOK_LEVELS` a side of every snapshot (at most the subscribed depth);
 - `trades`: every trade of the `trade` channel, `trade_id` v2's `trade_id` (v1 trades have none:
-  null), `side` the taker's, `origin_time` the trade's time.
+  null), `side` the taker's, `origin_time` the trade's time; a v2 trade snapshot (the trades of
+  before the subscription, sent when asked for, again on every resubscription) has none.
 There is no `book_ticker`: the recorder subscribes to no top-of-book stream on Kraken.
 
 The book the truncation needs is kept across the files of a session: a file that continues one
@@ -97,6 +98,8 @@ class KrakenCaptureParser(ChunkedCaptureParser):
             self.subscribed = item.depth
         elif isinstance(item, fmt.Trades):
             self._pair(item.symbol)
+            if item.snapshot:
+                return  # trades of before the subscription, repeated by every resubscription
             for trade in fmt.trades(item):
                 row = (trade.time_ns, recv_ns, trade.side, trade.price, trade.qty, trade.trade_id)
                 rows.add("trades", row, line_number)
