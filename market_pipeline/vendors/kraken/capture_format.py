@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from market_pipeline.vendors.capture_files import decode_json as decode  # noqa: F401 - Kraken lines' reader
+from market_pipeline.vendors.exchange_books import exact
 
 # Kraken's book subscription depths; a v2 capture without its subscribe answer gets the depth of
 # its snapshot rounded up to one of these (a snapshot holds `depth` levels a side when the book
@@ -151,13 +151,7 @@ def _stamp_ns(stamp: Any) -> int:
 
 def _epoch_ns(seconds: Any) -> int:
     """v1's "1534614057.321597" (seconds since the epoch, µs) in ns, exactly."""
-    try:
-        value = Decimal(str(seconds))
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite():
-        raise ValueError(f"timestamp {seconds!r} is not seconds since the epoch")
-    return int(value.scaleb(9))
+    return int(exact(str(seconds), "timestamp").scaleb(9))
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -175,11 +169,10 @@ def _iso_ns(stamp: Any) -> int:
 
 
 def _v1_trade(trade: Any) -> Trade:
-    # [price, volume, time, side "b"|"s", orderType, misc(, trade_id)]
+    # [price, volume, time, side "b"|"s", orderType, misc]: no trade id
     if not isinstance(trade, list) or len(trade) < 4 or trade[3] not in ("b", "s"):
         raise ValueError(f"v1 trade {trade!r} is not [price, volume, time, b|s, ...]")
-    trade_id = str(trade[6]) if len(trade) > 6 else None
-    return Trade(_epoch_ns(trade[2]), "buy" if trade[3] == "b" else "sell", str(trade[0]), str(trade[1]), trade_id)
+    return Trade(_epoch_ns(trade[2]), "buy" if trade[3] == "b" else "sell", str(trade[0]), str(trade[1]), None)
 
 
 def _v2_trade(trade: Any) -> Trade:

@@ -33,11 +33,11 @@ import polars as pl
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.vendors.exchange_books import BookSide
-from market_pipeline.vendors.kraken.live import DEFAULT_DEPTH
+from market_pipeline.vendors.kraken.book import CHECKSUM_LEVELS
+from market_pipeline.vendors.kraken.capture_format import BOOK_DEPTHS
 from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines
 
-DEPTH = DEFAULT_DEPTH  # the recorder's default subscription
-CHECKSUM_LEVELS = 10
+DEPTH = BOOK_DEPTHS[0]  # Kraken's smallest subscription, the recorder's default (10)
 _TEXTS = ("price_text", "size_text")
 
 
