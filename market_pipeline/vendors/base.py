@@ -185,6 +185,9 @@ class Vendor:
     # Whether `book_delta_v2.sequence_number` is the exchange's update id (Crypto Lake's Binance
     # data): then `source_agreement` can match its messages to a capture's by id.
     update_ids: bool = False
+    # Whether its book messages carry the exchange's ids at all (False: Kraken numbers none): as the
+    # reference of `source_agreement`, one without them is matched by exchange time.
+    message_ids: bool = True
     # The resolution (ns) of the exchange time on the source's `book_ticker` rows of an instrument,
     # None when they carry none (their origin_time is the receive time): what `source_agreement`
     # can match a vendor without update ids by (exchange time).

@@ -1,8 +1,10 @@
-"""What the capture sources of exchanges whose book stream starts with a snapshot (OKX, Bybit)
-share: their lake tables, the rows of one chunk, and the loop that reads their files chunk by chunk.
+"""What the capture sources of exchanges whose book stream starts with a snapshot (OKX, Bybit,
+Kraken) share: their lake tables, the rows of one chunk, and the loop that reads their files chunk
+by chunk.
 
-Each exchange's parser (`okx/capture_tables.py`, `bybit/capture_tables.py`) turns one decoded
-line into rows of the four tables:
+Each exchange's parser (`okx/capture_tables.py`, `bybit/capture_tables.py`,
+`kraken/capture_tables.py`) turns one decoded line into rows of the four tables (Kraken's parser
+serves its own subset, `ChunkedCaptureParser.table_schemas`):
 
 - `book_delta_v2`: a row per level of every book message, `is_snapshot` on a snapshot's rows (the
   generic replay clears the book before them), `line_no` the line in the files;
@@ -71,11 +73,13 @@ class LineStamp:
 
 
 class TableRows:
-    """One chunk's rows, as Python values (prices and sizes still the exchange's strings)."""
+    """One chunk's rows of the tables of `schemas`, as Python values (prices and sizes still the
+    exchange's strings)."""
 
-    def __init__(self) -> None:
-        self.tables: dict[str, list[tuple]] = {name: [] for name in TABLE_SCHEMAS}
-        self.lines: dict[str, list[int]] = {name: [] for name in TABLE_SCHEMAS}  # each row's line in its file
+    def __init__(self, schemas: dict[str, dict[str, pl.DataType]] = TABLE_SCHEMAS) -> None:
+        self.schemas = schemas
+        self.tables: dict[str, list[tuple]] = {name: [] for name in schemas}
+        self.lines: dict[str, list[int]] = {name: [] for name in schemas}  # each row's line in its file
 
     def add(self, table: str, row: tuple, line_number: int) -> None:
         self.tables[table].append(row)
@@ -110,7 +114,7 @@ class TableRows:
 
     def frames(self, path: Path) -> dict[str, pl.DataFrame]:
         out = {}
-        for name, schema in TABLE_SCHEMAS.items():
+        for name, schema in self.schemas.items():
             text = {c: pl.String() if c in _PRICED[name] else t for c, t in schema.items()}
             frame = pl.DataFrame(self.tables[name], schema=text, orient="row")
             for column in _PRICED[name]:
@@ -124,7 +128,7 @@ class TableRows:
         return out
 
 
-def top_levels(levels: list[Level]) -> list[str | None]:
+def top_levels(levels: Sequence[Level]) -> list[str | None]:
     """A side's best BOOK_LEVELS as price, size, price, size, ... (None past the side's end)."""
     out: list[str | None] = []
     for i in range(BOOK_LEVELS):
@@ -142,9 +146,12 @@ def text_field(entry: dict[str, Any], key: str) -> str:
 
 class ChunkedCaptureParser:
     """The capture files of ONE instrument, in time order, parsed chunk by chunk: `chunks()`
-    yields each chunk's tables (`TABLE_SCHEMAS`, `line_no` running across the files). A subclass
+    yields each chunk's tables (`table_schemas`, `line_no` running across the files). A subclass
     reads one line (`line`) and names the instrument of the lines read (`instrument`); the
     exchange's name of that instrument is `instrument_id`, the first one `one_instrument` saw."""
+
+    table_schemas: dict[str, dict[str, pl.DataType]] = TABLE_SCHEMAS  # the tables the parser serves
+    line_ordered: tuple[str, ...] = LINE_ORDERED  # those whose rows keep the files' line order
 
     def __init__(self, paths: Sequence[Path], chunk_lines: int | None = None) -> None:
         self.paths = [Path(p) for p in paths]
@@ -154,7 +161,7 @@ class ChunkedCaptureParser:
         self.instrument_id: str | None = None
 
     def chunks(self) -> Iterator[dict[str, pl.DataFrame]]:
-        rows, path = TableRows(), self.paths[0]
+        rows, path = TableRows(self.table_schemas), self.paths[0]
         for line_no, (path, line_number, recv_ns, body) in enumerate(located_lines(self.paths)):
             try:
                 self.line(rows, LineStamp(line_no, line_number, recv_ns), body)
@@ -162,13 +169,13 @@ class ChunkedCaptureParser:
                 raise CaptureFormatError(path, line_number, str(exc)) from None
             if (line_no + 1) % self.chunk_lines == 0:
                 yield rows.frames(path)
-                rows = TableRows()
+                rows = TableRows(self.table_schemas)
         yield rows.frames(path)
 
     def follow(self, previous: ChunkedCaptureParser) -> None:
         """Go on from the parser of the instrument's file before this one (the recorder writes a
         file an hour, without a snapshot at its start): what a line's rows take from the lines
-        before it beyond the line itself. Nothing here; Bybit's `u` chain."""
+        before it beyond the line itself. Nothing here; Bybit's `u` chain, Kraken's book."""
 
     def one_instrument(self, instrument_id: str) -> None:
         """ValueError when a message names another instrument than the file's first one."""

@@ -1,6 +1,6 @@
-"""The registry entry of an exchange's capture source (`okx_capture`, `bybit_capture`): the
-captures under PIPELINE_CAPTURE_DIR (the recorder's setting, shared), a cache under
-`$PIPELINE_DATA_DIR/sources/<name>`, the source class imported only when it is used."""
+"""The registry entry of an exchange's capture source (`okx_capture`, `bybit_capture`,
+`kraken_capture`): the captures under PIPELINE_CAPTURE_DIR (the recorder's setting, shared), a
+cache under `$PIPELINE_DATA_DIR/sources/<name>`, the source class imported only when it is used."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ def capture_vendor(
     *,
     update_ids: bool,
     ticker_time_ns: int | None,
+    message_ids: bool = True,
 ) -> Vendor:
     """`PIPELINE_SOURCE=<name>` over `source_class()` (a `CaptureSource` subclass, imported when
-    built); `update_ids` and `ticker_time_ns` as `Vendor`'s (the same for every instrument)."""
+    built); `update_ids`, `ticker_time_ns` and `message_ids` as `Vendor`'s (the same for every
+    instrument)."""
 
     def build(settings) -> VendorSource:
         return source_class()(  # type: ignore[call-arg]
@@ -40,5 +42,6 @@ def capture_vendor(
         environment=lambda settings: directory_problem("PIPELINE_CAPTURE_DIR", settings.capture_dir),
         describe=lambda settings: str(settings.capture_dir.resolve()) if settings.capture_dir else "?",
         update_ids=update_ids,
+        message_ids=message_ids,
         ticker_time_ns=lambda instrument: ticker_time_ns,
     )

@@ -72,15 +72,18 @@ class BookSide:
         self.levels.clear()
         self._prices.clear()
 
-    def truncate(self, depth: int) -> None:
-        """Keep the best `depth` levels: those beyond the subscribed depth get no removal message."""
+    def truncate(self, depth: int) -> list:
+        """Keep the best `depth` levels: those beyond the subscribed depth get no removal message.
+        Returns the prices dropped."""
         extra = len(self._prices) - depth
         if extra <= 0:
-            return
+            return []
         worst = slice(None, extra) if self.is_bids else slice(depth, None)
-        for price in self._prices[worst]:
+        dropped = self._prices[worst]
+        for price in dropped:
             del self.levels[price]
         del self._prices[worst]
+        return dropped
 
     def best_prices(self, n: int) -> list:
         """The best `n` prices, best first (bids high to low, asks low to high)."""

@@ -1,4 +1,4 @@
-"""The capture source of an exchange whose book stream starts with a snapshot (OKX, Bybit): the
+"""The capture source of an exchange whose book stream starts with a snapshot (OKX, Bybit, Kraken): the
 Binance capture source's cache, manifest, quarantine and days covered (`binance/source.py`), with
 the exchange's parser (a `capture_tables.ChunkedCaptureParser`) and the shared tables
 (`capture_tables.TABLE_SCHEMAS`). Books are rebuilt by core's generic delta replay
@@ -19,7 +19,7 @@ from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_boo
 class ExchangeCaptureSource(CaptureSource):
     """VendorSource over one exchange's captures of a directory; a subclass names the exchange
     (`name`, `exchange`, `exchange_label`), its parser (`parser`) and how a file's name reads
-    (`named_instrument`)."""
+    (`named_instrument`), and the tables when its parser serves others than the shared ones."""
 
     tables = frozenset(TABLE_SCHEMAS)
     table_schemas = TABLE_SCHEMAS
@@ -42,7 +42,7 @@ class ExchangeCaptureSource(CaptureSource):
         parser, key = self.parser([path]), self.named_instrument(path)
         if key is not None and key in self._last_parsers:
             parser.follow(self._last_parsers[key])
-        parsed = parse_parts(parser, path, scratch, LINE_ORDERED)
+        parsed = parse_parts(parser, path, scratch, self.line_ordered)
         if key is not None:
             self._last_parsers[key] = parser
         return parsed

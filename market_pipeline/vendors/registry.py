@@ -24,6 +24,7 @@ VENDORS: dict[str, Vendor] = {
         binance.VENDOR,
         okx.VENDOR,
         bybit.VENDOR,
+        kraken.VENDOR,
         tardis.VENDOR,
     )
 }

@@ -254,8 +254,8 @@ def test_instruments_keep_their_names():
         "binance-delivery",
         "BTCUSD_PERP",
     )
-    with pytest.raises(ValueError, match="no Tardis exchange id for KRAKEN"):
-        tardis_names("KRAKEN", "BTC-USD", DEFAULT_EXCHANGES, {})
+    with pytest.raises(ValueError, match="no Tardis exchange id for COINBASE"):
+        tardis_names("COINBASE", "BTC-USD", DEFAULT_EXCHANGES, {})
 
 
 @pytest.mark.parametrize(
@@ -268,9 +268,11 @@ def test_instruments_keep_their_names():
         ("BYBIT:BTC-USDT", ("bybit-spot", "BTCUSDT")),
         ("BYBIT:BTC-USDT-PERP", ("bybit", "BTCUSDT")),
         ("BYBIT:BTC-USD-PERP", ("bybit", "BTCUSD")),  # Bybit's inverse perpetual
+        ("KRAKEN:BTC-USD", ("kraken", "BTC-USD")),  # Kraken's v2 BTC/USD as the tardis-dev client names files
+        ("KRAKEN:ETH-BTC", ("kraken", "ETH-BTC")),
     ],
 )
-def test_okx_and_bybit_instruments_get_tardis_market_ids(instrument, names):
+def test_okx_bybit_and_kraken_instruments_get_tardis_market_ids(instrument, names):
     exchange, _, symbol = instrument.partition(":")
     assert tardis_names(exchange, symbol, DEFAULT_EXCHANGES, {}) == names
 
@@ -283,21 +285,21 @@ def test_settings_need_the_directory_and_an_exchange_id(monkeypatch, tmp_path):
     with pytest.raises(SettingsError, match="PIPELINE_SOURCE=tardis needs PIPELINE_TARDIS_DIR"):
         load_settings()
     monkeypatch.setenv("PIPELINE_TARDIS_DIR", str(tmp_path / "absent"))
-    monkeypatch.setenv("PIPELINE_INSTRUMENTS", "BINANCE:BTC-USDT,KRAKEN:BTC-USD")
-    with pytest.raises(SettingsError, match="PIPELINE_TARDIS_EXCHANGES: no Tardis exchange id for KRAKEN"):
+    monkeypatch.setenv("PIPELINE_INSTRUMENTS", "BINANCE:BTC-USDT,COINBASE:BTC-USD")
+    with pytest.raises(SettingsError, match="PIPELINE_TARDIS_EXCHANGES: no Tardis exchange id for COINBASE"):
         load_settings()
     # Environment maps merge over config.yaml's.
-    monkeypatch.setenv("PIPELINE_TARDIS_EXCHANGES", '{"KRAKEN": "kraken"}')
-    monkeypatch.setenv("PIPELINE_TARDIS_SYMBOLS", '{"KRAKEN:BTC-USD": "XBT-USD"}')
+    monkeypatch.setenv("PIPELINE_TARDIS_EXCHANGES", '{"COINBASE": "coinbase"}')
+    monkeypatch.setenv("PIPELINE_TARDIS_SYMBOLS", '{"COINBASE:BTC-USD": "BTC-USD"}')
     settings = load_settings()
-    assert settings.tardis_exchanges == {**DEFAULT_EXCHANGES, "KRAKEN": "kraken"}
+    assert settings.tardis_exchanges == {**DEFAULT_EXCHANGES, "COINBASE": "coinbase"}
     vendor = get_vendor("tardis")
     absent = (tmp_path / "absent").resolve()
     assert vendor.environment(settings) == [f"PIPELINE_TARDIS_DIR: {absent} is not an existing directory"]
-    assert "kraken" in vendor.describe(settings)
+    assert "coinbase" in vendor.describe(settings)
     source = vendor.build(settings)
-    kraken = next(i for i in settings.universe if i.exchange == "KRAKEN")
-    assert source.names(kraken) == ("kraken", "XBT-USD")
+    coinbase = next(i for i in settings.universe if i.exchange == "COINBASE")
+    assert source.names(coinbase) == ("coinbase", "BTC-USD")
 
 
 # ---------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ class AgreementInputs:
     vendor_books: Path | None  # lake/books of the day; None: no book comparison
     reference_deltas: Path
     reference_trades: Path
-    reference_tickers: Path
+    reference_tickers: Path | None  # None: the reference has no top-of-book stream (Kraken's captures)
     reference_books: Path | None
 
 
@@ -208,7 +208,9 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
         "tickers",
         day,
         "origin_time",
-        (f.rename(TICKER_TOP) for f in iter_frames(inputs.reference_tickers, ticker_columns, batch_rows)),
+        ()
+        if inputs.reference_tickers is None
+        else (f.rename(TICKER_TOP) for f in iter_frames(inputs.reference_tickers, ticker_columns, batch_rows)),
     )
     snapshots = _spill(
         scratch,
@@ -421,8 +423,10 @@ def day_summary(hourly: pl.DataFrame) -> dict[str, object]:
     summary: dict[str, object] = {c: hourly[c].sum() if hourly[c].null_count() < HOURS else None for c in COUNT_COLUMNS}
     for column in DELAY_COLUMNS:
         summary[column] = hourly[column].max()
-    compared = summary["tickers_matched"] + summary["tickers_differing"]  # type: ignore[operator]
-    summary["ticker_agreement_share"] = summary["tickers_matched"] / compared if compared else None  # type: ignore[operator]
+    # Tickers not compared at all (a reference without exchange times on them, or none): null.
+    matched, differing = summary["tickers_matched"] or 0, summary["tickers_differing"] or 0
+    compared = matched + differing  # type: ignore[operator]
+    summary["ticker_agreement_share"] = matched / compared if compared else None  # type: ignore[operator]
     summary["hours_with_damage"] = int(
         hourly.filter(pl.any_horizontal(pl.col(*DAMAGE_COLUMNS).fill_null(0) > 0)).height
     )

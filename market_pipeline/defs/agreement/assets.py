@@ -50,9 +50,11 @@ UPSTREAM = ["raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructe
 DAY_FILE, HOURS_FILE = "day.parquet", "hourly.parquet"
 
 
-def matching(settings: PipelineSettings, instrument: Instrument) -> str:
-    """How the instrument's primary is matched to its reference: by update id where it carries them."""
-    return UPDATE_ID if get_vendor(settings.primary_source(instrument.key)).update_ids else EXCHANGE_TIME
+def matching(settings: PipelineSettings, instrument: Instrument, reference: str) -> str:
+    """How the instrument's primary is matched to its reference: by update id where it carries them
+    and the reference has ids to match (a Kraken capture has none)."""
+    by_id = get_vendor(settings.primary_source(instrument.key)).update_ids and get_vendor(reference).message_ids
+    return UPDATE_ID if by_id else EXCHANGE_TIME
 
 
 def agreement_inputs(
@@ -66,10 +68,11 @@ def agreement_inputs(
     vendor_books = books_partition_dir(settings.lake_dir, ex, sym, day) / PARTITION_FILE
     reference_books = books_partition_dir(reference_lake, ex, sym, day) / PARTITION_FILE
     compare_books = vendor_books.is_file() and reference_books.is_file()
+    tickers = raw(reference_lake, "book_ticker")  # none from a capture without a top-of-book stream (Kraken's)
     return AgreementInputs(
         day=day,
         grid=Grid(instrument.tick_size, instrument.lot_size),
-        matching=matching(settings, instrument),
+        matching=matching(settings, instrument, reference),
         ticker_time_ns=get_vendor(reference).ticker_time_ns(instrument),
         contiguous=source_of(build_source(settings), instrument).sequence_semantics(instrument) == "contiguous",
         vendor_deltas=raw(settings.lake_dir, "book_delta_v2"),
@@ -79,7 +82,7 @@ def agreement_inputs(
         vendor_books=vendor_books if compare_books else None,
         reference_deltas=raw(reference_lake, "book_delta_v2"),
         reference_trades=raw(reference_lake, "trades"),
-        reference_tickers=raw(reference_lake, "book_ticker"),
+        reference_tickers=tickers if tickers.is_file() else None,
         reference_books=reference_books if compare_books else None,
     )
 

@@ -59,15 +59,14 @@ class KrakenBook:
         self.ask_side, self.bid_side = BookSide(bids=False), BookSide(bids=True)
         self.asks: dict[int, int] = self.ask_side.levels
         self.bids: dict[int, int] = self.bid_side.levels
-        self.apply(snapshot)
+        self.dropped_on_load = self.apply(snapshot)  # the snapshot's levels beyond the depth, if any
 
-    def apply(self, message: BookMessage) -> int:
-        """Apply a message's levels in order, then truncate; returns the levels applied."""
+    def apply(self, message: BookMessage) -> tuple[list[int], list[int]]:
+        """Apply a message's levels in order, then truncate; returns the prices the truncation
+        dropped (asks, bids): levels pushed out of scope, which Kraken sends no removal for."""
         for side, levels in ((self.ask_side, message.asks), (self.bid_side, message.bids)):
             self._apply_side(side, levels)
-        self.ask_side.truncate(self.depth)
-        self.bid_side.truncate(self.depth)
-        return len(message.asks) + len(message.bids)
+        return self.ask_side.truncate(self.depth), self.bid_side.truncate(self.depth)
 
     def _apply_side(self, side: BookSide, levels: list[Level]) -> None:
         for price_text, qty_text in levels:

@@ -63,7 +63,7 @@ class _Replay:
         self._instrument(message.symbol)
         counts = self.counts
         if message.snapshot:
-            depth = message.depth or self.depth or fmt.snapshot_depth(message)
+            depth = fmt.subscribed_depth(message, self.depth)
             counts["snapshots"] += 1
             counts["resyncs"] += self.book is not None
             self.book, self.synced = KrakenBook(message, depth), True
@@ -78,7 +78,8 @@ class _Replay:
             counts["dropped_after_gap"] += 1
             return
         counts["applied"] += 1
-        counts["deltas_applied"] += self.book.apply(message)
+        self.book.apply(message)
+        counts["deltas_applied"] += len(message.asks) + len(message.bids)
         if message.checksum is not None:
             self._check(message.checksum, path, line_number, recv_ns)
 

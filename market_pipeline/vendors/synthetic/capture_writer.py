@@ -25,8 +25,11 @@ independently, and a replay of the two files as one capture stays in sync across
 Memory is set by the batch size (`day_files`): the day is read and written batch by batch.
 
 The lines' text is the renderer's (`BinanceLines` here; `okx_capture_writer.OkxLines` and
-`bybit_capture_writer.BybitLines` render the same day as an OKX and a Bybit capture): the day's
-walk through its messages, snapshot, tickers and trades is one for every exchange.
+`bybit_capture_writer.BybitLines`, `kraken_capture_writer.KrakenLines` render the same day as an
+OKX, a Bybit or a Kraken capture): the day's walk through its messages, snapshot, tickers and
+trades is one for every exchange. A renderer leaves a message's text null where the exchange
+sends nothing for it (Kraken: a change outside the subscribed depth) and renders no tickers where
+it has no top-of-book stream.
 """
 
 from __future__ import annotations
@@ -122,11 +125,17 @@ class BinanceLines:
             return [pl.lit('"E":'), origin_ms, pl.lit(',"T":'), origin_ms, pl.lit(",")]
         return [pl.lit('"E":'), origin_ms, pl.lit(",")]
 
+    def grid_texts(self, frame: pl.DataFrame, price: str, size: str) -> tuple[pl.Expr, pl.Expr]:
+        """The exact texts of a price column (on the tick) and a size column (on the lot); ValueError
+        naming the file, column and value when one is off its grid."""
+        price_text, price_off = decimal_text(price, self.tick, self.where)
+        size_text, size_off = decimal_text(size, self.lot, self.where)
+        check_on_grid(frame, {price: price_off, size: size_off}, self.where)
+        return price_text, size_text
+
     def levels(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Delta (or snapshot) rows with their `["price","qty"]` text as `level`."""
-        price, price_off = decimal_text("price", self.tick, self.where)
-        size, size_off = decimal_text("size", self.lot, self.where)
-        check_on_grid(rows, {"price": price_off, "size": size_off}, self.where)
+        price, size = self.grid_texts(rows, "price", "size")
         level = [pl.lit('["'), price, pl.lit('","'), size, pl.lit(f'"{self.level_tail}]')]
         return rows.with_columns(level=pl.concat_str(level))
 
@@ -213,14 +222,20 @@ class BinanceLines:
         )
         return truth.select("u", "recv", text=text)
 
+    def trade_texts(self, trades: pl.DataFrame, numeric_ids_of: str | None = None) -> tuple[pl.Expr, pl.Expr]:
+        """The exact texts of the trades' price and quantity, checked on the grid; and, where the
+        exchange's trade ids are numbers (`numeric_ids_of` names it), the ids checked to be."""
+        price, quantity = self.grid_texts(trades, "price", "quantity")
+        not_numeric = trades.filter(~pl.col("trade_id").str.contains(r"^[0-9]+$"))
+        if numeric_ids_of is not None and not_numeric.height:
+            raise ValueError(
+                f"{self.where}: trade id {not_numeric['trade_id'][0]!r} is not a {numeric_ids_of} trade id"
+            )
+        return price, quantity
+
     def trades(self, trades: pl.DataFrame) -> pl.DataFrame:
         """One @trade line per trade: recv, text."""
-        price, price_off = decimal_text("price", self.tick, self.where)
-        quantity, quantity_off = decimal_text("quantity", self.lot, self.where)
-        check_on_grid(trades, {"price": price_off, "quantity": quantity_off}, self.where)
-        not_numeric = trades.filter(~pl.col("trade_id").str.contains(r"^[0-9]+$"))
-        if not_numeric.height:
-            raise ValueError(f"{self.where}: trade id {not_numeric['trade_id'][0]!r} is not a Binance trade id")
+        price, quantity = self.trade_texts(trades, "Binance")
         origin_ms = (pl.col("origin_time") // NS_PER_MS).cast(pl.String)
         maker = pl.when(pl.col("side") == "sell").then(pl.lit("true")).otherwise(pl.lit("false"))
         text = pl.concat_str(
@@ -319,6 +334,7 @@ def write_capture_day(
             written = diffs
             if opening is not None and lines.snapshot_replaces_opening:
                 written = diffs.filter(pl.col("u") != first_u)
+            written = written.filter(pl.col("text").is_not_null())  # a message the exchange does not send
             if dropped:
                 written = written.filter(~pl.col("u").is_in(list(dropped)))
             counts["diffs"] += written.height
@@ -338,8 +354,9 @@ def write_capture_day(
                 )
                 if shown["recv"].null_count():
                     raise ValueError(f"{files.truth}: a true book before the day's first message")
-                counts["tickers"] += shown.height
-                message_lines.append(lines.tickers(shown).with_columns(rank=pl.lit(_TICKER)))
+                quotes = lines.tickers(shown)  # none where the exchange has no top-of-book stream
+                counts["tickers"] += quotes.height
+                message_lines.append(quotes.with_columns(rank=pl.lit(_TICKER)))
             ordered = (
                 pl.concat(message_lines, how="diagonal_relaxed")
                 .sort("u", "rank", maintain_order=True)

@@ -21,7 +21,6 @@ import polars as pl
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines
-from market_pipeline.vendors.synthetic.day_files import check_on_grid, decimal_text
 
 
 def okx_names(instrument: Instrument) -> tuple[str, str]:
@@ -105,9 +104,7 @@ class OkxLines(BinanceLines):
 
     def trades(self, trades: pl.DataFrame) -> pl.DataFrame:
         """One `trades` line per trade: recv, text."""
-        price, price_off = decimal_text("price", self.tick, self.where)
-        quantity, quantity_off = decimal_text("quantity", self.lot, self.where)
-        check_on_grid(trades, {"price": price_off, "quantity": quantity_off}, self.where)
+        price, quantity = self.trade_texts(trades)
         text = pl.concat_str(
             [
                 pl.lit(self._arg("trades") + f'"data":[{{"instId":"{self.inst_id}","tradeId":"'),

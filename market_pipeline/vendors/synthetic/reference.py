@@ -16,17 +16,19 @@ from market_pipeline.vendors.synthetic.bybit_capture_writer import BybitLines
 from market_pipeline.vendors.synthetic.capture_writer import BinanceLines, CaptureDay, write_capture_day
 from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSettings
 from market_pipeline.vendors.synthetic.generate import generate_day
+from market_pipeline.vendors.synthetic.kraken_capture_writer import KrakenLines
 from market_pipeline.vendors.synthetic.okx_capture_writer import OkxLines
 
 # The exchange whose capture format renders an instrument, by its lake exchange (Binance's otherwise).
-RENDERERS: dict[str, type[BinanceLines]] = {"OKX": OkxLines, "BYBIT": BybitLines}
+RENDERERS: dict[str, type[BinanceLines]] = {"OKX": OkxLines, "BYBIT": BybitLines, "KRAKEN": KrakenLines}
 
 
 def write_reference_capture(
     settings: SyntheticSettings, instrument: Instrument, day: dt.date, work_root: Path, capture_dir: Path
 ) -> CaptureDay:
     """Generate the undamaged day under `work_root` and write it as a capture of its exchange (OKX's
-    for OKX instruments, Bybit's for Bybit's, Binance's otherwise) in `capture_dir`."""
+    for OKX instruments, Bybit's for Bybit's, Kraken's for Kraken's, Binance's otherwise) in
+    `capture_dir`."""
     clean = settings.model_copy(update={"faults": FaultSettings()})
     generate_day(instrument, day, clean, work_root, scale=settings.scale)
     renderer = RENDERERS.get(instrument.exchange, BinanceLines)

@@ -16,6 +16,7 @@ DEFAULT_EXCHANGES: dict[str, str] = {
     "BINANCE_DELIVERY": "binance-delivery",
     "OKX": "okex",
     "BYBIT": "bybit-spot",
+    "KRAKEN": "kraken",  # spot; Kraken's futures are Tardis's `cryptofacilities` (not mapped by default)
 }
 
 
@@ -53,12 +54,16 @@ def _market_names(exchange_id: str, symbol: str) -> tuple[str, str]:
     """(Tardis exchange id, Tardis symbol) where Tardis splits an exchange by market: OKX's
     `okex` (spot), `okex-swap` (perpetual swaps), `okex-futures` (dated) take OKX's instrument ids
     (BTC-USDT, BTC-USDT-SWAP, BTC-USD-251226); Bybit's `bybit-spot` and `bybit` (its
-    derivatives) the symbol without dashes (BTCUSDT)."""
+    derivatives) the symbol without dashes (BTCUSDT); Kraken's `kraken` the WebSocket v2 pair with
+    the client's `-` for `/` (BTC-USD for BTC/USD: Tardis's ids since 2026-07-10; earlier days
+    are v1's, XBT-USD, set in PIPELINE_TARDIS_SYMBOLS)."""
     symbol = symbol.upper()
     if exchange_id == "okex":
         if symbol.endswith("-PERP"):
             return "okex-swap", symbol.removesuffix("-PERP") + "-SWAP"
         return ("okex-futures" if _is_contract(symbol) else "okex"), symbol
+    if exchange_id == "kraken":
+        return exchange_id, symbol
     if exchange_id == "bybit-spot" and _is_contract(symbol):
         return "bybit", default_symbol(symbol)
     return exchange_id, default_symbol(symbol)
