@@ -1,4 +1,4 @@
-"""An exchange's capture (OKX, Bybit) served by its capture source and replayed by the book core's
+"""An exchange's capture (OKX, Bybit, Kraken) served by its capture source and replayed by the book core's
 generic replay (`rebuild_messages`); for a synthetic day rendered as a capture, next to the day's
 ground truth (`rebuilt_at_truth`): the tests hold the two equal at every vendor snapshot."""
 

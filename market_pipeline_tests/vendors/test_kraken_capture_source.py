@@ -17,7 +17,7 @@ from market_pipeline.vendors.kraken.capture_tables import KrakenCaptureParser, f
 from market_pipeline.vendors.kraken.source import KrakenCaptureSource, named_instrument
 from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline_tests.support import kraken_captures as kc
-from market_pipeline_tests.support.message_books import message_books
+from market_pipeline_tests.support.capture_truth import rebuild_messages
 
 UPDATES = 240
 DAY = dt.date(2025, 11, 24)
@@ -53,9 +53,8 @@ def _recv(line_number: int) -> int:
 
 def _replayed(tmp_path, source) -> dict[int, dict]:
     """Core's generic replay of the day, one row per message, by sequence number (receive time)."""
-    (deltas,), (snapshots,) = source.fetch("book_delta_v2", PAIR, DAY), source.fetch("book", PAIR, DAY)
     # Two levels more than subscribed: empty if the truncation kept Kraken's book.
-    rows, result = message_books(deltas, snapshots, tmp_path, PAIR, DAY, kc.DEPTH + 2)
+    result, rows = rebuild_messages(source, PAIR, DAY, tmp_path, depth=kc.DEPTH + 2)
     assert result.counters["crossed_events"] == 0
     assert rows["synced"].all()
     return {row["sequence_number"]: row for row in rows.iter_rows(named=True)}

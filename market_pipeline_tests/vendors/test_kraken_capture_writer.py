@@ -21,7 +21,7 @@ from market_pipeline.vendors.synthetic.day_files import day_files, message_batch
 from market_pipeline.vendors.synthetic.kraken_capture_writer import DEPTH, KrakenLines, kraken_pair
 from market_pipeline.vendors.synthetic.reference import write_reference_capture
 from market_pipeline_tests.support.cadence import TEST_SNAPSHOT_INTERVAL_MS
-from market_pipeline_tests.support.message_books import message_books
+from market_pipeline_tests.support.capture_truth import rebuild_messages
 
 pytestmark = pytest.mark.slow  # a synthetic day generated and rendered: not in `make test-quick`
 
@@ -99,10 +99,9 @@ def test_a_dropped_message_is_named_at_the_next_checksum(written, tmp_path):
 def test_the_source_replays_the_true_book_at_every_vendor_snapshot(written, tmp_path):
     root, day = written
     source = KrakenCaptureSource(root / "captures", tmp_path / "cache", tmp_path / "lake")
-    (deltas,), (book,) = source.fetch("book_delta_v2", PAIR, DAY), source.fetch("book", PAIR, DAY)
     (trades,) = source.fetch("trades", PAIR, DAY)
     assert pl.read_parquet(trades).height == day.trades
-    books, _ = message_books(deltas, book, tmp_path, PAIR, DAY, DEPTH)
+    _, books = rebuild_messages(source, PAIR, DAY, tmp_path, depth=DEPTH)
     assert books.height == day.diffs + 1 and books["synced"].all()
     rebuilt = books.select("received_time", *(pl.col(c).cast(pl.Float64) for c in LEVELS)).sort("received_time")
     # Each true book at the receive time of its message: the capture's book after its last line by then.
