@@ -25,6 +25,19 @@ def test_new_columns_are_added_and_values_land_under_their_names(tmp_path):
     assert rows == [("2024-03-01", 1, 0.5, None), ("2024-03-02", 3, 0.25, 7)]
 
 
+def test_a_day_written_by_an_older_release_is_replaced_with_the_new_columns(tmp_path):
+    """Rerunning a day after a release added a column: its old rows are deleted and the new ones
+    appended in one transaction (the column is added before the delete: DuckDB refuses the other order)."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    resources = warehouse_io_manager(warehouse)
+    old = pl.DataFrame({"dt": ["2024-03-01", "2024-03-01"], "gaps": [1, 2]})
+    new = pl.DataFrame({"dt": ["2024-03-01"], "gaps": [3], "checked": [61]})
+    assert dg.materialize([_table_asset(old)], resources=resources, partition_key="2024-03-01").success
+    assert dg.materialize([_table_asset(new)], resources=resources, partition_key="2024-03-01").success
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("SELECT * FROM main.reports ORDER BY dt").fetchall() == [("2024-03-01", 3, 61)]
+
+
 def _damaged(path):
     """A warehouse that is no DuckDB file, and one whose catalog block fails its checksum."""
     path.write_bytes(b"not a database at all\n" * 100)

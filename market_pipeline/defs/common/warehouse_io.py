@@ -67,15 +67,19 @@ class EvolvingPolarsTypeHandler(DuckDBPolarsTypeHandler):
 
 def replace_slice(connection, table_slice, frame: pl.DataFrame) -> None:
     """Delete the slice's days from its table (when the table exists) and append `frame` (creating
-    the table from it the first time), its columns aligned to the table's."""
+    the table from it the first time), its columns aligned to the table's (new ones added first)."""
     table = f"{table_slice.schema}.{table_slice.table}"
     connection.execute(f"CREATE SCHEMA IF NOT EXISTS {table_slice.schema}")
     exists = table_exists(connection, table)
+    if exists and not frame.is_empty():
+        # Columns first: DuckDB refuses to commit an ALTER TABLE that follows a DELETE from the
+        # same table in one transaction ("another transaction has altered this table"), which
+        # failed every rerun of a day after a release added a column.
+        frame = align_to_table(connection, table, frame)
     if exists:
         DuckDbClient.delete_table_slice(None, table_slice, connection)  # uses neither context nor more
     if frame.is_empty():
         return
-    frame = align_to_table(connection, table, frame) if exists else frame
     frame_arrow = frame.to_arrow()  # noqa: F841 - DuckDB reads the local variable by name
     verb = f"INSERT INTO {table}" if exists else f"CREATE TABLE {table} AS"
     connection.execute(f"{verb} SELECT * FROM frame_arrow")
