@@ -1,7 +1,7 @@
 """The capture source of an exchange whose book stream starts with a snapshot (OKX, Bybit, Kraken): the
 Binance capture source's cache, manifest, quarantine and days covered (`binance/source.py`), with
-the exchange's parser (a `capture_tables.ChunkedCaptureParser`) and the shared tables
-(`capture_tables.TABLE_SCHEMAS`). Books are rebuilt by core's generic delta replay
+the exchange's parser (a `capture_tables.ChunkedCaptureParser`) and the tables it serves (the
+shared `capture_tables.TABLE_SCHEMAS`, or its own). Books are rebuilt by core's generic delta replay
 (`lake_shaped.rebuild_lake_books`): a snapshot clears and reloads the book, updates apply level by
 level, the ids (`sequence_number`) only grow ("monotonic": they jump, so a jump proves no gap)."""
 
@@ -12,20 +12,24 @@ from pathlib import Path
 from market_pipeline.core.instruments import SequenceSemantics
 from market_pipeline.vendors.base import BookDay
 from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, parse_parts
-from market_pipeline.vendors.capture_tables import LINE_ORDERED, TABLE_SCHEMAS, ChunkedCaptureParser
+from market_pipeline.vendors.capture_tables import ChunkedCaptureParser
 from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
 
 
 class ExchangeCaptureSource(CaptureSource):
     """VendorSource over one exchange's captures of a directory; a subclass names the exchange
     (`name`, `exchange`, `exchange_label`), its parser (`parser`) and how a file's name reads
-    (`named_instrument`), and the tables when its parser serves others than the shared ones."""
+    (`named_instrument`). The tables it serves are its parser's."""
 
-    tables = frozenset(TABLE_SCHEMAS)
-    table_schemas = TABLE_SCHEMAS
-    line_ordered = LINE_ORDERED
     book_agreement = False  # the snapshots load the book: its sync points, not a check of it
     parser: type[ChunkedCaptureParser]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "parser" in cls.__dict__:  # the tables are the parser's, stated once
+            cls.table_schemas = cls.parser.table_schemas
+            cls.tables = frozenset(cls.table_schemas)
+            cls.line_ordered = cls.parser.line_ordered
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

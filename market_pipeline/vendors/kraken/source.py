@@ -27,14 +27,7 @@ from market_pipeline.vendors.binance.source import name_parts
 from market_pipeline.vendors.checksum_cache import capture_day_checksums
 from market_pipeline.vendors.exchange_capture_source import ExchangeCaptureSource
 from market_pipeline.vendors.kraken import verify
-from market_pipeline.vendors.kraken.capture_tables import (
-    LAKE_EXCHANGE,
-    LINE_ORDERED,
-    TABLE_SCHEMAS,
-    KrakenCaptureParser,
-    file_pair,
-    lake_symbol,
-)
+from market_pipeline.vendors.kraken.capture_tables import LAKE_EXCHANGE, KrakenCaptureParser, file_pair, lake_symbol
 
 
 def named_instrument(path: Path) -> str | None:
@@ -53,9 +46,6 @@ class KrakenCaptureSource(ExchangeCaptureSource):
     exchange = "kraken"
     exchange_label = "Kraken"
     parser = KrakenCaptureParser
-    tables = frozenset(TABLE_SCHEMAS)
-    table_schemas = TABLE_SCHEMAS
-    line_ordered = LINE_ORDERED
 
     def named_instrument(self, path: Path) -> str | None:
         return named_instrument(path)
