@@ -248,7 +248,7 @@ def _rejected(manifest: dict) -> list[RejectedFile]:
 
 class CaptureSource:
     """VendorSource over a directory of raw Binance captures. Another exchange's capture source
-    (`exchange_capture_source.ExchangeCaptureSource`: OKX's, Bybit's) is a subclass: its name,
+    (`exchange_capture_source.ExchangeCaptureSource`: OKX's, Bybit's, Kraken's) is a subclass: its name,
     files, parser and tables below."""
 
     name = "capture"
