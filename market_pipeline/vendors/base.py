@@ -188,6 +188,10 @@ class Vendor:
     # Whether its book messages carry the exchange's ids at all (False: Kraken numbers none): as the
     # reference of `source_agreement`, one without them is matched by exchange time.
     message_ids: bool = True
+    # The resolution (ns) of the exchange time the source stamps each of its book messages with,
+    # None when it stamps none: as the reference of a vendor matched by exchange time, its messages
+    # with no vendor message at the same instant are counted missing (a Kraken capture: 1 µs).
+    message_time_ns: int | None = None
     # The resolution (ns) of the exchange time on the source's `book_ticker` rows of an instrument,
     # None when they carry none (their origin_time is the receive time): what `source_agreement`
     # can match a vendor without update ids by (exchange time).

@@ -18,10 +18,11 @@ def capture_vendor(
     update_ids: bool,
     ticker_time_ns: int | None,
     message_ids: bool = True,
+    message_time_ns: int | None = None,
 ) -> Vendor:
     """`PIPELINE_SOURCE=<name>` over `source_class()` (a `CaptureSource` subclass, imported when
-    built); `update_ids`, `ticker_time_ns` and `message_ids` as `Vendor`'s (the same for every
-    instrument)."""
+    built); `update_ids`, `ticker_time_ns`, `message_ids` and `message_time_ns` as `Vendor`'s (the
+    same for every instrument)."""
 
     def build(settings) -> VendorSource:
         return source_class()(  # type: ignore[call-arg]
@@ -43,5 +44,6 @@ def capture_vendor(
         describe=lambda settings: str(settings.capture_dir.resolve()) if settings.capture_dir else "?",
         update_ids=update_ids,
         message_ids=message_ids,
+        message_time_ns=message_time_ns,
         ticker_time_ns=lambda instrument: ticker_time_ns,
     )

@@ -62,6 +62,7 @@ class ReferenceAgreement:
     hourly: pl.DataFrame  # source_agreement_hourly
     faults: dict  # the vendor day's manifest's faults: what was damaged, with exchange times
     written: object  # the capture's CaptureDay (messages, tickers, trades written)
+    settings: object  # the run's PipelineSettings
 
 
 def reference_agreement(
@@ -102,7 +103,7 @@ def reference_agreement(
         truth_dir = settings.data_dir / "sources" / "synthetic" / "_ground_truth" / "synthetic"
         partition = truth_dir / f"exchange={instrument.exchange}" / f"symbol={instrument.symbol}" / f"dt={day}"
         manifest = json.loads((partition / "manifest.json").read_text())
-    return ReferenceAgreement(result, daily, hourly, manifest["faults"], written)
+    return ReferenceAgreement(result, daily, hourly, manifest["faults"], written, settings)
 
 
 def counts_by_hour(day: dt.date, times: list[int]) -> dict[int, int]:

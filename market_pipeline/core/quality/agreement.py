@@ -10,8 +10,11 @@ report every message missing and every one extra, which reads as a broken day wh
 numbering differs.
 - messages by exchange update id: the capture's messages the vendor lacks, the vendor's the
   capture lacks, and the vendor's receive time minus the capture's for the messages both have
-  (quantiles, in ms). Not measurable by exchange time (null): two messages of one instant cannot
-  be told apart, and a vendor message need not be one exchange message;
+  (quantiles, in ms). By exchange time, only where the reference stamps every book message with
+  its exchange time (`message_time_ns`: a Kraken capture, µs): the reference's update messages
+  (not its snapshots) at an instant where the vendor has no message, one way (`_compare_instants`);
+  otherwise, and the rest always, null: two messages of one instant cannot be told apart, and a
+  vendor message need not be one exchange message;
 - trades by exchange trade id (both matchings): missing in the vendor, extra, differing price,
   size or side;
 - the vendor's book rebuilt message by message (core's replay, top level) against every
@@ -38,6 +41,7 @@ import polars as pl
 from market_pipeline.core.book.fixed_point import Grid
 from market_pipeline.core.book.rebuild import rebuild_day
 from market_pipeline.core.day_clock import HOURS, NS_PER_MS
+from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.batches import iter_frames
 from market_pipeline.core.quality.agreement_spill import HourSpill
 from market_pipeline.core.quality.agreement_status import EXCHANGE_TIME, NO_COMMON_IDS, UPDATE_ID
@@ -93,19 +97,6 @@ DAMAGE_COLUMNS = (
 HOURLY_SCHEMA = {"hour": pl.Int64, **dict.fromkeys(COUNT_COLUMNS, pl.Int64), **dict.fromkeys(DELAY_COLUMNS, pl.Float64)}
 
 
-# Measured only when matching by update id: null by exchange time.
-UPDATE_ID_ONLY = (
-    "messages_reference",
-    "messages_vendor",
-    "messages_missing",
-    "messages_extra",
-    "delayed_messages",
-    "snapshots_compared",
-    "snapshots_differing",
-    *DELAY_COLUMNS,
-)
-
-
 @dataclass(frozen=True)
 class AgreementInputs:
     """One instrument-day's files of both sources (lake-shaped raw tables and books)."""
@@ -117,6 +108,9 @@ class AgreementInputs:
     # None when its bookTickers carry no exchange time (Binance spot): tickers not compared.
     ticker_time_ns: int | None
     contiguous: bool  # the vendor's sequence semantics, for its message-by-message rebuild
+    # By exchange time: the resolution of the exchange times the reference stamps each of its book
+    # messages with (a Kraken capture: 1 µs); None when it stamps none: messages not counted.
+    message_time_ns: int | None
     vendor_deltas: Path
     vendor_trades: Path
     vendor_snapshots: Path
@@ -154,6 +148,24 @@ def _messages(path: Path, batch_rows: int):
         yield frame.group_by("sequence_number").agg(pl.col("origin_time").min(), pl.col("received_time").min())
 
 
+def _reference_updates(path: Path, batch_rows: int):
+    """`_messages` of the reference's update messages: its snapshot messages (`is_snapshot`, a
+    reconnect's) are the capture's own resyncs, not exchange updates a vendor should have."""
+    snapshots = "is_snapshot" in parquet_io.open_file(path, pre_buffer=False).schema_arrow.names
+    columns = ["origin_time", "received_time", "sequence_number", *(["is_snapshot"] if snapshots else [])]
+    for frame in iter_frames(path, columns, batch_rows):
+        updates = frame.filter(~pl.col("is_snapshot")).drop("is_snapshot") if snapshots else frame
+        yield updates.group_by("sequence_number").agg(pl.col("origin_time").min(), pl.col("received_time").min())
+
+
+def _instants(path: Path, resolution_ns: int, batch_rows: int):
+    """The distinct exchange-time instants (`origin_time` down to `resolution_ns`) of a vendor's
+    delta rows, per batch: by exchange time a vendor message is known by its instant alone (its
+    `sequence_number` need not number messages)."""
+    for frame in iter_frames(path, ["origin_time"], batch_rows):
+        yield frame.select((pl.col("origin_time") // resolution_ns * resolution_ns).unique())
+
+
 def _books(path: Path, trigger: str, columns: list[str], batch_rows: int):
     """Rows of one trigger of a books file, decimals as floats (the nearest float of each decimal,
     as a raw table holds the same value: equal values compare equal)."""
@@ -184,17 +196,20 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
     """One instrument-day's hourly rows (`hour`, COUNT_COLUMNS, DELAY_COLUMNS) and how it was matched."""
     day = inputs.day
     by_time = inputs.matching == EXCHANGE_TIME
-    # By exchange time, messages and snapshots have no update id to be matched by: not read.
-    vendor_messages = _spill(
-        scratch, "vendor_messages", day, "origin_time", () if by_time else _messages(inputs.vendor_deltas, batch_rows)
-    )
-    reference_messages = _spill(
-        scratch,
-        "reference_messages",
-        day,
-        "origin_time",
-        () if by_time else _messages(inputs.reference_deltas, batch_rows),
-    )
+    resolution = inputs.message_time_ns
+    # By exchange time, messages have no update id to be matched by: counted by instant where the
+    # reference stamps its messages (`message_time_ns`), else not read; snapshots are not read.
+    by_instant = by_time and resolution is not None
+    if not by_time:
+        vendor_frames = _messages(inputs.vendor_deltas, batch_rows)
+        reference_frames = _messages(inputs.reference_deltas, batch_rows)
+    elif resolution is not None:
+        vendor_frames = _instants(inputs.vendor_deltas, resolution, batch_rows)
+        reference_frames = _reference_updates(inputs.reference_deltas, batch_rows)
+    else:
+        vendor_frames = reference_frames = ()
+    vendor_messages = _spill(scratch, "vendor_messages", day, "origin_time", vendor_frames)
+    reference_messages = _spill(scratch, "reference_messages", day, "origin_time", reference_frames)
     trade_columns = ["origin_time", "trade_id", "side", "price", "quantity"]
     vendor_trades = _spill(
         scratch, "vendor_trades", day, "origin_time", iter_frames(inputs.vendor_trades, trade_columns, batch_rows)
@@ -236,13 +251,20 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
             for name, path in (("vendor_books", inputs.vendor_books), ("reference_books", inputs.reference_books))
         )
 
+    vendor_instants = 0  # by exchange time with message times: the vendor's instants of the day
+
     def hourly_rows(by_time: bool) -> pl.DataFrame:
+        nonlocal vendor_instants
         rows = []
         carry = pl.DataFrame()  # the vendor's last message book before the hour
         for hour in range(HOURS):
             row: dict[str, object] = {"hour": hour}
             if not by_time:
                 row.update(_compare_messages(vendor_messages.hour(hour), reference_messages.hour(hour)))
+            elif by_instant and resolution is not None:
+                instants = vendor_messages.hour(hour).unique()  # unique per batch, not across batches
+                vendor_instants += instants.height
+                row.update(_compare_instants(instants, reference_messages.hour(hour), resolution))
             row.update(_compare_trades(vendor_trades.hour(hour), reference_trades.hour(hour)))
             hour_tickers = tickers.hour(hour)
             if not by_time:
@@ -262,7 +284,7 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
 
     hourly = hourly_rows(by_time)
     if by_time:
-        return DayComparison(hourly, EXCHANGE_TIME)
+        return _by_exchange_time(hourly, vendor_instants)
     vendor, reference = hourly["messages_vendor"].sum(), hourly["messages_reference"].sum()
     common = reference - hourly["messages_missing"].sum()
     if common == 0 and vendor and reference:
@@ -277,10 +299,41 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
     return DayComparison(hourly, UPDATE_ID)
 
 
-def _per_message(frame: pl.DataFrame) -> pl.DataFrame:
+def _by_exchange_time(hourly: pl.DataFrame, vendor_instants: int) -> DayComparison:
+    """A day matched by exchange time; its message counts dropped (null, with a note) when not one
+    of the reference's messages has a vendor message at its instant although both have messages:
+    the vendor's `origin_time` is then not the exchange's message time, and counting would report
+    every message missing on a day that may be whole."""
+    reference = hourly["messages_reference"].sum()
+    if not (reference and vendor_instants and reference == hourly["messages_missing"].sum()):
+        return DayComparison(hourly, EXCHANGE_TIME)
+    note = (
+        f"none of the reference's {reference} messages has a message of the primary at its exchange time "
+        f"(the primary's {vendor_instants} instants): its origin_time is not the exchange's message time, "
+        "so messages were not counted"
+    )
+    counts = ("messages_reference", "messages_missing")
+    unmeasured = hourly.with_columns(pl.lit(None, pl.Int64).alias(c) for c in counts)
+    return DayComparison(unmeasured, EXCHANGE_TIME, note)
+
+
+def _compare_instants(vendor: pl.DataFrame, reference: pl.DataFrame, resolution_ns: int) -> dict[str, object]:
+    """By exchange time: the reference's update messages (one row per message and batch) and those
+    at an instant where the vendor has no message. One way only: a reference subscribed to a
+    limited depth (Kraken's 10 levels) has no message for an update below it, so the vendor's
+    messages the reference lacks are not counted (`messages_vendor`, `messages_extra`: null)."""
+    reference = _per_message(reference, "origin_time")
+    if reference.is_empty():
+        return {"messages_reference": 0, "messages_missing": 0}
+    instants = vendor["origin_time"] if vendor.width else pl.Series("origin_time", [], pl.Int64)
+    present = (reference["origin_time"] // resolution_ns * resolution_ns).is_in(instants.implode())
+    return {"messages_reference": reference.height, "messages_missing": reference.height - int(present.sum())}
+
+
+def _per_message(frame: pl.DataFrame, time_column: str = "received_time") -> pl.DataFrame:
     if frame.is_empty():
-        return pl.DataFrame(schema={"sequence_number": pl.Int64, "received_time": pl.Int64})
-    return frame.group_by("sequence_number").agg(pl.col("received_time").min())
+        return pl.DataFrame(schema={"sequence_number": pl.Int64, time_column: pl.Int64})
+    return frame.group_by("sequence_number").agg(pl.col(time_column).min())
 
 
 def _compare_messages(vendor: pl.DataFrame, reference: pl.DataFrame) -> dict[str, object]:

@@ -74,6 +74,7 @@ def agreement_inputs(
         grid=Grid(instrument.tick_size, instrument.lot_size),
         matching=matching(settings, instrument, reference),
         ticker_time_ns=get_vendor(reference).ticker_time_ns(instrument),
+        message_time_ns=get_vendor(reference).message_time_ns,
         contiguous=source_of(build_source(settings), instrument).sequence_semantics(instrument) == "contiguous",
         vendor_deltas=raw(settings.lake_dir, "book_delta_v2"),
         vendor_trades=raw(settings.lake_dir, "trades"),

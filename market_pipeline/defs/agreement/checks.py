@@ -46,9 +46,10 @@ def _ticker_agreement(settings: PipelineSettings, row: dict[str, object]) -> Fin
 
 def _count_at_most(column: str, limit: Callable[[PipelineSettings], int], what: str) -> Judge:
     def judge(settings: PipelineSettings, row: dict[str, object]) -> Finding:
-        if row["status"] == NO_COMMON_IDS and column == "messages_missing":
-            # Not a damaged day but a primary whose sequence numbers are not the exchange's update ids.
-            return Finding(WARN, f"not measured: {row['note']}", {"status": NO_COMMON_IDS})
+        if column == "messages_missing" and row.get("note") and (row["status"] == NO_COMMON_IDS or row[column] is None):
+            # Not a damaged day but a primary whose sequence numbers are not the exchange's update
+            # ids, or whose exchange times are not the reference's messages' (the note says which).
+            return Finding(WARN, f"not measured: {row['note']}", {"status": str(row["status"])})
         if row[column] is None:  # e.g. messages by exchange time: not measurable
             return Finding(None, f"not measured when matching by {row['status']}", {"status": str(row["status"])})
         value, most = int(row[column]), limit(settings)  # type: ignore[call-overload]
@@ -75,8 +76,10 @@ CHECKS: tuple[tuple[str, str, Judge], ...] = (
     (
         "messages_missing",
         "ERROR when the vendor lacks more than agreement.max_messages_missing of the reference's messages "
-        "(by update id); WARN when the vendor's messages share no update id with the reference's at all "
-        "(status no_common_ids: its sequence numbers are not the exchange's ids; matched by exchange time).",
+        "(by update id, or by exchange time where the reference stamps its messages: a Kraken capture); WARN "
+        "when the vendor's messages share no update id with the reference's at all (status no_common_ids: "
+        "its sequence numbers are not the exchange's ids; matched by exchange time), or by exchange time no "
+        "instant with the reference's messages (its origin_time is not their exchange time).",
         _count_at_most("messages_missing", lambda s: s.agreement.max_messages_missing, "reference message(s) missing"),
     ),
 )

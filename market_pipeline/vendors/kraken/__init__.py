@@ -3,7 +3,7 @@ book rules and checked against its CRC32 book checksum (`verify-capture`). The r
 to its streams (`live`, `market-pipeline capture --exchange kraken`). `PIPELINE_SOURCE`/`PIPELINE_SOURCES`
 `kraken_capture` serves the captures as lake tables (`source`, `capture_tables`): a primary source,
 or the reference a bought Kraken day is checked against (`source_agreement`, by exchange time:
-Kraken numbers no message)."""
+Kraken numbers no message, but stamps each with its exchange time)."""
 
 from market_pipeline.vendors.capture_vendor import capture_vendor
 
@@ -35,4 +35,5 @@ VENDOR = capture_vendor(
     update_ids=False,  # sequence_number is the receive time
     ticker_time_ns=None,  # no top-of-book stream recorded
     message_ids=False,  # Kraken numbers no book message: matched by exchange time
+    message_time_ns=1_000,  # every book message's exchange time (v2 `timestamp`), in µs
 )
