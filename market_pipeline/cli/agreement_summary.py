@@ -7,10 +7,11 @@ import datetime as dt
 from market_pipeline.cli.common import fmt_int, format_table
 from market_pipeline.core.lake import warehouse
 from market_pipeline.core.lake.warehouse import WarehouseTarget
-from market_pipeline.core.quality.agreement_status import NO_COMMON_IDS
+from market_pipeline.core.quality.agreement_status import COMPARED
 
 # The reference's messages and trades the vendor lacks, its messages the vendor received later or
-# earlier, and the share of its bookTickers the vendor's book agrees with.
+# earlier, and its bookTickers the vendor's book agrees with of those judged (exact counts, not a
+# rounded share).
 HEADERS = ["dt", "instrument", "status", "msgs", "trades", "delayed", "tickers"]
 
 
@@ -30,7 +31,8 @@ def agreement_rows(target: WarehouseTarget, start: dt.date, end: dt.date) -> lis
         return [f"  (cannot read {target.describe()}: {exc})"]
     rows = []
     for row in found.iter_rows(named=True):
-        share = row.get("ticker_agreement_share")
+        matched, differing = row.get("tickers_matched"), row.get("tickers_differing")
+        judged = (matched or 0) + (differing or 0)
         rows.append(
             [
                 str(row["dt"]),
@@ -39,15 +41,16 @@ def agreement_rows(target: WarehouseTarget, start: dt.date, end: dt.date) -> lis
                 fmt_int(row.get("messages_missing")),
                 fmt_int(row.get("trades_missing")),
                 fmt_int(row.get("delayed_messages")),
-                "-" if share is None else f"{share:.2%}",
+                f"{fmt_int(matched)}/{fmt_int(judged)}" if judged else "-",
             ]
         )
     if not rows:
         return []
-    # Why a day was matched otherwise than asked (status no_common_ids), under the table.
+    # Why a compared day was matched otherwise than asked (status no_common_ids), or its messages
+    # not counted, under the table.
     notes = [
         f"  {row['dt']} {row['instrument']} {row['status']}: {row['note']}"
         for row in found.iter_rows(named=True)
-        if row["status"] == NO_COMMON_IDS
+        if row["status"] in COMPARED and row.get("note")
     ]
     return format_table(HEADERS, rows, right=[False] * 3 + [True] * 4) + notes

@@ -55,3 +55,15 @@ def test_shares_print_as_percentages_and_counts_as_they_are():
     assert _figure("unsynced_share", 0.0) == "0 %"
     assert _figure("gaps_detected", 1) == "1"
     assert _figure("unsynced_share", None) == "–"
+
+
+def test_figures_are_never_rounded():
+    """A report shows what the warehouse holds: every float as the shortest text that reads back
+    as the same float, a share's percentage as that text moved two places (no float product)."""
+    assert _figure("p99_mid_dev_bps", 1234.56789012345) == "1234.56789012345"
+    assert _figure("skew_p99_ms", 0.1 + 0.2) == "0.30000000000000004"
+    assert float(_figure("skew_p99_ms", 1e-7)) == 1e-7
+    assert _figure("snapshot_exact_match_share", 0.123456789123) == "12.3456789123 %"
+    assert _figure("snapshot_exact_match_share", 0.29) == "29 %"  # 0.29 * 100 is 28.999999999999996
+    chart = bar_chart([1234.56789012345] + [0.0] * 23, "skew p99 per hour (UTC)", "ms")
+    assert "00:00-01:00 UTC: 1234.56789012345 ms</title>" in chart

@@ -219,7 +219,7 @@ def test_the_report_and_the_run_summary_show_it(agreement_run):
     from market_pipeline.cli.agreement_summary import agreement_rows
     from market_pipeline.core.quality.agreement_report import agreement_report_path
 
-    result, _, _, _, settings, _ = agreement_run
+    result, daily, _, _, settings, _ = agreement_run
     report = agreement_report_path(settings.data_dir.resolve(), DAMAGED)
     text = report.read_text()
     assert KEY in text and TARDIS_KEY in text and "reference trades the vendor lacks" in text
@@ -234,6 +234,8 @@ def test_the_report_and_the_run_summary_show_it(agreement_run):
     assert sorted(by_day) == [(d.isoformat(), k) for d in (DAMAGED, CLEAN, UNCAPTURED) for k in (KEY, TARDIS_KEY)]
     damaged = by_day[(DAMAGED.isoformat(), KEY)]
     assert damaged[2:5] == ["update_id", str(FAULTS["dropped_messages"]), str(FAULTS["dropped_trades"])]
+    row = _day_row(daily, DAMAGED, KEY)  # the bookTickers agreed with, as exact counts
+    assert damaged[6] == f"{row['tickers_matched']:,}/{row['tickers_matched'] + row['tickers_differing']:,}"
     assert by_day[(UNCAPTURED.isoformat(), KEY)][2] == "no_reference_data"
     assert by_day[(DAMAGED.isoformat(), TARDIS_KEY)][2:4] == ["exchange_time", "-"]  # messages: not measurable
 

@@ -8,14 +8,17 @@ function a Kraken capture source calls. One small synthetic instrument-day each,
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import os
+import re
 from decimal import Decimal
 
 import pytest
 
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.core.quality.checksums import ChecksumFigures, ChecksumMismatch, checksum_columns
+from market_pipeline.core.quality.report import render_report
 from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline_tests.support import kraken_captures as kc
 from market_pipeline_tests.support import okx_captures as oc
@@ -243,10 +246,21 @@ def test_validation_reports_writes_the_days_figures(tmp_path, walk, bad):
     for table in sorted(source.tables):
         import_partition(source, settings, table, instrument, DAY, "test")
     rebuild_instrument_day(source, settings, instrument, DAY)
-    row = validation_task(source, settings, instrument, DAY, None).row
+    validation = validation_task(source, settings, instrument, DAY, None)
+    row = validation.row
     if bad is None:
         expected = checksum_columns(ChecksumFigures(MESSAGES + 1, 0, 0, None))
     else:
         line = rendered.message_lines[bad]
         expected = checksum_columns(ChecksumFigures(bad + 2, 1, 0, ChecksumMismatch(str(path), line, _received(line))))
     assert {name: row[name] for name in expected} == expected
+    # The day's HTML report shows them as the row holds them.
+    text = render_report(DAY, [validation], [])
+    shown = dict(re.findall(r"<tr><th>((?:exchange checksum|first checksum)[^<]*)</th><td>([^<]*)</td></tr>", text))
+    assert shown == {
+        "exchange checksums checked": str(expected["checksums_checked"]),
+        "exchange checksum mismatches": str(expected["checksum_mismatches"]),
+        "exchange checksums not checkable": str(expected["checksums_unchecked"]),
+        "first checksum mismatch: file": html.escape(str(expected["first_checksum_mismatch_file"] or "–")),
+        "first checksum mismatch: line": str(expected["first_checksum_mismatch_line"] or "–"),
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from market_pipeline.core.lake.files import write_text_atomic
-from market_pipeline.core.quality.report import bar_chart, report_path
+from market_pipeline.core.quality.report import bar_chart, figure_text, report_path
 
 REPORT_FILE = "source_agreement.html"
 # (hourly column, chart title, unit)
@@ -53,15 +53,9 @@ def agreement_report_path(data_dir: Path, day: dt.date) -> Path:
     return report_path(data_dir, day).with_name(REPORT_FILE)
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.6g}" if isinstance(value, float) else html.escape(str(value))
-
-
 def _section(row: dict[str, object], hourly: pl.DataFrame) -> str:
     figures = "".join(
-        f"<tr><th>{name}</th><td>{_fmt(row.get(name))}</td></tr>"
+        f"<tr><th>{name}</th><td>{figure_text(row.get(name))}</td></tr>"
         for name in DAY_FIGURES
         if name != "note" or row.get(name)
     )

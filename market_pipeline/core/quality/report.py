@@ -7,6 +7,7 @@ import datetime as dt
 import html
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -38,6 +39,11 @@ SUMMARY = (
     ("capture_ticker_agreement_share", "capture bookTicker agreement"),
     ("ks_spread_pvalue", "KS p-value, spread (capture)"),
     ("ks_mid_return_pvalue", "KS p-value, mid returns (capture)"),
+    ("checksums_checked", "exchange checksums checked"),
+    ("checksum_mismatches", "exchange checksum mismatches"),
+    ("checksums_unchecked", "exchange checksums not checkable"),
+    ("first_checksum_mismatch_file", "first checksum mismatch: file"),
+    ("first_checksum_mismatch_line", "first checksum mismatch: line"),
 )
 
 
@@ -45,24 +51,27 @@ def report_path(data_dir: Path, day: dt.date) -> Path:
     return data_dir / "reports" / f"dt={day.isoformat()}" / REPORT_FILE
 
 
-def _fmt(value: object) -> str:
+def figure_text(value: object) -> str:
+    """A figure as the warehouse holds it, never rounded: a float as its shortest text that reads
+    back as the same float (`repr`; a whole one without ".0", as a count reads), None as a dash."""
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
     return html.escape(str(value))
 
 
-def _percent(share: float) -> str:
-    """A share (0..1) as a percentage: 0.91376 -> 91.376 %, 1 -> 100 %."""
-    return f"{share * 100:.6g} %"
+def percent_text(share: float) -> str:
+    """A share (0..1) as a percentage, the stored value's decimal text moved two places (no float
+    multiplication to round it): 0.91376 -> 91.376 %, 0.29 -> 29 %, 1 -> 100 %."""
+    return f"{format((Decimal(repr(share)) * 100).normalize(), 'f')} %"
 
 
 def _figure(column: str, value: object) -> str:
     """A summary figure: shares (columns ending in _share) as percentages, the rest as they are."""
     if column.endswith("_share") and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _percent(value)
-    return _fmt(value)
+        return percent_text(value)
+    return figure_text(value)
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ def bar_chart(values: list[float | None], title: str, unit: str, width: int = 48
         parts.append(
             f'<rect x="{left + i * bar + 1:.1f}" y="{top_margin + plot_h - h:.1f}" width="{bar - 2:.1f}" '
             f'height="{h:.1f}" fill="#4a78b0"><title>{i:02d}:00-{i + 1:02d}:00 UTC: '
-            f"{html.escape(_axis_value(v, unit))}</title></rect>"
+            f"{figure_text(v)}{' ' + unit if unit else ''}</title></rect>"
         )
     return (
         f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -162,7 +171,7 @@ def _rows_table(rows: list[dict[str, object]]) -> str:
     if not rows:
         return "<p>none</p>"
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r.values()) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{figure_text(v)}</td>" for v in r.values()) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
