@@ -23,6 +23,9 @@ from market_pipeline.core.security import crypto
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_INPUT_BYTES = 128 * 1024  # compressed bytes read at a time
 LINE_BATCH = 10_000  # lines decoded from the stream at a time
+# Lines a capture parser turns into table rows at a time: a chunk of 100 k lines of a busy day
+# holds about 300 k level rows.
+CHUNK_LINES = 100_000
 
 
 class CaptureFormatError(CaptureError, ValueError):

@@ -34,9 +34,8 @@ from market_pipeline.core.lake.schemas import (
     CAPTURE_DELTA_EXTRA_SCHEMA,
     TRADES_SCHEMA,
 )
-from market_pipeline.vendors.binance.capture_stream import CHUNK_LINES
 from market_pipeline.vendors.capture_figures import TopQuote
-from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
+from market_pipeline.vendors.capture_files import CHUNK_LINES, CaptureFormatError, located_lines
 from market_pipeline.vendors.exchange_books import Level
 
 NS_PER_MS = 1_000_000

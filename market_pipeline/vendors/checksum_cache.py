@@ -20,7 +20,7 @@ from pathlib import Path
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.files import write_text_atomic
 from market_pipeline.core.quality.checksums import ChecksumFigures, ChecksumMismatch
-from market_pipeline.vendors.binance.source import CaptureSource, fingerprint
+from market_pipeline.vendors.capture_source import CaptureSource, fingerprint
 
 DayReplay = Callable[[Sequence[Path], dt.date], ChecksumFigures]
 

@@ -1,5 +1,5 @@
 """The capture source of an exchange whose book stream starts with a snapshot (OKX, Bybit, Kraken): the
-Binance capture source's cache, manifest, quarantine and days covered (`binance/source.py`), with
+capture sources' cache, manifest, quarantine and days covered (`capture_source.py`), with
 the exchange's parser (a `capture_tables.ChunkedCaptureParser`) and the tables it serves (the
 shared `capture_tables.TABLE_SCHEMAS`, or its own). Books are rebuilt by core's generic delta replay
 (`lake_shaped.rebuild_lake_books`): a snapshot clears and reloads the book, updates apply level by
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from market_pipeline.core.instruments import SequenceSemantics
 from market_pipeline.vendors.base import BookDay
-from market_pipeline.vendors.binance.source import CaptureSource, ParsedFile, parse_parts
+from market_pipeline.vendors.capture_source import CaptureSource, ParsedFile, parse_parts
 from market_pipeline.vendors.capture_tables import ChunkedCaptureParser
 from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
 

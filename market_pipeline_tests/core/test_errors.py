@@ -36,8 +36,8 @@ def test_existing_errors_derive_from_their_kind_and_keep_their_old_base():
     from market_pipeline.core.security.crypto import DecryptionError, MasterKeyError
     from market_pipeline.settings import SettingsError
     from market_pipeline.vendors.base import DayNotCovered, MissingSourceData
-    from market_pipeline.vendors.binance.source import CaptureRejected
     from market_pipeline.vendors.capture_files import CaptureFormatError
+    from market_pipeline.vendors.capture_source import CaptureRejected
     from market_pipeline.vendors.live_capture.manifest import ManifestError
     from market_pipeline.vendors.tardis.csv_format import TardisFormatError
     from market_pipeline.vendors.tardis.source import TardisRejected

@@ -13,9 +13,10 @@ import pytest
 
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.core.quality.chain import CHAIN_COLUMNS, chain_breaks
-from market_pipeline.vendors.binance.source import CaptureRejected, CaptureSource
+from market_pipeline.vendors.binance.source import BinanceCaptureSource
 from market_pipeline.vendors.bybit.capture_tables import BybitCaptureParser, lake_symbol
 from market_pipeline.vendors.bybit.source import BybitCaptureSource, named_instrument
+from market_pipeline.vendors.capture_source import CaptureRejected
 from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline_tests.support import bybit_captures as bc
 from market_pipeline_tests.support.capture_truth import level_at, rebuild_messages
@@ -180,7 +181,7 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
 
 def test_binance_okx_and_bybit_captures_share_the_directory(tmp_path, walk):
     _write(tmp_path, bc.render(walk).lines)
-    for other in (CaptureSource, OkxCaptureSource):
+    for other in (BinanceCaptureSource, OkxCaptureSource):
         source = _source(tmp_path, other)
         assert source.manifest()["instruments"] == {} and source.rejected_files() == []
     assert list(_source(tmp_path).manifest()["instruments"]) == ["BYBIT:BTC-USDT-PERP"]

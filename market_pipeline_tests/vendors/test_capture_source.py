@@ -99,7 +99,7 @@ def test_source_serves_days_and_reparses_only_changed_captures(capture_env, monk
 
 
 def test_corrupt_capture_is_quarantined_and_the_rest_still_served(capture_env, data_dir):
-    from market_pipeline.vendors.binance.source import CaptureRejected
+    from market_pipeline.vendors.capture_source import CaptureRejected
     from market_pipeline.vendors.registry import build_source
 
     write_capture(capture_env, CONTINUOUS_DAY2)

@@ -88,7 +88,7 @@ def _lines_until_error(stream):
 
 @pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
 def test_cached_day_tables_do_not_depend_on_the_chunk_size(names, tmp_path, monkeypatch):
-    from market_pipeline.vendors.binance.source import CaptureSource
+    from market_pipeline.vendors.binance.source import BinanceCaptureSource
 
     paths = real_paths(names)
     captures = tmp_path / "captures"
@@ -98,7 +98,7 @@ def test_cached_day_tables_do_not_depend_on_the_chunk_size(names, tmp_path, monk
     cached = {}
     for chunk_lines in (TINY, HUGE):
         monkeypatch.setattr(capture_stream, "CHUNK_LINES", chunk_lines)
-        source = CaptureSource(captures, tmp_path / f"cache-{chunk_lines}", tmp_path / "lake")
+        source = BinanceCaptureSource(captures, tmp_path / f"cache-{chunk_lines}", tmp_path / "lake")
         manifest = source.manifest()
         assert manifest["rejected"] == []
         files = sorted(source.tables_dir.rglob("*.parquet"))
@@ -117,14 +117,14 @@ def test_cached_day_tables_do_not_depend_on_the_chunk_size(names, tmp_path, monk
 
 
 def test_a_file_with_a_bad_line_past_the_first_chunk_is_quarantined(tmp_path, monkeypatch):
-    from market_pipeline.vendors.binance.source import CaptureSource
+    from market_pipeline.vendors.binance.source import BinanceCaptureSource
 
     monkeypatch.setattr(capture_stream, "CHUNK_LINES", 4)
     captures = tmp_path / "captures"
     captures.mkdir()
     _write(captures / "binance_spot_btcusdt_20231114.txt", SYNTHETIC_SPOT)
     bad = _write(captures / "binance_spot_btcusdt_20231115.txt", [TRADE] * 9 + ["{"], 1_700_006_400 * 10**9 + 1)
-    source = CaptureSource(captures, tmp_path / "cache", tmp_path / "lake")
+    source = BinanceCaptureSource(captures, tmp_path / "cache", tmp_path / "lake")
     manifest = source.manifest()
     (rejected,) = manifest["rejected"]
     assert rejected["path"] == str(bad)

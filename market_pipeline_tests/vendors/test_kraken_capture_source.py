@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
-from market_pipeline.vendors.binance.source import CaptureRejected, CaptureSource
+from market_pipeline.vendors.binance.source import BinanceCaptureSource
+from market_pipeline.vendors.capture_source import CaptureRejected
 from market_pipeline.vendors.kraken.capture_tables import KrakenCaptureParser, file_pair, lake_symbol
 from market_pipeline.vendors.kraken.source import KrakenCaptureSource, named_instrument
 from market_pipeline.vendors.okx.source import OkxCaptureSource
@@ -181,7 +182,7 @@ def test_chunks_of_a_few_lines_give_the_same_tables(tmp_path, book):
 
 def test_kraken_captures_share_the_directory(tmp_path, book):
     _write(tmp_path, kc.render(2, book).lines, NAMES[2])
-    for other in (CaptureSource, OkxCaptureSource):
+    for other in (BinanceCaptureSource, OkxCaptureSource):
         assert _source(tmp_path, other).manifest()["instruments"] == {}
     assert list(_source(tmp_path).manifest()["instruments"]) == ["KRAKEN:BTC-USD"]
 

@@ -12,7 +12,8 @@ import pytest
 
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.vendors.base import DayNotCovered
-from market_pipeline.vendors.binance.source import CaptureRejected, CaptureSource
+from market_pipeline.vendors.binance.source import BinanceCaptureSource
+from market_pipeline.vendors.capture_source import CaptureRejected
 from market_pipeline.vendors.okx.capture_tables import OkxCaptureParser, lake_symbol
 from market_pipeline.vendors.okx.source import OkxCaptureSource, named_instrument
 from market_pipeline_tests.support import okx_captures as oc
@@ -143,7 +144,7 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
 
 def test_binance_and_okx_captures_share_the_directory(tmp_path, walk):
     _write(tmp_path, oc.render(walk).lines)
-    binance = _source(tmp_path, CaptureSource)
+    binance = _source(tmp_path, BinanceCaptureSource)
     assert binance.manifest()["instruments"] == {} and binance.rejected_files() == []
     assert list(_source(tmp_path).manifest()["instruments"]) == ["OKX:BTC-USDT"]
 

@@ -13,9 +13,9 @@ def verify_capture(paths):
 
 
 def _build(settings):
-    from market_pipeline.vendors.binance.source import CaptureSource
+    from market_pipeline.vendors.binance.source import BinanceCaptureSource
 
-    return CaptureSource(
+    return BinanceCaptureSource(
         settings.capture_dir,
         settings.data_dir / "sources" / "capture",
         settings.lake_dir,

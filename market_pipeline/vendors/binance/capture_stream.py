@@ -39,10 +39,8 @@ from market_pipeline.vendors.binance.capture_format import (
     diff_market,
     lake_instrument,
 )
-from market_pipeline.vendors.capture_files import CaptureFormatError, open_capture
+from market_pipeline.vendors.capture_files import CHUNK_LINES, CaptureFormatError, open_capture
 
-# Lines parsed at a time: a chunk of 100 k lines of a busy day holds about 300 k level rows.
-CHUNK_LINES = 100_000
 LINE_ORDERED = ("book_delta_v2", "depth_snapshot", "book_ticker")
 TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "trades": TRADES_SCHEMA,

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from market_pipeline.vendors.binance.source import name_parts
 from market_pipeline.vendors.bybit import capture_format as fmt
 from market_pipeline.vendors.capture_files import CaptureFormatError, decode_json
+from market_pipeline.vendors.capture_source import name_parts
 from market_pipeline.vendors.capture_tables import NS_PER_MS, ChunkedCaptureParser, LineStamp, TableRows, text_field
 
 LAKE_EXCHANGE = "BYBIT"

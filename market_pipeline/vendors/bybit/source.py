@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from market_pipeline.vendors.binance.source import name_parts, named_day
 from market_pipeline.vendors.bybit.capture_tables import LAKE_EXCHANGE, BybitCaptureParser, file_category, lake_symbol
+from market_pipeline.vendors.capture_source import name_parts, named_day
 from market_pipeline.vendors.exchange_capture_source import ExchangeCaptureSource
 
 

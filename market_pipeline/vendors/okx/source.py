@@ -18,7 +18,7 @@ from pathlib import Path
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.checksums import ChecksumFigures
-from market_pipeline.vendors.binance.source import name_parts
+from market_pipeline.vendors.capture_source import name_parts
 from market_pipeline.vendors.checksum_cache import capture_day_checksums
 from market_pipeline.vendors.exchange_capture_source import ExchangeCaptureSource
 from market_pipeline.vendors.okx import capture_format as fmt
