@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from market_pipeline.bench.floors import read_seconds
 from market_pipeline.bench.graph import quiet_dagster
 from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
 from market_pipeline.core.instruments import Instrument
@@ -81,11 +82,7 @@ def read_only_seconds(bench: BenchDay) -> float:
 def raw_read_seconds(settings: PipelineSettings, day: dt.date) -> float:
     """Read every raw Parquet file of the day, all columns (the floor of the whole graph)."""
     files = sorted((settings.lake_dir / "raw").glob(f"*/*/*/dt={day.isoformat()}/*.parquet"))
-    started = time.perf_counter()
-    for path in files:
-        for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches(batch_size=DELTA_BATCH_ROWS):
-            pass
-    return time.perf_counter() - started
+    return read_seconds("crypto_lake", files)
 
 
 def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
