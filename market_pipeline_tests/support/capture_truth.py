@@ -12,6 +12,7 @@ import polars as pl
 from market_pipeline.core.book.fixed_point import Grid
 from market_pipeline.core.book.rebuild import rebuild_day
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.core.quality.chain import CHAIN_COLUMNS, chain_breaks
 
 TOP = ["bid_0_price", "bid_0_size", "ask_0_price", "ask_0_size"]
 
@@ -34,6 +35,23 @@ def rebuild_messages(source, instrument: Instrument, day: dt.date, scratch: Path
         interval_ms=0,  # one row per message
     )
     return result, pl.read_parquet(output).filter(pl.col("trigger") == "message")
+
+
+def replayed_with_chain_breaks(source, instrument: Instrument, day: dt.date, scratch: Path):
+    """(`rebuild_messages`' result and rows, the raw check's chain breaks of the same raw day with
+    the hour of each, 0-23) of the source's day of `instrument`."""
+    result, rows = rebuild_messages(source, instrument, day, scratch, depth=1)
+    (deltas,) = source.fetch("book_delta_v2", instrument, day)
+    breaks = chain_breaks([pl.read_parquet(deltas, columns=CHAIN_COLUMNS)])
+    day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
+    hours = ((breaks["received_time"] - day_start) // 3_600_000_000_000).to_list()
+    return result, rows, breaks, hours
+
+
+def restamped(lines: list[str], start_ns: int, step_ns: int) -> list[str]:
+    """Capture lines (`<receive ns> <message>`) received `step_ns` apart from `start_ns`: a
+    rendered capture spread over hours."""
+    return [f"{start_ns + n * step_ns} {line.split(' ', 1)[1]}" for n, line in enumerate(lines)]
 
 
 def level_at(row: dict, side: str, n: int) -> tuple[float, float] | tuple[None, None]:
