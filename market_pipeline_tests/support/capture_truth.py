@@ -1,5 +1,6 @@
 """An exchange's capture (OKX, Bybit, Kraken) served by its capture source and replayed by the book core's
-generic replay (`rebuild_messages`); for a synthetic day rendered as a capture, next to the day's
+generic replay (`rebuild_messages`); beside the raw check's chain breaks of the same day
+(`replayed_with_chain_breaks`); for a synthetic day rendered as a capture, next to the day's
 ground truth (`rebuilt_at_truth`): the tests hold the two equal at every vendor snapshot."""
 
 from __future__ import annotations

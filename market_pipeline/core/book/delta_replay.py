@@ -8,7 +8,10 @@ Gaps:
 - with contiguous sequence numbers (+1 per message) a jump proves a gap; the book is marked
   out of sync at once;
 - with monotonic numbers (Binance update ids) a jump proves nothing, so a gap shows up only as
-  disagreement with the next vendor snapshot (a divergence).
+  disagreement with the next vendor snapshot (a divergence);
+- deltas of a capture carry the exchange's update-id chain (`Deltas.breaks_chain`, flagged by
+  the reader with the raw check's rule, `core/update_chain.py`): a message that breaks it proves
+  a gap whatever the numbering, and the book is marked out of sync at once.
 Either way the top of the book is repaired ("filled") from the next vendor snapshot: the
 levels the snapshot covers are replaced by it, deeper levels are kept, and the book is in sync
 again. A message older than the last applied one is out of order: it is skipped and counted,

@@ -1,13 +1,16 @@
-"""Breaks of the exchange's update-id chain in a Binance capture's raw `book_delta_v2` day.
+"""Breaks of the exchange's update-id chain in a capture's raw `book_delta_v2` day (Binance, OKX, Bybit).
 
-A capture's deltas carry each diff's `U` (`first_update_id`), `u` (`sequence_number`) and, on
-futures, `pu` (`prev_update_id`); rows of one diff share `line_no`. The chain holds when every
-diff follows the one before it (spot `U == previous u + 1`, futures `pu == previous u`): a break is
-a lost diff or a reconnect, and the rebuild's book stays out of sync from there until a REST
-snapshot re-syncs it (`vendors/binance/sync_kernel.py` applies the same rule). The Crypto Lake
-sequence checks (`sequence.py`) cannot see this: update ids only grow, so a jump proves nothing
-without the chain fields. The first diff of the day has no predecessor here (the rebuild checks
-it against the previous day's checkpoint).
+A capture's deltas carry each message's `U` (`first_update_id`), `u` (`sequence_number`) and,
+where the exchange chains by it, the previous message's id (`prev_update_id`: Binance futures'
+`pu`, OKX's `prevSeqId`, Bybit's `u` chain); rows of one message share `line_no`. The chain holds
+when every message follows the one before it (`update_chain.message_breaks`: spot-style
+`U == previous u + 1`, futures-style `pu == previous u`): a break is a lost message or a
+reconnect, and the rebuild's book stays out of sync from there until a snapshot re-syncs it
+(Binance's `vendors/binance/sync_kernel.py` applies the same rule; OKX's and Bybit's generic
+replay asks `message_breaks` itself). The Crypto Lake sequence checks (`sequence.py`) cannot see
+this: update ids only grow, so a jump proves nothing without the chain fields. The first message
+of the day has no predecessor here (Binance's rebuild checks it against the previous day's
+checkpoint).
 
 Events have the gap events' columns (`day_stats.EVENT_SCHEMA`), kind `chain_break`; for spot
 diffs `missing_sequence_numbers` counts the update ids skipped, for futures it is null (their
