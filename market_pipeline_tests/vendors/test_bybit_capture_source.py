@@ -11,6 +11,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
+from market_pipeline.core.day_clock import NS_PER_HOUR
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.core.quality.chain import CHAIN_COLUMNS, chain_breaks
 from market_pipeline.vendors.binance.source import CaptureRejected, CaptureSource
@@ -19,9 +20,11 @@ from market_pipeline.vendors.bybit.source import BybitCaptureSource, named_instr
 from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline_tests.support import bybit_captures as bc
 from market_pipeline_tests.support.capture_truth import (
+    BREAK_THEN_RECONNECT,
+    LINES_AN_HOUR,
+    check_break_then_reconnect,
     level_at,
     rebuild_messages,
-    replayed_with_chain_breaks,
     restamped,
 )
 from market_pipeline_tests.support.kraken_captures import write_capture
@@ -184,22 +187,12 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
 
 
 def test_a_broken_u_chain_unsyncs_the_book_until_the_next_snapshot(tmp_path, walk):
-    # Delta 20 is lost (21's u does not follow: no prev_update_id, and its seq jumps), then a
-    # reconnect loses 60..62 and its snapshot reloads the book; the lines are received a minute
-    # apart: 60 an hour.
-    rendered = bc.render(walk, drop=20, reconnect_at=60, lost=3)
-    lines = restamped(rendered.lines, bc.START_NS, 60_000_000_000)
-    _write(tmp_path, lines)
-    result, rows, breaks, hours = replayed_with_chain_breaks(_source(tmp_path), PERP, DAY, tmp_path)
-    resync = rendered.message_lines[63] - 2  # the reconnect's snapshot, just before delta 63
-    # The snapshot shows the book after the lost deltas, numbered as the last of them: its seq jumps.
-    assert breaks["sequence_number"].to_list() == [walk.messages[21].seq, walk.messages[62].seq]
-    assert hours == [(rendered.message_lines[21] - 1) // 60, resync // 60] == [0, 1]
-    assert result.hourly["sequence_gaps"] == [hours.count(h) for h in range(24)]
-    assert (result.counters["sequence_gaps"], result.counters["fills"]) == (2, 1)
-    unsynced = {m.seq for m in walk.messages[21:60]}
-    assert rows.height == 2 + MESSAGES - 4 and (~rows["synced"]).sum() == len(unsynced) == 39
-    assert rows["synced"].to_list() == [seq not in unsynced for seq in rows["sequence_number"]]
+    # Delta 21's u does not follow the lost delta 20's (no prev_update_id, and its seq jumps); the
+    # reconnect's snapshot, just before delta 63, reloads the book.
+    rendered = bc.render(walk, **BREAK_THEN_RECONNECT)
+    _write(tmp_path, restamped(rendered.lines, bc.START_NS, NS_PER_HOUR // LINES_AN_HOUR))
+    broken, resync = rendered.message_lines[21] - 1, rendered.message_lines[63] - 2
+    check_break_then_reconnect(_source(tmp_path), PERP, DAY, tmp_path, walk, broken, resync)
 
 
 def test_binance_okx_and_bybit_captures_share_the_directory(tmp_path, walk):

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from market_pipeline.core.book import rebuild
+from market_pipeline.core.day_clock import NS_PER_HOUR
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.vendors.base import DayNotCovered
 from market_pipeline.vendors.binance.source import CaptureRejected, CaptureSource
@@ -18,9 +19,11 @@ from market_pipeline.vendors.okx.capture_tables import OkxCaptureParser, lake_sy
 from market_pipeline.vendors.okx.source import OkxCaptureSource, named_instrument
 from market_pipeline_tests.support import okx_captures as oc
 from market_pipeline_tests.support.capture_truth import (
+    BREAK_THEN_RECONNECT,
+    LINES_AN_HOUR,
+    check_break_then_reconnect,
     level_at,
     rebuild_messages,
-    replayed_with_chain_breaks,
     restamped,
 )
 from market_pipeline_tests.support.kraken_captures import write_capture
@@ -149,22 +152,13 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
 
 @pytest.mark.parametrize("batch_rows", [rebuild.DELTA_BATCH_ROWS, 7])  # 7: messages cut by the batches
 def test_a_broken_seq_id_chain_unsyncs_the_book_until_the_next_snapshot(tmp_path, walk, monkeypatch, batch_rows):
-    # Message 20 is lost (21's prevSeqId names it), then a reconnect loses 60..62 and its snapshot
-    # reloads the book; the lines are received a minute apart: 60 an hour.
+    # Message 21's prevSeqId names the lost message 20; the reconnect's snapshot reloads the book.
     monkeypatch.setattr(rebuild, "DELTA_BATCH_ROWS", batch_rows)
-    rendered = oc.render(walk, drop=20, reconnect_at=60, lost=3)
-    lines = restamped(rendered.lines, oc.START_NS, 60_000_000_000)
+    rendered = oc.render(walk, **BREAK_THEN_RECONNECT)
+    lines = restamped(rendered.lines, oc.START_NS, NS_PER_HOUR // LINES_AN_HOUR)
     _write(tmp_path, lines)
-    result, rows, breaks, hours = replayed_with_chain_breaks(_source(tmp_path), SPOT, DAY, tmp_path)
-    resync = [n for n, line in enumerate(lines) if '"action": "snapshot"' in line][1]  # the reconnect's
-    # The snapshot shows the book after the lost messages, numbered as the last of them: its seqId jumps.
-    assert breaks["sequence_number"].to_list() == [walk.messages[21].seq, walk.messages[62].seq]
-    assert hours == [(rendered.message_lines[21] - 1) // 60, resync // 60] == [0, 1]
-    assert result.hourly["sequence_gaps"] == [hours.count(h) for h in range(24)]
-    assert (result.counters["sequence_gaps"], result.counters["fills"]) == (2, 1)
-    unsynced = {m.seq for m in walk.messages[21:60]}
-    assert rows.height == 2 + MESSAGES - 4 and (~rows["synced"]).sum() == len(unsynced) == 39
-    assert rows["synced"].to_list() == [seq not in unsynced for seq in rows["sequence_number"]]
+    resync = [n for n, line in enumerate(lines) if '"action": "snapshot"' in line][1]
+    check_break_then_reconnect(_source(tmp_path), SPOT, DAY, tmp_path, walk, rendered.message_lines[21] - 1, resync)
 
 
 def test_binance_and_okx_captures_share_the_directory(tmp_path, walk):
