@@ -3,7 +3,9 @@ capture sources' cache, manifest, quarantine and days covered (`capture_source.p
 the exchange's parser (a `capture_tables.ChunkedCaptureParser`) and the tables it serves (the
 shared `capture_tables.TABLE_SCHEMAS`, or its own). Books are rebuilt by core's generic delta replay
 (`lake_shaped.rebuild_lake_books`): a snapshot clears and reloads the book, updates apply level by
-level, the ids (`sequence_number`) only grow ("monotonic": they jump, so a jump proves no gap)."""
+level, the ids (`sequence_number`) only grow ("monotonic": they jump, so a jump proves no gap); a
+message that breaks the exchange's chain (OKX's, Bybit's `prev_update_id`) does, and unsyncs the
+books until the next snapshot."""
 
 from __future__ import annotations
 

@@ -202,6 +202,39 @@ def test_a_snapshot_message_first_clears_a_book_carried_over():
     assert n_out == 1 and out.synced[0] and list(out.bid_ticks[0]) == [-1, -1] and out.ask_ticks[0, 0] == 120
 
 
+def test_a_chain_break_unsyncs_the_book_until_a_snapshot_message():
+    """`breaks_chain` (a capture's update-id chain, monotonic ids): the flagged message is a
+    sequence gap in its hour and the book is out of sync from it until a snapshot message, which
+    fills the gap; the same stream without the flags proves nothing (monotonic ids jump)."""
+    hour = 3_600_000_000_000
+    # Messages (seq): 10 (two rows), 13, 17 breaks the chain (hour 1), 20, 25 a snapshot
+    # message that breaks it too (hour 2: a reconnect), 27.
+    seq = np.array([10, 10, 13, 17, 20, 25, 25, 27], np.int64)
+    recv = np.array([0, 0, 1, hour + 1, hour + 2, 2 * hour, 2 * hour, 2 * hour + 1], np.int64)
+    is_bid = np.array([True, False, True, True, False, True, False, True])
+    tick = np.array([100, 105, 101, 102, 104, 99, 103, 98], np.int64)
+    lot = np.array([5, 5, 7, 2, 4, 3, 1, 1], np.int64)
+    snapshot = np.array([False, False, False, False, False, True, True, False])
+    breaks = np.array([False, False, False, True, False, True, False, False])
+    replayed = {}
+    for name, flags in (("chained", breaks), ("unchained", lr.NO_CHAIN)):
+        deltas = lr.Deltas(recv, recv, seq, is_bid, tick, lot, snapshot, flags)
+        rows = lr.new_rows(6, 3)
+        state, counters, hourly = lr.new_replay_state(0, False, 0, True), lr.new_counters(), lr.new_hourly()
+        replay = lr.LakeReplay(new_book(1024), state, counters, hourly, rows, lr.new_agreement(0), lr.new_levels(20))
+        assert lr.replay_lake_batch(deltas, _no_snapshots(), replay, 3, True, True) == (8, 0, 6)
+        replayed[name] = (rows, counters[0], hourly)
+    rows, c, hourly = replayed["chained"]
+    assert rows.synced.tolist() == [True, True, False, False, True, True]
+    assert (c["sequence_gaps"], c["fills"], c["rows_written_unsynced"], c["missing_sequence_numbers"]) == (2, 1, 2, 0)
+    assert hourly["sequence_gaps"][:3].tolist() == [0, 1, 1] and hourly["fills"][:3].tolist() == [0, 0, 1]
+    assert list(rows.bid_ticks[3]) == [102, 101, 100]  # unsynced, the message is still applied
+    assert list(rows.bid_ticks[4]) == [99, -1, -1] and list(rows.ask_ticks[4]) == [103, -1, -1]
+    rows, c, hourly = replayed["unchained"]
+    assert rows.synced.all() and c["sequence_gaps"] == c["fills"] == hourly["sequence_gaps"].sum() == 0
+    assert list(rows.bid_ticks[5]) == list(replayed["chained"][0].bid_ticks[5]) == [99, 98, -1]
+
+
 @pytest.fixture(scope="module")
 def synthetic_day(tmp_path_factory):
     from market_pipeline.vendors.synthetic.generate import generate_day

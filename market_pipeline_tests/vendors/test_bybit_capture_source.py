@@ -11,6 +11,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
+from market_pipeline.core.day_clock import NS_PER_HOUR
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.core.quality.chain import CHAIN_COLUMNS, chain_breaks
 from market_pipeline.vendors.binance.source import BinanceCaptureSource
@@ -19,7 +20,14 @@ from market_pipeline.vendors.bybit.source import BybitCaptureSource, named_instr
 from market_pipeline.vendors.capture_source import CaptureRejected
 from market_pipeline.vendors.okx.source import OkxCaptureSource
 from market_pipeline_tests.support import bybit_captures as bc
-from market_pipeline_tests.support.capture_truth import level_at, rebuild_messages
+from market_pipeline_tests.support.capture_truth import (
+    BREAK_THEN_RECONNECT,
+    LINES_AN_HOUR,
+    check_break_then_reconnect,
+    level_at,
+    rebuild_messages,
+    restamped,
+)
 from market_pipeline_tests.support.kraken_captures import write_capture
 
 MESSAGES = 120
@@ -177,6 +185,15 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
         for side, levels in (("bid", sorted(bids.items(), reverse=True)), ("ask", sorted(asks.items()))):
             expected = _float_levels(levels[:20]) + [(None, None)] * (20 - len(levels[:20]))
             assert [level_at(row, side, n) for n in range(20)] == expected, i
+
+
+def test_a_broken_u_chain_unsyncs_the_book_until_the_next_snapshot(tmp_path, walk):
+    # Delta 21's u does not follow the lost delta 20's (no prev_update_id, and its seq jumps); the
+    # reconnect's snapshot, just before delta 63, reloads the book.
+    rendered = bc.render(walk, **BREAK_THEN_RECONNECT)
+    _write(tmp_path, restamped(rendered.lines, bc.START_NS, NS_PER_HOUR // LINES_AN_HOUR))
+    broken, resync = rendered.message_lines[21] - 1, rendered.message_lines[63] - 2
+    check_break_then_reconnect(_source(tmp_path), PERP, DAY, tmp_path, walk, broken, resync)
 
 
 def test_binance_okx_and_bybit_captures_share_the_directory(tmp_path, walk):

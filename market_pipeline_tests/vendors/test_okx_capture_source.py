@@ -10,6 +10,8 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
+from market_pipeline.core.book import rebuild
+from market_pipeline.core.day_clock import NS_PER_HOUR
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
 from market_pipeline.vendors.base import DayNotCovered
 from market_pipeline.vendors.binance.source import BinanceCaptureSource
@@ -17,7 +19,14 @@ from market_pipeline.vendors.capture_source import CaptureRejected
 from market_pipeline.vendors.okx.capture_tables import OkxCaptureParser, lake_symbol
 from market_pipeline.vendors.okx.source import OkxCaptureSource, named_instrument
 from market_pipeline_tests.support import okx_captures as oc
-from market_pipeline_tests.support.capture_truth import level_at, rebuild_messages
+from market_pipeline_tests.support.capture_truth import (
+    BREAK_THEN_RECONNECT,
+    LINES_AN_HOUR,
+    check_break_then_reconnect,
+    level_at,
+    rebuild_messages,
+    restamped,
+)
 from market_pipeline_tests.support.kraken_captures import write_capture
 
 MESSAGES = 120
@@ -140,6 +149,17 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
         for side, levels in (("bid", sorted(bids.items(), reverse=True)), ("ask", sorted(asks.items()))):
             expected = _float_levels(levels[:20]) + [(None, None)] * (20 - len(levels[:20]))
             assert [level_at(row, side, n) for n in range(20)] == expected
+
+
+@pytest.mark.parametrize("batch_rows", [rebuild.DELTA_BATCH_ROWS, 7])  # 7: messages cut by the batches
+def test_a_broken_seq_id_chain_unsyncs_the_book_until_the_next_snapshot(tmp_path, walk, monkeypatch, batch_rows):
+    # Message 21's prevSeqId names the lost message 20; the reconnect's snapshot reloads the book.
+    monkeypatch.setattr(rebuild, "DELTA_BATCH_ROWS", batch_rows)
+    rendered = oc.render(walk, **BREAK_THEN_RECONNECT)
+    lines = restamped(rendered.lines, oc.START_NS, NS_PER_HOUR // LINES_AN_HOUR)
+    _write(tmp_path, lines)
+    resync = [n for n, line in enumerate(lines) if '"action": "snapshot"' in line][1]
+    check_break_then_reconnect(_source(tmp_path), SPOT, DAY, tmp_path, walk, rendered.message_lines[21] - 1, resync)
 
 
 def test_binance_and_okx_captures_share_the_directory(tmp_path, walk):

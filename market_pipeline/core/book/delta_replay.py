@@ -8,7 +8,10 @@ Gaps:
 - with contiguous sequence numbers (+1 per message) a jump proves a gap; the book is marked
   out of sync at once;
 - with monotonic numbers (Binance update ids) a jump proves nothing, so a gap shows up only as
-  disagreement with the next vendor snapshot (a divergence).
+  disagreement with the next vendor snapshot (a divergence);
+- deltas of a capture carry the exchange's update-id chain (`Deltas.breaks_chain`, flagged by
+  the reader with the raw check's rule, `core/update_chain.py`): a message that breaks it proves
+  a gap whatever the numbering, and the book is marked out of sync at once.
 Either way the top of the book is repaired ("filled") from the next vendor snapshot: the
 levels the snapshot covers are replaced by it, deeper levels are kept, and the book is in sync
 again. A message older than the last applied one is out of order: it is skipped and counted,
@@ -54,6 +57,9 @@ from market_pipeline.core.book.replay_steps import check_and_fill, emit_levels_r
 
 # --- inputs and outputs: named tuples of arrays ---------------------------------------------
 
+# `Deltas.breaks_chain` of deltas that carry no update-id chain (every source but the captures).
+NO_CHAIN = np.zeros(0, np.bool_)
+
 
 class Deltas(NamedTuple):
     """Level updates, one row each; rows sharing (recv, seq) are one exchange message."""
@@ -64,7 +70,10 @@ class Deltas(NamedTuple):
     is_bid: np.ndarray  # bool
     tick: np.ndarray  # int64 price in ticks
     lot: np.ndarray  # int64 absolute size in lots (0 removes the level)
-    is_snapshot: np.ndarray  # bool: the row belongs to a full-book snapshot message (Tardis)
+    is_snapshot: np.ndarray  # bool: the row belongs to a full-book snapshot message (Tardis, captures)
+    # bool: the row starts a message that breaks the exchange's update-id chain (a capture's
+    # `update_chain.message_breaks`); empty (NO_CHAIN) when the deltas carry no chain.
+    breaks_chain: np.ndarray = NO_CHAIN
 
 
 class Snapshots(NamedTuple):
@@ -271,6 +280,7 @@ def replay_lake_batch(d, snaps, replay, depth, deltas_final, snaps_final):
         d.tick,
         d.lot,
         d.is_snapshot,
+        d.breaks_chain,
         snaps,
         replay.book.bid,
         replay.book.ask,
@@ -296,6 +306,7 @@ def _replay_lake_batch(
     d_tick,
     d_lot,
     d_is_snapshot,
+    d_breaks_chain,
     snaps,
     bid,
     ask,
@@ -319,6 +330,7 @@ def _replay_lake_batch(
     n = d_recv.shape[0]
     n_s = snaps.recv.shape[0]
     capacity = rows.recv.shape[0]
+    chained = d_breaks_chain.shape[0] > 0
     i = 0
     k = 0
     n_out = 0
@@ -367,9 +379,11 @@ def _replay_lake_batch(
             r.gap_open = True
             i = j
             continue
-        if r.have_last and r.contiguous and seq > r.last_seq + 1:
+        jump = r.have_last and r.contiguous and seq > r.last_seq + 1
+        if jump or (chained and d_breaks_chain[i]):
             c.sequence_gaps += 1
-            c.missing_sequence_numbers += seq - r.last_seq - 1
+            if jump:
+                c.missing_sequence_numbers += seq - r.last_seq - 1
             hourly[hour].sequence_gaps += 1
             r.synced = False
             r.gap_open = True

@@ -2,8 +2,9 @@
 ticks and lots (`fixed_point`), as dicts of numpy arrays the kernel's named tuples wrap, and the
 few operations the driver carries them over batches with (concatenate, drop the consumed head).
 
-Deltas: recv, orig, seq, is_bid, tick, lot, is_snapshot (one row each). Snapshots: recv, orig,
-seq, and bt, bl, at, al as (rows, depth) matrices; an absent level has tick -1 and lot 0.
+Deltas: recv, orig, seq, is_bid, tick, lot, is_snapshot, breaks_chain (one row each; breaks_chain
+empty when the file carries no update-id chain). Snapshots: recv, orig, seq, and bt, bl, at, al as
+(rows, depth) matrices; an absent level has tick -1 and lot 0.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.fixed_point import Grid, PrecisionCounter
 from market_pipeline.core.book.stage_timings import StageTimings
 from market_pipeline.core.telemetry import progress
+from market_pipeline.core.update_chain import ChainCarry, has_chain, message_breaks
 
 # Read too when a file has it (OPTIONAL_COLUMNS of book_delta_v2): rows of full-book snapshot messages.
 SNAPSHOT_FLAG_COLUMN = "is_snapshot"
@@ -41,11 +44,13 @@ def delta_batches(
     columns: list[str],
     batch_rows: int,
 ) -> Iterator[dict[str, np.ndarray]]:
+    """The deltas of `columns` of `file`, converted; with the chain's columns among them
+    (`update_chain.has_chain`), `breaks_chain` flags each message that breaks the chain."""
     progress.expect(file.metadata.num_rows)
     batches = file.iter_batches(batch_size=batch_rows, columns=columns)
-    for converted in _converted(
-        batches, timings, ("read", "convert"), partial(_convert_deltas, grid=grid, precision=precision)
-    ):
+    chain = _ChainBreaks() if has_chain(columns) else None
+    convert = partial(_convert_deltas, grid=grid, precision=precision, chain=chain)
+    for converted in _converted(batches, timings, ("read", "convert"), convert):
         progress.advance(len(converted["recv"]))
         yield converted
 
@@ -79,8 +84,31 @@ def _converted(
         yield converted
 
 
+class _ChainBreaks:
+    """Per row of each batch in turn, whether it starts a message that breaks the update-id chain
+    (`update_chain.message_breaks`, the raw check's rule), the last message carried to the next batch."""
+
+    def __init__(self) -> None:
+        self.carry = ChainCarry()
+
+    def flags(self, batch: pa.RecordBatch, seq: np.ndarray) -> np.ndarray:
+        prev = batch.column("prev_update_id")
+        messages = message_breaks(
+            _numpy_column(batch, "line_no", np.int64),
+            seq,
+            _numpy_column(batch, "first_update_id", np.int64),
+            _numpy_column(batch, "prev_update_id", np.int64),
+            pc.is_valid(prev).to_numpy(zero_copy_only=False),
+            self.carry,
+        )
+        self.carry = messages.carry
+        breaks = np.zeros(batch.num_rows, np.bool_)
+        breaks[np.flatnonzero(messages.head)[messages.broken]] = True
+        return breaks
+
+
 def _convert_deltas(
-    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int
+    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int, chain: _ChainBreaks | None
 ) -> dict[str, np.ndarray]:
     seq = _numpy_column(batch, "sequence_number", np.int64)
     return {
@@ -95,6 +123,7 @@ def _convert_deltas(
             if SNAPSHOT_FLAG_COLUMN in batch.schema.names
             else lr.no_snapshot_flags(batch.num_rows)
         ),
+        "breaks_chain": lr.NO_CHAIN if chain is None else chain.flags(batch, seq),
     }
 
 
@@ -136,6 +165,7 @@ def empty_deltas() -> dict[str, np.ndarray]:
         "tick": np.empty(0, np.int64),
         "lot": np.empty(0, np.int64),
         "is_snapshot": np.empty(0, np.bool_),
+        "breaks_chain": lr.NO_CHAIN,
     }
 
 
@@ -183,7 +213,9 @@ def first_sequence(deltas_file: pq.ParquetFile) -> int | None:
 
 
 def as_deltas(d: dict[str, np.ndarray]) -> lr.Deltas:
-    return lr.Deltas(d["recv"], d["orig"], d["seq"], d["is_bid"], d["tick"], d["lot"], d["is_snapshot"])
+    return lr.Deltas(
+        d["recv"], d["orig"], d["seq"], d["is_bid"], d["tick"], d["lot"], d["is_snapshot"], d["breaks_chain"]
+    )
 
 
 def as_snapshots(s: dict[str, np.ndarray]) -> lr.Snapshots:

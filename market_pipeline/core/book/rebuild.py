@@ -62,6 +62,7 @@ from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.schemas import BOOK_LEVELS
 from market_pipeline.core.read_ahead import prefetched
 from market_pipeline.core.telemetry.memory import peak_rss_bytes
+from market_pipeline.core.update_chain import CHAIN_FIELDS, has_chain
 
 # Batch sizes bound peak memory (docs/architecture.md#performance); larger ones gain little.
 DELTA_BATCH_ROWS = 500_000
@@ -132,7 +133,9 @@ def rebuild_day(
         state[0]["have_last"] = True
     replay = _DayReplay(start.book, state, depth, timings)
     out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape)
-    delta_columns = DELTA_COLUMNS + [c for c in (SNAPSHOT_FLAG_COLUMN,) if c in deltas_file.schema_arrow.names]
+    present = deltas_file.schema_arrow.names
+    delta_columns = DELTA_COLUMNS + [c for c in (SNAPSHOT_FLAG_COLUMN,) if c in present]
+    delta_columns += list(CHAIN_FIELDS) if has_chain(present) else []  # a capture's: its breaks unsync the book
     # One per reader thread (no shared state); delta examples come first in the report.
     delta_precision, snap_precision = PrecisionCounter(), PrecisionCounter()
 

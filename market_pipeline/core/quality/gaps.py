@@ -11,10 +11,11 @@ import polars as pl
 from market_pipeline.core.day_clock import hour_of, iso
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.batches import iter_frames
-from market_pipeline.core.quality.chain import CHAIN_BREAK, CHAIN_COLUMNS, chain_breaks, has_chain
+from market_pipeline.core.quality.chain import CHAIN_BREAK, CHAIN_COLUMNS, chain_breaks
 from market_pipeline.core.quality.day_stats import DayStats
 from market_pipeline.core.quality.lake_day import WORST_ROWS, DayFiles
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, repair_gaps
+from market_pipeline.core.update_chain import has_chain
 
 SNAPSHOT_SEQUENCE_SCHEMA = {"sequence_number": pl.Int64, "received_time": pl.Int64}
 

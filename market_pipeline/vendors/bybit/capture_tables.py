@@ -10,7 +10,7 @@ time, the shared tables (`vendors/capture_tables.py`):
   and restarts at 1), `first_update_id` = the `seq`, `prev_update_id` = the `seq` of the previous
   book message when this delta's `u` follows that message's `u` (Bybit's chain holds, as a
   futures diff's `pu`; across the recorder's hourly files too, `follow`), null on a snapshot and
-  on a delta after lost messages (the chain check then sees a break), `origin_time` = the
+  on a delta after lost messages (the chain check and the book replay then see a break), `origin_time` = the
   message's `ts` (ms) in ns, `is_snapshot` on a snapshot's rows (the generic replay clears the
   book before them: a reconnect's snapshot and a `u` = 1 restart resync it), `line_no` the line
   in the files. A message without levels has no row;

@@ -4,11 +4,11 @@ source of an instrument or, through PIPELINE_SOURCES, as the reference of a boug
 The files are `okx_<market>_<instrument id>_<YYYYMMDD>.gz` (`capture_format`); other exchanges'
 files in the same directory are left to their sources. The cache, its manifest, the quarantine of
 a bad file, the days covered and the books (core's generic delta replay: an OKX snapshot clears
-and reloads the book, `seqId`s only grow) are `ExchangeCaptureSource`'s, with OKX's parser
-(`capture_tables.py`) and the shared tables: `book_delta_v2` (with snapshots flagged), `book`,
-`book_ticker` (`bbo-tbt`), `trades`. OKX's own checksums of a day (`exchange_checksums`) come from
-verify-capture's replay of the day's files (`verify.day_checksums`), kept beside the cache until
-the files change (`checksum_cache`).
+and reloads the book, `seqId`s only grow, a broken `prevSeqId` chain unsyncs it) are
+`ExchangeCaptureSource`'s, with OKX's parser (`capture_tables.py`) and the shared tables:
+`book_delta_v2` (with snapshots flagged), `book`, `book_ticker` (`bbo-tbt`), `trades`. OKX's own
+checksums of a day (`exchange_checksums`) come from verify-capture's replay of the day's files
+(`verify.day_checksums`), kept beside the cache until the files change (`checksum_cache`).
 """
 
 from __future__ import annotations
