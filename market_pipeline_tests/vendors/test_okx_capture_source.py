@@ -151,6 +151,32 @@ def test_the_generic_replay_rebuilds_the_exchanges_book_after_every_message(tmp_
             assert [level_at(row, side, n) for n in range(20)] == expected
 
 
+def test_a_sequence_reset_goes_on_with_the_book(tmp_path, walk):
+    """OKX resets `seqId` in maintenance: the message's `seqId` drops below its `prevSeqId`, which
+    still names the message before it. The chain holds, so the book goes on in sync, message by
+    message, not every later message skipped as older than the last one."""
+    from market_pipeline.core.quality.gaps import gap_summary, repaired_gaps, snapshot_sequence
+    from market_pipeline.core.quality.lake_day import DayFiles, read_day_stats
+
+    rendered = oc.render(walk, reset_at=60)
+    _write(tmp_path, rendered.lines)
+    source = _source(tmp_path)
+    result, rows = rebuild_messages(source, SPOT, DAY, tmp_path, depth=20)
+    assert rows.height == 1 + MESSAGES  # the snapshot and every update
+    assert rows["synced"].all()
+    assert (result.counters["out_of_order_messages"], result.counters["sequence_gaps"]) == (0, 0)
+    # The raw check counts as the rebuild does: no message out of order, no break.
+    (deltas,), (book,) = source.fetch("book_delta_v2", SPOT, DAY), source.fetch("book", SPOT, DAY)
+    files = DayFiles(SPOT, DAY, deltas, book, *(tmp_path / "none",) * 4)
+    summary = gap_summary(repaired_gaps(files, read_day_stats(files, "book_delta_v2"), snapshot_sequence(files)))
+    assert (summary["out_of_order_messages"], summary["chain_breaks"]) == (0, 0)
+    for message, row in zip(walk.messages, rows.sort("received_time")[1:].iter_rows(named=True), strict=True):
+        bids, asks = message.view
+        for side, levels in (("bid", sorted(bids.items(), reverse=True)), ("ask", sorted(asks.items()))):
+            expected = _float_levels(levels[:20]) + [(None, None)] * (20 - len(levels[:20]))
+            assert [level_at(row, side, n) for n in range(20)] == expected
+
+
 @pytest.mark.parametrize("batch_rows", [rebuild.DELTA_BATCH_ROWS, 7])  # 7: messages cut by the batches
 def test_a_broken_seq_id_chain_unsyncs_the_book_until_the_next_snapshot(tmp_path, walk, monkeypatch, batch_rows):
     # Message 21's prevSeqId names the lost message 20; the reconnect's snapshot reloads the book.

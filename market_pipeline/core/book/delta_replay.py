@@ -15,7 +15,9 @@ Gaps:
 Either way the top of the book is repaired ("filled") from the next vendor snapshot: the
 levels the snapshot covers are replaced by it, deeper levels are kept, and the book is in sync
 again. A message older than the last applied one is out of order: it is skipped and counted,
-and the book is marked out of sync (its update may be lost) until the next snapshot.
+and the book is marked out of sync (its update may be lost) until the next snapshot; with the
+chain, a message that continues it (a sequence reset: OKX's `seqId` dropping below `prevSeqId`)
+or a snapshot message is in order whatever its number.
 
 Snapshot messages (an optional per-row `is_snapshot` column, Tardis.dev semantics): a message
 flagged as a snapshot that follows one that was not (or comes first) clears the whole book
@@ -372,7 +374,11 @@ def _replay_lake_batch(
             return i, k, n_out
         seq = d_seq[i]
         hour = hour_of_day(r, d_recv[i])
-        if r.have_last and seq < r.last_seq:
+        # Where the deltas carry the chain, it orders the messages, not their numbers: a message
+        # that continues it (OKX's seqId reset in maintenance drops below prevSeqId) or a snapshot
+        # that restarts it is in order whatever its number.
+        ordered_by_chain = chained and (not d_breaks_chain[i] or d_is_snapshot[i])
+        if r.have_last and seq < r.last_seq and not ordered_by_chain:
             c.out_of_order_messages += 1
             hourly[hour].sequence_gaps += 1
             r.synced = False

@@ -14,7 +14,7 @@ from market_pipeline.core.lake.batches import iter_frames
 from market_pipeline.core.quality.chain import CHAIN_BREAK, CHAIN_COLUMNS, chain_breaks
 from market_pipeline.core.quality.day_stats import DayStats
 from market_pipeline.core.quality.lake_day import WORST_ROWS, DayFiles
-from market_pipeline.core.quality.sequence import GAP_SCHEMA, repair_gaps
+from market_pipeline.core.quality.sequence import GAP_SCHEMA, OUT_OF_ORDER, repair_gaps
 from market_pipeline.core.update_chain import has_chain
 
 SNAPSHOT_SEQUENCE_SCHEMA = {"sequence_number": pl.Int64, "received_time": pl.Int64}
@@ -27,7 +27,12 @@ def sequence_events(files: DayFiles, stats: DayStats) -> pl.DataFrame:
     if not has_chain(parquet_io.read_schema(files.require(files.deltas)).names):
         return stats.gaps
     breaks = chain_breaks(iter_frames(files.deltas, CHAIN_COLUMNS))
-    return pl.concat([stats.gaps.cast(breaks.schema), breaks]).sort("received_time", maintain_order=True)
+    # The chain orders a capture's messages, not their numbers (as in the rebuild): a message
+    # numbered below an earlier one that continues the chain (OKX's seqId reset) is in order.
+    out_of_order = pl.col("kind") == OUT_OF_ORDER
+    broken_too = stats.gaps.filter(out_of_order).join(breaks, on=["received_time", "sequence_number"], how="semi")
+    gaps = pl.concat([stats.gaps.filter(~out_of_order), broken_too])
+    return pl.concat([gaps.cast(breaks.schema), breaks]).sort("received_time", maintain_order=True)
 
 
 def snapshot_sequence(files: DayFiles) -> pl.DataFrame:
