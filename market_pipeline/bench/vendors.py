@@ -34,7 +34,7 @@ from market_pipeline.vendors.tardis.config import DEFAULT_EXCHANGES, tardis_name
 
 VENDORS = ("crypto_lake", "tardis", "capture")
 REFERENCE = "crypto_lake"
-GOAL_PEAK_MB = 1024.0  # per vendor, the whole graph's process tree
+GOAL_PEAK_MB = 900.0  # the whole graph's process tree, from any vendor: 1 GB with a margin (issue 34)
 GOAL_OVER_REFERENCE = 1.5  # Tardis and capture wall over Crypto Lake's
 GOAL_OVER_FLOOR = 2.0  # every vendor's wall over its floor
 GOAL_FLAT = 0.10  # peak at twice the day within this share of the peak at the day
