@@ -55,7 +55,12 @@ def test_the_day_verifies_with_every_quote_agreeing(written):
     assert figures["gaps"] == figures["ticker_mismatches"] == figures["unsynced_at_end"] == 0
     assert figures["ticker_checks"] == day.tickers == truth.height
     assert figures["trades"] == day.trades > 0
-    assert figures["checksums_unchecked"] == day.diffs + 1  # retired: 0 on every message
+    # OKX's checksum on the snapshot and every update, each agreeing with the replayed book.
+    assert (figures["checksums_checked"], figures["checksum_mismatches"], figures["checksums_unchecked"]) == (
+        day.diffs + 1,
+        0,
+        0,
+    )
 
 
 def test_a_dropped_message_breaks_the_chain_where_it_was_dropped(written, tmp_path):
@@ -69,6 +74,27 @@ def test_a_dropped_message_breaks_the_chain_where_it_was_dropped(written, tmp_pa
     assert figures["first_bad_update"]["expected_prev_seq_id"] == lost - 1
     assert figures["first_bad_update"]["prev_seq_id"] == lost
     assert figures["ticker_mismatches"] == 0  # unsynced after the break: nothing compared
+
+
+def test_a_wrong_level_is_named_at_its_checksum(written, tmp_path):
+    """A level changed in one update (its size), the chain intact: OKX's checksum of that very
+    message disagrees with the replayed book, and verify-capture names its line."""
+    import gzip
+
+    _, day = written
+    with gzip.open(day.path, "rt") as lines:
+        text = lines.readlines()
+    updates = [n for n, line in enumerate(text) if '"action":"update"' in line and '"bids":[["' in line]
+    bad = updates[len(updates) // 2]
+    first_size = text[bad].index('"bids":[["') + len('"bids":[["')
+    size_at = text[bad].index('","', first_size) + 3
+    text[bad] = text[bad][:size_at] + "9" + text[bad][size_at:]  # a digit more in the first bid's size
+    damaged = tmp_path / day.path.name
+    with gzip.open(damaged, "wt") as out:
+        out.writelines(text)
+    figures = verify_capture([damaged])
+    assert figures["checksum_mismatches"] == figures["gaps"] == 1  # unsynced from there: the rest unchecked
+    assert (figures["first_bad_update"]["reason"], figures["first_bad_update"]["line"]) == ("checksum", bad + 1)
 
 
 def test_the_source_replays_the_true_book_at_every_vendor_snapshot(written, tmp_path):

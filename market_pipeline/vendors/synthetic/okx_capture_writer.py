@@ -10,7 +10,10 @@ The day's walk is `capture_writer`'s (`write_capture_day(..., renderer=OkxLines)
 - one `bbo-tbt` line per ground-truth row (the true best bid and ask, `seqId` the book's);
 - every trade as a `trades` line (`side` the taker's, `tradeId` the synthetic id).
 `ts` is the exchange time in ms; levels are `[price, size, "0", "1"]` with exact decimal texts on
-the instrument's grid. Checksums are 0, as OKX sends since it retired the field in 2026.
+the instrument's grid. Every `books` message carries the checksum OKX sent before it retired the
+field in 2026: the signed CRC32 of the best 25 levels interleaved as sent (`okx.verify`'s, over the
+book a `books` subscriber keeps: the levels sent, at most 400 a side), so a message missing from
+the capture, or a wrong level, shows at the next checksum.
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ from pathlib import Path
 import polars as pl
 
 from market_pipeline.core.instruments import Instrument
+from market_pipeline.vendors.exchange_books import TextBook, signed_crc32
+from market_pipeline.vendors.okx.capture_format import BOOK_DEPTHS
+from market_pipeline.vendors.okx.verify import checksum_text
 from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines
+
+CHANNEL = "books"
 
 
 def okx_names(instrument: Instrument) -> tuple[str, str]:
@@ -45,6 +53,7 @@ class OkxLines(BinanceLines):
         self.where = where
         self.tick, self.lot = instrument.tick_size, instrument.lot_size
         self.file_prefix = f"okx_{market}_{self.inst_id.lower()}"
+        self.book = TextBook(BOOK_DEPTHS[CHANNEL])  # the subscriber's book, walked message by message
 
     def snapshot_id(self, first_u: int) -> int:
         return first_u  # the snapshot is the opening message
@@ -52,18 +61,33 @@ class OkxLines(BinanceLines):
     def _arg(self, channel: str) -> str:
         return f'{{"arg":{{"channel":"{channel}","instId":"{self.inst_id}"}},'
 
+    def _checksums(self, rows: pl.DataFrame) -> list[int]:
+        """OKX's checksum after each message of `rows` (in order), walking the subscriber's book."""
+        price, size = self.grid_texts(rows, "price", "size")
+        frame = rows.select("u", "side_is_bid", price=price, size=size)
+        checksums: list[int] = []
+        for (_,), message in frame.partition_by("u", maintain_order=True, as_dict=True).items():
+            levels = list(zip(message["side_is_bid"], message["price"], message["size"], strict=True))
+            bids = [(p, q) for is_bid, p, q in levels if is_bid]
+            asks = [(p, q) for is_bid, p, q in levels if not is_bid]
+            self.book.apply(bids, asks)
+            checksums.append(signed_crc32(checksum_text(self.book)))
+        return checksums
+
     def diffs(self, rows: pl.DataFrame) -> pl.DataFrame:
         """One `books` update line per message: u, recv, origin_ms, text."""
-        messages = self.messages(rows)
+        messages = self.messages(rows).with_columns(checksum=pl.Series(self._checksums(rows), dtype=pl.Int64))
         text = pl.concat_str(
             [
-                pl.lit(self._arg("books") + '"action":"update","data":[{"asks":['),
+                pl.lit(self._arg(CHANNEL) + '"action":"update","data":[{"asks":['),
                 pl.col("a").fill_null(""),
                 pl.lit('],"bids":['),
                 pl.col("b").fill_null(""),
                 pl.lit('],"ts":"'),
                 pl.col("origin_ms").cast(pl.String),
-                pl.lit('","checksum":0,"prevSeqId":'),
+                pl.lit('","checksum":'),
+                pl.col("checksum").cast(pl.String),
+                pl.lit(',"prevSeqId":'),
                 (pl.col("u") - 1).cast(pl.String),
                 pl.lit(',"seqId":'),
                 pl.col("u").cast(pl.String),
@@ -75,9 +99,16 @@ class OkxLines(BinanceLines):
     def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
         """The `books` snapshot of the opening message's levels, each side best first."""
         bids, asks = self.book_sides(opening)
+        present = opening.filter(pl.col("size") > 0)
+        price, size = self.grid_texts(present, "price", "size")
+        texts = present.select("side_is_bid", price=price, size=size)
+        sides = [texts.filter(pl.col("side_is_bid") == b).select("price", "size").rows() for b in (True, False)]
+        book = TextBook(BOOK_DEPTHS[CHANNEL])
+        book.load(*sides)
+        checksum = signed_crc32(checksum_text(book))
         return (
-            self._arg("books") + f'"action":"snapshot","data":[{{"asks":[{asks}],"bids":[{bids}],'
-            f'"ts":"{origin_ms}","checksum":0,"prevSeqId":-1,"seqId":{last_update_id}}}]}}'
+            self._arg(CHANNEL) + f'"action":"snapshot","data":[{{"asks":[{asks}],"bids":[{bids}],'
+            f'"ts":"{origin_ms}","checksum":{checksum},"prevSeqId":-1,"seqId":{last_update_id}}}]}}'
         )
 
     def tickers(self, truth: pl.DataFrame) -> pl.DataFrame:
