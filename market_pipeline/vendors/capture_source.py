@@ -51,7 +51,7 @@ ENCRYPTED_SUFFIX = ".enc"
 # The other exchanges whose captures the recorder writes (`capture --exchange`), by file name prefix.
 OTHER_CAPTURE_EXCHANGES = ("kraken", "okx", "bybit")
 # Bump when the cached tables change shape, so old caches are rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Kraken tables carry the checksum chain
 _EPOCH = dt.date(1970, 1, 1)
 _DAY = (pl.col("received_time") // NS_PER_DAY).alias("day")
 # Scratch parts are read once, right after they are written: the fastest codec, not the smallest.

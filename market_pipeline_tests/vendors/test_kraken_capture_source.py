@@ -110,8 +110,11 @@ def test_the_generic_replay_keeps_krakens_book_after_every_update(tmp_path, book
         _assert_view(by_seq[_recv(line_number)], version, book.updates[i].view)
 
     deltas = _table(source, "book_delta_v2")
-    assert "first_update_id" not in deltas.columns and "prev_update_id" not in deltas.columns  # no chain
     assert (deltas["sequence_number"] == deltas["received_time"]).all()
+    # The checksum chain: every message names the one before it (every checksum agrees).
+    heads = deltas.unique("sequence_number", keep="first", maintain_order=True)
+    assert (heads["first_update_id"] == heads["sequence_number"]).all()
+    assert heads["prev_update_id"].to_list()[1:] == heads["sequence_number"].to_list()[:-1]
     assert deltas["line_no"].is_sorted() and deltas["received_time"].is_sorted()
     sent = sum(len(u.asks) + len(u.bids) for i, u in enumerate(book.updates) if i in rendered.update_lines)
     snapshots = deltas.filter(pl.col("is_snapshot"))
@@ -139,6 +142,35 @@ def test_the_generic_replay_keeps_krakens_book_after_every_update(tmp_path, book
     assert set(trades.select("side", "price", "quantity").rows()) == {("buy", 61415.0, 0.01)}
     assert trades["origin_time"].to_list() == [1_763_942_400_100_000_000] * rendered.trades
     assert trades["trade_id"].to_list() == ([None] if version == 1 else ["1"]) * rendered.trades
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_checksum_that_disagrees_unsyncs_the_book_until_the_next_snapshot(tmp_path, book, version):
+    """A lost update: the next one's checksum disagrees with the book the parser keeps, which breaks
+    the chain there (as verify-capture names it); the generic replay's books are unsynced from it
+    to the reconnect's snapshot, and its sequence gaps are the raw check's chain breaks, by hour."""
+    from market_pipeline.core.day_clock import hour_of
+    from market_pipeline.core.quality.chain import CHAIN_COLUMNS, chain_breaks
+    from market_pipeline.vendors.kraken.verify import verify_capture
+
+    lost = kc.droppable_update(book, 40)
+    rendered = kc.render(version, book, drop=lost, reconnect_at=150, lost=4)
+    path = _write(tmp_path, rendered.lines, NAMES[version])
+    named = verify_capture([path])["first_bad_update"]
+    source = _source(tmp_path)
+    result, rows = rebuild_messages(source, PAIR, DAY, tmp_path, depth=1)
+    raw = _table(source, "book_delta_v2")
+    breaks = chain_breaks([raw.select(CHAIN_COLUMNS)])
+    resync = sorted(raw.filter(pl.col("is_snapshot"))["sequence_number"].unique())[1]  # the reconnect's
+    broken = _recv(rendered.update_lines[lost + 1])
+    assert (named["reason"], named["line"]) == ("checksum", rendered.update_lines[lost + 1])
+    assert breaks["sequence_number"].to_list() == [broken]
+    hours = breaks.select(hour_of("received_time", DAY))["received_time"].to_list()
+    assert result.hourly["sequence_gaps"] == [hours.count(h) for h in range(24)]
+    assert (result.counters["sequence_gaps"], result.counters["fills"]) == (1, 1)
+    unsynced = rows.filter(~pl.col("synced"))["sequence_number"].to_list()
+    assert unsynced == [seq for seq in rows["sequence_number"].to_list() if broken <= seq < resync]
+    assert unsynced and rows.height > len(unsynced)
 
 
 def test_a_file_continuing_a_session_is_truncated_from_the_book_it_carries(tmp_path, book):

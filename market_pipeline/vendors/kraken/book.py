@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from market_pipeline.vendors.exchange_books import BookSide, decimals
+from market_pipeline.vendors.exchange_books import BookSide, crc32, decimals
 from market_pipeline.vendors.kraken.capture_format import BookMessage, Level
 
 CHECKSUM_LEVELS = 10
@@ -79,3 +79,7 @@ class KrakenBook:
     def top(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """The best `CHECKSUM_LEVELS` (price, quantity) a side, best first."""
         return self.ask_side.top(CHECKSUM_LEVELS), self.bid_side.top(CHECKSUM_LEVELS)
+
+    def checksum(self) -> int:
+        """Kraken's CRC32 of the book's top 10 levels, as a message carrying it should say."""
+        return crc32(checksum_text(*self.top()))

@@ -10,8 +10,14 @@ lines at a time (memory is set by the chunk and the book, at most the subscribed
   generic replay, which does not truncate, keeps Kraken's book exactly. `is_snapshot` on the rows
   of a snapshot (the replay clears the book before them: a reconnect's snapshot resyncs it).
   Kraken numbers no message: `sequence_number` is the line's receive time (it grows along the
-  capture, as the replay needs, and proves no gap: "monotonic"), and there are no chain columns
-  (`first_update_id`, `prev_update_id`: the raw checks look for no chain). `origin_time` is the
+  capture, as the replay needs, and proves no gap: "monotonic"), `first_update_id` the same. What
+  proves a gap is Kraken's checksum: the parser keeps the book (for the truncation) and checks
+  every checksum a message carries against it, as verify-capture does; the chain column
+  `prev_update_id` names the previous book message's `sequence_number`, except on a message whose
+  checksum disagrees (-1: the chain breaks there), so the raw check's `chain_breaks` and the
+  generic replay (books unsynced until the next snapshot) see Kraken's mismatches as the breaks
+  of OKX's and Bybit's chains. After a mismatch no checksum is checked until the next snapshot
+  (verify-capture drops those updates). `origin_time` is the
   message's exchange time (v2 `timestamp`, v1 the latest of its levels' timestamps), the receive
   time when it has none;
 - `book`: the best `BOOK_LEVELS` a side of every snapshot (at most the subscribed depth);
@@ -32,9 +38,9 @@ from pathlib import Path
 
 import polars as pl
 
-from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
+from market_pipeline.core.lake.schemas import BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.vendors.capture_files import CaptureFormatError
-from market_pipeline.vendors.capture_tables import ChunkedCaptureParser, LineStamp, TableRows, top_levels
+from market_pipeline.vendors.capture_tables import DELTA_SCHEMA, ChunkedCaptureParser, LineStamp, TableRows, top_levels
 from market_pipeline.vendors.kraken import capture_format as fmt
 from market_pipeline.vendors.kraken.book import KrakenBook, fixed_text
 
@@ -42,11 +48,13 @@ LAKE_EXCHANGE = "KRAKEN"
 LINE_ORDERED = ("book_delta_v2",)
 TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "trades": TRADES_SCHEMA,
-    "book_delta_v2": {**BOOK_DELTA_SCHEMA, "line_no": pl.Int64(), "is_snapshot": pl.Boolean()},
+    "book_delta_v2": DELTA_SCHEMA,
     "book": BOOK_SCHEMA,
 }
 # Kraken's names of assets whose common (Crypto Lake, cryptofeed) name differs.
 ASSET_NAMES = {"XBT": "BTC", "XDG": "DOGE"}
+# `prev_update_id` of a message whose checksum disagrees with the book: no message's number.
+BROKEN_CHAIN = -1
 # Quote currencies a file name's pair (`xbtusd`) is split by, longest first.
 QUOTES = ("USDT", "USDC", "USD", "EUR", "GBP", "JPY", "CAD", "CHF", "AUD", "XBT", "BTC", "ETH", "DAI")
 
@@ -79,11 +87,14 @@ class KrakenCaptureParser(ChunkedCaptureParser):
         self.pair: str | None = None
         self.subscribed: int | None = None  # the depth of the subscription answer, when there is one
         self.book: KrakenBook | None = None
+        self.checked = False  # the book agreed with every checksum since its snapshot
+        self.last_seq: int | None = None  # the last book message's sequence_number
 
     def follow(self, previous: ChunkedCaptureParser) -> None:
-        """Start from the book the pair's previous file ended with (its truncation needs it)."""
+        """Start from the book the pair's previous file ended with (its truncation needs it) and
+        its checksums' verdict, and go on with its chain."""
         assert isinstance(previous, KrakenCaptureParser)
-        self.book = previous.book
+        self.book, self.checked, self.last_seq = previous.book, previous.checked, previous.last_seq
 
     def instrument(self) -> tuple[str, str, str]:
         """("spot", the lake's exchange, the lake's symbol) of the lines read."""
@@ -115,17 +126,22 @@ class KrakenCaptureParser(ChunkedCaptureParser):
         line_no, line_number, recv_ns = at.line_no, at.line_number, at.recv_ns
         if message.snapshot:
             self.book = KrakenBook(message, fmt.subscribed_depth(message, self.subscribed))
+            self.checked = True
             dropped = self.book.dropped_on_load
         elif self.book is not None:
             dropped = self.book.apply(message)
         else:
             dropped = ([], [])  # no book yet to truncate: the levels as sent
+        prev = BROKEN_CHAIN if self.last_seq is None else self.last_seq
+        if self.checked and message.checksum is not None and self.book.checksum() != message.checksum:
+            prev, self.checked = BROKEN_CHAIN, False  # the book is wrong from here to the next snapshot
+        self.last_seq = recv_ns
         stamp = fmt.time_ns(message)
         origin = recv_ns if stamp is None else stamp
         flag = message.snapshot
 
         def add(is_bid: bool, price: str, size: str) -> None:
-            row = (origin, recv_ns, recv_ns, is_bid, price, size, line_no, flag)
+            row = (origin, recv_ns, recv_ns, is_bid, price, size, recv_ns, prev, line_no, flag)
             rows.add("book_delta_v2", row, line_number)
 
         for is_bid, levels in ((False, message.asks), (True, message.bids)):

@@ -21,9 +21,8 @@ from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.capture_figures import ReplayFigures
 from market_pipeline.vendors.capture_figures import day_checksums as replay_day_checksums
 from market_pipeline.vendors.capture_files import CaptureFormatError, located_lines
-from market_pipeline.vendors.exchange_books import crc32
 from market_pipeline.vendors.kraken import capture_format as fmt
-from market_pipeline.vendors.kraken.book import KrakenBook, checksum_text, fixed_text
+from market_pipeline.vendors.kraken.book import KrakenBook, fixed_text
 
 BATCH_LINES = 10_000
 LAKE_EXCHANGE = "KRAKEN"
@@ -87,7 +86,7 @@ class _Replay:
         asks, bids = self.book.top()
         self.counts["crossed_events"] += bool(asks and bids and bids[0][0] >= asks[0][0])
         self.counts["checksums_checked"] += 1
-        computed = crc32(checksum_text(asks, bids))
+        computed = self.book.checksum()
         if computed == sent:
             return
         self.counts["checksum_mismatches"] += 1
