@@ -19,7 +19,7 @@ import datetime as dt
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from market_pipeline.bench.floors import lake_outputs, read_seconds, synthetic_day_files, write_seconds
@@ -38,6 +38,7 @@ GOAL_PEAK_MB = 900.0  # the whole graph's process tree, from any vendor: 1 GB wi
 GOAL_OVER_REFERENCE = 1.5  # Tardis and capture wall over Crypto Lake's
 GOAL_OVER_FLOOR = 2.0  # every vendor's wall over its floor
 GOAL_FLAT = 0.10  # peak at twice the day within this share of the peak at the day
+STEPS_SHOWN = 4  # the slowest steps of each vendor's run, said under its line of the report
 WRITTEN_FROM = ".written-from"  # beside a vendor's files: the synthetic day's fingerprint they were written from
 CAPTURE_JSON_DECODER = "msgspec"
 
@@ -57,6 +58,7 @@ class VendorRun:
     write_seconds: float  # the floor's write of every lake output
     outputs: int  # Parquet files the graph wrote under lake/
     log: Path
+    steps: dict[str, float] = field(default_factory=dict)  # seconds of each step of the run
 
     @property
     def floor_seconds(self) -> float:
@@ -119,7 +121,8 @@ def run_vendor(settings: PipelineSettings, day: dt.date, vendor: str, inputs: Ve
     read = read_seconds(vendor, inputs.files)
     outputs = lake_outputs(run_settings.lake_dir)
     write = write_seconds(outputs)
-    return VendorRun(graph.exit_code, graph.seconds, graph.peak_rss_mb, read, write, len(outputs), graph.log)
+    steps = {step: figures["seconds"] for step, figures in graph.steps.items()}
+    return VendorRun(graph.exit_code, graph.seconds, graph.peak_rss_mb, read, write, len(outputs), graph.log, steps)
 
 
 def verify_capture_run(files: list[Path], log: Path) -> SampledRun:
@@ -209,6 +212,9 @@ def vendor_report(
                 f"{_verdict(goals[f'vendor_over_crypto_lake_{vendor}'])}"
             )
         say(line)
+        if run.steps:
+            slowest = sorted(run.steps.items(), key=lambda step: -step[1])[:STEPS_SHOWN]
+            say("    where its time goes: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in slowest))
         figures[vendor] = {
             "seconds": round(run.seconds, 3),
             "exit_code": run.exit_code,
@@ -219,6 +225,7 @@ def vendor_report(
             "floor_write_seconds": round(run.write_seconds, 3),
             "floor_outputs": run.outputs,
             "over_floor": round(over_floor, 3),
+            "step_seconds": {step: round(seconds, 3) for step, seconds in run.steps.items()},
         }
         if scale2 is not None:
             double = scale2[vendor]

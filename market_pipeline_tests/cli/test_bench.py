@@ -158,10 +158,10 @@ def test_ranges_run_the_graph_on_two_instruments_and_three_days(tmp_path, monkey
 # --- --vendors -----------------------------------------------------------------------------------
 
 
-def _vendor_run(seconds: float, peak: float, read: float = 1.0, write: float = 1.0, code: int = 0):
+def _vendor_run(seconds: float, peak: float, read: float = 1.0, write: float = 1.0, code: int = 0, steps=None):
     from market_pipeline.bench.vendors import VendorRun
 
-    return VendorRun(code, seconds, peak, read, write, 7, Path("log"))
+    return VendorRun(code, seconds, peak, read, write, 7, Path("log"), steps or {})
 
 
 @pytest.mark.parametrize(
@@ -179,12 +179,16 @@ def test_vendor_options_reach_the_run(argv, vendors, scale2, monkeypatch, tmp_pa
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"ok": 1}
 
 
+TARDIS_STEPS = {"raw_trades": 0.5, "raw_book_deltas": 9.0, "ohlcv_bars": 1.0, "reconstructed_books": 4.0}
+TARDIS_STEPS |= {"freshness": 0.01, "lake_views": 0.1}
+
+
 def test_vendor_verdicts_and_figures():
     from market_pipeline.bench.vendors import SampledRun, vendor_report
 
     runs = {
         "crypto_lake": _vendor_run(10.0, 600.0, read=3.0, write=2.0),  # 2.0x its floor: met
-        "tardis": _vendor_run(16.0, 1100.0, read=6.0, write=2.0),  # 1.6x Crypto Lake, 1100 MB: not met
+        "tardis": _vendor_run(16.0, 1100.0, read=6.0, write=2.0, steps=TARDIS_STEPS),  # 1.6x, 1100 MB: not met
         "capture": _vendor_run(15.0, 900.0, read=5.0, write=2.0),  # 1.5x, 2.14x its floor
     }
     double = {
@@ -217,12 +221,16 @@ def test_vendor_verdicts_and_figures():
         "floor_write_seconds": 2.0,
         "floor_outputs": 7,
         "over_floor": 2.0,
+        "step_seconds": TARDIS_STEPS,
         "seconds_scale2": 30.0,
         "peak_mb_scale2": 1300.0,
     }
     assert (figures["verify_capture_seconds"], figures["verify_capture_peak_mb"]) == (4.0, 300.0)
     text = "\n".join(lines)
     assert "1.60x Crypto Lake -- goal <= 1.5x: NOT met" in text and "peak  1100 MB -- goal <= 900 MB: NOT met" in text
+    # Where the time goes: the slowest steps first, at most four.
+    assert "    where its time goes: raw_book_deltas 9.00 s, reconstructed_books 4.00 s, ohlcv_bars 1.00 s, " in text
+    assert "freshness" not in text
     assert "= 1.18x -- goal within 10%: NOT met" in text and "verify-capture on the day's capture: 4.00 s" in text
     # A failed run meets no goal, and without the doubled day flatness is not judged.
     failed = {**runs, "capture": _vendor_run(1.0, 10.0, code=2)}
