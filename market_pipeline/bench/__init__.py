@@ -273,6 +273,8 @@ def run(
         f"{raw_read:.2f} s to only read the day's raw Parquet = {graph_over_read:.2f}x -- goal <= "
         f"{GOAL_GRAPH_OVER_READ:.0f}x: {_verdict(goals['graph_over_read'])}"
     )
+    if graph.compiled_first:
+        say(f"  (its first run compiled {', '.join(graph.compiled_first)}: the figures are the second run's)")
     say(
         f"  vs its floor {graph_floor:.2f} s (read the day's {len(inputs)} vendor files {graph_floor_read:.2f} s + "
         f"write the {len(graph_outputs)} lake files it wrote again {graph_floor_write:.2f} s) = "
