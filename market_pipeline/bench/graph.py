@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -105,8 +106,8 @@ class GraphRun:
     peak_rss_mb: float
     steps: dict[str, dict[str, float]]  # step key -> seconds, peak_rss_mb (in order of start)
     log: Path
-    # Kernels numba compiled in a first run, which was then run again from the cache (this is the
-    # second run); empty when the cache served every kernel the first time.
+    # Kernels numba compiled in the first run (`run_graph`: with a reset, this is the second run, from
+    # the cache); empty when the cache served every kernel the first time.
     compiled_first: tuple[str, ...] = ()
 
 
@@ -159,15 +160,19 @@ def run_graph(
     workers: int | None = None,
     end: dt.date | None = None,
     source_env: dict[str, str] | None = None,
+    reset: Callable[[], None] | None = None,
 ) -> GraphRun:
     """`market-pipeline run` for `day` (to `end`) in a subprocess with a DAGSTER_HOME of its own,
     sampled. A run that compiled kernels (a signature or a source the cache had not seen) timed the
-    compiling too: it is run again, and the second run is the one returned."""
+    compiling too: with `reset` (which puts the data directory back as the run found it, its
+    sources' caches too), it is run again and the second run returned; either way
+    `compiled_first` names them."""
     graph = _run_graph_once(settings, day, select, workers, end, source_env)
     compiled = tuple(compiled_kernels(graph.log))
-    if not compiled or graph.exit_code != 0:
-        return graph
-    return replace(_run_graph_once(settings, day, select, workers, end, source_env), compiled_first=compiled)
+    if compiled and graph.exit_code == 0 and reset is not None:
+        reset()
+        graph = _run_graph_once(settings, day, select, workers, end, source_env)
+    return replace(graph, compiled_first=compiled)
 
 
 def _run_graph_once(

@@ -118,7 +118,7 @@ def run_vendor(settings: PipelineSettings, day: dt.date, vendor: str, inputs: Ve
     run_dir = settings.data_dir / "vendor_runs" / vendor
     shutil.rmtree(run_dir, ignore_errors=True)
     run_settings = settings.model_copy(update={"data_dir": run_dir})
-    graph = run_graph(run_settings, day, source_env=inputs.env)
+    graph = run_graph(run_settings, day, source_env=inputs.env, reset=lambda: shutil.rmtree(run_dir))
     read = read_seconds(vendor, inputs.files)
     outputs = lake_outputs(run_settings.lake_dir)
     write = write_seconds(outputs)
