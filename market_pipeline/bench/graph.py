@@ -106,13 +106,13 @@ class GraphRun:
     peak_rss_mb: float
     steps: dict[str, dict[str, float]]  # step key -> seconds, peak_rss_mb (in order of start)
     log: Path
-    # Kernels numba compiled in the first run (`run_graph`: with a reset, this is the second run, from
+    # Kernels compiled in the first run (`run_graph`: with a reset, this is the second run, from
     # the cache); empty when the cache served every kernel the first time.
     compiled_first: tuple[str, ...] = ()
 
 
 def compiled_kernels(log: Path) -> list[str]:
-    """The kernels numba compiled during a run, from its log's progress lines (none when its cache
+    """The kernels compiled during a run, from its log's progress lines (none when its cache
     served them all): a run that compiled timed the compiling too."""
     if not log.is_file():
         return []
