@@ -151,7 +151,7 @@ def _messages(path: Path, batch_rows: int):
 def _reference_updates(path: Path, batch_rows: int):
     """`_messages` of the reference's update messages: its snapshot messages (`is_snapshot`, a
     reconnect's) are the capture's own resyncs, not exchange updates a vendor should have."""
-    snapshots = "is_snapshot" in parquet_io.open_file(path, pre_buffer=False).schema_arrow.names
+    snapshots = "is_snapshot" in parquet_io.read_schema(path).names
     columns = ["origin_time", "received_time", "sequence_number", *(["is_snapshot"] if snapshots else [])]
     for frame in iter_frames(path, columns, batch_rows):
         updates = frame.filter(~pl.col("is_snapshot")).drop("is_snapshot") if snapshots else frame
@@ -251,10 +251,7 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
             for name, path in (("vendor_books", inputs.vendor_books), ("reference_books", inputs.reference_books))
         )
 
-    vendor_instants = 0  # by exchange time with message times: the vendor's instants of the day
-
     def hourly_rows(by_time: bool) -> pl.DataFrame:
-        nonlocal vendor_instants
         rows = []
         carry = pl.DataFrame()  # the vendor's last message book before the hour
         for hour in range(HOURS):
@@ -262,9 +259,7 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
             if not by_time:
                 row.update(_compare_messages(vendor_messages.hour(hour), reference_messages.hour(hour)))
             elif by_instant and resolution is not None:
-                instants = vendor_messages.hour(hour).unique()  # unique per batch, not across batches
-                vendor_instants += instants.height
-                row.update(_compare_instants(instants, reference_messages.hour(hour), resolution))
+                row.update(_compare_instants(vendor_messages.hour(hour), reference_messages.hour(hour), resolution))
             row.update(_compare_trades(vendor_trades.hour(hour), reference_trades.hour(hour)))
             hour_tickers = tickers.hour(hour)
             if not by_time:
@@ -284,7 +279,7 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
 
     hourly = hourly_rows(by_time)
     if by_time:
-        return _by_exchange_time(hourly, vendor_instants)
+        return _by_exchange_time(hourly, vendor_has_rows=vendor_messages.schema is not None)
     vendor, reference = hourly["messages_vendor"].sum(), hourly["messages_reference"].sum()
     common = reference - hourly["messages_missing"].sum()
     if common == 0 and vendor and reference:
@@ -299,18 +294,18 @@ def compare_day(inputs: AgreementInputs, scratch: Path, batch_rows: int, top_lev
     return DayComparison(hourly, UPDATE_ID)
 
 
-def _by_exchange_time(hourly: pl.DataFrame, vendor_instants: int) -> DayComparison:
+def _by_exchange_time(hourly: pl.DataFrame, vendor_has_rows: bool) -> DayComparison:
     """A day matched by exchange time; its message counts dropped (null, with a note) when not one
     of the reference's messages has a vendor message at its instant although both have messages:
     the vendor's `origin_time` is then not the exchange's message time, and counting would report
     every message missing on a day that may be whole."""
     reference = hourly["messages_reference"].sum()
-    if not (reference and vendor_instants and reference == hourly["messages_missing"].sum()):
+    if not (reference and vendor_has_rows and reference == hourly["messages_missing"].sum()):
         return DayComparison(hourly, EXCHANGE_TIME)
     note = (
-        f"none of the reference's {reference} messages has a message of the primary at its exchange time "
-        f"(the primary's {vendor_instants} instants): its origin_time is not the exchange's message time, "
-        "so messages were not counted"
+        f"none of the reference's {reference} messages has a message of the primary at its exchange time, "
+        "though the primary has delta rows: its origin_time is not the exchange's message time, so messages "
+        "were not counted"
     )
     counts = ("messages_reference", "messages_missing")
     unmeasured = hourly.with_columns(pl.lit(None, pl.Int64).alias(c) for c in counts)

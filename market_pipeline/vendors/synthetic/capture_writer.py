@@ -99,6 +99,10 @@ def capture_file_name(instrument: Instrument, day: dt.date) -> str:
     return f"binance_{market}_{symbol.lower()}_{day:%Y%m%d}.gz"  # BinanceLines.file_prefix and the day
 
 
+# The columns `BinanceLines.with_texts` adds: a level's price and size as sent.
+LEVEL_TEXTS = ("price_text", "size_text")
+
+
 class BinanceLines:
     """The JSON text of each kind of line, as polars expressions over a frame's columns."""
 
@@ -132,6 +136,12 @@ class BinanceLines:
         size_text, size_off = decimal_text(size, self.lot, self.where)
         check_on_grid(frame, {price: price_off, size: size_off}, self.where)
         return price_text, size_text
+
+    def with_texts(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Delta (or snapshot) rows with the exact texts of their price and size (`LEVEL_TEXTS`),
+        for a renderer that walks the levels one by one (a book it keeps)."""
+        price, size = self.grid_texts(rows, "price", "size")
+        return rows.with_columns(price_text=price, size_text=size)
 
     def levels(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Delta (or snapshot) rows with their `["price","qty"]` text as `level`."""

@@ -35,10 +35,9 @@ from market_pipeline.core.instruments import Instrument
 from market_pipeline.vendors.exchange_books import BookSide
 from market_pipeline.vendors.kraken.book import CHECKSUM_LEVELS
 from market_pipeline.vendors.kraken.capture_format import BOOK_DEPTHS
-from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines
+from market_pipeline.vendors.synthetic.capture_writer import LEVEL_TEXTS, NS_PER_MS, BinanceLines
 
 DEPTH = BOOK_DEPTHS[0]  # Kraken's smallest subscription, the recorder's default (10)
-_TEXTS = ("price_text", "size_text")
 
 
 def kraken_pair(instrument: Instrument) -> str:
@@ -75,11 +74,6 @@ class KrakenLines(BinanceLines):
     def snapshot_id(self, first_u: int) -> int:
         return first_u  # the snapshot is the opening message
 
-    def _texts(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """Delta (or snapshot) rows with the exact texts of their price and size."""
-        price, size = self.grid_texts(rows, "price", "size")
-        return rows.with_columns(price_text=price, size_text=size)
-
     def _levels(self, levels: list[tuple[str, str]]) -> str:
         return "[" + ",".join(f'{{"price":{price},"qty":{size}}}' for price, size in levels) + "]"
 
@@ -95,9 +89,9 @@ class KrakenLines(BinanceLines):
     def diffs(self, rows: pl.DataFrame) -> pl.DataFrame:
         """One `book` update line per message (u, recv, origin_ms, text), null text where the
         message changes nothing in the subscriber's view (Kraken sends nothing)."""
-        frame = self._texts(rows)
+        frame = self.with_texts(rows)
         out: dict[str, list] = {"u": [], "recv": [], "origin_ms": [], "text": []}
-        columns = ("u", "received_time", "origin_time", "side_is_bid", "price", "size", *_TEXTS)
+        columns = ("u", "received_time", "origin_time", "side_is_bid", "price", "size", *LEVEL_TEXTS)
         u, recv, origins, is_bid, price, size, price_text, size_text = (frame[c].to_list() for c in columns)
         start = 0
         for end in range(1, len(u) + 1):
@@ -131,10 +125,10 @@ class KrakenLines(BinanceLines):
 
     def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
         """The `book` snapshot of the opening message's best `DEPTH` levels a side."""
-        levels = self._texts(opening.filter(pl.col("size") > 0))
+        levels = self.with_texts(opening.filter(pl.col("size") > 0))
         sides = [
-            levels.filter(pl.col("side_is_bid") == is_bid).sort("price", descending=is_bid).head(DEPTH).select(_TEXTS)
-            for is_bid in (False, True)
+            levels.filter(pl.col("side_is_bid") == bid).sort("price", descending=bid).head(DEPTH).select(LEVEL_TEXTS)
+            for bid in (False, True)
         ]
         asks, bids = (side.rows() for side in sides)
         return self._book_line("snapshot", asks, bids, (asks, bids), origin_ms * NS_PER_MS)

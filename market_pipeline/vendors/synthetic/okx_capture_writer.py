@@ -26,7 +26,7 @@ from market_pipeline.core.instruments import Instrument
 from market_pipeline.vendors.exchange_books import TextBook, signed_crc32
 from market_pipeline.vendors.okx.capture_format import BOOK_DEPTHS
 from market_pipeline.vendors.okx.verify import checksum_text
-from market_pipeline.vendors.synthetic.capture_writer import NS_PER_MS, BinanceLines
+from market_pipeline.vendors.synthetic.capture_writer import LEVEL_TEXTS, NS_PER_MS, BinanceLines
 
 CHANNEL = "books"
 
@@ -63,11 +63,10 @@ class OkxLines(BinanceLines):
 
     def _checksums(self, rows: pl.DataFrame) -> list[int]:
         """OKX's checksum after each message of `rows` (in order), walking the subscriber's book."""
-        price, size = self.grid_texts(rows, "price", "size")
-        frame = rows.select("u", "side_is_bid", price=price, size=size)
+        frame = self.with_texts(rows).select("u", "side_is_bid", *LEVEL_TEXTS)
         checksums: list[int] = []
         for (_,), message in frame.partition_by("u", maintain_order=True, as_dict=True).items():
-            levels = list(zip(message["side_is_bid"], message["price"], message["size"], strict=True))
+            levels = list(zip(message["side_is_bid"], message["price_text"], message["size_text"], strict=True))
             bids = [(p, q) for is_bid, p, q in levels if is_bid]
             asks = [(p, q) for is_bid, p, q in levels if not is_bid]
             self.book.apply(bids, asks)
@@ -99,10 +98,8 @@ class OkxLines(BinanceLines):
     def snapshot(self, opening: pl.DataFrame, last_update_id: int, origin_ms: int) -> str:
         """The `books` snapshot of the opening message's levels, each side best first."""
         bids, asks = self.book_sides(opening)
-        present = opening.filter(pl.col("size") > 0)
-        price, size = self.grid_texts(present, "price", "size")
-        texts = present.select("side_is_bid", price=price, size=size)
-        sides = [texts.filter(pl.col("side_is_bid") == b).select("price", "size").rows() for b in (True, False)]
+        texts = self.with_texts(opening.filter(pl.col("size") > 0))
+        sides = [texts.filter(pl.col("side_is_bid") == b).select(LEVEL_TEXTS).rows() for b in (True, False)]
         book = TextBook(BOOK_DEPTHS[CHANNEL])
         book.load(*sides)
         checksum = signed_crc32(checksum_text(book))
