@@ -150,7 +150,8 @@ class VendorSource(Protocol):
 
 class ChecksumSource(Protocol):
     """The optional part of the protocol: a source whose exchange sends a checksum of its book with
-    the updates (Kraken, OKX before 2026) implements `exchange_checksums`; the others do not."""
+    the updates (Kraken, OKX before 2026) implements `exchange_checksums`; the others do not, or
+    return None (every exchange capture source has it: Bybit's has no checksum to replay)."""
 
     def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
         """The exchange's checksums of the instrument-day, recomputed by its verify replay over the

@@ -9,22 +9,30 @@ books until the next snapshot."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from types import ModuleType
 
-from market_pipeline.core.instruments import SequenceSemantics
+from market_pipeline.core.instruments import Instrument, SequenceSemantics
+from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.base import BookDay
 from market_pipeline.vendors.capture_source import CaptureSource, ParsedFile, parse_parts
 from market_pipeline.vendors.capture_tables import ChunkedCaptureParser
+from market_pipeline.vendors.checksum_cache import capture_day_checksums
 from market_pipeline.vendors.lake_shaped import LakeBookResult, rebuild_lake_books
 
 
 class ExchangeCaptureSource(CaptureSource):
     """VendorSource over one exchange's captures of a directory; a subclass names the exchange
     (`name`, `exchange`, `exchange_label`), its parser (`parser`) and how a file's name reads
-    (`named_instrument`). The tables it serves are its parser's."""
+    (`named_instrument`), and, where the exchange sends book checksums, its verify module
+    (`checksum_verify`). The tables it serves are its parser's."""
 
     book_agreement = False  # the snapshots load the book: its sync points, not a check of it
     parser: type[ChunkedCaptureParser]
+    # The exchange's verify module, whose `day_checksums` replays a day's checksums (looked up when
+    # called), None when its book stream carries no checksum (Bybit).
+    checksum_verify: ModuleType | None = None
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -52,6 +60,13 @@ class ExchangeCaptureSource(CaptureSource):
         if key is not None:
             self._last_parsers[key] = parser
         return parsed
+
+    def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
+        """The exchange's checksums of the instrument-day's book messages (`base.ChecksumSource`),
+        replayed once and kept until the day's files change; None for an exchange without them."""
+        if self.checksum_verify is None:
+            return None
+        return capture_day_checksums(self, instrument, day, self.checksum_verify.day_checksums)
 
     def sequence_semantics(self, instrument) -> SequenceSemantics:
         return "monotonic"  # the exchange's ids grow with jumps: a jump proves no loss

@@ -18,13 +18,9 @@ kept beside the cache until the files change (`checksum_cache`).
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
-from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.capture_source import name_parts
-from market_pipeline.vendors.checksum_cache import capture_day_checksums
 from market_pipeline.vendors.exchange_capture_source import ExchangeCaptureSource
 from market_pipeline.vendors.kraken import verify
 from market_pipeline.vendors.kraken.capture_tables import LAKE_EXCHANGE, KrakenCaptureParser, file_pair, lake_symbol
@@ -45,11 +41,8 @@ class KrakenCaptureSource(ExchangeCaptureSource):
     name = "kraken_capture"
     exchange = "kraken"
     exchange_label = "Kraken"
+    checksum_verify = verify
     parser = KrakenCaptureParser
 
     def named_instrument(self, path: Path) -> str | None:
         return named_instrument(path)
-
-    def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
-        """Kraken's checksums of the instrument-day's `book` messages (`base.ChecksumSource`)."""
-        return capture_day_checksums(self, instrument, day, verify.day_checksums)

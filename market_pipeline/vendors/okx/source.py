@@ -13,13 +13,9 @@ checksums of a day (`exchange_checksums`) come from verify-capture's replay of t
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
-from market_pipeline.core.instruments import Instrument
-from market_pipeline.core.quality.checksums import ChecksumFigures
 from market_pipeline.vendors.capture_source import name_parts
-from market_pipeline.vendors.checksum_cache import capture_day_checksums
 from market_pipeline.vendors.exchange_capture_source import ExchangeCaptureSource
 from market_pipeline.vendors.okx import capture_format as fmt
 from market_pipeline.vendors.okx import verify
@@ -43,11 +39,8 @@ class OkxCaptureSource(ExchangeCaptureSource):
     name = "okx_capture"
     exchange = "okx"
     exchange_label = "OKX"
+    checksum_verify = verify
     parser = OkxCaptureParser
 
     def named_instrument(self, path: Path) -> str | None:
         return named_instrument(path)
-
-    def exchange_checksums(self, instrument: Instrument, day: dt.date) -> ChecksumFigures | None:
-        """OKX's checksums of the instrument-day's `books` messages (`base.ChecksumSource`)."""
-        return capture_day_checksums(self, instrument, day, verify.day_checksums)
