@@ -16,10 +16,10 @@ object per level. A line msgspec refuses, or one lacking a field, is read again 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO
+from typing import IO, Annotated
 
 import msgspec
 import numpy as np
@@ -28,6 +28,7 @@ from msgspec import UNSET, UnsetType
 
 from market_pipeline.core.lake.schemas import BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.core.read_ahead import read_ahead
+from market_pipeline.vendors.binance.capture_bulk import DecodedLines, decode_lines
 from market_pipeline.vendors.binance.capture_format import (
     _CHANNEL_KINDS,
     DELTA_SCHEMA,
@@ -51,24 +52,27 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 }
 
 Levels = list[tuple[str, str]]
+# The lake stores every integer as int64: a larger one is a bad line, not an overflow later.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+Int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
 
 
 class _Data(msgspec.Struct):
     """The `data` of a combined-stream message: the fields of every kind, each optional."""
 
-    E: int | UnsetType = UNSET  # event time, ms
-    T: int | UnsetType = UNSET  # transaction / trade time, ms
+    E: Int64 | UnsetType = UNSET  # event time, ms
+    T: Int64 | UnsetType = UNSET  # transaction / trade time, ms
     s: str | None | UnsetType = UNSET
-    U: int | UnsetType = UNSET
-    u: int | UnsetType = UNSET
-    pu: int | None | UnsetType = UNSET
+    U: Int64 | UnsetType = UNSET
+    u: Int64 | UnsetType = UNSET
+    pu: Int64 | None | UnsetType = UNSET
     b: Levels | str | UnsetType = UNSET  # diff: levels; bookTicker: best bid price
     a: Levels | str | UnsetType = UNSET
     B: str | UnsetType = UNSET
     A: str | UnsetType = UNSET
     p: str | UnsetType = UNSET
     q: str | UnsetType = UNSET
-    t: int | str | UnsetType = UNSET
+    t: Int64 | str | UnsetType = UNSET
     m: bool | UnsetType = UNSET
 
 
@@ -78,9 +82,9 @@ class _Line(msgspec.Struct):
     stream: str | UnsetType = UNSET
     data: _Data | UnsetType = UNSET
     s: str | None | UnsetType = UNSET
-    lastUpdateId: int | UnsetType = UNSET  # noqa: N815 - Binance's name
-    E: int | UnsetType = UNSET
-    T: int | UnsetType = UNSET
+    lastUpdateId: Int64 | UnsetType = UNSET  # noqa: N815 - Binance's name
+    E: Int64 | UnsetType = UNSET
+    T: Int64 | UnsetType = UNSET
     bids: Levels | UnsetType = UNSET
     asks: Levels | UnsetType = UNSET
 
@@ -125,8 +129,8 @@ class _Chunk:
         self.diff_levels: Levels = []
         self.snapshots: list[tuple] = []  # (line_no, recv, lastUpdateId, origin ms, bids, asks)
         self.snap_levels: Levels = []
-        self.tickers: list[tuple] = []  # (origin ns, recv, u, b, B, a, A, line_no)
-        self.trades: list[tuple] = []  # (T ns, recv, side, p, q, t, line_no)
+        self.tickers: list[tuple] = []  # _TICKER_FIELDS
+        self.trades: list[tuple] = []  # _TRADE_FIELDS
 
 
 class CaptureParser:
@@ -175,8 +179,13 @@ class CaptureParser:
 
     def _parse(self, path: Path, first_line_no: int, lines: list[bytes]) -> dict[str, pl.DataFrame]:
         chunk = _Chunk()
-        refused = self._collect(chunk, lines)  # (line_no, reason) of the first bad line, if any
-        tables, bad_number = _tables(chunk)
+        tables, refused = self._bulk(chunk, lines), None
+        if tables is None:  # not in the bulk path's shape: read line by line
+            chunk = _Chunk()
+            refused = self._collect(chunk, enumerate(lines, start=self.lines))  # (line_no, reason) or None
+            tables = _tables(chunk)
+        self.lines += len(lines)
+        tables, bad_number = tables
         # A bad number is found after the whole chunk is read: the earlier of the two errors wins.
         if bad_number is not None and (refused is None or bad_number[0] < refused[0]):
             refused = bad_number
@@ -184,20 +193,43 @@ class CaptureParser:
             raise CaptureFormatError(path, refused[0] - first_line_no + 1, refused[1])
         return tables
 
-    def _collect(self, chunk: _Chunk, lines: list[bytes]) -> tuple[int, str] | None:
-        """Sort the chunk's lines into `chunk` up to the first bad one; (its line_no, reason) or None."""
+    def _bulk(self, chunk: _Chunk, lines: list[bytes]) -> tuple[dict[str, pl.DataFrame], tuple | None] | None:
+        """The chunk's tables (and its first bad number) decoded in bulk (`capture_bulk`), its few
+        other lines (REST snapshots) read into `chunk`; None when the chunk is not in that shape or
+        holds anything the line path would refuse, with the parser's state untouched."""
+        decoded = decode_lines(lines, self.lines)
+        if decoded is None or len(decoded.symbols | ({self.binance_symbol} - {None})) > 1:
+            return None
+        symbol = self.binance_symbol or next(iter(decoded.symbols), None)
+        market = self.market
+        for has_pu, named in decoded.diff_shapes:
+            shape = diff_market(has_pu, named)
+            if (market or shape) != shape:
+                return None
+            market = shape
+        before = (self.binance_symbol, self.market)
+        self.binance_symbol, self.market = symbol, market
+        if self._collect(chunk, decoded.others) is not None or chunk.diff_head or chunk.tickers or chunk.trades:
+            self.binance_symbol, self.market = before
+            return None
+        return _tables(chunk, decoded)
+
+    def _collect(self, chunk: _Chunk, numbered: Iterable[tuple[int, bytes]]) -> tuple[int, str] | None:
+        """Sort the lines (line_no, line) into `chunk` up to the first bad one; (its line_no,
+        reason) or None."""
         symbol, market = self.binance_symbol, self.market
         stream_kinds: dict[str, str | None] = {}  # a chunk's lines name a few streams: each is parsed once
-        line_no = self.lines - 1
         refused = None
-        for line in lines:
-            line_no += 1
+        for line_no, line in numbered:
             stamp, _, body = line.partition(b" ")
             try:
                 recv = int(stamp)
             except ValueError:
                 text = stamp.decode("utf-8", "replace")
                 refused = (line_no, f"receive time {text[:40]!r} is not an integer")
+                break
+            if not _INT64_MIN <= recv <= _INT64_MAX:
+                refused = (line_no, f"receive time {recv} is out of the int64 range")
                 break
             try:
                 msg = _DECODER.decode(body)
@@ -225,13 +257,10 @@ class CaptureParser:
                     refused = (line_no, f"bad {kind} message: symbol {named!r} differs from {symbol!r} before it")
                     break
             if kind == "ticker":
-                origin = data.E if data.E is not UNSET else data.T
-                recv_origin = recv if origin is UNSET else origin * NS_PER_MS
-                chunk.tickers.append((recv_origin, recv, data.u, data.b, data.B, data.a, data.A, line_no))
+                event, trade_time = (None if t is UNSET else t for t in (data.E, data.T))
+                chunk.tickers.append((event, trade_time, data.u, data.b, data.B, data.a, data.A, recv, line_no))
             elif kind == "trade":
-                # m: the buyer is the maker, so the taker sold.
-                side = "sell" if data.m else "buy"
-                chunk.trades.append((data.T * NS_PER_MS, recv, side, data.p, data.q, str(data.t), line_no))
+                chunk.trades.append((data.T, data.m, data.p, data.q, str(data.t), recv, line_no))
             elif kind == "diff":
                 shape = diff_market(data.pu is not UNSET, named)
                 if market is None:
@@ -249,7 +278,6 @@ class CaptureParser:
                 chunk.snap_levels += data.bids
                 chunk.snap_levels += data.asks
         self.binance_symbol, self.market = symbol, market
-        self.lines += len(lines)
         return refused
 
 
@@ -279,9 +307,12 @@ def _line_chunks(stream: IO[bytes], size: int) -> Iterator[tuple[list[bytes], Ba
             return
 
 
-def _level_columns(levels: Levels, kind: str, line_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple | None]:
-    """(prices, sizes, (line_no, reason) of the first bad number or None) of level rows."""
-    strings = list(chain.from_iterable(levels))  # price, size, price, size, ...
+def _level_columns(
+    levels: Levels | pl.Series, kind: str, line_of_row: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """(prices, sizes, (line_no, reason) of the first bad number or None) of level rows: (price,
+    size) pairs, or their strings one after another."""
+    strings = levels if isinstance(levels, pl.Series) else list(chain.from_iterable(levels))  # price, size, ...
     values, index = _floats(strings)
     pairs = values.reshape(-1, 2)
     bad = None
@@ -307,9 +338,39 @@ _SNAPSHOT_HEAD = {
     "bids": _I,
     "asks": _I,
 }
-# bookTickers and trades as decoded: numbers still strings, then the line_no (for errors).
+# bookTickers and trades as decoded (E / T null when absent, numbers still strings), and as rows of
+# their tables before the numbers are cast, with the line_no (for errors).
+_TICKER_FIELDS = {**dict.fromkeys(("E", "T", "u"), _I), **dict.fromkeys("bBaA", _S), "received_time": _I, "line_no": _I}
+_TRADE_FIELDS = {"T": _I, "m": pl.Boolean(), **dict.fromkeys("pqt", _S), "received_time": _I, "line_no": _I}
 _TICKER_ROWS = {name: _S if dtype == pl.Float64 else dtype for name, dtype in TICKER_SCHEMA.items()}
 _TRADE_ROWS = {**{name: _S if dtype == pl.Float64 else dtype for name, dtype in TRADES_SCHEMA.items()}, "line_no": _I}
+
+
+def _ticker_rows(fields: pl.DataFrame) -> pl.DataFrame:
+    """bookTicker rows: the event time (else the transaction time, else the receive time) as origin."""
+    return fields.select(
+        origin_time=pl.coalesce(pl.col("E") * NS_PER_MS, pl.col("T") * NS_PER_MS, "received_time"),
+        received_time="received_time",
+        update_id="u",
+        bid_price="b",
+        bid_size="B",
+        ask_price="a",
+        ask_size="A",
+        line_no="line_no",
+    ).cast(_TICKER_ROWS)  # type: ignore[arg-type]
+
+
+def _trade_rows(fields: pl.DataFrame) -> pl.DataFrame:
+    """Trade rows (m: the buyer is the maker, so the taker sold)."""
+    return fields.select(
+        origin_time=pl.col("T") * NS_PER_MS,
+        received_time="received_time",
+        side=pl.when("m").then(pl.lit("sell")).otherwise(pl.lit("buy")),
+        price="p",
+        quantity="q",
+        trade_id="t",
+        line_no="line_no",
+    ).cast(_TRADE_ROWS)  # type: ignore[arg-type]
 
 
 def _cast_numbers(frame: pl.DataFrame, kind: str, bad: list[tuple[int, str]]) -> pl.DataFrame:
@@ -331,14 +392,24 @@ def _cast_numbers(frame: pl.DataFrame, kind: str, bad: list[tuple[int, str]]) ->
     return frame.with_columns(**{name: pl.Series(values) for name, values in cast.items()})
 
 
-def _tables(chunk: _Chunk) -> tuple[dict[str, pl.DataFrame], tuple[int, str] | None]:
-    """The chunk as lake tables, and (line_no, reason) of its first bad number, if any."""
+def _tables(
+    chunk: _Chunk, decoded: DecodedLines | None = None
+) -> tuple[dict[str, pl.DataFrame], tuple[int, str] | None]:
+    """The chunk as lake tables, and (line_no, reason) of its first bad number, if any: its
+    streams' messages from `decoded` when decoded in bulk, else from `chunk`."""
     bad: list[tuple[int, str]] = []
+    if decoded is None:
+        head = pl.DataFrame(chunk.diff_head, schema=_DIFF_HEAD, orient="row")
+        diff_levels: Levels | pl.Series = chunk.diff_levels
+        tickers = pl.DataFrame(chunk.tickers, schema=_TICKER_FIELDS, orient="row")
+        trades = pl.DataFrame(chunk.trades, schema=_TRADE_FIELDS, orient="row")
+    else:
+        head, diff_levels = decoded.diff_head.cast(_DIFF_HEAD), decoded.diff_levels  # type: ignore[arg-type]
+        tickers, trades = decoded.tickers, decoded.trades
 
-    head = pl.DataFrame(chunk.diff_head, schema=_DIFF_HEAD, orient="row")
     n_bids, n_asks = head.get_column("bids").to_numpy(), head.get_column("asks").to_numpy()
     rows = head.gather(np.repeat(np.arange(head.height), n_bids + n_asks))  # each diff's fields on its level rows
-    price, size, bad_level = _level_columns(chunk.diff_levels, "diff", rows.get_column("line_no").to_numpy())
+    price, size, bad_level = _level_columns(diff_levels, "diff", rows.get_column("line_no").to_numpy())
     bad += [bad_level] if bad_level else []
     deltas = rows.select(
         origin_time=pl.col("E") * NS_PER_MS,
@@ -367,14 +438,12 @@ def _tables(chunk: _Chunk) -> tuple[dict[str, pl.DataFrame], tuple[int, str] | N
     )
     book = _book(chunk.snapshots, s_price, s_size)
 
-    tickers = _cast_numbers(pl.DataFrame(chunk.tickers, schema=_TICKER_ROWS, orient="row"), "ticker", bad)
-    trades = _cast_numbers(pl.DataFrame(chunk.trades, schema=_TRADE_ROWS, orient="row"), "trade", bad).drop("line_no")
     tables = {
-        "trades": trades,
+        "trades": _cast_numbers(_trade_rows(trades), "trade", bad).drop("line_no"),
         "book_delta_v2": deltas.cast(DELTA_SCHEMA),  # type: ignore[arg-type]
         "depth_snapshot": levels.cast(SNAPSHOT_LEVELS_SCHEMA),  # type: ignore[arg-type]
         "book": book,
-        "book_ticker": tickers,
+        "book_ticker": _cast_numbers(_ticker_rows(tickers), "ticker", bad),
     }
     return tables, min(bad, default=None)
 
