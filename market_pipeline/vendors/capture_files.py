@@ -8,24 +8,28 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+import numpy as np
 from isal import isal_zlib
 
 from market_pipeline.core.errors import CaptureError
 from market_pipeline.core.security import crypto
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_NEWLINE = ord("\n")
 _GZIP_INPUT_BYTES = 128 * 1024  # compressed bytes read at a time
 LINE_BATCH = 10_000  # lines decoded from the stream at a time
 # Lines a capture parser turns into table rows at a time: a chunk of 100 k lines of a busy day
 # holds about 300 k level rows.
 CHUNK_LINES = 100_000
+_READ_BYTES = 1 << 20  # decompressed bytes `line_chunks` takes from the stream at a time
 
 
 class CaptureFormatError(CaptureError, ValueError):
@@ -37,6 +41,61 @@ class CaptureFormatError(CaptureError, ValueError):
         self.reason = reason
         where = f"{self.path}:{line_number}" if line_number is not None else str(self.path)
         super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class LineChunk:
+    """Consecutive lines of a file as one text: line i is `text[ends[i - 1]:ends[i]]` (with its
+    newline; the file's last line may have none)."""
+
+    text: bytearray
+    ends: np.ndarray  # int64, each line's end offset in `text`
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def lines(self, rows: Iterable[int] | None = None) -> list[bytes]:
+        """The lines (those of index `rows`, else all) as bytes, each with its newline."""
+        bounds, text = [0, *self.ends.tolist()], memoryview(self.text)
+        return [text[bounds[i] : bounds[i + 1]].tobytes() for i in (range(len(self.ends)) if rows is None else rows)]
+
+
+def line_chunks(stream: IO[bytes], size: int) -> Iterator[tuple[LineChunk, BaseException | None]]:
+    """The stream's lines in chunks of `size` (the last one shorter), split where `readline`
+    splits, without a Python object per line; the last chunk comes with the error that stopped the
+    reading, if any (a truncated gzip, a chunk failing authentication): then it holds the lines
+    read whole before it, and the line the error cut is not one of them."""
+    text, ends = bytearray(), []  # bytes read and not yet in a chunk, their line ends
+    while True:
+        try:
+            data = stream.read1(_READ_BYTES)  # type: ignore[attr-defined]
+        except (EOFError, OSError) as exc:
+            yield _cut(text, ends, sum(map(len, ends))), exc
+            return
+        if not data:
+            if len(text) > (ends[-1][-1] if ends else 0):  # the last line, without its newline
+                ends.append(np.array([len(text)], dtype=np.int64))
+            if ends:
+                yield _cut(text, ends, sum(map(len, ends))), None
+            return
+        found = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _NEWLINE) + (len(text) + 1)
+        text += data
+        if len(found):
+            ends.append(found)
+        while sum(map(len, ends)) >= size:
+            yield _cut(text, ends, size), None
+
+
+def _cut(text: bytearray, ends: list[np.ndarray], count: int) -> LineChunk:
+    """The first `count` lines of `text` (whose line ends are `ends`) as a chunk; they are taken
+    out of `text` and `ends`."""
+    flat = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+    chunk_ends, rest = flat[:count], flat[count:]
+    length = int(chunk_ends[-1]) if count else 0
+    chunk = LineChunk(text[:length], chunk_ends)
+    del text[:length]
+    ends[:] = [rest - length] if len(rest) else []
+    return chunk
 
 
 def open_capture(path: Path) -> IO[bytes]:

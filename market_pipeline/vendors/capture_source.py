@@ -54,8 +54,10 @@ OTHER_CAPTURE_EXCHANGES = ("kraken", "okx", "bybit")
 CACHE_VERSION = 2  # 2: Kraken tables carry the checksum chain
 _EPOCH = dt.date(1970, 1, 1)
 _DAY = (pl.col("received_time") // NS_PER_DAY).alias("day")
-# Scratch parts are read once, right after they are written: the fastest codec, not the smallest.
-SCRATCH_COMPRESSION = "lz4"
+# Scratch parts are read once, whole, right after they are written: the fastest codec, not the
+# smallest, and neither dictionaries nor statistics (nothing filters them). Measured on three chunks
+# of the bench day (750 k rows): 0.095 CPU-s and 15 MB against 0.185 s and 18 MB with both.
+SCRATCH_WRITER_OPTIONS = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
 
 
 class CaptureRejected(CaptureError, MissingSourceData):
@@ -189,7 +191,7 @@ def parse_parts(parser, path: Path, scratch: Path, line_ordered: tuple[str, ...]
                     table = part.to_arrow()
                     if target not in open_parts:
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        writer = pq.ParquetWriter(target, table.schema, compression=SCRATCH_COMPRESSION)
+                        writer = pq.ParquetWriter(target, table.schema, **SCRATCH_WRITER_OPTIONS)
                         open_parts[target] = writers.enter_context(writer)
                     open_parts[target].write_table(table)
     market, exchange, symbol = parser.instrument()

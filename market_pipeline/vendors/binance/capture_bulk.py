@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from market_pipeline.vendors.binance.capture_format import _CHANNEL_KINDS
+from market_pipeline.vendors.capture_files import LineChunk
 
 # Lines a chunk needs for the bulk path: each chunk costs it about 8 ms more than the line path
 # (the calls into Arrow and polars), each line about 2 us less (measured on the shared captures in
@@ -63,30 +64,37 @@ class DecodedLines:
     trades: pl.DataFrame  # T, m, p, q, t (as text), received_time, line_no of the trades
     symbols: frozenset[str]  # the `s` the messages name
     diff_shapes: frozenset[tuple[bool, str | None]]  # (whether it carries `pu`, its `s`) of the diffs
-    others: list[tuple[int, bytes]]  # (line_no, line) of every other line
+    others: list[int]  # the index in the chunk of every other line
 
 
-def decode_lines(lines: list[bytes], first_line_no: int) -> DecodedLines | None:
-    """The chunk `lines` (line_no from `first_line_no`) decoded in bulk; None when the chunk is
+def decode_lines(chunk: LineChunk, first_line_no: int) -> DecodedLines | None:
+    """The chunk's lines (line_no from `first_line_no`) decoded in bulk; None when the chunk is
     not in the shape this path reads or too short to pay (the caller reads it line by line)."""
-    if len(lines) < BULK_MIN_LINES:
+    if len(chunk) < BULK_MIN_LINES or not chunk.text.isascii() or b"null" in chunk.text:
         return None
-    block = bytearray().join(lines)
-    if not block.isascii() or b"null" in block:
+    offsets = np.concatenate([np.zeros(1, dtype=np.int64), chunk.ends])
+    stamps = _receive_stamps(chunk.text, offsets)
+    if stamps is None:
         return None
-    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)), out=offsets[1:])
-    received = _receive_times(block, offsets)
-    if received is None:
-        return None
-    # The receive times read, each line is its message after blanks: one JSON object a line.
-    text = pa.LargeStringArray.from_buffers(len(lines), pa.py_buffer(offsets), pa.py_buffer(block))
-    channels = pc.struct_field(pc.extract_regex(text, _CHANNEL), 0)
+    received, where, digits = stamps
+    # The receive times read, each line is its message after blanks: one JSON object a line. The
+    # text is the chunk's: its stamps are put back for the line path, whatever happens here.
+    text = np.frombuffer(chunk.text, dtype=np.uint8)
+    text[where] = ord(" ")
+    try:
+        return _decode(chunk, offsets, received, first_line_no)
+    finally:
+        text[where] = digits
+
+
+def _decode(chunk: LineChunk, offsets: np.ndarray, received: np.ndarray, first_line_no: int) -> DecodedLines | None:
+    lines = pa.LargeStringArray.from_buffers(len(chunk), pa.py_buffer(offsets), pa.py_buffer(chunk.text))
+    channels = pc.struct_field(pc.extract_regex(lines, _CHANNEL), 0)
     kinds = {kind: pc.fill_null(pc.equal(channels, channel), False) for channel, kind in _CHANNEL_KINDS.items()}
-    line_nos = np.arange(first_line_no, first_line_no + len(lines), dtype=np.int64)
+    line_nos = np.arange(first_line_no, first_line_no + len(chunk), dtype=np.int64)
     columns = {}
     for kind, mask in kinds.items():
-        data = _parse(pc.filter(text, mask), kind)
+        data = _parse(pc.filter(lines, mask), kind)
         if data is None:
             return None
         rows = mask.to_numpy(zero_copy_only=False)
@@ -99,7 +107,7 @@ def decode_lines(lines: list[bytes], first_line_no: int) -> DecodedLines | None:
         return None
     head, levels = diffs
     streamed = pc.or_(pc.or_(kinds["diff"], kinds["ticker"]), kinds["trade"]).to_numpy(zero_copy_only=False)
-    others = [(int(first_line_no + i), lines[i]) for i in np.flatnonzero(~streamed).tolist()]
+    others = np.flatnonzero(~streamed).tolist()
     return DecodedLines(
         diff_head=head,
         diff_levels=levels,
@@ -111,27 +119,25 @@ def decode_lines(lines: list[bytes], first_line_no: int) -> DecodedLines | None:
     )
 
 
-def _receive_times(block: bytearray, offsets: np.ndarray) -> np.ndarray | None:
-    """Each line's receive time (the integer before its first space), the number and the space
-    then overwritten with blanks in `block`; None unless every line starts with as many
-    characters before a space as the first line (a capture's times have 19 digits from 2001 to
-    2286) and they read as an int64 (Arrow reads what `int` reads, but for a leading "+")."""
-    text = np.frombuffer(block, dtype=np.uint8)
+def _receive_stamps(text: bytearray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(each line's receive time, the offsets in `text` of its stamp and the space after it, those
+    bytes); None unless every line starts with as many characters before a space as the first
+    line (a capture's times have 19 digits from 2001 to 2286) and they read as an int64 (Arrow
+    reads what `int` reads, but for a leading "+")."""
     starts = offsets[:-1]
-    width = block.find(b" ")
+    width = text.find(b" ")
     if width < 1 or (offsets[1:] - starts).min() <= width:
         return None
-    prefix = starts[:, None] + np.arange(width + 1)
-    stamps = text[prefix]
+    where = starts[:, None] + np.arange(width + 1)
+    stamps = np.frombuffer(text, dtype=np.uint8)[where]
     if (stamps[:, width] != ord(" ")).any():
         return None
     numbers = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width + 1), len(starts), [None, pa.py_buffer(stamps)])
     try:
-        values = pc.cast(pc.utf8_rtrim(pc.cast(pc.cast(numbers, pa.binary()), _TEXT), " "), _I64)
+        received = pc.cast(pc.utf8_rtrim(pc.cast(pc.cast(numbers, pa.binary()), _TEXT), " "), _I64)
     except pa.ArrowInvalid:
         return None
-    text[prefix] = ord(" ")
-    return values.to_numpy()
+    return received.to_numpy(), where, stamps
 
 
 def _diff_shapes(data: pa.StructArray) -> frozenset[tuple[bool, str | None]]:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
-from typing import IO, Annotated
+from typing import Annotated
 
 import msgspec
 import numpy as np
@@ -40,7 +40,7 @@ from market_pipeline.vendors.binance.capture_format import (
     diff_market,
     lake_instrument,
 )
-from market_pipeline.vendors.capture_files import CHUNK_LINES, CaptureFormatError, open_capture
+from market_pipeline.vendors.capture_files import CHUNK_LINES, CaptureFormatError, LineChunk, line_chunks, open_capture
 
 LINE_ORDERED = ("book_delta_v2", "depth_snapshot", "book_ticker")
 TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
@@ -157,8 +157,8 @@ class CaptureParser:
         for path in self.paths:
             first_line_no = self.lines
             with open_capture(path) as stream:
-                for lines, broken in read_ahead(_line_chunks(stream, self.chunk_lines), "capture-read"):
-                    if lines:
+                for lines, broken in read_ahead(line_chunks(stream, self.chunk_lines), "capture-read"):
+                    if len(lines):
                         yield self._parse(path, first_line_no, lines)
                     if broken is not None:  # truncated or corrupt file
                         where = self.lines - first_line_no + 1
@@ -177,12 +177,12 @@ class CaptureParser:
         except ValueError as exc:
             raise CaptureFormatError(self.paths[0], None, str(exc)) from None
 
-    def _parse(self, path: Path, first_line_no: int, lines: list[bytes]) -> dict[str, pl.DataFrame]:
+    def _parse(self, path: Path, first_line_no: int, lines: LineChunk) -> dict[str, pl.DataFrame]:
         chunk = _Chunk()
         tables, refused = self._bulk(chunk, lines), None
         if tables is None:  # not in the bulk path's shape: read line by line
             chunk = _Chunk()
-            refused = self._collect(chunk, enumerate(lines, start=self.lines))  # (line_no, reason) or None
+            refused = self._collect(chunk, enumerate(lines.lines(), start=self.lines))  # (line_no, reason) or None
             tables = _tables(chunk)
         self.lines += len(lines)
         tables, bad_number = tables
@@ -193,7 +193,7 @@ class CaptureParser:
             raise CaptureFormatError(path, refused[0] - first_line_no + 1, refused[1])
         return tables
 
-    def _bulk(self, chunk: _Chunk, lines: list[bytes]) -> tuple[dict[str, pl.DataFrame], tuple | None] | None:
+    def _bulk(self, chunk: _Chunk, lines: LineChunk) -> tuple[dict[str, pl.DataFrame], tuple | None] | None:
         """The chunk's tables (and its first bad number) decoded in bulk (`capture_bulk`), its few
         other lines (REST snapshots) read into `chunk`; None when the chunk is not in that shape or
         holds anything the line path would refuse, with the parser's state untouched."""
@@ -209,7 +209,8 @@ class CaptureParser:
             market = shape
         before = (self.binance_symbol, self.market)
         self.binance_symbol, self.market = symbol, market
-        if self._collect(chunk, decoded.others) is not None or chunk.diff_head or chunk.tickers or chunk.trades:
+        others = zip((self.lines + i for i in decoded.others), lines.lines(decoded.others), strict=True)
+        if self._collect(chunk, others) is not None or chunk.diff_head or chunk.tickers or chunk.trades:
             self.binance_symbol, self.market = before
             return None
         return _tables(chunk, decoded)
@@ -289,22 +290,6 @@ def _lacks(kind: str, data: _Data) -> bool:
     if kind == "ticker":
         return type(data.b) is not str or type(data.a) is not str or UNSET in (data.u, data.B, data.A)
     return UNSET in (data.t, data.p, data.q, data.T, data.m)
-
-
-def _line_chunks(stream: IO[bytes], size: int) -> Iterator[tuple[list[bytes], BaseException | None]]:
-    """Lists of up to `size` lines; the last one with the error that stopped the reading, if any."""
-    while True:
-        lines: list[bytes] = []
-        try:
-            lines.extend(islice(stream, size))
-        except (EOFError, OSError) as exc:  # a truncated gzip, a chunk failing authentication
-            yield lines, exc
-            return
-        if not lines:
-            return
-        yield lines, None
-        if len(lines) < size:
-            return
 
 
 def _level_columns(
