@@ -56,7 +56,7 @@ _CHANNEL = r'^\s*\{\s*"stream"\s*:\s*"[^"@]*@(?P<channel>[^"@]*)'
 @dataclass(frozen=True)
 class DecodedLines:
     """A chunk's combined-stream messages as columns (numbers still the exchange's strings), and
-    the lines left for the line path (REST snapshots) with their line_no."""
+    which lines are left for the line path (REST snapshots)."""
 
     diff_head: pl.DataFrame  # line_no, received_time, E, U, u, pu, bids, asks (level counts)
     diff_levels: pl.Series  # price, size, price, size, ... of each diff's bids, then its asks
