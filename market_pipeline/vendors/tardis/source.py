@@ -65,7 +65,7 @@ TABLE_INPUTS: dict[str, tuple[str, ...]] = {
 # Bump when the cached tables change shape, so old caches are rebuilt.
 CACHE_VERSION = 1
 DELTA_CACHE_SCHEMA = pl.Schema({**BOOK_DELTA_SCHEMA, "is_snapshot": pl.Boolean()})
-_CACHE_WRITER_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": False}
+_CACHE_WRITER_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": False}
 
 
 @dataclass(frozen=True)
