@@ -1,13 +1,16 @@
 """A Tardis.dev CSV file (``.csv.gz`` or ``.csv``) read as a stream of typed batches.
 
-The file is decompressed and parsed a block at a time (`pyarrow.csv.open_csv` over a gzip input
-stream, `BLOCK_BYTES` a block), so memory is set by the block size, never by the file: no
-decompressed copy is made and no whole frame is held. Measured in CPU seconds on a 117 MB .csv.gz
-of 8.5 M incremental_book_L2 rows (650 MB of CSV): decompressing alone 1.3 s; decompressing and
-parsing into polars frames 2.9 s with 1 MB blocks (160 MB peak for the process) and 3.3 s with
-16 MB blocks (450 MB). Polars' `scan_csv` of the .gz file takes 1.9 s (275 MB) but names no line
-for a row that fails, does not tell a decompression failure apart, and does not show the file's
-last byte (a second pass would cost more than it saves).
+The file is decompressed and parsed a block at a time (`pyarrow.csv.open_csv` over the file
+inflated by ISA-L, `BLOCK_BYTES` a block), so memory is set by the block size, never by the file:
+no decompressed copy is made and no whole frame is held. Measured in CPU seconds, best of 3, on
+the first 8 M rows of the bench's incremental_book_L2 file (108 MB .csv.gz, 583 MB of CSV):
+inflating alone 0.97 s with zlib (Arrow's gzip input stream, used before) and 0.38 s with ISA-L
+(python-isal's igzip, which releases the GIL as Arrow does); parsing the text 1.3 to 1.5 s (1 to
+4 MB blocks, Arrow's threads or not). Earlier, on 8.5 M rows: decompressing and parsing into
+polars frames 2.9 s with 1 MB blocks (160 MB peak for the process) and 3.3 s with 16 MB blocks
+(450 MB; Arrow's parser holds tens of times a block). Polars' `scan_csv` of the .gz file takes
+1.9 s (275 MB) but names no line for a row that fails, does not tell a decompression failure
+apart, and does not show the file's last byte (a second pass would cost more than it saves).
 
 Everything wrong with the file raises `TardisFormatError` naming the file and, where it can, the
 line (line 1 is the header): a bad header, a truncated or corrupt gzip, a last line without its
@@ -32,10 +35,11 @@ from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.read_ahead import read_ahead
 
 # Bytes of CSV text parsed at a time for a file of up to BLOCK_COLUMNS columns read (a block holds
-# whole rows: a batch is one block's rows). A wider file's block grows with its columns: each batch
-# costs a polars expression or two a column (checks, casts), which at 1 MB blocks cost book_snapshot_25
-# (84 columns read) a third more CPU than its parse. At least twice the header's length, since the
-# first block must hold the header. Arrow's parser holds about 35 times a block.
+# whole rows: a batch is one block's rows). A wider file's block grows with its columns, since each
+# batch costs a polars expression or two a column (checks, casts): importing 200 k rows of
+# book_snapshot_25 (84 columns read) took 3.1 CPU-s with 1 MB blocks, 2.3 with 2 MB and 2.2 with
+# 4 MB. At least twice the header's length, since the first block must hold the header. Arrow's
+# parser holds tens of times a block (35 MB at 1 MB).
 BLOCK_BYTES = 1 << 20
 BLOCK_COLUMNS = 32
 _ARROW_MAX_BLOCK_BYTES = (1 << 31) - 1  # an int32
