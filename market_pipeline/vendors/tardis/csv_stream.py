@@ -1,13 +1,16 @@
 """A Tardis.dev CSV file (``.csv.gz`` or ``.csv``) read as a stream of typed batches.
 
-The file is decompressed and parsed a block at a time (`pyarrow.csv.open_csv` over a gzip input
-stream, `BLOCK_BYTES` a block), so memory is set by the block size, never by the file: no
-decompressed copy is made and no whole frame is held. Measured in CPU seconds on a 117 MB .csv.gz
-of 8.5 M incremental_book_L2 rows (650 MB of CSV): decompressing alone 1.3 s; decompressing and
-parsing into polars frames 2.9 s with 1 MB blocks (160 MB peak for the process) and 3.3 s with
-16 MB blocks (450 MB). Polars' `scan_csv` of the .gz file takes 1.9 s (275 MB) but names no line
-for a row that fails, does not tell a decompression failure apart, and does not show the file's
-last byte (a second pass would cost more than it saves).
+The file is decompressed and parsed a block at a time (`pyarrow.csv.open_csv` over the file
+inflated by ISA-L, `BLOCK_BYTES` a block), so memory is set by the block size, never by the file:
+no decompressed copy is made and no whole frame is held. Measured in CPU seconds, best of 3, on
+the first 8 M rows of the bench's incremental_book_L2 file (108 MB .csv.gz, 583 MB of CSV):
+inflating alone 0.97 s with zlib (Arrow's gzip input stream, used before) and 0.38 s with ISA-L
+(python-isal's igzip, which releases the GIL as Arrow does); parsing the text 1.3 to 1.5 s (1 to
+4 MB blocks, Arrow's threads or not). Earlier, on 8.5 M rows: decompressing and parsing into
+polars frames 2.9 s with 1 MB blocks (160 MB peak for the process) and 3.3 s with 16 MB blocks
+(450 MB; Arrow's parser holds tens of times a block). Polars' `scan_csv` of the .gz file takes
+1.9 s (275 MB) but names no line for a row that fails, does not tell a decompression failure
+apart, and does not show the file's last byte (a second pass would cost more than it saves).
 
 Everything wrong with the file raises `TardisFormatError` naming the file and, where it can, the
 line (line 1 is the header): a bad header, a truncated or corrupt gzip, a last line without its
@@ -17,10 +20,8 @@ newline (found at the end of the stream), a short or long row, an unparsable val
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import itertools
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,20 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from isal import igzip, isal_zlib
 
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.read_ahead import read_ahead
 
-# Bytes of CSV text parsed at a time (a block holds whole rows: a batch is one block's rows). At
-# least twice the header's length, since the first block must hold the header.
+# Bytes of CSV text parsed at a time for a file of up to BLOCK_COLUMNS columns read (a block holds
+# whole rows: a batch is one block's rows). A wider file's block grows with its columns, since each
+# batch costs a polars expression or two a column (checks, casts): importing 200 k rows of
+# book_snapshot_25 (84 columns read) took 3.1 CPU-s with 1 MB blocks, 2.3 with 2 MB and 2.2 with
+# 4 MB. At least twice the header's length, since the first block must hold the header. Arrow's
+# parser holds tens of times a block (35 MB at 1 MB).
 BLOCK_BYTES = 1 << 20
+BLOCK_COLUMNS = 32
+_ARROW_MAX_BLOCK_BYTES = (1 << 31) - 1  # an int32
 
 _TEXT = pa.string()
 # Column types by name; the level columns of book snapshots (not listed) are numbers.
@@ -75,8 +83,13 @@ def _column_type(name: str) -> pa.DataType:
     return _TYPES.get(name, pa.float64())
 
 
+# What inflating a damaged gzip file raises (BadGzipFile is an OSError; EOFError: truncated).
+_GZIP_ERRORS = (OSError, EOFError, isal_zlib.error)
+
+
 def _open_bytes(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    """The file's bytes, inflated by ISA-L (python-isal's igzip: 2.5x faster than zlib) when it is gzip."""
+    return igzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
 class _TrackedStream(io.RawIOBase):
@@ -85,7 +98,7 @@ class _TrackedStream(io.RawIOBase):
 
     def __init__(self, path: Path):
         super().__init__()
-        self._inner = pa.input_stream(path, compression="gzip" if path.name.endswith(".gz") else None)
+        self._inner = _open_bytes(path)
         self.size = 0
         self.last = b""
         self.ended = False  # the whole file was read
@@ -96,8 +109,8 @@ class _TrackedStream(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         try:
-            data = self._inner.read(None if size < 0 else size)
-        except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
+            data = self._inner.read(size)
+        except _GZIP_ERRORS as exc:
             self.failure = exc
             raise
         if data:
@@ -123,7 +136,7 @@ def read_header(path: Path, required: list[str]) -> tuple[list[str], int, bool]:
     try:
         with _open_bytes(path) as fh:
             first = fh.readline()
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+    except _GZIP_ERRORS as exc:
         raise TardisFormatError(path, None, f"truncated or corrupt gzip: {exc}") from None
     if not first:
         raise TardisFormatError(path, None, "empty file (no header)")
@@ -166,7 +179,7 @@ def _iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
     try:
         reader = pa_csv.open_csv(
             stream,
-            read_options=pa_csv.ReadOptions(block_size=max(BLOCK_BYTES, 2 * header_bytes), use_threads=False),
+            read_options=pa_csv.ReadOptions(block_size=_block_bytes(required, header_bytes), use_threads=False),
             parse_options=pa_csv.ParseOptions(invalid_row_handler=invalid_row),
             convert_options=pa_csv.ConvertOptions(
                 column_types={name: _column_type(name) for name in required},
@@ -185,12 +198,17 @@ def _iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
             assert isinstance(frame, pl.DataFrame)
             yield CsvBatch(line, frame)
             line += batch.num_rows
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+    except (pa.ArrowException, UnicodeDecodeError, *_GZIP_ERRORS) as exc:
         _check_ending(path, stream, header_bytes)  # a cut-short last line explains a short last row
         raise _explain(path, stream, exc, short_or_long, header, required, line) from None
     finally:
         stream.close()
     _check_ending(path, stream, header_bytes)
+
+
+def _block_bytes(required: list[str], header_bytes: int) -> int:
+    wide = BLOCK_BYTES * max(len(required), BLOCK_COLUMNS) // BLOCK_COLUMNS
+    return max(min(wide, _ARROW_MAX_BLOCK_BYTES), 2 * header_bytes)
 
 
 def _check_ending(path: Path, stream: _TrackedStream, header_bytes: int) -> None:

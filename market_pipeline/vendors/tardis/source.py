@@ -36,6 +36,7 @@ from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.batches import batch_rows_for
 from market_pipeline.core.lake.cache_lock import cache_lock, day_lock_path
 from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_text_atomic
+from market_pipeline.core.lake.ingest import raw_writer_options
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.core.read_ahead import read_ahead
@@ -65,7 +66,6 @@ TABLE_INPUTS: dict[str, tuple[str, ...]] = {
 # Bump when the cached tables change shape, so old caches are rebuilt.
 CACHE_VERSION = 1
 DELTA_CACHE_SCHEMA = pl.Schema({**BOOK_DELTA_SCHEMA, "is_snapshot": pl.Boolean()})
-_CACHE_WRITER_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": False}
 
 
 @dataclass(frozen=True)
@@ -310,15 +310,19 @@ def write_cache_table(batches: Iterable[pl.DataFrame], schema: pl.Schema | dict,
     """Write the batches (of `schema`) to the cache file `final` as they come; returns the rows.
 
     The next batch is read on a helper thread while this one is written. Row groups are about
-    `ingest.BATCH_BYTES` of values, encoded as `write_parquet_atomic` (polars) encodes a frame: zstd
-    level 3, no dictionaries, statistics (pyarrow's default dictionaries made the book 40% larger and
-    slower to write). The file appears whole or not at all: an error mid-way (a bad row, a
-    truncated gzip) leaves none.
+    `ingest.BATCH_BYTES` of values, encoded as the lake's raw partitions are
+    (`ingest.raw_writer_options`: integers delta-encoded then LZ4, prices dictionary-encoded,
+    statistics). Measured in CPU seconds, best of 3, on 8 M delta rows (200 k snapshots): written in
+    0.78 (0.29) against 1.92 (0.90) with zstd level 3 and no dictionaries, as before, and read back
+    by polars in 0.30 (0.06) against 0.47 (0.23). The bench's day takes 378 MB (delta), 237 MB
+    (book) and 27 MB (trades: unique trade ids stored plain, as in the lake) against 336, 200 and
+    11 MB. The file appears whole or not at all: an error mid-way (a bad row, a truncated gzip)
+    leaves none.
     """
     group_rows = batch_rows_for(len(schema))
     arrow_schema = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
     rows, pending, held = 0, [], 0
-    with atomic_path(final) as tmp, pq.ParquetWriter(tmp, arrow_schema, **_CACHE_WRITER_OPTIONS) as writer:
+    with atomic_path(final) as tmp, pq.ParquetWriter(tmp, arrow_schema, **raw_writer_options(arrow_schema)) as writer:
 
         def write_pending() -> None:
             table = pl.concat(pending).to_arrow(compat_level=pl.CompatLevel.oldest())
