@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -372,3 +372,39 @@ def record_rejected_rows(
         return None
     write_lake_parquet_atomic(bad, target)
     return target
+
+
+def write_cache_table(batches: Iterable[pl.DataFrame], schema: pl.Schema | dict, final: Path) -> int:
+    """Write the batches (of `schema`) to the cache file `final` (a vendor source's cached table:
+    the Tardis and capture sources') as they come; returns the rows.
+
+    The next batch is read on a helper thread while this one is written. Row groups are about
+    `ingest.BATCH_BYTES` of values, encoded as the lake's raw partitions are
+    (`ingest.raw_writer_options`: integers delta-encoded then LZ4, prices dictionary-encoded,
+    statistics). Measured in CPU seconds, best of 3, on 8 M delta rows (200 k snapshots): written in
+    0.78 (0.29) against 1.92 (0.90) with zstd level 3 and no dictionaries, as before, and read back
+    by polars in 0.30 (0.06) against 0.47 (0.23). The bench's day takes 378 MB (delta), 237 MB
+    (book) and 27 MB (trades: unique trade ids stored plain, as in the lake) against 336, 200 and
+    11 MB. The file appears whole or not at all: an error mid-way (a bad row, a truncated gzip)
+    leaves none.
+    """
+    group_rows = batch_rows_for(len(schema))
+    arrow_schema = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+    rows, pending, held = 0, [], 0
+    with atomic_path(final) as tmp, pq.ParquetWriter(tmp, arrow_schema, **raw_writer_options(arrow_schema)) as writer:
+
+        def write_pending() -> None:
+            table = pl.concat(pending).to_arrow(compat_level=pl.CompatLevel.oldest())
+            writer.write_table(table, row_group_size=held)  # one row group (pyarrow's default cuts at 1 Mi rows)
+            pending.clear()
+
+        for frame in read_ahead(iter(batches), "cache-read"):
+            pending.append(frame)
+            held += frame.height
+            rows += frame.height
+            if held >= group_rows:
+                write_pending()
+                held = 0
+        if pending:
+            write_pending()
+    return rows

@@ -29,17 +29,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
-from market_pipeline.core.lake.batches import batch_rows_for
 from market_pipeline.core.lake.cache_lock import cache_lock, day_lock_path
-from market_pipeline.core.lake.files import atomic_path, copy_file_atomic, write_text_atomic
-from market_pipeline.core.lake.ingest import raw_writer_options
+from market_pipeline.core.lake.files import copy_file_atomic, write_text_atomic
+from market_pipeline.core.lake.ingest import write_cache_table
 from market_pipeline.core.lake.paths import PARTITION_FILE, make_private_dirs, partition_dir, quarantine_dir
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_SCHEMA, TRADES_SCHEMA
-from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.core.telemetry import progress
 from market_pipeline.vendors.base import LAKE_TABLES, BookDay, DayNotCovered, MissingSourceData
 from market_pipeline.vendors.lake_shaped import LakeBookResult, LakeShapedBooks, rebuild_lake_books
@@ -304,38 +301,3 @@ class TardisSource(LakeShapedBooks):
         if self.locate(job.instrument, job.day)[L2] is None:
             return None  # no L2 file that day: recorded as missing
         return rebuild_lake_books(job, self.sequence_semantics(job.instrument))
-
-
-def write_cache_table(batches: Iterable[pl.DataFrame], schema: pl.Schema | dict, final: Path) -> int:
-    """Write the batches (of `schema`) to the cache file `final` as they come; returns the rows.
-
-    The next batch is read on a helper thread while this one is written. Row groups are about
-    `ingest.BATCH_BYTES` of values, encoded as the lake's raw partitions are
-    (`ingest.raw_writer_options`: integers delta-encoded then LZ4, prices dictionary-encoded,
-    statistics). Measured in CPU seconds, best of 3, on 8 M delta rows (200 k snapshots): written in
-    0.78 (0.29) against 1.92 (0.90) with zstd level 3 and no dictionaries, as before, and read back
-    by polars in 0.30 (0.06) against 0.47 (0.23). The bench's day takes 378 MB (delta), 237 MB
-    (book) and 27 MB (trades: unique trade ids stored plain, as in the lake) against 336, 200 and
-    11 MB. The file appears whole or not at all: an error mid-way (a bad row, a truncated gzip)
-    leaves none.
-    """
-    group_rows = batch_rows_for(len(schema))
-    arrow_schema = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-    rows, pending, held = 0, [], 0
-    with atomic_path(final) as tmp, pq.ParquetWriter(tmp, arrow_schema, **raw_writer_options(arrow_schema)) as writer:
-
-        def write_pending() -> None:
-            table = pl.concat(pending).to_arrow(compat_level=pl.CompatLevel.oldest())
-            writer.write_table(table, row_group_size=held)  # one row group (pyarrow's default cuts at 1 Mi rows)
-            pending.clear()
-
-        for frame in read_ahead(iter(batches), "tardis-read"):
-            pending.append(frame)
-            held += frame.height
-            rows += frame.height
-            if held >= group_rows:
-                write_pending()
-                held = 0
-        if pending:
-            write_pending()
-    return rows
