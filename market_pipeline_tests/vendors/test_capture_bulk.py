@@ -127,3 +127,25 @@ def test_regular_lines_are_decoded_in_bulk(tmp_path, bulk_calls, monkeypatch):
     path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", REGULAR * 3 + [""])
     _assert_same(_line_path([path], 5, monkeypatch), _outcome([path], 5))
     assert len(bulk_calls) >= 4
+
+
+FUTURES_DIFF = DIFF.replace('"u":6', '"u":6,"pu":5')
+LATER_CHUNKS = {
+    "another symbol": [TRADE.replace("BTCUSDT", "ETHUSDT")] * len(REGULAR),
+    "another market": [FUTURES_DIFF] * len(REGULAR),
+    "the symbol named first": [SNAPSHOT] * len(REGULAR),
+}
+
+
+@pytest.mark.parametrize("name", LATER_CHUNKS)
+def test_chunks_decoded_side_by_side_follow_the_lines_before_them(name, tmp_path, bulk_calls, monkeypatch):
+    """Chunks are decoded ahead, on threads, without the parser's state: a chunk naming another
+    symbol or market than the lines before it reads as the line path reads it (its error, naming
+    its line), and one naming none takes theirs."""
+    later = LATER_CHUNKS[name]
+    lines = [*later, *REGULAR] if name == "the symbol named first" else [*REGULAR, *later, *REGULAR]
+    path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", lines)
+    expected = _line_path([path], len(REGULAR), monkeypatch)
+    _assert_same(expected, _outcome([path], len(REGULAR)))
+    assert isinstance(expected, tuple) == (name != "the symbol named first")
+    assert len(bulk_calls) >= 2
