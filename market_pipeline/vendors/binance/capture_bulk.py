@@ -70,28 +70,29 @@ class DecodedLines:
 def decode_lines(chunk: LineChunk, first_line_no: int) -> DecodedLines | None:
     """The chunk's lines (line_no from `first_line_no`) decoded in bulk; None when the chunk is
     not in the shape this path reads or too short to pay (the caller reads it line by line)."""
-    if len(chunk) < BULK_MIN_LINES or not chunk.text.isascii() or b"null" in chunk.text:
+    if len(chunk) < BULK_MIN_LINES or chunk.text.max(initial=0) >= 0x80:  # not ASCII
         return None
     offsets = np.concatenate([np.zeros(1, dtype=np.int64), chunk.ends])
+    lines = pa.LargeStringArray.from_buffers(len(chunk), pa.py_buffer(offsets), pa.py_buffer(chunk.text))
+    if pc.any(pc.match_substring(lines, "null")).as_py():
+        return None
     stamps = _receive_stamps(chunk.text, offsets)
     if stamps is None:
         return None
     received, where, digits = stamps
     # The receive times read, each line is its message after blanks: one JSON object a line. The
     # text is the chunk's: its stamps are put back for the line path, whatever happens here.
-    text = np.frombuffer(chunk.text, dtype=np.uint8)
-    text[where] = ord(" ")
+    chunk.text[where] = ord(" ")
     try:
-        return _decode(chunk, offsets, received, first_line_no)
+        return _decode(lines, received, first_line_no)
     finally:
-        text[where] = digits
+        chunk.text[where] = digits
 
 
-def _decode(chunk: LineChunk, offsets: np.ndarray, received: np.ndarray, first_line_no: int) -> DecodedLines | None:
-    lines = pa.LargeStringArray.from_buffers(len(chunk), pa.py_buffer(offsets), pa.py_buffer(chunk.text))
+def _decode(lines: pa.LargeStringArray, received: np.ndarray, first_line_no: int) -> DecodedLines | None:
     channels = pc.struct_field(pc.extract_regex(lines, _CHANNEL), 0)
     kinds = {kind: pc.fill_null(pc.equal(channels, channel), False) for channel, kind in _CHANNEL_KINDS.items()}
-    line_nos = np.arange(first_line_no, first_line_no + len(chunk), dtype=np.int64)
+    line_nos = np.arange(first_line_no, first_line_no + len(lines), dtype=np.int64)
     columns = {}
     for kind, mask in kinds.items():
         data = _parse(pc.filter(lines, mask), kind)
@@ -119,17 +120,18 @@ def _decode(chunk: LineChunk, offsets: np.ndarray, received: np.ndarray, first_l
     )
 
 
-def _receive_stamps(text: bytearray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _receive_stamps(text: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(each line's receive time, the offsets in `text` of its stamp and the space after it, those
     bytes); None unless every line starts with as many characters before a space as the first
     line (a capture's times have 19 digits from 2001 to 2286) and they read as an int64 (Arrow
     reads what `int` reads, but for a leading "+")."""
     starts = offsets[:-1]
-    width = text.find(b" ")
+    spaces = np.flatnonzero(text[: offsets[1]] == ord(" "))
+    width = int(spaces[0]) if len(spaces) else -1
     if width < 1 or (offsets[1:] - starts).min() <= width:
         return None
     where = starts[:, None] + np.arange(width + 1)
-    stamps = np.frombuffer(text, dtype=np.uint8)[where]
+    stamps = text[where]
     if (stamps[:, width] != ord(" ")).any():
         return None
     numbers = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width + 1), len(starts), [None, pa.py_buffer(stamps)])
