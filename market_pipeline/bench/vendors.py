@@ -40,7 +40,7 @@ GOAL_OVER_FLOOR = 2.0  # every vendor's wall over its floor
 GOAL_FLAT = 0.10  # peak at twice the day within this share of the peak at the day
 STEPS_SHOWN = 4  # the slowest steps of each vendor's run, said under its line of the report
 WRITTEN_FROM = ".written-from"  # beside a vendor's files: the synthetic day's fingerprint they were written from
-CAPTURE_JSON_DECODER = "msgspec"
+CAPTURE_JSON_DECODER = "the capture parser's (Arrow's JSON reader)"
 
 
 @dataclass(frozen=True)
@@ -203,8 +203,9 @@ def vendor_report(
     reference = runs[REFERENCE].seconds
     say(
         "vendors: the whole graph of the day from each vendor's files (wall, peak PSS of the process tree; "
-        "floor = read every input once -- Parquet in batches, Tardis with pyarrow's streaming CSV reader, the "
-        f"capture's gzip lines decoded with {CAPTURE_JSON_DECODER} -- + write every lake output once, same codecs)"
+        "floor = read every input once -- Parquet in batches, Tardis with pyarrow's streaming CSV reader, gzip "
+        f"inflated by ISA-L, the capture's lines decoded into typed columns by {CAPTURE_JSON_DECODER} -- "
+        "+ write every lake output once, same codecs)"
     )
     figures: dict[str, dict[str, float]] = {}
     for vendor, run in runs.items():
