@@ -38,10 +38,12 @@ from market_pipeline.core.read_ahead import read_ahead
 # whole rows: a batch is one block's rows). A wider file's block grows with its columns, since each
 # batch costs a polars expression or two a column (checks, casts): importing 200 k rows of
 # book_snapshot_25 (84 columns read) took 3.1 CPU-s with 1 MB blocks, 2.3 with 2 MB and 2.2 with
-# 4 MB. At least twice the header's length, since the first block must hold the header. Arrow's
-# parser holds tens of times a block (35 MB at 1 MB).
-BLOCK_BYTES = 1 << 20
-BLOCK_COLUMNS = 32
+# 4 MB. The bench day's incremental_book_L2 (34 M rows, 8 columns) took 10.7 s wall to check and
+# convert in 1 MB blocks (14 k rows), 9.0 s in 2 MB (+51 MB resident) and 8.0 s in 4 MB (+145 MB).
+# At least twice the header's length, since the first block must hold the header. Arrow's parser
+# holds tens of times a block (35 MB at 1 MB).
+BLOCK_BYTES = 2 << 20
+BLOCK_COLUMNS = 64
 _ARROW_MAX_BLOCK_BYTES = (1 << 31) - 1  # an int32
 
 _TEXT = pa.string()
