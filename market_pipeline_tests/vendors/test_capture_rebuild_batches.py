@@ -131,3 +131,23 @@ def test_verify_capture_does_not_depend_on_chunk_or_batch_size(names, monkeypatc
         results.append(verify_capture(paths))
     assert results[0] == results[1]
     assert {key: results[0][key] for key in DOCUMENTED[names]} == DOCUMENTED[names]
+
+
+def test_books_do_not_depend_on_the_output_batch_size(tmp_path, monkeypatch):
+    """Book rows are encoded and written on a thread while the kernel fills the other buffer set:
+    many small output batches give the same rows as one."""
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from market_pipeline.vendors.binance import rebuild
+
+    results = {}
+    for rows in (7, rebuild.OUTPUT_BATCH_ROWS):
+        monkeypatch.setattr(rebuild, "OUTPUT_BATCH_ROWS", rows)
+        counters = _rebuild_days(real_paths(USDM), True, tmp_path / str(rows), 1000)
+        books = {day: pl.read_parquet(tmp_path / str(rows) / day / "books.parquet") for day in counters}
+        results[rows] = counters, books
+    (small_counters, small_books), (counters, books) = results.values()
+    assert small_counters == counters and sum(day["rows_written"] for day in counters.values()) > 7
+    for day, frame in books.items():
+        assert_frame_equal(small_books[day], frame, check_exact=True)

@@ -49,6 +49,7 @@ import math
 import resource
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -58,7 +59,7 @@ import polars as pl
 import pyarrow as pa
 
 from market_pipeline.core.book import delta_replay as lr
-from market_pipeline.core.book.book_writer import BookWriter, books_writer_options
+from market_pipeline.core.book.book_writer import BackgroundWriter, BookWriter, books_writer_options
 from market_pipeline.core.book.checkpoint import load_checkpoint, write_checkpoint
 from market_pipeline.core.book.fixed_point import Grid, PrecisionCounter
 from market_pipeline.core.book.ladder import (
@@ -72,10 +73,12 @@ from market_pipeline.core.book.ladder import (
     new_book,
 )
 from market_pipeline.core.book.rebuild import OUTPUT_BATCH_ROWS, START_CHECKPOINT
+from market_pipeline.core.book.stage_timings import StageTimings
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
 from market_pipeline.core.quality.book_shape import ShapeFile
+from market_pipeline.core.read_ahead import prefetched
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
 from market_pipeline.vendors.binance.delta_batches import (
@@ -261,7 +264,15 @@ def rebuild_capture_day(
     tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
     writer_options = books_writer_options(out.schema)
     filled = 0  # rows in the output buffers, written when they are full or at the end
-    with atomic_path(output_path) as tmp, parquet_io.parquet_writer(tmp, out.schema, **writer_options) as writer:
+    with (
+        atomic_path(output_path) as tmp,
+        parquet_io.parquet_writer(tmp, out.schema, **writer_options) as writer,
+        ThreadPoolExecutor(1, "capture-book-read") as read_pool,
+        ThreadPoolExecutor(1, "capture-book-write") as write_pool,
+    ):
+        # As the lake's rebuild: the next batch is read and converted, and the last rows encoded
+        # and written, on helper threads while the kernel (which releases the GIL) replays.
+        background = BackgroundWriter(writer, write_pool, StageTimings())
 
         def write_rows(n: int) -> None:
             rows = out.buffers
@@ -271,10 +282,12 @@ def rebuild_capture_day(
                         np.int64
                     )
                 )
-            writer.write_batch(out.batch(n))
+            background.wait()  # the kernel is about to get back the buffers of the batch in flight
+            background.write(out.detach(n))
 
         first = [first_diffs] if first_diffs is not None else []
-        for run in replay_parts.runs(itertools.chain(first, batches)):
+        # Read ahead only now: the snapshots' and tickers' conversions above share `precision`.
+        for run in replay_parts.runs(itertools.chain(first, prefetched(batches, read_pool))):
             while True:
                 filled = br.replay_capture(part, run, sampling, out.buffers, filled)
                 cursor = run.cursor[0]
@@ -288,6 +301,7 @@ def rebuild_capture_day(
                     break
         if filled:
             write_rows(filled)
+        background.wait()
 
     if shape is not None:
         shape.write(output_path)
