@@ -18,6 +18,7 @@ but the Python that sorts each message's fields into rows took 3 more.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,7 @@ _REQUIRED = {
     "trade": ("t", "p", "q", "T", "m"),
 }
 _CHANNEL = r'^\s*\{\s*"stream"\s*:\s*"[^"@]*@(?P<channel>[^"@]*)'
+_NULL = re.compile(b"null")  # a JSON null: the line path reads the chunk
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,9 @@ def decode_lines(chunk: LineChunk, first_line_no: int) -> DecodedLines | None:
     if len(chunk) < BULK_MIN_LINES or chunk.text.max(initial=0) >= 0x80:  # not ASCII
         return None
     offsets = np.concatenate([np.zeros(1, dtype=np.int64), chunk.ends])
-    lines = pa.LargeStringArray.from_buffers(len(chunk), pa.py_buffer(offsets), pa.py_buffer(chunk.text))
-    if pc.any(pc.match_substring(lines, "null")).as_py():
+    if _NULL.search(memoryview(chunk.text)):  # 0.06 s a million lines; Arrow's match_substring 0.36
         return None
+    lines = pa.LargeStringArray.from_buffers(len(chunk), pa.py_buffer(offsets), pa.py_buffer(chunk.text))
     stamps = _receive_stamps(chunk.text, offsets)
     if stamps is None:
         return None

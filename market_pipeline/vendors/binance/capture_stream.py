@@ -5,7 +5,8 @@ lake tables of `capture_format` (line order kept, `line_no` running across the f
 caller writes or concatenates them. Chunks in Binance's usual shape are decoded in bulk
 (`capture_bulk`), two side by side on threads ahead of the caller; the others line by line.
 Parsing the bench day's capture (14 M lines) to scratch parts took 33.8 s wall on 2 cores this
-way, 38.1 s with one chunk decoded at a time (31.6 s with `line_chunks` reading into arrays).
+way, 38.1 s with one chunk decoded at a time (28.1 s with `line_chunks` reading into arrays and
+the JSON null found by `re`).
 
 Line path: msgspec, one typed Struct per line with every price and size kept as its decimal
 string, then one vectorised string -> float64 cast per chunk (polars; its parse is correctly rounded, as
