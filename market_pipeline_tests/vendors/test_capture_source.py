@@ -344,3 +344,32 @@ def test_a_converted_day_is_named_by_its_capture_files(capture_env):
         [copy] = source.fetch("book_delta_v2", spot, day)
         named = source.origin("book_delta_v2", spot, day, copy)
         assert str(capture_env / name) in named.split(", ") and str(copy) not in named
+
+
+def test_an_only_files_parts_become_the_cached_tables_that_several_files_make(tmp_path):
+    """An instrument's only capture file has its parsed parts moved into the cache as they are;
+    several files have theirs streamed into it. The same lines give the same tables either way."""
+    import shutil
+
+    from polars.testing import assert_frame_equal
+
+    from market_pipeline.vendors.binance.source import BinanceCaptureSource
+    from market_pipeline_tests.support.binance_capture import real_paths
+
+    paths = real_paths(SPOT)  # two files, across midnight
+    one, several = tmp_path / "one", tmp_path / "several"
+    for folder in (one, several):
+        folder.mkdir()
+    for path in paths:
+        shutil.copy(path, several / path.name)
+    (one / paths[0].name).write_bytes(b"".join(path.read_bytes() for path in paths))  # gzip members
+    cached = {}
+    for folder in (one, several):
+        source = BinanceCaptureSource(folder, tmp_path / f"{folder.name}-cache", tmp_path / "lake")
+        source.manifest()
+        cached[folder.name] = {p.relative_to(source.tables_dir): p for p in source.tables_dir.rglob("*.parquet")}
+    assert cached["one"].keys() == cached["several"].keys() and len(cached["one"]) == 5 * 2  # tables x days
+    for name, path in cached["one"].items():
+        other = cached["several"][name]
+        assert pq.read_schema(path) == pq.read_schema(other)
+        assert_frame_equal(pl.read_parquet(path), pl.read_parquet(other), check_exact=True)

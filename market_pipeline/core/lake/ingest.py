@@ -376,35 +376,60 @@ def record_rejected_rows(
 
 def write_cache_table(batches: Iterable[pl.DataFrame], schema: pl.Schema | dict, final: Path) -> int:
     """Write the batches (of `schema`) to the cache file `final` (a vendor source's cached table:
-    the Tardis and capture sources') as they come; returns the rows.
+    the Tardis and capture sources') as they come (`CacheTableWriter`); returns the rows.
 
-    The next batch is read on a helper thread while this one is written. Row groups are about
-    `ingest.BATCH_BYTES` of values, encoded as the lake's raw partitions are
-    (`ingest.raw_writer_options`: integers delta-encoded then LZ4, prices dictionary-encoded,
-    statistics). Measured in CPU seconds, best of 3, on 8 M delta rows (200 k snapshots): written in
-    0.78 (0.29) against 1.92 (0.90) with zstd level 3 and no dictionaries, as before, and read back
-    by polars in 0.30 (0.06) against 0.47 (0.23). The bench's day takes 378 MB (delta), 237 MB
-    (book) and 27 MB (trades: unique trade ids stored plain, as in the lake) against 336, 200 and
-    11 MB. The file appears whole or not at all: an error mid-way (a bad row, a truncated gzip)
-    leaves none.
+    The next batch is read on a helper thread while this one is written. The file appears whole
+    or not at all: an error mid-way (a bad row, a truncated gzip) leaves none.
     """
-    group_rows = batch_rows_for(len(schema))
-    arrow_schema = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
-    rows, pending, held = 0, [], 0
-    with atomic_path(final) as tmp, pq.ParquetWriter(tmp, arrow_schema, **raw_writer_options(arrow_schema)) as writer:
-
-        def write_pending() -> None:
-            table = pl.concat(pending).to_arrow(compat_level=pl.CompatLevel.oldest())
-            writer.write_table(table, row_group_size=held)  # one row group (pyarrow's default cuts at 1 Mi rows)
-            pending.clear()
-
+    with atomic_path(final) as tmp, CacheTableWriter(tmp, schema) as writer:
         for frame in read_ahead(iter(batches), "cache-read"):
-            pending.append(frame)
-            held += frame.height
-            rows += frame.height
-            if held >= group_rows:
-                write_pending()
-                held = 0
-        if pending:
-            write_pending()
-    return rows
+            writer.write(frame)
+    return writer.rows
+
+
+class CacheTableWriter:
+    """A cache table written frame by frame: rows are held until about `ingest.BATCH_BYTES` of
+    values make a row group, encoded as the lake's raw partitions are (`ingest.raw_writer_options`:
+    integers delta-encoded then LZ4, prices dictionary-encoded, statistics).
+
+    Measured in CPU seconds, best of 3, on 8 M delta rows (200 k snapshots): written in 0.78
+    (0.29) against 1.92 (0.90) with zstd level 3 and no dictionaries, as before, and read back by
+    polars in 0.30 (0.06) against 0.47 (0.23). The bench's day takes 378 MB (delta), 237 MB (book)
+    and 27 MB (trades: unique trade ids stored plain, as in the lake) against 336, 200 and 11 MB.
+    On an error inside its `with`, the rows held are dropped and the file closed as it is.
+    """
+
+    def __init__(self, path: Path, schema: pl.Schema | dict) -> None:
+        self.group_rows = batch_rows_for(len(schema))
+        arrow_schema = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+        self._writer = pq.ParquetWriter(path, arrow_schema, **raw_writer_options(arrow_schema))
+        self._pending: list[pl.DataFrame] = []
+        self._held = 0
+        self.rows = 0
+
+    def __enter__(self) -> CacheTableWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, traceback: object) -> None:
+        try:
+            if kind is None:
+                self._write_held()
+        finally:
+            self._writer.close()
+
+    def write(self, frame: pl.DataFrame) -> None:
+        self._pending.append(frame)
+        self._held += frame.height
+        self.rows += frame.height
+        if self._held >= self.group_rows:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        if not self._pending:
+            return
+        table = pl.concat(self._pending).to_arrow(compat_level=pl.CompatLevel.oldest())
+        self._writer.write_table(
+            table, row_group_size=self._held
+        )  # one row group (pyarrow's default cuts at 1 Mi rows)
+        self._pending.clear()
+        self._held = 0
