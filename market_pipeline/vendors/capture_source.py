@@ -7,9 +7,10 @@ Files are parsed one by one, chunk by chunk (the exchange's parser), to scratch 
 and UTC day of ``received_time``; grouped by instrument and put in time order (by their first
 receive time), the parts are streamed into ``tables/{table}/exchange=X/symbol=Y/dt=D/data.parquet``
 under ``$PIPELINE_DATA_DIR/sources/<source>`` with one running line order (so a capture crossing
-midnight replays as one stream); an instrument's only file's parts are moved there as they are. Memory is set by the chunk size, not by the size of a file or a
-day. A manifest beside them holds the fingerprint (name, size, mtime) of every input file: adding,
-removing or changing a capture rebuilds the cache on the next request; otherwise it is reused.
+midnight replays as one stream); an instrument's only file's parts are moved there as they are.
+Memory is set by the chunk size, not by the size of a file or a day. A manifest beside them holds
+the fingerprint (name, size, mtime) of every input file: adding, removing or changing a capture
+rebuilds the cache on the next request; otherwise it is reused.
 
 A day the capture covers gets a partition of every table, possibly empty. A day it does not cover
 raises ``DayNotCovered``: the raw stage records the instrument-day as missing. A file that cannot
