@@ -8,8 +8,8 @@ Parsing the bench day's capture (14 M lines) to scratch parts took 33.8 s wall o
 way, 38.1 s with one chunk decoded at a time (28.1 s with `line_chunks` reading into arrays and
 the JSON null found by `re`).
 
-Line path: msgspec, one typed Struct per line with every price and size kept as its decimal
-string, then one vectorised string -> float64 cast per chunk (polars; its parse is correctly rounded, as
+Line path: msgspec, one typed Struct per line with every price and size kept as its decimal string,
+then one vectorised string -> float64 cast per chunk (polars; its parse is correctly rounded, as
 Python's `float` is). Measured on the shared USD-M capture (94 k lines, 28 MB of text): decoding
 the lines took 0.09 s with msgspec, 0.13 s with orjson, 0.29 s with the stdlib's json and 0.8 s
 with polars' `str.json_decode` (per kind of message); orjson and the stdlib also build a Python
