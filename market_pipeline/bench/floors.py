@@ -6,7 +6,7 @@ output once with the same codecs costs, timed in the same run as the work it bou
   import inflates it: 2.5x faster than zlib); capture the lines inflated by ISA-L, decoded by the
   capture parser into typed columns, nothing written (Arrow's JSON reader per kind of message on
   two threads: the fastest decoder measured; msgspec a line at a time took 39.5 s for the bench
-  day, the parser 31.6 s with its scratch writes);
+  day, the parser 28.1 s with its scratch writes);
 - writes (`write_seconds`): each Parquet file written once more, row group by row group from
   memory, with its own compression, dictionary and delta encodings; only the writes are timed.
 

@@ -112,7 +112,7 @@ class BatchedReplay:
         next_snapshot = 0
         for batch in itertools.chain(batches, [None]):
             own_diffs, own_rows = _NO_DIFFS if batch is None else batch
-            if self.carry is None:
+            if self.carry is None or not len(self.carry.diffs.line):  # nothing buffered: no copy of the batch
                 diffs, rows, cursor = own_diffs, own_rows, br.new_cursor()
             else:
                 diffs, rows, cursor = br.resume(self.carry, own_diffs, own_rows)

@@ -466,11 +466,9 @@ def resume(carry: SyncCarry, diffs: CaptureDiffs, rows: LevelRows) -> tuple[Capt
     snapshot of this part is joined by diffs of the previous one. Use with `carry.sync`.
     """
     n_rows = len(carry.rows.tick)
-    if not len(carry.diffs.line) and not n_rows:  # nothing buffered (FIRST, LIVE): no copy of the part
-        return CaptureDiffs(*(column.astype(np.int64, copy=False) for column in diffs)), rows, new_cursor()
     joined = CaptureDiffs(
         *(
-            np.concatenate([mine, theirs + n_rows if name in ("start", "end") else theirs]).astype(np.int64, copy=False)
+            np.concatenate([mine, theirs + n_rows if name in ("start", "end") else theirs]).astype(np.int64)
             for name, mine, theirs in zip(CaptureDiffs._fields, carry.diffs, diffs, strict=True)
         )
     )
