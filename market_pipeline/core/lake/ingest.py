@@ -428,8 +428,6 @@ class CacheTableWriter:
         if not self._pending:
             return
         table = pl.concat(self._pending).to_arrow(compat_level=pl.CompatLevel.oldest())
-        self._writer.write_table(
-            table, row_group_size=self._held
-        )  # one row group (pyarrow's default cuts at 1 Mi rows)
+        self._writer.write_table(table, row_group_size=self._held)  # one row group: pyarrow's cuts at 1 Mi rows
         self._pending.clear()
         self._held = 0
