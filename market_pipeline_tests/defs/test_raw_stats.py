@@ -395,6 +395,37 @@ def test_repeated_rows_equal_polars_distinctness(seed: int):
     assert ours.tolist() == [False, True, False, True, False, True]
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_repeats_in_messages_equal_polars_distinctness_per_message(seed: int):
+    """The delta import's non-adjacent repeats: exactly the rows polars finds equal to an earlier
+    row of the same message (a run sharing received_time and sequence_number), in short messages
+    (compared pair by pair) and long ones (sorted); a message that comes again later is no repeat."""
+    from market_pipeline.core.quality.row_keys import repeated_in_messages, row_marks
+
+    rng = np.random.default_rng(seed)
+    lengths = np.r_[rng.integers(1, 6, 400), rng.integers(17, 60, 10)]
+    rng.shuffle(lengths)
+    keys = np.repeat(np.arange(len(lengths)), lengths)
+    n = len(keys)
+    frame = pl.DataFrame(
+        {
+            "received_time": T0 + keys // 2,  # neighbouring messages share a time, not a number
+            "sequence_number": keys,
+            "price": rng.choice([1.5, 2.0, np.nan], n),
+            "size": pl.Series(rng.choice([0.5, 1.0], n)).set(pl.Series(rng.random(n) < 0.1), None),
+        }
+    )
+    frame = pl.concat([frame, frame.head(lengths[0])])  # the first message again, at the end
+    new_key = (pl.col("received_time").diff() != 0) | (pl.col("sequence_number").diff() != 0)
+    message = frame.select(new_key.fill_null(False).cum_sum()).to_series()
+    expected = ~frame.with_columns(message.alias("m")).select(pl.struct(pl.all()).is_first_distinct()).to_series()
+    assert expected.sum() > 100 and (message.value_counts()["count"] > 16).any()
+    # The message sent again is a run of its own: repeats within it, none of the first copy.
+    assert expected[-lengths[0] :].to_list() == expected[: lengths[0]].to_list()
+    hashes, _ = row_marks(frame)
+    np.testing.assert_array_equal(repeated_in_messages(frame, hashes), expected.to_numpy())
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_skew_pass_equals_polars(seed: int):
     """The one-pass skew kernel gives what polars group_bys and `skew_buckets` give: per-hour

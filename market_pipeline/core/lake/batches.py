@@ -18,6 +18,8 @@ from market_pipeline.core.lake import parquet_io
 # Rows per batch: about this many bytes of fixed-width values (a book snapshot row is ~85 columns wide).
 BATCH_BYTES = 48 * 1024 * 1024
 MIN_BATCH_ROWS = 8_192
+# Tables whose rows group into messages: runs of rows sharing (received_time, sequence_number).
+MESSAGE_TABLES = frozenset({"book_delta_v2"})
 
 
 def batch_rows_for(columns: int) -> int:

@@ -18,7 +18,7 @@ from numba import njit
 
 from market_pipeline.core.day_clock import NS_PER_DAY, NS_PER_MINUTE, day_start_ns
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.batches import iter_frames, message_aligned
+from market_pipeline.core.lake.batches import MESSAGE_TABLES, iter_frames, message_aligned
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.day_stats import (
     EVENT_SCHEMA,
@@ -47,9 +47,6 @@ PRECISION_COLUMNS: dict[str, dict[str, str]] = {
     "trades": {"price": "price", "quantity": "size"},
     "book": {c: ("price" if c.endswith("_price") else "size") for c in book_level_columns()},
 }
-# Tables whose rows group into messages sharing (received_time, sequence_number).
-MESSAGE_TABLES = frozenset({"book_delta_v2"})
-
 
 TIME_COLUMNS = ("received_time", "origin_time", "sequence_number")
 

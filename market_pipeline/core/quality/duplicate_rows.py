@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from market_pipeline.core.lake.batches import MESSAGE_TABLES
 from market_pipeline.core.quality.day_stats import CONFLICTING_TRADE_ID, DUPLICATE, SAMPLE_SCHEMA
-from market_pipeline.core.quality.row_keys import repeated_rows, row_marks
+from market_pipeline.core.quality.row_keys import repeated_in_messages, repeated_rows, row_marks
 
 # Which exact duplicates (identical in every column) the import drops, per table.
 DUPLICATE_RULES = {
@@ -67,7 +68,9 @@ class DuplicateRows:
             return batch
         lead = None if self._last_row is None else self._last_row.select(columns)
         hashes, same = row_marks(batch, lead)
-        twice = repeated_rows(batch if lead is None else pl.concat([lead, batch]), hashes)
+        both = batch if lead is None else pl.concat([lead, batch])
+        # A delta row repeats within its message (identical rows share the message's key columns).
+        twice = repeated_in_messages(both, hashes) if self.table in MESSAGE_TABLES else repeated_rows(both, hashes)
         adjacent, repeat = same[len(hashes) - batch.height :], (same | twice)[len(hashes) - batch.height :]
         n_repeat = int(repeat.sum())
         if not n_repeat:

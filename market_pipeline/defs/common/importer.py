@@ -14,7 +14,7 @@ import polars as pl
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.batches import message_aligned
+from market_pipeline.core.lake.batches import MESSAGE_TABLES, message_aligned
 from market_pipeline.core.lake.ingest import (
     FileRejected,
     PartitionWriter,
@@ -27,7 +27,7 @@ from market_pipeline.core.lake.ingest import (
 )
 from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir, stats_partition_dir
 from market_pipeline.core.lake.schemas import TABLE_SCHEMAS
-from market_pipeline.core.quality.day_stats_builder import MESSAGE_TABLES, DayStatsBuilder
+from market_pipeline.core.quality.day_stats_builder import DayStatsBuilder
 from market_pipeline.core.quality.duplicate_rows import repeated_hashes, trade_id_hashes
 from market_pipeline.core.security.audit import audit_read, audit_scope
 from market_pipeline.defs.common.resources import PipelineSettings
