@@ -282,6 +282,7 @@ def test_stats_layout_and_recomputed_when_stale(local, data_dir: Path):
             "samples.parquet",
             "gaps.parquet",
             "origin_outside_day.parquet",
+            "chain_breaks.parquet",
         ]
     )
     summary = json.loads((directory / "summary.json").read_text())
@@ -348,7 +349,7 @@ def test_reimport_writes_identical_bytes(local, data_dir: Path):
     for table in ("trades", "book", "book_delta_v2"):
         _import(settings, table)
     before = sha256_tree(data_dir / "lake")
-    assert len([p for p in before if p.startswith("stats/")]) == 3 * 7
+    assert len([p for p in before if p.startswith("stats/")]) == 3 * 8
     for table in ("trades", "book", "book_delta_v2"):
         _import(settings, table)
     assert sha256_tree(data_dir / "lake") == before

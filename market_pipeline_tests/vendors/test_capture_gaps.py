@@ -105,3 +105,20 @@ def test_the_gap_and_the_unsynced_span_reach_the_report_the_hourly_rows_and_the_
     report = (settings.data_dir / "reports" / f"dt={DAY.isoformat()}" / "validation.html").read_text()
     assert "capture chain breaks</th><td>1<" in report and "share of book rows out of sync" in report
     assert "book_in_sync" in report
+
+
+def test_the_import_keeps_the_chain_break_in_the_day_statistics(broken_capture):
+    """The checks and validation_reports take the break from the day statistics, which the import
+    gathered in its one pass: the same break a pass over the lake file finds."""
+    from market_pipeline.core.lake.batches import iter_frames
+    from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir, stats_partition_dir
+    from market_pipeline.core.quality.chain import CHAIN_COLUMNS, chain_breaks
+    from market_pipeline.core.quality.day_stats import DayStats
+
+    _, settings, removed_at = broken_capture
+    exchange, symbol = KEY.split(":")
+    stored = DayStats.read(stats_partition_dir(settings.lake_dir, "book_delta_v2", exchange, symbol, DAY))
+    deltas = raw_partition_dir(settings.lake_dir, "book_delta_v2", exchange, symbol, DAY) / PARTITION_FILE
+    assert stored is not None and stored.chain_breaks.height == 1
+    assert stored.chain_breaks["received_time"][0] > removed_at
+    assert stored.chain_breaks.equals(chain_breaks(iter_frames(deltas, CHAIN_COLUMNS)))

@@ -24,19 +24,23 @@ from collections.abc import Iterable
 import numpy as np
 import polars as pl
 
-from market_pipeline.core.quality.sequence import GAP_SCHEMA
+from market_pipeline.core.quality.day_stats import EVENT_SCHEMA
 from market_pipeline.core.update_chain import CHAIN_FIELDS, ChainCarry, message_breaks
 
 CHAIN_BREAK = "chain_break"
 CHAIN_COLUMNS = ["received_time", "origin_time", "sequence_number", *CHAIN_FIELDS]
-_EVENT_COLUMNS = list(GAP_SCHEMA)[:6]
 
 
-def chain_breaks(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
-    """The chain breaks of a day's deltas given as CHAIN_COLUMNS frames in file order (any cuts)."""
-    found: list[pl.DataFrame] = []
-    carry = ChainCarry()
-    for frame in frames:
+class ChainBreaks:
+    """The chain breaks of a day's deltas, batch by batch in file order (any cuts): `add` each
+    batch (with at least CHAIN_COLUMNS), then `frame()`. The raw import gathers them in its one
+    pass over the day (`day_stats_builder`), so the checks never read the day again for them."""
+
+    def __init__(self) -> None:
+        self._found: list[pl.DataFrame] = []
+        self._carry = ChainCarry()
+
+    def add(self, frame: pl.DataFrame) -> None:
         prev = frame["prev_update_id"]
         messages = message_breaks(
             frame["line_no"].to_numpy(),
@@ -44,24 +48,33 @@ def chain_breaks(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
             frame["first_update_id"].to_numpy(),
             prev.fill_null(-1).to_numpy(),
             prev.is_not_null().to_numpy(),
-            carry,
+            self._carry,
         )
-        carry = messages.carry
-        if messages.broken.any():
-            heads = frame.filter(pl.Series(messages.head))
-            first, previous = heads["first_update_id"].to_numpy(), messages.previous
-            missing = pl.Series(np.maximum(first - previous - 1, 0))
-            found.append(
-                heads.with_columns(
-                    pl.lit(CHAIN_BREAK).alias("kind"),
-                    pl.Series("previous_sequence_number", previous),
-                    pl.when(pl.Series(messages.futures))
-                    .then(None)
-                    .otherwise(missing)
-                    .alias("missing_sequence_numbers"),
-                ).filter(pl.Series(messages.broken))
+        self._carry = messages.carry
+        if not messages.broken.any():
+            return
+        heads = frame.select(CHAIN_COLUMNS).filter(pl.Series(messages.head))
+        first, previous = heads["first_update_id"].to_numpy(), messages.previous
+        missing = pl.Series(np.maximum(first - previous - 1, 0))
+        self._found.append(
+            heads.with_columns(
+                pl.lit(CHAIN_BREAK).alias("kind"),
+                pl.Series("previous_sequence_number", previous),
+                pl.when(pl.Series(messages.futures)).then(None).otherwise(missing).alias("missing_sequence_numbers"),
             )
-    schema = {name: GAP_SCHEMA[name] for name in _EVENT_COLUMNS}
-    if not found:
-        return pl.DataFrame(schema=schema)
-    return pl.concat(found).select(_EVENT_COLUMNS).cast(schema)
+            .filter(pl.Series(messages.broken))
+            .select(list(EVENT_SCHEMA))
+            .cast(EVENT_SCHEMA)
+        )
+
+    def frame(self) -> pl.DataFrame:
+        """The breaks found so far (`day_stats.EVENT_SCHEMA`), in file order."""
+        return pl.concat(self._found) if self._found else pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def chain_breaks(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """The chain breaks of a day's deltas given as CHAIN_COLUMNS frames in file order (any cuts)."""
+    breaks = ChainBreaks()
+    for frame in frames:
+        breaks.add(frame)
+    return breaks.frame()

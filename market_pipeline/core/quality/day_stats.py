@@ -26,7 +26,7 @@ from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
 from market_pipeline.core.quality.sequence import GAP_SCHEMA
 
 SAMPLE_ROWS = 10  # rows kept per kind of problem (check metadata shows at most this many)
-STATS_VERSION = 1
+STATS_VERSION = 2  # 2: chain_breaks
 
 HOURLY_SCHEMA = {
     "hour": pl.Int32,
@@ -59,7 +59,7 @@ OFF_GRID, PRECISION_LOSS, SKEW = "off_grid", "precision_loss", "skew"
 DUPLICATE, CONFLICTING_TRADE_ID = "duplicate", "conflicting_trade_id"
 OUT_OF_ORDER_RECEIVED, OUT_OF_ORDER_TRADE_ID = "out_of_order_received", "out_of_order_trade_id"
 
-TABLE_FILES = ("hourly", "skew_histogram", "precision", "samples", "gaps", "origin_outside_day")
+TABLE_FILES = ("hourly", "skew_histogram", "precision", "samples", "gaps", "origin_outside_day", "chain_breaks")
 
 
 def _empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -97,6 +97,8 @@ class DayStats:
     samples: pl.DataFrame = field(default_factory=lambda: _empty(SAMPLE_SCHEMA))
     gaps: pl.DataFrame = field(default_factory=lambda: _empty(EVENT_SCHEMA))
     origin_outside_day: pl.DataFrame = field(default_factory=lambda: _empty(OUTSIDE_SCHEMA))
+    # A capture's deltas: the breaks of the exchange's update-id chain (`chain.py`; none otherwise).
+    chain_breaks: pl.DataFrame = field(default_factory=lambda: _empty(EVENT_SCHEMA))
 
     def write(self, directory: Path) -> None:
         """summary.json plus one Parquet file per table, each written atomically."""

@@ -20,6 +20,7 @@ from market_pipeline.core.day_clock import NS_PER_DAY, NS_PER_MINUTE, day_start_
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.batches import MESSAGE_TABLES, iter_frames, message_aligned
 from market_pipeline.core.lake.schemas import book_level_columns
+from market_pipeline.core.quality.chain import ChainBreaks
 from market_pipeline.core.quality.day_stats import (
     EVENT_SCHEMA,
     HISTOGRAM_SCHEMA,
@@ -40,6 +41,7 @@ from market_pipeline.core.quality.duplicate_rows import DUPLICATE_RULES, Duplica
 from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
 from market_pipeline.core.quality.sequence import JUMP, OUT_OF_ORDER, gap_messages, gap_rows
 from market_pipeline.core.quality.skew_pass import SkewPass
+from market_pipeline.core.update_chain import has_chain
 
 # Float columns on the instrument's grid: column -> "price" (tick) or "size" (lot).
 PRECISION_COLUMNS: dict[str, dict[str, str]] = {
@@ -128,6 +130,7 @@ class DayStatsBuilder:
         self._skew_pass = SkewPass(self.start)
         self._outside: list[pl.DataFrame] = []
         self._events: list[pl.DataFrame] = []
+        self._chain = ChainBreaks()
         columns = PRECISION_COLUMNS.get(table, {})
         self._precision = {c: [0, 0] for c in columns}
         self._samples: dict[str, pl.DataFrame] = {}
@@ -158,6 +161,8 @@ class DayStatsBuilder:
             self._skew(batch, chunks, offset)
         if self.table == "book_delta_v2":
             self._gaps(batch, chunks)
+            if has_chain(batch.columns):  # a capture's deltas
+                self._chain.add(batch)
         if self.table == "trades":
             self._trade_order(batch, offset)
         self._precision_batch(batch, chunks, offset)
@@ -394,7 +399,7 @@ class DayStatsBuilder:
             "off_grid_values": int(precision["off_grid"].sum()),
             "precision_loss_events": int(precision["precision_loss"].sum()),
         }
-        return DayStats(summary, hourly, histogram, precision, samples, gaps, outside)
+        return DayStats(summary, hourly, histogram, precision, samples, gaps, outside, self._chain.frame())
 
 
 def compute_day_stats(

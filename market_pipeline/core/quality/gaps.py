@@ -10,8 +10,7 @@ import polars as pl
 
 from market_pipeline.core.day_clock import hour_of, iso
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.batches import iter_frames
-from market_pipeline.core.quality.chain import CHAIN_BREAK, CHAIN_COLUMNS, chain_breaks
+from market_pipeline.core.quality.chain import CHAIN_BREAK
 from market_pipeline.core.quality.day_stats import DayStats
 from market_pipeline.core.quality.lake_day import WORST_ROWS, DayFiles
 from market_pipeline.core.quality.sequence import GAP_SCHEMA, OUT_OF_ORDER, repair_gaps
@@ -23,10 +22,10 @@ SNAPSHOT_SEQUENCE_SCHEMA = {"sequence_number": pl.Int64, "received_time": pl.Int
 def sequence_events(files: DayFiles, stats: DayStats) -> pl.DataFrame:
     """The day's gap events before repair (`day_stats.EVENT_SCHEMA`, by receive time): the day
     statistics' sequence events, plus the breaks of the update-id chain when the deltas were
-    written from a capture (`chain.py`)."""
+    written from a capture (`chain.py`, gathered by the import with the other statistics)."""
     if not has_chain(parquet_io.read_schema(files.require(files.deltas)).names):
         return stats.gaps
-    breaks = chain_breaks(iter_frames(files.deltas, CHAIN_COLUMNS))
+    breaks = stats.chain_breaks
     # The chain orders a capture's messages, not their numbers (as in the rebuild): a message
     # numbered below an earlier one that continues the chain (OKX's seqId reset) is in order.
     out_of_order = pl.col("kind") == OUT_OF_ORDER
