@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from market_pipeline.vendors.binance.capture_format import _CHANNEL_KINDS
+from market_pipeline.vendors.binance.capture_format import CHANNEL_KINDS
 from market_pipeline.vendors.capture_files import LineChunk
 
 # Lines a chunk needs for the bulk path: each chunk costs it about 8 ms more than the line path
@@ -93,7 +93,7 @@ def decode_lines(chunk: LineChunk, first_line_no: int) -> DecodedLines | None:
 
 def _decode(lines: pa.LargeStringArray, received: np.ndarray, first_line_no: int) -> DecodedLines | None:
     channels = pc.struct_field(pc.extract_regex(lines, _CHANNEL), 0)
-    kinds = {kind: pc.fill_null(pc.equal(channels, channel), False) for channel, kind in _CHANNEL_KINDS.items()}
+    kinds = {kind: pc.fill_null(pc.equal(channels, channel), False) for channel, kind in CHANNEL_KINDS.items()}
     line_nos = np.arange(first_line_no, first_line_no + len(lines), dtype=np.int64)
     columns = {}
     for kind, mask in kinds.items():
@@ -170,7 +170,7 @@ def _parse(bodies: pa.Array, kind: str) -> pa.StructArray | None:
     if table.num_rows != len(bodies):  # an empty line, or two objects on one
         return None
     streams = pc.unique(table.column("stream")).to_pylist()
-    if any(s is None or _CHANNEL_KINDS.get(s.partition("@")[2].partition("@")[0]) != kind for s in streams):
+    if any(s is None or CHANNEL_KINDS.get(s.partition("@")[2].partition("@")[0]) != kind for s in streams):
         return None
     data = table.column("data").combine_chunks()
     if data.null_count or any(data.field(name).null_count for name in _REQUIRED[kind]):

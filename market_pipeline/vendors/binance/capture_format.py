@@ -90,7 +90,7 @@ _REQUIRED = {
 }
 # Combined-stream channel (the part after the first '@' and before any '@speed') -> kind.
 # Partial-depth streams (depth5/10/20) are snapshots of the top, not diffs: they are rejected.
-_CHANNEL_KINDS = {"depth": "diff", "bookTicker": "ticker", "trade": "trade"}
+CHANNEL_KINDS = {"depth": "diff", "bookTicker": "ticker", "trade": "trade"}
 
 DELTA_SCHEMA: dict[str, pl.DataType] = {
     **BOOK_DELTA_SCHEMA,
@@ -161,7 +161,7 @@ def _classify(obj: Any) -> tuple[str, dict[str, Any]]:
         stream, payload = obj["stream"], obj.get("data")
         if not isinstance(stream, str) or not isinstance(payload, dict):
             raise ValueError("combined-stream message without a string 'stream' and object 'data'")
-        kind = _CHANNEL_KINDS.get(stream.partition("@")[2].partition("@")[0])
+        kind = CHANNEL_KINDS.get(stream.partition("@")[2].partition("@")[0])
         if kind is None:
             raise ValueError(f"unsupported stream {stream!r}")
     elif "lastUpdateId" in obj:

@@ -37,7 +37,7 @@ from market_pipeline.core.lake.schemas import BOOK_LEVELS, BOOK_SCHEMA, TRADES_S
 from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.vendors.binance.capture_bulk import DecodedLines, decode_lines
 from market_pipeline.vendors.binance.capture_format import (
-    _CHANNEL_KINDS,
+    CHANNEL_KINDS,
     DELTA_SCHEMA,
     NS_PER_MS,
     SNAPSHOT_LEVELS_SCHEMA,
@@ -288,7 +288,7 @@ def _collect(
             data = msg.data
             kind = stream_kinds.get(msg.stream, UNSET)
             if kind is UNSET:  # a stream not seen before in this chunk
-                kind = stream_kinds[msg.stream] = _CHANNEL_KINDS.get(msg.stream.partition("@")[2].partition("@")[0])
+                kind = stream_kinds[msg.stream] = CHANNEL_KINDS.get(msg.stream.partition("@")[2].partition("@")[0])
             if kind is None or data is UNSET or _lacks(kind, data):
                 refused = (line_no, _stdlib_reason(body, "a field has the wrong type"))
                 break
