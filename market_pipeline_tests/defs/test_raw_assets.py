@@ -127,8 +127,8 @@ def test_rerun_is_idempotent(instance, local_source: VendorLake, data_dir: Path)
     before = sha256_tree(lake)
     counts_before = {t: view_counts(data_dir, t) for t in ASSET_TABLES.values()}
     assert len([p for p in before if p.startswith("raw/")]) == 3 * len(DAYS) * len(DEFAULT_INSTRUMENTS)
-    # Beside each raw day, its day statistics (summary.json and six small tables).
-    assert len([p for p in before if p.startswith("stats/")]) == 7 * 3 * len(DAYS) * len(DEFAULT_INSTRUMENTS)
+    # Beside each raw day, its day statistics (summary.json and seven small tables).
+    assert len([p for p in before if p.startswith("stats/")]) == 8 * 3 * len(DAYS) * len(DEFAULT_INSTRUMENTS)
 
     second = run(instance, [*ASSET_TABLES, "lake_views"])
     assert second.success

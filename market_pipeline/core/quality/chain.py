@@ -42,12 +42,16 @@ class ChainBreaks:
 
     def add(self, frame: pl.DataFrame) -> None:
         prev = frame["prev_update_id"]
+        if prev.null_count() == len(prev):  # spot-style throughout (no id of the previous message)
+            prev_values, prev_valid = np.full(len(prev), -1, np.int64), np.zeros(len(prev), np.bool_)
+        else:
+            prev_values, prev_valid = prev.fill_null(-1).to_numpy(), prev.is_not_null().to_numpy()
         messages = message_breaks(
             frame["line_no"].to_numpy(),
             frame["sequence_number"].to_numpy(),
             frame["first_update_id"].to_numpy(),
-            prev.fill_null(-1).to_numpy(),
-            prev.is_not_null().to_numpy(),
+            prev_values,
+            prev_valid,
             self._carry,
         )
         self._carry = messages.carry

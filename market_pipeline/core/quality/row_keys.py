@@ -47,7 +47,10 @@ def _column_bits(column: pl.Series) -> tuple[np.ndarray, np.ndarray, bool, bool]
     Exact: equal bits (after the float rule) mean equal values. Other types (text) give their
     polars hash, not exact: the caller compares their neighbours with polars.
     """
-    nulls = column.is_null().to_numpy() if column.null_count() else _NO_NULLS
+    null_count = column.null_count()
+    if null_count and null_count == len(column):  # a spot capture's prev_update_id: one key for all
+        return np.zeros(len(column), dtype=np.uint64), np.ones(len(column), dtype=np.bool_), False, True
+    nulls = column.is_null().to_numpy() if null_count else _NO_NULLS
     if column.dtype not in _SIXTY_FOUR_BITS:
         return column.hash(seed=0).to_numpy(), nulls, False, False
     values = column.fill_null(0) if len(nulls) else column  # a null's value is not looked at
