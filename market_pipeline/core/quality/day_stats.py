@@ -2,7 +2,7 @@
 
 The raw import keeps small figures of every instrument-day in its one pass over the rows
 (`day_stats_builder.DayStatsBuilder`): counts, per-hour clock-skew histograms, sequence-gap
-events and a few sample rows per kind of problem. `DayStats.write` stores them as small Parquet
+events, a capture's chain breaks and a few sample rows per kind of problem. `DayStats.write` stores them as small Parquet
 tables beside the day (`lake/stats/{table}/exchange=X/symbol=Y/dt=D/`), and the raw checks and
 the quality measures read those instead of the day itself (docs/data-formats.md, "Day statistics").
 
