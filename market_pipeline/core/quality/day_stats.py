@@ -2,9 +2,10 @@
 
 The raw import keeps small figures of every instrument-day in its one pass over the rows
 (`day_stats_builder.DayStatsBuilder`): counts, per-hour clock-skew histograms, sequence-gap
-events, a capture's chain breaks and a few sample rows per kind of problem. `DayStats.write` stores them as small Parquet
-tables beside the day (`lake/stats/{table}/exchange=X/symbol=Y/dt=D/`), and the raw checks and
-the quality measures read those instead of the day itself (docs/data-formats.md, "Day statistics").
+events, a capture's chain breaks and a few sample rows per kind of problem. `DayStats.write`
+stores them as small Parquet tables beside the day (`lake/stats/{table}/exchange=X/symbol=Y/dt=D/`),
+and the raw checks and the quality measures read those instead of the day itself
+(docs/data-formats.md, "Day statistics").
 
 The skew histogram's buckets keep `skew_pass.SKEW_SIGNIFICANT_BITS` significant bits of |skew| in
 ns: exact below 1.024 us, within 0.1 % (half a bucket) above; it locates the order statistics the
