@@ -468,7 +468,7 @@ def resume(carry: SyncCarry, diffs: CaptureDiffs, rows: LevelRows) -> tuple[Capt
     n_rows = len(carry.rows.tick)
     joined = CaptureDiffs(
         *(
-            np.concatenate([mine, theirs + n_rows if name in ("start", "end") else theirs]).astype(np.int64)
+            np.concatenate([mine, theirs + n_rows if name in ("start", "end") else theirs]).astype(np.int64, copy=False)
             for name, mine, theirs in zip(CaptureDiffs._fields, carry.diffs, diffs, strict=True)
         )
     )
