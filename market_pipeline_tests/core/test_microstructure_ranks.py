@@ -1,5 +1,6 @@
 """Update-frequency ranks: the per-hour as-of joins equal one whole-day as-of join (the definition),
-including deltas before the day's first snapshot, across hour boundaries and outside the day."""
+including deltas before the day's first snapshot, across hour boundaries and outside the day,
+snapshots with absent levels or out of time order and deltas whose time goes back."""
 
 from __future__ import annotations
 
@@ -29,11 +30,19 @@ def _files(tmp_path):
         books[f"ask_{i}_price"] = (mids + 1 + i) / 100
         books[f"bid_{i}_size"] = np.full(len(snap_times), 1.5)
         books[f"ask_{i}_size"] = np.full(len(snap_times), 2.5)
-    pl.DataFrame(books).write_parquet(tmp_path / "books.parquet")
+    # The deepest bid of every 5th snapshot and ask of every 7th are absent; two snapshots swapped.
+    every = pl.int_range(pl.len())
+    order = np.arange(len(snap_times))
+    order[[40, 41]] = order[[41, 40]]
+    pl.DataFrame(books).with_columns(
+        pl.when(every % 5 == 0).then(None).otherwise(pl.col(f"bid_{LEVELS - 1}_price")).name.keep(),
+        pl.when(every % 7 == 0).then(None).otherwise(pl.col(f"ask_{LEVELS - 1}_price")).name.keep(),
+    )[order].write_parquet(tmp_path / "books.parquet")
     # Deltas over the whole day and a minute either side of it, some before any snapshot.
     n = 20_000
     times = np.sort(START - 60 * 10**9 + rng.integers(0, 24 * HOUR + 120 * 10**9, n))
     times[:5] = START + np.arange(5)  # before the first snapshot: unranked
+    times[[9_000, 9_001, 15_000, 15_500]] = times[[9_001, 9_000, 15_500, 15_000]]  # time going back
     prices = (100_000 + rng.integers(-8, 9, n)) / 100
     pl.DataFrame(
         {

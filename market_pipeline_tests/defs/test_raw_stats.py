@@ -294,6 +294,42 @@ def test_stats_layout_and_recomputed_when_stale(local, data_dir: Path):
     assert read_day_stats(files, "book_delta_v2").summary["rows"] == 25
 
 
+def test_skew_quantiles_stored_once_and_remade_when_the_day_changes(local, monkeypatch: pytest.MonkeyPatch):
+    """The first measure of a day stores its exact skew quantiles beside the statistics and the
+    next one reads them, not the deltas; a changed lake file gets its own quantiles, and a new
+    import removes the ones made from the old day."""
+    from market_pipeline.core.lake.paths import stats_partition_dir
+    from market_pipeline.core.quality import skew as skew_module
+    from market_pipeline.core.quality.day_stats import SKEW_QUANTILES_FILE
+    from market_pipeline_tests.support import whole_day_reference as m
+
+    settings = local.settings()
+    imported = _import(settings, "book_delta_v2")
+    stored = stats_partition_dir(settings.lake_dir, "book_delta_v2", EXCHANGE, SYMBOL, DAY) / SKEW_QUANTILES_FILE
+    passes: list[Path] = []
+    message_starts = skew_module.message_starts
+    monkeypatch.setattr(skew_module, "message_starts", lambda path: passes.append(path) or message_starts(path))
+
+    first = _evaluate("clock_skew", "raw_book_deltas", settings)
+    assert stored.is_file() and passes == [imported.path]
+    assert _evaluate("clock_skew", "raw_book_deltas", settings).figures == first.figures
+    assert passes == [imported.path]
+
+    # The lake file changed behind the statistics' back: the quantiles of the file as it is now.
+    day = pl.read_parquet(imported.path).head(25)
+    skews = (pl.int_range(pl.len(), dtype=pl.Int64) + 1) * 3_000_000  # 3, 6, ... 75 ms
+    day.with_columns(
+        (pl.col("received_time") - skews).cast(day.schema["origin_time"]).alias("origin_time")
+    ).write_parquet(imported.path)
+    changed = _evaluate("clock_skew", "raw_book_deltas", settings)
+    assert passes == [imported.path] * 2
+    whole = m.skew_messages(pl.read_parquet(imported.path)).select(m.skew_aggregates()).row(0, named=True)
+    assert {k: changed.figures[k] for k in whole} == whole != {k: first.figures[k] for k in whole}
+
+    _import(settings, "book_delta_v2")
+    assert not stored.is_file()
+
+
 def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """On a faulted synthetic day the measures the checks and the reports share (built on the
     statistics) give the whole-day readers' figures: gaps, skew (quantiles included) and the

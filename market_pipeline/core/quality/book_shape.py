@@ -25,13 +25,11 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.files import atomic_path
+from market_pipeline.core.lake.derived import read_derived, write_derived
 
 DEPTH_BPS = (5, 10, 25)
 _HOUR_NS = 3_600 * 1_000_000_000
-# Schema metadata of the shape file: the books file it was made with.
-_BOOKS_ROWS, _BOOKS_BYTES = b"books_rows", b"books_bytes"
+_TAG = b"books"  # the shape file's tag names the books file it was made with (`derived.py`)
 SHAPE_SCHEMA = pa.schema(
     [("hour", pa.int64()), ("spread_ticks", pa.int64()), *[(f"depth_{n}bps_lots", pa.int64()) for n in DEPTH_BPS]]
 )
@@ -114,19 +112,10 @@ class ShapeFile:
 
 def write_shape(shape: pa.Table, path: Path, books: Path) -> None:
     """Store `shape` at `path`, atomically, tagged with the books file it describes."""
-    tag = {_BOOKS_ROWS: str(parquet_io.num_rows(books)).encode(), _BOOKS_BYTES: str(books.stat().st_size).encode()}
-    with atomic_path(path) as tmp:
-        parquet_io.write_table(shape.replace_schema_metadata(tag), tmp)
+    write_derived(shape, path, books, _TAG)
 
 
 def read_shape(path: Path, books: Path) -> pa.Table | None:
     """The shape rows stored for `books`, or None when there are none or they describe another
     books file (rewritten since, or a crash between the two writes)."""
-    if not path.is_file() or not books.is_file():
-        return None
-    tag = parquet_io.read_schema(path).metadata or {}
-    if tag.get(_BOOKS_BYTES) != str(books.stat().st_size).encode():
-        return None
-    if tag.get(_BOOKS_ROWS) != str(parquet_io.num_rows(books)).encode():
-        return None
-    return parquet_io.read_table(path).replace_schema_metadata(None)
+    return read_derived(path, books, _TAG)

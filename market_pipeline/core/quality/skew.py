@@ -6,6 +6,10 @@ The day statistics' skew histogram (`day_stats`: message counts per hour and buc
 ns) says which bucket holds each order statistic a quantile needs and at which offset; the pass
 keeps only the skews that fall in those few buckets (`SkewQuantiles`). Minimum, maximum, counts
 and the negative share come from the statistics, exactly.
+
+The quantiles are stored beside the statistics (`day_stats.SKEW_QUANTILES_FILE`, tagged with the
+deltas file they were made from: `lake/derived.py`) by the first of the two measures that needs
+them, so the day's times are read once, not once per measure.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from numba import njit
 
 from market_pipeline.core.day_clock import HOURS, NS_PER_HOUR, NS_PER_MS, day_start_ns, iso
-from market_pipeline.core.quality.day_stats import SKEW, DayStats
+from market_pipeline.core.lake.derived import read_derived, write_derived
+from market_pipeline.core.lake.paths import stats_partition_dir
+from market_pipeline.core.quality.day_stats import SKEW, SKEW_QUANTILES_FILE, DayStats
 from market_pipeline.core.quality.lake_day import WORST_ROWS, DayFiles, measured_frames
 from market_pipeline.core.telemetry.memory import release_free_memory
 
@@ -187,15 +194,9 @@ class SkewFigures:
 
 
 def skew_figures(files: DayFiles, stats: DayStats) -> SkewFigures:
-    """The day's skew figures from its statistics (`stats` of the deltas) and one pass over the
-    deltas' times for the exact quantiles."""
-    quantiles = SkewQuantiles(stats.skew_histogram, SKEW_QUANTILES, files.day)
-    for frame, starts in message_starts(files.require(files.deltas)):
-        quantiles.collect(frame["received_time"].to_numpy(), frame["origin_time"].to_numpy(), starts)
-    found = quantiles.result(files.deltas)
-    # The allocators keep the pass's decoded batches for reuse (~170 MB on a realistic day), and
-    # this runs in the step's own process, between the import and the rebuild: hand them back.
-    release_free_memory()
+    """The day's skew figures from its statistics (`stats` of the deltas) and the exact quantiles
+    (`day_quantiles`)."""
+    found = day_quantiles(files, stats)
     by_hour = {r["hour"]: r for r in stats.hourly.iter_rows(named=True)}
 
     def figures(group: int, messages: int, low_ns, high_ns, negative) -> dict[str, float | None]:
@@ -227,6 +228,39 @@ def skew_figures(files: DayFiles, stats: DayStats) -> SkewFigures:
     total = int(hourly["messages"].sum())
     day = figures(DAY_GROUP, total, s["skew_min_ns"], s["skew_max_ns"], s["skew_negative"])
     return SkewFigures(day, hourly, worst_skews(stats))
+
+
+_STORED_TAG = b"deltas"  # the stored quantiles name the deltas file they were made from
+_STORED_SCHEMA = pa.schema([("group", pa.int32()), ("q", pa.float64()), ("skew_ms", pa.float64())])
+
+
+def day_quantiles(files: DayFiles, stats: DayStats) -> dict[int, list[float | None]]:
+    """SKEW_QUANTILES in ms of each hour and of the day (group DAY_GROUP), None for an empty group:
+    the ones stored beside the statistics while the deltas are unchanged, else one pass over the
+    deltas' times (which stores them)."""
+    deltas = files.require(files.deltas)
+    stored_path = None
+    if files.lake is not None:
+        ex, sym = files.instrument.exchange, files.instrument.symbol
+        stored_path = stats_partition_dir(files.lake, "book_delta_v2", ex, sym, files.day) / SKEW_QUANTILES_FILE
+        stored = read_derived(stored_path, deltas, _STORED_TAG)
+        if stored is not None and sorted(set(stored["q"].to_pylist())) == sorted(SKEW_QUANTILES):
+            values = {(g, q): v for g, q, v in zip(*(stored[c].to_pylist() for c in _STORED_SCHEMA.names), strict=True)}
+            return {g: [values.get((g, q)) for q in SKEW_QUANTILES] for g in range(DAY_GROUP + 1)}
+    quantiles = SkewQuantiles(stats.skew_histogram, SKEW_QUANTILES, files.day)
+    for frame, starts in message_starts(deltas):
+        quantiles.collect(frame["received_time"].to_numpy(), frame["origin_time"].to_numpy(), starts)
+    found = quantiles.result(deltas)
+    # The allocators keep the pass's decoded batches for reuse (~170 MB on a realistic day), and
+    # this runs in the step's own process, between the import and the rebuild: hand them back.
+    release_free_memory()
+    if stored_path is not None:
+        rows = [(g, q, v) for g, values in found.items() for q, v in zip(SKEW_QUANTILES, values, strict=True)]
+        table = pa.Table.from_pylist(
+            [dict(zip(_STORED_SCHEMA.names, row, strict=True)) for row in rows], schema=_STORED_SCHEMA
+        )
+        write_derived(table, stored_path, deltas, _STORED_TAG)
+    return found
 
 
 def worst_skews(stats: DayStats) -> list[dict[str, object]]:

@@ -46,16 +46,25 @@ def missing_instruments(instance: dg.DagsterInstance, day: dt.date) -> set[str]:
     raw_book_deltas recorded them, or an import of one of the raw tables failed for them while the
     day's other instruments were imported (SKIPPED_INSTRUMENTS). The downstream stages and their
     checks leave these out instead of failing on absent files."""
-    value = latest_metadata(instance, RAW_DELTAS_ASSET, day.isoformat())[0].get("missing")
+    recorded = _raw_metadata(instance, day)  # each raw table's latest record, read once
+    value = recorded[RAW_DELTAS_ASSET].get("missing")
     missing = {str(key) for key in value} if isinstance(value, list) else set()
-    return missing | set(skipped_instruments(instance, day))
+    return missing | set(_skipped(recorded))
 
 
 def skipped_instruments(instance: dg.DagsterInstance, day: dt.date) -> dict[str, str]:
     """{instrument: why} of the instruments whose raw import failed on the day (any raw table)."""
+    return _skipped(_raw_metadata(instance, day))
+
+
+def _raw_metadata(instance: dg.DagsterInstance, day: dt.date) -> dict[dg.AssetKey, dict[str, object]]:
+    return {key: latest_metadata(instance, key, day.isoformat())[0] for key in RAW_ASSETS}
+
+
+def _skipped(recorded: dict[dg.AssetKey, dict[str, object]]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for key in RAW_ASSETS:
-        value = latest_metadata(instance, key, day.isoformat())[0].get(SKIPPED_INSTRUMENTS)
+    for metadata in recorded.values():
+        value = metadata.get(SKIPPED_INSTRUMENTS)
         if isinstance(value, dict):
             found.update({str(k): str(v) for k, v in value.items()})
     return found
