@@ -294,13 +294,14 @@ def test_stats_layout_and_recomputed_when_stale(local, data_dir: Path):
     assert read_day_stats(files, "book_delta_v2").summary["rows"] == 25
 
 
-def test_skew_quantiles_stored_once_and_remade_when_the_day_changes(local, monkeypatch: pytest.MonkeyPatch):
+def test_skew_quantiles_stored_once_and_made_again_when_the_day_changes(local, monkeypatch: pytest.MonkeyPatch):
     """The first measure of a day stores its exact skew quantiles beside the statistics and the
-    next one reads them, not the deltas; a changed lake file gets its own quantiles, and a new
-    import removes the ones made from the old day."""
+    next one reads them, not the deltas; a changed lake file or other statistics get their own."""
     from market_pipeline.core.lake.paths import stats_partition_dir
     from market_pipeline.core.quality import skew as skew_module
     from market_pipeline.core.quality.day_stats import SKEW_QUANTILES_FILE
+    from market_pipeline.core.quality.lake_day import read_day_stats
+    from market_pipeline.defs.common.checks import day_files
     from market_pipeline_tests.support import whole_day_reference as m
 
     settings = local.settings()
@@ -326,8 +327,20 @@ def test_skew_quantiles_stored_once_and_remade_when_the_day_changes(local, monke
     whole = m.skew_messages(pl.read_parquet(imported.path)).select(m.skew_aggregates()).row(0, named=True)
     assert {k: changed.figures[k] for k in whole} == whole != {k: first.figures[k] for k in whole}
 
+    # The day imported again: its own quantiles (the stored ones name the changed file).
     _import(settings, "book_delta_v2")
-    assert not stored.is_file()
+    assert _evaluate("clock_skew", "raw_book_deltas", settings).figures == first.figures
+    assert passes == [imported.path] * 3
+
+    # Statistics other than those the quantiles were stored with (e.g. a new import of rows that
+    # kept the file's size): the deltas are read again.
+    files = day_files(settings, settings.universe[0], DAY)
+    stats = read_day_stats(files, "book_delta_v2")
+    skew_module.skew_figures(files, stats)
+    assert passes == [imported.path] * 3
+    stats.summary["skew_max_ns"] = int(stats.summary["skew_max_ns"]) + 1
+    skew_module.skew_figures(files, stats)
+    assert passes == [imported.path] * 4
 
 
 def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):

@@ -17,26 +17,31 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
 
 
-def _tag(source: Path, name: bytes) -> dict[bytes, bytes]:
+def _tag(source: Path, name: bytes, extra: dict[bytes, bytes] | None) -> dict[bytes, bytes]:
     return {
         name + b"_rows": str(parquet_io.num_rows(source)).encode(),
         name + b"_bytes": str(source.stat().st_size).encode(),
+        **(extra or {}),
     }
 
 
-def write_derived(table: pa.Table, path: Path, source: Path, name: bytes) -> None:
-    """Store `table` at `path`, atomically, tagged as made from `source` (`name`: the tag's prefix)."""
+def write_derived(
+    table: pa.Table, path: Path, source: Path, name: bytes, extra: dict[bytes, bytes] | None = None
+) -> None:
+    """Store `table` at `path`, atomically, tagged as made from `source` (`name`: the tag's prefix)
+    and with `extra`, further figures of what it was made from that a reader must find equal."""
     with atomic_path(path) as tmp:
-        parquet_io.write_table(table.replace_schema_metadata(_tag(source, name)), tmp)
+        parquet_io.write_table(table.replace_schema_metadata(_tag(source, name, extra)), tmp)
 
 
-def read_derived(path: Path, source: Path, name: bytes) -> pa.Table | None:
-    """The table stored at `path` for `source` as it is now, or None when there is none or it was
-    made from another version of `source` (rewritten since, or a crash between the two writes)."""
+def read_derived(path: Path, source: Path, name: bytes, extra: dict[bytes, bytes] | None = None) -> pa.Table | None:
+    """The table stored at `path` for `source` as it is now (and `extra`), or None when there is
+    none or it was made from another version of `source` (rewritten since, or a crash between the
+    two writes)."""
     if not path.is_file() or not source.is_file():
         return None
     tag = parquet_io.read_schema(path).metadata or {}
-    expected = _tag(source, name)
+    expected = _tag(source, name, extra)
     if any(tag.get(key) != value for key, value in expected.items()):
         return None
     return parquet_io.read_table(path).replace_schema_metadata(None)

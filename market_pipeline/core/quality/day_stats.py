@@ -62,7 +62,7 @@ OUT_OF_ORDER_RECEIVED, OUT_OF_ORDER_TRADE_ID = "out_of_order_received", "out_of_
 
 TABLE_FILES = ("hourly", "skew_histogram", "precision", "samples", "gaps", "origin_outside_day", "chain_breaks")
 # The deltas' exact skew quantiles, stored beside their statistics by the first measure that
-# needs them (`skew.day_quantiles`): made from the day as imported, so a new import removes them.
+# needs them (`skew.day_quantiles`), tagged with the deltas file and these statistics.
 SKEW_QUANTILES_FILE = "skew_quantiles.parquet"
 
 
@@ -106,7 +106,6 @@ class DayStats:
 
     def write(self, directory: Path) -> None:
         """summary.json plus one Parquet file per table, each written atomically."""
-        (directory / SKEW_QUANTILES_FILE).unlink(missing_ok=True)
         for name in TABLE_FILES:
             write_lake_parquet_atomic(getattr(self, name), directory / f"{name}.parquet")
         # The summary last: a reader that finds it finds the tables of the same import.

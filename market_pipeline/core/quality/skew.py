@@ -7,14 +7,17 @@ ns) says which bucket holds each order statistic a quantile needs and at which o
 keeps only the skews that fall in those few buckets (`SkewQuantiles`). Minimum, maximum, counts
 and the negative share come from the statistics, exactly.
 
-The quantiles are stored beside the statistics (`day_stats.SKEW_QUANTILES_FILE`, tagged with the
-deltas file they were made from: `lake/derived.py`) by the first of the two measures that needs
-them, so the day's times are read once, not once per measure.
+The quantiles are stored beside the statistics (`day_stats.SKEW_QUANTILES_FILE`) by the first of
+the two measures that needs them, so the day's times are read once, not once per measure. They
+are tagged with the rows and bytes of the deltas file (`lake/derived.py`) and a digest of the
+statistics' summary, which a new import of changed rows rewrites (its times, skews and counts).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -243,7 +246,7 @@ def day_quantiles(files: DayFiles, stats: DayStats) -> dict[int, list[float | No
     if files.lake is not None:
         ex, sym = files.instrument.exchange, files.instrument.symbol
         stored_path = stats_partition_dir(files.lake, "book_delta_v2", ex, sym, files.day) / SKEW_QUANTILES_FILE
-        stored = read_derived(stored_path, deltas, _STORED_TAG)
+        stored = read_derived(stored_path, deltas, _STORED_TAG, _summary_tag(stats))
         if stored is not None and sorted(set(stored["q"].to_pylist())) == sorted(SKEW_QUANTILES):
             values = {(g, q): v for g, q, v in zip(*(stored[c].to_pylist() for c in _STORED_SCHEMA.names), strict=True)}
             return {g: [values.get((g, q)) for q in SKEW_QUANTILES] for g in range(DAY_GROUP + 1)}
@@ -259,8 +262,13 @@ def day_quantiles(files: DayFiles, stats: DayStats) -> dict[int, list[float | No
         table = pa.Table.from_pylist(
             [dict(zip(_STORED_SCHEMA.names, row, strict=True)) for row in rows], schema=_STORED_SCHEMA
         )
-        write_derived(table, stored_path, deltas, _STORED_TAG)
+        write_derived(table, stored_path, deltas, _STORED_TAG, _summary_tag(stats))
     return found
+
+
+def _summary_tag(stats: DayStats) -> dict[bytes, bytes]:
+    digest = hashlib.sha256(json.dumps(stats.summary, sort_keys=True, default=str).encode()).hexdigest()
+    return {b"stats_summary_sha256": digest.encode()}
 
 
 def worst_skews(stats: DayStats) -> list[dict[str, object]]:
