@@ -34,6 +34,7 @@ import dagster as dg
 
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.lake_day import DayFiles
+from market_pipeline.core.security.audit import audit_scope
 from market_pipeline.defs.common.blocked import BLOCKS_DOWNSTREAM, blocked_days
 from market_pipeline.defs.common.dagster_compat import target_materialization
 from market_pipeline.defs.common.json_logs import stage_log_fields
@@ -164,7 +165,7 @@ class DailyCheck:
                 findings = {
                     i.key: Finding(None, "no data at the source this day (recorded by raw_book_deltas)")
                     if i.key in missing
-                    else fn(context, settings, i, day)
+                    else judged(context, settings, i, day)
                     for i in settings.universe
                 }
                 target = latest_materialization(context.instance, asset_key, key)
@@ -176,6 +177,13 @@ class DailyCheck:
                         extra=stage_log_fields(asset_key, day),
                     )
                 yield evaluation
+
+        def judged(
+            context: dg.AssetCheckExecutionContext, settings: PipelineSettings, instrument: Instrument, day: dt.date
+        ) -> Finding:
+            # A measure may store what it derived beside the day (e.g. the skew quantiles): audited.
+            with audit_scope("quality.check", settings.data_dir, dt=day, instrument=instrument.key):
+                return fn(context, settings, instrument, day)
 
         _check.evaluate = fn  # type: ignore[attr-defined]  # the plain function, for tests and tools
         return _check

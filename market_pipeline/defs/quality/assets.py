@@ -8,6 +8,7 @@ import polars as pl
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.report import CheckVerdict, write_report
 from market_pipeline.core.quality.validation import DayValidation, daily_frame, hourly_frame, validate_instrument_day
+from market_pipeline.core.security.audit import audit_scope
 from market_pipeline.core.telemetry import progress
 from market_pipeline.defs.common.backfill import SINGLE_RUN
 from market_pipeline.defs.common.blocked import days_to_run
@@ -86,7 +87,11 @@ def validation_task(
     counters: dict[str, int] | None,
 ) -> DayValidation:
     """One instrument-day's validation (in a worker process or the step's own)."""
-    with progress.task(f"validation_reports {day} {instrument.key}"):
+    with (
+        progress.task(f"validation_reports {day} {instrument.key}"),
+        # The skew quantiles it may store beside the day statistics are audited.
+        audit_scope("quality.validation", settings.data_dir, dt=day, instrument=instrument.key),
+    ):
         checksums = day_checksums(settings, instrument, day, source)
         figures = checksums.figures if checksums is not None else None
         return validate_instrument_day(day_files(settings, instrument, day), counters, figures)
