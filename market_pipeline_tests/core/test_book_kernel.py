@@ -437,6 +437,70 @@ def test_rebuild_reads_the_optional_is_snapshot_column(tmp_path):
     )
 
 
+def test_books_do_not_depend_on_the_input_batch_sizes(tmp_path, monkeypatch):
+    """Messages cut by the delta batches' ends (a cut message's rows are joined to the next batch
+    without copying the rest of it), longer than a batch, and vendor snapshots read a few at a
+    time: the same rows, counters and agreement as one batch of each."""
+    from polars.testing import assert_frame_equal
+
+    day = dt.date(2024, 3, 1)
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 10, 120)  # rows per message
+    message = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(message)
+    is_bid = rng.random(n) < 0.5
+    pl.DataFrame(
+        {
+            "origin_time": [_ns(day, 10 + m) for m in message],
+            "received_time": [_ns(day, 10 + m) for m in message],
+            "sequence_number": message + 1,
+            "side_is_bid": is_bid,
+            "price": np.where(is_bid, 99.0, 101.0) + np.where(is_bid, -1, 1) * rng.integers(0, 8, n) * 0.5,
+            "size": rng.choice([0.0, 1.0, 2.5], n),
+        },
+        schema=BOOK_DELTA_SCHEMA,
+    ).write_parquet(tmp_path / "deltas.parquet")
+    levels = {}
+    for side, best, step in (("bid", 99.0, -0.5), ("ask", 101.0, 0.5)):
+        for i in range(20):
+            levels[f"{side}_{i}_price"] = [best + step * i] * 12
+            levels[f"{side}_{i}_size"] = [1.0] * 12
+    seqs = np.arange(5, len(sizes), 10)[:12]
+    pl.DataFrame(
+        {"origin_time": [_ns(day, 10 + s) for s in seqs], "received_time": [_ns(day, 10 + s) for s in seqs]}
+        | {"sequence_number": seqs}
+        | levels,
+        schema=BOOK_SCHEMA,
+    ).write_parquet(tmp_path / "book.parquet")
+    results = []
+    for delta_rows, snapshot_rows in ((rebuild.DELTA_BATCH_ROWS, rebuild.SNAPSHOT_BATCH_ROWS), (1, 1), (4, 3), (7, 2)):
+        monkeypatch.setattr(rebuild, "DELTA_BATCH_ROWS", delta_rows)
+        monkeypatch.setattr(rebuild, "SNAPSHOT_BATCH_ROWS", snapshot_rows)
+        out = tmp_path / f"{delta_rows}"
+        result = rebuild_day(
+            tmp_path / "deltas.parquet",
+            tmp_path / "book.parquet",
+            out / "books.parquet",
+            None,
+            out / "ckpt.parquet",
+            Grid(Decimal("0.5"), Decimal("0.5")),
+            day,
+            contiguous=True,
+            depth=5,
+            interval_ms=0,
+            agreement_path=out / "agreement.parquet",
+        )
+        files = [pl.read_parquet(out / name) for name in ("books.parquet", "agreement.parquet", "ckpt.parquet")]
+        results.append((result.counters, result.rows_in, files))
+    (counters, rows_in, files), *others = results
+    assert rows_in == n and counters["vendor_snapshots"] == len(seqs)
+    assert counters["rows_written"] == len(sizes) + len(seqs)  # a row after every message and snapshot
+    for other_counters, other_rows_in, other_files in others:
+        assert (other_counters, other_rows_in) == (counters, rows_in)
+        for frame, other in zip(files, other_files, strict=True):
+            assert_frame_equal(other, frame, check_exact=True)
+
+
 @needs_real
 @pytest.mark.parametrize(
     ("files", "expected"),

@@ -184,6 +184,12 @@ def concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.n
     return {key: np.concatenate([a[key], b[key]]) for key in a}
 
 
+def message_end(d: dict[str, np.ndarray], recv: int, seq: int) -> int:
+    """How many leading rows of `d` belong to the message (`recv`, `seq`)."""
+    other = (d["recv"] != recv) | (d["seq"] != seq)
+    return int(np.argmax(other)) if other.any() else len(other)
+
+
 def tail(a: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
     # Views: the consumed part of a batch stays alive only until the next `concat` copies the rest.
     return {key: value[start:] for key, value in a.items()} if start else a

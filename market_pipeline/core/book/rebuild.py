@@ -50,6 +50,7 @@ from market_pipeline.core.book.input_batches import (
     first_sequence,
     head,
     leading_below,
+    message_end,
     one_message,
     snapshot_batches,
     tail,
@@ -249,6 +250,10 @@ class _DayReplay:
         self.snap_depth = BOOK_LEVELS
         self.work = lr.new_levels(self.snap_depth)
         self.d = empty_deltas()
+        # A delta batch whose first `rest_from` rows were copied to the end of `d` behind the cut
+        # message they complete; the kernel takes the rest as a view once it gets there.
+        self.rest: dict[str, np.ndarray] | None = None
+        self.rest_from = 0
         self.s = empty_snapshots(self.snap_depth)
         self.deltas_done = self.snaps_done = False
         self.rows_in = self.batches = 0
@@ -256,7 +261,10 @@ class _DayReplay:
     def fetch(self, deltas, snapshots, need_deltas: bool, need_snapshots: bool) -> bool:
         """Append the next batch of each input asked for (and not used up); whether any came."""
         fetched = False
-        if need_deltas and not self.deltas_done:
+        if need_deltas and self.rest is not None:
+            self._take_rest()
+            fetched = True
+        elif need_deltas and not self.deltas_done:
             with self.timings("wait_deltas"):
                 batch = next(deltas, None)
             if batch is None:
@@ -264,7 +272,7 @@ class _DayReplay:
             else:
                 self.batches += 1
                 self.rows_in += len(batch["recv"])
-                self.d = concat(self.d, batch)
+                self._join(batch)
                 fetched = True
         if need_snapshots and not self.snaps_done:
             with self.timings("wait_snapshots"):
@@ -275,6 +283,32 @@ class _DayReplay:
                 self.s = concat(self.s, batch)
                 fetched = True
         return fetched
+
+    def _join(self, batch: dict[str, np.ndarray]) -> None:
+        """`batch` after the rows held (a message cut by the last batch's end, usually a few rows).
+        Copying the whole batch behind them cost about a second of the day's rebuild (the
+        kernel waits on it): only the rows that complete the cut message, and the next
+        message's first row that tells the kernel it ended, are copied; the rest waits in
+        `self.rest`."""
+        held = self.d
+        if not len(held["recv"]):
+            self.d = batch
+            return
+        end = message_end(batch, held["recv"][-1], held["seq"][-1]) + 1
+        if end >= len(batch["recv"]):
+            self.d = concat(held, batch)
+            return
+        self.d = concat(held, head(batch, end))
+        self.rest, self.rest_from = batch, end
+
+    def _take_rest(self) -> None:
+        """The held rows followed by the rest of the batch `_join` left: a view of the batch when
+        the held rows are all from it (the kernel got past the cut message)."""
+        held, rest, start = self.d, self.rest, self.rest_from
+        assert rest is not None
+        left = len(held["recv"])
+        self.d = tail(rest, start - left) if left <= start else concat(held, tail(rest, start))
+        self.rest = None
 
     def round(self, out: BookWriter) -> _Round:
         """One kernel call on the input held, into `out`'s buffers."""
