@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pqe
 
@@ -190,6 +189,9 @@ def scan(paths: Path | Sequence[Path]) -> pl.LazyFrame:
     listed = [storage.readable(p) for p in given]
     if not lake_encrypted() and not any(storage.is_remote(p) for p in listed):
         return pl.scan_parquet(listed[0] if len(listed) == 1 else listed)  # type: ignore[arg-type]
+    # Imported here: pyarrow.dataset imports pandas, 0.2 s of every process's start otherwise.
+    import pyarrow.dataset as ds
+
     located = [storage.arrow_location(p) for p in listed]
     files = [where for _, where in located]
     options = ds.ParquetFragmentScanOptions(decryption_properties=decryption_properties())
