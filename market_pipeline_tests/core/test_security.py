@@ -288,11 +288,42 @@ def materialized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {"data": data, "output": proc.stdout + proc.stderr}
+    return {"data": data, "output": proc.stdout + proc.stderr, "env": env}
 
 
 def _audit_lines(data: Path) -> list[dict]:
     return [json.loads(line) for line in (data / "audit" / "audit.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow  # its module fixture materializes a lake
+def test_validation_audits_the_skew_quantiles_it_stores(materialized, tmp_path, monkeypatch):
+    """validation_reports, run before the clock_skew check (on a copy of the lake whose deltas have
+    no skew quantiles yet), stores them beside the day statistics under its own audit component."""
+    import datetime as dt
+    import shutil
+
+    from market_pipeline.core import context
+    from market_pipeline.defs.common.resources import lake_context
+    from market_pipeline.defs.quality.assets import validation_task
+    from market_pipeline.settings import PipelineSettings
+    from market_pipeline.vendors.registry import build_source
+
+    data = tmp_path / "pipeline"
+    shutil.copytree(materialized["data"], data)
+    (skew,) = (data / "lake" / "stats" / "book_delta_v2").rglob("skew_quantiles.parquet")
+    skew.unlink()
+    written = len(_audit_lines(data))
+    for name, value in materialized["env"].items():
+        if name.startswith("PIPELINE_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(data))
+    settings = PipelineSettings()
+    with context.using(lake_context(settings)):
+        validation_task(build_source(settings), settings, settings.universe[0], dt.date.fromisoformat(DAY), None)
+    assert skew.is_file()
+    (line,) = [line for line in _audit_lines(data)[written:] if line["action"] == "write"]
+    assert (line["component"], line["path"], line["bytes"]) == ("quality.validation", str(skew), skew.stat().st_size)
+    assert line["partition"] == {"dt": DAY, "instrument": INSTRUMENT}
 
 
 @pytest.mark.slow  # its module fixture materializes a lake
