@@ -496,3 +496,30 @@ def test_write_text_atomic(tmp_path: Path):
     assert write_text_atomic(final, "héllo") == len("héllo".encode())
     assert final.read_text(encoding="utf-8") == "héllo"
     assert _leftovers(tmp_path, final) == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_message_aligned_batches_end_at_message_ends(seed: int):
+    """Batches cut anywhere (inside messages, messages longer than a batch or than the search's
+    first slices, repeated keys not next to each other) come out in the same order, each ending
+    where a message ends."""
+    import numpy as np
+
+    from market_pipeline.core.lake.batches import message_aligned
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([1, 2, 5, 70, 1500, 3000], 60, p=[0.4, 0.3, 0.15, 0.1, 0.03, 0.02])
+    message = np.repeat(np.arange(len(sizes)), sizes)
+    sequence = message // 2 + 1  # two messages share each number: received_time tells them apart
+    received = T0 + message * 1_000
+    if seed == 0:  # a key that comes back after another message is not the last message's run
+        received[message == 3], sequence[message == 3] = received[-1], sequence[-1]
+    frame = pl.DataFrame({"received_time": received, "sequence_number": sequence, "row": np.arange(len(message))})
+    cuts = np.sort(rng.choice(np.arange(1, frame.height), 25, replace=False))
+    batches = [frame[a:b] for a, b in zip([0, *cuts], [*cuts, frame.height], strict=True)]
+    if seed == 1:  # batches in several chunks, as `pl.concat` glues them
+        batches = [pl.concat([b[: b.height // 2], b[b.height // 2 :]], rechunk=False) for b in batches]
+    out = list(message_aligned(batches))
+    assert pl.concat(out).equals(frame)
+    for before, after in zip(out, out[1:], strict=False):
+        assert before.row(-1)[:2] != after.row(0)[:2]

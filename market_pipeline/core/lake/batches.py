@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,11 +66,7 @@ def message_aligned(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
             held = None
         if frame.is_empty():
             continue
-        last = frame.select(pl.col("received_time", "sequence_number").last()).row(0)
-        same = (pl.col("received_time") == last[0]) & (pl.col("sequence_number") == last[1])
-        # The trailing run of rows of the last message.
-        tail = frame.select(same.not_().cum_sum(reverse=True).alias("_after")).to_series()
-        cut = int((tail > 0).sum())
+        cut = _last_message_start(frame)
         if cut < frame.height:
             held = frame.slice(cut)
             frame = frame.slice(0, cut)
@@ -77,3 +74,20 @@ def message_aligned(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
             yield frame
     if held is not None and not held.is_empty():
         yield held
+
+
+def _last_message_start(frame: pl.DataFrame) -> int:
+    """Where the trailing run of the frame's last message (its rows sharing the last row's
+    received_time and sequence_number) starts. Looked for from the end in growing slices: a
+    pass over the whole batch took 0.6 s of the bench day's import, a message is a few rows."""
+    received, sequence = frame.get_column("received_time"), frame.get_column("sequence_number")
+    span = 64
+    while True:
+        start = max(0, frame.height - span)
+        r, s = received.slice(start).to_numpy(), sequence.slice(start).to_numpy()
+        other = np.flatnonzero((r != r[-1]) | (s != s[-1]))
+        if len(other):
+            return start + int(other[-1]) + 1
+        if not start:
+            return 0
+        span *= 16
