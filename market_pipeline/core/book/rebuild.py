@@ -286,10 +286,10 @@ class _DayReplay:
 
     def _join(self, batch: dict[str, np.ndarray]) -> None:
         """`batch` after the rows held (a message cut by the last batch's end, usually a few rows).
-        Copying the whole batch behind them cost about a second of the day's rebuild (the
-        kernel waits on it): only the rows that complete the cut message, and the next
-        message's first row that tells the kernel it ended, are copied; the rest waits in
-        `self.rest`."""
+        Copying the whole batch behind them (the bench day: 68 copies, 1.4 GB, on the kernel's
+        thread) made the rebuild step about 0.3 s slower: only the rows that complete the cut
+        message, and the next message's first row that tells the kernel it ended, are copied;
+        the rest waits in `self.rest`."""
         held = self.d
         if not len(held["recv"]):
             self.d = batch
