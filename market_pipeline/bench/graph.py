@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from market_pipeline.core.telemetry.progress import COMPILING_KERNEL
 from market_pipeline.settings import PipelineSettings
 
 RSS_SAMPLE_SECONDS = 0.2
@@ -111,13 +110,27 @@ class GraphRun:
     compiled_first: tuple[str, ...] = ()
 
 
-def compiled_kernels(log: Path) -> list[str]:
-    """The kernels compiled during a run, from its log's progress lines (none when its cache
-    served them all): a run that compiled timed the compiling too."""
-    if not log.is_file():
-        return []
-    names = re.findall(rf"{COMPILING_KERNEL} (\S+)", log.read_text(errors="replace"))
-    return list(dict.fromkeys(names))
+# A kernel's index file in the kernel cache: "<module>.<function>-<line>.py<version>.nbi".
+_CACHE_INDEX = re.compile(r"(.+)-\d+\.py\d+\.nbi")
+
+
+def cached_kernels() -> dict[str, int]:
+    """Index file -> modification time (ns) of every kernel in the kernel cache this process
+    uses (`kernel_cache`; the runs it starts inherit it). A kernel's index is written when the
+    kernel is compiled, not when it is loaded."""
+    directory = os.environ.get("NUMBA_CACHE_DIR")
+    if not directory or not Path(directory).is_dir():
+        return {}
+    return {str(p): p.stat().st_mtime_ns for p in Path(directory).rglob("*.nbi")}
+
+
+def compiled_kernels(before: dict[str, int]) -> list[str]:
+    """The kernels compiled since `cached_kernels()` returned `before`: a run that compiled timed
+    the compiling too. The run's own progress lines name a compile only when nothing else was said
+    for a while, which missed the capture kernels' (4-5 s of its rebuild step)."""
+    changed = [path for path, mtime in cached_kernels().items() if before.get(path) != mtime]
+    names = [match.group(1) for path in changed if (match := _CACHE_INDEX.fullmatch(Path(path).name))]
+    return sorted(set(names))
 
 
 def graph_env(
@@ -167,8 +180,9 @@ def run_graph(
     compiling too: with `reset` (which puts the data directory back as the run found it, its
     sources' caches too), it is run again and the second run returned; either way
     `compiled_first` names them."""
+    before = cached_kernels()
     graph = _run_graph_once(settings, day, select, workers, end, source_env)
-    compiled = tuple(compiled_kernels(graph.log))
+    compiled = tuple(compiled_kernels(before))
     if compiled and graph.exit_code == 0 and reset is not None:
         reset()
         graph = _run_graph_once(settings, day, select, workers, end, source_env)
