@@ -242,11 +242,11 @@ def day_quantiles(files: DayFiles, stats: DayStats) -> dict[int, list[float | No
     the ones stored beside the statistics while the deltas are unchanged, else one pass over the
     deltas' times (which stores them)."""
     deltas = files.require(files.deltas)
-    stored_path = None
+    stored_path, tag = None, _summary_tag(stats)
     if files.lake is not None:
         ex, sym = files.instrument.exchange, files.instrument.symbol
         stored_path = stats_partition_dir(files.lake, "book_delta_v2", ex, sym, files.day) / SKEW_QUANTILES_FILE
-        stored = read_derived(stored_path, deltas, _STORED_TAG, _summary_tag(stats))
+        stored = read_derived(stored_path, deltas, _STORED_TAG, tag)
         if stored is not None and sorted(set(stored["q"].to_pylist())) == sorted(SKEW_QUANTILES):
             values = {(g, q): v for g, q, v in zip(*(stored[c].to_pylist() for c in _STORED_SCHEMA.names), strict=True)}
             return {g: [values.get((g, q)) for q in SKEW_QUANTILES] for g in range(DAY_GROUP + 1)}
@@ -262,7 +262,7 @@ def day_quantiles(files: DayFiles, stats: DayStats) -> dict[int, list[float | No
         table = pa.Table.from_pylist(
             [dict(zip(_STORED_SCHEMA.names, row, strict=True)) for row in rows], schema=_STORED_SCHEMA
         )
-        write_derived(table, stored_path, deltas, _STORED_TAG, _summary_tag(stats))
+        write_derived(table, stored_path, deltas, _STORED_TAG, tag)
     return found
 
 
