@@ -437,11 +437,23 @@ def test_rebuild_reads_the_optional_is_snapshot_column(tmp_path):
     )
 
 
-def test_books_do_not_depend_on_the_input_batch_sizes(tmp_path, monkeypatch):
+def test_books_do_not_depend_on_the_batch_sizes(tmp_path, monkeypatch):
     """Messages cut by the delta batches' ends (a cut message's rows are joined to the next batch
-    without copying the rest of it), longer than a batch, and vendor snapshots read a few at a
-    time: the same rows, counters and agreement as one batch of each."""
+    without copying the rest of it), longer than a batch, vendor snapshots read a few at a
+    time, and output batches of a few rows written by a writer thread that lags behind the
+    kernel (so that every output buffer set is in flight in turn): the same rows, counters and
+    agreement as one batch of each."""
+    import time
+
     from polars.testing import assert_frame_equal
+
+    from market_pipeline.core.book.book_writer import BackgroundWriter
+
+    write_now = BackgroundWriter._write
+
+    def write_late(self, build):
+        time.sleep(0.002)  # the kernel runs ahead: a buffer set it got back too early would be overwritten
+        write_now(self, build)
 
     day = dt.date(2024, 3, 1)
     rng = np.random.default_rng(7)
@@ -473,9 +485,12 @@ def test_books_do_not_depend_on_the_input_batch_sizes(tmp_path, monkeypatch):
         schema=BOOK_SCHEMA,
     ).write_parquet(tmp_path / "book.parquet")
     results = []
-    for delta_rows, snapshot_rows in ((rebuild.DELTA_BATCH_ROWS, rebuild.SNAPSHOT_BATCH_ROWS), (1, 1), (4, 3), (7, 2)):
+    default = (rebuild.DELTA_BATCH_ROWS, rebuild.SNAPSHOT_BATCH_ROWS, rebuild.OUTPUT_BATCH_ROWS)
+    for delta_rows, snapshot_rows, output_rows in (default, (1, 1, 3), (4, 3, 4), (7, 2, 5)):
         monkeypatch.setattr(rebuild, "DELTA_BATCH_ROWS", delta_rows)
         monkeypatch.setattr(rebuild, "SNAPSHOT_BATCH_ROWS", snapshot_rows)
+        monkeypatch.setattr(rebuild, "OUTPUT_BATCH_ROWS", output_rows)
+        monkeypatch.setattr(BackgroundWriter, "_write", write_now if output_rows == default[2] else write_late)
         out = tmp_path / f"{delta_rows}"
         result = rebuild_day(
             tmp_path / "deltas.parquet",

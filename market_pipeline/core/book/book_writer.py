@@ -5,6 +5,7 @@ agreement rows (`AgreementWriter`), one per vendor snapshot checked.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -74,13 +75,22 @@ class SnapshotRowsSink(Protocol):
         """Store what was added, once the books file `books` is complete."""
 
 
+# Output buffer sets a BookWriter rotates through: the kernel fills one while the writer thread
+# builds and writes the others' batches. With two, the replay of the bench day waited 0.8 s in
+# all for the writer to finish the one batch in flight (it writes in bursts: some rounds emit many
+# rows); with three (of two thirds the rows each, the same memory) 0.2-0.3 s, and the rebuild took
+# 4.9-5.0 s instead of 5.1-5.3 s. A fourth gained little more.
+BUFFER_SETS = 3
+
+
 class BookWriter:
     """Kernel output buffers, handed to Arrow without a copy as each batch fills up.
 
     Level buffers are column-major (a level's ticks or lots for consecutive rows are
     contiguous), so every output column wraps a buffer row; the kernel writes through transposed
-    views. Two buffer sets alternate: the kernel fills one while the other's batch is built and
-    written, so the caller must have finished writing a batch before asking for the next one.
+    views. `BUFFER_SETS` sets take turns: the kernel fills one while the others' batches are built
+    and written, so a batch must be written before its set comes back to the kernel
+    (`BackgroundWriter.write_rows` waits for it).
     Reusing the sets (instead of fresh arrays per batch) spares the page faults of new memory.
     Building a batch also hands its vendor-snapshot rows to `snapshot_rows`, if given.
     """
@@ -96,7 +106,7 @@ class BookWriter:
         self.schema = output_schema(depth, grid)
         self.multipliers = (unscaled_multiplier(grid.tick_size), unscaled_multiplier(grid.lot_size))
         self.triggers = pa.array(TRIGGERS)
-        self._sets = [self._allocate(), self._allocate()]
+        self._sets = [self._allocate() for _ in range(BUFFER_SETS)]
         self.levels, self.buffers = self._sets[0]
 
     def _allocate(self) -> tuple[np.ndarray, Rows]:
@@ -113,16 +123,12 @@ class BookWriter:
         )
         return levels, buffers
 
-    def batch(self, n: int) -> pa.RecordBatch:
-        """The first `n` rows as an Arrow batch over the buffers; the kernel gets the other set."""
-        return self.detach(n)()
-
     def detach(self, n: int) -> Callable[[], pa.RecordBatch]:
-        """Hand the kernel the other buffer set now, and return the call that builds the Arrow
+        """Hand the kernel the next buffer set now, and return the call that builds the Arrow
         batch of the first `n` rows of this one (handing over their snapshot rows), so that the
         writer thread can build it. It must have run before the kernel gets this set back."""
         levels, buffers = self.levels, self.buffers
-        self._sets.reverse()
+        self._sets.append(self._sets.pop(0))
         self.levels, self.buffers = self._sets[0]
         return lambda: self._build(levels, buffers, n)
 
@@ -165,13 +171,14 @@ class BookWriter:
 
 
 class BackgroundWriter:
-    """Writes batches on its own thread with at most one in flight, so encoding overlaps the replay."""
+    """Writes batches on its own thread, so encoding overlaps the replay: at most
+    `BUFFER_SETS - 1` in flight, the kernel filling the last set meanwhile."""
 
     def __init__(self, writer: pq.ParquetWriter, pool: ThreadPoolExecutor, timings: StageTimings):
         self.writer = writer
         self.pool = pool
         self.timings = timings
-        self.pending: Future[None] | None = None
+        self.pending: deque[Future[None]] = deque()
 
     def _write(self, build: Callable[[], pa.RecordBatch]) -> None:
         with self.timings("decimal"):
@@ -179,16 +186,17 @@ class BackgroundWriter:
         with self.timings("write"):
             self.writer.write_batch(batch)
 
-    def write(self, build: Callable[[], pa.RecordBatch]) -> None:
-        """Build (`BookWriter.detach`) and write a batch on the writer thread."""
-        self.wait()
-        self.pending = self.pool.submit(self._write, build)
+    def write_rows(self, out: BookWriter, n: int) -> None:
+        """Build and write the first `n` rows of `out`'s buffers on the writer thread, once the
+        buffer set the kernel gets next (the oldest batch in flight's) is written."""
+        self.wait(BUFFER_SETS - 2)
+        self.pending.append(self.pool.submit(self._write, out.detach(n)))
 
-    def wait(self) -> None:
-        if self.pending is not None:
+    def wait(self, in_flight: int = 0) -> None:
+        """Until at most `in_flight` batches are left to write; a write's error is raised here."""
+        while len(self.pending) > in_flight:
             with self.timings("wait_write"):
-                self.pending.result()
-            self.pending = None
+                self.pending.popleft().result()
 
 
 AGREEMENT_SCHEMA = pa.schema(

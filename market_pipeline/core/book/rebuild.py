@@ -68,7 +68,7 @@ from market_pipeline.core.update_chain import CHAIN_FIELDS, has_chain
 # Batch sizes bound peak memory (docs/architecture.md#performance); larger ones gain little.
 DELTA_BATCH_ROWS = 500_000
 SNAPSHOT_BATCH_ROWS = 25_000
-OUTPUT_BATCH_ROWS = 50_000
+OUTPUT_BATCH_ROWS = 33_000  # rows of one output buffer set (book_writer.BUFFER_SETS of them)
 AGREEMENT_ROW_GROUP_ROWS = 131_072  # ~6 MB held; a realistic day's 864,000 snapshots in 7 row groups
 # Raw files are opened with pre_buffer=False: with pre-buffering, Arrow keeps every column chunk
 # it has read until the file is closed, so memory grew with the day (~400 MB on 34 M deltas).
@@ -373,8 +373,7 @@ def _replay_batches(
         fetched = replay.fetch(deltas, snapshots, need_deltas, need_snaps)
         done = replay.round(out)
         if done.rows_out:
-            background.wait()  # the kernel is about to reuse the buffers of the batch in flight
-            background.write(out.detach(done.rows_out))
+            background.write_rows(out, done.rows_out)
         if done.snapshots and agreement is not None:
             agreement.add(agreement_rows(replay.s, done.agreement, done.snapshots))
         replay.consume(done.deltas, done.snapshots)

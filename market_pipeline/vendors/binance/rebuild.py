@@ -282,8 +282,7 @@ def rebuild_capture_day(
                         np.int64
                     )
                 )
-            background.wait()  # the kernel is about to get back the buffers of the batch in flight
-            background.write(out.detach(n))
+            background.write_rows(out, n)
 
         first = [first_diffs] if first_diffs is not None else []
         # Read ahead only now: the snapshots' and tickers' conversions above share `precision`.
