@@ -438,11 +438,26 @@ def test_repeated_rows_equal_polars_distinctness(seed: int):
         hashes, ours = row_marks(batch, lead)
         np.testing.assert_array_equal(hashes, row_marks(frame.slice(cut - 1, batch.height + 1))[0])
         np.testing.assert_array_equal(ours, adjacent[cut - 1 : cut + batch.height] & [False] + [True] * batch.height)
+    # Hashed by one column only (as a wide table is, by its identity columns), the marks are the
+    # same: rows equal to another in it are compared in every column.
+    hashes, ours = row_marks(frame, keys=["time"])
+    np.testing.assert_array_equal(repeated_rows(frame, hashes), expected)
+    np.testing.assert_array_equal(ours, adjacent)
+    lead, batch = frame.slice(776, 1), frame.slice(777)
+    np.testing.assert_array_equal(row_marks(batch, lead, ["time"])[1], adjacent[776:] & [False] + [True] * batch.height)
     # Values polars takes as equal hash alike; -0.0 and NaN equal their neighbours.
     zeros = pl.DataFrame({"x": [0.0, -0.0, float("nan"), -float("nan"), None, None]})
     h, ours = row_marks(zeros)
     assert h[0] == h[1] and h[2] == h[3] and h[4] == h[5]
     assert ours.tolist() == [False, True, False, True, False, True]
+
+
+def test_snapshot_rows_are_hashed_by_their_times_and_touch():
+    from market_pipeline.core.quality.duplicate_rows import identity_columns
+
+    columns = ["origin_time", "received_time", "sequence_number", "bid_0_price", "bid_0_size", "ask_0_price"]
+    columns += ["bid_1_price", "ask_1_size", "bid_19_price", "ask_19_size", "trade_id", "side_is_bid"]
+    assert identity_columns(columns) == columns[:6] + ["trade_id", "side_is_bid"]
 
 
 @pytest.mark.parametrize("seed", range(3))

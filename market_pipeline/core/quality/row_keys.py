@@ -94,9 +94,29 @@ def _mix_column(bits, nulls, is_float, hashes, same, start, key_before, null_bef
     return key_before, null_before
 
 
-def row_marks(frame: pl.DataFrame, lead: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+def row_marks(
+    frame: pl.DataFrame, lead: pl.DataFrame | None = None, keys: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(hash, equals the row before) per row of `lead` (one row, the previous batch's last) then
-    `frame`; "equal" is polars' `eq_missing` in every column. The first row equals nothing."""
+    `frame`; "equal" is polars' `eq_missing` in every column. The first row equals nothing.
+
+    With `keys`, the hash is of those columns only (a wide table's few that tell its rows apart:
+    `repeated_rows` compares the rows whose hash repeats in every column anyway), and a row equal
+    to the row before in them is then compared with it in every column.
+    """
+    if keys is None:
+        return _row_marks(frame, lead)
+    hashes, same = _row_marks(frame.select(keys), None if lead is None else lead.select(keys))
+    candidates = np.flatnonzero(same)
+    if len(candidates):
+        both = frame if lead is None else pl.concat([lead.select(frame.columns), frame])
+        current, previous = both[candidates], both[candidates - 1]
+        for name in both.columns:
+            same[candidates] &= current[name].eq_missing(previous[name]).to_numpy()
+    return hashes, same
+
+
+def _row_marks(frame: pl.DataFrame, lead: pl.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
     n = frame.height + (0 if lead is None else lead.height)
     hashes = np.zeros(n, dtype=np.uint64)
     same = np.ones(n, dtype=np.bool_)
