@@ -452,12 +452,16 @@ def test_repeated_rows_equal_polars_distinctness(seed: int):
     assert ours.tolist() == [False, True, False, True, False, True]
 
 
-def test_snapshot_rows_are_hashed_by_their_times_and_touch():
+def test_rows_are_hashed_by_what_tells_them_apart():
+    """Snapshot rows by their times, sequence number and touch; delta rows by all but their
+    message's key (only rows of one message are compared)."""
     from market_pipeline.core.quality.duplicate_rows import identity_columns
 
     columns = ["origin_time", "received_time", "sequence_number", "bid_0_price", "bid_0_size", "ask_0_price"]
-    columns += ["bid_1_price", "ask_1_size", "bid_19_price", "ask_19_size", "trade_id", "side_is_bid"]
-    assert identity_columns(columns) == columns[:6] + ["trade_id", "side_is_bid"]
+    columns += ["bid_1_price", "ask_1_size", "bid_19_price", "ask_19_size", "line_no"]
+    assert identity_columns("book", columns) == columns[:6] + ["line_no"]
+    deltas = ["origin_time", "received_time", "sequence_number", "side_is_bid", "price", "size", "line_no"]
+    assert identity_columns("book_delta_v2", deltas) == ["origin_time", "side_is_bid", "price", "size", "line_no"]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -465,6 +469,7 @@ def test_repeats_in_messages_equal_polars_distinctness_per_message(seed: int):
     """The delta import's non-adjacent repeats: exactly the rows polars finds equal to an earlier
     row of the same message (a run sharing received_time and sequence_number), in short messages
     (compared pair by pair) and long ones (sorted); a message that comes again later is no repeat."""
+    from market_pipeline.core.quality.duplicate_rows import identity_columns
     from market_pipeline.core.quality.row_keys import repeated_in_messages, row_marks
 
     rng = np.random.default_rng(seed)
@@ -488,6 +493,9 @@ def test_repeats_in_messages_equal_polars_distinctness_per_message(seed: int):
     # The message sent again is a run of its own: repeats within it, none of the first copy.
     assert expected[-lengths[0] :].to_list() == expected[: lengths[0]].to_list()
     hashes, _ = row_marks(frame)
+    np.testing.assert_array_equal(repeated_in_messages(frame, hashes), expected.to_numpy())
+    # As the import hashes them: without the message key, which all rows of a message share.
+    hashes, _ = row_marks(frame, keys=identity_columns("book_delta_v2", frame.columns))
     np.testing.assert_array_equal(repeated_in_messages(frame, hashes), expected.to_numpy())
 
 
