@@ -453,15 +453,15 @@ def test_repeated_rows_equal_polars_distinctness(seed: int):
 
 
 def test_rows_are_hashed_by_what_tells_them_apart():
-    """Snapshot rows by their times, sequence number and touch; delta rows by all but their
-    message's key (only rows of one message are compared)."""
+    """Snapshot rows by their times, sequence number and touch; delta rows by their level (only
+    rows of one message are compared)."""
     from market_pipeline.core.quality.duplicate_rows import identity_columns
 
     columns = ["origin_time", "received_time", "sequence_number", "bid_0_price", "bid_0_size", "ask_0_price"]
     columns += ["bid_1_price", "ask_1_size", "bid_19_price", "ask_19_size", "line_no"]
     assert identity_columns("book", columns) == columns[:6] + ["line_no"]
     deltas = ["origin_time", "received_time", "sequence_number", "side_is_bid", "price", "size", "line_no"]
-    assert identity_columns("book_delta_v2", deltas) == ["origin_time", "side_is_bid", "price", "size", "line_no"]
+    assert identity_columns("book_delta_v2", deltas) == ["side_is_bid", "price"]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -494,7 +494,7 @@ def test_repeats_in_messages_equal_polars_distinctness_per_message(seed: int):
     assert expected[-lengths[0] :].to_list() == expected[: lengths[0]].to_list()
     hashes, _ = row_marks(frame)
     np.testing.assert_array_equal(repeated_in_messages(frame, hashes), expected.to_numpy())
-    # As the import hashes them: without the message key, which all rows of a message share.
+    # As the import hashes them: by their level (here the price), rows equal in it then compared.
     hashes, _ = row_marks(frame, keys=identity_columns("book_delta_v2", frame.columns))
     np.testing.assert_array_equal(repeated_in_messages(frame, hashes), expected.to_numpy())
 

@@ -25,17 +25,21 @@ DUPLICATE_RULES = {
 }
 
 
+# What tells a message's delta rows apart: a message updates a level (side and price) once.
+DELTA_LEVEL_COLUMNS = ("side_is_bid", "price")
+
+
 def identity_columns(table: str, columns: list[str]) -> list[str]:
-    """The columns a batch's rows are hashed by to find duplicate candidates: for deltas, all but
-    the message key (received_time, sequence_number), which every row of a message shares, and
-    only rows of one message are compared; for snapshots, all but the book levels behind the
-    touch (`bid_1_price`...), which a snapshot row's times, sequence number and touch already
-    tell apart. Candidates are compared in every column, so the result does not depend on this
+    """The columns a batch's rows are hashed by to find duplicate candidates: for deltas, their
+    level (`DELTA_LEVEL_COLUMNS`: only rows of one message are compared, and rows of one message
+    share its key and seldom a level); for snapshots, all but the book levels behind the touch
+    (`bid_1_price`...), which a snapshot row's times, sequence number and touch already tell
+    apart. Candidates are compared in every column, so the result does not depend on this
     choice, only the time. Measured on the bench day against hashing every column: its 34 M
-    deltas imported in 4.56-4.64 s instead of 4.96-5.21 s (7.8-8.0 CPU-s against 8.4-8.9), its
-    864,000 snapshots (83 columns) in 1.70-1.78 s instead of 1.90-2.01 s."""
+    deltas imported in 4.45-4.68 s instead of 4.92-5.15 s (the statistics' main-thread work 2.3-2.4
+    CPU-s against 2.8-3.0), its 864,000 snapshots (83 columns) in 1.70-1.78 s instead of 1.90-2.01 s."""
     if table in MESSAGE_TABLES:
-        return [c for c in columns if c not in ("received_time", "sequence_number")]
+        return [c for c in DELTA_LEVEL_COLUMNS if c in columns]
     return [c for c in columns if not (c.startswith(("bid_", "ask_")) and c.count("_") == 2 and c.split("_")[1] != "0")]
 
 
