@@ -297,10 +297,12 @@ def run(
         f"{parallel['serial_seconds']:.2f} s with 1 worker, {parallel['parallel_seconds']:.2f} s with 2 = "
         f"{parallel['speedup']:.2f}x -- goal >= {GOAL_PARALLEL_SPEEDUP}x: {_verdict(goals['parallel_speedup'])}"
     )
+    ceiling = 1 / parallel["serial_core_use"] if parallel["serial_core_use"] else 0.0
     say(
         f"  cores busy (CPU s over wall s x {os.cpu_count()} cores): {100 * parallel['serial_core_use']:.0f}% "
         f"with 1 worker (an instrument-day's reader and writer threads), "
-        f"{100 * parallel['parallel_core_use']:.0f}% with 2"
+        f"{100 * parallel['parallel_core_use']:.0f}% with 2; so 2 workers can be at most {ceiling:.2f}x as fast "
+        "on these cores (all of them busy, no cost of their own)"
     )
     for name, wide in wider.items():
         say(
