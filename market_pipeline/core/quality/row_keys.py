@@ -100,9 +100,10 @@ def row_marks(
     """(hash, equals the row before) per row of `lead` (one row, the previous batch's last) then
     `frame`; "equal" is polars' `eq_missing` in every column. The first row equals nothing.
 
-    With `keys`, the hash is of those columns only (a wide table's few that tell its rows apart:
-    `repeated_rows` compares the rows whose hash repeats in every column anyway), and a row equal
-    to the row before in them is then compared with it in every column.
+    With `keys`, the hash is of those columns only (those that tell the rows apart,
+    `duplicate_rows.identity_columns`: `repeated_rows` and `repeated_in_messages` compare the rows
+    whose hash repeats in every column anyway), and a row equal to the row before in them is then
+    compared with it in every column.
     """
     if keys is None:
         return _row_marks(frame, lead)
