@@ -3,6 +3,7 @@ checks that read the statistics (duplicates, rows outside the day, origin times,
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ DAY = dt.date(2024, 3, 1)
 T0 = day_start_ns(DAY)
 EXCHANGE, SYMBOL = "BINANCE", "BTC-USDT"
 KEY = f"{EXCHANGE}:{SYMBOL}"
+MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str):
@@ -402,6 +404,76 @@ def test_reimport_writes_identical_bytes(local, data_dir: Path):
     for table in ("trades", "book", "book_delta_v2"):
         _import(settings, table)
     assert sha256_tree(data_dir / "lake") == before
+
+
+def _stats_tree(data_dir: Path) -> dict[str, str]:
+    """sha256 of every day statistics file but the summary, whose `data_bytes` is the partition's size."""
+    from market_pipeline_tests.support.files import sha256_tree
+
+    return {k: v for k, v in sha256_tree(data_dir / "lake" / "stats").items() if not k.endswith("summary.json")}
+
+
+def _summaries(data_dir: Path) -> list[dict]:
+    summaries = sorted((data_dir / "lake" / "stats").rglob("summary.json"))
+    return [{k: v for k, v in json.loads(p.read_text()).items() if k != "data_bytes"} for p in summaries]
+
+
+def test_a_file_in_the_lake_encoding_becomes_the_partition_as_it_is(local, data_dir: Path):
+    """A vendor file already encoded as a raw partition and of the lake's schema (a Tardis or capture
+    cache table: `ingest.in_raw_encoding`) is measured without being encoded again and becomes the
+    partition as it is, with the statistics, rows and checks the encoding import gives. A file whose
+    import drops or sets aside a row, or a lake that is encrypted, is encoded as any other."""
+    from market_pipeline.core import context
+    from market_pipeline.core.lake import parquet_io
+    from market_pipeline.core.lake.ingest import RAW_ENCODING_KEY, write_cache_table
+    from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir
+
+    tables = ("trades", "book", "book_delta_v2")
+    settings = local.settings()
+    lake = {t: raw_partition_dir(settings.lake_dir, t, EXCHANGE, SYMBOL, DAY) / PARTITION_FILE for t in tables}
+    encoded = {t: _import(settings, t) for t in tables}  # from the vendor's own files: encoded
+    rows = {t: pl.read_parquet(lake[t]) for t in tables}
+    stats, summaries = _stats_tree(data_dir), _summaries(data_dir)
+    assert all(_marked(lake[t], RAW_ENCODING_KEY) for t in tables)
+
+    for table in tables:  # the vendor's files become files in the lake's encoding (as a cache's are)
+        vendor_file = local.lake.path(table, EXCHANGE, SYMBOL, DAY)
+        write_cache_table([rows[table].slice(0, 25), rows[table].slice(25)], rows[table].schema, vendor_file)
+        taken = _import(settings, table)
+        assert lake[table].read_bytes() == vendor_file.read_bytes()  # the file as it is, copied
+        assert not lake[table].samefile(vendor_file)  # the user's own file is not shared by a link
+        assert pl.read_parquet(lake[table]).equals(rows[table])
+        assert (taken.rows, taken.bytes) == (encoded[table].rows, vendor_file.stat().st_size)
+    assert _stats_tree(data_dir) == stats
+    assert _summaries(data_dir) == summaries
+    finding = _evaluate("duplicate_rows", "raw_book_deltas", settings)
+    assert finding.severity is None and finding.figures["duplicate_rows"] == 0
+
+    # A duplicate delta row to drop and a trade to set aside: encoded, the rows the import keeps.
+    deltas, trades = rows["book_delta_v2"], rows["trades"]
+    doubled = pl.concat([deltas[:10], deltas[9], deltas[10:]])
+    write_cache_table([doubled], doubled.schema, local.lake.path("book_delta_v2", EXCHANGE, SYMBOL, DAY))
+    bad_trade = trades.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(-1.0).otherwise("price").alias("price"))
+    write_cache_table([bad_trade], bad_trade.schema, local.lake.path("trades", EXCHANGE, SYMBOL, DAY))
+    again = {t: _import(settings, t) for t in ("book_delta_v2", "trades")}
+    assert (again["book_delta_v2"].rows, again["book_delta_v2"].duplicate_rows_dropped) == (deltas.height, 1)
+    assert pl.read_parquet(lake["book_delta_v2"]).equals(deltas)
+    assert (again["trades"].rows, again["trades"].quarantined_rows) == (trades.height - 1, 1)
+    assert pl.read_parquet(lake["trades"]).equals(pl.concat([trades[:3], trades[4:]]))
+
+    # An encrypted lake encrypts its partitions, whatever the vendor file's encoding.
+    lake["book"].unlink()  # a lake is encrypted whole or not at all
+    with context.using(context.CoreContext(master_key=MASTER_KEY, lake_encrypted=True)):
+        assert _import(settings, "book").rows == rows["book"].height
+        assert parquet_io.read_frame(lake["book"]).equals(rows["book"])
+    with pytest.raises(pl.exceptions.ComputeError, match="encrypted footer"):
+        pl.read_parquet(lake["book"])
+
+
+def _marked(path: Path, key: bytes) -> bool:
+    import pyarrow.parquet as pq
+
+    return key in (pq.read_schema(path).metadata or {})
 
 
 @pytest.mark.parametrize("seed", range(5))

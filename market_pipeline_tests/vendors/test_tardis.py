@@ -512,6 +512,30 @@ def test_bad_input_is_named_by_the_users_tardis_file_not_the_converted_copy(tard
     assert "sources/tardis/tables/trades" in reason["checked_copy"]
 
 
+def test_the_cached_tables_become_the_partitions_by_a_link(tardis_dir, tmp_path, monkeypatch):
+    """A good day's cached tables are already raw partitions: the import links each into the lake
+    (one file, two names) instead of encoding it again, with every row it converted."""
+    from market_pipeline.defs.common.importer import import_partition
+    from market_pipeline.settings import load_settings
+    from market_pipeline.vendors.registry import build_source
+
+    _good_day(tardis_dir)
+    for name, value in {
+        "PIPELINE_SOURCE": "tardis",
+        "PIPELINE_TARDIS_DIR": str(tardis_dir),
+        "PIPELINE_DATA_DIR": str(tmp_path / "data"),
+        "PIPELINE_INSTRUMENTS": SPOT.key,
+        "PIPELINE_START_DATE": "2024-01-01",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    source = build_source(settings)
+    for table in ("book_delta_v2", "book", "trades"):
+        stats = import_partition(source, settings, table, SPOT, DAY, "run-1")
+        (cached,) = source.fetch(table, SPOT, DAY)
+        assert stats.path.samefile(cached) and stats.rows == pl.read_parquet(cached).height > 0
+
+
 # ---------------------------------------------------------------------------------------
 # Synthetic days in Tardis format: rebuilds equal the ground truth
 # ---------------------------------------------------------------------------------------

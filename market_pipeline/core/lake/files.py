@@ -151,3 +151,19 @@ def write_text_atomic(final: Path, text: str) -> int:
 def copy_file_atomic(source: Path, final: Path) -> int:
     """Copy `source` to `final` atomically (private mode, audited); returns the bytes written."""
     return write_atomic(final, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def link_file_atomic(source: Path, final: Path) -> int:
+    """Make `final` the same file as `source` atomically (private mode, audited): a hard link, no
+    byte copied, or a copy where no link can be made (another filesystem, a remote lake's upload
+    directory); returns the file's bytes. Only for a `source` nothing rewrites in place: every
+    write of the lake and of the vendors' caches replaces its file by a rename, so the two names
+    part when either is written again."""
+
+    def place(tmp: Path) -> None:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    return write_atomic(final, place)

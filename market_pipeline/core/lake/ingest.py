@@ -180,6 +180,30 @@ def raw_writer_options(schema: pa.Schema) -> dict[str, object]:
     }
 
 
+# Written into the key-value metadata of every file encoded with `raw_writer_options` (a raw
+# partition, a vendor's cache table): the import takes such a file of exactly the lake's schema as
+# the partition itself when it keeps every row (`takes_as_is`). Bump the version with any change of
+# the options, so that files of the older options are encoded again.
+RAW_ENCODING_KEY = b"market_pipeline.raw_encoding"
+RAW_ENCODING_VERSION = b"1"
+
+
+def raw_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema`, marked as the schema of a file encoded with `raw_writer_options`."""
+    return schema.with_metadata({RAW_ENCODING_KEY: RAW_ENCODING_VERSION})
+
+
+def in_raw_encoding(vendor: VendorFile) -> bool:
+    """Whether a vendor file is a raw partition as the import would write it: encoded with this
+    version's `raw_writer_options` (its mark) and of exactly the schema the import writes (the
+    lake's columns in the lake's order and types, no other column), so that no value changes on
+    the way in. The cached tables of the Tardis and capture sources are."""
+    schema = vendor.reader.schema_arrow
+    written = pl.DataFrame(schema=vendor.expected).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+    marked = (schema.metadata or {}).get(RAW_ENCODING_KEY) == RAW_ENCODING_VERSION
+    return marked and schema.remove_metadata().equals(written)
+
+
 # Batches a PartitionWriter lets queue for its encoder thread.
 IN_FLIGHT = 2
 
@@ -215,7 +239,8 @@ class PartitionWriter:
         self._wait(IN_FLIGHT - 1)
         if self._writer is None:
             assert self._tmp is not None
-            self._writer = parquet_io.parquet_writer(self._tmp, table.schema, **raw_writer_options(table.schema))
+            schema = raw_schema(table.schema)
+            self._writer = parquet_io.parquet_writer(self._tmp, schema, **raw_writer_options(schema))
         self._pending.append(self._encoder.submit(self._writer.write_table, table))
 
     def _wait(self, queued: int = 0) -> None:
@@ -231,6 +256,7 @@ class PartitionWriter:
             elif kind is None:
                 assert self._tmp is not None
                 empty = pl.DataFrame(schema=self.schema).to_arrow(compat_level=pl.CompatLevel.oldest())
+                empty = empty.replace_schema_metadata(raw_schema(empty.schema).metadata)
                 parquet_io.write_table(empty, self._tmp, **raw_writer_options(empty.schema))
         except BaseException as exc:
             # The last batch failed on the writer thread, or closing failed: the file is not
@@ -408,7 +434,7 @@ class CacheTableWriter:
 
     def __init__(self, path: Path, schema: pl.Schema | dict) -> None:
         self.group_rows = batch_rows_for(len(schema))
-        arrow_schema = pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+        arrow_schema = raw_schema(pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema)
         self._writer = pq.ParquetWriter(path, arrow_schema, **raw_writer_options(arrow_schema))
         self._pending: list[pl.DataFrame] = []
         self._held = 0

@@ -15,10 +15,12 @@ from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.batches import MESSAGE_TABLES, message_aligned
+from market_pipeline.core.lake.files import copy_file_atomic, link_file_atomic
 from market_pipeline.core.lake.ingest import (
     FileRejected,
     PartitionWriter,
     VendorFile,
+    in_raw_encoding,
     iter_checked,
     iter_trade_ids,
     open_vendor_file,
@@ -144,6 +146,13 @@ def refuse_wrong_day(
         )
 
 
+def _takes_as_is(vendors: list[VendorFile]) -> bool:
+    """Whether the day's one file may become its partition as it is, should the import keep every
+    row: a file in the lake's raw encoding and schema (`ingest.in_raw_encoding`: the cached tables
+    of the Tardis and capture sources), and a lake whose partitions are not encrypted."""
+    return len(vendors) == 1 and not parquet_io.lake_encrypted() and in_raw_encoding(vendors[0])
+
+
 def _import_partition(
     source: VendorSource, settings: PipelineSettings, table: str, instrument: Instrument, day: dt.date, run_id: str
 ) -> PartitionStats:
@@ -175,42 +184,62 @@ def _import_partition(
             repeated = repeated_hashes([trade_id_hashes(ids) for v in vendors for ids in iter_trade_ids(v)])
         except FileRejected as exc:
             raise _reject(settings, table, instrument, day, run_id, [exc], origin) from None
-    builder = DayStatsBuilder(
-        table,
-        day,
-        instrument.tick_size,
-        instrument.lot_size,
-        contiguous=table == "book_delta_v2" and source.sequence_semantics(instrument) == "contiguous",
-        repeated_trade_ids=repeated,
-    )
-    bad_parts: list[pl.DataFrame] = []
+    contiguous = table == "book_delta_v2" and source.sequence_semantics(instrument) == "contiguous"
 
-    def good_frames() -> Iterator[pl.DataFrame]:
-        for vendor in vendors:
-            for good, bad in iter_checked(vendor, day, tolerance_ns):
-                if not bad.is_empty():
-                    bad = bad.with_columns(pl.lit(origin(vendor.path)).alias("_source_file"))
-                    bad_parts.append(bad)
-                    builder.add_rejected(bad)
-                yield good
+    def day_pass() -> tuple[DayStatsBuilder, list[pl.DataFrame], Iterator[pl.DataFrame]]:
+        """A fresh pass over the day: its statistics, its bad rows (filled as it goes) and the
+        rows the partition keeps, batch by batch."""
+        builder = DayStatsBuilder(
+            table, day, instrument.tick_size, instrument.lot_size, contiguous=contiguous, repeated_trade_ids=repeated
+        )
+        bad_parts: list[pl.DataFrame] = []
+
+        def good_frames() -> Iterator[pl.DataFrame]:
+            for vendor in vendors:
+                for good, bad in iter_checked(vendor, day, tolerance_ns):
+                    if not bad.is_empty():
+                        bad = bad.with_columns(pl.lit(origin(vendor.path)).alias("_source_file"))
+                        bad_parts.append(bad)
+                        builder.add_rejected(bad)
+                    yield good
+
+        frames = message_aligned(good_frames()) if table in MESSAGE_TABLES else good_frames()
+        return builder, bad_parts, (builder.add(frame) for frame in frames)
 
     target = raw_partition_dir(lake_dir, table, ex, sym, day) / PARTITION_FILE
     schema = vendors[0].expected if vendors else TABLE_SCHEMAS[table]
     kept_before = parquet_io.num_rows(target) if target.is_file() else 0
+    names = [origin(p) for p in files]
     try:
-        with PartitionWriter(target, schema) as writer:
-            frames = message_aligned(good_frames()) if table in MESSAGE_TABLES else good_frames()
-            for frame in frames:
-                writer.write(builder.add(frame))
-            # Raised inside the writer's block: the partition in the lake stays as it was.
-            outside = builder.counts["quarantined_outside_day"]
-            refuse_wrong_day(files, day, builder.rows, outside, kept_before, target, [origin(p) for p in files])
+        written: int | None = None
+        if _takes_as_is(vendors):
+            # Measured without writing: when every row is kept, the file already is the partition.
+            (whole,) = vendors
+            builder, bad_parts, rows = day_pass()
+            for _ in rows:
+                pass
+            if builder.rows == whole.rows:  # rows are only ever set aside or dropped, never changed
+                outside = builder.counts["quarantined_outside_day"]
+                refuse_wrong_day(files, day, builder.rows, outside, kept_before, target, names)
+                # The source's own converted copy is shared by a link; a user's own file is copied,
+                # so that a change made to it later cannot reach the lake.
+                place = link_file_atomic if names[0] != str(whole.path) else copy_file_atomic
+                written = place(whole.path, target)
+        if written is None:
+            builder, bad_parts, rows = day_pass()
+            with PartitionWriter(target, schema) as writer:
+                for frame in rows:
+                    writer.write(frame)
+                # Raised inside the writer's block: the partition in the lake stays as it was.
+                outside = builder.counts["quarantined_outside_day"]
+                refuse_wrong_day(files, day, builder.rows, outside, kept_before, target, names)
+            written = writer.bytes
     except FileRejected as exc:
         raise _reject(settings, table, instrument, day, run_id, [exc], origin) from None
 
     bad = pl.concat(bad_parts, how="vertical") if bad_parts else pl.DataFrame()
     record_rejected_rows(lake_dir, table, ex, sym, day, bad)
-    day_stats = builder.finish(writer.bytes)
+    day_stats = builder.finish(written)
     directory = stats_partition_dir(lake_dir, table, ex, sym, day)
     day_stats.write(directory)
     summary = day_stats.summary
@@ -218,7 +247,7 @@ def _import_partition(
         instrument.key,
         day,
         builder.rows,
-        writer.bytes,
+        written,
         target,
         quarantined_rows=bad.height,
         first_received_time=summary["first_received_time"],  # type: ignore[arg-type]
