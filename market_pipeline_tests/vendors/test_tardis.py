@@ -474,13 +474,9 @@ def _trades_at(path: Path, times_us: list[int]) -> None:
     _csv(path, TRADES_COLUMNS, rows)
 
 
-def test_bad_input_is_named_by_the_users_tardis_file_not_the_converted_copy(tardis_dir, tmp_path, monkeypatch):
-    """Issue 36, item 6: the import checks the converted copy under sources/tardis/tables, but its
-    messages, the quarantine's reason and the rejected rows name the Tardis file the user gave."""
-    from market_pipeline.core.lake.paths import quarantine_dir
-    from market_pipeline.defs.common.importer import PartitionRejected, import_partition
+def _tardis_settings(monkeypatch, tardis_dir: Path, tmp_path: Path):
+    """The pipeline's settings for SPOT from `tardis_dir`, with a data dir under `tmp_path`."""
     from market_pipeline.settings import load_settings
-    from market_pipeline.vendors.registry import build_source
 
     for name, value in {
         "PIPELINE_SOURCE": "tardis",
@@ -490,7 +486,17 @@ def test_bad_input_is_named_by_the_users_tardis_file_not_the_converted_copy(tard
         "PIPELINE_START_DATE": "2024-01-01",
     }.items():
         monkeypatch.setenv(name, value)
-    settings = load_settings()
+    return load_settings()
+
+
+def test_bad_input_is_named_by_the_users_tardis_file_not_the_converted_copy(tardis_dir, tmp_path, monkeypatch):
+    """Issue 36, item 6: the import checks the converted copy under sources/tardis/tables, but its
+    messages, the quarantine's reason and the rejected rows name the Tardis file the user gave."""
+    from market_pipeline.core.lake.paths import quarantine_dir
+    from market_pipeline.defs.common.importer import PartitionRejected, import_partition
+    from market_pipeline.vendors.registry import build_source
+
+    settings = _tardis_settings(monkeypatch, tardis_dir, tmp_path)
     trades = tardis_dir / "binance_trades_2024-03-01_BTCUSDT.csv.gz"
     hour = 3_600_000_000
     # One row two days on: quarantined as a row, named by the user's file.
@@ -516,19 +522,10 @@ def test_the_cached_tables_become_the_partitions_by_a_link(tardis_dir, tmp_path,
     """A good day's cached tables are already raw partitions: the import links each into the lake
     (one file, two names) instead of encoding it again, with every row it converted."""
     from market_pipeline.defs.common.importer import import_partition
-    from market_pipeline.settings import load_settings
     from market_pipeline.vendors.registry import build_source
 
     _good_day(tardis_dir)
-    for name, value in {
-        "PIPELINE_SOURCE": "tardis",
-        "PIPELINE_TARDIS_DIR": str(tardis_dir),
-        "PIPELINE_DATA_DIR": str(tmp_path / "data"),
-        "PIPELINE_INSTRUMENTS": SPOT.key,
-        "PIPELINE_START_DATE": "2024-01-01",
-    }.items():
-        monkeypatch.setenv(name, value)
-    settings = load_settings()
+    settings = _tardis_settings(monkeypatch, tardis_dir, tmp_path)
     source = build_source(settings)
     for table in ("book_delta_v2", "book", "trades"):
         stats = import_partition(source, settings, table, SPOT, DAY, "run-1")
