@@ -72,7 +72,7 @@ from market_pipeline.bench.day import (
 )
 from market_pipeline.bench.floors import lake_outputs, read_seconds, synthetic_day_files, write_seconds
 from market_pipeline.bench.graph import RSS_SAMPLE_SECONDS, GraphRun, quiet_dagster, run_graph
-from market_pipeline.bench.kernel import core, peer
+from market_pipeline.bench.kernel import THIN_BOOK_DEPTH, book_rows, core, peer
 from market_pipeline.bench.read_api import measure_read_api
 from market_pipeline.bench.remote import measure_remote, remote_report
 from market_pipeline.bench.vendors import GOAL_OVER_FLOOR, GOAL_PEAK_MB, measure_vendors, vendor_report
@@ -105,6 +105,8 @@ GOAL_CORE_DELTAS_PER_S = 50e6
 GOAL_PEER_RATIO = 100.0
 GOAL_GRAPH_OVER_READ = 5.0  # the whole graph over reading the day's raw Parquet
 GOAL_PARALLEL_SPEEDUP = 1.7
+# A row of a book with fewer levels than the row holds costs at most this many times a full book's.
+GOAL_THIN_OVER_FULL = 2.0
 
 
 def parallel_speedup(data_dir: Path, scale: float, day: dt.date, say: Callable[[str], None]) -> dict:
@@ -179,6 +181,8 @@ def run(
     theirs = peer(bench.deltas, peer_rows)
     ours_same = core(bench.deltas, tick, lot, rows=theirs.deltas)
     peer_ratio = ours_same.deltas_per_s / theirs.deltas_per_s if theirs.seconds else 0.0
+    thin, full = book_rows(2), book_rows(2 * THIN_BOOK_DEPTH)
+    thin_over_full = (thin.seconds / thin.messages) / (full.seconds / full.messages) if full.seconds else 0.0
     e2e_over_read = e2e["call_seconds"] / read_only if read_only else 0.0
     book_write = write_seconds(lake_outputs(Path(e2e["output_dir"])))
     book_floor = read_only + book_write
@@ -225,6 +229,7 @@ def run(
     goals = {
         "core_deltas_per_s": core_rate >= GOAL_CORE_DELTAS_PER_S,
         "peer_ratio": peer_ratio >= GOAL_PEER_RATIO,
+        "thin_book_over_full": thin_over_full <= GOAL_THIN_OVER_FULL,
         "e2e_over_floor": e2e_over_floor <= GOAL_OVER_FLOOR,
         "graph_over_read": graph.exit_code == 0 and graph_over_read <= GOAL_GRAPH_OVER_READ,
         "graph_over_floor": graph.exit_code == 0 and graph_over_floor <= GOAL_OVER_FLOOR,
@@ -253,6 +258,12 @@ def run(
         f"{theirs.deltas:,} deltas; our kernel doing the same (best bid/ask after every message) "
         f"{ours_same.deltas_per_s / 1e6:.1f} M/s = {peer_ratio:.0f}x -- goal >= {GOAL_PEER_RATIO:.0f}x: "
         f"{_verdict(goals['peer_ratio'])}"
+    )
+    say(
+        f"thin book: {thin.seconds / thin.messages * 1e9:.0f} ns a {THIN_BOOK_DEPTH}-level row on a book of 2 levels a "
+        f"side against {full.seconds / full.messages * 1e9:.0f} ns on one of {2 * THIN_BOOK_DEPTH} "
+        f"({thin.messages:,} rows each) = {thin_over_full:.2f}x -- goal <= {GOAL_THIN_OVER_FULL:.0f}x: "
+        f"{_verdict(goals['thin_book_over_full'])}"
     )
     say(
         f"book stage: {e2e['call_seconds']:.2f} s for reconstructed_books of the day ({e2e['rows_written']:,} rows, "
@@ -330,6 +341,9 @@ def run(
         "core_bbo_deltas_per_s": round(bbo.deltas_per_s),
         "peer_deltas_per_s": round(theirs.deltas_per_s),
         "peer_ratio": round(peer_ratio, 1),
+        "thin_book_row_ns": round(thin.seconds / thin.messages * 1e9),
+        "full_book_row_ns": round(full.seconds / full.messages * 1e9),
+        "thin_book_over_full": thin_over_full,
         # Unrounded: the ratio is checkable against its parts on a day of any size (rounded to the
         # millisecond, a tiny day's read of ~20 ms would be off by percents).
         "e2e_seconds": e2e["call_seconds"],

@@ -1,5 +1,6 @@
 """The bench's kernel figures: the production replay kernel over a day with a best bid/ask after
-every message (the core), and the vendor's rebuilder doing the same (the peer)."""
+every message (the core), the vendor's rebuilder doing the same (the peer), and the kernel's cost
+a row on a book with fewer levels than the rows hold (the thin book)."""
 
 from __future__ import annotations
 
@@ -66,10 +67,12 @@ def _last_message_start(recv: np.ndarray, seq: np.ndarray) -> int:
 
 
 class _CoreReplay:
-    """The production kernel set up as the core measures it: a row (best bid and ask) after
-    every message, no vendor snapshots; the state carries over from chunk to chunk."""
+    """The production kernel set up as the core measures it: a row (`depth` levels a side; the
+    core: best bid and ask) after every message, no vendor snapshots; the state carries over from
+    chunk to chunk."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = depth
         self.book = new_book()
         self.state = lr.new_replay_state(0, False, 0, True)
         self.counters = lr.new_counters()
@@ -78,8 +81,8 @@ class _CoreReplay:
             *(np.empty(0, np.int64) for _ in range(3)), *(np.empty((0, 1), np.int64) for _ in range(4))
         )
         self.agreement = lr.new_agreement(0)
-        self.work = lr.new_levels(1)
-        self.rows = lr.new_rows(OUTPUT_BATCH_ROWS, 1)  # reused, as the rebuild reuses its buffers
+        self.work = lr.new_levels(depth)
+        self.rows = lr.new_rows(OUTPUT_BATCH_ROWS, depth)  # reused, as the rebuild reuses its buffers
         self.replay = lr.LakeReplay(
             self.book, self.state, self.counters, self.hourly, self.rows, self.agreement, self.work
         )
@@ -97,7 +100,7 @@ class _CoreReplay:
                 part,
                 self.snaps,
                 self.replay,
-                1,
+                self.depth,
                 True,
                 True,
             )
@@ -142,3 +145,33 @@ def peer(path: Path, rows: int) -> CoreRun:
         updater.get_bests()
         messages += 1
     return CoreRun(n, messages, time.perf_counter() - started)
+
+
+THIN_BOOK_DEPTH = 20  # levels a side a row holds, as the rebuild's default
+THIN_BOOK_MESSAGES = 200_000
+
+
+def book_rows(levels: int, messages: int = THIN_BOOK_MESSAGES, depth: int = THIN_BOOK_DEPTH) -> CoreRun:
+    """The kernel writing a `depth`-level row after each of `messages` one-row messages on a book
+    of `levels` contiguous levels a side (each message resizes one of them); only the replay is
+    timed. With `levels` under `depth` a row's walk must stop at the side's last level, not at
+    the window's edge (millions of ticks away)."""
+    n = 2 * levels + messages
+    recv = np.arange(1, n + 1, dtype=np.int64)
+    is_bid = np.zeros(n, dtype=np.bool_)
+    ticks = np.empty(n, dtype=np.int64)
+    touch = 1_000_000
+    is_bid[:levels] = True
+    ticks[:levels] = touch - 1 - np.arange(levels)
+    ticks[levels : 2 * levels] = touch + np.arange(levels)
+    updated = np.arange(messages) % (2 * levels)  # the levels in turn
+    is_bid[2 * levels :] = updated < levels
+    ticks[2 * levels :] = ticks[updated]
+    lots = 1 + np.arange(n, dtype=np.int64) % 7
+    warm = _CoreReplay(depth)
+    warm.run(warm.chunk(recv[:100], recv[:100], is_bid[:100], ticks[:100], lots[:100]))  # compile or load
+    replay = _CoreReplay(depth)
+    inputs = replay.chunk(recv, recv, is_bid, ticks, lots)
+    started = time.perf_counter()
+    rows = replay.run(inputs)
+    return CoreRun(n, rows, time.perf_counter() - started)

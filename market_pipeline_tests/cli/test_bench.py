@@ -23,6 +23,9 @@ JSON_KEYS = {
     "core_bbo_deltas_per_s",
     "peer_deltas_per_s",
     "peer_ratio",
+    "thin_book_row_ns",
+    "full_book_row_ns",
+    "thin_book_over_full",
     "e2e_seconds",
     "read_only_seconds",
     "e2e_over_read",
@@ -41,6 +44,7 @@ JSON_KEYS = {
 GOALS = {
     "core_deltas_per_s",
     "peer_ratio",
+    "thin_book_over_full",
     "e2e_over_floor",
     "graph_over_read",
     "graph_over_floor",
@@ -84,6 +88,11 @@ def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys
         "e2e_over_read",
     ):
         assert report[key] > 0, key
+    assert report["thin_book_row_ns"] > 0 and report["full_book_row_ns"] > 0
+    assert report["thin_book_over_full"] == pytest.approx(
+        report["thin_book_row_ns"] / report["full_book_row_ns"], rel=0.05, abs=0.05
+    )
+    assert "thin book:" in text
     assert report["e2e_over_read"] == pytest.approx(report["e2e_seconds"] / report["read_only_seconds"], rel=1e-2)
     # The floors: what the stage reads plus its books written again; the day's vendor files read
     # plus every lake file of the day the graph wrote, written again.
@@ -123,6 +132,13 @@ def test_core_counts_every_delta_of_whole_messages(bench_run):
     head = bench.core(day.deltas, 0.01, 0.00001, rows=12_345)
     assert whole.deltas == pq.ParquetFile(day.deltas).metadata.num_rows
     assert head.deltas == 12_345 and 0 < head.messages < whole.messages
+
+
+def test_book_rows_writes_a_row_after_every_message():
+    """The thin-book figure's run: its levels set up, then one row per one-row message."""
+    for levels in (2, 40):
+        run = bench.kernel.book_rows(levels, messages=1_000)
+        assert run.deltas == run.messages == 2 * levels + 1_000
 
 
 @pytest.mark.slow  # the benchmark at a small scale, whole graph included

@@ -194,10 +194,10 @@ def set_level(bid, ask, st, is_bid, tick, lots):
 
 @nb.njit(cache=True, nogil=True)
 def clear_bids_from(bid, st, tick):
-    """Remove every bid at or above `tick`."""
+    """Remove every bid at or above `tick` (the walk ends at the side's last level, not at `tick`)."""
     start = max(tick - st[ST_BASE], 0)
     i = st[ST_BEST_BID]
-    while i >= start:
+    while i >= start and st[ST_N_BID] > 0:
         if bid[i] != 0:
             bid[i] = 0
             st[ST_N_BID] -= 1
@@ -213,12 +213,12 @@ def clear_bids_from(bid, st, tick):
 
 @nb.njit(cache=True, nogil=True)
 def clear_asks_to(ask, st, tick):
-    """Remove every ask at or below `tick`."""
+    """Remove every ask at or below `tick` (the walk ends at the side's last level, not at `tick`)."""
     stop = min(tick - st[ST_BASE], ask.shape[0] - 1)
     i = st[ST_BEST_ASK]
     if i == EMPTY:
         return
-    while i <= stop:
+    while i <= stop and st[ST_N_ASK] > 0:
         if ask[i] != 0:
             ask[i] = 0
             st[ST_N_ASK] -= 1
@@ -253,12 +253,18 @@ def top_levels(bid, ask, st, depth, bid_ticks, bid_lots, ask_ticks, ask_lots):
     slot, which advances only past an occupied one. Around the touch roughly every other tick is
     occupied, so a branch there would be mispredicted about half the time (this walk dominated the
     kernel's time when every sampled row read 20 levels).
+
+    A side's walk stops at its last occupied level (`ST_N_BID`/`ST_N_ASK` of them): a side with
+    fewer than `depth` levels (a thin book, a feed of 10 levels, a book rebuilt from a few
+    updates) would otherwise be walked to the window's edge, millions of ticks, for every row
+    (4 ms a row, 6 s for a day sampled every minute).
     """
     base = st[ST_BASE]
+    want_b = min(depth, st[ST_N_BID])
     n_b = 0
     i = st[ST_BEST_BID]
     if i != EMPTY:
-        while n_b < depth and i >= 0:
+        while n_b < want_b and i >= 0:
             lots = bid[i]
             bid_ticks[n_b] = base + i
             bid_lots[n_b] = lots
@@ -267,11 +273,12 @@ def top_levels(bid, ask, st, depth, bid_ticks, bid_lots, ask_ticks, ask_lots):
     for k in range(n_b, depth):
         bid_ticks[k] = -1
         bid_lots[k] = 0
+    want_a = min(depth, st[ST_N_ASK])
     n_a = 0
     i = st[ST_BEST_ASK]
     if i != EMPTY:
         cap = ask.shape[0]
-        while n_a < depth and i < cap:
+        while n_a < want_a and i < cap:
             lots = ask[i]
             ask_ticks[n_a] = base + i
             ask_lots[n_a] = lots
