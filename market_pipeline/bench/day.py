@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from market_pipeline.bench.floors import read_seconds
-from market_pipeline.bench.graph import quiet_dagster
+from market_pipeline.bench.graph import cached_kernels, compiled_kernels, quiet_dagster
 from market_pipeline.core.book.rebuild import DELTA_BATCH_ROWS, DELTA_COLUMNS, SNAPSHOT_BATCH_ROWS
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake import parquet_io
@@ -117,6 +117,18 @@ def _e2e_child(data_dir: str, scale: float, day: str, conn) -> None:
 
 
 def end_to_end(bench: BenchDay) -> dict:
+    """The book stage of the day in a fresh process (`_e2e_child`'s report). A run that compiled
+    kernels (the first after a kernel source changed: the replay kernel alone took about 30 s here,
+    timed as the kernel stage) is run again and the second measured; `compiled_first` names them."""
+    before = cached_kernels()
+    report = _end_to_end_once(bench)
+    compiled = compiled_kernels(before)
+    if compiled:
+        report = _end_to_end_once(bench)
+    return {**report, "compiled_first": compiled}
+
+
+def _end_to_end_once(bench: BenchDay) -> dict:
     ctx = mp.get_context("spawn")  # a clean interpreter: the peak RSS is the rebuild's alone
     receiver, sender = ctx.Pipe(duplex=False)
     child = ctx.Process(

@@ -425,3 +425,30 @@ def test_a_graph_run_that_compiled_kernels_is_measured_again(tmp_path, monkeypat
     measured_again = compiled and reset
     assert (len(runs), len(resets), graph.seconds) == ((2, 1, 10.0) if measured_again else (1, 0, 20.0))
     assert graph.compiled_first == kernels
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_book_stage_run_that_compiled_kernels_is_measured_again(tmp_path, monkeypatch, compiled):
+    """The book stage's figures after a kernel source change are not the compile's: a run that
+    wrote a kernel's index into the cache is run again, the second measured, the kernels named."""
+    from market_pipeline.bench import day as bench_day
+
+    cache = tmp_path / "numba" / "book_0123"
+    cache.mkdir(parents=True)
+    (cache / "ladder.top_levels-40.py311.nbi").write_bytes(b"index")  # loaded, not compiled
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    runs = []
+
+    def run_once(bench_day_arg):
+        if compiled and not runs:
+            (cache / "delta_replay.replay_lake_batch-266.py311.nbi").write_bytes(b"index")
+        runs.append(bench_day_arg)
+        return {"call_seconds": 10.0 if len(runs) > 1 else 40.0}  # the first run's time was compiling
+
+    monkeypatch.setattr(bench_day, "_end_to_end_once", run_once)
+    report = bench_day.end_to_end("the day")
+    if compiled:
+        assert report == {"call_seconds": 10.0, "compiled_first": ["delta_replay.replay_lake_batch"]}
+        assert runs == ["the day", "the day"]
+    else:
+        assert report == {"call_seconds": 40.0, "compiled_first": []} and runs == ["the day"]
