@@ -1,5 +1,9 @@
 """The streaming capture parse: equal to the whole-file reference parser, whatever the chunk size,
-and the capture source's cached day tables identical with tiny and huge chunks."""
+and the capture source's cached day tables identical with tiny and huge chunks.
+
+A tiny chunk costs a fixed overhead (~13 ms of polars frames), so the tiny chunks parse the first
+lines of each capture file (`support/capture_prefix.py`), where chunk ends already fall before and
+after every kind of line; the whole captures are parsed in one chunk a file, as production does."""
 
 from __future__ import annotations
 
@@ -10,15 +14,48 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from market_pipeline.vendors.binance import capture_stream
+from market_pipeline.vendors.capture_files import CHUNK_LINES as PRODUCTION_CHUNK_LINES
 from market_pipeline.vendors.capture_files import CaptureFormatError, open_capture
 from market_pipeline_tests.support.binance_capture import SPOT, SYNTHETIC_SPOT, TRADE, USDM, parse_capture, real_paths
 from market_pipeline_tests.support.binance_capture import write_capture_lines as _write
+from market_pipeline_tests.support.capture_prefix import file_prefixes
 from market_pipeline_tests.support.capture_reference import reference_parse
 
 TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
 # A prime number of lines: over a real capture, chunk ends fall between every kind of line (around
 # the REST snapshot too); the synthetic tests go down to one line a chunk.
 TINY, HUGE = 97, 10**7
+# Lines of each capture file the tiny chunks parse (~40 chunk ends a file; the REST snapshot is
+# line 8 of the spot capture, 55 of the USD-M one).
+PREFIX_LINES = 4000
+KINDS = ("@bookTicker", "@trade", "@depth")
+
+
+@pytest.fixture(scope="module")
+def references():
+    """reference(names) -> the whole-file reference parse of a whole real capture, once a module."""
+    parsed = {}
+
+    def reference(names):
+        if names not in parsed:
+            parsed[names] = reference_parse(real_paths(names))
+        return parsed[names]
+
+    return reference
+
+
+def _kind(line: bytes) -> str:
+    return next((kind for kind in KINDS if kind.encode() in line[:80]), "snapshot")
+
+
+def assert_chunk_ends_between_every_kind(paths, chunk_lines) -> None:
+    """Every kind of line (bookTicker, trade, diff) comes last in some chunk and first in another."""
+    before, after = set(), set()
+    for path in paths:
+        kinds = [_kind(line) for line in gzip.open(path, "rb")]
+        before.update(kinds[end - 1] for end in range(chunk_lines, len(kinds), chunk_lines))
+        after.update(kinds[end] for end in range(chunk_lines, len(kinds), chunk_lines))
+    assert set(KINDS) <= before and set(KINDS) <= after
 
 
 def assert_same_tables(expected, actual) -> None:
@@ -29,9 +66,16 @@ def assert_same_tables(expected, actual) -> None:
 
 @pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
 @pytest.mark.parametrize("chunk_lines", [TINY, HUGE], ids=["tiny", "huge"])
-def test_streaming_parse_equals_the_reference_on_real_captures(names, chunk_lines):
+def test_streaming_parse_equals_the_reference_on_real_captures(names, chunk_lines, references, tmp_path):
     paths = real_paths(names)
-    assert_same_tables(reference_parse(paths), parse_capture(paths, chunk_lines))
+    if chunk_lines == HUGE:  # the whole capture, a chunk a file
+        assert_same_tables(references(names), parse_capture(paths, chunk_lines))
+        return
+    prefix = file_prefixes(paths, tmp_path, PREFIX_LINES)
+    assert_chunk_ends_between_every_kind(prefix, chunk_lines)
+    tables = parse_capture(prefix, chunk_lines)
+    assert_same_tables(reference_parse(prefix), tables)
+    assert tables.depth_snapshot.height and tables.book.height  # the REST snapshot is among them
 
 
 @pytest.mark.parametrize("chunk_lines", [1, 2, 4, HUGE])
@@ -87,33 +131,38 @@ def _lines_until_error(stream):
 
 
 @pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
-def test_cached_day_tables_do_not_depend_on_the_chunk_size(names, tmp_path, monkeypatch):
+def test_cached_day_tables_do_not_depend_on_the_chunk_size(names, tmp_path, monkeypatch, references):
     from market_pipeline.vendors.binance.source import BinanceCaptureSource
 
-    paths = real_paths(names)
-    captures = tmp_path / "captures"
-    captures.mkdir()
-    for path in paths:
-        (captures / path.name).symlink_to(path)
-    cached = {}
-    for chunk_lines in (TINY, HUGE):
+    def cached_tables(captures, chunk_lines) -> dict:
         monkeypatch.setattr(capture_stream, "CHUNK_LINES", chunk_lines)
-        source = BinanceCaptureSource(captures, tmp_path / f"cache-{chunk_lines}", tmp_path / "lake")
+        source = BinanceCaptureSource(captures, tmp_path / f"cache-{captures.name}-{chunk_lines}", tmp_path / "lake")
         manifest = source.manifest()
         assert manifest["rejected"] == []
         files = sorted(source.tables_dir.rglob("*.parquet"))
-        cached[chunk_lines] = {f.relative_to(source.tables_dir): pl.read_parquet(f) for f in files}
+        return {f.relative_to(source.tables_dir): pl.read_parquet(f) for f in files}
+
+    paths = real_paths(names)
+    # The first lines of each file, under its name: the spot pair still crosses midnight.
+    prefix = tmp_path / "prefix"
+    assert_chunk_ends_between_every_kind(file_prefixes(paths, prefix, PREFIX_LINES), TINY)
+    cached = {chunk_lines: cached_tables(prefix, chunk_lines) for chunk_lines in (TINY, HUGE)}
     assert cached[TINY].keys() == cached[HUGE].keys()
     days = {p.parent.name for p in cached[TINY]}
     assert len(days) == len(names)  # the spot pair crosses midnight
     for part, frame in cached[HUGE].items():
         assert_frame_equal(cached[TINY][part], frame, check_exact=True)
-    # ... and equal to the whole-file reference split by day, one running line order.
-    whole = reference_parse(paths) if len(paths) == 1 else None
-    if whole is not None:
+    if len(paths) == 1:
+        # ... and the whole capture's, at the production chunk size, equal to the whole-file
+        # reference split by day, one running line order.
+        captures = tmp_path / "captures"
+        captures.mkdir()
+        for path in paths:
+            (captures / path.name).symlink_to(path)
+        whole = cached_tables(captures, PRODUCTION_CHUNK_LINES)
         for name in TABLES:
-            frames = [f for p, f in cached[HUGE].items() if p.parts[0] == name]
-            assert_frame_equal(pl.concat(frames), getattr(whole, name), check_exact=True)
+            frames = [f for p, f in whole.items() if p.parts[0] == name]
+            assert_frame_equal(pl.concat(frames), getattr(references(names), name), check_exact=True)
 
 
 def test_a_file_with_a_bad_line_past_the_first_chunk_is_quarantined(tmp_path, monkeypatch):
