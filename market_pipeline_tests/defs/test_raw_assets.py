@@ -311,23 +311,25 @@ def _dagster(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Compl
 def test_cli_materialize_partition_range(
     instance, local_source: VendorLake, data_dir: Path, dagster_home: Path, _hermetic_env: Path
 ):
+    # raw_book_snapshots: the raw asset with the fewest checks (four), so the fewest step
+    # processes; every raw asset is materialized by the same code (materialize_raw_table).
     args = [
         "asset",
         "materialize",
         "-m",
         "market_pipeline.definitions",
         "--select",
-        "raw_book_deltas",
+        "raw_book_snapshots",
         "--partition-range",
         f"{START}...{END}",
     ]
     first = _dagster(args, _hermetic_env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    files = [p for p in (data_dir / "lake" / "raw" / "book_delta_v2").rglob("*") if p.is_file()]
+    files = [p for p in (data_dir / "lake" / "raw" / "book").rglob("*") if p.is_file()]
     assert len(files) == len(DAYS) * len(DEFAULT_INSTRUMENTS)
     for exchange, symbol in DEFAULT_INSTRUMENTS:
         for day in DAYS:
-            assert lake_file(data_dir, "book_delta_v2", exchange, symbol, day).is_file()
+            assert lake_file(data_dir, "book", exchange, symbol, day).is_file()
     before = sha256_tree(data_dir / "lake")
 
     # The re-run in one process: the first run already showed every step in a process of its own
@@ -335,18 +337,25 @@ def test_cli_materialize_partition_range(
     second = _dagster([*args, "--config-json", json.dumps(IN_PROCESS)], _hermetic_env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert sha256_tree(data_dir / "lake") == before
-    assert view_counts(data_dir, "book_delta_v2") == {
-        d.isoformat(): local_source.rows_for_day("book_delta_v2", d) for d in DAYS
-    }
+    assert view_counts(data_dir, "book") == {d.isoformat(): local_source.rows_for_day("book", d) for d in DAYS}
     # Both runs went to the test's DAGSTER_HOME, as one run each.
     import dagster as dg
 
-    runs = instance.get_runs()
+    runs = instance.get_runs()  # newest first
     assert len(runs) == 2
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    mats = materializations(instance, "raw_book_deltas", runs[0].run_id)
+    # The first run's steps (the asset and each of its checks) each in a process of its own, the
+    # re-run's all in the one process of the CLI.
+    pids = [
+        [e.dagster_event.pid for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)]
+        for r in reversed(runs)
+    ]
+    assert len(pids[0]) == len(pids[1]) > 1
+    assert len(set(pids[0])) == len(pids[0])
+    assert len(set(pids[1])) == 1
+    mats = materializations(instance, "raw_book_snapshots", runs[0].run_id)
     assert {p: m["rows"] for p, m in mats.items()} == {
-        d.isoformat(): local_source.rows_for_day("book_delta_v2", d) for d in DAYS
+        d.isoformat(): local_source.rows_for_day("book", d) for d in DAYS
     }
 
 
