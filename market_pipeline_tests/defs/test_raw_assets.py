@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -14,7 +17,7 @@ import pytest
 from market_pipeline_tests.support.dagster_events import materializations
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 from market_pipeline_tests.support.files import sha256_tree
-from market_pipeline_tests.support.project import VENV_BIN, subprocess_env
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 from market_pipeline_tests.support.raw_lake import lake_file
 from market_pipeline_tests.support.vendor_lake import DEFAULT_INSTRUMENTS, VendorLake, truncate_file, vendor_frame
 
@@ -68,15 +71,80 @@ def local_source(vendor_lake: VendorLake, data_dir: Path, monkeypatch: pytest.Mo
     return vendor_lake
 
 
+@dataclass
+class Imported:
+    """The local source's vendor lake after one run of the raw assets and `lake_views` over DAYS."""
+
+    instance: object  # dg.DagsterInstance
+    data_dir: Path
+    source: VendorLake
+    run_id: str
+
+
+@pytest.fixture(scope="module")
+def _imported_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, str]:
+    """One import of the vendor lake, made once: (world dir, its pristine copy, vendor rows, run id).
+
+    The tests that start from it get the world restored from the pristine copy, at the same
+    paths, so each starts from exactly what one run left (its own runs included, nothing else)."""
+    import dagster as dg
+
+    root = tmp_path_factory.mktemp("raw_world")
+    world = root / "world"
+    home, data, vendor = world / "dagster_home", world / "data", world / "vendor"
+    for path in (home, data, vendor):
+        path.mkdir(parents=True)
+    shutil.copy(PROJECT_DAGSTER_YAML, home / "dagster.yaml")
+    source = VendorLake(vendor)
+    source(days=DAYS, rows=row_count)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _world_env(monkeypatch, world)
+        instance = dg.DagsterInstance.get()
+        try:
+            result = run(instance, [*ASSET_TABLES, "lake_views"])
+            assert result.success
+            run_id = result.run_id
+        finally:
+            instance.dispose()
+    pristine = root / "pristine"
+    shutil.copytree(world, pristine, symlinks=True)
+    return world, pristine, dict(source.rows), run_id
+
+
+def _world_env(monkeypatch: pytest.MonkeyPatch, world: Path) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(world / "dagster_home"))
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(world / "data"))
+    monkeypatch.setenv("PIPELINE_SOURCE", "local")
+    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(world / "vendor"))
+
+
+@pytest.fixture
+def imported(_imported_world, monkeypatch: pytest.MonkeyPatch) -> Iterator[Imported]:
+    """The world after the first run, as that run left it (restored for each test)."""
+    import dagster as dg
+
+    world, pristine, rows, run_id = _imported_world
+    shutil.rmtree(world)
+    shutil.copytree(pristine, world, symlinks=True)
+    _world_env(monkeypatch, world)
+    source = VendorLake(world / "vendor")
+    source.rows = dict(rows)
+    instance = dg.DagsterInstance.get()
+    try:
+        yield Imported(instance, world / "data", source, run_id)
+    finally:
+        instance.dispose()
+
+
 # ---------------------------------------------------------------------------------------
 # 1-2. Local source, one run over a partition range; idempotent re-run
 # ---------------------------------------------------------------------------------------
 
 
-def test_local_source_one_run_all_raw_assets(instance, local_source: VendorLake, data_dir: Path):
-    # lake_views creates the warehouse's raw.* views over the lake (the raw steps write Parquet only).
-    result = run(instance, [*ASSET_TABLES, "lake_views"])
-    assert result.success
+def test_local_source_one_run_all_raw_assets(imported: Imported):
+    # The world's run: the raw assets and lake_views, which creates the warehouse's raw.* views
+    # over the lake (the raw steps write Parquet only).
+    instance, local_source, data_dir = imported.instance, imported.source, imported.data_dir
     assert len(instance.get_runs()) == 1  # one run for the whole range and all three assets
 
     for asset_name, table in ASSET_TABLES.items():
@@ -93,7 +161,7 @@ def test_local_source_one_run_all_raw_assets(instance, local_source: VendorLake,
                 assert stored.columns == expected.columns
                 assert stored.equals(expected)
 
-        mats = materializations(instance, asset_name, result.run_id)
+        mats = materializations(instance, asset_name, imported.run_id)
         assert sorted(mats) == [d.isoformat() for d in DAYS]
         for day in DAYS:
             meta = mats[day.isoformat()]
@@ -120,9 +188,9 @@ def test_local_source_one_run_all_raw_assets(instance, local_source: VendorLake,
     )
 
 
-def test_rerun_is_idempotent(instance, local_source: VendorLake, data_dir: Path):
-    first = run(instance, [*ASSET_TABLES, "lake_views"])
-    assert first.success
+def test_rerun_is_idempotent(imported: Imported):
+    # After the world's first run of the raw assets and lake_views, the same run again.
+    instance, local_source, data_dir = imported.instance, imported.source, imported.data_dir
     lake = data_dir / "lake"
     before = sha256_tree(lake)
     counts_before = {t: view_counts(data_dir, t) for t in ASSET_TABLES.values()}
@@ -146,8 +214,9 @@ def test_rerun_is_idempotent(instance, local_source: VendorLake, data_dir: Path)
 # ---------------------------------------------------------------------------------------
 
 
-def test_corrupt_file_is_quarantined_and_other_partitions_land(instance, local_source: VendorLake, data_dir: Path):
-    assert run(instance, list(ASSET_TABLES)).success
+def test_corrupt_file_is_quarantined_and_other_partitions_land(imported: Imported):
+    # After the world's first good import of every partition:
+    instance, local_source, data_dir = imported.instance, imported.source, imported.data_dir
     bad_day = DAYS[1]
     exchange, symbol = DEFAULT_INSTRUMENTS[1]
     kept = lake_file(data_dir, "book_delta_v2", exchange, symbol, bad_day)
