@@ -69,10 +69,31 @@ def _no_snapshots(depth: int = 20) -> lr.Snapshots:
     return lr.Snapshots(*(np.empty(0, np.int64) for _ in range(3)), *(np.empty((0, depth), np.int64) for _ in range(4)))
 
 
+def _as_read(deltas: lr.Deltas) -> lr.Deltas:
+    """`deltas` typed as the rebuild hands them to the kernel: times and sequence numbers
+    read-only (Arrow's buffers), so that the test runs the very specialization the rebuild
+    compiles (and numba compiles no other one for the test)."""
+    frozen = {}
+    for name in ("recv", "orig", "seq"):
+        frozen[name] = getattr(deltas, name).copy()
+        frozen[name].flags.writeable = False
+    return deltas._replace(**frozen)
+
+
+def _new_rows(capacity: int, depth: int) -> lr.Rows:
+    """Output buffers laid out as the rebuild's writer gives them (`book_writer`): each level
+    array a Fortran-order (rows, depth) view. At least two rows: a one-row array is C- and
+    F-contiguous alike, which numba types as C (another specialization)."""
+    rows = lr.new_rows(max(capacity, 2), depth)
+    levels = {f: np.asfortranarray(getattr(rows, f)) for f in ("bid_ticks", "bid_lots", "ask_ticks", "ask_lots")}
+    return rows._replace(**levels)
+
+
 def _replay(deltas: lr.Deltas, book, depth: int, state=None, counters=None):
     """The production kernel over whole messages, a row after each; returns (rows, n_out, counters)."""
     n = len(deltas.recv)
-    rows = lr.new_rows(max(n, 1), depth)
+    deltas = _as_read(deltas)
+    rows = _new_rows(n, depth)
     state = lr.new_replay_state(0, True, 0, True) if state is None else state
     counters = lr.new_counters() if counters is None else counters
     replay = lr.LakeReplay(book, state, counters, lr.new_hourly(), rows, lr.new_agreement(0), lr.new_levels(20))
@@ -218,8 +239,8 @@ def test_a_chain_break_unsyncs_the_book_until_a_snapshot_message():
     breaks = np.array([False, False, False, True, False, True, False, False])
     replayed = {}
     for name, flags in (("chained", breaks), ("unchained", lr.NO_CHAIN)):
-        deltas = lr.Deltas(recv, recv, seq, is_bid, tick, lot, snapshot, flags)
-        rows = lr.new_rows(6, 3)
+        deltas = _as_read(lr.Deltas(recv, recv, seq, is_bid, tick, lot, snapshot, flags))
+        rows = _new_rows(6, 3)
         state, counters, hourly = lr.new_replay_state(0, False, 0, True), lr.new_counters(), lr.new_hourly()
         replay = lr.LakeReplay(new_book(1024), state, counters, hourly, rows, lr.new_agreement(0), lr.new_levels(20))
         assert lr.replay_lake_batch(deltas, _no_snapshots(), replay, 3, True, True) == (8, 0, 6)
