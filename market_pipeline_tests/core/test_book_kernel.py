@@ -256,6 +256,9 @@ def test_a_chain_break_unsyncs_the_book_until_a_snapshot_message():
     assert list(rows.bid_ticks[5]) == list(replayed["chained"][0].bid_ticks[5]) == [99, 98, -1]
 
 
+SNAPSHOT_INTERVAL_MS = 500
+
+
 @pytest.fixture(scope="module")
 def synthetic_day(tmp_path_factory):
     from market_pipeline.vendors.synthetic.generate import generate_day
@@ -266,12 +269,17 @@ def synthetic_day(tmp_path_factory):
         symbol="BTC-USDT",
         spec=InstrumentSpec(tick_size=Decimal("0.01"), lot_size=Decimal("0.00001")),
     )
-    faults = SyntheticSettings.model_validate({"faults": {"dropped_messages": 3, "off_grid_prices": 2}})
+    # Vendor snapshots every 500 ms (172,800, a fifth of the production cadence's 864,000): still
+    # seven snapshot batches of the rebuild and two agreement row groups, with the messages of the
+    # day unchanged (they do not depend on the cadence).
+    faults = SyntheticSettings.model_validate(
+        {"faults": {"dropped_messages": 3, "off_grid_prices": 2}, "snapshot_interval_ms": SNAPSHOT_INTERVAL_MS}
+    )
     day = dt.date(2024, 3, 1)
     return instrument, day, root, generate_day(instrument, day, faults, root, scale=0.05)
 
 
-@pytest.mark.slow  # a synthetic day at the production cadence (864,000 snapshots)
+@pytest.mark.slow  # a synthetic day of 172,800 vendor snapshots
 def test_rebuild_equals_synthetic_ground_truth_and_repairs_gaps(synthetic_day):
     instrument, day, root, generated = synthetic_day
     out = root / "books.parquet"
@@ -290,6 +298,7 @@ def test_rebuild_equals_synthetic_ground_truth_and_repairs_gaps(synthetic_day):
     assert c["sequence_gaps"] == 3 and c["missing_sequence_numbers"] >= 3
     # One agreement row per vendor snapshot, in snapshot order, gathered into full row groups
     # (not one per kernel round); the mismatches are the divergences and the post-gap fills.
+    assert c["vendor_snapshots"] == 86_400_000 // SNAPSHOT_INTERVAL_MS > 2 * rebuild.SNAPSHOT_BATCH_ROWS
     agreement = pq.ParquetFile(root / "agreement.parquet")
     assert agreement.metadata.num_rows == c["vendor_snapshots"]
     groups = [agreement.metadata.row_group(g).num_rows for g in range(agreement.metadata.num_row_groups)]
@@ -324,7 +333,7 @@ def _ns(day: dt.date, seconds: float) -> int:
     return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() + seconds) * 1_000_000_000
 
 
-@pytest.mark.slow  # a synthetic day at the production cadence (864,000 snapshots)
+@pytest.mark.slow  # a synthetic day of 172,800 vendor snapshots
 def test_interval_samples_continue_to_midnight_in_time_order(synthetic_day):
     """Deltas stop at noon; snapshots go on: samples and snapshot rows interleave up to midnight."""
     instrument, day, root, generated = synthetic_day
