@@ -23,6 +23,7 @@ be read, else the date in the file name, else every day).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import shutil
@@ -123,7 +124,19 @@ def named_day(path: Path) -> dt.date | None:
 
 
 def _readable_days(path: Path) -> tuple[str, ...] | None:
-    """UTC days of the receive times that can be read before the file breaks, if any."""
+    """UTC days of the receive times that can be read before the file breaks, if any.
+
+    The whole file is read for them: `day_files` asks again for every asset and day that counts
+    a file's days, so each version of a file (its size and mtime) is read once in a process."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _readable_days_of(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _readable_days_of(path: Path, size: int, mtime_ns: int) -> tuple[str, ...] | None:
     stamps: list[int] = []
     try:
         with open_capture(path) as stream:
