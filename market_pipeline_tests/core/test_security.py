@@ -18,6 +18,7 @@ import pytest
 
 from market_pipeline.core.security.audit import audit_read, audit_scope
 from market_pipeline.core.security.scrub import install_log_scrubbing, scrub, scrub_record_attribute
+from market_pipeline_tests.support.cadence import TEST_CADENCE
 from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, REPO_ROOT
 
 MASTER_KEY = "bWFzdGVyLWtleS1wbGFudGVkLWluLXRoZS10ZXN0cyE="
@@ -263,7 +264,9 @@ def materialized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         PIPELINE_START_DATE=DAY,
         PIPELINE_INSTRUMENTS=INSTRUMENT,
         PIPELINE_SYNTHETIC__SCALE="0.02",
-        PIPELINE_BOOK__SAMPLE_INTERVAL_MS="60000",  # few output rows: the test is about files
+        # The tests' cadence (a vendor snapshot and a sampled book row a minute; the PIPELINE_*
+        # filter above dropped the hermetic ones): few rows, the test is about files.
+        **TEST_CADENCE,
         PIPELINE_MASTER_KEY=MASTER_KEY,
         PIPELINE_ALERT_WEBHOOK_TOKEN=WEBHOOK_TOKEN,
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p),
