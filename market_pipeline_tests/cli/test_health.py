@@ -60,25 +60,69 @@ def health(monkeypatch, dagster_home, data_dir):
     return run
 
 
-@pytest.fixture
-def materialized(monkeypatch, instance, data_dir, vendor_lake):
-    """raw_trades for one day from a small local vendor lake."""
+@pytest.fixture(scope="module")
+def _materialized_world(tmp_path_factory):
+    """raw_trades for one day from a small local vendor lake, materialized once for the module into
+    a Dagster home and a data dir of its own; kept as pristine copies the tests restore."""
+    import shutil
+
     import dagster as dg
 
-    monkeypatch.setenv("PIPELINE_SOURCE", "local")
-    monkeypatch.setenv("PIPELINE_LOCAL_DIR", str(vendor_lake(tables=["trades"], days=[DAY], rows=20)))
-    defs = code_location()
-    result = dg.materialize(
-        assets_named(defs, "raw_trades", "lake_views"),
-        instance=instance,
-        resources=defs.resources,
-        tags=range_tags(DAY.isoformat(), DAY.isoformat()),
-    )
-    assert result.success
     from market_pipeline.core.telemetry import telemetry
+    from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML
+    from market_pipeline_tests.support.vendor_lake import VendorLake
 
-    telemetry.shutdown()
-    return data_dir
+    root = tmp_path_factory.mktemp("health_world")
+    home, data, vendor = root / "dagster_home", root / "data", root / "vendor"
+    for path in (home, data, vendor):
+        path.mkdir()
+    shutil.copy(PROJECT_DAGSTER_YAML, home / "dagster.yaml")
+    env = {
+        "DAGSTER_HOME": str(home),
+        "PIPELINE_DATA_DIR": str(data),
+        "PIPELINE_SOURCE": "local",
+        "PIPELINE_LOCAL_DIR": str(VendorLake(vendor)(tables=["trades"], days=[DAY], rows=20)),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        defs = code_location()
+        with dg.DagsterInstance.get() as instance:
+            result = dg.materialize(
+                assets_named(defs, "raw_trades", "lake_views"),
+                instance=instance,
+                resources=defs.resources,
+                tags=range_tags(DAY.isoformat(), DAY.isoformat()),
+            )
+        assert result.success
+        telemetry.shutdown()
+    for path in (home, data):
+        shutil.copytree(path, path.with_name(path.name + ".pristine"))
+    return env
+
+
+@pytest.fixture
+def materialized(monkeypatch, _materialized_world, health):
+    """The module's materialized world, restored to how its one run left it (a test may corrupt the
+    warehouse or record more runs), as this test's DAGSTER_HOME and data dir: the data dir."""
+    import shutil
+
+    for name, value in _materialized_world.items():
+        monkeypatch.setenv(name, value)
+    for name in ("DAGSTER_HOME", "PIPELINE_DATA_DIR"):
+        live = Path(_materialized_world[name])
+        shutil.rmtree(live)
+        shutil.copytree(live.with_name(live.name + ".pristine"), live)
+    return Path(_materialized_world["PIPELINE_DATA_DIR"])
+
+
+@pytest.fixture
+def materialized_instance(materialized):
+    """The Dagster instance of the materialized world."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        yield instance
 
 
 def test_fresh_data_dir_needs_attention(health, data_dir):
@@ -136,7 +180,8 @@ def test_corrupt_warehouse_needs_attention(health, materialized):
     assert any("warehouse" in p for p in report["problems"])
 
 
-def test_failed_error_check_needs_attention(health, materialized, instance):
+def test_failed_error_check_needs_attention(health, materialized_instance):
+    instance = materialized_instance
     import dagster as dg
 
     defs = _code_location()
@@ -157,7 +202,8 @@ def test_failed_error_check_needs_attention(health, materialized, instance):
     ]
 
 
-def test_a_failed_warn_check_is_a_warning_with_its_own_exit_code(health, materialized, instance):
+def test_a_failed_warn_check_is_a_warning_with_its_own_exit_code(health, materialized_instance):
+    instance = materialized_instance
     import dagster as dg
 
     defs = _code_location()
@@ -170,8 +216,9 @@ def test_a_failed_warn_check_is_a_warning_with_its_own_exit_code(health, materia
     assert report["checks"]["probe:must_hold"] == {"result": "never_run"}
 
 
-def test_a_failed_day_is_named_after_a_later_passing_day(health, materialized, instance, monkeypatch):
+def test_a_failed_day_is_named_after_a_later_passing_day(health, materialized_instance, monkeypatch):
     """A check's single latest evaluation may be a day that passed: each day's latest counts."""
+    instance = materialized_instance
     import dagster as dg
 
     days = dg.DailyPartitionsDefinition(start_date="2024-03-01", end_date="2024-03-03")
