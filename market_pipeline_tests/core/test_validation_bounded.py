@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
-from market_pipeline_tests.support.quality_world import CLEAN, ENV, FAULTED, INSTRUMENT
+from market_pipeline_tests.support.dagster_instance import assets_named
+from market_pipeline_tests.support.quality_world import CLEAN, FAULTED, INSTRUMENT, RAW_AND_BOOKS, world_run
 
 
 @pytest.fixture(scope="module")
@@ -22,27 +22,9 @@ def world(tmp_path_factory):
     """The quality world's two days (support/quality_world.py: the same settings, one clean and one
     faulted day), but only what validation_reports reads: one run of the raw tables and the books,
     without validation_reports itself and the checks (the tests call the validation directly)."""
-    import dagster as dg
-
-    from market_pipeline.settings import load_settings
-
-    root = tmp_path_factory.mktemp("quality_bounded")
-    (root / "dh").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {**ENV, "PIPELINE_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dh")}.items():
-            mp.setenv(name, value)
-        instance = dg.DagsterInstance.get()
-        settings = load_settings()
-        defs = code_location(settings)
-        result = dg.materialize(
-            assets_named(defs, "raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books"),
-            instance=instance,
-            resources=defs.resources,
-            tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()),
-        )
-        assert result.success
-        yield {"instance": instance, "result": result, "settings": settings, "root": root}
-        instance.dispose()
+    with world_run(tmp_path_factory.mktemp("quality_bounded"), lambda defs: assets_named(defs, *RAW_AND_BOOKS)) as run:
+        assert run["result"].success
+        yield run
 
 
 def _reference(files, counters):

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -25,38 +28,48 @@ ENV = {
 }
 
 
+RAW_AND_BOOKS = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books")
+
+
 def all_definitions(defs):
     """raw -> books -> validation of the code location `defs`, with every check but freshness."""
-    names = ("raw_trades", "raw_book_snapshots", "raw_book_deltas", "reconstructed_books", "validation_reports")
     checks = [c for c in defs.asset_checks if all(key.name != "freshness" for key in c.check_keys)]
-    return [*assets_named(defs, *names), *checks]
+    return [*assets_named(defs, *RAW_AND_BOOKS, "validation_reports"), *checks]
+
+
+@contextmanager
+def world_run(root: Path, selection: Callable, **materialize) -> Iterator[dict]:
+    """One in-process run over both days of what `selection(defs)` picks, in `root` (its own
+    DAGSTER_HOME and data dir); yields {"instance", "result", "settings", "root"} with ENV still set."""
+    import dagster as dg
+
+    from market_pipeline.settings import load_settings
+
+    (root / "dh").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {**ENV, "PIPELINE_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dh")}.items():
+            mp.setenv(name, value)
+        instance = dg.DagsterInstance.get()
+        settings = load_settings()
+        defs = code_location(settings)
+        result = dg.materialize(
+            selection(defs),
+            instance=instance,
+            resources=defs.resources,
+            tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()),
+            **materialize,
+        )
+        try:
+            yield {"instance": instance, "result": result, "settings": settings, "root": root}
+        finally:
+            instance.dispose()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """One run of raw -> books -> validation with every check over both days."""
-    import dagster as dg
-
-    from market_pipeline.settings import load_settings
-
-    mp = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("quality")
-    (root / "dh").mkdir()
-    for name, value in {**ENV, "PIPELINE_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dh")}.items():
-        mp.setenv(name, value)
-    instance = dg.DagsterInstance.get()
-    settings = load_settings()
-    defs = code_location(settings)
-    result = dg.materialize(
-        all_definitions(defs),
-        instance=instance,
-        resources=defs.resources,
-        tags=range_tags(CLEAN.isoformat(), FAULTED.isoformat()),
-        raise_on_error=False,
-    )
-    yield {"instance": instance, "result": result, "settings": settings, "root": root}
-    instance.dispose()
-    mp.undo()
+    with world_run(tmp_path_factory.mktemp("quality"), all_definitions, raise_on_error=False) as run:
+        yield run
 
 
 @pytest.fixture
