@@ -412,7 +412,12 @@ def test_backups_taken_during_a_real_run_restore_the_runs_tables(
     run writes each table once, so a torn or half-written copy would differ)."""
     from market_pipeline_tests.support.project import VENV_BIN
 
-    env = subprocess_env(PIPELINE_SYNTHETIC__SCALE="0.005", PIPELINE_START_DATE="2024-01-01", PIPELINE_WORKERS="1")
+    env = subprocess_env(
+        PIPELINE_INSTRUMENTS="BINANCE:BTC-USDT",  # one instrument-day: every table is still written once
+        PIPELINE_SYNTHETIC__SCALE="0.005",
+        PIPELINE_START_DATE="2024-01-01",
+        PIPELINE_WORKERS="1",
+    )
     run = subprocess.Popen(
         [
             str(VENV_BIN / "market-pipeline"),
