@@ -344,29 +344,39 @@ def test_version(capsys):
 
 def test_first_commands_on_a_new_instance_at_once_all_open_it(tmp_path):
     """Four processes opening a fresh SQLite DAGSTER_HOME at the same instant: without the lock two
-    or three die creating its schema (`table alembic_version already exists`)."""
-    import subprocess
-    import sys
-    import time
+    or three die creating its schema (`table alembic_version already exists`).
 
-    from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, subprocess_env
+    The processes are forked from this one, which has imported Dagster and the CLI already (the
+    race is between the processes opening the instance, not their imports), and a barrier lets them
+    open it together."""
+    import multiprocessing
+    import os
+    import traceback
+
+    from market_pipeline.cli.dagster_instance import open_instance
+    from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML
 
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(PROJECT_DAGSTER_YAML.read_text())
-    start = time.time() + 3  # every process imports first, then they open it together
-    code = (
-        "import time\n"
-        "from market_pipeline.cli.dagster_instance import open_instance\n"
-        f"while time.time() < {start}: time.sleep(0.001)\n"
-        "with open_instance() as instance: print(len(instance.get_runs()))\n"
-    )
-    env = subprocess_env(DAGSTER_HOME=str(home))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(4)
-    ]
-    results = [p.communicate(timeout=120) for p in procs]
-    assert [(p.returncode, out) for p, (out, _) in zip(procs, results, strict=True)] == [(0, "0\n")] * 4, results
+    fork = multiprocessing.get_context("fork")
+    together = fork.Barrier(4)
+
+    def first_command(n: int) -> None:
+        result = tmp_path / f"result-{n}"
+        try:
+            os.environ["DAGSTER_HOME"] = str(home)
+            together.wait(60)
+            with open_instance() as instance:
+                result.write_text(f"{len(instance.get_runs())}\n")
+        except BaseException:
+            result.write_text(traceback.format_exc())
+            raise
+
+    procs = [fork.Process(target=first_command, args=(n,)) for n in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    results = [(proc.exitcode, (tmp_path / f"result-{n}").read_text()) for n, proc in enumerate(procs)]
+    assert results == [(0, "0\n")] * 4, results
