@@ -1,6 +1,6 @@
 """Every numeric column of every warehouse table and view equals an independent computation.
 
-One `market-pipeline run` over two days of the default universe, two instruments of different
+One `market-pipeline run` (in process) over two days of the default universe, two instruments of different
 ticks and lots (BINANCE:BTC-USDT 0.01 / 0.000001, BINANCE_FUTURES:BTC-USDT-PERP 0.1 / 0.001),
 with faults on the second day (dropped and out-of-order messages, a clock-skew episode, float
 noise). `warehouse_reference.py` recomputes each figure from the lake files with plain polars.
@@ -17,11 +17,12 @@ noise). `warehouse_reference.py` recomputes each figure from the lake files with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import math
-import subprocess
-import sys
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from market_pipeline_tests.support import warehouse_reference as ref
-from market_pipeline_tests.support.project import subprocess_env
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML
 
 pytestmark = [pytest.mark.slow, pytest.mark.graph]
 
@@ -68,22 +69,33 @@ ULPS = 4
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("warehouse_exact")
-    (root / "dh").mkdir()
-    (root / "dh" / "dagster.yaml").write_text((Path("dagster_home") / "dagster.yaml").read_text())
-    env = subprocess_env(**ENV, PIPELINE_DATA_DIR=str(root / "data"), DAGSTER_HOME=str(root / "dh"))
-    args = ["run", "--start-date", DAYS[0].isoformat(), "--end-date", DAYS[1].isoformat(), "--no-progress"]
-    done = subprocess.run(
-        [sys.executable, "-m", "market_pipeline.cli", *args], env=env, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    """`market-pipeline run` over DAYS, in this process (the claims are about the warehouse it
+    writes, not the process boundary: a subprocess would import Dagster and the pipeline again)."""
+    from market_pipeline.cli.main import main
     from market_pipeline.settings import load_settings
 
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in {**ENV, "PIPELINE_DATA_DIR": str(root / "data")}.items():
-            mp.setenv(name, value)
-        settings = load_settings()
-    return {"root": root, "settings": settings, "env": env}
+    root = tmp_path_factory.mktemp("warehouse_exact")
+    (root / "dh").mkdir()
+    (root / "dh" / "dagster.yaml").write_text(PROJECT_DAGSTER_YAML.read_text())
+    args = ["run", "--start-date", DAYS[0].isoformat(), "--end-date", DAYS[1].isoformat(), "--no-progress"]
+    out, err = io.StringIO(), io.StringIO()
+    umask = os.umask(0o022)  # the CLI sets its own (077) for the process: put this one back after
+    os.umask(umask)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in {
+                **ENV,
+                "PIPELINE_DATA_DIR": str(root / "data"),
+                "DAGSTER_HOME": str(root / "dh"),
+            }.items():
+                mp.setenv(name, value)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(args)
+            settings = load_settings()
+    finally:
+        os.umask(umask)
+    assert code == 0, out.getvalue()[-3000:] + err.getvalue()[-3000:]
+    return {"root": root, "settings": settings}
 
 
 def warehouse(run) -> duckdb.DuckDBPyConnection:
