@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
+from market_pipeline_tests.support.files import keep_pristine, restore_pristine
 from market_pipeline_tests.support.project import VENV_BIN, subprocess_env
 
 DAY = dt.date(2024, 3, 1)
@@ -97,7 +98,7 @@ def _materialized_world(tmp_path_factory):
         assert result.success
         telemetry.shutdown()
     for path in (home, data):
-        shutil.copytree(path, path.with_name(path.name + ".pristine"))
+        keep_pristine(path)
     return env
 
 
@@ -105,14 +106,10 @@ def _materialized_world(tmp_path_factory):
 def materialized(monkeypatch, _materialized_world, health):
     """The module's materialized world, restored to how its one run left it (a test may corrupt the
     warehouse or record more runs), as this test's DAGSTER_HOME and data dir: the data dir."""
-    import shutil
-
     for name, value in _materialized_world.items():
         monkeypatch.setenv(name, value)
     for name in ("DAGSTER_HOME", "PIPELINE_DATA_DIR"):
-        live = Path(_materialized_world[name])
-        shutil.rmtree(live)
-        shutil.copytree(live.with_name(live.name + ".pristine"), live)
+        restore_pristine(Path(_materialized_world[name]))
     return Path(_materialized_world["PIPELINE_DATA_DIR"])
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from market_pipeline_tests.support.dagster_events import materializations
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
-from market_pipeline_tests.support.files import sha256_tree
+from market_pipeline_tests.support.files import keep_pristine, restore_pristine, sha256_tree
 from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 from market_pipeline_tests.support.raw_lake import lake_file
 from market_pipeline_tests.support.vendor_lake import DEFAULT_INSTRUMENTS, VendorLake, truncate_file, vendor_frame
@@ -82,8 +82,8 @@ class Imported:
 
 
 @pytest.fixture(scope="module")
-def _imported_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, str]:
-    """One import of the vendor lake, made once: (world dir, its pristine copy, vendor rows, run id).
+def _imported_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    """One import of the vendor lake, made once and kept pristine: (world dir, vendor rows, run id).
 
     The tests that start from it get the world restored from the pristine copy, at the same
     paths, so each starts from exactly what one run left (its own runs included, nothing else)."""
@@ -106,9 +106,8 @@ def _imported_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
             run_id = result.run_id
         finally:
             instance.dispose()
-    pristine = root / "pristine"
-    shutil.copytree(world, pristine, symlinks=True)
-    return world, pristine, dict(source.rows), run_id
+    keep_pristine(world)
+    return world, dict(source.rows), run_id
 
 
 def _world_env(monkeypatch: pytest.MonkeyPatch, world: Path) -> None:
@@ -123,9 +122,8 @@ def imported(_imported_world, monkeypatch: pytest.MonkeyPatch) -> Iterator[Impor
     """The world after the first run, as that run left it (restored for each test)."""
     import dagster as dg
 
-    world, pristine, rows, run_id = _imported_world
-    shutil.rmtree(world)
-    shutil.copytree(pristine, world, symlinks=True)
+    world, rows, run_id = _imported_world
+    restore_pristine(world)
     _world_env(monkeypatch, world)
     source = VendorLake(world / "vendor")
     source.rows = dict(rows)

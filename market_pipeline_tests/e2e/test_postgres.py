@@ -14,7 +14,6 @@ Skipped when no PostgreSQL binaries are found, and failed in CI (`.ci/run` insta
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import duckdb
 import pytest
 
 from market_pipeline_tests.support.cadence import TEST_CADENCE
+from market_pipeline_tests.support.cli_env import cli_in_process
 from market_pipeline_tests.support.dagster_events import step_windows as _step_windows
 from market_pipeline_tests.support.postgres_server import running_postgres
 from market_pipeline_tests.support.project import REPO_ROOT, VENV_BIN, subprocess_env
@@ -124,32 +124,13 @@ def _instance(home: Path):
     return dg.DagsterInstance.from_config(str(home))
 
 
-def _cli_in_process(start: dt.date, end: dt.date, env: dict[str, str], capsys) -> tuple[int, str, str]:
-    """`market-pipeline run` for [start, end] through main(argv) in this process, with env's PIPELINE_*
-    and DAGSTER_* variables (no second interpreter importing Dagster and the pipeline again)."""
-    from market_pipeline.cli.main import main
-
-    umask = os.umask(0o022)  # the CLI sets its own (077) for the process: put this one back after
-    os.umask(umask)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for name in [n for n in os.environ if n.startswith("PIPELINE_") and n not in env]:
-                mp.delenv(name)
-            for name, value in env.items():
-                if name.startswith(("PIPELINE_", "DAGSTER_")):
-                    mp.setenv(name, value)
-            code = main(["run", "--start-date", start.isoformat(), "--end-date", end.isoformat(), "--no-progress"])
-    finally:
-        os.umask(umask)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_a_range_run_is_recorded_in_the_postgres_instance(pg_home, capsys):
+def test_a_range_run_is_recorded_in_the_postgres_instance(pg_home):
     import dagster as dg
 
     first, last = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
-    code, out, err = _cli_in_process(first, last, _run_env(pg_home), capsys)
+    # In this process (it reads the instance anyway); the two concurrent runs below are processes.
+    argv = ["run", "--start-date", first.isoformat(), "--end-date", last.isoformat(), "--no-progress"]
+    code, out, err = cli_in_process(argv, _run_env(pg_home))
     assert code == 0, out + err
 
     instance = _instance(pg_home.home)

@@ -17,12 +17,9 @@ noise). `warehouse_reference.py` recomputes each figure from the lake files with
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import math
-import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,7 +31,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from market_pipeline_tests.support import warehouse_reference as ref
-from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML
+from market_pipeline_tests.support.cli_env import cli_in_process
+from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.graph]
 
@@ -71,30 +69,19 @@ ULPS = 4
 def run(tmp_path_factory):
     """`market-pipeline run` over DAYS, in this process (the claims are about the warehouse it
     writes, not the process boundary: a subprocess would import Dagster and the pipeline again)."""
-    from market_pipeline.cli.main import main
     from market_pipeline.settings import load_settings
 
     root = tmp_path_factory.mktemp("warehouse_exact")
     (root / "dh").mkdir()
     (root / "dh" / "dagster.yaml").write_text(PROJECT_DAGSTER_YAML.read_text())
+    env = subprocess_env(**ENV, PIPELINE_DATA_DIR=str(root / "data"), DAGSTER_HOME=str(root / "dh"))
     args = ["run", "--start-date", DAYS[0].isoformat(), "--end-date", DAYS[1].isoformat(), "--no-progress"]
-    out, err = io.StringIO(), io.StringIO()
-    umask = os.umask(0o022)  # the CLI sets its own (077) for the process: put this one back after
-    os.umask(umask)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for name, value in {
-                **ENV,
-                "PIPELINE_DATA_DIR": str(root / "data"),
-                "DAGSTER_HOME": str(root / "dh"),
-            }.items():
-                mp.setenv(name, value)
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(args)
-            settings = load_settings()
-    finally:
-        os.umask(umask)
-    assert code == 0, out.getvalue()[-3000:] + err.getvalue()[-3000:]
+    code, out, err = cli_in_process(args, env)
+    assert code == 0, out[-3000:] + err[-3000:]
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {**ENV, "PIPELINE_DATA_DIR": str(root / "data")}.items():
+            mp.setenv(name, value)
+        settings = load_settings()
     return {"root": root, "settings": settings}
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 
-from market_pipeline_tests.support.midnight_capture import MIDNIGHT
+from market_pipeline_tests.support.midnight_capture import midnight_shift, shifted_lines
 
 
 def _lines(path: Path, count: int | None = None) -> list[str]:
@@ -61,8 +61,4 @@ def shifted_prefix(path: Path, target: Path, lines: int, midnight_before: int) -
     line before it. Line order, and so an exact replay, is unchanged."""
     part = _lines(path, lines)
     assert 0 < midnight_before < len(part)
-    before, at = (int(part[i].split(" ", 1)[0]) for i in (midnight_before - 1, midnight_before))
-    assert before < at
-    shift = MIDNIGHT - (before + at) // 2
-    shifted = [f"{int(t) + shift} {rest}" for t, rest in (line.split(" ", 1) for line in part)]
-    return _write(target / path.name, shifted)
+    return _write(target / path.name, shifted_lines(part, midnight_shift(part, midnight_before)))

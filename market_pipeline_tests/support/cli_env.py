@@ -1,15 +1,44 @@
-"""For the CLI called in-process: a throwaway DAGSTER_HOME and data dir (fixture `env`), and a
-local vendor lake of book deltas over two days (fixture `local_source`)."""
+"""For the CLI called in-process: a throwaway DAGSTER_HOME and data dir (fixture `env`), a local
+vendor lake of book deltas over two days (fixture `local_source`), and `market-pipeline` run in
+this process as a subprocess given an environment would run (`cli_in_process`)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from market_pipeline_tests.support.vendor_lake import NS
+
+
+def cli_in_process(argv: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `market-pipeline <argv>` through main(argv) in this process,
+    with the PIPELINE_* and DAGSTER_* variables a subprocess given `env` would have: no second
+    interpreter importing Dagster and the pipeline again. The CLI sets its process's umask (077):
+    this process's is put back after."""
+    from market_pipeline.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name in [n for n in os.environ if n.startswith("PIPELINE_") and n not in env]:
+                mp.delenv(name)
+            for name, value in env.items():
+                if name.startswith(("PIPELINE_", "DAGSTER_")):
+                    mp.setenv(name, value)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(argv)
+    finally:
+        os.umask(umask)
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

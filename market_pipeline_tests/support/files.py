@@ -1,8 +1,9 @@
-"""Files compared by content."""
+"""Files compared by content, and trees kept pristine for the tests that change them."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 
@@ -13,3 +14,18 @@ def sha256_tree(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def _pristine(path: Path) -> Path:
+    return path.with_name(path.name + ".pristine")
+
+
+def keep_pristine(path: Path) -> None:
+    """A copy of the tree at `path` beside it, which restore_pristine puts back."""
+    shutil.copytree(path, _pristine(path), symlinks=True)
+
+
+def restore_pristine(path: Path) -> None:
+    """The tree at `path` as keep_pristine copied it, at the same path (a test may have changed it)."""
+    shutil.rmtree(path)
+    shutil.copytree(_pristine(path), path, symlinks=True)

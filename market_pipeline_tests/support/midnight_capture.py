@@ -23,15 +23,25 @@ def shifted_capture(paths: list[Path], target: Path) -> int:
     """
     files = [gzip.open(path, "rt", encoding="utf-8").read().splitlines(keepends=True) for path in paths]
     lines = [line for file in files for line in file]
-    snapshot = next(i for i, line in enumerate(lines) if '"lastUpdateId"' in line)
-    before, at = (int(lines[i].split(" ", 1)[0]) for i in (snapshot - 1, snapshot))
-    assert before < at
-    shift = MIDNIGHT - (before + at) // 2
+    shift = midnight_shift(lines, next(i for i, line in enumerate(lines) if '"lastUpdateId"' in line))
     target.mkdir()
     for path, file in zip(paths, files, strict=True):
         with gzip.open(target / path.name, "wt", encoding="utf-8", compresslevel=1) as out:
-            out.writelines(f"{int(t) + shift} {rest}" for t, rest in (line.split(" ", 1) for line in file))
+            out.writelines(shifted_lines(file, shift))
     return shift
+
+
+def midnight_shift(lines: list[str], index: int) -> int:
+    """The shift (ns) of every receive time that puts midnight halfway between capture line
+    `index` (0-based) and the line before it."""
+    before, at = (int(lines[i].split(" ", 1)[0]) for i in (index - 1, index))
+    assert before < at
+    return MIDNIGHT - (before + at) // 2
+
+
+def shifted_lines(lines: list[str], shift: int) -> list[str]:
+    """Capture lines with their receive times (the first field) shifted by `shift` ns."""
+    return [f"{int(t) + shift} {rest}" for t, rest in (line.split(" ", 1) for line in lines)]
 
 
 def write_day_tables(tables, day: dt.date, root: Path) -> dict[str, Path]:
