@@ -83,13 +83,14 @@ def faults(settings) -> dict:
     return json.loads(path.read_text())["faults"]
 
 
-def evaluation(result, check: str, day: dt.date):
+def evaluation(result, check: str, day: dt.date, asset: str = "raw_book_deltas"):
+    """The day's evaluation of `check` on `asset` (raw_book_snapshots has checks of the same names)."""
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             e = event.event_specific_data
-            if e.check_name == check and e.partition == day.isoformat():
+            if e.check_name == check and e.partition == day.isoformat() and e.asset_key.to_user_string() == asset:
                 return e
-    raise AssertionError(f"no evaluation of {check} for {day}")
+    raise AssertionError(f"no evaluation of {check} on {asset} for {day}")
 
 
 def meta(e, name: str):

@@ -15,7 +15,7 @@ import dagster as dg
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.agreement_status import COMPARED, NO_COMMON_IDS
 from market_pipeline.defs.agreement.assets import DAILY, read_day_row
-from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding
+from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, build_daily_checks
 from market_pipeline.defs.common.resources import PipelineSettings
 
 Judge = Callable[[PipelineSettings, dict[str, object]], Finding]
@@ -86,7 +86,5 @@ CHECKS: tuple[tuple[str, str, Judge], ...] = (
 
 
 def build_agreement_checks(partitions_def: dg.PartitionsDefinition, blocking: bool) -> list[dg.AssetChecksDefinition]:
-    return [
-        DailyCheck(DAILY, name, blocking, description, _with_row(judge)).build(partitions_def)
-        for name, description, judge in CHECKS
-    ]
+    checks = [DailyCheck(DAILY, name, blocking, description, _with_row(judge)) for name, description, judge in CHECKS]
+    return build_daily_checks(checks, partitions_def)

@@ -12,7 +12,7 @@ import polars as pl
 from market_pipeline.core.bars import figures as f
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.defs.bars.assets import BARS_ASSET, BarFiles
-from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check
+from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, build_daily_checks, daily_check
 from market_pipeline.defs.common.resources import PipelineSettings
 
 
@@ -102,4 +102,4 @@ BARS_CHECKS: list[DailyCheck] = [ohlc_consistency, non_negative_volume, no_nan, 
 
 
 def build_bars_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
-    return [check.build(partitions_def) for check in BARS_CHECKS]
+    return build_daily_checks(BARS_CHECKS, partitions_def)

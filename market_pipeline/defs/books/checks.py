@@ -13,7 +13,15 @@ from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.quality.book_sync import sync_figures
 from market_pipeline.core.quality.crossed import crossed_figures, scan_books_touch, scan_snapshot_tops
 from market_pipeline.core.quality.snapshot_agreement import agreement_figures
-from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
+from market_pipeline.defs.common.checks import (
+    ERROR,
+    WARN,
+    DailyCheck,
+    Finding,
+    build_daily_checks,
+    daily_check,
+    day_files,
+)
 from market_pipeline.defs.common.exchange_checksums import day_checksums
 from market_pipeline.defs.common.recorded import rebuild_counters
 from market_pipeline.defs.common.resources import PipelineSettings
@@ -142,4 +150,4 @@ BOOK_CHECKS: list[DailyCheck] = [no_crossed_books, vendor_snapshot_agreement, bo
 
 
 def build_book_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
-    return [check.build(partitions_def) for check in BOOK_CHECKS]
+    return build_daily_checks(BOOK_CHECKS, partitions_def)

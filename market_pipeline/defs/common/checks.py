@@ -3,7 +3,7 @@
 A Dagster 1.13 check step accepts one `AssetCheckResult` per check and run, and such a result
 carries no partition. A run over a range of days is one step, so the checks here yield one
 `AssetCheckEvaluation` per day with `partition=<day>` instead (the specs are partitioned by the
-code location's daily partitions, given to `DailyCheck.build`, and declared subsettable, which
+code location's daily partitions, given to `build_daily_checks`, and declared subsettable, which
 makes the step's output optional). Each day is judged on its own and the UI shows the check per
 partition.
 
@@ -27,7 +27,7 @@ metadata instead; every evaluation carries that flag.
 """
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -104,7 +104,7 @@ def day_evaluation(
 
 @dataclass(frozen=True)
 class DailyCheck:
-    """A per-day check on one asset, by key: `build(partitions_def)` makes its Dagster definition.
+    """A per-day check on one asset, by key: `build_daily_checks` makes its Dagster definition.
 
     Calling it (or `.evaluate`) runs the plain function `(context, settings, instrument, day) -> Finding`,
     for tests and tools.
@@ -121,72 +121,109 @@ class DailyCheck:
     def __call__(self, *args: object) -> Finding:
         return self.evaluate(*args)  # type: ignore[arg-type]
 
-    def build(self, partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
-        asset_key, name, blocking, fn = self.asset_key, self.name, self.blocking, self.evaluate
-        spec = dg.AssetCheckSpec(
-            name,
-            asset=asset_key,
+    def spec(self, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            self.name,
+            asset=self.asset_key,
             description=self.description,
-            blocking=blocking,
+            blocking=self.blocking,
             partitions_def=partitions_def,
             additional_deps=list(self.additional_deps),
         )
 
-        @dg.multi_asset_check(
-            specs=[spec],
-            name=f"{asset_key.to_python_identifier()}_{name}",
-            can_subset=True,
-            pool=self.pool,
-            description=self.description,
-        )
-        def _check(
-            context: dg.AssetCheckExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]
-        ) -> Iterator[dg.AssetCheckEvaluation]:
-            if not (context.has_partition_key or context.has_partition_key_range):
-                raise dg.Failure(f"check {name} on {asset_key.to_user_string()} needs a partition or a range of days")
-            yield from evaluate_days(context, pipeline)
 
-        @reads_lake
-        def evaluate_days(
-            context: dg.AssetCheckExecutionContext, settings: PipelineSettings
-        ) -> Iterator[dg.AssetCheckEvaluation]:
-            days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-            # Days the checked asset left out in this run (an upstream blocking check failed): nothing to judge.
-            skipped = blocked_days(context.instance, context.run.run_id, days, skipped_by=[asset_key])
-            for day in days:
-                key = day.isoformat()
-                if day in skipped:
-                    context.log.info(
-                        f"{asset_key.to_user_string()} {name} {key}: not evaluated, the asset skipped it",
-                        extra=stage_log_fields(asset_key, day),
+def build_daily_checks(
+    checks: Sequence[DailyCheck], partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetChecksDefinition]:
+    """The Dagster definitions of `checks`: one check step per checked asset (and pool), which
+    evaluates the run's selected checks of that asset day by day. What every check of a day needs
+    from the event log (the days the asset skipped, the instruments without raw data, the judged
+    materialization) is read once per asset and day instead of once per check, and a run executing
+    a process per step starts one per checked asset instead of one per check. Each check keeps its
+    own spec, evaluations, severity and blocking flag; a check that raises fails the step after the
+    asset's other checks have yielded their evaluations."""
+    groups: dict[tuple[dg.AssetKey, str | None], list[DailyCheck]] = {}
+    for check in checks:
+        groups.setdefault((check.asset_key, check.pool), []).append(check)
+    return [_asset_checks(group, partitions_def) for group in groups.values()]
+
+
+def _asset_checks(checks: list[DailyCheck], partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
+    asset_key, pool = checks[0].asset_key, checks[0].pool
+    by_key = {dg.AssetCheckKey(asset_key, check.name): check for check in checks}
+    label = asset_key.to_user_string()
+    step_name = f"{asset_key.to_python_identifier()}_{checks[0].name if len(checks) == 1 else 'checks'}"
+
+    @dg.multi_asset_check(
+        specs=[check.spec(partitions_def) for check in checks],
+        name=step_name,
+        can_subset=True,
+        pool=pool,
+        description=checks[0].description if len(checks) == 1 else f"The daily checks of {label}.",
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]
+    ) -> Iterator[dg.AssetCheckEvaluation]:
+        if not (context.has_partition_key or context.has_partition_key_range):
+            names = ", ".join(check.name for check in checks)
+            raise dg.Failure(f"checks {names} on {label} need a partition or a range of days")
+        selected = [check for key, check in by_key.items() if key in context.selected_asset_check_keys]
+        yield from evaluate_days(context, pipeline, selected)
+
+    @reads_lake
+    def evaluate_days(
+        context: dg.AssetCheckExecutionContext, settings: PipelineSettings, selected: list[DailyCheck]
+    ) -> Iterator[dg.AssetCheckEvaluation]:
+        days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+        # Days the checked asset left out in this run (an upstream blocking check failed): nothing to judge.
+        skipped = blocked_days(context.instance, context.run.run_id, days, skipped_by=[asset_key])
+        raised: list[BaseException] = []
+        for day in days:
+            key = day.isoformat()
+            if day in skipped:
+                context.log.info(
+                    f"{label} {', '.join(c.name for c in selected)} {key}: not evaluated, the asset skipped it",
+                    extra=stage_log_fields(asset_key, day),
+                )
+                continue
+            missing = missing_instruments(context.instance, day)
+            target = latest_materialization(context.instance, asset_key, key)
+            for check in selected:
+                try:
+                    findings = {
+                        i.key: Finding(None, "no data at the source this day (recorded by raw_book_deltas)")
+                        if i.key in missing
+                        else judged(check, context, settings, i, day)
+                        for i in settings.universe
+                    }
+                except Exception as error:  # the asset's other checks still report; the step fails below
+                    context.log.error(
+                        f"{label} {check.name} {key} raised {error!r}", extra=stage_log_fields(asset_key, day)
                     )
+                    raised.append(error)
                     continue
-                missing = missing_instruments(context.instance, day)
-                findings = {
-                    i.key: Finding(None, "no data at the source this day (recorded by raw_book_deltas)")
-                    if i.key in missing
-                    else judged(context, settings, i, day)
-                    for i in settings.universe
-                }
-                target = latest_materialization(context.instance, asset_key, key)
-                evaluation = day_evaluation(asset_key, name, blocking, day, findings, target)
+                evaluation = day_evaluation(asset_key, check.name, check.blocking, day, findings, target)
                 if not evaluation.passed:
                     context.log.warning(
-                        f"{asset_key.to_user_string()} {name} {key} {evaluation.severity.value}: "
-                        f"{evaluation.description}",
+                        f"{label} {check.name} {key} {evaluation.severity.value}: {evaluation.description}",
                         extra=stage_log_fields(asset_key, day),
                     )
                 yield evaluation
+        if raised:
+            raise raised[0]
 
-        def judged(
-            context: dg.AssetCheckExecutionContext, settings: PipelineSettings, instrument: Instrument, day: dt.date
-        ) -> Finding:
-            # A measure may store what it derived beside the day (e.g. the skew quantiles): audited.
-            with audit_scope("quality.check", settings.data_dir, dt=day, instrument=instrument.key):
-                return fn(context, settings, instrument, day)
+    def judged(
+        check: DailyCheck,
+        context: dg.AssetCheckExecutionContext,
+        settings: PipelineSettings,
+        instrument: Instrument,
+        day: dt.date,
+    ) -> Finding:
+        # A measure may store what it derived beside the day (e.g. the skew quantiles): audited.
+        with audit_scope("quality.check", settings.data_dir, dt=day, instrument=instrument.key):
+            return check.evaluate(context, settings, instrument, day)
 
-        _check.evaluate = fn  # type: ignore[attr-defined]  # the plain function, for tests and tools
-        return _check
+    return _check
 
 
 def daily_check(
@@ -199,7 +236,7 @@ def daily_check(
     pool: str | None = None,
 ) -> Callable[[InstrumentDayCheck], DailyCheck]:
     """Make `fn(context, settings, instrument, day) -> Finding` a per-day check on the asset `asset`
-    (a key: stages refer to each other's assets by key); `.build(partitions_def)` defines it."""
+    (a key: stages refer to each other's assets by key); `build_daily_checks` defines it."""
 
     def wrap(fn: InstrumentDayCheck) -> DailyCheck:
         return DailyCheck(

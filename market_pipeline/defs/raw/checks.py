@@ -34,7 +34,15 @@ from market_pipeline.core.quality.gaps import gap_summary, repaired_gaps, snapsh
 from market_pipeline.core.quality.lake_day import WORST_ROWS, read_day_stats
 from market_pipeline.core.quality.precision_figures import tally_tables, worst_precision
 from market_pipeline.core.quality.skew import skew_figures, worst_skews
-from market_pipeline.defs.common.checks import ERROR, WARN, DailyCheck, Finding, daily_check, day_files
+from market_pipeline.defs.common.checks import (
+    ERROR,
+    WARN,
+    DailyCheck,
+    Finding,
+    build_daily_checks,
+    daily_check,
+    day_files,
+)
 from market_pipeline.defs.common.recorded import latest_metadata
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.registry import build_source, source_of
@@ -429,4 +437,4 @@ RAW_CHECKS: list[DailyCheck] = [
 
 
 def build_raw_checks(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
-    return [check.build(partitions_def) for check in RAW_CHECKS]
+    return build_daily_checks(RAW_CHECKS, partitions_def)
