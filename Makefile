@@ -82,8 +82,26 @@ PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --di
 # __pycache__ directories once and every later process reads them.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/python -m pytest
 
+# numba compiles a kernel on its first call in a process that finds no machine code for it in the
+# on-disk cache (market_pipeline/kernel_cache.py): about 55 CPU-s for the whole graph's kernels.
+# Every process that starts before one of them has written the cache compiles them all again: on a
+# fresh clone the suite's first graph runs, daemons' runs and workers did so side by side (pytest
+# 1038 s with an empty cache, 868 s with a filled one, 2 cores). `make kernels` fills the cache
+# once, with one tiny synthetic day through the whole graph in a throwaway directory (no setting
+# of the environment, .env or the project's data dir reaches it); `make test` runs it beside lint.
+.PHONY: kernels
+kernels: install ## Compile the numba kernels into their on-disk cache: one tiny demo day in a temporary directory
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/market_pipeline_kernels.XXXXXX") && cd "$$tmp" && \
+	printf 'telemetry:\n  enabled: false\n' > dagster.yaml && \
+	env $$(env | sed -n 's/^\(PIPELINE_[^=]*\)=.*/-u \1/p') -u PYTHONDONTWRITEBYTECODE DAGSTER_HOME="$$tmp" \
+		PIPELINE_DATA_DIR="$$tmp/data" PIPELINE_SYNTHETIC__SCALE=0.002 PIPELINE_WORKERS=1 \
+		"$(CURDIR)/$(VENV)/bin/market-pipeline" demo --days 1 --no-progress > kernels.log 2>&1; \
+	status=$$?; [ $$status -eq 0 ] || { cat kernels.log; echo "make kernels: the demo day failed" >&2; }; \
+	cd / && rm -rf "$$tmp"; exit $$status
+
 .PHONY: test
-test: lint ## Lint, then run the whole test suite (testpaths come from pyproject.toml)
+test: install ## Lint and fill the kernel cache side by side, then run the whole test suite (testpaths: pyproject.toml)
+	@$(MAKE) --no-print-directory -j2 lint kernels
 	$(PYTEST) -q --durations=30 $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: test-quick

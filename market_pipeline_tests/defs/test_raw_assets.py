@@ -378,8 +378,8 @@ def _dagster(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Compl
 def test_cli_materialize_partition_range(
     instance, local_source: VendorLake, data_dir: Path, dagster_home: Path, _hermetic_env: Path
 ):
-    # raw_book_snapshots: the raw asset with the fewest checks (four), so the fewest step
-    # processes; every raw asset is materialized by the same code (materialize_raw_table).
+    # raw_book_snapshots: every raw asset is materialized by the same code (materialize_raw_table);
+    # its step, its checks' step and the freshness checks' step are the step processes.
     args = [
         "asset",
         "materialize",
@@ -400,7 +400,7 @@ def test_cli_materialize_partition_range(
     before = sha256_tree(data_dir / "lake")
 
     # The re-run in one process: the first run already showed every step in a process of its own
-    # (Dagster's default executor), and a process per asset and check costs seconds each.
+    # (Dagster's default executor), and a process per step costs seconds each.
     second = _dagster([*args, "--config-json", json.dumps(IN_PROCESS)], _hermetic_env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert sha256_tree(data_dir / "lake") == before

@@ -27,6 +27,7 @@ from market_pipeline.cli.dead_runs import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG
 from market_pipeline.cli.main import main
 from market_pipeline.core.lake.files import remove_stale_temp_files, write_text_atomic
 from market_pipeline.defs.common.partitions import RANGE_END_TAG, RANGE_START_TAG
+from market_pipeline_tests.support.cli_env import cli_in_process
 from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN, subprocess_env
 
 POOL = "duckdb"
@@ -188,12 +189,7 @@ def _setup(root: Path) -> tuple[dict[str, str], Path, Path]:
     return env, home, data
 
 
-def _argv() -> list[str]:
-    return [str(VENV_BIN / "market-pipeline"), "run", "--start-date", str(DAYS[0]), "--end-date", str(DAYS[1])]
-
-
-def _run(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_argv(), env=env, cwd=cwd, capture_output=True, text=True, timeout=1200)
+RUN_ARGS = ["run", "--start-date", str(DAYS[0]), "--end-date", str(DAYS[1])]
 
 
 def _lake_files(data: Path) -> dict[str, bytes]:
@@ -226,9 +222,11 @@ def _warehouse(data: Path) -> dict[str, tuple]:
 def test_a_run_killed_mid_way_is_recovered_and_its_rerun_equals_a_clean_run(tmp_path, monkeypatch):
     import dagster as dg
 
+    # The clean run and the re-run in this process (`main(argv)`, no interpreter importing Dagster and
+    # the pipeline again); only the run to kill is a process of its own.
     clean_env, _, clean_data = _setup(tmp_path / "clean")
-    clean = _run(clean_env, tmp_path / "clean")
-    assert clean.returncode == 0, clean.stdout + clean.stderr
+    code, out, err = cli_in_process(RUN_ARGS, clean_env)
+    assert code == 0, out + err
 
     env, home, data = _setup(tmp_path / "crash")
     # The clean run's generated vendor days (a cache of the synthetic source, deterministic): the
@@ -237,7 +235,12 @@ def test_a_run_killed_mid_way_is_recovered_and_its_rerun_equals_a_clean_run(tmp_
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml's storage follows $DAGSTER_HOME
     log = (tmp_path / "crash" / "killed.log").open("w")
     proc = subprocess.Popen(
-        _argv(), env=env, cwd=tmp_path / "crash", stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [str(VENV_BIN / "market-pipeline"), *RUN_ARGS],
+        env=env,
+        cwd=tmp_path / "crash",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 900
     books = data / "lake" / "books"
@@ -262,11 +265,11 @@ def test_a_run_killed_mid_way_is_recovered_and_its_rerun_equals_a_clean_run(tmp_
     leftover = next(books.rglob("dt=*")) / f".data.parquet.tmp-{_dead_pid()}-{uuid.uuid4().hex}"
     leftover.write_bytes(b"PAR1 half a file")
 
-    rerun = _run(env, tmp_path / "crash")
+    code, out, err = cli_in_process(RUN_ARGS, env)
 
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert f"recovered dead run {killed.run_id}" in rerun.stderr
-    assert "freed 1 slot(s) of pool duckdb" in rerun.stderr
+    assert code == 0, out + err
+    assert f"recovered dead run {killed.run_id}" in err
+    assert "freed 1 slot(s) of pool duckdb" in err
     with dg.DagsterInstance.get() as instance:
         assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.event_log_storage.get_concurrency_info(POOL).claimed_slots == []
