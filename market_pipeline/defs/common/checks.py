@@ -152,14 +152,13 @@ def _asset_checks(checks: list[DailyCheck], partitions_def: dg.PartitionsDefinit
     asset_key, pool = checks[0].asset_key, checks[0].pool
     by_key = {dg.AssetCheckKey(asset_key, check.name): check for check in checks}
     label = asset_key.to_user_string()
-    step_name = f"{asset_key.to_python_identifier()}_{checks[0].name if len(checks) == 1 else 'checks'}"
 
     @dg.multi_asset_check(
         specs=[check.spec(partitions_def) for check in checks],
-        name=step_name,
+        name=f"{asset_key.to_python_identifier()}_checks",
         can_subset=True,
         pool=pool,
-        description=checks[0].description if len(checks) == 1 else f"The daily checks of {label}.",
+        description=f"The daily checks of {label}.",
     )
     def _check(
         context: dg.AssetCheckExecutionContext, pipeline: dg.ResourceParam[PipelineSettings]
