@@ -56,11 +56,14 @@ $(STAMP): pyproject.toml
 	@touch "$@"
 
 # Later processes start from bytecode, also where they may not write it (a service user's venv
-# owned by root). A target of its own so that `make test` runs it beside the lint and the kernels.
+# owned by root). A target of its own so that `make test` runs it beside the lint and the kernels,
+# there in one process (COMPILE_JOBS=1): on every core it slowed the kernels' one-core compile
+# (set-up 194 s on a fresh clone, 2 cores, pytest starting 119 s after the install).
+COMPILE_JOBS ?= 0
 .PHONY: bytecode
 bytecode: $(BYTECODE_STAMP)
 $(BYTECODE_STAMP): $(STAMP)
-	$(VENV)/bin/python -m compileall -q -j 0 $(VENV)/lib
+	$(VENV)/bin/python -m compileall -q -j $(COMPILE_JOBS) $(VENV)/lib
 	@touch "$@"
 
 .PHONY: demo
@@ -114,7 +117,7 @@ kernels: $(STAMP) ## Compile the numba kernels into their on-disk cache: one tin
 
 .PHONY: test
 test: $(STAMP) ## Lint, fill the kernel cache and byte-compile side by side, then run the whole test suite (testpaths: pyproject.toml)
-	@$(MAKE) --no-print-directory -j2 lint kernels bytecode
+	@$(MAKE) --no-print-directory -j2 kernels lint bytecode COMPILE_JOBS=1
 	$(PYTEST) -q --durations=30 $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 .PHONY: test-quick
