@@ -103,7 +103,7 @@ PYTEST := env -u PYTHONDONTWRITEBYTECODE $(VENV)/bin/python -m pytest
 # A vendor snapshot and a book row a minute (the tests' cadence): the same 39 kernels as at the
 # default 100 ms, without writing 864,000 snapshots and book rows that nothing reads (82 s instead
 # of 114 s, one core, empty cache). Only full 100 ms batches add one signature, book_shape's
-# kernel over C-contiguous levels: about 1 s to compile on first use.
+# kernel over C-contiguous levels: about 1.3 s to compile on first use (measured alone).
 .PHONY: kernels
 kernels: $(STAMP) ## Compile the numba kernels into their on-disk cache: one tiny demo day in a temporary directory
 	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/market_pipeline_kernels.XXXXXX") && cd "$$tmp" && \
