@@ -523,3 +523,25 @@ def test_message_aligned_batches_end_at_message_ends(seed: int):
     assert pl.concat(out).equals(frame)
     for before, after in zip(out, out[1:], strict=False):
         assert before.row(-1)[:2] != after.row(0)[:2]
+
+
+def test_small_row_groups_are_read_together_up_to_a_batch(tmp_path: Path):
+    """Consecutive row groups that fit in a batch together come as one table (a file written an
+    hour a row group is one batch on a small day); a larger group comes alone, sliced to the batch
+    (or streamed, beyond 4 batches); the rows stay in file order and no table exceeds the batch."""
+    from market_pipeline.core.lake.batches import iter_tables
+
+    groups = [10] * 12 + [95, 5, 250, 3, 1000, 40, 40]
+    rows = pl.DataFrame({"row": range(sum(groups))}).to_arrow()
+    path = tmp_path / "groups.parquet"
+    with pq.ParquetWriter(path, rows.schema) as writer:
+        start = 0
+        for size in groups:
+            writer.write_table(rows.slice(start, size), row_group_size=size)
+            start += size
+    reader = pq.ParquetFile(path)
+    assert [reader.metadata.row_group(g).num_rows for g in range(reader.metadata.num_row_groups)] == groups
+    tables = list(iter_tables(reader, None, 100))
+    # 10 groups of 10 | 2 of 10 | 95 + 5 | 250 sliced | 3 | 1000 streamed | 40 + 40
+    assert [t.num_rows for t in tables] == [100, 20, 100, 100, 100, 50, 3, *[100] * 10, 80]
+    assert pa.concat_tables(tables).equals(rows)
