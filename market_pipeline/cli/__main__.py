@@ -1,7 +1,5 @@
 """`python -m market_pipeline.cli ...` is the same as the `market-pipeline` console script."""
 
-import sys
+from market_pipeline.cli.main import console
 
-from market_pipeline.cli.main import main
-
-sys.exit(main())
+console()

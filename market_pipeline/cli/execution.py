@@ -23,6 +23,7 @@ from market_pipeline.cli.code_location import check_partitions, multi_day_risks
 from market_pipeline.cli.common import EXIT_FAILED, CliError, eprint
 from market_pipeline.cli.dagster_instance import dagster_log_level, open_instance, require_dagster_home
 from market_pipeline.cli.dead_runs import LAUNCHED_BY_TAG, launcher_tags, recover_dead_runs
+from market_pipeline.cli.heap import startup_heap_frozen
 from market_pipeline.cli.pool_wait import PoolWaitWatch
 from market_pipeline.cli.progress import RunProgress
 from market_pipeline.core.errors import BlockedError, PipelineError, kind_of
@@ -160,7 +161,7 @@ def execute_range(
                 eprint(line)
             watch.start()
             try:
-                with RunProgress(run_id) if show_progress else nullcontext():
+                with RunProgress(run_id) if show_progress else nullcontext(), startup_heap_frozen():
                     result = job.execute_in_process(
                         run_config=run_config,
                         instance=instance,

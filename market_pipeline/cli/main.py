@@ -31,6 +31,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from market_pipeline.cli.commands import (
     alert_test,
@@ -140,6 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def console() -> NoReturn:
+    """The `market-pipeline` console script (and `python -m market_pipeline.cli[.main]`): `main`,
+    then the process's exit, spared the collections of its whole heap."""
+    from market_pipeline.cli.heap import spare_exit_collections
+
+    code = main()
+    spare_exit_collections()
+    sys.exit(code)
+
+
 def _use_log_format() -> None:
     """PIPELINE_LOG_FORMAT for this process's Python logging (invalid settings: left for the command to report)."""
     from market_pipeline.core.structured_logs import configure_console_logs
@@ -161,4 +172,4 @@ def _print_traceback(exc: BaseException, debug: bool) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

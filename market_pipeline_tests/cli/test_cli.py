@@ -342,6 +342,39 @@ def test_version(capsys):
     assert capsys.readouterr().out.startswith("market-pipeline ")
 
 
+def test_the_console_script_exits_with_main_s_code_its_heap_frozen():
+    """The installed script and `python -m` run `console`: main's exit code, and the heap frozen
+    before the interpreter's exit collections (seen from an exit hook, which runs after them)."""
+    import subprocess
+    import sys
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["market-pipeline"] == "market_pipeline.cli.main:console"
+    probe = (
+        "import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+        "sys.argv[1:] = {args!r}; from market_pipeline.cli.main import console; console()"
+    )
+    for args, code in ((["--version"], 0), (["run", "--start-date", "nonsense"], 2)):
+        done = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True)
+        assert done.returncode == code, done.stderr
+        assert done.stdout.splitlines()[-1] == "frozen True"
+
+
+def test_the_startup_heap_is_frozen_for_the_block_and_put_back():
+    import gc
+
+    from market_pipeline.cli.heap import startup_heap_frozen
+
+    assert gc.get_freeze_count() == 0
+    with startup_heap_frozen():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), startup_heap_frozen():
+        raise RuntimeError("a failed run")
+    assert gc.get_freeze_count() == 0
+
+
 def test_first_commands_on_a_new_instance_at_once_all_open_it(tmp_path):
     """Four processes opening a fresh SQLite DAGSTER_HOME at the same instant: without the lock two
     or three die creating its schema (`table alembic_version already exists`).
