@@ -85,3 +85,39 @@ def test_hourly_as_of_joins_equal_the_whole_day_join(tmp_path):
     assert sum(expected) < 20_000  # some deltas precede every snapshot
     assert result.daily["book_updates_unranked"] == 20_000 - sum(expected)
     assert all(n > 0 for n in expected)
+
+
+def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path):
+    """The clock-skew sample drawn in the rank pass: `(received_time - origin_time) / 1e9` (as the
+    SQL it replaced computed it) of the rows at evenly spaced positions, counting rows hour by hour
+    in file order; every row when the day has fewer rows than the sample."""
+    from market_pipeline.core.quality.microstructure import SKEW_SAMPLE_ROWS
+    from market_pipeline.core.quality.update_ranks import rank_counts, sample_positions
+
+    books, deltas, trades = _files(tmp_path)
+    rng = np.random.default_rng(5)
+    frame = pl.read_parquet(deltas)
+    frame = frame.with_columns(  # skews of both signs and every size up to ~3 s
+        (pl.col("received_time") - pl.Series(rng.integers(-2_000_000_000, 3_000_000_000, frame.height))).alias(
+            "origin_time"
+        )
+    )
+    frame.write_parquet(deltas)
+    in_pass_order = frame.with_row_index("row").sort(
+        ((pl.col("received_time") - START) // HOUR).clip(0, 23), "row", maintain_order=True
+    )
+    # Divided as IEEE division (numpy, DuckDB), not polars' multiplication by the reciprocal.
+    skews = (in_pass_order["received_time"] - in_pass_order["origin_time"]).to_numpy().astype(np.float64) / 1e9
+
+    assert sample_positions(20_000, 7).tolist() == [0, 2857, 5714, 8571, 11428, 14285, 17142]
+    assert sample_positions(5, 7).tolist() == [0, 1, 2, 3, 4]
+    for size in (7, SKEW_SAMPLE_ROWS, 50_000):
+        got = rank_counts(books, deltas, Decimal("0.01"), LEVELS, START, size).skew_sample_seconds
+        assert got == skews[sample_positions(frame.height, size)].tolist()
+    result = compute_microstructure(books, deltas, trades, Decimal("0.01"), Decimal("0.1"), DAY, tmp_path / "spill")
+    assert len(result.skew_sample_seconds) == SKEW_SAMPLE_ROWS
+    # What DuckDB computes for those rows, value for value.
+    sql = duckdb.sql(f"SELECT (received_time - origin_time) / 1e9 FROM read_parquet('{deltas}')").fetchall()
+    assert sorted(result.skew_sample_seconds) == sorted(
+        v for (v,) in [sql[i] for i in in_pass_order["row"].gather(sample_positions(frame.height, SKEW_SAMPLE_ROWS))]
+    )

@@ -17,9 +17,9 @@ A realistic day (864,000 snapshots, ~34 M delta rows) is read in bounded memory:
 (`book_shape.py`: spread and depth per snapshot, in integers) from the file the rebuild stored
 beside the books, or else from the books' level columns one row group at a time through pyarrow
 (its decimals as exact integers, several times faster than DuckDB's casts), aggregated in DuckDB; the
-update ranks, an as-of join of every delta row with the last snapshot before it, and the
-messages per hour come hour by hour from `update_ranks.py`; DuckDB streams the trades and the
-deltas' skew sample, with a memory limit and a spill directory.
+update ranks, an as-of join of every delta row with the last snapshot before it, the messages
+per hour and the skew sample come hour by hour from `update_ranks.py`; DuckDB streams the
+trades, with a memory limit and a spill directory.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def compute_microstructure(
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     # The rank pass first: it is the step's peak, and the memory pools have retained less before it.
     levels = _levels(books)
-    rank_counts, messages = update_ranks.rank_counts(books, deltas, tick, levels, day_start)
+    rank_counts, messages, skew = update_ranks.rank_counts(books, deltas, tick, levels, day_start, SKEW_SAMPLE_ROWS)
     # No query here depends on row order.
     with parquet_io.scratch_duckdb(spill_dir, MEMORY_LIMIT, preserve_insertion_order=False) as con:
         stored = read_shape(shape, books) if shape is not None else None
@@ -185,10 +185,6 @@ def compute_microstructure(
         trade_counts = con.execute(
             f"SELECT {hours_of} AS hour, count(*) AS trades FROM {_parquet(trades)} GROUP BY hour"
         ).pl()
-        skew = con.execute(
-            f"""SELECT (received_time - origin_time) / 1e9 FROM {_parquet(deltas)}
-            USING SAMPLE reservoir({SKEW_SAMPLE_ROWS} ROWS) REPEATABLE (7)"""
-        ).fetchall()
 
     hours = pl.DataFrame({"hour": list(range(24))}, schema={"hour": pl.Int64})
     hourly = (
@@ -222,4 +218,4 @@ def compute_microstructure(
     for label, low, high in RANK_BUCKETS:
         daily[f"updates_per_s_rank_{label}"] = sum(rank_counts[low : min(high + 1, levels)]) / _DAY_SECONDS
     daily["updates_per_s_rank_deeper"] = rank_counts[levels] / _DAY_SECONDS
-    return Microstructure(daily, hourly, rank_counts, [float(s) for (s,) in skew])
+    return Microstructure(daily, hourly, rank_counts, skew)
