@@ -92,7 +92,7 @@ def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path):
     SQL it replaced computed it) of the rows at evenly spaced positions, counting rows hour by hour
     in file order; every row when the day has fewer rows than the sample."""
     from market_pipeline.core.quality.microstructure import SKEW_SAMPLE_ROWS
-    from market_pipeline.core.quality.update_ranks import rank_counts, sample_positions
+    from market_pipeline.core.quality.update_ranks import delta_pass, sample_positions
 
     books, deltas, trades = _files(tmp_path)
     rng = np.random.default_rng(5)
@@ -112,7 +112,7 @@ def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path):
     assert sample_positions(20_000, 7).tolist() == [0, 2857, 5714, 8571, 11428, 14285, 17142]
     assert sample_positions(5, 7).tolist() == [0, 1, 2, 3, 4]
     for size in (7, SKEW_SAMPLE_ROWS, 50_000):
-        got = rank_counts(books, deltas, Decimal("0.01"), LEVELS, START, size).skew_sample_seconds
+        got = delta_pass(books, deltas, Decimal("0.01"), LEVELS, START, size).skew_sample_seconds
         assert got == skews[sample_positions(frame.height, size)].tolist()
     result = compute_microstructure(books, deltas, trades, Decimal("0.01"), Decimal("0.1"), DAY, tmp_path / "spill")
     assert len(result.skew_sample_seconds) == SKEW_SAMPLE_ROWS

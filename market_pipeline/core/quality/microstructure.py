@@ -161,7 +161,7 @@ def compute_microstructure(
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     # The rank pass first: it is the step's peak, and the memory pools have retained less before it.
     levels = _levels(books)
-    rank_counts, messages, skew = update_ranks.rank_counts(books, deltas, tick, levels, day_start, SKEW_SAMPLE_ROWS)
+    rank_counts, messages, skew = update_ranks.delta_pass(books, deltas, tick, levels, day_start, SKEW_SAMPLE_ROWS)
     # No query here depends on row order.
     with parquet_io.scratch_duckdb(spill_dir, MEMORY_LIMIT, preserve_insertion_order=False) as con:
         stored = read_shape(shape, books) if shape is not None else None

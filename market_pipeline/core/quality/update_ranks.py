@@ -138,7 +138,7 @@ def sample_positions(rows: int, size: int) -> np.ndarray:
     return np.arange(size, dtype=np.int64) * rows // size
 
 
-def rank_counts(
+def delta_pass(
     books: Path, deltas: Path, tick: Decimal, levels: int, day_start: int, skew_sample_rows: int = 0
 ) -> DeltaPass:
     """The update ranks, the messages and rows per hour and the skew sample (`skew_sample_rows`
