@@ -30,12 +30,13 @@ from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHe
 DAY = dt.date(2024, 3, 1)
 DAY_US = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
 ROWS = 2_000
-BAD_LINE = 1_234  # in a batch well past the first (blocks of a few hundred rows)
+BAD_LINE = 1_234  # in a batch well past the first (batches of two blocks of a few hundred rows)
 
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 1 << 14)
+    monkeypatch.setattr(csv_stream, "BATCH_BLOCKS", 2)
 
 
 def _write(path: Path, header: list[str], rows: list[list[object]]) -> Path:

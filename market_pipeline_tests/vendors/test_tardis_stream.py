@@ -1,5 +1,5 @@
 """The Tardis reader streams: its cached tables equal those of the whole-file reader it replaced
-(kept here as the reference) on real rows and synthetic days, whatever the block size, and a
+(kept here as the reference) on real rows and synthetic days, whatever the block and batch sizes, and a
 problem past the first block is still named by its line, leaving no cache file."""
 
 from __future__ import annotations
@@ -164,9 +164,15 @@ def _assert_day_equal(streamed: dict[str, pl.DataFrame], reference: dict[str, pl
         assert_frame_equal(streamed[table], frame)
 
 
-@pytest.mark.parametrize("block_bytes", [SMALL_BLOCK, csv_stream.BLOCK_BYTES, 1 << 30])
-def test_synthetic_days_stream_to_the_whole_file_tables(synthetic_tardis, tmp_path, monkeypatch, block_bytes):
+@pytest.mark.parametrize(
+    ("block_bytes", "batch_blocks"),
+    [(SMALL_BLOCK, 1), (SMALL_BLOCK, 5), (csv_stream.BLOCK_BYTES, csv_stream.BATCH_BLOCKS), (1 << 30, 1)],
+)
+def test_synthetic_days_stream_to_the_whole_file_tables(
+    synthetic_tardis, tmp_path, monkeypatch, block_bytes, batch_blocks
+):
     monkeypatch.setattr(csv_stream, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(csv_stream, "BATCH_BLOCKS", batch_blocks)
     for instrument, day in synthetic_tardis["days"].values():
         reference = reference_day(day.files, DAY, tmp_path)
         assert reference["book_delta_v2"].height > 20_000 and reference["book"].height > 1_000
@@ -196,9 +202,12 @@ def test_tiny_blocks_cut_messages_and_give_the_same_tables(synthetic_tardis, tmp
     assert reference["book"]["sequence_number"].n_unique() > 20  # snapshots aligned to many messages
 
     monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 1)  # each block: twice the header, a few rows
-    rows_per_batch = [b.frame.height for b in csv_stream.iter_csv_batches(files[L2], L2_COLUMNS)]
-    assert max(rows_per_batch) <= 3 and sum(rows_per_batch) == 2_999
-    _assert_day_equal(_streamed_day(tardis_dir, instrument, tmp_path / "tiny"), reference)
+    for batch_blocks in (1, 7):  # a batch a block, and batches of several blocks
+        monkeypatch.setattr(csv_stream, "BATCH_BLOCKS", batch_blocks)
+        rows_per_batch = [b.frame.height for b in csv_stream.iter_csv_batches(files[L2], L2_COLUMNS)]
+        assert max(rows_per_batch) <= 3 * batch_blocks and sum(rows_per_batch) == 2_999
+        assert len(rows_per_batch) > 2_999 // (3 * batch_blocks)
+        _assert_day_equal(_streamed_day(tardis_dir, instrument, tmp_path / f"tiny{batch_blocks}"), reference)
 
 
 @needs_real
