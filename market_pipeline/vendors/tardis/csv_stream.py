@@ -49,12 +49,13 @@ BLOCK_COLUMNS = 64
 # small blocks, but every batch costs the caller a dozen polars calls (checks, message keys,
 # casts) and the cache writer a frame, whatever its rows: the bench day's incremental_book_L2
 # (34 M rows) went from its file to its cache table in 12.1 s wall (16.6 CPU-s) a block at a
-# time, 9.4 s with 8 blocks a batch, 8.9 s (15.2) with 16 and 8.7 s with 32; its book_snapshot_25
-# in 4.4 s against 3.1 s with 12. The batches held on the way cost memory: the L2 file's peak
-# resident memory grew from 348 MB to 447 (8), 520-590 (16) and 663 MB (32); in the bench's whole
-# Tardis graph the import's step peaked at 727 MB against 612, still below the book rebuild's
-# step (800-840 MB).
-BATCH_BLOCKS = 16
+# time, 9.4 s with 8 blocks a batch, 8.9 s (15.2) with 16 and 8.7 s with 32 (on a slower hour of
+# the machine, interleaved: 15.1-17.0, 11.8-12.9 and 11.4-12.1 s). Larger batches cost memory: the
+# L2 file's peak resident memory grew from 348 MB to 447 (8), 520-590 (16) and 663 MB (32), and
+# with 16 polars' allocator still held 45 MB more of freed batches once the three files were read
+# (401 MB resident against 352-358 with 1 or 8; it lets them go about 10 s later), which the next
+# steps of a run would carry.
+BATCH_BLOCKS = 8
 _ARROW_MAX_BLOCK_BYTES = (1 << 31) - 1  # an int32
 
 _TEXT = pa.string()
