@@ -214,6 +214,33 @@ def test_memory_is_released_after_every_instrument_day(monkeypatch: pytest.Monke
     assert len(released) == 4
 
 
+def _found_loaded(source, settings, index: int) -> tuple[bool, bool, bool]:
+    """What a worker process holds before its task runs anything: the warm-up module, the
+    warm-up's kernel compiled (numba's code generator loaded), and pandas when it is installed."""
+    import importlib.util
+    import sys
+
+    warmup = sys.modules.get("market_pipeline.defs.common.worker_warmup")
+    return (
+        warmup is not None,
+        warmup is not None and bool(warmup._load_code_generator.signatures),
+        "pandas" in sys.modules or importlib.util.find_spec("pandas") is None,
+    )
+
+
+def test_workers_fork_with_numba_and_arrow_loaded():
+    """The fork server loads numba's code generator and pyarrow's pandas once (`worker_warmup`):
+    each worker of each step would otherwise load them at its first kernel and first array."""
+    import sys
+
+    from market_pipeline.defs.common import parallel
+    from market_pipeline.settings import load_settings
+
+    outcomes = parallel.run_tasks(load_settings(workers=2), _found_loaded, [(0,), (1,)])
+    assert [o.value for o in outcomes] == [(True, True, True)] * 2
+    assert "market_pipeline.defs.common.worker_warmup" not in sys.modules  # the server's, not this process's
+
+
 def test_release_free_memory_returns_arrow_and_heap_memory():
     import sys
 

@@ -42,6 +42,7 @@ from market_pipeline.vendors.base import VendorSource
 from market_pipeline.vendors.registry import build_source
 
 _PRELOADED_PACKAGES = ("market_pipeline.core.", "market_pipeline.vendors.", "market_pipeline.defs.")
+_WARMUP_MODULE = "market_pipeline.defs.common.worker_warmup"
 
 
 # Cores one instrument-day keeps busy on its own: the import checks on the main thread while
@@ -118,8 +119,10 @@ def _context() -> mp.context.BaseContext:
     # The server imports the pipeline code this process has loaded (Dagster, Arrow, polars, numba
     # and the stages come with it) once; every worker forks from it ready instead of importing it
     # all again, which took longer than a small instrument-day's work. It only takes effect when
-    # the server starts, at the first pool of the process.
-    context.set_forkserver_preload(sorted(name for name in sys.modules if name.startswith(_PRELOADED_PACKAGES)))
+    # the server starts, at the first pool of the process. `worker_warmup` loads there what every
+    # worker would otherwise load for itself (numba's code generator, pyarrow's pandas).
+    preload = sorted(name for name in sys.modules if name.startswith(_PRELOADED_PACKAGES))
+    context.set_forkserver_preload([*preload, _WARMUP_MODULE])
     return context
 
 
