@@ -1,17 +1,17 @@
 """A Tardis.dev CSV file (``.csv.gz`` or ``.csv``) read as a stream of typed batches.
 
 The file is decompressed and parsed a block at a time (`pyarrow.csv.open_csv` over the file
-inflated by ISA-L, `BLOCK_BYTES` a block) and handed on `BATCH_BLOCKS` blocks a batch, so memory
-is set by the block and batch sizes, never by the file: no decompressed copy is made and no whole
-frame is held. Measured in CPU seconds, best of 3, on
-the first 8 M rows of the bench's incremental_book_L2 file (108 MB .csv.gz, 583 MB of CSV):
-inflating alone 0.97 s with zlib (Arrow's gzip input stream, used before) and 0.38 s with ISA-L
-(python-isal's igzip, which releases the GIL as Arrow does); parsing the text 1.3 to 1.5 s (1 to
-4 MB blocks, Arrow's threads or not). Earlier, on 8.5 M rows: decompressing and parsing into
-polars frames 2.9 s with 1 MB blocks (160 MB peak for the process) and 3.3 s with 16 MB blocks
-(450 MB; Arrow's parser holds tens of times a block). Polars' `scan_csv` of the .gz file takes
-1.9 s (275 MB) but names no line for a row that fails, does not tell a decompression failure
-apart, and does not show the file's last byte (a second pass would cost more than it saves).
+inflated by ISA-L, `BLOCK_BYTES` a block) and handed on `BATCH_BLOCKS` blocks a batch, so memory is
+set by the block and batch sizes, never by the file: no decompressed copy is made and no whole
+frame is held. Measured in CPU seconds, best of 3, on the first 8 M rows of the bench's
+incremental_book_L2 file (108 MB .csv.gz, 583 MB of CSV): inflating alone 0.97 s with zlib (Arrow's
+gzip input stream, used before) and 0.38 s with ISA-L (python-isal's igzip, which releases the GIL
+as Arrow does); parsing the text 1.3 to 1.5 s (1 to 4 MB blocks, Arrow's threads or not). Earlier,
+on 8.5 M rows: decompressing and parsing into polars frames 2.9 s with 1 MB blocks (160 MB peak for
+the process) and 3.3 s with 16 MB blocks (450 MB; Arrow's parser holds tens of times a block).
+Polars' `scan_csv` of the .gz file takes 1.9 s (275 MB) but names no line for a row that fails,
+does not tell a decompression failure apart, and does not show the file's last byte (a second pass
+would cost more than it saves).
 
 Everything wrong with the file raises `TardisFormatError` naming the file and, where it can, the
 line (line 1 is the header): a bad header, a truncated or corrupt gzip, a last line without its
