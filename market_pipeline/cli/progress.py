@@ -48,6 +48,7 @@ class RunProgress:
         self._started = time.monotonic()
         self._last_output = self._started
         self._steps: dict[str, float] = {}  # running step -> when it started (monotonic)
+        self._announced: set[str] = set()  # steps whose start was said
         self._reported: set[str] = set()  # steps whose end was said
         self._tasks: dict[str, progress.Update] = {}  # running instrument-day tasks, latest update
         self._printed: dict[str, float] = {}  # task -> when its last plain line was printed
@@ -151,25 +152,29 @@ class RunProgress:
             records = []
         now = time.monotonic()
         with self._lock:
-            started: set[str] = set()
-            ended: dict[str, str] = {}
+            started: dict[str, float] = {}  # step -> its start event's timestamp
+            ended: dict[str, tuple[str, float]] = {}  # step -> (how it ended, when)
             for record in records:
                 event = record.dagster_event
                 if event is None or event.step_key is None:
                     continue
                 if event.event_type == dg.DagsterEventType.STEP_START:
-                    started.add(event.step_key)
+                    started[event.step_key] = record.timestamp
                 else:
-                    ended[event.step_key] = "failed" if event.is_step_failure else "done"
-            for step in sorted(started - self._steps.keys() - ended.keys() - self._reported):
-                self._steps[step] = now
+                    ended[event.step_key] = ("failed" if event.is_step_failure else "done", record.timestamp)
+            # A step that began and ended between two looks is said to have started all the same.
+            for step in sorted(started.keys() - self._announced):
+                self._announced.add(step)
                 self._say(f"step {step}: started")
-                if self._live is not None:
-                    self._live_ids["step:" + step] = self._live.add_task(f"step {step}", total=None, rows="")
+                if step not in ended:
+                    self._steps[step] = now
+                    if self._live is not None:
+                        self._live_ids["step:" + step] = self._live.add_task(f"step {step}", total=None, rows="")
             for step in sorted(ended.keys() - self._reported):
                 self._reported.add(step)
-                took = now - self._steps.pop(step, now)  # a step that began and ended between two looks
-                self._say(f"step {step}: {ended[step]} after {took:.0f} s")
+                self._steps.pop(step, None)
+                outcome, at = ended[step]
+                self._say(f"step {step}: {outcome} after {at - started.get(step, at):.0f} s")  # the events' times
                 if self._live is not None and "step:" + step in self._live_ids:
                     self._live.remove_task(self._live_ids.pop("step:" + step))
             if self._live is None and now - self._last_output >= HEARTBEAT_SECONDS:

@@ -142,3 +142,42 @@ def test_a_compiling_kernel_shows_only_in_the_working_lines():
     assert shown._doing(0.0) == "reconstructed_books 2024-01-01 X:Y 0/40 rows (0%)"
     lines = [re.sub(r"^\[\s*\d+ s\] ", "", line) for line in out.getvalue().splitlines()]
     assert lines == ["reconstructed_books 2024-01-01 X:Y: started"]
+
+
+def test_every_step_is_said_to_start_and_end_with_the_events_own_times():
+    """The step lines come from the run's event log, looked at once a second: a step that began and
+    ended between two looks is said to have started too, and a step's time is its events' (not
+    the looks')."""
+    from types import SimpleNamespace
+
+    import dagster as dg
+
+    from market_pipeline.cli import progress as cli_progress
+
+    def record(step: str, kind: dg.DagsterEventType, at: float) -> SimpleNamespace:
+        event = SimpleNamespace(
+            step_key=step, event_type=kind, is_step_failure=kind == dg.DagsterEventType.STEP_FAILURE
+        )
+        return SimpleNamespace(dagster_event=event, timestamp=at)
+
+    log: list[SimpleNamespace] = []
+    instance = SimpleNamespace(all_logs=lambda run_id, of_type: list(log))
+    out = io.StringIO()
+    shown = cli_progress.RunProgress("run-id", stream=out, interactive=False)
+    log += [record("raw_trades", dg.DagsterEventType.STEP_START, 100.0)]
+    shown._look(instance)
+    log += [
+        record("raw_trades", dg.DagsterEventType.STEP_SUCCESS, 103.2),
+        record("raw_book_deltas", dg.DagsterEventType.STEP_START, 103.3),  # begins and ends between looks
+        record("raw_book_deltas", dg.DagsterEventType.STEP_FAILURE, 110.9),
+    ]
+    shown._look(instance)
+    shown._look(instance)  # nothing new: nothing said again
+    lines = [re.sub(r"^\[\s*\d+ s\] ", "", line) for line in out.getvalue().splitlines()]
+    assert lines == [
+        "step raw_trades: started",
+        "step raw_book_deltas: started",
+        "step raw_book_deltas: failed after 8 s",
+        "step raw_trades: done after 3 s",
+    ]
+    assert shown._doing(0.0) == "starting the run"  # no step left running
