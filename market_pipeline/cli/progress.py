@@ -48,7 +48,6 @@ class RunProgress:
         self._started = time.monotonic()
         self._last_output = self._started
         self._steps: dict[str, float] = {}  # running step -> when it started (monotonic)
-        self._announced: set[str] = set()  # steps whose start was said
         self._reported: set[str] = set()  # steps whose end was said
         self._tasks: dict[str, progress.Update] = {}  # running instrument-day tasks, latest update
         self._printed: dict[str, float] = {}  # task -> when its last plain line was printed
@@ -162,9 +161,9 @@ class RunProgress:
                     started[event.step_key] = record.timestamp
                 else:
                     ended[event.step_key] = ("failed" if event.is_step_failure else "done", record.timestamp)
-            # A step that began and ended between two looks is said to have started all the same.
-            for step in sorted(started.keys() - self._announced):
-                self._announced.add(step)
+            # New: neither running nor ended at the last look. A step that began and ended between
+            # two looks is said to have started all the same.
+            for step in sorted(started.keys() - self._steps.keys() - self._reported):
                 self._say(f"step {step}: started")
                 if step not in ended:
                     self._steps[step] = now
