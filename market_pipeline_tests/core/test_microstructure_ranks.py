@@ -121,3 +121,15 @@ def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path):
     assert sorted(result.skew_sample_seconds) == sorted(
         v for (v,) in [sql[i] for i in in_pass_order["row"].gather(sample_positions(frame.height, SKEW_SAMPLE_ROWS))]
     )
+
+
+def test_hours_without_snapshots_rank_against_the_last_one_before_them(tmp_path):
+    """No snapshot from 03:00 to 07:00 nor after 21:00: those hours' deltas rank against the last
+    snapshot of an earlier hour, carried from hour to hour, as in the whole-day join."""
+    from market_pipeline.core.quality.update_ranks import delta_pass
+
+    books, deltas, _trades = _files(tmp_path)
+    hour_of = (pl.col("received_time") - START) // HOUR
+    pl.read_parquet(books).filter(~hour_of.is_between(3, 6) & (hour_of < 21)).write_parquet(books)
+
+    assert delta_pass(books, deltas, Decimal("0.01"), LEVELS, START, 10).rank_counts == _whole_day_ranks(books, deltas)

@@ -17,6 +17,7 @@ delta-encoded, so 10,000 rows cost its pages all the same).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
@@ -36,7 +37,7 @@ _NO_BID = np.iinfo(np.int64).min  # an absent level: better than no price
 _NO_ASK = np.iinfo(np.int64).max
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_ask, counts):
     """counts[rank] += 1 for every delta row with a snapshot before it (`snap_time` sorted).
 
@@ -97,11 +98,34 @@ def _row_group_spans(reader: pq.ParquetFile) -> list[tuple[int | None, int | Non
     return spans
 
 
+class Ladders(NamedTuple):
+    """Snapshot rows as the rank kernel takes them: received_time, and the bid and ask prices in
+    ticks (absent levels as _NO_BID / _NO_ASK), one C-ordered (rows, levels) array a side."""
+
+    times: np.ndarray
+    bids: np.ndarray
+    asks: np.ndarray
+
+    def then(self, later: Ladders) -> Ladders:
+        """These rows, then `later`'s."""
+        return Ladders(*(np.concatenate(pair) for pair in zip(self, later, strict=True)))
+
+    def sorted(self) -> Ladders:
+        """Stably sorted by time, as the whole-day as-of join orders them."""
+        if not np.any(self.times[1:] < self.times[:-1]):
+            return self
+        order = np.argsort(self.times, kind="stable")
+        return Ladders(self.times[order], self.bids[order], self.asks[order])
+
+    def last(self) -> Ladders:
+        """The last row, copied (a view would keep the whole hour's arrays alive)."""
+        return Ladders(*(column[-1:].copy() for column in self))
+
+
 def _hour_snapshots(
     reader: pq.ParquetFile, spans: list, low: int | None, high: int | None, tick: Decimal, levels: int
-) -> pl.DataFrame:
-    """The vendor-snapshot rows with low <= received_time < high (None: unbounded), as
-    received_time, b0.. and a0.. in ticks (absent levels as _NO_BID / _NO_ASK), in file order.
+) -> Ladders:
+    """The vendor-snapshot rows with low <= received_time < high (None: unbounded), in file order.
     Only the row groups whose footer range meets the window are read, through pyarrow (which
     decodes decimals several times faster than polars)."""
     prices = [f"{side}_{i}_price" for side in ("bid", "ask") for i in range(levels)]
@@ -117,11 +141,14 @@ def _hour_snapshots(
     if high is not None:
         keep = pc.and_(keep, pc.less(table["received_time"], high))
     table = table.filter(keep)
-    ladder = {"received_time": table["received_time"].to_numpy()}
+    sides = {}
     for side, absent in (("bid", _NO_BID), ("ask", _NO_ASK)):
+        ladder = np.empty((table.num_rows, levels), np.int64)
         for i in range(levels):
-            ladder[f"{side[0]}{i}"] = _ladder_ticks(table[f"{side}_{i}_price"], tick, absent)
-    return pl.DataFrame(ladder, schema=dict.fromkeys(ladder, pl.Int64))
+            ladder[:, i] = _ladder_ticks(table[f"{side}_{i}_price"], tick, absent)
+        sides[side] = ladder
+    times = table["received_time"].to_numpy()
+    return Ladders(times.astype(np.int64, copy=False), sides["bid"], sides["ask"])
 
 
 class DeltaPass(NamedTuple):
@@ -153,7 +180,17 @@ def delta_pass(
     positions = sample_positions(parquet_io.num_rows(deltas), skew_sample_rows)
     skew_sample: list[np.ndarray] = []
     passed = 0  # rows of the hours before
-    with parquet_io.open_file(books, pre_buffer=False) as reader:
+    windows = [
+        (day_start + hour * _HOUR_NS if hour else None, day_start + (hour + 1) * _HOUR_NS if hour < 23 else None)
+        for hour in range(24)
+    ]
+    per_hour = []
+    # The next hour's snapshots are read on a thread while this hour's deltas are read and ranked
+    # (pyarrow, polars and the kernel let go of the GIL): one hour of snapshots ahead, tens of MB.
+    with (
+        parquet_io.open_file(books, pre_buffer=False) as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="rank-snapshots") as ahead,
+    ):
         spans = _row_group_spans(reader)
         rows = parquet_io.scan(deltas).select(
             "received_time",
@@ -162,14 +199,13 @@ def delta_pass(
             "side_is_bid",
             _ticks("price", float(tick)).fill_null(0).alias("p"),
         )
-        carried: pl.DataFrame | None = None  # the last snapshot before the hour
-        per_hour = []
-        for hour in range(24):
-            start, end = day_start + hour * _HOUR_NS, day_start + (hour + 1) * _HOUR_NS
+        carried: Ladders | None = None  # the last snapshot before the hour
+        next_snaps = ahead.submit(_hour_snapshots, reader, spans, *windows[0], tick, levels)
+        for hour, (start, end) in enumerate(windows):
             window = pl.lit(True)
-            if hour:
+            if start is not None:
                 window = window & (pl.col("received_time") >= start)
-            if hour < 23:
+            if end is not None:
                 window = window & (pl.col("received_time") < end)
             hour_rows = rows.filter(window).collect()
             # Like SQL's count(DISTINCT sequence_number): NULL is no number.
@@ -181,19 +217,21 @@ def delta_pass(
                 # As SQL's (received_time - origin_time) / 1e9: the integer difference, then a double division.
                 skew_sample.append((received[chosen - passed] - picked).astype(np.float64) / 1e9)
             passed += len(received)
-            snaps = _hour_snapshots(reader, spans, start if hour else None, end if hour < 23 else None, tick, levels)
+            snaps = next_snaps.result()
+            if hour < 23:
+                next_snaps = ahead.submit(_hour_snapshots, reader, spans, *windows[hour + 1], tick, levels)
             if carried is not None:
-                snaps = pl.concat([carried, snaps])
-            snaps = snaps.sort("received_time", maintain_order=True)
-            if snaps.height:  # else no snapshot yet: every row of the hour is unranked
-                carried = snaps.tail(1)
+                snaps = carried.then(snaps)
+            snaps = snaps.sorted()
+            if snaps.times.size:  # else no snapshot yet: every row of the hour is unranked
+                carried = snaps.last()
                 add_ranks(
                     received,
                     hour_rows["side_is_bid"].to_numpy(),
                     hour_rows["p"].to_numpy(),
-                    snaps["received_time"].to_numpy(),
-                    np.ascontiguousarray(snaps.select([f"b{i}" for i in range(levels)]).to_numpy()),
-                    np.ascontiguousarray(snaps.select([f"a{i}" for i in range(levels)]).to_numpy()),
+                    snaps.times,
+                    snaps.bids,
+                    snaps.asks,
                     counts,
                 )
             # Freed before the next hour is read: one hour's rows in memory, not two (at twice the
