@@ -33,6 +33,7 @@ from market_pipeline.core.lake.derived import read_derived, write_derived
 from market_pipeline.core.lake.paths import stats_partition_dir
 from market_pipeline.core.quality.day_stats import SKEW, SKEW_QUANTILES_FILE, DayStats
 from market_pipeline.core.quality.lake_day import WORST_ROWS, DayFiles, measured_frames
+from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.core.telemetry.memory import release_free_memory
 
 SKEW_QUANTILES = (0.01, 0.50, 0.99)
@@ -156,7 +157,7 @@ class SkewQuantiles:
 _FOUND_SCHEMA = {"hour": pl.Int64, "bucket_ns": pl.Int64, "skew_ns": pl.Int64}
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rows_in_buckets(received, origin, starts, lows, highs):
     """Positions of the message-starting rows whose skew (received - origin) lies in one of the
     disjoint ranges [lows[j], highs[j]] (`lows` sorted): one loop, no temporaries of batch size."""
@@ -251,7 +252,9 @@ def day_quantiles(files: DayFiles, stats: DayStats) -> dict[int, list[float | No
             values = {(g, q): v for g, q, v in zip(*(stored[c].to_pylist() for c in _STORED_SCHEMA.names), strict=True)}
             return {g: [values.get((g, q)) for q in SKEW_QUANTILES] for g in range(DAY_GROUP + 1)}
     quantiles = SkewQuantiles(stats.skew_histogram, SKEW_QUANTILES, files.day)
-    for frame, starts in message_starts(deltas):
+    # The next batch is read and its message starts marked on a thread meanwhile (the kernel lets
+    # go of the GIL): 0.7 s instead of 0.9 s over the bench day's 34 M rows.
+    for frame, starts in read_ahead(message_starts(deltas), "skew-read"):
         quantiles.collect(frame["received_time"].to_numpy(), frame["origin_time"].to_numpy(), starts)
     found = quantiles.result(deltas)
     # The allocators keep the pass's decoded batches for reuse (~170 MB on a realistic day), and

@@ -17,7 +17,8 @@ delta-encoded, so 10,000 rows cost its pages all the same).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +32,7 @@ from numba import njit
 
 from market_pipeline.core.book.fixed_point import grid_steps
 from market_pipeline.core.lake import parquet_io
+from market_pipeline.core.read_ahead import read_ahead
 
 _HOUR_NS = 3_600 * 1_000_000_000
 _NO_BID = np.iinfo(np.int64).min  # an absent level: better than no price
@@ -151,6 +153,16 @@ def _hour_snapshots(
     return Ladders(times.astype(np.int64, copy=False), sides["bid"], sides["ask"])
 
 
+def _snapshots_by_hour(
+    books: Path, windows: list[tuple[int | None, int | None]], tick: Decimal, levels: int
+) -> Iterator[Ladders]:
+    """`_hour_snapshots` of each (low, high) window of the books file, in turn."""
+    with parquet_io.open_file(books, pre_buffer=False) as reader:
+        spans = _row_group_spans(reader)
+        for low, high in windows:
+            yield _hour_snapshots(reader, spans, low, high, tick, levels)
+
+
 class DeltaPass(NamedTuple):
     """What the one pass over a day's deltas gives the metrics."""
 
@@ -185,23 +197,18 @@ def delta_pass(
         for hour in range(24)
     ]
     per_hour = []
+    rows = parquet_io.scan(deltas).select(
+        "received_time",
+        "origin_time",
+        "sequence_number",
+        "side_is_bid",
+        _ticks("price", float(tick)).fill_null(0).alias("p"),
+    )
     # The next hour's snapshots are read on a thread while this hour's deltas are read and ranked
-    # (pyarrow, polars and the kernel let go of the GIL): one hour of snapshots ahead, tens of MB.
-    with (
-        parquet_io.open_file(books, pre_buffer=False) as reader,
-        ThreadPoolExecutor(1, thread_name_prefix="rank-snapshots") as ahead,
-    ):
-        spans = _row_group_spans(reader)
-        rows = parquet_io.scan(deltas).select(
-            "received_time",
-            "origin_time",
-            "sequence_number",
-            "side_is_bid",
-            _ticks("price", float(tick)).fill_null(0).alias("p"),
-        )
+    # (pyarrow, polars and the kernel let go of the GIL): an hour of snapshots ahead.
+    with closing(read_ahead(_snapshots_by_hour(books, windows, tick, levels), "rank-snapshots")) as hour_snapshots:
         carried: Ladders | None = None  # the last snapshot before the hour
-        next_snaps = ahead.submit(_hour_snapshots, reader, spans, *windows[0], tick, levels)
-        for hour, (start, end) in enumerate(windows):
+        for hour, ((start, end), snaps) in enumerate(zip(windows, hour_snapshots, strict=True)):
             window = pl.lit(True)
             if start is not None:
                 window = window & (pl.col("received_time") >= start)
@@ -217,9 +224,6 @@ def delta_pass(
                 # As SQL's (received_time - origin_time) / 1e9: the integer difference, then a double division.
                 skew_sample.append((received[chosen - passed] - picked).astype(np.float64) / 1e9)
             passed += len(received)
-            snaps = next_snaps.result()
-            if hour < 23:
-                next_snaps = ahead.submit(_hour_snapshots, reader, spans, *windows[hour + 1], tick, levels)
             if carried is not None:
                 snaps = carried.then(snaps)
             snaps = snaps.sorted()
