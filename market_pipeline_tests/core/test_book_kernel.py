@@ -157,6 +157,58 @@ def test_off_grid_values_are_counted_with_their_rows():
     assert list(steps[[0, 2]]) == [10001, 10002]  # float noise is not an event
 
 
+def test_snapshot_levels_are_stepped_in_place_with_their_off_grid_rows(tmp_path):
+    """A book batch's level columns go straight into the (rows, depth) matrices: the same steps as
+    `to_steps` column by column, an absent level -1 ticks and 0 lots, and each off-grid value
+    reported with its column, its row counted over the batches before, and its sequence number."""
+    from market_pipeline.core.book.fixed_point import PrecisionCounter
+    from market_pipeline.core.book.input_batches import snapshot_batches
+    from market_pipeline.core.book.stage_timings import StageTimings
+
+    depth, rows = 3, 5
+    rng = np.random.default_rng(3)
+    table: dict[str, object] = {
+        "origin_time": np.arange(rows, dtype=np.int64),
+        "received_time": np.arange(rows, dtype=np.int64) + 7,
+        "sequence_number": np.arange(rows, dtype=np.int64) + 100,
+    }
+    for side, sign in (("bid", -1), ("ask", 1)):
+        for level in range(depth):
+            table[f"{side}_{level}_price"] = (10_000 + sign * (level + 1) + rng.integers(0, 3, rows)) / 100
+            table[f"{side}_{level}_size"] = rng.integers(1, 9_999, rows) / 1_000
+    table["ask_1_price"][3] = 100.015  # off the 0.01 grid: row 3, the second batch's first row
+    table["bid_2_price"][1] = None
+    table["bid_2_size"][1] = None
+    pq.write_table(pa.table({k: pa.array(v) for k, v in table.items()}), tmp_path / "book.parquet")
+    precision = PrecisionCounter()
+    grid = Grid(Decimal("0.01"), Decimal("0.001"))
+    batches = list(
+        snapshot_batches(pq.ParquetFile(tmp_path / "book.parquet"), grid, precision, depth, StageTimings(), 3)
+    )
+
+    for key, side, name, step in (
+        ("bt", "bid", "price", 0.01),
+        ("bl", "bid", "size", 0.001),
+        ("at", "ask", "price", 0.01),
+        ("al", "ask", "size", 0.001),
+    ):
+        matrix = np.concatenate([b[key] for b in batches])
+        for level in range(depth):
+            values = np.array([np.nan if v is None else v for v in table[f"{side}_{level}_{name}"]], np.float64)
+            expected = to_steps(values, step, np.empty(1, np.int64), 0)[0]
+            if name == "size":
+                expected[
+                    to_steps(np.array(table[f"{side}_{level}_price"], np.float64), 0.01, np.empty(1, np.int64), 0)[0]
+                    < 0
+                ] = 0
+            assert matrix[:, level].tolist() == expected.tolist(), (key, level)
+    assert (
+        np.concatenate([b["bt"] for b in batches])[1, 2] == -1 and np.concatenate([b["bl"] for b in batches])[1, 2] == 0
+    )
+    assert precision.count == 1
+    assert precision.examples == [{"column": "book.ask_1_price", "row": 3, "sequence_number": 103, "value": 100.015}]
+
+
 def test_crossed_book_is_resolved_newest_side_wins():
     # Message 1 builds bid 100 and ask 101; message 2 posts a bid at 102 (through the ask).
     recv = np.array([0, 0, 1], np.int64)

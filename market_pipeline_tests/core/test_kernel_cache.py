@@ -47,5 +47,5 @@ def test_kernels_are_cached_under_the_fingerprint(tmp_path, numba_first):
     directory = tmp_path / f"market_pipeline-{kernel_fingerprint()}"
     assert Path(out.stdout.strip()) == directory
     cached = [p.name for p in directory.rglob("*.nbi")]
-    assert any(name.startswith("fixed_point.to_steps") for name in cached), cached
+    assert any(name.startswith("fixed_point.steps_into") for name in cached), cached
     assert not list(tmp_path.glob("*.nbi")) and list(tmp_path.iterdir()) == [directory]

@@ -44,16 +44,12 @@ def decimals_of(step: Decimal) -> int:
 
 
 @nb.njit(cache=True, nogil=True)
-def to_steps(values, step, off_grid_rows, max_reported):
-    """Round `values` to multiples of `step`; NaN stays NaN-flagged as -1 steps.
-
-    Returns (steps int64[n], off_grid_count). Indices of the first `max_reported` off-grid rows
-    are written into `off_grid_rows`.
-    """
-    n = values.shape[0]
-    out = np.empty(n, dtype=np.int64)
+def steps_into(values, step, out, off_grid_rows, max_reported):
+    """Round `values` to multiples of `step` into `out` (any int64 array of their length, a
+    column of a matrix too); NaN and infinities become -1 steps. Returns the count of off-grid
+    values; the indices of the first `max_reported` are written into `off_grid_rows`."""
     off = 0
-    for i in range(n):
+    for i in range(values.shape[0]):
         x = values[i] / step
         if not np.isfinite(x):
             out[i] = -1
@@ -64,7 +60,14 @@ def to_steps(values, step, off_grid_rows, max_reported):
             if off < max_reported:
                 off_grid_rows[off] = i
             off += 1
-    return out, off
+    return off
+
+
+def to_steps(values: np.ndarray, step: float, off_grid_rows: np.ndarray, max_reported: int) -> tuple[np.ndarray, int]:
+    """`steps_into` a new array: (steps int64[n], off_grid_count). The array is numpy's, not the
+    kernel's, so a large one is mapped with huge pages as numpy maps its arrays."""
+    out = np.empty(values.shape[0], np.int64)
+    return out, steps_into(values, step, out, off_grid_rows, max_reported)
 
 
 class PrecisionCounter:
@@ -75,8 +78,14 @@ class PrecisionCounter:
         self.examples: list[dict[str, object]] = []
         self._rows = np.empty(MAX_REPORTED_PRECISION_EVENTS, dtype=np.int64)
 
-    def convert(self, values: np.ndarray, step: float, column: str, offset: int, seq: np.ndarray) -> np.ndarray:
-        steps, off = to_steps(values, step, self._rows, MAX_REPORTED_PRECISION_EVENTS)
+    def convert(
+        self, values: np.ndarray, step: float, column: str, offset: int, seq: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """`values` in steps (into `out` when given, e.g. a column of a batch's matrix: no array
+        of its own); off-grid values counted and the first few kept, row `offset` + i."""
+        if out is None:
+            out = np.empty(values.shape[0], np.int64)
+        off = steps_into(values, step, out, self._rows, MAX_REPORTED_PRECISION_EVENTS)
         if off:
             for r in self._rows[: min(off, MAX_REPORTED_PRECISION_EVENTS - len(self.examples))]:
                 self.examples.append(
@@ -88,7 +97,7 @@ class PrecisionCounter:
                     }
                 )
             self.count += off
-        return steps
+        return out
 
 
 def decimal_type(step: Decimal) -> pa.DataType:

@@ -141,9 +141,8 @@ def _convert_snapshots(
         matrix = np.empty((batch.num_rows, depth), np.int64)
         for level in range(depth):
             column = f"{side}_{level}_{field_name}"
-            matrix[:, level] = precision.convert(
-                _numpy_column(batch, column, np.float64), step, f"book.{column}", offset, seq
-            )
+            values = _numpy_column(batch, column, np.float64)
+            precision.convert(values, step, f"book.{column}", offset, seq, out=matrix[:, level])
         converted[key] = matrix
     # An absent level (null price) must read as absent on both arrays.
     converted["bl"][converted["bt"] < 0] = 0
