@@ -108,28 +108,33 @@ class Ladders(NamedTuple):
     bids: np.ndarray
     asks: np.ndarray
 
-    def then(self, later: Ladders) -> Ladders:
-        """These rows, then `later`'s."""
-        return Ladders(*(np.concatenate(pair) for pair in zip(self, later, strict=True)))
-
-    def sorted(self) -> Ladders:
-        """Stably sorted by time, as the whole-day as-of join orders them."""
-        if not np.any(self.times[1:] < self.times[:-1]):
-            return self
-        order = np.argsort(self.times, kind="stable")
-        return Ladders(self.times[order], self.bids[order], self.asks[order])
-
     def last(self) -> Ladders:
         """The last row, copied (a view would keep the whole hour's arrays alive)."""
         return Ladders(*(column[-1:].copy() for column in self))
 
 
+class HourLadders(NamedTuple):
+    """An hour's snapshot rows, stably sorted by time (as the whole-day as-of join orders them),
+    behind a first row left free for the last snapshot of the hours before: every one of them is
+    earlier than the hour, so it goes first without copying the hour's rows behind it."""
+
+    spare: Ladders
+
+    def after(self, carried: Ladders | None) -> Ladders:
+        """The rows to rank the hour's deltas against: `carried` (if any), then the hour's."""
+        if carried is None:
+            return Ladders(*(column[1:] for column in self.spare))
+        for column, value in zip(self.spare, carried, strict=True):
+            column[0] = value[0]
+        return self.spare
+
+
 def _hour_snapshots(
     reader: pq.ParquetFile, spans: list, low: int | None, high: int | None, tick: Decimal, levels: int
-) -> Ladders:
-    """The vendor-snapshot rows with low <= received_time < high (None: unbounded), in file order.
-    Only the row groups whose footer range meets the window are read, through pyarrow (which
-    decodes decimals several times faster than polars)."""
+) -> HourLadders:
+    """The vendor-snapshot rows with low <= received_time < high (None: unbounded). Only the row
+    groups whose footer range meets the window are read, through pyarrow (which decodes decimals
+    several times faster than polars)."""
     prices = [f"{side}_{i}_price" for side in ("bid", "ask") for i in range(levels)]
     groups = [  # the row groups whose footer range meets the window (all when a range is not recorded)
         g
@@ -143,19 +148,21 @@ def _hour_snapshots(
     if high is not None:
         keep = pc.and_(keep, pc.less(table["received_time"], high))
     table = table.filter(keep)
-    sides = {}
-    for side, absent in (("bid", _NO_BID), ("ask", _NO_ASK)):
-        ladder = np.empty((table.num_rows, levels), np.int64)
+    times = table["received_time"].to_numpy().astype(np.int64, copy=False)
+    order = np.argsort(times, kind="stable") if np.any(times[1:] < times[:-1]) else None
+    rows = len(times) + 1
+    spare = Ladders(np.empty(rows, np.int64), np.empty((rows, levels), np.int64), np.empty((rows, levels), np.int64))
+    spare.times[1:] = times if order is None else times[order]
+    for ladder, side, absent in ((spare.bids, "bid", _NO_BID), (spare.asks, "ask", _NO_ASK)):
         for i in range(levels):
-            ladder[:, i] = _ladder_ticks(table[f"{side}_{i}_price"], tick, absent)
-        sides[side] = ladder
-    times = table["received_time"].to_numpy()
-    return Ladders(times.astype(np.int64, copy=False), sides["bid"], sides["ask"])
+            ticks = _ladder_ticks(table[f"{side}_{i}_price"], tick, absent)
+            ladder[1:, i] = ticks if order is None else ticks[order]
+    return HourLadders(spare)
 
 
 def _snapshots_by_hour(
     books: Path, windows: list[tuple[int | None, int | None]], tick: Decimal, levels: int
-) -> Iterator[Ladders]:
+) -> Iterator[HourLadders]:
     """`_hour_snapshots` of each (low, high) window of the books file, in turn."""
     with parquet_io.open_file(books, pre_buffer=False) as reader:
         spans = _row_group_spans(reader)
@@ -208,7 +215,7 @@ def delta_pass(
     # (pyarrow, polars and the kernel let go of the GIL): an hour of snapshots ahead.
     with closing(read_ahead(_snapshots_by_hour(books, windows, tick, levels), "rank-snapshots")) as hour_snapshots:
         carried: Ladders | None = None  # the last snapshot before the hour
-        for hour, ((start, end), snaps) in enumerate(zip(windows, hour_snapshots, strict=True)):
+        for hour, ((start, end), hour_snaps) in enumerate(zip(windows, hour_snapshots, strict=True)):
             window = pl.lit(True)
             if start is not None:
                 window = window & (pl.col("received_time") >= start)
@@ -224,9 +231,7 @@ def delta_pass(
                 # As SQL's (received_time - origin_time) / 1e9: the integer difference, then a double division.
                 skew_sample.append((received[chosen - passed] - picked).astype(np.float64) / 1e9)
             passed += len(received)
-            if carried is not None:
-                snaps = carried.then(snaps)
-            snaps = snaps.sorted()
+            snaps = hour_snaps.after(carried)
             if snaps.times.size:  # else no snapshot yet: every row of the hour is unranked
                 carried = snaps.last()
                 add_ranks(
