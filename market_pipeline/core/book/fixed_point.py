@@ -64,8 +64,7 @@ def steps_into(values, step, out, off_grid_rows, max_reported):
 
 
 def to_steps(values: np.ndarray, step: float, off_grid_rows: np.ndarray, max_reported: int) -> tuple[np.ndarray, int]:
-    """`steps_into` a new array: (steps int64[n], off_grid_count). The array is numpy's, not the
-    kernel's, so a large one is mapped with huge pages as numpy maps its arrays."""
+    """`steps_into` a new array: (steps int64[n], off_grid_count)."""
     out = np.empty(values.shape[0], np.int64)
     return out, steps_into(values, step, out, off_grid_rows, max_reported)
 
