@@ -87,6 +87,31 @@ def test_hourly_as_of_joins_equal_the_whole_day_join(tmp_path):
     assert all(n > 0 for n in expected)
 
 
+def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_path):
+    """Each hour's messages are its count(DISTINCT sequence_number) as SQL counts it: numbers in
+    order (counted in one pass), going back (hashed), and null (no number)."""
+    from market_pipeline.core.quality.update_ranks import delta_pass
+
+    books, deltas, _ = _files(tmp_path)
+    frame = pl.read_parquet(deltas)
+    hour = (pl.col("received_time") - START) // HOUR
+    sequence = (
+        pl.when(hour == 5)
+        .then(pl.col("sequence_number") % 7)  # going back, and a number again after others
+        .when((hour == 9) & (pl.int_range(pl.len()) % 4 == 0))
+        .then(None)
+        .otherwise(pl.col("sequence_number"))
+    )
+    frame.with_columns(sequence.alias("sequence_number")).write_parquet(deltas)
+    expected = duckdb.sql(
+        f"""SELECT least(greatest((received_time - {START}) // {HOUR}, 0), 23) AS hour,
+        count(DISTINCT sequence_number) AS book_messages, count(*) AS book_delta_rows
+        FROM read_parquet('{deltas}') GROUP BY ALL ORDER BY hour"""
+    ).pl()
+    hourly = delta_pass(books, deltas, Decimal("0.01"), LEVELS, START, 10).hourly
+    assert hourly.sort("hour").to_dicts() == expected.to_dicts()
+
+
 def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path):
     """The clock-skew sample drawn in the rank pass: `(received_time - origin_time) / 1e9` (as the
     SQL it replaced computed it) of the rows at evenly spaced positions, counting rows hour by hour

@@ -524,51 +524,73 @@ def test_repeated_rows_equal_polars_distinctness(seed: int):
     assert ours.tolist() == [False, True, False, True, False, True]
 
 
-def test_rows_are_hashed_by_what_tells_them_apart():
-    """Snapshot rows by their times, sequence number and touch; delta rows by their level (only
-    rows of one message are compared)."""
+def test_snapshot_rows_are_hashed_by_what_tells_them_apart():
+    """Snapshot rows by their times, sequence number and touch."""
     from market_pipeline.core.quality.duplicate_rows import identity_columns
 
     columns = ["origin_time", "received_time", "sequence_number", "bid_0_price", "bid_0_size", "ask_0_price"]
     columns += ["bid_1_price", "ask_1_size", "bid_19_price", "ask_19_size", "line_no"]
-    assert identity_columns("book", columns) == columns[:6] + ["line_no"]
-    deltas = ["origin_time", "received_time", "sequence_number", "side_is_bid", "price", "size", "line_no"]
-    assert identity_columns("book_delta_v2", deltas) == ["side_is_bid", "price"]
+    assert identity_columns(columns) == columns[:6] + ["line_no"]
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_repeats_in_messages_equal_polars_distinctness_per_message(seed: int):
-    """The delta import's non-adjacent repeats: exactly the rows polars finds equal to an earlier
-    row of the same message (a run sharing received_time and sequence_number), in short messages
-    (compared pair by pair) and long ones (sorted); a message that comes again later is no repeat."""
-    from market_pipeline.core.quality.duplicate_rows import identity_columns
-    from market_pipeline.core.quality.row_keys import repeated_in_messages, row_marks
+@pytest.mark.parametrize(("seed", "sides"), [(0, False), (1, False), (2, True), (3, True)])
+def test_repeats_in_messages_equal_polars_distinctness_per_message(seed: int, sides: bool):
+    """The delta import's repeats: exactly the rows polars finds equal to an earlier row of the
+    same message (a run sharing received_time and sequence_number), in short messages (compared
+    pair by pair) and long ones (sorted), with and without a side, nulls, NaN and -0.0 among the
+    values; a message that comes again later is no repeat. Its adjacency is polars' `eq_missing`
+    with the row before."""
+    from market_pipeline.core.quality.row_keys import message_repeats
 
     rng = np.random.default_rng(seed)
     lengths = np.r_[rng.integers(1, 6, 400), rng.integers(17, 60, 10)]
     rng.shuffle(lengths)
     keys = np.repeat(np.arange(len(lengths)), lengths)
     n = len(keys)
-    frame = pl.DataFrame(
-        {
-            "received_time": T0 + keys // 2,  # neighbouring messages share a time, not a number
-            "sequence_number": keys,
-            "price": rng.choice([1.5, 2.0, np.nan], n),
-            "size": pl.Series(rng.choice([0.5, 1.0], n)).set(pl.Series(rng.random(n) < 0.1), None),
-        }
-    )
+    columns = {
+        "received_time": T0 + keys // 2,  # neighbouring messages share a time, not a number
+        "sequence_number": keys,
+        "price": pl.Series(rng.choice([1.5, 2.0, np.nan, -np.nan, 0.0, -0.0], n)).set(
+            pl.Series(rng.random(n) < 0.05), None
+        ),
+        "size": pl.Series(rng.choice([0.5, 1.0], n)).set(pl.Series(rng.random(n) < 0.1), None),
+    }
+    if sides:
+        columns["side_is_bid"] = pl.Series(rng.random(n) < 0.5).set(pl.Series(rng.random(n) < 0.05), None)
+    frame = pl.DataFrame(columns)
+    frame = frame[np.sort(np.r_[np.arange(n), rng.choice(n, 100)])]  # adjacent copies as well
     frame = pl.concat([frame, frame.head(lengths[0])])  # the first message again, at the end
     new_key = (pl.col("received_time").diff() != 0) | (pl.col("sequence_number").diff() != 0)
     message = frame.select(new_key.fill_null(False).cum_sum()).to_series()
     expected = ~frame.with_columns(message.alias("m")).select(pl.struct(pl.all()).is_first_distinct()).to_series()
-    assert expected.sum() > 100 and (message.value_counts()["count"] > 16).any()
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in frame.columns]).fill_null(False)
+    adjacent = frame.select(same).to_series().to_numpy()
+    assert expected.sum() > 100 and adjacent.sum() > 50 and (message.value_counts()["count"] > 16).any()
     # The message sent again is a run of its own: repeats within it, none of the first copy.
     assert expected[-lengths[0] :].to_list() == expected[: lengths[0]].to_list()
-    hashes, _ = row_marks(frame)
-    np.testing.assert_array_equal(repeated_in_messages(frame, hashes), expected.to_numpy())
-    # As the import hashes them: by their level (here the price), rows equal in it then compared.
-    hashes, _ = row_marks(frame, keys=identity_columns("book_delta_v2", frame.columns))
-    np.testing.assert_array_equal(repeated_in_messages(frame, hashes), expected.to_numpy())
+    ours_adjacent, ours = message_repeats(frame)
+    np.testing.assert_array_equal(ours, expected.to_numpy())
+    np.testing.assert_array_equal(ours_adjacent, adjacent)
+    # Split in two chunks inside a message, as `batches.message_aligned` glues batches.
+    cut = int(lengths[:3].sum()) + 1
+    whole = frame.rechunk()
+    glued = pl.concat([whole.slice(0, cut), whole.slice(cut)], rechunk=False)
+    assert glued.n_chunks() == 2
+    np.testing.assert_array_equal(message_repeats(glued)[1], expected.to_numpy())
+
+
+def test_delta_batches_must_start_a_message():
+    """A delta batch that continues the message the batch before ended in is refused: its rows
+    could equal rows of the batch before, which the duplicate pass does not see."""
+    from market_pipeline.core.quality.duplicate_rows import DuplicateRows
+
+    rows = pl.DataFrame(
+        {"received_time": [T0, T0, T0 + 1], "sequence_number": [1, 1, 2], "side_is_bid": True, "price": 1.0}
+    )
+    duplicates = DuplicateRows("book_delta_v2", None, True, lambda kind, frame: None)
+    assert duplicates.drop(rows.slice(0, 1), 0).height == 1
+    with pytest.raises(ValueError, match="starts inside the message"):
+        duplicates.drop(rows.slice(1), 1)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -92,6 +92,16 @@ def message_aligned(frames: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         yield held
 
 
+def column_chunks(batch: pl.DataFrame, names: list[str]) -> list[list[pl.Series]]:
+    """The columns `names` of `batch` chunk by chunk (a list of the columns' chunks a chunk), without
+    a copy: a batch glued from two by `message_aligned` would be copied whole by every `to_numpy`.
+    Columns whose chunks differ in length are rechunked first."""
+    columns = [batch[name] for name in names]
+    if len({tuple(len(c) for c in column.get_chunks()) for column in columns}) > 1:
+        columns = [column.rechunk() for column in columns]
+    return [list(part) for part in zip(*[column.get_chunks() for column in columns], strict=True) if len(part[0])]
+
+
 def _last_message_start(frame: pl.DataFrame) -> int:
     """Where the trailing run of the frame's last message (its rows sharing the last row's
     received_time and sequence_number) starts. Looked for from the end in growing slices, as a

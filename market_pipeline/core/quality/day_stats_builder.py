@@ -18,7 +18,7 @@ from numba import njit
 
 from market_pipeline.core.day_clock import NS_PER_DAY, NS_PER_MINUTE, day_start_ns
 from market_pipeline.core.lake import parquet_io
-from market_pipeline.core.lake.batches import MESSAGE_TABLES, iter_frames, message_aligned
+from market_pipeline.core.lake.batches import MESSAGE_TABLES, column_chunks, iter_frames, message_aligned
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.chain import ChainBreaks
 from market_pipeline.core.quality.day_stats import (
@@ -54,15 +54,11 @@ TIME_COLUMNS = ("received_time", "origin_time", "sequence_number")
 
 
 def _numpy_chunks(batch: pl.DataFrame, names: list[str]) -> list[dict[str, np.ndarray]]:
-    """The columns `names` as numpy arrays chunk by chunk, without a copy (a batch glued from two
-    by ingest.message_aligned would be copied whole by every to_numpy); columns whose chunks
-    differ in length are rechunked first."""
-    columns = [batch[name] for name in names]
-    lengths = {tuple(len(c) for c in column.get_chunks()) for column in columns}
-    if len(lengths) > 1:
-        columns = [column.rechunk() for column in columns]
-    parts = zip(*[column.get_chunks() for column in columns], strict=True)
-    return [{name: chunk.to_numpy() for name, chunk in zip(names, part, strict=True)} for part in parts if len(part[0])]
+    """The columns `names` as numpy arrays chunk by chunk, without a copy (`batches.column_chunks`)."""
+    return [
+        {name: chunk.to_numpy() for name, chunk in zip(names, part, strict=True)}
+        for part in column_chunks(batch, names)
+    ]
 
 
 @njit(cache=True, nogil=True)

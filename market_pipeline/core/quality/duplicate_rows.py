@@ -10,7 +10,7 @@ import polars as pl
 from market_pipeline.core.lake.batches import MESSAGE_TABLES
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.day_stats import CONFLICTING_TRADE_ID, DUPLICATE, SAMPLE_SCHEMA
-from market_pipeline.core.quality.row_keys import repeated_in_messages, repeated_rows, row_marks
+from market_pipeline.core.quality.row_keys import message_repeats, repeated_rows, row_marks
 
 # Which exact duplicates (identical in every column) the import drops, per table.
 DUPLICATE_RULES = {
@@ -26,23 +26,16 @@ DUPLICATE_RULES = {
 }
 
 
-# What tells a message's delta rows apart: a message updates a level (side and price) once.
-DELTA_LEVEL_COLUMNS = ("side_is_bid", "price")
 # A snapshot row's levels behind the touch: its times, sequence number and touch tell it apart.
 _BEHIND_THE_TOUCH = frozenset(book_level_columns()) - frozenset(book_level_columns(1))
 
 
-def identity_columns(table: str, columns: list[str]) -> list[str]:
-    """The columns a batch's rows are hashed by to find duplicate candidates: for deltas, their
-    level (`DELTA_LEVEL_COLUMNS`: only rows of one message are compared, and rows of one message
-    share its key and seldom a level); for snapshots, all but the book levels behind the touch
-    (`bid_1_price`...), which a snapshot row's times, sequence number and touch already tell
-    apart. Candidates are compared in every column, so the result does not depend on this
-    choice, only the time. Measured on the bench day against hashing every column: its 34 M
-    deltas imported in 4.45-4.68 s instead of 4.92-5.15 s (the statistics' main-thread work 2.3-2.4
-    CPU-s against 2.8-3.0), its 864,000 snapshots (83 columns) in 1.70-1.78 s instead of 1.90-2.01 s."""
-    if table in MESSAGE_TABLES:
-        return [c for c in DELTA_LEVEL_COLUMNS if c in columns]
+def identity_columns(columns: list[str]) -> list[str]:
+    """The columns a batch's rows are hashed by to find duplicate candidates: all but the book
+    levels behind the touch (`bid_1_price`...), which a snapshot row's times, sequence number and
+    touch already tell apart. Candidates are compared in every column, so the result does not
+    depend on this choice, only the time. Measured on the bench day against hashing every column:
+    its 864,000 snapshots (83 columns) imported in 1.70-1.78 s instead of 1.90-2.01 s."""
     return [c for c in columns if c not in _BEHIND_THE_TOUCH]
 
 
@@ -75,10 +68,21 @@ class DuplicateRows:
         self._repeated = repeated_trade_ids if repeated_trade_ids is not None else np.empty(0, dtype=np.uint64)
         self._seen_trades: dict[str, set[tuple]] = {}
         self._last_row: pl.DataFrame | None = None  # the last row kept: an adjacent repeat compares with it
+        self._last_message: tuple[int, int] | None = None  # deltas: the last batch's last (received, sequence)
 
     def _remember(self, kept: pl.DataFrame) -> None:
-        if kept.height:
+        if kept.height and self.table not in MESSAGE_TABLES:
             self._last_row = kept.tail(1)
+
+    def _message_repeats(self, batch: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """`row_keys.message_repeats` of a delta batch, which must start a message
+        (`batches.message_aligned`): then no row equals one of the batch before, whose rows differ
+        from it in received_time or sequence_number, and no lead row is needed."""
+        first = (batch["received_time"][0], batch["sequence_number"][0])
+        if first == self._last_message:
+            raise ValueError(f"{self.table} batch starts inside the message {first} of the batch before it")
+        self._last_message = (batch["received_time"][-1], batch["sequence_number"][-1])
+        return message_repeats(batch)
 
     def drop(self, batch: pl.DataFrame, rows_before: int) -> pl.DataFrame:
         """The batch without the duplicates the rule drops; `rows_before`: rows written so far."""
@@ -87,12 +91,13 @@ class DuplicateRows:
             return self._drop_trades(batch, rows_before)
         if DUPLICATE_RULES.get(self.table) is None:
             return batch
-        lead = None if self._last_row is None else self._last_row.select(columns)
-        hashes, same = row_marks(batch, lead, identity_columns(self.table, columns))
-        both = batch if lead is None else pl.concat([lead, batch])
-        # A delta row repeats within its message (identical rows share the message's key columns).
-        twice = repeated_in_messages(both, hashes) if self.table in MESSAGE_TABLES else repeated_rows(both, hashes)
-        adjacent, repeat = same[len(hashes) - batch.height :], (same | twice)[len(hashes) - batch.height :]
+        if self.table in MESSAGE_TABLES:
+            same, twice = self._message_repeats(batch)
+        else:
+            lead = None if self._last_row is None else self._last_row.select(columns)
+            hashes, same = row_marks(batch, lead, identity_columns(columns))
+            twice = repeated_rows(batch if lead is None else pl.concat([lead, batch]), hashes)
+        adjacent, repeat = same[len(same) - batch.height :], (same | twice)[len(same) - batch.height :]
         n_repeat = int(repeat.sum())
         if not n_repeat:
             self._remember(batch)

@@ -32,7 +32,7 @@ def grid_flags(values: np.ndarray, step: Decimal) -> tuple[np.ndarray, np.ndarra
     return off_grid, loss
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grid_flags(values, step, p, q, tolerance, off_grid, loss):
     for i in range(values.shape[0]):
         value = values[i]
