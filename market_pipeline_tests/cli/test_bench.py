@@ -63,9 +63,20 @@ def bench_run(tmp_path_factory):
 
 @pytest.mark.slow  # the benchmark at a small scale, whole graph included
 @pytest.mark.graph
-def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys):
+def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys, monkeypatch):
     data_dir, argv = bench_run
+    lake_before_graph = []
+    real_run_graph = bench.run_graph
+
+    def run_graph(settings, day, *args, **kwargs):
+        if settings.data_dir.resolve() == data_dir.resolve():  # the bench day's graph, not the parallel runs
+            lake_before_graph.append(settings.lake_dir.exists())
+        return real_run_graph(settings, day, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_graph", run_graph)
     assert bench.main(argv) == 0
+    # The graph ran as a first run of the day, into a lake without what earlier runs stored.
+    assert lake_before_graph == [False]
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert JSON_KEYS <= set(report)
