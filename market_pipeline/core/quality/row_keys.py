@@ -25,7 +25,7 @@ _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _HASH_SHIFT = np.uint64(32)
 _SIDE_SHIFT = np.uint64(62)  # a delta row's side (or null) in a level key's top two bits
 _NO_NULLS = np.zeros(0, dtype=np.bool_)
-# A message of at most this many rows compares its hashes pair by pair; a longer one sorts them.
+# A message of at most this many rows compares its rows' level keys pair by pair; a longer one sorts them.
 _PAIRWISE_ROWS = 16
 # Types whose every value has its own 64 bits (as Int64, UInt64 or Float64).
 _SIXTY_FOUR_BITS = frozenset(
