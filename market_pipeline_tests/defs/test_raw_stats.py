@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -581,16 +582,24 @@ def test_repeats_in_messages_equal_polars_distinctness_per_message(seed: int, si
 
 def test_delta_batches_must_start_a_message():
     """A delta batch that continues the message the batch before ended in is refused: its rows
-    could equal rows of the batch before, which the duplicate pass does not see."""
-    from market_pipeline.core.quality.duplicate_rows import DuplicateRows
+    could equal rows of the batch before, which the duplicate, skew and gap passes do not see."""
+    from market_pipeline.core.quality.day_stats_builder import DayStatsBuilder
 
     rows = pl.DataFrame(
-        {"received_time": [T0, T0, T0 + 1], "sequence_number": [1, 1, 2], "side_is_bid": True, "price": 1.0}
+        {
+            "origin_time": [T0, T0, T0 + 1],
+            "received_time": [T0, T0, T0 + 1],
+            "sequence_number": [1, 1, 2],
+            "side_is_bid": True,
+            "price": 1.0,
+            "size": 0.5,
+        }
     )
-    duplicates = DuplicateRows("book_delta_v2", None, True, lambda kind, frame: None)
-    assert duplicates.drop(rows.slice(0, 1), 0).height == 1
+    builder = DayStatsBuilder("book_delta_v2", DAY, Decimal("0.01"), Decimal("0.001"))
+    assert builder.add(rows.slice(0, 1)).height == 1
     with pytest.raises(ValueError, match="starts inside the message"):
-        duplicates.drop(rows.slice(1), 1)
+        builder.add(rows.slice(1))
+    assert builder.add(rows.slice(2)).height == 1  # a batch starting the next message is taken
 
 
 @pytest.mark.parametrize("seed", range(4))

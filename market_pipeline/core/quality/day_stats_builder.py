@@ -83,7 +83,8 @@ class DayStatsBuilder:
 
     `add(batch)` returns the rows to write (exact duplicates dropped under DUPLICATE_RULES, unless
     `dropping` is False: the statistics of a lake file as it is). For `book_delta_v2` every batch
-    must end at a message boundary (batches.message_aligned). For `trades`, `repeated_trade_ids`
+    must end at a message boundary (batches.message_aligned), and one that does not is refused:
+    the duplicate, skew and gap passes compare no row with the batch before. For `trades`, `repeated_trade_ids`
     (hashes from `duplicate_rows.repeated_hashes`) names the ids that occur more than once in the day.
     """
 
@@ -115,7 +116,7 @@ class DayStatsBuilder:
             ),
             0,
         )
-        self._last_key: tuple[int, int] | None = None
+        self._last_key: tuple[int, int] | None = None  # deltas: the last batch's last (received, sequence)
         self._max_sequence: int | None = None
         self._max_received: int | None = None
         self._max_trade_id: int | None = None
@@ -145,6 +146,8 @@ class DayStatsBuilder:
     def add(self, batch: pl.DataFrame) -> pl.DataFrame:
         if batch.is_empty():
             return batch
+        if self.table in MESSAGE_TABLES:
+            self._check_message_aligned(batch)
         batch = self.duplicates.drop(batch, self.rows)
         if batch.is_empty():
             return batch
@@ -222,19 +225,21 @@ class DayStatsBuilder:
             outside.group_by(minutes.alias("minutes_outside_day")).agg(pl.len().cast(pl.Int64).alias("rows"))
         )
 
+    def _check_message_aligned(self, batch: pl.DataFrame) -> None:
+        """Refuse a delta batch that starts inside the message the batch before ended in."""
+        first = (int(batch["received_time"][0]), int(batch["sequence_number"][0]))
+        if first == self._last_key:
+            raise ValueError(f"{self.table} batch starts inside the message {first} of the batch before it")
+        self._last_key = (int(batch["received_time"][-1]), int(batch["sequence_number"][-1]))
+
     def _skew(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]], offset: int) -> None:
         keyed = self.table in MESSAGE_TABLES
-        first_new = True
-        if keyed and self._last_key is not None:
-            first_new = (int(batch["received_time"][0]), int(batch["sequence_number"][0])) != self._last_key
         worst = self._skew_pass.add(
             [c["received_time"] for c in chunks],
             [c["origin_time"] for c in chunks],
             [c["sequence_number"] for c in chunks] if keyed else None,
-            first_new,
+            True,  # a batch starts a message (`_check_message_aligned`)
         )
-        if keyed:
-            self._last_key = (int(batch["received_time"][-1]), int(batch["sequence_number"][-1]))
         if not len(worst):  # no message starts in the batch
             return
         keep = ["received_time", "origin_time"] + (["sequence_number"] if "sequence_number" in batch.columns else [])

@@ -68,21 +68,10 @@ class DuplicateRows:
         self._repeated = repeated_trade_ids if repeated_trade_ids is not None else np.empty(0, dtype=np.uint64)
         self._seen_trades: dict[str, set[tuple]] = {}
         self._last_row: pl.DataFrame | None = None  # the last row kept: an adjacent repeat compares with it
-        self._last_message: tuple[int, int] | None = None  # deltas: the last batch's last (received, sequence)
 
     def _remember(self, kept: pl.DataFrame) -> None:
         if kept.height and self.table not in MESSAGE_TABLES:
             self._last_row = kept.tail(1)
-
-    def _message_repeats(self, batch: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """`row_keys.message_repeats` of a delta batch, which must start a message
-        (`batches.message_aligned`): then no row equals one of the batch before, whose rows differ
-        from it in received_time or sequence_number, and no lead row is needed."""
-        first = (batch["received_time"][0], batch["sequence_number"][0])
-        if first == self._last_message:
-            raise ValueError(f"{self.table} batch starts inside the message {first} of the batch before it")
-        self._last_message = (batch["received_time"][-1], batch["sequence_number"][-1])
-        return message_repeats(batch)
 
     def drop(self, batch: pl.DataFrame, rows_before: int) -> pl.DataFrame:
         """The batch without the duplicates the rule drops; `rows_before`: rows written so far."""
@@ -92,7 +81,9 @@ class DuplicateRows:
         if DUPLICATE_RULES.get(self.table) is None:
             return batch
         if self.table in MESSAGE_TABLES:
-            same, twice = self._message_repeats(batch)
+            # The batch starts a message (the builder refuses others): no row of the batch before
+            # can equal one of it, as they differ in received_time or sequence_number.
+            same, twice = message_repeats(batch)
         else:
             lead = None if self._last_row is None else self._last_row.select(columns)
             hashes, same = row_marks(batch, lead, identity_columns(columns))
