@@ -2,11 +2,12 @@
 output once with the same codecs costs, timed in the same run as the work it bounds.
 
 - reads (`read_seconds`): the cheapest honest way for each format: Parquet every column in
-  batches; Tardis pyarrow's streaming CSV reader over the gzip stream inflated by ISA-L (as the
-  import inflates it: 2.5x faster than zlib); capture the lines inflated by ISA-L, decoded by the
-  capture parser into typed columns, nothing written (Arrow's JSON reader per kind of message on
-  two threads: the fastest decoder measured; msgspec a line at a time took 39.5 s for the bench
-  day, the parser 28.1 s with its scratch writes);
+  batches; Tardis pyarrow's streaming CSV reader over the import's own text stream
+  (`csv_stream.TextStream`: the gzip inflated by ISA-L, 2.5x faster than zlib, into Arrow's
+  pool); capture the lines inflated by ISA-L, decoded by the capture parser into typed columns,
+  nothing written (Arrow's JSON reader per kind of message on two threads: the fastest decoder
+  measured; msgspec a line at a time took 39.5 s for the bench day, the parser 28.1 s with its
+  scratch writes);
 - writes (`write_seconds`): each Parquet file written once more, row group by row group from
   memory, with its own compression, dictionary and delta encodings; only the writes are timed.
 
@@ -51,9 +52,9 @@ def lake_outputs(lake_dir: Path, day: dt.date | None = None) -> list[Path]:
 def read_seconds(vendor: str, files: list[Path]) -> float:
     """Read every input file once, the cheapest honest way for its format (see the module doc)."""
     import pyarrow.csv as pacsv
-    from isal import igzip
 
     from market_pipeline.vendors.binance.capture_stream import CaptureParser
+    from market_pipeline.vendors.tardis.csv_stream import TextStream
 
     started = time.perf_counter()
     for path in files:
@@ -61,7 +62,7 @@ def read_seconds(vendor: str, files: list[Path]) -> float:
             for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches():
                 pass
         elif vendor == "tardis":
-            with igzip.open(path, "rb") as text:
+            with TextStream(path) as text:
                 for _ in pacsv.open_csv(text):
                     pass
         elif vendor == "capture":

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -343,3 +345,39 @@ def test_the_file_ending(tmp_path):
     path.write_text(",".join(TRADES_COLUMNS) + "\nbinance,BTCUSDT,1,2,x,buy,1", encoding="utf-8")
     with pytest.raises(TardisFormatError, match=r"csv: the last line does not end with a newline"):
         list(iter_trades(path))
+
+
+# ---------------------------------------------------------------------------------------
+# The text stream under Arrow's reader
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_the_text_stream_gives_the_files_bytes_in_small_inflations_into_arrows_pool(tmp_path, compressed):
+    """Every byte, in blocks of any size, each filled by reads of at most `_INFLATE_PIECE_BYTES`
+    (ISA-L's output then comes from the C heap, not from fresh pages a block); Arrow's CSV reader
+    asks for its blocks through `read_buffer`, and the end of the file is seen only by a read
+    that finds nothing."""
+    text = b"".join(b"%d,%d\n" % (i, i * 7) for i in range(60_000))  # ~0.6 MB
+    path = tmp_path / ("t.csv.gz" if compressed else "t.csv")
+    path.write_bytes(gzip.compress(text) if compressed else text)
+    asked: list[int] = []
+    for size in (1, 1_000, csv_stream._INFLATE_PIECE_BYTES + 3, 1 << 20):
+        with csv_stream.TextStream(path) as stream:
+            inner_readinto = stream._inner.readinto
+            stream._inner.readinto = lambda view, read=inner_readinto: asked.append(len(view)) or read(view)
+            blocks = []
+            while block := stream.read_buffer(size):
+                assert isinstance(block, pa.Buffer) and not stream.ended
+                assert stream.last == block.to_pybytes()[-1:]
+                blocks.append(block.to_pybytes())
+            assert stream.ended and stream.size == len(text)
+            assert b"".join(blocks) == text
+    assert max(asked) == csv_stream._INFLATE_PIECE_BYTES
+
+    with csv_stream.TextStream(path) as stream:
+        calls = []
+        read_buffer = stream.read_buffer
+        stream.read_buffer = lambda size: calls.append(size) or read_buffer(size)
+        rows = sum(batch.num_rows for batch in pa_csv.open_csv(stream, pa_csv.ReadOptions(column_names=["a", "b"])))
+    assert rows == 60_000 and calls

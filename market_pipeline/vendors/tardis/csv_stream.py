@@ -11,7 +11,11 @@ on 8.5 M rows: decompressing and parsing into polars frames 2.9 s with 1 MB bloc
 the process) and 3.3 s with 16 MB blocks (450 MB; Arrow's parser holds tens of times a block).
 Polars' `scan_csv` of the .gz file takes 1.9 s (275 MB) but names no line for a row that fails,
 does not tell a decompression failure apart, and does not show the file's last byte (a second pass
-would cost more than it saves).
+would cost more than it saves). Polars' `read_csv` of each batch's whole lines (inflated here)
+parsed the bench day's L2 file in 5.6-6.1 s against Arrow's 7.2-8.1, but the L2 file's way to its
+cache table, where the checks and the writer share the two cores, took as long (10.9-13.5 s
+against 12.4-12.9, alternating); and it reads a short row's missing fields, and a blank line, as
+nulls.
 
 Everything wrong with the file raises `TardisFormatError` naming the file and, where it can, the
 line (line 1 is the header): a bad header, a truncated or corrupt gzip, a last line without its
@@ -106,9 +110,17 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
     return igzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-class _TrackedStream(io.RawIOBase):
-    """The file's decompressed bytes for the CSV reader; remembers the last byte (a complete file
-    ends with a newline) and a decompression failure (told apart from a CSV error)."""
+# Bytes inflated at a time into a block. Below the C library's mmap threshold (128 KB, fixed by
+# `telemetry.memory.fix_mmap_threshold`), ISA-L's output comes from the heap, used again and again;
+# a block-sized read got fresh pages from the kernel every time: on the bench day's L2 file
+# (2.6 GB of CSV) 0.70 M page faults and 1.8-1.9 CPU-s of system time against 34-40 k and 0.6 s.
+_INFLATE_PIECE_BYTES = 64 * 1024
+
+
+class TextStream(io.RawIOBase):
+    """The file's decompressed bytes for Arrow's CSV reader, a block at a time in Arrow's memory
+    pool; remembers the last byte (a complete file ends with a newline) and a decompression
+    failure (told apart from a CSV error)."""
 
     def __init__(self, path: Path):
         super().__init__()
@@ -121,18 +133,30 @@ class _TrackedStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
+    def readinto(self, buffer) -> int:  # noqa: ANN001 - a writable bytes-like object
+        view = memoryview(buffer).cast("B")
+        filled = 0
         try:
-            data = self._inner.read(size)
+            while filled < len(view):
+                inflated = self._inner.readinto(view[filled : filled + _INFLATE_PIECE_BYTES])
+                if not inflated:
+                    break
+                filled += inflated
         except _GZIP_ERRORS as exc:
             self.failure = exc
             raise
-        if data:
-            self.size += len(data)
-            self.last = data[-1:]
-        elif size != 0:
+        if filled:
+            self.size += filled
+            self.last = bytes(view[filled - 1 : filled])
+        elif len(view):
             self.ended = True
-        return data
+        return filled
+
+    def read_buffer(self, size: int) -> pa.Buffer:
+        """A block for Arrow's reader (which prefers this to `read`), in a buffer of Arrow's pool."""
+        buffer = pa.allocate_buffer(size, resizable=True)
+        buffer.resize(self.readinto(buffer))
+        return buffer
 
     def cut_short(self, header_bytes: int) -> bool:
         """Whether the file ended (it has been read to its end) without a newline after its last row."""
@@ -188,7 +212,7 @@ def _iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
         short_or_long.append((row.number, row.actual_columns, row.expected_columns))
         return "error"
 
-    stream = _TrackedStream(path)
+    stream = TextStream(path)
     line = 2
     try:
         reader = pa_csv.open_csv(
@@ -226,14 +250,14 @@ def _block_bytes(required: list[str], header_bytes: int) -> int:
     return max(min(wide, _ARROW_MAX_BLOCK_BYTES), 2 * header_bytes)
 
 
-def _check_ending(path: Path, stream: _TrackedStream, header_bytes: int) -> None:
+def _check_ending(path: Path, stream: TextStream, header_bytes: int) -> None:
     if stream.cut_short(header_bytes):
         raise TardisFormatError(path, None, "the last line does not end with a newline (truncated file?)")
 
 
 def _explain(
     path: Path,
-    stream: _TrackedStream,
+    stream: TextStream,
     exc: BaseException,
     short_or_long: list[tuple[int | None, int, int]],
     header: list[str],
