@@ -179,23 +179,24 @@ def iter_incremental_book_l2(
             pl.col(k).ne_missing(pl.col(k).shift(1, fill_value=None if last_key is None else last_key[i]))
             for i, k in enumerate(keys)
         )
-        df = df.with_columns(starts.alias("_start")).with_columns(
-            (day_sequence_base(day) + count + pl.col("_start").cast(pl.Int64).cum_sum()).alias("sequence_number")
-        )
-        heads = df.filter(pl.col("_start"))
+        # The heads are filtered from their two columns only and the rows made in one select: a
+        # filter of the whole batch (its text columns too) and a second with_columns took the first
+        # 8.8 M rows of the bench day's L2 file 0.55-0.80 CPU-s against 0.21-0.27.
+        df = df.with_columns(starts.alias("_start"))
+        heads = df.select(pl.col("local_timestamp", "timestamp").filter(pl.col("_start")))
         if messages is not None:
             messages.append(heads["local_timestamp"].to_numpy(), heads["timestamp"].to_numpy())
-        count += heads.height
-        last_key = df.select(keys).row(-1)
         deltas = df.select(
             (pl.col("timestamp") * US).alias("origin_time"),
             (pl.col("local_timestamp") * US).alias("received_time"),
-            "sequence_number",
+            (day_sequence_base(day) + count + pl.col("_start").cast(pl.Int64).cum_sum()).alias("sequence_number"),
             (pl.col("side") == "bid").alias("side_is_bid"),
             "price",
             pl.col("amount").alias("size"),
             "is_snapshot",
         )
+        count += heads.height
+        last_key = tuple(df[k][-1] for k in keys)
         yield deltas.cast({**BOOK_DELTA_SCHEMA, "is_snapshot": pl.Boolean()})
 
 
