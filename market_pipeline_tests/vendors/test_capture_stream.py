@@ -8,11 +8,13 @@ after every kind of line; the whole captures are parsed in one chunk a file, as 
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from market_pipeline.vendors import capture_files
 from market_pipeline.vendors.binance import capture_stream
 from market_pipeline.vendors.capture_files import CHUNK_LINES as PRODUCTION_CHUNK_LINES
 from market_pipeline.vendors.capture_files import CaptureFormatError, open_capture
@@ -121,6 +123,43 @@ def test_gzip_truncated_mid_file_names_the_first_unread_line(tmp_path):
         with gzip.open(path, "rb") as whole:
             readable = sum(1 for _ in _lines_until_error(whole))
         assert caught.value.line_number == readable + 1
+
+
+def test_gzip_is_inflated_in_small_pieces_and_a_read_keeps_what_it_inflated_before_an_error(tmp_path, monkeypatch):
+    """Reads of 1 MB (as `line_chunks` makes them) get every byte of every member, each inflation
+    at most `_INFLATE_PIECE_BYTES` (ISA-L's output then comes from the C heap, not fresh pages); a
+    file cut short gives every byte zlib can inflate, and only the read after them fails."""
+    body = b"".join(f"{i} {TRADE}\n".encode() for i in range(30_000))
+    first = gzip.compress(body[:1_000_000])
+    packed = first + gzip.compress(body[1_000_000:])  # two members
+    asked: list[int] = []
+    inflated = capture_files._GzipMembers._inflated
+    monkeypatch.setattr(
+        capture_files._GzipMembers, "_inflated", lambda self, size: asked.append(size) or inflated(self, size)
+    )
+
+    def read_all(path):
+        got, failure = bytearray(), None
+        with open_capture(path) as stream:
+            buffer = bytearray(1 << 20)
+            try:
+                while read := stream.readinto1(buffer):
+                    got += buffer[:read]
+            except EOFError as exc:
+                failure = exc
+        return bytes(got), failure
+
+    whole = tmp_path / "whole.gz"
+    whole.write_bytes(packed)
+    assert read_all(whole) == (body, None)
+    assert max(asked) == capture_files._INFLATE_PIECE_BYTES
+
+    cut = tmp_path / "cut.gz"
+    end = len(packed) * 3 // 4  # inside the second member
+    cut.write_bytes(packed[:end])
+    prefix = body[:1_000_000] + zlib.decompressobj(wbits=31).decompress(packed[len(first) : end])
+    got, failure = read_all(cut)
+    assert isinstance(failure, EOFError) and got == prefix and len(prefix) > 1 << 20
 
 
 def _lines_until_error(stream):
