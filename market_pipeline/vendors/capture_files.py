@@ -24,7 +24,10 @@ from market_pipeline.core.security import crypto
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _NEWLINE = ord("\n")
-_GZIP_INPUT_BYTES = 128 * 1024  # compressed bytes read at a time
+# Compressed bytes read at a time: each inflation of a piece copies the input it leaves over
+# (isal's `unconsumed_tail`), so no more than about a piece's worth (the bench day's capture, 14 M
+# lines: 160-170 k page faults and 4.3-5.6 s with 128 KB, 75-84 k and 4.1-4.7 s with 16 KB).
+_GZIP_INPUT_BYTES = 16 * 1024
 LINE_BATCH = 10_000  # lines decoded from the stream at a time
 # Lines a capture parser turns into table rows at a time: a chunk of 100 k lines of a busy day
 # holds about 300 k level rows.
