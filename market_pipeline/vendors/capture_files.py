@@ -21,6 +21,7 @@ from isal import isal_zlib
 
 from market_pipeline.core.errors import CaptureError
 from market_pipeline.core.security import crypto
+from market_pipeline.core.telemetry.memory import HEAP_PIECE_BYTES
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _NEWLINE = ord("\n")
@@ -33,12 +34,6 @@ LINE_BATCH = 10_000  # lines decoded from the stream at a time
 # holds about 300 k level rows.
 CHUNK_LINES = 100_000
 _READ_BYTES = 1 << 20  # decompressed bytes `line_chunks` takes from the stream at a time
-# Bytes inflated at a time. Below the C library's mmap threshold (128 KB, fixed by
-# `telemetry.memory.fix_mmap_threshold`), ISA-L's output comes from the heap, used again and again;
-# inflated a read (1 MB) at a time, it got fresh pages from the kernel every time: reading the bench
-# day's capture (14 M lines) took 0.82 M page faults and 2.4-2.6 s of system time against 0.17 M
-# and 1.0-1.3 s, 6.2-6.5 s of wall against 4.9-5.3.
-_INFLATE_PIECE_BYTES = 64 * 1024
 
 
 class CaptureFormatError(CaptureError, ValueError):
@@ -162,9 +157,12 @@ class _GzipMembers(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:  # noqa: ANN001 - a writable bytes-like object
-        """Fill `buffer` as far as the stream goes, inflating `_INFLATE_PIECE_BYTES` at a time. An
-        error met once some bytes are in is raised by the next call: a read returns everything
-        decompressed before the error, as one inflation a read did."""
+        """Fill `buffer` as far as the stream goes, `HEAP_PIECE_BYTES` inflated at a time: inflated a
+        read (1 MB) at once, every read got fresh pages from the kernel (reading the bench day's
+        capture, 14 M lines: 0.82 M page faults and 2.4-2.6 s of system time, against 0.17 M and
+        1.0-1.3 s so, 6.2-6.5 s of wall against 4.9-5.3). An error met once some bytes are in is
+        raised by the next call: a read returns everything decompressed before the error, as one
+        inflation a read did."""
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
@@ -172,7 +170,7 @@ class _GzipMembers(io.RawIOBase):
         filled = 0
         while filled < len(view):  # decompress(..., 0) would mean no limit
             try:
-                data = self._inflated(min(_INFLATE_PIECE_BYTES, len(view) - filled))
+                data = self._inflated(min(HEAP_PIECE_BYTES, len(view) - filled))
             except (EOFError, OSError) as exc:  # truncated, corrupt, or (encrypted) not authentic
                 if not filled:
                     raise

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from market_pipeline.core.telemetry.memory import HEAP_PIECE_BYTES
 from market_pipeline.vendors import capture_files
 from market_pipeline.vendors.binance import capture_stream
 from market_pipeline.vendors.capture_files import CHUNK_LINES as PRODUCTION_CHUNK_LINES
@@ -127,7 +128,7 @@ def test_gzip_truncated_mid_file_names_the_first_unread_line(tmp_path):
 
 def test_gzip_is_inflated_in_small_pieces_and_a_read_keeps_what_it_inflated_before_an_error(tmp_path, monkeypatch):
     """Reads of 1 MB (as `line_chunks` makes them) get every byte of every member, each inflation
-    at most `_INFLATE_PIECE_BYTES` (ISA-L's output then comes from the C heap, not fresh pages); a
+    at most `HEAP_PIECE_BYTES` (ISA-L's output then comes from the C heap, not fresh pages); a
     file cut short gives every byte zlib can inflate, and only the read after them fails."""
     body = b"".join(f"{i} {TRADE}\n".encode() for i in range(30_000))
     first = gzip.compress(body[:1_000_000])
@@ -152,7 +153,7 @@ def test_gzip_is_inflated_in_small_pieces_and_a_read_keeps_what_it_inflated_befo
     whole = tmp_path / "whole.gz"
     whole.write_bytes(packed)
     assert read_all(whole) == (body, None)
-    assert max(asked) == capture_files._INFLATE_PIECE_BYTES
+    assert max(asked) == HEAP_PIECE_BYTES
 
     cut = tmp_path / "cut.gz"
     end = len(packed) * 3 // 4  # inside the second member

@@ -17,6 +17,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
+from market_pipeline.core.telemetry.memory import HEAP_PIECE_BYTES
 from market_pipeline.vendors.tardis import csv_stream
 from market_pipeline.vendors.tardis.config import DEFAULT_EXCHANGES
 from market_pipeline.vendors.tardis.csv_format import (
@@ -354,7 +355,7 @@ def test_the_file_ending(tmp_path):
 
 @pytest.mark.parametrize("compressed", [True, False])
 def test_the_text_stream_gives_the_files_bytes_in_small_inflations_into_arrows_pool(tmp_path, compressed):
-    """Every byte, in blocks of any size, each filled by reads of at most `_INFLATE_PIECE_BYTES`
+    """Every byte, in blocks of any size, each filled by reads of at most `HEAP_PIECE_BYTES`
     (ISA-L's output then comes from the C heap, not from fresh pages a block); Arrow's CSV reader
     asks for its blocks through `read_buffer`, and the end of the file is seen only by a read
     that finds nothing."""
@@ -362,7 +363,7 @@ def test_the_text_stream_gives_the_files_bytes_in_small_inflations_into_arrows_p
     path = tmp_path / ("t.csv.gz" if compressed else "t.csv")
     path.write_bytes(gzip.compress(text) if compressed else text)
     asked: list[int] = []
-    for size in (1, 1_000, csv_stream._INFLATE_PIECE_BYTES + 3, 1 << 20):
+    for size in (1, 1_000, HEAP_PIECE_BYTES + 3, 1 << 20):
         with csv_stream.TextStream(path) as stream:
             inner_readinto = stream._inner.readinto
             stream._inner.readinto = lambda view, read=inner_readinto: asked.append(len(view)) or read(view)
@@ -373,7 +374,7 @@ def test_the_text_stream_gives_the_files_bytes_in_small_inflations_into_arrows_p
                 blocks.append(block.to_pybytes())
             assert stream.ended and stream.size == len(text)
             assert b"".join(blocks) == text
-    assert max(asked) == csv_stream._INFLATE_PIECE_BYTES
+    assert max(asked) == HEAP_PIECE_BYTES
 
     with csv_stream.TextStream(path) as stream:
         calls = []

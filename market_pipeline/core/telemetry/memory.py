@@ -44,6 +44,10 @@ def peak_rss_bytes() -> int:
 # glibc <malloc.h>: mallopt's parameter for the size from which a block gets its own mapping.
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024
+# Reads made this many bytes at a time get their buffers from the C heap, used again and again;
+# a larger block gets fresh pages from the kernel each time (a page fault a page), so the gzip
+# readers inflate in pieces of this size.
+HEAP_PIECE_BYTES = MMAP_THRESHOLD_BYTES // 2
 
 
 @functools.cache

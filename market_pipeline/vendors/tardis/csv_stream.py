@@ -38,6 +38,7 @@ from isal import igzip, isal_zlib
 
 from market_pipeline.core.errors import InputDataError
 from market_pipeline.core.read_ahead import read_ahead
+from market_pipeline.core.telemetry.memory import HEAP_PIECE_BYTES
 
 # Bytes of CSV text parsed at a time for a file of up to BLOCK_COLUMNS columns read (a block holds
 # whole rows: a batch is one block's rows). A wider file's block grows with its columns, since each
@@ -110,13 +111,6 @@ def _open_bytes(path: Path) -> io.BufferedIOBase:
     return igzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-# Bytes inflated at a time into a block. Below the C library's mmap threshold (128 KB, fixed by
-# `telemetry.memory.fix_mmap_threshold`), ISA-L's output comes from the heap, used again and again;
-# a block-sized read got fresh pages from the kernel every time: on the bench day's L2 file
-# (2.6 GB of CSV) 0.70 M page faults and 1.8-1.9 CPU-s of system time against 34-40 k and 0.6 s.
-_INFLATE_PIECE_BYTES = 64 * 1024
-
-
 class TextStream(io.RawIOBase):
     """The file's decompressed bytes for Arrow's CSV reader, a block at a time in Arrow's memory
     pool; remembers the last byte (a complete file ends with a newline) and a decompression
@@ -134,11 +128,15 @@ class TextStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:  # noqa: ANN001 - a writable bytes-like object
+        """Fill `buffer` as far as the file goes, `HEAP_PIECE_BYTES` inflated at a time: a
+        block-sized read got fresh pages from the kernel for every block (the bench day's L2 file,
+        2.6 GB of CSV: 0.70 M page faults and 1.8-1.9 CPU-s of system time, against 34-40 k and
+        0.6 s so)."""
         view = memoryview(buffer).cast("B")
         filled = 0
         try:
             while filled < len(view):
-                inflated = self._inner.readinto(view[filled : filled + _INFLATE_PIECE_BYTES])
+                inflated = self._inner.readinto(view[filled : filled + HEAP_PIECE_BYTES])
                 if not inflated:
                     break
                 filled += inflated
