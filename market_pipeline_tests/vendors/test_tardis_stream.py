@@ -382,3 +382,13 @@ def test_the_text_stream_gives_the_files_bytes_in_small_inflations_into_arrows_p
         stream.read_buffer = lambda size: calls.append(size) or read_buffer(size)
         rows = sum(batch.num_rows for batch in pa_csv.open_csv(stream, pa_csv.ReadOptions(column_names=["a", "b"])))
     assert rows == 60_000 and calls
+
+
+def test_a_row_longer_than_a_block_is_named_by_its_line(tmp_path, monkeypatch):
+    """Arrow reads no row longer than its block, and the csv module no value past 128 KB."""
+    monkeypatch.setattr(csv_stream, "BLOCK_BYTES", SMALL_BLOCK)
+    path = tmp_path / "binance_incremental_book_L2_2024-03-01_BTCUSDT.csv"
+    rows = [f"binance,BTCUSDT,{DAY_US},{DAY_US},false,{side},1,1\n" for side in ("bid", "x" * (3 * SMALL_BLOCK), "bid")]
+    path.write_text(",".join(L2_COLUMNS) + "\n" + "".join(rows), encoding="utf-8")
+    with pytest.raises(TardisFormatError, match="line 3: not a Tardis row: field larger than field limit"):
+        list(iter_incremental_book_l2(path, DAY, None, "binance", "BTCUSDT"))

@@ -278,22 +278,26 @@ def locate_bad_value(path: Path, header: list[str], wanted: list[str], start: in
     index = {name: header.index(name) for name in wanted}
     with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
         reader = csv.reader(itertools.islice(fh, start - 1, None))
-        for line_no, row in enumerate(reader, start=start):
-            if len(row) != len(header):
-                return TardisFormatError(path, line_no, f"{len(row)} fields where the header has {len(header)}")
-            for name, i in index.items():
-                value, kind = row[i], _column_type(name)
-                if value == "":
-                    continue  # empty values are reported by the value checks
-                try:
-                    if kind == pa.int64():
-                        int(value)
-                    elif kind == pa.float64():
-                        float(value)
-                    elif kind == pa.bool_() and value not in _TRUE + _FALSE:
-                        raise ValueError
-                except ValueError:
-                    return TardisFormatError(path, line_no, f"column {name!r}: {value!r} is not {_kind_name(kind)}")
+        try:
+            for line_no, row in enumerate(reader, start=start):
+                if len(row) != len(header):
+                    return TardisFormatError(path, line_no, f"{len(row)} fields where the header has {len(header)}")
+                for name, i in index.items():
+                    value, kind = row[i], _column_type(name)
+                    if value == "":
+                        continue  # empty values are reported by the value checks
+                    try:
+                        if kind == pa.int64():
+                            int(value)
+                        elif kind == pa.float64():
+                            float(value)
+                        elif kind == pa.bool_() and value not in _TRUE + _FALSE:
+                            raise ValueError
+                    except ValueError:
+                        return TardisFormatError(path, line_no, f"column {name!r}: {value!r} is not {_kind_name(kind)}")
+        except csv.Error as exc:
+            # A value past the csv module's limit (128 KB): Arrow, too, reads no row longer than its block.
+            return TardisFormatError(path, start + reader.line_num - 1, f"not a Tardis row: {exc}")
     return None
 
 
