@@ -8,6 +8,7 @@ after every kind of line; the whole captures are parsed in one chunk a file, as 
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 
 import polars as pl
@@ -168,6 +169,35 @@ def _lines_until_error(stream):
         yield from stream
     except EOFError:
         return
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_a_run_without_a_newline_past_the_bound_stops_the_reading_and_names_its_line(tmp_path, monkeypatch, compressed):
+    """A damaged capture (a plain file a crash left filled with zeros, a gzip bomb) is read as
+    unreadable from the run on, by every reader of lines: each stops within `MAX_LINE_BYTES` of the
+    last newline, having given every whole line before it, instead of holding the run whole."""
+    monkeypatch.setattr(capture_files, "MAX_LINE_BYTES", 1 << 20)
+    good = b"".join(f"{i} {TRADE}\n".encode() for i in range(3_000))
+    body = good + b"\0" * (24 << 20)
+    packed = gzip.compress(body, compresslevel=1) if compressed else body
+    path = tmp_path / ("damaged.gz" if compressed else "damaged.jsonl")
+    path.write_bytes(packed)
+    for chunk_lines in (1000, HUGE):  # the Binance parser, in chunks of lines
+        with pytest.raises(CaptureFormatError, match="unreadable: no newline within 1 MB") as caught:
+            parse_capture([path], chunk_lines)
+        assert caught.value.line_number == 3_001
+    with pytest.raises(CaptureFormatError, match="unreadable: no newline within 1 MB") as caught:
+        list(capture_files.located_lines([path]))  # the readers line by line (Kraken, OKX, Bybit, verify)
+    assert caught.value.path == path
+
+    source = io.BytesIO(packed)
+    stream = capture_files._gunzipped(source) if compressed else capture_files._bounded(source)
+    lines = []
+    with pytest.raises(capture_files.LineTooLong):
+        lines.extend(stream)
+    assert b"".join(lines) == good
+    if not compressed:
+        assert source.tell() <= len(good) + (1 << 20) + (64 << 10)  # a buffer past the bound, no more
 
 
 @pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
