@@ -384,11 +384,24 @@ def test_the_text_stream_gives_the_files_bytes_in_small_inflations_into_arrows_p
     assert rows == 60_000 and calls
 
 
-def test_a_row_longer_than_a_block_is_named_by_its_line(tmp_path, monkeypatch):
-    """Arrow reads no row longer than its block, and the csv module no value past 128 KB."""
+def test_a_row_longer_than_a_block_or_a_value_past_the_csv_limit_is_named_by_its_line(tmp_path, monkeypatch):
+    """Arrow reads no row longer than its block: such a row (a long value, or a damaged file's run
+    of zeros without a newline) is named without being read whole; nor does the csv module, which
+    locates bad values, read one past 128 KB."""
     monkeypatch.setattr(csv_stream, "BLOCK_BYTES", SMALL_BLOCK)
     path = tmp_path / "binance_incremental_book_L2_2024-03-01_BTCUSDT.csv"
-    rows = [f"binance,BTCUSDT,{DAY_US},{DAY_US},false,{side},1,1\n" for side in ("bid", "x" * (3 * SMALL_BLOCK), "bid")]
-    path.write_text(",".join(L2_COLUMNS) + "\n" + "".join(rows), encoding="utf-8")
+    header = ",".join(L2_COLUMNS) + "\n"
+
+    def rows(*fields: tuple[str, str]) -> str:
+        return "".join(f"binance,BTCUSDT,{DAY_US},{DAY_US},false,{side},{price},1\n" for side, price in fields)
+
+    path.write_text(header + rows(("bid", "1"), ("x" * (3 * SMALL_BLOCK), "1"), ("bid", "1")), encoding="utf-8")
+    with pytest.raises(TardisFormatError, match=r"line 3: not a Tardis row: longer than the 65,536 bytes"):
+        list(iter_incremental_book_l2(path, DAY, None, "binance", "BTCUSDT"))
+    path.write_text(header + rows(("bid", "1")) + "\0" * (64 * SMALL_BLOCK), encoding="utf-8")  # 4 MB of zeros
+    with pytest.raises(TardisFormatError, match=r"line 3: not a Tardis row: longer than the 65,536 bytes"):
+        list(iter_incremental_book_l2(path, DAY, None, "binance", "BTCUSDT"))
+    monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 4 * SMALL_BLOCK)  # the row fits a block; its price does not parse
+    path.write_text(header + rows(("bid", "1"), ("bid", "9" * (3 * SMALL_BLOCK) + "x")), encoding="utf-8")
     with pytest.raises(TardisFormatError, match="line 3: not a Tardis row: field larger than field limit"):
         list(iter_incremental_book_l2(path, DAY, None, "binance", "BTCUSDT"))

@@ -276,10 +276,23 @@ def locate_bad_value(path: Path, header: list[str], wanted: list[str], start: in
     """The first line from `start` whose shape or values do not parse, for a clear error (slow:
     only on failure, and from the failing block on)."""
     index = {name: header.index(name) for name in wanted}
+    longest = _block_bytes(wanted, len(",".join(header)) + 1)  # Arrow reads no longer row
+    numbers = itertools.count(1)
+    line_no = start
+
+    def lines(fh: io.TextIOWrapper) -> Iterator[str]:
+        """The lines from `start`, none read whole past `longest` (a damaged file's run of zeros)."""
+        nonlocal line_no
+        while line := fh.readline(longest + 1):
+            line_no = next(numbers)
+            if len(line) > longest:
+                raise _RowTooLong()
+            if line_no >= start:
+                yield line
+
     with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
-        reader = csv.reader(itertools.islice(fh, start - 1, None))
         try:
-            for line_no, row in enumerate(reader, start=start):
+            for row in csv.reader(lines(fh)):
                 if len(row) != len(header):
                     return TardisFormatError(path, line_no, f"{len(row)} fields where the header has {len(header)}")
                 for name, i in index.items():
@@ -295,10 +308,17 @@ def locate_bad_value(path: Path, header: list[str], wanted: list[str], start: in
                             raise ValueError
                     except ValueError:
                         return TardisFormatError(path, line_no, f"column {name!r}: {value!r} is not {_kind_name(kind)}")
-        except csv.Error as exc:
-            # A value past the csv module's limit (128 KB): Arrow, too, reads no row longer than its block.
-            return TardisFormatError(path, start + reader.line_num - 1, f"not a Tardis row: {exc}")
+        except _RowTooLong:
+            return TardisFormatError(
+                path, line_no, f"not a Tardis row: longer than the {longest:,} bytes parsed at a time"
+            )
+        except csv.Error as exc:  # a value past the csv module's limit (128 KB) in a shorter row
+            return TardisFormatError(path, line_no, f"not a Tardis row: {exc}")
     return None
+
+
+class _RowTooLong(Exception):
+    """A line longer than Arrow's block, met while locating a bad value."""
 
 
 def _kind_name(kind: pa.DataType) -> str:
