@@ -310,7 +310,7 @@ def located_lines(paths: Sequence[Path]) -> Iterator[tuple[Path, int, int, str]]
                 try:
                     batch = list(islice(stream, LINE_BATCH))
                 except (EOFError, OSError, UnicodeDecodeError) as exc:  # truncated/corrupt file
-                    raise CaptureFormatError(path, line_number + 1, f"unreadable: {exc}") from exc
+                    raise CaptureFormatError(path, _first_unreadable_line(path), f"unreadable: {exc}") from exc
                 if not batch:
                     break
                 for line in batch:
@@ -323,6 +323,20 @@ def located_lines(paths: Sequence[Path]) -> Iterator[tuple[Path, int, int, str]]
                             path, line_number, f"receive time {stamp[:40]!r} is not an integer"
                         ) from None
                     yield path, line_number, recv_ns, body
+
+
+def _first_unreadable_line(path: Path) -> int:
+    """The 1-based number of the first line of a damaged file that cannot be read whole: the file
+    read again, on the error's path only (a batch of lines that fails is lost whole)."""
+    whole = 0
+    with open_capture(path) as stream:
+        try:
+            for line in stream:
+                line.decode("utf-8")
+                whole += 1
+        except (EOFError, OSError, UnicodeDecodeError):
+            pass
+    return whole + 1
 
 
 # Measured on a synthetic Kraken v2 capture (5,000 updates), decoding and classifying a line:

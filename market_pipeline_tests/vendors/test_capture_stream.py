@@ -125,6 +125,9 @@ def test_gzip_truncated_mid_file_names_the_first_unread_line(tmp_path):
         with gzip.open(path, "rb") as whole:
             readable = sum(1 for _ in _lines_until_error(whole))
         assert caught.value.line_number == readable + 1
+    with pytest.raises(CaptureFormatError, match="unreadable") as caught:
+        list(capture_files.located_lines([path]))  # read a batch of lines at a time
+    assert caught.value.line_number == readable + 1
 
 
 def test_gzip_is_inflated_in_small_pieces_and_a_read_keeps_what_it_inflated_before_an_error(tmp_path, monkeypatch):
@@ -171,6 +174,16 @@ def _lines_until_error(stream):
         return
 
 
+def test_a_line_that_is_not_utf8_is_named_by_the_readers_line_by_line(tmp_path):
+    lines = [f"{i} {TRADE}\n".encode() for i in range(50)]
+    lines[30] = lines[30].replace(b"BTCUSDT", b"BTC\xffUSDT")
+    path = tmp_path / "bad.gz"
+    path.write_bytes(gzip.compress(b"".join(lines)))
+    with pytest.raises(CaptureFormatError, match="unreadable: 'utf-8' codec can't decode") as caught:
+        list(capture_files.located_lines([path]))
+    assert caught.value.line_number == 31
+
+
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
 def test_a_run_without_a_newline_past_the_bound_stops_the_reading_and_names_its_line(tmp_path, monkeypatch, compressed):
     """A damaged capture (a plain file a crash left filled with zeros, a gzip bomb) is read as
@@ -188,7 +201,7 @@ def test_a_run_without_a_newline_past_the_bound_stops_the_reading_and_names_its_
         assert caught.value.line_number == 3_001
     with pytest.raises(CaptureFormatError, match="unreadable: no newline within 1 MB") as caught:
         list(capture_files.located_lines([path]))  # the readers line by line (Kraken, OKX, Bybit, verify)
-    assert caught.value.path == path
+    assert caught.value.path == path and caught.value.line_number == 3_001
 
     source = io.BytesIO(packed)
     stream = capture_files._gunzipped(source) if compressed else capture_files._bounded(source)
