@@ -37,7 +37,7 @@ _READ_BYTES = 1 << 20  # decompressed bytes `line_chunks` takes from the stream 
 # No exchange message comes near this: the real captures' longest line is a 64 KB REST book
 # snapshot (Binance spot), and 5,000 levels a side would be about 350 KB. A longer run without a
 # newline is a damaged file (a plain one a crash left filled with zeros, a gzip bomb), which a
-# reader of lines would otherwise hold whole: a 300 MB run took the Binance parser to 939 MB.
+# reader of lines would otherwise hold whole: a 300 MB run took the Binance parser to 1.2 GB.
 MAX_LINE_BYTES = 16 << 20
 _TAIL_BYTES = 4096  # the pieces of a read `_LineBounded` looks for its last newline in
 
