@@ -277,14 +277,13 @@ def locate_bad_value(path: Path, header: list[str], wanted: list[str], start: in
     only on failure, and from the failing block on)."""
     index = {name: header.index(name) for name in wanted}
     longest = _block_bytes(wanted, len(",".join(header)) + 1)  # Arrow reads no longer row
-    numbers = itertools.count(1)
-    line_no = start
+    line_no = 0  # of the line read last
 
     def lines(fh: io.TextIOWrapper) -> Iterator[str]:
         """The lines from `start`, none read whole past `longest` (a damaged file's run of zeros)."""
         nonlocal line_no
         while line := fh.readline(longest + 1):
-            line_no = next(numbers)
+            line_no += 1
             if len(line) > longest:
                 raise _RowTooLong()
             if line_no >= start:
