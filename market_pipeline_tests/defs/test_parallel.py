@@ -1,7 +1,7 @@
 """Instrument-days on PIPELINE_WORKERS processes give exactly what a serial run gives.
 
 The same small synthetic range is materialized with workers=1 (serial, in-process) and workers=2
-(a process pool) into two data dirs: every lake file is compared byte for byte, the warehouse
+(its tasks in a worker process) into two data dirs: every lake file is compared byte for byte, the warehouse
 views row for row, the per-day metadata key for key (timings excepted) and the counters the
 workers recorded must reach the step's metrics.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from pathlib import Path
 
 import duckdb
@@ -18,7 +19,7 @@ import pytest
 from market_pipeline_tests.support.dagster_instance import assets_named, code_location, range_tags
 from market_pipeline_tests.support.files import sha256_tree
 
-START, END = "2024-03-01", "2024-03-01"  # two instrument-days: one per worker
+START, END = "2024-03-01", "2024-03-01"  # two instrument-days
 ASSETS = [
     "raw_trades",
     "raw_book_snapshots",
@@ -133,6 +134,17 @@ def test_two_workers_write_what_one_writes(instance, tmp_path: Path, monkeypatch
     monkeypatch.setenv("PIPELINE_SYNTHETIC__SCALE", "0.005")
     serial_dir, parallel_dir = tmp_path / "serial", tmp_path / "parallel"
     _, serial_meta = materialize(instance, serial_dir, 1)
+    # The step's own process takes no task here: at this scale it would run them all before the
+    # fork server is up, and this test is about the tasks run in worker processes (those run in
+    # the step's process are the serial code; `test_the_steps_own_process_is_one_of_the_workers`).
+    from market_pipeline.defs.common import parallel
+
+    take = parallel._TaskQueue.take
+    monkeypatch.setattr(
+        parallel._TaskQueue,
+        "take",
+        lambda queue: take(queue) if threading.current_thread().name.startswith("worker-lane") else None,
+    )
     _, parallel_meta = materialize(instance, parallel_dir, 2)
 
     serial_lake, parallel_lake = sha256_tree(serial_dir / "lake"), sha256_tree(parallel_dir / "lake")
@@ -228,17 +240,66 @@ def _found_loaded(source, settings, index: int) -> tuple[bool, bool, bool]:
     )
 
 
-def test_workers_fork_with_numba_and_arrow_loaded():
-    """The fork server loads numba's code generator and pyarrow's pandas once (`worker_warmup`):
-    each worker of each step would otherwise load them at its first kernel and first array."""
+def _where_run(source, settings, index: int, step_pid: int, handed: str) -> tuple[int, int, tuple[bool, bool, bool]]:
+    """(the task's index, the process it ran in, what that process held before: `_found_loaded`).
+    A task in the step's own process waits until a worker process has taken one (the file
+    `handed`), so that two tasks on two workers are certain to run one in each."""
+    import os
+    import time
+
+    from market_pipeline.core.telemetry import telemetry
+
+    loaded = _found_loaded(source, settings, index)
+    if os.getpid() == step_pid:
+        deadline = time.monotonic() + 120
+        while not Path(handed).exists():
+            assert time.monotonic() < deadline, "no worker process took a task"
+            time.sleep(0.01)
+    else:
+        Path(handed).touch()
+    telemetry.count("mdp_source_items_total", index + 1, table=f"task {index}")
+    return index, os.getpid(), loaded
+
+
+def test_the_steps_own_process_is_one_of_the_workers_and_workers_fork_warm(tmp_path: Path):
+    """With two workers one task runs in the step's own process (at once, while the fork server
+    starts) and one in a worker process; results and their metrics come back in task order. The
+    fork server loads numba's code generator and pyarrow's pandas once (`worker_warmup`): each
+    worker of each step would otherwise load them at its first kernel and first array."""
+    import os
     import sys
 
     from market_pipeline.defs.common import parallel
     from market_pipeline.settings import load_settings
 
-    outcomes = parallel.run_tasks(load_settings(workers=2), _found_loaded, [(0,), (1,)])
-    assert [o.value for o in outcomes] == [(True, True, True)] * 2
+    step = os.getpid()
+    tasks = [(i, step, str(tmp_path / "handed")) for i in range(2)]
+    outcomes = parallel.run_tasks(load_settings(workers=2), _where_run, tasks, source=object())
+    assert [o.value[0] for o in outcomes] == [0, 1]
+    ran_in = {o.value[1] == step: o.value for o in outcomes}
+    assert set(ran_in) == {True, False}  # one task here, one in a worker process
+    assert ran_in[False][2] == (True, True, True)  # the worker forked warm
     assert "market_pipeline.defs.common.worker_warmup" not in sys.modules  # the server's, not this process's
+    # Every task's metrics are kept for the caller to record in task order, wherever it ran.
+    assert [[(name, value) for _, name, value, _ in o.recorded] for o in outcomes] == [
+        [("mdp_source_items_total", 1)],
+        [("mdp_source_items_total", 2)],
+    ]
+
+
+def test_after_a_failure_no_task_is_handed_out_and_the_earliest_failure_is_raised():
+    from market_pipeline.defs.common import parallel
+    from market_pipeline.settings import load_settings
+
+    queue = parallel._TaskQueue(5)
+    assert [queue.take(), queue.take(), queue.take()] == [0, 1, 2]
+    queue.failed(2, ValueError("task 2"))
+    assert queue.take() is None  # tasks 3 and 4 never start
+    queue.failed(1, ValueError("task 1"))  # a task running meanwhile fails too
+    with pytest.raises(ValueError, match="task 1"):
+        queue.raise_first_failure()
+    with pytest.raises(ValueError, match="day -1 is bad"):
+        parallel.run_tasks(load_settings(workers=2), _day_task, [(-1,), (2,)], source=object())
 
 
 def test_release_free_memory_returns_arrow_and_heap_memory():

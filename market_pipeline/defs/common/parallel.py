@@ -3,9 +3,10 @@
 `run_tasks(settings, fn, tasks)` calls `fn(source, settings, *task)` for every task and returns
 the results in the order of `tasks`, whatever order they finish in, so a step records metadata,
 logs and metrics exactly as a serial run does. With one worker (or one task) the calls run in
-the step's own process. Otherwise they run in a `ProcessPoolExecutor` started with `forkserver`
-(`spawn` where that does not exist): forking a Dagster step process, with its threads and numba,
-is unsafe. Each worker process builds the vendor source once from the (picklable) settings.
+the step's own process. Otherwise the step's own process is one of the workers and the others
+are a `ProcessPoolExecutor` started with `forkserver` (`spawn` where that does not exist): forking
+a Dagster step process, with its threads and numba, is unsafe. Each worker process builds the
+vendor source once from the (picklable) settings.
 As with any `spawn`/`forkserver` pool, a script that runs a step directly must guard its entry
 point with `if __name__ == "__main__":` (workers import the main module); Dagster's and the CLI's
 entry points do.
@@ -25,8 +26,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -103,6 +105,10 @@ def _run_in_worker(fn: Callable[..., Any], task: tuple[Any, ...]) -> Outcome:
     return Outcome(value, list(_worker_sink), local_copies.request_counts() - before)
 
 
+def _worker_ready() -> None:
+    """Returns once the worker process has started and built its source (`_init_worker`)."""
+
+
 def _run_task(fn: Callable[..., Any], source: VendorSource, settings: PipelineSettings, task: tuple[Any, ...]) -> Any:
     """One instrument-day; then the memory it freed goes back to the OS, so that a run's peak
     does not grow with the instrument-days a process works through."""
@@ -135,30 +141,90 @@ def run_tasks(
     """`fn(source, settings, *task)` for every task, in parallel when allowed; results in task order.
 
     `fn` must be a module-level function and tasks and results picklable. `source` is the
-    in-process source for a serial run (built from `settings` when not given).
+    in-process source for the tasks the step's own process runs (built from `settings` when not
+    given).
+
+    With N workers the step's own process is one of them: it takes the next task whenever it is
+    free, as each of N - 1 worker processes does once it is up. So the tasks start at once, while
+    the fork server imports the pipeline (about 2.5 s at a run's first pool, longer than a small
+    instrument-day takes), and the run holds one process fewer.
     """
     workers = worker_count(settings, len(tasks))
+    source = source if source is not None else build_source(settings)
     if workers == 1:
-        source = source if source is not None else build_source(settings)
         return [Outcome(_run_task(fn, source, settings, task)) for task in tasks]
-    context = _context()
-    updates = context.Queue() if progress.watched() else None
+    processes = _context()
+    updates = processes.Queue() if progress.watched() else None
+    queue = _TaskQueue(len(tasks))
+    outcomes: list[Outcome | None] = [None] * len(tasks)
     with (
         ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=context,
+            max_workers=workers - 1,
+            mp_context=processes,
             initializer=_init_worker,
             initargs=(settings, updates, local_copies.current_copies()),
         ) as pool,
         progress.drain(updates) if updates is not None else nullcontext(),
+        ThreadPoolExecutor(workers - 1, thread_name_prefix="worker-lane") as lanes,
     ):
-        futures = [pool.submit(_run_in_worker, fn, task) for task in tasks]
-        try:
-            outcomes = [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    for outcome in outcomes:
+
+        def lane() -> None:
+            """Once a worker process is up, hand it the next task, one at a time, until none is
+            left. Until then the step's process takes them all: a run's first pool waits for the
+            fork server to import the pipeline, longer than a small instrument-day takes."""
+            try:
+                pool.submit(_worker_ready).result()
+            except BaseException as exc:  # the worker could not start
+                queue.failed(-1, exc)
+                return
+            while (index := queue.take()) is not None:
+                try:
+                    outcomes[index] = pool.submit(_run_in_worker, fn, tasks[index]).result()
+                except BaseException as exc:
+                    queue.failed(index, exc)
+
+        running = [lanes.submit(lane) for _ in range(workers - 1)]
+        while (index := queue.take()) is not None:
+            # Its metrics are kept like a worker's, so the caller records every task's in task order.
+            recorded: list[telemetry.Recorded] = []
+            try:
+                with context.using_changes(metrics_sink=recorded):
+                    outcomes[index] = Outcome(_run_task(fn, source, settings, tasks[index]), recorded)
+            except BaseException as exc:
+                queue.failed(index, exc)
+        for lane_done in running:
+            lane_done.result()
+    queue.raise_first_failure()
+    finished = [outcome for outcome in outcomes if outcome is not None]
+    assert len(finished) == len(tasks)  # no task failed, so every one has its outcome
+    for outcome in finished:
         local_copies.add_request_counts(outcome.requests)
-    return outcomes
+    return finished
+
+
+class _TaskQueue:
+    """Task indexes in order, taken by the step's process and the lanes to the workers; after a
+    failure no more are given out, and the failure of the earliest task is the one raised (as a
+    serial run would have raised it, had it got that far; a worker that could not start, -1,
+    before any)."""
+
+    def __init__(self, count: int) -> None:
+        self._next = 0
+        self._count = count
+        self._lock = threading.Lock()
+        self._failures: dict[int, BaseException] = {}
+
+    def take(self) -> int | None:
+        with self._lock:
+            if self._failures or self._next == self._count:
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def failed(self, index: int, exc: BaseException) -> None:
+        with self._lock:
+            self._failures[index] = exc
+
+    def raise_first_failure(self) -> None:
+        if self._failures:
+            raise self._failures[min(self._failures)]
