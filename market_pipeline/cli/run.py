@@ -26,6 +26,7 @@ def run_range(
     from market_pipeline.cli.execution import execute_range
     from market_pipeline.cli.report import print_run_summary
     from market_pipeline.core import context
+    from market_pipeline.defs.common.parallel import start_workers_early
     from market_pipeline.defs.common.resources import lake_context
 
     if start > end:
@@ -42,6 +43,7 @@ def run_range(
         quiet_dagster(verbosity)
         defs = load_defs(settings)
         keys = resolve_selection(defs, selections)
+        start_workers_early(settings, len(settings.universe) * ((end - start).days + 1))
         names = ", ".join(key.to_user_string() for key in keys)
         print(f"materializing {len(keys)} asset(s) for {start}..{end} as one run in DAGSTER_HOME")
         print(textwrap.fill(names, width=WIDTH, initial_indent="  ", subsequent_indent="  "), flush=True)

@@ -273,14 +273,19 @@ def test_run_names_the_variable_of_a_data_dir_it_cannot_write(env, monkeypatch, 
 # ---------------------------------------------------------------------------------------
 
 
-def test_run_materializes_a_range_as_one_run(local_source, capsys):
+def test_run_materializes_a_range_as_one_run(local_source, capsys, monkeypatch):
+    from market_pipeline.defs.common import parallel
+
     data: Path = local_source["data"]  # type: ignore[assignment]
     rows: dict[dt.date, int] = local_source["rows"]  # type: ignore[assignment]
+    early: list[int] = []  # the instrument-days the run told the workers' fork server to expect
+    monkeypatch.setattr(parallel, "start_workers_early", lambda settings, tasks: early.append(tasks))
 
     code = main(["run", "--start-date", "2024-03-01", "--end-date", "2024-03-02", "--select", "raw_book_deltas"])
 
     out, err = capsys.readouterr()
     assert code == 0, err
+    assert early == [2]  # two days of one instrument, before the run's first step
     for day, n in rows.items():
         written = data / "lake/raw/book_delta_v2/exchange=BINANCE/symbol=BTC-USDT" / f"dt={day}" / "data.parquet"
         assert written.is_file()

@@ -287,6 +287,41 @@ def test_the_steps_own_process_is_one_of_the_workers_and_workers_fork_warm(tmp_p
     ]
 
 
+_EARLY_SERVER = """
+import multiprocessing as mp
+import sys
+
+from market_pipeline.defs.common import parallel
+from market_pipeline.settings import load_settings
+
+assert parallel.start_workers_early(load_settings(workers=1), 4) is None  # one worker: no server
+assert parallel.start_workers_early(load_settings(workers=2), 1) is None  # one task: no server
+assert "market_pipeline.vendors.synthetic.source" not in sys.modules
+parallel.start_workers_early(load_settings(workers=2), 2).join(300)
+# A process forked from the server now holds the vendor's module before building anything.
+check = "import sys; sys.exit(0 if 'market_pipeline.vendors.synthetic.source' in sys.modules else 3)"
+process = mp.get_context("forkserver").Process(target=exec, args=(check,))
+process.start()
+process.join(300)
+sys.exit(process.exitcode)
+"""
+
+
+def test_the_fork_server_starts_before_the_run_with_the_vendors_modules(tmp_path: Path):
+    """`market-pipeline run` starts the workers' fork server before its first step when a step
+    would use more than one worker, so its imports overlap the run's start; it preloads the
+    vendor's modules, which a source loads only when it is first built."""
+    import os
+    import subprocess
+    import sys
+
+    if "forkserver" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no forkserver start method on this platform")
+    env = {**os.environ, "PIPELINE_SOURCE": "synthetic", "PIPELINE_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _EARLY_SERVER], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
 def test_after_a_failure_no_task_is_handed_out_and_the_earliest_failure_is_raised():
     from market_pipeline.defs.common import parallel
     from market_pipeline.settings import load_settings
