@@ -322,6 +322,18 @@ def test_the_fork_server_starts_before_the_run_with_the_vendors_modules(tmp_path
     assert done.returncode == 0, done.stderr
 
 
+def test_a_source_that_cannot_be_built_starts_no_server_before_the_run(monkeypatch: pytest.MonkeyPatch):
+    """Its error is the run's steps' to report, each naming it, not the command's before the run."""
+    from market_pipeline.defs.common import parallel
+    from market_pipeline.settings import load_settings
+
+    def unbuildable(settings):
+        raise OSError("the source's directory cannot be read")
+
+    monkeypatch.setattr(parallel, "build_source", unbuildable)
+    assert parallel.start_workers_early(load_settings(workers=2), 2) is None
+
+
 def test_after_a_failure_no_task_is_handed_out_and_the_earliest_failure_is_raised():
     from market_pipeline.defs.common import parallel
     from market_pipeline.settings import load_settings

@@ -141,7 +141,10 @@ def start_workers_early(settings: PipelineSettings, tasks: int) -> threading.Thr
     when no step would start a server."""
     if worker_count(settings, tasks) == 1 or "forkserver" not in mp.get_all_start_methods():
         return None
-    build_source(settings)
+    try:
+        build_source(settings)
+    except Exception:  # a source that cannot be built fails the run's steps, which say why
+        return None
     processes = _context()
 
     def start() -> None:
