@@ -211,11 +211,12 @@ def _iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
         return "error"
 
     stream = TextStream(path)
+    block_bytes = _block_bytes(required, header_bytes)
     line = 2
     try:
         reader = pa_csv.open_csv(
             stream,
-            read_options=pa_csv.ReadOptions(block_size=_block_bytes(required, header_bytes), use_threads=False),
+            read_options=pa_csv.ReadOptions(block_size=block_bytes, use_threads=False),
             parse_options=pa_csv.ParseOptions(invalid_row_handler=invalid_row),
             convert_options=pa_csv.ConvertOptions(
                 column_types={name: _column_type(name) for name in required},
@@ -237,7 +238,7 @@ def _iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
             line += frame.height
     except (pa.ArrowException, UnicodeDecodeError, *_GZIP_ERRORS) as exc:
         _check_ending(path, stream, header_bytes)  # a cut-short last line explains a short last row
-        raise _explain(path, stream, exc, short_or_long, header, required, line) from None
+        raise _explain(path, stream, exc, short_or_long, header, required, line, block_bytes) from None
     finally:
         stream.close()
     _check_ending(path, stream, header_bytes)
@@ -261,22 +262,25 @@ def _explain(
     header: list[str],
     required: list[str],
     line: int,
+    block_bytes: int,
 ) -> TardisFormatError:
-    """The error for a block that could not be read, whose first line is `line`."""
+    """The error for a block (of `block_bytes`) that could not be read, whose first line is `line`."""
     if stream.failure is not None:
         return TardisFormatError(path, None, f"truncated or corrupt gzip: {stream.failure}")
     if short_or_long and short_or_long[0][0] is not None:
         number, actual, expected = short_or_long[0]
         return TardisFormatError(path, number, f"{actual} fields where the header has {expected}")
-    located = locate_bad_value(path, header, required, line)
+    located = locate_bad_value(path, header, required, line, block_bytes)
     return located or TardisFormatError(path, None, f"unparsable CSV: {str(exc).splitlines()[0]}")
 
 
-def locate_bad_value(path: Path, header: list[str], wanted: list[str], start: int) -> TardisFormatError | None:
+def locate_bad_value(
+    path: Path, header: list[str], wanted: list[str], start: int, longest: int
+) -> TardisFormatError | None:
     """The first line from `start` whose shape or values do not parse, for a clear error (slow:
-    only on failure, and from the failing block on)."""
+    only on failure, and from the failing block on); `longest` is the block Arrow parsed in, which
+    reads no longer row."""
     index = {name: header.index(name) for name in wanted}
-    longest = _block_bytes(wanted, len(",".join(header)) + 1)  # Arrow reads no longer row
     line_no = 0  # of the line read last
 
     def lines(fh: io.TextIOWrapper) -> Iterator[str]:
