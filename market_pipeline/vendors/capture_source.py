@@ -192,15 +192,12 @@ def parse_parts(parser, path: Path, scratch: Path, line_ordered: tuple[str, ...]
             for name, frame in chunk.items():
                 if frame.is_empty():
                     continue
-                start = frame.get_column("received_time").min()
+                received = frame.get_column("received_time")
+                start, end = received.min(), received.max()
                 first_received = start if first_received is None else min(first_received, start)
                 if name in line_ordered:
                     line_span = max(line_span, frame.get_column("line_no").max() + 1)
-                for (day,), part in (
-                    frame.with_columns(_DAY)
-                    .partition_by("day", maintain_order=True, include_key=False, as_dict=True)
-                    .items()
-                ):
+                for day, part in _day_parts(frame, start, end):
                     days.add(day)
                     target = scratch / name / f"{day}.parquet"
                     if target not in open_parts:
@@ -209,6 +206,18 @@ def parse_parts(parser, path: Path, scratch: Path, line_ordered: tuple[str, ...]
                     open_parts[target].write(part)
     market, exchange, symbol = parser.instrument()
     return ParsedFile(path, scratch, market, exchange, symbol, first_received or 0, line_span, days)
+
+
+def _day_parts(frame: pl.DataFrame, start: int, end: int) -> Iterator[tuple[int, pl.DataFrame]]:
+    """(day, rows) of a chunk's table by UTC day of received_time (from `start` to `end`), in row
+    order. A chunk almost always falls on one day: it is then its own part, not copied (splitting
+    every chunk took 5.9 s of the bench day's 26 s parse, on the thread that also writes)."""
+    if start // NS_PER_DAY == end // NS_PER_DAY:
+        yield start // NS_PER_DAY, frame
+        return
+    parts = frame.with_columns(_DAY).partition_by("day", maintain_order=True, include_key=False, as_dict=True)
+    for (day,), part in parts.items():
+        yield day, part
 
 
 def _write_day_table(

@@ -34,8 +34,11 @@ from market_pipeline.vendors.capture_files import LineChunk
 # (the calls into Arrow and polars), each line about 2 us less (measured on the shared captures in
 # chunks of 97 lines: 8.1 s against 4.4 s for the line path).
 BULK_MIN_LINES = 5_000
-# A JSON block Arrow parses at a time (its threads parse blocks side by side); larger than any
-# combined-stream message.
+# A JSON block Arrow parses at a time; larger than any combined-stream message. A chunk's blocks
+# are parsed one after another: chunks are decoded two at a time already
+# (`capture_stream.DECODE_THREADS`), and Arrow's own threads only contended with them. Parsing the
+# bench day's capture took 24.2-24.6 s wall (43.0-43.3 CPU-s, 540-563 MB peak) with them and
+# 22.0-22.8 s (40.9-42.5 CPU-s, 455-478 MB) without, alternating.
 _JSON_BLOCK_BYTES = 4 << 20
 _LEVELS = pa.list_(pa.list_(pa.string()))
 _I64, _TEXT = pa.int64(), pa.string()
@@ -159,7 +162,7 @@ def _parse(bodies: pa.Array, kind: str) -> pa.StructArray | None:
     try:
         table = pa_json.read_json(
             pa.BufferReader(_joined(bodies)),
-            read_options=pa_json.ReadOptions(block_size=_JSON_BLOCK_BYTES),
+            read_options=pa_json.ReadOptions(block_size=_JSON_BLOCK_BYTES, use_threads=False),
             parse_options=pa_json.ParseOptions(
                 explicit_schema=pa.schema([("stream", _TEXT), ("data", data_type)]),
                 unexpected_field_behavior="ignore",
