@@ -17,6 +17,7 @@ import pytest
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.ladder import EMPTY, ST_BASE, ST_BEST_ASK, ST_BEST_BID, Book, new_book
 from market_pipeline.core.book.rebuild import Grid
+from market_pipeline.vendors.binance import sync_carry as sc
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import read_sync_carry, write_sync_carry
 from market_pipeline_tests.support import reference_book
@@ -100,7 +101,7 @@ class Part:
         u, bid_tick, bid_lot, ask_tick, ask_lot = _columns(tickers, 5)
         order = np.argsort(u, kind="stable").astype(np.int64)
         ticker_arrays = br.Tickers(u[order], order, bid_tick, bid_lot, ask_tick, ask_lot)
-        br.check_resumed_tickers(book, sync, ticker_arrays, counters)
+        sc.check_resumed_tickers(book, sync, ticker_arrays, counters)
         part = br.CapturePart(futures, self.snap_rows, ticker_arrays, book, sync, counters)
         run = br.CaptureRun(self.diffs, self.diff_rows, self.snaps, cursor)
         br.replay_capture(part, run, lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.new_rows(0, 1), 0)
@@ -147,13 +148,13 @@ def _cut(events, futures, cut, tmp_path, carry=True):
     c1 = first.replay(futures, book, sync, cursor, first.tickers)
     grid = Grid(Decimal("0.01"), Decimal("1"))
     path = tmp_path / f"carry-{cut}.parquet"
-    write_sync_carry(path, br.carry_out(sync, cursor, first.diffs, first.diff_rows), grid)
+    write_sync_carry(path, sc.carry_out(sync, cursor, first.diffs, first.diff_rows), grid)
     loaded = read_sync_carry(path, grid)
     if not carry:  # the buffer and the sync state lost at midnight, as before the carry existed
-        loaded = br.unbuffered_carry(br.new_sync())
+        loaded = sc.unbuffered_carry(br.new_sync())
     book = Book(*(a.copy() for a in book))  # the checkpoint's copy
-    second.diffs, second.diff_rows, cursor = br.resume(loaded, second.diffs, second.diff_rows)
-    pending = [t for t in first.tickers if t[0] >= br.first_checkable_u(loaded)]
+    second.diffs, second.diff_rows, cursor = sc.resume(loaded, second.diffs, second.diff_rows)
+    pending = [t for t in first.tickers if t[0] >= sc.first_checkable_u(loaded)]
     sync = loaded.sync.copy()  # `loaded` stays as read from the file
     c2 = second.replay(futures, book, sync, cursor, pending + second.tickers)
     counters = {name: int(c1[0][name] + c2[0][name]) for name in br.COUNTER_NAMES}

@@ -1,10 +1,10 @@
 """The sync carry file: what a capture day hands the next beside its end-of-day checkpoint.
 
-`sync_carry.parquet` holds `sync_kernel.SyncCarry`: one row per level update of the diffs still
+`sync_carry.parquet` holds `sync_carry.SyncCarry`: one row per level update of the diffs still
 buffered for a REST snapshot at the end of the day (none when the book ended FIRST or LIVE), in
 line order, on the checkpoint's tick and lot grid, and in the file's metadata the whole `SYNC`
 record (state, lastUpdateId, last applied u, ...). The next day resumes from it
-(`sync_kernel.resume`), so a snapshot arriving after midnight is joined by the diffs from before.
+(`sync_carry.resume`), so a snapshot arriving after midnight is joined by the diffs from before.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pyarrow as pa
 from market_pipeline.core.book.fixed_point import Grid
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
+from market_pipeline.vendors.binance import sync_carry as sc
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.delta_batches import message_groups
 
@@ -50,7 +51,7 @@ _DIFF_COLUMNS = {
 }
 
 
-def write_sync_carry(path: Path, carry: br.SyncCarry, grid: Grid) -> None:
+def write_sync_carry(path: Path, carry: sc.SyncCarry, grid: Grid) -> None:
     diffs, rows = carry.diffs, carry.rows
     per_row = np.repeat(np.arange(len(diffs.line)), diffs.end - diffs.start)
     columns = {column: getattr(diffs, field)[per_row] for field, column in _DIFF_COLUMNS.items()}
@@ -65,7 +66,7 @@ def write_sync_carry(path: Path, carry: br.SyncCarry, grid: Grid) -> None:
         parquet_io.write_table(table, tmp)
 
 
-def read_sync_carry(path: Path, grid: Grid) -> br.SyncCarry | None:
+def read_sync_carry(path: Path, grid: Grid) -> sc.SyncCarry | None:
     """The carry written beside a checkpoint; None when absent (a checkpoint written before carry
     files existed) or on another grid (the checkpoint itself is then ignored too)."""
     if not path.is_file():
@@ -89,4 +90,4 @@ def read_sync_carry(path: Path, grid: Grid) -> br.SyncCarry | None:
     fields = {field: column[name][start] for field, name in _DIFF_COLUMNS.items()}
     diffs = br.CaptureDiffs(start=start.astype(np.int64), end=end.astype(np.int64), **fields)
     rows = br.LevelRows(column["side_is_bid"], column["price_ticks"], column["size_lots"])
-    return br.SyncCarry(sync, diffs, rows)
+    return sc.SyncCarry(sync, diffs, rows)

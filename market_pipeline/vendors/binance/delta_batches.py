@@ -2,7 +2,7 @@
 
 The capture rebuild and verify-capture replay deltas batch by batch (`DELTA_BATCH_ROWS` rows, a
 message never cut: its rows share `line_no`), so their memory is set by the batch size, not by the
-day. `sync_kernel.carry_out` / `resume` join the batches as they join two days: the diffs still
+day. `sync_carry.carry_out` / `resume` join the batches as they join two days: the diffs still
 buffered for a REST snapshot at a batch's end go in front of the next batch.
 """
 
@@ -17,6 +17,7 @@ import polars as pl
 
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.batches import iter_tables, message_aligned
+from market_pipeline.vendors.binance import sync_carry as sc
 from market_pipeline.vendors.binance import sync_kernel as br
 
 # Level rows replayed at a time: ~70 MB of columns and their int64 tick/lot copies.
@@ -102,7 +103,7 @@ class BatchedReplay:
     `carry` (the part's carry out) are those of the last run.
     """
 
-    def __init__(self, snapshots: br.DepthSnapshots, sync: np.ndarray, carry: br.SyncCarry | None) -> None:
+    def __init__(self, snapshots: br.DepthSnapshots, sync: np.ndarray, carry: sc.SyncCarry | None) -> None:
         self.snapshots = snapshots
         self.sync = sync  # the record the runs update
         self.carry = carry  # the previous part's, then the one after each run
@@ -115,12 +116,12 @@ class BatchedReplay:
             if self.carry is None or not len(self.carry.diffs.line):  # nothing buffered: no copy of the batch
                 diffs, rows, cursor = own_diffs, own_rows, br.new_cursor()
             else:
-                diffs, rows, cursor = br.resume(self.carry, own_diffs, own_rows)
+                diffs, rows, cursor = sc.resume(self.carry, own_diffs, own_rows)
             last_line = None if batch is None or not len(own_diffs.line) else int(own_diffs.line[-1])
             snapshots, next_snapshot = snapshots_before(self.snapshots, next_snapshot, last_line)
             run = br.CaptureRun(diffs, rows, snapshots, cursor)
             yield run
-            self.carry = br.carry_out(self.sync, cursor, diffs, rows)
+            self.carry = sc.carry_out(self.sync, cursor, diffs, rows)
             self.last_run = run
 
 

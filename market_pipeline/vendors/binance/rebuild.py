@@ -36,7 +36,7 @@ gaps, unsynced rows and the number of capture files holding the day.
 
 Memory: `book_delta_v2` is replayed in batches of whole messages (`delta_batches.DELTA_BATCH_ROWS`
 rows), each handing the next the diffs it still buffers for a snapshot as a day hands the next
-(`sync_kernel.carry_out` / `resume`); the day's REST snapshots (a few) and bookTickers (one row a
+(`sync_carry.carry_out` / `resume`); the day's REST snapshots (a few) and bookTickers (one row a
 message, ~1 M a day) are loaded whole. The output is written in batches of `rebuild.OUTPUT_BATCH_ROWS`.
 """
 
@@ -79,6 +79,7 @@ from market_pipeline.core.lake.files import atomic_path
 from market_pipeline.core.lake.parquet_io import write_lake_parquet_atomic
 from market_pipeline.core.quality.book_shape import ShapeFile
 from market_pipeline.core.read_ahead import prefetched
+from market_pipeline.vendors.binance import sync_carry as sc
 from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
 from market_pipeline.vendors.binance.delta_batches import (
@@ -249,7 +250,7 @@ def rebuild_capture_day(
     part = br.new_capture_part(futures, snapshot_rows, ticker_arrays, book, sync)
     counters = part.counters
     replay[0]["last_seq"] = sync[0]["last_u"]
-    br.check_resumed_tickers(book, sync, ticker_arrays, counters)
+    sc.check_resumed_tickers(book, sync, ticker_arrays, counters)
     first_diff_recv = first_diffs[0].recv[:1] if first_diffs is not None else []
     first_event = min([*first_diff_recv, *s_recv[:1]], default=day_start)
     if interval_ns:
@@ -310,7 +311,7 @@ def rebuild_capture_day(
     write_sync_carry(checkpoint_out.with_name(SYNC_CARRY_FILE), carry_out, grid)
     write_checkpoint(checkpoint_out, bid, ask, st, grid, replay)
     # Tickers for diffs not applied yet may be answered by diffs of the next day (or carried into it).
-    pending = tickers.filter(pl.col("update_id") >= br.first_checkable_u(carry_out))
+    pending = tickers.filter(pl.col("update_id") >= sc.first_checkable_u(carry_out))
     write_lake_parquet_atomic(pending, checkpoint_out.with_name(PENDING_TICKERS_FILE))
 
     result_counters = br.counter_dict(counters)
@@ -408,7 +409,7 @@ def write_fidelity(
         parquet_io.write_table(arrow, tmp)
 
 
-def _start_from(checkpoint_in: Path | None, grid: Grid) -> tuple[Book, br.SyncCarry | None]:
+def _start_from(checkpoint_in: Path | None, grid: Grid) -> tuple[Book, sc.SyncCarry | None]:
     """The book and sync carry the day starts from: the previous day's checkpoint and carry file
     (its book even when out of sync: the rows show it, unsynced, until a snapshot). A checkpoint
     written before carry files existed resumes only when in sync; without either, an empty book."""
@@ -418,7 +419,7 @@ def _start_from(checkpoint_in: Path | None, grid: Grid) -> tuple[Book, br.SyncCa
     bid, ask, st, meta = loaded
     carry = read_sync_carry(checkpoint_in.with_name(SYNC_CARRY_FILE), grid)
     if carry is None and meta["synced"]:
-        carry = br.unbuffered_carry(br.new_sync(br.LIVE, int(meta["last_sequence_number"])))
+        carry = sc.unbuffered_carry(br.new_sync(br.LIVE, int(meta["last_sequence_number"])))
     return (Book(bid, ask, st) if carry is not None else new_book()), carry
 
 

@@ -20,13 +20,8 @@ when given room, writes sampled book rows (`delta_replay.Rows`); its arguments a
 (`CapturePart`, `CaptureRun`, `delta_replay.Sampling`). verify-capture calls it without room for
 rows, the pipeline's capture rebuild with rows; the recorder calls the transitions directly.
 
-A capture replayed in parts (the rebuild's UTC days) resumes each part exactly where the one
-before stopped: `carry_out` takes the sync record and the diffs still buffered for a snapshot
-(`SyncCarry`), `resume` puts those in front of the next part's diffs, so a snapshot after the cut
-is joined by diffs from before it, as in a replay of the whole capture.
-
-bookTicker oracle: a ticker whose u equals the final u of an applied diff must equal the best bid
-and ask (price and size) right after that diff, whichever line came first (mostly the ticker).
+A capture replayed in parts (the rebuild's UTC days) resumes each part where the one before
+stopped (`sync_carry`); the bookTickers are checked by `ticker_check`.
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ import numpy as np
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.ladder import (
     EMPTY,
-    ST_BASE,
     ST_BEST_ASK,
     ST_BEST_BID,
     Book,
@@ -48,6 +42,7 @@ from market_pipeline.core.book.ladder import (
     set_level,
 )
 from market_pipeline.core.book.replay_steps import emit_row
+from market_pipeline.vendors.binance.ticker_check import check_tickers
 
 WAITING = 0  # no valid book: buffering diffs until a snapshot
 FIRST = 1  # book loaded from a snapshot: looking for the diff that brackets it
@@ -90,7 +85,7 @@ COUNTER_NAMES = (
 COUNTERS = np.dtype([(name, np.int64) for name in COUNTER_NAMES])
 
 # Position of a batch replay, carried between calls (a call returns when its rows are full);
-# `ticker_hint` is where the last bookTicker lookup ended (`first_at_or_after`).
+# `ticker_hint` is where the last bookTicker lookup ended (`ticker_check.first_at_or_after`).
 CURSOR = np.dtype([("next_diff", np.int64), ("next_snap", np.int64), ("buffered", np.int64), ("ticker_hint", np.int64)])
 
 
@@ -283,66 +278,6 @@ def on_diff(sync, counters, futures, first_u, u, prev_u):
 # --- the book side --------------------------------------------------------------------------
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def first_at_or_after(sorted_values, value, hint):
-    """`np.searchsorted(sorted_values, value)`, galloping forward from `hint` when the answer is
-    not before it (else a binary search below it). The replay looks up rising u, so the answer is
-    mostly at the hint: with a binary search over the day's bookTickers for every diff, the
-    bench day's capture kernel took 0.3-0.5 s longer (of about 3.3 s)."""
-    n = sorted_values.shape[0]
-    lo = min(hint, n)
-    hi = n
-    if lo > 0 and sorted_values[lo - 1] >= value:
-        hi = lo
-        lo = 0
-    else:
-        # Every value before lo is below `value`: find a bound past the answer in doubling steps.
-        step = 1
-        bound = lo
-        while bound < n and sorted_values[bound] < value:
-            lo = bound + 1
-            bound += step
-            step *= 2
-        hi = min(bound, n)
-    while lo < hi:  # the answer is in [lo, hi]
-        mid = (lo + hi) >> 1
-        if sorted_values[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def check_tickers(bid, ask, st, u, tickers, u_sorted, counters, hint):
-    """Check every bookTicker with this u against the book's best bid and ask, looking from `hint`;
-    returns the index past them in `u_sorted`, the next lookup's hint. `u_sorted` is
-    `tickers.u_sorted` passed apart, bound once by the caller: it is read for every diff."""
-    c = counters[0]
-    lo = first_at_or_after(u_sorted, u, hint)
-    hi = lo
-    while hi < u_sorted.shape[0] and u_sorted[hi] == u:
-        hi += 1
-    for p in range(lo, hi):
-        t = tickers.order[p]
-        c.ticker_checks += 1
-        ok = st[ST_BEST_BID] != EMPTY and st[ST_BEST_ASK] != EMPTY
-        if ok:
-            bb = st[ST_BASE] + st[ST_BEST_BID]
-            ba = st[ST_BASE] + st[ST_BEST_ASK]
-            ok = (
-                bb == tickers.bid_tick[t]
-                and bid[st[ST_BEST_BID]] == tickers.bid_lot[t]
-                and ba == tickers.ask_tick[t]
-                and ask[st[ST_BEST_ASK]] == tickers.ask_lot[t]
-            )
-        if not ok:
-            c.ticker_mismatches += 1
-            if c.first_mismatch_ticker < 0:
-                c.first_mismatch_ticker = t
-    return hi
-
-
 @nb.njit(cache=True, nogil=True)
 def load_snapshot(book, snap_rows, start, end):
     bid, ask, st = book
@@ -526,75 +461,6 @@ def finish(sync: np.ndarray, counters: np.ndarray, cursor: np.ndarray, n_diffs: 
     """At the end of the input: diffs still buffered (no snapshot came) are counted."""
     if sync[0]["state"] == WAITING:
         counters[0]["unsynced_at_end"] += n_diffs - cursor[0]["buffered"]
-
-
-# --- the carry between two parts of one capture (the capture rebuild's days) -----------------
-
-
-class SyncCarry(NamedTuple):
-    """Where a replay stopped, for the next part of the same capture to resume exactly there: the
-    sync record and the diffs still buffered for a snapshot (their rows are `rows`, start at 0)."""
-
-    sync: np.ndarray  # a SYNC record
-    diffs: CaptureDiffs
-    rows: LevelRows
-
-
-def unbuffered_carry(sync: np.ndarray) -> SyncCarry:
-    """A carry with no buffered diff (a part that ended in FIRST or LIVE)."""
-    none = np.empty(0, np.int64)
-    return SyncCarry(sync, CaptureDiffs(*[none] * len(CaptureDiffs._fields)), LevelRows(none.astype(bool), none, none))
-
-
-def carry_out(sync: np.ndarray, cursor: np.ndarray, diffs: CaptureDiffs, rows: LevelRows) -> SyncCarry:
-    """The carry at the end of a part: the diffs buffered since `cursor.buffered` when WAITING
-    (in FIRST and LIVE nothing is buffered). A part's diffs have contiguous rows in line order."""
-    n = len(diffs.line)
-    first = int(cursor[0]["buffered"]) if sync[0]["state"] == WAITING else n
-    lo = int(diffs.start[first]) if first < n else 0
-    hi = int(diffs.end[-1]) if first < n else 0
-    kept = CaptureDiffs(*(column[first:] for column in diffs))
-    kept = kept._replace(start=kept.start - lo, end=kept.end - lo)
-    return SyncCarry(sync.copy(), kept, LevelRows(*(column[lo:hi] for column in rows)))
-
-
-def resume(carry: SyncCarry, diffs: CaptureDiffs, rows: LevelRows) -> tuple[CaptureDiffs, LevelRows, np.ndarray]:
-    """The next part's diffs with the carried ones in front, and a cursor just past those.
-
-    `replay_capture` then visits only the part's own lines (the carried diffs are neither counted
-    again nor written as rows) but replays the buffer from index 0 at the next snapshot, so a
-    snapshot of this part is joined by diffs of the previous one. Use with `carry.sync`.
-    """
-    n_rows = len(carry.rows.tick)
-    joined = CaptureDiffs(
-        *(
-            np.concatenate([mine, theirs + n_rows if name in ("start", "end") else theirs]).astype(np.int64, copy=False)
-            for name, mine, theirs in zip(CaptureDiffs._fields, carry.diffs, diffs, strict=True)
-        )
-    )
-    joined_rows = LevelRows(*(np.concatenate([mine, theirs]) for mine, theirs in zip(carry.rows, rows, strict=True)))
-    cursor = new_cursor()
-    cursor[0]["next_diff"] = len(carry.diffs.line)  # buffered stays 0: the carried diffs wait first
-    return joined, joined_rows, cursor
-
-
-def check_resumed_tickers(book, sync: np.ndarray, tickers: Tickers, counters: np.ndarray) -> None:
-    """Resuming in sync: bookTickers of the next part for the diff the last part ended with (written
-    after it) are checked against the book as it was carried."""
-    if sync[0]["state"] == LIVE:
-        bid, ask, st = book
-        check_tickers(bid, ask, st, sync[0]["last_u"], tickers, tickers.u_sorted, counters, 0)
-
-
-def first_checkable_u(carry: SyncCarry) -> int:
-    """The lowest final u a diff applied after this carry can have: bookTickers below it can never
-    be checked any more, the others may still meet their diff in the next part."""
-    s = carry.sync[0]
-    if s["state"] == LIVE:
-        return int(s["last_u"]) + 1
-    if s["state"] == FIRST:
-        return int(s["last_u"])  # the snapshot's lastUpdateId: futures apply a diff ending there
-    return int(carry.diffs.last_u[0]) if len(carry.diffs.line) else int(s["last_u"]) + 1
 
 
 def counter_dict(counters: np.ndarray) -> dict[str, int]:

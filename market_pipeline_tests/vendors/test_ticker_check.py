@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from market_pipeline.core.book.ladder import new_book, set_level
 from market_pipeline.vendors.binance import sync_kernel as br
+from market_pipeline.vendors.binance import ticker_check as tc
 
 
 @settings(max_examples=300, deadline=None)
@@ -19,7 +20,7 @@ from market_pipeline.vendors.binance import sync_kernel as br
 )
 def test_lookup_from_any_hint_equals_a_binary_search(values, value, hint):
     sorted_values = np.array(values, np.int64)
-    assert br.first_at_or_after(sorted_values, value, hint) == np.searchsorted(sorted_values, value)
+    assert tc.first_at_or_after(sorted_values, value, hint) == np.searchsorted(sorted_values, value)
 
 
 def _tickers(u: list[int], bid_tick: int, ask_tick: int) -> br.Tickers:
@@ -43,12 +44,12 @@ def test_tickers_behind_the_hint_are_still_checked():
     set_level(bid, ask, book_st, False, 101, 4)
     tickers = _tickers([5, 7, 7, 9, 11], 100, 102)  # the ask disagrees: every check is a mismatch
     counters = br.new_counters()
-    past = br.check_tickers(bid, ask, book_st, 7, tickers, tickers.u_sorted, counters, 5)
+    past = tc.check_tickers(bid, ask, book_st, 7, tickers, tickers.u_sorted, counters, 5)
     assert past == 3
     assert counters[0]["ticker_checks"] == 2
     assert counters[0]["ticker_mismatches"] == 2
     assert counters[0]["first_mismatch_ticker"] == 1
     # Rising u from there: the next ticker is found ahead of the hint, a u without one checks nothing.
-    assert br.check_tickers(bid, ask, book_st, 8, tickers, tickers.u_sorted, counters, past) == 3
-    assert br.check_tickers(bid, ask, book_st, 11, tickers, tickers.u_sorted, counters, 3) == 5
+    assert tc.check_tickers(bid, ask, book_st, 8, tickers, tickers.u_sorted, counters, past) == 3
+    assert tc.check_tickers(bid, ask, book_st, 11, tickers, tickers.u_sorted, counters, 3) == 5
     assert counters[0]["ticker_checks"] == 3
