@@ -1,6 +1,9 @@
-"""A chunk of capture lines decoded in bulk: every combined-stream message of a kind parsed by one
-call of Arrow's JSON reader with that kind's explicit schema, its levels and fields turned into
-columns by Arrow and polars, with no Python statement per line.
+"""A chunk of capture lines decoded in bulk, with no Python statement per line: each line's receive
+time and kind read by one pass over the text (`capture_scan`), the depth diffs read by another
+(`capture_diffs`) when every one is in Binance's exact shape, and every other combined-stream
+message of a kind (the diffs too, when one of them is in another shape) parsed by one call of
+Arrow's JSON reader with that kind's explicit schema, its levels and fields turned into columns by
+Arrow and polars.
 
 This is the fast path of `capture_stream.CaptureParser`, for chunks in the shape Binance sends:
 ASCII text, no JSON `null`, every line `<receive ns> {"stream":"<symbol>@<channel>...","data":{..}}`
@@ -12,8 +15,9 @@ line and reason. The reader is strict where the line path is: a number where a s
 fraction or a string where an integer belongs, a duplicated key, trailing text are all refused.
 
 Measured on the bench day's first 1 M lines (869,940 diffs, 173 MB of text), CPU seconds: Arrow's
-reader parsed the diffs into columns in 1.4 to 1.7; msgspec decoded them in 1.2 a line at a time
-but the Python that sorts each message's fields into rows took 3 more.
+reader parsed the diffs into columns in 1.4 to 1.7 (2.5-3.1 on a slower machine, where the one
+pass of `capture_diffs` took 0.6); msgspec decoded them in 1.2 a line at a time but the Python
+that sorts each message's fields into rows took 3 more.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from market_pipeline.vendors.binance.capture_diffs import DIFF_HEAD, decode_diffs
 from market_pipeline.vendors.binance.capture_format import CHANNEL_KINDS
+from market_pipeline.vendors.binance.capture_scan import KINDS, OTHER, join_messages, scan_lines
 from market_pipeline.vendors.capture_files import LineChunk
 
 # Lines a chunk needs for the bulk path: each chunk costs it about 8 ms more than the line path
@@ -54,17 +60,18 @@ _REQUIRED = {
     "ticker": ("u", "b", "B", "a", "A"),
     "trade": ("t", "p", "q", "T", "m"),
 }
-_CHANNEL = r'^\s*\{\s*"stream"\s*:\s*"[^"@]*@(?P<channel>[^"@]*)'
+_DIFF = KINDS.index("diff")
 _NULL = re.compile(b"null")  # a JSON null: the line path reads the chunk
 
 
 @dataclass(frozen=True)
 class DecodedLines:
-    """A chunk's combined-stream messages as columns (numbers still the exchange's strings), and
-    which lines are left for the line path (REST snapshots)."""
+    """A chunk's combined-stream messages as columns (numbers still the exchange's strings, but the
+    levels of diffs `capture_diffs` read: float64), and which lines are left for the line path
+    (REST snapshots)."""
 
     diff_head: pl.DataFrame  # line_no, received_time, E, U, u, pu, bids, asks (level counts)
-    diff_levels: pl.Series  # price, size, price, size, ... of each diff's bids, then its asks
+    diff_levels: pl.Series  # price, size, price, size, ... of each diff's bids, then its asks (str or f64)
     tickers: pl.DataFrame  # E, T, u, b, B, a, A, received_time, line_no of the bookTickers
     trades: pl.DataFrame  # T, m, p, q, t (as text), received_time, line_no of the trades
     symbols: frozenset[str]  # the `s` the messages name
@@ -79,72 +86,46 @@ def decode_lines(chunk: LineChunk, first_line_no: int) -> DecodedLines | None:
         return None
     if _NULL.search(memoryview(chunk.text)):  # 0.06 s a million lines; Arrow's match_substring 0.36
         return None
-    offsets = np.concatenate([np.zeros(1, dtype=np.int64), chunk.ends])
-    lines = pa.LargeStringArray.from_buffers(len(chunk), pa.py_buffer(offsets), pa.py_buffer(chunk.text))
-    stamps = _receive_stamps(chunk.text, offsets)
-    if stamps is None:
+    scanned = scan_lines(chunk.text, chunk.ends)
+    if scanned is None:
         return None
-    received, where, digits = stamps
-    # The receive times read, each line is its message after blanks: one JSON object a line. The
-    # text is the chunk's: its stamps are put back for the line path, whatever happens here.
-    chunk.text[where] = ord(" ")
-    try:
-        return _decode(lines, received, first_line_no)
-    finally:
-        chunk.text[where] = digits
-
-
-def _decode(lines: pa.LargeStringArray, received: np.ndarray, first_line_no: int) -> DecodedLines | None:
-    channels = pc.struct_field(pc.extract_regex(lines, _CHANNEL), 0)
-    kinds = {kind: pc.fill_null(pc.equal(channels, channel), False) for channel, kind in CHANNEL_KINDS.items()}
-    line_nos = np.arange(first_line_no, first_line_no + len(lines), dtype=np.int64)
+    received, kinds, bodies = scanned
+    line_nos = np.arange(first_line_no, first_line_no + len(chunk), dtype=np.int64)
+    diff_rows = np.flatnonzero(kinds == _DIFF)
+    fast = decode_diffs(chunk.text, chunk.ends, bodies, diff_rows)
+    # Arrow parses the messages of every kind, but the diffs when they are read already.
+    parsed = kinds if fast is None else np.where(kinds == _DIFF, OTHER, kinds)
+    messages = join_messages(chunk.text, chunk.ends, bodies, parsed)
     columns = {}
-    for kind, mask in kinds.items():
-        data = _parse(pc.filter(lines, mask), kind)
+    for code, kind in enumerate(KINDS):
+        rows = parsed == code
+        data = _parse(messages[code], int(np.count_nonzero(rows)), kind)
         if data is None:
             return None
-        rows = mask.to_numpy(zero_copy_only=False)
         columns[kind] = (data, received[rows], line_nos[rows])
     symbols: set[str] = set()
     for data, _, _ in columns.values():
         symbols.update(s for s in pc.unique(data.field("s")).to_pylist() if s is not None)
-    diffs = _diffs(*columns["diff"])
-    if diffs is None:
-        return None
-    head, levels = diffs
-    streamed = pc.or_(pc.or_(kinds["diff"], kinds["ticker"]), kinds["trade"]).to_numpy(zero_copy_only=False)
-    others = np.flatnonzero(~streamed).tolist()
+    if fast is None:
+        diffs = _diffs(*columns["diff"])
+        if diffs is None:
+            return None
+        (head, levels), shapes = diffs, _diff_shapes(columns["diff"][0])
+    else:
+        head, levels, symbol = fast
+        named = {symbol.decode()} if len(diff_rows) else set()
+        symbols |= named
+        shapes = frozenset((bool(has_pu), s) for has_pu in np.unique(head[DIFF_HEAD.index("has_pu")]) for s in named)
+        head, levels = _decoded_diffs(head, levels, received[diff_rows], line_nos[diff_rows])
     return DecodedLines(
         diff_head=head,
         diff_levels=levels,
         tickers=_tickers(*columns["ticker"]),
         trades=_trades(*columns["trade"]),
         symbols=frozenset(symbols),
-        diff_shapes=_diff_shapes(columns["diff"][0]),
-        others=others,
+        diff_shapes=shapes,
+        others=np.flatnonzero(kinds == OTHER).tolist(),
     )
-
-
-def _receive_stamps(text: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(each line's receive time, the offsets in `text` of its stamp and the space after it, those
-    bytes); None unless every line starts with as many characters before a space as the first
-    line (a capture's times have 19 digits from 2001 to 2286) and they read as an int64 (Arrow
-    reads what `int` reads, but for a leading "+")."""
-    starts = offsets[:-1]
-    spaces = np.flatnonzero(text[: offsets[1]] == ord(" "))
-    width = int(spaces[0]) if len(spaces) else -1
-    if width < 1 or (offsets[1:] - starts).min() <= width:
-        return None
-    where = starts[:, None] + np.arange(width + 1)
-    stamps = text[where]
-    if (stamps[:, width] != ord(" ")).any():
-        return None
-    numbers = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width + 1), len(starts), [None, pa.py_buffer(stamps)])
-    try:
-        received = pc.cast(pc.utf8_rtrim(pc.cast(pc.cast(numbers, pa.binary()), _TEXT), " "), _I64)
-    except pa.ArrowInvalid:
-        return None
-    return received.to_numpy(), where, stamps
 
 
 def _diff_shapes(data: pa.StructArray) -> frozenset[tuple[bool, str | None]]:
@@ -153,15 +134,16 @@ def _diff_shapes(data: pa.StructArray) -> frozenset[tuple[bool, str | None]]:
     return frozenset(zip(pairs.column("pu").to_pylist(), pairs.column("s").to_pylist(), strict=True))
 
 
-def _parse(bodies: pa.Array, kind: str) -> pa.StructArray | None:
-    """The `data` of one kind's messages (a line each), every required field present; None when
-    Arrow refuses a line, a line is not one object, or the stream names another kind."""
+def _parse(text: np.ndarray, count: int, kind: str) -> pa.StructArray | None:
+    """The `data` of one kind's `count` messages (`text`: a line each), every required field
+    present; None when Arrow refuses a line, a line is not one object, or the stream names another
+    kind."""
     data_type = pa.struct(_DATA_FIELDS[kind])
-    if not len(bodies):
+    if not count:
         return pa.array([], data_type)
     try:
         table = pa_json.read_json(
-            pa.BufferReader(_joined(bodies)),
+            pa.BufferReader(pa.py_buffer(text)),
             read_options=pa_json.ReadOptions(block_size=_JSON_BLOCK_BYTES, use_threads=False),
             parse_options=pa_json.ParseOptions(
                 explicit_schema=pa.schema([("stream", _TEXT), ("data", data_type)]),
@@ -170,7 +152,7 @@ def _parse(bodies: pa.Array, kind: str) -> pa.StructArray | None:
         )
     except pa.ArrowInvalid:
         return None
-    if table.num_rows != len(bodies):  # an empty line, or two objects on one
+    if table.num_rows != count:  # an empty line, or two objects on one
         return None
     streams = pc.unique(table.column("stream")).to_pylist()
     if any(s is None or CHANNEL_KINDS.get(s.partition("@")[2].partition("@")[0]) != kind for s in streams):
@@ -179,14 +161,6 @@ def _parse(bodies: pa.Array, kind: str) -> pa.StructArray | None:
     if data.null_count or any(data.field(name).null_count for name in _REQUIRED[kind]):
         return None
     return data
-
-
-def _joined(texts: pa.LargeStringArray) -> pa.Buffer:
-    """The texts one after another: the slice of the array's data buffer its offsets span (Arrow
-    keeps a string array's values contiguous, in order), so nothing is copied."""
-    _, offsets, data = texts.buffers()
-    start, end = np.frombuffer(offsets, dtype=np.int64)[[texts.offset, texts.offset + len(texts)]]
-    return data.slice(int(start), int(end - start))
 
 
 def _diffs(data: pa.StructArray, received: np.ndarray, line_nos: np.ndarray) -> tuple[pl.DataFrame, pl.Series] | None:
@@ -211,6 +185,17 @@ def _diffs(data: pa.StructArray, received: np.ndarray, line_nos: np.ndarray) -> 
         asks=pl.Series(n_asks, dtype=pl.Int64),
     )
     return head, pl.Series(levels.flatten())
+
+
+def _decoded_diffs(
+    head: np.ndarray, levels: np.ndarray, received: np.ndarray, line_nos: np.ndarray
+) -> tuple[pl.DataFrame, pl.Series]:
+    """(head, level values) of the diffs `capture_diffs` read, as `_diffs` gives them (the
+    levels already float64)."""
+    columns = dict(zip(DIFF_HEAD, head, strict=True))
+    has_pu = columns.pop("has_pu").astype(bool)
+    frame = pl.DataFrame({"line_no": line_nos, "received_time": received, **columns})
+    return frame.with_columns(pu=pl.when(pl.Series(has_pu)).then("pu")), pl.Series(levels)
 
 
 def _tickers(data: pa.StructArray, received: np.ndarray, line_nos: np.ndarray) -> pl.DataFrame:
