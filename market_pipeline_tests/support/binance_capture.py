@@ -11,9 +11,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from market_pipeline.core.day_clock import NS_PER_DAY
 from market_pipeline.vendors.binance.capture_stream import TABLE_SCHEMAS, CaptureParser
+from market_pipeline.vendors.capture_files import CaptureFormatError
 from market_pipeline_tests.support.project import REAL_DATA_DIR
 
 # Third-party captures: read in place, never copied into the repository.
@@ -147,6 +149,25 @@ def parse_capture(paths: Sequence[Path], chunk_lines: int | None = None) -> Capt
 
 
 _TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
+
+
+def parse_outcome(paths: Sequence[Path], chunk_lines: int | None = None) -> CaptureTables | tuple[int | None, str]:
+    """`parse_capture`'s tables, or its error's (line, reason): what two ways of parsing must share."""
+    try:
+        return parse_capture(paths, chunk_lines)
+    except CaptureFormatError as exc:
+        return (exc.line_number, exc.reason)
+
+
+def assert_same_outcome(expected: CaptureTables | tuple, actual: CaptureTables | tuple) -> None:
+    """The same error, or the same instrument and exactly the same tables."""
+    if isinstance(expected, tuple):
+        assert actual == expected
+        return
+    assert isinstance(actual, CaptureTables), actual
+    assert (actual.market, actual.exchange, actual.symbol) == (expected.market, expected.exchange, expected.symbol)
+    for name in _TABLES:
+        assert_frame_equal(getattr(actual, name), getattr(expected, name), check_exact=True)
 
 
 def split_by_day(tables: CaptureTables) -> dict[dt.date, CaptureTables]:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from polars.testing import assert_frame_equal
 
 from market_pipeline.vendors.binance import capture_bulk, capture_stream
-from market_pipeline.vendors.capture_files import CaptureFormatError
-from market_pipeline_tests.support.binance_capture import SPOT, USDM, parse_capture, real_paths, write_capture_lines
-
-TABLES = ("trades", "book_delta_v2", "depth_snapshot", "book", "book_ticker")
+from market_pipeline_tests.support.binance_capture import (
+    SPOT,
+    USDM,
+    assert_same_outcome,
+    parse_outcome,
+    real_paths,
+    write_capture_lines,
+)
 
 
 def _compact(stream: str, data: dict) -> str:
@@ -59,31 +62,14 @@ def bulk_calls(monkeypatch):
 def _line_path(paths, chunk_lines, monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(capture_stream, "decode_lines", lambda lines, first_line_no: None)
-        return _outcome(paths, chunk_lines)
-
-
-def _outcome(paths, chunk_lines):
-    """The parse's tables, or its error's (line, reason)."""
-    try:
-        return parse_capture(paths, chunk_lines)
-    except CaptureFormatError as exc:
-        return (exc.line_number, exc.reason)
-
-
-def _assert_same(expected, actual) -> None:
-    if isinstance(expected, tuple):
-        assert actual == expected
-        return
-    assert (actual.market, actual.exchange, actual.symbol) == (expected.market, expected.exchange, expected.symbol)
-    for name in TABLES:
-        assert_frame_equal(getattr(actual, name), getattr(expected, name), check_exact=True)
+        return parse_outcome(paths, chunk_lines)
 
 
 @pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
 @pytest.mark.parametrize("chunk_lines", [4999, 10**7], ids=["small", "huge"])
 def test_bulk_decoding_equals_the_line_path_on_real_captures(names, chunk_lines, bulk_calls, monkeypatch):
     paths = real_paths(names)
-    _assert_same(_line_path(paths, chunk_lines, monkeypatch), _outcome(paths, chunk_lines))
+    assert_same_outcome(_line_path(paths, chunk_lines, monkeypatch), parse_outcome(paths, chunk_lines))
     assert bulk_calls, "no chunk was decoded in bulk"
 
 
@@ -111,7 +97,7 @@ ODD_LINES = {
 @pytest.mark.parametrize("odd", ODD_LINES.values(), ids=ODD_LINES.keys())
 def test_an_odd_line_reads_as_the_line_path_reads_it(odd, tmp_path, monkeypatch):
     path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", [*REGULAR, odd, *REGULAR])
-    _assert_same(_line_path([path], 10**7, monkeypatch), _outcome([path], 10**7))
+    assert_same_outcome(_line_path([path], 10**7, monkeypatch), parse_outcome([path], 10**7))
 
 
 @pytest.mark.parametrize("stamp", ["+1700000000000000000", "", "17000000000000000000", "1700000000000000000x"])
@@ -120,12 +106,12 @@ def test_an_odd_receive_time_reads_as_the_line_path_reads_it(stamp, tmp_path, mo
     lines = path.read_text().splitlines(keepends=True)
     lines[3] = stamp + lines[3][lines[3].index(" ") :]
     path.write_text("".join(lines))
-    _assert_same(_line_path([path], 10**7, monkeypatch), _outcome([path], 10**7))
+    assert_same_outcome(_line_path([path], 10**7, monkeypatch), parse_outcome([path], 10**7))
 
 
 def test_regular_lines_are_decoded_in_bulk(tmp_path, bulk_calls, monkeypatch):
     path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", REGULAR * 3 + [""])
-    _assert_same(_line_path([path], 5, monkeypatch), _outcome([path], 5))
+    assert_same_outcome(_line_path([path], 5, monkeypatch), parse_outcome([path], 5))
     assert len(bulk_calls) >= 4
 
 
@@ -146,6 +132,6 @@ def test_chunks_decoded_side_by_side_follow_the_lines_before_them(name, tmp_path
     lines = [*later, *REGULAR] if name == "the symbol named first" else [*REGULAR, *later, *REGULAR]
     path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", lines)
     expected = _line_path([path], len(REGULAR), monkeypatch)
-    _assert_same(expected, _outcome([path], len(REGULAR)))
+    assert_same_outcome(expected, parse_outcome([path], len(REGULAR)))
     assert isinstance(expected, tuple) == (name != "the symbol named first")
     assert len(bulk_calls) >= 2
