@@ -77,6 +77,8 @@ ODD_LINES = {
     "spaced JSON": json.dumps(json.loads(TRADE)),
     "data before stream": json.dumps({"data": json.loads(TRADE)["data"], "stream": "btcusdt@trade"}),
     "null symbol": TRADE.replace('"BTCUSDT"', "null"),
+    "null in a ticker": TICKER.replace('"u":6', '"u":null'),
+    "null in a REST snapshot": SNAPSHOT.replace('"lastUpdateId":4', '"lastUpdateId":4,"E":null'),
     "futures diff of spot": DIFF.replace('"u":6', '"u":6,"pu":5'),
     "level of three": DIFF.replace('["11","1"]', '["11","1","2"]'),
     "number as price": TRADE.replace('"10.5"', "10.5"),

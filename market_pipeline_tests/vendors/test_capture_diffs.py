@@ -123,6 +123,8 @@ LEFT = {
     "trailing text": DIFF + " x",
     "two objects": DIFF + DIFF,
     "unclosed": DIFF[:-1],
+    "null id": DIFF.replace('"U":5', '"U":null'),
+    "null price": DIFF.replace('"10.5"', "null"),
 }
 
 

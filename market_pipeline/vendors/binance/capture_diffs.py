@@ -7,7 +7,7 @@ escapes, prices and sizes plain decimals (`12`, `0.0100`) of at most 15 signific
 Each number is read as the line path reads it: a decimal of at most 15 significant digits and 22
 decimals is m / 10**k with m and 10**k exact doubles, and one IEEE division rounds it correctly
 (Clinger's fast path), as polars' cast and Python's `float` do. Whatever else a diff holds (a
-space, an escape, an exponent, another field, a duplicated one) sends the chunk to Arrow's reader
+space, an escape, an exponent, a null, another field, a duplicated one) sends the chunk to Arrow's reader
 (`capture_bulk._parse`), which hands what it does not read to the line path: this path only ever
 reads lines the others read, the same way.
 
