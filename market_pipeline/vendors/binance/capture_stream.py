@@ -6,8 +6,7 @@ caller writes or concatenates them. Chunks in Binance's usual shape are decoded 
 (`capture_bulk`), two side by side on threads ahead of the caller; the others line by line.
 Parsing the bench day's capture (14 M lines) to scratch parts took 33.8 s wall on 2 cores this
 way, 38.1 s with one chunk decoded at a time (28.1 s with `line_chunks` reading into arrays and
-the JSON null found by `re`). With the diffs read in one numba pass (`capture_diffs`), parsing
-it took 25 s wall and 45 CPU-s where it had taken 50 s and 96-98 on the same (slower) machine.
+the JSON null found by `re`; see `capture_diffs` for the diffs read in one pass).
 
 Line path: msgspec, one typed Struct per line with every price and size kept as its decimal string,
 then one vectorised string -> float64 cast per chunk (polars; its parse is correctly rounded, as
@@ -375,6 +374,7 @@ _SNAPSHOT_HEAD = {
 _TICKER_FIELDS = {**dict.fromkeys(("E", "T", "u"), _I), **dict.fromkeys("bBaA", _S), "received_time": _I, "line_no": _I}
 _TRADE_FIELDS = {"T": _I, "m": pl.Boolean(), **dict.fromkeys("pqt", _S), "received_time": _I, "line_no": _I}
 _TICKER_ROWS = {name: _S if dtype == pl.Float64 else dtype for name, dtype in TICKER_SCHEMA.items()}
+_NO_BOOK = pl.DataFrame(schema=BOOK_SCHEMA)  # the book table of a chunk without a REST snapshot
 _TRADE_ROWS = {**{name: _S if dtype == pl.Float64 else dtype for name, dtype in TRADES_SCHEMA.items()}, "line_no": _I}
 
 
@@ -478,9 +478,6 @@ def _tables(
         "book_ticker": _cast_numbers(_ticker_rows(tickers), "ticker", bad),
     }
     return tables, min(bad, default=None)
-
-
-_NO_BOOK = pl.DataFrame(schema=BOOK_SCHEMA)
 
 
 def _book(snapshots: list[tuple], prices: np.ndarray, sizes: np.ndarray) -> pl.DataFrame:
