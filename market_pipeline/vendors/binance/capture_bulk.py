@@ -89,10 +89,11 @@ def decode_lines(chunk: LineChunk, first_line_no: int) -> DecodedLines | None:
         return None
     received, kinds, bodies = scanned
     line_nos = np.arange(first_line_no, first_line_no + len(chunk), dtype=np.int64)
-    diff_rows = np.flatnonzero(kinds == _DIFF)
+    is_diff = kinds == _DIFF
+    diff_rows = np.flatnonzero(is_diff)
     fast = decode_diffs(chunk.text, chunk.ends, bodies, diff_rows)
     # Arrow parses the messages of every kind, but the diffs when they are read already.
-    parsed = kinds if fast is None else np.where(kinds == _DIFF, OTHER, kinds)
+    parsed = kinds if fast is None else np.where(is_diff, OTHER, kinds)
     messages = join_messages(chunk.text, chunk.ends, bodies, parsed)
     columns = {}
     for code, kind in enumerate(KINDS):

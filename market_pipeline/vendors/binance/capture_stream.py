@@ -374,8 +374,8 @@ _SNAPSHOT_HEAD = {
 _TICKER_FIELDS = {**dict.fromkeys(("E", "T", "u"), _I), **dict.fromkeys("bBaA", _S), "received_time": _I, "line_no": _I}
 _TRADE_FIELDS = {"T": _I, "m": pl.Boolean(), **dict.fromkeys("pqt", _S), "received_time": _I, "line_no": _I}
 _TICKER_ROWS = {name: _S if dtype == pl.Float64 else dtype for name, dtype in TICKER_SCHEMA.items()}
-_NO_BOOK = pl.DataFrame(schema=BOOK_SCHEMA)  # the book table of a chunk without a REST snapshot
 _TRADE_ROWS = {**{name: _S if dtype == pl.Float64 else dtype for name, dtype in TRADES_SCHEMA.items()}, "line_no": _I}
+_NO_BOOK = pl.DataFrame(schema=BOOK_SCHEMA)  # the book table of a chunk without a REST snapshot
 
 
 def _ticker_rows(fields: pl.DataFrame) -> pl.DataFrame:
