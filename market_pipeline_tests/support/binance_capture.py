@@ -14,6 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from market_pipeline.core.day_clock import NS_PER_DAY
+from market_pipeline.vendors.binance import capture_stream
 from market_pipeline.vendors.binance.capture_stream import TABLE_SCHEMAS, CaptureParser
 from market_pipeline.vendors.capture_files import CaptureFormatError
 from market_pipeline_tests.support.project import REAL_DATA_DIR
@@ -157,6 +158,15 @@ def parse_outcome(paths: Sequence[Path], chunk_lines: int | None = None) -> Capt
         return parse_capture(paths, chunk_lines)
     except CaptureFormatError as exc:
         return (exc.line_number, exc.reason)
+
+
+def line_path_outcome(
+    paths: Sequence[Path], chunk_lines: int | None, monkeypatch: pytest.MonkeyPatch
+) -> CaptureTables | tuple[int | None, str]:
+    """`parse_outcome` with every chunk read line by line (none decoded in bulk)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(capture_stream, "decode_lines", lambda lines, first_line_no: None)
+        return parse_outcome(paths, chunk_lines)
 
 
 def assert_same_outcome(expected: CaptureTables | tuple, actual: CaptureTables | tuple) -> None:

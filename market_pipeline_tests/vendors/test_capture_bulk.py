@@ -13,6 +13,7 @@ from market_pipeline_tests.support.binance_capture import (
     SPOT,
     USDM,
     assert_same_outcome,
+    line_path_outcome,
     parse_outcome,
     real_paths,
     write_capture_lines,
@@ -59,17 +60,11 @@ def bulk_calls(monkeypatch):
     return decoded
 
 
-def _line_path(paths, chunk_lines, monkeypatch):
-    with monkeypatch.context() as patched:
-        patched.setattr(capture_stream, "decode_lines", lambda lines, first_line_no: None)
-        return parse_outcome(paths, chunk_lines)
-
-
 @pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
 @pytest.mark.parametrize("chunk_lines", [4999, 10**7], ids=["small", "huge"])
 def test_bulk_decoding_equals_the_line_path_on_real_captures(names, chunk_lines, bulk_calls, monkeypatch):
     paths = real_paths(names)
-    assert_same_outcome(_line_path(paths, chunk_lines, monkeypatch), parse_outcome(paths, chunk_lines))
+    assert_same_outcome(line_path_outcome(paths, chunk_lines, monkeypatch), parse_outcome(paths, chunk_lines))
     assert bulk_calls, "no chunk was decoded in bulk"
 
 
@@ -99,7 +94,7 @@ ODD_LINES = {
 @pytest.mark.parametrize("odd", ODD_LINES.values(), ids=ODD_LINES.keys())
 def test_an_odd_line_reads_as_the_line_path_reads_it(odd, tmp_path, monkeypatch):
     path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", [*REGULAR, odd, *REGULAR])
-    assert_same_outcome(_line_path([path], 10**7, monkeypatch), parse_outcome([path], 10**7))
+    assert_same_outcome(line_path_outcome([path], 10**7, monkeypatch), parse_outcome([path], 10**7))
 
 
 @pytest.mark.parametrize("stamp", ["+1700000000000000000", "", "17000000000000000000", "1700000000000000000x"])
@@ -108,12 +103,12 @@ def test_an_odd_receive_time_reads_as_the_line_path_reads_it(stamp, tmp_path, mo
     lines = path.read_text().splitlines(keepends=True)
     lines[3] = stamp + lines[3][lines[3].index(" ") :]
     path.write_text("".join(lines))
-    assert_same_outcome(_line_path([path], 10**7, monkeypatch), parse_outcome([path], 10**7))
+    assert_same_outcome(line_path_outcome([path], 10**7, monkeypatch), parse_outcome([path], 10**7))
 
 
 def test_regular_lines_are_decoded_in_bulk(tmp_path, bulk_calls, monkeypatch):
     path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", REGULAR * 3 + [""])
-    assert_same_outcome(_line_path([path], 5, monkeypatch), parse_outcome([path], 5))
+    assert_same_outcome(line_path_outcome([path], 5, monkeypatch), parse_outcome([path], 5))
     assert len(bulk_calls) >= 4
 
 
@@ -133,7 +128,7 @@ def test_chunks_decoded_side_by_side_follow_the_lines_before_them(name, tmp_path
     later = LATER_CHUNKS[name]
     lines = [*later, *REGULAR] if name == "the symbol named first" else [*REGULAR, *later, *REGULAR]
     path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", lines)
-    expected = _line_path([path], len(REGULAR), monkeypatch)
+    expected = line_path_outcome([path], len(REGULAR), monkeypatch)
     assert_same_outcome(expected, parse_outcome([path], len(REGULAR)))
     assert isinstance(expected, tuple) == (name != "the symbol named first")
     assert len(bulk_calls) >= 2

@@ -1,22 +1,19 @@
 """The depth diffs read in one pass (`capture_diffs`) read as Arrow's reader and the line path read
-them: the same tables from real captures and from diffs in every shape it takes, every diff in
-another shape left to the others (and then the same tables or the same error), and every decimal
-it reads the double Python's `float` reads."""
+them: the same tables from real captures and from diffs in every shape it takes, and every diff in
+another shape left to the others (and then the same tables or the same error)."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from market_pipeline.vendors.binance import capture_bulk, capture_diffs
 from market_pipeline_tests.support.binance_capture import (
     SPOT,
     USDM,
     assert_same_outcome,
+    line_path_outcome,
     parse_outcome,
     real_paths,
     write_capture_lines,
@@ -77,7 +74,7 @@ def test_real_captures_read_in_one_pass_equal_arrows_reading(names, fast_reads, 
 READ = {
     "spot": DIFF,
     "futures": _line({**DATA, "T": 1700000000000, "pu": 4}),
-    "fields in another order": _line(dict(reversed(DATA.items()))),
+    "fields in another order": _line({"b": DATA["b"], **dict(reversed([(k, v) for k, v in DATA.items() if k != "b"]))}),
     "no event type": _line({k: v for k, v in DATA.items() if k != "e"}),
     "no levels": _line({**DATA, "b": [], "a": []}),
     "large numbers": _line({**DATA, "U": 2**63 - 2, "u": 2**63 - 1, "b": [["999999999999999", "0.00000000000001"]]}),
@@ -89,7 +86,7 @@ READ = {
 def test_diffs_in_binances_shapes_are_read_in_one_pass(diff, tmp_path, fast_reads, monkeypatch):
     market = "usdm" if '"pu"' in diff else "spot"
     path = write_capture_lines(tmp_path / f"binance_{market}_btcusdt_20231114.txt", [diff, REGULAR[1], diff])
-    expected = _without(monkeypatch, "decode_lines", [path], 10**7)  # the line path
+    expected = line_path_outcome([path], 10**7, monkeypatch)
     assert not isinstance(expected, tuple), expected
     fast_reads.clear()
     assert_same_outcome(expected, parse_outcome([path], 10**7))
@@ -98,6 +95,7 @@ def test_diffs_in_binances_shapes_are_read_in_one_pass(diff, tmp_path, fast_read
 
 LEFT = {
     "spaced": _line(json.dumps(DATA)),
+    "asks before bids": _line(dict(reversed(DATA.items()))),
     "escaped symbol": DIFF.replace('"BTCUSDT"', '"BTC\\u0055SDT"'),
     "escaped field name": DIFF.replace('"U":', '"\\u0055":'),
     "exponent": DIFF.replace('"10.5"', '"1.05e1"'),
@@ -131,25 +129,7 @@ LEFT = {
 @pytest.mark.parametrize("diff", LEFT.values(), ids=LEFT.keys())
 def test_a_diff_in_another_shape_is_left_to_the_other_paths(diff, tmp_path, fast_reads, monkeypatch):
     path = write_capture_lines(tmp_path / "binance_spot_btcusdt_20231114.txt", [*REGULAR, diff, *REGULAR])
-    expected = _without(monkeypatch, "decode_lines", [path], 10**7)  # the line path
+    expected = line_path_outcome([path], 10**7, monkeypatch)
     fast_reads.clear()
     assert_same_outcome(expected, parse_outcome([path], 10**7))
     assert fast_reads == [False]
-
-
-def _read_decimal(text: str) -> float | None:
-    quoted = np.frombuffer(f'"{text}"'.encode(), dtype=np.uint8)
-    past, value = capture_diffs._decimal(quoted, 0, len(quoted), capture_diffs._POWERS)
-    return None if past < 0 else value
-
-
-@settings(max_examples=500, deadline=None)
-@given(whole=st.integers(0, 10**16), fraction=st.text("0123456789", max_size=24), dot=st.booleans())
-def test_a_decimal_read_is_the_double_float_reads(whole, fraction, dot):
-    text = f"{whole}.{fraction}" if dot else str(whole)
-    significant = len(f"{whole}{fraction if dot else ''}".lstrip("0"))
-    readable = (not dot or 0 < len(fraction) <= 22) and significant <= 15
-    value = _read_decimal(text)
-    assert (value is not None) == readable, text
-    if readable:
-        assert value == float(text), text

@@ -31,7 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from market_pipeline.vendors.binance.capture_diffs import DIFF_HEAD, decode_diffs
+from market_pipeline.vendors.binance.capture_diffs import LEVEL_INTEGERS, DiffLevels, decode_diffs
+from market_pipeline.vendors.binance.capture_flat import TICKER, TRADE, FlatKind, FlatMessages, decode_flat
 from market_pipeline.vendors.binance.capture_format import CHANNEL_KINDS
 from market_pipeline.vendors.binance.capture_scan import KINDS, OTHER, join_messages, scan_lines
 from market_pipeline.vendors.capture_files import LineChunk
@@ -52,7 +53,8 @@ _I64, _TEXT = pa.int64(), pa.string()
 _DATA_FIELDS = {
     "diff": {"E": _I64, "s": _TEXT, "U": _I64, "u": _I64, "pu": _I64, "b": _LEVELS, "a": _LEVELS},
     "ticker": {"E": _I64, "T": _I64, "s": _TEXT, "u": _I64, "b": _TEXT, "B": _TEXT, "a": _TEXT, "A": _TEXT},
-    "trade": {"T": _I64, "s": _TEXT, "t": _I64, "p": _TEXT, "q": _TEXT, "m": pa.bool_()},
+    # A trade's E is not kept, but the line path refuses one that is not an integer.
+    "trade": {"E": _I64, "T": _I64, "s": _TEXT, "t": _I64, "p": _TEXT, "q": _TEXT, "m": pa.bool_()},
 }
 # Fields a kind's message must carry (`capture_format._REQUIRED`; a diff's `pu` is futures' only).
 _REQUIRED = {
@@ -60,18 +62,17 @@ _REQUIRED = {
     "ticker": ("u", "b", "B", "a", "A"),
     "trade": ("t", "p", "q", "T", "m"),
 }
-_DIFF = KINDS.index("diff")
+_FLAT = {"ticker": TICKER, "trade": TRADE}  # the kinds `capture_flat` reads
 _NULL = re.compile(b"null")  # a JSON null in what Arrow parses: the line path reads the chunk
 
 
 @dataclass(frozen=True)
 class DecodedLines:
-    """A chunk's combined-stream messages as columns (numbers still the exchange's strings, but the
-    levels of diffs `capture_diffs` read: float64), and which lines are left for the line path
-    (REST snapshots)."""
+    """A chunk's combined-stream messages as columns (numbers the exchange's strings, or float64
+    where a one-pass reader read them), and which lines are left for the line path (REST snapshots)."""
 
-    diff_head: pl.DataFrame  # line_no, received_time, E, U, u, pu, bids, asks (level counts)
-    diff_levels: pl.Series  # price, size, price, size, ... of each diff's bids, then its asks (str or f64)
+    diff_rows: pl.DataFrame  # a row a level (`level_rows`), and its price and size when read in one pass
+    diff_levels: pl.Series | None  # else their strings: price, size, price, size, ... row by row
     tickers: pl.DataFrame  # E, T, u, b, B, a, A, received_time, line_no of the bookTickers
     trades: pl.DataFrame  # T, m, p, q, t (as text), received_time, line_no of the trades
     symbols: frozenset[str]  # the `s` the messages name
@@ -89,38 +90,54 @@ def decode_lines(chunk: LineChunk, first_line_no: int) -> DecodedLines | None:
         return None
     received, kinds, bodies = scanned
     line_nos = np.arange(first_line_no, first_line_no + len(chunk), dtype=np.int64)
-    is_diff = kinds == _DIFF
-    diff_rows = np.flatnonzero(is_diff)
-    fast = decode_diffs(chunk.text, chunk.ends, bodies, diff_rows)
-    # Arrow parses the messages of every kind, but the diffs when they are read already.
-    parsed = kinds if fast is None else np.where(is_diff, OTHER, kinds)
-    messages = join_messages(chunk.text, chunk.ends, bodies, parsed)
+    rows = {kind: np.flatnonzero(kinds == code) for code, kind in enumerate(KINDS)}
+    diff_received, diff_line_nos = received[rows["diff"]], line_nos[rows["diff"]]
+    diffs = decode_diffs(chunk.text, chunk.ends, bodies, rows["diff"], diff_received, diff_line_nos)
+    if diffs is not None and 0 < diffs.has_pu.sum() < len(diffs.has_pu):
+        return None  # spot and futures diffs: the line path names the first that differs
+    flat = {kind: decode_flat(chunk.text, chunk.ends, bodies, rows[kind], _FLAT[kind]) for kind in _FLAT}
+    read = {"diff": diffs is not None} | {kind: messages is not None for kind, messages in flat.items()}
+    # Arrow parses the messages of every kind the one-pass readers declined.
+    parsed = kinds.copy()
+    for kind, was_read in read.items():
+        if was_read:
+            parsed[rows[kind]] = OTHER
+    messages = join_messages(chunk.text, chunk.ends, bodies, parsed) if (parsed != OTHER).any() else None
     columns = {}
     for code, kind in enumerate(KINDS):
-        rows = parsed == code
-        data = _parse(messages[code], int(np.count_nonzero(rows)), kind)
+        if read[kind]:
+            continue
+        data = _parse(messages[code], len(rows[kind]), kind)
         if data is None:
             return None
-        columns[kind] = (data, received[rows], line_nos[rows])
+        columns[kind] = (data, received[rows[kind]], line_nos[rows[kind]])
     symbols: set[str] = set()
     for data, _, _ in columns.values():
         symbols.update(s for s in pc.unique(data.field("s")).to_pylist() if s is not None)
-    if fast is None:
-        diffs = _diffs(*columns["diff"])
-        if diffs is None:
+    if diffs is None:
+        arrow_diffs = _diffs(*columns["diff"])
+        if arrow_diffs is None:
             return None
-        (head, levels), shapes = diffs, _diff_shapes(columns["diff"][0])
+        (diff_rows, levels), shapes = arrow_diffs, _diff_shapes(columns["diff"][0])
     else:
-        head, levels, symbol = fast
-        named = {symbol.decode()} if len(diff_rows) else set()
+        named = {diffs.symbol.decode()} if len(rows["diff"]) else set()
         symbols |= named
-        shapes = frozenset((bool(has_pu), s) for has_pu in np.unique(head[DIFF_HEAD.index("has_pu")]) for s in named)
-        head, levels = _decoded_diffs(head, levels, received[diff_rows], line_nos[diff_rows])
+        shapes = frozenset((bool(has_pu), s) for has_pu in np.unique(diffs.has_pu) for s in named)
+        diff_rows, levels = _decoded_diffs(diffs), None
+    symbols.update(messages.symbol.decode() for messages in flat.values() if messages is not None and messages.symbol)
+    if read["ticker"]:
+        tickers = _flat_tickers(flat["ticker"], received[rows["ticker"]], line_nos[rows["ticker"]])
+    else:
+        tickers = _tickers(*columns["ticker"])
+    if read["trade"]:
+        trades = _flat_trades(flat["trade"], received[rows["trade"]], line_nos[rows["trade"]])
+    else:
+        trades = _trades(*columns["trade"])
     return DecodedLines(
-        diff_head=head,
+        diff_rows=diff_rows,
         diff_levels=levels,
-        tickers=_tickers(*columns["ticker"]),
-        trades=_trades(*columns["trade"]),
+        tickers=tickers,
+        trades=trades,
         symbols=frozenset(symbols),
         diff_shapes=shapes,
         others=np.flatnonzero(kinds == OTHER).tolist(),
@@ -168,8 +185,8 @@ def _parse(text: np.ndarray, count: int, kind: str) -> pa.StructArray | None:
 
 
 def _diffs(data: pa.StructArray, received: np.ndarray, line_nos: np.ndarray) -> tuple[pl.DataFrame, pl.Series] | None:
-    """(head, level strings) of the diffs, as the line path builds them; None when a level is
-    not a [price, size] pair."""
+    """(level rows, level strings) of the diffs Arrow read, as the line path builds them; None
+    when a level is not a [price, size] pair."""
     bids, asks = data.field("b"), data.field("a")
     n_bids, n_asks = pc.list_value_length(bids).to_numpy(), pc.list_value_length(asks).to_numpy()
     # Each diff's bids, then its asks: level rows ordered by (diff, side), stably.
@@ -178,28 +195,37 @@ def _diffs(data: pa.StructArray, received: np.ndarray, line_nos: np.ndarray) -> 
     levels = pa.concat_arrays([bids.flatten(), asks.flatten()]).take(np.argsort(side_key, kind="stable"))
     if len(levels) and pc.min_max(pc.list_value_length(levels)).as_py() != {"min": 2, "max": 2}:
         return None
-    head = _fields(data, ("E", "U", "u", "pu"), received, line_nos).select(
-        "line_no",
-        "received_time",
-        "E",
-        "U",
-        "u",
-        "pu",
-        bids=pl.Series(n_bids, dtype=pl.Int64),
-        asks=pl.Series(n_asks, dtype=pl.Int64),
+    head = _fields(data, ("E", "U", "u", "pu"), received, line_nos).with_columns(
+        bids=pl.Series(n_bids, dtype=pl.Int64), asks=pl.Series(n_asks, dtype=pl.Int64)
     )
-    return head, pl.Series(levels.flatten())
+    return level_rows(head), pl.Series(levels.flatten())
 
 
-def _decoded_diffs(
-    head: np.ndarray, levels: np.ndarray, received: np.ndarray, line_nos: np.ndarray
-) -> tuple[pl.DataFrame, pl.Series]:
-    """(head, level values) of the diffs `capture_diffs` read, as `_diffs` gives them (the
-    levels already float64)."""
-    columns = dict(zip(DIFF_HEAD, head, strict=True))
-    has_pu = columns.pop("has_pu").astype(bool)
-    frame = pl.DataFrame({"line_no": line_nos, "received_time": received, **columns})
-    return frame.with_columns(pu=pl.when(pl.Series(has_pu)).then("pu")), pl.Series(levels)
+def level_rows(head: pl.DataFrame) -> pl.DataFrame:
+    """Each diff's fields (a row a diff, `bids` and `asks` its numbers of levels) on each of its
+    level rows, its bids then its asks, with `side_is_bid`."""
+    n_bids, n_asks = head.get_column("bids").to_numpy(), head.get_column("asks").to_numpy()
+    rows = head.gather(np.repeat(np.arange(head.height), n_bids + n_asks))
+    return rows.with_columns(side_is_bid=pl.Series(level_sides(n_bids, n_asks)))
+
+
+def level_sides(n_bids: np.ndarray, n_asks: np.ndarray) -> np.ndarray:
+    """side_is_bid of messages' level rows: each message's bids, then its asks."""
+    counts = np.stack([n_bids, n_asks], axis=1).ravel()
+    return np.repeat(np.tile(np.array([True, False]), len(n_bids)), counts)
+
+
+def _decoded_diffs(levels: DiffLevels) -> pl.DataFrame:
+    """The level rows `capture_diffs` read, as `level_rows` gives them, with their price and size."""
+    frame = pl.DataFrame(
+        {
+            **dict(zip(LEVEL_INTEGERS, levels.integers, strict=True)),
+            "side_is_bid": levels.side_is_bid,
+            "price": levels.prices,
+            "size": levels.sizes,
+        }
+    )
+    return frame if levels.has_pu.all() else frame.with_columns(pu=pl.lit(None, dtype=pl.Int64))
 
 
 def _tickers(data: pa.StructArray, received: np.ndarray, line_nos: np.ndarray) -> pl.DataFrame:
@@ -210,6 +236,32 @@ def _tickers(data: pa.StructArray, received: np.ndarray, line_nos: np.ndarray) -
 def _trades(data: pa.StructArray, received: np.ndarray, line_nos: np.ndarray) -> pl.DataFrame:
     """Trade messages as the line path collects them (`capture_stream._TRADE_FIELDS`)."""
     return _fields(data, ("T", "m", "p", "q", "t"), received, line_nos).with_columns(pl.col("t").cast(pl.String))
+
+
+def _flat_tickers(read: FlatMessages, received: np.ndarray, line_nos: np.ndarray) -> pl.DataFrame:
+    """bookTickers `capture_flat` read, as `_tickers` gives them (the prices and sizes float64)."""
+    return _flat_frame(read, TICKER, received, line_nos).with_columns(
+        E=pl.when(pl.Series(read.has(TICKER, "E"))).then("E"), T=pl.when(pl.Series(read.has(TICKER, "T"))).then("T")
+    )
+
+
+def _flat_trades(read: FlatMessages, received: np.ndarray, line_nos: np.ndarray) -> pl.DataFrame:
+    """Trades `capture_flat` read, as `_trades` gives them (the prices and quantities float64)."""
+    return _flat_frame(read, TRADE, received, line_nos).select(
+        "T", pl.col("m").cast(pl.Boolean), "p", "q", pl.col("t").cast(pl.String), "received_time", "line_no"
+    )
+
+
+def _flat_frame(read: FlatMessages, kind: FlatKind, received: np.ndarray, line_nos: np.ndarray) -> pl.DataFrame:
+    """The kind's fields `capture_flat` read, their receive times and line_nos, as one frame."""
+    return pl.DataFrame(
+        {
+            **dict(zip(kind.integers, read.integers, strict=True)),
+            **dict(zip(kind.decimals, read.decimals, strict=True)),
+            "received_time": received,
+            "line_no": line_nos,
+        }
+    )
 
 
 def _fields(data: pa.StructArray, names: tuple[str, ...], received: np.ndarray, line_nos: np.ndarray) -> pl.DataFrame:

@@ -1,15 +1,14 @@
 """A chunk's depth diffs decoded in one pass of numba, when every one of them is in the exact shape
 Binance sends: `{"stream":"<s>@depth..","data":{"e":"depthUpdate","E":..,"T":..,"s":"..","U":..,
-"u":..,"pu":..,"b":[["<price>","<size>"],..],"a":[..]}}`, compact, fields in any order, each at
-most once (`T` and `pu` are futures'), integers in JSON's spelling within int64, strings without
-escapes, prices and sizes plain decimals (`12`, `0.0100`) of at most 15 significant digits.
+"u":..,"pu":..,"b":[["<price>","<size>"],..],"a":[..]}}`, compact, fields in any order but the
+bids before the asks, each at most once (`T` and `pu` are futures'), integers in JSON's spelling
+within int64, strings without escapes, prices and sizes plain decimals (`12`, `0.0100`) of at most
+15 significant digits.
 
-Each number is read as the line path reads it: a decimal of at most 15 significant digits and 22
-decimals is m / 10**k with m and 10**k exact doubles, and one IEEE division rounds it correctly
-(Clinger's fast path), as polars' cast and Python's `float` do. Whatever else a diff holds (a
-space, an escape, an exponent, a null, another field, a duplicated one) sends the chunk to Arrow's reader
-(`capture_bulk._parse`), which hands what it does not read to the line path: this path only ever
-reads lines the others read, the same way.
+Each value is read as the line path reads it (`capture_json`). Whatever else a diff holds (a
+space, an escape, an exponent, a null, another field, a duplicated one) sends the chunk to Arrow's
+reader (`capture_bulk._parse`), which hands what it does not read to the line path: this path only
+ever reads lines the others read, the same way.
 
 Why not a library: per million lines of the bench day's capture (870 k diffs, 174 MB), Arrow's
 JSON reader took 2.5-3.1 CPU-s to give the levels as strings, and their order and cast 1.2 more;
@@ -19,16 +18,28 @@ polars' NDJSON reader 8.8-9.6 s, msgspec 13-15 s into typed structs. This pass t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba as nb
 import numpy as np
 
-from market_pipeline.vendors.binance.capture_scan import digits
+from market_pipeline.vendors.binance.capture_json import (
+    CLOSE,
+    COMMA,
+    DATA_KEY,
+    END_LIST,
+    LIST,
+    POWERS,
+    data_end,
+    data_start,
+    decimal,
+    integer,
+    key_end,
+    same_symbol,
+    string_end,
+)
 
-_QUOTE, _COLON, _COMMA, _CLOSE, _LIST, _END_LIST = (ord(c) for c in '":,}[]')
-_DOT, _ZERO, _NINE, _NEWLINE, _BACKSLASH = (ord(c) for c in ".09\n\\")
-_EXACT_MANTISSA = 10**15  # fewer significant digits than this: m < 2**53, an exact double
-_POWERS = np.array([float(10**k) for k in range(23)])  # 10**k is an exact double up to k = 22
-_DATA = np.frombuffer(b',"data":{', dtype=np.uint8)
+_NEWLINE = ord("\n")
 # The fields read, by their one- or two-letter names: a bit each, to find the duplicated and the missing.
 _E, _T, _S, _U_FIRST, _U, _PU, _B, _A, _EVENT_TYPE = (1 << k for k in range(9))
 
@@ -45,77 +56,115 @@ _ONE_LETTER = _one_letter_fields()
 _P, _LOWER_U = ord("p"), ord("u")
 _REQUIRED = _E | _S | _U_FIRST | _U | _B | _A
 
-# The head arrays' columns.
-DIFF_HEAD = ("E", "U", "u", "pu", "bids", "asks", "has_pu")
-_EVENT, _FIRST, _FINAL, _PREV, _BIDS, _ASKS, _HAS_PU = range(len(DIFF_HEAD))
+# A diff's fields, and where its bids and its asks end among the level rows: a column a diff.
+_EVENT, _FIRST, _FINAL, _PREV, _BIDS_END, _ASKS_END = range(6)
+# The level rows' integer columns, in this order: the diff's E, receive time, u, U, pu and line_no.
+LEVEL_INTEGERS = ("E", "received_time", "u", "U", "pu", "line_no")
+_LEVEL_INTEGER_ROWS = len(LEVEL_INTEGERS)
 
 
-def decode_diffs(text: np.ndarray, ends: np.ndarray, bodies: np.ndarray, rows: np.ndarray):
-    """(head, levels, symbol) of the diffs on lines `rows` of a `LineChunk` (`bodies`: where each
-    line's message starts, from `capture_scan`): head is int64 [len(DIFF_HEAD), n], a row a
-    column; levels float64 price, size, price, size, ... of each diff's bids then asks; symbol the
-    bytes of their `s`. None unless every one is in the shape above and they name one symbol."""
-    head = np.empty((len(DIFF_HEAD), len(rows)), dtype=np.int64)
-    levels = np.empty(2 * (len(text) // 9 + 1), dtype=np.float64)  # a level takes 9 bytes at least
+@dataclass(frozen=True)
+class DiffLevels:
+    """The level rows of a chunk's diffs: each diff's bids, then its asks, in line order."""
+
+    integers: np.ndarray  # int64 [len(LEVEL_INTEGERS), n]; pu 0 where the diff has none
+    prices: np.ndarray  # float64 [n]
+    sizes: np.ndarray  # float64 [n]
+    side_is_bid: np.ndarray  # bool [n]
+    has_pu: np.ndarray  # bool, a diff each: whether it carries `pu` (futures)
+    symbol: bytes  # the diffs' one `s`
+
+
+def decode_diffs(
+    text: np.ndarray, ends: np.ndarray, bodies: np.ndarray, rows: np.ndarray, received: np.ndarray, line_nos: np.ndarray
+) -> DiffLevels | None:
+    """The level rows of the diffs on lines `rows` of a `LineChunk` (`bodies`: where each line's
+    message starts, from `capture_scan`; `received`, `line_nos`: each diff's). None unless every
+    one is in the shape above and they name one symbol."""
+    head = np.empty((6, len(rows)), dtype=np.int64)
+    has_pu = np.empty(len(rows), dtype=np.bool_)
+    # Price, size, price, size, ...: a level takes 9 bytes at least. Read here first, then copied
+    # to arrays of their own length, which the tables keep: the pages past those read stay untouched.
+    values = np.empty(2 * (len(text) // 9 + 1), dtype=np.float64)
     symbol = np.zeros(2, dtype=np.int64)  # start and end in `text` of the first diff's symbol
-    count = _decode(text, ends, bodies, rows, head, levels, symbol, _DATA, _ONE_LETTER, _POWERS)
-    if count < 0:
+    if not _decode(text, ends, bodies, rows, head, has_pu, values, symbol, DATA_KEY, _ONE_LETTER, POWERS):
         return None
-    return head, levels[:count], text[symbol[0] : symbol[1]].tobytes()
+    integers, prices, sizes, side_is_bid = _spread(head, values, received, line_nos)
+    return DiffLevels(integers, prices, sizes, side_is_bid, has_pu, text[symbol[0] : symbol[1]].tobytes())
 
 
 @nb.njit(cache=True, nogil=True)
-def _decode(text, ends, bodies, rows, head, levels, symbol, data_key, one_letter, powers):
-    """Fill head, levels and symbol; the number of level values written, or -1 at the first diff
-    not in the shape (or naming another symbol than the first)."""
+def _decode(text, ends, bodies, rows, head, has_pu, values, symbol, data_key, one_letter, powers):
+    """Fill head, has_pu, values and symbol diff by diff; whether every diff is in the shape (and
+    names the symbol the first names)."""
     written = 0
     for r in range(rows.shape[0]):
         line = rows[r]
         end = ends[line]
         if text[end - 1] == _NEWLINE:
             end -= 1
-        written = _diff(text, bodies[line], end, head, r, levels, written, symbol, data_key, one_letter, powers)
-        if written < 0:
-            return -1
-    return written
+        seen = _diff(text, bodies[line], end, head, r, values, written, symbol, data_key, one_letter, powers)
+        if seen < 0:
+            return False
+        has_pu[r] = (seen & _PU) != 0
+        written = head[_ASKS_END, r]
+    return True
 
 
 @nb.njit(cache=True, nogil=True)
-def _diff(text, p, end, head, r, levels, written, symbol, data_key, one_letter, powers):
-    """Read the diff from p to end into head[:, r] and levels (from `written`); the level values
-    written after it, or -1."""
-    p = _string(text, p + 10, end)  # the stream's name: `{"stream":` is 10 bytes, checked by the scan
-    if p < 0 or end - p < data_key.shape[0]:
+def _spread(head, values, received, line_nos):
+    """(integers, prices, sizes, side_is_bid) of the level rows: each diff's fields on its rows."""
+    count = head[_ASKS_END, -1] if head.shape[1] else 0
+    integers = np.empty((_LEVEL_INTEGER_ROWS, count), dtype=np.int64)
+    prices = np.empty(count, dtype=np.float64)
+    sizes = np.empty(count, dtype=np.float64)
+    side_is_bid = np.empty(count, dtype=np.bool_)
+    start = 0
+    for r in range(head.shape[1]):
+        for k in range(start, head[_ASKS_END, r]):
+            integers[0, k] = head[_EVENT, r]
+            integers[1, k] = received[r]
+            integers[2, k] = head[_FINAL, r]
+            integers[3, k] = head[_FIRST, r]
+            integers[4, k] = head[_PREV, r]
+            integers[5, k] = line_nos[r]
+            prices[k] = values[2 * k]
+            sizes[k] = values[2 * k + 1]
+            side_is_bid[k] = k < head[_BIDS_END, r]
+        start = head[_ASKS_END, r]
+    return integers, prices, sizes, side_is_bid
+
+
+@nb.njit(cache=True, nogil=True)
+def _diff(text, p, end, head, r, values, written, symbol, data_key, one_letter, powers):
+    """Read the diff from p to end into head[:, r] and its levels into `values` (from level
+    `written`); the bits of the fields it carries, or -1."""
+    p = data_start(text, p, end, data_key)
+    if p < 0:
         return -1
-    for k in range(data_key.shape[0]):
-        if text[p + k] != data_key[k]:
-            return -1
-    p += data_key.shape[0]
     seen = 0
     head[_PREV, r] = 0
     while True:
-        if p + 4 > end or text[p] != _QUOTE:
-            return -1
         key = p + 1
-        p = _string(text, p, end)
-        if p < 0 or p >= end or text[p] != _COLON:
+        p = key_end(text, p, end)
+        if p < 0:
             return -1
-        field = _field(text, key, p - 1 - key, one_letter)
+        field = _field(text, key, p - 2 - key, one_letter)
         if field == 0 or seen & field:
             return -1
         seen |= field
-        p += 1
         if field == _B or field == _A:
-            first = written
-            p, written = _levels(text, p, end, levels, written, powers)
-            head[_BIDS if field == _B else _ASKS, r] = (written - first) >> 1
+            if field == _B and seen & _A:  # the level rows are each diff's bids, then its asks
+                return -1
+            p, written = _levels(text, p, end, values, written, powers)
+            head[_BIDS_END if field == _B else _ASKS_END, r] = written
         elif field == _S or field == _EVENT_TYPE:
             start = p + 1
-            p = _string(text, p, end)
-            if p >= 0 and field == _S and not _same_symbol(text, start, p - 1, symbol):
+            p = string_end(text, p, end)
+            if p >= 0 and field == _S and not same_symbol(text, start, p - 1, symbol):
                 return -1
         else:
-            p, value = _integer(text, p, end)
+            p, value = integer(text, p, end)
             if field == _E:
                 head[_EVENT, r] = value
             elif field == _U_FIRST:
@@ -126,15 +175,14 @@ def _diff(text, p, end, head, r, levels, written, symbol, data_key, one_letter, 
                 head[_PREV, r] = value
         if p < 0 or p >= end:
             return -1
-        if text[p] == _CLOSE:
+        if text[p] == CLOSE:
             break
-        if text[p] != _COMMA:
+        if text[p] != COMMA:
             return -1
         p += 1
-    if seen & _REQUIRED != _REQUIRED or p + 2 != end or text[p + 1] != _CLOSE:
+    if seen & _REQUIRED != _REQUIRED or not data_end(text, p, end):
         return -1
-    head[_HAS_PU, r] = 1 if seen & _PU else 0
-    return written
+    return seen
 
 
 @nb.njit(cache=True, nogil=True)
@@ -148,98 +196,28 @@ def _field(text, key, length, one_letter):
 
 
 @nb.njit(cache=True, nogil=True)
-def _string(text, p, end):
-    """Past the string starting with the quote at p (no escapes), or -1."""
-    if p >= end or text[p] != _QUOTE:
-        return -1
-    p += 1
-    while p < end and text[p] != _QUOTE:
-        if text[p] == _BACKSLASH:
-            return -1
-        p += 1
-    return p + 1 if p < end else -1
-
-
-@nb.njit(cache=True, nogil=True)
-def _same_symbol(text, start, stop, symbol):
-    """Whether text[start:stop] is the symbol of the first diff (which it becomes if none yet)."""
-    if symbol[1] == 0:
-        symbol[0] = start
-        symbol[1] = stop
-        return True
-    if stop - start != symbol[1] - symbol[0]:
-        return False
-    for k in range(stop - start):
-        if text[start + k] != text[symbol[0] + k]:
-            return False
-    return True
-
-
-@nb.njit(cache=True, nogil=True)
-def _integer(text, p, end):
-    """(past, value) of the JSON integer at p (no sign, no leading zero) within int64; (-1, 0) else."""
-    past, value = digits(text, p, end)
-    if past <= p or (text[p] == _ZERO and past - p > 1):
-        return -1, 0
-    return past, value
-
-
-@nb.njit(cache=True, nogil=True)
-def _decimal(text, p, end, powers):
-    """(past the closing quote, value) of the quoted decimal at p (`0` or digits not starting with
-    0, then maybe `.` and digits), at most 15 significant digits; (-1, 0.0) else."""
-    if p >= end or text[p] != _QUOTE:
-        return -1, 0.0
-    p += 1
-    start = p
-    mantissa = 0
-    while p < end and _ZERO <= text[p] <= _NINE:
-        mantissa = mantissa * 10 + (text[p] - _ZERO)
-        p += 1
-        if mantissa >= _EXACT_MANTISSA:
-            return -1, 0.0
-    if p == start or (text[start] == _ZERO and p - start > 1):
-        return -1, 0.0
-    decimals = 0
-    if p < end and text[p] == _DOT:
-        p += 1
-        fraction = p
-        while p < end and _ZERO <= text[p] <= _NINE:
-            mantissa = mantissa * 10 + (text[p] - _ZERO)
-            p += 1
-            if mantissa >= _EXACT_MANTISSA:
-                return -1, 0.0
-        decimals = p - fraction
-        if decimals == 0 or decimals >= powers.shape[0]:
-            return -1, 0.0
-    if p >= end or text[p] != _QUOTE:
-        return -1, 0.0
-    return p + 1, mantissa / powers[decimals]
-
-
-@nb.njit(cache=True, nogil=True)
-def _levels(text, p, end, levels, written, powers):
-    """(past, level values written after) the array of [price, size] pairs at p; (-1, written) else."""
-    if p >= end or text[p] != _LIST:
+def _levels(text, p, end, values, written, powers):
+    """(past, level rows written after) the array of [price, size] pairs at p; (-1, written) else."""
+    if p >= end or text[p] != LIST:
         return -1, written
     p += 1
-    if p < end and text[p] == _END_LIST:
+    if p < end and text[p] == END_LIST:
         return p + 1, written
     while True:
-        if p >= end or text[p] != _LIST:
+        if p >= end or text[p] != LIST:
             return -1, written
-        p, price = _decimal(text, p + 1, end, powers)
-        if p < 0 or p >= end or text[p] != _COMMA:
+        p, price = decimal(text, p + 1, end, powers)
+        if p < 0 or p >= end or text[p] != COMMA:
             return -1, written
-        p, size = _decimal(text, p + 1, end, powers)
-        if p < 0 or p + 1 >= end or text[p] != _END_LIST:
+        p, size = decimal(text, p + 1, end, powers)
+        if p < 0 or p + 1 >= end or text[p] != END_LIST:
             return -1, written
-        levels[written] = price
-        levels[written + 1] = size
-        written += 2
+        values[2 * written] = price
+        values[2 * written + 1] = size
+        written += 1
         p += 1
-        if text[p] == _END_LIST:
+        if text[p] == END_LIST:
             return p + 1, written
-        if text[p] != _COMMA:
+        if text[p] != COMMA:
             return -1, written
         p += 1

@@ -35,7 +35,7 @@ from msgspec import UNSET, UnsetType
 
 from market_pipeline.core.lake.schemas import BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.core.read_ahead import read_ahead
-from market_pipeline.vendors.binance.capture_bulk import DecodedLines, decode_lines
+from market_pipeline.vendors.binance.capture_bulk import DecodedLines, decode_lines, level_rows, level_sides
 from market_pipeline.vendors.binance.capture_format import (
     CHANNEL_KINDS,
     DELTA_SCHEMA,
@@ -353,12 +353,6 @@ def _level_columns(
     return pairs[:, 0], pairs[:, 1], bad
 
 
-def _sides(n_bids: np.ndarray, n_asks: np.ndarray) -> np.ndarray:
-    """side_is_bid of messages' level rows: each message's bids, then its asks."""
-    counts = np.stack([n_bids, n_asks], axis=1).ravel()
-    return np.repeat(np.tile(np.array([True, False]), len(n_bids)), counts)
-
-
 _I, _S = pl.Int64(), pl.String()
 _DIFF_HEAD = {"line_no": _I, "received_time": _I, "E": _I, "U": _I, "u": _I, "pu": _I, "bids": _I, "asks": _I}
 _SNAPSHOT_HEAD = {
@@ -369,12 +363,12 @@ _SNAPSHOT_HEAD = {
     "bids": _I,
     "asks": _I,
 }
-# bookTickers and trades as decoded (E / T null when absent, numbers still strings), and as rows of
-# their tables before the numbers are cast, with the line_no (for errors).
+# bookTickers and trades as decoded (E / T null when absent, numbers strings, or float64 when read in
+# one pass), and the types of their tables' other columns, with the line_no (for errors).
 _TICKER_FIELDS = {**dict.fromkeys(("E", "T", "u"), _I), **dict.fromkeys("bBaA", _S), "received_time": _I, "line_no": _I}
 _TRADE_FIELDS = {"T": _I, "m": pl.Boolean(), **dict.fromkeys("pqt", _S), "received_time": _I, "line_no": _I}
-_TICKER_ROWS = {name: _S if dtype == pl.Float64 else dtype for name, dtype in TICKER_SCHEMA.items()}
-_TRADE_ROWS = {**{name: _S if dtype == pl.Float64 else dtype for name, dtype in TRADES_SCHEMA.items()}, "line_no": _I}
+_TICKER_ROWS = {name: dtype for name, dtype in TICKER_SCHEMA.items() if dtype != pl.Float64}
+_TRADE_ROWS = {**{name: dtype for name, dtype in TRADES_SCHEMA.items() if dtype != pl.Float64}, "line_no": _I}
 _NO_BOOK = pl.DataFrame(schema=BOOK_SCHEMA)  # the book table of a chunk without a REST snapshot
 
 
@@ -410,8 +404,8 @@ def _cast_numbers(frame: pl.DataFrame, kind: str, bad: list[tuple[int, str]]) ->
     number adds (line_no, reason) to `bad`."""
     schema = TICKER_SCHEMA if kind == "ticker" else TRADES_SCHEMA
     cast = {}
-    for name in frame.columns:
-        if schema.get(name) == pl.Float64:
+    for name, dtype in frame.schema.items():
+        if schema.get(name) == pl.Float64 and dtype == pl.String:
             cast[name], index = _floats(frame.get_column(name))
             if index is not None:
                 value = frame.get_column(name)[index]
@@ -431,25 +425,24 @@ def _tables(
     streams' messages from `decoded` when decoded in bulk, else from `chunk`."""
     bad: list[tuple[int, str]] = []
     if decoded is None:
-        head = pl.DataFrame(chunk.diff_head, schema=_DIFF_HEAD, orient="row")
-        diff_levels: Levels | pl.Series = chunk.diff_levels
+        rows = level_rows(pl.DataFrame(chunk.diff_head, schema=_DIFF_HEAD, orient="row"))
+        diff_levels: Levels | pl.Series | None = chunk.diff_levels
         tickers = pl.DataFrame(chunk.tickers, schema=_TICKER_FIELDS, orient="row")
         trades = pl.DataFrame(chunk.trades, schema=_TRADE_FIELDS, orient="row")
     else:
-        head, diff_levels = decoded.diff_head.cast(_DIFF_HEAD), decoded.diff_levels  # type: ignore[arg-type]
+        rows, diff_levels = decoded.diff_rows, decoded.diff_levels
         tickers, trades = decoded.tickers, decoded.trades
-
-    n_bids, n_asks = head.get_column("bids").to_numpy(), head.get_column("asks").to_numpy()
-    rows = head.gather(np.repeat(np.arange(head.height), n_bids + n_asks))  # each diff's fields on its level rows
-    price, size, bad_level = _level_columns(diff_levels, "diff", rows.get_column("line_no").to_numpy())
-    bad += [bad_level] if bad_level else []
+    if diff_levels is not None:  # their strings: cast here, for the line of a bad one
+        price, size, bad_level = _level_columns(diff_levels, "diff", rows.get_column("line_no").to_numpy())
+        bad += [bad_level] if bad_level else []
+        rows = rows.with_columns(price=pl.Series(price), size=pl.Series(size))
     deltas = rows.select(
         origin_time=pl.col("E") * NS_PER_MS,
         received_time="received_time",
         sequence_number="u",
-        side_is_bid=pl.Series(_sides(n_bids, n_asks)),
-        price=pl.Series(price),
-        size=pl.Series(size),
+        side_is_bid="side_is_bid",
+        price="price",
+        size="size",
         first_update_id="U",
         prev_update_id="pu",
         line_no="line_no",
@@ -463,7 +456,7 @@ def _tables(
     levels = s_rows.select(
         "received_time",
         "last_update_id",
-        side_is_bid=pl.Series(_sides(s_bids, s_asks)),
+        side_is_bid=pl.Series(level_sides(s_bids, s_asks)),
         price=pl.Series(s_price),
         size=pl.Series(s_size),
         line_no="line_no",
