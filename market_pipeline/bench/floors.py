@@ -5,9 +5,9 @@ output once with the same codecs costs, timed in the same run as the work it bou
   batches; Tardis pyarrow's streaming CSV reader over the import's own text stream
   (`csv_stream.TextStream`: the gzip inflated by ISA-L, 2.5x faster than zlib, into Arrow's
   pool); capture the lines inflated by ISA-L, decoded by the capture parser into typed columns,
-  nothing written (on two threads: the diffs by the parser's one-pass numba reader, the other
-  messages by Arrow's JSON reader per kind, the fastest library measured; msgspec a line at a
-  time took 39.5 s for the bench day);
+  nothing written (on two threads: the diffs, bookTickers and trades by the parser's one-pass
+  numba readers, what they decline by Arrow's JSON reader per kind, the fastest library
+  measured; msgspec a line at a time took 39.5 s for the bench day);
 - writes (`write_seconds`): each Parquet file written once more, row group by row group from
   memory, with its own compression, dictionary and delta encodings; only the writes are timed.
 

@@ -40,7 +40,7 @@ GOAL_OVER_FLOOR = 2.0  # every vendor's wall over its floor
 GOAL_FLAT = 0.10  # peak at twice the day within this share of the peak at the day
 STEPS_SHOWN = 4  # the slowest steps of each vendor's run, said under its line of the report
 WRITTEN_FROM = ".written-from"  # beside a vendor's files: the synthetic day's fingerprint they were written from
-CAPTURE_JSON_DECODER = "the capture parser (its one-pass diff reader, Arrow's JSON reader for the rest)"
+CAPTURE_JSON_DECODER = "the capture parser (its one-pass numba readers, Arrow's JSON reader for what they decline)"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from market_pipeline.core.day_clock import NS_PER_DAY
-from market_pipeline.vendors.binance import capture_stream
+from market_pipeline.vendors.binance import capture_bulk, capture_stream
 from market_pipeline.vendors.binance.capture_stream import TABLE_SCHEMAS, CaptureParser
 from market_pipeline.vendors.capture_files import CaptureFormatError
 from market_pipeline_tests.support.project import REAL_DATA_DIR
@@ -166,6 +166,32 @@ def line_path_outcome(
     """`parse_outcome` with every chunk read line by line (none decoded in bulk)."""
     with monkeypatch.context() as patched:
         patched.setattr(capture_stream, "decode_lines", lambda lines, first_line_no: None)
+        return parse_outcome(paths, chunk_lines)
+
+
+def one_pass_reads(monkeypatch: pytest.MonkeyPatch, reader: str) -> list[tuple[tuple, bool]]:
+    """For every call of the one-pass reader `capture_bulk.<reader>` from now on, (its arguments,
+    whether it read them); chunks of any length are decoded in bulk."""
+    reads: list[tuple[tuple, bool]] = []
+    monkeypatch.setattr(capture_bulk, "BULK_MIN_LINES", 1)
+    read = getattr(capture_bulk, reader)
+
+    def recorded(*args):
+        result = read(*args)
+        reads.append((args, result is not None))
+        return result
+
+    monkeypatch.setattr(capture_bulk, reader, recorded)
+    return reads
+
+
+def outcome_without(
+    monkeypatch: pytest.MonkeyPatch, reader: str, paths: Sequence[Path], chunk_lines: int | None
+) -> CaptureTables | tuple[int | None, str]:
+    """`parse_outcome` with the one-pass reader `capture_bulk.<reader>` reading nothing (Arrow's
+    reader then reads what it would have)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(capture_bulk, reader, lambda *args: None)
         return parse_outcome(paths, chunk_lines)
 
 

@@ -8,12 +8,13 @@ import json
 
 import pytest
 
-from market_pipeline.vendors.binance import capture_bulk, capture_diffs
 from market_pipeline_tests.support.binance_capture import (
     SPOT,
     USDM,
     assert_same_outcome,
     line_path_outcome,
+    one_pass_reads,
+    outcome_without,
     parse_outcome,
     real_paths,
     write_capture_lines,
@@ -43,32 +44,20 @@ REGULAR = [DIFF, _line(TRADE, "btcusdt@trade"), DIFF.replace('"u":6', '"u":7')]
 @pytest.fixture
 def fast_reads(monkeypatch):
     """For every chunk decoded in bulk, whether `capture_diffs` read its diffs."""
-    reads: list[bool] = []
-    monkeypatch.setattr(capture_bulk, "BULK_MIN_LINES", 1)
-
-    def recorded(*args):
-        result = capture_diffs.decode_diffs(*args)
-        reads.append(result is not None)
-        return result
-
-    monkeypatch.setattr(capture_bulk, "decode_diffs", recorded)
-    return reads
+    return one_pass_reads(monkeypatch, "decode_diffs")
 
 
-def _without(monkeypatch, name, paths, chunk_lines):
-    """The outcome with `capture_bulk.<name>` reading nothing (its caller's fallback reads instead)."""
-    with monkeypatch.context() as patched:
-        patched.setattr(capture_bulk, name, lambda *args: None)
-        return parse_outcome(paths, chunk_lines)
+def _read(reads) -> list[bool]:
+    return [read for _, read in reads]
 
 
 @pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
 def test_real_captures_read_in_one_pass_equal_arrows_reading(names, fast_reads, monkeypatch):
     paths = real_paths(names)
-    expected = _without(monkeypatch, "decode_diffs", paths, 20_000)
+    expected = outcome_without(monkeypatch, "decode_diffs", paths, 20_000)
     fast_reads.clear()
     assert_same_outcome(expected, parse_outcome(paths, 20_000))
-    assert fast_reads and all(fast_reads), "a chunk of Binance's own diffs was not read in one pass"
+    assert fast_reads and all(_read(fast_reads)), "a chunk of Binance's own diffs was not read in one pass"
 
 
 READ = {
@@ -90,7 +79,7 @@ def test_diffs_in_binances_shapes_are_read_in_one_pass(diff, tmp_path, fast_read
     assert not isinstance(expected, tuple), expected
     fast_reads.clear()
     assert_same_outcome(expected, parse_outcome([path], 10**7))
-    assert fast_reads == [True]
+    assert _read(fast_reads) == [True]
 
 
 LEFT = {
@@ -132,4 +121,4 @@ def test_a_diff_in_another_shape_is_left_to_the_other_paths(diff, tmp_path, fast
     expected = line_path_outcome([path], 10**7, monkeypatch)
     fast_reads.clear()
     assert_same_outcome(expected, parse_outcome([path], 10**7))
-    assert fast_reads == [False]
+    assert _read(fast_reads) == [False]

@@ -8,12 +8,14 @@ import json
 
 import pytest
 
-from market_pipeline.vendors.binance import capture_bulk, capture_flat
+from market_pipeline.vendors.binance import capture_flat
 from market_pipeline_tests.support.binance_capture import (
     SPOT,
     USDM,
     assert_same_outcome,
     line_path_outcome,
+    one_pass_reads,
+    outcome_without,
     parse_outcome,
     real_paths,
     write_capture_lines,
@@ -46,29 +48,17 @@ REGULAR = [ticker(), trade(), _line(DIFF, "depth@100ms"), ticker(), trade()]
 @pytest.fixture
 def flat_reads(monkeypatch):
     """For every kind of every chunk decoded in bulk, (kind, whether `capture_flat` read it)."""
-    reads: list[tuple[str, bool]] = []
-    monkeypatch.setattr(capture_bulk, "BULK_MIN_LINES", 1)
-
-    def recorded(text, ends, bodies, rows, kind):
-        result = capture_flat.decode_flat(text, ends, bodies, rows, kind)
-        reads.append(("ticker" if kind is capture_flat.TICKER else "trade", result is not None))
-        return result
-
-    monkeypatch.setattr(capture_bulk, "decode_flat", recorded)
-    return reads
+    return one_pass_reads(monkeypatch, "decode_flat")
 
 
-def _without(monkeypatch, name, paths, chunk_lines):
-    """The outcome with `capture_bulk.<name>` reading nothing (its caller's fallback reads instead)."""
-    with monkeypatch.context() as patched:
-        patched.setattr(capture_bulk, name, lambda *args: None)
-        return parse_outcome(paths, chunk_lines)
+def _read(reads) -> list[tuple[str, bool]]:
+    return [("ticker" if args[-1] is capture_flat.TICKER else "trade", read) for args, read in reads]
 
 
 @pytest.mark.parametrize("names", [USDM, SPOT], ids=["usdm", "spot"])
 def test_real_captures_read_in_one_pass_equal_arrows_reading(names, flat_reads, monkeypatch):
     paths = real_paths(names)
-    expected = _without(monkeypatch, "decode_flat", paths, 20_000)
+    expected = outcome_without(monkeypatch, "decode_flat", paths, 20_000)
     flat_reads.clear()
     assert_same_outcome(expected, parse_outcome(paths, 20_000))
     assert flat_reads and all(read for _, read in flat_reads), "Binance's own messages were not read in one pass"
@@ -95,7 +85,7 @@ def test_messages_in_binances_shapes_are_read_in_one_pass(message, tmp_path, fla
     assert not isinstance(expected, tuple), expected
     flat_reads.clear()
     assert_same_outcome(expected, parse_outcome([path], 10**7))
-    assert flat_reads == [("ticker", True), ("trade", True)]
+    assert _read(flat_reads) == [("ticker", True), ("trade", True)]
 
 
 _TICKER, _TRADE = ticker(), trade()
@@ -137,4 +127,4 @@ def test_a_message_in_another_shape_is_left_to_the_other_paths(message, tmp_path
     flat_reads.clear()
     assert_same_outcome(expected, parse_outcome([path], 10**7))
     kind = "ticker" if "@bookTicker" in message else "trade"
-    assert (kind, False) in flat_reads
+    assert (kind, False) in _read(flat_reads)

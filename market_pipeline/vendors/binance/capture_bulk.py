@@ -1,9 +1,9 @@
 """A chunk of capture lines decoded in bulk, with no Python statement per line: each line's receive
 time and kind read by one pass over the text (`capture_scan`), the depth diffs read by another
-(`capture_diffs`) when every one is in Binance's exact shape, and every other combined-stream
-message of a kind (the diffs too, when one of them is in another shape) parsed by one call of
-Arrow's JSON reader with that kind's explicit schema, its levels and fields turned into columns by
-Arrow and polars.
+(`capture_diffs`) and the bookTickers and trades by a third (`capture_flat`) when every one of a
+kind is in Binance's exact shape, and the messages of a kind they decline parsed by one call of
+Arrow's JSON reader with that kind's explicit schema, their levels and fields turned into columns
+by Arrow and polars.
 
 This is the fast path of `capture_stream.CaptureParser`, for chunks in the shape Binance sends:
 ASCII text, no JSON `null`, every line `<receive ns> {"stream":"<symbol>@<channel>...","data":{..}}`

@@ -24,7 +24,6 @@ import numba as nb
 import numpy as np
 
 from market_pipeline.vendors.binance.capture_json import (
-    CLOSE,
     COMMA,
     DATA_KEY,
     END_LIST,
@@ -37,6 +36,7 @@ from market_pipeline.vendors.binance.capture_json import (
     key_end,
     same_symbol,
     string_end,
+    value_end,
 )
 
 _NEWLINE = ord("\n")
@@ -173,13 +173,11 @@ def _diff(text, p, end, head, r, values, written, symbol, data_key, one_letter, 
                 head[_FINAL, r] = value
             elif field == _PU:
                 head[_PREV, r] = value
-        if p < 0 or p >= end:
+        p, closed = value_end(text, p, end)
+        if p < 0:
             return -1
-        if text[p] == CLOSE:
+        if closed:
             break
-        if text[p] != COMMA:
-            return -1
-        p += 1
     if seen & _REQUIRED != _REQUIRED or not data_end(text, p, end):
         return -1
     return seen

@@ -51,6 +51,19 @@ def data_end(text, p, end):
 
 
 @nb.njit(cache=True, nogil=True)
+def value_end(text, p, end):
+    """(past the comma, False) when another field follows the value that ended at p, (p, True)
+    when the `}` there closes the object, (-1, False) else."""
+    if p < 0 or p >= end:
+        return -1, False
+    if text[p] == CLOSE:
+        return p, True
+    if text[p] != COMMA:
+        return -1, False
+    return p + 1, False
+
+
+@nb.njit(cache=True, nogil=True)
 def string_end(text, p, end):
     """Past the string starting with the quote at p (no escapes), or -1."""
     if p >= end or text[p] != QUOTE:
