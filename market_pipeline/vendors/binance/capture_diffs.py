@@ -33,13 +33,14 @@ from market_pipeline.vendors.binance.capture_json import (
     data_start,
     decimal,
     integer,
+    is_pu,
     key_end,
+    message_end,
     same_symbol,
     string_end,
     value_end,
 )
 
-_NEWLINE = ord("\n")
 # The fields read, by their one- or two-letter names: a bit each, to find the duplicated and the missing.
 _E, _T, _S, _U_FIRST, _U, _PU, _B, _A, _EVENT_TYPE = (1 << k for k in range(9))
 
@@ -53,7 +54,6 @@ def _one_letter_fields() -> np.ndarray:
 
 
 _ONE_LETTER = _one_letter_fields()
-_P, _LOWER_U = ord("p"), ord("u")
 _REQUIRED = _E | _S | _U_FIRST | _U | _B | _A
 
 # A diff's fields, and where its bids and its asks end among the level rows: a column a diff.
@@ -100,9 +100,7 @@ def _decode(text, ends, bodies, rows, head, has_pu, values, symbol, data_key, on
     written = 0
     for r in range(rows.shape[0]):
         line = rows[r]
-        end = ends[line]
-        if text[end - 1] == _NEWLINE:
-            end -= 1
+        end = message_end(text, ends, line)
         seen = _diff(text, bodies[line], end, head, r, values, written, symbol, data_key, one_letter, powers)
         if seen < 0:
             return False
@@ -188,7 +186,7 @@ def _field(text, key, length, one_letter):
     """The bit of the field named text[key: key + length], 0 for a name not read."""
     if length == 1:
         return one_letter[text[key]]  # ASCII: `capture_bulk` checked the chunk
-    if length == 2 and text[key] == _P and text[key + 1] == _LOWER_U:
+    if is_pu(text, key, length):
         return _PU
     return 0
 

@@ -33,21 +33,21 @@ from market_pipeline.vendors.binance.capture_json import (
     data_start,
     decimal,
     integer,
+    is_pu,
     key_end,
+    message_end,
     same_symbol,
     simple_value_end,
     string_end,
     value_end,
 )
 
-_NEWLINE = ord("\n")
 # What a field's value is, by the first letter of its name (a field named by more letters is
 # skipped, but `pu`, a diff's).
 _DECLINE, _SKIP, _INTEGER, _DECIMAL, _BOOLEAN, _SYMBOL = range(6)
 # The fields of `capture_stream._Data`, which the line path reads with a type whatever the kind:
 # one a kind does not read is declined, not skipped.
 _CHECKED = "ETsUupbaBApqtm"
-_P, _LOWER_U = ord("p"), ord("u")
 _SYMBOL_BIT = 1 << 62  # `s`: not in a kind's rows, but at most once
 
 
@@ -124,9 +124,7 @@ def _decode(text, ends, bodies, rows, table, required, integers, decimals, prese
     """Fill the outputs message by message; whether every one was read."""
     for r in range(rows.shape[0]):
         line = rows[r]
-        end = ends[line]
-        if text[end - 1] == _NEWLINE:
-            end -= 1
+        end = message_end(text, ends, line)
         seen = _message(text, bodies[line], end, table, integers, decimals, r, symbol, data_key, powers)
         if seen < 0 or seen & required != required:
             return False
@@ -150,7 +148,7 @@ def _message(text, p, end, table, integers, decimals, r, symbol, data_key, power
         what, row, bit = _SKIP, 0, 0
         if p - 2 - key == 1:
             what, row, bit = table[text[key], 0], table[text[key], 1], table[text[key], 2]
-        elif p - 2 - key == 2 and text[key] == _P and text[key + 1] == _LOWER_U:
+        elif is_pu(text, key, p - 2 - key):
             what = _DECLINE
         if what == _DECLINE or seen & bit:
             return -1

@@ -23,12 +23,20 @@ from market_pipeline.vendors.binance.capture_scan import digits
 
 QUOTE, COLON, COMMA, CLOSE, LIST, END_LIST = (ord(c) for c in '":,}[]')
 _DOT, _ZERO, _NINE, _BACKSLASH = (ord(c) for c in ".09\\")
-_T, _F = ord("t"), ord("f")
+_T, _F, _P, _LOWER_U, _NEWLINE = (ord(c) for c in "tfpu\n")
 _TRUE, _FALSE = np.frombuffer(b"true", dtype=np.uint8), np.frombuffer(b"false", dtype=np.uint8)
 _EXACT_MANTISSA = 10**15  # fewer significant digits than this: m < 2**53, an exact double
 POWERS = np.array([float(10**k) for k in range(23)])  # 10**k is an exact double up to k = 22
 DATA_KEY = np.frombuffer(b',"data":{', dtype=np.uint8)
 _STREAM_KEY_BYTES = len(b'{"stream":')  # checked by `capture_scan` before a reader is called
+
+
+@nb.njit(cache=True, nogil=True)
+def message_end(text, ends, line):
+    """Where the message on line `line` of a chunk (`LineChunk`'s text and ends) ends: before its
+    newline (the file's last line may have none)."""
+    end = ends[line]
+    return end - 1 if text[end - 1] == _NEWLINE else end
 
 
 @nb.njit(cache=True, nogil=True)
@@ -61,6 +69,13 @@ def value_end(text, p, end):
     if text[p] != COMMA:
         return -1, False
     return p + 1, False
+
+
+@nb.njit(cache=True, nogil=True)
+def is_pu(text, key, length):
+    """Whether the key text[key: key + length] is `pu` (futures diffs' previous update id), the one
+    field of two letters the line path reads."""
+    return length == 2 and text[key] == _P and text[key + 1] == _LOWER_U
 
 
 @nb.njit(cache=True, nogil=True)

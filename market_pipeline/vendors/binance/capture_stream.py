@@ -1,10 +1,10 @@
 """Streaming parse of raw Binance captures: lines in chunks -> lake table frames.
 
 Memory is set by the chunks in flight (`DECODE_AHEAD` of `CHUNK_LINES / DECODE_THREADS` lines),
-never by the size of a file: each chunk of lines becomes the five
-lake tables of `capture_format` (line order kept, `line_no` running across the files), and the
-caller writes or concatenates them. Chunks in Binance's usual shape are decoded in bulk
-(`capture_bulk`), two side by side on threads ahead of the caller; the others line by line.
+never by the size of a file: each chunk of lines becomes the five lake tables of `capture_format`
+(line order kept, `line_no` running across the files), and the caller writes or concatenates them.
+Chunks in Binance's usual shape are decoded in bulk (`capture_bulk`), two side by side on threads
+ahead of the caller; the others line by line.
 Parsing the bench day's capture (14 M lines) to scratch parts took 33.8 s wall on 2 cores this
 way, 38.1 s with one chunk decoded at a time (28.1 s with `line_chunks` reading into arrays and
 the JSON null found by `re`; see `capture_diffs` for the diffs read in one pass).
