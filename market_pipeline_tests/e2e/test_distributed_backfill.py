@@ -176,17 +176,18 @@ def backfill_runs(instance, backfill_id: str) -> list:
     return instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
 
 
-def wait_for_backfill(instance, backfill_id: str, daemon: Service) -> list:
-    """Until the backfill has ended; its runs."""
+def wait_for_backfill(instance, backfill_id: str, daemon: Service, runs: int | None = None) -> list:
+    """Until the backfill has ended, or (`runs` given) until it has that many runs and all have ended
+    (the daemon marks a backfill ended up to 30 s after its last run: a constant of Dagster's); its runs."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         daemon.check_alive()
         status = instance.get_backfill(backfill_id).status.value
-        if status not in ("REQUESTED", "CANCELING", "FAILING"):
-            runs = backfill_runs(instance, backfill_id)
-            if all(r.is_finished for r in runs):
-                return runs
-        time.sleep(1)
+        launched = backfill_runs(instance, backfill_id)
+        ended = status not in ("REQUESTED", "CANCELING", "FAILING") if runs is None else len(launched) == runs
+        if ended and all(r.is_finished for r in launched):
+            return launched
+        time.sleep(0.5)
     raise AssertionError(f"backfill {backfill_id} still {status} after {WAIT_SECONDS} s:\n{daemon.tail()}")
 
 
@@ -331,16 +332,21 @@ def distributed(servers, tmp_path_factory) -> Iterator[SimpleNamespace]:
     daemon = None
     try:
         wait_until_listening(code_server, port)
-        daemon = Service("daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env, root)
         nodes = graphql(workspace, env, ASSET_KEYS)["assetNodes"]
         assets = sorted(n["assetKey"]["path"] for n in nodes if n["isPartitioned"])
+        # The daemon looks at backfills every 30 s (a constant of Dagster's), first as it starts:
+        # launched before it, the backfill is not left waiting for the second look.
         backfill = launch_backfill(workspace, env, assets, DAYS)
+        daemon = Service("daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env, root)
         killed = kill_while_the_book_step_writes(instance, backfill, scratch, daemon)
         end_the_killed_run(instance, killed.run_id, workspace, env)
-        first_runs = wait_for_backfill(instance, backfill, daemon)
+        wait_for_backfill(instance, backfill, daemon, runs=len(DAYS))
         after_kill = bucket_objects(s3, bucket)
+        # Launched as soon as every run has ended, so that one look of the daemon both ends the
+        # first backfill and submits this one's run.
         again = launch_backfill(workspace, env, assets, [KILLED_DAY])
-        again_runs = wait_for_backfill(instance, again, daemon)
+        first_runs = wait_for_backfill(instance, backfill, daemon)
+        again_runs = wait_for_backfill(instance, again, daemon, runs=1)
         records = [instance.get_run_record_by_id(r.run_id) for r in first_runs + again_runs]
         spans = [(r.start_time, r.end_time) for r in records]
         windows = [  # (run, step, (start, end)) of the steps that write the warehouse
