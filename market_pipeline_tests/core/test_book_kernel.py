@@ -66,7 +66,9 @@ def reference_top(stream, depth, rows_per_message=1):
 
 
 def _no_snapshots(depth: int = 20) -> lr.Snapshots:
-    return lr.Snapshots(*(np.empty(0, np.int64) for _ in range(3)), *(np.empty((0, depth), np.int64) for _ in range(4)))
+    """Typed as the rebuild hands snapshots to the kernel (`input_batches.as_snapshots`)."""
+    columns = (lr.read_only(np.empty(0, np.int64)) for _ in range(3))
+    return lr.Snapshots(*columns, *(np.empty((0, depth), np.int64) for _ in range(4)))
 
 
 def _as_read(deltas: lr.Deltas) -> lr.Deltas:
@@ -81,12 +83,8 @@ def _as_read(deltas: lr.Deltas) -> lr.Deltas:
 
 
 def _new_rows(capacity: int, depth: int) -> lr.Rows:
-    """Output buffers laid out as the rebuild's writer gives them (`book_writer`): each level
-    array a Fortran-order (rows, depth) view. At least two rows: a one-row array is C- and
-    F-contiguous alike, which numba types as C (another specialization)."""
-    rows = lr.new_rows(max(capacity, 2), depth)
-    levels = {f: np.asfortranarray(getattr(rows, f)) for f in ("bid_ticks", "bid_lots", "ask_ticks", "ask_lots")}
-    return rows._replace(**levels)
+    """Output buffers of the kernel's one specialization: at least two rows (`lr.new_rows`)."""
+    return lr.new_rows(max(capacity, 2), depth)
 
 
 def _replay(deltas: lr.Deltas, book, depth: int, state=None, counters=None):

@@ -218,10 +218,10 @@ def first_sequence(deltas_file: pq.ParquetFile) -> int | None:
 
 
 def as_deltas(d: dict[str, np.ndarray]) -> lr.Deltas:
-    return lr.Deltas(
-        d["recv"], d["orig"], d["seq"], d["is_bid"], d["tick"], d["lot"], d["is_snapshot"], d["breaks_chain"]
-    )
+    recv, orig, seq = (lr.read_only(d[key]) for key in ("recv", "orig", "seq"))  # Arrow's, or concatenated
+    return lr.Deltas(recv, orig, seq, d["is_bid"], d["tick"], d["lot"], d["is_snapshot"], d["breaks_chain"])
 
 
 def as_snapshots(s: dict[str, np.ndarray]) -> lr.Snapshots:
-    return lr.Snapshots(s["recv"], s["orig"], s["seq"], s["bt"], s["bl"], s["at"], s["al"])
+    recv, orig, seq = (lr.read_only(s[key]) for key in ("recv", "orig", "seq"))  # Arrow's, or concatenated
+    return lr.Snapshots(recv, orig, seq, s["bt"], s["bl"], s["at"], s["al"])
