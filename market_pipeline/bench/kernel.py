@@ -77,8 +77,8 @@ class _CoreReplay:
         self.state = lr.new_replay_state(0, False, 0, True)
         self.counters = lr.new_counters()
         self.hourly = lr.new_hourly()
-        self.snaps = lr.Snapshots(
-            *(np.empty(0, np.int64) for _ in range(3)), *(np.empty((0, 1), np.int64) for _ in range(4))
+        self.snaps = lr.Snapshots(  # typed as the rebuild's (input_batches.as_snapshots)
+            *(lr.read_only(np.empty(0, np.int64)) for _ in range(3)), *(np.empty((0, 1), np.int64) for _ in range(4))
         )
         self.agreement = lr.new_agreement(0)
         self.work = lr.new_levels(depth)
@@ -88,7 +88,8 @@ class _CoreReplay:
         )
 
     def chunk(self, recv, seq, is_bid, ticks, lots) -> lr.Deltas:
-        """Kernel input for a chunk of whole messages."""
+        """Kernel input for a chunk of whole messages, typed as the rebuild's (input_batches.as_deltas)."""
+        recv, seq = lr.read_only(recv), lr.read_only(seq)
         return lr.Deltas(recv, recv, seq, is_bid, ticks, lots, lr.no_snapshot_flags(len(recv)))
 
     def run(self, deltas: lr.Deltas) -> int:

@@ -75,11 +75,7 @@ def _as_read(deltas: lr.Deltas) -> lr.Deltas:
     """`deltas` typed as the rebuild hands them to the kernel: times and sequence numbers
     read-only (Arrow's buffers), so that the test runs the very specialization the rebuild
     compiles (and numba compiles no other one for the test)."""
-    frozen = {}
-    for name in ("recv", "orig", "seq"):
-        frozen[name] = getattr(deltas, name).copy()
-        frozen[name].flags.writeable = False
-    return deltas._replace(**frozen)
+    return deltas._replace(**{name: lr.read_only(getattr(deltas, name)) for name in ("recv", "orig", "seq")})
 
 
 def _new_rows(capacity: int, depth: int) -> lr.Rows:

@@ -11,7 +11,13 @@ import pytest
 
 from market_pipeline.core.quality import ks
 
-stats = pytest.importorskip("scipy.stats", reason="scipy is the reference (the dev extra)")
+
+@pytest.fixture(scope="module")
+def stats():
+    """scipy.stats, imported when a test of this file runs rather than whenever a pytest worker
+    collects the suite (about 2 s of each worker's collection)."""
+    return pytest.importorskip("scipy.stats", reason="scipy is the reference (the dev extra)")
+
 
 SIZES = (1, 3, 8, 25, 120)
 SAMPLES = {
@@ -23,7 +29,7 @@ SAMPLES = {
 
 
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
-def test_exact_regime_matches_scipy(kind: str) -> None:
+def test_exact_regime_matches_scipy(kind: str, stats) -> None:
     rng = np.random.default_rng(20240808)
     for n, m in itertools.product(SIZES, SIZES):
         x = rng.normal(0.0, 1.0, n) if kind != "ties" else rng.integers(0, 5, n).astype(float)
@@ -37,7 +43,7 @@ def test_exact_regime_matches_scipy(kind: str) -> None:
 
 @pytest.mark.parametrize(("n", "m", "shift"), [(3_000, 4_000, 0.0), (5_000, 2_500, 0.05), (20_000, 30_000, 0.02)])
 def test_asymptotic_regime_matches_the_kolmogorov_distribution(
-    n: int, m: int, shift: float, monkeypatch: pytest.MonkeyPatch
+    n: int, m: int, shift: float, monkeypatch: pytest.MonkeyPatch, stats
 ) -> None:
     monkeypatch.setattr(ks, "EXACT_MAX_SHORTER", 0)  # force the asymptotic branch at sizes scipy computes fast
     rng = np.random.default_rng(n + m)
@@ -53,5 +59,5 @@ def test_asymptotic_regime_matches_the_kolmogorov_distribution(
 
 
 @pytest.mark.parametrize("x", np.linspace(0.05, 3.0, 60))
-def test_kolmogorov_sf_matches_scipy(x: float) -> None:
+def test_kolmogorov_sf_matches_scipy(x: float, stats) -> None:
     assert ks.kolmogorov_sf(x) == pytest.approx(stats.kstwobign.sf(x), rel=1e-9, abs=1e-15)

@@ -40,20 +40,26 @@ def heavy_markers_in(source: str) -> dict[str, str]:
     `bench.main` runs the benchmark, whole graph included; playwright or `chromium.launch` drive
     the browser.
     """
-    return _heavy_in(ast.parse(textwrap.dedent(source)))
+    return _heavy_in(ast.parse(textwrap.dedent(source)))[0]
 
 
-def _heavy_in(tree: ast.AST) -> dict[str, str]:
-    skip: set[int] = set()  # docstrings, and lists nested in lists (tables of values, not argv)
+def _heavy_in(tree: ast.AST) -> tuple[dict[str, str], set[str]]:
+    """The heavy markers `tree` calls for, and the names it reads (for `_own`), in one walk."""
+    # One walk (every pytest worker runs the check as it collects): ast.walk yields a node before
+    # its descendants, so what a node rules out of its children (its docstring; the lists nested in
+    # it, tables of values rather than argv) is known before they come.
+    skip: set[int] = set()
+    found: dict[str, str] = {}
+    names: set[str] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
         body = getattr(node, "body", None)
         first = body[0] if isinstance(body, list) and body else None
         if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
             skip.add(id(first.value))
         if isinstance(node, ast.List | ast.Tuple | ast.Set):
             skip.update(id(child) for child in node.elts if isinstance(child, ast.List | ast.Tuple))
-    found: dict[str, str] = {}
-    for node in ast.walk(tree):
         if id(node) in skip:
             continue
         if isinstance(node, ast.List | ast.Tuple):
@@ -84,7 +90,7 @@ def _heavy_in(tree: ast.AST) -> dict[str, str]:
             modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
             if any(m.split(".")[0] == "playwright" for m in modules):
                 found.setdefault("browser", "import playwright")
-    return found
+    return found, names
 
 
 def _name(node: ast.AST) -> str | None:
@@ -102,10 +108,16 @@ def _definitions(filename: str) -> dict[tuple[str, int], ast.AST]:
     """A test-suite file's functions and classes by (name, line), each file parsed once."""
     tree = ast.parse(Path(filename).read_text(encoding="utf-8"))
     found: dict[tuple[str, int], ast.AST] = {}
-    for node in ast.walk(tree):
+    # Statements only, not into expressions: the tests, fixtures and helpers looked up here are
+    # defined at a module's or a class's level (a nested one falls back to inspect.getsource).
+    todo: list[ast.AST] = [tree]
+    while todo:
+        node = todo.pop()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             for line in (node.lineno, *(d.lineno for d in node.decorator_list)):
                 found[(node.name, line)] = node
+        for name in ("body", "orelse", "finalbody", "handlers"):
+            todo.extend(child for child in getattr(node, name, ()) if isinstance(child, ast.stmt | ast.excepthandler))
     return found
 
 
@@ -129,9 +141,10 @@ def _own(obj: Callable | type, suite: str) -> tuple[dict[str, str], tuple[Callab
     if tree is None:
         return {}, ()
     namespace = getattr(obj, "__globals__", None) or vars(sys.modules[obj.__module__])
-    named = {n.id: namespace.get(n.id) for n in ast.walk(tree) if isinstance(n, ast.Name)}.values()
+    found, names = _heavy_in(tree)
+    named = [namespace.get(name) for name in names]
     ours = tuple(o for o in named if (inspect.isfunction(o) or inspect.isclass(o)) and _in_suite(o, suite))
-    return _heavy_in(tree), ours
+    return found, ours
 
 
 @functools.cache
