@@ -13,6 +13,7 @@ import numpy as np
 
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.fixed_point import to_steps
+from market_pipeline.core.book.input_batches import as_snapshots, empty_snapshots
 from market_pipeline.core.book.ladder import new_book
 from market_pipeline.core.book.rebuild import DELTA_COLUMNS, OUTPUT_BATCH_ROWS
 from market_pipeline.core.lake import parquet_io
@@ -77,9 +78,7 @@ class _CoreReplay:
         self.state = lr.new_replay_state(0, False, 0, True)
         self.counters = lr.new_counters()
         self.hourly = lr.new_hourly()
-        self.snaps = lr.Snapshots(  # typed as the rebuild's (input_batches.as_snapshots)
-            *(lr.read_only(np.empty(0, np.int64)) for _ in range(3)), *(np.empty((0, 1), np.int64) for _ in range(4))
-        )
+        self.snaps = as_snapshots(empty_snapshots(1))
         self.agreement = lr.new_agreement(0)
         self.work = lr.new_levels(depth)
         self.rows = lr.new_rows(OUTPUT_BATCH_ROWS, depth)  # reused, as the rebuild reuses its buffers

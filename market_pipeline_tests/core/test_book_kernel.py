@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book import rebuild
 from market_pipeline.core.book.fixed_point import decimal_array, grid_steps, to_steps
+from market_pipeline.core.book.input_batches import as_snapshots, empty_snapshots
 from market_pipeline.core.book.ladder import new_book, top_levels
 from market_pipeline.core.book.rebuild import Grid, rebuild_day
 from market_pipeline.core.instruments import Instrument, InstrumentSpec
@@ -66,9 +67,8 @@ def reference_top(stream, depth, rows_per_message=1):
 
 
 def _no_snapshots(depth: int = 20) -> lr.Snapshots:
-    """Typed as the rebuild hands snapshots to the kernel (`input_batches.as_snapshots`)."""
-    columns = (lr.read_only(np.empty(0, np.int64)) for _ in range(3))
-    return lr.Snapshots(*columns, *(np.empty((0, depth), np.int64) for _ in range(4)))
+    """No snapshots, typed as the rebuild hands snapshots to the kernel."""
+    return as_snapshots(empty_snapshots(depth))
 
 
 def _as_read(deltas: lr.Deltas) -> lr.Deltas:

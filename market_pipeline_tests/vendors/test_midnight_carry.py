@@ -92,7 +92,7 @@ class Part:
                 tickers.append(fields)
         self.diffs = br.CaptureDiffs(*_columns(diffs, 8))
         self.diff_rows = _level_rows(d_rows)
-        self.snaps = br.DepthSnapshots(*(lr.read_only(c) for c in _columns(snaps, 6)))  # as the rebuild types them
+        self.snaps = br.new_depth_snapshots(*_columns(snaps, 6))
         self.snap_rows = _level_rows(s_rows)
         self.tickers = [tuple(t) for t in tickers]
 

@@ -261,7 +261,7 @@ def rebuild_capture_day(
     out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape)
     carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
     # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
-    snapshots = br.DepthSnapshots(*(lr.read_only(c) for c in (s_line, s_lid, s_start, s_end, s_recv, s_orig)))
+    snapshots = br.new_depth_snapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
     replay_parts = BatchedReplay(snapshots, sync, carry_in)
     tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
     writer_options = books_writer_options(out.schema)

@@ -152,6 +152,13 @@ class CaptureRun(NamedTuple):
     cursor: np.ndarray
 
 
+def new_depth_snapshots(*columns: np.ndarray) -> DepthSnapshots:
+    """The REST snapshots from their columns (`DepthSnapshots`' fields, in order), read-only
+    whatever made them, so that every caller runs one specialization of `replay_capture`
+    (`delta_replay.read_only`)."""
+    return DepthSnapshots(*(lr.read_only(column) for column in columns))
+
+
 def new_capture_part(futures: bool, snaps: LevelRows, tickers: Tickers, book: Book, sync: np.ndarray) -> CapturePart:
     """A part starting from `book` and `sync` (fresh, or carried from the part before), counters at 0."""
     return CapturePart(futures, snaps, tickers, book, sync, new_counters())

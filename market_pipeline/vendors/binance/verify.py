@@ -85,8 +85,9 @@ def _replay(
     """The replay's figures (verify-capture's, in its key order); deltas read in batches, the rest whole."""
     s_start, s_line, s_end = message_groups(snaps["line_no"].to_numpy())
     s_recv = snaps["received_time"].to_numpy()[s_start]
-    s_lid = snaps["last_update_id"].to_numpy()[s_start]
-    depth_snaps = br.DepthSnapshots(*(lr.read_only(c) for c in (s_line, s_lid, s_start, s_end, s_recv, s_recv)))
+    depth_snaps = br.new_depth_snapshots(
+        s_line, snaps["last_update_id"].to_numpy()[s_start], s_start, s_end, s_recv, s_recv
+    )
     snap_rows = br.LevelRows(
         snaps["side_is_bid"].to_numpy(), _steps(snaps["price"].to_numpy(), tick), _steps(snaps["size"].to_numpy(), lot)
     )
