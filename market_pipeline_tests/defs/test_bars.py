@@ -165,6 +165,72 @@ def test_one_minute_bars_equal_polars_group_by_dynamic(lake_day):
     assert eight["book_time"].to_list() == [dt.datetime(2024, 3, 1, 0, 8, 50)]  # UTC; not the unsynced row
 
 
+def test_the_touch_of_every_interval_is_the_last_in_sync_row_before_its_end(settings):
+    """Mid, spread and book_time of each bar of 1m, 5m and 1h against an as-of join over every book
+    row: rows sharing an origin_time (the last in file order wins), a row before the day, rows
+    right on a bar's end (not before it), and unsynced or one-sided rows that never count."""
+    from market_pipeline.core.bars.build import build_bar_day
+    from market_pipeline.core.book.fixed_point import decimal_array
+    from market_pipeline.defs.bars.assets import BarFiles
+
+    (instrument,) = settings.universe
+    files = BarFiles.of(settings, instrument, DAY)
+    write_trades(files.trades, DAY, rows=3_000, seed=11)
+    start, rng = day_start_ns(DAY), np.random.default_rng(3)
+    on_ends = start + np.arange(1, 1_440, 7) * MINUTE_NS  # some exactly at a bar's end
+    times = np.sort(
+        np.concatenate(
+            [[start - 10**9], on_ends, start + rng.integers(0, 86_400 * 10**9, 4_000), np.repeat(on_ends[::9] - 1, 3)]
+        )
+    )
+    bids = 6_000_000 + rng.integers(-500, 500, len(times))
+    synced, bid_valid = rng.random(len(times)) > 0.1, rng.random(len(times)) > 0.05
+    files.books.parent.mkdir(parents=True)
+    pq.write_table(
+        pa.table(
+            {
+                "origin_time": pa.array(times),
+                "received_time": pa.array(times + 10**6),
+                "synced": pa.array(synced),
+                "bid_0_price": pa.array(
+                    [int(b) * TICK if v else None for b, v in zip(bids, bid_valid, strict=True)], pa.decimal128(18, 2)
+                ),
+                "ask_0_price": decimal_array(np.ascontiguousarray(bids + rng.integers(1, 20, len(times))), TICK),
+            }
+        ),
+        files.books,
+        row_group_size=1_000,
+    )
+    build_bar_day(
+        files.trades, files.books, files.bars, instrument, DAY, settings.bars.bar_intervals, settings.data_dir / "tmp"
+    )
+
+    books = (
+        pl.read_parquet(files.books)
+        .filter(pl.col("synced") & pl.col("bid_0_price").is_not_null())
+        .group_by("origin_time", maintain_order=True)
+        .last()  # equal origin times: the last row in file order
+        .sort("origin_time")
+        .with_columns(pl.col("origin_time").alias("expected_book_time"))
+    )
+    bars = pl.read_parquet(files.bars)
+    for interval, length in (("1m", MINUTE_NS), ("5m", 5 * MINUTE_NS), ("1h", 60 * MINUTE_NS)):
+        ends = (
+            bars.filter(pl.col("interval") == interval)
+            .sort("bar_start")
+            .select(
+                (pl.col("bar_start").dt.epoch("ns") + length - 1).alias("origin_time"), "mid", "spread", "book_time"
+            )
+        )
+        touch = ends.join_asof(books, on="origin_time", strategy="backward")
+        assert ends.height > 0 and touch["bid_0_price"].null_count() == 0, interval
+        assert touch["book_time"].dt.epoch("ns").to_list() == touch["expected_book_time"].to_list(), interval
+        assert [2 * m for m in touch["mid"]] == [
+            b + a for b, a in zip(touch["bid_0_price"], touch["ask_0_price"], strict=True)
+        ], interval
+        assert touch["spread"].to_list() == (touch["ask_0_price"] - touch["bid_0_price"]).to_list(), interval
+
+
 def _plant(path: Path, frame: pl.DataFrame) -> None:
     """Replace the bars file's rows, keeping the counts in its metadata."""
     pq.write_table(frame.to_arrow().replace_schema_metadata(pq.read_schema(path).metadata), path)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -153,18 +154,36 @@ def _load_trades(con: duckdb.DuckDBPyConnection, trades: Path, instrument: Instr
     return int(total), int(outside)
 
 
-def _load_touch(con: duckdb.DuckDBPyConnection, books: Path, instrument: Instrument) -> None:
-    """Table `touch`: the in-sync rebuilt touch as unscaled decimals, one row per `origin_time`."""
+def _load_touch(
+    con: duckdb.DuckDBPyConnection,
+    books: Path,
+    instrument: Instrument,
+    day: dt.date,
+    intervals: tuple[BarInterval, ...],
+) -> None:
+    """Table `touch`: the in-sync rebuilt touch as unscaled decimals, the last row (by `origin_time`,
+    then file order) of each slice of the day's grid of the intervals' greatest common length.
+
+    Every bar ends on that grid, so the last touch before a bar's end is the last row of the latest
+    slice before it: a bar day's 1,440 slices, not the books' ~1.7 M distinct origin times, are
+    grouped and joined (this table and the join took 0.64 s of the bench day's 1m bars, now 0.25).
+    """
     scale = 10 ** decimals_of(instrument.tick_size)
+    start, _ = day_bounds_ns(day)
+    slice_ns = math.gcd(*(interval.ns for interval in intervals))
+    # The slice's first instant; SQL's % keeps the dividend's sign, so rows before the day need the second %.
+    slice_start = f"origin_time - ((origin_time - {start}) % {slice_ns} + {slice_ns}) % {slice_ns}"
     con.execute(
         f"""
         CREATE TEMP TABLE touch AS
-        SELECT origin_time AS book_time,
-               arg_max(CAST(bid_0_price * {scale} AS BIGINT), file_row_number) AS bid,
-               arg_max(CAST(ask_0_price * {scale} AS BIGINT), file_row_number) AS ask
-        FROM {parquet_io.duckdb_read_parquet(books, file_row_number="true")}
-        WHERE synced AND bid_0_price IS NOT NULL AND ask_0_price IS NOT NULL
-        GROUP BY origin_time
+        SELECT book_time, CAST(last.bid * {scale} AS BIGINT) AS bid, CAST(last.ask * {scale} AS BIGINT) AS ask
+        FROM (
+            SELECT max(origin_time) AS book_time,
+                   arg_max({{'bid': bid_0_price, 'ask': ask_0_price}}, (origin_time, file_row_number)) AS last
+            FROM {parquet_io.duckdb_read_parquet(books, file_row_number="true")}
+            WHERE synced AND bid_0_price IS NOT NULL AND ask_0_price IS NOT NULL
+            GROUP BY {slice_start}
+        )
         """
     )
 
@@ -280,7 +299,7 @@ def build_bar_day(
         with _naming(trades, instrument, day):
             result.trades, result.trades_outside_day = _load_trades(con, trades, instrument, day)
         with _naming(books, instrument, day):
-            _load_touch(con, books, instrument)
+            _load_touch(con, books, instrument, day, intervals)
         result.off_grid_trades = int(con.execute("SELECT count(*) FILTER (WHERE off_grid) FROM grid").fetchone()[0])
         tables = []
         for interval in intervals:
