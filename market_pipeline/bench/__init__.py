@@ -26,8 +26,8 @@ measures in one run:
   DAGSTER_HOME; the resident memory (PSS) of its whole process tree is sampled every 0.2 s; seconds per step
   from the run's step events, peak RSS per step from the samples inside the step;
 - parallel: the raw and book steps of two instruments (scale `--parallel-scale`) with
-  PIPELINE_WORKERS=2 against 1: the Dagster run's wall time, and how busy the cores were (CPU
-  seconds of the process tree over wall seconds times cores). `market-pipeline run` runs its
+  PIPELINE_WORKERS=2 against 1: the Dagster run's wall time, and how busy the cores were during
+  it (CPU seconds of the process tree over the run's wall seconds times cores). `market-pipeline run` runs its
   steps one after another, but each instrument-day already keeps more than one core busy (the
   import encodes on a writer thread, the rebuild reads, replays and writes on four), so on two
   cores a second worker has little left to use;
@@ -134,10 +134,14 @@ def parallel_speedup(data_dir: Path, scale: float, day: dt.date, say: Callable[[
         "serial_seconds": round(serial.run_seconds, 3),
         "parallel_seconds": round(parallel.run_seconds, 3),
         "speedup": serial.run_seconds / parallel.run_seconds if parallel.run_seconds else 0.0,
-        # How busy the cores were over the whole subprocess (start-up included).
-        "serial_core_use": round(serial.cpu_seconds / (serial.seconds * cores), 3) if serial.seconds else 0.0,
-        "parallel_core_use": round(parallel.cpu_seconds / (parallel.seconds * cores), 3) if parallel.seconds else 0.0,
+        # How busy the cores were during the run, the span the speedup is measured over (not start-up).
+        "serial_core_use": _core_use(serial, cores),
+        "parallel_core_use": _core_use(parallel, cores),
     }
+
+
+def _core_use(graph: GraphRun, cores: int) -> float:
+    return round(graph.run_cpu_seconds / (graph.run_seconds * cores), 3) if graph.run_seconds else 0.0
 
 
 def range_memory(data_dir: Path, scale: float, day: dt.date, say: Callable[[str], None]) -> dict[str, GraphRun]:
@@ -324,7 +328,8 @@ def run(
     )
     ceiling = 1 / parallel["serial_core_use"] if parallel["serial_core_use"] else 0.0
     say(
-        f"  cores busy (CPU s over wall s x {os.cpu_count()} cores): {100 * parallel['serial_core_use']:.0f}% "
+        f"  cores busy during the run (CPU s over run wall s x {os.cpu_count()} cores): "
+        f"{100 * parallel['serial_core_use']:.0f}% "
         f"with 1 worker (an instrument-day's reader and writer threads), "
         f"{100 * parallel['parallel_core_use']:.0f}% with 2; so 2 workers can be at most {ceiling:.2f}x as fast "
         "on these cores (all of them busy, no cost of their own)"

@@ -43,6 +43,7 @@ class TreeSampler:
         self.root = psutil.Process(pid)
         self.interval = interval
         self.samples: list[tuple[float, int]] = []  # (time.time(), bytes)
+        self.cpu_samples: list[tuple[float, float]] = []  # (time.time(), the tree's CPU seconds so far)
         # The last CPU seconds (user + system) seen of every process of the tree, by (pid, start
         # time): the tree's CPU, short of what a process spent in its last interval.
         self._cpu: dict[tuple[int, float], float] = {}
@@ -72,7 +73,9 @@ class TreeSampler:
                     total += proc.memory_info().rss
                 except psutil.Error:
                     pass
-        self.samples.append((time.time(), total))
+        now = time.time()
+        self.samples.append((now, total))
+        self.cpu_samples.append((now, self.cpu_seconds))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -91,6 +94,14 @@ class TreeSampler:
     def cpu_seconds(self) -> float:
         return sum(self._cpu.values())
 
+    def cpu_between(self, start: float, end: float) -> float:
+        """The tree's CPU seconds from `start` to `end` (time.time()), by the last samples before each."""
+
+        def at(moment: float) -> float:
+            return max((cpu for t, cpu in self.cpu_samples if t <= moment), default=0.0)
+
+        return at(end) - at(start)
+
     def peak_mb(self, start: float = 0.0, end: float = float("inf")) -> float:
         inside = [rss for t, rss in self.samples if start <= t <= end]
         return max(inside, default=0) / 2**20
@@ -101,7 +112,7 @@ class GraphRun:
     exit_code: int
     seconds: float  # the subprocess, start to exit
     run_seconds: float  # the Dagster run, RUN_START to its end event
-    cpu_seconds: float  # user + system CPU of the subprocess's tree, as sampled
+    run_cpu_seconds: float  # user + system CPU of the subprocess's tree during the run, as sampled
     peak_rss_mb: float
     steps: dict[str, dict[str, float]]  # step key -> seconds, peak_rss_mb (in order of start)
     log: Path
@@ -208,14 +219,16 @@ def _run_graph_once(
         argv += ["--select", *select]
     try:
         code, seconds, sampler = run_sampled(argv, graph_env(settings, home, workers, source_env), log)
-        run_seconds, steps = _step_timings(home, sampler)
+        (run_start, run_end), steps = _step_timings(home, sampler)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    return GraphRun(code, seconds, run_seconds, sampler.cpu_seconds, sampler.peak_mb(), steps, log)
+    run_seconds, run_cpu = max(0.0, run_end - run_start), sampler.cpu_between(run_start, run_end)
+    return GraphRun(code, seconds, run_seconds, run_cpu, sampler.peak_mb(), steps, log)
 
 
-def _step_timings(home: Path, sampler: TreeSampler) -> tuple[float, dict[str, dict[str, float]]]:
-    """Seconds (step events) and peak RSS (samples inside the step) of every step of the run."""
+def _step_timings(home: Path, sampler: TreeSampler) -> tuple[tuple[float, float], dict[str, dict[str, float]]]:
+    """The run's (start, end) time.time() from its events, and the seconds (step events) and peak
+    RSS (samples inside the step) of every step of the run."""
     import dagster as dg
 
     quiet_dagster()
@@ -255,4 +268,4 @@ def _step_timings(home: Path, sampler: TreeSampler) -> tuple[float, dict[str, di
                 "seconds": round(entry.timestamp - start, 3),
                 "peak_rss_mb": round(sampler.peak_mb(start, entry.timestamp + RSS_SAMPLE_SECONDS), 1),
             }
-    return max(0.0, run_end - run_start), steps
+    return (run_start, run_end), steps

@@ -463,3 +463,19 @@ def test_a_book_stage_run_that_compiled_kernels_is_measured_again(tmp_path, monk
         assert runs == ["the day", "the day"]
     else:
         assert report == {"call_seconds": 40.0, "compiled_first": []} and runs == ["the day"]
+
+
+def test_core_use_counts_the_cpu_of_the_run_not_of_the_start_up():
+    """The parallel figure's core use is over the run the speedup is timed on: CPU spent importing
+    before RUN_START (one busy core) does not lower it."""
+    import os
+
+    from market_pipeline.bench import graph as bench_graph
+
+    sampler = bench_graph.TreeSampler(os.getpid())
+    # Tree CPU seconds at each sample: 5 s of start-up on one core, then a run of 10 s at 1.6 cores.
+    sampler.cpu_samples = [(0.0, 0.0), (5.0, 5.0), (10.0, 13.0), (15.0, 21.0), (16.0, 21.5)]
+    assert sampler.cpu_between(5.0, 15.0) == 16.0 and sampler.cpu_between(5.5, 15.9) == 16.0
+    assert sampler.cpu_between(20.0, 30.0) == 0.0
+    run = bench_graph.GraphRun(0, 16.0, 10.0, sampler.cpu_between(5.0, 15.0), 100.0, {}, Path("log"))
+    assert bench._core_use(run, cores=2) == 0.8
