@@ -132,6 +132,8 @@ def test_bench_prints_figures_then_one_json_line(bench_run, dagster_home, capsys
     assert report["graph_seconds"] > report["graph_run_seconds"] > 0 and report["raw_read_seconds"] > 0
     assert report["graph_peak_rss_mb"] > 50
     assert report["parallel_speedup"] > 0 and report["parallel_scale"] == 0.005
+    # CPU sampled inside each run's window (RUN_START to its end event), over that window's wall.
+    assert 0 < report["parallel_serial_core_use"] < 1.2 and 0 < report["parallel_core_use"] < 1.2
     assert "where its time goes" in text
 
 
