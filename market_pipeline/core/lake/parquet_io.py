@@ -244,12 +244,12 @@ def scratch_duckdb(spill_dir: Path, memory_limit: str, **options: object) -> duc
     (it spills beyond it), the lake key when the lake is encrypted, and a spill directory of this
     process's own under `spill_dir`: instrument-days run side by side on PIPELINE_WORKERS, and DuckDB
     removes the temporary directory it created when its connection closes. `options`: more settings."""
-    import duckdb
+    from market_pipeline.core.lake import duckdb_extensions
 
     own_dir = spill_dir / f"pid-{os.getpid()}"
     own_dir.mkdir(parents=True, exist_ok=True)
     config = {"threads": 2, "memory_limit": memory_limit, "temp_directory": str(own_dir), **options}
-    return register_duckdb_key(duckdb.connect(config=config))
+    return register_duckdb_key(duckdb_extensions.memory_connection(**config))
 
 
 def write_lake_parquet_atomic(df: pl.DataFrame, final: Path) -> int:

@@ -271,15 +271,10 @@ def load_httpfs(con: duckdb.DuckDBPyConnection) -> None:
     needs to write encrypted Parquet (without it DuckDB can only read encrypted files)."""
     import duckdb_extension_httpfs
 
-    extension = Path(duckdb_extension_httpfs.__file__).parent / "extensions" / f"v{_duckdb_version()}"
-    con.execute(f"LOAD '{extension / 'httpfs.duckdb_extension'}'")
+    from market_pipeline.core.lake import duckdb_extensions
+
+    duckdb_extensions.load(con, duckdb_extension_httpfs, "httpfs")
 
 
 def _sql_value(value: str) -> str:
     return value if value in ("true", "false") else "'" + value.replace("'", "''") + "'"
-
-
-def _duckdb_version() -> str:
-    import duckdb
-
-    return duckdb.__version__

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 import duckdb
 
 from market_pipeline.core.errors import ConfigurationError, IntegrityError
-from market_pipeline.core.lake import parquet_io, storage
+from market_pipeline.core.lake import duckdb_extensions, parquet_io, storage
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -127,20 +127,13 @@ def _attach_ducklake(target: WarehouseTarget) -> duckdb.DuckDBPyConnection:
 
 def _attach_once(target: WarehouseTarget) -> duckdb.DuckDBPyConnection:
     assert target.catalog is not None and target.data_path is not None
-    con = duckdb.connect()
+    con = duckdb_extensions.memory_connection()
     try:
-        # The extensions ship as wheels pinned to this DuckDB (pyproject.toml): nothing is downloaded.
         import duckdb_extension_ducklake
         import duckdb_extension_postgres_scanner
 
-        for module, name in (
-            (duckdb_extension_postgres_scanner, "postgres_scanner"),
-            (duckdb_extension_ducklake, "ducklake"),
-        ):
-            extension = (
-                Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
-            )
-            con.execute(f"LOAD '{extension}'")
+        duckdb_extensions.load(con, duckdb_extension_postgres_scanner, "postgres_scanner")
+        duckdb_extensions.load(con, duckdb_extension_ducklake, "ducklake")
         if storage.is_remote(target.data_path):
             storage.register_duckdb(con)  # the data files are in the bucket (also without a remote lake in use)
         else:
