@@ -4,7 +4,7 @@ PostgreSQL on 127.0.0.1 holds the Dagster instance and the DuckLake catalog (two
 S3 server holds the lake and the DuckLake's data files, and dagster-daemon drains the run queue of
 the instance in docs/examples/dagster.distributed.yaml (at most 2 runs at once). An asset backfill of
 the whole graph over 3 days with PIPELINE_BACKFILL_DAYS_PER_RUN=1, launched through Dagster's
-GraphQL API (`dagster-graphql`, what the UI's backfill dialog sends), becomes 3 runs, each a process
+GraphQL API (`dagster_graphql`'s schema, the mutation the UI's backfill dialog sends), becomes 3 runs, each a process
 of its own with its own data dir (PIPELINE_SCRATCH_PER_RUN). The last day's run is killed (SIGKILL of
 its run worker and any child, as when a container dies) while its book step writes; the code server
 that started the worker fails the run (else the test force-terminates it, as the UI's "Terminate"
@@ -19,7 +19,6 @@ local lake, warehouse file). Without PostgreSQL binaries: skipped, and failed in
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -27,6 +26,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -153,19 +153,20 @@ def wait_until_listening(service: Service, port: int) -> None:
     raise AssertionError(f"the code server did not listen on {port} within {WAIT_SECONDS} s:\n{service.tail()}")
 
 
-def graphql(workspace: Path, env: dict[str, str], query: str, **variables: object) -> dict:
-    """One query through `dagster-graphql` on the workspace (the code server), as the UI would send it."""
-    argv = [str(VENV_BIN / "dagster-graphql"), "-w", str(workspace), "-t", query, "-v", json.dumps(variables)]
-    done = subprocess.run(argv, env=env, cwd=workspace.parent, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    answer = json.loads(done.stdout)
-    assert "errors" not in answer, answer
-    return answer["data"]
+def graphql(context, query: str, **variables: object) -> dict:
+    """One query through Dagster's GraphQL schema (what the webserver serves the UI) in this process,
+    on the workspace of the code server: `dagster_graphql`'s own entry point for it. A `dagster-graphql`
+    process a query would import Dagster and load the workspace each time (~4 CPU-s)."""
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    answer = execute_dagster_graphql(context, query, variables)
+    assert not answer.errors, answer.errors
+    return answer.data
 
 
-def launch_backfill(workspace: Path, env: dict[str, str], assets: list[list[str]], days: list[dt.date]) -> str:
+def launch_backfill(context, assets: list[list[str]], days: list[dt.date]) -> str:
     params = {"partitionNames": [str(d) for d in days], "assetSelection": [{"path": p} for p in assets]}
-    launched = graphql(workspace, env, LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
+    launched = graphql(context, LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     return launched["backfillId"]
 
@@ -239,7 +240,7 @@ def kill_while_the_book_step_writes(instance, backfill_id: str, scratch: Path, d
     raise AssertionError(f"the run of {KILLED_DAY} never wrote in its book step:\n{daemon.tail()}")
 
 
-def end_the_killed_run(instance, run_id: str, workspace: Path, env: dict[str, str]) -> None:
+def end_the_killed_run(instance, run_id: str, context) -> None:
     """The code server that started the run worker fails the run once it sees the worker gone; were the
     code server gone too (its host), the run would stay STARTED: then force-terminate it, as in the UI."""
     deadline = time.monotonic() + KILLED_RUN_FAILED_SECONDS
@@ -247,7 +248,7 @@ def end_the_killed_run(instance, run_id: str, workspace: Path, env: dict[str, st
         if instance.get_run_by_id(run_id).is_finished:
             return
         time.sleep(0.5)
-    terminated = graphql(workspace, env, FORCE_TERMINATE, runId=run_id)["terminateRuns"]
+    terminated = graphql(context, FORCE_TERMINATE, runId=run_id)["terminateRuns"]
     assert terminated["terminateRunResults"] == [{"__typename": "TerminateRunSuccess"}], terminated
 
 
@@ -330,21 +331,25 @@ def distributed(servers, tmp_path_factory) -> Iterator[SimpleNamespace]:
     workspace.write_text(grpc_workspace(port))
     code_server = Service("code-server", code_server_argv(port, REPO_ROOT), env, root)
     daemon = None
+    workspace_context = ExitStack()
     try:
         wait_until_listening(code_server, port)
-        nodes = graphql(workspace, env, ASSET_KEYS)["assetNodes"]
+        from dagster_graphql.test.utils import define_out_of_process_context
+
+        gql = workspace_context.enter_context(define_out_of_process_context(str(workspace), None, instance))
+        nodes = graphql(gql, ASSET_KEYS)["assetNodes"]
         assets = sorted(n["assetKey"]["path"] for n in nodes if n["isPartitioned"])
         # The daemon looks at backfills every 30 s (a constant of Dagster's), first as it starts:
         # launched before it, the backfill is not left waiting for the second look.
-        backfill = launch_backfill(workspace, env, assets, DAYS)
+        backfill = launch_backfill(gql, assets, DAYS)
         daemon = Service("daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env, root)
         killed = kill_while_the_book_step_writes(instance, backfill, scratch, daemon)
-        end_the_killed_run(instance, killed.run_id, workspace, env)
+        end_the_killed_run(instance, killed.run_id, gql)
         wait_for_backfill(instance, backfill, daemon, runs=len(DAYS))
         after_kill = bucket_objects(s3, bucket)
         # Launched as soon as every run has ended, so that one look of the daemon both ends the
         # first backfill and submits this one's run.
-        again = launch_backfill(workspace, env, assets, [KILLED_DAY])
+        again = launch_backfill(gql, assets, [KILLED_DAY])
         first_runs = wait_for_backfill(instance, backfill, daemon)
         again_runs = wait_for_backfill(instance, again, daemon, runs=1)
         records = [instance.get_run_record_by_id(r.run_id) for r in first_runs + again_runs]
@@ -357,6 +362,7 @@ def distributed(servers, tmp_path_factory) -> Iterator[SimpleNamespace]:
         ]
         logs = {"daemon": daemon.tail(), "code server": code_server.tail()}
     finally:
+        workspace_context.close()
         for service in (daemon, code_server):
             if service is not None:
                 service.stop()
