@@ -4,6 +4,7 @@ nothing by itself."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -50,6 +51,15 @@ def test_an_extension_is_checked_once_then_loaded_by_every_connection(checks, tm
             loaded = con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()
             assert loaded == (True,)
     assert len(checks) == 1
+    extension = Path(wheel.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+    # The file replaced, as pip replaces it (a new file renamed over it: the loaded one stays mapped).
+    replacement = extension.with_name("replacement")
+    replacement.write_bytes(HTTPFS.read_bytes())
+    os.utime(replacement, ns=(0, 1))
+    os.replace(replacement, extension)
+    with duckdb_extensions.memory_connection() as con:
+        duckdb_extensions.load(con, wheel, "httpfs")
+    assert len(checks) == 2
 
 
 def test_a_file_whose_signature_does_not_match_is_refused_though_the_connection_allows_unsigned_ones(checks, tmp_path):

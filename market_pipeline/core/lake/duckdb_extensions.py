@@ -5,14 +5,14 @@ DuckDB checks an extension's signature on every LOAD by hashing the whole file, 
 in-memory database loads again: 80-190 ms for each of httpfs (21 MB), postgres_scanner (41 MB)
 and ducklake (36 MB), measured on 2 cores. A DuckLake warehouse connection loads all three and a run
 opens a dozen or more, plus a scratch connection per instrument-day that loads httpfs for a remote
-lake: about 7 of a one-day run's 23 s on S3 and DuckLake (`market-pipeline run`, 2 cores).
+lake: about 7 of the 24 CPU-s of a one-day run on S3 and DuckLake (`market-pipeline run`, 2 cores).
 
 `memory_connection` makes an in-memory DuckDB that may load unsigned extension files, and `load`
-checks each file once per process, on a connection that checks signatures (DuckDB refuses a file
-whose signature does not match), before any such connection loads it. These connections never
-download or load an extension by themselves (autoinstall and autoload off): what they load is
-what `load` checked. Connections to a warehouse file keep DuckDB's defaults: one process's
-connections to one file must share a configuration.
+checks each file once per process (again if it is replaced), on a connection that checks
+signatures (DuckDB refuses a file whose signature does not match), before any such connection
+loads it. These connections never download or load an extension by themselves (autoinstall and
+autoload off): what they load is what `load` checked. Connections to a warehouse file keep
+DuckDB's defaults: one process's connections to one file must share a configuration.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from types import ModuleType
 
 import duckdb
 
-# Each is checked against its signature once in this process before a connection of
-# `memory_connection` loads it.
-_checked: set[Path] = set()
+# (file, mtime, size) of each file checked against its signature in this process: a file replaced
+# since (a reinstalled wheel) is checked again before a connection of `memory_connection` loads it.
+_checked: set[tuple[Path, int, int]] = set()
 _checking = threading.Lock()
 
 
@@ -45,10 +45,12 @@ def load(con: duckdb.DuckDBPyConnection, wheel: ModuleType, name: str) -> None:
     """LOAD the extension `name` that the `duckdb-extension-<name>` wheel (`wheel`, its module)
     ships for this DuckDB, its signature checked first if this process has not checked it yet."""
     path = Path(wheel.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
-    if path not in _checked:
+    stat = path.stat()
+    version = (path, stat.st_mtime_ns, stat.st_size)
+    if version not in _checked:
         with _checking:
-            if path not in _checked:
+            if version not in _checked:
                 with duckdb.connect() as checking:  # DuckDB's defaults: signatures checked
                     checking.execute(f"LOAD '{path}'")
-                _checked.add(path)
+                _checked.add(version)
     con.execute(f"LOAD '{path}'")
