@@ -14,17 +14,16 @@ import pytest
 
 from market_pipeline.core.lake import duckdb_extensions
 
-HTTPFS = (
-    Path(duckdb_extension_httpfs.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
-)
+HTTPFS = duckdb_extensions.extension_file(duckdb_extension_httpfs, "httpfs")
 
 
 def fake_wheel(root: Path, name: str, content: bytes) -> SimpleNamespace:
     """A module like a `duckdb-extension-<name>` wheel's, shipping `content` as the extension."""
-    extension = root / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    wheel = SimpleNamespace(__file__=str(root / "__init__.py"))
+    extension = duckdb_extensions.extension_file(wheel, name)
     extension.parent.mkdir(parents=True)
     extension.write_bytes(content)
-    return SimpleNamespace(__file__=str(root / "__init__.py"))
+    return wheel
 
 
 @pytest.fixture
@@ -51,7 +50,7 @@ def test_an_extension_is_checked_once_then_loaded_by_every_connection(checks, tm
             loaded = con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()
             assert loaded == (True,)
     assert len(checks) == 1
-    extension = Path(wheel.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+    extension = duckdb_extensions.extension_file(wheel, "httpfs")
     # The file replaced, as pip replaces it (a new file renamed over it: the loaded one stays mapped).
     replacement = extension.with_name("replacement")
     replacement.write_bytes(HTTPFS.read_bytes())
@@ -66,7 +65,7 @@ def test_a_file_whose_signature_does_not_match_is_refused_though_the_connection_
     tampered = bytearray(HTTPFS.read_bytes())
     tampered[-1] ^= 0xFF  # the signature is the file's last 256 bytes
     wheel = fake_wheel(tmp_path / "wheel", "httpfs", bytes(tampered))
-    extension = Path(wheel.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+    extension = duckdb_extensions.extension_file(wheel, "httpfs")
     with duckdb_extensions.memory_connection() as con:
         with pytest.raises(duckdb.Error, match="signature"):
             duckdb_extensions.load(con, wheel, "httpfs")

@@ -4,11 +4,11 @@ PostgreSQL on 127.0.0.1 holds the Dagster instance and the DuckLake catalog (two
 S3 server holds the lake and the DuckLake's data files, and dagster-daemon drains the run queue of
 the instance in docs/examples/dagster.distributed.yaml (at most 2 runs at once). An asset backfill of
 the whole graph over 3 days with PIPELINE_BACKFILL_DAYS_PER_RUN=1, launched through Dagster's
-GraphQL API (`dagster_graphql`'s schema, the mutation the UI's backfill dialog sends), becomes 3 runs, each a process
-of its own with its own data dir (PIPELINE_SCRATCH_PER_RUN). The last day's run is killed (SIGKILL of
-its run worker and any child, as when a container dies) while its book step writes; the code server
-that started the worker fails the run (else the test force-terminates it, as the UI's "Terminate"
-does), and the day is backfilled again.
+GraphQL API (`dagster_graphql`'s schema, the mutation the UI's backfill dialog sends), becomes 3
+runs, each a process of its own with its own data dir (PIPELINE_SCRATCH_PER_RUN). The last day's
+run is killed (SIGKILL of its run worker and any child, as when a container dies) while its book
+step writes; the code server that started the worker fails the run (else the test force-terminates
+it, as the UI's "Terminate" does), and the day is backfilled again.
 
 Then: at most 2 runs at once and at least once 2 (the runs' start and end times), nothing partial in
 the bucket, every DuckLake data file the catalog names is in the bucket, and the lake objects, the

@@ -41,10 +41,16 @@ def memory_connection(**config: object) -> duckdb.DuckDBPyConnection:
     )
 
 
+def extension_file(wheel: ModuleType, name: str) -> Path:
+    """The file of the extension `name` that the `duckdb-extension-<name>` wheel (`wheel`, its
+    module) ships for this DuckDB."""
+    return Path(wheel.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+
+
 def load(con: duckdb.DuckDBPyConnection, wheel: ModuleType, name: str) -> None:
-    """LOAD the extension `name` that the `duckdb-extension-<name>` wheel (`wheel`, its module)
-    ships for this DuckDB, its signature checked first if this process has not checked it yet."""
-    path = Path(wheel.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    """LOAD the extension `name` of the wheel `wheel` (`extension_file`), its signature checked
+    first if this process has not checked that file yet."""
+    path = extension_file(wheel, name)
     stat = path.stat()
     version = (path, stat.st_mtime_ns, stat.st_size)
     if version not in _checked:
