@@ -104,7 +104,7 @@ class Part:
         sc.check_resumed_tickers(book, sync, ticker_arrays, counters)
         part = br.CapturePart(futures, self.snap_rows, ticker_arrays, book, sync, counters)
         run = br.CaptureRun(self.diffs, self.diff_rows, self.snaps, cursor)
-        br.replay_capture(part, run, lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.new_rows(0, 1), 0)
+        br.replay_capture(part, run, lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.no_rows(), 0)
         br.finish(sync, counters, cursor, len(self.diffs.line))
         return counters
 

@@ -112,14 +112,16 @@ class BookWriter:
     def _allocate(self) -> tuple[np.ndarray, Rows]:
         rows = self.capacity
         # levels[0..3] = bid ticks, bid lots, ask ticks, ask lots; levels[j, i] is level i's column.
-        levels = np.empty((4, self.depth, rows), np.int64)
+        # Room for two levels at least: numba types a view of one level as C-contiguous and would
+        # compile the kernels again for it (`lr.new_rows`); the kernels write `depth` of them.
+        levels = np.empty((4, max(self.depth, 2), rows), np.int64)
         buffers = Rows(
             np.empty(rows, np.int64),
             np.empty(rows, np.int64),
             np.empty(rows, np.int64),
             np.empty(rows, np.bool_),
             np.empty(rows, np.int8),
-            *(levels[j].T for j in range(4)),  # (rows, depth) views, as the kernel indexes them
+            *(levels[j].T for j in range(4)),  # (rows, levels) views, as the kernel indexes them
         )
         return levels, buffers
 
@@ -162,7 +164,7 @@ class BookWriter:
         """The first `n` rows' vendor-snapshot rows with both touch prices, with the buffers'
         ticks and lots in place (an absent level has tick -1, and a level's size is null exactly
         when its price is), before the decimal conversion scales them."""
-        bid_ticks, bid_lots, ask_ticks, ask_lots = (levels[j][:, :n] for j in range(4))  # (depth, n)
+        bid_ticks, bid_lots, ask_ticks, ask_lots = (levels[j][: self.depth, :n] for j in range(4))  # (depth, n)
         bid_valid, ask_valid = bid_ticks >= 0, ask_ticks >= 0
         rows = np.flatnonzero((b.trigger[:n] == lr.TRIGGER_SNAPSHOT) & bid_valid[0] & ask_valid[0])
         if len(rows):

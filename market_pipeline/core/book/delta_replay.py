@@ -147,8 +147,9 @@ def new_rows(capacity: int, depth: int) -> Rows:
     """Output buffers laid out as the rebuild's writer lays its own out (`book_writer`): each level
     array a Fortran-order (rows, depth) view, so that every caller runs the kernels' one
     specialization (the bench's and the tests' included). numba types an array that is C- and
-    F-contiguous alike as C, as one of no or one row or of one level is: verify-capture's buffers of
-    no rows (a capacity of 0 is what tells the kernel to write none) keep a specialization of their own."""
+    F-contiguous alike as C, as one of no or one row or of one level is, and compiles each kernel
+    again for it (about 10 CPU-s for the capture's): such buffers come from `no_rows`, or hold room
+    for two levels where a row is written with one (the kernels write `depth` levels, their argument)."""
     return Rows(
         np.empty(capacity, np.int64),
         np.empty(capacity, np.int64),
@@ -157,6 +158,14 @@ def new_rows(capacity: int, depth: int) -> Rows:
         np.empty(capacity, np.int8),
         *(np.empty((depth, capacity), np.int64).T for _ in range(4)),
     )
+
+
+def no_rows() -> Rows:
+    """Buffers with no room for a row (a capacity of 0, the length of `recv`, tells the kernels to
+    write none: verify-capture), typed as `new_rows`' are: their level arrays, never written, are
+    2 x 2 Fortran-order views rather than empty ones (which numba types as C)."""
+    room = new_rows(2, 2)
+    return Rows(*(column[:0] for column in room[:5]), *room[5:])
 
 
 def new_agreement(n: int) -> Agreement:

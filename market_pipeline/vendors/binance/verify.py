@@ -103,7 +103,7 @@ def _replay(
     )
 
     part = br.new_capture_part(futures, snap_rows, ticker_arrays, new_book(), br.new_sync())
-    sampling, no_rows = lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.new_rows(0, 1)
+    sampling, no_rows = lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.no_rows()
     batches = (
         diff_arrays(frame, lambda v, _: _steps(v, tick), lambda v, _: _steps(v, lot))
         for frame in read_delta_batches(deltas_path)
