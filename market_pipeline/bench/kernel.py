@@ -81,9 +81,7 @@ class _CoreReplay:
         self.snaps = as_snapshots(empty_snapshots(1))
         self.agreement = lr.new_agreement(0)
         self.work = lr.new_levels(depth)
-        # Reused, as the rebuild reuses its buffers; room for two levels a side even when a row has
-        # one (the core's), so that the core runs the rebuild's specialization (`lr.new_rows`).
-        self.rows = lr.new_rows(OUTPUT_BATCH_ROWS, max(depth, 2))
+        self.rows = lr.new_rows(OUTPUT_BATCH_ROWS, depth)  # reused, as the rebuild reuses its buffers
         self.replay = lr.LakeReplay(
             self.book, self.state, self.counters, self.hourly, self.rows, self.agreement, self.work
         )

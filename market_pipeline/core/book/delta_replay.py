@@ -148,15 +148,16 @@ def new_rows(capacity: int, depth: int) -> Rows:
     array a Fortran-order (rows, depth) view, so that every caller runs the kernels' one
     specialization (the bench's and the tests' included). numba types an array that is C- and
     F-contiguous alike as C, as one of no or one row or of one level is, and compiles each kernel
-    again for it (about 10 CPU-s for the capture's): such buffers come from `no_rows`, or hold room
-    for two levels where a row is written with one (the kernels write `depth` levels, their argument)."""
+    again for it (about 10 CPU-s for the capture's): a row has room for two levels at least, as
+    the writer's (the kernels write `depth` of them, their argument), and buffers of no rows come
+    from `no_rows`."""
     return Rows(
         np.empty(capacity, np.int64),
         np.empty(capacity, np.int64),
         np.empty(capacity, np.int64),
         np.empty(capacity, np.bool_),
         np.empty(capacity, np.int8),
-        *(np.empty((depth, capacity), np.int64).T for _ in range(4)),
+        *(np.empty((max(depth, 2), capacity), np.int64).T for _ in range(4)),
     )
 
 
