@@ -106,35 +106,22 @@ class BookWriter:
         self.schema = output_schema(depth, grid)
         self.multipliers = (unscaled_multiplier(grid.tick_size), unscaled_multiplier(grid.lot_size))
         self.triggers = pa.array(TRIGGERS)
-        self._sets = [self._allocate() for _ in range(BUFFER_SETS)]
-        self.levels, self.buffers = self._sets[0]
-
-    def _allocate(self) -> tuple[np.ndarray, Rows]:
-        rows = self.capacity
-        # levels[0..3] = bid ticks, bid lots, ask ticks, ask lots; levels[j, i] is level i's column.
-        # Room for two levels at least: numba types a view of one level as C-contiguous and would
-        # compile the kernels again for it (`lr.new_rows`); the kernels write `depth` of them.
-        levels = np.empty((4, max(self.depth, 2), rows), np.int64)
-        buffers = Rows(
-            np.empty(rows, np.int64),
-            np.empty(rows, np.int64),
-            np.empty(rows, np.int64),
-            np.empty(rows, np.bool_),
-            np.empty(rows, np.int8),
-            *(levels[j].T for j in range(4)),  # (rows, levels) views, as the kernel indexes them
-        )
-        return levels, buffers
+        self._sets = [lr.new_rows(rows, depth) for _ in range(BUFFER_SETS)]
+        self.buffers = self._sets[0]
 
     def detach(self, n: int) -> Callable[[], pa.RecordBatch]:
         """Hand the kernel the next buffer set now, and return the call that builds the Arrow
         batch of the first `n` rows of this one (handing over their snapshot rows), so that the
         writer thread can build it. It must have run before the kernel gets this set back."""
-        levels, buffers = self.levels, self.buffers
+        buffers = self.buffers
         self._sets.append(self._sets.pop(0))
-        self.levels, self.buffers = self._sets[0]
-        return lambda: self._build(levels, buffers, n)
+        self.buffers = self._sets[0]
+        return lambda: self._build(buffers, n)
 
-    def _build(self, levels: np.ndarray, b: Rows, n: int) -> pa.RecordBatch:
+    def _build(self, b: Rows, n: int) -> pa.RecordBatch:
+        # Bid ticks, bid lots, ask ticks, ask lots, each (levels, rows): a level's column is a
+        # buffer row (`new_rows` lays them out column-major).
+        levels = (b.bid_ticks.T, b.bid_lots.T, b.ask_ticks.T, b.ask_lots.T)
         if self.snapshot_rows is not None:
             self._hand_snapshot_rows(self.snapshot_rows, levels, b, n)
         recv, orig, seq, synced, trigger = (x[:n] for x in (b.recv, b.orig, b.seq, b.synced, b.trigger))
@@ -160,7 +147,7 @@ class BookWriter:
                 columns.append(decimal_array(size, self.grid.lot_size, valid))
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
-    def _hand_snapshot_rows(self, sink: SnapshotRowsSink, levels: np.ndarray, b: Rows, n: int) -> None:
+    def _hand_snapshot_rows(self, sink: SnapshotRowsSink, levels: tuple[np.ndarray, ...], b: Rows, n: int) -> None:
         """The first `n` rows' vendor-snapshot rows with both touch prices, with the buffers'
         ticks and lots in place (an absent level has tick -1, and a level's size is null exactly
         when its price is), before the decimal conversion scales them."""

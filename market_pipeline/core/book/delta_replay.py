@@ -144,7 +144,7 @@ def new_levels(depth: int) -> Levels:
 
 
 def new_rows(capacity: int, depth: int) -> Rows:
-    """Output buffers laid out as the rebuild's writer lays its own out (`book_writer`): each level
+    """Output buffers, the rebuild's writer's (`book_writer`) and every other caller's: each level
     array a Fortran-order (rows, depth) view, so that every caller runs the kernels' one
     specialization (the bench's and the tests' included). numba types an array that is C- and
     F-contiguous alike as C, as one of no or one row or of one level is, and compiles each kernel
