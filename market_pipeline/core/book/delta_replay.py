@@ -43,19 +43,15 @@ import numpy as np
 
 from market_pipeline.core.book.ladder import (
     EMPTY,
-    ST_BASE,
     ST_BEST_ASK,
     ST_BEST_BID,
-    ST_N_ASK,
-    ST_N_BID,
     Book,
-    ask_update,
-    bid_update,
+    apply_rows,
     clear_book,
-    make_room,
     resolve_cross,
 )
 from market_pipeline.core.book.replay_steps import check_and_fill, emit_levels_row, emit_row, hour_of_day
+from market_pipeline.core.borrowed_arrays import borrowed
 
 # --- inputs and outputs: named tuples of arrays ---------------------------------------------
 
@@ -277,18 +273,6 @@ def new_replay_state(day_start_ns: int, contiguous: bool, interval_ns: int, sync
     return state
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _make_room_from_locals(bid, ask, st, tick, best_b, best_a, n_b, n_a):
-    """`make_room` for a loop that keeps the ladder's scalars in locals: store them in `st`,
-    slide the window, and hand back (kept, base, best_b, best_a, n_b, n_a)."""
-    st[ST_BEST_BID] = best_b
-    st[ST_BEST_ASK] = best_a
-    st[ST_N_BID] = n_b
-    st[ST_N_ASK] = n_a
-    kept = make_room(bid, ask, st, tick)
-    return kept, st[ST_BASE], st[ST_BEST_BID], st[ST_BEST_ASK], st[ST_N_BID], st[ST_N_ASK]
-
-
 @nb.njit(cache=True, nogil=True)
 def replay_lake_batch(d, snaps, replay, depth, deltas_final, snaps_final):
     """Apply complete messages and due snapshots until input or output runs out.
@@ -300,6 +284,7 @@ def replay_lake_batch(d, snaps, replay, depth, deltas_final, snaps_final):
     message is applied once the snapshot batch is used up unless `snaps_final`, since the next
     snapshot may be due before it.
     """
+    d, snaps, replay = borrowed(d), borrowed(snaps), borrowed(replay)
     return _replay_lake_batch(
         d.recv,
         d.orig,
@@ -431,43 +416,11 @@ def _replay_lake_batch(
             r.in_snapshot = True
         else:
             r.in_snapshot = False
-        # The message's rows. Same effect as `ladder.set_level` per row, but the ladder's scalars
-        # live in locals: numba cannot prove `st` does not alias `bid`/`ask`, so through `st`
-        # every level write would reload them.
-        last_positive_is_bid = True
-        cap = bid.shape[0]
-        base = st[ST_BASE]
-        best_b = st[ST_BEST_BID]
-        best_a = st[ST_BEST_ASK]
-        n_b = st[ST_N_BID]
-        n_a = st[ST_N_ASK]
-        dropped = 0
-        for row in range(i, j):
-            tick = d_tick[row]
-            lots = d_lot[row]
-            x = tick - base
-            if (x < 0 or x >= cap) and lots != 0:
-                kept, base, best_b, best_a, n_b, n_a = _make_room_from_locals(
-                    bid, ask, st, tick, best_b, best_a, n_b, n_a
-                )
-                if not kept:
-                    dropped += 1
-                    continue
-                x = tick - base
-            if 0 <= x < cap:
-                if d_is_bid[row]:
-                    best_b, n_b = bid_update(bid, x, lots, best_b, n_b)
-                else:
-                    best_a, n_a = ask_update(ask, x, lots, best_a, n_a)
-            if lots > 0:
-                last_positive_is_bid = d_is_bid[row]
-        st[ST_BEST_BID] = best_b
-        st[ST_BEST_ASK] = best_a
-        st[ST_N_BID] = n_b
-        st[ST_N_ASK] = n_a
+        dropped, last_positive_is_bid = apply_rows(bid, ask, st, d_is_bid, d_tick, d_lot, i, j)
         c.deltas_applied += j - i - dropped
         c.updates_outside_window += dropped
         removed = 0
+        best_b, best_a = st[ST_BEST_BID], st[ST_BEST_ASK]
         if best_b != EMPTY and best_a != EMPTY and best_b >= best_a:  # crossed or locked (rare): spares the call
             removed = resolve_cross(bid, ask, st, last_positive_is_bid)
         if removed > 0:

@@ -192,6 +192,56 @@ def set_level(bid, ask, st, is_bid, tick, lots):
     return True
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def apply_rows(bid, ask, st, is_bid, tick, lots, start, end):
+    """`set_level` for rows start..end of (is_bid, tick, lots); returns (rows dropped beyond the
+    window, whether the last row that added size was a bid: True when none did).
+
+    The lake's and the capture's replays apply a message's rows with it. The ladder's scalars
+    live in locals for the rows: numba cannot prove `st` does not alias `bid`/`ask`, so through
+    `st` every level write would reload them.
+    """
+    cap = bid.shape[0]
+    base = st[ST_BASE]
+    best_b = st[ST_BEST_BID]
+    best_a = st[ST_BEST_ASK]
+    n_b = st[ST_N_BID]
+    n_a = st[ST_N_ASK]
+    dropped = 0
+    last_positive_is_bid = True
+    for row in range(start, end):
+        t = tick[row]
+        size = lots[row]
+        x = t - base
+        if x < 0 or x >= cap:
+            if size == 0:
+                continue  # removing a level we do not hold is normal on Binance
+            st[ST_BEST_BID] = best_b
+            st[ST_BEST_ASK] = best_a
+            st[ST_N_BID] = n_b
+            st[ST_N_ASK] = n_a
+            if not make_room(bid, ask, st, t):
+                dropped += 1
+                continue
+            base = st[ST_BASE]
+            best_b = st[ST_BEST_BID]
+            best_a = st[ST_BEST_ASK]
+            n_b = st[ST_N_BID]
+            n_a = st[ST_N_ASK]
+            x = t - base
+        if is_bid[row]:
+            best_b, n_b = bid_update(bid, x, size, best_b, n_b)
+        else:
+            best_a, n_a = ask_update(ask, x, size, best_a, n_a)
+        if size > 0:
+            last_positive_is_bid = is_bid[row]
+    st[ST_BEST_BID] = best_b
+    st[ST_BEST_ASK] = best_a
+    st[ST_N_BID] = n_b
+    st[ST_N_ASK] = n_a
+    return dropped, last_positive_is_bid
+
+
 @nb.njit(cache=True, nogil=True)
 def clear_bids_from(bid, st, tick):
     """Remove every bid at or above `tick` (the walk ends at the side's last level, not at `tick`)."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from market_pipeline.core.borrowed_arrays import borrowed
 from market_pipeline.vendors.binance.capture_json import (
     COMMA,
     DATA_KEY,
@@ -97,6 +98,8 @@ def decode_diffs(
 def _decode(text, ends, bodies, rows, head, has_pu, values, symbol, data_key, one_letter, powers):
     """Fill head, has_pu, values and symbol diff by diff; whether every diff is in the shape (and
     names the symbol the first names)."""
+    args = borrowed((text, ends, bodies, rows, head, has_pu, values, symbol, data_key, one_letter, powers))
+    text, ends, bodies, rows, head, has_pu, values, symbol, data_key, one_letter, powers = args
     written = 0
     for r in range(rows.shape[0]):
         line = rows[r]

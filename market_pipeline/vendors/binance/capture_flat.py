@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from market_pipeline.core.borrowed_arrays import borrowed
 from market_pipeline.vendors.binance.capture_json import (
     DATA_KEY,
     POWERS,
@@ -122,6 +123,8 @@ _TABLES = {TICKER: TICKER.table(), TRADE: TRADE.table()}
 @nb.njit(cache=True, nogil=True)
 def _decode(text, ends, bodies, rows, table, required, integers, decimals, present, symbol, data_key, powers):
     """Fill the outputs message by message; whether every one was read."""
+    args = borrowed((text, ends, bodies, rows, table, integers, decimals, present, symbol, data_key, powers))
+    text, ends, bodies, rows, table, integers, decimals, present, symbol, data_key, powers = args
     for r in range(rows.shape[0]):
         line = rows[r]
         end = message_end(text, ends, line)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from market_pipeline.core.borrowed_arrays import borrowed
 from market_pipeline.vendors.binance.capture_format import CHANNEL_KINDS
 
 OTHER = -1  # kind of a line that is not a combined-stream message of a channel in CHANNEL_KINDS
@@ -67,6 +68,8 @@ def join_messages(text: np.ndarray, ends: np.ndarray, bodies: np.ndarray, kinds:
 def _scan(text, ends, prefix, channels, channel_lengths, received, kinds, bodies):
     """Fill received, kinds and bodies line by line; the index of the first line whose receive
     time is not plain digits within int64 followed by a space, else -1."""
+    args = borrowed((text, ends, prefix, channels, channel_lengths, received, kinds, bodies))
+    text, ends, prefix, channels, channel_lengths, received, kinds, bodies = args
     start = 0
     for i in range(ends.shape[0]):
         end = ends[i]
