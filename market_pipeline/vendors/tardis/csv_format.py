@@ -26,15 +26,19 @@ current message and the message count of the L2 file, the first line of each bat
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import polars as pl
 
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
+from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.vendors.tardis.csv_stream import CsvBatch, TardisFormatError, iter_csv_batches
+from market_pipeline.vendors.tardis.l2_text import l2_lines
+from market_pipeline.vendors.tardis.line_blocks import LineBlocks
 from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHeadsWriter
+from market_pipeline.vendors.tardis.snapshot_text import snapshot_lines
 
 # Lake table -> the Tardis data type it is read from.
 DATA_TYPES: dict[str, str] = {
@@ -160,20 +164,10 @@ def iter_incremental_book_l2(
 ) -> Iterator[pl.DataFrame]:
     """`incremental_book_L2` as the lake's `book_delta_v2` (with `is_snapshot`), batch by batch;
     each message's head goes to `messages` (for sequencing the day's snapshots)."""
-    checks = RowChecks(
-        _common_checks(L2_COLUMNS, exchange, symbol)
-        + _side_checks("incremental_book_L2")
-        + _price_checks("price")
-        + _amount_checks("amount")
-    )
     keys = ["local_timestamp", "timestamp", "is_snapshot"]
     last_key: tuple | None = None  # the message the previous batch ended in
     count = 0  # messages before this batch
-    for batch in iter_csv_batches(path, L2_COLUMNS):
-        checks.first_problem(path, batch)
-        df = batch.frame
-        if df.is_empty():
-            continue
+    for df in _l2_rows(path, exchange, symbol):
         # A row starts a message when its key differs from the row before it, across batches too.
         starts = pl.any_horizontal(
             pl.col(k).ne_missing(pl.col(k).shift(1, fill_value=None if last_key is None else last_key[i]))
@@ -190,7 +184,7 @@ def iter_incremental_book_l2(
             (pl.col("timestamp") * US).alias("origin_time"),
             (pl.col("local_timestamp") * US).alias("received_time"),
             (day_sequence_base(day) + count + pl.col("_start").cast(pl.Int64).cum_sum()).alias("sequence_number"),
-            (pl.col("side") == "bid").alias("side_is_bid"),
+            "side_is_bid",
             "price",
             pl.col("amount").alias("size"),
             "is_snapshot",
@@ -198,6 +192,53 @@ def iter_incremental_book_l2(
         count += heads.height
         last_key = tuple(df[k][-1] for k in keys)
         yield deltas.cast({**BOOK_DELTA_SCHEMA, "is_snapshot": pl.Boolean()})
+
+
+def _l2_rows(path: Path, exchange: str | None, symbol: str | None) -> Iterator[pl.DataFrame]:
+    """The L2 file's checked rows: timestamp, local_timestamp, is_snapshot, side_is_bid, price, amount."""
+    checks = RowChecks(
+        _common_checks(L2_COLUMNS, exchange, symbol)
+        + _side_checks("incremental_book_L2")
+        + _price_checks("price")
+        + _amount_checks("amount")
+    )
+    sides = (pl.col("side") == "bid").alias("side_is_bid")
+    return _checked_rows(
+        path,
+        L2_COLUMNS,
+        checks,
+        l2_lines(path, L2_COLUMNS, exchange, symbol) if exchange is not None and symbol is not None else None,
+        lambda rows: rows.select("timestamp", "local_timestamp", "is_snapshot", sides, "price", "amount"),
+    )
+
+
+def _checked_rows(
+    path: Path,
+    required: list[str],
+    checks: RowChecks,
+    lines: LineBlocks | None,
+    shaped: Callable[[pl.DataFrame], pl.DataFrame],
+) -> Iterator[pl.DataFrame]:
+    """A file's checked rows, batch by batch: read by its numba line reader (`lines`, with the
+    file name's exchange and symbol) while its lines are in Tardis's own shape, then by Arrow's
+    reader (`csv_stream`, its `required` columns `shaped` as the line reader gives them) from where
+    that stopped, every value checked there (`line_blocks` says why the result is the same)."""
+    skip = 0  # rows the line reader handed on
+    if lines is not None:
+        # The next block is decoded on a helper thread while the caller converts this one.
+        yield from read_ahead(lines.frames(), "tardis-lines")
+        if lines.whole:
+            return
+        skip = lines.rows
+    for batch in iter_csv_batches(path, required):
+        if skip >= batch.frame.height:  # rows in the line reader's shape, which pass every check
+            skip -= batch.frame.height
+            continue
+        checks.first_problem(path, batch)
+        rows = batch.frame.slice(skip)
+        skip = 0
+        if not rows.is_empty():
+            yield shaped(rows)
 
 
 def iter_book_snapshot_25(
@@ -218,16 +259,17 @@ def iter_book_snapshot_25(
             one_empty = pl.col(price).is_null() != pl.col(amount).is_null()
             checks.append(Check(one_empty, f"{price} and {amount}: one is empty"))
             checks += _price_checks(price) + _amount_checks(amount)
-    row_checks = RowChecks(checks)
     levels = [
         pl.col(f"{tardis_side}[{i}].{tardis_field}").alias(f"{side}_{i}_{field}")
         for side, tardis_side in (("bid", "bids"), ("ask", "asks"))
         for i in range(BOOK_LEVELS)
         for field, tardis_field in (("price", "price"), ("size", "amount"))
     ]
-    for batch in iter_csv_batches(path, columns):
-        row_checks.first_problem(path, batch)
-        df = batch.frame
+    lines = None
+    if exchange is not None and symbol is not None:
+        lines = snapshot_lines(path, snapshot_columns(), columns[4:], exchange, symbol)
+    kept = columns[2:]  # the times and the levels
+    for df in _checked_rows(path, columns, RowChecks(checks), lines, lambda rows: rows.select(kept)):
         sequence = messages.sequence(
             df["local_timestamp"].to_numpy(), df["timestamp"].to_numpy(), day_sequence_base(day)
         )

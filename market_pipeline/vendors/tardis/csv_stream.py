@@ -103,10 +103,10 @@ def _column_type(name: str) -> pa.DataType:
 
 
 # What inflating a damaged gzip file raises (BadGzipFile is an OSError; EOFError: truncated).
-_GZIP_ERRORS = (OSError, EOFError, isal_zlib.error)
+GZIP_ERRORS = (OSError, EOFError, isal_zlib.error)
 
 
-def _open_bytes(path: Path) -> io.BufferedIOBase:
+def open_bytes(path: Path) -> io.BufferedIOBase:
     """The file's bytes, inflated by ISA-L (python-isal's igzip: 2.5x faster than zlib) when it is gzip."""
     return igzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
@@ -118,7 +118,7 @@ class TextStream(io.RawIOBase):
 
     def __init__(self, path: Path):
         super().__init__()
-        self._inner = _open_bytes(path)
+        self._inner = open_bytes(path)
         self.size = 0
         self.last = b""
         self.ended = False  # the whole file was read
@@ -140,7 +140,7 @@ class TextStream(io.RawIOBase):
                 if not inflated:
                     break
                 filled += inflated
-        except _GZIP_ERRORS as exc:
+        except GZIP_ERRORS as exc:
             self.failure = exc
             raise
         if filled:
@@ -170,9 +170,9 @@ def read_header(path: Path, required: list[str]) -> tuple[list[str], int, bool]:
     length in bytes with the newline, and whether anything can follow it (a header without its
     newline is the whole file)."""
     try:
-        with _open_bytes(path) as fh:
+        with open_bytes(path) as fh:
             first = fh.readline()
-    except _GZIP_ERRORS as exc:
+    except GZIP_ERRORS as exc:
         raise TardisFormatError(path, None, f"truncated or corrupt gzip: {exc}") from None
     if not first:
         raise TardisFormatError(path, None, "empty file (no header)")
@@ -236,7 +236,7 @@ def _iter_csv_batches(path: Path, required: list[str]) -> Iterator[CsvBatch]:
             assert isinstance(frame, pl.DataFrame)
             yield CsvBatch(line, frame)
             line += frame.height
-    except (pa.ArrowException, UnicodeDecodeError, *_GZIP_ERRORS) as exc:
+    except (pa.ArrowException, UnicodeDecodeError, *GZIP_ERRORS) as exc:
         _check_ending(path, stream, header_bytes)  # a cut-short last line explains a short last row
         raise _explain(path, stream, exc, short_or_long, header, required, line, block_bytes) from None
     finally:
@@ -293,7 +293,7 @@ def locate_bad_value(
             if line_no >= start:
                 yield line
 
-    with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
+    with open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as fh:
         try:
             for row in csv.reader(lines(fh)):
                 if len(row) != len(header):
