@@ -203,7 +203,8 @@ def vendor_report(
     reference = runs[REFERENCE].seconds
     say(
         "vendors: the whole graph of the day from each vendor's files (wall, peak PSS of the process tree; "
-        "floor = read every input once -- Parquet in batches, Tardis with pyarrow's streaming CSV reader, gzip "
+        "floor = read every input once -- Parquet in batches, Tardis by its numba line readers (pyarrow's streaming "
+        "CSV reader for the trades), gzip "
         f"inflated by ISA-L, the capture's lines decoded into typed columns by {CAPTURE_JSON_DECODER} -- "
         "+ write every lake output once, same codecs)"
     )

@@ -269,7 +269,17 @@ def test_vendor_verdicts_and_figures():
     assert lines[-1] == "  flat when the day doubles: not measured (--vendors-scale2 measures it)"
 
 
-def test_vendor_files_and_floor_on_a_tiny_day(tmp_path):
+def _recording(init, paths: list):
+    """`init` (a TextStream's), recording the path of every stream opened."""
+
+    def recorded(self, path):
+        paths.append(path)
+        init(self, path)
+
+    return recorded
+
+
+def test_vendor_files_and_floor_on_a_tiny_day(tmp_path, monkeypatch):
     """The bench day as each vendor's files (written once), and the floor's reads and writes."""
     import os
 
@@ -296,6 +306,14 @@ def test_vendor_files_and_floor_on_a_tiny_day(tmp_path):
 
     for vendor, files in inputs.items():
         assert floors.read_seconds(vendor, files.files) > 0, vendor
+    # The Tardis L2 and snapshot files are read by the import's line readers, whole: only the
+    # trades file goes to Arrow's reader.
+    from market_pipeline.vendors.tardis import csv_stream
+
+    to_arrow = []
+    monkeypatch.setattr(csv_stream.TextStream, "__init__", _recording(csv_stream.TextStream.__init__, to_arrow))
+    floors.read_seconds("tardis", inputs["tardis"].files)
+    assert [p.name.split("_")[1] for p in to_arrow] == ["trades"]
 
     # The rewrite keeps each column's codec, dictionary and delta encoding.
     lake = tmp_path / "lake"
