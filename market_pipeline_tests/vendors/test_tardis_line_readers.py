@@ -247,3 +247,14 @@ def test_a_snapshot_with_a_kept_level_empty_hands_the_rest_to_arrow(tmp_path, mo
     fast = _read_snapshots(path, fast=True)
     assert_frame_equal(fast, _read_snapshots(path, fast=False))
     assert fast["ask_19_price"].null_count() == 1
+
+
+def test_a_gzip_cut_many_blocks_in_is_named_by_arrows_reader(tmp_path, monkeypatch):
+    """The line reader hands on the rows before the damage; Arrow's reader, from the start, names it."""
+    monkeypatch.setattr(line_blocks, "BLOCK_BYTES", 4_096)
+    path = _write(tmp_path / "l2.csv.gz", _lines())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 3 // 4])
+    read = _l2_reader(path)
+    assert not read.whole and read.rows > 1_000
+    with pytest.raises(TardisFormatError, match="truncated or corrupt gzip"):
+        list(iter_incremental_book_l2(path, DAY, None, "binance", "BTCUSDT"))

@@ -18,7 +18,7 @@ from polars.testing import assert_frame_equal
 
 from market_pipeline.core.lake.schemas import BOOK_DELTA_SCHEMA, BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.core.telemetry.memory import HEAP_PIECE_BYTES
-from market_pipeline.vendors.tardis import csv_stream
+from market_pipeline.vendors.tardis import csv_stream, line_blocks
 from market_pipeline.vendors.tardis.config import DEFAULT_EXCHANGES, tardis_names
 from market_pipeline.vendors.tardis.csv_format import (
     L2_COLUMNS,
@@ -169,15 +169,25 @@ def _assert_day_equal(streamed: dict[str, pl.DataFrame], reference: dict[str, pl
         assert_frame_equal(streamed[table], frame)
 
 
+# A line block shorter than any line: the numba line readers hand every file to Arrow's reader.
+ARROW_ONLY = 60
+
+
 @pytest.mark.parametrize(
-    ("block_bytes", "batch_blocks"),
-    [(SMALL_BLOCK, 1), (SMALL_BLOCK, 5), (csv_stream.BLOCK_BYTES, csv_stream.BATCH_BLOCKS), (1 << 30, 1)],
+    ("block_bytes", "batch_blocks", "line_block_bytes"),
+    [
+        (SMALL_BLOCK, 1, ARROW_ONLY),
+        (SMALL_BLOCK, 5, ARROW_ONLY),
+        (1 << 30, 1, ARROW_ONLY),
+        (csv_stream.BLOCK_BYTES, csv_stream.BATCH_BLOCKS, line_blocks.BLOCK_BYTES),  # as the source reads
+    ],
 )
 def test_synthetic_days_stream_to_the_whole_file_tables(
-    synthetic_tardis, tmp_path, monkeypatch, block_bytes, batch_blocks
+    synthetic_tardis, tmp_path, monkeypatch, block_bytes, batch_blocks, line_block_bytes
 ):
     monkeypatch.setattr(csv_stream, "BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(csv_stream, "BATCH_BLOCKS", batch_blocks)
+    monkeypatch.setattr(line_blocks, "BLOCK_BYTES", line_block_bytes)
     for instrument, day in synthetic_tardis["days"].values():
         reference = reference_day(day.files, DAY, tmp_path)
         assert reference["book_delta_v2"].height > 20_000 and reference["book"].height > 1_000
@@ -217,6 +227,7 @@ def test_tiny_blocks_cut_messages_and_give_the_same_tables(synthetic_tardis, tmp
     assert reference["book"]["sequence_number"].n_unique() > 20  # snapshots aligned to many messages
 
     monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 1)  # each block: twice the header, a few rows
+    monkeypatch.setattr(line_blocks, "BLOCK_BYTES", ARROW_ONLY)  # Arrow's reader reads every file
     for batch_blocks in (1, 7):  # a batch a block, and batches of several blocks
         monkeypatch.setattr(csv_stream, "BATCH_BLOCKS", batch_blocks)
         rows_per_batch = [b.frame.height for b in csv_stream.iter_csv_batches(files[L2], L2_COLUMNS)]
