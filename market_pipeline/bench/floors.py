@@ -75,28 +75,19 @@ def _read_tardis(path: Path) -> None:
     file is in Tardis's shape throughout, else by Arrow's streaming CSV reader."""
     import pyarrow.csv as pacsv
 
-    from market_pipeline.core.lake.schemas import BOOK_LEVELS
-    from market_pipeline.vendors.tardis.csv_format import L2_COLUMNS, snapshot_columns
+    from market_pipeline.vendors.tardis.csv_format import DATA_TYPES, line_reader
     from market_pipeline.vendors.tardis.csv_stream import TextStream
-    from market_pipeline.vendors.tardis.l2_text import l2_lines
-    from market_pipeline.vendors.tardis.snapshot_text import snapshot_lines
 
     # {exchange}_{data_type}_{YYYY-MM-DD}_{SYMBOL}.csv.gz, as the tardis-dev client names it
     stem = path.name.removesuffix(".gz").removesuffix(".csv")
-    lines = None
-    for data_type in ("incremental_book_L2", "book_snapshot_25"):
-        head, found, tail = stem.partition(f"_{data_type}_")
-        if found:
-            symbol = tail.split("_", 1)[1]
-            if data_type == "incremental_book_L2":
-                lines = l2_lines(path, L2_COLUMNS, head, symbol)
-            else:
-                lines = snapshot_lines(path, snapshot_columns(), snapshot_columns(BOOK_LEVELS)[4:], head, symbol)
-    if lines is not None:
-        for _ in lines.frames():
-            pass
-        if lines.whole:
-            return
+    for data_type in DATA_TYPES.values():
+        exchange, found, rest = stem.partition(f"_{data_type}_")
+        lines = line_reader(path, data_type, exchange, rest.split("_", 1)[-1]) if found else None
+        if lines is not None:
+            for _ in lines.frames():
+                pass
+            if lines.whole:
+                return
     with TextStream(path) as text:
         for _ in pacsv.open_csv(text):
             pass

@@ -15,7 +15,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from market_pipeline.core.lake.schemas import BOOK_LEVELS
 from market_pipeline.vendors.tardis import csv_stream, line_blocks
 from market_pipeline.vendors.tardis.csv_format import (
     L2_COLUMNS,
@@ -23,13 +22,12 @@ from market_pipeline.vendors.tardis.csv_format import (
     TardisFormatError,
     iter_book_snapshot_25,
     iter_incremental_book_l2,
+    line_reader,
     snapshot_columns,
 )
-from market_pipeline.vendors.tardis.l2_text import l2_lines
 from market_pipeline.vendors.tardis.line_blocks import LineBlocks
 from market_pipeline.vendors.tardis.message_heads import MessageHeads, message_heads_writer
 from market_pipeline.vendors.tardis.number_text import POWERS, scientific
-from market_pipeline.vendors.tardis.snapshot_text import snapshot_lines
 
 DAY = dt.date(2024, 3, 1)
 DAY_US = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000
@@ -86,7 +84,7 @@ def _read_whole(lines: LineBlocks) -> LineBlocks:
 
 
 def _l2_reader(path: Path) -> LineBlocks:
-    return _read_whole(l2_lines(path, L2_COLUMNS, "binance", "BTCUSDT"))
+    return _read_whole(line_reader(path, "incremental_book_L2", "binance", "BTCUSDT"))
 
 
 @pytest.mark.parametrize("block_bytes", [200, 4_096, line_blocks.BLOCK_BYTES])
@@ -219,8 +217,7 @@ def _read_snapshots(path: Path, fast: bool) -> pl.DataFrame:
 
 
 def _snapshot_reader(path: Path) -> LineBlocks:
-    kept = snapshot_columns(BOOK_LEVELS)[4:]
-    return _read_whole(snapshot_lines(path, snapshot_columns(), kept, "binance", "BTCUSDT"))
+    return _read_whole(line_reader(path, "book_snapshot_25", "binance", "BTCUSDT"))
 
 
 @pytest.mark.parametrize("block_bytes", [2_000, line_blocks.BLOCK_BYTES])

@@ -29,11 +29,10 @@ from market_pipeline.vendors.tardis.csv_format import (
     iter_book_snapshot_25,
     iter_incremental_book_l2,
     iter_trades,
+    line_reader,
     snapshot_columns,
 )
-from market_pipeline.vendors.tardis.l2_text import l2_lines
 from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHeadsWriter
-from market_pipeline.vendors.tardis.snapshot_text import snapshot_lines
 from market_pipeline.vendors.tardis.source import TardisRejected, TardisSource
 from market_pipeline_tests.support.tardis_files import REAL, SPOT, needs_real
 
@@ -199,9 +198,9 @@ def test_the_synthetic_files_are_read_whole_by_the_numba_line_readers(synthetic_
     """So the test above checks those readers' rows (`line_blocks`: they stop at a line in another shape)."""
     for instrument, day in synthetic_tardis["days"].values():
         names = tardis_names(instrument.exchange, instrument.symbol, DEFAULT_EXCHANGES, {})
-        lines = l2_lines(day.files[L2], L2_COLUMNS, *names)
+        lines = line_reader(day.files[L2], L2, *names)
         assert sum(frame.height for frame in lines.frames()) > 20_000 and lines.whole
-        snapshots = snapshot_lines(day.files[SNAPSHOTS], snapshot_columns(), snapshot_columns(BOOK_LEVELS)[4:], *names)
+        snapshots = line_reader(day.files[SNAPSHOTS], SNAPSHOTS, *names)
         assert sum(frame.height for frame in snapshots.frames()) > 1_000 and snapshots.whole
 
 
@@ -248,7 +247,7 @@ def test_real_rows_stream_to_the_whole_file_frames(tmp_path, monkeypatch):
         streamed = pl.concat(iter_incremental_book_l2(l2, day, writer, "deribit", "BTC-PERPETUAL"))
         deltas, messages = reference_l2(l2, day, tmp_path)
         assert_frame_equal(streamed, deltas)
-        read = l2_lines(l2, L2_COLUMNS, "deribit", "BTC-PERPETUAL")
+        read = line_reader(l2, L2, "deribit", "BTC-PERPETUAL")
         assert sum(frame.height for frame in read.frames()) == deltas.height and read.whole  # the numba reader's
         # The real snapshots sequenced against the real L2 messages (another day's: all before or after).
         book = pl.concat(iter_book_snapshot_25(snapshots, day, writer.finish(), "binance-futures", "BTCUSDT"))
@@ -256,9 +255,7 @@ def test_real_rows_stream_to_the_whole_file_frames(tmp_path, monkeypatch):
         book = pl.concat(iter_book_snapshot_25(snapshots, day, MessageHeads.empty(), "binance-futures", "BTCUSDT"))
         empty = (np.empty(0, np.int64),) * 3
         assert_frame_equal(book, reference_book(snapshots, day, empty, tmp_path))
-        read = snapshot_lines(
-            snapshots, snapshot_columns(), snapshot_columns(BOOK_LEVELS)[4:], "binance-futures", "BTCUSDT"
-        )
+        read = line_reader(snapshots, SNAPSHOTS, "binance-futures", "BTCUSDT")
         assert sum(frame.height for frame in read.frames()) == book.height and read.whole  # the numba reader's
         assert_frame_equal(pl.concat(iter_trades(trades, "bitmex", "XBTUSD")), reference_trades(trades, tmp_path))
 

@@ -205,24 +205,39 @@ def _l2_rows(path: Path, exchange: str | None, symbol: str | None) -> Iterator[p
     sides = (pl.col("side") == "bid").alias("side_is_bid")
     return _checked_rows(
         path,
+        "incremental_book_L2",
+        (exchange, symbol),
         L2_COLUMNS,
         checks,
-        l2_lines(path, L2_COLUMNS, exchange, symbol) if exchange is not None and symbol is not None else None,
         lambda rows: rows.select("timestamp", "local_timestamp", "is_snapshot", sides, "price", "amount"),
     )
 
 
+def line_reader(path: Path, data_type: str, exchange: str, symbol: str) -> LineBlocks | None:
+    """The numba reader of a `data_type` file's lines (`line_blocks`), with the file name's
+    exchange and symbol; None for a data type without one (trades, read by Arrow's reader)."""
+    if data_type == "incremental_book_L2":
+        return l2_lines(path, L2_COLUMNS, exchange, symbol)
+    if data_type == "book_snapshot_25":
+        return snapshot_lines(path, snapshot_columns(), snapshot_columns(BOOK_LEVELS)[4:], exchange, symbol)
+    return None
+
+
 def _checked_rows(
     path: Path,
+    data_type: str,
+    names: tuple[str | None, str | None],
     required: list[str],
     checks: RowChecks,
-    lines: LineBlocks | None,
     shaped: Callable[[pl.DataFrame], pl.DataFrame],
 ) -> Iterator[pl.DataFrame]:
-    """A file's checked rows, batch by batch: read by its numba line reader (`lines`, with the
-    file name's exchange and symbol) while its lines are in Tardis's own shape, then by Arrow's
-    reader (`csv_stream`, its `required` columns `shaped` as the line reader gives them) from where
-    that stopped, every value checked there (`line_blocks` says why the result is the same)."""
+    """A file's checked rows, batch by batch: read by its numba line reader (`line_reader`, when
+    the file name's exchange and symbol are `names`) while its lines are in Tardis's own shape,
+    then by Arrow's reader (`csv_stream`, its `required` columns `shaped` as the line reader gives
+    them) from where that stopped, every value checked there (`line_blocks` says why the result is
+    the same)."""
+    exchange, symbol = names
+    lines = line_reader(path, data_type, exchange, symbol) if exchange is not None and symbol is not None else None
     skip = 0  # rows the line reader handed on
     if lines is not None:
         # The next block is decoded on a helper thread while the caller converts this one.
@@ -265,11 +280,11 @@ def iter_book_snapshot_25(
         for i in range(BOOK_LEVELS)
         for field, tardis_field in (("price", "price"), ("size", "amount"))
     ]
-    lines = None
-    if exchange is not None and symbol is not None:
-        lines = snapshot_lines(path, snapshot_columns(), columns[4:], exchange, symbol)
-    kept = columns[2:]  # the times and the levels
-    for df in _checked_rows(path, columns, RowChecks(checks), lines, lambda rows: rows.select(kept)):
+    kept = columns[2:]  # the times and the levels, as the line reader gives them
+    rows = _checked_rows(
+        path, "book_snapshot_25", (exchange, symbol), columns, RowChecks(checks), lambda frame: frame.select(kept)
+    )
+    for df in rows:
         sequence = messages.sequence(
             df["local_timestamp"].to_numpy(), df["timestamp"].to_numpy(), day_sequence_base(day)
         )
