@@ -64,3 +64,47 @@ def test_the_answer_does_not_depend_on_where_the_batches_are_cut(messages, cut):
     assert np.concatenate([before.broken, after.broken]).tolist() == whole.broken.tolist()
     assert np.concatenate([before.previous, after.previous]).tolist() == whole.previous.tolist()
     assert after.carry == whole.carry
+
+
+def test_spot_rows_may_leave_prev_update_id_out():
+    """No `prev_update_id` at all (empty arrays, a spot capture's chunks) reads as all of it null."""
+    rows = [(0, 10, 9, None), (1, 12, 11, None), (2, 15, 14, None), (2, 15, 14, None), (3, 16, 16, None)]
+    line, u, first = (np.array([r[k] for r in rows], dtype=np.int64) for k in range(3))
+    empty = message_breaks(line, u, first, np.zeros(0, np.int64), np.zeros(0, np.bool_), _START)
+    filled = _breaks(rows)
+    for field in ("head", "previous", "futures", "broken"):
+        assert getattr(empty, field).tolist() == getattr(filled, field).tolist()
+    assert empty.broken.tolist() == [False, False, True, False] and empty.carry == filled.carry
+
+
+@settings(max_examples=100, deadline=None)
+@given(messages=st.lists(_MESSAGE, min_size=2, max_size=12), cuts=st.lists(st.integers(0, 40), max_size=3))
+def test_chain_breaks_of_glued_batches_equal_those_of_the_whole(messages, cuts):
+    """`ChainBreaks` reads a batch chunk by chunk (one glued from several by `message_aligned`):
+    the events equal those of the same rows in one chunk, spot-style chunks (prev_update_id all
+    null) among futures-style ones too."""
+    import polars as pl
+
+    from market_pipeline.core.quality.chain import CHAIN_COLUMNS, ChainBreaks, chain_breaks
+
+    rows, u = [], 100
+    for line, (levels, step, futures, slip) in enumerate(messages):
+        first = u + 1 + (0 if futures else slip)
+        u = first + step
+        rows += [(line, u, first, (u - step - 1 + slip) if futures else None)] * levels
+    frame = pl.DataFrame(
+        {
+            "received_time": np.arange(len(rows), dtype=np.int64),
+            "origin_time": np.arange(len(rows), dtype=np.int64) - 5,
+            "sequence_number": [r[1] for r in rows],
+            "first_update_id": [r[2] for r in rows],
+            "prev_update_id": pl.Series([r[3] for r in rows], dtype=pl.Int64),
+            "line_no": [r[0] for r in rows],
+        }
+    ).select(CHAIN_COLUMNS)
+    bounds = sorted({0, len(rows), *(min(c, len(rows)) for c in cuts)})
+    glued = pl.concat([frame.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False)], rechunk=False)
+    breaks = ChainBreaks()
+    breaks.add(glued)
+    assert breaks.frame().equals(chain_breaks([frame.rechunk()]))
+    assert breaks.frame().equals(chain_breaks([frame.slice(i, 1) for i in range(len(rows))]))

@@ -392,6 +392,30 @@ def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Pa
     assert worst_precision(tally_tables(files, {"book_delta_v2": stats}).frame()) == worst_precision(flags)
 
 
+def test_day_statistics_do_not_depend_on_the_batches(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """The import drops duplicates a batch ahead of the statistics, on a helper thread: cut into
+    batches of 997 rows, a faulted day's statistics (samples and their day row numbers too) are
+    those of its default batches, file for file."""
+    from market_pipeline.core.lake import ingest
+
+    settings = _settings(
+        monkeypatch,
+        PIPELINE_SYNTHETIC__SCALE="0.02",
+        PIPELINE_SYNTHETIC__FAULTS__DROPPED_MESSAGES="2",
+        PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES="2",
+        PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="2",
+        PIPELINE_SYNTHETIC__FAULTS__FLOAT_NOISE_PRICES="2",
+        PIPELINE_SYNTHETIC__FAULTS__DUPLICATED_ROWS="3",
+    )
+    whole = _import(settings, "book_delta_v2")
+    assert whole.rows > 20 * 997
+    expected = (_stats_tree(data_dir), _summaries(data_dir))
+    monkeypatch.setattr(ingest, "batch_rows_for", lambda columns: 997)
+    cut = _import(settings, "book_delta_v2")
+    assert (cut.rows, cut.duplicate_rows_dropped) == (whole.rows, 3)
+    assert (_stats_tree(data_dir), _summaries(data_dir)) == expected
+
+
 def test_reimport_writes_identical_bytes(local, data_dir: Path):
     from market_pipeline_tests.support.files import sha256_tree
 
@@ -605,9 +629,9 @@ def test_delta_batches_must_start_a_message():
 @pytest.mark.parametrize("seed", range(4))
 def test_skew_pass_equals_polars(seed: int):
     """The one-pass skew kernel gives what polars group_bys and `skew_buckets` give: per-hour
-    rows, messages, min/max/negative, the histogram and the largest skews (first row on a tie),
-    with |skew| beyond float64's 53 bits, hours clipped to the day, a batch of one row and a batch
-    that continues the message before it."""
+    rows, messages, min/max/negative, the histogram and the day's largest skews with their times
+    (first row on a tie), with |skew| beyond float64's 53 bits, hours clipped to the day, a batch
+    of one row and a batch that continues the message before it."""
     from market_pipeline.core.quality.day_stats import HISTOGRAM_SCHEMA, HOURLY_SCHEMA
     from market_pipeline.core.quality.skew_pass import NS_PER_HOUR, TOP, SkewPass
 
@@ -623,18 +647,18 @@ def test_skew_pass_equals_polars(seed: int):
     frame = pl.DataFrame({"received_time": received, "origin_time": origin, "sequence_number": sequence})
     for keyed, cuts in ((True, (0, 1, 2, 100, 120, 2_000, n)), (False, (0, 1, 1_500, n))):
         ours = SkewPass(T0)
-        tops = []
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             first_new = a == 0 or (received[a], sequence[a]) != (received[a - 1], sequence[a - 1])
             # A batch in two chunks (glued by ingest.message_aligned), the cut inside a message.
             parts = [slice(a, (a + b) // 2), slice((a + b) // 2, b)] if b - a > 1 else [slice(a, b)]
-            top = ours.add(
+            ours.add(
                 [received[p] for p in parts],
                 [origin[p] for p in parts],
                 [sequence[p] for p in parts] if keyed else None,
+                keyed,
                 first_new,
+                a,
             )
-            tops.append(top + a)
         key = (pl.col("received_time") != pl.col("received_time").shift(1)) | (
             pl.col("sequence_number") != pl.col("sequence_number").shift(1)
         )
@@ -674,10 +698,12 @@ def test_skew_pass_equals_polars(seed: int):
             .cast(HISTOGRAM_SCHEMA)
         )
         assert_frame_equal(ours.histogram_frame(HISTOGRAM_SCHEMA), histogram)
-        for (a, b), top in zip(zip(cuts[:-1], cuts[1:], strict=True), tops, strict=True):
-            part = messages.filter(pl.col("row").is_between(a, b - 1))
-            best = part.sort(pl.col("skew_ns").abs(), pl.col("row"), descending=[True, False]).head(TOP)
-            assert top.tolist() == best["row"].to_list()
+        best = messages.sort(pl.col("skew_ns").abs(), pl.col("row"), descending=[True, False]).head(TOP)
+        worst = ours.worst()
+        assert worst.rows.tolist() == best["row"].to_list()
+        assert worst.received_time.tolist() == best["received_time"].to_list()
+        assert worst.origin_time.tolist() == best["origin_time"].to_list()
+        assert worst.sequence_number.tolist() == (best["sequence_number"].to_list() if keyed else [0] * TOP)
 
 
 def test_seen_values_return_each_new_value_once():

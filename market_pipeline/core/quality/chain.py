@@ -24,11 +24,13 @@ from collections.abc import Iterable
 import numpy as np
 import polars as pl
 
+from market_pipeline.core.lake.batches import column_chunks
 from market_pipeline.core.quality.day_stats import EVENT_SCHEMA
-from market_pipeline.core.update_chain import CHAIN_FIELDS, ChainCarry, message_breaks
+from market_pipeline.core.update_chain import CHAIN_FIELDS, ChainCarry, MessageBreaks, message_breaks
 
 CHAIN_BREAK = "chain_break"
 CHAIN_COLUMNS = ["received_time", "origin_time", "sequence_number", *CHAIN_FIELDS]
+_NONE = np.zeros(0, np.int64)  # `prev_update_id` of a spot-style chunk: no row has one
 
 
 class ChainBreaks:
@@ -41,39 +43,44 @@ class ChainBreaks:
         self._carry = ChainCarry()
 
     def add(self, frame: pl.DataFrame) -> None:
-        prev = frame["prev_update_id"]
-        if prev.null_count() == len(prev):  # spot-style throughout (no id of the previous message)
-            prev_values, prev_valid = np.full(len(prev), -1, np.int64), np.zeros(len(prev), np.bool_)
-        else:
-            prev_values, prev_valid = prev.fill_null(-1).to_numpy(), prev.is_not_null().to_numpy()
-        messages = message_breaks(
-            frame["line_no"].to_numpy(),
-            frame["sequence_number"].to_numpy(),
-            frame["first_update_id"].to_numpy(),
-            prev_values,
-            prev_valid,
-            self._carry,
-        )
-        self._carry = messages.carry
-        if not messages.broken.any():
-            return
-        heads = frame.select(CHAIN_COLUMNS).filter(pl.Series(messages.head))
-        first, previous = heads["first_update_id"].to_numpy(), messages.previous
-        missing = pl.Series(np.maximum(first - previous - 1, 0))
-        self._found.append(
-            heads.with_columns(
-                pl.lit(CHAIN_BREAK).alias("kind"),
-                pl.Series("previous_sequence_number", previous),
-                pl.when(pl.Series(messages.futures)).then(None).otherwise(missing).alias("missing_sequence_numbers"),
+        # Chunk by chunk (a batch glued by `message_aligned` is in several), as to_numpy copies a
+        # column of several chunks whole: 0.17 s over the bench day's capture deltas, against 0.26 s.
+        start = 0
+        for line, u, first, prev in column_chunks(
+            frame, ["line_no", "sequence_number", "first_update_id", "prev_update_id"]
+        ):
+            if prev.null_count() == len(prev):  # spot-style throughout (no id of the previous message)
+                prev_values, prev_valid = _NONE, _NONE.astype(np.bool_)
+            else:
+                prev_values, prev_valid = prev.fill_null(-1).to_numpy(), prev.is_not_null().to_numpy()
+            messages = message_breaks(
+                line.to_numpy(), u.to_numpy(), first.to_numpy(), prev_values, prev_valid, self._carry
             )
-            .filter(pl.Series(messages.broken))
-            .select(list(EVENT_SCHEMA))
-            .cast(EVENT_SCHEMA)
-        )
+            self._carry = messages.carry
+            if messages.broken.any():
+                self._found.append(_events(frame.slice(start, len(line)), messages))
+            start += len(line)
 
     def frame(self) -> pl.DataFrame:
         """The breaks found so far (`day_stats.EVENT_SCHEMA`), in file order."""
         return pl.concat(self._found) if self._found else pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def _events(rows: pl.DataFrame, messages: MessageBreaks) -> pl.DataFrame:
+    """The break events (`day_stats.EVENT_SCHEMA`) of the messages of `rows`."""
+    heads = rows.select(CHAIN_COLUMNS).filter(pl.Series(messages.head))
+    first, previous = heads["first_update_id"].to_numpy(), messages.previous
+    missing = pl.Series(np.maximum(first - previous - 1, 0))
+    return (
+        heads.with_columns(
+            pl.lit(CHAIN_BREAK).alias("kind"),
+            pl.Series("previous_sequence_number", previous),
+            pl.when(pl.Series(messages.futures)).then(None).otherwise(missing).alias("missing_sequence_numbers"),
+        )
+        .filter(pl.Series(messages.broken))
+        .select(list(EVENT_SCHEMA))
+        .cast(EVENT_SCHEMA)
+    )
 
 
 def chain_breaks(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:

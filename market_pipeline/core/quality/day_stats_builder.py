@@ -9,6 +9,7 @@ import's statistics are missing or stale. The duplicate rows it drops: `duplicat
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -125,12 +126,14 @@ class DayStatsBuilder:
         self._decimals: int | None = None
         self._seen_prices = SeenValues()
         self._skew_pass = SkewPass(self.start)
+        self._has_sequence = False  # the rows measured have a sequence_number column
         self._outside: list[pl.DataFrame] = []
         self._events: list[pl.DataFrame] = []
         self._chain = ChainBreaks()
         columns = PRECISION_COLUMNS.get(table, {})
         self._precision = {c: [0, 0] for c in columns}
         self._samples: dict[str, pl.DataFrame] = {}
+        self._samples_lock = threading.Lock()
         self.duplicates = DuplicateRows(table, repeated_trade_ids, dropping, self._sample)
 
     # ------------------------------------------------------------------ rejected rows
@@ -144,15 +147,30 @@ class DayStatsBuilder:
     # ------------------------------------------------------------------ good rows
 
     def add(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """The rows of `batch` to write, measured: `keep` then `measure`."""
+        return self.measure(*self.keep(batch))
+
+    def keep(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """The rows of `batch` to write (exact duplicates dropped) and the day's row number of the
+        first; `measure` then adds them to the statistics.
+
+        The two may run on two threads, `keep` a batch ahead, each called in file order: they share
+        only `counts` (each key written by one of them) and `_samples` (each kind added by one of
+        them, under a lock)."""
+        offset = self.rows
         if batch.is_empty():
-            return batch
+            return batch, offset
         if self.table in MESSAGE_TABLES:
             self._check_message_aligned(batch)
-        batch = self.duplicates.drop(batch, self.rows)
+        batch = self.duplicates.drop(batch, offset)
+        self.rows += batch.height
+        return batch, offset
+
+    def measure(self, batch: pl.DataFrame, offset: int) -> pl.DataFrame:
+        """Adds the kept rows of a batch (`keep`), whose first is the day's row `offset`, to the
+        statistics; returns them."""
         if batch.is_empty():
             return batch
-        offset = self.rows
-        self.rows += batch.height
         read = [c for c in (*TIME_COLUMNS, *PRECISION_COLUMNS.get(self.table, {})) if c in batch.columns]
         chunks = _numpy_chunks(batch, read)
         self._times(batch, chunks)
@@ -167,27 +185,22 @@ class DayStatsBuilder:
         self._precision_batch(batch, chunks, offset)
         return batch
 
-    def _sample(self, kind: str, frame: pl.DataFrame, *, worst_by: str | None = None) -> None:
-        """Keep SAMPLE_ROWS rows of a kind: the first ones, or the largest |worst_by|."""
+    def _sample(self, kind: str, frame: pl.DataFrame) -> None:
+        """Keep the first SAMPLE_ROWS rows of a kind."""
         if frame.is_empty():
             return
-        extra = {
-            name: pl.lit(None, dtype)
-            for name, dtype in SAMPLE_SCHEMA.items()
-            if name not in frame.columns and name != "kind"
-        }
-        frame = frame.with_columns(pl.lit(kind).alias("kind"), **extra).select(list(SAMPLE_SCHEMA)).cast(SAMPLE_SCHEMA)
-        kept = self._samples.get(kind)
-        if worst_by is None:
+        with self._samples_lock:
+            kept = self._samples.get(kind)
             if kept is not None and kept.height >= SAMPLE_ROWS:
                 return
-            merged = frame if kept is None else pl.concat([kept, frame])
-            self._samples[kind] = merged.head(SAMPLE_ROWS)
-        else:
-            merged = frame if kept is None else pl.concat([kept, frame])
-            self._samples[kind] = merged.sort(pl.col(worst_by).abs(), descending=True, maintain_order=True).head(
-                SAMPLE_ROWS
-            )
+            extra = {
+                name: pl.lit(None, dtype)
+                for name, dtype in SAMPLE_SCHEMA.items()
+                if name not in frame.columns and name != "kind"
+            }
+            frame = frame.with_columns(pl.lit(kind).alias("kind"), **extra).select(list(SAMPLE_SCHEMA))
+            frame = frame.cast(SAMPLE_SCHEMA)
+            self._samples[kind] = (frame if kept is None else pl.concat([kept, frame])).head(SAMPLE_ROWS)
 
     def _times(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]]) -> None:
         end = self.start + NS_PER_DAY
@@ -233,19 +246,31 @@ class DayStatsBuilder:
         self._last_key = (int(batch["received_time"][-1]), int(batch["sequence_number"][-1]))
 
     def _skew(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]], offset: int) -> None:
-        keyed = self.table in MESSAGE_TABLES
-        worst = self._skew_pass.add(
+        self._has_sequence = "sequence_number" in batch.columns
+        self._skew_pass.add(
             [c["received_time"] for c in chunks],
             [c["origin_time"] for c in chunks],
-            [c["sequence_number"] for c in chunks] if keyed else None,
+            [c["sequence_number"] for c in chunks] if self._has_sequence else None,
+            self.table in MESSAGE_TABLES,
             True,  # a batch starts a message (`_check_message_aligned`)
+            offset,
         )
-        if not len(worst):  # no message starts in the batch
+
+    def _worst_skews(self) -> None:
+        """The SKEW samples: the day's messages of the largest |skew|, largest first."""
+        worst = self._skew_pass.worst()
+        if not len(worst.rows):
             return
-        keep = ["received_time", "origin_time"] + (["sequence_number"] if "sequence_number" in batch.columns else [])
-        frame = batch.select(keep)[worst].with_columns(pl.Series("row", worst + offset, pl.Int64))
-        frame = frame.with_columns((pl.col("received_time") - pl.col("origin_time")).alias("skew_ns"))
-        self._sample(SKEW, frame, worst_by="skew_ns")
+        frame = pl.DataFrame(
+            {
+                "received_time": worst.received_time,
+                "origin_time": worst.origin_time,
+                **({"sequence_number": worst.sequence_number} if self._has_sequence else {}),
+                "row": worst.rows,
+                "skew_ns": worst.received_time - worst.origin_time,
+            }
+        )
+        self._sample(SKEW, frame)
 
     def _gaps(self, batch: pl.DataFrame, chunks: list[dict[str, np.ndarray]]) -> None:
         """Sequence jumps (contiguous numbering) and out-of-order messages of the batch (`sequence.gap_rows`)."""
@@ -348,6 +373,7 @@ class DayStatsBuilder:
     # ------------------------------------------------------------------ result
 
     def finish(self, data_bytes: int) -> DayStats:
+        self._worst_skews()
         skews = self._skew_pass
         hourly = skews.hourly(HOURLY_SCHEMA)
         histogram = skews.histogram_frame(HISTOGRAM_SCHEMA)

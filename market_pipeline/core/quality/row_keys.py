@@ -183,31 +183,36 @@ def _level_keys(side, side_nulls, price, price_nulls, price_is_float, keys):
 
 
 @njit(cache=True, nogil=True)
-def _sorted_repeats(keys, start, end, repeat):
+def _sorted_repeats(keys, start, end, repeat, message_of):
     """Flag the rows of `keys[start:end]` (a long message) whose key another of them has."""
     order = np.argsort(keys[start:end]) + start
     for k in range(1, end - start):
         if keys[order[k]] == keys[order[k - 1]]:
             repeat[order[k]] = repeat[order[k - 1]] = True
+            message_of[order[k]] = message_of[order[k - 1]] = start
 
 
 @njit(cache=True, nogil=True)
-def _level_candidates(received, sequence, keys, offset, start, message_received, message_sequence, adjacent, repeat):
+def _level_candidates(
+    received, sequence, keys, offset, start, message_received, message_sequence, adjacent, repeat, message_of
+):
     """Flag, for the rows of one chunk (rows `offset`... of `keys`, `adjacent` and `repeat`), whether
     the row before is of its message (a run of rows sharing received and sequence) and of its level
-    key (`adjacent`), and whether another row of its message is (`repeat`). Each row is compared
-    with the `_PAIRWISE_ROWS` rows before it in its message; a longer message's keys are sorted
-    when it ends. `start`, `message_received`, `message_sequence`: the message open when the chunk
-    starts (the first row's, for the first chunk); returned for the next chunk."""
+    key (`adjacent`), and whether another row of its message is (`repeat`); a flagged row's
+    `message_of` is its message's first row. Each row is compared with the `_PAIRWISE_ROWS` rows
+    before it in its message; a longer message's keys are sorted when it ends. `start`,
+    `message_received`, `message_sequence`: the message open when the chunk starts (the first
+    row's, for the first chunk); returned for the next chunk."""
     for k in range(received.shape[0]):
         i = offset + k
         if received[k] != message_received or sequence[k] != message_sequence:
             if i - start > _PAIRWISE_ROWS:
-                _sorted_repeats(keys, start, i, repeat)
+                _sorted_repeats(keys, start, i, repeat, message_of)
             start, message_received, message_sequence = i, received[k], sequence[k]
         for j in range(max(start, i - _PAIRWISE_ROWS), i):
             if keys[j] == keys[i]:
                 repeat[i] = repeat[j] = True
+                message_of[i] = message_of[j] = start
                 adjacent[i] |= j == i - 1
     return start, message_received, message_sequence
 
@@ -227,6 +232,7 @@ def message_repeats(
     n = frame.height
     keys = np.empty(n, dtype=np.uint64)
     adjacent, candidate = np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
+    message_of = np.empty(n, dtype=np.int64)  # set for candidates only: pages of others stay untouched
     levels = [name for name in (side, price) if name in frame.columns]
     offset = start = 0  # the open message's first row, and its key:
     message_received = message_sequence = None
@@ -241,11 +247,11 @@ def message_repeats(
         if message_received is None:
             message_received, message_sequence = received[0], sequence[0]
         start, message_received, message_sequence = _level_candidates(
-            received, sequence, keys, offset, start, message_received, message_sequence, adjacent, candidate
+            received, sequence, keys, offset, start, message_received, message_sequence, adjacent, candidate, message_of
         )
         offset += len(received)
     if n - start > _PAIRWISE_ROWS:
-        _sorted_repeats(keys, start, n, candidate)
+        _sorted_repeats(keys, start, n, candidate, message_of)
     same = np.zeros(n, dtype=np.bool_)
     rows = np.flatnonzero(adjacent)
     if len(rows):
@@ -253,11 +259,7 @@ def message_repeats(
     repeated = np.zeros(n, dtype=np.bool_)
     rows = np.flatnonzero(candidate)
     if len(rows):
-        new_message = pl.any_horizontal(
-            pl.col(c).ne_missing(pl.col(c).shift(1)) for c in ("received_time", "sequence_number")
-        )
-        message_number = frame.select(new_message.fill_null(True).cum_sum()).to_series().to_numpy()[rows]
-        keyed = frame[rows].with_columns(pl.Series("_message", message_number))
+        keyed = frame[rows].with_columns(pl.Series("_message", message_of[rows]))
         first = keyed.select(pl.struct("_message", *frame.columns).is_first_distinct()).to_series().to_numpy()
         repeated[rows] = ~first
     return same, repeated

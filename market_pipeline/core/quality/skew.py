@@ -33,6 +33,7 @@ from market_pipeline.core.lake.derived import read_derived, write_derived
 from market_pipeline.core.lake.paths import stats_partition_dir
 from market_pipeline.core.quality.day_stats import SKEW, SKEW_QUANTILES_FILE, DayStats
 from market_pipeline.core.quality.lake_day import WORST_ROWS, DayFiles, measured_frames
+from market_pipeline.core.quality.skew_pass import MANTISSAS, SHIFTS, skew_bucket
 from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.core.telemetry.memory import release_free_memory
 
@@ -84,7 +85,8 @@ class SkewQuantiles:
             .agg(pl.col("count").sum())
             .with_columns(pl.lit(DAY_GROUP, pl.Int32).alias("hour"))
         )
-        bounds: dict[int, tuple[int, int]] = {}  # bucket_ns -> the skews it covers [low, high]
+        # The target buckets, as the histogram's kernel indexes them (`skew_pass.skew_bucket`).
+        self._wanted = np.zeros((2, SHIFTS, MANTISSAS), np.bool_)
         buckets = pl.concat([per_hour.cast({"hour": pl.Int32}), whole_day.select(per_hour.columns)]).sort(
             "hour", "bucket_ns"
         )
@@ -101,27 +103,23 @@ class SkewQuantiles:
                 key, width = int(keys[at]), int(widths[at])
                 self._targets.setdefault((int(group), key), []).append((rank, rank - start))
                 self._bucket_counts[(int(group), key)] = int(counts[at])
-                bounds[key] = (key, key + width - 1) if key >= 0 else (key - width + 1, key)
-        ordered = sorted(bounds.values())
-        self._lows = np.array([low for low, _ in ordered], np.int64)
-        self._highs = np.array([high for _, high in ordered], np.int64)
-        self._buckets = np.array(sorted(bounds), np.int64)  # bucket_ns in the order of _lows
+                shift = width.bit_length() - 1
+                self._wanted[int(key < 0), shift, abs(key) >> shift] = True
         self._found: list[pl.DataFrame] = []
 
     def collect(self, received: np.ndarray, origin: np.ndarray, starts: np.ndarray) -> None:
         """The pass: the receive and origin times of rows, `starts` marking the rows that start a
         message (only those count), in any batches."""
-        if not len(self._lows) or not len(received):
+        if not self._targets or not len(received):
             return
-        rows = _rows_in_buckets(received, origin, starts, self._lows, self._highs)
+        rows, buckets = _rows_in_buckets(received, origin, starts, self._wanted)
         if len(rows):
-            skew_ns = received[rows] - origin[rows]
             self._found.append(
                 pl.DataFrame(
                     {
                         "hour": np.clip((received[rows] - self._day_start) // NS_PER_HOUR, 0, HOURS - 1),
-                        "bucket_ns": self._buckets[np.searchsorted(self._lows, skew_ns, side="right") - 1],
-                        "skew_ns": skew_ns.astype(np.int64),
+                        "bucket_ns": buckets,
+                        "skew_ns": (received[rows] - origin[rows]).astype(np.int64),
                     }
                 )
             )
@@ -158,19 +156,22 @@ _FOUND_SCHEMA = {"hour": pl.Int64, "bucket_ns": pl.Int64, "skew_ns": pl.Int64}
 
 
 @njit(cache=True, nogil=True)
-def _rows_in_buckets(received, origin, starts, lows, highs):
-    """Positions of the message-starting rows whose skew (received - origin) lies in one of the
-    disjoint ranges [lows[j], highs[j]] (`lows` sorted): one loop, no temporaries of batch size."""
+def _rows_in_buckets(received, origin, starts, wanted):
+    """(positions, signed bucket starts) of the message-starting rows whose skew (received - origin)
+    falls in a bucket `wanted` marks: one loop, no temporaries of batch size. The bucket is found
+    by the histogram's own rule, so a row is looked for where the histogram counted it (0.14 s over
+    the bench day's 34 M rows, against 0.17 s for a binary search over the buckets' skew ranges)."""
     found = np.empty(received.shape[0], np.int64)
+    buckets = np.empty(received.shape[0], np.int64)
     n = 0
     for i in range(received.shape[0]):
         if starts[i]:
-            skew = received[i] - origin[i]
-            j = np.searchsorted(lows, skew, side="right") - 1
-            if j >= 0 and skew <= highs[j]:
+            sign, shift, mantissa = skew_bucket(received[i] - origin[i])
+            if wanted[sign, shift, mantissa]:
                 found[n] = i
+                buckets[n] = -(mantissa << shift) if sign else mantissa << shift
                 n += 1
-    return found[:n]
+    return found[:n], buckets[:n]
 
 
 def message_starts(path: Path) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:

@@ -31,6 +31,7 @@ from market_pipeline.core.lake.paths import PARTITION_FILE, raw_partition_dir, s
 from market_pipeline.core.lake.schemas import TABLE_SCHEMAS
 from market_pipeline.core.quality.day_stats_builder import DayStatsBuilder
 from market_pipeline.core.quality.duplicate_rows import repeated_hashes, trade_id_hashes
+from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.core.security.audit import audit_read, audit_scope
 from market_pipeline.defs.common.resources import PipelineSettings
 from market_pipeline.vendors.base import VendorSource
@@ -204,7 +205,11 @@ def _import_partition(
                     yield good
 
         frames = message_aligned(good_frames()) if table in MESSAGE_TABLES else good_frames()
-        return builder, bad_parts, (builder.add(frame) for frame in frames)
+        # Duplicates are dropped on a helper thread a batch ahead of the statistics: on the bench
+        # day's Tardis deltas (0.4 s of dropping, 0.7 s of statistics) the pass took 1.4-1.5 s so,
+        # against 1.8 s with both on this thread.
+        kept = read_ahead((builder.keep(frame) for frame in frames), "import-keep")
+        return builder, bad_parts, (builder.measure(frame, offset) for frame, offset in kept)
 
     target = raw_partition_dir(lake_dir, table, ex, sym, day) / PARTITION_FILE
     schema = vendors[0].expected if vendors else TABLE_SCHEMAS[table]
