@@ -706,6 +706,28 @@ def test_skew_pass_equals_polars(seed: int):
         assert worst.sequence_number.tolist() == (best["sequence_number"].to_list() if keyed else [0] * TOP)
 
 
+@pytest.mark.parametrize("rooms", [(10, 10), (3, 0), (0, 2), (0, 0)])
+def test_grid_tally_counts_and_locates_what_grid_flags_flags(rooms: tuple[int, int]):
+    """The statistics' grid test counted in one pass per chunk (`grid_tally`) gives `grid_flags`'
+    counts and its first flagged rows of each kind, up to the room left, across chunk cuts."""
+    from market_pipeline.core.quality.precision import grid_flags, grid_tally
+
+    rng = np.random.default_rng(5)
+    step = Decimal("0.01")
+    values = rng.integers(1, 10**7, 5_000) / 100  # on the grid, each the nearest float
+    noisy = rng.choice(5_000, 40, replace=False)
+    values[noisy[:25]] += 1e-9  # on the grid, not the nearest float: precision loss
+    values[noisy[25:]] += 0.003  # off the grid
+    values[7] = np.nan
+    off_grid, loss = grid_flags(values, step)
+    assert (off_grid.sum(), loss.sum()) == (15, 25)
+    for cuts in ([], [1, 2, 2_500], list(range(100, 5_000, 100))):
+        tally = grid_tally(np.split(values, cuts), step, *rooms)
+        assert (tally.off_grid, tally.precision_loss) == (15, 25)
+        assert tally.off_grid_rows.tolist() == np.flatnonzero(off_grid)[: rooms[0]].tolist()
+        assert tally.precision_loss_rows.tolist() == np.flatnonzero(loss)[: rooms[1]].tolist()
+
+
 def test_seen_values_return_each_new_value_once():
     """The day's price set (a numba hash table that grows) hands back the values polars finds
     new against every earlier batch: nulls skipped, runs, -0.0, NaN, thousands of values."""

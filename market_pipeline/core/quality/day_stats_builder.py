@@ -39,7 +39,7 @@ from market_pipeline.core.quality.day_stats import (
     DayStats,
 )
 from market_pipeline.core.quality.duplicate_rows import DUPLICATE_RULES, DuplicateRows, repeated_hashes, trade_id_hashes
-from market_pipeline.core.quality.precision import SeenValues, grid_flags, max_decimals
+from market_pipeline.core.quality.precision import SeenValues, grid_tally, max_decimals
 from market_pipeline.core.quality.sequence import JUMP, OUT_OF_ORDER, gap_messages, gap_rows
 from market_pipeline.core.quality.skew_pass import SkewPass
 from market_pipeline.core.update_chain import has_chain
@@ -184,6 +184,11 @@ class DayStatsBuilder:
             self._trade_order(batch, offset)
         self._precision_batch(batch, chunks, offset)
         return batch
+
+    def _sampled(self, kind: str) -> int:
+        """Rows of a kind kept so far."""
+        kept = self._samples.get(kind)
+        return 0 if kept is None else kept.height
 
     def _sample(self, kind: str, frame: pl.DataFrame) -> None:
         """Keep the first SAMPLE_ROWS rows of a kind."""
@@ -348,17 +353,14 @@ class DayStatsBuilder:
         keep = [c for c in ("received_time", "sequence_number", "trade_id") if c in batch.columns]
         for column, grid in columns.items():
             step = self.tick_size if grid == "price" else self.lot_size
-            per_chunk = [grid_flags(chunk[column], step) for chunk in chunks]
-            off_grid, loss = (np.concatenate([f[i] for f in per_chunk]) for i in (0, 1))
+            room = [SAMPLE_ROWS - self._sampled(kind) for kind in (OFF_GRID, PRECISION_LOSS)]
+            tally = grid_tally([chunk[column] for chunk in chunks], step, *room)
             counts = self._precision[column]
-            n_off, n_loss = int(off_grid.sum()), int(loss.sum())
-            counts[0] += n_off
-            counts[1] += n_loss
-            for kind, flags, n in ((OFF_GRID, off_grid, n_off), (PRECISION_LOSS, loss, n_loss)):
-                kept = self._samples.get(kind)
-                if not n or (kept is not None and kept.height >= SAMPLE_ROWS):
+            counts[0] += tally.off_grid
+            counts[1] += tally.precision_loss
+            for kind, bad in ((OFF_GRID, tally.off_grid_rows), (PRECISION_LOSS, tally.precision_loss_rows)):
+                if not len(bad):
                     continue
-                bad = np.flatnonzero(flags)[:SAMPLE_ROWS]
                 values = batch[column].gather(bad).to_numpy()
                 self._sample(
                     kind,
