@@ -10,6 +10,7 @@ from decimal import Decimal
 import duckdb
 import numpy as np
 import polars as pl
+import pytest
 
 from market_pipeline.core.quality.microstructure import compute_microstructure
 
@@ -19,7 +20,9 @@ HOUR = 3_600 * 1_000_000_000
 LEVELS = 3
 
 
-def _files(tmp_path):
+def _files(tmp_path, delta_row_group_rows: int | None = None):
+    """(books, deltas, trades) files of the day; the deltas in row groups of `delta_row_group_rows`
+    (None: one), which the rank pass reads one at a time."""
     rng = np.random.default_rng(11)
     # Snapshots every ~7 minutes from 00:20, mid wandering around 1000 ticks (tick 0.01).
     snap_times = np.sort(START + 20 * 60 * 10**9 + rng.integers(0, 24 * HOUR - 21 * 60 * 10**9, 200))
@@ -52,7 +55,7 @@ def _files(tmp_path):
             "side_is_bid": rng.integers(0, 2, n).astype(bool),
             "price": prices,
         }
-    ).write_parquet(tmp_path / "deltas.parquet")
+    ).write_parquet(tmp_path / "deltas.parquet", row_group_size=delta_row_group_rows)
     pl.DataFrame({"received_time": times[::10]}).write_parquet(tmp_path / "trades.parquet")
     return tmp_path / "books.parquet", tmp_path / "deltas.parquet", tmp_path / "trades.parquet"
 
@@ -77,8 +80,13 @@ def _whole_day_ranks(books, deltas) -> list[int]:
     return counts
 
 
-def test_hourly_as_of_joins_equal_the_whole_day_join(tmp_path):
-    books, deltas, trades = _files(tmp_path)
+# Row groups of 1,500 rows: hours begin and end inside groups, some hours span several.
+ROW_GROUPS = pytest.mark.parametrize("delta_row_group_rows", [None, 1_500])
+
+
+@ROW_GROUPS
+def test_hourly_as_of_joins_equal_the_whole_day_join(tmp_path, delta_row_group_rows):
+    books, deltas, trades = _files(tmp_path, delta_row_group_rows)
     result = compute_microstructure(books, deltas, trades, Decimal("0.01"), Decimal("0.1"), DAY, tmp_path / "spill")
     expected = _whole_day_ranks(books, deltas)
     assert result.rank_counts == expected
@@ -87,7 +95,8 @@ def test_hourly_as_of_joins_equal_the_whole_day_join(tmp_path):
     assert all(n > 0 for n in expected)
 
 
-def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_path):
+@ROW_GROUPS
+def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_path, delta_row_group_rows):
     """Each hour's messages are its count(DISTINCT sequence_number) as SQL counts it: numbers in
     order (counted in one pass), going back (hashed), and null (no number)."""
     from market_pipeline.core.quality.update_ranks import delta_pass
@@ -102,7 +111,7 @@ def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_p
         .then(None)
         .otherwise(pl.col("sequence_number"))
     )
-    frame.with_columns(sequence.alias("sequence_number")).write_parquet(deltas)
+    frame.with_columns(sequence.alias("sequence_number")).write_parquet(deltas, row_group_size=delta_row_group_rows)
     expected = duckdb.sql(
         f"""SELECT least(greatest((received_time - {START}) // {HOUR}, 0), 23) AS hour,
         count(DISTINCT sequence_number) AS book_messages, count(*) AS book_delta_rows
@@ -112,7 +121,8 @@ def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_p
     assert hourly.sort("hour").to_dicts() == expected.to_dicts()
 
 
-def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path):
+@ROW_GROUPS
+def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path, delta_row_group_rows):
     """The clock-skew sample drawn in the rank pass: `(received_time - origin_time) / 1e9` (as the
     SQL it replaced computed it) of the rows at evenly spaced positions, counting rows hour by hour
     in file order; every row when the day has fewer rows than the sample."""
@@ -127,7 +137,7 @@ def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path):
             "origin_time"
         )
     )
-    frame.write_parquet(deltas)
+    frame.write_parquet(deltas, row_group_size=delta_row_group_rows)
     in_pass_order = frame.with_row_index("row").sort(
         ((pl.col("received_time") - START) // HOUR).clip(0, 23), "row", maintain_order=True
     )
