@@ -34,6 +34,22 @@ def _settings(monkeypatch: pytest.MonkeyPatch, **env: str):
     return load_settings()
 
 
+# Every fault the day statistics measure, on a synthetic day at 2% of the realistic size.
+DAY_FAULTS = {
+    "DROPPED_MESSAGES": "2",
+    "OUT_OF_ORDER_ROWS": "1",
+    "CLOCK_SKEW_EPISODES": "2",
+    "OFF_GRID_PRICES": "2",
+    "FLOAT_NOISE_PRICES": "2",
+    "DUPLICATED_ROWS": "3",
+}
+
+
+def _faulted_day(monkeypatch: pytest.MonkeyPatch):
+    faults = {f"PIPELINE_SYNTHETIC__FAULTS__{name}": value for name, value in DAY_FAULTS.items()}
+    return _settings(monkeypatch, PIPELINE_SYNTHETIC__SCALE="0.02", **faults)
+
+
 def _import(settings, table: str, day: dt.date = DAY):
     from market_pipeline.defs.common.importer import import_partition
     from market_pipeline.vendors.registry import build_source
@@ -357,16 +373,7 @@ def test_stats_figures_agree_with_whole_day_readers(tmp_path: Path, data_dir: Pa
     from market_pipeline.defs.common.checks import day_files
     from market_pipeline_tests.support import whole_day_reference as m
 
-    settings = _settings(
-        monkeypatch,
-        PIPELINE_SYNTHETIC__SCALE="0.02",
-        PIPELINE_SYNTHETIC__FAULTS__DROPPED_MESSAGES="2",
-        PIPELINE_SYNTHETIC__FAULTS__OUT_OF_ORDER_ROWS="1",
-        PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES="2",
-        PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="2",
-        PIPELINE_SYNTHETIC__FAULTS__FLOAT_NOISE_PRICES="2",
-        PIPELINE_SYNTHETIC__FAULTS__DUPLICATED_ROWS="3",
-    )
+    settings = _faulted_day(monkeypatch)
     _import(settings, "book")
     imported = _import(settings, "book_delta_v2")
     files = day_files(settings, settings.universe[0], DAY)
@@ -398,15 +405,7 @@ def test_day_statistics_do_not_depend_on_the_batches(data_dir: Path, monkeypatch
     those of its default batches, file for file."""
     from market_pipeline.core.lake import ingest
 
-    settings = _settings(
-        monkeypatch,
-        PIPELINE_SYNTHETIC__SCALE="0.02",
-        PIPELINE_SYNTHETIC__FAULTS__DROPPED_MESSAGES="2",
-        PIPELINE_SYNTHETIC__FAULTS__CLOCK_SKEW_EPISODES="2",
-        PIPELINE_SYNTHETIC__FAULTS__OFF_GRID_PRICES="2",
-        PIPELINE_SYNTHETIC__FAULTS__FLOAT_NOISE_PRICES="2",
-        PIPELINE_SYNTHETIC__FAULTS__DUPLICATED_ROWS="3",
-    )
+    settings = _faulted_day(monkeypatch)
     whole = _import(settings, "book_delta_v2")
     assert whole.rows > 20 * 997
     expected = (_stats_tree(data_dir), _summaries(data_dir))
