@@ -100,6 +100,13 @@ def _row_group_spans(reader: pq.ParquetFile) -> list[tuple[int | None, int | Non
     return spans
 
 
+def _meets(span: tuple[int | None, int | None], low: int | None, high: int | None) -> bool:
+    """Whether a row group's footer range of received_time meets [low, high) (None: unbounded);
+    a group without a recorded range meets every window."""
+    first, last = span
+    return first is None or ((high is None or first < high) and (low is None or last >= low))
+
+
 class Ladders(NamedTuple):
     """Snapshot rows as the rank kernel takes them: received_time, and the bid and ask prices in
     ticks (absent levels as _NO_BID / _NO_ASK), one C-ordered (rows, levels) array a side."""
@@ -136,11 +143,7 @@ def _hour_snapshots(
     groups whose footer range meets the window are read, through pyarrow (which decodes decimals
     several times faster than polars)."""
     prices = [f"{side}_{i}_price" for side in ("bid", "ask") for i in range(levels)]
-    groups = [  # the row groups whose footer range meets the window (all when a range is not recorded)
-        g
-        for g, (first, last) in enumerate(spans)
-        if first is None or ((high is None or first < high) and (low is None or last >= low))
-    ]
+    groups = [g for g, span in enumerate(spans) if _meets(span, low, high)]
     table = reader.read_row_groups(groups, columns=["received_time", "trigger", *prices])
     keep = pc.equal(table["trigger"], "snapshot")
     if low is not None:
@@ -183,13 +186,6 @@ def sample_positions(rows: int, size: int) -> np.ndarray:
     if rows <= size:
         return np.arange(rows, dtype=np.int64)
     return np.arange(size, dtype=np.int64) * rows // size
-
-
-def _meets(span: tuple[int | None, int | None], low: int | None, high: int | None) -> bool:
-    """Whether a row group's footer range of received_time meets [low, high) (None: unbounded);
-    a group without a recorded range meets every window."""
-    first, last = span
-    return first is None or ((high is None or first < high) and (low is None or last >= low))
 
 
 class _DeltaGroups:
