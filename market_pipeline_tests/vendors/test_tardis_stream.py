@@ -7,6 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import shutil
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from market_pipeline.vendors.tardis.csv_format import (
     line_reader,
     snapshot_columns,
 )
-from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHeadsWriter
+from market_pipeline.vendors.tardis.message_heads import HeadsAbandoned, MessageHeads, MessageHeadsWriter
 from market_pipeline.vendors.tardis.source import TardisRejected, TardisSource
 from market_pipeline_tests.support.tardis_files import REAL, SPOT, needs_real
 
@@ -278,6 +281,63 @@ def test_snapshots_in_any_order_get_the_whole_file_sequence_numbers(tmp_path):
     got = messages.sequence(snap_local, snap_stamp, base)
     assert np.array_equal(got, reference_sequence(reference, snap_local, snap_stamp, base))
     assert got[-3] == got[-2] == base and got[-1] == base + local.size  # before the first message; after the last
+
+
+def _on_a_thread(function, *args) -> Future:
+    """`function(*args)` on a daemon thread: a call that never returns fails its test's wait
+    instead of hanging the run."""
+    done: Future = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(function(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+def test_snapshots_read_beside_the_l2_file_wait_for_the_messages_they_need(tmp_path):
+    """The source sequences a batch of snapshots while the L2 messages are still being appended
+    (`MessageHeadsWriter.following`, on another thread): the batch waits until a message's running
+    maximum is past its latest receive time, and so gets the whole file's numbers, ties included;
+    a batch reaching the last message waits for the file to finish."""
+    rng = np.random.default_rng(11)
+    local = np.cumsum(rng.integers(0, 3, 6_000)) + 1_000
+    stamp = local - rng.integers(0, 4, local.size)
+    base = day_sequence_base(DAY)
+    reference = (np.maximum.accumulate(local), stamp, base + 1 + np.arange(local.size))
+    early_local = rng.permutation(local[:3_000])[:800]  # messages 0-2,999, asked for when 100 are written
+    late_local = np.concatenate([rng.permutation(local)[:800], [local.max()]])
+    early_stamp = early_local - rng.integers(-2, 4, early_local.size)
+    late_stamp = late_local - rng.integers(-2, 4, late_local.size)
+    writer = MessageHeadsWriter(tmp_path)
+    writer.append(local[:100], stamp[:100])
+    early = _on_a_thread(writer.following().sequence, early_local, early_stamp, base)
+    late = _on_a_thread(writer.following().sequence, late_local, late_stamp, base)
+    time.sleep(0.05)  # both batches asked for before their messages are written
+    for part in np.array_split(np.arange(100, local.size), 20):
+        writer.append(local[part], stamp[part])
+    got_early = early.result(timeout=30)  # without the file finished
+    assert not late.done()
+    writer.finish()
+    got_late = late.result(timeout=30)
+    assert np.array_equal(got_early, reference_sequence(reference, early_local, early_stamp, base))
+    assert np.array_equal(got_late, reference_sequence(reference, late_local, late_stamp, base))
+
+
+def test_a_snapshot_batch_waiting_on_a_rejected_l2_file_stops(tmp_path):
+    """The L2 file rejected (its writer closed without finishing): a batch that waits for messages
+    not written raises instead of waiting forever; one whose messages were all written is still
+    sequenced (the source drops the book either way)."""
+    writer = MessageHeadsWriter(tmp_path)
+    writer.append(np.array([10, 20]), np.array([9, 19]))
+    waiting = _on_a_thread(writer.following().sequence, np.array([15, 25]), np.array([15, 25]), 0)
+    writer.close()
+    with pytest.raises(HeadsAbandoned, match="receive time 25"):
+        waiting.result(timeout=30)
+    assert writer.following().sequence(np.array([15]), np.array([15]), 0).tolist() == [1]
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from market_pipeline.core.read_ahead import read_ahead
 from market_pipeline.vendors.tardis.csv_stream import CsvBatch, TardisFormatError, iter_csv_batches
 from market_pipeline.vendors.tardis.l2_text import l2_lines
 from market_pipeline.vendors.tardis.line_blocks import LineBlocks
-from market_pipeline.vendors.tardis.message_heads import MessageHeads, MessageHeadsWriter
+from market_pipeline.vendors.tardis.message_heads import FollowingHeads, MessageHeads, MessageHeadsWriter
 from market_pipeline.vendors.tardis.snapshot_text import snapshot_lines
 
 # Lake table -> the Tardis data type it is read from.
@@ -259,7 +259,7 @@ def _checked_rows(
 def iter_book_snapshot_25(
     path: Path,
     day: dt.date,
-    messages: MessageHeads,
+    messages: MessageHeads | FollowingHeads,
     exchange: str | None = None,
     symbol: str | None = None,
 ) -> Iterator[pl.DataFrame]:

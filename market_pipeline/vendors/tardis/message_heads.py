@@ -8,11 +8,16 @@ message i (from 0) has sequence number `day_sequence_base(day) + i + 1`, so it i
 Each batch of snapshots maps the files and searches them (`snapshot_sequence`): memory is the
 pages a batch touches (a batch of snapshots in time order touches the span of messages it
 covers; one out of order, a binary search's pages), unmapped after the batch.
+
+The snapshots need not wait for the whole L2 file: `MessageHeadsWriter.following` sequences a
+batch as soon as the messages written reach past its latest receive time (the running maximum
+then rules out every later message), so the two files are read side by side.
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,8 +50,13 @@ class MessageHeads:
         return snapshot_sequence(msg_local, msg_time, local_timestamp, timestamp, base)
 
 
+class HeadsAbandoned(Exception):
+    """The L2 file stopped before the messages a batch of snapshots needs (it was rejected)."""
+
+
 class MessageHeadsWriter:
-    """Appends messages (in file order) to the scratch files; `finish` gives what was written."""
+    """Appends messages (in file order) to the scratch files; `finish` gives what was written, and
+    `following` sequences snapshots while messages are still being appended (on another thread)."""
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -54,25 +64,69 @@ class MessageHeadsWriter:
         self.running_max = np.iinfo(np.int64).min
         self._local: BinaryIO = open(directory / _LOCAL, "wb")  # closed in close()
         self._time: BinaryIO = open(directory / _TIME, "wb")
+        # count and running_max as far as the files hold them; closed: no more will come.
+        self._written = threading.Condition()
+        self._finished = self._closed = False
 
     def append(self, local_timestamp: np.ndarray, timestamp: np.ndarray) -> None:
         """Messages' local_timestamp (raw: the running maximum is taken here, across calls) and timestamp."""
         if not len(local_timestamp):
             return
         running = np.maximum(np.maximum.accumulate(local_timestamp.astype(np.int64)), self.running_max)
-        self.running_max = int(running[-1])
         running.tofile(self._local)
         timestamp.astype(np.int64).tofile(self._time)
-        self.count += len(local_timestamp)
+        self._local.flush()
+        self._time.flush()
+        with self._written:
+            self.running_max = int(running[-1])
+            self.count += len(local_timestamp)
+            self._written.notify_all()
 
     def close(self) -> None:
+        """No more messages; a `following` reader still waiting for some gets HeadsAbandoned unless
+        `finish` closed the files."""
         self._local.close()
         self._time.close()
+        with self._written:
+            self._closed = True
+            self._written.notify_all()
 
     def finish(self) -> MessageHeads:
         """The messages written (the files closed: nothing more can be appended)."""
+        with self._written:
+            self._finished = True
         self.close()
         return MessageHeads(self.directory, self.count)
+
+    def following(self) -> FollowingHeads:
+        """The messages as they are written, for snapshots read beside the L2 file."""
+        return FollowingHeads(self)
+
+    def written_past(self, local_timestamp: int) -> int:
+        """The count of messages written once every message received at or before `local_timestamp`
+        is (a message's running maximum above it, or the file finished). Raises HeadsAbandoned if the
+        writer is closed without finishing first."""
+        with self._written:
+            while not self._finished and self.running_max <= local_timestamp:
+                if self._closed:
+                    raise HeadsAbandoned(f"the L2 messages stopped before receive time {local_timestamp}")
+                self._written.wait()
+            return self.count
+
+
+@dataclass(frozen=True)
+class FollowingHeads:
+    """`MessageHeads` of a writer still appending: a batch waits for the messages it needs."""
+
+    writer: MessageHeadsWriter
+
+    def sequence(self, local_timestamp: np.ndarray, timestamp: np.ndarray, base: int) -> np.ndarray:
+        """`snapshot_sequence` of these snapshots against the messages, once those they need are
+        written: the same numbers as against the whole file, since no later message's running
+        maximum can be at or before a snapshot's receive time."""
+        latest = int(local_timestamp.max()) if len(local_timestamp) else np.iinfo(np.int64).min
+        count = self.writer.written_past(latest)
+        return MessageHeads(self.writer.directory, count).sequence(local_timestamp, timestamp, base)
 
 
 @contextmanager

@@ -21,10 +21,12 @@ files are still served; the tables it feeds raise ``TardisRejected`` naming it (
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -214,23 +216,42 @@ class TardisSource(LakeShapedBooks):
                 return False
             return True
 
-        with message_heads_writer(scratch) as messages:
-            l2 = attempt(
-                "book_delta_v2",
-                L2,
-                lambda p: iter_incremental_book_l2(p, day, messages, exchange_id, symbol),
-                DELTA_CACHE_SCHEMA,
-            )
-            if l2:  # the book needs the L2 messages' sequence numbers
-                heads = messages.finish()
-                if files[SNAPSHOTS] is None:
-                    tables["book"] = write_cache_table([], BOOK_SCHEMA, self._table_path("book", instrument, day))
-                attempt(
-                    "book",
-                    SNAPSHOTS,
-                    lambda p: iter_book_snapshot_25(p, day, heads, exchange_id, symbol),
-                    pl.Schema(BOOK_SCHEMA),
+        book_path = self._table_path("book", instrument, day)
+        with (
+            message_heads_writer(scratch) as messages,
+            ThreadPoolExecutor(1, thread_name_prefix="tardis-book") as beside,
+        ):
+            # The book needs the L2 messages' sequence numbers. Its snapshots are read on a thread
+            # beside the L2 file, each batch waiting for the messages it needs (`following`): the
+            # bench day's three tables took 6.7-6.8 s so against 7.7-7.8 s one after the other.
+            book: Future[int] | None = None
+            snapshots = files[SNAPSHOTS]
+            if files[L2] is not None and snapshots is not None:
+                batches = iter_book_snapshot_25(snapshots, day, messages.following(), exchange_id, symbol)
+                run = contextvars.copy_context().run
+                book = beside.submit(run, write_cache_table, batches, pl.Schema(BOOK_SCHEMA), book_path)
+            l2 = False
+            try:
+                l2 = attempt(
+                    "book_delta_v2",
+                    L2,
+                    lambda p: iter_incremental_book_l2(p, day, messages, exchange_id, symbol),
+                    DELTA_CACHE_SCHEMA,
                 )
+            finally:
+                if l2:
+                    messages.finish()
+                else:  # closed without finishing: a snapshot batch still waiting stops
+                    messages.close()
+                book_error = book.exception() if book is not None else None
+            if not l2:  # without its sequence numbers, nothing of the book is kept
+                book_path.unlink(missing_ok=True)
+            elif book is None:
+                tables["book"] = write_cache_table([], BOOK_SCHEMA, book_path)
+            elif isinstance(book_error, TardisFormatError):
+                rejected.append(self._quarantine(snapshots, SNAPSHOTS, book_error, instrument, day))
+            else:
+                tables["book"] = book.result()  # raises what else went wrong
         attempt("trades", TRADES, lambda p: iter_trades(p, exchange_id, symbol), pl.Schema(TRADES_SCHEMA))
         return {
             "version": CACHE_VERSION,
