@@ -71,6 +71,45 @@ def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_as
         counts[min(rank, levels)] += 1
 
 
+@njit(cache=True, nogil=True)
+def count_changes(values, changes, last, started):
+    """`changes` plus the values that differ from the one before them (the first from `last`
+    when `started`), with the new last value and started, and whether the values never went down
+    (from `last` on): (changes, last, started, ascending). Over ascending numbers, the changes
+    are the distinct numbers."""
+    ascending = True
+    for v in values:
+        if not started or v != last:
+            changes += 1
+            if started and v < last:
+                ascending = False
+        last, started = v, True
+    return changes, last, started, ascending
+
+
+class _HourMessages:
+    """count(DISTINCT sequence_number) of an hour's rows (as SQL: NULL is no number), part by part,
+    counted as changes while the numbers never go down (a lake's deltas in file order): 0.02 s
+    over the bench day against 0.22 s for polars' unique per part and n_unique of their union.
+    When they do go down somewhere, `count` takes polars' n_unique over the hour, read again."""
+
+    def __init__(self) -> None:
+        self.changes, self.last, self.started, self.ascending = 0, 0, False, True
+
+    def add(self, sequence_number: pl.Series) -> None:
+        if self.ascending:
+            values = sequence_number.drop_nulls().to_numpy()
+            self.changes, self.last, self.started, self.ascending = count_changes(
+                values, self.changes, self.last, self.started
+            )
+
+    def count(self, deltas: Path, inside: pl.Expr) -> int:
+        if self.ascending:
+            return self.changes
+        hour = pl.scan_parquet(deltas).filter(inside).select(pl.col("sequence_number").drop_nulls().n_unique())
+        return int(hour.collect(engine="streaming").item())
+
+
 def _ticks(column: str | pl.Expr, tick: float) -> pl.Expr:
     """Price -> int64 ticks, rounding half away from zero (prices are positive)."""
     value = pl.col(column) if isinstance(column, str) else column
@@ -208,11 +247,7 @@ class _DeltaGroups:
         """The rows of window `window` (low <= received_time < high, None: unbounded) in file
         order, a row group's at a time, with the price in ticks (`p`, 0 for none)."""
         low, high = self.windows[window]
-        inside = pl.lit(True)
-        if low is not None:
-            inside = inside & (pl.col("received_time") >= low)
-        if high is not None:
-            inside = inside & (pl.col("received_time") < high)
+        inside = self.inside(window)
         for group in self._plan[window]:
             if self._current is None or self._current[0] != group:
                 self._current = None  # freed before the next group is taken
@@ -220,6 +255,16 @@ class _DeltaGroups:
             first, last = self.spans[group]
             whole = first is not None and (low is None or first >= low) and (high is None or last < high)
             yield self._current[1] if whole else self._current[1].filter(inside)
+
+    def inside(self, window: int) -> pl.Expr:
+        """Whether a row's received_time is in window `window`."""
+        low, high = self.windows[window]
+        inside = pl.lit(True)
+        if low is not None:
+            inside = inside & (pl.col("received_time") >= low)
+        if high is not None:
+            inside = inside & (pl.col("received_time") < high)
+        return inside
 
     def close(self) -> None:
         self._frames.close()
@@ -265,10 +310,9 @@ def delta_pass(
             snaps = hour_snaps.after(carried)
             if snaps.times.size:  # else no snapshot yet: every row of the hour is unranked
                 carried = snaps.last()
-            sequences, rows = [], 0
+            messages, rows = _HourMessages(), 0
             for part in groups.rows(hour):
-                # Like SQL's count(DISTINCT sequence_number): NULL is no number.
-                sequences.append(part["sequence_number"].drop_nulls().unique())
+                messages.add(part["sequence_number"])
                 received = part["received_time"].to_numpy()
                 ahead = positions[np.searchsorted(positions, passed) :]
                 chosen = ahead[: np.searchsorted(ahead, passed + len(received))]
@@ -288,7 +332,7 @@ def delta_pass(
                         snaps.asks,
                         counts,
                     )
-            per_hour.append((hour, pl.concat(sequences).n_unique() if sequences else 0, rows))
+            per_hour.append((hour, messages.count(deltas, groups.inside(hour)), rows))
     hourly = pl.DataFrame(
         per_hour, schema={"hour": pl.Int64, "book_messages": pl.Int64, "book_delta_rows": pl.Int64}, orient="row"
     )
