@@ -513,6 +513,25 @@ def test_rebuild_reads_the_optional_is_snapshot_column(tmp_path):
     )
 
 
+@pytest.mark.parametrize("message_rows", [0, 1, 63, 64, 65, 191, 192, 1_000, 4_999, 5_000])
+def test_a_message_ends_where_its_time_or_number_first_changes(message_rows):
+    """`message_end` looks in doubling windows: the same answer as a comparison of the whole batch,
+    at and around the windows' edges (64, 192 rows), for a batch all of one message, and when only
+    the time or only the number changes."""
+    from market_pipeline.core.book.input_batches import message_end
+
+    rows = 5_000
+    for changed in ("recv", "seq", "both"):
+        recv, seq = np.full(rows, 7, np.int64), np.full(rows, 3, np.int64)
+        if changed in ("recv", "both"):
+            recv[message_rows:] = 8
+        if changed in ("seq", "both"):
+            seq[message_rows:] = 4
+        recv[message_rows + 7 :] = 7  # the message's values again later: not part of it
+        seq[message_rows + 7 :] = 3
+        assert message_end({"recv": recv, "seq": seq}, 7, 3) == min(message_rows, rows)
+
+
 def test_books_do_not_depend_on_the_batch_sizes(tmp_path, monkeypatch):
     """Messages cut by the delta batches' ends (a cut message's rows are joined to the next batch
     without copying the rest of it), longer than a batch, vendor snapshots read a few at a

@@ -184,9 +184,18 @@ def concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.n
 
 
 def message_end(d: dict[str, np.ndarray], recv: int, seq: int) -> int:
-    """How many leading rows of `d` belong to the message (`recv`, `seq`)."""
-    other = (d["recv"] != recv) | (d["seq"] != seq)
-    return int(np.argmax(other)) if other.any() else len(other)
+    """How many leading rows of `d` belong to the message (`recv`, `seq`).
+
+    Looked for in windows that double from 64 rows: a message is a few rows, and comparing the
+    whole batch (500,000 rows, 68 times over the bench day) cost the kernel's thread ~0.1 s."""
+    rows, start, size = len(d["recv"]), 0, 64
+    while start < rows:
+        stop = min(rows, start + size)
+        other = (d["recv"][start:stop] != recv) | (d["seq"][start:stop] != seq)
+        if other.any():
+            return start + int(np.argmax(other))
+        start, size = stop, 2 * size
+    return rows
 
 
 def tail(a: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
