@@ -4,12 +4,14 @@ snapshots with absent levels or out of time order and deltas whose time goes bac
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from decimal import Decimal
 
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from market_pipeline.core.quality.microstructure import compute_microstructure
@@ -96,9 +98,13 @@ def test_hourly_as_of_joins_equal_the_whole_day_join(tmp_path, delta_row_group_r
 
 
 @ROW_GROUPS
-def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_path, delta_row_group_rows):
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_path, delta_row_group_rows, encrypted):
     """Each hour's messages are its count(DISTINCT sequence_number) as SQL counts it: numbers in
-    order (counted in one pass), going back (hashed), and null (no number)."""
+    order (counted as changes by a kernel), going back (the hour read again and hashed), and null
+    (no number); in an encrypted lake too (the hour read again through `parquet_io`)."""
+    from market_pipeline.core import context
+    from market_pipeline.core.lake import parquet_io
     from market_pipeline.core.quality.update_ranks import delta_pass
 
     books, deltas, _ = _files(tmp_path)
@@ -117,7 +123,12 @@ def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_p
         count(DISTINCT sequence_number) AS book_messages, count(*) AS book_delta_rows
         FROM read_parquet('{deltas}') GROUP BY ALL ORDER BY hour"""
     ).pl()
-    hourly = delta_pass(books, deltas, Decimal("0.01"), LEVELS, START, 10).hourly
+    lake = context.CoreContext(master_key=base64.b64encode(bytes(range(32))).decode(), lake_encrypted=encrypted)
+    with context.using(lake):
+        if encrypted:
+            for path in (books, deltas):
+                parquet_io.write_table(pq.read_table(path), path, row_group_size=delta_row_group_rows)
+        hourly = delta_pass(books, deltas, Decimal("0.01"), LEVELS, START, 10).hourly
     assert hourly.sort("hour").to_dicts() == expected.to_dicts()
 
 

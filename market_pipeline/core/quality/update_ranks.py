@@ -106,7 +106,7 @@ class _HourMessages:
     def count(self, deltas: Path, inside: pl.Expr) -> int:
         if self.ascending:
             return self.changes
-        hour = pl.scan_parquet(deltas).filter(inside).select(pl.col("sequence_number").drop_nulls().n_unique())
+        hour = parquet_io.scan(deltas).filter(inside).select(pl.col("sequence_number").drop_nulls().n_unique())
         return int(hour.collect(engine="streaming").item())
 
 
