@@ -478,6 +478,19 @@ def test_partition_writer_streams_batches_in_the_raw_encoding(tmp_path: Path):
     assert "RLE_DICTIONARY" not in chunks["size"].encodings and chunks["size"].compression in {"LZ4", "LZ4_RAW"}
 
 
+def test_a_batch_over_a_million_rows_is_one_row_group(tmp_path: Path):
+    """pyarrow cuts a table at 1,048,576 rows unless told: a batch just over that must not leave a
+    row group of a few rows behind it."""
+    frame = vendor_frame("book_delta_v2", DAY, 1_000)
+    big = pl.concat([frame] * 1_049)  # 1,049,000 rows
+    final = tmp_path / "data.parquet"
+    with PartitionWriter(final, BOOK_DELTA_SCHEMA) as writer:
+        writer.write(big)
+        writer.write(frame)
+    meta = pq.ParquetFile(final).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1_049_000, 1_000]
+
+
 def test_partition_writer_error_on_the_writer_thread_keeps_the_old_file(tmp_path: Path):
     final = tmp_path / "data.parquet"
     write_parquet_atomic(vendor_frame("book_delta_v2", DAY, 5), final)
