@@ -373,6 +373,31 @@ def _assert_rejected(tardis_dir: Path, tmp_path: Path, bad: Path, message: str) 
     assert not any((tmp_path / "cache" / ".scratch").iterdir())  # the messages' scratch files are gone
 
 
+def test_an_unexpected_error_in_the_l2_file_stops_the_snapshots_beside_it(synthetic_tardis, tmp_path, monkeypatch):
+    """Not a format problem (a disk error, say) a few batches into the L2 file: the error is raised,
+    the snapshots read beside it stop instead of waiting for messages that will not come, and
+    nothing of the day is cached, its scratch files removed."""
+    from market_pipeline.vendors.tardis import source as tardis_source
+
+    instrument, _ = synthetic_tardis["days"][SPOT.key]
+    monkeypatch.setattr(csv_stream, "BLOCK_BYTES", SMALL_BLOCK)
+    monkeypatch.setattr(line_blocks, "BLOCK_BYTES", ARROW_ONLY)  # Arrow's reader: many small batches
+    whole = tardis_source.iter_incremental_book_l2
+
+    def failing(*args, **kwargs):
+        for i, batch in enumerate(whole(*args, **kwargs)):
+            if i == 3:
+                raise OSError("the disk went away")
+            yield batch
+
+    monkeypatch.setattr(tardis_source, "iter_incremental_book_l2", failing)
+    source = TardisSource(synthetic_tardis["dir"], tmp_path / "cache", tmp_path / "lake", DEFAULT_EXCHANGES, {})
+    with pytest.raises(OSError, match="the disk went away"):
+        source.day_manifest(instrument, DAY)
+    assert not [p for p in (tmp_path / "cache" / "tables").rglob("*") if p.is_file()]
+    assert not any((tmp_path / "cache" / ".scratch").iterdir())
+
+
 def _with_line(number: int, text: str):
     def damage(lines: list[str]) -> str:
         lines[number - 1] = text

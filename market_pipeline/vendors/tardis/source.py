@@ -244,13 +244,13 @@ class TardisSource(LakeShapedBooks):
                 else:  # closed without finishing: a snapshot batch still waiting stops
                     messages.close()
                 book_error = book.exception() if book is not None else None
-            if not l2:  # without its sequence numbers, nothing of the book is kept
-                book_path.unlink(missing_ok=True)
-            elif book is None:
+                if not l2:  # rejected or failed: without its sequence numbers, nothing of the book is kept
+                    book_path.unlink(missing_ok=True)
+            if l2 and book is None:
                 tables["book"] = write_cache_table([], BOOK_SCHEMA, book_path)
-            elif isinstance(book_error, TardisFormatError):
+            elif l2 and isinstance(book_error, TardisFormatError):
                 rejected.append(self._quarantine(snapshots, SNAPSHOTS, book_error, instrument, day))
-            else:
+            elif l2:
                 tables["book"] = book.result()  # raises what else went wrong
         attempt("trades", TRADES, lambda p: iter_trades(p, exchange_id, symbol), pl.Schema(TRADES_SCHEMA))
         return {
