@@ -246,11 +246,13 @@ class TardisSource(LakeShapedBooks):
                 book_error = book.exception() if book is not None else None
                 if not l2:  # rejected or failed: without its sequence numbers, nothing of the book is kept
                     book_path.unlink(missing_ok=True)
-            if l2 and book is None:
+            if not l2:
+                pass  # not covered: fetch names the L2 file's rejection or absence
+            elif book is None:  # no snapshots file: the replay runs unchecked
                 tables["book"] = write_cache_table([], BOOK_SCHEMA, book_path)
-            elif l2 and isinstance(book_error, TardisFormatError):
+            elif isinstance(book_error, TardisFormatError):
                 rejected.append(self._quarantine(snapshots, SNAPSHOTS, book_error, instrument, day))
-            elif l2:
+            else:
                 tables["book"] = book.result()  # raises what else went wrong
         attempt("trades", TRADES, lambda p: iter_trades(p, exchange_id, symbol), pl.Schema(TRADES_SCHEMA))
         return {
