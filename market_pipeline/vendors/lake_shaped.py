@@ -8,16 +8,20 @@ from dataclasses import dataclass
 
 from market_pipeline.core.book.fixed_point import Grid
 from market_pipeline.core.book.rebuild import RebuildResult, rebuild_day
+from market_pipeline.core.day_clock import day_start_ns
 from market_pipeline.core.instruments import Instrument, SequenceSemantics
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
     book_agreement_dir,
+    books_delta_pass_path,
     books_partition_dir,
     books_shape_path,
     checkpoint_path,
     raw_partition_dir,
 )
 from market_pipeline.core.quality.book_shape import ShapeFile
+from market_pipeline.core.quality.delta_pass_stream import DeltaPassStream
+from market_pipeline.core.quality.microstructure import SKEW_SAMPLE_ROWS
 from market_pipeline.core.security.audit import audit_read
 from market_pipeline.core.telemetry.telemetry import count
 from market_pipeline.vendors.base import BookDay, WrappedBookResult, book_day_metadata
@@ -107,6 +111,14 @@ def rebuild_lake_books(job: BookDay, semantics: SequenceSemantics) -> LakeBookRe
         interval_ms=job.interval_ms,
         shape=ShapeFile(books_shape_path(lake, ex, sym, day)),
         agreement_path=book_agreement_dir(lake, ex, sym, day) / PARTITION_FILE,
+        delta_pass=DeltaPassStream(
+            books_delta_pass_path(lake, ex, sym, day),
+            deltas,
+            instrument.tick_size,
+            job.depth,
+            day_start_ns(day),
+            SKEW_SAMPLE_ROWS,
+        ),
     )
     _record_telemetry(instrument.key, result)
     return LakeBookResult(result)

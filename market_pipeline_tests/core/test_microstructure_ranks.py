@@ -5,7 +5,6 @@ snapshots with absent levels or out of time order and deltas whose time goes bac
 from __future__ import annotations
 
 import base64
-import datetime as dt
 from decimal import Decimal
 
 import duckdb
@@ -15,51 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from market_pipeline.core.quality.microstructure import compute_microstructure
-
-DAY = dt.date(2024, 3, 1)
-START = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
-HOUR = 3_600 * 1_000_000_000
-LEVELS = 3
-
-
-def _files(tmp_path, delta_row_group_rows: int | None = None):
-    """(books, deltas, trades) files of the day; the deltas in row groups of `delta_row_group_rows`
-    (None: one), which the rank pass reads one at a time."""
-    rng = np.random.default_rng(11)
-    # Snapshots every ~7 minutes from 00:20, mid wandering around 1000 ticks (tick 0.01).
-    snap_times = np.sort(START + 20 * 60 * 10**9 + rng.integers(0, 24 * HOUR - 21 * 60 * 10**9, 200))
-    mids = 100_000 + np.cumsum(rng.integers(-3, 4, len(snap_times)))
-    books: dict[str, object] = {"received_time": snap_times, "trigger": ["snapshot"] * len(snap_times)}
-    for i in range(LEVELS):
-        books[f"bid_{i}_price"] = (mids - 1 - i) / 100
-        books[f"ask_{i}_price"] = (mids + 1 + i) / 100
-        books[f"bid_{i}_size"] = np.full(len(snap_times), 1.5)
-        books[f"ask_{i}_size"] = np.full(len(snap_times), 2.5)
-    # The deepest bid of every 5th snapshot and ask of every 7th are absent; two snapshots swapped.
-    every = pl.int_range(pl.len())
-    order = np.arange(len(snap_times))
-    order[[40, 41]] = order[[41, 40]]
-    pl.DataFrame(books).with_columns(
-        pl.when(every % 5 == 0).then(None).otherwise(pl.col(f"bid_{LEVELS - 1}_price")).name.keep(),
-        pl.when(every % 7 == 0).then(None).otherwise(pl.col(f"ask_{LEVELS - 1}_price")).name.keep(),
-    )[order].write_parquet(tmp_path / "books.parquet")
-    # Deltas over the whole day and a minute either side of it, some before any snapshot.
-    n = 20_000
-    times = np.sort(START - 60 * 10**9 + rng.integers(0, 24 * HOUR + 120 * 10**9, n))
-    times[:5] = START + np.arange(5)  # before the first snapshot: unranked
-    times[[9_000, 9_001, 15_000, 15_500]] = times[[9_001, 9_000, 15_500, 15_000]]  # time going back
-    prices = (100_000 + rng.integers(-8, 9, n)) / 100
-    pl.DataFrame(
-        {
-            "received_time": times,
-            "origin_time": times - 1_000_000,
-            "sequence_number": np.arange(n) // 3,
-            "side_is_bid": rng.integers(0, 2, n).astype(bool),
-            "price": prices,
-        }
-    ).write_parquet(tmp_path / "deltas.parquet", row_group_size=delta_row_group_rows)
-    pl.DataFrame({"received_time": times[::10]}).write_parquet(tmp_path / "trades.parquet")
-    return tmp_path / "books.parquet", tmp_path / "deltas.parquet", tmp_path / "trades.parquet"
+from market_pipeline_tests.support.rank_world import DAY, HOUR, LEVELS, START, rank_day
 
 
 def _whole_day_ranks(books, deltas) -> list[int]:
@@ -88,7 +43,7 @@ ROW_GROUPS = pytest.mark.parametrize("delta_row_group_rows", [None, 1_500])
 
 @ROW_GROUPS
 def test_hourly_as_of_joins_equal_the_whole_day_join(tmp_path, delta_row_group_rows):
-    books, deltas, trades = _files(tmp_path, delta_row_group_rows)
+    books, deltas, trades = rank_day(tmp_path, delta_row_group_rows)
     result = compute_microstructure(books, deltas, trades, Decimal("0.01"), Decimal("0.1"), DAY, tmp_path / "spill")
     expected = _whole_day_ranks(books, deltas)
     assert result.rank_counts == expected
@@ -107,7 +62,7 @@ def test_hourly_messages_are_distinct_sequence_numbers_in_and_out_of_order(tmp_p
     from market_pipeline.core.lake import parquet_io
     from market_pipeline.core.quality.update_ranks import delta_pass
 
-    books, deltas, _ = _files(tmp_path)
+    books, deltas, _ = rank_day(tmp_path)
     frame = pl.read_parquet(deltas)
     hour = (pl.col("received_time") - START) // HOUR
     sequence = (
@@ -140,7 +95,7 @@ def test_the_skew_sample_is_evenly_spaced_rows_of_the_pass_exactly(tmp_path, del
     from market_pipeline.core.quality.microstructure import SKEW_SAMPLE_ROWS
     from market_pipeline.core.quality.update_ranks import delta_pass, sample_positions
 
-    books, deltas, trades = _files(tmp_path)
+    books, deltas, trades = rank_day(tmp_path)
     rng = np.random.default_rng(5)
     frame = pl.read_parquet(deltas)
     frame = frame.with_columns(  # skews of both signs and every size up to ~3 s
@@ -174,7 +129,7 @@ def test_hours_without_snapshots_rank_against_the_last_one_before_them(tmp_path)
     snapshot of an earlier hour, carried from hour to hour, as in the whole-day join."""
     from market_pipeline.core.quality.update_ranks import delta_pass
 
-    books, deltas, _trades = _files(tmp_path)
+    books, deltas, _trades = rank_day(tmp_path)
     hour_of = (pl.col("received_time") - START) // HOUR
     pl.read_parquet(books).filter(~hour_of.is_between(3, 6) & (hour_of < 21)).write_parquet(books)
 

@@ -285,3 +285,69 @@ def test_shape_file_of_other_books_is_not_used(tmp_path):
     parquet_io.write_table(pa.table({"x": [1, 2, 3, 4]}), books)
     assert read_shape(shape_path, books) is None
     assert read_shape(tmp_path / "absent.parquet", books) is None
+
+
+@pytest.mark.parametrize("day", [CLEAN, FAULTED])
+def test_the_rebuild_stores_the_metrics_pass_over_its_deltas(world, tmp_path, day):
+    """The books stage hands the deltas it reads and the snapshot rows it writes to the metrics'
+    pass over the deltas (`delta_pass_stream`) and stores its figures beside the books: on the
+    clean day they are `update_ranks.delta_pass`'s, figure for figure, and the metrics take them
+    from there; the faulted day has a delta out of time order, so nothing is stored for it and the
+    metrics run the pass."""
+    from market_pipeline.core.day_clock import day_start_ns
+    from market_pipeline.core.lake.paths import books_delta_pass_path
+    from market_pipeline.core.quality.delta_pass_stream import read_delta_pass
+    from market_pipeline.core.quality.microstructure import SKEW_SAMPLE_ROWS, compute_microstructure
+    from market_pipeline.core.quality.update_ranks import delta_pass
+    from market_pipeline.defs.common.checks import day_files
+
+    settings = world["settings"]
+    instrument = next(i for i in settings.universe if i.key == INSTRUMENT)
+    files = day_files(settings, instrument, day)
+    tick, levels = instrument.tick_size, settings.book.depth
+    stored_path = books_delta_pass_path(settings.lake_dir, instrument.exchange, instrument.symbol, day)
+    stored = read_delta_pass(stored_path, files.books, files.deltas, tick, levels, day_start_ns(day), SKEW_SAMPLE_ROWS)
+    expected = delta_pass(files.books, files.deltas, tick, levels, day_start_ns(day), SKEW_SAMPLE_ROWS)
+    if day == CLEAN:
+        assert stored is not None
+        assert stored.rank_counts == expected.rank_counts and sum(expected.rank_counts) > 0
+        assert stored.hourly.equals(expected.hourly)
+        assert stored.skew_sample_seconds == expected.skew_sample_seconds
+    else:
+        assert stored is None and not stored_path.exists()
+    args = (files.books, files.deltas, files.trades, tick, instrument.lot_size, day, tmp_path)
+    from_stored = compute_microstructure(*args, delta_pass=stored_path)
+    from_pass = compute_microstructure(*args)
+    assert from_stored.rank_counts == from_pass.rank_counts == expected.rank_counts
+    assert from_stored.hourly.equals(from_pass.hourly)
+    assert from_stored.daily == from_pass.daily
+    assert from_stored.skew_sample_seconds == from_pass.skew_sample_seconds
+
+
+def test_an_error_in_the_metrics_pass_stops_the_rebuild(world, tmp_path):
+    """The delta pass runs on a thread of the rebuild's own: an error there is the rebuild's."""
+    from market_pipeline.core.book.fixed_point import Grid
+    from market_pipeline.core.book.rebuild import rebuild_day
+    from market_pipeline.defs.common.checks import day_files
+
+    class Broken:
+        def deltas(self, batch):
+            raise ValueError("broken delta pass")
+
+        end_of_deltas = snapshots = write = lambda self, *args: None
+
+    settings = world["settings"]
+    instrument = next(i for i in settings.universe if i.key == INSTRUMENT)
+    files = day_files(settings, instrument, CLEAN)
+    with pytest.raises(ValueError, match="broken delta pass"):
+        rebuild_day(
+            files.deltas,
+            files.snapshots,
+            tmp_path / "books.parquet",
+            None,
+            tmp_path / "checkpoint.npz",
+            Grid(instrument.tick_size, instrument.lot_size),
+            CLEAN,
+            contiguous=True,
+            delta_pass=Broken(),
+        )

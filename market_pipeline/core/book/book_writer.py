@@ -75,6 +75,25 @@ class SnapshotRowsSink(Protocol):
         """Store what was added, once the books file `books` is complete."""
 
 
+class DeltaPassSink(Protocol):
+    """Where a rebuild hands the deltas it reads and the snapshot rows it writes, for the metrics'
+    pass over the deltas (`quality/delta_pass_stream.DeltaPassStream`); the rebuild calls it on a
+    thread of its own, in order."""
+
+    def deltas(self, batch: dict[str, np.ndarray]) -> None:
+        """The next converted delta batch of the file (`input_batches.delta_batches`)."""
+
+    def end_of_deltas(self) -> None:
+        """Every delta batch has come."""
+
+    def snapshots(self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray) -> None:
+        """The next rows written at vendor snapshots: received_time and (levels, rows) copies of
+        their bid and ask ticks (an absent level -1)."""
+
+    def write(self, books: Path) -> None:
+        """Store what was handed, once the books file `books` is complete."""
+
+
 # Output buffer sets a BookWriter rotates through: the kernel fills one while the writer thread
 # builds and writes the others' batches. With two, the replay of the bench day waited 0.8 s in
 # all for the writer to finish the one batch in flight (it writes in bursts: some rounds emit many
@@ -92,16 +111,24 @@ class BookWriter:
     and written, so a batch must be written before its set comes back to the kernel
     (`BackgroundWriter.write_rows` waits for it).
     Reusing the sets (instead of fresh arrays per batch) spares the page faults of new memory.
-    Building a batch also hands its vendor-snapshot rows to `snapshot_rows`, if given.
+    Building a batch also hands its vendor-snapshot rows to `snapshot_rows` and `delta_pass`, if
+    given.
     """
 
     def __init__(
-        self, depth: int, grid: Grid, day_start: int, rows: int, snapshot_rows: SnapshotRowsSink | None = None
+        self,
+        depth: int,
+        grid: Grid,
+        day_start: int,
+        rows: int,
+        snapshot_rows: SnapshotRowsSink | None = None,
+        delta_pass: DeltaPassSink | None = None,
     ):
         self.depth = depth
         self.grid = grid
         self.day_start = day_start
         self.snapshot_rows = snapshot_rows
+        self.delta_pass = delta_pass
         self.capacity = rows
         self.schema = output_schema(depth, grid)
         self.multipliers = (unscaled_multiplier(grid.tick_size), unscaled_multiplier(grid.lot_size))
@@ -124,6 +151,9 @@ class BookWriter:
         levels = (b.bid_ticks.T, b.bid_lots.T, b.ask_ticks.T, b.ask_lots.T)
         if self.snapshot_rows is not None:
             self._hand_snapshot_rows(self.snapshot_rows, levels, b, n)
+        if self.delta_pass is not None:
+            rows = np.flatnonzero(b.trigger[:n] == lr.TRIGGER_SNAPSHOT)
+            self.delta_pass.snapshots(b.recv[rows], levels[0][: self.depth, rows], levels[2][: self.depth, rows])
         recv, orig, seq, synced, trigger = (x[:n] for x in (b.recv, b.orig, b.seq, b.synced, b.trigger))
         columns = [
             pa.array(orig),

@@ -111,12 +111,14 @@ def _convert_deltas(
     batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int, chain: _ChainBreaks | None
 ) -> dict[str, np.ndarray]:
     seq = _numpy_column(batch, "sequence_number", np.int64)
+    price = _numpy_column(batch, "price", np.float64)
     return {
         "recv": _numpy_column(batch, "received_time", np.int64),
         "orig": _numpy_column(batch, "origin_time", np.int64),
         "seq": seq,
         "is_bid": _numpy_column(batch, "side_is_bid", np.bool_),
-        "tick": precision.convert(_numpy_column(batch, "price", np.float64), grid.tick, "price", offset, seq),
+        "price": price,  # as read: a `DeltaPassSink` (the metrics' pass) rounds it its own way
+        "tick": precision.convert(price, grid.tick, "price", offset, seq),
         "lot": precision.convert(_numpy_column(batch, "size", np.float64), grid.lot, "size", offset, seq),
         "is_snapshot": (
             _numpy_column(batch, SNAPSHOT_FLAG_COLUMN, np.bool_)
@@ -161,6 +163,7 @@ def empty_deltas() -> dict[str, np.ndarray]:
         "orig": np.empty(0, np.int64),
         "seq": np.empty(0, np.int64),
         "is_bid": np.empty(0, np.bool_),
+        "price": np.empty(0, np.float64),
         "tick": np.empty(0, np.int64),
         "lot": np.empty(0, np.int64),
         "is_snapshot": np.empty(0, np.bool_),

@@ -9,7 +9,8 @@ of the day. The day starts from the previous day's checkpoint when it continues 
 
 Three helper threads overlap the stages (numba and Arrow release the GIL): one reads and
 converts delta batches, one snapshot batches, one encodes and writes output batches. Each
-holds at most one batch ahead, so memory stays bounded.
+holds at most one batch ahead, so memory stays bounded. A fourth, with a `DeltaPassSink`, hands it
+the delta batches and the rows written at vendor snapshots (the metrics' pass over the deltas).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import resource
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from market_pipeline.core.book.book_writer import (
     AgreementWriter,
     BackgroundWriter,
     BookWriter,
+    DeltaPassSink,
     SnapshotRowsSink,
     agreement_rows,
     books_writer_options,
@@ -110,12 +112,14 @@ def rebuild_day(
     interval_ms: int = 100,
     shape: SnapshotRowsSink | None = None,
     agreement_path: Path | None = None,
+    delta_pass: DeltaPassSink | None = None,
 ) -> RebuildResult:
     """Rebuild `day` from its raw deltas and vendor snapshots; write books and a checkpoint, hand
     `shape` the books' rows at vendor snapshots and then the books file (`book_shape.ShapeFile`
     stores their shape rows), and write at `agreement_path` one row per vendor snapshot: how the
     rebuilt book compared with it before the repair (streamed as the snapshots are checked, so it
-    is never held whole).
+    is never held whole). `delta_pass`, if given, gets the delta batches and the rows written at
+    vendor snapshots on a thread of its own, and then the books file.
 
     With an interval, sample rows run from the first grid time after midnight to midnight at
     the end of the day, also after the day's last message.
@@ -132,8 +136,6 @@ def rebuild_day(
     if start.last_sequence is not None:
         state[0]["last_seq"] = start.last_sequence
         state[0]["have_last"] = True
-    replay = _DayReplay(start.book, state, depth, timings)
-    out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape)
     present = deltas_file.schema_arrow.names
     delta_columns = DELTA_COLUMNS + [c for c in (SNAPSHOT_FLAG_COLUMN,) if c in present]
     delta_columns += list(CHAIN_FIELDS) if has_chain(present) else []  # a capture's: its breaks unsync the book
@@ -143,8 +145,11 @@ def rebuild_day(
     with ExitStack() as stack:
         pool = {
             name: stack.enter_context(ThreadPoolExecutor(1, f"book-{name}"))
-            for name in ("deltas", "snapshots", "write")
+            for name in ("deltas", "snapshots", "write", "delta-pass")
         }
+        passing = _OnItsThread(delta_pass, pool["delta-pass"], timings) if delta_pass is not None else None
+        replay = _DayReplay(start.book, state, depth, timings, passing)
+        out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape, passing)
         deltas = prefetched(
             delta_batches(deltas_file, grid, delta_precision, timings, delta_columns, DELTA_BATCH_ROWS),
             pool["deltas"],
@@ -158,6 +163,9 @@ def rebuild_day(
     if shape is not None:
         with timings("shape"):
             shape.write(output_path)
+    if passing is not None:
+        with timings("delta_pass_finish"):
+            passing.write(output_path)
     book = start.book
     with timings("checkpoint"):
         write_checkpoint(checkpoint_out, book.bid, book.ask, book.st, grid, state)
@@ -228,6 +236,36 @@ def _open_outputs(
     return background, agreement
 
 
+class _OnItsThread:
+    """A `DeltaPassSink` whose calls run in order on `pool`'s one thread, off the kernel's and the
+    writer's that make them; `write` waits for them and raises the first error."""
+
+    def __init__(self, sink: DeltaPassSink, pool: ThreadPoolExecutor, timings: StageTimings):
+        self.sink, self.pool, self.timings = sink, pool, timings
+        self.calls: list[Future[None]] = []  # appended from two threads: list.append is atomic
+
+    def deltas(self, batch: dict[str, np.ndarray]) -> None:
+        self._call(self.sink.deltas, batch)
+
+    def end_of_deltas(self) -> None:
+        self._call(self.sink.end_of_deltas)
+
+    def snapshots(self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray) -> None:
+        self._call(self.sink.snapshots, received, bid_ticks, ask_ticks)
+
+    def write(self, books: Path) -> None:
+        for call in self.calls:
+            call.result()
+        self.sink.write(books)
+
+    def _call(self, method, *args) -> None:
+        self.calls.append(self.pool.submit(self._timed, method, *args))
+
+    def _timed(self, method, *args) -> None:
+        with self.timings("delta_pass"):
+            method(*args)
+
+
 class _Round(NamedTuple):
     """What one kernel round consumed and wrote, and what it needs next."""
 
@@ -243,8 +281,11 @@ class _Round(NamedTuple):
 class _DayReplay:
     """The kernel's state over the day, and the input read but not consumed yet."""
 
-    def __init__(self, book: Book, state: np.ndarray, depth: int, timings: StageTimings):
+    def __init__(
+        self, book: Book, state: np.ndarray, depth: int, timings: StageTimings, delta_pass: DeltaPassSink | None
+    ):
         self.book, self.state, self.depth, self.timings = book, state, depth, timings
+        self.delta_pass = delta_pass  # handed each delta batch as it comes
         self.counters = lr.new_counters()
         self.hourly = lr.new_hourly()
         self.snap_depth = BOOK_LEVELS
@@ -269,7 +310,11 @@ class _DayReplay:
                 batch = next(deltas, None)
             if batch is None:
                 self.deltas_done = True
+                if self.delta_pass is not None:
+                    self.delta_pass.end_of_deltas()
             else:
+                if self.delta_pass is not None:
+                    self.delta_pass.deltas(batch)
                 self.batches += 1
                 self.rows_in += len(batch["recv"])
                 self._join(batch)

@@ -75,6 +75,13 @@ def books_shape_path(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -
     return stats_partition_dir(lake_dir, "books", exchange, symbol, day) / "shape.parquet"
 
 
+def books_delta_pass_path(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
+    """lake/stats/books/exchange=X/symbol=Y/dt=D/delta_pass.parquet: the metrics' pass over the day's
+    deltas (update ranks, hourly messages, skew sample), made by the rebuild beside the books
+    (core/quality/delta_pass_stream.py)."""
+    return stats_partition_dir(lake_dir, "books", exchange, symbol, day) / "delta_pass.parquet"
+
+
 def bars_partition_dir(lake_dir: Path, exchange: str, symbol: str, day: dt.date) -> Path:
     """lake/bars/exchange=X/symbol=Y/dt=D/: the OHLCV bars of one instrument-day, every interval."""
     return partition_dir(lake_dir, "bars", exchange, symbol, day)

@@ -38,6 +38,7 @@ from market_pipeline.core.book.fixed_point import grid_steps, unscaled_int64
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.quality import update_ranks
 from market_pipeline.core.quality.book_shape import DEPTH_BPS, SHAPE_SCHEMA, read_shape, shape_rows
+from market_pipeline.core.quality.delta_pass_stream import read_delta_pass
 from market_pipeline.core.telemetry.memory import release_free_memory
 
 # Level rank from the touch: 0 = at or inside the touch, r = r better levels on that side.
@@ -148,11 +149,15 @@ def compute_microstructure(
     day: dt.date,
     spill_dir: Path,
     shape: Path | None = None,
+    delta_pass: Path | None = None,
 ) -> Microstructure:
     """Spread, depth near mid, update frequency by rank and trade-to-book ratio of one instrument-day.
 
     `shape` is the shape file the rebuild stored beside the books (`book_shape.write_shape`); the
-    shape rows come from it when it matches `books`, else from the books themselves.
+    shape rows come from it when it matches `books`, else from the books themselves. Likewise
+    `delta_pass`, the pass over the deltas the rebuild stored (`delta_pass_stream`): the update
+    ranks, hourly messages and skew sample come from it when it matches `books` and `deltas`, else
+    from `update_ranks.delta_pass`.
     """
     for needed in (books, deltas, trades):
         if not needed.is_file():
@@ -161,7 +166,14 @@ def compute_microstructure(
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     # The rank pass first: it is the step's peak, and the memory pools have retained less before it.
     levels = _levels(books)
-    rank_counts, messages, skew = update_ranks.delta_pass(books, deltas, tick, levels, day_start, SKEW_SAMPLE_ROWS)
+    stored_pass = (
+        read_delta_pass(delta_pass, books, deltas, tick, levels, day_start, SKEW_SAMPLE_ROWS)
+        if delta_pass is not None
+        else None
+    )
+    rank_counts, messages, skew = stored_pass or update_ranks.delta_pass(
+        books, deltas, tick, levels, day_start, SKEW_SAMPLE_ROWS
+    )
     # No query here depends on row order.
     with parquet_io.scratch_duckdb(spill_dir, MEMORY_LIMIT, preserve_insertion_order=False) as con:
         stored = read_shape(shape, books) if shape is not None else None

@@ -35,23 +35,37 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.read_ahead import read_ahead
 
 _HOUR_NS = 3_600 * 1_000_000_000
-_NO_BID = np.iinfo(np.int64).min  # an absent level: better than no price
-_NO_ASK = np.iinfo(np.int64).max
+NO_LEVEL = -1  # an absent level's ticks in the snapshot ladders (as in the rebuild's buffers)
+_NEVER = np.iinfo(np.int64).min  # an absent level as the compares take it: never better
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _price_ticks(price, tick):
+    """A delta's price in ticks as the ranks compare it: rounded half away from zero (prices are
+    positive), as `floor(price / tick + 0.5)` in float64; 0 for NaN."""
+    steps = np.floor(price / tick + 0.5)
+    return np.int64(steps) if steps == steps else 0
 
 
 @njit(cache=True, nogil=True)
-def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_ask, counts):
-    """counts[rank] += 1 for every delta row with a snapshot before it (`snap_time` sorted).
+def add_ranks(delta_time, delta_is_bid, delta_price, tick, snap_time, snap_bid, snap_ask, counts):
+    """counts[rank] += 1 for every delta row with a snapshot before it (`snap_time` sorted; the
+    ladders `snap_bid`, `snap_ask` are (levels, snapshots) ticks, NO_LEVEL where absent).
 
     The rows come mostly in time order, so the snapshot before a row is found by stepping on
-    from the previous row's (a binary search when time goes back). The rank is counted over every
-    level of both sides and the row's side picked after, without a branch (an absent level never
-    counts): vector compares, where a loop that stopped at the first level not better, on the
-    row's side, mispredicted its exit and the side about once a row (1.9x slower on an hour of
-    the bench day).
+    from the previous row's (a binary search when time goes back), and its levels are copied out
+    once for the rows that rank against it. The rank is counted over every level of the row's
+    side, picked by index rather than by a branch (an absent level never counts): vector
+    compares, where a loop that stopped at the first level not better mispredicted its exit and
+    the side about once a row (1.9x slower on an hour of the bench day); counting both sides and
+    picking one after took 1.2x as long as this.
     """
-    levels = snap_bid.shape[1]
+    levels = snap_bid.shape[0]
+    # The snapshot's levels as "better than q" compares, one row a side: bids as they are, asks
+    # negated (an ask below p is a negated ask above -p), absent levels never better.
+    better = np.empty((2, levels), np.int64)
     k = -1
+    loaded = -1
     for i in range(delta_time.shape[0]):
         t = delta_time[i]
         if i > 0 and t >= delta_time[i - 1]:
@@ -61,14 +75,24 @@ def add_ranks(delta_time, delta_is_bid, delta_tick, snap_time, snap_bid, snap_as
             k = np.searchsorted(snap_time, t) - 1  # the last snapshot strictly before
         if k < 0:
             continue
-        p = delta_tick[i]
-        bid_rank = 0
-        ask_rank = 0
+        if k != loaded:
+            for level in range(levels):
+                better[0, level] = snap_bid[level, k] if snap_bid[level, k] != NO_LEVEL else _NEVER
+                better[1, level] = -snap_ask[level, k] if snap_ask[level, k] != NO_LEVEL else _NEVER
+            loaded = k
+        side = 0 if delta_is_bid[i] else 1
+        q = _price_ticks(delta_price[i], tick) * (1 - 2 * side)
+        rank = 0
         for level in range(levels):
-            bid_rank += snap_bid[k, level] > p
-            ask_rank += snap_ask[k, level] < p
-        rank = bid_rank if delta_is_bid[i] else ask_rank
+            rank += better[side, level] > q
         counts[min(rank, levels)] += 1
+
+
+@njit(cache=True, nogil=True)
+def _prices_ticks(prices, tick, out):
+    """`_price_ticks` of each price into `out`, NO_LEVEL where NaN (a null read as NaN)."""
+    for i in range(prices.shape[0]):
+        out[i] = _price_ticks(prices[i], tick) if prices[i] == prices[i] else NO_LEVEL
 
 
 @njit(cache=True, nogil=True)
@@ -110,23 +134,20 @@ class _HourMessages:
         return int(hour.collect(engine="streaming").item())
 
 
-def _ticks(column: str | pl.Expr, tick: float) -> pl.Expr:
-    """Price -> int64 ticks, rounding half away from zero (prices are positive)."""
-    value = pl.col(column) if isinstance(column, str) else column
-    return ((value.cast(pl.Float64) / tick) + 0.5).floor().cast(pl.Int64)
-
-
-def _ladder_ticks(column: pa.ChunkedArray, tick: Decimal, absent: int) -> np.ndarray:
-    """`_ticks` of one level's prices, `absent` where there is none. A decimal column on the tick
-    grid (the rebuilt books always are) is divided in integers, its unscaled values over the
-    tick's: the float expression gives the same integers there (its quotient is within a few ulps
-    of one, far from a half). Any other column takes the float expression itself."""
+def _ladder_ticks(column: pa.ChunkedArray, tick: Decimal) -> np.ndarray:
+    """One level's prices in ticks as a delta's are taken (`_price_ticks`), NO_LEVEL where there is
+    none. A decimal column on the tick grid (the rebuilt books always are) is divided in integers,
+    its unscaled values over the tick's: the float rule gives the same integers there (its
+    quotient is within a few ulps of one, far from a half). Any other column takes the float rule
+    on its values as polars reads them as floats."""
     array = column.combine_chunks()
     ticks = grid_steps(array, tick)
     if ticks is not None:
-        return np.where(np.asarray(array.is_valid()), ticks, absent) if array.null_count else ticks
-    values = pl.from_arrow(array).to_frame("price")  # type: ignore[union-attr]
-    return values.select(_ticks("price", float(tick)).fill_null(absent)).to_series().to_numpy()
+        return np.where(np.asarray(array.is_valid()), ticks, NO_LEVEL) if array.null_count else ticks
+    values = pl.from_arrow(array).cast(pl.Float64).to_numpy()  # type: ignore[union-attr]
+    out = np.empty(len(values), np.int64)
+    _prices_ticks(values, float(tick), out)
+    return out
 
 
 def _row_group_spans(reader: pq.ParquetFile) -> list[tuple[int | None, int | None]]:
@@ -148,7 +169,7 @@ def _meets(span: tuple[int | None, int | None], low: int | None, high: int | Non
 
 class Ladders(NamedTuple):
     """Snapshot rows as the rank kernel takes them: received_time, and the bid and ask prices in
-    ticks (absent levels as _NO_BID / _NO_ASK), one C-ordered (rows, levels) array a side."""
+    ticks (absent levels NO_LEVEL), one (levels, rows) array a side."""
 
     times: np.ndarray
     bids: np.ndarray
@@ -156,7 +177,7 @@ class Ladders(NamedTuple):
 
     def last(self) -> Ladders:
         """The last row, copied (a view would keep the whole hour's arrays alive)."""
-        return Ladders(*(column[-1:].copy() for column in self))
+        return Ladders(self.times[-1:].copy(), self.bids[:, -1:].copy(), self.asks[:, -1:].copy())
 
 
 class HourLadders(NamedTuple):
@@ -168,10 +189,10 @@ class HourLadders(NamedTuple):
 
     def after(self, carried: Ladders | None) -> Ladders:
         """The rows to rank the hour's deltas against: `carried` (if any), then the hour's."""
+        times, bids, asks = self.spare
         if carried is None:
-            return Ladders(*(column[1:] for column in self.spare))
-        for column, value in zip(self.spare, carried, strict=True):
-            column[0] = value[0]
+            return Ladders(times[1:], bids[:, 1:], asks[:, 1:])
+        times[0], bids[:, 0], asks[:, 0] = carried.times[0], carried.bids[:, 0], carried.asks[:, 0]
         return self.spare
 
 
@@ -193,12 +214,12 @@ def _hour_snapshots(
     times = table["received_time"].to_numpy().astype(np.int64, copy=False)
     order = np.argsort(times, kind="stable") if np.any(times[1:] < times[:-1]) else None
     rows = len(times) + 1
-    spare = Ladders(np.empty(rows, np.int64), np.empty((rows, levels), np.int64), np.empty((rows, levels), np.int64))
+    spare = Ladders(np.empty(rows, np.int64), np.empty((levels, rows), np.int64), np.empty((levels, rows), np.int64))
     spare.times[1:] = times if order is None else times[order]
-    for ladder, side, absent in ((spare.bids, "bid", _NO_BID), (spare.asks, "ask", _NO_ASK)):
+    for ladder, side in ((spare.bids, "bid"), (spare.asks, "ask")):
         for i in range(levels):
-            ticks = _ladder_ticks(table[f"{side}_{i}_price"], tick, absent)
-            ladder[1:, i] = ticks if order is None else ticks[order]
+            ticks = _ladder_ticks(table[f"{side}_{i}_price"], tick)
+            ladder[i, 1:] = ticks if order is None else ticks[order]
     return HourLadders(spare)
 
 
@@ -234,8 +255,8 @@ class _DeltaGroups:
 
     COLUMNS = ["received_time", "origin_time", "sequence_number", "side_is_bid", "price"]
 
-    def __init__(self, reader: pq.ParquetFile, tick: Decimal, windows: list[tuple[int | None, int | None]]):
-        self.reader, self.tick, self.windows = reader, tick, windows
+    def __init__(self, reader: pq.ParquetFile, windows: list[tuple[int | None, int | None]]):
+        self.reader, self.windows = reader, windows
         self.spans = _row_group_spans(reader)
         self._plan = [[g for g, span in enumerate(self.spans) if _meets(span, *w)] for w in windows]
         wanted = [g for groups in self._plan for g in groups]
@@ -245,7 +266,7 @@ class _DeltaGroups:
 
     def rows(self, window: int) -> Iterator[pl.DataFrame]:
         """The rows of window `window` (low <= received_time < high, None: unbounded) in file
-        order, a row group's at a time, with the price in ticks (`p`, 0 for none)."""
+        order, a row group's at a time."""
         low, high = self.windows[window]
         inside = self.inside(window)
         for group in self._plan[window]:
@@ -272,7 +293,7 @@ class _DeltaGroups:
     def _read(self, group: int) -> pl.DataFrame:
         frame = pl.from_arrow(self.reader.read_row_group(group, columns=self.COLUMNS))
         assert isinstance(frame, pl.DataFrame)
-        return frame.select(*self.COLUMNS[:-1], _ticks("price", float(self.tick)).fill_null(0).alias("p"))
+        return frame
 
 
 def delta_pass(
@@ -303,7 +324,7 @@ def delta_pass(
     with (
         closing(read_ahead(_snapshots_by_hour(books, windows, tick, levels), "rank-snapshots")) as hour_snapshots,
         parquet_io.open_file(deltas, pre_buffer=False) as reader,
-        closing(_DeltaGroups(reader, tick, windows)) as groups,
+        closing(_DeltaGroups(reader, windows)) as groups,
     ):
         carried: Ladders | None = None  # the last snapshot before the hour
         for hour, hour_snaps in enumerate(hour_snapshots):
@@ -326,7 +347,8 @@ def delta_pass(
                     add_ranks(
                         received,
                         part["side_is_bid"].to_numpy(),
-                        part["p"].to_numpy(),
+                        part["price"].to_numpy(),
+                        float(tick),
                         snaps.times,
                         snaps.bids,
                         snaps.asks,

@@ -18,6 +18,7 @@ import polars as pl
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
+    books_delta_pass_path,
     books_partition_dir,
     books_shape_path,
     checkpoint_path,
@@ -95,6 +96,7 @@ def _instrument_day(settings: PipelineSettings, instrument: Instrument, day: dt.
         day=day,
         spill_dir=settings.data_dir / "tmp" / "duckdb",
         shape=books_shape_path(lake, ex, sym, day),
+        delta_pass=books_delta_pass_path(lake, ex, sym, day),
     )
     for skew in micro.skew_sample_seconds:
         size, direction = telemetry.clock_skew_attributes(skew)
