@@ -13,10 +13,10 @@ writer lags the reader by that much), for a later snapshot row or the end of the
 
 That is the pass's answer only where the pass reads the same order: the deltas' received_time and
 the snapshot rows' never go back, and each hour's sequence numbers never go down (so counting
-their changes counts the distinct ones). Where one of these fails, or more than MAX_WAITING_ROWS
-deltas wait (a day whose snapshots stop), the stream gives up and stores nothing, and the metrics
-run the pass (`microstructure.compute_microstructure`), which answers for any order. Either way
-the figures are the pass's (`test_delta_pass_stream.py` holds them equal).
+their changes counts the distinct ones). Where one of these fails, or the rows waiting pass a
+bound (MAX_WAITING_ROWS, MAX_HELD_SNAPSHOT_ROWS), the stream gives up and stores nothing, and the
+metrics run the pass (`microstructure.compute_microstructure`), which answers for any order. Either
+way the figures are the pass's (`test_delta_pass_stream.py` holds them equal).
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from market_pipeline.core.quality.update_ranks import DeltaPass, add_ranks, coun
 _HOUR_NS = 3_600 * 1_000_000_000
 _HOURS = 24
 # Deltas waiting for a later snapshot row (~17 bytes a row) and snapshot rows held for deltas to
-# come (~330 bytes at 20 levels): the rebuild's writer lags its reader by a batch or two (500,000
-# deltas, ~12,000 snapshot rows of the bench day), so only a day whose snapshots stop, or whose
-# snapshots run on long past its deltas, holds more.
+# come (~330 bytes at 20 levels). The rebuild hands a delta batch before the snapshot rows it
+# writes after it, and its writer lags its reader by a batch or two (500,000 deltas, ~12,000
+# snapshot rows of the bench day): only a day whose snapshots stop (its deltas wait), or whose
+# deltas pause for hours between snapshots (the rows after the last delta are held), holds more.
 MAX_WAITING_ROWS = 4_000_000
 MAX_HELD_SNAPSHOT_ROWS = 200_000
 _TAG = b"books"  # the stored pass names the books file it was made with (`derived.py`)
