@@ -191,7 +191,9 @@ class HourLadders(NamedTuple):
         """The rows to rank the hour's deltas against: `carried` (if any), then the hour's."""
         times, bids, asks = self.spare
         if carried is None:
-            return Ladders(times[1:], bids[:, 1:], asks[:, 1:])
+            # Copied (the hours before the day's first snapshot, usually one): a view would not be
+            # C-contiguous, and numba would compile the kernel once more for it.
+            return Ladders(times[1:], np.ascontiguousarray(bids[:, 1:]), np.ascontiguousarray(asks[:, 1:]))
         times[0], bids[:, 0], asks[:, 0] = carried.times[0], carried.bids[:, 0], carried.asks[:, 0]
         return self.spare
 
