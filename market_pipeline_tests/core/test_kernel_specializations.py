@@ -42,3 +42,27 @@ def test_no_rows_has_no_room_and_a_one_level_writer_writes_one_level():
     assert batch.column("ask_0_size").to_pylist() == [Decimal("0.007")] * 2
     (sides,) = handed  # the book shape's view of the snapshot rows: one level, two rows
     assert [side.tolist() for side in sides[::2]] == [[[100, 100]], [[5, 5]], [[101, 101]], [[7, 7]]]
+
+
+def test_the_rank_kernel_gets_one_type_of_ladders_from_the_rebuild_and_the_pass():
+    """The snapshot ladders the rebuild hands the delta pass (`BookWriter`, a gather of its
+    column-major buffers) and those the metrics' pass reads (`update_ranks.HourLadders`, also
+    before the day's first snapshot) are C-ordered int64 matrices alike: numba compiles
+    `add_ranks` once for both."""
+    import numpy as np
+
+    from market_pipeline.core.quality.update_ranks import HourLadders, Ladders
+
+    handed = []
+    sink = SimpleNamespace(snapshots=lambda received, bids, asks: handed.append((received, bids, asks)))
+    writer = BookWriter(20, GRID, 0, 8, None, sink)
+    writer.buffers.trigger[:8] = [lr.TRIGGER_SNAPSHOT, lr.TRIGGER_INTERVAL] * 4
+    for levels in writer.buffers[5:]:
+        levels[:8] = 1
+    writer.detach(8)()
+    ((received, bids, asks),) = handed
+    assert bids.shape == asks.shape == (20, 4)
+    spare = Ladders(np.zeros(5, np.int64), np.zeros((20, 5), np.int64), np.zeros((20, 5), np.int64))
+    for ladders in (HourLadders(spare).after(None), HourLadders(spare).after(Ladders(*(c[..., :1] for c in spare)))):
+        assert numba.typeof(ladders.bids) == numba.typeof(bids) == numba.typeof(asks) == numba.typeof(ladders.asks)
+        assert numba.typeof(ladders.times) == numba.typeof(received)

@@ -153,7 +153,10 @@ class BookWriter:
             self._hand_snapshot_rows(self.snapshot_rows, levels, b, n)
         if self.delta_pass is not None:
             rows = np.flatnonzero(b.trigger[:n] == lr.TRIGGER_SNAPSHOT)
-            self.delta_pass.snapshots(b.recv[rows], levels[0][: self.depth, rows], levels[2][: self.depth, rows])
+            # `take` copies C-ordered (an index array after a slice gives F order): the rank
+            # kernel's one specialization, the metrics' pass's too.
+            bids, asks = (np.take(levels[side][: self.depth], rows, axis=1) for side in (0, 2))
+            self.delta_pass.snapshots(b.recv[rows], bids, asks)
         recv, orig, seq, synced, trigger = (x[:n] for x in (b.recv, b.orig, b.seq, b.synced, b.trigger))
         columns = [
             pa.array(orig),
