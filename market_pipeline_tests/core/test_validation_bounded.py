@@ -325,7 +325,8 @@ def test_the_rebuild_stores_the_metrics_pass_over_its_deltas(world, tmp_path, da
 
 
 def test_an_error_in_the_metrics_pass_stops_the_rebuild(world, tmp_path):
-    """The delta pass runs on a thread of the rebuild's own: an error there is the rebuild's."""
+    """The delta pass runs on a thread of the rebuild's own: an error there is the rebuild's, and
+    its books are not put in place."""
     from market_pipeline.core.book.fixed_point import Grid
     from market_pipeline.core.book.rebuild import rebuild_day
     from market_pipeline.defs.common.checks import day_files
@@ -351,3 +352,4 @@ def test_an_error_in_the_metrics_pass_stops_the_rebuild(world, tmp_path):
             contiguous=True,
             delta_pass=Broken(),
         )
+    assert not (tmp_path / "books.parquet").exists()

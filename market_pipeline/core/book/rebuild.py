@@ -160,6 +160,9 @@ def rebuild_day(
         )
         background, agreement = _open_outputs(stack, output_path, agreement_path, depth, grid, pool["write"], timings)
         _replay_batches(replay, deltas, snapshots, out, background, agreement, deltas_path)
+        if passing is not None:
+            background.wait()  # every batch built: every snapshot row handed to the pass
+            passing.wait()  # an error of the pass fails the rebuild before its books are in place
     if shape is not None:
         with timings("shape"):
             shape.write(output_path)
@@ -238,7 +241,7 @@ def _open_outputs(
 
 class _OnItsThread:
     """A `DeltaPassSink` whose calls run in order on `pool`'s one thread, off the kernel's and the
-    writer's that make them; `write` waits for them and raises the first error."""
+    writer's that make them; `wait` waits for them and raises the first error."""
 
     def __init__(self, sink: DeltaPassSink, pool: ThreadPoolExecutor, timings: StageTimings):
         self.sink, self.pool, self.timings = sink, pool, timings
@@ -253,9 +256,11 @@ class _OnItsThread:
     def snapshots(self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray) -> None:
         self._call(self.sink.snapshots, received, bid_ticks, ask_ticks)
 
-    def write(self, books: Path) -> None:
+    def wait(self) -> None:
         for call in self.calls:
             call.result()
+
+    def write(self, books: Path) -> None:
         self.sink.write(books)
 
     def _call(self, method, *args) -> None:
