@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from market_pipeline.cli.common import fmt_int, format_table
+from market_pipeline.cli.common import days_between, fmt_int, format_table
 from market_pipeline.core.lake import warehouse
 from market_pipeline.core.lake.warehouse import WarehouseTarget
 from market_pipeline.core.quality.agreement_status import COMPARED
@@ -21,10 +21,10 @@ def agreement_rows(target: WarehouseTarget, start: dt.date, end: dt.date) -> lis
         return []
     import duckdb
 
-    query = "SELECT * FROM main.source_agreement WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? ORDER BY dt, instrument"
+    query = f"SELECT * FROM main.source_agreement WHERE {days_between(start, end)} ORDER BY dt, instrument"
     try:
         with warehouse.connect(target, read_only=True) as con:
-            found = con.execute(query, [start.isoformat(), end.isoformat()]).pl()
+            found = con.execute(query).pl()
     except duckdb.CatalogException:  # no reference source configured: no such table
         return []
     except duckdb.Error as exc:

@@ -44,6 +44,17 @@ def parse_date(value: str, option: str) -> dt.date:
         raise CliError(f"{option} {value!r} is not a valid date: {exc}", EXIT_USAGE) from None
 
 
+def days_between(start: dt.date, end: dt.date) -> str:
+    """`dt` from `start` to `end` as a SQL condition, the days written in as literals: a query
+    with parameters makes DuckDB's Python client import pandas, which a run whose steps build no
+    Arrow arrays never needs (pyarrow imports it for them): the row counts of a `--select
+    lake_views` run took 0.16-0.17 s so, 0.05 s now. Only dates, as `isoformat` writes them, reach
+    the SQL."""
+    if not (isinstance(start, dt.date) and isinstance(end, dt.date)):
+        raise TypeError(f"days_between takes dates, not {start!r} and {end!r}")
+    return f"CAST(dt AS VARCHAR) BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'"
+
+
 def eprint(*lines: str) -> None:
     for line in lines:
         print(line, file=sys.stderr)

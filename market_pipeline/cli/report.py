@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from market_pipeline.cli.agreement_summary import agreement_rows
-from market_pipeline.cli.common import EXIT_FAILED, WIDTH, CliError, fmt_int, format_table, print_lines
+from market_pipeline.cli.common import EXIT_FAILED, WIDTH, CliError, days_between, fmt_int, format_table, print_lines
 from market_pipeline.core.errors import kind_of
 from market_pipeline.core.lake.paths import quarantine_dir
 from market_pipeline.core.lake.warehouse import WarehouseTarget
@@ -187,10 +187,9 @@ def raw_row_counts(target: WarehouseTarget, start: dt.date, end: dt.date) -> lis
                 present.append(view)
                 query = (
                     f"SELECT CAST(dt AS VARCHAR) AS day, exchange || ':' || symbol AS instrument, "
-                    f'count(*) FROM raw."{view}" '
-                    "WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? GROUP BY ALL"
+                    f'count(*) FROM raw."{view}" WHERE {days_between(start, end)} GROUP BY ALL'
                 )
-                for day, instrument, n in con.execute(query, [start.isoformat(), end.isoformat()]).fetchall():
+                for day, instrument, n in con.execute(query).fetchall():
                     counts[(day, instrument)][view] = n
     except duckdb.Error as exc:
         return [f"  (cannot read {target.describe()}: {exc})"]
@@ -248,11 +247,11 @@ def bar_counts(target: WarehouseTarget, start: dt.date, end: dt.date) -> list[st
 
     query = (
         "SELECT CAST(dt AS VARCHAR), exchange || ':' || symbol, interval, bars, trades "
-        f"FROM main.{BARS_SUMMARY} WHERE CAST(dt AS VARCHAR) BETWEEN ? AND ? ORDER BY ALL"
+        f"FROM main.{BARS_SUMMARY} WHERE {days_between(start, end)} ORDER BY ALL"
     )
     try:
         with warehouse.connect(target, read_only=True) as con:
-            found = con.execute(query, [start.isoformat(), end.isoformat()]).fetchall()
+            found = con.execute(query).fetchall()
     except duckdb.CatalogException:  # no bars materialized in this warehouse yet
         return []
     except duckdb.Error as exc:

@@ -418,3 +418,40 @@ def test_first_commands_on_a_new_instance_at_once_all_open_it(tmp_path):
         proc.join(120)
     results = [(proc.exitcode, (tmp_path / f"result-{n}").read_text()) for n, proc in enumerate(procs)]
     assert results == [(0, "0\n")] * 4, results
+
+
+def test_the_run_summary_counts_rows_without_importing_pandas(tmp_path):
+    """The summary's warehouse queries name their days in the SQL: a parameter would make DuckDB's
+    Python client import pandas, 0.1 s of a light run's summary. Only dates reach the SQL."""
+    import subprocess
+    import sys
+
+    from market_pipeline.cli.common import days_between
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    probe = f"""
+import datetime as dt, sys, duckdb
+from pathlib import Path
+from market_pipeline.cli.agreement_summary import agreement_rows
+from market_pipeline.cli.report import bar_counts, raw_row_counts
+from market_pipeline.core.lake.warehouse import WarehouseTarget
+with duckdb.connect({str(warehouse)!r}) as con:
+    con.execute("CREATE SCHEMA raw")
+    con.execute(
+        "CREATE TABLE raw.trades AS SELECT CAST('2024-03-0' || (i % 3 + 1) AS DATE) AS dt, "
+        "'X' AS exchange, 'Y' AS symbol FROM range(7) t(i)"
+    )
+target, days = WarehouseTarget(Path({str(warehouse)!r})), (dt.date(2024, 3, 2), dt.date(2024, 3, 3))
+lines = raw_row_counts(target, *days) + bar_counts(target, *days) + agreement_rows(target, *days)
+print("\\n".join(lines)); print("pandas" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    *lines, pandas_imported = done.stdout.strip().splitlines()
+    assert pandas_imported == "False"
+    assert [line.split() for line in lines if line.strip().startswith(("2024", "total"))] == [
+        ["2024-03-02", "X:Y", "2"],
+        ["2024-03-03", "X:Y", "2"],
+        ["total", "4"],
+    ]
+    with pytest.raises(TypeError, match="dates"):
+        days_between("2024-03-02' OR 1=1 --", dt.date(2024, 3, 3))
