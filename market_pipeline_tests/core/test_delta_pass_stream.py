@@ -192,7 +192,7 @@ def _sequence_down_in_hour_5(deltas) -> None:
         ("rows_missing", "delta rows came of the file's"),
     ],
 )
-def test_the_stream_gives_up_where_the_pass_alone_is_right(tmp_path, monkeypatch, case, why):
+def test_the_stream_gives_up_where_the_pass_alone_is_right(tmp_path, monkeypatch, caplog, case, why):
     """Deltas or snapshot rows out of time order, or an hour's numbers going down (the pass handles
     each), rows piling up waiting (a day whose snapshots stop; snapshots running on past the
     deltas), or fewer rows than the file's: nothing is stored, and what an earlier rebuild stored
@@ -215,8 +215,10 @@ def test_the_stream_gives_up_where_the_pass_alone_is_right(tmp_path, monkeypatch
     stream = _stream(tmp_path, books, deltas)
     stream.path.write_bytes(b"stored by an earlier rebuild")
     _feed(stream, deltas, books, 500, 7, lag, drop_last=case == "rows_missing")
-    stream.write(books)
+    with caplog.at_level("INFO", logger=delta_pass_stream.__name__):
+        stream.write(books)
 
     assert stream.gave_up is not None and why in stream.gave_up
     assert not stream.path.exists()
     assert not stream.waiting and not stream.snapshot_parts
+    assert f"{stream.path} not stored: {stream.gave_up}" in caplog.text  # says why the metrics read again

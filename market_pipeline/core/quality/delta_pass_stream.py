@@ -21,6 +21,7 @@ way the figures are the pass's (`test_delta_pass_stream.py` holds them equal).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +34,7 @@ from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.derived import read_derived, write_derived
 from market_pipeline.core.quality.update_ranks import DeltaPass, add_ranks, count_changes, sample_positions
 
+_log = logging.getLogger(__name__)
 _HOUR_NS = 3_600 * 1_000_000_000
 _HOURS = 24
 # Deltas waiting for a later snapshot row (~17 bytes a row) and snapshot rows held for deltas to
@@ -154,6 +156,7 @@ class DeltaPassStream:
         figures = self.finish()
         if figures is None:
             self.path.unlink(missing_ok=True)
+            _log.info("%s not stored: %s (pipeline_metrics reads the deltas again)", self.path, self.gave_up)
             return
         table = pa.table(
             [
