@@ -27,12 +27,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.derived import read_derived, write_derived
-from market_pipeline.core.quality.update_ranks import DeltaPass, add_ranks, count_changes, sample_positions
+from market_pipeline.core.quality.update_ranks import DeltaPass, HourMessages, SkewSample, add_ranks, hourly_frame
 
 _log = logging.getLogger(__name__)
 _HOUR_NS = 3_600 * 1_000_000_000
@@ -64,17 +63,15 @@ class DeltaPassStream:
         self.path, self.day_start, self.levels = path, day_start, levels
         self.tick = float(tick)
         self.tag = _extra(deltas, tick, levels, day_start, sample_rows)
-        self.rows_expected = parquet_io.num_rows(deltas)
-        self.positions = sample_positions(self.rows_expected, sample_rows)
+        self.rows_expected = int(self.tag[b"deltas_rows"])
         self.gave_up: str | None = None
         self.counts = np.zeros(levels + 1, np.int64)
         self.messages = np.zeros(_HOURS, np.int64)
         self.rows = np.zeros(_HOURS, np.int64)
-        self.sample: list[np.ndarray] = []
-        self.passed = 0  # delta rows so far
+        self.skew = SkewSample(self.rows_expected, sample_rows)  # its `passed`: the delta rows so far
         self.last_time = np.iinfo(np.int64).min  # of the last delta row
-        self.hour = -1  # of the last delta row; its messages: changes, last number, started
-        self.changes, self.last_number, self.started = 0, 0, False
+        self.hour = -1  # of the last delta row, and its messages so far
+        self.hour_messages = HourMessages()
         self.waiting: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque()  # received, is_bid, price
         self.waiting_rows = 0
         # Snapshot rows as handed (times, (levels, rows) bid and ask ticks), from the part holding
@@ -99,14 +96,7 @@ class DeltaPassStream:
         self._count_hours(received, batch["seq"])
         if self.gave_up:
             return
-        chosen = self.positions[
-            np.searchsorted(self.positions, self.passed) : np.searchsorted(self.positions, self.passed + n)
-        ]
-        if len(chosen):
-            picked = chosen - self.passed
-            # As SQL's (received_time - origin_time) / 1e9: the integer difference, then a double division.
-            self.sample.append((received[picked] - batch["orig"][picked]).astype(np.float64) / 1e9)
-        self.passed += n
+        self.skew.add(received, batch["orig"])
         self.waiting.append((received, batch["is_bid"], batch["price"]))
         self.waiting_rows += n
         self._rank(final=False)
@@ -137,18 +127,13 @@ class DeltaPassStream:
         """The pass's figures, once every delta and snapshot row is in; None when it gave up."""
         if not self.gave_up:
             self._rank(final=True)
-            if self.passed != self.rows_expected:
-                self._give_up(f"{self.passed:,} delta rows came of the file's {self.rows_expected:,}")
+            if self.skew.passed != self.rows_expected:
+                self._give_up(f"{self.skew.passed:,} delta rows came of the file's {self.rows_expected:,}")
         if self.gave_up:
             return None
         if self.hour >= 0:
-            self.messages[self.hour] = self.changes
-        hourly = pl.DataFrame(
-            {"hour": np.arange(_HOURS), "book_messages": self.messages, "book_delta_rows": self.rows},
-            schema={"hour": pl.Int64, "book_messages": pl.Int64, "book_delta_rows": pl.Int64},
-        )
-        sample = np.concatenate(self.sample).tolist() if self.sample else []
-        return DeltaPass(self.counts.tolist(), hourly, sample)
+            self.messages[self.hour] = self.hour_messages.changes
+        return DeltaPass(self.counts.tolist(), hourly_frame(self.messages, self.rows), self.skew.seconds())
 
     def write(self, books: Path) -> None:
         """Store the figures at `path`, tagged with the complete books file; where the stream gave
@@ -173,7 +158,7 @@ class DeltaPassStream:
         self.gave_up = why
         self.waiting.clear()
         self.snapshot_parts.clear()
-        self.sample.clear()
+        self.skew.parts.clear()
 
     def _count_hours(self, received: np.ndarray, numbers: np.ndarray) -> None:
         """Rows and messages (distinct sequence numbers) per hour of received_time, the first hour
@@ -184,13 +169,11 @@ class DeltaPassStream:
             first, stop = edges[hour], edges[hour + 1]
             if hour != self.hour:
                 if self.hour >= 0:
-                    self.messages[self.hour] = self.changes
-                self.hour, self.changes, self.last_number, self.started = hour, 0, 0, False
+                    self.messages[self.hour] = self.hour_messages.changes
+                self.hour, self.hour_messages = hour, HourMessages()
             self.rows[hour] += stop - first
-            self.changes, self.last_number, self.started, ascending = count_changes(
-                numbers[first:stop], self.changes, self.last_number, self.started
-            )
-            if not ascending:
+            self.hour_messages.add(numbers[first:stop])
+            if not self.hour_messages.ascending:
                 return self._give_up(f"sequence numbers go down in hour {hour}")
 
     def _rank(self, final: bool) -> None:
@@ -263,8 +246,6 @@ def read_delta_pass(
     if table is None:
         return None
     row = table.to_pylist()[0]
-    hourly = pl.DataFrame(
-        {"hour": np.arange(_HOURS), "book_messages": row["book_messages"], "book_delta_rows": row["book_delta_rows"]},
-        schema={"hour": pl.Int64, "book_messages": pl.Int64, "book_delta_rows": pl.Int64},
+    return DeltaPass(
+        row["rank_counts"], hourly_frame(row["book_messages"], row["book_delta_rows"]), row["skew_sample_seconds"]
     )
-    return DeltaPass(row["rank_counts"], hourly, row["skew_sample_seconds"])
