@@ -19,6 +19,7 @@ from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.delta_replay import Rows
 from market_pipeline.core.book.fixed_point import Grid, decimal_array, decimal_type, unscaled_multiplier
 from market_pipeline.core.book.stage_timings import StageTimings
+from market_pipeline.core.reused_arrays import ReusedArrays
 
 TRIGGERS = ("snapshot", "interval", "message")
 # Books on disk (docs/data-formats.md): every int64 and decimal column DELTA_BINARY_PACKED
@@ -30,6 +31,7 @@ TRIGGERS = ("snapshot", "interval", "message")
 # people filter on.
 OUTPUT_COMPRESSION = "none"
 OUTPUT_STATISTICS = ["origin_time", "received_time", "sequence_number"]
+HANDED_BUFFERS = 8  # snapshot-row ladders the delta pass may hold: two a batch (`ReusedArrays`)
 
 
 def books_writer_options(schema: pa.Schema) -> dict[str, object]:
@@ -135,6 +137,9 @@ class BookWriter:
         self.triggers = pa.array(TRIGGERS)
         self._sets = [lr.new_rows(rows, depth) for _ in range(BUFFER_SETS)]
         self.buffers = self._sets[0]
+        # The snapshot rows' ladders handed to `delta_pass`, which keeps them until it has ranked
+        # the deltas before them: built on the writer thread only.
+        self._handed = ReusedArrays(HANDED_BUFFERS)
 
     def detach(self, n: int) -> Callable[[], pa.RecordBatch]:
         """Hand the kernel the next buffer set now, and return the call that builds the Arrow
@@ -154,8 +159,18 @@ class BookWriter:
         if self.delta_pass is not None:
             rows = np.flatnonzero(b.trigger[:n] == lr.TRIGGER_SNAPSHOT)
             # `take` copies C-ordered (an index array after a slice gives F order): the rank
-            # kernel's one specialization, the metrics' pass's too.
-            bids, asks = (np.take(levels[side][: self.depth], rows, axis=1) for side in (0, 2))
+            # kernel's one specialization, the metrics' pass's too. Into reused arrays, and with
+            # mode "clip" (the rows are in range), which writes `out` directly: "raise" buffers it.
+            bids, asks = (
+                np.take(
+                    levels[side][: self.depth],
+                    rows,
+                    axis=1,
+                    mode="clip",
+                    out=self._handed.empty((self.depth, len(rows)), np.int64),
+                )
+                for side in (0, 2)
+            )
             self.delta_pass.snapshots(b.recv[rows], bids, asks)
         recv, orig, seq, synced, trigger = (x[:n] for x in (b.recv, b.orig, b.seq, b.synced, b.trigger))
         columns = [

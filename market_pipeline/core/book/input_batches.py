@@ -20,11 +20,16 @@ import pyarrow.parquet as pq
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.fixed_point import Grid, PrecisionCounter
 from market_pipeline.core.book.stage_timings import StageTimings
+from market_pipeline.core.reused_arrays import ReusedArrays
 from market_pipeline.core.telemetry import progress
 from market_pipeline.core.update_chain import ChainCarry, has_chain, message_breaks
 
 # Read too when a file has it (OPTIONAL_COLUMNS of book_delta_v2): rows of full-book snapshot messages.
 SNAPSHOT_FLAG_COLUMN = "is_snapshot"
+# Buffers a reader keeps for the arrays it converts into (`ReusedArrays`): enough for the batches
+# alive at once (the kernel's, the one read ahead, and the ones the delta pass still ranks).
+DELTA_BUFFERS = 8  # ticks and lots: two a batch
+SNAPSHOT_BUFFERS = 12  # four level matrices a batch
 
 
 def _numpy_column(batch: pa.RecordBatch | pa.Table, name: str, dtype) -> np.ndarray:
@@ -49,7 +54,8 @@ def delta_batches(
     progress.expect(file.metadata.num_rows)
     batches = file.iter_batches(batch_size=batch_rows, columns=columns)
     chain = _ChainBreaks() if has_chain(columns) else None
-    convert = partial(_convert_deltas, grid=grid, precision=precision, chain=chain)
+    arrays = ReusedArrays(DELTA_BUFFERS)
+    convert = partial(_convert_deltas, grid=grid, precision=precision, chain=chain, arrays=arrays)
     for converted in _converted(batches, timings, ("read", "convert"), convert):
         progress.advance(len(converted["recv"]))
         yield converted
@@ -58,7 +64,8 @@ def delta_batches(
 def snapshot_batches(
     file: pq.ParquetFile, grid: Grid, precision: PrecisionCounter, depth: int, timings: StageTimings, batch_rows: int
 ) -> Iterator[dict[str, np.ndarray]]:
-    convert = partial(_convert_snapshots, grid=grid, precision=precision, depth=depth)
+    arrays = ReusedArrays(SNAPSHOT_BUFFERS)
+    convert = partial(_convert_snapshots, grid=grid, precision=precision, depth=depth, arrays=arrays)
     yield from _converted(
         file.iter_batches(batch_size=batch_rows), timings, ("read_snapshots", "convert_snapshots"), convert
     )
@@ -108,18 +115,24 @@ class _ChainBreaks:
 
 
 def _convert_deltas(
-    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, offset: int, chain: _ChainBreaks | None
+    batch: pa.RecordBatch,
+    grid: Grid,
+    precision: PrecisionCounter,
+    offset: int,
+    chain: _ChainBreaks | None,
+    arrays: ReusedArrays,
 ) -> dict[str, np.ndarray]:
     seq = _numpy_column(batch, "sequence_number", np.int64)
     price = _numpy_column(batch, "price", np.float64)
+    size = _numpy_column(batch, "size", np.float64)
     return {
         "recv": _numpy_column(batch, "received_time", np.int64),
         "orig": _numpy_column(batch, "origin_time", np.int64),
         "seq": seq,
         "is_bid": _numpy_column(batch, "side_is_bid", np.bool_),
         "price": price,  # as read: a `DeltaPassSink` (the metrics' pass) rounds it its own way
-        "tick": precision.convert(price, grid.tick, "price", offset, seq),
-        "lot": precision.convert(_numpy_column(batch, "size", np.float64), grid.lot, "size", offset, seq),
+        "tick": precision.convert(price, grid.tick, "price", offset, seq, out=arrays.empty(len(price), np.int64)),
+        "lot": precision.convert(size, grid.lot, "size", offset, seq, out=arrays.empty(len(size), np.int64)),
         "is_snapshot": (
             _numpy_column(batch, SNAPSHOT_FLAG_COLUMN, np.bool_)
             if SNAPSHOT_FLAG_COLUMN in batch.schema.names
@@ -130,7 +143,7 @@ def _convert_deltas(
 
 
 def _convert_snapshots(
-    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, depth: int, offset: int
+    batch: pa.RecordBatch, grid: Grid, precision: PrecisionCounter, depth: int, offset: int, arrays: ReusedArrays
 ) -> dict[str, np.ndarray]:
     seq = _numpy_column(batch, "sequence_number", np.int64)
     converted = {}
@@ -140,7 +153,7 @@ def _convert_snapshots(
         ("at", "ask", "price", grid.tick),
         ("al", "ask", "size", grid.lot),
     ):
-        matrix = np.empty((batch.num_rows, depth), np.int64)
+        matrix = arrays.empty((batch.num_rows, depth), np.int64)
         for level in range(depth):
             column = f"{side}_{level}_{field_name}"
             values = _numpy_column(batch, column, np.float64)

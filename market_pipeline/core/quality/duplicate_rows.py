@@ -11,6 +11,7 @@ from market_pipeline.core.lake.batches import MESSAGE_TABLES
 from market_pipeline.core.lake.schemas import book_level_columns
 from market_pipeline.core.quality.day_stats import CONFLICTING_TRADE_ID, DUPLICATE, SAMPLE_SCHEMA
 from market_pipeline.core.quality.row_keys import message_repeats, repeated_rows, row_marks
+from market_pipeline.core.reused_arrays import ReusedArrays
 
 # Which exact duplicates (identical in every column) the import drops, per table.
 DUPLICATE_RULES = {
@@ -24,6 +25,9 @@ DUPLICATE_RULES = {
     # A snapshot row repeated right after itself is the same book state twice.
     "book": "adjacent",
 }
+# Buffers a table-day's duplicate search keeps for `message_repeats` (`ReusedArrays`): its six
+# arrays of the batch being searched and the two it returned for the batch before.
+MESSAGE_ARRAYS = 8
 
 
 # A snapshot row's levels behind the touch: its times, sequence number and touch tell it apart.
@@ -68,6 +72,7 @@ class DuplicateRows:
         self._repeated = repeated_trade_ids if repeated_trade_ids is not None else np.empty(0, dtype=np.uint64)
         self._seen_trades: dict[str, set[tuple]] = {}
         self._last_row: pl.DataFrame | None = None  # the last row kept: an adjacent repeat compares with it
+        self._arrays = ReusedArrays(MESSAGE_ARRAYS)  # `message_repeats`' six a batch, two of them returned
 
     def _remember(self, kept: pl.DataFrame) -> None:
         if kept.height and self.table not in MESSAGE_TABLES:
@@ -83,7 +88,7 @@ class DuplicateRows:
         if self.table in MESSAGE_TABLES:
             # The batch starts a message (the builder refuses others): no row of the batch before
             # can equal one of it, as they differ in received_time or sequence_number.
-            same, twice = message_repeats(batch)
+            same, twice = message_repeats(batch, arrays=self._arrays)
         else:
             lead = None if self._last_row is None else self._last_row.select(columns)
             hashes, same = row_marks(batch, lead, identity_columns(columns))

@@ -15,6 +15,7 @@ import polars as pl
 from numba import njit
 
 from market_pipeline.core.lake.batches import column_chunks
+from market_pipeline.core.reused_arrays import ReusedArrays
 
 _EXPONENT = np.uint64(0x7FF0_0000_0000_0000)
 _MANTISSA = np.uint64(0x000F_FFFF_FFFF_FFFF)
@@ -218,7 +219,7 @@ def _level_candidates(
 
 
 def message_repeats(
-    frame: pl.DataFrame, side: str = "side_is_bid", price: str = "price"
+    frame: pl.DataFrame, side: str = "side_is_bid", price: str = "price", arrays: ReusedArrays | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(equal to the row before, equal to an earlier row of its message) per row of a batch of
     delta rows, "equal" being polars' `eq_missing` in every column.
@@ -228,11 +229,13 @@ def message_repeats(
     level are the only candidates, compared exactly. No row hash is made, and the batch is read
     chunk by chunk without a copy: the bench day's 34 M deltas took 0.8 s of the import's main
     thread, against 2.1 s hashed (by their level) then compared by message. A message that comes
-    again later, after another, is a message of its own."""
+    again later, after another, is a message of its own. Its arrays come from `arrays` (those of
+    the caller's thread), else are made afresh."""
     n = frame.height
-    keys = np.empty(n, dtype=np.uint64)
-    adjacent, candidate = np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
-    message_of = np.empty(n, dtype=np.int64)  # set for candidates only: pages of others stay untouched
+    arrays = arrays if arrays is not None else ReusedArrays(0)
+    keys = arrays.empty(n, np.uint64)
+    adjacent, candidate = arrays.zeros(n, np.bool_), arrays.zeros(n, np.bool_)
+    message_of = arrays.empty(n, np.int64)  # set for candidates only
     levels = [name for name in (side, price) if name in frame.columns]
     offset = start = 0  # the open message's first row, and its key:
     message_received = message_sequence = None
@@ -252,11 +255,11 @@ def message_repeats(
         offset += len(received)
     if n - start > _PAIRWISE_ROWS:
         _sorted_repeats(keys, start, n, candidate, message_of)
-    same = np.zeros(n, dtype=np.bool_)
+    same = arrays.zeros(n, np.bool_)
     rows = np.flatnonzero(adjacent)
     if len(rows):
         same[rows] = _equal_to_row_before(frame, rows)
-    repeated = np.zeros(n, dtype=np.bool_)
+    repeated = arrays.zeros(n, np.bool_)
     rows = np.flatnonzero(candidate)
     if len(rows):
         keyed = frame[rows].with_columns(pl.Series("_message", message_of[rows]))

@@ -17,12 +17,14 @@ import numpy as np
 import polars as pl
 
 from market_pipeline.core.borrowed_arrays import borrowed
+from market_pipeline.core.reused_arrays import ReusedArrays
 from market_pipeline.vendors.tardis.line_blocks import COMMA, NEWLINE, LineBlocks, field_bytes, line_head, literal
 from market_pipeline.vendors.tardis.number_text import POWERS, scientific
 
 _TRUE, _FALSE = np.frombuffer(b"true,", dtype=np.uint8), np.frombuffer(b"false,", dtype=np.uint8)
 _BID, _ASK = np.frombuffer(b"bid,", dtype=np.uint8), np.frombuffer(b"ask,", dtype=np.uint8)
 _SHORTEST_REST = b"1,1,true,bid,1,0\n"  # the shortest line's fields after the symbol
+BLOCK_ARRAYS = 36  # six columns a block: the block decoded, those queued and those a row group holds
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -75,13 +77,17 @@ def l2_lines(path: Path, header: list[str], exchange: str, symbol: str) -> LineB
     exchange_bytes, symbol_bytes = field_bytes(exchange), field_bytes(symbol)
     shortest = len(exchange_bytes) + len(symbol_bytes) + len(_SHORTEST_REST)
 
+    # The blocks' columns live on in the frames handed on (polars shares their memory) until the
+    # cache table is written: `ReusedArrays` gives a block the memory of blocks already written.
+    arrays = ReusedArrays(BLOCK_ARRAYS)
+
     def decode(text: np.ndarray) -> tuple[pl.DataFrame, bool]:
         # At most a row a shortest line: arrays are only touched (given pages) as far as they are
         # filled, and counting the newlines instead took a pass and a block-sized mask.
         most = len(text) // shortest
-        timestamp, local = np.empty(most, dtype=np.int64), np.empty(most, dtype=np.int64)
-        snapshot, bid = np.empty(most, dtype=np.bool_), np.empty(most, dtype=np.bool_)
-        price, amount = np.empty(most, dtype=np.float64), np.empty(most, dtype=np.float64)
+        timestamp, local = arrays.empty(most, np.int64), arrays.empty(most, np.int64)
+        snapshot, bid = arrays.empty(most, np.bool_), arrays.empty(most, np.bool_)
+        price, amount = arrays.empty(most, np.float64), arrays.empty(most, np.float64)
         rows, stop = _decode(text, exchange_bytes, symbol_bytes, POWERS, timestamp, local, snapshot, bid, price, amount)
         columns = {
             "timestamp": timestamp,
