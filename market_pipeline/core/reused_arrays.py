@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 
 import numpy as np
 
@@ -62,3 +63,18 @@ class ReusedArrays:
 
     def _references(self, index: int) -> int:
         return sys.getrefcount(self._kept[index])
+
+
+class PerThreadArrays:
+    """A `ReusedArrays` of `buffers` for each thread that asks (`mine`), for work spread over a
+    thread pool; each goes with its thread, or with this object."""
+
+    def __init__(self, buffers: int) -> None:
+        self._buffers = buffers
+        self._local = threading.local()
+
+    def mine(self) -> ReusedArrays:
+        arrays = getattr(self._local, "arrays", None)
+        if arrays is None:
+            arrays = self._local.arrays = ReusedArrays(self._buffers)
+        return arrays

@@ -3,11 +3,14 @@ refers to its memory any more, and at most `buffers` are kept."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from market_pipeline.core.reused_arrays import ReusedArrays
+from market_pipeline.core.reused_arrays import PerThreadArrays, ReusedArrays
 
 
 def _address(array: np.ndarray) -> int:
@@ -87,3 +90,17 @@ def test_no_room_means_fresh_arrays():
     first[:], second[:] = 1, 2
     assert not np.shares_memory(first, second)
     assert (first == 1).all() and (second == 2).all()
+
+
+def test_each_thread_has_arrays_of_its_own():
+    """Two threads never take the same free buffer at once: each asks its own `ReusedArrays`."""
+    per_thread = PerThreadArrays(2)
+    with ThreadPoolExecutor(2) as pool:
+        barrier = threading.Barrier(2)
+
+        def mine():
+            barrier.wait()  # both threads alive at once: two threads, not one twice
+            return per_thread.mine(), per_thread.mine()
+
+        (a, a_again), (b, b_again) = (future.result() for future in [pool.submit(mine) for _ in range(2)])
+    assert a is a_again and b is b_again and a is not b

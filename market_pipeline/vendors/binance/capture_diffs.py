@@ -24,6 +24,7 @@ import numba as nb
 import numpy as np
 
 from market_pipeline.core.borrowed_arrays import borrowed
+from market_pipeline.core.reused_arrays import ReusedArrays
 from market_pipeline.vendors.binance.capture_json import (
     COMMA,
     DATA_KEY,
@@ -77,20 +78,32 @@ class DiffLevels:
 
 
 def decode_diffs(
-    text: np.ndarray, ends: np.ndarray, bodies: np.ndarray, rows: np.ndarray, received: np.ndarray, line_nos: np.ndarray
+    text: np.ndarray,
+    ends: np.ndarray,
+    bodies: np.ndarray,
+    rows: np.ndarray,
+    received: np.ndarray,
+    line_nos: np.ndarray,
+    arrays: ReusedArrays | None = None,
 ) -> DiffLevels | None:
     """The level rows of the diffs on lines `rows` of a `LineChunk` (`bodies`: where each line's
     message starts, from `capture_scan`; `received`, `line_nos`: each diff's). None unless every
-    one is in the shape above and they name one symbol."""
+    one is in the shape above and they name one symbol. Its arrays come from `arrays` (those of
+    the calling thread: the tables keep the level rows'), else are made afresh."""
+    arrays = arrays if arrays is not None else ReusedArrays(0)
     head = np.empty((6, len(rows)), dtype=np.int64)
     has_pu = np.empty(len(rows), dtype=np.bool_)
     # Price, size, price, size, ...: a level takes 9 bytes at least. Read here first, then copied
     # to arrays of their own length, which the tables keep: the pages past those read stay untouched.
-    values = np.empty(2 * (len(text) // 9 + 1), dtype=np.float64)
+    values = arrays.empty(2 * (len(text) // 9 + 1), np.float64)
     symbol = np.zeros(2, dtype=np.int64)  # start and end in `text` of the first diff's symbol
     if not _decode(text, ends, bodies, rows, head, has_pu, values, symbol, DATA_KEY, _ONE_LETTER, POWERS):
         return None
-    integers, prices, sizes, side_is_bid = _spread(head, values, received, line_nos)
+    count = int(head[_ASKS_END, -1]) if len(rows) else 0
+    integers = arrays.empty((_LEVEL_INTEGER_ROWS, count), np.int64)
+    prices, sizes = arrays.empty(count, np.float64), arrays.empty(count, np.float64)
+    side_is_bid = arrays.empty(count, np.bool_)
+    _spread(head, values, received, line_nos, integers, prices, sizes, side_is_bid)
     return DiffLevels(integers, prices, sizes, side_is_bid, has_pu, text[symbol[0] : symbol[1]].tobytes())
 
 
@@ -113,13 +126,8 @@ def _decode(text, ends, bodies, rows, head, has_pu, values, symbol, data_key, on
 
 
 @nb.njit(cache=True, nogil=True)
-def _spread(head, values, received, line_nos):
-    """(integers, prices, sizes, side_is_bid) of the level rows: each diff's fields on its rows."""
-    count = head[_ASKS_END, -1] if head.shape[1] else 0
-    integers = np.empty((_LEVEL_INTEGER_ROWS, count), dtype=np.int64)
-    prices = np.empty(count, dtype=np.float64)
-    sizes = np.empty(count, dtype=np.float64)
-    side_is_bid = np.empty(count, dtype=np.bool_)
+def _spread(head, values, received, line_nos, integers, prices, sizes, side_is_bid):
+    """Fill the level rows' integers, prices, sizes and side_is_bid: each diff's fields on its rows."""
     start = 0
     for r in range(head.shape[1]):
         for k in range(start, head[_ASKS_END, r]):
@@ -133,7 +141,6 @@ def _spread(head, values, received, line_nos):
             sizes[k] = values[2 * k + 1]
             side_is_bid[k] = k < head[_BIDS_END, r]
         start = head[_ASKS_END, r]
-    return integers, prices, sizes, side_is_bid
 
 
 @nb.njit(cache=True, nogil=True)
