@@ -20,6 +20,7 @@ import numpy as np
 from isal import isal_zlib
 
 from market_pipeline.core.errors import CaptureError
+from market_pipeline.core.reused_arrays import ReusedArrays
 from market_pipeline.core.security import crypto
 from market_pipeline.core.telemetry.memory import HEAP_PIECE_BYTES
 
@@ -34,6 +35,8 @@ LINE_BATCH = 10_000  # lines decoded from the stream at a time
 # holds about 300 k level rows.
 CHUNK_LINES = 100_000
 _READ_BYTES = 1 << 20  # decompressed bytes `line_chunks` takes from the stream at a time
+# Chunk texts `line_chunks` keeps for reuse: those being decoded, queued for it, and read ahead.
+CHUNK_TEXTS = 8
 # No exchange message comes near this: the real captures' longest line is a 64 KB REST book
 # snapshot (Binance spot), and 5,000 levels a side would be about 350 KB. A longer run without a
 # newline is a damaged file (a plain one a crash left filled with zeros, a gzip bomb), which a
@@ -133,12 +136,14 @@ def line_chunks(stream: IO[bytes], size: int) -> Iterator[tuple[LineChunk, BaseE
     The stream is read straight into each chunk's text (`readinto1`: one read of the stream at a
     time, so a read that fails loses nothing read before it), an array left uninitialised: zeroing
     it, or reading into fresh buffers and copying them, cost a page fault a page of text. Reading
-    the bench day's capture (14 M lines) took 5.9 CPU-s so, 11.1 with a growing bytearray."""
+    the bench day's capture (14 M lines) took 5.9 CPU-s so, 11.1 with a growing bytearray. A
+    chunk's text takes the memory of one no longer referred to (`ReusedArrays`), not fresh pages."""
     newline = np.empty(_READ_BYTES, dtype=bool)  # reused by every read
+    texts = ReusedArrays(CHUNK_TEXTS)
     carry, carry_ends = np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)  # after the last chunk
     capacity = 4 * _READ_BYTES
     while True:
-        text = np.empty(max(capacity, len(carry) + _READ_BYTES), dtype=np.uint8)
+        text = texts.empty(max(capacity, len(carry) + _READ_BYTES), np.uint8)
         text[: len(carry)] = carry
         filled, ends, counted = len(carry), [carry_ends], len(carry_ends)
         stopped: BaseException | None = None
