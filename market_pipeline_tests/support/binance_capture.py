@@ -165,7 +165,7 @@ def line_path_outcome(
 ) -> CaptureTables | tuple[int | None, str]:
     """`parse_outcome` with every chunk read line by line (none decoded in bulk)."""
     with monkeypatch.context() as patched:
-        patched.setattr(capture_stream, "decode_lines", lambda lines, first_line_no, arrays: None)
+        patched.setattr(capture_stream, "decode_lines", lambda lines, first_line_no: None)
         return parse_outcome(paths, chunk_lines)
 
 

@@ -50,8 +50,8 @@ def bulk_calls(monkeypatch):
     decoded: list[int] = []
     monkeypatch.setattr(capture_bulk, "BULK_MIN_LINES", 1)
 
-    def counted(lines, first_line_no, arrays):
-        result = capture_bulk.decode_lines(lines, first_line_no, arrays)
+    def counted(lines, first_line_no):
+        result = capture_bulk.decode_lines(lines, first_line_no)
         if result is not None:
             decoded.append(first_line_no)
         return result

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from market_pipeline.core.reused_arrays import ReusedArrays
+from market_pipeline.core.reused_arrays import PerThreadArrays
 from market_pipeline.vendors.binance.capture_diffs import LEVEL_INTEGERS, DiffLevels, decode_diffs
 from market_pipeline.vendors.binance.capture_flat import TICKER, TRADE, FlatKind, FlatMessages, decode_flat
 from market_pipeline.vendors.binance.capture_format import CHANNEL_KINDS
@@ -81,10 +81,15 @@ class DecodedLines:
     others: list[int]  # the index in the chunk of every other line
 
 
-def decode_lines(chunk: LineChunk, first_line_no: int, arrays: ReusedArrays | None = None) -> DecodedLines | None:
+# The level rows of the diffs each thread decodes, and their scratch, in memory of earlier chunks
+# that nothing refers to any more (`ReusedArrays`): enough for the chunks in flight, whose tables
+# keep their rows until written (`capture_stream`'s decode threads, which end with the parse).
+_DIFF_ARRAYS = PerThreadArrays(24)
+
+
+def decode_lines(chunk: LineChunk, first_line_no: int) -> DecodedLines | None:
     """The chunk's lines (line_no from `first_line_no`) decoded in bulk; None when the chunk is
-    not in the shape this path reads or too short to pay (the caller reads it line by line). The
-    diffs' level rows go into `arrays` (the calling thread's), when given."""
+    not in the shape this path reads or too short to pay (the caller reads it line by line)."""
     if len(chunk) < BULK_MIN_LINES or chunk.text.max(initial=0) >= 0x80:  # not ASCII
         return None
     scanned = scan_lines(chunk.text, chunk.ends)
@@ -94,7 +99,9 @@ def decode_lines(chunk: LineChunk, first_line_no: int, arrays: ReusedArrays | No
     line_nos = np.arange(first_line_no, first_line_no + len(chunk), dtype=np.int64)
     rows = {kind: np.flatnonzero(kinds == code) for code, kind in enumerate(KINDS)}
     diff_received, diff_line_nos = received[rows["diff"]], line_nos[rows["diff"]]
-    diffs = decode_diffs(chunk.text, chunk.ends, bodies, rows["diff"], diff_received, diff_line_nos, arrays)
+    diffs = decode_diffs(
+        chunk.text, chunk.ends, bodies, rows["diff"], diff_received, diff_line_nos, _DIFF_ARRAYS.mine()
+    )
     if diffs is not None and 0 < diffs.has_pu.sum() < len(diffs.has_pu):
         return None  # spot and futures diffs: the line path names the first that differs
     flat = {kind: decode_flat(chunk.text, chunk.ends, bodies, rows[kind], _FLAT[kind]) for kind in _FLAT}

@@ -36,7 +36,6 @@ from msgspec import UNSET, UnsetType
 
 from market_pipeline.core.lake.schemas import BOOK_LEVELS, BOOK_SCHEMA, TRADES_SCHEMA
 from market_pipeline.core.read_ahead import read_ahead
-from market_pipeline.core.reused_arrays import PerThreadArrays
 from market_pipeline.vendors.binance.capture_bulk import DecodedLines, decode_lines, level_rows, level_sides
 from market_pipeline.vendors.binance.capture_format import (
     CHANNEL_KINDS,
@@ -68,9 +67,6 @@ Levels = list[tuple[str, str]]
 # 512-523 MB with two ahead, 22.4-24.0 s with four chunks of half the lines ahead.
 DECODE_THREADS = 2
 DECODE_AHEAD = 4
-# Buffers each decode thread keeps for a chunk's diffs (its scratch and four arrays of level rows,
-# which the chunk's tables keep until written): chunks decoding, ahead and written a row group at a time.
-DECODE_ARRAYS = 24
 # The lake stores every integer as int64: a larger one is a bad line, not an overflow later.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 Int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
@@ -175,7 +171,6 @@ class CaptureParser:
     def chunks(self) -> Iterator[dict[str, pl.DataFrame]]:
         # Chunks are decoded in bulk on `DECODE_THREADS` threads, ahead of the caller, and taken in
         # order; the parser's state (symbol, market, line count) changes only here, in order.
-        arrays = PerThreadArrays(DECODE_ARRAYS)  # the decode threads' level rows (`ReusedArrays`)
         with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="capture-decode") as pool:
             for path in self.paths:
                 first_line_no, submitted = self.lines, self.lines
@@ -183,7 +178,7 @@ class CaptureParser:
                 with open_capture(path) as stream:
                     for lines, broken in read_ahead(line_chunks(stream, self.chunk_lines), "capture-read"):
                         if len(lines):
-                            decoding.append((lines, pool.submit(_bulk, lines, submitted, arrays)))
+                            decoding.append((lines, pool.submit(_bulk, lines, submitted)))
                             submitted += len(lines)
                         while decoding and (len(decoding) > DECODE_AHEAD or broken is not None):
                             yield self._parse(path, first_line_no, *decoding.popleft())
@@ -247,13 +242,13 @@ class _Bulk:
     market: str | None
 
 
-def _bulk(lines: LineChunk, first_line_no: int, arrays: PerThreadArrays) -> _Bulk | None:
+def _bulk(lines: LineChunk, first_line_no: int) -> _Bulk | None:
     """The chunk (line_no from `first_line_no`) decoded in bulk (`capture_bulk`), its few other
     lines (REST snapshots) read line by line; None when the chunk is not in that shape, holds
     anything the line path would refuse or names two symbols or markets. It reads no parser
     state, so chunks are decoded side by side; the parser then checks that the chunk follows the
     lines before it (`CaptureParser._follows`)."""
-    decoded = decode_lines(lines, first_line_no, arrays.mine())
+    decoded = decode_lines(lines, first_line_no)
     if decoded is None or len(decoded.symbols) > 1:
         return None
     symbol, market = next(iter(decoded.symbols), None), None
