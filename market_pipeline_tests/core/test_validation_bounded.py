@@ -353,3 +353,28 @@ def test_an_error_in_the_metrics_pass_stops_the_rebuild(world, tmp_path):
             delta_pass=Broken(),
         )
     assert not (tmp_path / "books.parquet").exists()
+
+
+def test_the_rebuild_writes_its_agreement_and_shape_rows_delta_encoded(world):
+    """The agreement rows and the shape rows, written on the kernel's thread, are encoded as
+    `parquet_io.delta_writer_options` says: integers delta-encoded, LZ4, no dictionary pages
+    (Parquet's defaults built a dictionary of every time and sequence number)."""
+    import pyarrow.parquet as pq
+
+    from market_pipeline.core.lake.paths import books_shape_path
+    from market_pipeline.defs.common.checks import day_files
+
+    settings = world["settings"]
+    instrument = next(i for i in settings.universe if i.key == INSTRUMENT)
+    files = day_files(settings, instrument, CLEAN)
+    shape = books_shape_path(settings.lake_dir, instrument.exchange, instrument.symbol, CLEAN)
+    for path in (files.agreement, shape):
+        metadata = pq.ParquetFile(path).metadata
+        assert metadata.num_rows > 0, path
+        group = metadata.row_group(0)
+        for i in range(group.num_columns):
+            column = group.column(i)
+            assert column.compression == "LZ4", (path, column.path_in_schema)
+            assert not any("DICTIONARY" in e for e in column.encodings), (path, column.path_in_schema)
+            if column.physical_type == "INT64":
+                assert "DELTA_BINARY_PACKED" in column.encodings, (path, column.path_in_schema)

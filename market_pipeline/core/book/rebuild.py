@@ -233,7 +233,12 @@ def _open_outputs(
         return background, None
     agreement_tmp = stack.enter_context(atomic_path(agreement_path))
     agreement = AgreementWriter(
-        stack.enter_context(parquet_io.parquet_writer(agreement_tmp, AGREEMENT_SCHEMA)), AGREEMENT_ROW_GROUP_ROWS
+        stack.enter_context(
+            parquet_io.parquet_writer(
+                agreement_tmp, AGREEMENT_SCHEMA, **parquet_io.delta_writer_options(AGREEMENT_SCHEMA)
+            )
+        ),
+        AGREEMENT_ROW_GROUP_ROWS,
     )
     stack.callback(agreement.flush)  # runs before the writer closes
     return background, agreement

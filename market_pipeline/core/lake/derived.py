@@ -31,7 +31,8 @@ def write_derived(
     """Store `table` at `path`, atomically, tagged as made from `source` (`name`: the tag's prefix)
     and with `extra`, further figures of what it was made from that a reader must find equal."""
     with atomic_path(path) as tmp:
-        parquet_io.write_table(table.replace_schema_metadata(_tag(source, name, extra)), tmp)
+        tagged = table.replace_schema_metadata(_tag(source, name, extra))
+        parquet_io.write_table(tagged, tmp, **parquet_io.delta_writer_options(tagged.schema))
 
 
 def read_derived(path: Path, source: Path, name: bytes, extra: dict[bytes, bytes] | None = None) -> pa.Table | None:
