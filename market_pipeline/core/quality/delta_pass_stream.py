@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from market_pipeline.core.day_clock import HOURS, NS_PER_HOUR
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.derived import read_derived, write_derived
 from market_pipeline.core.quality.update_ranks import DeltaPass, HourMessages, SkewSample, add_ranks, hourly_frame
 
 _log = logging.getLogger(__name__)
-_HOUR_NS = 3_600 * 1_000_000_000
-_HOURS = 24
 # Deltas waiting for a later snapshot row (~17 bytes a row) and snapshot rows held for deltas to
 # come (~330 bytes at 20 levels). The rebuild hands a delta batch before the snapshot rows it
 # writes after it, and its writer lags its reader by a batch or two (500,000 deltas, ~12,000
@@ -66,8 +65,8 @@ class DeltaPassStream:
         self.rows_expected = int(self.tag[b"deltas_rows"])
         self.gave_up: str | None = None
         self.counts = np.zeros(levels + 1, np.int64)
-        self.messages = np.zeros(_HOURS, np.int64)
-        self.rows = np.zeros(_HOURS, np.int64)
+        self.messages = np.zeros(HOURS, np.int64)
+        self.rows = np.zeros(HOURS, np.int64)
         self.skew = SkewSample(self.rows_expected, sample_rows)  # its `passed`: the delta rows so far
         self.last_time = np.iinfo(np.int64).min  # of the last delta row
         self.hour = -1  # of the last delta row, and its messages so far
@@ -163,7 +162,7 @@ class DeltaPassStream:
     def _count_hours(self, received: np.ndarray, numbers: np.ndarray) -> None:
         """Rows and messages (distinct sequence numbers) per hour of received_time, the first hour
         taking rows before the day and the last rows after it, as `delta_pass` counts them."""
-        bounds = self.day_start + _HOUR_NS * np.arange(1, _HOURS)
+        bounds = self.day_start + NS_PER_HOUR * np.arange(1, HOURS)
         edges = np.concatenate(([0], np.searchsorted(received, bounds), [len(received)]))
         for hour in np.flatnonzero(edges[1:] > edges[:-1]):
             first, stop = edges[hour], edges[hour + 1]

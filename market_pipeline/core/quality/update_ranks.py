@@ -31,10 +31,10 @@ import pyarrow.parquet as pq
 from numba import njit
 
 from market_pipeline.core.book.fixed_point import grid_steps
+from market_pipeline.core.day_clock import HOURS, NS_PER_HOUR
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.read_ahead import read_ahead
 
-_HOUR_NS = 3_600 * 1_000_000_000
 NO_LEVEL = -1  # an absent level's ticks in the snapshot ladders (as in the rebuild's buffers)
 _NEVER = np.iinfo(np.int64).min  # an absent level as the compares take it: never better
 
@@ -249,7 +249,9 @@ HOURLY_SCHEMA = {"hour": pl.Int64, "book_messages": pl.Int64, "book_delta_rows":
 
 def hourly_frame(messages: Sequence[int] | np.ndarray, rows: Sequence[int] | np.ndarray) -> pl.DataFrame:
     """`DeltaPass.hourly`: hours 0-23 with their messages and delta rows."""
-    return pl.DataFrame({"hour": range(24), "book_messages": messages, "book_delta_rows": rows}, schema=HOURLY_SCHEMA)
+    return pl.DataFrame(
+        {"hour": range(HOURS), "book_messages": messages, "book_delta_rows": rows}, schema=HOURLY_SCHEMA
+    )
 
 
 def sample_positions(rows: int, size: int) -> np.ndarray:
@@ -345,8 +347,11 @@ def delta_pass(
     counts = np.zeros(levels + 1, np.int64)
     skew = SkewSample(parquet_io.num_rows(deltas), skew_sample_rows)
     windows = [
-        (day_start + hour * _HOUR_NS if hour else None, day_start + (hour + 1) * _HOUR_NS if hour < 23 else None)
-        for hour in range(24)
+        (
+            day_start + hour * NS_PER_HOUR if hour else None,
+            day_start + (hour + 1) * NS_PER_HOUR if hour < HOURS - 1 else None,
+        )
+        for hour in range(HOURS)
     ]
     messages_per_hour, rows_per_hour = [], []
     # The next hour's snapshots are read on a thread while this hour's deltas are read and ranked
