@@ -44,13 +44,14 @@ class ReusedArrays:
         dtype = np.dtype(dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         size = math.prod(shape) * dtype.itemsize
-        free = next((i for i in range(len(self._kept)) if self._references(i) == self._unused), None)
-        if free is not None and self._kept[free].nbytes >= size:
-            buffer = self._kept[free]
+        free = [i for i in range(len(self._kept)) if self._references(i) == self._unused]
+        fits = next((i for i in free if self._kept[i].nbytes >= size), None)
+        if fits is not None:
+            buffer = self._kept[fits]
         else:
             buffer = np.empty(max(size, 1), np.uint8)
-            if free is not None:  # too small for this array: a larger one takes its place
-                self._kept[free] = buffer
+            if free:  # each free one too small for this array: a larger one takes a place
+                self._kept[free[0]] = buffer
             elif len(self._kept) < self._room:
                 self._kept.append(buffer)
         return buffer[:size].view(dtype).reshape(shape)

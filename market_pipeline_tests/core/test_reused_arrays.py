@@ -104,3 +104,13 @@ def test_each_thread_has_arrays_of_its_own():
 
         (a, a_again), (b, b_again) = (future.result() for future in [pool.submit(mine) for _ in range(2)])
     assert a is a_again and b is b_again and a is not b
+
+
+def test_a_free_buffer_large_enough_is_taken_before_a_small_one_is_replaced():
+    arrays = ReusedArrays(2)
+    small, large = arrays.empty(100, np.int64), arrays.empty(1 << 20, np.int64)
+    large[:] = 7
+    del small, large
+    # The small buffer comes first and is free, but the large one fits: it comes back (the values
+    # left in it show it; a block this large would otherwise get fresh, zeroed pages).
+    assert (arrays.empty(1 << 20, np.int64) == 7).all()

@@ -84,13 +84,12 @@ def decode_diffs(
     rows: np.ndarray,
     received: np.ndarray,
     line_nos: np.ndarray,
-    arrays: ReusedArrays | None = None,
+    arrays: ReusedArrays,
 ) -> DiffLevels | None:
     """The level rows of the diffs on lines `rows` of a `LineChunk` (`bodies`: where each line's
     message starts, from `capture_scan`; `received`, `line_nos`: each diff's). None unless every
     one is in the shape above and they name one symbol. Its arrays come from `arrays` (those of
-    the calling thread: the tables keep the level rows'), else are made afresh."""
-    arrays = arrays if arrays is not None else ReusedArrays(0)
+    the calling thread: the tables keep the level rows')."""
     head = np.empty((6, len(rows)), dtype=np.int64)
     has_pu = np.empty(len(rows), dtype=np.bool_)
     # Price, size, price, size, ...: a level takes 9 bytes at least. Read here first, then copied
