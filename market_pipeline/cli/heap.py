@@ -11,15 +11,37 @@ from contextlib import contextmanager
 
 
 @contextmanager
+def collections_paused() -> Iterator[None]:
+    """No automatic collection inside the block (`startup_heap_frozen` resumes them for a run):
+    while a command imports Dagster and its storage, loads the definitions and opens the instance,
+    the heap only grows, and each full collection walks all of it to find little garbage: five
+    of them took 0.41 s of a one-step run's 2.2-2.45 s (1.86-1.94 s without them, 3 MB more
+    resident; its exit's collection found 8,335 objects of garbage in 289 k). Collection is put
+    back as it was after the block."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextmanager
 def startup_heap_frozen() -> Iterator[None]:
-    """The objects alive now kept out of collections inside the block, then put back: the full
-    collections of a bench day's run took 0.6-0.9 s with them and about 0.4 s without. Put back,
-    not left frozen, so that a process running many commands (the tests) still collects them."""
+    """The objects alive now kept out of collections inside the block, and collections on, then
+    both put back: the full collections of a bench day's run took 0.6-0.9 s with them and about
+    0.4 s without. Put back, not left frozen, so that a process running many commands (the tests)
+    still collects them."""
+    enabled = gc.isenabled()
     gc.freeze()
+    gc.enable()
     try:
         yield
     finally:
         gc.unfreeze()
+        if not enabled:
+            gc.disable()
 
 
 def spare_exit_collections() -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 import textwrap
 
 from market_pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, WIDTH, CliError, parse_date
+from market_pipeline.cli.heap import collections_paused
 from market_pipeline.core.lake.scratch import remove_run_copies
 from market_pipeline.settings import PipelineSettings
 
@@ -20,7 +21,22 @@ def run_range(
     launched_by: str,
     show_progress: bool = True,
 ) -> int:
-    """Build the definitions from `settings`, execute the range as one run, print the summary."""
+    """Build the definitions from `settings`, execute the range as one run, print the summary.
+
+    The process collects no garbage but during the run (`heap.collections_paused`)."""
+    with collections_paused():
+        return _run_range(settings, start, end, selections, verbosity, launched_by, show_progress)
+
+
+def _run_range(
+    settings: PipelineSettings,
+    start: dt.date,
+    end: dt.date,
+    selections: list[str] | None,
+    verbosity: int,
+    launched_by: str,
+    show_progress: bool,
+) -> int:
     from market_pipeline.cli.code_location import load_defs, resolve_selection
     from market_pipeline.cli.dagster_instance import quiet_dagster, require_dagster_home
     from market_pipeline.cli.execution import execute_range

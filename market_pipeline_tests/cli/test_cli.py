@@ -380,6 +380,40 @@ def test_the_startup_heap_is_frozen_for_the_block_and_put_back():
     assert gc.get_freeze_count() == 0
 
 
+def test_collections_pause_outside_the_run_and_are_put_back(monkeypatch):
+    """`run_range` collects no garbage but during the run (`startup_heap_frozen` inside
+    `collections_paused`), and leaves collection as it found it, also on an error."""
+    import datetime as dt
+    import gc
+
+    from market_pipeline.cli import run as run_module
+    from market_pipeline.cli.heap import collections_paused, startup_heap_frozen
+
+    assert gc.isenabled()
+    with collections_paused():
+        assert not gc.isenabled()
+        with startup_heap_frozen():
+            assert gc.isenabled() and gc.get_freeze_count() > 0
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collections_paused():
+        raise RuntimeError("a bad selection")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collections_paused(), startup_heap_frozen():
+            pass
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
+
+    seen = []
+    monkeypatch.setattr(run_module, "_run_range", lambda *args: seen.append(gc.isenabled()) or 0)
+    day = dt.date(2024, 3, 1)
+    assert run_module.run_range(None, day, day, None, 0, "test") == 0  # type: ignore[arg-type]
+    assert seen == [False] and gc.isenabled()
+
+
 def test_first_commands_on_a_new_instance_at_once_all_open_it(tmp_path):
     """Four processes opening a fresh SQLite DAGSTER_HOME at the same instant: without the lock two
     or three die creating its schema (`table alembic_version already exists`).
