@@ -163,7 +163,9 @@ def _import_and_rebuild(settings, instrument, day):
 
 def test_capture_source_rebuilds_the_ground_truth_at_every_book_ticker(generated, monkeypatch, data_dir):
     """PIPELINE_SOURCE=capture over the two-day spot capture and the futures day: after every
-    message the vendor snapshotted, the rebuilt book (top 20 levels) is the true one."""
+    message the vendor snapshotted, the rebuilt book (top 20 levels) is the true one. And the
+    metrics' pass the rebuild stored beside the books (`DeltaPassStream`, ranking as the rows are
+    written) is `update_ranks.delta_pass`'s, figure for figure: the metrics read no delta again."""
     monkeypatch.setenv("PIPELINE_SOURCE", "capture")
     monkeypatch.setenv("PIPELINE_CAPTURE_DIR", str(generated["captures"]))
     monkeypatch.setenv("PIPELINE_INSTRUMENTS", f"{SPOT_KEY},{USDM_KEY}")
@@ -194,3 +196,25 @@ def test_capture_source_rebuilds_the_ground_truth_at_every_book_ticker(generated
                         name = f"{side}_{i}_{field}"
                         ours = rows[f"{name}_rebuilt"].cast(pl.Float64).fill_null(-1.0).to_numpy()
                         assert np.array_equal(ours, rows[name].fill_null(-1.0).to_numpy()), (key, day, name)
+            ranked = _stored_pass_is_the_pass(settings, instrument, day, path)
+            assert ranked > 0 or day != DAYS[0]  # a day resumed from a checkpoint has no snapshot row
+
+
+def _stored_pass_is_the_pass(settings, instrument, day, books) -> int:
+    """Assert the stored pass equals the metrics' own pass over the files; the deltas it ranked."""
+    from market_pipeline.core.day_clock import day_start_ns
+    from market_pipeline.core.lake.paths import books_delta_pass_path, raw_partition_dir
+    from market_pipeline.core.quality.delta_pass_stream import read_delta_pass
+    from market_pipeline.core.quality.microstructure import SKEW_SAMPLE_ROWS
+    from market_pipeline.core.quality.update_ranks import delta_pass
+
+    ex, sym = instrument.exchange, instrument.symbol
+    deltas = raw_partition_dir(settings.lake_dir, "book_delta_v2", ex, sym, day) / PARTITION_FILE
+    figures = (instrument.tick_size, settings.book.depth, day_start_ns(day), SKEW_SAMPLE_ROWS)
+    stored = read_delta_pass(books_delta_pass_path(settings.lake_dir, ex, sym, day), books, deltas, *figures)
+    expected = delta_pass(books, deltas, *figures)
+    assert stored is not None, (instrument.key, day)
+    assert stored.rank_counts == expected.rank_counts
+    assert stored.hourly.equals(expected.hourly)
+    assert stored.skew_sample_seconds == expected.skew_sample_seconds
+    return sum(stored.rank_counts)

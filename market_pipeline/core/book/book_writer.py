@@ -88,12 +88,50 @@ class DeltaPassSink(Protocol):
     def end_of_deltas(self) -> None:
         """Every delta batch has come."""
 
-    def snapshots(self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray) -> None:
+    def snapshots(
+        self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray, through: int | None
+    ) -> None:
         """The next rows written at vendor snapshots: received_time and (levels, rows) copies of
-        their bid and ask ticks (an absent level -1)."""
+        their bid and ask ticks (an absent level -1); `through`, when the rows are written in time
+        order, the received_time of the last row written with them."""
 
     def write(self, books: Path) -> None:
         """Store what was handed, once the books file `books` is complete."""
+
+
+class ThreadedDeltaPass:
+    """A `DeltaPassSink` whose calls run in order on `pool`'s one thread, off the threads of the
+    rebuild's reader, kernel and writer that make them; `wait` waits for them and raises the first
+    error."""
+
+    def __init__(self, sink: DeltaPassSink, pool: ThreadPoolExecutor, timings: StageTimings):
+        self.sink, self.pool, self.timings = sink, pool, timings
+        self.calls: list[Future[None]] = []  # appended from two threads: list.append is atomic
+
+    def deltas(self, batch: dict[str, np.ndarray]) -> None:
+        self._call(self.sink.deltas, batch)
+
+    def end_of_deltas(self) -> None:
+        self._call(self.sink.end_of_deltas)
+
+    def snapshots(
+        self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray, through: int | None
+    ) -> None:
+        self._call(self.sink.snapshots, received, bid_ticks, ask_ticks, through)
+
+    def wait(self) -> None:
+        for call in self.calls:
+            call.result()
+
+    def write(self, books: Path) -> None:
+        self.sink.write(books)
+
+    def _call(self, method, *args) -> None:
+        self.calls.append(self.pool.submit(self._timed, method, *args))
+
+    def _timed(self, method, *args) -> None:
+        with self.timings("delta_pass"):
+            method(*args)
 
 
 # Output buffer sets a BookWriter rotates through: the kernel fills one while the writer thread
@@ -114,7 +152,8 @@ class BookWriter:
     (`BackgroundWriter.write_rows` waits for it).
     Reusing the sets (instead of fresh arrays per batch) spares the page faults of new memory.
     Building a batch also hands its vendor-snapshot rows to `snapshot_rows` and `delta_pass`, if
-    given.
+    given, and to `delta_pass` the time of its last row when `rows_in_time_order` (the rebuild
+    writes no row before one written already).
     """
 
     def __init__(
@@ -125,12 +164,14 @@ class BookWriter:
         rows: int,
         snapshot_rows: SnapshotRowsSink | None = None,
         delta_pass: DeltaPassSink | None = None,
+        rows_in_time_order: bool = False,
     ):
         self.depth = depth
         self.grid = grid
         self.day_start = day_start
         self.snapshot_rows = snapshot_rows
         self.delta_pass = delta_pass
+        self.rows_in_time_order = rows_in_time_order
         self.capacity = rows
         self.schema = output_schema(depth, grid)
         self.multipliers = (unscaled_multiplier(grid.tick_size), unscaled_multiplier(grid.lot_size))
@@ -171,7 +212,8 @@ class BookWriter:
                 )
                 for side in (0, 2)
             )
-            self.delta_pass.snapshots(b.recv[rows], bids, asks)
+            through = int(b.recv[n - 1]) if self.rows_in_time_order else None
+            self.delta_pass.snapshots(b.recv[rows], bids, asks, through)
         recv, orig, seq, synced, trigger = (x[:n] for x in (b.recv, b.orig, b.seq, b.synced, b.trigger))
         columns = [
             pa.array(orig),

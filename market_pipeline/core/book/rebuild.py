@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import resource
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from market_pipeline.core.book.book_writer import (
     BookWriter,
     DeltaPassSink,
     SnapshotRowsSink,
+    ThreadedDeltaPass,
     agreement_rows,
     books_writer_options,
     output_schema,
@@ -147,7 +148,7 @@ def rebuild_day(
             name: stack.enter_context(ThreadPoolExecutor(1, f"book-{name}"))
             for name in ("deltas", "snapshots", "write", "delta-pass")
         }
-        passing = _OnItsThread(delta_pass, pool["delta-pass"], timings) if delta_pass is not None else None
+        passing = ThreadedDeltaPass(delta_pass, pool["delta-pass"], timings) if delta_pass is not None else None
         replay = _DayReplay(start.book, state, depth, timings, passing)
         out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape, passing)
         deltas = prefetched(
@@ -242,38 +243,6 @@ def _open_outputs(
     )
     stack.callback(agreement.flush)  # runs before the writer closes
     return background, agreement
-
-
-class _OnItsThread:
-    """A `DeltaPassSink` whose calls run in order on `pool`'s one thread, off the kernel's and the
-    writer's that make them; `wait` waits for them and raises the first error."""
-
-    def __init__(self, sink: DeltaPassSink, pool: ThreadPoolExecutor, timings: StageTimings):
-        self.sink, self.pool, self.timings = sink, pool, timings
-        self.calls: list[Future[None]] = []  # appended from two threads: list.append is atomic
-
-    def deltas(self, batch: dict[str, np.ndarray]) -> None:
-        self._call(self.sink.deltas, batch)
-
-    def end_of_deltas(self) -> None:
-        self._call(self.sink.end_of_deltas)
-
-    def snapshots(self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray) -> None:
-        self._call(self.sink.snapshots, received, bid_ticks, ask_ticks)
-
-    def wait(self) -> None:
-        for call in self.calls:
-            call.result()
-
-    def write(self, books: Path) -> None:
-        self.sink.write(books)
-
-    def _call(self, method, *args) -> None:
-        self.calls.append(self.pool.submit(self._timed, method, *args))
-
-    def _timed(self, method, *args) -> None:
-        with self.timings("delta_pass"):
-            method(*args)
 
 
 class _Round(NamedTuple):

@@ -11,6 +11,12 @@ still to come is at least as late as the latest so far, so a delta no later than
 its candidates at hand and is ranked at once. Deltas later than it wait, a batch or two (the
 writer lags the reader by that much), for a later snapshot row or the end of the books.
 
+A rebuild whose rows are all in time order (a capture's, replayed in receive order; the lake's
+rebuild writes a vendor snapshot's row at the snapshot's time, which may be before the sample
+rows written ahead of it) also hands the time of the last row it wrote: no snapshot row to come is
+earlier than that either. So a day with a snapshot row at each REST snapshot only (a few a day)
+is ranked as it goes, not held until it passes MAX_WAITING_ROWS.
+
 That is the pass's answer only where the pass reads the same order: the deltas' received_time and
 the snapshot rows' never go back, and each hour's sequence numbers never go down (so counting
 their changes counts the distinct ones). Where one of these fails, or the rows waiting pass a
@@ -77,7 +83,7 @@ class DeltaPassStream:
         # the last one before the first delta to come on.
         self.snapshot_parts: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque()
         self.snapshot_rows = 0
-        self.latest_snapshot = np.iinfo(np.int64).min
+        self.known_through = np.iinfo(np.int64).min  # no snapshot row to come is earlier
         self.deltas_ended = False
 
     def deltas(self, batch: dict[str, np.ndarray]) -> None:
@@ -108,16 +114,24 @@ class DeltaPassStream:
         if not self.gave_up:
             self._rank(final=False)
 
-    def snapshots(self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray) -> None:
+    def snapshots(
+        self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray, through: int | None = None
+    ) -> None:
         """The next snapshot rows of the books: received_time and the (levels, rows) bid and ask
-        ticks from the touch outwards, an absent level -1."""
-        if self.gave_up or not len(received) or (self.deltas_ended and not self.waiting):
+        ticks from the touch outwards, an absent level -1. `through`, where the rows are written
+        in time order: the received_time of the last row written with them (of any trigger)."""
+        if self.gave_up or (self.deltas_ended and not self.waiting):
             return
-        if received[0] < self.latest_snapshot or np.any(received[1:] < received[:-1]):
-            return self._give_up("a snapshot row's received_time goes back")
-        self.latest_snapshot = received[-1]
-        self.snapshot_parts.append((received, bid_ticks, ask_ticks))
-        self.snapshot_rows += len(received)
+        if len(received):
+            if received[0] < self.known_through or np.any(received[1:] < received[:-1]):
+                return self._give_up("a snapshot row's received_time goes back")
+            self.known_through = received[-1]
+            self.snapshot_parts.append((received, bid_ticks, ask_ticks))
+            self.snapshot_rows += len(received)
+        if through is not None:
+            if through < self.known_through:
+                return self._give_up("a written row's received_time goes back")
+            self.known_through = through
         self._rank(final=False)
         if self.snapshot_rows > MAX_HELD_SNAPSHOT_ROWS:
             self._give_up(f"more than {MAX_HELD_SNAPSHOT_ROWS:,} snapshot rows wait for later deltas")
@@ -176,11 +190,11 @@ class DeltaPassStream:
                 return self._give_up(f"sequence numbers go down in hour {hour}")
 
     def _rank(self, final: bool) -> None:
-        """Rank the waiting deltas no later than the latest snapshot row (every one, when `final`),
+        """Rank the waiting deltas no later than the last row written (every one, when `final`),
         and drop the snapshot rows no delta to come can rank against."""
         while self.waiting:
             received, is_bid, price = self.waiting[0]
-            ready = len(received) if final else int(np.searchsorted(received, self.latest_snapshot, "right"))
+            ready = len(received) if final else int(np.searchsorted(received, self.known_through, "right"))
             if ready == 0:
                 break
             self._rank_rows(received[:ready], is_bid[:ready], price[:ready])

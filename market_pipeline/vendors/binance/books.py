@@ -6,14 +6,18 @@ import datetime as dt
 from dataclasses import dataclass
 
 from market_pipeline.core.book.fixed_point import Grid
+from market_pipeline.core.day_clock import day_start_ns
 from market_pipeline.core.lake.paths import (
     PARTITION_FILE,
+    books_delta_pass_path,
     books_partition_dir,
     books_shape_path,
     capture_fidelity_dir,
     checkpoint_path,
     raw_partition_dir,
 )
+from market_pipeline.core.quality.delta_pass_stream import DeltaPassStream
+from market_pipeline.core.quality.microstructure import SKEW_SAMPLE_ROWS
 from market_pipeline.vendors.base import BookDay, WrappedBookResult, book_day_metadata
 from market_pipeline.vendors.binance.capture_format import LAKE_EXCHANGES
 from market_pipeline.vendors.binance.rebuild import CaptureRebuildResult, rebuild_capture_day
@@ -107,5 +111,13 @@ def rebuild_capture_books(
         depth=job.depth,
         interval_ms=job.interval_ms,
         shape_path=books_shape_path(lake, ex, sym, day),
+        delta_pass=DeltaPassStream(
+            books_delta_pass_path(lake, ex, sym, day),
+            raw["book_delta_v2"],
+            instrument.tick_size,
+            job.depth,
+            day_start_ns(day),
+            SKEW_SAMPLE_ROWS,
+        ),
     )
     return CaptureBookResult(result)

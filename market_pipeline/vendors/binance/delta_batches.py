@@ -65,6 +65,19 @@ def read_delta_batches(path: Path, batch_rows: int | None = None) -> Iterator[pl
         yield frame
 
 
+def delta_pass_columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    """The columns of a batch the metrics' pass reads (`book_writer.DeltaPassSink.deltas`), as
+    the pass reads them from the file (`update_ranks.delta_pass`)."""
+    names = {
+        "recv": "received_time",
+        "orig": "origin_time",
+        "seq": "sequence_number",
+        "is_bid": "side_is_bid",
+        "price": "price",
+    }
+    return {key: frame.get_column(name).to_numpy() for key, name in names.items()}
+
+
 def diff_arrays(frame: pl.DataFrame, ticks: ToSteps, lots: ToSteps) -> tuple[br.CaptureDiffs, br.LevelRows]:
     """The diff messages of a batch (one entry each) and their level rows on the grid."""
 

@@ -59,7 +59,13 @@ import polars as pl
 import pyarrow as pa
 
 from market_pipeline.core.book import delta_replay as lr
-from market_pipeline.core.book.book_writer import BackgroundWriter, BookWriter, books_writer_options
+from market_pipeline.core.book.book_writer import (
+    BackgroundWriter,
+    BookWriter,
+    DeltaPassSink,
+    ThreadedDeltaPass,
+    books_writer_options,
+)
 from market_pipeline.core.book.checkpoint import load_checkpoint, write_checkpoint
 from market_pipeline.core.book.fixed_point import Grid, PrecisionCounter
 from market_pipeline.core.book.ladder import (
@@ -84,6 +90,7 @@ from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.carry import SYNC_CARRY_FILE, read_sync_carry, write_sync_carry
 from market_pipeline.vendors.binance.delta_batches import (
     BatchedReplay,
+    delta_pass_columns,
     diff_arrays,
     message_groups,
     read_delta_batches,
@@ -178,11 +185,14 @@ def rebuild_capture_day(
     fidelity_interval_ms: int = 1000,
     capture_files: int | None = None,
     shape_path: Path | None = None,
+    delta_pass: DeltaPassSink | None = None,
 ) -> CaptureRebuildResult:
     """Replay one instrument-day of a capture; write its books and its end-of-day checkpoint.
 
     With `fidelity_path`, also the fidelity table `quality/fidelity.py` reads (`write_fidelity`);
-    with `shape_path`, the books' shape rows at their snapshot rows (`book_shape.ShapeFile`).
+    with `shape_path`, the books' shape rows at their snapshot rows (`book_shape.ShapeFile`); with
+    `delta_pass`, the metrics' pass over the deltas (`delta_pass_stream.DeltaPassStream`), handed
+    the delta batches as they are read and the rows as they are written.
     """
     started = time.perf_counter()
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
@@ -202,8 +212,9 @@ def rebuild_capture_day(
 
     # Deltas are replayed batch by batch (`delta_batches`); the first batch is converted up front
     # for the day's first event and the chain check against the checkpoint.
-    batches = (diff_arrays(frame, ticks, lots) for frame in _counted(read_delta_batches(deltas_path), rows_read))
-    first_diffs = next(batches, None)
+    frames = _counted(read_delta_batches(deltas_path), rows_read)
+    first_frame = next(frames, None)
+    first_diffs = diff_arrays(first_frame, ticks, lots) if first_frame is not None else None
 
     # Start where the previous day stopped (its checkpoint and carry), else wait for a REST snapshot.
     (bid, ask, st), carry_in = _start_from(checkpoint_in, grid)
@@ -258,7 +269,11 @@ def rebuild_capture_day(
         replay[0]["next_sample"] = day_start + ((first_event - day_start) // interval_ns + 1) * interval_ns
 
     shape = ShapeFile(shape_path) if shape_path is not None else None
-    out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape)
+    # The metrics' pass runs on a thread of its own; the pool starts its thread at the first call.
+    pass_pool = ThreadPoolExecutor(1, "capture-delta-pass")
+    passing = ThreadedDeltaPass(delta_pass, pass_pool, StageTimings()) if delta_pass is not None else None
+    # The replay reads every line in receive order: its rows never go back in time.
+    out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape, passing, rows_in_time_order=True)
     carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
     # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
     snapshots = br.new_depth_snapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
@@ -271,6 +286,7 @@ def rebuild_capture_day(
         parquet_io.parquet_writer(tmp, out.schema, **writer_options) as writer,
         ThreadPoolExecutor(1, "capture-book-read") as read_pool,
         ThreadPoolExecutor(1, "capture-book-write") as write_pool,
+        pass_pool,
     ):
         # As the lake's rebuild: the next batch is read and converted, and the last rows encoded
         # and written, on helper threads while the kernel (which releases the GIL) replays.
@@ -286,6 +302,14 @@ def rebuild_capture_day(
                 )
             background.write_rows(out, n)
 
+        def converted(frame: pl.DataFrame) -> tuple[br.CaptureDiffs, br.LevelRows]:
+            if passing is not None:
+                passing.deltas(delta_pass_columns(frame))
+            return diff_arrays(frame, ticks, lots)
+
+        if passing is not None and first_frame is not None:
+            passing.deltas(delta_pass_columns(first_frame))
+        batches = (converted(frame) for frame in frames)
         first = [first_diffs] if first_diffs is not None else []
         # Read ahead only now: the snapshots' and tickers' conversions above share `precision`.
         for run in replay_parts.runs(itertools.chain(first, prefetched(batches, read_pool))):
@@ -300,12 +324,18 @@ def rebuild_capture_day(
                     raise RuntimeError(f"capture replay of {deltas_path} made no progress")  # a kernel bug
                 if done:
                     break
+        if passing is not None:
+            passing.end_of_deltas()
         if filled:
             write_rows(filled)
         background.wait()
+        if passing is not None:
+            passing.wait()  # an error of the pass fails the rebuild before its books are in place
 
     if shape is not None:
         shape.write(output_path)
+    if passing is not None:
+        passing.write(output_path)
     in_sync = bool(sync[0]["state"] == br.LIVE)
     br.finish(sync, counters, replay_parts.last_run.cursor, len(replay_parts.last_run.diffs.line))
     carry_out = replay_parts.carry
