@@ -144,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 def console() -> NoReturn:
     """The `market-pipeline` console script (and `python -m market_pipeline.cli[.main]`): `main`,
     then the process's exit, spared the collections of its whole heap."""
-    from market_pipeline.cli.heap import spare_exit_collections
+    from market_pipeline.cli.heap import exits_after_command, spare_exit_collections
 
+    exits_after_command()
     code = main()
     spare_exit_collections()
     sys.exit(code)

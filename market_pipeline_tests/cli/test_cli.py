@@ -348,8 +348,9 @@ def test_version(capsys):
 
 
 def test_the_console_script_exits_with_main_s_code_its_heap_frozen():
-    """The installed script and `python -m` run `console`: main's exit code, and the heap frozen
-    before the interpreter's exit collections (seen from an exit hook, which runs after them)."""
+    """The installed script and `python -m` run `console`: main's exit code, the heap frozen
+    before the interpreter's exit collections (seen from an exit hook, which runs after them), and
+    the process declared one that exits after its command (a run's startup heap stays frozen)."""
     import subprocess
     import sys
     import tomllib
@@ -357,13 +358,14 @@ def test_the_console_script_exits_with_main_s_code_its_heap_frozen():
     scripts = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["market-pipeline"] == "market_pipeline.cli.main:console"
     probe = (
-        "import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+        "import atexit, gc, sys; from market_pipeline.cli import heap; "
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, heap._exits_after_command)); "
         "sys.argv[1:] = {args!r}; from market_pipeline.cli.main import console; console()"
     )
     for args, code in ((["--version"], 0), (["run", "--start-date", "nonsense"], 2)):
         done = subprocess.run([sys.executable, "-c", probe.format(args=args)], capture_output=True, text=True)
         assert done.returncode == code, done.stderr
-        assert done.stdout.splitlines()[-1] == "frozen True"
+        assert done.stdout.splitlines()[-1] == "frozen True True"
 
 
 def test_the_startup_heap_is_frozen_for_the_block_and_put_back():
@@ -378,6 +380,21 @@ def test_the_startup_heap_is_frozen_for_the_block_and_put_back():
     with pytest.raises(RuntimeError), startup_heap_frozen():
         raise RuntimeError("a failed run")
     assert gc.get_freeze_count() == 0
+
+
+def test_a_process_that_exits_after_its_command_keeps_the_startup_heap_frozen(monkeypatch):
+    """So that the exit's one collection walks only what the run left."""
+    import gc
+
+    from market_pipeline.cli import heap
+
+    monkeypatch.setattr(heap, "_exits_after_command", True)
+    try:
+        with heap.startup_heap_frozen():
+            frozen = gc.get_freeze_count()
+        assert frozen > 0 and gc.get_freeze_count() > frozen // 2 and gc.isenabled()  # some were freed since
+    finally:
+        gc.unfreeze()
 
 
 def test_collections_pause_outside_the_run_and_are_put_back(monkeypatch):
