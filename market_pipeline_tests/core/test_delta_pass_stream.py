@@ -54,10 +54,13 @@ def _snapshot_ticks(books) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return snaps["received_time"].to_numpy(), ticks[0], ticks[1]
 
 
-def _feed(stream: DeltaPassStream, deltas, books, delta_rows: int, snapshot_rows: int, lag: int, drop_last=False):
+def _feed(
+    stream: DeltaPassStream, deltas, books, delta_rows: int, snapshot_rows: int, lag: int, drop_last=False
+) -> int:
     """Hand `stream` the deltas in batches of `delta_rows` and the snapshot rows in parts of
     `snapshot_rows`, each part once the deltas handed reach its last time plus `lag` (negative:
-    ahead of the deltas), as the rebuild's reader and writer threads do."""
+    ahead of the deltas), as the rebuild's reader and writer threads do; the most deltas that
+    waited at once."""
     rows = pl.read_parquet(deltas)
     batches = [
         {
@@ -80,7 +83,7 @@ def _feed(stream: DeltaPassStream, deltas, books, delta_rows: int, snapshot_rows
         [(batch["recv"][0], 0, i) for i, batch in enumerate(batches)]
         + [(min(part[0][-1] + lag, 2**62), 1, j) for j, part in enumerate(parts)]
     )
-    handed = 0
+    handed = waited = 0
     for _, kind, index in events:
         if kind == 0:
             stream.deltas(batches[index])
@@ -89,6 +92,8 @@ def _feed(stream: DeltaPassStream, deltas, books, delta_rows: int, snapshot_rows
                 stream.end_of_deltas()
         else:
             stream.snapshots(*parts[index])
+        waited = max(waited, stream.waiting_rows)
+    return waited
 
 
 def _stream(tmp_path, books, deltas) -> DeltaPassStream:
@@ -149,83 +154,47 @@ def test_a_delta_at_a_snapshot_time_ranks_against_the_snapshot_before_across_bat
 
 
 def _few_snapshot_rows(books, keep: int) -> np.ndarray:
-    """The books' rows in time order, all but the first `keep` snapshot rows made sample rows (a
-    capture's books: a snapshot row at each REST snapshot only); the times of every row."""
-    rows = pl.read_parquet(books).sort("received_time", maintain_order=True)
-    rows.with_columns(
-        pl.when(pl.int_range(pl.len()) < keep).then(pl.col("trigger")).otherwise(pl.lit("interval")).alias("trigger")
-    ).write_parquet(books)
+    """The books with their first `keep` snapshot rows only (a capture's: a snapshot row at each
+    REST snapshot); their times."""
+    rows = pl.read_parquet(books).sort("received_time", maintain_order=True).head(keep)
+    rows.write_parquet(books)
     return rows["received_time"].to_numpy()
 
 
-def _feed_written(stream: DeltaPassStream, deltas, books, row_times, delta_rows: int, part_rows: int) -> int:
-    """Hand `stream` the deltas in batches and the books' rows in parts of `part_rows` (of any
-    trigger: their snapshot rows and the time of the part's last row), each part once the deltas
-    handed reach its last time; the most deltas that waited at once."""
-    batches = [
-        {
-            "recv": part["received_time"].to_numpy(),
-            "orig": part["origin_time"].to_numpy(),
-            "seq": part["sequence_number"].to_numpy(),
-            "is_bid": part["side_is_bid"].to_numpy(),
-            "price": part["price"].to_numpy(),
-        }
-        for part in pl.read_parquet(deltas).iter_slices(delta_rows)
-    ]
-    snap_times, bids, asks = _snapshot_ticks(books)
-    parts = []
-    for first in range(0, len(row_times), part_rows):
-        times = row_times[first : first + part_rows]
-        inside = (snap_times >= times[0]) & (snap_times <= times[-1])
-        parts.append((snap_times[inside], bids[:, inside], asks[:, inside], int(times[-1])))
-    events = sorted(
-        [(batch["recv"][0], 0, i) for i, batch in enumerate(batches)]
-        + [(part[3], 1, j) for j, part in enumerate(parts)]
-    )
-    waited = 0
-    for _, kind, index in events:
-        if kind == 0:
-            stream.deltas(batches[index])
-            if index == len(batches) - 1:
-                stream.end_of_deltas()
-        else:
-            stream.snapshots(*parts[index])
-        waited = max(waited, stream.waiting_rows)
-    return waited
-
-
-def test_rows_written_in_time_order_rank_the_deltas_as_they_come(tmp_path):
-    """Books with three snapshot rows in the day (a capture's): handed the time of each part's last
-    row, the stream ranks the deltas as the rows pass them, none waiting for a snapshot row that
-    never comes (without it every delta after the third would wait to the end), and the figures are
-    the pass's."""
+def test_announced_snapshot_times_rank_the_deltas_as_they_come(tmp_path):
+    """Books with three snapshot rows in the day, the rebuild having announced their times: the
+    stream ranks each delta as it comes, none waiting for a snapshot row (without the times, every
+    delta after the third row would wait to the end), and the figures are the pass's."""
     books, deltas, _ = rank_day(tmp_path)
     _in_time_order(tmp_path, books, deltas)
-    row_times = _few_snapshot_rows(books, 3)
+    announced = _few_snapshot_rows(books, 3)
     stream = _stream(tmp_path, books, deltas)
-    waited = _feed_written(stream, deltas, books, row_times, 1_500, 7)
+    stream.snapshot_rows_only_at(announced)
+    waited = _feed(stream, deltas, books, 1_500, 1, 0)
     got = stream.finish()
     expected = delta_pass(books, deltas, TICK, LEVELS, START, SAMPLE)
 
     assert got is not None, stream.gave_up
-    assert waited <= 2 * 1_500
+    assert waited <= 1_500
     assert (got.rank_counts, got.skew_sample_seconds) == (expected.rank_counts, expected.skew_sample_seconds)
     assert got.hourly.equals(expected.hourly)
     assert 0 < sum(got.rank_counts) < pl.read_parquet(deltas).height
 
 
-def test_a_row_written_before_the_time_handed_gives_up(tmp_path):
-    """Once the rows are said written through a time, a snapshot row before it (deltas after it
-    may have been ranked without it), or a time handed before a snapshot row, gives up."""
+def test_a_snapshot_row_at_a_time_not_announced_gives_up(tmp_path):
+    """Deltas before an announced time may have been ranked without a row before it."""
     books, deltas, _ = rank_day(tmp_path)
     ladder = np.array([[7], [6], [5]], np.int64)
-    early = _stream(tmp_path, books, deltas)
-    early.snapshots(np.array([START + 10]), ladder, ladder, START + 20)
-    early.snapshots(np.array([START + 15]), ladder, ladder, START + 30)
-    assert early.gave_up == "a snapshot row's received_time goes back"
-    late = _stream(tmp_path, books, deltas)
-    late.snapshots(np.array([START + 10]), ladder, ladder, START + 5)
-    assert late.gave_up == "a written row's received_time goes back"
+    stream = _stream(tmp_path, books, deltas)
+    stream.snapshot_rows_only_at(np.array([START + 10, START + 20]))
+    stream.snapshots(np.array([START + 10]), ladder, ladder)
+    assert stream.gave_up is None
+    stream.snapshots(np.array([START + 15]), ladder, ladder)
+    assert stream.gave_up == "a snapshot row comes at a time the rebuild did not announce"
+    again = _stream(tmp_path, books, deltas)
+    again.snapshot_rows_only_at(np.array([START + 10, START + 20]))
+    again.snapshots(np.array([START + 10, START + 10]), ladder[:, [0, 0]], ladder[:, [0, 0]])  # listed once
+    assert again.gave_up == "a snapshot row comes at a time the rebuild did not announce"
 
 
 def test_a_stored_pass_is_read_for_its_own_files_only(tmp_path):

@@ -88,12 +88,13 @@ class DeltaPassSink(Protocol):
     def end_of_deltas(self) -> None:
         """Every delta batch has come."""
 
-    def snapshots(
-        self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray, through: int | None
-    ) -> None:
+    def snapshot_rows_only_at(self, times: np.ndarray) -> None:
+        """The only received_times the rebuild can write rows at vendor snapshots at, if it knows
+        them beforehand; before any batch."""
+
+    def snapshots(self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray) -> None:
         """The next rows written at vendor snapshots: received_time and (levels, rows) copies of
-        their bid and ask ticks (an absent level -1); `through`, when the rows are written in time
-        order, the received_time of the last row written with them."""
+        their bid and ask ticks (an absent level -1)."""
 
     def write(self, books: Path) -> None:
         """Store what was handed, once the books file `books` is complete."""
@@ -114,10 +115,11 @@ class ThreadedDeltaPass:
     def end_of_deltas(self) -> None:
         self._call(self.sink.end_of_deltas)
 
-    def snapshots(
-        self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray, through: int | None
-    ) -> None:
-        self._call(self.sink.snapshots, received, bid_ticks, ask_ticks, through)
+    def snapshot_rows_only_at(self, times: np.ndarray) -> None:
+        self._call(self.sink.snapshot_rows_only_at, times)
+
+    def snapshots(self, received: np.ndarray, bid_ticks: np.ndarray, ask_ticks: np.ndarray) -> None:
+        self._call(self.sink.snapshots, received, bid_ticks, ask_ticks)
 
     def wait(self) -> None:
         for call in self.calls:
@@ -142,6 +144,30 @@ class ThreadedDeltaPass:
 BUFFER_SETS = 3
 
 
+def snapshot_row_ladders(
+    b: Rows, first: int, stop: int, depth: int, arrays: ReusedArrays | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows at vendor snapshots among rows `first`..`stop` of `b`, as a `DeltaPassSink` takes
+    them: their received_time, and copies of their (depth, rows) bid and ask ticks (in `arrays`,
+    else fresh)."""
+    rows = first + np.flatnonzero(b.trigger[first:stop] == lr.TRIGGER_SNAPSHOT)
+    shape = (depth, len(rows))
+    # `take` copies C-ordered (an index array after a slice gives F order): the rank kernel's one
+    # specialization, the metrics' pass's too. With mode "clip" (the rows are in range), which
+    # writes `out` directly: "raise" buffers it.
+    bids, asks = (
+        np.take(
+            ticks.T[:depth],
+            rows,
+            axis=1,
+            mode="clip",
+            out=np.empty(shape, np.int64) if arrays is None else arrays.empty(shape, np.int64),
+        )
+        for ticks in (b.bid_ticks, b.ask_ticks)
+    )
+    return b.recv[rows], bids, asks
+
+
 class BookWriter:
     """Kernel output buffers, handed to Arrow without a copy as each batch fills up.
 
@@ -152,8 +178,7 @@ class BookWriter:
     (`BackgroundWriter.write_rows` waits for it).
     Reusing the sets (instead of fresh arrays per batch) spares the page faults of new memory.
     Building a batch also hands its vendor-snapshot rows to `snapshot_rows` and `delta_pass`, if
-    given, and to `delta_pass` the time of its last row when `rows_in_time_order` (the rebuild
-    writes no row before one written already).
+    given.
     """
 
     def __init__(
@@ -164,14 +189,12 @@ class BookWriter:
         rows: int,
         snapshot_rows: SnapshotRowsSink | None = None,
         delta_pass: DeltaPassSink | None = None,
-        rows_in_time_order: bool = False,
     ):
         self.depth = depth
         self.grid = grid
         self.day_start = day_start
         self.snapshot_rows = snapshot_rows
         self.delta_pass = delta_pass
-        self.rows_in_time_order = rows_in_time_order
         self.capacity = rows
         self.schema = output_schema(depth, grid)
         self.multipliers = (unscaled_multiplier(grid.tick_size), unscaled_multiplier(grid.lot_size))
@@ -198,22 +221,7 @@ class BookWriter:
         if self.snapshot_rows is not None:
             self._hand_snapshot_rows(self.snapshot_rows, levels, b, n)
         if self.delta_pass is not None:
-            rows = np.flatnonzero(b.trigger[:n] == lr.TRIGGER_SNAPSHOT)
-            # `take` copies C-ordered (an index array after a slice gives F order): the rank
-            # kernel's one specialization, the metrics' pass's too. Into reused arrays, and with
-            # mode "clip" (the rows are in range), which writes `out` directly: "raise" buffers it.
-            bids, asks = (
-                np.take(
-                    levels[side][: self.depth],
-                    rows,
-                    axis=1,
-                    mode="clip",
-                    out=self._handed.empty((self.depth, len(rows)), np.int64),
-                )
-                for side in (0, 2)
-            )
-            through = int(b.recv[n - 1]) if self.rows_in_time_order else None
-            self.delta_pass.snapshots(b.recv[rows], bids, asks, through)
+            self.delta_pass.snapshots(*snapshot_row_ladders(b, 0, n, self.depth, self._handed))
         recv, orig, seq, synced, trigger = (x[:n] for x in (b.recv, b.orig, b.seq, b.synced, b.trigger))
         columns = [
             pa.array(orig),

@@ -65,6 +65,7 @@ from market_pipeline.core.book.book_writer import (
     DeltaPassSink,
     ThreadedDeltaPass,
     books_writer_options,
+    snapshot_row_ladders,
 )
 from market_pipeline.core.book.checkpoint import load_checkpoint, write_checkpoint
 from market_pipeline.core.book.fixed_point import Grid, PrecisionCounter
@@ -215,6 +216,9 @@ def rebuild_capture_day(
     frames = _counted(read_delta_batches(deltas_path), rows_read)
     first_frame = next(frames, None)
     first_diffs = diff_arrays(first_frame, ticks, lots) if first_frame is not None else None
+    # What the metrics' pass reads of it, handed once the pass's thread is there; not the frame.
+    first_passed = delta_pass_columns(first_frame) if first_frame is not None and delta_pass is not None else None
+    del first_frame
 
     # Start where the previous day stopped (its checkpoint and carry), else wait for a REST snapshot.
     (bid, ask, st), carry_in = _start_from(checkpoint_in, grid)
@@ -272,8 +276,9 @@ def rebuild_capture_day(
     # The metrics' pass runs on a thread of its own; the pool starts its thread at the first call.
     pass_pool = ThreadPoolExecutor(1, "capture-delta-pass")
     passing = ThreadedDeltaPass(delta_pass, pass_pool, StageTimings()) if delta_pass is not None else None
-    # The replay reads every line in receive order: its rows never go back in time.
-    out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape, passing, rows_in_time_order=True)
+    # The pass gets the rows at REST snapshots as the kernel writes them (below), not when their
+    # batch is built: the deltas after a snapshot's time wait for its row, 55 minutes of rows later.
+    out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape)
     carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
     # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
     snapshots = br.new_depth_snapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
@@ -307,14 +312,20 @@ def rebuild_capture_day(
                 passing.deltas(delta_pass_columns(frame))
             return diff_arrays(frame, ticks, lots)
 
-        if passing is not None and first_frame is not None:
-            passing.deltas(delta_pass_columns(first_frame))
+        if passing is not None:
+            passing.snapshot_rows_only_at(s_recv)  # a row at each REST snapshot, none other
+            if first_passed is not None:
+                passing.deltas(first_passed)
+                del first_passed
         batches = (converted(frame) for frame in frames)
         first = [first_diffs] if first_diffs is not None else []
         # Read ahead only now: the snapshots' and tickers' conversions above share `precision`.
         for run in replay_parts.runs(itertools.chain(first, prefetched(batches, read_pool))):
             while True:
+                before = filled
                 filled = br.replay_capture(part, run, sampling, out.buffers, filled)
+                if passing is not None and filled > before:
+                    passing.snapshots(*snapshot_row_ladders(out.buffers, before, filled, depth))
                 cursor = run.cursor[0]
                 done = cursor["next_diff"] >= len(run.diffs.line) and cursor["next_snap"] >= len(run.snaps.line)
                 if filled == out.capacity:
