@@ -12,6 +12,7 @@ from market_pipeline.core.lake.scratch import remove_run_copies
 from market_pipeline.settings import PipelineSettings
 
 
+@collections_paused()  # the process collects no garbage but during the run
 def run_range(
     settings: PipelineSettings,
     start: dt.date,
@@ -21,22 +22,7 @@ def run_range(
     launched_by: str,
     show_progress: bool = True,
 ) -> int:
-    """Build the definitions from `settings`, execute the range as one run, print the summary.
-
-    The process collects no garbage but during the run (`heap.collections_paused`)."""
-    with collections_paused():
-        return _run_range(settings, start, end, selections, verbosity, launched_by, show_progress)
-
-
-def _run_range(
-    settings: PipelineSettings,
-    start: dt.date,
-    end: dt.date,
-    selections: list[str] | None,
-    verbosity: int,
-    launched_by: str,
-    show_progress: bool,
-) -> int:
+    """Build the definitions from `settings`, execute the range as one run, print the summary."""
     from market_pipeline.cli.code_location import load_defs, resolve_selection
     from market_pipeline.cli.dagster_instance import quiet_dagster, require_dagster_home
     from market_pipeline.cli.execution import execute_range

@@ -402,6 +402,7 @@ def test_collections_pause_outside_the_run_and_are_put_back(monkeypatch):
     `collections_paused`), and leaves collection as it found it, also on an error."""
     import datetime as dt
     import gc
+    from types import SimpleNamespace
 
     from market_pipeline.cli import run as run_module
     from market_pipeline.cli.heap import collections_paused, startup_heap_frozen
@@ -424,10 +425,19 @@ def test_collections_pause_outside_the_run_and_are_put_back(monkeypatch):
     finally:
         gc.enable()
 
+    from market_pipeline.cli import dagster_instance
+
     seen = []
-    monkeypatch.setattr(run_module, "_run_range", lambda *args: seen.append(gc.isenabled()) or 0)
+
+    def stop_at_the_instance() -> None:
+        seen.append(gc.isenabled())
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(dagster_instance, "require_dagster_home", stop_at_the_instance)
+    settings = SimpleNamespace(start_date=dt.date(2024, 1, 1))
     day = dt.date(2024, 3, 1)
-    assert run_module.run_range(None, day, day, None, 0, "test") == 0  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="stopped"):
+        run_module.run_range(settings, day, day, None, 0, "test")  # type: ignore[arg-type]
     assert seen == [False] and gc.isenabled()
 
 
