@@ -277,7 +277,8 @@ def rebuild_capture_day(
     pass_pool = ThreadPoolExecutor(1, "capture-delta-pass")
     passing = ThreadedDeltaPass(delta_pass, pass_pool, StageTimings()) if delta_pass is not None else None
     # The pass gets the rows at REST snapshots as the kernel writes them (below), not when their
-    # batch is built: the deltas after a snapshot's time wait for its row, 55 minutes of rows later.
+    # batch of rows is built, up to 33,000 rows (55 minutes of the day) later: the deltas after a
+    # snapshot's time would wait for its row that long.
     out = BookWriter(depth, grid, day_start, OUTPUT_BATCH_ROWS, shape)
     carried_in = 0 if carry_in is None else len(carry_in.diffs.line)
     # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
