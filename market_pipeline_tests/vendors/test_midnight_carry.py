@@ -323,3 +323,35 @@ def test_an_unreadable_carry_file_is_an_error_naming_it(tmp_path):
     pq.write_table(pa.table({"line_no": [1]}), path)
     with pytest.raises(ValueError, match="sync_carry.parquet: not a sync carry file"):
         read_sync_carry(path, Grid(Decimal("0.01"), Decimal("1")))
+
+
+def test_the_pending_tickers_are_the_carried_then_the_days_in_line_order_from_the_first_checkable(tmp_path):
+    """What the next day may still check (`_pending_tickers`, read again at the end of the
+    rebuild): the carried-in tickers, then the day's in line order (the file's rows shuffled
+    here), with update_id at or past the first checkable one."""
+    import polars as pl
+
+    from market_pipeline.vendors.binance.rebuild import _TICKER_COLUMNS, _pending_tickers
+
+    def tickers(update_ids, line_nos):
+        n = len(update_ids)
+        return pl.DataFrame(
+            {
+                "received_time": np.arange(n, dtype=np.int64) * 1_000 + 7,
+                "update_id": np.array(update_ids, np.int64),
+                "bid_price": np.full(n, 100.5),
+                "bid_size": np.arange(n) + 0.25,
+                "ask_price": np.full(n, 100.75),
+                "ask_size": np.arange(n) + 0.5,
+                "line_no": np.array(line_nos, np.int64),
+            }
+        )
+
+    day = tickers([30, 10, 25, 40, 20], [5, 1, 4, 9, 2])
+    day.write_parquet(tmp_path / "book_ticker.parquet")
+    carried = tickers([18, 26], [0, 0]).select(_TICKER_COLUMNS)
+    pending = _pending_tickers(carried, tmp_path / "book_ticker.parquet", 20)
+
+    expected = pl.concat([carried, day.sort("line_no").select(_TICKER_COLUMNS)]).filter(pl.col("update_id") >= 20)
+    assert pending.equals(expected)
+    assert pending["update_id"].to_list() == [26, 20, 25, 30, 40]

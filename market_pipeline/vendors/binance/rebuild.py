@@ -156,6 +156,14 @@ def _read(path: Path, columns: list[str], what: str) -> pl.DataFrame:
     return frame
 
 
+def _pending_tickers(carried: pl.DataFrame, tickers_path: Path, first_checkable: int) -> pl.DataFrame:
+    """The tickers, carried in and of the day in line order, whose update_id is `first_checkable`
+    or later: those diffs of the next day may still answer."""
+    kept = pl.col("update_id") >= first_checkable
+    day = parquet_io.scan(tickers_path).filter(kept).sort("line_no", maintain_order=True).select(_TICKER_COLUMNS)
+    return pl.concat([carried.filter(kept), day.collect()])
+
+
 def _counted(frames: Iterator[pl.DataFrame], rows_read: list[int]) -> Iterator[pl.DataFrame]:
     """`frames`, keeping `rows_read` at (rows before the frame given, rows up to its end)."""
     for frame in frames:
@@ -202,6 +210,7 @@ def rebuild_capture_day(
     )
     tickers = _read(tickers_path, [*_TICKER_COLUMNS, "line_no"], "book_ticker").drop("line_no")
     day_tickers = tickers
+    carried_tickers = pl.DataFrame(schema=tickers.schema)  # the previous day's pending ones
     precision = PrecisionCounter()
     rows_read = [0, 0]  # delta rows read before the current batch, and with it
 
@@ -231,7 +240,8 @@ def rebuild_capture_day(
             continuous = bool(br.follows(futures, last_u, int(first.first_u[0]), int(first.prev_u[0])))
         pending = checkpoint_in.with_name(PENDING_TICKERS_FILE)
         if pending.is_file():
-            tickers = pl.concat([parquet_io.read_frame(pending).select(_TICKER_COLUMNS), tickers])
+            carried_tickers = parquet_io.read_frame(pending).select(_TICKER_COLUMNS)
+            tickers = pl.concat([carried_tickers, tickers])
 
     s_start, s_line, s_end = message_groups(_column(snaps, "line_no", np.int64))
     s_lid_rows = _column(snaps, "last_update_id", np.int64)
@@ -260,6 +270,11 @@ def rebuild_capture_day(
     sampling = lr.new_sampling(replay, depth)
     book = Book(bid, ask, st)
     ticker_arrays = br.Tickers(t_u_sorted, t_order, t_bt, t_bl, t_at, t_al)
+    # The replay needs the arrays above only: the frames (41 MB of the bench day's 864,000) go,
+    # and the few tickers still pending at the end are read again then (`_pending_tickers`).
+    day_received = _column(day_tickers, "received_time", np.int64)
+    carried_count = len(carried_tickers)
+    del tickers, day_tickers
     sync = br.new_sync() if carry_in is None else carry_in.sync
     snapshot_rows = br.LevelRows(sr_is_bid, sr_tick, sr_lot)
     part = br.new_capture_part(futures, snapshot_rows, ticker_arrays, book, sync)
@@ -354,7 +369,7 @@ def rebuild_capture_day(
     write_sync_carry(checkpoint_out.with_name(SYNC_CARRY_FILE), carry_out, grid)
     write_checkpoint(checkpoint_out, bid, ask, st, grid, replay)
     # Tickers for diffs not applied yet may be answered by diffs of the next day (or carried into it).
-    pending = tickers.filter(pl.col("update_id") >= sc.first_checkable_u(carry_out))
+    pending = _pending_tickers(carried_tickers, tickers_path, sc.first_checkable_u(carry_out))
     write_lake_parquet_atomic(pending, checkpoint_out.with_name(PENDING_TICKERS_FILE))
 
     result_counters = br.counter_dict(counters)
@@ -370,9 +385,9 @@ def rebuild_capture_day(
         book_tops = np.concatenate(tops, axis=1) if tops else np.empty((4, 0), np.int64)
         ticker_tops = np.stack(
             [
-                _column(day_tickers, "received_time", np.int64),
-                t_bt[len(tickers) - len(day_tickers) :],
-                t_at[len(tickers) - len(day_tickers) :],
+                day_received,
+                t_bt[carried_count:],
+                t_at[carried_count:],
             ]
         )
         write_fidelity(
