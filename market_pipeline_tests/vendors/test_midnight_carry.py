@@ -347,11 +347,11 @@ def test_the_pending_tickers_are_the_carried_then_the_days_in_line_order_from_th
             }
         )
 
-    day = tickers([30, 10, 25, 40, 20], [5, 1, 4, 9, 2])
+    day = tickers([30, 10, 25, 40, 20], [5, 1, 4, 2, 9])  # in line order: 10, 40, 25, 30, 20
     day.write_parquet(tmp_path / "book_ticker.parquet")
     carried = tickers([18, 26], [0, 0]).select(_TICKER_COLUMNS)
     pending = _pending_tickers(carried, tmp_path / "book_ticker.parquet", 20)
 
     expected = pl.concat([carried, day.sort("line_no").select(_TICKER_COLUMNS)]).filter(pl.col("update_id") >= 20)
     assert pending.equals(expected)
-    assert pending["update_id"].to_list() == [26, 20, 25, 30, 40]
+    assert pending["update_id"].to_list() == [26, 40, 25, 30, 20]
