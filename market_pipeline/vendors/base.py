@@ -49,6 +49,7 @@ class BookDay:
     day: dt.date
     depth: int
     interval_ms: int
+    spill_dir: Path | None = None  # scratch a rebuild may spill to (None: the system's temporary directory)
 
 
 class BookDayResult(Protocol):

@@ -209,6 +209,15 @@ def test_reference_replay_rules_on_a_synthetic_capture(tmp_path):
     }
 
 
+def test_verify_names_the_first_mismatching_ticker_by_its_line(tmp_path):
+    """The mismatching bookTicker is the second in line order, the third by u (the one of u 103
+    sorts first): the replay, which reads them sorted by u, names its line order's index."""
+    from market_pipeline.vendors.binance.verify import verify_capture
+
+    result = verify_capture([_write(tmp_path / "binance_spot_btcusdt_20231114.txt", SYNTHETIC_SPOT)])
+    assert (result["ticker_checks"], result["ticker_mismatches"], result["first_mismatch_ticker"]) == (2, 1, 1)
+
+
 def test_parse_synthetic_capture(tmp_path):
     start = 1_700_000_000_000_000_000
     tables = parse_capture([_write(tmp_path / "capture.txt", SYNTHETIC_SPOT, start)])

@@ -1,6 +1,8 @@
 """The capture rebuild replays `book_delta_v2` in batches: every file it writes is byte-identical
 whatever the batch size, on the real captures (a batch cut inside a message's rows is moved to the
-message's end, inside the REST snapshot's block of buffered diffs, at midnight).
+message's end, inside the REST snapshot's block of buffered diffs, at midnight). So is it whatever
+the size of the bookTickers' batches and row groups, which set the windows of them each batch of
+diffs meets (`ticker_store`).
 
 A tiny batch costs a fixed overhead (frames, a kernel call), so the tiny sizes run on the first
 lines of each capture, which hold every kind of cut (`support/capture_prefix.py`); the whole
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from market_pipeline.core.book.rebuild import Grid
-from market_pipeline.vendors.binance import capture_stream, delta_batches
+from market_pipeline.vendors.binance import capture_stream, delta_batches, ticker_store
 from market_pipeline_tests.support.binance_capture import (
     DOCUMENTED,
     SPOT,
@@ -135,12 +137,14 @@ def _total(counters: dict[str, dict], names) -> dict[str, int]:
 
 @pytest.mark.parametrize("capture", CAPTURES)
 @pytest.mark.parametrize("interval_ms", [0, 1000])
-def test_rebuild_files_do_not_depend_on_the_delta_batch_size(capture, interval_ms, worlds, tmp_path, monkeypatch):
+def test_rebuild_files_do_not_depend_on_the_batch_sizes(capture, interval_ms, worlds, tmp_path, monkeypatch):
     names = USDM if capture == "usdm" else SPOT
     prefix = worlds(capture, prefix=True)
     results = {}
-    for batch_rows in (TINY, HUGE):
+    # Three tickers a row group: the window of a tiny batch of diffs spans a few groups, cut anywhere.
+    for batch_rows, ticker_rows in ((TINY, 3), (HUGE, HUGE)):
         monkeypatch.setattr(delta_batches, "DELTA_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(ticker_store, "BATCH_ROWS", ticker_rows)
         counters = _rebuild_days(prefix, tmp_path / str(batch_rows), interval_ms)
         results[batch_rows] = counters, _digests(tmp_path / str(batch_rows))
     assert results[TINY] == results[HUGE]

@@ -100,7 +100,7 @@ class Part:
         counters = br.new_counters()
         u, bid_tick, bid_lot, ask_tick, ask_lot = _columns(tickers, 5)
         order = np.argsort(u, kind="stable").astype(np.int64)
-        ticker_arrays = br.Tickers(u[order], order, bid_tick, bid_lot, ask_tick, ask_lot)
+        ticker_arrays = br.Tickers(u[order], order, bid_tick[order], bid_lot[order], ask_tick[order], ask_lot[order])
         sc.check_resumed_tickers(book, sync, ticker_arrays, counters)
         part = br.CapturePart(futures, self.snap_rows, ticker_arrays, book, sync, counters)
         run = br.CaptureRun(self.diffs, self.diff_rows, self.snaps, cursor)
@@ -331,7 +331,8 @@ def test_the_pending_tickers_are_the_carried_then_the_days_in_line_order_from_th
     here), with update_id at or past the first checkable one."""
     import polars as pl
 
-    from market_pipeline.vendors.binance.rebuild import _TICKER_COLUMNS, _pending_tickers
+    from market_pipeline.vendors.binance.rebuild import _pending_tickers
+    from market_pipeline.vendors.binance.ticker_store import TICKER_COLUMNS
 
     def tickers(update_ids, line_nos):
         n = len(update_ids)
@@ -349,9 +350,10 @@ def test_the_pending_tickers_are_the_carried_then_the_days_in_line_order_from_th
 
     day = tickers([30, 10, 25, 40, 20], [5, 1, 4, 2, 9])  # in line order: 10, 40, 25, 30, 20
     day.write_parquet(tmp_path / "book_ticker.parquet")
-    carried = tickers([18, 26], [0, 0]).select(_TICKER_COLUMNS)
-    pending = _pending_tickers(carried, tmp_path / "book_ticker.parquet", 20)
+    carried = tickers([18, 26], [0, 0]).select(TICKER_COLUMNS)
+    carried.write_parquet(tmp_path / "book_ticker_pending.parquet")
+    pending = _pending_tickers(tmp_path / "book_ticker_pending.parquet", tmp_path / "book_ticker.parquet", 20)
 
-    expected = pl.concat([carried, day.sort("line_no").select(_TICKER_COLUMNS)]).filter(pl.col("update_id") >= 20)
+    expected = pl.concat([carried, day.sort("line_no").select(TICKER_COLUMNS)]).filter(pl.col("update_id") >= 20)
     assert pending.equals(expected)
     assert pending["update_id"].to_list() == [26, 40, 25, 30, 20]

@@ -39,5 +39,7 @@ def import_reference_day(
         if table in source.tables:
             import_partition(source, view, table, instrument, day, run_id)  # type: ignore[arg-type]
     book = settings.book
-    source.rebuild_books(BookDay(view.lake_dir, instrument, day, book.depth, book.sample_interval_ms))
+    source.rebuild_books(
+        BookDay(view.lake_dir, instrument, day, book.depth, book.sample_interval_ms, settings.data_dir / "tmp")
+    )
     return ReferenceDay(view.lake_dir, source)

@@ -30,7 +30,8 @@ def rebuild_instrument_day(
     source: VendorSource, settings: PipelineSettings, instrument: Instrument, day: dt.date
 ) -> BookDayResult | None:
     """The vendor's rebuild of one instrument-day into the books lake."""
-    job = BookDay(settings.lake_dir, instrument, day, settings.book.depth, settings.book.sample_interval_ms)
+    book = settings.book
+    job = BookDay(settings.lake_dir, instrument, day, book.depth, book.sample_interval_ms, settings.data_dir / "tmp")
     return source.rebuild_books(job)
 
 

@@ -111,6 +111,7 @@ def rebuild_capture_books(
         depth=job.depth,
         interval_ms=job.interval_ms,
         shape_path=books_shape_path(lake, ex, sym, day),
+        spill_dir=job.spill_dir,
         delta_pass=DeltaPassStream(
             books_delta_pass_path(lake, ex, sym, day),
             raw["book_delta_v2"],

@@ -29,23 +29,24 @@ Crossed or locked books after a diff (impossible while in sync, so a sign of bad
 counted and resolved like the vendor path (`ladder.resolve_cross`: the side the diff touched last wins).
 
 Fidelity: beside the day's books (`capture_fidelity_dir`) a small table holds what
-`core/quality/fidelity.py` reports, so its figures are the replay's own: the tops of book of the
-in-sync rows written and of the bookTicker stream on a common grid
+`core/quality/fidelity.py` reports, so its figures are the replay's own (`fidelity_table`): the
+tops of book of the in-sync rows written and of the bookTicker stream on a common grid
 (`checks.fidelity_sample_interval_ms`), and in its metadata the ticker checks and mismatches,
 gaps, unsynced rows and the number of capture files holding the day.
 
 Memory: `book_delta_v2` is replayed in batches of whole messages (`delta_batches.DELTA_BATCH_ROWS`
 rows), each handing the next the diffs it still buffers for a snapshot as a day hands the next
-(`sync_carry.carry_out` / `resume`); the day's REST snapshots (a few) and bookTickers (one row a
-message, ~1 M a day) are loaded whole. The output is written in batches of `rebuild.OUTPUT_BATCH_ROWS`.
+(`sync_carry.carry_out` / `resume`). The bookTickers (one a message: up to tens of millions a day
+recorded) are sorted by u into scratch under `spill_dir` and each batch's replay reads the window
+of them its diffs can meet (`ticker_store`); the fidelity table keeps a top per grid time. Only the
+day's REST snapshots (a few) are loaded whole. The output is written in batches of
+`rebuild.OUTPUT_BATCH_ROWS`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
-import math
 import resource
 import time
 from collections.abc import Iterator
@@ -56,7 +57,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.book.book_writer import (
@@ -96,25 +96,13 @@ from market_pipeline.vendors.binance.delta_batches import (
     message_groups,
     read_delta_batches,
 )
+from market_pipeline.vendors.binance.fidelity_table import GridTops, write_fidelity
+from market_pipeline.vendors.binance.ticker_store import TICKER_COLUMNS, no_tickers, sort_tickers
 
 NS_PER_MS = 1_000_000
 PENDING_TICKERS_FILE = "book_ticker_pending.parquet"
 START_SNAPSHOT = "waiting_for_snapshot"  # the lake replay starts at its first vendor snapshot instead
 START_CARRIED = "previous_day_out_of_sync"  # resumes the previous day's buffer or loaded snapshot
-
-_TICKER_COLUMNS = ["received_time", "update_id", "bid_price", "bid_size", "ask_price", "ask_size"]
-# The fidelity table (`capture_fidelity_dir`): both tops of book on a common grid, in ticks, and
-# the replay's own figures in the file's key-value metadata under this key.
-FIDELITY_METADATA_KEY = b"market_pipeline"
-FIDELITY_SCHEMA = pa.schema(
-    [
-        ("received_time", pa.int64()),
-        ("book_bid_ticks", pa.int64()),
-        ("book_ask_ticks", pa.int64()),
-        ("ticker_bid_ticks", pa.int64()),
-        ("ticker_ask_ticks", pa.int64()),
-    ]
-)
 
 
 # --- Python side -------------------------------------------------------------------------------
@@ -156,12 +144,14 @@ def _read(path: Path, columns: list[str], what: str) -> pl.DataFrame:
     return frame
 
 
-def _pending_tickers(carried: pl.DataFrame, tickers_path: Path, first_checkable: int) -> pl.DataFrame:
-    """The tickers, carried in and of the day in line order, whose update_id is `first_checkable`
-    or later: those diffs of the next day may still answer."""
+def _pending_tickers(carried: Path | None, tickers_path: Path, first_checkable: int) -> pl.DataFrame:
+    """The tickers, carried in (`carried`, a pending file) and of the day in line order, whose
+    update_id is `first_checkable` or later: those diffs of the next day may still answer."""
     kept = pl.col("update_id") >= first_checkable
-    day = parquet_io.scan(tickers_path).filter(kept).sort("line_no", maintain_order=True).select(_TICKER_COLUMNS)
-    return pl.concat([carried.filter(kept), day.collect()])
+    day = parquet_io.scan(tickers_path).filter(kept).sort("line_no", maintain_order=True).select(TICKER_COLUMNS)
+    if carried is None:
+        return day.collect()
+    return pl.concat([parquet_io.scan(carried).filter(kept).select(TICKER_COLUMNS), day]).collect()
 
 
 def _counted(frames: Iterator[pl.DataFrame], rows_read: list[int]) -> Iterator[pl.DataFrame]:
@@ -195,22 +185,22 @@ def rebuild_capture_day(
     capture_files: int | None = None,
     shape_path: Path | None = None,
     delta_pass: DeltaPassSink | None = None,
+    spill_dir: Path | None = None,
 ) -> CaptureRebuildResult:
     """Replay one instrument-day of a capture; write its books and its end-of-day checkpoint.
 
     With `fidelity_path`, also the fidelity table `quality/fidelity.py` reads (`write_fidelity`);
     with `shape_path`, the books' shape rows at their snapshot rows (`book_shape.ShapeFile`); with
     `delta_pass`, the metrics' pass over the deltas (`delta_pass_stream.DeltaPassStream`), handed
-    the delta batches as they are read and the rows as they are written.
+    the delta batches as they are read and the rows as they are written. The bookTickers are
+    sorted in scratch under `spill_dir` (the system's temporary directory when None).
     """
     started = time.perf_counter()
     day_start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()) * 1_000_000_000
     snaps = _read(
         snapshots_path, ["received_time", "last_update_id", "side_is_bid", "price", "size", "line_no"], "depth_snapshot"
     )
-    tickers = _read(tickers_path, [*_TICKER_COLUMNS, "line_no"], "book_ticker").drop("line_no")
-    day_tickers = tickers
-    carried_tickers = pl.DataFrame(schema=tickers.schema)  # the previous day's pending ones
+    carried_tickers = None  # the previous day's pending bookTickers (a file)
     precision = PrecisionCounter()
     rows_read = [0, 0]  # delta rows read before the current batch, and with it
 
@@ -239,9 +229,7 @@ def rebuild_capture_day(
             first = first_diffs[0]
             continuous = bool(br.follows(futures, last_u, int(first.first_u[0]), int(first.prev_u[0])))
         pending = checkpoint_in.with_name(PENDING_TICKERS_FILE)
-        if pending.is_file():
-            carried_tickers = parquet_io.read_frame(pending).select(_TICKER_COLUMNS)
-            tickers = pl.concat([carried_tickers, tickers])
+        carried_tickers = pending if pending.is_file() else None
 
     s_start, s_line, s_end = message_groups(_column(snaps, "line_no", np.int64))
     s_lid_rows = _column(snaps, "last_update_id", np.int64)
@@ -252,35 +240,32 @@ def rebuild_capture_day(
     sr_tick = precision.convert(_column(snaps, "price", np.float64), grid.tick, "depth_snapshot.price", 0, s_lid_rows)
     sr_lot = precision.convert(_column(snaps, "size", np.float64), grid.lot, "depth_snapshot.size", 0, s_lid_rows)
 
-    t_u = _column(tickers, "update_id", np.int64)
-    t_order = np.argsort(t_u, kind="stable").astype(np.int64)
-    t_u_sorted = t_u[t_order]
-    t_bt, t_bl, t_at, t_al = (
-        precision.convert(_column(tickers, name, np.float64), step, f"book_ticker.{name}", 0, t_u)
-        for name, step in (
-            ("bid_price", grid.tick),
-            ("bid_size", grid.lot),
-            ("ask_price", grid.tick),
-            ("ask_size", grid.lot),
-        )
+    # The fidelity table's two sides, each a top per grid time, handed the tops as they come.
+    book_tops = ticker_tops = None
+    if fidelity_path is not None:
+        book_tops = GridTops(f"{output_path}: books", day_start, fidelity_interval_ms * NS_PER_MS)
+        ticker_tops = GridTops(f"{tickers_path}: book_ticker", day_start, fidelity_interval_ms * NS_PER_MS)
+    ticker_steps = {"bid_price": grid.tick, "bid_size": grid.lot, "ask_price": grid.tick, "ask_size": grid.lot}
+    tickers = sort_tickers(
+        carried_tickers,
+        tickers_path,
+        spill_dir,
+        lambda values, name, row, u: precision.convert(values, ticker_steps[name], f"book_ticker.{name}", row, u),
+        ticker_tops.add if ticker_tops is not None else None,
     )
 
     interval_ns = interval_ms * NS_PER_MS
     replay = lr.new_replay_state(day_start, False, interval_ns, start_mode == START_CHECKPOINT)
     sampling = lr.new_sampling(replay, depth)
     book = Book(bid, ask, st)
-    ticker_arrays = br.Tickers(t_u_sorted, t_order, t_bt, t_bl, t_at, t_al)
-    # The replay needs the arrays above only: the frames (41 MB of the bench day's 864,000) go,
-    # and the few tickers still pending at the end are read again then (`_pending_tickers`).
-    day_received = _column(day_tickers, "received_time", np.int64)
-    carried_count = len(carried_tickers)
-    del tickers, day_tickers
     sync = br.new_sync() if carry_in is None else carry_in.sync
     snapshot_rows = br.LevelRows(sr_is_bid, sr_tick, sr_lot)
-    part = br.new_capture_part(futures, snapshot_rows, ticker_arrays, book, sync)
+    # Each run gets the window of tickers its diffs can meet (below).
+    part = br.new_capture_part(futures, snapshot_rows, no_tickers(), book, sync)
     counters = part.counters
     replay[0]["last_seq"] = sync[0]["last_u"]
-    sc.check_resumed_tickers(book, sync, ticker_arrays, counters)
+    resumed_u = int(sync[0]["last_u"])
+    sc.check_resumed_tickers(book, sync, tickers.window(resumed_u, resumed_u), counters)
     first_diff_recv = first_diffs[0].recv[:1] if first_diffs is not None else []
     first_event = min([*first_diff_recv, *s_recv[:1]], default=day_start)
     if interval_ns:
@@ -299,10 +284,10 @@ def rebuild_capture_day(
     # The previous day's buffered diffs go first; only a snapshot replays them, none is a row.
     snapshots = br.new_depth_snapshots(s_line, s_lid, s_start, s_end, s_recv, s_orig)
     replay_parts = BatchedReplay(snapshots, sync, carry_in)
-    tops: list[np.ndarray] = []  # (received_time, synced, best bid tick, best ask tick) of each row batch
     writer_options = books_writer_options(out.schema)
     filled = 0  # rows in the output buffers, written when they are full or at the end
     with (
+        tickers,
         atomic_path(output_path) as tmp,
         parquet_io.parquet_writer(tmp, out.schema, **writer_options) as writer,
         ThreadPoolExecutor(1, "capture-book-read") as read_pool,
@@ -315,12 +300,10 @@ def rebuild_capture_day(
 
         def write_rows(n: int) -> None:
             rows = out.buffers
-            if fidelity_path is not None:
-                tops.append(
-                    np.stack([rows.recv[:n], rows.synced[:n], rows.bid_ticks[:n, 0], rows.ask_ticks[:n, 0]]).astype(
-                        np.int64
-                    )
-                )
+            if book_tops is not None:
+                bid, ask = rows.bid_ticks[:n, 0], rows.ask_ticks[:n, 0]
+                in_sync = (rows.synced[:n] != 0) & (bid >= 0) & (ask >= 0)  # -1: no level
+                book_tops.add(rows.recv[:n][in_sync], bid[in_sync].astype(np.int64), ask[in_sync].astype(np.int64))
             background.write_rows(out, n)
 
         def converted(frame: pl.DataFrame) -> tuple[br.CaptureDiffs, br.LevelRows]:
@@ -337,6 +320,7 @@ def rebuild_capture_day(
         first = [first_diffs] if first_diffs is not None else []
         # Read ahead only now: the snapshots' and tickers' conversions above share `precision`.
         for run in replay_parts.runs(itertools.chain(first, prefetched(batches, read_pool))):
+            part = part._replace(tickers=tickers.for_run(run))
             while True:
                 before = filled
                 filled = br.replay_capture(part, run, sampling, out.buffers, filled)
@@ -381,20 +365,11 @@ def rebuild_capture_day(
         diffs_carried_in=carried_in,
         diffs_carried_out=len(carry_out.diffs.line),
     )
-    if fidelity_path is not None:
-        book_tops = np.concatenate(tops, axis=1) if tops else np.empty((4, 0), np.int64)
-        ticker_tops = np.stack(
-            [
-                day_received,
-                t_bt[carried_count:],
-                t_at[carried_count:],
-            ]
-        )
+    if fidelity_path is not None and book_tops is not None and ticker_tops is not None:
         write_fidelity(
             fidelity_path,
             book_tops,
             ticker_tops,
-            fidelity_interval_ms * NS_PER_MS,
             {
                 "capture_files": capture_files,
                 **{
@@ -431,40 +406,6 @@ def rebuild_capture_day(
         output=output_path,
         checkpoint=checkpoint_out,
     )
-
-
-def write_fidelity(
-    path: Path, book_tops: np.ndarray, ticker_tops: np.ndarray, step_ns: int, figures: dict[str, object]
-) -> None:
-    """The fidelity table: the rebuilt book (its in-sync rows) and the bookTicker stream, each
-    sampled on a common grid of `step_ns` (last value at or before each grid time) over the span
-    both cover, in ticks; `figures` go into the file's metadata.
-
-    `book_tops` is (received_time, synced, best bid tick, best ask tick) x rows as written (-1: no
-    level), `ticker_tops` (received_time, bid tick, ask tick) x the day's tickers in line order.
-    """
-    recv, synced, bid, ask = book_tops
-    keep = (synced != 0) & (bid >= 0) & (ask >= 0)
-    book = pl.DataFrame({"received_time": recv[keep], "bid": bid[keep], "ask": ask[keep]})
-    ticker = pl.DataFrame({"received_time": ticker_tops[0], "bid": ticker_tops[1], "ask": ticker_tops[2]})
-    table = pl.DataFrame(schema=pl.Schema(FIDELITY_SCHEMA))
-    if book.height and ticker.height:
-        start = max(int(book["received_time"].min()), int(ticker["received_time"].min()))
-        end = min(int(book["received_time"].max()), int(ticker["received_time"].max()))
-        first = math.ceil(start / step_ns) * step_ns
-        if end >= first + step_ns:
-            grid = pl.DataFrame({"received_time": np.arange(first, end + 1, step_ns, dtype=np.int64)})
-
-            def sample(frame: pl.DataFrame, prefix: str) -> pl.DataFrame:
-                return grid.join_asof(frame.sort("received_time"), on="received_time", strategy="backward").rename(
-                    {"bid": f"{prefix}_bid_ticks", "ask": f"{prefix}_ask_ticks"}
-                )
-
-            table = sample(book, "book").join(sample(ticker, "ticker"), on="received_time").drop_nulls()
-    arrow = table.to_arrow().cast(FIDELITY_SCHEMA)
-    arrow = arrow.replace_schema_metadata({FIDELITY_METADATA_KEY: json.dumps(figures)})
-    with atomic_path(path) as tmp:
-        parquet_io.write_table(arrow, tmp)
 
 
 def _start_from(checkpoint_in: Path | None, grid: Grid) -> tuple[Book, sc.SyncCarry | None]:

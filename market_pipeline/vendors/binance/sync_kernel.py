@@ -122,11 +122,11 @@ class LevelRows(NamedTuple):
 
 
 class Tickers(NamedTuple):
-    """bookTicker messages sorted by u (`order` maps back to the message index)."""
+    """bookTicker messages sorted by (u, row): a part's, or a window of them (`ticker_store`)."""
 
     u_sorted: np.ndarray
-    order: np.ndarray
-    bid_tick: np.ndarray  # by message index
+    row: np.ndarray  # the message's index in the part's line order (`first_mismatch_ticker`)
+    bid_tick: np.ndarray
     bid_lot: np.ndarray
     ask_tick: np.ndarray
     ask_lot: np.ndarray

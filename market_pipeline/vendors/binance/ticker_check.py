@@ -51,20 +51,19 @@ def check_tickers(bid, ask, st, u, tickers, u_sorted, counters, hint):
     while hi < u_sorted.shape[0] and u_sorted[hi] == u:
         hi += 1
     for p in range(lo, hi):
-        t = tickers.order[p]
         c.ticker_checks += 1
         ok = st[ST_BEST_BID] != EMPTY and st[ST_BEST_ASK] != EMPTY
         if ok:
             bb = st[ST_BASE] + st[ST_BEST_BID]
             ba = st[ST_BASE] + st[ST_BEST_ASK]
             ok = (
-                bb == tickers.bid_tick[t]
-                and bid[st[ST_BEST_BID]] == tickers.bid_lot[t]
-                and ba == tickers.ask_tick[t]
-                and ask[st[ST_BEST_ASK]] == tickers.ask_lot[t]
+                bb == tickers.bid_tick[p]
+                and bid[st[ST_BEST_BID]] == tickers.bid_lot[p]
+                and ba == tickers.ask_tick[p]
+                and ask[st[ST_BEST_ASK]] == tickers.ask_lot[p]
             )
         if not ok:
             c.ticker_mismatches += 1
             if c.first_mismatch_ticker < 0:
-                c.first_mismatch_ticker = t
+                c.first_mismatch_ticker = tickers.row[p]
     return hi

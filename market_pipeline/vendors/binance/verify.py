@@ -18,6 +18,7 @@ from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.capture_format import DELTA_SCHEMA, SNAPSHOT_LEVELS_SCHEMA, TICKER_SCHEMA
 from market_pipeline.vendors.binance.capture_stream import CaptureParser
 from market_pipeline.vendors.binance.delta_batches import BatchedReplay, diff_arrays, message_groups, read_delta_batches
+from market_pipeline.vendors.binance.ticker_store import no_tickers, sort_tickers
 from market_pipeline.vendors.capture_figures import NO_BOOK_CHECKS
 
 MAX_DECIMALS = 10
@@ -43,19 +44,23 @@ def _steps(values: np.ndarray, step: Decimal) -> np.ndarray:
 def verify_capture(paths: Sequence[Path]) -> dict:
     """Replay capture files of one instrument exactly (verify-capture's figures), in bounded memory.
 
-    The files are parsed chunk by chunk (`capture_stream`): deltas go to a scratch Parquet file,
-    REST snapshots and bookTickers are kept (a few, and one row a message), trades only counted,
-    and the tick and lot (the coarsest power-of-ten steps of every price and size) follow the
-    chunks. The deltas are then replayed in batches of whole messages (`delta_batches`).
+    The files are parsed chunk by chunk (`capture_stream`): deltas and bookTickers go to scratch
+    Parquet files, REST snapshots are kept (a few), trades only counted, and the tick and lot (the
+    coarsest power-of-ten steps of every price and size) follow the chunks. The deltas are then
+    replayed in batches of whole messages (`delta_batches`), each batch meeting the window of
+    bookTickers it can check (`ticker_store`).
     """
     parser = CaptureParser(paths)
     tick = lot = Decimal(1)
     snapshots: list[pl.DataFrame] = [pl.DataFrame(schema=SNAPSHOT_LEVELS_SCHEMA)]
-    tickers: list[pl.DataFrame] = [pl.DataFrame(schema=TICKER_SCHEMA)]
     trades = 0
     with tempfile.TemporaryDirectory(prefix="verify-capture-") as scratch:
         deltas_path = Path(scratch) / "book_delta_v2.parquet"
-        with parquet_io.parquet_writer(deltas_path, pl.DataFrame(schema=DELTA_SCHEMA).to_arrow().schema) as deltas:
+        tickers_path = Path(scratch) / "book_ticker.parquet"
+        with (
+            parquet_io.parquet_writer(deltas_path, pl.DataFrame(schema=DELTA_SCHEMA).to_arrow().schema) as deltas,
+            parquet_io.parquet_writer(tickers_path, pl.DataFrame(schema=TICKER_SCHEMA).to_arrow().schema) as tickers,
+        ):
             for chunk in parser.chunks():
                 d, s, t = chunk["book_delta_v2"], chunk["depth_snapshot"], chunk["book_ticker"]
                 prices = [d["price"], s["price"], t["bid_price"], t["ask_price"]]
@@ -64,12 +69,12 @@ def verify_capture(paths: Sequence[Path]) -> dict:
                 lot = min(lot, infer_step(np.concatenate([c.to_numpy() for c in sizes])))
                 deltas.write_table(d.to_arrow())
                 snapshots.append(s)
-                tickers.append(t)
+                tickers.write_table(t.to_arrow())
                 trades += chunk["trades"].height
         market, exchange, symbol = parser.instrument()
         result: dict[str, object] = {"market": market, "exchange": exchange, "symbol": symbol}
-        snaps, ticks = pl.concat(snapshots), pl.concat(tickers)
-        result.update(_replay(market != "spot", deltas_path, snaps, ticks, trades, tick, lot))
+        snaps = pl.concat(snapshots)
+        result.update(_replay(market != "spot", deltas_path, snaps, tickers_path, trades, tick, lot))
     return result
 
 
@@ -77,12 +82,13 @@ def _replay(
     futures: bool,
     deltas_path: Path,
     snaps: pl.DataFrame,
-    tickers: pl.DataFrame,
+    tickers_path: Path,
     trades: int,
     tick: Decimal,
     lot: Decimal,
 ) -> dict:
-    """The replay's figures (verify-capture's, in its key order); deltas read in batches, the rest whole."""
+    """The replay's figures (verify-capture's, in its key order); deltas and bookTickers read in
+    batches (scratch beside `deltas_path`), the REST snapshots whole."""
     s_start, s_line, s_end = message_groups(snaps["line_no"].to_numpy())
     s_recv = snaps["received_time"].to_numpy()[s_start]
     depth_snaps = br.new_depth_snapshots(
@@ -91,26 +97,18 @@ def _replay(
     snap_rows = br.LevelRows(
         snaps["side_is_bid"].to_numpy(), _steps(snaps["price"].to_numpy(), tick), _steps(snaps["size"].to_numpy(), lot)
     )
-    t_u = tickers["update_id"].to_numpy()
-    t_order = np.argsort(t_u, kind="stable")
-    ticker_arrays = br.Tickers(
-        t_u[t_order],
-        t_order,
-        _steps(tickers["bid_price"].to_numpy(), tick),
-        _steps(tickers["bid_size"].to_numpy(), lot),
-        _steps(tickers["ask_price"].to_numpy(), tick),
-        _steps(tickers["ask_size"].to_numpy(), lot),
-    )
-
-    part = br.new_capture_part(futures, snap_rows, ticker_arrays, new_book(), br.new_sync())
+    steps = {"bid_price": tick, "bid_size": lot, "ask_price": tick, "ask_size": lot}
+    part = br.new_capture_part(futures, snap_rows, no_tickers(), new_book(), br.new_sync())
     sampling, no_rows = lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.no_rows()
     batches = (
         diff_arrays(frame, lambda v, _: _steps(v, tick), lambda v, _: _steps(v, lot))
         for frame in read_delta_batches(deltas_path)
     )
     parts = BatchedReplay(depth_snaps, part.sync, None)
-    for run in parts.runs(batches):
-        br.replay_capture(part, run, sampling, no_rows, 0)
+    with sort_tickers(None, tickers_path, deltas_path.parent, lambda v, name, _, __: _steps(v, steps[name])) as tickers:
+        for run in parts.runs(batches):
+            part = part._replace(tickers=tickers.for_run(run))
+            br.replay_capture(part, run, sampling, no_rows, 0)
     sync, counters = part.sync, part.counters
     br.finish(sync, counters, parts.last_run.cursor, len(parts.last_run.diffs.line))
     st = part.book.st
