@@ -152,6 +152,28 @@ def test_a_day_file_without_line_numbers_is_named(tmp_path):
     assert not any((tmp_path / "spill").iterdir())
 
 
+@pytest.mark.parametrize("rising", [True, False])
+def test_an_encrypted_lake_sorts_its_tickers_into_encrypted_scratch(tmp_path, rising):
+    """With the lake encrypted the day's file is read (by DuckDB too, out of line order) and the
+    scratch written under the lake key: never plain Parquet on disk."""
+    import base64
+
+    import pyarrow.parquet as pq
+
+    from market_pipeline.core import context
+    from market_pipeline.core.lake import parquet_io
+
+    day_u = [1, 2, 3, 5, 8] if rising else [8, 1, 5, 3, 2]
+    key = base64.b64encode(bytes(range(32))).decode()
+    with context.using(context.CoreContext(master_key=key, lake_encrypted=True)):
+        day = tmp_path / "book_ticker.parquet"
+        parquet_io.write_table(_tickers(day_u, list(range(5)), [10, 20, 30, 40, 50])[[3, 1, 4, 0, 2]].to_arrow(), day)
+        with ticker_store.sort_tickers(None, day, tmp_path / "spill", _Steps()) as tickers:
+            with pytest.raises(OSError):
+                pq.read_table(tickers.scratch / ticker_store._SORTED_FILE)
+            _assert_window(tickers.window(0, 9), day_u, 0, 9)
+
+
 # --- the fidelity table's grid ------------------------------------------------------------------
 
 DAY_START = 1_709_251_200 * 10**9  # 2024-03-01
