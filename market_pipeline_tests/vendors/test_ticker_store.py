@@ -145,6 +145,24 @@ def test_the_scratch_goes_when_the_sort_fails(tmp_path, rising):
     assert not any((tmp_path / "spill").iterdir())
 
 
+def test_the_scratch_of_a_killed_process_goes_at_the_next_sort(tmp_path):
+    """A sort's scratch is named by its process; one whose process is gone (killed mid-rebuild)
+    is removed by the next sort, one of a running process is kept."""
+    import os
+
+    spill = tmp_path / "spill"
+    dead = spill / f"{ticker_store.SCRATCH_PREFIX}999999999-abc"  # beyond any pid_max
+    running = spill / f"{ticker_store.SCRATCH_PREFIX}{os.getppid()}-abc"
+    for left in (dead, running):
+        left.mkdir(parents=True)
+        (left / "tickers_by_u.parquet").write_bytes(b"left behind")
+    carried, day = _write(tmp_path, [], [1, 2], [0, 1])
+    with ticker_store.sort_tickers(carried, day, spill, _Steps()) as tickers:
+        assert tickers.scratch.name.startswith(f"{ticker_store.SCRATCH_PREFIX}{os.getpid()}-")
+        assert sorted(spill.iterdir()) == sorted([running, tickers.scratch])
+    assert list(spill.iterdir()) == [running]
+
+
 def test_a_day_file_without_line_numbers_is_named(tmp_path):
     _tickers([1, 2], [0, 1]).write_parquet(tmp_path / "book_ticker.parquet")
     with pytest.raises(ValueError, match=r"book_ticker\.parquet: book_ticker lacks column\(s\) \['line_no'\]"):

@@ -86,6 +86,23 @@ def remove_stale_temp_files(final: Path) -> list[Path]:
     return removed
 
 
+def remove_dead_owners_dirs(parent: Path, prefix: str) -> list[Path]:
+    """Remove the directories `<prefix><pid>-...` under `parent` whose process no longer runs:
+    scratch a killed process left behind (a process that ends removes its own). Returns them."""
+    removed: list[Path] = []
+    try:
+        entries = [entry for entry in os.scandir(parent) if entry.name.startswith(prefix) and entry.is_dir()]
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        owner, sep, _ = entry.name[len(prefix) :].partition("-")
+        if sep and owner.isdigit() and int(owner) != os.getpid() and not _pid_alive(int(owner)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+            _log.info("removed %s, left by a process that did not finish", entry.path)
+    return removed
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final`; on success rename it over `final`.

@@ -15,6 +15,7 @@ bytes each that is 0.6-2.6 GB; this way a rebuild holds a window, about a delta 
 from __future__ import annotations
 
 import bisect
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -27,10 +28,12 @@ import pyarrow.compute as pc
 from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.batches import iter_tables
+from market_pipeline.core.lake.files import remove_dead_owners_dirs
 from market_pipeline.vendors.binance import sync_kernel as br
 
 TICKER_COLUMNS = ["received_time", "update_id", "bid_price", "bid_size", "ask_price", "ask_size"]
 STEP_COLUMNS = ("bid_price", "bid_size", "ask_price", "ask_size")
+SCRATCH_PREFIX = "capture-tickers-"  # <prefix><pid>-<random>: a directory a sort
 _SORTED_FILE = "tickers_by_u.parquet"
 # Tickers put on the grid at a time, and a row group of the sorted file: 3 MB of int64 columns.
 BATCH_ROWS = 65_536
@@ -65,10 +68,12 @@ def sort_tickers(
     """The tickers of `carried` (a pending file, in its order) then of `day` (a `book_ticker`
     file with `line_no`), on the grid (`to_steps`), sorted into a scratch directory of their own
     under `spill_dir` (the system's temporary directory when None), which `TickerWindows.close`
-    removes; `day_tops` is handed each batch of the day's tops."""
-    if spill_dir is not None:
-        spill_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="capture-tickers-", dir=spill_dir))
+    removes (those of killed processes go at the next sort); `day_tops` is handed each batch of
+    the day's tops."""
+    parent = Path(tempfile.gettempdir()) if spill_dir is None else spill_dir
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_owners_dirs(parent, SCRATCH_PREFIX)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
     try:
         count = _sorted_file(carried, day, scratch, to_steps, day_tops)
     except BaseException:
