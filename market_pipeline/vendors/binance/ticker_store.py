@@ -5,11 +5,12 @@ diffs one `replay_capture` run applies are that run's (those still buffered for 
 included): only tickers whose u lies between the run's lowest and highest final u can be checked
 in it. So the tickers (the previous day's pending ones first, then the day's in capture line
 order: that position is a ticker's `row`, the index `first_mismatch_ticker` reports) are put on
-the grid once, batch by batch, sorted by (u, row) by DuckDB under its memory limit (it spills
-beyond it) into a scratch file, and each run reads the row groups its range of u overlaps.
+the grid once, batch by batch, into a scratch file sorted by (u, row): as they come when u only
+rises along the lines (one connection's stream), else sorted by DuckDB under its memory limit (it
+spills beyond it). Each run reads the row groups its range of u overlaps.
 
-A recorded bookTicker stream sends hundreds a second (10-40 M a busy day): held whole at ~64
-bytes each that is 0.6-2.6 GB; this way a rebuild holds a window, about a delta batch's span.
+A recorded bookTicker stream sends hundreds a second, tens of millions a busy day: held whole at
+~64 bytes each that is gigabytes; this way a rebuild holds a window, about a delta batch's span.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _SORTED = pa.schema(
     ]
 )
 # Scratch read once or twice: the time of compressing and of dictionaries is not paid back.
-_SCRATCH_OPTIONS = {"compression": "none", "use_dictionary": False}
+SCRATCH_OPTIONS = {"compression": "none", "use_dictionary": False}
 
 # (float64 values, their column in TICKER_COLUMNS, row of the first value, update ids) -> steps.
 ToSteps = Callable[[np.ndarray, str, int, np.ndarray], np.ndarray]
@@ -58,6 +59,7 @@ DayTops = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
 def no_tickers() -> br.Tickers:
+    """An empty window (read-only like the others: one specialization of the replay kernel)."""
     none = lr.read_only(np.empty(0, np.int64))
     return br.Tickers(*[none] * len(br.Tickers._fields))
 
@@ -86,7 +88,7 @@ def _sorted_file(carried: Path | None, day: Path, scratch: Path, to_steps: ToSte
     """Write the sorted file into `scratch`; the number of tickers."""
     by_line, by_u = scratch / "tickers_by_line.parquet", scratch / _SORTED_FILE
     row, u_rising = 0, _Rising()
-    with parquet_io.parquet_writer(by_line, _SORTED, **_SCRATCH_OPTIONS) as writer:  # a row group a batch
+    with parquet_io.parquet_writer(by_line, _SORTED, **SCRATCH_OPTIONS) as writer:  # a row group a batch
         sources = [(carried, False)] if carried is not None else []
         for path, of_day in [*sources, (day, True)]:
             tables = (
@@ -104,7 +106,7 @@ def _sorted_file(carried: Path | None, day: Path, scratch: Path, to_steps: ToSte
         by_line.rename(by_u)
         return row
     query = f"SELECT * FROM {parquet_io.duckdb_read_parquet(str(by_line))} ORDER BY u, row"
-    with _duckdb(scratch) as con, parquet_io.parquet_writer(by_u, _SORTED, **_SCRATCH_OPTIONS) as writer:
+    with _duckdb(scratch) as con, parquet_io.parquet_writer(by_u, _SORTED, **SCRATCH_OPTIONS) as writer:
         for batch in con.execute(query).to_arrow_reader(BATCH_ROWS):
             writer.write_batch(batch)
     by_line.unlink()

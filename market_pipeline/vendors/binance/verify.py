@@ -18,7 +18,7 @@ from market_pipeline.vendors.binance import sync_kernel as br
 from market_pipeline.vendors.binance.capture_format import DELTA_SCHEMA, SNAPSHOT_LEVELS_SCHEMA, TICKER_SCHEMA
 from market_pipeline.vendors.binance.capture_stream import CaptureParser
 from market_pipeline.vendors.binance.delta_batches import BatchedReplay, diff_arrays, message_groups, read_delta_batches
-from market_pipeline.vendors.binance.ticker_store import no_tickers, sort_tickers
+from market_pipeline.vendors.binance.ticker_store import SCRATCH_OPTIONS, no_tickers, sort_tickers
 from market_pipeline.vendors.capture_figures import NO_BOOK_CHECKS
 
 MAX_DECIMALS = 10
@@ -59,7 +59,9 @@ def verify_capture(paths: Sequence[Path]) -> dict:
         tickers_path = Path(scratch) / "book_ticker.parquet"
         with (
             parquet_io.parquet_writer(deltas_path, pl.DataFrame(schema=DELTA_SCHEMA).to_arrow().schema) as deltas,
-            parquet_io.parquet_writer(tickers_path, pl.DataFrame(schema=TICKER_SCHEMA).to_arrow().schema) as tickers,
+            parquet_io.parquet_writer(
+                tickers_path, pl.DataFrame(schema=TICKER_SCHEMA).to_arrow().schema, **SCRATCH_OPTIONS
+            ) as tickers,
         ):
             for chunk in parser.chunks():
                 d, s, t = chunk["book_delta_v2"], chunk["depth_snapshot"], chunk["book_ticker"]
