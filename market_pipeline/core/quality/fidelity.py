@@ -1,12 +1,12 @@
 """Fidelity of an instrument-day's books rebuilt from a raw Binance capture, from the rebuild's own table.
 
-The capture rebuild (`vendors/binance/rebuild.py`) writes, beside the day's books, a small
-Parquet table (`lake/paths.capture_fidelity_dir`): the top of book of its in-sync rows and of
-the capture's bookTicker stream (the exchange's own top, the oracle the replay is checked
-against), both sampled on a common grid (`checks.fidelity_sample_interval_ms`, last value at or
-before each grid time) in ticks, and in the file's metadata the replay's figures: bookTicker
-checks and mismatches, gaps, unsynced rows, capture files. Nothing is re-parsed here, so the
-figures are those of the books. The two tops are compared by
+The capture rebuild (`vendors/binance/rebuild.py`, through its `fidelity_table.py`) writes, beside
+the day's books, a small Parquet table (`lake/paths.capture_fidelity_dir`): the top of book of its
+in-sync rows and of the capture's bookTicker stream (the exchange's own top, the oracle the replay
+is checked against), both sampled on a common grid (`checks.fidelity_sample_interval_ms`, last
+value at or before each grid time) in ticks, and in the file's metadata the replay's figures:
+bookTicker checks and mismatches, gaps, unsynced rows, capture files. Nothing is re-parsed here,
+so the figures are those of the books. The two tops are compared by
 - spread in ticks, and
 - mid-price return in bps between consecutive grid times,
 with a two-sample Kolmogorov-Smirnov test each. Without the table (books not rebuilt from a

@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.files import atomic_path
+from market_pipeline.core.quality.fidelity import METADATA_KEY
 
-FIDELITY_METADATA_KEY = b"market_pipeline"
 FIDELITY_SCHEMA = pa.schema(
     [
         ("received_time", pa.int64()),
@@ -102,6 +102,6 @@ def write_fidelity(path: Path, book: GridTops, ticker: GridTops, figures: dict[s
     """The fidelity table of `book` (the in-sync rows' tops) and `ticker` (the day's bookTickers'),
     `figures` in its metadata."""
     arrow = fidelity_table(book, ticker).to_arrow().cast(FIDELITY_SCHEMA)
-    arrow = arrow.replace_schema_metadata({FIDELITY_METADATA_KEY: json.dumps(figures)})
+    arrow = arrow.replace_schema_metadata({METADATA_KEY: json.dumps(figures)})
     with atomic_path(path) as tmp:
         parquet_io.write_table(arrow, tmp)
