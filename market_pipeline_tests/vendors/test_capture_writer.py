@@ -198,6 +198,8 @@ def test_capture_source_rebuilds_the_ground_truth_at_every_book_ticker(generated
                         assert np.array_equal(ours, rows[name].fill_null(-1.0).to_numpy()), (key, day, name)
             ranked = _stored_pass_is_the_pass(settings, instrument, day, path)
             assert ranked > 0 or day != DAYS[0]  # a day resumed from a checkpoint has no snapshot row
+            # The bookTickers were sorted in the data dir's scratch, which the rebuild removed.
+            assert (settings.data_dir / "tmp").is_dir() and not list((settings.data_dir / "tmp").glob("capture-*"))
 
 
 def _stored_pass_is_the_pass(settings, instrument, day, books) -> int:
