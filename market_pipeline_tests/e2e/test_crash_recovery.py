@@ -33,6 +33,26 @@ from market_pipeline_tests.support.project import PROJECT_DAGSTER_YAML, VENV_BIN
 POOL = "duckdb"
 
 
+def test_a_duckdb_spill_directory_of_a_gone_process_goes_at_the_next_connection(tmp_path):
+    """`scratch_duckdb` spills to `pid-<pid>` of its own; DuckDB leaves the directory, with its
+    files when the process was killed. The next connection removes those of gone processes only."""
+    from market_pipeline.core.lake.parquet_io import scratch_duckdb
+
+    spill = tmp_path / "duckdb"
+    gone = spill / f"pid-{_dead_pid()}"
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        running = spill / f"pid-{sleeper.pid}"
+        for directory in (gone, running):
+            directory.mkdir(parents=True)
+            (directory / "duckdb_temp_storage-0.tmp").write_bytes(b"spilled")
+        scratch_duckdb(spill, "64MB").close()
+        assert sorted(p.name for p in spill.iterdir()) == sorted([running.name, f"pid-{os.getpid()}"])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 # ---------------------------------------------------------------------------------------
 # Temporary files of killed writes
 # ---------------------------------------------------------------------------------------

@@ -87,16 +87,17 @@ def remove_stale_temp_files(final: Path) -> list[Path]:
 
 
 def remove_dead_owners_dirs(parent: Path, prefix: str) -> list[Path]:
-    """Remove the directories `<prefix><pid>-...` under `parent` whose process no longer runs:
-    scratch a killed process left behind (a process that ends removes its own). Returns them."""
+    """Remove the directories `<prefix><pid>` or `<prefix><pid>-...` under `parent` whose process no
+    longer runs: scratch a process left behind (killed, or one whose directory outlives it).
+    Returns them."""
     removed: list[Path] = []
     try:
         entries = [entry for entry in os.scandir(parent) if entry.name.startswith(prefix) and entry.is_dir()]
     except FileNotFoundError:
         return removed
     for entry in entries:
-        owner, sep, _ = entry.name[len(prefix) :].partition("-")
-        if sep and owner.isdigit() and int(owner) != os.getpid() and not _pid_alive(int(owner)):
+        owner = entry.name[len(prefix) :].partition("-")[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not _pid_alive(int(owner)):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
             _log.info("removed %s, left by a process that did not finish", entry.path)

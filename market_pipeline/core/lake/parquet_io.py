@@ -33,7 +33,7 @@ import pyarrow.parquet.encryption as pqe
 from market_pipeline.core import context
 from market_pipeline.core.errors import CryptoError
 from market_pipeline.core.lake import storage
-from market_pipeline.core.lake.files import write_atomic
+from market_pipeline.core.lake.files import remove_dead_owners_dirs, write_atomic
 from market_pipeline.core.security import crypto
 
 if TYPE_CHECKING:  # only the caller's connection is used: importing duckdb here would slow every writer's start
@@ -256,10 +256,12 @@ def register_duckdb_key(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnec
 def scratch_duckdb(spill_dir: Path, memory_limit: str, **options: object) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB for one instrument-day's queries over the lake: 2 threads, `memory_limit`
     (it spills beyond it), the lake key when the lake is encrypted, and a spill directory of this
-    process's own under `spill_dir`: instrument-days run side by side on PIPELINE_WORKERS, and DuckDB
-    removes the temporary directory it created when its connection closes. `options`: more settings."""
+    process's own under `spill_dir`: instrument-days run side by side on PIPELINE_WORKERS. DuckDB
+    removes its files when the connection closes, not the directory; those of processes that no
+    longer run are removed here (with what a killed one left in them). `options`: more settings."""
     from market_pipeline.core.lake import duckdb_extensions
 
+    remove_dead_owners_dirs(spill_dir, "pid-")
     own_dir = spill_dir / f"pid-{os.getpid()}"
     own_dir.mkdir(parents=True, exist_ok=True)
     config = {"threads": 2, "memory_limit": memory_limit, "temp_directory": str(own_dir), **options}
