@@ -218,6 +218,17 @@ def test_verify_names_the_first_mismatching_ticker_by_its_line(tmp_path):
     assert (result["ticker_checks"], result["ticker_mismatches"], result["first_mismatch_ticker"]) == (2, 1, 1)
 
 
+def test_verify_a_capture_without_book_tickers(tmp_path):
+    """A capture recorded without the bookTicker stream verifies with nothing to check (its scratch
+    of tickers holds only empty row groups)."""
+    from market_pipeline.vendors.binance.verify import verify_capture
+
+    lines = [line for line in SYNTHETIC_SPOT if "bookTicker" not in line]
+    result = verify_capture([_write(tmp_path / "binance_spot_btcusdt_20231114.txt", lines)])
+    expected = {"diffs": 5, "applied": 3, "gaps": 1, "ticker_checks": 0, "ticker_mismatches": 0}
+    assert {key: result[key] for key in expected} == expected
+
+
 def test_parse_synthetic_capture(tmp_path):
     start = 1_700_000_000_000_000_000
     tables = parse_capture([_write(tmp_path / "capture.txt", SYNTHETIC_SPOT, start)])

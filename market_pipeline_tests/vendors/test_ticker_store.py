@@ -163,6 +163,24 @@ def test_the_scratch_of_a_killed_process_goes_at_the_next_sort(tmp_path):
     assert list(spill.iterdir()) == [running]
 
 
+@pytest.mark.parametrize("rising", [True, False])
+def test_empty_row_groups_are_no_window(tmp_path, rising):
+    """A file written chunk by chunk has empty row groups where a chunk had no tickers: they hold no
+    range of u, so no window reads them, and a file of only those gives empty windows."""
+    import pyarrow.parquet as pq
+
+    day_u = [4, 6, 9] if rising else [9, 4, 6]
+    frame = _tickers(day_u, [0, 1, 2], [1, 2, 3]).to_arrow()
+    for name, tables in (("some", [frame[:0], frame[:2], frame[:0], frame[2:], frame[:0]]), ("none", [frame[:0]] * 2)):
+        path = tmp_path / f"{name}.parquet"
+        with pq.ParquetWriter(path, frame.schema) as writer:
+            for table in tables:
+                writer.write_table(table)
+        with ticker_store.sort_tickers(None, path, tmp_path / "spill", _Steps()) as tickers:
+            assert tickers.count == (3 if name == "some" else 0)
+            _assert_window(tickers.window(0, 10), day_u if name == "some" else [], 0, 10)
+
+
 def test_a_day_file_without_line_numbers_is_named(tmp_path):
     _tickers([1, 2], [0, 1]).write_parquet(tmp_path / "book_ticker.parquet")
     with pytest.raises(ValueError, match=r"book_ticker\.parquet: book_ticker lacks column\(s\) \['line_no'\]"):

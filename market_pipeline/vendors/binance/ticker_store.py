@@ -95,6 +95,8 @@ def _sorted_file(carried: Path | None, day: Path, scratch: Path, to_steps: ToSte
                 _line_ordered(path, scratch) if of_day else iter_tables(parquet_io.open_file(path), None, BATCH_ROWS)
             )
             for table in tables:
+                if not table.num_rows:  # an empty row group (a chunk without tickers) has no u range
+                    continue
                 batch = _on_grid(table, row, to_steps)
                 u_rising.add(batch.column("u").to_numpy())
                 writer.write_table(batch)
@@ -108,7 +110,8 @@ def _sorted_file(carried: Path | None, day: Path, scratch: Path, to_steps: ToSte
     query = f"SELECT * FROM {parquet_io.duckdb_read_parquet(str(by_line))} ORDER BY u, row"
     with _duckdb(scratch) as con, parquet_io.parquet_writer(by_u, _SORTED, **SCRATCH_OPTIONS) as writer:
         for batch in con.execute(query).to_arrow_reader(BATCH_ROWS):
-            writer.write_batch(batch)
+            if batch.num_rows:
+                writer.write_batch(batch)
     by_line.unlink()
     return row
 
