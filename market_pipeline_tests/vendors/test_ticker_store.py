@@ -9,6 +9,8 @@ as-of join over all the tops gives, whatever batches and order they come in."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import polars as pl
 import pytest
@@ -39,13 +41,16 @@ def _tickers(u: list[int], rows: list[int], line_no: list[int] | None = None) ->
 
 
 class _Steps:
-    """`to_steps` on STEPS, noting where each batch of each column starts."""
+    """`ticks` and `lots` on STEPS (`both`), noting where each batch of each column starts."""
 
     def __init__(self) -> None:
         self.calls: dict[str, list[tuple[int, int]]] = {name: [] for name in STEPS}
 
-    def __call__(self, values: np.ndarray, name: str, first_row: int, u: np.ndarray) -> np.ndarray:
-        assert len(u) == len(values)
+    def both(self) -> tuple[ticker_store.ToSteps, ticker_store.ToSteps]:
+        return partial(self._steps, "_price"), partial(self._steps, "_size")
+
+    def _steps(self, kind: str, values: np.ndarray, name: str, first_row: int, u: np.ndarray) -> np.ndarray:
+        assert name.endswith(kind) and len(u) == len(values)  # prices go to `ticks`, sizes to `lots`
         self.calls[name].append((first_row, len(values)))
         return np.rint(values / STEPS[name]).astype(np.int64)
 
@@ -96,7 +101,7 @@ def test_a_window_holds_every_ticker_of_its_range(tmp_path_factory, carried_u, d
     spill = tmp_path / "spill"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ticker_store, "BATCH_ROWS", batch_rows)
-        tickers = ticker_store.sort_tickers(carried, day_path, spill, steps, lambda *a: tops.append(a))
+        tickers = ticker_store.sort_tickers(carried, day_path, spill, *steps.both(), lambda *a: tops.append(a))
     all_u = carried_u + day_u
     with tickers:
         assert tickers.count == len(all_u)
@@ -122,7 +127,7 @@ def test_a_run_meets_the_tickers_between_its_lowest_and_highest_final_u(tmp_path
 
     monkeypatch.setattr(ticker_store, "BATCH_ROWS", 1)  # a row group a ticker: a window is its range
     carried, day = _write(tmp_path, [], [9, 4, 7, 12, 4], [4, 2, 0, 1, 3])
-    with ticker_store.sort_tickers(carried, day, tmp_path / "spill", _Steps()) as tickers:
+    with ticker_store.sort_tickers(carried, day, tmp_path / "spill", *_Steps().both()) as tickers:
         none = np.empty(0, np.int64)
         final_u = np.array([7, 4, 5], np.int64)  # a buffered diff (u 7) in front of the batch's
         diffs = br.CaptureDiffs(none, none, final_u, none, none, none, none, none)
@@ -141,7 +146,7 @@ def test_the_scratch_goes_when_the_sort_fails(tmp_path, rising):
         return np.zeros(len(values), np.int64)
 
     with pytest.raises(ValueError, match="ask_size: not on the grid"):
-        ticker_store.sort_tickers(carried, day, tmp_path / "spill", refuse)
+        ticker_store.sort_tickers(carried, day, tmp_path / "spill", refuse, refuse)
     assert not any((tmp_path / "spill").iterdir())
 
 
@@ -157,7 +162,7 @@ def test_the_scratch_of_a_killed_process_goes_at_the_next_sort(tmp_path):
         left.mkdir(parents=True)
         (left / "tickers_by_u.parquet").write_bytes(b"left behind")
     carried, day = _write(tmp_path, [], [1, 2], [0, 1])
-    with ticker_store.sort_tickers(carried, day, spill, _Steps()) as tickers:
+    with ticker_store.sort_tickers(carried, day, spill, *_Steps().both()) as tickers:
         assert tickers.scratch.name.startswith(f"{ticker_store.SCRATCH_PREFIX}{os.getpid()}-")
         assert sorted(spill.iterdir()) == sorted([running, tickers.scratch])
     assert list(spill.iterdir()) == [running]
@@ -176,7 +181,7 @@ def test_empty_row_groups_are_no_window(tmp_path, rising):
         with pq.ParquetWriter(path, frame.schema) as writer:
             for table in tables:
                 writer.write_table(table)
-        with ticker_store.sort_tickers(None, path, tmp_path / "spill", _Steps()) as tickers:
+        with ticker_store.sort_tickers(None, path, tmp_path / "spill", *_Steps().both()) as tickers:
             assert tickers.count == (3 if name == "some" else 0)
             _assert_window(tickers.window(0, 10), day_u if name == "some" else [], 0, 10)
 
@@ -184,7 +189,7 @@ def test_empty_row_groups_are_no_window(tmp_path, rising):
 def test_a_day_file_without_line_numbers_is_named(tmp_path):
     _tickers([1, 2], [0, 1]).write_parquet(tmp_path / "book_ticker.parquet")
     with pytest.raises(ValueError, match=r"book_ticker\.parquet: book_ticker lacks column\(s\) \['line_no'\]"):
-        ticker_store.sort_tickers(None, tmp_path / "book_ticker.parquet", tmp_path / "spill", _Steps())
+        ticker_store.sort_tickers(None, tmp_path / "book_ticker.parquet", tmp_path / "spill", *_Steps().both())
     assert not any((tmp_path / "spill").iterdir())
 
 
@@ -204,7 +209,7 @@ def test_an_encrypted_lake_sorts_its_tickers_into_encrypted_scratch(tmp_path, ri
     with context.using(context.CoreContext(master_key=key, lake_encrypted=True)):
         day = tmp_path / "book_ticker.parquet"
         parquet_io.write_table(_tickers(day_u, list(range(5)), [10, 20, 30, 40, 50])[[3, 1, 4, 0, 2]].to_arrow(), day)
-        with ticker_store.sort_tickers(None, day, tmp_path / "spill", _Steps()) as tickers:
+        with ticker_store.sort_tickers(None, day, tmp_path / "spill", *_Steps().both()) as tickers:
             with pytest.raises(OSError):
                 pq.read_table(tickers.scratch / ticker_store._SORTED_FILE)
             _assert_window(tickers.window(0, 9), day_u, 0, 9)

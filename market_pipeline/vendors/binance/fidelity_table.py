@@ -65,8 +65,8 @@ class GridTops:
         self.highest = highest if self.highest is None else max(self.highest, highest)
         order = np.lexsort((np.arange(len(recv)), recv))  # by receive time, then as handed
         steps = -(-recv[order] // self.step) - self.first_step
-        last = order[np.r_[steps[1:] != steps[:-1], True]]  # the last top of each grid step
-        step = steps[np.r_[steps[1:] != steps[:-1], True]]
+        last_of_step = np.r_[steps[1:] != steps[:-1], True]
+        last, step = order[last_of_step], steps[last_of_step]  # the last top of each grid step, and it
         later = recv[last] >= self.recv[step]
         step, last = step[later], last[later]
         self.recv[step] = recv[last]

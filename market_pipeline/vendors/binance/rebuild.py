@@ -245,12 +245,12 @@ def rebuild_capture_day(
     if fidelity_path is not None:
         book_tops = GridTops(f"{output_path}: books", day_start, fidelity_interval_ms * NS_PER_MS)
         ticker_tops = GridTops(f"{tickers_path}: book_ticker", day_start, fidelity_interval_ms * NS_PER_MS)
-    ticker_steps = {"bid_price": grid.tick, "bid_size": grid.lot, "ask_price": grid.tick, "ask_size": grid.lot}
     tickers = sort_tickers(
         carried_tickers,
         tickers_path,
         spill_dir,
-        lambda values, name, row, u: precision.convert(values, ticker_steps[name], f"book_ticker.{name}", row, u),
+        lambda values, name, row, u: precision.convert(values, grid.tick, f"book_ticker.{name}", row, u),
+        lambda values, name, row, u: precision.convert(values, grid.lot, f"book_ticker.{name}", row, u),
         ticker_tops.add if ticker_tops is not None else None,
     )
 

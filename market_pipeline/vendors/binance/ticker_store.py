@@ -30,10 +30,11 @@ from market_pipeline.core.book import delta_replay as lr
 from market_pipeline.core.lake import parquet_io
 from market_pipeline.core.lake.batches import iter_tables
 from market_pipeline.core.lake.files import remove_dead_owners_dirs
+from market_pipeline.core.lake.schemas import PRICE_COLUMNS
 from market_pipeline.vendors.binance import sync_kernel as br
 
 TICKER_COLUMNS = ["received_time", "update_id", "bid_price", "bid_size", "ask_price", "ask_size"]
-STEP_COLUMNS = ("bid_price", "bid_size", "ask_price", "ask_size")
+STEP_COLUMNS = ("bid_price", "bid_size", "ask_price", "ask_size")  # in the sorted file's order
 SCRATCH_PREFIX = "capture-tickers-"  # <prefix><pid>-<random>: a directory a sort
 _SORTED_FILE = "tickers_by_u.parquet"
 # Tickers put on the grid at a time, and a row group of the sorted file: 3 MB of int64 columns.
@@ -52,7 +53,8 @@ _SORTED = pa.schema(
 # Scratch read once or twice: the time of compressing and of dictionaries is not paid back.
 SCRATCH_OPTIONS = {"compression": "none", "use_dictionary": False}
 
-# (float64 values, their column in TICKER_COLUMNS, row of the first value, update ids) -> steps.
+# (float64 values, their column in TICKER_COLUMNS, row of the first value, update ids) -> steps:
+# ticks for the prices, lots for the sizes (as `delta_batches.diff_arrays` takes them).
 ToSteps = Callable[[np.ndarray, str, int, np.ndarray], np.ndarray]
 # (received_time, bid tick, ask tick) of a batch of the day's tickers, in line order.
 DayTops = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
@@ -65,10 +67,15 @@ def no_tickers() -> br.Tickers:
 
 
 def sort_tickers(
-    carried: Path | None, day: Path, spill_dir: Path | None, to_steps: ToSteps, day_tops: DayTops | None = None
+    carried: Path | None,
+    day: Path,
+    spill_dir: Path | None,
+    ticks: ToSteps,
+    lots: ToSteps,
+    day_tops: DayTops | None = None,
 ) -> TickerWindows:
     """The tickers of `carried` (a pending file, in its order) then of `day` (a `book_ticker`
-    file with `line_no`), on the grid (`to_steps`), sorted into a scratch directory of their own
+    file with `line_no`), on the grid (`ticks`, `lots`), sorted into a scratch directory of their own
     under `spill_dir` (the system's temporary directory when None), which `TickerWindows.close`
     removes (those of killed processes go at the next sort); `day_tops` is handed each batch of
     the day's tops."""
@@ -77,14 +84,16 @@ def sort_tickers(
     remove_dead_owners_dirs(parent, SCRATCH_PREFIX)
     scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
     try:
-        count = _sorted_file(carried, day, scratch, to_steps, day_tops)
+        count = _sorted_file(carried, day, scratch, ticks, lots, day_tops)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return TickerWindows(scratch, count)
 
 
-def _sorted_file(carried: Path | None, day: Path, scratch: Path, to_steps: ToSteps, day_tops: DayTops | None) -> int:
+def _sorted_file(
+    carried: Path | None, day: Path, scratch: Path, ticks: ToSteps, lots: ToSteps, day_tops: DayTops | None
+) -> int:
     """Write the sorted file into `scratch`; the number of tickers."""
     by_line, by_u = scratch / "tickers_by_line.parquet", scratch / _SORTED_FILE
     row, u_rising = 0, _Rising()
@@ -97,7 +106,7 @@ def _sorted_file(carried: Path | None, day: Path, scratch: Path, to_steps: ToSte
             for table in tables:
                 if not table.num_rows:  # an empty row group (a chunk without tickers) has no u range
                     continue
-                batch = _on_grid(table, row, to_steps)
+                batch = _on_grid(table, row, ticks, lots)
                 u_rising.add(batch.column("u").to_numpy())
                 writer.write_table(batch)
                 if of_day and day_tops is not None:
@@ -156,10 +165,13 @@ def _line_ordered(path: Path, scratch: Path) -> Iterator[pa.Table]:
             yield pa.Table.from_batches([batch])
 
 
-def _on_grid(table: pa.Table, first_row: int, to_steps: ToSteps) -> pa.Table:
+def _on_grid(table: pa.Table, first_row: int, ticks: ToSteps, lots: ToSteps) -> pa.Table:
     u = table.column("update_id").to_numpy().astype(np.int64, copy=False)
     steps = [
-        to_steps(pc.cast(table.column(name), pa.float64()).to_numpy(), name, first_row, u) for name in STEP_COLUMNS
+        (ticks if name in PRICE_COLUMNS else lots)(
+            pc.cast(table.column(name), pa.float64()).to_numpy(), name, first_row, u
+        )
+        for name in STEP_COLUMNS
     ]
     rows = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
     return pa.Table.from_arrays([u, rows, *steps], schema=_SORTED)

@@ -99,7 +99,6 @@ def _replay(
     snap_rows = br.LevelRows(
         snaps["side_is_bid"].to_numpy(), _steps(snaps["price"].to_numpy(), tick), _steps(snaps["size"].to_numpy(), lot)
     )
-    steps = {"bid_price": tick, "bid_size": lot, "ask_price": tick, "ask_size": lot}
     part = br.new_capture_part(futures, snap_rows, no_tickers(), new_book(), br.new_sync())
     sampling, no_rows = lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.no_rows()
     batches = (
@@ -107,7 +106,8 @@ def _replay(
         for frame in read_delta_batches(deltas_path)
     )
     parts = BatchedReplay(depth_snaps, part.sync, None)
-    with sort_tickers(None, tickers_path, deltas_path.parent, lambda v, name, _, __: _steps(v, steps[name])) as tickers:
+    ticks, lots = (lambda v, *_: _steps(v, tick)), (lambda v, *_: _steps(v, lot))
+    with sort_tickers(None, tickers_path, deltas_path.parent, ticks, lots) as tickers:
         for run in parts.runs(batches):
             part = part._replace(tickers=tickers.for_run(run))
             br.replay_capture(part, run, sampling, no_rows, 0)
