@@ -242,6 +242,8 @@ def test_every_setting_name_and_the_other_variables_are_accepted(monkeypatch: py
         ("PIPELINE_PARTITION_TOLERANCE_MINUTES", "-1"),
         ("PIPELINE_SYNTHETIC__PROFILE", "huge"),
         ("PIPELINE_BOOK__DEPTH", "0"),
+        # A 1 ms fidelity grid would hold 86.4 M grid times a day in memory.
+        ("PIPELINE_CHECKS__FIDELITY_SAMPLE_INTERVAL_MS", "1"),
     ],
 )
 def test_invalid_variable_is_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str):
