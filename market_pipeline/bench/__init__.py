@@ -34,9 +34,10 @@ measures in one run:
 - ranges (`--ranges` only, about 3 minutes more): the whole graph on two instruments for the day
   and on one instrument for three days, with the default workers, sampled as the graph above:
   peak memory must not grow with instruments or days;
-- vendors (`--vendors` only, three more whole-graph runs): the day written as Crypto Lake, Tardis
-  and capture files, the whole graph from each, against each vendor's floor, and verify-capture
-  on the capture (`bench/vendors.py`); `--vendors-scale2` also runs them on a day twice as large;
+- vendors (`--vendors` only, four more whole-graph runs): the day written as Crypto Lake, Tardis
+  and capture files (two captures: a bookTicker at each vendor snapshot, and at every change of
+  the top), the whole graph from each, against each vendor's floor, and verify-capture on each
+  capture (`bench/vendors.py`); `--vendors-scale2` also runs them on a day twice as large;
 - remote (`--remote` only, two more whole-graph runs over two days): the lake on a loopback S3 bucket
   (moto's server on 127.0.0.1) against local disk, and the lake objects each step fetched
   (`bench/remote.py`; goal: at most 1.5x the local wall);
@@ -451,12 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         "--vendors",
         action="store_true",
         help="also run the whole graph from the day written as Crypto Lake, Tardis and capture files, against "
-        "each vendor's floor, and time verify-capture (three more whole-graph runs: 1-5 min each at scale 1)",
+        "each vendor's floor, and time verify-capture (four more whole-graph runs: 1-5 min each at scale 1)",
     )
     parser.add_argument(
         "--vendors-scale2",
         action="store_true",
-        help="--vendors, and the three vendor runs again on a day twice as large (is peak memory flat?)",
+        help="--vendors, and the four vendor runs again on a day twice as large (is peak memory flat?)",
     )
     parser.add_argument(
         "--read-api",

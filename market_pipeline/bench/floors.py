@@ -51,22 +51,23 @@ def lake_outputs(lake_dir: Path, day: dt.date | None = None) -> list[Path]:
     )
 
 
-def read_seconds(vendor: str, files: list[Path]) -> float:
-    """Read every input file once, the cheapest honest way for its format (see the module doc)."""
+def read_seconds(reader: str, files: list[Path]) -> float:
+    """Read every input file once, the cheapest honest way for its format (`reader`: crypto_lake,
+    tardis or capture; see the module doc)."""
     from market_pipeline.vendors.binance.capture_stream import CaptureParser
 
     started = time.perf_counter()
     for path in files:
-        if vendor == "crypto_lake":
+        if reader == "crypto_lake":
             for _ in parquet_io.open_file(path, pre_buffer=False).iter_batches():
                 pass
-        elif vendor == "tardis":
+        elif reader == "tardis":
             _read_tardis(path)
-        elif vendor == "capture":
+        elif reader == "capture":
             for _ in CaptureParser([path]).chunks():
                 pass
         else:
-            raise ValueError(f"unknown vendor {vendor!r}")
+            raise ValueError(f"unknown reader {reader!r}")
     return time.perf_counter() - started
 
 

@@ -8,6 +8,7 @@ no Dagster subprocess.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 from pathlib import Path
 
@@ -220,14 +221,17 @@ def test_vendor_verdicts_and_figures():
         "crypto_lake": _vendor_run(10.0, 600.0, read=3.0, write=2.0),  # 2.0x its floor: met
         "tardis": _vendor_run(16.0, 1100.0, read=6.0, write=2.0, steps=TARDIS_STEPS),  # 1.6x, 1100 MB: not met
         "capture": _vendor_run(15.0, 900.0, read=5.0, write=2.0),  # 1.5x, 2.14x its floor
+        "capture_tickers": _vendor_run(25.0, 850.0, read=10.0, write=3.0),  # 2.5x: no goal; 1.92x its floor
     }
     double = {
         "crypto_lake": _vendor_run(20.0, 660.0),  # +10%: flat
         "tardis": _vendor_run(30.0, 1300.0),  # +18%: not flat
         "capture": _vendor_run(30.0, 950.0, code=1),  # failed: not met
+        "capture_tickers": _vendor_run(50.0, 850.0),
     }
     lines: list[str] = []
-    goals, figures = vendor_report(runs, double, SampledRun(0, 4.0, 300.0), lines.append)
+    verified = {"capture": SampledRun(0, 4.0, 300.0), "capture_tickers": SampledRun(0, 9.0, 400.0)}
+    goals, figures = vendor_report(runs, double, verified, lines.append)
     assert goals == {
         "vendor_peak_mb_crypto_lake": True,
         "vendor_over_floor_crypto_lake": True,
@@ -240,6 +244,9 @@ def test_vendor_verdicts_and_figures():
         "vendor_over_floor_capture": False,
         "vendor_over_crypto_lake_capture": True,
         "vendor_flat_capture": False,
+        "vendor_peak_mb_capture_tickers": True,
+        "vendor_over_floor_capture_tickers": True,
+        "vendor_flat_capture_tickers": True,
     }
     assert figures["vendors"]["tardis"] == {
         "seconds": 16.0,
@@ -256,16 +263,22 @@ def test_vendor_verdicts_and_figures():
         "peak_mb_scale2": 1300.0,
     }
     assert (figures["verify_capture_seconds"], figures["verify_capture_peak_mb"]) == (4.0, 300.0)
+    assert (figures["verify_capture_tickers_seconds"], figures["verify_capture_tickers_peak_mb"]) == (9.0, 400.0)
     text = "\n".join(lines)
     assert "1.60x Crypto Lake -- goal <= 1.5x: NOT met" in text and "peak  1100 MB -- goal <= 900 MB: NOT met" in text
     # Where the time goes: the slowest steps first, at most four.
     assert "    where its time goes: raw_book_deltas 9.00 s, reconstructed_books 4.00 s, ohlcv_bars 1.00 s, " in text
     assert "freshness" not in text
     assert "= 1.18x -- goal within 10%: NOT met" in text and "verify-capture on the day's capture: 4.00 s" in text
+    # The capture with a bookTicker at every top holds more than the day the others hold.
+    not_a_goal = "2.50x Crypto Lake (more lines than the day the others hold: not a goal)"
+    assert f"= 1.92x -- goal <= 2.0x: met; {not_a_goal}" in text
+    assert "verify-capture on the capture with a bookTicker at every top: 9.00 s" in text
     # A failed run meets no goal, and without the doubled day flatness is not judged.
     failed = {**runs, "capture": _vendor_run(1.0, 10.0, code=2)}
     goals, _ = vendor_report(failed, None, None, lines.append)
     assert not any(v for k, v in goals.items() if k.endswith("_capture")) and not any("flat" in k for k in goals)
+    assert goals["vendor_peak_mb_capture_tickers"]
     assert lines[-1] == "  flat when the day doubles: not measured (--vendors-scale2 measures it)"
 
 
@@ -294,6 +307,15 @@ def test_vendor_files_and_floor_on_a_tiny_day(tmp_path, monkeypatch):
     inputs = vendors.vendor_files(root, instrument, bench.BENCH_DAY, tmp_path / "vendors")
     assert set(inputs) == set(vendors.VENDORS)
     assert [p.name for p in inputs["capture"].files] == ["binance_spot_btcusdt_20240301.gz"]
+    # The second capture: the same diffs and trades, a bookTicker at every change of the top.
+    assert [p.name for p in inputs["capture_tickers"].files] == ["binance_spot_btcusdt_20240301.gz"]
+    assert inputs["capture_tickers"].env["PIPELINE_CAPTURE_DIR"] == str(tmp_path / "vendors" / "capture_tickers")
+    lines = {v: gzip.decompress(inputs[v].files[0].read_bytes()).splitlines() for v in ("capture", "capture_tickers")}
+    tickers = {v: [line for line in lines[v] if b"@bookTicker" in line] for v in lines}
+    assert [line for line in lines["capture"] if b"@bookTicker" not in line] == [
+        line for line in lines["capture_tickers"] if b"@bookTicker" not in line
+    ]
+    assert tickers["capture_tickers"] and tickers["capture_tickers"] != tickers["capture"]
     assert len(inputs["tardis"].files) == 3 and len(inputs["crypto_lake"].files) == 3
     assert inputs["tardis"].env == {
         "PIPELINE_SOURCE": "tardis",
@@ -305,7 +327,7 @@ def test_vendor_files_and_floor_on_a_tiny_day(tmp_path, monkeypatch):
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
     for vendor, files in inputs.items():
-        assert floors.read_seconds(vendor, files.files) > 0, vendor
+        assert floors.read_seconds(files.reader, files.files) > 0, vendor
     # The Tardis L2 and snapshot files are read by the import's line readers, whole: only the
     # trades file goes to Arrow's reader.
     from market_pipeline.vendors.tardis import csv_stream
@@ -346,7 +368,10 @@ def test_each_vendor_runs_the_graph_from_its_own_files_in_a_fresh_data_dir(tmp_p
     from market_pipeline.bench import vendors
 
     settings = bench.bench_settings(tmp_path, 0.01)
-    files = {v: vendors.VendorFiles({"PIPELINE_SOURCE": v}, [tmp_path / f"{v}.in"]) for v in vendors.VENDORS}
+    readers = {"crypto_lake": "crypto_lake", "tardis": "tardis", "capture": "capture", "capture_tickers": "capture"}
+    files = {
+        v: vendors.VendorFiles({"PIPELINE_SOURCE": v}, [tmp_path / f"{v}.in"], readers[v]) for v in vendors.VENDORS
+    }
     monkeypatch.setattr(vendors, "vendor_files", lambda root, instrument, day, out: files)
     runs, floors = [], []
 
@@ -360,17 +385,22 @@ def test_each_vendor_runs_the_graph_from_its_own_files_in_a_fresh_data_dir(tmp_p
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"left over")
     monkeypatch.setattr(vendors, "run_graph", fake_run_graph)
-    monkeypatch.setattr(vendors, "read_seconds", lambda vendor, paths: floors.append((vendor, paths)) or 1.0)
+    monkeypatch.setattr(vendors, "read_seconds", lambda reader, paths: floors.append((reader, paths)) or 1.0)
+    logs = []
     monkeypatch.setattr(
-        vendors, "run_sampled", lambda argv, env, log: (0, 2.0, type("S", (), {"peak_mb": lambda s: 64.0})())
+        vendors,
+        "run_sampled",
+        lambda argv, env, log: logs.append(log.name) or (0, 2.0, type("S", (), {"peak_mb": lambda s: 64.0})()),
     )
     result, verify = vendors.measure_vendors(settings, bench.BENCH_DAY, print)
     assert runs == [(tmp_path / "vendor_runs" / v, bench.BENCH_DAY, {"PIPELINE_SOURCE": v}) for v in vendors.VENDORS]
-    assert floors == [(v, [tmp_path / f"{v}.in"]) for v in vendors.VENDORS]
+    assert floors == [(readers[v], [tmp_path / f"{v}.in"]) for v in vendors.VENDORS]
     assert {v: (r.seconds, r.peak_mb, r.read_seconds, r.outputs) for v, r in result.items()} == dict.fromkeys(
         vendors.VENDORS, (3.0, 256.0, 1.0, 0)
     )
-    assert verify == vendors.SampledRun(0, 2.0, 64.0)
+    # verify-capture on each capture, each its own log.
+    assert verify == dict.fromkeys(("capture", "capture_tickers"), vendors.SampledRun(0, 2.0, 64.0))
+    assert logs == ["bench-verify-capture.log", "bench-verify-capture-tickers.log"]
 
 
 # --- --remote ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Synthetic days written as Binance captures (`vendors/synthetic/capture_writer.py`): the files
-verify with no gap and every bookTicker (the ground truth) matching, a capture of two days replays
-across midnight, and the capture source's rebuilt books equal the ground truth at every bookTicker.
+verify with no gap and every bookTicker (the ground truth) matching, also with a bookTicker at every
+change of the true top, a capture of two days replays across midnight, and the capture source's
+rebuilt books equal the ground truth at every bookTicker.
 Also: the writers' output does not depend on their batch sizes (Tardis included)."""
 
 from __future__ import annotations
@@ -134,6 +135,30 @@ def test_a_second_day_continues_the_update_ids(generated):
         pl.DataFrame({"price": [float(p) for p, q in opening["b"] + opening["a"] if float(q) > 0]}), on="price"
     )
     assert len(removed) == first.end.book.height - kept.height > 0
+
+
+def _changes(tops: pl.DataFrame) -> pl.DataFrame:
+    """The tops that differ from the one before them, found apart from the writer (numpy)."""
+    values = tops.drop("sequence_number").to_numpy()
+    return tops.filter(pl.Series(np.r_[True, (values[1:] != values[:-1]).any(axis=1)]))
+
+
+def test_every_top_capture_sends_a_ticker_at_each_change_of_the_true_top(generated, tmp_path, monkeypatch):
+    root, instrument = generated["root"] / "work", generated["instruments"][USDM_KEY]
+    whole = write_capture_day(root, instrument, DAYS[0], tmp_path / "whole", every_top=True)
+    tops = pl.read_parquet(day_files.day_files(root, instrument, DAYS[0]).tops)
+    with gzip.open(whole.path, "rt") as fh:
+        tickers = [json.loads(line.split(" ", 1)[1])["data"] for line in fh if "@bookTicker" in line]
+    sent = [(t["u"], *(float(t[key]) for key in "bBaA")) for t in tickers]
+    assert sent == [(seq + whole.update_id_offset, *top) for seq, *top in _changes(tops).iter_rows()]
+    assert whole.tickers == len(sent) and 0 < len(sent) < tops.height  # not every message moves the top
+    report = verify_capture([whole.path])
+    assert (report["gaps"], report["ticker_mismatches"], report["ticker_checks"]) == (0, 0, whole.tickers)
+    # In small batches, each batch's first top compared with the last of the batch before: the same file.
+    monkeypatch.setattr(day_files, "DELTA_BATCH_ROWS", 997)
+    monkeypatch.setattr(day_files, "SIDE_BATCH_ROWS", 101)
+    small = write_capture_day(root, instrument, DAYS[0], tmp_path / "small", every_top=True)
+    assert gzip.decompress(small.path.read_bytes()) == gzip.decompress(whole.path.read_bytes())
 
 
 def test_output_does_not_depend_on_the_batch_size(generated, tmp_path, monkeypatch):

@@ -26,7 +26,14 @@ from market_pipeline.core.lake.schemas import (
 )
 from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSettings
 from market_pipeline.vendors.synthetic.faults import FAULT_NAMES
-from market_pipeline.vendors.synthetic.generate import GENERATOR_VERSION, SyntheticDay, _Grid, generate_day
+from market_pipeline.vendors.synthetic.generate import (
+    GENERATOR_VERSION,
+    TOPS_FILE,
+    TOPS_SCHEMA,
+    SyntheticDay,
+    _Grid,
+    generate_day,
+)
 
 DAY = dt.date(2024, 3, 1)
 DAY_START = int(dt.datetime(2024, 3, 1, tzinfo=dt.UTC).timestamp()) * 10**9
@@ -117,6 +124,8 @@ def test_schemas_match_the_lake(clean: SyntheticDay, frames: dict[str, pl.DataFr
         assert list(frame.schema.items()) == list(SCHEMAS[table].items())
     truth = pl.read_parquet(clean.truth_book_path)
     assert list(truth.schema.items()) == list(BOOK_SCHEMA.items())
+    tops = pl.read_parquet(clean.truth_book_path.with_name(TOPS_FILE))
+    assert list(tops.schema.items()) == list(TOPS_SCHEMA.items())
 
 
 def test_same_inputs_give_identical_bytes(clean: SyntheticDay, tmp_path: Path) -> None:
@@ -124,6 +133,8 @@ def test_same_inputs_give_identical_bytes(clean: SyntheticDay, tmp_path: Path) -
     for table, path in clean.files.items():
         assert path.read_bytes() == again.files[table].read_bytes(), table
     assert clean.truth_book_path.read_bytes() == again.truth_book_path.read_bytes()
+    tops = clean.truth_book_path.with_name(TOPS_FILE)
+    assert tops.read_bytes() == again.truth_book_path.with_name(TOPS_FILE).read_bytes()
     assert clean.manifest_path.read_bytes() == again.manifest_path.read_bytes()
     assert clean.rows == again.rows
 
@@ -136,7 +147,7 @@ def test_another_day_is_another_market(frames: dict[str, pl.DataFrame], next_day
 
 def test_manifest(clean: SyntheticDay, frames: dict[str, pl.DataFrame]) -> None:
     manifest = _manifest(clean)
-    assert manifest["generator_version"] == GENERATOR_VERSION == 2
+    assert manifest["generator_version"] == GENERATOR_VERSION == 3
     assert manifest["snapshot_interval_ms"] == 100
     assert (manifest["exchange"], manifest["symbol"], manifest["day"]) == ("BINANCE", "BTC-USDT", "2024-03-01")
     assert (manifest["seed"], manifest["profile"]) == (7, "small")
@@ -270,8 +281,14 @@ class _DictBook:
         return [(price, self.sides[is_bid][price]) for price in best]
 
 
-def test_dict_replay_reproduces_every_snapshot_and_trade(frames: dict[str, pl.DataFrame]) -> None:
+def test_dict_replay_reproduces_every_snapshot_top_and_trade(
+    clean: SyntheticDay, frames: dict[str, pl.DataFrame]
+) -> None:
     deltas, trades, book = frames["book_delta_v2"], frames["trades"], frames["book"]
+    # The true top after every message (what a capture's bookTickers can show), in message order.
+    tops = pl.read_parquet(clean.truth_book_path.with_name(TOPS_FILE))
+    assert tops["sequence_number"].to_list() == deltas["sequence_number"].unique(maintain_order=True).to_list()
+    top_after = iter(tops.iter_rows())
     # Snapshots between two messages are equal, so one per sequence number stands for all.
     levels = book_level_columns()
     distinct = book.select("sequence_number", *levels).unique(maintain_order=True)
@@ -301,6 +318,8 @@ def test_dict_replay_reproduces_every_snapshot_and_trade(frames: dict[str, pl.Da
                 replay.set(is_bid, _dec(price), _dec(size))
             bids, asks = replay.top(True), replay.top(False)
             assert bids and asks and bids[0][0] < asks[0][0]
+            top_seq, *top = next(top_after)
+            assert (top_seq, [_dec(v) for v in top]) == (seq, [*bids[0], *asks[0]])
             if seq in wanted:
                 expected = []
                 for side in (bids, asks):
@@ -312,7 +331,7 @@ def test_dict_replay_reproduces_every_snapshot_and_trade(frames: dict[str, pl.Da
             message = []
         if row is not None:
             message.append(row)
-    assert wanted == {} and trades_at == {}
+    assert wanted == {} and trades_at == {} and next(top_after, None) is None
     assert checked > 1_000
 
 

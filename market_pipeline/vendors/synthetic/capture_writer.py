@@ -14,7 +14,9 @@ One gzip file per day, ``binance_{spot|usdm}_{symbol}_{YYYYMMDD}.gz``, lines
   applied (it sets the levels the snapshot already holds: quantities are absolute), so the
   tickers of the opening message are checked too;
 - after each message the synthetic vendor took a snapshot after, one ``@bookTicker`` line per
-  ground-truth row with the true best bid and ask (futures ones with E and T);
+  ground-truth row with the true best bid and ask (futures ones with E and T); or, asked for
+  (`every_top`), after every message that changed the true best bid or ask, price or quantity,
+  as Binance's stream sends them: a line a change of the top, tens of millions on a busy day;
 - every trade as an ``@trade`` line, ``m`` (buyer is maker) true when the taker sold.
 Prices and quantities are exact decimal strings on the instrument's tick and lot.
 
@@ -287,6 +289,15 @@ def _opening_rows(batch: pl.DataFrame, previous: CaptureEnd | None) -> tuple[pl.
     return opening, pl.concat([opening, removals, rest])
 
 
+def _changed_tops(tops: pl.DataFrame, before: pl.DataFrame | None) -> pl.DataFrame:
+    """The tops that differ from the one before them (`before`: the last top of the batch before,
+    None at the day's first): a bookTicker is sent when the best price or quantity changes."""
+    joined = tops if before is None else pl.concat([before, tops])
+    changed = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in TICKER_COLUMNS[1:])
+    flagged = joined.with_columns(changed=changed).slice(0 if before is None else 1)
+    return flagged.filter("changed").drop("changed")
+
+
 def book_after(book: pl.DataFrame, batch: pl.DataFrame) -> pl.DataFrame:
     """The book after `batch`: each level's last quantity (levels at 0 dropped at the end of the day)."""
     latest = batch.select(*_LEVELS).group_by("side_is_bid", "price").agg(pl.col("size").last())
@@ -306,14 +317,17 @@ def write_capture_day(
     previous: CaptureEnd | None = None,
     renderer: Callable[[Instrument, Path], BinanceLines] = BinanceLines,
     dropped: Collection[int] = (),
+    every_top: bool = False,
 ) -> CaptureDay:
     """Render the synthetic day `generate_day` wrote under `root` as a capture in `out_dir`
     (Binance's, or the exchange's of `renderer`: a `BinanceLines` class, or a callable making one
     with its faults, e.g. `functools.partial(BybitLines, restarts=[...])`). `dropped`: update ids
-    whose diff lines are left out (a capture that lost messages; their tickers stay)."""
+    whose diff lines are left out (a capture that lost messages; their tickers stay). `every_top`:
+    a ticker at every change of the true top, not at the vendor's snapshots."""
     files = day_files(root, instrument, day)
     lines = renderer(instrument, files.deltas)
-    truth = RowsThrough(files.truth, "sequence_number", TICKER_COLUMNS)
+    truth = RowsThrough(files.tops if every_top else files.truth, "sequence_number", TICKER_COLUMNS)
+    last_top: pl.DataFrame | None = None  # `every_top`: the top after the previous batch's last message
     trades = RowsThrough(files.trades, "received_time")
     target = out_dir / f"{lines.file_prefix}_{day:%Y%m%d}.gz"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -358,6 +372,8 @@ def write_capture_day(
                 stamps = pl.concat([last_stamp, stamps])
             last_stamp = stamps.tail(1)
             shown = truth.through(None if following is None else int(batch["sequence_number"][-1]))
+            if every_top and shown is not None and shown.height:
+                shown, last_top = _changed_tops(shown, last_top), shown.tail(1)
             if shown is not None and shown.height:
                 shown = shown.with_columns(u=pl.col("sequence_number") + offset).join_asof(
                     stamps, on="u", strategy="backward"

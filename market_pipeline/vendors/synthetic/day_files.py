@@ -19,7 +19,7 @@ import polars as pl
 from market_pipeline.core.instruments import Instrument
 from market_pipeline.core.lake.batches import iter_frames, message_aligned
 from market_pipeline.core.lake.paths import partition_dir
-from market_pipeline.vendors.synthetic.generate import GROUND_TRUTH_DIR, PART_FILE
+from market_pipeline.vendors.synthetic.generate import GROUND_TRUTH_DIR, PART_FILE, TOPS_FILE, TRUTH_BOOK_FILE
 
 # Delta rows per batch: the text rendered from a batch takes a few times its columns (~8 MB). On the
 # scale-0.2 realistic day the capture writer peaked at 506 MB with 100,000 rows (15 s), 742 MB with
@@ -34,15 +34,18 @@ class DayFiles:
     deltas: Path
     trades: Path
     truth: Path  # one row per synthetic vendor snapshot: the true book after message sequence_number
+    tops: Path  # one row per message: the true best bid and ask after message sequence_number
 
 
 def day_files(root: Path, instrument: Instrument, day: dt.date) -> DayFiles:
     """The files `generate.generate_day` wrote under `root` for the instrument-day."""
     ex, sym = instrument.exchange, instrument.symbol
+    truth_dir = partition_dir(root / GROUND_TRUTH_DIR, "synthetic", ex, sym, day)
     return DayFiles(
         deltas=partition_dir(root, "book_delta_v2", ex, sym, day) / PART_FILE,
         trades=partition_dir(root, "trades", ex, sym, day) / PART_FILE,
-        truth=partition_dir(root / GROUND_TRUTH_DIR, "synthetic", ex, sym, day) / "truth_book.parquet",
+        truth=truth_dir / TRUTH_BOOK_FILE,
+        tops=truth_dir / TOPS_FILE,
     )
 
 

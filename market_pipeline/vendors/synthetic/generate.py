@@ -32,13 +32,20 @@ from market_pipeline.core.lake.schemas import (
 )
 from market_pipeline.vendors.synthetic.config import FaultSettings, SyntheticSettings
 from market_pipeline.vendors.synthetic.faults import DeltaRows, FaultInjector
-from market_pipeline.vendors.synthetic.market_layout import LEVELS, Block, MarketParams, Snapshots, Trades
+from market_pipeline.vendors.synthetic.market_layout import LEVELS, Block, MarketParams, Snapshots, Tops, Trades
 from market_pipeline.vendors.synthetic.simulator import simulate
 
 # 2: snapshot latencies from their own stream (the messages no longer depend on the cadence).
-GENERATOR_VERSION = 2
+# 3: the true top of book after every message (`TOPS_FILE`).
+GENERATOR_VERSION = 3
 PART_FILE = "part-0.snappy.parquet"
 GROUND_TRUTH_DIR = "_ground_truth"
+TRUTH_BOOK_FILE = "truth_book.parquet"  # the true book at each vendor snapshot (`BOOK_SCHEMA`)
+TOPS_FILE = "truth_tops.parquet"  # the true best bid and ask after every message (`TOPS_SCHEMA`)
+TOPS_SCHEMA: dict[str, pl.DataType] = {
+    "sequence_number": pl.Int64(),
+    **{f"{side}_0_{value}": pl.Float64() for side in ("bid", "ask") for value in ("price", "size")},
+}
 
 _PROFILE_DELTA_ROWS = {"small": 1_000_000, "realistic": 34_000_000}
 # Delta rows per message that the kernel's event mix produces (measured); it turns the
@@ -144,6 +151,14 @@ def _book_table(snapshots: Snapshots, price: _Grid, lot: _Grid) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=_arrow_schema(BOOK_SCHEMA))
 
 
+def _tops_table(tops: Tops, price: _Grid, lot: _Grid) -> pa.Table:
+    prices, sizes = (tops.bid_tick, tops.ask_tick), (tops.bid_size, tops.ask_size)
+    arrays = [pa.array(tops.seq)]
+    for ticks, lots in zip(prices, sizes, strict=True):
+        arrays += [pa.array(price.to_float(ticks)), pa.array(lot.to_float(lots))]
+    return pa.Table.from_arrays(arrays, schema=_arrow_schema(TOPS_SCHEMA))
+
+
 def _delta_table(rows: DeltaRows) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array(getattr(rows, name)) for name in BOOK_DELTA_SCHEMA],
@@ -194,7 +209,7 @@ def generate_day(
         for table in ("trades", "book", "book_delta_v2")
     }
     truth_dir = partition_dir(out_root / GROUND_TRUTH_DIR, "synthetic", instrument.exchange, instrument.symbol, day)
-    truth_path = truth_dir / "truth_book.parquet"
+    truth_path = truth_dir / TRUTH_BOOK_FILE
     rows = dict.fromkeys(files, 0)
     last_sequence = params.first_sequence
 
@@ -211,6 +226,7 @@ def generate_day(
         _, trades_out = open_writer(files["trades"], TRADES_SCHEMA)
         _, book_out = open_writer(files["book"], BOOK_SCHEMA)
         _, truth_out = open_writer(truth_path, BOOK_SCHEMA)
+        _, tops_out = open_writer(truth_dir / TOPS_FILE, TOPS_SCHEMA)
         # Delta values rarely repeat: dictionary pages would make the file slower and larger.
         delta_tmp, delta_out = open_writer(files["book_delta_v2"], BOOK_DELTA_SCHEMA, use_dictionary=False)
 
@@ -241,6 +257,8 @@ def generate_day(
             )
 
         def write_books(block: Block) -> None:
+            if len(block.tops.seq):
+                tops_out.write_table(_tops_table(block.tops, price_grid, lot_grid))
             s = block.snapshots
             if len(s.origin):
                 truth = _book_table(s, price_grid, lot_grid)
@@ -272,7 +290,7 @@ def generate_day(
             for future in pending:
                 future.result()
         write_deltas(injector.finish())
-        for writer in (trades_out, book_out, truth_out, delta_out):
+        for writer in (trades_out, book_out, truth_out, tops_out, delta_out):
             writer.close()
         injector.truncate(delta_tmp, files["book_delta_v2"], out_root)
 

@@ -113,6 +113,17 @@ class Snapshots(NamedTuple):
     ask_size: np.ndarray
 
 
+class Tops(NamedTuple):
+    """The true best bid and ask after each message, one row a message (what an exchange's
+    top-of-book stream, Binance's bookTicker, would show)."""
+
+    seq: np.ndarray  # the message's sequence number
+    bid_tick: np.ndarray
+    bid_size: np.ndarray  # lots
+    ask_tick: np.ndarray
+    ask_size: np.ndarray
+
+
 class Block(NamedTuple):
     """The kernel's output buffers (`run` fills them from the start at every call), and each block
     `simulate` yields: a copy of what one call filled."""
@@ -120,8 +131,9 @@ class Block(NamedTuple):
     deltas: Deltas
     trades: Trades
     snapshots: Snapshots
+    tops: Tops
 
-    def head(self, n_rows: int, n_trades: int, n_snaps: int) -> Block:
+    def head(self, n_rows: int, n_trades: int, n_snaps: int, n_tops: int) -> Block:
         """The first rows of each buffer, copied: the kernel refills the buffers at its next call."""
         return Block(
             Deltas(*(a[:n_rows].copy() for a in self.deltas)),
@@ -129,4 +141,5 @@ class Block(NamedTuple):
             Snapshots(
                 *(a[:n_snaps].copy() for a in self.snapshots[:3]), *(a[:, :n_snaps].copy() for a in self.snapshots[3:])
             ),
+            Tops(*(a[:n_tops].copy() for a in self.tops)),
         )

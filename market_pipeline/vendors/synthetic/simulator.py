@@ -72,6 +72,7 @@ from market_pipeline.vendors.synthetic.market_layout import (
     Market,
     MarketParams,
     Snapshots,
+    Tops,
     Trades,
 )
 from market_pipeline.vendors.synthetic.random_draws import (
@@ -195,8 +196,9 @@ def run(market, chunk_end, out):
     """Advance the `market` (a `Market`) until chunk_end (ns, exclusive) or until a buffer of
     `out` (a `Block`) is full.
 
-    Returns (delta rows, trades, snapshots, done); done is False when a buffer filled up and
-    the caller must drain the buffers and call again with the same chunk_end.
+    Returns (delta rows, trades, snapshots, tops, done); done is False when a buffer filled up
+    and the caller must drain the buffers and call again with the same chunk_end. A message has
+    one top and at least one delta row, so the tops never outnumber the rows.
     """
     # The groups' fields as locals, once: read through the tuples in the loop they would be
     # reference-counted at every access.
@@ -205,10 +207,13 @@ def run(market, chunk_end, out):
     d_origin, d_recv, d_seq, d_bid, d_tick, d_size = d.origin, d.recv, d.seq, d.bid, d.tick, d.size
     s_origin, s_recv, s_seq = s.origin, s.recv, s.seq
     s_bid_tick, s_bid_size, s_ask_tick, s_ask_size = s.bid_tick, s.bid_size, s.ask_tick, s.ask_size
+    top_seq, top_bid_tick, top_bid_size = out.tops.seq, out.tops.bid_tick, out.tops.bid_size
+    top_ask_tick, top_ask_size = out.tops.ask_tick, out.tops.ask_size
     trade_capacity = len(out.trades.origin)
     n_rows = 0
     n_trades = 0
     n_snaps = 0
+    n_tops = 0
     while True:
         t = st[S_NEXT_TIME]
         # A snapshot at time s shows every message with origin_time <= s.
@@ -217,7 +222,7 @@ def run(market, chunk_end, out):
             if snap_t >= t or snap_t >= chunk_end:
                 break
             if n_snaps == len(s_origin):
-                return n_rows, n_trades, n_snaps, False
+                return n_rows, n_trades, n_snaps, n_tops, False
             s_origin[n_snaps] = snap_t
             slot = (snap_t - ip[I_DAY_START]) // SNAPSHOT_GRID_NS
             recv = max(st[S_LAST_SNAP_RECV], snap_t + snapshot_latency(fp, ip, slot))
@@ -229,11 +234,11 @@ def run(market, chunk_end, out):
             n_snaps += 1
             st[S_NEXT_SNAP] += 1
         if t >= chunk_end:
-            return n_rows, n_trades, n_snaps, True
+            return n_rows, n_trades, n_snaps, n_tops, True
         first = st[S_MESSAGES] == 0
         need = st[S_N_BID] + st[S_N_ASK] if first else MAX_ROWS_PER_MESSAGE
         if n_rows + need > len(d_origin) or n_trades + MAX_TRADES_PER_MESSAGE > trade_capacity:
-            return n_rows, n_trades, n_snaps, False
+            return n_rows, n_trades, n_snaps, n_tops, False
 
         recv = max(st[S_LAST_RECV], t + latency(rng, fp, ip))
         st[S_LAST_RECV] = recv
@@ -260,6 +265,13 @@ def run(market, chunk_end, out):
             d_seq[r] = seq
         st[S_NEXT_SEQ] = seq + 1
         st[S_MESSAGES] += 1
+        # Neither side is ever emptied (`I_MIN_LEVELS`), so both bests are levels of the book.
+        top_seq[n_tops] = seq
+        top_bid_tick[n_tops] = st[S_BASE] + st[S_BEST_BID]
+        top_bid_size[n_tops] = bid[st[S_BEST_BID]]
+        top_ask_tick[n_tops] = st[S_BASE] + st[S_BEST_ASK]
+        top_ask_size[n_tops] = ask[st[S_BEST_ASK]]
+        n_tops += 1
 
         nxt = t + max(1, int(-math.log(uniform(rng)) * fp[F_DT_MEAN]))
         st[S_NEXT_TIME] = nxt if nxt < ip[I_MSG_END] else NO_MORE
@@ -444,10 +456,11 @@ def simulate(
             *(np.empty(snap_cap, dtype=i8) for _ in range(3)),
             *(np.empty((LEVELS, snap_cap), dtype=i8) for _ in range(4)),
         ),
+        Tops(*(np.empty(row_cap, dtype=i8) for _ in range(5))),  # a top a message: never more than rows
     )
 
     for chunk_end in range(day_start_ns + chunk_ns, day_start_ns + day_ns + 1, chunk_ns):
         done = False
         while not done:
-            n_rows, n_trades, n_snaps, done = run(market, chunk_end, buffers)
-            yield buffers.head(n_rows, n_trades, n_snaps)
+            n_rows, n_trades, n_snaps, n_tops, done = run(market, chunk_end, buffers)
+            yield buffers.head(n_rows, n_trades, n_snaps, n_tops)
