@@ -34,10 +34,9 @@ measures in one run:
 - ranges (`--ranges` only, about 3 minutes more): the whole graph on two instruments for the day
   and on one instrument for three days, with the default workers, sampled as the graph above:
   peak memory must not grow with instruments or days;
-- vendors (`--vendors` only, four more whole-graph runs): the day written as Crypto Lake, Tardis
-  and capture files (two captures: a bookTicker at each vendor snapshot, and at every change of
-  the top), the whole graph from each, against each vendor's floor, and verify-capture on each
-  capture (`bench/vendors.py`); `--vendors-scale2` also runs them on a day twice as large;
+- vendors (`--vendors` only, four more whole-graph runs): the day as Crypto Lake, Tardis and two capture
+  files (a bookTicker at each vendor snapshot; at every change of the top), the whole graph from each
+  against its floor, verify-capture on each capture (`bench/vendors.py`); `--vendors-scale2`: also at 2x;
 - remote (`--remote` only, two more whole-graph runs over two days): the lake on a loopback S3 bucket
   (moto's server on 127.0.0.1) against local disk, and the lake objects each step fetched
   (`bench/remote.py`; goal: at most 1.5x the local wall);

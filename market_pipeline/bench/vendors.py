@@ -233,11 +233,12 @@ def vendor_report(
         "+ write every lake output once, same codecs)"
     )
     figures: dict[str, dict[str, float]] = {}
+    width = max(map(len, runs))
     for vendor, run in runs.items():
         over_floor = _ratio(run.seconds, run.floor_seconds)
         over_reference = _ratio(run.seconds, reference)
         line = (
-            f"  {vendor:12s} {run.seconds:7.2f} s (exit {run.exit_code}), peak {run.peak_mb:5.0f} MB "
+            f"  {vendor:{width}s} {run.seconds:7.2f} s (exit {run.exit_code}), peak {run.peak_mb:5.0f} MB "
             f"-- goal <= {GOAL_PEAK_MB:.0f} MB: {_verdict(goals[f'vendor_peak_mb_{vendor}'])}; "
             f"floor {run.floor_seconds:.2f} s (read {run.read_seconds:.2f} + write {run.write_seconds:.2f}, "
             f"{run.outputs} files) = {over_floor:.2f}x -- goal <= {GOAL_OVER_FLOOR}x: "
