@@ -10,7 +10,7 @@ rises along the lines (one connection's stream), else sorted by DuckDB under its
 spills beyond it). Each run gets the slice of its range of u from a span of row groups read together.
 
 A recorded bookTicker stream sends hundreds a second, tens of millions a busy day: held whole at
-~64 bytes each that is gigabytes; this way a rebuild holds a span of row groups (12 MB) or a window.
+~64 bytes each that is gigabytes; this way a rebuild holds a span of row groups (6 MB) or a window.
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ SCRATCH_PREFIX = "capture-tickers-"  # <prefix><pid>-<random>: a directory a sor
 _SORTED_FILE = "tickers_by_u.parquet"
 # Tickers put on the grid at a time, and a row group of the sorted file: 3 MB of int64 columns.
 BATCH_ROWS = 65_536
-# Row groups a span of windows holds (12 MB), read in one call; a window is a slice of it. On the
-# bench's every-top capture (4.0 M tickers, 66 row groups, 88 runs) the windows took 0.22 s of the
-# book step's main thread (8 groups: 0.15 s, twice the memory), against 0.5 s when each window
-# was its row groups read one by one and copied together (9.4 M tickers copied).
-SPAN_GROUPS = 4
+# Row groups a span of windows holds (6 MB), read in one call; a window is a slice of it. On the
+# bench's every-top capture (4.0 M tickers, 66 row groups, 88 runs) the windows took 0.27-0.29 s of
+# the book step's main thread, against 0.5 s when each window was its row groups read one by one
+# and copied together (9.4 M tickers copied). 4 row groups: 0.22 s, but verify-capture's peak RSS
+# 20-30 MB higher (644-655 MB against 622-633).
+SPAN_GROUPS = 2
 SORT_MEMORY_LIMIT = "256MB"  # DuckDB's own budget for the sort; it spills beyond it
 _SORTED = pa.schema(
     [
