@@ -101,12 +101,11 @@ def _replay(
     )
     part = br.new_capture_part(futures, snap_rows, no_tickers(), new_book(), br.new_sync())
     sampling, no_rows = lr.new_sampling(lr.new_replay_state(0, False, 0, False), 1), lr.no_rows()
-    batches = (
-        diff_arrays(frame, lambda v, _: _steps(v, tick), lambda v, _: _steps(v, lot))
-        for frame in read_delta_batches(deltas_path)
-    )
-    parts = BatchedReplay(depth_snaps, part.sync, None)
+    # The diffs' and the tickers' values to steps alike (the callbacks' other arguments, which
+    # name the values for the precision counts of the pipeline's rebuild, are not used here).
     ticks, lots = (lambda v, *_: _steps(v, tick)), (lambda v, *_: _steps(v, lot))
+    batches = (diff_arrays(frame, ticks, lots) for frame in read_delta_batches(deltas_path))
+    parts = BatchedReplay(depth_snaps, part.sync, None)
     with sort_tickers(None, tickers_path, deltas_path.parent, ticks, lots) as tickers:
         for run in parts.runs(batches):
             part = part._replace(tickers=tickers.for_run(run))
